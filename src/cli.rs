@@ -1,0 +1,253 @@
+//! The commands behind the `lockstep` binary: `serve`, `audit`, `replay`, `check-config`.
+//! `main.rs` parses arguments; the work is here so tests and tools can call it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use crate::config::Config;
+use crate::engine::core::CoreConfig;
+use crate::engine::recovery::rebuild;
+use crate::engine::{audit_across, open_data_dir, shard_dir, Engine};
+use crate::ingest::api::App;
+use crate::ingest::server::{bind, serve as serve_http};
+use crate::store::{ShardStore, SledStore};
+
+/// Runs the engine until Ctrl-C or SIGTERM. Prints `lockstep listening on http://ADDR`
+/// on stdout once it accepts connections (tests read the port from it).
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = crate::metrics::install();
+        let upkeep = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        let engine = Engine::start(&config.engine_config())?;
+        let listener = bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let app = App::new(engine, config, metrics);
+        if let Some(listener) = metrics_listener {
+            tracing::info!(addr = %listener.local_addr()?, "metrics listener");
+            tokio::spawn(serve_http(
+                listener,
+                app.clone(),
+                true,
+                std::future::pending(),
+            ));
+        }
+        tracing::info!(%addr, shards = app.engine.shards(), "lockstep serving");
+        println!("lockstep listening on http://{addr}");
+        serve_http(listener, app.clone(), false, shutdown_signal()).await;
+        tracing::info!("shutting down: finishing queued batches");
+        app.engine.shutdown();
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Opens every shard store of a data directory that no server is using.
+fn open_stores(
+    data_dir: &Path,
+) -> anyhow::Result<(crate::engine::router::Router, Vec<Arc<dyn ShardStore>>)> {
+    if !data_dir.join("lockstep.meta").exists() {
+        bail!(
+            "{} holds no lockstep data (no lockstep.meta)",
+            data_dir.display()
+        );
+    }
+    let router = open_data_dir(data_dir, 0)?;
+    let mut stores: Vec<Arc<dyn ShardStore>> = Vec::new();
+    for i in 0..router.shards() {
+        let dir = shard_dir(data_dir, i);
+        let store = SledStore::open(&dir).map_err(|e| {
+            anyhow!(
+                "cannot open {}: {e} (is a lockstep server running on this data directory? stop it first)",
+                dir.display()
+            )
+        })?;
+        stores.push(Arc::new(store));
+    }
+    Ok((router, stores))
+}
+
+/// `lockstep audit SKU`: asks the running server when there is one, else reads the
+/// data directory directly.
+pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Result<()> {
+    let records = match audit_over_http(config, sku, limit)? {
+        Some(records) => records,
+        None => {
+            let (router, stores) = open_stores(&config.server.data_dir)?;
+            let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
+            records.iter().map(crate::ingest::api::audit_json).collect()
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "records": records }))?
+        );
+        return Ok(());
+    }
+    if records.is_empty() {
+        println!("no audit records for SKU {sku:?}");
+        return Ok(());
+    }
+    println!(
+        "{:>10}  {:<32}  {:<17}  {:>7}  {:<12}  {:<9}  {:>15}  key",
+        "seq", "applied_at", "kind", "qty", "source", "outcome", "available"
+    );
+    for r in &records {
+        let text = |name: &str| r[name].as_str().unwrap_or("").to_string();
+        println!(
+            "{:>10}  {:<32}  {:<17}  {:>7}  {:<12}  {:<9}  {:>15}  {}{}",
+            r["seq"].to_string(),
+            text("applied_at"),
+            text("kind"),
+            r["qty"].to_string(),
+            text("source"),
+            text("outcome"),
+            format!("{} -> {}", r["available_before"], r["available_after"]),
+            text("idempotency_key"),
+            if r["oversell"].as_bool() == Some(true) {
+                "  OVERSELL"
+            } else {
+                ""
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The audit from a running server; `None` when nothing listens at the configured address.
+fn audit_over_http(
+    config: &Config,
+    sku: &str,
+    limit: usize,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let addr = config.server.listen;
+        let connect =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await;
+        if !matches!(connect, Ok(Ok(_))) {
+            return Ok(None);
+        }
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<Bytes>>();
+        let sku_q: String =
+            percent_encoding::utf8_percent_encode(sku, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let uri = format!("http://{addr}/v1/audit?sku={sku_q}&limit={limit}");
+        let mut request = hyper::Request::get(&uri);
+        if let Some(token) = &config.server.admin_token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client
+            .request(request.body(Empty::new())?)
+            .await
+            .context("audit request")?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).context("audit response is not JSON")?;
+        if !status.is_success() {
+            bail!("server at {addr} answered {status}: {value}");
+        }
+        Ok(Some(
+            value["records"].as_array().cloned().unwrap_or_default(),
+        ))
+    })
+}
+
+/// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
+/// with the stored state. Returns whether they are equal.
+pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
+    let (_, stores) = open_stores(data_dir)?;
+    let mut all_equal = true;
+    for (i, store) in stores.iter().enumerate() {
+        let live = store.load_state()?.skus;
+        let rebuilt = rebuild(store.as_ref(), core)?;
+        let records = store.log_after(0).count();
+        let mut differences = Vec::new();
+        for (sku, state) in &live {
+            match rebuilt.get(sku) {
+                Some(other) if other == state => {}
+                Some(other) => differences.push(format!(
+                    "{sku:?}: live on_hand {} committed {}, replayed on_hand {} committed {}",
+                    state.on_hand(),
+                    state.committed,
+                    other.on_hand(),
+                    other.committed
+                )),
+                None => differences.push(format!("{sku:?}: in the live state, not in the log")),
+            }
+        }
+        for sku in rebuilt.keys().filter(|sku| !live.contains_key(*sku)) {
+            differences.push(format!("{sku:?}: in the log, not in the live state"));
+        }
+        if differences.is_empty() {
+            println!(
+                "shard {i}: {} SKUs, {records} log records: replay equals the live state",
+                live.len()
+            );
+        } else {
+            all_equal = false;
+            println!(
+                "shard {i}: {} of {} SKUs differ:",
+                differences.len(),
+                live.len()
+            );
+            for d in differences.iter().take(20) {
+                println!("  {d}");
+            }
+        }
+    }
+    Ok(all_equal)
+}
+
+/// `lockstep check-config FILE`: prints what was found, or the bad field and why.
+pub fn check_config(path: &Path) -> Result<String, crate::config::ConfigError> {
+    let config = Config::load(path)?;
+    let rows = config.catalog_rows()?.len();
+    Ok(format!(
+        "{}: ok: listen {}, data_dir {}, {} channel(s), {} catalog row(s)",
+        path.display(),
+        config.server.listen,
+        config.server.data_dir.display(),
+        config.channels.len(),
+        rows
+    ))
+}

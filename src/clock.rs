@@ -1,0 +1,48 @@
+//! Time as the engine sees it: microseconds since the Unix epoch in UTC (`Micros`), and
+//! the RFC 3339 text form used on the wire and in the audit log.
+//!
+//! The pure core never reads the clock; only the shard thread and the ingest edge call
+//! [`now_micros`], and they pass the value down. That keeps the core deterministic.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Microseconds since 1970-01-01T00:00:00Z. Signed so that differences are plain subtraction.
+pub type Micros = i64;
+
+pub const MICROS_PER_SECOND: Micros = 1_000_000;
+pub const MICROS_PER_HOUR: Micros = 3_600 * MICROS_PER_SECOND;
+
+/// The wall clock, for the I/O shell around the core.
+pub fn now_micros() -> Micros {
+    let now = OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000) as Micros
+}
+
+/// Parses an RFC 3339 timestamp (`2026-11-27T10:00:00Z`, offsets allowed) into `Micros`.
+pub fn parse_rfc3339(text: &str) -> Option<Micros> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000).ok()
+}
+
+/// Formats `Micros` as RFC 3339 in UTC with microsecond precision.
+pub fn format_rfc3339(at: Micros) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{at}us"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_honours_offsets() {
+        let utc = parse_rfc3339("2026-11-27T10:00:00Z").unwrap();
+        let offset = parse_rfc3339("2026-11-27T11:00:00+01:00").unwrap();
+        assert_eq!(utc, offset);
+        assert_eq!(parse_rfc3339(&format_rfc3339(utc + 7)), Some(utc + 7));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

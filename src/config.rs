@@ -1,0 +1,569 @@
+//! Configuration: the TOML file of DESIGN §4, parsed with serde and then validated so
+//! that every problem is reported with the field it is in and why.
+//!
+//! `[server]` is the engine's own; `[[channels]]` are parsed and validated now and used by
+//! propagation; `[catalog]` maps our SKUs to the ids channels use for their items.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::clock::{Micros, MICROS_PER_HOUR};
+use crate::engine::core::CoreConfig;
+use crate::engine::event::SKU_BYTES_MAX;
+use crate::engine::EngineConfig;
+
+/// A configuration problem: the field it is in and what is wrong with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The dotted path of the field, e.g. `channels[1].base_url`.
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    pub catalog: Option<CatalogConfig>,
+    /// Where the file was read from; relative paths inside it are relative to its folder.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The one HTTP listener: webhooks, the API, /healthz and /metrics.
+    pub listen: SocketAddr,
+    /// An extra listener serving only /metrics, for scrapers on another interface.
+    pub metrics_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    /// 0: one shard per core (or, on existing data, the count it was created with).
+    pub shards: usize,
+    /// When set, `/v1/*` requires `Authorization: Bearer <admin_token>`.
+    pub admin_token: Option<String>,
+    /// How long idempotency keys are kept: longer than every channel's retry window.
+    pub idempotency_days: u32,
+    /// Movements older than this are folded; counts older than this are stale.
+    pub horizon_hours: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            metrics_listen: None,
+            data_dir: PathBuf::from("lockstep-data"),
+            shards: 0,
+            admin_token: None,
+            idempotency_days: 7,
+            horizon_hours: 72,
+        }
+    }
+}
+
+/// The channel kinds lockstep speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Shopify,
+    Woocommerce,
+    Bigcommerce,
+    Amazon,
+    Ebay,
+    Walmart,
+    Etsy,
+    Tiktok,
+    Webhook,
+}
+
+impl ChannelKind {
+    /// Credentials a channel of this kind cannot work without.
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            ChannelKind::Shopify => &[
+                "webhook_secret",
+                "access_token",
+                "api_version",
+                "location_id",
+            ],
+            ChannelKind::Woocommerce => &["webhook_secret", "consumer_key", "consumer_secret"],
+            ChannelKind::Bigcommerce => &["webhook_secret", "store_hash", "access_token"],
+            ChannelKind::Amazon => &[
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "seller_id",
+                "marketplace_id",
+                "auth_header",
+            ],
+            ChannelKind::Ebay => &["client_id", "client_secret", "refresh_token"],
+            ChannelKind::Walmart => &["client_id", "client_secret"],
+            ChannelKind::Etsy => &["webhook_secret", "client_id", "refresh_token", "shop_id"],
+            ChannelKind::Tiktok => &["app_key", "app_secret", "access_token", "shop_cipher"],
+            ChannelKind::Webhook => &["webhook_secret"],
+        }
+    }
+}
+
+/// What to do with a channel's inventory webhook that our expectation does not explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InventoryUpdates {
+    /// lockstep is the master: the next push or reconciliation overwrites the edit.
+    #[default]
+    Ignore,
+    /// After a settle window, the unexplained difference becomes an adjustment.
+    Delta,
+    /// The channel's level is taken as a count.
+    Count,
+}
+
+/// A rate limit override: the channel's defaults come from its adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+/// `[[channels]]`: one sales channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Webhooks for this channel arrive at `/webhooks/{name}`.
+    pub name: String,
+    pub kind: ChannelKind,
+    pub base_url: String,
+    /// The HMAC key of inbound webhooks (and of outbound ones for kind `webhook`).
+    pub webhook_secret: Option<String>,
+    /// The previous secret, still accepted while a rotation is under way.
+    pub previous_webhook_secret: Option<String>,
+    // Credentials; which ones a kind needs is `ChannelKind::required`.
+    pub access_token: Option<String>,
+    pub api_version: Option<String>,
+    pub location_id: Option<String>,
+    pub consumer_key: Option<String>,
+    pub consumer_secret: Option<String>,
+    pub store_hash: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub seller_id: Option<String>,
+    pub marketplace_id: Option<String>,
+    pub auth_header: Option<String>,
+    pub app_key: Option<String>,
+    pub app_secret: Option<String>,
+    pub shop_id: Option<String>,
+    pub shop_cipher: Option<String>,
+    /// Units held back from this channel: it is pushed `available - buffer`.
+    #[serde(default)]
+    pub buffer: i64,
+    /// The most this channel is ever shown.
+    pub max: Option<i64>,
+    pub rate_limit: Option<RateLimit>,
+    /// Items per push request, at most the channel's own limit.
+    pub batch_max: Option<usize>,
+    #[serde(default)]
+    pub inventory_updates: InventoryUpdates,
+}
+
+impl ChannelConfig {
+    fn credential(&self, name: &str) -> Option<&str> {
+        let value = match name {
+            "webhook_secret" => &self.webhook_secret,
+            "access_token" => &self.access_token,
+            "api_version" => &self.api_version,
+            "location_id" => &self.location_id,
+            "consumer_key" => &self.consumer_key,
+            "consumer_secret" => &self.consumer_secret,
+            "store_hash" => &self.store_hash,
+            "client_id" => &self.client_id,
+            "client_secret" => &self.client_secret,
+            "refresh_token" => &self.refresh_token,
+            "seller_id" => &self.seller_id,
+            "marketplace_id" => &self.marketplace_id,
+            "auth_header" => &self.auth_header,
+            "app_key" => &self.app_key,
+            "app_secret" => &self.app_secret,
+            "shop_id" => &self.shop_id,
+            "shop_cipher" => &self.shop_cipher,
+            _ => return None,
+        };
+        value.as_deref()
+    }
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// A CSV file with the header `sku,channel,item_id,location_id`.
+    pub path: PathBuf,
+}
+
+/// One row of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CatalogRow {
+    pub sku: String,
+    pub channel: String,
+    pub item_id: String,
+    #[serde(default)]
+    pub location_id: Option<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(path.display().to_string(), format!("cannot read: {e}")))?;
+        let mut config = Config::parse(&text)?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML; the error names the key and the line.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let field = e.span().map_or_else(String::new, |span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            });
+            invalid(field, e.message().to_string())
+        })
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        if server.shards > 1024 {
+            return Err(invalid(
+                "server.shards",
+                "at most 1024 (0 means one per core)",
+            ));
+        }
+        if server
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                "server.admin_token",
+                "must not be empty; leave it out to disable",
+            ));
+        }
+        if server.idempotency_days == 0 {
+            return Err(invalid(
+                "server.idempotency_days",
+                "must be at least 1: channels retry for days",
+            ));
+        }
+        if server.horizon_hours == 0 {
+            return Err(invalid("server.horizon_hours", "must be at least 1"));
+        }
+        let mut names = HashSet::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            let at = |field: &str| format!("channels[{i}].{field}");
+            let name_ok = !channel.name.is_empty()
+                && channel.name.len() <= 64
+                && channel.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !name_ok {
+                return Err(invalid(
+                    at("name"),
+                    "1 to 64 characters of a-z, 0-9, '-' and '_' (it is a URL path segment)",
+                ));
+            }
+            if !names.insert(channel.name.as_str()) {
+                return Err(invalid(
+                    at("name"),
+                    format!("{:?} is used by another channel", channel.name),
+                ));
+            }
+            check_base_url(&channel.base_url).map_err(|reason| invalid(at("base_url"), reason))?;
+            for field in channel.kind.required() {
+                if channel
+                    .credential(field)
+                    .is_none_or(|v| v.trim().is_empty())
+                {
+                    return Err(invalid(
+                        at(field),
+                        format!("required for kind {:?}", channel.kind),
+                    ));
+                }
+            }
+            if channel.kind == ChannelKind::Webhook {
+                for (field, secret) in [
+                    ("webhook_secret", &channel.webhook_secret),
+                    ("previous_webhook_secret", &channel.previous_webhook_secret),
+                ] {
+                    if let Some(secret) = secret {
+                        check_whsec(secret).map_err(|reason| invalid(at(field), reason))?;
+                    }
+                }
+            }
+            if channel.kind == ChannelKind::Shopify {
+                let version = channel.api_version.as_deref().unwrap_or_default();
+                let ok = version.len() == 7
+                    && version.as_bytes()[4] == b'-'
+                    && version[..4]
+                        .bytes()
+                        .chain(version[5..].bytes())
+                        .all(|b| b.is_ascii_digit());
+                if !ok {
+                    return Err(invalid(
+                        at("api_version"),
+                        "a Shopify API version like \"2026-01\"",
+                    ));
+                }
+            }
+            if !(0..=crate::engine::event::QTY_MAX).contains(&channel.buffer) {
+                return Err(invalid(at("buffer"), "0 or more units"));
+            }
+            if channel.max.is_some_and(|m| m < 0) {
+                return Err(invalid(at("max"), "0 or more units"));
+            }
+            if let Some(limit) = channel.rate_limit {
+                if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
+                    return Err(invalid(
+                        at("rate_limit.requests_per_second"),
+                        "a positive number",
+                    ));
+                }
+                if limit.burst == 0 {
+                    return Err(invalid(at("rate_limit.burst"), "at least 1"));
+                }
+            }
+            if channel.batch_max == Some(0) {
+                return Err(invalid(at("batch_max"), "at least 1"));
+            }
+        }
+        self.catalog_rows()?;
+        Ok(())
+    }
+
+    /// Reads and checks the catalog (none when no `[catalog]` is configured).
+    pub fn catalog_rows(&self) -> Result<Vec<CatalogRow>, ConfigError> {
+        let Some(catalog) = &self.catalog else {
+            return Ok(Vec::new());
+        };
+        let path = self.base_dir.join(&catalog.path);
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_path(&path)
+            .map_err(|e| {
+                invalid(
+                    "catalog.path",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+        let headers = reader
+            .headers()
+            .map_err(|e| invalid("catalog.path", format!("{}: {e}", path.display())))?
+            .clone();
+        let header: Vec<&str> = headers.iter().collect();
+        if header != ["sku", "channel", "item_id", "location_id"]
+            && header != ["sku", "channel", "item_id"]
+        {
+            return Err(invalid(
+                "catalog.path",
+                format!(
+                    "{}: the header must be sku,channel,item_id,location_id (found {})",
+                    path.display(),
+                    header.join(",")
+                ),
+            ));
+        }
+        let channels: HashSet<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        for (i, row) in reader.deserialize::<CatalogRow>().enumerate() {
+            let line = i + 2;
+            let mut row = row.map_err(|e| {
+                invalid(
+                    "catalog.path",
+                    format!("{} line {line}: {e}", path.display()),
+                )
+            })?;
+            if row.location_id.as_deref() == Some("") {
+                row.location_id = None;
+            }
+            let bad = |reason: String| {
+                invalid(
+                    "catalog.path",
+                    format!("{} line {line}: {reason}", path.display()),
+                )
+            };
+            if row.sku.is_empty() || row.sku.len() > SKU_BYTES_MAX {
+                return Err(bad(format!("sku must be 1 to {SKU_BYTES_MAX} bytes")));
+            }
+            if !channels.contains(row.channel.as_str()) {
+                return Err(bad(format!("channel {:?} is not configured", row.channel)));
+            }
+            if row.item_id.is_empty() {
+                return Err(bad("item_id is empty".into()));
+            }
+            if !seen.insert((
+                row.channel.clone(),
+                row.item_id.clone(),
+                row.location_id.clone(),
+            )) {
+                return Err(bad(format!(
+                    "item {:?} of channel {:?} is mapped twice",
+                    row.item_id, row.channel
+                )));
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// The data directory, relative paths taken from the working directory (as `serve`
+    /// without a config does).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            data_dir: self.server.data_dir.clone(),
+            shards: self.server.shards,
+            core: CoreConfig {
+                horizon_us: Micros::from(self.server.horizon_hours) * MICROS_PER_HOUR,
+            },
+            key_retention_us: Micros::from(self.server.idempotency_days) * 24 * MICROS_PER_HOUR,
+        }
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("must start with http:// or https://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// A Standard Webhooks secret: `whsec_` and base64 of at least 24 bytes.
+fn check_whsec(secret: &str) -> Result<(), String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("a Standard Webhooks secret starts with \"whsec_\"")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the part after \"whsec_\" is not base64: {e}"))?;
+    if bytes.len() < 24 {
+        return Err(format!("the key is {} bytes; use at least 24", bytes.len()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:7700"
+data_dir = "lockstep-data"
+shards = 0
+admin_token = "change-me"
+
+[[channels]]
+name = "shop"
+kind = "shopify"
+base_url = "https://example.myshopify.com"
+api_version = "2026-01"
+webhook_secret = "s"
+access_token = "shpat_x"
+location_id = "gid://shopify/Location/1"
+buffer = 2
+
+[[channels]]
+name = "woo"
+kind = "woocommerce"
+base_url = "https://shop.example"
+webhook_secret = "s"
+consumer_key = "ck_x"
+consumer_secret = "cs_x"
+
+[[channels]]
+name = "erp"
+kind = "webhook"
+base_url = "https://erp.example/lockstep/stock"
+webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"#;
+
+    #[test]
+    fn the_design_example_is_valid() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.channels.len(), 3);
+        assert_eq!(config.channels[0].buffer, 2);
+        assert_eq!(config.server.idempotency_days, 7);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let missing = EXAMPLE.replace("consumer_secret = \"cs_x\"", "");
+        let err = Config::parse(&missing).unwrap().validate().unwrap_err();
+        assert_eq!(err.field, "channels[1].consumer_secret");
+
+        let bad_url = EXAMPLE.replace("https://shop.example", "ftp://shop.example");
+        assert_eq!(
+            Config::parse(&bad_url)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .field,
+            "channels[1].base_url"
+        );
+
+        let bad_secret = EXAMPLE.replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "plain");
+        assert_eq!(
+            Config::parse(&bad_secret)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .field,
+            "channels[2].webhook_secret"
+        );
+
+        let twice = EXAMPLE.replace("name = \"woo\"", "name = \"shop\"");
+        assert_eq!(
+            Config::parse(&twice).unwrap().validate().unwrap_err().field,
+            "channels[1].name"
+        );
+
+        let unknown = EXAMPLE.replace("shards = 0", "shard = 0");
+        let err = Config::parse(&unknown).unwrap_err();
+        assert!(err.reason.contains("unknown field `shard`"), "{err}");
+        assert_eq!(err.field, "line 5");
+
+        let kind = EXAMPLE.replace("kind = \"woocommerce\"", "kind = \"magento\"");
+        assert!(Config::parse(&kind).unwrap_err().reason.contains("magento"));
+    }
+}

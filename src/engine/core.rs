@@ -1,0 +1,466 @@
+//! The pure core: `apply(state, batch, now) -> effects`. No I/O, no clock.
+//!
+//! Given a shard's SKU states and a batch of events (each with the first result of its
+//! idempotency key, if the key was seen before), it updates the states and returns what
+//! the shard thread must do: log records to append, state rows to write, idempotency
+//! entries to keep, and the answers to send. The shard thread performs them.
+//!
+//! The stock rules are DESIGN §2:
+//! - `on_hand = latest count + Σ movements at or after the count's time` (a movement at
+//!   exactly the count's time comes after it); counts compare by (ts, source, key).
+//! - `committed = Σ over order lines whose placement was seen of max(0, placed - released
+//!   - shipped)`: a release or shipment that comes first is *held* and netted later.
+//! - Both are functions of the set of events, not of their arrival order, as long as no
+//!   count is older than the horizon (such a count is stale and rejected).
+
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+
+use crate::clock::Micros;
+use crate::engine::event::{Event, EventKind, EventResult, FirstResult, Outcome};
+use crate::store::records::{CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord};
+
+/// Tunables of the core, from `[server]` in the config.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreConfig {
+    /// Movements older than this are folded into the base, and counts older than this are
+    /// stale. DESIGN §2: 72 h by default, longer than any channel's delivery delay.
+    pub horizon_us: Micros,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            horizon_us: 72 * crate::clock::MICROS_PER_HOUR,
+        }
+    }
+}
+
+/// Everything the engine knows about one SKU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SkuState {
+    /// on_hand before the kept deltas: the latest count plus folded movements.
+    pub base: i64,
+    pub count: Option<CountMark>,
+    /// Movements newer than the count and the horizon, ordered by (ts, seq).
+    pub deltas: BTreeMap<(Micros, u64), DeltaRecord>,
+    /// Σ deltas, kept so that on_hand is O(1) on the hot path.
+    pub delta_sum: i64,
+    /// Open order lines by identity (`Event::line_identity`).
+    pub lines: AHashMap<String, LineRecord>,
+    /// Σ lines' committed, kept so that available is O(1) on the hot path.
+    pub committed: i64,
+    pub last_seq: u64,
+    pub updated_at: Micros,
+}
+
+impl SkuState {
+    pub fn on_hand(&self) -> i64 {
+        self.base + self.delta_sum
+    }
+
+    pub fn available(&self) -> i64 {
+        self.on_hand() - self.committed
+    }
+
+    pub fn head(&self) -> HeadRecord {
+        HeadRecord {
+            base: self.base,
+            on_hand: self.on_hand(),
+            committed: self.committed,
+            count: self.count.clone(),
+            last_seq: self.last_seq,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Rebuilds a state from its stored parts, checking the cached sums against their
+    /// sources (the read side of the pair of assertions around every write).
+    pub fn from_parts(
+        head: HeadRecord,
+        lines: AHashMap<String, LineRecord>,
+        deltas: BTreeMap<(Micros, u64), DeltaRecord>,
+    ) -> Result<SkuState, String> {
+        let delta_sum = deltas.values().map(|d| d.qty).sum::<i64>();
+        let committed = lines.values().map(LineRecord::committed).sum::<i64>();
+        if head.base + delta_sum != head.on_hand || committed != head.committed {
+            return Err(format!(
+                "stored head says on_hand {} committed {}, its parts sum to {} and {}",
+                head.on_hand,
+                head.committed,
+                head.base + delta_sum,
+                committed
+            ));
+        }
+        Ok(SkuState {
+            base: head.base,
+            count: head.count,
+            deltas,
+            delta_sum,
+            lines,
+            committed,
+            last_seq: head.last_seq,
+            updated_at: head.updated_at,
+        })
+    }
+
+    /// The invariants every state must hold; checked after each event in tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let delta_sum = self.deltas.values().map(|d| d.qty).sum::<i64>();
+        let committed = self.lines.values().map(LineRecord::committed).sum::<i64>();
+        if delta_sum != self.delta_sum {
+            return Err(format!(
+                "delta_sum {} != Σ deltas {delta_sum}",
+                self.delta_sum
+            ));
+        }
+        if committed != self.committed {
+            return Err(format!(
+                "committed {} != Σ lines {committed}",
+                self.committed
+            ));
+        }
+        if self.committed < 0 {
+            return Err(format!("committed is negative: {}", self.committed));
+        }
+        if let Some(count) = &self.count {
+            if let Some(((ts, _), _)) = self.deltas.iter().next() {
+                if *ts < count.ts {
+                    return Err("a delta older than the latest count is kept".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A shard's SKUs. Only the shard thread holds it.
+pub type ShardState = AHashMap<String, SkuState>;
+
+/// One event of a batch, with what the idempotency store knows of its key.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub event: Event,
+    /// The first result of this key, if it was seen in an earlier batch.
+    pub prior: Option<FirstResult>,
+}
+
+/// A row of SKU state to write (`None` removes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateWrite {
+    Head {
+        sku: String,
+        head: HeadRecord,
+    },
+    Line {
+        sku: String,
+        id: String,
+        line: Option<LineRecord>,
+    },
+    Delta {
+        sku: String,
+        ts: Micros,
+        seq: u64,
+        delta: Option<DeltaRecord>,
+    },
+}
+
+/// What the shard thread must do after `apply`, in this order: write `records`,
+/// `first_results` and `writes` in one atomic batch, make it durable, then answer with
+/// `results` (one per input, in input order).
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub records: Vec<LogRecord>,
+    pub results: Vec<EventResult>,
+    /// New idempotency entries: (sku, key, first result).
+    pub first_results: Vec<(String, String, FirstResult)>,
+    pub writes: Vec<StateWrite>,
+    /// How many placements found less available than they asked for.
+    pub oversells: u64,
+}
+
+/// Applies a batch. `first_seq` is the sequence number of the batch's first record; each
+/// input gets the next one, so records and inputs correspond one to one.
+pub fn apply(
+    state: &mut ShardState,
+    batch: &[Input],
+    now: Micros,
+    first_seq: u64,
+    config: &CoreConfig,
+) -> Effects {
+    let mut effects = Effects::default();
+    // Keys first seen in this batch, so duplicates inside one batch are caught too.
+    let mut seen: AHashMap<(&str, &str), FirstResult> = AHashMap::new();
+    // SKU → line ids touched in this batch; their final rows are written once at the end.
+    let mut touched: AHashMap<&str, Vec<String>> = AHashMap::new();
+    let horizon_cut = now - config.horizon_us;
+
+    for (i, input) in batch.iter().enumerate() {
+        let event = &input.event;
+        let seq = first_seq + i as u64;
+        let prior = input
+            .prior
+            .or_else(|| seen.get(&(event.sku.as_str(), event.key.as_str())).copied());
+        let sku = state.entry(event.sku.clone()).or_default();
+        let before = sku.available();
+
+        let (outcome, first_outcome, oversell, reported) = match prior {
+            Some(first) => (
+                Outcome::Duplicate,
+                Some(first.outcome),
+                first.oversell,
+                (first.on_hand, first.committed, first.available),
+            ),
+            None => {
+                let (outcome, oversell) = apply_event(
+                    sku,
+                    event,
+                    seq,
+                    horizon_cut,
+                    &mut effects.writes,
+                    touched.entry(event.sku.as_str()).or_default(),
+                );
+                sku.last_seq = seq;
+                sku.updated_at = now;
+                effects.oversells += u64::from(oversell);
+                let first = FirstResult {
+                    outcome,
+                    oversell,
+                    on_hand: sku.on_hand(),
+                    committed: sku.committed,
+                    available: sku.available(),
+                    seq,
+                };
+                seen.insert((event.sku.as_str(), event.key.as_str()), first);
+                effects
+                    .first_results
+                    .push((event.sku.clone(), event.key.clone(), first));
+                (
+                    outcome,
+                    None,
+                    oversell,
+                    (sku.on_hand(), sku.committed, sku.available()),
+                )
+            }
+        };
+        debug_assert!(sku.committed >= 0, "committed went negative");
+
+        effects.records.push(LogRecord {
+            seq,
+            sku: event.sku.clone(),
+            kind: event.kind,
+            qty: event.qty,
+            source: event.source.clone(),
+            source_ts: event.source_ts,
+            received_at: event.received_at,
+            applied_at: now,
+            key: event.key.clone(),
+            order_id: event.line.as_ref().map(|l| l.order_id.clone()),
+            line_id: event.line.as_ref().map(|l| l.line_id.clone()),
+            available_before: before,
+            available_after: sku.available(),
+            on_hand_after: sku.on_hand(),
+            committed_after: sku.committed,
+            outcome,
+            oversell: oversell && outcome != Outcome::Duplicate,
+        });
+        effects.results.push(EventResult {
+            key: event.key.clone(),
+            sku: event.sku.clone(),
+            outcome,
+            first_outcome,
+            oversell,
+            on_hand: reported.0,
+            committed: reported.1,
+            available: reported.2,
+            seq: prior.map_or(seq, |p| p.seq),
+        });
+    }
+
+    for (sku_name, line_ids) in touched {
+        let Some(sku) = state.get_mut(sku_name) else {
+            continue;
+        };
+        fold_before(sku, horizon_cut, sku_name, &mut effects.writes);
+        for id in line_ids {
+            // Held lines whose placement never came within the horizon are dropped: they
+            // hold nothing in `committed`, and the key store still catches redeliveries.
+            let expired = sku
+                .lines
+                .get(&id)
+                .is_some_and(|l| l.placed.is_none() && l.first_ts < horizon_cut);
+            if expired {
+                sku.lines.remove(&id);
+            }
+            let line = sku.lines.get(&id).cloned();
+            effects.writes.push(StateWrite::Line {
+                sku: sku_name.to_string(),
+                id,
+                line,
+            });
+        }
+        effects.writes.push(StateWrite::Head {
+            sku: sku_name.to_string(),
+            head: sku.head(),
+        });
+    }
+    effects
+}
+
+/// Applies one event that is not a duplicate. Returns its outcome and whether it oversold.
+fn apply_event(
+    sku: &mut SkuState,
+    event: &Event,
+    seq: u64,
+    horizon_cut: Micros,
+    writes: &mut Vec<StateWrite>,
+    touched_lines: &mut Vec<String>,
+) -> (Outcome, bool) {
+    let ts = event.source_ts;
+    match event.kind {
+        EventKind::Adjusted => {
+            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
+            (Outcome::Applied, false)
+        }
+        EventKind::Returned => {
+            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
+            (Outcome::Applied, false)
+        }
+        EventKind::Counted | EventKind::CountedAvailable => {
+            let on_hand = match event.kind {
+                EventKind::CountedAvailable => event.qty + sku.committed,
+                _ => event.qty,
+            };
+            let mark = CountMark {
+                ts,
+                source: event.source.clone(),
+                key: event.key.clone(),
+            };
+            let superseded = sku
+                .count
+                .as_ref()
+                .is_some_and(|c| mark.order_key() <= c.order_key());
+            if ts < horizon_cut || superseded {
+                return (Outcome::Stale, false);
+            }
+            set_count(sku, &event.sku, mark, on_hand, writes);
+            (Outcome::Applied, false)
+        }
+        EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderShipped => {
+            let id = event
+                .line_identity()
+                .expect("order-line kinds always have a line identity");
+            if event.kind == EventKind::OrderShipped {
+                // The units left the building whatever we know of the order.
+                add_movement(sku, &event.sku, ts, seq, -event.qty, horizon_cut, writes);
+            }
+            let available = sku.available();
+            let line = sku.lines.entry(id.clone()).or_insert(LineRecord {
+                placed: None,
+                released: 0,
+                shipped: 0,
+                first_ts: ts,
+            });
+            let committed_before = line.committed();
+            let mut oversell = false;
+            match event.kind {
+                EventKind::OrderPlaced if line.placed.is_some() => {
+                    // A second placement of one line under another key: the line's life
+                    // allows one. Keep the first; answer like a duplicate would.
+                    return (Outcome::Duplicate, false);
+                }
+                EventKind::OrderPlaced => {
+                    oversell = available < event.qty;
+                    line.placed = Some(event.qty);
+                }
+                EventKind::OrderCancelled => line.released += event.qty,
+                _ => line.shipped += event.qty,
+            }
+            line.first_ts = line.first_ts.min(ts);
+            let held = line.placed.is_none();
+            sku.committed += line.committed() - committed_before;
+            if line.is_closed() {
+                sku.lines.remove(&id);
+            }
+            touched_lines.push(id);
+            let outcome = if held {
+                Outcome::Held
+            } else {
+                Outcome::Applied
+            };
+            (outcome, oversell)
+        }
+    }
+}
+
+/// Records an on_hand movement at `ts`.
+fn add_movement(
+    sku: &mut SkuState,
+    sku_name: &str,
+    ts: Micros,
+    seq: u64,
+    qty: i64,
+    horizon_cut: Micros,
+    writes: &mut Vec<StateWrite>,
+) {
+    if sku.count.as_ref().is_some_and(|c| ts < c.ts) {
+        // The latest count was taken after this movement and already includes it.
+        return;
+    }
+    if ts < horizon_cut {
+        // No count we would still accept can be older than this movement: fold it now.
+        sku.base += qty;
+        return;
+    }
+    sku.deltas.insert((ts, seq), DeltaRecord { qty });
+    sku.delta_sum += qty;
+    writes.push(StateWrite::Delta {
+        sku: sku_name.to_string(),
+        ts,
+        seq,
+        delta: Some(DeltaRecord { qty }),
+    });
+}
+
+/// Makes `mark` the latest count: on_hand := `on_hand` plus the movements at or after it.
+fn set_count(
+    sku: &mut SkuState,
+    sku_name: &str,
+    mark: CountMark,
+    on_hand: i64,
+    writes: &mut Vec<StateWrite>,
+) {
+    let kept = sku.deltas.split_off(&(mark.ts, 0));
+    for ((ts, seq), _) in std::mem::replace(&mut sku.deltas, kept) {
+        writes.push(StateWrite::Delta {
+            sku: sku_name.to_string(),
+            ts,
+            seq,
+            delta: None,
+        });
+    }
+    sku.delta_sum = sku.deltas.values().map(|d| d.qty).sum();
+    sku.base = on_hand;
+    sku.count = Some(mark);
+}
+
+/// Folds deltas older than the horizon into the base; on_hand does not change.
+fn fold_before(
+    sku: &mut SkuState,
+    horizon_cut: Micros,
+    sku_name: &str,
+    writes: &mut Vec<StateWrite>,
+) {
+    let kept = sku.deltas.split_off(&(horizon_cut, 0));
+    for ((ts, seq), delta) in std::mem::replace(&mut sku.deltas, kept) {
+        sku.base += delta.qty;
+        sku.delta_sum -= delta.qty;
+        writes.push(StateWrite::Delta {
+            sku: sku_name.to_string(),
+            ts,
+            seq,
+            delta: None,
+        });
+    }
+}

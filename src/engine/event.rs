@@ -1,0 +1,177 @@
+//! The engine's vocabulary: what happened to a SKU (`Event`), how the engine took it
+//! (`Outcome`), and what it answers (`EventResult`). Ingest builds events; the core
+//! consumes them; the log stores them.
+
+use crate::clock::Micros;
+
+/// Largest quantity any event may carry. Far beyond any real stock level, small enough
+/// that sums of millions of events stay far from `i64` overflow.
+pub const QTY_MAX: i64 = 1_000_000_000;
+/// Longest SKU, in bytes. Channels allow 64 to 255; 128 covers every one we integrate.
+pub const SKU_BYTES_MAX: usize = 128;
+
+/// What happened. The effect of each on `on_hand` and `committed` is DESIGN §2's table.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub enum EventKind {
+    /// An order line was placed: committed += q.
+    OrderPlaced,
+    /// An order line was cancelled before shipping: committed -= q.
+    OrderCancelled,
+    /// An order line shipped: committed -= q, on_hand -= q.
+    OrderShipped,
+    /// A return or refund with restock: on_hand += q.
+    Returned,
+    /// A receipt or adjustment: on_hand += q (q signed).
+    Adjusted,
+    /// An absolute count: on_hand := q as of the event's source time.
+    Counted,
+    /// An absolute count given as sellable units: on_hand := q + committed, where
+    /// committed is taken when the event is applied (`PUT /v1/skus/{sku}` with `available`).
+    CountedAvailable,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::OrderPlaced => "order_placed",
+            EventKind::OrderCancelled => "order_cancelled",
+            EventKind::OrderShipped => "order_shipped",
+            EventKind::Returned => "returned",
+            EventKind::Adjusted => "adjusted",
+            EventKind::Counted => "counted",
+            EventKind::CountedAvailable => "counted_available",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        Some(match text {
+            "order_placed" => EventKind::OrderPlaced,
+            "order_cancelled" => EventKind::OrderCancelled,
+            "order_shipped" => EventKind::OrderShipped,
+            "returned" => EventKind::Returned,
+            "adjusted" => EventKind::Adjusted,
+            "counted" => EventKind::Counted,
+            _ => return None,
+        })
+    }
+
+    /// The transition name used in business-fact idempotency keys.
+    pub fn transition(self) -> &'static str {
+        match self {
+            EventKind::OrderPlaced => "placed",
+            EventKind::OrderCancelled => "released",
+            EventKind::OrderShipped => "shipped",
+            EventKind::Returned => "returned",
+            EventKind::Adjusted => "adjusted",
+            EventKind::Counted | EventKind::CountedAvailable => "counted",
+        }
+    }
+
+    /// Whether the kind belongs to the life of an order line.
+    pub fn is_order_line(self) -> bool {
+        matches!(
+            self,
+            EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderShipped
+        )
+    }
+}
+
+/// How the engine took an event.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub enum Outcome {
+    /// It changed the state (or was absorbed by a newer count, which already includes it).
+    Applied,
+    /// Its idempotency key was seen before: answered with the first result, not applied.
+    Duplicate,
+    /// A count older than the horizon or older than the latest count: recorded, not applied.
+    Stale,
+    /// A release or shipment whose placement has not arrived: its effect on `committed`
+    /// waits for the placement, so available never rises for an order we have not seen.
+    Held,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Stale => "stale",
+            Outcome::Held => "held",
+        }
+    }
+}
+
+/// The order line an event belongs to, when it belongs to one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LineRef {
+    pub order_id: String,
+    /// The line within the order; the SKU when the source names none.
+    pub line_id: String,
+}
+
+/// One stock fact about one SKU, as ingest hands it to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub sku: String,
+    pub kind: EventKind,
+    /// Units; positive except for `Adjusted`, where the sign is the direction.
+    pub qty: i64,
+    /// Who said it: a channel name, `api`, or the `source` field of the native API.
+    pub source: String,
+    /// When it happened at the source; orders the event against counts.
+    pub source_ts: Micros,
+    /// When lockstep received it; the start of its propagation time.
+    pub received_at: Micros,
+    /// The effective idempotency key (business fact, else event id, else client key).
+    pub key: String,
+    /// The order line, for order-line kinds (and returns that name their order).
+    pub line: Option<LineRef>,
+}
+
+impl Event {
+    /// The identity of this event's order line inside its SKU, if it has one. Order-line
+    /// kinds without an order id are their own line (keyed by their idempotency key).
+    pub fn line_identity(&self) -> Option<String> {
+        match (&self.line, self.kind.is_order_line()) {
+            (Some(line), true) => Some(format!(
+                "{}\u{1f}{}\u{1f}{}",
+                self.source, line.order_id, line.line_id
+            )),
+            (None, true) => Some(format!("{}\u{1f}\u{1f}{}", self.source, self.key)),
+            _ => None,
+        }
+    }
+}
+
+/// The first answer given to an idempotency key; a duplicate is answered with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FirstResult {
+    pub outcome: Outcome,
+    pub oversell: bool,
+    pub on_hand: i64,
+    pub committed: i64,
+    pub available: i64,
+    /// The log sequence number of the first delivery.
+    pub seq: u64,
+}
+
+/// The engine's answer for one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventResult {
+    pub key: String,
+    pub sku: String,
+    pub outcome: Outcome,
+    /// For a duplicate: the outcome of the first delivery.
+    pub first_outcome: Option<Outcome>,
+    pub oversell: bool,
+    pub on_hand: i64,
+    pub committed: i64,
+    pub available: i64,
+    pub seq: u64,
+}

@@ -1,0 +1,322 @@
+//! The engine: the router, the shard threads and their stores, behind one handle.
+//!
+//! - `event.rs`: the vocabulary (events, outcomes, results).
+//! - `core.rs`: the pure core, `apply(state, batch, now) -> effects`.
+//! - `router.rs`: `ahash(sku) % shards`.
+//! - `shard.rs`: the thread that owns a shard's SKUs and does its I/O.
+//! - `recovery.rs`: loading state on start, and `replay`.
+//!
+//! `Engine::submit` splits a request's events by shard and puts each part in its shard's
+//! bounded mailbox without waiting; a full mailbox is `EngineError::Busy` at once (the
+//! HTTP edge turns it into 503 + Retry-After), never a blocked tokio worker.
+
+pub mod core;
+pub mod event;
+pub mod recovery;
+pub mod router;
+pub mod shard;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use self::core::CoreConfig;
+use self::event::{Event, EventResult};
+use self::router::Router;
+use self::shard::{Shard, ShardMsg};
+use crate::clock::Micros;
+use crate::store::records::{HeadRecord, LogRecord};
+use crate::store::{ShardStore, SledStore, StoreError};
+
+/// Requests a shard's mailbox holds before the edge answers 503. At up to 1,000 events a
+/// request this bounds queued work to a few batches' worth of flushes.
+pub const MAILBOX_MSGS_MAX: usize = 1_024;
+/// Seconds a refused client is asked to wait (Retry-After): a full mailbox drains in
+/// well under a second, and channels retry on their own schedule anyway.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// A shard's mailbox is full; retry after `RETRY_AFTER_SECS`.
+    #[error("shard {shard} is busy")]
+    Busy { shard: usize },
+    /// Storage failed; the shard refuses work until a restart recovers it.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The engine is shutting down.
+    #[error("engine is stopping")]
+    Stopped,
+    /// The data directory does not fit this configuration or build.
+    #[error("data directory: {0}")]
+    DataDir(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Storage(e.to_string())
+    }
+}
+
+/// How to start an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// 0: one per core, or what the data directory already has.
+    pub shards: usize,
+    pub core: CoreConfig,
+    pub key_retention_us: Micros,
+}
+
+/// A running engine.
+pub struct Engine {
+    router: Router,
+    /// Cleared by `shutdown`; read-locked only around `try_send`, never across an await.
+    senders: RwLock<Vec<Sender<ShardMsg>>>,
+    stores: Vec<Arc<dyn ShardStore>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the data directory records about its own layout (`lockstep.meta`).
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Eq)]
+struct DataMeta {
+    format: u32,
+    shards: usize,
+    router_fingerprint: u64,
+}
+
+const META_FILE: &str = "lockstep.meta";
+
+/// Reads or creates the data directory's meta file and settles the shard count.
+pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, EngineError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| EngineError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
+    let meta_path = data_dir.join(META_FILE);
+    let existing = match std::fs::read_to_string(&meta_path) {
+        Ok(text) => Some(serde_json::from_str::<DataMeta>(&text).map_err(|e| {
+            EngineError::DataDir(format!("{} is unreadable: {e}", meta_path.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(EngineError::DataDir(format!(
+                "{}: {e}",
+                meta_path.display()
+            )))
+        }
+    };
+    let shards = match (&existing, shards_wanted) {
+        (Some(meta), 0) => meta.shards,
+        (Some(meta), wanted) if wanted != meta.shards => {
+            return Err(EngineError::DataDir(format!(
+                "{} holds {} shards but the config asks for {wanted}; SKUs are placed by hash, \
+                 so the count cannot change on existing data (set shards = 0 or {})",
+                data_dir.display(),
+                meta.shards,
+                meta.shards
+            )))
+        }
+        (_, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (_, wanted) => wanted,
+    };
+    let router = Router::new(shards);
+    match existing {
+        Some(meta) if meta.router_fingerprint != router.fingerprint() => {
+            return Err(EngineError::DataDir(format!(
+                "{} was written by a build whose SKU hashing differs from this one's; \
+                 its SKUs would be looked for on the wrong shards",
+                data_dir.display()
+            )))
+        }
+        Some(_) => {}
+        None => {
+            let meta = DataMeta {
+                format: 1,
+                shards,
+                router_fingerprint: router.fingerprint(),
+            };
+            let text = serde_json::to_string_pretty(&meta).expect("meta serializes");
+            std::fs::write(&meta_path, text)
+                .and_then(|_| std::fs::File::open(&meta_path)?.sync_all())
+                .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))?;
+        }
+    }
+    Ok(router)
+}
+
+/// The directory of shard `i`.
+pub fn shard_dir(data_dir: &Path, i: usize) -> PathBuf {
+    data_dir.join(format!("shard-{i:03}"))
+}
+
+impl Engine {
+    /// Opens the data directory, recovers every shard, and starts the shard threads.
+    pub fn start(config: &EngineConfig) -> Result<Engine, EngineError> {
+        let router = open_data_dir(&config.data_dir, config.shards)?;
+        // Read the core ids once, before any thread pins itself (pinning narrows what a
+        // later call would report).
+        let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+        let mut shards = Vec::new();
+        let mut last_seq = 0;
+        for i in 0..router.shards() {
+            let dir = shard_dir(&config.data_dir, i);
+            let store = SledStore::open(&dir)
+                .map_err(|e| EngineError::DataDir(format!("cannot open {}: {e}", dir.display())))?;
+            let (state, report) = recovery::recover(&store, &config.core, config.key_retention_us)
+                .map_err(|e| {
+                    EngineError::DataDir(format!("recovery of {} failed: {e}", dir.display()))
+                })?;
+            if report.truncated > 0 {
+                tracing::error!(
+                    shard = i,
+                    truncated = report.truncated,
+                    reason = report.truncated_reason.as_deref().unwrap_or(""),
+                    "log tail was damaged: truncated it; none of those records was acknowledged"
+                );
+            }
+            tracing::info!(
+                shard = i,
+                skus = report.skus,
+                checkpoint = report.checkpoint,
+                replayed = report.replayed,
+                "shard recovered"
+            );
+            last_seq = last_seq.max(store.last_seq()?);
+            shards.push((state, Arc::new(store) as Arc<dyn ShardStore>));
+        }
+        let seq = Arc::new(AtomicU64::new(last_seq));
+        let mut senders = Vec::new();
+        let mut stores = Vec::new();
+        let mut threads = Vec::new();
+        for (i, (state, store)) in shards.into_iter().enumerate() {
+            let (tx, rx) = bounded(MAILBOX_MSGS_MAX);
+            let shard = Shard {
+                id: i,
+                state,
+                store: store.clone(),
+                mailbox: rx,
+                core: config.core,
+                key_retention_us: config.key_retention_us,
+                seq: seq.clone(),
+            };
+            let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || shard.run(core_id))
+                .map_err(|e| EngineError::DataDir(format!("cannot start shard thread: {e}")))?;
+            senders.push(tx);
+            stores.push(store);
+            threads.push(thread);
+        }
+        Ok(Engine {
+            router,
+            senders: RwLock::new(senders),
+            stores,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.router.shards()
+    }
+
+    /// Applies events durably; answers one result per event, in order. Events of one
+    /// request that live on several shards are applied by each shard in parallel; if any
+    /// shard is busy the whole request fails with `Busy`, and the parts that did go
+    /// through are deduplicated when the client retries.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Vec<EventResult>, EngineError> {
+        let total = events.len();
+        let mut parts: Vec<(Vec<usize>, Vec<Event>)> =
+            vec![(Vec::new(), Vec::new()); self.shards()];
+        for (i, event) in events.into_iter().enumerate() {
+            let part = &mut parts[self.router.shard_of(&event.sku)];
+            part.0.push(i);
+            part.1.push(event);
+        }
+        let mut pending = Vec::new();
+        {
+            let senders = self.senders.read().unwrap_or_else(|e| e.into_inner());
+            if senders.is_empty() {
+                return Err(EngineError::Stopped);
+            }
+            for (shard, (indices, events)) in parts.into_iter().enumerate() {
+                if events.is_empty() {
+                    continue;
+                }
+                let (reply, answer) = oneshot::channel();
+                match senders[shard].try_send(ShardMsg { events, reply }) {
+                    Ok(()) => pending.push((indices, answer)),
+                    Err(TrySendError::Full(_)) => return Err(EngineError::Busy { shard }),
+                    Err(TrySendError::Disconnected(_)) => return Err(EngineError::Stopped),
+                }
+            }
+        }
+        let mut results: Vec<Option<EventResult>> = vec![None; total];
+        for (indices, answer) in pending {
+            let answers = answer.await.map_err(|_| EngineError::Stopped)??;
+            for (i, result) in indices.into_iter().zip(answers) {
+                results[i] = Some(result);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every event answered"))
+            .collect())
+    }
+
+    /// A SKU's stock as of the last durable batch.
+    pub fn head(&self, sku: &str) -> Result<Option<HeadRecord>, EngineError> {
+        Ok(self.stores[self.router.shard_of(sku)].head(sku)?)
+    }
+
+    /// Audit records newest first, `seq > since`, at most `limit`.
+    pub fn audit(
+        &self,
+        sku: Option<&str>,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, EngineError> {
+        audit_across(&self.stores, &self.router, sku, since, limit)
+    }
+
+    /// Stops accepting work, lets every shard finish its mailbox, and joins the threads.
+    pub fn shutdown(&self) {
+        self.senders
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The audit query over a set of shard stores (shared by the server and the CLI).
+pub fn audit_across(
+    stores: &[Arc<dyn ShardStore>],
+    router: &Router,
+    sku: Option<&str>,
+    since: u64,
+    limit: usize,
+) -> Result<Vec<LogRecord>, EngineError> {
+    if let Some(sku) = sku {
+        return Ok(stores[router.shard_of(sku)].audit(Some(sku), since, limit)?);
+    }
+    // Every shard's newest `limit`, merged: sequence numbers are global.
+    let mut all = Vec::new();
+    for store in stores {
+        all.extend(store.audit(None, since, limit)?);
+    }
+    all.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+    all.truncate(limit);
+    Ok(all)
+}

@@ -1,0 +1,159 @@
+//! The shard thread: the I/O shell around the pure core for the SKUs one shard owns.
+//!
+//! Loop: block for a message, drain more without blocking up to `BATCH_EVENTS_MAX` events,
+//! look up their idempotency keys, read the clock once, `apply`, commit the effects in one
+//! atomic write with one flush and one `fdatasync` (group commit), then answer every
+//! request of the batch. Nothing is answered before its events are durable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tokio::sync::oneshot;
+
+use crate::clock::{now_micros, Micros};
+use crate::engine::core::{apply, CoreConfig, Input, ShardState};
+use crate::engine::event::{Event, EventResult};
+use crate::engine::EngineError;
+use crate::store::ShardStore;
+
+/// Most events one batch applies. Bounds the latency one batch adds to the next and the
+/// size of one sled write; large enough that a flush is shared by hundreds of requests.
+pub const BATCH_EVENTS_MAX: usize = 4_096;
+/// How often the idle shard forgets expired idempotency keys.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Most keys forgotten in one sweep, so a sweep never stalls the shard for long.
+const SWEEP_KEYS_MAX: usize = 10_000;
+
+/// A request to a shard: apply these events (all owned by this shard), then answer.
+pub struct ShardMsg {
+    pub events: Vec<Event>,
+    pub reply: oneshot::Sender<Result<Vec<EventResult>, EngineError>>,
+}
+
+/// Everything a shard thread owns.
+pub struct Shard {
+    pub id: usize,
+    pub state: ShardState,
+    pub store: Arc<dyn ShardStore>,
+    pub mailbox: Receiver<ShardMsg>,
+    pub core: CoreConfig,
+    pub key_retention_us: Micros,
+    /// The last sequence number handed out, shared by all shards so that numbers are
+    /// unique across the engine and audit pages merge by number.
+    pub seq: Arc<AtomicU64>,
+}
+
+impl Shard {
+    /// Runs until every sender of the mailbox is gone.
+    pub fn run(mut self, core_id: Option<core_affinity::CoreId>) {
+        if let Some(core_id) = core_id {
+            if !core_affinity::set_for_current(core_id) {
+                tracing::warn!(
+                    shard = self.id,
+                    core = core_id.id,
+                    "could not pin shard thread; running unpinned"
+                );
+            }
+        }
+        let depth = metrics::gauge!("lockstep_shard_mailbox_depth", "shard" => self.id.to_string());
+        // Set when a commit fails: memory is then ahead of disk, so the shard refuses all
+        // further work until a restart recovers from disk.
+        let mut failed: Option<String> = None;
+        let mut last_sweep = Instant::now();
+        loop {
+            let first = match self.mailbox.recv_timeout(SWEEP_INTERVAL) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sweep(&mut last_sweep);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut msgs = vec![first];
+            let mut events = msgs[0].events.len();
+            while events < BATCH_EVENTS_MAX {
+                match self.mailbox.try_recv() {
+                    Ok(msg) => {
+                        events += msg.events.len();
+                        msgs.push(msg);
+                    }
+                    Err(_) => break,
+                }
+            }
+            depth.set(self.mailbox.len() as f64);
+            if let Some(reason) = &failed {
+                for msg in msgs {
+                    let _ = msg.reply.send(Err(EngineError::Storage(reason.clone())));
+                }
+                continue;
+            }
+            if let Err(reason) = self.process(msgs) {
+                tracing::error!(shard = self.id, %reason, "storage failed; shard refuses work until restart");
+                failed = Some(reason);
+            }
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.sweep(&mut last_sweep);
+            }
+        }
+        tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    /// Applies and commits one batch, then answers it. On a storage error every request
+    /// of the batch is answered with it, and the error is returned.
+    fn process(&mut self, msgs: Vec<ShardMsg>) -> Result<(), String> {
+        let mut inputs = Vec::with_capacity(msgs.iter().map(|m| m.events.len()).sum());
+        let mut replies = Vec::with_capacity(msgs.len());
+        let mut lookup_error = None;
+        for msg in msgs {
+            replies.push((msg.events.len(), msg.reply));
+            for event in msg.events {
+                let prior = self
+                    .store
+                    .lookup(&event.sku, &event.key)
+                    .unwrap_or_else(|e| {
+                        lookup_error = Some(e.to_string());
+                        None
+                    });
+                inputs.push(Input { event, prior });
+            }
+        }
+        if let Some(reason) = lookup_error {
+            // Nothing was applied yet: answer with the error and keep serving.
+            for (_, reply) in replies {
+                let _ = reply.send(Err(EngineError::Storage(reason.clone())));
+            }
+            return Ok(());
+        }
+        let now = now_micros();
+        let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
+        let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
+        if let Err(e) = self.store.commit(&effects, now + self.key_retention_us) {
+            let reason = e.to_string();
+            for (_, reply) in replies {
+                let _ = reply.send(Err(EngineError::Storage(reason.clone())));
+            }
+            return Err(reason);
+        }
+        if effects.oversells > 0 {
+            metrics::counter!("lockstep_oversells_total").increment(effects.oversells);
+        }
+        let mut results = effects.results.into_iter();
+        for (count, reply) in replies {
+            let answer: Vec<EventResult> = results.by_ref().take(count).collect();
+            // A requester that went away (client hung up) is no error: its events are durable.
+            let _ = reply.send(Ok(answer));
+        }
+        Ok(())
+    }
+
+    fn sweep(&self, last_sweep: &mut Instant) {
+        *last_sweep = Instant::now();
+        match self.store.sweep_expired_keys(now_micros(), SWEEP_KEYS_MAX) {
+            Ok(0) => {}
+            Ok(swept) => tracing::debug!(shard = self.id, swept, "forgot expired idempotency keys"),
+            Err(e) => tracing::warn!(shard = self.id, error = %e, "idempotency sweep failed"),
+        }
+    }
+}

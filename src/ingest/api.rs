@@ -1,0 +1,401 @@
+//! Routing and handlers. Each handler validates everything before it touches the engine,
+//! so a refused request changes nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::clock::{format_rfc3339, now_micros};
+use crate::config::Config;
+use crate::engine::event::{EventResult, Outcome};
+use crate::engine::Engine;
+use crate::ingest::error::ApiError;
+use crate::ingest::native::{check_sku, parse_count, parse_events};
+use crate::ingest::BODY_BYTES_MAX;
+use crate::store::records::LogRecord;
+
+/// Default and largest page of `GET /v1/audit`.
+const AUDIT_LIMIT_DEFAULT: usize = 100;
+const AUDIT_LIMIT_MAX: usize = 1_000;
+
+/// What every handler shares.
+pub struct App {
+    pub engine: Engine,
+    pub config: Config,
+    pub metrics: PrometheusHandle,
+    /// Makes generated idempotency keys unique within a microsecond.
+    put_counter: AtomicU64,
+}
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+impl App {
+    pub fn new(engine: Engine, config: Config, metrics: PrometheusHandle) -> Arc<App> {
+        Arc::new(App {
+            engine,
+            config,
+            metrics,
+            put_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Answers one request; never fails (errors become JSON error responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let result = match (req.method().clone(), segments.as_slice()) {
+            (Method::GET, ["healthz"]) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ok", "shards": self.engine.shards()}),
+            )),
+            (Method::GET, ["metrics"]) => Ok(self.render_metrics()),
+            (_, ["v1", ..]) => match self.authorize(&req) {
+                Ok(()) => self.route_v1(req, &segments).await,
+                Err(e) => Err(e),
+            },
+            (Method::POST, ["webhooks", channel]) => Err(self.webhook(channel)),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {} {path}", req.method()),
+            )),
+        };
+        result.unwrap_or_else(|e| error_response(&e))
+    }
+
+    async fn route_v1(
+        &self,
+        req: Request<Incoming>,
+        segments: &[&str],
+    ) -> Result<HttpResponse, ApiError> {
+        match (req.method().clone(), &segments[1..]) {
+            (Method::POST, ["events"]) => self.post_events(req).await,
+            (Method::GET, ["skus", sku]) => self.get_sku(&decode_segment(sku, "sku")?),
+            (Method::PUT, ["skus", sku]) => {
+                let sku = decode_segment(sku, "sku")?;
+                self.put_sku(&sku, req).await
+            }
+            (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")),
+            (method, _) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {method} {}", req.uri().path()),
+            )),
+        }
+    }
+
+    /// `/v1/*` requires the admin token when one is configured.
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        let Some(token) = &self.config.server.admin_token else {
+            return Ok(());
+        };
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong admin token: send Authorization: Bearer <admin_token>",
+            ))
+        }
+    }
+
+    fn webhook(&self, channel: &str) -> ApiError {
+        match self.config.channels.iter().find(|c| c.name == channel) {
+            None => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_channel",
+                format!("no channel named {channel:?} is configured"),
+            ),
+            Some(c) => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "channel_not_implemented",
+                format!(
+                    "inbound webhooks of kind {:?} are not implemented in this build",
+                    c.kind
+                ),
+            ),
+        }
+    }
+
+    async fn post_events(&self, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+        let started = Instant::now();
+        let header_key = header_str(&req, "idempotency-key")?.map(str::to_string);
+        let body = read_body(req).await?;
+        let events = parse_events(&body, header_key.as_deref(), now_micros())?;
+        let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let results = self.engine.submit(events).await?;
+        for (kind, result) in kinds.iter().zip(&results) {
+            count_event(kind, result.outcome);
+        }
+        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
+        let results: Vec<Value> = results.iter().map(result_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "results": results }),
+        ))
+    }
+
+    fn get_sku(&self, sku: &str) -> Result<HttpResponse, ApiError> {
+        check_sku(sku, "sku")?;
+        let head = self.engine.head(sku)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_sku",
+                format!("no events for SKU {sku:?}"),
+            )
+        })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "sku": sku,
+                "on_hand": head.on_hand,
+                "committed": head.committed,
+                "available": head.on_hand - head.committed,
+                "channels": {},
+                "last_seq": head.last_seq,
+                "updated_at": format_rfc3339(head.updated_at),
+            }),
+        ))
+    }
+
+    async fn put_sku(&self, sku: &str, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+        let started = Instant::now();
+        check_sku(sku, "sku")?;
+        let header_key = header_str(&req, "idempotency-key")?.map(str::to_string);
+        let body = read_body(req).await?;
+        let received_at = now_micros();
+        let key = match header_key {
+            Some(key) => key,
+            None => format!(
+                "put/{received_at}-{}",
+                self.put_counter.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let event = parse_count(sku, &body, key, received_at)?;
+        let kind = event.kind.as_str();
+        let result = self
+            .engine
+            .submit(vec![event])
+            .await?
+            .pop()
+            .expect("one result per event");
+        count_event(kind, result.outcome);
+        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
+        Ok(json_response(StatusCode::OK, &result_json(&result)))
+    }
+
+    fn get_audit(&self, query: &str) -> Result<HttpResponse, ApiError> {
+        let mut sku = None;
+        let mut since = 0u64;
+        let mut limit = AUDIT_LIMIT_DEFAULT;
+        for (name, value) in form_pairs(query) {
+            match name.as_str() {
+                "sku" if !value.is_empty() => {
+                    check_sku(&value, "sku")?;
+                    sku = Some(value);
+                }
+                "sku" => {}
+                "since" => {
+                    since = value.parse().map_err(|_| {
+                        ApiError::field(
+                            "invalid_since",
+                            "since",
+                            "must be a sequence number (0 or more)",
+                        )
+                    })?
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=AUDIT_LIMIT_MAX).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::field(
+                                "invalid_limit",
+                                "limit",
+                                format!("must be 1 to {AUDIT_LIMIT_MAX}"),
+                            )
+                        })?
+                }
+                _ => {}
+            }
+        }
+        let records = self.engine.audit(sku.as_deref(), since, limit)?;
+        let records: Vec<Value> = records.iter().map(audit_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "records": records }),
+        ))
+    }
+
+    fn render_metrics(&self) -> HttpResponse {
+        let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    }
+}
+
+fn count_event(kind: &'static str, outcome: Outcome) {
+    metrics::counter!("lockstep_events_total", "channel" => "api", "kind" => kind, "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::field("invalid_header", name, "must be visible ASCII")),
+    }
+}
+
+/// Reads a body of at most `BODY_BYTES_MAX` bytes; a larger one is 413 before or while
+/// it is read, whatever its Content-Length claims.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is over {BODY_BYTES_MAX} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > BODY_BYTES_MAX as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+fn decode_segment(segment: &str, field: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| {
+            ApiError::field(
+                "invalid_sku",
+                field,
+                "is not valid UTF-8 after percent-decoding",
+            )
+        })
+}
+
+/// `a=1&b=x%20y` → pairs, with `+` as space.
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+pub fn result_json(result: &EventResult) -> Value {
+    let mut value = json!({
+        "idempotency_key": result.key,
+        "sku": result.sku,
+        "outcome": result.outcome.as_str(),
+        "oversell": result.oversell,
+        "on_hand": result.on_hand,
+        "committed": result.committed,
+        "available": result.available,
+        "seq": result.seq,
+    });
+    if let Some(first) = result.first_outcome {
+        value["first_outcome"] = Value::String(first.as_str().to_string());
+    }
+    value
+}
+
+pub fn audit_json(record: &LogRecord) -> Value {
+    json!({
+        "seq": record.seq,
+        "sku": record.sku,
+        "kind": record.kind.as_str(),
+        "qty": record.qty,
+        "source": record.source,
+        "source_ts": format_rfc3339(record.source_ts),
+        "received_at": format_rfc3339(record.received_at),
+        "applied_at": format_rfc3339(record.applied_at),
+        "idempotency_key": record.key,
+        "order_id": record.order_id,
+        "line_id": record.line_id,
+        "available_before": record.available_before,
+        "available_after": record.available_after,
+        "on_hand_after": record.on_hand_after,
+        "committed_after": record.committed_after,
+        "outcome": record.outcome.as_str(),
+        "oversell": record.oversell,
+    })
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(body).expect("json serializes"),
+    )));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn error_response(error: &ApiError) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(error.body())));
+    *response.status_mut() = error.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(secs) = error.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if error.status == StatusCode::UNAUTHORIZED {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}

@@ -1,0 +1,15 @@
+//! The HTTP edge: one listener for webhooks, the native API, /healthz and /metrics.
+//!
+//! - `server.rs`: the accept loop (hyper 1 on tokio) and shutdown.
+//! - `api.rs`: routing, auth, and the handlers.
+//! - `native.rs`: the native JSON bodies, validated into events.
+//! - `error.rs`: the JSON error every refusal uses.
+
+pub mod api;
+pub mod error;
+pub mod native;
+pub mod server;
+
+/// Largest request body accepted; larger ones get 413. Channels' own webhooks stay far
+/// below it (Shopify caps a webhook at a few hundred KiB).
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;

@@ -1,0 +1,394 @@
+//! The native JSON API's request bodies: `POST /v1/events` and `PUT /v1/skus/{sku}`,
+//! parsed and validated into engine events. Every refusal names the field at fault, and a
+//! request with any bad event is refused whole, before anything is applied.
+
+use serde_json::{Map, Value};
+
+use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
+use crate::engine::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
+use crate::ingest::error::ApiError;
+
+/// Most events in one `POST /v1/events`.
+pub const REQUEST_EVENTS_MAX: usize = 1_000;
+/// Longest idempotency key, order id or line id, in bytes.
+pub const ID_BYTES_MAX: usize = 256;
+/// Longest source name, in bytes.
+pub const SOURCE_BYTES_MAX: usize = 64;
+/// How far in the future a source timestamp may be. A count stamped years ahead would
+/// shadow every real count after it, so clock skew is allowed, nothing more.
+pub const FUTURE_SKEW_MAX: Micros = MICROS_PER_HOUR;
+
+/// Checks a SKU (from a body or a URL path).
+pub fn check_sku(sku: &str, field: &str) -> Result<(), ApiError> {
+    if sku.is_empty() {
+        return Err(ApiError::field("invalid_sku", field, "must not be empty"));
+    }
+    if sku.len() > SKU_BYTES_MAX {
+        return Err(ApiError::field(
+            "invalid_sku",
+            field,
+            format!("is {} bytes; at most {SKU_BYTES_MAX}", sku.len()),
+        ));
+    }
+    if sku.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "invalid_sku",
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(value: &str, code: &'static str, field: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > max {
+        return Err(ApiError::field(
+            code,
+            field,
+            format!("must be 1 to {max} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            code,
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::field(
+            "invalid_body",
+            "body",
+            "must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            hyper::StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn opt_str<'a>(
+    map: &'a Map<String, Value>,
+    name: &str,
+    code: &'static str,
+    field: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::field(code, field, "must be a string")),
+    }
+}
+
+fn opt_int(
+    map: &Map<String, Value>,
+    name: &str,
+    code: &'static str,
+    field: &str,
+) -> Result<Option<i64>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+            ApiError::field(
+                code,
+                field,
+                format!("must be a whole number of at most {QTY_MAX}"),
+            )
+        }),
+        Some(_) => Err(ApiError::field(code, field, "must be a number")),
+    }
+}
+
+fn opt_time(
+    map: &Map<String, Value>,
+    name: &str,
+    field: &str,
+    code: &'static str,
+    received_at: Micros,
+) -> Result<Micros, ApiError> {
+    let Some(text) = opt_str(map, name, code, field)? else {
+        return Ok(received_at);
+    };
+    let at = parse_rfc3339(text).ok_or_else(|| {
+        ApiError::field(
+            code,
+            field,
+            format!("{text:?} is not an RFC 3339 timestamp"),
+        )
+    })?;
+    if at > received_at + FUTURE_SKEW_MAX {
+        return Err(ApiError::field(
+            code,
+            field,
+            "is more than an hour in the future",
+        ));
+    }
+    Ok(at)
+}
+
+/// Checks a quantity for its kind: positive for order lines and returns, non-zero for
+/// adjustments, zero or more for counts; never beyond `QTY_MAX`.
+fn check_qty(kind: EventKind, qty: i64, field: &str) -> Result<(), ApiError> {
+    let ok = match kind {
+        EventKind::Adjusted => qty != 0 && qty.abs() <= QTY_MAX,
+        EventKind::Counted | EventKind::CountedAvailable => (0..=QTY_MAX).contains(&qty),
+        _ => (1..=QTY_MAX).contains(&qty),
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = match kind {
+        EventKind::Adjusted => format!("must be non-zero and within ±{QTY_MAX}"),
+        EventKind::Counted | EventKind::CountedAvailable => format!("must be 0 to {QTY_MAX}"),
+        _ => format!("must be 1 to {QTY_MAX} for {}", kind.as_str()),
+    };
+    Err(ApiError::field(
+        "invalid_qty",
+        field,
+        format!("{qty} {want}"),
+    ))
+}
+
+/// Parses `POST /v1/events`. `header_key` is the request's `Idempotency-Key`.
+pub fn parse_events(
+    body: &[u8],
+    header_key: Option<&str>,
+    received_at: Micros,
+) -> Result<Vec<Event>, ApiError> {
+    let map = parse_json(body)?;
+    let items = match map.get("events") {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_events",
+                "events",
+                "must be an array",
+            ))
+        }
+        None => {
+            return Err(ApiError::field(
+                "invalid_events",
+                "events",
+                "is required: {\"events\": [...]}",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::field(
+            "invalid_events",
+            "events",
+            "must hold at least one event",
+        ));
+    }
+    if items.len() > REQUEST_EVENTS_MAX {
+        return Err(ApiError::field(
+            "batch_too_large",
+            "events",
+            format!(
+                "holds {} events; at most {REQUEST_EVENTS_MAX} per request",
+                items.len()
+            ),
+        ));
+    }
+    if let Some(key) = header_key {
+        check_text(
+            key,
+            "invalid_idempotency_key",
+            "Idempotency-Key",
+            ID_BYTES_MAX,
+        )?;
+    }
+    let single = items.len() == 1;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let fallback = header_key.map(|k| {
+                if single {
+                    k.to_string()
+                } else {
+                    format!("{k}#{i}")
+                }
+            });
+            parse_event(item, &format!("events[{i}]"), fallback, received_at)
+        })
+        .collect()
+}
+
+fn parse_event(
+    item: &Value,
+    at: &str,
+    fallback_key: Option<String>,
+    received_at: Micros,
+) -> Result<Event, ApiError> {
+    let Value::Object(map) = item else {
+        return Err(ApiError::field("invalid_event", at, "must be an object"));
+    };
+    let f = |name: &str| format!("{at}.{name}");
+    let sku = opt_str(map, "sku", "invalid_sku", &f("sku"))?
+        .ok_or_else(|| ApiError::field("invalid_sku", f("sku"), "is required"))?;
+    check_sku(sku, &f("sku"))?;
+    let kind_text = opt_str(map, "kind", "invalid_kind", &f("kind"))?
+        .ok_or_else(|| ApiError::field("invalid_kind", f("kind"), "is required"))?;
+    let kind = EventKind::parse(kind_text).ok_or_else(|| {
+        ApiError::field(
+            "invalid_kind",
+            f("kind"),
+            format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, returned, adjusted, counted"),
+        )
+    })?;
+    let qty = opt_int(map, "qty", "invalid_qty", &f("qty"))?
+        .ok_or_else(|| ApiError::field("invalid_qty", f("qty"), "is required"))?;
+    check_qty(kind, qty, &f("qty"))?;
+    let source = opt_str(map, "source", "invalid_source", &f("source"))?.unwrap_or("api");
+    check_text(source, "invalid_source", &f("source"), SOURCE_BYTES_MAX)?;
+    if !source
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(ApiError::field(
+            "invalid_source",
+            f("source"),
+            "may hold only A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    let source_ts = opt_time(
+        map,
+        "source_ts",
+        &f("source_ts"),
+        "invalid_source_ts",
+        received_at,
+    )?;
+    let order_id = opt_str(map, "order_id", "invalid_order_id", &f("order_id"))?;
+    let line_id = opt_str(map, "line_id", "invalid_line_id", &f("line_id"))?;
+    if let Some(order_id) = order_id {
+        check_text(order_id, "invalid_order_id", &f("order_id"), ID_BYTES_MAX)?;
+    }
+    if let Some(line_id) = line_id {
+        check_text(line_id, "invalid_line_id", &f("line_id"), ID_BYTES_MAX)?;
+        if order_id.is_none() {
+            return Err(ApiError::field(
+                "invalid_order_id",
+                f("order_id"),
+                "is required when line_id is given",
+            ));
+        }
+    }
+    if matches!(kind, EventKind::OrderCancelled | EventKind::OrderShipped) && order_id.is_none() {
+        return Err(ApiError::field(
+            "invalid_order_id",
+            f("order_id"),
+            format!(
+                "is required for {}: it names the order line being released or shipped",
+                kind.as_str()
+            ),
+        ));
+    }
+    let line = order_id.map(|order_id| LineRef {
+        order_id: order_id.to_string(),
+        line_id: line_id.unwrap_or(sku).to_string(),
+    });
+    // The key: the business fact when the event names its order line, else the event's
+    // own key, else the request's Idempotency-Key.
+    let key = match (&line, kind.is_order_line() || kind == EventKind::Returned) {
+        (Some(line), true) => format!(
+            "{source}/{}/{}/{}",
+            line.order_id,
+            line.line_id,
+            kind.transition()
+        ),
+        _ => match opt_str(
+            map,
+            "idempotency_key",
+            "invalid_idempotency_key",
+            &f("idempotency_key"),
+        )? {
+            Some(key) => {
+                check_text(
+                    key,
+                    "invalid_idempotency_key",
+                    &f("idempotency_key"),
+                    ID_BYTES_MAX,
+                )?;
+                key.to_string()
+            }
+            None => fallback_key.ok_or_else(|| {
+                ApiError::field(
+                    "invalid_idempotency_key",
+                    f("idempotency_key"),
+                    "is required (or an Idempotency-Key header, or an order_id)",
+                )
+            })?,
+        },
+    };
+    Ok(Event {
+        sku: sku.to_string(),
+        kind,
+        qty,
+        source: source.to_string(),
+        source_ts,
+        received_at,
+        key,
+        line,
+    })
+}
+
+/// Parses `PUT /v1/skus/{sku}`: `{"on_hand": n}` or `{"available": n}`, optional `"at"`.
+pub fn parse_count(
+    sku: &str,
+    body: &[u8],
+    key: String,
+    received_at: Micros,
+) -> Result<Event, ApiError> {
+    let map = parse_json(body)?;
+    let on_hand = opt_int(&map, "on_hand", "invalid_on_hand", "on_hand")?;
+    let available = opt_int(&map, "available", "invalid_available", "available")?;
+    let (kind, qty, field) = match (on_hand, available) {
+        (Some(n), None) => (EventKind::Counted, n, "on_hand"),
+        (None, Some(n)) => (EventKind::CountedAvailable, n, "available"),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "invalid_count",
+                "on_hand",
+                "give on_hand or available, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::field(
+                "invalid_count",
+                "on_hand",
+                "one of on_hand or available is required",
+            ))
+        }
+    };
+    if !(0..=QTY_MAX).contains(&qty) {
+        let code = if field == "on_hand" {
+            "invalid_on_hand"
+        } else {
+            "invalid_available"
+        };
+        return Err(ApiError::field(
+            code,
+            field,
+            format!("{qty} must be 0 to {QTY_MAX}"),
+        ));
+    }
+    let source_ts = opt_time(&map, "at", "at", "invalid_at", received_at)?;
+    Ok(Event {
+        sku: sku.to_string(),
+        kind,
+        qty,
+        source: "api".to_string(),
+        source_ts,
+        received_at,
+        key,
+        line: None,
+    })
+}

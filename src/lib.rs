@@ -1,0 +1,21 @@
+//! lockstep keeps the sellable quantity of every SKU identical on every sales channel,
+//! within seconds of any change, on one machine.
+//!
+//! # Layout (the data path, in order)
+//! - [`ingest`]: the HTTP edge. Verifies, parses and validates requests into events.
+//! - [`engine`]: the router (`ahash(sku) % shards`), the shard threads that own SKUs, and
+//!   the pure core that applies events (`engine::core::apply`).
+//! - [`store`]: each shard's durable log, state and idempotency keys (sled + rkyv).
+//! - [`config`]: the TOML configuration. [`clock`]: time as microseconds. [`metrics`]:
+//!   the Prometheus recorder.
+//! - [`cli`]: the `audit` and `replay` commands' logic.
+//!
+//! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod ingest;
+pub mod metrics;
+pub mod store;

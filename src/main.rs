@@ -1,0 +1,113 @@
+//! The `lockstep` binary: argument parsing and logging set-up; the commands live in
+//! `lockstep::cli`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lockstep::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Keeps product stock in lockstep across every sales channel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine (defaults without a config: 127.0.0.1:7700, ./lockstep-data, one shard per core).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file; names the bad field and why.
+    CheckConfig { file: PathBuf },
+    /// Show a SKU's audit trail, newest first (from the running server, or the data directory).
+    Audit {
+        sku: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read this data directory instead of the config's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild state from the log alone and compare it with the stored state (server stopped).
+    Replay {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, String> {
+    match config {
+        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let outcome: anyhow::Result<bool> = (|| match cli.command {
+        Command::Serve { config } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            lockstep::cli::serve(config)?;
+            Ok(true)
+        }
+        Command::CheckConfig { file } => match lockstep::cli::check_config(&file) {
+            Ok(summary) => {
+                println!("{summary}");
+                Ok(true)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(false)
+            }
+        },
+        Command::Audit {
+            sku,
+            limit,
+            config,
+            data_dir,
+            json,
+        } => {
+            let mut config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            if let Some(dir) = data_dir {
+                config.server.data_dir = dir;
+            }
+            lockstep::cli::audit(&config, &sku, limit.clamp(1, 1000), json)?;
+            Ok(true)
+        }
+        Command::Replay { data_dir, config } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            let dir = data_dir.unwrap_or(config.server.data_dir.clone());
+            lockstep::cli::replay(&dir, &config.engine_config().core)
+        }
+    })();
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

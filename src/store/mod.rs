@@ -1,0 +1,78 @@
+//! Storage: where a shard's log, state and idempotency keys live, behind a small trait so
+//! the backend can be replaced if sled's durability or space use ever fails our tests.
+//!
+//! - `records.rs`: the rkyv record types.
+//! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
+//! - `sled_store.rs`: the sled backend, one database per shard, with an `fdatasync` after
+//!   sled's flush (see `docs/durability.md` for why).
+
+pub mod envelope;
+pub mod records;
+pub mod sled_store;
+
+use crate::clock::Micros;
+use crate::engine::core::{Effects, ShardState};
+use crate::engine::event::FirstResult;
+use records::{HeadRecord, LogRecord};
+
+pub use sled_store::SledStore;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend refused or failed an operation.
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file operation (open, fdatasync) failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored record failed its envelope check.
+    #[error("corrupt record at {key}: {source}")]
+    Corrupt {
+        key: String,
+        /// The log sequence number, when the record is a log record.
+        seq: Option<u64>,
+        source: envelope::EnvelopeError,
+    },
+    /// Stored parts disagree with each other (a cached sum with its sources).
+    #[error("inconsistent state for SKU {sku:?}: {detail}")]
+    Inconsistent { sku: String, detail: String },
+}
+
+/// What recovery loads: every SKU's state and the last sequence number they include.
+pub struct LoadedState {
+    pub skus: ShardState,
+    /// The sequence number of the last record whose effects the state includes.
+    pub checkpoint: u64,
+}
+
+/// One shard's storage. Methods take `&self`: the shard thread writes, HTTP handlers read
+/// at the same time, and the backend serializes internally.
+pub trait ShardStore: Send + Sync + 'static {
+    /// Loads every SKU's state (checking each record's envelope and each head's sums).
+    fn load_state(&self) -> Result<LoadedState, StoreError>;
+    /// Log records with sequence numbers above `after`, in order. A damaged record is
+    /// reported as `StoreError::Corrupt` with its `seq`, and iteration stops there.
+    fn log_after(&self, after: u64)
+        -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_>;
+    /// Removes log records from `from` on; returns how many went.
+    fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError>;
+    /// The highest sequence number in the log (0 when it is empty).
+    fn last_seq(&self) -> Result<u64, StoreError>;
+    /// The first result of an idempotency key for a SKU, while it is kept.
+    fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError>;
+    /// Writes a batch's effects atomically and makes them durable before returning; new
+    /// idempotency keys are kept until `keys_expire_at`.
+    fn commit(&self, effects: &Effects, keys_expire_at: Micros) -> Result<(), StoreError>;
+    /// Forgets up to `max` idempotency keys that expired before `now`; returns how many.
+    fn sweep_expired_keys(&self, now: Micros, max: usize) -> Result<usize, StoreError>;
+    /// A SKU's head, as of the last durable batch.
+    fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError>;
+    /// Log records newest first with `seq > since`, for one SKU or all, at most `limit`.
+    fn audit(
+        &self,
+        sku: Option<&str>,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+}

@@ -1,0 +1,94 @@
+//! What lockstep writes to disk: the rkyv record types. Every record is wrapped in the
+//! envelope of `envelope.rs` before it reaches the backend. Changing a field here changes
+//! the on-disk format: bump `envelope::SCHEMA_VERSION` with it.
+
+use crate::clock::Micros;
+use crate::engine::event::{EventKind, Outcome};
+
+/// One event as the log keeps it: the fact, how it was taken, and the stock around it.
+/// The log alone is enough to rebuild every SKU's state (`lockstep replay`).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LogRecord {
+    /// Global sequence number: unique across shards, increasing within a shard.
+    pub seq: u64,
+    pub sku: String,
+    pub kind: EventKind,
+    pub qty: i64,
+    pub source: String,
+    pub source_ts: Micros,
+    pub received_at: Micros,
+    /// The `now` of the batch that applied it; replay feeds it back to the core.
+    pub applied_at: Micros,
+    pub key: String,
+    pub order_id: Option<String>,
+    pub line_id: Option<String>,
+    pub available_before: i64,
+    pub available_after: i64,
+    pub on_hand_after: i64,
+    pub committed_after: i64,
+    pub outcome: Outcome,
+    pub oversell: bool,
+}
+
+/// The latest count of a SKU: the point its on_hand is measured from. Counts compare by
+/// (ts, source, key), which breaks ties between counts with the same timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CountMark {
+    pub ts: Micros,
+    pub source: String,
+    pub key: String,
+}
+
+impl CountMark {
+    pub fn order_key(&self) -> (Micros, &str, &str) {
+        (self.ts, &self.source, &self.key)
+    }
+}
+
+/// The small, always-present part of a SKU's state. `on_hand` and `committed` are derived
+/// (from base + deltas, and from the open lines) but kept here so that readers answer
+/// from one record; recovery checks them against their sources.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HeadRecord {
+    /// on_hand before the deltas still kept: the latest count plus folded movements.
+    pub base: i64,
+    pub on_hand: i64,
+    pub committed: i64,
+    pub count: Option<CountMark>,
+    /// Sequence number of the last event applied to this SKU.
+    pub last_seq: u64,
+    pub updated_at: Micros,
+}
+
+/// An order line that is still open: placed and not fully released or shipped, or a
+/// release/shipment waiting for its placement.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LineRecord {
+    pub placed: Option<i64>,
+    pub released: i64,
+    pub shipped: i64,
+    /// Source time of the first transition seen; held lines older than the horizon go.
+    pub first_ts: Micros,
+}
+
+impl LineRecord {
+    /// Units this line holds in `committed`: nothing until its placement is seen.
+    pub fn committed(&self) -> i64 {
+        match self.placed {
+            Some(placed) => (placed - self.released - self.shipped).max(0),
+            None => 0,
+        }
+    }
+
+    /// A placed line with nothing left to release or ship carries no more information.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.placed, Some(placed) if self.released + self.shipped >= placed)
+    }
+}
+
+/// An on_hand movement newer than both the latest count and the horizon. Kept so that a
+/// count arriving late can exclude the movements before it.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DeltaRecord {
+    pub qty: i64,
+}
