@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,7 +20,7 @@ use crate::engine::event::{EventResult, Outcome};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::native::{check_sku, parse_count, parse_events};
-use crate::ingest::BODY_BYTES_MAX;
+use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
 use crate::store::records::LogRecord;
 
 /// Default and largest page of `GET /v1/audit`.
@@ -269,8 +269,10 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Result<Option<&'a s
     }
 }
 
-/// Reads a body of at most `BODY_BYTES_MAX` bytes; a larger one is 413 before or while
-/// it is read, whatever its Content-Length claims.
+/// Reads a body of at most `BODY_BYTES_MAX` bytes; a larger one is 413. A moderately
+/// larger one is read to its end and dropped first, so that the client, still writing,
+/// gets to read the 413 instead of a reset connection; past `BODY_DRAIN_BYTES_MAX` the
+/// connection is simply closed.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -284,26 +286,35 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > BODY_BYTES_MAX as u64) {
+    if declared.is_some_and(|len| len > BODY_DRAIN_BYTES_MAX as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), BODY_BYTES_MAX)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    let mut body = req.into_body();
+    let mut kept =
+        Vec::with_capacity(declared.map_or(0, |len| len.min(BODY_BYTES_MAX as u64) as usize));
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("could not read the body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total > BODY_DRAIN_BYTES_MAX {
+                return Err(too_large());
+            }
+            if total <= BODY_BYTES_MAX {
+                kept.extend_from_slice(&data);
+            }
         }
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "body_read_failed",
-            format!("could not read the body: {e}"),
-        )),
     }
+    if total > BODY_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(kept))
 }
 
 fn decode_segment(segment: &str, field: &str) -> Result<String, ApiError> {

@@ -13,3 +13,5 @@ pub mod server;
 /// Largest request body accepted; larger ones get 413. Channels' own webhooks stay far
 /// below it (Shopify caps a webhook at a few hundred KiB).
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest oversized body read to its end before the 413 is sent (see `api::read_body`).
+pub const BODY_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;

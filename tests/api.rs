@@ -1,0 +1,235 @@
+//! The native HTTP API over loopback against the real binary: every endpoint, duplicates
+//! through `Idempotency-Key`, restart persistence, and the admin token.
+
+mod common;
+
+use common::{event, replay, Server};
+use serde_json::json;
+
+/// An RFC 3339 timestamp `minutes` ago, so the test holds whenever it runs (counts older
+/// than the 72 h horizon are stale).
+fn ago(minutes: i64) -> String {
+    let now = lockstep::clock::now_micros();
+    lockstep::clock::format_rfc3339(now - minutes * 60 * 1_000_000)
+}
+
+#[test]
+fn every_endpoint_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+
+    let (status, body) = server.get("/healthz");
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    assert_eq!(server.stock("TSHIRT-RED-M"), None, "unknown SKU is 404");
+
+    // A count two hours ago, an order placed before it (a count does not include orders:
+    // they are committed, not moved), a receipt at exactly the count's time.
+    let (status, body) = server.post_events(&json!({"events": [
+        {"idempotency_key": "count-1", "sku": "TSHIRT-RED-M", "kind": "counted", "qty": 10,
+         "source": "erp", "source_ts": ago(2 * 60)},
+        {"sku": "TSHIRT-RED-M", "kind": "order_placed", "qty": 3, "source": "shop",
+         "order_id": "1041", "line_id": "1", "source_ts": ago(3 * 60)},
+        {"idempotency_key": "rcpt-7", "sku": "TSHIRT-RED-M", "kind": "adjusted", "qty": 5,
+         "source": "erp", "source_ts": ago(2 * 60)},
+        {"idempotency_key": "other", "sku": "MUG", "kind": "adjusted", "qty": 1}
+    ]}));
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(
+        results[1]["idempotency_key"], "shop/1041/1/placed",
+        "business-fact key"
+    );
+    assert!(results.iter().all(|r| r["outcome"] == "applied"), "{body}");
+    // A movement at exactly the count's time comes after it: 10 + 5.
+    assert_eq!(results[2]["on_hand"], 15);
+    assert_eq!(server.stock("TSHIRT-RED-M"), Some((15, 3, 12)));
+
+    // The same order line again, under another client key: one fact, applied once.
+    let (_, body) = server.post_events(&json!({"events": [
+        {"idempotency_key": "retry", "sku": "TSHIRT-RED-M", "kind": "order_placed", "qty": 3,
+         "source": "shop", "order_id": "1041", "line_id": "1"}]}));
+    assert_eq!(body["results"][0]["outcome"], "duplicate");
+    assert_eq!(body["results"][0]["first_outcome"], "applied");
+    assert_eq!(server.stock("TSHIRT-RED-M"), Some((15, 3, 12)));
+
+    // Idempotency-Key header: a single event takes it as is; a batch gets KEY#index.
+    let send_with_key = |key: &str, events: serde_json::Value| {
+        let response = Server::client()
+            .post(server.url("/v1/events"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "events": events }))
+            .send()
+            .unwrap();
+        common::status_json(response)
+    };
+    let one = json!([{"sku": "MUG", "kind": "adjusted", "qty": 2}]);
+    let (_, first) = send_with_key("hdr-1", one.clone());
+    let (_, again) = send_with_key("hdr-1", one);
+    assert_eq!(first["results"][0]["outcome"], "applied");
+    assert_eq!(again["results"][0]["outcome"], "duplicate");
+    assert_eq!(
+        again["results"][0]["available"],
+        first["results"][0]["available"]
+    );
+    let two = json!([{"sku": "MUG", "kind": "adjusted", "qty": 1}, {"sku": "MUG", "kind": "adjusted", "qty": 1}]);
+    let (_, batch) = send_with_key("hdr-2", two.clone());
+    assert_eq!(batch["results"][1]["idempotency_key"], "hdr-2#1");
+    let (_, batch_again) = send_with_key("hdr-2", two);
+    assert!(batch_again["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["outcome"] == "duplicate"));
+    assert_eq!(server.stock("MUG"), Some((5, 0, 5)));
+
+    // PUT a count as available (on_hand = available + committed) and as on_hand with `at`.
+    let (status, body) = server.put_sku("TSHIRT-RED-M", &json!({"available": 20}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.stock("TSHIRT-RED-M"), Some((23, 3, 20)));
+    let (_, body) = server.put_sku("TSHIRT-RED-M", &json!({"on_hand": 7, "at": ago(90)}));
+    assert_eq!(
+        body["outcome"], "stale",
+        "older than the latest count: {body}"
+    );
+    let (_, body) = server.put_sku("TSHIRT-RED-M", &json!({"on_hand": 7}));
+    assert_eq!(
+        (body["outcome"].as_str(), body["available"].as_i64()),
+        (Some("applied"), Some(4))
+    );
+
+    // Shipping and cancelling the order line release its commitment.
+    let (_, body) = server.post_events(&json!({"events": [
+        {"sku": "TSHIRT-RED-M", "kind": "order_shipped", "qty": 2, "source": "shop", "order_id": "1041", "line_id": "1"},
+        {"sku": "TSHIRT-RED-M", "kind": "order_cancelled", "qty": 1, "source": "shop", "order_id": "1041", "line_id": "1"}]}));
+    assert_eq!(body["results"][1]["committed"], 0, "{body}");
+    assert_eq!(server.stock("TSHIRT-RED-M"), Some((5, 0, 5)));
+
+    // The audit: newest first, per SKU, with since and limit, every documented field.
+    let (status, body) = server.get("/v1/audit?sku=TSHIRT-RED-M&limit=3");
+    assert_eq!(status, 200);
+    let records = body["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(records[0]["seq"].as_u64() > records[1]["seq"].as_u64());
+    assert_eq!(records[0]["kind"], "order_cancelled");
+    for field in [
+        "seq",
+        "sku",
+        "kind",
+        "qty",
+        "source",
+        "source_ts",
+        "received_at",
+        "applied_at",
+        "idempotency_key",
+        "order_id",
+        "available_before",
+        "available_after",
+        "outcome",
+        "oversell",
+    ] {
+        assert!(
+            records[0].get(field).is_some(),
+            "audit record lacks {field}"
+        );
+    }
+    assert_eq!(records[0]["order_id"], "1041");
+    let newest = records[0]["seq"].as_u64().unwrap();
+    let (_, body) = server.get(&format!("/v1/audit?sku=TSHIRT-RED-M&since={}", newest - 1));
+    assert_eq!(body["records"].as_array().unwrap().len(), 1);
+    let all = server.audit_all();
+    assert_eq!(
+        all.len(),
+        16,
+        "every event, duplicates and stale ones included"
+    );
+    assert!(all.iter().any(|r| r["outcome"] == "duplicate"));
+    assert!(all.iter().any(|r| r["sku"] == "MUG"));
+
+    let (status, metrics) = {
+        let response = Server::client().get(server.url("/metrics")).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    assert_eq!(status, 200);
+    assert!(metrics.contains("lockstep_events_total"), "{metrics}");
+    assert!(metrics.contains("lockstep_log_flush_seconds_bucket"));
+
+    let (status, body) = server.get("/v1/nothing");
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+
+    // A restart keeps state and idempotency keys; replay agrees with the live state.
+    server.stop();
+    let (ok, out) = replay(&data);
+    assert!(ok, "{out}");
+    assert!(out.contains("replay equals the live state"), "{out}");
+    let server = Server::start(&data);
+    assert_eq!(server.stock("TSHIRT-RED-M"), Some((5, 0, 5)));
+    let (_, body) =
+        server.post_events(&json!({"events": [event("rcpt-7", "TSHIRT-RED-M", "adjusted", 5)]}));
+    assert_eq!(
+        body["results"][0]["outcome"], "duplicate",
+        "keys survive a restart"
+    );
+    assert_eq!(server.audit_all().len(), 17);
+}
+
+#[test]
+fn percent_encoded_skus_and_the_audit_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let (status, _) =
+        server.post_events(&json!({"events": [event("k1", "BOX/12 OZ", "adjusted", 4)]}));
+    assert_eq!(status, 200);
+    let (status, body) = server.get("/v1/skus/BOX%2F12%20OZ");
+    assert_eq!((status, body["on_hand"].as_i64()), (200, Some(4)), "{body}");
+    server.stop();
+
+    let out = std::process::Command::new(common::BIN)
+        .args(["audit", "BOX/12 OZ", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["records"][0]["idempotency_key"], "k1");
+    assert_eq!(body["records"][0]["available_after"], 4);
+}
+
+#[test]
+fn admin_token_guards_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start_with(&data, "admin_token = \"s3cret\"", Some("s3cret"));
+    let (status, _) = server.post_events(&json!({"events": [event("a", "SKU-1", "adjusted", 3)]}));
+    assert_eq!(status, 200);
+
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret0")] {
+        server.token = token.map(str::to_string);
+        let (status, body) =
+            server.post_events(&json!({"events": [event("b", "SKU-1", "adjusted", 3)]}));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("unauthorized")),
+            "token {token:?}"
+        );
+        let (status, _) = server.get("/v1/skus/SKU-1");
+        assert_eq!(status, 401);
+    }
+    // Health and metrics stay open for probes and scrapers.
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+
+    server.token = Some("s3cret".into());
+    assert_eq!(
+        server.stock("SKU-1"),
+        Some((3, 0, 3)),
+        "refused requests changed nothing"
+    );
+    assert_eq!(server.audit_all().len(), 1);
+}

@@ -1,0 +1,207 @@
+//! Shared by the integration tests: start the real `lockstep` binary on an ephemeral port
+//! and a temp data directory, and talk to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+
+/// A running `lockstep serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub token: Option<String>,
+    /// Everything the server wrote to stderr, collected by a thread.
+    stderr: mpsc::Receiver<String>,
+}
+
+/// Writes a config for `data_dir` with an ephemeral port and any extra `[server]` lines.
+pub fn write_config(data_dir: &Path, server_extra: &str) -> PathBuf {
+    let path = data_dir.with_extension("toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nshards = 2\n{server_extra}\n",
+        data_dir.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, "", None)
+    }
+
+    /// Starts the binary and waits for its "listening on" line.
+    pub fn start_with(data_dir: &Path, server_extra: &str, token: Option<&str>) -> Server {
+        let config = write_config(data_dir, server_extra);
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,sled=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lockstep starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = err_tx.send(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("lockstep listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = err_rx.try_iter().collect();
+                panic!("lockstep did not start:\n{}", log.join("\n"));
+            }
+        };
+        Server {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            token: token.map(str::to_string),
+            stderr: err_rx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+
+    fn auth(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// POST /v1/events; returns (status, body).
+    pub fn post_events(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .auth(Server::client().post(self.url("/v1/events")).json(body))
+            .send()
+            .unwrap();
+        status_json(response)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .auth(Server::client().get(self.url(path)))
+            .send()
+            .unwrap();
+        status_json(response)
+    }
+
+    pub fn put_sku(&self, sku: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .auth(
+                Server::client()
+                    .put(self.url(&format!("/v1/skus/{sku}")))
+                    .json(body),
+            )
+            .send()
+            .unwrap();
+        status_json(response)
+    }
+
+    /// The stock of a SKU as (on_hand, committed, available); None for an unknown SKU.
+    pub fn stock(&self, sku: &str) -> Option<(i64, i64, i64)> {
+        let (status, body) = self.get(&format!("/v1/skus/{sku}"));
+        match status {
+            200 => Some((
+                body["on_hand"].as_i64().unwrap(),
+                body["committed"].as_i64().unwrap(),
+                body["available"].as_i64().unwrap(),
+            )),
+            404 => None,
+            other => panic!("GET sku answered {other}: {body}"),
+        }
+    }
+
+    /// Every audit record (newest first, up to 1,000).
+    pub fn audit_all(&self) -> Vec<Value> {
+        let (status, body) = self.get("/v1/audit?limit=1000");
+        assert_eq!(status, 200, "{body}");
+        body["records"].as_array().unwrap().clone()
+    }
+
+    /// Stops with SIGTERM and waits.
+    pub fn stop(mut self) -> Vec<String> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        self.stderr_lines()
+    }
+
+    /// Kills with SIGKILL (no chance to clean up) and waits.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn status_json(response: reqwest::blocking::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    (status, body)
+}
+
+/// One native event.
+pub fn event(key: &str, sku: &str, kind: &str, qty: i64) -> Value {
+    json!({"idempotency_key": key, "sku": sku, "kind": kind, "qty": qty, "source": "test"})
+}
+
+/// Runs `lockstep replay --data-dir DIR`; returns (success, stdout).
+pub fn replay(data_dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["replay", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
