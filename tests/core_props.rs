@@ -1,0 +1,250 @@
+//! Property tests of the pure core (DESIGN §2): the final state is a function of the set
+//! of events, whatever their arrival order and batching; duplicates never change state;
+//! a release or shipment never raises available before its placement is seen;
+//! `committed` never goes negative; an oversell is recorded exactly when a placement finds
+//! less available than it asks for.
+
+use std::collections::HashMap;
+
+use lockstep::clock::{Micros, MICROS_PER_SECOND};
+use lockstep::engine::core::{apply, CoreConfig, Input, ShardState};
+use lockstep::engine::event::{Event, EventKind, FirstResult, LineRef, Outcome};
+use proptest::prelude::*;
+
+const T0: Micros = 1_800_000_000 * MICROS_PER_SECOND;
+const SKUS: [&str; 2] = ["A", "B"];
+
+/// What the property tests generate, before it becomes events.
+#[derive(Clone, Debug)]
+enum Fact {
+    Count { sku: usize, minute: i64, source: usize, n: i64 },
+    Adjust { sku: usize, minute: i64, d: i64 },
+    Return { sku: usize, minute: i64, q: i64 },
+    Line { sku: usize, order: u8, line: u8, transition: u8, minute: i64, q: i64 },
+}
+
+fn fact() -> impl Strategy<Value = Fact> {
+    // Minutes in a one-hour window, coarse so that equal timestamps are common.
+    let minute = || (0i64..60).prop_map(|m| m / 5 * 5);
+    prop_oneof![
+        1 => (0..2usize, minute(), 0..2usize, 0i64..40).prop_map(|(sku, minute, source, n)| Fact::Count { sku, minute, source, n }),
+        1 => (0..2usize, minute(), -8i64..8).prop_filter("non-zero", |(_, _, d)| *d != 0)
+            .prop_map(|(sku, minute, d)| Fact::Adjust { sku, minute, d }),
+        1 => (0..2usize, minute(), 1i64..4).prop_map(|(sku, minute, q)| Fact::Return { sku, minute, q }),
+        3 => (0..2usize, 0u8..5, 0u8..2, 0u8..3, minute(), 1i64..6)
+            .prop_map(|(sku, order, line, transition, minute, q)| Fact::Line { sku, order, line, transition, minute, q }),
+    ]
+}
+
+fn to_event(fact: &Fact, i: usize) -> Event {
+    let at = |minute: i64| T0 + minute * 60 * MICROS_PER_SECOND;
+    let base = |sku: usize, kind, qty, source: &str, minute, key: String| Event {
+        sku: SKUS[sku].into(),
+        kind,
+        qty,
+        source: source.into(),
+        source_ts: at(minute),
+        received_at: at(minute),
+        key,
+        line: None,
+    };
+    match *fact {
+        Fact::Count { sku, minute, source, n } => {
+            base(sku, EventKind::Counted, n, ["erp", "wms"][source], minute, format!("count-{i}"))
+        }
+        Fact::Adjust { sku, minute, d } => base(sku, EventKind::Adjusted, d, "erp", minute, format!("adj-{i}")),
+        Fact::Return { sku, minute, q } => base(sku, EventKind::Returned, q, "erp", minute, format!("ret-{i}")),
+        Fact::Line { sku, order, line, transition, minute, q } => {
+            let kind = [EventKind::OrderPlaced, EventKind::OrderCancelled, EventKind::OrderShipped][transition as usize];
+            let line_ref = LineRef { order_id: format!("o{order}"), line_id: format!("l{line}") };
+            let key = format!("shop/{}/{}/{}", line_ref.order_id, line_ref.line_id, kind.transition());
+            Event { line: Some(line_ref), ..base(sku, kind, q, "shop", minute, key) }
+        }
+    }
+}
+
+/// A set of distinct events (one per key, as the ingest derives keys) plus duplicates of
+/// some of them, in generated order.
+fn events_with_duplicates() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+    (prop::collection::vec(fact(), 1..40), prop::collection::vec(any::<prop::sample::Index>(), 0..10)).prop_map(
+        |(facts, dup_picks)| {
+            let mut distinct: Vec<Event> = Vec::new();
+            for (i, f) in facts.iter().enumerate() {
+                let e = to_event(f, i);
+                // One fact per order-line transition: the first one generated wins.
+                if !distinct.iter().any(|d| d.sku == e.sku && d.key == e.key) {
+                    distinct.push(e);
+                }
+            }
+            let mut all = distinct.clone();
+            for pick in dup_picks {
+                all.push(distinct[pick.index(distinct.len())].clone());
+            }
+            (distinct, all)
+        },
+    )
+}
+
+/// Applies `events` in the given order, cut into batches of the given sizes, with a key
+/// store between batches as the shard keeps one. Checks the per-step properties.
+fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
+    let config = CoreConfig::default();
+    let now = T0 + 2 * 3_600 * MICROS_PER_SECOND;
+    let mut state = ShardState::default();
+    let mut keys: HashMap<(String, String), FirstResult> = HashMap::new();
+    let mut seq = 1;
+    let mut rest = events;
+    let mut sizes = batch_sizes.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let inputs: Vec<Input> = batch
+            .iter()
+            .map(|e| Input { event: e.clone(), prior: keys.get(&(e.sku.clone(), e.key.clone())).copied() })
+            .collect();
+        let effects = apply(&mut state, &inputs, now, seq, &config);
+        seq += batch.len() as u64;
+        assert_eq!(effects.records.len(), batch.len());
+        for (record, input) in effects.records.iter().zip(&inputs) {
+            match record.outcome {
+                Outcome::Duplicate => {
+                    assert_eq!(record.available_before, record.available_after, "a duplicate changed state");
+                    assert!(!record.oversell);
+                }
+                Outcome::Held => {
+                    assert!(record.available_after <= record.available_before, "held event raised available: {record:?}");
+                }
+                Outcome::Applied if input.event.kind == EventKind::OrderPlaced => {
+                    assert_eq!(record.oversell, record.available_before < record.qty, "{record:?}");
+                }
+                _ => assert!(!record.oversell, "only placements oversell: {record:?}"),
+            }
+            if input.event.kind == EventKind::OrderCancelled && record.outcome != Outcome::Applied {
+                assert!(record.available_after <= record.available_before);
+            }
+        }
+        for (sku, key, first) in effects.first_results {
+            keys.insert((sku, key), first);
+        }
+        for sku in state.values() {
+            sku.check_invariants().unwrap();
+        }
+    }
+    state
+}
+
+/// The oracle: DESIGN §2's formulas evaluated over the set of distinct events.
+fn expected(distinct: &[Event], sku: &str) -> (i64, i64) {
+    let events: Vec<&Event> = distinct.iter().filter(|e| e.sku == sku).collect();
+    let count = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Counted)
+        .max_by(|a, b| (a.source_ts, &a.source, &a.key).cmp(&(b.source_ts, &b.source, &b.key)));
+    let movement = |e: &&&Event| match e.kind {
+        EventKind::Adjusted | EventKind::Returned => Some(e.qty),
+        EventKind::OrderShipped => Some(-e.qty),
+        _ => None,
+    };
+    let on_hand = match count {
+        Some(c) => c.qty + events.iter().filter(|e| e.source_ts >= c.source_ts).filter_map(|e| movement(&e)).sum::<i64>(),
+        None => events.iter().filter_map(|e| movement(&e)).sum(),
+    };
+    let mut lines: HashMap<&LineRef, (Option<i64>, i64)> = HashMap::new();
+    for e in &events {
+        if let Some(line) = &e.line {
+            let entry = lines.entry(line).or_default();
+            match e.kind {
+                EventKind::OrderPlaced => entry.0 = Some(e.qty),
+                _ => entry.1 += e.qty,
+            }
+        }
+    }
+    let committed = lines.values().map(|(placed, out)| placed.map_or(0, |p| (p - out).max(0))).sum();
+    (on_hand, committed)
+}
+
+fn stock(state: &ShardState, sku: &str) -> (i64, i64) {
+    state.get(sku).map_or((0, 0), |s| (s.on_hand(), s.committed))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn final_state_depends_only_on_the_set_of_events(
+        (distinct, all) in events_with_duplicates(),
+        order_a in any::<u64>(),
+        order_b in any::<u64>(),
+        sizes_a in prop::collection::vec(1usize..6, 1..5),
+        sizes_b in prop::collection::vec(1usize..6, 1..5),
+    ) {
+        let shuffle = |seed: u64| {
+            let mut v = all.clone();
+            let mut x = seed | 1;
+            for i in (1..v.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                v.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            v
+        };
+        let a = run(&shuffle(order_a), &sizes_a);
+        let b = run(&shuffle(order_b), &sizes_b);
+        for sku in SKUS {
+            prop_assert_eq!(stock(&a, sku), stock(&b, sku), "SKU {}", sku);
+            prop_assert_eq!(stock(&a, sku), expected(&distinct, sku), "SKU {} against the formula", sku);
+        }
+    }
+
+    #[test]
+    fn replaying_duplicates_changes_nothing((distinct, _) in events_with_duplicates(), sizes in prop::collection::vec(1usize..6, 1..5)) {
+        let once = run(&distinct, &sizes);
+        let twice: Vec<Event> = distinct.iter().chain(distinct.iter()).cloned().collect();
+        let again = run(&twice, &sizes);
+        for sku in SKUS {
+            prop_assert_eq!(stock(&once, sku), stock(&again, sku));
+        }
+    }
+}
+
+#[test]
+fn a_cancel_before_its_placement_is_held_then_netted() {
+    let at = T0;
+    let line = LineRef { order_id: "9".into(), line_id: "1".into() };
+    let mk = |kind, key: &str| Event {
+        sku: "A".into(), kind, qty: 2, source: "shop".into(), source_ts: at, received_at: at,
+        key: key.into(), line: Some(line.clone()),
+    };
+    let mut state = ShardState::default();
+    let count = Event { kind: EventKind::Counted, qty: 5, line: None, ..mk(EventKind::Counted, "c") };
+    let cancel = mk(EventKind::OrderCancelled, "x");
+    let place = mk(EventKind::OrderPlaced, "p");
+    let fx = apply(&mut state, &[Input { event: count, prior: None }, Input { event: cancel, prior: None }], at, 1, &CoreConfig::default());
+    assert_eq!(fx.records[1].outcome, Outcome::Held);
+    assert_eq!(state["A"].available(), 5, "the held release did not raise available");
+    let fx = apply(&mut state, &[Input { event: place, prior: None }], at, 3, &CoreConfig::default());
+    assert_eq!(fx.records[0].outcome, Outcome::Applied);
+    assert_eq!((state["A"].committed, state["A"].available()), (0, 5), "placement netted with its release");
+    assert!(state["A"].lines.is_empty(), "a closed line is not kept");
+}
+
+#[test]
+fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
+    let config = CoreConfig { horizon_us: 3_600 * MICROS_PER_SECOND };
+    let now = T0 + 10 * 3_600 * MICROS_PER_SECOND;
+    let ev = |kind, qty, hours_ago: i64, key: &str| Event {
+        sku: "A".into(), kind, qty, source: "erp".into(),
+        source_ts: now - hours_ago * 3_600 * MICROS_PER_SECOND, received_at: now, key: key.into(), line: None,
+    };
+    let mut state = ShardState::default();
+    let inputs = [
+        Input { event: ev(EventKind::Adjusted, 4, 5, "old-move"), prior: None },
+        Input { event: ev(EventKind::Counted, 100, 2, "old-count"), prior: None },
+        Input { event: ev(EventKind::Adjusted, 3, 0, "new-move"), prior: None },
+    ];
+    let fx = apply(&mut state, &inputs, now, 1, &config);
+    assert_eq!(fx.records[1].outcome, Outcome::Stale);
+    assert_eq!(state["A"].on_hand(), 7);
+    assert_eq!(state["A"].deltas.len(), 1, "the movement older than the horizon was folded");
+    state["A"].check_invariants().unwrap();
+}
