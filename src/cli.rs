@@ -200,7 +200,7 @@ pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
     for (i, store) in stores.iter().enumerate() {
         let live = store.load_state()?.skus;
         let rebuilt = rebuild(store.as_ref(), core)?;
-        let records = store.log_after(0).count();
+        let records: usize = store.log_after(0).map(|c| c.map_or(0, |c| c.len())).sum();
         let mut differences = Vec::new();
         for (sku, state) in &live {
             match rebuilt.get(sku) {

@@ -17,10 +17,30 @@ const SKUS: [&str; 2] = ["A", "B"];
 /// What the property tests generate, before it becomes events.
 #[derive(Clone, Debug)]
 enum Fact {
-    Count { sku: usize, minute: i64, source: usize, n: i64 },
-    Adjust { sku: usize, minute: i64, d: i64 },
-    Return { sku: usize, minute: i64, q: i64 },
-    Line { sku: usize, order: u8, line: u8, transition: u8, minute: i64, q: i64 },
+    Count {
+        sku: usize,
+        minute: i64,
+        source: usize,
+        n: i64,
+    },
+    Adjust {
+        sku: usize,
+        minute: i64,
+        d: i64,
+    },
+    Return {
+        sku: usize,
+        minute: i64,
+        q: i64,
+    },
+    Line {
+        sku: usize,
+        order: u8,
+        line: u8,
+        transition: u8,
+        minute: i64,
+        q: i64,
+    },
 }
 
 fn fact() -> impl Strategy<Value = Fact> {
@@ -49,16 +69,62 @@ fn to_event(fact: &Fact, i: usize) -> Event {
         line: None,
     };
     match *fact {
-        Fact::Count { sku, minute, source, n } => {
-            base(sku, EventKind::Counted, n, ["erp", "wms"][source], minute, format!("count-{i}"))
-        }
-        Fact::Adjust { sku, minute, d } => base(sku, EventKind::Adjusted, d, "erp", minute, format!("adj-{i}")),
-        Fact::Return { sku, minute, q } => base(sku, EventKind::Returned, q, "erp", minute, format!("ret-{i}")),
-        Fact::Line { sku, order, line, transition, minute, q } => {
-            let kind = [EventKind::OrderPlaced, EventKind::OrderCancelled, EventKind::OrderShipped][transition as usize];
-            let line_ref = LineRef { order_id: format!("o{order}"), line_id: format!("l{line}") };
-            let key = format!("shop/{}/{}/{}", line_ref.order_id, line_ref.line_id, kind.transition());
-            Event { line: Some(line_ref), ..base(sku, kind, q, "shop", minute, key) }
+        Fact::Count {
+            sku,
+            minute,
+            source,
+            n,
+        } => base(
+            sku,
+            EventKind::Counted,
+            n,
+            ["erp", "wms"][source],
+            minute,
+            format!("count-{i}"),
+        ),
+        Fact::Adjust { sku, minute, d } => base(
+            sku,
+            EventKind::Adjusted,
+            d,
+            "erp",
+            minute,
+            format!("adj-{i}"),
+        ),
+        Fact::Return { sku, minute, q } => base(
+            sku,
+            EventKind::Returned,
+            q,
+            "erp",
+            minute,
+            format!("ret-{i}"),
+        ),
+        Fact::Line {
+            sku,
+            order,
+            line,
+            transition,
+            minute,
+            q,
+        } => {
+            let kind = [
+                EventKind::OrderPlaced,
+                EventKind::OrderCancelled,
+                EventKind::OrderShipped,
+            ][transition as usize];
+            let line_ref = LineRef {
+                order_id: format!("o{order}"),
+                line_id: format!("l{line}"),
+            };
+            let key = format!(
+                "shop/{}/{}/{}",
+                line_ref.order_id,
+                line_ref.line_id,
+                kind.transition()
+            );
+            Event {
+                line: Some(line_ref),
+                ..base(sku, kind, q, "shop", minute, key)
+            }
         }
     }
 }
@@ -66,8 +132,11 @@ fn to_event(fact: &Fact, i: usize) -> Event {
 /// A set of distinct events (one per key, as the ingest derives keys) plus duplicates of
 /// some of them, in generated order.
 fn events_with_duplicates() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
-    (prop::collection::vec(fact(), 1..40), prop::collection::vec(any::<prop::sample::Index>(), 0..10)).prop_map(
-        |(facts, dup_picks)| {
+    (
+        prop::collection::vec(fact(), 1..40),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    )
+        .prop_map(|(facts, dup_picks)| {
             let mut distinct: Vec<Event> = Vec::new();
             for (i, f) in facts.iter().enumerate() {
                 let e = to_event(f, i);
@@ -81,8 +150,7 @@ fn events_with_duplicates() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
                 all.push(distinct[pick.index(distinct.len())].clone());
             }
             (distinct, all)
-        },
-    )
+        })
 }
 
 /// Applies `events` in the given order, cut into batches of the given sizes, with a key
@@ -101,7 +169,10 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
         rest = tail;
         let inputs: Vec<Input> = batch
             .iter()
-            .map(|e| Input { event: e.clone(), prior: keys.get(&(e.sku.clone(), e.key.clone())).copied() })
+            .map(|e| Input {
+                event: e.clone(),
+                prior: keys.get(&(e.sku.clone(), e.key.clone())).copied(),
+            })
             .collect();
         let effects = apply(&mut state, &inputs, now, seq, &config);
         seq += batch.len() as u64;
@@ -109,14 +180,24 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
         for (record, input) in effects.records.iter().zip(&inputs) {
             match record.outcome {
                 Outcome::Duplicate => {
-                    assert_eq!(record.available_before, record.available_after, "a duplicate changed state");
+                    assert_eq!(
+                        record.available_before, record.available_after,
+                        "a duplicate changed state"
+                    );
                     assert!(!record.oversell);
                 }
                 Outcome::Held => {
-                    assert!(record.available_after <= record.available_before, "held event raised available: {record:?}");
+                    assert!(
+                        record.available_after <= record.available_before,
+                        "held event raised available: {record:?}"
+                    );
                 }
                 Outcome::Applied if input.event.kind == EventKind::OrderPlaced => {
-                    assert_eq!(record.oversell, record.available_before < record.qty, "{record:?}");
+                    assert_eq!(
+                        record.oversell,
+                        record.available_before < record.qty,
+                        "{record:?}"
+                    );
                 }
                 _ => assert!(!record.oversell, "only placements oversell: {record:?}"),
             }
@@ -147,7 +228,14 @@ fn expected(distinct: &[Event], sku: &str) -> (i64, i64) {
         _ => None,
     };
     let on_hand = match count {
-        Some(c) => c.qty + events.iter().filter(|e| e.source_ts >= c.source_ts).filter_map(|e| movement(&e)).sum::<i64>(),
+        Some(c) => {
+            c.qty
+                + events
+                    .iter()
+                    .filter(|e| e.source_ts >= c.source_ts)
+                    .filter_map(|e| movement(&e))
+                    .sum::<i64>()
+        }
         None => events.iter().filter_map(|e| movement(&e)).sum(),
     };
     let mut lines: HashMap<&LineRef, (Option<i64>, i64)> = HashMap::new();
@@ -160,12 +248,17 @@ fn expected(distinct: &[Event], sku: &str) -> (i64, i64) {
             }
         }
     }
-    let committed = lines.values().map(|(placed, out)| placed.map_or(0, |p| (p - out).max(0))).sum();
+    let committed = lines
+        .values()
+        .map(|(placed, out)| placed.map_or(0, |p| (p - out).max(0)))
+        .sum();
     (on_hand, committed)
 }
 
 fn stock(state: &ShardState, sku: &str) -> (i64, i64) {
-    state.get(sku).map_or((0, 0), |s| (s.on_hand(), s.committed))
+    state
+        .get(sku)
+        .map_or((0, 0), |s| (s.on_hand(), s.committed))
 }
 
 proptest! {
@@ -210,41 +303,108 @@ proptest! {
 #[test]
 fn a_cancel_before_its_placement_is_held_then_netted() {
     let at = T0;
-    let line = LineRef { order_id: "9".into(), line_id: "1".into() };
+    let line = LineRef {
+        order_id: "9".into(),
+        line_id: "1".into(),
+    };
     let mk = |kind, key: &str| Event {
-        sku: "A".into(), kind, qty: 2, source: "shop".into(), source_ts: at, received_at: at,
-        key: key.into(), line: Some(line.clone()),
+        sku: "A".into(),
+        kind,
+        qty: 2,
+        source: "shop".into(),
+        source_ts: at,
+        received_at: at,
+        key: key.into(),
+        line: Some(line.clone()),
     };
     let mut state = ShardState::default();
-    let count = Event { kind: EventKind::Counted, qty: 5, line: None, ..mk(EventKind::Counted, "c") };
+    let count = Event {
+        kind: EventKind::Counted,
+        qty: 5,
+        line: None,
+        ..mk(EventKind::Counted, "c")
+    };
     let cancel = mk(EventKind::OrderCancelled, "x");
     let place = mk(EventKind::OrderPlaced, "p");
-    let fx = apply(&mut state, &[Input { event: count, prior: None }, Input { event: cancel, prior: None }], at, 1, &CoreConfig::default());
+    let fx = apply(
+        &mut state,
+        &[
+            Input {
+                event: count,
+                prior: None,
+            },
+            Input {
+                event: cancel,
+                prior: None,
+            },
+        ],
+        at,
+        1,
+        &CoreConfig::default(),
+    );
     assert_eq!(fx.records[1].outcome, Outcome::Held);
-    assert_eq!(state["A"].available(), 5, "the held release did not raise available");
-    let fx = apply(&mut state, &[Input { event: place, prior: None }], at, 3, &CoreConfig::default());
+    assert_eq!(
+        state["A"].available(),
+        5,
+        "the held release did not raise available"
+    );
+    let fx = apply(
+        &mut state,
+        &[Input {
+            event: place,
+            prior: None,
+        }],
+        at,
+        3,
+        &CoreConfig::default(),
+    );
     assert_eq!(fx.records[0].outcome, Outcome::Applied);
-    assert_eq!((state["A"].committed, state["A"].available()), (0, 5), "placement netted with its release");
+    assert_eq!(
+        (state["A"].committed, state["A"].available()),
+        (0, 5),
+        "placement netted with its release"
+    );
     assert!(state["A"].lines.is_empty(), "a closed line is not kept");
 }
 
 #[test]
 fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
-    let config = CoreConfig { horizon_us: 3_600 * MICROS_PER_SECOND };
+    let config = CoreConfig {
+        horizon_us: 3_600 * MICROS_PER_SECOND,
+    };
     let now = T0 + 10 * 3_600 * MICROS_PER_SECOND;
     let ev = |kind, qty, hours_ago: i64, key: &str| Event {
-        sku: "A".into(), kind, qty, source: "erp".into(),
-        source_ts: now - hours_ago * 3_600 * MICROS_PER_SECOND, received_at: now, key: key.into(), line: None,
+        sku: "A".into(),
+        kind,
+        qty,
+        source: "erp".into(),
+        source_ts: now - hours_ago * 3_600 * MICROS_PER_SECOND,
+        received_at: now,
+        key: key.into(),
+        line: None,
     };
     let mut state = ShardState::default();
     let inputs = [
-        Input { event: ev(EventKind::Adjusted, 4, 5, "old-move"), prior: None },
-        Input { event: ev(EventKind::Counted, 100, 2, "old-count"), prior: None },
-        Input { event: ev(EventKind::Adjusted, 3, 0, "new-move"), prior: None },
+        Input {
+            event: ev(EventKind::Adjusted, 4, 5, "old-move"),
+            prior: None,
+        },
+        Input {
+            event: ev(EventKind::Counted, 100, 2, "old-count"),
+            prior: None,
+        },
+        Input {
+            event: ev(EventKind::Adjusted, 3, 0, "new-move"),
+            prior: None,
+        },
     ];
     let fx = apply(&mut state, &inputs, now, 1, &config);
     assert_eq!(fx.records[1].outcome, Outcome::Stale);
     assert_eq!(state["A"].on_hand(), 7);
-    assert_eq!(state["A"].deltas.len(), 1, "the movement older than the horizon was folded");
+    assert_eq!(
+        state["A"].deltas.len(),
+        1,
+        "the movement older than the horizon was folded"
+    );
     state["A"].check_invariants().unwrap();
 }

@@ -100,13 +100,22 @@ fn kill_nine_loses_no_acknowledged_event_and_applies_none_twice() {
         }
         let sent = std::mem::take(&mut *sent.lock().unwrap());
         let acked = sent.iter().filter(|s| s.acked).count();
-        println!("round {round}: {} events sent, {acked} acknowledged before kill -9", sent.len());
-        assert!(acked > 0, "round {round}: nothing was acknowledged; the test proves nothing");
+        println!(
+            "round {round}: {} events sent, {acked} acknowledged before kill -9",
+            sent.len()
+        );
+        assert!(
+            acked > 0,
+            "round {round}: nothing was acknowledged; the test proves nothing"
+        );
         all_sent.extend(sent);
 
         // The log alone rebuilds the state the crash left.
         let (ok, out) = replay(&data);
-        assert!(ok && out.contains("replay equals the live state"), "round {round}: {out}");
+        assert!(
+            ok && out.contains("replay equals the live state"),
+            "round {round}: {out}"
+        );
 
         // Every acknowledged event survived: sending it again is a duplicate. Unacknowledged
         // ones may or may not have landed; sending them again settles them.
@@ -117,7 +126,11 @@ fn kill_nine_loses_no_acknowledged_event_and_applies_none_twice() {
             assert_eq!(status, 200, "{body}");
             for (sent, result) in chunk.iter().zip(body["results"].as_array().unwrap()) {
                 if sent.acked {
-                    assert_eq!(result["outcome"], "duplicate", "round {round}: acknowledged event lost: {}", sent.body);
+                    assert_eq!(
+                        result["outcome"], "duplicate",
+                        "round {round}: acknowledged event lost: {}",
+                        sent.body
+                    );
                 }
             }
         }
@@ -133,7 +146,11 @@ fn kill_nine_loses_no_acknowledged_event_and_applies_none_twice() {
         }
         for (sku, (on_hand, committed)) in want {
             let (got_on_hand, got_committed, _) = server.stock(sku).expect("SKU exists");
-            assert_eq!((got_on_hand, got_committed), (on_hand, committed), "round {round}: SKU {sku}");
+            assert_eq!(
+                (got_on_hand, got_committed),
+                (on_hand, committed),
+                "round {round}: SKU {sku}"
+            );
         }
         for s in all_sent.iter_mut() {
             s.acked = true; // all of them are durable now

@@ -11,7 +11,7 @@ use common::{event, replay, Server, BIN};
 use lockstep::engine::event::{EventKind, Outcome};
 use lockstep::engine::{open_data_dir, shard_dir};
 use lockstep::store::envelope::encode;
-use lockstep::store::records::LogRecord;
+use lockstep::store::records::{LogChunk, LogRecord};
 use lockstep::store::{ShardStore, SledStore};
 use serde_json::json;
 
@@ -21,26 +21,30 @@ fn store_of(data: &std::path::Path, sku: &str) -> SledStore {
     SledStore::open(&shard_dir(data, router.shard_of(sku))).unwrap()
 }
 
-fn record(seq: u64, sku: &str, qty: i64) -> LogRecord {
+/// A log chunk of one adjustment, as a batch of the engine would write it.
+fn chunk(seq: u64, sku: &str, qty: i64) -> LogChunk {
     let now = lockstep::clock::now_micros();
-    LogRecord {
-        seq,
-        sku: sku.into(),
-        kind: EventKind::Adjusted,
-        qty,
-        source: "test".into(),
-        source_ts: now,
-        received_at: now,
-        applied_at: now,
-        key: format!("tail-{seq}"),
-        order_id: None,
-        line_id: None,
-        available_before: 0,
-        available_after: 0,
-        on_hand_after: 0,
-        committed_after: 0,
-        outcome: Outcome::Applied,
-        oversell: false,
+    LogChunk {
+        records: vec![LogRecord {
+            seq,
+            prev_seq: 0,
+            sku: sku.into(),
+            kind: EventKind::Adjusted,
+            qty,
+            source: "test".into(),
+            source_ts: now,
+            received_at: now,
+            applied_at: now,
+            key: format!("tail-{seq}"),
+            order_id: None,
+            line_id: None,
+            available_before: 0,
+            available_after: 0,
+            on_hand_after: 0,
+            committed_after: 0,
+            outcome: Outcome::Applied,
+            oversell: false,
+        }],
     }
 }
 
@@ -49,7 +53,9 @@ fn a_damaged_log_tail_is_truncated_and_reported_never_applied() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data);
-    let events: Vec<_> = (0..3).map(|i| event(&format!("k{i}"), "TORN", "adjusted", 2)).collect();
+    let events: Vec<_> = (0..3)
+        .map(|i| event(&format!("k{i}"), "TORN", "adjusted", 2))
+        .collect();
     assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
     server.stop();
 
@@ -58,19 +64,33 @@ fn a_damaged_log_tail_is_truncated_and_reported_never_applied() {
         let last = store.last_seq().unwrap();
         // A record whose payload no longer matches its checksum, then a whole one after it:
         // everything from the damage on goes.
-        let mut damaged = encode(&record(last + 1, "TORN", 100));
+        let mut damaged = encode(&chunk(last + 1, "TORN", 100));
         *damaged.last_mut().unwrap() ^= 0x40;
-        store.put_raw_log_record(last + 1, &damaged).unwrap();
-        store.put_raw_log_record(last + 2, &encode(&record(last + 2, "TORN", 1000))).unwrap();
+        store.put_raw_log_chunk(last + 1, &damaged).unwrap();
+        store
+            .put_raw_log_chunk(last + 2, &encode(&chunk(last + 2, "TORN", 1000)))
+            .unwrap();
     }
 
     let server = Server::start(&data);
-    assert_eq!(server.stock("TORN"), Some((6, 0, 6)), "nothing of the damaged tail applied");
+    assert_eq!(
+        server.stock("TORN"),
+        Some((6, 0, 6)),
+        "nothing of the damaged tail applied"
+    );
     assert_eq!(server.audit_all().len(), 3);
-    assert_eq!(server.post_events(&json!({"events": [event("k9", "TORN", "adjusted", 1)]})).0, 200);
+    assert_eq!(
+        server
+            .post_events(&json!({"events": [event("k9", "TORN", "adjusted", 1)]}))
+            .0,
+        200
+    );
     assert_eq!(server.stock("TORN"), Some((7, 0, 7)));
     let log = server.stop().join("\n");
-    assert!(log.contains("truncated") && log.contains("checksum mismatch"), "not reported:\n{log}");
+    assert!(
+        log.contains("truncated") && log.contains("checksum mismatch"),
+        "not reported:\n{log}"
+    );
     let (ok, out) = replay(&data);
     assert!(ok, "{out}");
 }
@@ -80,17 +100,28 @@ fn a_whole_record_past_the_checkpoint_is_applied_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data);
-    assert_eq!(server.post_events(&json!({"events": [event("k0", "TAIL", "adjusted", 2)]})).0, 200);
+    assert_eq!(
+        server
+            .post_events(&json!({"events": [event("k0", "TAIL", "adjusted", 2)]}))
+            .0,
+        200
+    );
     server.stop();
     {
         let store = store_of(&data, "TAIL");
         let last = store.last_seq().unwrap();
-        store.put_raw_log_record(last + 1, &encode(&record(last + 1, "TAIL", 5))).unwrap();
+        store
+            .put_raw_log_chunk(last + 1, &encode(&chunk(last + 1, "TAIL", 5)))
+            .unwrap();
     }
     let server = Server::start(&data);
     assert_eq!(server.stock("TAIL"), Some((7, 0, 7)));
-    let (_, body) = server.post_events(&json!({"events": [event("tail-2", "TAIL", "adjusted", 5)]}));
-    assert_eq!(body["results"][0]["outcome"], "duplicate", "its key was recorded too");
+    let (_, body) =
+        server.post_events(&json!({"events": [event("tail-2", "TAIL", "adjusted", 5)]}));
+    assert_eq!(
+        body["results"][0]["outcome"], "duplicate",
+        "its key was recorded too"
+    );
     server.stop();
     let (ok, out) = replay(&data);
     assert!(ok, "{out}");
@@ -101,7 +132,9 @@ fn a_whole_record_past_the_checkpoint_is_applied_on_start() {
 #[test]
 fn an_fdatasync_precedes_the_ack() {
     if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace is not installed; .ci/run installs it. Skipping the syscall-order check.");
+        eprintln!(
+            "strace is not installed; .ci/run installs it. Skipping the syscall-order check."
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -109,7 +142,14 @@ fn an_fdatasync_precedes_the_ack() {
     let config = common::write_config(&data, "");
     let trace = dir.path().join("trace.txt");
     let mut child = Command::new("strace")
-        .args(["-f", "-s", "48", "-e", "trace=read,recvfrom,write,writev,sendto,sendmsg,fdatasync,fsync", "-o"])
+        .args([
+            "-f",
+            "-s",
+            "48",
+            "-e",
+            "trace=read,recvfrom,write,writev,sendto,sendmsg,fdatasync,fsync",
+            "-o",
+        ])
         .arg(&trace)
         .arg(BIN)
         .args(["serve", "--config"])
@@ -119,8 +159,14 @@ fn an_fdatasync_precedes_the_ack() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("lockstep listening on ").expect("listening line").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("lockstep listening on ")
+        .expect("listening line")
+        .to_string();
     let response = Server::client()
         .post(format!("{base}/v1/events"))
         .json(&json!({"events": [event("traced", "STRACE", "adjusted", 1)]}))
@@ -128,7 +174,8 @@ fn an_fdatasync_precedes_the_ack() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     // Stop the traced server itself (strace's child); strace exits with it.
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     for pid in children.split_whitespace() {
         unsafe {
             libc::kill(pid.parse().unwrap(), libc::SIGTERM);
@@ -147,6 +194,12 @@ fn an_fdatasync_precedes_the_ack() {
         .position(|l| l.contains("HTTP/1.1 200"))
         .map(|i| i + request)
         .unwrap_or_else(|| panic!("response not seen in the trace:\n{text}"));
-    let synced = lines[request..ack].iter().any(|l| l.contains("fdatasync(") && l.contains("= 0"));
-    assert!(synced, "no successful fdatasync between the request and its 200:\n{}", lines[request..=ack].join("\n"));
+    let synced = lines[request..ack]
+        .iter()
+        .any(|l| l.contains("fdatasync(") && l.contains("= 0"));
+    assert!(
+        synced,
+        "no successful fdatasync between the request and its 200:\n{}",
+        lines[request..=ack].join("\n")
+    );
 }

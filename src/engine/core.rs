@@ -51,7 +51,9 @@ pub struct SkuState {
     pub lines: AHashMap<String, LineRecord>,
     /// Σ lines' committed, kept so that available is O(1) on the hot path.
     pub committed: i64,
+    /// Sequence number of this SKU's newest log record, duplicates included.
     pub last_seq: u64,
+    /// `now` of the last batch that changed the SKU.
     pub updated_at: Micros,
 }
 
@@ -171,6 +173,7 @@ pub enum StateWrite {
 /// `results` (one per input, in input order).
 #[derive(Debug, Default)]
 pub struct Effects {
+    /// One per input, in input order, with consecutive sequence numbers.
     pub records: Vec<LogRecord>,
     pub results: Vec<EventResult>,
     /// New idempotency entries: (sku, key, first result).
@@ -192,7 +195,8 @@ pub fn apply(
     let mut effects = Effects::default();
     // Keys first seen in this batch, so duplicates inside one batch are caught too.
     let mut seen: AHashMap<(&str, &str), FirstResult> = AHashMap::new();
-    // SKU → line ids touched in this batch; their final rows are written once at the end.
+    // SKU → line ids touched in this batch; their final rows (and the SKU's head) are
+    // written once at the end.
     let mut touched: AHashMap<&str, Vec<String>> = AHashMap::new();
     let horizon_cut = now - config.horizon_us;
 
@@ -202,8 +206,13 @@ pub fn apply(
         let prior = input
             .prior
             .or_else(|| seen.get(&(event.sku.as_str(), event.key.as_str())).copied());
-        let sku = state.entry(event.sku.clone()).or_default();
+        if !state.contains_key(&event.sku) {
+            state.insert(event.sku.clone(), SkuState::default());
+        }
+        let sku = state.get_mut(&event.sku).expect("inserted above");
         let before = sku.available();
+        let prev_seq = sku.last_seq;
+        let lines_touched = touched.entry(event.sku.as_str()).or_default();
 
         let (outcome, first_outcome, oversell, reported) = match prior {
             Some(first) => (
@@ -219,9 +228,8 @@ pub fn apply(
                     seq,
                     horizon_cut,
                     &mut effects.writes,
-                    touched.entry(event.sku.as_str()).or_default(),
+                    lines_touched,
                 );
-                sku.last_seq = seq;
                 sku.updated_at = now;
                 effects.oversells += u64::from(oversell);
                 let first = FirstResult {
@@ -244,10 +252,14 @@ pub fn apply(
                 )
             }
         };
+        // Every record of a SKU, duplicates included, links to the one before it: the
+        // audit walks this chain instead of keeping an index.
+        sku.last_seq = seq;
         debug_assert!(sku.committed >= 0, "committed went negative");
 
         effects.records.push(LogRecord {
             seq,
+            prev_seq,
             sku: event.sku.clone(),
             kind: event.kind,
             qty: event.qty,

@@ -165,10 +165,9 @@ impl Engine {
             let dir = shard_dir(&config.data_dir, i);
             let store = SledStore::open(&dir)
                 .map_err(|e| EngineError::DataDir(format!("cannot open {}: {e}", dir.display())))?;
-            let (state, report) = recovery::recover(&store, &config.core, config.key_retention_us)
-                .map_err(|e| {
-                    EngineError::DataDir(format!("recovery of {} failed: {e}", dir.display()))
-                })?;
+            let (state, report) = recovery::recover(&store, &config.core).map_err(|e| {
+                EngineError::DataDir(format!("recovery of {} failed: {e}", dir.display()))
+            })?;
             if report.truncated > 0 {
                 tracing::error!(
                     shard = i,

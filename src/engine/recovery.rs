@@ -7,9 +7,8 @@
 //!   was never acknowledged (acks follow durability) and must never be applied half-read.
 //! - `rebuild`: the state from the log alone, for `lockstep replay`.
 
-use crate::clock::Micros;
 use crate::engine::core::{apply, CoreConfig, Input, ShardState};
-use crate::engine::event::{Event, LineRef, Outcome};
+use crate::engine::event::{Event, FirstResult, LineRef, Outcome};
 use crate::store::records::LogRecord;
 use crate::store::{ShardStore, StoreError};
 
@@ -42,11 +41,27 @@ pub fn event_of(record: &LogRecord) -> Event {
     }
 }
 
+/// The core's input for re-applying a logged record as it was applied: a duplicate is fed
+/// as a duplicate again (it changes nothing but the SKU's audit chain).
+fn input_of(record: &LogRecord) -> Input {
+    let prior = (record.outcome == Outcome::Duplicate).then_some(FirstResult {
+        outcome: Outcome::Applied,
+        oversell: false,
+        on_hand: record.on_hand_after,
+        committed: record.committed_after,
+        available: record.available_after,
+        seq: record.seq,
+    });
+    Input {
+        event: event_of(record),
+        prior,
+    }
+}
+
 /// Loads a shard's state and finishes whatever its log holds beyond the checkpoint.
 pub fn recover(
     store: &dyn ShardStore,
     config: &CoreConfig,
-    key_retention_us: Micros,
 ) -> Result<(ShardState, RecoveryReport), StoreError> {
     let loaded = store.load_state()?;
     let mut state = loaded.skus;
@@ -57,7 +72,7 @@ pub fn recover(
     let mut tail = Vec::new();
     for item in store.log_after(loaded.checkpoint) {
         match item {
-            Ok(record) => tail.push(record),
+            Ok(chunk) => tail.push(chunk),
             Err(StoreError::Corrupt {
                 seq: Some(seq),
                 source,
@@ -70,17 +85,19 @@ pub fn recover(
             Err(other) => return Err(other),
         }
     }
-    for record in &tail {
-        if record.outcome == Outcome::Duplicate {
-            continue;
-        }
-        let input = Input {
-            event: event_of(record),
-            prior: store.lookup(&record.sku, &record.key)?,
-        };
-        let effects = apply(&mut state, &[input], record.applied_at, record.seq, config);
-        store.commit(&effects, record.applied_at + key_retention_us)?;
-        report.replayed += 1;
+    // Chunk by chunk, as the batches were applied: the commit rewrites each chunk under
+    // its own key with the same records.
+    for chunk in tail.iter().filter(|c| !c.is_empty()) {
+        let inputs: Vec<Input> = chunk.iter().map(input_of).collect();
+        let effects = apply(
+            &mut state,
+            &inputs,
+            chunk[0].applied_at,
+            chunk[0].seq,
+            config,
+        );
+        store.commit(&effects)?;
+        report.replayed += chunk.len();
     }
     report.skus = state.len();
     Ok((state, report))
@@ -89,16 +106,16 @@ pub fn recover(
 /// Rebuilds a shard's state from its log alone, applying each record as it was applied.
 pub fn rebuild(store: &dyn ShardStore, config: &CoreConfig) -> Result<ShardState, StoreError> {
     let mut state = ShardState::default();
-    for item in store.log_after(0) {
-        let record = item?;
-        if record.outcome == Outcome::Duplicate {
-            continue;
+    for chunk in store.log_after(0) {
+        for record in chunk? {
+            apply(
+                &mut state,
+                &[input_of(&record)],
+                record.applied_at,
+                record.seq,
+                config,
+            );
         }
-        let input = Input {
-            event: event_of(&record),
-            prior: None,
-        };
-        apply(&mut state, &[input], record.applied_at, record.seq, config);
     }
     Ok(state)
 }

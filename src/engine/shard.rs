@@ -23,8 +23,8 @@ use crate::store::ShardStore;
 pub const BATCH_EVENTS_MAX: usize = 4_096;
 /// How often the idle shard forgets expired idempotency keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// Most keys forgotten in one sweep, so a sweep never stalls the shard for long.
-const SWEEP_KEYS_MAX: usize = 10_000;
+/// Most log chunks one sweep looks at, so a sweep never stalls the shard for long.
+const SWEEP_CHUNKS_MAX: usize = 64;
 
 /// A request to a shard: apply these events (all owned by this shard), then answer.
 pub struct ShardMsg {
@@ -129,7 +129,7 @@ impl Shard {
         let now = now_micros();
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
-        if let Err(e) = self.store.commit(&effects, now + self.key_retention_us) {
+        if let Err(e) = self.store.commit(&effects) {
             let reason = e.to_string();
             for (_, reply) in replies {
                 let _ = reply.send(Err(EngineError::Storage(reason.clone())));
@@ -150,7 +150,10 @@ impl Shard {
 
     fn sweep(&self, last_sweep: &mut Instant) {
         *last_sweep = Instant::now();
-        match self.store.sweep_expired_keys(now_micros(), SWEEP_KEYS_MAX) {
+        match self
+            .store
+            .sweep_expired_keys(now_micros() - self.key_retention_us, SWEEP_CHUNKS_MAX)
+        {
             Ok(0) => {}
             Ok(swept) => tracing::debug!(shard = self.id, swept, "forgot expired idempotency keys"),
             Err(e) => tracing::warn!(shard = self.id, error = %e, "idempotency sweep failed"),

@@ -79,6 +79,24 @@ where
     rkyv::from_bytes::<T, RkyvError>(&aligned).map_err(|e| EnvelopeError::Invalid(e.to_string()))
 }
 
+/// Checks an envelope and lends its archived record to `read` without deserializing it:
+/// for reading a few records out of a large value (one record of a log chunk).
+pub fn read_archived<T, R>(
+    bytes: &[u8],
+    read: impl FnOnce(&T::Archived) -> R,
+) -> Result<R, EnvelopeError>
+where
+    T: Archive,
+    T::Archived: rkyv::Portable + for<'a> CheckBytes<HighValidator<'a, RkyvError>>,
+{
+    let payload = checked_payload(bytes)?;
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let archived = rkyv::access::<T::Archived, RkyvError>(&aligned)
+        .map_err(|e| EnvelopeError::Invalid(e.to_string()))?;
+    Ok(read(archived))
+}
+
 /// Checks the header and checksum; returns the payload.
 fn checked_payload(bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
     if bytes.len() < HEADER_BYTES {

@@ -51,21 +51,28 @@ pub struct LoadedState {
 pub trait ShardStore: Send + Sync + 'static {
     /// Loads every SKU's state (checking each record's envelope and each head's sums).
     fn load_state(&self) -> Result<LoadedState, StoreError>;
-    /// Log records with sequence numbers above `after`, in order. A damaged record is
-    /// reported as `StoreError::Corrupt` with its `seq`, and iteration stops there.
-    fn log_after(&self, after: u64)
-        -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_>;
-    /// Removes log records from `from` on; returns how many went.
+    /// Log records with sequence numbers above `after`, in order. A damaged chunk of the
+    /// log is reported as `StoreError::Corrupt` with the chunk's `seq` (its last record's),
+    /// and iteration stops there.
+    fn log_after(
+        &self,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = Result<Vec<LogRecord>, StoreError>> + '_>;
+    /// Removes the log chunks whose last record is `from` or later; returns how many went.
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError>;
     /// The highest sequence number in the log (0 when it is empty).
     fn last_seq(&self) -> Result<u64, StoreError>;
     /// The first result of an idempotency key for a SKU, while it is kept.
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError>;
-    /// Writes a batch's effects atomically and makes them durable before returning; new
-    /// idempotency keys are kept until `keys_expire_at`.
-    fn commit(&self, effects: &Effects, keys_expire_at: Micros) -> Result<(), StoreError>;
-    /// Forgets up to `max` idempotency keys that expired before `now`; returns how many.
-    fn sweep_expired_keys(&self, now: Micros, max: usize) -> Result<usize, StoreError>;
+    /// Writes a batch's effects atomically and makes them durable before returning.
+    fn commit(&self, effects: &Effects) -> Result<(), StoreError>;
+    /// Forgets the idempotency keys of events applied before `applied_before`, looking at
+    /// no more than `max_chunks` log chunks; returns how many keys went.
+    fn sweep_expired_keys(
+        &self,
+        applied_before: Micros,
+        max_chunks: usize,
+    ) -> Result<usize, StoreError>;
     /// A SKU's head, as of the last durable batch.
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError>;
     /// Log records newest first with `seq > since`, for one SKU or all, at most `limit`.

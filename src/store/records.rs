@@ -11,6 +11,9 @@ use crate::engine::event::{EventKind, Outcome};
 pub struct LogRecord {
     /// Global sequence number: unique across shards, increasing within a shard.
     pub seq: u64,
+    /// The sequence number of the previous record of the same SKU (0: none). The audit
+    /// by SKU follows this chain backwards, so no per-event index is written.
+    pub prev_seq: u64,
     pub sku: String,
     pub kind: EventKind,
     pub qty: i64,
@@ -28,6 +31,14 @@ pub struct LogRecord {
     pub committed_after: i64,
     pub outcome: Outcome,
     pub oversell: bool,
+}
+
+/// The log records of one batch, stored as one value: one write per batch instead of one
+/// per event. Records are in sequence order with consecutive numbers, so the record with
+/// sequence number `s` is `records[s - records[0].seq]`.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LogChunk {
+    pub records: Vec<LogRecord>,
 }
 
 /// The latest count of a SKU: the point its on_hand is measured from. Counts compare by
@@ -55,7 +66,7 @@ pub struct HeadRecord {
     pub on_hand: i64,
     pub committed: i64,
     pub count: Option<CountMark>,
-    /// Sequence number of the last event applied to this SKU.
+    /// Sequence number of this SKU's newest log record, duplicates included.
     pub last_seq: u64,
     pub updated_at: Micros,
 }

@@ -3,18 +3,21 @@
 //!
 //! | prefix | key                                   | value        |
 //! |--------|---------------------------------------|--------------|
-//! | `L`    | seq (u64 BE)                          | LogRecord    |
-//! | `A`    | sku, 0, seq                           | (empty): the audit index by SKU |
+//! | `L`    | last seq of the chunk (u64 BE)        | LogChunk: one batch's records |
 //! | `H`    | sku                                   | HeadRecord   |
 //! | `N`    | sku, 0, line identity                 | LineRecord   |
 //! | `D`    | sku, 0, ts (sortable), seq            | DeltaRecord  |
-//! | `I`    | sku, 0, idempotency key               | KeyRecord    |
-//! | `E`    | expiry (sortable), sku, 0, key        | (empty): the sweep's index |
+//! | `I`    | sku, 0, idempotency key               | FirstResult  |
 //! | `M`    | `checkpoint`                          | u64 LE: last seq the state includes |
+//! | `M`    | `swept`                               | u64 LE: last chunk whose keys were forgotten |
 //!
-//! SKUs never contain NUL (ingest rejects control characters), so `sku, 0` is an exact
-//! prefix. Durability: `apply_batch`, then sled's `flush`, then `fdatasync` of sled's data
-//! file, because sled 0.34's flush uses `sync_file_range`, which neither commits metadata
+//! sled costs a few microseconds per key written, so the layout keeps keys per event
+//! few: the log is one value per batch, the audit by SKU follows each record's `prev_seq`
+//! from the SKU's head instead of an index, and expired keys are found by walking old
+//! log chunks instead of an expiry index. SKUs never contain NUL (ingest rejects control
+//! characters), so `sku, 0` is an exact prefix.
+//!
+//! Durability: `apply_batch`, then sled's `flush`, then `fdatasync` of sled's data file, because sled 0.34's flush uses `sync_file_range`, which neither commits metadata
 //! nor empties the device's write cache (docs/durability.md).
 
 use std::collections::BTreeMap;
@@ -24,21 +27,15 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 
-use super::envelope::{decode, encode};
-use super::records::{DeltaRecord, HeadRecord, LineRecord, LogRecord};
+use super::envelope::{self, decode, encode, read_archived};
+use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
 use crate::engine::core::{Effects, SkuState, StateWrite};
-use crate::engine::event::FirstResult;
+use crate::engine::event::{FirstResult, Outcome};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
-
-/// An idempotency key's first result and when it may be forgotten.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct KeyRecord {
-    pub first: FirstResult,
-    pub expires_at: Micros,
-}
+const SWEPT_KEY: &[u8] = b"Mswept";
 
 /// One shard's sled database.
 pub struct SledStore {
@@ -68,12 +65,20 @@ impl SledStore {
         &self.path
     }
 
-    /// Writes raw bytes under a log sequence number, bypassing the envelope. Only for
-    /// tests that damage the log on purpose to exercise recovery.
-    pub fn put_raw_log_record(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.db.insert(log_key(seq), bytes)?;
+    /// Writes raw bytes as the log chunk ending at `last_seq`, bypassing the envelope.
+    /// Only for tests that damage the log on purpose to exercise recovery.
+    pub fn put_raw_log_chunk(&self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.db.insert(log_key(last_seq), bytes)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn corrupt(key: &[u8], source: envelope::EnvelopeError) -> StoreError {
+        StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            seq: (key.first() == Some(&b'L') && key.len() == 9).then(|| seq_of_log_key(key)),
+            source,
+        }
     }
 
     fn decode_at<T>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError>
@@ -83,19 +88,51 @@ impl SledStore {
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
             > + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
     {
-        decode::<T>(bytes).map_err(|source| StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            seq: (key.first() == Some(&b'L') && key.len() == 9)
-                .then(|| u64::from_be_bytes(key[1..9].try_into().expect("8 bytes"))),
-            source,
+        decode::<T>(bytes).map_err(|source| Self::corrupt(key, source))
+    }
+
+    /// The record with sequence number `seq`, read out of its chunk without decoding the
+    /// rest of the chunk. `None` if no chunk holds it.
+    fn record_at(&self, seq: u64) -> Result<Option<LogRecord>, StoreError> {
+        let Some(item) = self.db.range(log_range(seq)).next() else {
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        let found = read_archived::<LogChunk, _>(&value, |chunk| {
+            let first = chunk.records.first()?.seq.to_native();
+            let record = chunk
+                .records
+                .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+            rkyv::deserialize::<LogRecord, rkyv::rancor::Error>(record).ok()
         })
+        .map_err(|source| Self::corrupt(&key, source))?;
+        Ok(found.filter(|record| record.seq == seq))
+    }
+
+    fn read_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.db.get(key)? {
+            Some(bytes) if bytes.len() == 8 => {
+                Ok(u64::from_le_bytes(bytes[..].try_into().expect("8 bytes")))
+            }
+            Some(_) => Err(bad_key(key)),
+            None => Ok(0),
+        }
     }
 }
 
-fn log_key(seq: u64) -> [u8; 9] {
+fn log_key(last_seq: u64) -> [u8; 9] {
     let mut key = [b'L'; 9];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key[1..].copy_from_slice(&last_seq.to_be_bytes());
     key
+}
+
+/// The log chunks whose last record is `from` or later, and nothing but log chunks.
+fn log_range(from: u64) -> std::ops::RangeInclusive<Vec<u8>> {
+    log_key(from).to_vec()..=log_key(u64::MAX).to_vec()
+}
+
+fn seq_of_log_key(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
 }
 
 /// `prefix, sku, 0`: the start of every per-SKU key.
@@ -136,24 +173,8 @@ fn delta_key(sku: &str, ts: Micros, seq: u64) -> Vec<u8> {
     key
 }
 
-fn audit_key(sku: &str, seq: u64) -> Vec<u8> {
-    let mut key = sku_prefix(b'A', sku);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
 fn idem_key(sku: &str, key: &str) -> Vec<u8> {
     let mut out = sku_prefix(b'I', sku);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-fn expiry_key(expires_at: Micros, sku: &str, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + sku.len() + key.len());
-    out.push(b'E');
-    out.extend_from_slice(&sortable(expires_at));
-    out.extend_from_slice(sku.as_bytes());
-    out.push(0);
     out.extend_from_slice(key.as_bytes());
     out
 }
@@ -217,28 +238,23 @@ impl ShardStore for SledStore {
                 detail: "lines or deltas are stored without a head".into(),
             });
         }
-        let checkpoint = match self.db.get(CHECKPOINT_KEY)? {
-            Some(bytes) if bytes.len() == 8 => {
-                u64::from_le_bytes(bytes[..].try_into().expect("8 bytes"))
-            }
-            Some(_) => return Err(bad_key(CHECKPOINT_KEY)),
-            None => 0,
-        };
+        let checkpoint = self.read_u64(CHECKPOINT_KEY)?;
         Ok(LoadedState { skus, checkpoint })
     }
 
     fn log_after(
         &self,
         after: u64,
-    ) -> Box<dyn Iterator<Item = Result<LogRecord, StoreError>> + '_> {
-        let start = log_key(after.saturating_add(1));
+    ) -> Box<dyn Iterator<Item = Result<Vec<LogRecord>, StoreError>> + '_> {
+        let chunks = self.db.range(log_range(after.saturating_add(1)));
         let mut failed = false;
         Box::new(
-            self.db
-                .range(start.to_vec()..log_key(u64::MAX).to_vec())
-                .map(|item| {
+            chunks
+                .map(move |item| {
                     let (key, value) = item?;
-                    Self::decode_at::<LogRecord>(&key, &value)
+                    let mut chunk = Self::decode_at::<LogChunk>(&key, &value)?;
+                    chunk.records.retain(|r| r.seq > after);
+                    Ok(chunk.records)
                 })
                 .take_while(move |item| {
                     let go_on = !failed;
@@ -251,15 +267,8 @@ impl ShardStore for SledStore {
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for item in self
-            .db
-            .range(log_key(from).to_vec()..=log_key(u64::MAX).to_vec())
-        {
-            let (key, value) = item?;
-            // The audit index entry goes too, when the record is readable enough to name it.
-            if let Ok(record) = decode::<LogRecord>(&value) {
-                batch.remove(audit_key(&record.sku, record.seq));
-            }
+        for item in self.db.range(log_range(from)) {
+            let (key, _) = item?;
             batch.remove(key);
             removed += 1;
         }
@@ -271,10 +280,7 @@ impl ShardStore for SledStore {
 
     fn last_seq(&self) -> Result<u64, StoreError> {
         match self.db.scan_prefix(b"L").next_back() {
-            Some(item) => {
-                let (key, _) = item?;
-                Ok(u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")))
-            }
+            Some(item) => Ok(seq_of_log_key(&item?.0)),
             None => Ok(0),
         }
     }
@@ -282,24 +288,23 @@ impl ShardStore for SledStore {
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
         let db_key = idem_key(sku, key);
         match self.db.get(&db_key)? {
-            Some(bytes) => Ok(Some(Self::decode_at::<KeyRecord>(&db_key, &bytes)?.first)),
+            Some(bytes) => Ok(Some(Self::decode_at::<FirstResult>(&db_key, &bytes)?)),
             None => Ok(None),
         }
     }
 
-    fn commit(&self, effects: &Effects, keys_expire_at: Micros) -> Result<(), StoreError> {
+    fn commit(&self, effects: &Effects) -> Result<(), StoreError> {
+        let Some(last) = effects.records.last() else {
+            return Ok(());
+        };
         let mut batch = sled::Batch::default();
-        for record in &effects.records {
-            batch.insert(&log_key(record.seq), encode(record));
-            batch.insert(audit_key(&record.sku, record.seq), &[]);
-        }
+        // rkyv serializes from a reference; the chunk borrows nothing, so build it once.
+        let chunk = LogChunk {
+            records: effects.records.clone(),
+        };
+        batch.insert(&log_key(last.seq), encode(&chunk));
         for (sku, key, first) in &effects.first_results {
-            let record = KeyRecord {
-                first: *first,
-                expires_at: keys_expire_at,
-            };
-            batch.insert(idem_key(sku, key), encode(&record));
-            batch.insert(expiry_key(keys_expire_at, sku, key), &[]);
+            batch.insert(idem_key(sku, key), encode(first));
         }
         for write in &effects.writes {
             match write {
@@ -328,9 +333,7 @@ impl ShardStore for SledStore {
                 } => batch.remove(delta_key(sku, *ts, *seq)),
             }
         }
-        if let Some(last) = effects.records.last() {
-            batch.insert(CHECKPOINT_KEY, &last.seq.to_le_bytes());
-        }
+        batch.insert(CHECKPOINT_KEY, &last.seq.to_le_bytes());
         self.db.apply_batch(batch)?;
         let started = Instant::now();
         self.db.flush()?;
@@ -339,29 +342,46 @@ impl ShardStore for SledStore {
         Ok(())
     }
 
-    fn sweep_expired_keys(&self, now: Micros, max: usize) -> Result<usize, StoreError> {
-        let mut end = vec![b'E'];
-        end.extend_from_slice(&sortable(now));
+    fn sweep_expired_keys(
+        &self,
+        applied_before: Micros,
+        max_chunks: usize,
+    ) -> Result<usize, StoreError> {
+        let swept = self.read_u64(SWEPT_KEY)?;
         let mut batch = sled::Batch::default();
-        let mut swept = 0;
-        for item in self.db.range(b"E".to_vec()..end).take(max) {
-            let (key, _) = item?;
-            let body = &key[9..];
-            let nul = body
+        let mut forgotten = 0;
+        let mut last_swept = None;
+        for item in self
+            .db
+            .range(log_range(swept.saturating_add(1)))
+            .take(max_chunks)
+        {
+            let (key, value) = item?;
+            let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
+            if chunk
+                .records
+                .first()
+                .is_none_or(|r| r.applied_at >= applied_before)
+            {
+                break;
+            }
+            for record in chunk
+                .records
                 .iter()
-                .position(|b| *b == 0)
-                .ok_or_else(|| bad_key(&key))?;
-            let mut idem = vec![b'I'];
-            idem.extend_from_slice(body);
-            debug_assert_eq!(idem[1 + nul], 0);
-            batch.remove(idem);
-            batch.remove(key);
-            swept += 1;
+                .filter(|r| r.outcome != Outcome::Duplicate)
+            {
+                batch.remove(idem_key(&record.sku, &record.key));
+                forgotten += 1;
+            }
+            last_swept = Some(seq_of_log_key(&key));
         }
-        // Not flushed on purpose: forgetting a key is idempotent, and the next batch's
-        // flush or a re-sweep after a crash finishes the job.
-        self.db.apply_batch(batch)?;
-        Ok(swept)
+        if let Some(last) = last_swept {
+            batch.insert(SWEPT_KEY, &last.to_le_bytes());
+            // Not flushed on purpose: forgetting a key is idempotent, and the next batch's
+            // flush or a re-sweep after a crash finishes the job.
+            self.db.apply_batch(batch)?;
+        }
+        Ok(forgotten)
     }
 
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError> {
@@ -381,26 +401,40 @@ impl ShardStore for SledStore {
         let mut out = Vec::new();
         match sku {
             Some(sku) => {
-                let prefix = sku_prefix(b'A', sku);
-                for item in self.db.scan_prefix(&prefix).rev() {
-                    let (key, _) = item?;
-                    let seq = u64::from_be_bytes(
-                        key[prefix.len()..].try_into().map_err(|_| bad_key(&key))?,
-                    );
-                    if seq <= since || out.len() >= limit {
-                        break;
+                // Walk the SKU's chain from its newest record.
+                let mut next = self.head(sku)?.map_or(0, |h| h.last_seq);
+                while next > since && out.len() < limit {
+                    let record = self
+                        .record_at(next)?
+                        .ok_or_else(|| StoreError::Inconsistent {
+                            sku: sku.to_string(),
+                            detail: format!(
+                                "its audit chain names record {next}, which the log does not hold"
+                            ),
+                        })?;
+                    if record.sku != sku {
+                        return Err(StoreError::Inconsistent {
+                            sku: sku.to_string(),
+                            detail: format!(
+                                "its audit chain reached record {next} of SKU {:?}",
+                                record.sku
+                            ),
+                        });
                     }
-                    let log = log_key(seq);
-                    if let Some(bytes) = self.db.get(log)? {
-                        out.push(Self::decode_at(&log, &bytes)?);
-                    }
+                    next = record.prev_seq;
+                    out.push(record);
                 }
             }
             None => {
-                let range = log_key(since.saturating_add(1)).to_vec()..=log_key(u64::MAX).to_vec();
-                for item in self.db.range(range).rev().take(limit) {
+                'chunks: for item in self.db.range(log_range(since.saturating_add(1))).rev() {
                     let (key, value) = item?;
-                    out.push(Self::decode_at(&key, &value)?);
+                    let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
+                    for record in chunk.records.into_iter().rev() {
+                        if record.seq <= since || out.len() >= limit {
+                            break 'chunks;
+                        }
+                        out.push(record);
+                    }
                 }
             }
         }
