@@ -52,7 +52,7 @@ fn log(c: &mut Criterion) {
         group.bench_function(format!("batch_{size}"), |b| {
             b.iter_batched(
                 || effects(&mut state, size, &mut round),
-                |fx| black_box(store.commit(&fx).unwrap()),
+                |fx| store.commit(black_box(&fx)).unwrap(),
                 BatchSize::SmallInput,
             )
         });

@@ -17,6 +17,9 @@ fn post_raw(server: &Server, body: Vec<u8>) -> (u16, Value) {
     common::status_json(response)
 }
 
+/// (what, body, status, error code, field named).
+type Case<'a> = (&'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+
 #[test]
 fn every_refusal_names_the_problem_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +32,7 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
 
     let long_sku = "X".repeat(129);
     let ok = |key: &str| event(key, "SKU-1", "adjusted", 1);
-    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON", b"{\"events\": [".to_vec(), 400, "malformed_json", None),
         ("not an object", b"[1,2]".to_vec(), 400, "invalid_body", Some("body")),
         ("no events array", br#"{"evts": []}"#.to_vec(), 400, "invalid_events", Some("events")),

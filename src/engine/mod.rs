@@ -315,7 +315,7 @@ pub fn audit_across(
     for store in stores {
         all.extend(store.audit(None, since, limit)?);
     }
-    all.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+    all.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
     all.truncate(limit);
     Ok(all)
 }
