@@ -233,3 +233,52 @@ fn admin_token_guards_the_api() {
     );
     assert_eq!(server.audit_all().len(), 1);
 }
+
+#[test]
+fn check_config_names_the_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:7701\"\n\n[[channels]]\nname = \"erp\"\nkind = \"webhook\"\nbase_url = \"http://127.0.0.1:9000/stock\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 channel(s)"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("http://127.0.0.1:9000/stock", "127.0.0.1:9000"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("channels[0].base_url"), "{err}");
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[server]\nlisten = \"127.0.0.1:7701\"\nshard = 2\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `shard`") && err.contains("line 3"),
+        "{err}"
+    );
+}

@@ -76,3 +76,22 @@ impl From<EngineError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::api::error_response;
+
+    #[test]
+    fn a_busy_shard_is_503_with_retry_after() {
+        let error = ApiError::from(EngineError::Busy { shard: 1 });
+        let response = error_response(&error);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()["retry-after"],
+            RETRY_AFTER_SECS.to_string().as_str()
+        );
+        let body: serde_json::Value = serde_json::from_slice(&error.body()).unwrap();
+        assert_eq!(body["error"], "busy");
+    }
+}

@@ -480,15 +480,36 @@ mod tests {
         let config = CoreConfig::default();
         let old = 1_800_000_000_000_000;
         let new = old + 200 * MICROS_PER_HOUR;
-        store.commit(&apply(&mut state, &[adjust("old-1", old), adjust("old-2", old)], old, 1, &config)).unwrap();
-        store.commit(&apply(&mut state, &[adjust("new-1", new)], new, 3, &config)).unwrap();
+        store
+            .commit(&apply(
+                &mut state,
+                &[adjust("old-1", old), adjust("old-2", old)],
+                old,
+                1,
+                &config,
+            ))
+            .unwrap();
+        store
+            .commit(&apply(&mut state, &[adjust("new-1", new)], new, 3, &config))
+            .unwrap();
 
-        let forgotten = store.sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64).unwrap();
+        let forgotten = store
+            .sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64)
+            .unwrap();
         assert_eq!(forgotten, 2);
         assert_eq!(store.lookup("SKU", "old-1").unwrap(), None);
         assert_eq!(store.lookup("SKU", "old-2").unwrap(), None);
-        assert!(store.lookup("SKU", "new-1").unwrap().is_some(), "a key within retention is kept");
-        assert_eq!(store.sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64).unwrap(), 0, "a chunk is swept once");
+        assert!(
+            store.lookup("SKU", "new-1").unwrap().is_some(),
+            "a key within retention is kept"
+        );
+        assert_eq!(
+            store
+                .sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64)
+                .unwrap(),
+            0,
+            "a chunk is swept once"
+        );
         // The log itself stays: the audit and replay still have every event.
         assert_eq!(store.audit(Some("SKU"), 0, 10).unwrap().len(), 3);
     }
@@ -505,13 +526,41 @@ mod tests {
             input.event.sku = if i % 2 == 0 { "EVEN" } else { "ODD" }.into();
             inputs.push(input);
         }
-        store.commit(&apply(&mut state, &inputs[..4], at, 1, &CoreConfig::default())).unwrap();
-        store.commit(&apply(&mut state, &inputs[4..], at, 5, &CoreConfig::default())).unwrap();
-        let seqs = |sku, since| -> Vec<u64> { store.audit(Some(sku), since, 10).unwrap().iter().map(|r| r.seq).collect() };
+        store
+            .commit(&apply(
+                &mut state,
+                &inputs[..4],
+                at,
+                1,
+                &CoreConfig::default(),
+            ))
+            .unwrap();
+        store
+            .commit(&apply(
+                &mut state,
+                &inputs[4..],
+                at,
+                5,
+                &CoreConfig::default(),
+            ))
+            .unwrap();
+        let seqs = |sku, since| -> Vec<u64> {
+            store
+                .audit(Some(sku), since, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect()
+        };
         assert_eq!(seqs("EVEN", 0), vec![5, 3, 1]);
         assert_eq!(seqs("ODD", 0), vec![6, 4, 2]);
         assert_eq!(seqs("ODD", 2), vec![6, 4]);
-        let all: Vec<u64> = store.audit(None, 2, 3).unwrap().iter().map(|r| r.seq).collect();
+        let all: Vec<u64> = store
+            .audit(None, 2, 3)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
         assert_eq!(all, vec![6, 5, 4]);
     }
 }
