@@ -33,14 +33,24 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 upkeep.run_upkeep();
             }
         });
-        let engine = Engine::start(&config.engine_config())?;
+        let (adapters, missing) = crate::channels::build(&config.channels);
+        if !missing.is_empty() {
+            tracing::warn!(channels = %missing.join(", "), "no adapter for these channel kinds yet: they are neither pushed nor accept webhooks");
+        }
+        let links = crate::propagate::links(&config.channels, &adapters);
+        let outboxes = links.iter().map(|l| l.as_ref().map(|l| l.outbox.clone())).collect();
+        let engine = Arc::new(Engine::start(&config.engine_config(), outboxes)?);
+        let client = crate::propagate::http_client();
+        for link in links.iter().flatten() {
+            tokio::spawn(crate::propagate::run_pusher(link.clone(), engine.clone(), client.clone()));
+        }
         let listener = bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let metrics_listener = match config.server.metrics_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let app = App::new(engine, config, metrics);
+        let app = App::new(engine, config, metrics, links);
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listener");
             tokio::spawn(serve_http(
@@ -198,7 +208,7 @@ pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
     let (_, stores) = open_stores(data_dir)?;
     let mut all_equal = true;
     for (i, store) in stores.iter().enumerate() {
-        let live = store.load_state()?.skus;
+        let live = store.load_state(&core.channels)?.skus;
         let rebuilt = rebuild(store.as_ref(), core)?;
         let records: usize = store.log_after(0).map(|c| c.map_or(0, |c| c.len())).sum();
         let mut differences = Vec::new();

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::clock::{Micros, MICROS_PER_HOUR};
-use crate::engine::core::CoreConfig;
+use crate::engine::core::{ChannelRule, CoreConfig};
 use crate::engine::event::SKU_BYTES_MAX;
 use crate::engine::EngineConfig;
 
@@ -449,6 +449,15 @@ impl Config {
             shards: self.server.shards,
             core: CoreConfig {
                 horizon_us: Micros::from(self.server.horizon_hours) * MICROS_PER_HOUR,
+                channels: self
+                    .channels
+                    .iter()
+                    .map(|c| ChannelRule {
+                        name: c.name.clone(),
+                        buffer: c.buffer,
+                        max: c.max,
+                    })
+                    .collect(),
             },
             key_retention_us: Micros::from(self.server.idempotency_days) * 24 * MICROS_PER_HOUR,
         }

@@ -371,6 +371,7 @@ fn a_cancel_before_its_placement_is_held_then_netted() {
 fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
     let config = CoreConfig {
         horizon_us: 3_600 * MICROS_PER_SECOND,
+        ..CoreConfig::default()
     };
     let now = T0 + 10 * 3_600 * MICROS_PER_SECOND;
     let ev = |kind, qty, hours_ago: i64, key: &str| Event {

@@ -14,27 +14,77 @@
 //!   count is older than the horizon (such a count is stale and rejected).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 
 use crate::clock::Micros;
 use crate::engine::event::{Event, EventKind, EventResult, FirstResult, Outcome};
-use crate::store::records::{CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord};
+use crate::store::records::{
+    ChannelMark, ChannelView, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord,
+};
 
-/// Tunables of the core, from `[server]` in the config.
-#[derive(Clone, Copy, Debug)]
+/// Tunables of the core, from the config.
+#[derive(Clone, Debug)]
 pub struct CoreConfig {
     /// Movements older than this are folded into the base, and counts older than this are
     /// stale. DESIGN §2: 72 h by default, longer than any channel's delivery delay.
     pub horizon_us: Micros,
+    /// The channels, in config order: what each is shown of a SKU.
+    pub channels: Arc<[ChannelRule]>,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             horizon_us: 72 * crate::clock::MICROS_PER_HOUR,
+            channels: Arc::from(Vec::new()),
         }
     }
+}
+
+/// What a channel is shown: `target = clamp(available - buffer, 0, max)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRule {
+    pub name: String,
+    pub buffer: i64,
+    pub max: Option<i64>,
+}
+
+impl ChannelRule {
+    pub fn target(&self, available: i64) -> i64 {
+        let shown = (available - self.buffer).max(0);
+        self.max.map_or(shown, |max| shown.min(max))
+    }
+}
+
+/// A quantity a channel should be shown, for the outbox of channel `channel`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushWanted {
+    /// Index into `CoreConfig::channels`.
+    pub channel: usize,
+    pub sku: String,
+    pub target: i64,
+    /// When the change behind it was received.
+    pub caused_at: Micros,
+}
+
+/// The pushes a SKU needs: every channel whose expected quantity differs from its target.
+pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &[ChannelRule]) -> Vec<PushWanted> {
+    rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| {
+            let target = rule.target(sku.available());
+            let expected = sku.channels.get(i).and_then(|v| v.expected);
+            (expected != Some(target)).then(|| PushWanted {
+                channel: i,
+                sku: sku_name.to_string(),
+                target,
+                caused_at: sku.changed_at,
+            })
+        })
+        .collect()
 }
 
 /// Everything the engine knows about one SKU.
@@ -55,6 +105,10 @@ pub struct SkuState {
     pub last_seq: u64,
     /// `now` of the last batch that changed the SKU.
     pub updated_at: Micros,
+    /// When the event behind the current quantities was received.
+    pub changed_at: Micros,
+    /// What each channel shows, aligned with `CoreConfig::channels`.
+    pub channels: Vec<ChannelView>,
 }
 
 impl SkuState {
@@ -66,7 +120,7 @@ impl SkuState {
         self.on_hand() - self.committed
     }
 
-    pub fn head(&self) -> HeadRecord {
+    pub fn head(&self, rules: &[ChannelRule]) -> HeadRecord {
         HeadRecord {
             base: self.base,
             on_hand: self.on_hand(),
@@ -74,7 +128,25 @@ impl SkuState {
             count: self.count.clone(),
             last_seq: self.last_seq,
             updated_at: self.updated_at,
+            changed_at: self.changed_at,
+            channels: rules
+                .iter()
+                .zip(&self.channels)
+                .filter(|(_, view)| **view != ChannelView::default())
+                .map(|(rule, view)| ChannelMark {
+                    channel: rule.name.clone(),
+                    view: view.clone(),
+                })
+                .collect(),
         }
+    }
+
+    /// The view of channel `i`, created on first use.
+    fn channel_mut(&mut self, i: usize) -> &mut ChannelView {
+        if self.channels.len() <= i {
+            self.channels.resize(i + 1, ChannelView::default());
+        }
+        &mut self.channels[i]
     }
 
     /// Rebuilds a state from its stored parts, checking the cached sums against their
@@ -83,6 +155,7 @@ impl SkuState {
         head: HeadRecord,
         lines: AHashMap<String, LineRecord>,
         deltas: BTreeMap<(Micros, u64), DeltaRecord>,
+        rules: &[ChannelRule],
     ) -> Result<SkuState, String> {
         let delta_sum = deltas.values().map(|d| d.qty).sum::<i64>();
         let committed = lines.values().map(LineRecord::committed).sum::<i64>();
@@ -95,6 +168,16 @@ impl SkuState {
                 committed
             ));
         }
+        // Views of channels no longer configured are dropped.
+        let mut channels = Vec::new();
+        for mark in head.channels {
+            if let Some(i) = rules.iter().position(|r| r.name == mark.channel) {
+                if channels.len() <= i {
+                    channels.resize(i + 1, ChannelView::default());
+                }
+                channels[i] = mark.view;
+            }
+        }
         Ok(SkuState {
             base: head.base,
             count: head.count,
@@ -104,6 +187,8 @@ impl SkuState {
             committed,
             last_seq: head.last_seq,
             updated_at: head.updated_at,
+            changed_at: head.changed_at,
+            channels,
         })
     }
 
@@ -181,6 +266,8 @@ pub struct Effects {
     pub writes: Vec<StateWrite>,
     /// How many placements found less available than they asked for.
     pub oversells: u64,
+    /// Quantities channels should now be shown; handed to the outboxes after the commit.
+    pub pushes: Vec<PushWanted>,
 }
 
 /// Applies a batch. `first_seq` is the sequence number of the batch's first record; each
@@ -227,6 +314,7 @@ pub fn apply(
                     event,
                     seq,
                     horizon_cut,
+                    &config.channels,
                     &mut effects.writes,
                     lines_touched,
                 );
@@ -240,10 +328,13 @@ pub fn apply(
                     available: sku.available(),
                     seq,
                 };
-                seen.insert((event.sku.as_str(), event.key.as_str()), first);
-                effects
-                    .first_results
-                    .push((event.sku.clone(), event.key.clone(), first));
+                // Acknowledgements are internal: they need no idempotency key.
+                if event.kind != EventKind::Pushed {
+                    seen.insert((event.sku.as_str(), event.key.as_str()), first);
+                    effects
+                        .first_results
+                        .push((event.sku.clone(), event.key.clone(), first));
+                }
                 (
                     outcome,
                     None,
@@ -314,8 +405,11 @@ pub fn apply(
         }
         effects.writes.push(StateWrite::Head {
             sku: sku_name.to_string(),
-            head: sku.head(),
+            head: sku.head(&config.channels),
         });
+        effects
+            .pushes
+            .extend(pushes_for(sku_name, sku, &config.channels));
     }
     effects
 }
@@ -326,11 +420,22 @@ fn apply_event(
     event: &Event,
     seq: u64,
     horizon_cut: Micros,
+    rules: &[ChannelRule],
     writes: &mut Vec<StateWrite>,
     touched_lines: &mut Vec<String>,
 ) -> (Outcome, bool) {
     let ts = event.source_ts;
+    let own_channel = rules.iter().position(|r| r.name == event.source);
     match event.kind {
+        EventKind::Pushed => {
+            if let Some(i) = own_channel {
+                let view = sku.channel_mut(i);
+                view.acked = Some(event.qty);
+                view.acked_at = event.source_ts;
+                view.expected = Some(event.qty);
+            }
+            (Outcome::Pushed, false)
+        }
         EventKind::Adjusted => {
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
             (Outcome::Applied, false)
@@ -391,9 +496,19 @@ fn apply_event(
             }
             line.first_ts = line.first_ts.min(ts);
             let held = line.placed.is_none();
-            sku.committed += line.committed() - committed_before;
-            if line.is_closed() {
+            let committed_change = line.committed() - committed_before;
+            let closed = line.is_closed();
+            sku.committed += committed_change;
+            if closed {
                 sku.lines.remove(&id);
+            }
+            // A channel's own sale (or release) changes what it shows by itself: its
+            // expectation follows, so it is not pushed the value it already shows. A
+            // shipment changes nothing a channel shows.
+            if let (Some(i), false) = (own_channel, event.kind == EventKind::OrderShipped) {
+                if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
+                    *expected -= committed_change;
+                }
             }
             touched_lines.push(id);
             let outcome = if held {

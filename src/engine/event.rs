@@ -31,6 +31,9 @@ pub enum EventKind {
     /// An absolute count given as sellable units: on_hand := q + committed, where
     /// committed is taken when the event is applied (`PUT /v1/skus/{sku}` with `available`).
     CountedAvailable,
+    /// A channel (the source) acknowledged showing q: no stock change; the SKU now knows
+    /// what that channel shows.
+    Pushed,
 }
 
 impl EventKind {
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::Adjusted => "adjusted",
             EventKind::Counted => "counted",
             EventKind::CountedAvailable => "counted_available",
+            EventKind::Pushed => "pushed",
         }
     }
 
@@ -67,6 +71,7 @@ impl EventKind {
             EventKind::Returned => "returned",
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
+            EventKind::Pushed => "pushed",
         }
     }
 
@@ -94,6 +99,9 @@ pub enum Outcome {
     /// A release or shipment whose placement has not arrived: its effect on `committed`
     /// waits for the placement, so available never rises for an order we have not seen.
     Held,
+    /// A channel acknowledged a push: recorded so the audit shows what each channel was
+    /// told and when.
+    Pushed,
 }
 
 impl Outcome {
@@ -103,6 +111,7 @@ impl Outcome {
             Outcome::Duplicate => "duplicate",
             Outcome::Stale => "stale",
             Outcome::Held => "held",
+            Outcome::Pushed => "pushed",
         }
     }
 }

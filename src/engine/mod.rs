@@ -29,6 +29,7 @@ use self::event::{Event, EventResult};
 use self::router::Router;
 use self::shard::{Shard, ShardMsg};
 use crate::clock::Micros;
+use crate::propagate::outbox::Outbox;
 use crate::store::records::{HeadRecord, LogRecord};
 use crate::store::{ShardStore, SledStore, StoreError};
 
@@ -153,8 +154,14 @@ pub fn shard_dir(data_dir: &Path, i: usize) -> PathBuf {
 }
 
 impl Engine {
-    /// Opens the data directory, recovers every shard, and starts the shard threads.
-    pub fn start(config: &EngineConfig) -> Result<Engine, EngineError> {
+    /// Opens the data directory, recovers every shard, offers every SKU whose channels do
+    /// not show their target to the outboxes (aligned with `config.core.channels`; `None`
+    /// for a channel without an adapter), and starts the shard threads.
+    pub fn start(
+        config: &EngineConfig,
+        outboxes: Vec<Option<Arc<Outbox>>>,
+    ) -> Result<Engine, EngineError> {
+        let outboxes: Arc<[Option<Arc<Outbox>>]> = Arc::from(outboxes);
         let router = open_data_dir(&config.data_dir, config.shards)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
         // later call would report).
@@ -184,6 +191,15 @@ impl Engine {
                 "shard recovered"
             );
             last_seq = last_seq.max(store.last_seq()?);
+            // Nothing is dropped across a restart: the shard knows what every channel last
+            // acknowledged, so whatever differs from its target is pushed again.
+            for (sku, sku_state) in &state {
+                for push in self::core::pushes_for(sku, sku_state, &config.core.channels) {
+                    if let Some(Some(outbox)) = outboxes.get(push.channel) {
+                        outbox.offer(&push.sku, push.target, push.caused_at);
+                    }
+                }
+            }
             shards.push((state, Arc::new(store) as Arc<dyn ShardStore>));
         }
         let seq = Arc::new(AtomicU64::new(last_seq));
@@ -197,9 +213,10 @@ impl Engine {
                 state,
                 store: store.clone(),
                 mailbox: rx,
-                core: config.core,
+                core: config.core.clone(),
                 key_retention_us: config.key_retention_us,
                 seq: seq.clone(),
+                outboxes: outboxes.clone(),
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()
@@ -220,6 +237,14 @@ impl Engine {
 
     pub fn shards(&self) -> usize {
         self.router.shards()
+    }
+
+    /// Whether `shutdown` has begun.
+    pub fn is_stopped(&self) -> bool {
+        self.senders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Applies events durably; answers one result per event, in order. Events of one

@@ -63,7 +63,7 @@ pub fn recover(
     store: &dyn ShardStore,
     config: &CoreConfig,
 ) -> Result<(ShardState, RecoveryReport), StoreError> {
-    let loaded = store.load_state()?;
+    let loaded = store.load_state(&config.channels)?;
     let mut state = loaded.skus;
     let mut report = RecoveryReport {
         checkpoint: loaded.checkpoint,

@@ -16,6 +16,7 @@ use crate::clock::{now_micros, Micros};
 use crate::engine::core::{apply, CoreConfig, Input, ShardState};
 use crate::engine::event::{Event, EventResult};
 use crate::engine::EngineError;
+use crate::propagate::outbox::Outbox;
 use crate::store::ShardStore;
 
 /// Most events one batch applies. Bounds the latency one batch adds to the next and the
@@ -43,6 +44,8 @@ pub struct Shard {
     /// The last sequence number handed out, shared by all shards so that numbers are
     /// unique across the engine and audit pages merge by number.
     pub seq: Arc<AtomicU64>,
+    /// Each channel's outbox, aligned with the core's channels (`None`: no adapter).
+    pub outboxes: Arc<[Option<Arc<Outbox>>]>,
 }
 
 impl Shard {
@@ -135,6 +138,12 @@ impl Shard {
                 let _ = reply.send(Err(EngineError::Storage(reason.clone())));
             }
             return Err(reason);
+        }
+        // Only durable state leaves the engine: pushes are offered after the commit.
+        for push in &effects.pushes {
+            if let Some(Some(outbox)) = self.outboxes.get(push.channel) {
+                outbox.offer(&push.sku, push.target, push.caused_at);
+            }
         }
         if effects.oversells > 0 {
             metrics::counter!("lockstep_oversells_total").increment(effects.oversells);

@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::native::{check_sku, parse_count, parse_events};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
+use crate::propagate::ChannelLink;
 use crate::store::records::LogRecord;
 
 /// Default and largest page of `GET /v1/audit`.
@@ -29,9 +30,11 @@ const AUDIT_LIMIT_MAX: usize = 1_000;
 
 /// What every handler shares.
 pub struct App {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub config: Config,
     pub metrics: PrometheusHandle,
+    /// Each configured channel's outbound side, aligned with `config.channels`.
+    pub links: Vec<Option<Arc<ChannelLink>>>,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
 }
@@ -39,11 +42,17 @@ pub struct App {
 pub type HttpResponse = Response<Full<Bytes>>;
 
 impl App {
-    pub fn new(engine: Engine, config: Config, metrics: PrometheusHandle) -> Arc<App> {
+    pub fn new(
+        engine: Arc<Engine>,
+        config: Config,
+        metrics: PrometheusHandle,
+        links: Vec<Option<Arc<ChannelLink>>>,
+    ) -> Arc<App> {
         Arc::new(App {
             engine,
             config,
             metrics,
+            links,
             put_counter: AtomicU64::new(0),
         })
     }
@@ -62,7 +71,7 @@ impl App {
                 Ok(()) => self.route_v1(req, &segments).await,
                 Err(e) => Err(e),
             },
-            (Method::POST, ["webhooks", channel]) => Err(self.webhook(channel)),
+            (Method::POST, ["webhooks", channel]) => self.webhook(channel, req).await,
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -85,6 +94,7 @@ impl App {
                 self.put_sku(&sku, req).await
             }
             (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")),
+            (Method::GET, ["propagation"]) => Ok(self.get_propagation()),
             (method, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -115,22 +125,56 @@ impl App {
         }
     }
 
-    fn webhook(&self, channel: &str) -> ApiError {
-        match self.config.channels.iter().find(|c| c.name == channel) {
-            None => ApiError::new(
+    /// `POST /webhooks/{channel}`: the channel's adapter verifies and parses the delivery.
+    async fn webhook(
+        &self,
+        channel: &str,
+        req: Request<Incoming>,
+    ) -> Result<HttpResponse, ApiError> {
+        let started = Instant::now();
+        let Some(index) = self.config.channels.iter().position(|c| c.name == channel) else {
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_channel",
                 format!("no channel named {channel:?} is configured"),
-            ),
-            Some(c) => ApiError::new(
+            ));
+        };
+        let Some(link) = &self.links[index] else {
+            return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "channel_not_implemented",
                 format!(
                     "inbound webhooks of kind {:?} are not implemented in this build",
-                    c.kind
+                    self.config.channels[index].kind
                 ),
-            ),
+            ));
+        };
+        let headers = req.headers().clone();
+        let body = read_body(req).await?;
+        let events = link.adapter.inbound(&headers, &body, now_micros())?;
+        let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let results = self.engine.submit(events).await?;
+        for (kind, result) in kinds.iter().zip(&results) {
+            metrics::counter!("lockstep_events_total", "channel" => channel.to_string(), "kind" => *kind, "outcome" => result.outcome.as_str())
+                .increment(1);
         }
+        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
+        let results: Vec<Value> = results.iter().map(result_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "results": results }),
+        ))
+    }
+
+    /// `GET /v1/propagation`: per channel, propagation percentiles and outbox depth.
+    fn get_propagation(&self) -> HttpResponse {
+        let mut channels = serde_json::Map::new();
+        for link in self.links.iter().flatten() {
+            let mut summary = link.timing.summary();
+            summary["outbox_skus"] = json!(link.outbox.len());
+            channels.insert(link.adapter.name().to_string(), summary);
+        }
+        json_response(StatusCode::OK, &json!({ "channels": channels }))
     }
 
     async fn post_events(&self, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {

@@ -162,6 +162,18 @@ pub fn parse_events(
     header_key: Option<&str>,
     received_at: Micros,
 ) -> Result<Vec<Event>, ApiError> {
+    parse_events_from(body, header_key, received_at, None)
+}
+
+/// Parses a native events body. `header_key` is the fallback idempotency key (the
+/// `Idempotency-Key` header, or a channel's delivery id); `channel`, when given, is the
+/// source of every event whatever the body says (a signed channel speaks for itself).
+pub fn parse_events_from(
+    body: &[u8],
+    header_key: Option<&str>,
+    received_at: Micros,
+    channel: Option<&str>,
+) -> Result<Vec<Event>, ApiError> {
     let map = parse_json(body)?;
     let items = match map.get("events") {
         Some(Value::Array(items)) => items,
@@ -217,7 +229,13 @@ pub fn parse_events(
                     format!("{k}#{i}")
                 }
             });
-            parse_event(item, &format!("events[{i}]"), fallback, received_at)
+            parse_event(
+                item,
+                &format!("events[{i}]"),
+                fallback,
+                received_at,
+                channel,
+            )
         })
         .collect()
 }
@@ -227,6 +245,7 @@ fn parse_event(
     at: &str,
     fallback_key: Option<String>,
     received_at: Micros,
+    channel: Option<&str>,
 ) -> Result<Event, ApiError> {
     let Value::Object(map) = item else {
         return Err(ApiError::field("invalid_event", at, "must be an object"));
@@ -247,7 +266,10 @@ fn parse_event(
     let qty = opt_int(map, "qty", "invalid_qty", &f("qty"))?
         .ok_or_else(|| ApiError::field("invalid_qty", f("qty"), "is required"))?;
     check_qty(kind, qty, &f("qty"))?;
-    let source = opt_str(map, "source", "invalid_source", &f("source"))?.unwrap_or("api");
+    let source = match channel {
+        Some(channel) => channel,
+        None => opt_str(map, "source", "invalid_source", &f("source"))?.unwrap_or("api"),
+    };
     check_text(source, "invalid_source", &f("source"), SOURCE_BYTES_MAX)?;
     if !source
         .bytes()

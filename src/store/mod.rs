@@ -11,7 +11,7 @@ pub mod records;
 pub mod sled_store;
 
 use crate::clock::Micros;
-use crate::engine::core::{Effects, ShardState};
+use crate::engine::core::{ChannelRule, Effects, ShardState};
 use crate::engine::event::FirstResult;
 use records::{HeadRecord, LogRecord};
 
@@ -50,7 +50,7 @@ pub struct LoadedState {
 /// at the same time, and the backend serializes internally.
 pub trait ShardStore: Send + Sync + 'static {
     /// Loads every SKU's state (checking each record's envelope and each head's sums).
-    fn load_state(&self) -> Result<LoadedState, StoreError>;
+    fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError>;
     /// Log records with sequence numbers above `after`, in order. A damaged chunk of the
     /// log is reported as `StoreError::Corrupt` with the chunk's `seq` (its last record's),
     /// and iteration stops there.

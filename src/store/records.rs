@@ -69,6 +69,31 @@ pub struct HeadRecord {
     /// Sequence number of this SKU's newest log record, duplicates included.
     pub last_seq: u64,
     pub updated_at: Micros,
+    /// When the change behind the current quantities was received: the start of the
+    /// propagation time of whatever is pushed for it.
+    pub changed_at: Micros,
+    /// What each channel shows, by channel name.
+    pub channels: Vec<ChannelMark>,
+}
+
+/// What the engine knows a channel shows for a SKU.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ChannelView {
+    /// The last quantity the channel acknowledged from us.
+    pub acked: Option<i64>,
+    pub acked_at: Micros,
+    /// What the channel should show now: the acked quantity minus the channel's own
+    /// orders since (plus its own releases). `None` until the first acknowledgement.
+    pub expected: Option<i64>,
+}
+
+/// A channel's view, stored by name so that reordering channels in the config is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ChannelMark {
+    pub channel: String,
+    pub view: ChannelView,
 }
 
 /// An order line that is still open: placed and not fully released or shipped, or a

@@ -31,7 +31,7 @@ use super::envelope::{self, decode, encode, read_archived};
 use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
-use crate::engine::core::{Effects, SkuState, StateWrite};
+use crate::engine::core::{ChannelRule, Effects, SkuState, StateWrite};
 use crate::engine::event::{FirstResult, Outcome};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
@@ -187,7 +187,7 @@ fn split_sku_key(key: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 impl ShardStore for SledStore {
-    fn load_state(&self) -> Result<LoadedState, StoreError> {
+    fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError> {
         let mut heads: AHashMap<String, HeadRecord> = AHashMap::new();
         for item in self.db.scan_prefix(b"H") {
             let (key, value) = item?;
@@ -225,6 +225,7 @@ impl ShardStore for SledStore {
                 head,
                 lines.remove(&sku).unwrap_or_default(),
                 deltas.remove(&sku).unwrap_or_default(),
+                channels,
             )
             .map_err(|detail| StoreError::Inconsistent {
                 sku: sku.clone(),

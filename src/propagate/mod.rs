@@ -1,0 +1,227 @@
+//! Propagation: stock leaves the engine and reaches every channel.
+//!
+//! - `outbox.rs`: per channel, the latest target per SKU, low stock first.
+//! - `pacing.rs`: the token bucket (adaptive to throttles) and the retry backoff.
+//! - here: the pusher task of each channel, and propagation timing.
+//!
+//! After a shard commits a batch it offers each changed target to the channel's outbox.
+//! The channel's pusher takes a batch, waits for a token, sends the adapter's request and
+//! reads the reply; each acknowledged item goes back to its shard as a `pushed` event, so
+//! the shard durably knows what the channel shows (and whether it needs another push).
+
+pub mod outbox;
+pub mod pacing;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::channels::{ChannelAdapter, PushItem, PushReply};
+use crate::clock::{now_micros, Micros};
+use crate::config::{ChannelConfig, RateLimit};
+use crate::engine::event::{Event, EventKind};
+use crate::engine::{Engine, EngineError};
+use outbox::Outbox;
+use pacing::{Backoff, TokenBucket};
+
+/// How long one push request may take before it counts as failed.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most tries to hand an acknowledgement to a busy shard before giving up on it (a lost
+/// acknowledgement only means the next change, or a restart, pushes that SKU again).
+const ACK_TRIES_MAX: u32 = 50;
+
+/// Propagation times of one channel: event received → channel acknowledged.
+pub struct Timing {
+    pub channel: String,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+impl Timing {
+    fn new(channel: &str) -> Timing {
+        Timing {
+            channel: channel.to_string(),
+            // Microseconds, 3 significant digits, up to an hour; longer ones saturate.
+            histogram: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            ),
+        }
+    }
+
+    fn record(&self, caused_at: Micros, acked_at: Micros) {
+        let micros = (acked_at - caused_at).max(1) as u64;
+        self.histogram
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_record(micros);
+        metrics::histogram!("lockstep_propagation_seconds", "channel" => self.channel.clone())
+            .record(micros as f64 / 1e6);
+    }
+
+    /// Percentiles in milliseconds, for `GET /v1/propagation`.
+    pub fn summary(&self) -> Value {
+        let h = self.histogram.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        json!({
+            "count": h.len(),
+            "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+            "max_ms": h.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// One channel's outbound side.
+pub struct ChannelLink {
+    pub adapter: Arc<dyn ChannelAdapter>,
+    pub outbox: Arc<Outbox>,
+    pub timing: Arc<Timing>,
+    pub rate_limit: RateLimit,
+}
+
+/// Builds the link of every channel with an adapter, aligned with the config's channels
+/// (`None` where the kind is not implemented yet).
+pub fn links(
+    channels: &[ChannelConfig],
+    adapters: &[Arc<dyn ChannelAdapter>],
+) -> Vec<Option<Arc<ChannelLink>>> {
+    channels
+        .iter()
+        .map(|config| {
+            let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
+            Some(Arc::new(ChannelLink {
+                rate_limit: config
+                    .rate_limit
+                    .unwrap_or_else(|| adapter.default_rate_limit()),
+                outbox: Arc::new(Outbox::new(&config.name)),
+                timing: Arc::new(Timing::new(&config.name)),
+                adapter,
+            }))
+        })
+        .collect()
+}
+
+/// The HTTP client for pushes: keep-alive per host, TCP_NODELAY, rustls for https.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PUSH_TIMEOUT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+/// Sends a built request; returns (status, headers, body).
+async fn send(
+    client: &reqwest::Client,
+    request: crate::channels::OutboundRequest,
+) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
+    let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
+    let response = client.execute(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
+    Ok((status, headers, body))
+}
+
+/// The pusher of one channel: runs until the engine stops.
+pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: reqwest::Client) {
+    let name = link.adapter.name().to_string();
+    let mut bucket = TokenBucket::new(link.rate_limit);
+    let mut backoff = Backoff::default();
+    loop {
+        let batch = link.outbox.take(link.adapter.batch_max());
+        if batch.is_empty() {
+            link.outbox.notify.notified().await;
+            continue;
+        }
+        bucket.acquire().await;
+        let request = link.adapter.push_request(&batch, now_micros());
+        let reply = match send(&client, request).await {
+            Ok((status, headers, body)) => link.adapter.push_reply(status, &headers, &body, &batch),
+            Err(reason) => PushReply::Failed {
+                reason,
+                retryable: true,
+            },
+        };
+        match reply {
+            PushReply::Accepted { acked } => {
+                let mut mask = vec![false; batch.len()];
+                for i in acked.iter().copied().filter(|i| *i < batch.len()) {
+                    mask[i] = true;
+                }
+                let outcome = if acked.len() == batch.len() {
+                    "ok"
+                } else {
+                    "partial"
+                };
+                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => outcome).increment(1);
+                let acked_at = now_micros();
+                let items: Vec<&PushItem> = batch
+                    .iter()
+                    .zip(&mask)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(i, _)| i)
+                    .collect();
+                for item in &items {
+                    link.timing.record(item.caused_at, acked_at);
+                }
+                deliver_acks(&engine, &name, &items, acked_at).await;
+                link.outbox.finish(&batch, &mask);
+                bucket.succeeded();
+                if outcome == "ok" {
+                    backoff.reset();
+                } else {
+                    tokio::time::sleep(backoff.next_delay(true)).await;
+                }
+            }
+            PushReply::Throttled { retry_after } => {
+                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "throttled").increment(1);
+                link.outbox.finish(&batch, &vec![false; batch.len()]);
+                bucket.throttled(retry_after);
+            }
+            PushReply::Failed { reason, retryable } => {
+                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "error").increment(1);
+                link.outbox.finish(&batch, &vec![false; batch.len()]);
+                let delay = backoff.next_delay(retryable);
+                tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if engine.is_stopped() {
+            return;
+        }
+    }
+}
+
+/// Hands acknowledgements to their shards as `pushed` events.
+async fn deliver_acks(engine: &Engine, channel: &str, items: &[&PushItem], acked_at: Micros) {
+    if items.is_empty() {
+        return;
+    }
+    let events: Vec<Event> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| Event {
+            sku: item.sku.clone(),
+            kind: EventKind::Pushed,
+            qty: item.quantity,
+            source: channel.to_string(),
+            source_ts: acked_at,
+            received_at: acked_at,
+            key: format!("pushed/{channel}/{acked_at}/{i}"),
+            line: None,
+        })
+        .collect();
+    for _ in 0..ACK_TRIES_MAX {
+        match engine.submit(events.clone()).await {
+            Ok(_) => return,
+            Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "could not record acknowledgements");
+                return;
+            }
+        }
+    }
+    tracing::warn!(%channel, "shards stayed busy; acknowledgements not recorded");
+}

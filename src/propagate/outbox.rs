@@ -1,0 +1,177 @@
+//! The outbox of one channel: the SKUs whose quantity the channel should be shown, latest
+//! value wins. A SKU that changes 50 times while the channel is slow is pushed once, with
+//! its latest target. No queue to lose: the shard keeps what each channel acknowledged,
+//! and after a restart every SKU whose target differs is offered again.
+
+use std::sync::Mutex;
+
+use ahash::AHashMap;
+use tokio::sync::Notify;
+
+use crate::channels::PushItem;
+use crate::clock::Micros;
+
+/// A target waiting to be pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wanted {
+    target: i64,
+    /// The oldest change this push settles: coalesced changes keep the first one's time,
+    /// so propagation time measures how long the oldest waited.
+    caused_at: Micros,
+}
+
+#[derive(Default)]
+struct Inner {
+    dirty: AHashMap<String, Wanted>,
+    /// SKUs in a request that has not been answered, with the quantity sent. A SKU is in
+    /// at most one request at a time, so an older value never lands after a newer one.
+    in_flight: AHashMap<String, i64>,
+}
+
+/// One channel's pending pushes.
+pub struct Outbox {
+    pub channel: String,
+    inner: Mutex<Inner>,
+    /// Wakes the channel's pusher; a notification with no waiter is kept for the next wait.
+    pub notify: Notify,
+}
+
+impl Outbox {
+    pub fn new(channel: &str) -> Outbox {
+        Outbox {
+            channel: channel.to_string(),
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for `sku` to be shown `target`. Called by shard threads after a commit.
+    pub fn offer(&self, sku: &str, target: i64, caused_at: Micros) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        match inner.dirty.get_mut(sku) {
+            Some(wanted) => {
+                wanted.target = target;
+                wanted.caused_at = wanted.caused_at.min(caused_at);
+            }
+            // Already on its way with this very value.
+            None if inner.in_flight.get(sku) == Some(&target) => return,
+            None => {
+                inner
+                    .dirty
+                    .insert(sku.to_string(), Wanted { target, caused_at });
+            }
+        }
+        let depth = inner.dirty.len();
+        drop(guard);
+        metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
+            .set(depth as f64);
+        self.notify.notify_one();
+    }
+
+    /// Takes up to `max` SKUs to push, stock-outs and low stock first.
+    pub fn take(&self, max: usize) -> Vec<PushItem> {
+        let mut inner = self.lock();
+        let Inner { dirty, in_flight } = &mut *inner;
+        let mut ready: Vec<(i64, &String)> = dirty
+            .iter()
+            .filter(|(sku, _)| !in_flight.contains_key(*sku))
+            .map(|(sku, w)| (w.target, sku))
+            .collect();
+        if ready.len() > max {
+            ready.select_nth_unstable(max);
+            ready.truncate(max);
+        }
+        ready.sort_unstable();
+        let skus: Vec<String> = ready.into_iter().map(|(_, sku)| sku.clone()).collect();
+        let mut items = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let wanted = dirty.remove(&sku).expect("chosen from dirty");
+            in_flight.insert(sku.clone(), wanted.target);
+            items.push(PushItem {
+                sku,
+                quantity: wanted.target,
+                caused_at: wanted.caused_at,
+            });
+        }
+        items
+    }
+
+    /// Settles a request: `acked[i]` says whether `items[i]` reached the channel. Items
+    /// that did not are offered again, unless a newer target came meanwhile.
+    pub fn finish(&self, items: &[PushItem], acked: &[bool]) {
+        let mut inner = self.lock();
+        for (item, ok) in items.iter().zip(acked) {
+            inner.in_flight.remove(&item.sku);
+            if !ok && !inner.dirty.contains_key(&item.sku) {
+                inner.dirty.insert(
+                    item.sku.clone(),
+                    Wanted {
+                        target: item.quantity,
+                        caused_at: item.caused_at,
+                    },
+                );
+            }
+        }
+        let depth = inner.dirty.len();
+        drop(inner);
+        metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
+            .set(depth as f64);
+    }
+
+    /// SKUs waiting (not counting those in flight).
+    pub fn len(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_wins_low_stock_first_and_one_request_per_sku() {
+        let outbox = Outbox::new("c");
+        for v in 0..50 {
+            outbox.offer("HOT", 100 - v, 10 + v as Micros);
+        }
+        outbox.offer("GONE", 0, 5);
+        outbox.offer("PLENTY", 500, 5);
+        assert_eq!(outbox.len(), 3, "50 changes of one SKU are one entry");
+        let batch = outbox.take(2);
+        let got: Vec<(&str, i64)> = batch.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
+        assert_eq!(
+            got,
+            vec![("GONE", 0), ("HOT", 51)],
+            "stock-outs and low stock first"
+        );
+        assert_eq!(
+            batch[1].caused_at, 10,
+            "the oldest coalesced change is timed"
+        );
+
+        // While HOT is in flight it is not taken again, even with a newer value.
+        outbox.offer("HOT", 40, 99);
+        let next = outbox.take(10);
+        assert_eq!(
+            next.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>(),
+            vec!["PLENTY"]
+        );
+        // The request failed: HOT keeps its newer value, GONE is offered again.
+        outbox.finish(&batch, &[false, false]);
+        let retry = outbox.take(10);
+        let got: Vec<(&str, i64)> = retry.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
+        assert_eq!(got, vec![("GONE", 0), ("HOT", 40)]);
+        // An offer of the value already in flight is not queued twice.
+        outbox.offer("GONE", 0, 200);
+        assert!(outbox.is_empty());
+    }
+}

@@ -1,0 +1,153 @@
+//! Pacing a channel: a token bucket from its rate limit that halves its rate on a throttle
+//! signal and creeps back on success, and exponential backoff with jitter for failures,
+//! capped at 2 s so a channel that comes back is converged within seconds.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// Backoff after a retryable failure: 100 ms doubling to this cap.
+pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
+/// Backoff after a failure that a retry of the same request cannot fix (a 4xx): the
+/// values are kept and retried, slowly, so nothing is lost while an operator looks.
+pub const HOPELESS_DELAY_MAX: Duration = Duration::from_secs(30);
+/// The rate never drops below this fraction of the configured one.
+const RATE_FLOOR_FRACTION: f64 = 1.0 / 16.0;
+
+/// A token bucket that adapts to the channel's throttle signals.
+pub struct TokenBucket {
+    max_rate: f64,
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(limit: RateLimit) -> TokenBucket {
+        TokenBucket {
+            max_rate: limit.requests_per_second,
+            rate: limit.requests_per_second,
+            burst: f64::from(limit.burst.max(1)),
+            tokens: f64::from(limit.burst.max(1)),
+            last: Instant::now(),
+            paused_until: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&mut self) {
+        loop {
+            let now = Instant::now();
+            if let Some(until) = self.paused_until {
+                if until > now {
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+                self.paused_until = None;
+                self.last = Instant::now();
+            }
+            self.refill(now);
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                return;
+            }
+            let wait = (1.0 - self.tokens) / self.rate;
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+    }
+
+    /// The channel said "slow down": wait `retry_after`, then go at half the rate.
+    pub fn throttled(&mut self, retry_after: Duration) {
+        self.paused_until = Some(Instant::now() + retry_after);
+        self.rate = (self.rate / 2.0).max(self.max_rate * RATE_FLOOR_FRACTION);
+        self.tokens = 0.0;
+    }
+
+    /// A request went through: win back some of the rate.
+    pub fn succeeded(&mut self) {
+        self.rate = (self.rate * 1.05).min(self.max_rate);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The delay before the next try.
+    pub fn next_delay(&mut self, retryable: bool) -> Duration {
+        let cap = if retryable {
+            RETRY_DELAY_MAX
+        } else {
+            HOPELESS_DELAY_MAX
+        };
+        let exp = RETRY_DELAY_MIN
+            .saturating_mul(1 << self.failures.min(16))
+            .min(cap);
+        self.failures = self.failures.saturating_add(1);
+        // Jitter between half and all of it, so channels do not retry in step.
+        exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_holds_the_rate_and_halves_it_on_a_throttle() {
+        let mut bucket = TokenBucket::new(RateLimit {
+            requests_per_second: 5.0,
+            burst: 5,
+        });
+        let start = Instant::now();
+        for _ in 0..15 {
+            bucket.acquire().await;
+        }
+        // 5 from the burst, then 10 at 5/s.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((1.9..2.2).contains(&elapsed), "{elapsed}");
+
+        bucket.throttled(Duration::from_secs(3));
+        assert_eq!(bucket.rate(), 2.5);
+        let before = Instant::now();
+        bucket.acquire().await;
+        assert!(
+            before.elapsed() >= Duration::from_secs(3),
+            "Retry-After is honoured"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped_at_two_seconds() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay(true)).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= RETRY_DELAY_MAX));
+        assert!(delays[9] >= RETRY_DELAY_MAX / 2);
+        backoff.reset();
+        assert!(backoff.next_delay(true) <= Duration::from_millis(100));
+    }
+}
