@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::{format_rfc3339, now_micros};
 use crate::config::Config;
+use crate::engine::core::ChannelRule;
 use crate::engine::event::{EventResult, Outcome};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
@@ -35,6 +36,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Each configured channel's outbound side, aligned with `config.channels`.
     pub links: Vec<Option<Arc<ChannelLink>>>,
+    /// What each channel is shown (buffer and cap), aligned with `config.channels`.
+    engine_rules: Vec<ChannelRule>,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
 }
@@ -49,6 +52,7 @@ impl App {
         links: Vec<Option<Arc<ChannelLink>>>,
     ) -> Arc<App> {
         Arc::new(App {
+            engine_rules: config.engine_config().core.channels.to_vec(),
             engine,
             config,
             metrics,
@@ -204,14 +208,29 @@ impl App {
                 format!("no events for SKU {sku:?}"),
             )
         })?;
+        let available = head.on_hand - head.committed;
+        let rules = &self.engine_rules;
+        let channels: serde_json::Map<String, Value> = rules
+            .iter()
+            .map(|rule| {
+                let view = head.channels.iter().find(|m| m.channel == rule.name).map(|m| &m.view);
+                let value = json!({
+                    "target": rule.target(available),
+                    "pushed": view.and_then(|v| v.acked),
+                    "pushed_at": view.filter(|v| v.acked.is_some()).map(|v| format_rfc3339(v.acked_at)),
+                    "expected": view.and_then(|v| v.expected),
+                });
+                (rule.name.clone(), value)
+            })
+            .collect();
         Ok(json_response(
             StatusCode::OK,
             &json!({
                 "sku": sku,
                 "on_hand": head.on_hand,
                 "committed": head.committed,
-                "available": head.on_hand - head.committed,
-                "channels": {},
+                "available": available,
+                "channels": channels,
                 "last_seq": head.last_seq,
                 "updated_at": format_rfc3339(head.updated_at),
             }),

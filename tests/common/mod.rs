@@ -20,7 +20,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub token: Option<String>,
     /// Everything the server wrote to stderr, collected by a thread.
-    stderr: mpsc::Receiver<String>,
+    stderr: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 /// Writes a config for `data_dir` with an ephemeral port and any extra `[server]` lines.
@@ -79,7 +79,7 @@ impl Server {
             base,
             data_dir: data_dir.to_path_buf(),
             token: token.map(str::to_string),
-            stderr: err_rx,
+            stderr: std::sync::Mutex::new(err_rx),
         }
     }
 
@@ -170,7 +170,7 @@ impl Server {
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+        self.stderr.lock().unwrap().try_iter().collect()
     }
 }
 
@@ -204,4 +204,25 @@ pub fn replay(data_dir: &Path) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// A `[[channels]]` block of kind `webhook` pointing at `url`.
+pub fn webhook_channel(name: &str, url: &str, secret: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{extra}\n")
+}
+
+/// Delivers a signed Standard Webhooks request to `/webhooks/{channel}`.
+pub fn deliver(
+    server: &Server,
+    channel: &str,
+    secret: &str,
+    id: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let mut request = Server::client().post(server.url(&format!("/webhooks/{channel}")));
+    for (name, value) in loadgen::signing::signed_headers(secret, id, &bytes) {
+        request = request.header(name, value);
+    }
+    status_json(request.body(bytes).send().unwrap())
 }

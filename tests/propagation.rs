@@ -1,0 +1,362 @@
+//! Propagation over real HTTP: the engine binary pushes to Standard Webhooks channel
+//! simulators (loadgen::webhook_sim) and takes signed webhooks from them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{deliver, event, webhook_channel, Server};
+use loadgen::webhook_sim::{Fault, WebhookSim};
+use serde_json::json;
+
+const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET_B: &str = "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE=";
+
+fn two_channels(a: &WebhookSim, b: &WebhookSim, extra_b: &str) -> String {
+    webhook_channel("a", &a.url(), SECRET_A, "")
+        + &webhook_channel("b", &b.url(), SECRET_B, extra_b)
+}
+
+#[test]
+fn a_change_reaches_every_other_channel_and_not_the_one_it_came_from() {
+    let (a, b) = (WebhookSim::start(SECRET_A), WebhookSim::start(SECRET_B));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &two_channels(&a, &b, "buffer = 2"),
+        None,
+    );
+
+    assert_eq!(server.put_sku("MUG", &json!({"on_hand": 10})).0, 200);
+    let done = |sim: &WebhookSim, want: i64| {
+        sim.wait_for(Duration::from_secs(5), |l| l.get("MUG") == Some(&want))
+    };
+    assert!(done(&a, 10).is_some(), "channel a shows the count");
+    assert!(
+        done(&b, 8).is_some(),
+        "channel b shows the count less its buffer of 2"
+    );
+
+    // A sale on channel a: a already shows it (its own listing went from 10 to 7).
+    a.set_level("MUG", 7);
+    let order = json!({"events": [{"sku": "MUG", "kind": "order_placed", "qty": 3, "order_id": "A-1", "line_id": "1"}]});
+    let (status, body) = deliver(&server, "a", SECRET_A, "evt-1", &order);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["available"], 7);
+    assert!(done(&b, 5).is_some(), "channel b follows the sale");
+    std::thread::sleep(Duration::from_millis(300));
+    let pushed_to_a: Vec<i64> = a.arrivals("MUG").iter().map(|x| x.available).collect();
+    assert_eq!(
+        pushed_to_a,
+        vec![10],
+        "channel a is not pushed the 7 it already shows"
+    );
+
+    // Every acknowledged push is in the audit and in the SKU's channel view.
+    let (_, sku) = server.get("/v1/skus/MUG");
+    assert_eq!(sku["channels"]["b"]["pushed"], 5, "{sku}");
+    assert_eq!(sku["channels"]["a"]["expected"], 7, "{sku}");
+    let audit = server.audit_all();
+    assert!(audit
+        .iter()
+        .any(|r| r["outcome"] == "pushed" && r["source"] == "b" && r["qty"] == 5));
+    let (_, timing) = server.get("/v1/propagation");
+    assert!(
+        timing["channels"]["b"]["count"].as_u64().unwrap() >= 2,
+        "{timing}"
+    );
+}
+
+#[test]
+fn a_channel_down_for_ten_seconds_converges_within_five_after_it_returns() {
+    let (a, b) = (WebhookSim::start(SECRET_A), WebhookSim::start(SECRET_B));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), &two_channels(&a, &b, ""), None);
+    let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i}")).collect();
+    let counts: Vec<_> = skus
+        .iter()
+        .enumerate()
+        .map(|(i, s)| event(&format!("c{i}"), s, "counted", 100))
+        .collect();
+    assert_eq!(server.post_events(&json!({ "events": counts })).0, 200);
+    assert!(b
+        .wait_for(Duration::from_secs(5), |l| skus
+            .iter()
+            .all(|s| l.get(s) == Some(&100)))
+        .is_some());
+
+    b.set_fault(Fault::Status(503));
+    let outage = std::time::Instant::now();
+    let mut n = 0;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let events: Vec<_> = skus
+            .iter()
+            .map(|s| {
+                n += 1;
+                json!({"sku": s, "kind": "order_placed", "qty": 1, "source": "a", "order_id": format!("o{n}")})
+            })
+            .collect();
+        assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.set_fault(Fault::None);
+    let want: Vec<i64> = skus.iter().map(|s| server.stock(s).unwrap().2).collect();
+    let took = b.wait_for(Duration::from_secs(5), |l| {
+        skus.iter().zip(&want).all(|(s, w)| l.get(s) == Some(w))
+    });
+    assert!(
+        took.is_some(),
+        "channel b did not converge within 5 s of its return: {:?}",
+        b.levels()
+    );
+    println!("converged {:?} after the channel returned", took.unwrap());
+    // Orders only lower stock, so any rise on the channel would be an old value landing late.
+    for sku in &skus {
+        let values: Vec<i64> = b.arrivals(sku).iter().map(|x| x.available).collect();
+        assert!(
+            values.windows(2).all(|w| w[1] <= w[0]),
+            "{sku} went back up: {values:?}"
+        );
+    }
+    assert!(
+        b.pushes().iter().any(|p| p.status == 503),
+        "the outage was exercised"
+    );
+}
+
+#[test]
+fn inbound_deliveries_three_times_some_concurrent_are_applied_once() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &webhook_channel("a", &a.url(), SECRET_A, ""),
+        None,
+    );
+    let server = std::sync::Arc::new(server);
+    let mut threads = Vec::new();
+    for i in 0..30 {
+        let body = if i % 2 == 0 {
+            json!({"events": [{"sku": "DUP", "kind": "adjusted", "qty": 1}]})
+        } else {
+            json!({"events": [{"sku": "DUP", "kind": "order_placed", "qty": 1, "order_id": format!("o{i}")}]})
+        };
+        let id = format!("delivery-{i}");
+        // The first two deliveries race each other; the third comes after both.
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (server, body, id) = (server.clone(), body.clone(), id.clone());
+                std::thread::spawn(move || deliver(&server, "a", SECRET_A, &id, &body).0)
+            })
+            .collect();
+        threads.push((racers, body, id));
+    }
+    for (racers, body, id) in threads {
+        for racer in racers {
+            assert_eq!(racer.join().unwrap(), 200);
+        }
+        let (status, answer) = deliver(&server, "a", SECRET_A, &id, &body);
+        assert_eq!(
+            (status, answer["results"][0]["outcome"].as_str()),
+            (200, Some("duplicate")),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        server.stock("DUP"),
+        Some((15, 15, 0)),
+        "15 adjustments and 15 orders, each once"
+    );
+    let applied = server
+        .audit_all()
+        .iter()
+        .filter(|r| r["sku"] == "DUP" && r["outcome"] == "applied")
+        .count();
+    assert_eq!(applied, 30);
+}
+
+#[test]
+fn forged_stale_and_replayed_deliveries_change_nothing() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &webhook_channel("a", &a.url(), SECRET_A, ""),
+        None,
+    );
+    let body = json!({"events": [{"sku": "SIG", "kind": "adjusted", "qty": 5}]});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut request = Server::client().post(server.url("/webhooks/a"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        common::status_json(request.body(bytes.clone()).send().unwrap())
+    };
+    // Signed with another channel's secret.
+    let (status, answer) = send(loadgen::signing::signed_headers(SECRET_B, "m1", &bytes));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad_signature"))
+    );
+    // A timestamp ten minutes old: a captured delivery replayed later.
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 600;
+    let (status, _) = send(loadgen::signing::signed_headers_at(
+        SECRET_A, "m2", old, &bytes,
+    ));
+    assert_eq!(status, 401);
+    // No signature at all.
+    let (status, _) = send(vec![
+        ("webhook-id", "m3".into()),
+        ("webhook-timestamp", "1".into()),
+    ]);
+    assert_eq!(status, 401);
+    assert_eq!(server.stock("SIG"), None, "nothing was applied");
+    assert!(server.audit_all().is_empty());
+
+    // A good delivery, then the same webhook-id again: one application.
+    assert_eq!(
+        send(loadgen::signing::signed_headers(SECRET_A, "m4", &bytes)).0,
+        200
+    );
+    let (_, answer) = send(loadgen::signing::signed_headers(SECRET_A, "m4", &bytes));
+    assert_eq!(answer["results"][0]["outcome"], "duplicate");
+    assert_eq!(server.stock("SIG"), Some((5, 0, 5)));
+}
+
+#[test]
+fn a_thousand_changes_while_throttled_are_few_pushes_of_the_latest_value() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &webhook_channel("a", &a.url(), SECRET_A, ""),
+        None,
+    );
+    a.set_fault(Fault::Throttle { retry_after_s: 1 });
+    assert_eq!(server.put_sku("HOT", &json!({"on_hand": 5000})).0, 200);
+    for chunk in 0..100 {
+        let events: Vec<_> = (0..10)
+            .map(|i| event(&format!("k{chunk}-{i}"), "HOT", "adjusted", -1))
+            .collect();
+        assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
+    }
+    a.set_fault(Fault::None);
+    assert!(
+        a.wait_for(Duration::from_secs(5), |l| l.get("HOT") == Some(&4000))
+            .is_some(),
+        "{:?}",
+        a.level("HOT")
+    );
+    let requests = a
+        .pushes()
+        .iter()
+        .filter(|p| p.items.iter().any(|(s, _)| s == "HOT"))
+        .count();
+    assert!(
+        requests <= 20,
+        "1,001 changes took {requests} push requests"
+    );
+    assert_eq!(
+        a.arrivals("HOT").last().unwrap().available,
+        4000,
+        "the last value pushed is the latest"
+    );
+    assert!(
+        a.pushes().iter().any(|p| p.status == 429),
+        "the throttle was exercised"
+    );
+}
+
+#[test]
+fn a_five_per_second_channel_never_sees_more_and_gets_stock_outs_first() {
+    let a = WebhookSim::start(SECRET_A);
+    a.set_rate_limit(5.0, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let config = webhook_channel(
+        "a",
+        &a.url(),
+        SECRET_A,
+        "batch_max = 100\nrate_limit = { requests_per_second = 5.0, burst = 5 }",
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config, None);
+    // 2,000 dirty SKUs at once: the channel is down while they are counted.
+    a.set_fault(Fault::Status(503));
+    for chunk in 0..4 {
+        let events: Vec<_> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                // Every tenth SKU is out of stock.
+                event(
+                    &format!("c{n}"),
+                    &format!("S-{n:04}"),
+                    "counted",
+                    if n % 10 == 0 { 0 } else { 30 },
+                )
+            })
+            .collect();
+        assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = a.pushes().len();
+    a.set_fault(Fault::None);
+    let all = a.wait_for(Duration::from_secs(30), |l| l.len() == 2000);
+    assert!(all.is_some(), "only {} SKUs arrived", a.levels().len());
+    let pushes: Vec<_> = a.pushes().into_iter().skip(refused).collect();
+    // The simulator enforces 5/s with a burst of 5, as the channel would, and answers 429
+    // past it: it never had to. Over any second that allows at most 5 + 5 requests.
+    assert!(
+        pushes.iter().all(|p| p.status != 429),
+        "the channel had to refuse a request"
+    );
+    for (i, p) in pushes.iter().enumerate() {
+        let in_a_second = pushes[i..]
+            .iter()
+            .take_while(|q| q.at.duration_since(p.at) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_a_second <= 10,
+            "{in_a_second} requests within one second"
+        );
+    }
+    assert!(pushes.len() >= 20, "2,000 SKUs at 100 a request");
+    // The 200 stock-outs fill the first two requests.
+    let first: Vec<i64> = pushes
+        .iter()
+        .filter(|p| p.status == 200)
+        .take(2)
+        .flat_map(|p| p.items.iter().map(|i| i.1))
+        .collect();
+    assert_eq!(first.len(), 200);
+    assert!(first.iter().all(|q| *q == 0), "stock-outs go first");
+}
+
+#[test]
+fn pushes_pending_across_a_kill_nine_are_delivered_after_restart() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = webhook_channel("a", &a.url(), SECRET_A, "");
+    let server = Server::start_with(&data, &config, None);
+    a.set_fault(Fault::Status(500));
+    let events: Vec<_> = (0..50)
+        .map(|i| event(&format!("c{i}"), &format!("R-{i}"), "counted", i))
+        .collect();
+    assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill9();
+    assert!(a.levels().is_empty());
+
+    a.set_fault(Fault::None);
+    let server = Server::start_with(&data, &config, None);
+    let converged = a.wait_for(Duration::from_secs(5), |l| {
+        (0..50).all(|i| l.get(&format!("R-{i}")) == Some(&i))
+    });
+    assert!(converged.is_some(), "{:?}", a.levels());
+    let (_, sku) = server.get("/v1/skus/R-7");
+    assert_eq!(sku["channels"]["a"]["pushed"], 7);
+}
