@@ -50,7 +50,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let app = App::new(engine, config, metrics, links);
+        let app = App::new(engine.clone(), config, metrics, links, client.clone());
+        for reconciler in app.reconcilers.iter().flatten() {
+            tokio::spawn(reconciler.clone().run(engine.clone(), client.clone()));
+        }
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listener");
             tokio::spawn(serve_http(

@@ -183,6 +183,21 @@ pub struct ChannelConfig {
     pub batch_max: Option<usize>,
     #[serde(default)]
     pub inventory_updates: InventoryUpdates,
+    /// Seconds between reconciliations of this channel (default 300).
+    #[serde(default = "default_reconcile_interval_s")]
+    pub reconcile_interval_s: u64,
+    /// Seconds a shortfall (the channel shows less than its target) must persist before
+    /// reconciliation raises it: it may be an order not ingested yet (default 60).
+    #[serde(default = "default_reconcile_grace_s")]
+    pub reconcile_grace_s: u64,
+}
+
+fn default_reconcile_interval_s() -> u64 {
+    300
+}
+
+fn default_reconcile_grace_s() -> u64 {
+    60
 }
 
 impl ChannelConfig {
@@ -356,6 +371,9 @@ impl Config {
                     return Err(invalid(at("rate_limit.burst"), "at least 1"));
                 }
             }
+            if channel.reconcile_interval_s == 0 {
+                return Err(invalid(at("reconcile_interval_s"), "at least 1 second"));
+            }
             if channel.batch_max == Some(0) {
                 return Err(invalid(at("batch_max"), "at least 1"));
             }
@@ -456,6 +474,7 @@ impl Config {
                         name: c.name.clone(),
                         buffer: c.buffer,
                         max: c.max,
+                        inventory_updates: c.inventory_updates,
                     })
                     .collect(),
             },

@@ -360,3 +360,208 @@ fn pushes_pending_across_a_kill_nine_are_delivered_after_restart() {
     let (_, sku) = server.get("/v1/skus/R-7");
     assert_eq!(sku["channels"]["a"]["pushed"], 7);
 }
+
+fn rfc3339_ago(seconds: i64) -> String {
+    lockstep::clock::format_rfc3339(lockstep::clock::now_micros() - seconds * 1_000_000)
+}
+
+#[test]
+fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adjustment() {
+    let (a, b) = (WebhookSim::start(SECRET_A), WebhookSim::start(SECRET_B));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &two_channels(&a, &b, "inventory_updates = \"delta\""),
+        None,
+    );
+    for sku in ["MUG", "CUP"] {
+        assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
+    }
+    let shows = |sim: &WebhookSim, sku: &'static str, want: i64| {
+        sim.wait_for(Duration::from_secs(5), |l| l.get(sku) == Some(&want))
+            .is_some()
+    };
+    assert!(shows(&a, "MUG", 10) && shows(&b, "MUG", 10) && shows(&b, "CUP", 10));
+    let level = |channel: &str, secret: &str, id: &str, sku: &str, qty: i64, at: String| {
+        let body = json!({"events": [{"sku": sku, "kind": "level", "qty": qty, "source_ts": at}]});
+        let (status, answer) = deliver(&server, channel, secret, id, &body);
+        assert_eq!(status, 200, "{answer}");
+        answer["results"][0]["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let order = |channel: &str, secret: &str, id: &str, sku: &str, qty: i64, at: String| {
+        let body = json!({"events": [{"sku": sku, "kind": "order_placed", "qty": qty, "order_id": id, "source_ts": at}]});
+        assert_eq!(deliver(&server, channel, secret, id, &body).0, 200);
+    };
+
+    // Our own push of 10 coming back from channel a: an echo.
+    assert_eq!(
+        level("a", SECRET_A, "l1", "MUG", 10, rfc3339_ago(0)),
+        "echo"
+    );
+    assert_eq!(server.stock("MUG"), Some((10, 0, 10)));
+
+    // a's own sale of 3, its inventory webhook first (ignore mode: recorded, nothing
+    // changes), then the order webhook.
+    a.set_level("MUG", 7);
+    assert_eq!(
+        level("a", SECRET_A, "l2", "MUG", 7, rfc3339_ago(5)),
+        "drift"
+    );
+    assert_eq!(
+        server.stock("MUG"),
+        Some((10, 0, 10)),
+        "the level changed nothing"
+    );
+    order("a", SECRET_A, "o1", "MUG", 3, rfc3339_ago(6));
+    assert!(shows(&b, "MUG", 7));
+
+    // b's own sale of 2 (delta mode), its inventory webhook after the order webhook: echo.
+    b.set_level("MUG", 5);
+    order("b", SECRET_B, "o2", "MUG", 2, rfc3339_ago(4));
+    assert_eq!(level("b", SECRET_B, "l3", "MUG", 5, rfc3339_ago(3)), "echo");
+    assert!(shows(&a, "MUG", 5));
+
+    // b's own sale of 1 reported before its order webhook (delta mode): held for the
+    // settle window, explained by the order, so no adjustment.
+    b.set_level("MUG", 4);
+    assert_eq!(level("b", SECRET_B, "l4", "MUG", 4, rfc3339_ago(1)), "held");
+    order("b", SECRET_B, "o3", "MUG", 1, rfc3339_ago(2));
+
+    // A real edit on b: someone added 4 units of CUP there.
+    b.set_level("CUP", 14);
+    assert_eq!(
+        level("b", SECRET_B, "l5", "CUP", 14, rfc3339_ago(0)),
+        "held"
+    );
+    assert_eq!(
+        server.stock("CUP"),
+        Some((10, 0, 10)),
+        "nothing changes inside the window"
+    );
+
+    // After the 10 s window: CUP gained exactly 4, once; MUG gained nothing.
+    let settled_in = a.wait_for(Duration::from_secs(15), |l| l.get("CUP") == Some(&14));
+    assert!(
+        settled_in.is_some(),
+        "the edit reached channel a after settling: {:?}",
+        server.stock("CUP")
+    );
+    assert_eq!(server.stock("CUP"), Some((14, 0, 14)));
+    assert_eq!(server.stock("MUG"), Some((10, 6, 4)));
+    std::thread::sleep(Duration::from_millis(500));
+    let settled: Vec<_> = server
+        .audit_all()
+        .into_iter()
+        .filter(|r| r["kind"] == "level_settled")
+        .collect();
+    let applied: Vec<_> = settled
+        .iter()
+        .filter(|r| r["outcome"] == "applied")
+        .collect();
+    assert_eq!(applied.len(), 1, "{settled:?}");
+    assert_eq!(applied[0]["sku"], "CUP");
+    assert_eq!(
+        b.arrivals("CUP")
+            .iter()
+            .map(|x| x.available)
+            .collect::<Vec<_>>(),
+        vec![10],
+        "b is not pushed its own edit"
+    );
+    let pushed_to_a: Vec<i64> = a.arrivals("MUG").iter().map(|x| x.available).collect();
+    assert_eq!(
+        pushed_to_a,
+        vec![10, 5, 4],
+        "a is told of b's sales only, never of its own"
+    );
+}
+
+#[test]
+fn reconciliation_lowers_at_once_and_raises_after_the_grace_period() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let config = webhook_channel("a", &a.url(), SECRET_A, "reconcile_grace_s = 1");
+    let server = Server::start_with(&dir.path().join("data"), &config, None);
+    for sku in ["HIGH", "LOW", "SAME"] {
+        assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
+    }
+    assert!(a
+        .wait_for(Duration::from_secs(5), |l| l.len() == 3
+            && l.values().all(|v| *v == 10))
+        .is_some());
+    // Edits behind lockstep's back.
+    a.set_level("HIGH", 15);
+    a.set_level("LOW", 4);
+    let reconcile = || {
+        let response = Server::client()
+            .post(server.url("/v1/reconcile?channel=a"))
+            .send()
+            .unwrap();
+        common::status_json(response)
+    };
+    let (status, body) = reconcile();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["report"],
+        json!({"checked": 3, "lowered": 1, "raised": 0, "waiting": 1})
+    );
+    assert!(
+        a.wait_for(Duration::from_secs(2), |l| l.get("HIGH") == Some(&10))
+            .is_some(),
+        "HIGH lowered at once"
+    );
+    assert_eq!(
+        a.level("LOW"),
+        Some(4),
+        "a shortfall waits for its grace period"
+    );
+
+    std::thread::sleep(Duration::from_millis(1_100));
+    let (_, body) = reconcile();
+    assert_eq!(body["report"]["raised"], 1, "{body}");
+    assert!(
+        a.wait_for(Duration::from_secs(2), |l| l.get("LOW") == Some(&10))
+            .is_some(),
+        "LOW raised after the grace"
+    );
+
+    let drifts: Vec<_> = server
+        .audit_all()
+        .into_iter()
+        .filter(|r| r["outcome"] == "drift")
+        .collect();
+    let skus: Vec<&str> = drifts.iter().map(|r| r["sku"].as_str().unwrap()).collect();
+    assert_eq!(
+        skus,
+        vec!["LOW", "HIGH"],
+        "each repair is in the audit, newest first"
+    );
+    assert_eq!(
+        drifts[1]["qty"], 15,
+        "the audit records what the channel showed"
+    );
+    let metrics = Server::client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("lockstep_reconcile_drift_total{channel=\"a\"} 2"),
+        "{metrics}"
+    );
+    let (status, body) = {
+        let response = Server::client()
+            .post(server.url("/v1/reconcile?channel=nope"))
+            .send()
+            .unwrap();
+        common::status_json(response)
+    };
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_channel"))
+    );
+}

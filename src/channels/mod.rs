@@ -68,6 +68,11 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply;
+    /// The request that reads what the channel shows for these SKUs (reconciliation).
+    fn read_request(&self, skus: &[String]) -> OutboundRequest;
+    /// Reads the answer to `read_request`: what the channel shows per SKU (`None`: the
+    /// channel does not list it).
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String>;
 }
 
 /// Builds the adapter of every configured channel whose kind is implemented; the others

@@ -6,6 +6,10 @@
 //! - Outbound `POST {base_url}`: `{"type": "stock.updated", "timestamp", "data": {"items":
 //!   [{"sku", "available", "at"}]}}`, signed with the same secret. Any 2xx takes the
 //!   whole batch; 429 with `Retry-After` throttles.
+//! - Reads for reconciliation: `GET {base_url}?sku=A&sku=B` (signed over an empty body),
+//!   answered `{"items": [{"sku", "available"}]}`.
+//! - An inventory report from the channel is an event of kind `level` in the inbound
+//!   body: `{"sku", "kind": "level", "qty": <what the channel now shows>}`.
 
 use http::HeaderMap;
 use serde_json::json;
@@ -111,6 +115,52 @@ impl ChannelAdapter for Webhook {
             .header("webhook-signature", signature)
             .body(body)
             .expect("a validated base_url makes a valid request")
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let query: Vec<String> = skus
+            .iter()
+            .map(|s| {
+                format!(
+                    "sku={}",
+                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect();
+        let separator = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let now = crate::clock::now_micros() / MICROS_PER_SECOND;
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("msg_{}_{:x}_{n}", self.name, self.boot);
+        let signature = self
+            .keys
+            .first()
+            .map(|k| k.sign(&id, now, b""))
+            .unwrap_or_default();
+        http::Request::get(format!("{}{separator}{}", self.base_url, query.join("&")))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", signature)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}"));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let items = value["items"].as_array().ok_or("no \"items\" array")?;
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((i["sku"].as_str()?.to_string(), i["available"].as_i64())))
+            .collect())
     }
 
     fn push_reply(

@@ -19,9 +19,11 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use crate::clock::Micros;
+use crate::config::InventoryUpdates;
 use crate::engine::event::{Event, EventKind, EventResult, FirstResult, Outcome};
 use crate::store::records::{
     ChannelMark, ChannelView, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord,
+    PendingLevel,
 };
 
 /// Tunables of the core, from the config.
@@ -43,12 +45,54 @@ impl Default for CoreConfig {
     }
 }
 
-/// What a channel is shown: `target = clamp(available - buffer, 0, max)`.
+/// What a channel is shown: `target = clamp(available - buffer, 0, max)`, and what its
+/// own inventory reports mean.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelRule {
     pub name: String,
     pub buffer: i64,
     pub max: Option<i64>,
+    pub inventory_updates: InventoryUpdates,
+}
+
+/// How long a differing level waits in `delta` mode for late order webhooks (DESIGN §2).
+pub const SETTLE_WINDOW_US: Micros = 10 * crate::clock::MICROS_PER_SECOND;
+
+/// The settlement events due for a SKU at `now`: one per channel whose pending level's
+/// window has closed. The shard applies them like any event.
+pub fn settlements_due(
+    sku_name: &str,
+    sku: &SkuState,
+    rules: &[ChannelRule],
+    now: Micros,
+) -> Vec<Event> {
+    sku.channels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, view)| {
+            let pending = view.pending.as_ref().filter(|p| p.settles_at <= now)?;
+            let rule = rules.get(i)?;
+            Some(Event {
+                sku: sku_name.to_string(),
+                kind: EventKind::LevelSettled,
+                qty: pending.level,
+                source: rule.name.clone(),
+                source_ts: pending.at,
+                received_at: now,
+                key: format!("settle/{}/{}", rule.name, pending.seq),
+                line: None,
+            })
+        })
+        .collect()
+}
+
+/// When the earliest pending level of a SKU settles, if it has one.
+pub fn next_settlement(sku: &SkuState) -> Option<Micros> {
+    sku.channels
+        .iter()
+        .filter_map(|v| v.pending.as_ref())
+        .map(|p| p.settles_at)
+        .min()
 }
 
 impl ChannelRule {
@@ -268,6 +312,8 @@ pub struct Effects {
     pub oversells: u64,
     /// Quantities channels should now be shown; handed to the outboxes after the commit.
     pub pushes: Vec<PushWanted>,
+    /// SKUs with a pending level, and when it settles.
+    pub settlements: Vec<(Micros, String)>,
 }
 
 /// Applies a batch. `first_seq` is the sequence number of the batch's first record; each
@@ -319,6 +365,15 @@ pub fn apply(
                     lines_touched,
                 );
                 sku.updated_at = now;
+                // The start of the propagation time of whatever this makes us push.
+                let moved = match outcome {
+                    Outcome::Applied => event.kind.changes_stock(),
+                    Outcome::Held => event.kind.is_order_line(),
+                    _ => false,
+                };
+                if moved {
+                    sku.changed_at = event.received_at;
+                }
                 effects.oversells += u64::from(oversell);
                 let first = FirstResult {
                     outcome,
@@ -410,6 +465,9 @@ pub fn apply(
         effects
             .pushes
             .extend(pushes_for(sku_name, sku, &config.channels));
+        if let Some(due) = next_settlement(sku) {
+            effects.settlements.push((due, sku_name.to_string()));
+        }
     }
     effects
 }
@@ -435,6 +493,85 @@ fn apply_event(
                 view.expected = Some(event.qty);
             }
             (Outcome::Pushed, false)
+        }
+        EventKind::Reconciled => (Outcome::Drift, false),
+        EventKind::Level => {
+            let Some(i) = own_channel else {
+                return (Outcome::Drift, false);
+            };
+            let rule = &rules[i];
+            let committed = sku.committed;
+            let view = sku.channel_mut(i);
+            if view.expected == Some(event.qty) {
+                // Our own push coming back, or the channel's own sale we already counted.
+                return (Outcome::Echo, false);
+            }
+            match (rule.inventory_updates, view.expected) {
+                // lockstep is the master: the next push or reconciliation overwrites it.
+                (InventoryUpdates::Ignore, _) | (InventoryUpdates::Delta, None) => {
+                    (Outcome::Drift, false)
+                }
+                (InventoryUpdates::Delta, Some(expected)) => {
+                    view.pending = Some(PendingLevel {
+                        level: event.qty,
+                        at: ts,
+                        expected_at: expected,
+                        settles_at: event.received_at + SETTLE_WINDOW_US,
+                        seq,
+                    });
+                    (Outcome::Held, false)
+                }
+                (InventoryUpdates::Count, _) => {
+                    // The channel shows available less its buffer.
+                    let mark = CountMark {
+                        ts,
+                        source: event.source.clone(),
+                        key: event.key.clone(),
+                    };
+                    if ts < horizon_cut
+                        || sku
+                            .count
+                            .as_ref()
+                            .is_some_and(|c| mark.order_key() <= c.order_key())
+                    {
+                        return (Outcome::Stale, false);
+                    }
+                    sku.channel_mut(i).expected = Some(event.qty);
+                    set_count(
+                        sku,
+                        &event.sku,
+                        mark,
+                        event.qty + rule.buffer + committed,
+                        writes,
+                    );
+                    (Outcome::Applied, false)
+                }
+            }
+        }
+        EventKind::LevelSettled => {
+            let Some(i) = own_channel else {
+                return (Outcome::Stale, false);
+            };
+            let Some(pending) = sku.channel_mut(i).pending.take() else {
+                return (Outcome::Stale, false);
+            };
+            let unexplained = pending.level - pending.expected_at;
+            if unexplained == 0 {
+                return (Outcome::Echo, false);
+            }
+            if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
+                *expected += unexplained;
+            }
+            add_movement(
+                sku,
+                &event.sku,
+                pending.at,
+                seq,
+                unexplained,
+                horizon_cut,
+                writes,
+            );
+            (Outcome::Applied, false)
         }
         EventKind::Adjusted => {
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
@@ -506,8 +643,13 @@ fn apply_event(
             // expectation follows, so it is not pushed the value it already shows. A
             // shipment changes nothing a channel shows.
             if let (Some(i), false) = (own_channel, event.kind == EventKind::OrderShipped) {
-                if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
+                let view = sku.channel_mut(i);
+                if let Some(expected) = view.expected.as_mut() {
                     *expected -= committed_change;
+                }
+                // An order from before a pending level explains part of it.
+                if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
+                    pending.expected_at -= committed_change;
                 }
             }
             touched_lines.push(id);

@@ -34,6 +34,16 @@ pub enum EventKind {
     /// A channel (the source) acknowledged showing q: no stock change; the SKU now knows
     /// what that channel shows.
     Pushed,
+    /// A channel (the source) reports that it now shows q (its inventory webhook). An
+    /// echo of our push or of its own sale changes nothing; a difference is handled by
+    /// the channel's `inventory_updates` mode.
+    Level,
+    /// The settle window of a `Level` difference in `delta` mode closed: on_hand += q,
+    /// the part no order explained. Written by the shard, never sent by clients.
+    LevelSettled,
+    /// Reconciliation read q on the channel where it should show something else: recorded
+    /// for the audit; the correction is a push.
+    Reconciled,
 }
 
 impl EventKind {
@@ -47,6 +57,9 @@ impl EventKind {
             EventKind::Counted => "counted",
             EventKind::CountedAvailable => "counted_available",
             EventKind::Pushed => "pushed",
+            EventKind::Level => "level",
+            EventKind::LevelSettled => "level_settled",
+            EventKind::Reconciled => "reconciled",
         }
     }
 
@@ -58,6 +71,7 @@ impl EventKind {
             "returned" => EventKind::Returned,
             "adjusted" => EventKind::Adjusted,
             "counted" => EventKind::Counted,
+            "level" => EventKind::Level,
             _ => return None,
         })
     }
@@ -72,7 +86,14 @@ impl EventKind {
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
             EventKind::Pushed => "pushed",
+            EventKind::Level | EventKind::LevelSettled | EventKind::Reconciled => "level",
         }
+    }
+
+    /// Whether the kind can change on_hand or committed (not acknowledgements, echoes
+    /// or reconciliation records).
+    pub fn changes_stock(self) -> bool {
+        !matches!(self, EventKind::Pushed | EventKind::Reconciled)
     }
 
     /// Whether the kind belongs to the life of an order line.
@@ -102,6 +123,11 @@ pub enum Outcome {
     /// A channel acknowledged a push: recorded so the audit shows what each channel was
     /// told and when.
     Pushed,
+    /// A channel reported what we expected it to show (our own push, or its own sale):
+    /// nothing changes.
+    Echo,
+    /// A channel shows something no event explains: recorded; handled by its mode.
+    Drift,
 }
 
 impl Outcome {
@@ -112,6 +138,8 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::Held => "held",
             Outcome::Pushed => "pushed",
+            Outcome::Echo => "echo",
+            Outcome::Drift => "drift",
         }
     }
 }

@@ -217,6 +217,7 @@ impl Engine {
                 key_retention_us: config.key_retention_us,
                 seq: seq.clone(),
                 outboxes: outboxes.clone(),
+                settling: Default::default(),
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()
@@ -294,6 +295,15 @@ impl Engine {
     /// A SKU's stock as of the last durable batch.
     pub fn head(&self, sku: &str) -> Result<Option<HeadRecord>, EngineError> {
         Ok(self.stores[self.router.shard_of(sku)].head(sku)?)
+    }
+
+    /// Every SKU's head across the shards, as of their last durable batches.
+    pub fn heads(&self) -> Result<Vec<(String, HeadRecord)>, EngineError> {
+        let mut all = Vec::new();
+        for store in &self.stores {
+            all.extend(store.heads()?);
+        }
+        Ok(all)
     }
 
     /// Audit records newest first, `seq > since`, at most `limit`.

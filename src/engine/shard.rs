@@ -5,6 +5,7 @@
 //! atomic write with one flush and one `fdatasync` (group commit), then answer every
 //! request of the batch. Nothing is answered before its events are durable.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use crate::clock::{now_micros, Micros};
-use crate::engine::core::{apply, CoreConfig, Input, ShardState};
+use crate::engine::core::{apply, next_settlement, settlements_due, CoreConfig, Input, ShardState};
 use crate::engine::event::{Event, EventResult};
 use crate::engine::EngineError;
 use crate::propagate::outbox::Outbox;
@@ -46,6 +47,8 @@ pub struct Shard {
     pub seq: Arc<AtomicU64>,
     /// Each channel's outbox, aligned with the core's channels (`None`: no adapter).
     pub outboxes: Arc<[Option<Arc<Outbox>>]>,
+    /// Pending `delta`-mode levels by when they settle.
+    pub settling: BTreeSet<(Micros, String)>,
 }
 
 impl Shard {
@@ -65,11 +68,31 @@ impl Shard {
         // further work until a restart recovers from disk.
         let mut failed: Option<String> = None;
         let mut last_sweep = Instant::now();
+        for (sku, state) in &self.state {
+            if let Some(due) = next_settlement(state) {
+                self.settling.insert((due, sku.clone()));
+            }
+        }
         loop {
-            let first = match self.mailbox.recv_timeout(SWEEP_INTERVAL) {
+            if failed.is_none() {
+                if let Err(reason) = self.settle_due() {
+                    tracing::error!(shard = self.id, %reason, "storage failed; shard refuses work until restart");
+                    failed = Some(reason);
+                }
+            }
+            let wait = match self.settling.first() {
+                Some((due, _)) => {
+                    let until_due = (*due - now_micros()).max(0) as u64;
+                    SWEEP_INTERVAL.min(Duration::from_micros(until_due))
+                }
+                None => SWEEP_INTERVAL,
+            };
+            let first = match self.mailbox.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.sweep(&mut last_sweep);
+                    if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                        self.sweep(&mut last_sweep);
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -106,38 +129,53 @@ impl Shard {
     /// Applies and commits one batch, then answers it. On a storage error every request
     /// of the batch is answered with it, and the error is returned.
     fn process(&mut self, msgs: Vec<ShardMsg>) -> Result<(), String> {
-        let mut inputs = Vec::with_capacity(msgs.iter().map(|m| m.events.len()).sum());
+        let mut events = Vec::with_capacity(msgs.iter().map(|m| m.events.len()).sum());
         let mut replies = Vec::with_capacity(msgs.len());
-        let mut lookup_error = None;
         for msg in msgs {
             replies.push((msg.events.len(), msg.reply));
-            for event in msg.events {
-                let prior = self
-                    .store
-                    .lookup(&event.sku, &event.key)
-                    .unwrap_or_else(|e| {
-                        lookup_error = Some(e.to_string());
-                        None
-                    });
-                inputs.push(Input { event, prior });
+            events.extend(msg.events);
+        }
+        match self.apply_and_commit(events) {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (count, reply) in replies {
+                    let answer: Vec<EventResult> = results.by_ref().take(count).collect();
+                    // A requester that went away (client hung up) is no error: its events
+                    // are durable.
+                    let _ = reply.send(Ok(answer));
+                }
+                Ok(())
+            }
+            Err((reason, fatal)) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(EngineError::Storage(reason.clone())));
+                }
+                if fatal {
+                    Err(reason)
+                } else {
+                    Ok(())
+                }
             }
         }
-        if let Some(reason) = lookup_error {
-            // Nothing was applied yet: answer with the error and keep serving.
-            for (_, reply) in replies {
-                let _ = reply.send(Err(EngineError::Storage(reason.clone())));
-            }
-            return Ok(());
+    }
+
+    /// Looks up keys, applies, commits durably, then hands pushes to the outboxes.
+    /// An error says whether memory is now ahead of disk (fatal) or nothing was applied.
+    fn apply_and_commit(&mut self, events: Vec<Event>) -> Result<Vec<EventResult>, (String, bool)> {
+        let mut inputs = Vec::with_capacity(events.len());
+        for event in events {
+            let prior = match self.store.lookup(&event.sku, &event.key) {
+                Ok(prior) => prior,
+                // Nothing was applied yet: refuse the batch and keep serving.
+                Err(e) => return Err((e.to_string(), false)),
+            };
+            inputs.push(Input { event, prior });
         }
         let now = now_micros();
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
         if let Err(e) = self.store.commit(&effects) {
-            let reason = e.to_string();
-            for (_, reply) in replies {
-                let _ = reply.send(Err(EngineError::Storage(reason.clone())));
-            }
-            return Err(reason);
+            return Err((e.to_string(), true));
         }
         // Only durable state leaves the engine: pushes are offered after the commit.
         for push in &effects.pushes {
@@ -145,16 +183,39 @@ impl Shard {
                 outbox.offer(&push.sku, push.target, push.caused_at);
             }
         }
+        for (due, sku) in &effects.settlements {
+            self.settling.insert((*due, sku.clone()));
+        }
         if effects.oversells > 0 {
             metrics::counter!("lockstep_oversells_total").increment(effects.oversells);
         }
-        let mut results = effects.results.into_iter();
-        for (count, reply) in replies {
-            let answer: Vec<EventResult> = results.by_ref().take(count).collect();
-            // A requester that went away (client hung up) is no error: its events are durable.
-            let _ = reply.send(Ok(answer));
+        Ok(effects.results)
+    }
+
+    /// Applies the settlements whose window has closed (`delta` mode).
+    fn settle_due(&mut self) -> Result<(), String> {
+        let now = now_micros();
+        let mut events = Vec::new();
+        while let Some((due, sku)) = self.settling.first().cloned() {
+            if due > now || events.len() >= BATCH_EVENTS_MAX {
+                break;
+            }
+            self.settling.pop_first();
+            if let Some(state) = self.state.get(&sku) {
+                events.extend(settlements_due(&sku, state, &self.core.channels, now));
+            }
         }
-        Ok(())
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self.apply_and_commit(events) {
+            Ok(_) => Ok(()),
+            Err((reason, true)) => Err(reason),
+            Err((reason, false)) => {
+                tracing::warn!(shard = self.id, %reason, "settlement postponed");
+                Ok(())
+            }
+        }
     }
 
     fn sweep(&self, last_sweep: &mut Instant) {

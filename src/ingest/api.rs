@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::native::{check_sku, parse_count, parse_events};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
+use crate::propagate::reconcile::Reconciler;
 use crate::propagate::ChannelLink;
 use crate::store::records::LogRecord;
 
@@ -38,6 +39,10 @@ pub struct App {
     pub links: Vec<Option<Arc<ChannelLink>>>,
     /// What each channel is shown (buffer and cap), aligned with `config.channels`.
     engine_rules: Vec<ChannelRule>,
+    /// Each channel's reconciler, aligned with `config.channels`.
+    pub reconcilers: Vec<Option<Arc<Reconciler>>>,
+    /// The client pushes and reads go out with.
+    pub client: reqwest::Client,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
 }
@@ -50,9 +55,28 @@ impl App {
         config: Config,
         metrics: PrometheusHandle,
         links: Vec<Option<Arc<ChannelLink>>>,
+        client: reqwest::Client,
     ) -> Arc<App> {
+        let engine_rules = config.engine_config().core.channels.to_vec();
+        let reconcilers = links
+            .iter()
+            .zip(&config.channels)
+            .zip(&engine_rules)
+            .map(|((link, channel), rule)| {
+                link.as_ref().map(|link| {
+                    Arc::new(Reconciler::new(
+                        link.clone(),
+                        rule.clone(),
+                        Duration::from_secs(channel.reconcile_interval_s),
+                        Duration::from_secs(channel.reconcile_grace_s),
+                    ))
+                })
+            })
+            .collect();
         Arc::new(App {
-            engine_rules: config.engine_config().core.channels.to_vec(),
+            reconcilers,
+            client,
+            engine_rules,
             engine,
             config,
             metrics,
@@ -99,6 +123,9 @@ impl App {
             }
             (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")),
             (Method::GET, ["propagation"]) => Ok(self.get_propagation()),
+            (Method::POST, ["reconcile"]) => {
+                self.post_reconcile(req.uri().query().unwrap_or("")).await
+            }
             (method, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -167,6 +194,50 @@ impl App {
         Ok(json_response(
             StatusCode::OK,
             &json!({ "results": results }),
+        ))
+    }
+
+    /// `POST /v1/reconcile?channel=NAME`: one reconciliation pass now; answers its report.
+    async fn post_reconcile(&self, query: &str) -> Result<HttpResponse, ApiError> {
+        let name = form_pairs(query)
+            .into_iter()
+            .find(|(k, _)| k == "channel")
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                ApiError::field("invalid_channel", "channel", "is required: ?channel=NAME")
+            })?;
+        let index = self
+            .config
+            .channels
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_channel",
+                    format!("no channel named {name:?} is configured"),
+                )
+            })?;
+        let reconciler = self.reconcilers[index].as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "channel_not_implemented",
+                format!("channel {name:?} has no adapter in this build"),
+            )
+        })?;
+        let report = reconciler
+            .pass(&self.engine, &self.client)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "channel_unreachable",
+                    format!("reading channel {name:?} failed: {e}"),
+                )
+            })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"channel": name, "report": report.json()}),
         ))
     }
 

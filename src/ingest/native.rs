@@ -138,7 +138,9 @@ fn opt_time(
 fn check_qty(kind: EventKind, qty: i64, field: &str) -> Result<(), ApiError> {
     let ok = match kind {
         EventKind::Adjusted => qty != 0 && qty.abs() <= QTY_MAX,
-        EventKind::Counted | EventKind::CountedAvailable => (0..=QTY_MAX).contains(&qty),
+        EventKind::Counted | EventKind::CountedAvailable | EventKind::Level => {
+            (0..=QTY_MAX).contains(&qty)
+        }
         _ => (1..=QTY_MAX).contains(&qty),
     };
     if ok {
@@ -146,7 +148,9 @@ fn check_qty(kind: EventKind, qty: i64, field: &str) -> Result<(), ApiError> {
     }
     let want = match kind {
         EventKind::Adjusted => format!("must be non-zero and within ±{QTY_MAX}"),
-        EventKind::Counted | EventKind::CountedAvailable => format!("must be 0 to {QTY_MAX}"),
+        EventKind::Counted | EventKind::CountedAvailable | EventKind::Level => {
+            format!("must be 0 to {QTY_MAX}")
+        }
         _ => format!("must be 1 to {QTY_MAX} for {}", kind.as_str()),
     };
     Err(ApiError::field(
@@ -256,7 +260,9 @@ fn parse_event(
     check_sku(sku, &f("sku"))?;
     let kind_text = opt_str(map, "kind", "invalid_kind", &f("kind"))?
         .ok_or_else(|| ApiError::field("invalid_kind", f("kind"), "is required"))?;
-    let kind = EventKind::parse(kind_text).ok_or_else(|| {
+    let kind = EventKind::parse(kind_text)
+        .filter(|k| *k != EventKind::Level || channel.is_some())
+        .ok_or_else(|| {
         ApiError::field(
             "invalid_kind",
             f("kind"),

@@ -11,6 +11,7 @@
 
 pub mod outbox;
 pub mod pacing;
+pub mod reconcile;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -73,6 +73,8 @@ pub trait ShardStore: Send + Sync + 'static {
         applied_before: Micros,
         max_chunks: usize,
     ) -> Result<usize, StoreError>;
+    /// Every SKU's head, as of the last durable batch (for reconciliation).
+    fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError>;
     /// A SKU's head, as of the last durable batch.
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError>;
     /// Log records newest first with `seq > since`, for one SKU or all, at most `limit`.

@@ -87,6 +87,25 @@ pub struct ChannelView {
     /// What the channel should show now: the acked quantity minus the channel's own
     /// orders since (plus its own releases). `None` until the first acknowledgement.
     pub expected: Option<i64>,
+    /// In `delta` mode, a reported level that differed from `expected`, waiting out its
+    /// settle window for late order webhooks to explain it.
+    pub pending: Option<PendingLevel>,
+}
+
+/// A channel level waiting to settle (`inventory_updates = "delta"`).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PendingLevel {
+    /// What the channel reported.
+    pub level: i64,
+    /// The report's source time; orders up to it can explain the level.
+    pub at: Micros,
+    /// The expectation as of `at`: starts as `expected` when the report came, and follows
+    /// the channel's own orders stamped up to `at` that arrive during the window.
+    pub expected_at: i64,
+    /// When the window closes (the receipt of the report plus the settle window).
+    pub settles_at: Micros,
+    /// The sequence number of the report, to key the settlement.
+    pub seq: u64,
 }
 
 /// A channel's view, stored by name so that reordering channels in the config is harmless.

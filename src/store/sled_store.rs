@@ -385,6 +385,18 @@ impl ShardStore for SledStore {
         Ok(forgotten)
     }
 
+    fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"H") {
+            let (key, value) = item?;
+            out.push((
+                String::from_utf8_lossy(&key[1..]).into_owned(),
+                Self::decode_at(&key, &value)?,
+            ));
+        }
+        Ok(out)
+    }
+
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError> {
         let key = head_key(sku);
         match self.db.get(&key)? {

@@ -1,0 +1,162 @@
+//! Reconciliation: read what a channel shows, compare with each SKU's target, repair drift.
+//!
+//! It is asymmetric (DESIGN §2). A channel showing *more* than its target can oversell: it
+//! is lowered at once. A channel showing *less* may reflect an order lockstep has not
+//! ingested yet: it is raised only when the shortfall is still there after the grace
+//! period. Each repair is recorded in the audit (outcome `drift`) and counted in
+//! `lockstep_reconcile_drift_total`; the repair itself is a push through the outbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::ChannelLink;
+use crate::clock::now_micros;
+use crate::engine::core::ChannelRule;
+use crate::engine::event::{Event, EventKind};
+use crate::engine::Engine;
+
+/// The reconciler of one channel.
+pub struct Reconciler {
+    pub link: Arc<ChannelLink>,
+    rule: ChannelRule,
+    grace: Duration,
+    interval: Duration,
+    /// SKUs seen short, with when they were first seen short.
+    shortfalls: Mutex<HashMap<String, Instant>>,
+}
+
+/// What one pass found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub checked: usize,
+    pub lowered: usize,
+    pub raised: usize,
+    /// Short SKUs still inside their grace period.
+    pub waiting: usize,
+}
+
+impl Report {
+    pub fn json(&self) -> Value {
+        json!({"checked": self.checked, "lowered": self.lowered, "raised": self.raised, "waiting": self.waiting})
+    }
+}
+
+impl Reconciler {
+    pub fn new(
+        link: Arc<ChannelLink>,
+        rule: ChannelRule,
+        interval: Duration,
+        grace: Duration,
+    ) -> Reconciler {
+        Reconciler {
+            link,
+            rule,
+            grace,
+            interval,
+            shortfalls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs a pass every interval, for as long as the engine runs.
+    pub async fn run(self: Arc<Self>, engine: Arc<Engine>, client: reqwest::Client) {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if engine.is_stopped() {
+                return;
+            }
+            if let Err(reason) = self.pass(&engine, &client).await {
+                tracing::warn!(channel = %self.rule.name, %reason, "reconciliation failed");
+            }
+        }
+    }
+
+    /// One pass over every SKU.
+    pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
+        // One pass at a time: the shortfall memory belongs to the pass.
+        let mut shortfalls = self.shortfalls.lock().await;
+        let heads = engine.heads().map_err(|e| e.to_string())?;
+        let mut report = Report::default();
+        let pause =
+            Duration::from_secs_f64(1.0 / self.link.rate_limit.requests_per_second.max(0.01));
+        for chunk in heads.chunks(self.link.adapter.batch_max()) {
+            let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
+            let request = self.link.adapter.read_request(&skus);
+            let (status, _, body) = super::send(client, request).await?;
+            let levels: HashMap<String, Option<i64>> = self
+                .link
+                .adapter
+                .read_reply(status, &body)?
+                .into_iter()
+                .collect();
+            let mut drifts = Vec::new();
+            for (sku, head) in chunk {
+                report.checked += 1;
+                let target = self.rule.target(head.on_hand - head.committed);
+                let shown = levels.get(sku).copied().flatten();
+                let now = Instant::now();
+                let repair = match shown {
+                    Some(level) if level == target => {
+                        shortfalls.remove(sku);
+                        false
+                    }
+                    Some(level) if level < target => {
+                        let since = *shortfalls.entry(sku.clone()).or_insert(now);
+                        let persisted = now.duration_since(since) >= self.grace;
+                        if persisted {
+                            shortfalls.remove(sku);
+                            report.raised += 1;
+                        } else {
+                            report.waiting += 1;
+                        }
+                        persisted
+                    }
+                    // More than the target, or not listed at all: repair now.
+                    _ => {
+                        shortfalls.remove(sku);
+                        report.lowered += 1;
+                        true
+                    }
+                };
+                if repair {
+                    drifts.push((sku.clone(), shown.unwrap_or(-1)));
+                    self.link.outbox.offer(sku, target, head.changed_at);
+                }
+            }
+            self.record(engine, &drifts).await;
+            tokio::time::sleep(pause).await;
+        }
+        Ok(report)
+    }
+
+    /// Writes each repaired drift into the audit (the channel's level as `qty`).
+    async fn record(&self, engine: &Engine, drifts: &[(String, i64)]) {
+        if drifts.is_empty() {
+            return;
+        }
+        let now = now_micros();
+        metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
+            .increment(drifts.len() as u64);
+        let events: Vec<Event> = drifts
+            .iter()
+            .enumerate()
+            .map(|(i, (sku, level))| Event {
+                sku: sku.clone(),
+                kind: EventKind::Reconciled,
+                qty: *level,
+                source: self.rule.name.clone(),
+                source_ts: now,
+                received_at: now,
+                key: format!("reconcile/{}/{now}/{i}", self.rule.name),
+                line: None,
+            })
+            .collect();
+        if let Err(e) = engine.submit(events).await {
+            tracing::warn!(channel = %self.rule.name, error = %e, "could not record drift in the audit");
+        }
+    }
+}
