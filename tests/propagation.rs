@@ -40,7 +40,7 @@ fn a_change_reaches_every_other_channel_and_not_the_one_it_came_from() {
     // A sale on channel a: a already shows it (its own listing went from 10 to 7).
     a.set_level("MUG", 7);
     let order = json!({"events": [{"sku": "MUG", "kind": "order_placed", "qty": 3, "order_id": "A-1", "line_id": "1"}]});
-    let (status, body) = deliver(&server, "a", SECRET_A, "evt-1", &order);
+    let (status, body) = deliver(&server, &a, "a", "evt-1", &order);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["available"], 7);
     assert!(done(&b, 5).is_some(), "channel b follows the sale");
@@ -110,6 +110,7 @@ fn a_channel_down_for_ten_seconds_converges_within_five_after_it_returns() {
         b.levels()
     );
     println!("converged {:?} after the channel returned", took.unwrap());
+    println!("propagation: {}", server.get("/v1/propagation").1);
     // Orders only lower stock, so any rise on the channel would be an old value landing late.
     for sku in &skus {
         let values: Vec<i64> = b.arrivals(sku).iter().map(|x| x.available).collect();
@@ -134,6 +135,7 @@ fn inbound_deliveries_three_times_some_concurrent_are_applied_once() {
         None,
     );
     let server = std::sync::Arc::new(server);
+    let a = std::sync::Arc::new(a);
     let mut threads = Vec::new();
     for i in 0..30 {
         let body = if i % 2 == 0 {
@@ -145,8 +147,8 @@ fn inbound_deliveries_three_times_some_concurrent_are_applied_once() {
         // The first two deliveries race each other; the third comes after both.
         let racers: Vec<_> = (0..2)
             .map(|_| {
-                let (server, body, id) = (server.clone(), body.clone(), id.clone());
-                std::thread::spawn(move || deliver(&server, "a", SECRET_A, &id, &body).0)
+                let (server, a, body, id) = (server.clone(), a.clone(), body.clone(), id.clone());
+                std::thread::spawn(move || deliver(&server, &a, "a", &id, &body).0)
             })
             .collect();
         threads.push((racers, body, id));
@@ -155,7 +157,7 @@ fn inbound_deliveries_three_times_some_concurrent_are_applied_once() {
         for racer in racers {
             assert_eq!(racer.join().unwrap(), 200);
         }
-        let (status, answer) = deliver(&server, "a", SECRET_A, &id, &body);
+        let (status, answer) = deliver(&server, &a, "a", &id, &body);
         assert_eq!(
             (status, answer["results"][0]["outcome"].as_str()),
             (200, Some("duplicate")),
@@ -382,60 +384,51 @@ fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adju
             .is_some()
     };
     assert!(shows(&a, "MUG", 10) && shows(&b, "MUG", 10) && shows(&b, "CUP", 10));
-    let level = |channel: &str, secret: &str, id: &str, sku: &str, qty: i64, at: String| {
+    let level = |sim: &WebhookSim, channel: &str, id: &str, sku: &str, qty: i64, at: String| {
         let body = json!({"events": [{"sku": sku, "kind": "level", "qty": qty, "source_ts": at}]});
-        let (status, answer) = deliver(&server, channel, secret, id, &body);
+        let (status, answer) = deliver(&server, sim, channel, id, &body);
         assert_eq!(status, 200, "{answer}");
         answer["results"][0]["outcome"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let order = |channel: &str, secret: &str, id: &str, sku: &str, qty: i64, at: String| {
+    let order = |sim: &WebhookSim, channel: &str, id: &str, sku: &str, qty: i64, at: String| {
         let body = json!({"events": [{"sku": sku, "kind": "order_placed", "qty": qty, "order_id": id, "source_ts": at}]});
-        assert_eq!(deliver(&server, channel, secret, id, &body).0, 200);
+        assert_eq!(deliver(&server, sim, channel, id, &body).0, 200);
     };
 
     // Our own push of 10 coming back from channel a: an echo.
-    assert_eq!(
-        level("a", SECRET_A, "l1", "MUG", 10, rfc3339_ago(0)),
-        "echo"
-    );
+    assert_eq!(level(&a, "a", "l1", "MUG", 10, rfc3339_ago(0)), "echo");
     assert_eq!(server.stock("MUG"), Some((10, 0, 10)));
 
     // a's own sale of 3, its inventory webhook first (ignore mode: recorded, nothing
     // changes), then the order webhook.
     a.set_level("MUG", 7);
-    assert_eq!(
-        level("a", SECRET_A, "l2", "MUG", 7, rfc3339_ago(5)),
-        "drift"
-    );
+    assert_eq!(level(&a, "a", "l2", "MUG", 7, rfc3339_ago(5)), "drift");
     assert_eq!(
         server.stock("MUG"),
         Some((10, 0, 10)),
         "the level changed nothing"
     );
-    order("a", SECRET_A, "o1", "MUG", 3, rfc3339_ago(6));
+    order(&a, "a", "o1", "MUG", 3, rfc3339_ago(6));
     assert!(shows(&b, "MUG", 7));
 
     // b's own sale of 2 (delta mode), its inventory webhook after the order webhook: echo.
     b.set_level("MUG", 5);
-    order("b", SECRET_B, "o2", "MUG", 2, rfc3339_ago(4));
-    assert_eq!(level("b", SECRET_B, "l3", "MUG", 5, rfc3339_ago(3)), "echo");
+    order(&b, "b", "o2", "MUG", 2, rfc3339_ago(4));
+    assert_eq!(level(&b, "b", "l3", "MUG", 5, rfc3339_ago(3)), "echo");
     assert!(shows(&a, "MUG", 5));
 
     // b's own sale of 1 reported before its order webhook (delta mode): held for the
     // settle window, explained by the order, so no adjustment.
     b.set_level("MUG", 4);
-    assert_eq!(level("b", SECRET_B, "l4", "MUG", 4, rfc3339_ago(1)), "held");
-    order("b", SECRET_B, "o3", "MUG", 1, rfc3339_ago(2));
+    assert_eq!(level(&b, "b", "l4", "MUG", 4, rfc3339_ago(1)), "held");
+    order(&b, "b", "o3", "MUG", 1, rfc3339_ago(2));
 
     // A real edit on b: someone added 4 units of CUP there.
     b.set_level("CUP", 14);
-    assert_eq!(
-        level("b", SECRET_B, "l5", "CUP", 14, rfc3339_ago(0)),
-        "held"
-    );
+    assert_eq!(level(&b, "b", "l5", "CUP", 14, rfc3339_ago(0)), "held");
     assert_eq!(
         server.stock("CUP"),
         Some((10, 0, 10)),

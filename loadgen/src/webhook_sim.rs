@@ -7,6 +7,7 @@
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
 //!   429 + `Retry-After`, or enforce a rate limit with 429s.
+//! - It sends inbound events to lockstep, signed as the channel signs them.
 //!
 //! It runs on its own thread and runtime, so blocking tests can drive it.
 
@@ -74,7 +75,9 @@ struct State {
 pub struct WebhookSim {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    _runtime: tokio::runtime::Runtime,
+    secret: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl WebhookSim {
@@ -117,8 +120,34 @@ impl WebhookSim {
         WebhookSim {
             addr,
             state,
-            _runtime: runtime,
+            secret: secret.to_string(),
+            client: reqwest::Client::new(),
+            runtime,
         }
+    }
+
+    /// Sends inbound events to lockstep as this channel does: `body` POSTed to `url`
+    /// (lockstep's `/webhooks/{name}`), signed, with delivery id `id`. Returns the status
+    /// and the body of the answer.
+    pub fn send_events(&self, url: &str, id: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).expect("json serializes");
+        let mut request = self.client.post(url);
+        for (name, value) in signing::signed_headers(&self.secret, id, &bytes) {
+            request = request.header(name, value);
+        }
+        self.runtime.block_on(async move {
+            match request.body(bytes).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    (
+                        status,
+                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    )
+                }
+                Err(e) => (0, Value::String(e.to_string())),
+            }
+        })
     }
 
     /// The URL to configure as the channel's `base_url`.

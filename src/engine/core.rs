@@ -733,3 +733,23 @@ fn fold_before(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_is_shown_available_less_its_buffer_within_zero_and_its_cap() {
+        let rule = |buffer, max| ChannelRule {
+            name: "c".into(),
+            buffer,
+            max,
+            inventory_updates: InventoryUpdates::Ignore,
+        };
+        assert_eq!(rule(0, None).target(7), 7);
+        assert_eq!(rule(2, None).target(7), 5);
+        assert_eq!(rule(2, None).target(1), 0, "never below zero");
+        assert_eq!(rule(0, None).target(-3), 0, "an oversold SKU shows zero");
+        assert_eq!(rule(1, Some(4)).target(100), 4, "capped");
+    }
+}

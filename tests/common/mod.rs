@@ -211,18 +211,13 @@ pub fn webhook_channel(name: &str, url: &str, secret: &str, extra: &str) -> Stri
     format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{extra}\n")
 }
 
-/// Delivers a signed Standard Webhooks request to `/webhooks/{channel}`.
+/// The simulated channel `sim` delivers `body` to `/webhooks/{channel}`, signed.
 pub fn deliver(
     server: &Server,
+    sim: &loadgen::webhook_sim::WebhookSim,
     channel: &str,
-    secret: &str,
     id: &str,
     body: &Value,
 ) -> (u16, Value) {
-    let bytes = serde_json::to_vec(body).unwrap();
-    let mut request = Server::client().post(server.url(&format!("/webhooks/{channel}")));
-    for (name, value) in loadgen::signing::signed_headers(secret, id, &bytes) {
-        request = request.header(name, value);
-    }
-    status_json(request.body(bytes).send().unwrap())
+    sim.send_events(&server.url(&format!("/webhooks/{channel}")), id, body)
 }
