@@ -60,6 +60,33 @@ impl Webhook {
     }
 }
 
+impl Webhook {
+    /// Finishes a request with a fresh message id and its Standard Webhooks signature.
+    fn signed(
+        &self,
+        builder: http::request::Builder,
+        body: Vec<u8>,
+        now: Micros,
+    ) -> OutboundRequest {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("msg_{}_{:x}_{n}", self.name, self.boot);
+        let timestamp = now / MICROS_PER_SECOND;
+        let signature = self
+            .keys
+            .first()
+            .map(|k| k.sign(&id, timestamp, &body))
+            .unwrap_or_default();
+        builder
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .expect("a validated base_url makes a valid request")
+    }
+}
+
 impl ChannelAdapter for Webhook {
     fn name(&self) -> &str {
         &self.name
@@ -98,23 +125,11 @@ impl ChannelAdapter for Webhook {
             })).collect::<Vec<_>>()},
         });
         let body = serde_json::to_vec(&body).expect("json serializes");
-        let n = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("msg_{}_{:x}_{n}", self.name, self.boot);
-        let timestamp = now / MICROS_PER_SECOND;
-        let signature = self
-            .keys
-            .first()
-            .map(|k| k.sign(&id, timestamp, &body))
-            .unwrap_or_default();
-        http::Request::post(&self.base_url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .expect("a validated base_url makes a valid request")
+        self.signed(
+            http::Request::post(&self.base_url).header("content-type", "application/json"),
+            body,
+            now,
+        )
     }
 
     fn read_request(&self, skus: &[String]) -> OutboundRequest {
@@ -132,22 +147,12 @@ impl ChannelAdapter for Webhook {
         } else {
             '?'
         };
-        let now = crate::clock::now_micros() / MICROS_PER_SECOND;
-        let n = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("msg_{}_{:x}_{n}", self.name, self.boot);
-        let signature = self
-            .keys
-            .first()
-            .map(|k| k.sign(&id, now, b""))
-            .unwrap_or_default();
-        http::Request::get(format!("{}{separator}{}", self.base_url, query.join("&")))
-            .header("webhook-id", id)
-            .header("webhook-timestamp", now.to_string())
-            .header("webhook-signature", signature)
-            .body(Vec::new())
-            .expect("a validated base_url makes a valid request")
+        let url = format!("{}{separator}{}", self.base_url, query.join("&"));
+        self.signed(
+            http::Request::get(url),
+            Vec::new(),
+            crate::clock::now_micros(),
+        )
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
