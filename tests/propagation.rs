@@ -371,8 +371,9 @@ fn rfc3339_ago(seconds: i64) -> String {
 fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adjustment() {
     let (a, b) = (WebhookSim::start(SECRET_A), WebhookSim::start(SECRET_B));
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
     let server = Server::start_with(
-        &dir.path().join("data"),
+        &data,
         &two_channels(&a, &b, "inventory_updates = \"delta\""),
         None,
     );
@@ -470,6 +471,11 @@ fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adju
         vec![10, 5, 4],
         "a is told of b's sales only, never of its own"
     );
+    // The log alone (no channel config) rebuilds the same stock: the settlement carries
+    // its adjustment.
+    server.stop();
+    let (ok, out) = common::replay(&data);
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -72,10 +72,12 @@ pub fn settlements_due(
         .filter_map(|(i, view)| {
             let pending = view.pending.as_ref().filter(|p| p.settles_at <= now)?;
             let rule = rules.get(i)?;
+            // The part of the level no order explained. Carried in the event itself, so
+            // the log alone (replay) applies the same adjustment.
             Some(Event {
                 sku: sku_name.to_string(),
                 kind: EventKind::LevelSettled,
-                qty: pending.level,
+                qty: pending.level - pending.expected_at,
                 source: rule.name.clone(),
                 source_ts: pending.at,
                 received_at: now,
@@ -549,28 +551,17 @@ fn apply_event(
             }
         }
         EventKind::LevelSettled => {
-            let Some(i) = own_channel else {
-                return (Outcome::Stale, false);
-            };
-            let Some(pending) = sku.channel_mut(i).pending.take() else {
-                return (Outcome::Stale, false);
-            };
-            let unexplained = pending.level - pending.expected_at;
-            if unexplained == 0 {
+            if let Some(i) = own_channel {
+                let view = sku.channel_mut(i);
+                view.pending = None;
+                if let Some(expected) = view.expected.as_mut() {
+                    *expected += event.qty;
+                }
+            }
+            if event.qty == 0 {
                 return (Outcome::Echo, false);
             }
-            if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
-                *expected += unexplained;
-            }
-            add_movement(
-                sku,
-                &event.sku,
-                pending.at,
-                seq,
-                unexplained,
-                horizon_cut,
-                writes,
-            );
+            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
             (Outcome::Applied, false)
         }
         EventKind::Adjusted => {

@@ -124,7 +124,8 @@ impl Reconciler {
                 };
                 if repair {
                     drifts.push((sku.clone(), shown.unwrap_or(-1)));
-                    self.link.outbox.offer(sku, target, head.changed_at);
+                    // Timed from the detection: the change behind it may be long past.
+                    self.link.outbox.offer(sku, target, now_micros());
                 }
             }
             self.record(engine, &drifts).await;
