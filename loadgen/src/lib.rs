@@ -3,6 +3,8 @@
 //!
 //! - `webhook_sim`: a Standard Webhooks channel (the `webhook` kind's other end).
 //! - `signing`: Standard Webhooks signatures, written here independently of the engine's.
+//! - `run`: the open-loop `latency` scenario.
 
+pub mod run;
 pub mod signing;
 pub mod webhook_sim;

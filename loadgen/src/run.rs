@@ -1,0 +1,296 @@
+//! The `latency` scenario: an open-loop order generator against a lockstep started on a
+//! temp data directory, with every channel a simulator in this process.
+//!
+//! Orders arrive on a fixed schedule (never waiting for replies, so overload shows as
+//! latency), each from one channel as a signed webhook. For each order the scenario
+//! records when it was sent, when lockstep answered, and the available quantity it
+//! answered; afterwards it finds, in each other channel's arrival log, the first value at
+//! or below that quantity for the SKU: the order's propagation time is the latest of those.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::webhook_sim::WebhookSim;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The `lockstep` binary to start.
+    pub spawn: String,
+    pub orders_per_minute: u64,
+    pub duration: Duration,
+    pub skus: usize,
+    pub channels: usize,
+    /// Fail when p99 propagation exceeds this.
+    pub slo_p99: Option<Duration>,
+}
+
+/// One order as it went.
+struct Sent {
+    sku: usize,
+    channel: usize,
+    at: Instant,
+    answered: Option<(Instant, i64)>,
+}
+
+/// Latencies in microseconds, 3 significant digits, saturating at an hour.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+struct Engine {
+    child: Child,
+    base: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SECRET: &str = "whsec_bG9hZGdlbi1zaW11bGF0ZWQtY2hhbm5lbC1rZXk=";
+
+fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
+    let dir = std::env::temp_dir().join(format!(
+        "loadgen-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let mut config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        dir.join("data").display().to_string()
+    );
+    for (i, sim) in sims.iter().enumerate() {
+        // No rate limit to speak of: the `latency` scenario measures lockstep, not pacing.
+        config += &format!(
+            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
+            sim.url()
+        );
+    }
+    let config_path = dir.join("lockstep.toml");
+    std::fs::write(&config_path, config)?;
+    let mut child = Command::new(&plan.spawn)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", plan.spawn))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let Some(base) = line.trim().strip_prefix("lockstep listening on ") else {
+        bail!("lockstep did not start (it printed {line:?})");
+    };
+    Ok(Engine {
+        base: base.to_string(),
+        child,
+        dir,
+    })
+}
+
+/// Runs the scenario; returns the report and whether it passed.
+pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
+    if plan.channels < 2 {
+        bail!("--channels must be at least 2: an order on one channel propagates to the others");
+    }
+    let sims: Vec<WebhookSim> = (0..plan.channels)
+        .map(|_| WebhookSim::start(SECRET))
+        .collect();
+    let engine = spawn(plan, &sims)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let sku = |i: usize| format!("LG-{i:06}");
+    let webhook = |channel: usize| format!("{}/webhooks/ch{channel}", engine.base);
+
+    // Stock every SKU, then wait until every channel shows it: the baseline.
+    let stock: i64 = 1_000_000;
+    for (n, chunk) in (0..plan.skus).collect::<Vec<_>>().chunks(1000).enumerate() {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"idempotency_key": format!("seed-{i}"), "sku": sku(*i), "kind": "counted", "qty": stock, "source": "seed"}))
+            .collect();
+        let (status, body) = sims[0].send_events(
+            &format!("{}/v1/events", engine.base),
+            &format!("seed-{n}"),
+            &json!({ "events": events }),
+        );
+        if status != 200 {
+            bail!("seeding failed: {status} {body}");
+        }
+    }
+    for sim in &sims {
+        if sim
+            .wait_for(Duration::from_secs(60), |levels| levels.len() >= plan.skus)
+            .is_none()
+        {
+            bail!("channels did not receive the seeded stock within 60 s");
+        }
+    }
+
+    // The open loop.
+    let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);
+    let total = (plan.duration.as_secs_f64() / interval.as_secs_f64()) as usize;
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let sims = Arc::new(sims);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = Vec::with_capacity(total);
+        for n in 0..total {
+            let due = started + interval.mul_f64(n as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let (sku_index, channel) = (rand::random_range(0..plan.skus), n % plan.channels);
+            let body = json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1, "order_id": format!("LG-{n}")}]});
+            let bytes = serde_json::to_vec(&body).expect("json serializes");
+            let mut request = client.post(webhook(channel));
+            for (name, value) in crate::signing::signed_headers(SECRET, &format!("order-{n}"), &bytes) {
+                request = request.header(name, value);
+            }
+            let index = {
+                let mut sent = sent.lock().expect("not poisoned");
+                sent.push(Sent { sku: sku_index, channel, at: Instant::now(), answered: None });
+                sent.len() - 1
+            };
+            let sent = sent.clone();
+            tasks.push(tokio::spawn(async move {
+                let answer = async {
+                    let response = request.body(bytes).send().await.ok()?;
+                    if !response.status().is_success() {
+                        return None;
+                    }
+                    let body: Value = response.json().await.ok()?;
+                    body["results"][0]["available"].as_i64()
+                }
+                .await;
+                let now = Instant::now();
+                sent.lock().expect("not poisoned")[index].answered = answer.map(|a| (now, a));
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    let offered_s = started.elapsed().as_secs_f64();
+    // Let the last changes arrive.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let sent = std::mem::take(&mut *sent.lock().expect("not poisoned"));
+    let mut ingest = histogram();
+    let mut propagation = histogram();
+    let mut per_channel: Vec<Histogram<u64>> = (0..plan.channels).map(|_| histogram()).collect();
+    let (mut lost, mut unconverged) = (0usize, 0usize);
+    let arrivals: Vec<std::collections::HashMap<String, Vec<crate::webhook_sim::Arrival>>> = sims
+        .iter()
+        .map(|sim| {
+            (0..plan.skus)
+                .map(|i| (sku(i), sim.arrivals(&sku(i))))
+                .collect()
+        })
+        .collect();
+    for order in &sent {
+        let Some((answered, available)) = order.answered else {
+            lost += 1;
+            continue;
+        };
+        ingest.saturating_record(answered.duration_since(order.at).as_micros().max(1) as u64);
+        let mut slowest = Duration::ZERO;
+        let mut converged = true;
+        for (c, log) in arrivals.iter().enumerate() {
+            if c == order.channel {
+                continue;
+            }
+            let first = log[&sku(order.sku)]
+                .iter()
+                .find(|a| a.at >= order.at && a.available <= available);
+            match first {
+                Some(a) => {
+                    let took = a.at.duration_since(order.at);
+                    per_channel[c].saturating_record(took.as_micros().max(1) as u64);
+                    slowest = slowest.max(took);
+                }
+                None => converged = false,
+            }
+        }
+        if converged {
+            propagation.saturating_record(slowest.as_micros().max(1) as u64);
+        } else {
+            unconverged += 1;
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let summary = |h: &Histogram<u64>| json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999), "max_ms": h.max() as f64 / 1000.0});
+    let p99 = Duration::from_micros(propagation.value_at_quantile(0.99));
+    let passed = lost == 0 && unconverged == 0 && plan.slo_p99.is_none_or(|slo| p99 <= slo);
+    let report = json!({
+        "scenario": "latency",
+        "orders": sent.len(),
+        "orders_per_minute_offered": plan.orders_per_minute,
+        "orders_per_second_achieved": sent.len() as f64 / offered_s,
+        "skus": plan.skus,
+        "channels": plan.channels,
+        "lost": lost,
+        "unconverged": unconverged,
+        "ingest": summary(&ingest),
+        "propagation": summary(&propagation),
+        "propagation_per_channel": per_channel.iter().enumerate().map(|(i, h)| (format!("ch{i}"), summary(h))).collect::<serde_json::Map<_, _>>(),
+        "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
+        "passed": passed,
+    });
+    drop(engine);
+    Ok((report, passed))
+}
+
+/// The human table of a report.
+pub fn table(report: &Value) -> String {
+    let row = |name: &str, v: &Value| {
+        format!(
+            "{name:<14} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+            v["count"],
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p90_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["p999_ms"].as_f64().unwrap_or(0.0),
+            v["max_ms"].as_f64().unwrap_or(0.0)
+        )
+    };
+    let mut out = format!(
+        "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    out += &row("ingest", &report["ingest"]);
+    out += &row("propagation", &report["propagation"]);
+    if let Some(channels) = report["propagation_per_channel"].as_object() {
+        for (name, v) in channels {
+            out += &row(&format!("  to {name}"), v);
+        }
+    }
+    out += &format!(
+        "orders {} at {:.1}/s, lost {}, unconverged {}: {}\n",
+        report["orders"],
+        report["orders_per_second_achieved"].as_f64().unwrap_or(0.0),
+        report["lost"],
+        report["unconverged"],
+        if report["passed"] == true {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    out
+}
