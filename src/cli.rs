@@ -40,6 +40,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let links = crate::propagate::links(&config.channels, &adapters);
         let outboxes = links.iter().map(|l| l.as_ref().map(|l| l.outbox.clone())).collect();
         let engine = Arc::new(Engine::start(&config.engine_config(), outboxes)?);
+        let names: Vec<String> = links.iter().flatten().map(|l| l.adapter.name().to_string()).collect();
+        crate::metrics::register(&names, engine.shards());
         let client = crate::propagate::http_client();
         for link in links.iter().flatten() {
             tokio::spawn(crate::propagate::run_pusher(link.clone(), engine.clone(), client.clone()));

@@ -35,3 +35,64 @@ pub fn install() -> PrometheusHandle {
         Err(_) => builder().build_recorder().handle(),
     }
 }
+
+/// Registers every metric with its description, and the series of each channel and shard
+/// at zero, so that dashboards show zeros instead of "no data" before the first event.
+pub fn register(channels: &[String], shards: usize) {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        "lockstep_propagation_seconds",
+        Unit::Seconds,
+        "Event received to channel acknowledged."
+    );
+    describe_histogram!(
+        "lockstep_ingest_seconds",
+        Unit::Seconds,
+        "Request received to durable answer."
+    );
+    describe_counter!(
+        "lockstep_events_total",
+        "Events taken, by channel, kind and outcome."
+    );
+    describe_counter!(
+        "lockstep_push_requests_total",
+        "Push requests by channel and outcome."
+    );
+    describe_gauge!(
+        "lockstep_outbox_skus",
+        "SKUs waiting to be pushed, per channel."
+    );
+    describe_gauge!(
+        "lockstep_shard_mailbox_depth",
+        "Requests waiting in a shard's mailbox."
+    );
+    describe_counter!(
+        "lockstep_oversells_total",
+        "Order lines that found less available than they asked for."
+    );
+    describe_counter!(
+        "lockstep_reconcile_drift_total",
+        "Drifts repaired by reconciliation, per channel."
+    );
+    describe_histogram!(
+        "lockstep_log_flush_seconds",
+        Unit::Seconds,
+        "sled flush plus fdatasync, per batch."
+    );
+    metrics::counter!("lockstep_oversells_total").absolute(0);
+    // Histograms appear with their first sample; the upkeep renders empty ones as absent.
+    let _ = metrics::histogram!("lockstep_ingest_seconds");
+    let _ = metrics::histogram!("lockstep_log_flush_seconds");
+    for shard in 0..shards {
+        metrics::gauge!("lockstep_shard_mailbox_depth", "shard" => shard.to_string()).set(0.0);
+    }
+    for channel in channels {
+        let _ = metrics::histogram!("lockstep_propagation_seconds", "channel" => channel.clone());
+        metrics::gauge!("lockstep_outbox_skus", "channel" => channel.clone()).set(0.0);
+        metrics::counter!("lockstep_reconcile_drift_total", "channel" => channel.clone())
+            .absolute(0);
+        for outcome in ["ok", "partial", "throttled", "error"] {
+            metrics::counter!("lockstep_push_requests_total", "channel" => channel.clone(), "outcome" => outcome).absolute(0);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Every metric the Grafana dashboard queries is served by a running engine, in the
+//! Prometheus exposition format, with histograms (never summaries) and no SKU label.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::{event, webhook_channel, Server};
+use loadgen::webhook_sim::WebhookSim;
+use serde_json::json;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Metric names (without `_bucket`, `_sum`, `_count`) in the dashboard's queries.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dashboards/lockstep.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut names = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("lockstep_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                names.insert(base.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metric_on_the_dashboard_is_served() {
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() >= 9, "{wanted:?}");
+    let sim = WebhookSim::start(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &webhook_channel("shop", &sim.url(), SECRET, ""),
+        None,
+    );
+    // One change that reaches the channel, so every histogram has a sample.
+    assert_eq!(
+        server
+            .post_events(&json!({"events": [event("k", "SKU", "counted", 3)]}))
+            .0,
+        200
+    );
+    assert!(sim
+        .wait_for(std::time::Duration::from_secs(5), |l| l.get("SKU")
+            == Some(&3))
+        .is_some());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let text = Server::client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // The exposition format: "# TYPE name kind" lines, then samples "name{labels} value".
+    let mut types: HashMap<String, String> = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            types.insert(
+                parts.next().unwrap().to_string(),
+                parts.next().unwrap().to_string(),
+            );
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "not a sample line: {line}");
+            assert!(
+                !line.contains("sku="),
+                "a metric is labelled by SKU: {line}"
+            );
+        }
+    }
+    for name in &wanted {
+        let kind = types
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is on the dashboard but not served:\n{text}"));
+        if name.ends_with("_seconds") {
+            assert_eq!(kind, "histogram", "{name}");
+            assert!(
+                text.contains(&format!("{name}_bucket{{")),
+                "{name} has no buckets"
+            );
+        }
+    }
+    assert!(types.values().all(|k| k != "summary"), "no summaries");
+    assert!(
+        text.contains("lockstep_push_requests_total{channel=\"shop\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+}
