@@ -1,11 +1,12 @@
 //! `loadgen`: the load generator for lockstep (see README.md). Today it runs the
-//! `latency` scenario against a lockstep it starts itself (`--spawn PATH`).
+//! `latency`, `outage` and `duplicates` scenarios against a lockstep it starts itself
+//! (`--spawn PATH`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::run::{latency, table, Plan};
+use loadgen::run::{duplicates, latency, outage, table, Plan};
 
 #[derive(Parser)]
 #[command(
@@ -13,7 +14,8 @@ use loadgen::run::{latency, table, Plan};
     about = "Open-loop load and channel simulators for lockstep"
 )]
 struct Args {
-    /// The scenario to run (only `latency` exists yet).
+    /// The scenario: `latency`, `outage` (a channel down 10 s) or `duplicates` (every
+    /// order delivered three times).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -55,9 +57,25 @@ fn main() -> ExitCode {
         channels: args.channels,
         slo_p99: args.slo_p99.map(Duration::from_secs_f64),
     };
-    match latency(&plan) {
+    let outcome = match args.scenario.as_str() {
+        "latency" => latency(&plan),
+        "outage" => outage(&plan, Duration::from_secs(10), false),
+        "duplicates" => duplicates(&plan, 500, false),
+        other => {
+            eprintln!("loadgen: no scenario {other:?}; there are latency, outage and duplicates");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
         Ok((report, passed)) => {
-            print!("{}", table(&report));
+            if args.scenario == "latency" {
+                print!("{}", table(&report));
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            }
             if let Some(path) = args.json {
                 if let Err(e) = std::fs::write(
                     &path,

@@ -100,6 +100,146 @@ fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
     })
 }
 
+/// The SKU names the scenarios use.
+fn sku(i: usize) -> String {
+    format!("LG-{i:06}")
+}
+
+/// Stocks every SKU, then waits until every channel shows it: the baseline.
+fn seed(engine: &Engine, sims: &[WebhookSim], skus: usize) -> anyhow::Result<()> {
+    let stock: i64 = 1_000_000;
+    for (n, chunk) in (0..skus).collect::<Vec<_>>().chunks(1000).enumerate() {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"idempotency_key": format!("seed-{i}"), "sku": sku(*i), "kind": "counted", "qty": stock, "source": "seed"}))
+            .collect();
+        let (status, body) = sims[0].send_events(
+            &format!("{}/v1/events", engine.base),
+            &format!("seed-{n}"),
+            &json!({ "events": events }),
+        );
+        if status != 200 {
+            bail!("seeding failed: {status} {body}");
+        }
+    }
+    for sim in sims {
+        if sim
+            .wait_for(Duration::from_secs(60), |levels| levels.len() >= skus)
+            .is_none()
+        {
+            bail!("channels did not receive the seeded stock within 60 s");
+        }
+    }
+    Ok(())
+}
+
+/// The available quantity lockstep holds for a SKU.
+fn available(engine: &Engine, sim: &WebhookSim, sku: &str) -> anyhow::Result<i64> {
+    let body = sim.get_json(&format!("{}/v1/skus/{sku}", engine.base))?;
+    body["available"]
+        .as_i64()
+        .context("no available in the SKU answer")
+}
+
+/// Verification test 4 (DESIGN §7): channel 1 fails with 503 for `down` while orders flow
+/// from channel 0; once it answers again it must hold every SKU's value within 5 s. With
+/// `broken`, the simulator never recovers, so the verdict must fail.
+pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Value, bool)> {
+    let sims: Vec<WebhookSim> = (0..2).map(|_| WebhookSim::start(SECRET)).collect();
+    let engine = spawn(plan, &sims)?;
+    seed(&engine, &sims, plan.skus)?;
+    sims[1].set_fault(crate::webhook_sim::Fault::Status(503));
+    let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);
+    let started = Instant::now();
+    let mut n = 0usize;
+    let mut lost = 0usize;
+    while started.elapsed() < down {
+        let body = json!({"events": [{"sku": sku(n % plan.skus), "kind": "order_placed", "qty": 1, "order_id": format!("OUT-{n}")}]});
+        let (status, _) = sims[0].send_events(
+            &format!("{}/webhooks/ch0", engine.base),
+            &format!("out-{n}"),
+            &body,
+        );
+        lost += usize::from(status != 200);
+        n += 1;
+        std::thread::sleep(interval.saturating_sub(Duration::from_millis(1)));
+    }
+    if !broken {
+        sims[1].set_fault(crate::webhook_sim::Fault::None);
+    }
+    let returned = Instant::now();
+    let touched = n.min(plan.skus);
+    let mut want = std::collections::HashMap::new();
+    for i in 0..touched {
+        want.insert(sku(i), available(&engine, &sims[0], &sku(i))?);
+    }
+    let converged = sims[1].wait_for(Duration::from_secs(5), |levels| {
+        want.iter().all(|(s, w)| levels.get(s) == Some(w))
+    });
+    let passed = lost == 0 && converged.is_some();
+    let report = json!({
+        "scenario": "outage", "orders": n, "lost": lost, "outage_s": down.as_secs_f64(),
+        "converged_after_return_ms": converged.map(|d| d.as_secs_f64() * 1000.0),
+        "waited_ms": returned.elapsed().as_secs_f64() * 1000.0, "bar_s": 5, "passed": passed,
+    });
+    Ok((report, passed))
+}
+
+/// Verification test 6: every order webhook is delivered three times (two of them at the
+/// same moment); each must count once. With `broken`, the simulator behaves like a
+/// channel that gives each redelivery a new id and carries no order id, so nothing can
+/// tell the copies apart and the verdict must fail.
+pub fn duplicates(plan: &Plan, orders: usize, broken: bool) -> anyhow::Result<(Value, bool)> {
+    let sims: Vec<WebhookSim> = (0..2).map(|_| WebhookSim::start(SECRET)).collect();
+    let engine = spawn(plan, &sims)?;
+    seed(&engine, &sims, plan.skus)?;
+    let url = format!("{}/webhooks/ch0", engine.base);
+    let sim = Arc::new(sims.into_iter().next().expect("two simulators"));
+    let mut placed = vec![0i64; plan.skus];
+    for n in 0..orders {
+        let sku_index = n % plan.skus;
+        placed[sku_index] += 1;
+        let body = if broken {
+            json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1}]})
+        } else {
+            json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1, "order_id": format!("DUP-{n}")}]})
+        };
+        let id = |copy: usize| {
+            if broken {
+                format!("dup-{n}-{copy}")
+            } else {
+                format!("dup-{n}")
+            }
+        };
+        let racers: Vec<_> = (0..2)
+            .map(|copy| {
+                let (sim, url, body, id) = (sim.clone(), url.clone(), body.clone(), id(copy));
+                std::thread::spawn(move || sim.send_events(&url, &id, &body).0)
+            })
+            .collect();
+        for racer in racers {
+            if racer
+                .join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))?
+                != 200
+            {
+                bail!("a delivery was refused");
+            }
+        }
+        if sim.send_events(&url, &id(2), &body).0 != 200 {
+            bail!("a delivery was refused");
+        }
+    }
+    let mut wrong = 0usize;
+    for (i, count) in placed.iter().enumerate() {
+        let body = sim.get_json(&format!("{}/v1/skus/{}", engine.base, sku(i)))?;
+        wrong += usize::from(body["committed"].as_i64() != Some(*count));
+    }
+    let passed = wrong == 0;
+    let report = json!({"scenario": "duplicates", "orders": orders, "deliveries": orders * 3, "skus_wrong": wrong, "passed": passed});
+    Ok((report, passed))
+}
+
 /// Runs the scenario; returns the report and whether it passed.
 pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     if plan.channels < 2 {
@@ -116,33 +256,9 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .build()?;
-    let sku = |i: usize| format!("LG-{i:06}");
     let webhook = |channel: usize| format!("{}/webhooks/ch{channel}", engine.base);
 
-    // Stock every SKU, then wait until every channel shows it: the baseline.
-    let stock: i64 = 1_000_000;
-    for (n, chunk) in (0..plan.skus).collect::<Vec<_>>().chunks(1000).enumerate() {
-        let events: Vec<Value> = chunk
-            .iter()
-            .map(|i| json!({"idempotency_key": format!("seed-{i}"), "sku": sku(*i), "kind": "counted", "qty": stock, "source": "seed"}))
-            .collect();
-        let (status, body) = sims[0].send_events(
-            &format!("{}/v1/events", engine.base),
-            &format!("seed-{n}"),
-            &json!({ "events": events }),
-        );
-        if status != 200 {
-            bail!("seeding failed: {status} {body}");
-        }
-    }
-    for sim in &sims {
-        if sim
-            .wait_for(Duration::from_secs(60), |levels| levels.len() >= plan.skus)
-            .is_none()
-        {
-            bail!("channels did not receive the seeded stock within 60 s");
-        }
-    }
+    seed(&engine, &sims, plan.skus)?;
 
     // The open loop.
     let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);

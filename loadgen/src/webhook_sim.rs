@@ -126,6 +126,15 @@ impl WebhookSim {
         }
     }
 
+    /// GETs a JSON document (lockstep's API, to check what it holds).
+    pub fn get_json(&self, url: &str) -> anyhow::Result<Value> {
+        let request = self.client.get(url);
+        self.runtime.block_on(async move {
+            let response = request.send().await?;
+            Ok(response.json::<Value>().await?)
+        })
+    }
+
     /// Sends inbound events to lockstep as this channel does: `body` POSTed to `url`
     /// (lockstep's `/webhooks/{name}`), signed, with delivery id `id`. Returns the status
     /// and the body of the answer.
