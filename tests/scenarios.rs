@@ -39,3 +39,21 @@ fn the_duplicates_verdict_passes_with_stable_ids_and_fails_without_them() {
     );
     assert_eq!(report["skus_wrong"], 20, "{report}");
 }
+
+#[test]
+fn contention_counts_every_order_and_records_exactly_the_oversells() {
+    let plan = Plan {
+        channels: 3,
+        ..plan()
+    };
+    let (report, passed) = loadgen::run::contention(&plan, 30, 45).unwrap();
+    assert!(passed, "{report}");
+    assert_eq!(report["oversells_recorded"], 15, "{report}");
+    assert_eq!(report["available"], -15, "{report}");
+}
+
+#[test]
+fn every_order_is_in_the_audit_when_it_is_acknowledged() {
+    let (report, passed) = loadgen::run::audit(&plan(), 40).unwrap();
+    assert!(passed, "{report}");
+}

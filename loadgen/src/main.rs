@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::run::{duplicates, latency, outage, table, Plan};
+use loadgen::run::{audit, burst, contention, duplicates, latency, outage, table, Plan};
 
 #[derive(Parser)]
 #[command(
@@ -14,7 +14,9 @@ use loadgen::run::{duplicates, latency, outage, table, Plan};
     about = "Open-loop load and channel simulators for lockstep"
 )]
 struct Args {
-    /// The scenario: `latency`, `outage` (a channel down 10 s) or `duplicates` (every
+    /// The scenario: `latency`, `burst` (5,000 orders in 1 s), `contention` (150 orders
+    /// for 100 units of one SKU from every channel at once), `outage` (a channel down
+    /// 10 s), `audit` (each order in the audit when acknowledged) or `duplicates` (every
     /// order delivered three times).
     #[arg(long, default_value = "latency")]
     scenario: String,
@@ -42,13 +44,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.scenario != "latency" {
-        eprintln!(
-            "loadgen: scenario {:?} does not exist yet; only `latency` does",
-            args.scenario
-        );
-        return ExitCode::from(2);
-    }
     let plan = Plan {
         spawn: args.spawn,
         orders_per_minute: args.orders_per_minute.max(1),
@@ -61,14 +56,17 @@ fn main() -> ExitCode {
         "latency" => latency(&plan),
         "outage" => outage(&plan, Duration::from_secs(10), false),
         "duplicates" => duplicates(&plan, 500, false),
+        "burst" => burst(&plan, 5_000),
+        "contention" => contention(&plan, 100, 150),
+        "audit" => audit(&plan, 500),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, outage and duplicates");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit and duplicates");
             return ExitCode::from(2);
         }
     };
     match outcome {
         Ok((report, passed)) => {
-            if args.scenario == "latency" {
+            if args.scenario == "latency" || args.scenario == "burst" {
                 print!("{}", table(&report));
             } else {
                 println!(
