@@ -24,28 +24,26 @@ fn store_of(data: &std::path::Path, sku: &str) -> SledStore {
 /// A log chunk of one adjustment, as a batch of the engine would write it.
 fn chunk(seq: u64, sku: &str, qty: i64) -> LogChunk {
     let now = lockstep::clock::now_micros();
-    LogChunk {
-        records: vec![LogRecord {
-            seq,
-            prev_seq: 0,
-            sku: sku.into(),
-            kind: EventKind::Adjusted,
-            qty,
-            source: "test".into(),
-            source_ts: now,
-            received_at: now,
-            applied_at: now,
-            key: format!("tail-{seq}"),
-            order_id: None,
-            line_id: None,
-            available_before: 0,
-            available_after: 0,
-            on_hand_after: 0,
-            committed_after: 0,
-            outcome: Outcome::Applied,
-            oversell: false,
-        }],
-    }
+    vec![LogRecord {
+        seq,
+        prev_seq: 0,
+        sku: sku.into(),
+        kind: EventKind::Adjusted,
+        qty,
+        source: "test".into(),
+        source_ts: now,
+        received_at: now,
+        applied_at: now,
+        key: format!("tail-{seq}"),
+        order_id: None,
+        line_id: None,
+        available_before: 0,
+        available_after: 0,
+        on_hand_after: 0,
+        committed_after: 0,
+        outcome: Outcome::Applied,
+        oversell: false,
+    }]
 }
 
 #[test]

@@ -314,10 +314,16 @@ async fn handle(
         .collect();
     {
         let mut s = lock();
+        // A hang answers 504 in the end and takes nothing.
+        let logged = if let Fault::Hang(_) = fault {
+            504
+        } else {
+            status
+        };
         s.pushes.push(PushLog {
             at: now,
             items: items.clone(),
-            status,
+            status: logged,
         });
         if status == 200 {
             if let Fault::Hang(_) = fault {

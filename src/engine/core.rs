@@ -564,11 +564,7 @@ fn apply_event(
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
             (Outcome::Applied, false)
         }
-        EventKind::Adjusted => {
-            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
-            (Outcome::Applied, false)
-        }
-        EventKind::Returned => {
+        EventKind::Adjusted | EventKind::Returned => {
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
             (Outcome::Applied, false)
         }

@@ -194,11 +194,8 @@ impl Engine {
             // Nothing is dropped across a restart: the shard knows what every channel last
             // acknowledged, so whatever differs from its target is pushed again.
             for (sku, sku_state) in &state {
-                for push in self::core::pushes_for(sku, sku_state, &config.core.channels) {
-                    if let Some(Some(outbox)) = outboxes.get(push.channel) {
-                        outbox.offer(&push.sku, push.target, push.caused_at);
-                    }
-                }
+                let pushes = self::core::pushes_for(sku, sku_state, &config.core.channels);
+                Outbox::offer_all(&outboxes, &pushes);
             }
             shards.push((state, Arc::new(store) as Arc<dyn ShardStore>));
         }

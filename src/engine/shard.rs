@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::{now_micros, Micros};
 use crate::engine::core::{apply, next_settlement, settlements_due, CoreConfig, Input, ShardState};
-use crate::engine::event::{Event, EventResult};
+use crate::engine::event::{Event, EventKind, EventResult};
 use crate::engine::EngineError;
 use crate::propagate::outbox::Outbox;
 use crate::store::ShardStore;
@@ -164,7 +164,12 @@ impl Shard {
     fn apply_and_commit(&mut self, events: Vec<Event>) -> Result<Vec<EventResult>, (String, bool)> {
         let mut inputs = Vec::with_capacity(events.len());
         for event in events {
-            let prior = match self.store.lookup(&event.sku, &event.key) {
+            // Acknowledgements carry no idempotency key worth a read: skip the lookup.
+            let lookup = match event.kind {
+                EventKind::Pushed => Ok(None),
+                _ => self.store.lookup(&event.sku, &event.key),
+            };
+            let prior = match lookup {
                 Ok(prior) => prior,
                 // Nothing was applied yet: refuse the batch and keep serving.
                 Err(e) => return Err((e.to_string(), false)),
@@ -178,11 +183,7 @@ impl Shard {
             return Err((e.to_string(), true));
         }
         // Only durable state leaves the engine: pushes are offered after the commit.
-        for push in &effects.pushes {
-            if let Some(Some(outbox)) = self.outboxes.get(push.channel) {
-                outbox.offer(&push.sku, push.target, push.caused_at);
-            }
-        }
+        Outbox::offer_all(&self.outboxes, &effects.pushes);
         for (due, sku) in &effects.settlements {
             self.settling.insert((*due, sku.clone()));
         }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::clock::{format_rfc3339, now_micros};
 use crate::config::Config;
 use crate::engine::core::ChannelRule;
-use crate::engine::event::{EventResult, Outcome};
+use crate::engine::event::{Event, EventResult};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::native::{check_sku, parse_count, parse_events};
@@ -183,6 +183,22 @@ impl App {
         let headers = req.headers().clone();
         let body = read_body(req).await?;
         let events = link.adapter.inbound(&headers, &body, now_micros())?;
+        let results = self.submit_counted(channel, events, started).await?;
+        let results: Vec<Value> = results.iter().map(result_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "results": results }),
+        ))
+    }
+
+    /// Submits events, then counts them by channel, kind and outcome and times the
+    /// request: the one path every event-carrying endpoint shares.
+    async fn submit_counted(
+        &self,
+        channel: &str,
+        events: Vec<Event>,
+        started: Instant,
+    ) -> Result<Vec<EventResult>, ApiError> {
         let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
         let results = self.engine.submit(events).await?;
         for (kind, result) in kinds.iter().zip(&results) {
@@ -190,11 +206,7 @@ impl App {
                 .increment(1);
         }
         metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
-        let results: Vec<Value> = results.iter().map(result_json).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "results": results }),
-        ))
+        Ok(results)
     }
 
     /// `POST /v1/reconcile?channel=NAME`: one reconciliation pass now; answers its report.
@@ -257,12 +269,7 @@ impl App {
         let header_key = header_str(&req, "idempotency-key")?.map(str::to_string);
         let body = read_body(req).await?;
         let events = parse_events(&body, header_key.as_deref(), now_micros())?;
-        let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
-        let results = self.engine.submit(events).await?;
-        for (kind, result) in kinds.iter().zip(&results) {
-            count_event(kind, result.outcome);
-        }
-        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
+        let results = self.submit_counted("api", events, started).await?;
         let results: Vec<Value> = results.iter().map(result_json).collect();
         Ok(json_response(
             StatusCode::OK,
@@ -322,15 +329,11 @@ impl App {
             ),
         };
         let event = parse_count(sku, &body, key, received_at)?;
-        let kind = event.kind.as_str();
         let result = self
-            .engine
-            .submit(vec![event])
+            .submit_counted("api", vec![event], started)
             .await?
             .pop()
             .expect("one result per event");
-        count_event(kind, result.outcome);
-        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
         Ok(json_response(StatusCode::OK, &result_json(&result)))
     }
 
@@ -386,11 +389,6 @@ impl App {
         );
         response
     }
-}
-
-fn count_event(kind: &'static str, outcome: Outcome) {
-    metrics::counter!("lockstep_events_total", "channel" => "api", "kind" => kind, "outcome" => outcome.as_str())
-        .increment(1);
 }
 
 fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Result<Option<&'a str>, ApiError> {

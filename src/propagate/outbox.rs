@@ -73,6 +73,19 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Offers each push to its channel's outbox (`outboxes` aligned with the core's
+    /// channels; `None` for a channel without an adapter).
+    pub fn offer_all(
+        outboxes: &[Option<std::sync::Arc<Outbox>>],
+        pushes: &[crate::engine::core::PushWanted],
+    ) {
+        for push in pushes {
+            if let Some(Some(outbox)) = outboxes.get(push.channel) {
+                outbox.offer(&push.sku, push.target, push.caused_at);
+            }
+        }
+    }
+
     /// Takes up to `max` SKUs to push, stock-outs and low stock first.
     pub fn take(&self, max: usize) -> Vec<PushItem> {
         let mut inner = self.lock();

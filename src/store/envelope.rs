@@ -24,7 +24,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"LKSR";
 /// Bump with any change to a type in `records.rs`.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 pub const HEADER_BYTES: usize = 16;
 /// No record comes near this; a larger length field means the header is damaged.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -35,11 +35,9 @@ pub struct LogRecord {
 
 /// The log records of one batch, stored as one value: one write per batch instead of one
 /// per event. Records are in sequence order with consecutive numbers, so the record with
-/// sequence number `s` is `records[s - records[0].seq]`.
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct LogChunk {
-    pub records: Vec<LogRecord>,
-}
+/// sequence number `s` is `chunk[s - chunk[0].seq]`. A plain vector, so the shard's
+/// records serialize where they stand, without a copy.
+pub type LogChunk = Vec<LogRecord>;
 
 /// The latest count of a SKU: the point its on_hand is measured from. Counts compare by
 /// (ts, source, key), which breaks ties between counts with the same timestamp.

@@ -99,10 +99,8 @@ impl SledStore {
         };
         let (key, value) = item?;
         let found = read_archived::<LogChunk, _>(&value, |chunk| {
-            let first = chunk.records.first()?.seq.to_native();
-            let record = chunk
-                .records
-                .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+            let first = chunk.first()?.seq.to_native();
+            let record = chunk.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
             rkyv::deserialize::<LogRecord, rkyv::rancor::Error>(record).ok()
         })
         .map_err(|source| Self::corrupt(&key, source))?;
@@ -254,8 +252,8 @@ impl ShardStore for SledStore {
                 .map(move |item| {
                     let (key, value) = item?;
                     let mut chunk = Self::decode_at::<LogChunk>(&key, &value)?;
-                    chunk.records.retain(|r| r.seq > after);
-                    Ok(chunk.records)
+                    chunk.retain(|r| r.seq > after);
+                    Ok(chunk)
                 })
                 .take_while(move |item| {
                     let go_on = !failed;
@@ -299,11 +297,7 @@ impl ShardStore for SledStore {
             return Ok(());
         };
         let mut batch = sled::Batch::default();
-        // rkyv serializes from a reference; the chunk borrows nothing, so build it once.
-        let chunk = LogChunk {
-            records: effects.records.clone(),
-        };
-        batch.insert(&log_key(last.seq), encode(&chunk));
+        batch.insert(&log_key(last.seq), encode::<LogChunk>(&effects.records));
         for (sku, key, first) in &effects.first_results {
             batch.insert(idem_key(sku, key), encode(first));
         }
@@ -359,18 +353,10 @@ impl ShardStore for SledStore {
         {
             let (key, value) = item?;
             let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
-            if chunk
-                .records
-                .first()
-                .is_none_or(|r| r.applied_at >= applied_before)
-            {
+            if chunk.first().is_none_or(|r| r.applied_at >= applied_before) {
                 break;
             }
-            for record in chunk
-                .records
-                .iter()
-                .filter(|r| r.outcome != Outcome::Duplicate)
-            {
+            for record in chunk.iter().filter(|r| r.outcome != Outcome::Duplicate) {
                 batch.remove(idem_key(&record.sku, &record.key));
                 forgotten += 1;
             }
@@ -442,7 +428,7 @@ impl ShardStore for SledStore {
                 'chunks: for item in self.db.range(log_range(since.saturating_add(1))).rev() {
                     let (key, value) = item?;
                     let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
-                    for record in chunk.records.into_iter().rev() {
+                    for record in chunk.into_iter().rev() {
                         if record.seq <= since || out.len() >= limit {
                             break 'chunks;
                         }
