@@ -33,7 +33,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 upkeep.run_upkeep();
             }
         });
-        let (adapters, missing) = crate::channels::build(&config.channels);
+        let catalog = config.catalog_rows()?;
+        let (adapters, missing) = crate::channels::build(&config.channels, &catalog);
         if !missing.is_empty() {
             tracing::warn!(channels = %missing.join(", "), "no adapter for these channel kinds yet: they are neither pushed nor accept webhooks");
         }
@@ -45,6 +46,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let client = crate::propagate::http_client();
         for link in links.iter().flatten() {
             tokio::spawn(crate::propagate::run_pusher(link.clone(), engine.clone(), client.clone()));
+            if link.adapter.order_poll().is_some() {
+                tokio::spawn(crate::propagate::poll::run(
+                    link.adapter.clone(),
+                    engine.clone(),
+                    client.clone(),
+                    config.server.data_dir.clone(),
+                ));
+            }
         }
         let listener = bind(config.server.listen).await?;
         let addr = listener.local_addr()?;

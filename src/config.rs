@@ -190,6 +190,9 @@ pub struct ChannelConfig {
     /// reconciliation raises it: it may be an order not ingested yet (default 60).
     #[serde(default = "default_reconcile_grace_s")]
     pub reconcile_grace_s: u64,
+    /// Seconds between polls of the channel's order listing, for kinds that poll
+    /// (WooCommerce: the safety net for lost deliveries; default 60).
+    pub poll_interval_s: Option<u64>,
 }
 
 fn default_reconcile_interval_s() -> u64 {
@@ -373,6 +376,9 @@ impl Config {
             }
             if channel.reconcile_interval_s == 0 {
                 return Err(invalid(at("reconcile_interval_s"), "at least 1 second"));
+            }
+            if channel.poll_interval_s == Some(0) {
+                return Err(invalid(at("poll_interval_s"), "at least 1 second"));
             }
             if channel.batch_max == Some(0) {
                 return Err(invalid(at("batch_max"), "at least 1"));

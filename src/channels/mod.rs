@@ -6,8 +6,13 @@
 //! push response into per-item outcomes and a throttle signal, and builds and reads the
 //! level query that reconciliation uses. It does no I/O itself: `propagate` sends.
 
+pub mod body_hmac;
+pub mod catalog;
+pub mod payload;
+pub mod shopify;
 pub mod standard_webhooks;
 pub mod webhook;
+pub mod woocommerce;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +20,19 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::clock::Micros;
-use crate::config::{ChannelConfig, ChannelKind, RateLimit};
+use crate::config::{CatalogRow, ChannelConfig, ChannelKind, RateLimit};
 use crate::engine::event::Event;
 use crate::ingest::error::ApiError;
+pub use catalog::Catalog;
 
 /// One SKU's new quantity for a channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushItem {
     pub sku: String,
     pub quantity: i64,
+    /// What the channel should be showing now (`None`: never acknowledged). Channels with
+    /// compare-and-set send it as the compare value.
+    pub expected: Option<i64>,
     /// When the change that caused it was received (for the `at` field and for timing).
     pub caused_at: Micros,
 }
@@ -31,8 +40,16 @@ pub struct PushItem {
 /// What a push response says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushReply {
-    /// The channel took these items (indices into the batch); the rest failed.
-    Accepted { acked: Vec<usize> },
+    /// The channel took these items (indices into the batch); the rest failed. `wait`:
+    /// the channel says its budget is nearly spent; pause this long before the next call.
+    Accepted {
+        acked: Vec<usize>,
+        wait: Option<Duration>,
+    },
+    /// A compare-and-set failed for these items (indices into the batch): the channel
+    /// shows something other than their `expected`, and nothing in the request was
+    /// applied. The pusher reads those items and pushes once more.
+    Stale { stale: Vec<usize> },
     /// Slow down: retry after this long (429 + Retry-After, or a body-level throttle).
     Throttled { retry_after: Duration },
     /// The request failed as a whole; `retryable` is false for an error that a retry of
@@ -73,20 +90,101 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     /// Reads the answer to `read_request`: what the channel shows per SKU (`None`: the
     /// channel does not list it).
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String>;
+
+    /// Whether the channel lists this SKU (channels that name items by their own ids
+    /// carry only the SKUs their catalog maps). A SKU it does not carry is never pushed.
+    fn carries(&self, _sku: &str) -> bool {
+        true
+    }
+    /// Splits a push batch into the groups one request may carry together (indices into
+    /// `items`): by default one group.
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        vec![(0..items.len()).collect()]
+    }
+    /// Splits SKUs into the groups one read request may carry together.
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        vec![(0..skus.len()).collect()]
+    }
+    /// A channel that never retries a failed delivery (and disables the webhook after a
+    /// few): its deliveries wait for room in a busy engine instead of getting 503.
+    fn never_refuse(&self) -> bool {
+        false
+    }
+    /// The channel's order poll, the safety net for lost deliveries; `None`: no poll.
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        None
+    }
+}
+
+/// One page of a channel's order listing, as engine events.
+#[derive(Debug, Default)]
+pub struct PollPage {
+    pub events: Vec<Event>,
+    /// The newest modification time on the page: the next watermark.
+    pub newest: Option<Micros>,
+    /// Whether another page follows.
+    pub more: bool,
+}
+
+/// A watermarked order poll: orders modified since a time, page by page.
+pub trait OrderPoll: Send + Sync {
+    /// Seconds between polls.
+    fn interval(&self) -> Duration;
+    /// The request for page `page` (from 1) of orders modified after `since`.
+    fn poll_request(&self, since: Micros, page: u32) -> OutboundRequest;
+    /// Reads one page.
+    fn poll_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        page: u32,
+        now: Micros,
+    ) -> Result<PollPage, String>;
 }
 
 /// Builds the adapter of every configured channel whose kind is implemented; the others
-/// are listed in the error so `serve` can say which are not available yet.
-pub fn build(channels: &[ChannelConfig]) -> (Vec<Arc<dyn ChannelAdapter>>, Vec<String>) {
+/// are listed in the error so `serve` can say which are not available yet. `catalog` is
+/// the whole `[catalog]`; each adapter keeps its own channel's rows.
+pub fn build(
+    channels: &[ChannelConfig],
+    catalog: &[CatalogRow],
+) -> (Vec<Arc<dyn ChannelAdapter>>, Vec<String>) {
     let mut adapters: Vec<Arc<dyn ChannelAdapter>> = Vec::new();
     let mut missing = Vec::new();
     for channel in channels {
+        let rows = Catalog::of(&channel.name, catalog);
         match channel.kind {
             ChannelKind::Webhook => adapters.push(Arc::new(webhook::Webhook::new(channel))),
+            ChannelKind::Shopify => adapters.push(Arc::new(shopify::Shopify::new(channel, rows))),
+            ChannelKind::Woocommerce => {
+                adapters.push(Arc::new(woocommerce::WooCommerce::new(channel, rows)))
+            }
             other => missing.push(format!("{} ({other:?})", channel.name)),
         }
     }
     (adapters, missing)
+}
+
+/// The `Unmapped` audit record of something a channel named that the catalog does not
+/// map: `what` says what it was (e.g. `item 123 at location 9`); `key` makes redeliveries
+/// duplicates.
+pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: Micros) -> Event {
+    Event {
+        sku: format!("?{channel}: {what}"),
+        kind: crate::engine::event::EventKind::Unmapped,
+        qty: 0,
+        source: channel.to_string(),
+        source_ts,
+        received_at: now,
+        key,
+        line: None,
+    }
+}
+
+/// A short, safe excerpt of a reply body for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }
 
 /// Reads a `Retry-After` header given in seconds (the form channels use).

@@ -178,6 +178,7 @@ impl ChannelAdapter for Webhook {
         match status {
             200..=299 => PushReply::Accepted {
                 acked: (0..items.len()).collect(),
+                wait: None,
             },
             429 => PushReply::Throttled {
                 retry_after: super::retry_after(headers)

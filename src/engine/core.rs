@@ -111,6 +111,10 @@ pub struct PushWanted {
     pub channel: usize,
     pub sku: String,
     pub target: i64,
+    /// What the channel should be showing now (its last acknowledged value less its own
+    /// sales since); `None` before its first acknowledgement. Compare-and-set channels
+    /// send it as the compare value.
+    pub expected: Option<i64>,
     /// When the change behind it was received.
     pub caused_at: Micros,
 }
@@ -127,6 +131,7 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &[ChannelRule]) -> Vec<
                 channel: i,
                 sku: sku_name.to_string(),
                 target,
+                expected,
                 caused_at: sku.changed_at,
             })
         })
@@ -341,6 +346,12 @@ pub fn apply(
         let prior = input
             .prior
             .or_else(|| seen.get(&(event.sku.as_str(), event.key.as_str())).copied());
+        if event.kind == EventKind::Unmapped {
+            // Names no SKU of ours: a record, and no state (it must not become a SKU that
+            // channels are pushed).
+            record_unmapped(event, seq, prior, now, &mut seen, &mut effects);
+            continue;
+        }
         if !state.contains_key(&event.sku) {
             state.insert(event.sku.clone(), SkuState::default());
         }
@@ -474,6 +485,67 @@ pub fn apply(
     effects
 }
 
+/// Records an `Unmapped` event: outcome `drift` (or `duplicate`), no SKU state touched.
+fn record_unmapped<'a>(
+    event: &'a Event,
+    seq: u64,
+    prior: Option<FirstResult>,
+    now: Micros,
+    seen: &mut AHashMap<(&'a str, &'a str), FirstResult>,
+    effects: &mut Effects,
+) {
+    let outcome = if prior.is_some() {
+        Outcome::Duplicate
+    } else {
+        Outcome::Drift
+    };
+    if prior.is_none() {
+        let first = FirstResult {
+            outcome,
+            oversell: false,
+            on_hand: 0,
+            committed: 0,
+            available: 0,
+            seq,
+        };
+        seen.insert((event.sku.as_str(), event.key.as_str()), first);
+        effects
+            .first_results
+            .push((event.sku.clone(), event.key.clone(), first));
+    }
+    effects.records.push(LogRecord {
+        seq,
+        prev_seq: 0,
+        sku: event.sku.clone(),
+        kind: event.kind,
+        qty: event.qty,
+        source: event.source.clone(),
+        source_ts: event.source_ts,
+        received_at: event.received_at,
+        applied_at: now,
+        key: event.key.clone(),
+        order_id: event.line.as_ref().map(|l| l.order_id.clone()),
+        line_id: event.line.as_ref().map(|l| l.line_id.clone()),
+        available_before: 0,
+        available_after: 0,
+        on_hand_after: 0,
+        committed_after: 0,
+        outcome,
+        oversell: false,
+    });
+    effects.results.push(EventResult {
+        key: event.key.clone(),
+        sku: event.sku.clone(),
+        outcome,
+        first_outcome: prior.map(|p| p.outcome),
+        oversell: false,
+        on_hand: 0,
+        committed: 0,
+        available: 0,
+        seq: prior.map_or(seq, |p| p.seq),
+    });
+}
+
 /// Applies one event that is not a duplicate. Returns its outcome and whether it oversold.
 fn apply_event(
     sku: &mut SkuState,
@@ -496,7 +568,7 @@ fn apply_event(
             }
             (Outcome::Pushed, false)
         }
-        EventKind::Reconciled => (Outcome::Drift, false),
+        EventKind::Reconciled | EventKind::Unmapped => (Outcome::Drift, false),
         EventKind::Level => {
             let Some(i) = own_channel else {
                 return (Outcome::Drift, false);

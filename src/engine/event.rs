@@ -44,6 +44,10 @@ pub enum EventKind {
     /// Reconciliation read q on the channel where it should show something else: recorded
     /// for the audit; the correction is a push.
     Reconciled,
+    /// A channel named an item or order line that no catalog row maps to a SKU (the
+    /// event's `sku` names what the channel sent): recorded for the audit, applied to
+    /// nothing, so it can never land on a wrong SKU.
+    Unmapped,
 }
 
 impl EventKind {
@@ -60,6 +64,7 @@ impl EventKind {
             EventKind::Level => "level",
             EventKind::LevelSettled => "level_settled",
             EventKind::Reconciled => "reconciled",
+            EventKind::Unmapped => "unmapped",
         }
     }
 
@@ -87,13 +92,17 @@ impl EventKind {
             EventKind::Counted | EventKind::CountedAvailable => "counted",
             EventKind::Pushed => "pushed",
             EventKind::Level | EventKind::LevelSettled | EventKind::Reconciled => "level",
+            EventKind::Unmapped => "unmapped",
         }
     }
 
     /// Whether the kind can change on_hand or committed (not acknowledgements, echoes
     /// or reconciliation records).
     pub fn changes_stock(self) -> bool {
-        !matches!(self, EventKind::Pushed | EventKind::Reconciled)
+        !matches!(
+            self,
+            EventKind::Pushed | EventKind::Reconciled | EventKind::Unmapped
+        )
     }
 
     /// Whether the kind belongs to the life of an order line.

@@ -26,6 +26,8 @@ use crate::propagate::reconcile::Reconciler;
 use crate::propagate::ChannelLink;
 use crate::store::records::LogRecord;
 
+/// Longest a delivery from a channel that never retries waits for room in a busy engine.
+const NEVER_REFUSE_WAIT: Duration = Duration::from_secs(30);
 /// Default and largest page of `GET /v1/audit`.
 const AUDIT_LIMIT_DEFAULT: usize = 100;
 const AUDIT_LIMIT_MAX: usize = 1_000;
@@ -183,7 +185,19 @@ impl App {
         let headers = req.headers().clone();
         let body = read_body(req).await?;
         let events = link.adapter.inbound(&headers, &body, now_micros())?;
-        let results = self.submit_counted(channel, events, started).await?;
+        let mut results = self.submit_counted(channel, events.clone(), started).await;
+        if link.adapter.never_refuse() {
+            // This sender does not retry: wait for room (well inside its 60 s timeout)
+            // rather than refuse. Lines already taken come back as duplicates.
+            let deadline = started + NEVER_REFUSE_WAIT;
+            while matches!(&results, Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE)
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                results = self.submit_counted(channel, events.clone(), started).await;
+            }
+        }
+        let results = results?;
         let results: Vec<Value> = results.iter().map(result_json).collect();
         Ok(json_response(
             StatusCode::OK,

@@ -11,8 +11,10 @@
 
 pub mod outbox;
 pub mod pacing;
+pub mod poll;
 pub mod reconcile;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,11 +92,15 @@ pub fn links(
         .iter()
         .map(|config| {
             let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
+            let carries = adapter.clone();
             Some(Arc::new(ChannelLink {
                 rate_limit: config
                     .rate_limit
                     .unwrap_or_else(|| adapter.default_rate_limit()),
-                outbox: Arc::new(Outbox::new(&config.name)),
+                outbox: Arc::new(Outbox::with_filter(
+                    &config.name,
+                    Box::new(move |sku| carries.carries(sku)),
+                )),
                 timing: Arc::new(Timing::new(&config.name)),
                 adapter,
             }))
@@ -127,71 +133,197 @@ async fn send(
 
 /// The pusher of one channel: runs until the engine stops.
 pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: reqwest::Client) {
-    let name = link.adapter.name().to_string();
-    let mut bucket = TokenBucket::new(link.rate_limit);
-    let mut backoff = Backoff::default();
+    let mut pacer = Pacer {
+        bucket: TokenBucket::new(link.rate_limit),
+        backoff: Backoff::default(),
+    };
     loop {
         let batch = link.outbox.take(link.adapter.batch_max());
         if batch.is_empty() {
             link.outbox.notify.notified().await;
             continue;
         }
-        bucket.acquire().await;
-        let request = link.adapter.push_request(&batch, now_micros());
-        let reply = match send(&client, request).await {
-            Ok((status, headers, body)) => link.adapter.push_reply(status, &headers, &body, &batch),
-            Err(reason) => PushReply::Failed {
-                reason,
-                retryable: true,
-            },
-        };
-        match reply {
-            PushReply::Accepted { acked } => {
-                let mut mask = vec![false; batch.len()];
-                for i in acked.iter().copied().filter(|i| *i < batch.len()) {
-                    mask[i] = true;
-                }
-                let outcome = if acked.len() == batch.len() {
-                    "ok"
-                } else {
-                    "partial"
-                };
-                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => outcome).increment(1);
-                let acked_at = now_micros();
-                let items: Vec<&PushItem> = batch
-                    .iter()
-                    .zip(&mask)
-                    .filter(|(_, ok)| **ok)
-                    .map(|(i, _)| i)
-                    .collect();
-                for item in &items {
-                    link.timing.record(item.caused_at, acked_at);
-                }
-                deliver_acks(&engine, &name, &items, acked_at).await;
-                link.outbox.finish(&batch, &mask);
-                bucket.succeeded();
-                if outcome == "ok" {
-                    backoff.reset();
-                } else {
-                    tokio::time::sleep(backoff.next_delay(true)).await;
-                }
-            }
-            PushReply::Throttled { retry_after } => {
-                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "throttled").increment(1);
-                link.outbox.finish(&batch, &vec![false; batch.len()]);
-                bucket.throttled(retry_after);
-            }
-            PushReply::Failed { reason, retryable } => {
-                metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "error").increment(1);
-                link.outbox.finish(&batch, &vec![false; batch.len()]);
-                let delay = backoff.next_delay(retryable);
-                tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
-                tokio::time::sleep(delay).await;
-            }
+        for group in link.adapter.push_groups(&batch) {
+            let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
+            let reply = push_compared(&link, &engine, &client, &mut pacer, &mut items).await;
+            settle(&link, &engine, &mut pacer, &items, reply).await;
         }
         if engine.is_stopped() {
             return;
         }
+    }
+}
+
+/// A pusher's pacing state: the token bucket and the retry backoff.
+struct Pacer {
+    bucket: TokenBucket,
+    backoff: Backoff,
+}
+
+/// One push request: waits for a token, sends, reads the reply.
+async fn exchange(
+    link: &ChannelLink,
+    client: &reqwest::Client,
+    pacer: &mut Pacer,
+    items: &[PushItem],
+) -> PushReply {
+    pacer.bucket.acquire().await;
+    let request = link.adapter.push_request(items, now_micros());
+    match send(client, request).await {
+        Ok((status, headers, body)) => link.adapter.push_reply(status, &headers, &body, items),
+        Err(reason) => PushReply::Failed {
+            reason,
+            retryable: true,
+        },
+    }
+}
+
+/// Pushes `items`; when a compare-and-set finds the channel changed behind us, reads
+/// those items, records the difference in the audit, and pushes once more comparing
+/// with what was read. A second stale compare fails the request (retried with backoff):
+/// never a loop of reads and pushes.
+async fn push_compared(
+    link: &ChannelLink,
+    engine: &Engine,
+    client: &reqwest::Client,
+    pacer: &mut Pacer,
+    items: &mut [PushItem],
+) -> PushReply {
+    let stale = match exchange(link, client, pacer, items).await {
+        PushReply::Stale { stale } => stale,
+        other => return other,
+    };
+    let name = link.adapter.name().to_string();
+    metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
+    let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
+    let shown = match read_levels(link, client, pacer, &skus).await {
+        Ok(shown) => shown,
+        Err(reason) => {
+            return PushReply::Failed {
+                reason: format!("compare stale, and reading the items failed: {reason}"),
+                retryable: true,
+            }
+        }
+    };
+    let mut drifts = Vec::new();
+    for i in stale {
+        let level = shown.get(&items[i].sku).copied().flatten();
+        drifts.push((items[i].sku.clone(), level.unwrap_or(-1)));
+        items[i].expected = level;
+    }
+    record_drift(engine, &name, "stale", &drifts).await;
+    match exchange(link, client, pacer, items).await {
+        PushReply::Stale { .. } => PushReply::Failed {
+            reason:
+                "compare stale again right after a read: the channel is changing; retried later"
+                    .into(),
+            retryable: true,
+        },
+        other => other,
+    }
+}
+/// Acts on a push's outcome: acknowledgements to the shards, failures back to the
+/// outbox, pacing adjusted.
+async fn settle(
+    link: &ChannelLink,
+    engine: &Engine,
+    pacer: &mut Pacer,
+    items: &[PushItem],
+    reply: PushReply,
+) {
+    let name = link.adapter.name().to_string();
+    let count = |outcome: &'static str| {
+        metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => outcome).increment(1);
+    };
+    match reply {
+        PushReply::Accepted { acked, wait } => {
+            let mut mask = vec![false; items.len()];
+            for i in acked.iter().copied().filter(|i| *i < items.len()) {
+                mask[i] = true;
+            }
+            let all = mask.iter().all(|ok| *ok);
+            count(if all { "ok" } else { "partial" });
+            let acked_at = now_micros();
+            let taken: Vec<&PushItem> = items
+                .iter()
+                .zip(&mask)
+                .filter(|(_, ok)| **ok)
+                .map(|(i, _)| i)
+                .collect();
+            for item in &taken {
+                link.timing.record(item.caused_at, acked_at);
+            }
+            deliver_acks(engine, &name, &taken, acked_at).await;
+            link.outbox.finish(items, &mask);
+            pacer.bucket.succeeded();
+            if all {
+                pacer.backoff.reset();
+            } else {
+                tokio::time::sleep(pacer.backoff.next_delay(true)).await;
+            }
+            if let Some(wait) = wait {
+                // The channel's own budget is nearly spent: let it refill.
+                tokio::time::sleep(wait).await;
+            }
+        }
+        PushReply::Throttled { retry_after } => {
+            count("throttled");
+            link.outbox.finish(items, &vec![false; items.len()]);
+            pacer.bucket.throttled(retry_after);
+        }
+        PushReply::Failed { reason, retryable } => {
+            count("error");
+            link.outbox.finish(items, &vec![false; items.len()]);
+            let delay = pacer.backoff.next_delay(retryable);
+            tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
+            tokio::time::sleep(delay).await;
+        }
+        PushReply::Stale { .. } => unreachable!("push_compared resolves stale compares"),
+    }
+}
+
+/// Reads what the channel shows for `skus`, one read request per read group.
+async fn read_levels(
+    link: &ChannelLink,
+    client: &reqwest::Client,
+    pacer: &mut Pacer,
+    skus: &[String],
+) -> Result<HashMap<String, Option<i64>>, String> {
+    let names: Vec<&str> = skus.iter().map(String::as_str).collect();
+    let mut levels = HashMap::new();
+    for group in link.adapter.read_groups(&names) {
+        let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
+        pacer.bucket.acquire().await;
+        let (status, _, body) = send(client, link.adapter.read_request(&group)).await?;
+        levels.extend(link.adapter.read_reply(status, &body)?);
+    }
+    Ok(levels)
+}
+
+/// Records in the audit that `channel` showed something other than expected: one
+/// `reconciled` event (outcome `drift`) per SKU, the level read as `qty` (-1: not listed).
+/// `why` names the finder (`reconcile`, `stale`) in the keys.
+pub async fn record_drift(engine: &Engine, channel: &str, why: &str, drifts: &[(String, i64)]) {
+    if drifts.is_empty() {
+        return;
+    }
+    let now = now_micros();
+    let events: Vec<Event> = drifts
+        .iter()
+        .enumerate()
+        .map(|(i, (sku, level))| Event {
+            sku: sku.clone(),
+            kind: EventKind::Reconciled,
+            qty: *level,
+            source: channel.to_string(),
+            source_ts: now,
+            received_at: now,
+            key: format!("{why}/{channel}/{now}/{i}"),
+            line: None,
+        })
+        .collect();
+    if let Err(e) = engine.submit(events).await {
+        tracing::warn!(%channel, error = %e, "could not record drift in the audit");
     }
 }
 

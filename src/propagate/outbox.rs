@@ -15,6 +15,8 @@ use crate::clock::Micros;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Wanted {
     target: i64,
+    /// What the channel should show before this push (the compare value).
+    expected: Option<i64>,
     /// The oldest change this push settles: coalesced changes keep the first one's time,
     /// so propagation time measures how long the oldest waited.
     caused_at: Micros,
@@ -28,10 +30,15 @@ struct Inner {
     in_flight: AHashMap<String, i64>,
 }
 
+/// Which SKUs a channel lists (catalog channels list only the SKUs they map).
+pub type Carries = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// One channel's pending pushes.
 pub struct Outbox {
     pub channel: String,
     inner: Mutex<Inner>,
+    /// SKUs the channel does not list are never queued.
+    carries: Option<Carries>,
     /// Wakes the channel's pusher; a notification with no waiter is kept for the next wait.
     pub notify: Notify,
 }
@@ -41,29 +48,53 @@ impl Outbox {
         Outbox {
             channel: channel.to_string(),
             inner: Mutex::new(Inner::default()),
+            carries: None,
             notify: Notify::new(),
         }
+    }
+
+    /// An outbox that queues only the SKUs `carries` accepts.
+    pub fn with_filter(channel: &str, carries: Carries) -> Outbox {
+        Outbox {
+            carries: Some(carries),
+            ..Outbox::new(channel)
+        }
+    }
+
+    /// Whether the channel lists `sku`.
+    pub fn carries(&self, sku: &str) -> bool {
+        self.carries.as_ref().is_none_or(|f| f(sku))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks for `sku` to be shown `target`. Called by shard threads after a commit.
-    pub fn offer(&self, sku: &str, target: i64, caused_at: Micros) {
+    /// Asks for `sku` to be shown `target` (the channel should be showing `expected`).
+    /// Called by shard threads after a commit, and by reconciliation.
+    pub fn offer(&self, sku: &str, target: i64, expected: Option<i64>, caused_at: Micros) {
+        if !self.carries(sku) {
+            return;
+        }
         let mut guard = self.lock();
         let inner = &mut *guard;
         match inner.dirty.get_mut(sku) {
             Some(wanted) => {
                 wanted.target = target;
+                wanted.expected = expected;
                 wanted.caused_at = wanted.caused_at.min(caused_at);
             }
             // Already on its way with this very value.
             None if inner.in_flight.get(sku) == Some(&target) => return,
             None => {
-                inner
-                    .dirty
-                    .insert(sku.to_string(), Wanted { target, caused_at });
+                inner.dirty.insert(
+                    sku.to_string(),
+                    Wanted {
+                        target,
+                        expected,
+                        caused_at,
+                    },
+                );
             }
         }
         let depth = inner.dirty.len();
@@ -81,7 +112,7 @@ impl Outbox {
     ) {
         for push in pushes {
             if let Some(Some(outbox)) = outboxes.get(push.channel) {
-                outbox.offer(&push.sku, push.target, push.caused_at);
+                outbox.offer(&push.sku, push.target, push.expected, push.caused_at);
             }
         }
     }
@@ -108,6 +139,7 @@ impl Outbox {
             items.push(PushItem {
                 sku,
                 quantity: wanted.target,
+                expected: wanted.expected,
                 caused_at: wanted.caused_at,
             });
         }
@@ -125,6 +157,7 @@ impl Outbox {
                     item.sku.clone(),
                     Wanted {
                         target: item.quantity,
+                        expected: item.expected,
                         caused_at: item.caused_at,
                     },
                 );
@@ -154,10 +187,10 @@ mod tests {
     fn latest_wins_low_stock_first_and_one_request_per_sku() {
         let outbox = Outbox::new("c");
         for v in 0..50 {
-            outbox.offer("HOT", 100 - v, 10 + v as Micros);
+            outbox.offer("HOT", 100 - v, None, 10 + v as Micros);
         }
-        outbox.offer("GONE", 0, 5);
-        outbox.offer("PLENTY", 500, 5);
+        outbox.offer("GONE", 0, None, 5);
+        outbox.offer("PLENTY", 500, None, 5);
         assert_eq!(outbox.len(), 3, "50 changes of one SKU are one entry");
         let batch = outbox.take(2);
         let got: Vec<(&str, i64)> = batch.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
@@ -172,7 +205,7 @@ mod tests {
         );
 
         // While HOT is in flight it is not taken again, even with a newer value.
-        outbox.offer("HOT", 40, 99);
+        outbox.offer("HOT", 40, None, 99);
         let next = outbox.take(10);
         assert_eq!(
             next.iter().map(|i| i.sku.as_str()).collect::<Vec<_>>(),
@@ -184,7 +217,7 @@ mod tests {
         let got: Vec<(&str, i64)> = retry.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
         assert_eq!(got, vec![("GONE", 0), ("HOT", 40)]);
         // An offer of the value already in flight is not queued twice.
-        outbox.offer("GONE", 0, 200);
+        outbox.offer("GONE", 0, None, 200);
         assert!(outbox.is_empty());
     }
 }

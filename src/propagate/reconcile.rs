@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use super::ChannelLink;
 use crate::clock::now_micros;
 use crate::engine::core::ChannelRule;
-use crate::engine::event::{Event, EventKind};
 use crate::engine::Engine;
 
 /// The reconciler of one channel.
@@ -79,20 +78,21 @@ impl Reconciler {
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
         // One pass at a time: the shortfall memory belongs to the pass.
         let mut shortfalls = self.shortfalls.lock().await;
-        let heads = engine.heads().map_err(|e| e.to_string())?;
+        let mut heads = engine.heads().map_err(|e| e.to_string())?;
+        heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let mut report = Report::default();
         let pause =
             Duration::from_secs_f64(1.0 / self.link.rate_limit.requests_per_second.max(0.01));
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
-            let request = self.link.adapter.read_request(&skus);
-            let (status, _, body) = super::send(client, request).await?;
-            let levels: HashMap<String, Option<i64>> = self
-                .link
-                .adapter
-                .read_reply(status, &body)?
-                .into_iter()
-                .collect();
+            let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
+            let mut levels: HashMap<String, Option<i64>> = HashMap::new();
+            for group in self.link.adapter.read_groups(&names) {
+                let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
+                let request = self.link.adapter.read_request(&skus);
+                let (status, _, body) = super::send(client, request).await?;
+                levels.extend(self.link.adapter.read_reply(status, &body)?);
+                tokio::time::sleep(pause).await;
+            }
             let mut drifts = Vec::new();
             for (sku, head) in chunk {
                 report.checked += 1;
@@ -125,39 +125,13 @@ impl Reconciler {
                 if repair {
                     drifts.push((sku.clone(), shown.unwrap_or(-1)));
                     // Timed from the detection: the change behind it may be long past.
-                    self.link.outbox.offer(sku, target, now_micros());
+                    self.link.outbox.offer(sku, target, shown, now_micros());
                 }
             }
-            self.record(engine, &drifts).await;
-            tokio::time::sleep(pause).await;
+            metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
+                .increment(drifts.len() as u64);
+            super::record_drift(engine, &self.rule.name, "reconcile", &drifts).await;
         }
         Ok(report)
-    }
-
-    /// Writes each repaired drift into the audit (the channel's level as `qty`).
-    async fn record(&self, engine: &Engine, drifts: &[(String, i64)]) {
-        if drifts.is_empty() {
-            return;
-        }
-        let now = now_micros();
-        metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
-            .increment(drifts.len() as u64);
-        let events: Vec<Event> = drifts
-            .iter()
-            .enumerate()
-            .map(|(i, (sku, level))| Event {
-                sku: sku.clone(),
-                kind: EventKind::Reconciled,
-                qty: *level,
-                source: self.rule.name.clone(),
-                source_ts: now,
-                received_at: now,
-                key: format!("reconcile/{}/{now}/{i}", self.rule.name),
-                line: None,
-            })
-            .collect();
-        if let Err(e) = engine.submit(events).await {
-            tracing::warn!(channel = %self.rule.name, error = %e, "could not record drift in the audit");
-        }
     }
 }

@@ -24,7 +24,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"LKSR";
 /// Bump with any change to a type in `records.rs`.
-pub const SCHEMA_VERSION: u16 = 3;
+pub const SCHEMA_VERSION: u16 = 4;
+/// Versions this build still reads: 3 differs from 4 only by the event kind `Unmapped`,
+/// which 3 never wrote, so its payloads read the same.
+pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = 3..=SCHEMA_VERSION;
 pub const HEADER_BYTES: usize = 16;
 /// No record comes near this; a larger length field means the header is damaged.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -110,7 +113,7 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
         return Err(EnvelopeError::BadMagic(magic));
     }
     let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
-    if version != SCHEMA_VERSION {
+    if !SCHEMA_VERSIONS_READ.contains(&version) {
         return Err(EnvelopeError::Version { found: version });
     }
     let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;

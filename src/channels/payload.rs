@@ -1,0 +1,96 @@
+//! Small readers shared by the native adapters: channel payloads give ids as numbers or
+//! strings, times as RFC 3339 or as WooCommerce's offset-less GMT, and quantities as
+//! integers that must stay inside the engine's bounds.
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
+use crate::engine::event::{QTY_MAX, SKU_BYTES_MAX};
+use crate::ingest::error::ApiError;
+
+/// Parses a JSON body; 400 `invalid_json` otherwise.
+pub fn json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+/// An id given as a number or a non-empty string.
+pub fn id(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        Value::String(s) if !s.is_empty() && s.len() <= 128 => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// An id that must be there; 400 naming the field otherwise.
+pub fn required_id(value: &Value, field: &str) -> Result<String, ApiError> {
+    id(value).ok_or_else(|| {
+        ApiError::field(
+            "invalid_payload",
+            field,
+            "is missing or not an id (a number or a string)",
+        )
+    })
+}
+
+/// A time in RFC 3339, or WooCommerce's `..._gmt` form without an offset (UTC).
+pub fn time(value: &Value) -> Option<Micros> {
+    let text = value.as_str()?;
+    parse_rfc3339(text).or_else(|| parse_rfc3339(&format!("{text}Z")))
+}
+
+/// A source time, never more than an hour ahead of our clock (as the native API allows).
+pub fn source_time(candidates: &[Option<Micros>], now: Micros) -> Micros {
+    candidates
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .map_or(now, |t| t.min(now + MICROS_PER_HOUR))
+}
+
+/// A positive quantity within the engine's bounds.
+pub fn quantity(value: &Value) -> Option<i64> {
+    value.as_i64().filter(|q| (1..=QTY_MAX).contains(q))
+}
+
+/// A SKU the engine accepts (non-empty, short enough, no control characters).
+pub fn sku(value: &Value) -> Option<String> {
+    let sku = value.as_str()?.trim();
+    let ok = !sku.is_empty() && sku.len() <= SKU_BYTES_MAX && !sku.chars().any(char::is_control);
+    ok.then(|| sku.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_times_and_quantities() {
+        assert_eq!(id(&json!(123)), Some("123".into()));
+        assert_eq!(id(&json!("gid://x/1")), Some("gid://x/1".into()));
+        assert_eq!(id(&json!(-1)), None);
+        assert_eq!(id(&json!("")), None);
+        assert_eq!(
+            time(&json!("2026-11-27T10:00:00")),
+            time(&json!("2026-11-27T11:00:00+01:00"))
+        );
+        assert_eq!(time(&json!("yesterday")), None);
+        assert_eq!(quantity(&json!(0)), None);
+        assert_eq!(quantity(&json!(3)), Some(3));
+        assert_eq!(sku(&json!("  A-1 ")), Some("A-1".into()));
+        assert_eq!(sku(&json!("")), None);
+        let now = 10 * MICROS_PER_HOUR;
+        assert_eq!(source_time(&[None, Some(5)], now), 5);
+        assert_eq!(source_time(&[Some(now * 2)], now), now + MICROS_PER_HOUR);
+        assert_eq!(source_time(&[None], now), now);
+    }
+}

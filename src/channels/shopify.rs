@@ -1,0 +1,556 @@
+//! The `shopify` kind: a Shopify store, spoken to as a Shopify app (CHANNELS.md §1).
+//!
+//! Inbound `POST /webhooks/{name}`, checked with `X-Shopify-Hmac-Sha256` (base64 of
+//! HMAC-SHA256 over the raw body with the app secret; the previous secret too while a
+//! rotation is under way):
+//! - `orders/create`, `orders/updated`, `orders/paid`: each line is placed (a cancelled
+//!   order's lines are released, fulfilled lines shipped, so a lost or late topic is made
+//!   up by the next one); `orders/cancelled` releases each line; `orders/fulfilled` ships
+//!   each line; `refunds/create` releases lines restocked as `cancel` and returns lines
+//!   restocked as `return` (`no_restock` and `legacy_restock` change nothing).
+//!   Keys are the business fact `{channel}/{order}/{line}/{transition}`, so a
+//!   cancellation that arrives as `orders/cancelled` and as a `cancel` refund is released
+//!   once. Source times come from the payload (`created_at`, `cancelled_at`, ...), else
+//!   `X-Shopify-Triggered-At`.
+//! - `inventory_levels/update`: the level the store shows, for the SKU the catalog maps
+//!   the `inventory_item_id` (at `location_id`) to; keyed by `X-Shopify-Event-Id`. An
+//!   item the catalog does not map is recorded as `unmapped` and answered 200 (Shopify
+//!   would retry a refusal and then delete the subscription).
+//!
+//! Outbound: GraphQL `inventorySetQuantities` on `/admin/api/{version}/graphql.json`
+//! with `X-Shopify-Access-Token`, many items per call, each with the compare value the
+//! engine expects the store to show: `changeFromQuantity` from API version 2026-04 on,
+//! `compareQuantity` before it; an item never acknowledged opts out explicitly
+//! (`changeFromQuantity: null`, or `ignoreCompareQuantity: true` in a request of its
+//! own). From 2026-01 each call carries `@idempotent(key:)`. A stale compare comes back
+//! as a `userErrors` code: the pusher reads those items and pushes once more. Replies
+//! carry `extensions.cost.throttleStatus`; a `THROTTLED` error (HTTP 200) is a throttle,
+//! and a nearly empty cost bucket pauses the next call until it refills.
+//!
+//! Reads for reconciliation: the GraphQL `nodes(ids:)` query of CHANNELS.md.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::payload;
+use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OutboundRequest, PushItem};
+use super::{PushReply, RateLimit};
+use crate::clock::Micros;
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// Items per `inventorySetQuantities` call. Shopify documents no cap for it (its older
+/// bulk mutation took 100); 100 keeps each call's cost and size modest.
+const BATCH_MAX: usize = 250;
+const BATCH_DEFAULT: usize = 100;
+/// A mutation costs 10 points; the Standard plan restores 100 points/s: 10 calls/s.
+/// Larger plans are paced by the `throttleStatus` each reply carries.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 10.0,
+    burst: 20,
+};
+/// The userErrors codes of a failed compare.
+const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];
+
+/// A Shopify store.
+pub struct Shopify {
+    name: String,
+    base_url: String,
+    api_version: String,
+    access_token: String,
+    /// The numeric id of the configured location.
+    location: String,
+    keys: Vec<Vec<u8>>,
+    /// Item ids and locations as plain numbers.
+    catalog: Catalog,
+    batch_max: usize,
+    /// 2026-04 and later: `changeFromQuantity` (mandatory); before: `compareQuantity`.
+    change_from: bool,
+    /// 2026-01 and later: the `@idempotent` directive.
+    idempotent: bool,
+    boot: Micros,
+    calls: AtomicU64,
+}
+
+/// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
+pub fn numeric_id(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or(id).to_string()
+}
+
+impl Shopify {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Shopify {
+        let api_version = config.api_version.clone().unwrap_or_default();
+        Shopify {
+            name: config.name.clone(),
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            change_from: api_version.as_str() >= "2026-04",
+            idempotent: api_version.as_str() >= "2026-01",
+            api_version,
+            access_token: config.access_token.clone().unwrap_or_default(),
+            location: numeric_id(config.location_id.as_deref().unwrap_or_default()),
+            keys: [&config.webhook_secret, &config.previous_webhook_secret]
+                .into_iter()
+                .flatten()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            catalog: catalog.normalized(numeric_id),
+            batch_max: config
+                .batch_max
+                .unwrap_or(BATCH_DEFAULT)
+                .clamp(1, BATCH_MAX),
+            boot: crate::clock::now_micros(),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    fn graphql(&self, body: &Value) -> OutboundRequest {
+        http::Request::post(format!(
+            "{}/admin/api/{}/graphql.json",
+            self.base_url, self.api_version
+        ))
+        .header("content-type", "application/json")
+        .header("x-shopify-access-token", &self.access_token)
+        .body(serde_json::to_vec(body).expect("json serializes"))
+        .expect("a validated base_url makes a valid request")
+    }
+
+    /// The location an item lives at (its catalog row's, else the channel's).
+    fn location_of(&self, sku: &str) -> String {
+        self.catalog
+            .item(sku)
+            .and_then(|i| i.location.clone())
+            .unwrap_or_else(|| self.location.clone())
+    }
+
+    /// The events of an order payload for `topic`.
+    fn order_events(
+        &self,
+        topic: &str,
+        order: &Value,
+        triggered: Option<Micros>,
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        let order_id = payload::required_id(&order["id"], "id")?;
+        let lines = order["line_items"]
+            .as_array()
+            .ok_or_else(|| ApiError::field("invalid_payload", "line_items", "must be an array"))?;
+        let at =
+            |field: &str| payload::source_time(&[payload::time(&order[field]), triggered], now);
+        let cancelled = !order["cancelled_at"].is_null();
+        let mut events = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let line_id = payload::required_id(&line["id"], &format!("line_items[{i}].id"))?;
+            let Some(qty) = payload::quantity(&line["quantity"]) else {
+                continue;
+            };
+            let mut transitions: Vec<(EventKind, Micros)> = Vec::new();
+            match topic {
+                "orders/cancelled" => {
+                    transitions.push((EventKind::OrderCancelled, at("cancelled_at")))
+                }
+                "orders/fulfilled" => transitions.push((EventKind::OrderShipped, at("updated_at"))),
+                _ => {
+                    transitions.push((EventKind::OrderPlaced, at("created_at")));
+                    if cancelled {
+                        transitions.push((EventKind::OrderCancelled, at("cancelled_at")));
+                    } else if line["fulfillment_status"].as_str() == Some("fulfilled") {
+                        transitions.push((EventKind::OrderShipped, at("updated_at")));
+                    }
+                }
+            }
+            let Some(sku) = payload::sku(&line["sku"]) else {
+                let variant = payload::id(&line["variant_id"]).unwrap_or_else(|| "none".into());
+                events.push(unmapped(
+                    &self.name,
+                    &format!("order {order_id} line {line_id} (variant {variant}) has no SKU"),
+                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
+                    at("created_at"),
+                    now,
+                ));
+                continue;
+            };
+            for (kind, source_ts) in transitions {
+                events.push(self.line_event(&sku, kind, qty, &order_id, &line_id, source_ts, now));
+            }
+        }
+        Ok(events)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn line_event(
+        &self,
+        sku: &str,
+        kind: EventKind,
+        qty: i64,
+        order_id: &str,
+        line_id: &str,
+        source_ts: Micros,
+        now: Micros,
+    ) -> Event {
+        Event {
+            sku: sku.to_string(),
+            kind,
+            qty,
+            source: self.name.clone(),
+            source_ts,
+            received_at: now,
+            key: format!("{}/{order_id}/{line_id}/{}", self.name, kind.transition()),
+            line: Some(LineRef {
+                order_id: order_id.to_string(),
+                line_id: line_id.to_string(),
+            }),
+        }
+    }
+
+    fn refund_events(
+        &self,
+        refund: &Value,
+        triggered: Option<Micros>,
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        let refund_id = payload::required_id(&refund["id"], "id")?;
+        let order_id = payload::required_id(&refund["order_id"], "order_id")?;
+        let source_ts =
+            payload::source_time(&[payload::time(&refund["created_at"]), triggered], now);
+        let lines = refund["refund_line_items"].as_array().ok_or_else(|| {
+            ApiError::field("invalid_payload", "refund_line_items", "must be an array")
+        })?;
+        let mut events = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let line_id = payload::required_id(
+                &line["line_item_id"],
+                &format!("refund_line_items[{i}].line_item_id"),
+            )?;
+            let Some(qty) = payload::quantity(&line["quantity"]) else {
+                continue;
+            };
+            let kind = match line["restock_type"].as_str() {
+                Some("cancel") => EventKind::OrderCancelled,
+                Some("return") => EventKind::Returned,
+                // No units come back (or, for the legacy type, no way to tell whether
+                // they were ever shipped): nothing to apply.
+                _ => continue,
+            };
+            let Some(sku) = payload::sku(&line["line_item"]["sku"]) else {
+                events.push(unmapped(
+                    &self.name,
+                    &format!("refund {refund_id} of order {order_id} line {line_id} has no SKU"),
+                    format!(
+                        "{}/{order_id}/{line_id}/refund/{refund_id}/unmapped",
+                        self.name
+                    ),
+                    source_ts,
+                    now,
+                ));
+                continue;
+            };
+            let mut event = self.line_event(&sku, kind, qty, &order_id, &line_id, source_ts, now);
+            if kind == EventKind::Returned {
+                // Each refund returns its own units: one key per refund and line.
+                event.key = format!("{}/{order_id}/{line_id}/returned/{refund_id}", self.name);
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    fn level_event(
+        &self,
+        level: &Value,
+        event_id: Option<&str>,
+        triggered: Option<Micros>,
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        let item = numeric_id(&payload::required_id(
+            &level["inventory_item_id"],
+            "inventory_item_id",
+        )?);
+        let location = payload::id(&level["location_id"]).map(|l| numeric_id(&l));
+        let source_ts =
+            payload::source_time(&[payload::time(&level["updated_at"]), triggered], now);
+        let updated = level["updated_at"].as_str().unwrap_or("");
+        let key = match event_id {
+            Some(id) => format!("{}/event/{id}", self.name),
+            None => format!(
+                "{}/level/{item}/{}/{updated}",
+                self.name,
+                location.as_deref().unwrap_or("-")
+            ),
+        };
+        let Some(sku) = self
+            .catalog
+            .sku_of(&item, location.as_deref(), Some(&self.location))
+        else {
+            let at = location.as_deref().unwrap_or("no location");
+            return Ok(vec![unmapped(
+                &self.name,
+                &format!("inventory item {item} at location {at}"),
+                key,
+                source_ts,
+                now,
+            )]);
+        };
+        // `available: null`: the item is not tracked; there is no level to compare.
+        let Some(available) = level["available"].as_i64() else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![Event {
+            sku: sku.to_string(),
+            kind: EventKind::Level,
+            qty: available,
+            source: self.name.clone(),
+            source_ts,
+            received_at: now,
+            key,
+            line: None,
+        }])
+    }
+}
+
+/// How long the cost bucket needs to hold `needed` points again; `None` when it does.
+fn cost_wait(reply: &Value, needed: f64) -> Option<Duration> {
+    let status = &reply["extensions"]["cost"]["throttleStatus"];
+    let available = status["currentlyAvailable"].as_f64()?;
+    let restore = status["restoreRate"].as_f64().filter(|r| *r > 0.0)?;
+    (available < needed)
+        .then(|| Duration::from_secs_f64(((needed - available) / restore).min(60.0)))
+}
+
+/// What one call costs, from the reply (10 for a mutation when it says nothing).
+fn call_cost(reply: &Value) -> f64 {
+    reply["extensions"]["cost"]["requestedQueryCost"]
+        .as_f64()
+        .unwrap_or(10.0)
+}
+
+impl ChannelAdapter for Shopify {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        self.batch_max
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        body_hmac::verify(headers, "x-shopify-hmac-sha256", body, &self.keys)?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let topic = header("x-shopify-topic").ok_or_else(|| {
+            ApiError::field("missing_topic", "X-Shopify-Topic", "the header is missing")
+        })?;
+        let triggered = header("x-shopify-triggered-at").and_then(crate::clock::parse_rfc3339);
+        let event_id = header("x-shopify-event-id");
+        let value = payload::json(body)?;
+        match topic {
+            "orders/create" | "orders/updated" | "orders/paid" | "orders/cancelled"
+            | "orders/fulfilled" => self.order_events(topic, &value, triggered, now),
+            "refunds/create" => self.refund_events(&value, triggered, now),
+            "inventory_levels/update" => self.level_event(&value, event_id, triggered, now),
+            // Other topics carry nothing about stock: taken, so Shopify does not retry.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        if self.change_from {
+            // `changeFromQuantity: null` opts one item out; all travel together.
+            return vec![(0..items.len()).collect()];
+        }
+        // Before 2026-04 the opt-out (`ignoreCompareQuantity`) covers a whole request.
+        let (compared, first): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|i| items[*i].expected.is_some());
+        [compared, first]
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .collect()
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        // One `nodes` query reads one location.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, sku) in skus.iter().enumerate() {
+            let location = self.location_of(sku);
+            match groups.iter_mut().find(|(l, _)| *l == location) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((location, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.catalog.item(sku).is_some()
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let opt_out = !self.change_from && items.iter().all(|i| i.expected.is_none());
+        let quantities: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let id = self.catalog.item(&item.sku).map_or("0", |i| i.id.as_str());
+                let mut q = json!({
+                    "inventoryItemId": format!("gid://shopify/InventoryItem/{id}"),
+                    "locationId": format!("gid://shopify/Location/{}", self.location_of(&item.sku)),
+                    "quantity": item.quantity,
+                });
+                if self.change_from {
+                    q["changeFromQuantity"] = json!(item.expected);
+                } else if let Some(expected) = item.expected {
+                    q["compareQuantity"] = json!(expected);
+                }
+                q
+            })
+            .collect();
+        let mut input = json!({
+            "name": "available",
+            "reason": "correction",
+            "referenceDocumentUri": format!("lockstep://{}/push", self.name),
+            "quantities": quantities,
+        });
+        if opt_out {
+            input["ignoreCompareQuantity"] = json!(true);
+        }
+        let selection = "{ inventoryAdjustmentGroup { id } userErrors { field message code } }";
+        let body = if self.idempotent {
+            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            json!({
+                "query": format!("mutation LockstepSet($input: InventorySetQuantitiesInput!, $key: String!) {{ inventorySetQuantities(input: $input) @idempotent(key: $key) {selection} }}"),
+                "variables": {"input": input, "key": format!("lockstep-{}-{:x}-{n}", self.name, self.boot)},
+            })
+        } else {
+            json!({
+                "query": format!("mutation LockstepSet($input: InventorySetQuantitiesInput!) {{ inventorySetQuantities(input: $input) {selection} }}"),
+                "variables": {"input": input},
+            })
+        };
+        self.graphql(&body)
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        if let Some(failed) = http_failure(status, headers, body) {
+            return failed;
+        }
+        let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+            return PushReply::Failed {
+                reason: format!("reply is not JSON: {}", excerpt(body)),
+                retryable: true,
+            };
+        };
+        if let Some(throttled) = graphql_errors(&reply) {
+            return throttled;
+        }
+        let errors = reply["data"]["inventorySetQuantities"]["userErrors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if errors.is_empty() {
+            return PushReply::Accepted {
+                acked: (0..items.len()).collect(),
+                wait: cost_wait(&reply, call_cost(&reply)),
+            };
+        }
+        let stale: Vec<usize> = errors
+            .iter()
+            .filter(|e| e["code"].as_str().is_some_and(|c| STALE_CODES.contains(&c)))
+            .filter_map(|e| e["field"].get(2)?.as_str()?.parse().ok())
+            .filter(|i| *i < items.len())
+            .collect();
+        if stale.len() == errors.len() {
+            return PushReply::Stale { stale };
+        }
+        PushReply::Failed {
+            reason: format!("userErrors: {}", Value::Array(errors)),
+            retryable: false,
+        }
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let ids: Vec<String> = skus
+            .iter()
+            .filter_map(|s| self.catalog.item(s))
+            .map(|i| format!("gid://shopify/InventoryItem/{}", i.id))
+            .collect();
+        let location = skus
+            .first()
+            .map_or_else(|| self.location.clone(), |s| self.location_of(s));
+        self.graphql(&json!({
+            "query": "query LockstepLevels($ids: [ID!]!, $locationId: ID!) { nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: [\"available\"]) { name quantity } } } } }",
+            "variables": {"ids": ids, "locationId": format!("gid://shopify/Location/{location}")},
+        }))
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        if let Some(errors) = reply["errors"].as_array() {
+            return Err(format!("errors: {}", Value::Array(errors.clone())));
+        }
+        let nodes = reply["data"]["nodes"].as_array().ok_or("no data.nodes")?;
+        Ok(nodes
+            .iter()
+            .filter_map(|node| {
+                let id = numeric_id(node["id"].as_str()?);
+                let sku = self.catalog.sku_by_leaf(&id)?.to_string();
+                let available = node["inventoryLevel"]["quantities"]
+                    .as_array()
+                    .and_then(|q| q.iter().find(|q| q["name"] == "available"))
+                    .and_then(|q| q["quantity"].as_i64());
+                Some((sku, available))
+            })
+            .collect())
+    }
+}
+
+/// A non-2xx reply as a push outcome; `None` for 2xx.
+fn http_failure(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<PushReply> {
+    match status {
+        200..=299 => None,
+        429 => Some(PushReply::Throttled {
+            retry_after: super::retry_after(headers).unwrap_or(Duration::from_secs(1)),
+        }),
+        _ => Some(PushReply::Failed {
+            reason: format!("HTTP {status}: {}", excerpt(body)),
+            retryable: status >= 500 || status == 408,
+        }),
+    }
+}
+
+/// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
+/// else fails the call.
+fn graphql_errors(reply: &Value) -> Option<PushReply> {
+    let errors = reply["errors"].as_array()?;
+    let throttled = errors
+        .iter()
+        .any(|e| e["extensions"]["code"].as_str() == Some("THROTTLED"));
+    Some(if throttled {
+        PushReply::Throttled {
+            retry_after: cost_wait(reply, call_cost(reply)).unwrap_or(Duration::from_secs(1)),
+        }
+    } else {
+        PushReply::Failed {
+            reason: format!("GraphQL errors: {}", Value::Array(errors.clone())),
+            retryable: false,
+        }
+    })
+}

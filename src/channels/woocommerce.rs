@@ -1,0 +1,499 @@
+//! The `woocommerce` kind: a WooCommerce site over its REST API v3 (CHANNELS.md §2).
+//!
+//! Inbound `POST /webhooks/{name}`, checked with `X-WC-Webhook-Signature` (base64 of
+//! HMAC-SHA256 over the raw body with the webhook's secret; the previous secret too):
+//! - the creation ping (form body `webhook_id=N`, unsigned) is answered 200;
+//! - `order.created` / `order.updated` / `order.restored`: the order's status maps to
+//!   line transitions (CHANNELS.md "Our choices"): `processing`, `on-hold` placed;
+//!   `completed` placed and shipped; `cancelled`, `failed` released; `refunded` placed,
+//!   shipped and returned when the order had been completed (`date_completed_gmt`), else
+//!   released; `pending` and anything else nothing yet. Keys are
+//!   `{channel}/{site}/{order}/{line}/{transition}` (the Delivery-ID is new on every
+//!   delivery, so it cannot be one). A payload whose `date_modified_gmt` is older than one
+//!   already taken for that order is stale (WooCommerce builds payloads at send time and
+//!   sends them unordered) and is dropped.
+//! - `product.updated`: the stock the site shows for a catalog-mapped product or
+//!   variation, as a `level` report (echoes of our own writes match and change nothing).
+//! - Deliveries are never refused for load: WooCommerce does not retry and disables a
+//!   webhook after 5 failures, so they wait for room instead (`never_refuse`).
+//! - A watermarked poll of `GET /wp-json/wc/v3/orders?modified_after=` is the safety net
+//!   for lost deliveries; it maps orders exactly as the webhooks do.
+//!
+//! Outbound: `POST /wp-json/wc/v3/products/batch` (and `products/{parent}/variations/batch`
+//! for catalog ids of the form `parent/variation`), at most 100 items per call, HTTP Basic
+//! with the consumer key and secret. Reads: `GET /wp-json/wc/v3/products?include=...` (and
+//! the variations listing), the list form of `GET /products/{id}`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use base64::Engine as _;
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::payload;
+use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OrderPoll, OutboundRequest};
+use super::{PollPage, PushItem, PushReply, RateLimit};
+use crate::clock::{format_rfc3339, Micros};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// WooCommerce's batch limit (create + update + delete); more is a 413.
+const BATCH_MAX: usize = 100;
+/// WooCommerce core has no rate limit; hosts and firewalls do. A modest default.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 5.0,
+    burst: 10,
+};
+/// Seconds between order polls unless configured.
+const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+/// Orders whose modification time was remembered, before the memory is cleared (a
+/// cleared memory only lets a stale payload through, whose keys are duplicates anyway).
+const SEEN_ORDERS_MAX: usize = 200_000;
+
+/// A WooCommerce site.
+pub struct WooCommerce {
+    name: String,
+    base_url: String,
+    /// The site's host: part of every key.
+    site: String,
+    keys: Vec<Vec<u8>>,
+    /// `Basic base64(consumer_key:consumer_secret)`.
+    authorization: String,
+    catalog: Catalog,
+    batch_max: usize,
+    poll_interval: Duration,
+    /// Order id → the newest `date_modified_gmt` taken.
+    seen: Mutex<AHashMap<String, Micros>>,
+}
+
+impl WooCommerce {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> WooCommerce {
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let site = base_url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| base_url.clone());
+        let credentials = format!(
+            "{}:{}",
+            config.consumer_key.as_deref().unwrap_or_default(),
+            config.consumer_secret.as_deref().unwrap_or_default()
+        );
+        WooCommerce {
+            name: config.name.clone(),
+            site,
+            base_url,
+            keys: [&config.webhook_secret, &config.previous_webhook_secret]
+                .into_iter()
+                .flatten()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            authorization: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            ),
+            catalog,
+            batch_max: config.batch_max.unwrap_or(BATCH_MAX).clamp(1, BATCH_MAX),
+            poll_interval: Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
+            seen: Mutex::new(AHashMap::new()),
+        }
+    }
+
+    fn get(&self, path_and_query: &str) -> OutboundRequest {
+        http::Request::get(format!("{}{path_and_query}", self.base_url))
+            .header("authorization", &self.authorization)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    /// The parent product of a catalog item (`parent/variation`), if it is a variation.
+    fn parent_of(&self, sku: &str) -> Option<String> {
+        let id = &self.catalog.item(sku)?.id;
+        id.split_once('/').map(|(parent, _)| parent.to_string())
+    }
+
+    /// The item's own id (the variation's for a variation).
+    fn leaf_of(&self, sku: &str) -> Option<u64> {
+        let id = &self.catalog.item(sku)?.id;
+        id.rsplit('/').next()?.parse().ok()
+    }
+
+    fn grouped(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (i, sku) in skus.iter().enumerate() {
+            let parent = self.parent_of(sku);
+            match groups.iter_mut().find(|(p, _)| *p == parent) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((parent, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// Whether an order payload modified at `modified` is older than one already taken.
+    fn is_stale(&self, order_id: &str, modified: Option<Micros>) -> bool {
+        let Some(modified) = modified else {
+            return false;
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= SEEN_ORDERS_MAX {
+            seen.clear();
+        }
+        let newest = seen.entry(order_id.to_string()).or_insert(modified);
+        if modified < *newest {
+            return true;
+        }
+        *newest = modified;
+        false
+    }
+
+    /// The events of one order resource (from a webhook or the poll).
+    fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, ApiError> {
+        let order_id = payload::required_id(&order["id"], "id")?;
+        let modified = payload::time(&order["date_modified_gmt"]);
+        if self.is_stale(&order_id, modified) {
+            return Ok(Vec::new());
+        }
+        let at = |field: &str| payload::source_time(&[payload::time(&order[field]), modified], now);
+        let placed = (EventKind::OrderPlaced, at("date_created_gmt"));
+        let shipped = (EventKind::OrderShipped, at("date_completed_gmt"));
+        let released = (EventKind::OrderCancelled, at("date_modified_gmt"));
+        let returned = (EventKind::Returned, at("date_modified_gmt"));
+        let transitions = match order["status"].as_str().unwrap_or("") {
+            "processing" | "on-hold" => vec![placed],
+            "completed" => vec![placed, shipped],
+            "cancelled" | "failed" => vec![released],
+            "refunded" if !order["date_completed_gmt"].is_null() => vec![placed, shipped, returned],
+            "refunded" => vec![released],
+            // `pending` (unpaid), drafts, trash: no stock is held yet.
+            _ => Vec::new(),
+        };
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lines = order["line_items"]
+            .as_array()
+            .ok_or_else(|| ApiError::field("invalid_payload", "line_items", "must be an array"))?;
+        let mut events = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let line_id = payload::required_id(&line["id"], &format!("line_items[{i}].id"))?;
+            let Some(qty) = payload::quantity(&line["quantity"]) else {
+                continue;
+            };
+            let Some(sku) = self.line_sku(line) else {
+                events.push(unmapped(
+                    &self.name,
+                    &format!(
+                        "order {order_id} line {line_id} (product {}) has no SKU",
+                        self.line_item_id(line)
+                    ),
+                    format!("{}/{}/{order_id}/{line_id}/unmapped", self.name, self.site),
+                    placed.1,
+                    now,
+                ));
+                continue;
+            };
+            for (kind, source_ts) in &transitions {
+                events.push(Event {
+                    sku: sku.clone(),
+                    kind: *kind,
+                    qty,
+                    source: self.name.clone(),
+                    source_ts: *source_ts,
+                    received_at: now,
+                    key: format!(
+                        "{}/{}/{order_id}/{line_id}/{}",
+                        self.name,
+                        self.site,
+                        kind.transition()
+                    ),
+                    line: Some(LineRef {
+                        order_id: order_id.clone(),
+                        line_id: line_id.clone(),
+                    }),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// A line's catalog item id: `product` or `product/variation`.
+    fn line_item_id(&self, line: &Value) -> String {
+        let product = payload::id(&line["product_id"]).unwrap_or_else(|| "0".into());
+        match payload::id(&line["variation_id"]).filter(|v| v != "0") {
+            Some(variation) => format!("{product}/{variation}"),
+            None => product,
+        }
+    }
+
+    /// A line's SKU: its `sku` field, else the catalog's SKU for its product/variation.
+    fn line_sku(&self, line: &Value) -> Option<String> {
+        payload::sku(&line["sku"]).or_else(|| {
+            self.catalog
+                .sku_of(&self.line_item_id(line), None, None)
+                .map(str::to_string)
+        })
+    }
+
+    /// A `product.updated` delivery: the level the site shows, for a mapped product.
+    fn product_level(&self, product: &Value, now: Micros) -> Result<Vec<Event>, ApiError> {
+        let id = payload::required_id(&product["id"], "id")?;
+        let item = match payload::id(&product["parent_id"]).filter(|p| p != "0") {
+            Some(parent) => format!("{parent}/{id}"),
+            None => id,
+        };
+        let modified = product["date_modified_gmt"].as_str().unwrap_or("");
+        let source_ts = payload::source_time(&[payload::time(&product["date_modified_gmt"])], now);
+        let key = format!("{}/{}/product/{item}/{modified}", self.name, self.site);
+        let Some(sku) = self.catalog.sku_of(&item, None, None) else {
+            return Ok(vec![unmapped(
+                &self.name,
+                &format!("product {item}"),
+                key,
+                source_ts,
+                now,
+            )]);
+        };
+        let managed = product["manage_stock"].as_bool().unwrap_or(false);
+        let Some(stock) = product["stock_quantity"].as_i64().filter(|_| managed) else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![Event {
+            sku: sku.to_string(),
+            kind: EventKind::Level,
+            qty: stock,
+            source: self.name.clone(),
+            source_ts,
+            received_at: now,
+            key,
+            line: None,
+        }])
+    }
+}
+
+/// WooCommerce's creation ping: the form body `webhook_id=<number>`.
+fn is_ping(body: &[u8]) -> bool {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|b| b.trim().strip_prefix("webhook_id="))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl ChannelAdapter for WooCommerce {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        self.batch_max
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        if is_ping(body) && !headers.contains_key("x-wc-webhook-signature") {
+            return Ok(Vec::new());
+        }
+        body_hmac::verify(headers, "x-wc-webhook-signature", body, &self.keys)?;
+        let topic = headers
+            .get("x-wc-webhook-topic")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::field(
+                    "missing_topic",
+                    "X-WC-Webhook-Topic",
+                    "the header is missing",
+                )
+            })?;
+        match topic {
+            "order.created" | "order.updated" | "order.restored" => {
+                self.order_events(&payload::json(body)?, now)
+            }
+            "product.updated" | "product.restored" => {
+                self.product_level(&payload::json(body)?, now)
+            }
+            // `order.deleted` carries only the id; reconciliation repairs what it changed.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn never_refuse(&self) -> bool {
+        true
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.leaf_of(sku).is_some()
+    }
+
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+        self.grouped(&skus)
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        self.grouped(skus)
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let path = match items.first().and_then(|i| self.parent_of(&i.sku)) {
+            Some(parent) => format!("/wp-json/wc/v3/products/{parent}/variations/batch"),
+            None => "/wp-json/wc/v3/products/batch".to_string(),
+        };
+        let update: Vec<Value> = items
+            .iter()
+            .map(|i| json!({"id": self.leaf_of(&i.sku).unwrap_or(0), "manage_stock": true, "stock_quantity": i.quantity}))
+            .collect();
+        http::Request::post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .header("authorization", &self.authorization)
+            .body(serde_json::to_vec(&json!({ "update": update })).expect("json serializes"))
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        match status {
+            200..=299 => {}
+            429 => {
+                return PushReply::Throttled {
+                    retry_after: super::retry_after(headers).unwrap_or(Duration::from_secs(1)),
+                }
+            }
+            _ => {
+                return PushReply::Failed {
+                    reason: format!("HTTP {status}: {}", excerpt(body)),
+                    retryable: status >= 500 || status == 408,
+                }
+            }
+        }
+        let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+            return PushReply::Failed {
+                reason: format!("reply is not JSON: {}", excerpt(body)),
+                retryable: true,
+            };
+        };
+        // Each updated item comes back with its id; a refused one carries an `error`.
+        let taken: Vec<u64> = reply["update"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|u| u.get("error").is_none())
+            .filter_map(|u| u["id"].as_u64())
+            .collect();
+        let acked = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| self.leaf_of(&i.sku).is_some_and(|id| taken.contains(&id)))
+            .map(|(n, _)| n)
+            .collect();
+        PushReply::Accepted { acked, wait: None }
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let ids: Vec<String> = skus
+            .iter()
+            .filter_map(|s| self.leaf_of(s))
+            .map(|id| id.to_string())
+            .collect();
+        let listing = match skus.first().and_then(|s| self.parent_of(s)) {
+            Some(parent) => format!("/wp-json/wc/v3/products/{parent}/variations"),
+            None => "/wp-json/wc/v3/products".to_string(),
+        };
+        self.get(&format!(
+            "{listing}?include={}&per_page={BATCH_MAX}",
+            ids.join(",")
+        ))
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let products = reply
+            .as_array()
+            .ok_or("the reply is not a list of products")?;
+        Ok(products
+            .iter()
+            .filter_map(|p| {
+                let id = payload::id(&p["id"])?;
+                let sku = self.catalog.sku_by_leaf(&id)?.to_string();
+                let managed = p["manage_stock"].as_bool().unwrap_or(false);
+                Some((sku, p["stock_quantity"].as_i64().filter(|_| managed)))
+            })
+            .collect())
+    }
+
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+}
+
+impl OrderPoll for WooCommerce {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn poll_request(&self, since: Micros, page: u32) -> OutboundRequest {
+        // WooCommerce takes ISO 8601 without an offset; `dates_are_gmt` says it is UTC.
+        let since = format_rfc3339(since);
+        let since = since.trim_end_matches('Z');
+        self.get(&format!(
+            "/wp-json/wc/v3/orders?modified_after={since}&dates_are_gmt=true&orderby=modified&order=asc&per_page={BATCH_MAX}&page={page}"
+        ))
+    }
+
+    fn poll_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        page: u32,
+        now: Micros,
+    ) -> Result<PollPage, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let orders = reply
+            .as_array()
+            .ok_or("the reply is not a list of orders")?;
+        let mut result = PollPage::default();
+        for order in orders {
+            result.newest = result
+                .newest
+                .max(payload::time(&order["date_modified_gmt"]));
+            match self.order_events(order, now) {
+                Ok(events) => result.events.extend(events),
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, error = %e.message, "order skipped by the poll")
+                }
+            }
+        }
+        let pages: u32 = headers
+            .get("x-wp-totalpages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(page);
+        result.more = page < pages && !orders.is_empty();
+        Ok(result)
+    }
+}

@@ -1,0 +1,119 @@
+//! The order poll: the safety net under channels whose webhooks can be lost (WooCommerce
+//! never retries a failed delivery). Every interval it lists the orders modified since
+//! the watermark, less an overlap window, and submits them as events: orders already
+//! taken are duplicates by their keys, so only what a lost delivery missed changes
+//! anything. The watermark (the newest modification time seen) is kept in the data
+//! directory, so a restart neither misses nor re-reads a long history.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channels::ChannelAdapter;
+use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
+use crate::engine::{Engine, EngineError};
+
+/// How far before the watermark each poll starts again: an order saved with a
+/// modification time just before the newest one seen, but listed only later (clocks,
+/// slow transactions), is still inside the window.
+pub const OVERLAP_S: Micros = 300;
+/// Most pages read in one pass (100 orders each).
+const PAGES_MAX: u32 = 1_000;
+
+/// What one pass read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollReport {
+    pub orders_pages: u32,
+    pub events: usize,
+    pub watermark: Micros,
+}
+
+/// The file that keeps a channel's watermark.
+pub fn watermark_path(data_dir: &Path, channel: &str) -> PathBuf {
+    data_dir.join(format!("poll-{channel}.watermark"))
+}
+
+fn load_watermark(path: &Path) -> Option<Micros> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes the watermark through a temp file and a rename, so it is never half written.
+fn store_watermark(path: &Path, watermark: Micros) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, watermark.to_string())?;
+    std::fs::rename(&temp, path)
+}
+
+/// Polls `adapter`'s orders every interval for as long as the engine runs.
+pub async fn run(
+    adapter: Arc<dyn ChannelAdapter>,
+    engine: Arc<Engine>,
+    client: reqwest::Client,
+    data_dir: PathBuf,
+) {
+    let Some(poll) = adapter.order_poll() else {
+        return;
+    };
+    let interval = poll.interval();
+    loop {
+        tokio::time::sleep(interval).await;
+        if engine.is_stopped() {
+            return;
+        }
+        if let Err(reason) = pass(adapter.as_ref(), &engine, &client, &data_dir).await {
+            tracing::warn!(channel = %adapter.name(), %reason, "order poll failed");
+        }
+    }
+}
+
+/// One poll pass.
+pub async fn pass(
+    adapter: &dyn ChannelAdapter,
+    engine: &Engine,
+    client: &reqwest::Client,
+    data_dir: &Path,
+) -> Result<PollReport, String> {
+    let poll = adapter
+        .order_poll()
+        .ok_or("the channel has no order poll")?;
+    let path = watermark_path(data_dir, adapter.name());
+    let now = now_micros();
+    // The first pass starts one overlap back: there is no history to catch up on.
+    let watermark = load_watermark(&path).unwrap_or(now);
+    let since = watermark - OVERLAP_S * MICROS_PER_SECOND;
+    let mut report = PollReport {
+        watermark,
+        ..PollReport::default()
+    };
+    for page in 1..=PAGES_MAX {
+        let (status, headers, body) = super::send(client, poll.poll_request(since, page)).await?;
+        let result = poll.poll_reply(status, &headers, &body, page, now_micros())?;
+        report.orders_pages = page;
+        report.events += result.events.len();
+        submit_waiting(engine, result.events).await?;
+        report.watermark = report.watermark.max(result.newest.unwrap_or(watermark));
+        if !result.more {
+            break;
+        }
+    }
+    // Only once every page is durably taken does the watermark move.
+    store_watermark(&path, report.watermark).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(report)
+}
+
+/// Submits, waiting while the engine is busy (a poll is never in a hurry).
+async fn submit_waiting(
+    engine: &Engine,
+    events: Vec<crate::engine::event::Event>,
+) -> Result<(), String> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    loop {
+        match engine.submit(events.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
