@@ -2,9 +2,15 @@
 //! not depend on the engine's crate: it sees lockstep as a real channel would.
 //!
 //! - `webhook_sim`: a Standard Webhooks channel (the `webhook` kind's other end).
+//! - `shopify_sim`, `woo_sim`: a Shopify store and a WooCommerce site, each with its
+//!   real paths, auth, payloads, signatures, limits and delivery habits.
+//! - `sim`: what the simulators share (server, webhook sender with habits, buckets).
 //! - `signing`: Standard Webhooks signatures, written here independently of the engine's.
 //! - `run`: the open-loop `latency` scenario.
 
 pub mod run;
+pub mod shopify_sim;
 pub mod signing;
+pub mod sim;
 pub mod webhook_sim;
+pub mod woo_sim;

@@ -1,0 +1,717 @@
+//! A simulated Shopify store, as lockstep's `shopify` kind meets it (CHANNELS.md §1).
+//!
+//! - `POST /admin/api/{version}/graphql.json` with `X-Shopify-Access-Token` (401 with
+//!   Shopify's message otherwise). Two operations, recognized by their field names:
+//!   `inventorySetQuantities` (compare-and-set on each quantity: `changeFromQuantity`,
+//!   required from 2026-04, or `compareQuantity` / `ignoreCompareQuantity` before; a
+//!   mismatch is a `*_STALE` userError and nothing in the call is applied; a retried
+//!   `@idempotent` key answers the first result) and the `nodes(ids:)` level query.
+//! - Calculated-cost throttling per plan: 10 points a mutation, 1 + 1 per id a query; an
+//!   empty bucket answers HTTP 200 with a `THROTTLED` error; every reply carries
+//!   `extensions.cost.throttleStatus`.
+//! - Orders placed on the store lower its levels and send signed webhooks
+//!   (`orders/create`, `orders/cancelled` plus a `cancel` refund, `orders/fulfilled`,
+//!   `refunds/create` for returns), with the echo `inventory_levels/update` after every
+//!   change when switched on, and Shopify's habits: duplicates (same
+//!   `X-Shopify-Event-Id`), delays, reordering, and 8 retries of a failed delivery.
+//! - Every value written is recorded with its arrival time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Request;
+use serde_json::{json, Value};
+
+use crate::signing;
+use crate::sim::{reply, Arrival, Bucket, Delivery, Habits, Reply, Sender, Server};
+use crate::webhook_sim::Fault;
+
+/// The store's one location.
+pub const LOCATION: u64 = 1;
+/// A Standard plan: 100 points/s restored; the bucket holds 1,000.
+pub const STANDARD_PLAN: (f64, f64) = (1_000.0, 100.0);
+const MUTATION_COST: f64 = 10.0;
+
+/// One `inventorySetQuantities` call as it arrived.
+#[derive(Clone, Debug)]
+pub struct SetCall {
+    pub at: Instant,
+    /// (SKU, quantity, the compare value sent: `None` when omitted or null).
+    pub items: Vec<(String, i64, Option<i64>)>,
+    /// `applied`, `stale`, `throttled`, `unauthorized`, `invalid`, or a fault status.
+    pub outcome: String,
+}
+
+struct Line {
+    id: u64,
+    sku: String,
+    item: u64,
+    quantity: i64,
+}
+
+struct Order {
+    lines: Vec<Line>,
+    created_at: String,
+}
+
+struct State {
+    token: String,
+    fault: Fault,
+    bucket: Bucket,
+    /// Inventory item id → available at the location.
+    levels: HashMap<u64, i64>,
+    sku_of: HashMap<u64, String>,
+    item_of: HashMap<String, u64>,
+    arrivals: HashMap<String, Vec<Arrival>>,
+    calls: Vec<SetCall>,
+    idempotent: HashMap<String, Value>,
+    orders: HashMap<u64, Order>,
+}
+
+/// A running simulated store.
+pub struct ShopifySim {
+    pub server: Server,
+    state: Arc<Mutex<State>>,
+    pub sender: Arc<Sender>,
+    secret: String,
+    next_id: AtomicU64,
+}
+
+fn now_text() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let micros = now.as_micros() as i64;
+    let secs = micros.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The number at the end of a `gid://shopify/Type/123`.
+fn gid_number(value: &Value) -> Option<u64> {
+    value.as_str()?.rsplit('/').next()?.parse().ok()
+}
+
+impl ShopifySim {
+    /// Starts a store whose app has `secret` (webhook HMAC key) and `token` (Admin API),
+    /// listing `items` (SKU, inventory item id) with level 0, on the Standard plan.
+    pub fn start(secret: &str, token: &str, items: &[(&str, u64)]) -> ShopifySim {
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            fault: Fault::None,
+            bucket: Bucket::new(STANDARD_PLAN.0, STANDARD_PLAN.1),
+            levels: items.iter().map(|(_, id)| (*id, 0)).collect(),
+            sku_of: items.iter().map(|(s, id)| (*id, s.to_string())).collect(),
+            item_of: items.iter().map(|(s, id)| (s.to_string(), *id)).collect(),
+            arrivals: HashMap::new(),
+            calls: Vec::new(),
+            idempotent: HashMap::new(),
+            orders: HashMap::new(),
+        }));
+        let sender = Sender::new(8);
+        let shared = (state.clone(), sender.clone(), secret.to_string());
+        let server = Server::start(move |req| {
+            let (state, sender, secret) = shared.clone();
+            async move { handle(state, sender, secret, req).await }
+        });
+        ShopifySim {
+            server,
+            state,
+            sender,
+            secret: secret.to_string(),
+            next_id: AtomicU64::new(1_000),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store's URL (the channel's `base_url`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    /// Where the store sends its webhooks (lockstep's `/webhooks/{name}`).
+    pub fn set_webhook_url(&self, url: &str) {
+        *self.sender.url.lock().unwrap() = Some(url.to_string());
+    }
+
+    pub fn set_habits(&self, habits: Habits) {
+        *self.sender.habits.lock().unwrap() = habits;
+    }
+
+    /// The plan's cost bucket: capacity and restore rate in points per second.
+    pub fn set_plan(&self, capacity: f64, restore_per_s: f64) {
+        self.lock().bucket = Bucket::new(capacity, restore_per_s);
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.lock().fault = fault;
+    }
+
+    /// The level the store shows for `sku`.
+    pub fn level(&self, sku: &str) -> Option<i64> {
+        let s = self.lock();
+        s.item_of.get(sku).and_then(|id| s.levels.get(id)).copied()
+    }
+
+    /// Every SKU's level.
+    pub fn levels(&self) -> HashMap<String, i64> {
+        let s = self.lock();
+        s.item_of
+            .iter()
+            .filter_map(|(sku, id)| Some((sku.clone(), *s.levels.get(id)?)))
+            .collect()
+    }
+
+    /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&HashMap<String, i64>) -> bool,
+    ) -> Option<Duration> {
+        crate::sim::wait_until(timeout, || check(&self.levels()))
+    }
+
+    pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
+        self.lock().arrivals.get(sku).cloned().unwrap_or_default()
+    }
+
+    /// Every `inventorySetQuantities` call so far.
+    pub fn calls(&self) -> Vec<SetCall> {
+        self.lock().calls.clone()
+    }
+
+    /// A merchant's edit in the admin: sets the level (and sends the inventory webhook
+    /// when echoes are on, as Shopify does for any change).
+    pub fn set_level(&self, sku: &str, available: i64) {
+        let item = self.lock().item_of[sku];
+        self.lock().levels.insert(item, available);
+        self.level_webhook(item);
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A customer orders `lines` (SKU, quantity): the levels drop and `orders/create` is
+    /// sent (and the inventory webhooks, when echoes are on). Returns the order id.
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
+        let order_id = self.id();
+        let lines: Vec<Line> = lines
+            .iter()
+            .map(|(sku, quantity)| Line {
+                id: self.id(),
+                sku: sku.to_string(),
+                item: self.lock().item_of[*sku],
+                quantity: *quantity,
+            })
+            .collect();
+        for line in &lines {
+            *self.lock().levels.entry(line.item).or_default() -= line.quantity;
+        }
+        let items: Vec<u64> = lines.iter().map(|l| l.item).collect();
+        let order = Order {
+            lines,
+            created_at: now_text(),
+        };
+        let body = self.order_json(order_id, &order, None, false);
+        self.lock().orders.insert(order_id, order);
+        self.webhook("orders/create", body);
+        for item in items {
+            self.level_webhook(item);
+        }
+        order_id
+    }
+
+    fn order_json(
+        &self,
+        id: u64,
+        order: &Order,
+        cancelled_at: Option<&str>,
+        fulfilled: bool,
+    ) -> Value {
+        json!({
+            "id": id,
+            "admin_graphql_api_id": format!("gid://shopify/Order/{id}"),
+            "created_at": order.created_at,
+            "updated_at": now_text(),
+            "cancelled_at": cancelled_at,
+            "financial_status": "paid",
+            "fulfillment_status": if fulfilled { Value::from("fulfilled") } else { Value::Null },
+            "line_items": order.lines.iter().map(|l| json!({
+                "id": l.id, "variant_id": l.item + 10_000, "product_id": l.item + 20_000,
+                "sku": l.sku, "quantity": l.quantity,
+                "fulfillment_status": if fulfilled { Value::from("fulfilled") } else { Value::Null },
+            })).collect::<Vec<_>>(),
+            "refunds": [],
+        })
+    }
+
+    /// The merchant cancels the order with restock: levels come back, and Shopify sends
+    /// both `orders/cancelled` and a `refunds/create` with `restock_type: cancel`.
+    pub fn cancel_order(&self, order_id: u64) {
+        let (body, refund, items) = {
+            let s = self.lock();
+            let order = &s.orders[&order_id];
+            let cancelled_at = now_text();
+            let body = self.order_json(order_id, order, Some(&cancelled_at), false);
+            let refund = self.refund_json(order_id, order, "cancel", None);
+            (
+                body,
+                refund,
+                order
+                    .lines
+                    .iter()
+                    .map(|l| (l.item, l.quantity))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (item, quantity) in &items {
+            *self.lock().levels.entry(*item).or_default() += quantity;
+        }
+        self.webhook("orders/cancelled", body);
+        self.webhook("refunds/create", refund);
+        for (item, _) in items {
+            self.level_webhook(item);
+        }
+    }
+
+    /// The order ships: `orders/fulfilled` (levels of available stock do not change).
+    pub fn fulfill_order(&self, order_id: u64) {
+        let body = {
+            let s = self.lock();
+            self.order_json(order_id, &s.orders[&order_id], None, true)
+        };
+        self.webhook("orders/fulfilled", body);
+    }
+
+    /// A customer returns `quantity` of the order's first line, restocked: the level
+    /// rises and `refunds/create` with `restock_type: return` is sent.
+    pub fn return_line(&self, order_id: u64, quantity: i64) {
+        let (refund, item) = {
+            let s = self.lock();
+            let order = &s.orders[&order_id];
+            (
+                self.refund_json(order_id, order, "return", Some(quantity)),
+                order.lines[0].item,
+            )
+        };
+        *self.lock().levels.entry(item).or_default() += quantity;
+        self.webhook("refunds/create", refund);
+        self.level_webhook(item);
+    }
+
+    fn refund_json(
+        &self,
+        order_id: u64,
+        order: &Order,
+        restock: &str,
+        first_only: Option<i64>,
+    ) -> Value {
+        let lines: Vec<Value> = order
+            .lines
+            .iter()
+            .take(if first_only.is_some() { 1 } else { usize::MAX })
+            .map(|l| json!({
+                "id": self.id(), "line_item_id": l.id,
+                "quantity": first_only.unwrap_or(l.quantity),
+                "restock_type": restock, "location_id": LOCATION,
+                "line_item": {"id": l.id, "variant_id": l.item + 10_000, "sku": l.sku, "quantity": l.quantity},
+            }))
+            .collect();
+        json!({"id": self.id(), "order_id": order_id, "created_at": now_text(), "refund_line_items": lines})
+    }
+
+    fn level_webhook(&self, item: u64) {
+        if !self.sender.habits().echo {
+            return;
+        }
+        send_level_webhook(
+            &self.state,
+            &self.sender,
+            &self.secret,
+            self.server.runtime.handle(),
+            item,
+        );
+    }
+
+    fn webhook(&self, topic: &str, body: Value) {
+        send_webhook(
+            &self.sender,
+            &self.secret,
+            self.server.runtime.handle(),
+            topic,
+            body,
+        );
+    }
+
+    /// Signs `body` as the store signs webhooks (for tests that deliver by hand).
+    pub fn sign(&self, body: &[u8]) -> String {
+        signing::body_signature(&self.secret, body)
+    }
+}
+
+static EVENT_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Sends one signed webhook with Shopify's headers; a duplicate repeats the event id.
+fn send_webhook(
+    sender: &Arc<Sender>,
+    secret: &str,
+    runtime: &tokio::runtime::Handle,
+    topic: &str,
+    body: Value,
+) {
+    let event_id = format!("evt-{}", EVENT_IDS.fetch_add(1, Ordering::Relaxed));
+    let bytes = serde_json::to_vec(&body).expect("json serializes");
+    let signature = signing::body_signature(secret, &bytes);
+    let triggered = now_text();
+    let topic_name = topic.to_string();
+    sender.send(
+        runtime,
+        topic,
+        Arc::new(move || Delivery {
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-shopify-topic".into(), topic_name.clone()),
+                ("x-shopify-hmac-sha256".into(), signature.clone()),
+                (
+                    "x-shopify-shop-domain".into(),
+                    "lockstep-sim.myshopify.com".into(),
+                ),
+                ("x-shopify-api-version".into(), "2026-04".into()),
+                (
+                    "x-shopify-webhook-id".into(),
+                    format!("wh-{}", EVENT_IDS.fetch_add(1, Ordering::Relaxed)),
+                ),
+                ("x-shopify-event-id".into(), event_id.clone()),
+                ("x-shopify-triggered-at".into(), triggered.clone()),
+            ],
+            body: bytes.clone(),
+        }),
+    );
+}
+
+fn send_level_webhook(
+    state: &Mutex<State>,
+    sender: &Arc<Sender>,
+    secret: &str,
+    runtime: &tokio::runtime::Handle,
+    item: u64,
+) {
+    let available = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .levels
+        .get(&item)
+        .copied();
+    let body = json!({
+        "inventory_item_id": item, "location_id": LOCATION, "available": available,
+        "updated_at": now_text(),
+        "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{LOCATION}?inventory_item_id={item}"),
+    });
+    send_webhook(sender, secret, runtime, "inventory_levels/update", body);
+}
+
+fn throttle_status(bucket: &Bucket, cost: f64) -> Value {
+    json!({"cost": {
+        "requestedQueryCost": cost,
+        "actualQueryCost": cost,
+        "throttleStatus": {
+            "maximumAvailable": bucket.capacity,
+            "currentlyAvailable": bucket.available.floor(),
+            "restoreRate": bucket.rate,
+        },
+    }})
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    sender: Arc<Sender>,
+    secret: String,
+    req: Request<Incoming>,
+) -> Reply {
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    let path = req.uri().path().to_string();
+    let version = path
+        .strip_prefix("/admin/api/")
+        .and_then(|rest| rest.strip_suffix("/graphql.json"))
+        .map(str::to_string);
+    let Some(version) = version.filter(|_| req.method() == hyper::Method::POST) else {
+        return reply(404, &json!({"errors": "Not Found"}), &[]);
+    };
+    let token = req
+        .headers()
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return reply(400, &json!({"errors": "bad body"}), &[]),
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let query = request["query"].as_str().unwrap_or("").to_string();
+    let variables = &request["variables"];
+    let is_set = query.contains("inventorySetQuantities");
+    let items = set_items(&lock(), variables);
+    let log = |outcome: &str| {
+        if is_set {
+            lock().calls.push(SetCall {
+                at: Instant::now(),
+                items: items.clone(),
+                outcome: outcome.to_string(),
+            });
+        }
+    };
+    if token != lock().token {
+        log("unauthorized");
+        return reply(
+            401,
+            &json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
+            &[],
+        );
+    }
+    let fault = lock().fault.clone();
+    match fault {
+        Fault::Status(code) => {
+            log(&code.to_string());
+            return reply(code, &json!({"errors": "Internal Server Error"}), &[]);
+        }
+        Fault::Throttle { retry_after_s } => {
+            log("429");
+            return reply(
+                429,
+                &json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}),
+                &[("retry-after", retry_after_s.to_string())],
+            );
+        }
+        Fault::Hang(delay) => {
+            log("504");
+            tokio::time::sleep(delay).await;
+            return reply(504, &json!({"errors": "timeout"}), &[]);
+        }
+        Fault::None => {}
+    }
+    let cost = if is_set {
+        MUTATION_COST
+    } else {
+        1.0 + variables["ids"].as_array().map_or(0, Vec::len) as f64
+    };
+    let key = variables["key"].as_str().map(str::to_string);
+    if let Some(first) = key.as_ref().and_then(|k| lock().idempotent.get(k).cloned()) {
+        return reply(200, &first, &[]);
+    }
+    {
+        let mut s = lock();
+        if !s.bucket.take(cost) {
+            let extensions = throttle_status(&s.bucket, cost);
+            drop(s);
+            log("throttled");
+            return reply(
+                200,
+                &json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": extensions}),
+                &[],
+            );
+        }
+    }
+    let data = if is_set {
+        let (data, outcome, changed) = set_quantities(&mut lock(), &version, variables);
+        log(outcome);
+        if sender.habits().echo {
+            for item in changed {
+                send_level_webhook(
+                    &state,
+                    &sender,
+                    &secret,
+                    &tokio::runtime::Handle::current(),
+                    item,
+                );
+            }
+        }
+        data
+    } else if query.contains("nodes(") {
+        read_nodes(&lock(), variables)
+    } else {
+        return reply(
+            200,
+            &json!({"errors": [{"message": "lockstep-sim knows only inventorySetQuantities and nodes"}]}),
+            &[],
+        );
+    };
+    let mut s = lock();
+    let answer = match data {
+        Ok(data) => json!({"data": data, "extensions": throttle_status(&s.bucket, cost)}),
+        Err(message) => {
+            json!({"errors": [{"message": message}], "extensions": throttle_status(&s.bucket, cost)})
+        }
+    };
+    if let Some(key) = key {
+        s.idempotent.insert(key, answer.clone());
+    }
+    reply(200, &answer, &[])
+}
+
+/// The items of an `inventorySetQuantities` call, for the call log.
+fn set_items(s: &State, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
+    variables["input"]["quantities"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|q| {
+            let item = gid_number(&q["inventoryItemId"]).unwrap_or(0);
+            let compare = q
+                .get("changeFromQuantity")
+                .or_else(|| q.get("compareQuantity"))
+                .and_then(Value::as_i64);
+            (
+                s.sku_of
+                    .get(&item)
+                    .cloned()
+                    .unwrap_or_else(|| item.to_string()),
+                q["quantity"].as_i64().unwrap_or(0),
+                compare,
+            )
+        })
+        .collect()
+}
+
+/// Applies a compare-and-set call: all or nothing. Returns the data (or a top-level
+/// error), the outcome for the log, and the items that changed.
+fn set_quantities(
+    s: &mut State,
+    version: &str,
+    variables: &Value,
+) -> (Result<Value, String>, &'static str, Vec<u64>) {
+    let input = &variables["input"];
+    let change_from = version >= "2026-04";
+    let ignore = input["ignoreCompareQuantity"].as_bool().unwrap_or(false);
+    let Some(quantities) = input["quantities"].as_array() else {
+        return (
+            Err("input.quantities is required".into()),
+            "invalid",
+            Vec::new(),
+        );
+    };
+    let mut errors = Vec::new();
+    let mut writes = Vec::new();
+    for (i, q) in quantities.iter().enumerate() {
+        let item = gid_number(&q["inventoryItemId"]);
+        let location = gid_number(&q["locationId"]);
+        let Some(quantity) = q["quantity"].as_i64() else {
+            return (
+                Err(format!("quantities.{i}.quantity is required")),
+                "invalid",
+                Vec::new(),
+            );
+        };
+        let field = if change_from {
+            "changeFromQuantity"
+        } else {
+            "compareQuantity"
+        };
+        let compare = match q.get(field) {
+            _ if !change_from && ignore => None,
+            Some(Value::Null) if change_from => None,
+            Some(v) if v.is_i64() => v.as_i64(),
+            None if change_from => {
+                return (Err(format!("Variable $input of type InventorySetQuantitiesInput! was provided invalid value for quantities.{i}.changeFromQuantity (Expected value to not be null)")), "invalid", Vec::new());
+            }
+            _ => {
+                return (Err(format!("quantities.{i}.compareQuantity is required unless ignoreCompareQuantity is true")), "invalid", Vec::new());
+            }
+        };
+        let current = match (item, location) {
+            (Some(item), Some(LOCATION)) => s.levels.get(&item).copied(),
+            _ => None,
+        };
+        let Some(current) = current else {
+            errors.push(json!({"field": ["input", "quantities", i.to_string(), "locationId"], "message": "The specified inventory item is not stocked at the location.", "code": "ITEM_NOT_STOCKED_AT_LOCATION"}));
+            continue;
+        };
+        if compare.is_some_and(|c| c != current) {
+            let code = if change_from {
+                "CHANGE_FROM_QUANTITY_STALE"
+            } else {
+                "COMPARE_QUANTITY_STALE"
+            };
+            errors.push(json!({"field": ["input", "quantities", i.to_string(), field], "message": "The specified compare quantity does not match the current quantity.", "code": code}));
+            continue;
+        }
+        writes.push((item.expect("checked"), quantity));
+    }
+    if !errors.is_empty() {
+        let stale = errors
+            .iter()
+            .all(|e| e["code"].as_str().is_some_and(|c| c.ends_with("_STALE")));
+        let data = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": errors}});
+        return (
+            Ok(data),
+            if stale { "stale" } else { "invalid" },
+            Vec::new(),
+        );
+    }
+    let now = Instant::now();
+    let mut changed = Vec::new();
+    for (item, quantity) in writes {
+        if s.levels.insert(item, quantity) != Some(quantity) {
+            changed.push(item);
+        }
+        let sku = s
+            .sku_of
+            .get(&item)
+            .cloned()
+            .unwrap_or_else(|| item.to_string());
+        s.arrivals.entry(sku).or_default().push(Arrival {
+            available: quantity,
+            at: now,
+        });
+    }
+    let data = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": format!("gid://shopify/InventoryAdjustmentGroup/{}", EVENT_IDS.fetch_add(1, Ordering::Relaxed))}, "userErrors": []}});
+    (Ok(data), "applied", changed)
+}
+
+/// The `nodes(ids:)` level query.
+fn read_nodes(s: &State, variables: &Value) -> Result<Value, String> {
+    let location = gid_number(&variables["locationId"]);
+    let ids = variables["ids"].as_array().ok_or("ids is required")?;
+    let nodes: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let Some(item) = gid_number(id).filter(|i| s.levels.contains_key(i)) else {
+                return Value::Null;
+            };
+            let level = (location == Some(LOCATION)).then(
+                || json!({"quantities": [{"name": "available", "quantity": s.levels[&item]}]}),
+            );
+            json!({"id": format!("gid://shopify/InventoryItem/{item}"), "inventoryLevel": level})
+        })
+        .collect();
+    Ok(json!({ "nodes": nodes }))
+}
