@@ -170,6 +170,13 @@ impl ShopifySim {
         self.lock().bucket = Bucket::new(capacity, restore_per_s);
     }
 
+    /// Empties the cost bucket (as a burst of the app's other calls would).
+    pub fn drain_bucket(&self) {
+        let mut s = self.lock();
+        s.bucket.take(0.0);
+        s.bucket.available = 0.0;
+    }
+
     pub fn set_fault(&self, fault: Fault) {
         self.lock().fault = fault;
     }

@@ -638,6 +638,12 @@ fn apply_event(
         }
         EventKind::Adjusted | EventKind::Returned => {
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
+            if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
+                // A channel restocks its own returns: it shows the units already.
+                if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
+                    *expected += event.qty;
+                }
+            }
             (Outcome::Applied, false)
         }
         EventKind::Counted | EventKind::CountedAvailable => {

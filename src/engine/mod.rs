@@ -237,6 +237,11 @@ impl Engine {
         self.router.shards()
     }
 
+    /// The shard that owns `sku`.
+    pub fn shard_of(&self, sku: &str) -> usize {
+        self.router.shard_of(sku)
+    }
+
     /// Whether `shutdown` has begun.
     pub fn is_stopped(&self) -> bool {
         self.senders

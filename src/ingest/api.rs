@@ -323,6 +323,7 @@ impl App {
                 "committed": head.committed,
                 "available": available,
                 "channels": channels,
+                "shard": self.engine.shard_of(sku),
                 "last_seq": head.last_seq,
                 "updated_at": format_rfc3339(head.updated_at),
             }),

@@ -221,3 +221,67 @@ pub fn deliver(
 ) -> (u16, Value) {
     sim.send_events(&server.url(&format!("/webhooks/{channel}")), id, body)
 }
+
+/// A `[[channels]]` block of kind `shopify` for a simulated store.
+pub fn shopify_channel(name: &str, url: &str, secret: &str, version: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"shopify\"\nbase_url = \"{url}\"\napi_version = \"{version}\"\nwebhook_secret = \"{secret}\"\naccess_token = \"{SHOPIFY_TOKEN}\"\nlocation_id = \"gid://shopify/Location/1\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `woocommerce` for a simulated site.
+pub fn woo_channel(name: &str, url: &str, secret: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"woocommerce\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\nconsumer_key = \"{WOO_KEY}\"\nconsumer_secret = \"{WOO_SECRET}\"\n{extra}\n")
+}
+
+pub const SHOPIFY_TOKEN: &str = "shpat_sim";
+pub const WOO_KEY: &str = "ck_sim";
+pub const WOO_SECRET: &str = "cs_sim";
+
+/// Writes a catalog CSV beside `data_dir`; returns the `[catalog]` block naming it.
+pub fn catalog(data_dir: &Path, rows: &[(&str, &str, &str)]) -> String {
+    let path = data_dir.with_extension("catalog.csv");
+    let mut text = String::from("sku,channel,item_id,location_id\n");
+    for (sku, channel, item) in rows {
+        text.push_str(&format!("{sku},{channel},{item},\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    format!("\n[catalog]\npath = {:?}\n", path.display().to_string())
+}
+
+/// Sets a SKU's on_hand with a count; panics unless it is taken.
+pub fn count(server: &Server, sku: &str, on_hand: i64) {
+    let (status, body) = server.put_sku(sku, &json!({ "on_hand": on_hand }));
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Audit records of one SKU, newest first.
+pub fn audit_of(server: &Server, sku: &str) -> Vec<Value> {
+    let (status, body) = server.get(&format!("/v1/audit?sku={sku}&limit=1000"));
+    assert_eq!(status, 200, "{body}");
+    body["records"].as_array().unwrap().clone()
+}
+
+/// POSTs a raw webhook body with the given headers; returns (status, body).
+pub fn post_raw(
+    server: &Server,
+    channel: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut request = Server::client().post(server.url(&format!("/webhooks/{channel}")));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    status_json(request.body(body.to_vec()).send().unwrap())
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, check: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}

@@ -1,0 +1,380 @@
+//! The `shopify` kind against the simulated store: webhooks in (every topic, signatures,
+//! rotation, unknown items, echoes), `inventorySetQuantities` out (compare values that
+//! follow the store's own sales, a stale compare resolved by one read and one push, the
+//! cost throttle honoured), over real HTTP with the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::shopify_sim::ShopifySim;
+use loadgen::sim::Habits;
+use serde_json::{json, Value};
+
+const SECRET: &str = "shpss_app_secret";
+const OLD_SECRET: &str = "shpss_previous_secret";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    server: Server,
+    shop: ShopifySim,
+    _dir: tempfile::TempDir,
+}
+
+/// SKU `S{i}` is inventory item `100 + i` (every other one written in the catalog in its
+/// `gid://` form, which must mean the same item).
+fn sku(i: usize) -> String {
+    format!("S{i}")
+}
+
+fn rig(skus: usize, version: &str, channel_extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let names: Vec<String> = (0..skus).map(sku).collect();
+    let items: Vec<(&str, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), 100 + i as u64))
+        .collect();
+    let shop = ShopifySim::start(SECRET, SHOPIFY_TOKEN, &items);
+    let ids: Vec<String> = (0..skus)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("{}", 100 + i)
+            } else {
+                format!("gid://shopify/InventoryItem/{}", 100 + i)
+            }
+        })
+        .collect();
+    let rows: Vec<(&str, &str, &str)> = names
+        .iter()
+        .zip(&ids)
+        .map(|(s, id)| (s.as_str(), "shop", id.as_str()))
+        .collect();
+    let config = shopify_channel("shop", &shop.url(), SECRET, version, channel_extra)
+        + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    shop.set_webhook_url(&server.url("/webhooks/shop"));
+    Rig {
+        server,
+        shop,
+        _dir: dir,
+    }
+}
+
+/// Counts every SKU to `on_hand` and waits until the store shows it.
+fn stock_all(rig: &Rig, skus: usize, on_hand: i64) {
+    for i in 0..skus {
+        count(&rig.server, &sku(i), on_hand);
+    }
+    assert!(
+        rig.shop
+            .wait_for(WAIT, |l| (0..skus)
+                .all(|i| l.get(&sku(i)) == Some(&on_hand)))
+            .is_some(),
+        "the store never showed {on_hand}: {:?}",
+        rig.shop.levels()
+    );
+}
+
+fn committed(server: &Server, sku: &str) -> i64 {
+    server.stock(sku).unwrap().1
+}
+
+fn shard(server: &Server, sku: &str) -> u64 {
+    server.get(&format!("/v1/skus/{sku}")).1["shard"]
+        .as_u64()
+        .unwrap()
+}
+
+fn records(server: &Server, sku: &str, kind: &str) -> Vec<Value> {
+    audit_of(server, sku)
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn store_orders_cancellations_fulfilments_and_returns() {
+    let rig = rig(6, "2026-04", "");
+    stock_all(&rig, 6, 10);
+    let first = rig.shop.calls();
+    assert!(
+        first
+            .iter()
+            .flat_map(|c| &c.items)
+            .all(|(_, _, compare)| compare.is_none()),
+        "a first push opts out of the compare (changeFromQuantity: null): {first:?}"
+    );
+    // A two-line order whose SKUs live on different shards.
+    let (a, b) = (0..6)
+        .flat_map(|i| (0..6).map(move |j| (sku(i), sku(j))))
+        .find(|(a, b)| shard(&rig.server, a) != shard(&rig.server, b))
+        .expect("six SKUs over two shards");
+    let order = rig.shop.place_order(&[(&a, 2), (&b, 3)]);
+    assert!(eventually(WAIT, || committed(&rig.server, &a) == 2
+        && committed(&rig.server, &b) == 3));
+    assert_eq!(rig.server.stock(&a).unwrap(), (10, 2, 8));
+
+    // Shopify sends a cancellation twice: orders/cancelled and a `cancel` refund.
+    rig.shop.cancel_order(order);
+    assert!(rig.shop.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || committed(&rig.server, &a) == 0
+        && committed(&rig.server, &b) == 0));
+    let releases = records(&rig.server, &a, "order_cancelled");
+    let outcomes: Vec<&str> = releases
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    assert!(
+        outcomes.contains(&"applied") && outcomes.contains(&"duplicate"),
+        "released once: {outcomes:?}"
+    );
+    assert_eq!(rig.server.stock(&b).unwrap(), (10, 0, 10));
+
+    // Fulfilment ships the units; a restocked return brings one back.
+    let shipped = rig.shop.place_order(&[(&a, 2)]);
+    assert!(eventually(WAIT, || committed(&rig.server, &a) == 2));
+    rig.shop.fulfill_order(shipped);
+    assert!(eventually(WAIT, || rig.server.stock(&a) == Some((8, 0, 8))));
+    rig.shop.return_line(shipped, 1);
+    assert!(eventually(WAIT, || rig.server.stock(&a) == Some((9, 0, 9))));
+    assert!(rig
+        .shop
+        .wait_for(WAIT, |l| l[&a] == 9 && l[&b] == 10)
+        .is_some());
+    assert!(
+        rig.shop.calls().iter().all(|c| c.outcome == "applied"),
+        "no compare went stale: {:?}",
+        rig.shop.calls()
+    );
+}
+
+#[test]
+fn forged_and_missing_signatures_are_refused_and_the_previous_secret_is_accepted() {
+    let rig = rig(
+        1,
+        "2026-04",
+        &format!("previous_webhook_secret = \"{OLD_SECRET}\""),
+    );
+    stock_all(&rig, 1, 10);
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
+    let order = json!({"id": 1, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
+        "line_items": [{"id": 11, "sku": "S0", "quantity": 4}]});
+    let body = serde_json::to_vec(&order).unwrap();
+    let before = rig.server.audit_all().len();
+    let forged = loadgen::signing::body_signature("not-the-secret", &body);
+    for headers in [
+        vec![
+            ("x-shopify-topic", "orders/create"),
+            ("x-shopify-hmac-sha256", forged.as_str()),
+        ],
+        vec![("x-shopify-topic", "orders/create")],
+    ] {
+        let (status, answer) = post_raw(&rig.server, "shop", &headers, &body);
+        assert_eq!(status, 401, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("signature"),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        rig.server.stock("S0").unwrap(),
+        (10, 0, 10),
+        "nothing applied"
+    );
+    assert_eq!(rig.server.audit_all().len(), before, "nothing recorded");
+
+    // During a rotation the old secret still signs valid deliveries.
+    let old = loadgen::signing::body_signature(OLD_SECRET, &body);
+    let (status, answer) = post_raw(
+        &rig.server,
+        "shop",
+        &[
+            ("x-shopify-topic", "orders/create"),
+            ("x-shopify-hmac-sha256", &old),
+        ],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0").unwrap(), (10, 4, 6));
+}
+
+#[test]
+fn unknown_inventory_items_are_recorded_and_answered_200() {
+    let rig = rig(2, "2026-04", "");
+    stock_all(&rig, 2, 5);
+    let before: Vec<_> = (0..2).map(|i| rig.server.stock(&sku(i))).collect();
+    let level = json!({"inventory_item_id": 999, "location_id": 1, "available": 3,
+        "updated_at": "2026-11-27T10:00:00Z"});
+    let body = serde_json::to_vec(&level).unwrap();
+    let signature = rig.shop.sign(&body);
+    let headers = [
+        ("x-shopify-topic", "inventory_levels/update"),
+        ("x-shopify-hmac-sha256", signature.as_str()),
+        ("x-shopify-event-id", "evt-unknown-1"),
+    ];
+    let (status, answer) = post_raw(&rig.server, "shop", &headers, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["outcome"], "drift", "{answer}");
+    // A known item at another location is not ours either.
+    let other = json!({"inventory_item_id": 100, "location_id": 77, "available": 3});
+    let body2 = serde_json::to_vec(&other).unwrap();
+    let sig2 = rig.shop.sign(&body2);
+    let (status, _) = post_raw(
+        &rig.server,
+        "shop",
+        &[
+            ("x-shopify-topic", "inventory_levels/update"),
+            ("x-shopify-hmac-sha256", &sig2),
+        ],
+        &body2,
+    );
+    assert_eq!(status, 200);
+    let unmapped: Vec<Value> = rig
+        .server
+        .audit_all()
+        .into_iter()
+        .filter(|r| r["kind"] == "unmapped")
+        .collect();
+    assert_eq!(unmapped.len(), 2, "{unmapped:?}");
+    assert!(unmapped
+        .iter()
+        .any(|r| r["sku"].as_str().unwrap().contains("item 999")));
+    assert!(unmapped
+        .iter()
+        .any(|r| r["sku"].as_str().unwrap().contains("location 77")));
+    let after: Vec<_> = (0..2).map(|i| rig.server.stock(&sku(i))).collect();
+    assert_eq!(before, after, "applied to no SKU");
+    // A redelivery (same event id) is a duplicate.
+    let (_, again) = post_raw(&rig.server, "shop", &headers, &body);
+    assert_eq!(again["results"][0]["outcome"], "duplicate", "{again}");
+}
+
+#[test]
+fn the_echo_of_our_own_write_changes_nothing() {
+    let rig = rig(1, "2026-04", "inventory_updates = \"delta\"");
+    rig.shop.set_habits(Habits {
+        echo: true,
+        ..Habits::default()
+    });
+    stock_all(&rig, 1, 7);
+    assert!(rig.shop.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "level").is_empty()));
+    let levels = records(&rig.server, "S0", "level");
+    assert!(
+        levels.iter().all(|r| r["outcome"] == "echo"),
+        "our own write came back and changed nothing: {levels:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rig.server.stock("S0").unwrap(), (7, 0, 7));
+    assert_eq!(rig.shop.calls().len(), 1, "no push answered the echo");
+}
+
+#[test]
+fn the_stores_own_sales_between_pushes_cause_no_stale_compare() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 20);
+    for round in 0..5 {
+        let (status, body) = rig.server.post_events(&json!({"events": [
+            event(&format!("restock-{round}"), "S0", "adjusted", 2)
+        ]}));
+        assert_eq!(status, 200, "{body}");
+        let available = rig.server.stock("S0").unwrap().2;
+        assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == available).is_some());
+        // A customer buys on the store; its webhook reaches lockstep before the next push.
+        rig.shop.place_order(&[("S0", 3)]);
+        assert!(rig.shop.sender.wait_idle(WAIT));
+        assert!(eventually(WAIT, || committed(&rig.server, "S0") == 3 * (round + 1)));
+    }
+    assert_eq!(rig.server.stock("S0").unwrap(), (30, 15, 15));
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 15).is_some());
+    let calls = rig.shop.calls();
+    assert!(
+        calls.iter().all(|c| c.outcome == "applied"),
+        "each push compared with what the store showed after its own sales: {calls:?}"
+    );
+    assert_eq!(
+        calls.len(),
+        6,
+        "one push per restock (and the first): {calls:?}"
+    );
+}
+
+/// An edit on the store behind lockstep's back makes the next compare stale: lockstep
+/// reads the item, records the difference, pushes once more, and stops.
+fn stale_compare_is_resolved_by_one_read_and_one_push(version: &str) {
+    let rig = rig(1, version, "");
+    stock_all(&rig, 1, 10);
+    rig.shop.set_level("S0", 7);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("receipt", "S0", "adjusted", 1)]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 11).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["stale", "applied"], "{calls:?}");
+    assert_eq!(
+        calls[0].items[0].2,
+        Some(10),
+        "compared with what we expected"
+    );
+    assert_eq!(
+        calls[1].items[0].2,
+        Some(7),
+        "then with what the store showed"
+    );
+    let drift = records(&rig.server, "S0", "reconciled");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0]["qty"], 7, "the difference is in the audit");
+    assert_eq!(drift[0]["outcome"], "drift");
+}
+
+#[test]
+fn a_stale_change_from_quantity_is_resolved_without_a_loop() {
+    stale_compare_is_resolved_by_one_read_and_one_push("2026-04");
+}
+
+#[test]
+fn before_2026_04_compare_quantity_and_ignore_compare_quantity_are_used() {
+    // The simulated store refuses a first push without `ignoreCompareQuantity: true`
+    // and a later one without `compareQuantity` at this version.
+    stale_compare_is_resolved_by_one_read_and_one_push("2026-01");
+}
+
+#[test]
+fn a_throttled_reply_is_retried_after_the_bucket_refills() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 4);
+    // A small plan, and its bucket spent: the next call is THROTTLED (HTTP 200).
+    rig.shop.set_plan(20.0, 20.0);
+    rig.shop.drain_bucket();
+    let before = rig.shop.calls().len();
+    count(&rig.server, "S0", 9);
+    assert!(
+        rig.shop.wait_for(WAIT, |l| l["S0"] == 9).is_some(),
+        "the update was not lost"
+    );
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    assert_eq!(calls[0].outcome, "throttled", "{calls:?}");
+    let applied = calls
+        .iter()
+        .position(|c| c.outcome == "applied")
+        .expect("applied in the end");
+    assert!(
+        applied <= 2,
+        "retried when the bucket had refilled, not hammered: {calls:?}"
+    );
+    // 10 points at 20 points/s: the retry waited for the refill (with slack for timers).
+    let waited = calls[applied].at.duration_since(calls[0].at);
+    assert!(
+        waited >= Duration::from_millis(350),
+        "retried after {waited:?}"
+    );
+    assert_eq!(rig.server.stock("S0").unwrap(), (9, 0, 9));
+}
