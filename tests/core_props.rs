@@ -409,3 +409,76 @@ fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
     );
     state["A"].check_invariants().unwrap();
 }
+
+#[test]
+fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not() {
+    let config = CoreConfig {
+        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
+            name: "shop".into(),
+            buffer: 0,
+            max: None,
+            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+        }]),
+        ..CoreConfig::default()
+    };
+    let ev = |kind, qty, ts, key: &str| Event {
+        sku: "A".into(),
+        kind,
+        qty,
+        source: "shop".into(),
+        source_ts: ts,
+        received_at: ts,
+        key: key.into(),
+        line: (kind == EventKind::OrderPlaced).then(|| LineRef {
+            order_id: key.into(),
+            line_id: "1".into(),
+        }),
+    };
+    let input = |event| Input { event, prior: None };
+    let mut state = ShardState::default();
+    let count = Event {
+        source: "api".into(),
+        ..ev(EventKind::Counted, 10, T0, "c")
+    };
+    let acked = T0 + MICROS_PER_SECOND;
+    apply(&mut state, &[input(count)], T0, 1, &config);
+    apply(
+        &mut state,
+        &[input(ev(EventKind::Pushed, 10, acked, "p"))],
+        acked,
+        2,
+        &config,
+    );
+    // Stamped half a second after our acknowledged write: it may have been overwritten.
+    let near = apply(
+        &mut state,
+        &[input(ev(
+            EventKind::OrderPlaced,
+            1,
+            acked + MICROS_PER_SECOND / 2,
+            "o1",
+        ))],
+        acked,
+        3,
+        &config,
+    );
+    assert_eq!(state["A"].channels[0].expected, Some(9));
+    assert_eq!(near.pushes.len(), 1, "pushed its target once more");
+    assert_eq!(near.pushes[0].target, 9);
+    assert!(state["A"].recheck.is_empty(), "never kept");
+    // Stamped 5 s after it: the channel already shows it; nothing to push.
+    let later = apply(
+        &mut state,
+        &[input(ev(
+            EventKind::OrderPlaced,
+            1,
+            acked + 5 * MICROS_PER_SECOND,
+            "o2",
+        ))],
+        acked,
+        4,
+        &config,
+    );
+    assert_eq!(state["A"].channels[0].expected, Some(8));
+    assert!(later.pushes.is_empty(), "{:?}", later.pushes);
+}

@@ -155,11 +155,11 @@ impl WooCommerce {
     /// The events of one order resource (from a webhook or the poll).
     fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, ApiError> {
         let order_id = payload::required_id(&order["id"], "id")?;
-        let modified = payload::time(&order["date_modified_gmt"]);
+        let modified = woo_time(&order["date_modified_gmt"]);
         if self.is_stale(&order_id, modified) {
             return Ok(Vec::new());
         }
-        let at = |field: &str| payload::source_time(&[payload::time(&order[field]), modified], now);
+        let at = |field: &str| payload::source_time(&[woo_time(&order[field]), modified], now);
         let placed = (EventKind::OrderPlaced, at("date_created_gmt"));
         let shipped = (EventKind::OrderShipped, at("date_completed_gmt"));
         let released = (EventKind::OrderCancelled, at("date_modified_gmt"));
@@ -248,8 +248,14 @@ impl WooCommerce {
             None => id,
         };
         let modified = product["date_modified_gmt"].as_str().unwrap_or("");
-        let source_ts = payload::source_time(&[payload::time(&product["date_modified_gmt"])], now);
-        let key = format!("{}/{}/product/{item}/{modified}", self.name, self.site);
+        let source_ts = payload::source_time(&[woo_time(&product["date_modified_gmt"])], now);
+        // The modification time has whole seconds: the stock joins it in the key, so two
+        // edits within one second are two reports, and a redelivery is one.
+        let stock_text = product["stock_quantity"].to_string();
+        let key = format!(
+            "{}/{}/product/{item}/{modified}/{stock_text}",
+            self.name, self.site
+        );
         let Some(sku) = self.catalog.sku_of(&item, None, None) else {
             return Ok(vec![unmapped(
                 &self.name,
@@ -274,6 +280,15 @@ impl WooCommerce {
             line: None,
         }])
     }
+}
+
+/// A WooCommerce `..._gmt` time. They have whole seconds: the fact happened somewhere in
+/// that second, so it is placed at the second's end. A shipment in the same second as a
+/// count is then taken as after it (counted again: under-reports, never oversells)
+/// rather than before it (absorbed by the count: over-reports).
+fn woo_time(value: &Value) -> Option<Micros> {
+    let whole_seconds = value.as_str().is_some_and(|t| !t.contains('.'));
+    payload::time(value).map(|t| if whole_seconds { t + 999_999 } else { t })
 }
 
 /// WooCommerce's creation ping: the form body `webhook_id=<number>`.
@@ -478,9 +493,7 @@ impl OrderPoll for WooCommerce {
             .ok_or("the reply is not a list of orders")?;
         let mut result = PollPage::default();
         for order in orders {
-            result.newest = result
-                .newest
-                .max(payload::time(&order["date_modified_gmt"]));
+            result.newest = result.newest.max(woo_time(&order["date_modified_gmt"]));
             match self.order_events(order, now) {
                 Ok(events) => result.events.extend(events),
                 Err(e) => {

@@ -127,7 +127,7 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &[ChannelRule]) -> Vec<
         .filter_map(|(i, rule)| {
             let target = rule.target(sku.available());
             let expected = sku.channels.get(i).and_then(|v| v.expected);
-            (expected != Some(target)).then(|| PushWanted {
+            (expected != Some(target) || sku.recheck.contains(&i)).then(|| PushWanted {
                 channel: i,
                 sku: sku_name.to_string(),
                 target,
@@ -160,7 +160,19 @@ pub struct SkuState {
     pub changed_at: Micros,
     /// What each channel shows, aligned with `CoreConfig::channels`.
     pub channels: Vec<ChannelView>,
+    /// Channels whose expectation this batch made uncertain (see `OVERWRITE_WINDOW_US`):
+    /// they are pushed their target even where it equals the expectation. Cleared once
+    /// the batch's pushes are computed; never stored.
+    pub recheck: Vec<usize>,
 }
+
+/// A channel's own sale (or restocked return) from less than this after our last
+/// acknowledged push, or from before it, may have happened before our absolute write
+/// landed and been overwritten by it; subtracting it from the expectation could then
+/// leave the channel showing more than its target with no push to fix it. Such a sale
+/// makes the channel be pushed its target once more. Covers clock skew between the
+/// channel and us, and WooCommerce's whole-second times.
+pub const OVERWRITE_WINDOW_US: Micros = 2 * crate::clock::MICROS_PER_SECOND;
 
 impl SkuState {
     pub fn on_hand(&self) -> i64 {
@@ -240,6 +252,7 @@ impl SkuState {
             updated_at: head.updated_at,
             changed_at: head.changed_at,
             channels,
+            recheck: Vec::new(),
         })
     }
 
@@ -478,6 +491,7 @@ pub fn apply(
         effects
             .pushes
             .extend(pushes_for(sku_name, sku, &config.channels));
+        sku.recheck.clear();
         if let Some(due) = next_settlement(sku) {
             effects.settlements.push((due, sku_name.to_string()));
         }
@@ -640,8 +654,12 @@ fn apply_event(
             add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
             if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
                 // A channel restocks its own returns: it shows the units already.
-                if let Some(expected) = sku.channel_mut(i).expected.as_mut() {
+                let view = sku.channel_mut(i);
+                if let Some(expected) = view.expected.as_mut() {
                     *expected += event.qty;
+                }
+                if view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US {
+                    sku.recheck.push(i);
                 }
             }
             (Outcome::Applied, false)
@@ -712,9 +730,14 @@ fn apply_event(
                 if let Some(expected) = view.expected.as_mut() {
                     *expected -= committed_change;
                 }
+                let near_our_write =
+                    view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US;
                 // An order from before a pending level explains part of it.
                 if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
                     pending.expected_at -= committed_change;
+                }
+                if near_our_write && committed_change != 0 {
+                    sku.recheck.push(i);
                 }
             }
             touched_lines.push(id);

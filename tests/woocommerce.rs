@@ -1,0 +1,305 @@
+//! The `woocommerce` kind against the simulated site: order statuses mapped to line
+//! transitions, the creation ping, signatures and rotation, stale payloads dropped, a lost
+//! delivery recovered by the order poll, batches split at 100 (products and variations),
+//! and the echo of our own writes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::sim::Habits;
+use loadgen::woo_sim::{WooSim, BATCH_LIMIT};
+use serde_json::{json, Value};
+
+const SECRET: &str = "woo-webhook-secret";
+const OLD_SECRET: &str = "woo-webhook-secret-before";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    server: Server,
+    woo: WooSim,
+    _dir: tempfile::TempDir,
+}
+
+/// SKU `W{i}`: product `200 + i`; the last `variations` of them are variations of
+/// product 199 (catalog id `199/{id}`).
+fn rig_with(skus: usize, variations: usize, channel_extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let names: Vec<String> = (0..skus).map(|i| format!("W{i}")).collect();
+    let parent = |i: usize| (i >= skus - variations).then_some(199u64);
+    let products: Vec<(&str, u64, Option<u64>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), 200 + i as u64, parent(i)))
+        .collect();
+    let woo = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &products);
+    let ids: Vec<String> = (0..skus)
+        .map(|i| match parent(i) {
+            Some(p) => format!("{p}/{}", 200 + i),
+            None => format!("{}", 200 + i),
+        })
+        .collect();
+    let rows: Vec<(&str, &str, &str)> = names
+        .iter()
+        .zip(&ids)
+        .map(|(s, id)| (s.as_str(), "woo", id.as_str()))
+        .collect();
+    let config = woo_channel("woo", &woo.url(), SECRET, channel_extra) + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    woo.set_webhook_url(&server.url("/webhooks/woo"));
+    Rig {
+        server,
+        woo,
+        _dir: dir,
+    }
+}
+
+fn rig(skus: usize) -> Rig {
+    rig_with(skus, 0, "")
+}
+
+fn stock_all(rig: &Rig, skus: usize, on_hand: i64) {
+    let events: Vec<Value> = (0..skus)
+        .map(|i| event(&format!("count-W{i}"), &format!("W{i}"), "counted", on_hand))
+        .collect();
+    let (status, body) = rig.server.post_events(&json!({ "events": events }));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        rig.woo
+            .wait_for(WAIT, |l| (0..skus).all(|i| l[&format!("W{i}")] == on_hand))
+            .is_some(),
+        "the site never showed {on_hand}"
+    );
+}
+
+fn stock(server: &Server, sku: &str) -> (i64, i64, i64) {
+    server.stock(sku).unwrap()
+}
+
+/// Delivers `body` by hand as the site would, signed with `secret`.
+fn deliver_signed(rig: &Rig, topic: &str, body: &Value, secret: &str) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let signature = loadgen::signing::body_signature(secret, &bytes);
+    post_raw(
+        &rig.server,
+        "woo",
+        &[
+            ("x-wc-webhook-topic", topic),
+            ("x-wc-webhook-signature", &signature),
+            ("x-wc-webhook-delivery-id", "d1"),
+        ],
+        &bytes,
+    )
+}
+
+#[test]
+fn order_statuses_become_line_transitions() {
+    let rig = rig(4);
+    stock_all(&rig, 4, 10);
+    // Processing: placed (a two-line order; its SKUs may sit on either shard).
+    let order = rig.woo.place_order(&[("W0", 2), ("W1", 1)]);
+    assert!(eventually(WAIT, || stock(&rig.server, "W0") == (10, 2, 8)
+        && stock(&rig.server, "W1") == (10, 1, 9)));
+    // Completed: shipped.
+    rig.woo.set_status(order, "completed");
+    let shipped = eventually(WAIT, || stock(&rig.server, "W0") == (8, 0, 8));
+    assert!(
+        shipped,
+        "{:#?} {:?}",
+        audit_of(&rig.server, "W0"),
+        rig.woo.sender.sent()
+    );
+    // Refunded after completion: the units come back.
+    rig.woo.set_status(order, "refunded");
+    assert!(eventually(WAIT, || stock(&rig.server, "W0") == (10, 0, 10)
+        && stock(&rig.server, "W1") == (10, 0, 10)));
+    // Cancelled before shipping: released.
+    let cancelled = rig.woo.place_order(&[("W2", 3)]);
+    assert!(eventually(WAIT, || stock(&rig.server, "W2") == (10, 3, 7)));
+    rig.woo.set_status(cancelled, "cancelled");
+    assert!(eventually(WAIT, || stock(&rig.server, "W2") == (10, 0, 10)));
+    // Refunded without ever completing: released, not returned.
+    let refunded = rig.woo.place_order(&[("W3", 4)]);
+    assert!(eventually(WAIT, || stock(&rig.server, "W3") == (10, 4, 6)));
+    rig.woo.set_status(refunded, "refunded");
+    assert!(eventually(WAIT, || stock(&rig.server, "W3") == (10, 0, 10)));
+    assert!(rig
+        .woo
+        .wait_for(WAIT, |l| (0..4).all(|i| l[&format!("W{i}")] == 10))
+        .is_some());
+    // Keys come from (site, order, line, transition), not the Delivery-ID.
+    let placed = audit_of(&rig.server, "W0")
+        .into_iter()
+        .find(|r| r["kind"] == "order_placed")
+        .unwrap();
+    let key = placed["idempotency_key"].as_str().unwrap();
+    assert!(
+        key.starts_with("woo/127.0.0.1:") && key.ends_with("/placed"),
+        "{key}"
+    );
+}
+
+#[test]
+fn the_creation_ping_is_answered_200_and_applies_nothing() {
+    let rig = rig(1);
+    let before = rig.server.audit_all().len();
+    assert_eq!(rig.woo.ping(&rig.server.url("/webhooks/woo")), 200);
+    assert_eq!(rig.server.audit_all().len(), before);
+}
+
+#[test]
+fn forged_missing_and_rotated_signatures() {
+    let rig = rig_with(1, 0, &format!("previous_webhook_secret = \"{OLD_SECRET}\""));
+    stock_all(&rig, 1, 10);
+    assert!(eventually(WAIT, || audit_of(&rig.server, "W0")
+        .iter()
+        .any(|r| r["kind"] == "pushed")));
+    let before = rig.server.audit_all().len();
+    let order = json!({"id": 41, "status": "processing", "date_created_gmt": "2026-11-27T10:00:00",
+        "date_modified_gmt": "2026-11-27T10:00:00", "line_items": [{"id": 1, "product_id": 200, "variation_id": 0, "sku": "W0", "quantity": 2}]});
+    let (status, answer) = deliver_signed(&rig, "order.created", &order, "forged");
+    assert_eq!(status, 401, "{answer}");
+    let bytes = serde_json::to_vec(&order).unwrap();
+    let (status, answer) = post_raw(
+        &rig.server,
+        "woo",
+        &[("x-wc-webhook-topic", "order.created")],
+        &bytes,
+    );
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"], "missing_signature");
+    assert_eq!(stock(&rig.server, "W0"), (10, 0, 10), "nothing applied");
+    assert_eq!(rig.server.audit_all().len(), before, "nothing recorded");
+    let (status, answer) = deliver_signed(&rig, "order.created", &order, OLD_SECRET);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(stock(&rig.server, "W0"), (10, 2, 8));
+}
+
+#[test]
+fn a_payload_older_than_one_taken_is_dropped() {
+    let rig = rig(1);
+    stock_all(&rig, 1, 10);
+    let order = |status: &str, modified: &str| {
+        json!({"id": 77, "status": status, "date_created_gmt": "2026-11-27T10:00:00",
+            "date_modified_gmt": modified, "date_completed_gmt": null,
+            "line_items": [{"id": 5, "product_id": 200, "variation_id": 0, "sku": "W0", "quantity": 3}]})
+    };
+    let (status, _) = deliver_signed(
+        &rig,
+        "order.updated",
+        &order("processing", "2026-11-27T10:05:00"),
+        SECRET,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(stock(&rig.server, "W0"), (10, 3, 7));
+    // Built earlier, sent later: it says cancelled, but the site has moved on since.
+    let (status, answer) = deliver_signed(
+        &rig,
+        "order.updated",
+        &order("cancelled", "2026-11-27T10:01:00"),
+        SECRET,
+    );
+    assert_eq!(status, 200, "never a failure for WooCommerce: {answer}");
+    assert_eq!(answer["results"], json!([]), "{answer}");
+    assert_eq!(
+        stock(&rig.server, "W0"),
+        (10, 3, 7),
+        "the stale payload changed nothing"
+    );
+    // A newer one is taken.
+    deliver_signed(
+        &rig,
+        "order.updated",
+        &order("cancelled", "2026-11-27T10:06:00"),
+        SECRET,
+    );
+    assert_eq!(stock(&rig.server, "W0"), (10, 0, 10));
+}
+
+#[test]
+fn a_lost_delivery_is_recovered_by_the_order_poll() {
+    let rig = rig_with(2, 0, "poll_interval_s = 1");
+    stock_all(&rig, 2, 10);
+    rig.woo.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    let polls = rig.woo.order_polls();
+    rig.woo.place_order(&[("W0", 2), ("W1", 5)]);
+    assert!(rig.woo.sender.wait_idle(WAIT));
+    assert!(
+        rig.woo.sender.sent().iter().any(|s| s.status == 0),
+        "the delivery was lost"
+    );
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (10, 2, 8)
+            && stock(&rig.server, "W1") == (10, 5, 5)),
+        "the poll found the order"
+    );
+    assert!(rig.woo.order_polls() > polls);
+    let placed = audit_of(&rig.server, "W0")
+        .into_iter()
+        .filter(|r| r["kind"] == "order_placed")
+        .count();
+    // Later polls list the order again: duplicates, never applied twice.
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert_eq!(stock(&rig.server, "W0"), (10, 2, 8));
+    assert_eq!(placed, 1);
+    let watermark =
+        std::fs::read_to_string(rig.server.data_dir.join("poll-woo.watermark")).unwrap();
+    assert!(watermark.trim().parse::<i64>().unwrap() > 0, "{watermark}");
+}
+
+#[test]
+fn batches_are_split_at_100_and_variations_go_to_their_parent() {
+    let skus = 230;
+    let rig = rig_with(skus, 30, "");
+    stock_all(&rig, skus, 6);
+    let calls = rig.woo.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.items <= BATCH_LIMIT && c.status == 200),
+        "{calls:?}"
+    );
+    let products: usize = calls
+        .iter()
+        .filter(|c| c.path == "/wp-json/wc/v3/products/batch")
+        .map(|c| c.items)
+        .sum();
+    let variations: usize = calls
+        .iter()
+        .filter(|c| c.path == "/wp-json/wc/v3/products/199/variations/batch")
+        .map(|c| c.items)
+        .sum();
+    assert_eq!((products, variations), (200, 30), "{calls:?}");
+    assert!(calls.len() >= 3, "200 products need at least two calls");
+}
+
+#[test]
+fn the_echo_of_our_own_write_changes_nothing_and_an_edit_is_drift() {
+    let rig = rig(1);
+    rig.woo.set_habits(Habits {
+        echo: true,
+        ..Habits::default()
+    });
+    stock_all(&rig, 1, 9);
+    assert!(rig.woo.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || audit_of(&rig.server, "W0")
+        .iter()
+        .any(|r| r["kind"] == "level")));
+    let levels: Vec<Value> = audit_of(&rig.server, "W0")
+        .into_iter()
+        .filter(|r| r["kind"] == "level")
+        .collect();
+    assert!(levels.iter().all(|r| r["outcome"] == "echo"), "{levels:?}");
+    // A shop manager's edit is not explained by anything: drift (lockstep is the master).
+    rig.woo.set_level("W0", 4);
+    assert!(rig.woo.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || audit_of(&rig.server, "W0")
+        .iter()
+        .any(|r| r["kind"] == "level" && r["outcome"] == "drift")));
+    assert_eq!(stock(&rig.server, "W0"), (9, 0, 9));
+}
