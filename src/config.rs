@@ -481,6 +481,7 @@ impl Config {
                         buffer: c.buffer,
                         max: c.max,
                         inventory_updates: c.inventory_updates,
+                        compare_and_set: c.kind == ChannelKind::Shopify,
                     })
                     .collect(),
             },

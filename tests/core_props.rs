@@ -418,6 +418,7 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
             buffer: 0,
             max: None,
             inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+            compare_and_set: false,
         }]),
         ..CoreConfig::default()
     };

@@ -303,3 +303,46 @@ fn the_echo_of_our_own_write_changes_nothing_and_an_edit_is_drift() {
         .any(|r| r["kind"] == "level" && r["outcome"] == "drift")));
     assert_eq!(stock(&rig.server, "W0"), (9, 0, 9));
 }
+
+#[test]
+fn reconciliation_reads_products_and_variations_and_lowers_an_excess() {
+    let rig = rig_with(3, 1, "");
+    stock_all(&rig, 3, 4);
+    rig.woo.set_level("W0", 9);
+    rig.woo.set_level("W2", 7);
+    let (status, report) = reconcile(&rig.server, "woo");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["report"]["checked"], 3, "{report}");
+    assert_eq!(
+        report["report"]["lowered"], 2,
+        "a product and a variation: {report}"
+    );
+    assert!(rig
+        .woo
+        .wait_for(WAIT, |l| l["W0"] == 4 && l["W2"] == 4)
+        .is_some());
+}
+
+#[test]
+fn the_simulated_site_refuses_more_than_100_items_as_woocommerce_does() {
+    let rig = rig(1);
+    let update: Vec<Value> = (0..101)
+        .map(|i| json!({"id": 200 + i, "stock_quantity": 1}))
+        .collect();
+    let response = Server::client()
+        .post(format!("{}/wp-json/wc/v3/products/batch", rig.woo.url()))
+        .basic_auth(WOO_KEY, Some(WOO_SECRET))
+        .json(&json!({ "update": update }))
+        .send()
+        .unwrap();
+    let (status, body) = status_json(response);
+    assert_eq!(status, 413);
+    assert_eq!(body["code"], "woocommerce_rest_request_entity_too_large");
+    let response = Server::client()
+        .post(format!("{}/wp-json/wc/v3/products/batch", rig.woo.url()))
+        .basic_auth(WOO_KEY, Some("wrong"))
+        .json(&json!({"update": []}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}

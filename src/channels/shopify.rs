@@ -554,3 +554,158 @@ fn graphql_errors(reply: &Value) -> Option<PushReply> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CatalogRow;
+
+    fn adapter() -> Shopify {
+        let config: crate::config::Config = toml::from_str(
+            r#"
+[[channels]]
+name = "shop"
+kind = "shopify"
+base_url = "https://example.myshopify.com/"
+api_version = "2026-04"
+webhook_secret = "secret"
+access_token = "token"
+location_id = "gid://shopify/Location/1"
+"#,
+        )
+        .unwrap();
+        let rows = [CatalogRow {
+            sku: "A".into(),
+            channel: "shop".into(),
+            item_id: "gid://shopify/InventoryItem/55".into(),
+            location_id: None,
+        }];
+        Shopify::new(&config.channels[0], Catalog::of("shop", &rows))
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(&str, &str, i64)> {
+        events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.key.as_str(), e.qty))
+            .collect()
+    }
+
+    #[test]
+    fn an_updated_order_carries_its_placement_and_its_cancellation_or_shipment() {
+        let shop = adapter();
+        let order = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z",
+            "cancelled_at": "2026-11-27T10:05:00Z",
+            "line_items": [{"id": 1, "sku": "A", "quantity": 2}, {"id": 2, "sku": "", "quantity": 1}]});
+        let now = crate::clock::now_micros();
+        let events = shop
+            .order_events("orders/updated", &order, None, now)
+            .unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                ("order_placed", "shop/9/1/placed", 2),
+                ("order_cancelled", "shop/9/1/released", 2),
+                ("unmapped", "shop/9/2/unmapped", 0),
+            ]
+        );
+        assert_eq!(
+            events[1].source_ts,
+            crate::clock::parse_rfc3339("2026-11-27T10:05:00Z").unwrap()
+        );
+        let shipped = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
+            "line_items": [{"id": 1, "sku": "A", "quantity": 2, "fulfillment_status": "fulfilled"}]});
+        let events = shop
+            .order_events("orders/updated", &shipped, None, 0)
+            .unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                ("order_placed", "shop/9/1/placed", 2),
+                ("order_shipped", "shop/9/1/shipped", 2)
+            ]
+        );
+        assert!(shop
+            .order_events("orders/create", &json!({"line_items": []}), None, 0)
+            .is_err());
+    }
+
+    #[test]
+    fn refunds_restock_only_for_cancel_and_return() {
+        let shop = adapter();
+        let refund = json!({"id": 70, "order_id": 9, "created_at": "2026-11-27T11:00:00Z",
+            "refund_line_items": [
+                {"line_item_id": 1, "quantity": 1, "restock_type": "cancel", "line_item": {"sku": "A"}},
+                {"line_item_id": 2, "quantity": 1, "restock_type": "return", "line_item": {"sku": "A"}},
+                {"line_item_id": 3, "quantity": 1, "restock_type": "no_restock", "line_item": {"sku": "A"}},
+                {"line_item_id": 4, "quantity": 1, "restock_type": "legacy_restock", "line_item": {"sku": "A"}}]});
+        let events = shop.refund_events(&refund, None, 0).unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                ("order_cancelled", "shop/9/1/released", 1),
+                ("returned", "shop/9/2/returned/70", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn levels_map_through_the_catalog_in_either_id_form() {
+        let shop = adapter();
+        let level = json!({"inventory_item_id": 55, "location_id": 1, "available": 4});
+        let events = shop.level_event(&level, Some("e1"), None, 0).unwrap();
+        assert_eq!(kinds(&events), [("level", "shop/event/e1", 4)]);
+        assert_eq!(events[0].sku, "A");
+        let untracked = json!({"inventory_item_id": 55, "location_id": 1, "available": null});
+        assert!(shop
+            .level_event(&untracked, None, None, 0)
+            .unwrap()
+            .is_empty());
+        assert!(shop.carries("A") && !shop.carries("B"));
+    }
+
+    #[test]
+    fn a_push_sends_compare_values_and_reads_stale_fields_back() {
+        let shop = adapter();
+        let items = [
+            PushItem {
+                sku: "A".into(),
+                quantity: 3,
+                expected: Some(5),
+                caused_at: 0,
+            },
+            PushItem {
+                sku: "A".into(),
+                quantity: 1,
+                expected: None,
+                caused_at: 0,
+            },
+        ];
+        let request = shop.push_request(&items, 0);
+        assert_eq!(
+            request.uri().to_string(),
+            "https://example.myshopify.com/admin/api/2026-04/graphql.json"
+        );
+        assert_eq!(request.headers()["x-shopify-access-token"], "token");
+        let body: Value = serde_json::from_slice(request.body()).unwrap();
+        let q = &body["variables"]["input"]["quantities"];
+        assert_eq!(q[0]["changeFromQuantity"], 5);
+        assert_eq!(q[0]["inventoryItemId"], "gid://shopify/InventoryItem/55");
+        assert!(q[1]["changeFromQuantity"].is_null() && q[1].get("changeFromQuantity").is_some());
+        assert!(body["query"].as_str().unwrap().contains("@idempotent"));
+        let stale = json!({"data": {"inventorySetQuantities": {"userErrors": [
+            {"field": ["input", "quantities", "1", "changeFromQuantity"], "code": "CHANGE_FROM_QUANTITY_STALE", "message": "x"}]}}});
+        let reply = shop.push_reply(200, &HeaderMap::new(), stale.to_string().as_bytes(), &items);
+        assert_eq!(reply, PushReply::Stale { stale: vec![1] });
+        let low = json!({"data": {"inventorySetQuantities": {"userErrors": []}},
+            "extensions": {"cost": {"requestedQueryCost": 10, "throttleStatus": {"maximumAvailable": 100.0, "currentlyAvailable": 4, "restoreRate": 2.0}}}});
+        let reply = shop.push_reply(200, &HeaderMap::new(), low.to_string().as_bytes(), &items);
+        assert_eq!(
+            reply,
+            PushReply::Accepted {
+                acked: vec![0, 1],
+                wait: Some(Duration::from_secs(3))
+            },
+            "6 points short at 2 points/s"
+        );
+    }
+}

@@ -53,6 +53,9 @@ pub struct ChannelRule {
     pub buffer: i64,
     pub max: Option<i64>,
     pub inventory_updates: InventoryUpdates,
+    /// The channel refuses a write whose compare value is stale (Shopify): a sale it made
+    /// before our write cannot have been overwritten by it.
+    pub compare_and_set: bool,
 }
 
 /// How long a differing level waits in `delta` mode for late order webhooks (DESIGN §2).
@@ -499,6 +502,13 @@ pub fn apply(
     effects
 }
 
+/// Whether a channel's own sale (or return) at `ts` may have been overwritten by our last
+/// acknowledged write (see `OVERWRITE_WINDOW_US`). A compare-and-set write cannot have
+/// overwritten it: the sale would have made the compare stale.
+fn overwritable(rule: &ChannelRule, view: &ChannelView, ts: Micros) -> bool {
+    !rule.compare_and_set && view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US
+}
+
 /// Records an `Unmapped` event: outcome `drift` (or `duplicate`), no SKU state touched.
 fn record_unmapped<'a>(
     event: &'a Event,
@@ -658,7 +668,7 @@ fn apply_event(
                 if let Some(expected) = view.expected.as_mut() {
                     *expected += event.qty;
                 }
-                if view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US {
+                if overwritable(&rules[i], view, ts) {
                     sku.recheck.push(i);
                 }
             }
@@ -730,8 +740,7 @@ fn apply_event(
                 if let Some(expected) = view.expected.as_mut() {
                     *expected -= committed_change;
                 }
-                let near_our_write =
-                    view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US;
+                let near_our_write = overwritable(&rules[i], view, ts);
                 // An order from before a pending level explains part of it.
                 if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
                     pending.expected_at -= committed_change;
@@ -833,6 +842,7 @@ mod tests {
             buffer,
             max,
             inventory_updates: InventoryUpdates::Ignore,
+            compare_and_set: false,
         };
         assert_eq!(rule(0, None).target(7), 7);
         assert_eq!(rule(2, None).target(7), 5);

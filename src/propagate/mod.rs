@@ -80,6 +80,37 @@ pub struct ChannelLink {
     pub outbox: Arc<Outbox>,
     pub timing: Arc<Timing>,
     pub rate_limit: RateLimit,
+    /// SKUs to read again once late webhooks have had time to arrive, with when.
+    checks: Mutex<Vec<(tokio::time::Instant, String)>>,
+}
+
+/// How long after a stale compare its SKUs are read again. The level read then may have
+/// included sales whose webhooks were still on their way; once they have arrived, a
+/// channel still showing more than its target is lowered at once.
+pub const CHECK_AFTER_STALE: Duration = Duration::from_secs(5);
+
+impl ChannelLink {
+    /// Asks the reconciler to compare these SKUs after `CHECK_AFTER_STALE`.
+    fn check_later(&self, skus: impl IntoIterator<Item = String>) {
+        let due = tokio::time::Instant::now() + CHECK_AFTER_STALE;
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks.extend(skus.into_iter().map(|sku| (due, sku)));
+    }
+
+    /// The SKUs whose check is due, each once.
+    pub fn take_due_checks(&self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = std::collections::BTreeSet::new();
+        checks.retain(|(at, sku)| {
+            let ready = *at <= now;
+            if ready {
+                due.insert(sku.clone());
+            }
+            !ready
+        });
+        due.into_iter().collect()
+    }
 }
 
 /// Builds the link of every channel with an adapter, aligned with the config's channels
@@ -102,6 +133,7 @@ pub fn links(
                     Box::new(move |sku| carries.carries(sku)),
                 )),
                 timing: Arc::new(Timing::new(&config.name)),
+                checks: Mutex::new(Vec::new()),
                 adapter,
             }))
         })
@@ -212,6 +244,7 @@ async fn push_compared(
         items[i].expected = level;
     }
     record_drift(engine, &name, "stale", &drifts).await;
+    link.check_later(skus);
     match exchange(link, client, pacer, items).await {
         PushReply::Stale { .. } => PushReply::Failed {
             reason:

@@ -18,6 +18,10 @@ use super::ChannelLink;
 use crate::clock::now_micros;
 use crate::engine::core::ChannelRule;
 use crate::engine::Engine;
+use crate::store::records::HeadRecord;
+
+/// How often the reconciler looks for due checks (and for its next pass).
+const CHECK_TICK: Duration = Duration::from_millis(500);
 
 /// The reconciler of one channel.
 pub struct Reconciler {
@@ -61,24 +65,61 @@ impl Reconciler {
         }
     }
 
-    /// Runs a pass every interval, for as long as the engine runs.
+    /// Runs a pass every interval, and the checks the pusher asked for when they are due,
+    /// for as long as the engine runs.
     pub async fn run(self: Arc<Self>, engine: Arc<Engine>, client: reqwest::Client) {
+        let mut next_pass = Instant::now() + self.interval;
         loop {
-            tokio::time::sleep(self.interval).await;
+            tokio::time::sleep(CHECK_TICK).await;
             if engine.is_stopped() {
                 return;
             }
-            if let Err(reason) = self.pass(&engine, &client).await {
-                tracing::warn!(channel = %self.rule.name, %reason, "reconciliation failed");
+            let due = self.link.take_due_checks();
+            if !due.is_empty() {
+                if let Err(reason) = self.check(&engine, &client, &due).await {
+                    tracing::warn!(channel = %self.rule.name, %reason, "check after a stale compare failed");
+                }
+            }
+            if Instant::now() >= next_pass {
+                next_pass = Instant::now() + self.interval;
+                if let Err(reason) = self.pass(&engine, &client).await {
+                    tracing::warn!(channel = %self.rule.name, %reason, "reconciliation failed");
+                }
             }
         }
     }
 
     /// One pass over every SKU.
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
-        // One pass at a time: the shortfall memory belongs to the pass.
+        let heads = engine.heads().map_err(|e| e.to_string())?;
+        self.compare(engine, client, heads).await
+    }
+
+    /// The same comparison for a few SKUs.
+    pub async fn check(
+        &self,
+        engine: &Engine,
+        client: &reqwest::Client,
+        skus: &[String],
+    ) -> Result<Report, String> {
+        let mut heads = Vec::new();
+        for sku in skus {
+            if let Some(head) = engine.head(sku).map_err(|e| e.to_string())? {
+                heads.push((sku.clone(), head));
+            }
+        }
+        self.compare(engine, client, heads).await
+    }
+
+    /// Reads what the channel shows for these SKUs and repairs what differs.
+    async fn compare(
+        &self,
+        engine: &Engine,
+        client: &reqwest::Client,
+        mut heads: Vec<(String, HeadRecord)>,
+    ) -> Result<Report, String> {
+        // One comparison at a time: the shortfall memory belongs to it.
         let mut shortfalls = self.shortfalls.lock().await;
-        let mut heads = engine.heads().map_err(|e| e.to_string())?;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let mut report = Report::default();
         let pause =

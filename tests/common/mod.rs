@@ -285,3 +285,12 @@ pub fn eventually(timeout: Duration, check: impl Fn() -> bool) -> bool {
     }
     check()
 }
+
+/// POST /v1/reconcile?channel=NAME: one reconciliation pass; returns (status, report).
+pub fn reconcile(server: &Server, channel: &str) -> (u16, Value) {
+    let response = Server::client()
+        .post(server.url(&format!("/v1/reconcile?channel={channel}")))
+        .send()
+        .unwrap();
+    status_json(response)
+}
