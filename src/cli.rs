@@ -265,13 +265,26 @@ pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
 /// `lockstep check-config FILE`: prints what was found, or the bad field and why.
 pub fn check_config(path: &Path) -> Result<String, crate::config::ConfigError> {
     let config = Config::load(path)?;
-    let rows = config.catalog_rows()?.len();
-    Ok(format!(
+    let rows = config.catalog_rows()?;
+    let mut summary = format!(
         "{}: ok: listen {}, data_dir {}, {} channel(s), {} catalog row(s)",
         path.display(),
         config.server.listen,
         config.server.data_dir.display(),
         config.channels.len(),
-        rows
-    ))
+        rows.len()
+    );
+    for channel in &config.channels {
+        let mapped = rows.iter().filter(|r| r.channel == channel.name).count();
+        let note = match (channel.kind.names_items_by_own_ids(), mapped) {
+            (true, 0) => " (no SKU mapped: nothing will be pushed to it)",
+            (false, _) => " (names items by our SKUs)",
+            _ => "",
+        };
+        summary.push_str(&format!(
+            "\n  {} ({:?}): {mapped} SKU(s) mapped{note}",
+            channel.name, channel.kind
+        ));
+    }
+    Ok(summary)
 }

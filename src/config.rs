@@ -95,6 +95,12 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// Whether the kind names items by its own ids, so that only catalog-mapped SKUs are
+    /// pushed to it (the `webhook` kind uses our SKUs).
+    pub fn names_items_by_own_ids(self) -> bool {
+        self != ChannelKind::Webhook
+    }
+
     /// Credentials a channel of this kind cannot work without.
     fn required(self) -> &'static [&'static str] {
         match self {
@@ -551,6 +557,19 @@ kind = "webhook"
 base_url = "https://erp.example/lockstep/stock"
 webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 "#;
+
+    #[test]
+    fn the_example_in_examples_is_valid_with_its_catalog() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lockstep.toml");
+        let config = Config::load(&path).unwrap();
+        let rows = config.catalog_rows().unwrap();
+        assert_eq!(rows.len(), 6);
+        assert_eq!(
+            rows[2].location_id.as_deref(),
+            Some("gid://shopify/Location/2")
+        );
+        assert_eq!(rows[3].item_id, "1201/1207");
+    }
 
     #[test]
     fn the_design_example_is_valid() {

@@ -268,6 +268,48 @@ fn check_config_names_the_bad_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("channels[0].base_url"), "{err}");
 
+    // The README's example: a catalog per channel, counted.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lockstep.toml");
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("shop (Shopify): 3 SKU(s) mapped") && text.contains("6 catalog row(s)"),
+        "{text}"
+    );
+    // A catalog row for a channel that is not configured names its line.
+    let csv = dir.path().join("catalog.csv");
+    std::fs::write(
+        &csv,
+        "sku,channel,item_id,location_id\nA,erp,1,\nB,nope,2,\n",
+    )
+    .unwrap();
+    let with_catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &with_catalog,
+        std::fs::read_to_string(&good).unwrap() + "\n[catalog]\npath = \"catalog.csv\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&with_catalog)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("\"nope\" is not configured"),
+        "{err}"
+    );
+
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[server]\nlisten = \"127.0.0.1:7701\"\nshard = 2\n").unwrap();
     let out = std::process::Command::new(common::BIN)
