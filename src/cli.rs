@@ -23,7 +23,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    runtime.block_on(run(config, shutdown_signal(), |addr| {
+        println!("lockstep listening on http://{addr}");
+    }))
+}
+
+/// The engine on the current runtime until `shutdown` completes; `ready` is called with
+/// the listening address once connections are accepted. `serve` and `demo` share it.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    {
         let metrics = crate::metrics::install();
         let upkeep = metrics.clone();
         tokio::spawn(async move {
@@ -39,13 +51,24 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(channels = %missing.join(", "), "no adapter for these channel kinds yet: they are neither pushed nor accept webhooks");
         }
         let links = crate::propagate::links(&config.channels, &adapters);
-        let outboxes = links.iter().map(|l| l.as_ref().map(|l| l.outbox.clone())).collect();
+        let outboxes = links
+            .iter()
+            .map(|l| l.as_ref().map(|l| l.outbox.clone()))
+            .collect();
         let engine = Arc::new(Engine::start(&config.engine_config(), outboxes)?);
-        let names: Vec<String> = links.iter().flatten().map(|l| l.adapter.name().to_string()).collect();
+        let names: Vec<String> = links
+            .iter()
+            .flatten()
+            .map(|l| l.adapter.name().to_string())
+            .collect();
         crate::metrics::register(&names, engine.shards());
         let client = crate::propagate::http_client();
         for link in links.iter().flatten() {
-            tokio::spawn(crate::propagate::run_pusher(link.clone(), engine.clone(), client.clone()));
+            tokio::spawn(crate::propagate::run_pusher(
+                link.clone(),
+                engine.clone(),
+                client.clone(),
+            ));
             if link.adapter.order_poll().is_some() {
                 tokio::spawn(crate::propagate::poll::run(
                     link.adapter.clone(),
@@ -75,12 +98,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             ));
         }
         tracing::info!(%addr, shards = app.engine.shards(), "lockstep serving");
-        println!("lockstep listening on http://{addr}");
-        serve_http(listener, app.clone(), false, shutdown_signal()).await;
+        ready(addr);
+        serve_http(listener, app.clone(), false, shutdown).await;
         tracing::info!("shutting down: finishing queued batches");
         app.engine.shutdown();
         Ok(())
-    })
+    }
 }
 
 async fn shutdown_signal() {

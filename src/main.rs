@@ -25,6 +25,19 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The engine with a simulated Shopify store and WooCommerce site and shoppers on both,
+    /// in one process on a temporary data directory; a status line per second.
+    Demo {
+        /// How long the shoppers shop, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Steady orders per second (bursts come on top).
+        #[arg(long, default_value_t = 40.0)]
+        orders_per_second: f64,
+        /// Orders in the burst that comes every 15 s.
+        #[arg(long, default_value_t = 500)]
+        burst: u32,
+    },
     /// Check a config file; names the bad field and why.
     CheckConfig { file: PathBuf },
     /// Show a SKU's audit trail, newest first (from the running server, or the data directory).
@@ -72,6 +85,15 @@ fn main() -> ExitCode {
             lockstep::cli::serve(config)?;
             Ok(true)
         }
+        Command::Demo {
+            duration,
+            orders_per_second,
+            burst,
+        } => lockstep::demo::demo(lockstep::demo::DemoOptions {
+            duration: std::time::Duration::from_secs(duration),
+            orders_per_second,
+            burst,
+        }),
         Command::CheckConfig { file } => match lockstep::cli::check_config(&file) {
             Ok(summary) => {
                 println!("{summary}");
