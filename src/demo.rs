@@ -271,13 +271,16 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// SKUs where a store does not show the engine's target: (SKU, engine, Shopify, Woo).
+/// A SKU whose stores do not show the engine's target: (SKU, engine, Shopify, Woo).
+type Difference = (String, i64, Option<i64>, Option<i64>);
+
+/// SKUs where a store does not show the engine's target.
 fn differences(
     api: &Api,
     names: &[String],
     shop: &ShopifySim,
     woo: &WooSim,
-) -> anyhow::Result<Vec<(String, i64, Option<i64>, Option<i64>)>> {
+) -> anyhow::Result<Vec<Difference>> {
     let (shop_levels, woo_levels) = (shop.levels(), woo.levels());
     let mut out = Vec::new();
     for name in names {
