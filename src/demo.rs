@@ -158,6 +158,14 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
             c["count"], num(&c["p50_ms"]), num(&c["p90_ms"]), num(&c["p99_ms"]), num(&c["p999_ms"]), num(&c["max_ms"])
         );
     }
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for call in shop.calls() {
+        *outcomes.entry(call.outcome).or_default() += 1;
+    }
+    println!(
+        "  Shopify inventorySetQuantities calls by outcome: {outcomes:?}; WooCommerce batch calls: {}",
+        woo.calls().len()
+    );
     println!(
         "  oversells: {}  reconciliation drift: {}",
         metric(&metrics, "lockstep_oversells_total"),
@@ -216,6 +224,7 @@ consumer_key = "{WOO_KEY}"
 consumer_secret = "{WOO_KEY_SECRET}"
 poll_interval_s = 10
 reconcile_interval_s = 20
+rate_limit = {{ requests_per_second = 20.0, burst = 40 }}
 
 [catalog]
 path = "catalog.csv"

@@ -483,3 +483,71 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
     assert_eq!(state["A"].channels[0].expected, Some(8));
     assert!(later.pushes.is_empty(), "{:?}", later.pushes);
 }
+
+#[test]
+fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
+    let rule = lockstep::engine::core::ChannelRule {
+        name: "shop".into(),
+        buffer: 0,
+        max: None,
+        inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+        compare_and_set: true,
+    };
+    let config = CoreConfig {
+        channels: std::sync::Arc::from(vec![rule.clone()]),
+        ..CoreConfig::default()
+    };
+    let ev = |kind, qty, key: &str, source: &str| Event {
+        sku: "A".into(),
+        kind,
+        qty,
+        source: source.into(),
+        source_ts: T0,
+        received_at: T0,
+        key: key.into(),
+        line: kind.is_order_line().then(|| LineRef {
+            order_id: key.into(),
+            line_id: "1".into(),
+        }),
+    };
+    let input = |event| Input { event, prior: None };
+    let mut state = ShardState::default();
+    let mut seq = 1;
+    let mut step = |state: &mut ShardState, event: Event| {
+        let fx = apply(state, &[input(event)], T0, seq, &config);
+        seq += 1;
+        fx
+    };
+    step(&mut state, ev(EventKind::Counted, 10, "c", "api"));
+    step(&mut state, ev(EventKind::Pushed, 10, "p1", "shop"));
+    // Read showing 8 where 10 was expected: 2 units of its own sales are on their way.
+    let fx = step(&mut state, ev(EventKind::Reconciled, 8, "r1", "shop"));
+    let view = &state["A"].channels[0];
+    assert_eq!(view.unexplained, 2);
+    assert_eq!(fx.pushes[0].target, 8, "the push leaves the gone units out");
+    step(&mut state, ev(EventKind::Pushed, 8, "p2", "shop"));
+    let fx = step(&mut state, ev(EventKind::OrderPlaced, 2, "o1", "shop"));
+    let view = &state["A"].channels[0];
+    assert_eq!(
+        (view.expected, view.unexplained),
+        (Some(8), 0),
+        "netted, not lowered again"
+    );
+    assert!(fx.pushes.is_empty(), "it already shows 8: {:?}", fx.pushes);
+    // Read showing 9 where 8 was expected: a cancellation on its way. Never shown early.
+    let fx = step(&mut state, ev(EventKind::Reconciled, 9, "r2", "shop"));
+    assert_eq!(state["A"].channels[0].unexplained, -1);
+    assert!(
+        fx.pushes.is_empty(),
+        "an excess is not pushed before its event: {:?}",
+        fx.pushes
+    );
+    step(&mut state, ev(EventKind::Pushed, 8, "p3", "shop"));
+    let fx = step(&mut state, ev(EventKind::OrderCancelled, 1, "o1", "shop"));
+    let view = &state["A"].channels[0];
+    assert_eq!((view.expected, view.unexplained), (Some(8), 0));
+    assert_eq!(
+        fx.pushes[0].target, 9,
+        "our write overwrote the restock: push it"
+    );
+}

@@ -47,11 +47,12 @@ use crate::ingest::error::ApiError;
 /// bulk mutation took 100); 100 keeps each call's cost and size modest.
 const BATCH_MAX: usize = 250;
 const BATCH_DEFAULT: usize = 100;
-/// A mutation costs 10 points; the Standard plan restores 100 points/s: 10 calls/s.
-/// Larger plans are paced by the `throttleStatus` each reply carries.
+/// A mutation costs 10 points; the Standard plan restores 100 points/s (10 calls/s) into
+/// a bucket of 1,000: a burst of 50 calls spends half of it and leaves room for reads.
+/// Every reply's `throttleStatus` paces us further when the bucket runs low.
 const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 10.0,
-    burst: 20,
+    burst: 50,
 };
 /// The userErrors codes of a failed compare.
 const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];

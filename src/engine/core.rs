@@ -105,6 +105,18 @@ impl ChannelRule {
         let shown = (available - self.buffer).max(0);
         self.max.map_or(shown, |max| shown.min(max))
     }
+
+    /// What to push the channel as of `now`: its target, less the units it was read
+    /// showing short that its own late orders have not explained yet (they are sales we
+    /// will hear of; pushing them back would show units that are gone).
+    pub fn push_target(&self, available: i64, view: Option<&ChannelView>, now: Micros) -> i64 {
+        // Only a shortfall lowers the push: an excess (a restock we have not heard of) is
+        // never shown before its event arrives.
+        let unexplained = view
+            .filter(|v| now < v.unexplained_until)
+            .map_or(0, |v| v.unexplained.max(0));
+        (self.target(available) - unexplained).max(0)
+    }
 }
 
 /// A quantity a channel should be shown, for the outbox of channel `channel`.
@@ -128,8 +140,9 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &[ChannelRule]) -> Vec<
         .iter()
         .enumerate()
         .filter_map(|(i, rule)| {
-            let target = rule.target(sku.available());
-            let expected = sku.channels.get(i).and_then(|v| v.expected);
+            let view = sku.channels.get(i);
+            let target = rule.push_target(sku.available(), view, sku.updated_at);
+            let expected = view.and_then(|v| v.expected);
             (expected != Some(target) || sku.recheck.contains(&i)).then(|| PushWanted {
                 channel: i,
                 sku: sku_name.to_string(),
@@ -176,6 +189,11 @@ pub struct SkuState {
 /// makes the channel be pushed its target once more. Covers clock skew between the
 /// channel and us, and WooCommerce's whole-second times.
 pub const OVERWRITE_WINDOW_US: Micros = 2 * crate::clock::MICROS_PER_SECOND;
+
+/// How long a channel's unexplained shortfall may net its own late orders: longer than
+/// its webhooks normally take, short enough that a shortfall that was an edit, not sales,
+/// does not linger (propagation checks the SKU again when it closes).
+pub const UNEXPLAINED_WINDOW_US: Micros = 15 * crate::clock::MICROS_PER_SECOND;
 
 impl SkuState {
     pub fn on_hand(&self) -> i64 {
@@ -502,6 +520,22 @@ pub fn apply(
     effects
 }
 
+/// Nets a change of what a channel shows by itself (`change` > 0: it shows fewer, a sale;
+/// < 0: more, a release or return) against the same-signed unexplained difference it was
+/// read with; returns the netted part, which must not change `expected` again.
+fn net_unexplained(view: &mut ChannelView, change: i64, received_at: Micros) -> i64 {
+    if received_at >= view.unexplained_until {
+        return 0;
+    }
+    let netted = if change > 0 {
+        change.min(view.unexplained.max(0))
+    } else {
+        change.max(view.unexplained.min(0))
+    };
+    view.unexplained -= netted;
+    netted
+}
+
 /// Whether a channel's own sale (or return) at `ts` may have been overwritten by our last
 /// acknowledged write (see `OVERWRITE_WINDOW_US`). A compare-and-set write cannot have
 /// overwritten it: the sale would have made the compare stale.
@@ -592,7 +626,21 @@ fn apply_event(
             }
             (Outcome::Pushed, false)
         }
-        EventKind::Reconciled | EventKind::Unmapped => (Outcome::Drift, false),
+        EventKind::Reconciled => {
+            // The channel was read showing `qty` where we expected something else: its own
+            // sales (less) or cancellations and returns (more), most likely, whose
+            // webhooks have not come yet (see `unexplained`).
+            if let Some(i) = own_channel {
+                let view = sku.channel_mut(i);
+                view.unexplained = match (view.expected, event.qty >= 0) {
+                    (Some(expected), true) => expected - event.qty,
+                    _ => 0,
+                };
+                view.unexplained_until = event.received_at + UNEXPLAINED_WINDOW_US;
+            }
+            (Outcome::Drift, false)
+        }
+        EventKind::Unmapped => (Outcome::Drift, false),
         EventKind::Level => {
             let Some(i) = own_channel else {
                 return (Outcome::Drift, false);
@@ -665,8 +713,9 @@ fn apply_event(
             if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
                 // A channel restocks its own returns: it shows the units already.
                 let view = sku.channel_mut(i);
+                let netted = net_unexplained(view, -event.qty, event.received_at);
                 if let Some(expected) = view.expected.as_mut() {
-                    *expected += event.qty;
+                    *expected += event.qty + netted;
                 }
                 if overwritable(&rules[i], view, ts) {
                     sku.recheck.push(i);
@@ -737,8 +786,11 @@ fn apply_event(
             // shipment changes nothing a channel shows.
             if let (Some(i), false) = (own_channel, event.kind == EventKind::OrderShipped) {
                 let view = sku.channel_mut(i);
+                // A sale (or release) the channel was already read showing, and that our
+                // write then overwrote there, does not change what it shows a second time.
+                let netted = net_unexplained(view, committed_change, event.received_at);
                 if let Some(expected) = view.expected.as_mut() {
-                    *expected -= committed_change;
+                    *expected -= committed_change - netted;
                 }
                 let near_our_write = overwritable(&rules[i], view, ts);
                 // An order from before a pending level explains part of it.

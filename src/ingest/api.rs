@@ -311,6 +311,7 @@ impl App {
                     "pushed": view.and_then(|v| v.acked),
                     "pushed_at": view.filter(|v| v.acked.is_some()).map(|v| format_rfc3339(v.acked_at)),
                     "expected": view.and_then(|v| v.expected),
+                    "unexplained": view.filter(|v| now_micros() < v.unexplained_until).map_or(0, |v| v.unexplained),
                 });
                 (rule.name.clone(), value)
             })

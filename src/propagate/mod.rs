@@ -84,10 +84,15 @@ pub struct ChannelLink {
     checks: Mutex<Vec<(tokio::time::Instant, String)>>,
 }
 
-/// How long after a stale compare its SKUs are read again. The level read then may have
-/// included sales whose webhooks were still on their way; once they have arrived, a
-/// channel still showing more than its target is lowered at once.
-pub const CHECK_AFTER_STALE: Duration = Duration::from_secs(5);
+/// How long an item whose compare went stale twice in a row waits before its next try.
+pub const DEFER_STALE: Duration = Duration::from_millis(250);
+
+/// How long after a stale compare its SKUs are read again: once the shard's window for
+/// netting the shortfall against late orders has closed. What no order explained by then
+/// was an edit on the channel (lockstep is the master: raised at once); a channel showing
+/// more than its target is lowered at once.
+pub const CHECK_AFTER_STALE: Duration =
+    Duration::from_micros(crate::engine::core::UNEXPLAINED_WINDOW_US as u64 + 1_000_000);
 
 impl ChannelLink {
     /// Asks the reconciler to compare these SKUs after `CHECK_AFTER_STALE`.
@@ -172,13 +177,18 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
     loop {
         let batch = link.outbox.take(link.adapter.batch_max());
         if batch.is_empty() {
-            link.outbox.notify.notified().await;
+            if link.outbox.has_deferred() {
+                let _ = tokio::time::timeout(DEFER_STALE, link.outbox.notify.notified()).await;
+            } else {
+                link.outbox.notify.notified().await;
+            }
             continue;
         }
         for group in link.adapter.push_groups(&batch) {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
-            let reply = push_compared(&link, &engine, &client, &mut pacer, &mut items).await;
-            settle(&link, &engine, &mut pacer, &items, reply).await;
+            let (reply, contended) =
+                push_compared(&link, &engine, &client, &mut pacer, &mut items).await;
+            settle(&link, &engine, &mut pacer, &items, reply, contended).await;
         }
         if engine.is_stopped() {
             return;
@@ -212,18 +222,19 @@ async fn exchange(
 
 /// Pushes `items`; when a compare-and-set finds the channel changed behind us, reads
 /// those items, records the difference in the audit, and pushes once more comparing
-/// with what was read. A second stale compare fails the request (retried with backoff):
-/// never a loop of reads and pushes.
+/// with what was read. Items stale a second time go back to the outbox and the rest is
+/// pushed without them: never a loop of reads and pushes. The flag says the reply is
+/// partial because of that contention (no backoff: nothing is wrong with the channel).
 async fn push_compared(
     link: &ChannelLink,
     engine: &Engine,
     client: &reqwest::Client,
     pacer: &mut Pacer,
     items: &mut [PushItem],
-) -> PushReply {
+) -> (PushReply, bool) {
     let stale = match exchange(link, client, pacer, items).await {
         PushReply::Stale { stale } => stale,
-        other => return other,
+        other => return (other, false),
     };
     let name = link.adapter.name().to_string();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
@@ -231,29 +242,60 @@ async fn push_compared(
     let shown = match read_levels(link, client, pacer, &skus).await {
         Ok(shown) => shown,
         Err(reason) => {
-            return PushReply::Failed {
+            let failed = PushReply::Failed {
                 reason: format!("compare stale, and reading the items failed: {reason}"),
                 retryable: true,
-            }
+            };
+            return (failed, false);
         }
     };
     let mut drifts = Vec::new();
     for i in stale {
-        let level = shown.get(&items[i].sku).copied().flatten();
-        drifts.push((items[i].sku.clone(), level.unwrap_or(-1)));
-        items[i].expected = level;
+        let item = &mut items[i];
+        let level = shown.get(&item.sku).copied().flatten();
+        drifts.push((item.sku.clone(), level.unwrap_or(-1)));
+        // Showing less than expected: the channel's own sales whose webhooks are on their
+        // way, most likely. They are gone: push the target less them (the audit's drift
+        // record makes the shard net those orders when they come).
+        if let (Some(level), Some(expected)) = (level, item.expected) {
+            item.quantity = (item.quantity - (expected - level).max(0)).max(0);
+            link.outbox.retarget(&item.sku, item.quantity);
+        }
+        item.expected = level;
     }
     record_drift(engine, &name, "stale", &drifts).await;
     link.check_later(skus);
-    match exchange(link, client, pacer, items).await {
-        PushReply::Stale { .. } => PushReply::Failed {
-            reason:
-                "compare stale again right after a read: the channel is changing; retried later"
-                    .into(),
-            retryable: true,
-        },
-        other => other,
+    let again = match exchange(link, client, pacer, items).await {
+        PushReply::Stale { stale } => stale,
+        other => return (other, false),
+    };
+    // Still changing (a hot SKU selling on the channel right now): those items go back to
+    // the outbox for the next round, with no backoff, and the rest of the call, whose
+    // compares held, goes out without them. Never more than three calls.
+    for i in &again {
+        link.outbox.defer(&items[*i].sku, DEFER_STALE);
     }
+    let rest: Vec<usize> = (0..items.len()).filter(|i| !again.contains(i)).collect();
+    let none = PushReply::Accepted {
+        acked: Vec::new(),
+        wait: None,
+    };
+    if rest.is_empty() {
+        return (none, true);
+    }
+    let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
+    let reply = match exchange(link, client, pacer, &subset).await {
+        PushReply::Accepted { acked, wait } => PushReply::Accepted {
+            acked: acked
+                .into_iter()
+                .filter_map(|i| rest.get(i).copied())
+                .collect(),
+            wait,
+        },
+        PushReply::Stale { .. } => none,
+        other => other,
+    };
+    (reply, true)
 }
 /// Acts on a push's outcome: acknowledgements to the shards, failures back to the
 /// outbox, pacing adjusted.
@@ -263,6 +305,7 @@ async fn settle(
     pacer: &mut Pacer,
     items: &[PushItem],
     reply: PushReply,
+    contended: bool,
 ) {
     let name = link.adapter.name().to_string();
     let count = |outcome: &'static str| {
@@ -289,7 +332,7 @@ async fn settle(
             deliver_acks(engine, &name, &taken, acked_at).await;
             link.outbox.finish(items, &mask);
             pacer.bucket.succeeded();
-            if all {
+            if all || contended {
                 pacer.backoff.reset();
             } else {
                 tokio::time::sleep(pacer.backoff.next_delay(true)).await;

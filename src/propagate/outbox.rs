@@ -28,6 +28,10 @@ struct Inner {
     /// SKUs in a request that has not been answered, with the quantity sent. A SKU is in
     /// at most one request at a time, so an older value never lands after a newer one.
     in_flight: AHashMap<String, i64>,
+    /// SKUs held back until a time: a compare that went stale twice in a row (a hot SKU
+    /// selling on the channel right now) waits a moment for the sales' webhooks rather
+    /// than spend the channel's budget on another stale round.
+    deferred: AHashMap<String, tokio::time::Instant>,
 }
 
 /// Which SKUs a channel lists (catalog channels list only the SKUs they map).
@@ -120,10 +124,18 @@ impl Outbox {
     /// Takes up to `max` SKUs to push, stock-outs and low stock first.
     pub fn take(&self, max: usize) -> Vec<PushItem> {
         let mut inner = self.lock();
-        let Inner { dirty, in_flight } = &mut *inner;
+        let Inner {
+            dirty,
+            in_flight,
+            deferred,
+        } = &mut *inner;
+        if !deferred.is_empty() {
+            let now = tokio::time::Instant::now();
+            deferred.retain(|_, until| *until > now);
+        }
         let mut ready: Vec<(i64, &String)> = dirty
             .iter()
-            .filter(|(sku, _)| !in_flight.contains_key(*sku))
+            .filter(|(sku, _)| !in_flight.contains_key(*sku) && !deferred.contains_key(*sku))
             .map(|(sku, w)| (w.target, sku))
             .collect();
         if ready.len() > max {
@@ -167,6 +179,30 @@ impl Outbox {
         drop(inner);
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
             .set(depth as f64);
+    }
+
+    /// The quantity of an item in flight changed before it was sent again (a stale
+    /// compare's resend): an offer of that quantity meanwhile is already on its way.
+    pub fn retarget(&self, sku: &str, quantity: i64) {
+        let mut inner = self.lock();
+        if let Some(in_flight) = inner.in_flight.get_mut(sku) {
+            *in_flight = quantity;
+        }
+        if inner.dirty.get(sku).is_some_and(|w| w.target == quantity) {
+            inner.dirty.remove(sku);
+        }
+    }
+
+    /// Holds `sku` back from `take` for `delay` (it stays queued).
+    pub fn defer(&self, sku: &str, delay: std::time::Duration) {
+        self.lock()
+            .deferred
+            .insert(sku.to_string(), tokio::time::Instant::now() + delay);
+    }
+
+    /// Whether some queued SKU is held back (its pusher must look again later).
+    pub fn has_deferred(&self) -> bool {
+        !self.lock().deferred.is_empty()
     }
 
     /// SKUs waiting (not counting those in flight).

@@ -92,10 +92,11 @@ impl Reconciler {
     /// One pass over every SKU.
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
         let heads = engine.heads().map_err(|e| e.to_string())?;
-        self.compare(engine, client, heads).await
+        self.compare(engine, client, heads, self.grace).await
     }
 
-    /// The same comparison for a few SKUs.
+    /// The same comparison for a few SKUs, after a stale compare's window has passed:
+    /// that window was their grace, so a shortfall is raised at once too.
     pub async fn check(
         &self,
         engine: &Engine,
@@ -108,15 +109,17 @@ impl Reconciler {
                 heads.push((sku.clone(), head));
             }
         }
-        self.compare(engine, client, heads).await
+        self.compare(engine, client, heads, Duration::ZERO).await
     }
 
-    /// Reads what the channel shows for these SKUs and repairs what differs.
+    /// Reads what the channel shows for these SKUs and repairs what differs; a shortfall
+    /// is raised once it has lasted `grace`.
     async fn compare(
         &self,
         engine: &Engine,
         client: &reqwest::Client,
         mut heads: Vec<(String, HeadRecord)>,
+        grace: Duration,
     ) -> Result<Report, String> {
         // One comparison at a time: the shortfall memory belongs to it.
         let mut shortfalls = self.shortfalls.lock().await;
@@ -137,7 +140,14 @@ impl Reconciler {
             let mut drifts = Vec::new();
             for (sku, head) in chunk {
                 report.checked += 1;
-                let target = self.rule.target(head.on_hand - head.committed);
+                let view = head
+                    .channels
+                    .iter()
+                    .find(|m| m.channel == self.rule.name)
+                    .map(|m| &m.view);
+                let target =
+                    self.rule
+                        .push_target(head.on_hand - head.committed, view, now_micros());
                 let shown = levels.get(sku).copied().flatten();
                 let now = Instant::now();
                 let repair = match shown {
@@ -147,7 +157,7 @@ impl Reconciler {
                     }
                     Some(level) if level < target => {
                         let since = *shortfalls.entry(sku.clone()).or_insert(now);
-                        let persisted = now.duration_since(since) >= self.grace;
+                        let persisted = now.duration_since(since) >= grace;
                         if persisted {
                             shortfalls.remove(sku);
                             report.raised += 1;

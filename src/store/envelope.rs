@@ -25,9 +25,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"LKSR";
 /// Bump with any change to a type in `records.rs`.
 pub const SCHEMA_VERSION: u16 = 4;
-/// Versions this build still reads: 3 differs from 4 only by the event kind `Unmapped`,
-/// which 3 never wrote, so its payloads read the same.
-pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = 3..=SCHEMA_VERSION;
+/// Versions this build reads (4 added the event kind `Unmapped` and the channel view's
+/// `unexplained` units to 3's layout).
+pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = SCHEMA_VERSION..=SCHEMA_VERSION;
 pub const HEADER_BYTES: usize = 16;
 /// No record comes near this; a larger length field means the header is damaged.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -88,6 +88,13 @@ pub struct ChannelView {
     /// In `delta` mode, a reported level that differed from `expected`, waiting out its
     /// settle window for late order webhooks to explain it.
     pub pending: Option<PendingLevel>,
+    /// Units the channel was read showing fewer than `expected` (a stale compare, a
+    /// reconciliation): most likely its own sales whose webhooks are still on their way.
+    /// Our next write overwrites them on the channel, so when those orders arrive they
+    /// are netted here instead of lowering `expected` again.
+    pub unexplained: i64,
+    /// Until when `unexplained` may net orders (longer than webhooks take to arrive).
+    pub unexplained_until: Micros,
 }
 
 /// A channel level waiting to settle (`inventory_updates = "delta"`).
