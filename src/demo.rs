@@ -224,6 +224,7 @@ consumer_key = "{WOO_KEY}"
 consumer_secret = "{WOO_KEY_SECRET}"
 poll_interval_s = 10
 reconcile_interval_s = 20
+# The simulated site has no limit (WooCommerce core has none); a host's would be here.
 rate_limit = {{ requests_per_second = 20.0, burst = 40 }}
 
 [catalog]
