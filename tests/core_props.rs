@@ -521,7 +521,7 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
     step(&mut state, ev(EventKind::Counted, 10, "c", "api"));
     step(&mut state, ev(EventKind::Pushed, 10, "p1", "shop"));
     // Read showing 8 where 10 was expected: 2 units of its own sales are on their way.
-    let fx = step(&mut state, ev(EventKind::Reconciled, 8, "r1", "shop"));
+    let fx = step(&mut state, ev(EventKind::StaleRead, 8, "r1", "shop"));
     let view = &state["A"].channels[0];
     assert_eq!(view.unexplained, 2);
     assert_eq!(fx.pushes[0].target, 8, "the push leaves the gone units out");
@@ -535,7 +535,7 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
     );
     assert!(fx.pushes.is_empty(), "it already shows 8: {:?}", fx.pushes);
     // Read showing 9 where 8 was expected: a cancellation on its way. Never shown early.
-    let fx = step(&mut state, ev(EventKind::Reconciled, 9, "r2", "shop"));
+    let fx = step(&mut state, ev(EventKind::StaleRead, 9, "r2", "shop"));
     assert_eq!(state["A"].channels[0].unexplained, -1);
     assert!(
         fx.pushes.is_empty(),

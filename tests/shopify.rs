@@ -318,7 +318,7 @@ fn stale_compare_is_resolved_by_one_read_and_one_push(version: &str) {
         .post_events(&json!({"events": [event("receipt", "S0", "adjusted", 1)]}));
     assert_eq!(status, 200, "{body}");
     assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
-    let drift = records(&rig.server, "S0", "reconciled");
+    let drift = records(&rig.server, "S0", "stale_read");
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert_eq!(drift[0]["qty"], 7, "the difference is in the audit");
     assert_eq!(drift[0]["outcome"], "drift");

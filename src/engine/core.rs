@@ -626,7 +626,8 @@ fn apply_event(
             }
             (Outcome::Pushed, false)
         }
-        EventKind::Reconciled => {
+        EventKind::Reconciled => (Outcome::Drift, false),
+        EventKind::StaleRead => {
             // The channel was read showing `qty` where we expected something else: its own
             // sales (less) or cancellations and returns (more), most likely, whose
             // webhooks have not come yet (see `unexplained`).

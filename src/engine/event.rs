@@ -44,6 +44,10 @@ pub enum EventKind {
     /// Reconciliation read q on the channel where it should show something else: recorded
     /// for the audit; the correction is a push.
     Reconciled,
+    /// A compare-and-set push found the channel showing q instead of what it was expected
+    /// to show: recorded; the difference (most likely the channel's own orders whose
+    /// webhooks are on their way) nets those orders when they arrive.
+    StaleRead,
     /// A channel named an item or order line that no catalog row maps to a SKU (the
     /// event's `sku` names what the channel sent): recorded for the audit, applied to
     /// nothing, so it can never land on a wrong SKU.
@@ -65,6 +69,7 @@ impl EventKind {
             EventKind::LevelSettled => "level_settled",
             EventKind::Reconciled => "reconciled",
             EventKind::Unmapped => "unmapped",
+            EventKind::StaleRead => "stale_read",
         }
     }
 
@@ -91,7 +96,10 @@ impl EventKind {
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
             EventKind::Pushed => "pushed",
-            EventKind::Level | EventKind::LevelSettled | EventKind::Reconciled => "level",
+            EventKind::Level
+            | EventKind::LevelSettled
+            | EventKind::Reconciled
+            | EventKind::StaleRead => "level",
             EventKind::Unmapped => "unmapped",
         }
     }
@@ -101,7 +109,7 @@ impl EventKind {
     pub fn changes_stock(self) -> bool {
         !matches!(
             self,
-            EventKind::Pushed | EventKind::Reconciled | EventKind::Unmapped
+            EventKind::Pushed | EventKind::Reconciled | EventKind::StaleRead | EventKind::Unmapped
         )
     }
 

@@ -263,7 +263,7 @@ async fn push_compared(
         }
         item.expected = level;
     }
-    record_drift(engine, &name, "stale", &drifts).await;
+    record_drift(engine, &name, EventKind::StaleRead, &drifts).await;
     link.check_later(skus);
     let again = match exchange(link, client, pacer, items).await {
         PushReply::Stale { stale } => stale,
@@ -376,10 +376,15 @@ async fn read_levels(
     Ok(levels)
 }
 
-/// Records in the audit that `channel` showed something other than expected: one
-/// `reconciled` event (outcome `drift`) per SKU, the level read as `qty` (-1: not listed).
-/// `why` names the finder (`reconcile`, `stale`) in the keys.
-pub async fn record_drift(engine: &Engine, channel: &str, why: &str, drifts: &[(String, i64)]) {
+/// Records in the audit that `channel` showed something other than expected: one event
+/// of `kind` (`Reconciled` from reconciliation, `StaleRead` from a stale compare; outcome
+/// `drift`) per SKU, the level read as `qty` (-1: not listed).
+pub async fn record_drift(
+    engine: &Engine,
+    channel: &str,
+    kind: EventKind,
+    drifts: &[(String, i64)],
+) {
     if drifts.is_empty() {
         return;
     }
@@ -389,12 +394,12 @@ pub async fn record_drift(engine: &Engine, channel: &str, why: &str, drifts: &[(
         .enumerate()
         .map(|(i, (sku, level))| Event {
             sku: sku.clone(),
-            kind: EventKind::Reconciled,
+            kind,
             qty: *level,
             source: channel.to_string(),
             source_ts: now,
             received_at: now,
-            key: format!("{why}/{channel}/{now}/{i}"),
+            key: format!("{}/{channel}/{now}/{i}", kind.as_str()),
             line: None,
         })
         .collect();

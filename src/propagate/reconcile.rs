@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::ChannelLink;
 use crate::clock::now_micros;
 use crate::engine::core::ChannelRule;
+use crate::engine::event::EventKind;
 use crate::engine::Engine;
 use crate::store::records::HeadRecord;
 
@@ -181,7 +182,7 @@ impl Reconciler {
             }
             metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
                 .increment(drifts.len() as u64);
-            super::record_drift(engine, &self.rule.name, "reconcile", &drifts).await;
+            super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
         }
         Ok(report)
     }
