@@ -427,7 +427,11 @@ impl Config {
                 ),
             ));
         }
-        let channels: HashSet<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+        let kinds: std::collections::HashMap<&str, ChannelKind> = self
+            .channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
         for (i, row) in reader.deserialize::<CatalogRow>().enumerate() {
@@ -450,12 +454,13 @@ impl Config {
             if row.sku.is_empty() || row.sku.len() > SKU_BYTES_MAX {
                 return Err(bad(format!("sku must be 1 to {SKU_BYTES_MAX} bytes")));
             }
-            if !channels.contains(row.channel.as_str()) {
+            let Some(kind) = kinds.get(row.channel.as_str()) else {
                 return Err(bad(format!("channel {:?} is not configured", row.channel)));
-            }
+            };
             if row.item_id.is_empty() {
                 return Err(bad("item_id is empty".into()));
             }
+            check_item_id(*kind, &row.item_id).map_err(|reason| bad(reason.into()))?;
             if !seen.insert((
                 row.channel.clone(),
                 row.item_id.clone(),
@@ -493,6 +498,29 @@ impl Config {
             },
             key_retention_us: Micros::from(self.server.idempotency_days) * 24 * MICROS_PER_HOUR,
         }
+    }
+}
+
+/// The form of a catalog `item_id` for kinds whose ids have one.
+fn check_item_id(kind: ChannelKind, id: &str) -> Result<(), &'static str> {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match kind {
+        ChannelKind::Shopify => {
+            let n = id
+                .strip_prefix("gid://shopify/InventoryItem/")
+                .unwrap_or(id);
+            if number(n) {
+                Ok(())
+            } else {
+                Err("a Shopify item_id is the inventory item's number or its gid://shopify/InventoryItem/ form")
+            }
+        }
+        ChannelKind::Woocommerce => match id.split_once('/') {
+            None if number(id) => Ok(()),
+            Some((parent, variation)) if number(parent) && number(variation) => Ok(()),
+            _ => Err("a WooCommerce item_id is a product id, or parent/variation for a variation"),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -309,6 +309,25 @@ fn check_config_names_the_bad_field() {
         err.contains("line 3") && err.contains("\"nope\" is not configured"),
         "{err}"
     );
+    // An id that is not the channel's form is refused with its line too.
+    let text = std::fs::read_to_string(example.with_file_name("catalog.csv"))
+        .unwrap()
+        .replace("1201/1208", "variant-8");
+    let copy = dir.path().join("example");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::write(copy.join("catalog.csv"), text).unwrap();
+    std::fs::copy(&example, copy.join("lockstep.toml")).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(copy.join("lockstep.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 6") && err.contains("parent/variation"),
+        "{err}"
+    );
 
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[server]\nlisten = \"127.0.0.1:7701\"\nshard = 2\n").unwrap();
