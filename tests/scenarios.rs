@@ -13,6 +13,7 @@ fn plan() -> Plan {
         skus: 20,
         channels: 2,
         slo_p99: None,
+        traffic: loadgen::traffic::Traffic::default(),
     }
 }
 
@@ -56,4 +57,39 @@ fn contention_counts_every_order_and_records_exactly_the_oversells() {
 fn every_order_is_in_the_audit_when_it_is_acknowledged() {
     let (report, passed) = loadgen::run::audit(&plan(), 40).unwrap();
     assert!(passed, "{report}");
+}
+
+#[test]
+fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
+    let plan = Plan {
+        traffic: loadgen::traffic::Traffic {
+            arrivals: loadgen::traffic::Arrivals::Poisson,
+            skew: 1.0,
+            lines: 3,
+            duplicate_rate: 0.3,
+        },
+        ..plan()
+    };
+    let (report, passed) = loadgen::run::latency(&plan).unwrap();
+    assert!(passed, "{report}");
+    let orders = report["orders"].as_u64().unwrap();
+    assert!(orders > 100, "{report}");
+    assert!(
+        report["order_lines"].as_u64().unwrap() > orders,
+        "multi-line orders: {report}"
+    );
+    assert!(report["duplicates_sent"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["unconverged"], 0, "{report}");
+    assert_eq!(
+        report["skus_miscounted"], 0,
+        "every line committed once, duplicates included: {report}"
+    );
+    // The same run against an impossible bar fails its verdict.
+    let strict = Plan {
+        slo_p99: Some(Duration::from_micros(1)),
+        ..plan
+    };
+    let (report, passed) = loadgen::run::latency(&strict).unwrap();
+    assert!(!passed, "{report}");
 }

@@ -12,5 +12,6 @@ pub mod run;
 pub mod shopify_sim;
 pub mod signing;
 pub mod sim;
+pub mod traffic;
 pub mod webhook_sim;
 pub mod woo_sim;

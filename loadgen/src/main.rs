@@ -34,6 +34,18 @@ struct Args {
     /// Simulated channels (each order comes from one and propagates to the others).
     #[arg(long, default_value_t = 3)]
     channels: usize,
+    /// `latency`: arrivals `constant` (evenly spaced) or `poisson` (exponential gaps).
+    #[arg(long, default_value = "constant")]
+    arrivals: loadgen::traffic::Arrivals,
+    /// `latency`: Zipf exponent of SKU popularity (0: uniform; 1: a few hot SKUs).
+    #[arg(long, default_value_t = 0.0)]
+    skew: f64,
+    /// `latency`: each order has 1 to this many lines (distinct SKUs).
+    #[arg(long, default_value_t = 1)]
+    lines: usize,
+    /// `latency`: share of orders delivered twice (the duplicate must change nothing).
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_rate: f64,
     /// Fail (exit 1) when p99 propagation exceeds this many seconds.
     #[arg(long)]
     slo_p99: Option<f64>,
@@ -51,6 +63,12 @@ fn main() -> ExitCode {
         skus: args.skus.max(1),
         channels: args.channels,
         slo_p99: args.slo_p99.map(Duration::from_secs_f64),
+        traffic: loadgen::traffic::Traffic {
+            arrivals: args.arrivals,
+            skew: args.skew.max(0.0),
+            lines: args.lines.max(1),
+            duplicate_rate: args.duplicate_rate.clamp(0.0, 1.0),
+        },
     };
     let outcome = match args.scenario.as_str() {
         "latency" => latency(&plan),

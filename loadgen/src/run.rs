@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::webhook_sim::WebhookSim;
@@ -29,14 +30,18 @@ pub struct Plan {
     pub channels: usize,
     /// Fail when p99 propagation exceeds this.
     pub slo_p99: Option<Duration>,
+    /// Arrivals, SKU skew, lines per order, duplicates (the `latency` scenario).
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// One order as it went.
 struct Sent {
-    sku: usize,
+    /// The SKU of each line.
+    skus: Vec<usize>,
     channel: usize,
     at: Instant,
-    answered: Option<(Instant, i64)>,
+    /// When lockstep answered, and the available quantity it answered for each line.
+    answered: Option<(Instant, Vec<i64>)>,
 }
 
 /// Latencies in microseconds, 3 significant digits, saturating at an hour.
@@ -368,43 +373,67 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
 
     seed(&engine, &sims, plan.skus)?;
 
-    // The open loop.
-    let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);
-    let total = (plan.duration.as_secs_f64() / interval.as_secs_f64()) as usize;
+    // The open loop: every order is sent when it is due, whatever the replies do.
+    let mut rng = rand::rng();
+    let traffic = &plan.traffic;
+    let due = crate::traffic::schedule(
+        traffic.arrivals,
+        plan.orders_per_minute as f64 / 60.0,
+        plan.duration,
+        &mut rng,
+    );
+    let zipf = crate::traffic::Zipf::new(plan.skus, traffic.skew);
+    let total = due.len();
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let mut duplicates_sent = 0usize;
     let sims = Arc::new(sims);
     let started = Instant::now();
     runtime.block_on(async {
         let mut tasks = Vec::with_capacity(total);
-        for n in 0..total {
-            let due = started + interval.mul_f64(n as f64);
-            tokio::time::sleep_until(due.into()).await;
-            let (sku_index, channel) = (rand::random_range(0..plan.skus), n % plan.channels);
-            let body = json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1, "order_id": format!("LG-{n}")}]});
-            let bytes = serde_json::to_vec(&body).expect("json serializes");
-            let mut request = client.post(webhook(channel));
-            for (name, value) in crate::signing::signed_headers(SECRET, &format!("order-{n}"), &bytes) {
-                request = request.header(name, value);
-            }
+        for (n, offset) in due.iter().enumerate() {
+            tokio::time::sleep_until((started + *offset).into()).await;
+            let (skus, channel) = (zipf.order(traffic.lines, &mut rng), n % plan.channels);
+            let events: Vec<Value> = skus
+                .iter()
+                .enumerate()
+                .map(|(line, s)| json!({"sku": sku(*s), "kind": "order_placed", "qty": 1, "order_id": format!("LG-{n}"), "line_id": line.to_string()}))
+                .collect();
+            let bytes = serde_json::to_vec(&json!({ "events": events })).expect("json serializes");
+            let headers = crate::signing::signed_headers(SECRET, &format!("order-{n}"), &bytes);
+            let copies = 1 + usize::from(rng.random_bool(traffic.duplicate_rate.clamp(0.0, 1.0)));
+            duplicates_sent += copies - 1;
             let index = {
                 let mut sent = sent.lock().expect("not poisoned");
-                sent.push(Sent { sku: sku_index, channel, at: Instant::now(), answered: None });
+                sent.push(Sent { skus, channel, at: Instant::now(), answered: None });
                 sent.len() - 1
             };
-            let sent = sent.clone();
-            tasks.push(tokio::spawn(async move {
-                let answer = async {
-                    let response = request.body(bytes).send().await.ok()?;
-                    if !response.status().is_success() {
-                        return None;
-                    }
-                    let body: Value = response.json().await.ok()?;
-                    body["results"][0]["available"].as_i64()
+            for copy in 0..copies {
+                let mut request = client.post(webhook(channel));
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
                 }
-                .await;
-                let now = Instant::now();
-                sent.lock().expect("not poisoned")[index].answered = answer.map(|a| (now, a));
-            }));
+                let (sent, bytes) = (sent.clone(), bytes.clone());
+                tasks.push(tokio::spawn(async move {
+                    let answer = async {
+                        let response = request.body(bytes).send().await.ok()?;
+                        if !response.status().is_success() {
+                            return None;
+                        }
+                        let body: Value = response.json().await.ok()?;
+                        body["results"]
+                            .as_array()?
+                            .iter()
+                            .map(|r| r["available"].as_i64())
+                            .collect::<Option<Vec<i64>>>()
+                    }
+                    .await;
+                    // The first delivery's answer is the order's (a duplicate's repeats it).
+                    if copy == 0 {
+                        let now = Instant::now();
+                        sent.lock().expect("not poisoned")[index].answered = answer.map(|a| (now, a));
+                    }
+                }));
+            }
         }
         for task in tasks {
             let _ = task.await;
@@ -428,7 +457,7 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         })
         .collect();
     for order in &sent {
-        let Some((answered, available)) = order.answered else {
+        let Some((answered, available)) = order.answered.clone() else {
             lost += 1;
             continue;
         };
@@ -439,17 +468,20 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
             if c == order.channel {
                 continue;
             }
-            let first = log[&sku(order.sku)]
-                .iter()
-                .find(|a| a.at >= order.at && a.available <= available);
-            match first {
-                Some(a) => {
-                    let took = a.at.duration_since(order.at);
-                    per_channel[c].saturating_record(took.as_micros().max(1) as u64);
-                    slowest = slowest.max(took);
+            // The channel holds the order once every line's SKU is at or below what
+            // lockstep answered for it.
+            let mut channel_took = Duration::ZERO;
+            for (s, available) in order.skus.iter().zip(&available) {
+                let first = log[&sku(*s)]
+                    .iter()
+                    .find(|a| a.at >= order.at && a.available <= *available);
+                match first {
+                    Some(a) => channel_took = channel_took.max(a.at.duration_since(order.at)),
+                    None => converged = false,
                 }
-                None => converged = false,
             }
+            per_channel[c].saturating_record(channel_took.as_micros().max(1) as u64);
+            slowest = slowest.max(channel_took);
         }
         if converged {
             propagation.saturating_record(slowest.as_micros().max(1) as u64);
@@ -457,10 +489,30 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
             unconverged += 1;
         }
     }
+    // Every line is one unit committed: a SKU whose committed differs counted an order
+    // twice (a duplicate applied) or lost one. Only exact when no order was refused.
+    let mut lines_per_sku = vec![0i64; plan.skus];
+    for order in &sent {
+        for s in &order.skus {
+            lines_per_sku[*s] += 1;
+        }
+    }
+    let mut miscounted = 0usize;
+    if lost == 0 {
+        for (i, lines) in lines_per_sku.iter().enumerate().filter(|(_, l)| **l > 0) {
+            let body = sims[0].get_json(&format!("{}/v1/skus/{}", engine.base, sku(i)))?;
+            if body["committed"].as_i64() != Some(*lines) {
+                miscounted += 1;
+            }
+        }
+    }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let summary = |h: &Histogram<u64>| json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999), "max_ms": h.max() as f64 / 1000.0});
     let p99 = Duration::from_micros(propagation.value_at_quantile(0.99));
-    let passed = lost == 0 && unconverged == 0 && plan.slo_p99.is_none_or(|slo| p99 <= slo);
+    let passed = lost == 0
+        && unconverged == 0
+        && miscounted == 0
+        && plan.slo_p99.is_none_or(|slo| p99 <= slo);
     let report = json!({
         "scenario": "latency",
         "orders": sent.len(),
@@ -468,8 +520,14 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         "orders_per_second_achieved": sent.len() as f64 / offered_s,
         "skus": plan.skus,
         "channels": plan.channels,
+        "arrivals": format!("{:?}", traffic.arrivals).to_lowercase(),
+        "skew": traffic.skew,
+        "lines_max": traffic.lines,
+        "order_lines": sent.iter().map(|o| o.skus.len()).sum::<usize>(),
+        "duplicates_sent": duplicates_sent,
         "lost": lost,
         "unconverged": unconverged,
+        "skus_miscounted": miscounted,
         "ingest": summary(&ingest),
         "propagation": summary(&propagation),
         "propagation_per_channel": per_channel.iter().enumerate().map(|(i, h)| (format!("ch{i}"), summary(h))).collect::<serde_json::Map<_, _>>(),
@@ -505,11 +563,12 @@ pub fn table(report: &Value) -> String {
         }
     }
     out += &format!(
-        "orders {} at {:.1}/s, lost {}, unconverged {}: {}\n",
+        "orders {} at {:.1}/s, lost {}, unconverged {}, SKUs miscounted {}: {}\n",
         report["orders"],
         report["orders_per_second_achieved"].as_f64().unwrap_or(0.0),
         report["lost"],
         report["unconverged"],
+        report["skus_miscounted"],
         if report["passed"] == true {
             "PASS"
         } else {
