@@ -8,6 +8,7 @@
 //! - `signing`: Standard Webhooks signatures, written here independently of the engine's.
 //! - `run`: the open-loop `latency` scenario.
 
+pub mod report;
 pub mod run;
 pub mod shopify_sim;
 pub mod signing;

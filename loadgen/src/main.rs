@@ -52,6 +52,10 @@ struct Args {
     /// Also write the JSON report here.
     #[arg(long)]
     json: Option<String>,
+    /// `latency` and `burst`: also write a self-contained HTML report (SVG plots of
+    /// propagation over the run and by percentile) here.
+    #[arg(long)]
+    html: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,11 @@ fn main() -> ExitCode {
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
                 );
+            }
+            if let Some(path) = &args.html {
+                if let Err(e) = std::fs::write(path, loadgen::report::html(&report)) {
+                    eprintln!("loadgen: cannot write {path}: {e}");
+                }
             }
             if let Some(path) = args.json {
                 if let Err(e) = std::fs::write(

@@ -456,6 +456,8 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
                 .collect()
         })
         .collect();
+    // Propagation per second of the run, for the report's latency-over-time plot.
+    let mut timeline: Vec<Histogram<u64>> = Vec::new();
     for order in &sent {
         let Some((answered, available)) = order.answered.clone() else {
             lost += 1;
@@ -485,6 +487,11 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         }
         if converged {
             propagation.saturating_record(slowest.as_micros().max(1) as u64);
+            let second = order.at.duration_since(started).as_secs() as usize;
+            if timeline.len() <= second {
+                timeline.resize_with(second + 1, histogram);
+            }
+            timeline[second].saturating_record(slowest.as_micros().max(1) as u64);
         } else {
             unconverged += 1;
         }
@@ -532,6 +539,8 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         "propagation": summary(&propagation),
         "propagation_per_channel": per_channel.iter().enumerate().map(|(i, h)| (format!("ch{i}"), summary(h))).collect::<serde_json::Map<_, _>>(),
         "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
+        "timeline": timeline.iter().enumerate().map(|(s, h)| json!({"second": s, "count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0})).collect::<Vec<_>>(),
+        "distribution": crate::report::distribution(&propagation),
         "passed": passed,
     });
     drop(engine);
