@@ -93,3 +93,17 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
     let (report, passed) = loadgen::run::latency(&strict).unwrap();
     assert!(!passed, "{report}");
 }
+
+#[test]
+fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
+    let plan = Plan {
+        duration: Duration::from_secs(1),
+        ..plan()
+    };
+    let (report, passed) = loadgen::run::ceiling(&plan, 2).unwrap();
+    assert!(passed, "{report}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report}");
+    assert_eq!(steps[1]["orders_per_minute"], 9_000, "1.5 times the last");
+    assert_eq!(report["held_orders_per_minute"], 9_000, "{report}");
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::run::{audit, burst, contention, duplicates, latency, outage, table, Plan};
+use loadgen::run::{audit, burst, ceiling, contention, duplicates, latency, outage, table, Plan};
 
 #[derive(Parser)]
 #[command(
@@ -16,8 +16,10 @@ use loadgen::run::{audit, burst, contention, duplicates, latency, outage, table,
 struct Args {
     /// The scenario: `latency`, `burst` (5,000 orders in 1 s), `contention` (150 orders
     /// for 100 units of one SKU from every channel at once), `outage` (a channel down
-    /// 10 s), `audit` (each order in the audit when acknowledged) or `duplicates` (every
-    /// order delivered three times).
+    /// 10 s), `audit` (each order in the audit when acknowledged), `duplicates` (every
+    /// order delivered three times) or `ceiling` (`latency` steps from
+    /// `--orders-per-minute`, each 1.5 times the last and `--duration` long, until p99
+    /// propagation passes 5 s or an order is lost; reports the rate held).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -81,8 +83,9 @@ fn main() -> ExitCode {
         "burst" => burst(&plan, 5_000),
         "contention" => contention(&plan, 100, 150),
         "audit" => audit(&plan, 500),
+        "ceiling" => ceiling(&plan, 20),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit and duplicates");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates and ceiling");
             return ExitCode::from(2);
         }
     };

@@ -353,6 +353,51 @@ pub fn burst(plan: &Plan, orders: u64) -> anyhow::Result<(Value, bool)> {
     Ok((report, passed))
 }
 
+/// The bar `ceiling` holds each step to: p99 propagation (DESIGN §5: "well under 5 s").
+pub const CEILING_P99: Duration = Duration::from_secs(5);
+
+/// `ceiling`: `latency` runs of `plan.duration` each at rising rates, from
+/// `plan.orders_per_minute`, each 1.5 times the last, until one loses an order, leaves one
+/// unconverged or miscounted, or has p99 propagation over 5 s. Reports every step and the
+/// highest rate held. Passes when at least the first rate held.
+pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
+    let mut steps = Vec::new();
+    let mut held: Option<(u64, f64)> = None;
+    let mut rate = plan.orders_per_minute as f64;
+    for _ in 0..steps_max {
+        let step_plan = Plan {
+            orders_per_minute: rate as u64,
+            slo_p99: Some(CEILING_P99),
+            ..plan.clone()
+        };
+        let (report, passed) = latency(&step_plan)?;
+        steps.push(json!({
+            "orders_per_minute": rate as u64,
+            "orders_per_second_achieved": report["orders_per_second_achieved"],
+            "p99_ms": report["propagation"]["p99_ms"],
+            "lost": report["lost"],
+            "passed": passed,
+        }));
+        if !passed {
+            break;
+        }
+        held = Some((
+            rate as u64,
+            report["orders_per_second_achieved"].as_f64().unwrap_or(0.0),
+        ));
+        rate *= 1.5;
+    }
+    let report = json!({
+        "scenario": "ceiling",
+        "bar_p99_ms": CEILING_P99.as_secs_f64() * 1000.0,
+        "steps": steps,
+        "held_orders_per_minute": held.map(|h| h.0),
+        "held_orders_per_second_achieved": held.map(|h| h.1),
+        "passed": held.is_some(),
+    });
+    Ok((report.clone(), held.is_some()))
+}
+
 /// Runs the scenario; returns the report and whether it passed.
 pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     if plan.channels < 2 {
