@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# lockstep and its peers, side by side in one run on this machine:
+#   1. ingest: a bare hyper server answering 200 (the ceiling of an HTTP server here)
+#      against lockstep's durable ingest (POST /v1/events, every event fsynced before
+#      its answer), both driven by wrk over loopback with the same connections;
+#   2. one hot SKU: lockstep taking orders for one SKU against PostgreSQL's row-locked
+#      `UPDATE stock SET qty = qty - 1 WHERE sku = ? AND qty > 0` (pgbench, durable
+#      commits), on random SKUs and on one hot SKU.
+# Prints each figure, the peer's, and the ratio. Installs wrk and PostgreSQL from the
+# system's packages when missing; PostgreSQL runs on loopback from a temp data directory
+# and is stopped afterwards.
+#
+#   bash benches/peers.sh            # DURATION=10 CONNECTIONS=64 by default
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+BATCH=${BATCH:-50}          # events per request in the batched ingest run
+SKUS=${SKUS:-10000}
+cd "$(dirname "$0")/.."
+root=$(pwd)
+work=$(mktemp -d /tmp/lockstep-peers.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "${pg_bin:-}" ] && [ -d "$work/pg" ]; then
+        "$pg_bin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+install_packages() {
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v wrk >/dev/null || install_packages wrk
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || ! command -v pgbench >/dev/null; then
+    install_packages postgresql postgresql-contrib
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+
+echo "building (release)..."
+cargo build --release --workspace -q
+
+# Starts a server that prints "... http://ADDR" on its first line; sets $url.
+start() {
+    local log=$1; shift
+    "$@" >"$log" 2>"$log.err" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        url=$(grep -o 'http://[0-9.:]*' "$log" | head -1 || true)
+        [ -n "$url" ] && return 0
+        sleep 0.1
+    done
+    echo "could not start: $*" >&2; cat "$log.err" >&2; exit 1
+}
+
+# Requests/s from wrk's output.
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+times() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a * b }'; }
+
+wrk_run() {  # wrk_run OUT URL SCRIPT [ENV=...]
+    local out=$1 url=$2 script=$3; shift 3
+    env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$url" >"$out"
+}
+
+# 1. Ingest ------------------------------------------------------------------------------
+start "$work/hyper.log" "$root/target/release/bare_hyper" 127.0.0.1:0
+hyper_url=$url
+wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
+kill "${pids[-1]}"; unset 'pids[-1]'
+
+cat >"$work/lockstep.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+data_dir = "$work/data"
+shards = 2
+EOF
+start "$work/lockstep.log" "$root/target/release/lockstep" serve --config "$work/lockstep.toml"
+lockstep_url=$url
+wrk_run "$work/single.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
+wrk_run "$work/batched.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS="$BATCH" SKUS="$SKUS"
+wrk_run "$work/hot.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 HOT=1
+
+hyper=$(rps "$work/hyper.wrk")
+single=$(rps "$work/single.wrk")
+batched=$(times "$(rps "$work/batched.wrk")" "$BATCH")
+hot=$(rps "$work/hot.wrk")
+for f in single batched hot; do
+    if grep -q "Non-2xx" "$work/$f.wrk"; then
+        echo "note: lockstep answered non-2xx in the $f run: $(grep Non-2xx "$work/$f.wrk")"
+    fi
+done
+
+# 2. PostgreSQL --------------------------------------------------------------------------
+mkdir -p "$work/pg"
+chown -R postgres "$work" 2>/dev/null || true
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+as_pg "'$pg_bin/initdb' -D '$work/pg' -A trust -U postgres" >/dev/null
+as_pg "'$pg_bin/pg_ctl' -D '$work/pg' -o \"-p 55432 -k '$work' -c listen_addresses=127.0.0.1\" -w -l '$work/pg.log' start" >/dev/null
+psql() { command psql -h 127.0.0.1 -p 55432 -U postgres -q "$@"; }
+psql -c "CREATE TABLE stock (sku int PRIMARY KEY, qty bigint NOT NULL)" \
+     -c "INSERT INTO stock SELECT s, 1000000000 FROM generate_series(1, $SKUS) s" \
+     -c "VACUUM ANALYZE stock"
+pgbench() { command pgbench -h 127.0.0.1 -p 55432 -U postgres -n -c "$CONNECTIONS" -j 2 -T "$DURATION" "$@" postgres; }
+pg_random=$(pgbench -D skus="$SKUS" -f benches/peers/stock.sql | awk '/^tps/ {print $3}')
+pg_hot=$(pgbench -f benches/peers/hot.sql | awk '/^tps/ {print $3}')
+
+cores=$(nproc)
+echo
+echo "lockstep and its peers on this machine ($cores cores), ${DURATION}s each, $CONNECTIONS connections"
+printf '%-58s %12s\n' "bare hyper server answering 200, 1 KiB POSTs" "$hyper req/s"
+printf '%-58s %12s   %s of bare hyper\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$(ratio "$single" "$hyper")"
+printf '%-58s %12s\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s"
+printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, random SKUs (pgbench)" "$pg_random tps"
+printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, one hot SKU (pgbench)" "$pg_hot tps"
+printf '%-58s %12s   %s x PostgreSQL on the hot SKU\n' "lockstep, one hot SKU, 1 order per request" "$hot req/s" "$(ratio "$hot" "$pg_hot")"
