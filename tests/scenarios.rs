@@ -107,3 +107,17 @@ fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
     assert_eq!(steps[1]["orders_per_minute"], 9_000, "1.5 times the last");
     assert_eq!(report["held_orders_per_minute"], 9_000, "{report}");
 }
+
+#[test]
+fn soak_samples_lockstep_memory_and_finds_it_flat() {
+    let plan = Plan {
+        duration: Duration::from_secs(4),
+        ..plan()
+    };
+    let (report, passed) = loadgen::run::soak(&plan, Duration::from_millis(200)).unwrap();
+    assert!(passed, "{report}");
+    let samples = report["rss_mib"].as_array().unwrap();
+    assert!(samples.len() >= 12, "{report}");
+    assert!(samples.iter().all(|s| s["mib"].as_f64().unwrap() > 1.0));
+    assert_eq!(report["memory_flat"], true);
+}

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::run::{audit, burst, ceiling, contention, duplicates, latency, outage, table, Plan};
+use loadgen::run::{
+    audit, burst, ceiling, contention, duplicates, latency, outage, soak, table, Plan,
+};
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +21,9 @@ struct Args {
     /// 10 s), `audit` (each order in the audit when acknowledged), `duplicates` (every
     /// order delivered three times) or `ceiling` (`latency` steps from
     /// `--orders-per-minute`, each 1.5 times the last and `--duration` long, until p99
-    /// propagation passes 5 s or an order is lost; reports the rate held).
+    /// propagation passes 5 s or an order is lost; reports the rate held) or `soak`
+    /// (`latency` for `--duration`, an hour for the real thing, with lockstep's memory
+    /// sampled every 10 s: it must stay flat).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -84,14 +88,15 @@ fn main() -> ExitCode {
         "contention" => contention(&plan, 100, 150),
         "audit" => audit(&plan, 500),
         "ceiling" => ceiling(&plan, 20),
+        "soak" => soak(&plan, Duration::from_secs(10)),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates and ceiling");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling and soak");
             return ExitCode::from(2);
         }
     };
     match outcome {
         Ok((report, passed)) => {
-            if args.scenario == "latency" || args.scenario == "burst" {
+            if matches!(args.scenario.as_str(), "latency" | "burst" | "soak") {
                 print!("{}", table(&report));
             } else {
                 println!(

@@ -398,8 +398,57 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
     Ok((report.clone(), held.is_some()))
 }
 
+/// Resident memory of a process, from `/proc/{pid}/status` (Linux), in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `soak`: `latency` for `plan.duration` (an hour from the command line) with lockstep's
+/// resident memory sampled every `every`; it passes when `latency` does and memory is
+/// flat: the mean of the last quarter of the samples at most 10% (plus 8 MiB) above the
+/// mean of the second quarter (the first is warm-up).
+pub fn soak(plan: &Plan, every: Duration) -> anyhow::Result<(Value, bool)> {
+    let (mut report, passed) = latency_sampled(plan, Some(every))?;
+    let samples: Vec<f64> = report["rss_mib"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["mib"].as_f64()).collect())
+        .unwrap_or_default();
+    let quarter = samples.len() / 4;
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let (settled, last) = if quarter >= 1 {
+        (
+            mean(&samples[quarter..2 * quarter]),
+            mean(&samples[samples.len() - quarter..]),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let flat = quarter >= 1 && last <= settled * 1.10 + 8.0;
+    report["scenario"] = json!("soak");
+    report["rss_settled_mib"] = json!(settled);
+    report["rss_last_mib"] = json!(last);
+    report["memory_flat"] = json!(flat);
+    let passed = passed && flat;
+    report["passed"] = json!(passed);
+    Ok((report, passed))
+}
+
 /// Runs the scenario; returns the report and whether it passed.
 pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
+    latency_sampled(plan, None)
+}
+
+/// `latency`, sampling lockstep's resident memory every `rss_every` when given.
+fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(Value, bool)> {
     if plan.channels < 2 {
         bail!("--channels must be at least 2: an order on one channel propagates to the others");
     }
@@ -417,6 +466,23 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     let webhook = |channel: usize| format!("{}/webhooks/ch{channel}", engine.base);
 
     seed(&engine, &sims, plan.skus)?;
+    // Memory samples (seconds into the run, MiB), taken on a thread of their own.
+    let rss: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(rss_every.is_some()));
+    let sampler = rss_every.map(|every| {
+        let (rss, sampling, pid) = (rss.clone(), sampling.clone(), engine.child.id());
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(mib) = rss_mib(pid) {
+                    rss.lock()
+                        .expect("not poisoned")
+                        .push((start.elapsed().as_secs_f64(), mib));
+                }
+                std::thread::sleep(every);
+            }
+        })
+    });
 
     // The open loop: every order is sent when it is due, whatever the replies do.
     let mut rng = rand::rng();
@@ -485,6 +551,10 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         }
     });
     let offered_s = started.elapsed().as_secs_f64();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(sampler) = sampler {
+        let _ = sampler.join();
+    }
     // Let the last changes arrive.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -586,6 +656,7 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
         "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
         "timeline": timeline.iter().enumerate().map(|(s, h)| json!({"second": s, "count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0})).collect::<Vec<_>>(),
         "distribution": crate::report::distribution(&propagation),
+        "rss_mib": rss.lock().expect("not poisoned").iter().map(|(s, mib)| json!({"second": s, "mib": mib})).collect::<Vec<_>>(),
         "passed": passed,
     });
     drop(engine);
@@ -615,6 +686,19 @@ pub fn table(report: &Value) -> String {
         for (name, v) in channels {
             out += &row(&format!("  to {name}"), v);
         }
+    }
+    if let (Some(settled), Some(last)) = (
+        report["rss_settled_mib"].as_f64(),
+        report["rss_last_mib"].as_f64(),
+    ) {
+        out += &format!(
+            "lockstep memory: {settled:.1} MiB settled, {last:.1} MiB at the end ({})\n",
+            if report["memory_flat"] == true {
+                "flat"
+            } else {
+                "GROWING"
+            }
+        );
     }
     out += &format!(
         "orders {} at {:.1}/s, lost {}, unconverged {}, SKUs miscounted {}: {}\n",
