@@ -47,10 +47,11 @@ pub struct SledStore {
 }
 
 /// sled's page cache per shard. sled's default is 1 GiB per database, which a long run
-/// fills with pages it wrote and rarely reads again (see the `soak` figures in the
-/// README); the hot path reads little (recent idempotency keys and SKU rows, which the
-/// shard also holds in memory).
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// fills with pages it wrote and rarely reads again, so resident memory climbs for an
+/// hour (see the `soak` figures in the README). 16 MiB flattened it within minutes but
+/// cost the commit path a third of its throughput (sled reads back the index pages it
+/// updates); 64 MiB bounds it at about the same throughput as the default.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl SledStore {
     /// Opens (or creates) the shard database in `dir`.
