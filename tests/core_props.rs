@@ -551,3 +551,68 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
         "our write overwrote the restock: push it"
     );
 }
+
+#[test]
+fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() {
+    let config = CoreConfig {
+        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
+            name: "shop".into(),
+            buffer: 0,
+            max: None,
+            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+            compare_and_set: true,
+        }]),
+        ..CoreConfig::default()
+    };
+    let mut at = T0;
+    let mut seq = 1;
+    let mut state = ShardState::default();
+    let mut step = |state: &mut ShardState, kind, qty, key: &str, source: &str| {
+        at += MICROS_PER_SECOND / 10;
+        let event = Event {
+            sku: "A".into(),
+            kind,
+            qty,
+            source: source.into(),
+            source_ts: at,
+            received_at: at,
+            key: key.into(),
+            line: (kind == EventKind::OrderPlaced).then(|| LineRef {
+                order_id: key.into(),
+                line_id: "1".into(),
+            }),
+        };
+        let fx = apply(state, &[Input { event, prior: None }], at, seq, &config);
+        seq += 1;
+        fx
+    };
+    step(&mut state, EventKind::Counted, 10, "c", "api");
+    step(&mut state, EventKind::Pushed, 10, "p1", "shop");
+    // Two reads in a row, no write between: the second difference includes the first.
+    step(&mut state, EventKind::StaleRead, 8, "r1", "shop");
+    step(&mut state, EventKind::StaleRead, 7, "r2", "shop");
+    assert_eq!(state["A"].channels[0].unexplained, 3, "not 2 + 3");
+    // Our write of 7 lands; the store then sells 1 more before we hear of any sale.
+    step(&mut state, EventKind::Pushed, 7, "p2", "shop");
+    let fx = step(&mut state, EventKind::StaleRead, 6, "r3", "shop");
+    assert_eq!(
+        state["A"].channels[0].unexplained, 4,
+        "the 3 our write left out are still to come, plus 1 new"
+    );
+    assert_eq!(fx.pushes[0].target, 6);
+    step(&mut state, EventKind::Pushed, 6, "p3", "shop");
+    // The orders for those 4 units arrive: all netted, nothing pushed; 6 = available.
+    for (n, qty) in [1, 2, 1].into_iter().enumerate() {
+        let fx = step(
+            &mut state,
+            EventKind::OrderPlaced,
+            qty,
+            &format!("o{n}"),
+            "shop",
+        );
+        assert!(fx.pushes.is_empty(), "{:?}", fx.pushes);
+    }
+    let view = &state["A"].channels[0];
+    assert_eq!((view.expected, view.unexplained), (Some(6), 0));
+    assert_eq!(state["A"].available(), 6);
+}

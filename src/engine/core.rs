@@ -633,8 +633,18 @@ fn apply_event(
             // webhooks have not come yet (see `unexplained`).
             if let Some(i) = own_channel {
                 let view = sku.channel_mut(i);
+                // Units an earlier read found, that our write since then already left
+                // out, are still to be netted when their orders come; without a write
+                // in between, this read's difference includes them.
+                let last_read = view.unexplained_until - UNEXPLAINED_WINDOW_US;
+                let active = event.received_at < view.unexplained_until;
+                let kept = if active && view.acked_at > last_read {
+                    view.unexplained
+                } else {
+                    0
+                };
                 view.unexplained = match (view.expected, event.qty >= 0) {
-                    (Some(expected), true) => expected - event.qty,
+                    (Some(expected), true) => kept + expected - event.qty,
                     _ => 0,
                 };
                 view.unexplained_until = event.received_at + UNEXPLAINED_WINDOW_US;
