@@ -450,26 +450,17 @@ pub fn apply(
         sku.last_seq = seq;
         debug_assert!(sku.committed >= 0, "committed went negative");
 
-        effects.records.push(LogRecord {
-            seq,
-            prev_seq,
-            sku: event.sku.clone(),
-            kind: event.kind,
-            qty: event.qty,
-            source: event.source.clone(),
-            source_ts: event.source_ts,
-            received_at: event.received_at,
-            applied_at: now,
-            key: event.key.clone(),
-            order_id: event.line.as_ref().map(|l| l.order_id.clone()),
-            line_id: event.line.as_ref().map(|l| l.line_id.clone()),
-            available_before: before,
-            available_after: sku.available(),
-            on_hand_after: sku.on_hand(),
-            committed_after: sku.committed,
-            outcome,
-            oversell: oversell && outcome != Outcome::Duplicate,
-        });
+        effects.records.push(log_record(
+            event,
+            (seq, prev_seq, now),
+            Taken {
+                outcome,
+                oversell: oversell && outcome != Outcome::Duplicate,
+                available_before: before,
+                on_hand_after: sku.on_hand(),
+                committed_after: sku.committed,
+            },
+        ));
         effects.results.push(EventResult {
             key: event.key.clone(),
             sku: event.sku.clone(),
@@ -543,6 +534,39 @@ fn overwritable(rule: &ChannelRule, view: &ChannelView, ts: Micros) -> bool {
     !rule.compare_and_set && view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US
 }
 
+/// How an event was taken, for its log record.
+struct Taken {
+    outcome: Outcome,
+    oversell: bool,
+    available_before: i64,
+    on_hand_after: i64,
+    committed_after: i64,
+}
+
+/// The log record of `event`, at (seq, the SKU's previous seq, now).
+fn log_record(event: &Event, (seq, prev_seq, now): (u64, u64, Micros), taken: Taken) -> LogRecord {
+    LogRecord {
+        seq,
+        prev_seq,
+        sku: event.sku.clone(),
+        kind: event.kind,
+        qty: event.qty,
+        source: event.source.clone(),
+        source_ts: event.source_ts,
+        received_at: event.received_at,
+        applied_at: now,
+        key: event.key.clone(),
+        order_id: event.line.as_ref().map(|l| l.order_id.clone()),
+        line_id: event.line.as_ref().map(|l| l.line_id.clone()),
+        available_before: taken.available_before,
+        available_after: taken.on_hand_after - taken.committed_after,
+        on_hand_after: taken.on_hand_after,
+        committed_after: taken.committed_after,
+        outcome: taken.outcome,
+        oversell: taken.oversell,
+    }
+}
+
 /// Records an `Unmapped` event: outcome `drift` (or `duplicate`), no SKU state touched.
 fn record_unmapped<'a>(
     event: &'a Event,
@@ -571,26 +595,16 @@ fn record_unmapped<'a>(
             .first_results
             .push((event.sku.clone(), event.key.clone(), first));
     }
-    effects.records.push(LogRecord {
-        seq,
-        prev_seq: 0,
-        sku: event.sku.clone(),
-        kind: event.kind,
-        qty: event.qty,
-        source: event.source.clone(),
-        source_ts: event.source_ts,
-        received_at: event.received_at,
-        applied_at: now,
-        key: event.key.clone(),
-        order_id: event.line.as_ref().map(|l| l.order_id.clone()),
-        line_id: event.line.as_ref().map(|l| l.line_id.clone()),
-        available_before: 0,
-        available_after: 0,
-        on_hand_after: 0,
-        committed_after: 0,
+    let taken = Taken {
         outcome,
         oversell: false,
-    });
+        available_before: 0,
+        on_hand_after: 0,
+        committed_after: 0,
+    };
+    effects
+        .records
+        .push(log_record(event, (seq, 0, now), taken));
     effects.results.push(EventResult {
         key: event.key.clone(),
         sku: event.sku.clone(),
