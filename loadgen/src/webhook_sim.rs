@@ -216,14 +216,7 @@ impl WebhookSim {
         timeout: Duration,
         check: impl Fn(&HashMap<String, i64>) -> bool,
     ) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if check(&self.lock().levels) {
-                return Some(start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
+        crate::sim::wait_until(timeout, || check(&self.lock().levels))
     }
 }
 

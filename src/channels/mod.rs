@@ -182,6 +182,22 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
     }
 }
 
+/// A non-2xx push reply as an outcome, the same for every channel: 429 throttles (its
+/// `Retry-After`, else 1 s), 5xx and 408 are retried, anything else is retried slowly;
+/// `None` for a 2xx, which the adapter reads.
+pub fn http_failure(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<PushReply> {
+    match status {
+        200..=299 => None,
+        429 => Some(PushReply::Throttled {
+            retry_after: retry_after(headers).unwrap_or(Duration::from_secs(1)),
+        }),
+        _ => Some(PushReply::Failed {
+            reason: format!("HTTP {status}: {}", excerpt(body)),
+            retryable: status >= 500 || status == 408,
+        }),
+    }
+}
+
 /// A short, safe excerpt of a reply body for error messages.
 pub fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()

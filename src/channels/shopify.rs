@@ -447,7 +447,7 @@ impl ChannelAdapter for Shopify {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
-        if let Some(failed) = http_failure(status, headers, body) {
+        if let Some(failed) = super::http_failure(status, headers, body) {
             return failed;
         }
         let Ok(reply) = serde_json::from_slice::<Value>(body) else {
@@ -520,20 +520,6 @@ impl ChannelAdapter for Shopify {
                 Some((sku, available))
             })
             .collect())
-    }
-}
-
-/// A non-2xx reply as a push outcome; `None` for 2xx.
-fn http_failure(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<PushReply> {
-    match status {
-        200..=299 => None,
-        429 => Some(PushReply::Throttled {
-            retry_after: super::retry_after(headers).unwrap_or(Duration::from_secs(1)),
-        }),
-        _ => Some(PushReply::Failed {
-            reason: format!("HTTP {status}: {}", excerpt(body)),
-            retryable: status >= 500 || status == 408,
-        }),
     }
 }
 

@@ -175,22 +175,9 @@ impl ChannelAdapter for Webhook {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
-        match status {
-            200..=299 => PushReply::Accepted {
-                acked: (0..items.len()).collect(),
-                wait: None,
-            },
-            429 => PushReply::Throttled {
-                retry_after: super::retry_after(headers)
-                    .unwrap_or(std::time::Duration::from_secs(1)),
-            },
-            _ => PushReply::Failed {
-                reason: format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                ),
-                retryable: status >= 500 || status == 408,
-            },
-        }
+        super::http_failure(status, headers, body).unwrap_or(PushReply::Accepted {
+            acked: (0..items.len()).collect(),
+            wait: None,
+        })
     }
 }

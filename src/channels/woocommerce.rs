@@ -384,19 +384,8 @@ impl ChannelAdapter for WooCommerce {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
-        match status {
-            200..=299 => {}
-            429 => {
-                return PushReply::Throttled {
-                    retry_after: super::retry_after(headers).unwrap_or(Duration::from_secs(1)),
-                }
-            }
-            _ => {
-                return PushReply::Failed {
-                    reason: format!("HTTP {status}: {}", excerpt(body)),
-                    retryable: status >= 500 || status == 408,
-                }
-            }
+        if let Some(failed) = super::http_failure(status, headers, body) {
+            return failed;
         }
         let Ok(reply) = serde_json::from_slice::<Value>(body) else {
             return PushReply::Failed {
