@@ -373,7 +373,12 @@ fn pushes_pending_across_a_kill_nine_are_delivered_after_restart() {
         (0..50).all(|i| l.get(&format!("R-{i}")) == Some(&i))
     });
     assert!(converged.is_some(), "{:?}", a.levels());
+    // The acknowledgement is recorded just after the channel answers: wait for it.
+    let recorded = common::eventually(Duration::from_secs(5), || {
+        server.get("/v1/skus/R-7").1["channels"]["a"]["pushed"] == 7
+    });
     let (_, sku) = server.get("/v1/skus/R-7");
+    assert!(recorded, "{sku}");
     assert_eq!(sku["channels"]["a"]["pushed"], 7);
 }
 
