@@ -46,10 +46,7 @@ pub async fn run(
             }
         });
         let catalog = config.catalog_rows()?;
-        let (adapters, missing) = crate::channels::build(&config.channels, &catalog);
-        if !missing.is_empty() {
-            tracing::warn!(channels = %missing.join(", "), "no adapter for these channel kinds yet: they are neither pushed nor accept webhooks");
-        }
+        let adapters = crate::channels::build(&config.channels, &catalog);
         let links = crate::propagate::links(&config.channels, &adapters);
         let outboxes = links
             .iter()

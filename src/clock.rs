@@ -25,6 +25,13 @@ pub fn parse_rfc3339(text: &str) -> Option<Micros> {
     i64::try_from(parsed.unix_timestamp_nanos() / 1_000).ok()
 }
 
+/// Parses an RFC 2822 time (BigCommerce's v2 orders: `Tue, 20 Nov 2012 00:00:00 +0000`).
+pub fn parse_rfc2822(text: &str) -> Option<Micros> {
+    let parsed =
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000).ok()
+}
+
 /// Formats `Micros` as RFC 3339 in UTC with microsecond precision.
 pub fn format_rfc3339(at: Micros) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000)

@@ -179,6 +179,13 @@ pub struct ChannelConfig {
     pub app_secret: Option<String>,
     pub shop_id: Option<String>,
     pub shop_cipher: Option<String>,
+    /// The OAuth token endpoint (Amazon's Login with Amazon, eBay, Walmart, Etsy), when
+    /// not the kind's default.
+    pub token_url: Option<String>,
+    /// Walmart: how its webhooks authenticate, as chosen at subscription: `hmac` (the
+    /// default; HMAC-SHA256 of the body keyed with `client_secret`) or `basic`
+    /// (`webhook_secret` holds `user:password`).
+    pub webhook_auth: Option<String>,
     /// Units held back from this channel: it is pushed `available - buffer`.
     #[serde(default)]
     pub buffer: i64,
@@ -346,6 +353,36 @@ impl Config {
                     if let Some(secret) = secret {
                         check_whsec(secret).map_err(|reason| invalid(at(field), reason))?;
                     }
+                }
+            }
+            if matches!(channel.kind, ChannelKind::Amazon | ChannelKind::Bigcommerce) {
+                if let Some(header) = &channel.auth_header {
+                    let ok = header
+                        .split_once(':')
+                        .is_some_and(|(n, v)| !n.trim().is_empty() && !v.trim().is_empty());
+                    if !ok {
+                        return Err(invalid(
+                            at("auth_header"),
+                            "the shared header as \"Name: value\"",
+                        ));
+                    }
+                }
+            }
+            if channel.kind == ChannelKind::Walmart {
+                match channel.webhook_auth.as_deref() {
+                    None | Some("hmac") => {}
+                    Some("basic")
+                        if channel
+                            .webhook_secret
+                            .as_deref()
+                            .is_some_and(|s| s.contains(':')) => {}
+                    Some("basic") => {
+                        return Err(invalid(
+                            at("webhook_secret"),
+                            "webhook_auth = \"basic\" needs webhook_secret = \"user:password\"",
+                        ))
+                    }
+                    Some(_) => return Err(invalid(at("webhook_auth"), "\"hmac\" or \"basic\"")),
                 }
             }
             if channel.kind == ChannelKind::Shopify {
@@ -520,6 +557,17 @@ fn check_item_id(kind: ChannelKind, id: &str) -> Result<(), &'static str> {
             Some((parent, variation)) if number(parent) && number(variation) => Ok(()),
             _ => Err("a WooCommerce item_id is a product id, or parent/variation for a variation"),
         },
+        ChannelKind::Bigcommerce if number(id) => Ok(()),
+        ChannelKind::Bigcommerce => Err("a BigCommerce item_id is the variant id"),
+        ChannelKind::Ebay | ChannelKind::Etsy | ChannelKind::Tiktok => match id.split_once('/') {
+            Some((a, b)) if number(a) && number(b) => Ok(()),
+            _ => Err(match kind {
+                ChannelKind::Ebay => "an eBay item_id is listing_id/offer_id",
+                ChannelKind::Etsy => "an Etsy item_id is listing_id/product_id",
+                _ => "a TikTok Shop item_id is product_id/sku_id",
+            }),
+        },
+        // Amazon and Walmart name items by the seller SKU listed there (any text).
         _ => Ok(()),
     }
 }

@@ -8,6 +8,8 @@
 //! - `signing`: Standard Webhooks signatures, written here independently of the engine's.
 //! - `run`: the open-loop `latency` scenario.
 
+pub mod amazon_sim;
+pub mod market;
 pub mod report;
 pub mod run;
 pub mod shopify_sim;

@@ -6,11 +6,18 @@
 //! push response into per-item outcomes and a throttle signal, and builds and reads the
 //! level query that reconciliation uses. It does no I/O itself: `propagate` sends.
 
+pub mod amazon;
+pub mod bigcommerce;
 pub mod body_hmac;
+pub mod call;
 pub mod catalog;
+pub mod ebay;
+pub mod etsy;
 pub mod payload;
 pub mod shopify;
 pub mod standard_webhooks;
+pub mod tiktok;
+pub mod walmart;
 pub mod webhook;
 pub mod woocommerce;
 
@@ -23,6 +30,7 @@ use crate::clock::Micros;
 use crate::config::{CatalogRow, ChannelConfig, ChannelKind, RateLimit};
 use crate::engine::event::Event;
 use crate::ingest::error::ApiError;
+pub use call::{BoxFuture, Caller, Seen};
 pub use catalog::Catalog;
 
 /// One SKU's new quantity for a channel.
@@ -50,6 +58,14 @@ pub enum PushReply {
     /// shows something other than their `expected`, and nothing in the request was
     /// applied. The pusher reads those items and pushes once more.
     Stale { stale: Vec<usize> },
+    /// Some items were taken (`acked`); `held` were not sent because the channel's own
+    /// budget for them is spent (eBay's revisions per listing per day): they wait
+    /// `retry_in` in the outbox, and the audit says so.
+    Held {
+        acked: Vec<usize>,
+        held: Vec<usize>,
+        retry_in: Duration,
+    },
     /// Slow down: retry after this long (429 + Retry-After, or a body-level throttle).
     Throttled { retry_after: Duration },
     /// The request failed as a whole; `retryable` is false for an error that a retry of
@@ -59,6 +75,18 @@ pub enum PushReply {
 
 /// An outbound HTTP request, built without I/O.
 pub type OutboundRequest = http::Request<Vec<u8>>;
+
+/// What one inbound delivery carried: its events, and the channel's id of the
+/// notification (remembered once the events are taken, so a redelivery is answered at
+/// once).
+#[derive(Debug, Default)]
+pub struct Inbound {
+    pub events: Vec<Event>,
+    pub notification: Option<String>,
+}
+
+/// A levels read: what the channel shows per SKU (`None`: the channel does not list it).
+pub type Levels = Vec<(String, Option<i64>)>;
 
 /// The shape every channel kind implements.
 pub trait ChannelAdapter: Send + Sync + 'static {
@@ -114,6 +142,82 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         None
     }
+
+    /// Takes one inbound delivery. By default `inbound` alone; channels whose
+    /// notifications name an order without its lines override it to fetch them.
+    fn receive<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move {
+            Ok(Inbound {
+                events: self.inbound(headers, body, now)?,
+                notification: None,
+            })
+        })
+    }
+
+    /// The notification ids this channel has had taken (see `Inbound::notification`).
+    fn seen(&self) -> Option<&Seen> {
+        None
+    }
+
+    /// Credential headers for the next call (an OAuth access token, fetched when due).
+    fn authorize<'a>(&'a self, _caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(async { Ok(HeaderMap::new()) })
+    }
+
+    /// Pushes one group: by default one `push_request`, read by `push_reply`. Channels
+    /// whose write takes more than one call override it.
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            let sent = match self.authorize(caller).await {
+                Ok(auth) => {
+                    let request = call::with_headers(self.push_request(items, now()), auth);
+                    caller.call(request).await
+                }
+                Err(reason) => Err(reason),
+            };
+            match sent {
+                Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
+                Err(reason) => PushReply::Failed {
+                    reason,
+                    retryable: true,
+                },
+            }
+        })
+    }
+
+    /// Reads one read group: by default one `read_request`, read by `read_reply`.
+    fn read<'a>(
+        &'a self,
+        caller: &'a Caller,
+        skus: &'a [String],
+    ) -> BoxFuture<'a, Result<Levels, String>> {
+        Box::pin(async move {
+            let auth = self.authorize(caller).await?;
+            let request = call::with_headers(self.read_request(skus), auth);
+            let (status, _, body) = caller.call(request).await?;
+            self.read_reply(status, &body)
+        })
+    }
+}
+
+fn now() -> Micros {
+    crate::clock::now_micros()
+}
+
+/// The answer to a delivery whose follow-up call to the channel failed: 503, so the
+/// channel delivers it again (and the order poll, where there is one, finds it anyway).
+pub fn fetch_failed(what: &str, reason: &str) -> ApiError {
+    ApiError::new(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        "channel_unreachable",
+        format!("could not fetch {what} from the channel: {reason}"),
+    )
 }
 
 /// One page of a channel's order listing, as engine events.
@@ -122,36 +226,29 @@ pub struct PollPage {
     pub events: Vec<Event>,
     /// The newest modification time on the page: the next watermark.
     pub newest: Option<Micros>,
-    /// Whether another page follows.
-    pub more: bool,
+    /// Where the next page starts (a page number or the channel's token); `None`: last.
+    pub next: Option<String>,
 }
 
 /// A watermarked order poll: orders modified since a time, page by page.
 pub trait OrderPoll: Send + Sync {
     /// Seconds between polls.
     fn interval(&self) -> Duration;
-    /// The request for page `page` (from 1) of orders modified after `since`.
-    fn poll_request(&self, since: Micros, page: u32) -> OutboundRequest;
-    /// Reads one page.
-    fn poll_reply(
-        &self,
-        status: u16,
-        headers: &HeaderMap,
-        body: &[u8],
-        page: u32,
+    /// Reads one page of the orders modified after `since`, from `cursor` (`None`: the
+    /// first page).
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
         now: Micros,
-    ) -> Result<PollPage, String>;
+    ) -> BoxFuture<'a, Result<PollPage, String>>;
 }
 
-/// Builds the adapter of every configured channel whose kind is implemented; the others
-/// are listed in the error so `serve` can say which are not available yet. `catalog` is
-/// the whole `[catalog]`; each adapter keeps its own channel's rows.
-pub fn build(
-    channels: &[ChannelConfig],
-    catalog: &[CatalogRow],
-) -> (Vec<Arc<dyn ChannelAdapter>>, Vec<String>) {
+/// Builds the adapter of every configured channel. `catalog` is the whole `[catalog]`;
+/// each adapter keeps its own channel's rows.
+pub fn build(channels: &[ChannelConfig], catalog: &[CatalogRow]) -> Vec<Arc<dyn ChannelAdapter>> {
     let mut adapters: Vec<Arc<dyn ChannelAdapter>> = Vec::new();
-    let mut missing = Vec::new();
     for channel in channels {
         let rows = Catalog::of(&channel.name, catalog);
         match channel.kind {
@@ -160,10 +257,17 @@ pub fn build(
             ChannelKind::Woocommerce => {
                 adapters.push(Arc::new(woocommerce::WooCommerce::new(channel, rows)))
             }
-            other => missing.push(format!("{} ({other:?})", channel.name)),
+            ChannelKind::Bigcommerce => {
+                adapters.push(Arc::new(bigcommerce::BigCommerce::new(channel, rows)))
+            }
+            ChannelKind::Amazon => adapters.push(Arc::new(amazon::Amazon::new(channel, rows))),
+            ChannelKind::Ebay => adapters.push(Arc::new(ebay::Ebay::new(channel, rows))),
+            ChannelKind::Walmart => adapters.push(Arc::new(walmart::Walmart::new(channel, rows))),
+            ChannelKind::Etsy => adapters.push(Arc::new(etsy::Etsy::new(channel, rows))),
+            ChannelKind::Tiktok => adapters.push(Arc::new(tiktok::TikTok::new(channel, rows))),
         }
     }
-    (adapters, missing)
+    adapters
 }
 
 /// The `Unmapped` audit record of something a channel named that the catalog does not

@@ -6,7 +6,7 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
-use crate::engine::event::{QTY_MAX, SKU_BYTES_MAX};
+use crate::engine::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
 use crate::ingest::error::ApiError;
 
 /// Parses a JSON body; 400 `invalid_json` otherwise.
@@ -66,6 +66,47 @@ pub fn sku(value: &Value) -> Option<String> {
     let sku = value.as_str()?.trim();
     let ok = !sku.is_empty() && sku.len() <= SKU_BYTES_MAX && !sku.chars().any(char::is_control);
     ok.then(|| sku.to_string())
+}
+
+/// The events of one order line going through `transitions` (each with its source
+/// time), keyed `{channel}/{order}/{line}/{transition}`: a webhook and a poll that see
+/// the same line produce the same keys, so either may come first, or both.
+pub fn line_events(
+    channel: &str,
+    line: &LineRef,
+    sku: &str,
+    qty: i64,
+    transitions: &[(EventKind, Micros)],
+    now: Micros,
+) -> Vec<Event> {
+    transitions
+        .iter()
+        .map(|(kind, source_ts)| Event {
+            sku: sku.to_string(),
+            kind: *kind,
+            qty,
+            source: channel.to_string(),
+            source_ts: *source_ts,
+            received_at: now,
+            key: format!(
+                "{channel}/{}/{}/{}",
+                line.order_id,
+                line.line_id,
+                kind.transition()
+            ),
+            line: Some(line.clone()),
+        })
+        .collect()
+}
+
+/// An array field of a payload (empty when absent).
+pub fn list<'a>(value: &'a Value) -> &'a [Value] {
+    value.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A 400 `invalid_payload` naming the field.
+pub fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::field("invalid_payload", field, problem)
 }
 
 #[cfg(test)]

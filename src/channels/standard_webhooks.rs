@@ -41,6 +41,20 @@ impl Key {
         B64.decode(encoded).ok().map(Key)
     }
 
+    /// A key given as is (BigCommerce signs with the app's client secret's bytes).
+    pub fn raw(secret: &str) -> Key {
+        Key(secret.as_bytes().to_vec())
+    }
+
+    /// A `whsec_` secret decoded, any other secret as its bytes (Etsy's signing-secret
+    /// form is unverified, CHANNELS.md §7).
+    pub fn lenient(secret: &str) -> Key {
+        match secret.strip_prefix("whsec_") {
+            Some(_) => Key::from_secret(secret).unwrap_or_else(|| Key::raw(secret)),
+            None => Key::raw(secret),
+        }
+    }
+
     fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
@@ -103,6 +117,22 @@ pub fn verify(
         }
     }
     Err(SignatureError::Mismatch)
+}
+
+/// `verify` as the webhook endpoint answers it: 401 `bad_signature` naming the problem.
+pub fn verify_delivery(
+    headers: &HeaderMap,
+    body: &[u8],
+    keys: &[Key],
+    now: Micros,
+) -> Result<(String, Micros), crate::ingest::error::ApiError> {
+    verify(headers, body, keys, now).map_err(|e| {
+        crate::ingest::error::ApiError::new(
+            hyper::StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+        )
+    })
 }
 
 #[cfg(test)]

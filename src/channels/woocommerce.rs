@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::payload;
 use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OrderPoll, OutboundRequest};
-use super::{PollPage, PushItem, PushReply, RateLimit};
+use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -456,6 +456,22 @@ impl OrderPoll for WooCommerce {
         self.poll_interval
     }
 
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let page = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
+            let (status, headers, body) = caller.call(self.poll_request(since, page)).await?;
+            self.poll_reply(status, &headers, &body, page, now)
+        })
+    }
+}
+
+impl WooCommerce {
     fn poll_request(&self, since: Micros, page: u32) -> OutboundRequest {
         // WooCommerce takes ISO 8601 without an offset; `dates_are_gmt` says it is UTC.
         let since = format_rfc3339(since);
@@ -495,7 +511,7 @@ impl OrderPoll for WooCommerce {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(page);
-        result.more = page < pages && !orders.is_empty();
+        result.next = (page < pages && !orders.is_empty()).then(|| (page + 1).to_string());
         Ok(result)
     }
 }

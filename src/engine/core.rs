@@ -640,7 +640,7 @@ fn apply_event(
             }
             (Outcome::Pushed, false)
         }
-        EventKind::Reconciled => (Outcome::Drift, false),
+        EventKind::Reconciled | EventKind::Withheld => (Outcome::Drift, false),
         EventKind::StaleRead => {
             // The channel was read showing `qty` where we expected something else: its own
             // sales (less) or cancellations and returns (more), most likely, whose

@@ -52,6 +52,10 @@ pub enum EventKind {
     /// event's `sku` names what the channel sent): recorded for the audit, applied to
     /// nothing, so it can never land on a wrong SKU.
     Unmapped,
+    /// A push to the channel (the source) was held back by the channel's own budget
+    /// (eBay's revisions per listing per day), `qty` being the value not sent: recorded
+    /// for the audit, so an operator sees why the channel lags.
+    Withheld,
 }
 
 impl EventKind {
@@ -70,6 +74,7 @@ impl EventKind {
             EventKind::Reconciled => "reconciled",
             EventKind::Unmapped => "unmapped",
             EventKind::StaleRead => "stale_read",
+            EventKind::Withheld => "withheld",
         }
     }
 
@@ -101,6 +106,7 @@ impl EventKind {
             | EventKind::Reconciled
             | EventKind::StaleRead => "level",
             EventKind::Unmapped => "unmapped",
+            EventKind::Withheld => "withheld",
         }
     }
 
@@ -109,7 +115,11 @@ impl EventKind {
     pub fn changes_stock(self) -> bool {
         !matches!(
             self,
-            EventKind::Pushed | EventKind::Reconciled | EventKind::StaleRead | EventKind::Unmapped
+            EventKind::Pushed
+                | EventKind::Reconciled
+                | EventKind::StaleRead
+                | EventKind::Unmapped
+                | EventKind::Withheld
         )
     }
 

@@ -184,7 +184,12 @@ impl App {
         };
         let headers = req.headers().clone();
         let body = read_body(req).await?;
-        let events = link.adapter.inbound(&headers, &body, now_micros())?;
+        let caller = crate::channels::Caller::new(self.client.clone());
+        let inbound = link
+            .adapter
+            .receive(&caller, &headers, &body, now_micros())
+            .await?;
+        let events = inbound.events;
         let mut results = self.submit_counted(channel, events.clone(), started).await;
         if link.adapter.never_refuse() {
             // This sender does not retry: wait for room (well inside its 60 s timeout)
@@ -198,6 +203,11 @@ impl App {
             }
         }
         let results = results?;
+        // Every event of the notification is durably taken: a redelivery can be answered
+        // without fetching or submitting again.
+        if let (Some(seen), Some(id)) = (link.adapter.seen(), inbound.notification) {
+            seen.insert(id);
+        }
         let results: Vec<Value> = results.iter().map(result_json).collect();
         Ok(json_response(
             StatusCode::OK,

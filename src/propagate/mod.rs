@@ -21,7 +21,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::channels::{ChannelAdapter, PushItem, PushReply};
+use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply};
 use crate::clock::{now_micros, Micros};
 use crate::config::{ChannelConfig, RateLimit};
 use crate::engine::event::{Event, EventKind};
@@ -155,23 +155,12 @@ pub fn http_client() -> reqwest::Client {
         .expect("the HTTP client builds")
 }
 
-/// Sends a built request; returns (status, headers, body).
-async fn send(
-    client: &reqwest::Client,
-    request: crate::channels::OutboundRequest,
-) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
-    let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
-    let response = client.execute(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
-    Ok((status, headers, body))
-}
-
 /// The pusher of one channel: runs until the engine stops.
 pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: reqwest::Client) {
+    let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::new(link.rate_limit)));
     let mut pacer = Pacer {
-        bucket: TokenBucket::new(link.rate_limit),
+        caller: Caller::paced(client, bucket.clone()),
+        bucket,
         backoff: Backoff::default(),
     };
     loop {
@@ -186,8 +175,7 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         }
         for group in link.adapter.push_groups(&batch) {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
-            let (reply, contended) =
-                push_compared(&link, &engine, &client, &mut pacer, &mut items).await;
+            let (reply, contended) = push_compared(&link, &engine, &mut pacer, &mut items).await;
             settle(&link, &engine, &mut pacer, &items, reply, contended).await;
         }
         if engine.is_stopped() {
@@ -196,28 +184,17 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
     }
 }
 
-/// A pusher's pacing state: the token bucket and the retry backoff.
+/// A pusher's pacing state: the token bucket (every call through `caller` spends one)
+/// and the retry backoff.
 struct Pacer {
-    bucket: TokenBucket,
+    caller: Caller,
+    bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     backoff: Backoff,
 }
 
-/// One push request: waits for a token, sends, reads the reply.
-async fn exchange(
-    link: &ChannelLink,
-    client: &reqwest::Client,
-    pacer: &mut Pacer,
-    items: &[PushItem],
-) -> PushReply {
-    pacer.bucket.acquire().await;
-    let request = link.adapter.push_request(items, now_micros());
-    match send(client, request).await {
-        Ok((status, headers, body)) => link.adapter.push_reply(status, &headers, &body, items),
-        Err(reason) => PushReply::Failed {
-            reason,
-            retryable: true,
-        },
-    }
+/// One push of a group, as the adapter makes it (one call for most channels).
+async fn exchange(link: &ChannelLink, pacer: &Pacer, items: &[PushItem]) -> PushReply {
+    link.adapter.push(&pacer.caller, items).await
 }
 
 /// Pushes `items`; when a compare-and-set finds the channel changed behind us, reads
@@ -228,18 +205,17 @@ async fn exchange(
 async fn push_compared(
     link: &ChannelLink,
     engine: &Engine,
-    client: &reqwest::Client,
     pacer: &mut Pacer,
     items: &mut [PushItem],
 ) -> (PushReply, bool) {
-    let stale = match exchange(link, client, pacer, items).await {
+    let stale = match exchange(link, pacer, items).await {
         PushReply::Stale { stale } => stale,
         other => return (other, false),
     };
     let name = link.adapter.name().to_string();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
     let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
-    let shown = match read_levels(link, client, pacer, &skus).await {
+    let shown = match read_levels(link, &pacer.caller, &skus).await {
         Ok(shown) => shown,
         Err(reason) => {
             let failed = PushReply::Failed {
@@ -265,7 +241,7 @@ async fn push_compared(
     }
     record_drift(engine, &name, EventKind::StaleRead, &drifts).await;
     link.check_later(skus);
-    let again = match exchange(link, client, pacer, items).await {
+    let again = match exchange(link, pacer, items).await {
         PushReply::Stale { stale } => stale,
         other => return (other, false),
     };
@@ -284,7 +260,7 @@ async fn push_compared(
         return (none, true);
     }
     let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
-    let reply = match exchange(link, client, pacer, &subset).await {
+    let reply = match exchange(link, pacer, &subset).await {
         PushReply::Accepted { acked, wait } => PushReply::Accepted {
             acked: acked
                 .into_iter()
@@ -331,7 +307,7 @@ async fn settle(
             }
             deliver_acks(engine, &name, &taken, acked_at).await;
             link.outbox.finish(items, &mask);
-            pacer.bucket.succeeded();
+            pacer.bucket.lock().await.succeeded();
             if all || contended {
                 pacer.backoff.reset();
             } else {
@@ -342,10 +318,28 @@ async fn settle(
                 tokio::time::sleep(wait).await;
             }
         }
+        PushReply::Held {
+            acked,
+            held,
+            retry_in,
+        } => {
+            count("held");
+            let withheld: Vec<(String, i64)> = held
+                .iter()
+                .filter_map(|i| items.get(*i))
+                .map(|item| (item.sku.clone(), item.quantity))
+                .collect();
+            record_drift(engine, &name, EventKind::Withheld, &withheld).await;
+            for (sku, _) in &withheld {
+                link.outbox.defer(sku, retry_in);
+            }
+            let reply = PushReply::Accepted { acked, wait: None };
+            Box::pin(settle(link, engine, pacer, items, reply, true)).await;
+        }
         PushReply::Throttled { retry_after } => {
             count("throttled");
             link.outbox.finish(items, &vec![false; items.len()]);
-            pacer.bucket.throttled(retry_after);
+            pacer.bucket.lock().await.throttled(retry_after);
         }
         PushReply::Failed { reason, retryable } => {
             count("error");
@@ -358,27 +352,25 @@ async fn settle(
     }
 }
 
-/// Reads what the channel shows for `skus`, one read request per read group.
-async fn read_levels(
+/// Reads what the channel shows for `skus`, one read per read group.
+pub async fn read_levels(
     link: &ChannelLink,
-    client: &reqwest::Client,
-    pacer: &mut Pacer,
+    caller: &Caller,
     skus: &[String],
 ) -> Result<HashMap<String, Option<i64>>, String> {
     let names: Vec<&str> = skus.iter().map(String::as_str).collect();
     let mut levels = HashMap::new();
     for group in link.adapter.read_groups(&names) {
         let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
-        pacer.bucket.acquire().await;
-        let (status, _, body) = send(client, link.adapter.read_request(&group)).await?;
-        levels.extend(link.adapter.read_reply(status, &body)?);
+        levels.extend(link.adapter.read(caller, &group).await?);
     }
     Ok(levels)
 }
 
 /// Records in the audit that `channel` showed something other than expected: one event
 /// of `kind` (`Reconciled` from reconciliation, `StaleRead` from a stale compare; outcome
-/// `drift`) per SKU, the level read as `qty` (-1: not listed).
+/// `drift`) per SKU, the level read as `qty` (-1: not listed). `Withheld` records use
+/// it too, `qty` being the value held back.
 pub async fn record_drift(
     engine: &Engine,
     channel: &str,

@@ -85,15 +85,19 @@ pub async fn pass(
         watermark,
         ..PollReport::default()
     };
+    let caller = crate::channels::Caller::new(client.clone());
+    let mut cursor = None;
     for page in 1..=PAGES_MAX {
-        let (status, headers, body) = super::send(client, poll.poll_request(since, page)).await?;
-        let result = poll.poll_reply(status, &headers, &body, page, now_micros())?;
+        let result = poll
+            .page(&caller, since, cursor.take(), now_micros())
+            .await?;
         report.orders_pages = page;
         report.events += result.events.len();
         submit_waiting(engine, result.events).await?;
         report.watermark = report.watermark.max(result.newest.unwrap_or(watermark));
-        if !result.more {
-            break;
+        match result.next {
+            Some(next) => cursor = Some(next),
+            None => break,
         }
     }
     // Only once every page is durably taken does the watermark move.

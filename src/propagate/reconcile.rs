@@ -131,11 +131,10 @@ impl Reconciler {
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
             let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
             let mut levels: HashMap<String, Option<i64>> = HashMap::new();
+            let caller = crate::channels::Caller::new(client.clone());
             for group in self.link.adapter.read_groups(&names) {
                 let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
-                let request = self.link.adapter.read_request(&skus);
-                let (status, _, body) = super::send(client, request).await?;
-                levels.extend(self.link.adapter.read_reply(status, &body)?);
+                levels.extend(self.link.adapter.read(&caller, &skus).await?);
                 tokio::time::sleep(pause).await;
             }
             let mut drifts = Vec::new();

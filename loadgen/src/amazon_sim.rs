@@ -1,0 +1,508 @@
+//! A simulated Amazon seller account, as lockstep's `amazon` kind meets it (CHANNELS.md §4).
+//!
+//! - Login with Amazon: `POST /auth/o2/token` (refresh-token grant; `invalid_grant` for
+//!   wrong credentials) issues the `x-amz-access-token` every SP-API call needs (403
+//!   `Unauthorized` otherwise).
+//! - Listings: `PATCH /listings/2021-08-01/items/{sellerId}/{sku}` replacing
+//!   `/attributes/fulfillment_availability` (5 requests/s, burst 5; 429 `QuotaExceeded`
+//!   with `x-amzn-RateLimit-Limit`), answered `ACCEPTED`; `GET` the same path with
+//!   `includedData=fulfillmentAvailability`.
+//! - Feeds: `POST /feeds/2021-06-30/documents` (a pre-signed upload URL on this server),
+//!   `PUT` the upload, `POST /feeds/2021-06-30/feeds` (`JSON_LISTINGS_FEED`, at most 5
+//!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`.
+//! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`) and
+//!   `GET /orders/v0/orders/{id}/orderItems`.
+//! - Notifications: `ORDER_CHANGE` (and `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` after a write,
+//!   when echoes are on) in the EventBridge envelope, with the API destination's shared
+//!   header, retried 3 times; habits (duplicates keep their `NotificationId`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::market::{self, gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
+use crate::sim::{reply, Bucket, Delivery, Reply, Sender};
+
+pub const SELLER_ID: &str = "A2SIMSELLER";
+pub const MARKETPLACE_ID: &str = "ATVPDKIKX0DER";
+/// createFeed: submissions per window.
+pub const FEEDS_PER_WINDOW: usize = 5;
+const FEED_WINDOW: Duration = Duration::from_secs(300);
+
+/// What only Amazon keeps.
+struct Extra {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    token: String,
+    auth: (String, String),
+    patch_bucket: Bucket,
+    feeds: VecDeque<Instant>,
+    documents: HashMap<String, Vec<u8>>,
+    feed_delay: Duration,
+    /// Feeds created (messages each).
+    feed_sizes: Vec<usize>,
+}
+
+/// A running simulated Amazon account.
+pub struct AmazonSim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn errors(status: u16, code: &str, message: &str, headers: &[(&str, String)]) -> Reply {
+    reply(
+        status,
+        &json!({"errors": [{"code": code, "message": message, "details": ""}]}),
+        headers,
+    )
+}
+
+fn order_id(id: u64) -> String {
+    format!("113-{:07}-{:07}", id % 10_000_000, id * 7 % 10_000_000)
+}
+
+fn order_status(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Placed => "Unshipped",
+        Stage::Shipped => "Shipped",
+        Stage::Cancelled => "Canceled",
+    }
+}
+
+impl AmazonSim {
+    /// Starts an account listing `items` (our SKU, seller SKU on Amazon), LWA credentials
+    /// `(client_id, client_secret, refresh_token)`, and the API destination's shared
+    /// header `auth` (name, value).
+    pub fn start(items: &[(&str, &str)], lwa: (&str, &str, &str), auth: (&str, &str)) -> AmazonSim {
+        let extra = Arc::new(Mutex::new(Extra {
+            client_id: lwa.0.into(),
+            client_secret: lwa.1.into(),
+            refresh_token: lwa.2.into(),
+            token: "Atza|sim-token-1".into(),
+            auth: (auth.0.into(), auth.1.into()),
+            patch_bucket: Bucket::new(5.0, 5.0),
+            feeds: VecDeque::new(),
+            documents: HashMap::new(),
+            feed_delay: Duration::ZERO,
+            feed_sizes: Vec::new(),
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            3,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        AmazonSim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The LWA token endpoint (the channel's `token_url`).
+    pub fn token_url(&self) -> String {
+        format!("{}/auth/o2/token", self.market.url())
+    }
+
+    /// Feed messages are applied this long after the feed is created.
+    pub fn set_feed_delay(&self, delay: Duration) {
+        self.extra().feed_delay = delay;
+    }
+
+    /// The number of messages of each feed created so far.
+    pub fn feeds(&self) -> Vec<usize> {
+        self.extra().feed_sizes.clone()
+    }
+
+    /// A buyer's order: stock lowered, `ORDER_CHANGE` (Unshipped) sent. Returns its id.
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
+        let id = self.market.shop().place(lines);
+        self.notify_order(id, "BuyerPurchased");
+        order_id(id)
+    }
+
+    /// Ships or cancels an order, with its `ORDER_CHANGE`.
+    pub fn advance(&self, order: &str, stage: Stage) {
+        let id = self.internal_id(order);
+        self.market.shop().advance(id, stage);
+        self.notify_order(id, "OrderStatusChange");
+    }
+
+    fn internal_id(&self, order: &str) -> u64 {
+        let shop = self.market.shop();
+        *shop
+            .orders
+            .keys()
+            .find(|id| order_id(**id) == order)
+            .expect("an order of this account")
+    }
+
+    fn notify_order(&self, id: u64, reason: &str) {
+        let (detail, auth) = {
+            let shop = self.market.shop();
+            let o = &shop.orders[&id];
+            let items: Vec<Value> = o
+                .lines
+                .iter()
+                .map(|l| {
+                    let shipped = if o.stage == Stage::Shipped { l.quantity } else { 0 };
+                    json!({"OrderItemId": l.id.to_string(), "SellerSKU": shop.listings[&l.sku].id,
+                           "Quantity": l.quantity, "QuantityShipped": shipped,
+                           "OrderItemStatus": order_status(o.stage), "IsBuyerRequestedCancel": false})
+                })
+                .collect();
+            let payload = json!({"OrderChangeNotification": {
+                "NotificationLevel": "OrderLevel", "SellerId": SELLER_ID,
+                "AmazonOrderId": order_id(id), "OrderChangeType": "OrderStatusChange",
+                "OrderChangeTrigger": {"TimeOfOrderChange": rfc3339(o.modified_us), "ChangeReason": reason},
+                "Summary": {"MarketplaceId": MARKETPLACE_ID, "OrderStatus": order_status(o.stage),
+                            "PurchaseDate": rfc3339(o.created_us), "FulfillmentType": "MFN",
+                            "OrderItems": items},
+            }});
+            (
+                notification("ORDER_CHANGE", payload),
+                self.extra().auth.clone(),
+            )
+        };
+        send(&self.market, &auth, "ORDER_CHANGE", detail);
+    }
+}
+
+/// An SP-API notification with a fresh `NotificationId`.
+fn notification(kind: &str, payload: Value) -> Value {
+    let now = rfc3339(now_us());
+    json!({
+        "NotificationVersion": "1.0", "NotificationType": kind, "PayloadVersion": "1.0",
+        "EventTime": now, "Payload": payload,
+        "NotificationMetadata": {
+            "ApplicationId": "amzn1.sellerapps.app.sim", "SubscriptionId": "sub-sim",
+            "PublishTime": now, "NotificationId": format!("{:032x}", rand::random::<u128>()),
+        },
+    })
+}
+
+/// The EventBridge event around a notification, with the API destination's header.
+fn envelope(
+    auth: &(String, String),
+    kind: &str,
+    detail: Value,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let event = json!({
+        "version": "0", "id": format!("{:032x}", rand::random::<u128>()),
+        "detail-type": kind,
+        "source": "aws.partner/sellingpartnerapi.amazon.com/amzn1.sellerapps.app.sim",
+        "account": "123456789012", "time": rfc3339(now_us()), "region": "us-east-1",
+        "resources": [], "detail": detail,
+    });
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        (auth.0.clone(), auth.1.clone()),
+    ];
+    (headers, event.to_string().into_bytes())
+}
+
+fn send(market: &Market, auth: &(String, String), kind: &str, detail: Value) {
+    let (headers, body) = envelope(auth, kind, detail);
+    market.deliver(kind, headers, body);
+}
+
+/// The echo after a write: `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`.
+fn echo(sender: &Arc<Sender>, auth: &(String, String), seller_sku: &str, quantity: i64) {
+    if !sender.habits().echo {
+        return;
+    }
+    let detail = notification(
+        "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+        json!({"SellerId": SELLER_ID, "FulfillmentChannelCode": "DEFAULT", "Sku": seller_sku, "Quantity": quantity}),
+    );
+    let (headers, body) = envelope(auth, "LISTINGS_ITEM_MFN_QUANTITY_CHANGE", detail);
+    let build = move || Delivery {
+        headers: headers.clone(),
+        body: body.clone(),
+    };
+    sender.send(
+        &tokio::runtime::Handle::current(),
+        "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+        Arc::new(build),
+    );
+}
+
+fn quota_exceeded(_: u64) -> Reply {
+    errors(
+        429,
+        "QuotaExceeded",
+        "You exceeded your quota for the requested resource.",
+        &[("x-amzn-ratelimit-limit", "5.0".into())],
+    )
+}
+
+fn internal(code: u16) -> Reply {
+    errors(
+        code,
+        "InternalFailure",
+        "We encountered an internal error. Please try again.",
+        &[],
+    )
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    let x = || extra.lock().unwrap_or_else(|e| e.into_inner());
+    if req.path == "/auth/o2/token" {
+        let form = String::from_utf8_lossy(&req.body).into_owned();
+        let field = |name: &str| {
+            form.split('&')
+                .find_map(|p| p.strip_prefix(&format!("{name}=")).map(market::decode))
+        };
+        let e = x();
+        let ok = field("grant_type").as_deref() == Some("refresh_token")
+            && field("refresh_token").as_deref() == Some(&e.refresh_token)
+            && field("client_id").as_deref() == Some(&e.client_id)
+            && field("client_secret").as_deref() == Some(&e.client_secret);
+        return if ok {
+            reply(
+                200,
+                &json!({"access_token": e.token, "refresh_token": e.refresh_token, "token_type": "bearer", "expires_in": 3600}),
+                &[],
+            )
+        } else {
+            reply(
+                400,
+                &json!({"error": "invalid_grant", "error_description": "The request has an invalid grant parameter : refresh_token"}),
+                &[],
+            )
+        };
+    }
+    if let Some(["upload", doc]) = req.route("/").as_deref() {
+        // A pre-signed URL: no access token.
+        x().documents.insert(doc.to_string(), req.body.to_vec());
+        return reply(200, &json!({}), &[]);
+    }
+    if req.header("x-amz-access-token") != Some(x().token.as_str()) {
+        return errors(
+            403,
+            "Unauthorized",
+            "Access to requested resource is denied.",
+            &[],
+        );
+    }
+    if let Some(route) = req.route("/listings/2021-08-01/items/") {
+        let [seller, seller_sku] = route.as_slice() else {
+            return errors(404, "NotFound", "Resource not found", &[]);
+        };
+        let seller_sku = market::decode(seller_sku);
+        if *seller != SELLER_ID || req.param("marketplaceIds").as_deref() != Some(MARKETPLACE_ID) {
+            return errors(
+                400,
+                "InvalidInput",
+                "Invalid sellerId or marketplaceIds",
+                &[],
+            );
+        }
+        let found = lock(shop)
+            .by_id(&seller_sku)
+            .map(|l| (l.sku.clone(), l.level));
+        let Some((sku, level)) = found else {
+            return errors(
+                404,
+                "NOT_FOUND",
+                &format!("SKU '{seller_sku}' not found in marketplace {MARKETPLACE_ID}"),
+                &[],
+            );
+        };
+        return match req.method {
+            hyper::Method::GET => reply(
+                200,
+                &json!({"sku": seller_sku, "fulfillmentAvailability": [{"fulfillmentChannelCode": "DEFAULT", "quantity": level}]}),
+                &[],
+            ),
+            hyper::Method::PATCH => {
+                if let Some(r) = gate(shop, &req.path, quota_exceeded, internal) {
+                    return r;
+                }
+                if !x().patch_bucket.take(1.0) {
+                    lock(shop).log_call(&req.path, 1, 429);
+                    return quota_exceeded(1);
+                }
+                let body = req.json().unwrap_or(Value::Null);
+                let patch = &body["patches"][0];
+                let quantity = patch["value"][0]["quantity"].as_i64();
+                let (Some(quantity), true) = (
+                    quantity,
+                    patch["path"] == "/attributes/fulfillment_availability",
+                ) else {
+                    lock(shop).log_call(&req.path, 1, 400);
+                    return errors(
+                        400,
+                        "InvalidInput",
+                        "patches must replace /attributes/fulfillment_availability",
+                        &[],
+                    );
+                };
+                {
+                    let mut s = lock(shop);
+                    s.write(&sku, quantity);
+                    s.log_call(&req.path, 1, 200);
+                }
+                echo(sender, &x().auth, &seller_sku, quantity);
+                reply(
+                    200,
+                    &json!({"sku": seller_sku, "status": "ACCEPTED", "submissionId": format!("{:x}", rand::random::<u64>()), "issues": []}),
+                    &[],
+                )
+            }
+            _ => errors(405, "MethodNotAllowed", "Method not allowed", &[]),
+        };
+    }
+    match (req.method.clone(), req.path.as_str()) {
+        (hyper::Method::POST, "/feeds/2021-06-30/documents") => {
+            let id = format!("amzn1.tortuga.4.na.{:x}", rand::random::<u64>());
+            let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+            reply(
+                201,
+                &json!({"feedDocumentId": id, "url": format!("http://{host}/upload/{id}")}),
+                &[],
+            )
+        }
+        (hyper::Method::POST, "/feeds/2021-06-30/feeds") => create_feed(shop, sender, extra, &req),
+        (hyper::Method::GET, "/orders/v0/orders") => list_orders(shop, &req),
+        (hyper::Method::GET, path)
+            if path.starts_with("/orders/v0/orders/") && path.ends_with("/orderItems") =>
+        {
+            let id = path
+                .trim_start_matches("/orders/v0/orders/")
+                .trim_end_matches("/orderItems");
+            let s = lock(shop);
+            let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
+                return errors(404, "NotFound", "Order not found", &[]);
+            };
+            let items: Vec<Value> = o.lines.iter().map(|l| {
+                let shipped = if o.stage == Stage::Shipped { l.quantity } else { 0 };
+                json!({"OrderItemId": l.id.to_string(), "SellerSKU": s.listings[&l.sku].id, "QuantityOrdered": l.quantity, "QuantityShipped": shipped})
+            }).collect();
+            reply(
+                200,
+                &json!({"payload": {"AmazonOrderId": id, "OrderItems": items}}),
+                &[],
+            )
+        }
+        _ => errors(404, "NotFound", "Resource not found", &[]),
+    }
+}
+
+fn create_feed(
+    shop: &Arc<Mutex<Shop>>,
+    sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: &Req,
+) -> Reply {
+    let body = req.json().unwrap_or(Value::Null);
+    let (document, delay, auth) = {
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        while e.feeds.front().is_some_and(|t| t.elapsed() >= FEED_WINDOW) {
+            e.feeds.pop_front();
+        }
+        if e.feeds.len() >= FEEDS_PER_WINDOW {
+            lock(shop).log_call(&req.path, 0, 429);
+            return quota_exceeded(60);
+        }
+        if body["feedType"] != "JSON_LISTINGS_FEED" {
+            return errors(400, "InvalidInput", "Unsupported feedType", &[]);
+        }
+        let id = body["inputFeedDocumentId"].as_str().unwrap_or_default();
+        let Some(document) = e.documents.get(id).cloned() else {
+            return errors(
+                400,
+                "InvalidInput",
+                "inputFeedDocumentId was not uploaded",
+                &[],
+            );
+        };
+        e.feeds.push_back(Instant::now());
+        (document, e.feed_delay, e.auth.clone())
+    };
+    let feed: Value = serde_json::from_slice(&document).unwrap_or(Value::Null);
+    let messages: Vec<(String, i64)> = feed["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let patch = &m["patches"][0];
+            (patch["path"] == "/attributes/fulfillment_availability").then_some(())?;
+            Some((
+                m["sku"].as_str()?.to_string(),
+                patch["value"][0]["quantity"].as_i64()?,
+            ))
+        })
+        .collect();
+    {
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        e.feed_sizes.push(messages.len());
+    }
+    lock(shop).log_call(&req.path, messages.len(), 202);
+    let (shop, sender) = (shop.clone(), sender.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        for (seller_sku, quantity) in messages {
+            let sku = lock(&shop).by_id(&seller_sku).map(|l| l.sku.clone());
+            if let Some(sku) = sku {
+                lock(&shop).write(&sku, quantity);
+                echo(&sender, &auth, &seller_sku, quantity);
+            }
+        }
+    });
+    reply(
+        202,
+        &json!({"feedId": format!("{}", rand::random::<u32>())}),
+        &[],
+    )
+}
+
+fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
+    if req.param("MarketplaceIds").as_deref() != Some(MARKETPLACE_ID) {
+        return errors(400, "InvalidInput", "MarketplaceIds is required", &[]);
+    }
+    let Some(after) = req
+        .param("LastUpdatedAfter")
+        .and_then(|t| market::parse_rfc3339(&t))
+    else {
+        return errors(
+            400,
+            "InvalidInput",
+            "LastUpdatedAfter or CreatedAfter is required",
+            &[],
+        );
+    };
+    let offset: usize = req
+        .param("NextToken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let per_page: usize = req
+        .param("MaxResultsPerPage")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 100);
+    let mut s = lock(shop);
+    let orders = s.modified_after(after);
+    let page: Vec<Value> = orders
+        .iter()
+        .skip(offset)
+        .take(per_page)
+        .map(|o| json!({"AmazonOrderId": order_id(o.id), "PurchaseDate": rfc3339(o.created_us),
+                        "LastUpdateDate": rfc3339(o.modified_us), "OrderStatus": order_status(o.stage),
+                        "FulfillmentChannel": "MFN", "MarketplaceId": MARKETPLACE_ID}))
+        .collect();
+    let mut payload = json!({"Orders": page});
+    if offset + per_page < orders.len() {
+        payload["NextToken"] = json!((offset + per_page).to_string());
+    }
+    reply(200, &json!({ "payload": payload }), &[])
+}

@@ -1,0 +1,553 @@
+//! What the marketplace simulators (BigCommerce, Amazon, eBay, Walmart, Etsy, TikTok
+//! Shop) share: a shop's listings and orders, the arrival record of every value written,
+//! a log of write calls, switchable faults and rate limits, and an HTTP server whose
+//! handler sees each request whole. Each simulator adds its channel's paths, payloads,
+//! auth, limits and webhooks on top.
+//!
+//! Orders live here in one neutral form (lines of SKU and quantity, a status, creation
+//! and modification times); each simulator renders them in its channel's shape. A
+//! listing lag makes new orders appear in order listings only some time after their
+//! modification time, as marketplaces' indexes do: a poll whose watermark does not
+//! overlap misses them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request};
+use serde_json::Value;
+
+use crate::sim::{Arrival, Bucket, Reply, Sender, Server};
+use crate::webhook_sim::Fault;
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as i64
+}
+
+/// RFC 3339 in UTC with microseconds.
+pub fn rfc3339(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::shopify_sim::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        us.rem_euclid(1_000_000)
+    )
+}
+
+/// RFC 2822 in UTC (BigCommerce's v2 dates): `Fri, 27 Nov 2026 12:00:00 +0000`.
+pub fn rfc2822(us: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = us.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::shopify_sim::civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} +0000",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[m as usize - 1],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction][Z]` (UTC) into microseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.get(..19)?;
+    let num = |r: std::ops::Range<usize>| b.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let fraction = text[19..]
+        .strip_prefix('.')
+        .map(|f| {
+            let digits: String = f.chars().take_while(char::is_ascii_digit).take(6).collect();
+            format!("{digits:0<6}").parse::<i64>().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1_000_000 + fraction)
+}
+
+/// A request, read whole.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    async fn read(req: Request<Incoming>) -> Req {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Req {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (decode(k) == name).then(|| decode(v))
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The path's segments after `prefix`, or `None` when it does not start with it.
+    pub fn route(&self, prefix: &str) -> Option<Vec<&str>> {
+        let rest = self.path.strip_prefix(prefix)?;
+        Some(rest.split('/').filter(|s| !s.is_empty()).collect())
+    }
+}
+
+/// Percent-decoding (and `+` as a space) for query strings.
+pub fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where an order is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Placed,
+    Shipped,
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub id: u64,
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Order {
+    pub id: u64,
+    pub lines: Vec<Line>,
+    pub stage: Stage,
+    pub created_us: i64,
+    pub modified_us: i64,
+    pub shipped_us: Option<i64>,
+    /// When the order shows in listings (modification time + the listing lag).
+    pub listed_us: i64,
+}
+
+/// One write call as it arrived.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub at: Instant,
+    pub path: String,
+    pub items: usize,
+    pub status: u16,
+}
+
+/// A listing: our SKU, the channel's id for it, and what it shows.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub sku: String,
+    pub id: String,
+    pub level: i64,
+}
+
+/// A simulated shop.
+pub struct Shop {
+    pub listings: BTreeMap<String, Listing>,
+    pub orders: BTreeMap<u64, Order>,
+    pub arrivals: HashMap<String, Vec<Arrival>>,
+    pub calls: Vec<Call>,
+    pub fault: Fault,
+    pub rate: Option<Bucket>,
+    pub listing_lag: Duration,
+    /// Order listings read (the poll).
+    pub order_polls: usize,
+    next_id: u64,
+}
+
+/// What a write call may do before it runs.
+pub enum Gate {
+    Open,
+    Fault(u16),
+    Hang(Duration),
+    /// Over the rate limit (or a forced 429 storm): `Retry-After` seconds.
+    Limited(u64),
+}
+
+impl Shop {
+    /// A shop listing `items`: (our SKU, the channel's id), each showing 0.
+    pub fn new(items: &[(&str, &str)]) -> Shop {
+        Shop {
+            listings: items
+                .iter()
+                .map(|(sku, id)| {
+                    let listing = Listing {
+                        sku: sku.to_string(),
+                        id: id.to_string(),
+                        level: 0,
+                    };
+                    (sku.to_string(), listing)
+                })
+                .collect(),
+            orders: BTreeMap::new(),
+            arrivals: HashMap::new(),
+            calls: Vec::new(),
+            fault: Fault::None,
+            rate: None,
+            listing_lag: Duration::ZERO,
+            order_polls: 0,
+            next_id: 100_000,
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The listing with channel id `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Listing> {
+        self.listings.values().find(|l| l.id == id)
+    }
+
+    /// A value written by the channel's API: set and recorded with its arrival time.
+    pub fn write(&mut self, sku: &str, level: i64) {
+        if let Some(listing) = self.listings.get_mut(sku) {
+            listing.level = level;
+            self.arrivals
+                .entry(sku.to_string())
+                .or_default()
+                .push(Arrival {
+                    available: level,
+                    at: Instant::now(),
+                });
+        }
+    }
+
+    /// Faults and rate limits, in that order, for a call of the channel's API.
+    pub fn gate(&mut self) -> Gate {
+        match self.fault {
+            Fault::Status(code) => return Gate::Fault(code),
+            Fault::Hang(d) => return Gate::Hang(d),
+            Fault::Throttle { retry_after_s } => return Gate::Limited(retry_after_s),
+            Fault::None => {}
+        }
+        let limited = self.rate.as_mut().is_some_and(|bucket| !bucket.take(1.0));
+        if limited {
+            Gate::Limited(1)
+        } else {
+            Gate::Open
+        }
+    }
+
+    pub fn log_call(&mut self, path: &str, items: usize, status: u16) {
+        self.calls.push(Call {
+            at: Instant::now(),
+            path: path.to_string(),
+            items,
+            status,
+        });
+    }
+
+    /// A customer order of `lines` (SKU, quantity): stock lowered. Returns its id.
+    pub fn place(&mut self, lines: &[(&str, i64)]) -> u64 {
+        let id = self.next_id();
+        let now = now_us();
+        let lines = lines
+            .iter()
+            .map(|(sku, quantity)| {
+                if let Some(l) = self.listings.get_mut(*sku) {
+                    l.level -= quantity;
+                }
+                Line {
+                    id: self.next_id(),
+                    sku: sku.to_string(),
+                    quantity: *quantity,
+                }
+            })
+            .collect();
+        let order = Order {
+            id,
+            lines,
+            stage: Stage::Placed,
+            created_us: now,
+            modified_us: now,
+            shipped_us: None,
+            listed_us: now + self.listing_lag.as_micros() as i64,
+        };
+        self.orders.insert(id, order);
+        id
+    }
+
+    /// Moves an order on: a cancellation before shipping restores its stock.
+    pub fn advance(&mut self, id: u64, stage: Stage) {
+        let now = now_us();
+        let lag = self.listing_lag.as_micros() as i64;
+        let Some(order) = self.orders.get_mut(&id) else {
+            return;
+        };
+        let restore = stage == Stage::Cancelled && order.stage == Stage::Placed;
+        order.stage = stage;
+        order.modified_us = now;
+        order.listed_us = now + lag;
+        if stage == Stage::Shipped {
+            order.shipped_us = Some(now);
+        }
+        if restore {
+            for line in order.lines.clone() {
+                if let Some(l) = self.listings.get_mut(&line.sku) {
+                    l.level += line.quantity;
+                }
+            }
+        }
+    }
+
+    /// Orders modified after `since_us` that the listing shows by now, oldest first.
+    pub fn modified_after(&mut self, since_us: i64) -> Vec<Order> {
+        self.order_polls += 1;
+        let now = now_us();
+        let mut list: Vec<Order> = self
+            .orders
+            .values()
+            .filter(|o| o.modified_us > since_us && o.listed_us <= now)
+            .cloned()
+            .collect();
+        list.sort_by_key(|o| (o.modified_us, o.id));
+        list
+    }
+
+    pub fn levels(&self) -> HashMap<String, i64> {
+        self.listings
+            .values()
+            .map(|l| (l.sku.clone(), l.level))
+            .collect()
+    }
+}
+
+/// A running simulated marketplace: the server, the shop and the webhook sender.
+pub struct Market {
+    pub server: Server,
+    pub shop: Arc<Mutex<Shop>>,
+    pub sender: Arc<Sender>,
+    /// Every webhook built so far (headers, body), for tests that deliver by hand.
+    deliveries: Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>,
+}
+
+/// Answers a write call that a fault or the rate limit stops (logging it), else `None`.
+pub fn gate(
+    shop: &Arc<Mutex<Shop>>,
+    path: &str,
+    throttled: impl Fn(u64) -> Reply,
+    failed: impl Fn(u16) -> Reply,
+) -> Option<Reply> {
+    let mut s = lock(shop);
+    let (reply, status) = match s.gate() {
+        Gate::Open => return None,
+        Gate::Fault(code) => (failed(code), code),
+        Gate::Hang(_) => (failed(504), 504),
+        Gate::Limited(secs) => (throttled(secs), 429),
+    };
+    s.log_call(path, 0, status);
+    Some(reply)
+}
+
+/// The handler of a market's HTTP API.
+pub type Handler = dyn Fn(&Arc<Mutex<Shop>>, &Arc<Sender>, Req) -> Reply + Send + Sync;
+
+impl Market {
+    /// Serves `handle` over a shop of `items`; webhooks are retried `retries` times.
+    pub fn start(items: &[(&str, &str)], retries: u32, handle: Arc<Handler>) -> Market {
+        let shop = Arc::new(Mutex::new(Shop::new(items)));
+        let sender = Sender::new(retries);
+        let shared = (shop.clone(), sender.clone());
+        let server = Server::start(move |req| {
+            let (shop, sender, handle) = (shared.0.clone(), shared.1.clone(), handle.clone());
+            async move {
+                let req = Req::read(req).await;
+                let hang = match lock(&shop).fault {
+                    Fault::Hang(d) => Some(d),
+                    _ => None,
+                };
+                if let Some(d) = hang {
+                    tokio::time::sleep(d).await;
+                }
+                handle(&shop, &sender, req)
+            }
+        });
+        Market {
+            server,
+            shop,
+            sender,
+            deliveries: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends a webhook (its habits apply): the same headers and body on every attempt.
+    pub fn deliver(&self, topic: &str, headers: Vec<(String, String)>, body: Vec<u8>) {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((headers.clone(), body.clone()));
+        let build = move || crate::sim::Delivery {
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        self.sender
+            .send(self.server.runtime.handle(), topic, Arc::new(build));
+    }
+
+    /// The last webhook built: (headers, body).
+    pub fn last_delivery(&self) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub fn shop(&self) -> std::sync::MutexGuard<'_, Shop> {
+        lock(&self.shop)
+    }
+
+    pub fn set_webhook_url(&self, url: &str) {
+        *self.sender.url.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_string());
+    }
+
+    pub fn set_habits(&self, habits: crate::sim::Habits) {
+        *self.sender.habits.lock().unwrap_or_else(|e| e.into_inner()) = habits;
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.shop().fault = fault;
+    }
+
+    /// The channel's own rate limit: past it, its throttle answer.
+    pub fn set_rate_limit(&self, per_second: f64, burst: u32) {
+        self.shop().rate = Some(Bucket::new(f64::from(burst), per_second));
+    }
+
+    /// New orders appear in order listings this long after their modification time.
+    pub fn set_listing_lag(&self, lag: Duration) {
+        self.shop().listing_lag = lag;
+    }
+
+    /// A seller's edit on the channel.
+    pub fn set_level(&self, sku: &str, level: i64) {
+        if let Some(l) = self.shop().listings.get_mut(sku) {
+            l.level = level;
+        }
+    }
+
+    pub fn level(&self, sku: &str) -> Option<i64> {
+        self.shop().listings.get(sku).map(|l| l.level)
+    }
+
+    pub fn levels(&self) -> HashMap<String, i64> {
+        self.shop().levels()
+    }
+
+    pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
+        self.shop().arrivals.get(sku).cloned().unwrap_or_default()
+    }
+
+    /// Every write call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shop().calls.clone()
+    }
+
+    pub fn order_polls(&self) -> usize {
+        self.shop().order_polls
+    }
+
+    /// Waits until `check` holds of the levels, up to `timeout`.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&HashMap<String, i64>) -> bool,
+    ) -> Option<Duration> {
+        crate::sim::wait_until(timeout, || check(&self.levels()))
+    }
+}
+
+pub fn lock(shop: &Arc<Mutex<Shop>>) -> std::sync::MutexGuard<'_, Shop> {
+    shop.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(decode("a%3Ab+c"), "a:b c");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%5B2026%5D"), "[2026]");
+    }
+
+    #[test]
+    fn times_round_trip() {
+        let us = 1_795_000_000_123_456;
+        assert_eq!(parse_rfc3339(&rfc3339(us)), Some(us));
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:00Z"), Some(86_400_000_000));
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+    }
+}

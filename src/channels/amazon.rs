@@ -1,0 +1,616 @@
+//! The `amazon` kind: an Amazon seller account over the Selling Partner API
+//! (CHANNELS.md §4 and "Our choices").
+//!
+//! Inbound `POST /webhooks/{name}`: SP-API notifications delivered by an EventBridge API
+//! destination, so each body is the EventBridge event envelope (`detail-type`, `detail`)
+//! around the SP-API notification (a bare notification is taken too). There is no
+//! signature: the API destination's connection sends a header that both sides share
+//! (`auth_header = "Name: value"`), checked in constant time. `NotificationId`
+//! deduplicates redeliveries.
+//! - `ORDER_CHANGE`: the summary's items move through the order status: `Pending`,
+//!   `Unshipped`, `PartiallyShipped` placed; `Shipped` placed and shipped; `Canceled`,
+//!   `Unfulfillable` released. Keys `{channel}/{AmazonOrderId}/{OrderItemId}/{transition}`,
+//!   the same the order poll makes, so either may come first.
+//! - `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: the quantity Amazon shows, as a `level` (an
+//!   echo of our write matches and changes nothing; anything else is an external change,
+//!   handled by the channel's `inventory_updates` mode).
+//! - The safety net is the Orders API poll: `getOrders` by `LastUpdatedAfter` (paged by
+//!   `NextToken`), then `getOrderItems` per order.
+//!
+//! Outbound: `patchListingsItem` replacing `/attributes/fulfillment_availability`, one SKU
+//! per call, at 5 requests/s (burst 5). When the backlog is larger than that path clears
+//! in `FEED_AFTER` (3 s), the whole backlog goes as one `JSON_LISTINGS_FEED` instead:
+//! create a feed document, upload the JSON to its URL, create the feed; at most 5 feeds
+//! per 5 minutes, after which the per-call path carries on. Reads: `getListingsItem`
+//! with `includedData=fulfillmentAvailability`. Every call carries `x-amz-access-token`,
+//! a Login with Amazon token from the refresh token.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+use super::call::{form, json_answer, with_headers, Answer, TokenCache};
+use super::{excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Inbound};
+use super::{Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, Seen};
+use crate::clock::{format_rfc3339, Micros};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// `patchListingsItem`: 5 requests per second, burst 5, per seller and application.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 5.0,
+    burst: 5,
+};
+/// A backlog the per-call path cannot clear within this long goes as a feed.
+const FEED_AFTER: Duration = Duration::from_secs(3);
+/// `createFeed`: at most this many submissions per `FEED_WINDOW`.
+pub const FEEDS_PER_WINDOW: usize = 5;
+pub const FEED_WINDOW: Duration = Duration::from_secs(300);
+/// Most messages one feed carries (Amazon allows 25,000; smaller feeds process sooner).
+const FEED_MESSAGES_MAX: usize = 10_000;
+/// Seconds between order polls unless configured (getOrders refills at 1 per minute).
+const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+const LWA_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
+
+/// An Amazon seller account in one marketplace.
+pub struct Amazon {
+    name: String,
+    base_url: String,
+    seller_id: String,
+    marketplace_id: String,
+    auth_header: String,
+    catalog: Catalog,
+    rate: RateLimit,
+    poll_interval: Duration,
+    token: TokenCache,
+    seen: Seen,
+    /// When each feed of the current window was created.
+    feeds: Mutex<VecDeque<Instant>>,
+}
+
+impl Amazon {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Amazon {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let token_url = config
+            .token_url
+            .clone()
+            .unwrap_or_else(|| LWA_TOKEN_URL.to_string());
+        let (client_id, client_secret, refresh) = (
+            text(&config.client_id),
+            text(&config.client_secret),
+            text(&config.refresh_token),
+        );
+        let token = TokenCache::new("x-amz-access-token", "", move || {
+            let body = form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", &client_id),
+                ("client_secret", &client_secret),
+            ]);
+            http::Request::post(&token_url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .expect("a validated token_url makes a valid request")
+        });
+        Amazon {
+            name: config.name.clone(),
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            seller_id: text(&config.seller_id),
+            marketplace_id: text(&config.marketplace_id),
+            auth_header: text(&config.auth_header),
+            catalog,
+            rate: config.rate_limit.unwrap_or(DEFAULT_RATE),
+            poll_interval: Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
+            token,
+            seen: Seen::default(),
+            feeds: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The seller SKU on Amazon of one of our SKUs.
+    fn seller_sku(&self, sku: &str) -> Option<&str> {
+        self.catalog.item(sku).map(|i| i.id.as_str())
+    }
+
+    fn listing_path(&self, seller_sku: &str) -> String {
+        format!(
+            "/listings/2021-08-01/items/{}/{}?marketplaceIds={}",
+            self.seller_id,
+            utf8_percent_encode(seller_sku, NON_ALPHANUMERIC),
+            self.marketplace_id
+        )
+    }
+
+    /// The backlog above which the feed is the faster path.
+    fn feed_after_items(&self) -> usize {
+        (self.rate.requests_per_second * FEED_AFTER.as_secs_f64()).ceil() as usize
+    }
+
+    /// Whether a feed may be created now (5 per 5 minutes).
+    fn feed_room(&self) -> bool {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        while feeds.front().is_some_and(|t| t.elapsed() >= FEED_WINDOW) {
+            feeds.pop_front();
+        }
+        feeds.len() < FEEDS_PER_WINDOW
+    }
+
+    fn fulfillment_availability(quantity: i64) -> Value {
+        json!([{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}])
+    }
+
+    /// The events of one order's items, from a notification or the poll. `items` are
+    /// (OrderItemId, SellerSKU, quantity).
+    fn order_events(
+        &self,
+        order_id: &str,
+        status: &str,
+        items: &[(String, String, i64)],
+        purchased: Micros,
+        changed: Micros,
+        now: Micros,
+    ) -> Vec<Event> {
+        let transitions: Vec<(EventKind, Micros)> = match status {
+            "Pending" | "Unshipped" | "PartiallyShipped" => {
+                vec![(EventKind::OrderPlaced, purchased)]
+            }
+            "Shipped" => vec![
+                (EventKind::OrderPlaced, purchased),
+                (EventKind::OrderShipped, changed),
+            ],
+            "Canceled" | "Unfulfillable" => vec![(EventKind::OrderCancelled, changed)],
+            // PendingAvailability (pre-orders), InvoiceUnconfirmed: nothing held yet.
+            _ => Vec::new(),
+        };
+        let mut events = Vec::new();
+        if transitions.is_empty() {
+            return events;
+        }
+        for (item_id, seller_sku, qty) in items {
+            let line = LineRef {
+                order_id: order_id.to_string(),
+                line_id: item_id.clone(),
+            };
+            match self.catalog.sku_of(seller_sku, None, None) {
+                Some(sku) => events.extend(payload::line_events(
+                    &self.name,
+                    &line,
+                    sku,
+                    *qty,
+                    &transitions,
+                    now,
+                )),
+                None => events.push(unmapped(
+                    &self.name,
+                    &format!("order {order_id} item {item_id} (seller SKU {seller_sku})"),
+                    format!("{}/{order_id}/{item_id}/unmapped", self.name),
+                    purchased,
+                    now,
+                )),
+            }
+        }
+        events
+    }
+
+    /// An `ORDER_CHANGE` notification's payload.
+    fn order_change(
+        &self,
+        payload: &Value,
+        event_time: Micros,
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        let change = &payload["OrderChangeNotification"];
+        let order_id = payload::required_id(
+            &change["AmazonOrderId"],
+            "OrderChangeNotification.AmazonOrderId",
+        )?;
+        let summary = &change["Summary"];
+        let status = summary["OrderStatus"].as_str().ok_or_else(|| {
+            payload::invalid("OrderChangeNotification.Summary.OrderStatus", "is missing")
+        })?;
+        let changed = payload::source_time(
+            &[
+                payload::time(&change["OrderChangeTrigger"]["TimeOfOrderChange"]),
+                Some(event_time),
+            ],
+            now,
+        );
+        let purchased = payload::source_time(
+            &[payload::time(&summary["PurchaseDate"]), Some(changed)],
+            now,
+        );
+        let mut items = Vec::new();
+        for (i, item) in payload::list(&summary["OrderItems"]).iter().enumerate() {
+            let field = |f: &str| format!("Summary.OrderItems[{i}].{f}");
+            let id = payload::required_id(&item["OrderItemId"], &field("OrderItemId"))?;
+            let seller_sku = item["SellerSKU"]
+                .as_str()
+                .ok_or_else(|| payload::invalid(&field("SellerSKU"), "is missing"))?;
+            let Some(qty) = payload::quantity(&item["Quantity"]) else {
+                continue;
+            };
+            items.push((id, seller_sku.to_string(), qty));
+        }
+        Ok(self.order_events(&order_id, status, &items, purchased, changed, now))
+    }
+
+    /// A `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` payload: what Amazon now shows.
+    fn quantity_change(&self, payload: &Value, key: String, at: Micros, now: Micros) -> Vec<Event> {
+        let seller_sku = payload["Sku"].as_str().unwrap_or_default();
+        let Some(sku) = self.catalog.sku_of(seller_sku, None, None) else {
+            return vec![unmapped(
+                &self.name,
+                &format!("listing {seller_sku}"),
+                key,
+                at,
+                now,
+            )];
+        };
+        let Some(quantity) = payload["Quantity"].as_i64() else {
+            return Vec::new();
+        };
+        vec![Event {
+            sku: sku.to_string(),
+            kind: EventKind::Level,
+            qty: quantity,
+            source: self.name.clone(),
+            source_ts: at,
+            received_at: now,
+            key,
+            line: None,
+        }]
+    }
+
+    /// One feed: create the document, upload the messages, create the feed.
+    async fn push_feed(&self, caller: &Caller, items: &[PushItem]) -> Result<(), PushReply> {
+        let auth = self.authorize(caller).await.map_err(failed)?;
+        let post = |path: &str, body: Value| {
+            let request = http::Request::post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string().into_bytes())
+                .expect("a validated base_url makes a valid request");
+            with_headers(request, auth.clone())
+        };
+        let created = caller
+            .call(post(
+                "/feeds/2021-06-30/documents",
+                json!({"contentType": "application/json; charset=UTF-8"}),
+            ))
+            .await
+            .map_err(failed)?;
+        let document = reply_json(&created)?;
+        let (Some(document_id), Some(upload_url)) = (
+            document["feedDocumentId"].as_str(),
+            document["url"].as_str(),
+        ) else {
+            return Err(failed(format!("createFeedDocument: {document}")));
+        };
+        let messages: Vec<Value> = items
+            .iter()
+            .enumerate()
+            .map(|(n, item)| {
+                json!({
+                    "messageId": n + 1,
+                    "sku": self.seller_sku(&item.sku).unwrap_or(&item.sku),
+                    "operationType": "PATCH",
+                    "productType": "PRODUCT",
+                    "patches": [{"op": "replace", "path": "/attributes/fulfillment_availability",
+                                 "value": Self::fulfillment_availability(item.quantity)}],
+                })
+            })
+            .collect();
+        let feed = json!({
+            "header": {"sellerId": self.seller_id, "version": "2.0", "issueLocale": "en_US"},
+            "messages": messages,
+        });
+        // The upload URL is pre-signed: no access token on it.
+        let upload = http::Request::put(upload_url)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(feed.to_string().into_bytes())
+            .map_err(|e| failed(format!("the upload URL is not usable: {e}")))?;
+        let uploaded = caller.call_now(upload).await.map_err(failed)?;
+        if !(200..300).contains(&uploaded.0) {
+            return Err(failed(format!("feed upload: HTTP {}", uploaded.0)));
+        }
+        let submitted = caller
+            .call(post(
+                "/feeds/2021-06-30/feeds",
+                json!({"feedType": "JSON_LISTINGS_FEED", "marketplaceIds": [self.marketplace_id],
+                       "inputFeedDocumentId": document_id}),
+            ))
+            .await
+            .map_err(failed)?;
+        reply_json(&submitted)?;
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(Instant::now());
+        Ok(())
+    }
+}
+
+fn failed(reason: String) -> PushReply {
+    PushReply::Failed {
+        reason,
+        retryable: true,
+    }
+}
+
+/// A 2xx JSON answer, or the push outcome of a non-2xx one.
+fn reply_json(answer: &Answer) -> Result<Value, PushReply> {
+    let (status, headers, body) = answer;
+    if let Some(outcome) = super::http_failure(*status, headers, body) {
+        return Err(outcome);
+    }
+    json_answer(answer).map_err(failed)
+}
+
+impl ChannelAdapter for Amazon {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A whole backlog when a feed can take it, else one second of per-call pushes.
+    fn batch_max(&self) -> usize {
+        if self.feed_room() {
+            FEED_MESSAGES_MAX
+        } else {
+            self.feed_after_items().max(1)
+        }
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.seller_sku(sku).is_some()
+    }
+
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        super::body_hmac::check_shared_header(headers, &self.auth_header)?;
+        let envelope = payload::json(body)?;
+        // EventBridge wraps the notification in `detail`; SQS-forwarded bodies do not.
+        let notification = envelope.get("detail").unwrap_or(&envelope);
+        let id = payload::required_id(
+            &notification["NotificationMetadata"]["NotificationId"],
+            "NotificationMetadata.NotificationId",
+        )?;
+        if self.seen.contains(&id) {
+            return Ok(Vec::new());
+        }
+        let event_time = payload::source_time(&[payload::time(&notification["EventTime"])], now);
+        let payload = &notification["Payload"];
+        match notification["NotificationType"]
+            .as_str()
+            .unwrap_or_default()
+        {
+            "ORDER_CHANGE" => self.order_change(payload, event_time, now),
+            "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => Ok(self.quantity_change(
+                payload,
+                format!("{}/level/{id}", self.name),
+                event_time,
+                now,
+            )),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn receive<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move {
+            let events = self.inbound(headers, body, now)?;
+            let notification = payload::json(body).ok().and_then(|v| {
+                let n = v.get("detail").unwrap_or(&v);
+                payload::id(&n["NotificationMetadata"]["NotificationId"])
+            });
+            Ok(Inbound {
+                events,
+                notification,
+            })
+        })
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        Some(&self.seen)
+    }
+
+    fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(self.token.headers(caller))
+    }
+
+    /// A backlog over `feed_after_items` goes as one feed; otherwise one SKU per call.
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        if items.len() > self.feed_after_items() && self.feed_room() {
+            vec![(0..items.len()).collect()]
+        } else {
+            (0..items.len()).map(|i| vec![i]).collect()
+        }
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        (0..skus.len()).map(|i| vec![i]).collect()
+    }
+
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            if items.len() > 1 {
+                return match self.push_feed(caller, items).await {
+                    Ok(()) => PushReply::Accepted {
+                        acked: (0..items.len()).collect(),
+                        wait: None,
+                    },
+                    Err(outcome) => outcome,
+                };
+            }
+            let auth = match self.authorize(caller).await {
+                Ok(auth) => auth,
+                Err(reason) => return failed(reason),
+            };
+            let request = with_headers(self.push_request(items, crate::clock::now_micros()), auth);
+            match caller.call(request).await {
+                Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
+                Err(reason) => failed(reason),
+            }
+        })
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let item = &items[0];
+        let seller_sku = self.seller_sku(&item.sku).unwrap_or(&item.sku);
+        let body = json!({
+            "productType": "PRODUCT",
+            "patches": [{"op": "replace", "path": "/attributes/fulfillment_availability",
+                         "value": Self::fulfillment_availability(item.quantity)}],
+        });
+        http::Request::patch(self.url(&self.listing_path(seller_sku)))
+            .header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        _items: &[PushItem],
+    ) -> PushReply {
+        if let Some(outcome) = super::http_failure(status, headers, body) {
+            return outcome;
+        }
+        let reply: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match reply["status"].as_str() {
+            Some("ACCEPTED") => PushReply::Accepted {
+                acked: vec![0],
+                wait: None,
+            },
+            _ => PushReply::Failed {
+                reason: format!("patchListingsItem: {}", excerpt(body)),
+                retryable: false,
+            },
+        }
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let seller_sku = self.seller_sku(&skus[0]).unwrap_or(&skus[0]);
+        let url = self.url(&format!(
+            "{}&includedData=fulfillmentAvailability",
+            self.listing_path(seller_sku)
+        ));
+        http::Request::get(url)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        if status == 404 {
+            return Ok(Vec::new());
+        }
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let seller_sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
+        let sku = self
+            .catalog
+            .sku_of(seller_sku, None, None)
+            .ok_or("the reply names a SKU the catalog does not map")?;
+        let quantity = payload::list(&reply["fulfillmentAvailability"])
+            .iter()
+            .find(|f| f["fulfillmentChannelCode"] == "DEFAULT")
+            .and_then(|f| f["quantity"].as_i64());
+        Ok(vec![(sku.to_string(), quantity)])
+    }
+
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+}
+
+impl OrderPoll for Amazon {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let auth = self.authorize(caller).await?;
+            let get = |path: String| {
+                let request = http::Request::get(self.url(&path))
+                    .body(Vec::new())
+                    .expect("a validated base_url makes a valid request");
+                with_headers(request, auth.clone())
+            };
+            let mut path = format!(
+                "/orders/v0/orders?MarketplaceIds={}&LastUpdatedAfter={}&MaxResultsPerPage=100",
+                self.marketplace_id,
+                utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
+            );
+            if let Some(token) = &cursor {
+                path.push_str(&format!(
+                    "&NextToken={}",
+                    utf8_percent_encode(token, NON_ALPHANUMERIC)
+                ));
+            }
+            let listing = json_answer(&caller.call_now(get(path)).await?)?;
+            let mut page = PollPage {
+                next: listing["payload"]["NextToken"].as_str().map(str::to_string),
+                ..PollPage::default()
+            };
+            for order in payload::list(&listing["payload"]["Orders"]) {
+                let order_id =
+                    payload::id(&order["AmazonOrderId"]).ok_or("an order without AmazonOrderId")?;
+                let updated = payload::time(&order["LastUpdateDate"]);
+                page.newest = page.newest.max(updated);
+                let status = order["OrderStatus"].as_str().unwrap_or_default();
+                let path = format!("/orders/v0/orders/{order_id}/orderItems");
+                let answer = json_answer(&caller.call_now(get(path)).await?)?;
+                let items: Vec<(String, String, i64)> =
+                    payload::list(&answer["payload"]["OrderItems"])
+                        .iter()
+                        .filter_map(|item| {
+                            Some((
+                                payload::id(&item["OrderItemId"])?,
+                                item["SellerSKU"].as_str()?.to_string(),
+                                payload::quantity(&item["QuantityOrdered"])?,
+                            ))
+                        })
+                        .collect();
+                let purchased =
+                    payload::source_time(&[payload::time(&order["PurchaseDate"]), updated], now);
+                let changed = payload::source_time(&[updated], now);
+                page.events
+                    .extend(self.order_events(&order_id, status, &items, purchased, changed, now));
+            }
+            Ok(page)
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! The `bigcommerce` kind: a BigCommerce store (CHANNELS.md §3 and "Our choices").
+//!
+//! Inbound `POST /webhooks/{name}`: `store/order/*` hooks, signed with Standard Webhooks
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature`, HMAC-SHA256 keyed with the
+//! app's client secret as is), and carrying the custom header registered with the hook
+//! when `auth_header = "Name: value"` is set. The payload is thin (`{scope, store_id,
+//! producer, hash, created_at, data: {type, id}}`): the order (`GET /v2/orders/{id}`, for
+//! its status) and its lines (`GET /v2/orders/{id}/products`) are fetched. The payload's
+//! `hash` (the same when BigCommerce fires a hook twice) deduplicates redeliveries; keys
+//! are `{channel}/{order}/{line}/{transition}`, so two hooks about one change (created and
+//! statusUpdated) apply it once. Order statuses: 0 Incomplete and 7 Awaiting Payment hold
+//! nothing; 1, 3, 8, 9, 11, 12, 13, 14 placed; 2 Shipped and 10 Completed placed and
+//! shipped; 5 Cancelled and 6 Declined released; 4 Refunded returned when it had shipped,
+//! else released. Inventory hooks are answered 200 and left to reconciliation.
+//!
+//! Outbound: `PUT /stores/{hash}/v3/inventory/adjustments/absolute`, up to 2,000 items
+//! (`{location_id, variant_id, quantity}`; the catalog maps a SKU to its variant id),
+//! `X-Auth-Token`. Pacing follows the `X-Rate-Limit-*` headers: when a reply says one
+//! request is left in the window, the next waits for `X-Rate-Limit-Time-Reset-Ms`; a 429
+//! waits that long too. Reads: `GET /v3/inventory/items?variant_id:in=...`.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::call::json_answer;
+use super::standard_webhooks::{self, Key};
+use super::Seen;
+use super::{body_hmac, excerpt, fetch_failed, payload, unmapped, BoxFuture, Caller, Catalog};
+use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
+use crate::clock::{parse_rfc2822, Micros};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// Items per absolute adjustment.
+pub const BATCH_MAX: usize = 2_000;
+/// 150 requests per 30 s (Standard and Plus plans), shared by every app of the store.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 5.0,
+    burst: 10,
+};
+
+/// A BigCommerce store.
+pub struct BigCommerce {
+    name: String,
+    /// `{base_url}/stores/{hash}`.
+    store_url: String,
+    access_token: String,
+    location_id: String,
+    keys: Vec<Key>,
+    auth_header: Option<String>,
+    catalog: Catalog,
+    seen: Seen,
+}
+
+impl BigCommerce {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> BigCommerce {
+        BigCommerce {
+            name: config.name.clone(),
+            store_url: format!(
+                "{}/stores/{}",
+                config.base_url.trim_end_matches('/'),
+                config.store_hash.as_deref().unwrap_or_default()
+            ),
+            access_token: config.access_token.clone().unwrap_or_default(),
+            location_id: config.location_id.clone().unwrap_or_else(|| "1".into()),
+            keys: [&config.webhook_secret, &config.previous_webhook_secret]
+                .into_iter()
+                .flatten()
+                .map(|s| Key::raw(s))
+                .collect(),
+            auth_header: config.auth_header.clone(),
+            catalog,
+            seen: Seen::default(),
+        }
+    }
+
+    fn request(&self, method: http::Method, path: &str, body: Option<Value>) -> OutboundRequest {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.store_url))
+            .header("x-auth-token", &self.access_token)
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn variant(&self, sku: &str) -> Option<u64> {
+        self.catalog.item(sku)?.id.parse().ok()
+    }
+
+    /// Checks the signature and the registered header.
+    fn verify(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<String, ApiError> {
+        if let Some(configured) = &self.auth_header {
+            body_hmac::check_shared_header(headers, configured)?;
+        }
+        Ok(standard_webhooks::verify_delivery(headers, body, &self.keys, now)?.0)
+    }
+
+    /// The events of an order and its product lines.
+    fn order_events(
+        &self,
+        order: &Value,
+        lines: &[Value],
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
+        let order_id = payload::id(&order["id"]).ok_or("an order without id")?;
+        let time = |field: &str| order[field].as_str().and_then(parse_rfc2822);
+        let created = payload::source_time(&[time("date_created")], now);
+        let modified = payload::source_time(&[time("date_modified"), Some(created)], now);
+        let shipped_at = time("date_shipped");
+        let placed = (EventKind::OrderPlaced, created);
+        let shipped = (EventKind::OrderShipped, shipped_at.unwrap_or(modified));
+        let transitions = match order["status_id"].as_u64().unwrap_or(0) {
+            1 | 3 | 8 | 9 | 11 | 12 | 13 | 14 => vec![placed],
+            2 | 10 => vec![placed, shipped],
+            5 | 6 => vec![(EventKind::OrderCancelled, modified)],
+            4 if shipped_at.is_some() => vec![placed, shipped, (EventKind::Returned, modified)],
+            4 => vec![(EventKind::OrderCancelled, modified)],
+            _ => Vec::new(),
+        };
+        let mut events = Vec::new();
+        if transitions.is_empty() {
+            return Ok(events);
+        }
+        for line in lines {
+            let line_id = payload::id(&line["id"]).ok_or("an order product without id")?;
+            let Some(qty) = payload::quantity(&line["quantity"]) else {
+                continue;
+            };
+            let variant = payload::id(&line["variant_id"]).unwrap_or_default();
+            let line_ref = LineRef {
+                order_id: order_id.clone(),
+                line_id: line_id.clone(),
+            };
+            match self.catalog.sku_of(&variant, None, None) {
+                Some(sku) => events.extend(payload::line_events(
+                    &self.name,
+                    &line_ref,
+                    sku,
+                    qty,
+                    &transitions,
+                    now,
+                )),
+                None => events.push(unmapped(
+                    &self.name,
+                    &format!("order {order_id} line {line_id} (variant {variant})"),
+                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
+                    created,
+                    now,
+                )),
+            }
+        }
+        Ok(events)
+    }
+
+    /// Fetches an order and its lines.
+    async fn fetch_order(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
+        let get = |path: String| self.request(http::Method::GET, &path, None);
+        let order = json_answer(&caller.call_now(get(format!("/v2/orders/{id}"))).await?)?;
+        let lines = json_answer(
+            &caller
+                .call_now(get(format!("/v2/orders/{id}/products")))
+                .await?,
+        )?;
+        self.order_events(&order, payload::list(&lines), now)
+    }
+}
+
+/// `X-Rate-Limit-Time-Reset-Ms` as a duration.
+fn reset_after(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers
+        .get("x-rate-limit-time-reset-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+impl ChannelAdapter for BigCommerce {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        BATCH_MAX
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.variant(sku).is_some()
+    }
+
+    /// Verifies; the order is fetched by `receive`.
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        self.verify(headers, body, now)?;
+        Ok(Vec::new())
+    }
+
+    fn receive<'a>(
+        &'a self,
+        caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move {
+            self.verify(headers, body, now)?;
+            let hook = payload::json(body)?;
+            let hash = payload::required_id(&hook["hash"], "hash")?;
+            if self.seen.contains(&hash) {
+                return Ok(Inbound::default());
+            }
+            let scope = hook["scope"].as_str().unwrap_or_default();
+            if !scope.starts_with("store/order/") || scope == "store/order/archived" {
+                return Ok(Inbound {
+                    events: Vec::new(),
+                    notification: Some(hash),
+                });
+            }
+            // Refund hooks name the order in `data.id` too.
+            let order_id = payload::required_id(&hook["data"]["id"], "data.id")?;
+            let events = self
+                .fetch_order(caller, &order_id, now)
+                .await
+                .map_err(|e| fetch_failed(&format!("order {order_id}"), &e))?;
+            Ok(Inbound {
+                events,
+                notification: Some(hash),
+            })
+        })
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        Some(&self.seen)
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let location: Value = self
+            .location_id
+            .parse::<u64>()
+            .map_or_else(|_| json!(self.location_id), |n| json!(n));
+        let items: Vec<Value> = items
+            .iter()
+            .map(|i| json!({"location_id": location, "variant_id": self.variant(&i.sku), "quantity": i.quantity}))
+            .collect();
+        self.request(
+            http::Method::PUT,
+            "/v3/inventory/adjustments/absolute",
+            Some(json!({"reason": "lockstep sync", "items": items})),
+        )
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        if status == 429 {
+            return PushReply::Throttled {
+                retry_after: reset_after(headers).unwrap_or(Duration::from_secs(1)),
+            };
+        }
+        if let Some(outcome) = super::http_failure(status, headers, body) {
+            return outcome;
+        }
+        let left = headers
+            .get("x-rate-limit-requests-left")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let wait = match left {
+            Some(left) if left <= 1 => reset_after(headers),
+            _ => None,
+        };
+        // The adjustment is one transaction: a 200 with its id took every item.
+        let taken = serde_json::from_slice::<Value>(body)
+            .ok()
+            .is_some_and(|r| r.get("transaction_id").is_some());
+        if !taken {
+            return PushReply::Failed {
+                reason: format!("adjustment without a transaction_id: {}", excerpt(body)),
+                retryable: true,
+            };
+        }
+        PushReply::Accepted {
+            acked: (0..items.len()).collect(),
+            wait,
+        }
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let ids: Vec<String> = skus
+            .iter()
+            .filter_map(|s| self.variant(s))
+            .map(|v| v.to_string())
+            .collect();
+        self.request(
+            http::Method::GET,
+            &format!(
+                "/v3/inventory/items?variant_id:in={}&location_id:in={}",
+                ids.join(","),
+                self.location_id
+            ),
+            None,
+        )
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        Ok(payload::list(&reply["data"])
+            .iter()
+            .filter_map(|item| {
+                let variant = payload::id(&item["identity"]["variant_id"])?;
+                let sku = self.catalog.sku_of(&variant, None, None)?.to_string();
+                let level = payload::list(&item["locations"])
+                    .iter()
+                    .find(|l| payload::id(&l["location_id"]).as_deref() == Some(&self.location_id))
+                    .and_then(|l| l["total_inventory_onhand"].as_i64());
+                Some((sku, level))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,191 @@
+//! The calls an adapter makes to its channel. Most channels need one request per push
+//! and per read, built and read by the adapter's pure functions; some need a short
+//! conversation (BigCommerce, Etsy and TikTok Shop send thin notifications whose order
+//! lines must be fetched; Etsy's write replaces the whole listing, so it reads first;
+//! Amazon's feed is three calls; the OAuth channels need a fresh access token). Those
+//! conversations go through a `Caller`: the HTTP client, and the channel's pacing when
+//! the calls spend its push budget.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::{excerpt, OutboundRequest};
+use crate::propagate::pacing::TokenBucket;
+
+/// A boxed future: the trait's conversational methods return one (object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A channel's answer: status, headers, body.
+pub type Answer = (u16, HeaderMap, Vec<u8>);
+
+/// Sends requests to one channel.
+#[derive(Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+    /// The channel's push budget: every call through this caller spends a token.
+    pace: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
+}
+
+impl Caller {
+    /// Calls that do not spend the push budget (webhook follow-ups, polls).
+    pub fn new(client: reqwest::Client) -> Caller {
+        Caller { client, pace: None }
+    }
+
+    /// Calls that each wait for a token of `bucket`.
+    pub fn paced(client: reqwest::Client, bucket: Arc<tokio::sync::Mutex<TokenBucket>>) -> Caller {
+        Caller {
+            client,
+            pace: Some(bucket),
+        }
+    }
+
+    /// Sends one request (after a token, when paced).
+    pub async fn call(&self, request: OutboundRequest) -> Result<Answer, String> {
+        if let Some(pace) = &self.pace {
+            pace.lock().await.acquire().await;
+        }
+        self.call_now(request).await
+    }
+
+    /// Sends one request without waiting for a token (tokens themselves, for one).
+    pub async fn call_now(&self, request: OutboundRequest) -> Result<Answer, String> {
+        let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        Ok((status, headers, body))
+    }
+}
+
+/// Adds `headers` (credentials) to a built request.
+pub fn with_headers(mut request: OutboundRequest, headers: HeaderMap) -> OutboundRequest {
+    request.headers_mut().extend(headers);
+    request
+}
+
+/// An `application/x-www-form-urlencoded` body (token requests).
+pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+/// A JSON body of a 2xx answer, or why not.
+pub fn json_answer(answer: &Answer) -> Result<Value, String> {
+    let (status, _, body) = answer;
+    if !(200..300).contains(status) {
+        return Err(format!("HTTP {status}: {}", excerpt(body)));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the reply is not JSON: {e}"))
+}
+
+/// How long before its expiry a token is replaced: a call made with it must not land
+/// after it expired.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+/// An OAuth access token (Amazon's Login with Amazon, eBay, Walmart, Etsy), fetched with
+/// the channel's long-lived credentials when missing or about to expire, and kept.
+pub struct TokenCache {
+    /// Builds the token request (refresh-token or client-credentials grant).
+    request: Box<dyn Fn() -> OutboundRequest + Send + Sync>,
+    /// The header the token goes in, and what precedes it (`Bearer ` or nothing).
+    header: HeaderName,
+    prefix: &'static str,
+    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenCache {
+    pub fn new(
+        header: &'static str,
+        prefix: &'static str,
+        request: impl Fn() -> OutboundRequest + Send + Sync + 'static,
+    ) -> TokenCache {
+        TokenCache {
+            request: Box::new(request),
+            header: HeaderName::from_static(header),
+            prefix,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The credential header, fetching a token when needed.
+    pub async fn headers(&self, caller: &Caller) -> Result<HeaderMap, String> {
+        let mut cached = self.cached.lock().await;
+        let fresh = cached
+            .as_ref()
+            .filter(|(_, expires)| Instant::now() + TOKEN_MARGIN < *expires)
+            .map(|(token, _)| token.clone());
+        let token = match fresh {
+            Some(token) => token,
+            None => {
+                let answer = caller.call_now((self.request)()).await?;
+                let reply =
+                    json_answer(&answer).map_err(|e| format!("access token request: {e}"))?;
+                let token = reply["access_token"]
+                    .as_str()
+                    .ok_or("the token reply has no access_token")?
+                    .to_string();
+                let lifetime = reply["expires_in"].as_u64().unwrap_or(3_600);
+                *cached = Some((
+                    token.clone(),
+                    Instant::now() + Duration::from_secs(lifetime),
+                ));
+                token
+            }
+        };
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_str(&format!("{}{token}", self.prefix))
+            .map_err(|_| "the access token is not a valid header value".to_string())?;
+        headers.insert(self.header.clone(), value);
+        Ok(headers)
+    }
+}
+
+/// Notification ids already taken, so a redelivered notification is answered at once
+/// without fetching or submitting anything again. Bounded: when full it starts over (an
+/// id forgotten only costs a fetch; the events' own keys still make it a duplicate).
+pub struct Seen {
+    ids: std::sync::Mutex<ahash::AHashSet<String>>,
+}
+
+const SEEN_MAX: usize = 100_000;
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            ids: std::sync::Mutex::new(ahash::AHashSet::new()),
+        }
+    }
+}
+
+impl Seen {
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    pub fn insert(&self, id: String) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.len() >= SEEN_MAX {
+            ids.clear();
+        }
+        ids.insert(id);
+    }
+}

@@ -1,0 +1,460 @@
+//! The `ebay` kind: an eBay seller over the Sell APIs (CHANNELS.md §5 and "Our choices").
+//!
+//! Orders come by polling the Fulfillment API: `GET /sell/fulfillment/v1/order` filtered
+//! by `lastmodifieddate:[since..]`, paged by `offset`, every few seconds (`poll_interval_s`,
+//! default 5: 17,280 calls a day, inside getOrders' daily quota). eBay's Platform
+//! Notifications are SOAP with a per-line `FixedPriceTransaction`, and the order coverage
+//! of the JSON Notification API is unverified, so the poll is the path, not a fallback.
+//! A line moves with its order: placed; shipped when its fulfilment status is
+//! `FULFILLED`; released when the order's cancel state is `CANCELED`. Keys
+//! `{channel}/{orderId}/{lineItemId}/{transition}`.
+//!
+//! Outbound: `POST /sell/inventory/v1/bulk_update_price_quantity`, at most 25 SKUs per
+//! call, each with its ship-to-location quantity and its offer's available quantity (the
+//! listing shows the smaller), read per item from the reply. The catalog maps a SKU to
+//! `listing_id/offer_id`; the inventory item's SKU on eBay is the SKU itself.
+//!
+//! eBay allows 250 revisions per listing per day: every call that changes a listing
+//! counts one against it (kept per listing and day, the day being eBay's Pacific day,
+//! taken as UTC-8). When a listing has `REVISION_RESERVE` revisions left, only decreases
+//! go out (a channel showing too many units oversells; too few only sells less), and at
+//! the limit nothing does: held items wait in the outbox and each hold is written to the
+//! audit as `withheld`. The counts live in memory: a restart forgets the day's count.
+//! Reads: `GET /sell/inventory/v1/inventory_item/{sku}`. Calls carry a user access token
+//! from the refresh token (`POST /identity/v1/oauth2/token`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+use super::call::{form, json_answer, with_headers, TokenCache};
+use super::{excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Levels};
+use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
+use crate::clock::{format_rfc3339, now_micros, Micros, MICROS_PER_HOUR};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// `bulk_update_price_quantity` takes at most 25 requests.
+pub const BATCH_MAX: usize = 25;
+/// Revisions eBay allows per listing per day.
+pub const REVISIONS_PER_DAY: u32 = 250;
+/// Revisions kept for decreases once a listing comes this close to the limit.
+pub const REVISION_RESERVE: u32 = 10;
+/// The Inventory API's per-call limit is a daily quota, not a rate: a modest pace.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 5.0,
+    burst: 10,
+};
+const POLL_INTERVAL_DEFAULT_S: u64 = 5;
+/// Orders per page of the poll (getOrders allows up to 200).
+const PAGE_SIZE: u32 = 200;
+/// eBay's day ends at midnight Pacific; standard time is taken all year, so a day may
+/// reset an hour late in summer (never early).
+const PACIFIC_OFFSET: Micros = -8 * MICROS_PER_HOUR;
+
+/// An eBay seller account.
+pub struct Ebay {
+    name: String,
+    base_url: String,
+    catalog: Catalog,
+    poll_interval: Duration,
+    token: TokenCache,
+    /// Listing id → (eBay day, revisions used that day).
+    revisions: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+/// eBay's day number of a time.
+fn ebay_day(at: Micros) -> i64 {
+    (at + PACIFIC_OFFSET).div_euclid(24 * MICROS_PER_HOUR)
+}
+
+/// How long until eBay's next day starts.
+fn until_next_day(now: Micros) -> Duration {
+    let next = (ebay_day(now) + 1) * 24 * MICROS_PER_HOUR - PACIFIC_OFFSET;
+    Duration::from_micros((next - now).max(1) as u64)
+}
+
+impl Ebay {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Ebay {
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let token_url = config
+            .token_url
+            .clone()
+            .unwrap_or_else(|| format!("{base_url}/identity/v1/oauth2/token"));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            config.client_id.as_deref().unwrap_or_default(),
+            config.client_secret.as_deref().unwrap_or_default()
+        ));
+        let refresh = config.refresh_token.clone().unwrap_or_default();
+        let token = TokenCache::new("authorization", "Bearer ", move || {
+            let body = form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                (
+                    "scope",
+                    "https://api.ebay.com/oauth/api_scope/sell.inventory https://api.ebay.com/oauth/api_scope/sell.fulfillment",
+                ),
+            ]);
+            http::Request::post(&token_url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", format!("Basic {basic}"))
+                .body(body)
+                .expect("a validated token_url makes a valid request")
+        });
+        Ebay {
+            name: config.name.clone(),
+            base_url,
+            catalog,
+            poll_interval: Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
+            token,
+            revisions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// (listing id, offer id) of a SKU.
+    fn listing_offer(&self, sku: &str) -> Option<(&str, &str)> {
+        self.catalog.item(sku)?.id.split_once('/')
+    }
+
+    /// Splits items into those that may go out now and those held by their listing's
+    /// revision budget. A listing counts once per call, however many of its SKUs it has.
+    fn budget(&self, items: &[PushItem], now: Micros) -> (Vec<usize>, Vec<usize>) {
+        let day = ebay_day(now);
+        let revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        let used = |listing: &str| {
+            revisions
+                .get(listing)
+                .filter(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| *n)
+        };
+        let (mut send, mut held) = (Vec::new(), Vec::new());
+        for (i, item) in items.iter().enumerate() {
+            let listing = self.listing_offer(&item.sku).map_or("", |(l, _)| l);
+            let left = REVISIONS_PER_DAY.saturating_sub(used(listing));
+            // A decrease, or a first push whose effect is unknown: worth a reserved
+            // revision. An increase only sells more: it waits for the next day.
+            let decrease = item.expected.is_none_or(|shown| item.quantity < shown);
+            if left == 0 || (left <= REVISION_RESERVE && !decrease) {
+                held.push(i);
+            } else {
+                send.push(i);
+            }
+        }
+        (send, held)
+    }
+
+    /// Counts one revision for each listing among `items`.
+    fn spend(&self, items: &[&PushItem], now: Micros) {
+        let day = ebay_day(now);
+        let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listings: Vec<&str> = items
+            .iter()
+            .filter_map(|i| self.listing_offer(&i.sku).map(|(l, _)| l))
+            .collect();
+        listings.sort_unstable();
+        listings.dedup();
+        for listing in listings {
+            let entry = revisions.entry(listing.to_string()).or_insert((day, 0));
+            if entry.0 != day {
+                *entry = (day, 0);
+            }
+            entry.1 += 1;
+        }
+    }
+
+    /// Revisions used today on a listing (for tests and the audit's message).
+    pub fn revisions_used(&self, listing: &str) -> u32 {
+        let day = ebay_day(now_micros());
+        self.revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(listing)
+            .filter(|(d, _)| *d == day)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The events of one order resource.
+    fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
+        let order_id = payload::id(&order["orderId"]).ok_or("an order without orderId")?;
+        let created = payload::source_time(&[payload::time(&order["creationDate"])], now);
+        let modified = payload::source_time(&[payload::time(&order["lastModifiedDate"])], now);
+        let cancelled = order["cancelStatus"]["cancelState"] == "CANCELED";
+        let mut events = Vec::new();
+        for line in payload::list(&order["lineItems"]) {
+            let line_id = payload::id(&line["lineItemId"]).ok_or("a line without lineItemId")?;
+            let Some(qty) = payload::quantity(&line["quantity"]) else {
+                continue;
+            };
+            let transitions = if cancelled {
+                vec![(EventKind::OrderCancelled, modified)]
+            } else if line["lineItemFulfillmentStatus"] == "FULFILLED" {
+                vec![
+                    (EventKind::OrderPlaced, created),
+                    (EventKind::OrderShipped, modified),
+                ]
+            } else {
+                vec![(EventKind::OrderPlaced, created)]
+            };
+            let line_ref = LineRef {
+                order_id: order_id.clone(),
+                line_id: line_id.clone(),
+            };
+            match payload::sku(&line["sku"]).filter(|s| self.catalog.item(s).is_some()) {
+                Some(sku) => events.extend(payload::line_events(
+                    &self.name,
+                    &line_ref,
+                    &sku,
+                    qty,
+                    &transitions,
+                    now,
+                )),
+                None => events.push(unmapped(
+                    &self.name,
+                    &format!(
+                        "order {order_id} line {line_id} (listing {})",
+                        line["legacyItemId"].as_str().unwrap_or("?")
+                    ),
+                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
+                    created,
+                    now,
+                )),
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl ChannelAdapter for Ebay {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        BATCH_MAX
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.listing_offer(sku).is_some()
+    }
+
+    /// eBay has no order webhooks here: anything posted to its endpoint is refused.
+    fn inbound(
+        &self,
+        _headers: &HeaderMap,
+        _body: &[u8],
+        _now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        Err(ApiError::new(
+            hyper::StatusCode::NOT_FOUND,
+            "no_inbound_webhooks",
+            "eBay orders are polled from the Fulfillment API; this channel takes no webhooks",
+        ))
+    }
+
+    fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(self.token.headers(caller))
+    }
+
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            let now = now_micros();
+            let (send, held) = self.budget(items, now);
+            let retry_in = until_next_day(now).min(Duration::from_secs(3_600));
+            if send.is_empty() {
+                return PushReply::Held {
+                    acked: Vec::new(),
+                    held,
+                    retry_in,
+                };
+            }
+            let subset: Vec<PushItem> = send.iter().map(|i| items[*i].clone()).collect();
+            let auth = match self.authorize(caller).await {
+                Ok(auth) => auth,
+                Err(reason) => {
+                    return PushReply::Failed {
+                        reason,
+                        retryable: true,
+                    }
+                }
+            };
+            let request = with_headers(self.push_request(&subset, now), auth);
+            let reply = match caller.call(request).await {
+                Ok((status, headers, body)) => {
+                    // Any answer but a refusal of the whole call may have revised listings.
+                    if (200..300).contains(&status) {
+                        self.spend(&subset.iter().collect::<Vec<_>>(), now);
+                    }
+                    self.push_reply(status, &headers, &body, &subset)
+                }
+                Err(reason) => PushReply::Failed {
+                    reason,
+                    retryable: true,
+                },
+            };
+            match reply {
+                PushReply::Accepted { acked, wait } => {
+                    let acked = acked.into_iter().map(|i| send[i]).collect();
+                    if held.is_empty() {
+                        PushReply::Accepted { acked, wait }
+                    } else {
+                        PushReply::Held {
+                            acked,
+                            held,
+                            retry_in,
+                        }
+                    }
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let requests: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let offer = self.listing_offer(&item.sku).map_or("", |(_, o)| o);
+                json!({
+                    "sku": item.sku,
+                    "shipToLocationAvailability": {"quantity": item.quantity},
+                    "offers": [{"offerId": offer, "availableQuantity": item.quantity}],
+                })
+            })
+            .collect();
+        http::Request::post(format!(
+            "{}/sell/inventory/v1/bulk_update_price_quantity",
+            self.base_url
+        ))
+        .header("content-type", "application/json")
+        .body(json!({ "requests": requests }).to_string().into_bytes())
+        .expect("a validated base_url makes a valid request")
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        if let Some(outcome) = super::http_failure(status, headers, body) {
+            return outcome;
+        }
+        let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+            return PushReply::Failed {
+                reason: format!("reply is not JSON: {}", excerpt(body)),
+                retryable: true,
+            };
+        };
+        // 200 or 207 (multi-status): each response names its SKU and its own status.
+        let taken: Vec<&str> = payload::list(&reply["responses"])
+            .iter()
+            .filter(|r| r["statusCode"].as_u64() == Some(200))
+            .filter_map(|r| r["sku"].as_str())
+            .collect();
+        let acked = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| taken.contains(&i.sku.as_str()))
+            .map(|(n, _)| n)
+            .collect();
+        PushReply::Accepted { acked, wait: None }
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        (0..skus.len()).map(|i| vec![i]).collect()
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        http::Request::get(format!(
+            "{}/sell/inventory/v1/inventory_item/{}",
+            self.base_url,
+            utf8_percent_encode(&skus[0], NON_ALPHANUMERIC)
+        ))
+        .body(Vec::new())
+        .expect("a validated base_url makes a valid request")
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        if status == 404 {
+            return Ok(Vec::new());
+        }
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
+        let quantity = reply["availability"]["shipToLocationAvailability"]["quantity"].as_i64();
+        Ok(vec![(sku.to_string(), quantity)])
+    }
+
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+}
+
+impl OrderPoll for Ebay {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let auth = self.authorize(caller).await?;
+            let offset: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let filter = format!("lastmodifieddate:[{}..]", format_rfc3339(since));
+            let url = format!(
+                "{}/sell/fulfillment/v1/order?filter={}&limit={PAGE_SIZE}&offset={offset}",
+                self.base_url,
+                utf8_percent_encode(&filter, NON_ALPHANUMERIC)
+            );
+            let request = http::Request::get(url)
+                .body(Vec::new())
+                .expect("a validated base_url makes a valid request");
+            let reply = json_answer(&caller.call_now(with_headers(request, auth)).await?)?;
+            let orders = payload::list(&reply["orders"]);
+            let mut page = PollPage::default();
+            for order in orders {
+                page.newest = page.newest.max(payload::time(&order["lastModifiedDate"]));
+                page.events.extend(self.order_events(order, now)?);
+            }
+            let total = reply["total"].as_u64().unwrap_or(0);
+            let next = u64::from(offset) + orders.len() as u64;
+            page.next = (!orders.is_empty() && next < total).then(|| next.to_string());
+            Ok(page)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ebay_day_turns_at_midnight_pacific() {
+        // 2026-11-27T07:59:59Z is 23:59:59 the day before in UTC-8.
+        let before = crate::clock::parse_rfc3339("2026-11-27T07:59:59Z").unwrap();
+        let after = crate::clock::parse_rfc3339("2026-11-27T08:00:00Z").unwrap();
+        assert_eq!(ebay_day(after), ebay_day(before) + 1);
+        assert_eq!(until_next_day(before), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,566 @@
+//! The `etsy` kind: an Etsy shop over Open API v3 (CHANNELS.md §7 and "Our choices").
+//!
+//! Inbound `POST /webhooks/{name}`: the `order.paid` webhook, signed Standard-Webhooks
+//! style with the endpoint's signing secret (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`; a `whsec_` secret is decoded, any other taken as its bytes: the
+//! form is unverified). Its flat payload names a receipt; the receipt is fetched for its
+//! transactions (only the receipt id is taken from `resource_url`: the fetch always goes
+//! to the configured API). `webhook-id` deduplicates redeliveries. Etsy sends nothing on
+//! cancellations, so receipts are also polled (`min_last_modified`, paged by `offset`).
+//! A receipt's transactions are placed when it is paid, shipped when it is shipped, and
+//! released when it is canceled; keys `{channel}/{receipt_id}/{transaction_id}/{transition}`.
+//!
+//! Outbound: `PUT /v3/application/listings/{listing_id}/inventory` replaces the listing's
+//! whole inventory: anything not sent is deleted. So each push reads the listing's
+//! inventory first and sends every product, its property values and every offering back,
+//! changing only the quantities of the products being pushed (one listing per call; the
+//! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` and a bearer
+//! token from the refresh token; pacing is 10 requests/s, and the daily quota is read
+//! from `x-remaining-today` (exported as `lockstep_channel_quota_remaining`): when it is
+//! spent, pushes wait instead of drawing 429s.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::{json, Map, Value};
+
+use super::call::{form, json_answer, with_headers, Answer, TokenCache};
+use super::standard_webhooks::{self, Key};
+use super::{excerpt, fetch_failed, payload, unmapped, BoxFuture, Caller, Catalog};
+use super::{ChannelAdapter, Inbound, Levels, OrderPoll, OutboundRequest, PollPage};
+use super::{PushItem, PushReply, RateLimit, Seen};
+use crate::clock::{Micros, MICROS_PER_SECOND};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+/// Etsy's default: 10 requests per second per app.
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 10.0,
+    burst: 10,
+};
+/// Below this many requests left today, pushes slow to one a minute (polls and webhook
+/// fetches still need some).
+const QUOTA_FLOOR: i64 = 100;
+const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+const PAGE_SIZE: u64 = 100;
+
+/// An Etsy shop.
+pub struct Etsy {
+    name: String,
+    base_url: String,
+    shop_id: String,
+    api_key: String,
+    keys: Vec<Key>,
+    catalog: Catalog,
+    poll_interval: Duration,
+    token: TokenCache,
+    seen: Seen,
+    /// `x-remaining-today` of the latest answer (-1: not seen yet).
+    remaining_today: AtomicI64,
+}
+
+impl Etsy {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Etsy {
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let token_url = config
+            .token_url
+            .clone()
+            .unwrap_or_else(|| format!("{base_url}/v3/public/oauth/token"));
+        let client_id = config.client_id.clone().unwrap_or_default();
+        let refresh = config.refresh_token.clone().unwrap_or_default();
+        let id = client_id.clone();
+        let token = TokenCache::new("authorization", "Bearer ", move || {
+            let body = form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", &id),
+                ("refresh_token", &refresh),
+            ]);
+            http::Request::post(&token_url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .expect("a validated token_url makes a valid request")
+        });
+        Etsy {
+            name: config.name.clone(),
+            base_url,
+            shop_id: config.shop_id.clone().unwrap_or_default(),
+            api_key: client_id,
+            keys: [&config.webhook_secret, &config.previous_webhook_secret]
+                .into_iter()
+                .flatten()
+                .map(|s| Key::lenient(s))
+                .collect(),
+            catalog,
+            poll_interval: Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
+            token,
+            seen: Seen::default(),
+            remaining_today: AtomicI64::new(-1),
+        }
+    }
+
+    /// (listing id, product id) of a SKU.
+    fn listing_product(&self, sku: &str) -> Option<(&str, &str)> {
+        self.catalog.item(sku)?.id.split_once('/')
+    }
+
+    fn get(&self, path: &str) -> OutboundRequest {
+        http::Request::get(format!("{}{path}", self.base_url))
+            .header("x-api-key", &self.api_key)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn inventory_path(listing: &str) -> String {
+        format!("/v3/application/listings/{listing}/inventory")
+    }
+
+    /// Notes the daily quota an answer reports.
+    fn note_quota(&self, headers: &HeaderMap) {
+        let remaining = headers
+            .get("x-remaining-today")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(remaining) = remaining {
+            self.remaining_today.store(remaining, Ordering::Relaxed);
+            metrics::gauge!("lockstep_channel_quota_remaining", "channel" => self.name.clone())
+                .set(remaining as f64);
+        }
+    }
+
+    /// Calls with credentials, noting the quota.
+    async fn call(
+        &self,
+        caller: &Caller,
+        request: OutboundRequest,
+        paced: bool,
+    ) -> Result<Answer, String> {
+        let request = with_headers(request, self.token.headers(caller).await?);
+        let answer = if paced {
+            caller.call(request).await?
+        } else {
+            caller.call_now(request).await?
+        };
+        self.note_quota(&answer.1);
+        Ok(answer)
+    }
+
+    /// The events of one receipt (from the webhook's fetch or the poll).
+    fn receipt_events(&self, receipt: &Value, now: Micros) -> Result<Vec<Event>, String> {
+        let id = payload::id(&receipt["receipt_id"]).ok_or("a receipt without receipt_id")?;
+        let unix = |field: &str| receipt[field].as_i64().map(|s| s * MICROS_PER_SECOND);
+        let created = payload::source_time(&[unix("create_timestamp")], now);
+        let updated = payload::source_time(&[unix("updated_timestamp"), Some(created)], now);
+        let status = receipt["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let transitions = if status == "canceled" {
+            vec![(EventKind::OrderCancelled, updated)]
+        } else if receipt["is_shipped"] == true || status == "completed" {
+            vec![
+                (EventKind::OrderPlaced, created),
+                (EventKind::OrderShipped, updated),
+            ]
+        } else if receipt["is_paid"] == true || status == "paid" {
+            vec![(EventKind::OrderPlaced, created)]
+        } else {
+            // Open or payment processing: nothing is held yet.
+            Vec::new()
+        };
+        let mut events = Vec::new();
+        if transitions.is_empty() {
+            return Ok(events);
+        }
+        for tx in payload::list(&receipt["transactions"]) {
+            let tx_id =
+                payload::id(&tx["transaction_id"]).ok_or("a transaction without transaction_id")?;
+            let Some(qty) = payload::quantity(&tx["quantity"]) else {
+                continue;
+            };
+            let item = format!(
+                "{}/{}",
+                payload::id(&tx["listing_id"]).unwrap_or_default(),
+                payload::id(&tx["product_id"]).unwrap_or_default()
+            );
+            let line = LineRef {
+                order_id: id.clone(),
+                line_id: tx_id.clone(),
+            };
+            match self.catalog.sku_of(&item, None, None) {
+                Some(sku) => events.extend(payload::line_events(
+                    &self.name,
+                    &line,
+                    sku,
+                    qty,
+                    &transitions,
+                    now,
+                )),
+                None => events.push(unmapped(
+                    &self.name,
+                    &format!("receipt {id} transaction {tx_id} (listing/product {item})"),
+                    format!("{}/{id}/{tx_id}/unmapped", self.name),
+                    created,
+                    now,
+                )),
+            }
+        }
+        Ok(events)
+    }
+
+    /// The PUT body that keeps every product and offering of `inventory` and sets the
+    /// quantities of `items`; `Err` names an item the listing does not have.
+    fn replaced(&self, inventory: &Value, items: &[PushItem]) -> Result<Value, String> {
+        let mut products = Vec::new();
+        let mut found = vec![false; items.len()];
+        for product in payload::list(&inventory["products"]) {
+            if product["is_deleted"] == true {
+                continue;
+            }
+            let product_id = payload::id(&product["product_id"]).unwrap_or_default();
+            let pushed = items.iter().position(|i| {
+                self.listing_product(&i.sku)
+                    .is_some_and(|(_, p)| p == product_id)
+            });
+            if let Some(n) = pushed {
+                found[n] = true;
+            }
+            let offerings: Vec<Value> = payload::list(&product["offerings"])
+                .iter()
+                .filter(|o| o["is_deleted"] != true)
+                .map(|o| {
+                    // Prices come back as {amount, divisor}; the write takes a decimal.
+                    let price = &o["price"];
+                    let decimal = match (price["amount"].as_f64(), price["divisor"].as_f64()) {
+                        (Some(amount), Some(divisor)) if divisor > 0.0 => amount / divisor,
+                        _ => price.as_f64().unwrap_or(0.0),
+                    };
+                    let quantity = pushed.map_or(o["quantity"].clone(), |n| json!(items[n].quantity));
+                    json!({"price": decimal, "quantity": quantity, "is_enabled": o["is_enabled"].as_bool().unwrap_or(true)})
+                })
+                .collect();
+            let property_values: Vec<Value> = payload::list(&product["property_values"])
+                .iter()
+                .map(|v| {
+                    let mut kept = Map::new();
+                    for field in [
+                        "property_id",
+                        "value_ids",
+                        "scale_id",
+                        "property_name",
+                        "values",
+                    ] {
+                        if let Some(x) = v.get(field) {
+                            kept.insert(field.to_string(), x.clone());
+                        }
+                    }
+                    Value::Object(kept)
+                })
+                .collect();
+            products.push(json!({
+                "sku": product["sku"].as_str().unwrap_or_default(),
+                "property_values": property_values,
+                "offerings": offerings,
+            }));
+        }
+        if let Some(missing) = found.iter().position(|f| !f) {
+            return Err(format!(
+                "listing inventory has no product for {}",
+                items[missing].sku
+            ));
+        }
+        let on = |field: &str| inventory.get(field).cloned().unwrap_or_else(|| json!([]));
+        Ok(json!({
+            "products": products,
+            "price_on_property": on("price_on_property"),
+            "quantity_on_property": on("quantity_on_property"),
+            "sku_on_property": on("sku_on_property"),
+        }))
+    }
+
+    fn quota_spent(&self) -> bool {
+        let left = self.remaining_today.load(Ordering::Relaxed);
+        (0..QUOTA_FLOOR).contains(&left)
+    }
+}
+
+fn failed(reason: String) -> PushReply {
+    PushReply::Failed {
+        reason,
+        retryable: true,
+    }
+}
+
+impl ChannelAdapter for Etsy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One listing per call; its products together.
+    fn batch_max(&self) -> usize {
+        100
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.listing_product(sku).is_some()
+    }
+
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+        self.read_groups(&skus)
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, sku) in skus.iter().enumerate() {
+            let listing = self.listing_product(sku).map_or("", |(l, _)| l);
+            match groups.iter_mut().find(|(l, _)| *l == listing) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((listing, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// Verifies the delivery; the receipt is fetched by `receive`.
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        standard_webhooks::verify_delivery(headers, body, &self.keys, now)?;
+        Ok(Vec::new())
+    }
+
+    fn receive<'a>(
+        &'a self,
+        caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move {
+            let (id, _) = standard_webhooks::verify_delivery(headers, body, &self.keys, now)?;
+            if self.seen.contains(&id) {
+                return Ok(Inbound::default());
+            }
+            let hook = payload::json(body)?;
+            if hook["event_type"] != "order.paid" {
+                return Ok(Inbound::default());
+            }
+            let url = hook["resource_url"]
+                .as_str()
+                .ok_or_else(|| payload::invalid("resource_url", "is missing"))?;
+            let receipt_id = url
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| payload::invalid("resource_url", "does not end in a receipt id"))?;
+            let path = format!(
+                "/v3/application/shops/{}/receipts/{receipt_id}",
+                self.shop_id
+            );
+            let answer = self
+                .call(caller, self.get(&path), false)
+                .await
+                .and_then(|a| json_answer(&a))
+                .map_err(|e| fetch_failed(&format!("receipt {receipt_id}"), &e))?;
+            let events = self
+                .receipt_events(&answer, now)
+                .map_err(|e| fetch_failed(&format!("receipt {receipt_id}"), &e))?;
+            Ok(Inbound {
+                events,
+                notification: Some(id),
+            })
+        })
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        Some(&self.seen)
+    }
+
+    fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(self.token.headers(caller))
+    }
+
+    /// Read the listing's inventory, then put it back whole with the new quantities.
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            if self.quota_spent() {
+                return PushReply::Throttled {
+                    retry_after: Duration::from_secs(60),
+                };
+            }
+            let Some((listing, _)) = items.first().and_then(|i| self.listing_product(&i.sku))
+            else {
+                return failed("no catalog listing for the SKU".into());
+            };
+            let path = Self::inventory_path(listing);
+            let read = match self.call(caller, self.get(&path), true).await {
+                Ok(answer) => answer,
+                Err(reason) => return failed(reason),
+            };
+            if let Some(outcome) = super::http_failure(read.0, &read.1, &read.2) {
+                return outcome;
+            }
+            let inventory = match json_answer(&read) {
+                Ok(inventory) => inventory,
+                Err(reason) => return failed(reason),
+            };
+            let body = match self.replaced(&inventory, items) {
+                Ok(body) => body,
+                Err(reason) => {
+                    return PushReply::Failed {
+                        reason,
+                        retryable: false,
+                    }
+                }
+            };
+            let request = http::Request::put(format!("{}{path}", self.base_url))
+                .header("x-api-key", &self.api_key)
+                .header("content-type", "application/json")
+                .body(body.to_string().into_bytes())
+                .expect("a validated base_url makes a valid request");
+            match self.call(caller, request, true).await {
+                Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
+                Err(reason) => failed(reason),
+            }
+        })
+    }
+
+    /// Not used alone: an Etsy write needs the listing read first (`push`).
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let listing = items
+            .first()
+            .and_then(|i| self.listing_product(&i.sku))
+            .map_or("0", |(l, _)| l);
+        self.get(&Self::inventory_path(listing))
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        if let Some(outcome) = super::http_failure(status, headers, body) {
+            return outcome;
+        }
+        let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+            return failed(format!("reply is not JSON: {}", excerpt(body)));
+        };
+        // The answer is the listing's new inventory: an item is taken when its product
+        // shows the quantity sent.
+        let levels = self.levels_of(&reply);
+        let acked = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                levels
+                    .iter()
+                    .any(|(s, q)| *s == i.sku && *q == Some(i.quantity))
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let wait = self.quota_spent().then_some(Duration::from_secs(60));
+        PushReply::Accepted { acked, wait }
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let listing = skus
+            .first()
+            .and_then(|s| self.listing_product(s))
+            .map_or("0", |(l, _)| l);
+        self.get(&Self::inventory_path(listing))
+    }
+
+    fn read<'a>(
+        &'a self,
+        caller: &'a Caller,
+        skus: &'a [String],
+    ) -> BoxFuture<'a, Result<Levels, String>> {
+        Box::pin(async move {
+            let (status, _, body) = self.call(caller, self.read_request(skus), true).await?;
+            self.read_reply(status, &body)
+        })
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        Ok(self.levels_of(&reply))
+    }
+
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+}
+
+impl Etsy {
+    /// The quantity each mapped product of a listing inventory shows (its first live
+    /// offering). Product ids are unique across Etsy, so the product names the SKU.
+    fn levels_of(&self, inventory: &Value) -> Levels {
+        payload::list(&inventory["products"])
+            .iter()
+            .filter(|p| p["is_deleted"] != true)
+            .filter_map(|p| {
+                let product = payload::id(&p["product_id"])?;
+                let sku = self.catalog.sku_by_leaf(&product)?;
+                let quantity = payload::list(&p["offerings"])
+                    .iter()
+                    .find(|o| o["is_deleted"] != true)
+                    .and_then(|o| o["quantity"].as_i64());
+                Some((sku.to_string(), quantity))
+            })
+            .collect()
+    }
+}
+
+impl OrderPoll for Etsy {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let offset: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let path = format!(
+                "/v3/application/shops/{}/receipts?min_last_modified={}&limit={PAGE_SIZE}&offset={offset}&sort_on=updated&sort_order=asc",
+                self.shop_id,
+                since.div_euclid(MICROS_PER_SECOND)
+            );
+            let reply = json_answer(&self.call(caller, self.get(&path), false).await?)?;
+            let receipts = payload::list(&reply["results"]);
+            let mut page = PollPage::default();
+            for receipt in receipts {
+                let updated = receipt["updated_timestamp"]
+                    .as_i64()
+                    .map(|s| s * MICROS_PER_SECOND);
+                page.newest = page.newest.max(updated);
+                page.events.extend(self.receipt_events(receipt, now)?);
+            }
+            let next = offset + receipts.len() as u64;
+            let count = reply["count"].as_u64().unwrap_or(0);
+            page.next = (!receipts.is_empty() && next < count).then(|| next.to_string());
+            Ok(page)
+        })
+    }
+}

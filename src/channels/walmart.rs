@@ -1,0 +1,482 @@
+//! The `walmart` kind: a Walmart Marketplace seller (CHANNELS.md §6 and "Our choices").
+//!
+//! Inbound `POST /webhooks/{name}`: `PO_CREATED` and `ORDER_UPDATES` events
+//! (`{source: {eventType, eventTime, eventId}, payload: {purchaseOrderId, orderDate,
+//! orderLines}}`), authenticated the way the subscription chose: `webhook_auth = "hmac"`
+//! (HMAC-SHA256 of the whole body keyed with `client_secret`, in the header named by
+//! `auth_header`, default `Authorization`; its encoding is unverified, so base64 and hex
+//! are both taken) or `"basic"` (`Basic base64(webhook_secret)`). `source.eventId`
+//! deduplicates redeliveries. `PO_CREATED` places the lines; `PO_LINE_AUTOCANCELLED` and
+//! `FRAUD_CANCEL` release them (`INTENT_TO_CANCEL` is a request, not yet a cancellation).
+//! Walmart calls its events lightweight and says to keep polling, so `GET /v3/orders`
+//! by `lastModifiedStartDate` (paged by `nextCursor`) runs too, with line statuses
+//! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released.
+//! Keys `{channel}/{purchaseOrderId}/{lineNumber}/{transition}`.
+//!
+//! Outbound: `PUT /v3/inventory?sku=` (`{sku, quantity: {unit: "EACH", amount}}`), one
+//! SKU per call (the catalog maps a SKU to Walmart's seller SKU), with
+//! `WM_SEC.ACCESS_TOKEN` (from `POST /v3/token`, client credentials), `WM_SVC.NAME` and a
+//! fresh `WM_QOS.CORRELATION_ID` on every call. A 429's `Retry-After` is honoured. The
+//! per-call limit is unverified: the default pace is 5 requests/s, configurable.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+use super::call::{form, json_answer, with_headers, TokenCache};
+use super::{body_hmac, excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter};
+use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
+use super::{RateLimit, Seen};
+use crate::clock::{format_rfc3339, Micros};
+use crate::config::ChannelConfig;
+use crate::engine::event::{Event, EventKind, LineRef};
+use crate::ingest::error::ApiError;
+
+const DEFAULT_RATE: RateLimit = RateLimit {
+    requests_per_second: 5.0,
+    burst: 10,
+};
+const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+/// The name Walmart sees on our calls (`WM_SVC.NAME`).
+const SERVICE_NAME: &str = "lockstep";
+
+/// How webhooks prove they come from Walmart.
+enum HookAuth {
+    Hmac { header: String, key: Vec<u8> },
+    Basic { header: String, expected: String },
+}
+
+/// A Walmart Marketplace seller.
+pub struct Walmart {
+    name: String,
+    base_url: String,
+    /// `Basic base64(client_id:client_secret)`, sent with every call.
+    basic: String,
+    hook_auth: HookAuth,
+    catalog: Catalog,
+    poll_interval: Duration,
+    token: TokenCache,
+    seen: Seen,
+}
+
+/// A fresh `WM_QOS.CORRELATION_ID`.
+fn correlation_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Walmart {
+    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Walmart {
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let client_secret = config.client_secret.clone().unwrap_or_default();
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{client_secret}",
+                config.client_id.as_deref().unwrap_or_default()
+            ))
+        );
+        let token_url = config
+            .token_url
+            .clone()
+            .unwrap_or_else(|| format!("{base_url}/v3/token"));
+        let token_basic = basic.clone();
+        let token = TokenCache::new("wm_sec.access_token", "", move || {
+            http::Request::post(&token_url)
+                .header("authorization", &token_basic)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .header("wm_svc.name", SERVICE_NAME)
+                .header("wm_qos.correlation_id", correlation_id())
+                .body(form(&[("grant_type", "client_credentials")]))
+                .expect("a validated token_url makes a valid request")
+        });
+        let header = config
+            .auth_header
+            .clone()
+            .unwrap_or_else(|| "authorization".into())
+            .to_ascii_lowercase();
+        let hook_auth = match config.webhook_auth.as_deref() {
+            Some("basic") => HookAuth::Basic {
+                header,
+                expected: format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(config.webhook_secret.as_deref().unwrap_or_default())
+                ),
+            },
+            _ => HookAuth::Hmac {
+                header,
+                key: client_secret.into_bytes(),
+            },
+        };
+        Walmart {
+            name: config.name.clone(),
+            base_url,
+            basic,
+            hook_auth,
+            catalog,
+            poll_interval: Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
+            token,
+            seen: Seen::default(),
+        }
+    }
+
+    fn request(&self, method: http::Method, path: &str, body: Option<Value>) -> OutboundRequest {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url))
+            .header("authorization", &self.basic)
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .header("wm_svc.name", SERVICE_NAME)
+            .header("wm_qos.correlation_id", correlation_id())
+            .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
+            .expect("a validated base_url makes a valid request")
+    }
+
+    fn seller_sku(&self, sku: &str) -> Option<&str> {
+        self.catalog.item(sku).map(|i| i.id.as_str())
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+        match &self.hook_auth {
+            HookAuth::Hmac { header, key } => {
+                let given = body_hmac::required_header(headers, header)?;
+                let expected = body_hmac::mac(key, &[body]);
+                if body_hmac::matches(given, &expected, true, true) {
+                    Ok(())
+                } else {
+                    Err(body_hmac::mismatch(header))
+                }
+            }
+            HookAuth::Basic { header, expected } => {
+                let given = body_hmac::required_header(headers, header)?;
+                let same: bool =
+                    subtle::ConstantTimeEq::ct_eq(given.trim().as_bytes(), expected.as_bytes())
+                        .into();
+                if same {
+                    Ok(())
+                } else {
+                    Err(body_hmac::mismatch(header))
+                }
+            }
+        }
+    }
+
+    /// One line's events: `(line number, seller SKU, quantity)`.
+    fn line(
+        &self,
+        order_id: &str,
+        (number, seller_sku, qty): (String, String, i64),
+        transitions: &[(EventKind, Micros)],
+        now: Micros,
+    ) -> Vec<Event> {
+        let line = LineRef {
+            order_id: order_id.to_string(),
+            line_id: number.clone(),
+        };
+        match self.catalog.sku_of(&seller_sku, None, None) {
+            Some(sku) => payload::line_events(&self.name, &line, sku, qty, transitions, now),
+            None => vec![unmapped(
+                &self.name,
+                &format!("order {order_id} line {number} (seller SKU {seller_sku})"),
+                format!("{}/{order_id}/{number}/unmapped", self.name),
+                transitions.first().map_or(now, |t| t.1),
+                now,
+            )],
+        }
+    }
+
+    /// A webhook event's lines: number, SKU and quantity, in either of the shapes Walmart
+    /// uses (flat `sku`/`quantity` or the orders API's `item.sku` / `orderLineQuantity`).
+    fn hook_lines(payload: &Value) -> Vec<(String, String, i64)> {
+        let lines = match &payload["orderLines"] {
+            Value::Array(lines) => lines.as_slice(),
+            other => payload::list(&other["orderLine"]),
+        };
+        lines
+            .iter()
+            .filter_map(|l| {
+                let number = payload::id(&l["lineNumber"])?;
+                let sku = l["sku"].as_str().or(l["item"]["sku"].as_str())?.to_string();
+                let qty = payload::quantity(&l["quantity"])
+                    .or_else(|| quantity_text(&l["orderLineQuantity"]["amount"]))?;
+                Some((number, sku, qty))
+            })
+            .collect()
+    }
+
+    /// The events of one order from the orders API, line by line from its statuses.
+    fn order_events(&self, order: &Value, now: Micros) -> (Vec<Event>, Option<Micros>) {
+        let order_id = payload::id(&order["purchaseOrderId"]).unwrap_or_default();
+        let ordered = payload::source_time(&[millis(&order["orderDate"])], now);
+        let mut newest = millis(&order["orderDate"]);
+        let mut events = Vec::new();
+        for l in payload::list(&order["orderLines"]["orderLine"]) {
+            let status_at = millis(&l["statusDate"]);
+            newest = newest.max(status_at);
+            let at = payload::source_time(&[status_at, Some(ordered)], now);
+            let statuses = payload::list(&l["orderLineStatuses"]["orderLineStatus"]);
+            let status = statuses
+                .last()
+                .and_then(|s| s["status"].as_str())
+                .unwrap_or("");
+            let transitions = match status {
+                "Created" | "Acknowledged" => vec![(EventKind::OrderPlaced, ordered)],
+                "Shipped" | "Delivered" => {
+                    vec![
+                        (EventKind::OrderPlaced, ordered),
+                        (EventKind::OrderShipped, at),
+                    ]
+                }
+                "Cancelled" => vec![(EventKind::OrderCancelled, at)],
+                _ => continue,
+            };
+            let (Some(number), Some(sku), Some(qty)) = (
+                payload::id(&l["lineNumber"]),
+                l["item"]["sku"].as_str(),
+                quantity_text(&l["orderLineQuantity"]["amount"]),
+            ) else {
+                continue;
+            };
+            events.extend(self.line(&order_id, (number, sku.to_string(), qty), &transitions, now));
+        }
+        (events, newest)
+    }
+}
+
+/// Walmart gives quantities as text (`"amount": "2"`) or numbers.
+fn quantity_text(value: &Value) -> Option<i64> {
+    payload::quantity(value)
+        .or_else(|| payload::quantity(&json!(value.as_str()?.trim().parse::<i64>().ok()?)))
+}
+
+/// Epoch milliseconds (the orders API's dates), or RFC 3339.
+fn millis(value: &Value) -> Option<Micros> {
+    value
+        .as_i64()
+        .map(|ms| ms * 1_000)
+        .or_else(|| payload::time(value))
+}
+
+impl ChannelAdapter for Walmart {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn batch_max(&self) -> usize {
+        1
+    }
+
+    fn default_rate_limit(&self) -> RateLimit {
+        DEFAULT_RATE
+    }
+
+    fn carries(&self, sku: &str) -> bool {
+        self.seller_sku(sku).is_some()
+    }
+
+    fn inbound(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Micros,
+    ) -> Result<Vec<Event>, ApiError> {
+        self.verify(headers, body)?;
+        let hook = payload::json(body)?;
+        let source = &hook["source"];
+        let id = payload::required_id(&source["eventId"], "source.eventId")?;
+        if self.seen.contains(&id) {
+            return Ok(Vec::new());
+        }
+        let at = payload::source_time(
+            &[
+                payload::time(&source["eventTime"]),
+                millis(&source["eventTime"]),
+            ],
+            now,
+        );
+        let data = &hook["payload"];
+        let kind = source["subEventType"]
+            .as_str()
+            .or(data["subEventType"].as_str())
+            .or(source["eventType"].as_str())
+            .unwrap_or_default();
+        let transitions = match kind {
+            "PO_CREATED" => {
+                let ordered = payload::source_time(&[millis(&data["orderDate"]), Some(at)], now);
+                vec![(EventKind::OrderPlaced, ordered)]
+            }
+            "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => vec![(EventKind::OrderCancelled, at)],
+            _ => return Ok(Vec::new()),
+        };
+        let order_id = payload::required_id(&data["purchaseOrderId"], "payload.purchaseOrderId")?;
+        Ok(Self::hook_lines(data)
+            .into_iter()
+            .flat_map(|line| self.line(&order_id, line, &transitions, now))
+            .collect())
+    }
+
+    fn receive<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move {
+            let events = self.inbound(headers, body, now)?;
+            let notification = payload::json(body)
+                .ok()
+                .and_then(|v| payload::id(&v["source"]["eventId"]));
+            Ok(Inbound {
+                events,
+                notification,
+            })
+        })
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        Some(&self.seen)
+    }
+
+    fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(async move {
+            let mut headers = self.token.headers(caller).await?;
+            // A fresh correlation id on the call itself, too.
+            if let Ok(id) = HeaderValue::from_str(&correlation_id()) {
+                headers.insert("wm_qos.correlation_id", id);
+            }
+            Ok(headers)
+        })
+    }
+
+    fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
+        let item = &items[0];
+        let seller_sku = self.seller_sku(&item.sku).unwrap_or(&item.sku);
+        self.request(
+            http::Method::PUT,
+            &format!(
+                "/v3/inventory?sku={}",
+                utf8_percent_encode(seller_sku, NON_ALPHANUMERIC)
+            ),
+            Some(json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": item.quantity}})),
+        )
+    }
+
+    fn push_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        items: &[PushItem],
+    ) -> PushReply {
+        if let Some(outcome) = super::http_failure(status, headers, body) {
+            return outcome;
+        }
+        let reply: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let amount = reply["quantity"]["amount"].as_i64();
+        if amount == Some(items[0].quantity) {
+            PushReply::Accepted {
+                acked: vec![0],
+                wait: None,
+            }
+        } else {
+            PushReply::Failed {
+                reason: format!(
+                    "inventory reply does not show the amount sent: {}",
+                    excerpt(body)
+                ),
+                retryable: true,
+            }
+        }
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        (0..skus.len()).map(|i| vec![i]).collect()
+    }
+
+    fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        let seller_sku = self.seller_sku(&skus[0]).unwrap_or(&skus[0]);
+        self.request(
+            http::Method::GET,
+            &format!(
+                "/v3/inventory?sku={}",
+                utf8_percent_encode(seller_sku, NON_ALPHANUMERIC)
+            ),
+            None,
+        )
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        if status == 404 {
+            return Ok(Vec::new());
+        }
+        if !(200..300).contains(&status) {
+            return Err(format!("HTTP {status}: {}", excerpt(body)));
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let seller_sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
+        let sku = self
+            .catalog
+            .sku_of(seller_sku, None, None)
+            .ok_or("the reply names a SKU the catalog does not map")?;
+        Ok(vec![(
+            sku.to_string(),
+            reply["quantity"]["amount"].as_i64(),
+        )])
+    }
+
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+}
+
+impl OrderPoll for Walmart {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            // `nextCursor` is the query string of the next page, as Walmart gives it.
+            let query = cursor.unwrap_or_else(|| {
+                format!(
+                    "?lastModifiedStartDate={}&limit=100",
+                    utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
+                )
+            });
+            let auth = self.authorize(caller).await?;
+            let request = with_headers(
+                self.request(http::Method::GET, &format!("/v3/orders{query}"), None),
+                auth,
+            );
+            let reply = json_answer(&caller.call_now(request).await?)?;
+            let list = &reply["list"];
+            let mut page = PollPage {
+                next: list["meta"]["nextCursor"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+                ..PollPage::default()
+            };
+            for order in payload::list(&list["elements"]["order"]) {
+                let (events, newest) = self.order_events(order, now);
+                page.events.extend(events);
+                page.newest = page.newest.max(newest);
+            }
+            Ok(page)
+        })
+    }
+}
