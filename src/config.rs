@@ -186,6 +186,8 @@ pub struct ChannelConfig {
     /// default; HMAC-SHA256 of the body keyed with `client_secret`) or `basic`
     /// (`webhook_secret` holds `user:password`).
     pub webhook_auth: Option<String>,
+    /// eBay: revisions allowed per listing per day (default 250, eBay's limit).
+    pub revision_limit: Option<u32>,
     /// Units held back from this channel: it is pushed `available - buffer`.
     #[serde(default)]
     pub buffer: i64,

@@ -256,11 +256,7 @@ fn handle(
 ) -> Reply {
     let x = || extra.lock().unwrap_or_else(|e| e.into_inner());
     if req.path == "/auth/o2/token" {
-        let form = String::from_utf8_lossy(&req.body).into_owned();
-        let field = |name: &str| {
-            form.split('&')
-                .find_map(|p| p.strip_prefix(&format!("{name}=")).map(market::decode))
-        };
+        let field = |name: &str| req.form(name);
         let e = x();
         let ok = field("grant_type").as_deref() == Some("refresh_token")
             && field("refresh_token").as_deref() == Some(&e.refresh_token)

@@ -9,6 +9,7 @@
 //! - `run`: the open-loop `latency` scenario.
 
 pub mod amazon_sim;
+pub mod ebay_sim;
 pub mod market;
 pub mod report;
 pub mod run;

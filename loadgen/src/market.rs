@@ -121,6 +121,16 @@ impl Req {
         })
     }
 
+    /// A field of an `application/x-www-form-urlencoded` body, decoded.
+    pub fn form(&self, name: &str) -> Option<String> {
+        String::from_utf8_lossy(&self.body)
+            .split('&')
+            .find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (decode(k) == name).then(|| decode(v))
+            })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

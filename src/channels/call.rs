@@ -76,10 +76,16 @@ pub fn with_headers(mut request: OutboundRequest, headers: HeaderMap) -> Outboun
 
 /// An `application/x-www-form-urlencoded` body (token requests).
 pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    // What form encoding leaves as is: letters, digits and `-._~`.
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, FORM)))
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()

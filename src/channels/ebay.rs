@@ -42,7 +42,7 @@ use crate::ingest::error::ApiError;
 
 /// `bulk_update_price_quantity` takes at most 25 requests.
 pub const BATCH_MAX: usize = 25;
-/// Revisions eBay allows per listing per day.
+/// Revisions eBay allows per listing per day (`revision_limit` overrides it).
 pub const REVISIONS_PER_DAY: u32 = 250;
 /// Revisions kept for decreases once a listing comes this close to the limit.
 pub const REVISION_RESERVE: u32 = 10;
@@ -65,6 +65,7 @@ pub struct Ebay {
     catalog: Catalog,
     poll_interval: Duration,
     token: TokenCache,
+    revision_limit: u32,
     /// Listing id → (eBay day, revisions used that day).
     revisions: Mutex<HashMap<String, (i64, u32)>>,
 }
@@ -116,6 +117,7 @@ impl Ebay {
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
             token,
+            revision_limit: config.revision_limit.unwrap_or(REVISIONS_PER_DAY),
             revisions: Mutex::new(HashMap::new()),
         }
     }
@@ -139,7 +141,7 @@ impl Ebay {
         let (mut send, mut held) = (Vec::new(), Vec::new());
         for (i, item) in items.iter().enumerate() {
             let listing = self.listing_offer(&item.sku).map_or("", |(l, _)| l);
-            let left = REVISIONS_PER_DAY.saturating_sub(used(listing));
+            let left = self.revision_limit.saturating_sub(used(listing));
             // A decrease, or a first push whose effect is unknown: worth a reserved
             // revision. An increase only sells more: it waits for the next day.
             let decrease = item.expected.is_none_or(|shown| item.quantity < shown);
@@ -169,17 +171,6 @@ impl Ebay {
             }
             entry.1 += 1;
         }
-    }
-
-    /// Revisions used today on a listing (for tests and the audit's message).
-    pub fn revisions_used(&self, listing: &str) -> u32 {
-        let day = ebay_day(now_micros());
-        self.revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(listing)
-            .filter(|(d, _)| *d == day)
-            .map_or(0, |(_, n)| *n)
     }
 
     /// The events of one order resource.

@@ -249,7 +249,7 @@ async fn push_compared(
     // the outbox for the next round, with no backoff, and the rest of the call, whose
     // compares held, goes out without them. Never more than three calls.
     for i in &again {
-        link.outbox.defer(&items[*i].sku, DEFER_STALE);
+        link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
     }
     let rest: Vec<usize> = (0..items.len()).filter(|i| !again.contains(i)).collect();
     let none = PushReply::Accepted {
@@ -330,8 +330,8 @@ async fn settle(
                 .map(|item| (item.sku.clone(), item.quantity))
                 .collect();
             record_drift(engine, &name, EventKind::Withheld, &withheld).await;
-            for (sku, _) in &withheld {
-                link.outbox.defer(sku, retry_in);
+            for (sku, quantity) in &withheld {
+                link.outbox.defer(sku, retry_in, Some(*quantity));
             }
             let reply = PushReply::Accepted { acked, wait: None };
             Box::pin(settle(link, engine, pacer, items, reply, true)).await;

@@ -30,8 +30,10 @@ struct Inner {
     in_flight: AHashMap<String, i64>,
     /// SKUs held back until a time: a compare that went stale twice in a row (a hot SKU
     /// selling on the channel right now) waits a moment for the sales' webhooks rather
-    /// than spend the channel's budget on another stale round.
-    deferred: AHashMap<String, tokio::time::Instant>,
+    /// than spend the channel's budget on another stale round; a push held by the
+    /// channel's own budget waits for it. With the quantity that was held: a lower
+    /// target (fewer units shown: the change that prevents overselling) ends that wait.
+    deferred: AHashMap<String, (tokio::time::Instant, Option<i64>)>,
 }
 
 /// Which SKUs a channel lists (catalog channels list only the SKUs they map).
@@ -82,6 +84,13 @@ impl Outbox {
         }
         let mut guard = self.lock();
         let inner = &mut *guard;
+        if inner
+            .deferred
+            .get(sku)
+            .is_some_and(|(_, held)| held.is_some_and(|h| target < h))
+        {
+            inner.deferred.remove(sku);
+        }
         match inner.dirty.get_mut(sku) {
             Some(wanted) => {
                 wanted.target = target;
@@ -131,7 +140,7 @@ impl Outbox {
         } = &mut *inner;
         if !deferred.is_empty() {
             let now = tokio::time::Instant::now();
-            deferred.retain(|_, until| *until > now);
+            deferred.retain(|_, (until, _)| *until > now);
         }
         let mut ready: Vec<(i64, &String)> = dirty
             .iter()
@@ -193,11 +202,12 @@ impl Outbox {
         }
     }
 
-    /// Holds `sku` back from `take` for `delay` (it stays queued).
-    pub fn defer(&self, sku: &str, delay: std::time::Duration) {
+    /// Holds `sku` back from `take` for `delay` (it stays queued); with `held` (the value
+    /// a channel's budget held back), a target below it ends the wait.
+    pub fn defer(&self, sku: &str, delay: std::time::Duration, held: Option<i64>) {
         self.lock()
             .deferred
-            .insert(sku.to_string(), tokio::time::Instant::now() + delay);
+            .insert(sku.to_string(), (tokio::time::Instant::now() + delay, held));
     }
 
     /// Whether some queued SKU is held back (its pusher must look again later).

@@ -1,0 +1,291 @@
+//! A simulated eBay seller, as lockstep's `ebay` kind meets it (CHANNELS.md §5).
+//!
+//! - OAuth: `POST /identity/v1/oauth2/token` (Basic client credentials, refresh-token
+//!   grant) issues the user token every call needs as `Authorization: Bearer` (401 with
+//!   eBay's `errors` body otherwise).
+//! - `POST /sell/inventory/v1/bulk_update_price_quantity`: at most 25 requests (more is a
+//!   400, error 25709 here), each naming a known SKU and its offer; answered 200, or 207
+//!   when some responses failed. Every call revises each listing it touches once; past
+//!   the listing's daily revision limit (250, settable) that listing's items fail.
+//! - `GET /sell/inventory/v1/inventory_item/{sku}`.
+//! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`.
+//! - No order webhooks: orders are found by polling, and they can be listed late.
+//! - A rate limit, when set, answers 429 (eBay's throttle, without `Retry-After`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::market::{self, gate, lock, rfc3339, Market, Req, Shop, Stage};
+use crate::sim::{reply, Reply, Sender};
+
+/// `bulk_update_price_quantity`'s limit.
+pub const BATCH_LIMIT: usize = 25;
+
+struct Extra {
+    basic: String,
+    refresh_token: String,
+    token: String,
+    revision_limit: u32,
+    /// Listing id → revisions today.
+    revisions: HashMap<String, u32>,
+}
+
+/// A running simulated eBay seller.
+pub struct EbaySim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn errors(status: u16, id: u32, message: &str) -> Reply {
+    reply(
+        status,
+        &json!({"errors": [{"errorId": id, "domain": "API_INVENTORY", "category": "REQUEST", "message": message}]}),
+        &[],
+    )
+}
+
+fn order_id(id: u64) -> String {
+    format!("12-{:05}-{:05}", id / 100_000 % 100_000, id % 100_000)
+}
+
+impl EbaySim {
+    /// A seller listing `items` (our SKU, `listing_id/offer_id`), with app credentials
+    /// `(client_id, client_secret)` and the user's `refresh_token`.
+    pub fn start(items: &[(&str, &str)], client: (&str, &str), refresh_token: &str) -> EbaySim {
+        use base64::Engine as _;
+        let extra = Arc::new(Mutex::new(Extra {
+            basic: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", client.0, client.1))
+            ),
+            refresh_token: refresh_token.into(),
+            token: "v^1.1#i^1#sim-user-token".into(),
+            revision_limit: 250,
+            revisions: HashMap::new(),
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            0,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        EbaySim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Revisions allowed per listing per day.
+    pub fn set_revision_limit(&self, limit: u32) {
+        self.extra().revision_limit = limit;
+    }
+
+    /// Revisions made today on a listing.
+    pub fn revisions(&self, listing: &str) -> u32 {
+        self.extra().revisions.get(listing).copied().unwrap_or(0)
+    }
+
+    /// A buyer's order; returns its id.
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
+        order_id(self.market.shop().place(lines))
+    }
+
+    pub fn advance(&self, order: &str, stage: Stage) {
+        let mut shop = self.market.shop();
+        let id = *shop
+            .orders
+            .keys()
+            .find(|id| order_id(**id) == order)
+            .expect("an order of this seller");
+        shop.advance(id, stage);
+    }
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    _sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    let x = || extra.lock().unwrap_or_else(|e| e.into_inner());
+    if req.path == "/identity/v1/oauth2/token" {
+        let e = x();
+        let refresh = req.form("refresh_token");
+        if req.header("authorization") != Some(e.basic.as_str()) {
+            return reply(
+                401,
+                &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+                &[],
+            );
+        }
+        if req.form("grant_type").as_deref() != Some("refresh_token")
+            || refresh.as_deref() != Some(&e.refresh_token)
+        {
+            return reply(
+                400,
+                &json!({"error": "invalid_grant", "error_description": "the provided authorization refresh token is invalid or was issued to another client"}),
+                &[],
+            );
+        }
+        return reply(
+            200,
+            &json!({"access_token": e.token, "expires_in": 7200, "token_type": "User Access Token"}),
+            &[],
+        );
+    }
+    if req.header("authorization") != Some(format!("Bearer {}", x().token).as_str()) {
+        return reply(
+            401,
+            &json!({"errors": [{"errorId": 1001, "domain": "OAuth", "category": "REQUEST", "message": "Invalid access token",
+                                "longMessage": "Invalid access token. Check the value of the Authorization HTTP request header."}]}),
+            &[],
+        );
+    }
+    let throttled = |_: u64| {
+        reply(
+            429,
+            &json!({"errors": [{"errorId": 2001, "domain": "ACCESS", "category": "REQUEST",
+                                        "message": "Too many requests. The request limit has been reached for the resource."}]}),
+            &[],
+        )
+    };
+    let failed = |code: u16| errors(code, 25001, "A system error has occurred.");
+    match (req.method.clone(), req.path.as_str()) {
+        (hyper::Method::POST, "/sell/inventory/v1/bulk_update_price_quantity") => {
+            if let Some(r) = gate(shop, &req.path, throttled, failed) {
+                return r;
+            }
+            bulk_update(shop, extra, &req)
+        }
+        (hyper::Method::GET, path) if path.starts_with("/sell/inventory/v1/inventory_item/") => {
+            let sku = market::decode(path.trim_start_matches("/sell/inventory/v1/inventory_item/"));
+            match lock(shop).listings.get(&sku) {
+                Some(l) => reply(
+                    200,
+                    &json!({"sku": sku, "availability": {"shipToLocationAvailability": {"quantity": l.level}}}),
+                    &[],
+                ),
+                None => errors(
+                    404,
+                    25702,
+                    &format!("SKU {sku} is not available in the system"),
+                ),
+            }
+        }
+        (hyper::Method::GET, "/sell/fulfillment/v1/order") => list_orders(shop, &req),
+        _ => errors(404, 2002, "Resource not found"),
+    }
+}
+
+fn bulk_update(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) -> Reply {
+    let body = req.json().unwrap_or(Value::Null);
+    let requests = body["requests"].as_array().cloned().unwrap_or_default();
+    let mut s = lock(shop);
+    if requests.is_empty() || requests.len() > BATCH_LIMIT {
+        s.log_call(&req.path, requests.len(), 400);
+        return errors(
+            400,
+            25709,
+            &format!("Invalid value for requests. A call takes 1 to {BATCH_LIMIT} requests."),
+        );
+    }
+    let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+    // Each listing touched by this call is revised once.
+    let mut revised: Vec<String> = Vec::new();
+    let mut responses = Vec::new();
+    for r in &requests {
+        let sku = r["sku"].as_str().unwrap_or_default().to_string();
+        let quantity = r["shipToLocationAvailability"]["quantity"].as_i64();
+        let offer = r["offers"][0]["offerId"].as_str().unwrap_or_default();
+        let listing = s.listings.get(&sku).map(|l| l.id.clone());
+        let Some((listing_id, offer_id)) = listing
+            .as_deref()
+            .and_then(|l| l.split_once('/'))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        else {
+            responses.push(json!({"statusCode": 404, "sku": sku, "errors": [{"errorId": 25702, "message": "SKU not found"}]}));
+            continue;
+        };
+        let Some(quantity) = quantity.filter(|_| offer == offer_id) else {
+            responses.push(json!({"statusCode": 400, "sku": sku, "offerId": offer, "errors": [{"errorId": 25713, "message": "This Offer is not available"}]}));
+            continue;
+        };
+        let used = e.revisions.get(&listing_id).copied().unwrap_or(0);
+        if !revised.contains(&listing_id) && used >= e.revision_limit {
+            responses.push(json!({"statusCode": 400, "sku": sku, "offerId": offer,
+                                  "errors": [{"errorId": 21919, "message": "You have exceeded the maximum number of revisions for this listing today."}]}));
+            continue;
+        }
+        if !revised.contains(&listing_id) {
+            *e.revisions.entry(listing_id.clone()).or_insert(0) += 1;
+            revised.push(listing_id);
+        }
+        s.write(&sku, quantity);
+        responses.push(
+            json!({"statusCode": 200, "sku": sku, "offerId": offer, "errors": [], "warnings": []}),
+        );
+    }
+    let all_ok = responses.iter().all(|r| r["statusCode"] == 200);
+    let status = if all_ok { 200 } else { 207 };
+    s.log_call(&req.path, requests.len(), status);
+    reply(status, &json!({ "responses": responses }), &[])
+}
+
+fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
+    // filter=lastmodifieddate:[2026-11-27T10:00:00.000Z..]
+    let from = req
+        .param("filter")
+        .and_then(|f| f.strip_prefix("lastmodifieddate:[").map(str::to_string))
+        .and_then(|f| f.split("..").next().and_then(market::parse_rfc3339));
+    let Some(from) = from else {
+        return errors(
+            400,
+            30700,
+            "The filter lastmodifieddate:[from..] is required here.",
+        );
+    };
+    let limit: usize = req
+        .param("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 200);
+    let offset: usize = req
+        .param("offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut s = lock(shop);
+    // eBay's filter is inclusive of `from`.
+    let orders = s.modified_after(from - 1);
+    let page: Vec<Value> = orders
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|o| {
+            let lines: Vec<Value> = o
+                .lines
+                .iter()
+                .map(|l| {
+                    let listing = s.listings[&l.sku].id.split('/').next().unwrap_or("").to_string();
+                    json!({"lineItemId": l.id.to_string(), "legacyItemId": listing, "sku": l.sku, "quantity": l.quantity,
+                           "lineItemFulfillmentStatus": if o.stage == Stage::Shipped { "FULFILLED" } else { "NOT_STARTED" }})
+                })
+                .collect();
+            json!({
+                "orderId": order_id(o.id), "creationDate": rfc3339(o.created_us), "lastModifiedDate": rfc3339(o.modified_us),
+                "orderFulfillmentStatus": if o.stage == Stage::Shipped { "FULFILLED" } else { "NOT_STARTED" },
+                "orderPaymentStatus": "PAID",
+                "cancelStatus": {"cancelState": if o.stage == Stage::Cancelled { "CANCELED" } else { "NONE_REQUESTED" }},
+                "lineItems": lines,
+            })
+        })
+        .collect();
+    reply(
+        200,
+        &json!({"total": orders.len(), "limit": limit, "offset": offset, "orders": page}),
+        &[],
+    )
+}
