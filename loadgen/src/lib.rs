@@ -10,6 +10,7 @@
 
 pub mod amazon_sim;
 pub mod ebay_sim;
+pub mod etsy_sim;
 pub mod market;
 pub mod report;
 pub mod run;

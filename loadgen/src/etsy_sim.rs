@@ -1,0 +1,466 @@
+//! A simulated Etsy shop, as lockstep's `etsy` kind meets it (CHANNELS.md §7).
+//!
+//! - OAuth: `POST /v3/public/oauth/token` (refresh-token grant) issues the bearer token;
+//!   every `/v3/application` call also needs `x-api-key` (the app's keystring).
+//! - `GET` and `PUT /v3/application/listings/{listing_id}/inventory`. The PUT replaces the
+//!   listing's whole inventory, as Etsy's does: a product not sent is deleted. Prices are
+//!   read as `{amount, divisor, currency_code}` and must be written as decimals; the
+//!   write refuses read-only fields (`product_id`, `offering_id`, `is_deleted`). Each
+//!   listing also has a product lockstep does not map (the seller's own variation), so a
+//!   write that drops it shows.
+//! - Receipts: `GET /v3/application/shops/{shop_id}/receipts/{receipt_id}` and the listing
+//!   by `min_last_modified` (Unix seconds, `limit`/`offset`).
+//! - Webhooks: `order.paid` only (flat `{event_type, resource_url, shop_id}`), signed
+//!   Standard-Webhooks style with the endpoint's secret, retried 3 times. Cancellations
+//!   send nothing.
+//! - Limits: 10 requests/s and a daily quota, reported on every answer in
+//!   `x-limit-per-second`, `x-remaining-this-second`, `x-limit-per-day`,
+//!   `x-remaining-today`; past them, 429 with `retry-after`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::market::{gate, lock, now_us, Market, Req, Shop, Stage};
+use crate::signing;
+use crate::sim::{reply, Bucket, Reply, Sender};
+
+pub const SHOP_ID: &str = "31415926";
+const DAILY_QUOTA: i64 = 10_000;
+
+#[derive(Clone, Debug)]
+struct Offering {
+    id: u64,
+    quantity: i64,
+    price_cents: i64,
+    enabled: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Product {
+    id: u64,
+    sku: String,
+    color: String,
+    offerings: Vec<Offering>,
+}
+
+struct Extra {
+    api_key: String,
+    refresh_token: String,
+    token: String,
+    secret: String,
+    per_second: Bucket,
+    remaining_today: i64,
+    /// Listing id → its products.
+    inventories: BTreeMap<String, Vec<Product>>,
+    next_id: u64,
+}
+
+/// A running simulated Etsy shop.
+pub struct EtsySim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn etsy_error(status: u16, message: &str, headers: &[(&str, String)]) -> Reply {
+    reply(status, &json!({ "error": message }), headers)
+}
+
+impl EtsySim {
+    /// A shop listing `items` (our SKU, `listing_id/product_id`): each listing also gets
+    /// one product of its own that lockstep does not map (quantity 7, $15.00). The app's
+    /// keystring is `api_key`, the user's `refresh_token`; webhooks are signed with
+    /// `secret` (a `whsec_` secret).
+    pub fn start(
+        items: &[(&str, &str)],
+        api_key: &str,
+        refresh_token: &str,
+        secret: &str,
+    ) -> EtsySim {
+        let mut inventories: BTreeMap<String, Vec<Product>> = BTreeMap::new();
+        let mut next_id = 900_000;
+        for (sku, id) in items {
+            let (listing, product) = id.split_once('/').expect("listing_id/product_id");
+            next_id += 1;
+            inventories
+                .entry(listing.to_string())
+                .or_default()
+                .push(Product {
+                    id: product.parse().expect("a numeric product id"),
+                    sku: sku.to_string(),
+                    color: format!("color-{sku}"),
+                    offerings: vec![Offering {
+                        id: next_id,
+                        quantity: 0,
+                        price_cents: 2_250,
+                        enabled: true,
+                    }],
+                });
+        }
+        for (listing, products) in inventories.iter_mut() {
+            next_id += 1;
+            products.push(Product {
+                id: next_id,
+                sku: format!("SELLER-OWN-{listing}"),
+                color: "seller's own".into(),
+                offerings: vec![Offering {
+                    id: next_id + 1,
+                    quantity: 7,
+                    price_cents: 1_500,
+                    enabled: true,
+                }],
+            });
+            next_id += 1;
+        }
+        let extra = Arc::new(Mutex::new(Extra {
+            api_key: api_key.into(),
+            refresh_token: refresh_token.into(),
+            token: "12345678.sim-access-token".into(),
+            secret: secret.into(),
+            per_second: Bucket::new(10.0, 10.0),
+            remaining_today: DAILY_QUOTA,
+            inventories,
+            next_id,
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            3,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        EtsySim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/v3/public/oauth/token", self.market.url())
+    }
+
+    /// Sets what is left of today's quota.
+    pub fn set_remaining_today(&self, remaining: i64) {
+        self.extra().remaining_today = remaining;
+    }
+
+    /// A listing's products: (sku, color, [(quantity, price in cents)]).
+    pub fn inventory(&self, listing: &str) -> Vec<(String, String, Vec<(i64, i64)>)> {
+        self.extra().inventories[listing]
+            .iter()
+            .map(|p| {
+                let offerings = p
+                    .offerings
+                    .iter()
+                    .map(|o| (o.quantity, o.price_cents))
+                    .collect();
+                (p.sku.clone(), p.color.clone(), offerings)
+            })
+            .collect()
+    }
+
+    /// A buyer's paid order: stock lowered, `order.paid` sent. Returns the receipt id.
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
+        let id = self.market.shop().place(lines);
+        self.sync_levels();
+        let body = json!({
+            "event_type": "order.paid",
+            "resource_url": format!("https://openapi.etsy.com/v3/application/shops/{SHOP_ID}/receipts/{id}"),
+            "shop_id": SHOP_ID.parse::<u64>().unwrap_or(0),
+        })
+        .to_string()
+        .into_bytes();
+        let msg = format!("msg_{:024x}", rand::random::<u128>());
+        let key = signing::key_of(&self.extra().secret);
+        let ts = now_us() / 1_000_000;
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("webhook-id".to_string(), msg.clone()),
+            ("webhook-timestamp".to_string(), ts.to_string()),
+            (
+                "webhook-signature".to_string(),
+                signing::sign(&key, &msg, ts, &body),
+            ),
+        ];
+        self.market.deliver("order.paid", headers, body);
+        id
+    }
+
+    /// Ships or cancels a receipt (Etsy sends nothing for either).
+    pub fn advance(&self, receipt: u64, stage: Stage) {
+        self.market.shop().advance(receipt, stage);
+        self.sync_levels();
+    }
+
+    /// Orders change the shop's levels; the inventories follow.
+    fn sync_levels(&self) {
+        let levels = self.market.levels();
+        let mut extra = self.extra();
+        for products in extra.inventories.values_mut() {
+            for p in products.iter_mut() {
+                if let Some(level) = levels.get(&p.sku) {
+                    p.offerings[0].quantity = *level;
+                }
+            }
+        }
+    }
+}
+
+fn inventory_json(listing: &str, products: &[Product]) -> Value {
+    json!({
+        "listing_id": listing.parse::<u64>().unwrap_or(0),
+        "products": products.iter().map(|p| json!({
+            "product_id": p.id, "sku": p.sku, "is_deleted": false,
+            "offerings": p.offerings.iter().map(|o| json!({
+                "offering_id": o.id, "quantity": o.quantity, "is_enabled": o.enabled, "is_deleted": false,
+                "price": {"amount": o.price_cents, "divisor": 100, "currency_code": "USD"},
+            })).collect::<Vec<_>>(),
+            "property_values": [{"property_id": 200, "property_name": "Primary color", "scale_id": null,
+                                 "scale_name": null, "value_ids": [p.id], "values": [p.color]}],
+        })).collect::<Vec<_>>(),
+        "price_on_property": [], "quantity_on_property": [200], "sku_on_property": [200],
+    })
+}
+
+fn receipt_json(
+    shop: &Shop,
+    id: u64,
+    listing_of: &dyn Fn(&str) -> (String, String),
+) -> Option<Value> {
+    let o = shop.orders.get(&id)?;
+    let status = match o.stage {
+        Stage::Placed => "Paid",
+        Stage::Shipped => "Completed",
+        Stage::Cancelled => "Canceled",
+    };
+    Some(json!({
+        "receipt_id": o.id, "status": status, "is_paid": o.stage != Stage::Cancelled,
+        "is_shipped": o.stage == Stage::Shipped,
+        "create_timestamp": o.created_us / 1_000_000, "updated_timestamp": o.modified_us / 1_000_000,
+        "transactions": o.lines.iter().map(|l| {
+            let (listing, product) = listing_of(&l.sku);
+            json!({"transaction_id": l.id, "listing_id": listing.parse::<u64>().unwrap_or(0),
+                   "product_id": product.parse::<u64>().unwrap_or(0), "sku": l.sku, "quantity": l.quantity})
+        }).collect::<Vec<_>>(),
+    }))
+}
+
+/// Writes `body` as the listing's whole new inventory; `Err` is Etsy's 400 message.
+fn replace(extra: &mut Extra, listing: &str, body: &Value) -> Result<Vec<Product>, String> {
+    let sent = body["products"].as_array().ok_or("products is required")?;
+    let old = extra.inventories.get(listing).cloned().unwrap_or_default();
+    let mut products = Vec::new();
+    for p in sent {
+        for field in ["product_id", "is_deleted"] {
+            if p.get(field).is_some() {
+                return Err(format!("products.{field} is read-only"));
+            }
+        }
+        let sku = p["sku"].as_str().unwrap_or_default().to_string();
+        let color = p["property_values"][0]["values"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut offerings = Vec::new();
+        for o in p["offerings"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if o.get("offering_id").is_some() {
+                return Err("offerings.offering_id is read-only".into());
+            }
+            let price = o["price"]
+                .as_f64()
+                .ok_or("offerings.price must be a decimal")?;
+            let quantity = o["quantity"]
+                .as_i64()
+                .filter(|q| (0..=999).contains(q))
+                .ok_or("offerings.quantity must be 0 to 999")?;
+            extra.next_id += 1;
+            offerings.push(Offering {
+                id: extra.next_id,
+                quantity,
+                price_cents: (price * 100.0).round() as i64,
+                enabled: o["is_enabled"].as_bool().unwrap_or(true),
+            });
+        }
+        if offerings.is_empty() {
+            return Err(format!("product {sku} has no offerings"));
+        }
+        // A product the listing had keeps its id; a new one gets a new id.
+        let id = old
+            .iter()
+            .find(|o| o.sku == sku && o.color == color)
+            .map(|o| o.id)
+            .unwrap_or_else(|| {
+                extra.next_id += 1;
+                extra.next_id
+            });
+        products.push(Product {
+            id,
+            sku,
+            color,
+            offerings,
+        });
+    }
+    extra
+        .inventories
+        .insert(listing.to_string(), products.clone());
+    Ok(products)
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    _sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+    if req.path == "/v3/public/oauth/token" {
+        let ok = req.form("grant_type").as_deref() == Some("refresh_token")
+            && req.form("client_id").as_deref() == Some(&x.api_key)
+            && req.form("refresh_token").as_deref() == Some(&x.refresh_token);
+        return if ok {
+            reply(
+                200,
+                &json!({"access_token": x.token, "token_type": "Bearer", "expires_in": 3600, "refresh_token": x.refresh_token}),
+                &[],
+            )
+        } else {
+            reply(
+                400,
+                &json!({"error": "invalid_grant", "error_description": "refresh token not found or expired"}),
+                &[],
+            )
+        };
+    }
+    if req.header("x-api-key") != Some(x.api_key.as_str()) {
+        return etsy_error(403, "Invalid API key", &[]);
+    }
+    if req.header("authorization") != Some(format!("Bearer {}", x.token).as_str()) {
+        return etsy_error(401, "invalid_token", &[]);
+    }
+    // Every call spends the quotas; the answer reports them.
+    let limited = !x.per_second.take(1.0) || x.remaining_today <= 0;
+    if !limited {
+        x.remaining_today -= 1;
+    }
+    let quota = [
+        ("x-limit-per-second", "10".to_string()),
+        (
+            "x-remaining-this-second",
+            (x.per_second.available.floor() as i64).to_string(),
+        ),
+        ("x-limit-per-day", DAILY_QUOTA.to_string()),
+        ("x-remaining-today", x.remaining_today.max(0).to_string()),
+    ];
+    let is_write = req.method == hyper::Method::PUT;
+    if limited {
+        if is_write {
+            lock(shop).log_call(&req.path, 0, 429);
+        }
+        let mut headers = quota.to_vec();
+        headers.push(("retry-after", "1".into()));
+        return etsy_error(429, "You have exceeded your quota", &headers);
+    }
+    drop(x);
+    if is_write {
+        let throttled =
+            |s: u64| etsy_error(429, "Too many requests", &[("retry-after", s.to_string())]);
+        let failed = |code: u16| etsy_error(code, "Server error", &[]);
+        if let Some(r) = gate(shop, &req.path, throttled, failed) {
+            return r;
+        }
+    }
+    let Some(route) = req.route("/v3/application/") else {
+        return etsy_error(404, "Resource not found", &quota);
+    };
+    match (req.method.clone(), route.as_slice()) {
+        (hyper::Method::GET, ["listings", listing, "inventory"]) => {
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            match x.inventories.get(*listing) {
+                Some(products) => reply(200, &inventory_json(listing, products), &quota),
+                None => etsy_error(404, "Listing not found", &quota),
+            }
+        }
+        (hyper::Method::PUT, ["listings", listing, "inventory"]) => {
+            let body = req.json().unwrap_or(Value::Null);
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if !x.inventories.contains_key(*listing) {
+                return etsy_error(404, "Listing not found", &quota);
+            }
+            let sent = body["products"].as_array().map_or(0, Vec::len);
+            match replace(&mut x, listing, &body) {
+                Ok(products) => {
+                    let mut s = lock(shop);
+                    for p in &products {
+                        if s.listings.contains_key(&p.sku) {
+                            s.write(&p.sku, p.offerings[0].quantity);
+                        }
+                    }
+                    s.log_call(&req.path, sent, 200);
+                    reply(200, &inventory_json(listing, &products), &quota)
+                }
+                Err(message) => {
+                    lock(shop).log_call(&req.path, sent, 400);
+                    etsy_error(400, &message, &quota)
+                }
+            }
+        }
+        (hyper::Method::GET, ["shops", shop_id, "receipts", receipt]) if *shop_id == SHOP_ID => {
+            let s = lock(shop);
+            let listing_of = |sku: &str| split_id(&s, sku);
+            match receipt
+                .parse()
+                .ok()
+                .and_then(|id| receipt_json(&s, id, &listing_of))
+            {
+                Some(r) => reply(200, &r, &quota),
+                None => etsy_error(404, "Receipt not found", &quota),
+            }
+        }
+        (hyper::Method::GET, ["shops", shop_id, "receipts"]) if *shop_id == SHOP_ID => {
+            let since_s: i64 = req
+                .param("min_last_modified")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = req
+                .param("limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(25)
+                .clamp(1, 100);
+            let offset: usize = req
+                .param("offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut s = lock(shop);
+            // `min_last_modified` is inclusive, in whole seconds.
+            let orders = s.modified_after(since_s * 1_000_000 - 1);
+            let listing_of = |sku: &str| split_id(&s, sku);
+            let results: Vec<Value> = orders
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|o| receipt_json(&s, o.id, &listing_of))
+                .collect();
+            reply(
+                200,
+                &json!({"count": orders.len(), "results": results}),
+                &quota,
+            )
+        }
+        _ => etsy_error(404, "Resource not found", &quota),
+    }
+}
+
+fn split_id(shop: &Shop, sku: &str) -> (String, String) {
+    let id = shop
+        .listings
+        .get(sku)
+        .map(|l| l.id.clone())
+        .unwrap_or_default();
+    let (listing, product) = id.split_once('/').unwrap_or(("0", "0"));
+    (listing.to_string(), product.to_string())
+}

@@ -1,0 +1,234 @@
+//! The `etsy` kind against the simulated shop: `order.paid` checked, deduplicated and
+//! followed by a receipt fetch; cancellations (which Etsy never sends) found by the
+//! receipts poll, across restarts; the whole-listing write that keeps every product,
+//! offering, price and property; one listing per call; 429s and the daily quota.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::etsy_sim::{EtsySim, SHOP_ID};
+use loadgen::market::Stage;
+use loadgen::sim::Habits;
+use loadgen::webhook_sim::Fault;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const KEY: &str = "etsy-keystring-sim";
+const REFRESH: &str = "12345678.refresh-sim";
+const SECRET: &str = "whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=";
+
+struct Rig {
+    server: Server,
+    etsy: EtsySim,
+    _dir: tempfile::TempDir,
+}
+
+/// SKU `Y{i}` is product `70{i}` of listing `400{i / 2}` (two per listing).
+fn rig(skus: usize, extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let names: Vec<(String, String)> = (0..skus)
+        .map(|i| (format!("Y{i}"), format!("400{}/70{i}", i / 2)))
+        .collect();
+    let items: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(s, a)| (s.as_str(), a.as_str()))
+        .collect();
+    let etsy = EtsySim::start(&items, KEY, REFRESH, SECRET);
+    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "etsy", *a)).collect();
+    let config = format!(
+        "\n[[channels]]\nname = \"etsy\"\nkind = \"etsy\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nclient_id = \"{KEY}\"\nrefresh_token = \"{REFRESH}\"\nshop_id = \"{SHOP_ID}\"\n{extra}\n",
+        etsy.market.url(),
+    ) + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    etsy.market.set_webhook_url(&server.url("/webhooks/etsy"));
+    Rig {
+        server,
+        etsy,
+        _dir: dir,
+    }
+}
+
+fn count_all(rig: &Rig, skus: std::ops::Range<usize>, on_hand: i64) {
+    let events: Vec<Value> = skus
+        .clone()
+        .map(|i| {
+            event(
+                &format!("c-Y{i}-{on_hand}"),
+                &format!("Y{i}"),
+                "counted",
+                on_hand,
+            )
+        })
+        .collect();
+    let (status, body) = rig.server.post_events(&json!({ "events": events }));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        rig.etsy
+            .market
+            .wait_for(WAIT, |l| skus
+                .clone()
+                .all(|i| l[&format!("Y{i}")] == on_hand))
+            .is_some(),
+        "Etsy never showed {on_hand}: {:?}",
+        rig.etsy.market.levels()
+    );
+}
+
+#[test]
+fn order_paid_is_checked_deduplicated_and_its_receipt_fetched() {
+    let rig = rig(2, "");
+    count_all(&rig, 0..2, 10);
+    rig.etsy.market.set_habits(Habits {
+        duplicate: 1.0,
+        ..Habits::default()
+    });
+    rig.etsy.place_order(&[("Y0", 2), ("Y1", 1)]);
+    assert!(rig.etsy.market.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 2, 8))));
+    assert_eq!(rig.server.stock("Y1"), Some((10, 1, 9)));
+
+    let (headers, body) = rig.etsy.market.last_delivery().unwrap();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, _) = post_raw(&rig.server, "etsy", &headers, &body);
+    assert_eq!(status, 200, "a redelivery is answered");
+    assert_eq!(rig.server.stock("Y0"), Some((10, 2, 8)), "and taken once");
+
+    let forged: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| {
+            if *k == "webhook-signature" {
+                (*k, "v1,Zm9yZ2Vk")
+            } else {
+                (*k, *v)
+            }
+        })
+        .collect();
+    let (status, reply) = post_raw(&rig.server, "etsy", &forged, &body);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (401, Some("bad_signature"))
+    );
+    assert_eq!(rig.server.stock("Y0"), Some((10, 2, 8)));
+}
+
+#[test]
+fn cancellations_are_found_by_the_receipts_poll() {
+    let rig = rig(1, "poll_interval_s = 1");
+    count_all(&rig, 0..1, 10);
+    let receipt = rig.etsy.place_order(&[("Y0", 4)]);
+    assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 4, 6))));
+    rig.etsy.advance(receipt, Stage::Cancelled);
+    assert!(
+        eventually(WAIT, || rig.server.stock("Y0") == Some((10, 0, 10))),
+        "{:?}",
+        rig.server.stock("Y0")
+    );
+}
+
+#[test]
+fn the_receipts_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
+    let rig = rig(1, "poll_interval_s = 1");
+    rig.etsy.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.etsy
+        .market
+        .set_listing_lag(Duration::from_millis(1_500));
+    let etsy = &rig.etsy;
+    poll_survives_restarts(rig.server, "etsy", "Y0", &|sku, qty| {
+        etsy.place_order(&[(sku, qty)]);
+    });
+}
+
+#[test]
+fn the_whole_listing_write_never_drops_an_offering() {
+    let rig = rig(4, "");
+    let before = rig.etsy.inventory("4000");
+    count_all(&rig, 0..4, 12);
+    let after = rig.etsy.inventory("4000");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "every product is still listed: {after:?}"
+    );
+    for ((sku, color, offerings), (sku0, color0, offerings0)) in after.iter().zip(&before) {
+        assert_eq!(
+            (sku, color),
+            (sku0, color0),
+            "product and its property kept"
+        );
+        assert_eq!(offerings.len(), offerings0.len());
+        assert_eq!(offerings[0].1, offerings0[0].1, "price kept for {sku}");
+        let expected = if sku.starts_with("SELLER-OWN") { 7 } else { 12 };
+        assert_eq!(offerings[0].0, expected, "quantity of {sku}");
+    }
+    // One call per listing, each carrying the listing's every product.
+    let calls = rig.etsy.market.calls();
+    assert!(
+        calls.iter().all(|c| c.status == 200 && c.items == 3),
+        "{calls:?}"
+    );
+    assert!(calls.len() <= 4, "{calls:?}");
+}
+
+#[test]
+fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
+    let rig = rig(2, "");
+    rig.etsy
+        .market
+        .set_fault(Fault::Throttle { retry_after_s: 1 });
+    let (status, _) = rig
+        .server
+        .post_events(&json!({"events": [event("a", "Y0", "counted", 3)]}));
+    assert_eq!(status, 200);
+    assert!(eventually(WAIT, || rig
+        .etsy
+        .market
+        .calls()
+        .iter()
+        .any(|c| c.status == 429)));
+    rig.etsy.market.set_fault(Fault::None);
+    assert!(rig.etsy.market.wait_for(WAIT, |l| l["Y0"] == 3).is_some());
+
+    // The answers report 60 calls left today: under the floor, pushes wait.
+    rig.etsy.set_remaining_today(60);
+    let (status, _) = rig
+        .server
+        .post_events(&json!({"events": [event("b", "Y0", "counted", 4)]}));
+    assert_eq!(status, 200);
+    assert!(
+        rig.etsy.market.wait_for(WAIT, |l| l["Y0"] == 4).is_some(),
+        "the call that saw the quota"
+    );
+    let calls = rig.etsy.market.calls().len();
+    let (status, _) = rig
+        .server
+        .post_events(&json!({"events": [event("c", "Y1", "counted", 5)]}));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        rig.etsy.market.calls().len(),
+        calls,
+        "no write while the quota is spent"
+    );
+    assert_eq!(rig.etsy.market.level("Y1"), Some(0));
+    let metrics = Server::client()
+        .get(rig.server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lockstep_channel_quota_remaining{channel=\"etsy\"}")),
+        "the quota is exported"
+    );
+}
