@@ -9,6 +9,7 @@
 //! - `run`: the open-loop `latency` scenario.
 
 pub mod amazon_sim;
+pub mod bigcommerce_sim;
 pub mod ebay_sim;
 pub mod etsy_sim;
 pub mod market;

@@ -221,13 +221,13 @@ impl Amazon {
         })?;
         let changed = payload::source_time(
             &[
-                payload::time(&change["OrderChangeTrigger"]["TimeOfOrderChange"]),
+                payload::time_end(&change["OrderChangeTrigger"]["TimeOfOrderChange"]),
                 Some(event_time),
             ],
             now,
         );
         let purchased = payload::source_time(
-            &[payload::time(&summary["PurchaseDate"]), Some(changed)],
+            &[payload::time_end(&summary["PurchaseDate"]), Some(changed)],
             now,
         );
         let mut items = Vec::new();
@@ -395,7 +395,8 @@ impl ChannelAdapter for Amazon {
         if self.seen.contains(&id) {
             return Ok(Vec::new());
         }
-        let event_time = payload::source_time(&[payload::time(&notification["EventTime"])], now);
+        let event_time =
+            payload::source_time(&[payload::time_end(&notification["EventTime"])], now);
         let payload = &notification["Payload"];
         match notification["NotificationType"]
             .as_str()
@@ -588,7 +589,7 @@ impl OrderPoll for Amazon {
             for order in payload::list(&listing["payload"]["Orders"]) {
                 let order_id =
                     payload::id(&order["AmazonOrderId"]).ok_or("an order without AmazonOrderId")?;
-                let updated = payload::time(&order["LastUpdateDate"]);
+                let updated = payload::time_end(&order["LastUpdateDate"]);
                 page.newest = page.newest.max(updated);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
                 let path = format!("/orders/v0/orders/{order_id}/orderItems");
@@ -604,8 +605,10 @@ impl OrderPoll for Amazon {
                             ))
                         })
                         .collect();
-                let purchased =
-                    payload::source_time(&[payload::time(&order["PurchaseDate"]), updated], now);
+                let purchased = payload::source_time(
+                    &[payload::time_end(&order["PurchaseDate"]), updated],
+                    now,
+                );
                 let changed = payload::source_time(&[updated], now);
                 page.events
                     .extend(self.order_events(&order_id, status, &items, purchased, changed, now));

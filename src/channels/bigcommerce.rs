@@ -6,7 +6,9 @@
 //! when `auth_header = "Name: value"` is set. The payload is thin (`{scope, store_id,
 //! producer, hash, created_at, data: {type, id}}`): the order (`GET /v2/orders/{id}`, for
 //! its status) and its lines (`GET /v2/orders/{id}/products`) are fetched. The payload's
-//! `hash` (the same when BigCommerce fires a hook twice) deduplicates redeliveries; keys
+//! `hash` (the same when BigCommerce fires a hook twice), with `created_at` (so two
+//! firings about two edits of one order, whose thin payloads are alike, stay apart),
+//! deduplicates redeliveries; keys
 //! are `{channel}/{order}/{line}/{transition}`, so two hooks about one change (created and
 //! statusUpdated) apply it once. Order statuses: 0 Incomplete and 7 Awaiting Payment hold
 //! nothing; 1, 3, 8, 9, 11, 12, 13, 14 placed; 2 Shipped and 10 Completed placed and
@@ -108,7 +110,13 @@ impl BigCommerce {
         now: Micros,
     ) -> Result<Vec<Event>, String> {
         let order_id = payload::id(&order["id"]).ok_or("an order without id")?;
-        let time = |field: &str| order[field].as_str().and_then(parse_rfc2822);
+        // Whole seconds: placed at the second's end (see `payload::time_end`).
+        let time = |field: &str| {
+            order[field]
+                .as_str()
+                .and_then(parse_rfc2822)
+                .map(|t| t + 999_999)
+        };
         let created = payload::source_time(&[time("date_created")], now);
         let modified = payload::source_time(&[time("date_modified"), Some(created)], now);
         let shipped_at = time("date_shipped");
@@ -225,7 +233,13 @@ impl ChannelAdapter for BigCommerce {
         Box::pin(async move {
             self.verify(headers, body, now)?;
             let hook = payload::json(body)?;
-            let hash = payload::required_id(&hook["hash"], "hash")?;
+            // The hash is the same when a hook fires twice; with the creation time, two
+            // firings of the same thin payload for two edits stay apart.
+            let hash = format!(
+                "{}@{}",
+                payload::required_id(&hook["hash"], "hash")?,
+                hook["created_at"]
+            );
             if self.seen.contains(&hash) {
                 return Ok(Inbound::default());
             }

@@ -176,8 +176,8 @@ impl Ebay {
     /// The events of one order resource.
     fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
         let order_id = payload::id(&order["orderId"]).ok_or("an order without orderId")?;
-        let created = payload::source_time(&[payload::time(&order["creationDate"])], now);
-        let modified = payload::source_time(&[payload::time(&order["lastModifiedDate"])], now);
+        let created = payload::source_time(&[payload::time_end(&order["creationDate"])], now);
+        let modified = payload::source_time(&[payload::time_end(&order["lastModifiedDate"])], now);
         let cancelled = order["cancelStatus"]["cancelState"] == "CANCELED";
         let mut events = Vec::new();
         for line in payload::list(&order["lineItems"]) {
@@ -425,7 +425,9 @@ impl OrderPoll for Ebay {
             let orders = payload::list(&reply["orders"]);
             let mut page = PollPage::default();
             for order in orders {
-                page.newest = page.newest.max(payload::time(&order["lastModifiedDate"]));
+                page.newest = page
+                    .newest
+                    .max(payload::time_end(&order["lastModifiedDate"]));
                 page.events.extend(self.order_events(order, now)?);
             }
             let total = reply["total"].as_u64().unwrap_or(0);

@@ -151,7 +151,7 @@ impl Etsy {
     /// The events of one receipt (from the webhook's fetch or the poll).
     fn receipt_events(&self, receipt: &Value, now: Micros) -> Result<Vec<Event>, String> {
         let id = payload::id(&receipt["receipt_id"]).ok_or("a receipt without receipt_id")?;
-        let unix = |field: &str| receipt[field].as_i64().map(|s| s * MICROS_PER_SECOND);
+        let unix = |field: &str| payload::unix_end(&receipt[field]);
         let created = payload::source_time(&[unix("create_timestamp")], now);
         let updated = payload::source_time(&[unix("updated_timestamp"), Some(created)], now);
         let status = receipt["status"]
@@ -551,9 +551,7 @@ impl OrderPoll for Etsy {
             let receipts = payload::list(&reply["results"]);
             let mut page = PollPage::default();
             for receipt in receipts {
-                let updated = receipt["updated_timestamp"]
-                    .as_i64()
-                    .map(|s| s * MICROS_PER_SECOND);
+                let updated = payload::unix_end(&receipt["updated_timestamp"]);
                 page.newest = page.newest.max(updated);
                 page.events.extend(self.receipt_events(receipt, now)?);
             }

@@ -46,6 +46,22 @@ pub fn time(value: &Value) -> Option<Micros> {
     parse_rfc3339(text).or_else(|| parse_rfc3339(&format!("{text}Z")))
 }
 
+/// A time given in whole seconds happened somewhere in that second, so it is placed at
+/// the second's end: a shipment in the same second as a count is then taken as after it
+/// (counted again: under-reports, never oversells) rather than before it (absorbed by the
+/// count: over-reports). Times with a fraction are taken as they are.
+pub fn time_end(value: &Value) -> Option<Micros> {
+    let whole_seconds = value.as_str().is_some_and(|t| !t.contains('.'));
+    time(value).map(|t| if whole_seconds { t + 999_999 } else { t })
+}
+
+/// Unix seconds, placed at the second's end (see `time_end`).
+pub fn unix_end(value: &Value) -> Option<Micros> {
+    value
+        .as_i64()
+        .map(|s| s * crate::clock::MICROS_PER_SECOND + 999_999)
+}
+
 /// A source time, never more than an hour ahead of our clock (as the native API allows).
 pub fn source_time(candidates: &[Option<Micros>], now: Micros) -> Micros {
     candidates

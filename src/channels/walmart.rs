@@ -256,12 +256,13 @@ fn quantity_text(value: &Value) -> Option<i64> {
         .or_else(|| payload::quantity(&json!(value.as_str()?.trim().parse::<i64>().ok()?)))
 }
 
-/// Epoch milliseconds (the orders API's dates), or RFC 3339.
+/// Epoch milliseconds (the orders API's dates; placed at the millisecond's end), or
+/// RFC 3339.
 fn millis(value: &Value) -> Option<Micros> {
     value
         .as_i64()
-        .map(|ms| ms * 1_000)
-        .or_else(|| payload::time(value))
+        .map(|ms| ms * 1_000 + 999)
+        .or_else(|| payload::time_end(value))
 }
 
 impl ChannelAdapter for Walmart {
@@ -296,7 +297,7 @@ impl ChannelAdapter for Walmart {
         }
         let at = payload::source_time(
             &[
-                payload::time(&source["eventTime"]),
+                payload::time_end(&source["eventTime"]),
                 millis(&source["eventTime"]),
             ],
             now,

@@ -282,13 +282,9 @@ impl WooCommerce {
     }
 }
 
-/// A WooCommerce `..._gmt` time. They have whole seconds: the fact happened somewhere in
-/// that second, so it is placed at the second's end. A shipment in the same second as a
-/// count is then taken as after it (counted again: under-reports, never oversells)
-/// rather than before it (absorbed by the count: over-reports).
+/// A WooCommerce `..._gmt` time: whole seconds, placed at the second's end.
 fn woo_time(value: &Value) -> Option<Micros> {
-    let whole_seconds = value.as_str().is_some_and(|t| !t.contains('.'));
-    payload::time(value).map(|t| if whole_seconds { t + 999_999 } else { t })
+    payload::time_end(value)
 }
 
 /// WooCommerce's creation ping: the form body `webhook_id=<number>`.

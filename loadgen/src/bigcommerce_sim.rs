@@ -1,0 +1,344 @@
+//! A simulated BigCommerce store, as lockstep's `bigcommerce` kind meets it (CHANNELS.md §3).
+//!
+//! - REST under `/stores/{hash}` with `X-Auth-Token` (401 otherwise):
+//!   `GET /v2/orders/{id}` (RFC 2822 dates, `status_id`), `GET /v2/orders/{id}/products`,
+//!   `PUT /v3/inventory/adjustments/absolute` (at most 2,000 items, else 422; answered with
+//!   a `transaction_id`), `GET /v3/inventory/items?variant_id:in=`.
+//! - Rate limit per store in a fixed window (150 requests per 30 s unless set), reported on
+//!   every answer in `X-Rate-Limit-Requests-Left`, `-Requests-Quota`, `-Time-Reset-Ms`,
+//!   `-Time-Window-Ms`; past it, 429 with the same headers.
+//! - Webhooks: `store/order/created` and `store/order/statusUpdated`, thin (`{scope,
+//!   store_id, producer, hash, created_at, data}`), with the hook's registered custom
+//!   header and a Standard Webhooks signature keyed with the app's client secret; `hash`
+//!   is the SHA-1 of the payload, the same on a redelivery; retried 3 times. After an
+//!   inventory write, `store/product/inventory/updated` (`method: "absolute"`) when echoes
+//!   are on.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha1::Digest;
+
+use crate::market::{gate, lock, now_us, rfc2822, Market, Req, Shop, Stage};
+use crate::signing;
+use crate::sim::{reply, Delivery, Reply, Sender};
+
+pub const STORE_HASH: &str = "abc123sim";
+/// Items per absolute adjustment.
+pub const BATCH_LIMIT: usize = 2_000;
+
+struct Window {
+    quota: u32,
+    length: Duration,
+    started: Instant,
+    used: u32,
+}
+
+struct Extra {
+    token: String,
+    secret: String,
+    header: (String, String),
+    window: Window,
+}
+
+/// A running simulated store.
+pub struct BigCommerceSim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn status_id(stage: Stage) -> u32 {
+    match stage {
+        Stage::Placed => 11,
+        Stage::Shipped => 2,
+        Stage::Cancelled => 5,
+    }
+}
+
+impl Window {
+    /// Spends one request if the window has room; returns the rate headers.
+    fn spend(&mut self) -> (bool, Vec<(&'static str, String)>) {
+        if self.started.elapsed() >= self.length {
+            self.started = Instant::now();
+            self.used = 0;
+        }
+        let ok = self.used < self.quota;
+        if ok {
+            self.used += 1;
+        }
+        let reset = self
+            .length
+            .saturating_sub(self.started.elapsed())
+            .as_millis();
+        let headers = vec![
+            (
+                "x-rate-limit-requests-left",
+                (self.quota - self.used).to_string(),
+            ),
+            ("x-rate-limit-requests-quota", self.quota.to_string()),
+            ("x-rate-limit-time-reset-ms", reset.to_string()),
+            (
+                "x-rate-limit-time-window-ms",
+                self.length.as_millis().to_string(),
+            ),
+        ];
+        (ok, headers)
+    }
+}
+
+fn bc_error(status: u16, title: &str, headers: &[(&str, String)]) -> Reply {
+    reply(
+        status,
+        &json!({"status": status, "title": title, "type": "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"}),
+        headers,
+    )
+}
+
+impl BigCommerceSim {
+    /// A store listing `items` (our SKU, variant id) whose app has `token` (API) and
+    /// `secret` (client secret: the webhook signing key); hooks carry `header`.
+    pub fn start(
+        items: &[(&str, &str)],
+        token: &str,
+        secret: &str,
+        header: (&str, &str),
+    ) -> BigCommerceSim {
+        let extra = Arc::new(Mutex::new(Extra {
+            token: token.into(),
+            secret: secret.into(),
+            header: (header.0.into(), header.1.into()),
+            window: Window {
+                quota: 150,
+                length: Duration::from_secs(30),
+                started: Instant::now(),
+                used: 0,
+            },
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            3,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        BigCommerceSim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store's rate limit: `quota` requests per `window`.
+    pub fn set_window(&self, quota: u32, window: Duration) {
+        self.extra().window = Window {
+            quota,
+            length: window,
+            started: Instant::now(),
+            used: 0,
+        };
+    }
+
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
+        let id = self.market.shop().place(lines);
+        self.hook("store/order/created", json!({"type": "order", "id": id}));
+        id
+    }
+
+    pub fn advance(&self, id: u64, stage: Stage) {
+        let previous = self.market.shop().orders[&id].stage;
+        self.market.shop().advance(id, stage);
+        self.hook(
+            "store/order/statusUpdated",
+            json!({"type": "order", "id": id,
+                   "status": {"previous_status_id": status_id(previous), "new_status_id": status_id(stage)}}),
+        );
+    }
+
+    fn hook(&self, scope: &str, data: Value) {
+        let (headers, body) = hook_delivery(&self.extra(), scope, data);
+        self.market.deliver(scope, headers, body);
+    }
+}
+
+/// A signed hook: headers and body.
+fn hook_delivery(extra: &Extra, scope: &str, data: Value) -> (Vec<(String, String)>, Vec<u8>) {
+    let payload = json!({"scope": scope, "store_id": "1001", "data": data});
+    let hash = format!("{:x}", sha1::Sha1::digest(payload.to_string().as_bytes()));
+    let created = now_us() / 1_000_000;
+    let body =
+        json!({"scope": scope, "store_id": "1001", "producer": format!("stores/{STORE_HASH}"),
+                      "hash": hash, "created_at": created, "data": payload["data"]})
+        .to_string()
+        .into_bytes();
+    let id = format!("{:032x}", rand::random::<u128>());
+    let signature = signing::sign(extra.secret.as_bytes(), &id, created, &body);
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("webhook-id".to_string(), id),
+        ("webhook-timestamp".to_string(), created.to_string()),
+        ("webhook-signature".to_string(), signature),
+        (extra.header.0.clone(), extra.header.1.clone()),
+    ];
+    (headers, body)
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+    if req.header("x-auth-token") != Some(x.token.as_str()) {
+        return bc_error(
+            401,
+            "The request was not authorized: X-Auth-Token is missing or invalid.",
+            &[],
+        );
+    }
+    let (room, rate) = x.window.spend();
+    let is_write = req.method == hyper::Method::PUT;
+    if !room {
+        if is_write {
+            lock(shop).log_call(&req.path, 0, 429);
+        }
+        return bc_error(429, "Too many requests", &rate);
+    }
+    drop(x);
+    if is_write {
+        let throttled = |s: u64| {
+            bc_error(
+                429,
+                "Too many requests",
+                &[("x-rate-limit-time-reset-ms", (s * 1000).to_string())],
+            )
+        };
+        let failed = |code: u16| bc_error(code, "Internal error", &[]);
+        if let Some(r) = gate(shop, &req.path, throttled, failed) {
+            return r;
+        }
+    }
+    let Some(route) = req.route(&format!("/stores/{STORE_HASH}/")) else {
+        return bc_error(404, "Not found", &rate);
+    };
+    match (req.method.clone(), route.as_slice()) {
+        (hyper::Method::GET, ["v2", "orders", id]) => {
+            let s = lock(shop);
+            let Some(o) = id.parse().ok().and_then(|id: u64| s.orders.get(&id)) else {
+                return reply(
+                    404,
+                    &json!([{"status": 404, "message": "The requested resource was not found."}]),
+                    &rate,
+                );
+            };
+            let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
+            reply(
+                200,
+                &json!({"id": o.id, "status_id": status_id(o.stage), "date_created": rfc2822(o.created_us),
+                        "date_modified": rfc2822(o.modified_us), "date_shipped": shipped}),
+                &rate,
+            )
+        }
+        (hyper::Method::GET, ["v2", "orders", id, "products"]) => {
+            let s = lock(shop);
+            let Some(o) = id.parse().ok().and_then(|id: u64| s.orders.get(&id)) else {
+                return reply(
+                    404,
+                    &json!([{"status": 404, "message": "The requested resource was not found."}]),
+                    &rate,
+                );
+            };
+            let lines: Vec<Value> = o
+                .lines
+                .iter()
+                .map(|l| {
+                    let variant: u64 = s.listings[&l.sku].id.parse().unwrap_or(0);
+                    json!({"id": l.id, "order_id": o.id, "product_id": variant / 10, "variant_id": variant,
+                           "sku": l.sku, "quantity": l.quantity,
+                           "quantity_shipped": if o.stage == Stage::Shipped { l.quantity } else { 0 }})
+                })
+                .collect();
+            reply(200, &Value::Array(lines), &rate)
+        }
+        (hyper::Method::PUT, ["v3", "inventory", "adjustments", "absolute"]) => {
+            let body = req.json().unwrap_or(Value::Null);
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            let mut s = lock(shop);
+            if items.is_empty() || items.len() > BATCH_LIMIT {
+                s.log_call(&req.path, items.len(), 422);
+                return reply(
+                    422,
+                    &json!({"status": 422, "title": "Input is invalid",
+                                          "errors": {"items": format!("must have 1 to {BATCH_LIMIT} items")}}),
+                    &rate,
+                );
+            }
+            let mut writes = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let variant = item["variant_id"].as_u64().map(|v| v.to_string());
+                let listing = variant
+                    .as_deref()
+                    .and_then(|v| s.by_id(v))
+                    .map(|l| l.sku.clone());
+                let (Some(sku), Some(quantity)) = (listing, item["quantity"].as_i64()) else {
+                    s.log_call(&req.path, items.len(), 422);
+                    return reply(
+                        422,
+                        &json!({"status": 422, "title": "Input is invalid",
+                                              "errors": {format!("items.{i}"): "unknown variant or no quantity"}}),
+                        &rate,
+                    );
+                };
+                writes.push((sku, quantity, variant.unwrap_or_default()));
+            }
+            // One transaction: every item, or none.
+            for (sku, quantity, _) in &writes {
+                s.write(sku, *quantity);
+            }
+            s.log_call(&req.path, items.len(), 200);
+            drop(s);
+            if sender.habits().echo {
+                let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, quantity, variant) in writes {
+                    let product = variant.parse::<u64>().unwrap_or(0) / 10;
+                    let data = json!({"type": "product", "id": product,
+                                      "inventory": {"product_id": product, "method": "absolute", "value": quantity}});
+                    let (headers, body) =
+                        hook_delivery(&x, "store/product/inventory/updated", data);
+                    let build = move || Delivery {
+                        headers: headers.clone(),
+                        body: body.clone(),
+                    };
+                    sender.send(
+                        &tokio::runtime::Handle::current(),
+                        "store/product/inventory/updated",
+                        Arc::new(build),
+                    );
+                }
+            }
+            reply(
+                200,
+                &json!({"transaction_id": format!("{:032x}", rand::random::<u128>())}),
+                &rate,
+            )
+        }
+        (hyper::Method::GET, ["v3", "inventory", "items"]) => {
+            let s = lock(shop);
+            let wanted: Vec<String> = req
+                .param("variant_id:in")
+                .map(|v| v.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            let data: Vec<Value> = wanted
+                .iter()
+                .filter_map(|v| s.by_id(v))
+                .map(|l| {
+                    let variant: u64 = l.id.parse().unwrap_or(0);
+                    json!({"identity": {"sku": l.sku, "variant_id": variant, "product_id": variant / 10},
+                           "locations": [{"location_id": 1, "total_inventory_onhand": l.level, "available_to_sell": l.level}]})
+                })
+                .collect();
+            reply(200, &json!({ "data": data }), &rate)
+        }
+        _ => bc_error(404, "Not found", &rate),
+    }
+}

@@ -1,0 +1,225 @@
+//! The `bigcommerce` kind against the simulated store: thin `store/order/*` hooks checked
+//! (Standard Webhooks signature and the registered header), deduplicated on `hash`, and
+//! followed by fetching the order and its lines; absolute adjustments of up to 2,000
+//! items; pacing from the `X-Rate-Limit-*` headers, 429s honoured; echoes change nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT, STORE_HASH};
+use loadgen::market::Stage;
+use loadgen::sim::Habits;
+use loadgen::webhook_sim::Fault;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "bc-access-token-sim";
+const SECRET: &str = "bc-client-secret-sim";
+const HEADER: (&str, &str) = ("x-hook-auth", "registered-hook-secret");
+
+struct Rig {
+    server: Server,
+    bc: BigCommerceSim,
+    _dir: tempfile::TempDir,
+}
+
+/// SKU `B{i}` is variant `3{i:04}`.
+fn rig(skus: usize, extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let names: Vec<(String, String)> = (0..skus)
+        .map(|i| (format!("B{i}"), format!("3{i:04}")))
+        .collect();
+    let items: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(s, a)| (s.as_str(), a.as_str()))
+        .collect();
+    let bc = BigCommerceSim::start(&items, TOKEN, SECRET, HEADER);
+    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "bc", *a)).collect();
+    let config = format!(
+        "\n[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"{}\"\nstore_hash = \"{STORE_HASH}\"\naccess_token = \"{TOKEN}\"\nwebhook_secret = \"{SECRET}\"\nauth_header = \"{}: {}\"\n{extra}\n",
+        bc.market.url(),
+        HEADER.0,
+        HEADER.1
+    ) + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    bc.market.set_webhook_url(&server.url("/webhooks/bc"));
+    Rig {
+        server,
+        bc,
+        _dir: dir,
+    }
+}
+
+fn count_all(rig: &Rig, skus: std::ops::Range<usize>, on_hand: i64) {
+    let events: Vec<Value> = skus
+        .clone()
+        .map(|i| {
+            event(
+                &format!("c-B{i}-{on_hand}"),
+                &format!("B{i}"),
+                "counted",
+                on_hand,
+            )
+        })
+        .collect();
+    for chunk in events.chunks(1_000) {
+        let (status, body) = rig.server.post_events(&json!({ "events": chunk }));
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        rig.bc
+            .market
+            .wait_for(WAIT, |l| skus
+                .clone()
+                .all(|i| l[&format!("B{i}")] == on_hand))
+            .is_some(),
+        "the store never showed {on_hand}"
+    );
+}
+
+#[test]
+fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
+    let rig = rig(2, "");
+    count_all(&rig, 0..2, 10);
+    rig.bc.market.set_habits(Habits {
+        duplicate: 1.0,
+        reorder: Duration::from_millis(50),
+        echo: true,
+        ..Habits::default()
+    });
+    let order = rig.bc.place_order(&[("B0", 3), ("B1", 2)]);
+    assert!(eventually(WAIT, || rig.server.stock("B0")
+        == Some((10, 3, 7))
+        && rig.server.stock("B1") == Some((10, 2, 8))));
+
+    let (headers, body) = rig.bc.market.last_delivery().unwrap();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, _) = post_raw(&rig.server, "bc", &headers, &body);
+    assert_eq!(status, 200);
+    assert_eq!(
+        rig.server.stock("B0"),
+        Some((10, 3, 7)),
+        "a redelivery is taken once"
+    );
+
+    // A wrong signature, or the right one without the registered header: refused.
+    let forged: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| {
+            if *k == "webhook-signature" {
+                (*k, "v1,Zm9yZ2Vk")
+            } else {
+                (*k, *v)
+            }
+        })
+        .collect();
+    assert_eq!(post_raw(&rig.server, "bc", &forged, &body).0, 401);
+    let headless: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| *k != HEADER.0)
+        .cloned()
+        .collect();
+    let (status, reply) = post_raw(&rig.server, "bc", &headless, &body);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (401, Some("missing_signature")),
+        "{reply}"
+    );
+
+    rig.bc.advance(order, Stage::Shipped);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((7, 0, 7))),
+        "{:?} {:?}",
+        audit_of(&rig.server, "B0"),
+        rig.server.stderr_lines()
+    );
+    let cancelled = rig.bc.place_order(&[("B1", 1)]);
+    rig.bc.advance(cancelled, Stage::Cancelled);
+    assert!(eventually(WAIT, || rig.server.stock("B1")
+        == Some((8, 0, 8))
+        && audit_of(&rig.server, "B1")
+            .iter()
+            .any(|r| r["kind"] == "order_cancelled")));
+    // The echoes of our writes (`method: absolute`) changed nothing.
+    assert!(rig
+        .bc
+        .market
+        .sender
+        .sent()
+        .iter()
+        .any(|s| s.topic == "store/product/inventory/updated"));
+    assert!(rig
+        .bc
+        .market
+        .wait_for(WAIT, |l| l["B0"] == 7 && l["B1"] == 8)
+        .is_some());
+}
+
+#[test]
+fn adjustments_carry_up_to_2000_items() {
+    let skus = 2_300;
+    let rig = rig(skus, "");
+    count_all(&rig, 0..skus, 5);
+    let calls = rig.bc.market.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.items <= BATCH_LIMIT && c.status == 200),
+        "{calls:?}"
+    );
+    assert_eq!(calls.iter().map(|c| c.items).sum::<usize>(), skus);
+    assert!(
+        calls.iter().any(|c| c.items > 1_000),
+        "many items per call: {calls:?}"
+    );
+}
+
+#[test]
+fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
+    let rig = rig(4, "");
+    // 3 requests per 1.5 s window: pushing past it would draw 429s.
+    rig.bc.set_window(3, Duration::from_millis(1_500));
+    for round in 1..=4 {
+        count_all(&rig, 0..4, round);
+    }
+    let calls = rig.bc.market.calls();
+    assert!(
+        calls.iter().all(|c| c.status == 200),
+        "the window was respected: {calls:?}"
+    );
+
+    rig.bc.set_window(150, Duration::from_secs(30));
+    rig.bc
+        .market
+        .set_fault(Fault::Throttle { retry_after_s: 1 });
+    let (status, _) = rig
+        .server
+        .post_events(&json!({"events": [event("storm", "B0", "adjusted", 1)]}));
+    assert_eq!(status, 200);
+    assert!(eventually(WAIT, || rig
+        .bc
+        .market
+        .calls()
+        .iter()
+        .any(|c| c.status == 429)));
+    std::thread::sleep(Duration::from_secs(2));
+    let throttled = rig
+        .bc
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.status == 429)
+        .count();
+    assert!(
+        throttled <= 4,
+        "Time-Reset-Ms is waited: {throttled} calls in 2 s"
+    );
+    rig.bc.market.set_fault(Fault::None);
+    assert!(rig.bc.market.wait_for(WAIT, |l| l["B0"] == 5).is_some());
+}
