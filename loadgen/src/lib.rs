@@ -19,5 +19,6 @@ pub mod shopify_sim;
 pub mod signing;
 pub mod sim;
 pub mod traffic;
+pub mod walmart_sim;
 pub mod webhook_sim;
 pub mod woo_sim;

@@ -1,0 +1,360 @@
+//! A simulated Walmart Marketplace seller, as lockstep's `walmart` kind meets it
+//! (CHANNELS.md §6).
+//!
+//! - `POST /v3/token` (client credentials in Basic auth, with `WM_SVC.NAME` and
+//!   `WM_QOS.CORRELATION_ID`) issues `WM_SEC.ACCESS_TOKEN` (15 minutes).
+//! - Every call needs Basic auth, the token, `WM_SVC.NAME` and `WM_QOS.CORRELATION_ID`
+//!   (400 naming the header otherwise); correlation ids are recorded.
+//! - `PUT /v3/inventory?sku=` (`{sku, quantity: {unit: "EACH", amount}}`) one SKU per
+//!   call, `GET /v3/inventory?sku=`; a token bucket answers 429 with `Retry-After`,
+//!   `x-current-token-count` and `x-next-replenishment-time`.
+//! - `GET /v3/orders?lastModifiedStartDate=` with the orders API's nested shape, paged by
+//!   `nextCursor`.
+//! - Webhooks `PO_CREATED` and `ORDER_UPDATES` (`PO_LINE_AUTOCANCELLED`), authenticated
+//!   as the subscription chose (HMAC of the body with the client secret, base64, or
+//!   Basic) in the chosen header; 2 retries (3 attempts).
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::market::{gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
+use crate::sim::{reply, Reply, Sender};
+
+/// How the subscription authenticates webhooks.
+#[derive(Clone)]
+pub enum HookAuth {
+    /// HMAC-SHA256 of the body keyed with the client secret, base64, in this header.
+    Hmac(String),
+    /// `Basic base64(user:password)` in this header.
+    Basic(String, String),
+}
+
+struct Extra {
+    basic: String,
+    secret: String,
+    token: String,
+    hook_auth: HookAuth,
+    correlation_ids: Vec<String>,
+}
+
+/// A running simulated Walmart seller.
+pub struct WalmartSim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn wm_error(status: u16, code: &str, description: &str, headers: &[(&str, String)]) -> Reply {
+    reply(
+        status,
+        &json!({"errors": [{"code": code, "description": description, "severity": "ERROR", "category": "APPLICATION"}]}),
+        headers,
+    )
+}
+
+fn stage_status(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Placed => "Created",
+        Stage::Shipped => "Shipped",
+        Stage::Cancelled => "Cancelled",
+    }
+}
+
+impl WalmartSim {
+    /// A seller listing `items` (our SKU, Walmart seller SKU) with API credentials
+    /// `(client_id, client_secret)`; webhooks authenticated by `hook_auth`.
+    pub fn start(items: &[(&str, &str)], client: (&str, &str), hook_auth: HookAuth) -> WalmartSim {
+        let extra = Arc::new(Mutex::new(Extra {
+            basic: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", client.0, client.1))
+            ),
+            secret: client.1.into(),
+            token: "eyJraWQiOiJzaW0ifQ.sim-access-token".into(),
+            hook_auth,
+            correlation_ids: Vec::new(),
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            2,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        WalmartSim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every `WM_QOS.CORRELATION_ID` received so far.
+    pub fn correlation_ids(&self) -> Vec<String> {
+        self.extra().correlation_ids.clone()
+    }
+
+    /// A customer order: `PO_CREATED` sent. Returns the purchase order id.
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
+        let id = self.market.shop().place(lines);
+        self.event("PO_CREATED", None, id);
+        id.to_string()
+    }
+
+    /// Ships (no event) or auto-cancels (`ORDER_UPDATES` / `PO_LINE_AUTOCANCELLED`).
+    pub fn advance(&self, order: &str, stage: Stage) {
+        let id: u64 = order.parse().expect("a purchase order id");
+        self.market.shop().advance(id, stage);
+        if stage == Stage::Cancelled {
+            self.event("ORDER_UPDATES", Some("PO_LINE_AUTOCANCELLED"), id);
+        }
+    }
+
+    fn event(&self, kind: &str, sub: Option<&str>, id: u64) {
+        let body = {
+            let shop = self.market.shop();
+            let o = &shop.orders[&id];
+            let lines: Vec<Value> = o
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(n, l)| json!({"lineNumber": (n + 1).to_string(), "sku": shop.listings[&l.sku].id,
+                                     "orderLineQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()}}))
+                .collect();
+            let mut source = json!({"eventType": kind, "eventTime": rfc3339(now_us()),
+                                    "eventId": format!("{:032x}", rand::random::<u128>())});
+            if let Some(sub) = sub {
+                source["subEventType"] = json!(sub);
+            }
+            json!({"source": source, "payload": {"partnerId": "10001", "purchaseOrderId": id.to_string(),
+                   "customerOrderId": format!("2000{id}"), "orderDate": o.created_us / 1_000, "orderLines": lines}})
+            .to_string()
+            .into_bytes()
+        };
+        let extra = self.extra();
+        let auth = match &extra.hook_auth {
+            HookAuth::Hmac(header) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(extra.secret.as_bytes()).expect("any key");
+                mac.update(&body);
+                let sig =
+                    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+                (header.clone(), sig)
+            }
+            HookAuth::Basic(header, credentials) => (
+                header.clone(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                ),
+            ),
+        };
+        drop(extra);
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            auth,
+        ];
+        self.market.deliver(kind, headers, body);
+    }
+}
+
+fn order_json(shop: &Shop, id: u64) -> Value {
+    let o = &shop.orders[&id];
+    let lines: Vec<Value> = o
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(n, l)| {
+            json!({"lineNumber": (n + 1).to_string(), "item": {"productName": l.sku, "sku": shop.listings[&l.sku].id},
+                   "orderLineQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()},
+                   "statusDate": o.modified_us / 1_000,
+                   "orderLineStatuses": {"orderLineStatus": [{"status": stage_status(o.stage),
+                       "statusQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()}}]}})
+        })
+        .collect();
+    json!({"purchaseOrderId": id.to_string(), "customerOrderId": format!("2000{id}"),
+           "orderDate": o.created_us / 1_000, "orderLines": {"orderLine": lines}})
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    _sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+    for header in ["wm_svc.name", "wm_qos.correlation_id"] {
+        if req.header(header).is_none_or(|v| v.trim().is_empty()) {
+            return wm_error(
+                400,
+                "INVALID_REQUEST_HEADER.GMP_GATEWAY_API",
+                &format!("{} set null or invalid", header.to_uppercase()),
+                &[],
+            );
+        }
+    }
+    x.correlation_ids.push(
+        req.header("wm_qos.correlation_id")
+            .unwrap_or_default()
+            .to_string(),
+    );
+    if req.header("authorization") != Some(x.basic.as_str()) {
+        return wm_error(
+            401,
+            "UNAUTHORIZED.GMP_GATEWAY_API",
+            "Unauthorized: client credentials",
+            &[],
+        );
+    }
+    if req.path == "/v3/token" {
+        return if req.form("grant_type").as_deref() == Some("client_credentials") {
+            reply(
+                200,
+                &json!({"access_token": x.token, "token_type": "Bearer", "expires_in": 900}),
+                &[],
+            )
+        } else {
+            wm_error(
+                400,
+                "INVALID_REQUEST.GMP_GATEWAY_API",
+                "grant_type must be client_credentials",
+                &[],
+            )
+        };
+    }
+    if req.header("wm_sec.access_token") != Some(x.token.as_str()) {
+        return wm_error(
+            401,
+            "UNAUTHORIZED.GMP_GATEWAY_API",
+            "Unauthorized token or token expired",
+            &[],
+        );
+    }
+    drop(x);
+    match (req.method.clone(), req.path.as_str()) {
+        (hyper::Method::PUT, "/v3/inventory") => {
+            let throttled = |s: u64| {
+                wm_error(
+                    429,
+                    "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
+                    "Too many requests",
+                    &[
+                        ("retry-after", s.to_string()),
+                        ("x-current-token-count", "0".into()),
+                        (
+                            "x-next-replenishment-time",
+                            ((now_us() / 1_000) + s as i64 * 1_000).to_string(),
+                        ),
+                    ],
+                )
+            };
+            let failed =
+                |code: u16| wm_error(code, "SYSTEM_ERROR.GMP_GATEWAY_API", "System error", &[]);
+            if let Some(r) = gate(shop, &req.path, throttled, failed) {
+                return r;
+            }
+            let body = req.json().unwrap_or(Value::Null);
+            let seller_sku = req
+                .param("sku")
+                .or_else(|| body["sku"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut s = lock(shop);
+            let Some(sku) = s.by_id(&seller_sku).map(|l| l.sku.clone()) else {
+                s.log_call(&req.path, 1, 404);
+                return wm_error(
+                    404,
+                    "CONTENT_NOT_FOUND.GMP_ITEM_INVENTORY_API",
+                    &format!("sku {seller_sku} not found"),
+                    &[],
+                );
+            };
+            let Some(amount) = body["quantity"]["amount"]
+                .as_i64()
+                .filter(|_| body["quantity"]["unit"] == "EACH")
+            else {
+                s.log_call(&req.path, 1, 400);
+                return wm_error(
+                    400,
+                    "INVALID_REQUEST_CONTENT.GMP_ITEM_INVENTORY_API",
+                    "quantity.unit EACH and quantity.amount are required",
+                    &[],
+                );
+            };
+            s.write(&sku, amount);
+            s.log_call(&req.path, 1, 200);
+            reply(
+                200,
+                &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": amount}}),
+                &[],
+            )
+        }
+        (hyper::Method::GET, "/v3/inventory") => {
+            let seller_sku = req.param("sku").unwrap_or_default();
+            match lock(shop).by_id(&seller_sku) {
+                Some(l) => reply(
+                    200,
+                    &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": l.level}}),
+                    &[],
+                ),
+                None => wm_error(
+                    404,
+                    "CONTENT_NOT_FOUND.GMP_ITEM_INVENTORY_API",
+                    "sku not found",
+                    &[],
+                ),
+            }
+        }
+        (hyper::Method::GET, "/v3/orders") => {
+            let since = req
+                .param("lastModifiedStartDate")
+                .and_then(|t| crate::market::parse_rfc3339(&t));
+            let Some(since) = since else {
+                return wm_error(
+                    400,
+                    "INVALID_REQUEST_CONTENT.GMP_ORDER_API",
+                    "lastModifiedStartDate is required",
+                    &[],
+                );
+            };
+            let limit: usize = req
+                .param("limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100)
+                .clamp(1, 200);
+            let cursor: usize = req
+                .param("cursor")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut s = lock(shop);
+            // Walmart keeps status dates in milliseconds; the filter is inclusive.
+            let orders = s.modified_after(since - 1_000);
+            let page: Vec<Value> = orders
+                .iter()
+                .skip(cursor)
+                .take(limit)
+                .map(|o| order_json(&s, o.id))
+                .collect();
+            let next = (cursor + limit < orders.len()).then(|| {
+                format!(
+                    "?lastModifiedStartDate={}&limit={limit}&cursor={}",
+                    rfc3339(since),
+                    cursor + limit
+                )
+            });
+            reply(
+                200,
+                &json!({"list": {"meta": {"totalCount": orders.len(), "limit": limit, "nextCursor": next},
+                                 "elements": {"order": page}}}),
+                &[],
+            )
+        }
+        _ => wm_error(
+            404,
+            "CONTENT_NOT_FOUND.GMP_GATEWAY_API",
+            "resource not found",
+            &[],
+        ),
+    }
+}

@@ -1,0 +1,202 @@
+//! The `walmart` kind against the simulated seller: `PO_CREATED` / `ORDER_UPDATES`
+//! webhooks authenticated by HMAC or Basic in the chosen header, deduplicated on
+//! `source.eventId`; the orders poll across restarts; `PUT /v3/inventory` one SKU per
+//! call with the token, service name and a fresh correlation id; 429 `Retry-After`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::market::Stage;
+use loadgen::sim::Habits;
+use loadgen::walmart_sim::{HookAuth, WalmartSim};
+use loadgen::webhook_sim::Fault;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const CLIENT: (&str, &str) = ("walmart-client-id-sim", "walmart-client-secret-sim");
+
+struct Rig {
+    server: Server,
+    walmart: WalmartSim,
+    _dir: tempfile::TempDir,
+}
+
+/// SKU `M{i}` is seller SKU `WM-{i}`.
+fn rig(skus: usize, basic: bool, extra: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let names: Vec<(String, String)> = (0..skus)
+        .map(|i| (format!("M{i}"), format!("WM-{i}")))
+        .collect();
+    let items: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(s, a)| (s.as_str(), a.as_str()))
+        .collect();
+    let (hook_auth, auth_config) = if basic {
+        (
+            HookAuth::Basic("wm-hook-auth".into(), "walmart:hook-password".into()),
+            "auth_header = \"wm-hook-auth\"\nwebhook_auth = \"basic\"\nwebhook_secret = \"walmart:hook-password\"",
+        )
+    } else {
+        (
+            HookAuth::Hmac("wm-signature".into()),
+            "auth_header = \"wm-signature\"",
+        )
+    };
+    let walmart = WalmartSim::start(&items, CLIENT, hook_auth);
+    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "walmart", *a)).collect();
+    let config = format!(
+        "\n[[channels]]\nname = \"walmart\"\nkind = \"walmart\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n{auth_config}\n{extra}\n",
+        walmart.market.url(),
+        CLIENT.0,
+        CLIENT.1
+    ) + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    walmart
+        .market
+        .set_webhook_url(&server.url("/webhooks/walmart"));
+    Rig {
+        server,
+        walmart,
+        _dir: dir,
+    }
+}
+
+fn post(rig: &Rig, events: Vec<Value>) {
+    let (status, body) = rig.server.post_events(&json!({ "events": events }));
+    assert_eq!(status, 200, "{body}");
+}
+
+fn forged_is_refused(rig: &Rig, header: &str) {
+    let (headers, body) = rig.walmart.market.last_delivery().unwrap();
+    let forged: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| {
+            if k == header {
+                (k.as_str(), "Zm9yZ2Vk")
+            } else {
+                (k.as_str(), v.as_str())
+            }
+        })
+        .collect();
+    let (status, reply) = post_raw(&rig.server, "walmart", &forged, &body);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (401, Some("bad_signature")),
+        "{reply}"
+    );
+}
+
+#[test]
+fn hmac_signed_events_are_checked_deduplicated_and_applied() {
+    let rig = rig(2, false, "");
+    count(&rig.server, "M0", 10);
+    rig.walmart.market.set_habits(Habits {
+        duplicate: 1.0,
+        ..Habits::default()
+    });
+    let order = rig.walmart.place_order(&[("M0", 2), ("M1", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("M0") == Some((10, 2, 8))));
+    let (headers, body) = rig.walmart.market.last_delivery().unwrap();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(post_raw(&rig.server, "walmart", &headers, &body).0, 200);
+    assert_eq!(
+        rig.server.stock("M0"),
+        Some((10, 2, 8)),
+        "one eventId, taken once"
+    );
+    forged_is_refused(&rig, "wm-signature");
+    assert_eq!(rig.server.stock("M0"), Some((10, 2, 8)));
+
+    rig.walmart.advance(&order, Stage::Cancelled);
+    assert!(eventually(WAIT, || rig.server.stock("M0")
+        == Some((10, 0, 10))
+        && rig.server.stock("M1").map(|s| s.1) == Some(0)));
+}
+
+#[test]
+fn basic_authenticated_events_are_checked() {
+    let rig = rig(1, true, "");
+    rig.walmart.place_order(&[("M0", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("M0") == Some((0, 1, -1))));
+    forged_is_refused(&rig, "wm-hook-auth");
+}
+
+#[test]
+fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
+    let rig = rig(1, false, "poll_interval_s = 1");
+    rig.walmart.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.walmart
+        .market
+        .set_listing_lag(Duration::from_millis(1_500));
+    let walmart = &rig.walmart;
+    poll_survives_restarts(rig.server, "walmart", "M0", &|sku, qty| {
+        walmart.place_order(&[(sku, qty)]);
+    });
+}
+
+#[test]
+fn inventory_puts_go_one_per_sku_with_fresh_correlation_ids() {
+    let rig = rig(6, false, "");
+    post(
+        &rig,
+        (0..6)
+            .map(|i| event(&format!("c{i}"), &format!("M{i}"), "counted", 9))
+            .collect(),
+    );
+    assert!(rig
+        .walmart
+        .market
+        .wait_for(WAIT, |l| l.values().all(|v| *v == 9))
+        .is_some());
+    let calls = rig.walmart.market.calls();
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert!(calls.iter().all(|c| c.items == 1 && c.status == 200));
+    let ids = rig.walmart.correlation_ids();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a fresh WM_QOS.CORRELATION_ID on every call"
+    );
+}
+
+#[test]
+fn a_429_retry_after_is_waited() {
+    let rig = rig(1, false, "");
+    rig.walmart
+        .market
+        .set_fault(Fault::Throttle { retry_after_s: 2 });
+    post(&rig, vec![event("a", "M0", "counted", 4)]);
+    assert!(eventually(WAIT, || rig
+        .walmart
+        .market
+        .calls()
+        .iter()
+        .any(|c| c.status == 429)));
+    std::thread::sleep(Duration::from_millis(200));
+    rig.walmart.market.set_fault(Fault::None);
+    assert!(rig
+        .walmart
+        .market
+        .wait_for(WAIT, |l| l["M0"] == 4)
+        .is_some());
+    let calls = rig.walmart.market.calls();
+    let throttled = calls.iter().find(|c| c.status == 429).unwrap().at;
+    let next = calls.iter().find(|c| c.status == 200).unwrap().at;
+    assert!(
+        next.duration_since(throttled) >= Duration::from_millis(1_900),
+        "the next call waited Retry-After: {:?}",
+        next.duration_since(throttled)
+    );
+}
