@@ -18,6 +18,7 @@ pub mod run;
 pub mod shopify_sim;
 pub mod signing;
 pub mod sim;
+pub mod tiktok_sim;
 pub mod traffic;
 pub mod walmart_sim;
 pub mod webhook_sim;

@@ -1,0 +1,280 @@
+//! A simulated TikTok Shop, as lockstep's `tiktok` kind meets it (CHANNELS.md §8).
+//!
+//! - Every API call is signed: `app_key`, `timestamp` (within 5 minutes), `shop_cipher`
+//!   and `sign` (hex HMAC-SHA256 keyed with the app secret over secret + path + the sorted
+//!   parameters + body + secret) in the query, `x-tts-access-token` in a header; a bad
+//!   signature or token is refused with TikTok's `code`/`message` body.
+//! - `GET /order/202309/orders?ids=` (line items one per unit),
+//!   `POST /product/202309/products/{product_id}/inventory/update` (the product's SKUs;
+//!   an unknown SKU id comes back in `data.errors`), `GET /product/202309/products/{id}`.
+//! - Webhooks: type 1 (order status change) on every status change and type 11
+//!   (cancellation status change) on a cancellation, signed in `Authorization` as the hex
+//!   HMAC-SHA256 of app key + body; retried 3 times.
+//! - The rate limit (unverified for TikTok) answers 429 when set.
+
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::market::{gate, lock, now_us, Market, Req, Shop, Stage};
+use crate::sim::{reply, Reply, Sender};
+
+pub const SHOP_CIPHER: &str = "GCP_sim_cipher";
+
+struct Extra {
+    app_key: String,
+    app_secret: String,
+    token: String,
+}
+
+/// A running simulated TikTok Shop.
+pub struct TikTokSim {
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
+}
+
+fn hex_mac(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn tts(code: i64, message: &str, data: Value) -> Value {
+    json!({"code": code, "message": message, "request_id": format!("{:016x}", rand::random::<u64>()), "data": data})
+}
+
+fn order_status(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Placed => "AWAITING_SHIPMENT",
+        Stage::Shipped => "IN_TRANSIT",
+        Stage::Cancelled => "CANCELLED",
+    }
+}
+
+impl TikTokSim {
+    /// A shop listing `items` (our SKU, `product_id/sku_id`), for an app with `app_key`
+    /// and `app_secret`, and a seller who granted `token`.
+    pub fn start(
+        items: &[(&str, &str)],
+        app_key: &str,
+        app_secret: &str,
+        token: &str,
+    ) -> TikTokSim {
+        let extra = Arc::new(Mutex::new(Extra {
+            app_key: app_key.into(),
+            app_secret: app_secret.into(),
+            token: token.into(),
+        }));
+        let state = extra.clone();
+        let market = Market::start(
+            items,
+            3,
+            Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
+        );
+        TikTokSim { market, extra }
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
+        let id = self.market.shop().place(lines);
+        self.notify(1, id);
+        id.to_string()
+    }
+
+    /// Ships (type 1) or cancels (type 1 and type 11) an order.
+    pub fn advance(&self, order: &str, stage: Stage) {
+        let id: u64 = order.parse().expect("an order id");
+        self.market.shop().advance(id, stage);
+        self.notify(1, id);
+        if stage == Stage::Cancelled {
+            self.notify(11, id);
+        }
+    }
+
+    fn notify(&self, kind: i64, id: u64) {
+        let (status, updated) = {
+            let shop = self.market.shop();
+            let o = &shop.orders[&id];
+            (order_status(o.stage), o.modified_us / 1_000_000)
+        };
+        let data = if kind == 11 {
+            json!({"order_id": id.to_string(), "cancellation_status": "CANCELLATION_REQUEST_SUCCESS", "update_time": updated})
+        } else {
+            json!({"order_id": id.to_string(), "order_status": status, "is_on_hold_order": false, "update_time": updated})
+        };
+        let body = json!({"type": kind, "tts_notification_id": format!("{}", rand::random::<u64>()),
+                          "shop_id": "7000000000001", "timestamp": now_us() / 1_000_000, "data": data})
+        .to_string()
+        .into_bytes();
+        let signature = {
+            let x = self.extra();
+            hex_mac(&x.app_secret, &[x.app_key.as_bytes(), &body])
+        };
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("authorization".to_string(), signature),
+        ];
+        self.market.deliver(&format!("type {kind}"), headers, body);
+    }
+}
+
+/// Checks the request signature; `Err` is TikTok's refusal.
+fn check_sign(extra: &Extra, req: &Req) -> Result<(), Reply> {
+    let refuse = |code: i64, message: &str| reply(401, &tts(code, message, json!({})), &[]);
+    if req.header("x-tts-access-token") != Some(extra.token.as_str()) {
+        return Err(refuse(
+            105002,
+            "Expired credentials or invalid access token.",
+        ));
+    }
+    if req.param("app_key").as_deref() != Some(&extra.app_key)
+        || req.param("shop_cipher").as_deref() != Some(SHOP_CIPHER)
+    {
+        return Err(refuse(106011, "Invalid app_key or shop_cipher."));
+    }
+    let fresh = req
+        .param("timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| (now_us() / 1_000_000 - t).abs() <= 300);
+    if !fresh {
+        return Err(refuse(106010, "Invalid timestamp."));
+    }
+    let mut params: Vec<(String, String)> = req
+        .query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (crate::market::decode(k), crate::market::decode(v)))
+        .filter(|(k, _)| k != "sign" && k != "access_token")
+        .collect();
+    params.sort();
+    let mut text = format!("{}{}", extra.app_secret, req.path);
+    for (k, v) in params {
+        text.push_str(&k);
+        text.push_str(&v);
+    }
+    let expected = hex_mac(
+        &extra.app_secret,
+        &[text.as_bytes(), &req.body, extra.app_secret.as_bytes()],
+    );
+    if req.param("sign").as_deref() != Some(expected.as_str()) {
+        return Err(refuse(106001, "Invalid sign."));
+    }
+    Ok(())
+}
+
+fn handle(
+    shop: &Arc<Mutex<Shop>>,
+    _sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    req: Req,
+) -> Reply {
+    if let Err(refusal) = check_sign(&extra.lock().unwrap_or_else(|e| e.into_inner()), &req) {
+        return refusal;
+    }
+    let Some(route) = req.route("/") else {
+        return reply(404, &tts(36009003, "Path not found.", json!({})), &[]);
+    };
+    match (req.method.clone(), route.as_slice()) {
+        (hyper::Method::GET, ["order", "202309", "orders"]) => {
+            let s = lock(shop);
+            let ids: Vec<u64> = req
+                .param("ids")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|i| i.parse().ok())
+                .collect();
+            let orders: Vec<Value> = ids
+                .iter()
+                .filter_map(|id| s.orders.get(id))
+                .map(|o| {
+                    // TikTok lists one line item per unit.
+                    let items: Vec<Value> = o
+                        .lines
+                        .iter()
+                        .flat_map(|l| {
+                            let (product, sku_id) = s.listings[&l.sku].id.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+                            (0..l.quantity).map(move |n| json!({"id": format!("{}{:03}", l.id, n), "product_id": product, "sku_id": sku_id, "seller_sku": l.sku}))
+                        })
+                        .collect();
+                    json!({"id": o.id.to_string(), "status": order_status(o.stage), "create_time": o.created_us / 1_000_000,
+                           "update_time": o.modified_us / 1_000_000, "line_items": items})
+                })
+                .collect();
+            reply(200, &tts(0, "Success", json!({ "orders": orders })), &[])
+        }
+        (
+            hyper::Method::POST,
+            ["product", "202309", "products", product, "inventory", "update"],
+        ) => {
+            let throttled = |_: u64| {
+                reply(
+                    429,
+                    &tts(36009004, "Request rate limit exceeded.", json!({})),
+                    &[],
+                )
+            };
+            let failed = |code: u16| reply(code, &tts(36009001, "Internal error.", json!({})), &[]);
+            if let Some(r) = gate(shop, &req.path, throttled, failed) {
+                return r;
+            }
+            let body = req.json().unwrap_or(Value::Null);
+            let skus = body["skus"].as_array().cloned().unwrap_or_default();
+            let mut s = lock(shop);
+            let mut errors = Vec::new();
+            for sku in &skus {
+                let sku_id = sku["id"].as_str().unwrap_or_default();
+                let quantity = sku["inventory"][0]["quantity"]
+                    .as_i64()
+                    .filter(|q| (0..=99_999).contains(q));
+                let ours = s
+                    .by_id(&format!("{product}/{sku_id}"))
+                    .map(|l| l.sku.clone());
+                match (ours, quantity) {
+                    (Some(ours), Some(quantity)) => s.write(&ours, quantity),
+                    _ => errors.push(json!({"code": 17019003, "message": "The SKU does not exist or the quantity is invalid.",
+                                            "detail": {"sku_id": sku_id}})),
+                }
+            }
+            let (code, status) = if errors.is_empty() {
+                (0, 200)
+            } else {
+                (17019003, 207)
+            };
+            s.log_call(&req.path, skus.len(), status);
+            let message = if code == 0 {
+                "Success"
+            } else {
+                "Partial failure."
+            };
+            reply(200, &tts(code, message, json!({ "errors": errors })), &[])
+        }
+        (hyper::Method::GET, ["product", "202309", "products", product]) => {
+            let s = lock(shop);
+            let skus: Vec<Value> = s
+                .listings
+                .values()
+                .filter_map(|l| {
+                    let (p, sku_id) = l.id.split_once('/')?;
+                    (p == *product).then(|| json!({"id": sku_id, "seller_sku": l.sku, "inventory": [{"warehouse_id": "7000", "quantity": l.level}]}))
+                })
+                .collect();
+            reply(
+                200,
+                &tts(0, "Success", json!({"id": product, "skus": skus})),
+                &[],
+            )
+        }
+        _ => reply(404, &tts(36009003, "Path not found.", json!({})), &[]),
+    }
+}
