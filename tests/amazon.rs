@@ -9,19 +9,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use loadgen::amazon_sim::{AmazonSim, FEEDS_PER_WINDOW, MARKETPLACE_ID, SELLER_ID};
+use loadgen::amazon_sim::{AmazonSim, FEEDS_PER_WINDOW};
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const AUTH: (&str, &str) = ("x-lockstep-key", "eventbridge-shared-secret");
-const LWA: (&str, &str, &str) = (
-    "amzn1.application-oa2-client.sim",
-    "lwa-secret",
-    "Atzr|refresh",
-);
 
 struct Rig {
     server: Server,
@@ -40,18 +34,9 @@ fn rig(skus: usize, extra: &str) -> Rig {
         .iter()
         .map(|(s, a)| (s.as_str(), a.as_str()))
         .collect();
-    let amazon = AmazonSim::start(&items, LWA, AUTH);
+    let amazon = AmazonSim::start(&items, AMAZON_LWA, AMAZON_AUTH);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "amazon", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"amazon\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nrefresh_token = \"{}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{}: {}\"\n{extra}\n",
-        amazon.market.url(),
-        amazon.token_url(),
-        LWA.0,
-        LWA.1,
-        LWA.2,
-        AUTH.0,
-        AUTH.1
-    ) + &catalog(&data, &rows);
+    let config = amazon_channel("amazon", &amazon, extra) + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     amazon
         .market
@@ -108,18 +93,17 @@ fn order_changes_are_checked_deduplicated_and_applied() {
     );
 
     // A redelivery of the same notification (same NotificationId): taken once.
-    let (headers, body) = rig.amazon.market.last_delivery().unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let (status, reply) = post_raw(&rig.server, "amazon", &headers, &body);
+    let (status, reply) = redeliver(&rig.server, "amazon", &rig.amazon.market, None);
     assert_eq!(status, 200, "{reply}");
     assert_eq!(rig.server.stock("A0"), Some((20, 3, 17)));
 
     // Without the shared header, or with a wrong one: refused, nothing applied.
-    let forged: Vec<(&str, &str)> = vec![("content-type", "application/json"), (AUTH.0, "guess")];
-    let other = String::from_utf8(body.clone())
+    let forged: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        (AMAZON_AUTH.0, "guess"),
+    ];
+    let (_, body) = rig.amazon.market.last_delivery().unwrap();
+    let other = String::from_utf8(body)
         .unwrap()
         .replace("\"Quantity\":3", "\"Quantity\":9");
     let (status, reply) = post_raw(&rig.server, "amazon", &forged, other.as_bytes());

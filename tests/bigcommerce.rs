@@ -8,16 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT, STORE_HASH};
+use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT};
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const TOKEN: &str = "bc-access-token-sim";
-const SECRET: &str = "bc-client-secret-sim";
-const HEADER: (&str, &str) = ("x-hook-auth", "registered-hook-secret");
 
 struct Rig {
     server: Server,
@@ -36,14 +33,9 @@ fn rig(skus: usize, extra: &str) -> Rig {
         .iter()
         .map(|(s, a)| (s.as_str(), a.as_str()))
         .collect();
-    let bc = BigCommerceSim::start(&items, TOKEN, SECRET, HEADER);
+    let bc = BigCommerceSim::start(&items, BC_TOKEN, BC_SECRET, BC_HEADER);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "bc", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"{}\"\nstore_hash = \"{STORE_HASH}\"\naccess_token = \"{TOKEN}\"\nwebhook_secret = \"{SECRET}\"\nauth_header = \"{}: {}\"\n{extra}\n",
-        bc.market.url(),
-        HEADER.0,
-        HEADER.1
-    ) + &catalog(&data, &rows);
+    let config = bigcommerce_channel("bc", &bc.market.url(), extra) + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     bc.market.set_webhook_url(&server.url("/webhooks/bc"));
     Rig {
@@ -95,13 +87,7 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
         == Some((10, 3, 7))
         && rig.server.stock("B1") == Some((10, 2, 8))));
 
-    let (headers, body) = rig.bc.market.last_delivery().unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let (status, _) = post_raw(&rig.server, "bc", &headers, &body);
-    assert_eq!(status, 200);
+    assert_eq!(redeliver(&rig.server, "bc", &rig.bc.market, None).0, 200);
     assert_eq!(
         rig.server.stock("B0"),
         Some((10, 3, 7)),
@@ -109,23 +95,10 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
     );
 
     // A wrong signature, or the right one without the registered header: refused.
-    let forged: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| {
-            if *k == "webhook-signature" {
-                (*k, "v1,Zm9yZ2Vk")
-            } else {
-                (*k, *v)
-            }
-        })
-        .collect();
-    assert_eq!(post_raw(&rig.server, "bc", &forged, &body).0, 401);
-    let headless: Vec<(&str, &str)> = headers
-        .iter()
-        .filter(|(k, _)| *k != HEADER.0)
-        .cloned()
-        .collect();
-    let (status, reply) = post_raw(&rig.server, "bc", &headless, &body);
+    let forged = Some(("webhook-signature", Some("v1,Zm9yZ2Vk")));
+    assert_eq!(redeliver(&rig.server, "bc", &rig.bc.market, forged).0, 401);
+    let headless = Some((BC_HEADER.0, None));
+    let (status, reply) = redeliver(&rig.server, "bc", &rig.bc.market, headless);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("missing_signature")),

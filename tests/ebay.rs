@@ -14,8 +14,6 @@ use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const CLIENT: (&str, &str) = ("Seller-lockstep-PRD-sim", "PRD-sim-cert");
-const REFRESH: &str = "v^1.1#i^1#r^1#sim-refresh";
 
 struct Rig {
     server: Server,
@@ -34,14 +32,9 @@ fn rig(skus: usize, extra: &str) -> Rig {
         .iter()
         .map(|(s, a)| (s.as_str(), a.as_str()))
         .collect();
-    let ebay = EbaySim::start(&items, CLIENT, REFRESH);
+    let ebay = EbaySim::start(&items, EBAY_CLIENT, EBAY_REFRESH);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "ebay", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"ebay\"\nkind = \"ebay\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nrefresh_token = \"{REFRESH}\"\n{extra}\n",
-        ebay.market.url(),
-        CLIENT.0,
-        CLIENT.1
-    ) + &catalog(&data, &rows);
+    let config = ebay_channel("ebay", &ebay.market.url(), extra) + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     Rig {
         server,

@@ -8,16 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use loadgen::etsy_sim::{EtsySim, SHOP_ID};
+use loadgen::etsy_sim::EtsySim;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const KEY: &str = "etsy-keystring-sim";
-const REFRESH: &str = "12345678.refresh-sim";
-const SECRET: &str = "whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=";
 
 struct Rig {
     server: Server,
@@ -36,12 +33,9 @@ fn rig(skus: usize, extra: &str) -> Rig {
         .iter()
         .map(|(s, a)| (s.as_str(), a.as_str()))
         .collect();
-    let etsy = EtsySim::start(&items, KEY, REFRESH, SECRET);
+    let etsy = EtsySim::start(&items, ETSY_KEY, ETSY_REFRESH, ETSY_SECRET);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "etsy", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"etsy\"\nkind = \"etsy\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nclient_id = \"{KEY}\"\nrefresh_token = \"{REFRESH}\"\nshop_id = \"{SHOP_ID}\"\n{extra}\n",
-        etsy.market.url(),
-    ) + &catalog(&data, &rows);
+    let config = etsy_channel("etsy", &etsy.market.url(), extra) + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     etsy.market.set_webhook_url(&server.url("/webhooks/etsy"));
     Rig {
@@ -90,26 +84,12 @@ fn order_paid_is_checked_deduplicated_and_its_receipt_fetched() {
     assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 2, 8))));
     assert_eq!(rig.server.stock("Y1"), Some((10, 1, 9)));
 
-    let (headers, body) = rig.etsy.market.last_delivery().unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let (status, _) = post_raw(&rig.server, "etsy", &headers, &body);
+    let (status, _) = redeliver(&rig.server, "etsy", &rig.etsy.market, None);
     assert_eq!(status, 200, "a redelivery is answered");
     assert_eq!(rig.server.stock("Y0"), Some((10, 2, 8)), "and taken once");
 
-    let forged: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| {
-            if *k == "webhook-signature" {
-                (*k, "v1,Zm9yZ2Vk")
-            } else {
-                (*k, *v)
-            }
-        })
-        .collect();
-    let (status, reply) = post_raw(&rig.server, "etsy", &forged, &body);
+    let forged = Some(("webhook-signature", Some("v1,Zm9yZ2Vk")));
+    let (status, reply) = redeliver(&rig.server, "etsy", &rig.etsy.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature"))

@@ -10,13 +10,11 @@ use std::time::Duration;
 use common::*;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
-use loadgen::tiktok_sim::{TikTokSim, SHOP_CIPHER};
+use loadgen::tiktok_sim::TikTokSim;
 use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const APP: (&str, &str) = ("6abc123sim", "tiktok-app-secret-sim");
-const TOKEN: &str = "ROW_sim_access_token";
 
 struct Rig {
     server: Server,
@@ -35,14 +33,9 @@ fn rig(skus: usize) -> Rig {
         .iter()
         .map(|(s, a)| (s.as_str(), a.as_str()))
         .collect();
-    let tiktok = TikTokSim::start(&items, APP.0, APP.1, TOKEN);
+    let tiktok = TikTokSim::start(&items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "tiktok", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"tiktok\"\nkind = \"tiktok\"\nbase_url = \"{}\"\napp_key = \"{}\"\napp_secret = \"{}\"\naccess_token = \"{TOKEN}\"\nshop_cipher = \"{SHOP_CIPHER}\"\n",
-        tiktok.market.url(),
-        APP.0,
-        APP.1
-    ) + &catalog(&data, &rows);
+    let config = tiktok_channel("tiktok", &tiktok.market.url(), "") + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     tiktok
         .market
@@ -76,28 +69,17 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
         "one line item per unit"
     );
 
-    let (headers, body) = rig.tiktok.market.last_delivery().unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    assert_eq!(post_raw(&rig.server, "tiktok", &headers, &body).0, 200);
+    assert_eq!(
+        redeliver(&rig.server, "tiktok", &rig.tiktok.market, None).0,
+        200
+    );
     assert_eq!(
         rig.server.stock("T0"),
         Some((10, 2, 8)),
         "a redelivery is taken once"
     );
-    let forged: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| {
-            if *k == "authorization" {
-                (*k, "00ff")
-            } else {
-                (*k, *v)
-            }
-        })
-        .collect();
-    let (status, reply) = post_raw(&rig.server, "tiktok", &forged, &body);
+    let forged = Some(("authorization", Some("00ff")));
+    let (status, reply) = redeliver(&rig.server, "tiktok", &rig.tiktok.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature"))

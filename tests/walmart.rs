@@ -15,7 +15,6 @@ use loadgen::webhook_sim::Fault;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-const CLIENT: (&str, &str) = ("walmart-client-id-sim", "walmart-client-secret-sim");
 
 struct Rig {
     server: Server,
@@ -45,14 +44,10 @@ fn rig(skus: usize, basic: bool, extra: &str) -> Rig {
             "auth_header = \"wm-signature\"",
         )
     };
-    let walmart = WalmartSim::start(&items, CLIENT, hook_auth);
+    let walmart = WalmartSim::start(&items, WALMART_CLIENT, hook_auth);
     let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "walmart", *a)).collect();
-    let config = format!(
-        "\n[[channels]]\nname = \"walmart\"\nkind = \"walmart\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n{auth_config}\n{extra}\n",
-        walmart.market.url(),
-        CLIENT.0,
-        CLIENT.1
-    ) + &catalog(&data, &rows);
+    let config = walmart_channel("walmart", &walmart.market.url(), auth_config, extra)
+        + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     walmart
         .market
@@ -70,18 +65,8 @@ fn post(rig: &Rig, events: Vec<Value>) {
 }
 
 fn forged_is_refused(rig: &Rig, header: &str) {
-    let (headers, body) = rig.walmart.market.last_delivery().unwrap();
-    let forged: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| {
-            if k == header {
-                (k.as_str(), "Zm9yZ2Vk")
-            } else {
-                (k.as_str(), v.as_str())
-            }
-        })
-        .collect();
-    let (status, reply) = post_raw(&rig.server, "walmart", &forged, &body);
+    let forged = Some((header, Some("Zm9yZ2Vk")));
+    let (status, reply) = redeliver(&rig.server, "walmart", &rig.walmart.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature")),
@@ -99,12 +84,10 @@ fn hmac_signed_events_are_checked_deduplicated_and_applied() {
     });
     let order = rig.walmart.place_order(&[("M0", 2), ("M1", 1)]);
     assert!(eventually(WAIT, || rig.server.stock("M0") == Some((10, 2, 8))));
-    let (headers, body) = rig.walmart.market.last_delivery().unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    assert_eq!(post_raw(&rig.server, "walmart", &headers, &body).0, 200);
+    assert_eq!(
+        redeliver(&rig.server, "walmart", &rig.walmart.market, None).0,
+        200
+    );
     assert_eq!(
         rig.server.stock("M0"),
         Some((10, 2, 8)),
