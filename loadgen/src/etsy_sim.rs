@@ -57,6 +57,9 @@ struct Extra {
     next_id: u64,
 }
 
+/// A product as a test sees it: SKU, color, and (quantity, price in cents) per offering.
+pub type ProductView = (String, String, Vec<(i64, i64)>);
+
 /// A running simulated Etsy shop.
 pub struct EtsySim {
     pub market: Market,
@@ -145,8 +148,8 @@ impl EtsySim {
         self.extra().remaining_today = remaining;
     }
 
-    /// A listing's products: (sku, color, [(quantity, price in cents)]).
-    pub fn inventory(&self, listing: &str) -> Vec<(String, String, Vec<(i64, i64)>)> {
+    /// A listing's products as (sku, color, [(quantity, price in cents)]).
+    pub fn inventory(&self, listing: &str) -> Vec<ProductView> {
         self.extra().inventories[listing]
             .iter()
             .map(|p| {

@@ -389,13 +389,16 @@ impl Shop {
     }
 }
 
+/// A webhook as built: headers and body.
+pub type Built = (Vec<(String, String)>, Vec<u8>);
+
 /// A running simulated marketplace: the server, the shop and the webhook sender.
 pub struct Market {
     pub server: Server,
     pub shop: Arc<Mutex<Shop>>,
     pub sender: Arc<Sender>,
     /// Every webhook built so far (headers, body), for tests that deliver by hand.
-    deliveries: Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>,
+    deliveries: Mutex<Vec<Built>>,
 }
 
 /// Answers a write call that a fault or the rate limit stops (logging it), else `None`.
@@ -462,7 +465,7 @@ impl Market {
     }
 
     /// The last webhook built: (headers, body).
-    pub fn last_delivery(&self) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+    pub fn last_delivery(&self) -> Option<Built> {
         self.deliveries
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -129,9 +129,9 @@ impl TikTokSim {
     }
 }
 
-/// Checks the request signature; `Err` is TikTok's refusal.
-fn check_sign(extra: &Extra, req: &Req) -> Result<(), Reply> {
-    let refuse = |code: i64, message: &str| reply(401, &tts(code, message, json!({})), &[]);
+/// Checks the request signature; `Err` is TikTok's refusal: (code, message).
+fn check_sign(extra: &Extra, req: &Req) -> Result<(), (i64, &'static str)> {
+    let refuse = |code: i64, message: &'static str| (code, message);
     if req.header("x-tts-access-token") != Some(extra.token.as_str()) {
         return Err(refuse(
             105002,
@@ -179,8 +179,9 @@ fn handle(
     extra: &Arc<Mutex<Extra>>,
     req: Req,
 ) -> Reply {
-    if let Err(refusal) = check_sign(&extra.lock().unwrap_or_else(|e| e.into_inner()), &req) {
-        return refusal;
+    if let Err((code, message)) = check_sign(&extra.lock().unwrap_or_else(|e| e.into_inner()), &req)
+    {
+        return reply(401, &tts(code, message, json!({})), &[]);
     }
     let Some(route) = req.route("/") else {
         return reply(404, &tts(36009003, "Path not found.", json!({})), &[]);

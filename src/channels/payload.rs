@@ -116,7 +116,7 @@ pub fn line_events(
 }
 
 /// An array field of a payload (empty when absent).
-pub fn list<'a>(value: &'a Value) -> &'a [Value] {
+pub fn list(value: &Value) -> &[Value] {
     value.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
