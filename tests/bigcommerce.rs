@@ -12,82 +12,43 @@ use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT};
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::webhook_sim::Fault;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    server: Server,
-    bc: BigCommerceSim,
-    _dir: tempfile::TempDir,
-}
+type Rig = MarketRig<BigCommerceSim>;
 
 /// SKU `B{i}` is variant `3{i:04}`.
-fn rig(skus: usize, extra: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let names: Vec<(String, String)> = (0..skus)
-        .map(|i| (format!("B{i}"), format!("3{i:04}")))
-        .collect();
-    let items: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(s, a)| (s.as_str(), a.as_str()))
-        .collect();
-    let bc = BigCommerceSim::start(&items, BC_TOKEN, BC_SECRET, BC_HEADER);
-    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "bc", *a)).collect();
-    let config = bigcommerce_channel("bc", &bc.market.url(), extra) + &catalog(&data, &rows);
-    let server = Server::start_with(&data, &config, None);
-    bc.market.set_webhook_url(&server.url("/webhooks/bc"));
-    Rig {
-        server,
-        bc,
-        _dir: dir,
-    }
+fn rig(n: usize, extra: &str) -> Rig {
+    market_rig(
+        "bc",
+        &skus("B", 0..n, |i| format!("3{i:04}")),
+        |items| BigCommerceSim::start(items, BC_TOKEN, BC_SECRET, BC_HEADER),
+        |sim| bigcommerce_channel("bc", &sim.market.url(), extra),
+        |sim| &sim.market,
+    )
 }
 
-fn count_all(rig: &Rig, skus: std::ops::Range<usize>, on_hand: i64) {
-    let events: Vec<Value> = skus
-        .clone()
-        .map(|i| {
-            event(
-                &format!("c-B{i}-{on_hand}"),
-                &format!("B{i}"),
-                "counted",
-                on_hand,
-            )
-        })
-        .collect();
-    for chunk in events.chunks(1_000) {
-        let (status, body) = rig.server.post_events(&json!({ "events": chunk }));
-        assert_eq!(status, 200, "{body}");
-    }
-    assert!(
-        rig.bc
-            .market
-            .wait_for(WAIT, |l| skus
-                .clone()
-                .all(|i| l[&format!("B{i}")] == on_hand))
-            .is_some(),
-        "the store never showed {on_hand}"
-    );
+fn count_all(rig: &Rig, range: std::ops::Range<usize>, on_hand: i64) {
+    count_shown(&rig.server, &rig.sim.market, "B", range, on_hand);
 }
 
 #[test]
 fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
     let rig = rig(2, "");
     count_all(&rig, 0..2, 10);
-    rig.bc.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         duplicate: 1.0,
         reorder: Duration::from_millis(50),
         echo: true,
         ..Habits::default()
     });
-    let order = rig.bc.place_order(&[("B0", 3), ("B1", 2)]);
+    let order = rig.sim.place_order(&[("B0", 3), ("B1", 2)]);
     assert!(eventually(WAIT, || rig.server.stock("B0")
         == Some((10, 3, 7))
         && rig.server.stock("B1") == Some((10, 2, 8))));
 
-    assert_eq!(redeliver(&rig.server, "bc", &rig.bc.market, None).0, 200);
+    assert_eq!(redeliver(&rig.server, "bc", &rig.sim.market, None).0, 200);
     assert_eq!(
         rig.server.stock("B0"),
         Some((10, 3, 7)),
@@ -96,24 +57,24 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
 
     // A wrong signature, or the right one without the registered header: refused.
     let forged = Some(("webhook-signature", Some("v1,Zm9yZ2Vk")));
-    assert_eq!(redeliver(&rig.server, "bc", &rig.bc.market, forged).0, 401);
+    assert_eq!(redeliver(&rig.server, "bc", &rig.sim.market, forged).0, 401);
     let headless = Some((BC_HEADER.0, None));
-    let (status, reply) = redeliver(&rig.server, "bc", &rig.bc.market, headless);
+    let (status, reply) = redeliver(&rig.server, "bc", &rig.sim.market, headless);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("missing_signature")),
         "{reply}"
     );
 
-    rig.bc.advance(order, Stage::Shipped);
+    rig.sim.advance(order, Stage::Shipped);
     assert!(
         eventually(WAIT, || rig.server.stock("B0") == Some((7, 0, 7))),
         "{:?} {:?}",
         audit_of(&rig.server, "B0"),
         rig.server.stderr_lines()
     );
-    let cancelled = rig.bc.place_order(&[("B1", 1)]);
-    rig.bc.advance(cancelled, Stage::Cancelled);
+    let cancelled = rig.sim.place_order(&[("B1", 1)]);
+    rig.sim.advance(cancelled, Stage::Cancelled);
     assert!(eventually(WAIT, || rig.server.stock("B1")
         == Some((8, 0, 8))
         && audit_of(&rig.server, "B1")
@@ -121,14 +82,14 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
             .any(|r| r["kind"] == "order_cancelled")));
     // The echoes of our writes (`method: absolute`) changed nothing.
     assert!(rig
-        .bc
+        .sim
         .market
         .sender
         .sent()
         .iter()
         .any(|s| s.topic == "store/product/inventory/updated"));
     assert!(rig
-        .bc
+        .sim
         .market
         .wait_for(WAIT, |l| l["B0"] == 7 && l["B1"] == 8)
         .is_some());
@@ -139,7 +100,7 @@ fn adjustments_carry_up_to_2000_items() {
     let skus = 2_300;
     let rig = rig(skus, "");
     count_all(&rig, 0..skus, 5);
-    let calls = rig.bc.market.calls();
+    let calls = rig.sim.market.calls();
     assert!(
         calls
             .iter()
@@ -157,18 +118,18 @@ fn adjustments_carry_up_to_2000_items() {
 fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
     let rig = rig(4, "");
     // 3 requests per 1.5 s window: pushing past it would draw 429s.
-    rig.bc.set_window(3, Duration::from_millis(1_500));
+    rig.sim.set_window(3, Duration::from_millis(1_500));
     for round in 1..=4 {
         count_all(&rig, 0..4, round);
     }
-    let calls = rig.bc.market.calls();
+    let calls = rig.sim.market.calls();
     assert!(
         calls.iter().all(|c| c.status == 200),
         "the window was respected: {calls:?}"
     );
 
-    rig.bc.set_window(150, Duration::from_secs(30));
-    rig.bc
+    rig.sim.set_window(150, Duration::from_secs(30));
+    rig.sim
         .market
         .set_fault(Fault::Throttle { retry_after_s: 1 });
     let (status, _) = rig
@@ -176,14 +137,14 @@ fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
         .post_events(&json!({"events": [event("storm", "B0", "adjusted", 1)]}));
     assert_eq!(status, 200);
     assert!(eventually(WAIT, || rig
-        .bc
+        .sim
         .market
         .calls()
         .iter()
         .any(|c| c.status == 429)));
     std::thread::sleep(Duration::from_secs(2));
     let throttled = rig
-        .bc
+        .sim
         .market
         .calls()
         .iter()
@@ -193,6 +154,6 @@ fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
         throttled <= 4,
         "Time-Reset-Ms is waited: {throttled} calls in 2 s"
     );
-    rig.bc.market.set_fault(Fault::None);
-    assert!(rig.bc.market.wait_for(WAIT, |l| l["B0"] == 5).is_some());
+    rig.sim.market.set_fault(Fault::None);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["B0"] == 5).is_some());
 }

@@ -11,57 +11,36 @@ use common::*;
 use loadgen::ebay_sim::{EbaySim, BATCH_LIMIT};
 use loadgen::market::Stage;
 use loadgen::webhook_sim::Fault;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    server: Server,
-    ebay: EbaySim,
-    _dir: tempfile::TempDir,
-}
+type Rig = MarketRig<EbaySim>;
 
 /// SKU `E{i}` is offer `500{i}` on listing `110{i / 2}` (two SKUs per listing).
-fn rig(skus: usize, extra: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let names: Vec<(String, String)> = (0..skus)
-        .map(|i| (format!("E{i}"), format!("110{}/500{i}", i / 2)))
-        .collect();
-    let items: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(s, a)| (s.as_str(), a.as_str()))
-        .collect();
-    let ebay = EbaySim::start(&items, EBAY_CLIENT, EBAY_REFRESH);
-    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "ebay", *a)).collect();
-    let config = ebay_channel("ebay", &ebay.market.url(), extra) + &catalog(&data, &rows);
-    let server = Server::start_with(&data, &config, None);
-    Rig {
-        server,
-        ebay,
-        _dir: dir,
-    }
+fn rig(n: usize, extra: &str) -> Rig {
+    market_rig(
+        "ebay",
+        &skus("E", 0..n, |i| format!("110{}/500{i}", i / 2)),
+        |items| EbaySim::start(items, EBAY_CLIENT, EBAY_REFRESH),
+        |sim| ebay_channel("ebay", &sim.market.url(), extra),
+        |sim| &sim.market,
+    )
 }
 
 fn post(rig: &Rig, events: Vec<Value>) {
-    let (status, body) = rig.server.post_events(&json!({ "events": events }));
-    assert_eq!(status, 200, "{body}");
+    post_ok(&rig.server, events);
 }
 
 fn shows(rig: &Rig, sku: &str, level: i64) -> bool {
-    rig.ebay
-        .market
-        .wait_for(WAIT, |l| l[sku] == level)
-        .is_some()
+    rig.sim.market.wait_for(WAIT, |l| l[sku] == level).is_some()
 }
 
 #[test]
 fn the_order_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     let rig = rig(2, "poll_interval_s = 1");
-    rig.ebay
-        .market
-        .set_listing_lag(Duration::from_millis(1_500));
-    let ebay = &rig.ebay;
+    rig.sim.market.set_listing_lag(Duration::from_millis(1_500));
+    let ebay = &rig.sim;
     poll_survives_restarts(rig.server, "ebay", "E0", &|sku, qty| {
         ebay.place_order(&[(sku, qty)]);
     });
@@ -71,10 +50,10 @@ fn the_order_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
 fn shipments_and_cancellations_follow_the_order() {
     let rig = rig(2, "poll_interval_s = 1");
     count(&rig.server, "E0", 10);
-    let shipped = rig.ebay.place_order(&[("E0", 2)]);
-    let cancelled = rig.ebay.place_order(&[("E0", 3)]);
-    rig.ebay.advance(&shipped, Stage::Shipped);
-    rig.ebay.advance(&cancelled, Stage::Cancelled);
+    let shipped = rig.sim.place_order(&[("E0", 2)]);
+    let cancelled = rig.sim.place_order(&[("E0", 3)]);
+    rig.sim.advance(&shipped, Stage::Shipped);
+    rig.sim.advance(&cancelled, Stage::Cancelled);
     assert!(
         eventually(WAIT, || rig.server.stock("E0") == Some((8, 0, 8))),
         "{:?}",
@@ -94,11 +73,11 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
             .collect(),
     );
     assert!(rig
-        .ebay
+        .sim
         .market
         .wait_for(WAIT, |l| (0..skus).all(|i| l[&format!("E{i}")] == 4))
         .is_some());
-    let calls = rig.ebay.market.calls();
+    let calls = rig.sim.market.calls();
     assert!(
         calls
             .iter()
@@ -111,26 +90,26 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
         "batches fill to 25: {calls:?}"
     );
 
-    rig.ebay
+    rig.sim
         .market
         .set_fault(Fault::Throttle { retry_after_s: 1 });
     post(&rig, vec![event("storm", "E0", "adjusted", 1)]);
     assert!(eventually(WAIT, || rig
-        .ebay
+        .sim
         .market
         .calls()
         .iter()
         .any(|c| c.status == 429)));
     std::thread::sleep(Duration::from_secs(2));
     let during = rig
-        .ebay
+        .sim
         .market
         .calls()
         .iter()
         .filter(|c| c.status == 429)
         .count();
     assert!(during <= 4, "throttled calls back off: {during} in 2 s");
-    rig.ebay.market.set_fault(Fault::None);
+    rig.sim.market.set_fault(Fault::None);
     assert!(shows(&rig, "E0", 5));
 }
 
@@ -138,14 +117,14 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
 fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
     // Limit 14, 10 kept for decreases: 4 revisions for anything.
     let rig = rig(1, "revision_limit = 14");
-    rig.ebay.set_revision_limit(14);
+    rig.sim.set_revision_limit(14);
     count(&rig.server, "E0", 10);
     assert!(shows(&rig, "E0", 10));
     for (n, level) in [11, 12, 13].iter().enumerate() {
         post(&rig, vec![event(&format!("up{n}"), "E0", "adjusted", 1)]);
         assert!(shows(&rig, "E0", *level));
     }
-    assert_eq!(rig.ebay.revisions("1100"), 4);
+    assert_eq!(rig.sim.revisions("1100"), 4);
     // The fifth revision would leave 9 < 10 kept: an increase waits.
     post(&rig, vec![event("up-held", "E0", "adjusted", 5)]);
     assert!(
@@ -157,7 +136,7 @@ fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
         "the hold is in the audit"
     );
     assert_eq!(
-        rig.ebay.market.level("E0"),
+        rig.sim.market.level("E0"),
         Some(13),
         "the increase was not sent"
     );
@@ -169,17 +148,17 @@ fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
         post(&rig, vec![event(&format!("down{n}"), "E0", "adjusted", -1)]);
         assert!(shows(&rig, "E0", 11 - n), "decrease {n} went out");
     }
-    assert_eq!(rig.ebay.revisions("1100"), 14, "every revision used");
+    assert_eq!(rig.sim.revisions("1100"), 14, "every revision used");
     // At the limit even a decrease is held, and recorded.
     post(&rig, vec![event("down-held", "E0", "adjusted", -1)]);
     assert!(eventually(WAIT, || audit_of(&rig.server, "E0")
         .iter()
         .any(|r| r["kind"] == "withheld" && r["qty"] == 2)));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(rig.ebay.market.level("E0"), Some(3));
-    assert_eq!(rig.ebay.revisions("1100"), 14, "none over the limit");
+    assert_eq!(rig.sim.market.level("E0"), Some(3));
+    assert_eq!(rig.sim.revisions("1100"), 14, "none over the limit");
     assert!(
-        rig.ebay.market.calls().iter().all(|c| c.status == 200),
+        rig.sim.market.calls().iter().all(|c| c.status == 200),
         "never over eBay's limit"
     );
 }

@@ -12,84 +12,46 @@ use loadgen::etsy_sim::EtsySim;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::webhook_sim::Fault;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    server: Server,
-    etsy: EtsySim,
-    _dir: tempfile::TempDir,
-}
+type Rig = MarketRig<EtsySim>;
 
 /// SKU `Y{i}` is product `70{i}` of listing `400{i / 2}` (two per listing).
-fn rig(skus: usize, extra: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let names: Vec<(String, String)> = (0..skus)
-        .map(|i| (format!("Y{i}"), format!("400{}/70{i}", i / 2)))
-        .collect();
-    let items: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(s, a)| (s.as_str(), a.as_str()))
-        .collect();
-    let etsy = EtsySim::start(&items, ETSY_KEY, ETSY_REFRESH, ETSY_SECRET);
-    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "etsy", *a)).collect();
-    let config = etsy_channel("etsy", &etsy.market.url(), extra) + &catalog(&data, &rows);
-    let server = Server::start_with(&data, &config, None);
-    etsy.market.set_webhook_url(&server.url("/webhooks/etsy"));
-    Rig {
-        server,
-        etsy,
-        _dir: dir,
-    }
+fn rig(n: usize, extra: &str) -> Rig {
+    market_rig(
+        "etsy",
+        &skus("Y", 0..n, |i| format!("400{}/70{i}", i / 2)),
+        |items| EtsySim::start(items, ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
+        |sim| etsy_channel("etsy", &sim.market.url(), extra),
+        |sim| &sim.market,
+    )
 }
 
-fn count_all(rig: &Rig, skus: std::ops::Range<usize>, on_hand: i64) {
-    let events: Vec<Value> = skus
-        .clone()
-        .map(|i| {
-            event(
-                &format!("c-Y{i}-{on_hand}"),
-                &format!("Y{i}"),
-                "counted",
-                on_hand,
-            )
-        })
-        .collect();
-    let (status, body) = rig.server.post_events(&json!({ "events": events }));
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        rig.etsy
-            .market
-            .wait_for(WAIT, |l| skus
-                .clone()
-                .all(|i| l[&format!("Y{i}")] == on_hand))
-            .is_some(),
-        "Etsy never showed {on_hand}: {:?}",
-        rig.etsy.market.levels()
-    );
+fn count_all(rig: &Rig, range: std::ops::Range<usize>, on_hand: i64) {
+    count_shown(&rig.server, &rig.sim.market, "Y", range, on_hand);
 }
 
 #[test]
 fn order_paid_is_checked_deduplicated_and_its_receipt_fetched() {
     let rig = rig(2, "");
     count_all(&rig, 0..2, 10);
-    rig.etsy.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         duplicate: 1.0,
         ..Habits::default()
     });
-    rig.etsy.place_order(&[("Y0", 2), ("Y1", 1)]);
-    assert!(rig.etsy.market.sender.wait_idle(WAIT));
+    rig.sim.place_order(&[("Y0", 2), ("Y1", 1)]);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
     assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 2, 8))));
     assert_eq!(rig.server.stock("Y1"), Some((10, 1, 9)));
 
-    let (status, _) = redeliver(&rig.server, "etsy", &rig.etsy.market, None);
+    let (status, _) = redeliver(&rig.server, "etsy", &rig.sim.market, None);
     assert_eq!(status, 200, "a redelivery is answered");
     assert_eq!(rig.server.stock("Y0"), Some((10, 2, 8)), "and taken once");
 
     let forged = Some(("webhook-signature", Some("v1,Zm9yZ2Vk")));
-    let (status, reply) = redeliver(&rig.server, "etsy", &rig.etsy.market, forged);
+    let (status, reply) = redeliver(&rig.server, "etsy", &rig.sim.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature"))
@@ -101,9 +63,9 @@ fn order_paid_is_checked_deduplicated_and_its_receipt_fetched() {
 fn cancellations_are_found_by_the_receipts_poll() {
     let rig = rig(1, "poll_interval_s = 1");
     count_all(&rig, 0..1, 10);
-    let receipt = rig.etsy.place_order(&[("Y0", 4)]);
+    let receipt = rig.sim.place_order(&[("Y0", 4)]);
     assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 4, 6))));
-    rig.etsy.advance(receipt, Stage::Cancelled);
+    rig.sim.advance(receipt, Stage::Cancelled);
     assert!(
         eventually(WAIT, || rig.server.stock("Y0") == Some((10, 0, 10))),
         "{:?}",
@@ -114,14 +76,12 @@ fn cancellations_are_found_by_the_receipts_poll() {
 #[test]
 fn the_receipts_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     let rig = rig(1, "poll_interval_s = 1");
-    rig.etsy.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         lose: 1.0,
         ..Habits::default()
     });
-    rig.etsy
-        .market
-        .set_listing_lag(Duration::from_millis(1_500));
-    let etsy = &rig.etsy;
+    rig.sim.market.set_listing_lag(Duration::from_millis(1_500));
+    let etsy = &rig.sim;
     poll_survives_restarts(rig.server, "etsy", "Y0", &|sku, qty| {
         etsy.place_order(&[(sku, qty)]);
     });
@@ -130,9 +90,9 @@ fn the_receipts_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
 #[test]
 fn the_whole_listing_write_never_drops_an_offering() {
     let rig = rig(4, "");
-    let before = rig.etsy.inventory("4000");
+    let before = rig.sim.inventory("4000");
     count_all(&rig, 0..4, 12);
-    let after = rig.etsy.inventory("4000");
+    let after = rig.sim.inventory("4000");
     assert_eq!(
         after.len(),
         before.len(),
@@ -150,7 +110,7 @@ fn the_whole_listing_write_never_drops_an_offering() {
         assert_eq!(offerings[0].0, expected, "quantity of {sku}");
     }
     // One call per listing, each carrying the listing's every product.
-    let calls = rig.etsy.market.calls();
+    let calls = rig.sim.market.calls();
     assert!(
         calls.iter().all(|c| c.status == 200 && c.items == 3),
         "{calls:?}"
@@ -161,7 +121,7 @@ fn the_whole_listing_write_never_drops_an_offering() {
 #[test]
 fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
     let rig = rig(2, "");
-    rig.etsy
+    rig.sim
         .market
         .set_fault(Fault::Throttle { retry_after_s: 1 });
     let (status, _) = rig
@@ -169,36 +129,36 @@ fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
         .post_events(&json!({"events": [event("a", "Y0", "counted", 3)]}));
     assert_eq!(status, 200);
     assert!(eventually(WAIT, || rig
-        .etsy
+        .sim
         .market
         .calls()
         .iter()
         .any(|c| c.status == 429)));
-    rig.etsy.market.set_fault(Fault::None);
-    assert!(rig.etsy.market.wait_for(WAIT, |l| l["Y0"] == 3).is_some());
+    rig.sim.market.set_fault(Fault::None);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y0"] == 3).is_some());
 
     // The answers report 60 calls left today: under the floor, pushes wait.
-    rig.etsy.set_remaining_today(60);
+    rig.sim.set_remaining_today(60);
     let (status, _) = rig
         .server
         .post_events(&json!({"events": [event("b", "Y0", "counted", 4)]}));
     assert_eq!(status, 200);
     assert!(
-        rig.etsy.market.wait_for(WAIT, |l| l["Y0"] == 4).is_some(),
+        rig.sim.market.wait_for(WAIT, |l| l["Y0"] == 4).is_some(),
         "the call that saw the quota"
     );
-    let calls = rig.etsy.market.calls().len();
+    let calls = rig.sim.market.calls().len();
     let (status, _) = rig
         .server
         .post_events(&json!({"events": [event("c", "Y1", "counted", 5)]}));
     assert_eq!(status, 200);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        rig.etsy.market.calls().len(),
+        rig.sim.market.calls().len(),
         calls,
         "no write while the quota is spent"
     );
-    assert_eq!(rig.etsy.market.level("Y1"), Some(0));
+    assert_eq!(rig.sim.market.level("Y1"), Some(0));
     let metrics = Server::client()
         .get(rig.server.url("/metrics"))
         .send()

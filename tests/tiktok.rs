@@ -12,56 +12,37 @@ use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::tiktok_sim::TikTokSim;
 use loadgen::webhook_sim::Fault;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    server: Server,
-    tiktok: TikTokSim,
-    _dir: tempfile::TempDir,
-}
+type Rig = MarketRig<TikTokSim>;
 
 /// SKU `T{i}` is SKU `8{i}` of product `17{i / 2}` (two per product).
-fn rig(skus: usize) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let names: Vec<(String, String)> = (0..skus)
-        .map(|i| (format!("T{i}"), format!("17{}/8{i}", i / 2)))
-        .collect();
-    let items: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(s, a)| (s.as_str(), a.as_str()))
-        .collect();
-    let tiktok = TikTokSim::start(&items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN);
-    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "tiktok", *a)).collect();
-    let config = tiktok_channel("tiktok", &tiktok.market.url(), "") + &catalog(&data, &rows);
-    let server = Server::start_with(&data, &config, None);
-    tiktok
-        .market
-        .set_webhook_url(&server.url("/webhooks/tiktok"));
-    Rig {
-        server,
-        tiktok,
-        _dir: dir,
-    }
+fn rig(n: usize) -> Rig {
+    market_rig(
+        "tiktok",
+        &skus("T", 0..n, |i| format!("17{}/8{i}", i / 2)),
+        |items| TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN),
+        |sim| tiktok_channel("tiktok", &sim.market.url(), ""),
+        |sim| &sim.market,
+    )
 }
 
 fn post(rig: &Rig, events: Vec<Value>) {
-    let (status, body) = rig.server.post_events(&json!({ "events": events }));
-    assert_eq!(status, 200, "{body}");
+    post_ok(&rig.server, events);
 }
 
 #[test]
 fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
     let rig = rig(2);
     count(&rig.server, "T0", 10);
-    rig.tiktok.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         duplicate: 1.0,
         reorder: Duration::from_millis(50),
         ..Habits::default()
     });
-    let order = rig.tiktok.place_order(&[("T0", 2), ("T1", 1)]);
+    let order = rig.sim.place_order(&[("T0", 2), ("T1", 1)]);
     assert!(eventually(WAIT, || rig.server.stock("T0") == Some((10, 2, 8))));
     assert_eq!(
         rig.server.stock("T1"),
@@ -70,7 +51,7 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
     );
 
     assert_eq!(
-        redeliver(&rig.server, "tiktok", &rig.tiktok.market, None).0,
+        redeliver(&rig.server, "tiktok", &rig.sim.market, None).0,
         200
     );
     assert_eq!(
@@ -79,7 +60,7 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
         "a redelivery is taken once"
     );
     let forged = Some(("authorization", Some("00ff")));
-    let (status, reply) = redeliver(&rig.server, "tiktok", &rig.tiktok.market, forged);
+    let (status, reply) = redeliver(&rig.server, "tiktok", &rig.sim.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature"))
@@ -87,12 +68,12 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
     assert_eq!(rig.server.stock("T0"), Some((10, 2, 8)));
 
     // A cancellation (type 1 and type 11): released once.
-    rig.tiktok.advance(&order, Stage::Cancelled);
+    rig.sim.advance(&order, Stage::Cancelled);
     assert!(eventually(WAIT, || rig.server.stock("T0")
         == Some((10, 0, 10))
         && rig.server.stock("T1") == Some((0, 0, 0))));
     assert!(rig
-        .tiktok
+        .sim
         .market
         .sender
         .sent()
@@ -110,11 +91,11 @@ fn a_product_s_skus_go_together_in_one_signed_call() {
             .collect(),
     );
     assert!(rig
-        .tiktok
+        .sim
         .market
         .wait_for(WAIT, |l| l.values().all(|v| *v == 3))
         .is_some());
-    let calls = rig.tiktok.market.calls();
+    let calls = rig.sim.market.calls();
     assert!(
         calls.iter().all(|c| c.status == 200),
         "signed calls are accepted: {calls:?}"
@@ -137,25 +118,25 @@ fn a_product_s_skus_go_together_in_one_signed_call() {
 #[test]
 fn a_429_is_honoured() {
     let rig = rig(1);
-    rig.tiktok
+    rig.sim
         .market
         .set_fault(Fault::Throttle { retry_after_s: 1 });
     post(&rig, vec![event("a", "T0", "counted", 4)]);
     assert!(eventually(WAIT, || rig
-        .tiktok
+        .sim
         .market
         .calls()
         .iter()
         .any(|c| c.status == 429)));
     std::thread::sleep(Duration::from_secs(2));
     let throttled = rig
-        .tiktok
+        .sim
         .market
         .calls()
         .iter()
         .filter(|c| c.status == 429)
         .count();
     assert!(throttled <= 4, "backed off: {throttled} calls in 2 s");
-    rig.tiktok.market.set_fault(Fault::None);
-    assert!(rig.tiktok.market.wait_for(WAIT, |l| l["T0"] == 4).is_some());
+    rig.sim.market.set_fault(Fault::None);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["T0"] == 4).is_some());
 }

@@ -12,27 +12,14 @@ use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::walmart_sim::{HookAuth, WalmartSim};
 use loadgen::webhook_sim::Fault;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    server: Server,
-    walmart: WalmartSim,
-    _dir: tempfile::TempDir,
-}
+type Rig = MarketRig<WalmartSim>;
 
 /// SKU `M{i}` is seller SKU `WM-{i}`.
-fn rig(skus: usize, basic: bool, extra: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let names: Vec<(String, String)> = (0..skus)
-        .map(|i| (format!("M{i}"), format!("WM-{i}")))
-        .collect();
-    let items: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(s, a)| (s.as_str(), a.as_str()))
-        .collect();
+fn rig(n: usize, basic: bool, extra: &str) -> Rig {
     let (hook_auth, auth_config) = if basic {
         (
             HookAuth::Basic("wm-hook-auth".into(), "walmart:hook-password".into()),
@@ -44,29 +31,22 @@ fn rig(skus: usize, basic: bool, extra: &str) -> Rig {
             "auth_header = \"wm-signature\"",
         )
     };
-    let walmart = WalmartSim::start(&items, WALMART_CLIENT, hook_auth);
-    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, a)| (*s, "walmart", *a)).collect();
-    let config = walmart_channel("walmart", &walmart.market.url(), auth_config, extra)
-        + &catalog(&data, &rows);
-    let server = Server::start_with(&data, &config, None);
-    walmart
-        .market
-        .set_webhook_url(&server.url("/webhooks/walmart"));
-    Rig {
-        server,
-        walmart,
-        _dir: dir,
-    }
+    market_rig(
+        "walmart",
+        &skus("M", 0..n, |i| format!("WM-{i}")),
+        |items| WalmartSim::start(items, WALMART_CLIENT, hook_auth),
+        |sim| walmart_channel("walmart", &sim.market.url(), auth_config, extra),
+        |sim| &sim.market,
+    )
 }
 
 fn post(rig: &Rig, events: Vec<Value>) {
-    let (status, body) = rig.server.post_events(&json!({ "events": events }));
-    assert_eq!(status, 200, "{body}");
+    post_ok(&rig.server, events);
 }
 
 fn forged_is_refused(rig: &Rig, header: &str) {
     let forged = Some((header, Some("Zm9yZ2Vk")));
-    let (status, reply) = redeliver(&rig.server, "walmart", &rig.walmart.market, forged);
+    let (status, reply) = redeliver(&rig.server, "walmart", &rig.sim.market, forged);
     assert_eq!(
         (status, reply["error"].as_str()),
         (401, Some("bad_signature")),
@@ -78,14 +58,14 @@ fn forged_is_refused(rig: &Rig, header: &str) {
 fn hmac_signed_events_are_checked_deduplicated_and_applied() {
     let rig = rig(2, false, "");
     count(&rig.server, "M0", 10);
-    rig.walmart.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         duplicate: 1.0,
         ..Habits::default()
     });
-    let order = rig.walmart.place_order(&[("M0", 2), ("M1", 1)]);
+    let order = rig.sim.place_order(&[("M0", 2), ("M1", 1)]);
     assert!(eventually(WAIT, || rig.server.stock("M0") == Some((10, 2, 8))));
     assert_eq!(
-        redeliver(&rig.server, "walmart", &rig.walmart.market, None).0,
+        redeliver(&rig.server, "walmart", &rig.sim.market, None).0,
         200
     );
     assert_eq!(
@@ -96,7 +76,7 @@ fn hmac_signed_events_are_checked_deduplicated_and_applied() {
     forged_is_refused(&rig, "wm-signature");
     assert_eq!(rig.server.stock("M0"), Some((10, 2, 8)));
 
-    rig.walmart.advance(&order, Stage::Cancelled);
+    rig.sim.advance(&order, Stage::Cancelled);
     assert!(eventually(WAIT, || rig.server.stock("M0")
         == Some((10, 0, 10))
         && rig.server.stock("M1").map(|s| s.1) == Some(0)));
@@ -105,7 +85,7 @@ fn hmac_signed_events_are_checked_deduplicated_and_applied() {
 #[test]
 fn basic_authenticated_events_are_checked() {
     let rig = rig(1, true, "");
-    rig.walmart.place_order(&[("M0", 1)]);
+    rig.sim.place_order(&[("M0", 1)]);
     assert!(eventually(WAIT, || rig.server.stock("M0") == Some((0, 1, -1))));
     forged_is_refused(&rig, "wm-hook-auth");
 }
@@ -113,14 +93,12 @@ fn basic_authenticated_events_are_checked() {
 #[test]
 fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     let rig = rig(1, false, "poll_interval_s = 1");
-    rig.walmart.market.set_habits(Habits {
+    rig.sim.market.set_habits(Habits {
         lose: 1.0,
         ..Habits::default()
     });
-    rig.walmart
-        .market
-        .set_listing_lag(Duration::from_millis(1_500));
-    let walmart = &rig.walmart;
+    rig.sim.market.set_listing_lag(Duration::from_millis(1_500));
+    let walmart = &rig.sim;
     poll_survives_restarts(rig.server, "walmart", "M0", &|sku, qty| {
         walmart.place_order(&[(sku, qty)]);
     });
@@ -136,14 +114,14 @@ fn inventory_puts_go_one_per_sku_with_fresh_correlation_ids() {
             .collect(),
     );
     assert!(rig
-        .walmart
+        .sim
         .market
         .wait_for(WAIT, |l| l.values().all(|v| *v == 9))
         .is_some());
-    let calls = rig.walmart.market.calls();
+    let calls = rig.sim.market.calls();
     assert_eq!(calls.len(), 6, "{calls:?}");
     assert!(calls.iter().all(|c| c.items == 1 && c.status == 200));
-    let ids = rig.walmart.correlation_ids();
+    let ids = rig.sim.correlation_ids();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
@@ -157,24 +135,20 @@ fn inventory_puts_go_one_per_sku_with_fresh_correlation_ids() {
 #[test]
 fn a_429_retry_after_is_waited() {
     let rig = rig(1, false, "");
-    rig.walmart
+    rig.sim
         .market
         .set_fault(Fault::Throttle { retry_after_s: 2 });
     post(&rig, vec![event("a", "M0", "counted", 4)]);
     assert!(eventually(WAIT, || rig
-        .walmart
+        .sim
         .market
         .calls()
         .iter()
         .any(|c| c.status == 429)));
     std::thread::sleep(Duration::from_millis(200));
-    rig.walmart.market.set_fault(Fault::None);
-    assert!(rig
-        .walmart
-        .market
-        .wait_for(WAIT, |l| l["M0"] == 4)
-        .is_some());
-    let calls = rig.walmart.market.calls();
+    rig.sim.market.set_fault(Fault::None);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["M0"] == 4).is_some());
+    let calls = rig.sim.market.calls();
     let throttled = calls.iter().find(|c| c.status == 429).unwrap().at;
     let next = calls.iter().find(|c| c.status == 200).unwrap().at;
     assert!(

@@ -182,23 +182,17 @@ impl Amazon {
                 order_id: order_id.to_string(),
                 line_id: item_id.clone(),
             };
-            match self.catalog.sku_of(seller_sku, None, None) {
-                Some(sku) => events.extend(payload::line_events(
-                    &self.name,
-                    &line,
-                    sku,
-                    *qty,
-                    &transitions,
-                    now,
-                )),
-                None => events.push(unmapped(
-                    &self.name,
-                    &format!("order {order_id} item {item_id} (seller SKU {seller_sku})"),
-                    format!("{}/{order_id}/{item_id}/unmapped", self.name),
-                    purchased,
-                    now,
-                )),
-            }
+            let sku = self.catalog.sku_of(seller_sku, None, None);
+            let what = format!("seller SKU {seller_sku}");
+            events.extend(payload::order_line(
+                &self.name,
+                line,
+                sku,
+                *qty,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         events
     }

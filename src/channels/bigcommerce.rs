@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use super::call::json_answer;
 use super::standard_webhooks::{self, Key};
 use super::Seen;
-use super::{body_hmac, excerpt, fetch_failed, payload, unmapped, BoxFuture, Caller, Catalog};
+use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
 use crate::clock::{parse_rfc2822, Micros};
 use crate::config::ChannelConfig;
@@ -142,25 +142,19 @@ impl BigCommerce {
             let variant = payload::id(&line["variant_id"]).unwrap_or_default();
             let line_ref = LineRef {
                 order_id: order_id.clone(),
-                line_id: line_id.clone(),
+                line_id,
             };
-            match self.catalog.sku_of(&variant, None, None) {
-                Some(sku) => events.extend(payload::line_events(
-                    &self.name,
-                    &line_ref,
-                    sku,
-                    qty,
-                    &transitions,
-                    now,
-                )),
-                None => events.push(unmapped(
-                    &self.name,
-                    &format!("order {order_id} line {line_id} (variant {variant})"),
-                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
-                    created,
-                    now,
-                )),
-            }
+            let sku = self.catalog.sku_of(&variant, None, None);
+            let what = format!("variant {variant}");
+            events.extend(payload::order_line(
+                &self.name,
+                line_ref,
+                sku,
+                qty,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

@@ -33,7 +33,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
-use super::{excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Levels};
+use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_rfc3339, now_micros, Micros, MICROS_PER_HOUR};
 use crate::config::ChannelConfig;
@@ -197,28 +197,19 @@ impl Ebay {
             };
             let line_ref = LineRef {
                 order_id: order_id.clone(),
-                line_id: line_id.clone(),
+                line_id,
             };
-            match payload::sku(&line["sku"]).filter(|s| self.catalog.item(s).is_some()) {
-                Some(sku) => events.extend(payload::line_events(
-                    &self.name,
-                    &line_ref,
-                    &sku,
-                    qty,
-                    &transitions,
-                    now,
-                )),
-                None => events.push(unmapped(
-                    &self.name,
-                    &format!(
-                        "order {order_id} line {line_id} (listing {})",
-                        line["legacyItemId"].as_str().unwrap_or("?")
-                    ),
-                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
-                    created,
-                    now,
-                )),
-            }
+            let sku = payload::sku(&line["sku"]).filter(|s| self.catalog.item(s).is_some());
+            let what = format!("listing {}", line["legacyItemId"].as_str().unwrap_or("?"));
+            events.extend(payload::order_line(
+                &self.name,
+                line_ref,
+                sku.as_deref(),
+                qty,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

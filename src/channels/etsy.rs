@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
 use super::standard_webhooks::{self, Key};
-use super::{excerpt, fetch_failed, payload, unmapped, BoxFuture, Caller, Catalog};
+use super::{excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OrderPoll, OutboundRequest, PollPage};
 use super::{PushItem, PushReply, RateLimit, Seen};
 use crate::clock::{Micros, MICROS_PER_SECOND};
@@ -181,32 +181,22 @@ impl Etsy {
             let Some(qty) = payload::quantity(&tx["quantity"]) else {
                 continue;
             };
-            let item = format!(
-                "{}/{}",
-                payload::id(&tx["listing_id"]).unwrap_or_default(),
-                payload::id(&tx["product_id"]).unwrap_or_default()
-            );
+            let item = payload::pair_id(&tx["listing_id"], &tx["product_id"]);
             let line = LineRef {
                 order_id: id.clone(),
-                line_id: tx_id.clone(),
+                line_id: tx_id,
             };
-            match self.catalog.sku_of(&item, None, None) {
-                Some(sku) => events.extend(payload::line_events(
-                    &self.name,
-                    &line,
-                    sku,
-                    qty,
-                    &transitions,
-                    now,
-                )),
-                None => events.push(unmapped(
-                    &self.name,
-                    &format!("receipt {id} transaction {tx_id} (listing/product {item})"),
-                    format!("{}/{id}/{tx_id}/unmapped", self.name),
-                    created,
-                    now,
-                )),
-            }
+            let sku = self.catalog.sku_of(&item, None, None);
+            let what = format!("listing/product {item}");
+            events.extend(payload::order_line(
+                &self.name,
+                line,
+                sku,
+                qty,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

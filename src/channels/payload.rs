@@ -115,6 +115,39 @@ pub fn line_events(
         .collect()
 }
 
+/// One order line as events: its `transitions` when the catalog maps it (`sku`), else one
+/// `unmapped` record saying `what` the channel named, keyed like the line so that a
+/// redelivery is a duplicate.
+pub fn order_line(
+    channel: &str,
+    line: LineRef,
+    sku: Option<&str>,
+    qty: i64,
+    transitions: &[(EventKind, Micros)],
+    what: &str,
+    now: Micros,
+) -> Vec<Event> {
+    match sku {
+        Some(sku) => line_events(channel, &line, sku, qty, transitions, now),
+        None => vec![super::unmapped(
+            channel,
+            &format!("order {} line {} ({what})", line.order_id, line.line_id),
+            format!("{channel}/{}/{}/unmapped", line.order_id, line.line_id),
+            transitions.first().map_or(now, |t| t.1),
+            now,
+        )],
+    }
+}
+
+/// A `first/second` catalog id from two id fields (`listing_id/product_id`).
+pub fn pair_id(first: &Value, second: &Value) -> String {
+    format!(
+        "{}/{}",
+        id(first).unwrap_or_default(),
+        id(second).unwrap_or_default()
+    )
+}
+
 /// An array field of a payload (empty when absent).
 pub fn list(value: &Value) -> &[Value] {
     value.as_array().map(Vec::as_slice).unwrap_or_default()

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::call::json_answer;
 use super::Seen;
-use super::{body_hmac, excerpt, fetch_failed, payload, unmapped, BoxFuture, Caller, Catalog};
+use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::config::ChannelConfig;
@@ -159,33 +159,23 @@ impl TikTok {
         }
         for line in payload::list(&order["line_items"]) {
             let line_id = payload::id(&line["id"]).ok_or("a line item without id")?;
-            let item = format!(
-                "{}/{}",
-                payload::id(&line["product_id"]).unwrap_or_default(),
-                payload::id(&line["sku_id"]).unwrap_or_default()
-            );
+            let item = payload::pair_id(&line["product_id"], &line["sku_id"]);
             let line_ref = LineRef {
                 order_id: order_id.clone(),
-                line_id: line_id.clone(),
+                line_id,
             };
-            match self.catalog.sku_of(&item, None, None) {
-                // A line item is one unit.
-                Some(sku) => events.extend(payload::line_events(
-                    &self.name,
-                    &line_ref,
-                    sku,
-                    1,
-                    &transitions,
-                    now,
-                )),
-                None => events.push(unmapped(
-                    &self.name,
-                    &format!("order {order_id} line item {line_id} (product/sku {item})"),
-                    format!("{}/{order_id}/{line_id}/unmapped", self.name),
-                    created,
-                    now,
-                )),
-            }
+            let sku = self.catalog.sku_of(&item, None, None);
+            let what = format!("product/sku {item}");
+            // A line item is one unit.
+            events.extend(payload::order_line(
+                &self.name,
+                line_ref,
+                sku,
+                1,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

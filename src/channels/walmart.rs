@@ -27,7 +27,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
-use super::{body_hmac, excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter};
+use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
 use super::{RateLimit, Seen};
 use crate::clock::{format_rfc3339, Micros};
@@ -178,18 +178,11 @@ impl Walmart {
     ) -> Vec<Event> {
         let line = LineRef {
             order_id: order_id.to_string(),
-            line_id: number.clone(),
+            line_id: number,
         };
-        match self.catalog.sku_of(&seller_sku, None, None) {
-            Some(sku) => payload::line_events(&self.name, &line, sku, qty, transitions, now),
-            None => vec![unmapped(
-                &self.name,
-                &format!("order {order_id} line {number} (seller SKU {seller_sku})"),
-                format!("{}/{order_id}/{number}/unmapped", self.name),
-                transitions.first().map_or(now, |t| t.1),
-                now,
-            )],
-        }
+        let sku = self.catalog.sku_of(&seller_sku, None, None);
+        let what = format!("seller SKU {seller_sku}");
+        payload::order_line(&self.name, line, sku, qty, transitions, &what, now)
     }
 
     /// A webhook event's lines: number, SKU and quantity, in either of the shapes Walmart

@@ -427,3 +427,77 @@ pub fn redeliver(
         .collect();
     post_raw(server, channel, &headers, &body)
 }
+
+/// A lockstep with one marketplace channel, and that channel's simulator.
+pub struct MarketRig<S> {
+    pub server: Server,
+    pub sim: S,
+    _dir: tempfile::TempDir,
+}
+
+/// SKUs `{prefix}{i}` for `i` in `range`, each with the channel's id `id(i)`.
+pub fn skus(
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    id: impl Fn(usize) -> String,
+) -> Vec<(String, String)> {
+    range.map(|i| (format!("{prefix}{i}"), id(i))).collect()
+}
+
+/// Starts the simulator with `start(items)`, then lockstep with `block(&sim)` and a
+/// catalog mapping `ids` on `channel`, and points the simulator's webhooks at lockstep.
+pub fn market_rig<S>(
+    channel: &str,
+    ids: &[(String, String)],
+    start: impl FnOnce(&[(&str, &str)]) -> S,
+    block: impl FnOnce(&S) -> String,
+    market: impl FnOnce(&S) -> &loadgen::market::Market,
+) -> MarketRig<S> {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let items: Vec<(&str, &str)> = ids.iter().map(|(s, i)| (s.as_str(), i.as_str())).collect();
+    let sim = start(&items);
+    let rows: Vec<(&str, &str, &str)> = items.iter().map(|(s, i)| (*s, channel, *i)).collect();
+    let config = block(&sim) + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    market(&sim).set_webhook_url(&server.url(&format!("/webhooks/{channel}")));
+    MarketRig {
+        server,
+        sim,
+        _dir: dir,
+    }
+}
+
+/// Posts native events; panics unless they are taken.
+pub fn post_ok(server: &Server, events: Vec<Value>) {
+    for chunk in events.chunks(1_000) {
+        let (status, body) = server.post_events(&json!({ "events": chunk }));
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Counts every SKU `{prefix}{i}` of `range` at `on_hand`, and waits until `market`
+/// shows it for all of them.
+pub fn count_shown(
+    server: &Server,
+    market: &loadgen::market::Market,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    on_hand: i64,
+) {
+    let names: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    let events = names
+        .iter()
+        .map(|sku| event(&format!("count-{sku}-{on_hand}"), sku, "counted", on_hand))
+        .collect();
+    post_ok(server, events);
+    assert!(
+        market
+            .wait_for(Duration::from_secs(30), |l| names
+                .iter()
+                .all(|s| l.get(s) == Some(&on_hand)))
+            .is_some(),
+        "the channel never showed {on_hand}: {:?}",
+        market.levels()
+    );
+}
