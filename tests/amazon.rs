@@ -12,8 +12,6 @@ use common::*;
 use loadgen::amazon_sim::{AmazonSim, FEEDS_PER_WINDOW};
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
-use loadgen::webhook_sim::Fault;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -131,21 +129,13 @@ fn single_changes_go_per_call_at_five_per_second_without_429s() {
     assert!(rig.sim.feeds().is_empty());
 
     // A 429 storm: the throttle is honoured and the value arrives once it passes.
-    rig.sim
-        .market
-        .set_fault(Fault::Throttle { retry_after_s: 1 });
-    let (status, _) = rig
-        .server
-        .post_events(&json!({"events": [event("storm", "A0", "adjusted", 1)]}));
-    assert_eq!(status, 200);
-    assert!(eventually(WAIT, || rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .any(|c| c.status == 429)));
-    rig.sim.market.set_fault(Fault::None);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["A0"] == 8).is_some());
+    throttle_storm_passes(
+        &rig.server,
+        &rig.sim.market,
+        event("storm", "A0", "adjusted", 1),
+        "A0",
+        8,
+    );
 }
 
 #[test]

@@ -11,8 +11,6 @@ use common::*;
 use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT};
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
-use loadgen::webhook_sim::Fault;
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -129,31 +127,11 @@ fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
     );
 
     rig.sim.set_window(150, Duration::from_secs(30));
-    rig.sim
-        .market
-        .set_fault(Fault::Throttle { retry_after_s: 1 });
-    let (status, _) = rig
-        .server
-        .post_events(&json!({"events": [event("storm", "B0", "adjusted", 1)]}));
-    assert_eq!(status, 200);
-    assert!(eventually(WAIT, || rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .any(|c| c.status == 429)));
-    std::thread::sleep(Duration::from_secs(2));
-    let throttled = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status == 429)
-        .count();
-    assert!(
-        throttled <= 4,
-        "Time-Reset-Ms is waited: {throttled} calls in 2 s"
+    throttle_storm_passes(
+        &rig.server,
+        &rig.sim.market,
+        event("storm", "B0", "adjusted", 1),
+        "B0",
+        5,
     );
-    rig.sim.market.set_fault(Fault::None);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["B0"] == 5).is_some());
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::*;
 use loadgen::ebay_sim::{EbaySim, BATCH_LIMIT};
 use loadgen::market::Stage;
-use loadgen::webhook_sim::Fault;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -90,27 +89,13 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
         "batches fill to 25: {calls:?}"
     );
 
-    rig.sim
-        .market
-        .set_fault(Fault::Throttle { retry_after_s: 1 });
-    post(&rig, vec![event("storm", "E0", "adjusted", 1)]);
-    assert!(eventually(WAIT, || rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .any(|c| c.status == 429)));
-    std::thread::sleep(Duration::from_secs(2));
-    let during = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status == 429)
-        .count();
-    assert!(during <= 4, "throttled calls back off: {during} in 2 s");
-    rig.sim.market.set_fault(Fault::None);
-    assert!(shows(&rig, "E0", 5));
+    throttle_storm_passes(
+        &rig.server,
+        &rig.sim.market,
+        event("storm", "E0", "adjusted", 1),
+        "E0",
+        5,
+    );
 }
 
 #[test]

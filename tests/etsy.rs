@@ -11,7 +11,6 @@ use common::*;
 use loadgen::etsy_sim::EtsySim;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
-use loadgen::webhook_sim::Fault;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -121,21 +120,13 @@ fn the_whole_listing_write_never_drops_an_offering() {
 #[test]
 fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
     let rig = rig(2, "");
-    rig.sim
-        .market
-        .set_fault(Fault::Throttle { retry_after_s: 1 });
-    let (status, _) = rig
-        .server
-        .post_events(&json!({"events": [event("a", "Y0", "counted", 3)]}));
-    assert_eq!(status, 200);
-    assert!(eventually(WAIT, || rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .any(|c| c.status == 429)));
-    rig.sim.market.set_fault(Fault::None);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y0"] == 3).is_some());
+    throttle_storm_passes(
+        &rig.server,
+        &rig.sim.market,
+        event("a", "Y0", "counted", 3),
+        "Y0",
+        3,
+    );
 
     // The answers report 60 calls left today: under the floor, pushes wait.
     rig.sim.set_remaining_today(60);

@@ -11,7 +11,6 @@ use common::*;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::tiktok_sim::TikTokSim;
-use loadgen::webhook_sim::Fault;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -118,25 +117,11 @@ fn a_product_s_skus_go_together_in_one_signed_call() {
 #[test]
 fn a_429_is_honoured() {
     let rig = rig(1);
-    rig.sim
-        .market
-        .set_fault(Fault::Throttle { retry_after_s: 1 });
-    post(&rig, vec![event("a", "T0", "counted", 4)]);
-    assert!(eventually(WAIT, || rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .any(|c| c.status == 429)));
-    std::thread::sleep(Duration::from_secs(2));
-    let throttled = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status == 429)
-        .count();
-    assert!(throttled <= 4, "backed off: {throttled} calls in 2 s");
-    rig.sim.market.set_fault(Fault::None);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["T0"] == 4).is_some());
+    throttle_storm_passes(
+        &rig.server,
+        &rig.sim.market,
+        event("a", "T0", "counted", 4),
+        "T0",
+        4,
+    );
 }

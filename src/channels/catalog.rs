@@ -93,6 +93,24 @@ impl Catalog {
         exact.or_else(fallback).map(String::as_str)
     }
 
+    /// Indices of `skus` grouped by the part of their item id before the first `/` (a
+    /// WooCommerce parent, an Etsy listing, a TikTok product): what one call may carry
+    /// together. Ids without a `/`, and unmapped SKUs, form one group.
+    pub fn group_by_parent(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+        for (i, sku) in skus.iter().enumerate() {
+            let parent = self
+                .item(sku)
+                .and_then(|item| item.id.split_once('/'))
+                .map(|(parent, _)| parent);
+            match groups.iter_mut().find(|(p, _)| *p == parent) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((parent, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_sku.is_empty()
     }

@@ -308,15 +308,7 @@ impl ChannelAdapter for Etsy {
     }
 
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, sku) in skus.iter().enumerate() {
-            let listing = self.listing_product(sku).map_or("", |(l, _)| l);
-            match groups.iter_mut().find(|(l, _)| *l == listing) {
-                Some((_, group)) => group.push(i),
-                None => groups.push((listing, vec![i])),
-            }
-        }
-        groups.into_iter().map(|(_, g)| g).collect()
+        self.catalog.group_by_parent(skus)
     }
 
     /// Verifies the delivery; the receipt is fetched by `receive`.

@@ -202,18 +202,6 @@ impl TikTok {
         }
         Ok(events)
     }
-
-    fn grouped(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, sku) in skus.iter().enumerate() {
-            let product = self.product_sku(sku).map_or("", |(p, _)| p);
-            match groups.iter_mut().find(|(p, _)| *p == product) {
-                Some((_, group)) => group.push(i),
-                None => groups.push((product, vec![i])),
-            }
-        }
-        groups.into_iter().map(|(_, g)| g).collect()
-    }
 }
 
 impl ChannelAdapter for TikTok {
@@ -235,11 +223,11 @@ impl ChannelAdapter for TikTok {
 
     fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
         let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
-        self.grouped(&skus)
+        self.catalog.group_by_parent(&skus)
     }
 
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        self.grouped(skus)
+        self.catalog.group_by_parent(skus)
     }
 
     /// Verifies; the order is fetched by `receive`.

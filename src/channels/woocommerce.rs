@@ -123,18 +123,6 @@ impl WooCommerce {
         id.rsplit('/').next()?.parse().ok()
     }
 
-    fn grouped(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
-        for (i, sku) in skus.iter().enumerate() {
-            let parent = self.parent_of(sku);
-            match groups.iter_mut().find(|(p, _)| *p == parent) {
-                Some((_, group)) => group.push(i),
-                None => groups.push((parent, vec![i])),
-            }
-        }
-        groups.into_iter().map(|(_, g)| g).collect()
-    }
-
     /// Whether an order payload modified at `modified` is older than one already taken.
     fn is_stale(&self, order_id: &str, modified: Option<Micros>) -> bool {
         let Some(modified) = modified else {
@@ -350,11 +338,11 @@ impl ChannelAdapter for WooCommerce {
 
     fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
         let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
-        self.grouped(&skus)
+        self.catalog.group_by_parent(&skus)
     }
 
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        self.grouped(skus)
+        self.catalog.group_by_parent(skus)
     }
 
     fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {

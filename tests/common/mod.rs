@@ -501,3 +501,33 @@ pub fn count_shown(
         market.levels()
     );
 }
+
+/// A 429 storm on the channel while `event` is pushed: lockstep backs off (at most 4
+/// throttled calls in 2 s) and, once the storm passes, `sku` shows `after`.
+pub fn throttle_storm_passes(
+    server: &Server,
+    market: &loadgen::market::Market,
+    event: Value,
+    sku: &str,
+    after: i64,
+) {
+    let wait = Duration::from_secs(30);
+    market.set_fault(loadgen::webhook_sim::Fault::Throttle { retry_after_s: 1 });
+    post_ok(server, vec![event]);
+    let throttled = || market.calls().iter().filter(|c| c.status == 429).count();
+    assert!(eventually(wait, || throttled() > 0), "the storm was met");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        throttled() <= 4,
+        "backed off: {} throttled calls in 2 s",
+        throttled()
+    );
+    market.set_fault(loadgen::webhook_sim::Fault::None);
+    assert!(
+        market
+            .wait_for(wait, |l| l.get(sku) == Some(&after))
+            .is_some(),
+        "{sku} reached {after} after the storm: {:?}",
+        market.levels()
+    );
+}
