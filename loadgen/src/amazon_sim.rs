@@ -477,15 +477,8 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
             &[],
         );
     };
-    let offset: usize = req
-        .param("NextToken")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let per_page: usize = req
-        .param("MaxResultsPerPage")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 100);
+    let offset: usize = req.number("NextToken", 0);
+    let per_page: usize = req.number("MaxResultsPerPage", 100).clamp(1, 100);
     let mut s = lock(shop);
     let orders = s.modified_after(after);
     let page: Vec<Value> = orders

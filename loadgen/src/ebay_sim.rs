@@ -248,15 +248,8 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
             "The filter lastmodifieddate:[from..] is required here.",
         );
     };
-    let limit: usize = req
-        .param("limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50)
-        .clamp(1, 200);
-    let offset: usize = req
-        .param("offset")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let limit: usize = req.number("limit", 50).clamp(1, 200);
+    let offset: usize = req.number("offset", 0);
     let mut s = lock(shop);
     // eBay's filter is inclusive of `from`.
     let orders = s.modified_after(from - 1);

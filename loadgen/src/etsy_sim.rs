@@ -425,19 +425,9 @@ fn handle(
             }
         }
         (hyper::Method::GET, ["shops", shop_id, "receipts"]) if *shop_id == SHOP_ID => {
-            let since_s: i64 = req
-                .param("min_last_modified")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let limit: usize = req
-                .param("limit")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(25)
-                .clamp(1, 100);
-            let offset: usize = req
-                .param("offset")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let since_s = req.number("min_last_modified", 0) as i64;
+            let limit: usize = req.number("limit", 25).clamp(1, 100);
+            let offset: usize = req.number("offset", 0);
             let mut s = lock(shop);
             // `min_last_modified` is inclusive, in whole seconds.
             let orders = s.modified_after(since_s * 1_000_000 - 1);

@@ -121,6 +121,13 @@ impl Req {
         })
     }
 
+    /// A numeric query parameter, or `default` when absent or not a number.
+    pub fn number(&self, name: &str, default: usize) -> usize {
+        self.param(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// A field of an `application/x-www-form-urlencoded` body, decoded.
     pub fn form(&self, name: &str) -> Option<String> {
         String::from_utf8_lossy(&self.body)

@@ -318,15 +318,8 @@ fn handle(
                     &[],
                 );
             };
-            let limit: usize = req
-                .param("limit")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100)
-                .clamp(1, 200);
-            let cursor: usize = req
-                .param("cursor")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let limit: usize = req.number("limit", 100).clamp(1, 200);
+            let cursor: usize = req.number("cursor", 0);
             let mut s = lock(shop);
             // Walmart keeps status dates in milliseconds; the filter is inclusive.
             let orders = s.modified_after(since - 1_000);

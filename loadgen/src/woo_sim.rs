@@ -116,19 +116,7 @@ fn gmt_text(micros: i64) -> String {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS` (what `modified_after` takes) into microseconds.
 fn parse_gmt(text: &str) -> Option<i64> {
-    let b = text.get(..19)?;
-    let num = |r: std::ops::Range<usize>| b.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (the inverse of `civil_from_days`).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1_000_000)
+    crate::market::parse_rfc3339(text)
 }
 
 fn product_json(p: &Product) -> Value {
