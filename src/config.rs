@@ -188,6 +188,9 @@ pub struct ChannelConfig {
     pub webhook_auth: Option<String>,
     /// eBay: revisions allowed per listing per day (default 250, eBay's limit).
     pub revision_limit: Option<u32>,
+    /// eBay: the UTC offset, in hours, of the day the revision limit counts (default -8:
+    /// midnight Pacific standard time; when eBay's day turns is unverified).
+    pub revision_day_utc_offset_h: Option<i64>,
     /// Units held back from this channel: it is pushed `available - buffer`.
     #[serde(default)]
     pub buffer: i64,
@@ -370,7 +373,26 @@ impl Config {
                     }
                 }
             }
+            if let Some(url) = &channel.token_url {
+                check_base_url(url).map_err(|reason| invalid(at("token_url"), reason))?;
+            }
+            if channel
+                .revision_day_utc_offset_h
+                .is_some_and(|h| !(-12..=14).contains(&h))
+            {
+                return Err(invalid(at("revision_day_utc_offset_h"), "-12 to 14 hours"));
+            }
             if channel.kind == ChannelKind::Walmart {
+                let name_ok = channel
+                    .auth_header
+                    .as_deref()
+                    .is_none_or(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).is_ok());
+                if !name_ok {
+                    return Err(invalid(
+                        at("auth_header"),
+                        "for walmart, the name of the header Walmart signs in (authHeaderName)",
+                    ));
+                }
                 match channel.webhook_auth.as_deref() {
                     None | Some("hmac") => {}
                     Some("basic")
@@ -697,5 +719,44 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
         let kind = EXAMPLE.replace("kind = \"woocommerce\"", "kind = \"magento\"");
         assert!(Config::parse(&kind).unwrap_err().reason.contains("magento"));
+    }
+
+    #[test]
+    fn marketplace_settings_are_checked() {
+        let walmart = "\n[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
+        let field = |extra: &str| {
+            Config::parse(&format!("{EXAMPLE}{walmart}{extra}"))
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.field)
+        };
+        assert_eq!(field(""), None);
+        assert_eq!(
+            field("auth_header = \"WM-Sig: x\""),
+            Some("channels[3].auth_header".into())
+        );
+        assert_eq!(
+            field("webhook_auth = \"oauth\""),
+            Some("channels[3].webhook_auth".into())
+        );
+        assert_eq!(
+            field("webhook_auth = \"basic\""),
+            Some("channels[3].webhook_secret".into())
+        );
+        assert_eq!(
+            field("token_url = \"nope\""),
+            Some("channels[3].token_url".into())
+        );
+        assert_eq!(
+            field("revision_day_utc_offset_h = 20"),
+            Some("channels[3].revision_day_utc_offset_h".into())
+        );
+        let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"no-colon\"\n";
+        let err = Config::parse(&format!("{EXAMPLE}{amazon}"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "channels[3].auth_header");
     }
 }

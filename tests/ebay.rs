@@ -59,6 +59,13 @@ fn shipments_and_cancellations_follow_the_order() {
         rig.server.stock("E0")
     );
     assert!(shows(&rig, "E0", 8));
+    // eBay orders come by the poll only: a posted "notification" is refused, unapplied.
+    let (status, reply) = post_raw(&rig.server, "ebay", &[], br#"{"orderId": "1"}"#);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (404, Some("no_inbound_webhooks"))
+    );
+    assert_eq!(rig.server.stock("E0"), Some((8, 0, 8)));
 }
 
 #[test]

@@ -54,9 +54,10 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 const POLL_INTERVAL_DEFAULT_S: u64 = 5;
 /// Orders per page of the poll (getOrders allows up to 200).
 const PAGE_SIZE: u32 = 200;
-/// eBay's day ends at midnight Pacific; standard time is taken all year, so a day may
-/// reset an hour late in summer (never early).
-const PACIFIC_OFFSET: Micros = -8 * MICROS_PER_HOUR;
+/// eBay's day ends at midnight Pacific (unverified, so `revision_day_utc_offset_h` can
+/// change it); standard time is taken all year, so a day may reset an hour late in
+/// summer (never early).
+const PACIFIC_OFFSET_H: i64 = -8;
 
 /// An eBay seller account.
 pub struct Ebay {
@@ -66,18 +67,20 @@ pub struct Ebay {
     poll_interval: Duration,
     token: TokenCache,
     revision_limit: u32,
+    /// The UTC offset of eBay's day.
+    day_offset: Micros,
     /// Listing id → (eBay day, revisions used that day).
     revisions: Mutex<HashMap<String, (i64, u32)>>,
 }
 
-/// eBay's day number of a time.
-fn ebay_day(at: Micros) -> i64 {
-    (at + PACIFIC_OFFSET).div_euclid(24 * MICROS_PER_HOUR)
+/// The number of the day (starting at UTC+`offset`) of a time.
+fn day_of(at: Micros, offset: Micros) -> i64 {
+    (at + offset).div_euclid(24 * MICROS_PER_HOUR)
 }
 
-/// How long until eBay's next day starts.
-fn until_next_day(now: Micros) -> Duration {
-    let next = (ebay_day(now) + 1) * 24 * MICROS_PER_HOUR - PACIFIC_OFFSET;
+/// How long until the next day (starting at UTC+`offset`) begins.
+fn until_next_day(now: Micros, offset: Micros) -> Duration {
+    let next = (day_of(now, offset) + 1) * 24 * MICROS_PER_HOUR - offset;
     Duration::from_micros((next - now).max(1) as u64)
 }
 
@@ -118,6 +121,8 @@ impl Ebay {
             ),
             token,
             revision_limit: config.revision_limit.unwrap_or(REVISIONS_PER_DAY),
+            day_offset: config.revision_day_utc_offset_h.unwrap_or(PACIFIC_OFFSET_H)
+                * MICROS_PER_HOUR,
             revisions: Mutex::new(HashMap::new()),
         }
     }
@@ -130,7 +135,7 @@ impl Ebay {
     /// Splits items into those that may go out now and those held by their listing's
     /// revision budget. A listing counts once per call, however many of its SKUs it has.
     fn budget(&self, items: &[PushItem], now: Micros) -> (Vec<usize>, Vec<usize>) {
-        let day = ebay_day(now);
+        let day = day_of(now, self.day_offset);
         let revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         let used = |listing: &str| {
             revisions
@@ -156,7 +161,7 @@ impl Ebay {
 
     /// Counts one revision for each listing among `items`.
     fn spend(&self, items: &[&PushItem], now: Micros) {
-        let day = ebay_day(now);
+        let day = day_of(now, self.day_offset);
         let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         let mut listings: Vec<&str> = items
             .iter()
@@ -254,7 +259,7 @@ impl ChannelAdapter for Ebay {
         Box::pin(async move {
             let now = now_micros();
             let (send, held) = self.budget(items, now);
-            let retry_in = until_next_day(now).min(Duration::from_secs(3_600));
+            let retry_in = until_next_day(now, self.day_offset).min(Duration::from_secs(3_600));
             if send.is_empty() {
                 return PushReply::Held {
                     acked: Vec::new(),
@@ -438,7 +443,8 @@ mod tests {
         // 2026-11-27T07:59:59Z is 23:59:59 the day before in UTC-8.
         let before = crate::clock::parse_rfc3339("2026-11-27T07:59:59Z").unwrap();
         let after = crate::clock::parse_rfc3339("2026-11-27T08:00:00Z").unwrap();
-        assert_eq!(ebay_day(after), ebay_day(before) + 1);
-        assert_eq!(until_next_day(before), Duration::from_secs(1));
+        let pacific = PACIFIC_OFFSET_H * MICROS_PER_HOUR;
+        assert_eq!(day_of(after, pacific), day_of(before, pacific) + 1);
+        assert_eq!(until_next_day(before, pacific), Duration::from_secs(1));
     }
 }
