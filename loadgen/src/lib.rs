@@ -12,6 +12,7 @@ pub mod amazon_sim;
 pub mod bigcommerce_sim;
 pub mod ebay_sim;
 pub mod etsy_sim;
+pub mod fleet;
 pub mod market;
 pub mod report;
 pub mod run;

@@ -1,7 +1,7 @@
 //! Shared by the integration tests: start the real `lockstep` binary on an ephemeral port
 //! and a temp data directory, and talk to it over HTTP.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+// The channels' config blocks and the simulators' credentials, shared with loadgen.
+pub use loadgen::fleet::creds::*;
+pub use loadgen::fleet::{
+    amazon_block as amazon_channel, bigcommerce_block as bigcommerce_channel,
+    ebay_block as ebay_channel, etsy_block as etsy_channel, shopify_block as shopify_channel,
+    tiktok_block as tiktok_channel, walmart_block as walmart_channel,
+    webhook_block as webhook_channel, woo_block as woo_channel,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
 
@@ -206,11 +215,6 @@ pub fn replay(data_dir: &Path) -> (bool, String) {
     )
 }
 
-/// A `[[channels]]` block of kind `webhook` pointing at `url`.
-pub fn webhook_channel(name: &str, url: &str, secret: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{extra}\n")
-}
-
 /// The simulated channel `sim` delivers `body` to `/webhooks/{channel}`, signed.
 pub fn deliver(
     server: &Server,
@@ -221,20 +225,6 @@ pub fn deliver(
 ) -> (u16, Value) {
     sim.send_events(&server.url(&format!("/webhooks/{channel}")), id, body)
 }
-
-/// A `[[channels]]` block of kind `shopify` for a simulated store.
-pub fn shopify_channel(name: &str, url: &str, secret: &str, version: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"shopify\"\nbase_url = \"{url}\"\napi_version = \"{version}\"\nwebhook_secret = \"{secret}\"\naccess_token = \"{SHOPIFY_TOKEN}\"\nlocation_id = \"gid://shopify/Location/1\"\n{extra}\n")
-}
-
-/// A `[[channels]]` block of kind `woocommerce` for a simulated site.
-pub fn woo_channel(name: &str, url: &str, secret: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"woocommerce\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\nconsumer_key = \"{WOO_KEY}\"\nconsumer_secret = \"{WOO_SECRET}\"\n{extra}\n")
-}
-
-pub const SHOPIFY_TOKEN: &str = "shpat_sim";
-pub const WOO_KEY: &str = "ck_sim";
-pub const WOO_SECRET: &str = "cs_sim";
 
 /// Writes a catalog CSV beside `data_dir`; returns the `[catalog]` block naming it.
 pub fn catalog(data_dir: &Path, rows: &[(&str, &str, &str)]) -> String {
@@ -345,68 +335,6 @@ pub fn poll_survives_restarts(server: Server, channel: &str, sku: &str, place: &
         3,
         "one placement per order line"
     );
-}
-
-// Credentials the marketplace simulators are started with in the tests.
-pub const AMAZON_AUTH: (&str, &str) = ("x-lockstep-key", "eventbridge-shared-secret");
-pub const AMAZON_LWA: (&str, &str, &str) = (
-    "amzn1.application-oa2-client.sim",
-    "lwa-secret",
-    "Atzr|refresh",
-);
-pub const EBAY_CLIENT: (&str, &str) = ("Seller-lockstep-PRD-sim", "PRD-sim-cert");
-pub const EBAY_REFRESH: &str = "v^1.1#i^1#r^1#sim-refresh";
-pub const ETSY_KEY: &str = "etsy-keystring-sim";
-pub const ETSY_REFRESH: &str = "12345678.refresh-sim";
-pub const ETSY_SECRET: &str = "whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=";
-pub const BC_TOKEN: &str = "bc-access-token-sim";
-pub const BC_SECRET: &str = "bc-client-secret-sim";
-pub const BC_HEADER: (&str, &str) = ("x-hook-auth", "registered-hook-secret");
-pub const WALMART_CLIENT: (&str, &str) = ("walmart-client-id-sim", "walmart-client-secret-sim");
-pub const TIKTOK_APP: (&str, &str) = ("6abc123sim", "tiktok-app-secret-sim");
-pub const TIKTOK_TOKEN: &str = "ROW_sim_access_token";
-
-/// A `[[channels]]` block of kind `amazon` for a simulated account.
-pub fn amazon_channel(name: &str, sim: &loadgen::amazon_sim::AmazonSim, extra: &str) -> String {
-    use loadgen::amazon_sim::{MARKETPLACE_ID, SELLER_ID};
-    let ((header, value), (id, secret, refresh)) = (AMAZON_AUTH, AMAZON_LWA);
-    format!(
-        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\n{extra}\n",
-        sim.market.url(),
-        sim.token_url()
-    )
-}
-
-/// A `[[channels]]` block of kind `ebay`.
-pub fn ebay_channel(name: &str, url: &str, extra: &str) -> String {
-    let (id, secret) = EBAY_CLIENT;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"ebay\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{EBAY_REFRESH}\"\n{extra}\n")
-}
-
-/// A `[[channels]]` block of kind `etsy`.
-pub fn etsy_channel(name: &str, url: &str, extra: &str) -> String {
-    let shop = loadgen::etsy_sim::SHOP_ID;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{ETSY_KEY}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{extra}\n")
-}
-
-/// A `[[channels]]` block of kind `bigcommerce`.
-pub fn bigcommerce_channel(name: &str, url: &str, extra: &str) -> String {
-    let hash = loadgen::bigcommerce_sim::STORE_HASH;
-    let (header, value) = BC_HEADER;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"bigcommerce\"\nbase_url = \"{url}\"\nstore_hash = \"{hash}\"\naccess_token = \"{BC_TOKEN}\"\nwebhook_secret = \"{BC_SECRET}\"\nauth_header = \"{header}: {value}\"\n{extra}\n")
-}
-
-/// A `[[channels]]` block of kind `walmart` (`auth`: the webhook auth lines).
-pub fn walmart_channel(name: &str, url: &str, auth: &str, extra: &str) -> String {
-    let (id, secret) = WALMART_CLIENT;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"walmart\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n{auth}\n{extra}\n")
-}
-
-/// A `[[channels]]` block of kind `tiktok`.
-pub fn tiktok_channel(name: &str, url: &str, extra: &str) -> String {
-    let cipher = loadgen::tiktok_sim::SHOP_CIPHER;
-    let (key, secret) = TIKTOK_APP;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\naccess_token = \"{TIKTOK_TOKEN}\"\nshop_cipher = \"{cipher}\"\n{extra}\n")
 }
 
 /// Posts the last webhook a market simulator built to `/webhooks/{channel}` again,

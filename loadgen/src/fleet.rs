@@ -1,0 +1,399 @@
+//! Every channel kind at once: one simulator of each (Shopify, WooCommerce, BigCommerce,
+//! Amazon, eBay, Walmart, Etsy, TikTok Shop, and a Standard Webhooks shop) over the same
+//! SKUs, with the lockstep config that connects them. The `mixed` scenario and the
+//! all-channels test drive it; each channel is addressed by its index in `CHANNELS`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::amazon_sim::AmazonSim;
+use crate::bigcommerce_sim::BigCommerceSim;
+use crate::ebay_sim::EbaySim;
+use crate::etsy_sim::EtsySim;
+use crate::market::{Market, Stage};
+use crate::shopify_sim::ShopifySim;
+use crate::sim::Habits;
+use crate::tiktok_sim::TikTokSim;
+use crate::walmart_sim::{HookAuth, WalmartSim};
+use crate::webhook_sim::WebhookSim;
+use crate::woo_sim::WooSim;
+
+/// The credentials the simulators are started with (and the config names).
+pub mod creds {
+    pub const SHOPIFY_SECRET: &str = "shpss_fleet";
+    pub const SHOPIFY_TOKEN: &str = "shpat_sim";
+    pub const WOO_HOOK_SECRET: &str = "woo-fleet";
+    pub const WOO_KEY: &str = "ck_sim";
+    pub const WOO_SECRET: &str = "cs_sim";
+    pub const AMAZON_AUTH: (&str, &str) = ("x-lockstep-key", "eventbridge-shared-secret");
+    pub const AMAZON_LWA: (&str, &str, &str) = (
+        "amzn1.application-oa2-client.sim",
+        "lwa-secret",
+        "Atzr|refresh",
+    );
+    pub const EBAY_CLIENT: (&str, &str) = ("Seller-lockstep-PRD-sim", "PRD-sim-cert");
+    pub const EBAY_REFRESH: &str = "v^1.1#i^1#r^1#sim-refresh";
+    pub const ETSY_KEY: &str = "etsy-keystring-sim";
+    pub const ETSY_REFRESH: &str = "12345678.refresh-sim";
+    pub const ETSY_SECRET: &str = "whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=";
+    pub const BC_TOKEN: &str = "bc-access-token-sim";
+    pub const BC_SECRET: &str = "bc-client-secret-sim";
+    pub const BC_HEADER: (&str, &str) = ("x-hook-auth", "registered-hook-secret");
+    pub const WALMART_CLIENT: (&str, &str) = ("walmart-client-id-sim", "walmart-client-secret-sim");
+    pub const WALMART_HEADER: &str = "wm-signature";
+    pub const TIKTOK_APP: (&str, &str) = ("6abc123sim", "tiktok-app-secret-sim");
+    pub const TIKTOK_TOKEN: &str = "ROW_sim_access_token";
+    pub const WEBHOOK_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE=";
+}
+use creds::*;
+
+/// The channels' names in the config, by index.
+pub const CHANNELS: [&str; 9] = [
+    "shop", "woo", "bc", "amazon", "ebay", "walmart", "etsy", "tiktok", "erp",
+];
+
+/// SKUs per Etsy listing and per TikTok product.
+const PER_LISTING: usize = 20;
+
+/// What cancels an order placed on a channel.
+pub type Cancel<'a> = Box<dyn Fn() + 'a>;
+
+/// A `[[channels]]` block of kind `amazon` for a simulated account.
+pub fn amazon_block(name: &str, sim: &AmazonSim, extra: &str) -> String {
+    use crate::amazon_sim::{MARKETPLACE_ID, SELLER_ID};
+    let ((header, value), (id, secret, refresh)) = (AMAZON_AUTH, AMAZON_LWA);
+    format!(
+        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\n{extra}\n",
+        sim.market.url(),
+        sim.token_url()
+    )
+}
+
+/// A `[[channels]]` block of kind `ebay`.
+pub fn ebay_block(name: &str, url: &str, extra: &str) -> String {
+    let (id, secret) = EBAY_CLIENT;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"ebay\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{EBAY_REFRESH}\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `etsy`.
+pub fn etsy_block(name: &str, url: &str, extra: &str) -> String {
+    let shop = crate::etsy_sim::SHOP_ID;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{ETSY_KEY}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `bigcommerce`.
+pub fn bigcommerce_block(name: &str, url: &str, extra: &str) -> String {
+    let hash = crate::bigcommerce_sim::STORE_HASH;
+    let (header, value) = BC_HEADER;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"bigcommerce\"\nbase_url = \"{url}\"\nstore_hash = \"{hash}\"\naccess_token = \"{BC_TOKEN}\"\nwebhook_secret = \"{BC_SECRET}\"\nauth_header = \"{header}: {value}\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `walmart` (`auth`: the webhook auth lines).
+pub fn walmart_block(name: &str, url: &str, auth: &str, extra: &str) -> String {
+    let (id, secret) = WALMART_CLIENT;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"walmart\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n{auth}\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `tiktok`.
+pub fn tiktok_block(name: &str, url: &str, extra: &str) -> String {
+    let cipher = crate::tiktok_sim::SHOP_CIPHER;
+    let (key, secret) = TIKTOK_APP;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\naccess_token = \"{TIKTOK_TOKEN}\"\nshop_cipher = \"{cipher}\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `shopify`.
+pub fn shopify_block(name: &str, url: &str, secret: &str, version: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"shopify\"\nbase_url = \"{url}\"\napi_version = \"{version}\"\nwebhook_secret = \"{secret}\"\naccess_token = \"{SHOPIFY_TOKEN}\"\nlocation_id = \"gid://shopify/Location/1\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `woocommerce`.
+pub fn woo_block(name: &str, url: &str, secret: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"woocommerce\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\nconsumer_key = \"{WOO_KEY}\"\nconsumer_secret = \"{WOO_SECRET}\"\n{extra}\n")
+}
+
+/// A `[[channels]]` block of kind `webhook`.
+pub fn webhook_block(name: &str, url: &str, secret: &str, extra: &str) -> String {
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{extra}\n")
+}
+
+/// One simulator of every kind over the same SKUs.
+pub struct Fleet {
+    pub skus: Vec<String>,
+    pub shop: ShopifySim,
+    pub woo: WooSim,
+    pub bc: BigCommerceSim,
+    pub amazon: AmazonSim,
+    pub ebay: EbaySim,
+    pub walmart: WalmartSim,
+    pub etsy: EtsySim,
+    pub tiktok: TikTokSim,
+    pub erp: WebhookSim,
+    /// Orders the webhook shop has placed (its order ids).
+    erp_orders: AtomicU64,
+    /// lockstep's base URL, once connected.
+    engine: std::sync::Mutex<Option<String>>,
+}
+
+/// Each SKU's id on each channel, by SKU index.
+fn ids(i: usize) -> [String; 9] {
+    [
+        (100 + i).to_string(),
+        (200 + i).to_string(),
+        format!("3{i:05}"),
+        format!("AMZ-{i}"),
+        format!("110{i}/500{i}"),
+        format!("WM-{i}"),
+        format!("400{}/70{i}", i / PER_LISTING),
+        format!("17{}/8{i}", i / PER_LISTING),
+        String::new(),
+    ]
+}
+
+impl Fleet {
+    /// Starts every simulator with `skus` SKUs named `{prefix}{i}`, each showing 0.
+    pub fn start(prefix: &str, skus: usize) -> Fleet {
+        let names: Vec<String> = (0..skus).map(|i| format!("{prefix}{i}")).collect();
+        let all: Vec<[String; 9]> = (0..skus).map(ids).collect();
+        let pairs = |c: usize| -> Vec<(&str, &str)> {
+            names
+                .iter()
+                .zip(&all)
+                .map(|(s, ids)| (s.as_str(), ids[c].as_str()))
+                .collect()
+        };
+        let numbered = |c: usize| -> Vec<(&str, u64)> {
+            pairs(c)
+                .into_iter()
+                .map(|(s, id)| (s, id.parse().expect("numeric")))
+                .collect()
+        };
+        let woo_items: Vec<(&str, u64, Option<u64>)> = numbered(1)
+            .into_iter()
+            .map(|(s, id)| (s, id, None))
+            .collect();
+        Fleet {
+            shop: ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &numbered(0)),
+            woo: WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &woo_items),
+            bc: BigCommerceSim::start(&pairs(2), BC_TOKEN, BC_SECRET, BC_HEADER),
+            amazon: AmazonSim::start(&pairs(3), AMAZON_LWA, AMAZON_AUTH),
+            ebay: EbaySim::start(&pairs(4), EBAY_CLIENT, EBAY_REFRESH),
+            walmart: WalmartSim::start(
+                &pairs(5),
+                WALMART_CLIENT,
+                HookAuth::Hmac(WALMART_HEADER.into()),
+            ),
+            etsy: EtsySim::start(&pairs(6), ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
+            tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN),
+            erp: WebhookSim::start(WEBHOOK_SECRET),
+            skus: names,
+            erp_orders: AtomicU64::new(0),
+            engine: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The lockstep `[[channels]]` blocks of all nine; `extra(name)` adds lines to one.
+    /// Polled channels poll every second.
+    pub fn channels_config(&self, extra: impl Fn(&str) -> String) -> String {
+        let polled = |name: &str| format!("poll_interval_s = 1\n{}", extra(name));
+        shopify_block(
+            "shop",
+            &self.shop.url(),
+            SHOPIFY_SECRET,
+            "2026-04",
+            &extra("shop"),
+        ) + &woo_block("woo", &self.woo.url(), WOO_HOOK_SECRET, &polled("woo"))
+            + &bigcommerce_block("bc", &self.bc.market.url(), &extra("bc"))
+            + &amazon_block("amazon", &self.amazon, &extra("amazon"))
+            + &ebay_block("ebay", &self.ebay.market.url(), &polled("ebay"))
+            + &walmart_block(
+                "walmart",
+                &self.walmart.market.url(),
+                &format!("auth_header = \"{WALMART_HEADER}\""),
+                &extra("walmart"),
+            )
+            + &etsy_block("etsy", &self.etsy.market.url(), &polled("etsy"))
+            + &tiktok_block("tiktok", &self.tiktok.market.url(), &extra("tiktok"))
+            + &webhook_block("erp", &self.erp.url(), WEBHOOK_SECRET, &extra("erp"))
+    }
+
+    /// The catalog CSV mapping every SKU on the eight native channels.
+    pub fn catalog_csv(&self) -> String {
+        let mut csv = String::from("sku,channel,item_id,location_id\n");
+        for (i, sku) in self.skus.iter().enumerate() {
+            for (c, id) in ids(i).iter().enumerate().take(8) {
+                csv.push_str(&format!("{sku},{},{id},\n", CHANNELS[c]));
+            }
+        }
+        csv
+    }
+
+    fn markets(&self) -> [(&str, &Market); 5] {
+        [
+            ("bc", &self.bc.market),
+            ("amazon", &self.amazon.market),
+            ("walmart", &self.walmart.market),
+            ("etsy", &self.etsy.market),
+            ("tiktok", &self.tiktok.market),
+        ]
+    }
+
+    /// Points every channel's webhooks at lockstep (`base`: `http://host:port`).
+    pub fn connect(&self, base: &str) {
+        self.shop.set_webhook_url(&format!("{base}/webhooks/shop"));
+        self.woo.set_webhook_url(&format!("{base}/webhooks/woo"));
+        for (name, market) in self.markets() {
+            market.set_webhook_url(&format!("{base}/webhooks/{name}"));
+        }
+        *self.engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.to_string());
+    }
+
+    /// The delivery habits of every channel that sends webhooks (echoes only where the
+    /// simulator sends them).
+    pub fn set_habits(&self, habits: &Habits) {
+        self.shop.set_habits(habits.clone());
+        self.woo.set_habits(habits.clone());
+        for (_, market) in self.markets() {
+            market.set_habits(habits.clone());
+        }
+    }
+
+    /// New orders show in eBay's order listing this long late.
+    pub fn set_listing_lag(&self, lag: Duration) {
+        self.ebay.market.set_listing_lag(lag);
+    }
+
+    /// What channel `c` shows, per SKU.
+    pub fn levels(&self, c: usize) -> HashMap<String, i64> {
+        match c {
+            0 => self.shop.levels(),
+            1 => self.woo.levels(),
+            2 => self.bc.market.levels(),
+            3 => self.amazon.market.levels(),
+            4 => self.ebay.market.levels(),
+            5 => self.walmart.market.levels(),
+            6 => self.etsy.market.levels(),
+            7 => self.tiktok.market.levels(),
+            _ => self.erp.levels(),
+        }
+    }
+
+    /// Every value lockstep wrote to channel `c` for `sku`: (when it arrived, value).
+    pub fn arrivals(&self, c: usize, sku: &str) -> Vec<(Instant, i64)> {
+        let market = |m: &Market| {
+            m.arrivals(sku)
+                .into_iter()
+                .map(|a| (a.at, a.available))
+                .collect()
+        };
+        match c {
+            0 => self
+                .shop
+                .arrivals(sku)
+                .into_iter()
+                .map(|a| (a.at, a.available))
+                .collect(),
+            1 => self
+                .woo
+                .arrivals(sku)
+                .into_iter()
+                .map(|a| (a.at, a.available))
+                .collect(),
+            2 => market(&self.bc.market),
+            3 => market(&self.amazon.market),
+            4 => market(&self.ebay.market),
+            5 => market(&self.walmart.market),
+            6 => market(&self.etsy.market),
+            7 => market(&self.tiktok.market),
+            _ => self
+                .erp
+                .arrivals(sku)
+                .into_iter()
+                .map(|a| (a.at, a.available))
+                .collect(),
+        }
+    }
+
+    /// A customer order of `lines` on channel `c`, placed the channel's own way (its
+    /// stock lowered, its webhook sent or its listing updated); returns what cancels it.
+    pub fn place(&self, c: usize, lines: &[(&str, i64)]) -> Cancel<'_> {
+        match c {
+            0 => {
+                let id = self.shop.place_order(lines);
+                Box::new(move || self.shop.cancel_order(id))
+            }
+            1 => {
+                let id = self.woo.place_order(lines);
+                Box::new(move || self.woo.set_status(id, "cancelled"))
+            }
+            2 => {
+                let id = self.bc.place_order(lines);
+                Box::new(move || self.bc.advance(id, Stage::Cancelled))
+            }
+            3 => {
+                let id = self.amazon.place_order(lines);
+                Box::new(move || self.amazon.advance(&id, Stage::Cancelled))
+            }
+            4 => {
+                let id = self.ebay.place_order(lines);
+                Box::new(move || self.ebay.advance(&id, Stage::Cancelled))
+            }
+            5 => {
+                let id = self.walmart.place_order(lines);
+                Box::new(move || self.walmart.advance(&id, Stage::Cancelled))
+            }
+            6 => {
+                let id = self.etsy.place_order(lines);
+                Box::new(move || self.etsy.advance(id, Stage::Cancelled))
+            }
+            7 => {
+                let id = self.tiktok.place_order(lines);
+                Box::new(move || self.tiktok.advance(&id, Stage::Cancelled))
+            }
+            _ => self.erp_order(lines),
+        }
+    }
+
+    /// The webhook shop sells from what it shows, then tells lockstep (native events).
+    fn erp_order(&self, lines: &[(&str, i64)]) -> Cancel<'_> {
+        let order = format!(
+            "erp-{}",
+            self.erp_orders.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        for (sku, qty) in &lines {
+            self.erp
+                .set_level(sku, self.erp.level(sku).unwrap_or(0) - qty);
+        }
+        self.erp_events(&order, &lines, "order_placed");
+        Box::new(move || self.erp_events(&order, &lines, "order_cancelled"))
+    }
+
+    fn erp_events(&self, order: &str, lines: &[(String, i64)], kind: &str) {
+        let Some(base) = self
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let events: Vec<_> = lines
+            .iter()
+            .map(|(sku, qty)| {
+                json!({"idempotency_key": format!("{order}/{sku}/{kind}"), "sku": sku,
+                                     "kind": kind, "qty": qty, "order_id": order, "line_id": sku})
+            })
+            .collect();
+        let (status, body) = self.erp.send_events(
+            &format!("{base}/webhooks/erp"),
+            &format!("{order}-{kind}"),
+            &json!({ "events": events }),
+        );
+        if status != 200 {
+            eprintln!("the webhook shop's order {order} was answered {status}: {body}");
+        }
+    }
+}
