@@ -121,3 +121,29 @@ fn soak_samples_lockstep_memory_and_finds_it_flat() {
     assert!(samples.iter().all(|s| s["mib"].as_f64().unwrap() > 1.0));
     assert_eq!(report["memory_flat"], true);
 }
+
+#[test]
+fn mixed_converges_on_every_channel_kind_and_fails_when_one_never_takes_a_write() {
+    let plan = Plan {
+        orders_per_minute: 600,
+        duration: Duration::from_secs(3),
+        skus: 20,
+        ..plan()
+    };
+    let settle = Duration::from_secs(30);
+    let (report, passed) = loadgen::mixed::mixed_with(&plan, false, settle).unwrap();
+    assert!(passed, "{report}");
+    assert_eq!(report["orders_by_channel"].as_object().unwrap().len(), 9);
+    assert_eq!(report["skus_miscounted"], 0, "{report}");
+    let settle = Duration::from_secs(5);
+    let (report, passed) = loadgen::mixed::mixed_with(&plan, true, settle).unwrap();
+    assert!(
+        !passed,
+        "a channel that refuses every write must fail: {report}"
+    );
+    assert_eq!(
+        report["unconverged_channels"],
+        serde_json::json!(["walmart"]),
+        "{report}"
+    );
+}

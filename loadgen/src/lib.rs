@@ -14,6 +14,7 @@ pub mod ebay_sim;
 pub mod etsy_sim;
 pub mod fleet;
 pub mod market;
+pub mod mixed;
 pub mod report;
 pub mod run;
 pub mod shopify_sim;

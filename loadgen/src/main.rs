@@ -23,7 +23,8 @@ struct Args {
     /// `--orders-per-minute`, each 1.5 times the last and `--duration` long, until p99
     /// propagation passes 5 s or an order is lost; reports the rate held) or `soak`
     /// (`latency` for `--duration`, an hour for the real thing, with lockstep's memory
-    /// sampled every 10 s: it must stay flat).
+    /// sampled every 10 s: it must stay flat) or `mixed` (every channel kind at once,
+    /// each order placed on one channel its own way; try `--skus 100`).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -89,14 +90,18 @@ fn main() -> ExitCode {
         "audit" => audit(&plan, 500),
         "ceiling" => ceiling(&plan, 20),
         "soak" => soak(&plan, Duration::from_secs(10)),
+        "mixed" => loadgen::mixed::mixed(&plan),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling and soak");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak and mixed");
             return ExitCode::from(2);
         }
     };
     match outcome {
         Ok((report, passed)) => {
-            if matches!(args.scenario.as_str(), "latency" | "burst" | "soak") {
+            if matches!(
+                args.scenario.as_str(),
+                "latency" | "burst" | "soak" | "mixed"
+            ) {
                 print!("{}", table(&report));
             } else {
                 println!(

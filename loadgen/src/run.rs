@@ -45,13 +45,13 @@ struct Sent {
 }
 
 /// Latencies in microseconds, 3 significant digits, saturating at an hour.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
-struct Engine {
-    child: Child,
-    base: String,
+pub(crate) struct Engine {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     dir: std::path::PathBuf,
 }
 
@@ -66,6 +66,24 @@ impl Drop for Engine {
 const SECRET: &str = "whsec_bG9hZGdlbi1zaW11bGF0ZWQtY2hhbm5lbC1rZXk=";
 
 fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
+    let mut channels = String::new();
+    for (i, sim) in sims.iter().enumerate() {
+        // No rate limit to speak of: the `latency` scenario measures lockstep, not pacing.
+        channels += &format!(
+            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
+            sim.url()
+        );
+    }
+    spawn_with(plan, &channels, None)
+}
+
+/// Starts lockstep on a temp data directory with these `[[channels]]` blocks and, when
+/// given, this catalog CSV.
+pub(crate) fn spawn_with(
+    plan: &Plan,
+    channels: &str,
+    catalog: Option<&str>,
+) -> anyhow::Result<Engine> {
     // Unique per process and per call: scenarios may run side by side in one process.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -73,15 +91,12 @@ fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n{channels}",
         dir.join("data").display().to_string()
     );
-    for (i, sim) in sims.iter().enumerate() {
-        // No rate limit to speak of: the `latency` scenario measures lockstep, not pacing.
-        config += &format!(
-            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
-            sim.url()
-        );
+    if let Some(catalog) = catalog {
+        std::fs::write(dir.join("catalog.csv"), catalog)?;
+        config += "\n[catalog]\npath = \"catalog.csv\"\n";
     }
     let config_path = dir.join("lockstep.toml");
     std::fs::write(&config_path, config)?;
@@ -680,7 +695,9 @@ pub fn table(report: &Value) -> String {
         "{:<14} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
     );
-    out += &row("ingest", &report["ingest"]);
+    if report["ingest"].is_object() {
+        out += &row("ingest", &report["ingest"]);
+    }
     out += &row("propagation", &report["propagation"]);
     if let Some(channels) = report["propagation_per_channel"].as_object() {
         for (name, v) in channels {

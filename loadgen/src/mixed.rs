@@ -1,0 +1,227 @@
+//! The `mixed` scenario: every channel kind at once (`fleet`), each with its own wire
+//! format, signatures, limits and delivery habits, against a lockstep started on a temp
+//! data directory. Orders arrive open-loop, each placed on one channel the channel's own
+//! way (its stock lowered, its webhook sent, or, for eBay, its order listing updated);
+//! every other channel must come to show the result.
+//!
+//! Propagation of an order to a channel is the time from placing it until the channel
+//! was written a value at or below what the SKU had left after it (the k-th order of a
+//! SKU leaves `START - k`): later orders' writes count too, as they include it. The
+//! verdict: every order counted once by lockstep, every channel showing exactly
+//! lockstep's numbers at the end, no oversell, and p99 within `--slo-p99` when given.
+//! Channels' own limits bound what this can show: Amazon takes 5 writes a second (and 5
+//! feeds per 5 minutes), Walmart one SKU per call, eBay's orders come by a poll.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::fleet::{Fleet, CHANNELS};
+use crate::run::{histogram, spawn_with, Plan};
+use crate::sim::Habits;
+
+/// What each SKU starts with (Etsy takes at most 999 per offering).
+const START: i64 = 900;
+
+/// One order as it went.
+struct Placed {
+    sku: usize,
+    channel: usize,
+    at: Instant,
+    /// The SKU's stock after it: `START - k` for the k-th order of the SKU.
+    leaves: i64,
+}
+
+/// Runs the scenario; returns the report and whether it passed.
+pub fn mixed(plan: &Plan) -> anyhow::Result<(Value, bool)> {
+    mixed_with(plan, false, Duration::from_secs(120))
+}
+
+/// `mixed`, waiting up to `settle` after the last order for every channel to converge.
+/// With `broken`, Walmart answers every write with 503 once the traffic starts, so the
+/// verdict must fail.
+pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result<(Value, bool)> {
+    let fleet = Fleet::start("MX-", plan.skus);
+    let engine = spawn_with(
+        plan,
+        &fleet.channels_config(|_| String::new()),
+        Some(&fleet.catalog_csv()),
+    )?;
+    fleet.connect(&engine.base);
+
+    // The starting stock, through the native API, and every channel showing it.
+    let client = reqwest::blocking::Client::new();
+    for chunk in fleet.skus.chunks(1_000) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|s| json!({"idempotency_key": format!("seed-{s}"), "sku": s, "kind": "counted", "qty": START, "source": "seed"}))
+            .collect();
+        let response = client
+            .post(format!("{}/v1/events", engine.base))
+            .json(&json!({ "events": events }))
+            .send()?;
+        if !response.status().is_success() {
+            bail!("seeding failed: {}", response.status());
+        }
+    }
+    let seeded = crate::sim::wait_until(Duration::from_secs(180), || {
+        (0..CHANNELS.len()).all(|c| {
+            let levels = fleet.levels(c);
+            fleet.skus.iter().all(|s| levels.get(s) == Some(&START))
+        })
+    });
+    if seeded.is_none() {
+        bail!("the channels did not all show the starting stock within 180 s");
+    }
+    fleet.set_habits(&Habits {
+        duplicate: plan.traffic.duplicate_rate.clamp(0.0, 1.0),
+        reorder: Duration::from_millis(100),
+        echo: true,
+        ..Habits::default()
+    });
+    fleet.set_listing_lag(Duration::from_millis(500));
+    if broken {
+        fleet
+            .walmart
+            .market
+            .set_fault(crate::webhook_sim::Fault::Status(503));
+    }
+
+    // The open loop: orders placed when due, whatever lockstep is doing.
+    let mut rng = rand::rng();
+    let due = crate::traffic::schedule(
+        plan.traffic.arrivals,
+        plan.orders_per_minute as f64 / 60.0,
+        plan.duration,
+        &mut rng,
+    );
+    let zipf = crate::traffic::Zipf::new(plan.skus, plan.traffic.skew);
+    let mut per_sku = vec![0i64; plan.skus];
+    let mut placed = Vec::with_capacity(due.len());
+    let started = Instant::now();
+    for (n, offset) in due.iter().enumerate() {
+        if let Some(wait) = (started + *offset).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let sku = zipf.order(1, &mut rng)[0];
+        if per_sku[sku] >= START {
+            continue; // sold out everywhere: a storefront would not sell it
+        }
+        let channel = n % CHANNELS.len();
+        let at = Instant::now();
+        drop(fleet.place(channel, &[(fleet.skus[sku].as_str(), 1)]));
+        per_sku[sku] += 1;
+        placed.push(Placed {
+            sku,
+            channel,
+            at,
+            leaves: START - per_sku[sku],
+        });
+    }
+    let offered_s = started.elapsed().as_secs_f64();
+
+    // Convergence: lockstep counted every order once, and every channel shows it.
+    let engine_count = |i: usize| -> Option<i64> {
+        let body: Value = client
+            .get(format!("{}/v1/skus/{}", engine.base, fleet.skus[i]))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        body["available"].as_i64()
+    };
+    let exact = |c: usize| {
+        let levels = fleet.levels(c);
+        (0..plan.skus).all(|i| levels.get(&fleet.skus[i]) == Some(&(START - per_sku[i])))
+    };
+    let converged_after = crate::sim::wait_until(settle, || (0..CHANNELS.len()).all(exact));
+    // An order lockstep never counted leaves it showing more; one counted twice, less.
+    let (mut miscounted, mut lost, mut doubled) = (0usize, 0i64, 0i64);
+    for i in 0..plan.skus {
+        let want = START - per_sku[i];
+        let got = engine_count(i).unwrap_or(START);
+        if got != want {
+            miscounted += 1;
+            lost += (got - want).max(0);
+            doubled += (want - got).max(0);
+        }
+    }
+    let unconverged_channels: Vec<&str> = (0..CHANNELS.len())
+        .filter(|c| !exact(*c))
+        .map(|c| CHANNELS[c])
+        .collect();
+
+    // Propagation per order and channel, from the channels' arrival logs.
+    let mut per_channel: Vec<Histogram<u64>> = (0..CHANNELS.len()).map(|_| histogram()).collect();
+    let mut overall = histogram();
+    let mut unpropagated = 0usize;
+    let mut logs: HashMap<(usize, usize), Vec<(Instant, i64)>> = HashMap::new();
+    for order in &placed {
+        let mut slowest = Duration::ZERO;
+        let mut reached = true;
+        for c in (0..CHANNELS.len()).filter(|c| *c != order.channel) {
+            let log = logs
+                .entry((c, order.sku))
+                .or_insert_with(|| fleet.arrivals(c, &fleet.skus[order.sku]));
+            match log
+                .iter()
+                .find(|(at, v)| *at >= order.at && *v <= order.leaves)
+            {
+                Some((at, _)) => {
+                    let took = at.duration_since(order.at);
+                    per_channel[c].saturating_record(took.as_micros().max(1) as u64);
+                    slowest = slowest.max(took);
+                }
+                None => reached = false,
+            }
+        }
+        if reached {
+            overall.saturating_record(slowest.as_micros().max(1) as u64);
+        } else {
+            unpropagated += 1;
+        }
+    }
+    let metrics = client
+        .get(format!("{}/metrics", engine.base))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let oversells: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lockstep_oversells_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let summary = |h: &Histogram<u64>| json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999), "max_ms": h.max() as f64 / 1000.0});
+    let p99 = Duration::from_micros(overall.value_at_quantile(0.99));
+    let passed = converged_after.is_some()
+        && miscounted == 0
+        && oversells == 0.0
+        && plan.slo_p99.is_none_or(|slo| p99 <= slo);
+    let report = json!({
+        "scenario": "mixed",
+        "channels": CHANNELS,
+        "orders": placed.len(),
+        "orders_per_minute_offered": plan.orders_per_minute,
+        "orders_per_second_achieved": placed.len() as f64 / offered_s,
+        "skus": plan.skus,
+        "orders_by_channel": (0..CHANNELS.len()).map(|c| (CHANNELS[c].to_string(), json!(placed.iter().filter(|o| o.channel == c).count()))).collect::<serde_json::Map<_, _>>(),
+        "lost": lost,
+        "counted_twice": doubled,
+        "skus_miscounted": miscounted,
+        "unconverged": unpropagated,
+        "unconverged_channels": unconverged_channels,
+        "converged_ms_after_last_order": converged_after.map(|d| d.as_secs_f64() * 1000.0),
+        "oversells": oversells,
+        "propagation": summary(&overall),
+        "propagation_per_channel": (0..CHANNELS.len()).map(|c| (CHANNELS[c].to_string(), summary(&per_channel[c]))).collect::<serde_json::Map<_, _>>(),
+        "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
+        "passed": passed,
+    });
+    drop(engine);
+    Ok((report, passed))
+}
