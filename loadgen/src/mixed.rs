@@ -140,8 +140,8 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     let converged_after = crate::sim::wait_until(settle, || (0..CHANNELS.len()).all(exact));
     // An order lockstep never counted leaves it showing more; one counted twice, less.
     let (mut miscounted, mut lost, mut doubled) = (0usize, 0i64, 0i64);
-    for i in 0..plan.skus {
-        let want = START - per_sku[i];
+    for (i, sold) in per_sku.iter().enumerate() {
+        let want = START - sold;
         let got = engine_count(i).unwrap_or(START);
         if got != want {
             miscounted += 1;
