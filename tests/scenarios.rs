@@ -14,6 +14,7 @@ fn plan() -> Plan {
         channels: 2,
         slo_p99: None,
         traffic: loadgen::traffic::Traffic::default(),
+        ..Plan::default()
     }
 }
 
@@ -67,6 +68,9 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
             skew: 1.0,
             lines: 3,
             duplicate_rate: 0.3,
+            reorder_rate: 0.3,
+            mix: vec![3.0, 1.0],
+            faults: vec!["outage:1:0.5+1".parse().unwrap()],
         },
         ..plan()
     };
@@ -79,6 +83,13 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
         "multi-line orders: {report}"
     );
     assert!(report["duplicates_sent"].as_u64().unwrap() > 10, "{report}");
+    assert!(report["reordered_sent"].as_u64().unwrap() > 10, "{report}");
+    assert!(
+        report["pushes_refused"]["ch1"].as_u64().unwrap() > 0,
+        "the outage refused pushes to ch1: {report}"
+    );
+    let from_ch0 = report["orders_by_channel"]["ch0"].as_u64().unwrap();
+    assert!(from_ch0 * 10 > orders * 6, "the 3:1 mix: {report}");
     assert_eq!(report["lost"], 0);
     assert_eq!(report["unconverged"], 0, "{report}");
     assert_eq!(

@@ -1,6 +1,6 @@
-//! `loadgen`: the load generator for lockstep (see README.md). Today it runs the
-//! `latency`, `outage` and `duplicates` scenarios against a lockstep it starts itself
-//! (`--spawn PATH`).
+//! `loadgen`: the load generator for lockstep (see README.md): named scenarios against a
+//! lockstep it starts on a temp data directory (`--spawn PATH`) or one already running
+//! (`--engine URL`, configured with the channels `--print-config` prints).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,8 +28,19 @@ struct Args {
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
+    #[arg(long, required_unless_present_any = ["engine", "print_config"], conflicts_with = "engine")]
+    spawn: Option<String>,
+    /// A lockstep already running (e.g. `http://127.0.0.1:8080`), configured with the
+    /// channels `--print-config` prints; its simulators listen from `--sim-port` on.
+    #[arg(long, requires = "sim_port")]
+    engine: Option<String>,
+    /// The first simulator's port (channel `chN` on this + N): for `--engine`.
     #[arg(long)]
-    spawn: String,
+    sim_port: Option<u16>,
+    /// Print the `[[channels]]` blocks a running lockstep needs for `--engine` (with
+    /// `--channels` and `--sim-port`, default 9100), and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Orders per minute, sent on a fixed schedule whatever the replies do.
     #[arg(long, default_value_t = 10_000)]
     orders_per_minute: u64,
@@ -53,6 +64,16 @@ struct Args {
     /// `latency`: share of orders delivered twice (the duplicate must change nothing).
     #[arg(long, default_value_t = 0.0)]
     duplicate_rate: f64,
+    /// `latency`: share of orders delivered up to 500 ms late, after later orders.
+    #[arg(long, default_value_t = 0.0)]
+    reorder_rate: f64,
+    /// `latency`: relative share of orders per channel, e.g. `8,1,1` (default: alike).
+    #[arg(long, value_delimiter = ',')]
+    mix: Vec<f64>,
+    /// `latency`: a channel fault during the run, `KIND:CHANNEL:START+LENGTH` in seconds
+    /// with KIND `outage` (503), `429` or `slow-MS`; repeatable (`--fault outage:1:5+10`).
+    #[arg(long)]
+    fault: Vec<loadgen::traffic::FaultWindow>,
     /// Fail (exit 1) when p99 propagation exceeds this many seconds.
     #[arg(long)]
     slo_p99: Option<f64>,
@@ -67,8 +88,22 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_config {
+        let port = args.sim_port.unwrap_or(9100);
+        print!(
+            "# loadgen's simulators for --engine, on ports {port}..\n{}",
+            loadgen::run::engine_config(args.channels, port)
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.engine.is_some() && matches!(args.scenario.as_str(), "soak" | "mixed" | "ceiling") {
+        eprintln!("loadgen: {} starts its own lockstep (it samples its memory, configures every channel kind, or restarts it per step): use --spawn", args.scenario);
+        return ExitCode::from(2);
+    }
     let plan = Plan {
-        spawn: args.spawn,
+        spawn: args.spawn.unwrap_or_default(),
+        engine: args.engine,
+        sim_port: args.sim_port,
         orders_per_minute: args.orders_per_minute.max(1),
         duration: Duration::from_secs(args.duration.max(1)),
         skus: args.skus.max(1),
@@ -79,6 +114,9 @@ fn main() -> ExitCode {
             skew: args.skew.max(0.0),
             lines: args.lines.max(1),
             duplicate_rate: args.duplicate_rate.clamp(0.0, 1.0),
+            reorder_rate: args.reorder_rate.clamp(0.0, 1.0),
+            mix: args.mix,
+            faults: args.fault,
         },
     };
     let outcome = match args.scenario.as_str() {

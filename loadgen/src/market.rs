@@ -302,7 +302,7 @@ impl Shop {
             Fault::Status(code) => return Gate::Fault(code),
             Fault::Hang(d) => return Gate::Hang(d),
             Fault::Throttle { retry_after_s } => return Gate::Limited(retry_after_s),
-            Fault::None => {}
+            Fault::None | Fault::Slow(_) => {}
         }
         let limited = self.rate.as_mut().is_some_and(|bucket| !bucket.take(1.0));
         if limited {
@@ -440,7 +440,7 @@ impl Market {
             async move {
                 let req = Req::read(req).await;
                 let hang = match lock(&shop).fault {
-                    Fault::Hang(d) => Some(d),
+                    Fault::Hang(d) | Fault::Slow(d) => Some(d),
                     _ => None,
                 };
                 if let Some(d) = hang {

@@ -20,10 +20,15 @@ use serde_json::{json, Value};
 use crate::webhook_sim::WebhookSim;
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// The `lockstep` binary to start.
+    /// The `lockstep` binary to start (unless `engine` is given).
     pub spawn: String,
+    /// A lockstep already running, at this base URL, configured with the channels
+    /// `engine_config` prints (its simulators on fixed ports from `sim_port`).
+    pub engine: Option<String>,
+    /// The first simulator's port (the others follow); `None`: any free ports.
+    pub sim_port: Option<u16>,
     pub orders_per_minute: u64,
     pub duration: Duration,
     pub skus: usize,
@@ -49,18 +54,59 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
+/// The lockstep under test: one this run started (stopped and removed at the end), or
+/// one already running.
 pub(crate) struct Engine {
-    pub(crate) child: Child,
+    pub(crate) child: Option<Child>,
     pub(crate) base: String,
-    dir: std::path::PathBuf,
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// This run's tag, in every SKU, order id and delivery id it sends: a lockstep that is
+/// already running (and remembers earlier runs' keys) takes each run's orders as new.
+pub(crate) fn tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        format!("{:x}", micros % (1 << 40))
+    })
+}
+
+/// The webhook simulators of a scenario: channel `ch{i}`, on `sim_port + i` when set.
+fn simulators(plan: &Plan, n: usize) -> Vec<WebhookSim> {
+    (0..n)
+        .map(|i| match plan.sim_port {
+            Some(port) => WebhookSim::start_at(SECRET, port + i as u16),
+            None => WebhookSim::start(SECRET),
+        })
+        .collect()
+}
+
+/// The `[[channels]]` blocks a running lockstep needs for `loadgen --engine`: channels
+/// `ch0`.. of kind `webhook` at the simulators' fixed ports, unthrottled.
+pub fn engine_config(channels: usize, sim_port: u16) -> String {
+    let mut config = String::new();
+    for i in 0..channels {
+        config += &format!(
+            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"http://127.0.0.1:{}/stock\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
+            sim_port + i as u16
+        );
+    }
+    config
 }
 
 const SECRET: &str = "whsec_bG9hZGdlbi1zaW11bGF0ZWQtY2hhbm5lbC1rZXk=";
@@ -84,6 +130,19 @@ pub(crate) fn spawn_with(
     channels: &str,
     catalog: Option<&str>,
 ) -> anyhow::Result<Engine> {
+    if let Some(base) = &plan.engine {
+        let base = base.trim_end_matches('/').to_string();
+        let health = reqwest::blocking::get(format!("{base}/healthz"))
+            .with_context(|| format!("no lockstep answers at {base}"))?;
+        if !health.status().is_success() {
+            bail!("{base}/healthz answered {}", health.status());
+        }
+        return Ok(Engine {
+            child: None,
+            base,
+            dir: None,
+        });
+    }
     // Unique per process and per call: scenarios may run side by side in one process.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -115,14 +174,14 @@ pub(crate) fn spawn_with(
     };
     Ok(Engine {
         base: base.to_string(),
-        child,
-        dir,
+        child: Some(child),
+        dir: Some(dir),
     })
 }
 
 /// The SKU names the scenarios use.
 fn sku(i: usize) -> String {
-    format!("LG-{i:06}")
+    format!("LG-{}-{i:06}", tag())
 }
 
 /// Stocks every SKU, then waits until every channel shows it: the baseline.
@@ -131,11 +190,11 @@ fn seed(engine: &Engine, sims: &[WebhookSim], skus: usize) -> anyhow::Result<()>
     for (n, chunk) in (0..skus).collect::<Vec<_>>().chunks(1000).enumerate() {
         let events: Vec<Value> = chunk
             .iter()
-            .map(|i| json!({"idempotency_key": format!("seed-{i}"), "sku": sku(*i), "kind": "counted", "qty": stock, "source": "seed"}))
+            .map(|i| json!({"idempotency_key": format!("{}-seed-{i}", tag()), "sku": sku(*i), "kind": "counted", "qty": stock, "source": "seed"}))
             .collect();
         let (status, body) = sims[0].send_events(
             &format!("{}/v1/events", engine.base),
-            &format!("seed-{n}"),
+            &format!("{}-seed-{n}", tag()),
             &json!({ "events": events }),
         );
         if status != 200 {
@@ -165,7 +224,7 @@ fn available(engine: &Engine, sim: &WebhookSim, sku: &str) -> anyhow::Result<i64
 /// from channel 0; once it answers again it must hold every SKU's value within 5 s. With
 /// `broken`, the simulator never recovers, so the verdict must fail.
 pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Value, bool)> {
-    let sims: Vec<WebhookSim> = (0..2).map(|_| WebhookSim::start(SECRET)).collect();
+    let sims: Vec<WebhookSim> = simulators(plan, 2);
     let engine = spawn(plan, &sims)?;
     seed(&engine, &sims, plan.skus)?;
     sims[1].set_fault(crate::webhook_sim::Fault::Status(503));
@@ -174,7 +233,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
     let mut n = 0usize;
     let mut lost = 0usize;
     while started.elapsed() < down {
-        let body = json!({"events": [{"sku": sku(n % plan.skus), "kind": "order_placed", "qty": 1, "order_id": format!("OUT-{n}")}]});
+        let body = json!({"events": [{"sku": sku(n % plan.skus), "kind": "order_placed", "qty": 1, "order_id": format!("{}-OUT-{n}", tag())}]});
         let (status, _) = sims[0].send_events(
             &format!("{}/webhooks/ch0", engine.base),
             &format!("out-{n}"),
@@ -210,7 +269,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
 /// channel that gives each redelivery a new id and carries no order id, so nothing can
 /// tell the copies apart and the verdict must fail.
 pub fn duplicates(plan: &Plan, orders: usize, broken: bool) -> anyhow::Result<(Value, bool)> {
-    let sims: Vec<WebhookSim> = (0..2).map(|_| WebhookSim::start(SECRET)).collect();
+    let sims: Vec<WebhookSim> = simulators(plan, 2);
     let engine = spawn(plan, &sims)?;
     seed(&engine, &sims, plan.skus)?;
     let url = format!("{}/webhooks/ch0", engine.base);
@@ -225,13 +284,13 @@ pub fn duplicates(plan: &Plan, orders: usize, broken: bool) -> anyhow::Result<(V
         let body = if broken {
             json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1}]})
         } else {
-            json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1, "order_id": format!("DUP-{n}")}]})
+            json!({"events": [{"sku": sku(sku_index), "kind": "order_placed", "qty": 1, "order_id": format!("{}-DUP-{n}", tag())}]})
         };
         let id = |copy: usize| {
             if broken {
-                format!("dup-{n}-{copy}")
+                format!("{}-dup-{n}-{copy}", tag())
             } else {
-                format!("dup-{n}")
+                format!("{}-dup-{n}", tag())
             }
         };
         let racers: Vec<_> = (0..2)
@@ -268,14 +327,16 @@ pub fn duplicates(plan: &Plan, orders: usize, broken: bool) -> anyhow::Result<(V
 /// orders, exactly `orders - stock` of them must be recorded as oversells in the audit,
 /// and every channel must show 0.
 pub fn contention(plan: &Plan, stock: i64, orders: usize) -> anyhow::Result<(Value, bool)> {
-    let sims: Vec<WebhookSim> = (0..plan.channels.max(2))
-        .map(|_| WebhookSim::start(SECRET))
-        .collect();
+    let sims: Vec<WebhookSim> = simulators(plan, plan.channels.max(2));
     let engine = spawn(plan, &sims)?;
-    let hot = "LG-HOT";
-    let seed = json!({"events": [{"idempotency_key": "hot-seed", "sku": hot, "kind": "counted", "qty": stock, "source": "seed"}]});
+    let hot = format!("LG-{}-HOT", tag());
+    let seed = json!({"events": [{"idempotency_key": format!("{}-hot-seed", tag()), "sku": hot, "kind": "counted", "qty": stock, "source": "seed"}]});
     if sims[0]
-        .send_events(&format!("{}/v1/events", engine.base), "hot-seed", &seed)
+        .send_events(
+            &format!("{}/v1/events", engine.base),
+            &format!("{}-hot-seed", tag()),
+            &seed,
+        )
         .0
         != 200
     {
@@ -284,11 +345,11 @@ pub fn contention(plan: &Plan, stock: i64, orders: usize) -> anyhow::Result<(Val
     let sims = Arc::new(sims);
     let threads: Vec<_> = (0..orders)
         .map(|n| {
-            let (sims, base) = (sims.clone(), engine.base.clone());
+            let (sims, base, hot) = (sims.clone(), engine.base.clone(), hot.clone());
             std::thread::spawn(move || {
                 let channel = n % sims.len();
-                let body = json!({"events": [{"sku": hot, "kind": "order_placed", "qty": 1, "order_id": format!("HOT-{n}")}]});
-                sims[channel].send_events(&format!("{base}/webhooks/ch{channel}"), &format!("hot-{n}"), &body).0
+                let body = json!({"events": [{"sku": hot, "kind": "order_placed", "qty": 1, "order_id": format!("{}-HOT-{n}", tag())}]});
+                sims[channel].send_events(&format!("{base}/webhooks/ch{channel}"), &format!("{}-hot-{n}", tag()), &body).0
             })
         })
         .collect();
@@ -308,7 +369,7 @@ pub fn contention(plan: &Plan, stock: i64, orders: usize) -> anyhow::Result<(Val
         .map_or(0, |r| r.iter().filter(|r| r["oversell"] == true).count());
     let want_oversells = (orders as i64 - stock).max(0) as usize;
     let all_zero = sims.iter().all(|sim| {
-        sim.wait_for(Duration::from_secs(5), |l| l.get(hot) == Some(&0))
+        sim.wait_for(Duration::from_secs(5), |l| l.get(&hot) == Some(&0))
             .is_some()
     });
     let passed = refused == 0
@@ -326,12 +387,12 @@ pub fn contention(plan: &Plan, stock: i64, orders: usize) -> anyhow::Result<(Val
 
 /// Verification test 5: every order is in the audit the moment its webhook is answered.
 pub fn audit(plan: &Plan, orders: usize) -> anyhow::Result<(Value, bool)> {
-    let sims: Vec<WebhookSim> = (0..2).map(|_| WebhookSim::start(SECRET)).collect();
+    let sims: Vec<WebhookSim> = simulators(plan, 2);
     let engine = spawn(plan, &sims)?;
     let mut missing = 0usize;
     for n in 0..orders {
         let name = sku(n % plan.skus);
-        let body = json!({"events": [{"sku": name, "kind": "order_placed", "qty": 1, "order_id": format!("AUD-{n}")}]});
+        let body = json!({"events": [{"sku": name, "kind": "order_placed", "qty": 1, "order_id": format!("{}-AUD-{n}", tag())}]});
         let (status, answer) = sims[0].send_events(
             &format!("{}/webhooks/ch0", engine.base),
             &format!("aud-{n}"),
@@ -467,9 +528,7 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     if plan.channels < 2 {
         bail!("--channels must be at least 2: an order on one channel propagates to the others");
     }
-    let sims: Vec<WebhookSim> = (0..plan.channels)
-        .map(|_| WebhookSim::start(SECRET))
-        .collect();
+    let sims: Vec<WebhookSim> = simulators(plan, plan.channels);
     let engine = spawn(plan, &sims)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -485,7 +544,8 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     let rss: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(rss_every.is_some()));
     let sampler = rss_every.map(|every| {
-        let (rss, sampling, pid) = (rss.clone(), sampling.clone(), engine.child.id());
+        let pid = engine.child.as_ref().map_or(0, Child::id);
+        let (rss, sampling) = (rss.clone(), sampling.clone());
         let start = Instant::now();
         std::thread::spawn(move || {
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
@@ -512,20 +572,23 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     let total = due.len();
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut duplicates_sent = 0usize;
+    let mut reordered_sent = 0usize;
     let sims = Arc::new(sims);
     let started = Instant::now();
+    let faults = schedule_faults(&sims, &traffic.faults, started);
     runtime.block_on(async {
         let mut tasks = Vec::with_capacity(total);
         for (n, offset) in due.iter().enumerate() {
             tokio::time::sleep_until((started + *offset).into()).await;
-            let (skus, channel) = (zipf.order(traffic.lines, &mut rng), n % plan.channels);
+            let skus = zipf.order(traffic.lines, &mut rng);
+            let channel = crate::traffic::channel_of(n, plan.channels, &traffic.mix, &mut rng);
             let events: Vec<Value> = skus
                 .iter()
                 .enumerate()
-                .map(|(line, s)| json!({"sku": sku(*s), "kind": "order_placed", "qty": 1, "order_id": format!("LG-{n}"), "line_id": line.to_string()}))
+                .map(|(line, s)| json!({"sku": sku(*s), "kind": "order_placed", "qty": 1, "order_id": format!("{}-LG-{n}", tag()), "line_id": line.to_string()}))
                 .collect();
             let bytes = serde_json::to_vec(&json!({ "events": events })).expect("json serializes");
-            let headers = crate::signing::signed_headers(SECRET, &format!("order-{n}"), &bytes);
+            let headers = crate::signing::signed_headers(SECRET, &format!("{}-order-{n}", tag()), &bytes);
             let copies = 1 + usize::from(rng.random_bool(traffic.duplicate_rate.clamp(0.0, 1.0)));
             duplicates_sent += copies - 1;
             let index = {
@@ -534,12 +597,21 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
                 sent.len() - 1
             };
             for copy in 0..copies {
+                // A late delivery arrives after orders placed after it.
+                let late = rng.random_bool(traffic.reorder_rate.clamp(0.0, 1.0));
+                reordered_sent += usize::from(late);
+                let hold = if late {
+                    crate::traffic::REORDER_MAX.mul_f64(rng.random::<f64>())
+                } else {
+                    Duration::ZERO
+                };
                 let mut request = client.post(webhook(channel));
                 for (name, value) in &headers {
                     request = request.header(*name, value);
                 }
                 let (sent, bytes) = (sent.clone(), bytes.clone());
                 tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
                     let answer = async {
                         let response = request.body(bytes).send().await.ok()?;
                         if !response.status().is_success() {
@@ -566,6 +638,9 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         }
     });
     let offered_s = started.elapsed().as_secs_f64();
+    for fault in faults {
+        let _ = fault.join();
+    }
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     if let Some(sampler) = sampler {
         let _ = sampler.join();
@@ -662,6 +737,10 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         "lines_max": traffic.lines,
         "order_lines": sent.iter().map(|o| o.skus.len()).sum::<usize>(),
         "duplicates_sent": duplicates_sent,
+        "reordered_sent": reordered_sent,
+        "orders_by_channel": (0..plan.channels).map(|c| (format!("ch{c}"), json!(sent.iter().filter(|o| o.channel == c).count()))).collect::<serde_json::Map<_, _>>(),
+        "faults": traffic.faults.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>(),
+        "pushes_refused": sims.iter().enumerate().map(|(c, sim)| (format!("ch{c}"), json!(sim.pushes().iter().filter(|p| p.status != 200).count()))).collect::<serde_json::Map<_, _>>(),
         "lost": lost,
         "unconverged": unconverged,
         "skus_miscounted": miscounted,
@@ -676,6 +755,39 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     });
     drop(engine);
     Ok((report, passed))
+}
+
+/// Applies each fault window to its simulator on a thread of its own: the fault from
+/// its start into the run, then working again.
+fn schedule_faults(
+    sims: &Arc<Vec<WebhookSim>>,
+    faults: &[crate::traffic::FaultWindow],
+    started: Instant,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use crate::traffic::FaultKind;
+    use crate::webhook_sim::Fault;
+    faults
+        .iter()
+        .filter(|f| f.channel < sims.len())
+        .map(|f| {
+            let (sims, f) = (sims.clone(), *f);
+            std::thread::spawn(move || {
+                let wait_until = |at: Instant| {
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                };
+                wait_until(started + f.start);
+                sims[f.channel].set_fault(match f.kind {
+                    FaultKind::Outage => Fault::Status(503),
+                    FaultKind::Throttle => Fault::Throttle { retry_after_s: 1 },
+                    FaultKind::Slow(d) => Fault::Slow(d),
+                });
+                wait_until(started + f.start + f.length);
+                sims[f.channel].set_fault(Fault::None);
+            })
+        })
+        .collect()
 }
 
 /// The human table of a report.

@@ -523,6 +523,7 @@ async fn handle(
             tokio::time::sleep(delay).await;
             return reply(504, &json!({"errors": "timeout"}), &[]);
         }
+        Fault::Slow(delay) => tokio::time::sleep(delay).await,
         Fault::None => {}
     }
     let cost = if is_set {

@@ -1,6 +1,7 @@
 //! The shape of generated traffic: when orders arrive (a constant rate or a Poisson
 //! process), which SKUs they name (uniform, or Zipf-skewed towards a few hot ones), how
-//! many lines they carry, and how often a channel delivers one twice.
+//! many lines they carry, which channels they come from, how often a channel delivers
+//! one twice or late (out of order), and the channel faults scheduled during the run.
 
 use std::time::Duration;
 
@@ -38,6 +39,92 @@ pub struct Traffic {
     pub lines: usize,
     /// Share of orders the channel delivers a second time (a duplicate, at once).
     pub duplicate_rate: f64,
+    /// Share of orders delivered late, by a random 0 to 500 ms, so they arrive after
+    /// orders placed after them.
+    pub reorder_rate: f64,
+    /// Relative share of orders per channel (empty: all channels alike).
+    pub mix: Vec<f64>,
+    /// Faults of the simulated channels during the run.
+    pub faults: Vec<FaultWindow>,
+}
+
+/// Most a reordered delivery is held back.
+pub const REORDER_MAX: Duration = Duration::from_millis(500);
+
+/// What a channel does wrong for a while.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FaultKind {
+    /// Every push answered 503.
+    Outage,
+    /// Every push answered 429 with `Retry-After: 1`.
+    Throttle,
+    /// Every push answered after this long.
+    Slow(Duration),
+}
+
+/// A fault of channel `channel` from `start` into the run, for `length`. Written
+/// `KIND:CHANNEL:START+LENGTH` in seconds, KIND being `outage`, `429` or `slow-MS`
+/// (`outage:1:5+10`: channel 1 answers 503 from 5 s to 15 s; `slow-200:2:0+30`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FaultWindow {
+    pub kind: FaultKind,
+    pub channel: usize,
+    pub start: Duration,
+    pub length: Duration,
+}
+
+impl std::str::FromStr for FaultWindow {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let form = || {
+            format!("{text:?}: a fault is KIND:CHANNEL:START+LENGTH (outage:1:5+10, 429:1:5+3, slow-200:1:0+30)")
+        };
+        let mut parts = text.split(':');
+        let (Some(kind), Some(channel), Some(window), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(form());
+        };
+        let kind = match kind {
+            "outage" => FaultKind::Outage,
+            "429" => FaultKind::Throttle,
+            slow => {
+                let ms = slow
+                    .strip_prefix("slow-")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .ok_or_else(form)?;
+                FaultKind::Slow(Duration::from_millis(ms))
+            }
+        };
+        let channel = channel.parse().map_err(|_| form())?;
+        let (start, length) = window.split_once('+').ok_or_else(form)?;
+        let secs = |s: &str| s.parse::<f64>().ok().filter(|s| *s >= 0.0 && s.is_finite());
+        let (Some(start), Some(length)) = (secs(start), secs(length)) else {
+            return Err(form());
+        };
+        Ok(FaultWindow {
+            kind,
+            channel,
+            start: Duration::from_secs_f64(start),
+            length: Duration::from_secs_f64(length),
+        })
+    }
+}
+
+/// Which channel each order comes from: weighted by `mix`, or in turn.
+pub fn channel_of(n: usize, channels: usize, mix: &[f64], rng: &mut impl Rng) -> usize {
+    let total: f64 = mix.iter().take(channels).sum();
+    if mix.is_empty() || total <= 0.0 {
+        return n % channels;
+    }
+    let mut u = rng.random::<f64>() * total;
+    for (c, weight) in mix.iter().take(channels).enumerate() {
+        if u < *weight {
+            return c;
+        }
+        u -= weight;
+    }
+    channels - 1
 }
 
 impl Default for Traffic {
@@ -47,6 +134,9 @@ impl Default for Traffic {
             skew: 0.0,
             lines: 1,
             duplicate_rate: 0.0,
+            reorder_rate: 0.0,
+            mix: Vec::new(),
+            faults: Vec::new(),
         }
     }
 }
@@ -143,6 +233,31 @@ mod tests {
             short > 100,
             "exponential gaps: many much shorter than the mean ({short})"
         );
+    }
+
+    #[test]
+    fn fault_windows_and_channel_mixes_read_as_written() {
+        let fault: FaultWindow = "outage:1:5+10".parse().unwrap();
+        assert_eq!(
+            fault,
+            FaultWindow {
+                kind: FaultKind::Outage,
+                channel: 1,
+                start: Duration::from_secs(5),
+                length: Duration::from_secs(10)
+            }
+        );
+        let slow: FaultWindow = "slow-200:2:0+1.5".parse().unwrap();
+        assert_eq!(slow.kind, FaultKind::Slow(Duration::from_millis(200)));
+        assert_eq!(slow.length, Duration::from_millis(1_500));
+        assert!("outage:1:5".parse::<FaultWindow>().is_err());
+        assert!("melt:1:5+1".parse::<FaultWindow>().is_err());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let from_zero = (0..1000)
+            .filter(|n| channel_of(*n, 3, &[8.0, 1.0, 1.0], &mut rng) == 0)
+            .count();
+        assert!((750..850).contains(&from_zero), "{from_zero}");
+        assert_eq!(channel_of(4, 3, &[], &mut rng), 1);
     }
 
     #[test]

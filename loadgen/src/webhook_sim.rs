@@ -37,6 +37,8 @@ pub enum Fault {
     Hang(Duration),
     /// Answers 429 with `Retry-After` in seconds.
     Throttle { retry_after_s: u64 },
+    /// Works, but every answer takes this long (a slow channel).
+    Slow(Duration),
 }
 
 /// One value as it arrived.
@@ -83,6 +85,11 @@ pub struct WebhookSim {
 impl WebhookSim {
     /// Starts on an ephemeral loopback port, verifying with `secret` (`whsec_...`).
     pub fn start(secret: &str) -> WebhookSim {
+        WebhookSim::start_at(secret, 0)
+    }
+
+    /// Starts on a fixed loopback port (0: any), for a lockstep configured beforehand.
+    pub fn start_at(secret: &str, port: u16) -> WebhookSim {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -98,8 +105,8 @@ impl WebhookSim {
             bad_signatures: 0,
         }));
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binds loopback");
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap_or_else(|e| panic!("binding 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("has an address");
         let shared = state.clone();
         runtime.spawn(async move {
@@ -268,6 +275,9 @@ async fn handle(
         Err(_) => return Ok(respond(400, json!({"error": "body"}), None)),
     };
     let fault = lock().fault.clone();
+    if let Fault::Slow(delay) = fault {
+        tokio::time::sleep(delay).await;
+    }
     let now = Instant::now();
     let (status, retry_after) = {
         let mut s = lock();
