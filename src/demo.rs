@@ -1,14 +1,18 @@
-//! `lockstep demo`: the engine, a simulated Shopify store and a simulated WooCommerce
-//! site, and shoppers buying on both, all in one process on a temporary data directory.
+//! `lockstep demo`: the engine, four simulated stores (a Shopify store, a WooCommerce
+//! site, an Amazon seller account and an eBay seller), and shoppers buying on all of
+//! them, in one process on a temporary data directory.
 //!
 //! Orders arrive at a steady rate with a burst every 15 s, on hot and cold SKUs alike
 //! (skewed towards a few), and the stores deliver their webhooks with their real habits:
-//! some twice, out of order, echoes after every write. Shoppers only buy what their store
-//! shows in stock, as a storefront allows; a warehouse receipt tops a SKU up when a store
-//! runs low. Each second one status line: orders/s, propagation p50/p99 per channel
-//! (event received → channel acknowledged, from the engine's HDR histograms), outbox
-//! depth, oversells, drift. At the end (or on Ctrl-C) a summary, after checking that both
-//! stores show exactly what the engine computed.
+//! some twice, out of order, echoes after writes; eBay's orders are found by polling.
+//! Each store keeps its real limits: Amazon takes 5 writes a second (a feed for a
+//! backlog, 5 per 5 minutes), so it lists 50 of the SKUs and is shown 5 units fewer
+//! (`buffer`), as a seller would set it up. Shoppers only buy what their store shows in
+//! stock; a warehouse receipt tops a SKU up when a store runs low. Each second one
+//! status line: orders/s, propagation p50/p99 per channel (event received → channel
+//! acknowledged, from the engine's HDR histograms), outbox depth, oversells, drift. At
+//! the end (or on Ctrl-C) a summary, after checking that every store shows exactly what
+//! the engine computed for it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use loadgen::amazon_sim::AmazonSim;
+use loadgen::ebay_sim::EbaySim;
+use loadgen::fleet::creds::*;
+use loadgen::fleet::{amazon_block, ebay_block, shopify_block, woo_block};
 use loadgen::shopify_sim::ShopifySim;
 use loadgen::sim::Habits;
 use loadgen::woo_sim::WooSim;
@@ -25,15 +33,14 @@ use serde_json::{json, Value};
 use crate::config::Config;
 
 const SKUS: usize = 200;
+/// The SKUs Amazon lists (the first, which the shoppers favour).
+const AMAZON_SKUS: usize = 50;
+/// Units held back from Amazon, the slowest channel to follow.
+const AMAZON_BUFFER: i64 = 5;
 const START_STOCK: i64 = 400;
 /// A store showing less than this gets a warehouse receipt.
 const LOW_WATER: i64 = 40;
 const RECEIPT: i64 = 300;
-const SHOP_SECRET: &str = "demo-shopify-app-secret";
-const SHOP_TOKEN: &str = "shpat_demo";
-const WOO_SECRET: &str = "demo-woo-webhook-secret";
-const WOO_KEY: &str = "ck_demo";
-const WOO_KEY_SECRET: &str = "cs_demo";
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -49,7 +56,22 @@ fn sku(i: usize) -> String {
     format!("DEMO-{i:03}")
 }
 
-/// Runs the demo; returns whether both stores ended exactly where the engine says.
+/// One simulated store, as the demo drives it.
+struct Store<'a> {
+    /// The channel's name in the config.
+    name: &'static str,
+    label: &'static str,
+    /// Share of the shoppers.
+    share: f64,
+    /// Units held back from it.
+    buffer: i64,
+    levels: Box<dyn Fn() -> HashMap<String, i64> + 'a>,
+    place: Box<dyn Fn(&[(&str, i64)]) + 'a>,
+    /// Write calls by outcome, for the summary.
+    calls: Box<dyn Fn() -> String + 'a>,
+}
+
+/// Runs the demo; returns whether every store ended exactly where the engine says.
 pub fn demo(options: DemoOptions) -> anyhow::Result<bool> {
     let dir = std::env::temp_dir().join(format!(
         "lockstep-demo-{}-{}",
@@ -62,21 +84,45 @@ pub fn demo(options: DemoOptions) -> anyhow::Result<bool> {
     result
 }
 
+/// Each SKU's id on the four stores (Amazon's only for the SKUs it lists).
+fn ids(i: usize) -> (u64, u64, Option<String>, String) {
+    let amazon = (i < AMAZON_SKUS).then(|| format!("AMZ-DEMO-{i:03}"));
+    (
+        7_000_000 + i as u64,
+        3_000 + i as u64,
+        amazon,
+        format!("2200{i:03}/9100{i:03}"),
+    )
+}
+
 fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> {
     let names: Vec<String> = (0..SKUS).map(sku).collect();
-    let items: Vec<(&str, u64)> = names
+    let all: Vec<_> = (0..SKUS).map(ids).collect();
+    let shop_items: Vec<(&str, u64)> = names
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), 7_000_000 + i as u64))
+        .zip(&all)
+        .map(|(s, i)| (s.as_str(), i.0))
         .collect();
-    let products: Vec<(&str, u64, Option<u64>)> = names
+    let woo_items: Vec<(&str, u64, Option<u64>)> = names
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), 3_000 + i as u64, None))
+        .zip(&all)
+        .map(|(s, i)| (s.as_str(), i.1, None))
         .collect();
-    let shop = ShopifySim::start(SHOP_SECRET, SHOP_TOKEN, &items);
-    let woo = WooSim::start(WOO_SECRET, WOO_KEY, WOO_KEY_SECRET, &products);
-    let config = write_config(dir, &shop.url(), &woo.url(), &items, &products)?;
+    let amazon_items: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&all)
+        .filter_map(|(s, i)| Some((s.as_str(), i.2.as_deref()?)))
+        .collect();
+    let ebay_items: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&all)
+        .map(|(s, i)| (s.as_str(), i.3.as_str()))
+        .collect();
+    let shop = ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &shop_items);
+    let woo = WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &woo_items);
+    let amazon = AmazonSim::start(&amazon_items, AMAZON_LWA, AMAZON_AUTH);
+    let ebay = EbaySim::start(&ebay_items, EBAY_CLIENT, EBAY_REFRESH);
+    let config = write_config(dir, &shop, &woo, &amazon, &ebay, &names)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -105,15 +151,85 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
     let base = format!("http://{addr}");
     shop.set_webhook_url(&format!("{base}/webhooks/shop"));
     woo.set_webhook_url(&format!("{base}/webhooks/woo"));
+    amazon
+        .market
+        .set_webhook_url(&format!("{base}/webhooks/amazon"));
     let client = reqwest::Client::new();
     let api = Api {
         runtime: &runtime,
         client: &client,
         base: &base,
     };
+    let stores = [
+        Store {
+            name: "shop",
+            label: "Shopify",
+            share: 0.4,
+            buffer: 0,
+            levels: Box::new(|| shop.levels()),
+            place: Box::new(|lines| {
+                shop.place_order(lines);
+            }),
+            calls: Box::new(|| {
+                let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+                for call in shop.calls() {
+                    *outcomes.entry(call.outcome).or_default() += 1;
+                }
+                format!("inventorySetQuantities calls by outcome {outcomes:?}")
+            }),
+        },
+        Store {
+            name: "woo",
+            label: "WooCommerce",
+            share: 0.25,
+            buffer: 0,
+            levels: Box::new(|| woo.levels()),
+            place: Box::new(|lines| {
+                woo.place_order(lines);
+            }),
+            calls: Box::new(|| format!("{} batch calls", woo.calls().len())),
+        },
+        Store {
+            name: "amazon",
+            label: "Amazon",
+            share: 0.2,
+            buffer: AMAZON_BUFFER,
+            levels: Box::new(|| amazon.market.levels()),
+            place: Box::new(|lines| {
+                amazon.place_order(lines);
+            }),
+            calls: Box::new(|| {
+                let calls = amazon.market.calls();
+                let patches = calls
+                    .iter()
+                    .filter(|c| c.path.starts_with("/listings/"))
+                    .count();
+                format!(
+                    "{patches} patchListingsItem calls, {} feeds",
+                    amazon.feeds().len()
+                )
+            }),
+        },
+        Store {
+            name: "ebay",
+            label: "eBay",
+            share: 0.15,
+            buffer: 0,
+            levels: Box::new(|| ebay.market.levels()),
+            place: Box::new(|lines| {
+                ebay.place_order(lines);
+            }),
+            calls: Box::new(|| {
+                format!(
+                    "{} bulk_update_price_quantity calls",
+                    ebay.market.calls().len()
+                )
+            }),
+        },
+    ];
 
     println!(
-        "lockstep demo: {SKUS} SKUs on a simulated Shopify store and WooCommerce site, {} orders/s with a burst of {} every 15 s, for {} s (Ctrl-C ends it early)",
+        "lockstep demo: {SKUS} SKUs on a simulated Shopify store, WooCommerce site, Amazon account ({AMAZON_SKUS} of them, buffer {AMAZON_BUFFER}) and eBay seller, {} orders/s with a burst of {} every 15 s, for {} s (Ctrl-C ends it early)",
         options.orders_per_second,
         options.burst,
         options.duration.as_secs()
@@ -123,10 +239,9 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         .map(|s| json!({"sku": s, "kind": "counted", "qty": START_STOCK, "source": "warehouse", "idempotency_key": format!("start-{s}")}))
         .collect();
     api.post("/v1/events", &json!({ "events": counts }))?;
-    let stocked =
-        |levels: &HashMap<String, i64>| names.iter().all(|s| levels.get(s) == Some(&START_STOCK));
-    shop.wait_for(Duration::from_secs(30), stocked);
-    woo.wait_for(Duration::from_secs(30), stocked);
+    loadgen::sim::wait_until(Duration::from_secs(30), || {
+        differences(&api, &names, &stores).is_ok_and(|d| d.is_empty())
+    });
     let habits = Habits {
         duplicate: 0.05,
         reorder: Duration::from_millis(100),
@@ -134,38 +249,42 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         ..Habits::default()
     };
     shop.set_habits(habits.clone());
-    woo.set_habits(habits);
+    woo.set_habits(habits.clone());
+    amazon.market.set_habits(habits);
 
-    let traffic = traffic(&shop, &woo, &names, &api, options, &stop);
+    let traffic = traffic(&stores, &names, &api, options, &stop);
     println!("stopping the shoppers; waiting for the stores' last webhooks and the last pushes");
     shop.sender.wait_idle(Duration::from_secs(30));
     woo.sender.wait_idle(Duration::from_secs(30));
-    let converged = loadgen::sim::wait_until(Duration::from_secs(30), || {
-        differences(&api, &names, &shop, &woo).is_ok_and(|d| d.is_empty())
+    amazon.market.sender.wait_idle(Duration::from_secs(30));
+    let converged = loadgen::sim::wait_until(Duration::from_secs(45), || {
+        differences(&api, &names, &stores).is_ok_and(|d| d.is_empty())
     });
-    let left = differences(&api, &names, &shop, &woo)?;
+    let left = differences(&api, &names, &stores)?;
     let report = api.get("/v1/propagation")?;
     let metrics = api.metrics()?;
     println!("\nsummary after {:.0} s", traffic.elapsed.as_secs_f64());
+    let placed: Vec<String> = stores
+        .iter()
+        .zip(&traffic.orders)
+        .map(|(store, n)| format!("{n} on {}", store.label))
+        .collect();
     println!(
-        "  orders placed: {} on Shopify, {} on WooCommerce ({} in bursts); warehouse receipts: {}",
-        traffic.shop_orders, traffic.woo_orders, traffic.burst_orders, traffic.receipts
+        "  orders placed: {} ({} in bursts); warehouse receipts: {}",
+        placed.join(", "),
+        traffic.burst_orders,
+        traffic.receipts
     );
-    for channel in ["shop", "woo"] {
-        let c = &report["channels"][channel];
+    for store in &stores {
+        let c = &report["channels"][store.name];
         println!(
-            "  {channel:<4} pushes acknowledged {:>6}  propagation p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>8.2} ms",
-            c["count"], num(&c["p50_ms"]), num(&c["p90_ms"]), num(&c["p99_ms"]), num(&c["p999_ms"]), num(&c["max_ms"])
+            "  {:<6} pushes acknowledged {:>6}  propagation p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  max {:>9.2} ms",
+            store.name, c["count"], num(&c["p50_ms"]), num(&c["p90_ms"]), num(&c["p99_ms"]), num(&c["p999_ms"]), num(&c["max_ms"])
         );
     }
-    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
-    for call in shop.calls() {
-        *outcomes.entry(call.outcome).or_default() += 1;
+    for store in &stores {
+        println!("  {}: {}", store.label, (store.calls)());
     }
-    println!(
-        "  Shopify inventorySetQuantities calls by outcome: {outcomes:?}; WooCommerce batch calls: {}",
-        woo.calls().len()
-    );
     println!(
         "  oversells: {}  reconciliation drift: {}",
         metric(&metrics, "lockstep_oversells_total"),
@@ -173,10 +292,10 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
     );
     match (converged, left.is_empty()) {
         (Some(after), true) => println!(
-            "  converged: all {SKUS} SKUs show the engine's quantity on both stores ({} ms after the last order)",
+            "  converged: every store shows the engine's quantity for every SKU it lists ({} ms after the last order)",
             after.as_millis()
         ),
-        _ => println!("  NOT converged: {} SKU(s) differ: {:?}", left.len(), &left[..left.len().min(5)]),
+        _ => println!("  NOT converged: {} difference(s): {:?}", left.len(), &left[..left.len().min(5)]),
     }
     let _ = shutdown_tx.send(());
     let _ = runtime.block_on(server);
@@ -186,50 +305,31 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
 /// The config and catalog of the demo's engine, in `dir`.
 fn write_config(
     dir: &std::path::Path,
-    shop_url: &str,
-    woo_url: &str,
-    items: &[(&str, u64)],
-    products: &[(&str, u64, Option<u64>)],
+    shop: &ShopifySim,
+    woo: &WooSim,
+    amazon: &AmazonSim,
+    ebay: &EbaySim,
+    names: &[String],
 ) -> anyhow::Result<Config> {
     let mut catalog = String::from("sku,channel,item_id,location_id\n");
-    for (sku, id) in items {
-        catalog.push_str(&format!("{sku},shop,{id},\n"));
-    }
-    for (sku, id, _) in products {
-        catalog.push_str(&format!("{sku},woo,{id},\n"));
+    for (i, sku) in names.iter().enumerate() {
+        let (shop_id, woo_id, amazon_id, ebay_id) = ids(i);
+        catalog.push_str(&format!(
+            "{sku},shop,{shop_id},\n{sku},woo,{woo_id},\n{sku},ebay,{ebay_id},\n"
+        ));
+        if let Some(amazon_id) = amazon_id {
+            catalog.push_str(&format!("{sku},amazon,{amazon_id},\n"));
+        }
     }
     std::fs::write(dir.join("catalog.csv"), catalog)?;
+    let reconcile = "reconcile_interval_s = 20";
     let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = {data:?}
-
-[[channels]]
-name = "shop"
-kind = "shopify"
-base_url = "{shop_url}"
-api_version = "2026-04"
-webhook_secret = "{SHOP_SECRET}"
-access_token = "{SHOP_TOKEN}"
-location_id = "gid://shopify/Location/1"
-reconcile_interval_s = 20
-
-[[channels]]
-name = "woo"
-kind = "woocommerce"
-base_url = "{woo_url}"
-webhook_secret = "{WOO_SECRET}"
-consumer_key = "{WOO_KEY}"
-consumer_secret = "{WOO_KEY_SECRET}"
-poll_interval_s = 10
-reconcile_interval_s = 20
-# The simulated site has no limit (WooCommerce core has none); a host's would be here.
-rate_limit = {{ requests_per_second = 20.0, burst = 40 }}
-
-[catalog]
-path = "catalog.csv"
-"#,
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {data:?}\n{}{}{}{}\n[catalog]\npath = \"catalog.csv\"\n",
+        shopify_block("shop", &shop.url(), SHOPIFY_SECRET, "2026-04", reconcile),
+        // The simulated site has no limit (WooCommerce core has none); a host's would be here.
+        woo_block("woo", &woo.url(), WOO_HOOK_SECRET, &format!("poll_interval_s = 10\n{reconcile}\nrate_limit = {{ requests_per_second = 20.0, burst = 40 }}")),
+        amazon_block("amazon", amazon, &format!("buffer = {AMAZON_BUFFER}\npoll_interval_s = 60\n{reconcile}")),
+        ebay_block("ebay", &ebay.market.url(), &format!("poll_interval_s = 2\n{reconcile}")),
         data = dir.join("data").display().to_string()
     );
     let path = dir.join("lockstep.toml");
@@ -281,27 +381,25 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// A SKU whose stores do not show the engine's target: (SKU, engine, Shopify, Woo).
-type Difference = (String, i64, Option<i64>, Option<i64>);
+/// A SKU a store does not show the engine's target for: (store, SKU, target, shown).
+type Difference = (&'static str, String, i64, Option<i64>);
 
-/// SKUs where a store does not show the engine's target.
-fn differences(
-    api: &Api,
-    names: &[String],
-    shop: &ShopifySim,
-    woo: &WooSim,
-) -> anyhow::Result<Vec<Difference>> {
-    let (shop_levels, woo_levels) = (shop.levels(), woo.levels());
+/// Where a store does not show the engine's target (available less its buffer) for a SKU
+/// it lists.
+fn differences(api: &Api, names: &[String], stores: &[Store]) -> anyhow::Result<Vec<Difference>> {
+    let levels: Vec<HashMap<String, i64>> = stores.iter().map(|s| (s.levels)()).collect();
     let mut out = Vec::new();
     for name in names {
         let head = api.get(&format!("/v1/skus/{name}"))?;
-        let target = head["available"].as_i64().unwrap_or(0).max(0);
-        let (s, w) = (
-            shop_levels.get(name).copied(),
-            woo_levels.get(name).copied(),
-        );
-        if s != Some(target) || w != Some(target) {
-            out.push((name.clone(), target, s, w));
+        let available = head["available"].as_i64().unwrap_or(0);
+        for (store, levels) in stores.iter().zip(&levels) {
+            let Some(shown) = levels.get(name).copied() else {
+                continue; // not listed there
+            };
+            let target = (available - store.buffer).max(0);
+            if shown != target {
+                out.push((store.name, name.clone(), target, Some(shown)));
+            }
         }
     }
     Ok(out)
@@ -309,8 +407,8 @@ fn differences(
 
 struct Traffic {
     elapsed: Duration,
-    shop_orders: u64,
-    woo_orders: u64,
+    /// Orders placed per store.
+    orders: Vec<u64>,
     burst_orders: u64,
     receipts: u64,
 }
@@ -318,8 +416,7 @@ struct Traffic {
 /// The shoppers: open loop (orders are placed on schedule, never waiting for lockstep),
 /// with a status line each second.
 fn traffic(
-    shop: &ShopifySim,
-    woo: &WooSim,
+    stores: &[Store],
     names: &[String],
     api: &Api,
     options: &DemoOptions,
@@ -329,8 +426,7 @@ fn traffic(
     let start = Instant::now();
     let mut t = Traffic {
         elapsed: Duration::ZERO,
-        shop_orders: 0,
-        woo_orders: 0,
+        orders: vec![0; stores.len()],
         burst_orders: 0,
         receipts: 0,
     };
@@ -338,6 +434,7 @@ fn traffic(
         (0.0f64, start, start + Duration::from_secs(1));
     let mut orders_at_status = 0u64;
     let tick = Duration::from_millis(10);
+    let mut shown: Vec<HashMap<String, i64>> = stores.iter().map(|s| (s.levels)()).collect();
     while start.elapsed() < options.duration && !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         let secs = now.duration_since(start).as_secs();
@@ -350,6 +447,9 @@ fn traffic(
             };
         owed += rate * now.duration_since(last_tick).as_secs_f64();
         last_tick = now;
+        if owed >= 1.0 {
+            shown = stores.iter().map(|s| (s.levels)()).collect();
+        }
         while owed >= 1.0 {
             owed -= 1.0;
             // Skewed: a few SKUs take most of the orders.
@@ -362,32 +462,34 @@ fn traffic(
                     order.push((name, rng.random_range(1..=3)));
                 }
             }
-            let on_shop = rng.random_bool(0.5);
-            let shows = |sku: &str| {
-                if on_shop {
-                    shop.level(sku)
-                } else {
-                    woo.level(sku)
-                }
-            };
-            // A storefront sells only what it shows in stock.
-            if order.iter().any(|(s, q)| shows(s).unwrap_or(0) < *q) {
+            let mut pick = rng.random::<f64>();
+            let store = stores
+                .iter()
+                .position(|s| {
+                    pick -= s.share;
+                    pick < 0.0
+                })
+                .unwrap_or(stores.len() - 1);
+            // A storefront sells only what it lists and shows in stock.
+            let levels = &mut shown[store];
+            if order
+                .iter()
+                .any(|(s, q)| levels.get(*s).copied().unwrap_or(0) < *q)
+            {
                 continue;
             }
-            if on_shop {
-                shop.place_order(&order);
-                t.shop_orders += 1;
-            } else {
-                woo.place_order(&order);
-                t.woo_orders += 1;
+            for (s, q) in &order {
+                *levels.entry(s.to_string()).or_default() -= q;
             }
+            (stores[store].place)(&order);
+            t.orders[store] += 1;
             t.burst_orders += u64::from(in_burst);
         }
         if now >= next_status {
             next_status += Duration::from_secs(1);
-            t.receipts += restock(api, names, shop, woo);
-            let total = t.shop_orders + t.woo_orders;
-            status_line(api, start.elapsed(), total - orders_at_status);
+            t.receipts += restock(api, names, stores);
+            let total: u64 = t.orders.iter().sum();
+            status_line(api, stores, start.elapsed(), total - orders_at_status);
             orders_at_status = total;
         }
         std::thread::sleep(tick);
@@ -397,13 +499,14 @@ fn traffic(
 }
 
 /// Warehouse receipts for SKUs a store shows low: one event per SKU, through the API.
-fn restock(api: &Api, names: &[String], shop: &ShopifySim, woo: &WooSim) -> u64 {
-    let (shop_levels, woo_levels) = (shop.levels(), woo.levels());
+fn restock(api: &Api, names: &[String], stores: &[Store]) -> u64 {
+    let levels: Vec<HashMap<String, i64>> = stores.iter().map(|s| (s.levels)()).collect();
     let low: Vec<&String> = names
         .iter()
         .filter(|s| {
-            shop_levels.get(*s).copied().unwrap_or(0) < LOW_WATER
-                || woo_levels.get(*s).copied().unwrap_or(0) < LOW_WATER
+            levels
+                .iter()
+                .any(|l| l.get(*s).is_some_and(|n| *n < LOW_WATER))
         })
         .collect();
     if low.is_empty() {
@@ -423,26 +526,29 @@ fn restock(api: &Api, names: &[String], shop: &ShopifySim, woo: &WooSim) -> u64 
     }
 }
 
-fn status_line(api: &Api, elapsed: Duration, orders: u64) {
+fn status_line(api: &Api, stores: &[Store], elapsed: Duration, orders: u64) {
     let (Ok(report), Ok(metrics)) = (api.get("/v1/propagation"), api.metrics()) else {
         println!("{:>4} s  (the engine did not answer)", elapsed.as_secs());
         return;
     };
-    let channel = |name: &str| {
-        let c = &report["channels"][name];
-        format!(
-            "{name} p50 {:>6.2} ms p99 {:>7.2} ms outbox {:>3}",
-            num(&c["p50_ms"]),
-            num(&c["p99_ms"]),
-            c["outbox_skus"]
-        )
-    };
+    let channels: Vec<String> = stores
+        .iter()
+        .map(|store| {
+            let c = &report["channels"][store.name];
+            format!(
+                "{} p50 {:>6.1} p99 {:>7.1} ms outbox {:>3}",
+                store.name,
+                num(&c["p50_ms"]),
+                num(&c["p99_ms"]),
+                c["outbox_skus"]
+            )
+        })
+        .collect();
     println!(
-        "{:>4} s  {:>4} orders/s  {}  |  {}  |  oversells {}  drift {}",
+        "{:>4} s {:>4} orders/s | {} | oversells {} drift {}",
         elapsed.as_secs(),
         orders,
-        channel("shop"),
-        channel("woo"),
+        channels.join(" | "),
         metric(&metrics, "lockstep_oversells_total"),
         metric(&metrics, "lockstep_reconcile_drift_total"),
     );

@@ -1,6 +1,6 @@
-//! `lockstep demo`: the engine with the simulated Shopify store and WooCommerce site in
-//! one process. It prints a status line per second, stops cleanly on Ctrl-C, and ends
-//! with a summary that checks both stores against the engine.
+//! `lockstep demo`: the engine with the simulated Shopify store, WooCommerce site, Amazon
+//! account and eBay seller in one process. It prints a status line per second, stops
+//! cleanly on Ctrl-C, and ends with a summary that checks every store against the engine.
 
 mod common;
 
@@ -58,16 +58,18 @@ fn the_demo_reports_each_second_stops_on_ctrl_c_and_converges() {
     );
     let status_line = lines.iter().find(|l| l.contains("shop p50")).unwrap();
     assert!(
-        status_line.contains("shop p50")
-            && status_line.contains("woo p50")
-            && status_line.contains("oversells"),
+        ["shop p50", "woo p50", "amazon p50", "ebay p50", "oversells"]
+            .iter()
+            .all(|part| status_line.contains(part)),
         "{status_line}"
     );
     assert!(text.contains("summary after"), "{text}");
     assert!(
-        text.contains("converged: all 200 SKUs show the engine's quantity on both stores"),
+        text.contains("converged: every store shows the engine's quantity for every SKU it lists"),
         "{text}"
     );
     let placed = lines.iter().find(|l| l.contains("orders placed:")).unwrap();
-    assert!(!placed.contains("placed: 0 on Shopify, 0 on"), "{placed}");
+    for store in ["Shopify", "WooCommerce", "Amazon", "eBay"] {
+        assert!(!placed.contains(&format!(" 0 on {store}")), "{placed}");
+    }
 }
