@@ -56,6 +56,9 @@ fn sku(i: usize) -> String {
     format!("DEMO-{i:03}")
 }
 
+/// Places a customer order of (SKU, quantity) lines on a store.
+type Place<'a> = dyn Fn(&[(&str, i64)]) + 'a;
+
 /// One simulated store, as the demo drives it.
 struct Store<'a> {
     /// The channel's name in the config.
@@ -66,7 +69,7 @@ struct Store<'a> {
     /// Units held back from it.
     buffer: i64,
     levels: Box<dyn Fn() -> HashMap<String, i64> + 'a>,
-    place: Box<dyn Fn(&[(&str, i64)]) + 'a>,
+    place: Box<Place<'a>>,
     /// Write calls by outcome, for the summary.
     calls: Box<dyn Fn() -> String + 'a>,
 }
