@@ -260,9 +260,25 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
     shop.sender.wait_idle(Duration::from_secs(30));
     woo.sender.wait_idle(Duration::from_secs(30));
     amazon.market.sender.wait_idle(Duration::from_secs(30));
+    // When each store last differed from the engine, to say which took longest.
+    let settling = Instant::now();
+    let last_off = std::cell::RefCell::new(vec![Duration::ZERO; stores.len()]);
     let converged = loadgen::sim::wait_until(Duration::from_secs(45), || {
-        differences(&api, &names, &stores).is_ok_and(|d| d.is_empty())
+        let Ok(left) = differences(&api, &names, &stores) else {
+            return false;
+        };
+        for (i, store) in stores.iter().enumerate() {
+            if left.iter().any(|d| d.0 == store.name) {
+                last_off.borrow_mut()[i] = settling.elapsed();
+            }
+        }
+        left.is_empty()
     });
+    let settled: Vec<String> = stores
+        .iter()
+        .zip(last_off.borrow().iter())
+        .map(|(store, t)| format!("{} {:.1} s", store.label, t.as_secs_f64()))
+        .collect();
     let left = differences(&api, &names, &stores)?;
     let report = api.get("/v1/propagation")?;
     let metrics = api.metrics()?;
@@ -295,8 +311,9 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
     );
     match (converged, left.is_empty()) {
         (Some(after), true) => println!(
-            "  converged: every store shows the engine's quantity for every SKU it lists ({} ms after the last order)",
-            after.as_millis()
+            "  converged: every store shows the engine's quantity for every SKU it lists ({} ms after the last order; {})",
+            after.as_millis(),
+            settled.join(", ")
         ),
         _ => println!("  NOT converged: {} difference(s): {:?}", left.len(), &left[..left.len().min(5)]),
     }
