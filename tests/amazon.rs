@@ -190,3 +190,26 @@ fn quantity_change_notifications_are_echoes_of_our_writes() {
         "an echo changes nothing"
     );
 }
+
+#[test]
+fn a_quantity_change_nobody_ordered_is_an_external_change() {
+    // `count`: what Amazon shows after a seller's edit is taken as the stock.
+    let counted = rig(1, "inventory_updates = \"count\"");
+    count_all(&counted, 0..1, 10);
+    counted.sim.seller_edit("A0", 25);
+    assert!(
+        eventually(WAIT, || counted.server.stock("A0") == Some((25, 0, 25))),
+        "{:?}",
+        counted.server.stock("A0")
+    );
+    // `ignore` (the default): lockstep is the master and puts its number back.
+    let master = rig(1, "reconcile_interval_s = 1\nreconcile_grace_s = 0");
+    count_all(&master, 0..1, 10);
+    master.sim.seller_edit("A0", 25);
+    assert!(master
+        .sim
+        .market
+        .wait_for(WAIT, |l| l["A0"] == 10)
+        .is_some());
+    assert_eq!(master.server.stock("A0"), Some((10, 0, 10)));
+}

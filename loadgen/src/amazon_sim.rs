@@ -131,6 +131,28 @@ impl AmazonSim {
         self.notify_order(id, "OrderStatusChange");
     }
 
+    /// A seller's edit in Seller Central: the listing's quantity set, and Amazon's
+    /// `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` sent (as for any quantity change).
+    pub fn seller_edit(&self, sku: &str, quantity: i64) {
+        let seller_sku = {
+            let mut shop = self.market.shop();
+            let listing = shop.listings.get_mut(sku).expect("a listed SKU");
+            listing.level = quantity;
+            listing.id.clone()
+        };
+        let detail = notification(
+            "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+            json!({"SellerId": SELLER_ID, "FulfillmentChannelCode": "DEFAULT", "Sku": seller_sku, "Quantity": quantity}),
+        );
+        let auth = self.extra().auth.clone();
+        send(
+            &self.market,
+            &auth,
+            "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+            detail,
+        );
+    }
+
     fn internal_id(&self, order: &str) -> u64 {
         let shop = self.market.shop();
         *shop
