@@ -79,6 +79,7 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
             .iter()
             .any(|r| r["kind"] == "order_cancelled")));
     // The echoes of our writes (`method: absolute`) changed nothing.
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
     assert!(rig
         .sim
         .market

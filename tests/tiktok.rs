@@ -71,6 +71,10 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
     assert!(eventually(WAIT, || rig.server.stock("T0")
         == Some((10, 0, 10))
         && rig.server.stock("T1") == Some((0, 0, 0))));
+    assert!(
+        rig.sim.market.sender.wait_idle(WAIT),
+        "every delivery went out"
+    );
     assert!(rig
         .sim
         .market

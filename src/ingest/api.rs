@@ -184,7 +184,8 @@ impl App {
         };
         let headers = req.headers().clone();
         let body = read_body(req).await?;
-        let caller = crate::channels::Caller::new(self.client.clone());
+        // Follow-up calls (a thin notification's order) spend the channel's budget.
+        let caller = link.caller(self.client.clone());
         let inbound = link
             .adapter
             .receive(&caller, &headers, &body, now_micros())

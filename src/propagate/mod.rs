@@ -80,6 +80,9 @@ pub struct ChannelLink {
     pub outbox: Arc<Outbox>,
     pub timing: Arc<Timing>,
     pub rate_limit: RateLimit,
+    /// The channel's request budget, shared by everything that calls its API: pushes,
+    /// reads, and the fetches a thin webhook needs.
+    pub bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     /// SKUs to read again once late webhooks have had time to arrive, with when.
     checks: Mutex<Vec<(tokio::time::Instant, String)>>,
 }
@@ -95,6 +98,11 @@ pub const CHECK_AFTER_STALE: Duration =
     Duration::from_micros(crate::engine::core::UNEXPLAINED_WINDOW_US as u64 + 1_000_000);
 
 impl ChannelLink {
+    /// A caller that spends this channel's budget.
+    pub fn caller(&self, client: reqwest::Client) -> Caller {
+        Caller::paced(client, self.bucket.clone())
+    }
+
     /// Asks the reconciler to compare these SKUs after `CHECK_AFTER_STALE`.
     fn check_later(&self, skus: impl IntoIterator<Item = String>) {
         let due = tokio::time::Instant::now() + CHECK_AFTER_STALE;
@@ -129,10 +137,12 @@ pub fn links(
         .map(|config| {
             let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
             let carries = adapter.clone();
+            let rate_limit = config
+                .rate_limit
+                .unwrap_or_else(|| adapter.default_rate_limit());
             Some(Arc::new(ChannelLink {
-                rate_limit: config
-                    .rate_limit
-                    .unwrap_or_else(|| adapter.default_rate_limit()),
+                rate_limit,
+                bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate_limit))),
                 outbox: Arc::new(Outbox::with_filter(
                     &config.name,
                     Box::new(move |sku| carries.carries(sku)),
@@ -157,10 +167,9 @@ pub fn http_client() -> reqwest::Client {
 
 /// The pusher of one channel: runs until the engine stops.
 pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: reqwest::Client) {
-    let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::new(link.rate_limit)));
     let mut pacer = Pacer {
-        caller: Caller::paced(client, bucket.clone()),
-        bucket,
+        caller: link.caller(client),
+        bucket: link.bucket.clone(),
         backoff: Backoff::default(),
     };
     loop {

@@ -131,7 +131,9 @@ impl Reconciler {
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
             let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
             let mut levels: HashMap<String, Option<i64>> = HashMap::new();
-            let caller = crate::channels::Caller::new(client.clone());
+            // Reads spend the channel's budget too, and pause between them so that pushes
+            // keep at least half of it.
+            let caller = self.link.caller(client.clone());
             for group in self.link.adapter.read_groups(&names) {
                 let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
                 levels.extend(self.link.adapter.read(&caller, &skus).await?);
