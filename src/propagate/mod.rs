@@ -298,34 +298,8 @@ async fn settle(
     };
     match reply {
         PushReply::Accepted { acked, wait } => {
-            let mut mask = vec![false; items.len()];
-            for i in acked.iter().copied().filter(|i| *i < items.len()) {
-                mask[i] = true;
-            }
-            let all = mask.iter().all(|ok| *ok);
+            let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
             count(if all { "ok" } else { "partial" });
-            let acked_at = now_micros();
-            let taken: Vec<&PushItem> = items
-                .iter()
-                .zip(&mask)
-                .filter(|(_, ok)| **ok)
-                .map(|(i, _)| i)
-                .collect();
-            for item in &taken {
-                link.timing.record(item.caused_at, acked_at);
-            }
-            deliver_acks(engine, &name, &taken, acked_at).await;
-            link.outbox.finish(items, &mask);
-            pacer.bucket.lock().await.succeeded();
-            if all || contended {
-                pacer.backoff.reset();
-            } else {
-                tokio::time::sleep(pacer.backoff.next_delay(true)).await;
-            }
-            if let Some(wait) = wait {
-                // The channel's own budget is nearly spent: let it refill.
-                tokio::time::sleep(wait).await;
-            }
         }
         PushReply::Held {
             acked,
@@ -342,8 +316,7 @@ async fn settle(
             for (sku, quantity) in &withheld {
                 link.outbox.defer(sku, retry_in, Some(*quantity));
             }
-            let reply = PushReply::Accepted { acked, wait: None };
-            Box::pin(settle(link, engine, pacer, items, reply, true)).await;
+            accept(link, engine, pacer, items, &acked, None, true).await;
         }
         PushReply::Throttled { retry_after } => {
             count("throttled");
@@ -359,6 +332,47 @@ async fn settle(
         }
         PushReply::Stale { .. } => unreachable!("push_compared resolves stale compares"),
     }
+}
+
+/// Takes the acknowledged items (indices into `items`): their acks to the shards, the
+/// rest back to the outbox, pacing adjusted. Returns whether every item was taken.
+async fn accept(
+    link: &ChannelLink,
+    engine: &Engine,
+    pacer: &mut Pacer,
+    items: &[PushItem],
+    acked: &[usize],
+    wait: Option<Duration>,
+    contended: bool,
+) -> bool {
+    let mut mask = vec![false; items.len()];
+    for i in acked.iter().copied().filter(|i| *i < items.len()) {
+        mask[i] = true;
+    }
+    let all = mask.iter().all(|ok| *ok);
+    let acked_at = now_micros();
+    let taken: Vec<&PushItem> = items
+        .iter()
+        .zip(&mask)
+        .filter(|(_, ok)| **ok)
+        .map(|(i, _)| i)
+        .collect();
+    for item in &taken {
+        link.timing.record(item.caused_at, acked_at);
+    }
+    deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
+    link.outbox.finish(items, &mask);
+    pacer.bucket.lock().await.succeeded();
+    if all || contended {
+        pacer.backoff.reset();
+    } else {
+        tokio::time::sleep(pacer.backoff.next_delay(true)).await;
+    }
+    if let Some(wait) = wait {
+        // The channel's own budget is nearly spent: let it refill.
+        tokio::time::sleep(wait).await;
+    }
+    all
 }
 
 /// Reads what the channel shows for `skus`, one read per read group.
