@@ -163,3 +163,27 @@ fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
         "the quota is exported"
     );
 }
+
+#[test]
+fn a_sale_between_our_read_and_our_write_of_the_listing_is_not_lost() {
+    // Y0 and Y1 share listing 4000: pushing Y0 writes Y1 back as read.
+    let rig = rig(2, "poll_interval_s = 1");
+    count_all(&rig, 0..2, 10);
+    // Long after Y1's last write, so only the write below can explain the sale's effect.
+    std::thread::sleep(Duration::from_millis(2_500));
+    rig.sim.sell_after_next_read("Y1");
+    post_ok(&rig.server, vec![event("more-Y0", "Y0", "adjusted", 1)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y0"] == 11).is_some());
+    // The write put Y1 back to 10 over the sale; once the poll brings the sale in,
+    // lockstep knows it wrote Y1 just then and pushes it again.
+    assert!(
+        eventually(WAIT, || rig.server.stock("Y1") == Some((10, 1, 9))),
+        "{:?}",
+        rig.server.stock("Y1")
+    );
+    assert!(
+        rig.sim.market.wait_for(WAIT, |l| l["Y1"] == 9).is_some(),
+        "Etsy shows the sale: {:?}",
+        rig.sim.market.levels()
+    );
+}

@@ -55,6 +55,9 @@ struct Extra {
     /// Listing id → its products.
     inventories: BTreeMap<String, Vec<Product>>,
     next_id: u64,
+    /// A unit of this SKU is sold right after the next inventory read is answered: the
+    /// sale lands between lockstep's read and its write of the whole listing.
+    sell_after_read: Option<String>,
 }
 
 /// A product as a test sees it: SKU, color, and (quantity, price in cents) per offering.
@@ -125,6 +128,7 @@ impl EtsySim {
             remaining_today: DAILY_QUOTA,
             inventories,
             next_id,
+            sell_after_read: None,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -141,6 +145,12 @@ impl EtsySim {
 
     pub fn token_url(&self) -> String {
         format!("{}/v3/public/oauth/token", self.market.url())
+    }
+
+    /// Sells one unit of `sku` right after the next listing read is answered (the sale
+    /// is found by the receipts poll; Etsy would send `order.paid`, which may be lost).
+    pub fn sell_after_next_read(&self, sku: &str) {
+        self.extra().sell_after_read = Some(sku.to_string());
     }
 
     /// Sets what is left of today's quota.
@@ -382,11 +392,25 @@ fn handle(
     };
     match (req.method.clone(), route.as_slice()) {
         (hyper::Method::GET, ["listings", listing, "inventory"]) => {
-            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
-            match x.inventories.get(*listing) {
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let answer = match x.inventories.get(*listing) {
                 Some(products) => reply(200, &inventory_json(listing, products), &quota),
-                None => etsy_error(404, "Listing not found", &quota),
+                None => return etsy_error(404, "Listing not found", &quota),
+            };
+            if let Some(sku) = x.sell_after_read.take() {
+                let mut s = lock(shop);
+                s.place(&[(sku.as_str(), 1)]);
+                let level = s.listings.get(&sku).map_or(0, |l| l.level);
+                for p in x
+                    .inventories
+                    .values_mut()
+                    .flatten()
+                    .filter(|p| p.sku == sku)
+                {
+                    p.offerings[0].quantity = level;
+                }
             }
+            answer
         }
         (hyper::Method::PUT, ["listings", listing, "inventory"]) => {
             let body = req.json().unwrap_or(Value::Null);

@@ -153,6 +153,20 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         .filter(|c| !exact(*c))
         .map(|c| CHANNELS[c])
         .collect();
+    // What the channels that did not converge show, against what they should.
+    let differences: Vec<Value> = (0..CHANNELS.len())
+        .flat_map(|c| {
+            let levels = fleet.levels(c);
+            (0..plan.skus)
+                .filter_map(|i| {
+                    let want = START - per_sku[i];
+                    let shows = levels.get(&fleet.skus[i]).copied();
+                    (shows != Some(want)).then(|| json!({"channel": CHANNELS[c], "sku": fleet.skus[i], "want": want, "shows": shows}))
+                })
+                .collect::<Vec<_>>()
+        })
+        .take(20)
+        .collect();
 
     // Propagation per order and channel, from the channels' arrival logs.
     let mut per_channel: Vec<Histogram<u64>> = (0..CHANNELS.len()).map(|_| histogram()).collect();
@@ -215,6 +229,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         "skus_miscounted": miscounted,
         "unconverged": unpropagated,
         "unconverged_channels": unconverged_channels,
+        "differences": differences,
         "converged_ms_after_last_order": converged_after.map(|d| d.as_secs_f64() * 1000.0),
         "oversells": oversells,
         "propagation": summary(&overall),

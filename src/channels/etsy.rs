@@ -442,7 +442,7 @@ impl ChannelAdapter for Etsy {
             return failed(format!("reply is not JSON: {}", excerpt(body)));
         };
         // The answer is the listing's new inventory: an item is taken when its product
-        // shows the quantity sent.
+        // shows the quantity sent; the listing's other mapped products were written back.
         let levels = self.levels_of(&reply);
         let acked = items
             .iter()
@@ -454,8 +454,17 @@ impl ChannelAdapter for Etsy {
             })
             .map(|(n, _)| n)
             .collect();
+        let written = levels
+            .into_iter()
+            .filter(|(sku, _)| !items.iter().any(|i| i.sku == *sku))
+            .filter_map(|(sku, quantity)| Some((sku, quantity?)))
+            .collect();
         let wait = self.quota_spent().then_some(Duration::from_secs(60));
-        PushReply::Accepted { acked, wait }
+        PushReply::Replaced {
+            acked,
+            wait,
+            written,
+        }
     }
 
     fn read_request(&self, skus: &[String]) -> OutboundRequest {

@@ -58,6 +58,14 @@ pub enum PushReply {
     /// shows something other than their `expected`, and nothing in the request was
     /// applied. The pusher reads those items and pushes once more.
     Stale { stale: Vec<usize> },
+    /// Like `Accepted`, for a write that replaced a whole group (Etsy's listing): the
+    /// group's other SKUs were written back with the quantities read just before
+    /// (`written`), so that is what the channel shows for them now.
+    Replaced {
+        acked: Vec<usize>,
+        wait: Option<Duration>,
+        written: Vec<(String, i64)>,
+    },
     /// Some items were taken (`acked`); `held` were not sent because the channel's own
     /// budget for them is spent (eBay's revisions per listing per day): they wait
     /// `retry_in` in the outbox, and the audit says so.

@@ -301,6 +301,29 @@ async fn settle(
             let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
             count(if all { "ok" } else { "partial" });
         }
+        PushReply::Replaced {
+            acked,
+            wait,
+            written,
+        } => {
+            let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
+            count(if all { "ok" } else { "partial" });
+            // A sale on the channel between our read and our write of the group is
+            // overwritten by it: recording what we wrote lets the shard see that sale's
+            // webhook land just after a write of ours, and push the SKU once more.
+            let at = now_micros();
+            let rewritten: Vec<PushItem> = written
+                .into_iter()
+                .map(|(sku, quantity)| PushItem {
+                    sku,
+                    quantity,
+                    expected: None,
+                    caused_at: at,
+                })
+                .collect();
+            let rewritten: Vec<&PushItem> = rewritten.iter().collect();
+            deliver_acks(engine, &name, &rewritten, at).await;
+        }
         PushReply::Held {
             acked,
             held,
