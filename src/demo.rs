@@ -348,7 +348,8 @@ fn write_config(
         shopify_block("shop", &shop.url(), SHOPIFY_SECRET, "2026-04", reconcile),
         // The simulated site has no limit (WooCommerce core has none); a host's would be here.
         woo_block("woo", &woo.url(), WOO_HOOK_SECRET, &format!("poll_interval_s = 10\n{reconcile}\nrate_limit = {{ requests_per_second = 20.0, burst = 40 }}")),
-        amazon_block("amazon", amazon, &format!("buffer = {AMAZON_BUFFER}\npoll_interval_s = 60\n{reconcile}")),
+        // Amazon reads one SKU per call from the same 5/s as its writes: reconciled less often.
+        amazon_block("amazon", amazon, &format!("buffer = {AMAZON_BUFFER}\npoll_interval_s = 60\nreconcile_interval_s = 120")),
         ebay_block("ebay", &ebay.market.url(), &format!("poll_interval_s = 2\n{reconcile}")),
         data = dir.join("data").display().to_string()
     );
