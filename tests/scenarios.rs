@@ -123,6 +123,10 @@ fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
 fn soak_samples_lockstep_memory_and_finds_it_flat() {
     let plan = Plan {
         duration: Duration::from_secs(4),
+        traffic: loadgen::traffic::Traffic {
+            ship_after: Some(Duration::from_millis(500)),
+            ..Default::default()
+        },
         ..plan()
     };
     let (report, passed) = loadgen::run::soak(&plan, Duration::from_millis(200)).unwrap();

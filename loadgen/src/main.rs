@@ -74,6 +74,10 @@ struct Args {
     /// with KIND `outage` (503), `429` or `slow-MS`; repeatable (`--fault outage:1:5+10`).
     #[arg(long)]
     fault: Vec<loadgen::traffic::FaultWindow>,
+    /// `latency` and `soak`: each order ships this many seconds after it was placed, so
+    /// open order lines stay bounded (default: orders stay open).
+    #[arg(long)]
+    ship_after: Option<f64>,
     /// Fail (exit 1) when p99 propagation exceeds this many seconds.
     #[arg(long)]
     slo_p99: Option<f64>,
@@ -117,6 +121,10 @@ fn main() -> ExitCode {
             reorder_rate: args.reorder_rate.clamp(0.0, 1.0),
             mix: args.mix,
             faults: args.fault,
+            ship_after: args
+                .ship_after
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64),
         },
     };
     let outcome = match args.scenario.as_str() {

@@ -179,6 +179,9 @@ pub(crate) fn spawn_with(
     })
 }
 
+/// What `seed` gives every SKU.
+const SEED_STOCK: i64 = 1_000_000;
+
 /// The SKU names the scenarios use.
 fn sku(i: usize) -> String {
     format!("LG-{}-{i:06}", tag())
@@ -186,7 +189,7 @@ fn sku(i: usize) -> String {
 
 /// Stocks every SKU, then waits until every channel shows it: the baseline.
 fn seed(engine: &Engine, sims: &[WebhookSim], skus: usize) -> anyhow::Result<()> {
-    let stock: i64 = 1_000_000;
+    let stock: i64 = SEED_STOCK;
     for (n, chunk) in (0..skus).collect::<Vec<_>>().chunks(1000).enumerate() {
         let events: Vec<Value> = chunk
             .iter()
@@ -576,8 +579,10 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     let sims = Arc::new(sims);
     let started = Instant::now();
     let faults = schedule_faults(&sims, &traffic.faults, started);
+    let mut offered_s = 0.0;
     runtime.block_on(async {
         let mut tasks = Vec::with_capacity(total);
+        let mut ships = Vec::new();
         for (n, offset) in due.iter().enumerate() {
             tokio::time::sleep_until((started + *offset).into()).await;
             let skus = zipf.order(traffic.lines, &mut rng);
@@ -632,12 +637,38 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
                     }
                 }));
             }
+            if let Some(after) = traffic.ship_after {
+                // The order ships later, from the same channel: its lines close.
+                let shipped: Vec<Value> = events
+                    .iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e["kind"] = json!("order_shipped");
+                        e
+                    })
+                    .collect();
+                let bytes = serde_json::to_vec(&json!({ "events": shipped })).expect("json serializes");
+                let request = client.post(webhook(channel));
+                let at = started + *offset + after;
+                ships.push(tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let id = format!("{}-ship-{n}", tag());
+                    let mut request = request;
+                    for (name, value) in crate::signing::signed_headers(SECRET, &id, &bytes) {
+                        request = request.header(name, value);
+                    }
+                    let _ = request.body(bytes).send().await;
+                }));
+            }
         }
         for task in tasks {
             let _ = task.await;
         }
+        offered_s = started.elapsed().as_secs_f64();
+        for ship in ships {
+            let _ = ship.await;
+        }
     });
-    let offered_s = started.elapsed().as_secs_f64();
     for fault in faults {
         let _ = fault.join();
     }
@@ -709,11 +740,19 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
             lines_per_sku[*s] += 1;
         }
     }
+    // With shipping, every line has shipped by now: nothing committed, on_hand less them.
     let mut miscounted = 0usize;
     if lost == 0 {
         for (i, lines) in lines_per_sku.iter().enumerate().filter(|(_, l)| **l > 0) {
             let body = sims[0].get_json(&format!("{}/v1/skus/{}", engine.base, sku(i)))?;
-            if body["committed"].as_i64() != Some(*lines) {
+            let exact = match traffic.ship_after {
+                None => body["committed"].as_i64() == Some(*lines),
+                Some(_) => {
+                    body["committed"].as_i64() == Some(0)
+                        && body["on_hand"].as_i64() == Some(SEED_STOCK - lines)
+                }
+            };
+            if !exact {
                 miscounted += 1;
             }
         }

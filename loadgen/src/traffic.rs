@@ -46,6 +46,9 @@ pub struct Traffic {
     pub mix: Vec<f64>,
     /// Faults of the simulated channels during the run.
     pub faults: Vec<FaultWindow>,
+    /// Each order ships this long after it was placed (from the same channel), so the
+    /// open lines stay bounded; `None`: orders stay open.
+    pub ship_after: Option<Duration>,
 }
 
 /// Most a reordered delivery is held back.
@@ -137,6 +140,7 @@ impl Default for Traffic {
             reorder_rate: 0.0,
             mix: Vec::new(),
             faults: Vec::new(),
+            ship_after: None,
         }
     }
 }
