@@ -71,6 +71,7 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
             reorder_rate: 0.3,
             mix: vec![3.0, 1.0],
             faults: vec!["outage:1:0.5+1".parse().unwrap()],
+            ship_after: None,
         },
         ..plan()
     };
