@@ -616,3 +616,60 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
     assert_eq!((view.expected, view.unexplained), (Some(6), 0));
     assert_eq!(state["A"].available(), 6);
 }
+
+#[test]
+fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
+    // A channel can echo our write before the pusher has recorded the acknowledgement.
+    let config = CoreConfig {
+        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
+            name: "shop".into(),
+            buffer: 2,
+            max: None,
+            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+            compare_and_set: false,
+        }]),
+        ..CoreConfig::default()
+    };
+    let ev = |kind, qty, source: &str, key: &str| Event {
+        sku: "A".into(),
+        kind,
+        qty,
+        source: source.into(),
+        source_ts: T0,
+        received_at: T0,
+        key: key.into(),
+        line: None,
+    };
+    let input = |event| Input { event, prior: None };
+    let mut state = ShardState::default();
+    apply(
+        &mut state,
+        &[input(ev(EventKind::Counted, 10, "api", "c"))],
+        T0,
+        1,
+        &config,
+    );
+    // The target is 10 less the buffer: 8; nothing is acknowledged yet.
+    assert!(state["A"].channels.iter().all(|c| c.expected.is_none()));
+    let echo = apply(
+        &mut state,
+        &[input(ev(EventKind::Level, 8, "shop", "l1"))],
+        T0,
+        2,
+        &config,
+    );
+    assert_eq!(echo.results[0].outcome, Outcome::Echo);
+    let edit = apply(
+        &mut state,
+        &[input(ev(EventKind::Level, 5, "shop", "l2"))],
+        T0,
+        3,
+        &config,
+    );
+    assert_eq!(
+        edit.results[0].outcome,
+        Outcome::Drift,
+        "an edit is still drift"
+    );
+    assert_eq!(state["A"].on_hand(), 10);
+}

@@ -672,8 +672,11 @@ fn apply_event(
             };
             let rule = &rules[i];
             let committed = sku.committed;
+            // What we are pushing it: a channel can echo our write before the pusher has
+            // recorded the acknowledgement, and showing its target needs no repair.
+            let target = rule.push_target(sku.available(), sku.channels.get(i), event.received_at);
             let view = sku.channel_mut(i);
-            if view.expected == Some(event.qty) {
+            if view.expected == Some(event.qty) || event.qty == target {
                 // Our own push coming back, or the channel's own sale we already counted.
                 return (Outcome::Echo, false);
             }
