@@ -266,6 +266,41 @@ impl Amazon {
         }]
     }
 
+    /// Checks and reads one delivery: its events and its `NotificationId`.
+    fn take(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Inbound, ApiError> {
+        super::body_hmac::check_shared_header(headers, &self.auth_header)?;
+        let envelope = payload::json(body)?;
+        // EventBridge wraps the notification in `detail`; SQS-forwarded bodies do not.
+        let notification = envelope.get("detail").unwrap_or(&envelope);
+        let id = payload::required_id(
+            &notification["NotificationMetadata"]["NotificationId"],
+            "NotificationMetadata.NotificationId",
+        )?;
+        if self.seen.contains(&id) {
+            return Ok(Inbound::default());
+        }
+        let event_time =
+            payload::source_time(&[payload::time_end(&notification["EventTime"])], now);
+        let payload = &notification["Payload"];
+        let events = match notification["NotificationType"]
+            .as_str()
+            .unwrap_or_default()
+        {
+            "ORDER_CHANGE" => self.order_change(payload, event_time, now)?,
+            "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => self.quantity_change(
+                payload,
+                format!("{}/level/{id}", self.name),
+                event_time,
+                now,
+            ),
+            _ => Vec::new(),
+        };
+        Ok(Inbound {
+            events,
+            notification: Some(id),
+        })
+    }
+
     /// One feed: create the document, upload the messages, create the feed.
     async fn push_feed(&self, caller: &Caller, items: &[PushItem]) -> Result<(), PushReply> {
         let auth = self.authorize(caller).await.map_err(failed)?;
@@ -378,33 +413,7 @@ impl ChannelAdapter for Amazon {
         body: &[u8],
         now: Micros,
     ) -> Result<Vec<Event>, ApiError> {
-        super::body_hmac::check_shared_header(headers, &self.auth_header)?;
-        let envelope = payload::json(body)?;
-        // EventBridge wraps the notification in `detail`; SQS-forwarded bodies do not.
-        let notification = envelope.get("detail").unwrap_or(&envelope);
-        let id = payload::required_id(
-            &notification["NotificationMetadata"]["NotificationId"],
-            "NotificationMetadata.NotificationId",
-        )?;
-        if self.seen.contains(&id) {
-            return Ok(Vec::new());
-        }
-        let event_time =
-            payload::source_time(&[payload::time_end(&notification["EventTime"])], now);
-        let payload = &notification["Payload"];
-        match notification["NotificationType"]
-            .as_str()
-            .unwrap_or_default()
-        {
-            "ORDER_CHANGE" => self.order_change(payload, event_time, now),
-            "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => Ok(self.quantity_change(
-                payload,
-                format!("{}/level/{id}", self.name),
-                event_time,
-                now,
-            )),
-            _ => Ok(Vec::new()),
-        }
+        self.take(headers, body, now).map(|taken| taken.events)
     }
 
     fn receive<'a>(
@@ -414,17 +423,7 @@ impl ChannelAdapter for Amazon {
         body: &'a [u8],
         now: Micros,
     ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move {
-            let events = self.inbound(headers, body, now)?;
-            let notification = payload::json(body).ok().and_then(|v| {
-                let n = v.get("detail").unwrap_or(&v);
-                payload::id(&n["NotificationMetadata"]["NotificationId"])
-            });
-            Ok(Inbound {
-                events,
-                notification,
-            })
-        })
+        Box::pin(async move { self.take(headers, body, now) })
     }
 
     fn seen(&self) -> Option<&Seen> {
@@ -459,15 +458,7 @@ impl ChannelAdapter for Amazon {
                     Err(outcome) => outcome,
                 };
             }
-            let auth = match self.authorize(caller).await {
-                Ok(auth) => auth,
-                Err(reason) => return failed(reason),
-            };
-            let request = with_headers(self.push_request(items, crate::clock::now_micros()), auth);
-            match caller.call(request).await {
-                Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
-                Err(reason) => failed(reason),
-            }
+            super::push_once(self, caller, items).await
         })
     }
 
@@ -523,10 +514,7 @@ impl ChannelAdapter for Amazon {
         if status == 404 {
             return Ok(Vec::new());
         }
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         let seller_sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
         let sku = self
             .catalog

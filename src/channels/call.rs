@@ -93,8 +93,12 @@ pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 /// A JSON body of a 2xx answer, or why not.
 pub fn json_answer(answer: &Answer) -> Result<Value, String> {
-    let (status, _, body) = answer;
-    if !(200..300).contains(status) {
+    json_reply(answer.0, &answer.2)
+}
+
+/// The JSON body of a 2xx reply (status and body), or why not.
+pub fn json_reply(status: u16, body: &[u8]) -> Result<Value, String> {
+    if !(200..300).contains(&status) {
         return Err(format!("HTTP {status}: {}", excerpt(body)));
     }
     serde_json::from_slice(body).map_err(|e| format!("the reply is not JSON: {e}"))

@@ -379,10 +379,7 @@ impl ChannelAdapter for Ebay {
         if status == 404 {
             return Ok(Vec::new());
         }
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         let sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
         let quantity = reply["availability"]["shipToLocationAvailability"]["quantity"].as_i64();
         Ok(vec![(sku.to_string(), quantity)])

@@ -487,10 +487,7 @@ impl ChannelAdapter for Etsy {
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         Ok(self.levels_of(&reply))
     }
 

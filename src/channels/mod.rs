@@ -181,22 +181,7 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     /// Pushes one group: by default one `push_request`, read by `push_reply`. Channels
     /// whose write takes more than one call override it.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
-        Box::pin(async move {
-            let sent = match self.authorize(caller).await {
-                Ok(auth) => {
-                    let request = call::with_headers(self.push_request(items, now()), auth);
-                    caller.call(request).await
-                }
-                Err(reason) => Err(reason),
-            };
-            match sent {
-                Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
-                Err(reason) => PushReply::Failed {
-                    reason,
-                    retryable: true,
-                },
-            }
-        })
+        Box::pin(push_once(self, caller, items))
     }
 
     /// Reads one read group: by default one `read_request`, read by `read_reply`.
@@ -211,6 +196,29 @@ pub trait ChannelAdapter: Send + Sync + 'static {
             let (status, _, body) = caller.call(request).await?;
             self.read_reply(status, &body)
         })
+    }
+}
+
+/// One push in one call: credentials, `push_request`, `push_reply` (the default `push`,
+/// and the per-call path of adapters that also have another).
+pub async fn push_once<A: ChannelAdapter + ?Sized>(
+    adapter: &A,
+    caller: &Caller,
+    items: &[PushItem],
+) -> PushReply {
+    let sent = match adapter.authorize(caller).await {
+        Ok(auth) => {
+            let request = call::with_headers(adapter.push_request(items, now()), auth);
+            caller.call(request).await
+        }
+        Err(reason) => Err(reason),
+    };
+    match sent {
+        Ok((status, headers, body)) => adapter.push_reply(status, &headers, &body, items),
+        Err(reason) => PushReply::Failed {
+            reason,
+            retryable: true,
+        },
     }
 }
 

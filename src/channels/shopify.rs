@@ -500,10 +500,7 @@ impl ChannelAdapter for Shopify {
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         if let Some(errors) = reply["errors"].as_array() {
             return Err(format!("errors: {}", Value::Array(errors.clone())));
         }

@@ -353,10 +353,7 @@ impl ChannelAdapter for TikTok {
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         if reply["code"].as_i64() != Some(0) {
             return Err(format!("code {}: {}", reply["code"], reply["message"]));
         }

@@ -168,6 +168,51 @@ impl Walmart {
         }
     }
 
+    /// Checks and reads one delivery: its events and its `source.eventId`.
+    fn take(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Inbound, ApiError> {
+        self.verify(headers, body)?;
+        let hook = payload::json(body)?;
+        let id = payload::required_id(&hook["source"]["eventId"], "source.eventId")?;
+        if self.seen.contains(&id) {
+            return Ok(Inbound::default());
+        }
+        Ok(Inbound {
+            events: self.hook_events(&hook, now)?,
+            notification: Some(id),
+        })
+    }
+
+    /// The events of one webhook event.
+    fn hook_events(&self, hook: &Value, now: Micros) -> Result<Vec<Event>, ApiError> {
+        let source = &hook["source"];
+        let at = payload::source_time(
+            &[
+                payload::time_end(&source["eventTime"]),
+                millis(&source["eventTime"]),
+            ],
+            now,
+        );
+        let data = &hook["payload"];
+        let kind = source["subEventType"]
+            .as_str()
+            .or(data["subEventType"].as_str())
+            .or(source["eventType"].as_str())
+            .unwrap_or_default();
+        let transitions = match kind {
+            "PO_CREATED" => {
+                let ordered = payload::source_time(&[millis(&data["orderDate"]), Some(at)], now);
+                vec![(EventKind::OrderPlaced, ordered)]
+            }
+            "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => vec![(EventKind::OrderCancelled, at)],
+            _ => return Ok(Vec::new()),
+        };
+        let order_id = payload::required_id(&data["purchaseOrderId"], "payload.purchaseOrderId")?;
+        Ok(Self::hook_lines(data)
+            .into_iter()
+            .flat_map(|line| self.line(&order_id, line, &transitions, now))
+            .collect())
+    }
+
     /// One line's events: `(line number, seller SKU, quantity)`.
     fn line(
         &self,
@@ -281,39 +326,7 @@ impl ChannelAdapter for Walmart {
         body: &[u8],
         now: Micros,
     ) -> Result<Vec<Event>, ApiError> {
-        self.verify(headers, body)?;
-        let hook = payload::json(body)?;
-        let source = &hook["source"];
-        let id = payload::required_id(&source["eventId"], "source.eventId")?;
-        if self.seen.contains(&id) {
-            return Ok(Vec::new());
-        }
-        let at = payload::source_time(
-            &[
-                payload::time_end(&source["eventTime"]),
-                millis(&source["eventTime"]),
-            ],
-            now,
-        );
-        let data = &hook["payload"];
-        let kind = source["subEventType"]
-            .as_str()
-            .or(data["subEventType"].as_str())
-            .or(source["eventType"].as_str())
-            .unwrap_or_default();
-        let transitions = match kind {
-            "PO_CREATED" => {
-                let ordered = payload::source_time(&[millis(&data["orderDate"]), Some(at)], now);
-                vec![(EventKind::OrderPlaced, ordered)]
-            }
-            "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => vec![(EventKind::OrderCancelled, at)],
-            _ => return Ok(Vec::new()),
-        };
-        let order_id = payload::required_id(&data["purchaseOrderId"], "payload.purchaseOrderId")?;
-        Ok(Self::hook_lines(data)
-            .into_iter()
-            .flat_map(|line| self.line(&order_id, line, &transitions, now))
-            .collect())
+        self.take(headers, body, now).map(|taken| taken.events)
     }
 
     fn receive<'a>(
@@ -323,16 +336,7 @@ impl ChannelAdapter for Walmart {
         body: &'a [u8],
         now: Micros,
     ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move {
-            let events = self.inbound(headers, body, now)?;
-            let notification = payload::json(body)
-                .ok()
-                .and_then(|v| payload::id(&v["source"]["eventId"]));
-            Ok(Inbound {
-                events,
-                notification,
-            })
-        })
+        Box::pin(async move { self.take(headers, body, now) })
     }
 
     fn seen(&self) -> Option<&Seen> {
@@ -411,10 +415,7 @@ impl ChannelAdapter for Walmart {
         if status == 404 {
             return Ok(Vec::new());
         }
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         let seller_sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
         let sku = self
             .catalog

@@ -412,10 +412,7 @@ impl ChannelAdapter for WooCommerce {
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Vec<(String, Option<i64>)>, String> {
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         let products = reply
             .as_array()
             .ok_or("the reply is not a list of products")?;
@@ -473,10 +470,7 @@ impl WooCommerce {
         page: u32,
         now: Micros,
     ) -> Result<PollPage, String> {
-        if !(200..300).contains(&status) {
-            return Err(format!("HTTP {status}: {}", excerpt(body)));
-        }
-        let reply: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let reply = super::call::json_reply(status, body)?;
         let orders = reply
             .as_array()
             .ok_or("the reply is not a list of orders")?;
