@@ -11,7 +11,8 @@ use http_body_util::{BodyExt, Empty};
 
 use crate::config::Config;
 use crate::engine::core::CoreConfig;
-use crate::engine::recovery::rebuild;
+use crate::engine::core::ShardState;
+use crate::engine::recovery::{rebuild, recover};
 use crate::engine::{audit_across, open_data_dir, shard_dir, Engine};
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
@@ -118,10 +119,16 @@ async fn shutdown_signal() {
     }
 }
 
-/// Opens every shard store of a data directory that no server is using.
+/// A shard's store, opened by a command while no server runs, and its recovered state.
+type OpenShard = (Arc<dyn ShardStore>, ShardState);
+
+/// Opens every shard store of a data directory that no server is using, and recovers it
+/// as a start would (state rows past the last checkpoint are replayed from the log and
+/// stored), so the rows read afterwards include every logged event.
 fn open_stores(
     data_dir: &Path,
-) -> anyhow::Result<(crate::engine::router::Router, Vec<Arc<dyn ShardStore>>)> {
+    core: &CoreConfig,
+) -> anyhow::Result<(crate::engine::router::Router, Vec<OpenShard>)> {
     if !data_dir.join("lockstep.meta").exists() {
         bail!(
             "{} holds no lockstep data (no lockstep.meta)",
@@ -129,7 +136,7 @@ fn open_stores(
         );
     }
     let router = open_data_dir(data_dir, 0)?;
-    let mut stores: Vec<Arc<dyn ShardStore>> = Vec::new();
+    let mut stores: Vec<OpenShard> = Vec::new();
     for i in 0..router.shards() {
         let dir = shard_dir(data_dir, i);
         let store = SledStore::open(&dir).map_err(|e| {
@@ -138,7 +145,9 @@ fn open_stores(
                 dir.display()
             )
         })?;
-        stores.push(Arc::new(store));
+        let (state, _) = recover(&store, core)
+            .map_err(|e| anyhow!("recovery of {} failed: {e}", dir.display()))?;
+        stores.push((Arc::new(store), state));
     }
     Ok((router, stores))
 }
@@ -149,7 +158,9 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
     let records = match audit_over_http(config, sku, limit)? {
         Some(records) => records,
         None => {
-            let (router, stores) = open_stores(&config.server.data_dir)?;
+            let (router, shards) =
+                open_stores(&config.server.data_dir, &config.engine_config().core)?;
+            let stores: Vec<_> = shards.into_iter().map(|(store, _)| store).collect();
             let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
             records.iter().map(crate::ingest::api::audit_json).collect()
         }
@@ -239,14 +250,13 @@ fn audit_over_http(
 /// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
 /// with the stored state. Returns whether they are equal.
 pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
-    let (_, stores) = open_stores(data_dir)?;
+    let (_, shards) = open_stores(data_dir, core)?;
     let mut all_equal = true;
-    for (i, store) in stores.iter().enumerate() {
-        let live = store.load_state(&core.channels)?.skus;
+    for (i, (store, live)) in shards.iter().enumerate() {
         let rebuilt = rebuild(store.as_ref(), core)?;
         let records: usize = store.log_after(0).map(|c| c.map_or(0, |c| c.len())).sum();
         let mut differences = Vec::new();
-        for (sku, state) in &live {
+        for (sku, state) in live {
             match rebuilt.get(sku) {
                 Some(other) if other == state => {}
                 Some(other) => differences.push(format!(

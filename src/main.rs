@@ -2,6 +2,11 @@
 //! `lockstep::cli`.
 
 use std::path::PathBuf;
+
+/// sled allocates and frees a node copy per write; glibc's allocator spent about a third
+/// of the ingest path's CPU on that churn (perf, `benches/peers.sh`), and mimalloc much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

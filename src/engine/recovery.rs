@@ -1,8 +1,8 @@
 //! Recovery and replay: bringing a shard's state back from storage.
 //!
 //! - `recover`: on start, load the stored state, then re-apply log records newer than the
-//!   state's checkpoint. Every batch writes log and state in one atomic sled batch, so that
-//!   tail is normally empty; it exists for a state write that did not land with its log.
+//!   state's checkpoint: the state rows are written at checkpoints, every few seconds, so
+//!   the tail holds the batches since the last one (up to `CHECKPOINT_RECORDS`).
 //!   A damaged record in the tail is truncated with everything after it and reported: it
 //!   was never acknowledged (acks follow durability) and must never be applied half-read.
 //! - `rebuild`: the state from the log alone, for `lockstep replay`.
@@ -85,8 +85,8 @@ pub fn recover(
             Err(other) => return Err(other),
         }
     }
-    // Chunk by chunk, as the batches were applied: the commit rewrites each chunk under
-    // its own key with the same records.
+    // Chunk by chunk, as the batches were applied; the chunks are stored already, so only
+    // their state rows and keys are taken.
     for chunk in tail.iter().filter(|c| !c.is_empty()) {
         let inputs: Vec<Input> = chunk.iter().map(input_of).collect();
         let effects = apply(
@@ -96,9 +96,11 @@ pub fn recover(
             chunk[0].seq,
             config,
         );
-        store.commit(&effects)?;
+        store.reapply(&effects)?;
         report.replayed += chunk.len();
     }
+    // The replayed rows are stored now, so the next start does not replay them again.
+    store.checkpoint()?;
     report.skus = state.len();
     Ok((state, report))
 }

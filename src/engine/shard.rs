@@ -25,8 +25,8 @@ use crate::store::ShardStore;
 pub const BATCH_EVENTS_MAX: usize = 4_096;
 /// How often the idle shard forgets expired idempotency keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// Most log chunks one sweep looks at, so a sweep never stalls the shard for long.
-const SWEEP_CHUNKS_MAX: usize = 64;
+/// Most stored runs of keys one sweep looks at, so a sweep never stalls the shard for long.
+const SWEEP_RUNS_MAX: usize = 64;
 
 /// A request to a shard: apply these events (all owned by this shard), then answer.
 pub struct ShardMsg {
@@ -90,6 +90,12 @@ impl Shard {
             let first = match self.mailbox.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
+                    // An idle shard still writes its pending rows within seconds.
+                    if failed.is_none() {
+                        if let Err(e) = self.store.checkpoint_if_due() {
+                            tracing::warn!(shard = self.id, error = %e, "checkpoint failed; retried later");
+                        }
+                    }
                     if last_sweep.elapsed() >= SWEEP_INTERVAL {
                         self.sweep(&mut last_sweep);
                     }
@@ -121,6 +127,13 @@ impl Shard {
             }
             if last_sweep.elapsed() >= SWEEP_INTERVAL {
                 self.sweep(&mut last_sweep);
+            }
+        }
+        // A clean stop stores the rows past the last checkpoint: the next start then
+        // replays nothing.
+        if failed.is_none() {
+            if let Err(e) = self.store.checkpoint() {
+                tracing::warn!(shard = self.id, error = %e, "final checkpoint failed; the next start replays the log");
             }
         }
         tracing::debug!(shard = self.id, "shard stopped");
@@ -223,7 +236,7 @@ impl Shard {
         *last_sweep = Instant::now();
         match self
             .store
-            .sweep_expired_keys(now_micros() - self.key_retention_us, SWEEP_CHUNKS_MAX)
+            .sweep_expired_keys(now_micros() - self.key_retention_us, SWEEP_RUNS_MAX)
         {
             Ok(0) => {}
             Ok(swept) => tracing::debug!(shard = self.id, swept, "forgot expired idempotency keys"),

@@ -3,10 +3,12 @@
 //!
 //! - `records.rs`: the rkyv record types.
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
+//! - `key_index.rs`: the idempotency keys, in memory by hash and stored a run per checkpoint.
 //! - `sled_store.rs`: the sled backend, one database per shard, with an `fdatasync` after
 //!   sled's flush (see `docs/durability.md` for why).
 
 pub mod envelope;
+pub mod key_index;
 pub mod records;
 pub mod sled_store;
 
@@ -49,7 +51,8 @@ pub struct LoadedState {
 /// One shard's storage. Methods take `&self`: the shard thread writes, HTTP handlers read
 /// at the same time, and the backend serializes internally.
 pub trait ShardStore: Send + Sync + 'static {
-    /// Loads every SKU's state (checking each record's envelope and each head's sums).
+    /// Loads every SKU's state as of the checkpoint (checking each record's envelope and
+    /// each head's sums) and the idempotency keys stored with it.
     fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError>;
     /// Log records with sequence numbers above `after`, in order. A damaged chunk of the
     /// log is reported as `StoreError::Corrupt` with the chunk's `seq` (its last record's),
@@ -64,14 +67,22 @@ pub trait ShardStore: Send + Sync + 'static {
     fn last_seq(&self) -> Result<u64, StoreError>;
     /// The first result of an idempotency key for a SKU, while it is kept.
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError>;
-    /// Writes a batch's effects atomically and makes them durable before returning.
+    /// Makes a batch's log records durable before returning; its state rows and new keys
+    /// are then visible to readers and lookups, and reach storage at a checkpoint.
     fn commit(&self, effects: &Effects) -> Result<(), StoreError>;
-    /// Forgets the idempotency keys of events applied before `applied_before`, looking at
-    /// no more than `max_chunks` log chunks; returns how many keys went.
+    /// Takes the effects of log records already stored (recovery's replay of the tail).
+    fn reapply(&self, effects: &Effects) -> Result<(), StoreError>;
+    /// Writes every pending state row and key now, with the checkpoint.
+    fn checkpoint(&self) -> Result<(), StoreError>;
+    /// Writes a checkpoint if enough records or time have gone by since the last.
+    fn checkpoint_if_due(&self) -> Result<(), StoreError>;
+    /// Forgets the idempotency keys of events applied before `applied_before`, a stored
+    /// run of keys at a time, looking at no more than `max_chunks` runs; returns how many
+    /// keys went.
     fn sweep_expired_keys(
         &self,
         applied_before: Micros,
-        max_chunks: usize,
+        max_runs: usize,
     ) -> Result<usize, StoreError>;
     /// Every SKU's head, as of the last durable batch (for reconciliation).
     fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError>;

@@ -1,5 +1,5 @@
 //! The sled backend: one sled database per shard, one keyspace with a prefix per kind of
-//! row, and every batch written with a single atomic `apply_batch`.
+//! row.
 //!
 //! | prefix | key                                   | value        |
 //! |--------|---------------------------------------|--------------|
@@ -7,35 +7,55 @@
 //! | `H`    | sku                                   | HeadRecord   |
 //! | `N`    | sku, 0, line identity                 | LineRecord   |
 //! | `D`    | sku, 0, ts (sortable), seq            | DeltaRecord  |
-//! | `I`    | sku, 0, idempotency key               | FirstResult  |
-//! | `M`    | `checkpoint`                          | u64 LE: last seq the state includes |
-//! | `M`    | `swept`                               | u64 LE: last chunk whose keys were forgotten |
+//! | `K`    | last seq of the checkpoint (u64 BE)   | KeyRun: that checkpoint's new idempotency keys |
+//! | `M`    | `checkpoint`                          | u64 LE: last seq the state rows include |
 //!
-//! sled costs a few microseconds per key written, so the layout keeps keys per event
-//! few: the log is one value per batch, the audit by SKU follows each record's `prev_seq`
-//! from the SKU's head instead of an index, and expired keys are found by walking old
-//! log chunks instead of an expiry index. SKUs never contain NUL (ingest rejects control
-//! characters), so `sku, 0` is an exact prefix.
+//! **Per batch, one key: the log.** A batch's records go in as one value, flushed and
+//! `fdatasync`ed before any of them is acknowledged; that is the durable fact. The state
+//! rows (`H`, `N`, `D`) and the new idempotency keys are the log's consequences: they
+//! stay in memory (`Pending`, which readers see) and go to sled together at a
+//! checkpoint, every `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE`, in one atomic
+//! batch with `Mcheckpoint`. On start, recovery loads the rows and replays the log past
+//! `Mcheckpoint`. Why: sled 0.34 copies the leaf each write lands in, and writing a head,
+//! a line and a key per event at random places in the tree cost most of the ingest
+//! path's CPU; at a checkpoint a SKU's head is written once however many events changed
+//! it, and a line opened and closed in between is never written at all.
 //!
-//! Durability: `apply_batch`, then sled's `flush`, then `fdatasync` of sled's data file, because sled 0.34's flush uses `sync_file_range`, which neither commits metadata
-//! nor empties the device's write cache (docs/durability.md).
+//! Idempotency keys live in memory as 16-byte entries (`key_index.rs`) and on disk as
+//! one `K` run per checkpoint; a run goes, with its entries, once its newest key is past
+//! retention. The audit by SKU follows each record's `prev_seq` from the SKU's head
+//! instead of an index. SKUs never contain NUL (ingest rejects control characters), so
+//! `sku, 0` is an exact prefix.
+//!
+//! Durability: the log chunk, then sled's `flush`, then `fdatasync` of sled's data file,
+//! because sled 0.34's flush uses `sync_file_range`, which neither commits metadata nor
+//! empties the device's write cache (docs/durability.md). A checkpoint needs no sync of
+//! its own: the next batch's sync covers it, and until then the log holds its facts.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
 use super::envelope::{self, decode, encode, read_archived};
+use super::key_index::{key_hash, KeyIndex, KeyRun};
 use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
 use crate::engine::core::{ChannelRule, Effects, SkuState, StateWrite};
-use crate::engine::event::{FirstResult, Outcome};
+use crate::engine::event::FirstResult;
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
-const SWEPT_KEY: &[u8] = b"Mswept";
+
+/// A checkpoint is written once this many records are past the last one. Bounds the
+/// replay on start (well under a second) and the memory `Pending` holds.
+const CHECKPOINT_RECORDS: usize = 20_000;
+/// ... or once the oldest pending record is this old, so a slow shard's replay stays short
+/// and its rows reach sled's files within seconds.
+const CHECKPOINT_AGE: Duration = Duration::from_secs(10);
 
 /// One shard's sled database.
 pub struct SledStore {
@@ -44,6 +64,43 @@ pub struct SledStore {
     /// asks, so our own descriptor makes sled's writes durable.
     data_file: File,
     path: PathBuf,
+    /// What the log holds beyond the last checkpoint; readers look here before sled.
+    pending: Mutex<Pending>,
+    /// Every idempotency key within retention (the shard thread's alone in practice).
+    index: Mutex<KeyIndex>,
+}
+
+/// State rows and keys of the batches since the last checkpoint, newest value per row.
+#[derive(Default)]
+struct Pending {
+    heads: AHashMap<String, HeadRecord>,
+    lines: AHashMap<Vec<u8>, Option<LineRecord>>,
+    deltas: AHashMap<Vec<u8>, Option<DeltaRecord>>,
+    keys: Vec<(u64, u64)>,
+    newest_applied_at: Micros,
+    /// The last sequence number whose effects are here (0: nothing pending).
+    last_seq: u64,
+    records: usize,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn due(&self) -> bool {
+        self.records >= CHECKPOINT_RECORDS
+            || self.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_AGE)
+    }
+}
+
+/// The first result an idempotency key's first record stands for.
+pub fn first_result_of(record: &LogRecord) -> FirstResult {
+    FirstResult {
+        outcome: record.outcome,
+        oversell: record.oversell,
+        on_hand: record.on_hand_after,
+        committed: record.committed_after,
+        available: record.available_after,
+        seq: record.seq,
+    }
 }
 
 /// sled's page cache per shard. sled's default is 1 GiB per database, which a long run
@@ -68,7 +125,130 @@ impl SledStore {
             db,
             data_file,
             path: dir.to_path_buf(),
+            pending: Mutex::new(Pending::default()),
+            index: Mutex::new(KeyIndex::default()),
         })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding it leaves plain maps behind, still usable.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index(&self) -> MutexGuard<'_, KeyIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a durable batch's state rows and new keys into `Pending` (and the index), and
+    /// writes a checkpoint when one is due.
+    fn absorb(&self, effects: &Effects) -> Result<(), StoreError> {
+        let Some(last) = effects.records.last() else {
+            return Ok(());
+        };
+        let mut pending = self.pending();
+        {
+            let mut index = self.index();
+            for (sku, key, first) in &effects.first_results {
+                let hash = key_hash(sku, key);
+                index.insert(hash, first.seq);
+                pending.keys.push((hash, first.seq));
+            }
+        }
+        for write in &effects.writes {
+            match write {
+                StateWrite::Head { sku, head } => {
+                    pending.heads.insert(sku.clone(), head.clone());
+                }
+                StateWrite::Line { sku, id, line } => {
+                    pending.lines.insert(line_key(sku, id), line.clone());
+                }
+                StateWrite::Delta {
+                    sku,
+                    ts,
+                    seq,
+                    delta,
+                } => {
+                    pending
+                        .deltas
+                        .insert(delta_key(sku, *ts, *seq), delta.clone());
+                }
+            }
+        }
+        let newest = effects.records.iter().map(|r| r.applied_at).max();
+        pending.newest_applied_at = pending.newest_applied_at.max(newest.unwrap_or(0));
+        pending.last_seq = last.seq;
+        pending.records += effects.records.len();
+        pending.since.get_or_insert_with(Instant::now);
+        if pending.due() {
+            self.write_checkpoint(&mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Data written before runs existed kept one `I{sku}\0{key}` row (the first result)
+    /// per key: they become one run, kept a full retention from now, and the rows go.
+    fn migrate_key_rows(&self, index: &mut KeyIndex) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut entries = Vec::new();
+        for item in self.db.scan_prefix(b"I") {
+            let (key, value) = item?;
+            let (sku, idem) = split_sku_key(&key).ok_or_else(|| bad_key(&key))?;
+            let first: FirstResult = Self::decode_at(&key, &value)?;
+            let hash = key_hash(sku, &String::from_utf8_lossy(idem));
+            index.insert(hash, first.seq);
+            entries.push((hash, first.seq));
+            batch.remove(key);
+        }
+        let Some(last) = entries.iter().map(|e| e.1).max() else {
+            return Ok(());
+        };
+        let run = KeyRun {
+            newest_applied_at: crate::clock::now_micros(),
+            entries,
+        };
+        batch.insert(&run_key(last), encode(&run));
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.data_file.sync_data()?;
+        Ok(())
+    }
+
+    /// Writes every pending row and key with `Mcheckpoint` in one atomic batch. Readers
+    /// wait on the lock meanwhile, so they never miss a row between memory and sled.
+    fn write_checkpoint(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        if pending.last_seq == 0 {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (sku, head) in &pending.heads {
+            batch.insert(head_key(sku), encode(head));
+        }
+        for (key, line) in &pending.lines {
+            match line {
+                Some(line) => batch.insert(key.as_slice(), encode(line)),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        for (key, delta) in &pending.deltas {
+            match delta {
+                Some(delta) => batch.insert(key.as_slice(), encode(delta)),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        if !pending.keys.is_empty() {
+            let run = KeyRun {
+                newest_applied_at: pending.newest_applied_at,
+                entries: std::mem::take(&mut pending.keys),
+            };
+            batch.insert(&run_key(pending.last_seq), encode(&run));
+            pending.keys = run.entries;
+        }
+        batch.insert(CHECKPOINT_KEY, &pending.last_seq.to_le_bytes());
+        // On an error nothing was written and everything stays pending: a later checkpoint
+        // then writes these rows too, never a checkpoint past rows it skipped.
+        self.db.apply_batch(batch)?;
+        *pending = Pending::default();
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -139,6 +319,12 @@ fn log_range(from: u64) -> std::ops::RangeInclusive<Vec<u8>> {
     log_key(from).to_vec()..=log_key(u64::MAX).to_vec()
 }
 
+fn run_key(last_seq: u64) -> [u8; 9] {
+    let mut key = [b'K'; 9];
+    key[1..].copy_from_slice(&last_seq.to_be_bytes());
+    key
+}
+
 fn seq_of_log_key(key: &[u8]) -> u64 {
     u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
 }
@@ -179,12 +365,6 @@ fn delta_key(sku: &str, ts: Micros, seq: u64) -> Vec<u8> {
     key.extend_from_slice(&sortable(ts));
     key.extend_from_slice(&seq.to_be_bytes());
     key
-}
-
-fn idem_key(sku: &str, key: &str) -> Vec<u8> {
-    let mut out = sku_prefix(b'I', sku);
-    out.extend_from_slice(key.as_bytes());
-    out
 }
 
 /// Splits `prefix, sku, 0, rest` into (sku, rest).
@@ -248,6 +428,17 @@ impl ShardStore for SledStore {
             });
         }
         let checkpoint = self.read_u64(CHECKPOINT_KEY)?;
+        let mut index = KeyIndex::default();
+        for item in self.db.scan_prefix(b"K") {
+            let (key, value) = item?;
+            let run: KeyRun = Self::decode_at(&key, &value)?;
+            for (hash, seq) in run.entries {
+                index.insert(hash, seq);
+            }
+        }
+        self.migrate_key_rows(&mut index)?;
+        *self.index() = index;
+        *self.pending() = Pending::default();
         Ok(LoadedState { skus, checkpoint })
     }
 
@@ -295,105 +486,112 @@ impl ShardStore for SledStore {
     }
 
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
-        let db_key = idem_key(sku, key);
-        match self.db.get(&db_key)? {
-            Some(bytes) => Ok(Some(Self::decode_at::<FirstResult>(&db_key, &bytes)?)),
-            None => Ok(None),
+        let candidates: Vec<u64> = self.index().candidates(key_hash(sku, key)).collect();
+        for seq in candidates {
+            let record = self
+                .record_at(seq)?
+                .ok_or_else(|| StoreError::Inconsistent {
+                    sku: sku.to_string(),
+                    detail: format!(
+                        "idempotency key {key:?} names record {seq}, which the log does not hold"
+                    ),
+                })?;
+            // Another key with the same hash is no match: look at the next candidate.
+            if record.sku == sku && record.key == key {
+                return Ok(Some(first_result_of(&record)));
+            }
         }
+        Ok(None)
     }
 
     fn commit(&self, effects: &Effects) -> Result<(), StoreError> {
         let Some(last) = effects.records.last() else {
             return Ok(());
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(&log_key(last.seq), encode::<LogChunk>(&effects.records));
-        for (sku, key, first) in &effects.first_results {
-            batch.insert(idem_key(sku, key), encode(first));
-        }
-        for write in &effects.writes {
-            match write {
-                StateWrite::Head { sku, head } => batch.insert(head_key(sku), encode(head)),
-                StateWrite::Line {
-                    sku,
-                    id,
-                    line: Some(line),
-                } => batch.insert(line_key(sku, id), encode(line)),
-                StateWrite::Line {
-                    sku,
-                    id,
-                    line: None,
-                } => batch.remove(line_key(sku, id)),
-                StateWrite::Delta {
-                    sku,
-                    ts,
-                    seq,
-                    delta: Some(delta),
-                } => batch.insert(delta_key(sku, *ts, *seq), encode(delta)),
-                StateWrite::Delta {
-                    sku,
-                    ts,
-                    seq,
-                    delta: None,
-                } => batch.remove(delta_key(sku, *ts, *seq)),
-            }
-        }
-        batch.insert(CHECKPOINT_KEY, &last.seq.to_le_bytes());
-        self.db.apply_batch(batch)?;
+        self.db
+            .insert(log_key(last.seq), encode::<LogChunk>(&effects.records))?;
         let started = Instant::now();
         self.db.flush()?;
         self.data_file.sync_data()?;
         metrics::histogram!("lockstep_log_flush_seconds").record(started.elapsed().as_secs_f64());
+        self.absorb(effects)
+    }
+
+    fn reapply(&self, effects: &Effects) -> Result<(), StoreError> {
+        self.absorb(effects)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        self.write_checkpoint(&mut pending)
+    }
+
+    fn checkpoint_if_due(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        if pending.due() {
+            self.write_checkpoint(&mut pending)?;
+        }
         Ok(())
     }
 
     fn sweep_expired_keys(
         &self,
         applied_before: Micros,
-        max_chunks: usize,
+        max_runs: usize,
     ) -> Result<usize, StoreError> {
-        let swept = self.read_u64(SWEPT_KEY)?;
+        // Runs are keyed by sequence number, so the oldest come first; a run goes whole,
+        // once even its newest key is past retention.
         let mut batch = sled::Batch::default();
-        let mut forgotten = 0;
-        let mut last_swept = None;
-        for item in self
-            .db
-            .range(log_range(swept.saturating_add(1)))
-            .take(max_chunks)
-        {
+        let mut expired = Vec::new();
+        for item in self.db.scan_prefix(b"K").take(max_runs) {
             let (key, value) = item?;
-            let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
-            if chunk.first().is_none_or(|r| r.applied_at >= applied_before) {
+            let run: KeyRun = Self::decode_at(&key, &value)?;
+            if run.newest_applied_at >= applied_before {
                 break;
             }
-            for record in chunk.iter().filter(|r| r.outcome != Outcome::Duplicate) {
-                batch.remove(idem_key(&record.sku, &record.key));
-                forgotten += 1;
-            }
-            last_swept = Some(seq_of_log_key(&key));
+            batch.remove(key);
+            expired.push(run);
         }
-        if let Some(last) = last_swept {
-            batch.insert(SWEPT_KEY, &last.to_le_bytes());
-            // Not flushed on purpose: forgetting a key is idempotent, and the next batch's
-            // flush or a re-sweep after a crash finishes the job.
-            self.db.apply_batch(batch)?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Not flushed on purpose: forgetting is idempotent, and after a crash the runs
+        // still on disk are simply forgotten again.
+        self.db.apply_batch(batch)?;
+        let mut index = self.index();
+        let mut forgotten = 0;
+        for run in expired {
+            forgotten += run.entries.len();
+            for (hash, seq) in run.entries {
+                index.remove(hash, seq);
+            }
         }
         Ok(forgotten)
     }
 
     fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError> {
-        let mut out = Vec::new();
+        // sled first, then the pending heads over it: a checkpoint in between moves rows
+        // from pending to sled, so each head is at least as new as the scan's start.
+        let mut all: AHashMap<String, HeadRecord> = AHashMap::new();
         for item in self.db.scan_prefix(b"H") {
             let (key, value) = item?;
-            out.push((
+            all.insert(
                 String::from_utf8_lossy(&key[1..]).into_owned(),
                 Self::decode_at(&key, &value)?,
-            ));
+            );
         }
+        for (sku, head) in &self.pending().heads {
+            all.insert(sku.clone(), head.clone());
+        }
+        let mut out: Vec<_> = all.into_iter().collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError> {
+        if let Some(head) = self.pending().heads.get(sku) {
+            return Ok(Some(head.clone()));
+        }
         let key = head_key(sku);
         match self.db.get(&key)? {
             Some(bytes) => Ok(Some(Self::decode_at(&key, &bytes)?)),
@@ -498,9 +696,12 @@ mod tests {
                 &config,
             ))
             .unwrap();
+        // Each checkpoint stores its new keys as one run.
+        store.checkpoint().unwrap();
         store
             .commit(&apply(&mut state, &[adjust("new-1", new)], new, 3, &config))
             .unwrap();
+        store.checkpoint().unwrap();
 
         let forgotten = store
             .sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64)
@@ -521,6 +722,119 @@ mod tests {
         );
         // The log itself stays: the audit and replay still have every event.
         assert_eq!(store.audit(Some("SKU"), 0, 10).unwrap().len(), 3);
+    }
+
+    /// A mixed batch on a few SKUs: counts, placements (some overselling), shipments,
+    /// cancellations and a duplicate, keyed `{tag}-{i}`.
+    fn mixed(tag: &str, at: Micros) -> Vec<Input> {
+        use crate::engine::event::LineRef;
+        let kinds = [
+            (EventKind::Counted, 3),
+            (EventKind::OrderPlaced, 2),
+            (EventKind::OrderPlaced, 5),
+            (EventKind::OrderShipped, 2),
+            (EventKind::OrderCancelled, 5),
+            (EventKind::Adjusted, -1),
+        ];
+        let mut inputs = Vec::new();
+        for (i, (kind, qty)) in kinds.iter().enumerate() {
+            for sku in ["A", "B"] {
+                let mut input = adjust(&format!("{tag}-{i}"), at + i as Micros);
+                input.event.sku = sku.into();
+                input.event.kind = *kind;
+                input.event.qty = *qty;
+                if !matches!(kind, EventKind::Counted | EventKind::Adjusted) {
+                    let line = if i == 2 || i == 4 { "2" } else { "1" };
+                    input.event.line = Some(LineRef {
+                        order_id: format!("{tag}-order"),
+                        line_id: line.into(),
+                    });
+                    input.event.key = format!("{tag}-{sku}-{line}-{kind:?}");
+                }
+                inputs.push(input);
+            }
+        }
+        let again = inputs[2].clone();
+        inputs.push(again);
+        inputs
+    }
+
+    #[test]
+    fn a_key_s_first_result_is_read_back_from_its_log_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("shard")).unwrap();
+        let mut state = ShardState::default();
+        let effects = apply(
+            &mut state,
+            &mixed("t", 1_800_000_000_000_000),
+            1_800_000_000_000_000,
+            1,
+            &CoreConfig::default(),
+        );
+        assert!(effects.first_results.iter().any(|(_, _, f)| f.oversell));
+        store.commit(&effects).unwrap();
+        for (sku, key, first) in &effects.first_results {
+            assert_eq!(
+                store.lookup(sku, key).unwrap().as_ref(),
+                Some(first),
+                "{sku} {key}"
+            );
+        }
+        assert_eq!(store.lookup("A", "never-seen").unwrap(), None);
+        assert_eq!(
+            store.lookup("B", "t-0").unwrap().unwrap().seq,
+            2,
+            "keys are per SKU"
+        );
+    }
+
+    #[test]
+    fn rows_and_keys_past_the_checkpoint_come_back_from_the_log_after_a_crash() {
+        use crate::engine::recovery::recover;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let config = CoreConfig::default();
+        let at = 1_800_000_000_000_000;
+        let mut state = ShardState::default();
+        let mut firsts = Vec::new();
+        {
+            let store = SledStore::open(&path).unwrap();
+            let before = apply(&mut state, &mixed("a", at), at, 1, &config);
+            store.commit(&before).unwrap();
+            store.checkpoint().unwrap();
+            let after = apply(&mut state, &mixed("b", at + 10), at + 10, 14, &config);
+            store.commit(&after).unwrap();
+            // Readers see the batch past the checkpoint before it is stored as rows.
+            let head = store.head("A").unwrap().unwrap();
+            assert_eq!(head.last_seq, state["A"].head(&config.channels).last_seq);
+            let heads = store.heads().unwrap();
+            assert_eq!(heads.len(), 2);
+            assert!(heads
+                .iter()
+                .all(|(sku, h)| *h == state[sku].head(&config.channels)));
+            firsts.extend(before.first_results);
+            firsts.extend(after.first_results);
+            // Dropped without a checkpoint, as a kill -9 would leave it.
+        }
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(store.load_state(&config.channels).unwrap().checkpoint, 13);
+        let (recovered, report) = recover(&store, &config).unwrap();
+        assert_eq!(report.replayed, 13);
+        assert_eq!(recovered, state);
+        for (sku, key, first) in &firsts {
+            assert_eq!(
+                store.lookup(sku, key).unwrap().as_ref(),
+                Some(first),
+                "{sku} {key}"
+            );
+        }
+        // Recovery stored what it replayed: the next start replays nothing.
+        drop(store);
+        let store = SledStore::open(&path).unwrap();
+        let (again, report) = recover(&store, &config).unwrap();
+        assert_eq!((report.checkpoint, report.replayed), (26, 0));
+        assert_eq!(again, state);
+        assert_eq!(store.lookup("A", "b-0").unwrap().unwrap().seq, 14);
     }
 
     #[test]
