@@ -1,9 +1,10 @@
 //! The shard thread: the I/O shell around the pure core for the SKUs one shard owns.
 //!
 //! Loop: block for a message, drain more without blocking up to `BATCH_EVENTS_MAX` events,
-//! look up their idempotency keys, read the clock once, `apply`, commit the effects in one
-//! atomic write with one flush and one `fdatasync` (group commit), then answer every
-//! request of the batch. Nothing is answered before its events are durable.
+//! look up their idempotency keys, read the clock once, `apply`, commit the batch's log
+//! records with one flush and one `fdatasync` (group commit), then answer every request of
+//! the batch. Nothing is answered before its events are durable. The store writes the
+//! state rows the log implies at its checkpoints (`store/sled_store.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

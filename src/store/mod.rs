@@ -3,12 +3,12 @@
 //!
 //! - `records.rs`: the rkyv record types.
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
-//! - `key_index.rs`: the idempotency keys, in memory by hash and stored a run per checkpoint.
+//! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree beside sled.
 //! - `sled_store.rs`: the sled backend, one database per shard, with an `fdatasync` after
 //!   sled's flush (see `docs/durability.md` for why).
 
 pub mod envelope;
-pub mod key_index;
+pub mod keys;
 pub mod records;
 pub mod sled_store;
 
@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The backend refused or failed an operation.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// The idempotency key store refused or failed an operation.
+    #[error("key store: {0}")]
+    Keys(#[from] fjall::Error),
     /// A file operation (open, fdatasync) failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -21,9 +21,9 @@
 //! path's CPU; at a checkpoint a SKU's head is written once however many events changed
 //! it, and a line opened and closed in between is never written at all.
 //!
-//! Idempotency keys live in memory as 16-byte entries (`key_index.rs`) and on disk as
-//! one `K` run per checkpoint; a run goes, with its entries, once its newest key is past
-//! retention. The audit by SKU follows each record's `prev_seq` from the SKU's head
+//! Idempotency keys live in an LSM tree beside sled (`keys.rs`), written as batches are
+//! absorbed and synced at each checkpoint; each checkpoint also stores its new keys as one
+//! `K` run, and a run's keys go, with the run, once its newest key is past retention. The audit by SKU follows each record's `prev_seq` from the SKU's head
 //! instead of an index. SKUs never contain NUL (ingest rejects control characters), so
 //! `sku, 0` is an exact prefix.
 //!
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 
 use super::envelope::{self, decode, encode, read_archived};
-use super::key_index::{key_hash, KeyIndex, KeyRun};
+use super::keys::{key_hash, KeyRun, KeyStore};
 use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
@@ -66,8 +66,9 @@ pub struct SledStore {
     path: PathBuf,
     /// What the log holds beyond the last checkpoint; readers look here before sled.
     pending: Mutex<Pending>,
-    /// Every idempotency key within retention (the shard thread's alone in practice).
-    index: Mutex<KeyIndex>,
+    /// Every idempotency key within retention (`keys.rs`), in `keys/` of the shard's
+    /// directory.
+    keys: KeyStore,
 }
 
 /// State rows and keys of the batches since the last checkpoint, newest value per row.
@@ -104,11 +105,11 @@ pub fn first_result_of(record: &LogRecord) -> FirstResult {
 }
 
 /// sled's page cache per shard. sled's default is 1 GiB per database, which a long run
-/// fills with pages it wrote and rarely reads again, so resident memory climbs for an
-/// hour (see the `soak` figures in the README). 16 MiB flattened it within minutes but
-/// cost the commit path a third of its throughput (sled reads back the index pages it
-/// updates); 64 MiB bounds it at about the same throughput as the default.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// fills with pages it wrote and rarely reads again; and sled's resident memory is
+/// several times its nominal cache (a test of ours: 2M keys at 64 MiB, 480 MiB resident;
+/// at 4 MiB, 165 MiB). Per event sled now takes only the log chunk and, at checkpoints,
+/// the rows that changed, so a small cache costs little throughput and bounds memory.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl SledStore {
     /// Opens (or creates) the shard database in `dir`.
@@ -118,6 +119,7 @@ impl SledStore {
             .cache_capacity(CACHE_BYTES)
             .open()?;
         let data_file = File::open(dir.join("db"))?;
+        let keys = KeyStore::open(&dir.join("keys"))?;
         // The files' directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
         data_file.sync_all()?;
@@ -126,17 +128,13 @@ impl SledStore {
             data_file,
             path: dir.to_path_buf(),
             pending: Mutex::new(Pending::default()),
-            index: Mutex::new(KeyIndex::default()),
+            keys,
         })
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         // A panic while holding it leaves plain maps behind, still usable.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn index(&self) -> MutexGuard<'_, KeyIndex> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a durable batch's state rows and new keys into `Pending` (and the index), and
@@ -146,13 +144,10 @@ impl SledStore {
             return Ok(());
         };
         let mut pending = self.pending();
-        {
-            let mut index = self.index();
-            for (sku, key, first) in &effects.first_results {
-                let hash = key_hash(sku, key);
-                index.insert(hash, first.seq);
-                pending.keys.push((hash, first.seq));
-            }
+        for (sku, key, first) in &effects.first_results {
+            let hash = key_hash(sku, key);
+            self.keys.insert(hash, first.seq)?;
+            pending.keys.push((hash, first.seq));
         }
         for write in &effects.writes {
             match write {
@@ -187,7 +182,7 @@ impl SledStore {
 
     /// Data written before runs existed kept one `I{sku}\0{key}` row (the first result)
     /// per key: they become one run, kept a full retention from now, and the rows go.
-    fn migrate_key_rows(&self, index: &mut KeyIndex) -> Result<(), StoreError> {
+    fn migrate_key_rows(&self) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let mut entries = Vec::new();
         for item in self.db.scan_prefix(b"I") {
@@ -195,7 +190,7 @@ impl SledStore {
             let (sku, idem) = split_sku_key(&key).ok_or_else(|| bad_key(&key))?;
             let first: FirstResult = Self::decode_at(&key, &value)?;
             let hash = key_hash(sku, &String::from_utf8_lossy(idem));
-            index.insert(hash, first.seq);
+            self.keys.insert(hash, first.seq)?;
             entries.push((hash, first.seq));
             batch.remove(key);
         }
@@ -207,6 +202,7 @@ impl SledStore {
             entries,
         };
         batch.insert(&run_key(last), encode(&run));
+        self.keys.persist()?;
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         self.data_file.sync_data()?;
@@ -244,6 +240,9 @@ impl SledStore {
             pending.keys = run.entries;
         }
         batch.insert(CHECKPOINT_KEY, &pending.last_seq.to_le_bytes());
+        // The keys first: the checkpoint must never say stored what the key store could
+        // still lose.
+        self.keys.persist()?;
         // On an error nothing was written and everything stays pending: a later checkpoint
         // then writes these rows too, never a checkpoint past rows it skipped.
         self.db.apply_batch(batch)?;
@@ -428,16 +427,7 @@ impl ShardStore for SledStore {
             });
         }
         let checkpoint = self.read_u64(CHECKPOINT_KEY)?;
-        let mut index = KeyIndex::default();
-        for item in self.db.scan_prefix(b"K") {
-            let (key, value) = item?;
-            let run: KeyRun = Self::decode_at(&key, &value)?;
-            for (hash, seq) in run.entries {
-                index.insert(hash, seq);
-            }
-        }
-        self.migrate_key_rows(&mut index)?;
-        *self.index() = index;
+        self.migrate_key_rows()?;
         *self.pending() = Pending::default();
         Ok(LoadedState { skus, checkpoint })
     }
@@ -486,8 +476,7 @@ impl ShardStore for SledStore {
     }
 
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
-        let candidates: Vec<u64> = self.index().candidates(key_hash(sku, key)).collect();
-        for seq in candidates {
+        for seq in self.keys.candidates(key_hash(sku, key))? {
             let record = self
                 .record_at(seq)?
                 .ok_or_else(|| StoreError::Inconsistent {
@@ -555,17 +544,16 @@ impl ShardStore for SledStore {
         if expired.is_empty() {
             return Ok(0);
         }
-        // Not flushed on purpose: forgetting is idempotent, and after a crash the runs
-        // still on disk are simply forgotten again.
-        self.db.apply_batch(batch)?;
-        let mut index = self.index();
+        // Keys first, then the runs: a crash in between leaves runs whose keys are gone,
+        // and forgetting them again is harmless. Not synced on purpose, for that reason.
         let mut forgotten = 0;
-        for run in expired {
+        for run in &expired {
             forgotten += run.entries.len();
-            for (hash, seq) in run.entries {
-                index.remove(hash, seq);
+            for (hash, seq) in &run.entries {
+                self.keys.remove(*hash, *seq)?;
             }
         }
+        self.db.apply_batch(batch)?;
         Ok(forgotten)
     }
 

@@ -1,0 +1,176 @@
+//! The idempotency keys: which log record first carried each key, as a 64-bit hash of
+//! (SKU, key) → that record's sequence number, in an LSM tree (fjall) beside the shard's
+//! sled database.
+//!
+//! Why not sled, and why not memory: keys are kept at least 7 days, one or more per
+//! event. sled 0.34 keeps in-memory structures for every key it holds, whatever its cache
+//! size (we measured about 200 bytes per key at a 64 MiB cache: 2M keys, 480 MiB), and
+//! copies the leaf each write lands in, which made keys spread at random over the tree
+//! most of the ingest path's CPU. A hash map in memory grows by the same count. An LSM
+//! tree keeps them on disk behind a bounded memtable and cache, with a Bloom filter per
+//! table (about 10 bits per key) answering "never seen" without a read, which is what
+//! almost every lookup is.
+//!
+//! The value is the record's sequence number; the first result itself is read back from
+//! that log record, which also checks that the key really matches. Two keys with the
+//! same hash (odds about n² / 2⁶⁵) share one entry holding both numbers.
+//!
+//! Durability: writes reach fjall's journal without a sync of their own; `persist` syncs
+//! it, and the shard's checkpoint calls it before recording that its keys are stored.
+//! Keys after the checkpoint come back from the log on start. The hash is XXH3-64, fixed
+//! by its specification, because keys written by one build are read by the next.
+//!
+//! `KeyRun`: each checkpoint also stores its new (hash, seq) pairs as one run in sled, so
+//! that expiry removes a run's keys without scanning the tree.
+
+use std::path::Path;
+
+use super::StoreError;
+use crate::clock::Micros;
+
+/// The stable 64-bit hash of a SKU's idempotency key.
+pub fn key_hash(sku: &str, key: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(sku.as_bytes());
+    // SKUs never contain NUL (ingest refuses control characters): an exact separator.
+    hasher.update(&[0]);
+    hasher.update(key.as_bytes());
+    hasher.digest()
+}
+
+/// One checkpoint's new keys, as stored: (hash, seq) pairs and the newest `applied_at`
+/// among them, which says when the whole run may be forgotten.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct KeyRun {
+    pub newest_applied_at: Micros,
+    pub entries: Vec<(u64, u64)>,
+}
+
+/// fjall's memory, per shard: block cache, all memtables, and journal size (fjall's
+/// minimum is 24 MiB of journal).
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
+const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
+const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A shard's idempotency keys.
+pub struct KeyStore {
+    keyspace: fjall::Keyspace,
+    keys: fjall::PartitionHandle,
+}
+
+impl KeyStore {
+    pub fn open(dir: &Path) -> Result<KeyStore, StoreError> {
+        let keyspace = fjall::Config::new(dir)
+            .cache_size(CACHE_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            // Synced by `persist` at checkpoints; the log covers what comes after.
+            .manual_journal_persist(true)
+            .flush_workers(1)
+            .compaction_workers(1)
+            .open()?;
+        let keys = keyspace.open_partition(
+            "keys",
+            fjall::PartitionCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .manual_journal_persist(true),
+        )?;
+        Ok(KeyStore { keyspace, keys })
+    }
+
+    /// The records that may have carried a key with this hash, oldest first.
+    pub fn candidates(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .keys
+            .get(hash.to_be_bytes())?
+            .map(|value| seqs(&value))
+            .unwrap_or_default())
+    }
+
+    /// Records that the key with this hash first came with record `seq` (again: no-op).
+    pub fn insert(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
+        let mut all = self.candidates(hash)?;
+        if all.contains(&seq) {
+            return Ok(());
+        }
+        all.push(seq);
+        self.keys.insert(hash.to_be_bytes(), value_of(&all))?;
+        Ok(())
+    }
+
+    /// Forgets one entry (a run's, when the run expires).
+    pub fn remove(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
+        let mut all = self.candidates(hash)?;
+        let before = all.len();
+        all.retain(|s| *s != seq);
+        if all.is_empty() {
+            self.keys.remove(hash.to_be_bytes())?;
+        } else if all.len() != before {
+            self.keys.insert(hash.to_be_bytes(), value_of(&all))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every key written so far durable.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
+    }
+}
+
+fn seqs(value: &[u8]) -> Vec<u64> {
+    value
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn value_of(seqs: &[u64]) -> Vec<u8> {
+    seqs.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_fixed_across_builds() {
+        // Keys on disk are read by later builds: this value must never change. It is the
+        // reference implementation's XXH3-64 of b"SKU-1\0shopify/1001/1/placed".
+        assert_eq!(
+            key_hash("SKU-1", "shopify/1001/1/placed"),
+            0xe03e_1d85_d358_6017
+        );
+        assert_ne!(key_hash("AB", "C"), key_hash("A", "BC"));
+    }
+
+    #[test]
+    fn colliding_entries_are_all_candidates_and_removed_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::open(dir.path()).unwrap();
+        keys.insert(7, 10).unwrap();
+        keys.insert(7, 20).unwrap();
+        keys.insert(7, 30).unwrap();
+        keys.insert(7, 20).unwrap(); // a re-insert (replay) adds nothing
+        assert_eq!(keys.candidates(7).unwrap(), vec![10, 20, 30]);
+        keys.remove(7, 10).unwrap();
+        assert_eq!(keys.candidates(7).unwrap(), vec![20, 30]);
+        keys.remove(7, 30).unwrap();
+        keys.remove(7, 20).unwrap();
+        assert!(keys.candidates(7).unwrap().is_empty());
+        keys.remove(8, 1).unwrap(); // absent: nothing happens
+        keys.persist().unwrap();
+        drop(keys);
+        let keys = KeyStore::open(dir.path()).unwrap();
+        keys.insert(9, 1).unwrap();
+        keys.persist().unwrap();
+        drop(keys);
+        assert_eq!(
+            KeyStore::open(dir.path()).unwrap().candidates(9).unwrap(),
+            vec![1]
+        );
+    }
+}
