@@ -52,8 +52,20 @@ pub struct KeyRun {
 /// minimum is 24 MiB of journal).
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
-const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
+pub const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
 const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Opens a shard's fjall keyspace (its journal syncs only when asked: `persist`).
+pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
+    Ok(fjall::Config::new(dir)
+        .cache_size(CACHE_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_journaling_size(JOURNAL_BYTES)
+        .manual_journal_persist(true)
+        .flush_workers(1)
+        .compaction_workers(1)
+        .open()?)
+}
 
 /// A shard's idempotency keys.
 pub struct KeyStore {
@@ -62,23 +74,18 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn open(dir: &Path) -> Result<KeyStore, StoreError> {
-        let keyspace = fjall::Config::new(dir)
-            .cache_size(CACHE_BYTES)
-            .max_write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_journaling_size(JOURNAL_BYTES)
-            // Synced by `persist` at checkpoints; the log covers what comes after.
-            .manual_journal_persist(true)
-            .flush_workers(1)
-            .compaction_workers(1)
-            .open()?;
+    /// The `keys` partition of a shard's keyspace.
+    pub fn open(keyspace: &fjall::Keyspace) -> Result<KeyStore, StoreError> {
         let keys = keyspace.open_partition(
             "keys",
             fjall::PartitionCreateOptions::default()
                 .max_memtable_size(MEMTABLE_BYTES)
                 .manual_journal_persist(true),
         )?;
-        Ok(KeyStore { keyspace, keys })
+        Ok(KeyStore {
+            keyspace: keyspace.clone(),
+            keys,
+        })
     }
 
     /// The records that may have carried a key with this hash, oldest first.
@@ -150,7 +157,8 @@ mod tests {
     #[test]
     fn colliding_entries_are_all_candidates_and_removed_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = KeyStore::open(dir.path()).unwrap();
+        let open = || KeyStore::open(&open_keyspace(dir.path()).unwrap()).unwrap();
+        let keys = open();
         keys.insert(7, 10).unwrap();
         keys.insert(7, 20).unwrap();
         keys.insert(7, 30).unwrap();
@@ -164,13 +172,10 @@ mod tests {
         keys.remove(8, 1).unwrap(); // absent: nothing happens
         keys.persist().unwrap();
         drop(keys);
-        let keys = KeyStore::open(dir.path()).unwrap();
+        let keys = open();
         keys.insert(9, 1).unwrap();
         keys.persist().unwrap();
         drop(keys);
-        assert_eq!(
-            KeyStore::open(dir.path()).unwrap().candidates(9).unwrap(),
-            vec![1]
-        );
+        assert_eq!(open().candidates(9).unwrap(), vec![1]);
     }
 }

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 
 use super::envelope::{self, decode, encode, read_archived};
-use super::keys::{key_hash, KeyRun, KeyStore};
+use super::keys::{key_hash, open_keyspace, KeyRun, KeyStore, MEMTABLE_BYTES};
 use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
@@ -57,12 +57,14 @@ const CHECKPOINT_RECORDS: usize = 20_000;
 /// and its rows reach sled's files within seconds.
 const CHECKPOINT_AGE: Duration = Duration::from_secs(10);
 
-/// One shard's sled database.
+/// One shard's storage: the log and the idempotency keys in an fjall keyspace (`lsm/`),
+/// the state rows in sled.
 pub struct SledStore {
     db: sled::Db,
-    /// sled's data file, opened once: `fdatasync` acts on the file whichever descriptor
-    /// asks, so our own descriptor makes sled's writes durable.
-    data_file: File,
+    /// The journal both partitions share; syncing it makes a batch's log durable.
+    keyspace: fjall::Keyspace,
+    /// The log: one value per batch, keyed by its last sequence number (big-endian).
+    log: fjall::PartitionHandle,
     path: PathBuf,
     /// What the log holds beyond the last checkpoint; readers look here before sled.
     pending: Mutex<Pending>,
@@ -118,14 +120,22 @@ impl SledStore {
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .open()?;
-        let data_file = File::open(dir.join("db"))?;
-        let keys = KeyStore::open(&dir.join("keys"))?;
-        // The files' directory entries must be durable too; they exist from here on.
+        let keyspace = open_keyspace(&dir.join("lsm"))?;
+        let log = keyspace.open_partition(
+            "log",
+            fjall::PartitionCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .manual_journal_persist(true)
+                // Read by ranges only: a Bloom filter would never be asked.
+                .bloom_filter_bits(None),
+        )?;
+        let keys = KeyStore::open(&keyspace)?;
+        // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
-        data_file.sync_all()?;
         Ok(SledStore {
             db,
-            data_file,
+            keyspace,
+            log,
             path: dir.to_path_buf(),
             pending: Mutex::new(Pending::default()),
             keys,
@@ -205,7 +215,6 @@ impl SledStore {
         self.keys.persist()?;
         self.db.apply_batch(batch)?;
         self.db.flush()?;
-        self.data_file.sync_data()?;
         Ok(())
     }
 
@@ -257,8 +266,8 @@ impl SledStore {
     /// Writes raw bytes as the log chunk ending at `last_seq`, bypassing the envelope.
     /// Only for tests that damage the log on purpose to exercise recovery.
     pub fn put_raw_log_chunk(&self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.db.insert(log_key(last_seq), bytes)?;
-        self.db.flush()?;
+        self.log.insert(log_key(last_seq), bytes)?;
+        self.keyspace.persist(fjall::PersistMode::SyncData)?;
         Ok(())
     }
 
@@ -283,7 +292,7 @@ impl SledStore {
     /// The record with sequence number `seq`, read out of its chunk without decoding the
     /// rest of the chunk. `None` if no chunk holds it.
     fn record_at(&self, seq: u64) -> Result<Option<LogRecord>, StoreError> {
-        let Some(item) = self.db.range(log_range(seq)).next() else {
+        let Some(item) = self.log.range(log_key(seq)..).next() else {
             return Ok(None);
         };
         let (key, value) = item?;
@@ -311,11 +320,6 @@ fn log_key(last_seq: u64) -> [u8; 9] {
     let mut key = [b'L'; 9];
     key[1..].copy_from_slice(&last_seq.to_be_bytes());
     key
-}
-
-/// The log chunks whose last record is `from` or later, and nothing but log chunks.
-fn log_range(from: u64) -> std::ops::RangeInclusive<Vec<u8>> {
-    log_key(from).to_vec()..=log_key(u64::MAX).to_vec()
 }
 
 fn run_key(last_seq: u64) -> [u8; 9] {
@@ -436,7 +440,7 @@ impl ShardStore for SledStore {
         &self,
         after: u64,
     ) -> Box<dyn Iterator<Item = Result<Vec<LogRecord>, StoreError>> + '_> {
-        let chunks = self.db.range(log_range(after.saturating_add(1)));
+        let chunks = self.log.range(log_key(after.saturating_add(1))..);
         let mut failed = false;
         Box::new(
             chunks
@@ -455,22 +459,21 @@ impl ShardStore for SledStore {
     }
 
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = self.keyspace.batch();
         let mut removed = 0;
-        for item in self.db.range(log_range(from)) {
+        for item in self.log.range(log_key(from)..) {
             let (key, _) = item?;
-            batch.remove(key);
+            batch.remove(&self.log, key);
             removed += 1;
         }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        self.data_file.sync_data()?;
+        batch.commit()?;
+        self.keyspace.persist(fjall::PersistMode::SyncData)?;
         Ok(removed)
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
-        match self.db.scan_prefix(b"L").next_back() {
-            Some(item) => Ok(seq_of_log_key(&item?.0)),
+        match self.log.last_key_value()? {
+            Some((key, _)) => Ok(seq_of_log_key(&key)),
             None => Ok(0),
         }
     }
@@ -497,11 +500,11 @@ impl ShardStore for SledStore {
         let Some(last) = effects.records.last() else {
             return Ok(());
         };
-        self.db
+        self.log
             .insert(log_key(last.seq), encode::<LogChunk>(&effects.records))?;
         let started = Instant::now();
-        self.db.flush()?;
-        self.data_file.sync_data()?;
+        // Writes the journal's buffer and `fdatasync`s it.
+        self.keyspace.persist(fjall::PersistMode::SyncData)?;
         metrics::histogram!("lockstep_log_flush_seconds").record(started.elapsed().as_secs_f64());
         self.absorb(effects)
     }
@@ -621,7 +624,7 @@ impl ShardStore for SledStore {
                 }
             }
             None => {
-                'chunks: for item in self.db.range(log_range(since.saturating_add(1))).rev() {
+                'chunks: for item in self.log.range(log_key(since.saturating_add(1))..).rev() {
                     let (key, value) = item?;
                     let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
                     for record in chunk.into_iter().rev() {
