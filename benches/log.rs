@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use lockstep::clock::MICROS_PER_SECOND;
 use lockstep::engine::core::{apply, CoreConfig, Effects, Input, ShardState};
 use lockstep::engine::event::{Event, EventKind};
-use lockstep::store::{ShardStore, SledStore};
+use lockstep::store::{DiskStore, ShardStore};
 
 const T0: i64 = 1_800_000_000 * MICROS_PER_SECOND;
 
@@ -43,7 +43,7 @@ fn effects(state: &mut ShardState, size: usize, round: &mut u64) -> Effects {
 
 fn log(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&dir.path().join("shard")).unwrap();
+    let store = DiskStore::open(&dir.path().join("shard")).unwrap();
     let mut state = ShardState::default();
     let mut round = 0u64;
     let mut group = c.benchmark_group("log_commit");

@@ -16,7 +16,7 @@ use crate::engine::recovery::{rebuild, recover};
 use crate::engine::{audit_across, open_data_dir, shard_dir, Engine};
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
-use crate::store::{ShardStore, SledStore};
+use crate::store::{DiskStore, ShardStore};
 
 /// Runs the engine until Ctrl-C or SIGTERM. Prints `lockstep listening on http://ADDR`
 /// on stdout once it accepts connections (tests read the port from it).
@@ -139,7 +139,7 @@ fn open_stores(
     let mut stores: Vec<OpenShard> = Vec::new();
     for i in 0..router.shards() {
         let dir = shard_dir(data_dir, i);
-        let store = SledStore::open(&dir).map_err(|e| {
+        let store = DiskStore::open(&dir).map_err(|e| {
             anyhow!(
                 "cannot open {}: {e} (is a lockstep server running on this data directory? stop it first)",
                 dir.display()

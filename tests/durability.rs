@@ -12,13 +12,13 @@ use lockstep::engine::event::{EventKind, Outcome};
 use lockstep::engine::{open_data_dir, shard_dir};
 use lockstep::store::envelope::encode;
 use lockstep::store::records::{LogChunk, LogRecord};
-use lockstep::store::{ShardStore, SledStore};
+use lockstep::store::{DiskStore, ShardStore};
 use serde_json::json;
 
 /// Opens the shard store that owns `sku` (the server must be stopped).
-fn store_of(data: &std::path::Path, sku: &str) -> SledStore {
+fn store_of(data: &std::path::Path, sku: &str) -> DiskStore {
     let router = open_data_dir(data, 0).unwrap();
-    SledStore::open(&shard_dir(data, router.shard_of(sku))).unwrap()
+    DiskStore::open(&shard_dir(data, router.shard_of(sku))).unwrap()
 }
 
 /// A log chunk of one adjustment, as a batch of the engine would write it.

@@ -31,7 +31,7 @@ use self::shard::{Shard, ShardMsg};
 use crate::clock::Micros;
 use crate::propagate::outbox::Outbox;
 use crate::store::records::{HeadRecord, LogRecord};
-use crate::store::{ShardStore, SledStore, StoreError};
+use crate::store::{DiskStore, ShardStore, StoreError};
 
 /// Requests a shard's mailbox holds before the edge answers 503. At up to 1,000 events a
 /// request this bounds queued work to a few batches' worth of flushes.
@@ -170,7 +170,7 @@ impl Engine {
         let mut last_seq = 0;
         for i in 0..router.shards() {
             let dir = shard_dir(&config.data_dir, i);
-            let store = SledStore::open(&dir)
+            let store = DiskStore::open(&dir)
                 .map_err(|e| EngineError::DataDir(format!("cannot open {}: {e}", dir.display())))?;
             let (state, report) = recovery::recover(&store, &config.core).map_err(|e| {
                 EngineError::DataDir(format!("recovery of {} failed: {e}", dir.display()))

@@ -4,7 +4,7 @@
 //! look up their idempotency keys, read the clock once, `apply`, commit the batch's log
 //! records with one flush and one `fdatasync` (group commit), then answer every request of
 //! the batch. Nothing is answered before its events are durable. The store writes the
-//! state rows the log implies at its checkpoints (`store/sled_store.rs`).
+//! state rows the log implies at its checkpoints (`store/disk.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

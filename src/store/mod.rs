@@ -1,23 +1,24 @@
 //! Storage: where a shard's log, state and idempotency keys live, behind a small trait so
-//! the backend can be replaced if sled's durability or space use ever fails our tests.
+//! the backend can be replaced when its durability or space use fails our tests (sled's
+//! space use did: the log and keys moved to fjall, see `disk.rs`).
 //!
 //! - `records.rs`: the rkyv record types.
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
-//! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree beside sled.
-//! - `sled_store.rs`: the sled backend, one database per shard, with an `fdatasync` after
-//!   sled's flush (see `docs/durability.md` for why).
+//! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree.
+//! - `disk.rs`: a shard's storage: log and keys in fjall (one journal, `fdatasync`ed per
+//!   batch), state rows in sled written at checkpoints (see `docs/durability.md`).
 
+pub mod disk;
 pub mod envelope;
 pub mod keys;
 pub mod records;
-pub mod sled_store;
 
 use crate::clock::Micros;
 use crate::engine::core::{ChannelRule, Effects, ShardState};
 use crate::engine::event::FirstResult;
 use records::{HeadRecord, LogRecord};
 
-pub use sled_store::SledStore;
+pub use disk::DiskStore;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,36 +1,35 @@
-//! The sled backend: one sled database per shard, one keyspace with a prefix per kind of
-//! row.
+//! A shard's storage: the log and the idempotency keys in an fjall keyspace (`lsm/` of
+//! the shard's directory: LSM trees sharing one journal), the state rows in sled.
 //!
-//! | prefix | key                                   | value        |
-//! |--------|---------------------------------------|--------------|
-//! | `L`    | last seq of the chunk (u64 BE)        | LogChunk: one batch's records |
-//! | `H`    | sku                                   | HeadRecord   |
-//! | `N`    | sku, 0, line identity                 | LineRecord   |
-//! | `D`    | sku, 0, ts (sortable), seq            | DeltaRecord  |
-//! | `K`    | last seq of the checkpoint (u64 BE)   | KeyRun: that checkpoint's new idempotency keys |
-//! | `M`    | `checkpoint`                          | u64 LE: last seq the state rows include |
+//! | where | key                                 | value        |
+//! |-------|-------------------------------------|--------------|
+//! | fjall `log`  | `L`, last seq of the chunk (u64 BE) | LogChunk: one batch's records |
+//! | fjall `keys` | key hash (u64 BE)            | first records' seqs (`keys.rs`) |
+//! | sled `H` | sku                              | HeadRecord   |
+//! | sled `N` | sku, 0, line identity            | LineRecord   |
+//! | sled `D` | sku, 0, ts (sortable), seq       | DeltaRecord  |
+//! | sled `K` | last seq of the checkpoint (u64 BE) | KeyRun: that checkpoint's new keys, for expiry |
+//! | sled `M` | `checkpoint`                     | u64 LE: last seq the state rows include |
 //!
-//! **Per batch, one key: the log.** A batch's records go in as one value, flushed and
-//! `fdatasync`ed before any of them is acknowledged; that is the durable fact. The state
-//! rows (`H`, `N`, `D`) and the new idempotency keys are the log's consequences: they
-//! stay in memory (`Pending`, which readers see) and go to sled together at a
-//! checkpoint, every `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE`, in one atomic
-//! batch with `Mcheckpoint`. On start, recovery loads the rows and replays the log past
-//! `Mcheckpoint`. Why: sled 0.34 copies the leaf each write lands in, and writing a head,
-//! a line and a key per event at random places in the tree cost most of the ingest
-//! path's CPU; at a checkpoint a SKU's head is written once however many events changed
-//! it, and a line opened and closed in between is never written at all.
+//! **Per batch, one write: the log.** A batch's records go in as one value and the
+//! journal is `fdatasync`ed before any of them is acknowledged; that is the durable fact.
+//! The state rows (`H`, `N`, `D`) and the new keys are the log's consequences: the rows
+//! stay in memory (`Pending`, which readers see) and go to sled together at a checkpoint,
+//! every `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE`, in one atomic batch with
+//! `Mcheckpoint`, after the keys' journal is synced. On start, recovery loads the rows
+//! and replays the log past `Mcheckpoint`. At a checkpoint a SKU's head is written once
+//! however many events changed it, and a line opened and closed in between not at all.
 //!
-//! Idempotency keys live in an LSM tree beside sled (`keys.rs`), written as batches are
-//! absorbed and synced at each checkpoint; each checkpoint also stores its new keys as one
-//! `K` run, and a run's keys go, with the run, once its newest key is past retention. The audit by SKU follows each record's `prev_seq` from the SKU's head
-//! instead of an index. SKUs never contain NUL (ingest rejects control characters), so
-//! `sku, 0` is an exact prefix.
+//! Why not all in sled: sled 0.34 copies the leaf each write lands in and keeps memory for
+//! every key it holds, whatever its cache size, so a head, a line and a key per event (or
+//! even one log key per batch, ~500 a second at 10,000 orders/min) made ingest CPU-bound
+//! in sled and memory grow for as long as the keys were kept (docs/durability.md has the
+//! figures). sled's flush is not what an ack waits for either: it uses
+//! `sync_file_range`, which neither commits metadata nor empties the device's cache.
 //!
-//! Durability: the log chunk, then sled's `flush`, then `fdatasync` of sled's data file,
-//! because sled 0.34's flush uses `sync_file_range`, which neither commits metadata nor
-//! empties the device's write cache (docs/durability.md). A checkpoint needs no sync of
-//! its own: the next batch's sync covers it, and until then the log holds its facts.
+//! The audit by SKU follows each record's `prev_seq` from the SKU's head instead of an
+//! index. SKUs never contain NUL (ingest rejects control characters), so `sku, 0` is an
+//! exact prefix.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -59,7 +58,7 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(10);
 
 /// One shard's storage: the log and the idempotency keys in an fjall keyspace (`lsm/`),
 /// the state rows in sled.
-pub struct SledStore {
+pub struct DiskStore {
     db: sled::Db,
     /// The journal both partitions share; syncing it makes a batch's log durable.
     keyspace: fjall::Keyspace,
@@ -109,13 +108,13 @@ pub fn first_result_of(record: &LogRecord) -> FirstResult {
 /// sled's page cache per shard. sled's default is 1 GiB per database, which a long run
 /// fills with pages it wrote and rarely reads again; and sled's resident memory is
 /// several times its nominal cache (a test of ours: 2M keys at 64 MiB, 480 MiB resident;
-/// at 4 MiB, 165 MiB). Per event sled now takes only the log chunk and, at checkpoints,
-/// the rows that changed, so a small cache costs little throughput and bounds memory.
+/// at 4 MiB, 165 MiB). sled now takes only the rows that changed, at checkpoints, so a
+/// small cache costs little throughput and bounds memory.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-impl SledStore {
+impl DiskStore {
     /// Opens (or creates) the shard database in `dir`.
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+    pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -132,7 +131,7 @@ impl SledStore {
         let keys = KeyStore::open(&keyspace)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
-        Ok(SledStore {
+        Ok(DiskStore {
             db,
             keyspace,
             log,
@@ -377,7 +376,7 @@ fn split_sku_key(key: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(&body[..nul]).ok()?, &body[nul + 1..]))
 }
 
-impl ShardStore for SledStore {
+impl ShardStore for DiskStore {
     fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError> {
         let mut heads: AHashMap<String, HeadRecord> = AHashMap::new();
         for item in self.db.scan_prefix(b"H") {
@@ -673,7 +672,7 @@ mod tests {
     #[test]
     fn the_sweep_forgets_only_keys_older_than_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("shard")).unwrap();
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
         let mut state = ShardState::default();
         let config = CoreConfig::default();
         let old = 1_800_000_000_000_000;
@@ -753,7 +752,7 @@ mod tests {
     #[test]
     fn a_key_s_first_result_is_read_back_from_its_log_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("shard")).unwrap();
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
         let mut state = ShardState::default();
         let effects = apply(
             &mut state,
@@ -789,7 +788,7 @@ mod tests {
         let mut state = ShardState::default();
         let mut firsts = Vec::new();
         {
-            let store = SledStore::open(&path).unwrap();
+            let store = DiskStore::open(&path).unwrap();
             let before = apply(&mut state, &mixed("a", at), at, 1, &config);
             store.commit(&before).unwrap();
             store.checkpoint().unwrap();
@@ -807,7 +806,7 @@ mod tests {
             firsts.extend(after.first_results);
             // Dropped without a checkpoint, as a kill -9 would leave it.
         }
-        let store = SledStore::open(&path).unwrap();
+        let store = DiskStore::open(&path).unwrap();
         assert_eq!(store.load_state(&config.channels).unwrap().checkpoint, 13);
         let (recovered, report) = recover(&store, &config).unwrap();
         assert_eq!(report.replayed, 13);
@@ -821,7 +820,7 @@ mod tests {
         }
         // Recovery stored what it replayed: the next start replays nothing.
         drop(store);
-        let store = SledStore::open(&path).unwrap();
+        let store = DiskStore::open(&path).unwrap();
         let (again, report) = recover(&store, &config).unwrap();
         assert_eq!((report.checkpoint, report.replayed), (26, 0));
         assert_eq!(again, state);
@@ -831,7 +830,7 @@ mod tests {
     #[test]
     fn the_audit_chain_skips_other_skus_and_honours_since() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("shard")).unwrap();
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
         let mut state = ShardState::default();
         let at = 1_800_000_000_000_000;
         let mut inputs = Vec::new();
