@@ -1,5 +1,5 @@
-//! Log append + flush + fdatasync (one durable commit) at batch sizes 1, 64 and 1,024:
-//! the cost the shard pays once per batch, and how group commit amortizes it.
+//! Log append + journal fdatasync (one durable commit, with the checkpoints it triggers) at
+//! batch sizes 1, 64 and 1,024: the cost the shard pays per batch, and how group commit amortizes it.
 //! `cargo bench --bench log`
 
 use std::hint::black_box;

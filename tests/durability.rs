@@ -125,8 +125,8 @@ fn a_whole_record_past_the_checkpoint_is_applied_on_start() {
     assert!(ok, "{out}");
 }
 
-/// Runs the server under strace and checks, for one request, that an fdatasync of sled's
-/// file happens after the request is read and before the 200 is written.
+/// Runs the server under strace and checks, for one request, that an fdatasync (of the log's
+/// journal) happens after the request is read and before the 200 is written.
 #[test]
 fn an_fdatasync_precedes_the_ack() {
     if Command::new("strace").arg("-V").output().is_err() {
