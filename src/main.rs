@@ -3,10 +3,6 @@
 
 use std::path::PathBuf;
 
-/// sled allocates and frees a node copy per write; glibc's allocator spent about a third
-/// of the ingest path's CPU on that churn (perf, `benches/peers.sh`), and mimalloc much less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
