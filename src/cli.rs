@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
 use crate::config::Config;
-use crate::engine::core::CoreConfig;
-use crate::engine::core::ShardState;
+use crate::engine::core::{CoreConfig, ShardState};
 use crate::engine::recovery::{rebuild, recover};
 use crate::engine::{audit_across, open_data_dir, shard_dir, Engine};
 use crate::ingest::api::App;

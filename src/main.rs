@@ -2,7 +2,6 @@
 //! `lockstep::cli`.
 
 use std::path::PathBuf;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -255,6 +255,37 @@ fn expected(distinct: &[Event], sku: &str) -> (i64, i64) {
     (on_hand, committed)
 }
 
+/// An event on SKU "A" at T0 (an order line's transitions on line 1 of order `key`).
+fn event_at_t0(kind: EventKind, qty: i64, key: &str, source: &str) -> Event {
+    Event {
+        sku: "A".into(),
+        kind,
+        qty,
+        source: source.into(),
+        source_ts: T0,
+        received_at: T0,
+        key: key.into(),
+        line: kind.is_order_line().then(|| LineRef {
+            order_id: key.into(),
+            line_id: "1".into(),
+        }),
+    }
+}
+
+/// One channel, "shop", ignoring the levels it reports: the set-up of the channel tests.
+fn shop_config(buffer: i64, compare_and_set: bool) -> CoreConfig {
+    CoreConfig {
+        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
+            name: "shop".into(),
+            buffer,
+            max: None,
+            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+            compare_and_set,
+        }]),
+        ..CoreConfig::default()
+    }
+}
+
 fn stock(state: &ShardState, sku: &str) -> (i64, i64) {
     state
         .get(sku)
@@ -412,16 +443,7 @@ fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
 
 #[test]
 fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not() {
-    let config = CoreConfig {
-        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
-            name: "shop".into(),
-            buffer: 0,
-            max: None,
-            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
-            compare_and_set: false,
-        }]),
-        ..CoreConfig::default()
-    };
+    let config = shop_config(0, false);
     let ev = |kind, qty, ts, key: &str| Event {
         sku: "A".into(),
         kind,
@@ -486,30 +508,8 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
 
 #[test]
 fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
-    let rule = lockstep::engine::core::ChannelRule {
-        name: "shop".into(),
-        buffer: 0,
-        max: None,
-        inventory_updates: lockstep::config::InventoryUpdates::Ignore,
-        compare_and_set: true,
-    };
-    let config = CoreConfig {
-        channels: std::sync::Arc::from(vec![rule.clone()]),
-        ..CoreConfig::default()
-    };
-    let ev = |kind, qty, key: &str, source: &str| Event {
-        sku: "A".into(),
-        kind,
-        qty,
-        source: source.into(),
-        source_ts: T0,
-        received_at: T0,
-        key: key.into(),
-        line: kind.is_order_line().then(|| LineRef {
-            order_id: key.into(),
-            line_id: "1".into(),
-        }),
-    };
+    let config = shop_config(0, true);
+    let ev = event_at_t0;
     let input = |event| Input { event, prior: None };
     let mut state = ShardState::default();
     let mut seq = 1;
@@ -554,16 +554,7 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
 
 #[test]
 fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() {
-    let config = CoreConfig {
-        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
-            name: "shop".into(),
-            buffer: 0,
-            max: None,
-            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
-            compare_and_set: true,
-        }]),
-        ..CoreConfig::default()
-    };
+    let config = shop_config(0, true);
     let mut at = T0;
     let mut seq = 1;
     let mut state = ShardState::default();
@@ -620,31 +611,13 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
 #[test]
 fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
     // A channel can echo our write before the pusher has recorded the acknowledgement.
-    let config = CoreConfig {
-        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
-            name: "shop".into(),
-            buffer: 2,
-            max: None,
-            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
-            compare_and_set: false,
-        }]),
-        ..CoreConfig::default()
-    };
-    let ev = |kind, qty, source: &str, key: &str| Event {
-        sku: "A".into(),
-        kind,
-        qty,
-        source: source.into(),
-        source_ts: T0,
-        received_at: T0,
-        key: key.into(),
-        line: None,
-    };
+    let config = shop_config(2, false);
+    let ev = event_at_t0;
     let input = |event| Input { event, prior: None };
     let mut state = ShardState::default();
     apply(
         &mut state,
-        &[input(ev(EventKind::Counted, 10, "api", "c"))],
+        &[input(ev(EventKind::Counted, 10, "c", "api"))],
         T0,
         1,
         &config,
@@ -653,7 +626,7 @@ fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
     assert!(state["A"].channels.iter().all(|c| c.expected.is_none()));
     let echo = apply(
         &mut state,
-        &[input(ev(EventKind::Level, 8, "shop", "l1"))],
+        &[input(ev(EventKind::Level, 8, "l1", "shop"))],
         T0,
         2,
         &config,
@@ -661,7 +634,7 @@ fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
     assert_eq!(echo.results[0].outcome, Outcome::Echo);
     let edit = apply(
         &mut state,
-        &[input(ev(EventKind::Level, 5, "shop", "l2"))],
+        &[input(ev(EventKind::Level, 5, "l2", "shop"))],
         T0,
         3,
         &config,

@@ -67,8 +67,7 @@ pub struct DiskStore {
     path: PathBuf,
     /// What the log holds beyond the last checkpoint; readers look here before sled.
     pending: Mutex<Pending>,
-    /// Every idempotency key within retention (`keys.rs`), in `keys/` of the shard's
-    /// directory.
+    /// Every idempotency key within retention (`keys.rs`), in the same keyspace.
     keys: KeyStore,
 }
 
@@ -78,8 +77,8 @@ struct Pending {
     heads: AHashMap<String, HeadRecord>,
     lines: AHashMap<Vec<u8>, Option<LineRecord>>,
     deltas: AHashMap<Vec<u8>, Option<DeltaRecord>>,
-    keys: Vec<(u64, u64)>,
-    newest_applied_at: Micros,
+    /// The new keys, stored as this checkpoint's run.
+    keys: KeyRun,
     /// The last sequence number whose effects are here (0: nothing pending).
     last_seq: u64,
     records: usize,
@@ -94,7 +93,7 @@ impl Pending {
 }
 
 /// The first result an idempotency key's first record stands for.
-pub fn first_result_of(record: &LogRecord) -> FirstResult {
+fn first_result_of(record: &LogRecord) -> FirstResult {
     FirstResult {
         outcome: record.outcome,
         oversell: record.oversell,
@@ -107,8 +106,8 @@ pub fn first_result_of(record: &LogRecord) -> FirstResult {
 
 /// sled's page cache per shard. sled's default is 1 GiB per database, which a long run
 /// fills with pages it wrote and rarely reads again; and sled's resident memory is
-/// several times its nominal cache (a test of ours: 2M keys at 64 MiB, 480 MiB resident;
-/// at 4 MiB, 165 MiB). sled now takes only the rows that changed, at checkpoints, so a
+/// several times its nominal cache (a scratch program of ours, not kept: 2M keys at
+/// 64 MiB, 480 MiB resident; at 4 MiB, 165 MiB). sled now takes only the rows that changed, at checkpoints, so a
 /// small cache costs little throughput and bounds memory.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -131,14 +130,16 @@ impl DiskStore {
         let keys = KeyStore::open(&keyspace)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
-        Ok(DiskStore {
+        let store = DiskStore {
             db,
             keyspace,
             log,
             path: dir.to_path_buf(),
             pending: Mutex::new(Pending::default()),
             keys,
-        })
+        };
+        store.migrate_key_rows()?;
+        Ok(store)
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -146,8 +147,8 @@ impl DiskStore {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a durable batch's state rows and new keys into `Pending` (and the index), and
-    /// writes a checkpoint when one is due.
+    /// Takes a durable batch's state rows into `Pending` and its new keys into the key
+    /// store (and `Pending`'s run), and writes a checkpoint when one is due.
     fn absorb(&self, effects: &Effects) -> Result<(), StoreError> {
         let Some(last) = effects.records.last() else {
             return Ok(());
@@ -156,7 +157,7 @@ impl DiskStore {
         for (sku, key, first) in &effects.first_results {
             let hash = key_hash(sku, key);
             self.keys.insert(hash, first.seq)?;
-            pending.keys.push((hash, first.seq));
+            pending.keys.entries.push((hash, first.seq));
         }
         for write in &effects.writes {
             match write {
@@ -178,8 +179,8 @@ impl DiskStore {
                 }
             }
         }
-        let newest = effects.records.iter().map(|r| r.applied_at).max();
-        pending.newest_applied_at = pending.newest_applied_at.max(newest.unwrap_or(0));
+        // A batch's records share its `now` as `applied_at`.
+        pending.keys.newest_applied_at = pending.keys.newest_applied_at.max(last.applied_at);
         pending.last_seq = last.seq;
         pending.records += effects.records.len();
         pending.since.get_or_insert_with(Instant::now);
@@ -239,13 +240,8 @@ impl DiskStore {
                 None => batch.remove(key.as_slice()),
             }
         }
-        if !pending.keys.is_empty() {
-            let run = KeyRun {
-                newest_applied_at: pending.newest_applied_at,
-                entries: std::mem::take(&mut pending.keys),
-            };
-            batch.insert(&run_key(pending.last_seq), encode(&run));
-            pending.keys = run.entries;
+        if !pending.keys.entries.is_empty() {
+            batch.insert(&run_key(pending.last_seq), encode(&pending.keys));
         }
         batch.insert(CHECKPOINT_KEY, &pending.last_seq.to_le_bytes());
         // The keys first: the checkpoint must never say stored what the key store could
@@ -302,6 +298,20 @@ impl DiskStore {
         })
         .map_err(|source| Self::corrupt(&key, source))?;
         Ok(found.filter(|record| record.seq == seq))
+    }
+
+    /// The record `seq`, which `by` (something of `sku`'s) names: missing is inconsistent.
+    fn named_record(
+        &self,
+        seq: u64,
+        sku: &str,
+        by: impl FnOnce() -> String,
+    ) -> Result<LogRecord, StoreError> {
+        self.record_at(seq)?
+            .ok_or_else(|| StoreError::Inconsistent {
+                sku: sku.to_string(),
+                detail: format!("{} names record {seq}, which the log does not hold", by()),
+            })
     }
 
     fn read_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -430,8 +440,6 @@ impl ShardStore for DiskStore {
             });
         }
         let checkpoint = self.read_u64(CHECKPOINT_KEY)?;
-        self.migrate_key_rows()?;
-        *self.pending() = Pending::default();
         Ok(LoadedState { skus, checkpoint })
     }
 
@@ -479,14 +487,7 @@ impl ShardStore for DiskStore {
 
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
         for seq in self.keys.candidates(key_hash(sku, key))? {
-            let record = self
-                .record_at(seq)?
-                .ok_or_else(|| StoreError::Inconsistent {
-                    sku: sku.to_string(),
-                    detail: format!(
-                        "idempotency key {key:?} names record {seq}, which the log does not hold"
-                    ),
-                })?;
+            let record = self.named_record(seq, sku, || format!("idempotency key {key:?}"))?;
             // Another key with the same hash is no match: look at the next candidate.
             if record.sku == sku && record.key == key {
                 return Ok(Some(first_result_of(&record)));
@@ -601,14 +602,7 @@ impl ShardStore for DiskStore {
                 // Walk the SKU's chain from its newest record.
                 let mut next = self.head(sku)?.map_or(0, |h| h.last_seq);
                 while next > since && out.len() < limit {
-                    let record = self
-                        .record_at(next)?
-                        .ok_or_else(|| StoreError::Inconsistent {
-                            sku: sku.to_string(),
-                            detail: format!(
-                                "its audit chain names record {next}, which the log does not hold"
-                            ),
-                        })?;
+                    let record = self.named_record(next, sku, || "its audit chain".to_string())?;
                     if record.sku != sku {
                         return Err(StoreError::Inconsistent {
                             sku: sku.to_string(),

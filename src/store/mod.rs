@@ -26,9 +26,9 @@ pub enum StoreError {
     /// The backend refused or failed an operation.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
-    /// The idempotency key store refused or failed an operation.
-    #[error("key store: {0}")]
-    Keys(#[from] fjall::Error),
+    /// fjall (the log and the idempotency keys) refused or failed an operation.
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
     /// A file operation (open, fdatasync) failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -56,7 +56,7 @@ pub struct LoadedState {
 /// at the same time, and the backend serializes internally.
 pub trait ShardStore: Send + Sync + 'static {
     /// Loads every SKU's state as of the checkpoint (checking each record's envelope and
-    /// each head's sums) and the idempotency keys stored with it.
+    /// each head's sums); recovery replays the log past it.
     fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError>;
     /// Log records with sequence numbers above `after`, in order. A damaged chunk of the
     /// log is reported as `StoreError::Corrupt` with the chunk's `seq` (its last record's),
@@ -81,7 +81,7 @@ pub trait ShardStore: Send + Sync + 'static {
     /// Writes a checkpoint if enough records or time have gone by since the last.
     fn checkpoint_if_due(&self) -> Result<(), StoreError>;
     /// Forgets the idempotency keys of events applied before `applied_before`, a stored
-    /// run of keys at a time, looking at no more than `max_chunks` runs; returns how many
+    /// run of keys at a time, looking at no more than `max_runs` runs; returns how many
     /// keys went.
     fn sweep_expired_keys(
         &self,
