@@ -249,13 +249,21 @@ fn audit_over_http(
 /// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
 /// with the stored state. Returns whether they are equal.
 pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
-    let (_, shards) = open_stores(data_dir, core)?;
+    let (_, mut shards) = open_stores(data_dir, core)?;
     let mut all_equal = true;
-    for (i, (store, live)) in shards.iter().enumerate() {
+    for (i, (store, live)) in shards.iter_mut().enumerate() {
         let rebuilt = rebuild(store.as_ref(), core)?;
+        // The live state keeps movements on disk; the rebuilt one has them in memory.
+        // Comparing them whole also checks the stored movement rows against the log.
+        for (sku, state) in live.iter_mut() {
+            let stored = store.movements(sku)?;
+            if let Err(detail) = state.load_movements(stored) {
+                bail!("shard {i}: SKU {sku:?}: {detail}");
+            }
+        }
         let records: usize = store.log_after(0).map(|c| c.map_or(0, |c| c.len())).sum();
         let mut differences = Vec::new();
-        for (sku, state) in live {
+        for (sku, state) in live.iter() {
             match rebuilt.get(sku) {
                 Some(other) if other == state => {}
                 Some(other) => differences.push(format!(

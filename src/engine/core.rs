@@ -91,6 +91,27 @@ pub fn settlements_due(
         .collect()
 }
 
+/// Whether applying `event` needs its SKU's movements in memory: a count sets on_hand
+/// to its quantity plus the movements after it, and drops those before it. The shard
+/// loads them before the batch (they are otherwise in storage only).
+pub fn needs_movements(event: &Event, config: &CoreConfig) -> bool {
+    match event.kind {
+        EventKind::Counted | EventKind::CountedAvailable => true,
+        EventKind::Level => config
+            .channels
+            .iter()
+            .any(|r| r.name == event.source && r.inventory_updates == InventoryUpdates::Count),
+        _ => false,
+    }
+}
+
+/// Whether a SKU whose oldest kept movement is at `oldest` is due a fold at `now`: once
+/// it is older than the horizon by an eighth more, so that loading a SKU's movements to
+/// fold them happens about once per eighth of a horizon, not at every event.
+pub fn fold_due(oldest: Micros, now: Micros, config: &CoreConfig) -> bool {
+    oldest < now - config.horizon_us - config.horizon_us / 8
+}
+
 /// When the earliest pending level of a SKU settles, if it has one.
 pub fn next_settlement(sku: &SkuState) -> Option<Micros> {
     sku.channels
@@ -160,8 +181,13 @@ pub struct SkuState {
     /// on_hand before the kept deltas: the latest count plus folded movements.
     pub base: i64,
     pub count: Option<CountMark>,
-    /// Movements newer than the count and the horizon, ordered by (ts, seq).
-    pub deltas: BTreeMap<(Micros, u64), DeltaRecord>,
+    /// Movements newer than the count and the horizon, ordered by (ts, seq), when they are
+    /// in memory: `None` while they are in storage only. A shipment is a movement, so a
+    /// busy SKU has thousands within the horizon; the shard keeps them in storage and
+    /// loads a SKU's before a batch that needs them (a count, a fold: `needs_movements`),
+    /// and drops them after it. Only a count and a fold read them; everything else needs
+    /// `delta_sum` alone.
+    pub deltas: Option<BTreeMap<(Micros, u64), DeltaRecord>>,
     /// Σ deltas, kept so that on_hand is O(1) on the hot path.
     pub delta_sum: i64,
     /// Open order lines by identity (`Event::line_identity`).
@@ -196,6 +222,14 @@ pub const OVERWRITE_WINDOW_US: Micros = 2 * crate::clock::MICROS_PER_SECOND;
 pub const UNEXPLAINED_WINDOW_US: Micros = 15 * crate::clock::MICROS_PER_SECOND;
 
 impl SkuState {
+    /// A SKU seen for the first time: no movements anywhere, so they are all in memory.
+    pub fn new() -> SkuState {
+        SkuState {
+            deltas: Some(BTreeMap::new()),
+            ..SkuState::default()
+        }
+    }
+
     pub fn on_hand(&self) -> i64 {
         self.base + self.delta_sum
     }
@@ -233,23 +267,52 @@ impl SkuState {
         &mut self.channels[i]
     }
 
+    /// Takes a SKU's stored movements into memory (before a batch that needs them),
+    /// checking them against the cached sum.
+    pub fn load_movements(
+        &mut self,
+        deltas: BTreeMap<(Micros, u64), DeltaRecord>,
+    ) -> Result<(), String> {
+        let sum = deltas.values().map(|d| d.qty).sum::<i64>();
+        if sum != self.delta_sum {
+            return Err(format!(
+                "stored movements sum to {sum}, the head says {}",
+                self.delta_sum
+            ));
+        }
+        self.deltas = Some(deltas);
+        Ok(())
+    }
+
+    /// Drops the movements from memory (they are in storage); returns the oldest one's
+    /// time, which says when the SKU is next due a fold.
+    pub fn unload_movements(&mut self) -> Option<Micros> {
+        let oldest = self.oldest_movement();
+        self.deltas = None;
+        oldest
+    }
+
+    /// The time of the oldest movement in memory.
+    pub fn oldest_movement(&self) -> Option<Micros> {
+        self.deltas
+            .as_ref()
+            .and_then(|d| d.keys().next().map(|(ts, _)| *ts))
+    }
+
     /// Rebuilds a state from its stored parts, checking the cached sums against their
-    /// sources (the read side of the pair of assertions around every write).
+    /// sources (the read side of the pair of assertions around every write). Movements
+    /// stay in storage: their sum is on_hand less the base.
     pub fn from_parts(
         head: HeadRecord,
         lines: AHashMap<String, LineRecord>,
-        deltas: BTreeMap<(Micros, u64), DeltaRecord>,
         rules: &[ChannelRule],
     ) -> Result<SkuState, String> {
-        let delta_sum = deltas.values().map(|d| d.qty).sum::<i64>();
+        let delta_sum = head.on_hand - head.base;
         let committed = lines.values().map(LineRecord::committed).sum::<i64>();
-        if head.base + delta_sum != head.on_hand || committed != head.committed {
+        if committed != head.committed {
             return Err(format!(
-                "stored head says on_hand {} committed {}, its parts sum to {} and {}",
-                head.on_hand,
-                head.committed,
-                head.base + delta_sum,
-                committed
+                "stored head says committed {}, its open lines sum to {committed}",
+                head.committed
             ));
         }
         // Views of channels no longer configured are dropped.
@@ -265,7 +328,7 @@ impl SkuState {
         Ok(SkuState {
             base: head.base,
             count: head.count,
-            deltas,
+            deltas: None,
             delta_sum,
             lines,
             committed,
@@ -279,8 +342,9 @@ impl SkuState {
 
     /// The invariants every state must hold; checked after each event in tests.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let delta_sum = self.deltas.values().map(|d| d.qty).sum::<i64>();
         let committed = self.lines.values().map(LineRecord::committed).sum::<i64>();
+        let deltas = self.deltas.as_ref();
+        let delta_sum = deltas.map_or(self.delta_sum, |d| d.values().map(|d| d.qty).sum());
         if delta_sum != self.delta_sum {
             return Err(format!(
                 "delta_sum {} != Σ deltas {delta_sum}",
@@ -297,8 +361,8 @@ impl SkuState {
             return Err(format!("committed is negative: {}", self.committed));
         }
         if let Some(count) = &self.count {
-            if let Some(((ts, _), _)) = self.deltas.iter().next() {
-                if *ts < count.ts {
+            if let Some(ts) = self.oldest_movement() {
+                if ts < count.ts {
                     return Err("a delta older than the latest count is kept".into());
                 }
             }
@@ -387,7 +451,7 @@ pub fn apply(
             continue;
         }
         if !state.contains_key(&event.sku) {
-            state.insert(event.sku.clone(), SkuState::default());
+            state.insert(event.sku.clone(), SkuState::new());
         }
         let sku = state.get_mut(&event.sku).expect("inserted above");
         let before = sku.available();
@@ -478,7 +542,14 @@ pub fn apply(
         let Some(sku) = state.get_mut(sku_name) else {
             continue;
         };
-        fold_before(sku, horizon_cut, sku_name, &mut effects.writes);
+        // Only when the oldest is due, the same rule the shard loads movements by: so the
+        // state is the same whether its movements were in memory (replay) or not.
+        if sku
+            .oldest_movement()
+            .is_some_and(|ts| fold_due(ts, now, config))
+        {
+            fold_before(sku, horizon_cut, sku_name, &mut effects.writes);
+        }
         for id in line_ids {
             // Held lines whose placement never came within the horizon are dropped: they
             // hold nothing in `committed`, and the key store still catches redeliveries.
@@ -859,7 +930,9 @@ fn add_movement(
         sku.base += qty;
         return;
     }
-    sku.deltas.insert((ts, seq), DeltaRecord { qty });
+    if let Some(deltas) = sku.deltas.as_mut() {
+        deltas.insert((ts, seq), DeltaRecord { qty });
+    }
     sku.delta_sum += qty;
     writes.push(StateWrite::Delta {
         sku: sku_name.to_string(),
@@ -870,6 +943,7 @@ fn add_movement(
 }
 
 /// Makes `mark` the latest count: on_hand := `on_hand` plus the movements at or after it.
+/// The caller has loaded the SKU's movements (`needs_movements` said so).
 fn set_count(
     sku: &mut SkuState,
     sku_name: &str,
@@ -877,8 +951,12 @@ fn set_count(
     on_hand: i64,
     writes: &mut Vec<StateWrite>,
 ) {
-    let kept = sku.deltas.split_off(&(mark.ts, 0));
-    for ((ts, seq), _) in std::mem::replace(&mut sku.deltas, kept) {
+    let deltas = sku
+        .deltas
+        .as_mut()
+        .expect("a count's SKU has its movements loaded (needs_movements)");
+    let kept = deltas.split_off(&(mark.ts, 0));
+    for ((ts, seq), _) in std::mem::replace(deltas, kept) {
         writes.push(StateWrite::Delta {
             sku: sku_name.to_string(),
             ts,
@@ -886,20 +964,24 @@ fn set_count(
             delta: None,
         });
     }
-    sku.delta_sum = sku.deltas.values().map(|d| d.qty).sum();
+    sku.delta_sum = deltas.values().map(|d| d.qty).sum();
     sku.base = on_hand;
     sku.count = Some(mark);
 }
 
-/// Folds deltas older than the horizon into the base; on_hand does not change.
+/// Folds deltas older than the horizon into the base; on_hand does not change. Only
+/// movements in memory are folded: the shard loads a SKU's when its oldest is due.
 fn fold_before(
     sku: &mut SkuState,
     horizon_cut: Micros,
     sku_name: &str,
     writes: &mut Vec<StateWrite>,
 ) {
-    let kept = sku.deltas.split_off(&(horizon_cut, 0));
-    for ((ts, seq), delta) in std::mem::replace(&mut sku.deltas, kept) {
+    let Some(deltas) = sku.deltas.as_mut() else {
+        return;
+    };
+    let kept = deltas.split_off(&(horizon_cut, 0));
+    for ((ts, seq), delta) in std::mem::replace(deltas, kept) {
         sku.base += delta.qty;
         sku.delta_sum -= delta.qty;
         writes.push(StateWrite::Delta {

@@ -4,6 +4,7 @@
 //! - `core.rs`: the pure core, `apply(state, batch, now) -> effects`.
 //! - `router.rs`: `ahash(sku) % shards`.
 //! - `shard.rs`: the thread that owns a shard's SKUs and does its I/O.
+//! - `movements.rs`: which SKUs' stored movements a batch loads (counts, folds).
 //! - `recovery.rs`: loading state on start, and `replay`.
 //!
 //! `Engine::submit` splits a request's events by shard and puts each part in its shard's
@@ -12,6 +13,7 @@
 
 pub mod core;
 pub mod event;
+pub mod movements;
 pub mod recovery;
 pub mod router;
 pub mod shard;
@@ -215,6 +217,7 @@ impl Engine {
                 seq: seq.clone(),
                 outboxes: outboxes.clone(),
                 settling: Default::default(),
+                oldest: Default::default(),
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()

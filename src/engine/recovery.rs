@@ -9,6 +9,7 @@
 
 use crate::engine::core::{apply, CoreConfig, Input, ShardState};
 use crate::engine::event::{Event, FirstResult, LineRef, Outcome};
+use crate::engine::movements::{load_for_batch, unload_after_batch};
 use crate::store::records::LogRecord;
 use crate::store::{ShardStore, StoreError};
 
@@ -89,6 +90,9 @@ pub fn recover(
     // their state rows and keys are taken.
     for chunk in tail.iter().filter(|c| !c.is_empty()) {
         let inputs: Vec<Input> = chunk.iter().map(input_of).collect();
+        // The store's rows include every replayed chunk before this one (`reapply`),
+        // which is what a count here must see. Folds wait for the live shard.
+        load_for_batch(&mut state, &inputs, store, config, None)?;
         let effects = apply(
             &mut state,
             &inputs,
@@ -96,6 +100,7 @@ pub fn recover(
             chunk[0].seq,
             config,
         );
+        unload_after_batch(&mut state, &inputs, &effects.writes, None);
         store.reapply(&effects)?;
         report.replayed += chunk.len();
     }
@@ -106,6 +111,7 @@ pub fn recover(
 }
 
 /// Rebuilds a shard's state from its log alone, applying each record as it was applied.
+/// Every movement stays in memory: this is the offline check, not the serving path.
 pub fn rebuild(store: &dyn ShardStore, config: &CoreConfig) -> Result<ShardState, StoreError> {
     let mut state = ShardState::default();
     for chunk in store.log_after(0) {

@@ -17,12 +17,13 @@ use tokio::sync::oneshot;
 use crate::clock::{now_micros, Micros};
 use crate::engine::core::{apply, next_settlement, settlements_due, CoreConfig, Input, ShardState};
 use crate::engine::event::{Event, EventKind, EventResult};
+use crate::engine::movements::{load_for_batch, unload_after_batch, OldestMovements};
 use crate::engine::EngineError;
 use crate::propagate::outbox::Outbox;
 use crate::store::ShardStore;
 
 /// Most events one batch applies. Bounds the latency one batch adds to the next and the
-/// size of one sled write; large enough that a flush is shared by hundreds of requests.
+/// size of one log write; large enough that a flush is shared by hundreds of requests.
 pub const BATCH_EVENTS_MAX: usize = 4_096;
 /// How often the idle shard forgets expired idempotency keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -50,6 +51,8 @@ pub struct Shard {
     pub outboxes: Arc<[Option<Arc<Outbox>>]>,
     /// Pending `delta`-mode levels by when they settle.
     pub settling: BTreeSet<(Micros, String)>,
+    /// When each SKU's oldest stored movement is due a fold (`movements.rs`).
+    pub oldest: OldestMovements,
 }
 
 impl Shard {
@@ -191,8 +194,22 @@ impl Shard {
             inputs.push(Input { event, prior });
         }
         let now = now_micros();
+        // Movements are on disk: a count or a fold needs its SKU's in memory.
+        let store = self.store.as_ref();
+        let oldest = Some((&mut self.oldest, now));
+        if let Err(e) = load_for_batch(&mut self.state, &inputs, store, &self.core, oldest) {
+            // Nothing was applied yet: refuse the batch and keep serving.
+            unload_after_batch(&mut self.state, &inputs, &[], None);
+            return Err((e.to_string(), false));
+        }
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
+        unload_after_batch(
+            &mut self.state,
+            &inputs,
+            &effects.writes,
+            Some(&mut self.oldest),
+        );
         if let Err(e) = self.store.commit(&effects) {
             return Err((e.to_string(), true));
         }

@@ -1,32 +1,35 @@
 //! Storage: where a shard's log, state and idempotency keys live, behind a small trait so
 //! the backend can be replaced when its durability or space use fails our tests (sled's
-//! space use did: the log and keys moved to fjall, see `disk.rs`).
+//! space use did: everything moved to fjall, see `disk.rs`).
 //!
 //! - `records.rs`: the rkyv record types.
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
 //! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree.
-//! - `disk.rs`: a shard's storage: log and keys in fjall (one journal, `fdatasync`ed per
-//!   batch), state rows in sled written at checkpoints (see `docs/durability.md`).
+//! - `disk.rs`: a shard's storage in fjall: the log (one journal, `fdatasync`ed per
+//!   batch), the keys, and the state rows written at checkpoints (see
+//!   `docs/durability.md`).
 
 pub mod disk;
 pub mod envelope;
 pub mod keys;
 pub mod records;
 
+use std::collections::BTreeMap;
+
 use crate::clock::Micros;
 use crate::engine::core::{ChannelRule, Effects, ShardState};
 use crate::engine::event::FirstResult;
-use records::{HeadRecord, LogRecord};
+use records::{DeltaRecord, HeadRecord, LogRecord};
+
+/// A SKU's on_hand movements by (source time, sequence number).
+pub type Movements = BTreeMap<(Micros, u64), DeltaRecord>;
 
 pub use disk::DiskStore;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend refused or failed an operation.
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    /// fjall (the log and the idempotency keys) refused or failed an operation.
+    /// fjall (the log, the keys, the state rows) refused or failed an operation.
     #[error("fjall: {0}")]
     Fjall(#[from] fjall::Error),
     /// A file operation (open, fdatasync) failed.
@@ -56,8 +59,13 @@ pub struct LoadedState {
 /// at the same time, and the backend serializes internally.
 pub trait ShardStore: Send + Sync + 'static {
     /// Loads every SKU's state as of the checkpoint (checking each record's envelope and
-    /// each head's sums); recovery replays the log past it.
+    /// each head's committed against its lines), movements left in storage; recovery
+    /// replays the log past it.
     fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError>;
+    /// A SKU's on_hand movements still kept, as of the last durable batch.
+    fn movements(&self, sku: &str) -> Result<Movements, StoreError>;
+    /// The source time of a SKU's oldest movement still kept, as of the last durable batch.
+    fn oldest_movement(&self, sku: &str) -> Result<Option<Micros>, StoreError>;
     /// Log records with sequence numbers above `after`, in order. A damaged chunk of the
     /// log is reported as `StoreError::Corrupt` with the chunk's `seq` (its last record's),
     /// and iteration stops there.

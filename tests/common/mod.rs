@@ -54,7 +54,7 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info,sled=warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
