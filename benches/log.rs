@@ -1,5 +1,6 @@
 //! Log append + journal fdatasync (one durable commit, with the checkpoints it triggers) at
 //! batch sizes 1, 64 and 1,024: the cost the shard pays per batch, and how group commit amortizes it.
+//! As in the shard, each batch's keys are looked up before its commit (not timed).
 //! `cargo bench --bench log`
 
 use std::hint::black_box;
@@ -51,7 +52,14 @@ fn log(c: &mut Criterion) {
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function(format!("batch_{size}"), |b| {
             b.iter_batched(
-                || effects(&mut state, size, &mut round),
+                || {
+                    let fx = effects(&mut state, size, &mut round);
+                    // The shard looks every key up before it commits (untimed here).
+                    for (sku, key, _) in &fx.first_results {
+                        assert!(store.lookup(sku, key).unwrap().is_none());
+                    }
+                    fx
+                },
                 |fx| store.commit(black_box(&fx)).unwrap(),
                 BatchSize::SmallInput,
             )

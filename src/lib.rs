@@ -5,7 +5,7 @@
 //! - [`ingest`]: the HTTP edge. Verifies, parses and validates requests into events.
 //! - [`engine`]: the router (`ahash(sku) % shards`), the shard threads that own SKUs, and
 //!   the pure core that applies events (`engine::core::apply`).
-//! - [`store`]: each shard's durable log, state and idempotency keys (sled + rkyv).
+//! - [`store`]: each shard's durable log, state and idempotency keys (fjall + rkyv).
 //! - [`propagate`]: per-channel outboxes and pushers (pacing, retries, timing).
 //! - [`channels`]: one adapter per channel kind: inbound parsing, outbound requests.
 //! - [`config`]: the TOML configuration. [`clock`]: time as microseconds. [`metrics`]:

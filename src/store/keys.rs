@@ -1,8 +1,8 @@
 //! The idempotency keys: which log record first carried each key, as a 64-bit hash of
-//! (SKU, key) → that record's sequence number, in an LSM tree (fjall) beside the shard's
-//! sled database.
+//! (SKU, key) → that record's sequence number, in the `keys` partition of the shard's
+//! fjall keyspace.
 //!
-//! Why not sled, and why not memory: keys are kept at least 7 days, one or more per
+//! Why not sled (the design's first store), and why not memory: keys are kept at least 7 days, one or more per
 //! event. sled 0.34 keeps in-memory structures for every key it holds, whatever its cache
 //! size (we measured about 200 bytes per key at a 64 MiB cache: 2M keys, 480 MiB), and
 //! copies the leaf each write lands in, which made keys spread at random over the tree
@@ -15,15 +15,18 @@
 //! that log record, which also checks that the key really matches. Two keys with the
 //! same hash (odds about n² / 2⁶⁵) share one entry holding both numbers.
 //!
-//! Durability: writes reach fjall's journal without a sync of their own; `persist` syncs
-//! it, and the shard's checkpoint calls it before recording that its keys are stored.
+//! Durability: writes reach fjall's journal without a sync of their own; the checkpoint
+//! that records them as stored syncs that same journal after them (`disk.rs`).
 //! Keys after the checkpoint come back from the log on start. The hash is XXH3-64, fixed
 //! by its specification, because keys written by one build are read by the next.
 //!
-//! `KeyRun`: each checkpoint also stores its new (hash, seq) pairs as one run in sled, so
-//! that expiry removes a run's keys without scanning the tree.
+//! `KeyRun`: each checkpoint also stores its new (hash, seq) pairs as one run (a `state`
+//! row), so that expiry removes a run's keys without scanning the tree.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use ahash::AHashSet;
 
 use super::StoreError;
 use crate::clock::Micros;
@@ -71,7 +74,16 @@ pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
 pub struct KeyStore {
     keyspace: fjall::Keyspace,
     keys: fjall::PartitionHandle,
+    /// Hashes a lookup found no entry for, and nothing has written since. Inserting a
+    /// new key's entry needs the entry's current value (two keys may share a hash), and
+    /// the shard looks every key up just before its batch inserts it: for the hashes
+    /// found absent, the insert writes without reading again. Bounded by clearing.
+    absent: Mutex<AHashSet<u64>>,
 }
+
+/// More than a few batches' worth of keys found absent and never inserted (refused
+/// batches leave some behind): forget them all, and read before those writes instead.
+const ABSENT_MAX: usize = 65_536;
 
 impl KeyStore {
     /// The `keys` partition of a shard's keyspace.
@@ -85,11 +97,16 @@ impl KeyStore {
         Ok(KeyStore {
             keyspace: keyspace.clone(),
             keys,
+            absent: Mutex::new(AHashSet::new()),
         })
     }
 
-    /// The records that may have carried a key with this hash, oldest first.
-    pub fn candidates(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
+    fn absent(&self) -> MutexGuard<'_, AHashSet<u64>> {
+        // A panic while holding it leaves a plain set behind, still usable.
+        self.absent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
         Ok(self
             .keys
             .get(hash.to_be_bytes())?
@@ -97,9 +114,27 @@ impl KeyStore {
             .unwrap_or_default())
     }
 
+    /// The records that may have carried a key with this hash, oldest first.
+    pub fn candidates(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
+        let found = self.read(hash)?;
+        if found.is_empty() {
+            let mut absent = self.absent();
+            if absent.len() >= ABSENT_MAX {
+                absent.clear();
+            }
+            absent.insert(hash);
+        }
+        Ok(found)
+    }
+
     /// Records that the key with this hash first came with record `seq` (again: no-op).
     pub fn insert(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
-        let mut all = self.candidates(hash)?;
+        // Taken out of the set, so a second key with the same hash reads this one's entry.
+        let mut all = if self.absent().remove(&hash) {
+            Vec::new()
+        } else {
+            self.read(hash)?
+        };
         if all.contains(&seq) {
             return Ok(());
         }
@@ -110,7 +145,7 @@ impl KeyStore {
 
     /// Forgets one entry (a run's, when the run expires).
     pub fn remove(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
-        let mut all = self.candidates(hash)?;
+        let mut all = self.read(hash)?;
         let before = all.len();
         all.retain(|s| *s != seq);
         if all.is_empty() {
@@ -177,5 +212,24 @@ mod tests {
         keys.persist().unwrap();
         drop(keys);
         assert_eq!(open().candidates(9).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn two_keys_found_absent_with_the_same_hash_both_keep_their_entry() {
+        // A batch looks both up before inserting either: the first insert writes without
+        // reading, the second must read it back and keep it.
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::open(&open_keyspace(dir.path()).unwrap()).unwrap();
+        assert!(keys.candidates(7).unwrap().is_empty());
+        assert!(keys.candidates(7).unwrap().is_empty());
+        keys.insert(7, 10).unwrap();
+        keys.insert(7, 20).unwrap();
+        assert_eq!(keys.candidates(7).unwrap(), vec![10, 20]);
+        // Found absent once, inserted by another route first (as replay does): the
+        // later insert still keeps both.
+        assert!(keys.candidates(8).unwrap().is_empty());
+        keys.insert(8, 1).unwrap();
+        keys.insert(8, 2).unwrap();
+        assert_eq!(keys.candidates(8).unwrap(), vec![1, 2]);
     }
 }
