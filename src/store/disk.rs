@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 
 use super::envelope::{self, decode, encode, read_archived};
-use super::keys::{key_hash, open_keyspace, KeyRun, KeyStore, MEMTABLE_BYTES};
+use super::keys::{key_hash, open_keyspace, partition_options, KeyRun, KeyStore};
 use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
 use super::Movements;
 use super::{LoadedState, ShardStore, StoreError};
@@ -119,20 +119,9 @@ impl DiskStore {
     pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
         std::fs::create_dir_all(dir)?;
         let keyspace = open_keyspace(&dir.join("lsm"))?;
-        let log = keyspace.open_partition(
-            "log",
-            fjall::PartitionCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
-                .manual_journal_persist(true)
-                // Read by ranges only: a Bloom filter would never be asked.
-                .bloom_filter_bits(None),
-        )?;
-        let state = keyspace.open_partition(
-            "state",
-            fjall::PartitionCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
-                .manual_journal_persist(true),
-        )?;
+        // The log is read by ranges only: a Bloom filter would never be asked.
+        let log = keyspace.open_partition("log", partition_options().bloom_filter_bits(None))?;
+        let state = keyspace.open_partition("state", partition_options())?;
         let keys = KeyStore::open(&keyspace)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;

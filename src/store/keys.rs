@@ -55,7 +55,7 @@ pub struct KeyRun {
 /// minimum is 24 MiB of journal).
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
-pub const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
+const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
 const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Opens a shard's fjall keyspace (its journal syncs only when asked: `persist`).
@@ -68,6 +68,14 @@ pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
         .flush_workers(1)
         .compaction_workers(1)
         .open()?)
+}
+
+/// Options every partition of a shard's keyspace shares: memtables of `MEMTABLE_BYTES`,
+/// and writes synced only when the shard asks (`persist`), never on their own.
+pub fn partition_options() -> fjall::PartitionCreateOptions {
+    fjall::PartitionCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .manual_journal_persist(true)
 }
 
 /// A shard's idempotency keys.
@@ -88,12 +96,7 @@ const ABSENT_MAX: usize = 65_536;
 impl KeyStore {
     /// The `keys` partition of a shard's keyspace.
     pub fn open(keyspace: &fjall::Keyspace) -> Result<KeyStore, StoreError> {
-        let keys = keyspace.open_partition(
-            "keys",
-            fjall::PartitionCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
-                .manual_journal_persist(true),
-        )?;
+        let keys = keyspace.open_partition("keys", partition_options())?;
         Ok(KeyStore {
             keyspace: keyspace.clone(),
             keys,
