@@ -116,7 +116,7 @@ echo
 echo "lockstep and its peers on this machine ($cores cores), ${DURATION}s each, $CONNECTIONS connections"
 printf '%-58s %12s\n' "bare hyper server answering 200, 1 KiB POSTs" "$hyper req/s"
 printf '%-58s %12s   %s of bare hyper\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$(ratio "$single" "$hyper")"
-printf '%-58s %12s\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s"
+printf '%-58s %12s   %s of bare hyper (events/s over its req/s)\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s" "$(ratio "$batched" "$hyper")"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, random SKUs (pgbench)" "$pg_random tps"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, one hot SKU (pgbench)" "$pg_hot tps"
 printf '%-58s %12s   %s x PostgreSQL on the hot SKU\n' "lockstep, one hot SKU, 1 order per request" "$hot req/s" "$(ratio "$hot" "$pg_hot")"

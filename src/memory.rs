@@ -9,8 +9,9 @@
 //! one reconciliation pass) while resident memory climbed past 190 MiB in 30 minutes, freed
 //! memory scattered over the arenas. `malloc_trim(0)` hands the free pages of every arena
 //! back (glibc ≥ 2.8 releases whole free pages inside a heap too, not only its top), so
-//! resident memory follows the live heap. It runs every `TRIM_INTERVAL` on a blocking
-//! thread; a trim takes milliseconds.
+//! resident memory stays nearer the live heap. Not all the way: pages that still hold a
+//! live allocation stay, and resident memory still rises pass by pass (the README's soak
+//! figures). It runs every `TRIM_INTERVAL` on a blocking thread; a trim takes milliseconds.
 //!
 //! Elsewhere (musl, other systems) this does nothing.
 

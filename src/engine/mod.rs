@@ -302,12 +302,19 @@ impl Engine {
         Ok(self.stores[self.router.shard_of(sku)].head(sku)?)
     }
 
-    /// Every SKU's head across the shards, as of their last durable batches.
-    pub fn heads(&self) -> Result<Vec<(String, HeadRecord)>, EngineError> {
+    /// Up to `limit` heads in SKU order across the shards, those after `after`, as of
+    /// their last durable batches: each shard's first `limit`, merged.
+    pub fn heads_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, HeadRecord)>, EngineError> {
         let mut all = Vec::new();
         for store in &self.stores {
-            all.extend(store.heads()?);
+            all.extend(store.heads_after(after, limit)?);
         }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.truncate(limit);
         Ok(all)
     }
 

@@ -582,23 +582,38 @@ impl ShardStore for DiskStore {
         Ok(forgotten)
     }
 
-    fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError> {
-        // Stored rows first, then the pending heads over them: a checkpoint in between
-        // moves rows out of pending, so each head is at least as new as the scan's start.
-        let mut all: AHashMap<String, HeadRecord> = AHashMap::new();
-        for item in self.state.prefix(b"H") {
+    fn heads_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, HeadRecord)>, StoreError> {
+        use std::ops::Bound;
+        // Held across the read, so a checkpoint cannot move rows out from under it.
+        let pending = self.pending();
+        let start = match after {
+            Some(sku) => Bound::Excluded(head_key(sku)),
+            None => Bound::Included(b"H".to_vec()),
+        };
+        // The first `limit` stored heads past `after`, and every pending head past it
+        // (newer, so it wins): the page is the first `limit` of their union.
+        let mut page: BTreeMap<String, HeadRecord> = BTreeMap::new();
+        for item in self
+            .state
+            .range((start, Bound::Excluded(b"I".to_vec())))
+            .take(limit)
+        {
             let (key, value) = item?;
-            all.insert(
+            page.insert(
                 String::from_utf8_lossy(&key[1..]).into_owned(),
                 Self::decode_at(&key, &value)?,
             );
         }
-        for (sku, head) in &self.pending().heads {
-            all.insert(sku.clone(), head.clone());
+        for (sku, head) in &pending.heads {
+            if after.is_none_or(|a| sku.as_str() > a) {
+                page.insert(sku.clone(), head.clone());
+            }
         }
-        let mut out: Vec<_> = all.into_iter().collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(page.into_iter().take(limit).collect())
     }
 
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError> {
@@ -823,7 +838,7 @@ mod tests {
             // Readers see the batch past the checkpoint before it is stored as rows.
             let head = store.head("A").unwrap().unwrap();
             assert_eq!(head.last_seq, state["A"].head(&config.channels).last_seq);
-            let heads = store.heads().unwrap();
+            let heads = store.heads_after(None, 10).unwrap();
             assert_eq!(heads.len(), 2);
             assert!(heads
                 .iter()
@@ -851,6 +866,61 @@ mod tests {
         assert_eq!((report.checkpoint, report.replayed), (26, 0));
         assert_eq!(with_movements(&store, again), state);
         assert_eq!(store.lookup("A", "b-0").unwrap().unwrap().seq, 14);
+    }
+
+    #[test]
+    fn heads_come_in_pages_in_sku_order_pending_over_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
+        let config = CoreConfig::default();
+        let mut state = ShardState::default();
+        let at = 1_800_000_000_000_000;
+        let batch = |names: &[&str], tag: &str| -> Vec<Input> {
+            names
+                .iter()
+                .map(|sku| {
+                    let mut input = adjust(&format!("{tag}-{sku}"), at);
+                    input.event.sku = sku.to_string();
+                    input
+                })
+                .collect()
+        };
+        // B, D, F stored at a checkpoint; then A, D (again) and E pending.
+        store
+            .commit(&apply(
+                &mut state,
+                &batch(&["F", "B", "D"], "one"),
+                at,
+                1,
+                &config,
+            ))
+            .unwrap();
+        store.checkpoint().unwrap();
+        store
+            .commit(&apply(
+                &mut state,
+                &batch(&["E", "D", "A"], "two"),
+                at,
+                4,
+                &config,
+            ))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.heads_after(after.as_deref(), 2).unwrap();
+            assert!(page.len() <= 2);
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            seen.extend(page);
+        }
+        let names: Vec<&str> = seen.iter().map(|(sku, _)| sku.as_str()).collect();
+        assert_eq!(names, ["A", "B", "D", "E", "F"]);
+        // Every head is the newest: D's includes its pending second adjustment.
+        for (sku, head) in &seen {
+            assert_eq!(*head, state[sku].head(&config.channels), "{sku}");
+        }
+        assert_eq!(seen[2].1.on_hand, 2);
     }
 
     #[test]

@@ -96,8 +96,13 @@ pub trait ShardStore: Send + Sync + 'static {
         applied_before: Micros,
         max_runs: usize,
     ) -> Result<usize, StoreError>;
-    /// Every SKU's head, as of the last durable batch (for reconciliation).
-    fn heads(&self) -> Result<Vec<(String, HeadRecord)>, StoreError>;
+    /// Up to `limit` SKUs' heads in SKU order, those after `after` (from the first when
+    /// `None`), as of the last durable batch: reconciliation pages through them.
+    fn heads_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, HeadRecord)>, StoreError>;
     /// A SKU's head, as of the last durable batch.
     fn head(&self, sku: &str) -> Result<Option<HeadRecord>, StoreError>;
     /// Log records newest first with `seq > since`, for one SKU or all, at most `limit`.
