@@ -25,6 +25,7 @@ use crate::store::records::{
     ChannelMark, ChannelView, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord,
     PendingLevel,
 };
+use crate::store::Movements;
 
 /// Tunables of the core, from the config.
 #[derive(Clone, Debug)]
@@ -187,7 +188,7 @@ pub struct SkuState {
     /// loads a SKU's before a batch that needs them (a count, a fold: `needs_movements`),
     /// and drops them after it. Only a count and a fold read them; everything else needs
     /// `delta_sum` alone.
-    pub deltas: Option<BTreeMap<(Micros, u64), DeltaRecord>>,
+    pub deltas: Option<Movements>,
     /// Σ deltas, kept so that on_hand is O(1) on the hot path.
     pub delta_sum: i64,
     /// Open order lines by identity (`Event::line_identity`).
@@ -269,10 +270,7 @@ impl SkuState {
 
     /// Takes a SKU's stored movements into memory (before a batch that needs them),
     /// checking them against the cached sum.
-    pub fn load_movements(
-        &mut self,
-        deltas: BTreeMap<(Micros, u64), DeltaRecord>,
-    ) -> Result<(), String> {
+    pub fn load_movements(&mut self, deltas: Movements) -> Result<(), String> {
         let sum = deltas.values().map(|d| d.qty).sum::<i64>();
         if sum != self.delta_sum {
             return Err(format!(

@@ -51,21 +51,20 @@ impl OldestMovements {
 }
 
 /// Loads the movements of the SKUs of `inputs` that need them: those with a count in the
-/// batch, and (with `oldest`) those due a fold at `now`. Returns the SKUs loaded.
+/// batch, and (with `oldest`) those due a fold at `now`.
 pub fn load_for_batch(
     state: &mut ShardState,
     inputs: &[Input],
     store: &dyn ShardStore,
     config: &CoreConfig,
     mut oldest: Option<(&mut OldestMovements, Micros)>,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<(), StoreError> {
     let counted: AHashSet<&str> = inputs
         .iter()
         .filter(|i| i.prior.is_none() && needs_movements(&i.event, config))
         .map(|i| i.event.sku.as_str())
         .collect();
     let mut looked_at: AHashSet<&str> = AHashSet::new();
-    let mut loaded = Vec::new();
     for input in inputs {
         let sku = input.event.sku.as_str();
         if !looked_at.insert(sku) {
@@ -89,10 +88,9 @@ pub fn load_for_batch(
                     sku: sku.to_string(),
                     detail,
                 })?;
-            loaded.push(sku.to_string());
         }
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// Drops the movements of the batch's SKUs from memory (they are stored now), noting

@@ -355,6 +355,17 @@ fn delta_key(sku: &str, ts: Micros, seq: u64) -> Vec<u8> {
     key
 }
 
+/// The pending movement rows (new or removed) whose keys start with `prefix`, in order.
+fn pending_deltas<'a>(
+    pending: &'a Pending,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<DeltaRecord>)> + 'a {
+    pending
+        .deltas
+        .range(prefix.to_vec()..)
+        .take_while(move |(key, _)| key.starts_with(prefix))
+}
+
 /// The (ts, seq) of a `D` row's key.
 fn delta_position(key: &[u8]) -> Result<(Micros, u64), StoreError> {
     match split_sku_key(key) {
@@ -422,10 +433,7 @@ impl ShardStore for DiskStore {
             let (key, value) = item?;
             out.insert(delta_position(&key)?, Self::decode_at(&key, &value)?);
         }
-        for (key, delta) in pending.deltas.range(prefix.clone()..) {
-            if !key.starts_with(&prefix) {
-                break;
-            }
+        for (key, delta) in pending_deltas(&pending, &prefix) {
             let at = delta_position(key)?;
             match delta {
                 Some(delta) => out.insert(at, delta.clone()),
@@ -438,7 +446,6 @@ impl ShardStore for DiskStore {
     fn oldest_movement(&self, sku: &str) -> Result<Option<Micros>, StoreError> {
         let prefix = sku_prefix(b'D', sku);
         let pending = self.pending();
-        let overlay = || pending.deltas.range(prefix.clone()..);
         // The oldest stored row that no pending change removed...
         let mut stored = None;
         for item in self.state.prefix(&prefix) {
@@ -448,21 +455,10 @@ impl ShardStore for DiskStore {
                 break;
             }
         }
-        // ... or the oldest pending new row.
-        let mut added = None;
-        for (key, delta) in overlay() {
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            if delta.is_some() {
-                added = Some(delta_position(key)?.0);
-                break;
-            }
-        }
-        Ok(match (stored, added) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        // ... or the oldest pending new row, whichever is older.
+        let added = pending_deltas(&pending, &prefix).find(|(_, delta)| delta.is_some());
+        let added = added.map(|(key, _)| delta_position(key)).transpose()?;
+        Ok(stored.into_iter().chain(added.map(|(ts, _)| ts)).min())
     }
 
     fn log_after(

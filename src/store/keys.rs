@@ -2,8 +2,8 @@
 //! (SKU, key) → that record's sequence number, in the `keys` partition of the shard's
 //! fjall keyspace.
 //!
-//! Why not sled (the design's first store), and why not memory: keys are kept at least 7 days, one or more per
-//! event. sled 0.34 keeps in-memory structures for every key it holds, whatever its cache
+//! Why not sled (the design's first store), and why not memory: keys are kept at least 7
+//! days, one or more per event. sled 0.34 keeps in-memory structures for every key it holds, whatever its cache
 //! size (we measured about 200 bytes per key at a 64 MiB cache: 2M keys, 480 MiB), and
 //! copies the leaf each write lands in, which made keys spread at random over the tree
 //! most of the ingest path's CPU. A hash map in memory grows by the same count. An LSM
@@ -58,7 +58,8 @@ const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
 const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Opens a shard's fjall keyspace (its journal syncs only when asked: `persist`).
+/// Opens a shard's fjall keyspace (its journal syncs only when asked:
+/// `Keyspace::persist`, which the shard's commits and checkpoints call).
 pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
     Ok(fjall::Config::new(dir)
         .cache_size(CACHE_BYTES)
@@ -71,7 +72,7 @@ pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
 }
 
 /// Options every partition of a shard's keyspace shares: memtables of `MEMTABLE_BYTES`,
-/// and writes synced only when the shard asks (`persist`), never on their own.
+/// and writes synced only when the shard asks (`Keyspace::persist`), never on their own.
 pub fn partition_options() -> fjall::PartitionCreateOptions {
     fjall::PartitionCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
@@ -80,7 +81,6 @@ pub fn partition_options() -> fjall::PartitionCreateOptions {
 
 /// A shard's idempotency keys.
 pub struct KeyStore {
-    keyspace: fjall::Keyspace,
     keys: fjall::PartitionHandle,
     /// Hashes a lookup found no entry for, and nothing has written since. Inserting a
     /// new key's entry needs the entry's current value (two keys may share a hash), and
@@ -98,7 +98,6 @@ impl KeyStore {
     pub fn open(keyspace: &fjall::Keyspace) -> Result<KeyStore, StoreError> {
         let keys = keyspace.open_partition("keys", partition_options())?;
         Ok(KeyStore {
-            keyspace: keyspace.clone(),
             keys,
             absent: Mutex::new(AHashSet::new()),
         })
@@ -158,12 +157,6 @@ impl KeyStore {
         }
         Ok(())
     }
-
-    /// Makes every key written so far durable.
-    pub fn persist(&self) -> Result<(), StoreError> {
-        self.keyspace.persist(fjall::PersistMode::SyncData)?;
-        Ok(())
-    }
 }
 
 fn seqs(value: &[u8]) -> Vec<u64> {
@@ -195,8 +188,14 @@ mod tests {
     #[test]
     fn colliding_entries_are_all_candidates_and_removed_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || KeyStore::open(&open_keyspace(dir.path()).unwrap()).unwrap();
-        let keys = open();
+        let open = || {
+            let keyspace = open_keyspace(dir.path()).unwrap();
+            (KeyStore::open(&keyspace).unwrap(), keyspace)
+        };
+        let sync = |keyspace: &fjall::Keyspace| {
+            keyspace.persist(fjall::PersistMode::SyncData).unwrap();
+        };
+        let (keys, keyspace) = open();
         keys.insert(7, 10).unwrap();
         keys.insert(7, 20).unwrap();
         keys.insert(7, 30).unwrap();
@@ -208,13 +207,13 @@ mod tests {
         keys.remove(7, 20).unwrap();
         assert!(keys.candidates(7).unwrap().is_empty());
         keys.remove(8, 1).unwrap(); // absent: nothing happens
-        keys.persist().unwrap();
-        drop(keys);
-        let keys = open();
+        sync(&keyspace);
+        drop((keys, keyspace));
+        let (keys, keyspace) = open();
         keys.insert(9, 1).unwrap();
-        keys.persist().unwrap();
-        drop(keys);
-        assert_eq!(open().candidates(9).unwrap(), vec![1]);
+        sync(&keyspace);
+        drop((keys, keyspace));
+        assert_eq!(open().0.candidates(9).unwrap(), vec![1]);
     }
 
     #[test]
