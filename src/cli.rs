@@ -37,7 +37,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     {
         let metrics = crate::metrics::install();
-        crate::memory::spawn_trimmer();
         let upkeep = metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);

@@ -9,7 +9,7 @@
 //! - [`propagate`]: per-channel outboxes and pushers (pacing, retries, timing).
 //! - [`channels`]: one adapter per channel kind: inbound parsing, outbound requests.
 //! - [`config`]: the TOML configuration. [`clock`]: time as microseconds. [`metrics`]:
-//!   the Prometheus recorder. [`memory`]: freed heap handed back to the system.
+//!   the Prometheus recorder.
 //! - [`cli`]: the `audit` and `replay` commands' logic.
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
@@ -21,7 +21,6 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod ingest;
-pub mod memory;
 pub mod metrics;
 pub mod propagate;
 pub mod store;
