@@ -121,7 +121,11 @@ impl DiskStore {
         let keyspace = open_keyspace(&dir.join("lsm"))?;
         // The log is read by ranges only: a Bloom filter would never be asked.
         let log = keyspace.open_partition("log", partition_options().bloom_filter_bits(None))?;
-        let state = keyspace.open_partition("state", partition_options())?;
+        // The state rows are read by ranges (movements, key runs, reconciliation's pages)
+        // or for SKUs that exist (heads): a Bloom filter, which only rules out absent
+        // keys, would cost memory for every row version on disk and save no read.
+        let state =
+            keyspace.open_partition("state", partition_options().bloom_filter_bits(None))?;
         let keys = KeyStore::open(&keyspace)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
