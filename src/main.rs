@@ -10,11 +10,12 @@ use lockstep::config::Config;
 /// jemalloc, because resident memory must stay flat under steady load. glibc's allocator
 /// keeps what the program frees in per-thread arenas and hands little of it back: at
 /// 10,000 orders/min with a reconciliation pass a minute, resident memory climbed from
-/// 37 to 145 MiB in 17 minutes while the live heap stayed near 40 MB (heaptrack), and
-/// trimming every 10 s (`malloc_trim`) only slowed the climb. jemalloc's background
+/// 37 to 145 MiB in 17 minutes, with the heap trimmed every 10 s (`malloc_trim`), while
+/// the live heap stayed between 40 and 50 MB (heaptrack). jemalloc's background
 /// threads purge pages left unused for ten seconds (its decay), so after each pass
-/// resident memory falls back: the same load levelled off at about 85 MiB. Same ceiling
-/// and ingest figures (README, "Memory"). Linux with glibc only: elsewhere the system's.
+/// resident memory falls back: the same load levelled off at 80 to 90 MiB, and the
+/// hour's soak passes. The ceiling and ingest figures held (README, "Performance").
+/// Linux with glibc only: elsewhere the system's.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
