@@ -46,6 +46,15 @@ pub struct Report {
     pub waiting: usize,
 }
 
+impl std::ops::AddAssign for Report {
+    fn add_assign(&mut self, page: Report) {
+        self.checked += page.checked;
+        self.lowered += page.lowered;
+        self.raised += page.raised;
+        self.waiting += page.waiting;
+    }
+}
+
 impl Report {
     pub fn json(&self) -> Value {
         json!({"checked": self.checked, "lowered": self.lowered, "raised": self.raised, "waiting": self.waiting})
@@ -106,11 +115,7 @@ impl Reconciler {
                 break;
             };
             after = Some(last.clone());
-            let page = self.compare(engine, client, heads, self.grace).await?;
-            report.checked += page.checked;
-            report.lowered += page.lowered;
-            report.raised += page.raised;
-            report.waiting += page.waiting;
+            report += self.compare(engine, client, heads, self.grace).await?;
         }
         Ok(report)
     }

@@ -608,8 +608,14 @@ impl ShardStore for DiskStore {
                 Self::decode_at(&key, &value)?,
             );
         }
+        // With `limit` stored heads, a pending head past the last of them cannot make
+        // the page: only those up to it are copied, not every pending head per page.
+        let last = (page.len() == limit)
+            .then(|| page.keys().next_back().cloned())
+            .flatten();
         for (sku, head) in &pending.heads {
-            if after.is_none_or(|a| sku.as_str() > a) {
+            let past_after = after.is_none_or(|a| sku.as_str() > a);
+            if past_after && last.as_ref().is_none_or(|last| sku <= last) {
                 page.insert(sku.clone(), head.clone());
             }
         }
