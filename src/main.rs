@@ -15,8 +15,9 @@ use lockstep::config::Config;
 /// threads purge pages left unused for ten seconds (its decay), so after each pass
 /// resident memory falls back: the same load levelled off at 80 to 90 MiB, and the
 /// hour's soak passes. The ceiling and ingest figures held (README, "Performance").
-/// Linux with glibc only: elsewhere the system's.
-#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+/// Linux with glibc only: elsewhere the system's, and with `--no-default-features` (for
+/// heap profilers that see only the system allocator, such as heaptrack).
+#[cfg(all(feature = "jemalloc", target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

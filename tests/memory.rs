@@ -3,7 +3,7 @@
 //! it). A build that lost the allocator or its background threads would still pass every
 //! other test and only fail an hour's soak; this catches it at once.
 
-#![cfg(all(target_os = "linux", target_env = "gnu"))]
+#![cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
 
 mod common;
 
