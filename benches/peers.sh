@@ -75,9 +75,7 @@ wrk_run() {  # wrk_run OUT URL SCRIPT [ENV=...]
 start "$work/hyper.log" "$root/target/release/bare_hyper" 127.0.0.1:0
 hyper_url=$url
 wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
-# The same requests lockstep gets in its one-event run, from the same script: wrk builds
-# each body in Lua and reads each answer, which costs it CPU on this machine too, so the
-# one-event ratio compares like with like.
+# The one-event run's requests (see the header): wrk's Lua per request costs CPU here too.
 wrk_run "$work/hyper-events.wrk" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
 kill "${pids[-1]}"; unset 'pids[-1]'
 

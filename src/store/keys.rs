@@ -6,10 +6,10 @@
 //! days, one or more per event. sled 0.34 keeps in-memory structures for every key it
 //! holds, whatever its cache size (we measured about 200 bytes per key at a 64 MiB
 //! cache: 2M keys, 480 MiB), and copies the leaf each write lands in, which made keys
-//! spread at random over the tree most of the ingest path's CPU. A hash map in memory grows by the same count. An LSM
-//! tree keeps them on disk behind a bounded memtable and cache, with a Bloom filter per
-//! table (about 10 bits per key) answering "never seen" without a read, which is what
-//! almost every lookup is.
+//! spread at random over the tree most of the ingest path's CPU. A hash map in memory
+//! grows by the same count. An LSM tree keeps them on disk behind a bounded memtable
+//! and cache, with a Bloom filter per table (about 10 bits per key) answering "never
+//! seen" without a read, which is what almost every lookup is.
 //!
 //! The value is the record's sequence number; the first result itself is read back from
 //! that log record, which also checks that the key really matches. Two keys with the
