@@ -46,7 +46,7 @@ pub async fn run(
             }
         });
         let catalog = config.catalog_rows()?;
-        let adapters = crate::channels::build(&config.channels, &catalog);
+        let adapters = crate::channels::build(&config.channels, &catalog, &config.server.data_dir);
         let links = crate::propagate::links(&config.channels, &adapters);
         let outboxes = links
             .iter()

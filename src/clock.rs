@@ -40,6 +40,25 @@ pub fn format_rfc3339(at: Micros) -> String {
         .unwrap_or_else(|| format!("@{at}us"))
 }
 
+/// Formats `Micros` as ISO 8601 in UTC with exactly three fractional digits
+/// (`2026-11-30T10:15:43.511Z`), truncated: the form eBay's filters take. Truncating
+/// moves a lower bound earlier, never later, so a filter from it misses nothing.
+pub fn format_iso8601_millis(at: Micros) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000) else {
+        return format!("@{at}us");
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +70,13 @@ mod tests {
         assert_eq!(utc, offset);
         assert_eq!(parse_rfc3339(&format_rfc3339(utc + 7)), Some(utc + 7));
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn milliseconds_are_three_digits_truncated() {
+        let at = parse_rfc3339("2026-11-30T10:15:43.511999Z").unwrap();
+        assert_eq!(format_iso8601_millis(at), "2026-11-30T10:15:43.511Z");
+        let whole = parse_rfc3339("2026-01-02T03:04:05Z").unwrap();
+        assert_eq!(format_iso8601_millis(whole), "2026-01-02T03:04:05.000Z");
     }
 }

@@ -122,8 +122,14 @@ impl ChannelKind {
             ],
             ChannelKind::Ebay => &["client_id", "client_secret", "refresh_token"],
             ChannelKind::Walmart => &["client_id", "client_secret"],
-            ChannelKind::Etsy => &["webhook_secret", "client_id", "refresh_token", "shop_id"],
-            ChannelKind::Tiktok => &["app_key", "app_secret", "access_token", "shop_cipher"],
+            ChannelKind::Etsy => &[
+                "webhook_secret",
+                "client_id",
+                "shared_secret",
+                "refresh_token",
+                "shop_id",
+            ],
+            ChannelKind::Tiktok => &["app_key", "app_secret", "refresh_token", "shop_cipher"],
             ChannelKind::Webhook => &["webhook_secret"],
         }
     }
@@ -171,6 +177,9 @@ pub struct ChannelConfig {
     pub store_hash: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// Etsy: the app's shared secret, sent with the keystring (`client_id`) in every
+    /// call's `x-api-key` as `keystring:shared_secret` (required since 2026-02-09).
+    pub shared_secret: Option<String>,
     pub refresh_token: Option<String>,
     pub seller_id: Option<String>,
     pub marketplace_id: Option<String>,
@@ -233,6 +242,7 @@ impl ChannelConfig {
             "store_hash" => &self.store_hash,
             "client_id" => &self.client_id,
             "client_secret" => &self.client_secret,
+            "shared_secret" => &self.shared_secret,
             "refresh_token" => &self.refresh_token,
             "seller_id" => &self.seller_id,
             "marketplace_id" => &self.marketplace_id,
@@ -372,6 +382,31 @@ impl Config {
                         ));
                     }
                 }
+            }
+            if channel.kind == ChannelKind::Etsy {
+                // Both go into the `x-api-key` header as `keystring:shared_secret`.
+                for (field, value) in [
+                    ("client_id", &channel.client_id),
+                    ("shared_secret", &channel.shared_secret),
+                ] {
+                    if value
+                        .as_deref()
+                        .is_some_and(|v| !v.bytes().all(|b| b.is_ascii_graphic()))
+                    {
+                        return Err(invalid(
+                            at(field),
+                            "printable ASCII without spaces (it is sent in the x-api-key header)",
+                        ));
+                    }
+                }
+            }
+            if channel.kind == ChannelKind::Tiktok && channel.access_token.is_some() {
+                // TikTok access tokens expire: lockstep gets its own from the refresh
+                // token and keeps the rotated one in the data directory.
+                return Err(invalid(
+                    at("access_token"),
+                    "not used for kind tiktok (access tokens expire): set refresh_token; lockstep refreshes the access token itself",
+                ));
             }
             if let Some(url) = &channel.token_url {
                 check_base_url(url).map_err(|reason| invalid(at("token_url"), reason))?;
@@ -758,5 +793,23 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             .validate()
             .unwrap_err();
         assert_eq!(err.field, "channels[3].auth_header");
+    }
+
+    #[test]
+    fn etsy_needs_its_shared_secret_in_a_header_safe_form() {
+        let etsy = "\n[[channels]]\nname = \"et\"\nkind = \"etsy\"\nbase_url = \"https://e.example\"\nwebhook_secret = \"w\"\nclient_id = \"key\"\nrefresh_token = \"r\"\nshop_id = \"1\"\n";
+        let field = |extra: &str| {
+            Config::parse(&format!("{EXAMPLE}{etsy}{extra}"))
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.field)
+        };
+        assert_eq!(field(""), Some("channels[3].shared_secret".into()));
+        assert_eq!(field("shared_secret = \"s3cret\""), None);
+        assert_eq!(
+            field("shared_secret = \"has space\""),
+            Some("channels[3].shared_secret".into())
+        );
     }
 }

@@ -136,3 +136,53 @@ fn the_rate_limit_headers_pace_pushes_and_a_429_is_honoured() {
         5,
     );
 }
+
+/// Reads are paged (50 items a page unless asked) and id lists must fit a URL: a pass over
+/// 300 SKUs that all show their target finds nothing to repair and writes nothing.
+#[test]
+fn reconciliation_pages_through_every_item_and_repairs_nothing_that_is_right() {
+    let rig = rig(300, "");
+    count_all(&rig, 0..300, 4);
+    let writes = rig.sim.market.calls().len();
+    let (status, report) = reconcile(&rig.server, "bc");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["report"]["checked"], &report["report"]["lowered"]),
+        (&serde_json::json!(300), &serde_json::json!(0)),
+        "{report}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rig.sim.market.calls().len(), writes, "nothing re-pushed");
+}
+
+/// An item tracked by product must be adjusted by product_id: the 422 that names its
+/// variant fails the whole transaction, so lockstep learns the tracking and resends.
+#[test]
+fn items_tracked_by_product_are_adjusted_by_product_id() {
+    // Variants 300, 310, 320: products 30, 31, 32 (the simulator's product is variant / 10).
+    let rig = market_rig(
+        "bc",
+        &skus("B", 0..3, |i| format!("3{i}0")),
+        |items| BigCommerceSim::start(items, BC_TOKEN, BC_SECRET, BC_HEADER),
+        |sim| bigcommerce_channel("bc", &sim.market.url(), ""),
+        |sim| &sim.market,
+    );
+    rig.sim.track_by_product("B1");
+    count_all(&rig, 0..3, 6);
+    let calls = rig.sim.market.calls();
+    assert!(
+        calls.iter().any(|c| c.status == 422),
+        "the variant form was refused first: {calls:?}"
+    );
+    assert_eq!(rig.sim.market.level("B1"), Some(6));
+    // Known now: the next change goes in one call.
+    let before = rig.sim.market.calls().len();
+    post_ok(&rig.server, vec![event("more", "B1", "adjusted", 1)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["B1"] == 7).is_some());
+    let after = rig.sim.market.calls();
+    assert!(
+        after[before..].iter().all(|c| c.status == 200),
+        "{:?}",
+        &after[before..]
+    );
+}

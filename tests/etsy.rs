@@ -187,3 +187,97 @@ fn a_sale_between_our_read_and_our_write_of_the_listing_is_not_lost() {
         rig.sim.market.levels()
     );
 }
+
+/// Every call carries `x-api-key: keystring:shared_secret`; the keystring alone is
+/// refused as Etsy refuses it since 2026-02-09.
+#[test]
+fn calls_carry_the_keystring_and_the_shared_secret() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 5);
+    assert!(rig.sim.market.calls().iter().all(|c| c.status == 200));
+    let listing = format!("{}/v3/application/listings/4000", rig.sim.market.url());
+    let bare = Server::client()
+        .get(&listing)
+        .header("x-api-key", ETSY_KEY.0)
+        .header("authorization", "Bearer 12345678.sim-access-token")
+        .send()
+        .unwrap();
+    let (status, body) = status_json(bare);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("Shared secret is required in x-api-key header."))
+    );
+}
+
+/// Etsy cannot show a listing with every offering at 0: a product that sells out has its
+/// offering disabled while another sells, the listing goes inactive when nothing is
+/// left, and active again when stock returns; the audit says which.
+#[test]
+fn sold_out_is_a_disabled_offering_or_an_inactive_listing() {
+    let rig = rig(2, "");
+    rig.sim.set_seller_own("4000", 0);
+    post_ok(
+        &rig.server,
+        vec![
+            event("y0", "Y0", "counted", 3),
+            event("y1", "Y1", "counted", 2),
+        ],
+    );
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l["Y0"] == 3 && l["Y1"] == 2)
+        .is_some());
+
+    post_ok(&rig.server, vec![event("y0-out", "Y0", "counted", 0)]);
+    assert!(
+        eventually(WAIT, || !rig.sim.enabled("Y0")),
+        "Y0's offering disabled"
+    );
+    assert_eq!(rig.sim.market.level("Y0"), Some(0));
+    assert_eq!(rig.sim.state("4000"), "active", "Y1 still sells");
+    assert!(eventually(WAIT, || !records(
+        &rig.server,
+        "Y0",
+        "offering_disabled"
+    )
+    .is_empty()));
+
+    post_ok(&rig.server, vec![event("y1-out", "Y1", "counted", 0)]);
+    assert!(
+        eventually(WAIT, || rig.sim.state("4000") == "inactive"),
+        "nothing left: the listing goes inactive ({})",
+        rig.sim.state("4000")
+    );
+    assert_eq!(rig.sim.market.level("Y1"), Some(0), "buyers see nothing");
+    assert!(eventually(WAIT, || !records(
+        &rig.server,
+        "Y1",
+        "listing_deactivated"
+    )
+    .is_empty()));
+    let refused = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.status == 400)
+        .count();
+    assert_eq!(refused, 0, "no all-zero write was sent");
+
+    post_ok(&rig.server, vec![event("y1-back", "Y1", "counted", 4)]);
+    assert!(
+        eventually(WAIT, || rig.sim.state("4000") == "active"),
+        "stock returned: active again"
+    );
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y1"] == 4).is_some());
+    assert_eq!(rig.sim.market.level("Y0"), Some(0), "Y0 still sold out");
+    assert!(eventually(WAIT, || !records(
+        &rig.server,
+        "Y1",
+        "listing_activated"
+    )
+    .is_empty()));
+    let (_, reply) = reconcile(&rig.server, "etsy");
+    assert_eq!(reply["report"]["lowered"], 0, "{reply}");
+}

@@ -88,13 +88,6 @@ fn shard(server: &Server, sku: &str) -> u64 {
         .unwrap()
 }
 
-fn records(server: &Server, sku: &str, kind: &str) -> Vec<Value> {
-    audit_of(server, sku)
-        .into_iter()
-        .filter(|r| r["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn store_orders_cancellations_fulfilments_and_returns() {
     let rig = rig(6, "2026-04", "");

@@ -23,7 +23,7 @@ fn rig(n: usize) -> Rig {
     market_rig(
         "tiktok",
         &skus("T", 0..n, |i| format!("17{}/8{i}", i / 2)),
-        |items| TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN),
+        |items| TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
         |sim| tiktok_channel("tiktok", &sim.market.url(), ""),
         |sim| &sim.market,
     )
@@ -139,4 +139,53 @@ fn a_429_is_honoured() {
         "T0",
         4,
     );
+}
+
+/// Access tokens expire: lockstep refreshes ahead of expiry with the refresh token, keeps
+/// the rotated refresh token in the data directory (the one in the config no longer
+/// works after the first refresh), and carries on after a kill -9 and a restart.
+#[test]
+fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_kept() {
+    let rig = rig(2);
+    rig.sim.set_token_lifetime(4);
+    count(&rig.server, "T0", 5);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["T0"] == 5).is_some());
+    let grant = rig.server.data_dir.join("token-tiktok.json");
+    assert!(grant.exists(), "the grant is kept in the data directory");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&grant).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by the owner alone: {mode:o}");
+    }
+    // Past the first token's lifetime: refreshed before it ran out, so nothing fails.
+    std::thread::sleep(Duration::from_secs(5));
+    count(&rig.server, "T1", 6);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["T1"] == 6).is_some());
+    assert!(
+        rig.sim.refreshes() >= 2,
+        "refreshed: {}",
+        rig.sim.refreshes()
+    );
+    let refused = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.status != 200)
+        .count();
+    assert_eq!(refused, 0, "no call went out with an expired token");
+
+    // The config still holds the first refresh token, which TikTok now refuses: after a
+    // kill -9 the stored one is used.
+    let rig = rig.restart();
+    let before = rig.sim.refreshes();
+    std::thread::sleep(Duration::from_secs(5));
+    count(&rig.server, "T0", 7);
+    assert!(
+        rig.sim.market.wait_for(WAIT, |l| l["T0"] == 7).is_some(),
+        "pushes go on after the restart: {:?}",
+        rig.server.stderr_lines()
+    );
+    assert!(rig.sim.refreshes() > before);
 }

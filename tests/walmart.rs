@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use loadgen::market::Stage;
 use loadgen::sim::Habits;
-use loadgen::walmart_sim::{HookAuth, WalmartSim};
+use loadgen::walmart_sim::{EventStyle, HookAuth, WalmartSim};
 use loadgen::webhook_sim::Fault;
 use serde_json::Value;
 
@@ -27,8 +27,8 @@ fn rig(n: usize, basic: bool, extra: &str) -> Rig {
         )
     } else {
         (
-            HookAuth::Hmac("wm-signature".into()),
-            "auth_header = \"wm-signature\"",
+            HookAuth::Hmac("wm-signature".into(), WALMART_HOOK_SECRET.into()),
+            "auth_header = \"wm-signature\"\nwebhook_secret = \"walmart-subscription-secret-sim\"",
         )
     };
     market_rig(
@@ -80,6 +80,93 @@ fn hmac_signed_events_are_checked_deduplicated_and_applied() {
     assert!(eventually(WAIT, || rig.server.stock("M0")
         == Some((10, 0, 10))
         && rig.server.stock("M1").map(|s| s.1) == Some(0)));
+}
+
+/// Lines carry `quantity: {unitOfMeasure, measurementValue: "2"}` in both the legacy
+/// `PO_CREATED` event and `ORDER_UPDATES` (order in `payload.order`): the webhook alone
+/// must place them (the poll, every 60 s by default, cannot have run yet).
+#[test]
+fn both_event_shapes_place_their_lines_from_the_webhook_alone() {
+    let rig = rig(2, false, "");
+    count(&rig.server, "M0", 10);
+    count(&rig.server, "M1", 10);
+    rig.sim.set_event_style(EventStyle::Legacy);
+    rig.sim.place_order(&[("M0", 2)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M0") == Some((10, 2, 8))),
+        "legacy PO_CREATED: {:?}",
+        rig.server.stock("M0")
+    );
+    rig.sim.set_event_style(EventStyle::OrderUpdates);
+    let order = rig.sim.place_order(&[("M1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M1") == Some((10, 3, 7))),
+        "ORDER_UPDATES / PO_CREATED: {:?}",
+        rig.server.stock("M1")
+    );
+    rig.sim.advance(&order, Stage::Cancelled);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M1") == Some((10, 0, 10))),
+        "ORDER_UPDATES / PO_LINE_AUTOCANCELLED: {:?}",
+        rig.server.stock("M1")
+    );
+    // A line whose quantity cannot be read is refused by name, not dropped with a 200.
+    let body = serde_json::json!({
+        "source": {"eventType": "ORDER_UPDATES", "eventTime": "2026-12-01T10:00:00Z", "eventId": "e-bad"},
+        "payload": {"subEventType": "PO_CREATED", "order": {"purchaseOrderId": "77",
+            "orderLines": [{"lineNumber": "1", "sku": "WM-0", "quantity": {"unitOfMeasure": "EACH"}}]}},
+    })
+    .to_string();
+    let (status, reply) = post_signed_walmart(&rig, &body);
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        reply["field"].as_str(),
+        Some("payload.order.orderLines[0].quantity"),
+        "{reply}"
+    );
+    assert_eq!(rig.server.stock("M0"), Some((10, 2, 8)), "nothing changed");
+}
+
+/// Without `webhook_secret`, the HMAC key is the API client secret, as before.
+#[test]
+fn without_a_subscription_secret_the_client_secret_is_the_hmac_key() {
+    let rig = market_rig(
+        "walmart",
+        &skus("M", 0..1, |i| format!("WM-{i}")),
+        |items| {
+            let hook = HookAuth::Hmac("wm-signature".into(), WALMART_CLIENT.1.into());
+            WalmartSim::start(items, WALMART_CLIENT, hook)
+        },
+        |sim| {
+            walmart_channel(
+                "walmart",
+                &sim.market.url(),
+                "auth_header = \"wm-signature\"",
+                "",
+            )
+        },
+        |sim| &sim.market,
+    );
+    rig.sim.place_order(&[("M0", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("M0") == Some((0, 1, -1))));
+}
+
+/// Posts `body` to the walmart webhook, signed as the rig's subscription signs.
+fn post_signed_walmart(rig: &Rig, body: &str) -> (u16, Value) {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(WALMART_HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let response = Server::client()
+        .post(rig.server.url("/webhooks/walmart"))
+        .header("content-type", "application/json")
+        .header("wm-signature", sig)
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    status_json(response)
 }
 
 #[test]

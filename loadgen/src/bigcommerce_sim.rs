@@ -3,7 +3,12 @@
 //! - REST under `/stores/{hash}` with `X-Auth-Token` (401 otherwise):
 //!   `GET /v2/orders/{id}` (RFC 2822 dates, `status_id`), `GET /v2/orders/{id}/products`,
 //!   `PUT /v3/inventory/adjustments/absolute` (at most 2,000 items, else 422; answered with
-//!   a `transaction_id`), `GET /v3/inventory/items?variant_id:in=`.
+//!   a `transaction_id`; exactly one of `variant_id`, `product_id`, `sku` per item, and an
+//!   item tracked by product (`track_by_product`) must be named by `product_id`, else the
+//!   whole transaction is a 422), `GET /v3/inventory/items?variant_id:in=` paged by `page`
+//!   and `limit` (50 when not given, at most 1,000) with `meta.pagination`, and
+//!   `GET /v3/catalog/products?id:in=` with `inventory_tracking`; a request target over
+//!   8 KiB is a 414.
 //! - Rate limit per store in a fixed window (150 requests per 30 s unless set), reported on
 //!   every answer in `X-Rate-Limit-Requests-Left`, `-Requests-Quota`, `-Time-Reset-Ms`,
 //!   `-Time-Window-Ms`; past it, 429 with the same headers.
@@ -40,7 +45,18 @@ struct Extra {
     secret: String,
     header: (String, String),
     window: Window,
+    /// SKUs whose product is tracked by product (`inventory_tracking: "product"`), not
+    /// by variant: an absolute adjustment must name their `product_id`.
+    by_product: std::collections::HashSet<String>,
 }
+
+/// Items a page of `GET /v3/inventory/items` holds when the call names no `limit` (the
+/// spec names no default; BigCommerce's v3 lists default to 50).
+pub const ITEMS_PAGE_DEFAULT: usize = 50;
+/// The most a page holds ("Limit of 1000 items for payload length", inventory.v3.yml).
+pub const ITEMS_PAGE_MAX: usize = 1_000;
+/// Longest request target the store takes; longer is 414 (id lists must fit a URL).
+pub const URL_BYTES_MAX: usize = 8_192;
 
 /// A running simulated store.
 pub struct BigCommerceSim {
@@ -114,6 +130,7 @@ impl BigCommerceSim {
                 started: Instant::now(),
                 used: 0,
             },
+            by_product: Default::default(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -126,6 +143,12 @@ impl BigCommerceSim {
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tracks `sku`'s inventory by product from now on (its product id is its variant id
+    /// / 10): adjustments naming its variant are refused with 422, as BigCommerce does.
+    pub fn track_by_product(&self, sku: &str) {
+        self.extra().by_product.insert(sku.to_string());
     }
 
     /// The store's rate limit: `quota` requests per `window`.
@@ -218,6 +241,9 @@ fn handle(
             return r;
         }
     }
+    if req.target_len() > URL_BYTES_MAX {
+        return bc_error(414, "Request-URI Too Long", &rate);
+    }
     let Some(route) = req.route(&format!("/stores/{STORE_HASH}/")) else {
         return bc_error(404, "Not found", &rate);
     };
@@ -273,13 +299,50 @@ fn handle(
                     &rate,
                 );
             }
+            let by_product = extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_product
+                .clone();
             let mut writes = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let variant = item["variant_id"].as_u64().map(|v| v.to_string());
-                let listing = variant
-                    .as_deref()
-                    .and_then(|v| s.by_id(v))
-                    .map(|l| l.sku.clone());
+                // Exactly one of variant_id, product_id or sku names the item; an item
+                // tracked by product must be named by product_id, else the whole
+                // transaction fails with 422 (inventory.v3.yml, the absolute
+                // adjustment's 422 example).
+                let (variant, product) = (item["variant_id"].as_u64(), item["product_id"].as_u64());
+                let listing = match (variant, product) {
+                    (Some(v), None) => s.by_id(&v.to_string()).map(|l| l.sku.clone()),
+                    (None, Some(p)) => s
+                        .listings
+                        .values()
+                        .find(|l| l.id.parse::<u64>().ok().map(|v| v / 10) == Some(p))
+                        .map(|l| l.sku.clone()),
+                    _ => None,
+                };
+                let tracked_by_product = listing.as_ref().is_some_and(|l| by_product.contains(l));
+                if let (Some(v), true) = (variant, tracked_by_product) {
+                    s.log_call(&req.path, items.len(), 422);
+                    let title = format!("[Item with variant_id {v} is tracked by product, please update stock by product id]");
+                    return reply(
+                        422,
+                        &json!({"status": 422, "title": title, "type": "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes", "errors": {}}),
+                        &rate,
+                    );
+                }
+                if let (Some(p), false) = (product, tracked_by_product) {
+                    s.log_call(&req.path, items.len(), 422);
+                    let title = format!("[Item with product_id {p} is tracked by variant, please update stock by variant id]");
+                    return reply(
+                        422,
+                        &json!({"status": 422, "title": title, "errors": {}}),
+                        &rate,
+                    );
+                }
+                let variant = listing
+                    .as_ref()
+                    .and_then(|l| s.listings.get(l))
+                    .map(|l| l.id.clone());
                 let (Some(sku), Some(quantity)) = (listing, item["quantity"].as_i64()) else {
                     s.log_call(&req.path, items.len(), 422);
                     return reply(
@@ -328,17 +391,69 @@ fn handle(
                 .param("variant_id:in")
                 .map(|v| v.split(',').map(str::to_string).collect())
                 .unwrap_or_default();
-            let data: Vec<Value> = wanted
+            let found: Vec<Value> = wanted
                 .iter()
                 .filter_map(|v| s.by_id(v))
                 .map(|l| {
                     let variant: u64 = l.id.parse().unwrap_or(0);
-                    json!({"identity": {"sku": l.sku, "variant_id": variant, "product_id": variant / 10},
-                           "locations": [{"location_id": 1, "total_inventory_onhand": l.level, "available_to_sell": l.level}]})
+                    json!({"identity": {"sku": l.sku, "variant_id": variant, "product_id": variant / 10, "sku_id": variant},
+                           "locations": [{"location_id": 1, "location_code": "BC-LOCATION-1", "location_name": "Default location",
+                                          "total_inventory_onhand": l.level, "available_to_sell": l.level, "location_enabled": true,
+                                          "settings": {"safety_stock": 0, "is_in_stock": l.level > 0, "warning_level": 0,
+                                                       "bin_picking_number": "", "backorder_message": ""}}]})
                 })
                 .collect();
-            reply(200, &json!({ "data": data }), &rate)
+            // Paged by `page` and `limit` (`meta.pagination`, inventory.v3.yml).
+            let limit = req
+                .number("limit", ITEMS_PAGE_DEFAULT)
+                .clamp(1, ITEMS_PAGE_MAX);
+            let page = req.number("page", 1).max(1);
+            reply(200, &paged(found, page, limit), &rate)
+        }
+        (hyper::Method::GET, ["v3", "catalog", "products"]) => {
+            let s = lock(shop);
+            let by_product = &extra.lock().unwrap_or_else(|e| e.into_inner()).by_product;
+            let wanted: Vec<u64> = req
+                .param("id:in")
+                .map(|v| v.split(',').filter_map(|p| p.parse().ok()).collect())
+                .unwrap_or_default();
+            let found: Vec<Value> = wanted
+                .iter()
+                .filter_map(|p| {
+                    let l = s
+                        .listings
+                        .values()
+                        .find(|l| l.id.parse::<u64>().ok().map(|v| v / 10) == Some(*p))?;
+                    let tracking = if by_product.contains(&l.sku) {
+                        "product"
+                    } else {
+                        "variant"
+                    };
+                    Some(json!({"id": p, "inventory_tracking": tracking}))
+                })
+                .collect();
+            let limit = req.number("limit", 50).clamp(1, 250);
+            let page = req.number("page", 1).max(1);
+            reply(200, &paged(found, page, limit), &rate)
         }
         _ => bc_error(404, "Not found", &rate),
     }
+}
+
+/// One page of `items` with BigCommerce's v3 `meta.pagination`.
+fn paged(items: Vec<Value>, page: usize, limit: usize) -> Value {
+    let total = items.len();
+    let total_pages = total.div_ceil(limit).max(1);
+    let data: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect();
+    let link = |p: usize| format!("?limit={limit}&page={p}");
+    json!({"data": data, "meta": {"pagination": {
+        "total": total, "count": data.len(), "per_page": limit, "current_page": page,
+        "total_pages": total_pages,
+        "links": {"previous": (page > 1).then(|| link(page - 1)), "current": link(page),
+                  "next": (page < total_pages).then(|| link(page + 1))},
+    }}})
 }

@@ -8,7 +8,9 @@
 //!   when some responses failed. Every call revises each listing it touches once; past
 //!   the listing's daily revision limit (250, settable) that listing's items fail.
 //! - `GET /sell/inventory/v1/inventory_item/{sku}`.
-//! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`.
+//! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`, `from`
+//!   in ISO 8601 with milliseconds (`2026-11-30T10:15:43.511Z`); any other form is a 400
+//!   (error 30800).
 //! - No order webhooks: orders are found by polling, and they can be listed late.
 //! - A rate limit, when set, answers 429 (eBay's throttle, without `Retry-After`).
 
@@ -235,17 +237,53 @@ fn bulk_update(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) ->
     reply(status, &json!({ "responses": responses }), &[])
 }
 
+/// Whether `text` is `YYYY-MM-DDTHH:MM:SS.mmmZ`: exactly three fractional digits, UTC.
+fn is_millis_utc(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
+}
+
+/// The milliseconds of a time `is_millis_utc` accepted.
+fn millis_of(text: &str) -> i64 {
+    text[20..23].parse().unwrap_or(0)
+}
+
 fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
     // filter=lastmodifieddate:[2026-11-27T10:00:00.000Z..]
-    let from = req
+    // eBay documents the bound in ISO 8601 with milliseconds and a `Z`
+    // (`lastmodifieddate:[2016-05-15T08:25:43.511Z..]`, getOrders' `filter` in eBay's
+    // Fulfillment API spec; a bad value is error 30800 "Invalid filter value {fieldvalue}
+    // for filter {fieldname}"): any other precision is refused here.
+    let Some(bound) = req
         .param("filter")
         .and_then(|f| f.strip_prefix("lastmodifieddate:[").map(str::to_string))
-        .and_then(|f| f.split("..").next().and_then(market::parse_rfc3339));
+        .and_then(|f| f.split("..").next().map(str::to_string))
+    else {
+        return errors(400, 30820, "Start date is missing");
+    };
+    let from = Some(&bound)
+        .filter(|t| is_millis_utc(t))
+        .and_then(|t| market::parse_rfc3339(t).map(|us| us + millis_of(t) * 1_000));
     let Some(from) = from else {
         return errors(
             400,
-            30700,
-            "The filter lastmodifieddate:[from..] is required here.",
+            30800,
+            &format!("Invalid filter value {bound} for filter lastmodifieddate"),
         );
     };
     let limit: usize = req.number("limit", 50).clamp(1, 200);
@@ -281,4 +319,23 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
         &json!({"total": orders.len(), "limit": limit, "offset": offset, "orders": page}),
         &[],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_filter_takes_milliseconds_only() {
+        assert!(is_millis_utc("2026-11-30T10:15:43.511Z"));
+        assert_eq!(millis_of("2026-11-30T10:15:43.511Z"), 511);
+        for other in [
+            "2026-11-30T10:15:43.511999Z",
+            "2026-11-30T10:15:43Z",
+            "2026-11-30T10:15:43.511+00:00",
+            "2026-11-30 10:15:43.511Z",
+        ] {
+            assert!(!is_millis_utc(other), "{other}");
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! A simulated Etsy shop, as lockstep's `etsy` kind meets it (CHANNELS.md §7).
 //!
-//! - OAuth: `POST /v3/public/oauth/token` (refresh-token grant) issues the bearer token;
-//!   every `/v3/application` call also needs `x-api-key` (the app's keystring).
+//! - OAuth: `POST /v3/public/oauth/token` (refresh-token grant, `client_id` = the
+//!   keystring) issues the bearer token; every `/v3/application` call also needs
+//!   `x-api-key: keystring:shared_secret`. The keystring alone is refused with 403
+//!   "Shared secret is required in x-api-key header.", as Etsy has since 2026-02-09
+//!   (etsy/open-api discussions #1529, #1531; developers.etsy.com "Authentication").
 //! - `GET` and `PUT /v3/application/listings/{listing_id}/inventory`. The PUT replaces the
 //!   listing's whole inventory, as Etsy's does: a product not sent is deleted. Prices are
 //!   read as `{amount, divisor, currency_code}` and must be written as decimals; the
@@ -35,7 +38,13 @@ struct Offering {
     quantity: i64,
     price_cents: i64,
     enabled: bool,
+    /// The processing profile of a migrated listing; Etsy's spec makes the write
+    /// carry it (nullable).
+    readiness_state_id: Option<u64>,
 }
+
+/// Every offering's processing profile here.
+const READINESS_STATE_ID: u64 = 1_402_336_022;
 
 #[derive(Clone, Debug)]
 struct Product {
@@ -46,7 +55,10 @@ struct Product {
 }
 
 struct Extra {
+    /// The app's keystring (the token grant's `client_id`).
     api_key: String,
+    /// The app's shared secret, which `x-api-key` carries after the keystring.
+    shared_secret: String,
     refresh_token: String,
     token: String,
     secret: String,
@@ -54,6 +66,8 @@ struct Extra {
     remaining_today: i64,
     /// Listing id → its products.
     inventories: BTreeMap<String, Vec<Product>>,
+    /// Listing id → its state (`active`, `inactive`, `sold_out`; active unless set).
+    states: BTreeMap<String, String>,
     next_id: u64,
     /// A unit of this SKU is sold right after the next inventory read is answered: the
     /// sale lands between lockstep's read and its write of the whole listing.
@@ -76,11 +90,11 @@ fn etsy_error(status: u16, message: &str, headers: &[(&str, String)]) -> Reply {
 impl EtsySim {
     /// A shop listing `items` (our SKU, `listing_id/product_id`): each listing also gets
     /// one product of its own that lockstep does not map (quantity 7, $15.00). The app's
-    /// keystring is `api_key`, the user's `refresh_token`; webhooks are signed with
+    /// keystring and shared secret are `api_key`, the user's `refresh_token`; webhooks are signed with
     /// `secret` (a `whsec_` secret).
     pub fn start(
         items: &[(&str, &str)],
-        api_key: &str,
+        (api_key, shared_secret): (&str, &str),
         refresh_token: &str,
         secret: &str,
     ) -> EtsySim {
@@ -101,6 +115,7 @@ impl EtsySim {
                         quantity: 0,
                         price_cents: 2_250,
                         enabled: true,
+                        readiness_state_id: Some(READINESS_STATE_ID),
                     }],
                 });
         }
@@ -115,18 +130,21 @@ impl EtsySim {
                     quantity: 7,
                     price_cents: 1_500,
                     enabled: true,
+                    readiness_state_id: Some(READINESS_STATE_ID),
                 }],
             });
             next_id += 1;
         }
         let extra = Arc::new(Mutex::new(Extra {
             api_key: api_key.into(),
+            shared_secret: shared_secret.into(),
             refresh_token: refresh_token.into(),
             token: "12345678.sim-access-token".into(),
             secret: secret.into(),
             per_second: Bucket::new(10.0, 10.0),
             remaining_today: DAILY_QUOTA,
             inventories,
+            states: BTreeMap::new(),
             next_id,
             sell_after_read: None,
         }));
@@ -156,6 +174,31 @@ impl EtsySim {
     /// Sets what is left of today's quota.
     pub fn set_remaining_today(&self, remaining: i64) {
         self.extra().remaining_today = remaining;
+    }
+
+    /// Sets the quantity of the listing's own product (the one lockstep does not map).
+    pub fn set_seller_own(&self, listing: &str, quantity: i64) {
+        let mut x = self.extra();
+        for p in x.inventories.get_mut(listing).into_iter().flatten() {
+            if p.sku.starts_with("SELLER-OWN") {
+                p.offerings[0].quantity = quantity;
+            }
+        }
+    }
+
+    /// A listing's state: `active`, `inactive` or `sold_out`.
+    pub fn state(&self, listing: &str) -> String {
+        state_of(&self.extra(), listing)
+    }
+
+    /// Whether `sku`'s first offering is enabled.
+    pub fn enabled(&self, sku: &str) -> bool {
+        self.extra()
+            .inventories
+            .values()
+            .flatten()
+            .find(|p| p.sku == sku)
+            .is_some_and(|p| p.offerings[0].enabled)
     }
 
     /// A listing's products as (sku, color, [(quantity, price in cents)]).
@@ -206,18 +249,59 @@ impl EtsySim {
         self.sync_levels();
     }
 
-    /// Orders change the shop's levels; the inventories follow.
+    /// Orders change the shop's levels; the inventories follow. A listing whose every
+    /// offering an order brought to 0 is `sold_out`, as Etsy marks it.
     fn sync_levels(&self) {
         let levels = self.market.levels();
         let mut extra = self.extra();
-        for products in extra.inventories.values_mut() {
+        let x = &mut *extra;
+        for (listing, products) in x.inventories.iter_mut() {
+            let mut touched = false;
             for p in products.iter_mut() {
+                let o = &mut p.offerings[0];
                 if let Some(level) = levels.get(&p.sku) {
-                    p.offerings[0].quantity = *level;
+                    // Only what buyers could see moves with an order.
+                    if o.enabled
+                        && *level != o.quantity
+                        && x.states.get(listing).is_none_or(|s| s == "active")
+                    {
+                        o.quantity = *level;
+                        touched = true;
+                    }
                 }
+            }
+            let empty = products
+                .iter()
+                .all(|p| p.offerings.iter().all(|o| o.quantity == 0));
+            if touched && empty {
+                x.states.insert(listing.clone(), "sold_out".into());
             }
         }
     }
+}
+
+fn state_of(extra: &Extra, listing: &str) -> String {
+    extra
+        .states
+        .get(listing)
+        .cloned()
+        .unwrap_or_else(|| "active".into())
+}
+
+/// What buyers see of each of a listing's products: its first offering's quantity while
+/// the listing is active and the offering enabled, else 0.
+fn shown(extra: &Extra, listing: &str) -> Vec<(String, i64)> {
+    let live = state_of(extra, listing) == "active";
+    extra.inventories[listing]
+        .iter()
+        .map(|p| {
+            let o = &p.offerings[0];
+            (
+                p.sku.clone(),
+                if live && o.enabled { o.quantity } else { 0 },
+            )
+        })
+        .collect()
 }
 
 fn inventory_json(listing: &str, products: &[Product]) -> Value {
@@ -227,13 +311,27 @@ fn inventory_json(listing: &str, products: &[Product]) -> Value {
             "product_id": p.id, "sku": p.sku, "is_deleted": false,
             "offerings": p.offerings.iter().map(|o| json!({
                 "offering_id": o.id, "quantity": o.quantity, "is_enabled": o.enabled, "is_deleted": false,
+                "readiness_state_id": o.readiness_state_id,
                 "price": {"amount": o.price_cents, "divisor": 100, "currency_code": "USD"},
             })).collect::<Vec<_>>(),
             "property_values": [{"property_id": 200, "property_name": "Primary color", "scale_id": null,
                                  "scale_name": null, "value_ids": [p.id], "values": [p.color]}],
         })).collect::<Vec<_>>(),
         "price_on_property": [], "quantity_on_property": [200], "sku_on_property": [200],
+        "readiness_state_on_property": [],
     })
+}
+
+fn listing_json(extra: &Extra, listing: &str) -> Value {
+    let quantity: i64 = extra.inventories[listing]
+        .iter()
+        .flat_map(|p| &p.offerings)
+        .filter(|o| o.enabled)
+        .map(|o| o.quantity)
+        .sum();
+    json!({"listing_id": listing.parse::<u64>().unwrap_or(0), "shop_id": SHOP_ID.parse::<u64>().unwrap_or(0),
+           "title": format!("Listing {listing}"), "state": state_of(extra, listing), "quantity": quantity,
+           "has_variations": true})
 }
 
 fn receipt_json(
@@ -291,12 +389,17 @@ fn replace(extra: &mut Extra, listing: &str, body: &Value) -> Result<Vec<Product
                 .as_i64()
                 .filter(|q| (0..=999).contains(q))
                 .ok_or("offerings.quantity must be 0 to 999")?;
+            // Required, nullable (Etsy's spec, updateListingInventory's offerings).
+            let Some(readiness) = o.get("readiness_state_id") else {
+                return Err("offerings.readiness_state_id is required".into());
+            };
             extra.next_id += 1;
             offerings.push(Offering {
                 id: extra.next_id,
                 quantity,
                 price_cents: (price * 100.0).round() as i64,
                 enabled: o["is_enabled"].as_bool().unwrap_or(true),
+                readiness_state_id: readiness.as_u64(),
             });
         }
         if offerings.is_empty() {
@@ -317,6 +420,14 @@ fn replace(extra: &mut Extra, listing: &str, body: &Value) -> Result<Vec<Product
             color,
             offerings,
         });
+    }
+    // "There is no way in the API to zero out all of the inventory for a listing"
+    // (Etsy staff, etsy/open-api #560; the message as reported in #395).
+    if products
+        .iter()
+        .all(|p| p.offerings.iter().all(|o| o.quantity == 0))
+    {
+        return Err("One offering must have quantity greater than 0".into());
     }
     extra
         .inventories
@@ -349,8 +460,12 @@ fn handle(
             )
         };
     }
-    if req.header("x-api-key") != Some(x.api_key.as_str()) {
-        return etsy_error(403, "Invalid API key", &[]);
+    match req.header("x-api-key").map(|k| k.split_once(':')) {
+        Some(Some((key, secret))) if key == x.api_key && secret == x.shared_secret => {}
+        Some(None) => {
+            return etsy_error(403, "Shared secret is required in x-api-key header.", &[])
+        }
+        _ => return etsy_error(403, "Invalid API key", &[]),
     }
     if req.header("authorization") != Some(format!("Bearer {}", x.token).as_str()) {
         return etsy_error(401, "invalid_token", &[]);
@@ -369,7 +484,7 @@ fn handle(
         ("x-limit-per-day", DAILY_QUOTA.to_string()),
         ("x-remaining-today", x.remaining_today.max(0).to_string()),
     ];
-    let is_write = req.method == hyper::Method::PUT;
+    let is_write = matches!(req.method, hyper::Method::PUT | hyper::Method::PATCH);
     if limited {
         if is_write {
             lock(shop).log_call(&req.path, 0, 429);
@@ -422,9 +537,9 @@ fn handle(
             match replace(&mut x, listing, &body) {
                 Ok(products) => {
                     let mut s = lock(shop);
-                    for p in &products {
-                        if s.listings.contains_key(&p.sku) {
-                            s.write(&p.sku, p.offerings[0].quantity);
+                    for (sku, level) in shown(&x, listing) {
+                        if s.listings.contains_key(&sku) {
+                            s.write(&sku, level);
                         }
                     }
                     s.log_call(&req.path, sent, 200);
@@ -435,6 +550,55 @@ fn handle(
                     etsy_error(400, &message, &quota)
                 }
             }
+        }
+        (hyper::Method::GET, ["listings", listing]) => {
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if !x.inventories.contains_key(*listing) {
+                return etsy_error(404, "Listing not found", &quota);
+            }
+            reply(200, &listing_json(&x, listing), &quota)
+        }
+        // updateListing: a form body; `state` may be set to `active` or `inactive` only.
+        (hyper::Method::PATCH, ["shops", shop_id, "listings", listing]) if *shop_id == SHOP_ID => {
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if !x.inventories.contains_key(*listing) {
+                return etsy_error(404, "Listing not found", &quota);
+            }
+            if req.header("content-type") != Some("application/x-www-form-urlencoded") {
+                return etsy_error(
+                    400,
+                    "Expected an application/x-www-form-urlencoded body",
+                    &quota,
+                );
+            }
+            match req.form("state").as_deref() {
+                Some(state @ ("active" | "inactive")) => {
+                    // "Setting a sold_out listing to active will update the quantity to 1
+                    // and renew the listing" (Etsy's spec, ShopListing.state).
+                    if state == "active" && state_of(&x, listing) == "sold_out" {
+                        let products = x.inventories.get_mut(*listing).expect("checked");
+                        if products
+                            .iter()
+                            .all(|p| p.offerings.iter().all(|o| o.quantity == 0))
+                        {
+                            products[0].offerings[0].quantity = 1;
+                        }
+                    }
+                    x.states.insert(listing.to_string(), state.to_string());
+                }
+                Some(other) => {
+                    return etsy_error(400, &format!("state: {other} is not a valid value"), &quota)
+                }
+                None => {}
+            }
+            let mut s = lock(shop);
+            for (sku, level) in shown(&x, listing) {
+                if s.listings.contains_key(&sku) {
+                    s.write(&sku, level);
+                }
+            }
+            s.log_call(&req.path, 0, 200);
+            reply(200, &listing_json(&x, listing), &quota)
         }
         (hyper::Method::GET, ["shops", shop_id, "receipts", receipt]) if *shop_id == SHOP_ID => {
             let s = lock(shop);

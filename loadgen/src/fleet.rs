@@ -36,7 +36,8 @@ pub mod creds {
     );
     pub const EBAY_CLIENT: (&str, &str) = ("Seller-lockstep-PRD-sim", "PRD-sim-cert");
     pub const EBAY_REFRESH: &str = "v^1.1#i^1#r^1#sim-refresh";
-    pub const ETSY_KEY: &str = "etsy-keystring-sim";
+    /// The app's keystring and shared secret (`x-api-key: keystring:shared_secret`).
+    pub const ETSY_KEY: (&str, &str) = ("etsy-keystring-sim", "etsy-shared-secret-sim");
     pub const ETSY_REFRESH: &str = "12345678.refresh-sim";
     pub const ETSY_SECRET: &str = "whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=";
     pub const BC_TOKEN: &str = "bc-access-token-sim";
@@ -44,8 +45,11 @@ pub mod creds {
     pub const BC_HEADER: (&str, &str) = ("x-hook-auth", "registered-hook-secret");
     pub const WALMART_CLIENT: (&str, &str) = ("walmart-client-id-sim", "walmart-client-secret-sim");
     pub const WALMART_HEADER: &str = "wm-signature";
+    /// The `clientSecret` of the webhook subscription's `authDetails` (its HMAC key).
+    pub const WALMART_HOOK_SECRET: &str = "walmart-subscription-secret-sim";
     pub const TIKTOK_APP: (&str, &str) = ("6abc123sim", "tiktok-app-secret-sim");
-    pub const TIKTOK_TOKEN: &str = "ROW_sim_access_token";
+    /// The seller's first refresh token (it rotates at each refresh).
+    pub const TIKTOK_REFRESH: &str = "ROW_sim_refresh_token";
     pub const WEBHOOK_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE=";
 }
 use creds::*;
@@ -81,7 +85,8 @@ pub fn ebay_block(name: &str, url: &str, extra: &str) -> String {
 /// A `[[channels]]` block of kind `etsy`.
 pub fn etsy_block(name: &str, url: &str, extra: &str) -> String {
     let shop = crate::etsy_sim::SHOP_ID;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{ETSY_KEY}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{extra}\n")
+    let (keystring, shared) = ETSY_KEY;
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{keystring}\"\nshared_secret = \"{shared}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{extra}\n")
 }
 
 /// A `[[channels]]` block of kind `bigcommerce`.
@@ -101,7 +106,7 @@ pub fn walmart_block(name: &str, url: &str, auth: &str, extra: &str) -> String {
 pub fn tiktok_block(name: &str, url: &str, extra: &str) -> String {
     let cipher = crate::tiktok_sim::SHOP_CIPHER;
     let (key, secret) = TIKTOK_APP;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\naccess_token = \"{TIKTOK_TOKEN}\"\nshop_cipher = \"{cipher}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\ntoken_url = \"{url}/api/v2/token/refresh\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\nrefresh_token = \"{TIKTOK_REFRESH}\"\nshop_cipher = \"{cipher}\"\n{extra}\n")
 }
 
 /// A `[[channels]]` block of kind `shopify`.
@@ -183,10 +188,10 @@ impl Fleet {
             walmart: WalmartSim::start(
                 &pairs(5),
                 WALMART_CLIENT,
-                HookAuth::Hmac(WALMART_HEADER.into()),
+                HookAuth::Hmac(WALMART_HEADER.into(), WALMART_HOOK_SECRET.into()),
             ),
             etsy: EtsySim::start(&pairs(6), ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
-            tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_TOKEN),
+            tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
             erp: WebhookSim::start(WEBHOOK_SECRET),
             skus: names,
             erp_orders: AtomicU64::new(0),
@@ -211,7 +216,9 @@ impl Fleet {
             + &walmart_block(
                 "walmart",
                 &self.walmart.market.url(),
-                &format!("auth_header = \"{WALMART_HEADER}\""),
+                &format!(
+                    "auth_header = \"{WALMART_HEADER}\"\nwebhook_secret = \"{WALMART_HOOK_SECRET}\""
+                ),
                 &extra("walmart"),
             )
             + &etsy_block("etsy", &self.etsy.market.url(), &polled("etsy"))

@@ -121,6 +121,11 @@ impl Req {
         })
     }
 
+    /// Bytes of the request target (path and query), for servers that cap it.
+    pub fn target_len(&self) -> usize {
+        self.path.len() + 1 + self.query.len()
+    }
+
     /// A numeric query parameter, or `default` when absent or not a number.
     pub fn number(&self, name: &str, default: usize) -> usize {
         self.param(name)

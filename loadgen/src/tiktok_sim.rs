@@ -10,6 +10,12 @@
 //! - Webhooks: type 1 (order status change) on every status change and type 11
 //!   (cancellation status change) on a cancellation, signed in `Authorization` as the hex
 //!   HMAC-SHA256 of app key + body; retried 3 times.
+//! - Tokens: `GET /api/v2/token/refresh?app_key&app_secret&refresh_token&grant_type=
+//!   refresh_token` (on TikTok's auth host; here on the same server) answers `{code: 0,
+//!   data: {access_token, access_token_expire_in, refresh_token, refresh_token_expire_in,
+//!   ...}}`, the `_expire_in` fields Unix times (Partner Center, "Authorization
+//!   overview"). Each refresh rotates the refresh token: the old one is refused after.
+//!   An expired or unknown access token is code 105002 ("Expired credentials").
 //! - The rate limit (unverified for TikTok) answers 429 when set.
 
 use std::sync::{Arc, Mutex};
@@ -26,8 +32,18 @@ pub const SHOP_CIPHER: &str = "GCP_sim_cipher";
 struct Extra {
     app_key: String,
     app_secret: String,
-    token: String,
+    /// The one refresh token that works now (each refresh rotates it).
+    refresh_token: String,
+    /// Access tokens issued, with when each expires (Unix seconds).
+    tokens: std::collections::HashMap<String, i64>,
+    /// How long an access token lives.
+    token_lifetime_s: i64,
+    /// Refreshes answered so far.
+    refreshes: u32,
 }
+
+/// TikTok's access tokens live about a week (commonly reported; the grant says).
+const TOKEN_LIFETIME_S: i64 = 7 * 24 * 3_600;
 
 /// A running simulated TikTok Shop.
 pub struct TikTokSim {
@@ -61,17 +77,20 @@ fn order_status(stage: Stage) -> &'static str {
 
 impl TikTokSim {
     /// A shop listing `items` (our SKU, `product_id/sku_id`), for an app with `app_key`
-    /// and `app_secret`, and a seller who granted `token`.
+    /// and `app_secret`, and a seller whose grant's refresh token is `refresh_token`.
     pub fn start(
         items: &[(&str, &str)],
         app_key: &str,
         app_secret: &str,
-        token: &str,
+        refresh_token: &str,
     ) -> TikTokSim {
         let extra = Arc::new(Mutex::new(Extra {
             app_key: app_key.into(),
             app_secret: app_secret.into(),
-            token: token.into(),
+            refresh_token: refresh_token.into(),
+            tokens: Default::default(),
+            token_lifetime_s: TOKEN_LIFETIME_S,
+            refreshes: 0,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -84,6 +103,21 @@ impl TikTokSim {
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token refresh URL.
+    pub fn token_url(&self) -> String {
+        format!("{}/api/v2/token/refresh", self.market.url())
+    }
+
+    /// Access tokens issued from now on live `seconds`.
+    pub fn set_token_lifetime(&self, seconds: i64) {
+        self.extra().token_lifetime_s = seconds;
+    }
+
+    /// Refreshes answered so far.
+    pub fn refreshes(&self) -> u32 {
+        self.extra().refreshes
     }
 
     pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
@@ -129,13 +163,54 @@ impl TikTokSim {
     }
 }
 
+/// The refresh-token grant: a new access token and a rotated refresh token.
+fn refresh(extra: &mut Extra, req: &Req) -> Reply {
+    let ok = req.param("app_key").as_deref() == Some(&extra.app_key)
+        && req.param("app_secret").as_deref() == Some(&extra.app_secret)
+        && req.param("grant_type").as_deref() == Some("refresh_token");
+    if !ok {
+        return reply(
+            200,
+            &tts(
+                36004004,
+                "Invalid app_key, app_secret or grant_type.",
+                json!({}),
+            ),
+            &[],
+        );
+    }
+    if req.param("refresh_token").as_deref() != Some(&extra.refresh_token) {
+        return reply(
+            200,
+            &tts(36004004, "Invalid or expired refresh_token.", json!({})),
+            &[],
+        );
+    }
+    let now_s = now_us() / 1_000_000;
+    let access = format!("ROW_{:024x}", rand::random::<u128>());
+    extra.refresh_token = format!("ROW_r_{:024x}", rand::random::<u128>());
+    let expires = now_s + extra.token_lifetime_s;
+    extra.tokens.insert(access.clone(), expires);
+    extra.refreshes += 1;
+    let data = json!({"access_token": access, "access_token_expire_in": expires,
+                      "refresh_token": extra.refresh_token, "refresh_token_expire_in": now_s + 365 * 86_400,
+                      "open_id": "sim-open-id", "seller_name": "Sim Shop", "seller_base_region": "US",
+                      "user_type": 0, "granted_scopes": ["seller.product.basic", "seller.order.info"]});
+    reply(200, &tts(0, "success", data), &[])
+}
+
 /// Checks the request signature; `Err` is TikTok's refusal: (code, message).
 fn check_sign(extra: &Extra, req: &Req) -> Result<(), (i64, &'static str)> {
     let refuse = |code: i64, message: &'static str| (code, message);
-    if req.header("x-tts-access-token") != Some(extra.token.as_str()) {
+    let now_s = now_us() / 1_000_000;
+    let live = req
+        .header("x-tts-access-token")
+        .and_then(|t| extra.tokens.get(t))
+        .is_some_and(|expires| now_s < *expires);
+    if !live {
         return Err(refuse(
             105002,
-            "Expired credentials or invalid access token.",
+            "Expired credentials. The access_token or x-tts-access-token header has expired.",
         ));
     }
     if req.param("app_key").as_deref() != Some(&extra.app_key)
@@ -179,6 +254,9 @@ fn handle(
     extra: &Arc<Mutex<Extra>>,
     req: Req,
 ) -> Reply {
+    if req.path == "/api/v2/token/refresh" {
+        return refresh(&mut extra.lock().unwrap_or_else(|e| e.into_inner()), &req);
+    }
     if let Err((code, message)) = check_sign(&extra.lock().unwrap_or_else(|e| e.into_inner()), &req)
     {
         return reply(401, &tts(code, message, json!({})), &[]);

@@ -10,9 +10,15 @@
 //!   `x-current-token-count` and `x-next-replenishment-time`.
 //! - `GET /v3/orders?lastModifiedStartDate=` with the orders API's nested shape, paged by
 //!   `nextCursor`.
-//! - Webhooks `PO_CREATED` and `ORDER_UPDATES` (`PO_LINE_AUTOCANCELLED`), authenticated
-//!   as the subscription chose (HMAC of the body with the client secret, base64, or
-//!   Basic) in the chosen header; 2 retries (3 attempts).
+//! - Webhooks as developer.walmart.com documents them: `ORDER_UPDATES` (the only order
+//!   event after 2026-12-15, "Order management event"): the order in `payload.order`,
+//!   what happened in `payload.subEventType` (`PO_CREATED`, `PO_LINE_AUTOCANCELLED`); or,
+//!   with `EventStyle::Legacy`, the older `PO_CREATED` ("Purchase order (PO) created
+//!   event") with the order as `payload`. Lines are flat: `sku` and
+//!   `quantity: {unitOfMeasure: "EACH", measurementValue: "2"}` (a numeric string).
+//!   Authenticated as the subscription chose (HMAC-SHA256 of the body keyed with the
+//!   subscription's own `clientSecret`, base64, or Basic) in the chosen header; 2 retries
+//!   (3 attempts).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,16 +33,26 @@ use crate::sim::{reply, Reply, Sender};
 /// How the subscription authenticates webhooks.
 #[derive(Clone)]
 pub enum HookAuth {
-    /// HMAC-SHA256 of the body keyed with the client secret, base64, in this header.
-    Hmac(String),
+    /// HMAC-SHA256 of the body keyed with the subscription's `clientSecret` (the second
+    /// field; not the API client secret), base64, in this header (the first).
+    Hmac(String, String),
     /// `Basic base64(user:password)` in this header.
     Basic(String, String),
 }
 
+/// Which order events the seller's subscription delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventStyle {
+    /// `ORDER_UPDATES` with a `subEventType` and the order in `payload.order`.
+    OrderUpdates,
+    /// The legacy `PO_CREATED` / `PO_LINE_AUTOCANCELLED` events (removed 2026-12-15).
+    Legacy,
+}
+
 struct Extra {
     basic: String,
-    secret: String,
     token: String,
+    style: EventStyle,
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
 }
@@ -73,8 +89,8 @@ impl WalmartSim {
                 base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", client.0, client.1))
             ),
-            secret: client.1.into(),
             token: "eyJraWQiOiJzaW0ifQ.sim-access-token".into(),
+            style: EventStyle::OrderUpdates,
             hook_auth,
             correlation_ids: Vec::new(),
         }));
@@ -91,6 +107,11 @@ impl WalmartSim {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Which order events are sent from now on.
+    pub fn set_event_style(&self, style: EventStyle) {
+        self.extra().style = style;
+    }
+
     /// Every `WM_QOS.CORRELATION_ID` received so far.
     pub fn correlation_ids(&self) -> Vec<String> {
         self.extra().correlation_ids.clone()
@@ -99,20 +120,22 @@ impl WalmartSim {
     /// A customer order: `PO_CREATED` sent. Returns the purchase order id.
     pub fn place_order(&self, lines: &[(&str, i64)]) -> String {
         let id = self.market.shop().place(lines);
-        self.event("PO_CREATED", None, id);
+        self.event("PO_CREATED", id);
         id.to_string()
     }
 
-    /// Ships (no event) or auto-cancels (`ORDER_UPDATES` / `PO_LINE_AUTOCANCELLED`).
+    /// Ships (no event) or auto-cancels (`PO_LINE_AUTOCANCELLED`).
     pub fn advance(&self, order: &str, stage: Stage) {
         let id: u64 = order.parse().expect("a purchase order id");
         self.market.shop().advance(id, stage);
         if stage == Stage::Cancelled {
-            self.event("ORDER_UPDATES", Some("PO_LINE_AUTOCANCELLED"), id);
+            self.event("PO_LINE_AUTOCANCELLED", id);
         }
     }
 
-    fn event(&self, kind: &str, sub: Option<&str>, id: u64) {
+    /// Sends `what` about order `id` in the subscription's event style.
+    fn event(&self, what: &str, id: u64) {
+        let style = self.extra().style;
         let body = {
             let shop = self.market.shop();
             let o = &shop.orders[&id];
@@ -121,23 +144,31 @@ impl WalmartSim {
                 .iter()
                 .enumerate()
                 .map(|(n, l)| json!({"lineNumber": (n + 1).to_string(), "sku": shop.listings[&l.sku].id,
-                                     "orderLineQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()}}))
+                                     "productName": format!("Item {}", l.sku),
+                                     "quantity": {"unitOfMeasure": "EACH", "measurementValue": l.quantity.to_string()},
+                                     "status": "Created", "statusDate": rfc3339(o.modified_us)}))
                 .collect();
-            let mut source = json!({"eventType": kind, "eventTime": rfc3339(now_us()),
-                                    "eventId": format!("{:032x}", rand::random::<u128>())});
-            if let Some(sub) = sub {
-                source["subEventType"] = json!(sub);
-            }
-            json!({"source": source, "payload": {"partnerId": "10001", "purchaseOrderId": id.to_string(),
-                   "customerOrderId": format!("2000{id}"), "orderDate": o.created_us / 1_000, "orderLines": lines}})
-            .to_string()
-            .into_bytes()
+            let order = json!({"partnerId": "10001", "purchaseOrderId": id.to_string(),
+                               "customerOrderId": format!("2000{id}"), "orderDate": rfc3339(o.created_us),
+                               "orderLines": lines});
+            let event_id = format!("{:032x}", rand::random::<u128>());
+            let hook = match style {
+                EventStyle::OrderUpdates => json!({
+                    "source": {"eventType": "ORDER_UPDATES", "eventTime": rfc3339(now_us()),
+                               "eventId": event_id, "eventFilters": null},
+                    "payload": {"subEventType": what, "order": order},
+                }),
+                EventStyle::Legacy => json!({
+                    "source": {"eventType": what, "eventTime": rfc3339(now_us()), "eventId": event_id},
+                    "payload": order,
+                }),
+            };
+            hook.to_string().into_bytes()
         };
         let extra = self.extra();
         let auth = match &extra.hook_auth {
-            HookAuth::Hmac(header) => {
-                let mut mac =
-                    Hmac::<Sha256>::new_from_slice(extra.secret.as_bytes()).expect("any key");
+            HookAuth::Hmac(header, secret) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
                 mac.update(&body);
                 let sig =
                     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -156,7 +187,7 @@ impl WalmartSim {
             ("content-type".to_string(), "application/json".to_string()),
             auth,
         ];
-        self.market.deliver(kind, headers, body);
+        self.market.deliver(what, headers, body);
     }
 }
 

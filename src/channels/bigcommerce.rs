@@ -19,7 +19,14 @@
 //! (`{location_id, variant_id, quantity}`; the catalog maps a SKU to its variant id),
 //! `X-Auth-Token`. Pacing follows the `X-Rate-Limit-*` headers: when a reply says one
 //! request is left in the window, the next waits for `X-Rate-Limit-Time-Reset-Ms`; a 429
-//! waits that long too. Reads: `GET /v3/inventory/items?variant_id:in=...`.
+//! waits that long too. An item tracked by product must be adjusted by its `product_id`
+//! (BigCommerce answers 422 "Item with variant_id N is tracked by product" otherwise,
+//! failing the whole transaction: inventory.v3.yml): on that answer the batch's variants
+//! are looked up (`GET /v3/inventory/items` for their product ids, then
+//! `GET /v3/catalog/products?id:in=...` for `inventory_tracking`), remembered, and the
+//! batch sent once more naming those items by product.
+//! Reads: `GET /v3/inventory/items?variant_id:in=...&location_id:in=...`, at most
+//! `READ_IDS_MAX` ids a call (the list must fit a URL), paged through `meta.pagination`.
 
 use std::time::Duration;
 
@@ -38,6 +45,15 @@ use crate::ingest::error::ApiError;
 
 /// Items per absolute adjustment.
 pub const BATCH_MAX: usize = 2_000;
+/// Variant ids one read names: 200 ids of up to 10 digits keep the URL near 2 KiB, well
+/// inside what servers and proxies take (BigCommerce documents no figure).
+pub const READ_IDS_MAX: usize = 200;
+/// Items a read page asks for (BigCommerce takes up to 1,000, "Limit of 1000 items for
+/// payload length"; unasked, it answers a short default page).
+const READ_PAGE_LIMIT: usize = 250;
+/// Most pages one read follows: `READ_IDS_MAX` ids fit one page; more pages mean the
+/// store lists an id more than once, and the bound keeps that from looping.
+const READ_PAGES_MAX: u32 = 10;
 /// 150 requests per 30 s (Standard and Plus plans), shared by every app of the store.
 const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 5.0,
@@ -55,6 +71,9 @@ pub struct BigCommerce {
     auth_header: Option<String>,
     catalog: Catalog,
     seen: Seen,
+    /// Variants whose product is tracked by product, with that product's id: their
+    /// adjustments name `product_id` (learned from a 422, see the module doc).
+    by_product: std::sync::Mutex<ahash::AHashMap<u64, u64>>,
 }
 
 impl BigCommerce {
@@ -76,6 +95,7 @@ impl BigCommerce {
             auth_header: config.auth_header.clone(),
             catalog,
             seen: Seen::default(),
+            by_product: Default::default(),
         }
     }
 
@@ -266,10 +286,18 @@ impl ChannelAdapter for BigCommerce {
             .location_id
             .parse::<u64>()
             .map_or_else(|_| json!(self.location_id), |n| json!(n));
+        let by_product = self.by_product.lock().unwrap_or_else(|e| e.into_inner());
         let items: Vec<Value> = items
             .iter()
-            .map(|i| json!({"location_id": location, "variant_id": self.variant(&i.sku), "quantity": i.quantity}))
+            .map(|i| {
+                let variant = self.variant(&i.sku);
+                match variant.and_then(|v| by_product.get(&v)) {
+                    Some(product) => json!({"location_id": location, "product_id": product, "quantity": i.quantity}),
+                    None => json!({"location_id": location, "variant_id": variant, "quantity": i.quantity}),
+                }
+            })
             .collect();
+        drop(by_product);
         self.request(
             http::Method::PUT,
             "/v3/inventory/adjustments/absolute",
@@ -317,6 +345,84 @@ impl ChannelAdapter for BigCommerce {
     }
 
     fn read_request(&self, skus: &[String]) -> OutboundRequest {
+        self.read_page(skus, 1)
+    }
+
+    fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
+        let all: Vec<usize> = (0..skus.len()).collect();
+        all.chunks(READ_IDS_MAX).map(<[usize]>::to_vec).collect()
+    }
+
+    /// Every page of the group's read.
+    fn read<'a>(
+        &'a self,
+        caller: &'a Caller,
+        skus: &'a [String],
+    ) -> BoxFuture<'a, Result<Levels, String>> {
+        Box::pin(async move {
+            let mut levels = Levels::new();
+            for page in 1..=READ_PAGES_MAX {
+                let (status, _, body) = caller.call(self.read_page(skus, page)).await?;
+                let reply = super::call::json_reply(status, &body)?;
+                levels.extend(self.levels_of(&reply));
+                let pagination = &reply["meta"]["pagination"];
+                let (current, pages) = (
+                    pagination["current_page"].as_u64().unwrap_or(1),
+                    pagination["total_pages"].as_u64().unwrap_or(1),
+                );
+                if current >= pages {
+                    return Ok(levels);
+                }
+            }
+            Err(format!(
+                "inventory items still paging after {READ_PAGES_MAX} pages"
+            ))
+        })
+    }
+
+    /// Tries the adjustment; when BigCommerce says some of its items are tracked by
+    /// product, learns which are and tries once more.
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            let now = crate::clock::now_micros();
+            let mut learned = false;
+            loop {
+                let (status, headers, body) = match caller.call(self.push_request(items, now)).await
+                {
+                    Ok(answer) => answer,
+                    Err(reason) => {
+                        return PushReply::Failed {
+                            reason,
+                            retryable: true,
+                        }
+                    }
+                };
+                let tracked_by_product = status == 422
+                    && String::from_utf8_lossy(&body).contains("is tracked by product");
+                if tracked_by_product && !learned {
+                    learned = true;
+                    if let Err(reason) = self.learn_tracking(caller, items).await {
+                        return PushReply::Failed {
+                            reason: format!("tracked by product, and the lookup failed: {reason}"),
+                            retryable: true,
+                        };
+                    }
+                    continue;
+                }
+                return self.push_reply(status, &headers, &body, items);
+            }
+        })
+    }
+
+    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        let reply = super::call::json_reply(status, body)?;
+        Ok(self.levels_of(&reply))
+    }
+}
+
+impl BigCommerce {
+    /// One page of the inventory items of `skus`' variants at our location.
+    fn read_page(&self, skus: &[String], page: u32) -> OutboundRequest {
         let ids: Vec<String> = skus
             .iter()
             .filter_map(|s| self.variant(s))
@@ -325,7 +431,7 @@ impl ChannelAdapter for BigCommerce {
         self.request(
             http::Method::GET,
             &format!(
-                "/v3/inventory/items?variant_id:in={}&location_id:in={}",
+                "/v3/inventory/items?variant_id:in={}&location_id:in={}&limit={READ_PAGE_LIMIT}&page={page}",
                 ids.join(","),
                 self.location_id
             ),
@@ -333,9 +439,59 @@ impl ChannelAdapter for BigCommerce {
         )
     }
 
-    fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
-        let reply = super::call::json_reply(status, body)?;
-        Ok(payload::list(&reply["data"])
+    /// Learns which of `items`' variants belong to products tracked by product: their
+    /// product ids from the inventory items, then each product's `inventory_tracking`
+    /// (catalog API: `none`, `product` or `variant`).
+    async fn learn_tracking(&self, caller: &Caller, items: &[PushItem]) -> Result<(), String> {
+        let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
+        let mut product_of: ahash::AHashMap<u64, u64> = ahash::AHashMap::new();
+        for group in skus.chunks(READ_IDS_MAX) {
+            let (status, _, body) = caller.call(self.read_page(group, 1)).await?;
+            let reply = super::call::json_reply(status, &body)?;
+            for item in payload::list(&reply["data"]) {
+                let identity = &item["identity"];
+                if let (Some(v), Some(p)) = (
+                    identity["variant_id"].as_u64(),
+                    identity["product_id"].as_u64(),
+                ) {
+                    product_of.insert(v, p);
+                }
+            }
+        }
+        let mut products: Vec<u64> = product_of.values().copied().collect();
+        products.sort_unstable();
+        products.dedup();
+        let mut by_product = ahash::AHashSet::new();
+        for group in products.chunks(READ_IDS_MAX) {
+            let ids: Vec<String> = group.iter().map(u64::to_string).collect();
+            let path = format!(
+                "/v3/catalog/products?id:in={}&include_fields=inventory_tracking&limit={}",
+                ids.join(","),
+                group.len()
+            );
+            let answer = caller
+                .call(self.request(http::Method::GET, &path, None))
+                .await?;
+            for product in payload::list(&json_answer(&answer)?["data"]) {
+                if product["inventory_tracking"] == "product" {
+                    by_product.extend(product["id"].as_u64());
+                }
+            }
+        }
+        let mut known = self.by_product.lock().unwrap_or_else(|e| e.into_inner());
+        for (variant, product) in product_of {
+            if by_product.contains(&product) {
+                known.insert(variant, product);
+            } else {
+                known.remove(&variant);
+            }
+        }
+        Ok(())
+    }
+
+    /// What an inventory items page shows per SKU at our location.
+    fn levels_of(&self, reply: &Value) -> Levels {
+        payload::list(&reply["data"])
             .iter()
             .filter_map(|item| {
                 let variant = payload::id(&item["identity"]["variant_id"])?;
@@ -346,6 +502,6 @@ impl ChannelAdapter for BigCommerce {
                     .and_then(|l| l["total_inventory_onhand"].as_i64());
                 Some((sku, level))
             })
-            .collect())
+            .collect()
     }
 }

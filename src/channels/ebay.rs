@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use super::call::{form, json_answer, with_headers, TokenCache};
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
-use crate::clock::{format_rfc3339, now_micros, Micros, MICROS_PER_HOUR};
+use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
 use crate::ingest::error::ApiError;
@@ -405,7 +405,10 @@ impl OrderPoll for Ebay {
         Box::pin(async move {
             let auth = self.authorize(caller).await?;
             let offset: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-            let filter = format!("lastmodifieddate:[{}..]", format_rfc3339(since));
+            // eBay documents the filter's times with milliseconds, as in
+            // `lastmodifieddate:[2016-03-21T08:25:43.511Z..]` (developer.ebay.com, Sell
+            // Fulfillment API, getOrders, "filter"); it is not told to take more digits.
+            let filter = format!("lastmodifieddate:[{}..]", format_iso8601_millis(since));
             let url = format!(
                 "{}/sell/fulfillment/v1/order?filter={}&limit={PAGE_SIZE}&offset={offset}",
                 self.base_url,

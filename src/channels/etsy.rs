@@ -14,7 +14,8 @@
 //! whole inventory: anything not sent is deleted. So each push reads the listing's
 //! inventory first and sends every product, its property values and every offering back,
 //! changing only the quantities of the products being pushed (one listing per call; the
-//! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` and a bearer
+//! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` (the app's
+//! keystring and shared secret, `keystring:shared_secret`) and a bearer
 //! token from the refresh token; pacing is 10 requests/s, and the daily quota is read
 //! from `x-remaining-today` (exported as `lockstep_channel_quota_remaining`): when it is
 //! spent, pushes wait instead of drawing 429s.
@@ -29,7 +30,7 @@ use super::call::{form, json_answer, with_headers, Answer, TokenCache};
 use super::standard_webhooks::{self, Key};
 use super::{excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OrderPoll, OutboundRequest, PollPage};
-use super::{PushItem, PushReply, RateLimit, Seen};
+use super::{PushItem, PushReply, RateLimit, Seen, ShownAs};
 use crate::clock::{Micros, MICROS_PER_SECOND};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -51,6 +52,7 @@ pub struct Etsy {
     name: String,
     base_url: String,
     shop_id: String,
+    /// The `x-api-key` of every `/v3/application` call: `keystring:shared_secret`.
     api_key: String,
     keys: Vec<Key>,
     catalog: Catalog,
@@ -59,6 +61,8 @@ pub struct Etsy {
     seen: Seen,
     /// `x-remaining-today` of the latest answer (-1: not seen yet).
     remaining_today: AtomicI64,
+    /// Each listing's state as last read or set (`active`, `inactive`, `sold_out`...).
+    states: std::sync::Mutex<ahash::AHashMap<String, String>>,
 }
 
 impl Etsy {
@@ -86,7 +90,14 @@ impl Etsy {
             name: config.name.clone(),
             base_url,
             shop_id: config.shop_id.clone().unwrap_or_default(),
-            api_key: client_id,
+            // Etsy requires `keystring:shared_secret` since 2026-02-09 and answers 403
+            // "Shared secret is required in x-api-key header." to the keystring alone
+            // (developers.etsy.com/documentation/essentials/authentication, "x-api-key";
+            // etsy/open-api discussions #1529, #1531).
+            api_key: format!(
+                "{client_id}:{}",
+                config.shared_secret.as_deref().unwrap_or_default()
+            ),
             keys: [&config.webhook_secret, &config.previous_webhook_secret]
                 .into_iter()
                 .flatten()
@@ -99,6 +110,7 @@ impl Etsy {
             token,
             seen: Seen::default(),
             remaining_today: AtomicI64::new(-1),
+            states: Default::default(),
         }
     }
 
@@ -203,7 +215,17 @@ impl Etsy {
 
     /// The PUT body that keeps every product and offering of `inventory` and sets the
     /// quantities of `items`; `Err` names an item the listing does not have.
-    fn replaced(&self, inventory: &Value, items: &[PushItem]) -> Result<Value, String> {
+    ///
+    /// A pushed product's offerings are enabled when above 0 and disabled at 0: Etsy
+    /// refuses a write that leaves every offering at 0 ("One offering must have quantity
+    /// greater than 0", etsy/open-api #395, #560), so an exhausted product is shown sold
+    /// out by its disabled offering while another stays above 0. While the listing is not
+    /// live (inactive because it sold out), what its offerings hold is not what buyers
+    /// saw: our other products are written as sold out (0, disabled), which is what the
+    /// channel showed for them; the seller's own products are kept as read. Each
+    /// offering's `readiness_state_id` (its processing profile; required in the write by
+    /// Etsy's spec, `updateListingInventory`) goes back as read.
+    fn replaced(&self, inventory: &Value, items: &[PushItem], live: bool) -> Result<Value, String> {
         let mut products = Vec::new();
         let mut found = vec![false; items.len()];
         for product in payload::list(&inventory["products"]) {
@@ -218,6 +240,12 @@ impl Etsy {
             if let Some(n) = pushed {
                 found[n] = true;
             }
+            let ours = self.catalog.sku_by_leaf(&product_id).is_some();
+            let set_to = match pushed {
+                Some(n) => Some(items[n].quantity),
+                None if ours && !live => Some(0),
+                None => None,
+            };
             let offerings: Vec<Value> = payload::list(&product["offerings"])
                 .iter()
                 .filter(|o| o["is_deleted"] != true)
@@ -228,8 +256,12 @@ impl Etsy {
                         (Some(amount), Some(divisor)) if divisor > 0.0 => amount / divisor,
                         _ => price.as_f64().unwrap_or(0.0),
                     };
-                    let quantity = pushed.map_or(o["quantity"].clone(), |n| json!(items[n].quantity));
-                    json!({"price": decimal, "quantity": quantity, "is_enabled": o["is_enabled"].as_bool().unwrap_or(true)})
+                    let (quantity, enabled) = match set_to {
+                        Some(q) => (json!(q), q > 0),
+                        None => (o["quantity"].clone(), o["is_enabled"].as_bool().unwrap_or(true)),
+                    };
+                    json!({"price": decimal, "quantity": quantity, "is_enabled": enabled,
+                           "readiness_state_id": o.get("readiness_state_id").cloned().unwrap_or(Value::Null)})
                 })
                 .collect();
             let property_values: Vec<Value> = payload::list(&product["property_values"])
@@ -263,12 +295,75 @@ impl Etsy {
             ));
         }
         let on = |field: &str| inventory.get(field).cloned().unwrap_or_else(|| json!([]));
-        Ok(json!({
+        let mut body = json!({
             "products": products,
             "price_on_property": on("price_on_property"),
             "quantity_on_property": on("quantity_on_property"),
             "sku_on_property": on("sku_on_property"),
-        }))
+        });
+        if let Some(readiness) = inventory.get("readiness_state_on_property") {
+            body["readiness_state_on_property"] = readiness.clone();
+        }
+        Ok(body)
+    }
+
+    /// Whether a PUT body leaves any enabled offering above 0 (something to sell).
+    fn sellable(body: &Value) -> bool {
+        payload::list(&body["products"]).iter().any(|p| {
+            payload::list(&p["offerings"])
+                .iter()
+                .any(|o| o["is_enabled"] == true && o["quantity"].as_i64().unwrap_or(0) > 0)
+        })
+    }
+
+    /// The listing's state (`active`, `inactive`, `sold_out`, `draft`, `expired`): the one
+    /// last seen, else read with `getListing`.
+    async fn listing_state(
+        &self,
+        caller: &Caller,
+        listing: &str,
+        fresh: bool,
+    ) -> Result<String, String> {
+        if !fresh {
+            let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = states.get(listing) {
+                return Ok(state.clone());
+            }
+        }
+        let path = format!("/v3/application/listings/{listing}");
+        let answer = self.call(caller, self.get(&path), true).await?;
+        let state = json_answer(&answer)?["state"]
+            .as_str()
+            .ok_or("getListing answered no state")?
+            .to_string();
+        self.note_state(listing, &state);
+        Ok(state)
+    }
+
+    fn note_state(&self, listing: &str, state: &str) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(listing.to_string(), state.to_string());
+    }
+
+    /// Sets the listing `active` or `inactive` with `updateListing` (`PATCH
+    /// /v3/application/shops/{shop_id}/listings/{listing_id}`, a form body; `state` takes
+    /// only those two values: Etsy's spec, `updateListing`).
+    async fn set_state(&self, caller: &Caller, listing: &str, state: &str) -> Result<(), String> {
+        let request = http::Request::patch(format!(
+            "{}/v3/application/shops/{}/listings/{listing}",
+            self.base_url, self.shop_id
+        ))
+        .header("x-api-key", &self.api_key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("state", state)]))
+        .expect("a validated base_url makes a valid request");
+        let answer = self.call(caller, request, true).await?;
+        let reply =
+            json_answer(&answer).map_err(|e| format!("updateListing state={state}: {e}"))?;
+        self.note_state(listing, reply["state"].as_str().unwrap_or(state));
+        Ok(())
     }
 
     fn quota_spent(&self) -> bool {
@@ -374,7 +469,9 @@ impl ChannelAdapter for Etsy {
         Box::pin(self.token.headers(caller))
     }
 
-    /// Read the listing's inventory, then put it back whole with the new quantities.
+    /// Read the listing's inventory, then put it back whole with the new quantities; a
+    /// listing left with nothing to sell is set inactive instead (Etsy refuses the
+    /// all-zero write), and one whose stock returns is set active again.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
         Box::pin(async move {
             if self.quota_spent() {
@@ -398,7 +495,12 @@ impl ChannelAdapter for Etsy {
                 Ok(inventory) => inventory,
                 Err(reason) => return failed(reason),
             };
-            let body = match self.replaced(&inventory, items) {
+            let state = match self.listing_state(caller, listing, false).await {
+                Ok(state) => state,
+                Err(reason) => return failed(reason),
+            };
+            let live = state == "active";
+            let body = match self.replaced(&inventory, items, live) {
                 Ok(body) => body,
                 Err(reason) => {
                     return PushReply::Failed {
@@ -407,15 +509,65 @@ impl ChannelAdapter for Etsy {
                     }
                 }
             };
+            let not_pushed = |sku: &str| !items.iter().any(|i| i.sku == sku);
+            if !Self::sellable(&body) {
+                // Nothing left to sell: Etsy would refuse the write, so the listing goes
+                // inactive and every product of ours on it shows 0.
+                let mut shown_as = Vec::new();
+                if live {
+                    if let Err(reason) = self.set_state(caller, listing, "inactive").await {
+                        return failed(reason);
+                    }
+                    shown_as = items
+                        .iter()
+                        .map(|i| (i.sku.clone(), ShownAs::ListingDeactivated))
+                        .collect();
+                }
+                let written = self
+                    .levels_of(&inventory, false)
+                    .into_iter()
+                    .filter(|(sku, _)| not_pushed(sku))
+                    .map(|(sku, _)| (sku, 0))
+                    .collect();
+                return PushReply::Replaced {
+                    acked: (0..items.len()).collect(),
+                    wait: self.quota_spent().then_some(Duration::from_secs(60)),
+                    written,
+                    shown_as,
+                };
+            }
             let request = http::Request::put(format!("{}{path}", self.base_url))
                 .header("x-api-key", &self.api_key)
                 .header("content-type", "application/json")
                 .body(body.to_string().into_bytes())
                 .expect("a validated base_url makes a valid request");
-            match self.call(caller, request, true).await {
+            let mut reply = match self.call(caller, request, true).await {
                 Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
                 Err(reason) => failed(reason),
+            };
+            if let PushReply::Replaced { shown_as, .. } = &mut reply {
+                // Sold out inside a listing that still sells something else.
+                shown_as.extend(
+                    items
+                        .iter()
+                        .filter(|i| i.quantity == 0)
+                        .map(|i| (i.sku.clone(), ShownAs::OfferingDisabled)),
+                );
+                // Stock is back on a listing that sold out: live again. (`draft` and
+                // `expired` listings are the seller's to publish.)
+                if matches!(state.as_str(), "inactive" | "sold_out") {
+                    if let Err(reason) = self.set_state(caller, listing, "active").await {
+                        return failed(reason);
+                    }
+                    shown_as.extend(
+                        items
+                            .iter()
+                            .filter(|i| i.quantity > 0)
+                            .map(|i| (i.sku.clone(), ShownAs::ListingActivated)),
+                    );
+                }
             }
+            reply
         })
     }
 
@@ -443,7 +595,7 @@ impl ChannelAdapter for Etsy {
         };
         // The answer is the listing's new inventory: an item is taken when its product
         // shows the quantity sent; the listing's other mapped products were written back.
-        let levels = self.levels_of(&reply);
+        let levels = self.levels_of(&reply, true);
         let acked = items
             .iter()
             .enumerate()
@@ -464,6 +616,7 @@ impl ChannelAdapter for Etsy {
             acked,
             wait,
             written,
+            shown_as: Vec::new(),
         }
     }
 
@@ -482,13 +635,19 @@ impl ChannelAdapter for Etsy {
     ) -> BoxFuture<'a, Result<Levels, String>> {
         Box::pin(async move {
             let (status, _, body) = self.call(caller, self.read_request(skus), true).await?;
-            self.read_reply(status, &body)
+            let inventory = super::call::json_reply(status, &body)?;
+            let listing = skus
+                .first()
+                .and_then(|s| self.listing_product(s))
+                .map_or("0", |(l, _)| l);
+            let state = self.listing_state(caller, listing, true).await?;
+            Ok(self.levels_of(&inventory, state == "active"))
         })
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
         let reply = super::call::json_reply(status, body)?;
-        Ok(self.levels_of(&reply))
+        Ok(self.levels_of(&reply, true))
     }
 
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
@@ -497,9 +656,10 @@ impl ChannelAdapter for Etsy {
 }
 
 impl Etsy {
-    /// The quantity each mapped product of a listing inventory shows (its first live
-    /// offering). Product ids are unique across Etsy, so the product names the SKU.
-    fn levels_of(&self, inventory: &Value) -> Levels {
+    /// The quantity each mapped product of a listing inventory shows buyers (its first
+    /// live offering; 0 when that is disabled, or when the listing is not `live`).
+    /// Product ids are unique across Etsy, so the product names the SKU.
+    fn levels_of(&self, inventory: &Value, live: bool) -> Levels {
         payload::list(&inventory["products"])
             .iter()
             .filter(|p| p["is_deleted"] != true)
@@ -509,7 +669,10 @@ impl Etsy {
                 let quantity = payload::list(&p["offerings"])
                     .iter()
                     .find(|o| o["is_deleted"] != true)
-                    .and_then(|o| o["quantity"].as_i64());
+                    .and_then(|o| {
+                        let shown = live && o["is_enabled"] != false;
+                        o["quantity"].as_i64().map(|q| if shown { q } else { 0 })
+                    });
                 Some((sku.to_string(), quantity))
             })
             .collect()

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod ebay;
 pub mod etsy;
 pub mod payload;
+pub mod rotating_token;
 pub mod shopify;
 pub mod standard_webhooks;
 pub mod tiktok;
@@ -65,6 +66,9 @@ pub enum PushReply {
         acked: Vec<usize>,
         wait: Option<Duration>,
         written: Vec<(String, i64)>,
+        /// How SKUs of the group were shown sold out or back in stock (Etsy's disabled
+        /// offering, inactive listing): each becomes an audit record of that kind.
+        shown_as: Vec<(String, ShownAs)>,
     },
     /// Some items were taken (`acked`); `held` were not sent because the channel's own
     /// budget for them is spent (eBay's revisions per listing per day): they wait
@@ -79,6 +83,17 @@ pub enum PushReply {
     /// The request failed as a whole; `retryable` is false for an error that a retry of
     /// the same request cannot fix (retried all the same, but slowly).
     Failed { reason: String, retryable: bool },
+}
+
+/// How a channel that cannot show a plain 0 shows a SKU sold out, or back in stock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShownAs {
+    /// Its offering disabled (another of the listing stays above 0).
+    OfferingDisabled,
+    /// Its whole listing set inactive (every offering at 0).
+    ListingDeactivated,
+    /// Its listing set active again, stock having returned.
+    ListingActivated,
 }
 
 /// An outbound HTTP request, built without I/O.
@@ -262,8 +277,13 @@ pub trait OrderPoll: Send + Sync {
 }
 
 /// Builds the adapter of every configured channel. `catalog` is the whole `[catalog]`;
-/// each adapter keeps its own channel's rows.
-pub fn build(channels: &[ChannelConfig], catalog: &[CatalogRow]) -> Vec<Arc<dyn ChannelAdapter>> {
+/// each adapter keeps its own channel's rows. `data_dir` keeps what a channel rotates
+/// (TikTok Shop's refresh token).
+pub fn build(
+    channels: &[ChannelConfig],
+    catalog: &[CatalogRow],
+    data_dir: &std::path::Path,
+) -> Vec<Arc<dyn ChannelAdapter>> {
     let mut adapters: Vec<Arc<dyn ChannelAdapter>> = Vec::new();
     for channel in channels {
         let rows = Catalog::of(&channel.name, catalog);
@@ -280,7 +300,9 @@ pub fn build(channels: &[ChannelConfig], catalog: &[CatalogRow]) -> Vec<Arc<dyn 
             ChannelKind::Ebay => adapters.push(Arc::new(ebay::Ebay::new(channel, rows))),
             ChannelKind::Walmart => adapters.push(Arc::new(walmart::Walmart::new(channel, rows))),
             ChannelKind::Etsy => adapters.push(Arc::new(etsy::Etsy::new(channel, rows))),
-            ChannelKind::Tiktok => adapters.push(Arc::new(tiktok::TikTok::new(channel, rows))),
+            ChannelKind::Tiktok => {
+                adapters.push(Arc::new(tiktok::TikTok::new(channel, rows, data_dir)))
+            }
         }
     }
     adapters

@@ -15,13 +15,20 @@
 //! quantities per warehouse (`location_id`, when set). Every call carries `app_key`,
 //! `timestamp`, `shop_cipher` and `sign` (hex HMAC-SHA256, keyed with the app secret, of
 //! secret + path + the sorted parameters + body + secret) and `x-tts-access-token`.
+//! Access tokens expire (the grant gives `access_token_expire_in` as a Unix time), so the
+//! token comes from the refresh token (`GET {token_url}?app_key&app_secret&refresh_token&
+//! grant_type=refresh_token`, default `https://auth.tiktok-shops.com/api/v2/token/refresh`:
+//! Partner Center, "Authorization overview"), refreshed ahead of expiry; each refresh
+//! rotates the refresh token, which is kept in the data directory (`rotating_token.rs`).
+//! An answer with code 105002 ("Expired credentials") refreshes at the next call.
 //! `data.errors` names refused SKUs; the rest are taken. The rate limit is unverified
 //! (~50 requests/s per store in third-party code): 20/s by default, configurable.
 
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::call::json_answer;
+use super::call::{json_answer, with_headers};
+use super::rotating_token::{self, Grant, RotatingToken};
 use super::Seen;
 use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
@@ -36,6 +43,11 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 };
 /// The inventory update takes SKUs of one product; a product has at most 100 SKUs.
 const BATCH_MAX: usize = 100;
+/// Where TikTok Shop refreshes tokens (Partner Center, "Authorization overview").
+const TOKEN_URL: &str = "https://auth.tiktok-shops.com/api/v2/token/refresh";
+/// TikTok's code for an expired or invalid access token (Partner Center, "Common
+/// errors": "Expired credentials").
+const EXPIRED_CREDENTIALS: i64 = 105002;
 
 /// A TikTok Shop.
 pub struct TikTok {
@@ -43,7 +55,9 @@ pub struct TikTok {
     base_url: String,
     app_key: String,
     app_secret: String,
-    access_token: String,
+    /// The seller's grant: access token refreshed ahead of expiry, refresh token kept
+    /// in the data directory as it rotates.
+    token: RotatingToken,
     shop_cipher: String,
     warehouse_id: Option<String>,
     catalog: Catalog,
@@ -71,14 +85,37 @@ pub fn sign(secret: &str, path: &str, params: &[(&str, String)], body: &[u8]) ->
 }
 
 impl TikTok {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> TikTok {
+    pub fn new(config: &ChannelConfig, catalog: Catalog, data_dir: &std::path::Path) -> TikTok {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (app_key, app_secret) = (text(&config.app_key), text(&config.app_secret));
+        let token_url = config
+            .token_url
+            .clone()
+            .unwrap_or_else(|| TOKEN_URL.to_string());
+        let (key, secret) = (app_key.clone(), app_secret.clone());
+        let request = move |refresh: &str| {
+            let query = super::call::form(&[
+                ("app_key", &key),
+                ("app_secret", &secret),
+                ("refresh_token", refresh),
+                ("grant_type", "refresh_token"),
+            ]);
+            let query = String::from_utf8(query).expect("form encoding is ASCII");
+            http::Request::get(format!("{token_url}?{query}"))
+                .body(Vec::new())
+                .expect("a validated token_url makes a valid request")
+        };
         TikTok {
             name: config.name.clone(),
             base_url: config.base_url.trim_end_matches('/').to_string(),
-            app_key: text(&config.app_key),
-            app_secret: text(&config.app_secret),
-            access_token: text(&config.access_token),
+            token: RotatingToken::new(
+                rotating_token::grant_path(data_dir, &config.name),
+                &text(&config.refresh_token),
+                request,
+                read_grant,
+            ),
+            app_key,
+            app_secret,
             shop_cipher: text(&config.shop_cipher),
             warehouse_id: config.location_id.clone(),
             catalog,
@@ -120,10 +157,28 @@ impl TikTok {
         http::Request::builder()
             .method(method)
             .uri(format!("{}{path}?{}", self.base_url, query.join("&")))
-            .header("x-tts-access-token", &self.access_token)
             .header("content-type", "application/json")
             .body(body)
             .expect("a validated base_url makes a valid request")
+    }
+
+    /// `Err` for an answer whose `code` is not 0.
+    fn check_code(&self, reply: &Value) -> Result<(), String> {
+        match reply["code"].as_i64() {
+            Some(0) => Ok(()),
+            _ => Err(format!("code {}: {}", reply["code"], reply["message"])),
+        }
+    }
+
+    /// An answer (of any HTTP status) saying the access token expired: the next call
+    /// refreshes it first.
+    fn note_expiry(&self, body: &[u8]) {
+        let code = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|r| r["code"].as_i64());
+        if code == Some(EXPIRED_CREDENTIALS) {
+            self.token.expire();
+        }
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
@@ -192,10 +247,11 @@ impl TikTok {
             &[("ids", id.to_string())],
             None,
         );
-        let reply = json_answer(&caller.call_now(request).await?)?;
-        if reply["code"].as_i64() != Some(0) {
-            return Err(format!("code {}: {}", reply["code"], reply["message"]));
-        }
+        let request = with_headers(request, self.authorize(caller).await?);
+        let answer = caller.call_now(request).await?;
+        self.note_expiry(&answer.2);
+        let reply = json_answer(&answer)?;
+        self.check_code(&reply)?;
         let mut events = Vec::new();
         for order in payload::list(&reply["data"]["orders"]) {
             events.extend(self.order_events(order, now)?);
@@ -277,6 +333,17 @@ impl ChannelAdapter for TikTok {
         Some(&self.seen)
     }
 
+    fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
+        Box::pin(async move {
+            let token = self.token.access(caller).await?;
+            let mut headers = HeaderMap::new();
+            let value = http::HeaderValue::from_str(&token)
+                .map_err(|_| "the access token is not a valid header value".to_string())?;
+            headers.insert("x-tts-access-token", value);
+            Ok(headers)
+        })
+    }
+
     fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
         let product = items
             .first()
@@ -308,6 +375,7 @@ impl ChannelAdapter for TikTok {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
+        self.note_expiry(body);
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
         }
@@ -353,10 +421,9 @@ impl ChannelAdapter for TikTok {
     }
 
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
+        self.note_expiry(body);
         let reply = super::call::json_reply(status, body)?;
-        if reply["code"].as_i64() != Some(0) {
-            return Err(format!("code {}: {}", reply["code"], reply["message"]));
-        }
+        self.check_code(&reply)?;
         let product = payload::id(&reply["data"]["id"]).unwrap_or_default();
         Ok(payload::list(&reply["data"]["skus"])
             .iter()
@@ -377,6 +444,28 @@ impl ChannelAdapter for TikTok {
             })
             .collect())
     }
+}
+
+/// A token refresh answer: `{code, message, data: {access_token, access_token_expire_in,
+/// refresh_token, refresh_token_expire_in, ...}}`, the `_expire_in` fields being Unix
+/// times despite their names (Partner Center, "Authorization overview").
+fn read_grant(reply: &Value) -> Result<Grant, String> {
+    if reply["code"].as_i64() != Some(0) {
+        return Err(format!("code {}: {}", reply["code"], reply["message"]));
+    }
+    let data = &reply["data"];
+    let text = |f: &str| data[f].as_str().unwrap_or_default().to_string();
+    let access_expires_at = data["access_token_expire_in"]
+        .as_i64()
+        .ok_or("the grant has no access_token_expire_in")?;
+    Ok(Grant {
+        access_token: text("access_token"),
+        access_expires_at,
+        refresh_token: text("refresh_token"),
+        refresh_expires_at: data["refresh_token_expire_in"].as_i64().unwrap_or(0),
+        obtained_at: 0,
+        seed: String::new(),
+    })
 }
 
 #[cfg(test)]

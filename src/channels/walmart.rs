@@ -107,9 +107,17 @@ impl Walmart {
                         .encode(config.webhook_secret.as_deref().unwrap_or_default())
                 ),
             },
+            // The HMAC key is the `clientSecret` of the subscription's `authDetails`
+            // (developer.walmart.com, "Create subscription": "HMACSHA256 of the complete
+            // response as the value, with clientSecret as the key"), which need not be the
+            // API client secret: `webhook_secret` when set.
             _ => HookAuth::Hmac {
                 header,
-                key: client_secret.into_bytes(),
+                key: config
+                    .webhook_secret
+                    .clone()
+                    .unwrap_or_else(|| client_secret.clone())
+                    .into_bytes(),
             },
         };
         Walmart {
@@ -192,12 +200,28 @@ impl Walmart {
             ],
             now,
         );
-        let data = &hook["payload"];
-        let kind = source["subEventType"]
-            .as_str()
-            .or(data["subEventType"].as_str())
-            .or(source["eventType"].as_str())
-            .unwrap_or_default();
+        let outer = &hook["payload"];
+        // `ORDER_UPDATES` (the only order event after 2026-12-15) nests the order in
+        // `payload.order` and names what happened in `subEventType`, beside the order or
+        // in the `meta` block (developer.walmart.com, "Order management event"); the
+        // legacy events (`PO_CREATED`, ...) carry the order as `payload` itself
+        // ("Purchase order (PO) created event").
+        let updates = source["eventType"] == "ORDER_UPDATES";
+        let data = if updates { &outer["order"] } else { outer };
+        let kind = [
+            &outer["subEventType"],
+            &outer["meta"]["subEventType"],
+            &hook["meta"]["subEventType"],
+            &source["subEventType"],
+        ]
+        .into_iter()
+        .find_map(Value::as_str)
+        .or_else(|| (!updates).then(|| source["eventType"].as_str()).flatten())
+        .unwrap_or_default();
+        if updates && !data.is_object() {
+            return Err(payload::invalid("payload.order", "is missing"));
+        }
+        let at_field = if updates { "payload.order" } else { "payload" };
         let transitions = match kind {
             "PO_CREATED" => {
                 let ordered = payload::source_time(&[millis(&data["orderDate"]), Some(at)], now);
@@ -206,8 +230,11 @@ impl Walmart {
             "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => vec![(EventKind::OrderCancelled, at)],
             _ => return Ok(Vec::new()),
         };
-        let order_id = payload::required_id(&data["purchaseOrderId"], "payload.purchaseOrderId")?;
-        Ok(Self::hook_lines(data)
+        let order_id = payload::required_id(
+            &data["purchaseOrderId"],
+            &format!("{at_field}.purchaseOrderId"),
+        )?;
+        Ok(Self::hook_lines(data, at_field)?
             .into_iter()
             .flat_map(|line| self.line(&order_id, line, &transitions, now))
             .collect())
@@ -231,22 +258,44 @@ impl Walmart {
     }
 
     /// A webhook event's lines: number, SKU and quantity, in either of the shapes Walmart
-    /// uses (flat `sku`/`quantity` or the orders API's `item.sku` / `orderLineQuantity`).
-    fn hook_lines(payload: &Value) -> Vec<(String, String, i64)> {
-        let lines = match &payload["orderLines"] {
-            Value::Array(lines) => lines.as_slice(),
-            other => payload::list(&other["orderLine"]),
+    /// uses: the events' flat `sku` with `quantity: {unitOfMeasure, measurementValue: "2"}`
+    /// (developer.walmart.com, "Purchase order (PO) created event": a numeric string), or
+    /// the orders API's `item.sku` with `orderLineQuantity: {unitOfMeasurement, amount}`.
+    /// A line that cannot be read is an error naming it, never a line silently dropped.
+    fn hook_lines(order: &Value, at: &str) -> Result<Vec<(String, String, i64)>, ApiError> {
+        let (lines, path) = match &order["orderLines"] {
+            Value::Array(lines) => (lines.as_slice(), format!("{at}.orderLines")),
+            other => (
+                payload::list(&other["orderLine"]),
+                format!("{at}.orderLines.orderLine"),
+            ),
         };
-        lines
-            .iter()
-            .filter_map(|l| {
-                let number = payload::id(&l["lineNumber"])?;
-                let sku = l["sku"].as_str().or(l["item"]["sku"].as_str())?.to_string();
-                let qty = payload::quantity(&l["quantity"])
-                    .or_else(|| quantity_text(&l["orderLineQuantity"]["amount"]))?;
-                Some((number, sku, qty))
-            })
-            .collect()
+        let mut read = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            let field = |f: &str| format!("{path}[{i}].{f}");
+            let number = payload::required_id(&l["lineNumber"], &field("lineNumber"))?;
+            let sku = l["sku"]
+                .as_str()
+                .or(l["item"]["sku"].as_str())
+                .ok_or_else(|| payload::invalid(&field("sku"), "is missing"))?;
+            let qty = [
+                &l["quantity"]["measurementValue"],
+                &l["quantity"]["amount"],
+                &l["quantity"],
+                &l["orderLineQuantity"]["amount"],
+            ]
+            .into_iter()
+            .find(|v| !v.is_null() && !v.is_object())
+            .and_then(quantity_text)
+            .ok_or_else(|| {
+                payload::invalid(
+                    &field("quantity"),
+                    "is missing or not a quantity of 1 or more (measurementValue)",
+                )
+            })?;
+            read.push((number, sku.to_string(), qty));
+        }
+        Ok(read)
     }
 
     /// The events of one order from the orders API, line by line from its statuses.

@@ -710,6 +710,10 @@ fn apply_event(
             (Outcome::Pushed, false)
         }
         EventKind::Reconciled | EventKind::Withheld => (Outcome::Drift, false),
+        // How a channel shows a SKU sold out: what it was told, for the audit.
+        EventKind::OfferingDisabled
+        | EventKind::ListingDeactivated
+        | EventKind::ListingActivated => (Outcome::Pushed, false),
         EventKind::StaleRead => {
             // The channel was read showing `qty` where we expected something else: its own
             // sales (less) or cancellations and returns (more), most likely, whose

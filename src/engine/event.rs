@@ -56,6 +56,16 @@ pub enum EventKind {
     /// (eBay's revisions per listing per day), `qty` being the value not sent: recorded
     /// for the audit, so an operator sees why the channel lags.
     Withheld,
+    /// The channel (the source) shows the SKU sold out by its offering being disabled
+    /// (Etsy: a listing cannot be written with every offering at 0, so an exhausted one
+    /// is disabled while another stays above 0). Recorded; no stock change.
+    OfferingDisabled,
+    /// The channel (the source) shows the SKU sold out by its whole listing being set
+    /// inactive (Etsy: every offering of the listing at 0). Recorded; no stock change.
+    ListingDeactivated,
+    /// The SKU's listing, inactive while sold out, was set active again because stock
+    /// returned; `qty` is what it shows. Recorded; no stock change.
+    ListingActivated,
 }
 
 impl EventKind {
@@ -75,6 +85,9 @@ impl EventKind {
             EventKind::Unmapped => "unmapped",
             EventKind::StaleRead => "stale_read",
             EventKind::Withheld => "withheld",
+            EventKind::OfferingDisabled => "offering_disabled",
+            EventKind::ListingDeactivated => "listing_deactivated",
+            EventKind::ListingActivated => "listing_activated",
         }
     }
 
@@ -107,6 +120,9 @@ impl EventKind {
             | EventKind::StaleRead => "level",
             EventKind::Unmapped => "unmapped",
             EventKind::Withheld => "withheld",
+            EventKind::OfferingDisabled
+            | EventKind::ListingDeactivated
+            | EventKind::ListingActivated => "listing",
         }
     }
 
@@ -120,6 +136,9 @@ impl EventKind {
                 | EventKind::StaleRead
                 | EventKind::Unmapped
                 | EventKind::Withheld
+                | EventKind::OfferingDisabled
+                | EventKind::ListingDeactivated
+                | EventKind::ListingActivated
         )
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply};
+use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
 use crate::clock::{now_micros, Micros};
 use crate::config::{ChannelConfig, RateLimit};
 use crate::engine::event::{Event, EventKind};
@@ -305,9 +305,28 @@ async fn settle(
             acked,
             wait,
             written,
+            shown_as,
         } => {
             let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
             count(if all { "ok" } else { "partial" });
+            for (kind, which) in [
+                (EventKind::OfferingDisabled, ShownAs::OfferingDisabled),
+                (EventKind::ListingDeactivated, ShownAs::ListingDeactivated),
+                (EventKind::ListingActivated, ShownAs::ListingActivated),
+            ] {
+                let marked: Vec<(String, i64)> = shown_as
+                    .iter()
+                    .filter(|(_, s)| *s == which)
+                    .map(|(sku, _)| {
+                        let shown = items
+                            .iter()
+                            .find(|i| i.sku == *sku)
+                            .map_or(0, |i| i.quantity);
+                        (sku.clone(), shown)
+                    })
+                    .collect();
+                record_drift(engine, &name, kind, &marked).await;
+            }
             // A sale on the channel between our read and our write of the group is
             // overwritten by it: recording what we wrote lets the shard see that sale's
             // webhook land just after a write of ours, and push the SKU once more.

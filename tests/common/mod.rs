@@ -250,6 +250,14 @@ pub fn audit_of(server: &Server, sku: &str) -> Vec<Value> {
     body["records"].as_array().unwrap().clone()
 }
 
+/// A SKU's audit records of one kind.
+pub fn records(server: &Server, sku: &str, kind: &str) -> Vec<Value> {
+    audit_of(server, sku)
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
 /// POSTs a raw webhook body with the given headers; returns (status, body).
 pub fn post_raw(
     server: &Server,
@@ -291,6 +299,19 @@ pub fn placed_records(server: &Server, sku: &str) -> usize {
         .iter()
         .filter(|r| r["kind"] == "order_placed" && r["outcome"] == "applied")
         .count()
+}
+
+/// Kills the server with SIGKILL and starts it again on the same data directory and
+/// config (a new port).
+pub fn kill9_and_restart(server: Server) -> Server {
+    let data = server.data_dir.clone();
+    let text = std::fs::read_to_string(data.with_extension("toml")).unwrap();
+    server.kill9();
+    let extra = text
+        .split_once("shards = 2\n")
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    Server::start_with(&data, &extra, None)
 }
 
 /// A polled channel's orders are found by the poll, across a kill -9 and a restart,
@@ -361,6 +382,17 @@ pub struct MarketRig<S> {
     pub server: Server,
     pub sim: S,
     _dir: tempfile::TempDir,
+}
+
+impl<S> MarketRig<S> {
+    /// Kill -9 and restart of the rig's server (see `kill9_and_restart`).
+    pub fn restart(self) -> MarketRig<S> {
+        MarketRig {
+            server: kill9_and_restart(self.server),
+            sim: self.sim,
+            _dir: self._dir,
+        }
+    }
 }
 
 /// SKUs `{prefix}{i}` for `i` in `range`, each with the channel's id `id(i)`.
