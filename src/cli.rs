@@ -66,6 +66,12 @@ pub async fn run(
                 engine.clone(),
                 client.clone(),
             ));
+            if link.adapter.order_queue().is_some() {
+                tokio::spawn(crate::propagate::queue::run(
+                    link.adapter.clone(),
+                    engine.clone(),
+                ));
+            }
             if link.adapter.order_poll().is_some() {
                 tokio::spawn(crate::propagate::poll::run(
                     link.adapter.clone(),

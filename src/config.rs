@@ -119,6 +119,9 @@ impl ChannelKind {
                 "seller_id",
                 "marketplace_id",
                 "auth_header",
+                "sqs_queue_url",
+                "aws_access_key_id",
+                "aws_secret_access_key",
             ],
             ChannelKind::Ebay => &["client_id", "client_secret", "refresh_token"],
             ChannelKind::Walmart => &["client_id", "client_secret"],
@@ -184,6 +187,14 @@ pub struct ChannelConfig {
     pub seller_id: Option<String>,
     pub marketplace_id: Option<String>,
     pub auth_header: Option<String>,
+    /// Amazon: the seller's SQS queue that SP-API sends `ORDER_CHANGE` to
+    /// (`https://sqs.{region}.amazonaws.com/{account}/{name}`).
+    pub sqs_queue_url: Option<String>,
+    /// Amazon: the AWS credentials that may receive and delete the queue's messages.
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    /// Amazon: the queue's region, when its URL does not say it (`sqs.{region}.…`).
+    pub aws_region: Option<String>,
     pub app_key: Option<String>,
     pub app_secret: Option<String>,
     pub shop_id: Option<String>,
@@ -231,6 +242,18 @@ fn default_reconcile_grace_s() -> u64 {
 }
 
 impl ChannelConfig {
+    /// The SQS queue's region: `aws_region`, else the one its URL names
+    /// (`sqs.{region}.amazonaws.com`).
+    pub fn sqs_region(&self) -> Option<String> {
+        if let Some(region) = self.aws_region.as_deref().filter(|r| !r.trim().is_empty()) {
+            return Some(region.trim().to_string());
+        }
+        let url = self.sqs_queue_url.as_deref()?;
+        let host = url.split("://").nth(1)?.split(['/', ':']).next()?;
+        let region = host.strip_prefix("sqs.")?.split('.').next()?;
+        (!region.is_empty() && host.ends_with(".amazonaws.com")).then(|| region.to_string())
+    }
+
     fn credential(&self, name: &str) -> Option<&str> {
         let value = match name {
             "webhook_secret" => &self.webhook_secret,
@@ -247,6 +270,9 @@ impl ChannelConfig {
             "seller_id" => &self.seller_id,
             "marketplace_id" => &self.marketplace_id,
             "auth_header" => &self.auth_header,
+            "sqs_queue_url" => &self.sqs_queue_url,
+            "aws_access_key_id" => &self.aws_access_key_id,
+            "aws_secret_access_key" => &self.aws_secret_access_key,
             "app_key" => &self.app_key,
             "app_secret" => &self.app_secret,
             "shop_id" => &self.shop_id,
@@ -396,6 +422,17 @@ impl Config {
                         return Err(invalid(
                             at(field),
                             "printable ASCII without spaces (it is sent in the x-api-key header)",
+                        ));
+                    }
+                }
+            }
+            if channel.kind == ChannelKind::Amazon {
+                if let Some(url) = &channel.sqs_queue_url {
+                    check_base_url(url).map_err(|reason| invalid(at("sqs_queue_url"), reason))?;
+                    if channel.sqs_region().is_none() {
+                        return Err(invalid(
+                            at("aws_region"),
+                            "required when sqs_queue_url is not https://sqs.{region}.amazonaws.com/…",
                         ));
                     }
                 }
@@ -787,12 +824,31 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             field("revision_day_utc_offset_h = 20"),
             Some("channels[3].revision_day_utc_offset_h".into())
         );
-        let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"no-colon\"\n";
+        let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"no-colon\"\nsqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n";
         let err = Config::parse(&format!("{EXAMPLE}{amazon}"))
             .unwrap()
             .validate()
             .unwrap_err();
         assert_eq!(err.field, "channels[3].auth_header");
+    }
+
+    #[test]
+    fn the_sqs_region_comes_from_the_queue_url_or_aws_region() {
+        let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"k: v\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n";
+        let parse = |extra: &str| Config::parse(&format!("{EXAMPLE}{amazon}{extra}")).unwrap();
+        let missing = parse("").validate().unwrap_err();
+        assert_eq!(missing.field, "channels[3].sqs_queue_url");
+        let aws = parse("sqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"");
+        assert!(aws.validate().is_ok());
+        assert_eq!(aws.channels[3].sqs_region().as_deref(), Some("eu-west-1"));
+        let local = parse("sqs_queue_url = \"http://127.0.0.1:9/1/q\"");
+        assert_eq!(
+            local.validate().unwrap_err().field,
+            "channels[3].aws_region"
+        );
+        let named = parse("sqs_queue_url = \"http://127.0.0.1:9/1/q\"\naws_region = \"us-east-2\"");
+        assert!(named.validate().is_ok());
+        assert_eq!(named.channels[3].sqs_region().as_deref(), Some("us-east-2"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The `amazon` kind against the simulated account: EventBridge-delivered `ORDER_CHANGE`
-//! notifications checked by the shared header and deduplicated on `NotificationId`, the
+//! The `amazon` kind against the simulated account: `ORDER_CHANGE` read from the SQS
+//! queue (SigV4-signed, at least once, deleted once durable), EventBridge deliveries
+//! checked by the shared header, the
 //! Orders API poll across restarts, `patchListingsItem` paced at 5/s, the switch to a
 //! `JSON_LISTINGS_FEED` for a backlog (and back to per-call pushes once 5 feeds are
 //! spent), and quantity-change notifications as echoes.
@@ -32,49 +33,31 @@ fn count_all(rig: &Rig, range: std::ops::Range<usize>, on_hand: i64) {
     count_shown(&rig.server, &rig.sim.market, "A", range, on_hand);
 }
 
+/// `ORDER_CHANGE` comes from the seller's SQS queue (SP-API sends it nowhere else), at
+/// least once: Amazon sends each notification twice here and the queue hands messages out
+/// twice, and every line is counted once; each message is deleted once taken.
 #[test]
-fn order_changes_are_checked_deduplicated_and_applied() {
+fn order_changes_come_from_the_sqs_queue_at_least_once_and_count_once() {
     let rig = rig(2, "");
     count_all(&rig, 0..2, 20);
     rig.sim.market.set_habits(Habits {
         duplicate: 1.0,
-        reorder: Duration::from_millis(100),
         ..Habits::default()
     });
+    rig.sim.queue.set_duplicate(0.5);
     let order = rig.sim.place_order(&[("A0", 3), ("A1", 1)]);
-    assert!(rig.sim.market.sender.wait_idle(WAIT));
     assert!(eventually(WAIT, || rig.server.stock("A0") == Some((20, 3, 17))));
     assert_eq!(
         rig.server.stock("A1"),
         Some((20, 1, 19)),
         "every item of the order"
     );
-
-    // A redelivery of the same notification (same NotificationId): taken once.
-    let (status, reply) = redeliver(&rig.server, "amazon", &rig.sim.market, None);
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(rig.server.stock("A0"), Some((20, 3, 17)));
-
-    // Without the shared header, or with a wrong one: refused, nothing applied.
-    let forged: Vec<(&str, &str)> = vec![
-        ("content-type", "application/json"),
-        (AMAZON_AUTH.0, "guess"),
-    ];
-    let (_, body) = rig.sim.market.last_delivery().unwrap();
-    let other = String::from_utf8(body)
-        .unwrap()
-        .replace("\"Quantity\":3", "\"Quantity\":9");
-    let (status, reply) = post_raw(&rig.server, "amazon", &forged, other.as_bytes());
-    assert_eq!(status, 401, "{reply}");
-    assert_eq!(reply["error"], "bad_signature", "{reply}");
-    let (status, _) = post_raw(
-        &rig.server,
-        "amazon",
-        &[("content-type", "application/json")],
-        other.as_bytes(),
+    assert!(
+        eventually(WAIT, || rig.sim.queue.depth() == 0),
+        "taken messages are deleted: {} left",
+        rig.sim.queue.depth()
     );
-    assert_eq!(status, 401);
-    assert_eq!(rig.server.stock("A0"), Some((20, 3, 17)));
+    assert!(rig.sim.queue.received().len() >= 2, "both copies were read");
 
     rig.sim.advance(&order, Stage::Shipped);
     assert!(eventually(WAIT, || rig.server.stock("A0") == Some((17, 0, 17))));
@@ -90,6 +73,130 @@ fn order_changes_are_checked_deduplicated_and_applied() {
         rig.server.stock("A1"),
         audit_of(&rig.server, "A1")
     );
+    assert_eq!(
+        placed_records(&rig.server, "A0"),
+        1,
+        "one placement per line"
+    );
+    assert!(
+        rig.sim.queue.refused().is_empty(),
+        "every SQS call was signed right: {:?}",
+        rig.sim.queue.refused()
+    );
+}
+
+/// A message whose delete is lost comes back after the visibility timeout: a duplicate.
+/// Orders placed while lockstep is down wait in the queue and are taken after a restart.
+#[test]
+fn the_queue_keeps_what_was_not_deleted_and_what_came_while_down() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 20);
+    rig.sim.queue.set_visibility(Duration::from_secs(1));
+    rig.sim.queue.ignore_deletes(1);
+    rig.sim.place_order(&[("A0", 2)]);
+    assert!(eventually(WAIT, || rig.server.stock("A0") == Some((20, 2, 18))));
+    assert!(
+        eventually(WAIT, || rig.sim.queue.depth() == 0),
+        "deleted on its second receive"
+    );
+    let received = rig.sim.queue.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "received again after the visibility timeout"
+    );
+    assert_eq!(received[0], received[1], "the same message");
+    assert_eq!(rig.server.stock("A0"), Some((20, 2, 18)), "counted once");
+
+    let server = kill9_and_restart_after(rig.server, || {
+        rig.sim.place_order(&[("A0", 1)]);
+        rig.sim.place_order(&[("A0", 4)]);
+        assert_eq!(rig.sim.queue.depth(), 2, "waiting in the queue");
+    });
+    assert!(
+        eventually(WAIT, || server.stock("A0") == Some((20, 7, 13))),
+        "{:?}",
+        server.stock("A0")
+    );
+    assert!(eventually(WAIT, || rig.sim.queue.depth() == 0));
+}
+
+/// The queue takes only SigV4-signed calls with the right key, as SQS does.
+#[test]
+fn the_queue_refuses_calls_that_are_not_signed_with_the_key() {
+    let rig = rig(1, "");
+    let url = rig.sim.queue.queue_url();
+    let endpoint = url.rsplitn(3, '/').last().unwrap().to_string() + "/";
+    let body = serde_json::json!({"QueueUrl": url, "MaxNumberOfMessages": 10}).to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let (day, stamp) = (
+        format!(
+            "{:04}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day()
+        ),
+        format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second()),
+    );
+    let amz_date = format!("{day}T{stamp}Z");
+    let call = |authorization: Option<&str>| {
+        let mut request = Server::client()
+            .post(&endpoint)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AmazonSQS.ReceiveMessage")
+            .header("x-amz-date", &amz_date)
+            .body(body.clone());
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        status_json(request.send().unwrap())
+    };
+    let (status, reply) = call(None);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["__type"]
+        .as_str()
+        .unwrap()
+        .ends_with("MissingAuthenticationToken"));
+    let forged = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{day}/us-east-1/sqs/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={}",
+        loadgen::amazon_sim::AWS_ACCESS_KEY_ID,
+        "0".repeat(64)
+    );
+    let (status, reply) = call(Some(&forged));
+    assert_eq!(status, 403, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature we calculated"),
+        "{reply}"
+    );
+}
+
+/// The EventBridge path (listing notifications) is checked by the shared header.
+#[test]
+fn eventbridge_deliveries_are_checked_by_the_shared_header() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 20);
+    rig.sim.seller_edit("A0", 20);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    let (status, reply) = redeliver(&rig.server, "amazon", &rig.sim.market, None);
+    assert_eq!(status, 200, "{reply}");
+    let forged: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        (AMAZON_AUTH.0, "guess"),
+    ];
+    let (_, body) = rig.sim.market.last_delivery().unwrap();
+    let (status, reply) = post_raw(&rig.server, "amazon", &forged, &body);
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["error"], "bad_signature", "{reply}");
+    let (status, _) = post_raw(
+        &rig.server,
+        "amazon",
+        &[("content-type", "application/json")],
+        &body,
+    );
+    assert_eq!(status, 401);
 }
 
 #[test]

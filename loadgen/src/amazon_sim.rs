@@ -12,9 +12,14 @@
 //!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`.
 //! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`) and
 //!   `GET /orders/v0/orders/{id}/orderItems`.
-//! - Notifications: `ORDER_CHANGE` (and `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` after a write,
-//!   when echoes are on) in the EventBridge envelope, with the API destination's shared
-//!   header, retried 3 times; habits (duplicates keep their `NotificationId`).
+//! - Notifications: `ORDER_CHANGE` goes to the seller's SQS queue only (`queue`, an
+//!   `SqsSim`), as SP-API sends it: EventBridge carries the listing notifications alone
+//!   (developer-docs.amazon.com/sp-api, "Set up notifications with Amazon EventBridge").
+//!   The message body is the notification itself. The `lose` habit drops a notification
+//!   and `duplicate` sends it twice (same `NotificationId`, another `MessageId`).
+//!   `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` (after a write, when echoes are on, and after a
+//!   seller's edit) comes by the EventBridge API destination: the EventBridge envelope
+//!   with the destination's shared header, retried 3 times.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,7 @@ use serde_json::{json, Value};
 
 use crate::market::{self, gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
 use crate::sim::{reply, Bucket, Delivery, Reply, Sender};
+use crate::sqs_sim::SqsSim;
 
 pub const SELLER_ID: &str = "A2SIMSELLER";
 pub const MARKETPLACE_ID: &str = "ATVPDKIKX0DER";
@@ -49,8 +55,15 @@ struct Extra {
 /// A running simulated Amazon account.
 pub struct AmazonSim {
     pub market: Market,
+    /// The seller's SQS queue, where `ORDER_CHANGE` arrives.
+    pub queue: SqsSim,
     extra: Arc<Mutex<Extra>>,
 }
+
+/// The AWS credentials that may read the seller's queue, and its region.
+pub const AWS_ACCESS_KEY_ID: &str = "AKIASIMLOCKSTEP00001";
+pub const AWS_SECRET_ACCESS_KEY: &str = "sim/secret/access/key/for/the/orders/queue";
+pub const AWS_REGION: &str = "us-east-1";
 
 fn errors(status: u16, code: &str, message: &str, headers: &[(&str, String)]) -> Reply {
     reply(
@@ -95,7 +108,12 @@ impl AmazonSim {
             3,
             Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
         );
-        AmazonSim { market, extra }
+        let queue = SqsSim::start(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION);
+        AmazonSim {
+            market,
+            queue,
+            extra,
+        }
     }
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
@@ -163,7 +181,7 @@ impl AmazonSim {
     }
 
     fn notify_order(&self, id: u64, reason: &str) {
-        let (detail, auth) = {
+        let detail = {
             let shop = self.market.shop();
             let o = &shop.orders[&id];
             let items: Vec<Value> = o
@@ -184,12 +202,20 @@ impl AmazonSim {
                             "PurchaseDate": rfc3339(o.created_us), "FulfillmentType": "MFN",
                             "OrderItems": items},
             }});
-            (
-                notification("ORDER_CHANGE", payload),
-                self.extra().auth.clone(),
-            )
+            notification("ORDER_CHANGE", payload)
         };
-        send(&self.market, &auth, "ORDER_CHANGE", detail);
+        let habits = self.market.sender.habits();
+        if rand::random_bool(habits.lose.clamp(0.0, 1.0)) {
+            return;
+        }
+        let copies = if rand::random_bool(habits.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.queue.send(detail.to_string());
+        }
     }
 }
 

@@ -67,12 +67,14 @@ pub type Cancel<'a> = Box<dyn Fn() + 'a>;
 
 /// A `[[channels]]` block of kind `amazon` for a simulated account.
 pub fn amazon_block(name: &str, sim: &AmazonSim, extra: &str) -> String {
+    use crate::amazon_sim::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY};
     use crate::amazon_sim::{MARKETPLACE_ID, SELLER_ID};
     let ((header, value), (id, secret, refresh)) = (AMAZON_AUTH, AMAZON_LWA);
     format!(
-        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\n{extra}\n",
+        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\nsqs_queue_url = \"{}\"\naws_access_key_id = \"{AWS_ACCESS_KEY_ID}\"\naws_secret_access_key = \"{AWS_SECRET_ACCESS_KEY}\"\naws_region = \"{AWS_REGION}\"\n{extra}\n",
         sim.market.url(),
-        sim.token_url()
+        sim.token_url(),
+        sim.queue.queue_url()
     )
 }
 

@@ -4,6 +4,8 @@
 //! - `webhook_sim`: a Standard Webhooks channel (the `webhook` kind's other end).
 //! - `shopify_sim`, `woo_sim`: a Shopify store and a WooCommerce site, each with its
 //!   real paths, auth, payloads, signatures, limits and delivery habits.
+//! - `sqs_sim`: an Amazon SQS standard queue (SigV4-checked), where Amazon's simulated
+//!   account sends `ORDER_CHANGE`.
 //! - `sim`: what the simulators share (server, webhook sender with habits, buckets).
 //! - `signing`: Standard Webhooks signatures, written here independently of the engine's.
 //! - `run`: the open-loop `latency` scenario.
@@ -20,6 +22,7 @@ pub mod run;
 pub mod shopify_sim;
 pub mod signing;
 pub mod sim;
+pub mod sqs_sim;
 pub mod tiktok_sim;
 pub mod traffic;
 pub mod walmart_sim;

@@ -1,12 +1,21 @@
 //! The `amazon` kind: an Amazon seller account over the Selling Partner API
 //! (CHANNELS.md §4 and "Our choices").
 //!
-//! Inbound `POST /webhooks/{name}`: SP-API notifications delivered by an EventBridge API
-//! destination, so each body is the EventBridge event envelope (`detail-type`, `detail`)
-//! around the SP-API notification (a bare notification is taken too). There is no
-//! signature: the API destination's connection sends a header that both sides share
-//! (`auth_header = "Name: value"`), checked in constant time. `NotificationId`
-//! deduplicates redeliveries.
+//! Inbound, two ways, because SP-API delivers `ORDER_CHANGE` to an SQS queue only and
+//! EventBridge carries the listing notifications alone (developer-docs.amazon.com/sp-api,
+//! "Set up notifications with Amazon EventBridge"; CHANNELS.md §4):
+//! - the seller's SQS queue (`sqs_queue_url`), read by long polls (`ReceiveMessage`, up
+//!   to 10 messages, 20 s) over the AWS JSON protocol, signed with Signature Version 4
+//!   by AWS's own signer (`aws-sigv4`) with `aws_access_key_id`/`aws_secret_access_key`;
+//!   each body is the notification itself, its `MD5OfBody` checked. Messages are deleted
+//!   (`DeleteMessageBatch`) only after their events are durable; SQS delivers at least
+//!   once and in no order, and a message received twice is a duplicate by
+//!   `NotificationId` and by its events' keys.
+//! - `POST /webhooks/{name}`: notifications by an EventBridge API destination, so each
+//!   body is the EventBridge envelope (`detail-type`, `detail`) around the notification
+//!   (a bare notification is taken too). There is no signature: the API destination's
+//!   connection sends a header that both sides share (`auth_header = "Name: value"`),
+//!   checked in constant time. `NotificationId` deduplicates redeliveries.
 //! - `ORDER_CHANGE`: the summary's items move through the order status: `Pending`,
 //!   `Unshipped`, `PartiallyShipped` placed; `Shipped` placed and shipped; `Canceled`,
 //!   `Unfulfillable` released. Keys `{channel}/{AmazonOrderId}/{OrderItemId}/{transition}`,
@@ -36,6 +45,7 @@ use serde_json::{json, Value};
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
 use super::{excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Inbound};
 use super::{Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, Seen};
+use super::{OrderQueue, QueueMessage};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -56,6 +66,19 @@ const FEED_MESSAGES_MAX: usize = 10_000;
 /// Seconds between order polls unless configured (getOrders refills at 1 per minute).
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
 const LWA_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
+/// `ReceiveMessage`: at most 10 messages, a long poll of at most 20 s (SQS API reference).
+const SQS_MESSAGES_MAX: usize = 10;
+pub const SQS_WAIT_S: u64 = 20;
+
+/// The seller's SQS queue and the credentials that read it.
+struct Sqs {
+    queue_url: String,
+    /// Where the JSON protocol's requests go: the queue URL's origin, path `/`.
+    endpoint: String,
+    region: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
 
 /// An Amazon seller account in one marketplace.
 pub struct Amazon {
@@ -71,6 +94,7 @@ pub struct Amazon {
     seen: Seen,
     /// When each feed of the current window was created.
     feeds: Mutex<VecDeque<Instant>>,
+    sqs: Option<Sqs>,
 }
 
 impl Amazon {
@@ -111,7 +135,71 @@ impl Amazon {
             token,
             seen: Seen::default(),
             feeds: Mutex::new(VecDeque::new()),
+            sqs: config.sqs_queue_url.as_ref().map(|queue_url| {
+                let origin_end = queue_url
+                    .find("://")
+                    .and_then(|s| queue_url[s + 3..].find('/').map(|p| s + 3 + p))
+                    .unwrap_or(queue_url.len());
+                Sqs {
+                    queue_url: queue_url.clone(),
+                    endpoint: format!("{}/", &queue_url[..origin_end]),
+                    region: config.sqs_region().unwrap_or_default(),
+                    access_key_id: text(&config.aws_access_key_id),
+                    secret_access_key: text(&config.aws_secret_access_key),
+                }
+            }),
         }
+    }
+
+    /// An SQS action over the AWS JSON protocol (`POST /`, `X-Amz-Target:
+    /// AmazonSQS.{action}`, `Content-Type: application/x-amz-json-1.0`: SQS Developer
+    /// Guide, "Making query API requests using AWS JSON protocol"), signed with SigV4.
+    fn sqs_request(&self, action: &str, mut input: Value) -> Result<OutboundRequest, String> {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::sign::v4;
+        let sqs = self.sqs.as_ref().ok_or("no sqs_queue_url configured")?;
+        input["QueueUrl"] = json!(sqs.queue_url);
+        let body = input.to_string().into_bytes();
+        let target = format!("AmazonSQS.{action}");
+        let content_type = "application/x-amz-json-1.0";
+        let mut request = http::Request::post(&sqs.endpoint)
+            .header("content-type", content_type)
+            .header("x-amz-target", &target)
+            .body(body)
+            .map_err(|e| format!("the SQS endpoint is not usable: {e}"))?;
+        let identity = aws_credential_types::Credentials::new(
+            sqs.access_key_id.clone(),
+            sqs.secret_access_key.clone(),
+            None,
+            None,
+            "lockstep-config",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&sqs.region)
+            .name("sqs")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| format!("SigV4 parameters: {e}"))?
+            .into();
+        let headers = [
+            ("content-type", content_type),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            &sqs.endpoint,
+            headers.into_iter(),
+            SignableBody::Bytes(request.body()),
+        )
+        .map_err(|e| format!("SigV4: {e}"))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| format!("SigV4: {e}"))?
+            .into_parts();
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
     }
 
     fn url(&self, path: &str) -> String {
@@ -269,8 +357,13 @@ impl Amazon {
     /// Checks and reads one delivery: its events and its `NotificationId`.
     fn take(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Inbound, ApiError> {
         super::body_hmac::check_shared_header(headers, &self.auth_header)?;
+        self.notification(body, now)
+    }
+
+    /// Reads one notification: its events and its `NotificationId`.
+    fn notification(&self, body: &[u8], now: Micros) -> Result<Inbound, ApiError> {
         let envelope = payload::json(body)?;
-        // EventBridge wraps the notification in `detail`; SQS-forwarded bodies do not.
+        // EventBridge wraps the notification in `detail`; SQS bodies do not.
         let notification = envelope.get("detail").unwrap_or(&envelope);
         let id = payload::required_id(
             &notification["NotificationMetadata"]["NotificationId"],
@@ -530,6 +623,104 @@ impl ChannelAdapter for Amazon {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         Some(self)
     }
+
+    fn order_queue(&self) -> Option<&dyn OrderQueue> {
+        self.sqs.as_ref().map(|_| self as &dyn OrderQueue)
+    }
+}
+
+impl OrderQueue for Amazon {
+    fn receive<'a>(
+        &'a self,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, String>> {
+        Box::pin(async move {
+            let request = self.sqs_request(
+                "ReceiveMessage",
+                json!({"MaxNumberOfMessages": SQS_MESSAGES_MAX, "WaitTimeSeconds": SQS_WAIT_S}),
+            )?;
+            let answer = caller.call_now(request).await?;
+            let reply = json_answer(&answer).map_err(|e| format!("ReceiveMessage: {e}"))?;
+            let mut messages = Vec::new();
+            for m in payload::list(&reply["Messages"]) {
+                let (Some(id), Some(handle), Some(body)) = (
+                    m["MessageId"].as_str(),
+                    m["ReceiptHandle"].as_str(),
+                    m["Body"].as_str(),
+                ) else {
+                    return Err(format!(
+                        "ReceiveMessage: a message without its id, handle or body: {}",
+                        excerpt(m.to_string().as_bytes())
+                    ));
+                };
+                // The body as SQS stored it: a damaged one is left to come again.
+                if let Some(md5) = m["MD5OfBody"].as_str() {
+                    if !md5.eq_ignore_ascii_case(&md5_hex(body.as_bytes())) {
+                        tracing::warn!(channel = %self.name, message = id, "MD5OfBody does not match the body; left in the queue");
+                        continue;
+                    }
+                }
+                messages.push(QueueMessage {
+                    id: id.to_string(),
+                    handle: handle.to_string(),
+                    body: body.to_string(),
+                });
+            }
+            Ok(messages)
+        })
+    }
+
+    fn events(&self, body: &str, now: Micros) -> Result<Inbound, String> {
+        self.notification(body.as_bytes(), now)
+            .map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        caller: &'a Caller,
+        messages: &'a [QueueMessage],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut failed = Vec::new();
+            for chunk in messages.chunks(SQS_MESSAGES_MAX) {
+                let entries: Vec<Value> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| json!({"Id": i.to_string(), "ReceiptHandle": m.handle}))
+                    .collect();
+                let request =
+                    self.sqs_request("DeleteMessageBatch", json!({"Entries": entries}))?;
+                let answer = caller.call_now(request).await?;
+                let reply = json_answer(&answer).map_err(|e| format!("DeleteMessageBatch: {e}"))?;
+                // A 200 can carry failed entries (SQS API reference, DeleteMessageBatch).
+                for f in payload::list(&reply["Failed"]) {
+                    let i: usize = f["Id"].as_str().and_then(|i| i.parse().ok()).unwrap_or(0);
+                    failed.push(format!(
+                        "{}: {}",
+                        chunk.get(i).map_or("?", |m| m.id.as_str()),
+                        f["Code"]
+                    ));
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "DeleteMessageBatch failed for {}",
+                    failed.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+/// Hex MD5 of a message body, as SQS gives `MD5OfBody`.
+fn md5_hex(body: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl OrderPoll for Amazon {

@@ -165,6 +165,10 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         None
     }
+    /// The queue the channel delivers orders to (Amazon's SQS); `None`: no queue.
+    fn order_queue(&self) -> Option<&dyn OrderQueue> {
+        None
+    }
 
     /// Takes one inbound delivery. By default `inbound` alone; channels whose
     /// notifications name an order without its lines override it to fetch them.
@@ -259,6 +263,38 @@ pub struct PollPage {
     pub newest: Option<Micros>,
     /// Where the next page starts (a page number or the channel's token); `None`: last.
     pub next: Option<String>,
+}
+
+/// One message of a channel's queue.
+#[derive(Clone, Debug)]
+pub struct QueueMessage {
+    /// The queue's id of the message (the same on every receive of it).
+    pub id: String,
+    /// What deletes this receive of it.
+    pub handle: String,
+    pub body: String,
+}
+
+/// A queue a channel delivers its notifications to (Amazon sends `ORDER_CHANGE` to an
+/// SQS queue only): read by long polls; a message is deleted only once its events are
+/// durable, so one that is not is received again.
+pub trait OrderQueue: Send + Sync {
+    /// One long poll: the messages now visible (possibly none).
+    fn receive<'a>(
+        &'a self,
+        caller: &'a Caller,
+    ) -> BoxFuture<'a, Result<Vec<QueueMessage>, String>>;
+    /// The events of one message and its notification id; `Err` for a message that can
+    /// never be taken (not JSON, a field missing): it stays in the queue, whose redrive
+    /// policy moves it aside after its receive count.
+    fn events(&self, body: &str, now: Micros) -> Result<Inbound, String>;
+    /// Deletes these messages (taken and durable); `Err` names what failed (those
+    /// messages come again, and their events are duplicates by their keys).
+    fn delete<'a>(
+        &'a self,
+        caller: &'a Caller,
+        messages: &'a [QueueMessage],
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// A watermarked order poll: orders modified since a time, page by page.

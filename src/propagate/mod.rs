@@ -2,6 +2,7 @@
 //!
 //! - `outbox.rs`: per channel, the latest target per SKU, low stock first.
 //! - `pacing.rs`: the token bucket (adaptive to throttles) and the retry backoff.
+//! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
 //! - here: the pusher task of each channel, and propagation timing.
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.
@@ -12,6 +13,7 @@
 pub mod outbox;
 pub mod pacing;
 pub mod poll;
+pub mod queue;
 pub mod reconcile;
 
 use std::collections::HashMap;

@@ -106,7 +106,7 @@ pub async fn pass(
 }
 
 /// Submits, waiting while the engine is busy (a poll is never in a hurry).
-async fn submit_waiting(
+pub(crate) async fn submit_waiting(
     engine: &Engine,
     events: Vec<crate::engine::event::Event>,
 ) -> Result<(), String> {

@@ -304,9 +304,15 @@ pub fn placed_records(server: &Server, sku: &str) -> usize {
 /// Kills the server with SIGKILL and starts it again on the same data directory and
 /// config (a new port).
 pub fn kill9_and_restart(server: Server) -> Server {
+    kill9_and_restart_after(server, || {})
+}
+
+/// Like `kill9_and_restart`, doing `meanwhile` while the server is down.
+pub fn kill9_and_restart_after(server: Server, meanwhile: impl FnOnce()) -> Server {
     let data = server.data_dir.clone();
     let text = std::fs::read_to_string(data.with_extension("toml")).unwrap();
     server.kill9();
+    meanwhile();
     let extra = text
         .split_once("shards = 2\n")
         .map(|(_, r)| r.to_string())
