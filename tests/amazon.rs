@@ -320,3 +320,24 @@ fn a_quantity_change_nobody_ordered_is_an_external_change() {
         .is_some());
     assert_eq!(master.server.stock("A0"), Some((10, 0, 10)));
 }
+
+/// `merge`, not `replace`: the seller's handling time and restock date survive a push,
+/// per call and by feed.
+#[test]
+fn a_push_keeps_the_seller_s_handling_time_and_restock_date() {
+    let rig = rig(20, "");
+    count_all(&rig, 0..1, 6);
+    let entry = rig.sim.availability("AMZ-0");
+    assert_eq!(entry["quantity"], 6, "{entry}");
+    assert_eq!(entry["lead_time_to_ship_max_days"], 3, "{entry}");
+    assert_eq!(entry["restock_date"], "2027-01-15", "{entry}");
+    // A backlog goes as a feed: its messages merge too.
+    count_all(&rig, 0..20, 9);
+    assert!(!rig.sim.feeds().is_empty(), "a feed was sent");
+    let entry = rig.sim.availability("AMZ-19");
+    assert_eq!(
+        (&entry["quantity"], &entry["lead_time_to_ship_max_days"]),
+        (&serde_json::json!(9), &serde_json::json!(3)),
+        "{entry}"
+    );
+}

@@ -154,3 +154,35 @@ fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
         "never over eBay's limit"
     );
 }
+
+/// eBay answers once for the inventory item and once per offer: a SKU whose offer update
+/// failed is not acknowledged by its item's 200, and goes out again.
+#[test]
+fn a_sku_is_taken_only_when_its_item_and_every_offer_say_200() {
+    let rig = rig(2, "");
+    rig.sim.fail_offer("E1", true);
+    post(
+        &rig,
+        vec![
+            event("e0", "E0", "counted", 5),
+            event("e1", "E1", "counted", 5),
+        ],
+    );
+    assert!(shows(&rig, "E0", 5));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        rig.sim.market.level("E1"),
+        Some(0),
+        "the offer kept its quantity"
+    );
+    assert!(
+        records(&rig.server, "E1", "pushed").is_empty(),
+        "not acknowledged: {:?}",
+        audit_of(&rig.server, "E1")
+    );
+    rig.sim.fail_offer("E1", false);
+    assert!(
+        shows(&rig, "E1", 5),
+        "pushed again until every entry said 200"
+    );
+}

@@ -447,3 +447,86 @@ fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
         "the order explained it: {sku}"
     );
 }
+
+/// A call applied whose answer was lost is sent again with the same `@idempotent` key,
+/// and Shopify answers it with the first result instead of applying it twice.
+#[test]
+fn a_retried_set_reuses_its_idempotency_key() {
+    let rig = rig(1, "2026-04", "");
+    rig.shop.lose_replies(1);
+    count(&rig.server, "S0", 7);
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 7).is_some());
+    assert!(
+        eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()),
+        "acknowledged once the retry was answered"
+    );
+    let keys = rig.shop.keys();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1], "the retry carried the same key");
+    let calls = rig.shop.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.outcome == "applied").count(),
+        1,
+        "applied once: {calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.outcome == "replayed"), "{calls:?}");
+}
+
+/// A non-stale userError (an item not stocked at the location) refuses that item only:
+/// the rest of the call goes out without it.
+#[test]
+fn a_refused_item_does_not_hold_back_the_rest_of_the_call() {
+    let rig = rig(3, "2026-04", "");
+    rig.shop.unstock("S1");
+    for i in 0..3 {
+        count(&rig.server, &sku(i), 5);
+    }
+    assert!(
+        rig.shop
+            .wait_for(WAIT, |l| l.get("S0") == Some(&5) && l.get("S2") == Some(&5))
+            .is_some(),
+        "{:?}",
+        rig.shop.levels()
+    );
+    assert!(records(&rig.server, "S1", "pushed").is_empty());
+}
+
+/// On 2026-04 Shopify requires `@idempotent` and no longer knows `compareQuantity`.
+#[test]
+fn on_2026_04_the_store_refuses_the_old_forms() {
+    let rig = rig(1, "2026-04", "");
+    let post = |query: &str, quantity: Value| {
+        let body = json!({"query": query, "variables": {"key": "k-1", "input": {"name": "available", "reason": "correction",
+            "quantities": [quantity]}}});
+        let response = Server::client()
+            .post(format!("{}/admin/api/2026-04/graphql.json", rig.shop.url()))
+            .header("x-shopify-access-token", SHOPIFY_TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        status_json(response).1
+    };
+    let item = json!({"inventoryItemId": "gid://shopify/InventoryItem/100", "locationId": "gid://shopify/Location/1",
+                      "quantity": 3, "changeFromQuantity": null});
+    let plain = "mutation S($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) { userErrors { code } } }";
+    let reply = post(plain, item.clone());
+    assert!(
+        reply["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("@idempotent"),
+        "{reply}"
+    );
+    let keyed = "mutation S($input: InventorySetQuantitiesInput!, $key: String!) { inventorySetQuantities(input: $input) @idempotent(key: $key) { userErrors { code } } }";
+    let old = json!({"inventoryItemId": "gid://shopify/InventoryItem/100", "locationId": "gid://shopify/Location/1",
+                     "quantity": 3, "compareQuantity": 0});
+    let reply = post(keyed, old);
+    assert!(
+        reply["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compareQuantity"),
+        "{reply}"
+    );
+    assert_eq!(rig.shop.levels()["S0"], 0, "nothing applied");
+}

@@ -50,6 +50,10 @@ struct Extra {
     feed_delay: Duration,
     /// Feeds created (messages each).
     feed_sizes: Vec<usize>,
+    /// Seller SKU → its `fulfillment_availability` entry beyond the quantity (the
+    /// seller's handling time and restock date), which a `replace` patch drops and a
+    /// `merge` keeps.
+    availability: HashMap<String, Value>,
 }
 
 /// A running simulated Amazon account.
@@ -101,6 +105,14 @@ impl AmazonSim {
             documents: HashMap::new(),
             feed_delay: Duration::ZERO,
             feed_sizes: Vec::new(),
+            availability: items
+                .iter()
+                .map(|(_, seller_sku)| {
+                    let entry = json!({"fulfillment_channel_code": "DEFAULT", "quantity": 0,
+                                       "lead_time_to_ship_max_days": 3, "restock_date": "2027-01-15"});
+                    (seller_sku.to_string(), entry)
+                })
+                .collect(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -128,6 +140,15 @@ impl AmazonSim {
     /// Feed messages are applied this long after the feed is created.
     pub fn set_feed_delay(&self, delay: Duration) {
         self.extra().feed_delay = delay;
+    }
+
+    /// The listing's `fulfillment_availability` entry as Amazon keeps it.
+    pub fn availability(&self, seller_sku: &str) -> Value {
+        self.extra()
+            .availability
+            .get(seller_sku)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// The number of messages of each feed created so far.
@@ -217,6 +238,46 @@ impl AmazonSim {
             self.queue.send(detail.to_string());
         }
     }
+}
+
+/// Applies one patch of `/attributes/fulfillment_availability` and returns the quantity:
+/// `replace` sets the whole attribute (the seller's `lead_time_to_ship_max_days` and
+/// `restock_date` are gone), `merge` (added 2025-06-16, SP-API changelog "…now include a
+/// JSON patch merge operation"; tutorial "Merge a listing") changes only the fields sent,
+/// and needs the `fulfillment_channel_code` selector.
+fn apply_patch(
+    availability: &mut HashMap<String, Value>,
+    seller_sku: &str,
+    patch: &Value,
+) -> Result<i64, String> {
+    if patch["path"] != "/attributes/fulfillment_availability" {
+        return Err("the patch path must be /attributes/fulfillment_availability".into());
+    }
+    let value = &patch["value"][0];
+    let quantity = value["quantity"]
+        .as_i64()
+        .ok_or("value[0].quantity is required")?;
+    let code = value["fulfillment_channel_code"]
+        .as_str()
+        .unwrap_or_default();
+    match patch["op"].as_str() {
+        Some("replace") => {
+            availability.insert(seller_sku.to_string(), value.clone());
+        }
+        Some("merge") if !code.is_empty() => {
+            let entry = availability
+                .entry(seller_sku.to_string())
+                .or_insert_with(|| json!({}));
+            for (k, v) in value.as_object().into_iter().flatten() {
+                entry[k] = v.clone();
+            }
+        }
+        Some("merge") => {
+            return Err("merge needs a non-empty fulfillment_channel_code selector".into())
+        }
+        other => return Err(format!("unsupported op {other:?}")),
+    }
+    Ok(quantity)
 }
 
 /// An SP-API notification with a fresh `NotificationId`.
@@ -377,18 +438,10 @@ fn handle(
                 }
                 let body = req.json().unwrap_or(Value::Null);
                 let patch = &body["patches"][0];
-                let quantity = patch["value"][0]["quantity"].as_i64();
-                let (Some(quantity), true) = (
-                    quantity,
-                    patch["path"] == "/attributes/fulfillment_availability",
-                ) else {
+                let applied = apply_patch(&mut x().availability, &seller_sku, patch);
+                let Ok(quantity) = applied else {
                     lock(shop).log_call(&req.path, 1, 400);
-                    return errors(
-                        400,
-                        "InvalidInput",
-                        "patches must replace /attributes/fulfillment_availability",
-                        &[],
-                    );
+                    return errors(400, "InvalidInput", &applied.err().unwrap_or_default(), &[]);
                 };
                 {
                     let mut s = lock(shop);
@@ -479,12 +532,10 @@ fn create_feed(
         .unwrap_or_default()
         .iter()
         .filter_map(|m| {
-            let patch = &m["patches"][0];
-            (patch["path"] == "/attributes/fulfillment_availability").then_some(())?;
-            Some((
-                m["sku"].as_str()?.to_string(),
-                patch["value"][0]["quantity"].as_i64()?,
-            ))
+            let seller_sku = m["sku"].as_str()?.to_string();
+            let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let quantity = apply_patch(&mut e.availability, &seller_sku, &m["patches"][0]).ok()?;
+            Some((seller_sku, quantity))
         })
         .collect();
     {

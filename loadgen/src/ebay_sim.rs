@@ -5,7 +5,8 @@
 //!   eBay's `errors` body otherwise).
 //! - `POST /sell/inventory/v1/bulk_update_price_quantity`: at most 25 requests (more is a
 //!   400, error 25709 here), each naming a known SKU and its offer; answered 200, or 207
-//!   when some responses failed. Every call revises each listing it touches once; past
+//!   when some responses failed, with one response for the inventory item (no `offerId`)
+//!   and one for each offer (`PriceQuantityResponse`), each with its own `statusCode`. Every call revises each listing it touches once; past
 //!   the listing's daily revision limit (250, settable) that listing's items fail.
 //! - `GET /sell/inventory/v1/inventory_item/{sku}`.
 //! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`, `from`
@@ -32,6 +33,8 @@ struct Extra {
     revision_limit: u32,
     /// Listing id → revisions today.
     revisions: HashMap<String, u32>,
+    /// SKUs whose offer update fails (error 25001) while their inventory item's succeeds.
+    failing_offers: std::collections::HashSet<String>,
 }
 
 /// A running simulated eBay seller.
@@ -67,6 +70,7 @@ impl EbaySim {
             token: "v^1.1#i^1#sim-user-token".into(),
             revision_limit: 250,
             revisions: HashMap::new(),
+            failing_offers: Default::default(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -82,6 +86,17 @@ impl EbaySim {
     }
 
     /// Revisions allowed per listing per day.
+    /// From now on the offer update of `sku` fails (500, error 25001) while its inventory
+    /// item's succeeds (`false`: they succeed again).
+    pub fn fail_offer(&self, sku: &str, failing: bool) {
+        let mut e = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        if failing {
+            e.failing_offers.insert(sku.to_string());
+        } else {
+            e.failing_offers.remove(sku);
+        }
+    }
+
     pub fn set_revision_limit(&self, limit: u32) {
         self.extra().revision_limit = limit;
     }
@@ -226,6 +241,16 @@ fn bulk_update(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) ->
             *e.revisions.entry(listing_id.clone()).or_insert(0) += 1;
             revised.push(listing_id);
         }
+        // One response for the inventory item (no offerId) and one per offer
+        // (PriceQuantityResponse: "the result for each offer and/or inventory item").
+        responses.push(json!({"statusCode": 200, "sku": sku, "errors": [], "warnings": []}));
+        if e.failing_offers.contains(&sku) {
+            responses.push(json!({"statusCode": 500, "sku": sku, "offerId": offer,
+                                  "errors": [{"errorId": 25001, "domain": "API_INVENTORY", "category": "APPLICATION",
+                                              "message": "A system error has occurred."}], "warnings": []}));
+            continue;
+        }
+        // The listing shows min(offer, ship-to-location): both were set.
         s.write(&sku, quantity);
         responses.push(
             json!({"statusCode": 200, "sku": sku, "offerId": offer, "errors": [], "warnings": []}),

@@ -5,7 +5,9 @@
 //!   `inventorySetQuantities` (compare-and-set on each quantity: `changeFromQuantity`,
 //!   required from 2026-04, or `compareQuantity` / `ignoreCompareQuantity` before; a
 //!   mismatch is a `*_STALE` userError and nothing in the call is applied; a retried
-//!   `@idempotent` key answers the first result) and the `nodes(ids:)` level query.
+//!   `@idempotent` key answers the first result; from 2026-04 the directive is required
+//!   and `compareQuantity` / `ignoreCompareQuantity` are refused) and the `nodes(ids:)`
+//!   level query.
 //! - Calculated-cost throttling per plan: 10 points a mutation, 1 + 1 per id a query; an
 //!   empty bucket answers HTTP 200 with a `THROTTLED` error; every reply carries
 //!   `extensions.cost.throttleStatus`.
@@ -69,6 +71,10 @@ struct State {
     arrivals: HashMap<String, Vec<Arrival>>,
     calls: Vec<SetCall>,
     idempotent: HashMap<String, Value>,
+    /// Every idempotency key received on an `inventorySetQuantities` call, in order.
+    keys: Vec<String>,
+    /// Replies to lose after applying the call (the client sees a 502 and retries).
+    lose_replies: u32,
     orders: HashMap<u64, Order>,
 }
 
@@ -130,6 +136,8 @@ impl ShopifySim {
             arrivals: HashMap::new(),
             calls: Vec::new(),
             idempotent: HashMap::new(),
+            keys: Vec::new(),
+            lose_replies: 0,
             orders: HashMap::new(),
         }));
         let sender = Sender::new(8);
@@ -212,6 +220,24 @@ impl ShopifySim {
     /// Every `inventorySetQuantities` call so far.
     pub fn calls(&self) -> Vec<SetCall> {
         self.lock().calls.clone()
+    }
+
+    /// Every idempotency key of an `inventorySetQuantities` call so far.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys.clone()
+    }
+
+    /// The next `n` set calls are applied but their answers lost (a 502 instead).
+    pub fn lose_replies(&self, n: u32) {
+        self.lock().lose_replies = n;
+    }
+
+    /// The SKU's inventory item is no longer stocked at the location: a set naming it
+    /// is refused with `ITEM_NOT_STOCKED_AT_LOCATION`.
+    pub fn unstock(&self, sku: &str) {
+        let mut s = self.lock();
+        let item = s.item_of[sku];
+        s.levels.remove(&item);
     }
 
     /// A merchant's edit in the admin: sets the level (and sends the inventory webhook
@@ -531,8 +557,42 @@ async fn handle(
     } else {
         1.0 + variables["ids"].as_array().map_or(0, Vec::len) as f64
     };
+    // From 2026-04 the `@idempotent` directive is mandatory on inventory mutations
+    // (shopify.dev changelog "Making idempotency mandatory for inventory adjustments and
+    // refund mutations"), and `compareQuantity` / `ignoreCompareQuantity` are gone
+    // ("making-changefromquantity-field-required"): both refused here as Shopify does.
+    if is_set && version.as_str() >= "2026-04" {
+        let refused = if !query.contains("@idempotent") {
+            Some("The @idempotent directive is required for this mutation.".to_string())
+        } else {
+            let input = &variables["input"];
+            let old_field = input
+                .get("ignoreCompareQuantity")
+                .map(|_| "ignoreCompareQuantity".to_string())
+                .or_else(|| {
+                    input["quantities"].as_array().and_then(|qs| {
+                        qs.iter()
+                            .position(|q| q.get("compareQuantity").is_some())
+                            .map(|i| format!("quantities.{i}.compareQuantity"))
+                    })
+                });
+            old_field.map(|f| format!("Variable $input of type InventorySetQuantitiesInput! was provided invalid value for {f} (Field is not defined on InventorySetQuantitiesInput)"))
+        };
+        if let Some(message) = refused {
+            log("invalid");
+            return reply(
+                200,
+                &json!({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}),
+                &[],
+            );
+        }
+    }
     let key = variables["key"].as_str().map(str::to_string);
+    if let (true, Some(key)) = (is_set, &key) {
+        lock().keys.push(key.clone());
+    }
     if let Some(first) = key.as_ref().and_then(|k| lock().idempotent.get(k).cloned()) {
+        log("replayed");
         return reply(200, &first, &[]);
     }
     {
@@ -581,6 +641,10 @@ async fn handle(
     };
     if let Some(key) = key {
         s.idempotent.insert(key, answer.clone());
+    }
+    if is_set && s.lose_replies > 0 {
+        s.lose_replies -= 1;
+        return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
     }
     reply(200, &answer, &[])
 }

@@ -26,7 +26,7 @@
 //! - The safety net is the Orders API poll: `getOrders` by `LastUpdatedAfter` (paged by
 //!   `NextToken`), then `getOrderItems` per order.
 //!
-//! Outbound: `patchListingsItem` replacing `/attributes/fulfillment_availability`, one SKU
+//! Outbound: `patchListingsItem` merging into `/attributes/fulfillment_availability`, one SKU
 //! per call, at 5 requests/s (burst 5). When the backlog is larger than that path clears
 //! in `FEED_AFTER` (3 s), the whole backlog goes as one `JSON_LISTINGS_FEED` instead:
 //! create a feed document, upload the JSON to its URL, create the feed; at most 5 feeds
@@ -234,6 +234,9 @@ impl Amazon {
         feeds.len() < FEEDS_PER_WINDOW
     }
 
+    /// The patch value: `merge` (SP-API changelog 2025-06-16, "…now include a JSON patch
+    /// merge operation") changes only the quantity of the `DEFAULT` entry, so the seller's
+    /// `lead_time_to_ship_max_days` and `restock_date` survive; `replace` would drop them.
     fn fulfillment_availability(quantity: i64) -> Value {
         json!([{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}])
     }
@@ -427,7 +430,7 @@ impl Amazon {
                     "sku": self.seller_sku(&item.sku).unwrap_or(&item.sku),
                     "operationType": "PATCH",
                     "productType": "PRODUCT",
-                    "patches": [{"op": "replace", "path": "/attributes/fulfillment_availability",
+                    "patches": [{"op": "merge", "path": "/attributes/fulfillment_availability",
                                  "value": Self::fulfillment_availability(item.quantity)}],
                 })
             })
@@ -560,7 +563,7 @@ impl ChannelAdapter for Amazon {
         let seller_sku = self.seller_sku(&item.sku).unwrap_or(&item.sku);
         let body = json!({
             "productType": "PRODUCT",
-            "patches": [{"op": "replace", "path": "/attributes/fulfillment_availability",
+            "patches": [{"op": "merge", "path": "/attributes/fulfillment_availability",
                          "value": Self::fulfillment_availability(item.quantity)}],
         });
         http::Request::patch(self.url(&self.listing_path(seller_sku)))

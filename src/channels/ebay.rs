@@ -346,16 +346,21 @@ impl ChannelAdapter for Ebay {
                 retryable: true,
             };
         };
-        // 200 or 207 (multi-status): each response names its SKU and its own status.
-        let taken: Vec<&str> = payload::list(&reply["responses"])
-            .iter()
-            .filter(|r| r["statusCode"].as_u64() == Some(200))
-            .filter_map(|r| r["sku"].as_str())
-            .collect();
+        // 200 or 207 (multi-status): one response for the inventory item (no `offerId`)
+        // and one per offer, each with its own status ("the result for each offer and/or
+        // inventory item", PriceQuantityResponse). A SKU is taken only when every
+        // response about it says 200: the listing shows min(offer, ship-to-location).
+        let mut verdict: ahash::AHashMap<&str, bool> = ahash::AHashMap::new();
+        for r in payload::list(&reply["responses"]) {
+            if let Some(sku) = r["sku"].as_str() {
+                let ok = r["statusCode"].as_u64() == Some(200);
+                *verdict.entry(sku).or_insert(true) &= ok;
+            }
+        }
         let acked = items
             .iter()
             .enumerate()
-            .filter(|(_, i)| taken.contains(&i.sku.as_str()))
+            .filter(|(_, i)| verdict.get(i.sku.as_str()) == Some(&true))
             .map(|(n, _)| n)
             .collect();
         PushReply::Accepted { acked, wait: None }

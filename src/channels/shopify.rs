@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use super::payload;
 use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OutboundRequest, PushItem};
-use super::{PushReply, RateLimit};
+use super::{BoxFuture, Caller, PushReply, RateLimit};
 use crate::clock::Micros;
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -75,6 +75,11 @@ pub struct Shopify {
     idempotent: bool,
     boot: Micros,
     calls: AtomicU64,
+    /// The last set request that has not had a definitive answer (its fingerprint and
+    /// idempotency key): the same request sent again reuses the key, so a call that was
+    /// applied but whose answer was lost is answered with its first result instead of
+    /// being applied twice (Shopify: "a retried key returns the original result").
+    unanswered: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 /// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
@@ -83,6 +88,44 @@ pub fn numeric_id(id: &str) -> String {
 }
 
 impl Shopify {
+    /// The idempotency key of a set request: the key of the last unanswered request
+    /// when this is the same request again (a retry), else a new one.
+    fn key_for(&self, input: &Value) -> String {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = ahash::AHasher::default();
+        input.to_string().hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, key)) = unanswered.as_ref() {
+            if *seen == fingerprint {
+                return key.clone();
+            }
+        }
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let key = format!("lockstep-{}-{:x}-{n}", self.name, self.boot);
+        *unanswered = Some((fingerprint, key.clone()));
+        key
+    }
+
+    /// The items (indices) that a failed push's non-stale `userErrors` name.
+    fn refused_items(&self, reason: &str, len: usize) -> Vec<usize> {
+        let Some(errors) = reason
+            .strip_prefix("userErrors: ")
+            .and_then(|e| serde_json::from_str::<Value>(e).ok())
+        else {
+            return Vec::new();
+        };
+        let mut refused: Vec<usize> = payload::list(&errors)
+            .iter()
+            .filter(|e| !e["code"].as_str().is_some_and(|c| STALE_CODES.contains(&c)))
+            .filter_map(|e| e["field"].get(2)?.as_str()?.parse().ok())
+            .filter(|i| *i < len)
+            .collect();
+        refused.sort_unstable();
+        refused.dedup();
+        refused
+    }
+
     pub fn new(config: &ChannelConfig, catalog: Catalog) -> Shopify {
         let api_version = config.api_version.clone().unwrap_or_default();
         Shopify {
@@ -105,6 +148,7 @@ impl Shopify {
                 .clamp(1, BATCH_MAX),
             boot: crate::clock::now_micros(),
             calls: AtomicU64::new(0),
+            unanswered: std::sync::Mutex::new(None),
         }
     }
 
@@ -426,10 +470,10 @@ impl ChannelAdapter for Shopify {
         }
         let selection = "{ inventoryAdjustmentGroup { id } userErrors { field message code } }";
         let body = if self.idempotent {
-            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            let key = self.key_for(&input);
             json!({
                 "query": format!("mutation LockstepSet($input: InventorySetQuantitiesInput!, $key: String!) {{ inventorySetQuantities(input: $input) @idempotent(key: $key) {selection} }}"),
-                "variables": {"input": input, "key": format!("lockstep-{}-{:x}-{n}", self.name, self.boot)},
+                "variables": {"input": input, "key": key},
             })
         } else {
             json!({
@@ -438,6 +482,39 @@ impl ChannelAdapter for Shopify {
             })
         };
         self.graphql(&body)
+    }
+
+    /// A non-stale `userErrors` entry refuses only its own item: the call is sent once
+    /// more without the refused items (Shopify applies a call whole or not at all), and
+    /// the refused ones go back to the outbox, retried slowly.
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            let reply = super::push_once(self, caller, items).await;
+            let PushReply::Failed { reason, .. } = &reply else {
+                return reply;
+            };
+            let refused = self.refused_items(reason, items.len());
+            if refused.is_empty() || refused.len() >= items.len() {
+                return reply;
+            }
+            tracing::warn!(channel = %self.name, %reason, "items refused by Shopify; the rest sent without them");
+            let rest: Vec<usize> = (0..items.len()).filter(|i| !refused.contains(i)).collect();
+            let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
+            let back = |indices: Vec<usize>| -> Vec<usize> {
+                indices
+                    .into_iter()
+                    .filter_map(|i| rest.get(i).copied())
+                    .collect()
+            };
+            match super::push_once(self, caller, &subset).await {
+                PushReply::Accepted { acked, wait } => PushReply::Accepted {
+                    acked: back(acked),
+                    wait,
+                },
+                PushReply::Stale { stale } => PushReply::Stale { stale: back(stale) },
+                other => other,
+            }
+        })
     }
 
     fn push_reply(
@@ -459,6 +536,11 @@ impl ChannelAdapter for Shopify {
         if let Some(throttled) = graphql_errors(&reply) {
             return throttled;
         }
+        // A definitive answer: the next request, even the same one, is a new intent.
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let errors = reply["data"]["inventorySetQuantities"]["userErrors"]
             .as_array()
             .cloned()
