@@ -1,7 +1,8 @@
 //! The `tiktok` kind against the simulated shop: type 1 and type 11 notifications signed
 //! as hex HMAC of app key + body, deduplicated on `tts_notification_id`, the order's
 //! line items fetched; inventory updates carrying every due SKU of a product in one
-//! signed call (made due together by a refusing shop, not by timing); a 429 honoured.
+//! signed call (made due together by a refusing shop, not by timing); a throttle code on
+//! an HTTP 200 honoured; access tokens refreshed, the rotated refresh token kept.
 
 mod common;
 
@@ -130,7 +131,9 @@ fn a_product_s_skus_go_together_in_one_signed_call() {
 }
 
 #[test]
-fn a_429_is_honoured() {
+/// TikTok throttles with its code 36009002 on an HTTP 200: taken as a throttle (waited
+/// for), not as a failed call.
+fn a_throttle_code_on_an_http_200_is_honoured() {
     let rig = rig(1);
     throttle_storm_passes(
         &rig.server,
@@ -139,6 +142,22 @@ fn a_429_is_honoured() {
         "T0",
         4,
     );
+    let metrics = Server::client()
+        .get(rig.server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let throttled = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("lockstep_push_requests_total")
+                && l.contains("channel=\"tiktok\"")
+                && l.contains("outcome=\"throttled\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(throttled > 0.0, "counted as throttled:\n{metrics}");
 }
 
 /// Access tokens expire: lockstep refreshes ahead of expiry with the refresh token, keeps

@@ -16,7 +16,8 @@
 //!   ...}}`, the `_expire_in` fields Unix times (Partner Center, "Authorization
 //!   overview"). Each refresh rotates the refresh token: the old one is refused after.
 //!   An expired or unknown access token is code 105002 ("Expired credentials").
-//! - The rate limit (unverified for TikTok) answers 429 when set.
+//! - A throttle (the rate limit is unverified for TikTok) is answered HTTP 200 with code
+//!   36009002 ("Too many requests", Partner Center "Common errors").
 
 use std::sync::{Arc, Mutex};
 
@@ -296,10 +297,12 @@ fn handle(
             hyper::Method::POST,
             ["product", "202309", "products", product, "inventory", "update"],
         ) => {
+            // TikTok signals a throttle by its code, 36009002 "Too many requests"
+            // (Partner Center, "Common errors"), here on an HTTP 200.
             let throttled = |_: u64| {
                 reply(
-                    429,
-                    &tts(36009004, "Request rate limit exceeded.", json!({})),
+                    200,
+                    &tts(36009002, "Too many requests. You've made too many requests in a short period of time.", json!({})),
                     &[],
                 )
             };

@@ -48,6 +48,11 @@ const TOKEN_URL: &str = "https://auth.tiktok-shops.com/api/v2/token/refresh";
 /// TikTok's code for an expired or invalid access token (Partner Center, "Common
 /// errors": "Expired credentials").
 const EXPIRED_CREDENTIALS: i64 = 105002;
+/// TikTok's code for a throttle, "Too many requests" (Partner Center, "Common errors"),
+/// whatever the HTTP status it comes with (a 200 included).
+const TOO_MANY_REQUESTS: i64 = 36009002;
+/// How long a throttle waits: TikTok's answer names no time.
+const THROTTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A TikTok Shop.
 pub struct TikTok {
@@ -376,6 +381,14 @@ impl ChannelAdapter for TikTok {
         items: &[PushItem],
     ) -> PushReply {
         self.note_expiry(body);
+        let code = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|r| r["code"].as_i64());
+        if code == Some(TOO_MANY_REQUESTS) {
+            return PushReply::Throttled {
+                retry_after: super::retry_after(headers).unwrap_or(THROTTLE_WAIT),
+            };
+        }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
         }
