@@ -153,6 +153,15 @@ impl SqsSim {
         lock(&self.queue).messages.len()
     }
 
+    /// The bodies of the messages not deleted yet, oldest first.
+    pub fn bodies(&self) -> Vec<String> {
+        lock(&self.queue)
+            .messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
     /// Every MessageId received so far, once per receive.
     pub fn received(&self) -> Vec<String> {
         lock(&self.queue).received.clone()

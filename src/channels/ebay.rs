@@ -179,7 +179,7 @@ impl Ebay {
     }
 
     /// The events of one order resource.
-    fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
+    pub(crate) fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
         let order_id = payload::id(&order["orderId"]).ok_or("an order without orderId")?;
         let created = payload::source_time(&[payload::time_end(&order["creationDate"])], now);
         let modified = payload::source_time(&[payload::time_end(&order["lastModifiedDate"])], now);

@@ -11,6 +11,8 @@ pub mod bigcommerce;
 pub mod body_hmac;
 pub mod call;
 pub mod catalog;
+#[cfg(test)]
+mod contract_tests;
 pub mod ebay;
 pub mod etsy;
 pub mod payload;

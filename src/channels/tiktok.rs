@@ -462,7 +462,7 @@ impl ChannelAdapter for TikTok {
 /// A token refresh answer: `{code, message, data: {access_token, access_token_expire_in,
 /// refresh_token, refresh_token_expire_in, ...}}`, the `_expire_in` fields being Unix
 /// times despite their names (Partner Center, "Authorization overview").
-fn read_grant(reply: &Value) -> Result<Grant, String> {
+pub(crate) fn read_grant(reply: &Value) -> Result<Grant, String> {
     if reply["code"].as_i64() != Some(0) {
         return Err(format!("code {}: {}", reply["code"], reply["message"]));
     }
