@@ -208,3 +208,32 @@ fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_k
     );
     assert!(rig.sim.refreshes() > before);
 }
+
+/// Lost notifications: the order search by `update_time_ge` finds the orders, across a
+/// kill -9 and a restart, none missed and none counted twice.
+#[test]
+fn the_order_search_misses_nothing_and_counts_nothing_twice_across_restarts() {
+    let rig = market_rig(
+        "tiktok",
+        &skus("T", 0..1, |i| format!("17{}/8{i}", i / 2)),
+        |items| TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
+        |sim| tiktok_channel("tiktok", &sim.market.url(), "poll_interval_s = 1"),
+        |sim| &sim.market,
+    );
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.market.set_listing_lag(Duration::from_millis(1_500));
+    let tiktok = &rig.sim;
+    // Line items are one unit each: 2 + 3 + 1 units are 6 lines.
+    poll_survives_restarts_with(
+        rig.server,
+        "tiktok",
+        "T0",
+        &|sku, qty| {
+            tiktok.place_order(&[(sku, qty)]);
+        },
+        6,
+    );
+}

@@ -248,6 +248,36 @@ fn handle(
         return bc_error(404, "Not found", &rate);
     };
     match (req.method.clone(), route.as_slice()) {
+        // The orders list (orders.v2.oas2.yml): `min_date_modified` (RFC 2822 or ISO 8601;
+        // ISO 8601 taken here), `sort=date_modified:asc`, `limit` (default 50) and `page`;
+        // a bare array.
+        (hyper::Method::GET, ["v2", "orders"]) => {
+            let since = req
+                .param("min_date_modified")
+                .and_then(|t| crate::market::parse_rfc3339(&t));
+            let Some(since) = since else {
+                return reply(
+                    400,
+                    &json!([{"status": 400, "message": "min_date_modified must be an RFC 2822 or ISO 8601 date"}]),
+                    &rate,
+                );
+            };
+            let limit = req.number("limit", 50).clamp(1, 250);
+            let page = req.number("page", 1).max(1);
+            let mut s = lock(shop);
+            let listed = s.modified_after(since - 1);
+            let orders: Vec<Value> = listed
+                .iter()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .map(|o| {
+                    let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
+                    json!({"id": o.id, "status_id": status_id(o.stage), "date_created": rfc2822(o.created_us),
+                           "date_modified": rfc2822(o.modified_us), "date_shipped": shipped})
+                })
+                .collect();
+            reply(200, &Value::Array(orders), &rate)
+        }
         (hyper::Method::GET, ["v2", "orders", id]) => {
             let s = lock(shop);
             let Some(o) = id.parse().ok().and_then(|id: u64| s.orders.get(&id)) else {

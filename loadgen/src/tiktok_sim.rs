@@ -4,7 +4,8 @@
 //!   and `sign` (hex HMAC-SHA256 keyed with the app secret over secret + path + the sorted
 //!   parameters + body + secret) in the query, `x-tts-access-token` in a header; a bad
 //!   signature or token is refused with TikTok's `code`/`message` body.
-//! - `GET /order/202309/orders?ids=` (line items one per unit),
+//! - `GET /order/202309/orders?ids=` (line items one per unit) and
+//!   `POST /order/202309/orders/search` (`update_time_ge`, paged by `page_token`),
 //!   `POST /product/202309/products/{product_id}/inventory/update` (the product's SKUs;
 //!   an unknown SKU id comes back in `data.errors`), `GET /product/202309/products/{id}`.
 //! - Webhooks: type 1 (order status change) on every status change and type 11
@@ -164,6 +165,24 @@ impl TikTokSim {
     }
 }
 
+/// An order as TikTok's order APIs give it: one line item per unit.
+fn order_json(s: &Shop, o: &crate::market::Order) -> Value {
+    let items: Vec<Value> = o
+        .lines
+        .iter()
+        .flat_map(|l| {
+            let (product, sku_id) = s.listings[&l.sku]
+                .id
+                .split_once('/')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default();
+            (0..l.quantity).map(move |n| json!({"id": format!("{}{:03}", l.id, n), "product_id": product, "sku_id": sku_id, "seller_sku": l.sku}))
+        })
+        .collect();
+    json!({"id": o.id.to_string(), "status": order_status(o.stage), "create_time": o.created_us / 1_000_000,
+           "update_time": o.modified_us / 1_000_000, "line_items": items})
+}
+
 /// The refresh-token grant: a new access token and a rotated refresh token.
 fn refresh(extra: &mut Extra, req: &Req) -> Reply {
     let ok = req.param("app_key").as_deref() == Some(&extra.app_key)
@@ -277,21 +296,57 @@ fn handle(
             let orders: Vec<Value> = ids
                 .iter()
                 .filter_map(|id| s.orders.get(id))
-                .map(|o| {
-                    // TikTok lists one line item per unit.
-                    let items: Vec<Value> = o
-                        .lines
-                        .iter()
-                        .flat_map(|l| {
-                            let (product, sku_id) = s.listings[&l.sku].id.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
-                            (0..l.quantity).map(move |n| json!({"id": format!("{}{:03}", l.id, n), "product_id": product, "sku_id": sku_id, "seller_sku": l.sku}))
-                        })
-                        .collect();
-                    json!({"id": o.id.to_string(), "status": order_status(o.stage), "create_time": o.created_us / 1_000_000,
-                           "update_time": o.modified_us / 1_000_000, "line_items": items})
-                })
+                .map(|o| order_json(&s, o))
                 .collect();
             reply(200, &tts(0, "Success", json!({ "orders": orders })), &[])
+        }
+        // Get order list: `update_time_ge` (Unix seconds, inclusive) in the JSON body,
+        // `page_size` (at most 100) and `page_token` in the query; `next_page_token` is
+        // empty on the last page (Partner Center, "Get order list" 202309).
+        (hyper::Method::POST, ["order", "202309", "orders", "search"]) => {
+            let body = req.json().unwrap_or(Value::Null);
+            let Some(since) = body["update_time_ge"].as_i64() else {
+                return reply(
+                    200,
+                    &tts(36009003, "update_time_ge is required here.", json!({})),
+                    &[],
+                );
+            };
+            let size: usize = req.number("page_size", 20);
+            if !(1..=100).contains(&size) {
+                return reply(
+                    200,
+                    &tts(36009003, "page_size must be 1 to 100.", json!({})),
+                    &[],
+                );
+            }
+            let start: usize = req
+                .param("page_token")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let mut s = lock(shop);
+            let listed = s.modified_after(since * 1_000_000 - 1);
+            let page: Vec<Value> = listed
+                .iter()
+                .skip(start)
+                .take(size)
+                .map(|o| order_json(&s, o))
+                .collect();
+            let next = start + page.len();
+            let token = if next < listed.len() {
+                next.to_string()
+            } else {
+                String::new()
+            };
+            reply(
+                200,
+                &tts(
+                    0,
+                    "Success",
+                    json!({"orders": page, "next_page_token": token, "total_count": listed.len()}),
+                ),
+                &[],
+            )
         }
         (
             hyper::Method::POST,

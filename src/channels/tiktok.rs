@@ -21,6 +21,8 @@
 //! Partner Center, "Authorization overview"), refreshed ahead of expiry; each refresh
 //! rotates the refresh token, which is kept in the data directory (`rotating_token.rs`).
 //! An answer with code 105002 ("Expired credentials") refreshes at the next call.
+//! Notifications can be lost, so orders are also polled (`POST /order/202309/orders/search`
+//! by `update_time_ge`, every `poll_interval_s`, default 60).
 //! `data.errors` names refused SKUs; the rest are taken. The rate limit is unverified
 //! (~50 requests/s per store in third-party code): 20/s by default, configurable.
 
@@ -32,6 +34,7 @@ use super::rotating_token::{self, Grant, RotatingToken};
 use super::Seen;
 use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
+use super::{OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -43,6 +46,10 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 };
 /// The inventory update takes SKUs of one product; a product has at most 100 SKUs.
 const BATCH_MAX: usize = 100;
+/// Seconds between order polls unless configured.
+const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+/// Orders per page of the order search (TikTok takes up to 100).
+const POLL_PAGE_SIZE: usize = 100;
 /// Where TikTok Shop refreshes tokens (Partner Center, "Authorization overview").
 const TOKEN_URL: &str = "https://auth.tiktok-shops.com/api/v2/token/refresh";
 /// TikTok's code for an expired or invalid access token (Partner Center, "Common
@@ -67,6 +74,7 @@ pub struct TikTok {
     warehouse_id: Option<String>,
     catalog: Catalog,
     seen: Seen,
+    poll_interval: std::time::Duration,
 }
 
 /// TikTok Shop's request signature: hex HMAC-SHA256(secret, secret + path + sorted
@@ -125,6 +133,9 @@ impl TikTok {
             warehouse_id: config.location_id.clone(),
             catalog,
             seen: Seen::default(),
+            poll_interval: std::time::Duration::from_secs(
+                config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
+            ),
         }
     }
 
@@ -338,6 +349,10 @@ impl ChannelAdapter for TikTok {
         Some(&self.seen)
     }
 
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
         Box::pin(async move {
             let token = self.token.access(caller).await?;
@@ -456,6 +471,52 @@ impl ChannelAdapter for TikTok {
                 Some((sku.to_string(), quantity))
             })
             .collect())
+    }
+}
+
+/// The safety net for lost notifications: the order search by `update_time_ge` (Unix
+/// seconds), paged by `page_token` (Partner Center, "Get order list" 202309); the
+/// orders come with their line items, so a page is one call.
+impl OrderPoll for TikTok {
+    fn interval(&self) -> std::time::Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let mut query = vec![("page_size", POLL_PAGE_SIZE.to_string())];
+            if let Some(token) = cursor {
+                query.push(("page_token", token));
+            }
+            let body = json!({"update_time_ge": since.div_euclid(MICROS_PER_SECOND)});
+            let request = self.signed(
+                http::Method::POST,
+                "/order/202309/orders/search",
+                &query,
+                Some(body),
+            );
+            let request = with_headers(request, self.authorize(caller).await?);
+            let answer = caller.call_now(request).await?;
+            self.note_expiry(&answer.2);
+            let reply = json_answer(&answer)?;
+            self.check_code(&reply)?;
+            let mut page = PollPage::default();
+            for order in payload::list(&reply["data"]["orders"]) {
+                page.newest = page.newest.max(payload::unix_end(&order["update_time"]));
+                page.events.extend(self.order_events(order, now)?);
+            }
+            page.next = reply["data"]["next_page_token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            Ok(page)
+        })
     }
 }
 
