@@ -325,19 +325,21 @@ fn a_quantity_change_nobody_ordered_is_an_external_change() {
 /// per call and by feed.
 #[test]
 fn a_push_keeps_the_seller_s_handling_time_and_restock_date() {
-    let rig = rig(20, "");
+    let rig = rig(60, "");
     count_all(&rig, 0..1, 6);
     let entry = rig.sim.availability("AMZ-0");
     assert_eq!(entry["quantity"], 6, "{entry}");
     assert_eq!(entry["lead_time_to_ship_max_days"], 3, "{entry}");
     assert_eq!(entry["restock_date"], "2027-01-15", "{entry}");
-    // A backlog goes as a feed: its messages merge too.
-    count_all(&rig, 0..20, 9);
+    // A backlog (60 SKUs, as in the feed test above) goes as a feed: it merges too.
+    count_all(&rig, 0..60, 9);
     assert!(!rig.sim.feeds().is_empty(), "a feed was sent");
-    let entry = rig.sim.availability("AMZ-19");
-    assert_eq!(
-        (&entry["quantity"], &entry["lead_time_to_ship_max_days"]),
-        (&serde_json::json!(9), &serde_json::json!(3)),
-        "{entry}"
-    );
+    for i in 0..60 {
+        let entry = rig.sim.availability(&format!("AMZ-{i}"));
+        assert_eq!(
+            (&entry["quantity"], &entry["lead_time_to_ship_max_days"]),
+            (&serde_json::json!(9), &serde_json::json!(3)),
+            "{entry}"
+        );
+    }
 }
