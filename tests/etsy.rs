@@ -281,3 +281,19 @@ fn sold_out_is_a_disabled_offering_or_an_inactive_listing() {
     let (_, reply) = reconcile(&rig.server, "etsy");
     assert_eq!(reply["report"]["lowered"], 0, "{reply}");
 }
+
+/// A receipt refunded in full before it shipped releases its units (found by the
+/// receipts poll: Etsy sends nothing on a refund).
+#[test]
+fn a_fully_refunded_unshipped_receipt_releases_its_units() {
+    let rig = rig(1, "poll_interval_s = 1");
+    count_all(&rig, 0..1, 10);
+    let receipt = rig.sim.place_order(&[("Y0", 3)]);
+    assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((10, 3, 7))));
+    rig.sim.refund(receipt);
+    assert!(
+        eventually(WAIT, || rig.server.stock("Y0") == Some((10, 0, 10))),
+        "{:?}",
+        rig.server.stock("Y0")
+    );
+}

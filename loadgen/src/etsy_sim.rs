@@ -68,6 +68,8 @@ struct Extra {
     inventories: BTreeMap<String, Vec<Product>>,
     /// Listing id → its state (`active`, `inactive`, `sold_out`; active unless set).
     states: BTreeMap<String, String>,
+    /// Receipts refunded in full.
+    refunded: std::collections::BTreeSet<u64>,
     next_id: u64,
     /// A unit of this SKU is sold right after the next inventory read is answered: the
     /// sale lands between lockstep's read and its write of the whole listing.
@@ -145,6 +147,7 @@ impl EtsySim {
             remaining_today: DAILY_QUOTA,
             inventories,
             states: BTreeMap::new(),
+            refunded: Default::default(),
             next_id,
             sell_after_read: None,
         }));
@@ -243,6 +246,14 @@ impl EtsySim {
         id
     }
 
+    /// Refunds a receipt in full before it ships (Etsy sends nothing): the units go back
+    /// to stock and the receipt's status becomes "Fully Refunded".
+    pub fn refund(&self, receipt: u64) {
+        self.extra().refunded.insert(receipt);
+        self.market.shop().advance(receipt, Stage::Cancelled);
+        self.sync_levels();
+    }
+
     /// Ships or cancels a receipt (Etsy sends nothing for either).
     pub fn advance(&self, receipt: u64, stage: Stage) {
         self.market.shop().advance(receipt, stage);
@@ -338,9 +349,13 @@ fn receipt_json(
     shop: &Shop,
     id: u64,
     listing_of: &dyn Fn(&str) -> (String, String),
+    refunded: &std::collections::BTreeSet<u64>,
 ) -> Option<Value> {
     let o = shop.orders.get(&id)?;
+    // ShopReceipt.status: paid, completed, open, payment processing, canceled, fully
+    // refunded, partially refunded. A refunded receipt is marked by `refund`.
     let status = match o.stage {
+        _ if refunded.contains(&id) => "Fully Refunded",
         Stage::Placed => "Paid",
         Stage::Shipped => "Completed",
         Stage::Cancelled => "Canceled",
@@ -601,12 +616,14 @@ fn handle(
             reply(200, &listing_json(&x, listing), &quota)
         }
         (hyper::Method::GET, ["shops", shop_id, "receipts", receipt]) if *shop_id == SHOP_ID => {
+            // The extra state before the shop's, in the order every handler takes them.
+            let refunded = extra.lock().unwrap_or_else(|e| e.into_inner()).refunded.clone();
             let s = lock(shop);
             let listing_of = |sku: &str| split_id(&s, sku);
             match receipt
                 .parse()
                 .ok()
-                .and_then(|id| receipt_json(&s, id, &listing_of))
+                .and_then(|id| receipt_json(&s, id, &listing_of, &refunded))
             {
                 Some(r) => reply(200, &r, &quota),
                 None => etsy_error(404, "Receipt not found", &quota),
@@ -616,6 +633,7 @@ fn handle(
             let since_s = req.number("min_last_modified", 0) as i64;
             let limit: usize = req.number("limit", 25).clamp(1, 100);
             let offset: usize = req.number("offset", 0);
+            let refunded = extra.lock().unwrap_or_else(|e| e.into_inner()).refunded.clone();
             let mut s = lock(shop);
             // `min_last_modified` is inclusive, in whole seconds.
             let orders = s.modified_after(since_s * 1_000_000 - 1);
@@ -624,7 +642,7 @@ fn handle(
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter_map(|o| receipt_json(&s, o.id, &listing_of))
+                .filter_map(|o| receipt_json(&s, o.id, &listing_of, &refunded))
                 .collect();
             reply(
                 200,

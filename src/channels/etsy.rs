@@ -8,7 +8,7 @@
 //! to the configured API). `webhook-id` deduplicates redeliveries. Etsy sends nothing on
 //! cancellations, so receipts are also polled (`min_last_modified`, paged by `offset`).
 //! A receipt's transactions are placed when it is paid, shipped when it is shipped, and
-//! released when it is canceled; keys `{channel}/{receipt_id}/{transaction_id}/{transition}`.
+//! released when it is canceled or fully refunded before shipping; keys `{channel}/{receipt_id}/{transaction_id}/{transition}`.
 //!
 //! Outbound: `PUT /v3/application/listings/{listing_id}/inventory` replaces the listing's
 //! whole inventory: anything not sent is deleted. So each push reads the listing's
@@ -170,7 +170,12 @@ impl Etsy {
             .as_str()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let transitions = if status == "canceled" {
+        // A receipt refunded in full before it shipped will never ship: its units are
+        // released like a cancellation's (`status` "Fully Refunded", Etsy's
+        // ShopReceipt.status). A shipped one keeps its shipment; a return restocks
+        // nothing by itself.
+        let refunded_unshipped = status == "fully refunded" && receipt["is_shipped"] != true;
+        let transitions = if status == "canceled" || refunded_unshipped {
             vec![(EventKind::OrderCancelled, updated)]
         } else if receipt["is_shipped"] == true || status == "completed" {
             vec![
