@@ -343,3 +343,26 @@ fn a_push_keeps_the_seller_s_handling_time_and_restock_date() {
         );
     }
 }
+
+/// A sale peak with every notification lost: 40 orders on one page of the poll, more
+/// than getOrderItems' burst of 30. The poll paces its item calls on that limit and keeps
+/// what it fetched, so a pass that reads the page again goes on where it stopped instead
+/// of starting over into the same 429 (a livelock): every order is found.
+#[test]
+fn the_order_poll_paces_its_item_calls_through_a_sale_peak() {
+    let rig = rig(1, "poll_interval_s = 1");
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    count_all(&rig, 0..1, 100);
+    for _ in 0..40 {
+        rig.sim.place_order(&[("A0", 1)]);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || rig.server.stock("A0")
+            == Some((100, 40, 60))),
+        "{:?}",
+        rig.server.stock("A0")
+    );
+}

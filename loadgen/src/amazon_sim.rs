@@ -11,7 +11,7 @@
 //!   `PUT` the upload, `POST /feeds/2021-06-30/feeds` (`JSON_LISTINGS_FEED`, at most 5
 //!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`.
 //! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`) and
-//!   `GET /orders/v0/orders/{id}/orderItems`.
+//!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30; 429 beyond).
 //! - Notifications: `ORDER_CHANGE` goes to the seller's SQS queue only (`queue`, an
 //!   `SqsSim`), as SP-API sends it: EventBridge carries the listing notifications alone
 //!   (developer-docs.amazon.com/sp-api, "Set up notifications with Amazon EventBridge").
@@ -45,6 +45,8 @@ struct Extra {
     token: String,
     auth: (String, String),
     patch_bucket: Bucket,
+    /// getOrderItems' bucket.
+    items_bucket: Bucket,
     feeds: VecDeque<Instant>,
     documents: HashMap<String, Vec<u8>>,
     feed_delay: Duration,
@@ -101,6 +103,7 @@ impl AmazonSim {
             token: "Atza|sim-token-1".into(),
             auth: (auth.0.into(), auth.1.into()),
             patch_bucket: Bucket::new(5.0, 5.0),
+            items_bucket: Bucket::new(30.0, 0.5),
             feeds: VecDeque::new(),
             documents: HashMap::new(),
             feed_delay: Duration::ZERO,
@@ -473,6 +476,16 @@ fn handle(
         (hyper::Method::GET, path)
             if path.starts_with("/orders/v0/orders/") && path.ends_with("/orderItems") =>
         {
+            // getOrderItems: 0.5 requests/s, burst 30 (Orders API v0 usage plan); past it
+            // 429 QuotaExceeded, no Retry-After, the applied rate in x-amzn-RateLimit-Limit.
+            if !x().items_bucket.take(1.0) {
+                return errors(
+                    429,
+                    "QuotaExceeded",
+                    "You exceeded your quota for the requested resource.",
+                    &[("x-amzn-ratelimit-limit", "0.5".to_string())],
+                );
+            }
             let id = path
                 .trim_start_matches("/orders/v0/orders/")
                 .trim_end_matches("/orderItems");

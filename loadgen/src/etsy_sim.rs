@@ -617,7 +617,11 @@ fn handle(
         }
         (hyper::Method::GET, ["shops", shop_id, "receipts", receipt]) if *shop_id == SHOP_ID => {
             // The extra state before the shop's, in the order every handler takes them.
-            let refunded = extra.lock().unwrap_or_else(|e| e.into_inner()).refunded.clone();
+            let refunded = extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refunded
+                .clone();
             let s = lock(shop);
             let listing_of = |sku: &str| split_id(&s, sku);
             match receipt
@@ -633,7 +637,11 @@ fn handle(
             let since_s = req.number("min_last_modified", 0) as i64;
             let limit: usize = req.number("limit", 25).clamp(1, 100);
             let offset: usize = req.number("offset", 0);
-            let refunded = extra.lock().unwrap_or_else(|e| e.into_inner()).refunded.clone();
+            let refunded = extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refunded
+                .clone();
             let mut s = lock(shop);
             // `min_last_modified` is inclusive, in whole seconds.
             let orders = s.modified_after(since_s * 1_000_000 - 1);

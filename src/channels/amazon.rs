@@ -63,12 +63,24 @@ pub const FEEDS_PER_WINDOW: usize = 5;
 pub const FEED_WINDOW: Duration = Duration::from_secs(300);
 /// Most messages one feed carries (Amazon allows 25,000; smaller feeds process sooner).
 const FEED_MESSAGES_MAX: usize = 10_000;
+/// getOrderItems: 0.5 requests/s, burst 30 (Orders API v0 usage plan): the poll's item
+/// calls wait for it rather than draw 429s.
+const ORDER_ITEMS_RATE: RateLimit = RateLimit {
+    requests_per_second: 0.5,
+    burst: 30,
+};
+/// Orders whose items the poll keeps, so a pass that starts a page again fetches only
+/// what it has not (bounded: when full it starts over).
+const ORDER_ITEMS_KEPT_MAX: usize = 10_000;
 /// Seconds between order polls unless configured (getOrders refills at 1 per minute).
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
 const LWA_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
 /// `ReceiveMessage`: at most 10 messages, a long poll of at most 20 s (SQS API reference).
 const SQS_MESSAGES_MAX: usize = 10;
 pub const SQS_WAIT_S: u64 = 20;
+
+/// One order item as the poll reads it: (OrderItemId, SellerSKU, quantity ordered).
+type OrderItem = (String, String, i64);
 
 /// The seller's SQS queue and the credentials that read it.
 struct Sqs {
@@ -95,6 +107,11 @@ pub struct Amazon {
     /// When each feed of the current window was created.
     feeds: Mutex<VecDeque<Instant>>,
     sqs: Option<Sqs>,
+    /// getOrderItems' own budget.
+    order_items_bucket: std::sync::Arc<tokio::sync::Mutex<crate::propagate::pacing::TokenBucket>>,
+    /// Items fetched per (AmazonOrderId, LastUpdateDate): an order unchanged since is not
+    /// fetched again when a pass reads its page once more.
+    order_items: Mutex<ahash::AHashMap<(String, String), Vec<OrderItem>>>,
 }
 
 impl Amazon {
@@ -135,6 +152,10 @@ impl Amazon {
             token,
             seen: Seen::default(),
             feeds: Mutex::new(VecDeque::new()),
+            order_items_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
+                crate::propagate::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
+            )),
+            order_items: Mutex::new(ahash::AHashMap::new()),
             sqs: config.sqs_queue_url.as_ref().map(|queue_url| {
                 let origin_end = queue_url
                     .find("://")
@@ -726,6 +747,44 @@ fn md5_hex(body: &[u8]) -> String {
         .collect()
 }
 
+impl Amazon {
+    /// One order's items (OrderItemId, SellerSKU, QuantityOrdered), paced on
+    /// getOrderItems' own budget; a 429 waits and tries again (a few times).
+    async fn fetch_order_items(
+        &self,
+        caller: &Caller,
+        get: &(dyn Fn(String) -> OutboundRequest + Sync),
+        order_id: &str,
+    ) -> Result<Vec<OrderItem>, String> {
+        const TRIES: u32 = 3;
+        let path = format!("/orders/v0/orders/{order_id}/orderItems");
+        for _ in 0..TRIES {
+            let answer = caller.call(get(path.clone())).await?;
+            if answer.0 == 429 {
+                self.order_items_bucket
+                    .lock()
+                    .await
+                    .throttled(Duration::from_secs(2));
+                continue;
+            }
+            let answer = json_answer(&answer)?;
+            return Ok(payload::list(&answer["payload"]["OrderItems"])
+                .iter()
+                .filter_map(|item| {
+                    Some((
+                        payload::id(&item["OrderItemId"])?,
+                        item["SellerSKU"].as_str()?.to_string(),
+                        payload::quantity(&item["QuantityOrdered"])?,
+                    ))
+                })
+                .collect());
+        }
+        Err(format!(
+            "getOrderItems for {order_id}: still throttled after {TRIES} tries"
+        ))
+    }
+}
+
 impl OrderPoll for Amazon {
     fn interval(&self) -> Duration {
         self.poll_interval
@@ -758,6 +817,7 @@ impl OrderPoll for Amazon {
                 ));
             }
             let listing = json_answer(&caller.call_now(get(path)).await?)?;
+            let items_caller = caller.paced_by(self.order_items_bucket.clone());
             let mut page = PollPage {
                 next: listing["payload"]["NextToken"].as_str().map(str::to_string),
                 ..PollPage::default()
@@ -768,19 +828,33 @@ impl OrderPoll for Amazon {
                 let updated = payload::time_end(&order["LastUpdateDate"]);
                 page.newest = page.newest.max(updated);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
-                let path = format!("/orders/v0/orders/{order_id}/orderItems");
-                let answer = json_answer(&caller.call_now(get(path)).await?)?;
-                let items: Vec<(String, String, i64)> =
-                    payload::list(&answer["payload"]["OrderItems"])
-                        .iter()
-                        .filter_map(|item| {
-                            Some((
-                                payload::id(&item["OrderItemId"])?,
-                                item["SellerSKU"].as_str()?.to_string(),
-                                payload::quantity(&item["QuantityOrdered"])?,
-                            ))
-                        })
-                        .collect();
+                let version = (
+                    order_id.clone(),
+                    order["LastUpdateDate"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                let kept = self
+                    .order_items
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&version)
+                    .cloned();
+                let items = match kept {
+                    Some(items) => items,
+                    None => {
+                        let items = self
+                            .fetch_order_items(&items_caller, &get, &order_id)
+                            .await?;
+                        let mut kept = self.order_items.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() >= ORDER_ITEMS_KEPT_MAX {
+                            kept.clear();
+                        }
+                        kept.insert(version, items.clone());
+                        items
+                    }
+                };
                 let purchased = payload::source_time(
                     &[payload::time_end(&order["PurchaseDate"]), updated],
                     now,

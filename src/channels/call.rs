@@ -45,6 +45,12 @@ impl Caller {
         }
     }
 
+    /// The same client, paced by `bucket` instead (a call with its own limit, such as
+    /// Amazon's getOrderItems).
+    pub fn paced_by(&self, bucket: Arc<tokio::sync::Mutex<TokenBucket>>) -> Caller {
+        Caller::paced(self.client.clone(), bucket)
+    }
+
     /// Sends one request (after a token, when paced).
     pub async fn call(&self, request: OutboundRequest) -> Result<Answer, String> {
         if let Some(pace) = &self.pace {
