@@ -530,3 +530,34 @@ fn on_2026_04_the_store_refuses_the_old_forms() {
     );
     assert_eq!(rig.shop.levels()["S0"], 0, "nothing applied");
 }
+
+/// Webhooks lost (Shopify deletes a subscription after 8 failed deliveries): the orders
+/// poll finds the order and its fulfilment, and counts nothing twice.
+#[test]
+fn the_orders_poll_finds_what_lost_webhooks_did_not_bring() {
+    let rig = rig(1, "2026-04", "poll_interval_s = 1");
+    stock_all(&rig, 1, 10);
+    rig.shop.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    let order = rig.shop.place_order(&[("S0", 2)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("S0") == Some((10, 2, 8))),
+        "{:?}",
+        rig.server.stock("S0")
+    );
+    rig.shop.fulfill_order(order);
+    assert!(
+        eventually(WAIT, || rig.server.stock("S0") == Some((8, 0, 8))),
+        "{:?}",
+        rig.server.stock("S0")
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        rig.server.stock("S0"),
+        Some((8, 0, 8)),
+        "later polls change nothing"
+    );
+    assert_eq!(placed_records(&rig.server, "S0"), 1);
+}

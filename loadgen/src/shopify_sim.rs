@@ -76,6 +76,9 @@ struct State {
     /// Replies to lose after applying the call (the client sees a 502 and retries).
     lose_replies: u32,
     orders: HashMap<u64, Order>,
+    /// Each order as its latest `orders/*` webhook showed it, with when (Unix µs): what
+    /// the REST orders list answers.
+    order_states: std::collections::BTreeMap<u64, (i64, Value)>,
 }
 
 /// A running simulated store.
@@ -136,6 +139,7 @@ impl ShopifySim {
             arrivals: HashMap::new(),
             calls: Vec::new(),
             idempotent: HashMap::new(),
+            order_states: Default::default(),
             keys: Vec::new(),
             lose_replies: 0,
             orders: HashMap::new(),
@@ -395,6 +399,12 @@ impl ShopifySim {
     }
 
     fn webhook(&self, topic: &str, body: Value) {
+        if topic.starts_with("orders/") {
+            if let Some(id) = body["id"].as_u64() {
+                let now = crate::market::now_us();
+                self.lock().order_states.insert(id, (now, body.clone()));
+            }
+        }
         send_webhook(
             &self.sender,
             &self.secret,
@@ -471,6 +481,81 @@ fn send_level_webhook(
     send_webhook(sender, secret, runtime, "inventory_levels/update", body);
 }
 
+/// `GET /admin/api/{version}/orders.json`: `updated_at_min` (ISO 8601), `status=any`,
+/// `limit` (at most 250), paged by the `Link` header's `page_info` (a request with
+/// `page_info` may carry only `limit`) (shopify.dev, REST Order resource; "Make paginated
+/// requests to the REST Admin API").
+fn list_orders(s: &State, req: &Request<Incoming>) -> Reply {
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| crate::market::decode(v))
+        })
+    };
+    let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return reply(400, &json!({"errors": {"limit": "must be 1 to 250"}}), &[]);
+    }
+    let (since, start) = match param("page_info") {
+        Some(info) => {
+            if param("updated_at_min").is_some() || param("status").is_some() {
+                return reply(
+                    400,
+                    &json!({"errors": {"page_info": "page_info cannot be used with other filters"}}),
+                    &[],
+                );
+            }
+            let Some((since, start)) = info
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            else {
+                return reply(
+                    400,
+                    &json!({"errors": {"page_info": "Invalid value."}}),
+                    &[],
+                );
+            };
+            (since, start)
+        }
+        None => {
+            let since = param("updated_at_min")
+                .and_then(|t| crate::market::parse_rfc3339(&t))
+                .unwrap_or(0);
+            (since, 0usize)
+        }
+    };
+    let mut listed: Vec<&(i64, Value)> = s
+        .order_states
+        .values()
+        .filter(|(at, _)| *at >= since)
+        .collect();
+    listed.sort_by_key(|(at, v)| (*at, v["id"].as_u64()));
+    let page: Vec<Value> = listed
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let next = start + page.len();
+    let mut headers = Vec::new();
+    if next < listed.len() {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        headers.push((
+            "link",
+            format!(
+                "<http://{host}{}?limit={limit}&page_info={since}.{next}>; rel=\"next\"",
+                req.uri().path()
+            ),
+        ));
+    }
+    reply(200, &json!({"orders": page}), &headers)
+}
+
 fn throttle_status(bucket: &Bucket, cost: f64) -> Value {
     json!({"cost": {
         "requestedQueryCost": cost,
@@ -491,6 +576,21 @@ async fn handle(
 ) -> Reply {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     let path = req.uri().path().to_string();
+    if req.method() == hyper::Method::GET && path.ends_with("/orders.json") {
+        let token = req
+            .headers()
+            .get("x-shopify-access-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if token != lock().token {
+            return reply(
+                401,
+                &json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
+                &[],
+            );
+        }
+        return list_orders(&lock(), &req);
+    }
     let version = path
         .strip_prefix("/admin/api/")
         .and_then(|rest| rest.strip_suffix("/graphql.json"))

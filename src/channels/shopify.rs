@@ -28,6 +28,9 @@
 //! and a nearly empty cost bucket pauses the next call until it refills.
 //!
 //! Reads for reconciliation: the GraphQL `nodes(ids:)` query of CHANNELS.md.
+//!
+//! Orders are also polled (`orders.json?updated_at_min=`, every `poll_interval_s`,
+//! default 60): Shopify deletes a subscription after 8 failed deliveries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,7 +40,7 @@ use serde_json::{json, Value};
 
 use super::payload;
 use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OutboundRequest, PushItem};
-use super::{BoxFuture, Caller, PushReply, RateLimit};
+use super::{BoxFuture, Caller, OrderPoll, PollPage, PushReply, RateLimit};
 use crate::clock::Micros;
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -80,6 +83,7 @@ pub struct Shopify {
     /// applied but whose answer was lost is answered with its first result instead of
     /// being applied twice (Shopify: "a retried key returns the original result").
     unanswered: std::sync::Mutex<Option<(u64, String)>>,
+    poll_interval: Duration,
 }
 
 /// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
@@ -149,6 +153,7 @@ impl Shopify {
             boot: crate::clock::now_micros(),
             calls: AtomicU64::new(0),
             unanswered: std::sync::Mutex::new(None),
+            poll_interval: Duration::from_secs(config.poll_interval_s.unwrap_or(60)),
         }
     }
 
@@ -423,6 +428,10 @@ impl ChannelAdapter for Shopify {
             .collect()
     }
 
+    fn order_poll(&self) -> Option<&dyn OrderPoll> {
+        Some(self)
+    }
+
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
         // One `nodes` query reads one location.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
@@ -604,6 +613,85 @@ impl ChannelAdapter for Shopify {
 
 /// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
 /// else fails the call.
+/// Most orders a page of the order poll holds (Shopify's REST maximum).
+const POLL_PAGE_SIZE: usize = 250;
+
+/// The safety net under webhooks Shopify gives up on (a subscription is deleted after 8
+/// failed deliveries): `GET /admin/api/{version}/orders.json?updated_at_min=&status=any`,
+/// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order; "Make
+/// paginated requests to the REST Admin API": a request with `page_info` carries only
+/// `limit`). Each order is read as `orders/updated` is: placed, and cancelled or its
+/// fulfilled lines shipped.
+impl OrderPoll for Shopify {
+    fn interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    fn page<'a>(
+        &'a self,
+        caller: &'a Caller,
+        since: Micros,
+        cursor: Option<String>,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<PollPage, String>> {
+        Box::pin(async move {
+            let query = match &cursor {
+                Some(info) => format!(
+                    "limit={POLL_PAGE_SIZE}&page_info={}",
+                    percent_encoding::utf8_percent_encode(info, percent_encoding::NON_ALPHANUMERIC)
+                ),
+                None => format!(
+                    "updated_at_min={}&status=any&limit={POLL_PAGE_SIZE}",
+                    percent_encoding::utf8_percent_encode(
+                        &crate::clock::format_rfc3339(since),
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
+            };
+            let request = http::Request::get(format!(
+                "{}/admin/api/{}/orders.json?{query}",
+                self.base_url, self.api_version
+            ))
+            .header("x-shopify-access-token", &self.access_token)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request");
+            let answer = caller.call_now(request).await?;
+            let reply = super::call::json_answer(&answer)?;
+            let mut page = PollPage::default();
+            for order in payload::list(&reply["orders"]) {
+                page.newest = page.newest.max(payload::time(&order["updated_at"]));
+                let events = self
+                    .order_events("orders/updated", order, None, now)
+                    .map_err(|e| e.message)?;
+                page.events.extend(events);
+            }
+            page.next = next_page_info(&answer.1);
+            Ok(page)
+        })
+    }
+}
+
+/// The `page_info` of a `Link` header's `rel="next"` URL.
+fn next_page_info(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, rel) = part.split_once(';')?;
+        if !rel.contains("rel=\"next\"") {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        let query = url.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("page_info="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    })
+}
+
 fn graphql_errors(reply: &Value) -> Option<PushReply> {
     let errors = reply["errors"].as_array()?;
     let throttled = errors
