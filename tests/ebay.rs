@@ -186,3 +186,27 @@ fn a_sku_is_taken_only_when_its_item_and_every_offer_say_200() {
         "pushed again until every entry said 200"
     );
 }
+
+/// eBay's daily call limit answers 429 like a burst limit does: lockstep asks
+/// getRateLimits which limit is spent and waits for its reset instead of retrying into
+/// it every second.
+#[test]
+fn a_spent_daily_limit_waits_for_its_reset() {
+    let rig = rig(2, "");
+    rig.sim.set_daily_limit(1, Duration::from_secs(4));
+    post(&rig, vec![event("e0", "E0", "counted", 3)]);
+    assert!(shows(&rig, "E0", 3), "the one call the limit allows");
+    post(&rig, vec![event("e1", "E1", "counted", 4)]);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let refused = || {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.status == 429)
+            .count()
+    };
+    assert_eq!(refused(), 1, "one refusal, then a wait for the reset");
+    assert!(shows(&rig, "E1", 4), "pushed once the limit reset");
+    assert_eq!(refused(), 1);
+}

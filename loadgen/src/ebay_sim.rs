@@ -13,14 +13,17 @@
 //!   in ISO 8601 with milliseconds (`2026-11-30T10:15:43.511Z`); any other form is a 400
 //!   (error 30800).
 //! - No order webhooks: orders are found by polling, and they can be listed late.
-//! - A rate limit, when set, answers 429 (eBay's throttle, without `Retry-After`).
+//! - A rate limit, when set, answers 429 (eBay's throttle, error 2001, without
+//!   `Retry-After`); a daily call limit (`set_daily_limit`) answers the same once spent,
+//!   and `GET /developer/analytics/v1_beta/user_rate_limit/` (getRateLimits) says which
+//!   limit is spent (`remaining: 0`) and when it resets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::market::{self, gate, lock, rfc3339, Market, Req, Shop, Stage};
+use crate::market::{self, gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
 use crate::sim::{reply, Reply, Sender};
 
 /// `bulk_update_price_quantity`'s limit.
@@ -35,6 +38,8 @@ struct Extra {
     revisions: HashMap<String, u32>,
     /// SKUs whose offer update fails (error 25001) while their inventory item's succeeds.
     failing_offers: std::collections::HashSet<String>,
+    /// The Inventory API's daily call limit: (limit, calls counted, when it resets).
+    daily: Option<(u32, u32, std::time::Instant)>,
 }
 
 /// A running simulated eBay seller.
@@ -71,6 +76,7 @@ impl EbaySim {
             revision_limit: 250,
             revisions: HashMap::new(),
             failing_offers: Default::default(),
+            daily: None,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -95,6 +101,13 @@ impl EbaySim {
         } else {
             e.failing_offers.remove(sku);
         }
+    }
+
+    /// The Inventory API allows `limit` calls in a window that resets in `reset_in`;
+    /// past it, 429 with error 2001, and getRateLimits says `remaining: 0`.
+    pub fn set_daily_limit(&self, limit: u32, reset_in: std::time::Duration) {
+        let mut e = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        e.daily = Some((limit, 0, std::time::Instant::now() + reset_in));
     }
 
     pub fn set_revision_limit(&self, limit: u32) {
@@ -176,7 +189,39 @@ fn handle(
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;
             }
+            {
+                let mut e = x();
+                if let Some((limit, used, reset)) = e.daily.as_mut() {
+                    if std::time::Instant::now() >= *reset {
+                        e.daily = None;
+                    } else if *used >= *limit {
+                        drop(e);
+                        lock(shop).log_call(&req.path, 0, 429);
+                        return throttled(0);
+                    } else {
+                        *used += 1;
+                    }
+                }
+            }
             bulk_update(shop, extra, &req)
+        }
+        // getRateLimits for the user's token (Analytics API): the Inventory API's rate.
+        (hyper::Method::GET, "/developer/analytics/v1_beta/user_rate_limit/") => {
+            let e = x();
+            let (limit, used, reset_us) = match e.daily {
+                Some((limit, used, reset)) => {
+                    let left = reset.saturating_duration_since(std::time::Instant::now());
+                    (limit, used, now_us() + left.as_micros() as i64)
+                }
+                None => (5_000_000, 0, now_us() + 86_400_000_000),
+            };
+            reply(
+                200,
+                &json!({"rateLimits": [{"apiContext": "sell", "apiName": "inventory", "apiVersion": "v1",
+                    "resources": [{"name": "sell.inventory", "rates": [{"count": used, "limit": limit,
+                        "remaining": limit.saturating_sub(used), "reset": rfc3339(reset_us), "timeWindow": 86400}]}]}]}),
+                &[],
+            )
         }
         (hyper::Method::GET, path) if path.starts_with("/sell/inventory/v1/inventory_item/") => {
             let sku = market::decode(path.trim_start_matches("/sell/inventory/v1/inventory_item/"));

@@ -66,6 +66,8 @@ pub struct Ebay {
     catalog: Catalog,
     poll_interval: Duration,
     token: TokenCache,
+    /// When the spent daily call limit of the Inventory API resets (`None`: not spent).
+    quota_reset: std::sync::Mutex<Option<std::time::Instant>>,
     revision_limit: u32,
     /// The UTC offset of eBay's day.
     day_offset: Micros,
@@ -84,7 +86,74 @@ fn until_next_day(now: Micros, offset: Micros) -> Duration {
     Duration::from_micros((next - now).max(1) as u64)
 }
 
+/// Whether a 429's body is eBay's error 2001, "Too many requests" ("The request limit has
+/// been reached for the resource"; developer.ebay.com, the "HTTP 429" error codes): a
+/// short-window limit or the daily one.
+fn too_many_requests(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|r| {
+        payload::list(&r["errors"])
+            .iter()
+            .any(|e| e["errorId"].as_u64() == Some(2001))
+    })
+}
+
+/// How long a throttle waits when getRateLimits cannot say which limit was met.
+const QUOTA_WAIT_DEFAULT: Duration = Duration::from_secs(60);
+/// The longest a spent quota waits: the window is a day.
+const QUOTA_WAIT_MAX: Duration = Duration::from_secs(24 * 3_600);
+
 impl Ebay {
+    /// The wait left on a spent daily quota.
+    fn quota_wait(&self) -> Option<Duration> {
+        let mut reset = self.quota_reset.lock().unwrap_or_else(|e| e.into_inner());
+        match *reset {
+            Some(at) if at > std::time::Instant::now() => Some(at - std::time::Instant::now()),
+            Some(_) => {
+                *reset = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Reads which of the Inventory API's limits is spent (`getRateLimits` for the
+    /// user's token: `GET /developer/analytics/v1_beta/user_rate_limit/?api_context=sell&
+    /// api_name=inventory`; each rate has `remaining` and `reset`, an ISO 8601 time),
+    /// remembers when it resets and returns the wait; `None`: no limit is spent (a burst).
+    async fn learn_quota_reset(&self, caller: &Caller, auth: HeaderMap) -> Option<Duration> {
+        let url = format!(
+            "{}/developer/analytics/v1_beta/user_rate_limit/?api_context=sell&api_name=inventory",
+            self.base_url
+        );
+        let request = with_headers(
+            http::Request::get(url)
+                .body(Vec::new())
+                .expect("a validated base_url makes a valid request"),
+            auth,
+        );
+        let wait = match caller.call_now(request).await.and_then(|a| json_answer(&a)) {
+            Ok(reply) => {
+                let reset = payload::list(&reply["rateLimits"])
+                    .iter()
+                    .flat_map(|l| payload::list(&l["resources"]))
+                    .flat_map(|r| payload::list(&r["rates"]))
+                    .filter(|rate| rate["remaining"].as_i64() == Some(0))
+                    .filter_map(|rate| payload::time(&rate["reset"]))
+                    .max()?;
+                Duration::from_micros((reset - now_micros()).max(1_000_000) as u64)
+                    .min(QUOTA_WAIT_MAX)
+            }
+            Err(reason) => {
+                tracing::warn!(channel = %self.name, %reason, "getRateLimits failed; waiting the default");
+                QUOTA_WAIT_DEFAULT
+            }
+        };
+        tracing::warn!(channel = %self.name, wait_s = wait.as_secs(), "eBay's daily call limit is spent; pushes wait for its reset");
+        *self.quota_reset.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now() + wait);
+        Some(wait)
+    }
+
     pub fn new(config: &ChannelConfig, catalog: Catalog) -> Ebay {
         let base_url = config.base_url.trim_end_matches('/').to_string();
         let token_url = config
@@ -120,6 +189,7 @@ impl Ebay {
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
             token,
+            quota_reset: std::sync::Mutex::new(None),
             revision_limit: config.revision_limit.unwrap_or(REVISIONS_PER_DAY),
             day_offset: config.revision_day_utc_offset_h.unwrap_or(PACIFIC_OFFSET_H)
                 * MICROS_PER_HOUR,
@@ -267,6 +337,9 @@ impl ChannelAdapter for Ebay {
                     retry_in,
                 };
             }
+            if let Some(wait) = self.quota_wait() {
+                return PushReply::Throttled { retry_after: wait };
+            }
             let subset: Vec<PushItem> = send.iter().map(|i| items[*i].clone()).collect();
             let auth = match self.authorize(caller).await {
                 Ok(auth) => auth,
@@ -277,8 +350,17 @@ impl ChannelAdapter for Ebay {
                     }
                 }
             };
-            let request = with_headers(self.push_request(&subset, now), auth);
+            let request = with_headers(self.push_request(&subset, now), auth.clone());
             let reply = match caller.call(request).await {
+                Ok((429, headers, body)) if too_many_requests(&body) => {
+                    // A burst limit or the daily call limit: getRateLimits tells which,
+                    // and when a spent limit resets.
+                    let wait = self.learn_quota_reset(caller, auth).await;
+                    let burst = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                    return PushReply::Throttled {
+                        retry_after: wait.unwrap_or(burst),
+                    };
+                }
                 Ok((status, headers, body)) => {
                     // Any answer but a refusal of the whole call may have revised listings.
                     if (200..300).contains(&status) {
