@@ -150,12 +150,7 @@ fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
         "no write while the quota is spent"
     );
     assert_eq!(rig.sim.market.level("Y1"), Some(0));
-    let metrics = Server::client()
-        .get(rig.server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = rig.server.metrics();
     assert!(
         metrics
             .lines()

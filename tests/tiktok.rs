@@ -142,12 +142,7 @@ fn a_throttle_code_on_an_http_200_is_honoured() {
         "T0",
         4,
     );
-    let metrics = Server::client()
-        .get(rig.server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = rig.server.metrics();
     let throttled = metrics
         .lines()
         .find(|l| {

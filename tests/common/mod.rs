@@ -156,6 +156,16 @@ impl Server {
         }
     }
 
+    /// The `/metrics` page.
+    pub fn metrics(&self) -> String {
+        Server::client()
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// Every audit record (newest first, up to 1,000).
     pub fn audit_all(&self) -> Vec<Value> {
         let (status, body) = self.get("/v1/audit?limit=1000");
