@@ -244,3 +244,24 @@ fn a_429_retry_after_is_waited() {
         next.duration_since(throttled)
     );
 }
+
+/// Walmart's token bucket says what is left and when it refills: the last token spent,
+/// the next call waits for the replenishment instead of drawing a 429.
+#[test]
+fn pushes_pace_by_the_token_count_and_the_replenishment_time() {
+    let rig = rig(6, false, "");
+    rig.sim.set_token_bucket(2, Duration::from_millis(1_500));
+    post(
+        &rig,
+        (0..6)
+            .map(|i| event(&format!("t{i}"), &format!("M{i}"), "counted", 5))
+            .collect(),
+    );
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l.values().all(|v| *v == 5))
+        .is_some());
+    let calls = rig.sim.market.calls();
+    assert!(calls.iter().all(|c| c.status == 200), "no 429: {calls:?}");
+}

@@ -49,10 +49,21 @@ pub enum EventStyle {
     Legacy,
 }
 
+/// The single-item inventory call's token bucket: `capacity` tokens, all back at each
+/// replenishment (every `period`).
+struct Tokens {
+    capacity: u32,
+    left: u32,
+    period: std::time::Duration,
+    next: std::time::Instant,
+}
+
 struct Extra {
     basic: String,
     token: String,
     style: EventStyle,
+    /// `PUT /v3/inventory`'s budget, when set (`set_token_bucket`).
+    put_tokens: Option<Tokens>,
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
 }
@@ -91,6 +102,7 @@ impl WalmartSim {
             ),
             token: "eyJraWQiOiJzaW0ifQ.sim-access-token".into(),
             style: EventStyle::OrderUpdates,
+            put_tokens: None,
             hook_auth,
             correlation_ids: Vec::new(),
         }));
@@ -105,6 +117,19 @@ impl WalmartSim {
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `PUT /v3/inventory` gets `capacity` tokens, replenished every `period`: each
+    /// answer says what is left (`x-current-token-count`) and when they come back
+    /// (`x-next-replenishment-time`, epoch ms), and an empty bucket is a 429 without
+    /// `Retry-After`, as Walmart's throttling documents.
+    pub fn set_token_bucket(&self, capacity: u32, period: std::time::Duration) {
+        self.extra().put_tokens = Some(Tokens {
+            capacity,
+            left: capacity,
+            period,
+            next: std::time::Instant::now() + period,
+        });
     }
 
     /// Which order events are sent from now on.
@@ -286,6 +311,38 @@ fn handle(
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;
             }
+            let token_headers = {
+                let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+                match x.put_tokens.as_mut() {
+                    None => Vec::new(),
+                    Some(t) => {
+                        let now = std::time::Instant::now();
+                        while now >= t.next {
+                            t.left = t.capacity;
+                            t.next += t.period;
+                        }
+                        let next_ms =
+                            now_us() / 1_000 + t.next.duration_since(now).as_millis() as i64;
+                        let headers = |left: u32| {
+                            vec![
+                                ("x-current-token-count", left.to_string()),
+                                ("x-next-replenishment-time", next_ms.to_string()),
+                            ]
+                        };
+                        if t.left == 0 {
+                            lock(shop).log_call(&req.path, 1, 429);
+                            return wm_error(
+                                429,
+                                "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
+                                "Too many requests",
+                                &headers(0),
+                            );
+                        }
+                        t.left -= 1;
+                        headers(t.left)
+                    }
+                }
+            };
             let body = req.json().unwrap_or(Value::Null);
             let seller_sku = req
                 .param("sku")
@@ -318,7 +375,7 @@ fn handle(
             reply(
                 200,
                 &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": amount}}),
-                &[],
+                &token_headers,
             )
         }
         (hyper::Method::GET, "/v3/inventory") => {

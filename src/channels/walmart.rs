@@ -337,6 +337,24 @@ impl Walmart {
     }
 }
 
+/// Walmart's throttling headers on its answers: `x-current-token-count` (tokens left) and
+/// `x-next-replenishment-time` (when they come back; read as epoch milliseconds, a unit
+/// this code could not confirm in Walmart's pages, hence the one-minute bound below)
+/// (CHANNELS.md §6, "pace by them").
+fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long until the token bucket is replenished (at most a minute: a later time is
+/// not trusted as is).
+fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
+    let at_ms = header_number(headers, "x-next-replenishment-time")?;
+    let now_ms = crate::clock::now_micros() / 1_000;
+    Some(Duration::from_millis(
+        (at_ms - now_ms).clamp(0, 60_000) as u64
+    ))
+}
+
 /// Walmart gives quantities as text (`"amount": "2"`) or numbers.
 fn quantity_text(value: &Value) -> Option<i64> {
     payload::quantity(value)
@@ -423,15 +441,25 @@ impl ChannelAdapter for Walmart {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
+        if status == 429 {
+            // Often without Retry-After: the bucket's own replenishment time says when.
+            let wait = super::retry_after(headers)
+                .or_else(|| replenished_in(headers))
+                .unwrap_or(Duration::from_secs(1));
+            return PushReply::Throttled { retry_after: wait };
+        }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
         }
         let reply: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let amount = reply["quantity"]["amount"].as_i64();
         if amount == Some(items[0].quantity) {
+            // The last token spent: the next call waits for the replenishment instead
+            // of drawing a 429.
+            let spent = header_number(headers, "x-current-token-count").is_some_and(|n| n < 1);
             PushReply::Accepted {
                 acked: vec![0],
-                wait: None,
+                wait: if spent { replenished_in(headers) } else { None },
             }
         } else {
             PushReply::Failed {
