@@ -366,3 +366,24 @@ fn the_order_poll_paces_its_item_calls_through_a_sale_peak() {
         rig.server.stock("A0")
     );
 }
+
+/// Amazon lowered this seller's patchListingsItem rate to 1/s and says so in
+/// `x-amzn-RateLimit-Limit`: lockstep paces by it instead of meeting 429s.
+#[test]
+fn pushes_pace_by_the_applied_rate_amazon_names() {
+    let rig = rig(4, "");
+    rig.sim.set_patch_rate(1.0);
+    count_all(&rig, 0..1, 2);
+    for i in 1..4 {
+        count_all(&rig, i..i + 1, 2);
+    }
+    let patches: Vec<_> = rig
+        .sim
+        .market
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.starts_with("/listings/"))
+        .collect();
+    let refused = patches.iter().filter(|c| c.status == 429).count();
+    assert!(refused <= 1, "paced after the first answer: {patches:?}");
+}

@@ -45,6 +45,9 @@ struct Extra {
     token: String,
     auth: (String, String),
     patch_bucket: Bucket,
+    /// patchListingsItem's applied rate, requests/s (5 unless set): every answer names it
+    /// in `x-amzn-RateLimit-Limit`.
+    patch_rate: f64,
     /// getOrderItems' bucket.
     items_bucket: Bucket,
     feeds: VecDeque<Instant>,
@@ -103,6 +106,7 @@ impl AmazonSim {
             token: "Atza|sim-token-1".into(),
             auth: (auth.0.into(), auth.1.into()),
             patch_bucket: Bucket::new(5.0, 5.0),
+            patch_rate: 5.0,
             items_bucket: Bucket::new(30.0, 0.5),
             feeds: VecDeque::new(),
             documents: HashMap::new(),
@@ -143,6 +147,14 @@ impl AmazonSim {
     /// Feed messages are applied this long after the feed is created.
     pub fn set_feed_delay(&self, delay: Duration) {
         self.extra().feed_delay = delay;
+    }
+
+    /// patchListingsItem's applied rate for this seller from now on (burst 1 below 5/s):
+    /// Amazon can lower it per selling partner, and says so in `x-amzn-RateLimit-Limit`.
+    pub fn set_patch_rate(&self, per_second: f64) {
+        let mut e = self.extra();
+        e.patch_rate = per_second;
+        e.patch_bucket = Bucket::new(per_second.clamp(1.0, 5.0), per_second);
     }
 
     /// The listing's `fulfillment_availability` entry as Amazon keeps it.
@@ -435,9 +447,15 @@ fn handle(
                 if let Some(r) = gate(shop, &req.path, quota_exceeded, internal) {
                     return r;
                 }
+                let rate = x().patch_rate.to_string();
                 if !x().patch_bucket.take(1.0) {
                     lock(shop).log_call(&req.path, 1, 429);
-                    return quota_exceeded(1);
+                    return errors(
+                        429,
+                        "QuotaExceeded",
+                        "You exceeded your quota for the requested resource.",
+                        &[("x-amzn-ratelimit-limit", rate)],
+                    );
                 }
                 let body = req.json().unwrap_or(Value::Null);
                 let patch = &body["patches"][0];
@@ -455,7 +473,7 @@ fn handle(
                 reply(
                     200,
                     &json!({"sku": seller_sku, "status": "ACCEPTED", "submissionId": format!("{:x}", rand::random::<u64>()), "issues": []}),
-                    &[],
+                    &[("x-amzn-ratelimit-limit", rate)],
                 )
             }
             _ => errors(405, "MethodNotAllowed", "Method not allowed", &[]),

@@ -600,14 +600,34 @@ impl ChannelAdapter for Amazon {
         body: &[u8],
         _items: &[PushItem],
     ) -> PushReply {
+        // The rate Amazon applies to this seller and operation (`x-amzn-RateLimit-Limit`,
+        // SP-API "Usage plans and rate limits"): when it is below the pace configured,
+        // each accepted call is followed by one interval of it, and a 429 (which has no
+        // Retry-After) waits one interval too.
+        let applied = headers
+            .get("x-amzn-ratelimit-limit")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| r.is_finite() && *r > 0.0);
+        let interval = |rate: f64| Duration::from_secs_f64(1.0 / rate);
+        if status == 429 {
+            return PushReply::Throttled {
+                retry_after: applied.map_or(Duration::from_secs(1), interval),
+            };
+        }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
         }
+        // The pusher's own bucket may hold a burst of tokens, so the wait is a whole
+        // interval of the applied rate, with the pacer's 10% headroom.
+        let wait = applied
+            .filter(|r| *r < self.rate.requests_per_second)
+            .map(|r| interval(r * 0.9));
         let reply: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         match reply["status"].as_str() {
             Some("ACCEPTED") => PushReply::Accepted {
                 acked: vec![0],
-                wait: None,
+                wait,
             },
             _ => PushReply::Failed {
                 reason: format!("patchListingsItem: {}", excerpt(body)),
