@@ -108,7 +108,7 @@ pub struct Amazon {
     feeds: Mutex<VecDeque<Instant>>,
     sqs: Option<Sqs>,
     /// getOrderItems' own budget.
-    order_items_bucket: std::sync::Arc<tokio::sync::Mutex<crate::propagate::pacing::TokenBucket>>,
+    order_items_bucket: std::sync::Arc<tokio::sync::Mutex<super::pacing::TokenBucket>>,
     /// Items fetched per (AmazonOrderId, LastUpdateDate): an order unchanged since is not
     /// fetched again when a pass reads its page once more.
     order_items: Mutex<ahash::AHashMap<(String, String), Vec<OrderItem>>>,
@@ -153,7 +153,7 @@ impl Amazon {
             seen: Seen::default(),
             feeds: Mutex::new(VecDeque::new()),
             order_items_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
-                crate::propagate::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
+                super::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
             )),
             order_items: Mutex::new(ahash::AHashMap::new()),
             sqs: config.sqs_queue_url.as_ref().map(|queue_url| {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use super::pacing::TokenBucket;
 use super::{excerpt, OutboundRequest};
-use crate::propagate::pacing::TokenBucket;
 
 /// A boxed future: the trait's conversational methods return one (object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

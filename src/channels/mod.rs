@@ -15,6 +15,7 @@ pub mod catalog;
 mod contract_tests;
 pub mod ebay;
 pub mod etsy;
+pub mod pacing;
 pub mod payload;
 pub mod rotating_token;
 pub mod shopify;

@@ -1,7 +1,8 @@
 //! Propagation: stock leaves the engine and reaches every channel.
 //!
 //! - `outbox.rs`: per channel, the latest target per SKU, low stock first.
-//! - `pacing.rs`: the token bucket (adaptive to throttles) and the retry backoff.
+//! - `channels::pacing`: the token bucket (adaptive to throttles) and the retry backoff,
+//!   below the adapters, which pace their own conversations with it.
 //! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
 //! - here: the pusher task of each channel, and propagation timing.
 //!
@@ -11,7 +12,6 @@
 //! the shard durably knows what the channel shows (and whether it needs another push).
 
 pub mod outbox;
-pub mod pacing;
 pub mod poll;
 pub mod queue;
 pub mod reconcile;
@@ -23,13 +23,13 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
 use crate::clock::{now_micros, Micros};
 use crate::config::{ChannelConfig, RateLimit};
 use crate::engine::event::{Event, EventKind};
 use crate::engine::{Engine, EngineError};
 use outbox::Outbox;
-use pacing::{Backoff, TokenBucket};
 
 /// How long one push request may take before it counts as failed.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
