@@ -18,6 +18,15 @@
 //!   and `GET /developer/analytics/v1_beta/user_rate_limit/` (getRateLimits) says which
 //!   limit is spent (`remaining: 0`) and when it resets.
 
+//!
+//! Pages followed: getOrders and its `filter`
+//! (https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/methods/getOrders),
+//! bulkUpdatePriceQuantity and its per-item and per-offer responses
+//! (https://developer.ebay.com/api-docs/sell/inventory/resources/offer/methods/bulkUpdatePriceQuantity),
+//! the 429 error codes (https://developer.ebay.com/develop/api/sell/error_codes) and
+//! getRateLimits for user tokens
+//! (https://developer.ebay.com/api-docs/developer/analytics/resources/user_rate_limit/methods/getUserRateLimits).
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

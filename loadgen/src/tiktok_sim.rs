@@ -20,6 +20,12 @@
 //! - A throttle (the rate limit is unverified for TikTok) is answered HTTP 200 with code
 //!   36009002 ("Too many requests", Partner Center "Common errors").
 
+//!
+//! Pages followed (Partner Center): the token grant and refresh
+//! (https://partner.tiktokshop.com/docv2/page/authorization-overview-202407), the error
+//! codes 105002 and 36009002 (https://partner.tiktokshop.com/docv2/page/common-errors), and
+//! the order search (https://partner.tiktokshop.com/docv2/page/get-order-list-202309).
+
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};

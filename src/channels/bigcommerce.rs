@@ -28,6 +28,14 @@
 //! Reads: `GET /v3/inventory/items?variant_id:in=...&location_id:in=...`, at most
 //! `READ_IDS_MAX` ids a call (the list must fit a URL), paged through `meta.pagination`.
 
+//!
+//! Pages followed: inventory items and absolute adjustments, with the "tracked by product"
+//! 422 (https://developer.bigcommerce.com/docs/rest-management/inventory, the spec
+//! `reference/inventory.v3.yml` of bigcommerce/docs), `inventory_tracking` on products
+//! (https://developer.bigcommerce.com/docs/rest-catalog/products), the v2 orders list and
+//! its `min_date_modified` (https://developer.bigcommerce.com/docs/rest-management/orders),
+//! and the rate-limit headers (https://developer.bigcommerce.com/docs/start/best-practices/api-rate-limits).
+
 use std::time::Duration;
 
 use http::HeaderMap;

@@ -45,8 +45,10 @@ impl Caller {
         }
     }
 
-    /// The same client, paced by `bucket` instead (a call with its own limit, such as
-    /// Amazon's getOrderItems).
+    /// The same client, paced by `bucket` instead: a call with its own limit, such as
+    /// Amazon's getOrderItems at 0.5 requests/s, burst 30
+    /// (https://developer-docs.amazon.com/sp-api/docs/orders-api-v0-reference, "Usage
+    /// plan"; https://developer-docs.amazon.com/sp-api/docs/usage-plans-and-rate-limits).
     pub fn paced_by(&self, bucket: Arc<tokio::sync::Mutex<TokenBucket>>) -> Caller {
         Caller::paced(self.client.clone(), bucket)
     }

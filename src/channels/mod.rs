@@ -88,7 +88,10 @@ pub enum PushReply {
     Failed { reason: String, retryable: bool },
 }
 
-/// How a channel that cannot show a plain 0 shows a SKU sold out, or back in stock.
+/// How a channel that cannot show a plain 0 shows a SKU sold out, or back in stock
+/// (Etsy refuses an all-zero inventory: "One offering must have quantity greater than 0",
+/// https://github.com/etsy/open-api/issues/560; `state` set through updateListing,
+/// https://developers.etsy.com/documentation/reference#operation/updateListing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShownAs {
     /// Its offering disabled (another of the listing stays above 0).
@@ -279,8 +282,10 @@ pub struct QueueMessage {
 }
 
 /// A queue a channel delivers its notifications to (Amazon sends `ORDER_CHANGE` to an
-/// SQS queue only): read by long polls; a message is deleted only once its events are
-/// durable, so one that is not is received again.
+/// SQS queue only: https://developer-docs.amazon.com/sp-api/docs/set-up-notifications-with-amazon-eventbridge):
+/// read by long polls; a message is deleted only once its events are durable, so one
+/// that is not is received again after its visibility timeout
+/// (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-visibility-timeout.html).
 pub trait OrderQueue: Send + Sync {
     /// One long poll: the messages now visible (possibly none).
     fn receive<'a>(

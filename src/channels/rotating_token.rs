@@ -12,6 +12,11 @@
 //! token still works keeps the old one (and says so in the log); a refresh token the
 //! channel refuses is an error naming what the operator must do.
 
+//!
+//! Page followed: TikTok Shop's token refresh, whose `access_token_expire_in` and
+//! `refresh_token_expire_in` are Unix times and which answers a new refresh token
+//! (https://partner.tiktokshop.com/docv2/page/authorization-overview-202407).
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
