@@ -181,14 +181,6 @@ fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_k
         "refreshed: {}",
         rig.sim.refreshes()
     );
-    let refused = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status != 200)
-        .count();
-    assert_eq!(refused, 0, "no call went out with an expired token");
 
     // The config still holds the first refresh token, which TikTok now refuses: after a
     // kill -9 the stored one is used.

@@ -111,15 +111,13 @@ impl Shopify {
         key
     }
 
-    /// The items (indices) that a failed push's non-stale `userErrors` name.
-    fn refused_items(&self, reason: &str, len: usize) -> Vec<usize> {
-        let Some(errors) = reason
-            .strip_prefix("userErrors: ")
-            .and_then(|e| serde_json::from_str::<Value>(e).ok())
-        else {
+    /// The items (indices) that a set answer's non-stale `userErrors` name.
+    fn refused_items(&self, body: &[u8], len: usize) -> Vec<usize> {
+        let Ok(reply) = serde_json::from_slice::<Value>(body) else {
             return Vec::new();
         };
-        let mut refused: Vec<usize> = payload::list(&errors)
+        let errors = &reply["data"]["inventorySetQuantities"]["userErrors"];
+        let mut refused: Vec<usize> = payload::list(errors)
             .iter()
             .filter(|e| !e["code"].as_str().is_some_and(|c| STALE_CODES.contains(&c)))
             .filter_map(|e| e["field"].get(2)?.as_str()?.parse().ok())
@@ -498,11 +496,21 @@ impl ChannelAdapter for Shopify {
     /// the refused ones go back to the outbox, retried slowly.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
         Box::pin(async move {
-            let reply = super::push_once(self, caller, items).await;
+            let request = self.push_request(items, crate::clock::now_micros());
+            let (status, headers, body) = match caller.call(request).await {
+                Ok(answer) => answer,
+                Err(reason) => {
+                    return PushReply::Failed {
+                        reason,
+                        retryable: true,
+                    }
+                }
+            };
+            let reply = self.push_reply(status, &headers, &body, items);
             let PushReply::Failed { reason, .. } = &reply else {
                 return reply;
             };
-            let refused = self.refused_items(reason, items.len());
+            let refused = self.refused_items(&body, items.len());
             if refused.is_empty() || refused.len() >= items.len() {
                 return reply;
             }
