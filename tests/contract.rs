@@ -313,6 +313,36 @@ fn shopify_webhook_and_set_answer_are_documented_shapes() {
         &json_of(&order),
         &fixture("shopify/orders_create.json"),
     );
+    // A partial fulfilment, then a refund of one unit not shipped: the simulator's
+    // `orders/partially_fulfilled`, `refunds/create` and `orders/updated`.
+    let second = sim.place_order(&[("S0", 5)]);
+    let _ = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+    sim.fulfill_units(second, 0, 2);
+    let partial = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+    conforms(
+        "orders/partially_fulfilled",
+        &json_of(&partial),
+        &fixture("shopify/orders_updated.json"),
+    );
+    sim.refund_units(second, 0, 1, "cancel");
+    // Sent one after the other; they may arrive either way round.
+    let (mut refund, mut updated) = (
+        json_of(&bodies.recv_timeout(Duration::from_secs(10)).unwrap()),
+        json_of(&bodies.recv_timeout(Duration::from_secs(10)).unwrap()),
+    );
+    if refund["refund_line_items"].is_null() {
+        std::mem::swap(&mut refund, &mut updated);
+    }
+    conforms(
+        "refunds/create",
+        &refund,
+        &fixture("shopify/refunds_create.json"),
+    );
+    conforms(
+        "orders/updated",
+        &updated,
+        &fixture("shopify/orders_updated.json"),
+    );
     let set = Server::client()
         .post(format!("{}/admin/api/2026-04/graphql.json", sim.url()))
         .header("x-shopify-access-token", SHOPIFY_TOKEN)

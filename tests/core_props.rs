@@ -395,7 +395,8 @@ fn a_cancel_before_its_placement_is_held_then_netted() {
         (0, 5),
         "placement netted with its release"
     );
-    assert!(state["A"].lines.is_empty(), "a closed line is not kept");
+    // Kept closed until the horizon: a late running total of the line finds it.
+    assert!(state["A"].lines.values().all(|l| l.is_closed()));
 }
 
 #[test]
@@ -645,4 +646,123 @@ fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
         "an edit is still drift"
     );
     assert_eq!(state["A"].on_hand(), 10);
+}
+
+/// A line's life as a channel reports it in snapshots: placed `q`, then running totals of
+/// released and shipped units that only grow, each snapshot seen by a webhook, a poll, or
+/// both, in any order.
+fn line_life() -> impl Strategy<Value = (i64, Vec<(i64, i64)>)> {
+    (1i64..12, prop::collection::vec((0i64..4, 0i64..4), 1..6)).prop_map(|(q, steps)| {
+        let (mut released, mut shipped) = (0, 0);
+        let snapshots = steps
+            .into_iter()
+            .map(|(r, s)| {
+                released = (released + r).min(q - shipped);
+                shipped = (shipped + s).min(q - released);
+                (released, shipped)
+            })
+            .collect();
+        (q, snapshots)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn running_totals_count_each_unit_once_whatever_the_order(
+        (q, snapshots) in line_life(),
+        seed in any::<u64>(),
+        sizes in prop::collection::vec(1usize..4, 1..4),
+    ) {
+        let line = LineRef { order_id: "o1".into(), line_id: "l1".into() };
+        let at = |i: usize| T0 + i as Micros * MICROS_PER_SECOND;
+        let mk = |kind: EventKind, qty: i64, i: usize| Event {
+            sku: "A".into(),
+            kind,
+            qty,
+            source: "shop".into(),
+            source_ts: at(i),
+            received_at: at(i),
+            key: format!("shop/o1/l1/{}/{qty}", kind.transition()),
+            line: Some(line.clone()),
+        };
+        let mut events = vec![mk(EventKind::OrderPlaced, q, 0)];
+        for (i, (r, s)) in snapshots.iter().enumerate() {
+            // Each snapshot twice: the webhook's and the poll's.
+            for _ in 0..2 {
+                events.push(mk(EventKind::OrderReleasedTotal, *r, i + 1));
+                events.push(mk(EventKind::OrderShippedTotal, *s, i + 1));
+            }
+        }
+        let mut x = seed | 1;
+        for i in (1..events.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            events.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let (released, shipped) = *snapshots.last().unwrap();
+        let state = run(&events, &sizes);
+        prop_assert_eq!(stock(&state, "A"), (-shipped, q - released - shipped));
+    }
+}
+
+#[test]
+fn a_running_total_adds_only_what_the_line_has_not_counted() {
+    let mut state = ShardState::default();
+    let mut seq = 1;
+    let mut feed = |state: &mut ShardState, kind, qty: i64| {
+        let mut event = event_at_t0(kind, qty, "9", "shop");
+        event.key = format!("{}/{qty}", kind.transition());
+        let fx = apply(
+            state,
+            &[Input { event, prior: None }],
+            T0,
+            seq,
+            &CoreConfig::default(),
+        );
+        seq += 1;
+        fx.records[0].outcome
+    };
+    feed(&mut state, EventKind::Counted, 10);
+    feed(&mut state, EventKind::OrderPlaced, 5);
+    // One unit shipped, then a second (the total says 2, not 2 more), then an older
+    // report of 1 read late: nothing.
+    feed(&mut state, EventKind::OrderShippedTotal, 1);
+    feed(&mut state, EventKind::OrderShippedTotal, 2);
+    assert_eq!(
+        feed(&mut state, EventKind::OrderShippedTotal, 1),
+        Outcome::Applied
+    );
+    assert_eq!((state["A"].on_hand(), state["A"].committed), (8, 3));
+    // A unit sent back by the seller's edit and one cancelled: released 2 in all.
+    feed(&mut state, EventKind::OrderReleasedTotal, 2);
+    feed(&mut state, EventKind::OrderReleasedTotal, 2);
+    assert_eq!((state["A"].on_hand(), state["A"].committed), (8, 1));
+    // The line's own units: an additive release of the last unit closes it.
+    feed(&mut state, EventKind::OrderCancelled, 1);
+    assert_eq!((state["A"].committed, state["A"].available()), (0, 8));
+    assert!(state["A"].lines.is_empty(), "a closed line is not kept");
+}
+
+#[test]
+fn a_line_a_running_total_closed_is_kept_until_the_horizon() {
+    let mut state = ShardState::default();
+    let config = CoreConfig::default();
+    let input = |state: &mut ShardState, kind, qty: i64, now: Micros, seq: u64| {
+        let mut event = event_at_t0(kind, qty, "9", "shop");
+        event.key = format!("{}/{qty}", kind.transition());
+        event.source_ts = now;
+        event.received_at = now;
+        apply(state, &[Input { event, prior: None }], now, seq, &config);
+    };
+    input(&mut state, EventKind::OrderPlaced, 2, T0, 1);
+    input(&mut state, EventKind::OrderShippedTotal, 2, T0, 2);
+    // The older snapshot's webhook, after the newer: the closed line is still known.
+    input(&mut state, EventKind::OrderShippedTotal, 1, T0, 3);
+    assert_eq!((state["A"].on_hand(), state["A"].committed), (-2, 0));
+    assert_eq!(state["A"].lines.len(), 1);
+    let later = T0 + config.horizon_us + 3_600 * MICROS_PER_SECOND;
+    input(&mut state, EventKind::Adjusted, 5, later, 4);
+    assert!(state["A"].lines.is_empty(), "pruned past the horizon");
+    assert_eq!(state["A"].on_hand(), 3);
 }

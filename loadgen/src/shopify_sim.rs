@@ -12,8 +12,10 @@
 //!   empty bucket answers HTTP 200 with a `THROTTLED` error; every reply carries
 //!   `extensions.cost.throttleStatus`.
 //! - Orders placed on the store lower its levels and send signed webhooks
-//!   (`orders/create`, `orders/cancelled` plus a `cancel` refund, `orders/fulfilled`,
-//!   `refunds/create` for returns), with the echo `inventory_levels/update` after every
+//!   (`orders/create`; `orders/cancelled` plus a `cancel` refund; `orders/fulfilled` and
+//!   `orders/partially_fulfilled` with the order's `fulfillments`; `orders/edited` plus
+//!   `orders/updated` for an edit that removes units; `refunds/create` plus
+//!   `orders/updated` for a refund of some units, restocked or not), with the echo `inventory_levels/update` after every
 //!   change when switched on, and Shopify's habits: duplicates (same
 //!   `X-Shopify-Event-Id`), delays, reordering, and 8 retries of a failed delivery.
 //! - Every value written is recorded with its arrival time.
@@ -53,11 +55,40 @@ struct Line {
     sku: String,
     item: u64,
     quantity: i64,
+    /// Units taken off the line by edits and refunds (`quantity - current_quantity`).
+    removed: i64,
+    /// Units that will not ship: edited out, or refunded before shipping.
+    unshippable: i64,
 }
 
+impl Line {
+    /// Units still to ship, given the units fulfilled.
+    fn left(&self, fulfilled: i64) -> i64 {
+        (self.quantity - self.unshippable - fulfilled).max(0)
+    }
+}
+
+/// An order as the store keeps it: what `orders/*` payloads and `orders.json` show.
 struct Order {
+    id: u64,
     lines: Vec<Line>,
     created_at: String,
+    cancelled_at: Option<String>,
+    /// `success` fulfillments: (fulfillment id, [(line id, units)]).
+    fulfillments: Vec<(u64, Vec<(u64, i64)>)>,
+    /// Refunds as sent: each `refunds/create` body.
+    refunds: Vec<Value>,
+}
+
+impl Order {
+    fn fulfilled(&self, line: u64) -> i64 {
+        self.fulfillments
+            .iter()
+            .flat_map(|(_, lines)| lines)
+            .filter(|(id, _)| *id == line)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 struct State {
@@ -267,6 +298,8 @@ impl ShopifySim {
                 sku: sku.to_string(),
                 item: self.lock().item_of[*sku],
                 quantity: *quantity,
+                removed: 0,
+                unshippable: 0,
             })
             .collect();
         for line in &lines {
@@ -274,10 +307,14 @@ impl ShopifySim {
         }
         let items: Vec<u64> = lines.iter().map(|l| l.item).collect();
         let order = Order {
+            id: order_id,
             lines,
             created_at: now_text(),
+            cancelled_at: None,
+            fulfillments: Vec::new(),
+            refunds: Vec::new(),
         };
-        let body = self.order_json(order_id, &order, None, false);
+        let body = self.order_json(order_id, &order);
         self.lock().orders.insert(order_id, order);
         self.webhook("orders/create", body);
         for item in items {
@@ -286,103 +323,202 @@ impl ShopifySim {
         order_id
     }
 
-    fn order_json(
-        &self,
-        id: u64,
-        order: &Order,
-        cancelled_at: Option<&str>,
-        fulfilled: bool,
-    ) -> Value {
+    /// The REST Order resource as webhooks and `orders.json` carry it (shopify.dev,
+    /// https://shopify.dev/docs/api/admin-rest/2024-10/resources/order): per line
+    /// `quantity` (as ordered), `current_quantity` (less removed units),
+    /// `fulfillable_quantity` and `fulfillment_status`; the order's `fulfillments` and
+    /// `refunds`.
+    fn order_json(&self, id: u64, order: &Order) -> Value {
+        let line_status = |l: &Line| {
+            let fulfilled = order.fulfilled(l.id);
+            match (fulfilled, l.left(fulfilled)) {
+                (0, _) => Value::Null,
+                (_, 0) => Value::from("fulfilled"),
+                _ => Value::from("partial"),
+            }
+        };
+        let open = order.cancelled_at.is_none();
+        let all_fulfilled = order
+            .lines
+            .iter()
+            .all(|l| l.left(order.fulfilled(l.id)) == 0);
         json!({
             "id": id,
             "admin_graphql_api_id": format!("gid://shopify/Order/{id}"),
             "created_at": order.created_at,
             "updated_at": now_text(),
-            "cancelled_at": cancelled_at,
+            "cancelled_at": order.cancelled_at,
+            "closed_at": Value::Null,
             "financial_status": "paid",
-            "fulfillment_status": if fulfilled { Value::from("fulfilled") } else { Value::Null },
+            "fulfillment_status": if all_fulfilled { Value::from("fulfilled") } else if order.fulfillments.is_empty() { Value::Null } else { Value::from("partial") },
             "line_items": order.lines.iter().map(|l| json!({
                 "id": l.id, "variant_id": l.item + 10_000, "product_id": l.item + 20_000,
                 "sku": l.sku, "quantity": l.quantity,
-                "fulfillment_status": if fulfilled { Value::from("fulfilled") } else { Value::Null },
+                "current_quantity": l.quantity - l.removed,
+                "fulfillable_quantity": if open { l.left(order.fulfilled(l.id)) } else { 0 },
+                "fulfillment_status": line_status(l),
             })).collect::<Vec<_>>(),
-            "refunds": [],
+            "fulfillments": order.fulfillments.iter().map(|(fid, lines)| json!({
+                "id": fid, "order_id": id, "status": "success",
+                "line_items": lines.iter().map(|(line, n)| json!({"id": line, "quantity": n})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "refunds": order.refunds,
         })
     }
 
-    /// The merchant cancels the order with restock: levels come back, and Shopify sends
-    /// both `orders/cancelled` and a `refunds/create` with `restock_type: cancel`.
-    pub fn cancel_order(&self, order_id: u64) {
+    /// Applies `change` to the order and sends `topic` with the order after it, then any
+    /// `refunds/create` the change made and the inventory webhooks of `items`.
+    fn change_order(
+        &self,
+        order_id: u64,
+        topic: &str,
+        change: impl FnOnce(&Self, &mut Order, &mut HashMap<u64, i64>) -> Option<Value>,
+    ) {
         let (body, refund, items) = {
-            let s = self.lock();
-            let order = &s.orders[&order_id];
-            let cancelled_at = now_text();
-            let body = self.order_json(order_id, order, Some(&cancelled_at), false);
-            let refund = self.refund_json(order_id, order, "cancel", None);
-            (
-                body,
-                refund,
-                order
-                    .lines
-                    .iter()
-                    .map(|l| (l.item, l.quantity))
-                    .collect::<Vec<_>>(),
-            )
+            let mut s = self.lock();
+            let mut levels = std::mem::take(&mut s.levels);
+            let order = s.orders.get_mut(&order_id).expect("a placed order");
+            let refund = change(self, order, &mut levels);
+            if let Some(refund) = &refund {
+                order.refunds.push(refund.clone());
+            }
+            let body = self.order_json(order_id, order);
+            let items: Vec<u64> = order.lines.iter().map(|l| l.item).collect();
+            s.levels = levels;
+            (body, refund, items)
         };
-        for (item, quantity) in &items {
-            *self.lock().levels.entry(*item).or_default() += quantity;
+        if let Some(refund) = refund {
+            self.webhook("refunds/create", refund);
         }
-        self.webhook("orders/cancelled", body);
-        self.webhook("refunds/create", refund);
-        for (item, _) in items {
+        self.webhook(topic, body);
+        for item in items {
             self.level_webhook(item);
         }
     }
 
-    /// The order ships: `orders/fulfilled` (levels of available stock do not change).
+    /// The merchant cancels the order with restock: the units not shipped come back, and
+    /// Shopify sends `refunds/create` (`restock_type: cancel`) and `orders/cancelled`.
+    pub fn cancel_order(&self, order_id: u64) {
+        self.change_order(order_id, "orders/cancelled", |sim, order, levels| {
+            let lines: Vec<(usize, i64)> = order
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i, l.left(order.fulfilled(l.id))))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            order.cancelled_at = Some(now_text());
+            sim.refund(order, &lines, "cancel", levels)
+        });
+    }
+
+    /// The order ships in full: one fulfillment of every unit left, `orders/fulfilled`
+    /// (the levels do not change: Shopify took the units off `available` at the order).
     pub fn fulfill_order(&self, order_id: u64) {
-        let body = {
-            let s = self.lock();
-            self.order_json(order_id, &s.orders[&order_id], None, true)
-        };
-        self.webhook("orders/fulfilled", body);
+        self.change_order(order_id, "orders/fulfilled", |sim, order, _| {
+            let lines: Vec<(u64, i64)> = order
+                .lines
+                .iter()
+                .map(|l| (l.id, l.left(order.fulfilled(l.id))))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            order.fulfillments.push((sim.id(), lines));
+            None
+        });
     }
 
-    /// A customer returns `quantity` of the order's first line, restocked: the level
-    /// rises and `refunds/create` with `restock_type: return` is sent.
+    /// `units` of line `line` ship in a fulfillment of their own (partial fulfilment):
+    /// `orders/partially_fulfilled`, or `orders/fulfilled` when nothing is left.
+    pub fn fulfill_units(&self, order_id: u64, line: usize, units: i64) {
+        let done =
+            {
+                let s = self.lock();
+                let order = &s.orders[&order_id];
+                order.lines.iter().enumerate().all(|(i, l)| {
+                    l.left(order.fulfilled(l.id)) == if i == line { units } else { 0 }
+                })
+            };
+        let topic = if done {
+            "orders/fulfilled"
+        } else {
+            "orders/partially_fulfilled"
+        };
+        self.change_order(order_id, topic, |sim, order, _| {
+            let id = order.lines[line].id;
+            order.fulfillments.push((sim.id(), vec![(id, units)]));
+            None
+        });
+    }
+
+    /// The merchant edits the order, removing `units` of line `line` (restocked, as the
+    /// admin offers by default): Shopify sends `orders/edited` with the delta and
+    /// `orders/updated` with `current_quantity` lowered.
+    pub fn edit_remove(&self, order_id: u64, line: usize, units: i64) {
+        let (edit, item) = {
+            let mut s = self.lock();
+            let order = s.orders.get_mut(&order_id).expect("a placed order");
+            let l = &mut order.lines[line];
+            l.removed += units;
+            l.unshippable += units;
+            let edit = json!({"order_edit": {"id": self.id(), "order_id": order_id,
+                "created_at": now_text(), "committed_at": now_text(), "notify_customer": false,
+                "line_items": {"additions": [], "removals": [{"id": l.id, "delta": units}]}}});
+            (edit, l.item)
+        };
+        *self.lock().levels.entry(item).or_default() += units;
+        self.webhook("orders/edited", edit);
+        self.change_order(order_id, "orders/updated", |_, _, _| None);
+    }
+
+    /// A refund of `units` of line `line` with `restock_type` (`cancel` for units not
+    /// shipped, `return` for shipped ones, `no_restock`): `refunds/create`, then
+    /// `orders/updated` with the refund in `refunds` and `current_quantity` lowered.
+    pub fn refund_units(&self, order_id: u64, line: usize, units: i64, restock_type: &str) {
+        self.change_order(order_id, "orders/updated", |sim, order, levels| {
+            sim.refund(order, &[(line, units)], restock_type, levels)
+        });
+    }
+
+    /// A customer returns `quantity` of the order's first line, restocked.
     pub fn return_line(&self, order_id: u64, quantity: i64) {
-        let (refund, item) = {
-            let s = self.lock();
-            let order = &s.orders[&order_id];
-            (
-                self.refund_json(order_id, order, "return", Some(quantity)),
-                order.lines[0].item,
-            )
-        };
-        *self.lock().levels.entry(item).or_default() += quantity;
-        self.webhook("refunds/create", refund);
-        self.level_webhook(item);
+        self.refund_units(order_id, 0, quantity, "return");
     }
 
-    fn refund_json(
+    /// A refund of `(line index, units)` with `restock`: the lines' removed units grow
+    /// and the levels rise for a restock (shopify.dev REST Refund, `restock_type`:
+    /// https://shopify.dev/docs/api/admin-rest/latest/resources/refund).
+    fn refund(
         &self,
-        order_id: u64,
-        order: &Order,
+        order: &mut Order,
+        lines: &[(usize, i64)],
         restock: &str,
-        first_only: Option<i64>,
-    ) -> Value {
-        let lines: Vec<Value> = order
-            .lines
-            .iter()
-            .take(if first_only.is_some() { 1 } else { usize::MAX })
-            .map(|l| json!({
-                "id": self.id(), "line_item_id": l.id,
-                "quantity": first_only.unwrap_or(l.quantity),
+        levels: &mut HashMap<u64, i64>,
+    ) -> Option<Value> {
+        if lines.is_empty() {
+            return None;
+        }
+        let refund_id = self.id();
+        let mut items = Vec::new();
+        for (i, units) in lines {
+            let l = &mut order.lines[*i];
+            l.removed += units;
+            if restock != "return" {
+                // Refunded before shipping (the simulator's `no_restock` is of units not
+                // shipped, too): they will not ship.
+                l.unshippable += units;
+            }
+            if restock != "no_restock" {
+                *levels.entry(l.item).or_default() += units;
+            }
+            items.push(json!({
+                "id": self.id(), "line_item_id": l.id, "quantity": units,
                 "restock_type": restock, "location_id": LOCATION,
                 "line_item": {"id": l.id, "variant_id": l.item + 10_000, "sku": l.sku, "quantity": l.quantity},
-            }))
-            .collect();
-        json!({"id": self.id(), "order_id": order_id, "created_at": now_text(), "refund_line_items": lines})
+            }));
+        }
+        Some(
+            json!({"id": refund_id, "order_id": order.id, "created_at": now_text(), "refund_line_items": items}),
+        )
     }
 
     fn level_webhook(&self, item: u64) {

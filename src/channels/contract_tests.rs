@@ -225,6 +225,38 @@ fn shopify_order_and_set_answer() {
     let events = shop.inbound(&hook, &body, now_micros()).unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0].kind, events[0].qty), (EventKind::OrderPlaced, 1));
+    // Partly fulfilled, one unit edited out and one cancelled by a refund.
+    let body = fixture("shopify/orders_updated.json");
+    let hook = headers(&[
+        (
+            "x-shopify-hmac-sha256",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-shopify-topic", "orders/updated".into()),
+    ]);
+    let events = shop.inbound(&hook, &body, now_micros()).unwrap();
+    let facts: Vec<(EventKind, i64)> = events.iter().map(|e| (e.kind, e.qty)).collect();
+    assert_eq!(
+        facts,
+        [
+            (EventKind::OrderPlaced, 5),
+            (EventKind::OrderShippedTotal, 2),
+            (EventKind::OrderReleasedTotal, 2)
+        ]
+    );
+    let body = fixture("shopify/refunds_create.json");
+    let hook = headers(&[
+        (
+            "x-shopify-hmac-sha256",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-shopify-topic", "refunds/create".into()),
+    ]);
+    let events = shop.inbound(&hook, &body, now_micros()).unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
+        [(EventKind::Returned, 1)]
+    );
     let reply = shop.push_reply(
         200,
         &HeaderMap::new(),

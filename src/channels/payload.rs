@@ -104,15 +104,22 @@ pub fn line_events(
             source: channel.to_string(),
             source_ts: *source_ts,
             received_at: now,
-            key: format!(
-                "{channel}/{}/{}/{}",
-                line.order_id,
-                line.line_id,
-                kind.transition()
-            ),
+            key: line_key(channel, &line.order_id, &line.line_id, *kind, qty),
             line: Some(line.clone()),
         })
         .collect()
+}
+
+/// The business-fact key of an order line's transition,
+/// `{channel}/{order}/{line}/{transition}`; a running total is one fact per total reached
+/// (`.../shipped_to/3`), so the same total read twice is a duplicate and a new one is not.
+pub fn line_key(channel: &str, order: &str, line: &str, kind: EventKind, qty: i64) -> String {
+    let transition = kind.transition();
+    if kind.is_running_total() {
+        format!("{channel}/{order}/{line}/{transition}/{qty}")
+    } else {
+        format!("{channel}/{order}/{line}/{transition}")
+    }
 }
 
 /// One order line as events: its `transitions` when the catalog maps it (`sku`), else one

@@ -3,14 +3,16 @@
 //! Inbound `POST /webhooks/{name}`, checked with `X-Shopify-Hmac-Sha256` (base64 of
 //! HMAC-SHA256 over the raw body with the app secret; the previous secret too while a
 //! rotation is under way):
-//! - `orders/create`, `orders/updated`, `orders/paid`: each line is placed (a cancelled
-//!   order's lines are released, fulfilled lines shipped, so a lost or late topic is made
-//!   up by the next one); `orders/cancelled` releases each line; `orders/fulfilled` ships
-//!   each line; `refunds/create` releases lines restocked as `cancel` and returns lines
-//!   restocked as `return` (`no_restock` and `legacy_restock` change nothing).
-//!   Keys are the business fact `{channel}/{order}/{line}/{transition}`, so a
-//!   cancellation that arrives as `orders/cancelled` and as a `cancel` refund is released
-//!   once. Source times come from the payload (`created_at`, `cancelled_at`, ...), else
+//! - `orders/create`, `orders/updated`, `orders/paid`, `orders/cancelled`,
+//!   `orders/fulfilled`, `orders/partially_fulfilled` (and the poll): whatever the topic,
+//!   the order as it now is. Each line is placed, and its units shipped (Σ of its
+//!   `success` fulfillments) and released (removed by edits or `cancel` refunds, read
+//!   from `current_quantity`; all units not shipped once the order is cancelled or
+//!   closed) are sent as running totals, keyed `{channel}/{order}/{line}/shipped_to/{n}`:
+//!   a lost, late or repeated topic is made up by the next, and never counts a unit
+//!   twice. `refunds/create` (and an order's `refunds`) return units refunded as
+//!   `return`, keyed per refund; `orders/edited` is taken (its `orders/updated` says it).
+//!   Source times come from the payload (`created_at`, `cancelled_at`, ...), else
 //!   `X-Shopify-Triggered-At`.
 //! - `inventory_levels/update`: the level the store shows, for the SKU the catalog maps
 //!   the `inventory_item_id` (at `location_id`) to; keyed by `X-Shopify-Event-Id`. An
@@ -174,10 +176,20 @@ impl Shopify {
             .unwrap_or_else(|| self.location.clone())
     }
 
-    /// The events of an order payload for `topic`.
+    /// The events of an order payload (every `orders/*` topic, and the poll): each line's
+    /// placement and, as running totals, the units it has shipped and released, so any
+    /// snapshot of the order (a webhook, a late or repeated one, the poll) says the same
+    /// and the newest total wins (shopify.dev REST Order, `line_items`, `fulfillments`,
+    /// `refunds`: https://shopify.dev/docs/api/admin-rest/2024-10/resources/order).
+    ///
+    /// Per line: shipped = Σ its `quantity` in the `success` fulfillments (a fulfillment
+    /// ships some units of a line: partial fulfilment); released = the units removed from
+    /// it (`quantity - current_quantity`, covering order edits and refunds) less those
+    /// refunded as `return` (shipped, then returned: not a release) or `no_restock`
+    /// (shipped or not, Shopify does not say; held until the order closes). Once the order
+    /// is cancelled or closed, every unit not shipped is released.
     fn order_events(
         &self,
-        topic: &str,
         order: &Value,
         triggered: Option<Micros>,
         now: Micros,
@@ -188,28 +200,20 @@ impl Shopify {
             .ok_or_else(|| ApiError::field("invalid_payload", "line_items", "must be an array"))?;
         let at =
             |field: &str| payload::source_time(&[payload::time(&order[field]), triggered], now);
-        let cancelled = !order["cancelled_at"].is_null();
-        let mut events = Vec::new();
+        let changed = at("updated_at");
+        let done = !order["cancelled_at"].is_null() || !order["closed_at"].is_null();
+        let done_at = if order["cancelled_at"].is_null() {
+            at("closed_at")
+        } else {
+            at("cancelled_at")
+        };
+        let fulfilled = shipped_units(order);
+        let (kept, mut events) = self.refunded_lines(order, &order_id, now)?;
         for (i, line) in lines.iter().enumerate() {
             let line_id = payload::required_id(&line["id"], &format!("line_items[{i}].id"))?;
             let Some(qty) = payload::quantity(&line["quantity"]) else {
                 continue;
             };
-            let mut transitions: Vec<(EventKind, Micros)> = Vec::new();
-            match topic {
-                "orders/cancelled" => {
-                    transitions.push((EventKind::OrderCancelled, at("cancelled_at")))
-                }
-                "orders/fulfilled" => transitions.push((EventKind::OrderShipped, at("updated_at"))),
-                _ => {
-                    transitions.push((EventKind::OrderPlaced, at("created_at")));
-                    if cancelled {
-                        transitions.push((EventKind::OrderCancelled, at("cancelled_at")));
-                    } else if line["fulfillment_status"].as_str() == Some("fulfilled") {
-                        transitions.push((EventKind::OrderShipped, at("updated_at")));
-                    }
-                }
-            }
             let Some(sku) = payload::sku(&line["sku"]) else {
                 let variant = payload::id(&line["variant_id"]).unwrap_or_else(|| "none".into());
                 events.push(unmapped(
@@ -221,11 +225,87 @@ impl Shopify {
                 ));
                 continue;
             };
-            for (kind, source_ts) in transitions {
-                events.push(self.line_event(&sku, kind, qty, &order_id, &line_id, source_ts, now));
+            // Payloads from before `fulfillments` was read carry the line's status only.
+            let shipped = match fulfilled.get(&line_id) {
+                Some(units) => (*units).min(qty),
+                None if line["fulfillment_status"].as_str() == Some("fulfilled") => qty,
+                None => 0,
+            };
+            let released = if done {
+                qty - shipped
+            } else {
+                let current = line["current_quantity"].as_i64().unwrap_or(qty);
+                let not_released = kept.get(&line_id).copied().unwrap_or(0);
+                (qty - current - not_released).clamp(0, qty - shipped)
+            };
+            events.push(self.line_event(
+                &sku,
+                EventKind::OrderPlaced,
+                qty,
+                &order_id,
+                &line_id,
+                at("created_at"),
+                now,
+            ));
+            if shipped > 0 {
+                events.push(self.line_event(
+                    &sku,
+                    EventKind::OrderShippedTotal,
+                    shipped,
+                    &order_id,
+                    &line_id,
+                    changed,
+                    now,
+                ));
+            }
+            if released > 0 {
+                let when = if done { done_at } else { changed };
+                events.push(self.line_event(
+                    &sku,
+                    EventKind::OrderReleasedTotal,
+                    released,
+                    &order_id,
+                    &line_id,
+                    when,
+                    now,
+                ));
             }
         }
         Ok(events)
+    }
+
+    /// From an order's `refunds`: per line, the units refunded that are not releases
+    /// (`return`, `no_restock`, `legacy_restock`), and the `return` restocks as events
+    /// (the same as `refunds/create` gives, under the same keys).
+    fn refunded_lines(
+        &self,
+        order: &Value,
+        order_id: &str,
+        now: Micros,
+    ) -> Result<(ahash::AHashMap<String, i64>, Vec<Event>), ApiError> {
+        let mut kept = ahash::AHashMap::new();
+        let mut events = Vec::new();
+        for refund in payload::list(&order["refunds"]) {
+            for line in payload::list(&refund["refund_line_items"]) {
+                let (Some(line_id), Some(units)) = (
+                    payload::id(&line["line_item_id"]),
+                    payload::quantity(&line["quantity"]),
+                ) else {
+                    continue;
+                };
+                if line["restock_type"].as_str() != Some("cancel") {
+                    *kept.entry(line_id).or_insert(0) += units;
+                }
+            }
+            let mut with_order = refund.clone();
+            with_order["order_id"] = json!(order_id);
+            events.extend(
+                self.refund_events(&with_order, None, now)?
+                    .into_iter()
+                    .filter(|e| e.kind == EventKind::Returned),
+            );
+        }
+        Ok((kept, events))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -246,7 +326,7 @@ impl Shopify {
             source: self.name.clone(),
             source_ts,
             received_at: now,
-            key: format!("{}/{order_id}/{line_id}/{}", self.name, kind.transition()),
+            key: payload::line_key(&self.name, order_id, line_id, kind, qty),
             line: Some(LineRef {
                 order_id: order_id.to_string(),
                 line_id: line_id.to_string(),
@@ -276,11 +356,13 @@ impl Shopify {
             let Some(qty) = payload::quantity(&line["quantity"]) else {
                 continue;
             };
+            // Only `return` brings shipped units back. A `cancel` is a release of units
+            // not shipped: the order's own payload says it (`current_quantity`, in the
+            // `orders/updated` Shopify sends beside this topic, and in the poll) as the
+            // line's running total, which a count of units here would be counted twice
+            // against. `no_restock` and `legacy_restock` bring nothing back.
             let kind = match line["restock_type"].as_str() {
-                Some("cancel") => EventKind::OrderCancelled,
                 Some("return") => EventKind::Returned,
-                // No units come back (or, for the legacy type, no way to tell whether
-                // they were ever shipped): nothing to apply.
                 _ => continue,
             };
             let Some(sku) = payload::sku(&line["line_item"]["sku"]) else {
@@ -403,8 +485,17 @@ impl ChannelAdapter for Shopify {
         let event_id = header("x-shopify-event-id");
         let value = payload::json(body)?;
         match topic {
-            "orders/create" | "orders/updated" | "orders/paid" | "orders/cancelled"
-            | "orders/fulfilled" => self.order_events(topic, &value, triggered, now),
+            "orders/create"
+            | "orders/updated"
+            | "orders/paid"
+            | "orders/cancelled"
+            | "orders/fulfilled"
+            | "orders/partially_fulfilled" => self.order_events(&value, triggered, now),
+            // An edit's deltas (`order_edit.line_items.additions/removals`) come with no
+            // totals; Shopify sends `orders/updated` for the same change, whose
+            // `current_quantity` and new lines say it as totals. Taken, not applied (community.shopify.com, "Difference between the
+            // orders/updated and orders/edited webhooks": orders/updated fires on every change).
+            "orders/edited" => Ok(Vec::new()),
             "refunds/create" => self.refund_events(&value, triggered, now),
             "inventory_levels/update" => self.level_event(&value, event_id, triggered, now),
             // Other topics carry nothing about stock: taken, so Shopify does not retry.
@@ -628,8 +719,8 @@ const POLL_PAGE_SIZE: usize = 250;
 /// failed deliveries): `GET /admin/api/{version}/orders.json?updated_at_min=&status=any`,
 /// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order; "Make
 /// paginated requests to the REST Admin API": a request with `page_info` carries only
-/// `limit`). Each order is read as `orders/updated` is: placed, and cancelled or its
-/// fulfilled lines shipped.
+/// `limit`). Each order is read as `orders/updated` is: placed, with its lines' shipped
+/// and released totals.
 impl OrderPoll for Shopify {
     fn interval(&self) -> Duration {
         self.poll_interval
@@ -668,9 +759,7 @@ impl OrderPoll for Shopify {
             let mut page = PollPage::default();
             for order in payload::list(&reply["orders"]) {
                 page.newest = page.newest.max(payload::time(&order["updated_at"]));
-                let events = self
-                    .order_events("orders/updated", order, None, now)
-                    .map_err(|e| e.message)?;
+                let events = self.order_events(order, None, now).map_err(|e| e.message)?;
                 page.events.extend(events);
             }
             page.next = next_page_info(&answer.1);
@@ -680,6 +769,28 @@ impl OrderPoll for Shopify {
 }
 
 /// The `page_info` of a `Link` header's `rel="next"` URL.
+/// Units of each line in the order's `success` fulfillments (shopify.dev REST
+/// Fulfillment: `status` pending, open, success, cancelled, error, failure; `line_items[]`
+/// with the order line's `id` and the `quantity` fulfilled:
+/// https://shopify.dev/docs/api/admin-rest/2024-10/resources/fulfillment).
+fn shipped_units(order: &Value) -> ahash::AHashMap<String, i64> {
+    let mut units = ahash::AHashMap::new();
+    for fulfillment in payload::list(&order["fulfillments"]) {
+        if fulfillment["status"].as_str() != Some("success") {
+            continue;
+        }
+        for line in payload::list(&fulfillment["line_items"]) {
+            if let (Some(id), Some(qty)) = (
+                payload::id(&line["id"]),
+                payload::quantity(&line["quantity"]),
+            ) {
+                *units.entry(id).or_insert(0) += qty;
+            }
+        }
+    }
+    units
+}
+
 fn next_page_info(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
@@ -753,20 +864,18 @@ location_id = "gid://shopify/Location/1"
     }
 
     #[test]
-    fn an_updated_order_carries_its_placement_and_its_cancellation_or_shipment() {
+    fn an_order_says_each_lines_placement_and_its_shipped_and_released_totals() {
         let shop = adapter();
         let order = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z",
             "cancelled_at": "2026-11-27T10:05:00Z",
             "line_items": [{"id": 1, "sku": "A", "quantity": 2}, {"id": 2, "sku": "", "quantity": 1}]});
         let now = crate::clock::now_micros();
-        let events = shop
-            .order_events("orders/updated", &order, None, now)
-            .unwrap();
+        let events = shop.order_events(&order, None, now).unwrap();
         assert_eq!(
             kinds(&events),
             [
                 ("order_placed", "shop/9/1/placed", 2),
-                ("order_cancelled", "shop/9/1/released", 2),
+                ("order_released_total", "shop/9/1/released_to/2", 2),
                 ("unmapped", "shop/9/2/unmapped", 0),
             ]
         );
@@ -774,25 +883,62 @@ location_id = "gid://shopify/Location/1"
             events[1].source_ts,
             crate::clock::parse_rfc3339("2026-11-27T10:05:00Z").unwrap()
         );
+        // A payload with the line's status only (no `fulfillments`).
         let shipped = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
             "line_items": [{"id": 1, "sku": "A", "quantity": 2, "fulfillment_status": "fulfilled"}]});
-        let events = shop
-            .order_events("orders/updated", &shipped, None, 0)
-            .unwrap();
         assert_eq!(
-            kinds(&events),
+            kinds(&shop.order_events(&shipped, None, 0).unwrap()),
             [
                 ("order_placed", "shop/9/1/placed", 2),
-                ("order_shipped", "shop/9/1/shipped", 2)
+                ("order_shipped_total", "shop/9/1/shipped_to/2", 2)
             ]
         );
         assert!(shop
-            .order_events("orders/create", &json!({"line_items": []}), None, 0)
+            .order_events(&json!({"line_items": []}), None, 0)
             .is_err());
     }
 
     #[test]
-    fn refunds_restock_only_for_cancel_and_return() {
+    fn partial_fulfilments_edits_and_refunds_are_running_totals() {
+        let shop = adapter();
+        // 5 ordered: 2 shipped in one fulfillment (a cancelled one does not count), 1
+        // removed by an edit, 1 refunded as `cancel`, 1 shipped and returned: current 2.
+        let order = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
+            "updated_at": "2026-11-27T12:00:00Z",
+            "line_items": [{"id": 1, "sku": "A", "quantity": 5, "current_quantity": 2,
+                            "fulfillment_status": "partial"}],
+            "fulfillments": [
+                {"id": 301, "status": "success", "line_items": [{"id": 1, "quantity": 2}]},
+                {"id": 302, "status": "cancelled", "line_items": [{"id": 1, "quantity": 1}]}],
+            "refunds": [
+                {"id": 70, "created_at": "2026-11-27T11:00:00Z", "refund_line_items": [
+                    {"line_item_id": 1, "quantity": 1, "restock_type": "cancel", "line_item": {"sku": "A"}}]},
+                {"id": 71, "created_at": "2026-11-27T11:30:00Z", "refund_line_items": [
+                    {"line_item_id": 1, "quantity": 1, "restock_type": "return", "line_item": {"sku": "A"}}]}]});
+        let events = shop.order_events(&order, None, 0).unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                ("returned", "shop/9/1/returned/71", 1),
+                ("order_placed", "shop/9/1/placed", 5),
+                ("order_shipped_total", "shop/9/1/shipped_to/2", 2),
+                // The edit's unit and the cancelled one; not the returned one.
+                ("order_released_total", "shop/9/1/released_to/2", 2),
+            ]
+        );
+        // A `no_restock` refund is not a release while the order is open...
+        let mut no_restock = order.clone();
+        no_restock["refunds"][0]["refund_line_items"][0]["restock_type"] = json!("no_restock");
+        let events = shop.order_events(&no_restock, None, 0).unwrap();
+        assert_eq!(events.last().unwrap().key, "shop/9/1/released_to/1");
+        // ...and every unit not shipped is released once it closes.
+        no_restock["closed_at"] = json!("2026-11-28T10:00:00Z");
+        let events = shop.order_events(&no_restock, None, 0).unwrap();
+        assert_eq!(events.last().unwrap().key, "shop/9/1/released_to/3");
+    }
+
+    #[test]
+    fn refunds_bring_back_returned_units_only() {
         let shop = adapter();
         let refund = json!({"id": 70, "order_id": 9, "created_at": "2026-11-27T11:00:00Z",
             "refund_line_items": [
@@ -801,13 +947,7 @@ location_id = "gid://shopify/Location/1"
                 {"line_item_id": 3, "quantity": 1, "restock_type": "no_restock", "line_item": {"sku": "A"}},
                 {"line_item_id": 4, "quantity": 1, "restock_type": "legacy_restock", "line_item": {"sku": "A"}}]});
         let events = shop.refund_events(&refund, None, 0).unwrap();
-        assert_eq!(
-            kinds(&events),
-            [
-                ("order_cancelled", "shop/9/1/released", 1),
-                ("returned", "shop/9/2/returned/70", 1),
-            ]
-        );
+        assert_eq!(kinds(&events), [("returned", "shop/9/2/returned/70", 1)]);
     }
 
     #[test]

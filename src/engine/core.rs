@@ -13,7 +13,7 @@
 //! - Both are functions of the set of events, not of their arrival order, as long as no
 //!   count is older than the horizon (such a count is stale and rejected).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -191,8 +191,14 @@ pub struct SkuState {
     pub deltas: Option<Movements>,
     /// Σ deltas, kept so that on_hand is O(1) on the hot path.
     pub delta_sum: i64,
-    /// Open order lines by identity (`Event::line_identity`).
+    /// Open order lines by identity (`Event::line_identity`), and lines a running total
+    /// closed (see `retained`).
     pub lines: AHashMap<String, LineRecord>,
+    /// Closed lines kept, by (first time, identity), until they are older than the
+    /// horizon: a channel's running totals can arrive out of order (an older snapshot's
+    /// webhook after a newer one, or after the poll), and a line forgotten at its close
+    /// would take an older total as new units. Rebuilt from `lines` at load; never stored.
+    pub retained: BTreeSet<(Micros, String)>,
     /// Σ lines' committed, kept so that available is O(1) on the hot path.
     pub committed: i64,
     /// Sequence number of this SKU's newest log record, duplicates included.
@@ -323,12 +329,18 @@ impl SkuState {
                 channels[i] = mark.view;
             }
         }
+        let retained = lines
+            .iter()
+            .filter(|(_, line)| line.is_closed())
+            .map(|(id, line)| (line.first_ts, id.clone()))
+            .collect();
         Ok(SkuState {
             base: head.base,
             count: head.count,
             deltas: None,
             delta_sum,
             lines,
+            retained,
             committed,
             last_seq: head.last_seq,
             updated_at: head.updated_at,
@@ -547,6 +559,20 @@ pub fn apply(
             .is_some_and(|ts| fold_due(ts, now, config))
         {
             fold_before(sku, horizon_cut, sku_name, &mut effects.writes);
+        }
+        // Closed lines a running total kept, once older than the horizon: no delivery is
+        // that late (DESIGN §2), and the key store still catches redeliveries.
+        while let Some(oldest) = sku.retained.first().filter(|(ts, _)| *ts < horizon_cut) {
+            let (_, id) = oldest.clone();
+            sku.retained.pop_first();
+            if sku.lines.get(&id).is_some_and(LineRecord::is_closed) {
+                sku.lines.remove(&id);
+                effects.writes.push(StateWrite::Line {
+                    sku: sku_name.to_string(),
+                    id,
+                    line: None,
+                });
+            }
         }
         for id in line_ids {
             // Held lines whose placement never came within the horizon are dropped: they
@@ -844,13 +870,26 @@ fn apply_event(
             set_count(sku, &event.sku, mark, on_hand, writes);
             (Outcome::Applied, false)
         }
-        EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderShipped => {
+        EventKind::OrderPlaced
+        | EventKind::OrderCancelled
+        | EventKind::OrderShipped
+        | EventKind::OrderReleasedTotal
+        | EventKind::OrderShippedTotal => {
             let id = event
                 .line_identity()
                 .expect("order-line kinds always have a line identity");
-            if event.kind == EventKind::OrderShipped {
+            let known = sku.lines.get(&id);
+            // A running total adds only what the line has not counted yet.
+            let units = match event.kind {
+                EventKind::OrderReleasedTotal => {
+                    (event.qty - known.map_or(0, |l| l.released)).max(0)
+                }
+                EventKind::OrderShippedTotal => (event.qty - known.map_or(0, |l| l.shipped)).max(0),
+                _ => event.qty,
+            };
+            if event.kind.is_shipment() && units > 0 {
                 // The units left the building whatever we know of the order.
-                add_movement(sku, &event.sku, ts, seq, -event.qty, horizon_cut, writes);
+                add_movement(sku, &event.sku, ts, seq, -units, horizon_cut, writes);
             }
             let available = sku.available();
             let line = sku.lines.entry(id.clone()).or_insert(LineRecord {
@@ -871,21 +910,29 @@ fn apply_event(
                     oversell = available < event.qty;
                     line.placed = Some(event.qty);
                 }
-                EventKind::OrderCancelled => line.released += event.qty,
-                _ => line.shipped += event.qty,
+                EventKind::OrderCancelled | EventKind::OrderReleasedTotal => line.released += units,
+                _ => line.shipped += units,
             }
             line.first_ts = line.first_ts.min(ts);
             let held = line.placed.is_none();
             let committed_change = line.committed() - committed_before;
             let closed = line.is_closed();
             sku.committed += committed_change;
-            if closed {
+            // A line closed by its own additive units is done. One closed by a running
+            // total, or by a placement arriving after its totals, is kept (`retained`).
+            let additive_close = matches!(
+                event.kind,
+                EventKind::OrderCancelled | EventKind::OrderShipped
+            );
+            if closed && additive_close {
                 sku.lines.remove(&id);
+            } else if closed {
+                sku.retained.insert((line.first_ts, id.clone()));
             }
             // A channel's own sale (or release) changes what it shows by itself: its
             // expectation follows, so it is not pushed the value it already shows. A
             // shipment changes nothing a channel shows.
-            if let (Some(i), false) = (own_channel, event.kind == EventKind::OrderShipped) {
+            if let (Some(i), false) = (own_channel, event.kind.is_shipment()) {
                 let view = sku.channel_mut(i);
                 // A sale (or release) the channel was already read showing, and that our
                 // write then overwrote there, does not change what it shows a second time.

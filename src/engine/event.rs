@@ -66,6 +66,15 @@ pub enum EventKind {
     /// The SKU's listing, inactive while sold out, was set active again because stock
     /// returned; `qty` is what it shows. Recorded; no stock change.
     ListingActivated,
+    /// An order line has had `qty` units released in all, as the channel reports the
+    /// line's running total (units cancelled, edited out or refunded before shipping): the
+    /// line's released count rises to `qty` if it is below. A running total read twice, or
+    /// an older one read after a newer, changes nothing, so a webhook and a poll that each
+    /// see the line at some point of its life agree without knowing of each other.
+    OrderReleasedTotal,
+    /// An order line has had `qty` units shipped in all (the channel's running total): the
+    /// units above what the line had shipped leave on_hand and committed.
+    OrderShippedTotal,
 }
 
 impl EventKind {
@@ -88,6 +97,8 @@ impl EventKind {
             EventKind::OfferingDisabled => "offering_disabled",
             EventKind::ListingDeactivated => "listing_deactivated",
             EventKind::ListingActivated => "listing_activated",
+            EventKind::OrderReleasedTotal => "order_released_total",
+            EventKind::OrderShippedTotal => "order_shipped_total",
         }
     }
 
@@ -110,6 +121,9 @@ impl EventKind {
             EventKind::OrderPlaced => "placed",
             EventKind::OrderCancelled => "released",
             EventKind::OrderShipped => "shipped",
+            // Keyed with the total (`line_key`): each total the line reaches is one fact.
+            EventKind::OrderReleasedTotal => "released_to",
+            EventKind::OrderShippedTotal => "shipped_to",
             EventKind::Returned => "returned",
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
@@ -146,8 +160,25 @@ impl EventKind {
     pub fn is_order_line(self) -> bool {
         matches!(
             self,
-            EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderShipped
+            EventKind::OrderPlaced
+                | EventKind::OrderCancelled
+                | EventKind::OrderShipped
+                | EventKind::OrderReleasedTotal
+                | EventKind::OrderShippedTotal
         )
+    }
+
+    /// Whether `qty` is the line's running total rather than a number of units to add.
+    pub fn is_running_total(self) -> bool {
+        matches!(
+            self,
+            EventKind::OrderReleasedTotal | EventKind::OrderShippedTotal
+        )
+    }
+
+    /// Whether units of this kind leave the building (a shipment, by units or by total).
+    pub fn is_shipment(self) -> bool {
+        matches!(self, EventKind::OrderShipped | EventKind::OrderShippedTotal)
     }
 }
 

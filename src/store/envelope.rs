@@ -24,10 +24,13 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"LKSR";
 /// Bump with any change to a type in `records.rs`.
-pub const SCHEMA_VERSION: u16 = 4;
-/// Versions this build reads (4 added the event kind `Unmapped` and the channel view's
-/// `unexplained` units to 3's layout).
-pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = SCHEMA_VERSION..=SCHEMA_VERSION;
+pub const SCHEMA_VERSION: u16 = 5;
+/// Versions this build reads. 4 added the event kind `Unmapped` and the channel view's
+/// `unexplained` units to 3's layout; 5 added event kinds at the end of `EventKind`
+/// (how a channel shows a sold-out SKU, and an order line's running totals) and nothing
+/// else, so every version-4 record is a valid version-5 record. A version-4 build
+/// refuses what 5 writes, as it must: it could not name the new kinds.
+pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = 4..=SCHEMA_VERSION;
 pub const HEADER_BYTES: usize = 16;
 /// No record comes near this; a larger length field means the header is damaged.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -42,7 +45,7 @@ pub enum EnvelopeError {
     #[error("bad magic {0:02x?}")]
     BadMagic([u8; 4]),
     /// Written by another schema version of lockstep.
-    #[error("schema version {found}, this build reads {SCHEMA_VERSION}")]
+    #[error("schema version {found}, this build reads {} to {}", SCHEMA_VERSIONS_READ.start(), SCHEMA_VERSIONS_READ.end())]
     Version { found: u16 },
     /// The payload does not match its checksum: damaged on disk.
     #[error("checksum mismatch: stored {stored:08x}, computed {computed:08x}")]
@@ -175,6 +178,11 @@ mod tests {
             decode::<DeltaRecord>(&magic),
             Err(EnvelopeError::BadMagic(_))
         ));
+
+        // Version 4's records are version 5's (5 only added enum variants at the end).
+        let mut older = bytes.clone();
+        older[4] = 4;
+        assert!(decode::<DeltaRecord>(&older).is_ok());
 
         let mut version = bytes;
         version[4] = 99;
