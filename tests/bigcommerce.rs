@@ -77,7 +77,7 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
         == Some((8, 0, 8))
         && audit_of(&rig.server, "B1")
             .iter()
-            .any(|r| r["kind"] == "order_cancelled")));
+            .any(|r| r["kind"] == "order_released_total")));
     // The echoes of our writes (`method: absolute`) changed nothing.
     assert!(rig.sim.market.sender.wait_idle(WAIT));
     assert!(rig
@@ -92,6 +92,73 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
         .market
         .wait_for(WAIT, |l| l["B0"] == 7 && l["B1"] == 8)
         .is_some());
+}
+
+/// A shipment of some units (Partially Shipped, `quantity_shipped`), another, then a
+/// cancellation of what is left: each unit shipped or released once, the hold exact.
+#[test]
+fn partial_shipments_and_a_cancellation_of_the_rest_keep_the_hold_exact() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 20);
+    rig.sim.market.set_habits(Habits {
+        duplicate: 0.5,
+        reorder: Duration::from_millis(200),
+        ..Habits::default()
+    });
+    let order = rig.sim.place_order(&[("B0", 6)]);
+    assert!(eventually(WAIT, || rig.server.stock("B0") == Some((20, 6, 14))));
+    rig.sim.ship_units(order, 0, 2);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((18, 4, 14))),
+        "{:?}",
+        rig.server.stock("B0")
+    );
+    rig.sim.ship_units(order, 0, 1);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((17, 3, 14))),
+        "{:?}",
+        rig.server.stock("B0")
+    );
+    rig.sim.advance(order, Stage::Cancelled);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((17, 0, 17))),
+        "{:?}",
+        rig.server.stock("B0")
+    );
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        rig.server.stock("B0"),
+        Some((17, 0, 17)),
+        "late copies change nothing"
+    );
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["B0"] == 17).is_some());
+}
+
+/// A burst of thin hooks: each one's fetches (the order, its products) wait for tokens
+/// of the channel's budget, which the pushes share, instead of drawing 429s from the
+/// store's one window.
+#[test]
+fn thin_hook_fetches_are_paced_on_the_shared_budget() {
+    let rig = rig(8, "rate_limit = { requests_per_second = 3.0, burst = 2 }");
+    count_all(&rig, 0..8, 10);
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l.len() == 8 && l.values().all(|v| *v == 10))
+        .is_some());
+    // 6 calls a second: 16 fetches at once would overrun it.
+    rig.sim.set_window(6, Duration::from_millis(1_000));
+    for i in 0..8 {
+        rig.sim.place_order(&[(&format!("B{i}"), 1)]);
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || (0..8)
+            .all(|i| rig.server.stock(&format!("B{i}")) == Some((10, 1, 9)))),
+        "{:?}",
+        rig.server.stderr_lines()
+    );
+    assert_eq!(rig.sim.throttled_reads(), 0, "no fetch overran the window");
 }
 
 #[test]

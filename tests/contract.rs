@@ -298,6 +298,19 @@ fn bigcommerce_hook_and_items_are_documented_shapes() {
         &items,
         &fixture("bigcommerce/inventory_items.json"),
     );
+    // A partly shipped order and its products, as the follow-up fetches read them.
+    let order = sim.place_order(&[("B0", 5)]);
+    sim.ship_units(order, 0, 2);
+    let base = format!("{}/stores/{STORE_HASH}/v2/orders/{order}", sim.market.url());
+    let auth = [("x-auth-token", BC_TOKEN)];
+    let fetched = get(&base, &auth);
+    assert_eq!(fetched["status_id"], 3, "{fetched}");
+    conforms("order", &fetched, &fixture("bigcommerce/order.json"));
+    conforms(
+        "order products",
+        &get(&format!("{base}/products"), &auth),
+        &fixture("bigcommerce/order_products.json"),
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha1::Digest;
 
-use crate::market::{gate, lock, now_us, rfc2822, Market, Req, Shop, Stage};
+use crate::market::{gate, lock, now_us, rfc2822, Market, Order, Req, Shop, Stage};
 use crate::signing;
 use crate::sim::{reply, Delivery, Reply, Sender};
 
@@ -41,6 +41,8 @@ struct Window {
 }
 
 struct Extra {
+    /// Reads answered 429 for want of room in the window.
+    throttled_reads: u32,
     token: String,
     secret: String,
     header: (String, String),
@@ -64,8 +66,11 @@ pub struct BigCommerceSim {
     extra: Arc<Mutex<Extra>>,
 }
 
-fn status_id(stage: Stage) -> u32 {
-    match stage {
+/// The order's `status_id` (orders.v2.oas2.yml: 11 Awaiting Fulfillment, 3 Partially
+/// Shipped, 2 Shipped, 5 Cancelled).
+fn status_id(order: &Order) -> u32 {
+    match order.stage {
+        Stage::Placed if order.partly_shipped() => 3,
         Stage::Placed => 11,
         Stage::Shipped => 2,
         Stage::Cancelled => 5,
@@ -131,6 +136,7 @@ impl BigCommerceSim {
                 used: 0,
             },
             by_product: Default::default(),
+            throttled_reads: 0,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -161,6 +167,12 @@ impl BigCommerceSim {
         };
     }
 
+    /// Reads (order fetches, level reads) refused 429: the window is one budget for
+    /// every call of the store (api-rate-limits: "per store").
+    pub fn throttled_reads(&self) -> u32 {
+        self.extra().throttled_reads
+    }
+
     pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
         let id = self.market.shop().place(lines);
         self.hook("store/order/created", json!({"type": "order", "id": id}));
@@ -168,12 +180,24 @@ impl BigCommerceSim {
     }
 
     pub fn advance(&self, id: u64, stage: Stage) {
-        let previous = self.market.shop().orders[&id].stage;
-        self.market.shop().advance(id, stage);
+        self.change(id, |shop| shop.advance(id, stage));
+    }
+
+    /// `units` of line `line` ship in a shipment of their own: the order is Partially
+    /// Shipped (3) while units are open, and BigCommerce sends `store/order/statusUpdated`
+    /// on the change.
+    pub fn ship_units(&self, id: u64, line: usize, units: i64) {
+        self.change(id, |shop| shop.ship_units(id, line, units));
+    }
+
+    fn change(&self, id: u64, change: impl FnOnce(&mut Shop)) {
+        let previous = status_id(&self.market.shop().orders[&id]);
+        change(&mut self.market.shop());
+        let now = status_id(&self.market.shop().orders[&id]);
         self.hook(
             "store/order/statusUpdated",
             json!({"type": "order", "id": id,
-                   "status": {"previous_status_id": status_id(previous), "new_status_id": status_id(stage)}}),
+                   "status": {"previous_status_id": previous, "new_status_id": now}}),
         );
     }
 
@@ -224,6 +248,8 @@ fn handle(
     if !room {
         if is_write {
             lock(shop).log_call(&req.path, 0, 429);
+        } else {
+            x.throttled_reads += 1;
         }
         return bc_error(429, "Too many requests", &rate);
     }
@@ -272,7 +298,7 @@ fn handle(
                 .take(limit)
                 .map(|o| {
                     let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
-                    json!({"id": o.id, "status_id": status_id(o.stage), "date_created": rfc2822(o.created_us),
+                    json!({"id": o.id, "status_id": status_id(o), "date_created": rfc2822(o.created_us),
                            "date_modified": rfc2822(o.modified_us), "date_shipped": shipped})
                 })
                 .collect();
@@ -290,7 +316,7 @@ fn handle(
             let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
             reply(
                 200,
-                &json!({"id": o.id, "status_id": status_id(o.stage), "date_created": rfc2822(o.created_us),
+                &json!({"id": o.id, "status_id": status_id(o), "date_created": rfc2822(o.created_us),
                         "date_modified": rfc2822(o.modified_us), "date_shipped": shipped}),
                 &rate,
             )
@@ -311,7 +337,7 @@ fn handle(
                     let variant: u64 = s.listings[&l.sku].id.parse().unwrap_or(0);
                     json!({"id": l.id, "order_id": o.id, "product_id": variant / 10, "variant_id": variant,
                            "sku": l.sku, "quantity": l.quantity,
-                           "quantity_shipped": if o.stage == Stage::Shipped { l.quantity } else { 0 }})
+                           "quantity_shipped": l.shipped})
                 })
                 .collect();
             reply(200, &Value::Array(lines), &rate)

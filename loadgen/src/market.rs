@@ -197,18 +197,37 @@ pub struct Line {
     pub id: u64,
     pub sku: String,
     pub quantity: i64,
+    /// Units shipped so far (a partial shipment ships some).
+    pub shipped: i64,
+    /// Units cancelled before shipping (restocked).
+    pub cancelled: i64,
+}
+
+impl Line {
+    /// Units neither shipped nor cancelled.
+    pub fn open(&self) -> i64 {
+        self.quantity - self.shipped - self.cancelled
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Order {
     pub id: u64,
     pub lines: Vec<Line>,
+    /// `Placed` while any unit is open (some may have shipped or been cancelled).
     pub stage: Stage,
     pub created_us: i64,
     pub modified_us: i64,
     pub shipped_us: Option<i64>,
     /// When the order shows in listings (modification time + the listing lag).
     pub listed_us: i64,
+}
+
+impl Order {
+    /// Some units shipped, some still open.
+    pub fn partly_shipped(&self) -> bool {
+        self.stage == Stage::Placed && self.lines.iter().any(|l| l.shipped > 0)
+    }
 }
 
 /// One write call as it arrived.
@@ -340,6 +359,8 @@ impl Shop {
                     id: self.next_id(),
                     sku: sku.to_string(),
                     quantity: *quantity,
+                    shipped: 0,
+                    cancelled: 0,
                 }
             })
             .collect();
@@ -356,25 +377,78 @@ impl Shop {
         id
     }
 
-    /// Moves an order on: a cancellation before shipping restores its stock.
+    /// Moves an order on: shipping ships every open unit; a cancellation restores the
+    /// stock of every open unit.
     pub fn advance(&mut self, id: u64, stage: Stage) {
+        let Some(order) = self.orders.get(&id) else {
+            return;
+        };
+        let open: Vec<(usize, i64)> = order
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.open()))
+            .collect();
+        for (line, units) in open {
+            match stage {
+                Stage::Shipped => self.ship_units(id, line, units),
+                Stage::Cancelled => self.cancel_units(id, line, units),
+                Stage::Placed => {}
+            }
+        }
+        let now = now_us();
+        let lag = self.listing_lag.as_micros() as i64;
+        if let Some(order) = self.orders.get_mut(&id) {
+            order.stage = stage;
+            order.modified_us = now;
+            order.listed_us = now + lag;
+            if stage == Stage::Shipped {
+                order.shipped_us = Some(now);
+            }
+        }
+    }
+
+    /// `units` of the order's line `line` ship (a partial shipment when others stay
+    /// open); the order is shipped once no unit is open and one has shipped.
+    pub fn ship_units(&mut self, id: u64, line: usize, units: i64) {
+        self.change_units(id, line, units, true);
+    }
+
+    /// `units` of the order's line `line` are cancelled (restocked); the order is
+    /// cancelled once every unit is.
+    pub fn cancel_units(&mut self, id: u64, line: usize, units: i64) {
+        self.change_units(id, line, units, false);
+    }
+
+    fn change_units(&mut self, id: u64, line: usize, units: i64, ship: bool) {
         let now = now_us();
         let lag = self.listing_lag.as_micros() as i64;
         let Some(order) = self.orders.get_mut(&id) else {
             return;
         };
-        let restore = stage == Stage::Cancelled && order.stage == Stage::Placed;
-        order.stage = stage;
+        let Some(l) = order.lines.get_mut(line) else {
+            return;
+        };
+        let units = units.clamp(0, l.open());
+        let sku = l.sku.clone();
+        if ship {
+            l.shipped += units;
+        } else {
+            l.cancelled += units;
+        }
         order.modified_us = now;
         order.listed_us = now + lag;
-        if stage == Stage::Shipped {
-            order.shipped_us = Some(now);
+        if order.lines.iter().all(|l| l.open() == 0) {
+            if order.lines.iter().any(|l| l.shipped > 0) {
+                order.stage = Stage::Shipped;
+                order.shipped_us.get_or_insert(now);
+            } else {
+                order.stage = Stage::Cancelled;
+            }
         }
-        if restore {
-            for line in order.lines.clone() {
-                if let Some(l) = self.listings.get_mut(&line.sku) {
-                    l.level += line.quantity;
-                }
+        if !ship {
+            if let Some(listing) = self.listings.get_mut(&sku) {
+                listing.level += units;
             }
         }
     }

@@ -11,9 +11,13 @@
 //! deduplicates redeliveries; keys
 //! are `{channel}/{order}/{line}/{transition}`, so two hooks about one change (created and
 //! statusUpdated) apply it once. Order statuses: 0 Incomplete and 7 Awaiting Payment hold
-//! nothing; 1, 3, 8, 9, 11, 12, 13, 14 placed; 2 Shipped and 10 Completed placed and
-//! shipped; 5 Cancelled and 6 Declined released; 4 Refunded returned when it had shipped,
-//! else released. Inventory hooks are answered 200 and left to reconciliation.
+//! nothing; each line of any other is placed, with its `quantity_shipped` as the line's
+//! shipped running total (3 Partially Shipped ships some units); once it is 2 Shipped or
+//! 10 Completed (everything shipped unless it says otherwise), or 5 Cancelled, 6 Declined
+//! or 4 Refunded, the units not shipped are released; 4 Refunded returns the shipped
+//! ones. A partial refund (14) adjusts no stock, as in BigCommerce. Inventory hooks are
+//! answered 200 and left to reconciliation. The follow-up fetches spend the channel's
+//! budget, shared with the pushes (BigCommerce limits all calls of a store together).
 //!
 //! Outbound: `PUT /stores/{hash}/v3/inventory/adjustments/absolute`, up to 2,000 items
 //! (`{location_id, variant_id, quantity}`; the catalog maps a SKU to its variant id),
@@ -140,7 +144,7 @@ impl BigCommerce {
     }
 
     /// The events of an order and its product lines.
-    fn order_events(
+    pub(crate) fn order_events(
         &self,
         order: &Value,
         lines: &[Value],
@@ -157,20 +161,17 @@ impl BigCommerce {
         let created = payload::source_time(&[time("date_created")], now);
         let modified = payload::source_time(&[time("date_modified"), Some(created)], now);
         let shipped_at = time("date_shipped");
-        let placed = (EventKind::OrderPlaced, created);
-        let shipped = (EventKind::OrderShipped, shipped_at.unwrap_or(modified));
-        let transitions = match order["status_id"].as_u64().unwrap_or(0) {
-            1 | 3 | 8 | 9 | 11 | 12 | 13 | 14 => vec![placed],
-            2 | 10 => vec![placed, shipped],
-            5 | 6 => vec![(EventKind::OrderCancelled, modified)],
-            4 if shipped_at.is_some() => vec![placed, shipped, (EventKind::Returned, modified)],
-            4 => vec![(EventKind::OrderCancelled, modified)],
-            _ => Vec::new(),
-        };
-        let mut events = Vec::new();
-        if transitions.is_empty() {
-            return Ok(events);
+        let status = order["status_id"].as_u64().unwrap_or(0);
+        // Per status (orders.v2.oas2.yml `status_id`): 0 Incomplete and 7 Awaiting
+        // Payment hold nothing; 5 Cancelled, 6 Declined and 4 Refunded end the order; 2
+        // Shipped and 10 Completed finish it; the rest (3 Partially Shipped among them)
+        // are open.
+        if matches!(status, 0 | 7) || status > 14 {
+            return Ok(Vec::new());
         }
+        let ended = matches!(status, 4 | 5 | 6);
+        let finished = matches!(status, 2 | 10);
+        let mut events = Vec::new();
         for line in lines {
             let line_id = payload::id(&line["id"]).ok_or("an order product without id")?;
             let Some(qty) = payload::quantity(&line["quantity"]) else {
@@ -181,17 +182,46 @@ impl BigCommerce {
                 order_id: order_id.clone(),
                 line_id,
             };
+            // `quantity_shipped` counts the units shipped so far (a partial shipment ships
+            // some); a finished order reporting none shipped them all.
+            let reported = line["quantity_shipped"].as_i64().unwrap_or(0).clamp(0, qty);
+            let shipped = if finished && reported == 0 {
+                qty
+            } else {
+                reported
+            };
+            let shipped_at = shipped_at.unwrap_or(modified);
+            let mut transitions = Vec::new();
+            if !ended || shipped > 0 {
+                transitions.push((EventKind::OrderPlaced, created, qty));
+            }
+            if shipped > 0 {
+                transitions.push((EventKind::OrderShippedTotal, shipped_at, shipped));
+            }
+            // An order that ended or finished ships nothing more: its other units are
+            // released. BigCommerce adjusts no stock on a partial refund (webhooks
+            // "events": "but not partially refunded"), so neither do we.
+            if (ended || finished) && shipped < qty {
+                transitions.push((EventKind::OrderReleasedTotal, modified, qty - shipped));
+            }
+            if status == 4 && shipped > 0 {
+                transitions.push((EventKind::Returned, modified, shipped));
+            }
             let sku = self.catalog.sku_of(&variant, None, None);
             let what = format!("variant {variant}");
-            events.extend(payload::order_line(
-                &self.name,
-                line_ref,
-                sku,
-                qty,
-                &transitions,
-                &what,
-                now,
-            ));
+            // An unmapped line is one record, whatever its transitions.
+            let take = if sku.is_some() { transitions.len() } else { 1 };
+            for (kind, at, units) in transitions.into_iter().take(take) {
+                events.extend(payload::order_line(
+                    &self.name,
+                    line_ref.clone(),
+                    sku,
+                    units,
+                    &[(kind, at)],
+                    &what,
+                    now,
+                ));
+            }
         }
         Ok(events)
     }
@@ -203,11 +233,13 @@ impl BigCommerce {
         id: &str,
         now: Micros,
     ) -> Result<Vec<Event>, String> {
+        // Each fetch spends a token of the channel's budget, shared with the pushes:
+        // BigCommerce limits every call of a store in one window (api-rate-limits).
         let get = |path: String| self.request(http::Method::GET, &path, None);
-        let order = json_answer(&caller.call_now(get(format!("/v2/orders/{id}"))).await?)?;
+        let order = json_answer(&caller.call(get(format!("/v2/orders/{id}"))).await?)?;
         let lines = json_answer(
             &caller
-                .call_now(get(format!("/v2/orders/{id}/products")))
+                .call(get(format!("/v2/orders/{id}/products")))
                 .await?,
         )?;
         self.order_events(&order, payload::list(&lines), now)

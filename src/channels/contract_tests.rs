@@ -202,6 +202,28 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
         ("webhook-signature", key.sign("wh_1", ts, &body)),
     ]);
     bc.inbound(&hook, &body, now_micros()).expect("verified");
+    let config: Config = toml::from_str("[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"https://api.bigcommerce.example\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nwebhook_secret = \"client-secret\"\n").unwrap();
+    let rows = [CatalogRow {
+        sku: "B0".into(),
+        channel: "bc".into(),
+        item_id: "30000".into(),
+        location_id: None,
+    }];
+    let concrete =
+        super::bigcommerce::BigCommerce::new(&config.channels[0], super::Catalog::of("bc", &rows));
+    let order: Value = serde_json::from_slice(&fixture("bigcommerce/order.json")).unwrap();
+    let products: Value =
+        serde_json::from_slice(&fixture("bigcommerce/order_products.json")).unwrap();
+    let events = concrete
+        .order_events(&order, super::payload::list(&products), now_micros())
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
+        [
+            (EventKind::OrderPlaced, 5),
+            (EventKind::OrderShippedTotal, 2)
+        ]
+    );
     let levels = bc
         .read_reply(200, &fixture("bigcommerce/inventory_items.json"))
         .unwrap();
