@@ -169,7 +169,7 @@ impl BigCommerce {
         if matches!(status, 0 | 7) || status > 14 {
             return Ok(Vec::new());
         }
-        let ended = matches!(status, 4 | 5 | 6);
+        let ended = matches!(status, 4..=6);
         let finished = matches!(status, 2 | 10);
         let mut events = Vec::new();
         for line in lines {
