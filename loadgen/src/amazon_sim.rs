@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::market::{self, gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
+use crate::market::{self, gate, lock, now_us, rfc3339, Market, Order, Req, Shop, Stage};
 use crate::sim::{reply, Bucket, Delivery, Reply, Sender};
 use crate::sqs_sim::SqsSim;
 
@@ -86,8 +86,11 @@ fn order_id(id: u64) -> String {
     format!("113-{:07}-{:07}", id % 10_000_000, id * 7 % 10_000_000)
 }
 
-fn order_status(stage: Stage) -> &'static str {
-    match stage {
+/// The order's `OrderStatus` (ordersV0.json: Unshipped, PartiallyShipped, Shipped,
+/// Canceled, ...).
+fn order_status(order: &Order) -> &'static str {
+    match order.stage {
+        Stage::Placed if order.partly_shipped() => "PartiallyShipped",
         Stage::Placed => "Unshipped",
         Stage::Shipped => "Shipped",
         Stage::Cancelled => "Canceled",
@@ -185,6 +188,14 @@ impl AmazonSim {
         self.notify_order(id, "OrderStatusChange");
     }
 
+    /// `units` of the order's item `line` ship (the order is `PartiallyShipped` while
+    /// others are open), with its `ORDER_CHANGE`.
+    pub fn ship_units(&self, order: &str, line: usize, units: i64) {
+        let id = self.internal_id(order);
+        self.market.shop().ship_units(id, line, units);
+        self.notify_order(id, "OrderStatusChange");
+    }
+
     /// A seller's edit in Seller Central: the listing's quantity set, and Amazon's
     /// `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` sent (as for any quantity change).
     pub fn seller_edit(&self, sku: &str, quantity: i64) {
@@ -224,17 +235,21 @@ impl AmazonSim {
                 .lines
                 .iter()
                 .map(|l| {
-                    let shipped = if o.stage == Stage::Shipped { l.quantity } else { 0 };
+                    let status = if l.open() == 0 && l.shipped > 0 {
+                        "Shipped"
+                    } else {
+                        "Unshipped"
+                    };
                     json!({"OrderItemId": l.id.to_string(), "SellerSKU": shop.listings[&l.sku].id,
-                           "Quantity": l.quantity, "QuantityShipped": shipped,
-                           "OrderItemStatus": order_status(o.stage), "IsBuyerRequestedCancel": false})
+                           "Quantity": l.quantity, "QuantityShipped": l.shipped,
+                           "OrderItemStatus": status, "IsBuyerRequestedCancel": false})
                 })
                 .collect();
             let payload = json!({"OrderChangeNotification": {
                 "NotificationLevel": "OrderLevel", "SellerId": SELLER_ID,
                 "AmazonOrderId": order_id(id), "OrderChangeType": "OrderStatusChange",
                 "OrderChangeTrigger": {"TimeOfOrderChange": rfc3339(o.modified_us), "ChangeReason": reason},
-                "Summary": {"MarketplaceId": MARKETPLACE_ID, "OrderStatus": order_status(o.stage),
+                "Summary": {"MarketplaceId": MARKETPLACE_ID, "OrderStatus": order_status(o),
                             "PurchaseDate": rfc3339(o.created_us), "FulfillmentType": "MFN",
                             "OrderItems": items},
             }});
@@ -512,8 +527,7 @@ fn handle(
                 return errors(404, "NotFound", "Order not found", &[]);
             };
             let items: Vec<Value> = o.lines.iter().map(|l| {
-                let shipped = if o.stage == Stage::Shipped { l.quantity } else { 0 };
-                json!({"OrderItemId": l.id.to_string(), "SellerSKU": s.listings[&l.sku].id, "QuantityOrdered": l.quantity, "QuantityShipped": shipped})
+                json!({"OrderItemId": l.id.to_string(), "SellerSKU": s.listings[&l.sku].id, "QuantityOrdered": l.quantity, "QuantityShipped": l.shipped})
             }).collect();
             reply(
                 200,
@@ -615,9 +629,11 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
         .iter()
         .skip(offset)
         .take(per_page)
-        .map(|o| json!({"AmazonOrderId": order_id(o.id), "PurchaseDate": rfc3339(o.created_us),
-                        "LastUpdateDate": rfc3339(o.modified_us), "OrderStatus": order_status(o.stage),
-                        "FulfillmentChannel": "MFN", "MarketplaceId": MARKETPLACE_ID}))
+        .map(|o| {
+            json!({"AmazonOrderId": order_id(o.id), "PurchaseDate": rfc3339(o.created_us),
+                        "LastUpdateDate": rfc3339(o.modified_us), "OrderStatus": order_status(o),
+                        "FulfillmentChannel": "MFN", "MarketplaceId": MARKETPLACE_ID})
+        })
         .collect();
     let mut payload = json!({"Orders": page});
     if offset + per_page < orders.len() {

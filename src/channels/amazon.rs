@@ -80,7 +80,8 @@ const SQS_MESSAGES_MAX: usize = 10;
 pub const SQS_WAIT_S: u64 = 20;
 
 /// One order item as the poll reads it: (OrderItemId, SellerSKU, quantity ordered).
-type OrderItem = (String, String, i64);
+/// (OrderItemId, SellerSKU, units ordered, units shipped so far).
+type OrderItem = (String, String, i64, i64);
 
 /// The seller's SQS queue and the credentials that read it.
 struct Sqs {
@@ -262,49 +263,65 @@ impl Amazon {
         json!([{"fulfillment_channel_code": "DEFAULT", "quantity": quantity}])
     }
 
-    /// The events of one order's items, from a notification or the poll. `items` are
-    /// (OrderItemId, SellerSKU, quantity).
+    /// The events of one order's items, from a notification or the poll. Each item is
+    /// placed; its `QuantityShipped` is its shipped running total (`PartiallyShipped`
+    /// ships some units: ordersV0.json `OrderItem.QuantityShipped`, and the notification
+    /// Summary's `OrderItems[].QuantityShipped`:
+    /// https://developer-docs.amazon.com/sp-api/docs/orders-api-v0-reference); once the
+    /// order is `Shipped`, `Canceled` or `Unfulfillable`, the units not shipped are
+    /// released. Amazon has no cancellation of some units of an item (sellers cancel
+    /// whole orders), so a partial release only follows a whole order's end.
     fn order_events(
         &self,
         order_id: &str,
         status: &str,
-        items: &[(String, String, i64)],
+        items: &[OrderItem],
         purchased: Micros,
         changed: Micros,
         now: Micros,
     ) -> Vec<Event> {
-        let transitions: Vec<(EventKind, Micros)> = match status {
-            "Pending" | "Unshipped" | "PartiallyShipped" => {
-                vec![(EventKind::OrderPlaced, purchased)]
-            }
-            "Shipped" => vec![
-                (EventKind::OrderPlaced, purchased),
-                (EventKind::OrderShipped, changed),
-            ],
-            "Canceled" | "Unfulfillable" => vec![(EventKind::OrderCancelled, changed)],
+        let ended = match status {
+            "Pending" | "Unshipped" | "PartiallyShipped" => false,
+            "Shipped" | "Canceled" | "Unfulfillable" => true,
             // PendingAvailability (pre-orders), InvoiceUnconfirmed: nothing held yet.
-            _ => Vec::new(),
+            _ => return Vec::new(),
         };
         let mut events = Vec::new();
-        if transitions.is_empty() {
-            return events;
-        }
-        for (item_id, seller_sku, qty) in items {
+        for (item_id, seller_sku, qty, reported) in items {
             let line = LineRef {
                 order_id: order_id.to_string(),
                 line_id: item_id.clone(),
             };
+            let shipped = match status {
+                // Shipped without a count says every unit shipped.
+                "Shipped" if *reported == 0 => *qty,
+                _ => (*reported).clamp(0, *qty),
+            };
+            let mut transitions = Vec::new();
+            if status != "Canceled" && status != "Unfulfillable" || shipped > 0 {
+                transitions.push((EventKind::OrderPlaced, purchased, *qty));
+            }
+            if shipped > 0 {
+                transitions.push((EventKind::OrderShippedTotal, changed, shipped));
+            }
+            if ended && shipped < *qty {
+                transitions.push((EventKind::OrderReleasedTotal, changed, qty - shipped));
+            }
             let sku = self.catalog.sku_of(seller_sku, None, None);
             let what = format!("seller SKU {seller_sku}");
-            events.extend(payload::order_line(
-                &self.name,
-                line,
-                sku,
-                *qty,
-                &transitions,
-                &what,
-                now,
-            ));
+            // An unmapped item is one record, whatever its transitions.
+            let take = if sku.is_some() { transitions.len() } else { 1 };
+            for (kind, at, units) in transitions.into_iter().take(take) {
+                events.extend(payload::order_line(
+                    &self.name,
+                    line.clone(),
+                    sku,
+                    units,
+                    &[(kind, at)],
+                    &what,
+                    now,
+                ));
+            }
         }
         events
     }
@@ -346,7 +363,8 @@ impl Amazon {
             let Some(qty) = payload::quantity(&item["Quantity"]) else {
                 continue;
             };
-            items.push((id, seller_sku.to_string(), qty));
+            let shipped = item["QuantityShipped"].as_i64().unwrap_or(0);
+            items.push((id, seller_sku.to_string(), qty, shipped));
         }
         Ok(self.order_events(&order_id, status, &items, purchased, changed, now))
     }
@@ -768,7 +786,7 @@ fn md5_hex(body: &[u8]) -> String {
 }
 
 impl Amazon {
-    /// One order's items (OrderItemId, SellerSKU, QuantityOrdered), paced on
+    /// One order's items (OrderItemId, SellerSKU, QuantityOrdered, QuantityShipped), paced on
     /// getOrderItems' own budget; a 429 waits and tries again (a few times).
     async fn fetch_order_items(
         &self,
@@ -795,6 +813,7 @@ impl Amazon {
                         payload::id(&item["OrderItemId"])?,
                         item["SellerSKU"].as_str()?.to_string(),
                         payload::quantity(&item["QuantityOrdered"])?,
+                        item["QuantityShipped"].as_i64().unwrap_or(0),
                     ))
                 })
                 .collect());
