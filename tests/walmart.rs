@@ -191,6 +191,36 @@ fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     });
 }
 
+/// A multi-quantity line shipped and cancelled some units at a time (the orders API's
+/// status quantities), then the rest shipped: each unit once, read by the poll again and
+/// again without counting anything twice.
+#[test]
+fn status_quantities_ship_and_cancel_some_units_of_a_line() {
+    let rig = rig(1, false, "poll_interval_s = 1");
+    count(&rig.server, "M0", 20);
+    let order = rig.sim.place_order(&[("M0", 6)]);
+    assert!(eventually(WAIT, || rig.server.stock("M0") == Some((20, 6, 14))));
+    rig.sim.ship_units(&order, 0, 2);
+    rig.sim.cancel_units(&order, 0, 1);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M0") == Some((18, 3, 15))),
+        "{:?}",
+        rig.server.stock("M0")
+    );
+    rig.sim.ship_units(&order, 0, 3);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M0") == Some((15, 0, 15))),
+        "{:?}",
+        rig.server.stock("M0")
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        rig.server.stock("M0"),
+        Some((15, 0, 15)),
+        "later polls change nothing"
+    );
+}
+
 #[test]
 fn inventory_puts_go_one_per_sku_with_fresh_correlation_ids() {
     let rig = rig(6, false, "");

@@ -82,14 +82,6 @@ fn wm_error(status: u16, code: &str, description: &str, headers: &[(&str, String
     )
 }
 
-fn stage_status(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Placed => "Created",
-        Stage::Shipped => "Shipped",
-        Stage::Cancelled => "Cancelled",
-    }
-}
-
 impl WalmartSim {
     /// A seller listing `items` (our SKU, Walmart seller SKU) with API credentials
     /// `(client_id, client_secret)`; webhooks authenticated by `hook_auth`.
@@ -158,6 +150,20 @@ impl WalmartSim {
         }
     }
 
+    /// `units` of line `line` ship (no event: the orders API shows the line's `Shipped`
+    /// status quantity).
+    pub fn ship_units(&self, order: &str, line: usize, units: i64) {
+        let id: u64 = order.parse().expect("a purchase order id");
+        self.market.shop().ship_units(id, line, units);
+    }
+
+    /// The seller cancels `units` of line `line` (no event: the orders API shows the
+    /// line's `Cancelled` status quantity).
+    pub fn cancel_units(&self, order: &str, line: usize, units: i64) {
+        let id: u64 = order.parse().expect("a purchase order id");
+        self.market.shop().cancel_units(id, line, units);
+    }
+
     /// Sends `what` about order `id` in the subscription's event style.
     fn event(&self, what: &str, id: u64) {
         let style = self.extra().style;
@@ -216,6 +222,24 @@ impl WalmartSim {
     }
 }
 
+/// A line's units split by status, each with its `statusQuantity` (MLMQ: a line ships
+/// and cancels some units at a time; developer.walmart.com, "Multi-line multi-quantity
+/// (MLMQ) migration guide").
+fn line_statuses(l: &crate::market::Line) -> Vec<Value> {
+    [
+        ("Acknowledged", l.open()),
+        ("Shipped", l.shipped),
+        ("Cancelled", l.cancelled),
+    ]
+    .into_iter()
+    .filter(|(_, units)| *units > 0)
+    .map(|(status, units)| {
+        json!({"status": status,
+               "statusQuantity": {"unitOfMeasurement": "EACH", "amount": units.to_string()}})
+    })
+    .collect()
+}
+
 fn order_json(shop: &Shop, id: u64) -> Value {
     let o = &shop.orders[&id];
     let lines: Vec<Value> = o
@@ -226,8 +250,7 @@ fn order_json(shop: &Shop, id: u64) -> Value {
             json!({"lineNumber": (n + 1).to_string(), "item": {"productName": l.sku, "sku": shop.listings[&l.sku].id},
                    "orderLineQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()},
                    "statusDate": o.modified_us / 1_000,
-                   "orderLineStatuses": {"orderLineStatus": [{"status": stage_status(o.stage),
-                       "statusQuantity": {"unitOfMeasurement": "EACH", "amount": l.quantity.to_string()}}]}})
+                   "orderLineStatuses": {"orderLineStatus": line_statuses(l)}})
         })
         .collect();
     json!({"purchaseOrderId": id.to_string(), "customerOrderId": format!("2000{id}"),

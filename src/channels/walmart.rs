@@ -227,7 +227,11 @@ impl Walmart {
                 let ordered = payload::source_time(&[millis(&data["orderDate"]), Some(at)], now);
                 vec![(EventKind::OrderPlaced, ordered)]
             }
-            "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => vec![(EventKind::OrderCancelled, at)],
+            // The line's units cancelled, as a running total: the orders API's `Cancelled`
+            // status quantity says the same, under the same key.
+            "PO_LINE_AUTOCANCELLED" | "FRAUD_CANCEL" => {
+                vec![(EventKind::OrderReleasedTotal, at)]
+            }
             _ => return Ok(Vec::new()),
         };
         let order_id = payload::required_id(
@@ -298,7 +302,14 @@ impl Walmart {
         Ok(read)
     }
 
-    /// The events of one order from the orders API, line by line from its statuses.
+    /// The events of one order from the orders API, line by line from its statuses. A
+    /// line's `orderLineStatuses.orderLineStatus[]` splits its units by status, each with
+    /// its `statusQuantity.amount` (multi-quantity lines ship and cancel some units at a
+    /// time: developer.walmart.com, "Multi-line multi-quantity (MLMQ) migration guide",
+    /// https://developer.walmart.com/us-marketplace/docs/multi-line-multi-quantity-mlmq-migration-guide):
+    /// the line is placed, the units `Shipped` or `Delivered` are its shipped running
+    /// total and the units `Cancelled` its released one. A status without a quantity
+    /// counts the whole line.
     fn order_events(&self, order: &Value, now: Micros) -> (Vec<Event>, Option<Micros>) {
         let order_id = payload::id(&order["purchaseOrderId"]).unwrap_or_default();
         let ordered = payload::source_time(&[millis(&order["orderDate"])], now);
@@ -308,22 +319,6 @@ impl Walmart {
             let status_at = millis(&l["statusDate"]);
             newest = newest.max(status_at);
             let at = payload::source_time(&[status_at, Some(ordered)], now);
-            let statuses = payload::list(&l["orderLineStatuses"]["orderLineStatus"]);
-            let status = statuses
-                .last()
-                .and_then(|s| s["status"].as_str())
-                .unwrap_or("");
-            let transitions = match status {
-                "Created" | "Acknowledged" => vec![(EventKind::OrderPlaced, ordered)],
-                "Shipped" | "Delivered" => {
-                    vec![
-                        (EventKind::OrderPlaced, ordered),
-                        (EventKind::OrderShipped, at),
-                    ]
-                }
-                "Cancelled" => vec![(EventKind::OrderCancelled, at)],
-                _ => continue,
-            };
             let (Some(number), Some(sku), Some(qty)) = (
                 payload::id(&l["lineNumber"]),
                 l["item"]["sku"].as_str(),
@@ -331,7 +326,40 @@ impl Walmart {
             ) else {
                 continue;
             };
-            events.extend(self.line(&order_id, (number, sku.to_string(), qty), &transitions, now));
+            let (mut shipped, mut cancelled, mut known) = (0, 0, false);
+            for status in payload::list(&l["orderLineStatuses"]["orderLineStatus"]) {
+                let units = quantity_text(&status["statusQuantity"]["amount"]).unwrap_or(qty);
+                match status["status"].as_str().unwrap_or("") {
+                    "Shipped" | "Delivered" => shipped += units,
+                    "Cancelled" => cancelled += units,
+                    "Created" | "Acknowledged" => {}
+                    _ => continue,
+                }
+                known = true;
+            }
+            if !known {
+                continue;
+            }
+            let shipped = shipped.min(qty);
+            let cancelled = cancelled.min(qty - shipped);
+            let mut transitions = Vec::new();
+            if cancelled < qty {
+                transitions.push((EventKind::OrderPlaced, ordered, qty));
+            }
+            if shipped > 0 {
+                transitions.push((EventKind::OrderShippedTotal, at, shipped));
+            }
+            if cancelled > 0 {
+                transitions.push((EventKind::OrderReleasedTotal, at, cancelled));
+            }
+            for (kind, when, units) in transitions {
+                events.extend(self.line(
+                    &order_id,
+                    (number.clone(), sku.to_string(), units),
+                    &[(kind, when)],
+                    now,
+                ));
+            }
         }
         (events, newest)
     }
