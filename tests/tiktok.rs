@@ -86,6 +86,34 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
         .any(|s| s.topic == "type 11"));
 }
 
+/// Items of one order shipped and cancelled a few at a time (each line item one unit with
+/// its own `display_status`): each unit once, the hold on the rest exact.
+#[test]
+fn some_items_shipped_and_some_cancelled_keep_the_hold_exact() {
+    let rig = rig(1);
+    count(&rig.server, "T0", 20);
+    let order = rig.sim.place_order(&[("T0", 5)]);
+    assert!(eventually(WAIT, || rig.server.stock("T0") == Some((20, 5, 15))));
+    rig.sim.ship_units(&order, 0, 2);
+    assert!(
+        eventually(WAIT, || rig.server.stock("T0") == Some((18, 3, 15))),
+        "{:?}",
+        rig.server.stock("T0")
+    );
+    rig.sim.cancel_units(&order, 0, 1);
+    assert!(
+        eventually(WAIT, || rig.server.stock("T0") == Some((18, 2, 16))),
+        "{:?}",
+        rig.server.stock("T0")
+    );
+    rig.sim.ship_units(&order, 0, 2);
+    assert!(
+        eventually(WAIT, || rig.server.stock("T0") == Some((16, 0, 16))),
+        "{:?}",
+        rig.server.stock("T0")
+    );
+}
+
 #[test]
 fn a_product_s_skus_go_together_in_one_signed_call() {
     let rig = rig(6);

@@ -75,8 +75,11 @@ fn tts(code: i64, message: &str, data: Value) -> Value {
     json!({"code": code, "message": message, "request_id": format!("{:016x}", rand::random::<u64>()), "data": data})
 }
 
-fn order_status(stage: Stage) -> &'static str {
-    match stage {
+/// The order's `status`: `PARTIALLY_SHIPPING` while some of its items are in transit and
+/// others are not (Get Order Detail's status values).
+fn order_status(order: &crate::market::Order) -> &'static str {
+    match order.stage {
+        Stage::Placed if order.partly_shipped() => "PARTIALLY_SHIPPING",
         Stage::Placed => "AWAITING_SHIPMENT",
         Stage::Shipped => "IN_TRANSIT",
         Stage::Cancelled => "CANCELLED",
@@ -144,11 +147,26 @@ impl TikTokSim {
         }
     }
 
+    /// `units` of line `line` ship (their items go `IN_TRANSIT`, the order
+    /// `PARTIALLY_SHIPPING`), with a type 1 notification.
+    pub fn ship_units(&self, order: &str, line: usize, units: i64) {
+        let id: u64 = order.parse().expect("an order id");
+        self.market.shop().ship_units(id, line, units);
+        self.notify(1, id);
+    }
+
+    /// `units` of line `line` are cancelled (their items `CANCELLED`), with type 11.
+    pub fn cancel_units(&self, order: &str, line: usize, units: i64) {
+        let id: u64 = order.parse().expect("an order id");
+        self.market.shop().cancel_units(id, line, units);
+        self.notify(11, id);
+    }
+
     fn notify(&self, kind: i64, id: u64) {
         let (status, updated) = {
             let shop = self.market.shop();
             let o = &shop.orders[&id];
-            (order_status(o.stage), o.modified_us / 1_000_000)
+            (order_status(o), o.modified_us / 1_000_000)
         };
         let data = if kind == 11 {
             json!({"order_id": id.to_string(), "cancellation_status": "CANCELLATION_REQUEST_SUCCESS", "update_time": updated})
@@ -182,10 +200,22 @@ fn order_json(s: &Shop, o: &crate::market::Order) -> Value {
                 .split_once('/')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .unwrap_or_default();
-            (0..l.quantity).map(move |n| json!({"id": format!("{}{:03}", l.id, n), "product_id": product, "sku_id": sku_id, "seller_sku": l.sku}))
+            // The first units shipped, the next cancelled, the rest waiting.
+            let (shipped, cancelled) = (l.shipped, l.shipped + l.cancelled);
+            (0..l.quantity).map(move |n| {
+                let status = if n < shipped {
+                    "IN_TRANSIT"
+                } else if n < cancelled {
+                    "CANCELLED"
+                } else {
+                    "AWAITING_SHIPMENT"
+                };
+                json!({"id": format!("{}{:03}", l.id, n), "product_id": product, "sku_id": sku_id,
+                       "seller_sku": l.sku, "display_status": status})
+            })
         })
         .collect();
-    json!({"id": o.id.to_string(), "status": order_status(o.stage), "create_time": o.created_us / 1_000_000,
+    json!({"id": o.id.to_string(), "status": order_status(o), "create_time": o.created_us / 1_000_000,
            "update_time": o.modified_us / 1_000_000, "line_items": items})
 }
 

@@ -214,7 +214,8 @@ impl TikTok {
         let created = payload::source_time(&[unix("create_time")], now);
         let updated = payload::source_time(&[unix("update_time"), Some(created)], now);
         let placed = (EventKind::OrderPlaced, created);
-        let transitions = match order["status"].as_str().unwrap_or_default() {
+        // A status (the order's, or a line item's own `display_status`) as transitions.
+        let transitions_of = |status: &str| match status {
             "ON_HOLD" | "AWAITING_SHIPMENT" | "PARTIALLY_SHIPPING" | "AWAITING_COLLECTION" => {
                 vec![placed]
             }
@@ -224,11 +225,20 @@ impl TikTok {
             "CANCELLED" => vec![(EventKind::OrderCancelled, updated)],
             _ => Vec::new(),
         };
+        let order_status = order["status"].as_str().unwrap_or_default();
         let mut events = Vec::new();
-        if transitions.is_empty() {
-            return Ok(events);
-        }
         for line in payload::list(&order["line_items"]) {
+            // A line item is one unit with its own `display_status`: an order
+            // `PARTIALLY_SHIPPING` has some items in transit, and a cancellation of some
+            // units cancels their items (Get Order Detail, `line_items[].display_status`,
+            // as the copy of its spec in lazykern/ecommerce-api-docs
+            // `data/raw/tiktok/api-reference/orders/get-order-detail.spec.json` has it;
+            // item-level cancellation: https://partner.tiktokshop.com/docv2/page/660d8ff9a2d6d902c70a043f).
+            let status = line["display_status"].as_str().unwrap_or(order_status);
+            let transitions = transitions_of(status);
+            if transitions.is_empty() {
+                continue;
+            }
             let line_id = payload::id(&line["id"]).ok_or("a line item without id")?;
             let item = payload::pair_id(&line["product_id"], &line["sku_id"]);
             let line_ref = LineRef {
@@ -237,7 +247,6 @@ impl TikTok {
             };
             let sku = self.catalog.sku_of(&item, None, None);
             let what = format!("product/sku {item}");
-            // A line item is one unit.
             events.extend(payload::order_line(
                 &self.name,
                 line_ref,
