@@ -384,4 +384,11 @@ fn woocommerce_order_is_a_documented_shape() {
         &sim.order(id),
         &fixture("woocommerce/order_created.json"),
     );
+    let id = sim.place_order(&[("W0", 5)]);
+    sim.refund_units(id, 0, 2, true);
+    conforms(
+        "order.updated after a partial refund",
+        &sim.order(id),
+        &fixture("woocommerce/order_partially_refunded.json"),
+    );
 }

@@ -141,6 +141,38 @@ fn order_statuses_become_line_transitions() {
     );
 }
 
+/// A partial refund before shipping: restocked units are released at once (the line's
+/// `_restock_refunded_items`), a refund without restock keeps its units held, and the
+/// order completing ships only the units not put back.
+#[test]
+fn a_partial_refund_that_restocks_releases_its_units_at_once() {
+    let rig = rig(1);
+    stock_all(&rig, 1, 20);
+    let order = rig.woo.place_order(&[("W0", 5)]);
+    assert!(eventually(WAIT, || stock(&rig.server, "W0") == (20, 5, 15)));
+    rig.woo.refund_units(order, 0, 2, true);
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (20, 3, 17)),
+        "{:?} {:#?}",
+        stock(&rig.server, "W0"),
+        audit_of(&rig.server, "W0")
+    );
+    rig.woo.refund_units(order, 0, 1, false);
+    rig.woo.refund_units(order, 0, 1, true);
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (20, 2, 18)),
+        "{:?}",
+        stock(&rig.server, "W0")
+    );
+    rig.woo.set_status(order, "completed");
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (18, 0, 18)),
+        "{:?}",
+        stock(&rig.server, "W0")
+    );
+    assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 18).is_some());
+}
+
 #[test]
 fn the_creation_ping_is_answered_200_and_applies_nothing() {
     let rig = rig(1);

@@ -49,6 +49,8 @@ struct Line {
     product: u64,
     sku: String,
     quantity: i64,
+    /// Units refunded with their stock restored (`_restock_refunded_items`).
+    restocked: i64,
 }
 
 #[derive(Clone)]
@@ -61,6 +63,8 @@ struct Order {
     /// Microseconds, for ordering the listing.
     modified_us: i64,
     completed: Option<String>,
+    /// Refunds: (id, amount).
+    refunds: Vec<(u64, i64)>,
 }
 
 /// One batch call as it arrived.
@@ -128,6 +132,10 @@ fn product_json(p: &Product) -> Value {
     })
 }
 
+/// The REST v3 order resource. A line's meta carries what WooCommerce keeps on the order
+/// item: `_reduced_stock` once stock was taken, and `_restock_refunded_items` once a
+/// refund put some back (`wc_restock_refunded_items` in `wc-order-functions.php`); the
+/// order's `refunds` list each refund's id and total.
 fn order_json(o: &Order, products: &HashMap<u64, Product>) -> Value {
     json!({
         "id": o.id, "status": o.status,
@@ -135,13 +143,19 @@ fn order_json(o: &Order, products: &HashMap<u64, Product>) -> Value {
         "date_completed_gmt": o.completed,
         "line_items": o.lines.iter().map(|l| {
             let p = &products[&l.product];
+            let mut meta = vec![json!({"id": l.id * 10, "key": "_reduced_stock", "value": (l.quantity - l.restocked).to_string()})];
+            if l.restocked > 0 {
+                meta.push(json!({"id": l.id * 10 + 1, "key": "_restock_refunded_items", "value": l.restocked.to_string()}));
+            }
             json!({
                 "id": l.id,
                 "product_id": p.parent.unwrap_or(p.id),
                 "variation_id": if p.parent.is_some() { p.id } else { 0 },
                 "sku": l.sku, "quantity": l.quantity,
+                "meta_data": meta,
             })
         }).collect::<Vec<_>>(),
+        "refunds": o.refunds.iter().map(|(id, total)| json!({"id": id, "reason": "", "total": format!("-{total}.00")})).collect::<Vec<_>>(),
     })
 }
 
@@ -311,6 +325,7 @@ impl WooSim {
                         product,
                         sku: sku.to_string(),
                         quantity: *quantity,
+                        restocked: 0,
                     }
                 })
                 .collect();
@@ -324,6 +339,7 @@ impl WooSim {
                     modified: created,
                     modified_us: micros,
                     completed: None,
+                    refunds: Vec::new(),
                 },
             );
         }
@@ -348,9 +364,34 @@ impl WooSim {
             }
             let lines = order.lines.clone();
             if restore {
+                // Units a refund already put back are not put back again.
                 for line in lines {
-                    s.products.get_mut(&line.product).expect("listed").stock += line.quantity;
+                    s.products.get_mut(&line.product).expect("listed").stock +=
+                        line.quantity - line.restocked;
                 }
+            }
+        }
+        self.order_webhook("order.updated", id);
+    }
+
+    /// A partial refund of `units` of line `line`, with their stock restored when
+    /// `restock` (the admin's "Restock refunded items"): the product's stock rises, the
+    /// line's `_restock_refunded_items` grows, and `order.updated` is sent (WooCommerce
+    /// has no refund topic).
+    pub fn refund_units(&self, id: u64, line: usize, units: i64, restock: bool) {
+        {
+            let mut s = self.lock();
+            let (modified, micros) = now_gmt();
+            let refund_id = micros as u64 % 1_000_000_000;
+            let order = s.orders.get_mut(&id).expect("an order of this site");
+            order.modified = modified;
+            order.modified_us = micros;
+            order.refunds.push((refund_id, units * 10));
+            let l = &mut order.lines[line];
+            let product = l.product;
+            if restock {
+                l.restocked += units;
+                s.products.get_mut(&product).expect("listed").stock += units;
             }
         }
         self.order_webhook("order.updated", id);

@@ -308,4 +308,21 @@ fn woocommerce_order_created() {
     ]);
     let events = woo.inbound(&hook, &body, now_micros()).unwrap();
     assert_eq!(placed(&events), vec![("W0".to_string(), 2)]);
+    let body = fixture("woocommerce/order_partially_refunded.json");
+    let hook = headers(&[
+        (
+            "x-wc-webhook-signature",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-wc-webhook-topic", "order.updated".into()),
+        ("x-wc-webhook-source", "https://w.example/".into()),
+    ]);
+    let events = woo.inbound(&hook, &body, now_micros()).unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
+        [
+            (EventKind::OrderPlaced, 5),
+            (EventKind::OrderReleasedTotal, 2)
+        ]
+    );
 }

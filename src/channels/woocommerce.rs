@@ -5,7 +5,11 @@
 //! - the creation ping (form body `webhook_id=N`, unsigned) is answered 200;
 //! - `order.created` / `order.updated` / `order.restored`: the order's status maps to
 //!   line transitions (CHANNELS.md "Our choices"): `processing`, `on-hold` placed;
-//!   `completed` placed and shipped; `cancelled`, `failed` released; `refunded` placed,
+//!   `completed` placed and shipped (less the units a refund restocked before: they
+//!   never ship); a partial refund that restocked units of an order not yet shipped
+//!   releases them (the line's `_restock_refunded_items` meta, a running total); one
+//!   after shipping is a return, which the product's level report brings;
+//!   `cancelled`, `failed` released; `refunded` placed,
 //!   shipped and returned when the order had been completed (`date_completed_gmt`), else
 //!   released; `pending` and anything else nothing yet. Keys are
 //!   `{channel}/{site}/{order}/{line}/{transition}` (the Delivery-ID is new on every
@@ -152,7 +156,8 @@ impl WooCommerce {
         let shipped = (EventKind::OrderShipped, at("date_completed_gmt"));
         let released = (EventKind::OrderCancelled, at("date_modified_gmt"));
         let returned = (EventKind::Returned, at("date_modified_gmt"));
-        let transitions = match order["status"].as_str().unwrap_or("") {
+        let status = order["status"].as_str().unwrap_or("");
+        let transitions = match status {
             "processing" | "on-hold" => vec![placed],
             "completed" => vec![placed, shipped],
             "cancelled" | "failed" => vec![released],
@@ -186,7 +191,30 @@ impl WooCommerce {
                 ));
                 continue;
             };
+            // A refund that restocked units of a line not yet shipped released them: the
+            // line's `_restock_refunded_items` meta is its running total (WooCommerce
+            // keeps it on the order item in `wc_restock_refunded_items`,
+            // plugins/woocommerce/includes/wc-order-functions.php; REST line items carry
+            // the item's meta, `_reduced_stock` among it: woocommerce/woocommerce#51024).
+            // Once shipped (`completed`), restocked units are returns: WooCommerce raises
+            // the product's stock, which its level report brings (`inventory_updates`).
+            let restocked = restocked_units(line).min(qty);
+            let mut transitions = transitions.clone();
+            let shipping = status == "completed";
+            let open = transitions.iter().any(|t| t.0 == EventKind::OrderPlaced);
+            if restocked > 0 && open && !transitions.iter().any(|t| t.0 == EventKind::Returned) {
+                transitions.push((EventKind::OrderReleasedTotal, at("date_modified_gmt")));
+            }
             for (kind, source_ts) in &transitions {
+                let qty = match kind {
+                    EventKind::OrderReleasedTotal => restocked,
+                    // Units put back before the order completed never shipped.
+                    EventKind::OrderShipped if shipping => qty - restocked,
+                    _ => qty,
+                };
+                if qty <= 0 {
+                    continue;
+                }
                 events.push(Event {
                     sku: sku.clone(),
                     kind: *kind,
@@ -194,11 +222,12 @@ impl WooCommerce {
                     source: self.name.clone(),
                     source_ts: *source_ts,
                     received_at: now,
-                    key: format!(
-                        "{}/{}/{order_id}/{line_id}/{}",
-                        self.name,
-                        self.site,
-                        kind.transition()
+                    key: payload::line_key(
+                        &format!("{}/{}", self.name, self.site),
+                        &order_id,
+                        &line_id,
+                        *kind,
+                        qty,
                     ),
                     line: Some(LineRef {
                         order_id: order_id.clone(),
@@ -271,6 +300,20 @@ impl WooCommerce {
 }
 
 /// A WooCommerce `..._gmt` time: whole seconds, placed at the second's end.
+/// Units of an order line a refund put back in stock: its `_restock_refunded_items` meta
+/// (a number, or a numeric string as WooCommerce stores meta).
+fn restocked_units(line: &Value) -> i64 {
+    payload::list(&line["meta_data"])
+        .iter()
+        .find(|m| m["key"] == "_restock_refunded_items")
+        .and_then(|m| match &m["value"] {
+            Value::String(text) => text.trim().parse().ok(),
+            other => other.as_i64(),
+        })
+        .filter(|n| *n > 0)
+        .unwrap_or(0)
+}
+
 fn woo_time(value: &Value) -> Option<Micros> {
     payload::time_end(value)
 }
