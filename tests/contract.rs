@@ -226,6 +226,21 @@ fn ebay_replies_are_documented_shapes() {
         &[("authorization", &bearer)],
     );
     conforms("getOrders", &orders, &fixture("ebay/orders.json"));
+    let order = sim.place_order(&[("E0", 5)]);
+    sim.ship_units(&order, 0, 2);
+    let fulfillments = get(
+        &format!(
+            "{}/sell/fulfillment/v1/order/{order}/shipping_fulfillment",
+            sim.market.url()
+        ),
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(fulfillments["total"], 1, "{fulfillments}");
+    conforms(
+        "getShippingFulfillments",
+        &fulfillments,
+        &fixture("ebay/shipping_fulfillments.json"),
+    );
     let bulk = Server::client()
         .post(format!(
             "{}/sell/inventory/v1/bulk_update_price_quantity",

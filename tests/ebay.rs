@@ -68,6 +68,35 @@ fn shipments_and_cancellations_follow_the_order() {
     assert_eq!(rig.server.stock("E0"), Some((8, 0, 8)));
 }
 
+/// A line shipped in parts: eBay calls it FULFILLED at the first shipment, so only its
+/// shipping fulfillments say how many units left; then the order is cancelled with units
+/// still open.
+#[test]
+fn a_line_shipped_in_parts_counts_the_units_its_fulfillments_carry() {
+    let rig = rig(1, "poll_interval_s = 1");
+    count(&rig.server, "E0", 20);
+    let order = rig.sim.place_order(&[("E0", 5)]);
+    assert!(eventually(WAIT, || rig.server.stock("E0") == Some((20, 5, 15))));
+    rig.sim.ship_units(&order, 0, 2);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E0") == Some((18, 3, 15))),
+        "{:?}",
+        rig.server.stock("E0")
+    );
+    rig.sim.advance(&order, Stage::Cancelled);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E0") == Some((18, 0, 18))),
+        "{:?}",
+        rig.server.stock("E0")
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        rig.server.stock("E0"),
+        Some((18, 0, 18)),
+        "later polls change nothing"
+    );
+}
+
 #[test]
 fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
     let skus = 60;

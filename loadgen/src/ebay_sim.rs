@@ -133,6 +133,17 @@ impl EbaySim {
         order_id(self.market.shop().place(lines))
     }
 
+    /// `units` of the order's line `line` ship (a shipping fulfillment of their own).
+    pub fn ship_units(&self, order: &str, line: usize, units: i64) {
+        let mut shop = self.market.shop();
+        let id = *shop
+            .orders
+            .keys()
+            .find(|id| order_id(**id) == order)
+            .expect("an order of this seller");
+        shop.ship_units(id, line, units);
+    }
+
     pub fn advance(&self, order: &str, stage: Stage) {
         let mut shop = self.market.shop();
         let id = *shop
@@ -248,6 +259,9 @@ fn handle(
             }
         }
         (hyper::Method::GET, "/sell/fulfillment/v1/order") => list_orders(shop, &req),
+        (hyper::Method::GET, path) if path.ends_with("/shipping_fulfillment") => {
+            shipping_fulfillments(shop, path)
+        }
         _ => errors(404, 2002, "Resource not found"),
     }
 }
@@ -380,13 +394,20 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
                 .iter()
                 .map(|l| {
                     let listing = s.listings[&l.sku].id.split('/').next().unwrap_or("").to_string();
+                    // eBay calls a line FULFILLED once any of its quantity is in a shipping
+                    // fulfillment, shipped in full or not (LineItemFulfillmentStatusEnum):
+                    // only the fulfillments count the units.
                     json!({"lineItemId": l.id.to_string(), "legacyItemId": listing, "sku": l.sku, "quantity": l.quantity,
-                           "lineItemFulfillmentStatus": if o.stage == Stage::Shipped { "FULFILLED" } else { "NOT_STARTED" }})
+                           "lineItemFulfillmentStatus": if l.shipped > 0 { "FULFILLED" } else { "NOT_STARTED" }})
                 })
                 .collect();
             json!({
                 "orderId": order_id(o.id), "creationDate": rfc3339(o.created_us), "lastModifiedDate": rfc3339(o.modified_us),
-                "orderFulfillmentStatus": if o.stage == Stage::Shipped { "FULFILLED" } else { "NOT_STARTED" },
+                "orderFulfillmentStatus": match o.stage {
+                    Stage::Shipped => "FULFILLED",
+                    _ if o.partly_shipped() => "IN_PROGRESS",
+                    _ => "NOT_STARTED",
+                },
                 "orderPaymentStatus": "PAID",
                 "cancelStatus": {"cancelState": if o.stage == Stage::Cancelled { "CANCELED" } else { "NONE_REQUESTED" }},
                 "lineItems": lines,
@@ -396,6 +417,34 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
     reply(
         200,
         &json!({"total": orders.len(), "limit": limit, "offset": offset, "orders": page}),
+        &[],
+    )
+}
+
+/// `GET /sell/fulfillment/v1/order/{orderId}/shipping_fulfillment`: the order's shipping
+/// fulfillments, each naming the line items and the units it carries
+/// (https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/shipping_fulfillment/methods/getShippingFulfillments;
+/// `LineItemReference`: `lineItemId`, `quantity`). One fulfillment per shipped line here.
+fn shipping_fulfillments(shop: &Arc<Mutex<Shop>>, path: &str) -> Reply {
+    let id = path
+        .trim_start_matches("/sell/fulfillment/v1/order/")
+        .trim_end_matches("/shipping_fulfillment");
+    let s = lock(shop);
+    let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
+        return errors(404, 32100, &format!("Order {id} not found"));
+    };
+    let fulfillments: Vec<Value> = o
+        .lines
+        .iter()
+        .filter(|l| l.shipped > 0)
+        .map(|l| {
+            json!({"fulfillmentId": format!("FUL-{}", l.id), "shippedDate": rfc3339(o.modified_us),
+                   "lineItems": [{"lineItemId": l.id.to_string(), "quantity": l.shipped}]})
+        })
+        .collect();
+    reply(
+        200,
+        &json!({"total": fulfillments.len(), "fulfillments": fulfillments}),
         &[],
     )
 }

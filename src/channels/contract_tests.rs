@@ -149,7 +149,7 @@ fn ebay_orders_and_the_per_item_and_per_offer_answers() {
     let poll = super::ebay::Ebay::new(&config.channels[0], super::Catalog::of("ebay", &rows));
     let orders: Value = serde_json::from_slice(&fixture("ebay/orders.json")).unwrap();
     let events = poll
-        .order_events(&orders["orders"][0], now_micros())
+        .order_events(&orders["orders"][0], None, now_micros())
         .unwrap();
     assert_eq!(placed(&events), vec![("E0".to_string(), 2)]);
     let reply = ebay.push_reply(

@@ -248,8 +248,19 @@ impl Ebay {
         }
     }
 
-    /// The events of one order resource.
-    pub(crate) fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
+    /// The events of one order resource. `shipped` has the units each line has in the
+    /// order's shipping fulfillments, when they were read: eBay calls a line `FULFILLED`
+    /// once any of its quantity is in one (LineItemFulfillmentStatusEnum:
+    /// https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemFulfillmentStatusEnum),
+    /// so only the fulfillments count shipped units; without them a `FULFILLED` line counts
+    /// as shipped in full. Shipped units are the line's running total; a cancelled order
+    /// (eBay cancels whole orders only) releases the rest.
+    pub(crate) fn order_events(
+        &self,
+        order: &Value,
+        shipped: Option<&ahash::AHashMap<String, i64>>,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
         let order_id = payload::id(&order["orderId"]).ok_or("an order without orderId")?;
         let created = payload::source_time(&[payload::time_end(&order["creationDate"])], now);
         let modified = payload::source_time(&[payload::time_end(&order["lastModifiedDate"])], now);
@@ -260,35 +271,80 @@ impl Ebay {
             let Some(qty) = payload::quantity(&line["quantity"]) else {
                 continue;
             };
-            let transitions = if cancelled {
-                vec![(EventKind::OrderCancelled, modified)]
-            } else if line["lineItemFulfillmentStatus"] == "FULFILLED" {
-                vec![
-                    (EventKind::OrderPlaced, created),
-                    (EventKind::OrderShipped, modified),
-                ]
-            } else {
-                vec![(EventKind::OrderPlaced, created)]
+            let fulfilled = line["lineItemFulfillmentStatus"] == "FULFILLED";
+            let units = match shipped {
+                Some(map) => map.get(&line_id).copied().unwrap_or(0).clamp(0, qty),
+                None if fulfilled => qty,
+                None => 0,
             };
+            let mut transitions = Vec::new();
+            if !cancelled || units > 0 {
+                transitions.push((EventKind::OrderPlaced, created, qty));
+            }
+            if units > 0 {
+                transitions.push((EventKind::OrderShippedTotal, modified, units));
+            }
+            if cancelled && units < qty {
+                transitions.push((EventKind::OrderReleasedTotal, modified, qty - units));
+            }
             let line_ref = LineRef {
                 order_id: order_id.clone(),
                 line_id,
             };
             let sku = payload::sku(&line["sku"]).filter(|s| self.catalog.item(s).is_some());
             let what = format!("listing {}", line["legacyItemId"].as_str().unwrap_or("?"));
-            events.extend(payload::order_line(
-                &self.name,
-                line_ref,
-                sku.as_deref(),
-                qty,
-                &transitions,
-                &what,
-                now,
-            ));
+            let take = if sku.is_some() { transitions.len() } else { 1 };
+            for (kind, at, n) in transitions.into_iter().take(take) {
+                events.extend(payload::order_line(
+                    &self.name,
+                    line_ref.clone(),
+                    sku.as_deref(),
+                    n,
+                    &[(kind, at)],
+                    &what,
+                    now,
+                ));
+            }
         }
         Ok(events)
     }
+
+    /// Units per line item in the order's shipping fulfillments
+    /// (`getShippingFulfillments`: `fulfillments[].lineItems[]` with `lineItemId` and
+    /// `quantity`: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemReference).
+    async fn shipped_units(
+        &self,
+        caller: &Caller,
+        auth: &HeaderMap,
+        order_id: &str,
+    ) -> Result<ahash::AHashMap<String, i64>, String> {
+        let url = format!(
+            "{}/sell/fulfillment/v1/order/{}/shipping_fulfillment",
+            self.base_url,
+            utf8_percent_encode(order_id, ORDER_ID_ENCODE)
+        );
+        let request = http::Request::get(url)
+            .body(Vec::new())
+            .expect("a validated base_url makes a valid request");
+        let reply = json_answer(&caller.call_now(with_headers(request, auth.clone())).await?)?;
+        let mut units = ahash::AHashMap::new();
+        for fulfillment in payload::list(&reply["fulfillments"]) {
+            for item in payload::list(&fulfillment["lineItems"]) {
+                if let (Some(id), Some(n)) = (
+                    payload::id(&item["lineItemId"]),
+                    payload::quantity(&item["quantity"]),
+                ) {
+                    *units.entry(id).or_insert(0) += n;
+                }
+            }
+        }
+        Ok(units)
+    }
 }
+
+/// Order ids look like `27-12345-67890`: the unreserved marks stay as they are in a path.
+const ORDER_ID_ENCODE: &percent_encoding::AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
 impl ChannelAdapter for Ebay {
     fn name(&self) -> &str {
@@ -504,14 +560,25 @@ impl OrderPoll for Ebay {
             let request = http::Request::get(url)
                 .body(Vec::new())
                 .expect("a validated base_url makes a valid request");
-            let reply = json_answer(&caller.call_now(with_headers(request, auth)).await?)?;
+            let reply = json_answer(&caller.call_now(with_headers(request, auth.clone())).await?)?;
             let orders = payload::list(&reply["orders"]);
             let mut page = PollPage::default();
             for order in orders {
                 page.newest = page
                     .newest
                     .max(payload::time_end(&order["lastModifiedDate"]));
-                page.events.extend(self.order_events(order, now)?);
+                // An order with anything shipped: its fulfillments count the units.
+                let started = |v: &Value| v.as_str().is_some_and(|s| s != "NOT_STARTED");
+                let shipping = started(&order["orderFulfillmentStatus"])
+                    || payload::list(&order["lineItems"])
+                        .iter()
+                        .any(|l| started(&l["lineItemFulfillmentStatus"]));
+                let shipped = match (shipping, payload::id(&order["orderId"])) {
+                    (true, Some(id)) => Some(self.shipped_units(caller, &auth, &id).await?),
+                    _ => None,
+                };
+                page.events
+                    .extend(self.order_events(order, shipped.as_ref(), now)?);
             }
             let total = reply["total"].as_u64().unwrap_or(0);
             let next = u64::from(offset) + orders.len() as u64;
