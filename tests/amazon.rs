@@ -313,6 +313,45 @@ fn a_backlog_goes_as_a_feed_until_five_feeds_are_spent() {
     );
 }
 
+/// A feed is acknowledged by its processing report, message by message: a SKU whose
+/// message the report names with an ERROR is a failed push (not "pushed" in the audit),
+/// the rest are taken once the feed is DONE.
+#[test]
+fn a_feed_s_processing_report_fails_the_messages_it_refuses() {
+    let skus = 30;
+    let rig = rig(skus, "");
+    rig.sim.set_feed_delay(Duration::from_millis(600));
+    rig.sim.refuse_listing("AMZ-7");
+    for i in 0..skus {
+        count(&rig.server, &format!("A{i}"), 4);
+    }
+    assert!(
+        eventually(WAIT, || (0..skus).filter(|i| *i != 7).all(|i| rig
+            .sim
+            .market
+            .level(&format!("A{i}"))
+            == Some(4))),
+        "{:?}",
+        rig.sim.market.levels()
+    );
+    assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
+    assert!(
+        eventually(WAIT, || (0..skus).filter(|i| *i != 7).all(|i| !records(
+            &rig.server,
+            &format!("A{i}"),
+            "pushed"
+        )
+        .is_empty())),
+        "the others are acknowledged"
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        records(&rig.server, "A7", "pushed").is_empty(),
+        "the refused message was not acknowledged: {:#?}",
+        audit_of(&rig.server, "A7")
+    );
+}
+
 #[test]
 fn quantity_change_notifications_are_echoes_of_our_writes() {
     let rig = rig(1, "");

@@ -9,7 +9,9 @@
 //!   `includedData=fulfillmentAvailability`.
 //! - Feeds: `POST /feeds/2021-06-30/documents` (a pre-signed upload URL on this server),
 //!   `PUT` the upload, `POST /feeds/2021-06-30/feeds` (`JSON_LISTINGS_FEED`, at most 5
-//!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`.
+//!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`, when
+//!   `getFeed` says `DONE` and names a result document whose processing report lists an
+//!   `ERROR` issue for each message not taken (an unknown SKU, a refused listing).
 //! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`) and
 //!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30; 429 beyond).
 //! - Notifications: `ORDER_CHANGE` goes to the seller's SQS queue only (`queue`, an
@@ -55,6 +57,10 @@ struct Extra {
     feed_delay: Duration,
     /// Feeds created (messages each).
     feed_sizes: Vec<usize>,
+    /// Each feed's processing: when it is done, and its report.
+    feed_results: HashMap<String, (Instant, Value)>,
+    /// Seller SKUs whose writes Amazon refuses (a listing it will not take).
+    refused: std::collections::HashSet<String>,
     /// Seller SKU → its `fulfillment_availability` entry beyond the quantity (the
     /// seller's handling time and restock date), which a `replace` patch drops and a
     /// `merge` keeps.
@@ -115,6 +121,8 @@ impl AmazonSim {
             documents: HashMap::new(),
             feed_delay: Duration::ZERO,
             feed_sizes: Vec::new(),
+            feed_results: HashMap::new(),
+            refused: Default::default(),
             availability: items
                 .iter()
                 .map(|(_, seller_sku)| {
@@ -167,6 +175,13 @@ impl AmazonSim {
             .get(seller_sku)
             .cloned()
             .unwrap_or(Value::Null)
+    }
+
+    /// Writes to `seller_sku` are refused from now on: a feed's processing report names
+    /// each of its messages with an `ERROR` issue, a patch is answered `INVALID`, and
+    /// nothing of either is applied.
+    pub fn refuse_listing(&self, seller_sku: &str) {
+        self.extra().refused.insert(seller_sku.to_string());
     }
 
     /// The number of messages of each feed created so far.
@@ -420,6 +435,13 @@ fn handle(
         x().documents.insert(doc.to_string(), req.body.to_vec());
         return reply(200, &json!({}), &[]);
     }
+    if let Some(["report", feed]) = req.route("/").as_deref() {
+        // The result document's pre-signed URL: no access token.
+        return match x().feed_results.get(*feed) {
+            Some((_, report)) => reply(200, report, &[]),
+            None => reply(404, &json!({}), &[]),
+        };
+    }
     if req.header("x-amz-access-token") != Some(x().token.as_str()) {
         return errors(
             403,
@@ -472,6 +494,17 @@ fn handle(
                         &[("x-amzn-ratelimit-limit", rate)],
                     );
                 }
+                if x().refused.contains(&seller_sku) {
+                    // A listing Amazon will not take: `INVALID` with its issues
+                    // (listingsItems_2021-08-01.json, ListingsItemSubmissionResponse).
+                    lock(shop).log_call(&req.path, 1, 200);
+                    return reply(
+                        200,
+                        &json!({"sku": seller_sku, "status": "INVALID", "submissionId": format!("{:x}", rand::random::<u64>()),
+                                "issues": [{"code": "4000001", "message": "The listing is not available for this operation.", "severity": "ERROR"}]}),
+                        &[("x-amzn-ratelimit-limit", rate)],
+                    );
+                }
                 let body = req.json().unwrap_or(Value::Null);
                 let patch = &body["patches"][0];
                 let applied = apply_patch(&mut x().availability, &seller_sku, patch);
@@ -505,6 +538,36 @@ fn handle(
             )
         }
         (hyper::Method::POST, "/feeds/2021-06-30/feeds") => create_feed(shop, sender, extra, &req),
+        (hyper::Method::GET, path) if path.starts_with("/feeds/2021-06-30/feeds/") => {
+            // getFeed: IN_QUEUE, then DONE with its result document (feeds_2021-06-30.json).
+            let id = path.trim_start_matches("/feeds/2021-06-30/feeds/");
+            let e = x();
+            match e.feed_results.get(id) {
+                Some((done, _)) if Instant::now() >= *done => reply(
+                    200,
+                    &json!({"feedId": id, "feedType": "JSON_LISTINGS_FEED", "marketplaceIds": [MARKETPLACE_ID],
+                            "processingStatus": "DONE", "resultFeedDocumentId": format!("result-{id}")}),
+                    &[],
+                ),
+                Some(_) => reply(
+                    200,
+                    &json!({"feedId": id, "feedType": "JSON_LISTINGS_FEED", "marketplaceIds": [MARKETPLACE_ID],
+                            "processingStatus": "IN_QUEUE"}),
+                    &[],
+                ),
+                None => errors(404, "NotFound", "Feed not found", &[]),
+            }
+        }
+        (hyper::Method::GET, path) if path.starts_with("/feeds/2021-06-30/documents/result-") => {
+            // getFeedDocument: where the processing report can be downloaded.
+            let feed = path.trim_start_matches("/feeds/2021-06-30/documents/result-");
+            let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+            reply(
+                200,
+                &json!({"feedDocumentId": format!("result-{feed}"), "url": format!("http://{host}/report/{feed}")}),
+                &[],
+            )
+        }
         (hyper::Method::GET, "/orders/v0/orders") => list_orders(shop, &req),
         (hyper::Method::GET, path)
             if path.starts_with("/orders/v0/orders/") && path.ends_with("/orderItems") =>
@@ -571,23 +634,48 @@ fn create_feed(
         (document, e.feed_delay, e.auth.clone())
     };
     let feed: Value = serde_json::from_slice(&document).unwrap_or(Value::Null);
-    let messages: Vec<(String, i64)> = feed["messages"]
+    let feed_id = format!("{}", rand::random::<u32>());
+    // Each message is taken or named in the report with an ERROR issue
+    // (listings-feed-processing-report-schema-v2.json: `issues[]` with `messageId`, `sku`,
+    // `code`, `severity`, `message`).
+    let mut messages: Vec<(String, i64)> = Vec::new();
+    let mut issues = Vec::new();
+    let all = feed["messages"]
         .as_array()
         .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| {
-            let seller_sku = m["sku"].as_str()?.to_string();
-            let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-            let quantity = apply_patch(&mut e.availability, &seller_sku, &m["patches"][0]).ok()?;
-            Some((seller_sku, quantity))
-        })
-        .collect();
+        .unwrap_or_default();
+    for m in all {
+        let seller_sku = m["sku"].as_str().unwrap_or_default().to_string();
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        let known = lock(shop).by_id(&seller_sku).is_some();
+        let applied = if e.refused.contains(&seller_sku) {
+            Err("The listing is not available for this operation.".to_string())
+        } else if !known {
+            Err(format!("SKU {seller_sku} does not exist."))
+        } else {
+            apply_patch(&mut e.availability, &seller_sku, &m["patches"][0])
+        };
+        match applied {
+            Ok(quantity) => messages.push((seller_sku, quantity)),
+            Err(message) => issues.push(
+                json!({"messageId": m["messageId"], "sku": seller_sku, "code": "4000001",
+                                               "severity": "ERROR", "message": message}),
+            ),
+        }
+    }
+    let report = json!({
+        "header": {"sellerId": SELLER_ID, "version": "2.0", "feedId": feed_id},
+        "issues": issues,
+        "summary": {"errors": issues.len(), "warnings": 0, "messagesProcessed": all.len(),
+                    "messagesAccepted": messages.len(), "messagesInvalid": issues.len()},
+    });
     {
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-        e.feed_sizes.push(messages.len());
+        e.feed_sizes.push(all.len());
+        e.feed_results
+            .insert(feed_id.clone(), (Instant::now() + delay, report));
     }
-    lock(shop).log_call(&req.path, messages.len(), 202);
+    lock(shop).log_call(&req.path, all.len(), 202);
     let (shop, sender) = (shop.clone(), sender.clone());
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
@@ -599,11 +687,7 @@ fn create_feed(
             }
         }
     });
-    reply(
-        202,
-        &json!({"feedId": format!("{}", rand::random::<u32>())}),
-        &[],
-    )
+    reply(202, &json!({"feedId": feed_id}), &[])
 }
 
 fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {

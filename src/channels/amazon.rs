@@ -30,7 +30,9 @@
 //! per call, at 5 requests/s (burst 5). When the backlog is larger than that path clears
 //! in `FEED_AFTER` (3 s), the whole backlog goes as one `JSON_LISTINGS_FEED` instead:
 //! create a feed document, upload the JSON to its URL, create the feed; at most 5 feeds
-//! per 5 minutes, after which the per-call path carries on. Reads: `getListingsItem`
+//! per 5 minutes, after which the per-call path carries on. The push then waits for the
+//! feed's processing report: a message it names with an `ERROR` issue is a failed push
+//! of its SKU, the rest are acknowledged. Reads: `getListingsItem`
 //! with `includedData=fulfillmentAvailability`. Every call carries `x-amz-access-token`,
 //! a Login with Amazon token from the refresh token.
 
@@ -61,6 +63,10 @@ const FEED_AFTER: Duration = Duration::from_secs(3);
 /// `createFeed`: at most this many submissions per `FEED_WINDOW`.
 pub const FEEDS_PER_WINDOW: usize = 5;
 pub const FEED_WINDOW: Duration = Duration::from_secs(300);
+/// How long a push waits for its feed to be processed before giving up on it (and
+/// pushing its items again). Amazon: "not uncommon for feeds to take up to eight hours"
+/// under high load (amzn/selling-partner-api-models#657); usually minutes.
+const FEED_WAIT_MAX: Duration = Duration::from_secs(20 * 60);
 /// Most messages one feed carries (Amazon allows 25,000; smaller feeds process sooner).
 const FEED_MESSAGES_MAX: usize = 10_000;
 /// getOrderItems: 0.5 requests/s, burst 30 (Orders API v0 usage plan): the poll's item
@@ -436,8 +442,14 @@ impl Amazon {
         })
     }
 
-    /// One feed: create the document, upload the messages, create the feed.
-    async fn push_feed(&self, caller: &Caller, items: &[PushItem]) -> Result<(), PushReply> {
+    /// One feed: create the document, upload the messages, create the feed, then wait for
+    /// its processing report. Returns the items Amazon took: message `n + 1` is item `n`,
+    /// and a message the report names with an `ERROR` issue was not applied.
+    async fn push_feed(
+        &self,
+        caller: &Caller,
+        items: &[PushItem],
+    ) -> Result<Vec<usize>, PushReply> {
         let auth = self.authorize(caller).await.map_err(failed)?;
         let post = |path: &str, body: Value| {
             let request = http::Request::post(self.url(path))
@@ -495,12 +507,119 @@ impl Amazon {
             ))
             .await
             .map_err(failed)?;
-        reply_json(&submitted)?;
+        let feed_id = reply_json(&submitted)?["feedId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| failed("createFeed answered no feedId".into()))?;
         self.feeds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(Instant::now());
-        Ok(())
+        let refused = self.feed_errors(caller, &auth, &feed_id).await?;
+        for (message, why) in &refused {
+            tracing::warn!(channel = %self.name, feed = %feed_id, message, why = %why, "feed message refused");
+        }
+        Ok((0..items.len())
+            .filter(|n| !refused.iter().any(|(m, _)| *m == *n as u64 + 1))
+            .collect())
+    }
+
+    /// Waits for a feed to be processed (`getFeed` until `DONE`, at most `FEED_WAIT_MAX`,
+    /// checking at growing intervals inside its 2 requests/s), downloads its processing
+    /// report (`getFeedDocument`, GZIP when it says so) and returns the messages it names
+    /// with an `ERROR` issue and why (feeds_2021-06-30.json; the JSON_LISTINGS_FEED
+    /// report: `issues[]` with `messageId`, `severity`, `message`, in
+    /// amzn/selling-partner-api-models `schemas/feeds/listings-feed-processing-report-schema-v2.json`).
+    /// `CANCELLED` or `FATAL` fails the whole feed: "some, none, or all" of it may have
+    /// been applied, so every item is pushed again (merge patches of absolute values).
+    async fn feed_errors(
+        &self,
+        caller: &Caller,
+        auth: &HeaderMap,
+        feed_id: &str,
+    ) -> Result<Vec<(u64, String)>, PushReply> {
+        let get = |url: String, signed: bool| {
+            let request = http::Request::get(url)
+                .body(Vec::new())
+                .expect("a validated base_url makes a valid request");
+            if signed {
+                with_headers(request, auth.clone())
+            } else {
+                request
+            }
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        let document = loop {
+            let answer = caller
+                .call_now(get(
+                    self.url(&format!("/feeds/2021-06-30/feeds/{feed_id}")),
+                    true,
+                ))
+                .await
+                .map_err(failed)?;
+            let feed = reply_json(&answer)?;
+            match feed["processingStatus"].as_str().unwrap_or_default() {
+                "DONE" => match feed["resultFeedDocumentId"].as_str() {
+                    Some(id) => break id.to_string(),
+                    None => return Err(failed(format!("feed {feed_id} is DONE without a report"))),
+                },
+                "CANCELLED" | "FATAL" => {
+                    return Err(failed(format!(
+                        "feed {feed_id}: {}",
+                        feed["processingStatus"]
+                    )))
+                }
+                _ if started.elapsed() >= FEED_WAIT_MAX => {
+                    return Err(failed(format!(
+                        "feed {feed_id} not processed after {} s",
+                        FEED_WAIT_MAX.as_secs()
+                    )))
+                }
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        let answer = caller
+            .call_now(get(
+                self.url(&format!("/feeds/2021-06-30/documents/{document}")),
+                true,
+            ))
+            .await
+            .map_err(failed)?;
+        let located = reply_json(&answer)?;
+        let url = located["url"]
+            .as_str()
+            .ok_or_else(|| failed(format!("getFeedDocument {document}: no url")))?;
+        // A pre-signed URL: no access token on it.
+        let (status, _, mut body) = caller
+            .call_now(get(url.to_string(), false))
+            .await
+            .map_err(failed)?;
+        if !(200..300).contains(&status) {
+            return Err(failed(format!("feed report download: HTTP {status}")));
+        }
+        if located["compressionAlgorithm"] == "GZIP" {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                .map_err(|e| failed(format!("feed report: not GZIP: {e}")))?;
+            body = plain;
+        }
+        let report: Value = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("feed report: not JSON: {e}")))?;
+        Ok(payload::list(&report["issues"])
+            .iter()
+            .filter(|issue| issue["severity"] == "ERROR")
+            .filter_map(|issue| {
+                let why = issue["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_string();
+                Some((issue["messageId"].as_u64()?, why))
+            })
+            .collect())
     }
 }
 
@@ -586,10 +705,7 @@ impl ChannelAdapter for Amazon {
         Box::pin(async move {
             if items.len() > 1 {
                 return match self.push_feed(caller, items).await {
-                    Ok(()) => PushReply::Accepted {
-                        acked: (0..items.len()).collect(),
-                        wait: None,
-                    },
+                    Ok(acked) => PushReply::Accepted { acked, wait: None },
                     Err(outcome) => outcome,
                 };
             }
