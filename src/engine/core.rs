@@ -194,10 +194,12 @@ pub struct SkuState {
     /// Open order lines by identity (`Event::line_identity`), and lines a running total
     /// closed (see `retained`).
     pub lines: AHashMap<String, LineRecord>,
-    /// Closed lines kept, by (first time, identity), until they are older than the
+    /// Closed lines kept, by (close time, identity), until the close is older than the
     /// horizon: a channel's running totals can arrive out of order (an older snapshot's
     /// webhook after a newer one, or after the poll), and a line forgotten at its close
-    /// would take an older total as new units. Rebuilt from `lines` at load; never stored.
+    /// would take an older total as new units. Rebuilt from `lines` at load (by their
+    /// first time, which is all a stored line keeps: pruned sooner, never later); never
+    /// stored.
     pub retained: BTreeSet<(Micros, String)>,
     /// Σ lines' committed, kept so that available is O(1) on the hot path.
     pub committed: i64,
@@ -927,7 +929,9 @@ fn apply_event(
             if closed && additive_close {
                 sku.lines.remove(&id);
             } else if closed {
-                sku.retained.insert((line.first_ts, id.clone()));
+                // Kept for a horizon from its close (the later of its first time and this
+                // event's), not from its placement.
+                sku.retained.insert((line.first_ts.max(ts), id.clone()));
             }
             // A channel's own sale (or release) changes what it shows by itself: its
             // expectation follows, so it is not pushed the value it already shows. A
