@@ -152,6 +152,75 @@ fn amazon_notifications_are_documented_shapes() {
         &last_delivery(&sim.market),
         &fixture("amazon/quantity_change.json"),
     );
+    // A feed of two messages, one for a SKU Amazon does not have: its processing report.
+    let token = Server::client()
+        .post(format!("{}/auth/o2/token", sim.market.url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", AMAZON_LWA.0),
+            ("client_secret", AMAZON_LWA.1),
+            ("refresh_token", AMAZON_LWA.2),
+        ])
+        .send()
+        .unwrap();
+    let token = status_json(token).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = |path: &str, body: Value| {
+        status_json(
+            Server::client()
+                .post(format!("{}{path}", sim.market.url()))
+                .header("x-amz-access-token", &token)
+                .json(&body)
+                .send()
+                .unwrap(),
+        )
+        .1
+    };
+    let document = call(
+        "/feeds/2021-06-30/documents",
+        json!({"contentType": "application/json; charset=UTF-8"}),
+    );
+    let patch = |sku: &str, id: u64| {
+        json!({"messageId": id, "sku": sku, "operationType": "PATCH", "productType": "PRODUCT",
+               "patches": [{"op": "merge", "path": "/attributes/fulfillment_availability",
+                            "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": 3}]}]})
+    };
+    let feed = json!({"header": {"sellerId": "A2SIMSELLER", "version": "2.0"},
+                      "messages": [patch("AMZ-0", 1), patch("AMZ-404", 2)]});
+    Server::client()
+        .put(document["url"].as_str().unwrap())
+        .body(feed.to_string())
+        .send()
+        .unwrap();
+    let created = call(
+        "/feeds/2021-06-30/feeds",
+        json!({"feedType": "JSON_LISTINGS_FEED", "marketplaceIds": ["ATVPDKIKX0DER"],
+               "inputFeedDocumentId": document["feedDocumentId"]}),
+    );
+    let id = created["feedId"].as_str().unwrap();
+    let auth = [("x-amz-access-token", token.as_str())];
+    let status = get(
+        &format!("{}/feeds/2021-06-30/feeds/{id}", sim.market.url()),
+        &auth,
+    );
+    assert_eq!(status["processingStatus"], "DONE", "{status}");
+    let located = get(
+        &format!(
+            "{}/feeds/2021-06-30/documents/{}",
+            sim.market.url(),
+            status["resultFeedDocumentId"].as_str().unwrap()
+        ),
+        &auth,
+    );
+    let report = get(located["url"].as_str().unwrap(), &[]);
+    assert_eq!(report["issues"][0]["messageId"], 2, "{report}");
+    conforms(
+        "feed processing report",
+        &report,
+        &fixture("amazon/feed_processing_report.json"),
+    );
 }
 
 #[test]
