@@ -136,21 +136,13 @@ impl EbaySim {
     /// `units` of the order's line `line` ship (a shipping fulfillment of their own).
     pub fn ship_units(&self, order: &str, line: usize, units: i64) {
         let mut shop = self.market.shop();
-        let id = *shop
-            .orders
-            .keys()
-            .find(|id| order_id(**id) == order)
-            .expect("an order of this seller");
+        let id = internal_id(&shop, order);
         shop.ship_units(id, line, units);
     }
 
     pub fn advance(&self, order: &str, stage: Stage) {
         let mut shop = self.market.shop();
-        let id = *shop
-            .orders
-            .keys()
-            .find(|id| order_id(**id) == order)
-            .expect("an order of this seller");
+        let id = internal_id(&shop, order);
         shop.advance(id, stage);
     }
 }
@@ -419,6 +411,15 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
         &json!({"total": orders.len(), "limit": limit, "offset": offset, "orders": page}),
         &[],
     )
+}
+
+/// The simulator's id of the order eBay calls `order`.
+fn internal_id(shop: &Shop, order: &str) -> u64 {
+    *shop
+        .orders
+        .keys()
+        .find(|id| order_id(**id) == order)
+        .expect("an order of this seller")
 }
 
 /// `GET /sell/fulfillment/v1/order/{orderId}/shipping_fulfillment`: the order's shipping

@@ -315,19 +315,14 @@ impl Amazon {
             }
             let sku = self.catalog.sku_of(seller_sku, None, None);
             let what = format!("seller SKU {seller_sku}");
-            // An unmapped item is one record, whatever its transitions.
-            let take = if sku.is_some() { transitions.len() } else { 1 };
-            for (kind, at, units) in transitions.into_iter().take(take) {
-                events.extend(payload::order_line(
-                    &self.name,
-                    line.clone(),
-                    sku,
-                    units,
-                    &[(kind, at)],
-                    &what,
-                    now,
-                ));
-            }
+            events.extend(payload::order_line_units(
+                &self.name,
+                line,
+                sku,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         events
     }

@@ -209,19 +209,14 @@ impl BigCommerce {
             }
             let sku = self.catalog.sku_of(&variant, None, None);
             let what = format!("variant {variant}");
-            // An unmapped line is one record, whatever its transitions.
-            let take = if sku.is_some() { transitions.len() } else { 1 };
-            for (kind, at, units) in transitions.into_iter().take(take) {
-                events.extend(payload::order_line(
-                    &self.name,
-                    line_ref.clone(),
-                    sku,
-                    units,
-                    &[(kind, at)],
-                    &what,
-                    now,
-                ));
-            }
+            events.extend(payload::order_line_units(
+                &self.name,
+                line_ref,
+                sku,
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

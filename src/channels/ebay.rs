@@ -293,18 +293,14 @@ impl Ebay {
             };
             let sku = payload::sku(&line["sku"]).filter(|s| self.catalog.item(s).is_some());
             let what = format!("listing {}", line["legacyItemId"].as_str().unwrap_or("?"));
-            let take = if sku.is_some() { transitions.len() } else { 1 };
-            for (kind, at, n) in transitions.into_iter().take(take) {
-                events.extend(payload::order_line(
-                    &self.name,
-                    line_ref.clone(),
-                    sku.as_deref(),
-                    n,
-                    &[(kind, at)],
-                    &what,
-                    now,
-                ));
-            }
+            events.extend(payload::order_line_units(
+                &self.name,
+                line_ref,
+                sku.as_deref(),
+                &transitions,
+                &what,
+                now,
+            ));
         }
         Ok(events)
     }

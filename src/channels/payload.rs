@@ -1,6 +1,10 @@
 //! Small readers shared by the native adapters: channel payloads give ids as numbers or
-//! strings, times as RFC 3339 or as WooCommerce's offset-less GMT, and quantities as
-//! integers that must stay inside the engine's bounds.
+//! strings, times as RFC 3339 or as WooCommerce's offset-less GMT
+//! (`date_created_gmt`: https://woocommerce.github.io/woocommerce-rest-api-docs/#order-properties),
+//! and quantities as integers that must stay inside the engine's bounds; and the keys of
+//! order-line facts, running totals among them (the per-line shipped and refunded counts
+//! channels report, e.g. Shopify's `current_quantity`:
+//! https://shopify.dev/docs/api/admin-rest/2024-10/resources/order).
 
 use hyper::StatusCode;
 use serde_json::Value;
@@ -97,17 +101,28 @@ pub fn line_events(
 ) -> Vec<Event> {
     transitions
         .iter()
-        .map(|(kind, source_ts)| Event {
-            sku: sku.to_string(),
-            kind: *kind,
-            qty,
-            source: channel.to_string(),
-            source_ts: *source_ts,
-            received_at: now,
-            key: line_key(channel, &line.order_id, &line.line_id, *kind, qty),
-            line: Some(line.clone()),
-        })
+        .map(|(kind, source_ts)| line_event(channel, line, sku, (*kind, *source_ts, qty), now))
         .collect()
+}
+
+/// One transition of an order line, `(kind, source time, units)`, as an event.
+fn line_event(
+    channel: &str,
+    line: &LineRef,
+    sku: &str,
+    (kind, source_ts, qty): (EventKind, Micros, i64),
+    now: Micros,
+) -> Event {
+    Event {
+        sku: sku.to_string(),
+        kind,
+        qty,
+        source: channel.to_string(),
+        source_ts,
+        received_at: now,
+        key: line_key(channel, &line.order_id, &line.line_id, kind, qty),
+        line: Some(line.clone()),
+    }
 }
 
 /// The business-fact key of an order line's transition,
@@ -134,8 +149,29 @@ pub fn order_line(
     what: &str,
     now: Micros,
 ) -> Vec<Event> {
+    let with_units: Vec<(EventKind, Micros, i64)> = transitions
+        .iter()
+        .map(|(kind, at)| (*kind, *at, qty))
+        .collect();
+    order_line_units(channel, line, sku, &with_units, what, now)
+}
+
+/// `order_line` for transitions that each carry their own units `(kind, time, units)`: a
+/// placement of the line's quantity beside running totals of its shipped and released
+/// units. An unmapped line is one record, whatever its transitions.
+pub fn order_line_units(
+    channel: &str,
+    line: LineRef,
+    sku: Option<&str>,
+    transitions: &[(EventKind, Micros, i64)],
+    what: &str,
+    now: Micros,
+) -> Vec<Event> {
     match sku {
-        Some(sku) => line_events(channel, &line, sku, qty, transitions, now),
+        Some(sku) => transitions
+            .iter()
+            .map(|t| line_event(channel, &line, sku, *t, now))
+            .collect(),
         None => vec![super::unmapped(
             channel,
             &format!("order {} line {} ({what})", line.order_id, line.line_id),

@@ -193,9 +193,10 @@ impl WooCommerce {
             };
             // A refund that restocked units of a line not yet shipped released them: the
             // line's `_restock_refunded_items` meta is its running total (WooCommerce
-            // keeps it on the order item in `wc_restock_refunded_items`,
-            // plugins/woocommerce/includes/wc-order-functions.php; REST line items carry
-            // the item's meta, `_reduced_stock` among it: woocommerce/woocommerce#51024).
+            // keeps it on the order item in `wc_restock_refunded_items`:
+            // https://github.com/woocommerce/woocommerce/blob/trunk/plugins/woocommerce/includes/wc-order-functions.php;
+            // REST line items carry the item's meta, `_reduced_stock` among it:
+            // https://github.com/woocommerce/woocommerce/issues/51024).
             // Once shipped (`completed`), restocked units are returns: WooCommerce raises
             // the product's stock, which its level report brings (`inventory_updates`).
             let restocked = restocked_units(line).min(qty);
