@@ -211,6 +211,12 @@ pub struct ChannelConfig {
     /// eBay: the UTC offset, in hours, of the day the revision limit counts (default -8:
     /// midnight Pacific standard time; when eBay's day turns is unverified).
     pub revision_day_utc_offset_h: Option<i64>,
+    /// Walmart: a change to this many units or fewer, downward, cannot wait for the
+    /// inventory feed and goes by `PUT /v3/inventory` at once (default 10).
+    pub urgent_at_or_below: Option<i64>,
+    /// Walmart: inventory feeds per hour, Walmart's limit (default 10); 0 sends every
+    /// change by `PUT /v3/inventory`.
+    pub feeds_per_hour: Option<u32>,
     /// Units held back from this channel: it is pushed `available - buffer`.
     #[serde(default)]
     pub buffer: i64,
@@ -453,6 +459,26 @@ impl Config {
                 .is_some_and(|h| !(-12..=14).contains(&h))
             {
                 return Err(invalid(at("revision_day_utc_offset_h"), "-12 to 14 hours"));
+            }
+            for (key, set) in [
+                ("urgent_at_or_below", channel.urgent_at_or_below.is_some()),
+                ("feeds_per_hour", channel.feeds_per_hour.is_some()),
+            ] {
+                if set && channel.kind != ChannelKind::Walmart {
+                    return Err(invalid(
+                        at(key),
+                        "only for kind walmart (its inventory feed)",
+                    ));
+                }
+            }
+            if channel
+                .urgent_at_or_below
+                .is_some_and(|n| !(0..=crate::engine::event::QTY_MAX).contains(&n))
+            {
+                return Err(invalid(at("urgent_at_or_below"), "0 or more units"));
+            }
+            if channel.feeds_per_hour.is_some_and(|n| n > 3_600) {
+                return Err(invalid(at("feeds_per_hour"), "0 to 3600 feeds an hour"));
             }
             if channel.kind == ChannelKind::Walmart {
                 let name_ok = channel

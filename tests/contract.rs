@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
@@ -132,6 +133,89 @@ fn walmart_events_are_documented_shapes() {
         "PO_CREATED",
         &last_delivery(&sim.market),
         &fixture("walmart/po_created.json"),
+    );
+}
+
+/// The orders API's page, the feed upload's answer and the feed's status page.
+#[test]
+fn walmart_replies_are_documented_shapes() {
+    use loadgen::walmart_sim::{HookAuth, WalmartSim};
+    let sim = WalmartSim::start(
+        &[("M0", "WM-0")],
+        WALMART_CLIENT,
+        HookAuth::Hmac("wm-sig".into(), "s".into()),
+    );
+    sim.set_feed_processing(Duration::ZERO);
+    let order = sim.place_order(&[("M0", 3)]);
+    sim.ship_units(&order, 0, 2);
+    sim.cancel_units(&order, 0, 1);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", WALMART_CLIENT.0, WALMART_CLIENT.1))
+    );
+    let token = "eyJraWQiOiJzaW0ifQ.sim-access-token";
+    let auth = [
+        ("authorization", basic.as_str()),
+        ("wm_sec.access_token", token),
+        ("wm_svc.name", "lockstep"),
+        (
+            "wm_qos.correlation_id",
+            "6f0c6f6e-6b3d-4c55-9a55-0a5b1f1c1e01",
+        ),
+    ];
+    let orders = get(
+        &format!(
+            "{}/v3/orders?lastModifiedStartDate=2020-01-01T00%3A00%3A00Z&limit=1",
+            sim.market.url()
+        ),
+        &auth,
+    );
+    conforms("GET /v3/orders", &orders, &fixture("walmart/orders.json"));
+
+    let file = json!({"InventoryHeader": {"version": "1.4"},
+                      "Inventory": [{"sku": "WM-0", "quantity": {"unit": "EACH", "amount": 7}},
+                                    {"sku": "WM-404", "quantity": {"unit": "EACH", "amount": 1}}]});
+    let body = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"inventory.json\"\r\nContent-Type: application/json\r\n\r\n{file}\r\n--b0undary--\r\n"
+    );
+    let mut upload = Server::client()
+        .post(format!("{}/v3/feeds?feedType=inventory", sim.market.url()))
+        .header("content-type", "multipart/form-data; boundary=b0undary")
+        .body(body);
+    for (k, v) in auth {
+        upload = upload.header(k, v);
+    }
+    let (status, submitted) = status_json(upload.send().unwrap());
+    assert_eq!(status, 200, "{submitted}");
+    conforms(
+        "POST /v3/feeds",
+        &submitted,
+        &fixture("walmart/feed_submitted.json"),
+    );
+    let id = submitted["feedId"].as_str().unwrap().replace('@', "%40");
+    let url = format!(
+        "{}/v3/feeds/{id}?includeDetails=true&offset=0&limit=1000",
+        sim.market.url()
+    );
+    let mut feed = get(&url, &auth);
+    for _ in 0..100 {
+        if feed["feedStatus"] == "PROCESSED" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        feed = get(&url, &auth);
+    }
+    assert_eq!(feed["feedStatus"], "PROCESSED", "{feed}");
+    assert_eq!(
+        feed["itemDetails"]["itemIngestionStatus"][1]["ingestionStatus"],
+        "DATA_ERROR"
+    );
+    assert_eq!(sim.market.level("M0"), Some(7), "the feed's item applied");
+    conforms(
+        "GET /v3/feeds/{feedId}",
+        &feed,
+        &fixture("walmart/feed_status.json"),
     );
 }
 

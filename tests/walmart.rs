@@ -15,6 +15,8 @@ use loadgen::webhook_sim::Fault;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// A feed budget whose changes gather for 1 s (at 10 an hour they gather 36 s).
+const FAST_FEEDS: &str = "feeds_per_hour = 3600";
 
 type Rig = MarketRig<WalmartSim>;
 
@@ -294,4 +296,131 @@ fn pushes_pace_by_the_token_count_and_the_replenishment_time() {
         .is_some());
     let calls = rig.sim.market.calls();
     assert!(calls.iter().all(|c| c.status == 200), "no 429: {calls:?}");
+}
+
+/// What lockstep records as the `walmart` channel's acknowledged value of `sku`.
+fn pushed(rig: &Rig, sku: &str) -> Option<i64> {
+    let (status, body) = rig.server.get(&format!("/v1/skus/{sku}"));
+    assert_eq!(status, 200, "{body}");
+    body["channels"]["walmart"]["pushed"].as_i64()
+}
+
+fn inventory_puts(rig: &Rig) -> usize {
+    rig.sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v3/inventory" && c.status == 200)
+        .count()
+}
+
+/// Changes to plenty of stock go by the bulk inventory feed, and count as shown only once
+/// Walmart has processed the feed.
+#[test]
+fn most_changes_go_by_the_feed_and_are_acknowledged_once_processed() {
+    let rig = rig(3, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_secs(2));
+    post(
+        &rig,
+        (0..3)
+            .map(|i| event(&format!("f{i}"), &format!("M{i}"), "counted", 50 + i))
+            .collect(),
+    );
+    assert!(eventually(WAIT, || !rig.sim.feeds().is_empty()));
+    let (_, items, processed) = rig.sim.feeds()[0].clone();
+    assert_eq!((items, processed), (3, false), "{:?}", rig.sim.feeds());
+    assert_eq!(pushed(&rig, "M0"), None, "not shown until processed");
+    assert_eq!(rig.sim.market.level("M0"), Some(0));
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| (0..3)
+            .all(|i| l[&format!("M{i}")] == 50 + i as i64))
+        .is_some());
+    assert!(eventually(WAIT, || pushed(&rig, "M2") == Some(52)));
+    assert_eq!(inventory_puts(&rig), 0, "no single-item calls");
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(rig.sim.feeds().len(), 1, "nothing sent twice");
+}
+
+/// A stock-out cannot wait for a feed: it goes by `PUT /v3/inventory` at once, even while
+/// a feed holding the SKU's older value is processed, and is put again after that feed,
+/// which overwrote it.
+#[test]
+fn a_stock_out_goes_at_once_during_a_feed_and_again_after_it() {
+    let rig = rig(1, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_secs(4));
+    post(&rig, vec![event("plenty", "M0", "counted", 50)]);
+    assert!(eventually(WAIT, || rig.sim.feeds().len() == 1));
+    post(&rig, vec![event("gone", "M0", "counted", 0)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["M0"] == 0).is_some());
+    assert!(
+        !rig.sim.feeds()[0].2,
+        "the stock-out was shown before the feed was processed"
+    );
+    // The feed lands (50), and the stock-out is put again.
+    assert!(eventually(WAIT, || rig.sim.feeds()[0].2));
+    assert!(eventually(WAIT, || inventory_puts(&rig) >= 2
+        && rig.sim.market.level("M0") == Some(0)));
+    let shown: Vec<i64> = rig
+        .sim
+        .market
+        .arrivals("M0")
+        .iter()
+        .map(|a| a.available)
+        .collect();
+    assert_eq!(shown, [0, 50, 0], "{shown:?}");
+    assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(0)));
+}
+
+/// An item Walmart refuses in a processed feed is not acknowledged: it goes again in the
+/// next feed, alone.
+#[test]
+fn a_feed_item_walmart_refuses_is_sent_again() {
+    let rig = rig(2, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_millis(500));
+    rig.sim.refuse_feed_item("WM-1");
+    post(
+        &rig,
+        vec![
+            event("a", "M0", "counted", 40),
+            event("b", "M1", "counted", 60),
+        ],
+    );
+    assert!(eventually(WAIT, || rig.sim.feeds().len() >= 2));
+    let feeds = rig.sim.feeds();
+    assert_eq!((feeds[0].1, feeds[1].1), (2, 1), "{feeds:?}");
+    assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(40)));
+    assert_eq!(pushed(&rig, "M1"), None, "refused: not acknowledged");
+    assert_eq!(rig.sim.market.level("M1"), Some(0));
+}
+
+/// A feed Walmart throttles waits for its budget (here one feed an hour: the 429's
+/// replenishment time), without a loop of 429s, while an urgent change goes at once.
+#[test]
+fn a_throttled_feed_waits_and_urgent_changes_do_not() {
+    let rig = rig(3, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_millis(200));
+    rig.sim.set_feed_budget(1, Duration::from_secs(3_600));
+    post(&rig, vec![event("a", "M0", "counted", 40)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["M0"] == 40).is_some());
+    post(&rig, vec![event("b", "M1", "counted", 60)]);
+    let feed_calls = |status: u16| {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.path == "/v3/feeds" && c.status == status)
+            .count()
+    };
+    assert!(eventually(WAIT, || feed_calls(429) == 1));
+    post(&rig, vec![event("c", "M2", "counted", 3)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["M2"] == 3).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (feed_calls(200), feed_calls(429)),
+        (1, 1),
+        "one 429, then a wait"
+    );
+    assert_eq!(rig.sim.market.level("M1"), Some(0));
 }

@@ -54,6 +54,14 @@ pub mod creds {
 }
 use creds::*;
 
+/// Walmart, time-compressed so that a run of a minute shows both of its write paths: a
+/// feed is processed in `WALMART_FEED_PROCESSING` and 10 are taken a minute (Walmart
+/// documents up to 30 minutes and 10 an hour); lockstep is told the same budget.
+pub const WALMART_FEED_PROCESSING: std::time::Duration = std::time::Duration::from_secs(5);
+pub const WALMART_FEEDS_PER_HOUR: u32 = 600;
+/// Changes down to this many units go to Walmart by `PUT /v3/inventory` at once.
+pub const WALMART_URGENT_AT_OR_BELOW: i64 = 10;
+
 /// The channels' names in the config, by index.
 pub const CHANNELS: [&str; 9] = [
     "shop", "woo", "bc", "amazon", "ebay", "walmart", "etsy", "tiktok", "erp",
@@ -187,11 +195,19 @@ impl Fleet {
             bc: BigCommerceSim::start(&pairs(2), BC_TOKEN, BC_SECRET, BC_HEADER),
             amazon: AmazonSim::start(&pairs(3), AMAZON_LWA, AMAZON_AUTH),
             ebay: EbaySim::start(&pairs(4), EBAY_CLIENT, EBAY_REFRESH),
-            walmart: WalmartSim::start(
-                &pairs(5),
-                WALMART_CLIENT,
-                HookAuth::Hmac(WALMART_HEADER.into(), WALMART_HOOK_SECRET.into()),
-            ),
+            walmart: {
+                let walmart = WalmartSim::start(
+                    &pairs(5),
+                    WALMART_CLIENT,
+                    HookAuth::Hmac(WALMART_HEADER.into(), WALMART_HOOK_SECRET.into()),
+                );
+                walmart.set_feed_processing(WALMART_FEED_PROCESSING);
+                walmart.set_feed_budget(
+                    WALMART_FEEDS_PER_HOUR / 60,
+                    std::time::Duration::from_secs(60),
+                );
+                walmart
+            },
             etsy: EtsySim::start(&pairs(6), ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
             tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
             erp: WebhookSim::start(WEBHOOK_SECRET),
@@ -221,7 +237,10 @@ impl Fleet {
                 &format!(
                     "auth_header = \"{WALMART_HEADER}\"\nwebhook_secret = \"{WALMART_HOOK_SECRET}\""
                 ),
-                &extra("walmart"),
+                &format!(
+                    "feeds_per_hour = {WALMART_FEEDS_PER_HOUR}\nurgent_at_or_below = {WALMART_URGENT_AT_OR_BELOW}\n{}",
+                    extra("walmart")
+                ),
             )
             + &etsy_block("etsy", &self.etsy.market.url(), &polled("etsy"))
             + &tiktok_block("tiktok", &self.tiktok.market.url(), &extra("tiktok"))

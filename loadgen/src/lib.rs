@@ -4,6 +4,7 @@
 //! - `webhook_sim`: a Standard Webhooks channel (the `webhook` kind's other end).
 //! - `shopify_sim`, `woo_sim`: a Shopify store and a WooCommerce site, each with its
 //!   real paths, auth, payloads, signatures, limits and delivery habits.
+//! - `walmart_sim` (with `walmart_feed_sim`, its bulk inventory feeds): a Walmart seller.
 //! - `sqs_sim`: an Amazon SQS standard queue (SigV4-checked), where Amazon's simulated
 //!   account sends `ORDER_CHANGE`.
 //! - `sim`: what the simulators share (server, webhook sender with habits, buckets).
@@ -25,6 +26,7 @@ pub mod sim;
 pub mod sqs_sim;
 pub mod tiktok_sim;
 pub mod traffic;
+pub mod walmart_feed_sim;
 pub mod walmart_sim;
 pub mod webhook_sim;
 pub mod woo_sim;

@@ -6,7 +6,9 @@
 //!
 //! Propagation of an order to a channel is the time from placing it until the channel
 //! was written a value at or below what the SKU had left after it (the k-th order of a
-//! SKU leaves `START - k`): later orders' writes count too, as they include it. The
+//! SKU leaves its start less k): later orders' writes count too, as they include it.
+//! Walmart's figures are split: orders that left the SKU at a low level (its urgent
+//! path, `PUT /v3/inventory`) and the rest (its bulk feed, time-compressed here). The
 //! verdict: every order counted once by lockstep, every channel showing exactly
 //! lockstep's numbers at the end, no oversell, and p99 within `--slo-p99` when given.
 //! Channels' own limits bound what this can show: Amazon takes 5 writes a second (and 5
@@ -19,19 +21,33 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::fleet::{Fleet, CHANNELS};
+use crate::fleet::{
+    Fleet, CHANNELS, WALMART_FEEDS_PER_HOUR, WALMART_FEED_PROCESSING, WALMART_URGENT_AT_OR_BELOW,
+};
 use crate::run::{histogram, spawn_with, Plan};
 use crate::sim::Habits;
 
 /// What each SKU starts with (Etsy takes at most 999 per offering).
 const START: i64 = 900;
+/// What the hottest twentieth of the SKUs starts with instead: they run low and sell out
+/// during a run, so stock-outs and Walmart's urgent path are exercised too.
+const LOW_START: i64 = 40;
+
+/// The stock SKU `i` (of `skus`, hottest first) starts with.
+fn start_of(i: usize, skus: usize) -> i64 {
+    if i < skus.div_ceil(20) {
+        LOW_START
+    } else {
+        START
+    }
+}
 
 /// One order as it went.
 struct Placed {
     sku: usize,
     channel: usize,
     at: Instant,
-    /// The SKU's stock after it: `START - k` for the k-th order of the SKU.
+    /// The SKU's stock after it: its start less k for the k-th order of the SKU.
     leaves: i64,
 }
 
@@ -62,10 +78,12 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
 
     // The starting stock, through the native API, and every channel showing it.
     let client = reqwest::blocking::Client::new();
-    for chunk in fleet.skus.chunks(1_000) {
+    let starts: Vec<i64> = (0..plan.skus).map(|i| start_of(i, plan.skus)).collect();
+    for (n, chunk) in fleet.skus.chunks(1_000).enumerate() {
         let events: Vec<Value> = chunk
             .iter()
-            .map(|s| json!({"idempotency_key": format!("seed-{s}"), "sku": s, "kind": "counted", "qty": START, "source": "seed"}))
+            .enumerate()
+            .map(|(j, s)| json!({"idempotency_key": format!("seed-{s}"), "sku": s, "kind": "counted", "qty": starts[n * 1_000 + j], "source": "seed"}))
             .collect();
         let response = client
             .post(format!("{}/v1/events", engine.base))
@@ -78,7 +96,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     let seeded = crate::sim::wait_until(Duration::from_secs(180), || {
         (0..CHANNELS.len()).all(|c| {
             let levels = fleet.levels(c);
-            fleet.skus.iter().all(|s| levels.get(s) == Some(&START))
+            (0..plan.skus).all(|i| levels.get(&fleet.skus[i]) == Some(&starts[i]))
         })
     });
     if seeded.is_none() {
@@ -115,7 +133,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
             std::thread::sleep(wait);
         }
         let sku = zipf.order(1, &mut rng)[0];
-        if per_sku[sku] >= START {
+        if per_sku[sku] >= starts[sku] {
             continue; // sold out everywhere: a storefront would not sell it
         }
         let channel = n % CHANNELS.len();
@@ -126,7 +144,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
             sku,
             channel,
             at,
-            leaves: START - per_sku[sku],
+            leaves: starts[sku] - per_sku[sku],
         });
     }
     let offered_s = started.elapsed().as_secs_f64();
@@ -143,14 +161,14 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     };
     let exact = |c: usize| {
         let levels = fleet.levels(c);
-        (0..plan.skus).all(|i| levels.get(&fleet.skus[i]) == Some(&(START - per_sku[i])))
+        (0..plan.skus).all(|i| levels.get(&fleet.skus[i]) == Some(&(starts[i] - per_sku[i])))
     };
     let converged_after = crate::sim::wait_until(settle, || (0..CHANNELS.len()).all(exact));
     // An order lockstep never counted leaves it showing more; one counted twice, less.
     let (mut miscounted, mut lost, mut doubled) = (0usize, 0i64, 0i64);
     for (i, sold) in per_sku.iter().enumerate() {
-        let want = START - sold;
-        let got = engine_count(i).unwrap_or(START);
+        let want = starts[i] - sold;
+        let got = engine_count(i).unwrap_or(starts[i]);
         if got != want {
             miscounted += 1;
             lost += (got - want).max(0);
@@ -167,7 +185,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
             let levels = fleet.levels(c);
             (0..plan.skus)
                 .filter_map(|i| {
-                    let want = START - per_sku[i];
+                    let want = starts[i] - per_sku[i];
                     let shows = levels.get(&fleet.skus[i]).copied();
                     (shows != Some(want)).then(|| json!({"channel": CHANNELS[c], "sku": fleet.skus[i], "want": want, "shows": shows}))
                 })
@@ -178,6 +196,8 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
 
     // Propagation per order and channel, from the channels' arrival logs.
     let mut per_channel: Vec<Histogram<u64>> = (0..CHANNELS.len()).map(|_| histogram()).collect();
+    let walmart = CHANNELS.iter().position(|c| *c == "walmart");
+    let (mut walmart_urgent, mut walmart_rest) = (histogram(), histogram());
     let mut overall = histogram();
     let mut unpropagated = 0usize;
     let mut logs: HashMap<(usize, usize), Vec<(Instant, i64)>> = HashMap::new();
@@ -194,7 +214,15 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
             {
                 Some((at, _)) => {
                     let took = at.duration_since(order.at);
-                    per_channel[c].saturating_record(took.as_micros().max(1) as u64);
+                    let micros = took.as_micros().max(1) as u64;
+                    per_channel[c].saturating_record(micros);
+                    if Some(c) == walmart {
+                        if order.leaves <= WALMART_URGENT_AT_OR_BELOW {
+                            walmart_urgent.saturating_record(micros);
+                        } else {
+                            walmart_rest.saturating_record(micros);
+                        }
+                    }
                     slowest = slowest.max(took);
                 }
                 None => reached = false,
@@ -242,6 +270,10 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         "oversells": oversells,
         "propagation": summary(&overall),
         "propagation_per_channel": (0..CHANNELS.len()).map(|c| (CHANNELS[c].to_string(), summary(&per_channel[c]))).collect::<serde_json::Map<_, _>>(),
+        "walmart_split": {"urgent_put": summary(&walmart_urgent), "rest_feed": summary(&walmart_rest),
+                          "urgent_at_or_below": WALMART_URGENT_AT_OR_BELOW,
+                          "feed_processing_ms": WALMART_FEED_PROCESSING.as_millis() as u64,
+                          "feeds_per_hour": WALMART_FEEDS_PER_HOUR},
         "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
         "passed": passed,
     });

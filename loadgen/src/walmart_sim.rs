@@ -8,6 +8,8 @@
 //! - `PUT /v3/inventory?sku=` (`{sku, quantity: {unit: "EACH", amount}}`) one SKU per
 //!   call, `GET /v3/inventory?sku=`; a token bucket answers 429 with `Retry-After`,
 //!   `x-current-token-count` and `x-next-replenishment-time`.
+//! - The bulk inventory feed: `POST /v3/feeds?feedType=inventory` and
+//!   `GET /v3/feeds/{feedId}` (`walmart_feed_sim.rs`), processed after a while.
 //! - `GET /v3/orders?lastModifiedStartDate=` with the orders API's nested shape, paged by
 //!   `nextCursor`.
 //! - Webhooks as developer.walmart.com documents them: `ORDER_UPDATES` (the only order
@@ -29,6 +31,7 @@ use sha2::Sha256;
 
 use crate::market::{gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
 use crate::sim::{reply, Reply, Sender};
+use crate::walmart_feed_sim::Feeds;
 
 /// How the subscription authenticates webhooks.
 #[derive(Clone)]
@@ -66,6 +69,7 @@ struct Extra {
     put_tokens: Option<Tokens>,
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
+    feeds: Feeds,
 }
 
 /// A running simulated Walmart seller.
@@ -97,6 +101,7 @@ impl WalmartSim {
             put_tokens: None,
             hook_auth,
             correlation_ids: Vec::new(),
+            feeds: Feeds::default(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -104,7 +109,45 @@ impl WalmartSim {
             2,
             Arc::new(move |shop, sender, req| handle(shop, sender, &state, req)),
         );
+        // Walmart processes feeds on its own time: a worker applies each when it is due,
+        // whether or not anyone asks for its status.
+        let (shop, feeds) = (Arc::downgrade(&market.shop), Arc::downgrade(&extra));
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let (Some(shop), Some(extra)) = (shop.upgrade(), feeds.upgrade()) else {
+                return;
+            };
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            x.feeds.process_due(&mut lock(&shop));
+        });
         WalmartSim { market, extra }
+    }
+
+    /// How long Walmart takes to process a feed (it documents up to 30 minutes, the
+    /// default here; tests and the mixed scenario shorten it to end in seconds).
+    pub fn set_feed_processing(&self, took: std::time::Duration) {
+        self.extra().feeds.processing = took;
+    }
+
+    /// The feed upload budget: `capacity` feeds, all back every `period` (Walmart: 10
+    /// an hour).
+    pub fn set_feed_budget(&self, capacity: u32, period: std::time::Duration) {
+        self.extra().feeds.set_budget(capacity, period);
+    }
+
+    /// Feed items for this seller SKU are refused from now on (`DATA_ERROR`).
+    pub fn refuse_feed_item(&self, seller_sku: &str) {
+        self.extra().feeds.refuse.push(seller_sku.to_string());
+    }
+
+    /// The feeds submitted so far: (id, items carried, processed).
+    pub fn feeds(&self) -> Vec<(String, usize, bool)> {
+        self.extra()
+            .feeds
+            .list
+            .iter()
+            .map(|f| (f.id.clone(), f.items(), f.processed()))
+            .collect()
     }
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
@@ -312,25 +355,25 @@ fn handle(
         );
     }
     drop(x);
+    // Faults and the test's rate limit stop writes: the single-item call and the feed.
+    let throttled = |s: u64| {
+        wm_error(
+            429,
+            "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
+            "Too many requests",
+            &[
+                ("retry-after", s.to_string()),
+                ("x-current-token-count", "0".into()),
+                (
+                    "x-next-replenishment-time",
+                    ((now_us() / 1_000) + s as i64 * 1_000).to_string(),
+                ),
+            ],
+        )
+    };
+    let failed = |code: u16| wm_error(code, "SYSTEM_ERROR.GMP_GATEWAY_API", "System error", &[]);
     match (req.method.clone(), req.path.as_str()) {
         (hyper::Method::PUT, "/v3/inventory") => {
-            let throttled = |s: u64| {
-                wm_error(
-                    429,
-                    "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
-                    "Too many requests",
-                    &[
-                        ("retry-after", s.to_string()),
-                        ("x-current-token-count", "0".into()),
-                        (
-                            "x-next-replenishment-time",
-                            ((now_us() / 1_000) + s as i64 * 1_000).to_string(),
-                        ),
-                    ],
-                )
-            };
-            let failed =
-                |code: u16| wm_error(code, "SYSTEM_ERROR.GMP_GATEWAY_API", "System error", &[]);
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;
             }
@@ -400,6 +443,39 @@ fn handle(
                 &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": amount}}),
                 &token_headers,
             )
+        }
+        (hyper::Method::POST, "/v3/feeds") => {
+            if let Some(r) = gate(shop, &req.path, throttled, failed) {
+                return r;
+            }
+            let submitted = extra
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .feeds
+                .submit(&req);
+            match submitted {
+                Ok(id) => {
+                    lock(shop).log_call(&req.path, 0, 200);
+                    reply(200, &json!({"feedId": id}), &[])
+                }
+                Err((status, why, headers)) => {
+                    lock(shop).log_call(&req.path, 0, status);
+                    let code = if status == 429 {
+                        "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API"
+                    } else {
+                        "INVALID_REQUEST_CONTENT.GMP_FEED_API"
+                    };
+                    wm_error(status, code, &why, &headers)
+                }
+            }
+        }
+        (hyper::Method::GET, path) if path.starts_with("/v3/feeds/") => {
+            let id = crate::market::decode(&path["/v3/feeds/".len()..]);
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            match x.feeds.status(&id, &req) {
+                Ok(answer) => reply(200, &answer, &[]),
+                Err((status, why)) => wm_error(status, "CONTENT_NOT_FOUND.GMP_FEED_API", &why, &[]),
+            }
         }
         (hyper::Method::GET, "/v3/inventory") => {
             let seller_sku = req.param("sku").unwrap_or_default();

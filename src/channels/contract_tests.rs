@@ -83,6 +83,59 @@ fn walmart_order_events_in_both_documented_shapes() {
     }
 }
 
+/// The orders API's nested order (a line shipped in part and cancelled in part) and the
+/// feed's status page, read as the adapter reads them.
+#[test]
+fn walmart_orders_reply_and_feed_status() {
+    let config: Config = toml::from_str(
+        "[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"api\"\n",
+    )
+    .unwrap();
+    let rows = [CatalogRow {
+        sku: "M1".into(),
+        channel: "wm".into(),
+        item_id: "WM-SKU-1".into(),
+        location_id: None,
+    }];
+    let walmart =
+        super::walmart::Walmart::new(&config.channels[0], super::Catalog::of("wm", &rows));
+    let reply: Value = serde_json::from_slice(&fixture("walmart/orders.json")).unwrap();
+    let order = &reply["list"]["elements"]["order"][0];
+    let (events, newest) = walmart.order_events(order, now_micros());
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.sku.as_str(), e.kind, e.qty))
+            .collect::<Vec<_>>(),
+        [
+            ("M1", EventKind::OrderPlaced, 3),
+            ("M1", EventKind::OrderShippedTotal, 2),
+            ("M1", EventKind::OrderReleasedTotal, 1)
+        ]
+    );
+    assert_eq!(newest, Some(1_730_505_600_000 * 1_000 + 999));
+    assert!(reply["list"]["meta"]["nextCursor"].is_string());
+
+    let status: Value = serde_json::from_slice(&fixture("walmart/feed_status.json")).unwrap();
+    match super::walmart_feed::read_status(&status) {
+        super::walmart_feed::FeedStatus::Processed { items, received } => {
+            assert_eq!(received, 2);
+            assert_eq!(items[0], ("WM-SKU-1".to_string(), Ok(())));
+            let (sku, refused) = &items[1];
+            assert_eq!(sku, "WM-SKU-2");
+            assert!(
+                refused.as_ref().unwrap_err().contains("SKU not found"),
+                "{refused:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let submitted: Value = serde_json::from_slice(&fixture("walmart/feed_submitted.json")).unwrap();
+    assert!(submitted["feedId"]
+        .as_str()
+        .is_some_and(|id| id.contains('@')));
+}
+
 #[test]
 fn amazon_order_change_from_the_queue_and_quantity_change_from_eventbridge() {
     let amazon = adapter(

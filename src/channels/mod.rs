@@ -22,6 +22,7 @@ pub mod shopify;
 pub mod standard_webhooks;
 pub mod tiktok;
 pub mod walmart;
+pub mod walmart_feed;
 pub mod webhook;
 pub mod woocommerce;
 
@@ -175,6 +176,11 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn order_queue(&self) -> Option<&dyn OrderQueue> {
         None
     }
+    /// The channel's bulk write, processed after it is taken (Walmart's inventory feed);
+    /// `None`: every push goes by `push`.
+    fn bulk(&self) -> Option<&dyn BulkWrite> {
+        None
+    }
 
     /// Takes one inbound delivery. By default `inbound` alone; channels whose
     /// notifications name an order without its lines override it to fetch them.
@@ -303,6 +309,47 @@ pub trait OrderQueue: Send + Sync {
         caller: &'a Caller,
         messages: &'a [QueueMessage],
     ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A bulk write the channel processes after taking it (Walmart's inventory feed: 10
+/// per hour, processed within 30 minutes). It is the normal path of a channel that has
+/// one; the changes that cannot wait that long (`urgent`: a stock-out, a low level) go
+/// by `push` at once, even while an older value of the same SKU is in a submission.
+/// The pusher acknowledges a submission's items only once its status says they were
+/// applied; an item pushed by `push` meanwhile is pushed again after the submission,
+/// which may have overwritten it.
+pub trait BulkWrite: Send + Sync {
+    /// Whether showing `target` (the channel shows `shown`) must go by `push` now.
+    fn urgent(&self, target: i64, shown: Option<i64>) -> bool;
+    /// Most items one submission carries.
+    fn max_items(&self) -> usize;
+    /// The submissions' own budget.
+    fn rate_limit(&self) -> RateLimit;
+    /// How long changes gather before a submission takes them: one spends a scarce token
+    /// on a burst of changes, not one token per change.
+    fn gather(&self) -> Duration;
+    /// How long between reads of a pending submission's status, `waited` since it was
+    /// taken; `hurry`: it holds an item that `push` has written since (read sooner, so
+    /// that what the submission overwrites is put right sooner).
+    fn status_every(&self, waited: Duration, hurry: bool) -> Duration;
+    /// A submission not processed after this long is given up (its items pushed again).
+    fn wait_max(&self) -> Duration;
+    /// Submits `items`: the channel's id of the submission, or the reply that says why
+    /// not (`Throttled`, `Failed`).
+    fn submit<'a>(
+        &'a self,
+        caller: &'a Caller,
+        items: &'a [PushItem],
+    ) -> BoxFuture<'a, Result<String, PushReply>>;
+    /// Reads a submission's status: `Ok(None)` while it is processed, then its outcome
+    /// for `items` (`Accepted` with the items applied, or `Failed`); `Err` for a read
+    /// that failed (read again later).
+    fn status<'a>(
+        &'a self,
+        caller: &'a Caller,
+        id: &'a str,
+        items: &'a [PushItem],
+    ) -> BoxFuture<'a, Result<Option<PushReply>, String>>;
 }
 
 /// A watermarked order poll: orders modified since a time, page by page.

@@ -73,6 +73,24 @@ impl TokenBucket {
         }
     }
 
+    /// Takes a token if there is one now; otherwise says how long until there is (for a
+    /// caller that has other work meanwhile, such as a pusher between bulk submissions).
+    pub fn try_acquire(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return Err(until - now);
+        }
+        if self.paused_until.take().is_some() {
+            self.last = now;
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
     /// The channel said "slow down": wait `retry_after`, then go at half the rate.
     pub fn throttled(&mut self, retry_after: Duration) {
         self.paused_until = Some(Instant::now() + retry_after);
@@ -143,6 +161,24 @@ mod tests {
             before.elapsed() >= Duration::from_secs(3),
             "Retry-After is honoured"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_acquire_says_how_long_until_the_next_token() {
+        let mut bucket = TokenBucket::new(RateLimit {
+            requests_per_second: 10.0 / 3600.0,
+            burst: 2,
+        });
+        assert_eq!(bucket.try_acquire(), Ok(()));
+        assert_eq!(bucket.try_acquire(), Ok(()));
+        let wait = bucket.try_acquire().expect_err("the burst is spent");
+        // One token per 400 s: 10 an hour, less the headroom.
+        assert!((399.0..=401.0).contains(&wait.as_secs_f64()), "{wait:?}");
+        tokio::time::advance(wait).await;
+        assert_eq!(bucket.try_acquire(), Ok(()));
+        bucket.throttled(Duration::from_secs(60));
+        let paused = bucket.try_acquire().expect_err("throttled");
+        assert!(paused <= Duration::from_secs(60) && paused > Duration::from_secs(59));
     }
 
     #[test]

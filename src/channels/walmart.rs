@@ -13,8 +13,10 @@
 //! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released.
 //! Keys `{channel}/{purchaseOrderId}/{lineNumber}/{transition}`.
 //!
-//! Outbound: `PUT /v3/inventory?sku=` (`{sku, quantity: {unit: "EACH", amount}}`), one
-//! SKU per call (the catalog maps a SKU to Walmart's seller SKU), with
+//! Outbound: the bulk inventory feed (`walmart_feed.rs`) for most changes, and for the
+//! urgent ones (down to `urgent_at_or_below` units) `PUT /v3/inventory?sku=` (`{sku,
+//! quantity: {unit: "EACH", amount}}`), one SKU per call (the catalog maps a SKU to
+//! Walmart's seller SKU); every call with
 //! `WM_SEC.ACCESS_TOKEN` (from `POST /v3/token`, client credentials), `WM_SVC.NAME` and a
 //! fresh `WM_QOS.CORRELATION_ID` on every call. A 429's `Retry-After` is honoured. The
 //! per-call limit is unverified: the default pace is 5 requests/s, configurable.
@@ -27,9 +29,10 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
+use super::walmart_feed::{FeedSettings, FEEDS_PER_HOUR_DEFAULT, URGENT_AT_OR_BELOW_DEFAULT};
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter};
+use super::{BulkWrite, RateLimit, Seen};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
-use super::{RateLimit, Seen};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
 use crate::engine::event::{Event, EventKind, LineRef};
@@ -60,6 +63,7 @@ pub struct Walmart {
     poll_interval: Duration,
     token: TokenCache,
     seen: Seen,
+    pub(super) feed: FeedSettings,
 }
 
 /// A fresh `WM_QOS.CORRELATION_ID`.
@@ -131,10 +135,21 @@ impl Walmart {
             ),
             token,
             seen: Seen::default(),
+            feed: FeedSettings {
+                feeds_per_hour: config.feeds_per_hour.unwrap_or(FEEDS_PER_HOUR_DEFAULT),
+                urgent_at_or_below: config
+                    .urgent_at_or_below
+                    .unwrap_or(URGENT_AT_OR_BELOW_DEFAULT),
+            },
         }
     }
 
-    fn request(&self, method: http::Method, path: &str, body: Option<Value>) -> OutboundRequest {
+    pub(super) fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> OutboundRequest {
         http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base_url))
@@ -147,7 +162,7 @@ impl Walmart {
             .expect("a validated base_url makes a valid request")
     }
 
-    fn seller_sku(&self, sku: &str) -> Option<&str> {
+    pub(super) fn seller_sku(&self, sku: &str) -> Option<&str> {
         self.catalog.item(sku).map(|i| i.id.as_str())
     }
 
@@ -310,7 +325,7 @@ impl Walmart {
     /// the line is placed, the units `Shipped` or `Delivered` are its shipped running
     /// total and the units `Cancelled` its released one. A status without a quantity
     /// counts the whole line.
-    fn order_events(&self, order: &Value, now: Micros) -> (Vec<Event>, Option<Micros>) {
+    pub(super) fn order_events(&self, order: &Value, now: Micros) -> (Vec<Event>, Option<Micros>) {
         let order_id = payload::id(&order["purchaseOrderId"]).unwrap_or_default();
         let ordered = payload::source_time(&[millis(&order["orderDate"])], now);
         let mut newest = millis(&order["orderDate"]);
@@ -375,7 +390,7 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
 
 /// How long until the token bucket is replenished (at most a minute: a later time is
 /// not trusted as is).
-fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
     let at_ms = header_number(headers, "x-next-replenishment-time")?;
     let now_ms = crate::clock::now_micros() / 1_000;
     Some(Duration::from_millis(
@@ -405,6 +420,15 @@ impl ChannelAdapter for Walmart {
 
     fn batch_max(&self) -> usize {
         1
+    }
+
+    /// One SKU per `PUT /v3/inventory`.
+    fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
+        (0..items.len()).map(|i| vec![i]).collect()
+    }
+
+    fn bulk(&self) -> Option<&dyn BulkWrite> {
+        (self.feed.feeds_per_hour > 0).then_some(self as &dyn BulkWrite)
     }
 
     fn default_rate_limit(&self) -> RateLimit {

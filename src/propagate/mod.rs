@@ -3,6 +3,7 @@
 //! - `outbox.rs`: per channel, the latest target per SKU, low stock first.
 //! - `channels::pacing`: the token bucket (adaptive to throttles) and the retry backoff,
 //!   below the adapters, which pace their own conversations with it.
+//! - `bulk.rs`: submissions a channel processes later (Walmart's feed), and their watchers.
 //! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
 //! - here: the pusher task of each channel, and propagation timing.
 //!
@@ -11,6 +12,7 @@
 //! reads the reply; each acknowledged item goes back to its shard as a `pushed` event, so
 //! the shard durably knows what the channel shows (and whether it needs another push).
 
+pub mod bulk;
 pub mod outbox;
 pub mod poll;
 pub mod queue;
@@ -139,16 +141,19 @@ pub fn links(
         .map(|config| {
             let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
             let carries = adapter.clone();
+            let urgent = adapter.clone();
             let rate_limit = config
                 .rate_limit
                 .unwrap_or_else(|| adapter.default_rate_limit());
             Some(Arc::new(ChannelLink {
                 rate_limit,
                 bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate_limit))),
-                outbox: Arc::new(Outbox::with_filter(
-                    &config.name,
-                    Box::new(move |sku| carries.carries(sku)),
-                )),
+                outbox: Arc::new(
+                    Outbox::with_filter(&config.name, Box::new(move |sku| carries.carries(sku)))
+                        .with_urgent(Box::new(move |target, shown| {
+                            urgent.bulk().is_some_and(|b| b.urgent(target, shown))
+                        })),
+                ),
                 timing: Arc::new(Timing::new(&config.name)),
                 checks: Mutex::new(Vec::new()),
                 adapter,
@@ -174,8 +179,14 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         bucket: link.bucket.clone(),
         backoff: Backoff::default(),
     };
+    let mut submissions = link.adapter.bulk().map(bulk::Submissions::new);
+    let batch_max = link
+        .adapter
+        .bulk()
+        .map_or(0, |b| b.max_items())
+        .max(link.adapter.batch_max());
     loop {
-        let batch = link.outbox.take(link.adapter.batch_max());
+        let mut batch = link.outbox.take(batch_max);
         if batch.is_empty() {
             if link.outbox.has_deferred() {
                 let _ = tokio::time::timeout(DEFER_STALE, link.outbox.notify.notified()).await;
@@ -184,10 +195,37 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
             }
             continue;
         }
-        for group in link.adapter.push_groups(&batch) {
+        let mut later = Vec::new();
+        if let Some(bulk) = link.adapter.bulk() {
+            // The urgent part goes directly, now, as much as the direct path carries in
+            // about a second (the rest of it waits in the outbox for the next round); the
+            // rest by a submission.
+            let (urgent, rest): (Vec<PushItem>, Vec<PushItem>) = batch
+                .into_iter()
+                .partition(|item| bulk.urgent(item.quantity, item.expected));
+            let direct_max = link
+                .adapter
+                .batch_max()
+                .max(link.rate_limit.requests_per_second.ceil() as usize);
+            batch = urgent;
+            if batch.len() > direct_max {
+                let over = batch.split_off(direct_max);
+                link.outbox.finish(&over, &vec![false; over.len()]);
+            }
+            later = rest;
+        }
+        let groups = if batch.is_empty() {
+            Vec::new()
+        } else {
+            link.adapter.push_groups(&batch)
+        };
+        for group in groups {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
             let (reply, contended) = push_compared(&link, &engine, &mut pacer, &mut items).await;
             settle(&link, &engine, &mut pacer, &items, reply, contended).await;
+        }
+        if let (false, Some(state)) = (later.is_empty(), submissions.as_mut()) {
+            bulk::submit(&link, &engine, &pacer.caller, state, later).await;
         }
         if engine.is_stopped() {
             return;

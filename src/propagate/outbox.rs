@@ -34,10 +34,16 @@ struct Inner {
     /// channel's own budget waits for it. With the quantity that was held: a lower
     /// target (fewer units shown: the change that prevents overselling) ends that wait.
     deferred: AHashMap<String, (tokio::time::Instant, Option<i64>)>,
+    /// SKUs in a bulk submission the channel took and has not processed yet (Walmart's
+    /// feed), with the quantity sent and whether a direct push wrote the SKU since (the
+    /// submission, processed later, may overwrite that write).
+    submitted: AHashMap<String, (i64, bool)>,
 }
 
 /// Which SKUs a channel lists (catalog channels list only the SKUs they map).
 pub type Carries = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// Which targets cannot wait for a bulk submission to be processed: `(target, shown)`.
+pub type Urgent = Box<dyn Fn(i64, Option<i64>) -> bool + Send + Sync>;
 
 /// One channel's pending pushes.
 pub struct Outbox {
@@ -45,6 +51,8 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     /// SKUs the channel does not list are never queued.
     carries: Option<Carries>,
+    /// A target that `urgent` accepts is taken even while its SKU is in a submission.
+    urgent: Option<Urgent>,
     /// Wakes the channel's pusher; a notification with no waiter is kept for the next wait.
     pub notify: Notify,
 }
@@ -55,6 +63,7 @@ impl Outbox {
             channel: channel.to_string(),
             inner: Mutex::new(Inner::default()),
             carries: None,
+            urgent: None,
             notify: Notify::new(),
         }
     }
@@ -65,6 +74,13 @@ impl Outbox {
             carries: Some(carries),
             ..Outbox::new(channel)
         }
+    }
+
+    /// This outbox, taking the targets `urgent` accepts even while their SKU is in a
+    /// bulk submission.
+    pub fn with_urgent(mut self, urgent: Urgent) -> Outbox {
+        self.urgent = Some(urgent);
+        self
     }
 
     /// Whether the channel lists `sku`.
@@ -99,6 +115,7 @@ impl Outbox {
             }
             // Already on its way with this very value.
             None if inner.in_flight.get(sku) == Some(&target) => return,
+            None if inner.submitted.get(sku) == Some(&(target, false)) => return,
             None => {
                 inner.dirty.insert(
                     sku.to_string(),
@@ -137,14 +154,24 @@ impl Outbox {
             dirty,
             in_flight,
             deferred,
+            submitted,
         } = &mut *inner;
         if !deferred.is_empty() {
             let now = tokio::time::Instant::now();
             deferred.retain(|_, (until, _)| *until > now);
         }
+        let urgent = |w: &Wanted| {
+            self.urgent
+                .as_ref()
+                .is_some_and(|u| u(w.target, w.expected))
+        };
         let mut ready: Vec<(i64, &String)> = dirty
             .iter()
-            .filter(|(sku, _)| !in_flight.contains_key(*sku) && !deferred.contains_key(*sku))
+            .filter(|(sku, w)| {
+                !in_flight.contains_key(*sku)
+                    && !deferred.contains_key(*sku)
+                    && (!submitted.contains_key(*sku) || urgent(w))
+            })
             .map(|(sku, w)| (w.target, sku))
             .collect();
         if ready.len() > max {
@@ -156,6 +183,9 @@ impl Outbox {
         let mut items = Vec::with_capacity(skus.len());
         for sku in skus {
             let wanted = dirty.remove(&sku).expect("chosen from dirty");
+            if let Some((_, written_since)) = submitted.get_mut(&sku) {
+                *written_since = true;
+            }
             in_flight.insert(sku.clone(), wanted.target);
             items.push(PushItem {
                 sku,
@@ -188,6 +218,61 @@ impl Outbox {
         drop(inner);
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
             .set(depth as f64);
+    }
+
+    /// These items (taken, in flight) went into a bulk submission the channel processes
+    /// later: they stay out of `take` until `settle_submission`, except for an urgent
+    /// target.
+    pub fn submitted(&self, items: &[PushItem]) {
+        let mut inner = self.lock();
+        for item in items {
+            inner.in_flight.remove(&item.sku);
+            inner
+                .submitted
+                .insert(item.sku.clone(), (item.quantity, false));
+        }
+    }
+
+    /// Whether a direct push wrote one of these submitted items since it was submitted.
+    pub fn written_since(&self, items: &[PushItem]) -> bool {
+        let inner = self.lock();
+        items
+            .iter()
+            .any(|i| inner.submitted.get(&i.sku).is_some_and(|(_, w)| *w))
+    }
+
+    /// Settles a bulk submission: `acked[i]` says whether it applied `items[i]`; those
+    /// it did not are offered again, unless a newer target came meanwhile.
+    pub fn settle_submission(&self, items: &[PushItem], acked: &[bool]) {
+        let mut inner = self.lock();
+        for (item, ok) in items.iter().zip(acked) {
+            // A SKU written directly meanwhile (urgent) was sent a newer value, and one
+            // with a newer target waits with it: neither gets the submission's older one.
+            let written = inner.submitted.remove(&item.sku).is_some_and(|(_, w)| w);
+            let newer = written
+                || inner.in_flight.contains_key(&item.sku)
+                || inner.dirty.contains_key(&item.sku);
+            if !ok && !newer {
+                inner.dirty.insert(
+                    item.sku.clone(),
+                    Wanted {
+                        target: item.quantity,
+                        expected: item.expected,
+                        caused_at: item.caused_at,
+                    },
+                );
+            }
+        }
+        let depth = inner.dirty.len();
+        drop(inner);
+        metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
+            .set(depth as f64);
+        self.notify.notify_one();
+    }
+
+    /// SKUs in bulk submissions not processed yet.
+    pub fn submitted_len(&self) -> usize {
+        self.lock().submitted.len()
     }
 
     /// The quantity of an item in flight changed before it was sent again (a stale

@@ -1,0 +1,196 @@
+//! Bulk submissions: a channel's write that it processes after taking it (Walmart's
+//! inventory feed, `channels::BulkWrite`).
+//!
+//! The pusher sends the urgent part of a batch (a stock-out, a low level) by the
+//! channel's direct path at once and gives the rest to `submit` here: changes gather for
+//! a moment (`BulkWrite::gather`), then go as one submission when the submissions' own
+//! budget has a token (meanwhile they wait in the outbox, or until a lower target makes
+//! them urgent). A submitted item stays out of
+//! later batches until its submission is settled, except an urgent target, which goes
+//! directly. A watcher task per submission reads its status until the channel has
+//! processed it, then acknowledges what it applied to the shards (a SKU written
+//! directly meanwhile is thereby pushed again: the submission may have overwritten it)
+//! and offers the rest again. Nothing of this is durable: after a restart the shards
+//! offer every SKU whose acknowledged value differs from its target, as for any push.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channels::pacing::{Backoff, TokenBucket};
+use crate::channels::{BulkWrite, Caller, PushItem, PushReply};
+use crate::clock::now_micros;
+use crate::engine::Engine;
+
+use super::{deliver_acks, ChannelLink};
+
+/// How often a watcher looks whether it should read its submission's status.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// A pusher's state for its channel's submissions.
+pub struct Submissions {
+    bucket: TokenBucket,
+    backoff: Backoff,
+    /// When the changes gathering now go (`BulkWrite::gather` after the first).
+    gathered_at: Option<tokio::time::Instant>,
+}
+
+impl Submissions {
+    pub fn new(bulk: &dyn BulkWrite) -> Submissions {
+        Submissions {
+            bucket: TokenBucket::new(bulk.rate_limit()),
+            backoff: Backoff::default(),
+            gathered_at: None,
+        }
+    }
+}
+
+fn count(channel: &str, outcome: &'static str) {
+    metrics::counter!("lockstep_push_requests_total", "channel" => channel.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Items that cannot be submitted now go back to the outbox, held until `wait` is over
+/// (or a lower target comes, which may be urgent).
+fn hold(link: &ChannelLink, items: &[PushItem], wait: Duration) {
+    link.outbox.finish(items, &vec![false; items.len()]);
+    for item in items {
+        link.outbox.defer(&item.sku, wait, Some(item.quantity));
+    }
+}
+
+/// Submits `items` (taken from the outbox, none urgent) when the budget allows, and
+/// starts the watcher of the submission.
+pub async fn submit(
+    link: &Arc<ChannelLink>,
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    state: &mut Submissions,
+    items: Vec<PushItem>,
+) {
+    let Some(bulk) = link.adapter.bulk() else {
+        return hold(link, &items, Duration::from_secs(1));
+    };
+    let name = link.adapter.name();
+    let now = tokio::time::Instant::now();
+    let due = *state.gathered_at.get_or_insert(now + bulk.gather());
+    if now < due {
+        return hold(link, &items, due - now);
+    }
+    if let Err(wait) = state.bucket.try_acquire() {
+        return hold(link, &items, wait);
+    }
+    state.gathered_at = None;
+    match bulk.submit(caller, &items).await {
+        Ok(id) => {
+            state.backoff.reset();
+            count(name, "submitted");
+            tracing::info!(channel = %name, submission = %id, items = items.len(), "bulk submission taken");
+            link.outbox.submitted(&items);
+            tokio::spawn(watch(
+                link.clone(),
+                engine.clone(),
+                caller.clone(),
+                id,
+                items,
+            ));
+        }
+        Err(PushReply::Throttled { retry_after }) => {
+            count(name, "throttled");
+            state.bucket.throttled(retry_after);
+            hold(link, &items, retry_after);
+        }
+        Err(other) => {
+            count(name, "error");
+            let (reason, retryable) = match other {
+                PushReply::Failed { reason, retryable } => (reason, retryable),
+                other => (format!("{other:?}"), true),
+            };
+            // The direct path keeps going meanwhile: the items wait, the pusher does not.
+            let delay = state.backoff.next_delay(retryable);
+            tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "bulk submission failed");
+            hold(link, &items, delay);
+        }
+    }
+}
+
+/// Reads a submission's status until it is processed (or given up), then settles it.
+async fn watch(
+    link: Arc<ChannelLink>,
+    engine: Arc<Engine>,
+    caller: Caller,
+    id: String,
+    items: Vec<PushItem>,
+) {
+    let Some(bulk) = link.adapter.bulk() else {
+        return;
+    };
+    let name = link.adapter.name().to_string();
+    let started = tokio::time::Instant::now();
+    let mut last_read = started;
+    let outcome = loop {
+        tokio::time::sleep(WATCH_TICK).await;
+        if engine.is_stopped() {
+            return;
+        }
+        // Sooner when a direct write of one of its SKUs may be overwritten by it.
+        let every = bulk.status_every(started.elapsed(), link.outbox.written_since(&items));
+        if last_read.elapsed() < every {
+            continue;
+        }
+        last_read = tokio::time::Instant::now();
+        let given_up = started.elapsed() >= bulk.wait_max();
+        match bulk.status(&caller, &id, &items).await {
+            Ok(Some(reply)) => break reply,
+            Ok(None) if !given_up => {}
+            Err(reason) if !given_up => {
+                tracing::warn!(channel = %name, submission = %id, %reason, "reading a bulk submission's status failed");
+            }
+            _ => {
+                break PushReply::Failed {
+                    reason: format!(
+                        "submission {id} not processed after {} s",
+                        bulk.wait_max().as_secs()
+                    ),
+                    retryable: true,
+                }
+            }
+        }
+    };
+    settle(&link, &engine, &id, &items, outcome).await;
+}
+
+/// Acts on a processed submission: what it applied is acknowledged, the rest offered
+/// again.
+async fn settle(
+    link: &ChannelLink,
+    engine: &Engine,
+    id: &str,
+    items: &[PushItem],
+    outcome: PushReply,
+) {
+    let name = link.adapter.name();
+    let mut mask = vec![false; items.len()];
+    match outcome {
+        PushReply::Accepted { acked, .. } => {
+            for i in acked.into_iter().filter(|i| *i < items.len()) {
+                mask[i] = true;
+            }
+        }
+        other => {
+            tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
+        }
+    }
+    let taken: Vec<&PushItem> = items
+        .iter()
+        .zip(&mask)
+        .filter(|(_, ok)| **ok)
+        .map(|(i, _)| i)
+        .collect();
+    let all = taken.len() == items.len();
+    count(name, if all { "ok" } else { "partial" });
+    let acked_at = now_micros();
+    for item in &taken {
+        link.timing.record(item.caused_at, acked_at);
+    }
+    deliver_acks(engine, name, &taken, acked_at).await;
+    link.outbox.settle_submission(items, &mask);
+}
