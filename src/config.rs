@@ -850,6 +850,23 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             field("revision_day_utc_offset_h = 20"),
             Some("channels[3].revision_day_utc_offset_h".into())
         );
+        assert_eq!(field("feeds_per_hour = 0\nurgent_at_or_below = 25"), None);
+        assert_eq!(
+            field("feeds_per_hour = 100000"),
+            Some("channels[3].feeds_per_hour".into())
+        );
+        assert_eq!(
+            field("urgent_at_or_below = -1"),
+            Some("channels[3].urgent_at_or_below".into())
+        );
+        // The feed keys are Walmart's alone.
+        let woo = EXAMPLE.replacen(
+            "kind = \"woocommerce\"",
+            "kind = \"woocommerce\"\nfeeds_per_hour = 5",
+            1,
+        );
+        let err = Config::parse(&woo).unwrap().validate().unwrap_err();
+        assert!(err.reason.contains("only for kind walmart"), "{err}");
         let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"no-colon\"\nsqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n";
         let err = Config::parse(&format!("{EXAMPLE}{amazon}"))
             .unwrap()

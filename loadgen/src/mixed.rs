@@ -29,9 +29,10 @@ use crate::sim::Habits;
 
 /// What each SKU starts with (Etsy takes at most 999 per offering).
 const START: i64 = 900;
-/// What the hottest twentieth of the SKUs starts with instead: they run low and sell out
-/// during a run, so stock-outs and Walmart's urgent path are exercised too.
-const LOW_START: i64 = 40;
+/// What the first twentieth of the SKUs (the hottest, when orders are skewed) starts
+/// with instead: they are low from the start and some sell out during a run, so
+/// stock-outs and Walmart's urgent path are exercised too.
+const LOW_START: i64 = 8;
 
 /// The stock SKU `i` (of `skus`, hottest first) starts with.
 fn start_of(i: usize, skus: usize) -> i64 {

@@ -855,6 +855,12 @@ pub fn table(report: &Value) -> String {
             out += &row(&format!("  to {name}"), v);
         }
     }
+    // Walmart's two write paths (the `mixed` scenario).
+    let split = &report["walmart_split"];
+    if split.is_object() {
+        out += &row("   urgent PUT", &split["urgent_put"]);
+        out += &row("   rest (feed)", &split["rest_feed"]);
+    }
     if let (Some(settled), Some(last)) = (
         report["rss_settled_mib"].as_f64(),
         report["rss_last_mib"].as_f64(),

@@ -153,9 +153,10 @@ impl BulkWrite for Walmart {
     fn rate_limit(&self) -> RateLimit {
         RateLimit {
             requests_per_second: f64::from(self.feed.feeds_per_hour) / 3_600.0,
-            // Walmart's bucket holds 10 (its hourly limit); a raised limit is assumed to
-            // come back as a rate, not a larger burst.
-            burst: self.feed.feeds_per_hour.clamp(1, FEEDS_PER_HOUR_DEFAULT),
+            // No burst: Walmart gives its tokens back all at once at the replenishment
+            // time (`x-next-replenishment-time`), so a burst on top of the rate could
+            // spend two windows' feeds in one and draw a 429 that waits for the next.
+            burst: 1,
         }
     }
 
