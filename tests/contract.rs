@@ -172,6 +172,15 @@ fn walmart_replies_are_documented_shapes() {
         &auth,
     );
     conforms("GET /v3/orders", &orders, &fixture("walmart/orders.json"));
+    let level = get(
+        &format!("{}/v3/inventory?sku=WM-0", sim.market.url()),
+        &auth,
+    );
+    conforms(
+        "GET /v3/inventory",
+        &level,
+        &fixture("walmart/inventory.json"),
+    );
 
     let file = json!({"InventoryHeader": {"version": "1.4"},
                       "Inventory": [{"sku": "WM-0", "quantity": {"unit": "EACH", "amount": 7}},
@@ -441,6 +450,61 @@ fn tiktok_notification_and_grant_are_documented_shapes() {
         "token refresh",
         &grant,
         &fixture("tiktok/token_refresh.json"),
+    );
+
+    // Get Order Detail, signed as TikTok signs: HMAC-SHA256 (hex) keyed with the app
+    // secret over secret + path + the sorted parameters + body + secret.
+    use hmac::Mac;
+    let order = sim.place_order(&[("T0", 3)]);
+    sim.ship_units(&order, 0, 1);
+    sim.cancel_units(&order, 0, 1);
+    let path = "/order/202309/orders";
+    let timestamp = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let mut params = [
+        ("app_key", TIKTOK_APP.0.to_string()),
+        ("ids", order.clone()),
+        ("shop_cipher", loadgen::tiktok_sim::SHOP_CIPHER.to_string()),
+        ("timestamp", timestamp),
+    ];
+    params.sort();
+    let mut text = format!("{}{path}", TIKTOK_APP.1);
+    for (k, v) in &params {
+        text.push_str(k);
+        text.push_str(v);
+    }
+    text.push_str(TIKTOK_APP.1);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(TIKTOK_APP.1.as_bytes()).unwrap();
+    mac.update(text.as_bytes());
+    let sign: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let detail = get(
+        &format!("{}{path}?{}&sign={sign}", sim.market.url(), query.join("&")),
+        &[(
+            "x-tts-access-token",
+            grant["data"]["access_token"].as_str().unwrap(),
+        )],
+    );
+    assert_eq!(detail["code"], 0, "{detail}");
+    assert_eq!(
+        detail["data"]["orders"][0]["line_items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    conforms(
+        "Get Order Detail",
+        &detail,
+        &fixture("tiktok/order_detail.json"),
     );
 }
 

@@ -130,6 +130,17 @@ fn walmart_orders_reply_and_feed_status() {
         }
         other => panic!("{other:?}"),
     }
+    // The single-item answer shows the amount sent: the push is acknowledged.
+    let reply = walmart.push_reply(
+        200,
+        &HeaderMap::new(),
+        &fixture("walmart/inventory.json"),
+        &[item("M1", 7)],
+    );
+    assert!(
+        matches!(reply, PushReply::Accepted { ref acked, .. } if acked == &vec![0]),
+        "{reply:?}"
+    );
     let submitted: Value = serde_json::from_slice(&fixture("walmart/feed_submitted.json")).unwrap();
     assert!(submitted["feedId"]
         .as_str()
@@ -238,6 +249,41 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
         ("ROW_abc", 1_765_188_943)
     );
     assert_eq!(read.refresh_token, "ROW_r_def");
+
+    // An order partly shipped and partly cancelled: one unit per line item, each by its
+    // own display_status.
+    let config: Config = toml::from_str(
+        "[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\nbase_url = \"https://t.example\"\napp_key = \"key\"\napp_secret = \"secret\"\nrefresh_token = \"r\"\nshop_cipher = \"c\"\n",
+    )
+    .unwrap();
+    let rows = [CatalogRow {
+        sku: "TOTE".into(),
+        channel: "tt".into(),
+        item_id: "1729587769570496786/1729587769570627858".into(),
+        location_id: None,
+    }];
+    let dir = tempfile::tempdir().unwrap();
+    let tiktok = super::tiktok::TikTok::new(
+        &config.channels[0],
+        super::Catalog::of("tt", &rows),
+        dir.path(),
+    );
+    let detail: Value = serde_json::from_slice(&fixture("tiktok/order_detail.json")).unwrap();
+    let events = tiktok
+        .order_events(&detail["data"]["orders"][0], now_micros())
+        .unwrap();
+    let mut facts: Vec<(EventKind, i64)> = events.iter().map(|e| (e.kind, e.qty)).collect();
+    facts.sort_by_key(|(k, _)| k.as_str());
+    assert_eq!(
+        facts,
+        [
+            (EventKind::OrderCancelled, 1),
+            (EventKind::OrderPlaced, 1),
+            (EventKind::OrderPlaced, 1),
+            (EventKind::OrderShipped, 1)
+        ]
+    );
+    assert!(events.iter().all(|e| e.sku == "TOTE"), "{events:?}");
 }
 
 #[test]

@@ -208,7 +208,7 @@ impl TikTok {
     }
 
     /// The events of one order resource.
-    fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
+    pub(super) fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, String> {
         let order_id = payload::id(&order["id"]).ok_or("an order without id")?;
         let unix = |field: &str| payload::unix_end(&order[field]);
         let created = payload::source_time(&[unix("create_time")], now);
