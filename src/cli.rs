@@ -12,10 +12,13 @@ use http_body_util::{BodyExt, Empty};
 use crate::config::Config;
 use crate::engine::core::{CoreConfig, ShardState};
 use crate::engine::recovery::{rebuild, recover};
-use crate::engine::{audit_across, open_data_dir, shard_dir, Engine};
+use crate::engine::{
+    audit_across, lock_data_dir, open_data_dir, recovery_refused, shard_dir, DirLock, Engine,
+};
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
 use crate::store::{DiskStore, ShardStore};
+use crate::tasks::supervise;
 
 /// Runs the engine until Ctrl-C or SIGTERM. Prints `lockstep listening on http://ADDR`
 /// on stdout once it accepts connections (tests read the port from it).
@@ -60,25 +63,25 @@ pub async fn run(
             .collect();
         crate::metrics::register(&names, engine.shards());
         let client = crate::propagate::http_client();
+        // Every channel task is supervised: one that panics is started again.
         for link in links.iter().flatten() {
-            tokio::spawn(crate::propagate::run_pusher(
-                link.clone(),
-                engine.clone(),
-                client.clone(),
-            ));
+            let name = link.adapter.name().to_string();
+            let (l, e, c) = (link.clone(), engine.clone(), client.clone());
+            supervise(format!("pusher/{name}"), move || {
+                crate::propagate::run_pusher(l.clone(), e.clone(), c.clone())
+            });
             if link.adapter.order_queue().is_some() {
-                tokio::spawn(crate::propagate::queue::run(
-                    link.adapter.clone(),
-                    engine.clone(),
-                ));
+                let (a, e) = (link.adapter.clone(), engine.clone());
+                supervise(format!("queue/{name}"), move || {
+                    crate::propagate::queue::run(a.clone(), e.clone())
+                });
             }
             if link.adapter.order_poll().is_some() {
-                tokio::spawn(crate::propagate::poll::run(
-                    link.adapter.clone(),
-                    engine.clone(),
-                    client.clone(),
-                    config.server.data_dir.clone(),
-                ));
+                let (a, e, c) = (link.adapter.clone(), engine.clone(), client.clone());
+                let dir = config.server.data_dir.clone();
+                supervise(format!("poll/{name}"), move || {
+                    crate::propagate::poll::run(a.clone(), e.clone(), c.clone(), dir.clone())
+                });
             }
         }
         let listener = bind(config.server.listen).await?;
@@ -89,7 +92,10 @@ pub async fn run(
         };
         let app = App::new(engine.clone(), config, metrics, links, client.clone());
         for reconciler in app.reconcilers.iter().flatten() {
-            tokio::spawn(reconciler.clone().run(engine.clone(), client.clone()));
+            let (r, e, c) = (reconciler.clone(), engine.clone(), client.clone());
+            supervise(format!("reconcile/{}", r.link.adapter.name()), move || {
+                r.clone().run(e.clone(), c.clone())
+            });
         }
         if let Some(listener) = metrics_listener {
             tracing::info!(addr = %listener.local_addr()?, "metrics listener");
@@ -127,19 +133,22 @@ async fn shutdown_signal() {
 /// A shard's store, opened by a command while no server runs, and its recovered state.
 type OpenShard = (Arc<dyn ShardStore>, ShardState);
 
+/// A data directory opened by a command: its lock (held while the command reads), its
+/// router and shards.
+type Opened = (DirLock, crate::engine::router::Router, Vec<OpenShard>);
+
 /// Opens every shard store of a data directory that no server is using, and recovers it
 /// as a start would (state rows past the last checkpoint are replayed from the log and
 /// stored), so the rows read afterwards include every logged event.
-fn open_stores(
-    data_dir: &Path,
-    core: &CoreConfig,
-) -> anyhow::Result<(crate::engine::router::Router, Vec<OpenShard>)> {
+fn open_stores(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<Opened> {
     if !data_dir.join("lockstep.meta").exists() {
         bail!(
             "{} holds no lockstep data (no lockstep.meta)",
             data_dir.display()
         );
     }
+    // A running server holds the lock: this command refuses instead of writing under it.
+    let lock = lock_data_dir(data_dir)?;
     let router = open_data_dir(data_dir, 0)?;
     let mut stores: Vec<OpenShard> = Vec::new();
     for i in 0..router.shards() {
@@ -150,11 +159,10 @@ fn open_stores(
                 dir.display()
             )
         })?;
-        let (state, _) = recover(&store, core)
-            .map_err(|e| anyhow!("recovery of {} failed: {e}", dir.display()))?;
+        let (state, _) = recover(&store, core).map_err(|e| recovery_refused(i, &dir, e))?;
         stores.push((Arc::new(store), state));
     }
-    Ok((router, stores))
+    Ok((lock, router, stores))
 }
 
 /// `lockstep audit SKU`: asks the running server when there is one, else reads the
@@ -163,7 +171,7 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
     let records = match audit_over_http(config, sku, limit)? {
         Some(records) => records,
         None => {
-            let (router, shards) =
+            let (_lock, router, shards) =
                 open_stores(&config.server.data_dir, &config.engine_config().core)?;
             let stores: Vec<_> = shards.into_iter().map(|(store, _)| store).collect();
             let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
@@ -255,7 +263,7 @@ fn audit_over_http(
 /// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
 /// with the stored state. Returns whether they are equal.
 pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
-    let (_, mut shards) = open_stores(data_dir, core)?;
+    let (_lock, _, mut shards) = open_stores(data_dir, core)?;
     let mut all_equal = true;
     for (i, (store, live)) in shards.iter_mut().enumerate() {
         let rebuilt = rebuild(store.as_ref(), core)?;

@@ -351,6 +351,17 @@ impl Config {
                 "must not be empty; leave it out to disable",
             ));
         }
+        if server.admin_token.is_none() && !server.listen.ip().is_loopback() {
+            // The admin API shares the listener with the public webhooks: without a
+            // token, anyone who can deliver a webhook could set stock.
+            return Err(invalid(
+                "server.admin_token",
+                format!(
+                    "required when listen ({}) is not a loopback address: /v1/* would be open to the network",
+                    server.listen
+                ),
+            ));
+        }
         if server.idempotency_days == 0 {
             return Err(invalid(
                 "server.idempotency_days",

@@ -10,7 +10,8 @@
 //! - [`channels`]: one adapter per channel kind: inbound parsing, outbound requests.
 //! - [`config`]: the TOML configuration. [`clock`]: time as microseconds. [`metrics`]:
 //!   the Prometheus recorder.
-//! - [`cli`]: the `audit` and `replay` commands' logic.
+//! - [`cli`]: the `audit` and `replay` commands' logic. [`tasks`]: supervised background
+//!   tasks.
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
 
@@ -24,3 +25,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod propagate;
 pub mod store;
+pub mod tasks;

@@ -622,3 +622,35 @@ fn the_orders_poll_finds_what_lost_webhooks_did_not_bring() {
     );
     assert_eq!(placed_records(&rig.server, "S0"), 1);
 }
+
+/// A level beyond any real quantity (`available: i64::MIN`) is refused with 400 like a
+/// native event, before a shard sees it: with `inventory_updates = "count"` it would
+/// become on_hand, and the next order would overflow the shard's arithmetic.
+#[test]
+fn a_level_beyond_range_is_refused_before_it_reaches_a_shard() {
+    let rig = rig(1, "2026-04", "inventory_updates = \"count\"");
+    stock_all(&rig, 1, 5);
+    let level = json!({"inventory_item_id": 100, "location_id": 1, "available": i64::MIN,
+        "updated_at": "2026-11-27T10:00:00Z"});
+    let body = serde_json::to_vec(&level).unwrap();
+    let signature = rig.shop.sign(&body);
+    let headers = [
+        ("x-shopify-topic", "inventory_levels/update"),
+        ("x-shopify-hmac-sha256", signature.as_str()),
+        ("x-shopify-event-id", "evt-min-1"),
+    ];
+    let (status, answer) = post_raw(&rig.server, "shop", &headers, &body);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_event")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("qty"),
+        "{answer}"
+    );
+    rig.shop.place_order(&[("S0", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("S0") == Some((5, 1, 4))));
+    let log = rig.server.stop().join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+}

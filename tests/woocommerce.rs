@@ -378,3 +378,22 @@ fn the_simulated_site_refuses_more_than_100_items_as_woocommerce_does() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
+
+/// A watermark file that is there but unreadable stops the poll with an error naming it:
+/// resuming at "now" would skip every order placed while lockstep was down.
+#[test]
+fn an_unreadable_watermark_stops_the_poll_instead_of_skipping_orders() {
+    let mut rig = rig_with(1, 0, "poll_interval_s = 1");
+    stock_all(&rig, 1, 10);
+    let path = rig.server.data_dir.join("poll-woo.watermark");
+    assert!(eventually(WAIT, || path.exists()));
+    rig.server = kill9_and_restart_after(rig.server, || std::fs::write(&path, "").unwrap());
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "",
+        "not reset to now"
+    );
+    let log = rig.server.stderr_lines().join("\n");
+    assert!(log.contains("does not hold a watermark"), "{log}");
+}

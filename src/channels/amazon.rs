@@ -738,7 +738,7 @@ impl ChannelAdapter for Amazon {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|r| r.is_finite() && *r > 0.0);
-        let interval = |rate: f64| Duration::from_secs_f64(1.0 / rate);
+        let interval = |rate: f64| super::pacing::wait_secs(1.0 / rate);
         if status == 429 {
             return PushReply::Throttled {
                 retry_after: applied.map_or(Duration::from_secs(1), interval),

@@ -306,9 +306,9 @@ fn reset_after(headers: &HeaderMap) -> Option<Duration> {
         .to_str()
         .ok()?
         .trim()
-        .parse::<u64>()
+        .parse::<f64>()
         .ok()?;
-    Some(Duration::from_millis(ms))
+    Some(super::pacing::wait_secs(ms / 1_000.0))
 }
 
 impl ChannelAdapter for BigCommerce {

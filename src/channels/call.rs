@@ -20,6 +20,10 @@ use super::{excerpt, OutboundRequest};
 /// A boxed future: the trait's conversational methods return one (object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The largest reply body taken from a channel (a levels page, an order, a feed report
+/// of 10,000 messages are far smaller).
+pub const REPLY_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// A channel's answer: status, headers, body.
 pub type Answer = (u16, HeaderMap, Vec<u8>);
 
@@ -53,10 +57,18 @@ impl Caller {
         Caller::paced(self.client.clone(), bucket)
     }
 
-    /// Sends one request (after a token, when paced).
+    /// Sends one request (after a token, when paced). The bucket's lock is held only to
+    /// take a token or learn the wait, never across the wait: a channel that paused us
+    /// must not also hang every other caller of its budget on the lock.
     pub async fn call(&self, request: OutboundRequest) -> Result<Answer, String> {
         if let Some(pace) = &self.pace {
-            pace.lock().await.acquire().await;
+            loop {
+                let wait = match pace.lock().await.try_acquire() {
+                    Ok(()) => break,
+                    Err(wait) => wait,
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
         }
         self.call_now(request).await
     }
@@ -64,14 +76,31 @@ impl Caller {
     /// Sends one request without waiting for a token (tokens themselves, for one).
     pub async fn call_now(&self, request: OutboundRequest) -> Result<Answer, String> {
         let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;
-        let response = self
+        let mut response = self
             .client
             .execute(request)
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        // The channel's body is read up to `REPLY_BYTES_MAX`, never trusted to be small.
+        if response
+            .content_length()
+            .is_some_and(|n| n > REPLY_BYTES_MAX as u64)
+        {
+            return Err(format!(
+                "reply of HTTP {status} is larger than {REPLY_BYTES_MAX} bytes"
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > REPLY_BYTES_MAX {
+                return Err(format!(
+                    "reply of HTTP {status} is larger than {REPLY_BYTES_MAX} bytes"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok((status, headers, body))
     }
 }
@@ -205,5 +234,36 @@ impl Seen {
             ids.clear();
         }
         ids.insert(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimit;
+
+    /// A channel that paused us must not hang every other user of its budget on the
+    /// bucket's lock: the waiting call holds it only to learn the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_budget_is_waited_for_without_holding_its_lock() {
+        let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::new(RateLimit {
+            requests_per_second: 5.0,
+            burst: 5,
+        })));
+        bucket.lock().await.throttled(Duration::from_secs(600));
+        let caller = Caller::paced(reqwest::Client::new(), bucket.clone());
+        let waiting = tokio::spawn(async move {
+            let request = http::Request::get("http://127.0.0.1:9/")
+                .body(Vec::new())
+                .unwrap();
+            caller.call(request).await
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "the call waits for the pause");
+        assert!(
+            bucket.try_lock().is_ok(),
+            "the lock is free while the call waits"
+        );
+        waiting.abort();
     }
 }

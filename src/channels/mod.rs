@@ -436,13 +436,14 @@ pub fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }
 
-/// Reads a `Retry-After` header given in seconds (the form channels use).
+/// Reads a `Retry-After` header given in seconds (the form channels use), at most
+/// `pacing::WAIT_MAX`.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     value
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .filter(|s| *s >= 0.0)
+        .map(pacing::wait_secs)
 }

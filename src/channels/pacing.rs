@@ -15,6 +15,19 @@ const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
 /// Backoff after a failure that a retry of the same request cannot fix (a 4xx): the
 /// values are kept and retried, slowly, so nothing is lost while an operator looks.
 pub const HOPELESS_DELAY_MAX: Duration = Duration::from_secs(30);
+/// The longest wait a channel can impose on us in one signal (`Retry-After`, a reset
+/// time, a rate): longer ones are asked again after this, so a hostile or broken answer
+/// (`Retry-After: 1e300`, a day) neither panics nor pauses a channel for good.
+pub const WAIT_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// A wait from outside (seconds, possibly absurd) as a duration within `WAIT_MAX`.
+pub fn wait_secs(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(seconds.min(WAIT_MAX.as_secs_f64()))
+}
+
 /// The rate never drops below this fraction of the configured one.
 const RATE_FLOOR_FRACTION: f64 = 1.0 / 16.0;
 /// Requests go out at this fraction of the channel's limit: the channel's own bucket runs
@@ -68,8 +81,7 @@ impl TokenBucket {
                 self.tokens -= 1.0;
                 return;
             }
-            let wait = (1.0 - self.tokens) / self.rate;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            tokio::time::sleep(wait_secs((1.0 - self.tokens) / self.rate)).await;
         }
     }
 
@@ -88,12 +100,13 @@ impl TokenBucket {
             self.tokens -= 1.0;
             return Ok(());
         }
-        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        Err(wait_secs((1.0 - self.tokens) / self.rate))
     }
 
-    /// The channel said "slow down": wait `retry_after`, then go at half the rate.
+    /// The channel said "slow down": wait `retry_after` (at most `WAIT_MAX`), then go at
+    /// half the rate.
     pub fn throttled(&mut self, retry_after: Duration) {
-        self.paused_until = Some(Instant::now() + retry_after);
+        self.paused_until = Some(Instant::now() + retry_after.min(WAIT_MAX));
         self.rate = (self.rate / 2.0).max(self.max_rate * RATE_FLOOR_FRACTION);
         self.tokens = 0.0;
     }
@@ -179,6 +192,15 @@ mod tests {
         bucket.throttled(Duration::from_secs(60));
         let paused = bucket.try_acquire().expect_err("throttled");
         assert!(paused <= Duration::from_secs(60) && paused > Duration::from_secs(59));
+    }
+
+    #[test]
+    fn waits_from_outside_are_bounded() {
+        assert_eq!(wait_secs(1e300), WAIT_MAX);
+        assert_eq!(wait_secs(f64::INFINITY), WAIT_MAX);
+        assert_eq!(wait_secs(f64::NAN), Duration::ZERO);
+        assert_eq!(wait_secs(-5.0), Duration::ZERO);
+        assert_eq!(wait_secs(1.5), Duration::from_millis(1_500));
     }
 
     #[test]

@@ -182,29 +182,10 @@ impl RotatingToken {
     /// Writes the grant durably before anything uses it: the channel has already
     /// rotated the refresh token, and the old one may no longer work.
     fn store(&self, grant: &Grant) -> Result<(), String> {
-        let fail = |e: std::io::Error| format!("storing {}: {e}", self.path.display());
-        let temp = self.path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(grant).expect("a grant serializes");
-        {
-            use std::io::Write as _;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                // Credentials: readable by the owner alone.
-                options.mode(0o600);
-            }
-            let mut file = options.open(&temp).map_err(fail)?;
-            file.write_all(&text).map_err(fail)?;
-            file.sync_all().map_err(fail)?;
-        }
-        std::fs::rename(&temp, &self.path).map_err(fail)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(fail)?;
-        }
+        // Credentials: readable by the owner alone.
+        crate::store::small_file::write_durably(&self.path, &text, true)
+            .map_err(|e| format!("storing {}: {e}", self.path.display()))?;
         Ok(())
     }
 }

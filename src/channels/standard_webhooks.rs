@@ -98,7 +98,11 @@ pub fn verify(
     let seconds: i64 = timestamp
         .parse()
         .map_err(|_| SignatureError::Timestamp(timestamp.to_string()))?;
-    if (now / MICROS_PER_SECOND - seconds).abs() > TIMESTAMP_TOLERANCE_S {
+    // Checked: the header is the sender's, and `i64::MIN` has no absolute value.
+    let skew = (now / MICROS_PER_SECOND)
+        .checked_sub(seconds)
+        .and_then(i64::checked_abs);
+    if skew.is_none_or(|s| s > TIMESTAMP_TOLERANCE_S) {
         return Err(SignatureError::Timestamp(timestamp.to_string()));
     }
     let given: Vec<Vec<u8>> = signatures

@@ -77,6 +77,68 @@ pub enum EventKind {
     OrderShippedTotal,
 }
 
+/// Why an event cannot be applied, or `None`: the checks every event passes, native or
+/// from a channel's adapter or our own propagation, before a shard sees it. A quantity
+/// beyond `QTY_MAX` (a channel's level of `i64::MIN`, say) would overflow the shard's
+/// arithmetic; the kind decides the rest: positive for order lines and returns,
+/// non-zero for adjustments, zero or more for counts and levels.
+pub fn problem(event: &Event) -> Option<String> {
+    // An unmapped record names what the channel sent, which may be longer than a SKU.
+    let sku_max = if event.kind == EventKind::Unmapped {
+        1_024
+    } else {
+        SKU_BYTES_MAX
+    };
+    if event.sku.is_empty() || event.sku.len() > sku_max {
+        return Some(format!("sku must be 1 to {sku_max} bytes"));
+    }
+    let qty = event.qty;
+    let (ok, want) = match event.kind {
+        EventKind::Adjusted | EventKind::LevelSettled => (
+            qty != 0 && (-QTY_MAX..=QTY_MAX).contains(&qty),
+            format!("non-zero and within ±{QTY_MAX}"),
+        ),
+        // A channel may show less than nothing (Shopify's and WooCommerce's oversold
+        // items); what we read of it is recorded as it is, within range.
+        EventKind::Level | EventKind::Reconciled | EventKind::StaleRead => (
+            (-QTY_MAX..=QTY_MAX).contains(&qty),
+            format!("within ±{QTY_MAX}"),
+        ),
+        EventKind::Counted
+        | EventKind::CountedAvailable
+        | EventKind::Pushed
+        | EventKind::OfferingDisabled
+        | EventKind::ListingDeactivated
+        | EventKind::ListingActivated
+        | EventKind::Unmapped
+        | EventKind::OrderReleasedTotal
+        | EventKind::OrderShippedTotal => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
+        EventKind::Withheld => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
+        EventKind::OrderPlaced
+        | EventKind::OrderCancelled
+        | EventKind::OrderShipped
+        | EventKind::Returned => ((1..=QTY_MAX).contains(&qty), format!("1 to {QTY_MAX}")),
+    };
+    if !ok {
+        return Some(format!(
+            "qty {qty} of a {} event must be {want}",
+            event.kind.as_str()
+        ));
+    }
+    // Times far outside any calendar would overflow the horizon's arithmetic.
+    let sane = 0..=TS_MAX;
+    if !sane.contains(&event.source_ts) || !sane.contains(&event.received_at) {
+        return Some(format!(
+            "source time {} is outside 1970 to 9999",
+            event.source_ts
+        ));
+    }
+    None
+}
+
+/// 9999-12-31T23:59:59Z in microseconds: no real event is later.
+pub const TS_MAX: Micros = 253_402_300_799_000_000;
+
 impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -57,6 +57,13 @@ pub enum EngineError {
     /// The data directory does not fit this configuration or build.
     #[error("data directory: {0}")]
     DataDir(String),
+    /// An event no shard may apply (`event::problem`); nothing of the request was taken.
+    #[error("event {index} (SKU {sku:?}): {problem}")]
+    Invalid {
+        index: usize,
+        sku: String,
+        problem: String,
+    },
 }
 
 impl From<StoreError> for EngineError {
@@ -82,6 +89,52 @@ pub struct Engine {
     senders: RwLock<Vec<Sender<ShardMsg>>>,
     stores: Vec<Arc<dyn ShardStore>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Held for the engine's lifetime: no other process writes this data directory.
+    _lock: DirLock,
+}
+
+/// The lock of a data directory (`lockstep.lock`, an advisory `flock`), held by whoever
+/// has it open: two processes writing one journal lose acknowledged events. The kernel
+/// releases it when the process ends, however it ends.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+const LOCK_FILE: &str = "lockstep.lock";
+
+/// Takes the lock of `data_dir` for this process, or says which process has it.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DirLock, EngineError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| EngineError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
+    let path = data_dir.join(LOCK_FILE);
+    let io = |e: std::io::Error| EngineError::DataDir(format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(EngineError::DataDir(format!(
+                "{} is in use by another lockstep process{}: stop it first (or use another data_dir)",
+                data_dir.display(),
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    // Who holds it, for the next process's message (not needed for the lock itself).
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(DirLock { _file: file })
 }
 
 /// What the data directory records about its own layout (`lockstep.meta`).
@@ -93,6 +146,17 @@ struct DataMeta {
 }
 
 const META_FILE: &str = "lockstep.meta";
+/// The layout `lockstep.meta` describes; another one is refused, never guessed at.
+const META_FORMAT: u32 = 1;
+
+/// Whether `data_dir` holds any shard directory.
+fn has_shard_dirs(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("shard-"))
+    })
+}
 
 /// Reads or creates the data directory's meta file and settles the shard count.
 pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, EngineError> {
@@ -111,6 +175,24 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
             )))
         }
     };
+    match &existing {
+        Some(meta) if meta.format != META_FORMAT => {
+            return Err(EngineError::DataDir(format!(
+                "{} has data format {}, this build reads format {META_FORMAT}: run the lockstep that wrote it",
+                data_dir.display(),
+                meta.format
+            )))
+        }
+        // Shards without their meta file: the shard count, and so where each SKU lives,
+        // is unknown; guessing it would hide half the SKUs.
+        None if has_shard_dirs(data_dir) => {
+            return Err(EngineError::DataDir(format!(
+                "{} holds shard directories but no {META_FILE}: restore it (it records the shard count) instead of starting over it",
+                data_dir.display()
+            )))
+        }
+        _ => {}
+    }
     let shards = match (&existing, shards_wanted) {
         (Some(meta), 0) => meta.shards,
         (Some(meta), wanted) if wanted != meta.shards => {
@@ -137,7 +219,7 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
         Some(_) => {}
         None => {
             let meta = DataMeta {
-                format: 1,
+                format: META_FORMAT,
                 shards,
                 router_fingerprint: router.fingerprint(),
             };
@@ -148,6 +230,20 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
         }
     }
     Ok(router)
+}
+
+/// Why shard `i` cannot start: a damaged log chunk is named, and nothing was deleted.
+pub fn recovery_refused(i: usize, dir: &Path, e: StoreError) -> EngineError {
+    match e {
+        StoreError::Corrupt { key, seq, source } => EngineError::DataDir(format!(
+            "shard {i} ({}): the log chunk {key}{} fails its check ({source}); refusing to start, \
+             as it may hold acknowledged events, and nothing was deleted. If a newer lockstep \
+             wrote it, run that version; otherwise restore the data directory from a backup",
+            dir.display(),
+            seq.map_or(String::new(), |s| format!(" (records up to {s})")),
+        )),
+        other => EngineError::DataDir(format!("recovery of {} failed: {other}", dir.display())),
+    }
 }
 
 /// The directory of shard `i`.
@@ -164,6 +260,7 @@ impl Engine {
         outboxes: Vec<Option<Arc<Outbox>>>,
     ) -> Result<Engine, EngineError> {
         let outboxes: Arc<[Option<Arc<Outbox>>]> = Arc::from(outboxes);
+        let lock = lock_data_dir(&config.data_dir)?;
         let router = open_data_dir(&config.data_dir, config.shards)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
         // later call would report).
@@ -174,17 +271,8 @@ impl Engine {
             let dir = shard_dir(&config.data_dir, i);
             let store = DiskStore::open(&dir)
                 .map_err(|e| EngineError::DataDir(format!("cannot open {}: {e}", dir.display())))?;
-            let (state, report) = recovery::recover(&store, &config.core).map_err(|e| {
-                EngineError::DataDir(format!("recovery of {} failed: {e}", dir.display()))
-            })?;
-            if report.truncated > 0 {
-                tracing::error!(
-                    shard = i,
-                    truncated = report.truncated,
-                    reason = report.truncated_reason.as_deref().unwrap_or(""),
-                    "log tail was damaged: truncated it; none of those records was acknowledged"
-                );
-            }
+            let (state, report) = recovery::recover(&store, &config.core)
+                .map_err(|e| recovery_refused(i, &dir, e))?;
             tracing::info!(
                 shard = i,
                 skus = report.skus,
@@ -233,6 +321,7 @@ impl Engine {
             senders: RwLock::new(senders),
             stores,
             threads: Mutex::new(threads),
+            _lock: lock,
         })
     }
 
@@ -258,6 +347,19 @@ impl Engine {
     /// shard is busy the whole request fails with `Busy`, and the parts that did go
     /// through are deduplicated when the client retries.
     pub async fn submit(&self, events: Vec<Event>) -> Result<Vec<EventResult>, EngineError> {
+        // One gate for every path in (native, a channel's deliveries, polls, queues, our
+        // own acknowledgements): a shard never sees an event it cannot apply.
+        if let Some((index, event, problem)) = events
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| event::problem(e).map(|p| (i, e, p)))
+        {
+            return Err(EngineError::Invalid {
+                index,
+                sku: event.sku.chars().take(64).collect(),
+                problem,
+            });
+        }
         let total = events.len();
         let mut parts: Vec<(Vec<usize>, Vec<Event>)> =
             vec![(Vec::new(), Vec::new()); self.shards()];

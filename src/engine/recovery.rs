@@ -3,8 +3,10 @@
 //! - `recover`: on start, load the stored state, then re-apply log records newer than the
 //!   state's checkpoint: the state rows are written at checkpoints, every few seconds, so
 //!   the tail holds the batches since the last one (up to `CHECKPOINT_RECORDS`).
-//!   A damaged record in the tail is truncated with everything after it and reported: it
-//!   was never acknowledged (acks follow durability) and must never be applied half-read.
+//!   A log chunk that fails its envelope check stops the start with an error naming the
+//!   shard and the chunk, and nothing is deleted: fjall's journal already drops a torn
+//!   batch, so every chunk it returns was written whole and may have been acknowledged
+//!   (a bit flipped on disk, or a chunk of a newer lockstep after a rollback).
 //! - `rebuild`: the state from the log alone, for `lockstep replay`.
 
 use crate::engine::core::{apply, CoreConfig, Input, ShardState};
@@ -20,9 +22,6 @@ pub struct RecoveryReport {
     pub checkpoint: u64,
     /// Log records past the checkpoint that were applied again.
     pub replayed: usize,
-    /// Records removed from a damaged tail, and why the first of them was refused.
-    pub truncated: usize,
-    pub truncated_reason: Option<String>,
 }
 
 /// The event a log record holds.
@@ -74,16 +73,7 @@ pub fn recover(
     for item in store.log_after(loaded.checkpoint) {
         match item {
             Ok(chunk) => tail.push(chunk),
-            Err(StoreError::Corrupt {
-                seq: Some(seq),
-                source,
-                ..
-            }) => {
-                report.truncated_reason = Some(format!("record {seq}: {source}"));
-                report.truncated = store.truncate_log_from(seq)?;
-                break;
-            }
-            Err(other) => return Err(other),
+            Err(e) => return Err(e),
         }
     }
     // Chunk by chunk, as the batches were applied; the chunks are stored already, so only

@@ -96,7 +96,12 @@ impl App {
                 StatusCode::OK,
                 &json!({"status": "ok", "shards": self.engine.shards()}),
             )),
-            (Method::GET, ["metrics"]) => Ok(self.render_metrics()),
+            // On a listener open to the network, the metrics are the admin's: they name
+            // channels, rates and failures (`metrics_listen` is the explicit public door).
+            (Method::GET, ["metrics"]) if self.config.server.listen.ip().is_loopback() => {
+                Ok(self.render_metrics())
+            }
+            (Method::GET, ["metrics"]) => self.authorize(&req).map(|()| self.render_metrics()),
             (_, ["v1", ..]) => match self.authorize(&req) {
                 Ok(()) => self.route_v1(req, &segments).await,
                 Err(e) => Err(e),
@@ -408,7 +413,7 @@ impl App {
         ))
     }
 
-    fn render_metrics(&self) -> HttpResponse {
+    pub fn render_metrics(&self) -> HttpResponse {
         let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
         response.headers_mut().insert(
             CONTENT_TYPE,

@@ -68,6 +68,9 @@ impl From<EngineError> for ApiError {
                 retry_after: Some(RETRY_AFTER_SECS),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
             },
+            EngineError::Invalid { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string())
+            }
             EngineError::Storage(_) | EngineError::DataDir(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",

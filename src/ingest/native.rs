@@ -137,7 +137,7 @@ fn opt_time(
 /// adjustments, zero or more for counts; never beyond `QTY_MAX`.
 fn check_qty(kind: EventKind, qty: i64, field: &str) -> Result<(), ApiError> {
     let ok = match kind {
-        EventKind::Adjusted => qty != 0 && qty.abs() <= QTY_MAX,
+        EventKind::Adjusted => qty != 0 && (-QTY_MAX..=QTY_MAX).contains(&qty),
         EventKind::Counted | EventKind::CountedAvailable | EventKind::Level => {
             (0..=QTY_MAX).contains(&qty)
         }

@@ -51,6 +51,11 @@ pub async fn serve(
                         );
                         return Ok::<_, Infallible>(crate::ingest::api::error_response(&e));
                     }
+                    // The metrics listener is the operator's explicit choice of where
+                    // metrics are public: no token asked there.
+                    if metrics_only {
+                        return Ok::<_, Infallible>(app.render_metrics());
+                    }
                     Ok::<_, Infallible>(app.handle(req).await)
                 }
             });

@@ -162,9 +162,13 @@ pub fn links(
         .collect()
 }
 
-/// The HTTP client for pushes: keep-alive per host, TCP_NODELAY, rustls for https.
+/// The HTTP client for pushes: keep-alive per host, TCP_NODELAY, rustls for https, no
+/// redirects.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        // No redirects: a redirect would carry the channel's credentials to another
+        // host. A 3xx answer is a failed push, named in the log.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(PUSH_TIMEOUT)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -451,8 +455,9 @@ async fn accept(
         tokio::time::sleep(pacer.backoff.next_delay(true)).await;
     }
     if let Some(wait) = wait {
-        // The channel's own budget is nearly spent: let it refill.
-        tokio::time::sleep(wait).await;
+        // The channel's own budget is nearly spent: let it refill (never for longer than
+        // a channel may make us wait).
+        tokio::time::sleep(wait.min(crate::channels::pacing::WAIT_MAX)).await;
     }
     all
 }

@@ -33,15 +33,33 @@ pub fn watermark_path(data_dir: &Path, channel: &str) -> PathBuf {
     data_dir.join(format!("poll-{channel}.watermark"))
 }
 
-fn load_watermark(path: &Path) -> Option<Micros> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The stored watermark: `None` before the first pass stored one. A file that is there
+/// but cannot be read is an error, never a silent restart at "now", which would skip
+/// every order of an outage.
+fn load_watermark(path: &Path) -> Result<Option<Micros>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    text.trim()
+        .parse::<Micros>()
+        .ok()
+        .filter(|w| (0..=crate::engine::event::TS_MAX).contains(w))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "{} does not hold a watermark ({:?}): the poll stops here rather than skip orders; \
+                 write the time to resume from (Unix microseconds) into it, or delete it to resume from now",
+                path.display(),
+                text.chars().take(40).collect::<String>()
+            )
+        })
 }
 
-/// Writes the watermark through a temp file and a rename, so it is never half written.
+/// Writes the watermark durably (synced, renamed, directory synced), like the log.
 fn store_watermark(path: &Path, watermark: Micros) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, watermark.to_string())?;
-    std::fs::rename(&temp, path)
+    crate::store::small_file::write_durably(path, watermark.to_string().as_bytes(), false)
 }
 
 /// Polls `adapter`'s orders every interval for as long as the engine runs.
@@ -79,7 +97,7 @@ pub async fn pass(
     let path = watermark_path(data_dir, adapter.name());
     let now = now_micros();
     // The first pass starts one overlap back: there is no history to catch up on.
-    let watermark = load_watermark(&path).unwrap_or(now);
+    let watermark = load_watermark(&path)?.unwrap_or(now);
     let since = watermark - OVERLAP_S * MICROS_PER_SECOND;
     let mut report = PollReport {
         watermark,
@@ -110,6 +128,19 @@ pub(crate) async fn submit_waiting(
     engine: &Engine,
     events: Vec<crate::engine::event::Event>,
 ) -> Result<(), String> {
+    // A channel's order that no shard may apply (a quantity beyond range) is logged and
+    // left out: refusing the page would hold the watermark on it for good.
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| match crate::engine::event::problem(e) {
+            None => true,
+            Some(problem) => {
+                tracing::warn!(source = %e.source, sku = %e.sku, key = %e.key, %problem, "channel event refused");
+                metrics::counter!("lockstep_channel_events_refused_total", "channel" => e.source.clone()).increment(1);
+                false
+            }
+        })
+        .collect();
     if events.is_empty() {
         return Ok(());
     }

@@ -24,6 +24,7 @@ pub async fn run(adapter: Arc<dyn ChannelAdapter>, engine: Arc<Engine>) {
         return;
     };
     let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(RECEIVE_TIMEOUT)
         .tcp_nodelay(true)
         .build()

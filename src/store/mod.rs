@@ -8,11 +8,13 @@
 //! - `disk.rs`: a shard's storage in fjall: the log (one journal, `fdatasync`ed per
 //!   batch), the keys, and the state rows written at checkpoints (see
 //!   `docs/durability.md`).
+//! - `small_file.rs`: state kept beside the log (watermarks, rotated tokens), synced.
 
 pub mod disk;
 pub mod envelope;
 pub mod keys;
 pub mod records;
+pub mod small_file;
 
 use std::collections::BTreeMap;
 

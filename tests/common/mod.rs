@@ -35,8 +35,17 @@ pub struct Server {
 /// Writes a config for `data_dir` with an ephemeral port and any extra `[server]` lines.
 pub fn write_config(data_dir: &Path, server_extra: &str) -> PathBuf {
     let path = data_dir.with_extension("toml");
+    // `server_extra` may name its own listen address.
+    let own_listen = server_extra
+        .lines()
+        .any(|l| l.trim_start().starts_with("listen ") || l.trim_start().starts_with("listen="));
+    let listen = if own_listen {
+        ""
+    } else {
+        "listen = \"127.0.0.1:0\"\n"
+    };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\nshards = 2\n{server_extra}\n",
+        "[server]\n{listen}data_dir = {:?}\nshards = 2\n{server_extra}\n",
         data_dir.display().to_string()
     );
     std::fs::write(&path, text).unwrap();
@@ -205,6 +214,41 @@ pub fn status_json(response: reqwest::blocking::Response) -> (u16, Value) {
     let text = response.text().unwrap();
     let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
     (status, body)
+}
+
+/// Runs `serve` on `data_dir` expecting it to refuse: waits for it to exit (at most 30 s)
+/// and returns what it wrote to stderr.
+pub fn serve_refused(data_dir: &Path) -> String {
+    let config = write_config(data_dir, "");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lockstep starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(
+                    !status.success(),
+                    "serve exited 0 on {}",
+                    data_dir.display()
+                );
+                break;
+            }
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("serve did not refuse {}", data_dir.display());
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    log
 }
 
 /// One native event.

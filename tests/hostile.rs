@@ -1,0 +1,170 @@
+//! Hostile peers, against the real binary: a channel that redirects our pushes to another
+//! host, one that answers with an absurd `Retry-After`, and a webhook sender whose
+//! timestamp is `i64::MIN`. Nothing panics, no credential leaves for another host, and
+//! the rest of the engine keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// A channel server that answers every request with `reply` (whole HTTP response
+/// bytes); returns its URL, how many requests it got, and their header blocks.
+fn answering(reply: String) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (count, seen) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (counted, logged) = (count.clone(), seen.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (counted, logged, reply) = (counted.clone(), logged.clone(), reply.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        head.push_str(&line);
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    logged.lock().unwrap().push(head);
+                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, count, seen)
+}
+
+fn response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A Shopify store whose API answers every call with a redirect to another host: the
+/// access token must never reach that host; the push fails instead.
+#[test]
+fn a_redirect_never_carries_credentials_to_another_host() {
+    let (elsewhere, stolen, _) = answering(response("200 OK", "", "{}"));
+    let (store, asked, heads) = answering(response(
+        "307 Temporary Redirect",
+        &format!("location: {elsewhere}/admin/api/2026-04/graphql.json\r\n"),
+        "",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = shopify_channel("shop", &store, "secret", "2026-04", "")
+        + &catalog(&data, &[("R0", "shop", "100")]);
+    let server = Server::start_with(&data, &config, None);
+    count(&server, "R0", 5);
+    assert!(eventually(Duration::from_secs(20), || asked
+        .load(Ordering::SeqCst)
+        >= 2));
+    assert!(
+        heads.lock().unwrap()[0]
+            .to_ascii_lowercase()
+            .contains("x-shopify-access-token"),
+        "the store itself gets the token"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stolen.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let metrics = server.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lockstep_push_requests_total")
+                && l.contains("outcome=\"error\"")),
+        "a redirect is a failed push"
+    );
+}
+
+/// A channel answering `429` with `Retry-After: 1e300` (and later with a day) pauses
+/// that channel for at most `WAIT_MAX`; nothing panics, and another channel keeps being
+/// pushed.
+#[test]
+fn an_absurd_retry_after_pauses_one_channel_and_panics_nothing() {
+    let (hostile, asked, _) = answering(response(
+        "429 Too Many Requests",
+        "retry-after: 1e300\r\n",
+        "{}",
+    ));
+    let healthy = loadgen::webhook_sim::WebhookSim::start(WEBHOOK_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = webhook_channel("hostile", &hostile, WEBHOOK_SECRET, "")
+        + &webhook_channel("healthy", &healthy.url(), WEBHOOK_SECRET, "");
+    let server = Server::start_with(&data, &config, None);
+    count(&server, "H0", 5);
+    assert!(eventually(Duration::from_secs(20), || asked
+        .load(Ordering::SeqCst)
+        >= 1));
+    assert!(eventually(Duration::from_secs(20), || healthy.level("H0") == Some(5)));
+    // The engine and the other channel go on.
+    count(&server, "H1", 7);
+    assert!(eventually(Duration::from_secs(20), || healthy.level("H1") == Some(7)));
+    assert_eq!(server.stock("H1"), Some((7, 0, 7)));
+    let log = server.stop().join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A Standard Webhooks delivery stamped `i64::MIN` is refused as a bad signature before
+/// any arithmetic can overflow on it.
+#[test]
+fn a_webhook_timestamp_of_i64_min_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = webhook_channel("erp", "http://127.0.0.1:9", WEBHOOK_SECRET, "");
+    let server = Server::start_with(&data, &config, None);
+    let body =
+        json!({"events": [{"idempotency_key": "x", "sku": "T0", "kind": "counted", "qty": 1}]});
+    let min = i64::MIN.to_string();
+    let headers = [
+        ("webhook-id", "msg_1"),
+        ("webhook-timestamp", min.as_str()),
+        ("webhook-signature", "v1,Zm9yZ2Vk"),
+    ];
+    let (status, answer) = post_raw(
+        &server,
+        "erp",
+        &headers,
+        &serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad_signature")),
+        "{answer}"
+    );
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(server.stock("T0"), None, "nothing applied");
+}
