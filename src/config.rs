@@ -25,6 +25,11 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The longest idempotency window: ten years.
+pub const IDEMPOTENCY_DAYS_MAX: u32 = 3_653;
+/// The longest reordering horizon: a year.
+pub const HORIZON_HOURS_MAX: u32 = 8_784;
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -54,6 +59,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// An extra listener serving only /metrics, for scrapers on another interface.
     pub metrics_listen: Option<SocketAddr>,
+    /// Most connections a listener takes at once (default: what the open-file limit
+    /// leaves after the shards' storage, up to 16,384).
+    pub connections_max: Option<usize>,
     pub data_dir: PathBuf,
     /// 0: one shard per core (or, on existing data, the count it was created with).
     pub shards: usize,
@@ -70,6 +78,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             metrics_listen: None,
+            connections_max: None,
             data_dir: PathBuf::from("lockstep-data"),
             shards: 0,
             admin_token: None,
@@ -335,6 +344,12 @@ impl Config {
         if server.data_dir.as_os_str().is_empty() {
             return Err(invalid("server.data_dir", "must not be empty"));
         }
+        if server
+            .connections_max
+            .is_some_and(|n| n == 0 || n > 1_000_000)
+        {
+            return Err(invalid("server.connections_max", "1 to 1,000,000"));
+        }
         if server.shards > 1024 {
             return Err(invalid(
                 "server.shards",
@@ -366,6 +381,20 @@ impl Config {
             return Err(invalid(
                 "server.idempotency_days",
                 "must be at least 1: channels retry for days",
+            ));
+        }
+        // Upper bounds keep the microsecond arithmetic far from overflow (`u32::MAX`
+        // days is 11 million years).
+        if server.idempotency_days > IDEMPOTENCY_DAYS_MAX {
+            return Err(invalid(
+                "server.idempotency_days",
+                format!("at most {IDEMPOTENCY_DAYS_MAX} (ten years)"),
+            ));
+        }
+        if server.horizon_hours > HORIZON_HOURS_MAX {
+            return Err(invalid(
+                "server.horizon_hours",
+                format!("at most {HORIZON_HOURS_MAX} (a year)"),
             ));
         }
         if server.horizon_hours == 0 {
@@ -862,6 +891,14 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             Some("channels[3].revision_day_utc_offset_h".into())
         );
         assert_eq!(field("feeds_per_hour = 0\nurgent_at_or_below = 25"), None);
+        for (line, at) in [
+            ("idempotency_days = 4294967295", "server.idempotency_days"),
+            ("horizon_hours = 4294967295", "server.horizon_hours"),
+        ] {
+            let text = EXAMPLE.replacen("[server]", &format!("[server]\n{line}"), 1);
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert_eq!(err.field, at, "{err}");
+        }
         assert_eq!(
             field("feeds_per_hour = 100000"),
             Some("channels[3].feeds_per_hour".into())

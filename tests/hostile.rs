@@ -168,3 +168,51 @@ fn a_webhook_timestamp_of_i64_min_is_refused_not_a_panic() {
     assert_eq!(server.get("/healthz").0, 200);
     assert_eq!(server.stock("T0"), None, "nothing applied");
 }
+
+/// Sockets that send half a request and wait hold nothing for long: past
+/// `connections_max` a connection is closed at once, a request whose headers do not
+/// arrive within 10 s is closed, and then the listener serves again.
+#[test]
+fn idle_and_half_sent_connections_are_capped_and_timed_out() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, "connections_max = 8", None);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The ninth is closed at once: no answer, end of stream.
+    let mut ninth = TcpStream::connect(&addr).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = ninth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = ninth.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // The half-sent requests are cut off after the header timeout.
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed too soon: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(25), "not closed: {waited:?}");
+    assert_eq!(server.get("/healthz").0, 200, "serving again");
+    assert!(server
+        .metrics()
+        .lines()
+        .any(|l| l.starts_with("lockstep_connections_refused_total") && !l.ends_with(" 0")));
+}

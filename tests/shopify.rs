@@ -654,3 +654,36 @@ fn a_level_beyond_range_is_refused_before_it_reaches_a_shard() {
     let log = rig.server.stop().join("\n");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The topic header is not signed: a captured, validly signed `orders/create` re-sent
+/// as `orders/cancelled` or `orders/fulfilled` must not release or ship the order. Every
+/// orders topic is read from its payload (`cancelled_at`, the fulfillments), so the
+/// re-sent body says what it said the first time.
+#[test]
+fn a_signed_order_re_sent_under_another_topic_changes_nothing() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    let order = json!({"id": 7001, "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z",
+        "cancelled_at": null, "closed_at": null, "fulfillments": [], "refunds": [],
+        "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 3, "current_quantity": 3,
+                        "fulfillable_quantity": 3, "fulfillment_status": null}]});
+    let body = serde_json::to_vec(&order).unwrap();
+    let signature = rig.shop.sign(&body);
+    let send = |topic: &str| {
+        post_raw(
+            &rig.server,
+            "shop",
+            &[
+                ("x-shopify-topic", topic),
+                ("x-shopify-hmac-sha256", signature.as_str()),
+            ],
+            &body,
+        )
+    };
+    assert_eq!(send("orders/create").0, 200);
+    assert_eq!(rig.server.stock("S0"), Some((10, 3, 7)));
+    for topic in ["orders/cancelled", "orders/fulfilled", "orders/updated"] {
+        assert_eq!(send(topic).0, 200, "{topic}");
+        assert_eq!(rig.server.stock("S0"), Some((10, 3, 7)), "{topic}");
+    }
+}

@@ -81,10 +81,15 @@ pub fn quantity(value: &Value) -> Option<i64> {
     value.as_i64().filter(|q| (1..=QTY_MAX).contains(q))
 }
 
-/// A SKU the engine accepts (non-empty, short enough, no control characters).
+/// A SKU the engine accepts (non-empty, short enough, no control or invisible format
+/// characters).
 pub fn sku(value: &Value) -> Option<String> {
     let sku = value.as_str()?.trim();
-    let ok = !sku.is_empty() && sku.len() <= SKU_BYTES_MAX && !sku.chars().any(char::is_control);
+    let ok = !sku.is_empty()
+        && sku.len() <= SKU_BYTES_MAX
+        && !sku
+            .chars()
+            .any(|c| c.is_control() || crate::engine::event::is_format_char(c));
     ok.then(|| sku.to_string())
 }
 

@@ -77,6 +77,19 @@ pub enum EventKind {
     OrderShippedTotal,
 }
 
+/// Unicode's format characters that hide or reorder text: zero-width spaces and joiners,
+/// the byte-order mark, soft hyphen, and the bidirectional marks, embeddings, overrides
+/// and isolates.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
 /// Why an event cannot be applied, or `None`: the checks every event passes, native or
 /// from a channel's adapter or our own propagation, before a shard sees it. A quantity
 /// beyond `QTY_MAX` (a channel's level of `i64::MIN`, say) would overflow the shard's

@@ -89,8 +89,22 @@ pub struct Engine {
     senders: RwLock<Vec<Sender<ShardMsg>>>,
     stores: Vec<Arc<dyn ShardStore>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Per shard, why it refuses work (set by the shard when its storage fails).
+    failures: Vec<Arc<Mutex<Option<String>>>>,
     /// Held for the engine's lifetime: no other process writes this data directory.
     _lock: DirLock,
+}
+
+/// One shard's state, for `/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ShardHealth {
+    pub shard: usize,
+    /// `ok`, `failed` (storage failed: it refuses work until a restart), `dead` (its
+    /// thread ended), or `stopped` (shutting down).
+    pub state: &'static str,
+    pub reason: Option<String>,
+    /// Requests waiting in its mailbox.
+    pub mailbox: usize,
 }
 
 /// The lock of a data directory (`lockstep.lock`, an advisory `flock`), held by whoever
@@ -293,7 +307,11 @@ impl Engine {
         let mut senders = Vec::new();
         let mut stores = Vec::new();
         let mut threads = Vec::new();
+        let mut failures = Vec::new();
         for (i, (state, store)) in shards.into_iter().enumerate() {
+            let failure = Arc::new(Mutex::new(None));
+            failures.push(failure.clone());
+            metrics::gauge!("lockstep_shard_up", "shard" => i.to_string()).set(1.0);
             let (tx, rx) = bounded(MAILBOX_MSGS_MAX);
             let shard = Shard {
                 id: i,
@@ -306,6 +324,7 @@ impl Engine {
                 outboxes: outboxes.clone(),
                 settling: Default::default(),
                 oldest: Default::default(),
+                failure,
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()
@@ -321,8 +340,36 @@ impl Engine {
             senders: RwLock::new(senders),
             stores,
             threads: Mutex::new(threads),
+            failures,
             _lock: lock,
         })
+    }
+
+    /// Each shard's state: whether it can accept and durably apply events now.
+    pub fn health(&self) -> Vec<ShardHealth> {
+        let senders = self.senders.read().unwrap_or_else(|e| e.into_inner());
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        (0..self.shards())
+            .map(|i| {
+                let reason = self.failures[i]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let dead = threads.get(i).is_some_and(|t| t.is_finished());
+                let state = match (senders.get(i), dead, &reason) {
+                    (None, _, _) => "stopped",
+                    (_, true, _) => "dead",
+                    (_, _, Some(_)) => "failed",
+                    _ => "ok",
+                };
+                ShardHealth {
+                    shard: i,
+                    state,
+                    reason: reason.or_else(|| dead.then(|| "the shard thread ended".to_string())),
+                    mailbox: senders.get(i).map_or(0, |s| s.len()),
+                }
+            })
+            .collect()
     }
 
     pub fn shards(&self) -> usize {

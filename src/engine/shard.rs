@@ -53,9 +53,17 @@ pub struct Shard {
     pub settling: BTreeSet<(Micros, String)>,
     /// When each SKU's oldest stored movement is due a fold (`movements.rs`).
     pub oldest: OldestMovements,
+    /// Why this shard refuses work, when it does: read by `/healthz`.
+    pub failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Shard {
+    /// Records why the shard refuses work from now on.
+    fn fail(&self, reason: &str) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        metrics::gauge!("lockstep_shard_up", "shard" => self.id.to_string()).set(0.0);
+    }
+
     /// Runs until every sender of the mailbox is gone.
     pub fn run(mut self, core_id: Option<core_affinity::CoreId>) {
         if let Some(core_id) = core_id {
@@ -81,6 +89,7 @@ impl Shard {
             if failed.is_none() {
                 if let Err(reason) = self.settle_due() {
                     tracing::error!(shard = self.id, %reason, "storage failed; shard refuses work until restart");
+                    self.fail(&reason);
                     failed = Some(reason);
                 }
             }
@@ -164,6 +173,11 @@ impl Shard {
                 Ok(())
             }
             Err((reason, fatal)) => {
+                // Marked failed before anyone hears of it: a client told 500 that then
+                // asks /healthz must see why.
+                if fatal {
+                    self.fail(&reason);
+                }
                 for (_, reply) in replies {
                     let _ = reply.send(Err(EngineError::Storage(reason.clone())));
                 }

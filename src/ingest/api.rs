@@ -47,6 +47,8 @@ pub struct App {
     pub client: reqwest::Client,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
+    /// Connections each listener takes at once (`server::connections_max`).
+    pub connections_max: usize,
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -59,6 +61,14 @@ impl App {
         links: Vec<Option<Arc<ChannelLink>>>,
         client: reqwest::Client,
     ) -> Arc<App> {
+        // The descriptors: raised to the hard limit, and shared between the storage and
+        // the connections.
+        let fd_limit = crate::ingest::server::raise_fd_limit();
+        let connections_max = config
+            .server
+            .connections_max
+            .unwrap_or_else(|| crate::ingest::server::connections_max(fd_limit, engine.shards()));
+        tracing::info!(fd_limit, connections_max, "connection limit");
         let engine_rules = config.engine_config().core.channels.to_vec();
         let reconcilers = links
             .iter()
@@ -84,6 +94,7 @@ impl App {
             metrics,
             links,
             put_counter: AtomicU64::new(0),
+            connections_max,
         })
     }
 
@@ -92,10 +103,7 @@ impl App {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let result = match (req.method().clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => Ok(json_response(
-                StatusCode::OK,
-                &json!({"status": "ok", "shards": self.engine.shards()}),
-            )),
+            (Method::GET, ["healthz"]) => Ok(self.healthz()),
             // On a listener open to the network, the metrics are the admin's: they name
             // channels, rates and failures (`metrics_listen` is the explicit public door).
             (Method::GET, ["metrics"]) if self.config.server.listen.ip().is_loopback() => {
@@ -413,6 +421,23 @@ impl App {
         ))
     }
 
+    /// `GET /healthz`: each shard's state; 503 when any shard cannot accept or durably
+    /// apply events (its SKUs would be refused), 200 otherwise.
+    fn healthz(&self) -> HttpResponse {
+        let shards = self.engine.health();
+        let ok = shards.iter().all(|s| s.state == "ok");
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(
+            status,
+            &json!({"status": if ok { "ok" } else { "unavailable" },
+                    "shards": shards.len(), "shard_states": shards}),
+        )
+    }
+
     pub fn render_metrics(&self) -> HttpResponse {
         let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
         response.headers_mut().insert(
@@ -453,6 +478,35 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|len| len > BODY_DRAIN_BYTES_MAX as u64) {
         return Err(too_large());
     }
+    // A body trickled in byte by byte holds a connection and a worker: it must be whole
+    // within BODY_READ_TIMEOUT.
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read_body_frames(req, declared)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// How long a request body may take to arrive.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn read_body_frames(
+    req: Request<Incoming>,
+    declared: Option<u64>,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is over {BODY_BYTES_MAX} bytes"),
+        )
+    };
     let mut body = req.into_body();
     let mut kept =
         Vec::with_capacity(declared.map_or(0, |len| len.min(BODY_BYTES_MAX as u64) as usize));

@@ -71,7 +71,17 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string())
             }
-            EngineError::Storage(_) | EngineError::DataDir(_) => ApiError::new(
+            // The shard refuses work until a restart recovers it from disk: unavailable,
+            // not a request's fault; nothing of the request was acknowledged.
+            EngineError::Storage(_) => ApiError {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failed",
+                    format!("{e}; nothing of this request was acknowledged. The shard refuses work until lockstep restarts and recovers from disk (see /healthz)"),
+                )
+            },
+            EngineError::DataDir(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",
                 e.to_string(),

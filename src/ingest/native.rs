@@ -37,6 +37,21 @@ pub fn check_sku(sku: &str, field: &str) -> Result<(), ApiError> {
             "must not contain control characters",
         ));
     }
+    // Invisible and direction-changing characters make two SKUs that look the same (or a
+    // SKU that reads backwards in the audit): refused, as control characters are.
+    if let Some(c) = sku
+        .chars()
+        .find(|c| crate::engine::event::is_format_char(*c))
+    {
+        return Err(ApiError::field(
+            "invalid_sku",
+            field,
+            format!(
+                "must not contain invisible or bidirectional format characters (U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -74,8 +74,14 @@ const TABLE_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Opens a shard's fjall keyspace (its journal syncs only when asked:
 /// `Keyspace::persist`, which the shard's commits and checkpoints call).
+/// File descriptors one shard's keyspace may hold open (fjall's tables and journal;
+/// its default is 900 per keyspace, which a few shards and some idle sockets would
+/// exhaust at the usual soft limit of 1,024): the listener keeps them aside.
+pub const FDS_PER_SHARD: usize = 256;
+
 pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
     Ok(fjall::Config::new(dir)
+        .max_open_files(FDS_PER_SHARD)
         .cache_size(CACHE_BYTES)
         .max_write_buffer_size(WRITE_BUFFER_BYTES)
         .max_journaling_size(JOURNAL_BYTES)
