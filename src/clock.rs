@@ -13,10 +13,44 @@ pub type Micros = i64;
 pub const MICROS_PER_SECOND: Micros = 1_000_000;
 pub const MICROS_PER_HOUR: Micros = 3_600 * MICROS_PER_SECOND;
 
-/// The wall clock, for the I/O shell around the core.
+/// The latest time this process has handed out (see `now_micros`).
+static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The wall clock, for the I/O shell around the core, never going backwards: after a
+/// backward step it stands still until the wall clock catches up, so an event stamped by
+/// the engine is never placed before one it stamped earlier (a movement would otherwise
+/// land before a count it follows, and change nothing).
 pub fn now_micros() -> Micros {
-    let now = OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000) as Micros
+    let wall = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as Micros;
+    monotonic(&LAST, wall)
+}
+
+/// `wall`, or the latest time handed out when the wall clock is behind it.
+fn monotonic(last: &std::sync::atomic::AtomicI64, wall: Micros) -> Micros {
+    let before = last.fetch_max(wall, std::sync::atomic::Ordering::SeqCst);
+    if before > wall + MICROS_PER_SECOND {
+        tracing::warn!(
+            behind_ms = (before - wall) / 1_000,
+            "the wall clock stepped back: engine time stands still until it catches up"
+        );
+    }
+    before.max(wall)
+}
+
+/// Times handed out from now on are no earlier than `at` (the newest time in the data
+/// directory's log, at start: a clock stepped back while lockstep was down must not
+/// stamp new events before old ones).
+pub fn not_before(at: Micros) {
+    LAST.fetch_max(at, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The time idempotency keys expire against: the wall clock, but never ahead of `base`
+/// (the log's newest time at start) plus the time this process has really run. A
+/// forward step of the wall clock cannot make keys expire early; keys kept longer are
+/// only kept longer.
+pub fn expiry_now(base: Micros, since: std::time::Instant) -> Micros {
+    let ran = Micros::try_from(since.elapsed().as_micros()).unwrap_or(Micros::MAX);
+    now_micros().min(base.saturating_add(ran))
 }
 
 /// Parses an RFC 3339 timestamp (`2026-11-27T10:00:00Z`, offsets allowed) into `Micros`.
@@ -70,6 +104,32 @@ mod tests {
         assert_eq!(utc, offset);
         assert_eq!(parse_rfc3339(&format_rfc3339(utc + 7)), Some(utc + 7));
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn time_never_goes_backwards() {
+        let last = std::sync::atomic::AtomicI64::new(0);
+        assert_eq!(monotonic(&last, 1_000), 1_000);
+        assert_eq!(monotonic(&last, 5_000), 5_000);
+        // A step back: time stands still, then follows the wall clock again.
+        assert_eq!(monotonic(&last, 2_000), 5_000);
+        assert_eq!(monotonic(&last, 6_000), 6_000);
+    }
+
+    #[test]
+    fn keys_expire_against_the_time_really_run_not_a_forward_step() {
+        let start = std::time::Instant::now();
+        // The log's newest time is a year ago (the wall clock jumped ahead, or lockstep
+        // was down): expiry counts from there, plus the few microseconds run.
+        let base = now_micros() - 365 * 24 * MICROS_PER_HOUR;
+        let at = expiry_now(base, start);
+        assert!(
+            at >= base && at < base + 60 * MICROS_PER_SECOND,
+            "{at} {base}"
+        );
+        // A recent base: the wall clock.
+        let now = now_micros();
+        assert!(expiry_now(now + MICROS_PER_HOUR, start) >= now);
     }
 
     #[test]

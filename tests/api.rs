@@ -343,3 +343,28 @@ fn check_config_names_the_bad_field() {
         "{err}"
     );
 }
+
+/// A count stamped ahead of now (the API allows up to an hour, for clocks that run
+/// fast) is taken as of when it was received: ordered an hour ahead, it would make every
+/// movement of the coming hour answer `applied` while changing nothing.
+#[test]
+fn a_count_stamped_ahead_is_taken_as_of_its_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let mut count = event("c", "FUT", "counted", 10);
+    count["source_ts"] = json!(ago(-59));
+    assert_eq!(server.post_events(&json!({"events": [count]})).0, 200);
+    let (status, body) = server.post_events(&json!({"events": [event("a", "FUT", "adjusted", 5)]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.stock("FUT"),
+        Some((15, 0, 15)),
+        "the movement after the count counts"
+    );
+    let audit = common::audit_of(&server, "FUT");
+    let counted = audit.iter().find(|r| r["kind"] == "counted").unwrap();
+    assert!(
+        counted["source_ts"].as_str().unwrap() <= counted["received_at"].as_str().unwrap(),
+        "{counted}"
+    );
+}

@@ -30,7 +30,7 @@ use self::core::CoreConfig;
 use self::event::{Event, EventResult};
 use self::router::Router;
 use self::shard::{Shard, ShardMsg};
-use crate::clock::Micros;
+use crate::clock::{now_micros, Micros};
 use crate::propagate::outbox::Outbox;
 use crate::store::records::{HeadRecord, LogRecord};
 use crate::store::{DiskStore, ShardStore, StoreError};
@@ -246,6 +246,18 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
     Ok(router)
 }
 
+/// The newest `applied_at` in a shard's log (0 when it is empty): its last chunk's.
+fn newest_applied_at(store: &dyn ShardStore) -> Result<Micros, EngineError> {
+    let last = store.last_seq()?;
+    let mut newest = 0;
+    for chunk in store.log_after(last.saturating_sub(1)) {
+        for record in chunk? {
+            newest = newest.max(record.applied_at);
+        }
+    }
+    Ok(newest)
+}
+
 /// Why shard `i` cannot start: a damaged log chunk is named, and nothing was deleted.
 pub fn recovery_refused(i: usize, dir: &Path, e: StoreError) -> EngineError {
     match e {
@@ -295,20 +307,22 @@ impl Engine {
                 "shard recovered"
             );
             last_seq = last_seq.max(store.last_seq()?);
+            let newest = newest_applied_at(&store)?;
+            crate::clock::not_before(newest);
             // Nothing is dropped across a restart: the shard knows what every channel last
             // acknowledged, so whatever differs from its target is pushed again.
             for (sku, sku_state) in &state {
                 let pushes = self::core::pushes_for(sku, sku_state, &config.core.channels);
                 Outbox::offer_all(&outboxes, &pushes);
             }
-            shards.push((state, Arc::new(store) as Arc<dyn ShardStore>));
+            shards.push((state, Arc::new(store) as Arc<dyn ShardStore>, newest));
         }
         let seq = Arc::new(AtomicU64::new(last_seq));
         let mut senders = Vec::new();
         let mut stores = Vec::new();
         let mut threads = Vec::new();
         let mut failures = Vec::new();
-        for (i, (state, store)) in shards.into_iter().enumerate() {
+        for (i, (state, store, newest)) in shards.into_iter().enumerate() {
             let failure = Arc::new(Mutex::new(None));
             failures.push(failure.clone());
             metrics::gauge!("lockstep_shard_up", "shard" => i.to_string()).set(1.0);
@@ -325,6 +339,11 @@ impl Engine {
                 settling: Default::default(),
                 oldest: Default::default(),
                 failure,
+                // A shard with an empty log has no keys to expire early.
+                expiry_base: (
+                    if newest > 0 { newest } else { now_micros() },
+                    std::time::Instant::now(),
+                ),
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()
@@ -393,7 +412,14 @@ impl Engine {
     /// request that live on several shards are applied by each shard in parallel; if any
     /// shard is busy the whole request fails with `Busy`, and the parts that did go
     /// through are deduplicated when the client retries.
-    pub async fn submit(&self, events: Vec<Event>) -> Result<Vec<EventResult>, EngineError> {
+    pub async fn submit(&self, mut events: Vec<Event>) -> Result<Vec<EventResult>, EngineError> {
+        // Nothing happened after we received it: a source time ahead of that (a count
+        // stamped up to an hour ahead, a channel's clock running fast) is taken as the
+        // time received. Ordered later, it would make every movement before it change
+        // nothing.
+        for event in &mut events {
+            event.source_ts = event.source_ts.min(event.received_at);
+        }
         // One gate for every path in (native, a channel's deliveries, polls, queues, our
         // own acknowledgements): a shard never sees an event it cannot apply.
         if let Some((index, event, problem)) = events

@@ -55,6 +55,9 @@ pub struct Shard {
     pub oldest: OldestMovements,
     /// Why this shard refuses work, when it does: read by `/healthz`.
     pub failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// The log's newest time at start and when the shard started: keys expire against
+    /// `clock::expiry_now`, so a forward step of the wall clock forgets none early.
+    pub expiry_base: (Micros, Instant),
 }
 
 impl Shard {
@@ -266,10 +269,11 @@ impl Shard {
 
     fn sweep(&self, last_sweep: &mut Instant) {
         *last_sweep = Instant::now();
-        match self
-            .store
-            .sweep_expired_keys(now_micros() - self.key_retention_us, SWEEP_RUNS_MAX)
-        {
+        match self.store.sweep_expired_keys(
+            crate::clock::expiry_now(self.expiry_base.0, self.expiry_base.1)
+                - self.key_retention_us,
+            SWEEP_RUNS_MAX,
+        ) {
             Ok(0) => {}
             Ok(swept) => tracing::debug!(shard = self.id, swept, "forgot expired idempotency keys"),
             Err(e) => tracing::warn!(shard = self.id, error = %e, "idempotency sweep failed"),
