@@ -414,6 +414,10 @@ impl Config {
                     "1 to 64 characters of a-z, 0-9, '-' and '_' (it is a URL path segment)",
                 ));
             }
+            if channel.name == "api" {
+                // The native API's events are the source `api`'s.
+                return Err(invalid(at("name"), "\"api\" is the native API's own name"));
+            }
             if !names.insert(channel.name.as_str()) {
                 return Err(invalid(
                     at("name"),

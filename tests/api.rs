@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{event, replay, Server};
+use common::{catalog, event, replay, shopify_channel, Server};
 use serde_json::json;
 
 /// An RFC 3339 timestamp `minutes` ago, so the test holds whenever it runs (counts older
@@ -366,5 +366,40 @@ fn a_count_stamped_ahead_is_taken_as_of_its_arrival() {
     assert!(
         counted["source_ts"].as_str().unwrap() <= counted["received_at"].as_str().unwrap(),
         "{counted}"
+    );
+}
+
+/// A channel's adapter keys its events `{channel}/...`: native events may neither write
+/// there (a native key `shop/1041/7/placed` would make the real Shopify order a
+/// duplicate) nor name a configured channel as their source.
+#[test]
+fn native_events_cannot_borrow_a_channels_keys_or_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = shopify_channel("shop", "http://127.0.0.1:9", "secret", "2026-04", "")
+        + &catalog(&data, &[("NS0", "shop", "100")]);
+    let server = Server::start_with(&data, &config, None);
+    let borrowed = event("shop/1041/7/placed", "NS0", "adjusted", 1);
+    let (status, body) = server.post_events(&json!({"events": [borrowed]}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("reserved_idempotency_key")),
+        "{body}"
+    );
+    let mut posing = event("k-1", "NS0", "adjusted", 1);
+    posing["source"] = json!("shop");
+    let (status, body) = server.post_events(&json!({"events": [posing]}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_source")),
+        "{body}"
+    );
+    assert_eq!(server.stock("NS0"), None, "nothing applied");
+    // Keys of its own are fine.
+    assert_eq!(
+        server
+            .post_events(&json!({"events": [event("mine/1", "NS0", "adjusted", 1)]}))
+            .0,
+        200
     );
 }

@@ -135,10 +135,23 @@ fn line_event(
 /// (`.../shipped_to/3`), so the same total read twice is a duplicate and a new one is not.
 pub fn line_key(channel: &str, order: &str, line: &str, kind: EventKind, qty: i64) -> String {
     let transition = kind.transition();
+    // The parts are the channel's ids: a `/` in one (`1/2` + `3` against `1` + `2/3`)
+    // must not let two lines share a key.
+    let (order, line) = (key_part(order), key_part(line));
     if kind.is_running_total() {
         format!("{channel}/{order}/{line}/{transition}/{qty}")
     } else {
         format!("{channel}/{order}/{line}/{transition}")
+    }
+}
+
+/// An id as one part of a key: `%` and `/` percent-encoded, everything else as is (the
+/// ids channels use, digits and letters, are unchanged).
+fn key_part(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains(['/', '%']) {
+        std::borrow::Cow::Owned(id.replace('%', "%25").replace('/', "%2F"))
+    } else {
+        std::borrow::Cow::Borrowed(id)
     }
 }
 
@@ -210,6 +223,24 @@ pub fn invalid(field: &str, problem: &str) -> ApiError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_slash_in_an_id_cannot_make_two_lines_share_a_key() {
+        let placed = EventKind::OrderPlaced;
+        let a = line_key("c", "1/2", "3", placed, 1);
+        let b = line_key("c", "1", "2/3", placed, 1);
+        assert_ne!(a, b);
+        assert_eq!(
+            line_key("c", "12", "3", placed, 1),
+            "c/12/3/placed",
+            "plain ids unchanged"
+        );
+        assert_ne!(
+            line_key("c", "1%2F2", "3", placed, 1),
+            a,
+            "nor a percent sign"
+        );
+    }
 
     #[test]
     fn ids_times_and_quantities() {

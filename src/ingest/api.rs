@@ -229,6 +229,36 @@ impl App {
         ))
     }
 
+    /// Keys and sources are namespaced by who sent them: a channel's adapter keys its
+    /// events `{channel}/...`, and nobody else may write there (a native event keyed
+    /// `shop/1041/7/placed` would make Shopify's real order a duplicate), nor name a
+    /// configured channel as its source. `sender`: the channel the events came in from,
+    /// or `api`.
+    fn check_namespaces(&self, sender: &str, events: &[Event]) -> Result<(), ApiError> {
+        for (i, event) in events.iter().enumerate() {
+            for other in self.config.channels.iter().map(|c| c.name.as_str()) {
+                if other == sender {
+                    continue;
+                }
+                if sender == "api" && event.source == other {
+                    return Err(ApiError::field(
+                        "invalid_source",
+                        format!("events[{i}].source"),
+                        format!("{other:?} is a configured channel: its events come from its own webhooks, not the API"),
+                    ));
+                }
+                if event.key.starts_with(&format!("{other}/")) {
+                    return Err(ApiError::field(
+                        "reserved_idempotency_key",
+                        format!("events[{i}].idempotency_key"),
+                        format!("keys starting {other:?}/ belong to that channel's own events"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Submits events, then counts them by channel, kind and outcome and times the
     /// request: the one path every event-carrying endpoint shares.
     async fn submit_counted(
@@ -237,6 +267,7 @@ impl App {
         events: Vec<Event>,
         started: Instant,
     ) -> Result<Vec<EventResult>, ApiError> {
+        self.check_namespaces(channel, &events)?;
         let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
         let results = self.engine.submit(events).await?;
         for (kind, result) in kinds.iter().zip(&results) {
