@@ -214,3 +214,42 @@ fn an_fdatasync_precedes_the_ack() {
         lines[request..=ack].join("\n")
     );
 }
+
+/// One byte changed in an old batch of fjall's journal (a batch's start marker turned
+/// into an end marker) makes fjall's reader stop there and serve what came before,
+/// silently. The acknowledged high-water mark written at each checkpoint catches it: the
+/// start refuses, naming the shard and the missing range, instead of serving less.
+#[test]
+fn a_journal_cut_short_below_what_was_acknowledged_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    for i in 0..50 {
+        let one = json!({"events": [event(&format!("j{i}"), "JRNL", "adjusted", 2)]});
+        assert_eq!(server.post_events(&one).0, 200);
+    }
+    server.stop();
+    let shard = shard_dir(&data, open_data_dir(&data, 0).unwrap().shard_of("JRNL"));
+    let journal = shard.join("lsm/journals/0");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    // Each batch ends with fjall's trailer `FJL\x02`; the byte after the tenth is the
+    // next batch's start marker (tag 1). Tag 3 is an end marker without a start.
+    let trailers: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"FJL\x02")
+        .map(|(i, _)| i + 4)
+        .collect();
+    assert!(trailers.len() > 20, "{} batches", trailers.len());
+    assert_eq!(bytes[trailers[10]], 1, "a start marker");
+    bytes[trailers[10]] = 3;
+    std::fs::write(&journal, bytes).unwrap();
+
+    let log = serve_refused(&data);
+    assert!(
+        log.contains("were acknowledged") && log.contains("are missing") && log.contains("shard-"),
+        "{log}"
+    );
+    let (ok, out) = replay(&data);
+    assert!(!ok && out.contains("were acknowledged"), "{out}");
+}

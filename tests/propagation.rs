@@ -106,10 +106,19 @@ fn a_channel_down_for_ten_seconds_converges_within_five_after_it_returns() {
             .iter()
             .map(|s| {
                 n += 1;
-                json!({"sku": s, "kind": "order_placed", "qty": 1, "source": "a", "order_id": format!("o{n}")})
+                json!({"sku": s, "kind": "order_placed", "qty": 1, "order_id": format!("o{n}"), "line_id": "1"})
             })
             .collect();
-        assert_eq!(server.post_events(&json!({ "events": events })).0, 200);
+        // Orders on channel a, as a delivers them (the native API may not speak for a
+        // configured channel).
+        let (status, body) = deliver(
+            &server,
+            &a,
+            "a",
+            &format!("evt-{n}"),
+            &json!({ "events": events }),
+        );
+        assert_eq!(status, 200, "{body}");
         std::thread::sleep(Duration::from_millis(200));
     }
     b.set_fault(Fault::None);

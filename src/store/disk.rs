@@ -114,6 +114,28 @@ fn first_result_of(record: &LogRecord) -> FirstResult {
     }
 }
 
+/// The file that holds the shard's acknowledged high-water mark (a sequence number).
+const ACKNOWLEDGED_FILE: &str = "acknowledged";
+
+/// The acknowledged high-water mark, when a checkpoint has written one.
+fn read_acknowledged(dir: &Path) -> Result<Option<u64>, StoreError> {
+    let path = dir.join(ACKNOWLEDGED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    text.trim().parse().map(Some).map_err(|_| {
+        StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} does not hold a sequence number: {text:?}",
+                path.display()
+            ),
+        ))
+    })
+}
+
 impl DiskStore {
     /// Opens (or creates) the shard database in `dir`.
     pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
@@ -129,6 +151,17 @@ impl DiskStore {
         let keys = KeyStore::open(&keyspace)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
+        // What was acknowledged must still be there: fjall's journal reader stops at a
+        // damaged batch and serves what came before, silently.
+        if let Some(acknowledged) = read_acknowledged(dir)? {
+            let have = match log.last_key_value()? {
+                Some((key, _)) => seq_of_log_key(&key),
+                None => 0,
+            };
+            if have < acknowledged {
+                return Err(StoreError::Lost { have, acknowledged });
+            }
+        }
         if dir.join("db").exists() && state.is_empty()? {
             // An earlier build kept the state rows in sled (`db`, `conf`, `blobs/`,
             // `snap.*`): they are rebuilt from the log on this start.
@@ -230,6 +263,12 @@ impl DiskStore {
         // One journal, written in order: this sync also covers the keys inserted since
         // the last checkpoint, so the checkpoint never says stored what could be lost.
         self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        // The high-water mark of what was acknowledged, outside fjall: checked at open.
+        crate::store::small_file::write_durably(
+            &self.path.join(ACKNOWLEDGED_FILE),
+            pending.last_seq.to_string().as_bytes(),
+            false,
+        )?;
         *pending = Pending::default();
         Ok(())
     }

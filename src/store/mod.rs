@@ -45,6 +45,16 @@ pub enum StoreError {
         seq: Option<u64>,
         source: envelope::EnvelopeError,
     },
+    /// The log ends before the last record known acknowledged (`acknowledged`, written
+    /// at each checkpoint): something below it was lost, a damaged journal batch most
+    /// likely (fjall's reader stops at one).
+    #[error(
+        "the log ends at record {have} but records up to {acknowledged} were acknowledged: \
+         records {} to {acknowledged} are missing (a damaged journal?); refusing to start \
+         rather than serve less. Restore the data directory from a backup",
+        have + 1
+    )]
+    Lost { have: u64, acknowledged: u64 },
     /// Stored parts disagree with each other (a cached sum with its sources).
     #[error("inconsistent state for SKU {sku:?}: {detail}")]
     Inconsistent { sku: String, detail: String },
