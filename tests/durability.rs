@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{event, replay, serve_refused, Server, BIN};
+use common::{event, replay, serve_refused, serve_traced, signal_traced, Server};
 use lockstep::engine::event::{EventKind, Outcome};
 use lockstep::engine::{open_data_dir, shard_dir};
 use lockstep::store::envelope::{encode, SCHEMA_VERSION};
@@ -150,32 +149,19 @@ fn an_fdatasync_precedes_the_ack() {
     let data = dir.path().join("data");
     let config = common::write_config(&data, "");
     let trace = dir.path().join("trace.txt");
-    let mut child = Command::new("strace")
-        .args([
+    let trace_arg = trace.display().to_string();
+    let (mut child, base) = serve_traced(
+        &[
             "-f",
             "-s",
             "48",
             "-e",
             "trace=read,recvfrom,write,writev,sendto,sendmsg,fdatasync,fsync",
             "-o",
-        ])
-        .arg(&trace)
-        .arg(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("lockstep listening on ")
-        .expect("listening line")
-        .to_string();
+            &trace_arg,
+        ],
+        &config,
+    );
     let response = Server::client()
         .post(format!("{base}/v1/events"))
         .json(&json!({"events": [event("traced", "STRACE", "adjusted", 1)]}))
@@ -183,14 +169,7 @@ fn an_fdatasync_precedes_the_ack() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     // Stop the traced server itself (strace's child); strace exits with it.
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
-    for pid in children.split_whitespace() {
-        unsafe {
-            libc::kill(pid.parse().unwrap(), libc::SIGTERM);
-        }
-    }
-    child.wait().unwrap();
+    signal_traced(&mut child, libc::SIGTERM);
 
     let text = std::fs::read_to_string(&trace).unwrap();
     let lines: Vec<&str> = text.lines().collect();

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
@@ -20,8 +19,8 @@ fn a_failed_fdatasync_fails_its_shard_healthz_says_so_and_nothing_acknowledged_i
     let data = dir.path().join("data");
     let config = write_config(&data, "");
     // The start syncs a few times; from the 30th fdatasync on, every one fails with EIO.
-    let mut child = Command::new("strace")
-        .args([
+    let (mut child, base) = serve_traced(
+        &[
             "-f",
             "-qq",
             "-e",
@@ -30,23 +29,9 @@ fn a_failed_fdatasync_fails_its_shard_healthz_says_so_and_nothing_acknowledged_i
             "inject=fdatasync:error=EIO:when=30+",
             "-o",
             "/dev/null",
-        ])
-        .arg(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("lockstep listening on ")
-        .expect("listening line")
-        .to_string();
+        ],
+        &config,
+    );
     let client = Server::client();
     let mut acked = Vec::new();
     let mut refused = None;
@@ -91,14 +76,7 @@ fn a_failed_fdatasync_fails_its_shard_healthz_says_so_and_nothing_acknowledged_i
 
     // Killed where it stands, then started without the fault: every acknowledged event
     // is there.
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
-    for pid in children.split_whitespace() {
-        unsafe {
-            libc::kill(pid.parse().unwrap(), libc::SIGKILL);
-        }
-    }
-    child.wait().unwrap();
+    signal_traced(&mut child, libc::SIGKILL);
     let server = Server::start(&data);
     for i in 0..8 {
         let sku = format!("F{i}");

@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{BulkWrite, Caller, PushItem, PushReply};
-use crate::clock::now_micros;
 use crate::engine::Engine;
 
-use super::{deliver_acks, ChannelLink};
+use super::{acknowledge, ChannelLink};
 
 /// How often a watcher looks whether it should read its submission's status.
 const WATCH_TICK: Duration = Duration::from_secs(1);
@@ -168,29 +167,21 @@ async fn settle(
     outcome: PushReply,
 ) {
     let name = link.adapter.name();
-    let mut mask = vec![false; items.len()];
-    match outcome {
-        PushReply::Accepted { acked, .. } => {
-            for i in acked.into_iter().filter(|i| *i < items.len()) {
-                mask[i] = true;
-            }
-        }
+    let acked = match outcome {
+        PushReply::Accepted { acked, .. } => acked,
         other => {
             tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
+            Vec::new()
         }
-    }
-    let taken: Vec<&PushItem> = items
-        .iter()
-        .zip(&mask)
-        .filter(|(_, ok)| **ok)
-        .map(|(i, _)| i)
-        .collect();
-    let all = taken.len() == items.len();
-    count(name, if all { "ok" } else { "partial" });
-    let acked_at = now_micros();
-    for item in &taken {
-        link.timing.record(item.caused_at, acked_at);
-    }
-    deliver_acks(engine, name, &taken, acked_at).await;
+    };
+    let mask = acknowledge(link, engine, items, &acked).await;
+    count(
+        name,
+        if mask.iter().all(|ok| *ok) {
+            "ok"
+        } else {
+            "partial"
+        },
+    );
     link.outbox.settle_submission(items, &mask);
 }

@@ -431,22 +431,8 @@ async fn accept(
     wait: Option<Duration>,
     contended: bool,
 ) -> bool {
-    let mut mask = vec![false; items.len()];
-    for i in acked.iter().copied().filter(|i| *i < items.len()) {
-        mask[i] = true;
-    }
+    let mask = acknowledge(link, engine, items, acked).await;
     let all = mask.iter().all(|ok| *ok);
-    let acked_at = now_micros();
-    let taken: Vec<&PushItem> = items
-        .iter()
-        .zip(&mask)
-        .filter(|(_, ok)| **ok)
-        .map(|(i, _)| i)
-        .collect();
-    for item in &taken {
-        link.timing.record(item.caused_at, acked_at);
-    }
-    deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
     link.outbox.finish(items, &mask);
     pacer.bucket.lock().await.succeeded();
     if all || contended {
@@ -460,6 +446,32 @@ async fn accept(
         tokio::time::sleep(wait.min(crate::channels::pacing::WAIT_MAX)).await;
     }
     all
+}
+
+/// What the channel took (`acked`: indices into `items`) is timed and acknowledged to
+/// the shards; returns which items it took.
+async fn acknowledge(
+    link: &ChannelLink,
+    engine: &Engine,
+    items: &[PushItem],
+    acked: &[usize],
+) -> Vec<bool> {
+    let mut mask = vec![false; items.len()];
+    for i in acked.iter().copied().filter(|i| *i < items.len()) {
+        mask[i] = true;
+    }
+    let acked_at = now_micros();
+    let taken: Vec<&PushItem> = items
+        .iter()
+        .zip(&mask)
+        .filter(|(_, ok)| **ok)
+        .map(|(i, _)| i)
+        .collect();
+    for item in &taken {
+        link.timing.record(item.caused_at, acked_at);
+    }
+    deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
+    mask
 }
 
 /// Reads what the channel shows for `skus`, one read per read group.

@@ -40,6 +40,20 @@ struct Inner {
     submitted: AHashMap<String, (i64, bool)>,
 }
 
+impl Inner {
+    /// An item the channel did not take waits again with the value it carried.
+    fn offer_again(&mut self, item: &PushItem) {
+        self.dirty.insert(
+            item.sku.clone(),
+            Wanted {
+                target: item.quantity,
+                expected: item.expected,
+                caused_at: item.caused_at,
+            },
+        );
+    }
+}
+
 /// Which SKUs a channel lists (catalog channels list only the SKUs they map).
 pub type Carries = Box<dyn Fn(&str) -> bool + Send + Sync>;
 /// Which targets cannot wait for a bulk submission to be processed: `(target, shown)`.
@@ -204,16 +218,13 @@ impl Outbox {
         for (item, ok) in items.iter().zip(acked) {
             inner.in_flight.remove(&item.sku);
             if !ok && !inner.dirty.contains_key(&item.sku) {
-                inner.dirty.insert(
-                    item.sku.clone(),
-                    Wanted {
-                        target: item.quantity,
-                        expected: item.expected,
-                        caused_at: item.caused_at,
-                    },
-                );
+                inner.offer_again(item);
             }
         }
+        self.depth_gauge(inner);
+    }
+
+    fn depth_gauge(&self, inner: std::sync::MutexGuard<'_, Inner>) {
         let depth = inner.dirty.len();
         drop(inner);
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
@@ -253,20 +264,10 @@ impl Outbox {
                 || inner.in_flight.contains_key(&item.sku)
                 || inner.dirty.contains_key(&item.sku);
             if !ok && !newer {
-                inner.dirty.insert(
-                    item.sku.clone(),
-                    Wanted {
-                        target: item.quantity,
-                        expected: item.expected,
-                        caused_at: item.caused_at,
-                    },
-                );
+                inner.offer_again(item);
             }
         }
-        let depth = inner.dirty.len();
-        drop(inner);
-        metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
-            .set(depth as f64);
+        self.depth_gauge(inner);
         self.notify.notify_one();
     }
 

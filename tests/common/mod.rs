@@ -251,6 +251,43 @@ pub fn serve_refused(data_dir: &Path) -> String {
     log
 }
 
+/// Starts `serve --config CONFIG` under `strace` with `strace_args` (its stdout piped,
+/// stderr dropped) and returns the child (strace) and the server's base URL.
+pub fn serve_traced(strace_args: &[&str], config: &Path) -> (Child, String) {
+    let mut child = Command::new("strace")
+        .args(strace_args)
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("lockstep listening on ")
+        .expect("listening line")
+        .to_string();
+    (child, base)
+}
+
+/// Sends `signal` to the server strace runs (its child), and waits for strace to end.
+pub fn signal_traced(child: &mut Child, signal: i32) {
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    for pid in children.split_whitespace() {
+        // SAFETY: kill(2) on a pid read from /proc; it only sends a signal.
+        unsafe {
+            libc::kill(pid.parse().unwrap(), signal);
+        }
+    }
+    child.wait().unwrap();
+}
+
 /// One native event.
 pub fn event(key: &str, sku: &str, kind: &str, qty: i64) -> Value {
     json!({"idempotency_key": key, "sku": sku, "kind": kind, "qty": qty, "source": "test"})
