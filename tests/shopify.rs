@@ -633,13 +633,7 @@ fn a_level_beyond_range_is_refused_before_it_reaches_a_shard() {
     let level = json!({"inventory_item_id": 100, "location_id": 1, "available": i64::MIN,
         "updated_at": "2026-11-27T10:00:00Z"});
     let body = serde_json::to_vec(&level).unwrap();
-    let signature = rig.shop.sign(&body);
-    let headers = [
-        ("x-shopify-topic", "inventory_levels/update"),
-        ("x-shopify-hmac-sha256", signature.as_str()),
-        ("x-shopify-event-id", "evt-min-1"),
-    ];
-    let (status, answer) = post_raw(&rig.server, "shop", &headers, &body);
+    let (status, answer) = signed_hook(&rig, "inventory_levels/update", &body);
     assert_eq!(
         (status, answer["error"].as_str()),
         (400, Some("invalid_event")),
@@ -668,22 +662,21 @@ fn a_signed_order_re_sent_under_another_topic_changes_nothing() {
         "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 3, "current_quantity": 3,
                         "fulfillable_quantity": 3, "fulfillment_status": null}]});
     let body = serde_json::to_vec(&order).unwrap();
-    let signature = rig.shop.sign(&body);
-    let send = |topic: &str| {
-        post_raw(
-            &rig.server,
-            "shop",
-            &[
-                ("x-shopify-topic", topic),
-                ("x-shopify-hmac-sha256", signature.as_str()),
-            ],
-            &body,
-        )
-    };
+    let send = |topic: &str| signed_hook(&rig, topic, &body);
     assert_eq!(send("orders/create").0, 200);
     assert_eq!(rig.server.stock("S0"), Some((10, 3, 7)));
     for topic in ["orders/cancelled", "orders/fulfilled", "orders/updated"] {
         assert_eq!(send(topic).0, 200, "{topic}");
         assert_eq!(rig.server.stock("S0"), Some((10, 3, 7)), "{topic}");
     }
+}
+
+/// Posts `body` to the store's webhook endpoint under `topic`, signed as Shopify signs.
+fn signed_hook(rig: &Rig, topic: &str, body: &[u8]) -> (u16, Value) {
+    let signature = rig.shop.sign(body);
+    let headers = [
+        ("x-shopify-topic", topic),
+        ("x-shopify-hmac-sha256", signature.as_str()),
+    ];
+    post_raw(&rig.server, "shop", &headers, body)
 }
