@@ -49,6 +49,8 @@ pub struct App {
     put_counter: AtomicU64,
     /// Connections each listener takes at once (`server::connections_max`).
     pub connections_max: usize,
+    /// Each channel's name and the key prefix only it writes (`{name}/`).
+    key_prefixes: Vec<(String, String)>,
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -85,6 +87,11 @@ impl App {
                 })
             })
             .collect();
+        let key_prefixes = config
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), format!("{}/", c.name)))
+            .collect();
         Arc::new(App {
             reconcilers,
             client,
@@ -95,6 +102,7 @@ impl App {
             links,
             put_counter: AtomicU64::new(0),
             connections_max,
+            key_prefixes,
         })
     }
 
@@ -236,18 +244,18 @@ impl App {
     /// or `api`.
     fn check_namespaces(&self, sender: &str, events: &[Event]) -> Result<(), ApiError> {
         for (i, event) in events.iter().enumerate() {
-            for other in self.config.channels.iter().map(|c| c.name.as_str()) {
+            for (other, prefix) in &self.key_prefixes {
                 if other == sender {
                     continue;
                 }
-                if sender == "api" && event.source == other {
+                if sender == "api" && event.source == *other {
                     return Err(ApiError::field(
                         "invalid_source",
                         format!("events[{i}].source"),
                         format!("{other:?} is a configured channel: its events come from its own webhooks, not the API"),
                     ));
                 }
-                if event.key.starts_with(&format!("{other}/")) {
+                if event.key.starts_with(prefix.as_str()) {
                     return Err(ApiError::field(
                         "reserved_idempotency_key",
                         format!("events[{i}].idempotency_key"),
