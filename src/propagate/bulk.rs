@@ -119,6 +119,12 @@ async fn watch(
     id: String,
     items: Vec<PushItem>,
 ) {
+    // However this task ends (a panic, the runtime stopping) its items must not stay
+    // "submitted" for good, which would hold their SKUs out of every later batch.
+    let mut unsettled = Unsettled {
+        link: link.clone(),
+        items: Some(items.clone()),
+    };
     let Some(bulk) = link.adapter.bulk() else {
         return;
     };
@@ -155,6 +161,23 @@ async fn watch(
         }
     };
     settle(&link, &engine, &id, &items, outcome).await;
+    unsettled.items = None;
+}
+
+/// A submission's items, offered again if its watcher ends before settling them.
+struct Unsettled {
+    link: Arc<ChannelLink>,
+    items: Option<Vec<PushItem>>,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take() {
+            self.link
+                .outbox
+                .settle_submission(&items, &vec![false; items.len()]);
+        }
+    }
 }
 
 /// Acts on a processed submission: what it applied is acknowledged, the rest offered

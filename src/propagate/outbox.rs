@@ -352,4 +352,46 @@ mod tests {
         outbox.offer("GONE", 0, None, 200);
         assert!(outbox.is_empty());
     }
+
+    #[test]
+    fn a_submitted_sku_waits_for_its_submission_unless_its_change_is_urgent() {
+        // Urgent: down to 5 units or fewer.
+        let outbox = Outbox::new("c").with_urgent(Box::new(|target, _| target <= 5));
+        outbox.offer("A", 50, None, 1);
+        outbox.offer("B", 40, None, 1);
+        let batch = outbox.take(10);
+        outbox.submitted(&batch);
+        // A non-urgent change waits for the submission; an urgent one goes at once.
+        outbox.offer("A", 45, Some(50), 2);
+        outbox.offer("B", 0, Some(40), 2);
+        let now: Vec<(String, i64)> = outbox
+            .take(10)
+            .into_iter()
+            .map(|i| (i.sku, i.quantity))
+            .collect();
+        assert_eq!(now, vec![("B".to_string(), 0)]);
+        assert!(
+            outbox.written_since(&batch),
+            "B was written during the submission"
+        );
+        outbox.finish(&[item_of("B", 0)], &[true]);
+        // The submission fails for both: A's newer 45 waits already, B's older 40 must
+        // not come back over the 0 written since.
+        outbox.settle_submission(&batch, &[false, false]);
+        let next: Vec<(String, i64)> = outbox
+            .take(10)
+            .into_iter()
+            .map(|i| (i.sku, i.quantity))
+            .collect();
+        assert_eq!(next, vec![("A".to_string(), 45)]);
+    }
+
+    fn item_of(sku: &str, quantity: i64) -> PushItem {
+        PushItem {
+            sku: sku.into(),
+            quantity,
+            expected: None,
+            caused_at: 0,
+        }
+    }
 }
