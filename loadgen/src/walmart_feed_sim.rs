@@ -44,6 +44,8 @@ pub struct Feed {
     submitted_ms: i64,
     ready: Instant,
     file: Vec<u8>,
+    /// The items the file carries (0 for a file that does not parse), counted once.
+    received: usize,
     /// Set once processed: per item, or the whole feed's error.
     results: Option<Result<Vec<ItemResult>, String>>,
 }
@@ -56,7 +58,7 @@ impl Feed {
 
     /// The items the file carries (0 for a file that does not parse).
     pub fn items(&self) -> usize {
-        parse_file(&self.file).map_or(0, |items| items.len())
+        self.received
     }
 }
 
@@ -200,6 +202,7 @@ impl Feeds {
             submitted: now,
             submitted_ms: now_us() / 1_000,
             ready: now + self.processing,
+            received: parse_file(&file).map_or(0, |items| items.len()),
             file,
             results: None,
         });

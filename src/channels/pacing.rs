@@ -17,7 +17,16 @@ const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
 pub const HOPELESS_DELAY_MAX: Duration = Duration::from_secs(30);
 /// The longest wait a channel can impose on us in one signal (`Retry-After`, a reset
 /// time, a rate): longer ones are asked again after this, so a hostile or broken answer
-/// (`Retry-After: 1e300`, a day) neither panics nor pauses a channel for good.
+/// (`Retry-After: 1e300`, a day) neither panics nor pauses a channel for good. The
+/// signals it bounds: `Retry-After` as delay-seconds (RFC 9110 §10.2.3,
+/// https://www.rfc-editor.org/rfc/rfc9110#field.retry-after); BigCommerce's
+/// `X-Rate-Limit-Time-Reset-Ms` of a 30-second window
+/// (https://docs.bigcommerce.com/developer/docs/overview/api-fundamentals/rate-limits);
+/// Walmart's `x-next-replenishment-time`
+/// (https://developer.walmart.com/us-marketplace/docs/throttling); Amazon's
+/// `x-amzn-RateLimit-Limit` in requests per second
+/// (https://developer-docs.amazon.com/sp-api/docs/usage-plans-and-rate-limits). None
+/// documents a wait near 15 minutes: a longer one is asked again, not obeyed.
 pub const WAIT_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// A wait from outside (seconds, possibly absurd) as a duration within `WAIT_MAX`.
@@ -62,27 +71,6 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.last = now;
-    }
-
-    /// Waits for a token.
-    pub async fn acquire(&mut self) {
-        loop {
-            let now = Instant::now();
-            if let Some(until) = self.paused_until {
-                if until > now {
-                    tokio::time::sleep_until(until).await;
-                    continue;
-                }
-                self.paused_until = None;
-                self.last = Instant::now();
-            }
-            self.refill(now);
-            if self.tokens >= 1.0 {
-                self.tokens -= 1.0;
-                return;
-            }
-            tokio::time::sleep(wait_secs((1.0 - self.tokens) / self.rate)).await;
-        }
     }
 
     /// Takes a token if there is one now; otherwise says how long until there is (for a
@@ -152,6 +140,13 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    /// Waits for a token as `Caller::call` does.
+    async fn acquire(bucket: &mut TokenBucket) {
+        while let Err(wait) = bucket.try_acquire() {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_bucket_holds_the_rate_and_halves_it_on_a_throttle() {
         let mut bucket = TokenBucket::new(RateLimit {
@@ -160,7 +155,7 @@ mod tests {
         });
         let start = Instant::now();
         for _ in 0..15 {
-            bucket.acquire().await;
+            acquire(&mut bucket).await;
         }
         // 5 from the burst, then 10 at 4.5/s (the limit less its headroom).
         let elapsed = start.elapsed().as_secs_f64();
@@ -169,7 +164,7 @@ mod tests {
         bucket.throttled(Duration::from_secs(3));
         assert_eq!(bucket.rate(), 2.25);
         let before = Instant::now();
-        bucket.acquire().await;
+        acquire(&mut bucket).await;
         assert!(
             before.elapsed() >= Duration::from_secs(3),
             "Retry-After is honoured"

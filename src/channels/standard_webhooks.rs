@@ -98,6 +98,9 @@ pub fn verify(
     let seconds: i64 = timestamp
         .parse()
         .map_err(|_| SignatureError::Timestamp(timestamp.to_string()))?;
+    // `webhook-timestamp` is integer Unix seconds and a verifier compares it with its own
+    // clock within a tolerance (Standard Webhooks specification, "Verifying webhook
+    // authenticity": https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md).
     // Checked: the header is the sender's, and `i64::MIN` has no absolute value.
     let skew = (now / MICROS_PER_SECOND)
         .checked_sub(seconds)

@@ -271,11 +271,6 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// SKUs in bulk submissions not processed yet.
-    pub fn submitted_len(&self) -> usize {
-        self.lock().submitted.len()
-    }
-
     /// The quantity of an item in flight changed before it was sent again (a stale
     /// compare's resend): an offer of that quantity meanwhile is already on its way.
     pub fn retarget(&self, sku: &str, quantity: i64) {
@@ -364,12 +359,7 @@ mod tests {
         // A non-urgent change waits for the submission; an urgent one goes at once.
         outbox.offer("A", 45, Some(50), 2);
         outbox.offer("B", 0, Some(40), 2);
-        let now: Vec<(String, i64)> = outbox
-            .take(10)
-            .into_iter()
-            .map(|i| (i.sku, i.quantity))
-            .collect();
-        assert_eq!(now, vec![("B".to_string(), 0)]);
+        assert_eq!(taken(&outbox), vec![("B".to_string(), 0)]);
         assert!(
             outbox.written_since(&batch),
             "B was written during the submission"
@@ -378,12 +368,15 @@ mod tests {
         // The submission fails for both: A's newer 45 waits already, B's older 40 must
         // not come back over the 0 written since.
         outbox.settle_submission(&batch, &[false, false]);
-        let next: Vec<(String, i64)> = outbox
+        assert_eq!(taken(&outbox), vec![("A".to_string(), 45)]);
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<(String, i64)> {
+        outbox
             .take(10)
             .into_iter()
             .map(|i| (i.sku, i.quantity))
-            .collect();
-        assert_eq!(next, vec![("A".to_string(), 45)]);
+            .collect()
     }
 
     fn item_of(sku: &str, quantity: i64) -> PushItem {
