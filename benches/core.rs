@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use lockstep::clock::MICROS_PER_SECOND;
-use lockstep::engine::core::{apply, CoreConfig, Input, ShardState};
-use lockstep::engine::event::{Event, EventKind, LineRef};
+use lockstep::core::event::{Event, EventKind, LineRef};
+use lockstep::core::{apply, CoreConfig, Input, ShardState};
 
 const T0: i64 = 1_800_000_000 * MICROS_PER_SECOND;
 const BATCH: usize = 1_024;

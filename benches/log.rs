@@ -1,14 +1,17 @@
 //! Log append + journal fdatasync (one durable commit, with the checkpoints it triggers) at
 //! batch sizes 1, 64 and 1,024: the cost the shard pays per batch, and how group commit amortizes it.
 //! As in the shard, each batch's keys are looked up before its commit (not timed).
+//! `key_lookup`: what a duplicate costs against a fresh key, side by side: a key seen
+//! before (its first result answered) and one never seen, in a store of 100 chunks of
+//! 1,024 records, the shape a retry storm meets.
 //! `cargo bench --bench log`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use lockstep::clock::MICROS_PER_SECOND;
-use lockstep::engine::core::{apply, CoreConfig, Effects, Input, ShardState};
-use lockstep::engine::event::{Event, EventKind};
+use lockstep::core::event::{Event, EventKind};
+use lockstep::core::{apply, CoreConfig, Effects, Input, ShardState};
 use lockstep::store::{DiskStore, ShardStore};
 
 const T0: i64 = 1_800_000_000 * MICROS_PER_SECOND;
@@ -68,9 +71,55 @@ fn log(c: &mut Criterion) {
     group.finish();
 }
 
+fn key_lookup(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(&dir.path().join("shard")).unwrap();
+    let mut state = ShardState::default();
+    let mut round = 0u64;
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        let fx = effects(&mut state, 1_024, &mut round);
+        keys.extend(
+            fx.first_results
+                .iter()
+                .map(|(sku, key, _)| (sku.clone(), key.clone())),
+        );
+        store.commit(&fx).unwrap();
+    }
+    store.checkpoint().unwrap();
+    let mut group = c.benchmark_group("key_lookup");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    group.bench_function("duplicate", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % keys.len();
+            let (sku, key) = &keys[i];
+            assert!(store
+                .lookup(black_box(sku), black_box(key))
+                .unwrap()
+                .is_some());
+        })
+    });
+    let fresh: Vec<(String, String)> = keys
+        .iter()
+        .map(|(sku, key)| (sku.clone(), format!("never-{key}")))
+        .collect();
+    group.bench_function("fresh", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % fresh.len();
+            let (sku, key) = &fresh[i];
+            assert!(store
+                .lookup(black_box(sku), black_box(key))
+                .unwrap()
+                .is_none());
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(5));
-    targets = log
+    targets = log, key_lookup
 }
 criterion_main!(benches);

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
 use crate::config::Config;
-use crate::engine::core::{CoreConfig, ShardState};
+use crate::core::{CoreConfig, ShardState};
 use crate::engine::recovery::{rebuild, recover};
+use crate::engine::settings::History;
 use crate::engine::{
     audit_across, lock_data_dir, open_data_dir, recovery_refused, shard_dir, DirLock, Engine,
+    EngineConfig,
 };
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
@@ -50,21 +52,22 @@ pub async fn run(
         });
         let catalog = config.catalog_rows()?;
         let adapters = crate::channels::build(&config.channels, &catalog, &config.server.data_dir);
-        let links = crate::propagate::links(&config.channels, &adapters);
-        let outboxes = links
-            .iter()
-            .map(|l| l.as_ref().map(|l| l.outbox.clone()))
-            .collect();
-        let engine = Arc::new(Engine::start(&config.engine_config(), outboxes)?);
+        let links = crate::propagate::links(&config, &adapters);
+        let outboxes =
+            crate::propagate::outbox::Outboxes(links.map(|l| l.as_ref().map(|l| l.outbox.clone())));
+        let engine = Arc::new(Engine::start(
+            &EngineConfig::of(&config),
+            Arc::new(outboxes),
+        )?);
         let names: Vec<String> = links
-            .iter()
+            .values()
             .flatten()
             .map(|l| l.adapter.name().to_string())
             .collect();
         crate::metrics::register(&names, engine.shards());
         let client = crate::propagate::http_client();
         // Every channel task is supervised: one that panics is started again.
-        for link in links.iter().flatten() {
+        for link in links.values().flatten() {
             let name = link.adapter.name().to_string();
             let (l, e, c) = (link.clone(), engine.clone(), client.clone());
             supervise(format!("pusher/{name}"), move || {
@@ -91,7 +94,7 @@ pub async fn run(
             None => None,
         };
         let app = App::new(engine.clone(), config, metrics, links, client.clone());
-        for reconciler in app.reconcilers.iter().flatten() {
+        for reconciler in app.reconcilers.values().flatten() {
             let (r, e, c) = (reconciler.clone(), engine.clone(), client.clone());
             supervise(format!("reconcile/{}", r.link.adapter.name()), move || {
                 r.clone().run(e.clone(), c.clone())
@@ -134,12 +137,19 @@ async fn shutdown_signal() {
 type OpenShard = (Arc<dyn ShardStore>, ShardState);
 
 /// A data directory opened by a command: its lock (held while the command reads), its
-/// router and shards.
-type Opened = (DirLock, crate::engine::router::Router, Vec<OpenShard>);
+/// router, its settings history and shards.
+type Opened = (
+    DirLock,
+    crate::engine::router::Router,
+    History,
+    Vec<OpenShard>,
+);
 
-/// Opens every shard store of a data directory that no server is using, and recovers it
-/// as a start would (state rows past the last checkpoint are replayed from the log and
-/// stored), so the rows read afterwards include every logged event.
+/// Opens every shard store of a data directory that no server is using, read-only, and
+/// recovers it as a start would, under the settings stored with the data (`core` only
+/// for a directory that has none, which then has no events either): state rows past the
+/// last checkpoint are replayed from the log into memory, so what is read afterwards
+/// includes every logged event, and nothing is written.
 fn open_stores(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<Opened> {
     if !data_dir.join("lockstep.meta").exists() {
         bail!(
@@ -150,38 +160,43 @@ fn open_stores(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<Opened> {
     // A running server holds the lock: this command refuses instead of writing under it.
     let lock = lock_data_dir(data_dir)?;
     let router = open_data_dir(data_dir, 0)?;
+    let history = History::read(data_dir)?;
+    let stored = history.current().map(|era| era.core());
     let mut stores: Vec<OpenShard> = Vec::new();
     for i in 0..router.shards() {
         let dir = shard_dir(data_dir, i);
-        let store = DiskStore::open(&dir).map_err(|e| {
-            anyhow!(
-                "cannot open {}: {e} (is a lockstep server running on this data directory? stop it first)",
-                dir.display()
-            )
-        })?;
-        let (state, _) = recover(&store, core).map_err(|e| recovery_refused(i, &dir, e))?;
+        let store = DiskStore::open_read_only(&dir)
+            .map_err(|e| anyhow!("cannot open {}: {e}", dir.display()))?;
+        if stored.is_none() && store.last_seq()? > 0 {
+            return Err(crate::engine::settings::missing(data_dir).into());
+        }
+        let (state, _) = recover(&store, stored.as_ref().unwrap_or(core))
+            .map_err(|e| recovery_refused(i, &dir, e))?;
         stores.push((Arc::new(store), state));
     }
-    Ok((lock, router, stores))
+    Ok((lock, router, history, stores))
 }
 
 /// `lockstep audit SKU`: asks the running server when there is one, else reads the
 /// data directory directly.
 pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Result<()> {
-    let records = match audit_over_http(config, sku, limit)? {
-        Some(records) => records,
+    let (records, settings) = match audit_over_http(config, sku, limit)? {
+        Some(answer) => answer,
         None => {
-            let (_lock, router, shards) =
-                open_stores(&config.server.data_dir, &config.engine_config().core)?;
+            let (_lock, router, history, shards) =
+                open_stores(&config.server.data_dir, &config.core_config())?;
             let stores: Vec<_> = shards.into_iter().map(|(store, _)| store).collect();
             let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
-            records.iter().map(crate::ingest::api::audit_json).collect()
+            let records = records.iter().map(crate::ingest::api::audit_json).collect();
+            (records, history.changes_json(0))
         }
     };
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "records": records }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "records": records, "settings_changes": settings })
+            )?
         );
         return Ok(());
     }
@@ -193,7 +208,32 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
         "{:>10}  {:<32}  {:<17}  {:>7}  {:<12}  {:<9}  {:>15}  key",
         "seq", "applied_at", "kind", "qty", "source", "outcome", "available"
     );
+    // Records come newest first; a change of settings is printed between the last record
+    // before it and the first after it.
+    let first_seq = |era: &serde_json::Value| {
+        era["from_seq"]
+            .as_array()
+            .and_then(|seqs| seqs.iter().filter_map(|s| s.as_u64()).max())
+            .unwrap_or(0)
+    };
+    let mut changes: Vec<&serde_json::Value> = settings.iter().rev().collect();
+    let print_change = |era: &serde_json::Value| {
+        let what: Vec<&str> = era["changes"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:>10}  {:<32}  settings: {}",
+            format!("{}..", first_seq(era)),
+            era["since"].as_str().unwrap_or(""),
+            what.join("; ")
+        );
+    };
     for r in &records {
+        let seq = r["seq"].as_u64().unwrap_or(0);
+        while changes.first().is_some_and(|era| first_seq(era) > seq) {
+            print_change(changes.remove(0));
+        }
         let text = |name: &str| r[name].as_str().unwrap_or("").to_string();
         println!(
             "{:>10}  {:<32}  {:<17}  {:>7}  {:<12}  {:<9}  {:>15}  {}{}",
@@ -215,12 +255,15 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
     Ok(())
 }
 
+/// A SKU's audit records, newest first, and the settings changes of the data directory.
+type AuditAnswer = (Vec<serde_json::Value>, Vec<serde_json::Value>);
+
 /// The audit from a running server; `None` when nothing listens at the configured address.
 fn audit_over_http(
     config: &Config,
     sku: &str,
     limit: usize,
-) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+) -> anyhow::Result<Option<AuditAnswer>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -254,19 +297,18 @@ fn audit_over_http(
         if !status.is_success() {
             bail!("server at {addr} answered {status}: {value}");
         }
-        Ok(Some(
-            value["records"].as_array().cloned().unwrap_or_default(),
-        ))
+        let list = |name: &str| value[name].as_array().cloned().unwrap_or_default();
+        Ok(Some((list("records"), list("settings_changes"))))
     })
 }
 
 /// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
 /// with the stored state. Returns whether they are equal.
 pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
-    let (_lock, _, mut shards) = open_stores(data_dir, core)?;
+    let (_lock, _, history, mut shards) = open_stores(data_dir, core)?;
     let mut all_equal = true;
     for (i, (store, live)) in shards.iter_mut().enumerate() {
-        let rebuilt = rebuild(store.as_ref(), core)?;
+        let rebuilt = rebuild(store.as_ref(), i, &history, core)?;
         // The live state keeps movements on disk; the rebuilt one has them in memory.
         // Comparing them whole also checks the stored movement rows against the log.
         for (sku, state) in live.iter_mut() {

@@ -13,28 +13,39 @@ pub type Micros = i64;
 pub const MICROS_PER_SECOND: Micros = 1_000_000;
 pub const MICROS_PER_HOUR: Micros = 3_600 * MICROS_PER_SECOND;
 
+/// Whether the wall clock was last seen more than a second behind engine time.
+static BEHIND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The latest time this process has handed out (see `now_micros`).
 static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// The wall clock, for the I/O shell around the core, never going backwards: after a
-/// backward step it stands still until the wall clock catches up, so an event stamped by
-/// the engine is never placed before one it stamped earlier (a movement would otherwise
-/// land before a count it follows, and change nothing).
+/// The wall clock, for the I/O shell around the core, never going backwards and never
+/// handing out one time twice: after a backward step it creeps on a microsecond a call
+/// until the wall clock catches up, so an event stamped by the engine always lands after
+/// one it stamped earlier (a movement would otherwise land before, or tie with, a count
+/// it follows, and change nothing).
 pub fn now_micros() -> Micros {
     let wall = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as Micros;
     monotonic(&LAST, wall)
 }
 
-/// `wall`, or the latest time handed out when the wall clock is behind it.
+/// `wall`, or just after the latest time handed out when the wall clock is not past it.
 fn monotonic(last: &std::sync::atomic::AtomicI64, wall: Micros) -> Micros {
-    let before = last.fetch_max(wall, std::sync::atomic::Ordering::SeqCst);
-    if before > wall + MICROS_PER_SECOND {
+    use std::sync::atomic::Ordering::SeqCst;
+    let before = last
+        .fetch_update(SeqCst, SeqCst, |before| {
+            Some(wall.max(before.saturating_add(1)))
+        })
+        .expect("the update always answers");
+    // Said once a step, not once a call.
+    let behind = before > wall + MICROS_PER_SECOND;
+    if behind != BEHIND.swap(behind, SeqCst) && behind {
         tracing::warn!(
             behind_ms = (before - wall) / 1_000,
-            "the wall clock stepped back: engine time stands still until it catches up"
+            "the wall clock stepped back: engine time creeps on until it catches up"
         );
     }
-    before.max(wall)
+    wall.max(before.saturating_add(1))
 }
 
 /// Times handed out from now on are no earlier than `at` (the newest time in the data
@@ -111,9 +122,12 @@ mod tests {
         let last = std::sync::atomic::AtomicI64::new(0);
         assert_eq!(monotonic(&last, 1_000), 1_000);
         assert_eq!(monotonic(&last, 5_000), 5_000);
-        // A step back: time stands still, then follows the wall clock again.
-        assert_eq!(monotonic(&last, 2_000), 5_000);
+        // A step back: time creeps on a microsecond a call, then follows the wall clock.
+        assert_eq!(monotonic(&last, 2_000), 5_001);
+        assert_eq!(monotonic(&last, 2_000), 5_002);
         assert_eq!(monotonic(&last, 6_000), 6_000);
+        // Two calls within one microsecond still get two times.
+        assert_eq!(monotonic(&last, 6_000), 6_001);
     }
 
     #[test]

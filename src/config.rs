@@ -12,9 +12,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::clock::{Micros, MICROS_PER_HOUR};
-use crate::engine::core::{ChannelRule, CoreConfig};
-use crate::engine::event::SKU_BYTES_MAX;
-use crate::engine::EngineConfig;
+use crate::core::channels::CHANNELS_MAX;
+use crate::core::event::SKU_BYTES_MAX;
+use crate::core::{ChannelId, ChannelRule, ChannelRules, CoreConfig};
 
 /// A configuration problem: the field it is in and what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -147,18 +147,7 @@ impl ChannelKind {
     }
 }
 
-/// What to do with a channel's inventory webhook that our expectation does not explain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InventoryUpdates {
-    /// lockstep is the master: the next push or reconciliation overwrites the edit.
-    #[default]
-    Ignore,
-    /// After a settle window, the unexplained difference becomes an adjustment.
-    Delta,
-    /// The channel's level is taken as a count.
-    Count,
-}
+pub use crate::core::InventoryUpdates;
 
 /// A rate limit override: the channel's defaults come from its adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -340,258 +329,16 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let server = &self.server;
-        if server.data_dir.as_os_str().is_empty() {
-            return Err(invalid("server.data_dir", "must not be empty"));
-        }
-        if server
-            .connections_max
-            .is_some_and(|n| n == 0 || n > 1_000_000)
-        {
-            return Err(invalid("server.connections_max", "1 to 1,000,000"));
-        }
-        if server.shards > 1024 {
+        validate_server(&self.server)?;
+        if self.channels.len() > CHANNELS_MAX {
             return Err(invalid(
-                "server.shards",
-                "at most 1024 (0 means one per core)",
+                "channels",
+                format!("{} channels; at most {CHANNELS_MAX}", self.channels.len()),
             ));
-        }
-        if server
-            .admin_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(invalid(
-                "server.admin_token",
-                "must not be empty; leave it out to disable",
-            ));
-        }
-        if server.admin_token.is_none() && !server.listen.ip().is_loopback() {
-            // The admin API shares the listener with the public webhooks: without a
-            // token, anyone who can deliver a webhook could set stock.
-            return Err(invalid(
-                "server.admin_token",
-                format!(
-                    "required when listen ({}) is not a loopback address: /v1/* would be open to the network",
-                    server.listen
-                ),
-            ));
-        }
-        if server.idempotency_days == 0 {
-            return Err(invalid(
-                "server.idempotency_days",
-                "must be at least 1: channels retry for days",
-            ));
-        }
-        // Upper bounds keep the microsecond arithmetic far from overflow (`u32::MAX`
-        // days is 11 million years).
-        if server.idempotency_days > IDEMPOTENCY_DAYS_MAX {
-            return Err(invalid(
-                "server.idempotency_days",
-                format!("at most {IDEMPOTENCY_DAYS_MAX} (ten years)"),
-            ));
-        }
-        if server.horizon_hours > HORIZON_HOURS_MAX {
-            return Err(invalid(
-                "server.horizon_hours",
-                format!("at most {HORIZON_HOURS_MAX} (a year)"),
-            ));
-        }
-        if server.horizon_hours == 0 {
-            return Err(invalid("server.horizon_hours", "must be at least 1"));
         }
         let mut names = HashSet::new();
         for (i, channel) in self.channels.iter().enumerate() {
-            let at = |field: &str| format!("channels[{i}].{field}");
-            let name_ok = !channel.name.is_empty()
-                && channel.name.len() <= 64
-                && channel.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !name_ok {
-                return Err(invalid(
-                    at("name"),
-                    "1 to 64 characters of a-z, 0-9, '-' and '_' (it is a URL path segment)",
-                ));
-            }
-            if channel.name == "api" {
-                // The native API's events are the source `api`'s.
-                return Err(invalid(at("name"), "\"api\" is the native API's own name"));
-            }
-            if !names.insert(channel.name.as_str()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("{:?} is used by another channel", channel.name),
-                ));
-            }
-            check_base_url(&channel.base_url).map_err(|reason| invalid(at("base_url"), reason))?;
-            for field in channel.kind.required() {
-                if channel
-                    .credential(field)
-                    .is_none_or(|v| v.trim().is_empty())
-                {
-                    return Err(invalid(
-                        at(field),
-                        format!("required for kind {:?}", channel.kind),
-                    ));
-                }
-            }
-            if channel.kind == ChannelKind::Webhook {
-                for (field, secret) in [
-                    ("webhook_secret", &channel.webhook_secret),
-                    ("previous_webhook_secret", &channel.previous_webhook_secret),
-                ] {
-                    if let Some(secret) = secret {
-                        check_whsec(secret).map_err(|reason| invalid(at(field), reason))?;
-                    }
-                }
-            }
-            if matches!(channel.kind, ChannelKind::Amazon | ChannelKind::Bigcommerce) {
-                if let Some(header) = &channel.auth_header {
-                    let ok = header
-                        .split_once(':')
-                        .is_some_and(|(n, v)| !n.trim().is_empty() && !v.trim().is_empty());
-                    if !ok {
-                        return Err(invalid(
-                            at("auth_header"),
-                            "the shared header as \"Name: value\"",
-                        ));
-                    }
-                }
-            }
-            if channel.kind == ChannelKind::Etsy {
-                // Both go into the `x-api-key` header as `keystring:shared_secret`.
-                for (field, value) in [
-                    ("client_id", &channel.client_id),
-                    ("shared_secret", &channel.shared_secret),
-                ] {
-                    if value
-                        .as_deref()
-                        .is_some_and(|v| !v.bytes().all(|b| b.is_ascii_graphic()))
-                    {
-                        return Err(invalid(
-                            at(field),
-                            "printable ASCII without spaces (it is sent in the x-api-key header)",
-                        ));
-                    }
-                }
-            }
-            if channel.kind == ChannelKind::Amazon {
-                if let Some(url) = &channel.sqs_queue_url {
-                    check_base_url(url).map_err(|reason| invalid(at("sqs_queue_url"), reason))?;
-                    if channel.sqs_region().is_none() {
-                        return Err(invalid(
-                            at("aws_region"),
-                            "required when sqs_queue_url is not https://sqs.{region}.amazonaws.com/…",
-                        ));
-                    }
-                }
-            }
-            if channel.kind == ChannelKind::Tiktok && channel.access_token.is_some() {
-                // TikTok access tokens expire: lockstep gets its own from the refresh
-                // token and keeps the rotated one in the data directory.
-                return Err(invalid(
-                    at("access_token"),
-                    "not used for kind tiktok (access tokens expire): set refresh_token; lockstep refreshes the access token itself",
-                ));
-            }
-            if let Some(url) = &channel.token_url {
-                check_base_url(url).map_err(|reason| invalid(at("token_url"), reason))?;
-            }
-            if channel
-                .revision_day_utc_offset_h
-                .is_some_and(|h| !(-12..=14).contains(&h))
-            {
-                return Err(invalid(at("revision_day_utc_offset_h"), "-12 to 14 hours"));
-            }
-            for (key, set) in [
-                ("urgent_at_or_below", channel.urgent_at_or_below.is_some()),
-                ("feeds_per_hour", channel.feeds_per_hour.is_some()),
-            ] {
-                if set && channel.kind != ChannelKind::Walmart {
-                    return Err(invalid(
-                        at(key),
-                        "only for kind walmart (its inventory feed)",
-                    ));
-                }
-            }
-            if channel
-                .urgent_at_or_below
-                .is_some_and(|n| !(0..=crate::engine::event::QTY_MAX).contains(&n))
-            {
-                return Err(invalid(at("urgent_at_or_below"), "0 or more units"));
-            }
-            if channel.feeds_per_hour.is_some_and(|n| n > 3_600) {
-                return Err(invalid(at("feeds_per_hour"), "0 to 3600 feeds an hour"));
-            }
-            if channel.kind == ChannelKind::Walmart {
-                let name_ok = channel
-                    .auth_header
-                    .as_deref()
-                    .is_none_or(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).is_ok());
-                if !name_ok {
-                    return Err(invalid(
-                        at("auth_header"),
-                        "for walmart, the name of the header Walmart signs in (authHeaderName)",
-                    ));
-                }
-                match channel.webhook_auth.as_deref() {
-                    None | Some("hmac") => {}
-                    Some("basic")
-                        if channel
-                            .webhook_secret
-                            .as_deref()
-                            .is_some_and(|s| s.contains(':')) => {}
-                    Some("basic") => {
-                        return Err(invalid(
-                            at("webhook_secret"),
-                            "webhook_auth = \"basic\" needs webhook_secret = \"user:password\"",
-                        ))
-                    }
-                    Some(_) => return Err(invalid(at("webhook_auth"), "\"hmac\" or \"basic\"")),
-                }
-            }
-            if channel.kind == ChannelKind::Shopify {
-                let version = channel.api_version.as_deref().unwrap_or_default();
-                let ok = version.len() == 7
-                    && version.as_bytes()[4] == b'-'
-                    && version[..4]
-                        .bytes()
-                        .chain(version[5..].bytes())
-                        .all(|b| b.is_ascii_digit());
-                if !ok {
-                    return Err(invalid(
-                        at("api_version"),
-                        "a Shopify API version like \"2026-01\"",
-                    ));
-                }
-            }
-            if !(0..=crate::engine::event::QTY_MAX).contains(&channel.buffer) {
-                return Err(invalid(at("buffer"), "0 or more units"));
-            }
-            if channel.max.is_some_and(|m| m < 0) {
-                return Err(invalid(at("max"), "0 or more units"));
-            }
-            if let Some(limit) = channel.rate_limit {
-                if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
-                    return Err(invalid(
-                        at("rate_limit.requests_per_second"),
-                        "a positive number",
-                    ));
-                }
-                if limit.burst == 0 {
-                    return Err(invalid(at("rate_limit.burst"), "at least 1"));
-                }
-            }
-            if channel.reconcile_interval_s == 0 {
-                return Err(invalid(at("reconcile_interval_s"), "at least 1 second"));
-            }
-            if channel.poll_interval_s == Some(0) {
-                return Err(invalid(at("poll_interval_s"), "at least 1 second"));
-            }
-            if channel.batch_max == Some(0) {
-                return Err(invalid(at("batch_max"), "at least 1"));
-            }
+            validate_channel(i, channel, &mut names)?;
         }
         self.catalog_rows()?;
         Ok(())
@@ -679,29 +426,311 @@ impl Config {
         Ok(rows)
     }
 
-    /// The data directory, relative paths taken from the working directory (as `serve`
-    /// without a config does).
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            data_dir: self.server.data_dir.clone(),
-            shards: self.server.shards,
-            core: CoreConfig {
-                horizon_us: Micros::from(self.server.horizon_hours) * MICROS_PER_HOUR,
-                channels: self
-                    .channels
-                    .iter()
-                    .map(|c| ChannelRule {
-                        name: c.name.clone(),
-                        buffer: c.buffer,
-                        max: c.max,
-                        inventory_updates: c.inventory_updates,
-                        compare_and_set: c.kind == ChannelKind::Shopify,
-                    })
-                    .collect(),
-            },
-            key_retention_us: Micros::from(self.server.idempotency_days) * 24 * MICROS_PER_HOUR,
+    /// The settings that decide stock, as the core takes them.
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            horizon_us: Micros::from(self.server.horizon_hours) * MICROS_PER_HOUR,
+            channels: self
+                .channels
+                .iter()
+                .map(|c| ChannelRule {
+                    name: c.name.clone(),
+                    buffer: c.buffer,
+                    max: c.max,
+                    inventory_updates: c.inventory_updates,
+                    compare_and_set: c.kind == ChannelKind::Shopify,
+                })
+                .collect(),
         }
     }
+
+    /// The one registry of the configured channels' ids (`core::ChannelRules`).
+    pub fn registry(&self) -> ChannelRules {
+        self.core_config().channels
+    }
+
+    /// The configuration of a channel of this config's registry.
+    pub fn channel(&self, id: ChannelId) -> &ChannelConfig {
+        &self.channels[id.index()]
+    }
+
+    /// How long idempotency keys are kept.
+    pub fn key_retention_us(&self) -> Micros {
+        Micros::from(self.server.idempotency_days) * 24 * MICROS_PER_HOUR
+    }
+}
+
+/// `[server]`'s checks.
+fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
+    if server.data_dir.as_os_str().is_empty() {
+        return Err(invalid("server.data_dir", "must not be empty"));
+    }
+    if server
+        .connections_max
+        .is_some_and(|n| n == 0 || n > 1_000_000)
+    {
+        return Err(invalid("server.connections_max", "1 to 1,000,000"));
+    }
+    if server.shards > 1024 {
+        return Err(invalid(
+            "server.shards",
+            "at most 1024 (0 means one per core)",
+        ));
+    }
+    if server
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(invalid(
+            "server.admin_token",
+            "must not be empty; leave it out to disable",
+        ));
+    }
+    if server.admin_token.is_none() && !server.listen.ip().is_loopback() {
+        // The admin API shares the listener with the public webhooks: without a
+        // token, anyone who can deliver a webhook could set stock.
+        return Err(invalid(
+            "server.admin_token",
+            format!(
+                "required when listen ({}) is not a loopback address: /v1/* would be open to the network",
+                server.listen
+            ),
+        ));
+    }
+    if server.idempotency_days == 0 {
+        return Err(invalid(
+            "server.idempotency_days",
+            "must be at least 1: channels retry for days",
+        ));
+    }
+    // Upper bounds keep the microsecond arithmetic far from overflow (`u32::MAX`
+    // days is 11 million years).
+    if server.idempotency_days > IDEMPOTENCY_DAYS_MAX {
+        return Err(invalid(
+            "server.idempotency_days",
+            format!("at most {IDEMPOTENCY_DAYS_MAX} (ten years)"),
+        ));
+    }
+    if server.horizon_hours > HORIZON_HOURS_MAX {
+        return Err(invalid(
+            "server.horizon_hours",
+            format!("at most {HORIZON_HOURS_MAX} (a year)"),
+        ));
+    }
+    if server.horizon_hours == 0 {
+        return Err(invalid("server.horizon_hours", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `channels[i]`'s checks; `names` holds the names of the channels before it.
+fn validate_channel<'a>(
+    i: usize,
+    channel: &'a ChannelConfig,
+    names: &mut HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    let at = |field: &str| format!("channels[{i}].{field}");
+    let name_ok = !channel.name.is_empty()
+        && channel.name.len() <= 64
+        && channel
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(invalid(
+            at("name"),
+            "1 to 64 characters of a-z, 0-9, '-' and '_' (it is a URL path segment)",
+        ));
+    }
+    if channel.name == "api" {
+        // The native API's events are the source `api`'s.
+        return Err(invalid(at("name"), "\"api\" is the native API's own name"));
+    }
+    if !names.insert(channel.name.as_str()) {
+        return Err(invalid(
+            at("name"),
+            format!("{:?} is used by another channel", channel.name),
+        ));
+    }
+    check_base_url(&channel.base_url).map_err(|reason| invalid(at("base_url"), reason))?;
+    for field in channel.kind.required() {
+        if channel
+            .credential(field)
+            .is_none_or(|v| v.trim().is_empty())
+        {
+            return Err(invalid(
+                at(field),
+                format!("required for kind {:?}", channel.kind),
+            ));
+        }
+    }
+    validate_kind_fields(channel, &at)?;
+    if !(0..=crate::core::event::QTY_MAX).contains(&channel.buffer) {
+        return Err(invalid(at("buffer"), "0 or more units"));
+    }
+    if channel.max.is_some_and(|m| m < 0) {
+        return Err(invalid(at("max"), "0 or more units"));
+    }
+    if let Some(limit) = channel.rate_limit {
+        if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
+            return Err(invalid(
+                at("rate_limit.requests_per_second"),
+                "a positive number",
+            ));
+        }
+        if limit.burst == 0 {
+            return Err(invalid(at("rate_limit.burst"), "at least 1"));
+        }
+    }
+    if channel.reconcile_interval_s == 0 {
+        return Err(invalid(at("reconcile_interval_s"), "at least 1 second"));
+    }
+    if channel.poll_interval_s == Some(0) {
+        return Err(invalid(at("poll_interval_s"), "at least 1 second"));
+    }
+    if channel.batch_max == Some(0) {
+        return Err(invalid(at("batch_max"), "at least 1"));
+    }
+    Ok(())
+}
+
+/// The checks of the fields only some kinds take (secrets' forms, headers, versions).
+fn validate_kind_fields(
+    channel: &ChannelConfig,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if channel.kind == ChannelKind::Webhook {
+        for (field, secret) in [
+            ("webhook_secret", &channel.webhook_secret),
+            ("previous_webhook_secret", &channel.previous_webhook_secret),
+        ] {
+            if let Some(secret) = secret {
+                check_whsec(secret).map_err(|reason| invalid(at(field), reason))?;
+            }
+        }
+    }
+    if matches!(channel.kind, ChannelKind::Amazon | ChannelKind::Bigcommerce) {
+        if let Some(header) = &channel.auth_header {
+            let ok = header
+                .split_once(':')
+                .is_some_and(|(n, v)| !n.trim().is_empty() && !v.trim().is_empty());
+            if !ok {
+                return Err(invalid(
+                    at("auth_header"),
+                    "the shared header as \"Name: value\"",
+                ));
+            }
+        }
+    }
+    if channel.kind == ChannelKind::Etsy {
+        // Both go into the `x-api-key` header as `keystring:shared_secret`.
+        for (field, value) in [
+            ("client_id", &channel.client_id),
+            ("shared_secret", &channel.shared_secret),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| !v.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(invalid(
+                    at(field),
+                    "printable ASCII without spaces (it is sent in the x-api-key header)",
+                ));
+            }
+        }
+    }
+    if channel.kind == ChannelKind::Amazon {
+        if let Some(url) = &channel.sqs_queue_url {
+            check_base_url(url).map_err(|reason| invalid(at("sqs_queue_url"), reason))?;
+            if channel.sqs_region().is_none() {
+                return Err(invalid(
+                    at("aws_region"),
+                    "required when sqs_queue_url is not https://sqs.{region}.amazonaws.com/…",
+                ));
+            }
+        }
+    }
+    if channel.kind == ChannelKind::Tiktok && channel.access_token.is_some() {
+        // TikTok access tokens expire: lockstep gets its own from the refresh
+        // token and keeps the rotated one in the data directory.
+        return Err(invalid(
+            at("access_token"),
+            "not used for kind tiktok (access tokens expire): set refresh_token; lockstep refreshes the access token itself",
+        ));
+    }
+    if let Some(url) = &channel.token_url {
+        check_base_url(url).map_err(|reason| invalid(at("token_url"), reason))?;
+    }
+    if channel
+        .revision_day_utc_offset_h
+        .is_some_and(|h| !(-12..=14).contains(&h))
+    {
+        return Err(invalid(at("revision_day_utc_offset_h"), "-12 to 14 hours"));
+    }
+    for (key, set) in [
+        ("urgent_at_or_below", channel.urgent_at_or_below.is_some()),
+        ("feeds_per_hour", channel.feeds_per_hour.is_some()),
+    ] {
+        if set && channel.kind != ChannelKind::Walmart {
+            return Err(invalid(
+                at(key),
+                "only for kind walmart (its inventory feed)",
+            ));
+        }
+    }
+    if channel
+        .urgent_at_or_below
+        .is_some_and(|n| !(0..=crate::core::event::QTY_MAX).contains(&n))
+    {
+        return Err(invalid(at("urgent_at_or_below"), "0 or more units"));
+    }
+    if channel.feeds_per_hour.is_some_and(|n| n > 3_600) {
+        return Err(invalid(at("feeds_per_hour"), "0 to 3600 feeds an hour"));
+    }
+    if channel.kind == ChannelKind::Walmart {
+        let name_ok = channel
+            .auth_header
+            .as_deref()
+            .is_none_or(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).is_ok());
+        if !name_ok {
+            return Err(invalid(
+                at("auth_header"),
+                "for walmart, the name of the header Walmart signs in (authHeaderName)",
+            ));
+        }
+        match channel.webhook_auth.as_deref() {
+            None | Some("hmac") => {}
+            Some("basic")
+                if channel
+                    .webhook_secret
+                    .as_deref()
+                    .is_some_and(|s| s.contains(':')) => {}
+            Some("basic") => {
+                return Err(invalid(
+                    at("webhook_secret"),
+                    "webhook_auth = \"basic\" needs webhook_secret = \"user:password\"",
+                ))
+            }
+            Some(_) => return Err(invalid(at("webhook_auth"), "\"hmac\" or \"basic\"")),
+        }
+    }
+    if channel.kind == ChannelKind::Shopify {
+        let version = channel.api_version.as_deref().unwrap_or_default();
+        let ok = version.len() == 7
+            && version.as_bytes()[4] == b'-'
+            && version[..4]
+                .bytes()
+                .chain(version[5..].bytes())
+                .all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(invalid(
+                at("api_version"),
+                "a Shopify API version like \"2026-01\"",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The form of a catalog `item_id` for kinds whose ids have one.
@@ -820,6 +849,19 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         assert_eq!(config.channels.len(), 3);
         assert_eq!(config.channels[0].buffer, 2);
         assert_eq!(config.server.idempotency_days, 7);
+    }
+
+    #[test]
+    fn more_channels_than_an_id_can_name_are_refused() {
+        let mut config = Config::parse(EXAMPLE).unwrap();
+        let first = config.channels[0].clone();
+        config.channels = (0..=CHANNELS_MAX)
+            .map(|i| ChannelConfig {
+                name: format!("c{i}"),
+                ..first.clone()
+            })
+            .collect();
+        assert_eq!(config.validate().unwrap_err().field, "channels");
     }
 
     #[test]

@@ -88,7 +88,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // The storage engine's own INFO lines (a dozen per shard at every start) only
+            // when RUST_LOG asks for them.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -134,7 +137,7 @@ fn main() -> ExitCode {
         Command::Replay { data_dir, config } => {
             let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
             let dir = data_dir.unwrap_or(config.server.data_dir.clone());
-            lockstep::cli::replay(&dir, &config.engine_config().core)
+            lockstep::cli::replay(&dir, &config.core_config())
         }
     })();
     match outcome {

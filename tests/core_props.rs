@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use lockstep::clock::{Micros, MICROS_PER_SECOND};
-use lockstep::engine::core::{apply, CoreConfig, Input, ShardState};
-use lockstep::engine::event::{Event, EventKind, FirstResult, LineRef, Outcome};
+use lockstep::core::event::{Event, EventKind, FirstResult, LineRef, Outcome};
+use lockstep::core::{apply, CoreConfig, Input, ShardState};
 use proptest::prelude::*;
 
 const T0: Micros = 1_800_000_000 * MICROS_PER_SECOND;
@@ -275,7 +275,7 @@ fn event_at_t0(kind: EventKind, qty: i64, key: &str, source: &str) -> Event {
 /// One channel, "shop", ignoring the levels it reports: the set-up of the channel tests.
 fn shop_config(buffer: i64, compare_and_set: bool) -> CoreConfig {
     CoreConfig {
-        channels: std::sync::Arc::from(vec![lockstep::engine::core::ChannelRule {
+        channels: lockstep::core::ChannelRules::new(vec![lockstep::core::ChannelRule {
             name: "shop".into(),
             buffer,
             max: None,

@@ -71,11 +71,16 @@ fn a_missing_or_foreign_meta_file_is_refused_not_resharded() {
     );
     assert!(!meta.exists(), "nothing written in its place");
 
-    let foreign = kept.replace("\"format\": 1", "\"format\": 2");
+    let foreign = kept.replace("\"format\": 2", "\"format\": 3");
     assert_ne!(foreign, kept, "{kept}");
     std::fs::write(&meta, foreign).unwrap();
     let log = serve_refused(&data);
-    assert!(log.contains("data format 2"), "{log}");
+    assert!(log.contains("data format 3"), "{log}");
+
+    // Format 1 is fjall 2's storage, which fjall 3 cannot read: refused, saying so.
+    std::fs::write(&meta, kept.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    let log = serve_refused(&data);
+    assert!(log.contains("data format 1 (fjall 2"), "{log}");
 
     std::fs::write(&meta, kept).unwrap();
     let server = Server::start(&data);
@@ -123,4 +128,114 @@ fn the_admin_api_is_not_open_to_the_network_without_a_token() {
         .send()
         .unwrap();
     assert_eq!(health.status().as_u16(), 200, "health stays public");
+}
+
+/// A count stamped `hours` ago.
+fn count_of(key: &str, sku: &str, on_hand: i64, hours: i64) -> serde_json::Value {
+    let at = lockstep::clock::now_micros() - hours * 3_600 * 1_000_000;
+    json!({"idempotency_key": key, "sku": sku, "kind": "counted", "qty": on_hand,
+           "source": "erp", "source_ts": lockstep::clock::format_rfc3339(at)})
+}
+
+/// The "shard recovered" lines of a start: how many records each replayed.
+fn replayed(lines: &[String]) -> usize {
+    // Without the terminal's colour codes.
+    let plain = |l: &String| {
+        let mut out = String::new();
+        let mut in_code = false;
+        for c in l.chars() {
+            match (in_code, c) {
+                (false, '\u{1b}') => in_code = true,
+                (true, 'm') => in_code = false,
+                (false, c) => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    lines
+        .iter()
+        .map(plain)
+        .filter(|l| l.contains("shard recovered"))
+        .filter_map(|l| l.split("replayed=").nth(1).map(str::to_string))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .sum()
+}
+
+#[test]
+fn replay_and_audit_change_nothing_and_recover_under_the_settings_the_log_was_written_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A count 100 h old: within a 168 h horizon, stale under the default 72 h.
+    let server = Server::start_with(&data, "horizon_hours = 168", None);
+    let (status, body) = server.post_events(&json!({"events": [count_of("c1", "H1", 100, 100)]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "applied", "{body}");
+    // Killed before its checkpoint: the count is in the log's tail only.
+    server.kill9();
+
+    // Neither command is given the config: they must use the settings stored with the data.
+    for _ in 0..2 {
+        let (ok, out) = replay(&data);
+        assert!(ok, "{out}");
+        assert!(out.contains("replay equals the live state"), "{out}");
+        let out = Command::new(BIN)
+            .args(["audit", "H1", "--json", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let audit: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(audit["records"][0]["on_hand_after"], 100, "{audit}");
+    }
+
+    // Nothing was checkpointed by them: the server replays the same tail, under 168 h.
+    let server = Server::start_with(&data, "horizon_hours = 168", None);
+    assert_eq!(server.stock("H1"), Some((100, 0, 100)));
+    let lines = server.stderr_lines();
+    assert_eq!(replayed(&lines), 1, "{lines:?}");
+    server.kill9();
+
+    // A server started with another horizon recovers the tail under the old one, and the
+    // change takes effect after it, in the audit.
+    let server = Server::start_with(&data, "", None);
+    assert_eq!(server.stock("H1"), Some((100, 0, 100)));
+    let (_, audit) = server.get("/v1/audit?sku=H1");
+    let changes = audit["settings_changes"].as_array().unwrap();
+    let last = changes.last().unwrap();
+    assert_eq!(last["horizon_hours"], 72, "{audit}");
+    assert_eq!(last["changes"][0], "horizon 168 h -> 72 h", "{audit}");
+    // The same count again under 72 h is stale: the new horizon is in effect.
+    let (_, body) = server.post_events(&json!({"events": [count_of("c2", "H2", 5, 100)]}));
+    assert_eq!(body["results"][0]["outcome"], "stale", "{body}");
+    server.stop();
+    let (ok, out) = replay(&data);
+    assert!(ok, "each record re-applied under its own era: {out}");
+}
+
+#[test]
+fn a_log_without_its_settings_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    assert_eq!(
+        server
+            .post_events(&json!({"events": [event("a", "S0", "counted", 5)]}))
+            .0,
+        200
+    );
+    server.stop();
+    let settings = data.join("lockstep.settings");
+    std::fs::remove_file(&settings).unwrap();
+    let log = serve_refused(&data);
+    assert!(log.contains("no lockstep.settings"), "{log}");
+    let (ok, out) = replay(&data);
+    assert!(!ok && out.contains("no lockstep.settings"), "{out}");
+    std::fs::write(&settings, b"{").unwrap();
+    let log = serve_refused(&data);
+    assert!(
+        log.contains("lockstep.settings") && log.contains("restore it"),
+        "{log}"
+    );
 }

@@ -8,10 +8,10 @@ mod common;
 use std::process::Command;
 
 use common::{event, replay, serve_refused, serve_traced, signal_traced, Server};
-use lockstep::engine::event::{EventKind, Outcome};
+use lockstep::core::event::{EventKind, Outcome};
+use lockstep::core::records::{LogChunk, LogRecord};
 use lockstep::engine::{open_data_dir, shard_dir};
 use lockstep::store::envelope::{encode, SCHEMA_VERSION};
-use lockstep::store::records::{LogChunk, LogRecord};
 use lockstep::store::{DiskStore, ShardStore};
 use serde_json::json;
 
@@ -209,14 +209,15 @@ fn a_journal_cut_short_below_what_was_acknowledged_stops_the_start() {
     }
     server.stop();
     let shard = shard_dir(&data, open_data_dir(&data, 0).unwrap().shard_of("JRNL"));
-    let journal = shard.join("lsm/journals/0");
+    // fjall 3's journal: `lsm/N.jnl`, the oldest first.
+    let journal = shard.join("lsm/0.jnl");
     let mut bytes = std::fs::read(&journal).unwrap();
-    // Each batch ends with fjall's trailer `FJL\x02`; the byte after the tenth is the
+    // Each batch ends with fjall 3's trailer `FJL\x03`; the byte after the tenth is the
     // next batch's start marker (tag 1). Tag 3 is an end marker without a start.
     let trailers: Vec<usize> = bytes
         .windows(4)
         .enumerate()
-        .filter(|(_, w)| *w == b"FJL\x02")
+        .filter(|(_, w)| *w == b"FJL\x03")
         .map(|(i, _)| i + 4)
         .collect();
     assert!(trailers.len() > 20, "{} batches", trailers.len());

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{deliver, event, webhook_channel, Server};
+use common::{deliver, event, post_ok, webhook_channel, Server};
 use loadgen::webhook_sim::{Fault, WebhookSim};
 use serde_json::json;
 
@@ -294,6 +294,49 @@ fn a_thousand_changes_while_throttled_are_few_pushes_of_the_latest_value() {
         a.pushes().iter().any(|p| p.status == 429),
         "the throttle was exercised"
     );
+}
+
+/// Under a rate limit the pusher waits for its token before it chooses what to send: the
+/// changes that come while it waits go in the one call that follows, not one call for
+/// the first of them and another for the rest.
+#[test]
+fn changes_that_come_while_a_pusher_waits_for_its_token_go_in_one_call() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    // One call every 2.2 s (0.5/s less the 10% headroom), no burst beyond one.
+    let config = webhook_channel(
+        "a",
+        &a.url(),
+        SECRET_A,
+        "batch_max = 100\nrate_limit = { requests_per_second = 0.5, burst = 1 }",
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config, None);
+    // The first change spends the token.
+    post_ok(&server, vec![event("t0", "T-00", "counted", 5)]);
+    assert!(a
+        .wait_for(Duration::from_secs(10), |l| l.len() == 1)
+        .is_some());
+    // Ten more while the next token is on its way, each its own request.
+    for i in 1..=10 {
+        post_ok(
+            &server,
+            vec![event(&format!("t{i}"), &format!("T-{i:02}"), "counted", 5)],
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        a.wait_for(Duration::from_secs(15), |l| l.len() == 11)
+            .is_some(),
+        "{} of 11 SKUs arrived",
+        a.levels().len()
+    );
+    let calls: Vec<usize> = a
+        .pushes()
+        .iter()
+        .filter(|p| p.status == 200)
+        .map(|p| p.items.len())
+        .collect();
+    assert_eq!(calls, vec![1, 10], "the ten changes went in one call");
 }
 
 #[test]

@@ -215,7 +215,7 @@ fn forged_and_missing_signatures_are_refused_and_the_previous_secret_is_accepted
     );
     stock_all(&rig, 1, 10);
     assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
-    let order = json!({"id": 1, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
+    let order = json!({"id": 1, "created_at": minutes_ago(5), "cancelled_at": null,
         "line_items": [{"id": 11, "sku": "S0", "quantity": 4}]});
     let body = serde_json::to_vec(&order).unwrap();
     let before = rig.server.audit_all().len();
@@ -262,7 +262,7 @@ fn unknown_inventory_items_are_recorded_and_answered_200() {
     stock_all(&rig, 2, 5);
     let before: Vec<_> = (0..2).map(|i| rig.server.stock(&sku(i))).collect();
     let level = json!({"inventory_item_id": 999, "location_id": 1, "available": 3,
-        "updated_at": "2026-11-27T10:00:00Z"});
+        "updated_at": minutes_ago(5)});
     let body = serde_json::to_vec(&level).unwrap();
     let signature = rig.shop.sign(&body);
     let headers = [
@@ -631,7 +631,7 @@ fn a_level_beyond_range_is_refused_before_it_reaches_a_shard() {
     let rig = rig(1, "2026-04", "inventory_updates = \"count\"");
     stock_all(&rig, 1, 5);
     let level = json!({"inventory_item_id": 100, "location_id": 1, "available": i64::MIN,
-        "updated_at": "2026-11-27T10:00:00Z"});
+        "updated_at": minutes_ago(5)});
     let body = serde_json::to_vec(&level).unwrap();
     let (status, answer) = signed_hook(&rig, "inventory_levels/update", &body);
     assert_eq!(
@@ -657,7 +657,7 @@ fn a_level_beyond_range_is_refused_before_it_reaches_a_shard() {
 fn a_signed_order_re_sent_under_another_topic_changes_nothing() {
     let rig = rig(1, "2026-04", "");
     stock_all(&rig, 1, 10);
-    let order = json!({"id": 7001, "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z",
+    let order = json!({"id": 7001, "created_at": minutes_ago(5), "updated_at": minutes_ago(5),
         "cancelled_at": null, "closed_at": null, "fulfillments": [], "refunds": [],
         "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 3, "current_quantity": 3,
                         "fulfillable_quantity": 3, "fulfillment_status": null}]});
@@ -669,6 +669,40 @@ fn a_signed_order_re_sent_under_another_topic_changes_nothing() {
         assert_eq!(send(topic).0, 200, "{topic}");
         assert_eq!(rig.server.stock("S0"), Some((10, 3, 7)), "{topic}");
     }
+}
+
+/// A validly signed delivery whose payload was last updated before the idempotency
+/// horizon (7 days by default) is refused, and changes nothing: its keys may be forgotten,
+/// so it could count twice (a captured webhook sent again weeks later). Shopify's own
+/// retries come within 4 hours.
+#[test]
+fn a_signed_delivery_older_than_the_key_horizon_is_refused() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    let order = |updated: String| {
+        serde_json::to_vec(&json!({"id": 7002, "created_at": minutes_ago(8 * 24 * 60 + 5),
+            "updated_at": updated, "cancelled_at": null, "closed_at": null, "fulfillments": [], "refunds": [],
+            "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 2, "current_quantity": 2,
+                            "fulfillable_quantity": 2, "fulfillment_status": null}]}))
+        .unwrap()
+    };
+    let before = rig.server.audit_all().len();
+    let (status, answer) = signed_hook(&rig, "orders/create", &order(minutes_ago(8 * 24 * 60)));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("stale_delivery")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("7 days"),
+        "{answer}"
+    );
+    assert_eq!(rig.server.stock("S0"), Some((10, 0, 10)), "nothing applied");
+    assert_eq!(rig.server.audit_all().len(), before, "nothing recorded");
+    // The same order updated since (placed 8 days ago, edited now) is taken.
+    let (status, answer) = signed_hook(&rig, "orders/updated", &order(minutes_ago(1)));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0"), Some((10, 2, 8)));
 }
 
 /// Posts `body` to the store's webhook endpoint under `topic`, signed as Shopify signs.

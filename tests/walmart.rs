@@ -114,7 +114,7 @@ fn both_event_shapes_place_their_lines_from_the_webhook_alone() {
     );
     // A line whose quantity cannot be read is refused by name, not dropped with a 200.
     let body = serde_json::json!({
-        "source": {"eventType": "ORDER_UPDATES", "eventTime": "2026-12-01T10:00:00Z", "eventId": "e-bad"},
+        "source": {"eventType": "ORDER_UPDATES", "eventTime": minutes_ago(5), "eventId": "e-bad"},
         "payload": {"subEventType": "PO_CREATED", "order": {"purchaseOrderId": "77",
             "orderLines": [{"lineNumber": "1", "sku": "WM-0", "quantity": {"unitOfMeasure": "EACH"}}]}},
     })

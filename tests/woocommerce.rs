@@ -189,8 +189,8 @@ fn forged_missing_and_rotated_signatures() {
         .iter()
         .any(|r| r["kind"] == "pushed")));
     let before = rig.server.audit_all().len();
-    let order = json!({"id": 41, "status": "processing", "date_created_gmt": "2026-11-27T10:00:00",
-        "date_modified_gmt": "2026-11-27T10:00:00", "line_items": [{"id": 1, "product_id": 200, "variation_id": 0, "sku": "W0", "quantity": 2}]});
+    let order = json!({"id": 41, "status": "processing", "date_created_gmt": woo_minutes_ago(30),
+        "date_modified_gmt": woo_minutes_ago(30), "line_items": [{"id": 1, "product_id": 200, "variation_id": 0, "sku": "W0", "quantity": 2}]});
     let (status, answer) = deliver_signed(&rig, "order.created", &order, "forged");
     assert_eq!(status, 401, "{answer}");
     let bytes = serde_json::to_vec(&order).unwrap();
@@ -213,15 +213,15 @@ fn forged_missing_and_rotated_signatures() {
 fn a_payload_older_than_one_taken_is_dropped() {
     let rig = rig(1);
     stock_all(&rig, 1, 10);
-    let order = |status: &str, modified: &str| {
-        json!({"id": 77, "status": status, "date_created_gmt": "2026-11-27T10:00:00",
+    let order = |status: &str, modified: String| {
+        json!({"id": 77, "status": status, "date_created_gmt": woo_minutes_ago(30),
             "date_modified_gmt": modified, "date_completed_gmt": null,
             "line_items": [{"id": 5, "product_id": 200, "variation_id": 0, "sku": "W0", "quantity": 3}]})
     };
     let (status, _) = deliver_signed(
         &rig,
         "order.updated",
-        &order("processing", "2026-11-27T10:05:00"),
+        &order("processing", woo_minutes_ago(25)),
         SECRET,
     );
     assert_eq!(status, 200);
@@ -230,7 +230,7 @@ fn a_payload_older_than_one_taken_is_dropped() {
     let (status, answer) = deliver_signed(
         &rig,
         "order.updated",
-        &order("cancelled", "2026-11-27T10:01:00"),
+        &order("cancelled", woo_minutes_ago(29)),
         SECRET,
     );
     assert_eq!(status, 200, "never a failure for WooCommerce: {answer}");
@@ -244,7 +244,7 @@ fn a_payload_older_than_one_taken_is_dropped() {
     deliver_signed(
         &rig,
         "order.updated",
-        &order("cancelled", "2026-11-27T10:06:00"),
+        &order("cancelled", woo_minutes_ago(24)),
         SECRET,
     );
     assert_eq!(stock(&rig.server, "W0"), (10, 0, 10));

@@ -725,3 +725,18 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
     }
     reply(200, &json!({ "payload": payload }), &[])
 }
+
+impl crate::sim::Simulator for AmazonSim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(&id, crate::market::Stage::Cancelled))
+    }
+}

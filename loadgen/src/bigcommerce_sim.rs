@@ -513,3 +513,18 @@ fn paged(items: Vec<Value>, page: usize, limit: usize) -> Value {
                   "next": (page < total_pages).then(|| link(page + 1))},
     }}})
 }
+
+impl crate::sim::Simulator for BigCommerceSim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(id, crate::market::Stage::Cancelled))
+    }
+}

@@ -450,6 +450,21 @@ fn shipping_fulfillments(shop: &Arc<Mutex<Shop>>, path: &str) -> Reply {
     )
 }
 
+impl crate::sim::Simulator for EbaySim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(&id, crate::market::Stage::Cancelled))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -671,3 +671,18 @@ fn split_id(shop: &Shop, sku: &str) -> (String, String) {
     let (listing, product) = id.split_once('/').unwrap_or(("0", "0"));
     (listing.to_string(), product.to_string())
 }
+
+impl crate::sim::Simulator for EtsySim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(id, crate::market::Stage::Cancelled))
+    }
+}

@@ -1,7 +1,8 @@
 //! Every channel kind at once: one simulator of each (Shopify, WooCommerce, BigCommerce,
 //! Amazon, eBay, Walmart, Etsy, TikTok Shop, and a Standard Webhooks shop) over the same
 //! SKUs, with the lockstep config that connects them. The `mixed` scenario and the
-//! all-channels test drive it; each channel is addressed by its index in `CHANNELS`.
+//! all-channels test drive it; each channel is addressed by its index in `CHANNELS`, and
+//! `Fleet::sim` is the one place that index meets a simulator (`sim::Simulator`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +14,9 @@ use crate::amazon_sim::AmazonSim;
 use crate::bigcommerce_sim::BigCommerceSim;
 use crate::ebay_sim::EbaySim;
 use crate::etsy_sim::EtsySim;
-use crate::market::{Market, Stage};
+use crate::market::Market;
 use crate::shopify_sim::ShopifySim;
-use crate::sim::Habits;
+use crate::sim::{Arrival, Habits, Simulator};
 use crate::tiktok_sim::TikTokSim;
 use crate::walmart_sim::{HookAuth, WalmartSim};
 use crate::webhook_sim::WebhookSim;
@@ -71,7 +72,7 @@ pub const CHANNELS: [&str; 9] = [
 const PER_LISTING: usize = 20;
 
 /// What cancels an order placed on a channel.
-pub type Cancel<'a> = Box<dyn Fn() + 'a>;
+pub use crate::sim::Cancel;
 
 /// A `[[channels]]` block of kind `amazon` for a simulated account.
 pub fn amazon_block(name: &str, sim: &AmazonSim, extra: &str) -> String {
@@ -145,9 +146,15 @@ pub struct Fleet {
     pub walmart: WalmartSim,
     pub etsy: EtsySim,
     pub tiktok: TikTokSim,
-    pub erp: WebhookSim,
-    /// Orders the webhook shop has placed (its order ids).
-    erp_orders: AtomicU64,
+    pub erp: ErpShop,
+}
+
+/// The webhook kind's shop: an ERP that sells from what it shows, then tells lockstep in
+/// native events, signed the Standard Webhooks way.
+pub struct ErpShop {
+    pub sim: WebhookSim,
+    /// Orders placed (their ids).
+    orders: AtomicU64,
     /// lockstep's base URL, once connected.
     engine: std::sync::Mutex<Option<String>>,
 }
@@ -210,10 +217,12 @@ impl Fleet {
             },
             etsy: EtsySim::start(&pairs(6), ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
             tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
-            erp: WebhookSim::start(WEBHOOK_SECRET),
+            erp: ErpShop {
+                sim: WebhookSim::start(WEBHOOK_SECRET),
+                orders: AtomicU64::new(0),
+                engine: std::sync::Mutex::new(None),
+            },
             skus: names,
-            erp_orders: AtomicU64::new(0),
-            engine: std::sync::Mutex::new(None),
         }
     }
 
@@ -244,7 +253,7 @@ impl Fleet {
             )
             + &etsy_block("etsy", &self.etsy.market.url(), &polled("etsy"))
             + &tiktok_block("tiktok", &self.tiktok.market.url(), &extra("tiktok"))
-            + &webhook_block("erp", &self.erp.url(), WEBHOOK_SECRET, &extra("erp"))
+            + &webhook_block("erp", &self.erp.sim.url(), WEBHOOK_SECRET, &extra("erp"))
     }
 
     /// The catalog CSV mapping every SKU on the eight native channels.
@@ -275,7 +284,7 @@ impl Fleet {
         for (name, market) in self.markets() {
             market.set_webhook_url(&format!("{base}/webhooks/{name}"));
         }
-        *self.engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.to_string());
+        *self.erp.engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.to_string());
     }
 
     /// The delivery habits of every channel that sends webhooks (echoes only where the
@@ -293,113 +302,63 @@ impl Fleet {
         self.ebay.market.set_listing_lag(lag);
     }
 
+    /// The simulator of channel `c` (its index in `CHANNELS`): the one registry.
+    pub fn sim(&self, c: usize) -> &dyn Simulator {
+        match c {
+            0 => &self.shop,
+            1 => &self.woo,
+            2 => &self.bc,
+            3 => &self.amazon,
+            4 => &self.ebay,
+            5 => &self.walmart,
+            6 => &self.etsy,
+            7 => &self.tiktok,
+            _ => &self.erp,
+        }
+    }
+
     /// What channel `c` shows, per SKU.
     pub fn levels(&self, c: usize) -> HashMap<String, i64> {
-        match c {
-            0 => self.shop.levels(),
-            1 => self.woo.levels(),
-            2 => self.bc.market.levels(),
-            3 => self.amazon.market.levels(),
-            4 => self.ebay.market.levels(),
-            5 => self.walmart.market.levels(),
-            6 => self.etsy.market.levels(),
-            7 => self.tiktok.market.levels(),
-            _ => self.erp.levels(),
-        }
+        self.sim(c).levels()
     }
 
     /// Every value lockstep wrote to channel `c` for `sku`: (when it arrived, value).
     pub fn arrivals(&self, c: usize, sku: &str) -> Vec<(Instant, i64)> {
-        let market = |m: &Market| {
-            m.arrivals(sku)
-                .into_iter()
-                .map(|a| (a.at, a.available))
-                .collect()
-        };
-        match c {
-            0 => self
-                .shop
-                .arrivals(sku)
-                .into_iter()
-                .map(|a| (a.at, a.available))
-                .collect(),
-            1 => self
-                .woo
-                .arrivals(sku)
-                .into_iter()
-                .map(|a| (a.at, a.available))
-                .collect(),
-            2 => market(&self.bc.market),
-            3 => market(&self.amazon.market),
-            4 => market(&self.ebay.market),
-            5 => market(&self.walmart.market),
-            6 => market(&self.etsy.market),
-            7 => market(&self.tiktok.market),
-            _ => self
-                .erp
-                .arrivals(sku)
-                .into_iter()
-                .map(|a| (a.at, a.available))
-                .collect(),
-        }
+        let arrivals = self.sim(c).arrivals(sku);
+        arrivals.into_iter().map(|a| (a.at, a.available)).collect()
     }
 
     /// A customer order of `lines` on channel `c`, placed the channel's own way (its
     /// stock lowered, its webhook sent or its listing updated); returns what cancels it.
     pub fn place(&self, c: usize, lines: &[(&str, i64)]) -> Cancel<'_> {
-        match c {
-            0 => {
-                let id = self.shop.place_order(lines);
-                Box::new(move || self.shop.cancel_order(id))
-            }
-            1 => {
-                let id = self.woo.place_order(lines);
-                Box::new(move || self.woo.set_status(id, "cancelled"))
-            }
-            2 => {
-                let id = self.bc.place_order(lines);
-                Box::new(move || self.bc.advance(id, Stage::Cancelled))
-            }
-            3 => {
-                let id = self.amazon.place_order(lines);
-                Box::new(move || self.amazon.advance(&id, Stage::Cancelled))
-            }
-            4 => {
-                let id = self.ebay.place_order(lines);
-                Box::new(move || self.ebay.advance(&id, Stage::Cancelled))
-            }
-            5 => {
-                let id = self.walmart.place_order(lines);
-                Box::new(move || self.walmart.advance(&id, Stage::Cancelled))
-            }
-            6 => {
-                let id = self.etsy.place_order(lines);
-                Box::new(move || self.etsy.advance(id, Stage::Cancelled))
-            }
-            7 => {
-                let id = self.tiktok.place_order(lines);
-                Box::new(move || self.tiktok.advance(&id, Stage::Cancelled))
-            }
-            _ => self.erp_order(lines),
-        }
+        self.sim(c).place(lines)
+    }
+}
+
+impl Simulator for ErpShop {
+    fn levels(&self) -> HashMap<String, i64> {
+        self.sim.levels()
     }
 
-    /// The webhook shop sells from what it shows, then tells lockstep (native events).
-    fn erp_order(&self, lines: &[(&str, i64)]) -> Cancel<'_> {
-        let order = format!(
-            "erp-{}",
-            self.erp_orders.fetch_add(1, Ordering::Relaxed) + 1
-        );
+    fn arrivals(&self, sku: &str) -> Vec<Arrival> {
+        self.sim.arrivals(sku)
+    }
+
+    /// Sells from what it shows, then tells lockstep (native events).
+    fn place(&self, lines: &[(&str, i64)]) -> Cancel<'_> {
+        let order = format!("erp-{}", self.orders.fetch_add(1, Ordering::Relaxed) + 1);
         let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
         for (sku, qty) in &lines {
-            self.erp
-                .set_level(sku, self.erp.level(sku).unwrap_or(0) - qty);
+            self.sim
+                .set_level(sku, self.sim.level(sku).unwrap_or(0) - qty);
         }
-        self.erp_events(&order, &lines, "order_placed");
-        Box::new(move || self.erp_events(&order, &lines, "order_cancelled"))
+        self.events(&order, &lines, "order_placed");
+        Box::new(move || self.events(&order, &lines, "order_cancelled"))
     }
+}
 
-    fn erp_events(&self, order: &str, lines: &[(String, i64)], kind: &str) {
+impl ErpShop {
+    fn events(&self, order: &str, lines: &[(String, i64)], kind: &str) {
         let Some(base) = self
             .engine
             .lock()
@@ -415,7 +374,7 @@ impl Fleet {
                                      "kind": kind, "qty": qty, "order_id": order, "line_id": sku})
             })
             .collect();
-        let (status, body) = self.erp.send_events(
+        let (status, body) = self.sim.send_events(
             &format!("{base}/webhooks/erp"),
             &format!("{order}-{kind}"),
             &json!({ "events": events }),

@@ -23,6 +23,19 @@ use serde_json::Value;
 use crate::sim::{Arrival, Bucket, Reply, Sender, Server};
 use crate::webhook_sim::Fault;
 
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -35,7 +48,7 @@ pub fn now_us() -> i64 {
 pub fn rfc3339(us: i64) -> String {
     let secs = us.div_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::shopify_sim::civil_from_days(days);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
@@ -53,7 +66,7 @@ pub fn rfc2822(us: i64) -> String {
     ];
     let secs = us.div_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::shopify_sim::civil_from_days(days);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} +0000",
         DAYS[days.rem_euclid(7) as usize],

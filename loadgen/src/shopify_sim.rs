@@ -128,7 +128,7 @@ fn now_text() -> String {
     let micros = now.as_micros() as i64;
     let secs = micros.div_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::market::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
@@ -136,19 +136,6 @@ fn now_text() -> String {
         rem % 60,
         micros.rem_euclid(1_000_000)
     )
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The number at the end of a `gid://shopify/Type/123`.
@@ -1022,4 +1009,19 @@ fn read_nodes(s: &State, variables: &Value) -> Result<Value, String> {
         })
         .collect();
     Ok(json!({ "nodes": nodes }))
+}
+
+impl crate::sim::Simulator for ShopifySim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        ShopifySim::levels(self)
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        ShopifySim::arrivals(self, sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.cancel_order(id))
+    }
 }

@@ -27,6 +27,21 @@ pub struct Arrival {
     pub at: Instant,
 }
 
+/// What cancels an order a simulator placed.
+pub type Cancel<'a> = Box<dyn Fn() + 'a>;
+
+/// What the fleet and the scenarios ask of every channel's simulator, whatever its kind:
+/// each kind's file implements it, and `fleet.rs` lists one per kind.
+pub trait Simulator: Send + Sync {
+    /// What the channel shows, per SKU it lists.
+    fn levels(&self) -> std::collections::HashMap<String, i64>;
+    /// Every value lockstep wrote for `sku`, in arrival order.
+    fn arrivals(&self, sku: &str) -> Vec<Arrival>;
+    /// A customer order of `lines`, placed the channel's own way (its stock lowered, its
+    /// webhook sent or its listing updated); returns what cancels it.
+    fn place(&self, lines: &[(&str, i64)]) -> Cancel<'_>;
+}
+
 /// A JSON reply with extra headers.
 pub fn reply(status: u16, body: &Value, headers: &[(&str, String)]) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));

@@ -451,3 +451,18 @@ fn handle(
         _ => reply(404, &tts(36009003, "Path not found.", json!({})), &[]),
     }
 }
+
+impl crate::sim::Simulator for TikTokSim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(&id, crate::market::Stage::Cancelled))
+    }
+}

@@ -538,3 +538,18 @@ fn handle(
         ),
     }
 }
+
+impl crate::sim::Simulator for WalmartSim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        self.market.levels()
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        self.market.arrivals(sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.advance(&id, crate::market::Stage::Cancelled))
+    }
+}

@@ -41,12 +41,7 @@ pub enum Fault {
     Slow(Duration),
 }
 
-/// One value as it arrived.
-#[derive(Clone, Debug)]
-pub struct Arrival {
-    pub available: i64,
-    pub at: Instant,
-}
+pub use crate::sim::Arrival;
 
 /// One push request as it arrived.
 #[derive(Clone, Debug)]

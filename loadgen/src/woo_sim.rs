@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::{json, Value};
 
-use crate::shopify_sim::civil_from_days;
+use crate::market::civil_from_days;
 use crate::signing;
 use crate::sim::{reply, Arrival, Bucket, Delivery, Habits, Reply, Sender, Server};
 use crate::webhook_sim::Fault;
@@ -745,4 +745,19 @@ fn batch(
         }
     }
     reply(200, &json!({ "update": updates }), &[])
+}
+
+impl crate::sim::Simulator for WooSim {
+    fn levels(&self) -> std::collections::HashMap<String, i64> {
+        WooSim::levels(self)
+    }
+
+    fn arrivals(&self, sku: &str) -> Vec<crate::sim::Arrival> {
+        WooSim::arrivals(self, sku)
+    }
+
+    fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
+        let id = self.place_order(lines);
+        Box::new(move || self.set_status(id, "cancelled"))
+    }
 }

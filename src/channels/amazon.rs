@@ -50,8 +50,8 @@ use super::{Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, R
 use super::{OrderQueue, QueueMessage};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// `patchListingsItem`: 5 requests per second, burst 5, per seller and application.
 const DEFAULT_RATE: RateLimit = RateLimit {
@@ -434,6 +434,7 @@ impl Amazon {
         Ok(Inbound {
             events,
             notification: Some(id),
+            ..Inbound::default()
         })
     }
 

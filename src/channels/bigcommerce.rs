@@ -53,8 +53,8 @@ use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushRepl
 use super::{OrderPoll, PollPage};
 use crate::clock::{parse_rfc2822, Micros};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// Items per absolute adjustment.
 pub const BATCH_MAX: usize = 2_000;
@@ -364,6 +364,7 @@ impl ChannelAdapter for BigCommerce {
                 return Ok(Inbound {
                     events: Vec::new(),
                     notification: Some(hash),
+                    ..Inbound::default()
                 });
             }
             // Refund hooks name the order in `data.id` too.
@@ -375,6 +376,7 @@ impl ChannelAdapter for BigCommerce {
             Ok(Inbound {
                 events,
                 notification: Some(hash),
+                ..Inbound::default()
             })
         })
     }

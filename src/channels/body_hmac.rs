@@ -1,6 +1,15 @@
 //! Body signatures as Shopify and WooCommerce make them: base64 of HMAC-SHA256 over the
 //! raw body bytes, keyed with a shared secret, in one header. Checked in constant time
 //! against the current secret and, during a rotation, the previous one.
+//!
+//! - Shopify: `X-Shopify-Hmac-Sha256`, base64 of HMAC-SHA256 of the raw body with the
+//!   app's client secret (https://shopify.dev/docs/apps/build/webhooks/delivery-structure;
+//!   verification steps: https://shopify.dev/apps/webhooks/https, "Verify a webhook").
+//! - WooCommerce: `X-WC-Webhook-Signature`, base64 of HMAC-SHA256 of the payload with the
+//!   webhook's `secret` (https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks,
+//!   "Delivery/payload").
+//!
+//! A refusal is the shared `crate::refusal::ApiError` (401 with the header named).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -10,7 +19,7 @@ use hyper::StatusCode;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::ingest::error::ApiError;
+use crate::refusal::ApiError;
 
 /// base64(HMAC-SHA256(key, body)).
 pub fn sign(key: &[u8], body: &[u8]) -> String {

@@ -73,6 +73,21 @@ impl Caller {
         self.call_now(request).await
     }
 
+    /// Waits until a call could take a token now, without taking it (at once when not
+    /// paced). A pusher chooses what to send only then, so its call carries everything
+    /// that changed while it waited, rather than what was there before the wait.
+    pub async fn ready(&self) {
+        if let Some(pace) = &self.pace {
+            loop {
+                let wait = match pace.lock().await.until_token() {
+                    None => break,
+                    Some(wait) => wait,
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+        }
+    }
+
     /// Sends one request without waiting for a token (tokens themselves, for one).
     pub async fn call_now(&self, request: OutboundRequest) -> Result<Answer, String> {
         let request = reqwest::Request::try_from(request).map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{build, ChannelAdapter, PushItem, PushReply};
 use crate::clock::now_micros;
 use crate::config::{CatalogRow, Config};
-use crate::engine::event::{Event, EventKind};
+use crate::core::event::{Event, EventKind};
 
 fn fixture(path: &str) -> Vec<u8> {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -37,8 +37,8 @@ use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Levels
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// `bulk_update_price_quantity` takes at most 25 requests.
 pub const BATCH_MAX: usize = 25;

@@ -33,8 +33,8 @@ use super::{ChannelAdapter, Inbound, Levels, OrderPoll, OutboundRequest, PollPag
 use super::{PushItem, PushReply, RateLimit, Seen, ShownAs};
 use crate::clock::{Micros, MICROS_PER_SECOND};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// Etsy's default: 10 requests per second per app.
 const DEFAULT_RATE: RateLimit = RateLimit {
@@ -462,6 +462,7 @@ impl ChannelAdapter for Etsy {
             Ok(Inbound {
                 events,
                 notification: Some(id),
+                ..Inbound::default()
             })
         })
     }

@@ -5,6 +5,13 @@
 //! signature), builds the outbound push request for a batch of (SKU, quantity), reads the
 //! push response into per-item outcomes and a throttle signal, and builds and reads the
 //! level query that reconciliation uses. It does no I/O itself: `propagate` sends.
+//!
+//! Beside the adapters: `native.rs` (the native event format the API and the `webhook`
+//! kind speak), `payload.rs` (reading channel JSON), `body_hmac.rs` and
+//! `standard_webhooks.rs` (signatures), `call.rs` and `pacing.rs` (a channel's calls and
+//! their budget), `catalog.rs`, `rotating_token.rs`. A delivery a channel cannot take is
+//! refused with `crate::refusal::ApiError`. Channels sit above the engine (they make its
+//! events) and below `propagate`, which sends what they build.
 
 pub mod amazon;
 pub mod bigcommerce;
@@ -15,6 +22,7 @@ pub mod catalog;
 mod contract_tests;
 pub mod ebay;
 pub mod etsy;
+pub mod native;
 pub mod pacing;
 pub mod payload;
 pub mod rotating_token;
@@ -33,8 +41,8 @@ use http::HeaderMap;
 
 use crate::clock::Micros;
 use crate::config::{CatalogRow, ChannelConfig, ChannelKind, RateLimit};
-use crate::engine::event::Event;
-use crate::ingest::error::ApiError;
+use crate::core::event::Event;
+use crate::refusal::ApiError;
 pub use call::{BoxFuture, Caller, Seen};
 pub use catalog::Catalog;
 
@@ -113,6 +121,11 @@ pub type OutboundRequest = http::Request<Vec<u8>>;
 pub struct Inbound {
     pub events: Vec<Event>,
     pub notification: Option<String>,
+    /// The time of the payload's newest change, read from the signed payload alone (no
+    /// header, no fallback to now): Shopify's `updated_at` of an order placed long ago
+    /// and edited now. A delivery older than the idempotency horizon is refused by it,
+    /// or by its events' times when an adapter gives none.
+    pub changed_at: Option<Micros>,
 }
 
 /// A levels read: what the channel shows per SKU (`None`: the channel does not list it).
@@ -194,7 +207,7 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         Box::pin(async move {
             Ok(Inbound {
                 events: self.inbound(headers, body, now)?,
-                notification: None,
+                ..Inbound::default()
             })
         })
     }
@@ -405,7 +418,7 @@ pub fn build(
 pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: Micros) -> Event {
     Event {
         sku: format!("?{channel}: {what}"),
-        kind: crate::engine::event::EventKind::Unmapped,
+        kind: crate::core::event::EventKind::Unmapped,
         qty: 0,
         source: channel.to_string(),
         source_ts,

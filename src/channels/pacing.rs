@@ -76,19 +76,29 @@ impl TokenBucket {
     /// Takes a token if there is one now; otherwise says how long until there is (for a
     /// caller that has other work meanwhile, such as a pusher between bulk submissions).
     pub fn try_acquire(&mut self) -> Result<(), Duration> {
+        match self.until_token() {
+            None => {
+                self.tokens -= 1.0;
+                Ok(())
+            }
+            Some(wait) => Err(wait),
+        }
+    }
+
+    /// How long until a token is there, without taking one (`None`: one is there now).
+    pub fn until_token(&mut self) -> Option<Duration> {
         let now = Instant::now();
         if let Some(until) = self.paused_until.filter(|until| *until > now) {
-            return Err(until - now);
+            return Some(until - now);
         }
         if self.paused_until.take().is_some() {
             self.last = now;
         }
         self.refill(now);
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
+            return None;
         }
-        Err(wait_secs((1.0 - self.tokens) / self.rate))
+        Some(wait_secs((1.0 - self.tokens) / self.rate))
     }
 
     /// The channel said "slow down": wait `retry_after` (at most `WAIT_MAX`), then go at

@@ -10,8 +10,8 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
-use crate::engine::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
+use crate::refusal::ApiError;
 
 /// Parses a JSON body; 400 `invalid_json` otherwise.
 pub fn json(body: &[u8]) -> Result<Value, ApiError> {
@@ -89,7 +89,7 @@ pub fn sku(value: &Value) -> Option<String> {
         && sku.len() <= SKU_BYTES_MAX
         && !sku
             .chars()
-            .any(|c| c.is_control() || crate::engine::event::is_format_char(c));
+            .any(|c| c.is_control() || crate::core::event::is_format_char(c));
     ok.then(|| sku.to_string())
 }
 

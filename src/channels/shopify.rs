@@ -42,11 +42,11 @@ use serde_json::{json, Value};
 
 use super::payload;
 use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OutboundRequest, PushItem};
-use super::{BoxFuture, Caller, OrderPoll, PollPage, PushReply, RateLimit};
+use super::{BoxFuture, Caller, Inbound, OrderPoll, PollPage, PushReply, RateLimit};
 use crate::clock::Micros;
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// Items per `inventorySetQuantities` call. Shopify documents no cap for it (its older
 /// bulk mutation took 100); 100 keeps each call's cost and size modest.
@@ -457,6 +457,56 @@ fn call_cost(reply: &Value) -> f64 {
         .unwrap_or(10.0)
 }
 
+impl Shopify {
+    /// One webhook delivery: verified, then read by its topic. The payload's own time is
+    /// the delivery's (`Inbound::changed_at`): an order's `updated_at` (its events may
+    /// all carry older times: a placement of long ago, in an edit made now), a refund's
+    /// `created_at`, a level's `updated_at`. Retries carry "the original
+    /// payload" (https://shopify.dev/changelog/updates-to-webhook-retry-mechanism).
+    fn delivery(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Inbound, ApiError> {
+        body_hmac::verify(headers, "x-shopify-hmac-sha256", body, &self.keys)?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let topic = header("x-shopify-topic").ok_or_else(|| {
+            ApiError::field("missing_topic", "X-Shopify-Topic", "the header is missing")
+        })?;
+        let triggered = header("x-shopify-triggered-at").and_then(crate::clock::parse_rfc3339);
+        let event_id = header("x-shopify-event-id");
+        let value = payload::json(body)?;
+        let mut changed_at = None;
+        let events = match topic {
+            "orders/create"
+            | "orders/updated"
+            | "orders/paid"
+            | "orders/cancelled"
+            | "orders/fulfilled"
+            | "orders/partially_fulfilled" => {
+                changed_at = payload::time(&value["updated_at"]);
+                self.order_events(&value, triggered, now)
+            }
+            // An edit's deltas (`order_edit.line_items.additions/removals`) come with no
+            // totals; Shopify sends `orders/updated` for the same change, whose
+            // `current_quantity` and new lines say it as totals. Taken, not applied (community.shopify.com, "Difference between the
+            // orders/updated and orders/edited webhooks": orders/updated fires on every change).
+            "orders/edited" => Ok(Vec::new()),
+            "refunds/create" => {
+                changed_at = payload::time(&value["created_at"]);
+                self.refund_events(&value, triggered, now)
+            }
+            "inventory_levels/update" => {
+                changed_at = payload::time(&value["updated_at"]);
+                self.level_event(&value, event_id, triggered, now)
+            }
+            // Other topics carry nothing about stock: taken, so Shopify does not retry.
+            _ => Ok(Vec::new()),
+        }?;
+        Ok(Inbound {
+            events,
+            changed_at,
+            ..Inbound::default()
+        })
+    }
+}
+
 impl ChannelAdapter for Shopify {
     fn name(&self) -> &str {
         &self.name
@@ -476,31 +526,17 @@ impl ChannelAdapter for Shopify {
         body: &[u8],
         now: Micros,
     ) -> Result<Vec<Event>, ApiError> {
-        body_hmac::verify(headers, "x-shopify-hmac-sha256", body, &self.keys)?;
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let topic = header("x-shopify-topic").ok_or_else(|| {
-            ApiError::field("missing_topic", "X-Shopify-Topic", "the header is missing")
-        })?;
-        let triggered = header("x-shopify-triggered-at").and_then(crate::clock::parse_rfc3339);
-        let event_id = header("x-shopify-event-id");
-        let value = payload::json(body)?;
-        match topic {
-            "orders/create"
-            | "orders/updated"
-            | "orders/paid"
-            | "orders/cancelled"
-            | "orders/fulfilled"
-            | "orders/partially_fulfilled" => self.order_events(&value, triggered, now),
-            // An edit's deltas (`order_edit.line_items.additions/removals`) come with no
-            // totals; Shopify sends `orders/updated` for the same change, whose
-            // `current_quantity` and new lines say it as totals. Taken, not applied (community.shopify.com, "Difference between the
-            // orders/updated and orders/edited webhooks": orders/updated fires on every change).
-            "orders/edited" => Ok(Vec::new()),
-            "refunds/create" => self.refund_events(&value, triggered, now),
-            "inventory_levels/update" => self.level_event(&value, event_id, triggered, now),
-            // Other topics carry nothing about stock: taken, so Shopify does not retry.
-            _ => Ok(Vec::new()),
-        }
+        Ok(self.delivery(headers, body, now)?.events)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        Box::pin(async move { self.delivery(headers, body, now) })
     }
 
     fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {

@@ -132,9 +132,9 @@ pub fn verify_delivery(
     body: &[u8],
     keys: &[Key],
     now: Micros,
-) -> Result<(String, Micros), crate::ingest::error::ApiError> {
+) -> Result<(String, Micros), crate::refusal::ApiError> {
     verify(headers, body, keys, now).map_err(|e| {
-        crate::ingest::error::ApiError::new(
+        crate::refusal::ApiError::new(
             hyper::StatusCode::UNAUTHORIZED,
             "bad_signature",
             e.to_string(),

@@ -37,8 +37,8 @@ use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushRepl
 use super::{OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 20.0,
@@ -350,6 +350,7 @@ impl ChannelAdapter for TikTok {
             Ok(Inbound {
                 events,
                 notification: Some(id),
+                ..Inbound::default()
             })
         })
     }

@@ -35,8 +35,8 @@ use super::{BulkWrite, RateLimit, Seen};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 5.0,
@@ -202,6 +202,7 @@ impl Walmart {
         Ok(Inbound {
             events: self.hook_events(&hook, now)?,
             notification: Some(id),
+            ..Inbound::default()
         })
     }
 

@@ -1,4 +1,7 @@
-//! The `webhook` kind: Standard Webhooks both ways, for ERPs, WMSs and custom shops.
+//! The `webhook` kind: Standard Webhooks both ways, for ERPs, WMSs and custom shops
+//! (the headers, the signed content `{id}.{timestamp}.{body}`, `v1,` + base64 signatures,
+//! `whsec_` secrets and the timestamp tolerance follow
+//! https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md).
 //!
 //! - Inbound `POST /webhooks/{name}`: the native `{"events": [...]}` body, signed. The
 //!   channel is the events' source; keys come from the business fact, else the event's
@@ -14,13 +17,13 @@
 use http::HeaderMap;
 use serde_json::json;
 
+use super::native::parse_events_from;
 use super::standard_webhooks::{self, Key};
 use super::{ChannelAdapter, OutboundRequest, PushItem, PushReply};
 use crate::clock::{format_rfc3339, Micros, MICROS_PER_SECOND};
 use crate::config::{ChannelConfig, RateLimit};
-use crate::engine::event::Event;
-use crate::ingest::error::ApiError;
-use crate::ingest::native::parse_events_from;
+use crate::core::event::Event;
+use crate::refusal::ApiError;
 
 /// Items per push. The body stays far below the receiver's limits at this size.
 const BATCH_MAX: usize = 500;

@@ -41,8 +41,8 @@ use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OrderPoll, Ou
 use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::ChannelConfig;
-use crate::engine::event::{Event, EventKind, LineRef};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef};
+use crate::refusal::ApiError;
 
 /// WooCommerce's batch limit (create + update + delete); more is a 413.
 const BATCH_MAX: usize = 100;

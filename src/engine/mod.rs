@@ -1,21 +1,22 @@
-//! The engine: the router, the shard threads and their stores, behind one handle.
+//! The engine: the router, the shard threads and their stores, behind one handle. It
+//! runs the pure core (`crate::core`) over the store (`crate::store`) and imports
+//! nothing above them: shards hand the pushes their commits call for to a `PushSink`
+//! (`shard.rs`) that the outboxes implement.
 //!
-//! - `event.rs`: the vocabulary (events, outcomes, results).
-//! - `core.rs`: the pure core, `apply(state, batch, now) -> effects`.
 //! - `router.rs`: `ahash(sku) % shards`.
 //! - `shard.rs`: the thread that owns a shard's SKUs and does its I/O.
 //! - `movements.rs`: which SKUs' stored movements a batch loads (counts, folds).
 //! - `recovery.rs`: loading state on start, and `replay`.
+//! - `settings.rs`: the settings that decide stock, stored with the data by era.
 //!
 //! `Engine::submit` splits a request's events by shard and puts each part in its shard's
 //! bounded mailbox without waiting; a full mailbox is `EngineError::Busy` at once (the
 //! HTTP edge turns it into 503 + Retry-After), never a blocked tokio worker.
 
-pub mod core;
-pub mod event;
 pub mod movements;
 pub mod recovery;
 pub mod router;
+pub mod settings;
 pub mod shard;
 
 use std::path::{Path, PathBuf};
@@ -26,18 +27,23 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use self::core::CoreConfig;
-use self::event::{Event, EventResult};
 use self::router::Router;
-use self::shard::{Shard, ShardMsg};
+use self::shard::{PushSink, Queued, Shard, ShardMsg, StoreSlot};
 use crate::clock::{now_micros, Micros};
-use crate::propagate::outbox::Outbox;
-use crate::store::records::{HeadRecord, LogRecord};
+use crate::config::Config;
+use crate::core::event::{self, Event, EventResult};
+use crate::core::records::{HeadRecord, LogRecord};
+use crate::core::CoreConfig;
 use crate::store::{DiskStore, ShardStore, StoreError};
 
-/// Requests a shard's mailbox holds before the edge answers 503. At up to 1,000 events a
-/// request this bounds queued work to a few batches' worth of flushes.
+/// Requests a shard's mailbox holds before the edge answers 503.
 pub const MAILBOX_MSGS_MAX: usize = 1_024;
+/// Events a shard's mailbox holds before the edge answers 503: eight of the shard's
+/// largest batches (`shard::BATCH_EVENTS_MAX`), so queued work is a few flushes' worth
+/// whatever the requests' sizes. Counting requests alone let 1,024 requests of 1,000
+/// events (about 1.4 GB) wait in one mailbox. Each event is bounded in size at ingest,
+/// so this bounds the mailbox's bytes too.
+pub const MAILBOX_EVENTS_MAX: usize = 32_768;
 /// Seconds a refused client is asked to wait (Retry-After): a full mailbox drains in
 /// well under a second, and channels retry on their own schedule anyway.
 pub const RETRY_AFTER_SECS: u32 = 1;
@@ -48,7 +54,7 @@ pub enum EngineError {
     /// A shard's mailbox is full; retry after `RETRY_AFTER_SECS`.
     #[error("shard {shard} is busy")]
     Busy { shard: usize },
-    /// Storage failed; the shard refuses work until a restart recovers it.
+    /// Storage failed; the shard refuses work until it has reopened its storage.
     #[error("storage failed: {0}")]
     Storage(String),
     /// The engine is shutting down.
@@ -82,15 +88,34 @@ pub struct EngineConfig {
     pub key_retention_us: Micros,
 }
 
+impl EngineConfig {
+    /// The engine a config describes: the data directory (relative paths taken from the
+    /// working directory, as `serve` without a config does), its shards, and the
+    /// settings that decide stock.
+    pub fn of(config: &Config) -> EngineConfig {
+        EngineConfig {
+            data_dir: config.server.data_dir.clone(),
+            shards: config.server.shards,
+            core: config.core_config(),
+            key_retention_us: config.key_retention_us(),
+        }
+    }
+}
+
 /// A running engine.
 pub struct Engine {
     router: Router,
     /// Cleared by `shutdown`; read-locked only around `try_send`, never across an await.
     senders: RwLock<Vec<Sender<ShardMsg>>>,
-    stores: Vec<Arc<dyn ShardStore>>,
+    /// Per shard, what its mailbox holds (`MAILBOX_MSGS_MAX`, `MAILBOX_EVENTS_MAX`).
+    queued: Vec<Arc<Queued>>,
+    /// Per shard, its store (empty while the shard reopens it after a storage failure).
+    stores: Vec<StoreSlot>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Per shard, why it refuses work (set by the shard when its storage fails).
     failures: Vec<Arc<Mutex<Option<String>>>>,
+    /// The settings of every era of this data directory, the current one last.
+    history: settings::History,
     /// Held for the engine's lifetime: no other process writes this data directory.
     _lock: DirLock,
 }
@@ -99,7 +124,8 @@ pub struct Engine {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ShardHealth {
     pub shard: usize,
-    /// `ok`, `failed` (storage failed: it refuses work until a restart), `dead` (its
+    /// `ok`, `failed` (storage failed: it refuses work until it has reopened its
+    /// storage, which it retries on its own), `dead` (its
     /// thread ended), or `stopped` (shutting down).
     pub state: &'static str,
     pub reason: Option<String>,
@@ -161,7 +187,9 @@ struct DataMeta {
 
 const META_FILE: &str = "lockstep.meta";
 /// The layout `lockstep.meta` describes; another one is refused, never guessed at.
-const META_FORMAT: u32 = 1;
+/// Format 2: fjall 3's files (format 1 was fjall 2's, which this build cannot read) and
+/// the settings history (`lockstep.settings`).
+const META_FORMAT: u32 = 2;
 
 /// Whether `data_dir` holds any shard directory.
 fn has_shard_dirs(data_dir: &Path) -> bool {
@@ -190,6 +218,14 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
         }
     };
     match &existing {
+        Some(meta) if meta.format == 1 => {
+            return Err(EngineError::DataDir(format!(
+                "{} has data format 1 (fjall 2's storage), which this build (format {META_FORMAT}, \
+                 fjall 3) cannot read: run the lockstep that wrote it, or start this one on a new \
+                 data_dir and set the counts again",
+                data_dir.display()
+            )))
+        }
         Some(meta) if meta.format != META_FORMAT => {
             return Err(EngineError::DataDir(format!(
                 "{} has data format {}, this build reads format {META_FORMAT}: run the lockstep that wrote it",
@@ -278,26 +314,33 @@ pub fn shard_dir(data_dir: &Path, i: usize) -> PathBuf {
 }
 
 impl Engine {
-    /// Opens the data directory, recovers every shard, offers every SKU whose channels do
-    /// not show their target to the outboxes (aligned with `config.core.channels`; `None`
-    /// for a channel without an adapter), and starts the shard threads.
-    pub fn start(
-        config: &EngineConfig,
-        outboxes: Vec<Option<Arc<Outbox>>>,
-    ) -> Result<Engine, EngineError> {
-        let outboxes: Arc<[Option<Arc<Outbox>>]> = Arc::from(outboxes);
+    /// Opens the data directory, recovers every shard, offers `pushes` every SKU whose
+    /// channels do not show their target, and starts the shard threads.
+    pub fn start(config: &EngineConfig, pushes: Arc<dyn PushSink>) -> Result<Engine, EngineError> {
         let lock = lock_data_dir(&config.data_dir)?;
         let router = open_data_dir(&config.data_dir, config.shards)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
         // later call would report).
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+        // The log's tail was written under the stored settings: it is re-applied under
+        // them, and the config's take effect after it (`settings.rs`).
+        let mut history = settings::History::read(&config.data_dir)?;
+        let written_under = history.current().map(|era| era.core());
+        let recover_under = written_under.as_ref().unwrap_or(&config.core);
+        let changed = written_under
+            .as_ref()
+            .is_some_and(|was| was.channels != config.core.channels);
         let mut shards = Vec::new();
-        let mut last_seq = 0;
+        let mut last_seqs = Vec::new();
         for i in 0..router.shards() {
             let dir = shard_dir(&config.data_dir, i);
             let store = DiskStore::open(&dir)
                 .map_err(|e| EngineError::DataDir(format!("cannot open {}: {e}", dir.display())))?;
-            let (state, report) = recovery::recover(&store, &config.core)
+            let last = store.last_seq()?;
+            if written_under.is_none() && last > 0 {
+                return Err(settings::missing(&config.data_dir));
+            }
+            let (mut state, report) = recovery::recover(&store, recover_under)
                 .map_err(|e| recovery_refused(i, &dir, e))?;
             tracing::info!(
                 shard = i,
@@ -306,23 +349,51 @@ impl Engine {
                 replayed = report.replayed,
                 "shard recovered"
             );
-            last_seq = last_seq.max(store.last_seq()?);
+            if changed {
+                // Recovery checkpointed everything: the state as the new channels see it.
+                state = store
+                    .load_state(&config.core.channels)
+                    .map_err(|e| recovery_refused(i, &dir, e))?
+                    .skus;
+            }
+            last_seqs.push(last);
             let newest = newest_applied_at(&store)?;
             crate::clock::not_before(newest);
+            shards.push((
+                state,
+                Arc::new(store) as Arc<dyn ShardStore>,
+                newest,
+                last,
+                dir,
+            ));
+        }
+        let before = history.current().cloned();
+        if let Some(era) =
+            history.begin(&config.data_dir, &config.core, &last_seqs, now_micros())?
+        {
+            for change in era.changes_from(before.as_ref()) {
+                tracing::info!(change = %change, "settings: {change}");
+            }
+        }
+        for (state, ..) in &shards {
             // Nothing is dropped across a restart: the shard knows what every channel last
             // acknowledged, so whatever differs from its target is pushed again.
-            for (sku, sku_state) in &state {
-                let pushes = self::core::pushes_for(sku, sku_state, &config.core.channels);
-                Outbox::offer_all(&outboxes, &pushes);
+            for (sku, sku_state) in state {
+                let wanted = crate::core::pushes_for(sku, sku_state, &config.core.channels);
+                pushes.offer(&wanted);
             }
-            shards.push((state, Arc::new(store) as Arc<dyn ShardStore>, newest));
         }
+        let last_seq = last_seqs.iter().copied().max().unwrap_or(0);
         let seq = Arc::new(AtomicU64::new(last_seq));
         let mut senders = Vec::new();
         let mut stores = Vec::new();
         let mut threads = Vec::new();
         let mut failures = Vec::new();
-        for (i, (state, store, newest)) in shards.into_iter().enumerate() {
+        let mut queued = Vec::new();
+        for (i, (state, store, newest, durable_seq, dir)) in shards.into_iter().enumerate() {
+            let store: StoreSlot = Arc::new(RwLock::new(Some(store)));
+            let waiting = Arc::new(Queued::default());
+            queued.push(waiting.clone());
             let failure = Arc::new(Mutex::new(None));
             failures.push(failure.clone());
             metrics::gauge!("lockstep_shard_up", "shard" => i.to_string()).set(1.0);
@@ -331,11 +402,14 @@ impl Engine {
                 id: i,
                 state,
                 store: store.clone(),
+                dir,
+                durable_seq,
                 mailbox: rx,
+                queued: waiting,
                 core: config.core.clone(),
                 key_retention_us: config.key_retention_us,
                 seq: seq.clone(),
-                outboxes: outboxes.clone(),
+                pushes: pushes.clone(),
                 settling: Default::default(),
                 oldest: Default::default(),
                 failure,
@@ -357,9 +431,11 @@ impl Engine {
         Ok(Engine {
             router,
             senders: RwLock::new(senders),
+            queued,
             stores,
             threads: Mutex::new(threads),
             failures,
+            history,
             _lock: lock,
         })
     }
@@ -409,9 +485,10 @@ impl Engine {
     }
 
     /// Applies events durably; answers one result per event, in order. Events of one
-    /// request that live on several shards are applied by each shard in parallel; if any
-    /// shard is busy the whole request fails with `Busy`, and the parts that did go
-    /// through are deduplicated when the client retries.
+    /// request that live on several shards are applied by each shard in parallel. Room
+    /// is reserved on every shard before any gets its part: if any is busy the whole
+    /// request fails with `Busy` and nothing of it is applied. (A storage failure on one
+    /// shard fails only that shard's part; a retry's other parts are duplicates.)
     pub async fn submit(&self, mut events: Vec<Event>) -> Result<Vec<EventResult>, EngineError> {
         // Nothing happened after we received it: a source time ahead of that (a count
         // stamped up to an hour ahead, a channel's clock running fast) is taken as the
@@ -447,16 +524,39 @@ impl Engine {
             if senders.is_empty() {
                 return Err(EngineError::Stopped);
             }
-            for (shard, (indices, events)) in parts.into_iter().enumerate() {
-                if events.is_empty() {
-                    continue;
+            let parts: Vec<(usize, Vec<usize>, Vec<Event>)> = parts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (_, events))| !events.is_empty())
+                .map(|(shard, (indices, events))| (shard, indices, events))
+                .collect();
+            // Room on every shard first, so a full mailbox refuses the request whole and
+            // no shard has applied a part of it.
+            for (at, (shard, _, events)) in parts.iter().enumerate() {
+                if !self.queued[*shard].reserve(events.len()) {
+                    for (reserved, _, events) in &parts[..at] {
+                        self.queued[*reserved].release(1, events.len());
+                    }
+                    return Err(EngineError::Busy { shard: *shard });
                 }
+            }
+            let mut parts = parts.into_iter();
+            while let Some((shard, indices, events)) = parts.next() {
                 let (reply, answer) = oneshot::channel();
-                match senders[shard].try_send(ShardMsg { events, reply }) {
-                    Ok(()) => pending.push((indices, answer)),
-                    Err(TrySendError::Full(_)) => return Err(EngineError::Busy { shard }),
-                    Err(TrySendError::Disconnected(_)) => return Err(EngineError::Stopped),
+                let n = events.len();
+                if let Err(e) = senders[shard].try_send(ShardMsg { events, reply }) {
+                    // Only when the engine is stopping: the reservations bound the
+                    // mailbox below its capacity. Parts already sent are applied.
+                    self.queued[shard].release(1, n);
+                    for (unsent, _, events) in parts {
+                        self.queued[unsent].release(1, events.len());
+                    }
+                    return Err(match e {
+                        TrySendError::Full(_) => EngineError::Busy { shard },
+                        TrySendError::Disconnected(_) => EngineError::Stopped,
+                    });
                 }
+                pending.push((indices, answer));
             }
         }
         let mut results: Vec<Option<EventResult>> = vec![None; total];
@@ -472,9 +572,25 @@ impl Engine {
             .collect())
     }
 
+    /// Shard `i`'s store, unless the shard is reopening it.
+    fn store(&self, i: usize) -> Result<Arc<dyn ShardStore>, EngineError> {
+        self.stores[i]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                EngineError::Storage(format!("shard {i} is reopening its storage (see /healthz)"))
+            })
+    }
+
+    /// Every shard's store, or the error of one that is reopening its storage.
+    fn all_stores(&self) -> Result<Vec<Arc<dyn ShardStore>>, EngineError> {
+        (0..self.shards()).map(|i| self.store(i)).collect()
+    }
+
     /// A SKU's stock as of the last durable batch.
     pub fn head(&self, sku: &str) -> Result<Option<HeadRecord>, EngineError> {
-        Ok(self.stores[self.router.shard_of(sku)].head(sku)?)
+        Ok(self.store(self.router.shard_of(sku))?.head(sku)?)
     }
 
     /// Up to `limit` heads in SKU order across the shards, those after `after`, as of
@@ -485,7 +601,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<(String, HeadRecord)>, EngineError> {
         let mut all = Vec::new();
-        for store in &self.stores {
+        for store in self.all_stores()? {
             all.extend(store.heads_after(after, limit)?);
         }
         all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -500,7 +616,12 @@ impl Engine {
         since: u64,
         limit: usize,
     ) -> Result<Vec<LogRecord>, EngineError> {
-        audit_across(&self.stores, &self.router, sku, since, limit)
+        audit_across(&self.all_stores()?, &self.router, sku, since, limit)
+    }
+
+    /// The settings eras of the data directory (`settings.rs`), for the audit.
+    pub fn settings_history(&self) -> &settings::History {
+        &self.history
     }
 
     /// Stops accepting work, lets every shard finish its mailbox, and joins the threads.

@@ -13,7 +13,7 @@
 use ahash::{AHashMap, AHashSet};
 
 use crate::clock::Micros;
-use crate::engine::core::{fold_due, needs_movements, CoreConfig, Input, ShardState, StateWrite};
+use crate::core::{fold_due, needs_movements, CoreConfig, Input, ShardState, StateWrite};
 use crate::store::{ShardStore, StoreError};
 
 /// The oldest kept movement of each SKU the shard has looked at (`None`: it has none):
@@ -132,8 +132,8 @@ pub fn unload_after_batch(
 mod tests {
     use super::*;
     use crate::clock::MICROS_PER_HOUR;
-    use crate::engine::core::apply;
-    use crate::engine::event::{Event, EventKind};
+    use crate::core::apply;
+    use crate::core::event::{Event, EventKind};
     use crate::engine::recovery::{rebuild, recover};
     use crate::store::DiskStore;
 
@@ -248,7 +248,16 @@ mod tests {
             .unwrap()
             .load_movements(kept.clone())
             .unwrap();
-        assert_eq!(rebuild(&store, &config).unwrap(), live);
+        assert_eq!(
+            rebuild(
+                &store,
+                0,
+                &crate::engine::settings::History::default(),
+                &config
+            )
+            .unwrap(),
+            live
+        );
         drop(store);
         let store = DiskStore::open(dir.path()).unwrap();
         let (recovered, _) = recover(&store, &config).unwrap();

@@ -7,12 +7,18 @@
 //!   shard and the chunk, and nothing is deleted: fjall's journal already drops a torn
 //!   batch, so every chunk it returns was written whole and may have been acknowledged
 //!   (a bit flipped on disk, or a chunk of a newer lockstep after a rollback).
-//! - `rebuild`: the state from the log alone, for `lockstep replay`.
+//! - `rebuild`: the state from the log alone, for `lockstep replay`, each record under the
+//!   settings it was written under (`settings.rs`).
+//!
+//! Both re-apply records under the settings the data directory stores, never a command's
+//! own: a store opened read-only (`DiskStore::open_read_only`) keeps what they re-apply
+//! in memory, so an inspecting command leaves the directory as it found it.
 
-use crate::engine::core::{apply, CoreConfig, Input, ShardState};
-use crate::engine::event::{Event, FirstResult, LineRef, Outcome};
+use crate::core::event::{Event, FirstResult, LineRef, Outcome};
+use crate::core::records::LogRecord;
+use crate::core::{apply, realign_channels, CoreConfig, Input, ShardState};
 use crate::engine::movements::{load_for_batch, unload_after_batch};
-use crate::store::records::LogRecord;
+use crate::engine::settings::History;
 use crate::store::{ShardStore, StoreError};
 
 /// What recovery found, for the start-up log line.
@@ -100,12 +106,31 @@ pub fn recover(
     Ok((state, report))
 }
 
-/// Rebuilds a shard's state from its log alone, applying each record as it was applied.
+/// Rebuilds shard `shard`'s state from its log alone, applying each record as it was
+/// applied, under the settings of its era in `history` (`fallback` when none is stored).
 /// Every movement stays in memory: this is the offline check, not the serving path.
-pub fn rebuild(store: &dyn ShardStore, config: &CoreConfig) -> Result<ShardState, StoreError> {
+pub fn rebuild(
+    store: &dyn ShardStore,
+    shard: usize,
+    history: &History,
+    fallback: &CoreConfig,
+) -> Result<ShardState, StoreError> {
     let mut state = ShardState::default();
+    // The era of the records so far, and its settings.
+    let mut current: Option<(Option<usize>, CoreConfig)> = None;
     for chunk in store.log_after(0) {
         for record in chunk? {
+            let era = history.index_at(shard, record.seq);
+            if current.as_ref().is_none_or(|(at, _)| *at != era) {
+                let now = era.map_or_else(|| fallback.clone(), |i| history.eras[i].core());
+                if let Some((_, before)) = &current {
+                    if before.channels != now.channels {
+                        realign_channels(&mut state, &before.channels, &now.channels);
+                    }
+                }
+                current = Some((era, now));
+            }
+            let config = &current.as_ref().expect("set above").1;
             apply(
                 &mut state,
                 &[input_of(&record)],
@@ -116,4 +141,60 @@ pub fn rebuild(store: &dyn ShardStore, config: &CoreConfig) -> Result<ShardState
         }
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{apply, CoreConfig, ShardState};
+    use crate::store::disk::tests::{mixed, with_movements};
+    use crate::store::DiskStore;
+
+    #[test]
+    fn rows_and_keys_past_the_checkpoint_come_back_from_the_log_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let config = CoreConfig::default();
+        let at = 1_800_000_000_000_000;
+        let mut state = ShardState::default();
+        let mut firsts = Vec::new();
+        {
+            let store = DiskStore::open(&path).unwrap();
+            let before = apply(&mut state, &mixed("a", at), at, 1, &config);
+            store.commit(&before).unwrap();
+            store.checkpoint().unwrap();
+            let after = apply(&mut state, &mixed("b", at + 10), at + 10, 14, &config);
+            store.commit(&after).unwrap();
+            // Readers see the batch past the checkpoint before it is stored as rows.
+            let head = store.head("A").unwrap().unwrap();
+            assert_eq!(head.last_seq, state["A"].head(&config.channels).last_seq);
+            let heads = store.heads_after(None, 10).unwrap();
+            assert_eq!(heads.len(), 2);
+            assert!(heads
+                .iter()
+                .all(|(sku, h)| *h == state[sku].head(&config.channels)));
+            firsts.extend(before.first_results);
+            firsts.extend(after.first_results);
+            // Dropped without a checkpoint, as a kill -9 would leave it.
+        }
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(store.load_state(&config.channels).unwrap().checkpoint, 13);
+        let (recovered, report) = recover(&store, &config).unwrap();
+        assert_eq!(report.replayed, 13);
+        assert_eq!(with_movements(&store, recovered), state);
+        for (sku, key, first) in &firsts {
+            assert_eq!(
+                store.lookup(sku, key).unwrap().as_ref(),
+                Some(first),
+                "{sku} {key}"
+            );
+        }
+        // Recovery stored what it replayed: the next start replays nothing.
+        drop(store);
+        let store = DiskStore::open(&path).unwrap();
+        let (again, report) = recover(&store, &config).unwrap();
+        assert_eq!((report.checkpoint, report.replayed), (26, 0));
+        assert_eq!(with_movements(&store, again), state);
+        assert_eq!(store.lookup("A", "b-0").unwrap().unwrap().seq, 14);
+    }
 }

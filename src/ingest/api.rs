@@ -14,17 +14,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::clock::{format_rfc3339, now_micros};
+use crate::channels::native::{check_sku, parse_count, parse_events};
+use crate::channels::Inbound;
+use crate::clock::{format_rfc3339, now_micros, Micros};
 use crate::config::Config;
-use crate::engine::core::ChannelRule;
-use crate::engine::event::{Event, EventResult};
+use crate::core::event::{Event, EventResult};
+use crate::core::records::LogRecord;
+use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
-use crate::ingest::native::{check_sku, parse_count, parse_events};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
 use crate::propagate::reconcile::Reconciler;
 use crate::propagate::ChannelLink;
-use crate::store::records::LogRecord;
 
 /// Longest a delivery from a channel that never retries waits for room in a busy engine.
 const NEVER_REFUSE_WAIT: Duration = Duration::from_secs(30);
@@ -37,12 +38,12 @@ pub struct App {
     pub engine: Arc<Engine>,
     pub config: Config,
     pub metrics: PrometheusHandle,
-    /// Each configured channel's outbound side, aligned with `config.channels`.
-    pub links: Vec<Option<Arc<ChannelLink>>>,
-    /// What each channel is shown (buffer and cap), aligned with `config.channels`.
-    engine_rules: Vec<ChannelRule>,
-    /// Each channel's reconciler, aligned with `config.channels`.
-    pub reconcilers: Vec<Option<Arc<Reconciler>>>,
+    /// Each configured channel's outbound side.
+    pub links: ByChannel<Option<Arc<ChannelLink>>>,
+    /// What each channel is shown (buffer and cap): the registry of their ids.
+    engine_rules: ChannelRules,
+    /// Each channel's reconciler.
+    pub reconcilers: ByChannel<Option<Arc<Reconciler>>>,
     /// The client pushes and reads go out with.
     pub client: reqwest::Client,
     /// Makes generated idempotency keys unique within a microsecond.
@@ -51,7 +52,13 @@ pub struct App {
     pub connections_max: usize,
     /// Each channel's name and the key prefix only it writes (`{name}/`).
     key_prefixes: Vec<(String, String)>,
+    /// Audit reads decode log chunks: they run on the blocking pool, a few at a time,
+    /// never on the workers that answer webhooks.
+    audit_slots: tokio::sync::Semaphore,
 }
+
+/// Audit reads at once; more wait their turn.
+const AUDIT_READS_MAX: usize = 2;
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -60,7 +67,7 @@ impl App {
         engine: Arc<Engine>,
         config: Config,
         metrics: PrometheusHandle,
-        links: Vec<Option<Arc<ChannelLink>>>,
+        links: ByChannel<Option<Arc<ChannelLink>>>,
         client: reqwest::Client,
     ) -> Arc<App> {
         // The descriptors: raised to the hard limit, and shared between the storage and
@@ -71,22 +78,18 @@ impl App {
             .connections_max
             .unwrap_or_else(|| crate::ingest::server::connections_max(fd_limit, engine.shards()));
         tracing::info!(fd_limit, connections_max, "connection limit");
-        let engine_rules = config.engine_config().core.channels.to_vec();
-        let reconcilers = links
-            .iter()
-            .zip(&config.channels)
-            .zip(&engine_rules)
-            .map(|((link, channel), rule)| {
-                link.as_ref().map(|link| {
-                    Arc::new(Reconciler::new(
-                        link.clone(),
-                        rule.clone(),
-                        Duration::from_secs(channel.reconcile_interval_s),
-                        Duration::from_secs(channel.reconcile_grace_s),
-                    ))
-                })
+        let engine_rules = config.registry();
+        let reconcilers = engine_rules.table(|id, rule| {
+            let channel = config.channel(id);
+            links[id].as_ref().map(|link| {
+                Arc::new(Reconciler::new(
+                    link.clone(),
+                    rule.clone(),
+                    Duration::from_secs(channel.reconcile_interval_s),
+                    Duration::from_secs(channel.reconcile_grace_s),
+                ))
             })
-            .collect();
+        });
         let key_prefixes = config
             .channels
             .iter()
@@ -103,6 +106,7 @@ impl App {
             put_counter: AtomicU64::new(0),
             connections_max,
             key_prefixes,
+            audit_slots: tokio::sync::Semaphore::new(AUDIT_READS_MAX),
         })
     }
 
@@ -144,7 +148,7 @@ impl App {
                 let sku = decode_segment(sku, "sku")?;
                 self.put_sku(&sku, req).await
             }
-            (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")),
+            (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")).await,
             (Method::GET, ["propagation"]) => Ok(self.get_propagation()),
             (Method::POST, ["reconcile"]) => {
                 self.post_reconcile(req.uri().query().unwrap_or("")).await
@@ -186,20 +190,20 @@ impl App {
         req: Request<Incoming>,
     ) -> Result<HttpResponse, ApiError> {
         let started = Instant::now();
-        let Some(index) = self.config.channels.iter().position(|c| c.name == channel) else {
+        let Some(id) = self.engine_rules.id_of(channel) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_channel",
                 format!("no channel named {channel:?} is configured"),
             ));
         };
-        let Some(link) = &self.links[index] else {
+        let Some(link) = &self.links[id] else {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "channel_not_implemented",
                 format!(
                     "inbound webhooks of kind {:?} are not implemented in this build",
-                    self.config.channels[index].kind
+                    self.config.channel(id).kind
                 ),
             ));
         };
@@ -207,10 +211,9 @@ impl App {
         let body = read_body(req).await?;
         // Follow-up calls (a thin notification's order) spend the channel's budget.
         let caller = link.caller(self.client.clone());
-        let inbound = link
-            .adapter
-            .receive(&caller, &headers, &body, now_micros())
-            .await?;
+        let now = now_micros();
+        let inbound = link.adapter.receive(&caller, &headers, &body, now).await?;
+        self.check_fresh(&inbound, now)?;
         let events = inbound.events;
         let mut results = self.submit_counted(channel, events.clone(), started).await;
         if link.adapter.never_refuse() {
@@ -235,6 +238,41 @@ impl App {
             StatusCode::OK,
             &json!({ "results": results }),
         ))
+    }
+
+    /// A delivery whose time (the time of its payload's newest change, as the adapter
+    /// reads it from the signed payload; else its events' newest source time) is older
+    /// than the idempotency horizon is refused, and nothing of it is applied: its keys may be
+    /// forgotten by now, so taking it could count it a second time (a captured, validly
+    /// signed webhook sent again weeks later). A channel's own retries come within hours,
+    /// far inside any horizon: Shopify retries 8 times over 4 hours "with the original
+    /// payload", and says to judge staleness by a timestamp of the payload
+    /// (https://shopify.dev/changelog/updates-to-webhook-retry-mechanism).
+    fn check_fresh(&self, inbound: &Inbound, now: Micros) -> Result<(), ApiError> {
+        // The adapter's `changed_at` is read from the signed payload alone; event times
+        // may have come from an unsigned header when the payload lacked one.
+        let newest = match inbound.changed_at {
+            Some(at) => at,
+            None => match inbound.events.iter().map(|e| e.source_ts).max() {
+                Some(at) => at,
+                None => return Ok(()),
+            },
+        };
+        let days = self.config.server.idempotency_days;
+        let horizon = now.saturating_sub(self.config.key_retention_us());
+        if newest < horizon {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "stale_delivery",
+                format!(
+                    "the delivery's newest time is {}, older than the idempotency horizon \
+                     ({days} days): its keys may be forgotten, so it could count twice. \
+                     Nothing was applied",
+                    format_rfc3339(newest)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Keys and sources are namespaced by who sent them: a channel's adapter keys its
@@ -295,19 +333,14 @@ impl App {
             .ok_or_else(|| {
                 ApiError::field("invalid_channel", "channel", "is required: ?channel=NAME")
             })?;
-        let index = self
-            .config
-            .channels
-            .iter()
-            .position(|c| c.name == name)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_channel",
-                    format!("no channel named {name:?} is configured"),
-                )
-            })?;
-        let reconciler = self.reconcilers[index].as_ref().ok_or_else(|| {
+        let id = self.engine_rules.id_of(&name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_channel",
+                format!("no channel named {name:?} is configured"),
+            )
+        })?;
+        let reconciler = self.reconcilers[id].as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "channel_not_implemented",
@@ -333,7 +366,7 @@ impl App {
     /// `GET /v1/propagation`: per channel, propagation percentiles and outbox depth.
     fn get_propagation(&self) -> HttpResponse {
         let mut channels = serde_json::Map::new();
-        for link in self.links.iter().flatten() {
+        for link in self.links.values().flatten() {
             let mut summary = link.timing.summary();
             summary["outbox_skus"] = json!(link.outbox.len());
             channels.insert(link.adapter.name().to_string(), summary);
@@ -367,7 +400,7 @@ impl App {
         let rules = &self.engine_rules;
         let channels: serde_json::Map<String, Value> = rules
             .iter()
-            .map(|rule| {
+            .map(|(_, rule)| {
                 let view = head.channels.iter().find(|m| m.channel == rule.name).map(|m| &m.view);
                 let value = json!({
                     "target": rule.target(available),
@@ -416,7 +449,7 @@ impl App {
         Ok(json_response(StatusCode::OK, &result_json(&result)))
     }
 
-    fn get_audit(&self, query: &str) -> Result<HttpResponse, ApiError> {
+    async fn get_audit(&self, query: &str) -> Result<HttpResponse, ApiError> {
         let mut sku = None;
         let mut since = 0u64;
         let mut limit = AUDIT_LIMIT_DEFAULT;
@@ -452,11 +485,29 @@ impl App {
                 _ => {}
             }
         }
-        let records = self.engine.audit(sku.as_deref(), since, limit)?;
-        let records: Vec<Value> = records.iter().map(audit_json).collect();
+        let _slot = self
+            .audit_slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::from(crate::engine::EngineError::Stopped))?;
+        let engine = self.engine.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            let records = engine.audit(sku.as_deref(), since, limit)?;
+            Ok::<_, crate::engine::EngineError>(records.iter().map(audit_json).collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "audit_failed",
+                format!("the audit read ended: {e}"),
+            )
+        })??;
+        // Changes of the settings that decide stock, each from the record it took effect.
+        let settings = self.engine.settings_history().changes_json(since);
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "records": records }),
+            &json!({ "records": records, "settings_changes": settings }),
         ))
     }
 

@@ -2,12 +2,10 @@
 //!
 //! - `server.rs`: the accept loop (hyper 1 on tokio) and shutdown.
 //! - `api.rs`: routing, auth, and the handlers.
-//! - `native.rs`: the native JSON bodies, validated into events.
-//! - `error.rs`: the JSON error every refusal uses.
+//! - `error.rs`: the engine's errors as refusals (`crate::refusal`).
 
 pub mod api;
 pub mod error;
-pub mod native;
 pub mod server;
 
 /// Largest request body accepted; larger ones get 413. Channels' own webhooks stay far

@@ -28,8 +28,9 @@ use serde_json::{json, Value};
 use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
 use crate::clock::{now_micros, Micros};
-use crate::config::{ChannelConfig, RateLimit};
-use crate::engine::event::{Event, EventKind};
+use crate::config::{Config, RateLimit};
+use crate::core::event::{Event, EventKind};
+use crate::core::{target_after_read, ByChannel};
 use crate::engine::{Engine, EngineError};
 use outbox::Outbox;
 
@@ -99,7 +100,7 @@ pub const DEFER_STALE: Duration = Duration::from_millis(250);
 /// was an edit on the channel (lockstep is the master: raised at once); a channel showing
 /// more than its target is lowered at once.
 pub const CHECK_AFTER_STALE: Duration =
-    Duration::from_micros(crate::engine::core::UNEXPLAINED_WINDOW_US as u64 + 1_000_000);
+    Duration::from_micros(crate::core::UNEXPLAINED_WINDOW_US as u64 + 1_000_000);
 
 impl ChannelLink {
     /// A caller that spends this channel's budget.
@@ -133,33 +134,31 @@ impl ChannelLink {
 /// Builds the link of every channel with an adapter, aligned with the config's channels
 /// (`None` where the kind is not implemented yet).
 pub fn links(
-    channels: &[ChannelConfig],
+    config: &Config,
     adapters: &[Arc<dyn ChannelAdapter>],
-) -> Vec<Option<Arc<ChannelLink>>> {
-    channels
-        .iter()
-        .map(|config| {
-            let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
-            let carries = adapter.clone();
-            let urgent = adapter.clone();
-            let rate_limit = config
-                .rate_limit
-                .unwrap_or_else(|| adapter.default_rate_limit());
-            Some(Arc::new(ChannelLink {
-                rate_limit,
-                bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate_limit))),
-                outbox: Arc::new(
-                    Outbox::with_filter(&config.name, Box::new(move |sku| carries.carries(sku)))
-                        .with_urgent(Box::new(move |target, shown| {
-                            urgent.bulk().is_some_and(|b| b.urgent(target, shown))
-                        })),
-                ),
-                timing: Arc::new(Timing::new(&config.name)),
-                checks: Mutex::new(Vec::new()),
-                adapter,
-            }))
-        })
-        .collect()
+) -> ByChannel<Option<Arc<ChannelLink>>> {
+    config.registry().table(|id, _| {
+        let config = config.channel(id);
+        let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
+        let carries = adapter.clone();
+        let urgent = adapter.clone();
+        let rate_limit = config
+            .rate_limit
+            .unwrap_or_else(|| adapter.default_rate_limit());
+        Some(Arc::new(ChannelLink {
+            rate_limit,
+            bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate_limit))),
+            outbox: Arc::new(
+                Outbox::with_filter(&config.name, Box::new(move |sku| carries.carries(sku)))
+                    .with_urgent(Box::new(move |target, shown| {
+                        urgent.bulk().is_some_and(|b| b.urgent(target, shown))
+                    })),
+            ),
+            timing: Arc::new(Timing::new(&config.name)),
+            checks: Mutex::new(Vec::new()),
+            adapter,
+        }))
+    })
 }
 
 /// The HTTP client for pushes: keep-alive per host, TCP_NODELAY, rustls for https, no
@@ -190,6 +189,11 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         .map_or(0, |b| b.max_items())
         .max(link.adapter.batch_max());
     loop {
+        // The token first, then the batch: whatever changed while the pusher waited for
+        // its channel's budget goes in this call, so propagation under a rate limit is
+        // bounded by about one token interval, not a queue of calls each carrying what
+        // was there before its wait.
+        pacer.caller.ready().await;
         let mut batch = link.outbox.take(batch_max);
         if batch.is_empty() {
             if link.outbox.has_deferred() {
@@ -283,11 +287,8 @@ async fn push_compared(
         let item = &mut items[i];
         let level = shown.get(&item.sku).copied().flatten();
         drifts.push((item.sku.clone(), level.unwrap_or(-1)));
-        // Showing less than expected: the channel's own sales whose webhooks are on their
-        // way, most likely. They are gone: push the target less them (the audit's drift
-        // record makes the shard net those orders when they come).
         if let (Some(level), Some(expected)) = (level, item.expected) {
-            item.quantity = (item.quantity - (expected - level).max(0)).max(0);
+            item.quantity = target_after_read(item.quantity, expected, level);
             link.outbox.retarget(&item.sku, item.quantity);
         }
         item.expected = level;

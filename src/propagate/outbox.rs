@@ -3,13 +3,16 @@
 //! its latest target. No queue to lose: the shard keeps what each channel acknowledged,
 //! and after a restart every SKU whose target differs is offered again.
 
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
 use tokio::sync::Notify;
 
 use crate::channels::PushItem;
 use crate::clock::Micros;
+use crate::core::{ByChannel, PushWanted};
+use crate::engine::shard::PushSink;
 
 /// A target waiting to be pushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +25,60 @@ struct Wanted {
     caused_at: Micros,
 }
 
+/// The SKUs waiting, by name and in push order (lowest target first: stock-outs, then
+/// low stock), so `take` walks only the front instead of scanning every waiting SKU
+/// under the lock the shards offer through.
+#[derive(Default)]
+struct Dirty {
+    /// Each SKU's wanted value, keyed by the same shared name the order holds, so a
+    /// change of target moves it in `order` without allocating (offers come from the
+    /// shard threads after every commit).
+    by_sku: AHashMap<Arc<str>, Wanted>,
+    order: BTreeSet<(i64, Arc<str>)>,
+}
+
+impl Dirty {
+    fn get(&self, sku: &str) -> Option<&Wanted> {
+        self.by_sku.get(sku)
+    }
+
+    fn contains_key(&self, sku: &str) -> bool {
+        self.by_sku.contains_key(sku)
+    }
+
+    fn len(&self) -> usize {
+        self.by_sku.len()
+    }
+
+    /// Sets what `sku` should be shown, replacing (and re-ordering) what was waiting.
+    fn insert(&mut self, sku: &str, wanted: Wanted) {
+        match self.by_sku.get_key_value(sku) {
+            Some((name, old)) => {
+                let (name, before) = (name.clone(), old.target);
+                if before != wanted.target {
+                    self.order.remove(&(before, name.clone()));
+                    self.order.insert((wanted.target, name.clone()));
+                }
+                self.by_sku.insert(name, wanted);
+            }
+            None => {
+                let name: Arc<str> = Arc::from(sku);
+                self.order.insert((wanted.target, name.clone()));
+                self.by_sku.insert(name, wanted);
+            }
+        }
+    }
+
+    fn remove(&mut self, sku: &str) -> Option<Wanted> {
+        let (name, wanted) = self.by_sku.remove_entry(sku)?;
+        self.order.remove(&(wanted.target, name));
+        Some(wanted)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    dirty: AHashMap<String, Wanted>,
+    dirty: Dirty,
     /// SKUs in a request that has not been answered, with the quantity sent. A SKU is in
     /// at most one request at a time, so an older value never lands after a newer one.
     in_flight: AHashMap<String, i64>,
@@ -44,7 +98,7 @@ impl Inner {
     /// An item the channel did not take waits again with the value it carried.
     fn offer_again(&mut self, item: &PushItem) {
         self.dirty.insert(
-            item.sku.clone(),
+            &item.sku,
             Wanted {
                 target: item.quantity,
                 expected: item.expected,
@@ -58,6 +112,20 @@ impl Inner {
 pub type Carries = Box<dyn Fn(&str) -> bool + Send + Sync>;
 /// Which targets cannot wait for a bulk submission to be processed: `(target, shown)`.
 pub type Urgent = Box<dyn Fn(i64, Option<i64>) -> bool + Send + Sync>;
+
+/// Every channel's outbox, by the core's channel ids (`None` for a channel without an
+/// adapter): where the shards hand what their commits call for.
+pub struct Outboxes(pub ByChannel<Option<Arc<Outbox>>>);
+
+impl PushSink for Outboxes {
+    fn offer(&self, pushes: &[PushWanted]) {
+        for push in pushes {
+            if let Some(outbox) = &self.0[push.channel] {
+                outbox.offer(&push.sku, push.target, push.expected, push.caused_at);
+            }
+        }
+    }
+}
 
 /// One channel's pending pushes.
 pub struct Outbox {
@@ -121,18 +189,24 @@ impl Outbox {
         {
             inner.deferred.remove(sku);
         }
-        match inner.dirty.get_mut(sku) {
+        match inner.dirty.get(sku) {
             Some(wanted) => {
-                wanted.target = target;
-                wanted.expected = expected;
-                wanted.caused_at = wanted.caused_at.min(caused_at);
+                let caused_at = wanted.caused_at.min(caused_at);
+                inner.dirty.insert(
+                    sku,
+                    Wanted {
+                        target,
+                        expected,
+                        caused_at,
+                    },
+                );
             }
             // Already on its way with this very value.
             None if inner.in_flight.get(sku) == Some(&target) => return,
             None if inner.submitted.get(sku) == Some(&(target, false)) => return,
             None => {
                 inner.dirty.insert(
-                    sku.to_string(),
+                    sku,
                     Wanted {
                         target,
                         expected,
@@ -146,19 +220,6 @@ impl Outbox {
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
             .set(depth as f64);
         self.notify.notify_one();
-    }
-
-    /// Offers each push to its channel's outbox (`outboxes` aligned with the core's
-    /// channels; `None` for a channel without an adapter).
-    pub fn offer_all(
-        outboxes: &[Option<std::sync::Arc<Outbox>>],
-        pushes: &[crate::engine::core::PushWanted],
-    ) {
-        for push in pushes {
-            if let Some(Some(outbox)) = outboxes.get(push.channel) {
-                outbox.offer(&push.sku, push.target, push.expected, push.caused_at);
-            }
-        }
     }
 
     /// Takes up to `max` SKUs to push, stock-outs and low stock first.
@@ -179,21 +240,20 @@ impl Outbox {
                 .as_ref()
                 .is_some_and(|u| u(w.target, w.expected))
         };
-        let mut ready: Vec<(i64, &String)> = dirty
+        // In push order; what waits for an answer, a deferral or a submission is passed
+        // over (a few per channel), never the whole queue.
+        let skus: Vec<String> = dirty
+            .order
             .iter()
-            .filter(|(sku, w)| {
-                !in_flight.contains_key(*sku)
-                    && !deferred.contains_key(*sku)
-                    && (!submitted.contains_key(*sku) || urgent(w))
+            .filter(|(_, sku)| {
+                let sku: &str = sku;
+                !in_flight.contains_key(sku)
+                    && !deferred.contains_key(sku)
+                    && (!submitted.contains_key(sku) || dirty.get(sku).is_some_and(&urgent))
             })
-            .map(|(sku, w)| (w.target, sku))
+            .take(max)
+            .map(|(_, sku)| sku.to_string())
             .collect();
-        if ready.len() > max {
-            ready.select_nth_unstable(max);
-            ready.truncate(max);
-        }
-        ready.sort_unstable();
-        let skus: Vec<String> = ready.into_iter().map(|(_, sku)| sku.clone()).collect();
         let mut items = Vec::with_capacity(skus.len());
         for sku in skus {
             let wanted = dirty.remove(&sku).expect("chosen from dirty");

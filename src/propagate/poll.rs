@@ -45,7 +45,7 @@ fn load_watermark(path: &Path) -> Result<Option<Micros>, String> {
     text.trim()
         .parse::<Micros>()
         .ok()
-        .filter(|w| (0..=crate::engine::event::TS_MAX).contains(w))
+        .filter(|w| (0..=crate::core::event::TS_MAX).contains(w))
         .map(Some)
         .ok_or_else(|| {
             format!(
@@ -126,13 +126,13 @@ pub async fn pass(
 /// Submits, waiting while the engine is busy (a poll is never in a hurry).
 pub(crate) async fn submit_waiting(
     engine: &Engine,
-    events: Vec<crate::engine::event::Event>,
+    events: Vec<crate::core::event::Event>,
 ) -> Result<(), String> {
     // A channel's order that no shard may apply (a quantity beyond range) is logged and
     // left out: refusing the page would hold the watermark on it for good.
     let events: Vec<_> = events
         .into_iter()
-        .filter(|e| match crate::engine::event::problem(e) {
+        .filter(|e| match crate::core::event::problem(e) {
             None => true,
             Some(problem) => {
                 tracing::warn!(source = %e.source, sku = %e.sku, key = %e.key, %problem, "channel event refused");

@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use super::ChannelLink;
 use crate::clock::now_micros;
-use crate::engine::core::ChannelRule;
-use crate::engine::event::EventKind;
+use crate::core::event::EventKind;
+use crate::core::records::HeadRecord;
+use crate::core::ChannelRule;
 use crate::engine::Engine;
-use crate::store::records::HeadRecord;
 
 /// How often the reconciler looks for due checks (and for its next pass).
 const CHECK_TICK: Duration = Duration::from_millis(500);

@@ -46,15 +46,19 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use fjall::config::FilterPolicy;
+use fjall::PersistMode;
 
 use super::envelope::{self, decode, encode, read_archived};
-use super::keys::{key_hash, open_keyspace, partition_options, KeyRun, KeyStore};
-use super::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
+use super::keys::{
+    key_check, key_hash, open_database, partition_options, KeyEntry, KeyRun, KeyStore, ANSWER_BYTES,
+};
 use super::Movements;
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
-use crate::engine::core::{ChannelRule, Effects, SkuState, StateWrite};
-use crate::engine::event::FirstResult;
+use crate::core::event::{FirstResult, Outcome};
+use crate::core::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
+use crate::core::{ChannelRules, Effects, SkuState, StateWrite};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
 
@@ -68,11 +72,13 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(10);
 /// One shard's storage: log, idempotency keys and state rows in one fjall keyspace.
 pub struct DiskStore {
     /// The journal every partition shares; syncing it makes a batch's log durable.
-    keyspace: fjall::Keyspace,
+    database: fjall::Database,
+    /// Opened by a command that only inspects: nothing is written.
+    read_only: bool,
     /// The log: one value per batch, keyed by its last sequence number (big-endian).
-    log: fjall::PartitionHandle,
+    log: fjall::Keyspace,
     /// The state rows, as of the last checkpoint.
-    state: fjall::PartitionHandle,
+    state: fjall::Keyspace,
     path: PathBuf,
     /// What the log holds beyond the last checkpoint; readers look here first.
     pending: Mutex<Pending>,
@@ -103,15 +109,54 @@ impl Pending {
 }
 
 /// The first result an idempotency key's first record stands for.
-fn first_result_of(record: &LogRecord) -> FirstResult {
-    FirstResult {
-        outcome: record.outcome,
-        oversell: record.oversell,
-        on_hand: record.on_hand_after,
-        committed: record.committed_after,
-        available: record.available_after,
-        seq: record.seq,
-    }
+/// A first result's answer as a key entry keeps it: a byte of outcome and oversell, then
+/// on_hand, committed and available (i64, little-endian).
+fn answer_of(first: &FirstResult) -> [u8; ANSWER_BYTES] {
+    let mut out = [0u8; ANSWER_BYTES];
+    out[0] = outcome_code(first.outcome) | if first.oversell { 0x80 } else { 0 };
+    out[1..9].copy_from_slice(&first.on_hand.to_le_bytes());
+    out[9..17].copy_from_slice(&first.committed.to_le_bytes());
+    out[17..25].copy_from_slice(&first.available.to_le_bytes());
+    out
+}
+
+/// The first result an entry keeps; `None` for an outcome code no build wrote.
+fn first_result_from(entry: &KeyEntry) -> Option<FirstResult> {
+    let a = &entry.answer;
+    let i64_at = |at: usize| i64::from_le_bytes(a[at..at + 8].try_into().expect("8 bytes"));
+    Some(FirstResult {
+        outcome: outcome_of_code(a[0] & 0x7f)?,
+        oversell: a[0] & 0x80 != 0,
+        on_hand: i64_at(1),
+        committed: i64_at(9),
+        available: i64_at(17),
+        seq: entry.seq,
+    })
+}
+
+/// Outcome codes on disk: fixed, whatever the enum's order becomes.
+const OUTCOME_CODES: [(Outcome, u8); 7] = [
+    (Outcome::Applied, 1),
+    (Outcome::Duplicate, 2),
+    (Outcome::Stale, 3),
+    (Outcome::Held, 4),
+    (Outcome::Pushed, 5),
+    (Outcome::Echo, 6),
+    (Outcome::Drift, 7),
+];
+
+fn outcome_code(outcome: Outcome) -> u8 {
+    OUTCOME_CODES
+        .iter()
+        .find(|(o, _)| *o == outcome)
+        .map_or(0, |(_, c)| *c)
+}
+
+fn outcome_of_code(code: u8) -> Option<Outcome> {
+    OUTCOME_CODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(o, _)| *o)
 }
 
 /// The file that holds the shard's acknowledged high-water mark (a sequence number).
@@ -140,22 +185,40 @@ impl DiskStore {
     /// Opens (or creates) the shard database in `dir`.
     pub fn open(dir: &Path) -> Result<DiskStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let keyspace = open_keyspace(&dir.join("lsm"))?;
+        Self::open_in(dir, false)
+    }
+
+    /// Opens an existing shard database to be read by a command that only inspects
+    /// (`replay`, `audit`): what recovery re-applies stays in memory, and nothing of
+    /// lockstep's is written (no checkpoint, no keys, no acknowledged mark); every write
+    /// is `StoreError::ReadOnly`.
+    pub fn open_read_only(dir: &Path) -> Result<DiskStore, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} does not exist", dir.display()),
+            )));
+        }
+        Self::open_in(dir, true)
+    }
+
+    fn open_in(dir: &Path, read_only: bool) -> Result<DiskStore, StoreError> {
+        let database = open_database(&dir.join("lsm"))?;
         // The log is read by ranges only: a Bloom filter would never be asked.
-        let log = keyspace.open_partition("log", partition_options().bloom_filter_bits(None))?;
+        let unfiltered = || partition_options().filter_policy(FilterPolicy::disabled());
+        let log = database.keyspace("log", unfiltered)?;
         // The state rows are read by ranges (movements, key runs, reconciliation's pages)
         // or for SKUs that exist (heads): a Bloom filter, which only rules out absent
         // keys, would cost memory for every row version on disk and save no read.
-        let state =
-            keyspace.open_partition("state", partition_options().bloom_filter_bits(None))?;
-        let keys = KeyStore::open(&keyspace)?;
+        let state = database.keyspace("state", unfiltered)?;
+        let keys = KeyStore::open(&database)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
         // What was acknowledged must still be there: fjall's journal reader stops at a
         // damaged batch and serves what came before, silently.
         if let Some(acknowledged) = read_acknowledged(dir)? {
-            let have = match log.last_key_value()? {
-                Some((key, _)) => seq_of_log_key(&key),
+            let have = match log.last_key_value() {
+                Some(item) => seq_of_log_key(&item.key()?),
                 None => 0,
             };
             if have < acknowledged {
@@ -171,7 +234,8 @@ impl DiskStore {
             );
         }
         Ok(DiskStore {
-            keyspace,
+            database,
+            read_only,
             log,
             state,
             path: dir.to_path_buf(),
@@ -194,7 +258,14 @@ impl DiskStore {
         let mut pending = self.pending();
         for (sku, key, first) in &effects.first_results {
             let hash = key_hash(sku, key);
-            self.keys.insert(hash, first.seq)?;
+            if !self.read_only {
+                let entry = KeyEntry {
+                    seq: first.seq,
+                    check: key_check(sku, key),
+                    answer: answer_of(first),
+                };
+                self.keys.insert(hash, entry)?;
+            }
             pending.keys.entries.push((hash, first.seq));
         }
         for write in &effects.writes {
@@ -231,11 +302,12 @@ impl DiskStore {
     /// Writes every pending row and key with `Mcheckpoint` in one atomic batch. Readers
     /// wait on the lock meanwhile, so they never miss a row between memory and storage.
     fn write_checkpoint(&self, pending: &mut Pending) -> Result<(), StoreError> {
-        if pending.last_seq == 0 {
+        // Read-only: the rows stay pending, in memory, where readers see them.
+        if pending.last_seq == 0 || self.read_only {
             return Ok(());
         }
         let state = &self.state;
-        let mut batch = self.keyspace.batch();
+        let mut batch = self.database.batch();
         for (sku, head) in &pending.heads {
             batch.insert(state, head_key(sku), encode(head));
         }
@@ -262,7 +334,7 @@ impl DiskStore {
         batch.commit()?;
         // One journal, written in order: this sync also covers the keys inserted since
         // the last checkpoint, so the checkpoint never says stored what could be lost.
-        self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        self.database.persist(PersistMode::SyncData)?;
         // The high-water mark of what was acknowledged, outside fjall: checked at open.
         crate::store::small_file::write_durably(
             &self.path.join(ACKNOWLEDGED_FILE),
@@ -277,11 +349,56 @@ impl DiskStore {
         &self.path
     }
 
+    /// Writes every journal of the closed shard database in `dir` again, byte for byte as
+    /// it reads back, and syncs it; returns the bytes written. For after a failed write
+    /// or `fdatasync`: Linux marks the pages of a failed writeback clean, so the page
+    /// cache may hold a batch the disk does not, and anything appended after it would sit
+    /// behind a hole that fjall's reader stops at after a power cut. Written again, the
+    /// disk holds what the reopened database reads. Pages already evicted read back as
+    /// what the disk holds, so writing them again changes nothing; the batch there was
+    /// never acknowledged (its sync failed) and the reopened journal drops or keeps it
+    /// whole.
+    pub fn resync_journals(dir: &Path) -> Result<u64, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let lsm = dir.join("lsm");
+        let mut written = 0u64;
+        // 64 KiB at a time; a chunk that reads as zeros is not written back: fjall sizes a
+        // new journal ahead of its data, and writing that unwritten tail would allocate
+        // it (up to the whole journal's size, on a disk that may have just been full).
+        let mut buf = vec![0u8; 1 << 16];
+        for entry in std::fs::read_dir(&lsm)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "jnl") {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let mut at = 0u64;
+            loop {
+                let n = file.read_at(&mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                if buf[..n].iter().any(|b| *b != 0) {
+                    file.write_all_at(&buf[..n], at)?;
+                }
+                at += n as u64;
+            }
+            file.sync_data()?;
+            written += at;
+        }
+        File::open(&lsm)?.sync_all()?;
+        Ok(written)
+    }
+
     /// Writes raw bytes as the log chunk ending at `last_seq`, bypassing the envelope.
     /// Only for tests that damage the log on purpose to exercise recovery.
     pub fn put_raw_log_chunk(&self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
         self.log.insert(log_key(last_seq), bytes)?;
-        self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        self.database.persist(PersistMode::SyncData)?;
         Ok(())
     }
 
@@ -309,7 +426,7 @@ impl DiskStore {
         let Some(item) = self.log.range(log_key(seq)..).next() else {
             return Ok(None);
         };
-        let (key, value) = item?;
+        let (key, value) = item.into_inner()?;
         let found = read_archived::<LogChunk, _>(&value, |chunk| {
             let first = chunk.first()?.seq.to_native();
             let record = chunk.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
@@ -331,6 +448,13 @@ impl DiskStore {
                 sku: sku.to_string(),
                 detail: format!("{} names record {seq}, which the log does not hold", by()),
             })
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
     }
 
     fn read_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -428,16 +552,16 @@ fn split_sku_key(key: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 impl ShardStore for DiskStore {
-    fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError> {
+    fn load_state(&self, channels: &ChannelRules) -> Result<LoadedState, StoreError> {
         let mut heads: AHashMap<String, HeadRecord> = AHashMap::new();
         for item in self.state.prefix(b"H") {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             let sku = String::from_utf8_lossy(&key[1..]).into_owned();
             heads.insert(sku, Self::decode_at(&key, &value)?);
         }
         let mut lines: AHashMap<String, AHashMap<String, LineRecord>> = AHashMap::new();
         for item in self.state.prefix(b"N") {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             let (sku, id) = split_sku_key(&key).ok_or_else(|| bad_key(&key))?;
             let line = Self::decode_at(&key, &value)?;
             lines
@@ -473,7 +597,7 @@ impl ShardStore for DiskStore {
         let pending = self.pending();
         let mut out = Movements::new();
         for item in self.state.prefix(&prefix) {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             out.insert(delta_position(&key)?, Self::decode_at(&key, &value)?);
         }
         for (key, delta) in pending_deltas(&pending, &prefix) {
@@ -492,7 +616,7 @@ impl ShardStore for DiskStore {
         // The oldest stored row that no pending change removed...
         let mut stored = None;
         for item in self.state.prefix(&prefix) {
-            let (key, _) = item?;
+            let key = item.key()?;
             if !matches!(pending.deltas.get(&*key), Some(None)) {
                 stored = Some(delta_position(&key)?.0);
                 break;
@@ -513,7 +637,7 @@ impl ShardStore for DiskStore {
         Box::new(
             chunks
                 .map(move |item| {
-                    let (key, value) = item?;
+                    let (key, value) = item.into_inner()?;
                     let mut chunk = Self::decode_at::<LogChunk>(&key, &value)?;
                     chunk.retain(|r| r.seq > after);
                     Ok(chunk)
@@ -527,31 +651,40 @@ impl ShardStore for DiskStore {
     }
 
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError> {
-        let mut batch = self.keyspace.batch();
+        self.writable()?;
+        let mut batch = self.database.batch();
         let mut removed = 0;
         for item in self.log.range(log_key(from)..) {
-            let (key, _) = item?;
+            let key = item.key()?;
             batch.remove(&self.log, key);
             removed += 1;
         }
         batch.commit()?;
-        self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        self.database.persist(PersistMode::SyncData)?;
         Ok(removed)
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
-        match self.log.last_key_value()? {
-            Some((key, _)) => Ok(seq_of_log_key(&key)),
+        match self.log.last_key_value() {
+            Some(item) => Ok(seq_of_log_key(&item.key()?)),
             None => Ok(0),
         }
     }
 
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
-        for seq in self.keys.candidates(key_hash(sku, key))? {
-            let record = self.named_record(seq, sku, || format!("idempotency key {key:?}"))?;
-            // Another key with the same hash is no match: look at the next candidate.
-            if record.sku == sku && record.key == key {
-                return Ok(Some(first_result_of(&record)));
+        let check = key_check(sku, key);
+        // Another key with the same hash has another check: look at the next candidate.
+        for entry in self.keys.candidates(key_hash(sku, key))? {
+            if entry.check == check {
+                return first_result_from(&entry).map(Some).ok_or_else(|| {
+                    StoreError::Inconsistent {
+                        sku: sku.to_string(),
+                        detail: format!(
+                            "idempotency key {key:?}: its entry has an unknown outcome code {}",
+                            entry.answer[0] & 0x7f
+                        ),
+                    }
+                });
             }
         }
         Ok(None)
@@ -561,13 +694,17 @@ impl ShardStore for DiskStore {
         let Some(last) = effects.records.last() else {
             return Ok(());
         };
+        self.writable()?;
         self.log
             .insert(log_key(last.seq), encode::<LogChunk>(&effects.records))?;
         let started = Instant::now();
         // Writes the journal's buffer and `fdatasync`s it.
-        self.keyspace.persist(fjall::PersistMode::SyncData)?;
+        self.database.persist(PersistMode::SyncData)?;
         metrics::histogram!("lockstep_log_flush_seconds").record(started.elapsed().as_secs_f64());
+        // The batch is in the log from here on: a failure after it is not one that
+        // leaves it out.
         self.absorb(effects)
+            .map_err(|e| StoreError::AfterDurable(Box::new(e)))
     }
 
     fn reapply(&self, effects: &Effects) -> Result<(), StoreError> {
@@ -594,10 +731,11 @@ impl ShardStore for DiskStore {
     ) -> Result<usize, StoreError> {
         // Runs are keyed by sequence number, so the oldest come first; a run goes whole,
         // once even its newest key is past retention.
-        let mut batch = self.keyspace.batch();
+        self.writable()?;
+        let mut batch = self.database.batch();
         let mut expired = Vec::new();
         for item in self.state.prefix(b"K").take(max_runs) {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             let run: KeyRun = Self::decode_at(&key, &value)?;
             if run.newest_applied_at >= applied_before {
                 break;
@@ -641,7 +779,7 @@ impl ShardStore for DiskStore {
             .range((start, Bound::Excluded(b"I".to_vec())))
             .take(limit)
         {
-            let (key, value) = item?;
+            let (key, value) = item.into_inner()?;
             page.insert(
                 String::from_utf8_lossy(&key[1..]).into_owned(),
                 Self::decode_at(&key, &value)?,
@@ -700,7 +838,7 @@ impl ShardStore for DiskStore {
             }
             None => {
                 'chunks: for item in self.log.range(log_key(since.saturating_add(1))..).rev() {
-                    let (key, value) = item?;
+                    let (key, value) = item.into_inner()?;
                     let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
                     for record in chunk.into_iter().rev() {
                         if record.seq <= since || out.len() >= limit {
@@ -723,9 +861,9 @@ fn bad_key(key: &[u8]) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// `state` with every SKU's stored movements loaded (recovery leaves them on disk).
-    fn with_movements(store: &DiskStore, mut state: ShardState) -> ShardState {
+    pub(crate) fn with_movements(store: &DiskStore, mut state: ShardState) -> ShardState {
         for (sku, sku_state) in state.iter_mut() {
             sku_state
                 .load_movements(store.movements(sku).unwrap())
@@ -736,8 +874,8 @@ mod tests {
 
     use super::*;
     use crate::clock::MICROS_PER_HOUR;
-    use crate::engine::core::{apply, CoreConfig, Input, ShardState};
-    use crate::engine::event::{Event, EventKind};
+    use crate::core::event::{Event, EventKind};
+    use crate::core::{apply, CoreConfig, Input, ShardState};
 
     fn adjust(key: &str, at: Micros) -> Input {
         Input {
@@ -802,8 +940,8 @@ mod tests {
 
     /// A mixed batch on a few SKUs: counts, placements (some overselling), shipments,
     /// cancellations and a duplicate, keyed `{tag}-{i}`.
-    fn mixed(tag: &str, at: Micros) -> Vec<Input> {
-        use crate::engine::event::LineRef;
+    pub(crate) fn mixed(tag: &str, at: Micros) -> Vec<Input> {
+        use crate::core::event::LineRef;
         let kinds = [
             (EventKind::Counted, 3),
             (EventKind::OrderPlaced, 2),
@@ -862,55 +1000,6 @@ mod tests {
             2,
             "keys are per SKU"
         );
-    }
-
-    #[test]
-    fn rows_and_keys_past_the_checkpoint_come_back_from_the_log_after_a_crash() {
-        use crate::engine::recovery::recover;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shard");
-        let config = CoreConfig::default();
-        let at = 1_800_000_000_000_000;
-        let mut state = ShardState::default();
-        let mut firsts = Vec::new();
-        {
-            let store = DiskStore::open(&path).unwrap();
-            let before = apply(&mut state, &mixed("a", at), at, 1, &config);
-            store.commit(&before).unwrap();
-            store.checkpoint().unwrap();
-            let after = apply(&mut state, &mixed("b", at + 10), at + 10, 14, &config);
-            store.commit(&after).unwrap();
-            // Readers see the batch past the checkpoint before it is stored as rows.
-            let head = store.head("A").unwrap().unwrap();
-            assert_eq!(head.last_seq, state["A"].head(&config.channels).last_seq);
-            let heads = store.heads_after(None, 10).unwrap();
-            assert_eq!(heads.len(), 2);
-            assert!(heads
-                .iter()
-                .all(|(sku, h)| *h == state[sku].head(&config.channels)));
-            firsts.extend(before.first_results);
-            firsts.extend(after.first_results);
-            // Dropped without a checkpoint, as a kill -9 would leave it.
-        }
-        let store = DiskStore::open(&path).unwrap();
-        assert_eq!(store.load_state(&config.channels).unwrap().checkpoint, 13);
-        let (recovered, report) = recover(&store, &config).unwrap();
-        assert_eq!(report.replayed, 13);
-        assert_eq!(with_movements(&store, recovered), state);
-        for (sku, key, first) in &firsts {
-            assert_eq!(
-                store.lookup(sku, key).unwrap().as_ref(),
-                Some(first),
-                "{sku} {key}"
-            );
-        }
-        // Recovery stored what it replayed: the next start replays nothing.
-        drop(store);
-        let store = DiskStore::open(&path).unwrap();
-        let (again, report) = recover(&store, &config).unwrap();
-        assert_eq!((report.checkpoint, report.replayed), (26, 0));
-        assert_eq!(with_movements(&store, again), state);
-        assert_eq!(store.lookup("A", "b-0").unwrap().unwrap().seq, 14);
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::{DeltaRecord, LineRecord};
+    use crate::core::records::{DeltaRecord, LineRecord};
 
     #[test]
     fn round_trips_a_record() {

@@ -1,6 +1,6 @@
-//! The idempotency keys: which log record first carried each key, as a 64-bit hash of
-//! (SKU, key) → that record's sequence number, in the `keys` partition of the shard's
-//! fjall keyspace.
+//! The idempotency keys: which log record first carried each key and what it answered,
+//! as a 64-bit hash of (SKU, key) → entries, in the `keys` partition (a fjall keyspace)
+//! of the shard's database.
 //!
 //! Why not sled (the design's first store), and why not memory: keys are kept at least 7
 //! days, one or more per event. sled 0.34 keeps in-memory structures for every key it
@@ -11,9 +11,14 @@
 //! and cache, with a Bloom filter per table (about 10 bits per key) answering "never
 //! seen" without a read, which is what almost every lookup is.
 //!
-//! The value is the record's sequence number; the first result itself is read back from
-//! that log record, which also checks that the key really matches. Two keys with the
-//! same hash (odds about n² / 2⁶⁵) share one entry holding both numbers.
+//! The value holds, per key with that hash, an entry: the first record's sequence
+//! number, a second, independent 64-bit hash of (SKU, key) that tells keys sharing the
+//! first apart, and the first result's answer (outcome, oversell, on_hand, committed,
+//! available). A duplicate is answered from the entry alone: reading the answer back
+//! from its log record decoded (and checked) that record's whole chunk, which made a
+//! duplicate cost several fresh events, in a retry storm of all things. Two keys are
+//! taken for one only if both hashes agree: 128 bits, odds about n² / 2¹²⁹ (for a
+//! hundred million keys kept, 10⁻²³).
 //!
 //! Durability: writes reach fjall's journal without a sync of their own; the checkpoint
 //! that records them as stored syncs that same journal after them (`disk.rs`).
@@ -33,12 +38,35 @@ use crate::clock::Micros;
 
 /// The stable 64-bit hash of a SKU's idempotency key.
 pub fn key_hash(sku: &str, key: &str) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    seeded_hash(sku, key, 0)
+}
+
+/// The second hash of a key, kept in its entry (XXH3-64 with another seed).
+pub fn key_check(sku: &str, key: &str) -> u64 {
+    seeded_hash(sku, key, CHECK_SEED)
+}
+
+const CHECK_SEED: u64 = 0x6c6f_636b_7374_6570; // "lockstep"
+
+fn seeded_hash(sku: &str, key: &str, seed: u64) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(seed);
     hasher.update(sku.as_bytes());
     // SKUs never contain NUL (ingest refuses control characters): an exact separator.
     hasher.update(&[0]);
     hasher.update(key.as_bytes());
     hasher.digest()
+}
+
+/// Bytes of a first result's answer in an entry (`disk.rs` encodes it).
+pub const ANSWER_BYTES: usize = 25;
+const ENTRY_BYTES: usize = 16 + ANSWER_BYTES;
+
+/// One key's entry: its first record, its second hash, and the first result's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub seq: u64,
+    pub check: u64,
+    pub answer: [u8; ANSWER_BYTES],
 }
 
 /// One checkpoint's new keys, as stored: (hash, seq) pairs and the newest `applied_at`
@@ -51,12 +79,13 @@ pub struct KeyRun {
     pub entries: Vec<(u64, u64)>,
 }
 
-/// fjall's memory, per shard: block cache, all memtables, and journal size (fjall's
-/// minimum is 24 MiB of journal).
+/// fjall's memory and disk, per shard: block cache, each memtable, and the journals kept
+/// before memtables are flushed (fjall 3's minimum is 64 MiB of journal). fjall 3 no
+/// longer bounds all memtables together: three partitions of two memtables each (the
+/// active one and one being flushed) are at most 48 MiB.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
-const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
-const MEMTABLE_BYTES: u32 = 8 * 1024 * 1024;
-const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The size fjall cuts tables (segments) at, and so the size of its first level: four
 /// tables. fjall's default is 64 MiB (a first level of 256 MiB), and two of its costs
@@ -70,46 +99,44 @@ const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
 /// first level stays under 32 MiB of table per partition, whose index and filter
 /// buffers are then a few MB at most, however long the engine runs; deeper levels are
 /// merged a table at a time.
-const TABLE_BYTES: u32 = 8 * 1024 * 1024;
+const TABLE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Opens a shard's fjall keyspace (its journal syncs only when asked:
-/// `Keyspace::persist`, which the shard's commits and checkpoints call).
 /// File descriptors one shard's keyspace may hold open (fjall's tables and journal;
 /// its default is 900 per keyspace, which a few shards and some idle sockets would
 /// exhaust at the usual soft limit of 1,024): the listener keeps them aside.
 pub const FDS_PER_SHARD: usize = 256;
 
-pub fn open_keyspace(dir: &Path) -> Result<fjall::Keyspace, StoreError> {
-    Ok(fjall::Config::new(dir)
-        .max_open_files(FDS_PER_SHARD)
+/// Opens a shard's fjall database (its journal syncs only when asked:
+/// `Database::persist`, which the shard's commits and checkpoints call). Two background
+/// workers per shard flush and compact (as fjall 2's one flush and one compaction worker
+/// did): a flush never waits behind a long compaction, and the shard threads and the
+/// HTTP workers keep the cores.
+pub fn open_database(dir: &Path) -> Result<fjall::Database, StoreError> {
+    Ok(fjall::Database::builder(dir)
+        .max_cached_files(Some(FDS_PER_SHARD))
         .cache_size(CACHE_BYTES)
-        .max_write_buffer_size(WRITE_BUFFER_BYTES)
         .max_journaling_size(JOURNAL_BYTES)
         .manual_journal_persist(true)
-        .flush_workers(1)
-        .compaction_workers(1)
+        .worker_threads(2)
         .open()?)
 }
 
-/// Options every partition of a shard's keyspace shares: memtables of `MEMTABLE_BYTES`,
-/// tables of `TABLE_BYTES` (leveled compaction, otherwise fjall's defaults), and writes
-/// synced only when the shard asks (`Keyspace::persist`), never on their own. fjall
-/// stores a partition's options when it creates it: a data directory keeps the options
-/// it was created with.
-pub fn partition_options() -> fjall::PartitionCreateOptions {
-    let leveled = fjall::compaction::Leveled {
-        target_size: TABLE_BYTES,
-        ..Default::default()
-    };
-    fjall::PartitionCreateOptions::default()
+/// Options every partition (a fjall keyspace) of a shard's database shares: memtables of
+/// `MEMTABLE_BYTES`, tables of `TABLE_BYTES` (leveled compaction, otherwise fjall's
+/// defaults), and writes synced only when the shard asks (`Database::persist`), never
+/// on their own. fjall stores a keyspace's options when it creates it: a data directory
+/// keeps the options it was created with.
+pub fn partition_options() -> fjall::KeyspaceCreateOptions {
+    let leveled = fjall::compaction::Leveled::default().with_table_target_size(TABLE_BYTES);
+    fjall::KeyspaceCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
-        .compaction_strategy(fjall::compaction::Strategy::Leveled(leveled))
+        .compaction_strategy(std::sync::Arc::new(leveled))
         .manual_journal_persist(true)
 }
 
 /// A shard's idempotency keys.
 pub struct KeyStore {
-    keys: fjall::PartitionHandle,
+    keys: fjall::Keyspace,
     /// Hashes a lookup found no entry for, and nothing has written since. Inserting a
     /// new key's entry needs the entry's current value (two keys may share a hash), and
     /// the shard looks every key up just before its batch inserts it: for the hashes
@@ -123,8 +150,8 @@ const ABSENT_MAX: usize = 65_536;
 
 impl KeyStore {
     /// The `keys` partition of a shard's keyspace.
-    pub fn open(keyspace: &fjall::Keyspace) -> Result<KeyStore, StoreError> {
-        let keys = keyspace.open_partition("keys", partition_options())?;
+    pub fn open(database: &fjall::Database) -> Result<KeyStore, StoreError> {
+        let keys = database.keyspace("keys", partition_options)?;
         Ok(KeyStore {
             keys,
             absent: Mutex::new(AHashSet::new()),
@@ -136,16 +163,21 @@ impl KeyStore {
         self.absent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
-        Ok(self
-            .keys
-            .get(hash.to_be_bytes())?
-            .map(|value| seqs(&value))
-            .unwrap_or_default())
+    fn read(&self, hash: u64) -> Result<Vec<KeyEntry>, StoreError> {
+        match self.keys.get(hash.to_be_bytes())? {
+            Some(value) => entries(&value).ok_or_else(|| StoreError::Inconsistent {
+                sku: String::new(),
+                detail: format!(
+                    "the idempotency key entry {hash:016x} is {} bytes, not a multiple of {ENTRY_BYTES}",
+                    value.len()
+                ),
+            }),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// The records that may have carried a key with this hash, oldest first.
-    pub fn candidates(&self, hash: u64) -> Result<Vec<u64>, StoreError> {
+    /// The entries of keys with this hash, oldest first.
+    pub fn candidates(&self, hash: u64) -> Result<Vec<KeyEntry>, StoreError> {
         let found = self.read(hash)?;
         if found.is_empty() {
             let mut absent = self.absent();
@@ -157,18 +189,18 @@ impl KeyStore {
         Ok(found)
     }
 
-    /// Records that the key with this hash first came with record `seq` (again: no-op).
-    pub fn insert(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
+    /// Records the entry of a key with this hash (again, for the same record: no-op).
+    pub fn insert(&self, hash: u64, entry: KeyEntry) -> Result<(), StoreError> {
         // Taken out of the set, so a second key with the same hash reads this one's entry.
         let mut all = if self.absent().remove(&hash) {
             Vec::new()
         } else {
             self.read(hash)?
         };
-        if all.contains(&seq) {
+        if all.iter().any(|e| e.seq == entry.seq) {
             return Ok(());
         }
-        all.push(seq);
+        all.push(entry);
         self.keys.insert(hash.to_be_bytes(), value_of(&all))?;
         Ok(())
     }
@@ -177,7 +209,7 @@ impl KeyStore {
     pub fn remove(&self, hash: u64, seq: u64) -> Result<(), StoreError> {
         let mut all = self.read(hash)?;
         let before = all.len();
-        all.retain(|s| *s != seq);
+        all.retain(|e| e.seq != seq);
         if all.is_empty() {
             self.keys.remove(hash.to_be_bytes())?;
         } else if all.len() != before {
@@ -187,20 +219,59 @@ impl KeyStore {
     }
 }
 
-fn seqs(value: &[u8]) -> Vec<u64> {
-    value
-        .chunks_exact(8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
+/// The entries of a stored value; `None` if it is not whole entries.
+fn entries(value: &[u8]) -> Option<Vec<KeyEntry>> {
+    if !value.len().is_multiple_of(ENTRY_BYTES) {
+        return None;
+    }
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+    Some(
+        value
+            .chunks_exact(ENTRY_BYTES)
+            .map(|b| KeyEntry {
+                seq: u64_at(b, 0),
+                check: u64_at(b, 8),
+                answer: b[16..].try_into().expect("answer bytes"),
+            })
+            .collect(),
+    )
 }
 
-fn value_of(seqs: &[u64]) -> Vec<u8> {
-    seqs.iter().flat_map(|s| s.to_le_bytes()).collect()
+fn value_of(entries: &[KeyEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for e in entries {
+        out.extend_from_slice(&e.seq.to_le_bytes());
+        out.extend_from_slice(&e.check.to_le_bytes());
+        out.extend_from_slice(&e.answer);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(seq: u64) -> KeyEntry {
+        KeyEntry {
+            seq,
+            check: seq * 3,
+            answer: [seq as u8; ANSWER_BYTES],
+        }
+    }
+
+    fn seqs(entries: Vec<KeyEntry>) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn an_entry_keeps_its_check_and_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::open(&open_database(dir.path()).unwrap()).unwrap();
+        keys.insert(7, entry(10)).unwrap();
+        keys.insert(7, entry(20)).unwrap();
+        assert_eq!(keys.candidates(7).unwrap(), vec![entry(10), entry(20)]);
+        assert_ne!(key_check("A", "k"), key_hash("A", "k"));
+    }
 
     #[test]
     fn the_hash_is_fixed_across_builds() {
@@ -217,20 +288,20 @@ mod tests {
     fn colliding_entries_are_all_candidates_and_removed_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
         let open = || {
-            let keyspace = open_keyspace(dir.path()).unwrap();
+            let keyspace = open_database(dir.path()).unwrap();
             (KeyStore::open(&keyspace).unwrap(), keyspace)
         };
-        let sync = |keyspace: &fjall::Keyspace| {
+        let sync = |keyspace: &fjall::Database| {
             keyspace.persist(fjall::PersistMode::SyncData).unwrap();
         };
         let (keys, keyspace) = open();
-        keys.insert(7, 10).unwrap();
-        keys.insert(7, 20).unwrap();
-        keys.insert(7, 30).unwrap();
-        keys.insert(7, 20).unwrap(); // a re-insert (replay) adds nothing
-        assert_eq!(keys.candidates(7).unwrap(), vec![10, 20, 30]);
+        keys.insert(7, entry(10)).unwrap();
+        keys.insert(7, entry(20)).unwrap();
+        keys.insert(7, entry(30)).unwrap();
+        keys.insert(7, entry(20)).unwrap(); // a re-insert (replay) adds nothing
+        assert_eq!(seqs(keys.candidates(7).unwrap()), vec![10, 20, 30]);
         keys.remove(7, 10).unwrap();
-        assert_eq!(keys.candidates(7).unwrap(), vec![20, 30]);
+        assert_eq!(seqs(keys.candidates(7).unwrap()), vec![20, 30]);
         keys.remove(7, 30).unwrap();
         keys.remove(7, 20).unwrap();
         assert!(keys.candidates(7).unwrap().is_empty());
@@ -238,10 +309,10 @@ mod tests {
         sync(&keyspace);
         drop((keys, keyspace));
         let (keys, keyspace) = open();
-        keys.insert(9, 1).unwrap();
+        keys.insert(9, entry(1)).unwrap();
         sync(&keyspace);
         drop((keys, keyspace));
-        assert_eq!(open().0.candidates(9).unwrap(), vec![1]);
+        assert_eq!(seqs(open().0.candidates(9).unwrap()), vec![1]);
     }
 
     #[test]
@@ -249,17 +320,17 @@ mod tests {
         // A batch looks both up before inserting either: the first insert writes without
         // reading, the second must read it back and keep it.
         let dir = tempfile::tempdir().unwrap();
-        let keys = KeyStore::open(&open_keyspace(dir.path()).unwrap()).unwrap();
+        let keys = KeyStore::open(&open_database(dir.path()).unwrap()).unwrap();
         assert!(keys.candidates(7).unwrap().is_empty());
         assert!(keys.candidates(7).unwrap().is_empty());
-        keys.insert(7, 10).unwrap();
-        keys.insert(7, 20).unwrap();
-        assert_eq!(keys.candidates(7).unwrap(), vec![10, 20]);
+        keys.insert(7, entry(10)).unwrap();
+        keys.insert(7, entry(20)).unwrap();
+        assert_eq!(seqs(keys.candidates(7).unwrap()), vec![10, 20]);
         // Found absent once, inserted by another route first (as replay does): the
         // later insert still keeps both.
         assert!(keys.candidates(8).unwrap().is_empty());
-        keys.insert(8, 1).unwrap();
-        keys.insert(8, 2).unwrap();
-        assert_eq!(keys.candidates(8).unwrap(), vec![1, 2]);
+        keys.insert(8, entry(1)).unwrap();
+        keys.insert(8, entry(2)).unwrap();
+        assert_eq!(seqs(keys.candidates(8).unwrap()), vec![1, 2]);
     }
 }

@@ -2,7 +2,9 @@
 //! the backend can be replaced when its durability or space use fails our tests (sled's
 //! space use did: everything moved to fjall, see `disk.rs`).
 //!
-//! - `records.rs`: the rkyv record types.
+//! It stores what the core decides (`crate::core::records`: the rkyv record types) and
+//! imports nothing above it.
+//!
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
 //! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree.
 //! - `disk.rs`: a shard's storage in fjall: the log (one journal, `fdatasync`ed per
@@ -13,18 +15,15 @@
 pub mod disk;
 pub mod envelope;
 pub mod keys;
-pub mod records;
 pub mod small_file;
 
-use std::collections::BTreeMap;
-
 use crate::clock::Micros;
-use crate::engine::core::{ChannelRule, Effects, ShardState};
-use crate::engine::event::FirstResult;
-use records::{DeltaRecord, HeadRecord, LogRecord};
+use crate::core::event::FirstResult;
+use crate::core::records::{HeadRecord, LogRecord};
+use crate::core::{ChannelRules, Effects, ShardState};
 
 /// A SKU's on_hand movements by (source time, sequence number).
-pub type Movements = BTreeMap<(Micros, u64), DeltaRecord>;
+pub use crate::core::Movements;
 
 pub use disk::DiskStore;
 
@@ -55,6 +54,13 @@ pub enum StoreError {
         have + 1
     )]
     Lost { have: u64, acknowledged: u64 },
+    /// A commit whose log chunk is durable failed afterwards (writing its keys or a
+    /// checkpoint): the batch is in the log, and a recovery applies it.
+    #[error("{0} (after the batch was made durable)")]
+    AfterDurable(Box<StoreError>),
+    /// A write to a store opened only to be read (`DiskStore::open_read_only`).
+    #[error("the store was opened read-only")]
+    ReadOnly,
     /// Stored parts disagree with each other (a cached sum with its sources).
     #[error("inconsistent state for SKU {sku:?}: {detail}")]
     Inconsistent { sku: String, detail: String },
@@ -73,7 +79,7 @@ pub trait ShardStore: Send + Sync + 'static {
     /// Loads every SKU's state as of the checkpoint (checking each record's envelope and
     /// each head's committed against its lines), movements left in storage; recovery
     /// replays the log past it.
-    fn load_state(&self, channels: &[ChannelRule]) -> Result<LoadedState, StoreError>;
+    fn load_state(&self, channels: &ChannelRules) -> Result<LoadedState, StoreError>;
     /// A SKU's on_hand movements still kept, as of the last durable batch.
     fn movements(&self, sku: &str) -> Result<Movements, StoreError>;
     /// The source time of a SKU's oldest movement still kept, as of the last durable batch.
@@ -92,7 +98,8 @@ pub trait ShardStore: Send + Sync + 'static {
     /// The first result of an idempotency key for a SKU, while it is kept.
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError>;
     /// Makes a batch's log records durable before returning; its state rows and new keys
-    /// are then visible to readers and lookups, and reach storage at a checkpoint.
+    /// are then visible to readers and lookups, and reach storage at a checkpoint. An
+    /// error after the records are durable is `StoreError::AfterDurable`.
     fn commit(&self, effects: &Effects) -> Result<(), StoreError>;
     /// Takes the effects of log records already stored (recovery's replay of the tail).
     fn reapply(&self, effects: &Effects) -> Result<(), StoreError>;

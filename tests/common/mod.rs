@@ -59,11 +59,32 @@ impl Server {
 
     /// Starts the binary and waits for its "listening on" line.
     pub fn start_with(data_dir: &Path, server_extra: &str, token: Option<&str>) -> Server {
+        Server::start_env(data_dir, server_extra, token, &[])
+    }
+
+    /// The same, with these environment variables set for the binary.
+    pub fn start_env(
+        data_dir: &Path,
+        server_extra: &str,
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let config = write_config(data_dir, server_extra);
+        Server::start_config(data_dir, &config, token, env)
+    }
+
+    /// Starts the binary on a config file of the test's own (`data_dir`: the one it names).
+    pub fn start_config(
+        data_dir: &Path,
+        config: &Path,
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -341,6 +362,14 @@ pub fn audit_of(server: &Server, sku: &str) -> Vec<Value> {
     body["records"].as_array().unwrap().clone()
 }
 
+/// An RFC 3339 time from a response, as an instant: the engine's text drops trailing
+/// zeros of the fraction ("33.54057Z"), so two times do not compare as strings.
+pub fn instant(at: &Value) -> time::OffsetDateTime {
+    let text = at.as_str().unwrap_or_else(|| panic!("not a time: {at}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("time {text:?}: {e}"))
+}
+
 /// A SKU's audit records of one kind.
 pub fn records(server: &Server, sku: &str, kind: &str) -> Vec<Value> {
     audit_of(server, sku)
@@ -599,4 +628,18 @@ pub fn throttle_storm_passes(
         "{sku} reached {after} after the storm: {:?}",
         market.levels()
     );
+}
+
+/// RFC 3339 in UTC, `minutes` before now, whole seconds (`2026-12-03T10:00:00Z`): a
+/// payload's time must be recent, or the delivery is older than the idempotency
+/// horizon and refused.
+pub fn minutes_ago(minutes: i64) -> String {
+    let at = lockstep::clock::now_micros() - minutes * 60_000_000;
+    // Whole seconds: the format then carries no fraction.
+    lockstep::clock::format_rfc3339(at - at.rem_euclid(1_000_000))
+}
+
+/// The same in WooCommerce's `*_gmt` form: no zone, no fraction (`2026-12-03T10:00:00`).
+pub fn woo_minutes_ago(minutes: i64) -> String {
+    minutes_ago(minutes).trim_end_matches('Z').to_string()
 }

@@ -14,18 +14,24 @@
 //!   count is older than the horizon (such a count is stale and rejected).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use ahash::AHashMap;
 
+pub mod channels;
+pub mod event;
+pub mod records;
+
+pub use channels::{ByChannel, ChannelId, ChannelRule, ChannelRules, InventoryUpdates};
+
 use crate::clock::Micros;
-use crate::config::InventoryUpdates;
-use crate::engine::event::{Event, EventKind, EventResult, FirstResult, Outcome};
-use crate::store::records::{
+use event::{Event, EventKind, EventResult, FirstResult, Outcome};
+use records::{
     ChannelMark, ChannelView, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord,
     PendingLevel,
 };
-use crate::store::Movements;
+
+/// A SKU's on_hand movements by (source time, sequence number).
+pub type Movements = BTreeMap<(Micros, u64), DeltaRecord>;
 
 /// Tunables of the core, from the config.
 #[derive(Clone, Debug)]
@@ -34,29 +40,16 @@ pub struct CoreConfig {
     /// stale. DESIGN §2: 72 h by default, longer than any channel's delivery delay.
     pub horizon_us: Micros,
     /// The channels, in config order: what each is shown of a SKU.
-    pub channels: Arc<[ChannelRule]>,
+    pub channels: ChannelRules,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             horizon_us: 72 * crate::clock::MICROS_PER_HOUR,
-            channels: Arc::from(Vec::new()),
+            channels: ChannelRules::default(),
         }
     }
-}
-
-/// What a channel is shown: `target = clamp(available - buffer, 0, max)`, and what its
-/// own inventory reports mean.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelRule {
-    pub name: String,
-    pub buffer: i64,
-    pub max: Option<i64>,
-    pub inventory_updates: InventoryUpdates,
-    /// The channel refuses a write whose compare value is stale (Shopify): a sale it made
-    /// before our write cannot have been overwritten by it.
-    pub compare_and_set: bool,
 }
 
 /// How long a differing level waits in `delta` mode for late order webhooks (DESIGN §2).
@@ -67,15 +60,14 @@ pub const SETTLE_WINDOW_US: Micros = 10 * crate::clock::MICROS_PER_SECOND;
 pub fn settlements_due(
     sku_name: &str,
     sku: &SkuState,
-    rules: &[ChannelRule],
+    rules: &ChannelRules,
     now: Micros,
 ) -> Vec<Event> {
-    sku.channels
+    rules
         .iter()
-        .enumerate()
-        .filter_map(|(i, view)| {
+        .filter_map(|(id, rule)| {
+            let view = sku.view(id)?;
             let pending = view.pending.as_ref().filter(|p| p.settles_at <= now)?;
-            let rule = rules.get(i)?;
             // The part of the level no order explained. Carried in the event itself, so
             // the log alone (replay) applies the same adjustment.
             Some(Event {
@@ -100,8 +92,8 @@ pub fn needs_movements(event: &Event, config: &CoreConfig) -> bool {
         EventKind::Counted | EventKind::CountedAvailable => true,
         EventKind::Level => config
             .channels
-            .iter()
-            .any(|r| r.name == event.source && r.inventory_updates == InventoryUpdates::Count),
+            .named(&event.source)
+            .is_some_and(|r| r.inventory_updates == InventoryUpdates::Count),
         _ => false,
     }
 }
@@ -123,11 +115,6 @@ pub fn next_settlement(sku: &SkuState) -> Option<Micros> {
 }
 
 impl ChannelRule {
-    pub fn target(&self, available: i64) -> i64 {
-        let shown = (available - self.buffer).max(0);
-        self.max.map_or(shown, |max| shown.min(max))
-    }
-
     /// What to push the channel as of `now`: its target, less the units it was read
     /// showing short that its own late orders have not explained yet (they are sales we
     /// will hear of; pushing them back would show units that are gone).
@@ -141,11 +128,20 @@ impl ChannelRule {
     }
 }
 
+/// What to push a channel that a compare-and-set found showing `level` where we expected
+/// `expected`, instead of `target`: a shortfall is the channel's own sales whose webhooks
+/// are on their way, most likely; they are gone, so they come off the push (the audit's
+/// `StaleRead` makes the shard net those orders when they come, see `stale_read`). An
+/// excess is never shown before its event arrives.
+pub fn target_after_read(target: i64, expected: i64, level: i64) -> i64 {
+    (target - (expected - level).max(0)).max(0)
+}
+
 /// A quantity a channel should be shown, for the outbox of channel `channel`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushWanted {
-    /// Index into `CoreConfig::channels`.
-    pub channel: usize,
+    /// Which of `CoreConfig::channels`.
+    pub channel: ChannelId,
     pub sku: String,
     pub target: i64,
     /// What the channel should be showing now (its last acknowledged value less its own
@@ -157,16 +153,15 @@ pub struct PushWanted {
 }
 
 /// The pushes a SKU needs: every channel whose expected quantity differs from its target.
-pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &[ChannelRule]) -> Vec<PushWanted> {
+pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<PushWanted> {
     rules
         .iter()
-        .enumerate()
-        .filter_map(|(i, rule)| {
-            let view = sku.channels.get(i);
+        .filter_map(|(id, rule)| {
+            let view = sku.view(id);
             let target = rule.push_target(sku.available(), view, sku.updated_at);
             let expected = view.and_then(|v| v.expected);
-            (expected != Some(target) || sku.recheck.contains(&i)).then(|| PushWanted {
-                channel: i,
+            (expected != Some(target) || sku.recheck.contains(&id)).then(|| PushWanted {
+                channel: id,
                 sku: sku_name.to_string(),
                 target,
                 expected,
@@ -209,12 +204,22 @@ pub struct SkuState {
     pub updated_at: Micros,
     /// When the event behind the current quantities was received.
     pub changed_at: Micros,
-    /// What each channel shows, aligned with `CoreConfig::channels`.
+    /// What each channel shows, at its `ChannelId::index`; grown on a channel's first
+    /// view (`view`, `channel_mut`), so a SKU no channel has touched keeps none.
     pub channels: Vec<ChannelView>,
     /// Channels whose expectation this batch made uncertain (see `OVERWRITE_WINDOW_US`):
     /// they are pushed their target even where it equals the expectation. Cleared once
     /// the batch's pushes are computed; never stored.
-    pub recheck: Vec<usize>,
+    pub recheck: Vec<ChannelId>,
+}
+
+/// Channel `id`'s place in a SKU's views, grown to hold it.
+fn view_slot(views: &mut Vec<ChannelView>, id: ChannelId) -> &mut ChannelView {
+    let i = id.index();
+    if views.len() <= i {
+        views.resize(i + 1, ChannelView::default());
+    }
+    &mut views[i]
 }
 
 /// A channel's own sale (or restocked return) from less than this after our last
@@ -247,7 +252,7 @@ impl SkuState {
         self.on_hand() - self.committed
     }
 
-    pub fn head(&self, rules: &[ChannelRule]) -> HeadRecord {
+    pub fn head(&self, rules: &ChannelRules) -> HeadRecord {
         HeadRecord {
             base: self.base,
             on_hand: self.on_hand(),
@@ -258,7 +263,7 @@ impl SkuState {
             changed_at: self.changed_at,
             channels: rules
                 .iter()
-                .zip(&self.channels)
+                .filter_map(|(id, rule)| Some((rule, self.view(id)?)))
                 .filter(|(_, view)| **view != ChannelView::default())
                 .map(|(rule, view)| ChannelMark {
                     channel: rule.name.clone(),
@@ -268,12 +273,14 @@ impl SkuState {
         }
     }
 
-    /// The view of channel `i`, created on first use.
-    fn channel_mut(&mut self, i: usize) -> &mut ChannelView {
-        if self.channels.len() <= i {
-            self.channels.resize(i + 1, ChannelView::default());
-        }
-        &mut self.channels[i]
+    /// What channel `id` shows, if it has a view yet.
+    pub fn view(&self, id: ChannelId) -> Option<&ChannelView> {
+        self.channels.get(id.index())
+    }
+
+    /// The view of channel `id`, created on first use.
+    fn channel_mut(&mut self, id: ChannelId) -> &mut ChannelView {
+        view_slot(&mut self.channels, id)
     }
 
     /// Takes a SKU's stored movements into memory (before a batch that needs them),
@@ -311,7 +318,7 @@ impl SkuState {
     pub fn from_parts(
         head: HeadRecord,
         lines: AHashMap<String, LineRecord>,
-        rules: &[ChannelRule],
+        rules: &ChannelRules,
     ) -> Result<SkuState, String> {
         let delta_sum = head.on_hand - head.base;
         let committed = lines.values().map(LineRecord::committed).sum::<i64>();
@@ -324,11 +331,8 @@ impl SkuState {
         // Views of channels no longer configured are dropped.
         let mut channels = Vec::new();
         for mark in head.channels {
-            if let Some(i) = rules.iter().position(|r| r.name == mark.channel) {
-                if channels.len() <= i {
-                    channels.resize(i + 1, ChannelView::default());
-                }
-                channels[i] = mark.view;
+            if let Some(id) = rules.id_of(&mark.channel) {
+                *view_slot(&mut channels, id) = mark.view;
             }
         }
         let retained = lines
@@ -385,6 +389,22 @@ impl SkuState {
 
 /// A shard's SKUs. Only the shard thread holds it.
 pub type ShardState = AHashMap<String, SkuState>;
+
+/// Re-aligns every SKU's channel views from the rules `from` to the rules `to`, by
+/// channel name (as `SkuState::from_parts` does): a view of a channel `to` lacks is
+/// dropped, a channel new in `to` starts with no view. For `replay`, across a change of
+/// settings.
+pub fn realign_channels(state: &mut ShardState, from: &ChannelRules, to: &ChannelRules) {
+    for sku in state.values_mut() {
+        let mut old = std::mem::take(&mut sku.channels).into_iter();
+        for (_, rule) in from.iter() {
+            let Some(view) = old.next() else { break };
+            if let Some(id) = to.id_of(&rule.name) {
+                *sku.channel_mut(id) = view;
+            }
+        }
+    }
+}
 
 /// One event of a batch, with what the idempotency store knows of its key.
 #[derive(Clone, Debug)]
@@ -715,253 +735,334 @@ fn record_unmapped<'a>(
     });
 }
 
-/// Applies one event that is not a duplicate. Returns its outcome and whether it oversold.
+/// One event on its way through `apply_event`: what every event family reads.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    event: &'a Event,
+    seq: u64,
+    horizon_cut: Micros,
+    rules: &'a ChannelRules,
+    /// The channel the event came from, when it is one of ours.
+    own_channel: Option<ChannelId>,
+}
+
+/// Applies one event that is not a duplicate, by its family. Returns its outcome and
+/// whether it oversold.
 fn apply_event(
     sku: &mut SkuState,
     event: &Event,
     seq: u64,
     horizon_cut: Micros,
-    rules: &[ChannelRule],
+    rules: &ChannelRules,
     writes: &mut Vec<StateWrite>,
     touched_lines: &mut Vec<String>,
 ) -> (Outcome, bool) {
-    let ts = event.source_ts;
-    let own_channel = rules.iter().position(|r| r.name == event.source);
+    let at = At {
+        event,
+        seq,
+        horizon_cut,
+        rules,
+        own_channel: rules.id_of(&event.source),
+    };
     match event.kind {
-        EventKind::Pushed => {
-            if let Some(i) = own_channel {
-                let view = sku.channel_mut(i);
-                view.acked = Some(event.qty);
-                view.acked_at = event.source_ts;
-                view.expected = Some(event.qty);
-            }
-            (Outcome::Pushed, false)
-        }
+        EventKind::Pushed => acknowledged(sku, at),
         EventKind::Reconciled | EventKind::Withheld => (Outcome::Drift, false),
         // How a channel shows a SKU sold out: what it was told, for the audit.
         EventKind::OfferingDisabled
         | EventKind::ListingDeactivated
         | EventKind::ListingActivated => (Outcome::Pushed, false),
-        EventKind::StaleRead => {
-            // The channel was read showing `qty` where we expected something else: its own
-            // sales (less) or cancellations and returns (more), most likely, whose
-            // webhooks have not come yet (see `unexplained`).
-            if let Some(i) = own_channel {
-                let view = sku.channel_mut(i);
-                // Units an earlier read found, that our write since then already left
-                // out, are still to be netted when their orders come; without a write
-                // in between, this read's difference includes them.
-                let last_read = view.unexplained_until - UNEXPLAINED_WINDOW_US;
-                let active = event.received_at < view.unexplained_until;
-                let kept = if active && view.acked_at > last_read {
-                    view.unexplained
-                } else {
-                    0
-                };
-                view.unexplained = match (view.expected, event.qty >= 0) {
-                    (Some(expected), true) => kept + expected - event.qty,
-                    _ => 0,
-                };
-                view.unexplained_until = event.received_at + UNEXPLAINED_WINDOW_US;
-            }
-            (Outcome::Drift, false)
-        }
+        EventKind::StaleRead => stale_read(sku, at),
         EventKind::Unmapped => (Outcome::Drift, false),
-        EventKind::Level => {
-            let Some(i) = own_channel else {
-                return (Outcome::Drift, false);
-            };
-            let rule = &rules[i];
-            let committed = sku.committed;
-            // What we are pushing it: a channel can echo our write before the pusher has
-            // recorded the acknowledgement, and showing its target needs no repair.
-            let target = rule.push_target(sku.available(), sku.channels.get(i), event.received_at);
-            let view = sku.channel_mut(i);
-            if view.expected == Some(event.qty) || event.qty == target {
-                // Our own push coming back, or the channel's own sale we already counted.
-                return (Outcome::Echo, false);
-            }
-            match (rule.inventory_updates, view.expected) {
-                // lockstep is the master: the next push or reconciliation overwrites it.
-                (InventoryUpdates::Ignore, _) | (InventoryUpdates::Delta, None) => {
-                    (Outcome::Drift, false)
-                }
-                (InventoryUpdates::Delta, Some(expected)) => {
-                    view.pending = Some(PendingLevel {
-                        level: event.qty,
-                        at: ts,
-                        expected_at: expected,
-                        settles_at: event.received_at + SETTLE_WINDOW_US,
-                        seq,
-                    });
-                    (Outcome::Held, false)
-                }
-                (InventoryUpdates::Count, _) => {
-                    // The channel shows available less its buffer.
-                    let mark = CountMark {
-                        ts,
-                        source: event.source.clone(),
-                        key: event.key.clone(),
-                    };
-                    if ts < horizon_cut
-                        || sku
-                            .count
-                            .as_ref()
-                            .is_some_and(|c| mark.order_key() <= c.order_key())
-                    {
-                        return (Outcome::Stale, false);
-                    }
-                    sku.channel_mut(i).expected = Some(event.qty);
-                    set_count(
-                        sku,
-                        &event.sku,
-                        mark,
-                        event.qty + rule.buffer + committed,
-                        writes,
-                    );
-                    (Outcome::Applied, false)
-                }
-            }
+        EventKind::Level => level(sku, at, writes),
+        EventKind::LevelSettled => level_settled(sku, at, writes),
+        EventKind::Adjusted | EventKind::Returned => movement(sku, at, writes),
+        EventKind::Counted | EventKind::CountedAvailable => count(sku, at, writes),
+        EventKind::OrderPlaced
+        | EventKind::OrderCancelled
+        | EventKind::OrderShipped
+        | EventKind::OrderReleasedTotal
+        | EventKind::OrderShippedTotal => order_line(sku, at, writes, touched_lines),
+    }
+}
+
+/// A channel acknowledged a push: it shows what it was sent.
+fn acknowledged(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
+    let At {
+        event, own_channel, ..
+    } = at;
+    if let Some(i) = own_channel {
+        let view = sku.channel_mut(i);
+        view.acked = Some(event.qty);
+        view.acked_at = event.source_ts;
+        view.expected = Some(event.qty);
+    }
+    (Outcome::Pushed, false)
+}
+
+/// A read found the channel showing other than we expected (`unexplained`).
+fn stale_read(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
+    let At {
+        event, own_channel, ..
+    } = at;
+    // The channel was read showing `qty` where we expected something else: its own
+    // sales (less) or cancellations and returns (more), most likely, whose
+    // webhooks have not come yet (see `unexplained`).
+    if let Some(i) = own_channel {
+        let view = sku.channel_mut(i);
+        // Units an earlier read found, that our write since then already left
+        // out, are still to be netted when their orders come; without a write
+        // in between, this read's difference includes them.
+        let last_read = view.unexplained_until - UNEXPLAINED_WINDOW_US;
+        let active = event.received_at < view.unexplained_until;
+        let kept = if active && view.acked_at > last_read {
+            view.unexplained
+        } else {
+            0
+        };
+        view.unexplained = match (view.expected, event.qty >= 0) {
+            (Some(expected), true) => kept + expected - event.qty,
+            _ => 0,
+        };
+        view.unexplained_until = event.received_at + UNEXPLAINED_WINDOW_US;
+    }
+    (Outcome::Drift, false)
+}
+
+/// A channel reports its level: an echo, or an edit handled by `inventory_updates`.
+fn level(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outcome, bool) {
+    let At {
+        event,
+        seq,
+        horizon_cut,
+        rules,
+        own_channel,
+    } = at;
+    let ts = event.source_ts;
+    let Some(i) = own_channel else {
+        return (Outcome::Drift, false);
+    };
+    let rule = rules.get(i);
+    let committed = sku.committed;
+    // What we are pushing it: a channel can echo our write before the pusher has
+    // recorded the acknowledgement, and showing its target needs no repair.
+    let target = rule.push_target(sku.available(), sku.view(i), event.received_at);
+    let view = sku.channel_mut(i);
+    if view.expected == Some(event.qty) || event.qty == target {
+        // Our own push coming back, or the channel's own sale we already counted.
+        return (Outcome::Echo, false);
+    }
+    match (rule.inventory_updates, view.expected) {
+        // lockstep is the master: the next push or reconciliation overwrites it.
+        (InventoryUpdates::Ignore, _) | (InventoryUpdates::Delta, None) => (Outcome::Drift, false),
+        (InventoryUpdates::Delta, Some(expected)) => {
+            view.pending = Some(PendingLevel {
+                level: event.qty,
+                at: ts,
+                expected_at: expected,
+                settles_at: event.received_at + SETTLE_WINDOW_US,
+                seq,
+            });
+            (Outcome::Held, false)
         }
-        EventKind::LevelSettled => {
-            if let Some(i) = own_channel {
-                let view = sku.channel_mut(i);
-                view.pending = None;
-                if let Some(expected) = view.expected.as_mut() {
-                    *expected += event.qty;
-                }
-            }
-            if event.qty == 0 {
-                return (Outcome::Echo, false);
-            }
-            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
-            (Outcome::Applied, false)
-        }
-        EventKind::Adjusted | EventKind::Returned => {
-            add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
-            if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
-                // A channel restocks its own returns: it shows the units already.
-                let view = sku.channel_mut(i);
-                let netted = net_unexplained(view, -event.qty, event.received_at);
-                if let Some(expected) = view.expected.as_mut() {
-                    *expected += event.qty + netted;
-                }
-                if overwritable(&rules[i], view, ts) {
-                    sku.recheck.push(i);
-                }
-            }
-            (Outcome::Applied, false)
-        }
-        EventKind::Counted | EventKind::CountedAvailable => {
-            let on_hand = match event.kind {
-                EventKind::CountedAvailable => event.qty + sku.committed,
-                _ => event.qty,
-            };
+        (InventoryUpdates::Count, _) => {
+            // The channel shows available less its buffer.
             let mark = CountMark {
                 ts,
                 source: event.source.clone(),
                 key: event.key.clone(),
             };
-            let superseded = sku
-                .count
-                .as_ref()
-                .is_some_and(|c| mark.order_key() <= c.order_key());
-            if ts < horizon_cut || superseded {
+            if ts < horizon_cut
+                || sku
+                    .count
+                    .as_ref()
+                    .is_some_and(|c| mark.order_key() <= c.order_key())
+            {
                 return (Outcome::Stale, false);
             }
-            set_count(sku, &event.sku, mark, on_hand, writes);
+            sku.channel_mut(i).expected = Some(event.qty);
+            set_count(
+                sku,
+                &event.sku,
+                mark,
+                event.qty + rule.buffer + committed,
+                writes,
+            );
             (Outcome::Applied, false)
         }
-        EventKind::OrderPlaced
-        | EventKind::OrderCancelled
-        | EventKind::OrderShipped
-        | EventKind::OrderReleasedTotal
-        | EventKind::OrderShippedTotal => {
-            let id = event
-                .line_identity()
-                .expect("order-line kinds always have a line identity");
-            let known = sku.lines.get(&id);
-            // A running total adds only what the line has not counted yet.
-            let units = match event.kind {
-                EventKind::OrderReleasedTotal => {
-                    (event.qty - known.map_or(0, |l| l.released)).max(0)
-                }
-                EventKind::OrderShippedTotal => (event.qty - known.map_or(0, |l| l.shipped)).max(0),
-                _ => event.qty,
-            };
-            if event.kind.is_shipment() && units > 0 {
-                // The units left the building whatever we know of the order.
-                add_movement(sku, &event.sku, ts, seq, -units, horizon_cut, writes);
-            }
-            let available = sku.available();
-            let line = sku.lines.entry(id.clone()).or_insert(LineRecord {
-                placed: None,
-                released: 0,
-                shipped: 0,
-                first_ts: ts,
-            });
-            let committed_before = line.committed();
-            let mut oversell = false;
-            match event.kind {
-                EventKind::OrderPlaced if line.placed.is_some() => {
-                    // A second placement of one line under another key: the line's life
-                    // allows one. Keep the first; answer like a duplicate would.
-                    return (Outcome::Duplicate, false);
-                }
-                EventKind::OrderPlaced => {
-                    oversell = available < event.qty;
-                    line.placed = Some(event.qty);
-                }
-                EventKind::OrderCancelled | EventKind::OrderReleasedTotal => line.released += units,
-                _ => line.shipped += units,
-            }
-            line.first_ts = line.first_ts.min(ts);
-            let held = line.placed.is_none();
-            let committed_change = line.committed() - committed_before;
-            let closed = line.is_closed();
-            sku.committed += committed_change;
-            // A line closed by its own additive units is done. One closed by a running
-            // total, or by a placement arriving after its totals, is kept (`retained`).
-            let additive_close = matches!(
-                event.kind,
-                EventKind::OrderCancelled | EventKind::OrderShipped
-            );
-            if closed && additive_close {
-                sku.lines.remove(&id);
-            } else if closed {
-                // Kept for a horizon from its close (the later of its first time and this
-                // event's), not from its placement.
-                sku.retained.insert((line.first_ts.max(ts), id.clone()));
-            }
-            // A channel's own sale (or release) changes what it shows by itself: its
-            // expectation follows, so it is not pushed the value it already shows. A
-            // shipment changes nothing a channel shows.
-            if let (Some(i), false) = (own_channel, event.kind.is_shipment()) {
-                let view = sku.channel_mut(i);
-                // A sale (or release) the channel was already read showing, and that our
-                // write then overwrote there, does not change what it shows a second time.
-                let netted = net_unexplained(view, committed_change, event.received_at);
-                if let Some(expected) = view.expected.as_mut() {
-                    *expected -= committed_change - netted;
-                }
-                let near_our_write = overwritable(&rules[i], view, ts);
-                // An order from before a pending level explains part of it.
-                if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
-                    pending.expected_at -= committed_change;
-                }
-                if near_our_write && committed_change != 0 {
-                    sku.recheck.push(i);
-                }
-            }
-            touched_lines.push(id);
-            let outcome = if held {
-                Outcome::Held
-            } else {
-                Outcome::Applied
-            };
-            (outcome, oversell)
+    }
+}
+
+/// A `delta`-mode level whose window closed: its unexplained part becomes a movement.
+fn level_settled(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outcome, bool) {
+    let At {
+        event,
+        seq,
+        horizon_cut,
+        own_channel,
+        ..
+    } = at;
+    let ts = event.source_ts;
+    if let Some(i) = own_channel {
+        let view = sku.channel_mut(i);
+        view.pending = None;
+        if let Some(expected) = view.expected.as_mut() {
+            *expected += event.qty;
         }
     }
+    if event.qty == 0 {
+        return (Outcome::Echo, false);
+    }
+    add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
+    (Outcome::Applied, false)
+}
+
+/// An on_hand movement (an adjustment, a return).
+fn movement(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outcome, bool) {
+    let At {
+        event,
+        seq,
+        horizon_cut,
+        rules,
+        own_channel,
+    } = at;
+    let ts = event.source_ts;
+    add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
+    if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
+        // A channel restocks its own returns: it shows the units already.
+        let view = sku.channel_mut(i);
+        let netted = net_unexplained(view, -event.qty, event.received_at);
+        if let Some(expected) = view.expected.as_mut() {
+            *expected += event.qty + netted;
+        }
+        if overwritable(rules.get(i), view, ts) {
+            sku.recheck.push(i);
+        }
+    }
+    (Outcome::Applied, false)
+}
+
+/// A count: on_hand (or available) as of its time, unless a later count supersedes it.
+fn count(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outcome, bool) {
+    let At {
+        event, horizon_cut, ..
+    } = at;
+    let ts = event.source_ts;
+    let on_hand = match event.kind {
+        EventKind::CountedAvailable => event.qty + sku.committed,
+        _ => event.qty,
+    };
+    let mark = CountMark {
+        ts,
+        source: event.source.clone(),
+        key: event.key.clone(),
+    };
+    let superseded = sku
+        .count
+        .as_ref()
+        .is_some_and(|c| mark.order_key() <= c.order_key());
+    if ts < horizon_cut || superseded {
+        return (Outcome::Stale, false);
+    }
+    set_count(sku, &event.sku, mark, on_hand, writes);
+    (Outcome::Applied, false)
+}
+
+/// An order line's placement, release or shipment (or their running totals).
+fn order_line(
+    sku: &mut SkuState,
+    at: At<'_>,
+    writes: &mut Vec<StateWrite>,
+    touched_lines: &mut Vec<String>,
+) -> (Outcome, bool) {
+    let At {
+        event,
+        seq,
+        horizon_cut,
+        rules,
+        own_channel,
+    } = at;
+    let ts = event.source_ts;
+    let id = event
+        .line_identity()
+        .expect("order-line kinds always have a line identity");
+    let known = sku.lines.get(&id);
+    // A running total adds only what the line has not counted yet.
+    let units = match event.kind {
+        EventKind::OrderReleasedTotal => (event.qty - known.map_or(0, |l| l.released)).max(0),
+        EventKind::OrderShippedTotal => (event.qty - known.map_or(0, |l| l.shipped)).max(0),
+        _ => event.qty,
+    };
+    if event.kind.is_shipment() && units > 0 {
+        // The units left the building whatever we know of the order.
+        add_movement(sku, &event.sku, ts, seq, -units, horizon_cut, writes);
+    }
+    let available = sku.available();
+    let line = sku.lines.entry(id.clone()).or_insert(LineRecord {
+        placed: None,
+        released: 0,
+        shipped: 0,
+        first_ts: ts,
+    });
+    let committed_before = line.committed();
+    let mut oversell = false;
+    match event.kind {
+        EventKind::OrderPlaced if line.placed.is_some() => {
+            // A second placement of one line under another key: the line's life
+            // allows one. Keep the first; answer like a duplicate would.
+            return (Outcome::Duplicate, false);
+        }
+        EventKind::OrderPlaced => {
+            oversell = available < event.qty;
+            line.placed = Some(event.qty);
+        }
+        EventKind::OrderCancelled | EventKind::OrderReleasedTotal => line.released += units,
+        _ => line.shipped += units,
+    }
+    line.first_ts = line.first_ts.min(ts);
+    let held = line.placed.is_none();
+    let committed_change = line.committed() - committed_before;
+    let closed = line.is_closed();
+    sku.committed += committed_change;
+    // A line closed by its own additive units is done. One closed by a running
+    // total, or by a placement arriving after its totals, is kept (`retained`).
+    let additive_close = matches!(
+        event.kind,
+        EventKind::OrderCancelled | EventKind::OrderShipped
+    );
+    if closed && additive_close {
+        sku.lines.remove(&id);
+    } else if closed {
+        // Kept for a horizon from its close (the later of its first time and this
+        // event's), not from its placement.
+        sku.retained.insert((line.first_ts.max(ts), id.clone()));
+    }
+    // A channel's own sale (or release) changes what it shows by itself: its
+    // expectation follows, so it is not pushed the value it already shows. A
+    // shipment changes nothing a channel shows.
+    if let (Some(i), false) = (own_channel, event.kind.is_shipment()) {
+        let view = sku.channel_mut(i);
+        // A sale (or release) the channel was already read showing, and that our
+        // write then overwrote there, does not change what it shows a second time.
+        let netted = net_unexplained(view, committed_change, event.received_at);
+        if let Some(expected) = view.expected.as_mut() {
+            *expected -= committed_change - netted;
+        }
+        let near_our_write = overwritable(rules.get(i), view, ts);
+        // An order from before a pending level explains part of it.
+        if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
+            pending.expected_at -= committed_change;
+        }
+        if near_our_write && committed_change != 0 {
+            sku.recheck.push(i);
+        }
+    }
+    touched_lines.push(id);
+    let outcome = if held {
+        Outcome::Held
+    } else {
+        Outcome::Applied
+    };
+    (outcome, oversell)
 }
 
 /// Records an on_hand movement at `ts`.

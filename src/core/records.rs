@@ -3,7 +3,7 @@
 //! the on-disk format: bump `envelope::SCHEMA_VERSION` with it.
 
 use crate::clock::Micros;
-use crate::engine::event::{EventKind, Outcome};
+use crate::core::event::{EventKind, Outcome};
 
 /// One event as the log keeps it: the fact, how it was taken, and the stock around it.
 /// The log alone is enough to rebuild every SKU's state (`lockstep replay`).

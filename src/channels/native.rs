@@ -1,12 +1,19 @@
-//! The native JSON API's request bodies: `POST /v1/events` and `PUT /v1/skus/{sku}`,
-//! parsed and validated into engine events. Every refusal names the field at fault, and a
+//! The native event format: the JSON bodies of the API (`POST /v1/events`,
+//! `PUT /v1/skus/{sku}`) and of the `webhook` channel kind, parsed and validated into
+//! engine events.
+//!
+//! The format and its limits are lockstep's own (the external contract in DESIGN.md and
+//! the README's "API"); no vendor decides them. Over the `webhook` kind the same body
+//! arrives signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md),
+//! checked in `standard_webhooks.rs` before this module reads it. Every refusal names the field at fault, and a
 //! request with any bad event is refused whole, before anything is applied.
 
 use serde_json::{Map, Value};
 
 use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
-use crate::engine::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
-use crate::ingest::error::ApiError;
+use crate::core::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
+use crate::refusal::ApiError;
 
 /// Most events in one `POST /v1/events`.
 pub const REQUEST_EVENTS_MAX: usize = 1_000;
@@ -39,10 +46,7 @@ pub fn check_sku(sku: &str, field: &str) -> Result<(), ApiError> {
     }
     // Invisible and direction-changing characters make two SKUs that look the same (or a
     // SKU that reads backwards in the audit): refused, as control characters are.
-    if let Some(c) = sku
-        .chars()
-        .find(|c| crate::engine::event::is_format_char(*c))
-    {
+    if let Some(c) = sku.chars().find(|c| crate::core::event::is_format_char(*c)) {
         return Err(ApiError::field(
             "invalid_sku",
             field,
@@ -241,11 +245,13 @@ pub fn parse_events_from(
         .iter()
         .enumerate()
         .map(|(i, item)| {
+            // Event i of a request of several gets `{key}#{i}`: given keys never hold a
+            // bare `#` (`given_key`), so no given key can be one of these.
             let fallback = header_key.map(|k| {
                 if single {
-                    k.to_string()
+                    given_key(k)
                 } else {
-                    format!("{k}#{i}")
+                    format!("{}#{i}", given_key(k))
                 }
             });
             parse_event(
@@ -257,6 +263,15 @@ pub fn parse_events_from(
             )
         })
         .collect()
+}
+
+/// A key as a sender gave it, with `%` and `#` percent-encoded: `#` is left for the keys
+/// a request's Idempotency-Key makes for each of its events, so the two never meet.
+fn given_key(key: &str) -> String {
+    if !key.contains(['%', '#']) {
+        return key.to_string();
+    }
+    key.replace('%', "%25").replace('#', "%23")
 }
 
 fn parse_event(
@@ -360,7 +375,7 @@ fn parse_event(
                     &f("idempotency_key"),
                     ID_BYTES_MAX,
                 )?;
-                key.to_string()
+                given_key(key)
             }
             None => fallback_key.ok_or_else(|| {
                 ApiError::field(
