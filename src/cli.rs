@@ -51,7 +51,7 @@ pub async fn run(
             }
         });
         let catalog = config.catalog_rows()?;
-        let adapters = crate::channels::build(&config.channels, &catalog, &config.server.data_dir);
+        let adapters = crate::channels::build(&config.channels, &catalog, &config.server.data_dir)?;
         let links = crate::propagate::links(&config, &adapters);
         let outboxes =
             crate::propagate::outbox::Outboxes(links.map(|l| l.as_ref().map(|l| l.outbox.clone())));
@@ -355,9 +355,18 @@ pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
     Ok(all_equal)
 }
 
+/// Reads, parses and checks a config file whole: `Config::load`'s checks, then each
+/// channel's own keys and catalog ids by its kind (`channels::check`). Every command that
+/// takes a config reads it here.
+pub fn load_config(path: &Path) -> Result<Config, crate::config::ConfigError> {
+    let config = Config::load(path)?;
+    crate::channels::check(&config)?;
+    Ok(config)
+}
+
 /// `lockstep check-config FILE`: prints what was found, or the bad field and why.
 pub fn check_config(path: &Path) -> Result<String, crate::config::ConfigError> {
-    let config = Config::load(path)?;
+    let config = load_config(path)?;
     let rows = config.catalog_rows()?;
     let mut summary = format!(
         "{}: ok: listen {}, data_dir {}, {} channel(s), {} catalog row(s)",

@@ -100,171 +100,254 @@ fn ids(i: usize) -> (u64, u64, Option<String>, String) {
 
 fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> {
     let names: Vec<String> = (0..SKUS).map(sku).collect();
-    let all: Vec<_> = (0..SKUS).map(ids).collect();
-    let shop_items: Vec<(&str, u64)> = names
-        .iter()
-        .zip(&all)
-        .map(|(s, i)| (s.as_str(), i.0))
-        .collect();
-    let woo_items: Vec<(&str, u64, Option<u64>)> = names
-        .iter()
-        .zip(&all)
-        .map(|(s, i)| (s.as_str(), i.1, None))
-        .collect();
-    let amazon_items: Vec<(&str, &str)> = names
-        .iter()
-        .zip(&all)
-        .filter_map(|(s, i)| Some((s.as_str(), i.2.as_deref()?)))
-        .collect();
-    let ebay_items: Vec<(&str, &str)> = names
-        .iter()
-        .zip(&all)
-        .map(|(s, i)| (s.as_str(), i.3.as_str()))
-        .collect();
-    let shop = ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &shop_items);
-    let woo = WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &woo_items);
-    let amazon = AmazonSim::start(&amazon_items, AMAZON_LWA, AMAZON_AUTH);
-    let ebay = EbaySim::start(&ebay_items, EBAY_CLIENT, EBAY_REFRESH);
-    let config = write_config(dir, &shop, &woo, &amazon, &ebay, &names)?;
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let interrupted = stop.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            interrupted.store(true, Ordering::SeqCst);
-        }
-    });
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::cli::run(
-        config,
-        async move {
-            let _ = shutdown_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let addr = ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("the engine did not start")?;
-    let base = format!("http://{addr}");
-    shop.set_webhook_url(&format!("{base}/webhooks/shop"));
-    woo.set_webhook_url(&format!("{base}/webhooks/woo"));
-    amazon
-        .market
-        .set_webhook_url(&format!("{base}/webhooks/amazon"));
+    let sims = Sims::start(&names);
+    let config = write_config(dir, &sims, &names)?;
+    let engine = Running::start(config)?;
+    sims.deliver_to(&engine.base);
     let client = reqwest::Client::new();
     let api = Api {
-        runtime: &runtime,
+        runtime: &engine.runtime,
         client: &client,
-        base: &base,
+        base: &engine.base,
     };
-    let stores = [
-        Store {
-            name: "shop",
-            label: "Shopify",
-            share: 0.4,
-            buffer: 0,
-            levels: Box::new(|| shop.levels()),
-            place: Box::new(|lines| {
-                shop.place_order(lines);
-            }),
-            calls: Box::new(|| {
-                let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
-                for call in shop.calls() {
-                    *outcomes.entry(call.outcome).or_default() += 1;
-                }
-                format!("inventorySetQuantities calls by outcome {outcomes:?}")
-            }),
-        },
-        Store {
-            name: "woo",
-            label: "WooCommerce",
-            share: 0.25,
-            buffer: 0,
-            levels: Box::new(|| woo.levels()),
-            place: Box::new(|lines| {
-                woo.place_order(lines);
-            }),
-            calls: Box::new(|| format!("{} batch calls", woo.calls().len())),
-        },
-        Store {
-            name: "amazon",
-            label: "Amazon",
-            share: 0.2,
-            buffer: AMAZON_BUFFER,
-            levels: Box::new(|| amazon.market.levels()),
-            place: Box::new(|lines| {
-                amazon.place_order(lines);
-            }),
-            calls: Box::new(|| {
-                let calls = amazon.market.calls();
-                let patches = calls
-                    .iter()
-                    .filter(|c| c.path.starts_with("/listings/"))
-                    .count();
-                format!(
-                    "{patches} patchListingsItem calls, {} feeds",
-                    amazon.feeds().len()
-                )
-            }),
-        },
-        Store {
-            name: "ebay",
-            label: "eBay",
-            share: 0.15,
-            buffer: 0,
-            levels: Box::new(|| ebay.market.levels()),
-            place: Box::new(|lines| {
-                ebay.place_order(lines);
-            }),
-            calls: Box::new(|| {
-                format!(
-                    "{} bulk_update_price_quantity calls",
-                    ebay.market.calls().len()
-                )
-            }),
-        },
-    ];
-
+    let stores = sims.stores();
     println!(
         "lockstep demo: {SKUS} SKUs on a simulated Shopify store, WooCommerce site, Amazon account ({AMAZON_SKUS} of them, buffer {AMAZON_BUFFER}) and eBay seller, {} orders/s with a burst of {} every 15 s, for {} s (Ctrl-C ends it early)",
         options.orders_per_second,
         options.burst,
         options.duration.as_secs()
     );
+    seed(&api, &names, &stores)?;
+    sims.set_habits(Habits {
+        duplicate: 0.05,
+        reorder: Duration::from_millis(100),
+        echo: true,
+        ..Habits::default()
+    });
+    let traffic = traffic(&stores, &names, &api, options, &engine.interrupted);
+    println!("stopping the shoppers; waiting for the stores' last webhooks and the last pushes");
+    sims.wait_idle(Duration::from_secs(30));
+    let settled = settle(&api, &names, &stores);
+    let left = differences(&api, &names, &stores)?;
+    summary(&api, &stores, &traffic, &settled, &left)?;
+    engine.stop();
+    Ok(left.is_empty())
+}
+
+/// The four simulated stores.
+struct Sims {
+    shop: ShopifySim,
+    woo: WooSim,
+    amazon: AmazonSim,
+    ebay: EbaySim,
+}
+
+impl Sims {
+    /// Starts the stores, each listing the demo's SKUs under its own ids (`ids`).
+    fn start(names: &[String]) -> Sims {
+        let all: Vec<_> = (0..names.len()).map(ids).collect();
+        let shop_items: Vec<(&str, u64)> = names
+            .iter()
+            .zip(&all)
+            .map(|(s, i)| (s.as_str(), i.0))
+            .collect();
+        let woo_items: Vec<(&str, u64, Option<u64>)> = names
+            .iter()
+            .zip(&all)
+            .map(|(s, i)| (s.as_str(), i.1, None))
+            .collect();
+        let amazon_items: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&all)
+            .filter_map(|(s, i)| Some((s.as_str(), i.2.as_deref()?)))
+            .collect();
+        let ebay_items: Vec<(&str, &str)> = names
+            .iter()
+            .zip(&all)
+            .map(|(s, i)| (s.as_str(), i.3.as_str()))
+            .collect();
+        Sims {
+            shop: ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &shop_items),
+            woo: WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &woo_items),
+            amazon: AmazonSim::start(&amazon_items, AMAZON_LWA, AMAZON_AUTH),
+            ebay: EbaySim::start(&ebay_items, EBAY_CLIENT, EBAY_REFRESH),
+        }
+    }
+
+    /// Points the stores that send webhooks at the engine (eBay's orders are polled).
+    fn deliver_to(&self, base: &str) {
+        self.shop.set_webhook_url(&format!("{base}/webhooks/shop"));
+        self.woo.set_webhook_url(&format!("{base}/webhooks/woo"));
+        self.amazon
+            .market
+            .set_webhook_url(&format!("{base}/webhooks/amazon"));
+    }
+
+    fn set_habits(&self, habits: Habits) {
+        self.shop.set_habits(habits.clone());
+        self.woo.set_habits(habits.clone());
+        self.amazon.market.set_habits(habits);
+    }
+
+    /// Waits (at most `timeout` each) for the stores' webhooks still on their way.
+    fn wait_idle(&self, timeout: Duration) {
+        self.shop.sender.wait_idle(timeout);
+        self.woo.sender.wait_idle(timeout);
+        self.amazon.market.sender.wait_idle(timeout);
+    }
+
+    /// The stores as the shoppers and the checks see them.
+    fn stores(&self) -> [Store<'_>; 4] {
+        let (shop, woo, amazon, ebay) = (&self.shop, &self.woo, &self.amazon, &self.ebay);
+        [
+            Store {
+                name: "shop",
+                label: "Shopify",
+                share: 0.4,
+                buffer: 0,
+                levels: Box::new(|| shop.levels()),
+                place: Box::new(|lines| {
+                    shop.place_order(lines);
+                }),
+                calls: Box::new(|| {
+                    let mut outcomes: std::collections::BTreeMap<String, usize> =
+                        Default::default();
+                    for call in shop.calls() {
+                        *outcomes.entry(call.outcome).or_default() += 1;
+                    }
+                    format!("inventorySetQuantities calls by outcome {outcomes:?}")
+                }),
+            },
+            Store {
+                name: "woo",
+                label: "WooCommerce",
+                share: 0.25,
+                buffer: 0,
+                levels: Box::new(|| woo.levels()),
+                place: Box::new(|lines| {
+                    woo.place_order(lines);
+                }),
+                calls: Box::new(|| format!("{} batch calls", woo.calls().len())),
+            },
+            Store {
+                name: "amazon",
+                label: "Amazon",
+                share: 0.2,
+                buffer: AMAZON_BUFFER,
+                levels: Box::new(|| amazon.market.levels()),
+                place: Box::new(|lines| {
+                    amazon.place_order(lines);
+                }),
+                calls: Box::new(|| {
+                    let calls = amazon.market.calls();
+                    let patches = calls
+                        .iter()
+                        .filter(|c| c.path.starts_with("/listings/"))
+                        .count();
+                    format!(
+                        "{patches} patchListingsItem calls, {} feeds",
+                        amazon.feeds().len()
+                    )
+                }),
+            },
+            Store {
+                name: "ebay",
+                label: "eBay",
+                share: 0.15,
+                buffer: 0,
+                levels: Box::new(|| ebay.market.levels()),
+                place: Box::new(|lines| {
+                    ebay.place_order(lines);
+                }),
+                calls: Box::new(|| {
+                    format!(
+                        "{} bulk_update_price_quantity calls",
+                        ebay.market.calls().len()
+                    )
+                }),
+            },
+        ]
+    }
+}
+
+/// The engine running in the demo's process, on its own runtime.
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    base: String,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Set by Ctrl-C: the shoppers stop early.
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Running {
+    fn start(config: Config) -> anyhow::Result<Running> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(crate::cli::run(
+            config,
+            async move {
+                let _ = shutdown_rx.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        ));
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the engine did not start")?;
+        Ok(Running {
+            runtime,
+            base: format!("http://{addr}"),
+            server,
+            shutdown,
+            interrupted,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.runtime.block_on(self.server);
+    }
+}
+
+/// Every SKU counted at `START_STOCK`, and every store showing it, before the shoppers.
+fn seed(api: &Api, names: &[String], stores: &[Store]) -> anyhow::Result<()> {
     let counts: Vec<Value> = names
         .iter()
         .map(|s| json!({"sku": s, "kind": "counted", "qty": START_STOCK, "source": "warehouse", "idempotency_key": format!("start-{s}")}))
         .collect();
     api.post("/v1/events", &json!({ "events": counts }))?;
     loadgen::sim::wait_until(Duration::from_secs(30), || {
-        differences(&api, &names, &stores).is_ok_and(|d| d.is_empty())
+        differences(api, names, stores).is_ok_and(|d| d.is_empty())
     });
-    let habits = Habits {
-        duplicate: 0.05,
-        reorder: Duration::from_millis(100),
-        echo: true,
-        ..Habits::default()
-    };
-    shop.set_habits(habits.clone());
-    woo.set_habits(habits.clone());
-    amazon.market.set_habits(habits);
+    Ok(())
+}
 
-    let traffic = traffic(&stores, &names, &api, options, &stop);
-    println!("stopping the shoppers; waiting for the stores' last webhooks and the last pushes");
-    shop.sender.wait_idle(Duration::from_secs(30));
-    woo.sender.wait_idle(Duration::from_secs(30));
-    amazon.market.sender.wait_idle(Duration::from_secs(30));
-    // When each store last differed from the engine, to say which took longest.
+/// How the stores settled after the last order.
+struct Settled {
+    /// How long after the last order every store was exact (`None`: not in 45 s).
+    converged: Option<Duration>,
+    /// When each store last differed from the engine, to say which took longest.
+    last_off: Vec<String>,
+}
+
+/// Waits (45 s at most) for every store to show the engine's quantity for every SKU.
+fn settle(api: &Api, names: &[String], stores: &[Store]) -> Settled {
     let settling = Instant::now();
     let last_off = std::cell::RefCell::new(vec![Duration::ZERO; stores.len()]);
     let converged = loadgen::sim::wait_until(Duration::from_secs(45), || {
-        let Ok(left) = differences(&api, &names, &stores) else {
+        let Ok(left) = differences(api, names, stores) else {
             return false;
         };
         for (i, store) in stores.iter().enumerate() {
@@ -274,12 +357,25 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         }
         left.is_empty()
     });
-    let settled: Vec<String> = stores
+    let last_off = stores
         .iter()
         .zip(last_off.borrow().iter())
         .map(|(store, t)| format!("{} {:.1} s", store.label, t.as_secs_f64()))
         .collect();
-    let left = differences(&api, &names, &stores)?;
+    Settled {
+        converged,
+        last_off,
+    }
+}
+
+/// The summary: orders, propagation per channel, write calls, oversells, convergence.
+fn summary(
+    api: &Api,
+    stores: &[Store],
+    traffic: &Traffic,
+    settled: &Settled,
+    left: &[Difference],
+) -> anyhow::Result<()> {
     let report = api.get("/v1/propagation")?;
     let metrics = api.metrics()?;
     println!("\nsummary after {:.0} s", traffic.elapsed.as_secs_f64());
@@ -294,14 +390,14 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         traffic.burst_orders,
         traffic.receipts
     );
-    for store in &stores {
+    for store in stores {
         let c = &report["channels"][store.name];
         println!(
             "  {:<6} pushes acknowledged {:>6}  propagation p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  max {:>9.2} ms",
             store.name, c["count"], num(&c["p50_ms"]), num(&c["p90_ms"]), num(&c["p99_ms"]), num(&c["p999_ms"]), num(&c["max_ms"])
         );
     }
-    for store in &stores {
+    for store in stores {
         println!("  {}: {}", store.label, (store.calls)());
     }
     println!(
@@ -309,28 +405,25 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         metric(&metrics, "lockstep_oversells_total"),
         metric(&metrics, "lockstep_reconcile_drift_total")
     );
-    match (converged, left.is_empty()) {
+    match (settled.converged, left.is_empty()) {
         (Some(after), true) => println!(
             "  converged: every store shows the engine's quantity for every SKU it lists ({} ms after the last order; {})",
             after.as_millis(),
-            settled.join(", ")
+            settled.last_off.join(", ")
         ),
         _ => println!("  NOT converged: {} difference(s): {:?}", left.len(), &left[..left.len().min(5)]),
     }
-    let _ = shutdown_tx.send(());
-    let _ = runtime.block_on(server);
-    Ok(left.is_empty())
+    Ok(())
 }
 
 /// The config and catalog of the demo's engine, in `dir`.
-fn write_config(
-    dir: &std::path::Path,
-    shop: &ShopifySim,
-    woo: &WooSim,
-    amazon: &AmazonSim,
-    ebay: &EbaySim,
-    names: &[String],
-) -> anyhow::Result<Config> {
+fn write_config(dir: &std::path::Path, sims: &Sims, names: &[String]) -> anyhow::Result<Config> {
+    let Sims {
+        shop,
+        woo,
+        amazon,
+        ebay,
+    } = sims;
     let mut catalog = String::from("sku,channel,item_id,location_id\n");
     for (i, sku) in names.iter().enumerate() {
         let (shop_id, woo_id, amazon_id, ebay_id) = ids(i);
@@ -355,7 +448,7 @@ fn write_config(
     );
     let path = dir.join("lockstep.toml");
     std::fs::write(&path, text)?;
-    Ok(Config::load(&path)?)
+    Ok(crate::cli::load_config(&path)?)
 }
 
 /// The engine's HTTP API, from the demo's (synchronous) main thread.

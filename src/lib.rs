@@ -6,15 +6,19 @@
 //!   [`metrics`]: the Prometheus recorder. [`tasks`]: supervised background tasks.
 //! - [`core`]: the pure stock machine: events, SKU state, channel views, records,
 //!   `apply(state, batch, now) -> effects`. No I/O, no clock reads.
-//! - [`config`]: the TOML configuration, and the core's settings it describes.
+//! - [`config`]: the TOML configuration (the server, the keys every channel shares, the
+//!   catalog), and the core's settings it describes. A kind's own keys are its file's.
 //! - [`store`]: each shard's durable log, state and idempotency keys (fjall + rkyv).
 //! - [`engine`]: the router (`ahash(sku) % shards`), the shard threads that own SKUs and
 //!   run the core over the store, recovery, the settings history.
-//! - [`channels`]: one adapter per channel kind (inbound parsing, outbound requests), the
-//!   native event format, signatures, pacing.
-//! - [`propagate`]: per-channel outboxes and pushers, reconciliation, order polls, queues.
+//! - [`channels`]: one file per channel kind (its adapter: inbound parsing, outbound
+//!   requests; its own config keys), the registry of kinds (`channels::kind`), the one
+//!   inbound door (`channels::receive`), the native event format, signatures, pacing.
+//! - [`propagate`]: per-channel outboxes (the shards' pushes, their one writer) and
+//!   pushers, reconciliation (its repairs are events), order polls, queues.
 //! - [`ingest`]: the HTTP edge: verifies, parses and validates requests into events.
-//! - [`cli`]: `serve`, `audit`, `replay`. [`demo`]: the demo.
+//! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, and the one way a config file is
+//!   read (`cli::load_config`). [`demo`]: the demo.
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
 

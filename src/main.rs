@@ -79,7 +79,9 @@ enum Command {
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
     match config {
-        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        Some(path) => {
+            lockstep::cli::load_config(path).map_err(|e| format!("{}: {e}", path.display()))
+        }
         None => Ok(Config::default()),
     }
 }

@@ -45,11 +45,14 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
-use super::{excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Inbound};
+use super::kind::{self, Kind, Problem};
+use super::{
+    excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Inbound,
+};
 use super::{Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, Seen};
 use super::{OrderQueue, QueueMessage};
 use crate::clock::{format_rfc3339, Micros};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -121,17 +124,95 @@ pub struct Amazon {
     order_items: Mutex<ahash::AHashMap<(String, String), Vec<OrderItem>>>,
 }
 
+/// The `[[channels]]` keys of kind `amazon`: SP-API's Login with Amazon grant
+/// (https://developer-docs.amazon.com/sp-api/docs/connecting-to-the-selling-partner-api),
+/// the seller and marketplace, and the SQS queue its notifications go to.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    seller_id: Option<String>,
+    marketplace_id: Option<String>,
+    /// The header lockstep's own order relay adds, as `Name: value`.
+    auth_header: Option<String>,
+    /// The seller's SQS queue that SP-API sends `ORDER_CHANGE` to
+    /// (`https://sqs.{region}.amazonaws.com/{account}/{name}`).
+    sqs_queue_url: Option<String>,
+    /// The AWS credentials that may receive and delete the queue's messages.
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    /// The queue's region, when its URL does not say it (`sqs.{region}.…`).
+    aws_region: Option<String>,
+    /// The token endpoint, when not Login with Amazon's.
+    token_url: Option<String>,
+}
+
+impl Settings {
+    /// The SQS queue's region: `aws_region`, else the one its URL names
+    /// (`sqs.{region}.amazonaws.com`).
+    pub fn sqs_region(&self) -> Option<String> {
+        if let Some(region) = self.aws_region.as_deref().filter(|r| !r.trim().is_empty()) {
+            return Some(region.trim().to_string());
+        }
+        let url = self.sqs_queue_url.as_deref()?;
+        let host = url.split("://").nth(1)?.split(['/', ':']).next()?;
+        let region = host.strip_prefix("sqs.")?.split('.').next()?;
+        (!region.is_empty() && host.ends_with(".amazonaws.com")).then(|| region.to_string())
+    }
+}
+
+impl Kind for Amazon {
+    type Settings = Settings;
+
+    fn check(_channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let amazon = ChannelKind::Amazon;
+        for (key, value) in [
+            ("client_id", &settings.client_id),
+            ("client_secret", &settings.client_secret),
+            ("refresh_token", &settings.refresh_token),
+            ("seller_id", &settings.seller_id),
+            ("marketplace_id", &settings.marketplace_id),
+            ("auth_header", &settings.auth_header),
+            ("sqs_queue_url", &settings.sqs_queue_url),
+            ("aws_access_key_id", &settings.aws_access_key_id),
+            ("aws_secret_access_key", &settings.aws_secret_access_key),
+        ] {
+            kind::required(value, key, amazon)?;
+        }
+        kind::shared_header(&settings.auth_header, "auth_header")?;
+        kind::optional_url(&settings.sqs_queue_url, "sqs_queue_url")?;
+        if settings.sqs_region().is_none() {
+            return Err(Problem::new(
+                "aws_region",
+                "required when sqs_queue_url is not https://sqs.{region}.amazonaws.com/…",
+            ));
+        }
+        kind::optional_url(&settings.token_url, "token_url")
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Amazon {
+        Amazon::from_settings(channel, settings, catalog)
+    }
+}
+
 impl Amazon {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Amazon {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Amazon {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let token_url = config
+        let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| LWA_TOKEN_URL.to_string());
         let (client_id, client_secret, refresh) = (
-            text(&config.client_id),
-            text(&config.client_secret),
-            text(&config.refresh_token),
+            text(&settings.client_id),
+            text(&settings.client_secret),
+            text(&settings.refresh_token),
         );
         let token = TokenCache::new("x-amz-access-token", "", move || {
             let body = form(&[
@@ -148,9 +229,9 @@ impl Amazon {
         Amazon {
             name: config.name.clone(),
             base_url: config.base_url.trim_end_matches('/').to_string(),
-            seller_id: text(&config.seller_id),
-            marketplace_id: text(&config.marketplace_id),
-            auth_header: text(&config.auth_header),
+            seller_id: text(&settings.seller_id),
+            marketplace_id: text(&settings.marketplace_id),
+            auth_header: text(&settings.auth_header),
             catalog,
             rate: config.rate_limit.unwrap_or(DEFAULT_RATE),
             poll_interval: Duration::from_secs(
@@ -163,7 +244,7 @@ impl Amazon {
                 super::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
             )),
             order_items: Mutex::new(ahash::AHashMap::new()),
-            sqs: config.sqs_queue_url.as_ref().map(|queue_url| {
+            sqs: settings.sqs_queue_url.as_ref().map(|queue_url| {
                 let origin_end = queue_url
                     .find("://")
                     .and_then(|s| queue_url[s + 3..].find('/').map(|p| s + 3 + p))
@@ -171,9 +252,9 @@ impl Amazon {
                 Sqs {
                     queue_url: queue_url.clone(),
                     endpoint: format!("{}/", &queue_url[..origin_end]),
-                    region: config.sqs_region().unwrap_or_default(),
-                    access_key_id: text(&config.aws_access_key_id),
-                    secret_access_key: text(&config.aws_secret_access_key),
+                    region: settings.sqs_region().unwrap_or_default(),
+                    access_key_id: text(&settings.aws_access_key_id),
+                    secret_access_key: text(&settings.aws_secret_access_key),
                 }
             }),
         }
@@ -657,23 +738,8 @@ impl ChannelAdapter for Amazon {
         self.seller_sku(sku).is_some()
     }
 
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
-        self.take(headers, body, now).map(|taken| taken.events)
-    }
-
-    fn receive<'a>(
-        &'a self,
-        _caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move { self.take(headers, body, now) })
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
+        self.take(headers, body, now).map(Delivery::Carried)
     }
 
     fn seen(&self) -> Option<&Seen> {

@@ -46,13 +46,16 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::call::json_answer;
+use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
 use super::Seen;
-use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
-use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
+use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
+use super::{
+    ChannelAdapter, Delivery, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit,
+};
 use super::{OrderPoll, PollPage};
 use crate::clock::{parse_rfc2822, Micros};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -94,23 +97,64 @@ pub struct BigCommerce {
     poll_interval: Duration,
 }
 
+/// The `[[channels]]` keys of kind `bigcommerce` (an API account's token:
+/// https://developer.bigcommerce.com/docs/start/authentication/api-accounts).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The store's hash, in every API path (`/stores/{store_hash}/v3/...`).
+    store_hash: Option<String>,
+    /// Sent as `X-Auth-Token`.
+    access_token: Option<String>,
+    /// The inventory location lockstep sets (default 1, the store's default location).
+    location_id: Option<String>,
+    /// The header registered with the webhooks (`headers` of the hook), as
+    /// `Name: value`; a delivery without it is refused.
+    auth_header: Option<String>,
+}
+
+impl Kind for BigCommerce {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let bc = ChannelKind::Bigcommerce;
+        kind::required(&channel.webhook_secret, "webhook_secret", bc)?;
+        kind::required(&settings.store_hash, "store_hash", bc)?;
+        kind::required(&settings.access_token, "access_token", bc)?;
+        kind::shared_header(&settings.auth_header, "auth_header")
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        if kind::one_number(id) {
+            Ok(())
+        } else {
+            Err("a BigCommerce item_id is the variant id")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> BigCommerce {
+        BigCommerce::from_settings(channel, settings, catalog)
+    }
+}
+
 impl BigCommerce {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> BigCommerce {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> BigCommerce {
         BigCommerce {
             name: config.name.clone(),
             store_url: format!(
                 "{}/stores/{}",
                 config.base_url.trim_end_matches('/'),
-                config.store_hash.as_deref().unwrap_or_default()
+                settings.store_hash.as_deref().unwrap_or_default()
             ),
-            access_token: config.access_token.clone().unwrap_or_default(),
-            location_id: config.location_id.clone().unwrap_or_else(|| "1".into()),
-            keys: [&config.webhook_secret, &config.previous_webhook_secret]
-                .into_iter()
-                .flatten()
-                .map(|s| Key::raw(s))
-                .collect(),
-            auth_header: config.auth_header.clone(),
+            access_token: settings.access_token.unwrap_or_default(),
+            location_id: settings.location_id.unwrap_or_else(|| "1".into()),
+            keys: kind::secrets(config).map(Key::raw).collect(),
+            auth_header: settings.auth_header,
             catalog,
             seen: Seen::default(),
             by_product: Default::default(),
@@ -328,57 +372,38 @@ impl ChannelAdapter for BigCommerce {
         self.variant(sku).is_some()
     }
 
-    /// Verifies; the order is fetched by `receive`.
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
+    /// Verifies; an order's hook names it, and `receive` fetches it (`fetch`).
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
         self.verify(headers, body, now)?;
-        Ok(Vec::new())
-    }
-
-    fn receive<'a>(
-        &'a self,
-        caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move {
-            self.verify(headers, body, now)?;
-            let hook = payload::json(body)?;
-            // The hash is the same when a hook fires twice; with the creation time, two
-            // firings of the same thin payload for two edits stay apart.
-            let hash = format!(
-                "{}@{}",
-                payload::required_id(&hook["hash"], "hash")?,
-                hook["created_at"]
-            );
-            if self.seen.contains(&hash) {
-                return Ok(Inbound::default());
-            }
-            let scope = hook["scope"].as_str().unwrap_or_default();
-            if !scope.starts_with("store/order/") || scope == "store/order/archived" {
-                return Ok(Inbound {
-                    events: Vec::new(),
-                    notification: Some(hash),
-                    ..Inbound::default()
-                });
-            }
-            // Refund hooks name the order in `data.id` too.
-            let order_id = payload::required_id(&hook["data"]["id"], "data.id")?;
-            let events = self
-                .fetch_order(caller, &order_id, now)
-                .await
-                .map_err(|e| fetch_failed(&format!("order {order_id}"), &e))?;
-            Ok(Inbound {
-                events,
+        let hook = payload::json(body)?;
+        // The hash is the same when a hook fires twice; with the creation time, two
+        // firings of the same thin payload for two edits stay apart.
+        let hash = format!(
+            "{}@{}",
+            payload::required_id(&hook["hash"], "hash")?,
+            hook["created_at"]
+        );
+        let scope = hook["scope"].as_str().unwrap_or_default();
+        if !scope.starts_with("store/order/") || scope == "store/order/archived" {
+            return Ok(Delivery::Carried(Inbound {
                 notification: Some(hash),
                 ..Inbound::default()
-            })
+            }));
+        }
+        // Refund hooks name the order in `data.id` too.
+        Ok(Delivery::Names {
+            notification: hash,
+            order_id: payload::required_id(&hook["data"]["id"], "data.id")?,
         })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        caller: &'a Caller,
+        order_id: &'a str,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(self.fetch_order(caller, order_id, now))
     }
 
     fn seen(&self) -> Option<&Seen> {

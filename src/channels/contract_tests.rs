@@ -33,7 +33,17 @@ fn adapter(block: &str, rows: &[(&str, &str)]) -> std::sync::Arc<dyn ChannelAdap
         })
         .collect();
     let dir = std::env::temp_dir();
-    build(&config.channels, &rows, &dir).remove(0)
+    build(&config.channels, &rows, &dir)
+        .expect("a valid channel")
+        .remove(0)
+}
+
+/// The adapter of kind `K` of a checked channel block (no data directory needed).
+fn open<K: super::kind::Kind>(
+    channel: &crate::config::ChannelConfig,
+    catalog: super::Catalog,
+) -> K {
+    super::kind::open::<K>(channel, catalog, &std::env::temp_dir()).expect("a valid channel")
 }
 
 fn headers(pairs: &[(&str, String)]) -> HeaderMap {
@@ -78,7 +88,8 @@ fn walmart_order_events_in_both_documented_shapes() {
         let sig = super::body_hmac::sign(b"hook", &body);
         let events = walmart
             .inbound(&headers(&[("wm-sig", sig)]), &body, now_micros())
-            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            .unwrap_or_else(|e| panic!("{file}: {e:?}"))
+            .carried();
         assert_eq!(placed(&events), vec![("M0".to_string(), qty)], "{file}");
     }
 }
@@ -98,7 +109,7 @@ fn walmart_orders_reply_and_feed_status() {
         location_id: None,
     }];
     let walmart =
-        super::walmart::Walmart::new(&config.channels[0], super::Catalog::of("wm", &rows));
+        open::<super::walmart::Walmart>(&config.channels[0], super::Catalog::of("wm", &rows));
     let reply: Value = serde_json::from_slice(&fixture("walmart/orders.json")).unwrap();
     let order = &reply["list"]["elements"]["order"][0];
     let (events, newest) = walmart.order_events(order, now_micros());
@@ -166,7 +177,8 @@ fn amazon_order_change_from_the_queue_and_quantity_change_from_eventbridge() {
     let body = fixture("amazon/quantity_change.json");
     let events = amazon
         .inbound(&headers(&[("x-key", "v".into())]), &body, now_micros())
-        .unwrap();
+        .unwrap()
+        .carried();
     assert_eq!(
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         vec![(EventKind::Level, 7)]
@@ -210,7 +222,7 @@ fn ebay_orders_and_the_per_item_and_per_offer_answers() {
         item_id: "1100/5000".into(),
         location_id: None,
     }];
-    let poll = super::ebay::Ebay::new(&config.channels[0], super::Catalog::of("ebay", &rows));
+    let poll = open::<super::ebay::Ebay>(&config.channels[0], super::Catalog::of("ebay", &rows));
     let orders: Value = serde_json::from_slice(&fixture("ebay/orders.json")).unwrap();
     let events = poll
         .order_events(&orders["orders"][0], None, now_micros())
@@ -263,11 +275,12 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
         location_id: None,
     }];
     let dir = tempfile::tempdir().unwrap();
-    let tiktok = super::tiktok::TikTok::new(
+    let tiktok = super::kind::open::<super::tiktok::TikTok>(
         &config.channels[0],
         super::Catalog::of("tt", &rows),
         dir.path(),
-    );
+    )
+    .expect("a valid channel");
     let detail: Value = serde_json::from_slice(&fixture("tiktok/order_detail.json")).unwrap();
     let events = tiktok
         .order_events(&detail["data"]["orders"][0], now_micros())
@@ -308,8 +321,10 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
         item_id: "30000".into(),
         location_id: None,
     }];
-    let concrete =
-        super::bigcommerce::BigCommerce::new(&config.channels[0], super::Catalog::of("bc", &rows));
+    let concrete = open::<super::bigcommerce::BigCommerce>(
+        &config.channels[0],
+        super::Catalog::of("bc", &rows),
+    );
     let order: Value = serde_json::from_slice(&fixture("bigcommerce/order.json")).unwrap();
     let products: Value =
         serde_json::from_slice(&fixture("bigcommerce/order_products.json")).unwrap();
@@ -343,7 +358,7 @@ fn shopify_order_and_set_answer() {
         ),
         ("x-shopify-topic", "orders/create".into()),
     ]);
-    let events = shop.inbound(&hook, &body, now_micros()).unwrap();
+    let events = shop.inbound(&hook, &body, now_micros()).unwrap().carried();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0].kind, events[0].qty), (EventKind::OrderPlaced, 1));
     // Partly fulfilled, one unit edited out and one cancelled by a refund.
@@ -355,7 +370,7 @@ fn shopify_order_and_set_answer() {
         ),
         ("x-shopify-topic", "orders/updated".into()),
     ]);
-    let events = shop.inbound(&hook, &body, now_micros()).unwrap();
+    let events = shop.inbound(&hook, &body, now_micros()).unwrap().carried();
     let facts: Vec<(EventKind, i64)> = events.iter().map(|e| (e.kind, e.qty)).collect();
     assert_eq!(
         facts,
@@ -373,7 +388,7 @@ fn shopify_order_and_set_answer() {
         ),
         ("x-shopify-topic", "refunds/create".into()),
     ]);
-    let events = shop.inbound(&hook, &body, now_micros()).unwrap();
+    let events = shop.inbound(&hook, &body, now_micros()).unwrap().carried();
     assert_eq!(
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [(EventKind::Returned, 1)]
@@ -405,7 +420,7 @@ fn woocommerce_order_created() {
         ("x-wc-webhook-topic", "order.created".into()),
         ("x-wc-webhook-source", "https://w.example/".into()),
     ]);
-    let events = woo.inbound(&hook, &body, now_micros()).unwrap();
+    let events = woo.inbound(&hook, &body, now_micros()).unwrap().carried();
     assert_eq!(placed(&events), vec![("W0".to_string(), 2)]);
     let body = fixture("woocommerce/order_partially_refunded.json");
     let hook = headers(&[
@@ -416,7 +431,7 @@ fn woocommerce_order_created() {
         ("x-wc-webhook-topic", "order.updated".into()),
         ("x-wc-webhook-source", "https://w.example/".into()),
     ]);
-    let events = woo.inbound(&hook, &body, now_micros()).unwrap();
+    let events = woo.inbound(&hook, &body, now_micros()).unwrap().carried();
     assert_eq!(
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [

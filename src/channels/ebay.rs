@@ -33,10 +33,11 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
-use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Levels};
+use super::kind::{self, Kind, Problem};
+use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -102,6 +103,60 @@ const QUOTA_WAIT_DEFAULT: Duration = Duration::from_secs(60);
 /// The longest a spent quota waits: the window is a day.
 const QUOTA_WAIT_MAX: Duration = Duration::from_secs(24 * 3_600);
 
+/// The `[[channels]]` keys of kind `ebay`: the app's keys and the seller's refresh token
+/// (https://developer.ebay.com/api-docs/static/oauth-refresh-token-request.html), and
+/// the revision budget.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    /// The token endpoint, when not `{base_url}/identity/v1/oauth2/token`.
+    token_url: Option<String>,
+    /// Revisions allowed per listing per day (default 250, eBay's limit).
+    revision_limit: Option<u32>,
+    /// The UTC offset, in hours, of the day the revision limit counts (default -8:
+    /// midnight Pacific standard time; when eBay's day turns is unverified).
+    revision_day_utc_offset_h: Option<i64>,
+}
+
+impl Kind for Ebay {
+    type Settings = Settings;
+
+    fn check(_channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let ebay = ChannelKind::Ebay;
+        kind::required(&settings.client_id, "client_id", ebay)?;
+        kind::required(&settings.client_secret, "client_secret", ebay)?;
+        kind::required(&settings.refresh_token, "refresh_token", ebay)?;
+        kind::optional_url(&settings.token_url, "token_url")?;
+        if settings
+            .revision_day_utc_offset_h
+            .is_some_and(|h| !(-12..=14).contains(&h))
+        {
+            return Err(Problem::new("revision_day_utc_offset_h", "-12 to 14 hours"));
+        }
+        Ok(())
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        if kind::two_numbers(id) {
+            Ok(())
+        } else {
+            Err("an eBay item_id is listing_id/offer_id")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Ebay {
+        Ebay::from_settings(channel, settings, catalog)
+    }
+}
+
 impl Ebay {
     /// The wait left on a spent daily quota.
     fn quota_wait(&self) -> Option<Duration> {
@@ -154,18 +209,18 @@ impl Ebay {
         Some(wait)
     }
 
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Ebay {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Ebay {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let token_url = config
+        let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| format!("{base_url}/identity/v1/oauth2/token"));
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
-            config.client_id.as_deref().unwrap_or_default(),
-            config.client_secret.as_deref().unwrap_or_default()
+            settings.client_id.as_deref().unwrap_or_default(),
+            settings.client_secret.as_deref().unwrap_or_default()
         ));
-        let refresh = config.refresh_token.clone().unwrap_or_default();
+        let refresh = settings.refresh_token.clone().unwrap_or_default();
         let token = TokenCache::new("authorization", "Bearer ", move || {
             let body = form(&[
                 ("grant_type", "refresh_token"),
@@ -190,8 +245,10 @@ impl Ebay {
             ),
             token,
             quota_reset: std::sync::Mutex::new(None),
-            revision_limit: config.revision_limit.unwrap_or(REVISIONS_PER_DAY),
-            day_offset: config.revision_day_utc_offset_h.unwrap_or(PACIFIC_OFFSET_H)
+            revision_limit: settings.revision_limit.unwrap_or(REVISIONS_PER_DAY),
+            day_offset: settings
+                .revision_day_utc_offset_h
+                .unwrap_or(PACIFIC_OFFSET_H)
                 * MICROS_PER_HOUR,
             revisions: Mutex::new(HashMap::new()),
         }
@@ -365,7 +422,7 @@ impl ChannelAdapter for Ebay {
         _headers: &HeaderMap,
         _body: &[u8],
         _now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
+    ) -> Result<Delivery, ApiError> {
         Err(ApiError::new(
             hyper::StatusCode::NOT_FOUND,
             "no_inbound_webhooks",

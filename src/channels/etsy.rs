@@ -27,12 +27,13 @@ use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
+use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
-use super::{excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
-use super::{ChannelAdapter, Inbound, Levels, OrderPoll, OutboundRequest, PollPage};
+use super::{excerpt, payload, BoxFuture, Caller, Catalog};
+use super::{ChannelAdapter, Delivery, Levels, OrderPoll, OutboundRequest, PollPage};
 use super::{PushItem, PushReply, RateLimit, Seen, ShownAs};
 use crate::clock::{Micros, MICROS_PER_SECOND};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -65,15 +66,76 @@ pub struct Etsy {
     states: std::sync::Mutex<ahash::AHashMap<String, String>>,
 }
 
+/// The `[[channels]]` keys of kind `etsy`: the app's keystring (`client_id`) and shared
+/// secret, the seller's refresh token
+/// (https://developers.etsy.com/documentation/essentials/authentication), and the shop.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The app's keystring.
+    client_id: Option<String>,
+    /// The app's shared secret, sent with the keystring in every call's `x-api-key` as
+    /// `keystring:shared_secret` (required since 2026-02-09).
+    shared_secret: Option<String>,
+    refresh_token: Option<String>,
+    shop_id: Option<String>,
+    /// The token endpoint, when not `{base_url}/v3/public/oauth/token`.
+    token_url: Option<String>,
+}
+
+impl Kind for Etsy {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let etsy = ChannelKind::Etsy;
+        kind::required(&channel.webhook_secret, "webhook_secret", etsy)?;
+        for (key, value) in [
+            ("client_id", &settings.client_id),
+            ("shared_secret", &settings.shared_secret),
+        ] {
+            // Both go into the `x-api-key` header as `keystring:shared_secret`.
+            if !kind::required(value, key, etsy)?
+                .bytes()
+                .all(|b| b.is_ascii_graphic())
+            {
+                return Err(Problem::new(
+                    key,
+                    "printable ASCII without spaces (it is sent in the x-api-key header)",
+                ));
+            }
+        }
+        kind::required(&settings.refresh_token, "refresh_token", etsy)?;
+        kind::required(&settings.shop_id, "shop_id", etsy)?;
+        kind::optional_url(&settings.token_url, "token_url")
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        if kind::two_numbers(id) {
+            Ok(())
+        } else {
+            Err("an Etsy item_id is listing_id/product_id")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Etsy {
+        Etsy::from_settings(channel, settings, catalog)
+    }
+}
+
 impl Etsy {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Etsy {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Etsy {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let token_url = config
+        let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| format!("{base_url}/v3/public/oauth/token"));
-        let client_id = config.client_id.clone().unwrap_or_default();
-        let refresh = config.refresh_token.clone().unwrap_or_default();
+        let client_id = settings.client_id.clone().unwrap_or_default();
+        let refresh = settings.refresh_token.clone().unwrap_or_default();
         let id = client_id.clone();
         let token = TokenCache::new("authorization", "Bearer ", move || {
             let body = form(&[
@@ -89,20 +151,16 @@ impl Etsy {
         Etsy {
             name: config.name.clone(),
             base_url,
-            shop_id: config.shop_id.clone().unwrap_or_default(),
+            shop_id: settings.shop_id.clone().unwrap_or_default(),
             // Etsy requires `keystring:shared_secret` since 2026-02-09 and answers 403
             // "Shared secret is required in x-api-key header." to the keystring alone
             // (developers.etsy.com/documentation/essentials/authentication, "x-api-key";
             // etsy/open-api discussions #1529, #1531).
             api_key: format!(
                 "{client_id}:{}",
-                config.shared_secret.as_deref().unwrap_or_default()
+                settings.shared_secret.as_deref().unwrap_or_default()
             ),
-            keys: [&config.webhook_secret, &config.previous_webhook_secret]
-                .into_iter()
-                .flatten()
-                .map(|s| Key::lenient(s))
-                .collect(),
+            keys: kind::secrets(config).map(Key::lenient).collect(),
             catalog,
             poll_interval: Duration::from_secs(
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
@@ -411,42 +469,37 @@ impl ChannelAdapter for Etsy {
         self.catalog.group_by_parent(skus)
     }
 
-    /// Verifies the delivery; the receipt is fetched by `receive`.
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
-        standard_webhooks::verify_delivery(headers, body, &self.keys, now)?;
-        Ok(Vec::new())
+    /// Verifies; an `order.paid` delivery names its receipt, and `receive` fetches it
+    /// (`fetch`).
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
+        let (id, _) = standard_webhooks::verify_delivery(headers, body, &self.keys, now)?;
+        let hook = payload::json(body)?;
+        if hook["event_type"] != "order.paid" {
+            return Ok(Delivery::events(Vec::new()));
+        }
+        let url = hook["resource_url"]
+            .as_str()
+            .ok_or_else(|| payload::invalid("resource_url", "is missing"))?;
+        let receipt_id = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| payload::invalid("resource_url", "does not end in a receipt id"))?;
+        Ok(Delivery::Names {
+            notification: id,
+            order_id: receipt_id.to_string(),
+        })
     }
 
-    fn receive<'a>(
+    /// Reads the receipt (Etsy's order) a notification named.
+    fn fetch<'a>(
         &'a self,
         caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
+        receipt_id: &'a str,
         now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
         Box::pin(async move {
-            let (id, _) = standard_webhooks::verify_delivery(headers, body, &self.keys, now)?;
-            if self.seen.contains(&id) {
-                return Ok(Inbound::default());
-            }
-            let hook = payload::json(body)?;
-            if hook["event_type"] != "order.paid" {
-                return Ok(Inbound::default());
-            }
-            let url = hook["resource_url"]
-                .as_str()
-                .ok_or_else(|| payload::invalid("resource_url", "is missing"))?;
-            let receipt_id = url
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| payload::invalid("resource_url", "does not end in a receipt id"))?;
             let path = format!(
                 "/v3/application/shops/{}/receipts/{receipt_id}",
                 self.shop_id
@@ -454,16 +507,8 @@ impl ChannelAdapter for Etsy {
             let answer = self
                 .call(caller, self.get(&path), false)
                 .await
-                .and_then(|a| json_answer(&a))
-                .map_err(|e| fetch_failed(&format!("receipt {receipt_id}"), &e))?;
-            let events = self
-                .receipt_events(&answer, now)
-                .map_err(|e| fetch_failed(&format!("receipt {receipt_id}"), &e))?;
-            Ok(Inbound {
-                events,
-                notification: Some(id),
-                ..Inbound::default()
-            })
+                .and_then(|a| json_answer(&a))?;
+            self.receipt_events(&answer, now)
         })
     }
 

@@ -1,17 +1,25 @@
-//! Channel adapters: one file per channel kind, all the same shape (`ChannelAdapter`), so
-//! adding a channel is adding one file and its simulator.
+//! Channel adapters: one file per channel kind, all the same shape (`ChannelAdapter`,
+//! and `kind::Kind` for its own config keys), so adding a channel is its file, its
+//! simulator, one `config::ChannelKind` variant and one line in `kind.rs`.
 //!
-//! An adapter turns a channel's inbound delivery into engine events (after checking its
-//! signature), builds the outbound push request for a batch of (SKU, quantity), reads the
-//! push response into per-item outcomes and a throttle signal, and builds and reads the
-//! level query that reconciliation uses. It does no I/O itself: `propagate` sends.
+//! What an adapter does, pure parts first:
+//! - `inbound` verifies a delivery's signature and reads it, without I/O: its events, or
+//!   the order a thin notification names (`Delivery`). `receive` (here, the one inbound
+//!   door) fetches that order with the adapter's `fetch`.
+//! - `push_request`/`push_reply` and `read_request`/`read_reply` build and read one
+//!   call, without I/O. The conversations around them (`push`, `read`, `authorize`,
+//!   `fetch`, an order poll's pages, a bulk submission's status) make their calls
+//!   through a `Caller`, which spends the channel's budget (`pacing.rs`): by default one
+//!   call each; a kind whose write or read takes several calls overrides them.
 //!
-//! Beside the adapters: `native.rs` (the native event format the API and the `webhook`
-//! kind speak), `payload.rs` (reading channel JSON), `body_hmac.rs` and
-//! `standard_webhooks.rs` (signatures), `call.rs` and `pacing.rs` (a channel's calls and
-//! their budget), `catalog.rs`, `rotating_token.rs`. A delivery a channel cannot take is
-//! refused with `crate::refusal::ApiError`. Channels sit above the engine (they make its
-//! events) and below `propagate`, which sends what they build.
+//! Beside the adapters: `kind.rs` (the registry of kinds: their keys, checks, adapters),
+//! `native.rs` (the native event format the API and the `webhook` kind speak),
+//! `payload.rs` (reading channel JSON), `body_hmac.rs` and `standard_webhooks.rs`
+//! (signatures), `call.rs` and `pacing.rs` (a channel's calls and their budget),
+//! `catalog.rs`, `rotating_token.rs`, `walmart_feed.rs` (Walmart's bulk feed). A delivery
+//! a channel cannot take is refused with `crate::refusal::ApiError`. Channels sit above
+//! the engine (they make its events) and below `propagate`, which drives their pushes,
+//! reads, polls and queues.
 
 pub mod amazon;
 pub mod bigcommerce;
@@ -22,6 +30,7 @@ pub mod catalog;
 mod contract_tests;
 pub mod ebay;
 pub mod etsy;
+pub mod kind;
 pub mod native;
 pub mod pacing;
 pub mod payload;
@@ -34,13 +43,12 @@ pub mod walmart_feed;
 pub mod webhook;
 pub mod woocommerce;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
 
 use crate::clock::Micros;
-use crate::config::{CatalogRow, ChannelConfig, ChannelKind, RateLimit};
+use crate::config::RateLimit;
 use crate::core::event::Event;
 use crate::refusal::ApiError;
 pub use call::{BoxFuture, Caller, Seen};
@@ -128,6 +136,42 @@ pub struct Inbound {
     pub changed_at: Option<Micros>,
 }
 
+/// What an adapter reads from one delivery, without I/O: the one inbound door
+/// (`ChannelAdapter::inbound`). Either the delivery carried what happened, or it is a
+/// thin notification naming an order, whose lines `receive` fetches.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The delivery carried its events (none for a topic that says nothing of stock).
+    Carried(Inbound),
+    /// A thin notification (BigCommerce, Etsy, TikTok Shop send an order's id, not its
+    /// lines): `receive` fetches the order with `ChannelAdapter::fetch`, unless the
+    /// notification was taken already.
+    Names {
+        /// The channel's id of the notification (see `Inbound::notification`).
+        notification: String,
+        /// The order (Etsy: the receipt) whose lines the events come from.
+        order_id: String,
+    },
+}
+
+impl Delivery {
+    /// A delivery that carried these events and nothing else.
+    pub fn events(events: Vec<Event>) -> Delivery {
+        Delivery::Carried(Inbound {
+            events,
+            ..Inbound::default()
+        })
+    }
+
+    /// The events the delivery itself carried (none for a thin notification).
+    pub fn carried(self) -> Vec<Event> {
+        match self {
+            Delivery::Carried(inbound) => inbound.events,
+            Delivery::Names { .. } => Vec::new(),
+        }
+    }
+}
+
 /// A levels read: what the channel shows per SKU (`None`: the channel does not list it).
 pub type Levels = Vec<(String, Option<i64>)>;
 
@@ -139,13 +183,9 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn batch_max(&self) -> usize;
     /// The channel's own rate limit, unless the config overrides it.
     fn default_rate_limit(&self) -> RateLimit;
-    /// Verifies and parses an inbound delivery into events (keys and source times set).
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError>;
+    /// Verifies and parses an inbound delivery (its events with keys and source times
+    /// set, or the order a thin notification names). No I/O: `receive` does the fetch.
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError>;
     /// The request that sets these items' quantities on the channel.
     fn push_request(&self, items: &[PushItem], now: Micros) -> OutboundRequest;
     /// Reads the channel's answer to `push_request(items)`.
@@ -195,20 +235,19 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         None
     }
 
-    /// Takes one inbound delivery. By default `inbound` alone; channels whose
-    /// notifications name an order without its lines override it to fetch them.
-    fn receive<'a>(
+    /// Fetches the order a thin notification named (`Delivery::Names`) as events; `Err`
+    /// says why it could not. Only channels whose notifications are thin have one.
+    fn fetch<'a>(
         &'a self,
         _caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
+        order_id: &'a str,
+        _now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
         Box::pin(async move {
-            Ok(Inbound {
-                events: self.inbound(headers, body, now)?,
-                ..Inbound::default()
-            })
+            Err(format!(
+                "{}: this channel's deliveries carry their orders; nothing names order {order_id} to fetch",
+                self.name()
+            ))
         })
     }
 
@@ -263,6 +302,42 @@ pub async fn push_once<A: ChannelAdapter + ?Sized>(
             reason,
             retryable: true,
         },
+    }
+}
+
+/// Takes one inbound delivery: `inbound` reads it; a thin notification's order is
+/// fetched with `fetch` (its calls spend the channel's budget, through `caller`). A
+/// notification already taken is answered with no events, without fetching again.
+pub async fn receive(
+    adapter: &dyn ChannelAdapter,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: Micros,
+) -> Result<Inbound, ApiError> {
+    let taken = |id: &str| adapter.seen().is_some_and(|seen| seen.contains(id));
+    match adapter.inbound(headers, body, now)? {
+        Delivery::Carried(inbound) => match &inbound.notification {
+            Some(id) if taken(id) => Ok(Inbound::default()),
+            _ => Ok(inbound),
+        },
+        Delivery::Names {
+            notification,
+            order_id,
+        } => {
+            if taken(&notification) {
+                return Ok(Inbound::default());
+            }
+            let events = adapter
+                .fetch(caller, &order_id, now)
+                .await
+                .map_err(|e| fetch_failed(&format!("order {order_id}"), &e))?;
+            Ok(Inbound {
+                events,
+                notification: Some(notification),
+                ..Inbound::default()
+            })
+        }
     }
 }
 
@@ -380,37 +455,7 @@ pub trait OrderPoll: Send + Sync {
     ) -> BoxFuture<'a, Result<PollPage, String>>;
 }
 
-/// Builds the adapter of every configured channel. `catalog` is the whole `[catalog]`;
-/// each adapter keeps its own channel's rows. `data_dir` keeps what a channel rotates
-/// (TikTok Shop's refresh token).
-pub fn build(
-    channels: &[ChannelConfig],
-    catalog: &[CatalogRow],
-    data_dir: &std::path::Path,
-) -> Vec<Arc<dyn ChannelAdapter>> {
-    let mut adapters: Vec<Arc<dyn ChannelAdapter>> = Vec::new();
-    for channel in channels {
-        let rows = Catalog::of(&channel.name, catalog);
-        match channel.kind {
-            ChannelKind::Webhook => adapters.push(Arc::new(webhook::Webhook::new(channel))),
-            ChannelKind::Shopify => adapters.push(Arc::new(shopify::Shopify::new(channel, rows))),
-            ChannelKind::Woocommerce => {
-                adapters.push(Arc::new(woocommerce::WooCommerce::new(channel, rows)))
-            }
-            ChannelKind::Bigcommerce => {
-                adapters.push(Arc::new(bigcommerce::BigCommerce::new(channel, rows)))
-            }
-            ChannelKind::Amazon => adapters.push(Arc::new(amazon::Amazon::new(channel, rows))),
-            ChannelKind::Ebay => adapters.push(Arc::new(ebay::Ebay::new(channel, rows))),
-            ChannelKind::Walmart => adapters.push(Arc::new(walmart::Walmart::new(channel, rows))),
-            ChannelKind::Etsy => adapters.push(Arc::new(etsy::Etsy::new(channel, rows))),
-            ChannelKind::Tiktok => {
-                adapters.push(Arc::new(tiktok::TikTok::new(channel, rows, data_dir)))
-            }
-        }
-    }
-    adapters
-}
+pub use kind::{build, check};
 
 /// The `Unmapped` audit record of something a channel named that the catalog does not
 /// map: `what` says what it was (e.g. `item 123 at location 9`); `key` makes redeliveries

@@ -40,11 +40,14 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
+use super::kind::{self, Kind, Problem};
 use super::payload;
-use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OutboundRequest, PushItem};
+use super::{
+    body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OutboundRequest, PushItem,
+};
 use super::{BoxFuture, Caller, Inbound, OrderPoll, PollPage, PushReply, RateLimit};
 use crate::clock::Micros;
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -89,6 +92,64 @@ pub struct Shopify {
 }
 
 /// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
+/// The `[[channels]]` keys of kind `shopify` (CHANNELS.md §1; the Admin API's
+/// authentication: https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Sent as `X-Shopify-Access-Token`.
+    access_token: Option<String>,
+    /// The Admin API version, `YYYY-MM` (https://shopify.dev/docs/api/usage/versioning).
+    api_version: Option<String>,
+    /// The location whose levels lockstep sets, `gid://shopify/Location/N` or `N`.
+    location_id: Option<String>,
+}
+
+impl Kind for Shopify {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let shopify = ChannelKind::Shopify;
+        kind::required(&channel.webhook_secret, "webhook_secret", shopify)?;
+        kind::required(&settings.access_token, "access_token", shopify)?;
+        let version = kind::required(&settings.api_version, "api_version", shopify)?;
+        kind::required(&settings.location_id, "location_id", shopify)?;
+        let ok = version.len() == 7
+            && version.as_bytes()[4] == b'-'
+            && version[..4]
+                .bytes()
+                .chain(version[5..].bytes())
+                .all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(Problem::new(
+                "api_version",
+                "a Shopify API version like \"2026-01\"",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        let n = id
+            .strip_prefix("gid://shopify/InventoryItem/")
+            .unwrap_or(id);
+        if kind::one_number(n) {
+            Ok(())
+        } else {
+            Err("a Shopify item_id is the inventory item's number or its gid://shopify/InventoryItem/ form")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Shopify {
+        Shopify::from_settings(channel, settings, catalog)
+    }
+}
+
 pub fn numeric_id(id: &str) -> String {
     id.rsplit('/').next().unwrap_or(id).to_string()
 }
@@ -130,19 +191,17 @@ impl Shopify {
         refused
     }
 
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Shopify {
-        let api_version = config.api_version.clone().unwrap_or_default();
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Shopify {
+        let api_version = settings.api_version.unwrap_or_default();
         Shopify {
             name: config.name.clone(),
             base_url: config.base_url.trim_end_matches('/').to_string(),
             change_from: api_version.as_str() >= "2026-04",
             idempotent: api_version.as_str() >= "2026-01",
             api_version,
-            access_token: config.access_token.clone().unwrap_or_default(),
-            location: numeric_id(config.location_id.as_deref().unwrap_or_default()),
-            keys: [&config.webhook_secret, &config.previous_webhook_secret]
-                .into_iter()
-                .flatten()
+            access_token: settings.access_token.unwrap_or_default(),
+            location: numeric_id(settings.location_id.as_deref().unwrap_or_default()),
+            keys: kind::secrets(config)
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
             catalog: catalog.normalized(numeric_id),
@@ -520,23 +579,8 @@ impl ChannelAdapter for Shopify {
         DEFAULT_RATE
     }
 
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
-        Ok(self.delivery(headers, body, now)?.events)
-    }
-
-    fn receive<'a>(
-        &'a self,
-        _caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move { self.delivery(headers, body, now) })
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
+        self.delivery(headers, body, now).map(Delivery::Carried)
     }
 
     fn push_groups(&self, items: &[PushItem]) -> Vec<Vec<usize>> {
@@ -889,7 +933,12 @@ location_id = "gid://shopify/Location/1"
             item_id: "gid://shopify/InventoryItem/55".into(),
             location_id: None,
         }];
-        Shopify::new(&config.channels[0], Catalog::of("shop", &rows))
+        super::kind::open::<Shopify>(
+            &config.channels[0],
+            Catalog::of("shop", &rows),
+            &std::env::temp_dir(),
+        )
+        .expect("a valid channel")
     }
 
     fn kinds(events: &[Event]) -> Vec<(&str, &str, i64)> {

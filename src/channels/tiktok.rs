@@ -30,13 +30,16 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::call::{json_answer, with_headers};
+use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
 use super::Seen;
-use super::{body_hmac, excerpt, fetch_failed, payload, BoxFuture, Caller, Catalog};
-use super::{ChannelAdapter, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit};
+use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
+use super::{
+    ChannelAdapter, Delivery, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit,
+};
 use super::{OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -97,11 +100,72 @@ pub fn sign(secret: &str, path: &str, params: &[(&str, String)], body: &[u8]) ->
     body_hmac::hex(&mac)
 }
 
+/// The `[[channels]]` keys of kind `tiktok`: the app's key and secret, the seller's first
+/// refresh token (lockstep keeps the rotated one: `rotating_token.rs`), the shop's
+/// cipher (https://partner.tiktokshop.com/docv2/page/authorization-overview).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    app_key: Option<String>,
+    app_secret: Option<String>,
+    refresh_token: Option<String>,
+    shop_cipher: Option<String>,
+    /// The warehouse whose stock lockstep sets (default: the product's first).
+    location_id: Option<String>,
+    /// The token endpoint, when not TikTok Shop's.
+    token_url: Option<String>,
+    /// Never taken: named only to refuse it with the reason.
+    access_token: Option<toml::Value>,
+}
+
+impl Kind for TikTok {
+    type Settings = Settings;
+
+    fn check(_channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let tiktok = ChannelKind::Tiktok;
+        kind::required(&settings.app_key, "app_key", tiktok)?;
+        kind::required(&settings.app_secret, "app_secret", tiktok)?;
+        kind::required(&settings.refresh_token, "refresh_token", tiktok)?;
+        kind::required(&settings.shop_cipher, "shop_cipher", tiktok)?;
+        if settings.access_token.is_some() {
+            // TikTok access tokens expire: lockstep gets its own from the refresh
+            // token and keeps the rotated one in the data directory.
+            return Err(Problem::new(
+                "access_token",
+                "not used for kind tiktok (access tokens expire): set refresh_token; lockstep refreshes the access token itself",
+            ));
+        }
+        kind::optional_url(&settings.token_url, "token_url")
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        if kind::two_numbers(id) {
+            Ok(())
+        } else {
+            Err("a TikTok Shop item_id is product_id/sku_id")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        data_dir: &std::path::Path,
+    ) -> TikTok {
+        TikTok::from_settings(channel, settings, catalog, data_dir)
+    }
+}
+
 impl TikTok {
-    pub fn new(config: &ChannelConfig, catalog: Catalog, data_dir: &std::path::Path) -> TikTok {
+    fn from_settings(
+        config: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        data_dir: &std::path::Path,
+    ) -> TikTok {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let (app_key, app_secret) = (text(&config.app_key), text(&config.app_secret));
-        let token_url = config
+        let (app_key, app_secret) = (text(&settings.app_key), text(&settings.app_secret));
+        let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| TOKEN_URL.to_string());
@@ -123,14 +187,14 @@ impl TikTok {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             token: RotatingToken::new(
                 rotating_token::grant_path(data_dir, &config.name),
-                &text(&config.refresh_token),
+                &text(&settings.refresh_token),
                 request,
                 read_grant,
             ),
             app_key,
             app_secret,
-            shop_cipher: text(&config.shop_cipher),
-            warehouse_id: config.location_id.clone(),
+            shop_cipher: text(&settings.shop_cipher),
+            warehouse_id: settings.location_id.clone(),
             catalog,
             seen: Seen::default(),
             poll_interval: std::time::Duration::from_secs(
@@ -311,48 +375,36 @@ impl ChannelAdapter for TikTok {
         self.catalog.group_by_parent(skus)
     }
 
-    /// Verifies; the order is fetched by `receive`.
+    /// Verifies; an order's notification names it, and `receive` fetches it (`fetch`).
     fn inbound(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         _now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
+    ) -> Result<Delivery, ApiError> {
         self.verify(headers, body)?;
-        Ok(Vec::new())
-    }
-
-    fn receive<'a>(
-        &'a self,
-        caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move {
-            self.verify(headers, body)?;
-            let hook = payload::json(body)?;
-            let id = payload::required_id(&hook["tts_notification_id"], "tts_notification_id")?;
-            if self.seen.contains(&id) {
-                return Ok(Inbound::default());
-            }
-            let events = match hook["type"].as_i64() {
-                Some(1) | Some(11) => {
-                    let order_id =
-                        payload::required_id(&hook["data"]["order_id"], "data.order_id")?;
-                    self.fetch_order(caller, &order_id, now)
-                        .await
-                        .map_err(|e| fetch_failed(&format!("order {order_id}"), &e))?
-                }
-                Some(_) => Vec::new(),
-                None => return Err(payload::invalid("type", "is missing or not a number")),
-            };
-            Ok(Inbound {
-                events,
+        let hook = payload::json(body)?;
+        let id = payload::required_id(&hook["tts_notification_id"], "tts_notification_id")?;
+        match hook["type"].as_i64() {
+            Some(1) | Some(11) => Ok(Delivery::Names {
+                notification: id,
+                order_id: payload::required_id(&hook["data"]["order_id"], "data.order_id")?,
+            }),
+            Some(_) => Ok(Delivery::Carried(Inbound {
                 notification: Some(id),
                 ..Inbound::default()
-            })
-        })
+            })),
+            None => Err(payload::invalid("type", "is missing or not a number")),
+        }
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        caller: &'a Caller,
+        order_id: &'a str,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(self.fetch_order(caller, order_id, now))
     }
 
     fn seen(&self) -> Option<&Seen> {

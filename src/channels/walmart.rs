@@ -29,12 +29,13 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
+use super::kind::{self, Kind, Problem};
 use super::walmart_feed::{FeedSettings, FEEDS_PER_HOUR_DEFAULT, URGENT_AT_OR_BELOW_DEFAULT};
-use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter};
+use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery};
 use super::{BulkWrite, RateLimit, Seen};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
 use crate::clock::{format_rfc3339, Micros};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -71,18 +72,98 @@ fn correlation_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The `[[channels]]` keys of kind `walmart`: the API client's id and secret (client
+/// credentials: https://developer.walmart.com/doc/us/mp/us-mp-auth/), how its webhooks
+/// authenticate, and the inventory feed's budget.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// The token endpoint, when not `{base_url}/v3/token`.
+    token_url: Option<String>,
+    /// The name of the header Walmart signs webhooks in (the subscription's
+    /// `authHeaderName`; default `authorization`).
+    auth_header: Option<String>,
+    /// How its webhooks authenticate, as chosen at subscription: `hmac` (the default;
+    /// HMAC-SHA256 of the body keyed with `client_secret`) or `basic` (`webhook_secret`
+    /// holds `user:password`).
+    webhook_auth: Option<String>,
+    /// A change to this many units or fewer, downward, cannot wait for the inventory
+    /// feed and goes by `PUT /v3/inventory` at once (default 10).
+    urgent_at_or_below: Option<i64>,
+    /// Inventory feeds per hour, Walmart's limit (default 10); 0 sends every change by
+    /// `PUT /v3/inventory`.
+    feeds_per_hour: Option<u32>,
+}
+
+impl Kind for Walmart {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let walmart = ChannelKind::Walmart;
+        kind::required(&settings.client_id, "client_id", walmart)?;
+        kind::required(&settings.client_secret, "client_secret", walmart)?;
+        kind::optional_url(&settings.token_url, "token_url")?;
+        if settings
+            .urgent_at_or_below
+            .is_some_and(|n| !(0..=crate::core::event::QTY_MAX).contains(&n))
+        {
+            return Err(Problem::new("urgent_at_or_below", "0 or more units"));
+        }
+        if settings.feeds_per_hour.is_some_and(|n| n > 3_600) {
+            return Err(Problem::new("feeds_per_hour", "0 to 3600 feeds an hour"));
+        }
+        let name_ok = settings
+            .auth_header
+            .as_deref()
+            .is_none_or(|h| http::HeaderName::from_bytes(h.trim().as_bytes()).is_ok());
+        if !name_ok {
+            return Err(Problem::new(
+                "auth_header",
+                "for walmart, the name of the header Walmart signs in (authHeaderName)",
+            ));
+        }
+        match settings.webhook_auth.as_deref() {
+            None | Some("hmac") => Ok(()),
+            Some("basic")
+                if channel
+                    .webhook_secret
+                    .as_deref()
+                    .is_some_and(|s| s.contains(':')) =>
+            {
+                Ok(())
+            }
+            Some("basic") => Err(Problem::new(
+                "webhook_secret",
+                "webhook_auth = \"basic\" needs webhook_secret = \"user:password\"",
+            )),
+            Some(_) => Err(Problem::new("webhook_auth", "\"hmac\" or \"basic\"")),
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Walmart {
+        Walmart::from_settings(channel, settings, catalog)
+    }
+}
+
 impl Walmart {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> Walmart {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Walmart {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let client_secret = config.client_secret.clone().unwrap_or_default();
+        let client_secret = settings.client_secret.clone().unwrap_or_default();
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!(
                 "{}:{client_secret}",
-                config.client_id.as_deref().unwrap_or_default()
+                settings.client_id.as_deref().unwrap_or_default()
             ))
         );
-        let token_url = config
+        let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| format!("{base_url}/v3/token"));
@@ -97,12 +178,12 @@ impl Walmart {
                 .body(form(&[("grant_type", "client_credentials")]))
                 .expect("a validated token_url makes a valid request")
         });
-        let header = config
+        let header = settings
             .auth_header
             .clone()
             .unwrap_or_else(|| "authorization".into())
             .to_ascii_lowercase();
-        let hook_auth = match config.webhook_auth.as_deref() {
+        let hook_auth = match settings.webhook_auth.as_deref() {
             Some("basic") => HookAuth::Basic {
                 header,
                 expected: format!(
@@ -136,8 +217,8 @@ impl Walmart {
             token,
             seen: Seen::default(),
             feed: FeedSettings {
-                feeds_per_hour: config.feeds_per_hour.unwrap_or(FEEDS_PER_HOUR_DEFAULT),
-                urgent_at_or_below: config
+                feeds_per_hour: settings.feeds_per_hour.unwrap_or(FEEDS_PER_HOUR_DEFAULT),
+                urgent_at_or_below: settings
                     .urgent_at_or_below
                     .unwrap_or(URGENT_AT_OR_BELOW_DEFAULT),
             },
@@ -440,23 +521,8 @@ impl ChannelAdapter for Walmart {
         self.seller_sku(sku).is_some()
     }
 
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
-        self.take(headers, body, now).map(|taken| taken.events)
-    }
-
-    fn receive<'a>(
-        &'a self,
-        _caller: &'a Caller,
-        headers: &'a HeaderMap,
-        body: &'a [u8],
-        now: Micros,
-    ) -> BoxFuture<'a, Result<Inbound, ApiError>> {
-        Box::pin(async move { self.take(headers, body, now) })
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
+        self.take(headers, body, now).map(Delivery::Carried)
     }
 
     fn seen(&self) -> Option<&Seen> {

@@ -17,13 +17,15 @@
 use http::HeaderMap;
 use serde_json::json;
 
+use super::kind::{self, Kind, Problem};
 use super::native::parse_events_from;
 use super::standard_webhooks::{self, Key};
-use super::{ChannelAdapter, OutboundRequest, PushItem, PushReply};
+use super::Catalog;
+use super::{ChannelAdapter, Delivery, OutboundRequest, PushItem, PushReply};
 use crate::clock::{format_rfc3339, Micros, MICROS_PER_SECOND};
-use crate::config::{ChannelConfig, RateLimit};
-use crate::core::event::Event;
+use crate::config::{ChannelConfig, ChannelKind, RateLimit};
 use crate::refusal::ApiError;
+use base64::Engine as _;
 
 /// Items per push. The body stays far below the receiver's limits at this size.
 const BATCH_MAX: usize = 500;
@@ -45,22 +47,62 @@ pub struct Webhook {
     boot: Micros,
 }
 
-impl Webhook {
-    pub fn new(config: &ChannelConfig) -> Webhook {
-        let keys = [&config.webhook_secret, &config.previous_webhook_secret]
-            .into_iter()
-            .flatten()
-            .filter_map(|s| Key::from_secret(s))
-            .collect();
+/// The `webhook` kind has no keys of its own: its `webhook_secret` (and the previous one
+/// during a rotation) signs both directions, the Standard Webhooks way
+/// (https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md#signature-scheme).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {}
+
+impl Kind for Webhook {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, _settings: &Settings) -> Result<(), Problem> {
+        kind::required(
+            &channel.webhook_secret,
+            "webhook_secret",
+            ChannelKind::Webhook,
+        )?;
+        for (key, secret) in [
+            ("webhook_secret", &channel.webhook_secret),
+            ("previous_webhook_secret", &channel.previous_webhook_secret),
+        ] {
+            if let Some(secret) = secret {
+                check_whsec(secret).map_err(|reason| Problem::new(key, reason))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        config: &ChannelConfig,
+        _settings: Settings,
+        _catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> Webhook {
         Webhook {
             name: config.name.clone(),
             base_url: config.base_url.clone(),
-            keys,
+            keys: kind::secrets(config).filter_map(Key::from_secret).collect(),
             batch_max: config.batch_max.unwrap_or(BATCH_MAX).min(BATCH_MAX),
             next_id: std::sync::atomic::AtomicU64::new(0),
             boot: crate::clock::now_micros(),
         }
     }
+}
+
+/// A Standard Webhooks secret: `whsec_` and base64 of at least 24 bytes.
+fn check_whsec(secret: &str) -> Result<(), String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("a Standard Webhooks secret starts with \"whsec_\"")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the part after \"whsec_\" is not base64: {e}"))?;
+    if bytes.len() < 24 {
+        return Err(format!("the key is {} bytes; use at least 24", bytes.len()));
+    }
+    Ok(())
 }
 
 impl Webhook {
@@ -103,12 +145,7 @@ impl ChannelAdapter for Webhook {
         DEFAULT_RATE
     }
 
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
         let (id, _) = standard_webhooks::verify(headers, body, &self.keys, now).map_err(|e| {
             ApiError::new(
                 hyper::StatusCode::UNAUTHORIZED,
@@ -116,7 +153,7 @@ impl ChannelAdapter for Webhook {
                 e.to_string(),
             )
         })?;
-        parse_events_from(body, Some(&id), now, Some(&self.name))
+        parse_events_from(body, Some(&id), now, Some(&self.name)).map(Delivery::events)
     }
 
     fn push_request(&self, items: &[PushItem], now: Micros) -> OutboundRequest {

@@ -36,11 +36,14 @@ use base64::Engine as _;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
+use super::kind::{self, Kind, Problem};
 use super::payload;
-use super::{body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, OrderPoll, OutboundRequest};
+use super::{
+    body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OrderPoll, OutboundRequest,
+};
 use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_rfc3339, Micros};
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
@@ -73,8 +76,46 @@ pub struct WooCommerce {
     seen: Mutex<AHashMap<String, Micros>>,
 }
 
+/// The `[[channels]]` keys of kind `woocommerce`: the REST API's key pair, sent as HTTP
+/// Basic auth over HTTPS (https://woocommerce.github.io/woocommerce-rest-api-docs/#authentication-over-https).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    consumer_key: Option<String>,
+    consumer_secret: Option<String>,
+}
+
+impl Kind for WooCommerce {
+    type Settings = Settings;
+
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        let woo = ChannelKind::Woocommerce;
+        kind::required(&channel.webhook_secret, "webhook_secret", woo)?;
+        kind::required(&settings.consumer_key, "consumer_key", woo)?;
+        kind::required(&settings.consumer_secret, "consumer_secret", woo)?;
+        Ok(())
+    }
+
+    fn check_item_id(id: &str) -> Result<(), &'static str> {
+        if kind::one_number(id) || kind::two_numbers(id) {
+            Ok(())
+        } else {
+            Err("a WooCommerce item_id is a product id, or parent/variation for a variation")
+        }
+    }
+
+    fn open(
+        channel: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        _data_dir: &std::path::Path,
+    ) -> WooCommerce {
+        WooCommerce::from_settings(channel, settings, catalog)
+    }
+}
+
 impl WooCommerce {
-    pub fn new(config: &ChannelConfig, catalog: Catalog) -> WooCommerce {
+    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> WooCommerce {
         let base_url = config.base_url.trim_end_matches('/').to_string();
         let site = base_url
             .parse::<hyper::Uri>()
@@ -83,16 +124,14 @@ impl WooCommerce {
             .unwrap_or_else(|| base_url.clone());
         let credentials = format!(
             "{}:{}",
-            config.consumer_key.as_deref().unwrap_or_default(),
-            config.consumer_secret.as_deref().unwrap_or_default()
+            settings.consumer_key.as_deref().unwrap_or_default(),
+            settings.consumer_secret.as_deref().unwrap_or_default()
         );
         WooCommerce {
             name: config.name.clone(),
             site,
             base_url,
-            keys: [&config.webhook_secret, &config.previous_webhook_secret]
-                .into_iter()
-                .flatten()
+            keys: kind::secrets(config)
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
             authorization: format!(
@@ -340,14 +379,9 @@ impl ChannelAdapter for WooCommerce {
         DEFAULT_RATE
     }
 
-    fn inbound(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: Micros,
-    ) -> Result<Vec<Event>, ApiError> {
+    fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {
         if is_ping(body) && !headers.contains_key("x-wc-webhook-signature") {
-            return Ok(Vec::new());
+            return Ok(Delivery::events(Vec::new()));
         }
         body_hmac::verify(headers, "x-wc-webhook-signature", body, &self.keys)?;
         let topic = headers
@@ -360,7 +394,7 @@ impl ChannelAdapter for WooCommerce {
                     "the header is missing",
                 )
             })?;
-        match topic {
+        let events = match topic {
             "order.created" | "order.updated" | "order.restored" => {
                 self.order_events(&payload::json(body)?, now)
             }
@@ -369,7 +403,8 @@ impl ChannelAdapter for WooCommerce {
             }
             // `order.deleted` carries only the id; reconciliation repairs what it changed.
             _ => Ok(Vec::new()),
-        }
+        };
+        events.map(Delivery::events)
     }
 
     fn never_refuse(&self) -> bool {

@@ -212,7 +212,8 @@ impl App {
         // Follow-up calls (a thin notification's order) spend the channel's budget.
         let caller = link.caller(self.client.clone());
         let now = now_micros();
-        let inbound = link.adapter.receive(&caller, &headers, &body, now).await?;
+        let inbound =
+            crate::channels::receive(link.adapter.as_ref(), &caller, &headers, &body, now).await?;
         self.check_fresh(&inbound, now)?;
         let events = inbound.events;
         let mut results = self.submit_counted(channel, events.clone(), started).await;
