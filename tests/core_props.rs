@@ -766,3 +766,73 @@ fn a_line_a_running_total_closed_is_kept_until_the_horizon() {
     assert!(state["A"].lines.is_empty(), "pruned past the horizon");
     assert_eq!(state["A"].on_hand(), 3);
 }
+
+#[test]
+fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detection() {
+    let config = shop_config(0, true);
+    let ev = |kind, qty, ts, key: &str, source: &str| Event {
+        sku: "A".into(),
+        kind,
+        qty,
+        source: source.into(),
+        source_ts: ts,
+        received_at: ts,
+        key: key.into(),
+        line: None,
+    };
+    let input = |event| Input { event, prior: None };
+    let mut state = ShardState::default();
+    apply(
+        &mut state,
+        &[input(ev(EventKind::Counted, 10, T0, "c", "api"))],
+        T0,
+        1,
+        &config,
+    );
+    let acked = T0 + MICROS_PER_SECOND;
+    apply(
+        &mut state,
+        &[input(ev(EventKind::Pushed, 10, acked, "p", "shop"))],
+        acked,
+        2,
+        &config,
+    );
+    // Much later, reconciliation reads the channel showing 14 (an edit on the channel):
+    // the repair compares with 14 and is timed from the read, not from the count.
+    let found = T0 + 600 * MICROS_PER_SECOND;
+    let repair = apply(
+        &mut state,
+        &[input(ev(EventKind::Reconciled, 14, found, "r1", "shop"))],
+        found,
+        3,
+        &config,
+    );
+    assert_eq!(state["A"].channels[0].expected, Some(14));
+    assert_eq!(repair.pushes.len(), 1, "{:?}", repair.pushes);
+    assert_eq!(
+        (
+            repair.pushes[0].target,
+            repair.pushes[0].expected,
+            repair.pushes[0].caused_at
+        ),
+        (10, Some(14), found)
+    );
+    assert!(state["A"].repaired.is_empty(), "never kept");
+    assert_eq!(stock(&state, "A"), (10, 0), "a repair changes no stock");
+    // A channel that does not list the SKU (-1) has no expectation: its push reads first.
+    let unlisted = apply(
+        &mut state,
+        &[input(ev(
+            EventKind::Reconciled,
+            -1,
+            found + 1,
+            "r2",
+            "shop",
+        ))],
+        found + 1,
+        4,
+        &config,
+    );
+    assert_eq!(state["A"].channels[0].expected, None);
+    assert_eq!(unlisted.pushes[0].expected, None);
+}

@@ -165,7 +165,13 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<P
                 sku: sku_name.to_string(),
                 target,
                 expected,
-                caused_at: sku.changed_at,
+                // A repair is timed from its detection: the change behind it may be
+                // long past, and was propagated then.
+                caused_at: sku
+                    .repaired
+                    .iter()
+                    .find(|(c, _)| *c == id)
+                    .map_or(sku.changed_at, |(_, at)| *at),
             })
         })
         .collect()
@@ -211,6 +217,9 @@ pub struct SkuState {
     /// they are pushed their target even where it equals the expectation. Cleared once
     /// the batch's pushes are computed; never stored.
     pub recheck: Vec<ChannelId>,
+    /// Channels reconciliation repaired in this batch, with when the drift was found
+    /// (`PushWanted::caused_at`). Cleared with `recheck`; never stored.
+    pub repaired: Vec<(ChannelId, Micros)>,
 }
 
 /// Channel `id`'s place in a SKU's views, grown to hold it.
@@ -353,6 +362,7 @@ impl SkuState {
             changed_at: head.changed_at,
             channels,
             recheck: Vec::new(),
+            repaired: Vec::new(),
         })
     }
 
@@ -621,6 +631,7 @@ pub fn apply(
             .pushes
             .extend(pushes_for(sku_name, sku, &config.channels));
         sku.recheck.clear();
+        sku.repaired.clear();
         if let Some(due) = next_settlement(sku) {
             effects.settlements.push((due, sku_name.to_string()));
         }
@@ -766,7 +777,8 @@ fn apply_event(
     };
     match event.kind {
         EventKind::Pushed => acknowledged(sku, at),
-        EventKind::Reconciled | EventKind::Withheld => (Outcome::Drift, false),
+        EventKind::Reconciled => reconciled(sku, at),
+        EventKind::ReconciledRecorded | EventKind::Withheld => (Outcome::Drift, false),
         // How a channel shows a SKU sold out: what it was told, for the audit.
         EventKind::OfferingDisabled
         | EventKind::ListingDeactivated
@@ -783,6 +795,22 @@ fn apply_event(
         | EventKind::OrderReleasedTotal
         | EventKind::OrderShippedTotal => order_line(sku, at, writes, touched_lines),
     }
+}
+
+/// Reconciliation read the channel showing `qty` (-1: not listing the SKU) where it
+/// should show its target: that is what the channel shows now, so the push that repairs
+/// it compares with it (and a channel not listing the SKU has no expectation: its first
+/// push reads or opts out, as a first push does).
+fn reconciled(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
+    let At {
+        event, own_channel, ..
+    } = at;
+    if let Some(i) = own_channel {
+        sku.channel_mut(i).expected = (event.qty >= 0).then_some(event.qty);
+        sku.recheck.push(i);
+        sku.repaired.push((i, event.received_at));
+    }
+    (Outcome::Drift, false)
 }
 
 /// A channel acknowledged a push: it shows what it was sent.

@@ -3,8 +3,10 @@
 //! It is asymmetric (DESIGN §2). A channel showing *more* than its target can oversell: it
 //! is lowered at once. A channel showing *less* may reflect an order lockstep has not
 //! ingested yet: it is raised only when the shortfall is still there after the grace
-//! period. Each repair is recorded in the audit (outcome `drift`) and counted in
-//! `lockstep_reconcile_drift_total`; the repair itself is a push through the outbox.
+//! period. Each repair is an event (`Reconciled`, outcome `drift` in the audit), counted
+//! in `lockstep_reconcile_drift_total`: the core takes what was read as what the channel
+//! shows, and the shard offers the push that repairs it. The reconciler never writes the
+//! outbox itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -201,12 +203,13 @@ impl Reconciler {
                 };
                 if repair {
                     drifts.push((sku.clone(), shown.unwrap_or(-1)));
-                    // Timed from the detection: the change behind it may be long past.
-                    self.link.outbox.offer(sku, target, shown, now_micros());
                 }
             }
             metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
                 .increment(drifts.len() as u64);
+            // The repairs are events: the core sets what the channel shows to what was
+            // read, and the shard offers the pushes once they are durable, as it offers
+            // every push. The outbox has that one writer.
             super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
         }
         Ok(report)
