@@ -1,8 +1,9 @@
 //! Time as the engine sees it: microseconds since the Unix epoch in UTC (`Micros`), and
 //! the RFC 3339 text form used on the wire and in the audit log.
 //!
-//! The pure core never reads the clock; only the shard thread and the ingest edge call
-//! [`now_micros`], and they pass the value down. That keeps the core deterministic.
+//! The pure core never reads the clock; the I/O shell around it (shards, the HTTP edge,
+//! channels, propagation, the demo) calls [`now_micros`] and passes the value down. That
+//! keeps the core deterministic.
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

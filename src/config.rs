@@ -1,8 +1,11 @@
 //! Configuration: the TOML file of DESIGN §4, parsed with serde and then validated so
 //! that every problem is reported with the field it is in and why.
 //!
-//! `[server]` is the engine's own; `[[channels]]` are parsed and validated now and used by
-//! propagation; `[catalog]` maps our SKUs to the ids channels use for their items.
+//! `[server]` is the engine's own. `[[channels]]`: the keys every kind shares are parsed
+//! and validated here; a kind's own keys stay in `ChannelConfig::settings`, read and
+//! checked by that kind's file (`channels::check`; `cli::load_config` runs both).
+//! `[catalog]` maps our SKUs to the ids channels use for their items (each kind checks
+//! the form of its own ids through `catalog_rows_checked`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -87,10 +90,26 @@ impl Default for ServerConfig {
     }
 }
 
-/// The channel kinds lockstep speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelKind {
+/// Declares `ChannelKind` and `ChannelKind::ALL` from one list, so the list of every kind
+/// cannot miss one.
+macro_rules! channel_kinds {
+    ($($kind:ident),+ $(,)?) => {
+        /// The channel kinds lockstep speaks (`kind = "..."`, lowercase). Each has its
+        /// file in `channels/` and its line in `channels::kind`'s registry.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum ChannelKind {
+            $($kind),+
+        }
+
+        impl ChannelKind {
+            /// Every kind, in the order declared.
+            pub const ALL: &'static [ChannelKind] = &[$(ChannelKind::$kind),+];
+        }
+    };
+}
+
+channel_kinds!(
     Shopify,
     Woocommerce,
     Bigcommerce,
@@ -100,22 +119,9 @@ pub enum ChannelKind {
     Etsy,
     Tiktok,
     Webhook,
-}
+);
 
 impl ChannelKind {
-    /// Every kind, in the order above.
-    pub const ALL: [ChannelKind; 9] = [
-        ChannelKind::Shopify,
-        ChannelKind::Woocommerce,
-        ChannelKind::Bigcommerce,
-        ChannelKind::Amazon,
-        ChannelKind::Ebay,
-        ChannelKind::Walmart,
-        ChannelKind::Etsy,
-        ChannelKind::Tiktok,
-        ChannelKind::Webhook,
-    ];
-
     /// Whether the kind names items by its own ids, so that only catalog-mapped SKUs are
     /// pushed to it (the `webhook` kind uses our SKUs).
     pub fn names_items_by_own_ids(self) -> bool {

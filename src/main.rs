@@ -1,5 +1,5 @@
-//! The `lockstep` binary: argument parsing and logging set-up; the commands live in
-//! `lockstep::cli`.
+//! The `lockstep` binary: argument parsing, logging set-up and the allocator; the commands
+//! live in `lockstep::cli` and `lockstep::demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

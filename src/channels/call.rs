@@ -36,7 +36,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Calls that do not spend the push budget (webhook follow-ups, polls).
+    /// Calls that do not spend the channel's budget (order polls, the queue reader).
     pub fn new(client: reqwest::Client) -> Caller {
         Caller { client, pace: None }
     }

@@ -1,7 +1,8 @@
-//! The documentation as a third party: every fixture of `tests/fixtures/<kind>/` (each
+//! The documentation as a third party: the fixtures of `tests/fixtures/<kind>/` (each
 //! written from the vendor's documentation, its page named in that folder's SOURCES.md)
-//! fed to the adapter through the same trait methods the engine calls, signed as the
-//! channel signs. `tests/contract.rs` holds the simulators to the same fixtures.
+//! fed to the adapter's readers (`inbound`, `push_reply`, `read_reply`, each kind's
+//! order reader), signed as the channel signs. `tests/contract.rs` holds the simulators
+//! to the same fixtures (and to the few only a simulator answers with).
 
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;

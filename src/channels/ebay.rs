@@ -2,11 +2,13 @@
 //!
 //! Orders come by polling the Fulfillment API: `GET /sell/fulfillment/v1/order` filtered
 //! by `lastmodifieddate:[since..]`, paged by `offset`, every few seconds (`poll_interval_s`,
-//! default 5: 17,280 calls a day, inside getOrders' daily quota). eBay's Platform
+//! default 5: 17,280 listing calls a day, inside getOrders' daily quota, plus one
+//! `getShippingFulfillments` per order with shipping started). eBay's Platform
 //! Notifications are SOAP with a per-line `FixedPriceTransaction`, and the order coverage
 //! of the JSON Notification API is unverified, so the poll is the path, not a fallback.
-//! A line moves with its order: placed; shipped when its fulfilment status is
-//! `FULFILLED`; released when the order's cancel state is `CANCELED`. Keys
+//! A line is placed with its order; its shipped units are a running total read from the
+//! order's shipping fulfillments (`FULFILLED` counts in full only when they could not be
+//! read); a `CANCELED` order releases the units not shipped. Keys
 //! `{channel}/{orderId}/{lineItemId}/{transition}`.
 //!
 //! Outbound: `POST /sell/inventory/v1/bulk_update_price_quantity`, at most 25 SKUs per

@@ -13,7 +13,9 @@
 //! Outbound: `PUT /v3/application/listings/{listing_id}/inventory` replaces the listing's
 //! whole inventory: anything not sent is deleted. So each push reads the listing's
 //! inventory first and sends every product, its property values and every offering back,
-//! changing only the quantities of the products being pushed (one listing per call; the
+//! changing only the quantities of the products being pushed; an exhausted product's
+//! offering is disabled, and a listing left with nothing to sell is set inactive
+//! (`updateListing`) and active again when stock returns (one listing per call; the
 //! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` (the app's
 //! keystring and shared secret, `keystring:shared_secret`) and a bearer
 //! token from the refresh token; pacing is 10 requests/s, and the daily quota is read

@@ -4,8 +4,10 @@
 //! kind's own keys arrive in `ChannelConfig::settings` and are read here into that kind's
 //! `Settings` (declared in its file, beside the adapter that uses them).
 //!
-//! Adding a kind: its adapter file implementing `Kind`, one variant of
-//! `config::ChannelKind`, and one line in `entry` below.
+//! Adding a kind: its adapter file implementing `Kind`, its name in `config.rs`'s
+//! `channel_kinds!` list (which declares `ChannelKind` and `ChannelKind::ALL` together),
+//! and one line in `entry` below (an exhaustive match: a kind without it does not
+//! compile).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -107,8 +109,8 @@ fn settings<K: Kind>(channel: &ChannelConfig) -> Result<K::Settings, Problem> {
                 message
             } else {
                 let takers: Vec<String> = ChannelKind::ALL
-                    .into_iter()
-                    .filter(|k| (entry(*k).takes)(&key))
+                    .iter()
+                    .filter(|k| (entry(**k).takes)(&key))
                     .map(|k| format!("{k:?}").to_lowercase())
                     .collect();
                 if takers.is_empty() {
@@ -408,7 +410,7 @@ webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
     #[test]
     fn every_kind_has_an_entry_that_refuses_an_unknown_key() {
-        for kind in ChannelKind::ALL {
+        for &kind in ChannelKind::ALL {
             let mut table = toml::Table::new();
             table.insert("no_such_key".into(), toml::Value::Boolean(true));
             let channel = ChannelConfig {

@@ -1,16 +1,18 @@
 //! Channel adapters: one file per channel kind, all the same shape (`ChannelAdapter`,
 //! and `kind::Kind` for its own config keys), so adding a channel is its file, its
-//! simulator, one `config::ChannelKind` variant and one line in `kind.rs`.
+//! simulator, its name in `config.rs`'s `channel_kinds!` list and one line in `kind.rs`.
 //!
 //! What an adapter does, pure parts first:
 //! - `inbound` verifies a delivery's signature and reads it, without I/O: its events, or
-//!   the order a thin notification names (`Delivery`). `receive` (here, the one inbound
-//!   door) fetches that order with the adapter's `fetch`.
+//!   the order a thin notification names (`Delivery`). `receive` (here, the one door for
+//!   webhook deliveries) fetches that order with the adapter's `fetch`. Orders that come
+//!   by a poll (`OrderPoll`) or a queue (`OrderQueue`) have their own readers.
 //! - `push_request`/`push_reply` and `read_request`/`read_reply` build and read one
 //!   call, without I/O. The conversations around them (`push`, `read`, `authorize`,
 //!   `fetch`, an order poll's pages, a bulk submission's status) make their calls
-//!   through a `Caller`, which spends the channel's budget (`pacing.rs`): by default one
-//!   call each; a kind whose write or read takes several calls overrides them.
+//!   through a `Caller`: pushes, reads and webhook follow-ups spend the channel's budget
+//!   (`pacing.rs`); polls, the queue and `call_now` calls do not. By default one call
+//!   each; a kind whose write or read takes several calls overrides them.
 //!
 //! Beside the adapters: `kind.rs` (the registry of kinds: their keys, checks, adapters),
 //! `native.rs` (the native event format the API and the `webhook` kind speak),

@@ -1,6 +1,7 @@
 //! Pacing a channel: a token bucket from its rate limit that halves its rate on a throttle
-//! signal and creeps back on success, and exponential backoff with jitter for failures,
-//! capped at 2 s so a channel that comes back is converged within seconds.
+//! signal and creeps back on success, and exponential backoff with jitter for failures:
+//! capped at 2 s for retryable ones, so a channel that comes back is converged within
+//! seconds; up to 30 s for the rest (`HOPELESS_DELAY_MAX`).
 
 use std::time::Duration;
 

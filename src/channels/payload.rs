@@ -1,4 +1,4 @@
-//! Small readers shared by the native adapters: channel payloads give ids as numbers or
+//! Small readers shared by the vendor kinds' adapters: channel payloads give ids as numbers or
 //! strings, times as RFC 3339 or as WooCommerce's offset-less GMT
 //! (`date_created_gmt`: https://woocommerce.github.io/woocommerce-rest-api-docs/#order-properties),
 //! and quantities as integers that must stay inside the engine's bounds; and the keys of

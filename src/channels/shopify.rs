@@ -91,7 +91,6 @@ pub struct Shopify {
     poll_interval: Duration,
 }
 
-/// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
 /// The `[[channels]]` keys of kind `shopify` (CHANNELS.md §1; the Admin API's
 /// authentication: https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -150,6 +149,7 @@ impl Kind for Shopify {
     }
 }
 
+/// `gid://shopify/InventoryItem/123` and `123` are one id: keep the number.
 pub fn numeric_id(id: &str) -> String {
     id.rsplit('/').next().unwrap_or(id).to_string()
 }

@@ -1,7 +1,8 @@
 //! Standard Webhooks signatures (standardwebhooks.com), both ways: `webhook-id`,
 //! `webhook-timestamp` (Unix seconds) and `webhook-signature`, a space-separated list of
-//! `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`. The key is the base64 part of
-//! a `whsec_` secret. The `webhook` kind uses it; BigCommerce and Etsy sign the same way.
+//! `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`. For the `webhook` kind the
+//! key is the base64 part of a `whsec_` secret; BigCommerce's is its secret as it is
+//! (`Key::raw`), Etsy's either form (`Key::lenient`): both sign the same way.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

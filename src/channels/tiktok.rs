@@ -5,7 +5,8 @@
 //! HMAC-SHA256 of app key + raw body, keyed with the app secret. `tts_notification_id`
 //! deduplicates redeliveries. Type 1 (order status change) and type 11 (cancellation
 //! status change) carry no lines: the order is fetched (`GET /order/202309/orders?ids=`)
-//! and its line items (one per unit) move with its status: `UNPAID` holds nothing;
+//! and each line item (one unit) moves with its own `display_status`, else the order's:
+//! `UNPAID` holds nothing;
 //! `ON_HOLD`, `AWAITING_SHIPMENT`, `PARTIALLY_SHIPPING`, `AWAITING_COLLECTION` placed;
 //! `IN_TRANSIT`, `DELIVERED`, `COMPLETED` placed and shipped; `CANCELLED` released. Keys
 //! `{channel}/{order}/{line_item}/{transition}`.

@@ -3,7 +3,8 @@
 //! Inbound `POST /webhooks/{name}`: `PO_CREATED` and `ORDER_UPDATES` events
 //! (`{source: {eventType, eventTime, eventId}, payload: {purchaseOrderId, orderDate,
 //! orderLines}}`), authenticated the way the subscription chose: `webhook_auth = "hmac"`
-//! (HMAC-SHA256 of the whole body keyed with `client_secret`, in the header named by
+//! (HMAC-SHA256 of the whole body keyed with `webhook_secret`, else `client_secret`, in
+//! the header named by
 //! `auth_header`, default `Authorization`; its encoding is unverified, so base64 and hex
 //! are both taken) or `"basic"` (`Basic base64(webhook_secret)`). `source.eventId`
 //! deduplicates redeliveries. `PO_CREATED` places the lines; `PO_LINE_AUTOCANCELLED` and
@@ -86,8 +87,8 @@ pub struct Settings {
     /// `authHeaderName`; default `authorization`).
     auth_header: Option<String>,
     /// How its webhooks authenticate, as chosen at subscription: `hmac` (the default;
-    /// HMAC-SHA256 of the body keyed with `client_secret`) or `basic` (`webhook_secret`
-    /// holds `user:password`).
+    /// HMAC-SHA256 of the body keyed with `webhook_secret`, else `client_secret`) or
+    /// `basic` (`webhook_secret` holds `user:password`).
     webhook_auth: Option<String>,
     /// A change to this many units or fewer, downward, cannot wait for the inventory
     /// feed and goes by `PUT /v3/inventory` at once (default 10).

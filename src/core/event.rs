@@ -1,5 +1,6 @@
 //! The engine's vocabulary: what happened to a SKU (`Event`), how the engine took it
-//! (`Outcome`), and what it answers (`EventResult`). Ingest builds events; the core
+//! (`Outcome`), and what it answers (`EventResult`). Ingest, polls, queues, propagation
+//! (acknowledgements, repairs) and the shard (settled levels) build events; the core
 //! consumes them; the log stores them.
 
 use crate::clock::Micros;

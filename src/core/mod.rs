@@ -3,7 +3,9 @@
 //! Given a shard's SKU states and a batch of events (each with the first result of its
 //! idempotency key, if the key was seen before), it updates the states and returns what
 //! the shard thread must do: log records to append, state rows to write, idempotency
-//! entries to keep, and the answers to send. The shard thread performs them.
+//! entries to keep, the answers to send, the pushes to offer the outboxes (through the
+//! engine's sink: every push, reconciliation's repairs too), and when pending levels
+//! settle. The shard thread performs them.
 //!
 //! The stock rules are DESIGN §2:
 //! - `on_hand = latest count + Σ movements at or after the count's time` (a movement at

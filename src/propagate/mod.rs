@@ -5,6 +5,8 @@
 //!   below the adapters, which pace their own conversations with it.
 //! - `bulk.rs`: submissions a channel processes later (Walmart's feed), and their watchers.
 //! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
+//! - `reconcile.rs`: reads each channel's levels and hands drift to the shards as
+//!   `Reconciled` events (the shards offer the repairs: the outbox has one writer).
 //! - here: the pusher task of each channel, and propagation timing.
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.

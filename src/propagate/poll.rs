@@ -1,5 +1,5 @@
 //! The order poll: the safety net under channels whose webhooks can be lost (WooCommerce
-//! never retries a failed delivery). Every interval it lists the orders modified since
+//! never retries a failed delivery), and eBay's only order path. Every interval it lists the orders modified since
 //! the watermark, less an overlap window, and submits them as events: orders already
 //! taken are duplicates by their keys, so only what a lost delivery missed changes
 //! anything. The watermark (the newest modification time seen) is kept in the data

@@ -1,7 +1,7 @@
-//! A shard's storage: one fjall keyspace (`lsm/` of the shard's directory: LSM trees
-//! sharing one journal) with three partitions.
+//! A shard's storage: one fjall database (`lsm/` of the shard's directory: LSM trees
+//! sharing one journal) with three keyspaces.
 //!
-//! | partition | key                                  | value        |
+//! | keyspace  | key                                  | value        |
 //! |-----------|--------------------------------------|--------------|
 //! | `log`     | `L`, last seq of the chunk (u64 BE)  | LogChunk: one batch's records |
 //! | `keys`    | key hash (u64 BE)                    | first records' seqs (`keys.rs`) |
