@@ -506,11 +506,9 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The design's example config (DESIGN §4), for the tests of the config and the kinds.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const EXAMPLE: &str = r#"
+pub(crate) const EXAMPLE: &str = r#"
 [server]
 listen = "127.0.0.1:7700"
 data_dir = "lockstep-data"
@@ -541,6 +539,10 @@ kind = "webhook"
 base_url = "https://erp.example/lockstep/stock"
 webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn the_example_in_examples_is_valid_with_its_catalog() {

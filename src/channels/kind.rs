@@ -258,38 +258,7 @@ pub fn secrets(channel: &ChannelConfig) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EXAMPLE: &str = r#"
-[server]
-listen = "127.0.0.1:7700"
-data_dir = "lockstep-data"
-shards = 0
-admin_token = "change-me"
-
-[[channels]]
-name = "shop"
-kind = "shopify"
-base_url = "https://example.myshopify.com"
-api_version = "2026-01"
-webhook_secret = "s"
-access_token = "shpat_x"
-location_id = "gid://shopify/Location/1"
-buffer = 2
-
-[[channels]]
-name = "woo"
-kind = "woocommerce"
-base_url = "https://shop.example"
-webhook_secret = "s"
-consumer_key = "ck_x"
-consumer_secret = "cs_x"
-
-[[channels]]
-name = "erp"
-kind = "webhook"
-base_url = "https://erp.example/lockstep/stock"
-webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-"#;
+    use crate::config::EXAMPLE;
 
     #[test]
     fn marketplace_settings_are_checked() {
