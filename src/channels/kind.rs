@@ -114,7 +114,11 @@ fn settings<K: Kind>(channel: &ChannelConfig) -> Result<K::Settings, Problem> {
                     .map(|k| format!("{k:?}").to_lowercase())
                     .collect();
                 if takers.is_empty() {
-                    format!("not a key of any kind ({message})")
+                    // The shared keys are `ChannelConfig`'s fields: README "Configuration".
+                    format!(
+                        "not a key of [[channels]] nor of any kind (kind {}'s own: {message})",
+                        format!("{:?}", channel.kind).to_lowercase()
+                    )
                 } else {
                     format!(
                         "only for kind {}, not {}",
@@ -374,7 +378,7 @@ mod tests {
         let typo = EXAMPLE.replace("access_token = \"shpat_x\"", "acess_token = \"shpat_x\"");
         let err = checked(&typo).unwrap_err();
         assert_eq!(err.field, "channels[0].acess_token", "{err}");
-        assert!(err.reason.contains("not a key of any kind"), "{err}");
+        assert!(err.reason.contains("nor of any kind"), "{err}");
     }
 
     #[test]
