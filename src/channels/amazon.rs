@@ -46,6 +46,7 @@ use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
 use super::kind::{self, Kind, Problem};
+use super::Pace;
 use super::{
     excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Inbound,
 };
@@ -730,8 +731,8 @@ impl ChannelAdapter for Amazon {
         }
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

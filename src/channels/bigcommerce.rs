@@ -48,6 +48,7 @@ use serde_json::{json, Value};
 use super::call::json_answer;
 use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
+use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{
@@ -364,8 +365,8 @@ impl ChannelAdapter for BigCommerce {
         BATCH_MAX
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

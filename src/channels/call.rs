@@ -61,16 +61,22 @@ impl Caller {
     /// take a token or learn the wait, never across the wait: a channel that paused us
     /// must not also hang every other caller of its budget on the lock.
     pub async fn call(&self, request: OutboundRequest) -> Result<Answer, String> {
-        if let Some(pace) = &self.pace {
-            loop {
-                let wait = match pace.lock().await.try_acquire() {
-                    Ok(()) => break,
-                    Err(wait) => wait,
-                };
-                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-            }
+        let Some(pace) = &self.pace else {
+            return self.call_now(request).await;
+        };
+        loop {
+            let wait = match pace.lock().await.try_acquire() {
+                Ok(()) => break,
+                Err(wait) => wait,
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
-        self.call_now(request).await
+        // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`).
+        let started = tokio::time::Instant::now();
+        let answer = self.call_now(request).await;
+        let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
+        pace.lock().await.answered(started.elapsed(), status);
+        answer
     }
 
     /// Waits until a call could take a token now, without taking it (at once when not

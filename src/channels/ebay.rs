@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 
 use super::call::{form, json_answer, with_headers, TokenCache};
 use super::kind::{self, Kind, Problem};
+use super::Pace;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
@@ -410,8 +411,8 @@ impl ChannelAdapter for Ebay {
         BATCH_MAX
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

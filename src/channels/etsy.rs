@@ -31,6 +31,7 @@ use serde_json::{json, Map, Value};
 use super::call::{form, json_answer, with_headers, Answer, TokenCache};
 use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
+use super::Pace;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Delivery, Levels, OrderPoll, OutboundRequest, PollPage};
 use super::{PushItem, PushReply, RateLimit, Seen, ShownAs};
@@ -454,8 +455,8 @@ impl ChannelAdapter for Etsy {
         100
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

@@ -55,6 +55,7 @@ use crate::core::event::Event;
 use crate::refusal::ApiError;
 pub use call::{BoxFuture, Caller, Seen};
 pub use catalog::Catalog;
+pub use pacing::Pace;
 
 /// One SKU's new quantity for a channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,8 +184,10 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Most items one push request may carry.
     fn batch_max(&self) -> usize;
-    /// The channel's own rate limit, unless the config overrides it.
-    fn default_rate_limit(&self) -> RateLimit;
+    /// How the channel's calls are paced: its published limit, or an adaptive pace for a
+    /// channel that publishes none (the config's `rate_limit` replaces the one and caps
+    /// the other: `Pace::configured`).
+    fn pace(&self) -> Pace;
     /// Verifies and parses an inbound delivery (its events with keys and source times
     /// set, or the order a thin notification names). No I/O: `receive` does the fetch.
     fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError>;

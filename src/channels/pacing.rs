@@ -45,14 +45,83 @@ const RATE_FLOOR_FRACTION: f64 = 1.0 / 16.0;
 /// draws occasional 429s.
 const HEADROOM: f64 = 0.9;
 
-/// A token bucket that adapts to the channel's throttle signals.
+/// How a channel's calls are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// The channel publishes its limit: paced at it (less `HEADROOM`), halved on a
+    /// throttle and won back on success.
+    Published(RateLimit),
+    /// The channel publishes none (WooCommerce core has no limit; hosts and firewalls
+    /// do; a `webhook` receiver is anyone's server): start at `start`, rise while the
+    /// channel answers as fast as it did, back off when its answers slow down, on 5xx
+    /// and on 429, never above `ceiling` requests per second.
+    Adaptive { start: RateLimit, ceiling: f64 },
+}
+
+/// The ceiling of an adaptive pace when no `rate_limit` is configured: the most a
+/// channel without a published limit is sent unasked, however fast it answers.
+pub const ADAPTIVE_CEILING: f64 = 50.0;
+
+impl Pace {
+    /// The pace with the channel's configured `rate_limit`: it replaces a published
+    /// limit, and is the ceiling of an adaptive pace (which starts no faster).
+    pub fn configured(self, limit: Option<RateLimit>) -> Pace {
+        match (self, limit) {
+            (pace, None) => pace,
+            (Pace::Published(_), Some(limit)) => Pace::Published(limit),
+            (Pace::Adaptive { start, .. }, Some(limit)) => Pace::Adaptive {
+                start: RateLimit {
+                    requests_per_second: start.requests_per_second.min(limit.requests_per_second),
+                    burst: limit.burst,
+                },
+                ceiling: limit.requests_per_second,
+            },
+        }
+    }
+
+    /// The rate to plan by (how much a pusher takes at once, how reads are spaced): the
+    /// published limit, or where an adaptive pace starts.
+    pub fn nominal(&self) -> RateLimit {
+        match *self {
+            Pace::Published(limit) => limit,
+            Pace::Adaptive { start, .. } => start,
+        }
+    }
+}
+
+/// An answer slower than this multiple of the channel's fastest recent answer time (plus
+/// `SLOWER_SLACK`) says it is working harder: the adaptive rate backs off.
+const SLOWER_FACTOR: f64 = 2.0;
+/// Answer times a few milliseconds apart are noise, not load.
+const SLOWER_SLACK: Duration = Duration::from_millis(5);
+/// The fastest answer time is forgotten this much per answer (1%), so a channel that has
+/// become slower for good sets a new base within a few hundred answers.
+const BASE_DRIFT: f64 = 1.01;
+/// Additive increase: requests per second gained per second of answers at the base time.
+const INCREASE_PER_S: f64 = 1.0;
+/// Multiplicative decrease on a slower answer (a 5xx halves, as a throttle does).
+const SLOWER_DECREASE: f64 = 0.9;
+
+/// What an adaptive bucket remembers of the channel's answers.
+#[derive(Debug, Default)]
+struct Answers {
+    /// The fastest recent answer time, in seconds (drifting up by `BASE_DRIFT`).
+    base_s: Option<f64>,
+}
+
+/// A token bucket that adapts to the channel's throttle signals (and, for an adaptive
+/// pace, to its answer times: AIMD, see `answered`).
 pub struct TokenBucket {
     max_rate: f64,
+    /// The rate never drops below this.
+    floor: f64,
     rate: f64,
     burst: f64,
     tokens: f64,
     last: Instant,
     paused_until: Option<Instant>,
+    /// `Some` for an adaptive pace.
+    answers: Option<Answers>,
 }
 
 impl TokenBucket {
@@ -60,11 +129,56 @@ impl TokenBucket {
         let rate = limit.requests_per_second * HEADROOM;
         TokenBucket {
             max_rate: rate,
+            floor: rate * RATE_FLOOR_FRACTION,
             rate,
             burst: f64::from(limit.burst.max(1)),
             tokens: f64::from(limit.burst.max(1)),
             last: Instant::now(),
             paused_until: None,
+            answers: None,
+        }
+    }
+
+    /// The bucket of a pace: an adaptive one starts at its start rate (less `HEADROOM`)
+    /// and may rise to its ceiling (less `HEADROOM`).
+    pub fn for_pace(pace: Pace) -> TokenBucket {
+        match pace {
+            Pace::Published(limit) => TokenBucket::new(limit),
+            Pace::Adaptive { start, ceiling } => {
+                let mut bucket = TokenBucket::new(start);
+                bucket.max_rate = (ceiling * HEADROOM).max(bucket.rate);
+                bucket.answers = Some(Answers::default());
+                bucket
+            }
+        }
+    }
+
+    /// A call was answered (`status` 0: no answer at all) after `took`. An adaptive
+    /// bucket steers by it, AIMD: while answers come as fast as the fastest recent one
+    /// it gains `INCREASE_PER_S` requests per second each second; a slower answer takes
+    /// a tenth off, a 5xx or no answer half (a 429 is `throttled`, which halves it with
+    /// the channel's `Retry-After`). A published pace ignores it.
+    pub fn answered(&mut self, took: Duration, status: u16) {
+        let Some(answers) = self.answers.as_mut() else {
+            return;
+        };
+        if status == 429 {
+            return;
+        }
+        if status == 0 || status >= 500 {
+            self.rate = (self.rate / 2.0).max(self.floor);
+            return;
+        }
+        let took_s = took.as_secs_f64();
+        let base = answers
+            .base_s
+            .map_or(took_s, |base| (base * BASE_DRIFT).min(took_s));
+        answers.base_s = Some(base);
+        if took_s > base * SLOWER_FACTOR + SLOWER_SLACK.as_secs_f64() {
+            self.rate = (self.rate * SLOWER_DECREASE).max(self.floor);
+        } else {
+            // One answer of `rate` a second: +INCREASE_PER_S over a second of them.
+            self.rate = (self.rate + INCREASE_PER_S / self.rate).min(self.max_rate);
         }
     }
 
@@ -106,13 +220,16 @@ impl TokenBucket {
     /// half the rate.
     pub fn throttled(&mut self, retry_after: Duration) {
         self.paused_until = Some(Instant::now() + retry_after.min(WAIT_MAX));
-        self.rate = (self.rate / 2.0).max(self.max_rate * RATE_FLOOR_FRACTION);
+        self.rate = (self.rate / 2.0).max(self.floor);
         self.tokens = 0.0;
     }
 
-    /// A request went through: win back some of the rate.
+    /// A request went through: win back some of the rate (a published pace; an adaptive
+    /// one rises only by `answered`, as fast as the channel's answers allow).
     pub fn succeeded(&mut self) {
-        self.rate = (self.rate * 1.05).min(self.max_rate);
+        if self.answers.is_none() {
+            self.rate = (self.rate * 1.05).min(self.max_rate);
+        }
     }
 
     pub fn rate(&self) -> f64 {
@@ -198,6 +315,111 @@ mod tests {
         bucket.throttled(Duration::from_secs(60));
         let paused = bucket.try_acquire().expect_err("throttled");
         assert!(paused <= Duration::from_secs(60) && paused > Duration::from_secs(59));
+    }
+
+    fn adaptive(start: f64, ceiling: f64) -> TokenBucket {
+        TokenBucket::for_pace(Pace::Adaptive {
+            start: RateLimit {
+                requests_per_second: start,
+                burst: 1,
+            },
+            ceiling,
+        })
+    }
+
+    #[test]
+    fn an_adaptive_pace_rises_while_answers_stay_fast_and_stops_at_its_ceiling() {
+        let mut bucket = adaptive(5.0, 20.0);
+        assert_eq!(bucket.rate(), 4.5);
+        let fast = Duration::from_millis(20);
+        // Ten seconds of answers at the rate: about +1/s each second.
+        for _ in 0..60 {
+            let rate = bucket.rate();
+            bucket.answered(fast, 200);
+            assert!(bucket.rate() > rate, "rises on a fast answer");
+        }
+        assert!((8.0..13.0).contains(&bucket.rate()), "{}", bucket.rate());
+        for _ in 0..10_000 {
+            bucket.answered(fast, 200);
+        }
+        assert_eq!(bucket.rate(), 18.0, "its ceiling, less the headroom");
+        // Published or adaptive, `succeeded` never lifts an adaptive pace by itself.
+        let mut idle = adaptive(5.0, 20.0);
+        idle.succeeded();
+        assert_eq!(idle.rate(), 4.5);
+    }
+
+    #[test]
+    fn an_adaptive_pace_backs_off_on_slower_answers_and_5xx_but_not_below_its_floor() {
+        let mut bucket = adaptive(10.0, 50.0);
+        for _ in 0..200 {
+            bucket.answered(Duration::from_millis(20), 200);
+        }
+        let high = bucket.rate();
+        // The channel slows down under our load: answers four times slower.
+        for _ in 0..5 {
+            bucket.answered(Duration::from_millis(80), 200);
+        }
+        let slowed = bucket.rate();
+        assert!(
+            (slowed - high * 0.9f64.powi(5)).abs() < 1e-9,
+            "{high} -> {slowed}"
+        );
+        bucket.answered(Duration::from_millis(20), 503);
+        assert!((bucket.rate() - slowed / 2.0).abs() < 1e-9);
+        bucket.answered(Duration::from_secs(30), 0);
+        for _ in 0..50 {
+            bucket.answered(Duration::ZERO, 0);
+        }
+        assert_eq!(
+            bucket.rate(),
+            9.0 / 16.0,
+            "the floor: a sixteenth of the start"
+        );
+        // A throttle is `throttled`'s to answer (with its Retry-After), not halved twice.
+        let before = bucket.rate();
+        bucket.answered(Duration::from_millis(20), 429);
+        assert_eq!(bucket.rate(), before);
+    }
+
+    #[test]
+    fn a_published_pace_ignores_answer_times_and_a_configured_limit_caps_an_adaptive_one() {
+        let mut published = TokenBucket::for_pace(Pace::Published(RateLimit {
+            requests_per_second: 5.0,
+            burst: 5,
+        }));
+        published.answered(Duration::from_secs(5), 200);
+        published.answered(Duration::from_millis(1), 503);
+        assert_eq!(published.rate(), 4.5);
+        let limit = RateLimit {
+            requests_per_second: 3.0,
+            burst: 2,
+        };
+        let pace = Pace::Adaptive {
+            start: RateLimit {
+                requests_per_second: 5.0,
+                burst: 10,
+            },
+            ceiling: ADAPTIVE_CEILING,
+        };
+        assert_eq!(
+            pace.configured(Some(limit)),
+            Pace::Adaptive {
+                start: limit,
+                ceiling: 3.0
+            }
+        );
+        assert_eq!(pace.configured(None), pace);
+        assert_eq!(
+            Pace::Published(limit)
+                .configured(Some(RateLimit {
+                    requests_per_second: 9.0,
+                    burst: 9
+                }))
+                .nominal()
+                .requests_per_second,
+            9.0
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ use serde_json::{json, Value};
 
 use super::kind::{self, Kind, Problem};
 use super::payload;
+use super::Pace;
 use super::{
     body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OutboundRequest, PushItem,
 };
@@ -575,8 +576,8 @@ impl ChannelAdapter for Shopify {
         self.batch_max
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {

@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use super::call::{json_answer, with_headers};
 use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
+use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{
@@ -359,8 +360,8 @@ impl ChannelAdapter for TikTok {
         BATCH_MAX
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

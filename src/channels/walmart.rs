@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use super::call::{form, json_answer, with_headers, TokenCache};
 use super::kind::{self, Kind, Problem};
 use super::walmart_feed::{FeedSettings, FEEDS_PER_HOUR_DEFAULT, URGENT_AT_OR_BELOW_DEFAULT};
+use super::Pace;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery};
 use super::{BulkWrite, RateLimit, Seen};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
@@ -514,8 +515,8 @@ impl ChannelAdapter for Walmart {
         (self.feed.feeds_per_hour > 0).then_some(self as &dyn BulkWrite)
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Published(DEFAULT_RATE)
     }
 
     fn carries(&self, sku: &str) -> bool {

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::kind::{self, Kind, Problem};
 use super::native::parse_events_from;
+use super::pacing::{Pace, ADAPTIVE_CEILING};
 use super::standard_webhooks::{self, Key};
 use super::Catalog;
 use super::{ChannelAdapter, Delivery, OutboundRequest, PushItem, PushReply};
@@ -141,8 +142,11 @@ impl ChannelAdapter for Webhook {
         self.batch_max
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Adaptive {
+            start: DEFAULT_RATE,
+            ceiling: ADAPTIVE_CEILING,
+        }
     }
 
     fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {

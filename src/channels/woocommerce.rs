@@ -37,6 +37,7 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::kind::{self, Kind, Problem};
+use super::pacing::{Pace, ADAPTIVE_CEILING};
 use super::payload;
 use super::{
     body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OrderPoll, OutboundRequest,
@@ -375,8 +376,11 @@ impl ChannelAdapter for WooCommerce {
         self.batch_max
     }
 
-    fn default_rate_limit(&self) -> RateLimit {
-        DEFAULT_RATE
+    fn pace(&self) -> Pace {
+        Pace::Adaptive {
+            start: DEFAULT_RATE,
+            ceiling: ADAPTIVE_CEILING,
+        }
     }
 
     fn inbound(&self, headers: &HeaderMap, body: &[u8], now: Micros) -> Result<Delivery, ApiError> {

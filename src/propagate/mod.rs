@@ -86,6 +86,8 @@ pub struct ChannelLink {
     pub adapter: Arc<dyn ChannelAdapter>,
     pub outbox: Arc<Outbox>,
     pub timing: Arc<Timing>,
+    /// The rate to plan by (`Pace::nominal`): the published limit, or where an adaptive
+    /// pace starts.
     pub rate_limit: RateLimit,
     /// The channel's request budget, shared by everything that calls its API: pushes,
     /// reads, and the fetches a thin webhook needs.
@@ -144,12 +146,10 @@ pub fn links(
         let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
         let carries = adapter.clone();
         let urgent = adapter.clone();
-        let rate_limit = config
-            .rate_limit
-            .unwrap_or_else(|| adapter.default_rate_limit());
+        let pace = adapter.pace().configured(config.rate_limit);
         Some(Arc::new(ChannelLink {
-            rate_limit,
-            bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate_limit))),
+            rate_limit: pace.nominal(),
+            bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::for_pace(pace))),
             outbox: Arc::new(
                 Outbox::with_filter(&config.name, Box::new(move |sku| carries.carries(sku)))
                     .with_urgent(Box::new(move |target, shown| {
