@@ -51,7 +51,7 @@ pub async fn run(
             }
         });
         let catalog = config.catalog_rows()?;
-        let adapters = crate::channels::build(&config.channels, &catalog, &config.server.data_dir)?;
+        let adapters = crate::channels::build(&config, &catalog, &config.server.data_dir)?;
         let links = crate::propagate::links(&config, &adapters);
         let outboxes =
             crate::propagate::outbox::Outboxes(links.map(|l| l.as_ref().map(|l| l.outbox.clone())));

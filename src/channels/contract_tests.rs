@@ -34,9 +34,8 @@ fn adapter(block: &str, rows: &[(&str, &str)]) -> std::sync::Arc<dyn ChannelAdap
         })
         .collect();
     let dir = std::env::temp_dir();
-    build(&config.channels, &rows, &dir)
-        .expect("a valid channel")
-        .remove(0)
+    let id = config.registry().id_of(&channel.name).expect("its id");
+    build(&config, &rows, &dir).expect("a valid channel")[id].clone()
 }
 
 /// The adapter of kind `K` of a checked channel block (no data directory needed).

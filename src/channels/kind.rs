@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::{amazon, bigcommerce, ebay, etsy, shopify, tiktok, walmart, webhook, woocommerce};
 use super::{Catalog, ChannelAdapter};
 use crate::config::{check_base_url, CatalogRow, ChannelConfig, ChannelKind, Config, ConfigError};
+use crate::core::ByChannel;
 
 /// A problem with one key of a channel's block: the key and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,22 +185,19 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Builds the adapter of every configured channel. `catalog` is the whole `[catalog]`;
-/// each adapter keeps its own channel's rows. `data_dir` keeps what a channel rotates
-/// (TikTok Shop's refresh token).
+/// Builds the adapter of every configured channel, by its id. `catalog` is the whole
+/// `[catalog]`; each adapter keeps its own channel's rows. `data_dir` keeps what a
+/// channel rotates (TikTok Shop's refresh token).
 pub fn build(
-    channels: &[ChannelConfig],
+    config: &Config,
     catalog: &[CatalogRow],
     data_dir: &Path,
-) -> Result<Vec<Arc<dyn ChannelAdapter>>, ConfigError> {
-    channels
-        .iter()
-        .enumerate()
-        .map(|(i, channel)| {
-            let rows = Catalog::of(&channel.name, catalog);
-            (entry(channel.kind).open)(channel, rows, data_dir).map_err(|p| at(i, p))
-        })
-        .collect()
+) -> Result<ByChannel<Arc<dyn ChannelAdapter>>, ConfigError> {
+    config.registry().try_table(|id, _| {
+        let channel = config.channel(id);
+        let rows = Catalog::of(&channel.name, catalog);
+        (entry(channel.kind).open)(channel, rows, data_dir).map_err(|p| at(id.index(), p))
+    })
 }
 
 // Helpers for the kinds' `check`.

@@ -117,6 +117,18 @@ impl ChannelRules {
     pub fn table<T>(&self, mut make: impl FnMut(ChannelId, &ChannelRule) -> T) -> ByChannel<T> {
         ByChannel(self.iter().map(|(id, rule)| make(id, rule)).collect())
     }
+
+    /// A table made by a `make` that may fail: the first failure, or the whole table.
+    pub fn try_table<T, E>(
+        &self,
+        mut make: impl FnMut(ChannelId, &ChannelRule) -> Result<T, E>,
+    ) -> Result<ByChannel<T>, E> {
+        Ok(ByChannel(
+            self.iter()
+                .map(|(id, rule)| make(id, rule))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
 }
 
 impl From<Vec<ChannelRule>> for ChannelRules {

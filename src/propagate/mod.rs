@@ -135,15 +135,15 @@ impl ChannelLink {
     }
 }
 
-/// Builds the link of every channel with an adapter, aligned with the config's channels
-/// (`None` where the kind is not implemented yet).
+/// Builds the link of every channel, by its id (`None` where a channel has no adapter:
+/// none today, every kind has one).
 pub fn links(
     config: &Config,
-    adapters: &[Arc<dyn ChannelAdapter>],
+    adapters: &ByChannel<Arc<dyn ChannelAdapter>>,
 ) -> ByChannel<Option<Arc<ChannelLink>>> {
     config.registry().table(|id, _| {
         let config = config.channel(id);
-        let adapter = adapters.iter().find(|a| a.name() == config.name)?.clone();
+        let adapter = adapters[id].clone();
         let carries = adapter.clone();
         let urgent = adapter.clone();
         let pace = adapter.pace().configured(config.rate_limit);
