@@ -114,7 +114,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         fleet
             .walmart
             .market
-            .set_fault(crate::webhook_sim::Fault::Status(503));
+            .set_fault(crate::sim::Fault::Status(503));
     }
 
     // The open loop: orders placed when due, whatever lockstep is doing.

@@ -230,7 +230,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
     let sims: Vec<WebhookSim> = simulators(plan, 2);
     let engine = spawn(plan, &sims)?;
     seed(&engine, &sims, plan.skus)?;
-    sims[1].set_fault(crate::webhook_sim::Fault::Status(503));
+    sims[1].set_fault(crate::sim::Fault::Status(503));
     let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);
     let started = Instant::now();
     let mut n = 0usize;
@@ -247,7 +247,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
         std::thread::sleep(interval.saturating_sub(Duration::from_millis(1)));
     }
     if !broken {
-        sims[1].set_fault(crate::webhook_sim::Fault::None);
+        sims[1].set_fault(crate::sim::Fault::None);
     }
     let returned = Instant::now();
     let touched = n.min(plan.skus);
@@ -684,7 +684,7 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     let mut propagation = histogram();
     let mut per_channel: Vec<Histogram<u64>> = (0..plan.channels).map(|_| histogram()).collect();
     let (mut lost, mut unconverged) = (0usize, 0usize);
-    let arrivals: Vec<std::collections::HashMap<String, Vec<crate::webhook_sim::Arrival>>> = sims
+    let arrivals: Vec<std::collections::HashMap<String, Vec<crate::sim::Arrival>>> = sims
         .iter()
         .map(|sim| {
             (0..plan.skus)
@@ -803,8 +803,8 @@ fn schedule_faults(
     faults: &[crate::traffic::FaultWindow],
     started: Instant,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    use crate::sim::Fault;
     use crate::traffic::FaultKind;
-    use crate::webhook_sim::Fault;
     faults
         .iter()
         .filter(|f| f.channel < sims.len())
