@@ -994,6 +994,14 @@ impl crate::sim::Simulator for ShopifySim {
         let id = self.place_order(lines);
         Box::new(move || self.cancel_order(id))
     }
+
+    fn connect(&self, url: &str) {
+        self.market.set_webhook_url(url);
+    }
+
+    fn set_habits(&self, habits: &crate::sim::Habits) {
+        self.market.set_habits(habits.clone());
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,12 @@ pub trait Simulator: Send + Sync {
     /// A customer order of `lines`, placed the channel's own way (its stock lowered, its
     /// webhook sent or its listing updated); returns what cancels it.
     fn place(&self, lines: &[(&str, i64)]) -> Cancel<'_>;
+    /// Points the channel's webhooks (or inbound events) at `url`, lockstep's
+    /// `/webhooks/{name}`; a channel that sends none ignores it.
+    fn connect(&self, _url: &str) {}
+    /// The delivery habits of the channel's webhooks; a channel that sends none (or that
+    /// lockstep polls) ignores them.
+    fn set_habits(&self, _habits: &Habits) {}
 }
 
 /// A JSON reply with extra headers.

@@ -720,6 +720,14 @@ impl crate::sim::Simulator for WooSim {
         let id = self.place_order(lines);
         Box::new(move || self.set_status(id, "cancelled"))
     }
+
+    fn connect(&self, url: &str) {
+        self.market.set_webhook_url(url);
+    }
+
+    fn set_habits(&self, habits: &crate::sim::Habits) {
+        self.market.set_habits(habits.clone());
+    }
 }
 
 #[cfg(test)]
