@@ -1,10 +1,11 @@
 //! What the channel simulators share above `sim`: a shop's listings (what each SKU
 //! shows, under the channel's own id) and orders, the arrival record of every value
 //! written, a log of write calls, switchable faults and rate limits, the webhook sender,
-//! and an HTTP server whose handler sees each request whole. Every simulator of a store
-//! or marketplace runs on a `Market` (BigCommerce, Amazon, eBay, Walmart, Etsy, TikTok
-//! Shop, Shopify, WooCommerce, and the Standard Webhooks shop); each adds its channel's
-//! paths, payloads, auth, limits and webhooks on top.
+//! an HTTP server whose handler sees each request whole (`Req`), and the date formats
+//! the channels write (RFC 3339, RFC 2822). Every simulator of a store or marketplace
+//! runs on a `Market` (BigCommerce, Amazon, eBay, Walmart, Etsy, TikTok Shop, Shopify,
+//! WooCommerce, and the Standard Webhooks shop); each adds its channel's paths,
+//! payloads, auth, limits and webhooks on top.
 //!
 //! Orders live here in one neutral form (lines of SKU and quantity, a status, creation
 //! and modification times); each simulator renders them in its channel's shape. A

@@ -1,11 +1,15 @@
-//! The `latency` scenario: an open-loop order generator against a lockstep started on a
-//! temp data directory, with every channel a simulator in this process.
+//! The scenarios whose channels are Standard Webhooks shops (`webhook_sim`): `outage`,
+//! `duplicates`, `contention`, `audit`, and `latency` with those built on it (`burst`,
+//! `ceiling`, `soak`); the lockstep they run against (started on a temp data directory,
+//! or one already running), its seeding, and the human table of a report.
 //!
-//! Orders arrive on a fixed schedule (never waiting for replies, so overload shows as
-//! latency), each from one channel as a signed webhook. For each order the scenario
-//! records when it was sent, when lockstep answered, and the available quantity it
-//! answered; afterwards it finds, in each other channel's arrival log, the first value at
-//! or below that quantity for the SKU: the order's propagation time is the latest of those.
+//! `latency` is an open-loop order generator, with every channel a simulator in this
+//! process. Orders arrive on a fixed schedule (never waiting for replies, so overload
+//! shows as latency), each from one channel as a signed webhook. For each order the
+//! scenario records when it was sent, when lockstep answered, and the available quantity
+//! it answered; afterwards it finds, in each other channel's arrival log, the first value
+//! at or below that quantity for the SKU: the order's propagation time is the latest of
+//! those.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

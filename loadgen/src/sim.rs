@@ -2,7 +2,8 @@
 //! with its own runtime (so blocking tests can drive it), JSON replies, arrival records,
 //! the faults a simulator can be told to show, a token bucket for its limits, and the
 //! webhook sender with the channel's delivery habits switchable on: lost deliveries,
-//! duplicates, delays and reordering, retries the way the channel retries.
+//! duplicates, delays and reordering, retries the way the channel retries; and the
+//! `Simulator` trait, what the fleet and the scenarios ask of every kind's simulator.
 
 use std::convert::Infallible;
 use std::future::Future;
