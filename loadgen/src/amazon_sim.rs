@@ -739,4 +739,12 @@ impl crate::sim::Simulator for AmazonSim {
         let id = self.place_order(lines);
         Box::new(move || self.advance(&id, crate::market::Stage::Cancelled))
     }
+
+    fn connect(&self, url: &str) {
+        self.market.set_webhook_url(url);
+    }
+
+    fn set_habits(&self, habits: &crate::sim::Habits) {
+        self.market.set_habits(habits.clone());
+    }
 }

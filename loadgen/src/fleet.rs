@@ -1,11 +1,18 @@
 //! Every channel kind at once: one simulator of each (Shopify, WooCommerce, BigCommerce,
 //! Amazon, eBay, Walmart, Etsy, TikTok Shop, and a Standard Webhooks shop) over the same
-//! SKUs, with the lockstep config that connects them. The `mixed` scenario and the
-//! all-channels test drive it; each channel is addressed by its index in `CHANNELS`, and
-//! `Fleet::sim` is the one place that index meets a simulator (`sim::Simulator`).
+//! SKUs, with the lockstep config that connects them. It owns the simulators' credentials,
+//! the `[[channels]]` blocks, and `KINDS`, the registry of the fleet's kinds: one line per
+//! kind (its config name, its SKUs' ids, its start function). Adding a kind to the fleet
+//! is its simulator file (implementing `sim::Simulator`, with `connect` and `set_habits`
+//! if it sends webhooks), a line in `KINDS`, and the start function that line names (its
+//! credentials and config block, which are lockstep's config and so live here). The
+//! `mixed` scenario and the all-channels test drive it; they name a channel by its place
+//! in `KINDS` (the same as in `CHANNELS`) or by its simulator's type (`Fleet::get`).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -14,7 +21,6 @@ use crate::amazon_sim::AmazonSim;
 use crate::bigcommerce_sim::BigCommerceSim;
 use crate::ebay_sim::EbaySim;
 use crate::etsy_sim::EtsySim;
-use crate::market::Market;
 use crate::shopify_sim::ShopifySim;
 use crate::sim::{Arrival, Habits, Simulator};
 use crate::tiktok_sim::TikTokSim;
@@ -63,16 +69,172 @@ pub const WALMART_FEEDS_PER_HOUR: u32 = 600;
 /// Changes down to this many units go to Walmart by `PUT /v3/inventory` at once.
 pub const WALMART_URGENT_AT_OR_BELOW: i64 = 10;
 
-/// The channels' names in the config, by index.
-pub const CHANNELS: [&str; 9] = [
-    "shop", "woo", "bc", "amazon", "ebay", "walmart", "etsy", "tiktok", "erp",
-];
-
 /// SKUs per Etsy listing and per TikTok product.
 const PER_LISTING: usize = 20;
 
 /// What cancels an order placed on a channel.
 pub use crate::sim::Cancel;
+
+/// One channel kind of the fleet.
+pub struct Kind {
+    /// The channel's name in the config (and in reports).
+    pub name: &'static str,
+    /// SKU `i`'s id on the channel; `None`: the kind maps no ids (the catalog skips it).
+    pub id: Option<fn(usize) -> String>,
+    /// Starts its simulator over (SKU, id) pairs, with the block that connects lockstep.
+    start: fn(&[(&str, &str)]) -> Member,
+}
+
+impl Kind {
+    const fn new(
+        name: &'static str,
+        id: Option<fn(usize) -> String>,
+        start: fn(&[(&str, &str)]) -> Member,
+    ) -> Kind {
+        Kind { name, id, start }
+    }
+}
+
+/// The registry: every kind of the fleet, in order, one line each.
+#[rustfmt::skip]
+pub const KINDS: [Kind; 9] = [
+    Kind::new("shop", Some(|i| (100 + i).to_string()), shopify),
+    Kind::new("woo", Some(|i| (200 + i).to_string()), woo),
+    Kind::new("bc", Some(|i| format!("3{i:05}")), bigcommerce),
+    Kind::new("amazon", Some(|i| format!("AMZ-{i}")), amazon),
+    Kind::new("ebay", Some(|i| format!("110{i}/500{i}")), ebay),
+    Kind::new("walmart", Some(|i| format!("WM-{i}")), walmart),
+    Kind::new("etsy", Some(|i| format!("400{}/70{i}", i / PER_LISTING)), etsy),
+    Kind::new("tiktok", Some(|i| format!("17{}/8{i}", i / PER_LISTING)), tiktok),
+    Kind::new("erp", None, erp),
+];
+
+/// The channels' names in the config, by their place in `KINDS`.
+pub const CHANNELS: [&str; KINDS.len()] = {
+    let mut names = [""; KINDS.len()];
+    let mut i = 0;
+    while i < KINDS.len() {
+        names[i] = KINDS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// A simulator the fleet holds: what every channel does, and its type for `Fleet::get`.
+trait Held: Simulator + Any {}
+
+impl<T: Simulator + Any> Held for T {}
+
+/// Writes a channel's `[[channels]]` block: (its name, extra lines) → the block.
+type Block = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+/// A started simulator with the block that connects lockstep to it.
+struct Member {
+    sim: Arc<dyn Held>,
+    block: Block,
+}
+
+fn member<T: Simulator + Any>(
+    sim: T,
+    block: impl Fn(&T, &str, &str) -> String + Send + Sync + 'static,
+) -> Member {
+    let sim = Arc::new(sim);
+    let shared = sim.clone();
+    Member {
+        sim,
+        block: Box::new(move |name, extra| block(&shared, name, extra)),
+    }
+}
+
+/// The (SKU, id) pairs with numeric ids.
+fn numbered<'a>(items: &[(&'a str, &str)]) -> Vec<(&'a str, u64)> {
+    let number = |id: &str| id.parse().expect("numeric");
+    items.iter().map(|(s, id)| (*s, number(id))).collect()
+}
+
+/// Polled channels poll every second.
+fn polled(extra: &str) -> String {
+    format!("poll_interval_s = 1\n{extra}")
+}
+
+fn shopify(items: &[(&str, &str)]) -> Member {
+    let sim = ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &numbered(items));
+    member(sim, |sim, name, extra| {
+        shopify_block(name, &sim.url(), SHOPIFY_SECRET, "2026-04", extra)
+    })
+}
+
+fn woo(items: &[(&str, &str)]) -> Member {
+    let products: Vec<(&str, u64, Option<u64>)> = numbered(items)
+        .into_iter()
+        .map(|(s, id)| (s, id, None))
+        .collect();
+    let sim = WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &products);
+    member(sim, |sim, name, extra| {
+        woo_block(name, &sim.url(), WOO_HOOK_SECRET, &polled(extra))
+    })
+}
+
+fn bigcommerce(items: &[(&str, &str)]) -> Member {
+    let sim = BigCommerceSim::start(items, BC_TOKEN, BC_SECRET, BC_HEADER);
+    member(sim, |sim, name, extra| {
+        bigcommerce_block(name, &sim.market.url(), extra)
+    })
+}
+
+fn amazon(items: &[(&str, &str)]) -> Member {
+    let sim = AmazonSim::start(items, AMAZON_LWA, AMAZON_AUTH);
+    member(sim, |sim, name, extra| amazon_block(name, sim, extra))
+}
+
+fn ebay(items: &[(&str, &str)]) -> Member {
+    let sim = EbaySim::start(items, EBAY_CLIENT, EBAY_REFRESH);
+    member(sim, |sim, name, extra| {
+        ebay_block(name, &sim.market.url(), &polled(extra))
+    })
+}
+
+fn walmart(items: &[(&str, &str)]) -> Member {
+    let auth = HookAuth::Hmac(WALMART_HEADER.into(), WALMART_HOOK_SECRET.into());
+    let sim = WalmartSim::start(items, WALMART_CLIENT, auth);
+    sim.set_feed_processing(WALMART_FEED_PROCESSING);
+    sim.set_feed_budget(WALMART_FEEDS_PER_HOUR / 60, Duration::from_secs(60));
+    member(sim, |sim, name, extra| {
+        walmart_block(
+            name,
+            &sim.market.url(),
+            &format!("auth_header = \"{WALMART_HEADER}\"\nwebhook_secret = \"{WALMART_HOOK_SECRET}\""),
+            &format!(
+                "feeds_per_hour = {WALMART_FEEDS_PER_HOUR}\nurgent_at_or_below = {WALMART_URGENT_AT_OR_BELOW}\n{extra}"
+            ),
+        )
+    })
+}
+
+fn etsy(items: &[(&str, &str)]) -> Member {
+    let sim = EtsySim::start(items, ETSY_KEY, ETSY_REFRESH, ETSY_SECRET);
+    member(sim, |sim, name, extra| {
+        etsy_block(name, &sim.market.url(), &polled(extra))
+    })
+}
+
+fn tiktok(items: &[(&str, &str)]) -> Member {
+    let sim = TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH);
+    member(sim, |sim, name, extra| {
+        tiktok_block(name, &sim.market.url(), extra)
+    })
+}
+
+fn erp(_: &[(&str, &str)]) -> Member {
+    let shop = ErpShop {
+        sim: WebhookSim::start(WEBHOOK_SECRET),
+        orders: AtomicU64::new(0),
+        url: Mutex::new(None),
+    };
+    member(shop, |shop, name, extra| {
+        webhook_block(name, &shop.sim.url(), WEBHOOK_SECRET, extra)
+    })
+}
 
 /// A `[[channels]]` block of kind `amazon` for a simulated account.
 pub fn amazon_block(name: &str, sim: &AmazonSim, extra: &str) -> String {
@@ -138,15 +300,8 @@ pub fn webhook_block(name: &str, url: &str, secret: &str, extra: &str) -> String
 /// One simulator of every kind over the same SKUs.
 pub struct Fleet {
     pub skus: Vec<String>,
-    pub shop: ShopifySim,
-    pub woo: WooSim,
-    pub bc: BigCommerceSim,
-    pub amazon: AmazonSim,
-    pub ebay: EbaySim,
-    pub walmart: WalmartSim,
-    pub etsy: EtsySim,
-    pub tiktok: TikTokSim,
-    pub erp: ErpShop,
+    /// In the order of `KINDS`.
+    members: Vec<Member>,
 }
 
 /// The webhook kind's shop: an ERP that sells from what it shows, then tells lockstep in
@@ -155,166 +310,90 @@ pub struct ErpShop {
     pub sim: WebhookSim,
     /// Orders placed (their ids).
     orders: AtomicU64,
-    /// lockstep's base URL, once connected.
-    engine: std::sync::Mutex<Option<String>>,
-}
-
-/// Each SKU's id on each channel, by SKU index.
-fn ids(i: usize) -> [String; 9] {
-    [
-        (100 + i).to_string(),
-        (200 + i).to_string(),
-        format!("3{i:05}"),
-        format!("AMZ-{i}"),
-        format!("110{i}/500{i}"),
-        format!("WM-{i}"),
-        format!("400{}/70{i}", i / PER_LISTING),
-        format!("17{}/8{i}", i / PER_LISTING),
-        String::new(),
-    ]
+    /// lockstep's `/webhooks/{name}` for it, once connected.
+    url: Mutex<Option<String>>,
 }
 
 impl Fleet {
     /// Starts every simulator with `skus` SKUs named `{prefix}{i}`, each showing 0.
     pub fn start(prefix: &str, skus: usize) -> Fleet {
         let names: Vec<String> = (0..skus).map(|i| format!("{prefix}{i}")).collect();
-        let all: Vec<[String; 9]> = (0..skus).map(ids).collect();
-        let pairs = |c: usize| -> Vec<(&str, &str)> {
-            names
-                .iter()
-                .zip(&all)
-                .map(|(s, ids)| (s.as_str(), ids[c].as_str()))
-                .collect()
-        };
-        let numbered = |c: usize| -> Vec<(&str, u64)> {
-            pairs(c)
-                .into_iter()
-                .map(|(s, id)| (s, id.parse().expect("numeric")))
-                .collect()
-        };
-        let woo_items: Vec<(&str, u64, Option<u64>)> = numbered(1)
-            .into_iter()
-            .map(|(s, id)| (s, id, None))
+        let members = KINDS
+            .iter()
+            .map(|kind| {
+                let ids: Vec<String> = (0..skus)
+                    .map(|i| kind.id.map_or_else(String::new, |id| id(i)))
+                    .collect();
+                let items: Vec<(&str, &str)> = names
+                    .iter()
+                    .zip(&ids)
+                    .map(|(s, id)| (s.as_str(), id.as_str()))
+                    .collect();
+                (kind.start)(&items)
+            })
             .collect();
         Fleet {
-            shop: ShopifySim::start(SHOPIFY_SECRET, SHOPIFY_TOKEN, &numbered(0)),
-            woo: WooSim::start(WOO_HOOK_SECRET, WOO_KEY, WOO_SECRET, &woo_items),
-            bc: BigCommerceSim::start(&pairs(2), BC_TOKEN, BC_SECRET, BC_HEADER),
-            amazon: AmazonSim::start(&pairs(3), AMAZON_LWA, AMAZON_AUTH),
-            ebay: EbaySim::start(&pairs(4), EBAY_CLIENT, EBAY_REFRESH),
-            walmart: {
-                let walmart = WalmartSim::start(
-                    &pairs(5),
-                    WALMART_CLIENT,
-                    HookAuth::Hmac(WALMART_HEADER.into(), WALMART_HOOK_SECRET.into()),
-                );
-                walmart.set_feed_processing(WALMART_FEED_PROCESSING);
-                walmart.set_feed_budget(
-                    WALMART_FEEDS_PER_HOUR / 60,
-                    std::time::Duration::from_secs(60),
-                );
-                walmart
-            },
-            etsy: EtsySim::start(&pairs(6), ETSY_KEY, ETSY_REFRESH, ETSY_SECRET),
-            tiktok: TikTokSim::start(&pairs(7), TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
-            erp: ErpShop {
-                sim: WebhookSim::start(WEBHOOK_SECRET),
-                orders: AtomicU64::new(0),
-                engine: std::sync::Mutex::new(None),
-            },
             skus: names,
+            members,
         }
     }
 
-    /// The lockstep `[[channels]]` blocks of all nine; `extra(name)` adds lines to one.
+    /// The lockstep `[[channels]]` blocks of all of them; `extra(name)` adds lines to one.
     /// Polled channels poll every second.
     pub fn channels_config(&self, extra: impl Fn(&str) -> String) -> String {
-        let polled = |name: &str| format!("poll_interval_s = 1\n{}", extra(name));
-        shopify_block(
-            "shop",
-            &self.shop.url(),
-            SHOPIFY_SECRET,
-            "2026-04",
-            &extra("shop"),
-        ) + &woo_block("woo", &self.woo.url(), WOO_HOOK_SECRET, &polled("woo"))
-            + &bigcommerce_block("bc", &self.bc.market.url(), &extra("bc"))
-            + &amazon_block("amazon", &self.amazon, &extra("amazon"))
-            + &ebay_block("ebay", &self.ebay.market.url(), &polled("ebay"))
-            + &walmart_block(
-                "walmart",
-                &self.walmart.market.url(),
-                &format!(
-                    "auth_header = \"{WALMART_HEADER}\"\nwebhook_secret = \"{WALMART_HOOK_SECRET}\""
-                ),
-                &format!(
-                    "feeds_per_hour = {WALMART_FEEDS_PER_HOUR}\nurgent_at_or_below = {WALMART_URGENT_AT_OR_BELOW}\n{}",
-                    extra("walmart")
-                ),
-            )
-            + &etsy_block("etsy", &self.etsy.market.url(), &polled("etsy"))
-            + &tiktok_block("tiktok", &self.tiktok.market.url(), &extra("tiktok"))
-            + &webhook_block("erp", &self.erp.sim.url(), WEBHOOK_SECRET, &extra("erp"))
+        KINDS
+            .iter()
+            .zip(&self.members)
+            .map(|(kind, member)| (member.block)(kind.name, &extra(kind.name)))
+            .collect()
     }
 
-    /// The catalog CSV mapping every SKU on the eight native channels.
+    /// The catalog CSV mapping every SKU on the channels that have ids for it.
     pub fn catalog_csv(&self) -> String {
         let mut csv = String::from("sku,channel,item_id,location_id\n");
         for (i, sku) in self.skus.iter().enumerate() {
-            for (c, id) in ids(i).iter().enumerate().take(8) {
-                csv.push_str(&format!("{sku},{},{id},\n", CHANNELS[c]));
+            for kind in &KINDS {
+                if let Some(id) = kind.id {
+                    csv.push_str(&format!("{sku},{},{},\n", kind.name, id(i)));
+                }
             }
         }
         csv
     }
 
-    fn markets(&self) -> [(&str, &Market); 5] {
-        [
-            ("bc", &self.bc.market),
-            ("amazon", &self.amazon.market),
-            ("walmart", &self.walmart.market),
-            ("etsy", &self.etsy.market),
-            ("tiktok", &self.tiktok.market),
-        ]
-    }
-
     /// Points every channel's webhooks at lockstep (`base`: `http://host:port`).
     pub fn connect(&self, base: &str) {
-        self.shop.set_webhook_url(&format!("{base}/webhooks/shop"));
-        self.woo.set_webhook_url(&format!("{base}/webhooks/woo"));
-        for (name, market) in self.markets() {
-            market.set_webhook_url(&format!("{base}/webhooks/{name}"));
+        for (kind, member) in KINDS.iter().zip(&self.members) {
+            member
+                .sim
+                .connect(&format!("{base}/webhooks/{}", kind.name));
         }
-        *self.erp.engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.to_string());
     }
 
     /// The delivery habits of every channel that sends webhooks (echoes only where the
     /// simulator sends them).
     pub fn set_habits(&self, habits: &Habits) {
-        self.shop.set_habits(habits.clone());
-        self.woo.set_habits(habits.clone());
-        for (_, market) in self.markets() {
-            market.set_habits(habits.clone());
+        for member in &self.members {
+            member.sim.set_habits(habits);
         }
     }
 
     /// New orders show in eBay's order listing this long late.
     pub fn set_listing_lag(&self, lag: Duration) {
-        self.ebay.market.set_listing_lag(lag);
+        self.get::<EbaySim>().market.set_listing_lag(lag);
     }
 
-    /// The simulator of channel `c` (its index in `CHANNELS`): the one registry.
+    /// The fleet's simulator of type `T` (each kind has its own type).
+    pub fn get<T: Simulator + Any>(&self) -> &T {
+        self.members
+            .iter()
+            .find_map(|m| (m.sim.as_ref() as &dyn Any).downcast_ref::<T>())
+            .expect("a simulator of every kind")
+    }
+
+    /// The simulator of channel `c` (its place in `KINDS` and `CHANNELS`).
     pub fn sim(&self, c: usize) -> &dyn Simulator {
-        match c {
-            0 => &self.shop,
-            1 => &self.woo,
-            2 => &self.bc,
-            3 => &self.amazon,
-            4 => &self.ebay,
-            5 => &self.walmart,
-            6 => &self.etsy,
-            7 => &self.tiktok,
-            _ => &self.erp,
-        }
+        self.members[c].sim.as_ref()
     }
 
     /// What channel `c` shows, per SKU.
@@ -355,16 +434,15 @@ impl Simulator for ErpShop {
         self.events(&order, &lines, "order_placed");
         Box::new(move || self.events(&order, &lines, "order_cancelled"))
     }
+
+    fn connect(&self, url: &str) {
+        *self.url.lock().unwrap_or_else(|e| e.into_inner()) = Some(url.to_string());
+    }
 }
 
 impl ErpShop {
     fn events(&self, order: &str, lines: &[(String, i64)], kind: &str) {
-        let Some(base) = self
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        else {
+        let Some(url) = self.url.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
         };
         let events: Vec<_> = lines
@@ -375,12 +453,45 @@ impl ErpShop {
             })
             .collect();
         let (status, body) = self.sim.send_events(
-            &format!("{base}/webhooks/erp"),
+            &url,
             &format!("{order}-{kind}"),
             &json!({ "events": events }),
         );
         if status != 200 {
             eprintln!("the webhook shop's order {order} was answered {status}: {body}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_configured_catalogued_and_reachable_by_place_and_type() {
+        let fleet = Fleet::start("F", 3);
+        let config = fleet.channels_config(|name| format!("# {name}\n"));
+        let names: Vec<&str> = config
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .map(|l| l.trim_end_matches('"'))
+            .collect();
+        assert_eq!(names, CHANNELS);
+        for name in CHANNELS {
+            assert!(
+                config.contains(&format!("# {name}\n")),
+                "{name}'s extra lines"
+            );
+        }
+        assert_eq!(config.matches("poll_interval_s = 1").count(), 3);
+        let csv = fleet.catalog_csv();
+        assert_eq!(csv.lines().count(), 1 + 3 * 8);
+        assert!(csv.contains("F2,etsy,4000/702,\n"));
+        for (c, name) in CHANNELS.iter().enumerate() {
+            let listed = fleet.levels(c).len();
+            assert_eq!(listed, if *name == "erp" { 0 } else { 3 });
+        }
+        fleet.get::<EbaySim>().market.set_level("F1", 4);
+        assert_eq!(fleet.levels(4).get("F1"), Some(&4));
     }
 }

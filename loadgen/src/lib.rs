@@ -2,24 +2,33 @@
 //! not depend on the engine's crate: it sees lockstep as a real channel would.
 //!
 //! Simulators, one per channel kind, each with its real paths, auth, payloads,
-//! signatures, limits and delivery habits:
-//! - `shopify_sim`, `woo_sim`: a Shopify store and a WooCommerce site.
-//! - `bigcommerce_sim`, `amazon_sim` (orders through `sqs_sim`, an Amazon SQS standard
-//!   queue, SigV4-checked), `ebay_sim`, `walmart_sim` (bulk inventory through
-//!   `walmart_feed_sim`), `etsy_sim`, `tiktok_sim`: the marketplaces, on `market`.
+//! signatures, limits and delivery habits, each on a `market::Market`:
+//! - `shopify_sim`, `woo_sim`: a Shopify store and a WooCommerce site (their orders kept
+//!   in their own shapes beside the market).
+//! - `bigcommerce_sim`, `amazon_sim`, `ebay_sim`, `walmart_sim`, `etsy_sim`,
+//!   `tiktok_sim`: the marketplaces (their orders the market's neutral ones).
 //! - `webhook_sim`: a Standard Webhooks channel (the `webhook` kind's other end).
+//! - `sqs_sim`: the Amazon SQS standard queue `amazon_sim` delivers orders through,
+//!   SigV4-checked; a queue, not a shop, so on `sim` alone. `walmart_feed_sim`: Walmart's
+//!   bulk inventory feeds, a part of `walmart_sim`.
 //!
 //! What they share, bottom first (no circle of imports: `tests/floors.rs`):
-//! - `sim`: the HTTP server, JSON replies, arrival records, the webhook sender with
-//!   habits, buckets. `signing`: Standard Webhooks signatures, written here
-//!   independently of the engine's.
-//! - `market`: what the marketplace simulators share (listings, orders, faults, limits).
-//! - `fleet`: one simulator of every kind over the same SKUs, and the config that
-//!   connects lockstep to them.
+//! - `signing`: Standard Webhooks signatures, written here independently of the
+//!   engine's.
+//! - `sim`: the HTTP server, JSON replies, arrival records, the `Fault` a simulator can
+//!   be told to show, the token `Bucket`, the webhook `Sender` with its habits, and the
+//!   `Simulator` trait every kind implements.
+//! - `market`: a shop (listings, orders, arrivals, call log, fault, rate bucket), its
+//!   server and its sender, and the time formats channels use.
+//! - `fleet`: one simulator of every kind over the same SKUs, from the `KINDS`
+//!   registry, with the credentials and the config that connect lockstep to them.
 //!
 //! Load generation:
-//! - `traffic`: arrivals, SKU skew, lines, channels, delivery habits.
-//! - `run`: the open-loop `latency` scenario; `mixed`: every kind at once.
+//! - `traffic`: arrivals, SKU skew, lines, channels, delivery habits, fault windows.
+//! - `run`: the scenarios on Standard Webhooks channels (`latency`, and `soak`,
+//!   `ceiling` and `burst` built on it; `outage`, `duplicates`, `contention`, `audit`),
+//!   the lockstep they start, and the table of a report.
+//! - `mixed`: every kind at once, on the `fleet`.
 //! - `report`: the HTML report of a run (inline SVG plots).
 //! - `main.rs`: the `loadgen` command; `bin/bare_hyper.rs`: the bare hyper peer of
 //!   `benches/peers.sh`.

@@ -1,8 +1,11 @@
-//! What the marketplace simulators (BigCommerce, Amazon, eBay, Walmart, Etsy, TikTok
-//! Shop) share: a shop's listings and orders, the arrival record of every value written,
-//! a log of write calls, switchable faults and rate limits, and an HTTP server whose
-//! handler sees each request whole. Each simulator adds its channel's paths, payloads,
-//! auth, limits and webhooks on top.
+//! What the channel simulators share above `sim`: a shop's listings (what each SKU
+//! shows, under the channel's own id) and orders, the arrival record of every value
+//! written, a log of write calls, switchable faults and rate limits, the webhook sender,
+//! an HTTP server whose handler sees each request whole (`Req`), and the date formats
+//! the channels write (RFC 3339, RFC 2822). Every simulator of a store or marketplace
+//! runs on a `Market` (BigCommerce, Amazon, eBay, Walmart, Etsy, TikTok Shop, Shopify,
+//! WooCommerce, and the Standard Webhooks shop); each adds its channel's paths,
+//! payloads, auth, limits and webhooks on top.
 //!
 //! Orders live here in one neutral form (lines of SKU and quantity, a status, creation
 //! and modification times); each simulator renders them in its channel's shape. A
@@ -11,6 +14,8 @@
 //! overlap misses them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +25,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request};
 use serde_json::Value;
 
-use crate::sim::{Arrival, Bucket, Reply, Sender, Server};
-use crate::webhook_sim::Fault;
+use crate::sim::{Arrival, Bucket, Delivery, Fault, Reply, Sender, Server};
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -258,6 +262,14 @@ pub struct Listing {
     pub sku: String,
     pub id: String,
     pub level: i64,
+    /// The channel's id of the listing this one is a variant of (a WooCommerce
+    /// variation's parent product), if any.
+    pub parent: Option<String>,
+    /// When the level last changed (Unix µs), for channels that show a modification date.
+    pub modified_us: i64,
+    /// False once the item is no longer stocked where the channel counts it (a Shopify
+    /// item removed from the location): it shows no level until one is set again.
+    pub stocked: bool,
 }
 
 /// A simulated shop.
@@ -272,6 +284,8 @@ pub struct Shop {
     /// Order listings read (the poll).
     pub order_polls: usize,
     next_id: u64,
+    /// The channel's id → our SKU, for `by_id`.
+    ids: HashMap<String, String>,
 }
 
 /// What a write call may do before it runs.
@@ -286,18 +300,8 @@ pub enum Gate {
 impl Shop {
     /// A shop listing `items`: (our SKU, the channel's id), each showing 0.
     pub fn new(items: &[(&str, &str)]) -> Shop {
-        Shop {
-            listings: items
-                .iter()
-                .map(|(sku, id)| {
-                    let listing = Listing {
-                        sku: sku.to_string(),
-                        id: id.to_string(),
-                        level: 0,
-                    };
-                    (sku.to_string(), listing)
-                })
-                .collect(),
+        let mut shop = Shop {
+            listings: BTreeMap::new(),
             orders: BTreeMap::new(),
             arrivals: HashMap::new(),
             calls: Vec::new(),
@@ -306,7 +310,30 @@ impl Shop {
             listing_lag: Duration::ZERO,
             order_polls: 0,
             next_id: 100_000,
+            ids: HashMap::new(),
+        };
+        for (sku, id) in items {
+            shop.list(sku, id);
         }
+        shop
+    }
+
+    /// The listing of `sku`, listed under channel id `id` (showing 0) if it was not yet:
+    /// a channel that takes any SKU it is sent lists it on the first write.
+    pub fn list(&mut self, sku: &str, id: &str) -> &mut Listing {
+        if !self.listings.contains_key(sku) {
+            self.ids.insert(id.to_string(), sku.to_string());
+        }
+        self.listings
+            .entry(sku.to_string())
+            .or_insert_with(|| Listing {
+                sku: sku.to_string(),
+                id: id.to_string(),
+                level: 0,
+                parent: None,
+                modified_us: now_us(),
+                stocked: true,
+            })
     }
 
     pub fn next_id(&mut self) -> u64 {
@@ -316,36 +343,74 @@ impl Shop {
 
     /// The listing with channel id `id`.
     pub fn by_id(&self, id: &str) -> Option<&Listing> {
-        self.listings.values().find(|l| l.id == id)
+        self.listings.get(self.ids.get(id)?)
+    }
+
+    pub fn by_id_mut(&mut self, id: &str) -> Option<&mut Listing> {
+        self.listings.get_mut(self.ids.get(id)?)
     }
 
     /// A value written by the channel's API: set and recorded with its arrival time.
     pub fn write(&mut self, sku: &str, level: i64) {
-        if let Some(listing) = self.listings.get_mut(sku) {
-            listing.level = level;
-            self.arrivals
-                .entry(sku.to_string())
-                .or_default()
-                .push(Arrival {
-                    available: level,
-                    at: Instant::now(),
-                });
+        self.write_at(sku, level, Instant::now());
+    }
+
+    /// The same, for a call that arrived `at` (every value of one call arrives together).
+    /// Returns the level shown before (`None`: not listed, or not stocked).
+    pub fn write_at(&mut self, sku: &str, level: i64, at: Instant) -> Option<i64> {
+        let listing = self.listings.get_mut(sku)?;
+        let before = listing.stocked.then_some(listing.level);
+        listing.level = level;
+        listing.stocked = true;
+        listing.modified_us = now_us();
+        self.arrivals
+            .entry(sku.to_string())
+            .or_default()
+            .push(Arrival {
+                available: level,
+                at,
+            });
+        before
+    }
+
+    /// A change of `units` (negative: taken) to what `sku` shows that no API call wrote: an
+    /// order, a restock. An item no longer stocked is stocked again from 0.
+    pub fn adjust(&mut self, sku: &str, units: i64) {
+        if let Some(l) = self.listings.get_mut(sku) {
+            if !l.stocked {
+                l.level = 0;
+                l.stocked = true;
+            }
+            l.level += units;
         }
+    }
+
+    /// The switched-on fault that stops a call of the channel's API, if any (a slow
+    /// channel still answers).
+    pub fn fault_gate(&self) -> Option<Gate> {
+        match self.fault {
+            Fault::Status(code) => Some(Gate::Fault(code)),
+            Fault::Hang(d) => Some(Gate::Hang(d)),
+            Fault::Throttle { retry_after_s } => Some(Gate::Limited(retry_after_s)),
+            Fault::None | Fault::Slow(_) => None,
+        }
+    }
+
+    /// Takes `cost` from the channel's rate bucket: false when it is spent (no bucket:
+    /// no limit).
+    pub fn spend(&mut self, cost: f64) -> bool {
+        self.rate.as_mut().is_none_or(|bucket| bucket.take(cost))
     }
 
     /// Faults and rate limits, in that order, for a call of the channel's API.
     pub fn gate(&mut self) -> Gate {
-        match self.fault {
-            Fault::Status(code) => return Gate::Fault(code),
-            Fault::Hang(d) => return Gate::Hang(d),
-            Fault::Throttle { retry_after_s } => return Gate::Limited(retry_after_s),
-            Fault::None | Fault::Slow(_) => {}
+        if let Some(gate) = self.fault_gate() {
+            return gate;
         }
-        let limited = self.rate.as_mut().is_some_and(|bucket| !bucket.take(1.0));
-        if limited {
-            Gate::Limited(1)
-        } else {
+        if self.spend(1.0) {
             Gate::Open
+        } else {
+            Gate::Limited(1)
         }
     }
 
@@ -480,11 +545,30 @@ impl Shop {
         list
     }
 
+    /// What every stocked listing shows.
     pub fn levels(&self) -> HashMap<String, i64> {
         self.listings
             .values()
+            .filter(|l| l.stocked)
             .map(|l| (l.sku.clone(), l.level))
             .collect()
+    }
+
+    /// What `sku` shows (`None`: not listed, or not stocked).
+    pub fn level(&self, sku: &str) -> Option<i64> {
+        self.listings
+            .get(sku)
+            .filter(|l| l.stocked)
+            .map(|l| l.level)
+    }
+
+    /// A seller's edit on the channel: a listed `sku` shows `level` (stocked again).
+    pub fn set_level(&mut self, sku: &str, level: i64) {
+        if let Some(l) = self.listings.get_mut(sku) {
+            l.level = level;
+            l.stocked = true;
+            l.modified_us = now_us();
+        }
     }
 }
 
@@ -518,19 +602,26 @@ pub fn gate(
     Some(reply)
 }
 
-/// The handler of a market's HTTP API.
+/// The handler of a market's HTTP API: a hang or a slow channel waits before it runs.
 pub type Handler = dyn Fn(&Arc<Mutex<Shop>>, &Arc<Sender>, Req) -> Reply + Send + Sync;
 
+/// An answer still to come.
+pub type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// The handler of a market's HTTP API that waits out the faults itself, at the point of
+/// the call where its channel waits (after the auth check, after the log, ...).
+pub type Serve = dyn Fn(Arc<Mutex<Shop>>, Arc<Sender>, Req) -> Pending + Send + Sync;
+
+/// A webhook built at each attempt: its headers (or body) differ from one to the next.
+pub type Build = Arc<dyn Fn() -> Delivery + Send + Sync>;
+
 impl Market {
-    /// Serves `handle` over a shop of `items`; webhooks are retried `retries` times.
+    /// Serves `handle` over a shop of `items`; webhooks are retried `retries` times. A
+    /// hang or a slow channel waits before `handle` runs.
     pub fn start(items: &[(&str, &str)], retries: u32, handle: Arc<Handler>) -> Market {
-        let shop = Arc::new(Mutex::new(Shop::new(items)));
-        let sender = Sender::new(retries);
-        let shared = (shop.clone(), sender.clone());
-        let server = Server::start(move |req| {
-            let (shop, sender, handle) = (shared.0.clone(), shared.1.clone(), handle.clone());
-            async move {
-                let req = Req::read(req).await;
+        let serve = move |shop: Arc<Mutex<Shop>>, sender: Arc<Sender>, req: Req| -> Pending {
+            let handle = handle.clone();
+            Box::pin(async move {
                 let hang = match lock(&shop).fault {
                     Fault::Hang(d) | Fault::Slow(d) => Some(d),
                     _ => None,
@@ -539,6 +630,22 @@ impl Market {
                     tokio::time::sleep(d).await;
                 }
                 handle(&shop, &sender, req)
+            })
+        };
+        Market::serve(Shop::new(items), retries, 0, Arc::new(serve))
+    }
+
+    /// Serves `handle` over `shop` on loopback port `port` (0: any); webhooks are retried
+    /// `retries` times. `handle` waits out the faults itself.
+    pub fn serve(shop: Shop, retries: u32, port: u16, handle: Arc<Serve>) -> Market {
+        let shop = Arc::new(Mutex::new(shop));
+        let sender = Sender::new(retries);
+        let shared = (shop.clone(), sender.clone());
+        let server = Server::start_at(port, move |req| {
+            let (shop, sender, handle) = (shared.0.clone(), shared.1.clone(), handle.clone());
+            async move {
+                let req = Req::read(req).await;
+                handle(shop, sender, req).await
             }
         });
         Market {
@@ -555,12 +662,16 @@ impl Market {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((headers.clone(), body.clone()));
-        let build = move || crate::sim::Delivery {
+        let build = move || Delivery {
             headers: headers.clone(),
             body: body.clone(),
         };
-        self.sender
-            .send(self.server.runtime.handle(), topic, Arc::new(build));
+        self.send(topic, Arc::new(build));
+    }
+
+    /// Sends a webhook (its habits apply) that `build` makes at each attempt.
+    pub fn send(&self, topic: &str, build: Build) {
+        self.sender.send(self.server.runtime.handle(), topic, build);
     }
 
     /// The last webhook built: (headers, body).
@@ -604,13 +715,11 @@ impl Market {
 
     /// A seller's edit on the channel.
     pub fn set_level(&self, sku: &str, level: i64) {
-        if let Some(l) = self.shop().listings.get_mut(sku) {
-            l.level = level;
-        }
+        self.shop().set_level(sku, level);
     }
 
     pub fn level(&self, sku: &str) -> Option<i64> {
-        self.shop().listings.get(sku).map(|l| l.level)
+        self.shop().level(sku)
     }
 
     pub fn levels(&self) -> HashMap<String, i64> {

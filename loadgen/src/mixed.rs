@@ -21,11 +21,13 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::bigcommerce_sim::BigCommerceSim;
 use crate::fleet::{
     Fleet, CHANNELS, WALMART_FEEDS_PER_HOUR, WALMART_FEED_PROCESSING, WALMART_URGENT_AT_OR_BELOW,
 };
 use crate::run::{histogram, spawn_with, Plan};
 use crate::sim::Habits;
+use crate::walmart_sim::WalmartSim;
 
 /// What each SKU starts with (Etsy takes at most 999 per offering).
 const START: i64 = 900;
@@ -65,7 +67,9 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     // BigCommerce's Pro plan (450 requests per 30 s): each of its thin order hooks costs
     // two calls from the budget its writes use too, more than Standard's 5/s carries at
     // these rates.
-    fleet.bc.set_window(450, Duration::from_secs(30));
+    fleet
+        .get::<BigCommerceSim>()
+        .set_window(450, Duration::from_secs(30));
     let extra = |name: &str| match name {
         "bc" => "rate_limit = { requests_per_second = 15.0, burst = 30 }".to_string(),
         _ => String::new(),
@@ -112,9 +116,9 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     fleet.set_listing_lag(Duration::from_millis(500));
     if broken {
         fleet
-            .walmart
+            .get::<WalmartSim>()
             .market
-            .set_fault(crate::webhook_sim::Fault::Status(503));
+            .set_fault(crate::sim::Fault::Status(503));
     }
 
     // The open loop: orders placed when due, whatever lockstep is doing.

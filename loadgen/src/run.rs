@@ -1,12 +1,17 @@
-//! The `latency` scenario: an open-loop order generator against a lockstep started on a
-//! temp data directory, with every channel a simulator in this process.
+//! The scenarios whose channels are Standard Webhooks shops (`webhook_sim`): `outage`,
+//! `duplicates`, `contention`, `audit`, and `latency` with those built on it (`burst`,
+//! `ceiling`, `soak`); the lockstep they run against (started on a temp data directory,
+//! or one already running), its seeding, and the human table of a report.
 //!
-//! Orders arrive on a fixed schedule (never waiting for replies, so overload shows as
-//! latency), each from one channel as a signed webhook. For each order the scenario
-//! records when it was sent, when lockstep answered, and the available quantity it
-//! answered; afterwards it finds, in each other channel's arrival log, the first value at
-//! or below that quantity for the SKU: the order's propagation time is the latest of those.
+//! `latency` is an open-loop order generator, with every channel a simulator in this
+//! process. Orders arrive on a fixed schedule (never waiting for replies, so overload
+//! shows as latency), each from one channel as a signed webhook. For each order the
+//! scenario records when it was sent, when lockstep answered, and the available quantity
+//! it answered; afterwards it finds, in each other channel's arrival log, the first value
+//! at or below that quantity for the SKU: the order's propagation time is the latest of
+//! those.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -230,7 +235,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
     let sims: Vec<WebhookSim> = simulators(plan, 2);
     let engine = spawn(plan, &sims)?;
     seed(&engine, &sims, plan.skus)?;
-    sims[1].set_fault(crate::webhook_sim::Fault::Status(503));
+    sims[1].set_fault(crate::sim::Fault::Status(503));
     let interval = Duration::from_secs_f64(60.0 / plan.orders_per_minute as f64);
     let started = Instant::now();
     let mut n = 0usize;
@@ -247,7 +252,7 @@ pub fn outage(plan: &Plan, down: Duration, broken: bool) -> anyhow::Result<(Valu
         std::thread::sleep(interval.saturating_sub(Duration::from_millis(1)));
     }
     if !broken {
-        sims[1].set_fault(crate::webhook_sim::Fault::None);
+        sims[1].set_fault(crate::sim::Fault::None);
     }
     let returned = Instant::now();
     let touched = n.min(plan.skus);
@@ -526,7 +531,8 @@ pub fn latency(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     latency_sampled(plan, None)
 }
 
-/// `latency`, sampling lockstep's resident memory every `rss_every` when given.
+/// `latency`, sampling lockstep's resident memory every `rss_every` when given: the
+/// simulators and lockstep started and seeded, the open loop run, then measured.
 fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(Value, bool)> {
     if plan.channels < 2 {
         bail!("--channels must be at least 2: an order on one channel propagates to the others");
@@ -540,29 +546,99 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .build()?;
-    let webhook = |channel: usize| format!("{}/webhooks/ch{channel}", engine.base);
-
     seed(&engine, &sims, plan.skus)?;
-    // Memory samples (seconds into the run, MiB), taken on a thread of their own.
-    let rss: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(rss_every.is_some()));
-    let sampler = rss_every.map(|every| {
+    let sampler = rss_every.map(|every| RssSampler::start(&engine, every));
+    let sims = Arc::new(sims);
+    let run = open_loop(plan, &runtime, client, &engine.base, &sims);
+    let rss = sampler.map(RssSampler::stop).unwrap_or_default();
+    // Let the last changes arrive.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let arrivals: Vec<HashMap<String, Vec<crate::sim::Arrival>>> = sims
+        .iter()
+        .map(|sim| {
+            (0..plan.skus)
+                .map(|i| (sku(i), sim.arrivals(&sku(i))))
+                .collect()
+        })
+        .collect();
+    let measured = measure(plan, &run, &arrivals);
+    let miscounted = if measured.lost == 0 {
+        miscounted(plan, &sims[0], &engine, &run.sent)?
+    } else {
+        0
+    };
+    let refused = sims
+        .iter()
+        .map(|sim| sim.pushes().iter().filter(|p| p.status != 200).count())
+        .collect();
+    let verdict = latency_report(plan, &run, &measured, miscounted, refused, &rss);
+    drop(engine);
+    Ok(verdict)
+}
+
+/// Samples of a process's resident memory (seconds into the sampling, MiB), taken on a
+/// thread of their own until stopped.
+struct RssSampler {
+    samples: Arc<Mutex<Vec<(f64, f64)>>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(engine: &Engine, every: Duration) -> RssSampler {
         let pid = engine.child.as_ref().map_or(0, Child::id);
-        let (rss, sampling) = (rss.clone(), sampling.clone());
+        let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (shared, still) = (samples.clone(), running.clone());
         let start = Instant::now();
-        std::thread::spawn(move || {
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+        let thread = std::thread::spawn(move || {
+            while still.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Some(mib) = rss_mib(pid) {
-                    rss.lock()
+                    shared
+                        .lock()
                         .expect("not poisoned")
                         .push((start.elapsed().as_secs_f64(), mib));
                 }
                 std::thread::sleep(every);
             }
-        })
-    });
+        });
+        RssSampler {
+            samples,
+            running,
+            thread,
+        }
+    }
 
-    // The open loop: every order is sent when it is due, whatever the replies do.
+    /// Stops sampling; every sample taken.
+    fn stop(self) -> Vec<(f64, f64)> {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+        std::mem::take(&mut *self.samples.lock().expect("not poisoned"))
+    }
+}
+
+/// What the open loop sent.
+struct Run {
+    sent: Vec<Sent>,
+    duplicates_sent: usize,
+    reordered_sent: usize,
+    /// Seconds from the first order due to the last delivery answered.
+    offered_s: f64,
+    started: Instant,
+}
+
+/// The open loop: every order is sent when it is due, whatever the replies do, while
+/// the plan's fault windows come and go; returns once every delivery is answered, every
+/// shipment sent and every fault window over.
+fn open_loop(
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: &str,
+    sims: &Arc<Vec<WebhookSim>>,
+) -> Run {
     let mut rng = rand::rng();
     let traffic = &plan.traffic;
     let due = crate::traffic::schedule(
@@ -572,228 +648,342 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         &mut rng,
     );
     let zipf = crate::traffic::Zipf::new(plan.skus, traffic.skew);
-    let total = due.len();
-    let sent: Arc<Mutex<Vec<Sent>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
-    let mut duplicates_sent = 0usize;
-    let mut reordered_sent = 0usize;
-    let sims = Arc::new(sims);
     let started = Instant::now();
-    let faults = schedule_faults(&sims, &traffic.faults, started);
-    let mut offered_s = 0.0;
-    runtime.block_on(async {
-        let mut tasks = Vec::with_capacity(total);
-        let mut ships = Vec::new();
+    let faults = schedule_faults(sims, &traffic.faults, started);
+    let mut orders = Orders {
+        plan,
+        client,
+        base: base.to_string(),
+        started,
+        sent: Arc::new(Mutex::new(Vec::with_capacity(due.len()))),
+        duplicates_sent: 0,
+        reordered_sent: 0,
+        tasks: Vec::with_capacity(due.len()),
+        ships: Vec::new(),
+    };
+    let offered_s = runtime.block_on(async {
         for (n, offset) in due.iter().enumerate() {
             tokio::time::sleep_until((started + *offset).into()).await;
             let skus = zipf.order(traffic.lines, &mut rng);
             let channel = crate::traffic::channel_of(n, plan.channels, &traffic.mix, &mut rng);
-            let events: Vec<Value> = skus
-                .iter()
-                .enumerate()
-                .map(|(line, s)| json!({"sku": sku(*s), "kind": "order_placed", "qty": 1, "order_id": format!("{}-LG-{n}", tag()), "line_id": line.to_string()}))
-                .collect();
-            let bytes = serde_json::to_vec(&json!({ "events": events })).expect("json serializes");
-            let headers = crate::signing::signed_headers(SECRET, &format!("{}-order-{n}", tag()), &bytes);
-            let copies = 1 + usize::from(rng.random_bool(traffic.duplicate_rate.clamp(0.0, 1.0)));
-            duplicates_sent += copies - 1;
-            let index = {
-                let mut sent = sent.lock().expect("not poisoned");
-                sent.push(Sent { skus, channel, at: Instant::now(), answered: None });
-                sent.len() - 1
-            };
-            for copy in 0..copies {
-                // A late delivery arrives after orders placed after it.
-                let late = rng.random_bool(traffic.reorder_rate.clamp(0.0, 1.0));
-                reordered_sent += usize::from(late);
-                let hold = if late {
-                    crate::traffic::REORDER_MAX.mul_f64(rng.random::<f64>())
-                } else {
-                    Duration::ZERO
-                };
-                let mut request = client.post(webhook(channel));
-                for (name, value) in &headers {
-                    request = request.header(*name, value);
-                }
-                let (sent, bytes) = (sent.clone(), bytes.clone());
-                tasks.push(tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    let answer = async {
-                        let response = request.body(bytes).send().await.ok()?;
-                        if !response.status().is_success() {
-                            return None;
-                        }
-                        let body: Value = response.json().await.ok()?;
-                        body["results"]
-                            .as_array()?
-                            .iter()
-                            .map(|r| r["available"].as_i64())
-                            .collect::<Option<Vec<i64>>>()
-                    }
-                    .await;
-                    // The first delivery's answer is the order's (a duplicate's repeats it).
-                    if copy == 0 {
-                        let now = Instant::now();
-                        sent.lock().expect("not poisoned")[index].answered = answer.map(|a| (now, a));
-                    }
-                }));
-            }
-            if let Some(after) = traffic.ship_after {
-                // The order ships later, from the same channel: its lines close.
-                let shipped: Vec<Value> = events
-                    .iter()
-                    .map(|e| {
-                        let mut e = e.clone();
-                        e["kind"] = json!("order_shipped");
-                        e
-                    })
-                    .collect();
-                let bytes = serde_json::to_vec(&json!({ "events": shipped })).expect("json serializes");
-                let request = client.post(webhook(channel));
-                let at = started + *offset + after;
-                ships.push(tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
-                    let id = format!("{}-ship-{n}", tag());
-                    let mut request = request;
-                    for (name, value) in crate::signing::signed_headers(SECRET, &id, &bytes) {
-                        request = request.header(name, value);
-                    }
-                    let _ = request.body(bytes).send().await;
-                }));
-            }
+            orders.place(n, *offset, skus, channel, &mut rng);
         }
-        for task in tasks {
-            let _ = task.await;
-        }
-        offered_s = started.elapsed().as_secs_f64();
-        for ship in ships {
-            let _ = ship.await;
-        }
+        orders.settle().await
     });
     for fault in faults {
         let _ = fault.join();
     }
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    if let Some(sampler) = sampler {
-        let _ = sampler.join();
+    let sent = std::mem::take(&mut *orders.sent.lock().expect("not poisoned"));
+    Run {
+        sent,
+        duplicates_sent: orders.duplicates_sent,
+        reordered_sent: orders.reordered_sent,
+        offered_s,
+        started,
     }
-    // Let the last changes arrive.
-    std::thread::sleep(Duration::from_secs(2));
+}
 
-    let sent = std::mem::take(&mut *sent.lock().expect("not poisoned"));
-    let mut ingest = histogram();
-    let mut propagation = histogram();
-    let mut per_channel: Vec<Histogram<u64>> = (0..plan.channels).map(|_| histogram()).collect();
-    let (mut lost, mut unconverged) = (0usize, 0usize);
-    let arrivals: Vec<std::collections::HashMap<String, Vec<crate::webhook_sim::Arrival>>> = sims
-        .iter()
-        .map(|sim| {
-            (0..plan.skus)
-                .map(|i| (sku(i), sim.arrivals(&sku(i))))
-                .collect()
-        })
-        .collect();
-    // Propagation per second of the run, for the report's latency-over-time plot.
-    let mut timeline: Vec<Histogram<u64>> = Vec::new();
-    for order in &sent {
+/// The orders of the open loop as they go out: each signed webhook, its copies, and its
+/// shipment later, each on a task of its own.
+struct Orders<'a> {
+    plan: &'a Plan,
+    client: reqwest::Client,
+    base: String,
+    started: Instant,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    duplicates_sent: usize,
+    reordered_sent: usize,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ships: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Orders<'_> {
+    fn webhook(&self, channel: usize) -> String {
+        format!("{}/webhooks/ch{channel}", self.base)
+    }
+
+    /// Order `n`, due `offset` into the run: one unit of each SKU in `skus`, placed on
+    /// `channel` (sent once, or twice as a duplicate), shipped later when the plan says.
+    fn place(
+        &mut self,
+        n: usize,
+        offset: Duration,
+        skus: Vec<usize>,
+        channel: usize,
+        rng: &mut impl Rng,
+    ) {
+        let events: Vec<Value> = skus
+            .iter()
+            .enumerate()
+            .map(|(line, s)| json!({"sku": sku(*s), "kind": "order_placed", "qty": 1, "order_id": format!("{}-LG-{n}", tag()), "line_id": line.to_string()}))
+            .collect();
+        let bytes = serde_json::to_vec(&json!({ "events": events })).expect("json serializes");
+        let headers =
+            crate::signing::signed_headers(SECRET, &format!("{}-order-{n}", tag()), &bytes);
+        let traffic = &self.plan.traffic;
+        let copies = 1 + usize::from(rng.random_bool(traffic.duplicate_rate.clamp(0.0, 1.0)));
+        self.duplicates_sent += copies - 1;
+        let index = {
+            let mut sent = self.sent.lock().expect("not poisoned");
+            sent.push(Sent {
+                skus,
+                channel,
+                at: Instant::now(),
+                answered: None,
+            });
+            sent.len() - 1
+        };
+        for copy in 0..copies {
+            // A late delivery arrives after orders placed after it.
+            let late = rng.random_bool(traffic.reorder_rate.clamp(0.0, 1.0));
+            self.reordered_sent += usize::from(late);
+            let hold = if late {
+                crate::traffic::REORDER_MAX.mul_f64(rng.random::<f64>())
+            } else {
+                Duration::ZERO
+            };
+            self.deliver(index, copy, channel, &headers, bytes.clone(), hold);
+        }
+        if let Some(after) = traffic.ship_after {
+            self.ship(n, channel, &events, self.started + offset + after);
+        }
+    }
+
+    /// Copy `copy` of order `index`, sent after `hold`; the first copy's answer is the
+    /// order's (a duplicate's repeats it).
+    fn deliver(
+        &mut self,
+        index: usize,
+        copy: usize,
+        channel: usize,
+        headers: &[(&'static str, String)],
+        bytes: Vec<u8>,
+        hold: Duration,
+    ) {
+        let mut request = self.client.post(self.webhook(channel));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let sent = self.sent.clone();
+        self.tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let answer = async {
+                let response = request.body(bytes).send().await.ok()?;
+                if !response.status().is_success() {
+                    return None;
+                }
+                let body: Value = response.json().await.ok()?;
+                body["results"]
+                    .as_array()?
+                    .iter()
+                    .map(|r| r["available"].as_i64())
+                    .collect::<Option<Vec<i64>>>()
+            }
+            .await;
+            if copy == 0 {
+                let now = Instant::now();
+                sent.lock().expect("not poisoned")[index].answered = answer.map(|a| (now, a));
+            }
+        }));
+    }
+
+    /// Order `n` ships `at`, from the same channel: its lines close.
+    fn ship(&mut self, n: usize, channel: usize, events: &[Value], at: Instant) {
+        let shipped: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["kind"] = json!("order_shipped");
+                e
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&json!({ "events": shipped })).expect("json serializes");
+        let request = self.client.post(self.webhook(channel));
+        self.ships.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let id = format!("{}-ship-{n}", tag());
+            let mut request = request;
+            for (name, value) in crate::signing::signed_headers(SECRET, &id, &bytes) {
+                request = request.header(name, value);
+            }
+            let _ = request.body(bytes).send().await;
+        }));
+    }
+
+    /// Waits for every delivery (returning the seconds the orders took to offer, from the
+    /// start to the last answer), then for every shipment.
+    async fn settle(&mut self) -> f64 {
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        let offered_s = self.started.elapsed().as_secs_f64();
+        for ship in std::mem::take(&mut self.ships) {
+            let _ = ship.await;
+        }
+        offered_s
+    }
+}
+
+/// The run's latencies: ingest (order to lockstep's answer) and propagation (order to
+/// the last other channel holding it), overall, per channel and per second of the run.
+struct Measured {
+    ingest: Histogram<u64>,
+    propagation: Histogram<u64>,
+    per_channel: Vec<Histogram<u64>>,
+    timeline: Vec<Histogram<u64>>,
+    /// Orders lockstep never answered.
+    lost: usize,
+    /// Orders some channel never held.
+    unconverged: usize,
+}
+
+fn measure(
+    plan: &Plan,
+    run: &Run,
+    arrivals: &[HashMap<String, Vec<crate::sim::Arrival>>],
+) -> Measured {
+    let mut m = Measured {
+        ingest: histogram(),
+        propagation: histogram(),
+        per_channel: (0..plan.channels).map(|_| histogram()).collect(),
+        timeline: Vec::new(),
+        lost: 0,
+        unconverged: 0,
+    };
+    for order in &run.sent {
         let Some((answered, available)) = order.answered.clone() else {
-            lost += 1;
+            m.lost += 1;
             continue;
         };
-        ingest.saturating_record(answered.duration_since(order.at).as_micros().max(1) as u64);
+        m.ingest
+            .saturating_record(answered.duration_since(order.at).as_micros().max(1) as u64);
         let mut slowest = Duration::ZERO;
         let mut converged = true;
         for (c, log) in arrivals.iter().enumerate() {
             if c == order.channel {
                 continue;
             }
-            // The channel holds the order once every line's SKU is at or below what
-            // lockstep answered for it.
-            let mut channel_took = Duration::ZERO;
-            for (s, available) in order.skus.iter().zip(&available) {
-                let first = log[&sku(*s)]
-                    .iter()
-                    .find(|a| a.at >= order.at && a.available <= *available);
-                match first {
-                    Some(a) => channel_took = channel_took.max(a.at.duration_since(order.at)),
-                    None => converged = false,
-                }
-            }
-            per_channel[c].saturating_record(channel_took.as_micros().max(1) as u64);
-            slowest = slowest.max(channel_took);
+            let (took, holds) = channel_took(order, &available, log);
+            converged &= holds;
+            m.per_channel[c].saturating_record(took.as_micros().max(1) as u64);
+            slowest = slowest.max(took);
         }
         if converged {
-            propagation.saturating_record(slowest.as_micros().max(1) as u64);
-            let second = order.at.duration_since(started).as_secs() as usize;
-            if timeline.len() <= second {
-                timeline.resize_with(second + 1, histogram);
+            m.propagation
+                .saturating_record(slowest.as_micros().max(1) as u64);
+            let second = order.at.duration_since(run.started).as_secs() as usize;
+            if m.timeline.len() <= second {
+                m.timeline.resize_with(second + 1, histogram);
             }
-            timeline[second].saturating_record(slowest.as_micros().max(1) as u64);
+            m.timeline[second].saturating_record(slowest.as_micros().max(1) as u64);
         } else {
-            unconverged += 1;
+            m.unconverged += 1;
         }
     }
-    // Every line is one unit committed: a SKU whose committed differs counted an order
-    // twice (a duplicate applied) or lost one. Only exact when no order was refused.
+    m
+}
+
+/// How long a channel took to hold an order: every line's SKU at or below what lockstep
+/// answered for it (the latest of the lines that got there), and whether all did.
+fn channel_took(
+    order: &Sent,
+    available: &[i64],
+    log: &HashMap<String, Vec<crate::sim::Arrival>>,
+) -> (Duration, bool) {
+    let mut took = Duration::ZERO;
+    let mut holds = true;
+    for (s, available) in order.skus.iter().zip(available) {
+        let first = log[&sku(*s)]
+            .iter()
+            .find(|a| a.at >= order.at && a.available <= *available);
+        match first {
+            Some(a) => took = took.max(a.at.duration_since(order.at)),
+            None => holds = false,
+        }
+    }
+    (took, holds)
+}
+
+/// SKUs whose committed count differs from the lines ordered (a duplicate applied, or an
+/// order lost); with shipping, every line has shipped: nothing committed, on_hand less
+/// them. Only exact when no order was refused.
+fn miscounted(
+    plan: &Plan,
+    sim: &WebhookSim,
+    engine: &Engine,
+    sent: &[Sent],
+) -> anyhow::Result<usize> {
     let mut lines_per_sku = vec![0i64; plan.skus];
-    for order in &sent {
+    for order in sent {
         for s in &order.skus {
             lines_per_sku[*s] += 1;
         }
     }
-    // With shipping, every line has shipped by now: nothing committed, on_hand less them.
     let mut miscounted = 0usize;
-    if lost == 0 {
-        for (i, lines) in lines_per_sku.iter().enumerate().filter(|(_, l)| **l > 0) {
-            let body = sims[0].get_json(&format!("{}/v1/skus/{}", engine.base, sku(i)))?;
-            let exact = match traffic.ship_after {
-                None => body["committed"].as_i64() == Some(*lines),
-                Some(_) => {
-                    body["committed"].as_i64() == Some(0)
-                        && body["on_hand"].as_i64() == Some(SEED_STOCK - lines)
-                }
-            };
-            if !exact {
-                miscounted += 1;
+    for (i, lines) in lines_per_sku.iter().enumerate().filter(|(_, l)| **l > 0) {
+        let body = sim.get_json(&format!("{}/v1/skus/{}", engine.base, sku(i)))?;
+        let exact = match plan.traffic.ship_after {
+            None => body["committed"].as_i64() == Some(*lines),
+            Some(_) => {
+                body["committed"].as_i64() == Some(0)
+                    && body["on_hand"].as_i64() == Some(SEED_STOCK - lines)
             }
+        };
+        if !exact {
+            miscounted += 1;
         }
     }
+    Ok(miscounted)
+}
+
+/// The report of a latency run and whether it passed: nothing lost, every order held
+/// everywhere, every SKU counted exactly, p99 propagation within the SLO.
+fn latency_report(
+    plan: &Plan,
+    run: &Run,
+    m: &Measured,
+    miscounted: usize,
+    refused: Vec<usize>,
+    rss: &[(f64, f64)],
+) -> (Value, bool) {
+    let traffic = &plan.traffic;
+    let sent = &run.sent;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let summary = |h: &Histogram<u64>| json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9), "p99_ms": ms(h, 0.99), "p999_ms": ms(h, 0.999), "max_ms": h.max() as f64 / 1000.0});
-    let p99 = Duration::from_micros(propagation.value_at_quantile(0.99));
-    let passed = lost == 0
-        && unconverged == 0
+    let p99 = Duration::from_micros(m.propagation.value_at_quantile(0.99));
+    let passed = m.lost == 0
+        && m.unconverged == 0
         && miscounted == 0
         && plan.slo_p99.is_none_or(|slo| p99 <= slo);
     let report = json!({
         "scenario": "latency",
         "orders": sent.len(),
         "orders_per_minute_offered": plan.orders_per_minute,
-        "orders_per_second_achieved": sent.len() as f64 / offered_s,
+        "orders_per_second_achieved": sent.len() as f64 / run.offered_s,
         "skus": plan.skus,
         "channels": plan.channels,
         "arrivals": format!("{:?}", traffic.arrivals).to_lowercase(),
         "skew": traffic.skew,
         "lines_max": traffic.lines,
         "order_lines": sent.iter().map(|o| o.skus.len()).sum::<usize>(),
-        "duplicates_sent": duplicates_sent,
-        "reordered_sent": reordered_sent,
+        "duplicates_sent": run.duplicates_sent,
+        "reordered_sent": run.reordered_sent,
         "orders_by_channel": (0..plan.channels).map(|c| (format!("ch{c}"), json!(sent.iter().filter(|o| o.channel == c).count()))).collect::<serde_json::Map<_, _>>(),
         "faults": traffic.faults.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>(),
-        "pushes_refused": sims.iter().enumerate().map(|(c, sim)| (format!("ch{c}"), json!(sim.pushes().iter().filter(|p| p.status != 200).count()))).collect::<serde_json::Map<_, _>>(),
-        "lost": lost,
-        "unconverged": unconverged,
+        "pushes_refused": refused.iter().enumerate().map(|(c, n)| (format!("ch{c}"), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "lost": m.lost,
+        "unconverged": m.unconverged,
         "skus_miscounted": miscounted,
-        "ingest": summary(&ingest),
-        "propagation": summary(&propagation),
-        "propagation_per_channel": per_channel.iter().enumerate().map(|(i, h)| (format!("ch{i}"), summary(h))).collect::<serde_json::Map<_, _>>(),
+        "ingest": summary(&m.ingest),
+        "propagation": summary(&m.propagation),
+        "propagation_per_channel": m.per_channel.iter().enumerate().map(|(i, h)| (format!("ch{i}"), summary(h))).collect::<serde_json::Map<_, _>>(),
         "slo_p99_ms": plan.slo_p99.map(|d| d.as_secs_f64() * 1000.0),
-        "timeline": timeline.iter().enumerate().map(|(s, h)| json!({"second": s, "count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0})).collect::<Vec<_>>(),
-        "distribution": crate::report::distribution(&propagation),
-        "rss_mib": rss.lock().expect("not poisoned").iter().map(|(s, mib)| json!({"second": s, "mib": mib})).collect::<Vec<_>>(),
+        "timeline": m.timeline.iter().enumerate().map(|(s, h)| json!({"second": s, "count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0})).collect::<Vec<_>>(),
+        "distribution": crate::report::distribution(&m.propagation),
+        "rss_mib": rss.iter().map(|(s, mib)| json!({"second": s, "mib": mib})).collect::<Vec<_>>(),
         "passed": passed,
     });
-    drop(engine);
-    Ok((report, passed))
+    (report, passed)
 }
 
 /// Applies each fault window to its simulator on a thread of its own: the fault from
@@ -803,8 +993,8 @@ fn schedule_faults(
     faults: &[crate::traffic::FaultWindow],
     started: Instant,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    use crate::sim::Fault;
     use crate::traffic::FaultKind;
-    use crate::webhook_sim::Fault;
     faults
         .iter()
         .filter(|f| f.channel < sims.len())

@@ -19,20 +19,25 @@
 //!   change when switched on, and Shopify's habits: duplicates (same
 //!   `X-Shopify-Event-Id`), delays, reordering, and 8 retries of a failed delivery.
 //! - Every value written is recorded with its arrival time.
+//!
+//! The store runs on a `market::Market`: its server, its levels (each inventory item is a
+//! listing under its id), the arrivals, the fault switch, the cost bucket (the market's
+//! rate bucket, spent by each call's cost) and the webhook sender. It keeps its own
+//! orders beside them, because Shopify's differ from the market's neutral ones: edits
+//! and refunds take units off a line without shipping or cancelling them, and its
+//! webhooks show fulfillments and refunds; and its own call log, which records each
+//! item's compare value and the call's outcome.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::Request;
 use serde_json::{json, Value};
 
+use crate::market::{lock, now_us, rfc3339, Market, Pending, Req, Shop};
 use crate::signing;
-use crate::sim::{reply, Arrival, Bucket, Delivery, Habits, Reply, Sender, Server};
-use crate::webhook_sim::Fault;
+use crate::sim::{reply, Arrival, Bucket, Delivery, Fault, Habits, Reply, Sender};
 
 /// The store's one location.
 pub const LOCATION: u64 = 1;
@@ -91,15 +96,9 @@ impl Order {
     }
 }
 
-struct State {
+/// What the store keeps beside its market.
+struct Extra {
     token: String,
-    fault: Fault,
-    bucket: Bucket,
-    /// Inventory item id → available at the location.
-    levels: HashMap<u64, i64>,
-    sku_of: HashMap<u64, String>,
-    item_of: HashMap<String, u64>,
-    arrivals: HashMap<String, Vec<Arrival>>,
     calls: Vec<SetCall>,
     idempotent: HashMap<String, Value>,
     /// Every idempotency key received on an `inventorySetQuantities` call, in order.
@@ -109,33 +108,35 @@ struct State {
     orders: HashMap<u64, Order>,
     /// Each order as its latest `orders/*` webhook showed it, with when (Unix µs): what
     /// the REST orders list answers.
-    order_states: std::collections::BTreeMap<u64, (i64, Value)>,
+    order_states: BTreeMap<u64, (i64, Value)>,
 }
 
 /// A running simulated store.
 pub struct ShopifySim {
-    pub server: Server,
-    state: Arc<Mutex<State>>,
+    pub market: Market,
+    /// The market's webhook sender (the same one): kept as a field of its own because
+    /// `src/demo.rs` and `tests/channels_e2e.rs` read `shop.sender`.
     pub sender: Arc<Sender>,
+    extra: Arc<Mutex<Extra>>,
     secret: String,
     next_id: AtomicU64,
 }
 
 fn now_text() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let micros = now.as_micros() as i64;
-    let secs = micros.div_euclid(1_000_000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::market::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        micros.rem_euclid(1_000_000)
-    )
+    rfc3339(now_us())
+}
+
+/// What inventory item `item` shows at the location (`None`: not stocked there).
+fn level_of(shop: &Shop, item: u64) -> Option<i64> {
+    shop.by_id(&item.to_string())
+        .filter(|l| l.stocked)
+        .map(|l| l.level)
+}
+
+/// The SKU of inventory item `item`, or the item's number when the store lists none.
+fn sku_of(shop: &Shop, item: u64) -> String {
+    shop.by_id(&item.to_string())
+        .map_or_else(|| item.to_string(), |l| l.sku.clone())
 }
 
 /// The number at the end of a `gid://shopify/Type/123`.
@@ -147,14 +148,12 @@ impl ShopifySim {
     /// Starts a store whose app has `secret` (webhook HMAC key) and `token` (Admin API),
     /// listing `items` (SKU, inventory item id) with level 0, on the Standard plan.
     pub fn start(secret: &str, token: &str, items: &[(&str, u64)]) -> ShopifySim {
-        let state = Arc::new(Mutex::new(State {
+        let ids: Vec<(&str, String)> = items.iter().map(|(s, id)| (*s, id.to_string())).collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|(s, id)| (*s, id.as_str())).collect();
+        let mut shop = Shop::new(&ids);
+        shop.rate = Some(Bucket::new(STANDARD_PLAN.0, STANDARD_PLAN.1));
+        let extra = Arc::new(Mutex::new(Extra {
             token: token.to_string(),
-            fault: Fault::None,
-            bucket: Bucket::new(STANDARD_PLAN.0, STANDARD_PLAN.1),
-            levels: items.iter().map(|(_, id)| (*id, 0)).collect(),
-            sku_of: items.iter().map(|(s, id)| (*id, s.to_string())).collect(),
-            item_of: items.iter().map(|(s, id)| (s.to_string(), *id)).collect(),
-            arrivals: HashMap::new(),
             calls: Vec::new(),
             idempotent: HashMap::new(),
             order_states: Default::default(),
@@ -162,68 +161,70 @@ impl ShopifySim {
             lose_replies: 0,
             orders: HashMap::new(),
         }));
-        let sender = Sender::new(8);
-        let shared = (state.clone(), sender.clone(), secret.to_string());
-        let server = Server::start(move |req| {
-            let (state, sender, secret) = shared.clone();
-            async move { handle(state, sender, secret, req).await }
-        });
+        let (state, hook_secret) = (extra.clone(), secret.to_string());
+        let handle = move |shop, sender, req| -> Pending {
+            Box::pin(handle(
+                shop,
+                sender,
+                state.clone(),
+                hook_secret.clone(),
+                req,
+            ))
+        };
+        // Shopify retries a failed delivery 8 times.
+        let market = Market::serve(shop, 8, 0, Arc::new(handle));
         ShopifySim {
-            server,
-            state,
-            sender,
+            sender: market.sender.clone(),
+            market,
+            extra,
             secret: secret.to_string(),
             next_id: AtomicU64::new(1_000),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The store's URL (the channel's `base_url`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        self.market.url()
     }
 
     /// Where the store sends its webhooks (lockstep's `/webhooks/{name}`).
     pub fn set_webhook_url(&self, url: &str) {
-        *self.sender.url.lock().unwrap() = Some(url.to_string());
+        self.market.set_webhook_url(url);
     }
 
     pub fn set_habits(&self, habits: Habits) {
-        *self.sender.habits.lock().unwrap() = habits;
+        self.market.set_habits(habits);
     }
 
     /// The plan's cost bucket: capacity and restore rate in points per second.
     pub fn set_plan(&self, capacity: f64, restore_per_s: f64) {
-        self.lock().bucket = Bucket::new(capacity, restore_per_s);
+        self.market.shop().rate = Some(Bucket::new(capacity, restore_per_s));
     }
 
     /// Empties the cost bucket (as a burst of the app's other calls would).
     pub fn drain_bucket(&self) {
-        let mut s = self.lock();
-        s.bucket.take(0.0);
-        s.bucket.available = 0.0;
+        if let Some(bucket) = self.market.shop().rate.as_mut() {
+            bucket.take(0.0);
+            bucket.available = 0.0;
+        }
     }
 
     pub fn set_fault(&self, fault: Fault) {
-        self.lock().fault = fault;
+        self.market.set_fault(fault);
     }
 
     /// The level the store shows for `sku`.
     pub fn level(&self, sku: &str) -> Option<i64> {
-        let s = self.lock();
-        s.item_of.get(sku).and_then(|id| s.levels.get(id)).copied()
+        self.market.level(sku)
     }
 
     /// Every SKU's level.
     pub fn levels(&self) -> HashMap<String, i64> {
-        let s = self.lock();
-        s.item_of
-            .iter()
-            .filter_map(|(sku, id)| Some((sku.clone(), *s.levels.get(id)?)))
-            .collect()
+        self.market.levels()
     }
 
     /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
@@ -232,11 +233,11 @@ impl ShopifySim {
         timeout: Duration,
         check: impl Fn(&HashMap<String, i64>) -> bool,
     ) -> Option<Duration> {
-        crate::sim::wait_until(timeout, || check(&self.levels()))
+        self.market.wait_for(timeout, check)
     }
 
     pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
-        self.lock().arrivals.get(sku).cloned().unwrap_or_default()
+        self.market.arrivals(sku)
     }
 
     /// Every `inventorySetQuantities` call so far.
@@ -257,16 +258,22 @@ impl ShopifySim {
     /// The SKU's inventory item is no longer stocked at the location: a set naming it
     /// is refused with `ITEM_NOT_STOCKED_AT_LOCATION`.
     pub fn unstock(&self, sku: &str) {
-        let mut s = self.lock();
-        let item = s.item_of[sku];
-        s.levels.remove(&item);
+        let mut shop = self.market.shop();
+        shop.listings.get_mut(sku).expect("a listed SKU").stocked = false;
+    }
+
+    /// The inventory item of `sku`.
+    fn item(&self, sku: &str) -> u64 {
+        let shop = self.market.shop();
+        let listing = shop.listings.get(sku).expect("a listed SKU");
+        listing.id.parse().expect("a numeric item id")
     }
 
     /// A merchant's edit in the admin: sets the level (and sends the inventory webhook
     /// when echoes are on, as Shopify does for any change).
     pub fn set_level(&self, sku: &str, available: i64) {
-        let item = self.lock().item_of[sku];
-        self.lock().levels.insert(item, available);
+        let item = self.item(sku);
+        self.market.set_level(sku, available);
         self.level_webhook(item);
     }
 
@@ -283,14 +290,14 @@ impl ShopifySim {
             .map(|(sku, quantity)| Line {
                 id: self.id(),
                 sku: sku.to_string(),
-                item: self.lock().item_of[*sku],
+                item: self.item(sku),
                 quantity: *quantity,
                 removed: 0,
                 unshippable: 0,
             })
             .collect();
         for line in &lines {
-            *self.lock().levels.entry(line.item).or_default() -= line.quantity;
+            self.market.shop().adjust(&line.sku, -line.quantity);
         }
         let items: Vec<u64> = lines.iter().map(|l| l.item).collect();
         let order = Order {
@@ -359,19 +366,17 @@ impl ShopifySim {
         &self,
         order_id: u64,
         topic: &str,
-        change: impl FnOnce(&Self, &mut Order, &mut HashMap<u64, i64>) -> Option<Value>,
+        change: impl FnOnce(&Self, &mut Order, &mut Shop) -> Option<Value>,
     ) {
         let (body, refund, items) = {
             let mut s = self.lock();
-            let mut levels = std::mem::take(&mut s.levels);
             let order = s.orders.get_mut(&order_id).expect("a placed order");
-            let refund = change(self, order, &mut levels);
+            let refund = change(self, order, &mut self.market.shop());
             if let Some(refund) = &refund {
                 order.refunds.push(refund.clone());
             }
             let body = self.order_json(order_id, order);
             let items: Vec<u64> = order.lines.iter().map(|l| l.item).collect();
-            s.levels = levels;
             (body, refund, items)
         };
         if let Some(refund) = refund {
@@ -441,7 +446,7 @@ impl ShopifySim {
     /// admin offers by default): Shopify sends `orders/edited` with the delta and
     /// `orders/updated` with `current_quantity` lowered.
     pub fn edit_remove(&self, order_id: u64, line: usize, units: i64) {
-        let (edit, item) = {
+        let (edit, sku) = {
             let mut s = self.lock();
             let order = s.orders.get_mut(&order_id).expect("a placed order");
             let l = &mut order.lines[line];
@@ -450,9 +455,9 @@ impl ShopifySim {
             let edit = json!({"order_edit": {"id": self.id(), "order_id": order_id,
                 "created_at": now_text(), "committed_at": now_text(), "notify_customer": false,
                 "line_items": {"additions": [], "removals": [{"id": l.id, "delta": units}]}}});
-            (edit, l.item)
+            (edit, l.sku.clone())
         };
-        *self.lock().levels.entry(item).or_default() += units;
+        self.market.shop().adjust(&sku, units);
         self.webhook("orders/edited", edit);
         self.change_order(order_id, "orders/updated", |_, _, _| None);
     }
@@ -479,7 +484,7 @@ impl ShopifySim {
         order: &mut Order,
         lines: &[(usize, i64)],
         restock: &str,
-        levels: &mut HashMap<u64, i64>,
+        shop: &mut Shop,
     ) -> Option<Value> {
         if lines.is_empty() {
             return None;
@@ -495,7 +500,7 @@ impl ShopifySim {
                 l.unshippable += units;
             }
             if restock != "no_restock" {
-                *levels.entry(l.item).or_default() += units;
+                shop.adjust(&l.sku, *units);
             }
             items.push(json!({
                 "id": self.id(), "line_item_id": l.id, "quantity": units,
@@ -513,10 +518,10 @@ impl ShopifySim {
             return;
         }
         send_level_webhook(
-            &self.state,
+            &self.market.shop,
             &self.sender,
             &self.secret,
-            self.server.runtime.handle(),
+            self.market.server.runtime.handle(),
             item,
         );
     }
@@ -524,14 +529,15 @@ impl ShopifySim {
     fn webhook(&self, topic: &str, body: Value) {
         if topic.starts_with("orders/") {
             if let Some(id) = body["id"].as_u64() {
-                let now = crate::market::now_us();
-                self.lock().order_states.insert(id, (now, body.clone()));
+                self.lock()
+                    .order_states
+                    .insert(id, (now_us(), body.clone()));
             }
         }
         send_webhook(
             &self.sender,
             &self.secret,
-            self.server.runtime.handle(),
+            self.market.server.runtime.handle(),
             topic,
             body,
         );
@@ -584,18 +590,13 @@ fn send_webhook(
 }
 
 fn send_level_webhook(
-    state: &Mutex<State>,
+    shop: &Arc<Mutex<Shop>>,
     sender: &Arc<Sender>,
     secret: &str,
     runtime: &tokio::runtime::Handle,
     item: u64,
 ) {
-    let available = state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .levels
-        .get(&item)
-        .copied();
+    let available = level_of(&lock(shop), item);
     let body = json!({
         "inventory_item_id": item, "location_id": LOCATION, "available": available,
         "updated_at": now_text(),
@@ -608,14 +609,8 @@ fn send_level_webhook(
 /// `limit` (at most 250), paged by the `Link` header's `page_info` (a request with
 /// `page_info` may carry only `limit`) (shopify.dev, REST Order resource; "Make paginated
 /// requests to the REST Admin API").
-fn list_orders(s: &State, req: &Request<Incoming>) -> Reply {
-    let query = req.uri().query().unwrap_or("");
-    let param = |name: &str| {
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| crate::market::decode(v))
-        })
-    };
+fn list_orders(s: &Extra, req: &Req) -> Reply {
+    let param = |name: &str| req.param(name);
     let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
     if !(1..=250).contains(&limit) {
         return reply(400, &json!({"errors": {"limit": "must be 1 to 250"}}), &[]);
@@ -663,23 +658,21 @@ fn list_orders(s: &State, req: &Request<Incoming>) -> Reply {
     let next = start + page.len();
     let mut headers = Vec::new();
     if next < listed.len() {
-        let host = req
-            .headers()
-            .get("host")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("127.0.0.1");
+        let host = req.header("host").unwrap_or("127.0.0.1");
         headers.push((
             "link",
             format!(
                 "<http://{host}{}?limit={limit}&page_info={since}.{next}>; rel=\"next\"",
-                req.uri().path()
+                req.path
             ),
         ));
     }
     reply(200, &json!({"orders": page}), &headers)
 }
 
-fn throttle_status(bucket: &Bucket, cost: f64) -> Value {
+/// The cost report of every answer, from the market's rate bucket (the plan's).
+fn throttle_status(shop: &Shop, cost: f64) -> Value {
+    let bucket = shop.rate.as_ref().expect("a store on a plan");
     json!({"cost": {
         "requestedQueryCost": cost,
         "actualQueryCost": cost,
@@ -691,61 +684,51 @@ fn throttle_status(bucket: &Bucket, cost: f64) -> Value {
     }})
 }
 
+/// The store's HTTP API. Faults wait here, after the auth check (a wrong token is
+/// answered at once even by a hanging store).
 async fn handle(
-    state: Arc<Mutex<State>>,
+    shop: Arc<Mutex<Shop>>,
     sender: Arc<Sender>,
+    extra: Arc<Mutex<Extra>>,
     secret: String,
-    req: Request<Incoming>,
+    req: Req,
 ) -> Reply {
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    let path = req.uri().path().to_string();
-    if req.method() == hyper::Method::GET && path.ends_with("/orders.json") {
-        let token = req
-            .headers()
-            .get("x-shopify-access-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if token != lock().token {
+    let x = || extra.lock().unwrap_or_else(|e| e.into_inner());
+    let path = req.path.clone();
+    if req.method == hyper::Method::GET && path.ends_with("/orders.json") {
+        let token = req.header("x-shopify-access-token").unwrap_or("");
+        if token != x().token {
             return reply(
                 401,
                 &json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}),
                 &[],
             );
         }
-        return list_orders(&lock(), &req);
+        return list_orders(&x(), &req);
     }
     let version = path
         .strip_prefix("/admin/api/")
         .and_then(|rest| rest.strip_suffix("/graphql.json"))
         .map(str::to_string);
-    let Some(version) = version.filter(|_| req.method() == hyper::Method::POST) else {
+    let Some(version) = version.filter(|_| req.method == hyper::Method::POST) else {
         return reply(404, &json!({"errors": "Not Found"}), &[]);
     };
-    let token = req
-        .headers()
-        .get("x-shopify-access-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = match req.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return reply(400, &json!({"errors": "bad body"}), &[]),
-    };
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let token = req.header("x-shopify-access-token").unwrap_or("");
+    let request: Value = req.json().unwrap_or(Value::Null);
     let query = request["query"].as_str().unwrap_or("").to_string();
     let variables = &request["variables"];
     let is_set = query.contains("inventorySetQuantities");
-    let items = set_items(&lock(), variables);
+    let items = set_items(&lock(&shop), variables);
     let log = |outcome: &str| {
         if is_set {
-            lock().calls.push(SetCall {
+            x().calls.push(SetCall {
                 at: Instant::now(),
                 items: items.clone(),
                 outcome: outcome.to_string(),
             });
         }
     };
-    if token != lock().token {
+    if token != x().token {
         log("unauthorized");
         return reply(
             401,
@@ -753,7 +736,7 @@ async fn handle(
             &[],
         );
     }
-    let fault = lock().fault.clone();
+    let fault = lock(&shop).fault.clone();
     match fault {
         Fault::Status(code) => {
             log(&code.to_string());
@@ -812,16 +795,16 @@ async fn handle(
     }
     let key = variables["key"].as_str().map(str::to_string);
     if let (true, Some(key)) = (is_set, &key) {
-        lock().keys.push(key.clone());
+        x().keys.push(key.clone());
     }
-    if let Some(first) = key.as_ref().and_then(|k| lock().idempotent.get(k).cloned()) {
+    if let Some(first) = key.as_ref().and_then(|k| x().idempotent.get(k).cloned()) {
         log("replayed");
         return reply(200, &first, &[]);
     }
     {
-        let mut s = lock();
-        if !s.bucket.take(cost) {
-            let extensions = throttle_status(&s.bucket, cost);
+        let mut s = lock(&shop);
+        if !s.spend(cost) {
+            let extensions = throttle_status(&s, cost);
             drop(s);
             log("throttled");
             return reply(
@@ -832,12 +815,12 @@ async fn handle(
         }
     }
     let data = if is_set {
-        let (data, outcome, changed) = set_quantities(&mut lock(), &version, variables);
+        let (data, outcome, changed) = set_quantities(&mut lock(&shop), &version, variables);
         log(outcome);
         if sender.habits().echo {
             for item in changed {
                 send_level_webhook(
-                    &state,
+                    &shop,
                     &sender,
                     &secret,
                     &tokio::runtime::Handle::current(),
@@ -847,7 +830,7 @@ async fn handle(
         }
         data
     } else if query.contains("nodes(") {
-        read_nodes(&lock(), variables)
+        read_nodes(&lock(&shop), variables)
     } else {
         return reply(
             200,
@@ -855,13 +838,12 @@ async fn handle(
             &[],
         );
     };
-    let mut s = lock();
+    let extensions = throttle_status(&lock(&shop), cost);
     let answer = match data {
-        Ok(data) => json!({"data": data, "extensions": throttle_status(&s.bucket, cost)}),
-        Err(message) => {
-            json!({"errors": [{"message": message}], "extensions": throttle_status(&s.bucket, cost)})
-        }
+        Ok(data) => json!({"data": data, "extensions": extensions}),
+        Err(message) => json!({"errors": [{"message": message}], "extensions": extensions}),
     };
+    let mut s = x();
     if let Some(key) = key {
         s.idempotent.insert(key, answer.clone());
     }
@@ -873,7 +855,7 @@ async fn handle(
 }
 
 /// The items of an `inventorySetQuantities` call, for the call log.
-fn set_items(s: &State, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
+fn set_items(s: &Shop, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
     variables["input"]["quantities"]
         .as_array()
         .map(|a| a.as_slice())
@@ -886,10 +868,7 @@ fn set_items(s: &State, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
                 .or_else(|| q.get("compareQuantity"))
                 .and_then(Value::as_i64);
             (
-                s.sku_of
-                    .get(&item)
-                    .cloned()
-                    .unwrap_or_else(|| item.to_string()),
+                sku_of(s, item),
                 q["quantity"].as_i64().unwrap_or(0),
                 compare,
             )
@@ -900,7 +879,7 @@ fn set_items(s: &State, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
 /// Applies a compare-and-set call: all or nothing. Returns the data (or a top-level
 /// error), the outcome for the log, and the items that changed.
 fn set_quantities(
-    s: &mut State,
+    s: &mut Shop,
     version: &str,
     variables: &Value,
 ) -> (Result<Value, String>, &'static str, Vec<u64>) {
@@ -943,7 +922,7 @@ fn set_quantities(
             }
         };
         let current = match (item, location) {
-            (Some(item), Some(LOCATION)) => s.levels.get(&item).copied(),
+            (Some(item), Some(LOCATION)) => level_of(s, item),
             _ => None,
         };
         let Some(current) = current else {
@@ -975,36 +954,27 @@ fn set_quantities(
     let now = Instant::now();
     let mut changed = Vec::new();
     for (item, quantity) in writes {
-        if s.levels.insert(item, quantity) != Some(quantity) {
+        if s.write_at(&sku_of(s, item), quantity, now) != Some(quantity) {
             changed.push(item);
         }
-        let sku = s
-            .sku_of
-            .get(&item)
-            .cloned()
-            .unwrap_or_else(|| item.to_string());
-        s.arrivals.entry(sku).or_default().push(Arrival {
-            available: quantity,
-            at: now,
-        });
     }
     let data = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": format!("gid://shopify/InventoryAdjustmentGroup/{}", EVENT_IDS.fetch_add(1, Ordering::Relaxed))}, "userErrors": []}});
     (Ok(data), "applied", changed)
 }
 
 /// The `nodes(ids:)` level query.
-fn read_nodes(s: &State, variables: &Value) -> Result<Value, String> {
+fn read_nodes(s: &Shop, variables: &Value) -> Result<Value, String> {
     let location = gid_number(&variables["locationId"]);
     let ids = variables["ids"].as_array().ok_or("ids is required")?;
     let nodes: Vec<Value> = ids
         .iter()
         .map(|id| {
-            let Some(item) = gid_number(id).filter(|i| s.levels.contains_key(i)) else {
+            let Some((item, shown)) = gid_number(id).and_then(|i| Some((i, level_of(s, i)?)))
+            else {
                 return Value::Null;
             };
-            let level = (location == Some(LOCATION)).then(
-                || json!({"quantities": [{"name": "available", "quantity": s.levels[&item]}]}),
-            );
+            let level = (location == Some(LOCATION))
+                .then(|| json!({"quantities": [{"name": "available", "quantity": shown}]}));
             json!({"id": format!("gid://shopify/InventoryItem/{item}"), "inventoryLevel": level})
         })
         .collect();
@@ -1023,5 +993,95 @@ impl crate::sim::Simulator for ShopifySim {
     fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
         let id = self.place_order(lines);
         Box::new(move || self.cancel_order(id))
+    }
+
+    fn connect(&self, url: &str) {
+        self.market.set_webhook_url(url);
+    }
+
+    fn set_habits(&self, habits: &crate::sim::Habits) {
+        self.market.set_habits(habits.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::blocking::Client;
+
+    const SET: &str = "mutation set($input: InventorySetQuantitiesInput!, $key: String!) @idempotent(key: $key) { inventorySetQuantities(input: $input) { userErrors { code } } }";
+    const NODES: &str = "query levels($ids: [ID!]!, $locationId: ID!) { nodes(ids: $ids) { id } }";
+
+    fn call(store: &ShopifySim, query: &str, variables: Value) -> Value {
+        Client::new()
+            .post(format!("{}/admin/api/2026-04/graphql.json", store.url()))
+            .header("x-shopify-access-token", "token")
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn set(store: &ShopifySim, key: &str, quantity: i64, from: i64) -> Value {
+        let input = json!({"name": "available", "reason": "correction", "quantities": [{
+            "inventoryItemId": "gid://shopify/InventoryItem/101",
+            "locationId": "gid://shopify/Location/1",
+            "quantity": quantity, "changeFromQuantity": from}]});
+        call(store, SET, json!({"input": input, "key": key}))
+    }
+
+    fn shown(store: &ShopifySim) -> Value {
+        let ids = json!({"ids": ["gid://shopify/InventoryItem/101"], "locationId": "gid://shopify/Location/1"});
+        call(store, NODES, ids)["data"]["nodes"][0].clone()
+    }
+
+    #[test]
+    fn a_set_compares_applies_and_is_read_back() {
+        let store = ShopifySim::start("secret", "token", &[("S0", 101)]);
+        let applied = set(&store, "k1", 5, 0);
+        assert_eq!(
+            applied["data"]["inventorySetQuantities"]["userErrors"],
+            json!([])
+        );
+        assert_eq!(
+            applied["extensions"]["cost"]["throttleStatus"]["maximumAvailable"],
+            1000.0
+        );
+        assert_eq!(store.level("S0"), Some(5));
+        assert_eq!(
+            set(&store, "k1", 5, 0),
+            applied,
+            "a retried key answers the first result"
+        );
+        let stale = set(&store, "k2", 6, 0);
+        assert_eq!(
+            stale["data"]["inventorySetQuantities"]["userErrors"][0]["code"],
+            "CHANGE_FROM_QUANTITY_STALE"
+        );
+        assert_eq!(
+            shown(&store)["inventoryLevel"]["quantities"][0]["quantity"],
+            5
+        );
+        let outcomes: Vec<String> = store.calls().into_iter().map(|c| c.outcome).collect();
+        assert_eq!(outcomes, ["applied", "replayed", "stale"]);
+        store.unstock("S0");
+        assert_eq!((store.level("S0"), shown(&store)), (None, Value::Null));
+        store.drain_bucket();
+        let throttled = set(&store, "k3", 1, 5);
+        assert_eq!(throttled["errors"][0]["extensions"]["code"], "THROTTLED");
+    }
+
+    #[test]
+    fn orders_take_units_and_refunds_restock_them() {
+        let store = ShopifySim::start("secret", "token", &[("S0", 101)]);
+        store.set_level("S0", 10);
+        let id = store.place_order(&[("S0", 4)]);
+        assert_eq!(store.level("S0"), Some(6));
+        store.refund_units(id, 0, 1, "cancel");
+        store.edit_remove(id, 0, 1);
+        assert_eq!(store.level("S0"), Some(8));
+        store.cancel_order(id);
+        assert_eq!(store.level("S0"), Some(10));
     }
 }

@@ -1,7 +1,9 @@
-//! What every channel simulator shares: an HTTP server on an ephemeral loopback port with
-//! its own runtime (so blocking tests can drive it), JSON replies, arrival records, and
-//! the webhook sender with the channel's delivery habits switchable on: lost deliveries,
-//! duplicates, delays and reordering, retries the way the channel retries.
+//! What every channel simulator shares, below `market`: an HTTP server on a loopback port
+//! with its own runtime (so blocking tests can drive it), JSON replies, arrival records,
+//! the faults a simulator can be told to show, a token bucket for its limits, and the
+//! webhook sender with the channel's delivery habits switchable on: lost deliveries,
+//! duplicates, delays and reordering, retries the way the channel retries; and the
+//! `Simulator` trait, what the fleet and the scenarios ask of every kind's simulator.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +29,21 @@ pub struct Arrival {
     pub at: Instant,
 }
 
+/// How a simulator answers calls of its API, switchable at any time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Works normally.
+    None,
+    /// Answers this status without taking anything.
+    Status(u16),
+    /// Waits this long before answering (longer than the engine's timeout: a hang).
+    Hang(Duration),
+    /// Answers 429 with `Retry-After` in seconds.
+    Throttle { retry_after_s: u64 },
+    /// Works, but every answer takes this long (a slow channel).
+    Slow(Duration),
+}
+
 /// What cancels an order a simulator placed.
 pub type Cancel<'a> = Box<dyn Fn() + 'a>;
 
@@ -40,6 +57,12 @@ pub trait Simulator: Send + Sync {
     /// A customer order of `lines`, placed the channel's own way (its stock lowered, its
     /// webhook sent or its listing updated); returns what cancels it.
     fn place(&self, lines: &[(&str, i64)]) -> Cancel<'_>;
+    /// Points the channel's webhooks (or inbound events) at `url`, lockstep's
+    /// `/webhooks/{name}`; a channel that sends none ignores it.
+    fn connect(&self, _url: &str) {}
+    /// The delivery habits of the channel's webhooks; a channel that sends none (or that
+    /// lockstep polls) ignores them.
+    fn set_habits(&self, _habits: &Habits) {}
 }
 
 /// A JSON reply with extra headers.
@@ -73,14 +96,23 @@ impl Server {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Reply> + Send + 'static,
     {
+        Server::start_at(0, handle)
+    }
+
+    /// Serves `handle` on loopback port `port` (0: any), for a peer configured beforehand.
+    pub fn start_at<F, Fut>(port: u16, handle: F) -> Server
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("a runtime starts");
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binds loopback");
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap_or_else(|e| panic!("binding 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("has an address");
         let handle = Arc::new(handle);
         runtime.spawn(async move {

@@ -1,47 +1,32 @@
 //! A simulated Standard Webhooks channel: the receiving end of lockstep's `webhook` kind,
-//! as an ERP or custom shop would run it.
+//! as an ERP or custom shop would run it. It owns the kind's endpoint, its signature
+//! check and its push log; the server, the levels, the arrivals, the fault and the rate
+//! bucket are a `market::Market`'s.
 //!
 //! - `POST /stock`: verifies the Standard Webhooks signature (401 when it does not match),
 //!   then takes `{"type": "stock.updated", "data": {"items": [{"sku", "available", "at"}]}}`
-//!   and records every value with its arrival time.
+//!   and records every value with its arrival time. It lists any SKU it is sent.
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
-//!   429 + `Retry-After`, or enforce a rate limit with 429s.
+//!   429 + `Retry-After`, or enforce a rate limit with 429s. Its order is its own: the
+//!   signature first, then the rate limit (which a push spends even under a fault), then
+//!   the fault; a slow channel waits before the signature check, a hang logs the push at
+//!   once and answers 504 after the wait.
 //! - It sends inbound events to lockstep, signed as the channel signs them.
 //!
 //! It runs on its own thread and runtime, so blocking tests can drive it.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use crate::market::{lock, Market, Pending, Req, Shop};
 use crate::signing;
-
-/// How the simulator answers pushes.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fault {
-    /// Works normally.
-    None,
-    /// Answers this status without taking anything.
-    Status(u16),
-    /// Waits this long before answering (longer than the engine's timeout: a hang).
-    Hang(Duration),
-    /// Answers 429 with `Retry-After` in seconds.
-    Throttle { retry_after_s: u64 },
-    /// Works, but every answer takes this long (a slow channel).
-    Slow(Duration),
-}
-
-pub use crate::sim::Arrival;
+/// The faults live in `sim` now; kept here because `tests/` name `webhook_sim::Fault`.
+pub use crate::sim::Fault;
+use crate::sim::{reply, Arrival, Reply};
 
 /// One push request as it arrived.
 #[derive(Clone, Debug)]
@@ -51,30 +36,19 @@ pub struct PushLog {
     pub status: u16,
 }
 
-struct RateLimit {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-struct State {
+/// What the channel keeps beside its market: the signing key and the push log.
+struct Extra {
     key: Vec<u8>,
-    fault: Fault,
-    rate: Option<RateLimit>,
-    levels: HashMap<String, i64>,
-    arrivals: HashMap<String, Vec<Arrival>>,
     pushes: Vec<PushLog>,
     bad_signatures: usize,
 }
 
 /// A running simulator.
 pub struct WebhookSim {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
+    pub market: Market,
+    extra: Arc<Mutex<Extra>>,
     secret: String,
     client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
 }
 
 impl WebhookSim {
@@ -85,53 +59,31 @@ impl WebhookSim {
 
     /// Starts on a fixed loopback port (0: any), for a lockstep configured beforehand.
     pub fn start_at(secret: &str, port: u16) -> WebhookSim {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime starts");
-        let state = Arc::new(Mutex::new(State {
+        let extra = Arc::new(Mutex::new(Extra {
             key: signing::key_of(secret),
-            fault: Fault::None,
-            rate: None,
-            levels: HashMap::new(),
-            arrivals: HashMap::new(),
             pushes: Vec::new(),
             bad_signatures: 0,
         }));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .unwrap_or_else(|e| panic!("binding 127.0.0.1:{port}: {e}"));
-        let addr = listener.local_addr().expect("has an address");
-        let shared = state.clone();
-        runtime.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let state = extra.clone();
+        // It sends no webhooks of its own (`send_events` posts directly): no retries.
+        let market = Market::serve(
+            Shop::new(&[]),
+            0,
+            port,
+            Arc::new(move |shop, _, req| -> Pending { Box::pin(handle(shop, state.clone(), req)) }),
+        );
         WebhookSim {
-            addr,
-            state,
+            market,
+            extra,
             secret: secret.to_string(),
             client: reqwest::Client::new(),
-            runtime,
         }
     }
 
     /// GETs a JSON document (lockstep's API, to check what it holds).
     pub fn get_json(&self, url: &str) -> anyhow::Result<Value> {
         let request = self.client.get(url);
-        self.runtime.block_on(async move {
+        self.market.server.runtime.block_on(async move {
             let response = request.send().await?;
             Ok(response.json::<Value>().await?)
         })
@@ -146,7 +98,7 @@ impl WebhookSim {
         for (name, value) in signing::signed_headers(&self.secret, id, &bytes) {
             request = request.header(name, value);
         }
-        self.runtime.block_on(async move {
+        self.market.server.runtime.block_on(async move {
             match request.body(bytes).send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -163,53 +115,50 @@ impl WebhookSim {
 
     /// The URL to configure as the channel's `base_url`.
     pub fn url(&self) -> String {
-        format!("http://{}/stock", self.addr)
+        format!("{}/stock", self.market.url())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_fault(&self, fault: Fault) {
-        self.lock().fault = fault;
+        self.market.set_fault(fault);
     }
 
     /// Enforces a rate limit: requests beyond it get 429 with `Retry-After: 1`.
     pub fn set_rate_limit(&self, per_second: f64, burst: u32) {
-        self.lock().rate = Some(RateLimit {
-            per_second,
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            last: Instant::now(),
-        });
+        self.market.set_rate_limit(per_second, burst);
     }
 
     /// Sets a level behind lockstep's back (an edit on the channel).
     pub fn set_level(&self, sku: &str, available: i64) {
-        self.lock().levels.insert(sku.to_string(), available);
+        let mut shop = self.market.shop();
+        shop.list(sku, sku);
+        shop.set_level(sku, available);
     }
 
     /// The level the channel shows now.
     pub fn level(&self, sku: &str) -> Option<i64> {
-        self.lock().levels.get(sku).copied()
+        self.market.level(sku)
     }
 
     pub fn levels(&self) -> HashMap<String, i64> {
-        self.lock().levels.clone()
+        self.market.levels()
     }
 
     /// Every value pushed for `sku`, in arrival order.
     pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
-        self.lock().arrivals.get(sku).cloned().unwrap_or_default()
+        self.market.arrivals(sku)
     }
 
     /// Every push request, in arrival order (taken ones and refused ones).
     pub fn pushes(&self) -> Vec<PushLog> {
-        self.lock().pushes.clone()
+        self.extra().pushes.clone()
     }
 
     pub fn bad_signatures(&self) -> usize {
-        self.lock().bad_signatures
+        self.extra().bad_signatures
     }
 
     /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
@@ -218,83 +167,40 @@ impl WebhookSim {
         timeout: Duration,
         check: impl Fn(&HashMap<String, i64>) -> bool,
     ) -> Option<Duration> {
-        crate::sim::wait_until(timeout, || check(&self.lock().levels))
+        self.market.wait_for(timeout, check)
     }
 }
 
-fn respond(status: u16, body: Value, retry_after: Option<u64>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
-    response.headers_mut().insert(
-        "content-type",
-        "application/json".parse().expect("valid header"),
-    );
-    if let Some(secs) = retry_after {
-        response.headers_mut().insert(
-            "retry-after",
-            secs.to_string().parse().expect("valid header"),
-        );
-    }
-    response
-}
-
-async fn handle(
-    state: Arc<Mutex<State>>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    if req.method() == hyper::Method::GET {
-        let query = req.uri().query().unwrap_or("").to_string();
-        let levels = lock().levels.clone();
-        let items: Vec<Value> = query
+async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> Reply {
+    let extra_lock = || extra.lock().unwrap_or_else(|e| e.into_inner());
+    if req.method == hyper::Method::GET {
+        let levels = lock(&shop).levels();
+        let items: Vec<Value> = req
+            .query
             .split('&')
             .filter_map(|p| p.strip_prefix("sku="))
             .map(|sku| json!({"sku": sku, "available": levels.get(sku)}))
             .collect();
-        return Ok(respond(200, json!({ "items": items }), None));
+        return reply(200, &json!({ "items": items }), &[]);
     }
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let header = |name: &str| req.header(name).unwrap_or("").to_string();
     let (id, timestamp, signature) = (
         header("webhook-id"),
         header("webhook-timestamp"),
         header("webhook-signature"),
     );
-    let body = match req.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return Ok(respond(400, json!({"error": "body"}), None)),
-    };
-    let fault = lock().fault.clone();
+    let fault = lock(&shop).fault.clone();
     if let Fault::Slow(delay) = fault {
         tokio::time::sleep(delay).await;
     }
     let now = Instant::now();
     let (status, retry_after) = {
-        let mut s = lock();
-        if !signing::verify(&s.key, &id, &timestamp, &body, &signature) {
-            s.bad_signatures += 1;
+        let mut x = extra_lock();
+        if !signing::verify(&x.key, &id, &timestamp, &req.body, &signature) {
+            x.bad_signatures += 1;
             (401, None)
         } else {
-            let limited = match &mut s.rate {
-                Some(rate) => {
-                    rate.tokens = (rate.tokens
-                        + now.duration_since(rate.last).as_secs_f64() * rate.per_second)
-                        .min(rate.burst);
-                    rate.last = now;
-                    if rate.tokens >= 1.0 {
-                        rate.tokens -= 1.0;
-                        false
-                    } else {
-                        true
-                    }
-                }
-                None => false,
-            };
+            let limited = !lock(&shop).spend(1.0);
             match (&fault, limited) {
                 (_, true) => (429, Some(1)),
                 (Fault::Status(code), _) => (*code, None),
@@ -303,42 +209,107 @@ async fn handle(
             }
         }
     };
-    let items: Vec<(String, i64)> = serde_json::from_slice::<Value>(&body)
-        .ok()
+    let items: Vec<(String, i64)> = req
+        .json()
         .and_then(|v| v["data"]["items"].as_array().cloned())
         .unwrap_or_default()
         .iter()
         .filter_map(|i| Some((i["sku"].as_str()?.to_string(), i["available"].as_i64()?)))
         .collect();
+    let hang = match fault {
+        Fault::Hang(delay) => Some(delay),
+        _ => None,
+    };
     {
-        let mut s = lock();
+        // The push log and the levels change together (the log's lock, then the shop's).
+        let mut x = extra_lock();
         // A hang answers 504 in the end and takes nothing.
-        let logged = if let Fault::Hang(_) = fault {
-            504
-        } else {
-            status
-        };
-        s.pushes.push(PushLog {
+        x.pushes.push(PushLog {
             at: now,
             items: items.clone(),
-            status: logged,
+            status: if hang.is_some() { 504 } else { status },
         });
-        if status == 200 {
-            if let Fault::Hang(_) = fault {
-            } else {
-                for (sku, available) in &items {
-                    s.levels.insert(sku.clone(), *available);
-                    s.arrivals.entry(sku.clone()).or_default().push(Arrival {
-                        available: *available,
-                        at: now,
-                    });
-                }
+        if status == 200 && hang.is_none() {
+            let mut s = lock(&shop);
+            for (sku, available) in &items {
+                s.list(sku, sku);
+                s.write_at(sku, *available, now);
             }
         }
     }
-    if let Fault::Hang(delay) = fault {
+    if let Some(delay) = hang {
         tokio::time::sleep(delay).await;
-        return Ok(respond(504, json!({"error": "hung"}), None));
+        return reply(504, &json!({"error": "hung"}), &[]);
     }
-    Ok(respond(status, json!({"ok": status == 200}), retry_after))
+    let headers: Vec<(&str, String)> = retry_after
+        .map(|secs| ("retry-after", secs.to_string()))
+        .into_iter()
+        .collect();
+    reply(status, &json!({"ok": status == 200}), &headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::blocking::Client;
+
+    const SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1vZi0yNC1ieXRlcyE=";
+
+    fn push(sim: &WebhookSim, id: &str, items: Value) -> reqwest::blocking::Response {
+        let body = serde_json::to_vec(&json!({"type": "stock.updated", "data": {"items": items}}))
+            .expect("json serializes");
+        let mut request = Client::new().post(sim.url());
+        for (name, value) in signing::signed_headers(SECRET, id, &body) {
+            request = request.header(name, value);
+        }
+        request.body(body).send().expect("the simulator answers")
+    }
+
+    #[test]
+    fn a_signed_push_is_taken_and_a_forged_one_refused() {
+        let sim = WebhookSim::start(SECRET);
+        let taken = push(&sim, "m1", json!([{"sku": "A", "available": 7}]));
+        assert_eq!(taken.status(), 200);
+        assert_eq!(sim.level("A"), Some(7));
+        assert_eq!(sim.arrivals("A").len(), 1);
+        let forged = Client::new()
+            .post(sim.url())
+            .header("webhook-id", "m2")
+            .header("webhook-timestamp", "1")
+            .header("webhook-signature", "v1,AAAA")
+            .body(r#"{"data": {"items": [{"sku": "A", "available": 1}]}}"#)
+            .send()
+            .unwrap();
+        assert_eq!(forged.status(), 401);
+        assert_eq!((sim.bad_signatures(), sim.level("A")), (1, Some(7)));
+        let shown: Value = Client::new()
+            .get(format!("{}?sku=A&sku=B", sim.url()))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            shown,
+            json!({"items": [{"sku": "A", "available": 7}, {"sku": "B", "available": null}]})
+        );
+        let statuses: Vec<u16> = sim.pushes().iter().map(|p| p.status).collect();
+        assert_eq!(statuses, [200, 401]);
+    }
+
+    #[test]
+    fn the_rate_limit_comes_before_a_fault_and_a_fault_takes_nothing() {
+        let sim = WebhookSim::start(SECRET);
+        sim.set_rate_limit(0.001, 1);
+        sim.set_fault(Fault::Status(503));
+        assert_eq!(
+            push(&sim, "m1", json!([{"sku": "A", "available": 1}])).status(),
+            503
+        );
+        let limited = push(&sim, "m2", json!([{"sku": "A", "available": 2}]));
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()["retry-after"], "1");
+        assert_eq!(sim.level("A"), None);
+        sim.set_level("A", 4);
+        assert_eq!(sim.levels(), HashMap::from([("A".to_string(), 4)]));
+    }
 }

@@ -14,6 +14,14 @@
 //!   lost deliveries, duplicates, delays and reordering can be switched on. A REST stock
 //!   write sends `product.updated` (the echo) when echoes are on.
 //! - Every value written is recorded with its arrival time.
+//!
+//! The site runs on a `market::Market`: its server, its products (each a listing under
+//! its product id, a variation's parent product kept as the listing's parent, its
+//! modification date as the listing's), the arrivals, the batch call log, the fault switch
+//! (WooCommerce answers only a status fault: it never hung or throttled here), the host's
+//! rate bucket and the webhook sender. It keeps its own orders beside them, because
+//! WooCommerce's differ from the market's neutral ones: an order's status is any of the
+//! site's statuses, and a refund restocks units without cancelling them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,27 +29,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::Request;
 use serde_json::{json, Value};
 
-use crate::market::civil_from_days;
+use crate::market::{civil_from_days, lock, now_us, Call, Listing, Market, Pending, Req, Shop};
 use crate::signing;
-use crate::sim::{reply, Arrival, Bucket, Delivery, Habits, Reply, Sender, Server};
-use crate::webhook_sim::Fault;
+use crate::sim::{reply, Arrival, Delivery, Fault, Habits, Reply, Sender};
 
 /// WooCommerce's batch limit (`woocommerce_rest_batch_items_limit`).
 pub const BATCH_LIMIT: usize = 100;
-
-#[derive(Clone)]
-struct Product {
-    id: u64,
-    parent: Option<u64>,
-    sku: String,
-    stock: i64,
-    modified: String,
-}
 
 #[derive(Clone)]
 struct Line {
@@ -67,42 +62,26 @@ struct Order {
     refunds: Vec<(u64, i64)>,
 }
 
-/// One batch call as it arrived.
-#[derive(Clone, Debug)]
-pub struct BatchCall {
-    pub at: Instant,
-    pub path: String,
-    pub items: usize,
-    pub status: u16,
-}
-
-struct State {
+/// What the site keeps beside its market.
+struct Extra {
     authorization: String,
-    fault: Fault,
-    rate: Option<Bucket>,
-    products: HashMap<u64, Product>,
-    by_sku: HashMap<String, u64>,
     orders: BTreeMap<u64, Order>,
-    arrivals: HashMap<String, Vec<Arrival>>,
-    calls: Vec<BatchCall>,
-    order_polls: usize,
 }
 
 /// A running simulated site.
 pub struct WooSim {
-    pub server: Server,
-    state: Arc<Mutex<State>>,
+    pub market: Market,
+    /// The market's webhook sender (the same one): kept as a field of its own because
+    /// `src/demo.rs` and `tests/channels_e2e.rs` read `woo.sender`.
     pub sender: Arc<Sender>,
+    extra: Arc<Mutex<Extra>>,
     secret: String,
     next_id: AtomicU64,
 }
 
 /// Now as WooCommerce's `_gmt` fields give it (seconds, no offset) and in microseconds.
 fn now_gmt() -> (String, i64) {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as i64;
+    let micros = now_us();
     (gmt_text(micros), micros)
 }
 
@@ -123,12 +102,25 @@ fn parse_gmt(text: &str) -> Option<i64> {
     crate::market::parse_rfc3339(text)
 }
 
-fn product_json(p: &Product) -> Value {
+/// A product's id (its listing's).
+fn product_id(p: &Listing) -> u64 {
+    p.id.parse().expect("numeric product ids")
+}
+
+/// A variation's parent product.
+fn parent_of(p: &Listing) -> Option<u64> {
+    p.parent
+        .as_ref()
+        .map(|id| id.parse().expect("numeric product ids"))
+}
+
+fn product_json(p: &Listing) -> Value {
+    let parent = parent_of(p);
     json!({
-        "id": p.id, "parent_id": p.parent.unwrap_or(0), "sku": p.sku,
-        "type": if p.parent.is_some() { "variation" } else { "simple" },
-        "manage_stock": true, "stock_quantity": p.stock, "stock_status": if p.stock > 0 { "instock" } else { "outofstock" },
-        "date_modified_gmt": p.modified,
+        "id": product_id(p), "parent_id": parent.unwrap_or(0), "sku": p.sku,
+        "type": if parent.is_some() { "variation" } else { "simple" },
+        "manage_stock": true, "stock_quantity": p.level, "stock_status": if p.level > 0 { "instock" } else { "outofstock" },
+        "date_modified_gmt": gmt_text(p.modified_us),
     })
 }
 
@@ -136,21 +128,22 @@ fn product_json(p: &Product) -> Value {
 /// item: `_reduced_stock` once stock was taken, and `_restock_refunded_items` once a
 /// refund put some back (`wc_restock_refunded_items` in `wc-order-functions.php`); the
 /// order's `refunds` list each refund's id and total.
-fn order_json(o: &Order, products: &HashMap<u64, Product>) -> Value {
+fn order_json(o: &Order, shop: &Shop) -> Value {
     json!({
         "id": o.id, "status": o.status,
         "date_created_gmt": o.created, "date_modified_gmt": o.modified,
         "date_completed_gmt": o.completed,
         "line_items": o.lines.iter().map(|l| {
-            let p = &products[&l.product];
+            let p = shop.by_id(&l.product.to_string()).expect("listed");
+            let parent = parent_of(p);
             let mut meta = vec![json!({"id": l.id * 10, "key": "_reduced_stock", "value": (l.quantity - l.restocked).to_string()})];
             if l.restocked > 0 {
                 meta.push(json!({"id": l.id * 10 + 1, "key": "_restock_refunded_items", "value": l.restocked.to_string()}));
             }
             json!({
                 "id": l.id,
-                "product_id": p.parent.unwrap_or(p.id),
-                "variation_id": if p.parent.is_some() { p.id } else { 0 },
+                "product_id": parent.unwrap_or(product_id(p)),
+                "variation_id": if parent.is_some() { product_id(p) } else { 0 },
                 "sku": l.sku, "quantity": l.quantity,
                 "meta_data": meta,
             })
@@ -176,91 +169,77 @@ impl WooSim {
         secret_key: &str,
         products: &[(&str, u64, Option<u64>)],
     ) -> WooSim {
-        let (modified, _) = now_gmt();
-        let state = Arc::new(Mutex::new(State {
+        let ids: Vec<(&str, String)> = products
+            .iter()
+            .map(|(sku, id, _)| (*sku, id.to_string()))
+            .collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|(s, id)| (*s, id.as_str())).collect();
+        let mut shop = Shop::new(&ids);
+        for (sku, _, parent) in products {
+            let listing = shop.listings.get_mut(*sku).expect("listed");
+            listing.parent = parent.map(|p| p.to_string());
+        }
+        let extra = Arc::new(Mutex::new(Extra {
             authorization: format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret_key}"))
             ),
-            fault: Fault::None,
-            rate: None,
-            products: products
-                .iter()
-                .map(|(sku, id, parent)| {
-                    (
-                        *id,
-                        Product {
-                            id: *id,
-                            parent: *parent,
-                            sku: sku.to_string(),
-                            stock: 0,
-                            modified: modified.clone(),
-                        },
-                    )
-                })
-                .collect(),
-            by_sku: products
-                .iter()
-                .map(|(sku, id, _)| (sku.to_string(), *id))
-                .collect(),
             orders: BTreeMap::new(),
-            arrivals: HashMap::new(),
-            calls: Vec::new(),
-            order_polls: 0,
         }));
+        let (state, hook_secret) = (extra.clone(), secret.to_string());
+        let handle = move |shop, sender, req| -> Pending {
+            Box::pin(handle(
+                shop,
+                sender,
+                state.clone(),
+                hook_secret.clone(),
+                req,
+            ))
+        };
         // WooCommerce never retries a failed delivery.
-        let sender = Sender::new(0);
-        let shared = (state.clone(), sender.clone(), secret.to_string());
-        let server = Server::start(move |req| {
-            let (state, sender, secret) = shared.clone();
-            async move { handle(state, sender, secret, req).await }
-        });
+        let market = Market::serve(shop, 0, 0, Arc::new(handle));
         WooSim {
-            server,
-            state,
-            sender,
+            sender: market.sender.clone(),
+            market,
+            extra,
             secret: secret.to_string(),
             next_id: AtomicU64::new(5_000),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Extra> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The site's URL (the channel's `base_url`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        self.market.url()
     }
 
     pub fn set_webhook_url(&self, url: &str) {
-        *self.sender.url.lock().unwrap() = Some(url.to_string());
+        self.market.set_webhook_url(url);
     }
 
     pub fn set_habits(&self, habits: Habits) {
-        *self.sender.habits.lock().unwrap() = habits;
+        self.market.set_habits(habits);
     }
 
+    /// Only a status fault acts on the site (its API answers that status).
     pub fn set_fault(&self, fault: Fault) {
-        self.lock().fault = fault;
+        self.market.set_fault(fault);
     }
 
     /// A host's rate limit (WooCommerce core has none): 429 with `Retry-After: 1`.
     pub fn set_rate_limit(&self, per_second: f64, burst: u32) {
-        self.lock().rate = Some(Bucket::new(f64::from(burst), per_second));
+        self.market.set_rate_limit(per_second, burst);
     }
 
     pub fn level(&self, sku: &str) -> Option<i64> {
-        let s = self.lock();
-        s.by_sku.get(sku).map(|id| s.products[id].stock)
+        self.market.level(sku)
     }
 
     pub fn levels(&self) -> HashMap<String, i64> {
-        let s = self.lock();
-        s.by_sku
-            .iter()
-            .map(|(sku, id)| (sku.clone(), s.products[id].stock))
-            .collect()
+        self.market.levels()
     }
 
     /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
@@ -269,40 +248,39 @@ impl WooSim {
         timeout: Duration,
         check: impl Fn(&HashMap<String, i64>) -> bool,
     ) -> Option<Duration> {
-        crate::sim::wait_until(timeout, || check(&self.levels()))
+        self.market.wait_for(timeout, check)
     }
 
     pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
-        self.lock().arrivals.get(sku).cloned().unwrap_or_default()
+        self.market.arrivals(sku)
     }
 
     /// Every batch call so far.
-    pub fn calls(&self) -> Vec<BatchCall> {
-        self.lock().calls.clone()
+    pub fn calls(&self) -> Vec<Call> {
+        self.market.calls()
     }
 
     /// How many order listings were read (the poll).
     pub fn order_polls(&self) -> usize {
-        self.lock().order_polls
+        self.market.order_polls()
+    }
+
+    /// The product id of `sku`.
+    fn product(&self, sku: &str) -> u64 {
+        product_id(self.market.shop().listings.get(sku).expect("listed"))
     }
 
     /// A shop manager's edit: sets the stock (and sends `product.updated` when echoes
     /// are on, as a manual edit does).
     pub fn set_level(&self, sku: &str, stock: i64) {
-        let id = {
-            let mut s = self.lock();
-            let id = s.by_sku[sku];
-            let p = s.products.get_mut(&id).expect("listed");
-            p.stock = stock;
-            p.modified = now_gmt().0;
-            id
-        };
+        let id = self.product(sku);
+        self.market.set_level(sku, stock);
         if self.sender.habits().echo {
             send_product_webhook(
-                &self.state,
+                &self.market.shop,
                 &self.sender,
                 &self.secret,
-                self.server.runtime.handle(),
+                self.market.server.runtime.handle(),
                 id,
             );
         }
@@ -318,8 +296,8 @@ impl WooSim {
             let lines: Vec<Line> = lines
                 .iter()
                 .map(|(sku, quantity)| {
-                    let product = s.by_sku[*sku];
-                    s.products.get_mut(&product).expect("listed").stock -= quantity;
+                    let product = self.product(sku);
+                    self.market.shop().adjust(sku, -quantity);
                     Line {
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         product,
@@ -362,12 +340,11 @@ impl WooSim {
             if status == "completed" {
                 order.completed = Some(modified);
             }
-            let lines = order.lines.clone();
             if restore {
                 // Units a refund already put back are not put back again.
-                for line in lines {
-                    s.products.get_mut(&line.product).expect("listed").stock +=
-                        line.quantity - line.restocked;
+                let mut shop = self.market.shop();
+                for line in &order.lines {
+                    shop.adjust(&line.sku, line.quantity - line.restocked);
                 }
             }
         }
@@ -388,25 +365,24 @@ impl WooSim {
             order.modified_us = micros;
             order.refunds.push((refund_id, units * 10));
             let l = &mut order.lines[line];
-            let product = l.product;
             if restock {
                 l.restocked += units;
-                s.products.get_mut(&product).expect("listed").stock += units;
+                self.market.shop().adjust(&l.sku, units);
             }
         }
         self.order_webhook("order.updated", id);
     }
 
     fn order_webhook(&self, topic: &str, id: u64) {
-        let state = self.state.clone();
+        let (extra, shop) = (self.extra.clone(), self.market.shop.clone());
         let build = move || {
-            let s = state.lock().unwrap_or_else(|e| e.into_inner());
-            order_json(&s.orders[&id], &s.products)
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            order_json(&x.orders[&id], &lock(&shop))
         };
         send_webhook(
             &self.sender,
             &self.secret,
-            self.server.runtime.handle(),
+            self.market.server.runtime.handle(),
             topic,
             id,
             Arc::new(build),
@@ -422,7 +398,7 @@ impl WooSim {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("user-agent", "WooCommerce/9.4.0 Hookshot (WordPress/6.7)")
             .body("webhook_id=7");
-        self.server.runtime.block_on(async move {
+        self.market.server.runtime.block_on(async move {
             request
                 .send()
                 .await
@@ -439,7 +415,7 @@ impl WooSim {
     /// An order's resource as the REST API and the webhooks give it.
     pub fn order(&self, id: u64) -> Value {
         let s = self.lock();
-        order_json(&s.orders[&id], &s.products)
+        order_json(&s.orders[&id], &self.market.shop())
     }
 }
 
@@ -498,15 +474,14 @@ fn send_webhook(
 }
 
 fn send_product_webhook(
-    state: &Arc<Mutex<State>>,
+    shop: &Arc<Mutex<Shop>>,
     sender: &Arc<Sender>,
     secret: &str,
     runtime: &tokio::runtime::Handle,
     id: u64,
 ) {
-    let state = state.clone();
-    let build =
-        move || product_json(&state.lock().unwrap_or_else(|e| e.into_inner()).products[&id]);
+    let shop = shop.clone();
+    let build = move || product_json(lock(&shop).by_id(&id.to_string()).expect("listed"));
     send_webhook(
         sender,
         secret,
@@ -517,25 +492,19 @@ fn send_product_webhook(
     );
 }
 
+/// The site's REST API. Of the faults, only a status acts here.
 async fn handle(
-    state: Arc<Mutex<State>>,
+    shop: Arc<Mutex<Shop>>,
     sender: Arc<Sender>,
+    extra: Arc<Mutex<Extra>>,
     secret: String,
-    req: Request<Incoming>,
+    req: Req,
 ) -> Reply {
-    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let method = req.method().clone();
+    let x = || extra.lock().unwrap_or_else(|e| e.into_inner());
+    let (path, query, method, body) = (&req.path, &req.query, &req.method, &req.body);
     let authorized = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == lock().authorization);
-    let body = match req.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return woo_error(400, "rest_invalid_json", "Invalid JSON body passed."),
-    };
+        .header("authorization")
+        .is_some_and(|v| v == x().authorization);
     let Some(route) = path.strip_prefix("/wp-json/wc/v3/") else {
         return woo_error(
             404,
@@ -547,12 +516,7 @@ async fn handle(
     let is_batch = segments.last() == Some(&"batch");
     let log_call = |status: u16, items: usize| {
         if is_batch {
-            lock().calls.push(BatchCall {
-                at: Instant::now(),
-                path: path.clone(),
-                items,
-                status,
-            });
+            lock(&shop).log_call(path, items, status);
         }
     };
     if !authorized {
@@ -563,7 +527,8 @@ async fn handle(
             "Sorry, you cannot list resources.",
         );
     }
-    if let Fault::Status(code) = lock().fault {
+    let fault = lock(&shop).fault.clone();
+    if let Fault::Status(code) = fault {
         log_call(code, 0);
         return woo_error(
             code,
@@ -571,7 +536,7 @@ async fn handle(
             "The site is experiencing technical difficulties.",
         );
     }
-    let limited = lock().rate.as_mut().is_some_and(|r| !r.take(1.0));
+    let limited = !lock(&shop).spend(1.0);
     if limited {
         log_call(429, 0);
         return reply(
@@ -580,9 +545,9 @@ async fn handle(
             &[("retry-after", "1".into())],
         );
     }
-    match (method, segments.as_slice()) {
+    match (method.clone(), segments.as_slice()) {
         (hyper::Method::POST, ["products", "batch"]) => {
-            batch(&state, &sender, &secret, None, &body, &log_call)
+            batch(&shop, &sender, &secret, None, body, &log_call)
         }
         (hyper::Method::POST, ["products", parent, "variations", "batch"]) => {
             let parent = parent.parse().ok();
@@ -593,21 +558,21 @@ async fn handle(
                     "No route was found matching the URL and request method.",
                 );
             }
-            batch(&state, &sender, &secret, parent, &body, &log_call)
+            batch(&shop, &sender, &secret, parent, body, &log_call)
         }
         (hyper::Method::GET, ["products", id]) => match id
             .parse::<u64>()
             .ok()
-            .and_then(|id| lock().products.get(&id).cloned())
+            .and_then(|id| lock(&shop).by_id(&id.to_string()).cloned())
         {
             Some(p) => reply(200, &product_json(&p), &[]),
             None => woo_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID."),
         },
-        (hyper::Method::GET, ["products"]) => listing(&lock(), None, &query),
+        (hyper::Method::GET, ["products"]) => listing(&lock(&shop), None, query),
         (hyper::Method::GET, ["products", parent, "variations"]) => {
-            listing(&lock(), parent.parse().ok(), &query)
+            listing(&lock(&shop), parent.parse().ok(), query)
         }
-        (hyper::Method::GET, ["orders"]) => orders(&mut lock(), &query),
+        (hyper::Method::GET, ["orders"]) => orders(&x(), &mut lock(&shop), query),
         _ => woo_error(
             404,
             "rest_no_route",
@@ -623,16 +588,18 @@ fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// `products?include=` or a parent's `variations?include=`.
-fn listing(s: &State, parent: Option<u64>, query: &str) -> Reply {
+fn listing(s: &Shop, parent: Option<u64>, query: &str) -> Reply {
     let include: Vec<u64> = query_value(query, "include")
         .map(|v| v.split(',').filter_map(|id| id.parse().ok()).collect())
         .unwrap_or_default();
-    let mut list: Vec<&Product> = s
-        .products
+    let mut list: Vec<&Listing> = s
+        .listings
         .values()
-        .filter(|p| p.parent == parent && (include.is_empty() || include.contains(&p.id)))
+        .filter(|p| {
+            parent_of(p) == parent && (include.is_empty() || include.contains(&product_id(p)))
+        })
         .collect();
-    list.sort_by_key(|p| p.id);
+    list.sort_by_key(|p| product_id(p));
     let body: Vec<Value> = list.into_iter().map(product_json).collect();
     let total = body.len().to_string();
     reply(
@@ -643,7 +610,7 @@ fn listing(s: &State, parent: Option<u64>, query: &str) -> Reply {
 }
 
 /// `orders?modified_after=&per_page=&page=`, oldest modification first.
-fn orders(s: &mut State, query: &str) -> Reply {
+fn orders(x: &Extra, s: &mut Shop, query: &str) -> Reply {
     s.order_polls += 1;
     let after = query_value(query, "modified_after")
         .and_then(parse_gmt)
@@ -657,7 +624,7 @@ fn orders(s: &mut State, query: &str) -> Reply {
         .unwrap_or(1)
         .max(1);
     // WooCommerce compares at its stored (second) resolution.
-    let mut matching: Vec<&Order> = s
+    let mut matching: Vec<&Order> = x
         .orders
         .values()
         .filter(|o| parse_gmt(&o.modified).unwrap_or(0) > after)
@@ -669,7 +636,7 @@ fn orders(s: &mut State, query: &str) -> Reply {
         .into_iter()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|o| order_json(o, &s.products))
+        .map(|o| order_json(o, s))
         .collect();
     reply(
         200,
@@ -683,7 +650,7 @@ fn orders(s: &mut State, query: &str) -> Reply {
 
 /// A products or variations batch: updates only (what lockstep sends).
 fn batch(
-    state: &Arc<Mutex<State>>,
+    shop: &Arc<Mutex<Shop>>,
     sender: &Arc<Sender>,
     secret: &str,
     parent: Option<u64>,
@@ -709,8 +676,8 @@ fn batch(
     let now = Instant::now();
     let mut changed = Vec::new();
     let updates: Vec<Value> = {
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        let (modified, _) = now_gmt();
+        let mut s = lock(shop);
+        let modified = now_us();
         request["update"]
             .as_array()
             .map(|a| a.as_slice())
@@ -718,30 +685,23 @@ fn batch(
             .iter()
             .map(|u| {
                 let id = u["id"].as_u64().unwrap_or(0);
-                let found = s.products.get_mut(&id).filter(|p| p.parent == parent);
-                let (Some(p), Some(stock)) = (found, u["stock_quantity"].as_i64()) else {
+                let found = s.by_id(&id.to_string()).filter(|p| parent_of(p) == parent);
+                let (Some(sku), Some(stock)) = (found.map(|p| p.sku.clone()), u["stock_quantity"].as_i64()) else {
                     return json!({"id": id, "error": {"code": "woocommerce_rest_product_invalid_id", "message": "Invalid ID.", "data": {"status": 400}}});
                 };
-                p.stock = stock;
-                p.modified = modified.clone();
-                let sku = p.sku.clone();
-                let answer = product_json(p);
-                s.arrivals.entry(sku).or_default().push(Arrival { available: stock, at: now });
+                s.write_at(&sku, stock, now);
+                let p = s.listings.get_mut(&sku).expect("listed");
+                // One modification time for the whole batch, as the site stamps it.
+                p.modified_us = modified;
                 changed.push(id);
-                answer
+                product_json(p)
             })
             .collect()
     };
     log_call(200, count);
     if sender.habits().echo {
         for id in changed {
-            send_product_webhook(
-                state,
-                sender,
-                secret,
-                &tokio::runtime::Handle::current(),
-                id,
-            );
+            send_product_webhook(shop, sender, secret, &tokio::runtime::Handle::current(), id);
         }
     }
     reply(200, &json!({ "update": updates }), &[])
@@ -759,5 +719,106 @@ impl crate::sim::Simulator for WooSim {
     fn place(&self, lines: &[(&str, i64)]) -> crate::sim::Cancel<'_> {
         let id = self.place_order(lines);
         Box::new(move || self.set_status(id, "cancelled"))
+    }
+
+    fn connect(&self, url: &str) {
+        self.market.set_webhook_url(url);
+    }
+
+    fn set_habits(&self, habits: &crate::sim::Habits) {
+        self.market.set_habits(habits.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::blocking::Client;
+
+    fn site() -> WooSim {
+        WooSim::start("hook", "ck", "cs", &[("A", 11, None), ("V", 21, Some(20))])
+    }
+
+    fn post(site: &WooSim, path: &str, body: Value) -> (u16, Value) {
+        let response = Client::new()
+            .post(format!("{}/wp-json/wc/v3/{path}", site.url()))
+            .basic_auth("ck", Some("cs"))
+            .json(&body)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.json().unwrap())
+    }
+
+    #[test]
+    fn a_batch_writes_products_and_variations_of_their_parent_only() {
+        let site = site();
+        let (status, answer) = post(
+            &site,
+            "products/batch",
+            json!({"update": [{"id": 11, "stock_quantity": 5}, {"id": 21, "stock_quantity": 9}]}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(answer["update"][0]["stock_quantity"], 5);
+        assert_eq!(answer["update"][0]["type"], "simple");
+        assert_eq!(
+            answer["update"][1]["error"]["code"],
+            "woocommerce_rest_product_invalid_id"
+        );
+        let (status, answer) = post(
+            &site,
+            "products/20/variations/batch",
+            json!({"update": [{"id": 21, "stock_quantity": 9}]}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            (
+                answer["update"][0]["parent_id"].clone(),
+                answer["update"][0]["type"].clone()
+            ),
+            (json!(20), json!("variation"))
+        );
+        assert_eq!(
+            site.levels(),
+            HashMap::from([("A".into(), 5), ("V".into(), 9)])
+        );
+        let calls: Vec<(u16, usize)> = site.calls().iter().map(|c| (c.status, c.items)).collect();
+        assert_eq!(calls, [(200, 2), (200, 1)]);
+        let over: Vec<Value> = (0..=BATCH_LIMIT)
+            .map(|_| json!({"id": 11, "stock_quantity": 1}))
+            .collect();
+        let (status, answer) = post(&site, "products/batch", json!({ "update": over }));
+        assert_eq!(status, 413);
+        assert_eq!(answer["code"], "woocommerce_rest_request_entity_too_large");
+    }
+
+    #[test]
+    fn an_order_takes_stock_and_a_cancellation_puts_it_back() {
+        let site = site();
+        site.set_level("A", 10);
+        let id = site.place_order(&[("A", 3), ("V", 1)]);
+        assert_eq!(
+            site.levels(),
+            HashMap::from([("A".into(), 7), ("V".into(), -1)])
+        );
+        let order = site.order(id);
+        assert_eq!(order["line_items"][1]["product_id"], 20);
+        assert_eq!(order["line_items"][1]["variation_id"], 21);
+        site.refund_units(id, 0, 1, true);
+        site.set_status(id, "cancelled");
+        assert_eq!(
+            site.levels(),
+            HashMap::from([("A".into(), 10), ("V".into(), 0)])
+        );
+        let listed: Value = Client::new()
+            .get(format!("{}/wp-json/wc/v3/products?include=11", site.url()))
+            .basic_auth("ck", Some("cs"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(listed[0]["stock_quantity"], 10);
+        site.set_fault(Fault::Status(503));
+        let (status, _) = post(&site, "products/batch", json!({"update": []}));
+        assert_eq!(status, 503);
     }
 }
