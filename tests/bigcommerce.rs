@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use loadgen::bigcommerce_sim::{BigCommerceSim, BATCH_LIMIT};
 use loadgen::market::Stage;
-use loadgen::sim::Habits;
+use loadgen::sim::{Fault, Habits};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -165,6 +165,12 @@ fn thin_hook_fetches_are_paced_on_the_shared_budget() {
 fn adjustments_carry_up_to_2000_items() {
     let skus = 2_300;
     let rig = rig(skus, "");
+    // A store answering in 300 ms, as a real one under a backlog may: the changes that
+    // come while a call is out wait for the next, so calls fill up to the limit (a
+    // simulator answering in a millisecond would take each commit as it comes).
+    rig.sim
+        .market
+        .set_fault(Fault::Slow(Duration::from_millis(300)));
     count_all(&rig, 0..skus, 5);
     let calls = rig.sim.market.calls();
     assert!(
