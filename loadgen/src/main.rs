@@ -67,9 +67,15 @@ struct Args {
     /// `latency`: share of orders delivered up to 500 ms late, after later orders.
     #[arg(long, default_value_t = 0.0)]
     reorder_rate: f64,
-    /// `latency`: relative share of orders per channel, e.g. `8,1,1` (default: alike).
+    /// `latency`, `mixed`: relative share of orders per channel, e.g. `8,1,1` (default:
+    /// alike; `mixed` orders its channels as `--print-config` lists them: shop, woo, bc,
+    /// amazon, ebay, walmart, etsy, tiktok, erp).
     #[arg(long, value_delimiter = ',')]
     mix: Vec<f64>,
+    /// `mixed`: a line for one channel's config block, `NAME=TOML`, repeatable: e.g.
+    /// `--channel-extra 'woo=rate_limit = { requests_per_second = 5.0, burst = 10 }'`.
+    #[arg(long, value_parser = parse_channel_extra)]
+    channel_extra: Vec<(String, String)>,
     /// `latency`: a channel fault during the run, `KIND:CHANNEL:START+LENGTH` in seconds
     /// with KIND `outage` (503), `429` or `slow-MS`; repeatable (`--fault outage:1:5+10`).
     #[arg(long)]
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         skus: args.skus.max(1),
         channels: args.channels,
         slo_p99: args.slo_p99.map(Duration::from_secs_f64),
+        channel_extra: args.channel_extra,
         traffic: loadgen::traffic::Traffic {
             arrivals: args.arrivals,
             skew: args.skew.max(0.0),
@@ -179,4 +186,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `NAME=TOML`: a channel's name and a line for its config block.
+fn parse_channel_extra(text: &str) -> Result<(String, String), String> {
+    let (name, line) = text
+        .split_once('=')
+        .ok_or("expected NAME=TOML, e.g. woo=batch_max = 50")?;
+    let name = name.trim();
+    if name.is_empty() || line.trim().is_empty() {
+        return Err("expected NAME=TOML, both non-empty".into());
+    }
+    Ok((name.to_string(), line.trim().to_string()))
 }

@@ -70,9 +70,20 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     fleet
         .get::<BigCommerceSim>()
         .set_window(450, Duration::from_secs(30));
-    let extra = |name: &str| match name {
-        "bc" => "rate_limit = { requests_per_second = 15.0, burst = 30 }".to_string(),
-        _ => String::new(),
+    let extra = |name: &str| {
+        let own = match name {
+            "bc" => "rate_limit = { requests_per_second = 15.0, burst = 30 }",
+            _ => "",
+        };
+        let given = plan
+            .channel_extra
+            .iter()
+            .filter(|(channel, _)| channel == name)
+            .map(|(_, lines)| lines.as_str());
+        std::iter::once(own)
+            .chain(given)
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let engine = spawn_with(
         plan,
@@ -141,7 +152,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         if per_sku[sku] >= starts[sku] {
             continue; // sold out everywhere: a storefront would not sell it
         }
-        let channel = n % CHANNELS.len();
+        let channel = crate::traffic::channel_of(n, CHANNELS.len(), &plan.traffic.mix, &mut rng);
         let at = Instant::now();
         drop(fleet.place(channel, &[(fleet.skus[sku].as_str(), 1)]));
         per_sku[sku] += 1;

@@ -42,6 +42,9 @@ pub struct Plan {
     pub slo_p99: Option<Duration>,
     /// Arrivals, SKU skew, lines per order, duplicates (the `latency` scenario).
     pub traffic: crate::traffic::Traffic,
+    /// `mixed`: extra lines for a channel's `[[channels]]` block, by its name in the
+    /// fleet (`woo`, `shop`, ...), after the scenario's own.
+    pub channel_extra: Vec<(String, String)>,
 }
 
 /// One order as it went.
