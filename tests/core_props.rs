@@ -768,7 +768,7 @@ fn a_line_a_running_total_closed_is_kept_until_the_horizon() {
 }
 
 #[test]
-fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detection() {
+fn a_reconciliation_repair_is_pushed_compared_with_the_read_from_its_detection() {
     let config = shop_config(0, true);
     let ev = |kind, qty, ts, key: &str, source: &str| Event {
         sku: "A".into(),
@@ -798,7 +798,8 @@ fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detectio
         &config,
     );
     // Much later, reconciliation reads the channel showing 14 (an edit on the channel):
-    // the repair compares with 14 and is timed from the read, not from the count.
+    // the shard pushes the target again, compared with 14 and timed from the read, not
+    // from the count. What the channel is expected to show is not the read's to change.
     let found = T0 + 600 * MICROS_PER_SECOND;
     let repair = apply(
         &mut state,
@@ -807,7 +808,6 @@ fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detectio
         3,
         &config,
     );
-    assert_eq!(state["A"].channels[0].expected, Some(14));
     assert_eq!(repair.pushes.len(), 1, "{:?}", repair.pushes);
     assert_eq!(
         (
@@ -817,9 +817,10 @@ fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detectio
         ),
         (10, Some(14), found)
     );
+    assert_eq!(state["A"].channels[0].expected, Some(10));
     assert!(state["A"].repaired.is_empty(), "never kept");
     assert_eq!(stock(&state, "A"), (10, 0), "a repair changes no stock");
-    // A channel that does not list the SKU (-1) has no expectation: its push reads first.
+    // A channel that does not list the SKU (-1): pushed with no compare value.
     let unlisted = apply(
         &mut state,
         &[input(ev(
@@ -833,6 +834,15 @@ fn a_reconciliation_repair_expects_what_was_read_and_is_pushed_from_its_detectio
         4,
         &config,
     );
-    assert_eq!(state["A"].channels[0].expected, None);
+    assert_eq!(unlisted.pushes.len(), 1);
     assert_eq!(unlisted.pushes[0].expected, None);
+    // Without a repair, nothing to push: the channel is expected to show its target.
+    let quiet = apply(
+        &mut state,
+        &[input(ev(EventKind::Pushed, 10, found + 2, "p2", "shop"))],
+        found + 2,
+        5,
+        &config,
+    );
+    assert!(quiet.pushes.is_empty(), "{:?}", quiet.pushes);
 }

@@ -42,10 +42,13 @@ pub enum EventKind {
     /// The settle window of a `Level` difference in `delta` mode closed: on_hand += q,
     /// the part no order explained. Written by the shard, never sent by clients.
     LevelSettled,
-    /// Reconciliation read q on the channel where it should show something else, as
-    /// schema 5 and before wrote it: recorded for the audit alone (the repair went to
-    /// the outbox beside it). Read from old logs; never written now (see `Reconciled`).
-    ReconciledRecorded,
+    /// Reconciliation read q on the channel (the source) where it should show something
+    /// else (-1: the channel does not list the SKU): recorded for the audit, and the SKU
+    /// is pushed its target once more, compared with q. The only way a repair reaches
+    /// the outbox: the shard offers it, as it offers every push. What the channel is
+    /// expected to show is not changed: q may already include the channel's own sales
+    /// whose events are still on their way, which will lower the expectation themselves.
+    Reconciled,
     /// A compare-and-set push found the channel showing q instead of what it was expected
     /// to show: recorded; the difference (most likely the channel's own orders whose
     /// webhooks are on their way) nets those orders when they arrive.
@@ -77,11 +80,6 @@ pub enum EventKind {
     /// An order line has had `qty` units shipped in all (the channel's running total): the
     /// units above what the line had shipped leave on_hand and committed.
     OrderShippedTotal,
-    /// Reconciliation read q on the channel (the source) where it should show something
-    /// else (-1: the channel does not list the SKU): the channel's view now expects q,
-    /// and the SKU is pushed its target. The only way a repair reaches the outbox: the
-    /// shard offers it, as it offers every push.
-    Reconciled,
 }
 
 /// Unicode's format characters that hide or reorder text: zero-width spaces and joiners,
@@ -120,10 +118,7 @@ pub fn problem(event: &Event) -> Option<String> {
         ),
         // A channel may show less than nothing (Shopify's and WooCommerce's oversold
         // items); what we read of it is recorded as it is, within range.
-        EventKind::Level
-        | EventKind::Reconciled
-        | EventKind::ReconciledRecorded
-        | EventKind::StaleRead => (
+        EventKind::Level | EventKind::Reconciled | EventKind::StaleRead => (
             (-QTY_MAX..=QTY_MAX).contains(&qty),
             format!("within ±{QTY_MAX}"),
         ),
@@ -175,7 +170,7 @@ impl EventKind {
             EventKind::Pushed => "pushed",
             EventKind::Level => "level",
             EventKind::LevelSettled => "level_settled",
-            EventKind::Reconciled | EventKind::ReconciledRecorded => "reconciled",
+            EventKind::Reconciled => "reconciled",
             EventKind::Unmapped => "unmapped",
             EventKind::StaleRead => "stale_read",
             EventKind::Withheld => "withheld",
@@ -216,7 +211,6 @@ impl EventKind {
             EventKind::Level
             | EventKind::LevelSettled
             | EventKind::Reconciled
-            | EventKind::ReconciledRecorded
             | EventKind::StaleRead => "level",
             EventKind::Unmapped => "unmapped",
             EventKind::Withheld => "withheld",
@@ -233,7 +227,6 @@ impl EventKind {
             self,
             EventKind::Pushed
                 | EventKind::Reconciled
-                | EventKind::ReconciledRecorded
                 | EventKind::StaleRead
                 | EventKind::Unmapped
                 | EventKind::Withheld

@@ -161,19 +161,16 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<P
         .filter_map(|(id, rule)| {
             let view = sku.view(id);
             let target = rule.push_target(sku.available(), view, sku.updated_at);
-            let expected = view.and_then(|v| v.expected);
+            // A repair compares with what reconciliation read, and is timed from it: the
+            // change behind it may be long past, and was propagated then.
+            let repair = sku.repaired.iter().find(|r| r.channel == id);
+            let expected = repair.map_or(view.and_then(|v| v.expected), |r| r.shown);
             (expected != Some(target) || sku.recheck.contains(&id)).then(|| PushWanted {
                 channel: id,
                 sku: sku_name.to_string(),
                 target,
                 expected,
-                // A repair is timed from its detection: the change behind it may be
-                // long past, and was propagated then.
-                caused_at: sku
-                    .repaired
-                    .iter()
-                    .find(|(c, _)| *c == id)
-                    .map_or(sku.changed_at, |(_, at)| *at),
+                caused_at: repair.map_or(sku.changed_at, |r| r.found_at),
             })
         })
         .collect()
@@ -219,9 +216,20 @@ pub struct SkuState {
     /// they are pushed their target even where it equals the expectation. Cleared once
     /// the batch's pushes are computed; never stored.
     pub recheck: Vec<ChannelId>,
-    /// Channels reconciliation repaired in this batch, with when the drift was found
-    /// (`PushWanted::caused_at`). Cleared with `recheck`; never stored.
-    pub repaired: Vec<(ChannelId, Micros)>,
+    /// Channels reconciliation found showing something else in this batch (`Repair`).
+    /// Cleared with `recheck`; never stored.
+    pub repaired: Vec<Repair>,
+}
+
+/// A channel reconciliation found showing something other than its target: it is pushed
+/// its target once more, compared with what was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repair {
+    pub channel: ChannelId,
+    /// What the channel was read showing (`None`: it does not list the SKU).
+    pub shown: Option<i64>,
+    /// When the drift was found (`PushWanted::caused_at`).
+    pub found_at: Micros,
 }
 
 /// Channel `id`'s place in a SKU's views, grown to hold it.
@@ -780,7 +788,7 @@ fn apply_event(
     match event.kind {
         EventKind::Pushed => acknowledged(sku, at),
         EventKind::Reconciled => reconciled(sku, at),
-        EventKind::ReconciledRecorded | EventKind::Withheld => (Outcome::Drift, false),
+        EventKind::Withheld => (Outcome::Drift, false),
         // How a channel shows a SKU sold out: what it was told, for the audit.
         EventKind::OfferingDisabled
         | EventKind::ListingDeactivated
@@ -800,17 +808,21 @@ fn apply_event(
 }
 
 /// Reconciliation read the channel showing `qty` (-1: not listing the SKU) where it
-/// should show its target: that is what the channel shows now, so the push that repairs
-/// it compares with it (and a channel not listing the SKU has no expectation: its first
-/// push reads or opts out, as a first push does).
+/// should show its target: pushed once more, compared with what was read. The view's
+/// expectation stays: the read may include the channel's own sales whose events are on
+/// their way, and those lower the expectation when they come (setting it to the read
+/// would count them twice).
 fn reconciled(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
     let At {
         event, own_channel, ..
     } = at;
-    if let Some(i) = own_channel {
-        sku.channel_mut(i).expected = (event.qty >= 0).then_some(event.qty);
-        sku.recheck.push(i);
-        sku.repaired.push((i, event.received_at));
+    if let Some(channel) = own_channel {
+        sku.recheck.push(channel);
+        sku.repaired.push(Repair {
+            channel,
+            shown: (event.qty >= 0).then_some(event.qty),
+            found_at: event.received_at,
+        });
     }
     (Outcome::Drift, false)
 }

@@ -4,9 +4,9 @@
 //! is lowered at once. A channel showing *less* may reflect an order lockstep has not
 //! ingested yet: it is raised only when the shortfall is still there after the grace
 //! period. Each repair is an event (`Reconciled`, outcome `drift` in the audit), counted
-//! in `lockstep_reconcile_drift_total`: the core takes what was read as what the channel
-//! shows, and the shard offers the push that repairs it. The reconciler never writes the
-//! outbox itself.
+//! in `lockstep_reconcile_drift_total`: the shard offers the push that repairs it
+//! (compared with what was read), as it offers every push. The reconciler never writes
+//! the outbox itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -207,9 +207,9 @@ impl Reconciler {
             }
             metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
                 .increment(drifts.len() as u64);
-            // The repairs are events: the core sets what the channel shows to what was
-            // read, and the shard offers the pushes once they are durable, as it offers
-            // every push. The outbox has that one writer.
+            // The repairs are events: the shard offers their pushes (compared with what
+            // was read) once they are durable, as it offers every push. The outbox has
+            // that one writer.
             super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
         }
         Ok(report)
