@@ -53,21 +53,19 @@ pub async fn run(
         let catalog = config.catalog_rows()?;
         let adapters = crate::channels::build(&config, &catalog, &config.server.data_dir)?;
         let links = crate::propagate::links(&config, &adapters);
-        let outboxes =
-            crate::propagate::outbox::Outboxes(links.map(|l| l.as_ref().map(|l| l.outbox.clone())));
+        let outboxes = crate::propagate::outbox::Outboxes(links.map(|l| l.outbox.clone()));
         let engine = Arc::new(Engine::start(
             &EngineConfig::of(&config),
             Arc::new(outboxes),
         )?);
         let names: Vec<String> = links
             .values()
-            .flatten()
             .map(|l| l.adapter.name().to_string())
             .collect();
         crate::metrics::register(&names, engine.shards());
         let client = crate::propagate::http_client();
         // Every channel task is supervised: one that panics is started again.
-        for link in links.values().flatten() {
+        for link in links.values() {
             let name = link.adapter.name().to_string();
             let (l, e, c) = (link.clone(), engine.clone(), client.clone());
             supervise(format!("pusher/{name}"), move || {
@@ -94,7 +92,7 @@ pub async fn run(
             None => None,
         };
         let app = App::new(engine.clone(), config, metrics, links, client.clone());
-        for reconciler in app.reconcilers.values().flatten() {
+        for reconciler in app.reconcilers.values() {
             let (r, e, c) = (reconciler.clone(), engine.clone(), client.clone());
             supervise(format!("reconcile/{}", r.link.adapter.name()), move || {
                 r.clone().run(e.clone(), c.clone())

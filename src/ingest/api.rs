@@ -39,11 +39,11 @@ pub struct App {
     pub config: Config,
     pub metrics: PrometheusHandle,
     /// Each configured channel's outbound side.
-    pub links: ByChannel<Option<Arc<ChannelLink>>>,
+    pub links: ByChannel<Arc<ChannelLink>>,
     /// What each channel is shown (buffer and cap): the registry of their ids.
     engine_rules: ChannelRules,
     /// Each channel's reconciler.
-    pub reconcilers: ByChannel<Option<Arc<Reconciler>>>,
+    pub reconcilers: ByChannel<Arc<Reconciler>>,
     /// The client pushes and reads go out with.
     pub client: reqwest::Client,
     /// Makes generated idempotency keys unique within a microsecond.
@@ -67,7 +67,7 @@ impl App {
         engine: Arc<Engine>,
         config: Config,
         metrics: PrometheusHandle,
-        links: ByChannel<Option<Arc<ChannelLink>>>,
+        links: ByChannel<Arc<ChannelLink>>,
         client: reqwest::Client,
     ) -> Arc<App> {
         // The descriptors: raised to the hard limit, and shared between the storage and
@@ -81,14 +81,12 @@ impl App {
         let engine_rules = config.registry();
         let reconcilers = engine_rules.table(|id, rule| {
             let channel = config.channel(id);
-            links[id].as_ref().map(|link| {
-                Arc::new(Reconciler::new(
-                    link.clone(),
-                    rule.clone(),
-                    Duration::from_secs(channel.reconcile_interval_s),
-                    Duration::from_secs(channel.reconcile_grace_s),
-                ))
-            })
+            Arc::new(Reconciler::new(
+                links[id].clone(),
+                rule.clone(),
+                Duration::from_secs(channel.reconcile_interval_s),
+                Duration::from_secs(channel.reconcile_grace_s),
+            ))
         });
         let key_prefixes = config
             .channels
@@ -197,16 +195,7 @@ impl App {
                 format!("no channel named {channel:?} is configured"),
             ));
         };
-        let Some(link) = &self.links[id] else {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "channel_not_implemented",
-                format!(
-                    "inbound webhooks of kind {:?} are not implemented in this build",
-                    self.config.channel(id).kind
-                ),
-            ));
-        };
+        let link = &self.links[id];
         let headers = req.headers().clone();
         let body = read_body(req).await?;
         // Follow-up calls (a thin notification's order) spend the channel's budget.
@@ -341,13 +330,7 @@ impl App {
                 format!("no channel named {name:?} is configured"),
             )
         })?;
-        let reconciler = self.reconcilers[id].as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "channel_not_implemented",
-                format!("channel {name:?} has no adapter in this build"),
-            )
-        })?;
+        let reconciler = &self.reconcilers[id];
         let report = reconciler
             .pass(&self.engine, &self.client)
             .await
@@ -367,7 +350,7 @@ impl App {
     /// `GET /v1/propagation`: per channel, propagation percentiles and outbox depth.
     fn get_propagation(&self) -> HttpResponse {
         let mut channels = serde_json::Map::new();
-        for link in self.links.values().flatten() {
+        for link in self.links.values() {
             let mut summary = link.timing.summary();
             summary["outbox_skus"] = json!(link.outbox.len());
             channels.insert(link.adapter.name().to_string(), summary);

@@ -135,19 +135,18 @@ impl ChannelLink {
     }
 }
 
-/// Builds the link of every channel, by its id (`None` where a channel has no adapter:
-/// none today, every kind has one).
+/// Builds the link of every channel, by its id.
 pub fn links(
     config: &Config,
     adapters: &ByChannel<Arc<dyn ChannelAdapter>>,
-) -> ByChannel<Option<Arc<ChannelLink>>> {
+) -> ByChannel<Arc<ChannelLink>> {
     config.registry().table(|id, _| {
         let config = config.channel(id);
         let adapter = adapters[id].clone();
         let carries = adapter.clone();
         let urgent = adapter.clone();
         let pace = adapter.pace().configured(config.rate_limit);
-        Some(Arc::new(ChannelLink {
+        Arc::new(ChannelLink {
             rate_limit: pace.nominal(),
             bucket: Arc::new(tokio::sync::Mutex::new(TokenBucket::for_pace(pace))),
             outbox: Arc::new(
@@ -159,7 +158,7 @@ pub fn links(
             timing: Arc::new(Timing::new(&config.name)),
             checks: Mutex::new(Vec::new()),
             adapter,
-        }))
+        })
     })
 }
 

@@ -115,14 +115,12 @@ pub type Urgent = Box<dyn Fn(i64, Option<i64>) -> bool + Send + Sync>;
 
 /// Every channel's outbox, by the core's channel ids (`None` for a channel without an
 /// adapter): where the shards hand what their commits call for.
-pub struct Outboxes(pub ByChannel<Option<Arc<Outbox>>>);
+pub struct Outboxes(pub ByChannel<Arc<Outbox>>);
 
 impl PushSink for Outboxes {
     fn offer(&self, pushes: &[PushWanted]) {
         for push in pushes {
-            if let Some(outbox) = &self.0[push.channel] {
-                outbox.offer(&push.sku, push.target, push.expected, push.caused_at);
-            }
+            self.0[push.channel].offer(&push.sku, push.target, push.expected, push.caused_at);
         }
     }
 }
