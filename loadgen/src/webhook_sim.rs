@@ -3,6 +3,12 @@
 //! check and its push log; the server, the levels, the arrivals, the fault and the rate
 //! bucket are a `market::Market`'s.
 //!
+//! The wire is lockstep's own (the README's `webhook` kind: the body is ours); the
+//! signature is the Standard Webhooks specification's (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature: v1,<base64 HMAC-SHA256>`, the key the base64 part of a `whsec_`
+//! secret: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md),
+//! checked by `signing.rs`, written from that page, not from the engine's code.
+//!
 //! - `POST /stock`: verifies the Standard Webhooks signature (401 when it does not match),
 //!   then takes `{"type": "stock.updated", "data": {"items": [{"sku", "available", "at"}]}}`
 //!   and records every value with its arrival time. It lists any SKU it is sent.
