@@ -64,16 +64,15 @@ pub const ADAPTIVE_CEILING: f64 = 50.0;
 
 impl Pace {
     /// The pace with the channel's configured `rate_limit`: it replaces a published
-    /// limit, and is the ceiling of an adaptive pace (which starts no faster).
+    /// limit; for an adaptive pace it is where the pace starts and its ceiling (the
+    /// operator says the channel takes that much: the pace backs off from it when the
+    /// channel's answers slow down, and comes back).
     pub fn configured(self, limit: Option<RateLimit>) -> Pace {
         match (self, limit) {
             (pace, None) => pace,
             (Pace::Published(_), Some(limit)) => Pace::Published(limit),
-            (Pace::Adaptive { start, .. }, Some(limit)) => Pace::Adaptive {
-                start: RateLimit {
-                    requests_per_second: start.requests_per_second.min(limit.requests_per_second),
-                    burst: limit.burst,
-                },
+            (Pace::Adaptive { .. }, Some(limit)) => Pace::Adaptive {
+                start: limit,
                 ceiling: limit.requests_per_second,
             },
         }
@@ -410,6 +409,19 @@ mod tests {
             }
         );
         assert_eq!(pace.configured(None), pace);
+        // A configured limit above the kind's start is where the pace starts: the
+        // operator says the channel takes it.
+        let high = RateLimit {
+            requests_per_second: 100.0,
+            burst: 50,
+        };
+        assert_eq!(
+            pace.configured(Some(high)),
+            Pace::Adaptive {
+                start: high,
+                ceiling: 100.0
+            }
+        );
         assert_eq!(
             Pace::Published(limit)
                 .configured(Some(RateLimit {
