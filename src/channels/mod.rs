@@ -166,7 +166,9 @@ impl Delivery {
         })
     }
 
-    /// The events the delivery itself carried (none for a thin notification).
+    /// The events the delivery itself carried (none for a thin notification): what the
+    /// contract tests read; the engine takes deliveries through `receive`.
+    #[cfg(test)]
     pub fn carried(self) -> Vec<Event> {
         match self {
             Delivery::Carried(inbound) => inbound.events,
