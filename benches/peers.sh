@@ -5,6 +5,8 @@
 #      its answer), both driven by wrk over loopback with the same connections; bare
 #      hyper is run twice, on static 1 KiB bodies and on the very one-event requests
 #      lockstep gets (same wrk script), so the one-event ratio compares like with like;
+#      and signed Shopify `orders/create` webhooks, one event each (loadgen's
+#      `signed_hooks` driver, which signs every request as wrk cannot), sent to both;
 #   2. one hot SKU: lockstep taking orders for one SKU against PostgreSQL's row-locked
 #      `UPDATE stock SET qty = qty - 1 WHERE sku = ? AND qty > 0` (pgbench, durable
 #      commits), on random SKUs and on one hot SKU.
@@ -77,6 +79,12 @@ hyper_url=$url
 wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
 # The one-event run's requests (see the header): wrk's Lua per request costs CPU here too.
 wrk_run "$work/hyper-events.wrk" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
+hooks_run() {  # hooks_run OUT URL
+    "$root/target/release/signed_hooks" "$2" --secret "$SHOPIFY_SECRET" \
+        --connections "$CONNECTIONS" --duration "$DURATION" --skus "$SKUS" --threads 2 >"$1"
+}
+SHOPIFY_SECRET=peers-shopify-app-secret
+hooks_run "$work/hyper-hooks.out" "$hyper_url/webhooks/shop"
 kill "${pids[-1]}"; unset 'pids[-1]'
 
 cat >"$work/lockstep.toml" <<EOF
@@ -84,21 +92,33 @@ cat >"$work/lockstep.toml" <<EOF
 listen = "127.0.0.1:0"
 data_dir = "$work/data"
 shards = 2
+
+# Its webhooks only: no SKU of the run is in a catalog, so nothing is pushed to it.
+[[channels]]
+name = "shop"
+kind = "shopify"
+base_url = "http://127.0.0.1:9"
+webhook_secret = "$SHOPIFY_SECRET"
+access_token = "shpat_peers"
+location_id = "1"
 EOF
 start "$work/lockstep.log" "$root/target/release/lockstep" serve --config "$work/lockstep.toml"
 lockstep_url=$url
 wrk_run "$work/single.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
 wrk_run "$work/batched.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS="$BATCH" SKUS="$SKUS"
 wrk_run "$work/hot.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 HOT=1
+hooks_run "$work/hooks.out" "$lockstep_url/webhooks/shop"
 
 hyper=$(rps "$work/hyper.wrk")
 hyper_events=$(rps "$work/hyper-events.wrk")
 single=$(rps "$work/single.wrk")
 batched=$(times "$(rps "$work/batched.wrk")" "$BATCH")
 hot=$(rps "$work/hot.wrk")
-for f in single batched hot; do
-    if grep -q "Non-2xx" "$work/$f.wrk"; then
-        echo "note: lockstep answered non-2xx in the $f run: $(grep Non-2xx "$work/$f.wrk")"
+hyper_hooks=$(rps "$work/hyper-hooks.out")
+hooks=$(rps "$work/hooks.out")
+for f in single.wrk batched.wrk hot.wrk hooks.out; do
+    if grep -q "Non-2" "$work/$f"; then
+        echo "note: lockstep answered otherwise than 200 in the $f run: $(grep Non-2 "$work/$f")"
     fi
 done
 
@@ -122,6 +142,8 @@ echo "lockstep and its peers on this machine ($cores cores), ${DURATION}s each, 
 printf '%-58s %12s\n' "bare hyper server answering 200, 1 KiB POSTs" "$hyper req/s"
 printf '%-58s %12s\n' "bare hyper server answering 200, one-event requests" "$hyper_events req/s"
 printf '%-58s %12s   %s of bare hyper given the same requests\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$(ratio "$single" "$hyper_events")"
+printf '%-58s %12s\n' "bare hyper server answering 200, signed Shopify webhooks" "$hyper_hooks req/s"
+printf '%-58s %12s   %s of bare hyper given the same requests\n' "lockstep, signed Shopify webhooks, 1 event per request" "$hooks req/s" "$(ratio "$hooks" "$hyper_hooks")"
 printf '%-58s %12s   %s of bare hyper (events/s over its req/s)\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s" "$(ratio "$batched" "$hyper")"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, random SKUs (pgbench)" "$pg_random tps"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, one hot SKU (pgbench)" "$pg_hot tps"

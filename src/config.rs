@@ -172,11 +172,27 @@ pub struct ChannelConfig {
     /// Seconds between polls of the channel's order listing, for kinds that poll
     /// (WooCommerce: the safety net for lost deliveries; default 60).
     pub poll_interval_s: Option<u64>,
+    /// Which waiting SKU a channel is pushed first when its budget cannot carry every
+    /// change at once (default `risk`).
+    #[serde(default)]
+    pub push_order: PushOrder,
     /// Every other key of the block: the kind's own, which its `Settings` in
     /// `channels/<kind>.rs` reads, refusing any it does not know (serde cannot deny
     /// unknown fields beside a flattened table, so the kind does).
     #[serde(flatten)]
     pub settings: toml::Table,
+}
+
+/// `push_order`: how a channel's outbox orders the SKUs waiting for its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushOrder {
+    /// Stock-outs first, then the SKUs the channel shows the most units beyond what they
+    /// have, weighed by how fast they sell against what is left; increases last.
+    #[default]
+    Risk,
+    /// The oldest change first, whatever it is: kept to measure `risk` against.
+    FirstCome,
 }
 
 fn default_reconcile_interval_s() -> u64 {

@@ -248,6 +248,42 @@ fn the_order_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     assert!(rig.sim.market.order_polls() >= 3);
 }
 
+/// A per-SKU call is chosen after its token: a stock-out that comes while earlier changes
+/// wait goes in the very next call, not after the calls of the batch taken before it.
+#[test]
+fn a_stock_out_goes_in_the_next_call_before_the_rest_of_an_earlier_batch() {
+    // A call about every 0.55 s; up to six changes are too few for a feed (3 s of calls).
+    let rig = rig(6, "rate_limit = { requests_per_second = 2.0, burst = 1 }");
+    let calls = || rig.sim.market.calls().len();
+    // The first change spends the token; four more come while the next is on its way and
+    // are taken together when it comes; the stock-out comes after the first of their calls.
+    post_ok(&rig.server, vec![event("c0", "A0", "counted", 9)]);
+    assert!(eventually(WAIT, || calls() >= 1));
+    post_ok(
+        &rig.server,
+        (1..5)
+            .map(|i| event(&format!("c{i}"), &format!("A{i}"), "counted", 9))
+            .collect(),
+    );
+    assert!(eventually(WAIT, || calls() >= 2));
+    post_ok(&rig.server, vec![event("gone", "A5", "counted", 0)]);
+    // (The simulator lists every SKU at 0 to begin with: wait for the write itself.)
+    let written = |sku: &str| rig.sim.market.arrivals(sku).first().map(|a| a.available);
+    assert!(eventually(WAIT, || (0..5)
+        .all(|i| written(&format!("A{i}")) == Some(9))
+        && written("A5") == Some(0)));
+    let mut order: Vec<(std::time::Instant, String)> = (0..6)
+        .map(|i| {
+            let sku = format!("A{i}");
+            (rig.sim.market.arrivals(&sku)[0].at, sku)
+        })
+        .collect();
+    order.sort();
+    let order: Vec<&str> = order.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(order[2], "A5", "the stock-out went third: {order:?}");
+    assert!(rig.sim.market.calls().iter().all(|c| c.items == 1));
+}
+
 #[test]
 fn single_changes_go_per_call_at_five_per_second_without_429s() {
     let rig = rig(12, "");

@@ -28,7 +28,8 @@
 //! - `run`: the scenarios on Standard Webhooks channels (`latency`, and `soak`,
 //!   `ceiling` and `burst` built on it; `outage`, `duplicates`, `contention`, `audit`),
 //!   the lockstep they start, and the table of a report.
-//! - `mixed`: every kind at once, on the `fleet`.
+//! - `mixed`: every kind at once, on the `fleet`; `push_order`: two of it side by side,
+//!   `first_come` against `risk` (`mixed --compare-push-order`).
 //! - `report`: the HTML report of a run (inline SVG plots).
 //! - `main.rs`: the `loadgen` command; `bin/bare_hyper.rs`: the bare hyper peer of
 //!   `benches/peers.sh`.
@@ -40,6 +41,7 @@ pub mod etsy_sim;
 pub mod fleet;
 pub mod market;
 pub mod mixed;
+pub mod push_order;
 pub mod report;
 pub mod run;
 pub mod shopify_sim;

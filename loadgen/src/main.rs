@@ -76,6 +76,11 @@ struct Args {
     /// `--channel-extra 'woo=rate_limit = { requests_per_second = 5.0, burst = 10 }'`.
     #[arg(long, value_parser = parse_channel_extra)]
     channel_extra: Vec<(String, String)>,
+    /// `mixed`: run two engines side by side on the same orders, one pushing
+    /// `push_order = "first_come"`, the other `"risk"`; customers buy only what their
+    /// channel shows; reports each channel's overshow × seconds and oversells per side.
+    #[arg(long)]
+    compare_push_order: bool,
     /// `latency`: a channel fault during the run, `KIND:CHANNEL:START+LENGTH` in seconds
     /// with KIND `outage` (503), `429` or `slow-MS`; repeatable (`--fault outage:1:5+10`).
     #[arg(long)]
@@ -143,6 +148,9 @@ fn main() -> ExitCode {
         "audit" => audit(&plan, 500),
         "ceiling" => ceiling(&plan, 20),
         "soak" => soak(&plan, Duration::from_secs(10)),
+        "mixed" if args.compare_push_order => {
+            loadgen::push_order::compare(&plan, Duration::from_secs(120))
+        }
         "mixed" => loadgen::mixed::mixed(&plan),
         other => {
             eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak and mixed");
@@ -154,7 +162,8 @@ fn main() -> ExitCode {
             if matches!(
                 args.scenario.as_str(),
                 "latency" | "burst" | "soak" | "mixed"
-            ) {
+            ) && !args.compare_push_order
+            {
                 print!("{}", table(&report));
             } else {
                 println!(

@@ -25,12 +25,12 @@ use crate::bigcommerce_sim::BigCommerceSim;
 use crate::fleet::{
     Fleet, CHANNELS, WALMART_FEEDS_PER_HOUR, WALMART_FEED_PROCESSING, WALMART_URGENT_AT_OR_BELOW,
 };
-use crate::run::{histogram, spawn_with, Plan};
+use crate::run::{histogram, spawn_with, Engine, Plan};
 use crate::sim::Habits;
 use crate::walmart_sim::WalmartSim;
 
 /// What each SKU starts with (Etsy takes at most 999 per offering).
-const START: i64 = 900;
+pub(crate) const START: i64 = 900;
 /// What the first twentieth of the SKUs (the hottest, when orders are skewed) starts
 /// with instead: they are low from the start and some sell out during a run, so
 /// stock-outs and Walmart's urgent path are exercised too.
@@ -54,16 +54,20 @@ struct Placed {
     leaves: i64,
 }
 
-/// Runs the scenario; returns the report and whether it passed.
-pub fn mixed(plan: &Plan) -> anyhow::Result<(Value, bool)> {
-    mixed_with(plan, false, Duration::from_secs(120))
+/// A fleet and the lockstep connected to it, every channel showing the starting stock.
+pub(crate) struct Seeded {
+    pub(crate) fleet: Fleet,
+    pub(crate) engine: Engine,
+    /// Each SKU's starting stock (`start_of`).
+    pub(crate) starts: Vec<i64>,
 }
 
-/// `mixed`, waiting up to `settle` after the last order for every channel to converge.
-/// With `broken`, Walmart answers every write with 503 once the traffic starts, so the
-/// verdict must fail.
-pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result<(Value, bool)> {
-    let fleet = Fleet::start("MX-", plan.skus);
+/// Starts a fleet of SKUs named `{prefix}{i}` and a lockstep for it (`every` is a line
+/// added to every channel's block, after the scenario's own and before `--channel-extra`),
+/// seeds the starting stock through the native API and waits until every channel shows
+/// it.
+pub(crate) fn start_seeded(plan: &Plan, prefix: &str, every: &str) -> anyhow::Result<Seeded> {
+    let fleet = Fleet::start(prefix, plan.skus);
     // BigCommerce's Pro plan (450 requests per 30 s): each of its thin order hooks costs
     // two calls from the budget its writes use too, more than Standard's 5/s carries at
     // these rates.
@@ -80,7 +84,8 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
             .iter()
             .filter(|(channel, _)| channel == name)
             .map(|(_, lines)| lines.as_str());
-        std::iter::once(own)
+        [own, every]
+            .into_iter()
             .chain(given)
             .collect::<Vec<_>>()
             .join("\n")
@@ -118,6 +123,17 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
     if seeded.is_none() {
         bail!("the channels did not all show the starting stock within 180 s");
     }
+    Ok(Seeded {
+        fleet,
+        engine,
+        starts,
+    })
+}
+
+/// The delivery habits of a run's orders: duplicates as `--duplicate-rate` asks, webhooks
+/// up to 100 ms out of order, echoes of lockstep's own writes; eBay's order listing 500 ms
+/// behind.
+pub(crate) fn set_habits(fleet: &Fleet, plan: &Plan) {
     fleet.set_habits(&Habits {
         duplicate: plan.traffic.duplicate_rate.clamp(0.0, 1.0),
         reorder: Duration::from_millis(100),
@@ -125,6 +141,24 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
         ..Habits::default()
     });
     fleet.set_listing_lag(Duration::from_millis(500));
+}
+
+/// Runs the scenario; returns the report and whether it passed.
+pub fn mixed(plan: &Plan) -> anyhow::Result<(Value, bool)> {
+    mixed_with(plan, false, Duration::from_secs(120))
+}
+
+/// `mixed`, waiting up to `settle` after the last order for every channel to converge.
+/// With `broken`, Walmart answers every write with 503 once the traffic starts, so the
+/// verdict must fail.
+pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result<(Value, bool)> {
+    let Seeded {
+        fleet,
+        engine,
+        starts,
+    } = start_seeded(plan, "MX-", "")?;
+    let client = reqwest::blocking::Client::new();
+    set_habits(&fleet, plan);
     if broken {
         fleet
             .get::<WalmartSim>()

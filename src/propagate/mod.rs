@@ -1,6 +1,6 @@
 //! Propagation: stock leaves the engine and reaches every channel.
 //!
-//! - `outbox.rs`: per channel, the latest target per SKU, low stock first.
+//! - `outbox.rs`: per channel, the latest target per SKU, the riskiest first.
 //! - `channels::pacing`: the token bucket (adaptive to throttles) and the retry backoff,
 //!   below the adapters, which pace their own conversations with it.
 //! - `bulk.rs`: submissions a channel processes later (Walmart's feed), and their watchers.
@@ -10,8 +10,8 @@
 //! - here: the pusher task of each channel, and propagation timing.
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.
-//! The channel's pusher takes a batch, waits for a token, sends the adapter's request and
-//! reads the reply; each acknowledged item goes back to its shard as a `pushed` event, so
+//! The channel's pusher waits for a token, takes a batch (the riskiest first), sends one
+//! call of it (the rest goes back to the outbox) and reads the reply; each acknowledged item goes back to its shard as a `pushed` event, so
 //! the shard durably knows what the channel shows (and whether it needs another push).
 
 pub mod bulk;
@@ -153,7 +153,8 @@ pub fn links(
                 Outbox::with_filter(&config.name, Box::new(move |sku| carries.carries(sku)))
                     .with_urgent(Box::new(move |target, shown| {
                         urgent.bulk().is_some_and(|b| b.urgent(target, shown))
-                    })),
+                    }))
+                    .with_order(config.push_order),
             ),
             timing: Arc::new(Timing::new(&config.name)),
             checks: Mutex::new(Vec::new()),
@@ -223,11 +224,23 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
             }
             later = rest;
         }
-        let groups = if batch.is_empty() {
+        let mut groups = if batch.is_empty() {
             Vec::new()
         } else {
             link.adapter.push_groups(&batch)
         };
+        // One call per token: the groups after the first (a per-SKU channel's other
+        // SKUs) go back to the outbox and are chosen again after the next token, with
+        // whatever came meanwhile, instead of waiting out this batch's calls in the
+        // order they were taken.
+        if groups.len() > 1 {
+            let rest: Vec<PushItem> = groups
+                .drain(1..)
+                .flatten()
+                .map(|i| batch[i].clone())
+                .collect();
+            link.outbox.finish(&rest, &vec![false; rest.len()]);
+        }
         for group in groups {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
             let (reply, contended) = push_compared(&link, &engine, &mut pacer, &mut items).await;

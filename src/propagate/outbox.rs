@@ -10,7 +10,8 @@ use ahash::AHashMap;
 use tokio::sync::Notify;
 
 use crate::channels::PushItem;
-use crate::clock::Micros;
+use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
+use crate::config::PushOrder;
 use crate::core::{ByChannel, PushWanted};
 use crate::engine::shard::PushSink;
 
@@ -23,18 +24,87 @@ struct Wanted {
     /// The oldest change this push settles: coalesced changes keep the first one's time,
     /// so propagation time measures how long the oldest waited.
     caused_at: Micros,
+    /// Its place in the push order, as of its latest offer.
+    rank: Rank,
 }
 
-/// The SKUs waiting, by name and in push order (lowest target first: stock-outs, then
-/// low stock), so `take` walks only the front instead of scanning every waiting SKU
-/// under the lock the shards offer through.
+/// The longest a change that shows too many units is given before it is due, however
+/// slowly its SKU sells: past it, older changes go before newer riskier ones, so under a
+/// budget that never catches up no SKU waits for ever.
+const OVERSHOW_WAIT_MAX: Micros = 10 * MICROS_PER_SECOND;
+/// What a change that shows fewer units than there are (a lost sale at worst, never an
+/// oversell) is given.
+const INCREASE_WAIT: Micros = 30 * MICROS_PER_SECOND;
+
+/// Where a waiting SKU stands in its channel's push order: stock-outs first, then by
+/// when it is due (earliest first), then the larger overshow, then the older change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    class: u8,
+    due: Micros,
+    overshow: std::cmp::Reverse<i64>,
+    since: Micros,
+}
+
+impl Rank {
+    /// The rank of a push of `target` to a channel that should show `shown`, for a change
+    /// at `caused_at`, offered at `now`.
+    ///
+    /// `Risk`: a stock-out the channel still shows goes before everything. Every other
+    /// change is due when the units the channel shows beyond stock would be sold there
+    /// at the rate the SKU sells: `(target + 1) / rate` after the change, at most
+    /// `OVERSHOW_WAIT_MAX` (earliest deadline first; a slow SKU's change ages into its
+    /// turn). The rate is the overshow over the time since the change began waiting (at
+    /// least a second): the units sold elsewhere while the channel still showed them,
+    /// which needs no history beyond the outbox entry. A level not acknowledged yet is
+    /// due after `target + 1` seconds (at most the same cap: low stock first as a
+    /// start-up fills the channel); an increase after `INCREASE_WAIT`.
+    /// `FirstCome`: the oldest change first.
+    fn of(
+        order: PushOrder,
+        target: i64,
+        shown: Option<i64>,
+        caused_at: Micros,
+        now: Micros,
+    ) -> Rank {
+        let overshow = shown.map_or(0, |s| (s - target).max(0));
+        let rank = |class, after: Micros| Rank {
+            class,
+            due: caused_at.saturating_add(after),
+            overshow: std::cmp::Reverse(overshow),
+            since: caused_at,
+        };
+        if order == PushOrder::FirstCome {
+            return rank(1, 0);
+        }
+        let left = target.max(0).saturating_add(1);
+        match shown {
+            _ if target <= 0 && shown.is_none_or(|s| s > 0) => rank(0, 0),
+            Some(_) if overshow > 0 => {
+                let waited = (now - caused_at).max(MICROS_PER_SECOND);
+                // (target + 1) / (overshow / waited), in whole microseconds.
+                let sells_out = (left as i128 * waited as i128 / overshow as i128)
+                    .min(OVERSHOW_WAIT_MAX as i128) as Micros;
+                rank(1, sells_out)
+            }
+            None => rank(
+                1,
+                left.min(OVERSHOW_WAIT_MAX / MICROS_PER_SECOND) * MICROS_PER_SECOND,
+            ),
+            Some(_) => rank(1, INCREASE_WAIT),
+        }
+    }
+}
+
+/// The SKUs waiting, by name and in push order (`Rank`), so `take` walks only the front
+/// instead of scanning every waiting SKU under the lock the shards offer through.
 #[derive(Default)]
 struct Dirty {
     /// Each SKU's wanted value, keyed by the same shared name the order holds, so a
     /// change of target moves it in `order` without allocating (offers come from the
     /// shard threads after every commit).
     by_sku: AHashMap<Arc<str>, Wanted>,
-    order: BTreeSet<(i64, Arc<str>)>,
+    order: BTreeSet<(Rank, Arc<str>)>,
 }
 
 impl Dirty {
@@ -54,16 +124,16 @@ impl Dirty {
     fn insert(&mut self, sku: &str, wanted: Wanted) {
         match self.by_sku.get_key_value(sku) {
             Some((name, old)) => {
-                let (name, before) = (name.clone(), old.target);
-                if before != wanted.target {
+                let (name, before) = (name.clone(), old.rank);
+                if before != wanted.rank {
                     self.order.remove(&(before, name.clone()));
-                    self.order.insert((wanted.target, name.clone()));
+                    self.order.insert((wanted.rank, name.clone()));
                 }
                 self.by_sku.insert(name, wanted);
             }
             None => {
                 let name: Arc<str> = Arc::from(sku);
-                self.order.insert((wanted.target, name.clone()));
+                self.order.insert((wanted.rank, name.clone()));
                 self.by_sku.insert(name, wanted);
             }
         }
@@ -71,13 +141,14 @@ impl Dirty {
 
     fn remove(&mut self, sku: &str) -> Option<Wanted> {
         let (name, wanted) = self.by_sku.remove_entry(sku)?;
-        self.order.remove(&(wanted.target, name));
+        self.order.remove(&(wanted.rank, name));
         Some(wanted)
     }
 }
 
 #[derive(Default)]
 struct Inner {
+    order: PushOrder,
     dirty: Dirty,
     /// SKUs in a request that has not been answered, with the quantity sent. A SKU is in
     /// at most one request at a time, so an older value never lands after a newer one.
@@ -95,16 +166,20 @@ struct Inner {
 }
 
 impl Inner {
+    /// What `sku` should be shown, ranked in this channel's push order as of `now`.
+    fn wanted(&self, target: i64, expected: Option<i64>, caused_at: Micros, now: Micros) -> Wanted {
+        Wanted {
+            target,
+            expected,
+            caused_at,
+            rank: Rank::of(self.order, target, expected, caused_at, now),
+        }
+    }
+
     /// An item the channel did not take waits again with the value it carried.
     fn offer_again(&mut self, item: &PushItem) {
-        self.dirty.insert(
-            &item.sku,
-            Wanted {
-                target: item.quantity,
-                expected: item.expected,
-                caused_at: item.caused_at,
-            },
-        );
+        let wanted = self.wanted(item.quantity, item.expected, item.caused_at, now_micros());
+        self.dirty.insert(&item.sku, wanted);
     }
 }
 
@@ -163,6 +238,12 @@ impl Outbox {
         self
     }
 
+    /// This outbox, ordering what waits by `order`.
+    pub fn with_order(self, order: PushOrder) -> Outbox {
+        self.lock().order = order;
+        self
+    }
+
     /// Whether the channel lists `sku`.
     pub fn carries(&self, sku: &str) -> bool {
         self.carries.as_ref().is_none_or(|f| f(sku))
@@ -187,32 +268,15 @@ impl Outbox {
         {
             inner.deferred.remove(sku);
         }
-        match inner.dirty.get(sku) {
-            Some(wanted) => {
-                let caused_at = wanted.caused_at.min(caused_at);
-                inner.dirty.insert(
-                    sku,
-                    Wanted {
-                        target,
-                        expected,
-                        caused_at,
-                    },
-                );
-            }
+        let caused_at = match inner.dirty.get(sku) {
+            Some(wanted) => wanted.caused_at.min(caused_at),
             // Already on its way with this very value.
             None if inner.in_flight.get(sku) == Some(&target) => return,
             None if inner.submitted.get(sku) == Some(&(target, false)) => return,
-            None => {
-                inner.dirty.insert(
-                    sku,
-                    Wanted {
-                        target,
-                        expected,
-                        caused_at,
-                    },
-                );
-            }
-        }
+            None => caused_at,
+        };
+        let wanted = inner.wanted(target, expected, caused_at, now_micros());
+        inner.dirty.insert(sku, wanted);
         let depth = inner.dirty.len();
         drop(guard);
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
@@ -220,10 +284,11 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Takes up to `max` SKUs to push, stock-outs and low stock first.
+    /// Takes up to `max` SKUs to push, first in the channel's push order (`Rank`).
     pub fn take(&self, max: usize) -> Vec<PushItem> {
         let mut inner = self.lock();
         let Inner {
+            order: _,
             dirty,
             in_flight,
             deferred,
@@ -371,17 +436,17 @@ mod tests {
     #[test]
     fn latest_wins_low_stock_first_and_one_request_per_sku() {
         let outbox = Outbox::new("c");
-        for v in 0..50 {
-            outbox.offer("HOT", 100 - v, None, 10 + v as Micros);
+        for v in 0..45 {
+            outbox.offer("HOT", 50 - v, None, 10 + v as Micros);
         }
         outbox.offer("GONE", 0, None, 5);
         outbox.offer("PLENTY", 500, None, 5);
-        assert_eq!(outbox.len(), 3, "50 changes of one SKU are one entry");
+        assert_eq!(outbox.len(), 3, "45 changes of one SKU are one entry");
         let batch = outbox.take(2);
         let got: Vec<(&str, i64)> = batch.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
         assert_eq!(
             got,
-            vec![("GONE", 0), ("HOT", 51)],
+            vec![("GONE", 0), ("HOT", 6)],
             "stock-outs and low stock first"
         );
         assert_eq!(
@@ -427,6 +492,66 @@ mod tests {
         // not come back over the 0 written since.
         outbox.settle_submission(&batch, &[false, false]);
         assert_eq!(taken(&outbox), vec![("A".to_string(), 45)]);
+    }
+
+    #[test]
+    fn under_risk_stock_outs_go_first_then_what_sells_out_soonest() {
+        let now = now_micros();
+        let ago = |s: i64| now - s * MICROS_PER_SECOND;
+        let offer_all = |outbox: &Outbox| {
+            // Oldest first; all but the last two began waiting 3 s ago.
+            outbox.offer("MORE", 30, Some(20), ago(4));
+            outbox.offer("SLOW", 495, Some(500), ago(3));
+            outbox.offer("HOT-FEW", 3, Some(9), ago(3) + 1);
+            outbox.offer("HOT-MANY", 40, Some(46), ago(3) + 2);
+            outbox.offer("GONE", 0, Some(2), ago(1));
+            outbox.offer("NEW", 3, None, ago(1));
+        };
+        let names = |outbox: &Outbox| {
+            outbox
+                .take(10)
+                .into_iter()
+                .map(|i| i.sku)
+                .collect::<Vec<_>>()
+        };
+        let risk = Outbox::new("c");
+        offer_all(&risk);
+        assert_eq!(
+            names(&risk),
+            vec!["GONE", "HOT-FEW", "NEW", "SLOW", "HOT-MANY", "MORE"],
+            "a stock-out; 4 left selling 2/s (due 1 s ago); unknown, 4 left (due in 3 s); \
+             then two at the 10 s cap, in the order they came; an increase last"
+        );
+        let first_come = Outbox::new("c").with_order(PushOrder::FirstCome);
+        offer_all(&first_come);
+        assert_eq!(
+            names(&first_come),
+            vec!["MORE", "SLOW", "HOT-FEW", "HOT-MANY", "GONE", "NEW"]
+        );
+    }
+
+    #[test]
+    fn a_slow_change_ages_into_its_turn_before_newer_riskier_ones() {
+        let now = now_micros();
+        let outbox = Outbox::new("c");
+        // Waiting 12 s, selling slowly: past the cap, so due 2 s ago.
+        outbox.offer("OLD", 500, Some(501), now - 12 * MICROS_PER_SECOND);
+        // Hot and low, just now: due within a second.
+        outbox.offer("HOT", 2, Some(4), now);
+        let order: Vec<String> = outbox.take(2).into_iter().map(|i| i.sku).collect();
+        assert_eq!(order, vec!["OLD", "HOT"]);
+    }
+
+    #[test]
+    fn a_sku_that_sells_on_while_it_waits_moves_up() {
+        let now = now_micros();
+        let outbox = Outbox::new("c");
+        outbox.offer("A", 50, Some(52), now - 2 * MICROS_PER_SECOND);
+        outbox.offer("B", 50, Some(53), now - 2 * MICROS_PER_SECOND);
+        // A sells 4 more while it waits: it now shows 6 beyond its 46.
+        outbox.offer("A", 46, Some(52), now);
+        let order: Vec<String> = outbox.take(2).into_iter().map(|i| i.sku).collect();
+        assert_eq!(order, vec!["A", "B"]);
     }
 
     fn taken(outbox: &Outbox) -> Vec<(String, i64)> {
