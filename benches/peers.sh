@@ -100,6 +100,7 @@ kind = "shopify"
 base_url = "http://127.0.0.1:9"
 webhook_secret = "$SHOPIFY_SECRET"
 access_token = "shpat_peers"
+api_version = "2026-04"
 location_id = "1"
 EOF
 start "$work/lockstep.log" "$root/target/release/lockstep" serve --config "$work/lockstep.toml"

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use lockstep::clock::{Micros, MICROS_PER_SECOND};
 use lockstep::core::event::{Event, EventKind, FirstResult, LineRef, Outcome};
-use lockstep::core::{apply, CoreConfig, Input, ShardState};
+use lockstep::core::{apply, CoreConfig, Effects, Input, ShardState};
 use proptest::prelude::*;
 
 const T0: Micros = 1_800_000_000 * MICROS_PER_SECOND;
@@ -507,59 +507,13 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
     assert!(later.pushes.is_empty(), "{:?}", later.pushes);
 }
 
-#[test]
-fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
-    let config = shop_config(0, true);
-    let ev = event_at_t0;
-    let input = |event| Input { event, prior: None };
-    let mut state = ShardState::default();
-    let mut seq = 1;
-    let mut step = |state: &mut ShardState, event: Event| {
-        let fx = apply(state, &[input(event)], T0, seq, &config);
-        seq += 1;
-        fx
-    };
-    step(&mut state, ev(EventKind::Counted, 10, "c", "api"));
-    step(&mut state, ev(EventKind::Pushed, 10, "p1", "shop"));
-    // Read showing 8 where 10 was expected: 2 units of its own sales are on their way.
-    let fx = step(&mut state, ev(EventKind::StaleRead, 8, "r1", "shop"));
-    let view = &state["A"].channels[0];
-    assert_eq!(view.unexplained, 2);
-    assert_eq!(fx.pushes[0].target, 8, "the push leaves the gone units out");
-    step(&mut state, ev(EventKind::Pushed, 8, "p2", "shop"));
-    let fx = step(&mut state, ev(EventKind::OrderPlaced, 2, "o1", "shop"));
-    let view = &state["A"].channels[0];
-    assert_eq!(
-        (view.expected, view.unexplained),
-        (Some(8), 0),
-        "netted, not lowered again"
-    );
-    assert!(fx.pushes.is_empty(), "it already shows 8: {:?}", fx.pushes);
-    // Read showing 9 where 8 was expected: a cancellation on its way. Never shown early.
-    let fx = step(&mut state, ev(EventKind::StaleRead, 9, "r2", "shop"));
-    assert_eq!(state["A"].channels[0].unexplained, -1);
-    assert!(
-        fx.pushes.is_empty(),
-        "an excess is not pushed before its event: {:?}",
-        fx.pushes
-    );
-    step(&mut state, ev(EventKind::Pushed, 8, "p3", "shop"));
-    let fx = step(&mut state, ev(EventKind::OrderCancelled, 1, "o1", "shop"));
-    let view = &state["A"].channels[0];
-    assert_eq!((view.expected, view.unexplained), (Some(8), 0));
-    assert_eq!(
-        fx.pushes[0].target, 9,
-        "our write overwrote the restock: push it"
-    );
-}
-
-#[test]
-fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() {
-    let config = shop_config(0, true);
+/// Steps `state` through events of SKU "A", each a tenth of a second after the last.
+fn stepper(
+    config: CoreConfig,
+) -> impl FnMut(&mut ShardState, EventKind, i64, &str, &str) -> Effects {
     let mut at = T0;
     let mut seq = 1;
-    let mut state = ShardState::default();
-    let mut step = |state: &mut ShardState, kind, qty, key: &str, source: &str| {
+    move |state: &mut ShardState, kind, qty, key: &str, source: &str| {
         at += MICROS_PER_SECOND / 10;
         let event = Event {
             sku: "A".into(),
@@ -569,7 +523,7 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
             source_ts: at,
             received_at: at,
             key: key.into(),
-            line: (kind == EventKind::OrderPlaced).then(|| LineRef {
+            line: kind.is_order_line().then(|| LineRef {
                 order_id: key.into(),
                 line_id: "1".into(),
             }),
@@ -577,7 +531,86 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
         let fx = apply(state, &[Input { event, prior: None }], at, seq, &config);
         seq += 1;
         fx
-    };
+    }
+}
+
+#[test]
+fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
+    let mut state = ShardState::default();
+    let mut step = stepper(shop_config(0, true));
+    step(&mut state, EventKind::Counted, 10, "c", "api");
+    step(&mut state, EventKind::Pushed, 10, "p1", "shop");
+    // Read showing 8 where 10 was expected: 2 units of its own sales are on their way.
+    let fx = step(&mut state, EventKind::StaleRead, 8, "r1", "shop");
+    let view = &state["A"].channels[0];
+    assert_eq!(view.unexplained, 2);
+    assert_eq!(fx.pushes[0].target, 8, "the push leaves the gone units out");
+    step(&mut state, EventKind::Pushed, 8, "p2", "shop");
+    let fx = step(&mut state, EventKind::OrderPlaced, 2, "o1", "shop");
+    let view = &state["A"].channels[0];
+    assert_eq!(
+        (view.expected, view.unexplained),
+        (Some(8), 0),
+        "netted, not lowered again"
+    );
+    assert!(fx.pushes.is_empty(), "it already shows 8: {:?}", fx.pushes);
+    // Read showing 9 where 8 was expected: a cancellation on its way. Never shown early.
+    let fx = step(&mut state, EventKind::StaleRead, 9, "r2", "shop");
+    assert_eq!(state["A"].channels[0].unexplained, -1);
+    assert!(
+        fx.pushes.is_empty(),
+        "an excess is not pushed before its event: {:?}",
+        fx.pushes
+    );
+    step(&mut state, EventKind::Pushed, 8, "p3", "shop");
+    let fx = step(&mut state, EventKind::OrderCancelled, 1, "o1", "shop");
+    let view = &state["A"].channels[0];
+    assert_eq!((view.expected, view.unexplained), (Some(8), 0));
+    assert_eq!(
+        fx.pushes[0].target, 9,
+        "our write overwrote the restock: push it"
+    );
+}
+
+/// The orders a read found missing, arriving before any write of ours overwrote their
+/// units: the channel still shows them sold, so they lower what it is expected to show
+/// (and are explained); a later read then finds nothing unexplained, and the channel
+/// is not held below its target.
+#[test]
+fn orders_a_read_found_that_come_before_our_write_lower_the_expectation() {
+    let mut state = ShardState::default();
+    let mut step = stepper(shop_config(0, true));
+    step(&mut state, EventKind::Counted, 10, "c", "api");
+    step(&mut state, EventKind::Pushed, 10, "p1", "shop");
+    // Read showing 7 where 10 was expected; our write that follows goes stale again
+    // (the store is selling right now), so nothing of ours lands.
+    step(&mut state, EventKind::StaleRead, 7, "r1", "shop");
+    for n in 0..3 {
+        step(
+            &mut state,
+            EventKind::OrderPlaced,
+            1,
+            &format!("o{n}"),
+            "shop",
+        );
+    }
+    let view = &state["A"].channels[0];
+    assert_eq!(
+        (view.expected, view.unexplained),
+        (Some(7), 0),
+        "the channel shows 7, as expected now"
+    );
+    // The next read finds it showing 7: no difference, and its target is 7.
+    let fx = step(&mut state, EventKind::StaleRead, 7, "r2", "shop");
+    assert_eq!(state["A"].channels[0].unexplained, 0);
+    assert!(fx.pushes.is_empty(), "{:?}", fx.pushes);
+    assert_eq!(state["A"].available(), 7);
+}
+
+#[test]
+fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() {
+    let mut state = ShardState::default();
+    let mut step = stepper(shop_config(0, true));
     step(&mut state, EventKind::Counted, 10, "c", "api");
     step(&mut state, EventKind::Pushed, 10, "p1", "shop");
     // Two reads in a row, no write between: the second difference includes the first.

@@ -651,7 +651,12 @@ pub fn apply(
 
 /// Nets a change of what a channel shows by itself (`change` > 0: it shows fewer, a sale;
 /// < 0: more, a release or return) against the same-signed unexplained difference it was
-/// read with; returns the netted part, which must not change `expected` again.
+/// read with: the change is explained now. Returns the part that must not change
+/// `expected` again: all of it once a write of ours since the read has overwritten those
+/// units on the channel, none before (the channel still shows the change, as after any
+/// sale, and `expected` follows it; netting it then would leave `expected` above what
+/// the channel shows for good, and the next read would take the same units as
+/// unexplained again, with no order left to explain them).
 fn net_unexplained(view: &mut ChannelView, change: i64, received_at: Micros) -> i64 {
     if received_at >= view.unexplained_until {
         return 0;
@@ -662,7 +667,12 @@ fn net_unexplained(view: &mut ChannelView, change: i64, received_at: Micros) -> 
         change.max(view.unexplained.min(0))
     };
     view.unexplained -= netted;
-    netted
+    let read_at = view.unexplained_until - UNEXPLAINED_WINDOW_US;
+    if view.acked_at > read_at {
+        netted
+    } else {
+        0
+    }
 }
 
 /// Whether a channel's own sale (or return) at `ts` may have been overwritten by our last
