@@ -29,6 +29,7 @@
 //!   `ceiling` and `burst` built on it; `outage`, `duplicates`, `contention`, `audit`),
 //!   the lockstep they start, and the table of a report.
 //! - `mixed`: every kind at once, on the `fleet`.
+//! - `memory`: resident bytes per SKU at a million SKUs, and the restart after `kill -9`.
 //! - `report`: the HTML report of a run (inline SVG plots).
 //! - `main.rs`: the `loadgen` command; `bin/bare_hyper.rs`: the bare hyper peer of
 //!   `benches/peers.sh`.
@@ -39,6 +40,7 @@ pub mod ebay_sim;
 pub mod etsy_sim;
 pub mod fleet;
 pub mod market;
+pub mod memory;
 pub mod mixed;
 pub mod report;
 pub mod run;
