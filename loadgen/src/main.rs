@@ -160,9 +160,7 @@ fn main() -> ExitCode {
         "ceiling" => ceiling(&plan, 20),
         "soak" => soak(&plan, Duration::from_secs(10)),
         "mixed" => loadgen::mixed::mixed(&plan),
-        // 15 s after the load: past the engine's checkpoint age (10 s) and jemalloc's
-        // decay (10 s), so what is measured is what the SKUs hold.
-        "memory" => loadgen::memory::memory(&plan, Duration::from_secs(15)),
+        "memory" => loadgen::memory::memory(&plan),
         other => {
             eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak, mixed and memory");
             return ExitCode::from(2);

@@ -10,13 +10,14 @@
 //! (`POST /v1/events`, 1,000 `counted` events per request, from `SENDERS` threads), and
 //! the scenario waits until every channel's simulator lists every SKU and a sample of
 //! SKUs shows every channel's acknowledgement (`pushed`) in lockstep: each SKU then
-//! carries its view of every channel, as in production. Resident memory is read then and
-//! once more after `quiet` (checkpoints written, jemalloc's freed pages returned after its
-//! 10 s decay): the figures per SKU are the second reading, raw (over the SKUs) and net
-//! (less the empty engine). Then lockstep is killed with SIGKILL, started again on the
-//! same data directory, and timed until `/healthz` answers 200; its memory is read when
-//! it is ready and once more after `quiet`, and a sample of SKUs is checked to hold
-//! their stock and their channels' acknowledgements.
+//! carries its view of every channel, as in production. Resident memory is read then, and
+//! again once it has settled (`settled`: what the load left behind is freed over tens of
+//! seconds, by checkpoints, fjall's flushes and compactions, and jemalloc's decay, which
+//! returns pages 10 s after they were last used): the figures per SKU are the settled
+//! reading, raw (over the SKUs) and net (less the empty engine). Then lockstep is killed
+//! with SIGKILL, started again on the same data directory, and timed until `/healthz`
+//! answers 200; its memory is read when it is ready and once settled, and a sample of
+//! SKUs is checked to hold their stock and their channels' acknowledgements.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,8 +47,14 @@ const READY_MAX: Duration = Duration::from_secs(60);
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Resident memory has settled when it moved by less than this over `STEADY`...
+const STEADY_MIB: f64 = 2.0;
+const STEADY: Duration = Duration::from_secs(10);
+/// ... or after this long, whatever it does.
+const SETTLE_RSS_MAX: Duration = Duration::from_secs(120);
+
 /// Runs the scenario; returns the report and whether both bars were met.
-pub fn memory(plan: &Plan, quiet: Duration) -> anyhow::Result<(Value, bool)> {
+pub fn memory(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     let sims = simulators(plan, plan.channels);
     let mut engine = spawn(plan, &sims)?;
     let skus = plan.skus;
@@ -85,8 +92,7 @@ pub fn memory(plan: &Plan, quiet: Duration) -> anyhow::Result<(Value, bool)> {
     }
     let settle_s = waiting.elapsed().as_secs_f64();
     let loaded = rss(&engine)?;
-    std::thread::sleep(quiet);
-    let quiet_loaded = rss(&engine)?;
+    let (settled_loaded, loaded_settle_s) = settled(&engine)?;
 
     let killed = Instant::now();
     engine.kill_and_restart(&plan.spawn)?;
@@ -94,11 +100,10 @@ pub fn memory(plan: &Plan, quiet: Duration) -> anyhow::Result<(Value, bool)> {
     let restart_s = killed.elapsed().as_secs_f64();
     let restarted = rss(&engine)?;
     let wrong_after = check_sample(&client, &engine, plan)?;
-    std::thread::sleep(quiet);
-    let quiet_restarted = rss(&engine)?;
+    let (settled_restarted, restarted_settle_s) = settled(&engine)?;
 
     let per_sku = |mib: f64| mib * MIB / skus as f64;
-    let net = per_sku(quiet_loaded - empty);
+    let net = per_sku(settled_loaded - empty);
     let passed = wrong_after == 0 && net <= NET_BYTES_PER_SKU_MAX && restart_s < RESTART_S_MAX;
     let report = json!({
         "scenario": "memory",
@@ -110,16 +115,17 @@ pub fn memory(plan: &Plan, quiet: Duration) -> anyhow::Result<(Value, bool)> {
         "settle_s": settle_s,
         "rss_empty_mib": empty,
         "rss_loaded_mib": loaded,
-        "rss_loaded_quiet_mib": quiet_loaded,
-        "quiet_s": quiet.as_secs_f64(),
-        "bytes_per_sku_raw": per_sku(quiet_loaded),
+        "rss_loaded_settled_mib": settled_loaded,
+        "rss_settled_after_s": loaded_settle_s,
+        "bytes_per_sku_raw": per_sku(settled_loaded),
         "bytes_per_sku_net": net,
         "bytes_per_sku_net_at_settle": per_sku(loaded - empty),
         "restart_ready_s": restart_s,
         "rss_restarted_mib": restarted,
-        "rss_restarted_quiet_mib": quiet_restarted,
-        "bytes_per_sku_raw_after_restart": per_sku(quiet_restarted),
-        "bytes_per_sku_net_after_restart": per_sku(quiet_restarted - empty),
+        "rss_restarted_settled_mib": settled_restarted,
+        "rss_restarted_settled_after_s": restarted_settle_s,
+        "bytes_per_sku_raw_after_restart": per_sku(settled_restarted),
+        "bytes_per_sku_net_after_restart": per_sku(settled_restarted - empty),
         "sampled_wrong_after_restart": wrong_after,
         "bars": {"bytes_per_sku_net": NET_BYTES_PER_SKU_MAX, "restart_ready_s": RESTART_S_MAX},
         "passed": passed,
@@ -132,6 +138,29 @@ fn rss(engine: &Engine) -> anyhow::Result<f64> {
     let pid = engine.child.as_ref().map(std::process::Child::id);
     pid.and_then(rss_mib)
         .context("cannot read lockstep's resident memory (/proc/PID/status)")
+}
+
+/// Resident memory once it has settled (moved by less than `STEADY_MIB` over `STEADY`,
+/// read every second), and the seconds that took; after `SETTLE_RSS_MAX`, the last reading.
+fn settled(engine: &Engine) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let per_steady = STEADY.as_secs() as usize;
+    let mut readings = vec![rss(engine)?];
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        readings.push(rss(engine)?);
+        let last = &readings[readings.len().saturating_sub(per_steady + 1)..];
+        let (low, high) = last
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        let steady = last.len() > per_steady && high - low < STEADY_MIB;
+        if steady || started.elapsed() >= SETTLE_RSS_MAX {
+            return Ok((
+                *readings.last().expect("read"),
+                started.elapsed().as_secs_f64(),
+            ));
+        }
+    }
 }
 
 /// Waits until `/healthz` answers 200: every shard accepts and durably applies events.
