@@ -24,9 +24,11 @@ pub mod channels;
 pub mod compact;
 pub mod event;
 pub mod records;
+pub mod skus;
 
 pub use channels::{ByChannel, ChannelId, ChannelRule, ChannelRules, InventoryUpdates};
 pub use compact::{LatestCount, View};
+pub use skus::ShardState;
 
 use crate::clock::Micros;
 use event::{Event, EventKind, EventResult, FirstResult, Outcome};
@@ -549,11 +551,6 @@ impl SkuState {
     }
 }
 
-/// A shard's SKUs. Only the shard thread holds it. Each state is boxed: a hash table
-/// keeps between 1.14 and 2.3 slots per entry (its load factor lies between 7/16 and
-/// 7/8), so an empty slot costs 25 bytes instead of a whole state's.
-pub type ShardState = AHashMap<Box<str>, Box<SkuState>>;
-
 /// Re-aligns every SKU's channel views from the rules `from` to the rules `to`, by
 /// channel name (as `SkuState::from_parts` does): a view of a channel `to` lacks is
 /// dropped, a channel new in `to` starts with no view. For `replay`, across a change of
@@ -646,10 +643,7 @@ pub fn apply(
             record_unmapped(event, seq, prior, now, &mut seen, &mut effects);
             continue;
         }
-        if !state.contains_key(event.sku.as_str()) {
-            state.insert(event.sku.as_str().into(), Box::new(SkuState::new()));
-        }
-        let sku = state.get_mut(event.sku.as_str()).expect("inserted above");
+        let sku = state.get_or_insert_with(&event.sku, SkuState::new);
         let before = sku.available();
         let prev_seq = sku.last_seq;
         let lines_touched = touched.entry(event.sku.as_str()).or_default();
@@ -1343,13 +1337,12 @@ mod tests {
     use super::*;
 
     /// What every SKU pays, a million times over at a million SKUs (issue #18; the
-    /// README's "Memory per SKU"): its state (jemalloc's class of 112 bytes), the 24
-    /// bytes of its slot in the shard's map, and 32 per channel view (`compact.rs`).
+    /// README's "Performance"): its state (with its name, 136 bytes in the shard's
+    /// chunks: `skus.rs`), and 32 bytes per channel view (`compact.rs`).
     #[test]
     fn what_a_sku_holds_stays_small() {
         use std::mem::size_of;
         assert_eq!(size_of::<SkuState>(), 112);
-        assert_eq!(size_of::<(Box<str>, Box<SkuState>)>(), 24);
         assert_eq!(size_of::<View>(), 32);
         // Between batches a SKU with no open lines holds no `Rest`.
         let mut sku = SkuState::new();

@@ -578,7 +578,7 @@ impl ShardStore for DiskStore {
                         sku: sku.to_string(),
                         detail,
                     })?;
-            skus.insert(sku.into(), Box::new(state));
+            skus.insert(&sku, state);
         }
         if let Some(sku) = lines.keys().next() {
             return Err(StoreError::Inconsistent {
