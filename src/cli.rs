@@ -330,7 +330,7 @@ pub fn replay(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<bool> {
                 None => differences.push(format!("{sku:?}: in the live state, not in the log")),
             }
         }
-        for sku in rebuilt.keys().filter(|sku| !live.contains_key(*sku)) {
+        for sku in rebuilt.keys().filter(|sku| !live.contains_key(sku)) {
             differences.push(format!("{sku:?}: in the log, not in the live state"));
         }
         if differences.is_empty() {

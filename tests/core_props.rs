@@ -396,7 +396,7 @@ fn a_cancel_before_its_placement_is_held_then_netted() {
         "placement netted with its release"
     );
     // Kept closed until the horizon: a late running total of the line finds it.
-    assert!(state["A"].lines.values().all(|l| l.is_closed()));
+    assert!(state["A"].lines().values().all(|l| l.is_closed()));
 }
 
 #[test]
@@ -435,7 +435,7 @@ fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
     assert_eq!(fx.records[1].outcome, Outcome::Stale);
     assert_eq!(state["A"].on_hand(), 7);
     assert_eq!(
-        state["A"].deltas.as_ref().map(|d| d.len()),
+        state["A"].deltas().map(|d| d.len()),
         Some(1),
         "the movement older than the horizon was folded"
     );
@@ -486,10 +486,10 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
         3,
         &config,
     );
-    assert_eq!(state["A"].channels[0].expected, Some(9));
+    assert_eq!(state["A"].channels[0].expected(), Some(9));
     assert_eq!(near.pushes.len(), 1, "pushed its target once more");
     assert_eq!(near.pushes[0].target, 9);
-    assert!(state["A"].recheck.is_empty(), "never kept");
+    assert!(state["A"].recheck().is_empty(), "never kept");
     // Stamped 5 s after it: the channel already shows it; nothing to push.
     let later = apply(
         &mut state,
@@ -503,7 +503,7 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
         4,
         &config,
     );
-    assert_eq!(state["A"].channels[0].expected, Some(8));
+    assert_eq!(state["A"].channels[0].expected(), Some(8));
     assert!(later.pushes.is_empty(), "{:?}", later.pushes);
 }
 
@@ -543,20 +543,20 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
     // Read showing 8 where 10 was expected: 2 units of its own sales are on their way.
     let fx = step(&mut state, EventKind::StaleRead, 8, "r1", "shop");
     let view = &state["A"].channels[0];
-    assert_eq!(view.unexplained, 2);
+    assert_eq!(view.unexplained(), 2);
     assert_eq!(fx.pushes[0].target, 8, "the push leaves the gone units out");
     step(&mut state, EventKind::Pushed, 8, "p2", "shop");
     let fx = step(&mut state, EventKind::OrderPlaced, 2, "o1", "shop");
     let view = &state["A"].channels[0];
     assert_eq!(
-        (view.expected, view.unexplained),
+        (view.expected(), view.unexplained()),
         (Some(8), 0),
         "netted, not lowered again"
     );
     assert!(fx.pushes.is_empty(), "it already shows 8: {:?}", fx.pushes);
     // Read showing 9 where 8 was expected: a cancellation on its way. Never shown early.
     let fx = step(&mut state, EventKind::StaleRead, 9, "r2", "shop");
-    assert_eq!(state["A"].channels[0].unexplained, -1);
+    assert_eq!(state["A"].channels[0].unexplained(), -1);
     assert!(
         fx.pushes.is_empty(),
         "an excess is not pushed before its event: {:?}",
@@ -565,7 +565,7 @@ fn a_difference_read_from_a_channel_nets_its_own_late_orders_both_ways() {
     step(&mut state, EventKind::Pushed, 8, "p3", "shop");
     let fx = step(&mut state, EventKind::OrderCancelled, 1, "o1", "shop");
     let view = &state["A"].channels[0];
-    assert_eq!((view.expected, view.unexplained), (Some(8), 0));
+    assert_eq!((view.expected(), view.unexplained()), (Some(8), 0));
     assert_eq!(
         fx.pushes[0].target, 9,
         "our write overwrote the restock: push it"
@@ -596,13 +596,13 @@ fn orders_a_read_found_that_come_before_our_write_lower_the_expectation() {
     }
     let view = &state["A"].channels[0];
     assert_eq!(
-        (view.expected, view.unexplained),
+        (view.expected(), view.unexplained()),
         (Some(7), 0),
         "the channel shows 7, as expected now"
     );
     // The next read finds it showing 7: no difference, and its target is 7.
     let fx = step(&mut state, EventKind::StaleRead, 7, "r2", "shop");
-    assert_eq!(state["A"].channels[0].unexplained, 0);
+    assert_eq!(state["A"].channels[0].unexplained(), 0);
     assert!(fx.pushes.is_empty(), "{:?}", fx.pushes);
     assert_eq!(state["A"].available(), 7);
 }
@@ -616,12 +616,13 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
     // Two reads in a row, no write between: the second difference includes the first.
     step(&mut state, EventKind::StaleRead, 8, "r1", "shop");
     step(&mut state, EventKind::StaleRead, 7, "r2", "shop");
-    assert_eq!(state["A"].channels[0].unexplained, 3, "not 2 + 3");
+    assert_eq!(state["A"].channels[0].unexplained(), 3, "not 2 + 3");
     // Our write of 7 lands; the store then sells 1 more before we hear of any sale.
     step(&mut state, EventKind::Pushed, 7, "p2", "shop");
     let fx = step(&mut state, EventKind::StaleRead, 6, "r3", "shop");
     assert_eq!(
-        state["A"].channels[0].unexplained, 4,
+        state["A"].channels[0].unexplained(),
+        4,
         "the 3 our write left out are still to come, plus 1 new"
     );
     assert_eq!(fx.pushes[0].target, 6);
@@ -638,7 +639,7 @@ fn stale_reads_keep_what_a_write_since_already_left_out_and_never_count_twice() 
         assert!(fx.pushes.is_empty(), "{:?}", fx.pushes);
     }
     let view = &state["A"].channels[0];
-    assert_eq!((view.expected, view.unexplained), (Some(6), 0));
+    assert_eq!((view.expected(), view.unexplained()), (Some(6), 0));
     assert_eq!(state["A"].available(), 6);
 }
 
@@ -657,7 +658,7 @@ fn a_level_showing_the_target_before_its_acknowledgement_is_an_echo() {
         &config,
     );
     // The target is 10 less the buffer: 8; nothing is acknowledged yet.
-    assert!(state["A"].channels.iter().all(|c| c.expected.is_none()));
+    assert!(state["A"].channels.iter().all(|c| c.expected().is_none()));
     let echo = apply(
         &mut state,
         &[input(ev(EventKind::Level, 8, "l1", "shop"))],
@@ -774,7 +775,7 @@ fn a_running_total_adds_only_what_the_line_has_not_counted() {
     // The line's own units: an additive release of the last unit closes it.
     feed(&mut state, EventKind::OrderCancelled, 1);
     assert_eq!((state["A"].committed, state["A"].available()), (0, 8));
-    assert!(state["A"].lines.is_empty(), "a closed line is not kept");
+    assert!(state["A"].lines().is_empty(), "a closed line is not kept");
 }
 
 #[test]
@@ -793,10 +794,10 @@ fn a_line_a_running_total_closed_is_kept_until_the_horizon() {
     // The older snapshot's webhook, after the newer: the closed line is still known.
     input(&mut state, EventKind::OrderShippedTotal, 1, T0, 3);
     assert_eq!((state["A"].on_hand(), state["A"].committed), (-2, 0));
-    assert_eq!(state["A"].lines.len(), 1);
+    assert_eq!(state["A"].lines().len(), 1);
     let later = T0 + config.horizon_us + 3_600 * MICROS_PER_SECOND;
     input(&mut state, EventKind::Adjusted, 5, later, 4);
-    assert!(state["A"].lines.is_empty(), "pruned past the horizon");
+    assert!(state["A"].lines().is_empty(), "pruned past the horizon");
     assert_eq!(state["A"].on_hand(), 3);
 }
 
@@ -850,8 +851,8 @@ fn a_reconciliation_repair_is_pushed_compared_with_the_read_from_its_detection()
         ),
         (10, Some(14), found)
     );
-    assert_eq!(state["A"].channels[0].expected, Some(10));
-    assert!(state["A"].repaired.is_empty(), "never kept");
+    assert_eq!(state["A"].channels[0].expected(), Some(10));
+    assert!(state["A"].repaired().is_empty(), "never kept");
     assert_eq!(stock(&state, "A"), (10, 0), "a repair changes no stock");
     // A channel that does not list the SKU (-1): pushed with no compare value.
     let unlisted = apply(

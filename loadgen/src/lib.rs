@@ -30,9 +30,10 @@
 //!   the lockstep they start, and the table of a report.
 //! - `mixed`: every kind at once, on the `fleet`; `push_order`: two of it side by side,
 //!   `first_come` against `risk` (`mixed --compare-push-order`).
+//! - `memory`: resident bytes per SKU at a million SKUs, and the restart after `kill -9`.
 //! - `report`: the HTML report of a run (inline SVG plots).
 //! - `main.rs`: the `loadgen` command; `bin/bare_hyper.rs`: the bare hyper peer of
-//!   `benches/peers.sh`.
+//!   `benches/peers.sh`, and `bin/signed_hooks.rs` its signed-webhook driver.
 
 pub mod amazon_sim;
 pub mod bigcommerce_sim;
@@ -40,6 +41,7 @@ pub mod ebay_sim;
 pub mod etsy_sim;
 pub mod fleet;
 pub mod market;
+pub mod memory;
 pub mod mixed;
 pub mod push_order;
 pub mod report;

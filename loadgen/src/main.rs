@@ -24,7 +24,10 @@ struct Args {
     /// propagation passes 5 s or an order is lost; reports the rate held) or `soak`
     /// (`latency` for `--duration`, an hour for the real thing, with lockstep's memory
     /// sampled every 10 s: it must stay flat) or `mixed` (every channel kind at once,
-    /// each order placed on one channel its own way; try `--skus 100`).
+    /// each order placed on one channel its own way; try `--skus 100`) or `memory`
+    /// (`--skus` SKUs, 1,000,000 for issue #18's figure, counted through the native API
+    /// and pushed to and acknowledged by `--channels` channels: lockstep's resident bytes
+    /// per SKU, then the time it takes to be ready again after `kill -9`).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -47,8 +50,9 @@ struct Args {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 30)]
     duration: u64,
-    #[arg(long, default_value_t = 1_000)]
-    skus: usize,
+    /// SKUs (default 1,000; `memory`: 1,000,000).
+    #[arg(long)]
+    skus: Option<usize>,
     /// Simulated channels (each order comes from one and propagates to the others).
     #[arg(long, default_value_t = 3)]
     channels: usize,
@@ -111,8 +115,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if args.engine.is_some() && matches!(args.scenario.as_str(), "soak" | "mixed" | "ceiling") {
-        eprintln!("loadgen: {} starts its own lockstep (it samples its memory, configures every channel kind, or restarts it per step): use --spawn", args.scenario);
+    if args.engine.is_some()
+        && matches!(
+            args.scenario.as_str(),
+            "soak" | "mixed" | "ceiling" | "memory"
+        )
+    {
+        eprintln!("loadgen: {} starts its own lockstep (it samples its memory, configures every channel kind, or restarts it): use --spawn", args.scenario);
         return ExitCode::from(2);
     }
     let plan = Plan {
@@ -121,7 +130,14 @@ fn main() -> ExitCode {
         sim_port: args.sim_port,
         orders_per_minute: args.orders_per_minute.max(1),
         duration: Duration::from_secs(args.duration.max(1)),
-        skus: args.skus.max(1),
+        skus: args
+            .skus
+            .unwrap_or(if args.scenario == "memory" {
+                1_000_000
+            } else {
+                1_000
+            })
+            .max(1),
         channels: args.channels,
         slo_p99: args.slo_p99.map(Duration::from_secs_f64),
         channel_extra: args.channel_extra,
@@ -152,8 +168,9 @@ fn main() -> ExitCode {
             loadgen::push_order::compare(&plan, Duration::from_secs(120))
         }
         "mixed" => loadgen::mixed::mixed(&plan),
+        "memory" => loadgen::memory::memory(&plan),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak and mixed");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak, mixed and memory");
             return ExitCode::from(2);
         }
     };

@@ -726,6 +726,12 @@ impl Market {
         self.shop().levels()
     }
 
+    /// How many SKUs the shop lists: for waiting on a large catalog without copying
+    /// its levels at every look.
+    pub fn listed(&self) -> usize {
+        self.shop().listings.len()
+    }
+
     pub fn arrivals(&self, sku: &str) -> Vec<Arrival> {
         self.shop().arrivals.get(sku).cloned().unwrap_or_default()
     }

@@ -95,7 +95,7 @@ pub(crate) fn tag() -> &'static str {
 }
 
 /// The webhook simulators of a scenario: channel `ch{i}`, on `sim_port + i` when set.
-fn simulators(plan: &Plan, n: usize) -> Vec<WebhookSim> {
+pub(crate) fn simulators(plan: &Plan, n: usize) -> Vec<WebhookSim> {
     (0..n)
         .map(|i| match plan.sim_port {
             Some(port) => WebhookSim::start_at(SECRET, port + i as u16),
@@ -119,7 +119,7 @@ pub fn engine_config(channels: usize, sim_port: u16) -> String {
 
 const SECRET: &str = "whsec_bG9hZGdlbi1zaW11bGF0ZWQtY2hhbm5lbC1rZXk=";
 
-fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
+pub(crate) fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> {
     let mut channels = String::new();
     for (i, sim) in sims.iter().enumerate() {
         // No rate limit to speak of: the `latency` scenario measures lockstep, not pacing.
@@ -165,33 +165,63 @@ pub(crate) fn spawn_with(
         std::fs::write(dir.join("catalog.csv"), catalog)?;
         config += "\n[catalog]\npath = \"catalog.csv\"\n";
     }
-    let config_path = dir.join("lockstep.toml");
+    let config_path = dir.join(CONFIG_FILE);
     std::fs::write(&config_path, config)?;
-    let mut child = Command::new(&plan.spawn)
+    let (child, base) = start(&plan.spawn, &config_path)?;
+    Ok(Engine {
+        base,
+        child: Some(child),
+        dir: Some(dir),
+    })
+}
+
+/// The config file of a lockstep this run started, in its temp directory.
+const CONFIG_FILE: &str = "lockstep.toml";
+
+/// Starts `binary` with the config at `config_path`; returns it and its base URL once it
+/// prints that it listens (after its recovery: the engine starts before the listener).
+fn start(binary: &str, config_path: &std::path::Path) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(binary)
         .args(["serve", "--config"])
-        .arg(&config_path)
+        .arg(config_path)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", plan.spawn))?;
+        .with_context(|| format!("starting {binary}"))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     let Some(base) = line.trim().strip_prefix("lockstep listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
         bail!("lockstep did not start (it printed {line:?})");
     };
-    Ok(Engine {
-        base: base.to_string(),
-        child: Some(child),
-        dir: Some(dir),
-    })
+    Ok((child, base.to_string()))
+}
+
+impl Engine {
+    /// Kills the lockstep this run started with SIGKILL (no shutdown of any kind) and
+    /// starts `binary` again on the same data directory and config; returns once it
+    /// prints that it listens (its base URL changes: it listens on a free port).
+    pub(crate) fn kill_and_restart(&mut self, binary: &str) -> anyhow::Result<()> {
+        let (Some(child), Some(dir)) = (self.child.as_mut(), self.dir.as_ref()) else {
+            bail!("only a lockstep this run started can be restarted");
+        };
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill()?;
+        child.wait()?;
+        let (child, base) = start(binary, &dir.join(CONFIG_FILE))?;
+        self.child = Some(child);
+        self.base = base;
+        Ok(())
+    }
 }
 
 /// What `seed` gives every SKU.
 const SEED_STOCK: i64 = 1_000_000;
 
 /// The SKU names the scenarios use.
-fn sku(i: usize) -> String {
+pub(crate) fn sku(i: usize) -> String {
     format!("LG-{}-{i:06}", tag())
 }
 
@@ -486,7 +516,7 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
 }
 
 /// Resident memory of a process, from `/proc/{pid}/status` (Linux), in MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()

@@ -16,20 +16,24 @@
 //!   count is older than the horizon (such a count is stale and rejected).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use ahash::AHashMap;
 
 pub mod channels;
+pub mod compact;
 pub mod event;
 pub mod records;
+pub mod skus;
 
 pub use channels::{ByChannel, ChannelId, ChannelRule, ChannelRules, InventoryUpdates};
+pub use compact::{LatestCount, View};
+pub use skus::ShardState;
 
 use crate::clock::Micros;
 use event::{Event, EventKind, EventResult, FirstResult, Outcome};
 use records::{
-    ChannelMark, ChannelView, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord,
-    PendingLevel,
+    ChannelMark, CountMark, DeltaRecord, HeadRecord, LineRecord, LogRecord, PendingLevel,
 };
 
 /// A SKU's on_hand movements by (source time, sequence number).
@@ -69,7 +73,7 @@ pub fn settlements_due(
         .iter()
         .filter_map(|(id, rule)| {
             let view = sku.view(id)?;
-            let pending = view.pending.as_ref().filter(|p| p.settles_at <= now)?;
+            let pending = view.pending().filter(|p| p.settles_at <= now)?;
             // The part of the level no order explained. Carried in the event itself, so
             // the log alone (replay) applies the same adjustment.
             Some(Event {
@@ -111,7 +115,7 @@ pub fn fold_due(oldest: Micros, now: Micros, config: &CoreConfig) -> bool {
 pub fn next_settlement(sku: &SkuState) -> Option<Micros> {
     sku.channels
         .iter()
-        .filter_map(|v| v.pending.as_ref())
+        .filter_map(View::pending)
         .map(|p| p.settles_at)
         .min()
 }
@@ -120,12 +124,32 @@ impl ChannelRule {
     /// What to push the channel as of `now`: its target, less the units it was read
     /// showing short that its own late orders have not explained yet (they are sales we
     /// will hear of; pushing them back would show units that are gone).
-    pub fn push_target(&self, available: i64, view: Option<&ChannelView>, now: Micros) -> i64 {
+    pub fn push_target(&self, available: i64, view: Option<&View>, now: Micros) -> i64 {
+        let shortfall = view.map_or((0, 0), |v| (v.unexplained(), v.unexplained_until()));
+        self.push_target_less(available, shortfall, now)
+    }
+
+    /// `push_target` for a view as stored (reconciliation reads heads).
+    pub fn push_target_stored(
+        &self,
+        available: i64,
+        view: Option<&records::ChannelView>,
+        now: Micros,
+    ) -> i64 {
+        let shortfall = view.map_or((0, 0), |v| (v.unexplained, v.unexplained_until));
+        self.push_target_less(available, shortfall, now)
+    }
+
+    /// The target less an `(unexplained, until)` shortfall still open at `now`.
+    fn push_target_less(
+        &self,
+        available: i64,
+        (unexplained, until): (i64, Micros),
+        now: Micros,
+    ) -> i64 {
         // Only a shortfall lowers the push: an excess (a restock we have not heard of) is
         // never shown before its event arrives.
-        let unexplained = view
-            .filter(|v| now < v.unexplained_until)
-            .map_or(0, |v| v.unexplained.max(0));
+        let unexplained = if now < until { unexplained.max(0) } else { 0 };
         (self.target(available) - unexplained).max(0)
     }
 }
@@ -163,9 +187,9 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<P
             let target = rule.push_target(sku.available(), view, sku.updated_at);
             // A repair compares with what reconciliation read, and is timed from it: the
             // change behind it may be long past, and was propagated then.
-            let repair = sku.repaired.iter().find(|r| r.channel == id);
-            let expected = repair.map_or(view.and_then(|v| v.expected), |r| r.shown);
-            (expected != Some(target) || sku.recheck.contains(&id)).then(|| PushWanted {
+            let repair = sku.repaired().iter().find(|r| r.channel == id);
+            let expected = repair.map_or(view.and_then(View::expected), |r| r.shown);
+            (expected != Some(target) || sku.recheck().contains(&id)).then(|| PushWanted {
                 channel: id,
                 sku: sku_name.to_string(),
                 target,
@@ -177,30 +201,18 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<P
 }
 
 /// Everything the engine knows about one SKU.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The shard holds one per SKU, a million and more, so it is kept small (112 bytes, and
+/// 32 per channel view; `tests::what_a_sku_holds_stays_small`): the parts few SKUs hold,
+/// or hold only during a batch, are boxed apart (`Rest`), and the latest count and the
+/// views are in their compact forms (`compact.rs`).
+#[derive(Clone, Debug, Default)]
 pub struct SkuState {
     /// on_hand before the kept deltas: the latest count plus folded movements.
     pub base: i64,
-    pub count: Option<CountMark>,
-    /// Movements newer than the count and the horizon, ordered by (ts, seq), when they are
-    /// in memory: `None` while they are in storage only. A shipment is a movement, so a
-    /// busy SKU has thousands within the horizon; the shard keeps them in storage and
-    /// loads a SKU's before a batch that needs them (a count, a fold: `needs_movements`),
-    /// and drops them after it. Only a count and a fold read them; everything else needs
-    /// `delta_sum` alone.
-    pub deltas: Option<Movements>,
+    pub count: Option<LatestCount>,
     /// Σ deltas, kept so that on_hand is O(1) on the hot path.
     pub delta_sum: i64,
-    /// Open order lines by identity (`Event::line_identity`), and lines a running total
-    /// closed (see `retained`).
-    pub lines: AHashMap<String, LineRecord>,
-    /// Closed lines kept, by (close time, identity), until the close is older than the
-    /// horizon: a channel's running totals can arrive out of order (an older snapshot's
-    /// webhook after a newer one, or after the poll), and a line forgotten at its close
-    /// would take an older total as new units. Rebuilt from `lines` at load (by their
-    /// first time, which is all a stored line keeps: pruned sooner, never later); never
-    /// stored.
-    pub retained: BTreeSet<(Micros, String)>,
     /// Σ lines' committed, kept so that available is O(1) on the hot path.
     pub committed: i64,
     /// Sequence number of this SKU's newest log record, duplicates included.
@@ -210,16 +222,82 @@ pub struct SkuState {
     /// When the event behind the current quantities was received.
     pub changed_at: Micros,
     /// What each channel shows, at its `ChannelId::index`; grown on a channel's first
-    /// view (`view`, `channel_mut`), so a SKU no channel has touched keeps none.
-    pub channels: Vec<ChannelView>,
+    /// view (`view`, `channel_mut`), so a SKU no channel has touched keeps none. A boxed
+    /// slice, not a vector: no spare capacity, 8 bytes less.
+    pub channels: Box<[View]>,
+    /// Movements in memory, open lines and this batch's rechecks: `None` exactly while
+    /// all of them are empty (`tidy` keeps it so), which is most SKUs between batches.
+    rest: Option<Box<Rest>>,
+    /// What the shard knows of the SKU's oldest stored movement (`engine::movements`):
+    /// a cache of what storage holds, not state, so never stored nor compared.
+    stored_oldest: StoredOldest,
+}
+
+/// The parts of a SKU's state that most SKUs hold only during a batch, or never.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rest {
+    /// Movements newer than the count and the horizon, ordered by (ts, seq), when they are
+    /// in memory: `None` while they are in storage only. A shipment is a movement, so a
+    /// busy SKU has thousands within the horizon; the shard keeps them in storage and
+    /// loads a SKU's before a batch that needs them (a count, a fold: `needs_movements`),
+    /// and drops them after it. Only a count and a fold read them; everything else needs
+    /// `delta_sum` alone.
+    deltas: Option<Movements>,
+    /// Open order lines by identity (`Event::line_identity`), and lines a running total
+    /// closed (see `retained`).
+    lines: AHashMap<String, LineRecord>,
+    /// Closed lines kept, by (close time, identity), until the close is older than the
+    /// horizon: a channel's running totals can arrive out of order (an older snapshot's
+    /// webhook after a newer one, or after the poll), and a line forgotten at its close
+    /// would take an older total as new units. Rebuilt from `lines` at load (by their
+    /// first time, which is all a stored line keeps: pruned sooner, never later); never
+    /// stored.
+    retained: BTreeSet<(Micros, String)>,
     /// Channels whose expectation this batch made uncertain (see `OVERWRITE_WINDOW_US`):
     /// they are pushed their target even where it equals the expectation. Cleared once
     /// the batch's pushes are computed; never stored.
-    pub recheck: Vec<ChannelId>,
+    recheck: Vec<ChannelId>,
     /// Channels reconciliation found showing something else in this batch (`Repair`).
     /// Cleared with `recheck`; never stored.
-    pub repaired: Vec<Repair>,
+    repaired: Vec<Repair>,
 }
+
+/// An empty `Rest`: what a SKU without one has.
+static NO_REST: LazyLock<Rest> = LazyLock::new(Rest::default);
+
+/// The oldest stored movement of a SKU as the shard knows it, in 8 bytes: not known yet
+/// (look in storage), known to be none, or its time. The two markers are no real time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredOldest(Micros);
+
+impl StoredOldest {
+    const UNKNOWN: Micros = Micros::MIN;
+    const NONE: Micros = Micros::MAX;
+}
+
+impl Default for StoredOldest {
+    fn default() -> StoredOldest {
+        StoredOldest(StoredOldest::UNKNOWN)
+    }
+}
+
+impl PartialEq for SkuState {
+    /// Every part of the state; not the cache of the oldest stored movement. A SKU
+    /// without its `Rest` equals one whose `Rest` is empty.
+    fn eq(&self, other: &SkuState) -> bool {
+        self.base == other.base
+            && self.count == other.count
+            && self.delta_sum == other.delta_sum
+            && self.committed == other.committed
+            && self.last_seq == other.last_seq
+            && self.updated_at == other.updated_at
+            && self.changed_at == other.changed_at
+            && self.channels == other.channels
+            && self.rest() == other.rest()
+    }
+}
+
+impl Eq for SkuState {}
 
 /// A channel reconciliation found showing something other than its target: it is pushed
 /// its target once more, compared with what was read.
@@ -233,10 +311,12 @@ pub struct Repair {
 }
 
 /// Channel `id`'s place in a SKU's views, grown to hold it.
-fn view_slot(views: &mut Vec<ChannelView>, id: ChannelId) -> &mut ChannelView {
+fn view_slot(views: &mut Box<[View]>, id: ChannelId) -> &mut View {
     let i = id.index();
     if views.len() <= i {
-        views.resize(i + 1, ChannelView::default());
+        let mut grown = std::mem::take(views).into_vec();
+        grown.resize(i + 1, View::default());
+        *views = grown.into_boxed_slice();
     }
     &mut views[i]
 }
@@ -257,10 +337,9 @@ pub const UNEXPLAINED_WINDOW_US: Micros = 15 * crate::clock::MICROS_PER_SECOND;
 impl SkuState {
     /// A SKU seen for the first time: no movements anywhere, so they are all in memory.
     pub fn new() -> SkuState {
-        SkuState {
-            deltas: Some(BTreeMap::new()),
-            ..SkuState::default()
-        }
+        let mut sku = SkuState::default();
+        sku.rest_mut().deltas = Some(BTreeMap::new());
+        sku
     }
 
     pub fn on_hand(&self) -> i64 {
@@ -276,30 +355,84 @@ impl SkuState {
             base: self.base,
             on_hand: self.on_hand(),
             committed: self.committed,
-            count: self.count.clone(),
+            count: self.count.as_ref().map(LatestCount::mark),
             last_seq: self.last_seq,
             updated_at: self.updated_at,
             changed_at: self.changed_at,
             channels: rules
                 .iter()
                 .filter_map(|(id, rule)| Some((rule, self.view(id)?)))
-                .filter(|(_, view)| **view != ChannelView::default())
+                .filter(|(_, view)| !view.is_default())
                 .map(|(rule, view)| ChannelMark {
                     channel: rule.name.clone(),
-                    view: view.clone(),
+                    view: view.record(),
                 })
                 .collect(),
         }
     }
 
     /// What channel `id` shows, if it has a view yet.
-    pub fn view(&self, id: ChannelId) -> Option<&ChannelView> {
+    pub fn view(&self, id: ChannelId) -> Option<&View> {
         self.channels.get(id.index())
     }
 
     /// The view of channel `id`, created on first use.
-    fn channel_mut(&mut self, id: ChannelId) -> &mut ChannelView {
+    fn channel_mut(&mut self, id: ChannelId) -> &mut View {
         view_slot(&mut self.channels, id)
+    }
+
+    fn rest(&self) -> &Rest {
+        self.rest.as_deref().unwrap_or(&NO_REST)
+    }
+
+    /// The rest, allocated on first use; `tidy` frees it once empty again.
+    fn rest_mut(&mut self) -> &mut Rest {
+        self.rest.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the rest once it holds nothing.
+    fn tidy(&mut self) {
+        if self.rest.as_deref().is_some_and(|r| *r == *NO_REST) {
+            self.rest = None;
+        }
+    }
+
+    /// The movements, when they are in memory.
+    pub fn deltas(&self) -> Option<&Movements> {
+        self.rest().deltas.as_ref()
+    }
+
+    fn deltas_mut(&mut self) -> Option<&mut Movements> {
+        self.rest.as_mut().and_then(|r| r.deltas.as_mut())
+    }
+
+    /// Open order lines, and closed ones kept for running totals (see `Rest`).
+    pub fn lines(&self) -> &AHashMap<String, LineRecord> {
+        &self.rest().lines
+    }
+
+    /// Channels this batch made uncertain (see `Rest`).
+    pub fn recheck(&self) -> &[ChannelId] {
+        &self.rest().recheck
+    }
+
+    /// Channels reconciliation found showing something else in this batch.
+    pub fn repaired(&self) -> &[Repair] {
+        &self.rest().repaired
+    }
+
+    /// What the shard knows of the oldest stored movement: `None` when not known yet.
+    pub fn stored_oldest(&self) -> Option<Option<Micros>> {
+        match self.stored_oldest.0 {
+            StoredOldest::UNKNOWN => None,
+            StoredOldest::NONE => Some(None),
+            ts => Some(Some(ts)),
+        }
+    }
+
+    /// Notes the oldest stored movement (`None`: there is none).
+    pub fn set_stored_oldest(&mut self, oldest: Option<Micros>) {
+        self.stored_oldest = StoredOldest(oldest.unwrap_or(StoredOldest::NONE));
     }
 
     /// Takes a SKU's stored movements into memory (before a batch that needs them),
@@ -312,7 +445,7 @@ impl SkuState {
                 self.delta_sum
             ));
         }
-        self.deltas = Some(deltas);
+        self.rest_mut().deltas = Some(deltas);
         Ok(())
     }
 
@@ -320,14 +453,16 @@ impl SkuState {
     /// time, which says when the SKU is next due a fold.
     pub fn unload_movements(&mut self) -> Option<Micros> {
         let oldest = self.oldest_movement();
-        self.deltas = None;
+        if let Some(rest) = self.rest.as_mut() {
+            rest.deltas = None;
+        }
+        self.tidy();
         oldest
     }
 
     /// The time of the oldest movement in memory.
     pub fn oldest_movement(&self) -> Option<Micros> {
-        self.deltas
-            .as_ref()
+        self.deltas()
             .and_then(|d| d.keys().next().map(|(ts, _)| *ts))
     }
 
@@ -348,10 +483,10 @@ impl SkuState {
             ));
         }
         // Views of channels no longer configured are dropped.
-        let mut channels = Vec::new();
+        let mut channels = Box::default();
         for mark in head.channels {
             if let Some(id) = rules.id_of(&mark.channel) {
-                *view_slot(&mut channels, id) = mark.view;
+                *view_slot(&mut channels, id) = View::of(mark.view)?;
             }
         }
         let retained = lines
@@ -359,27 +494,36 @@ impl SkuState {
             .filter(|(_, line)| line.is_closed())
             .map(|(id, line)| (line.first_ts, id.clone()))
             .collect();
-        Ok(SkuState {
+        let mut sku = SkuState {
             base: head.base,
-            count: head.count,
-            deltas: None,
+            count: head.count.as_ref().map(LatestCount::of),
             delta_sum,
-            lines,
-            retained,
             committed,
             last_seq: head.last_seq,
             updated_at: head.updated_at,
             changed_at: head.changed_at,
             channels,
-            recheck: Vec::new(),
-            repaired: Vec::new(),
-        })
+            rest: Some(Box::new(Rest {
+                deltas: None,
+                lines,
+                retained,
+                recheck: Vec::new(),
+                repaired: Vec::new(),
+            })),
+            stored_oldest: StoredOldest::default(),
+        };
+        sku.tidy();
+        Ok(sku)
     }
 
     /// The invariants every state must hold; checked after each event in tests.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let committed = self.lines.values().map(LineRecord::committed).sum::<i64>();
-        let deltas = self.deltas.as_ref();
+        let committed = self
+            .lines()
+            .values()
+            .map(LineRecord::committed)
+            .sum::<i64>();
+        let deltas = self.deltas();
         let delta_sum = deltas.map_or(self.delta_sum, |d| d.values().map(|d| d.qty).sum());
         if delta_sum != self.delta_sum {
             return Err(format!(
@@ -407,16 +551,13 @@ impl SkuState {
     }
 }
 
-/// A shard's SKUs. Only the shard thread holds it.
-pub type ShardState = AHashMap<String, SkuState>;
-
 /// Re-aligns every SKU's channel views from the rules `from` to the rules `to`, by
 /// channel name (as `SkuState::from_parts` does): a view of a channel `to` lacks is
 /// dropped, a channel new in `to` starts with no view. For `replay`, across a change of
 /// settings.
 pub fn realign_channels(state: &mut ShardState, from: &ChannelRules, to: &ChannelRules) {
     for sku in state.values_mut() {
-        let mut old = std::mem::take(&mut sku.channels).into_iter();
+        let mut old = std::mem::take(&mut sku.channels).into_vec().into_iter();
         for (_, rule) in from.iter() {
             let Some(view) = old.next() else { break };
             if let Some(id) = to.id_of(&rule.name) {
@@ -502,10 +643,7 @@ pub fn apply(
             record_unmapped(event, seq, prior, now, &mut seen, &mut effects);
             continue;
         }
-        if !state.contains_key(&event.sku) {
-            state.insert(event.sku.clone(), SkuState::new());
-        }
-        let sku = state.get_mut(&event.sku).expect("inserted above");
+        let sku = state.get_or_insert_with(&event.sku, SkuState::new);
         let before = sku.available();
         let prev_seq = sku.last_seq;
         let lines_touched = touched.entry(event.sku.as_str()).or_default();
@@ -604,11 +742,17 @@ pub fn apply(
         }
         // Closed lines a running total kept, once older than the horizon: no delivery is
         // that late (DESIGN §2), and the key store still catches redeliveries.
-        while let Some(oldest) = sku.retained.first().filter(|(ts, _)| *ts < horizon_cut) {
+        while let Some(oldest) = sku
+            .rest()
+            .retained
+            .first()
+            .filter(|(ts, _)| *ts < horizon_cut)
+        {
             let (_, id) = oldest.clone();
-            sku.retained.pop_first();
-            if sku.lines.get(&id).is_some_and(LineRecord::is_closed) {
-                sku.lines.remove(&id);
+            let rest = sku.rest_mut();
+            rest.retained.pop_first();
+            if rest.lines.get(&id).is_some_and(LineRecord::is_closed) {
+                rest.lines.remove(&id);
                 effects.writes.push(StateWrite::Line {
                     sku: sku_name.to_string(),
                     id,
@@ -620,13 +764,13 @@ pub fn apply(
             // Held lines whose placement never came within the horizon are dropped: they
             // hold nothing in `committed`, and the key store still catches redeliveries.
             let expired = sku
-                .lines
+                .lines()
                 .get(&id)
                 .is_some_and(|l| l.placed.is_none() && l.first_ts < horizon_cut);
             if expired {
-                sku.lines.remove(&id);
+                sku.rest_mut().lines.remove(&id);
             }
-            let line = sku.lines.get(&id).cloned();
+            let line = sku.lines().get(&id).cloned();
             effects.writes.push(StateWrite::Line {
                 sku: sku_name.to_string(),
                 id,
@@ -640,8 +784,11 @@ pub fn apply(
         effects
             .pushes
             .extend(pushes_for(sku_name, sku, &config.channels));
-        sku.recheck.clear();
-        sku.repaired.clear();
+        if let Some(rest) = sku.rest.as_mut() {
+            rest.recheck.clear();
+            rest.repaired.clear();
+        }
+        sku.tidy();
         if let Some(due) = next_settlement(sku) {
             effects.settlements.push((due, sku_name.to_string()));
         }
@@ -657,18 +804,18 @@ pub fn apply(
 /// sale, and `expected` follows it; netting it then would leave `expected` above what
 /// the channel shows for good, and the next read would take the same units as
 /// unexplained again, with no order left to explain them).
-fn net_unexplained(view: &mut ChannelView, change: i64, received_at: Micros) -> i64 {
-    if received_at >= view.unexplained_until {
+fn net_unexplained(view: &mut View, change: i64, received_at: Micros) -> i64 {
+    if received_at >= view.unexplained_until() {
         return 0;
     }
     let netted = if change > 0 {
-        change.min(view.unexplained.max(0))
+        change.min(view.unexplained().max(0))
     } else {
-        change.max(view.unexplained.min(0))
+        change.max(view.unexplained().min(0))
     };
-    view.unexplained -= netted;
-    let read_at = view.unexplained_until - UNEXPLAINED_WINDOW_US;
-    if view.acked_at > read_at {
+    let written_since_read = view.acked_at() > view.unexplained_until() - UNEXPLAINED_WINDOW_US;
+    view.net(netted);
+    if written_since_read {
         netted
     } else {
         0
@@ -678,8 +825,8 @@ fn net_unexplained(view: &mut ChannelView, change: i64, received_at: Micros) -> 
 /// Whether a channel's own sale (or return) at `ts` may have been overwritten by our last
 /// acknowledged write (see `OVERWRITE_WINDOW_US`). A compare-and-set write cannot have
 /// overwritten it: the sale would have made the compare stale.
-fn overwritable(rule: &ChannelRule, view: &ChannelView, ts: Micros) -> bool {
-    !rule.compare_and_set && view.acked.is_some() && ts < view.acked_at + OVERWRITE_WINDOW_US
+fn overwritable(rule: &ChannelRule, view: &View, ts: Micros) -> bool {
+    !rule.compare_and_set && view.acked().is_some() && ts < view.acked_at() + OVERWRITE_WINDOW_US
 }
 
 /// How an event was taken, for its log record.
@@ -827,8 +974,9 @@ fn reconciled(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
         event, own_channel, ..
     } = at;
     if let Some(channel) = own_channel {
-        sku.recheck.push(channel);
-        sku.repaired.push(Repair {
+        let rest = sku.rest_mut();
+        rest.recheck.push(channel);
+        rest.repaired.push(Repair {
             channel,
             shown: (event.qty >= 0).then_some(event.qty),
             found_at: event.received_at,
@@ -843,10 +991,7 @@ fn acknowledged(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
         event, own_channel, ..
     } = at;
     if let Some(i) = own_channel {
-        let view = sku.channel_mut(i);
-        view.acked = Some(event.qty);
-        view.acked_at = event.source_ts;
-        view.expected = Some(event.qty);
+        sku.channel_mut(i).acknowledge(event.qty, event.source_ts);
     }
     (Outcome::Pushed, false)
 }
@@ -864,18 +1009,18 @@ fn stale_read(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
         // Units an earlier read found, that our write since then already left
         // out, are still to be netted when their orders come; without a write
         // in between, this read's difference includes them.
-        let last_read = view.unexplained_until - UNEXPLAINED_WINDOW_US;
-        let active = event.received_at < view.unexplained_until;
-        let kept = if active && view.acked_at > last_read {
-            view.unexplained
+        let last_read = view.unexplained_until() - UNEXPLAINED_WINDOW_US;
+        let active = event.received_at < view.unexplained_until();
+        let kept = if active && view.acked_at() > last_read {
+            view.unexplained()
         } else {
             0
         };
-        view.unexplained = match (view.expected, event.qty >= 0) {
+        let unexplained = match (view.expected(), event.qty >= 0) {
             (Some(expected), true) => kept + expected - event.qty,
             _ => 0,
         };
-        view.unexplained_until = event.received_at + UNEXPLAINED_WINDOW_US;
+        view.set_unexplained(unexplained, event.received_at + UNEXPLAINED_WINDOW_US);
     }
     (Outcome::Drift, false)
 }
@@ -899,21 +1044,21 @@ fn level(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outco
     // recorded the acknowledgement, and showing its target needs no repair.
     let target = rule.push_target(sku.available(), sku.view(i), event.received_at);
     let view = sku.channel_mut(i);
-    if view.expected == Some(event.qty) || event.qty == target {
+    if view.expected() == Some(event.qty) || event.qty == target {
         // Our own push coming back, or the channel's own sale we already counted.
         return (Outcome::Echo, false);
     }
-    match (rule.inventory_updates, view.expected) {
+    match (rule.inventory_updates, view.expected()) {
         // lockstep is the master: the next push or reconciliation overwrites it.
         (InventoryUpdates::Ignore, _) | (InventoryUpdates::Delta, None) => (Outcome::Drift, false),
         (InventoryUpdates::Delta, Some(expected)) => {
-            view.pending = Some(PendingLevel {
+            view.set_pending(Some(PendingLevel {
                 level: event.qty,
                 at: ts,
                 expected_at: expected,
                 settles_at: event.received_at + SETTLE_WINDOW_US,
                 seq,
-            });
+            }));
             (Outcome::Held, false)
         }
         (InventoryUpdates::Count, _) => {
@@ -931,7 +1076,7 @@ fn level(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outco
             {
                 return (Outcome::Stale, false);
             }
-            sku.channel_mut(i).expected = Some(event.qty);
+            sku.channel_mut(i).set_expected(Some(event.qty));
             set_count(
                 sku,
                 &event.sku,
@@ -956,10 +1101,8 @@ fn level_settled(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -
     let ts = event.source_ts;
     if let Some(i) = own_channel {
         let view = sku.channel_mut(i);
-        view.pending = None;
-        if let Some(expected) = view.expected.as_mut() {
-            *expected += event.qty;
-        }
+        view.set_pending(None);
+        view.shift_expected(event.qty);
     }
     if event.qty == 0 {
         return (Outcome::Echo, false);
@@ -983,11 +1126,9 @@ fn movement(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Ou
         // A channel restocks its own returns: it shows the units already.
         let view = sku.channel_mut(i);
         let netted = net_unexplained(view, -event.qty, event.received_at);
-        if let Some(expected) = view.expected.as_mut() {
-            *expected += event.qty + netted;
-        }
+        view.shift_expected(event.qty + netted);
         if overwritable(rules.get(i), view, ts) {
-            sku.recheck.push(i);
+            sku.rest_mut().recheck.push(i);
         }
     }
     (Outcome::Applied, false)
@@ -1037,7 +1178,7 @@ fn order_line(
     let id = event
         .line_identity()
         .expect("order-line kinds always have a line identity");
-    let known = sku.lines.get(&id);
+    let known = sku.lines().get(&id);
     // A running total adds only what the line has not counted yet.
     let units = match event.kind {
         EventKind::OrderReleasedTotal => (event.qty - known.map_or(0, |l| l.released)).max(0),
@@ -1049,12 +1190,16 @@ fn order_line(
         add_movement(sku, &event.sku, ts, seq, -units, horizon_cut, writes);
     }
     let available = sku.available();
-    let line = sku.lines.entry(id.clone()).or_insert(LineRecord {
-        placed: None,
-        released: 0,
-        shipped: 0,
-        first_ts: ts,
-    });
+    let line = sku
+        .rest_mut()
+        .lines
+        .entry(id.clone())
+        .or_insert(LineRecord {
+            placed: None,
+            released: 0,
+            shipped: 0,
+            first_ts: ts,
+        });
     let committed_before = line.committed();
     let mut oversell = false;
     match event.kind {
@@ -1074,6 +1219,7 @@ fn order_line(
     let held = line.placed.is_none();
     let committed_change = line.committed() - committed_before;
     let closed = line.is_closed();
+    let close_ts = line.first_ts.max(ts);
     sku.committed += committed_change;
     // A line closed by its own additive units is done. One closed by a running
     // total, or by a placement arriving after its totals, is kept (`retained`).
@@ -1082,11 +1228,11 @@ fn order_line(
         EventKind::OrderCancelled | EventKind::OrderShipped
     );
     if closed && additive_close {
-        sku.lines.remove(&id);
+        sku.rest_mut().lines.remove(&id);
     } else if closed {
         // Kept for a horizon from its close (the later of its first time and this
         // event's), not from its placement.
-        sku.retained.insert((line.first_ts.max(ts), id.clone()));
+        sku.rest_mut().retained.insert((close_ts, id.clone()));
     }
     // A channel's own sale (or release) changes what it shows by itself: its
     // expectation follows, so it is not pushed the value it already shows. A
@@ -1096,16 +1242,14 @@ fn order_line(
         // A sale (or release) the channel was already read showing, and that our
         // write then overwrote there, does not change what it shows a second time.
         let netted = net_unexplained(view, committed_change, event.received_at);
-        if let Some(expected) = view.expected.as_mut() {
-            *expected -= committed_change - netted;
-        }
+        view.shift_expected(-(committed_change - netted));
         let near_our_write = overwritable(rules.get(i), view, ts);
         // An order from before a pending level explains part of it.
-        if let Some(pending) = view.pending.as_mut().filter(|p| ts <= p.at) {
+        if let Some(pending) = view.pending_mut().filter(|p| ts <= p.at) {
             pending.expected_at -= committed_change;
         }
         if near_our_write && committed_change != 0 {
-            sku.recheck.push(i);
+            sku.rest_mut().recheck.push(i);
         }
     }
     touched_lines.push(id);
@@ -1136,7 +1280,7 @@ fn add_movement(
         sku.base += qty;
         return;
     }
-    if let Some(deltas) = sku.deltas.as_mut() {
+    if let Some(deltas) = sku.deltas_mut() {
         deltas.insert((ts, seq), DeltaRecord { qty });
     }
     sku.delta_sum += qty;
@@ -1158,8 +1302,7 @@ fn set_count(
     writes: &mut Vec<StateWrite>,
 ) {
     let deltas = sku
-        .deltas
-        .as_mut()
+        .deltas_mut()
         .expect("a count's SKU has its movements loaded (needs_movements)");
     let kept = deltas.split_off(&(mark.ts, 0));
     for ((ts, seq), _) in std::mem::replace(deltas, kept) {
@@ -1172,7 +1315,7 @@ fn set_count(
     }
     sku.delta_sum = deltas.values().map(|d| d.qty).sum();
     sku.base = on_hand;
-    sku.count = Some(mark);
+    sku.count = Some(LatestCount::of(&mark));
 }
 
 /// Folds deltas older than the horizon into the base; on_hand does not change. Only
@@ -1183,7 +1326,7 @@ fn fold_before(
     sku_name: &str,
     writes: &mut Vec<StateWrite>,
 ) {
-    let Some(deltas) = sku.deltas.as_mut() else {
+    let Some(deltas) = sku.deltas_mut() else {
         return;
     };
     let kept = deltas.split_off(&(horizon_cut, 0));
@@ -1202,6 +1345,21 @@ fn fold_before(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every SKU pays, a million times over at a million SKUs (issue #18; the
+    /// README's "Performance"): its state (with its name, 136 bytes in the shard's
+    /// chunks: `skus.rs`), and 32 bytes per channel view (`compact.rs`).
+    #[test]
+    fn what_a_sku_holds_stays_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<SkuState>(), 112);
+        assert_eq!(size_of::<View>(), 32);
+        // Between batches a SKU with no open lines holds no `Rest`.
+        let mut sku = SkuState::new();
+        assert!(sku.rest.is_some(), "a new SKU's movements are in memory");
+        sku.unload_movements();
+        assert!(sku.rest.is_none());
+    }
 
     #[test]
     fn a_channel_is_shown_available_less_its_buffer_within_zero_and_its_cap() {

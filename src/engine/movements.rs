@@ -10,54 +10,41 @@
 //! (`core::fold_due`), and drops them once the batch is applied: memory holds no
 //! movements between batches.
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashSet;
 
 use crate::clock::Micros;
-use crate::core::{fold_due, needs_movements, CoreConfig, Input, ShardState, StateWrite};
+use crate::core::{fold_due, needs_movements, CoreConfig, Input, ShardState, SkuState, StateWrite};
 use crate::store::{ShardStore, StoreError};
 
-/// The oldest kept movement of each SKU the shard has looked at (`None`: it has none):
-/// it says when the SKU is due a fold. A SKU not in the map is looked up in storage the
-/// first time a batch touches it.
-#[derive(Default)]
-pub struct OldestMovements(AHashMap<String, Option<Micros>>);
-
-impl OldestMovements {
-    /// Whether `sku`'s oldest movement is due a fold at `now`.
-    fn due(
-        &mut self,
-        sku: &str,
-        store: &dyn ShardStore,
-        now: Micros,
-        config: &CoreConfig,
-    ) -> Result<bool, StoreError> {
-        let oldest = match self.0.get(sku) {
-            Some(known) => *known,
-            None => {
-                let found = store.oldest_movement(sku)?;
-                self.0.insert(sku.to_string(), found);
-                found
-            }
-        };
-        Ok(oldest.is_some_and(|ts| fold_due(ts, now, config)))
-    }
-
-    /// Notes the movements a batch stored for SKUs whose movements stayed on disk.
-    fn note(&mut self, sku: &str, ts: Micros) {
-        if let Some(known) = self.0.get_mut(sku) {
-            *known = Some(known.map_or(ts, |oldest| oldest.min(ts)));
+/// Whether `sku`'s oldest stored movement is due a fold at `now`. Each SKU's state keeps
+/// what the shard learnt of it (`SkuState::stored_oldest`; `None` for a SKU without
+/// movements): one known there is not looked up in storage again.
+fn fold_is_due(
+    sku: &str,
+    state: &mut SkuState,
+    store: &dyn ShardStore,
+    now: Micros,
+    config: &CoreConfig,
+) -> Result<bool, StoreError> {
+    let oldest = match state.stored_oldest() {
+        Some(known) => known,
+        None => {
+            let found = store.oldest_movement(sku)?;
+            state.set_stored_oldest(found);
+            found
         }
-    }
+    };
+    Ok(oldest.is_some_and(|ts| fold_due(ts, now, config)))
 }
 
 /// Loads the movements of the SKUs of `inputs` that need them: those with a count in the
-/// batch, and (with `oldest`) those due a fold at `now`.
+/// batch, and (with `folds_at`, the batch's `now`) those due a fold then.
 pub fn load_for_batch(
     state: &mut ShardState,
     inputs: &[Input],
     store: &dyn ShardStore,
     config: &CoreConfig,
-    mut oldest: Option<(&mut OldestMovements, Micros)>,
+    folds_at: Option<Micros>,
 ) -> Result<(), StoreError> {
     let counted: AHashSet<&str> = inputs
         .iter()
@@ -74,11 +61,11 @@ pub fn load_for_batch(
         let Some(sku_state) = state.get_mut(sku) else {
             continue;
         };
-        if sku_state.deltas.is_some() {
+        if sku_state.deltas().is_some() {
             continue;
         }
-        let folding = match oldest.as_mut() {
-            Some((oldest, now)) => oldest.due(sku, store, *now, config)?,
+        let folding = match folds_at {
+            Some(now) => fold_is_due(sku, sku_state, store, now, config)?,
             None => false,
         };
         if counted.contains(sku) || folding {
@@ -93,15 +80,17 @@ pub fn load_for_batch(
     Ok(())
 }
 
-/// Drops the movements of the batch's SKUs from memory (they are stored now), noting
-/// each SKU's oldest movement for its next fold.
+/// Drops the movements of the batch's SKUs from memory (they are stored now); with
+/// `note`, notes each SKU's oldest stored movement for its next fold.
 pub fn unload_after_batch(
     state: &mut ShardState,
     inputs: &[Input],
     writes: &[StateWrite],
-    mut oldest: Option<&mut OldestMovements>,
+    note: bool,
 ) {
-    if let Some(oldest) = oldest.as_mut() {
+    if note {
+        // Movements stored for SKUs whose movements stayed on disk: an oldest known
+        // before may be older still.
         for write in writes {
             if let StateWrite::Delta {
                 sku,
@@ -110,18 +99,21 @@ pub fn unload_after_batch(
                 ..
             } = write
             {
-                oldest.note(sku, *ts);
+                if let Some(sku_state) = state.get_mut(sku.as_str()) {
+                    if let Some(known) = sku_state.stored_oldest() {
+                        sku_state.set_stored_oldest(Some(known.map_or(*ts, |o| o.min(*ts))));
+                    }
+                }
             }
         }
     }
     // SKUs whose movements were in memory know their oldest exactly.
     for input in inputs {
-        let sku = &input.event.sku;
-        if let Some(sku_state) = state.get_mut(sku) {
-            if sku_state.deltas.is_some() {
+        if let Some(sku_state) = state.get_mut(input.event.sku.as_str()) {
+            if sku_state.deltas().is_some() {
                 let first = sku_state.unload_movements();
-                if let Some(oldest) = oldest.as_mut() {
-                    oldest.0.insert(sku.clone(), first);
+                if note {
+                    sku_state.set_stored_oldest(first);
                 }
             }
         }
@@ -159,18 +151,17 @@ mod tests {
     fn run_batch(
         store: &DiskStore,
         state: &mut ShardState,
-        oldest: &mut OldestMovements,
         inputs: &[Input],
         now: Micros,
         seq: u64,
         config: &CoreConfig,
     ) {
-        load_for_batch(state, inputs, store, config, Some((oldest, now))).unwrap();
+        load_for_batch(state, inputs, store, config, Some(now)).unwrap();
         let effects = apply(state, inputs, now, seq, config);
-        unload_after_batch(state, inputs, &effects.writes, Some(oldest));
+        unload_after_batch(state, inputs, &effects.writes, true);
         store.commit(&effects).unwrap();
         assert!(
-            state.values().all(|s| s.deltas.is_none()),
+            state.values().all(|s| s.deltas().is_none()),
             "no movement stays in memory after a batch"
         );
     }
@@ -185,22 +176,13 @@ mod tests {
         };
         let minute = MICROS_PER_HOUR / 60;
         let mut state = ShardState::default();
-        let mut oldest = OldestMovements::default();
         // A receipt of 50, then one shipment of 1 a minute, each its own batch.
         let receipt = [event(EventKind::Adjusted, 50, T0, "receipt")];
-        run_batch(&store, &mut state, &mut oldest, &receipt, T0, 1, &config);
+        run_batch(&store, &mut state, &receipt, T0, 1, &config);
         for i in 1..=30 {
             let at = T0 + i * minute;
             let ship = [event(EventKind::Adjusted, -1, at, &format!("ship-{i}"))];
-            run_batch(
-                &store,
-                &mut state,
-                &mut oldest,
-                &ship,
-                at,
-                1 + i as u64,
-                &config,
-            );
+            run_batch(&store, &mut state, &ship, at, 1 + i as u64, &config);
         }
         assert_eq!(state["A"].on_hand(), 20);
         assert_eq!(store.movements("A").unwrap().len(), 31);
@@ -209,7 +191,7 @@ mod tests {
         // now: on_hand is the count plus the 20 shipments after it, read from storage.
         let now = T0 + 31 * minute;
         let count = [event(EventKind::Counted, 45, T0 + 21 * minute / 2, "count")];
-        run_batch(&store, &mut state, &mut oldest, &count, now, 32, &config);
+        run_batch(&store, &mut state, &count, now, 32, &config);
         assert_eq!(state["A"].on_hand(), 45 - 20);
         assert_eq!(
             store.movements("A").unwrap().len(),
@@ -221,15 +203,7 @@ mod tests {
         // the SKU folds what is older than the horizon into the base: on_hand unchanged.
         let late = T0 + 11 * minute + MICROS_PER_HOUR + MICROS_PER_HOUR / 8 + minute;
         let one_more = [event(EventKind::Adjusted, 1, late, "restock")];
-        run_batch(
-            &store,
-            &mut state,
-            &mut oldest,
-            &one_more,
-            late,
-            33,
-            &config,
-        );
+        run_batch(&store, &mut state, &one_more, late, 33, &config);
         assert_eq!(state["A"].on_hand(), 45 - 20 + 1);
         let kept = store.movements("A").unwrap();
         let cut = late - MICROS_PER_HOUR;

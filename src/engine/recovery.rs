@@ -96,7 +96,7 @@ pub fn recover(
             chunk[0].seq,
             config,
         );
-        unload_after_batch(&mut state, &inputs, &effects.writes, None);
+        unload_after_batch(&mut state, &inputs, &effects.writes, false);
         store.reapply(&effects)?;
         report.replayed += chunk.len();
     }
@@ -172,7 +172,7 @@ mod tests {
             assert_eq!(heads.len(), 2);
             assert!(heads
                 .iter()
-                .all(|(sku, h)| *h == state[sku].head(&config.channels)));
+                .all(|(sku, h)| *h == state[sku.as_str()].head(&config.channels)));
             firsts.extend(before.first_results);
             firsts.extend(after.first_results);
             // Dropped without a checkpoint, as a kill -9 would leave it.

@@ -26,7 +26,7 @@ use crate::core::event::{Event, EventKind, EventResult};
 use crate::core::{
     apply, next_settlement, pushes_for, settlements_due, CoreConfig, Input, ShardState,
 };
-use crate::engine::movements::{load_for_batch, unload_after_batch, OldestMovements};
+use crate::engine::movements::{load_for_batch, unload_after_batch};
 use crate::engine::recovery::{recover, RecoveryReport};
 use crate::engine::{EngineError, MAILBOX_EVENTS_MAX, MAILBOX_MSGS_MAX};
 use crate::store::{DiskStore, ShardStore, StoreError};
@@ -146,8 +146,6 @@ pub struct Shard {
     pub pushes: Arc<dyn PushSink>,
     /// Pending `delta`-mode levels by when they settle.
     pub settling: BTreeSet<(Micros, String)>,
-    /// When each SKU's oldest stored movement is due a fold (`movements.rs`).
-    pub oldest: OldestMovements,
     /// Why this shard refuses work, when it does: read by `/healthz`.
     pub failure: Arc<std::sync::Mutex<Option<String>>>,
     /// The log's newest time at start and when the shard started: keys expire against
@@ -250,11 +248,10 @@ impl Shard {
         }
         let (state, report) = recover(&store, &self.core).map_err(err)?;
         self.state = state;
-        self.oldest = OldestMovements::default();
         self.settling.clear();
         for (sku, state) in &self.state {
             if let Some(due) = next_settlement(state) {
-                self.settling.insert((due, sku.clone()));
+                self.settling.insert((due, sku.to_string()));
             }
             self.pushes
                 .offer(&pushes_for(sku, state, &self.core.channels));
@@ -281,7 +278,7 @@ impl Shard {
         let mut last_sweep = Instant::now();
         for (sku, state) in &self.state {
             if let Some(due) = next_settlement(state) {
-                self.settling.insert((due, sku.clone()));
+                self.settling.insert((due, sku.to_string()));
             }
         }
         loop {
@@ -413,21 +410,20 @@ impl Shard {
         }
         let now = now_micros();
         // Movements are on disk: a count or a fold needs its SKU's in memory.
-        let oldest = Some((&mut self.oldest, now));
-        if let Err(e) = load_for_batch(&mut self.state, &inputs, store.as_ref(), &self.core, oldest)
-        {
+        if let Err(e) = load_for_batch(
+            &mut self.state,
+            &inputs,
+            store.as_ref(),
+            &self.core,
+            Some(now),
+        ) {
             // Nothing was applied yet: refuse the batch and keep serving.
-            unload_after_batch(&mut self.state, &inputs, &[], None);
+            unload_after_batch(&mut self.state, &inputs, &[], false);
             return Err((e.to_string(), false));
         }
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
-        unload_after_batch(
-            &mut self.state,
-            &inputs,
-            &effects.writes,
-            Some(&mut self.oldest),
-        );
+        unload_after_batch(&mut self.state, &inputs, &effects.writes, true);
         if let Err(e) = store.commit(&effects) {
             // Durable but not absorbed: a reopen keeps the batch (and recovers it), so
             // a retry is answered as the duplicate it is.
@@ -460,7 +456,7 @@ impl Shard {
                 break;
             }
             self.settling.pop_first();
-            if let Some(state) = self.state.get(&sku) {
+            if let Some(state) = self.state.get(sku.as_str()) {
                 events.extend(settlements_due(&sku, state, &self.core.channels, now));
             }
             taken.push(sku);

@@ -4,6 +4,7 @@
 //! and after a restart every SKU whose target differs is offered again.
 
 use std::collections::BTreeSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
@@ -165,6 +166,23 @@ struct Inner {
     submitted: AHashMap<String, (i64, bool)>,
 }
 
+/// A map of the outbox whose table has at least this many slots is shrunk once fewer
+/// than a quarter of them hold an entry (`shrink`).
+const SHRINK_FROM_SLOTS: usize = 4_096;
+
+/// Shrinks a map that a burst left large: a hash table otherwise keeps its largest size
+/// for good, and a burst of a million SKUs (a catalog loaded, a restock) leaves a table
+/// of two million slots per channel (49 bytes each in `Dirty::by_sku`: 100 MB) when the
+/// queue is empty again. Halved at most once per quartering, so a queue that stays long
+/// is not rehashed over and over.
+fn shrink<K: Eq + Hash, V>(map: &mut AHashMap<K, V>) {
+    let slots = map.capacity();
+    let len = map.len();
+    if slots >= SHRINK_FROM_SLOTS && len < slots / 4 {
+        map.shrink_to(len * 2);
+    }
+}
+
 impl Inner {
     /// What `sku` should be shown, ranked in this channel's push order as of `now`.
     fn wanted(&self, target: i64, expected: Option<i64>, caused_at: Micros, now: Micros) -> Wanted {
@@ -297,6 +315,7 @@ impl Outbox {
         if !deferred.is_empty() {
             let now = tokio::time::Instant::now();
             deferred.retain(|_, (until, _)| *until > now);
+            shrink(deferred);
         }
         let urgent = |w: &Wanted| {
             self.urgent
@@ -331,6 +350,7 @@ impl Outbox {
                 caused_at: wanted.caused_at,
             });
         }
+        shrink(&mut dirty.by_sku);
         items
     }
 
@@ -344,6 +364,7 @@ impl Outbox {
                 inner.offer_again(item);
             }
         }
+        shrink(&mut inner.in_flight);
         self.depth_gauge(inner);
     }
 
@@ -390,6 +411,7 @@ impl Outbox {
                 inner.offer_again(item);
             }
         }
+        shrink(&mut inner.submitted);
         self.depth_gauge(inner);
         self.notify.notify_one();
     }
@@ -432,6 +454,32 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_drained_gives_its_tables_back() {
+        let outbox = Outbox::new("c");
+        for i in 0..20_000 {
+            outbox.offer(&format!("S{i}"), 1, None, 0);
+        }
+        let slots = |outbox: &Outbox| {
+            let inner = outbox.lock();
+            (inner.dirty.by_sku.capacity(), inner.in_flight.capacity())
+        };
+        assert!(slots(&outbox).0 >= 20_000);
+        loop {
+            let batch = outbox.take(500);
+            if batch.is_empty() {
+                break;
+            }
+            outbox.finish(&batch, &vec![true; batch.len()]);
+        }
+        let (dirty, in_flight) = slots(&outbox);
+        assert!(
+            dirty < SHRINK_FROM_SLOTS,
+            "{dirty} slots kept for an empty queue"
+        );
+        assert!(in_flight < SHRINK_FROM_SLOTS, "{in_flight}");
+    }
 
     #[test]
     fn latest_wins_low_stock_first_and_one_request_per_sku() {

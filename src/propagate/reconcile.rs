@@ -175,7 +175,7 @@ impl Reconciler {
                     .map(|m| &m.view);
                 let target =
                     self.rule
-                        .push_target(head.on_hand - head.committed, view, now_micros());
+                        .push_target_stored(head.on_hand - head.committed, view, now_micros());
                 let shown = levels.get(sku).copied().flatten();
                 let now = Instant::now();
                 let repair = match shown {

@@ -58,7 +58,7 @@ use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
 use crate::core::event::{FirstResult, Outcome};
 use crate::core::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRecord};
-use crate::core::{ChannelRules, Effects, SkuState, StateWrite};
+use crate::core::{ChannelRules, Effects, ShardState, SkuState, StateWrite};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
 
@@ -553,12 +553,8 @@ fn split_sku_key(key: &[u8]) -> Option<(&str, &[u8])> {
 
 impl ShardStore for DiskStore {
     fn load_state(&self, channels: &ChannelRules) -> Result<LoadedState, StoreError> {
-        let mut heads: AHashMap<String, HeadRecord> = AHashMap::new();
-        for item in self.state.prefix(b"H") {
-            let (key, value) = item.into_inner()?;
-            let sku = String::from_utf8_lossy(&key[1..]).into_owned();
-            heads.insert(sku, Self::decode_at(&key, &value)?);
-        }
+        // The open lines first (few), then each head made a state as it is read: a
+        // million heads are never held decoded all at once beside their states.
         let mut lines: AHashMap<String, AHashMap<String, LineRecord>> = AHashMap::new();
         for item in self.state.prefix(b"N") {
             let (key, value) = item.into_inner()?;
@@ -571,15 +567,18 @@ impl ShardStore for DiskStore {
         }
         // Movements stay on disk (see the module doc): the shard reads a SKU's when a
         // batch needs them, and checks them against the head then.
-        let mut skus = AHashMap::with_capacity(heads.len());
-        for (sku, head) in heads {
+        let mut skus = ShardState::default();
+        for item in self.state.prefix(b"H") {
+            let (key, value) = item.into_inner()?;
+            let sku = String::from_utf8_lossy(&key[1..]);
+            let head = Self::decode_at(&key, &value)?;
             let state =
-                SkuState::from_parts(head, lines.remove(&sku).unwrap_or_default(), channels)
+                SkuState::from_parts(head, lines.remove(&*sku).unwrap_or_default(), channels)
                     .map_err(|detail| StoreError::Inconsistent {
-                        sku: sku.clone(),
+                        sku: sku.to_string(),
                         detail,
                     })?;
-            skus.insert(sku, state);
+            skus.insert(&sku, state);
         }
         if let Some(sku) = lines.keys().next() {
             return Err(StoreError::Inconsistent {
@@ -1052,7 +1051,7 @@ pub(crate) mod tests {
         assert_eq!(names, ["A", "B", "D", "E", "F"]);
         // Every head is the newest: D's includes its pending second adjustment.
         for (sku, head) in &seen {
-            assert_eq!(*head, state[sku].head(&config.channels), "{sku}");
+            assert_eq!(*head, state[sku.as_str()].head(&config.channels), "{sku}");
         }
         assert_eq!(seen[2].1.on_hand, 2);
     }
