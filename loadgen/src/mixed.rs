@@ -143,6 +143,21 @@ pub(crate) fn set_habits(fleet: &Fleet, plan: &Plan) {
     fleet.set_listing_lag(Duration::from_millis(500));
 }
 
+/// When the run's orders are due (`--orders-per-minute`, `--duration`, `--arrivals`) and
+/// how their SKUs are drawn (`--skew`).
+pub(crate) fn open_loop(
+    plan: &Plan,
+    rng: &mut impl rand::Rng,
+) -> (Vec<Duration>, crate::traffic::Zipf) {
+    let due = crate::traffic::schedule(
+        plan.traffic.arrivals,
+        plan.orders_per_minute as f64 / 60.0,
+        plan.duration,
+        rng,
+    );
+    (due, crate::traffic::Zipf::new(plan.skus, plan.traffic.skew))
+}
+
 /// Runs the scenario; returns the report and whether it passed.
 pub fn mixed(plan: &Plan) -> anyhow::Result<(Value, bool)> {
     mixed_with(plan, false, Duration::from_secs(120))
@@ -168,13 +183,7 @@ pub fn mixed_with(plan: &Plan, broken: bool, settle: Duration) -> anyhow::Result
 
     // The open loop: orders placed when due, whatever lockstep is doing.
     let mut rng = rand::rng();
-    let due = crate::traffic::schedule(
-        plan.traffic.arrivals,
-        plan.orders_per_minute as f64 / 60.0,
-        plan.duration,
-        &mut rng,
-    );
-    let zipf = crate::traffic::Zipf::new(plan.skus, plan.traffic.skew);
+    let (due, zipf) = open_loop(plan, &mut rng);
     let mut per_sku = vec![0i64; plan.skus];
     let mut placed = Vec::with_capacity(due.len());
     let started = Instant::now();

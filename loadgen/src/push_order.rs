@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::fleet::CHANNELS;
-use crate::mixed::{set_habits, start_seeded, Seeded};
+use crate::mixed::{open_loop, set_habits, start_seeded, Seeded};
 use crate::run::Plan;
 
 /// How often the channels' levels are read for the overshow integral.
@@ -134,13 +134,7 @@ pub fn compare(plan: &Plan, settle: Duration) -> anyhow::Result<(Value, bool)> {
     ];
 
     let mut rng = rand::rng();
-    let due = crate::traffic::schedule(
-        plan.traffic.arrivals,
-        plan.orders_per_minute as f64 / 60.0,
-        plan.duration,
-        &mut rng,
-    );
-    let zipf = crate::traffic::Zipf::new(plan.skus, plan.traffic.skew);
+    let (due, zipf) = open_loop(plan, &mut rng);
     let started = Instant::now();
     let mut sampled = started;
     let sample = |sides: &mut [Side; 2], sampled: &mut Instant| {
