@@ -49,7 +49,7 @@ struct Rank {
 
 impl Rank {
     /// The rank of a push of `target` to a channel that should show `shown`, for a change
-    /// at `caused_at`, offered at `now`.
+    /// at `caused_at`, offered at `now()` (read only when the rank needs it).
     ///
     /// `Risk`: a stock-out the channel still shows goes before everything. Every other
     /// change is due when the units the channel shows beyond stock would be sold there
@@ -66,7 +66,7 @@ impl Rank {
         target: i64,
         shown: Option<i64>,
         caused_at: Micros,
-        now: Micros,
+        now: impl FnOnce() -> Micros,
     ) -> Rank {
         let overshow = shown.map_or(0, |s| (s - target).max(0));
         let rank = |class, after: Micros| Rank {
@@ -82,7 +82,8 @@ impl Rank {
         match shown {
             _ if target <= 0 && shown.is_none_or(|s| s > 0) => rank(0, 0),
             Some(_) if overshow > 0 => {
-                let waited = (now - caused_at).max(MICROS_PER_SECOND);
+                // The clock is read only here: offers come from the shards after every commit.
+                let waited = (now() - caused_at).max(MICROS_PER_SECOND);
                 // (target + 1) / (overshow / waited), in whole microseconds.
                 let sells_out = (left as i128 * waited as i128 / overshow as i128)
                     .min(OVERSHOW_WAIT_MAX as i128) as Micros;
@@ -184,19 +185,19 @@ fn shrink<K: Eq + Hash, V>(map: &mut AHashMap<K, V>) {
 }
 
 impl Inner {
-    /// What `sku` should be shown, ranked in this channel's push order as of `now`.
-    fn wanted(&self, target: i64, expected: Option<i64>, caused_at: Micros, now: Micros) -> Wanted {
+    /// What `sku` should be shown, ranked in this channel's push order as of now.
+    fn wanted(&self, target: i64, expected: Option<i64>, caused_at: Micros) -> Wanted {
         Wanted {
             target,
             expected,
             caused_at,
-            rank: Rank::of(self.order, target, expected, caused_at, now),
+            rank: Rank::of(self.order, target, expected, caused_at, now_micros),
         }
     }
 
     /// An item the channel did not take waits again with the value it carried.
     fn offer_again(&mut self, item: &PushItem) {
-        let wanted = self.wanted(item.quantity, item.expected, item.caused_at, now_micros());
+        let wanted = self.wanted(item.quantity, item.expected, item.caused_at);
         self.dirty.insert(&item.sku, wanted);
     }
 }
@@ -293,7 +294,7 @@ impl Outbox {
             None if inner.submitted.get(sku) == Some(&(target, false)) => return,
             None => caused_at,
         };
-        let wanted = inner.wanted(target, expected, caused_at, now_micros());
+        let wanted = inner.wanted(target, expected, caused_at);
         inner.dirty.insert(sku, wanted);
         let depth = inner.dirty.len();
         drop(guard);
