@@ -88,18 +88,18 @@ impl View {
                 "a stored view holds the quantity {NO_QTY}, which no event can make"
             ));
         }
-        let mut view = View {
+        let rare = Rare {
+            pending,
+            unexplained,
+            unexplained_until,
+        };
+        // Boxed only when it holds something: recovery builds a view per SKU and channel.
+        Ok(View {
             acked: MaybeQty::of(acked),
             acked_at,
             expected: MaybeQty::of(expected),
-            rare: Some(Box::new(Rare {
-                pending,
-                unexplained,
-                unexplained_until,
-            })),
-        };
-        view.tidy();
-        Ok(view)
+            rare: (rare != Rare::default()).then(|| Box::new(rare)),
+        })
     }
 
     /// The stored form: `View::of(view.record()) == view`.

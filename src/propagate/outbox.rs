@@ -595,10 +595,11 @@ mod tests {
     fn a_sku_that_sells_on_while_it_waits_moves_up() {
         let now = now_micros();
         let outbox = Outbox::new("c");
-        outbox.offer("A", 50, Some(52), now - 2 * MICROS_PER_SECOND);
-        outbox.offer("B", 50, Some(53), now - 2 * MICROS_PER_SECOND);
-        // A sells 4 more while it waits: it now shows 6 beyond its 46.
-        outbox.offer("A", 46, Some(52), now);
+        // Both 5 left and waiting 2 s: A shows 2 beyond (due in 4 s), B 3 (due in 2 s).
+        outbox.offer("A", 5, Some(7), now - 2 * MICROS_PER_SECOND);
+        outbox.offer("B", 5, Some(8), now - 2 * MICROS_PER_SECOND);
+        // A sells 4 more while it waits: 1 left, 6 shown beyond it, due a second ago.
+        outbox.offer("A", 1, Some(7), now);
         let order: Vec<String> = outbox.take(2).into_iter().map(|i| i.sku).collect();
         assert_eq!(order, vec!["A", "B"]);
     }
