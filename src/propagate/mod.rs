@@ -11,8 +11,9 @@
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.
 //! The channel's pusher waits for a token, takes a batch (the riskiest first), sends one
-//! call of it (the rest goes back to the outbox) and reads the reply; each acknowledged item goes back to its shard as a `pushed` event, so
-//! the shard durably knows what the channel shows (and whether it needs another push).
+//! call of it (the rest goes back to the outbox) and reads the reply; each acknowledged
+//! item goes back to its shard as a `pushed` event, so the shard durably knows what the
+//! channel shows (and whether it needs another push).
 
 pub mod bulk;
 pub mod outbox;
