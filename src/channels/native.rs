@@ -25,8 +25,47 @@ pub const SOURCE_BYTES_MAX: usize = 64;
 /// shadow every real count after it, so clock skew is allowed, nothing more.
 pub const FUTURE_SKEW_MAX: Micros = MICROS_PER_HOUR;
 
+/// A field's name as an error reports it (`events[3].qty`, or `on_hand`), made into text
+/// only when there is an error to report: a valid event names eight fields and formats
+/// none of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Field<'a> {
+    event: Option<usize>,
+    name: &'a str,
+}
+
+impl<'a> Field<'a> {
+    /// A field of the body itself, or of a path.
+    pub fn named(name: &'a str) -> Field<'a> {
+        Field { event: None, name }
+    }
+
+    /// A field of the request's event `index`.
+    fn of_event(index: usize, name: &'a str) -> Field<'a> {
+        Field {
+            event: Some(index),
+            name,
+        }
+    }
+}
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.event {
+            Some(i) => write!(f, "events[{i}].{}", self.name),
+            None => f.write_str(self.name),
+        }
+    }
+}
+
+impl From<Field<'_>> for String {
+    fn from(field: Field<'_>) -> String {
+        field.to_string()
+    }
+}
+
 /// Checks a SKU (from a body or a URL path).
-pub fn check_sku(sku: &str, field: &str) -> Result<(), ApiError> {
+pub fn check_sku(sku: &str, field: Field<'_>) -> Result<(), ApiError> {
     if sku.is_empty() {
         return Err(ApiError::field("invalid_sku", field, "must not be empty"));
     }
@@ -59,7 +98,12 @@ pub fn check_sku(sku: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_text(value: &str, code: &'static str, field: &str, max: usize) -> Result<(), ApiError> {
+fn check_text(
+    value: &str,
+    code: &'static str,
+    field: Field<'_>,
+    max: usize,
+) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > max {
         return Err(ApiError::field(
             code,
@@ -97,7 +141,7 @@ fn opt_str<'a>(
     map: &'a Map<String, Value>,
     name: &str,
     code: &'static str,
-    field: &str,
+    field: Field<'_>,
 ) -> Result<Option<&'a str>, ApiError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -110,7 +154,7 @@ fn opt_int(
     map: &Map<String, Value>,
     name: &str,
     code: &'static str,
-    field: &str,
+    field: Field<'_>,
 ) -> Result<Option<i64>, ApiError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -128,7 +172,7 @@ fn opt_int(
 fn opt_time(
     map: &Map<String, Value>,
     name: &str,
-    field: &str,
+    field: Field<'_>,
     code: &'static str,
     received_at: Micros,
 ) -> Result<Micros, ApiError> {
@@ -154,7 +198,7 @@ fn opt_time(
 
 /// Checks a quantity for its kind: positive for order lines and returns, non-zero for
 /// adjustments, zero or more for counts; never beyond `QTY_MAX`.
-fn check_qty(kind: EventKind, qty: i64, field: &str) -> Result<(), ApiError> {
+fn check_qty(kind: EventKind, qty: i64, field: Field<'_>) -> Result<(), ApiError> {
     let ok = match kind {
         EventKind::Adjusted => qty != 0 && (-QTY_MAX..=QTY_MAX).contains(&qty),
         EventKind::Counted | EventKind::CountedAvailable | EventKind::Level => {
@@ -236,7 +280,7 @@ pub fn parse_events_from(
         check_text(
             key,
             "invalid_idempotency_key",
-            "Idempotency-Key",
+            Field::named("Idempotency-Key"),
             ID_BYTES_MAX,
         )?;
     }
@@ -254,13 +298,7 @@ pub fn parse_events_from(
                     format!("{}#{i}", given_key(k))
                 }
             });
-            parse_event(
-                item,
-                &format!("events[{i}]"),
-                fallback,
-                received_at,
-                channel,
-            )
+            parse_event(item, i, fallback, received_at, channel)
         })
         .collect()
 }
@@ -276,19 +314,23 @@ fn given_key(key: &str) -> String {
 
 fn parse_event(
     item: &Value,
-    at: &str,
+    index: usize,
     fallback_key: Option<String>,
     received_at: Micros,
     channel: Option<&str>,
 ) -> Result<Event, ApiError> {
     let Value::Object(map) = item else {
-        return Err(ApiError::field("invalid_event", at, "must be an object"));
+        return Err(ApiError::field(
+            "invalid_event",
+            format!("events[{index}]"),
+            "must be an object",
+        ));
     };
-    let f = |name: &str| format!("{at}.{name}");
-    let sku = opt_str(map, "sku", "invalid_sku", &f("sku"))?
+    let f = |name| Field::of_event(index, name);
+    let sku = opt_str(map, "sku", "invalid_sku", f("sku"))?
         .ok_or_else(|| ApiError::field("invalid_sku", f("sku"), "is required"))?;
-    check_sku(sku, &f("sku"))?;
-    let kind_text = opt_str(map, "kind", "invalid_kind", &f("kind"))?
+    check_sku(sku, f("sku"))?;
+    let kind_text = opt_str(map, "kind", "invalid_kind", f("kind"))?
         .ok_or_else(|| ApiError::field("invalid_kind", f("kind"), "is required"))?;
     let kind = EventKind::parse(kind_text)
         .filter(|k| *k != EventKind::Level || channel.is_some())
@@ -299,14 +341,14 @@ fn parse_event(
             format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, returned, adjusted, counted"),
         )
     })?;
-    let qty = opt_int(map, "qty", "invalid_qty", &f("qty"))?
+    let qty = opt_int(map, "qty", "invalid_qty", f("qty"))?
         .ok_or_else(|| ApiError::field("invalid_qty", f("qty"), "is required"))?;
-    check_qty(kind, qty, &f("qty"))?;
+    check_qty(kind, qty, f("qty"))?;
     let source = match channel {
         Some(channel) => channel,
-        None => opt_str(map, "source", "invalid_source", &f("source"))?.unwrap_or("api"),
+        None => opt_str(map, "source", "invalid_source", f("source"))?.unwrap_or("api"),
     };
-    check_text(source, "invalid_source", &f("source"), SOURCE_BYTES_MAX)?;
+    check_text(source, "invalid_source", f("source"), SOURCE_BYTES_MAX)?;
     if !source
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -320,17 +362,17 @@ fn parse_event(
     let source_ts = opt_time(
         map,
         "source_ts",
-        &f("source_ts"),
+        f("source_ts"),
         "invalid_source_ts",
         received_at,
     )?;
-    let order_id = opt_str(map, "order_id", "invalid_order_id", &f("order_id"))?;
-    let line_id = opt_str(map, "line_id", "invalid_line_id", &f("line_id"))?;
+    let order_id = opt_str(map, "order_id", "invalid_order_id", f("order_id"))?;
+    let line_id = opt_str(map, "line_id", "invalid_line_id", f("line_id"))?;
     if let Some(order_id) = order_id {
-        check_text(order_id, "invalid_order_id", &f("order_id"), ID_BYTES_MAX)?;
+        check_text(order_id, "invalid_order_id", f("order_id"), ID_BYTES_MAX)?;
     }
     if let Some(line_id) = line_id {
-        check_text(line_id, "invalid_line_id", &f("line_id"), ID_BYTES_MAX)?;
+        check_text(line_id, "invalid_line_id", f("line_id"), ID_BYTES_MAX)?;
         if order_id.is_none() {
             return Err(ApiError::field(
                 "invalid_order_id",
@@ -366,13 +408,13 @@ fn parse_event(
             map,
             "idempotency_key",
             "invalid_idempotency_key",
-            &f("idempotency_key"),
+            f("idempotency_key"),
         )? {
             Some(key) => {
                 check_text(
                     key,
                     "invalid_idempotency_key",
-                    &f("idempotency_key"),
+                    f("idempotency_key"),
                     ID_BYTES_MAX,
                 )?;
                 given_key(key)
@@ -406,8 +448,13 @@ pub fn parse_count(
     received_at: Micros,
 ) -> Result<Event, ApiError> {
     let map = parse_json(body)?;
-    let on_hand = opt_int(&map, "on_hand", "invalid_on_hand", "on_hand")?;
-    let available = opt_int(&map, "available", "invalid_available", "available")?;
+    let on_hand = opt_int(&map, "on_hand", "invalid_on_hand", Field::named("on_hand"))?;
+    let available = opt_int(
+        &map,
+        "available",
+        "invalid_available",
+        Field::named("available"),
+    )?;
     let (kind, qty, field) = match (on_hand, available) {
         (Some(n), None) => (EventKind::Counted, n, "on_hand"),
         (None, Some(n)) => (EventKind::CountedAvailable, n, "available"),
@@ -438,7 +485,7 @@ pub fn parse_count(
             format!("{qty} must be 0 to {QTY_MAX}"),
         ));
     }
-    let source_ts = opt_time(&map, "at", "at", "invalid_at", received_at)?;
+    let source_ts = opt_time(&map, "at", Field::named("at"), "invalid_at", received_at)?;
     Ok(Event {
         sku: sku.to_string(),
         kind,

@@ -2,19 +2,23 @@
 //! so a refused request changes nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::channels::native::{check_sku, parse_count, parse_events};
+use crate::channels::native::{check_sku, parse_count, parse_events, Field};
 use crate::channels::Inbound;
 use crate::clock::{format_rfc3339, now_micros, Micros};
 use crate::config::Config;
@@ -55,6 +59,37 @@ pub struct App {
     /// Audit reads decode log chunks: they run on the blocking pool, a few at a time,
     /// never on the workers that answer webhooks.
     audit_slots: tokio::sync::Semaphore,
+    /// `lockstep_events_total` and `lockstep_ingest_seconds`, looked up once.
+    event_counters: EventCounters,
+    ingest_seconds: Histogram,
+}
+
+/// `lockstep_events_total`'s series by channel, kind and outcome, each made once: the
+/// macro builds its labels (a `String` for the channel) and looks the series up in the
+/// registry on every call, which was a visible share of a one-event request.
+#[derive(Default)]
+struct EventCounters(RwLock<AHashMap<String, ByKindOutcome>>);
+
+/// One channel's `lockstep_events_total` series, by kind and outcome.
+type ByKindOutcome = AHashMap<(&'static str, &'static str), Counter>;
+
+impl EventCounters {
+    fn increment(&self, channel: &str, kind: &'static str, outcome: &'static str) {
+        let known = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = known.get(channel).and_then(|c| c.get(&(kind, outcome))) {
+            counter.increment(1);
+            return;
+        }
+        drop(known);
+        let counter = metrics::counter!("lockstep_events_total", "channel" => channel.to_string(), "kind" => kind, "outcome" => outcome);
+        counter.increment(1);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(channel.to_string())
+            .or_default()
+            .insert((kind, outcome), counter);
+    }
 }
 
 /// Audit reads at once; more wait their turn.
@@ -105,6 +140,8 @@ impl App {
             connections_max,
             key_prefixes,
             audit_slots: tokio::sync::Semaphore::new(AUDIT_READS_MAX),
+            event_counters: EventCounters::default(),
+            ingest_seconds: metrics::histogram!("lockstep_ingest_seconds"),
         })
     }
 
@@ -223,11 +260,7 @@ impl App {
         if let (Some(seen), Some(id)) = (link.adapter.seen(), inbound.notification) {
             seen.insert(id);
         }
-        let results: Vec<Value> = results.iter().map(result_json).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "results": results }),
-        ))
+        Ok(results_response(&results))
     }
 
     /// A delivery whose time (the time of its payload's newest change, as the adapter
@@ -307,10 +340,10 @@ impl App {
         let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
         let results = self.engine.submit(events).await?;
         for (kind, result) in kinds.iter().zip(&results) {
-            metrics::counter!("lockstep_events_total", "channel" => channel.to_string(), "kind" => *kind, "outcome" => result.outcome.as_str())
-                .increment(1);
+            self.event_counters
+                .increment(channel, kind, result.outcome.as_str());
         }
-        metrics::histogram!("lockstep_ingest_seconds").record(started.elapsed().as_secs_f64());
+        self.ingest_seconds.record(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
@@ -364,15 +397,11 @@ impl App {
         let body = read_body(req).await?;
         let events = parse_events(&body, header_key.as_deref(), now_micros())?;
         let results = self.submit_counted("api", events, started).await?;
-        let results: Vec<Value> = results.iter().map(result_json).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "results": results }),
-        ))
+        Ok(results_response(&results))
     }
 
     fn get_sku(&self, sku: &str) -> Result<HttpResponse, ApiError> {
-        check_sku(sku, "sku")?;
+        check_sku(sku, Field::named("sku"))?;
         let head = self.engine.head(sku)?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -413,7 +442,7 @@ impl App {
 
     async fn put_sku(&self, sku: &str, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
         let started = Instant::now();
-        check_sku(sku, "sku")?;
+        check_sku(sku, Field::named("sku"))?;
         let header_key = header_str(&req, "idempotency-key")?.map(str::to_string);
         let body = read_body(req).await?;
         let received_at = now_micros();
@@ -430,7 +459,7 @@ impl App {
             .await?
             .pop()
             .expect("one result per event");
-        Ok(json_response(StatusCode::OK, &result_json(&result)))
+        Ok(body_response(StatusCode::OK, &ResultBody::of(&result)))
     }
 
     async fn get_audit(&self, query: &str) -> Result<HttpResponse, ApiError> {
@@ -440,7 +469,7 @@ impl App {
         for (name, value) in form_pairs(query) {
             match name.as_str() {
                 "sku" if !value.is_empty() => {
-                    check_sku(&value, "sku")?;
+                    check_sku(&value, Field::named("sku"))?;
                     sku = Some(value);
                 }
                 "sku" => {}
@@ -639,21 +668,50 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn result_json(result: &EventResult) -> Value {
-    let mut value = json!({
-        "idempotency_key": result.key,
-        "sku": result.sku,
-        "outcome": result.outcome.as_str(),
-        "oversell": result.oversell,
-        "on_hand": result.on_hand,
-        "committed": result.committed,
-        "available": result.available,
-        "seq": result.seq,
-    });
-    if let Some(first) = result.first_outcome {
-        value["first_outcome"] = Value::String(first.as_str().to_string());
+/// One event's answer, serialized straight from the result (no `Value` tree on the
+/// ingest path). Fields in name order, as a `json!` map gives them.
+#[derive(Serialize)]
+pub struct ResultBody<'a> {
+    available: i64,
+    committed: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_outcome: Option<&'static str>,
+    idempotency_key: &'a str,
+    on_hand: i64,
+    outcome: &'static str,
+    oversell: bool,
+    seq: u64,
+    sku: &'a str,
+}
+
+impl<'a> ResultBody<'a> {
+    pub fn of(result: &'a EventResult) -> ResultBody<'a> {
+        ResultBody {
+            available: result.available,
+            committed: result.committed,
+            first_outcome: result.first_outcome.map(|o| o.as_str()),
+            idempotency_key: &result.key,
+            on_hand: result.on_hand,
+            outcome: result.outcome.as_str(),
+            oversell: result.oversell,
+            seq: result.seq,
+            sku: &result.sku,
+        }
     }
-    value
+}
+
+/// `{"results": [...]}`: the answer of every event-carrying request.
+fn results_response(results: &[EventResult]) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Results<'a> {
+        results: Vec<ResultBody<'a>>,
+    }
+    body_response(
+        StatusCode::OK,
+        &Results {
+            results: results.iter().map(ResultBody::of).collect(),
+        },
+    )
 }
 
 pub fn audit_json(record: &LogRecord) -> Value {
@@ -679,6 +737,11 @@ pub fn audit_json(record: &LogRecord) -> Value {
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    body_response(status, body)
+}
+
+/// A JSON answer of anything serializable.
+fn body_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(
         serde_json::to_vec(body).expect("json serializes"),
     )));
