@@ -3,11 +3,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use anyhow::{anyhow, bail};
 
 use crate::config::Config;
 use crate::core::{CoreConfig, ShardState};
@@ -19,6 +16,7 @@ use crate::engine::{
 };
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
+use crate::propagate::first_sync::SyncBook;
 use crate::store::{DiskStore, ShardStore};
 use crate::tasks::supervise;
 
@@ -54,10 +52,23 @@ pub async fn run(
         let adapters = crate::channels::build(&config, &catalog, &config.server.data_dir)?;
         let links = crate::propagate::links(&config, &adapters);
         let outboxes = crate::propagate::outbox::Outboxes(links.map(|l| l.outbox.clone()));
+        // The channels the settings history names, read before the engine adds this
+        // config's: those were pushing before first syncs were recorded.
+        let seen: std::collections::BTreeSet<String> = History::read(&config.server.data_dir)?
+            .eras
+            .iter()
+            .flat_map(|era| era.channel_names())
+            .collect();
         let engine = Arc::new(Engine::start(
             &EngineConfig::of(&config),
             Arc::new(outboxes),
         )?);
+        // Before any channel task starts: an observing channel's pusher never takes.
+        let (sync, changes) = SyncBook::open(&config, &seen, links.clone())?;
+        for change in &changes {
+            tracing::info!(channel = %change.channel, state = change.state.as_str(), why = %change.why, "first sync");
+        }
+        let sync = Arc::new(sync);
         let names: Vec<String> = links
             .values()
             .map(|l| l.adapter.name().to_string())
@@ -91,7 +102,7 @@ pub async fn run(
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let app = App::new(engine.clone(), config, metrics, links, client.clone());
+        let app = App::new(engine.clone(), config, metrics, links, client.clone(), sync);
         for reconciler in app.reconcilers.values() {
             let (r, e, c) = (reconciler.clone(), engine.clone(), client.clone());
             supervise(format!("reconcile/{}", r.link.adapter.name()), move || {
@@ -178,7 +189,7 @@ fn open_stores(data_dir: &Path, core: &CoreConfig) -> anyhow::Result<Opened> {
 /// `lockstep audit SKU`: asks the running server when there is one, else reads the
 /// data directory directly.
 pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Result<()> {
-    let (records, settings) = match audit_over_http(config, sku, limit)? {
+    let (records, settings, sync) = match audit_over_http(config, sku, limit)? {
         Some(answer) => answer,
         None => {
             let (_lock, router, history, shards) =
@@ -186,14 +197,16 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
             let stores: Vec<_> = shards.into_iter().map(|(store, _)| store).collect();
             let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
             let records = records.iter().map(crate::ingest::api::audit_json).collect();
-            (records, history.changes_json(0))
+            let sync = crate::propagate::first_sync::changes_in(&config.server.data_dir)?;
+            (records, history.changes_json(0), sync)
         }
     };
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "records": records, "settings_changes": settings })
+                &serde_json::json!({ "records": records, "settings_changes": settings,
+                                     "sync_changes": sync })
             )?
         );
         return Ok(());
@@ -227,10 +240,31 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
             what.join("; ")
         );
     };
+    // A channel's first-sync change (an approval) has a time, not a sequence number: it
+    // is printed before the first record applied before it.
+    let mut syncs: Vec<&serde_json::Value> = sync.iter().rev().collect();
+    let print_sync = |change: &serde_json::Value| {
+        let text = |name: &str| change[name].as_str().unwrap_or("").to_string();
+        println!(
+            "{:>10}  {:<32}  channel {}: {} ({}, by {})",
+            "",
+            text("at"),
+            text("channel"),
+            text("state"),
+            text("why"),
+            text("by")
+        );
+    };
     for r in &records {
         let seq = r["seq"].as_u64().unwrap_or(0);
         while changes.first().is_some_and(|era| first_seq(era) > seq) {
             print_change(changes.remove(0));
+        }
+        // As times: the text drops a fraction's trailing zeros, so it does not sort.
+        let time = |v: &serde_json::Value| v.as_str().and_then(crate::clock::parse_rfc3339);
+        let applied = time(&r["applied_at"]);
+        while syncs.first().is_some_and(|c| time(&c["at"]) > applied) {
+            print_sync(syncs.remove(0));
         }
         let text = |name: &str| r[name].as_str().unwrap_or("").to_string();
         println!(
@@ -253,8 +287,13 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
     Ok(())
 }
 
-/// A SKU's audit records, newest first, and the settings changes of the data directory.
-type AuditAnswer = (Vec<serde_json::Value>, Vec<serde_json::Value>);
+/// A SKU's audit records, newest first, the settings changes of the data directory, and
+/// the channels' first-sync changes.
+type AuditAnswer = (
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+);
 
 /// The audit from a running server; `None` when nothing listens at the configured address.
 fn audit_over_http(
@@ -262,42 +301,18 @@ fn audit_over_http(
     sku: &str,
     limit: usize,
 ) -> anyhow::Result<Option<AuditAnswer>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let addr = config.server.listen;
-        let connect =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-                .await;
-        if !matches!(connect, Ok(Ok(_))) {
-            return Ok(None);
-        }
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Empty<Bytes>>();
-        let sku_q: String =
-            percent_encoding::utf8_percent_encode(sku, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
-        let uri = format!("http://{addr}/v1/audit?sku={sku_q}&limit={limit}");
-        let mut request = hyper::Request::get(&uri);
-        if let Some(token) = &config.server.admin_token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client
-            .request(request.body(Empty::new())?)
-            .await
-            .context("audit request")?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).context("audit response is not JSON")?;
-        if !status.is_success() {
-            bail!("server at {addr} answered {status}: {value}");
-        }
-        let list = |name: &str| value[name].as_array().cloned().unwrap_or_default();
-        Ok(Some((list("records"), list("settings_changes"))))
-    })
+    let sku_q: String =
+        percent_encoding::utf8_percent_encode(sku, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let path = format!("/v1/audit?sku={sku_q}&limit={limit}");
+    let Some(value) = crate::remote::call(config, hyper::Method::GET, &path, None)? else {
+        return Ok(None);
+    };
+    let list = |name: &str| value[name].as_array().cloned().unwrap_or_default();
+    Ok(Some((
+        list("records"),
+        list("settings_changes"),
+        list("sync_changes"),
+    )))
 }
 
 /// `lockstep replay`: rebuilds every shard's state from its log alone and compares it
@@ -387,4 +402,129 @@ pub fn check_config(path: &Path) -> Result<String, crate::config::ConfigError> {
         ));
     }
     Ok(summary)
+}
+
+/// `lockstep plan`: for each channel asked for (by default every observing one), what
+/// approving it would write, from the running server (it reads the channel's levels
+/// through the channel's budget).
+pub fn plan(config: &Config, channels: &[String], json: bool) -> anyhow::Result<()> {
+    let listed = crate::remote::call_running(config, hyper::Method::GET, "/v1/channels", None)?;
+    let all: Vec<&serde_json::Value> = listed["channels"]
+        .as_array()
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<String> = if channels.is_empty() {
+        all.iter()
+            .filter(|c| c["sync"] == "observing")
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        for name in channels {
+            if !all.iter().any(|c| c["name"] == name.as_str()) {
+                bail!("no channel named {name:?} is configured");
+            }
+        }
+        channels.to_vec()
+    };
+    if names.is_empty() {
+        println!("no channel is observing: every channel is pushed to (name one with --channel to plan it anyway)");
+        return Ok(());
+    }
+    let mut plans = Vec::new();
+    for name in &names {
+        let path = format!("/v1/channels/{}/plan", encode_segment(name));
+        plans.push(crate::remote::call_running(
+            config,
+            hyper::Method::GET,
+            &path,
+            None,
+        )?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    for answer in &plans {
+        print_plan(answer);
+    }
+    Ok(())
+}
+
+fn print_plan(answer: &serde_json::Value) {
+    let name = answer["name"].as_str().unwrap_or("");
+    let plan = &answer["plan"];
+    let n = |field: &str| plan[field].as_u64().unwrap_or(0);
+    println!(
+        "{name} ({}): {}{}",
+        answer["kind"].as_str().unwrap_or(""),
+        answer["sync"].as_str().unwrap_or(""),
+        answer["since"]
+            .as_str()
+            .map(|s| format!(" since {s}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {} listings checked: {} would change, {} unchanged ({} not listed on the channel)",
+        n("checked"),
+        n("changes"),
+        n("unchanged"),
+        n("unlisted")
+    );
+    let line = |l: &serde_json::Value| {
+        let shown = l["shown"]
+            .as_i64()
+            .map_or("not listed".to_string(), |s| s.to_string());
+        format!(
+            "{} {shown} -> {}",
+            l["sku"].as_str().unwrap_or(""),
+            l["target"]
+        )
+    };
+    let lines = |field: &str| -> Vec<String> {
+        plan[field]
+            .as_array()
+            .map(|ls| ls.iter().map(line).collect())
+            .unwrap_or_default()
+    };
+    for (field, title) in [
+        ("to_zero", "would go to 0 from above 0"),
+        ("largest_decreases", "largest decreases"),
+        ("largest_increases", "largest increases"),
+    ] {
+        let found = lines(field);
+        if found.is_empty() {
+            continue;
+        }
+        println!("  {title} ({}):", found.len());
+        for l in found {
+            println!("    {l}");
+        }
+    }
+    if answer["sync"] == "observing" {
+        println!("  nothing is written to {name} until: lockstep approve {name}");
+    }
+}
+
+/// `lockstep approve CHANNEL`: lets lockstep write to an observing channel.
+pub fn approve(config: &Config, channel: &str, by: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/channels/{}/approve", encode_segment(channel));
+    let answer = crate::remote::call_running(
+        config,
+        hyper::Method::POST,
+        &path,
+        Some(serde_json::json!({ "by": by })),
+    )?;
+    if answer["approved"] == true {
+        println!(
+            "{channel}: approved by {by}; lockstep writes to it from now on ({} SKUs waiting in its outbox)",
+            answer["outbox_skus"]
+        );
+    } else {
+        println!("{channel} was pushing already: nothing changed");
+    }
+    Ok(())
+}
+
+fn encode_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

@@ -176,6 +176,10 @@ pub struct ChannelConfig {
     /// change at once (default `risk`).
     #[serde(default)]
     pub push_order: PushOrder,
+    /// How a channel the data directory has not seen before starts (default `observe`):
+    /// read and planned, written only once approved (`propagate/first_sync.rs`).
+    #[serde(default)]
+    pub first_sync: FirstSync,
     /// Every other key of the block: the kind's own, which its `Settings` in
     /// `channels/<kind>.rs` reads, refusing any it does not know (serde cannot deny
     /// unknown fields beside a flattened table, so the kind does).
@@ -193,6 +197,19 @@ pub enum PushOrder {
     Risk,
     /// The oldest change first, whatever it is: kept to measure `risk` against.
     FirstCome,
+}
+
+/// `first_sync`: whether a new channel waits for approval before lockstep writes to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstSync {
+    /// Observe first: read the channel's levels, take its orders, plan, write nothing
+    /// until `lockstep approve` (a store that is live today is never overwritten unseen).
+    #[default]
+    Observe,
+    /// Push from the start: for automated set-ups, the demo and loadgen. Set on a channel
+    /// that is observing, it approves it at the next start.
+    Push,
 }
 
 fn default_reconcile_interval_s() -> u64 {

@@ -15,10 +15,12 @@
 //!   requests; its own config keys), the registry of kinds (`channels::kind`), the one
 //!   inbound door (`channels::receive`), the native event format, signatures, pacing.
 //! - [`propagate`]: per-channel outboxes (the shards' pushes, their one writer) and
-//!   pushers, reconciliation (its repairs are events), order polls, queues.
+//!   pushers, reconciliation (its repairs are events), order polls, queues, and each
+//!   channel's first sync (observing until approved).
 //! - [`ingest`]: the HTTP edge: verifies, parses and validates requests into events.
-//! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, and the one way a config file is
-//!   read (`cli::load_config`). [`demo`]: the demo.
+//! - [`remote`]: a command's requests to the running server (`audit`, `plan`, `approve`).
+//! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, `plan`, `approve`, and the one
+//!   way a config file is read (`cli::load_config`). [`demo`]: the demo.
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
 
@@ -33,5 +35,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod propagate;
 pub mod refusal;
+pub mod remote;
 pub mod store;
 pub mod tasks;

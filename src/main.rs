@@ -68,6 +68,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What approving an observing channel would write: per channel, the listings that
+    /// would change, the largest decreases and increases, every one that would go to 0
+    /// (asks the running server, which reads the channel).
+    Plan {
+        /// A channel to plan (repeatable); by default every observing channel.
+        #[arg(long)]
+        channel: Vec<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the plans as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let lockstep write to an observing channel (its first sync); recorded in the audit.
+    Approve {
+        channel: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Who approves, for the audit (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Rebuild state from the log alone and compare it with the stored state (server stopped).
     Replay {
         #[arg(long)]
@@ -134,6 +156,27 @@ fn main() -> ExitCode {
                 config.server.data_dir = dir;
             }
             lockstep::cli::audit(&config, &sku, limit.clamp(1, 1000), json)?;
+            Ok(true)
+        }
+        Command::Plan {
+            channel,
+            config,
+            json,
+        } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            lockstep::cli::plan(&config, &channel, json)?;
+            Ok(true)
+        }
+        Command::Approve {
+            channel,
+            config,
+            by,
+        } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".to_string());
+            lockstep::cli::approve(&config, &channel, &by)?;
             Ok(true)
         }
         Command::Replay { data_dir, config } => {

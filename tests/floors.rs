@@ -22,7 +22,8 @@ const FLOORS: &[&str] = &[
     "channels",
     "propagate",
     "ingest",
-    // The commands and the demo.
+    // The commands and the demo; a command's requests to the running server first.
+    "remote",
     "cli",
     "demo",
 ];

@@ -236,65 +236,77 @@ fn erp(_: &[(&str, &str)]) -> Member {
     })
 }
 
+/// The fleet's channels push from the start (`first_sync = "push"`): a run, a test or
+/// the demo has no seller to approve them. A block whose `extra` sets `first_sync`
+/// itself (the first-sync tests) gets that instead.
+fn first_sync(extra: &str) -> &'static str {
+    if extra.contains("first_sync") {
+        ""
+    } else {
+        "first_sync = \"push\"\n"
+    }
+}
+
 /// A `[[channels]]` block of kind `amazon` for a simulated account.
 pub fn amazon_block(name: &str, sim: &AmazonSim, extra: &str) -> String {
     use crate::amazon_sim::{AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY};
     use crate::amazon_sim::{MARKETPLACE_ID, SELLER_ID};
     let ((header, value), (id, secret, refresh)) = (AMAZON_AUTH, AMAZON_LWA);
     format!(
-        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\nsqs_queue_url = \"{}\"\naws_access_key_id = \"{AWS_ACCESS_KEY_ID}\"\naws_secret_access_key = \"{AWS_SECRET_ACCESS_KEY}\"\naws_region = \"{AWS_REGION}\"\n{extra}\n",
+        "\n[[channels]]\nname = \"{name}\"\nkind = \"amazon\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\nseller_id = \"{SELLER_ID}\"\nmarketplace_id = \"{MARKETPLACE_ID}\"\nauth_header = \"{header}: {value}\"\nsqs_queue_url = \"{}\"\naws_access_key_id = \"{AWS_ACCESS_KEY_ID}\"\naws_secret_access_key = \"{AWS_SECRET_ACCESS_KEY}\"\naws_region = \"{AWS_REGION}\"\n{}{extra}\n",
         sim.market.url(),
         sim.token_url(),
-        sim.queue.queue_url()
+        sim.queue.queue_url(),
+        first_sync(extra)
     )
 }
 
 /// A `[[channels]]` block of kind `ebay`.
 pub fn ebay_block(name: &str, url: &str, extra: &str) -> String {
     let (id, secret) = EBAY_CLIENT;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"ebay\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{EBAY_REFRESH}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"ebay\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{EBAY_REFRESH}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `etsy`.
 pub fn etsy_block(name: &str, url: &str, extra: &str) -> String {
     let shop = crate::etsy_sim::SHOP_ID;
     let (keystring, shared) = ETSY_KEY;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{keystring}\"\nshared_secret = \"{shared}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"etsy\"\nbase_url = \"{url}\"\nwebhook_secret = \"{ETSY_SECRET}\"\nclient_id = \"{keystring}\"\nshared_secret = \"{shared}\"\nrefresh_token = \"{ETSY_REFRESH}\"\nshop_id = \"{shop}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `bigcommerce`.
 pub fn bigcommerce_block(name: &str, url: &str, extra: &str) -> String {
     let hash = crate::bigcommerce_sim::STORE_HASH;
     let (header, value) = BC_HEADER;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"bigcommerce\"\nbase_url = \"{url}\"\nstore_hash = \"{hash}\"\naccess_token = \"{BC_TOKEN}\"\nwebhook_secret = \"{BC_SECRET}\"\nauth_header = \"{header}: {value}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"bigcommerce\"\nbase_url = \"{url}\"\nstore_hash = \"{hash}\"\naccess_token = \"{BC_TOKEN}\"\nwebhook_secret = \"{BC_SECRET}\"\nauth_header = \"{header}: {value}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `walmart` (`auth`: the webhook auth lines).
 pub fn walmart_block(name: &str, url: &str, auth: &str, extra: &str) -> String {
     let (id, secret) = WALMART_CLIENT;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"walmart\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n{auth}\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"walmart\"\nbase_url = \"{url}\"\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n{auth}\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `tiktok`.
 pub fn tiktok_block(name: &str, url: &str, extra: &str) -> String {
     let cipher = crate::tiktok_sim::SHOP_CIPHER;
     let (key, secret) = TIKTOK_APP;
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\ntoken_url = \"{url}/api/v2/token/refresh\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\nrefresh_token = \"{TIKTOK_REFRESH}\"\nshop_cipher = \"{cipher}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"tiktok\"\nbase_url = \"{url}\"\ntoken_url = \"{url}/api/v2/token/refresh\"\napp_key = \"{key}\"\napp_secret = \"{secret}\"\nrefresh_token = \"{TIKTOK_REFRESH}\"\nshop_cipher = \"{cipher}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `shopify`.
 pub fn shopify_block(name: &str, url: &str, secret: &str, version: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"shopify\"\nbase_url = \"{url}\"\napi_version = \"{version}\"\nwebhook_secret = \"{secret}\"\naccess_token = \"{SHOPIFY_TOKEN}\"\nlocation_id = \"gid://shopify/Location/1\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"shopify\"\nbase_url = \"{url}\"\napi_version = \"{version}\"\nwebhook_secret = \"{secret}\"\naccess_token = \"{SHOPIFY_TOKEN}\"\nlocation_id = \"gid://shopify/Location/1\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `woocommerce`.
 pub fn woo_block(name: &str, url: &str, secret: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"woocommerce\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\nconsumer_key = \"{WOO_KEY}\"\nconsumer_secret = \"{WOO_SECRET}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"woocommerce\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\nconsumer_key = \"{WOO_KEY}\"\nconsumer_secret = \"{WOO_SECRET}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// A `[[channels]]` block of kind `webhook`.
 pub fn webhook_block(name: &str, url: &str, secret: &str, extra: &str) -> String {
-    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{extra}\n")
+    format!("\n[[channels]]\nname = \"{name}\"\nkind = \"webhook\"\nbase_url = \"{url}\"\nwebhook_secret = \"{secret}\"\n{}{extra}\n", first_sync(extra))
 }
 
 /// One simulator of every kind over the same SKUs.

@@ -110,7 +110,7 @@ pub fn engine_config(channels: usize, sim_port: u16) -> String {
     let mut config = String::new();
     for i in 0..channels {
         config += &format!(
-            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"http://127.0.0.1:{}/stock\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
+            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"http://127.0.0.1:{}/stock\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\nfirst_sync = \"push\"\n",
             sim_port + i as u16
         );
     }
@@ -124,7 +124,7 @@ pub(crate) fn spawn(plan: &Plan, sims: &[WebhookSim]) -> anyhow::Result<Engine> 
     for (i, sim) in sims.iter().enumerate() {
         // No rate limit to speak of: the `latency` scenario measures lockstep, not pacing.
         channels += &format!(
-            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\n",
+            "\n[[channels]]\nname = \"ch{i}\"\nkind = \"webhook\"\nbase_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\nrate_limit = {{ requests_per_second = 100000.0, burst = 1000 }}\nfirst_sync = \"push\"\n",
             sim.url()
         );
     }

@@ -102,6 +102,11 @@ impl Era {
         self.settings.core()
     }
 
+    /// The channels these settings name.
+    pub fn channel_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.settings.channels.iter().map(|r| r.name.clone())
+    }
+
     /// What changed from `before`, in words, for the audit and the start-up log.
     pub fn changes_from(&self, before: Option<&Era>) -> Vec<String> {
         let Some(before) = before else {

@@ -28,6 +28,7 @@ use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
+use crate::propagate::first_sync::SyncBook;
 use crate::propagate::reconcile::Reconciler;
 use crate::propagate::ChannelLink;
 
@@ -50,6 +51,8 @@ pub struct App {
     pub reconcilers: ByChannel<Arc<Reconciler>>,
     /// The client pushes and reads go out with.
     pub client: reqwest::Client,
+    /// Which channels lockstep writes to yet (`propagate/first_sync.rs`).
+    pub sync: Arc<SyncBook>,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
     /// Connections each listener takes at once (`server::connections_max`).
@@ -104,6 +107,7 @@ impl App {
         metrics: PrometheusHandle,
         links: ByChannel<Arc<ChannelLink>>,
         client: reqwest::Client,
+        sync: Arc<SyncBook>,
     ) -> Arc<App> {
         // The descriptors: raised to the hard limit, and shared between the storage and
         // the connections.
@@ -131,6 +135,7 @@ impl App {
         Arc::new(App {
             reconcilers,
             client,
+            sync,
             engine_rules,
             engine,
             config,
@@ -187,6 +192,14 @@ impl App {
             (Method::GET, ["propagation"]) => Ok(self.get_propagation()),
             (Method::POST, ["reconcile"]) => {
                 self.post_reconcile(req.uri().query().unwrap_or("")).await
+            }
+            (Method::GET, ["channels"]) => Ok(self.get_channels()),
+            (Method::GET, ["channels", name, "plan"]) => {
+                self.get_plan(&decode_segment(name, "channel")?).await
+            }
+            (Method::POST, ["channels", name, "approve"]) => {
+                let name = decode_segment(name, "channel")?;
+                self.post_approve(&name, req).await
             }
             (method, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -364,6 +377,9 @@ impl App {
             )
         })?;
         let reconciler = &self.reconcilers[id];
+        if !reconciler.link.pushing() {
+            return Err(crate::ingest::sync_api::observing(&name));
+        }
         let report = reconciler
             .pass(&self.engine, &self.client)
             .await
@@ -520,7 +536,8 @@ impl App {
         let settings = self.engine.settings_history().changes_json(since);
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "records": records, "settings_changes": settings }),
+            &json!({ "records": records, "settings_changes": settings,
+                     "sync_changes": self.sync.changes_json() }),
         ))
     }
 
@@ -565,7 +582,7 @@ fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Result<Option<&'a s
 /// larger one is read to its end and dropped first, so that the client, still writing,
 /// gets to read the 413 instead of a reset connection; past `BODY_DRAIN_BYTES_MAX` the
 /// connection is simply closed.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -638,7 +655,7 @@ async fn read_body_frames(
     Ok(Bytes::from(kept))
 }
 
-fn decode_segment(segment: &str, field: &str) -> Result<String, ApiError> {
+pub(crate) fn decode_segment(segment: &str, field: &str) -> Result<String, ApiError> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())

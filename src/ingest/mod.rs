@@ -7,6 +7,7 @@
 pub mod api;
 pub mod error;
 pub mod server;
+pub mod sync_api;
 
 /// Largest request body accepted; larger ones get 413. Channels' own webhooks stay far
 /// below it (Shopify caps a webhook at a few hundred KiB).

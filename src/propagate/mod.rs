@@ -16,6 +16,7 @@
 //! channel shows (and whether it needs another push).
 
 pub mod bulk;
+pub mod first_sync;
 pub mod outbox;
 pub mod poll;
 pub mod queue;
@@ -95,6 +96,9 @@ pub struct ChannelLink {
     pub bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     /// SKUs to read again once late webhooks have had time to arrive, with when.
     checks: Mutex<Vec<(tokio::time::Instant, String)>>,
+    /// Whether lockstep writes to the channel yet (`first_sync.rs`): the pusher and the
+    /// reconciler wait while it is observing.
+    pub sync: tokio::sync::watch::Sender<first_sync::SyncState>,
 }
 
 /// How long an item whose compare went stale twice in a row waits before its next try.
@@ -108,6 +112,11 @@ pub const CHECK_AFTER_STALE: Duration =
     Duration::from_micros(crate::core::UNEXPLAINED_WINDOW_US as u64 + 1_000_000);
 
 impl ChannelLink {
+    /// Whether lockstep writes to the channel (it is not observing).
+    pub fn pushing(&self) -> bool {
+        *self.sync.borrow() == first_sync::SyncState::Pushing
+    }
+
     /// A caller that spends this channel's budget.
     pub fn caller(&self, client: reqwest::Client) -> Caller {
         Caller::paced(client, self.bucket.clone())
@@ -159,6 +168,9 @@ pub fn links(
             ),
             timing: Arc::new(Timing::new(&config.name)),
             checks: Mutex::new(Vec::new()),
+            // Pushing until the sync book says otherwise: it is opened before any channel
+            // task starts.
+            sync: tokio::sync::watch::Sender::new(first_sync::SyncState::Pushing),
             adapter,
         })
     })
@@ -191,7 +203,17 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         .bulk()
         .map_or(0, |b| b.max_items())
         .max(link.adapter.batch_max());
+    let mut sync = link.sync.subscribe();
     loop {
+        // An observing channel is written nothing: its changes wait in the outbox until
+        // it is approved, and then go out as any backlog does.
+        if sync
+            .wait_for(|s| *s == first_sync::SyncState::Pushing)
+            .await
+            .is_err()
+        {
+            return;
+        }
         // The token first, then the batch: whatever changed while the pusher waited for
         // its channel's budget goes in this call, so propagation under a rate limit is
         // bounded by about one token interval, not a queue of calls each carrying what

@@ -63,6 +63,86 @@ impl Report {
     }
 }
 
+/// What approving a channel would write (`Reconciler::plan`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// SKUs the channel carries that lockstep holds stock for.
+    pub checked: usize,
+    /// Of those, the ones whose listing would be written.
+    pub changes: usize,
+    /// Listings the channel does not have (read as not listed): written as any other.
+    pub unlisted: usize,
+    /// The largest decreases and increases, largest first (`PLAN_LARGEST` each).
+    pub decreases: Vec<PlanLine>,
+    pub increases: Vec<PlanLine>,
+    /// Every listing showing more than 0 that would go to 0, in SKU order.
+    pub to_zero: Vec<PlanLine>,
+}
+
+/// One listing's change in a plan: what the channel shows (`None`: not listed) and
+/// what lockstep would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    pub sku: String,
+    pub shown: Option<i64>,
+    pub target: i64,
+}
+
+/// Decreases and increases a plan lists, each.
+pub const PLAN_LARGEST: usize = 10;
+
+impl Plan {
+    fn add(&mut self, sku: &str, shown: Option<i64>, target: i64) {
+        self.checked += 1;
+        if shown == Some(target) {
+            return;
+        }
+        self.changes += 1;
+        let line = PlanLine {
+            sku: sku.to_string(),
+            shown,
+            target,
+        };
+        let Some(level) = shown else {
+            self.unlisted += 1;
+            return;
+        };
+        if level > 0 && target == 0 {
+            self.to_zero.push(line.clone());
+        }
+        // Kept sorted by size, largest first, at most PLAN_LARGEST.
+        let (list, size) = if target < level {
+            (&mut self.decreases, level - target)
+        } else {
+            (&mut self.increases, target - level)
+        };
+        let at = list
+            .partition_point(|l| l.shown.unwrap_or(0).abs_diff(l.target) >= size.unsigned_abs());
+        if at < PLAN_LARGEST {
+            list.insert(at, line);
+            list.truncate(PLAN_LARGEST);
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let lines = |lines: &[PlanLine]| -> Vec<Value> {
+            lines
+                .iter()
+                .map(|l| json!({"sku": l.sku, "shown": l.shown, "target": l.target}))
+                .collect()
+        };
+        json!({
+            "checked": self.checked,
+            "changes": self.changes,
+            "unchanged": self.checked - self.changes,
+            "unlisted": self.unlisted,
+            "largest_decreases": lines(&self.decreases),
+            "largest_increases": lines(&self.increases),
+            "to_zero": lines(&self.to_zero),
+        })
+    }
+}
+
 impl Reconciler {
     pub fn new(
         link: Arc<ChannelLink>,
@@ -87,6 +167,12 @@ impl Reconciler {
             tokio::time::sleep(CHECK_TICK).await;
             if engine.is_stopped() {
                 return;
+            }
+            // An observing channel is only read when a plan asks: its repairs would be
+            // pushes, and nothing is written to it before it is approved.
+            if !self.link.pushing() {
+                next_pass = Instant::now() + self.interval;
+                continue;
             }
             let due = self.link.take_due_checks();
             if !due.is_empty() {
@@ -139,6 +225,62 @@ impl Reconciler {
         self.compare(engine, client, heads, Duration::ZERO).await
     }
 
+    /// What the channel shows for these SKUs (`None`: not listed), read through its
+    /// budget with a pause between reads, so that pushes keep at least half of it.
+    async fn read_chunk(
+        &self,
+        client: &reqwest::Client,
+        chunk: &[(String, HeadRecord)],
+    ) -> Result<HashMap<String, Option<i64>>, String> {
+        let pause =
+            Duration::from_secs_f64(1.0 / self.link.rate_limit.requests_per_second.max(0.01));
+        let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
+        let mut levels: HashMap<String, Option<i64>> = HashMap::new();
+        let caller = self.link.caller(client.clone());
+        for group in self.link.adapter.read_groups(&names) {
+            let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
+            levels.extend(self.link.adapter.read(&caller, &skus).await?);
+            tokio::time::sleep(pause).await;
+        }
+        Ok(levels)
+    }
+
+    /// What the channel should show for a SKU now.
+    fn target(&self, head: &HeadRecord) -> i64 {
+        let view = head
+            .channels
+            .iter()
+            .find(|m| m.channel == self.rule.name)
+            .map(|m| &m.view);
+        self.rule
+            .push_target_stored(head.on_hand - head.committed, view, now_micros())
+    }
+
+    /// What approving the channel would write: every SKU it carries read as a pass reads
+    /// it, compared with its target, and nothing recorded or pushed.
+    pub async fn plan(&self, engine: &Engine, client: &reqwest::Client) -> Result<Plan, String> {
+        let mut plan = Plan::default();
+        let mut after: Option<String> = None;
+        loop {
+            let mut heads = engine
+                .heads_after(after.as_deref(), PASS_PAGE)
+                .map_err(|e| e.to_string())?;
+            let Some((last, _)) = heads.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            heads.retain(|(sku, _)| self.link.adapter.carries(sku));
+            for chunk in heads.chunks(self.link.adapter.batch_max()) {
+                let levels = self.read_chunk(client, chunk).await?;
+                for (sku, head) in chunk {
+                    let shown = levels.get(sku).copied().flatten();
+                    plan.add(sku, shown, self.target(head));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
     /// Reads what the channel shows for these SKUs and repairs what differs; a shortfall
     /// is raised once it has lasted `grace`.
     async fn compare(
@@ -152,30 +294,12 @@ impl Reconciler {
         let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let mut report = Report::default();
-        let pause =
-            Duration::from_secs_f64(1.0 / self.link.rate_limit.requests_per_second.max(0.01));
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
-            let mut levels: HashMap<String, Option<i64>> = HashMap::new();
-            // Reads spend the channel's budget too, and pause between them so that pushes
-            // keep at least half of it.
-            let caller = self.link.caller(client.clone());
-            for group in self.link.adapter.read_groups(&names) {
-                let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
-                levels.extend(self.link.adapter.read(&caller, &skus).await?);
-                tokio::time::sleep(pause).await;
-            }
+            let levels = self.read_chunk(client, chunk).await?;
             let mut drifts = Vec::new();
             for (sku, head) in chunk {
                 report.checked += 1;
-                let view = head
-                    .channels
-                    .iter()
-                    .find(|m| m.channel == self.rule.name)
-                    .map(|m| &m.view);
-                let target =
-                    self.rule
-                        .push_target_stored(head.on_hand - head.committed, view, now_micros());
+                let target = self.target(head);
                 let shown = levels.get(sku).copied().flatten();
                 let now = Instant::now();
                 let repair = match shown {
