@@ -18,8 +18,9 @@
 //!   pushers, reconciliation (its repairs are events), order polls, queues, and each
 //!   channel's first sync (observing until approved).
 //! - [`ingest`]: the HTTP edge: verifies, parses and validates requests into events.
-//! - [`remote`]: a command's requests to the running server (`audit`, `plan`, `approve`).
-//! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, `plan`, `approve`, and the one
+//! - [`remote`]: a command's requests to the running server. [`onboarding`]: `plan`,
+//!   `approve` and `stock import`, which make them.
+//! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, and the one
 //!   way a config file is read (`cli::load_config`). [`demo`]: the demo.
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
@@ -33,6 +34,7 @@ pub mod demo;
 pub mod engine;
 pub mod ingest;
 pub mod metrics;
+pub mod onboarding;
 pub mod propagate;
 pub mod refusal;
 pub mod remote;

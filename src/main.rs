@@ -90,10 +90,32 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Initial stock: `stock import FILE.csv` (columns sku,on_hand) or `stock import
+    /// --from CHANNEL` (that channel's current levels), through the running server.
+    Stock {
+        #[command(subcommand)]
+        command: StockCommand,
+    },
     /// Rebuild state from the log alone and compare it with the stored state (server stopped).
     Replay {
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StockCommand {
+    /// Take counts as events, with idempotency keys: importing the same again changes
+    /// nothing.
+    Import {
+        /// A CSV with the header sku,on_hand: one count per SKU.
+        #[arg(required_unless_present = "from", conflicts_with = "from")]
+        file: Option<PathBuf>,
+        /// Take this channel's current levels as counts of what is available.
+        #[arg(long)]
+        from: Option<String>,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -164,7 +186,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
-            lockstep::cli::plan(&config, &channel, json)?;
+            lockstep::onboarding::plan(&config, &channel, json)?;
             Ok(true)
         }
         Command::Approve {
@@ -176,7 +198,18 @@ fn main() -> ExitCode {
             let by = by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "cli".to_string());
-            lockstep::cli::approve(&config, &channel, &by)?;
+            lockstep::onboarding::approve(&config, &channel, &by)?;
+            Ok(true)
+        }
+        Command::Stock {
+            command: StockCommand::Import { file, from, config },
+        } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            match (file, from) {
+                (Some(file), _) => lockstep::onboarding::import_file(&config, &file)?,
+                (None, Some(channel)) => lockstep::onboarding::import_from(&config, &channel)?,
+                (None, None) => unreachable!("clap requires one"),
+            }
             Ok(true)
         }
         Command::Replay { data_dir, config } => {

@@ -24,6 +24,7 @@ const FLOORS: &[&str] = &[
     "ingest",
     // The commands and the demo; a command's requests to the running server first.
     "remote",
+    "onboarding",
     "cli",
     "demo",
 ];

@@ -201,6 +201,10 @@ impl App {
                 let name = decode_segment(name, "channel")?;
                 self.post_approve(&name, req).await
             }
+            (Method::POST, ["channels", name, "import-levels"]) => {
+                self.post_import_levels(&decode_segment(name, "channel")?)
+                    .await
+            }
             (method, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -1,6 +1,7 @@
-//! The first-sync endpoints (`propagate/first_sync.rs`): `GET /v1/channels` (each
-//! channel's state), `GET /v1/channels/{name}/plan` (what approving it would write) and
-//! `POST /v1/channels/{name}/approve`.
+//! The onboarding endpoints: `GET /v1/channels` (each channel's first-sync state,
+//! `propagate/first_sync.rs`), `GET /v1/channels/{name}/plan` (what approving it would
+//! write), `POST /v1/channels/{name}/approve`, and `POST /v1/channels/{name}/import-levels`
+//! (the channel's levels taken as counts, `propagate/level_import.rs`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use crate::ingest::api::{json_response, read_body, App, HttpResponse};
 use crate::ingest::error::ApiError;
 use crate::propagate::first_sync::Approved;
+use crate::propagate::level_import;
 use crate::propagate::reconcile::Reconciler;
 
 /// Longest `by` an approval records.
@@ -115,6 +117,52 @@ impl App {
         let mut answer = self.channel_json(reconciler);
         answer["approved"] = json!(approved == Approved::Now);
         Ok(json_response(StatusCode::OK, &answer))
+    }
+}
+
+impl App {
+    /// Reads the channel's level of every SKU the catalog maps to it and takes each as
+    /// a count of what is available.
+    pub(crate) async fn post_import_levels(&self, name: &str) -> Result<HttpResponse, ApiError> {
+        let reconciler = self.reconciler(name)?;
+        let rows = self.config.catalog_rows().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "catalog_unreadable",
+                e.to_string(),
+            )
+        })?;
+        let mut skus: Vec<String> = rows
+            .into_iter()
+            .filter(|r| r.channel == name)
+            .map(|r| r.sku)
+            .collect();
+        skus.sort();
+        skus.dedup();
+        if skus.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_catalog_rows",
+                format!(
+                    "the catalog maps no SKU to channel {name:?}, so there are no listings to \
+                     read: add its rows (lockstep catalog discover) first"
+                ),
+            ));
+        }
+        let report =
+            level_import::import_levels(&reconciler.link, &self.engine, &self.client, &skus)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "channel_unreachable",
+                        format!("reading channel {name:?} failed: {e}"),
+                    )
+                })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "channel": name, "report": report.json() }),
+        ))
     }
 }
 

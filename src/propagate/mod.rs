@@ -17,6 +17,7 @@
 
 pub mod bulk;
 pub mod first_sync;
+pub mod level_import;
 pub mod outbox;
 pub mod poll;
 pub mod queue;
@@ -115,6 +116,12 @@ impl ChannelLink {
     /// Whether lockstep writes to the channel (it is not observing).
     pub fn pushing(&self) -> bool {
         *self.sync.borrow() == first_sync::SyncState::Pushing
+    }
+
+    /// The pause after each read of a reader beside the pusher (reconciliation, a plan,
+    /// an import): one token interval, so that pushes keep at least half the budget.
+    pub fn read_pause(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate_limit.requests_per_second.max(0.01))
     }
 
     /// A caller that spends this channel's budget.
@@ -309,7 +316,7 @@ async fn push_compared(
     let name = link.adapter.name().to_string();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
     let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
-    let shown = match read_levels(link, &pacer.caller, &skus).await {
+    let shown = match read_levels(link, &pacer.caller, &skus, Duration::ZERO).await {
         Ok(shown) => shown,
         Err(reason) => {
             let failed = PushReply::Failed {
@@ -512,17 +519,22 @@ async fn acknowledge(
     mask
 }
 
-/// Reads what the channel shows for `skus`, one read per read group.
+/// Reads what the channel shows for `skus` (`None`: not listed), one read per read
+/// group, with `pause` after each (a reader that leaves pushes part of the budget).
 pub async fn read_levels(
     link: &ChannelLink,
     caller: &Caller,
     skus: &[String],
+    pause: Duration,
 ) -> Result<HashMap<String, Option<i64>>, String> {
     let names: Vec<&str> = skus.iter().map(String::as_str).collect();
     let mut levels = HashMap::new();
     for group in link.adapter.read_groups(&names) {
         let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
         levels.extend(link.adapter.read(caller, &group).await?);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     Ok(levels)
 }

@@ -232,17 +232,9 @@ impl Reconciler {
         client: &reqwest::Client,
         chunk: &[(String, HeadRecord)],
     ) -> Result<HashMap<String, Option<i64>>, String> {
-        let pause =
-            Duration::from_secs_f64(1.0 / self.link.rate_limit.requests_per_second.max(0.01));
-        let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
-        let mut levels: HashMap<String, Option<i64>> = HashMap::new();
+        let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
         let caller = self.link.caller(client.clone());
-        for group in self.link.adapter.read_groups(&names) {
-            let skus: Vec<String> = group.iter().map(|i| names[*i].to_string()).collect();
-            levels.extend(self.link.adapter.read(&caller, &skus).await?);
-            tokio::time::sleep(pause).await;
-        }
-        Ok(levels)
+        super::read_levels(&self.link, &caller, &skus, self.link.read_pause()).await
     }
 
     /// What the channel should show for a SKU now.

@@ -1,8 +1,10 @@
-//! A channel's first sync, against the simulated WooCommerce site and the real binary:
-//! a channel new to the data directory observes (its levels are read for a plan,
+//! A seller's first day, against the simulated WooCommerce site and the real binary.
+//! A channel new to the data directory observes (its levels are read for a plan,
 //! nothing is written), `lockstep plan` says what approving it would write, `lockstep
 //! approve` starts the pushes and the store converges, the audit names who approved,
-//! and each state survives a restart. `first_sync = "push"` skips observing.
+//! and each state survives a restart; `first_sync = "push"` skips observing. Initial
+//! stock comes from a CSV of counts or from the store's own levels, and importing the
+//! same again changes nothing.
 
 mod common;
 
@@ -79,6 +81,18 @@ fn command(rig: &Rig, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Runs a `lockstep` command expected to fail; its stderr.
+fn command_fails(rig: &Rig, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&rig.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "lockstep {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 fn channel_state(server: &Server) -> Value {
@@ -209,4 +223,49 @@ fn observing_survives_a_restart_and_first_sync_push_approves() {
         "{state}"
     );
     drop(rig.dir);
+}
+
+#[test]
+fn stock_comes_from_a_file_or_from_the_store_and_a_second_import_changes_nothing() {
+    let rig = rig("# first_sync: its default");
+    // A file with a bad row changes nothing, and says which row.
+    let file = rig.dir.path().join("counts.csv");
+    std::fs::write(&file, "sku,on_hand\nW0,4\nW1,lots\n").unwrap();
+    let error = command_fails(&rig, &["stock", "import", file.to_str().unwrap()]);
+    assert!(error.contains("line 3: on_hand \"lots\""), "{error}");
+    std::fs::write(&file, "sku,on_hand\nW0,4\nW1,2\nW0,1\n").unwrap();
+    let error = command_fails(&rig, &["stock", "import", file.to_str().unwrap()]);
+    assert!(error.contains("counted twice (first on line 2)"), "{error}");
+    assert_eq!(rig.server.stock("W0"), None);
+
+    std::fs::write(&file, "sku,on_hand\nW0,4\nW1,2\n").unwrap();
+    let first = command(&rig, &["stock", "import", file.to_str().unwrap()]);
+    assert!(first.contains("2 counts: 2 taken, 0 already"), "{first}");
+    // An order in between: the second import of the same file must not undo it.
+    count_order(&rig.server, "W0");
+    let second = command(&rig, &["stock", "import", file.to_str().unwrap()]);
+    assert!(second.contains("2 counts: 0 taken, 2 already"), "{second}");
+    assert_eq!(rig.server.stock("W0"), Some((4, 1, 3)));
+    assert_eq!(rig.server.stock("W1"), Some((2, 0, 2)));
+
+    // The store is the truth: its levels (12, 5, 7, 3) become what is available.
+    let taken = command(&rig, &["stock", "import", "--from", "woo"]);
+    assert!(taken.contains("4 listings read: 4 counts taken"), "{taken}");
+    let again = command(&rig, &["stock", "import", "--from", "woo"]);
+    assert!(again.contains("0 counts taken, 4 already"), "{again}");
+    for (sku, level) in [("W0", 12), ("W1", 5), ("W2", 7), ("W3", 3)] {
+        assert_eq!(rig.server.stock(sku).unwrap().2, level, "{sku}");
+    }
+    // So approving it would write nothing, and reading wrote nothing.
+    let (_, plan) = rig.server.get("/v1/channels/woo/plan");
+    assert_eq!(plan["plan"]["changes"], 0, "{plan}");
+    assert!(rig.woo.calls().is_empty(), "{:?}", rig.woo.calls());
+}
+
+/// One unit of `sku` ordered through the API.
+fn count_order(server: &Server, sku: &str) {
+    let (status, body) = server.post_events(&json!({"events": [{
+        "sku": sku, "kind": "order_placed", "qty": 1, "order_id": "o-1"
+    }]}));
+    assert_eq!(status, 200, "{body}");
 }

@@ -1,0 +1,107 @@
+//! A channel's current levels taken as counts (`lockstep stock import --from CHANNEL`,
+//! `POST /v1/channels/{name}/import-levels`): for a seller whose store is the truth today.
+//!
+//! Every SKU the catalog maps to the channel is read through the channel's budget (the
+//! reads pause as reconciliation's do, so an approved channel's pushes keep half of
+//! it), and each listed level becomes a count of what is available
+//! (`counted_available`: on_hand := level + committed, as `PUT /v1/skus/{sku}` with
+//! `{"available": n}` does), through the engine like every event. Its key is
+//! `stock-import/{channel}/{sku}/{level}`, so importing the same levels again is answered
+//! as duplicates and changes nothing; a level that changed since is a new count.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{read_levels, ChannelLink};
+use crate::clock::now_micros;
+use crate::core::event::{Event, EventKind, Outcome};
+use crate::engine::Engine;
+
+/// SKUs read and submitted at a time: memory for one page of the catalog.
+const IMPORT_PAGE: usize = 1_000;
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Catalog SKUs of the channel.
+    pub read: usize,
+    /// Counts taken (new).
+    pub counted: usize,
+    /// Counts already taken by an earlier import of the same levels.
+    pub duplicates: usize,
+    /// SKUs the channel does not list: left as they are.
+    pub unlisted: Vec<String>,
+}
+
+impl ImportReport {
+    pub fn json(&self) -> Value {
+        json!({
+            "read": self.read,
+            "counted": self.counted,
+            "duplicates": self.duplicates,
+            "unlisted": self.unlisted,
+        })
+    }
+}
+
+/// Reads `skus` (the catalog's for this channel) and submits their levels as counts.
+pub async fn import_levels(
+    link: &ChannelLink,
+    engine: &Engine,
+    client: &reqwest::Client,
+    skus: &[String],
+) -> Result<ImportReport, String> {
+    let mut report = ImportReport::default();
+    let caller = link.caller(client.clone());
+    let channel = link.adapter.name();
+    for page in skus.chunks(IMPORT_PAGE) {
+        let levels = read_levels(link, &caller, page, link.read_pause()).await?;
+        let now = now_micros();
+        let mut events = Vec::new();
+        for sku in page {
+            report.read += 1;
+            match levels.get(sku).copied().flatten() {
+                Some(level) if level >= 0 => events.push(Event {
+                    sku: sku.clone(),
+                    kind: EventKind::CountedAvailable,
+                    qty: level,
+                    source: "import".to_string(),
+                    source_ts: now,
+                    received_at: now,
+                    key: format!("stock-import/{channel}/{sku}/{level}"),
+                    line: None,
+                }),
+                _ => report.unlisted.push(sku.clone()),
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let results = submit_waiting(engine, events).await?;
+        for result in results {
+            match result.outcome {
+                Outcome::Duplicate => report.duplicates += 1,
+                _ => report.counted += 1,
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Submits, waiting out a busy engine (an import is not in a hurry).
+async fn submit_waiting(
+    engine: &Engine,
+    events: Vec<Event>,
+) -> Result<Vec<crate::core::event::EventResult>, String> {
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match engine.submit(events.clone()).await {
+            Err(crate::engine::EngineError::Busy { .. }) if wait < Duration::from_secs(5) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+}
