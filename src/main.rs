@@ -90,6 +90,12 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// The catalog: `catalog discover` lists each channel's listings through its API and
+    /// links them to SKUs by the channel's SKU field, merged into the catalog CSV.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Initial stock: `stock import FILE.csv` (columns sku,on_hand) or `stock import
     /// --from CHANNEL` (that channel's current levels), through the running server.
     Stock {
@@ -100,6 +106,23 @@ enum Command {
     Replay {
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Paged at each channel's pace, resumable (run it again after a stop); reports
+    /// listings without a SKU and SKUs on two listings instead of linking them. An
+    /// existing catalog is merged, its rows winning. Runs without the server.
+    Discover {
+        /// A channel to discover (repeatable); by default every configured channel.
+        #[arg(long)]
+        channel: Vec<String>,
+        /// The catalog to write (default: the config's [catalog] path, else catalog.csv).
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -201,13 +224,31 @@ fn main() -> ExitCode {
             lockstep::onboarding::approve(&config, &channel, &by)?;
             Ok(true)
         }
+        Command::Catalog {
+            command:
+                CatalogCommand::Discover {
+                    channel,
+                    out,
+                    config,
+                },
+        } => {
+            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            let options = lockstep::onboarding::discover::Options {
+                channels: channel,
+                out,
+            };
+            lockstep::onboarding::discover::discover(&config, &options)?;
+            Ok(true)
+        }
         Command::Stock {
             command: StockCommand::Import { file, from, config },
         } => {
             let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
             match (file, from) {
-                (Some(file), _) => lockstep::onboarding::import_file(&config, &file)?,
-                (None, Some(channel)) => lockstep::onboarding::import_from(&config, &channel)?,
+                (Some(file), _) => lockstep::onboarding::stock::import_file(&config, &file)?,
+                (None, Some(channel)) => {
+                    lockstep::onboarding::stock::import_from(&config, &channel)?
+                }
                 (None, None) => unreachable!("clap requires one"),
             }
             Ok(true)

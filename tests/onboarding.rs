@@ -269,3 +269,191 @@ fn count_order(server: &Server, sku: &str) {
     }]}));
     assert_eq!(status, 200, "{body}");
 }
+
+/// A Shopify store of `n` listings (`S0000`.. on inventory items 1000..) and three
+/// variants beside them: one without a SKU, one carrying `S0007` again, one untracked.
+fn shopify_store(n: usize) -> loadgen::shopify_sim::ShopifySim {
+    let names: Vec<String> = (0..n).map(|i| format!("S{i:04}")).collect();
+    let items: Vec<(&str, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), 1000 + i as u64))
+        .collect();
+    let shop = loadgen::shopify_sim::ShopifySim::start("shop-secret", SHOPIFY_TOKEN, &items);
+    shop.add_variant(9000, None, true);
+    shop.add_variant(9001, Some("S0007"), true);
+    shop.add_variant(9002, Some("UNTRACKED-1"), false);
+    shop
+}
+
+/// Runs `lockstep catalog discover` on `config`; (success, stdout, stderr).
+fn discover(config: &std::path::Path, extra_args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["catalog", "discover", "--config"])
+        .arg(config)
+        .args(extra_args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn discovery_links_listings_by_sku_reports_the_rest_and_merges_into_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Shopify: 600 listings, three pages of 250 (on a plan that restores 500 points a
+    // second: the third page waits one second, not five).
+    let shop = shopify_store(600);
+    shop.set_plan(1_000.0, 500.0);
+    // WooCommerce: 150 simple products (two pages of 100) and a variable product of
+    // two variations, and beside them a product without a SKU, one carrying P0003
+    // again, and a variation whose stock is its parent's.
+    let names: Vec<String> = (0..150).map(|i| format!("P{i:04}")).collect();
+    let mut products: Vec<(&str, u64, Option<u64>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), 2000 + i as u64, None))
+        .collect();
+    products.push(("V0", 3000, Some(1999)));
+    products.push(("V1", 3001, Some(1999)));
+    let woo = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &products);
+    woo.add_product(2500, None, "", json!(true));
+    woo.add_product(2501, None, "P0003", json!(true));
+    woo.add_product(3002, Some(1999), "V-SHARED", json!("parent"));
+    // The seller's catalog so far: S0001 mapped by hand to another item (it wins), and
+    // a row for a SKU no channel lists.
+    let catalog_path = dir.path().join("catalog.csv");
+    std::fs::write(
+        &catalog_path,
+        "sku,channel,item_id,location_id\nS0001,shop,999999,\nMANUAL-ONLY,woo,42,\n",
+    )
+    .unwrap();
+    let extra = shopify_channel("shop", &shop.url(), "shop-secret", "2026-04", "")
+        + &woo_channel("woo", &woo.url(), SECRET, "")
+        + &format!(
+            "\n[catalog]\npath = {:?}\n",
+            catalog_path.display().to_string()
+        );
+    let config = write_config(&data, &extra);
+
+    let (ok, stdout, stderr) = discover(&config, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("shop: 603 listings: 598 linked, 1 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 1 that cannot be linked"), "{stdout}");
+    assert!(
+        stdout.contains("SKU \"S0007\" is on 2 listings (1007, 9001)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("item 9002 (UNTRACKED-1) not linked: Shopify does not track"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("SKU \"S0001\": the catalog maps item 999999, the channel lists it on 1001"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("woo: 155 listings: 151 linked, 1 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 1 that cannot be linked"), "{stdout}");
+    assert!(
+        stdout.contains("item 1999/3002 (V-SHARED) not linked: its stock is its parent product's"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("catalog SKUs no discovered channel lists: MANUAL-ONLY"),
+        "{stdout}"
+    );
+    // Not a terminal: plain progress lines, a page each.
+    assert!(stdout.contains("shop: page 3: 603 listings"), "{stdout}");
+
+    let written = std::fs::read_to_string(&catalog_path).unwrap();
+    let has = |row: &str| written.lines().any(|l| l == row);
+    assert!(
+        has("S0001,shop,999999,"),
+        "the seller's row was replaced:\n{written}"
+    );
+    assert!(has("MANUAL-ONLY,woo,42,"), "{written}");
+    assert!(
+        has("S0000,shop,1000,") && has("S0599,shop,1599,"),
+        "{written}"
+    );
+    assert!(
+        has("P0149,woo,2149,") && has("V1,woo,1999/3001,"),
+        "{written}"
+    );
+    assert!(
+        !written.contains("S0007,") && !written.contains("P0003,"),
+        "a duplicate was linked:\n{written}"
+    );
+    assert_eq!(written.lines().count(), 1 + 2 + 598 + 151, "{written}");
+    // The catalog it wrote is one lockstep takes.
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // Run again: nothing new, nothing lost.
+    let (ok, again, stderr) = discover(&config, &["--channel", "woo"]);
+    assert!(ok, "{again}{stderr}");
+    assert!(
+        again.contains("woo: 155 listings: 0 linked, 152 already in the catalog"),
+        "{again}"
+    );
+    assert_eq!(std::fs::read_to_string(&catalog_path).unwrap(), written);
+}
+
+#[test]
+fn discovery_stopped_midway_continues_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 1,500 listings: six pages of about 500 points; at 500 points/s (Plus restores
+    // 1,000), a page a second once the first thousand points are spent.
+    let shop = shopify_store(1500);
+    shop.set_plan(1_000.0, 500.0);
+    let out = dir.path().join("catalog.csv");
+    let config = write_config(
+        &data,
+        &shopify_channel("shop", &shop.url(), "shop-secret", "2026-04", ""),
+    );
+    let mut child = Command::new(BIN)
+        .args(["catalog", "discover", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress = dir.path().join("catalog.csv.discover");
+    let saved = eventually(WAIT, || {
+        std::fs::read(&progress)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["channels"]["shop"]["pages"].as_u64() >= Some(2))
+    });
+    assert!(saved, "no progress saved");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.exists(),
+        "a catalog was written before discovery finished"
+    );
+
+    let (ok, stdout, stderr) = discover(&config, &["--out", out.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("shop: resuming after"), "{stdout}");
+    assert!(
+        stdout.contains("shop: 1503 listings: 1499 linked"),
+        "{stdout}"
+    );
+    assert!(!progress.exists(), "the progress file outlived the run");
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), 1 + 1499, "{written}");
+}

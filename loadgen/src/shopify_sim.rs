@@ -8,7 +8,12 @@
 //!   `@idempotent` key answers the first result; from 2026-04 the directive is required
 //!   and `compareQuantity` / `ignoreCompareQuantity` are refused) and the `nodes(ids:)`
 //!   level query.
-//! - Calculated-cost throttling per plan: 10 points a mutation, 1 + 1 per id a query; an
+//! - `productVariants(first:, after:)` (catalog discovery): the listings and the variants
+//!   added beside them (`add_variant`: no SKU, a duplicate SKU, untracked), by id, a
+//!   cursor per page, `first` at most 250.
+//! - Calculated-cost throttling per plan: 10 points a mutation, 1 + 1 per id a query, a
+//!   connection one point per object its nodes select (charged for `first`, refunded
+//!   to what was returned; over 1,000 refused with `MAX_COST_EXCEEDED`); an
 //!   empty bucket answers HTTP 200 with a `THROTTLED` error; every reply carries
 //!   `extensions.cost.throttleStatus`.
 //! - Orders placed on the store lower its levels and send signed webhooks
@@ -109,6 +114,16 @@ struct Extra {
     /// Each order as its latest `orders/*` webhook showed it, with when (Unix µs): what
     /// the REST orders list answers.
     order_states: BTreeMap<u64, (i64, Value)>,
+    /// Variants beyond the listings: no SKU, a SKU another variant has, untracked.
+    more: Vec<MoreVariant>,
+}
+
+/// A variant the store has beside its listings (`ShopifySim::add_variant`).
+#[derive(Clone, Debug)]
+struct MoreVariant {
+    item: u64,
+    sku: Option<String>,
+    tracked: bool,
 }
 
 /// A running simulated store.
@@ -145,6 +160,21 @@ fn gid_number(value: &Value) -> Option<u64> {
 }
 
 impl ShopifySim {
+    /// Adds a variant (its inventory item `item`) that lockstep's catalog does not map:
+    /// without a SKU, with a SKU another variant carries, or not tracked. Listed by
+    /// `productVariants` only.
+    pub fn add_variant(&self, item: u64, sku: Option<&str>, tracked: bool) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .more
+            .push(MoreVariant {
+                item,
+                sku: sku.map(str::to_string),
+                tracked,
+            });
+    }
+
     /// Starts a store whose app has `secret` (webhook HMAC key) and `token` (Admin API),
     /// listing `items` (SKU, inventory item id) with level 0, on the Standard plan.
     pub fn start(secret: &str, token: &str, items: &[(&str, u64)]) -> ShopifySim {
@@ -160,6 +190,7 @@ impl ShopifySim {
             keys: Vec::new(),
             lose_replies: 0,
             orders: HashMap::new(),
+            more: Vec::new(),
         }));
         let (state, hook_secret) = (extra.clone(), secret.to_string());
         let handle = move |shop, sender, req| -> Pending {
@@ -758,11 +789,21 @@ async fn handle(
         Fault::Slow(delay) => tokio::time::sleep(delay).await,
         Fault::None => {}
     }
+    let is_variants = query.contains("productVariants(");
     let cost = if is_set {
         MUTATION_COST
+    } else if is_variants {
+        connection_cost(&query, variables["first"].as_u64().unwrap_or(0) as usize)
     } else {
         1.0 + variables["ids"].as_array().map_or(0, Vec::len) as f64
     };
+    if cost > MAX_QUERY_COST {
+        return reply(
+            200,
+            &json!({"errors": [{"message": format!("Query cost is {cost}, which exceeds the single query max cost limit ({MAX_QUERY_COST})."), "extensions": {"code": "MAX_COST_EXCEEDED", "cost": cost, "maxCost": MAX_QUERY_COST}}]}),
+            &[],
+        );
+    }
     // From 2026-04 the `@idempotent` directive is mandatory on inventory mutations
     // (shopify.dev changelog "Making idempotency mandatory for inventory adjustments and
     // refund mutations"), and `compareQuantity` / `ignoreCompareQuantity` are gone
@@ -829,6 +870,19 @@ async fn handle(
             }
         }
         data
+    } else if is_variants {
+        let answer = product_variants(&lock(&shop), &x().more, variables);
+        // Charged what was asked for, refunded to what the nodes returned cost.
+        if let Ok(data) = &answer {
+            let returned = data["productVariants"]["nodes"]
+                .as_array()
+                .map_or(0, Vec::len);
+            let actual = connection_cost(&query, returned);
+            if let Some(bucket) = lock(&shop).rate.as_mut() {
+                bucket.available = (bucket.available + cost - actual).min(bucket.capacity);
+            }
+        }
+        answer
     } else if query.contains("nodes(") {
         read_nodes(&lock(&shop), variables)
     } else {
@@ -960,6 +1014,85 @@ fn set_quantities(
     }
     let data = json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": format!("gid://shopify/InventoryAdjustmentGroup/{}", EVENT_IDS.fetch_add(1, Ordering::Relaxed))}, "userErrors": []}});
     (Ok(data), "applied", changed)
+}
+
+/// The most a single query may cost, on every plan
+/// (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits).
+const MAX_QUERY_COST: f64 = 1_000.0;
+
+/// What a connection of `nodes` nodes costs: one point per object each node selects
+/// (Shopify's rule: an object costs 1, a connection its size times its node's cost),
+/// counted as the `{` of its `nodes { ... }` selection, plus the connection and its
+/// `pageInfo`.
+fn connection_cost(query: &str, nodes: usize) -> f64 {
+    let per_node = query
+        .find("nodes {")
+        .map(|at| {
+            let mut depth = 0;
+            let mut objects = 0;
+            for c in query[at..].chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        objects += 1;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            objects
+        })
+        .unwrap_or(1);
+    2.0 + (nodes * per_node) as f64
+}
+
+/// `productVariants(first:, after:)`: the listings (inventory item = variant id) and the
+/// variants added beside them, by id. `first` 1 to 250; the cursor is opaque to the
+/// client (here the last id returned, base64-free but checked).
+fn product_variants(s: &Shop, more: &[MoreVariant], variables: &Value) -> Result<Value, String> {
+    let first = variables["first"].as_u64().unwrap_or(0) as usize;
+    if !(1..=250).contains(&first) {
+        return Err(format!(
+            "Invalid value for argument 'first': {first}; it must be between 1 and 250"
+        ));
+    }
+    let after: u64 = match variables["after"].as_str() {
+        None => 0,
+        Some(cursor) => cursor
+            .strip_prefix("v1:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("Invalid cursor for current pagination sort: {cursor}"))?,
+    };
+    let mut all: Vec<(u64, Option<String>, bool)> = s
+        .listings
+        .values()
+        .filter_map(|l| Some((l.id.parse().ok()?, Some(l.sku.clone()), true)))
+        .chain(more.iter().map(|m| (m.item, m.sku.clone(), m.tracked)))
+        .filter(|(id, _, _)| *id > after)
+        .collect();
+    all.sort_by_key(|(id, _, _)| *id);
+    let has_next = all.len() > first;
+    all.truncate(first);
+    let nodes: Vec<Value> = all
+        .iter()
+        .map(|(id, sku, tracked)| {
+            json!({
+                "id": format!("gid://shopify/ProductVariant/{id}"),
+                "sku": sku,
+                "inventoryItem": {"id": format!("gid://shopify/InventoryItem/{id}"), "tracked": tracked},
+            })
+        })
+        .collect();
+    let end = all.last().map(|(id, _, _)| format!("v1:{id}"));
+    Ok(json!({"productVariants": {
+        "nodes": nodes,
+        "pageInfo": {"hasNextPage": has_next, "endCursor": end},
+    }}))
 }
 
 /// The `nodes(ids:)` level query.

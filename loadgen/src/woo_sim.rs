@@ -4,8 +4,10 @@
 //!   `POST /wp-json/wc/v3/products/batch` and `POST .../products/{id}/variations/batch`
 //!   (`{"update": [{"id", "stock_quantity"}]}`, at most 100 items: more is WooCommerce's
 //!   413 `woocommerce_rest_request_entity_too_large`; an unknown id comes back with an
-//!   `error`), `GET .../products/{id}`, `GET .../products?include=` and the variations
-//!   listing, and `GET .../orders?modified_after=` with `X-WP-Total` / `X-WP-TotalPages`.
+//!   `error`), `GET .../products/{id}`, `GET .../products` and a variable product's
+//!   `variations` (paged: `per_page` 1 to 100, `page`, `include=`, `X-WP-Total`,
+//!   `X-WP-TotalPages`, `Link`; products added beside the listings by `add_product`:
+//!   no SKU, a duplicate SKU, stock managed by the parent), and `GET .../orders?modified_after=` with `X-WP-Total` / `X-WP-TotalPages`.
 //!   No rate limit (WooCommerce core has none), unless one is set.
 //! - Orders placed on the site lower its stock (and cancellations and refunds restore
 //!   it) and send `order.created` / `order.updated`, signed with the webhook secret, with
@@ -66,6 +68,19 @@ struct Order {
 struct Extra {
     authorization: String,
     orders: BTreeMap<u64, Order>,
+    /// Products beyond the listings (`WooSim::add_product`).
+    more: Vec<MoreProduct>,
+}
+
+/// A product or variation the site has beside its listings: without a SKU, with a SKU
+/// another has (a plugin lifting the uniqueness check), or whose stock is its parent's.
+#[derive(Clone, Debug)]
+struct MoreProduct {
+    id: u64,
+    parent: Option<u64>,
+    sku: String,
+    /// `true`, `false` or `"parent"`.
+    manage_stock: Value,
 }
 
 /// A running simulated site.
@@ -118,7 +133,7 @@ fn product_json(p: &Listing) -> Value {
     let parent = parent_of(p);
     json!({
         "id": product_id(p), "parent_id": parent.unwrap_or(0), "sku": p.sku,
-        "type": if parent.is_some() { "variation" } else { "simple" },
+        "type": if parent.is_some() { "variation" } else { "simple" }, "status": "publish",
         "manage_stock": true, "stock_quantity": p.level, "stock_status": if p.level > 0 { "instock" } else { "outofstock" },
         "date_modified_gmt": gmt_text(p.modified_us),
     })
@@ -185,6 +200,7 @@ impl WooSim {
                 base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret_key}"))
             ),
             orders: BTreeMap::new(),
+            more: Vec::new(),
         }));
         let (state, hook_secret) = (extra.clone(), secret.to_string());
         let handle = move |shop, sender, req| -> Pending {
@@ -205,6 +221,18 @@ impl WooSim {
             secret: secret.to_string(),
             next_id: AtomicU64::new(5_000),
         }
+    }
+
+    /// Adds a product (or, with `parent`, a variation) lockstep's catalog does not map:
+    /// `sku` may be empty or another product's; `manage_stock` is `true`, `false` or
+    /// `"parent"`. Listed by the products and variations lists only.
+    pub fn add_product(&self, id: u64, parent: Option<u64>, sku: &str, manage_stock: Value) {
+        self.lock().more.push(MoreProduct {
+            id,
+            parent,
+            sku: sku.to_string(),
+            manage_stock,
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Extra> {
@@ -568,10 +596,11 @@ async fn handle(
             Some(p) => reply(200, &product_json(&p), &[]),
             None => woo_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID."),
         },
-        (hyper::Method::GET, ["products"]) => listing(&lock(&shop), None, query),
-        (hyper::Method::GET, ["products", parent, "variations"]) => {
-            listing(&lock(&shop), parent.parse().ok(), query)
-        }
+        (hyper::Method::GET, ["products"]) => listing(&lock(&shop), &x().more, None, &req),
+        (hyper::Method::GET, ["products", parent, "variations"]) => match parent.parse() {
+            Ok(parent) => listing(&lock(&shop), &x().more, Some(parent), &req),
+            Err(_) => woo_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID."),
+        },
         (hyper::Method::GET, ["orders"]) => orders(&x(), &mut lock(&shop), query),
         _ => woo_error(
             404,
@@ -587,26 +616,96 @@ fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// `products?include=` or a parent's `variations?include=`.
-fn listing(s: &Shop, parent: Option<u64>, query: &str) -> Reply {
+/// `products` (simple and variable products) or a parent's `variations`, by id, a page
+/// at a time: `per_page` 1 to 100 (default 10; else WordPress's 400), `page` from 1,
+/// `include=` ids, with `X-WP-Total`, `X-WP-TotalPages` and a `Link` to the next page
+/// (https://woocommerce.github.io/woocommerce-rest-api-docs/#pagination). A variable
+/// product (the parent of listed variations) lists its `variations`; variations are not
+/// in the products list.
+fn listing(s: &Shop, more: &[MoreProduct], parent: Option<u64>, req: &Req) -> Reply {
+    let query = req.query.as_str();
     let include: Vec<u64> = query_value(query, "include")
         .map(|v| v.split(',').filter_map(|id| id.parse().ok()).collect())
         .unwrap_or_default();
-    let mut list: Vec<&Listing> = s
+    let per_page: usize = query_value(query, "per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    if !(1..=100).contains(&per_page) {
+        return reply(
+            400,
+            &json!({"code": "rest_invalid_param", "message": "Invalid parameter(s): per_page",
+                    "data": {"status": 400, "params": {"per_page": "per_page must be between 1 (inclusive) and 100 (inclusive)"}}}),
+            &[],
+        );
+    }
+    let page: usize = query_value(query, "page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    // (id, JSON) of everything this list holds.
+    let mut all: Vec<(u64, Value)> = s
         .listings
         .values()
-        .filter(|p| {
-            parent_of(p) == parent && (include.is_empty() || include.contains(&product_id(p)))
-        })
+        .filter(|p| parent_of(p) == parent)
+        .map(|p| (product_id(p), product_json(p)))
         .collect();
-    list.sort_by_key(|p| product_id(p));
-    let body: Vec<Value> = list.into_iter().map(product_json).collect();
-    let total = body.len().to_string();
-    reply(
-        200,
-        &Value::Array(body),
-        &[("x-wp-total", total), ("x-wp-totalpages", "1".into())],
-    )
+    all.extend(more.iter().filter(|m| m.parent == parent).map(|m| {
+        let json = json!({
+            "id": m.id, "parent_id": m.parent.unwrap_or(0), "sku": m.sku, "status": "publish",
+            "type": if m.parent.is_some() { "variation" } else { "simple" },
+            "manage_stock": m.manage_stock, "stock_quantity": null, "stock_status": "instock",
+        });
+        (m.id, json)
+    }));
+    if parent.is_none() {
+        // Variable products: the parents of variations.
+        let parents: std::collections::BTreeSet<u64> = s
+            .listings
+            .values()
+            .filter_map(parent_of)
+            .chain(more.iter().filter_map(|m| m.parent))
+            .collect();
+        all.extend(parents.into_iter().map(|id| {
+            let variations: Vec<u64> = s
+                .listings
+                .values()
+                .filter(|p| parent_of(p) == Some(id))
+                .map(product_id)
+                .chain(more.iter().filter(|m| m.parent == Some(id)).map(|m| m.id))
+                .collect();
+            let json = json!({
+                "id": id, "parent_id": 0, "sku": "", "status": "publish", "type": "variable",
+                "manage_stock": false, "stock_quantity": null, "variations": variations,
+            });
+            (id, json)
+        }));
+    }
+    all.retain(|(id, _)| include.is_empty() || include.contains(id));
+    all.sort_by_key(|(id, _)| *id);
+    let total = all.len();
+    let pages = total.div_ceil(per_page).max(1);
+    let body: Vec<Value> = all
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(_, json)| json)
+        .collect();
+    let mut headers = vec![
+        ("x-wp-total", total.to_string()),
+        ("x-wp-totalpages", pages.to_string()),
+    ];
+    if page < pages {
+        let host = req.header("host").unwrap_or("127.0.0.1");
+        headers.push((
+            "link",
+            format!(
+                "<http://{host}{}?per_page={per_page}&page={}>; rel=\"next\"",
+                req.path,
+                page + 1
+            ),
+        ));
+    }
+    reply(200, &Value::Array(body), &headers)
 }
 
 /// `orders?modified_after=&per_page=&page=`, oldest modification first.

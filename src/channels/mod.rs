@@ -33,6 +33,7 @@ mod contract_tests;
 pub mod ebay;
 pub mod etsy;
 pub mod kind;
+pub mod listing;
 pub mod native;
 pub mod pacing;
 pub mod payload;
@@ -272,6 +273,20 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     /// whose write takes more than one call override it.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
         Box::pin(push_once(self, caller, items))
+    }
+
+    /// One page of the channel's listings from `cursor` (`None`: the first page), for
+    /// `lockstep catalog discover`. Kinds whose listing calls are not built yet say so.
+    fn listings<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        _cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<listing::ListingPage, listing::ListingError>> {
+        let reason = format!(
+            "{}: listing this kind's items is not built yet; write its catalog rows by hand",
+            self.name()
+        );
+        Box::pin(async move { Err(listing::ListingError::Failed(reason)) })
     }
 
     /// Reads one read group: by default one `read_request`, read by `read_reply`.

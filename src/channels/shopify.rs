@@ -64,6 +64,12 @@ const DEFAULT_RATE: RateLimit = RateLimit {
     burst: 50,
 };
 /// The userErrors codes of a failed compare.
+/// Variants a listing page asks for: Shopify's most per connection. At one point per
+/// object a node selects (the variant and its inventory item), a page's requested cost
+/// is about 500, under the 1,000 a single query may cost on every plan
+/// (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits).
+const LISTING_PAGE: usize = 250;
+
 const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];
 
 /// A Shopify store.
@@ -572,6 +578,27 @@ impl ChannelAdapter for Shopify {
         &self.name
     }
 
+    /// `productVariants` of active and draft products, `LISTING_PAGE` a page, by the
+    /// connection's cursor (https://shopify.dev/docs/api/admin-graphql/latest/queries/productVariants,
+    /// https://shopify.dev/docs/api/usage/pagination-graphql): each variant's SKU and its
+    /// inventory item, the id lockstep writes to. Archived products are left out, so an
+    /// old product's SKU is no duplicate of the live one's. A throttled page (the
+    /// `THROTTLED` error, or a 429) is asked again once the cost bucket has refilled.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        Box::pin(async move {
+            let request = self.graphql(&json!({
+                "query": "query LockstepListings($first: Int!, $after: String) { productVariants(first: $first, after: $after, query: \"product_status:ACTIVE,DRAFT\") { nodes { id sku inventoryItem { id tracked } } pageInfo { hasNextPage endCursor } } }",
+                "variables": {"first": LISTING_PAGE, "after": cursor},
+            }));
+            let (status, headers, body) = caller.call(request).await?;
+            listing_page(status, &headers, &body)
+        })
+    }
+
     fn batch_max(&self) -> usize {
         self.batch_max
     }
@@ -789,6 +816,82 @@ impl ChannelAdapter for Shopify {
             })
             .collect())
     }
+}
+
+/// Reads a `productVariants` page (`Shopify::listings`).
+fn listing_page(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<super::listing::ListingPage, super::listing::ListingError> {
+    use super::listing::{sku_field, Listing, ListingError, ListingPage};
+    if status == 429 {
+        let wait = super::retry_after(headers).unwrap_or(Duration::from_secs(1));
+        return Err(ListingError::Throttled { wait });
+    }
+    let reply = super::call::json_reply(status, body)?;
+    // How long until the bucket holds what this query asked for again.
+    let cost = &reply["extensions"]["cost"];
+    let refill = || {
+        let requested = cost["requestedQueryCost"].as_f64().unwrap_or(0.0);
+        let available = cost["throttleStatus"]["currentlyAvailable"]
+            .as_f64()
+            .unwrap_or(requested);
+        let rate = cost["throttleStatus"]["restoreRate"]
+            .as_f64()
+            .unwrap_or(50.0)
+            .max(1.0);
+        Duration::from_secs_f64(((requested - available) / rate).clamp(0.0, 60.0))
+    };
+    if let Some(errors) = reply["errors"].as_array() {
+        if errors
+            .iter()
+            .any(|e| e["extensions"]["code"] == "THROTTLED")
+        {
+            return Err(ListingError::Throttled {
+                wait: refill().max(Duration::from_millis(100)),
+            });
+        }
+        return Err(ListingError::Failed(format!(
+            "errors: {}",
+            Value::Array(errors.clone())
+        )));
+    }
+    let variants = &reply["data"]["productVariants"];
+    let nodes = variants["nodes"]
+        .as_array()
+        .ok_or("no data.productVariants.nodes")?;
+    let mut listings = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let item = &node["inventoryItem"];
+        let Some(item_id) = item["id"].as_str().map(numeric_id) else {
+            return Err(ListingError::Failed(format!(
+                "variant {} has no inventoryItem id",
+                node["id"]
+            )));
+        };
+        listings.push(Listing {
+            sku: sku_field(node["sku"].as_str()),
+            item_id,
+            location_id: None,
+            level: None,
+            problem: (item["tracked"] == false)
+                .then(|| "Shopify does not track this item's inventory".to_string()),
+        });
+    }
+    let next = if variants["pageInfo"]["hasNextPage"] == true {
+        let cursor = variants["pageInfo"]["endCursor"]
+            .as_str()
+            .ok_or("hasNextPage without an endCursor")?;
+        Some(cursor.to_string())
+    } else {
+        None
+    };
+    Ok(ListingPage {
+        listings,
+        next,
+        pause: refill(),
+    })
 }
 
 /// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything

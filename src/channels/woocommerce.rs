@@ -513,6 +513,119 @@ impl ChannelAdapter for WooCommerce {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         Some(self)
     }
+
+    /// A page of `GET /products` (100, by id, so new products append and a saved page
+    /// number stays good), and every variation of its variable products
+    /// (`GET /products/{id}/variations`, all their pages): variations are not in the
+    /// products list (https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-products,
+    /// #list-all-product-variations, #pagination). The cursor is the next page number;
+    /// the last page is the one `X-WP-TotalPages` names. Grouped and external products
+    /// hold no stock and are left out; a variation whose stock is its parent's
+    /// (`manage_stock: "parent"`) is listed with that problem, since lockstep writes a
+    /// variation's own stock.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        use super::listing::{ListingError, ListingPage};
+        Box::pin(async move {
+            let page: usize = match cursor {
+                None => 1,
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| ListingError::Failed(format!("bad cursor {text:?}")))?,
+            };
+            let list = "/wp-json/wc/v3/products";
+            let (products, pages) = self.list_page(caller, list, page).await?;
+            let mut listings = Vec::new();
+            for product in &products {
+                match product["type"].as_str() {
+                    Some("variable") => {
+                        let parent = payload::id(&product["id"]).ok_or("a product without id")?;
+                        let variations = format!("{list}/{parent}/variations");
+                        let mut at = 1;
+                        loop {
+                            let (items, last) = self.list_page(caller, &variations, at).await?;
+                            listings
+                                .extend(items.iter().filter_map(|v| woo_listing(v, Some(&parent))));
+                            if at >= last {
+                                break;
+                            }
+                            at += 1;
+                        }
+                    }
+                    Some("simple") | None => listings.extend(woo_listing(product, None)),
+                    Some(_) => {}
+                }
+            }
+            Ok(ListingPage {
+                listings,
+                next: (page < pages).then(|| (page + 1).to_string()),
+                pause: Duration::ZERO,
+            })
+        })
+    }
+}
+
+/// Most items a WooCommerce list page holds (WordPress's bound on `per_page`).
+const LIST_PAGE: usize = 100;
+
+impl WooCommerce {
+    /// Page `page` of a products or variations list, and how many pages it has.
+    async fn list_page(
+        &self,
+        caller: &Caller,
+        list: &str,
+        page: usize,
+    ) -> Result<(Vec<Value>, usize), super::listing::ListingError> {
+        use super::listing::ListingError;
+        let request = self.get(&format!(
+            "{list}?per_page={LIST_PAGE}&page={page}&orderby=id&order=asc"
+        ));
+        let (status, headers, body) = caller.call(request).await?;
+        if status == 429 {
+            let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
+            return Err(ListingError::Throttled { wait });
+        }
+        let reply = super::call::json_reply(status, &body)?;
+        let items = reply
+            .as_array()
+            .ok_or("the reply is not a list of products")?
+            .clone();
+        let pages = headers
+            .get("x-wp-totalpages")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok((items, pages))
+    }
+}
+
+/// A product or variation as a listing: `id`, or `parent/id` for a variation.
+fn woo_listing(item: &Value, parent: Option<&str>) -> Option<super::listing::Listing> {
+    let id = payload::id(&item["id"])?;
+    let managed = &item["manage_stock"];
+    Some(super::listing::Listing {
+        sku: super::listing::sku_field(item["sku"].as_str()),
+        item_id: match parent {
+            Some(parent) => format!("{parent}/{id}"),
+            None => id,
+        },
+        location_id: None,
+        level: item["stock_quantity"].as_i64().filter(|_| managed == true),
+        problem: match managed {
+            // Lockstep's writes set `manage_stock: true` on the variation itself, which
+            // would split the pool its siblings share: the seller decides.
+            Value::String(s) if s == "parent" => Some(
+                "its stock is its parent product's (manage_stock: parent): writing it \
+                 would split the stock its sibling variations share"
+                    .to_string(),
+            ),
+            // Not managed yet: lockstep's first write turns it on.
+            _ => None,
+        },
+    })
 }
 
 impl OrderPoll for WooCommerce {

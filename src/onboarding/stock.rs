@@ -1,134 +1,15 @@
-//! The onboarding commands a seller runs against the running server: `lockstep plan`
-//! and `approve` (a channel's first sync, `propagate/first_sync.rs`) and `lockstep stock
-//! import` (initial stock from a CSV of counts, or from a channel's current levels).
+//! `lockstep stock import`: initial stock, from a CSV of counts (`sku,on_hand`) or from a
+//! channel's current levels (`--from CHANNEL`, `propagate/level_import.rs`), through the
+//! running server, with idempotency keys: importing the same again changes nothing.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use super::encode_segment;
 use crate::config::Config;
 use crate::remote::call_running;
-
-/// `lockstep plan`: for each channel asked for (by default every observing one), what
-/// approving it would write, from the running server (it reads the channel's levels
-/// through the channel's budget).
-pub fn plan(config: &Config, channels: &[String], json: bool) -> anyhow::Result<()> {
-    let listed = call_running(config, hyper::Method::GET, "/v1/channels", None)?;
-    let all: Vec<&serde_json::Value> = listed["channels"]
-        .as_array()
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    let names: Vec<String> = if channels.is_empty() {
-        all.iter()
-            .filter(|c| c["sync"] == "observing")
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
-    } else {
-        for name in channels {
-            if !all.iter().any(|c| c["name"] == name.as_str()) {
-                bail!("no channel named {name:?} is configured");
-            }
-        }
-        channels.to_vec()
-    };
-    if names.is_empty() {
-        println!("no channel is observing: every channel is pushed to (name one with --channel to plan it anyway)");
-        return Ok(());
-    }
-    let mut plans = Vec::new();
-    for name in &names {
-        let path = format!("/v1/channels/{}/plan", encode_segment(name));
-        plans.push(call_running(config, hyper::Method::GET, &path, None)?);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
-        return Ok(());
-    }
-    for answer in &plans {
-        print_plan(answer);
-    }
-    Ok(())
-}
-
-fn print_plan(answer: &serde_json::Value) {
-    let name = answer["name"].as_str().unwrap_or("");
-    let plan = &answer["plan"];
-    let n = |field: &str| plan[field].as_u64().unwrap_or(0);
-    println!(
-        "{name} ({}): {}{}",
-        answer["kind"].as_str().unwrap_or(""),
-        answer["sync"].as_str().unwrap_or(""),
-        answer["since"]
-            .as_str()
-            .map(|s| format!(" since {s}"))
-            .unwrap_or_default()
-    );
-    println!(
-        "  {} listings checked: {} would change, {} unchanged ({} not listed on the channel)",
-        n("checked"),
-        n("changes"),
-        n("unchanged"),
-        n("unlisted")
-    );
-    let line = |l: &serde_json::Value| {
-        let shown = l["shown"]
-            .as_i64()
-            .map_or("not listed".to_string(), |s| s.to_string());
-        format!(
-            "{} {shown} -> {}",
-            l["sku"].as_str().unwrap_or(""),
-            l["target"]
-        )
-    };
-    let lines = |field: &str| -> Vec<String> {
-        plan[field]
-            .as_array()
-            .map(|ls| ls.iter().map(line).collect())
-            .unwrap_or_default()
-    };
-    for (field, title) in [
-        ("to_zero", "would go to 0 from above 0"),
-        ("largest_decreases", "largest decreases"),
-        ("largest_increases", "largest increases"),
-    ] {
-        let found = lines(field);
-        if found.is_empty() {
-            continue;
-        }
-        println!("  {title} ({}):", found.len());
-        for l in found {
-            println!("    {l}");
-        }
-    }
-    if answer["sync"] == "observing" {
-        println!("  nothing is written to {name} until: lockstep approve {name}");
-    }
-}
-
-/// `lockstep approve CHANNEL`: lets lockstep write to an observing channel.
-pub fn approve(config: &Config, channel: &str, by: &str) -> anyhow::Result<()> {
-    let path = format!("/v1/channels/{}/approve", encode_segment(channel));
-    let answer = call_running(
-        config,
-        hyper::Method::POST,
-        &path,
-        Some(serde_json::json!({ "by": by })),
-    )?;
-    if answer["approved"] == true {
-        println!(
-            "{channel}: approved by {by}; lockstep writes to it from now on ({} SKUs waiting in its outbox)",
-            answer["outbox_skus"]
-        );
-    } else {
-        println!("{channel} was pushing already: nothing changed");
-    }
-    Ok(())
-}
-
-fn encode_segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 /// Most events per `POST /v1/events` (`channels::native::REQUEST_EVENTS_MAX`).
 const IMPORT_BATCH: usize = 1_000;
