@@ -457,3 +457,71 @@ fn discovery_stopped_midway_continues_where_it_stopped() {
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written.lines().count(), 1 + 1499, "{written}");
 }
+
+#[test]
+fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_hand() {
+    use loadgen::fleet::Fleet;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fleet = Fleet::start("D", 30);
+    // Beside each store's 30 listings, what a real store also has.
+    let bc = fleet.get::<loadgen::bigcommerce_sim::BigCommerceSim>();
+    bc.add_variant(999_990, "");
+    bc.add_variant(999_991, "D3");
+    fleet
+        .get::<loadgen::amazon_sim::AmazonSim>()
+        .add_fba_listing("FBA-1");
+    let ebay = fleet.get::<loadgen::ebay_sim::EbaySim>();
+    ebay.add_offer("D4", Some("119999"), "599999");
+    ebay.add_offer("D5", None, "599998");
+    fleet
+        .get::<loadgen::walmart_sim::WalmartSim>()
+        .add_item("WM-EXTRA");
+    let etsy = fleet.get::<loadgen::etsy_sim::EtsySim>();
+    etsy.add_product("4000", "");
+    etsy.add_product("4000", "D1");
+    let tiktok = fleet.get::<loadgen::tiktok_sim::TikTokSim>();
+    tiktok.add_sku("170", "99990", "");
+    tiktok.add_sku("170", "99991", "D2");
+    let out = dir.path().join("catalog.csv");
+    let config = write_config(&data, &fleet.channels_config(|_| String::new()));
+
+    let (ok, stdout, stderr) = discover(&config, &["--out", out.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    for line in [
+        "shop: 30 listings: 30 linked, 0 already in the catalog, 0 without a SKU, 0 SKUs on two or more listings, 0 that cannot be linked",
+        "woo: 30 listings: 30 linked,",
+        "bc: 32 listings: 29 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "amazon: 31 listings: 30 linked, 0 already in the catalog, 0 without a SKU, 0 SKUs on two or more listings, 1 that cannot",
+        "ebay: 32 listings: 29 linked, 0 already in the catalog, 0 without a SKU, 1 SKUs on two or more listings, 1 that cannot",
+        "walmart: 31 listings: 31 linked,",
+        "etsy: 34 listings: 31 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "tiktok: 32 listings: 29 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "erp: takes lockstep's SKUs as they are: nothing to discover",
+        "item FBA-1 (FBA-1) not linked: fulfilled by Amazon",
+        "item unpublished/599998 (D5) not linked: offer 599998 is not published",
+        "SKU \"D4\" is on 2 listings (1104/5004, 119999/599999)",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    // Every row the fleet's hand-written catalog has, discovery wrote, except the SKUs
+    // left for the seller to choose; Amazon and Walmart list the seller's own SKUs.
+    let written = std::fs::read_to_string(&out).unwrap();
+    let rows: std::collections::BTreeSet<&str> = written.lines().collect();
+    let left = ["D3,bc,", "D4,ebay,", "D1,etsy,", "D2,tiktok,"];
+    for row in fleet.catalog_csv().lines().skip(1) {
+        let row = match row.split(',').collect::<Vec<_>>().as_slice() {
+            [_, channel @ ("amazon" | "walmart"), id, _] => format!("{id},{channel},{id},"),
+            _ => row.to_string(),
+        };
+        if left.iter().any(|l| row.starts_with(l)) {
+            assert!(!rows.contains(row.as_str()), "{row} was linked");
+        } else {
+            assert!(
+                rows.contains(row.as_str()),
+                "{row} missing from:\n{written}"
+            );
+        }
+    }
+    assert!(rows.contains("WM-EXTRA,walmart,WM-EXTRA,"), "{written}");
+}

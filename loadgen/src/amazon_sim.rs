@@ -65,6 +65,71 @@ struct Extra {
     /// seller's handling time and restock date), which a `replace` patch drops and a
     /// `merge` keeps.
     availability: HashMap<String, Value>,
+    /// Listings beside the market's, fulfilled by Amazon only (`AmazonSim::add_fba_listing`).
+    fba: Vec<String>,
+}
+
+/// searchListingsItems: `marketplaceIds` required, `pageSize` 1 to 20 (default 10),
+/// `pageToken` from the last answer's `pagination.nextToken` (absent on the last page),
+/// `numberOfResults` the total, and no token past 1,000 listings
+/// (https://developer-docs.amazon.com/sp-api/reference/searchlistingsitems).
+fn search_listings(shop: &Arc<Mutex<Shop>>, x: &Extra, seller: &str, req: &Req) -> Reply {
+    if seller != SELLER_ID || req.param("marketplaceIds").as_deref() != Some(MARKETPLACE_ID) {
+        return errors(
+            400,
+            "InvalidInput",
+            "Invalid sellerId or marketplaceIds",
+            &[],
+        );
+    }
+    let size = req.number("pageSize", 10);
+    if !(1..=20).contains(&size) {
+        return errors(
+            400,
+            "InvalidInput",
+            "pageSize must be between 1 and 20",
+            &[],
+        );
+    }
+    let from: usize = match req.param("pageToken") {
+        None => 0,
+        Some(t) => match t.parse() {
+            Ok(n) => n,
+            Err(_) => return errors(400, "InvalidInput", "Invalid pageToken", &[]),
+        },
+    };
+    let mut items: Vec<(String, Value)> = lock(shop)
+        .listings
+        .values()
+        .map(|l| {
+            (
+                l.id.clone(),
+                json!([{"fulfillmentChannelCode": "DEFAULT", "quantity": l.level}]),
+            )
+        })
+        .collect();
+    items.extend(x.fba.iter().map(|s| {
+        (
+            s.clone(),
+            json!([{"fulfillmentChannelCode": "AMAZON_NA", "quantity": 4}]),
+        )
+    }));
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = items.len();
+    let page: Vec<Value> = items
+        .iter()
+        .skip(from)
+        .take(size)
+        .map(|(sku, availability)| json!({"sku": sku, "summaries": [{"marketplaceId": MARKETPLACE_ID, "productType": "PRODUCT",
+            "status": ["BUYABLE"], "createdDate": "2026-01-01T00:00:00Z", "lastUpdatedDate": "2026-01-02T00:00:00Z"}],
+            "fulfillmentAvailability": availability}))
+        .collect();
+    let mut answer = json!({"numberOfResults": total, "items": page});
+    let next = from + size;
+    if next < total.min(1_000) {
+        answer["pagination"] = json!({"nextToken": next.to_string()});
+    }
+    reply(200, &answer, &[("x-amzn-ratelimit-limit", "5.0".into())])
 }
 
 /// A running simulated Amazon account.
@@ -104,6 +169,15 @@ fn order_status(order: &Order) -> &'static str {
 }
 
 impl AmazonSim {
+    /// Adds a listing (its seller SKU) fulfilled by Amazon only: no `DEFAULT` quantity.
+    pub fn add_fba_listing(&self, seller_sku: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fba
+            .push(seller_sku.to_string());
+    }
+
     /// Starts an account listing `items` (our SKU, seller SKU on Amazon), LWA credentials
     /// `(client_id, client_secret, refresh_token)`, and the API destination's shared
     /// header `auth` (name, value).
@@ -131,7 +205,8 @@ impl AmazonSim {
                     (seller_sku.to_string(), entry)
                 })
                 .collect(),
-        }));
+            fba: Vec::new(),
+            }));
         let state = extra.clone();
         let market = Market::start(
             items,
@@ -451,6 +526,9 @@ fn handle(
         );
     }
     if let Some(route) = req.route("/listings/2021-08-01/items/") {
+        if let [seller] = route.as_slice() {
+            return search_listings(shop, &x(), seller, &req);
+        }
         let [seller, seller_sku] = route.as_slice() else {
             return errors(404, "NotFound", "Resource not found", &[]);
         };

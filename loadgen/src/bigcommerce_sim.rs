@@ -7,7 +7,9 @@
 //!   item tracked by product (`track_by_product`) must be named by `product_id`, else the
 //!   whole transaction is a 422), `GET /v3/inventory/items?variant_id:in=` paged by `page`
 //!   and `limit` (50 when not given, at most 1,000) with `meta.pagination`, and
-//!   `GET /v3/catalog/products?id:in=` with `inventory_tracking`; a request target over
+//!   `GET /v3/catalog/products?id:in=` with `inventory_tracking`, `GET /v3/catalog/variants`
+//!   (every variant, paged; variants beside the listings by `add_variant`: no SKU, a
+//!   SKU another has); a request target over
 //!   8 KiB is a 414.
 //! - Rate limit per store in a fixed window (150 requests per 30 s unless set), reported on
 //!   every answer in `X-Rate-Limit-Requests-Left`, `-Requests-Quota`, `-Time-Reset-Ms`,
@@ -50,6 +52,8 @@ struct Extra {
     /// SKUs whose product is tracked by product (`inventory_tracking: "product"`), not
     /// by variant: an absolute adjustment must name their `product_id`.
     by_product: std::collections::HashSet<String>,
+    /// Variants beyond the listings (`BigCommerceSim::add_variant`): (variant id, SKU).
+    more: Vec<(u64, String)>,
 }
 
 /// Items a page of `GET /v3/inventory/items` holds when the call names no `limit` (the
@@ -117,6 +121,15 @@ fn bc_error(status: u16, title: &str, headers: &[(&str, String)]) -> Reply {
 }
 
 impl BigCommerceSim {
+    /// Adds a variant lockstep's catalog does not map (`sku` empty, or another's).
+    pub fn add_variant(&self, id: u64, sku: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .more
+            .push((id, sku.to_string()));
+    }
+
     /// A store listing `items` (our SKU, variant id) whose app has `token` (API) and
     /// `secret` (client secret: the webhook signing key); hooks carry `header`.
     pub fn start(
@@ -136,6 +149,7 @@ impl BigCommerceSim {
                 used: 0,
             },
             by_product: Default::default(),
+            more: Vec::new(),
             throttled_reads: 0,
         }));
         let state = extra.clone();
@@ -465,6 +479,32 @@ fn handle(
                 .clamp(1, ITEMS_PAGE_MAX);
             let page = req.number("page", 1).max(1);
             reply(200, &paged(found, page, limit), &rate)
+        }
+        // Every variant, base variants included (a simple product's SKU is its base
+        // variant's): `page`, `limit` 1 to 250 (default 50), `meta.pagination`
+        // (https://developer.bigcommerce.com/docs/rest-catalog/product-variants/variants-batch#get-all-variants).
+        (hyper::Method::GET, ["v3", "catalog", "variants"]) => {
+            let s = lock(shop);
+            let more = extra.lock().unwrap_or_else(|e| e.into_inner()).more.clone();
+            let mut all: Vec<(u64, String, i64)> = s
+                .listings
+                .values()
+                .filter_map(|l| Some((l.id.parse().ok()?, l.sku.clone(), l.level)))
+                .chain(more.into_iter().map(|(id, sku)| (id, sku, 0)))
+                .collect();
+            all.sort_by_key(|(id, _, _)| *id);
+            let variants: Vec<Value> = all
+                .into_iter()
+                .map(|(id, sku, level)| {
+                    json!({"id": id, "product_id": id / 10, "sku": sku, "inventory_level": level})
+                })
+                .collect();
+            let limit = req.number("limit", 50);
+            if !(1..=250).contains(&limit) {
+                return bc_error(422, "The limit must be between 1 and 250", &rate);
+            }
+            let page = req.number("page", 1).max(1);
+            reply(200, &paged(variants, page, limit), &rate)
         }
         (hyper::Method::GET, ["v3", "catalog", "products"]) => {
             let s = lock(shop);

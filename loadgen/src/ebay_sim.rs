@@ -49,6 +49,8 @@ struct Extra {
     failing_offers: std::collections::HashSet<String>,
     /// The Inventory API's daily call limit: (limit, calls counted, when it resets).
     daily: Option<(u32, u32, std::time::Instant)>,
+    /// Offers beside the listings' (`EbaySim::add_offer`): (SKU, listing id or none, offer id).
+    more: Vec<(String, Option<String>, String)>,
 }
 
 /// A running simulated eBay seller.
@@ -70,6 +72,16 @@ fn order_id(id: u64) -> String {
 }
 
 impl EbaySim {
+    /// Adds an offer of `sku` lockstep's catalog does not map: on listing `listing`
+    /// (published), or unpublished (`None`).
+    pub fn add_offer(&self, sku: &str, listing: Option<&str>, offer: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .more
+            .push((sku.into(), listing.map(str::to_string), offer.into()));
+    }
+
     /// A seller listing `items` (our SKU, `listing_id/offer_id`), with app credentials
     /// `(client_id, client_secret)` and the user's `refresh_token`.
     pub fn start(items: &[(&str, &str)], client: (&str, &str), refresh_token: &str) -> EbaySim {
@@ -86,6 +98,7 @@ impl EbaySim {
             revisions: HashMap::new(),
             failing_offers: Default::default(),
             daily: None,
+            more: Vec::new(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -232,6 +245,85 @@ fn handle(
                 &json!({"rateLimits": [{"apiContext": "sell", "apiName": "inventory", "apiVersion": "v1",
                     "resources": [{"name": "sell.inventory", "rates": [{"count": used, "limit": limit,
                         "remaining": limit.saturating_sub(used), "reset": rfc3339(reset_us), "timeWindow": 86400}]}]}]}),
+                &[],
+            )
+        }
+        // getInventoryItems: `limit` 1 to 200, `offset` a page number (as eBay documents
+        // it), `next` to the following page, absent on the last; `size` is the number of
+        // pages (https://developer.ebay.com/api-docs/sell/inventory/types/slr:InventoryItems).
+        (hyper::Method::GET, "/sell/inventory/v1/inventory_item") => {
+            let limit = req.number("limit", 25);
+            if !(1..=200).contains(&limit) {
+                return errors(
+                    400,
+                    25709,
+                    "Invalid value for limit. The value must be between 1 and 200",
+                );
+            }
+            let page = req.number("offset", 0);
+            let more: Vec<String> = x().more.iter().map(|(sku, _, _)| sku.clone()).collect();
+            let s = lock(shop);
+            let mut skus: Vec<(String, i64)> = s
+                .listings
+                .values()
+                .map(|l| (l.sku.clone(), l.level))
+                .collect();
+            skus.extend(
+                more.into_iter()
+                    .filter(|m| !s.listings.contains_key(m))
+                    .map(|m| (m, 0)),
+            );
+            skus.sort();
+            skus.dedup_by(|a, b| a.0 == b.0);
+            let total = skus.len();
+            let pages = total.div_ceil(limit).max(1);
+            let items: Vec<Value> = skus
+                .iter()
+                .skip(page * limit)
+                .take(limit)
+                .map(|(sku, level)| {
+                    json!({"sku": sku, "locale": "en_US", "condition": "NEW",
+                    "availability": {"shipToLocationAvailability": {"quantity": level}}})
+                })
+                .collect();
+            let href = |p: usize| {
+                format!("https://api.ebay.com/sell/inventory/v1/inventory_item?limit={limit}&offset={p}")
+            };
+            let mut answer = json!({"href": href(page), "limit": limit, "size": pages, "total": total, "inventoryItems": items});
+            if page + 1 < pages {
+                answer["next"] = json!(href(page + 1));
+            }
+            reply(200, &answer, &[])
+        }
+        // getOffers: `sku` required; the listing's offer (published), and the offers added
+        // beside it (an auction beside the fixed price; an unpublished one, no `listing`).
+        (hyper::Method::GET, "/sell/inventory/v1/offer") => {
+            let Some(sku) = req.param("sku") else {
+                return errors(400, 25707, "This is an invalid value for a SKU");
+            };
+            let mut offers: Vec<Value> = Vec::new();
+            if let Some(l) = lock(shop).listings.get(&sku) {
+                if let Some((listing, offer)) = l.id.split_once('/') {
+                    offers.push(json!({"offerId": offer, "sku": sku, "marketplaceId": "EBAY_US", "format": "FIXED_PRICE",
+                        "availableQuantity": l.level, "status": "PUBLISHED",
+                        "listing": {"listingId": listing, "listingStatus": "ACTIVE", "soldQuantity": 0}}));
+                }
+            }
+            for (s, listing, offer) in x().more.iter().filter(|(s, _, _)| *s == sku) {
+                let mut o = json!({"offerId": offer, "sku": s, "marketplaceId": "EBAY_US", "format": "AUCTION",
+                    "availableQuantity": 1, "status": if listing.is_some() { "PUBLISHED" } else { "UNPUBLISHED" }});
+                if let Some(listing) = listing {
+                    o["listing"] =
+                        json!({"listingId": listing, "listingStatus": "ACTIVE", "soldQuantity": 0});
+                }
+                offers.push(o);
+            }
+            if offers.is_empty() {
+                return errors(404, 25713, "This Offer is not available.");
+            }
+            reply(
+                200,
+                &json!({"href": "", "limit": 100, "size": offers.len(), "total": offers.len(), "offers": offers}),
                 &[],
             )
         }

@@ -164,6 +164,29 @@ impl EtsySim {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Adds a product to `listing` that lockstep's catalog does not map (`sku` empty, or
+    /// another product's), with 3 units.
+    pub fn add_product(&self, listing: &str, sku: &str) {
+        let mut x = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        x.next_id += 2;
+        let id = x.next_id;
+        x.inventories
+            .entry(listing.to_string())
+            .or_default()
+            .push(Product {
+                id,
+                sku: sku.to_string(),
+                color: format!("added-{id}"),
+                offerings: vec![Offering {
+                    id: id + 1,
+                    quantity: 3,
+                    price_cents: 1_000,
+                    enabled: true,
+                    readiness_state_id: Some(READINESS_STATE_ID),
+                }],
+            });
+    }
+
     pub fn token_url(&self) -> String {
         format!("{}/v3/public/oauth/token", self.market.url())
     }
@@ -565,6 +588,44 @@ fn handle(
                     etsy_error(400, &message, &quota)
                 }
             }
+        }
+        // getListingsByShop: `state` (default active), `limit` 1 to 100 (default 25),
+        // `offset`, `includes=Inventory`; newest listing first; `count` is the state's
+        // total.
+        (hyper::Method::GET, ["shops", shop_id, "listings"]) if *shop_id == SHOP_ID => {
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let state = req.param("state").unwrap_or_else(|| "active".into());
+            let limit = req.number("limit", 25);
+            if !(1..=100).contains(&limit) {
+                return etsy_error(400, "limit must be between 1 and 100", &quota);
+            }
+            let offset = req.number("offset", 0);
+            let with_inventory = req
+                .param("includes")
+                .is_some_and(|i| i.split(',').any(|i| i == "Inventory"));
+            let mut ids: Vec<&String> = x
+                .inventories
+                .keys()
+                .filter(|l| state_of(&x, l) == state)
+                .collect();
+            ids.sort_by_key(|l| std::cmp::Reverse(l.parse::<u64>().unwrap_or(0)));
+            let results: Vec<Value> = ids
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|l| {
+                    let mut listing = listing_json(&x, l);
+                    if with_inventory {
+                        listing["inventory"] = inventory_json(l, &x.inventories[l.as_str()]);
+                    }
+                    listing
+                })
+                .collect();
+            reply(
+                200,
+                &json!({"count": ids.len(), "results": results}),
+                &quota,
+            )
         }
         (hyper::Method::GET, ["listings", listing]) => {
             let x = extra.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,6 +28,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeMap;
+
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -48,6 +50,8 @@ struct Extra {
     token_lifetime_s: i64,
     /// Refreshes answered so far.
     refreshes: u32,
+    /// SKUs beyond the listings (`TikTokSim::add_sku`): (product id, SKU id, seller SKU).
+    more: Vec<(String, String, String)>,
 }
 
 /// TikTok's access tokens live about a week (commonly reported; the grant says).
@@ -87,6 +91,16 @@ fn order_status(order: &crate::market::Order) -> &'static str {
 }
 
 impl TikTokSim {
+    /// Adds a SKU lockstep's catalog does not map to product `product` (`seller_sku`
+    /// empty, or another SKU's).
+    pub fn add_sku(&self, product: &str, sku_id: &str, seller_sku: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .more
+            .push((product.into(), sku_id.into(), seller_sku.into()));
+    }
+
     /// A shop listing `items` (our SKU, `product_id/sku_id`), for an app with `app_key`
     /// and `app_secret`, and a seller whose grant's refresh token is `refresh_token`.
     pub fn start(
@@ -102,6 +116,7 @@ impl TikTokSim {
             tokens: Default::default(),
             token_lifetime_s: TOKEN_LIFETIME_S,
             refreshes: 0,
+            more: Vec::new(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -431,6 +446,65 @@ fn handle(
                 "Partial failure."
             };
             reply(200, &tts(code, message, json!({ "errors": errors })), &[])
+        }
+        // Search Products: `page_size` 1 to 100 in the query (else 12019109), `page_token`
+        // from the last answer's `next_page_token` (empty on the last page), `status` in
+        // the body (every SKU here is live); products by id
+        // (https://partner.tiktokshop.com/docv2/page/search-products-202502).
+        (hyper::Method::POST, ["product", "202309", "products", "search"]) => {
+            let size: usize = req.number("page_size", 0);
+            if !(1..=100).contains(&size) {
+                return reply(200, &tts(12019109, "page size is invalid", json!({})), &[]);
+            }
+            let from: usize = match req.param("page_token") {
+                None => 0,
+                Some(token) => match token.parse() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        return reply(
+                            200,
+                            &tts(12019108, "page number is invalid", json!({})),
+                            &[],
+                        )
+                    }
+                },
+            };
+            let s = lock(shop);
+            let more = extra.lock().unwrap_or_else(|e| e.into_inner()).more.clone();
+            let mut products: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for l in s.listings.values() {
+                if let Some((p, sku_id)) = l.id.split_once('/') {
+                    products.entry(p.to_string()).or_default().push(json!({
+                        "id": sku_id, "seller_sku": l.sku, "status_info": {"status": "NORMAL"},
+                        "inventory": [{"warehouse_id": "7000", "quantity": l.level}]}));
+                }
+            }
+            for (p, sku_id, seller_sku) in more {
+                products.entry(p).or_default().push(json!({
+                    "id": sku_id, "seller_sku": seller_sku, "status_info": {"status": "NORMAL"},
+                    "inventory": [{"warehouse_id": "7000", "quantity": 0}]}));
+            }
+            let total = products.len();
+            let page: Vec<Value> = products
+                .into_iter()
+                .skip(from)
+                .take(size)
+                .map(|(id, skus)| json!({"id": id, "status": "ACTIVATE", "skus": skus}))
+                .collect();
+            let next = if from + size < total {
+                (from + size).to_string()
+            } else {
+                String::new()
+            };
+            reply(
+                200,
+                &tts(
+                    0,
+                    "Success",
+                    json!({"total_count": total, "next_page_token": next, "products": page}),
+                ),
+                &[],
+            )
         }
         (hyper::Method::GET, ["product", "202309", "products", product]) => {
             let s = lock(shop);

@@ -70,6 +70,8 @@ struct Extra {
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
     feeds: Feeds,
+    /// Seller SKUs beyond the listings (`WalmartSim::add_item`).
+    more: Vec<String>,
 }
 
 /// A running simulated Walmart seller.
@@ -87,6 +89,15 @@ fn wm_error(status: u16, code: &str, description: &str, headers: &[(&str, String
 }
 
 impl WalmartSim {
+    /// Adds an item (its seller SKU) lockstep's catalog does not map.
+    pub fn add_item(&self, seller_sku: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .more
+            .push(seller_sku.to_string());
+    }
+
     /// A seller listing `items` (our SKU, Walmart seller SKU) with API credentials
     /// `(client_id, client_secret)`; webhooks authenticated by `hook_auth`.
     pub fn start(items: &[(&str, &str)], client: (&str, &str), hook_auth: HookAuth) -> WalmartSim {
@@ -102,6 +113,7 @@ impl WalmartSim {
             hook_auth,
             correlation_ids: Vec::new(),
             feeds: Feeds::default(),
+            more: Vec::new(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -373,6 +385,57 @@ fn handle(
     };
     let failed = |code: u16| wm_error(code, "SYSTEM_ERROR.GMP_GATEWAY_API", "System error", &[]);
     match (req.method.clone(), req.path.as_str()) {
+        // Get All Items: `nextCursor` (`*` first; the answer's `nextCursor`, absent on the
+        // last page), `limit` at most 50 (else 400), `ItemResponse[].sku`, `totalItems`
+        // (https://developer.walmart.com/us-marketplace/docs/get-all-items).
+        (hyper::Method::GET, "/v3/items") => {
+            let limit = req.number("limit", 20);
+            if !(1..=50).contains(&limit) {
+                return wm_error(
+                    400,
+                    "INVALID_REQUEST_PARAM.GMP_ITEM_QUERY_API",
+                    "limit cannot be more than 50",
+                    &[],
+                );
+            }
+            let from: usize = match req.param("nextCursor").as_deref() {
+                None | Some("*") => 0,
+                Some(c) => match c.strip_prefix('c').and_then(|n| n.parse().ok()) {
+                    Some(n) => n,
+                    None => {
+                        return wm_error(
+                            400,
+                            "INVALID_REQUEST_PARAM.GMP_ITEM_QUERY_API",
+                            "invalid nextCursor",
+                            &[],
+                        )
+                    }
+                },
+            };
+            let more = extra.lock().unwrap_or_else(|e| e.into_inner()).more.clone();
+            let mut skus: Vec<String> = lock(shop)
+                .listings
+                .values()
+                .map(|l| l.id.clone())
+                .chain(more)
+                .collect();
+            skus.sort();
+            let total = skus.len();
+            let items: Vec<Value> = skus
+                .iter()
+                .skip(from)
+                .take(limit)
+                .map(|sku| {
+                    json!({"mart": "WALMART_US", "sku": sku, "wpid": format!("WP{sku}"),
+                                  "publishedStatus": "PUBLISHED", "lifecycleStatus": "ACTIVE"})
+                })
+                .collect();
+            let mut answer = json!({"ItemResponse": items, "totalItems": total});
+            if from + limit < total {
+                answer["nextCursor"] = json!(format!("c{}", from + limit));
+            }
+            reply(200, &answer, &[])
+        }
         (hyper::Method::PUT, "/v3/inventory") => {
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;

@@ -72,6 +72,9 @@ const READ_PAGE_LIMIT: usize = 250;
 const POLL_PAGE_SIZE: usize = 50;
 /// Seconds between order polls unless configured.
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+/// Variants a listing page asks for: BigCommerce's most
+/// (https://developer.bigcommerce.com/docs/start/about/common-query-params).
+const LISTING_PAGE: usize = 250;
 /// Most pages one read follows: `READ_IDS_MAX` ids fit one page; more pages mean the
 /// store lists an id more than once, and the bound keeps that from looping.
 const READ_PAGES_MAX: u32 = 10;
@@ -359,6 +362,75 @@ fn reset_after(headers: &HeaderMap) -> Option<Duration> {
 impl ChannelAdapter for BigCommerce {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `GET /v3/catalog/variants`, 250 a page (BigCommerce's most), by page number:
+    /// every variant with its SKU, base variants included, so a simple product's SKU is
+    /// found on its base variant, the id lockstep writes to
+    /// (https://developer.bigcommerce.com/docs/rest-catalog/product-variants/variants-batch#get-all-variants;
+    /// `meta.pagination.total_pages` names the last page). A 429 waits out the window
+    /// (`X-Rate-Limit-Time-Reset-Ms`), and a page that leaves one request in the window
+    /// pauses until it resets, as pushes do.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        Box::pin(async move {
+            let page: usize = match cursor {
+                None => 1,
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| ListingError::Failed(format!("bad cursor {text:?}")))?,
+            };
+            let request = self.request(
+                http::Method::GET,
+                &format!(
+                    "/v3/catalog/variants?limit={LISTING_PAGE}&page={page}&include_fields=product_id,sku,inventory_level"
+                ),
+                None,
+            );
+            let (status, headers, body) = caller.call(request).await?;
+            let reset = headers
+                .get("x-rate-limit-time-reset-ms")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis);
+            if status == 429 {
+                return Err(ListingError::Throttled {
+                    wait: reset.unwrap_or(Duration::from_secs(1)),
+                });
+            }
+            let reply = super::call::json_reply(status, &body)?;
+            let variants = reply["data"].as_array().ok_or("no data")?;
+            let mut listings = Vec::with_capacity(variants.len());
+            for v in variants {
+                let id = payload::id(&v["id"]).ok_or("a variant without id")?;
+                listings.push(Listing {
+                    sku: sku_field(v["sku"].as_str()),
+                    item_id: id,
+                    location_id: None,
+                    level: v["inventory_level"].as_i64(),
+                    problem: None,
+                });
+            }
+            let pages = reply["meta"]["pagination"]["total_pages"]
+                .as_u64()
+                .unwrap_or(1) as usize;
+            let left = headers
+                .get("x-rate-limit-requests-left")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            Ok(ListingPage {
+                listings,
+                next: (page < pages).then(|| (page + 1).to_string()),
+                pause: match (left, reset) {
+                    (Some(left), Some(reset)) if left <= 1 => reset,
+                    _ => Duration::ZERO,
+                },
+            })
+        })
     }
 
     fn batch_max(&self) -> usize {

@@ -37,6 +37,9 @@ use serde_json::{json, Value};
 use super::call::{form, json_answer, with_headers, TokenCache};
 use super::kind::{self, Kind, Problem};
 use super::Pace;
+
+/// Inventory items a getInventoryItems page asks for: its most.
+const LISTING_PAGE: usize = 200;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
@@ -435,6 +438,86 @@ impl ChannelAdapter for Ebay {
 
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
         Box::pin(self.token.headers(caller))
+    }
+
+    /// getInventoryItems (`GET /sell/inventory/v1/inventory_item`, 200 a page, following
+    /// the answer's `next`: eBay documents `offset` as a page number, so the link is
+    /// trusted over arithmetic), then getOffers (`GET /sell/inventory/v1/offer?sku=`) for
+    /// each SKU, whose published offers are the items lockstep writes
+    /// (`listing_id/offer_id`)
+    /// (https://developer.ebay.com/api-docs/sell/inventory/resources/inventory_item/methods/getInventoryItems,
+    /// https://developer.ebay.com/api-docs/sell/inventory/resources/offer/methods/getOffers).
+    /// A SKU offered twice (an auction beside a fixed price) is two items, reported as a
+    /// duplicate; an unpublished offer is listed as one lockstep cannot write. Listings
+    /// made outside the Inventory API are not there until migrated
+    /// (`bulkMigrateListing`), and lockstep could not write them anyway.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        Box::pin(async move {
+            let path = cursor.map_or_else(
+                || format!("/sell/inventory/v1/inventory_item?limit={LISTING_PAGE}&offset=0"),
+                str::to_string,
+            );
+            let get = |path: &str| {
+                http::Request::get(format!("{}{path}", self.base_url))
+                    .body(Vec::new())
+                    .expect("a validated base_url makes a valid request")
+            };
+            let call = |path: String| async move {
+                let request = with_headers(get(&path), self.authorize(caller).await?);
+                let (status, headers, body) = caller.call(request).await?;
+                if status == 429 {
+                    let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                    return Err(ListingError::Throttled { wait });
+                }
+                Ok::<_, ListingError>(super::call::json_reply(status, &body)?)
+            };
+            let page = call(path).await?;
+            let mut listings = Vec::new();
+            for item in payload::list(&page["inventoryItems"]) {
+                let Some(sku) = sku_field(item["sku"].as_str()) else {
+                    continue;
+                };
+                let offers = call(format!(
+                    "/sell/inventory/v1/offer?sku={}",
+                    utf8_percent_encode(&sku, NON_ALPHANUMERIC)
+                ))
+                .await?;
+                for offer in payload::list(&offers["offers"]) {
+                    let offer_id =
+                        payload::id(&offer["offerId"]).ok_or("an offer without offerId")?;
+                    let listing = payload::id(&offer["listing"]["listingId"]);
+                    listings.push(Listing {
+                        sku: Some(sku.clone()),
+                        item_id: format!(
+                            "{}/{offer_id}",
+                            listing.as_deref().unwrap_or("unpublished")
+                        ),
+                        location_id: None,
+                        level: item["availability"]["shipToLocationAvailability"]["quantity"]
+                            .as_i64(),
+                        problem: listing.is_none().then(|| {
+                            format!("offer {offer_id} is not published: it has no listing to write")
+                        }),
+                    });
+                }
+            }
+            // `next` is a full URL or a path: the path and query, on our base URL.
+            let next = page["next"].as_str().filter(|n| !n.is_empty()).map(|n| {
+                n.find("/sell/inventory/")
+                    .map_or(n, |at| &n[at..])
+                    .to_string()
+            });
+            Ok(ListingPage {
+                listings,
+                next,
+                pause: Duration::ZERO,
+            })
+        })
     }
 
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {

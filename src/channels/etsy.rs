@@ -707,7 +707,93 @@ impl ChannelAdapter for Etsy {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         Some(self)
     }
+
+    /// `getListingsByShop` with its inventory (`includes=Inventory`), 100 a page by
+    /// offset, for each state a listing of ours can be in: `active`, `inactive` (lockstep
+    /// sets a listing with nothing to sell inactive) and `sold_out`
+    /// (https://developers.etsy.com/documentation/reference#operation/getListingsByShop).
+    /// Each product of a listing is one item, `listing_id/product_id`, with its SKU (Etsy
+    /// returns SKUs to the shop's owner only). The cursor is `state:offset`; a listing
+    /// seen twice as offsets shift is one listing (the merge dedupes by item). A daily
+    /// quota at its floor stops discovery (resumable tomorrow) rather than spend what
+    /// pushes need.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        Box::pin(async move {
+            if self.quota_spent() {
+                return Err(ListingError::Failed(
+                    "Etsy's daily quota is down to what pushes need: run discovery again later"
+                        .into(),
+                ));
+            }
+            let (state, offset) = match cursor {
+                None => (LISTING_STATES[0], 0),
+                Some(text) => text
+                    .split_once(':')
+                    .and_then(|(s, o)| {
+                        let state = LISTING_STATES.iter().find(|x| **x == s)?;
+                        Some((*state, o.parse::<usize>().ok()?))
+                    })
+                    .ok_or_else(|| ListingError::Failed(format!("bad cursor {text:?}")))?,
+            };
+            let request = self.get(&format!(
+                "/v3/application/shops/{}/listings?state={state}&limit={LISTING_PAGE}&offset={offset}&includes=Inventory",
+                self.shop_id
+            ));
+            let (status, headers, body) = self.call(caller, request, true).await?;
+            if status == 429 {
+                let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                return Err(ListingError::Throttled { wait });
+            }
+            let reply = super::call::json_reply(status, &body)?;
+            let results = reply["results"].as_array().ok_or("no results")?;
+            let mut listings = Vec::new();
+            for listing in results {
+                let id =
+                    payload::id(&listing["listing_id"]).ok_or("a listing without listing_id")?;
+                let products = listing["inventory"]["products"]
+                    .as_array()
+                    .ok_or("a listing without its inventory (includes=Inventory)")?;
+                for product in products.iter().filter(|p| p["is_deleted"] != true) {
+                    let product_id =
+                        payload::id(&product["product_id"]).ok_or("a product without id")?;
+                    listings.push(Listing {
+                        sku: sku_field(product["sku"].as_str()),
+                        item_id: format!("{id}/{product_id}"),
+                        location_id: None,
+                        level: product["offerings"][0]["quantity"].as_i64(),
+                        problem: None,
+                    });
+                }
+            }
+            let count = reply["count"].as_u64().unwrap_or(0) as usize;
+            let seen = offset + results.len();
+            let next = if !results.is_empty() && seen < count {
+                Some(format!("{state}:{seen}"))
+            } else {
+                LISTING_STATES
+                    .iter()
+                    .skip_while(|s| **s != state)
+                    .nth(1)
+                    .map(|s| format!("{s}:0"))
+            };
+            Ok(ListingPage {
+                listings,
+                next,
+                pause: Duration::ZERO,
+            })
+        })
+    }
 }
+
+/// The states discovery lists, in order.
+const LISTING_STATES: [&str; 3] = ["active", "inactive", "sold_out"];
+/// Listings a page asks for: Etsy's most for `getListingsByShop`.
+const LISTING_PAGE: usize = 100;
 
 impl Etsy {
     /// The quantity each mapped product of a listing inventory shows buyers (its first

@@ -33,6 +33,9 @@ use super::call::{form, json_answer, with_headers, TokenCache};
 use super::kind::{self, Kind, Problem};
 use super::walmart_feed::{FeedSettings, FEEDS_PER_HOUR_DEFAULT, URGENT_AT_OR_BELOW_DEFAULT};
 use super::Pace;
+
+/// Items a Get All Items page asks for (its most, in Walmart's published spec).
+const LISTING_PAGE: usize = 50;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery};
 use super::{BulkWrite, RateLimit, Seen};
 use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
@@ -539,6 +542,59 @@ impl ChannelAdapter for Walmart {
                 headers.insert("wm_qos.correlation_id", id);
             }
             Ok(headers)
+        })
+    }
+
+    /// Get All Items (`GET /v3/items`, `nextCursor=*` first, then the answer's
+    /// `nextCursor`; none means the last page), 50 a page, active items only
+    /// (https://developer.walmart.com/us-marketplace/docs/get-all-items). Walmart's SKU is
+    /// the seller's own and the id lockstep writes to, required and unique per seller.
+    /// A 429 waits its `Retry-After`.
+    fn listings<'a>(
+        &'a self,
+        caller: &'a Caller,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        Box::pin(async move {
+            let next = percent_encoding::utf8_percent_encode(
+                cursor.unwrap_or("*"),
+                percent_encoding::NON_ALPHANUMERIC,
+            );
+            let request = self.request(
+                http::Method::GET,
+                &format!("/v3/items?nextCursor={next}&limit={LISTING_PAGE}&lifecycleStatus=ACTIVE"),
+                None,
+            );
+            let request = with_headers(request, self.authorize(caller).await?);
+            let (status, headers, body) = caller.call(request).await?;
+            if status == 429 {
+                let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                return Err(ListingError::Throttled { wait });
+            }
+            let reply = super::call::json_reply(status, &body)?;
+            let items = reply["ItemResponse"].as_array().ok_or("no ItemResponse")?;
+            let listings = items
+                .iter()
+                .filter_map(|item| {
+                    let sku = sku_field(item["sku"].as_str())?;
+                    Some(Listing {
+                        item_id: sku.clone(),
+                        sku: Some(sku),
+                        location_id: None,
+                        level: None,
+                        problem: None,
+                    })
+                })
+                .collect();
+            Ok(ListingPage {
+                listings,
+                next: reply["nextCursor"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+                pause: Duration::ZERO,
+            })
         })
     }
 

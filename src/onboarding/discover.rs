@@ -16,8 +16,10 @@
 //!   the SKUs the catalog does not map yet. It reports catalog rows whose item the
 //!   channel no longer lists, and catalog SKUs no channel lists.
 //!
-//! It runs without the server: the catalog it writes is read when `lockstep serve`
-//! starts. It reads the channels with the server's credentials from the config.
+//! It runs without the server, holding the data directory's lock (some channels rotate
+//! the refresh token kept there on every use): the catalog it writes is read when
+//! `lockstep serve` starts. A `webhook` channel takes lockstep's SKUs as they are and is
+//! skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
@@ -115,15 +117,31 @@ pub fn discover(config: &Config, options: &Options) -> anyhow::Result<()> {
             bail!("no channel named {name:?} is configured");
         }
     }
+    let wanted = |n: &String| options.channels.is_empty() || options.channels.contains(n);
+    // A `webhook` channel names items by lockstep's own SKUs: no catalog, nothing to list.
+    for c in config.channels.iter().filter(|c| wanted(&c.name)) {
+        if !c.kind.names_items_by_own_ids() {
+            println!(
+                "{}: takes lockstep's SKUs as they are: nothing to discover",
+                c.name
+            );
+        }
+    }
     let names: Vec<String> = config
         .channels
         .iter()
+        .filter(|c| c.kind.names_items_by_own_ids())
         .map(|c| c.name.clone())
-        .filter(|n| options.channels.is_empty() || options.channels.contains(n))
+        .filter(wanted)
         .collect();
     if names.is_empty() {
-        bail!("the config names no channel to discover");
+        bail!("the config names no channel with listings of its own to discover");
     }
+    // The channels' credentials include what the data directory keeps (a refresh token
+    // some channels rotate on every use): one process at a time uses them.
+    let _lock = crate::engine::lock_data_dir(&config.server.data_dir).map_err(|e| {
+        anyhow::anyhow!("{e}; discovery uses the channel credentials the data directory keeps")
+    })?;
     let adapters = crate::channels::build(config, &[], &config.server.data_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_path = progress_path(&out);
