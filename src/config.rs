@@ -249,6 +249,24 @@ impl Config {
         Ok(config)
     }
 
+    /// `load`, for the command that writes the catalog (`lockstep catalog discover`):
+    /// a configured catalog file that does not exist yet is not an error.
+    pub fn load_before_catalog(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(path.display().to_string(), format!("cannot read: {e}")))?;
+        let mut config = Config::parse(&text)?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let missing = config
+            .catalog
+            .as_ref()
+            .is_some_and(|c| !config.base_dir.join(&c.path).exists());
+        match missing {
+            true => config.validate_channels()?,
+            false => config.validate()?,
+        }
+        Ok(config)
+    }
+
     /// Parses TOML; the error names the key and the line.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         toml::from_str::<Config>(text).map_err(|e| {
@@ -262,6 +280,13 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_channels()?;
+        self.catalog_rows()?;
+        Ok(())
+    }
+
+    /// `validate` without the catalog.
+    fn validate_channels(&self) -> Result<(), ConfigError> {
         validate_server(&self.server)?;
         if self.channels.len() > CHANNELS_MAX {
             return Err(invalid(
@@ -273,7 +298,6 @@ impl Config {
         for (i, channel) in self.channels.iter().enumerate() {
             validate_channel(i, channel, &mut names)?;
         }
-        self.catalog_rows()?;
         Ok(())
     }
 

@@ -21,7 +21,8 @@
 //! - [`remote`]: a command's requests to the running server. [`onboarding`]: `plan`,
 //!   `approve` and `stock import`, which make them.
 //! - [`cli`]: `serve`, `audit`, `replay`, `check-config`, and the one
-//!   way a config file is read (`cli::load_config`). [`demo`]: the demo.
+//!   way a config file is read (`cli::load_config`). [`demo`]: the demo; [`walk`]: its
+//!   onboarding walk (`demo --walk`).
 //!
 //! DESIGN.md is the shared picture; `docs/durability.md` narrates the write path.
 
@@ -40,3 +41,4 @@ pub mod refusal;
 pub mod remote;
 pub mod store;
 pub mod tasks;
+pub mod walk;

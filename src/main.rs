@@ -51,6 +51,10 @@ enum Command {
         /// Orders in the burst that comes every 15 s.
         #[arg(long, default_value_t = 500)]
         burst: u32,
+        /// Instead: a seller's first day with two stores that are live already, the
+        /// commands typed as a seller types them (discover, import, plan, approve).
+        #[arg(long, conflicts_with_all = ["duration", "orders_per_second", "burst"])]
+        walk: bool,
     },
     /// Check a config file; names the bad field and why.
     CheckConfig { file: PathBuf },
@@ -170,10 +174,12 @@ fn main() -> ExitCode {
             lockstep::cli::serve(config)?;
             Ok(true)
         }
+        Command::Demo { walk: true, .. } => lockstep::walk::walk(),
         Command::Demo {
             duration,
             orders_per_second,
             burst,
+            walk: false,
         } => lockstep::demo::demo(lockstep::demo::DemoOptions {
             duration: std::time::Duration::from_secs(duration),
             orders_per_second,
@@ -232,7 +238,12 @@ fn main() -> ExitCode {
                     config,
                 },
         } => {
-            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
+            // The catalog it writes may not exist yet.
+            let config = match &config {
+                Some(path) => lockstep::config::Config::load_before_catalog(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => Config::default(),
+            };
             let options = lockstep::onboarding::discover::Options {
                 channels: channel,
                 out,

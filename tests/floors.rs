@@ -27,6 +27,7 @@ const FLOORS: &[&str] = &[
     "onboarding",
     "cli",
     "demo",
+    "walk",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

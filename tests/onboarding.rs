@@ -483,6 +483,19 @@ fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_h
     let tiktok = fleet.get::<loadgen::tiktok_sim::TikTokSim>();
     tiktok.add_sku("170", "99990", "");
     tiktok.add_sku("170", "99991", "D2");
+    // And enough more that every list with pages under 250 takes two or more.
+    for k in 0..250 {
+        bc.add_variant(800_000 + k, &format!("BCX{k}"));
+    }
+    for k in 0..100 {
+        etsy.add_product(&format!("5{k:03}"), &format!("ETX{k}"));
+        tiktok.add_sku(&format!("9{k:03}"), "1", &format!("TTX{k}"));
+    }
+    for k in 0..40 {
+        fleet
+            .get::<loadgen::walmart_sim::WalmartSim>()
+            .add_item(&format!("WMX{k}"));
+    }
     let out = dir.path().join("catalog.csv");
     let config = write_config(&data, &fleet.channels_config(|_| String::new()));
 
@@ -491,16 +504,23 @@ fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_h
     for line in [
         "shop: 30 listings: 30 linked, 0 already in the catalog, 0 without a SKU, 0 SKUs on two or more listings, 0 that cannot be linked",
         "woo: 30 listings: 30 linked,",
-        "bc: 32 listings: 29 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "bc: 282 listings: 279 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
         "amazon: 31 listings: 30 linked, 0 already in the catalog, 0 without a SKU, 0 SKUs on two or more listings, 1 that cannot",
         "ebay: 32 listings: 29 linked, 0 already in the catalog, 0 without a SKU, 1 SKUs on two or more listings, 1 that cannot",
-        "walmart: 31 listings: 31 linked,",
-        "etsy: 34 listings: 31 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
-        "tiktok: 32 listings: 29 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "walmart: 71 listings: 71 linked,",
+        "etsy: 134 listings: 131 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
+        "tiktok: 132 listings: 129 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
         "erp: takes lockstep's SKUs as they are: nothing to discover",
         "item FBA-1 (FBA-1) not linked: fulfilled by Amazon",
         "item unpublished/599998 (D5) not linked: offer 599998 is not published",
         "SKU \"D4\" is on 2 listings (1104/5004, 119999/599999)",
+        // Pages: 250 variants, 20 listings, 50 items, 100 listings and 100 products a page
+        // (Etsy's third call is the next state's).
+        "bc: page 2:",
+        "amazon: page 2:",
+        "walmart: page 2:",
+        "etsy: page 3:",
+        "tiktok: page 2:",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }

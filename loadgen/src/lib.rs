@@ -37,6 +37,7 @@
 
 pub mod amazon_sim;
 pub mod bigcommerce_sim;
+pub mod discovery;
 pub mod ebay_sim;
 pub mod etsy_sim;
 pub mod fleet;

@@ -27,7 +27,9 @@ struct Args {
     /// each order placed on one channel its own way; try `--skus 100`) or `memory`
     /// (`--skus` SKUs, 1,000,000 for issue #18's figure, counted through the native API
     /// and pushed to and acknowledged by `--channels` channels: lockstep's resident bytes
-    /// per SKU, then the time it takes to be ready again after `kill -9`).
+    /// per SKU, then the time it takes to be ready again after `kill -9`) or `discover`
+    /// (`lockstep catalog discover` of a simulated Shopify store of `--skus` listings at
+    /// the Standard plan's limits: the time it takes).
     #[arg(long, default_value = "latency")]
     scenario: String,
     /// The lockstep binary to start on a temp data directory.
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
     if args.engine.is_some()
         && matches!(
             args.scenario.as_str(),
-            "soak" | "mixed" | "ceiling" | "memory"
+            "soak" | "mixed" | "ceiling" | "memory" | "discover"
         )
     {
         eprintln!("loadgen: {} starts its own lockstep (it samples its memory, configures every channel kind, or restarts it): use --spawn", args.scenario);
@@ -169,8 +171,9 @@ fn main() -> ExitCode {
         }
         "mixed" => loadgen::mixed::mixed(&plan),
         "memory" => loadgen::memory::memory(&plan),
+        "discover" => loadgen::discovery::discover(&plan),
         other => {
-            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak, mixed and memory");
+            eprintln!("loadgen: no scenario {other:?}; there are latency, burst, contention, outage, audit, duplicates, ceiling, soak, mixed, memory and discover");
             return ExitCode::from(2);
         }
     };

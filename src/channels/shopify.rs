@@ -70,6 +70,9 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 /// (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits).
 const LISTING_PAGE: usize = 250;
 
+/// Throttled answers a read waits out before it fails.
+const READ_THROTTLED_MAX: usize = 10;
+
 const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];
 
 /// A Shopify store.
@@ -782,6 +785,29 @@ impl ChannelAdapter for Shopify {
         }
     }
 
+    /// A read answered `THROTTLED` (the cost bucket spent, by a discovery or by pushes)
+    /// is asked again once the bucket holds its cost, a few times, instead of failing
+    /// the reconciliation, plan or import that asked.
+    fn read<'a>(
+        &'a self,
+        caller: &'a Caller,
+        skus: &'a [String],
+    ) -> BoxFuture<'a, Result<super::Levels, String>> {
+        Box::pin(async move {
+            for _ in 0..READ_THROTTLED_MAX {
+                let (status, headers, body) = caller.call(self.read_request(skus)).await?;
+                match throttled(status, &headers, &body) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return self.read_reply(status, &body),
+                }
+            }
+            Err(format!(
+                "throttled {READ_THROTTLED_MAX} times in a row reading {} items",
+                skus.len()
+            ))
+        })
+    }
+
     fn read_request(&self, skus: &[String]) -> OutboundRequest {
         let ids: Vec<String> = skus
             .iter()
@@ -825,33 +851,11 @@ fn listing_page(
     body: &[u8],
 ) -> Result<super::listing::ListingPage, super::listing::ListingError> {
     use super::listing::{sku_field, Listing, ListingError, ListingPage};
-    if status == 429 {
-        let wait = super::retry_after(headers).unwrap_or(Duration::from_secs(1));
+    if let Some(wait) = throttled(status, headers, body) {
         return Err(ListingError::Throttled { wait });
     }
     let reply = super::call::json_reply(status, body)?;
-    // How long until the bucket holds what this query asked for again.
-    let cost = &reply["extensions"]["cost"];
-    let refill = || {
-        let requested = cost["requestedQueryCost"].as_f64().unwrap_or(0.0);
-        let available = cost["throttleStatus"]["currentlyAvailable"]
-            .as_f64()
-            .unwrap_or(requested);
-        let rate = cost["throttleStatus"]["restoreRate"]
-            .as_f64()
-            .unwrap_or(50.0)
-            .max(1.0);
-        Duration::from_secs_f64(((requested - available) / rate).clamp(0.0, 60.0))
-    };
     if let Some(errors) = reply["errors"].as_array() {
-        if errors
-            .iter()
-            .any(|e| e["extensions"]["code"] == "THROTTLED")
-        {
-            return Err(ListingError::Throttled {
-                wait: refill().max(Duration::from_millis(100)),
-            });
-        }
         return Err(ListingError::Failed(format!(
             "errors: {}",
             Value::Array(errors.clone())
@@ -890,8 +894,36 @@ fn listing_page(
     Ok(ListingPage {
         listings,
         next,
-        pause: refill(),
+        pause: refill_wait(&reply),
     })
+}
+
+/// How long until the cost bucket holds again what the answered query asked for.
+fn refill_wait(reply: &Value) -> Duration {
+    let cost = &reply["extensions"]["cost"];
+    let requested = cost["requestedQueryCost"].as_f64().unwrap_or(0.0);
+    let available = cost["throttleStatus"]["currentlyAvailable"]
+        .as_f64()
+        .unwrap_or(requested);
+    let rate = cost["throttleStatus"]["restoreRate"]
+        .as_f64()
+        .unwrap_or(50.0)
+        .max(1.0);
+    Duration::from_secs_f64(((requested - available) / rate).clamp(0.0, 60.0))
+}
+
+/// The wait a throttled answer asks for: a 429 (its `Retry-After`, else a second), or
+/// the `THROTTLED` error Shopify answers with HTTP 200 (until the bucket refills).
+fn throttled(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
+    if status == 429 {
+        return Some(super::retry_after(headers).unwrap_or(Duration::from_secs(1)));
+    }
+    let reply: Value = serde_json::from_slice(body).ok()?;
+    let errors = reply["errors"].as_array()?;
+    errors
+        .iter()
+        .any(|e| e["extensions"]["code"] == "THROTTLED")
+        .then(|| refill_wait(&reply).max(Duration::from_millis(100)))
 }
 
 /// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
