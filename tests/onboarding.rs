@@ -545,3 +545,82 @@ fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_h
     }
     assert!(rows.contains("WM-EXTRA,walmart,WM-EXTRA,"), "{written}");
 }
+
+#[test]
+fn every_step_of_the_first_day_works_on_every_kind_of_channel() {
+    use loadgen::fleet::Fleet;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fleet = Fleet::start("E", 10);
+    let out = dir.path().join("catalog.csv");
+    let (ok, stdout, stderr) = discover(
+        &write_config(&data, &fleet.channels_config(|_| String::new())),
+        &["--out", out.to_str().unwrap()],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    // With the catalog just written: all of them observing, each store's levels taken
+    // as counts, a plan of each, each approved.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!("listen = \"127.0.0.1:{port}\"\n")
+        + &fleet.channels_config(|_| "# first_sync: its default".into())
+        + &format!("\n[catalog]\npath = {:?}\n", out.display().to_string());
+    let server = Server::start_with(&data, &extra, None);
+    let config = data.with_extension("toml");
+    let lockstep = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "lockstep {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let native = [
+        "shop", "woo", "bc", "amazon", "ebay", "walmart", "etsy", "tiktok",
+    ];
+    for channel in native {
+        let taken = lockstep(&["stock", "import", "--from", channel]);
+        assert!(
+            taken.contains(&format!("{channel}: ")) && taken.contains("listings read"),
+            "{taken}"
+        );
+    }
+    let plan = lockstep(&["plan"]);
+    for channel in native {
+        assert!(
+            plan.contains(&format!("{channel} (")),
+            "no plan of {channel}:\n{plan}"
+        );
+    }
+    for channel in native.iter().chain(&["erp"]) {
+        let approved = lockstep(&["approve", channel]);
+        assert!(approved.contains("approved by"), "{approved}");
+    }
+    let (_, channels) = server.get("/v1/channels");
+    let all = channels["channels"].as_array().unwrap();
+    assert!(all.iter().all(|c| c["sync"] == "pushing"), "{channels}");
+}
+
+#[test]
+fn a_plan_waits_out_a_channel_that_answers_429() {
+    let rig = rig("# first_sync: its default");
+    count(&rig.server, "W0", 4);
+    // The host allows one call every two seconds: the second plan's read is a 429 at
+    // first, and is asked again after its Retry-After instead of failing the plan.
+    rig.woo.set_rate_limit(0.5, 1);
+    for _ in 0..2 {
+        let (status, plan) = rig.server.get("/v1/channels/woo/plan");
+        assert_eq!(status, 200, "{plan}");
+        assert_eq!(plan["plan"]["checked"], 1, "{plan}");
+    }
+}

@@ -20,6 +20,16 @@ use super::{excerpt, OutboundRequest};
 /// A boxed future: the trait's conversational methods return one (object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A request again, for a second try (requests are not `Clone`).
+fn duplicate(request: &OutboundRequest) -> OutboundRequest {
+    let mut copy = http::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.version_mut() = request.version();
+    copy
+}
+
 /// The largest reply body taken from a channel (a levels page, an order, a feed report
 /// of 10,000 messages are far smaller).
 pub const REPLY_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -33,12 +43,22 @@ pub struct Caller {
     client: reqwest::Client,
     /// The channel's push budget: every call through this caller spends a token.
     pace: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
+    /// 429s a call waits out (its `Retry-After`, else a doubling wait) before it answers
+    /// with one: 0 for pushes, which handle the throttle themselves.
+    throttled_retries: u32,
 }
+
+/// Most 429s a reader's call waits out (`Caller::waiting_out_throttles`).
+const READER_THROTTLED_RETRIES: u32 = 8;
 
 impl Caller {
     /// Calls that do not spend the channel's budget (order polls, the queue reader).
     pub fn new(client: reqwest::Client) -> Caller {
-        Caller { client, pace: None }
+        Caller {
+            client,
+            pace: None,
+            throttled_retries: 0,
+        }
     }
 
     /// Calls that each wait for a token of `bucket`.
@@ -46,7 +66,17 @@ impl Caller {
         Caller {
             client,
             pace: Some(bucket),
+            throttled_retries: 0,
         }
+    }
+
+    /// The same caller, for a reader beside the pushes (reconciliation, a plan, an
+    /// import): a 429 is waited out and the call sent again, a few times, instead of
+    /// failing the whole read. The channel's other users (an order poll, another app on
+    /// the store) spend the same quota, so a paced reader still meets them.
+    pub fn waiting_out_throttles(mut self) -> Caller {
+        self.throttled_retries = READER_THROTTLED_RETRIES;
+        self
     }
 
     /// The same client, paced by `bucket` instead: a call with its own limit, such as
@@ -71,12 +101,26 @@ impl Caller {
             };
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
-        // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`).
-        let started = tokio::time::Instant::now();
-        let answer = self.call_now(request).await;
-        let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
-        pace.lock().await.answered(started.elapsed(), status);
-        answer
+        let mut backoff = Duration::from_millis(250);
+        for retry in 0..=self.throttled_retries {
+            let copy = (retry < self.throttled_retries).then(|| duplicate(&request));
+            // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`).
+            let started = tokio::time::Instant::now();
+            let answer = self
+                .call_now(copy.unwrap_or_else(|| duplicate(&request)))
+                .await;
+            let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
+            pace.lock().await.answered(started.elapsed(), status);
+            match &answer {
+                Ok((429, headers, _)) if retry < self.throttled_retries => {
+                    let wait = super::retry_after(headers).unwrap_or(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+                }
+                _ => return answer,
+            }
+        }
+        unreachable!("the last try returns its answer")
     }
 
     /// Waits until a call could take a token now, without taking it (at once when not

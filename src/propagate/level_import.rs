@@ -53,7 +53,7 @@ pub async fn import_levels(
     skus: &[String],
 ) -> Result<ImportReport, String> {
     let mut report = ImportReport::default();
-    let caller = link.caller(client.clone());
+    let caller = link.reader(client.clone());
     let channel = link.adapter.name();
     for page in skus.chunks(IMPORT_PAGE) {
         let levels = read_levels(link, &caller, page, link.read_pause()).await?;

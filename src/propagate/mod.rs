@@ -129,6 +129,12 @@ impl ChannelLink {
         Caller::paced(client, self.bucket.clone())
     }
 
+    /// A caller for a reader beside the pushes (reconciliation, a plan, an import): it
+    /// spends the same budget and waits out a 429 instead of failing the read.
+    pub fn reader(&self, client: reqwest::Client) -> Caller {
+        self.caller(client).waiting_out_throttles()
+    }
+
     /// Asks the reconciler to compare these SKUs after `CHECK_AFTER_STALE`.
     fn check_later(&self, skus: impl IntoIterator<Item = String>) {
         let due = tokio::time::Instant::now() + CHECK_AFTER_STALE;

@@ -233,7 +233,7 @@ impl Reconciler {
         chunk: &[(String, HeadRecord)],
     ) -> Result<HashMap<String, Option<i64>>, String> {
         let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
-        let caller = self.link.caller(client.clone());
+        let caller = self.link.reader(client.clone());
         super::read_levels(&self.link, &caller, &skus, self.link.read_pause()).await
     }
 
