@@ -65,34 +65,38 @@ fn rig(channel_extra: &str) -> Rig {
     }
 }
 
-/// Runs a `lockstep` command against the rig's config; its stdout, or a panic with
-/// its stderr.
-fn command(rig: &Rig, args: &[&str]) -> String {
+/// Runs `lockstep ARGS --config CONFIG`: (success, stdout, stderr).
+fn lockstep(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .arg("--config")
-        .arg(&rig.config)
+        .arg(config)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
+    (
         out.status.success(),
-        "lockstep {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `lockstep`, expected to succeed: its stdout.
+fn command_at(config: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = lockstep(config, args);
+    assert!(ok, "lockstep {args:?} failed: {stdout}{stderr}");
     stdout
 }
 
-/// Runs a `lockstep` command expected to fail; its stderr.
+/// A command against the rig's config; its stdout, or a panic with its stderr.
+fn command(rig: &Rig, args: &[&str]) -> String {
+    command_at(&rig.config, args)
+}
+
+/// A command against the rig's config, expected to fail; its stderr.
 fn command_fails(rig: &Rig, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&rig.config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "lockstep {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).to_string()
+    let (ok, _, stderr) = lockstep(&rig.config, args);
+    assert!(!ok, "lockstep {args:?} succeeded");
+    stderr
 }
 
 fn channel_state(server: &Server) -> Value {
@@ -288,17 +292,11 @@ fn shopify_store(n: usize) -> loadgen::shopify_sim::ShopifySim {
 
 /// Runs `lockstep catalog discover` on `config`; (success, stdout, stderr).
 fn discover(config: &std::path::Path, extra_args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(["catalog", "discover", "--config"])
-        .arg(config)
-        .args(extra_args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let args: Vec<&str> = ["catalog", "discover"]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .collect();
+    lockstep(config, &args)
 }
 
 #[test]
@@ -570,21 +568,7 @@ fn every_step_of_the_first_day_works_on_every_kind_of_channel() {
         + &format!("\n[catalog]\npath = {:?}\n", out.display().to_string());
     let server = Server::start_with(&data, &extra, None);
     let config = data.with_extension("toml");
-    let lockstep = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "lockstep {args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
+    let lockstep = |args: &[&str]| command_at(&config, args);
     let native = [
         "shop", "woo", "bc", "amazon", "ebay", "walmart", "etsy", "tiktok",
     ];

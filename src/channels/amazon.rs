@@ -784,11 +784,7 @@ impl ChannelAdapter for Amazon {
                 .body(Vec::new())
                 .expect("a validated base_url makes a valid request");
             let request = with_headers(request, self.authorize(caller).await?);
-            let (status, headers, body) = caller.call(request).await?;
-            if status == 429 {
-                let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                return Err(ListingError::Throttled { wait });
-            }
+            let (status, _, body) = caller.call(request).await?;
             let reply = super::call::json_reply(status, &body)?;
             let items = reply["items"].as_array().ok_or("no items")?;
             let listings = items
@@ -799,15 +795,13 @@ impl ChannelAdapter for Amazon {
                     let merchant = channels
                         .iter()
                         .find(|c| c["fulfillmentChannelCode"] == "DEFAULT");
-                    Some(Listing {
-                        item_id: sku.clone(),
-                        sku: Some(sku),
-                        location_id: None,
-                        level: merchant.and_then(|c| c["quantity"].as_i64()),
-                        problem: (merchant.is_none() && !channels.is_empty()).then(|| {
+                    Some(Listing::keyed_by_sku(
+                        sku,
+                        merchant.and_then(|c| c["quantity"].as_i64()),
+                        (merchant.is_none() && !channels.is_empty()).then(|| {
                             "fulfilled by Amazon (no DEFAULT quantity the seller sets)".to_string()
                         }),
-                    })
+                    ))
                 })
                 .collect();
             let next = reply["pagination"]["nextToken"]

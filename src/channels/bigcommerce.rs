@@ -368,22 +368,17 @@ impl ChannelAdapter for BigCommerce {
     /// every variant with its SKU, base variants included, so a simple product's SKU is
     /// found on its base variant, the id lockstep writes to
     /// (https://developer.bigcommerce.com/docs/rest-catalog/product-variants/variants-batch#get-all-variants;
-    /// `meta.pagination.total_pages` names the last page). A 429 waits out the window
-    /// (`X-Rate-Limit-Time-Reset-Ms`), and a page that leaves one request in the window
-    /// pauses until it resets, as pushes do.
+    /// `meta.pagination.total_pages` names the last page). A page that leaves one
+    /// request in the window pauses until it resets (`X-Rate-Limit-Time-Reset-Ms`), as
+    /// pushes do; a 429 is waited out by the caller.
     fn listings<'a>(
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
-        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        use super::listing::{sku_field, Listing, ListingPage};
         Box::pin(async move {
-            let page: usize = match cursor {
-                None => 1,
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| ListingError::Failed(format!("bad cursor {text:?}")))?,
-            };
+            let page = super::listing::page_number(cursor)?;
             let request = self.request(
                 http::Method::GET,
                 &format!(
@@ -397,11 +392,6 @@ impl ChannelAdapter for BigCommerce {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis);
-            if status == 429 {
-                return Err(ListingError::Throttled {
-                    wait: reset.unwrap_or(Duration::from_secs(1)),
-                });
-            }
             let reply = super::call::json_reply(status, &body)?;
             let variants = reply["data"].as_array().ok_or("no data")?;
             let mut listings = Vec::with_capacity(variants.len());

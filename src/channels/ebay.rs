@@ -469,11 +469,7 @@ impl ChannelAdapter for Ebay {
             };
             let call = |path: String| async move {
                 let request = with_headers(get(&path), self.authorize(caller).await?);
-                let (status, headers, body) = caller.call(request).await?;
-                if status == 429 {
-                    let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                    return Err(ListingError::Throttled { wait });
-                }
+                let (status, _, body) = caller.call(request).await?;
                 Ok::<_, ListingError>(super::call::json_reply(status, &body)?)
             };
             let page = call(path).await?;

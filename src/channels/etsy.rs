@@ -744,11 +744,7 @@ impl ChannelAdapter for Etsy {
                 "/v3/application/shops/{}/listings?state={state}&limit={LISTING_PAGE}&offset={offset}&includes=Inventory",
                 self.shop_id
             ));
-            let (status, headers, body) = self.call(caller, request, true).await?;
-            if status == 429 {
-                let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                return Err(ListingError::Throttled { wait });
-            }
+            let (status, _, body) = self.call(caller, request, true).await?;
             let reply = super::call::json_reply(status, &body)?;
             let results = reply["results"].as_array().ok_or("no results")?;
             let mut listings = Vec::new();

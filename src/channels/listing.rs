@@ -59,3 +59,27 @@ pub fn sku_field(text: Option<&str>) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+impl Listing {
+    /// A listing whose SKU is also the id lockstep writes to (Amazon's and Walmart's
+    /// seller SKUs).
+    pub fn keyed_by_sku(sku: String, level: Option<i64>, problem: Option<String>) -> Listing {
+        Listing {
+            item_id: sku.clone(),
+            sku: Some(sku),
+            location_id: None,
+            level,
+            problem,
+        }
+    }
+}
+
+/// A cursor that is a page number (1 when there is none yet).
+pub fn page_number(cursor: Option<&str>) -> Result<usize, ListingError> {
+    match cursor {
+        None => Ok(1),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ListingError::Failed(format!("bad cursor {text:?}"))),
+    }
+}

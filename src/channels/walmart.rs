@@ -549,13 +549,12 @@ impl ChannelAdapter for Walmart {
     /// `nextCursor`; none means the last page), 50 a page, active items only
     /// (https://developer.walmart.com/us-marketplace/docs/get-all-items). Walmart's SKU is
     /// the seller's own and the id lockstep writes to, required and unique per seller.
-    /// A 429 waits its `Retry-After`.
     fn listings<'a>(
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
-        use super::listing::{sku_field, Listing, ListingError, ListingPage};
+        use super::listing::{sku_field, Listing, ListingPage};
         Box::pin(async move {
             let next = percent_encoding::utf8_percent_encode(
                 cursor.unwrap_or("*"),
@@ -567,25 +566,13 @@ impl ChannelAdapter for Walmart {
                 None,
             );
             let request = with_headers(request, self.authorize(caller).await?);
-            let (status, headers, body) = caller.call(request).await?;
-            if status == 429 {
-                let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                return Err(ListingError::Throttled { wait });
-            }
+            let (status, _, body) = caller.call(request).await?;
             let reply = super::call::json_reply(status, &body)?;
             let items = reply["ItemResponse"].as_array().ok_or("no ItemResponse")?;
             let listings = items
                 .iter()
-                .filter_map(|item| {
-                    let sku = sku_field(item["sku"].as_str())?;
-                    Some(Listing {
-                        item_id: sku.clone(),
-                        sku: Some(sku),
-                        location_id: None,
-                        level: None,
-                        problem: None,
-                    })
-                })
+                .filter_map(|item| sku_field(item["sku"].as_str()))
+                .map(|sku| Listing::keyed_by_sku(sku, None, None))
                 .collect();
             Ok(ListingPage {
                 listings,

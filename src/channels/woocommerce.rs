@@ -528,14 +528,9 @@ impl ChannelAdapter for WooCommerce {
         caller: &'a Caller,
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
-        use super::listing::{ListingError, ListingPage};
+        use super::listing::ListingPage;
         Box::pin(async move {
-            let page: usize = match cursor {
-                None => 1,
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| ListingError::Failed(format!("bad cursor {text:?}")))?,
-            };
+            let page = super::listing::page_number(cursor)?;
             let list = "/wp-json/wc/v3/products";
             let (products, pages) = self.list_page(caller, list, page).await?;
             let mut listings = Vec::new();
@@ -579,15 +574,10 @@ impl WooCommerce {
         list: &str,
         page: usize,
     ) -> Result<(Vec<Value>, usize), super::listing::ListingError> {
-        use super::listing::ListingError;
         let request = self.get(&format!(
             "{list}?per_page={LIST_PAGE}&page={page}&orderby=id&order=asc"
         ));
         let (status, headers, body) = caller.call(request).await?;
-        if status == 429 {
-            let wait = super::retry_after(&headers).unwrap_or(Duration::from_secs(1));
-            return Err(ListingError::Throttled { wait });
-        }
         let reply = super::call::json_reply(status, &body)?;
         let items = reply
             .as_array()

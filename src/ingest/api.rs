@@ -27,6 +27,7 @@ use crate::core::records::LogRecord;
 use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
+use crate::ingest::sync_api::{channel_unreachable, observing, unknown_channel};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
 use crate::propagate::first_sync::SyncBook;
 use crate::propagate::reconcile::Reconciler;
@@ -243,11 +244,7 @@ impl App {
     ) -> Result<HttpResponse, ApiError> {
         let started = Instant::now();
         let Some(id) = self.engine_rules.id_of(channel) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_channel",
-                format!("no channel named {channel:?} is configured"),
-            ));
+            return Err(unknown_channel(channel));
         };
         let link = &self.links[id];
         let headers = req.headers().clone();
@@ -373,27 +370,18 @@ impl App {
             .ok_or_else(|| {
                 ApiError::field("invalid_channel", "channel", "is required: ?channel=NAME")
             })?;
-        let id = self.engine_rules.id_of(&name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_channel",
-                format!("no channel named {name:?} is configured"),
-            )
-        })?;
+        let id = self
+            .engine_rules
+            .id_of(&name)
+            .ok_or_else(|| unknown_channel(&name))?;
         let reconciler = &self.reconcilers[id];
         if !reconciler.link.pushing() {
-            return Err(crate::ingest::sync_api::observing(&name));
+            return Err(observing(&name));
         }
         let report = reconciler
             .pass(&self.engine, &self.client)
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "channel_unreachable",
-                    format!("reading channel {name:?} failed: {e}"),
-                )
-            })?;
+            .map_err(|e| channel_unreachable(&name, e))?;
         Ok(json_response(
             StatusCode::OK,
             &json!({"channel": name, "report": report.json()}),

@@ -18,6 +18,24 @@ use crate::propagate::reconcile::Reconciler;
 /// Longest `by` an approval records.
 const BY_BYTES_MAX: usize = 128;
 
+/// 404 for a channel name no channel has.
+pub fn unknown_channel(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_channel",
+        format!("no channel named {name:?} is configured"),
+    )
+}
+
+/// 502 for a channel whose reads failed.
+pub fn channel_unreachable(name: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "channel_unreachable",
+        format!("reading channel {name:?} failed: {reason}"),
+    )
+}
+
 /// 409 for an action that writes to a channel still observing.
 pub fn observing(name: &str) -> ApiError {
     ApiError::new(
@@ -35,13 +53,7 @@ impl App {
         self.reconcilers
             .values()
             .find(|r| r.link.adapter.name() == name)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_channel",
-                    format!("no channel named {name:?} is configured"),
-                )
-            })
+            .ok_or_else(|| unknown_channel(name))
     }
 
     /// Each channel's name, kind, state and its latest change.
@@ -81,13 +93,7 @@ impl App {
         let plan = reconciler
             .plan(&self.engine, &self.client)
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "channel_unreachable",
-                    format!("reading channel {name:?} failed: {e}"),
-                )
-            })?;
+            .map_err(|e| channel_unreachable(name, e))?;
         let mut answer = self.channel_json(reconciler);
         answer["plan"] = plan.json();
         Ok(json_response(StatusCode::OK, &answer))
@@ -152,13 +158,7 @@ impl App {
         let report =
             level_import::import_levels(&reconciler.link, &self.engine, &self.client, &skus)
                 .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "channel_unreachable",
-                        format!("reading channel {name:?} failed: {e}"),
-                    )
-                })?;
+                .map_err(|e| channel_unreachable(name, e))?;
         Ok(json_response(
             StatusCode::OK,
             &json!({ "channel": name, "report": report.json() }),

@@ -224,7 +224,9 @@ async fn read_channel(
     let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::for_pace(
         adapter.pace(),
     )));
-    let caller = Caller::paced(client.clone(), bucket);
+    // A 429 is waited out by the call itself (`waiting_out_throttles`); a throttle a
+    // channel answers otherwise (Shopify's `THROTTLED`) comes back as `Throttled`.
+    let caller = Caller::paced(client.clone(), bucket).waiting_out_throttles();
     let show = Show::new(name);
     let started = Instant::now();
     let mut read_now = 0usize;
