@@ -767,7 +767,7 @@ impl ChannelAdapter for Amazon {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingError, ListingPage};
         Box::pin(async move {
             let mut path = format!(

@@ -375,7 +375,7 @@ impl ChannelAdapter for BigCommerce {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingPage};
         Box::pin(async move {
             let page = super::listing::page_number(cursor)?;

@@ -455,7 +455,7 @@ impl ChannelAdapter for Ebay {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingError, ListingPage};
         Box::pin(async move {
             let path = cursor.map_or_else(

@@ -721,7 +721,7 @@ impl ChannelAdapter for Etsy {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingError, ListingPage};
         Box::pin(async move {
             if self.quota_spent() {

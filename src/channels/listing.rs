@@ -32,6 +32,9 @@ pub struct ListingPage {
     pub pause: Duration,
 }
 
+/// What `ChannelAdapter::listings` answers: a page, in time.
+pub type Listings<'a> = super::BoxFuture<'a, Result<ListingPage, ListingError>>;
+
 /// Why a page could not be read.
 #[derive(Debug)]
 pub enum ListingError {

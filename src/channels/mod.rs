@@ -281,7 +281,7 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         &'a self,
         _caller: &'a Caller,
         _cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<listing::ListingPage, listing::ListingError>> {
+    ) -> listing::Listings<'a> {
         let reason = format!(
             "{}: listing this kind's items is not built yet; write its catalog rows by hand",
             self.name()

@@ -591,7 +591,7 @@ impl ChannelAdapter for Shopify {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         Box::pin(async move {
             let request = self.graphql(&json!({
                 "query": "query LockstepListings($first: Int!, $after: String) { productVariants(first: $first, after: $after, query: \"product_status:ACTIVE,DRAFT\") { nodes { id sku inventoryItem { id tracked } } pageInfo { hasNextPage endCursor } } }",

@@ -505,7 +505,7 @@ impl ChannelAdapter for TikTok {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         Box::pin(self.listing_page(caller, cursor))
     }
 

@@ -553,7 +553,7 @@ impl ChannelAdapter for Walmart {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingPage};
         Box::pin(async move {
             let next = percent_encoding::utf8_percent_encode(

@@ -527,7 +527,7 @@ impl ChannelAdapter for WooCommerce {
         &'a self,
         caller: &'a Caller,
         cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<super::listing::ListingPage, super::listing::ListingError>> {
+    ) -> super::listing::Listings<'a> {
         use super::listing::ListingPage;
         Box::pin(async move {
             let page = super::listing::page_number(cursor)?;
