@@ -16,7 +16,7 @@ use crate::engine::{
 };
 use crate::ingest::api::App;
 use crate::ingest::server::{bind, serve as serve_http};
-use crate::propagate::first_sync::SyncBook;
+use crate::propagate::sync_state::SyncBook;
 use crate::store::{DiskStore, ShardStore};
 use crate::tasks::supervise;
 
@@ -197,7 +197,7 @@ pub fn audit(config: &Config, sku: &str, limit: usize, json: bool) -> anyhow::Re
             let stores: Vec<_> = shards.into_iter().map(|(store, _)| store).collect();
             let records = audit_across(&stores, &router, Some(sku), 0, limit)?;
             let records = records.iter().map(crate::ingest::api::audit_json).collect();
-            let sync = crate::propagate::first_sync::changes_in(&config.server.data_dir)?;
+            let sync = crate::propagate::sync_state::changes_in(&config.server.data_dir)?;
             (records, history.changes_json(0), sync)
         }
     };

@@ -177,7 +177,7 @@ pub struct ChannelConfig {
     #[serde(default)]
     pub push_order: PushOrder,
     /// How a channel the data directory has not seen before starts (default `observe`):
-    /// read and planned, written only once approved (`propagate/first_sync.rs`).
+    /// read and planned, written only once approved (`propagate/sync_state.rs`).
     #[serde(default)]
     pub first_sync: FirstSync,
     /// Every other key of the block: the kind's own, which its `Settings` in

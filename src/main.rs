@@ -86,14 +86,11 @@ enum Command {
         json: bool,
     },
     /// Let lockstep write to an observing channel (its first sync); recorded in the audit.
-    Approve {
-        channel: String,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Who approves, for the audit (default: $USER).
-        #[arg(long)]
-        by: Option<String>,
-    },
+    Approve(ChannelAction),
+    /// Stop writing to a channel (its orders are still taken) until resumed; recorded.
+    Pause(ChannelAction),
+    /// Write to a paused channel again, starting with what waited; recorded.
+    Resume(ChannelAction),
     /// The catalog: `catalog discover` lists each channel's listings through its API and
     /// links them to SKUs by the channel's SKU field, merged into the catalog CSV.
     Catalog {
@@ -113,6 +110,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+/// The arguments of `approve`, `pause` and `resume`.
+#[derive(clap::Args)]
+struct ChannelAction {
+    channel: String,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Who did it, for the audit (default: $USER).
+    #[arg(long)]
+    by: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +163,17 @@ fn load(config: Option<&PathBuf>) -> Result<Config, String> {
         }
         None => Ok(Config::default()),
     }
+}
+
+/// `approve`, `pause` or `resume` (`verb`) through the running server.
+fn channel_action(action: ChannelAction, verb: &str) -> anyhow::Result<bool> {
+    let config = load(action.config.as_ref()).map_err(anyhow::Error::msg)?;
+    let by = action
+        .by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".to_string());
+    lockstep::onboarding::act(&config, &action.channel, verb, &by)?;
+    Ok(true)
 }
 
 fn main() -> ExitCode {
@@ -218,18 +237,9 @@ fn main() -> ExitCode {
             lockstep::onboarding::plan(&config, &channel, json)?;
             Ok(true)
         }
-        Command::Approve {
-            channel,
-            config,
-            by,
-        } => {
-            let config = load(config.as_ref()).map_err(anyhow::Error::msg)?;
-            let by = by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "cli".to_string());
-            lockstep::onboarding::approve(&config, &channel, &by)?;
-            Ok(true)
-        }
+        Command::Approve(action) => channel_action(action, "approve"),
+        Command::Pause(action) => channel_action(action, "pause"),
+        Command::Resume(action) => channel_action(action, "resume"),
         Command::Catalog {
             command:
                 CatalogCommand::Discover {

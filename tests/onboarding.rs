@@ -608,3 +608,54 @@ fn a_plan_waits_out_a_channel_that_answers_429() {
         assert_eq!(plan["plan"]["checked"], 1, "{plan}");
     }
 }
+
+#[test]
+fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resumed() {
+    let rig = rig("first_sync = \"push\"");
+    count(&rig.server, "W0", 10);
+    assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 10).is_some());
+    let paused = command(&rig, &["pause", "woo", "--by", "ops"]);
+    assert!(paused.contains("woo: paused by ops"), "{paused}");
+    let writes = rig.woo.calls().len();
+    count(&rig.server, "W0", 3);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rig.woo.calls().len(), writes, "{:?}", rig.woo.calls());
+    assert_eq!(rig.woo.level("W0"), Some(10));
+    // A reconciliation would write: refused, naming the pause.
+    let response = Server::client()
+        .post(rig.server.url("/v1/reconcile?channel=woo"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"], "channel_paused", "{body}");
+    // Approving it is no way round the pause.
+    let refused = command_fails(&rig, &["approve", "woo"]);
+    assert!(
+        refused.contains("was approved and is paused: resume it"),
+        "{refused}"
+    );
+
+    let rig = Rig {
+        server: kill9_and_restart(rig.server),
+        ..rig
+    };
+    assert_eq!(channel_state(&rig.server)["sync"], "paused");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rig.woo.level("W0"), Some(10));
+    let resumed = command(&rig, &["resume", "woo", "--by", "ops"]);
+    assert!(resumed.contains("woo: resumed by ops"), "{resumed}");
+    assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 3).is_some());
+    let (_, audit) = rig.server.get("/v1/audit?sku=W0");
+    let said: Vec<(&str, &str)> = audit["sync_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["state"].as_str().unwrap(), c["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [("pushing", "config"), ("paused", "ops"), ("pushing", "ops")],
+        "{audit}"
+    );
+}

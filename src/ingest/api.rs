@@ -27,10 +27,10 @@ use crate::core::records::LogRecord;
 use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
 use crate::ingest::error::ApiError;
-use crate::ingest::sync_api::{channel_unreachable, observing, unknown_channel};
+use crate::ingest::sync_api::{channel_unreachable, not_pushing, unknown_channel};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
-use crate::propagate::first_sync::SyncBook;
 use crate::propagate::reconcile::Reconciler;
+use crate::propagate::sync_state::{Action, SyncBook};
 use crate::propagate::ChannelLink;
 
 /// Longest a delivery from a channel that never retries waits for room in a busy engine.
@@ -52,7 +52,7 @@ pub struct App {
     pub reconcilers: ByChannel<Arc<Reconciler>>,
     /// The client pushes and reads go out with.
     pub client: reqwest::Client,
-    /// Which channels lockstep writes to yet (`propagate/first_sync.rs`).
+    /// Which channels lockstep writes to yet (`propagate/sync_state.rs`).
     pub sync: Arc<SyncBook>,
     /// Makes generated idempotency keys unique within a microsecond.
     put_counter: AtomicU64,
@@ -198,9 +198,14 @@ impl App {
             (Method::GET, ["channels", name, "plan"]) => {
                 self.get_plan(&decode_segment(name, "channel")?).await
             }
-            (Method::POST, ["channels", name, "approve"]) => {
+            (Method::POST, ["channels", name, verb @ ("approve" | "pause" | "resume")]) => {
                 let name = decode_segment(name, "channel")?;
-                self.post_approve(&name, req).await
+                let action = match *verb {
+                    "approve" => Action::Approve,
+                    "pause" => Action::Pause,
+                    _ => Action::Resume,
+                };
+                self.post_action(&name, action, req).await
             }
             (Method::POST, ["channels", name, "import-levels"]) => {
                 self.post_import_levels(&decode_segment(name, "channel")?)
@@ -376,7 +381,7 @@ impl App {
             .ok_or_else(|| unknown_channel(&name))?;
         let reconciler = &self.reconcilers[id];
         if !reconciler.link.pushing() {
-            return Err(observing(&name));
+            return Err(not_pushing(&name, *reconciler.link.sync.borrow()));
         }
         let report = reconciler
             .pass(&self.engine, &self.client)

@@ -1,6 +1,7 @@
 //! The onboarding endpoints: `GET /v1/channels` (each channel's first-sync state,
-//! `propagate/first_sync.rs`), `GET /v1/channels/{name}/plan` (what approving it would
-//! write), `POST /v1/channels/{name}/approve`, and `POST /v1/channels/{name}/import-levels`
+//! `propagate/sync_state.rs`), `GET /v1/channels/{name}/plan` (what approving it would
+//! write), `POST /v1/channels/{name}/approve`, `/pause` and `/resume` (the operator's
+//! actions on a channel's state), and `POST /v1/channels/{name}/import-levels`
 //! (the channel's levels taken as counts, `propagate/level_import.rs`).
 
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use serde_json::{json, Value};
 
 use crate::ingest::api::{json_response, read_body, App, HttpResponse};
 use crate::ingest::error::ApiError;
-use crate::propagate::first_sync::Approved;
 use crate::propagate::level_import;
 use crate::propagate::reconcile::Reconciler;
+use crate::propagate::sync_state::{Action, Changed, SyncState};
 
 /// Longest `by` an approval records.
 const BY_BYTES_MAX: usize = 128;
@@ -36,16 +37,22 @@ pub fn channel_unreachable(name: &str, reason: impl std::fmt::Display) -> ApiErr
     )
 }
 
-/// 409 for an action that writes to a channel still observing.
-pub fn observing(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "channel_observing",
-        format!(
-            "channel {name:?} is observing: nothing is written to it before it is approved; \
-             see GET /v1/channels/{name}/plan, then POST /v1/channels/{name}/approve"
+/// 409 for an action that writes to a channel lockstep does not write to now.
+pub fn not_pushing(name: &str, state: SyncState) -> ApiError {
+    let (code, what) = match state {
+        SyncState::Paused => (
+            "channel_paused",
+            format!("channel {name:?} is paused: nothing is written to it until POST /v1/channels/{name}/resume"),
         ),
-    )
+        _ => (
+            "channel_observing",
+            format!(
+                "channel {name:?} is observing: nothing is written to it before it is approved; \
+                 see GET /v1/channels/{name}/plan, then POST /v1/channels/{name}/approve"
+            ),
+        ),
+    };
+    ApiError::new(StatusCode::CONFLICT, code, what)
 }
 
 impl App {
@@ -69,7 +76,7 @@ impl App {
                 .iter()
                 .find(|c| c.name == name)
                 .map(|c| format!("{:?}", c.kind).to_lowercase()),
-            "sync": if link.pushing() { "pushing" } else { "observing" },
+            "sync": link.sync.borrow().as_str(),
             "since": change.as_ref().map(|c| crate::clock::format_rfc3339(c.at)),
             "by": change.as_ref().map(|c| c.by.clone()),
             "why": change.as_ref().map(|c| c.why.clone()),
@@ -99,29 +106,39 @@ impl App {
         Ok(json_response(StatusCode::OK, &answer))
     }
 
-    /// Approves an observing channel; `{"by": "who"}` (optional) names who did, for the
-    /// audit. Approving a channel that pushes already changes nothing (200).
-    pub(crate) async fn post_approve(
+    /// An operator's action on a channel (approve, pause, resume); `{"by": "who"}`
+    /// (optional) names who, for the audit. An action that finds the channel in the
+    /// state it makes changes nothing (200, `"changed": false`); one that does not apply
+    /// to the channel's state is a 409 saying why.
+    pub(crate) async fn post_action(
         &self,
         name: &str,
+        action: Action,
         req: Request<Incoming>,
     ) -> Result<HttpResponse, ApiError> {
         let reconciler = self.reconciler(name)?;
         let body = read_body(req).await?;
         let by = approver(&body)?;
-        let approved = self
+        let changed = self
             .sync
-            .approve(name, &by)
+            .act(name, action, &by)
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_failed",
-                    format!("the approval could not be stored, so it was not made: {e}"),
+                    format!("the change could not be stored, so it was not made: {e}"),
                 )
             })?
             .expect("a configured channel is in the book");
+        if let Changed::Refused(why) = changed {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "wrong_channel_state",
+                why,
+            ));
+        }
         let mut answer = self.channel_json(reconciler);
-        answer["approved"] = json!(approved == Approved::Now);
+        answer["changed"] = json!(changed == Changed::Now);
         Ok(json_response(StatusCode::OK, &answer))
     }
 }

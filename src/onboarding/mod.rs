@@ -2,7 +2,7 @@
 //! discover` (`discover.rs`: each channel's listings linked to SKUs by the channel's SKU
 //! field, into the catalog), `lockstep stock import` (`stock.rs`: initial stock from a
 //! CSV of counts or from a channel's levels), and here `lockstep plan` and `approve` (a
-//! channel's first sync, `propagate/first_sync.rs`). All but discovery go through the
+//! channel's first sync, `propagate/sync_state.rs`), with `pause` and `resume`. All but discovery go through the
 //! running server (`remote.rs`); discovery writes the catalog the server loads at start.
 
 pub mod discover;
@@ -109,22 +109,30 @@ fn print_plan(answer: &serde_json::Value) {
     }
 }
 
-/// `lockstep approve CHANNEL`: lets lockstep write to an observing channel.
-pub fn approve(config: &Config, channel: &str, by: &str) -> anyhow::Result<()> {
-    let path = format!("/v1/channels/{}/approve", encode_segment(channel));
+/// An operator's action on a channel's state (`lockstep approve`, `pause`, `resume`),
+/// through the running server; `verb` is the endpoint's (`approve`, `pause`, `resume`).
+pub fn act(config: &Config, channel: &str, verb: &str, by: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/channels/{}/{verb}", encode_segment(channel));
     let answer = call_running(
         config,
         hyper::Method::POST,
         &path,
         Some(serde_json::json!({ "by": by })),
     )?;
-    if answer["approved"] == true {
-        println!(
+    let state = answer["sync"].as_str().unwrap_or("");
+    match (answer["changed"] == true, verb) {
+        (true, "approve") => println!(
             "{channel}: approved by {by}; lockstep writes to it from now on ({} SKUs waiting in its outbox)",
             answer["outbox_skus"]
-        );
-    } else {
-        println!("{channel} was pushing already: nothing changed");
+        ),
+        (true, "pause") => println!(
+            "{channel}: paused by {by}; nothing is written to it until: lockstep resume {channel}"
+        ),
+        (true, _) => println!(
+            "{channel}: resumed by {by}; lockstep writes to it again ({} SKUs waiting in its outbox)",
+            answer["outbox_skus"]
+        ),
+        (false, _) => println!("{channel} was {state} already: nothing changed"),
     }
     Ok(())
 }

@@ -16,12 +16,12 @@
 //! channel shows (and whether it needs another push).
 
 pub mod bulk;
-pub mod first_sync;
 pub mod level_import;
 pub mod outbox;
 pub mod poll;
 pub mod queue;
 pub mod reconcile;
+pub mod sync_state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,9 +97,9 @@ pub struct ChannelLink {
     pub bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     /// SKUs to read again once late webhooks have had time to arrive, with when.
     checks: Mutex<Vec<(tokio::time::Instant, String)>>,
-    /// Whether lockstep writes to the channel yet (`first_sync.rs`): the pusher and the
+    /// Whether lockstep writes to the channel yet (`sync_state.rs`): the pusher and the
     /// reconciler wait while it is observing.
-    pub sync: tokio::sync::watch::Sender<first_sync::SyncState>,
+    pub sync: tokio::sync::watch::Sender<sync_state::SyncState>,
 }
 
 /// How long an item whose compare went stale twice in a row waits before its next try.
@@ -115,7 +115,7 @@ pub const CHECK_AFTER_STALE: Duration =
 impl ChannelLink {
     /// Whether lockstep writes to the channel (it is not observing).
     pub fn pushing(&self) -> bool {
-        *self.sync.borrow() == first_sync::SyncState::Pushing
+        *self.sync.borrow() == sync_state::SyncState::Pushing
     }
 
     /// The pause after each read of a reader beside the pusher (reconciliation, a plan,
@@ -183,7 +183,7 @@ pub fn links(
             checks: Mutex::new(Vec::new()),
             // Pushing until the sync book says otherwise: it is opened before any channel
             // task starts.
-            sync: tokio::sync::watch::Sender::new(first_sync::SyncState::Pushing),
+            sync: tokio::sync::watch::Sender::new(sync_state::SyncState::Pushing),
             adapter,
         })
     })
@@ -221,7 +221,7 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         // An observing channel is written nothing: its changes wait in the outbox until
         // it is approved, and then go out as any backlog does.
         if sync
-            .wait_for(|s| *s == first_sync::SyncState::Pushing)
+            .wait_for(|s| *s == sync_state::SyncState::Pushing)
             .await
             .is_err()
         {

@@ -1,5 +1,6 @@
-//! A channel's first sync: whether lockstep may write to it yet, kept with the data
-//! (`lockstep.sync`), and each change of that for the audit.
+//! Whether lockstep writes to each channel: **observing** (its first sync, until
+//! approved), **pushing**, or **paused** by an operator; kept with the data
+//! (`lockstep.sync`), and each change for the audit.
 //!
 //! A seller connecting a store that is live today fears one thing above the rest: a new
 //! sync tool writing its own idea of stock over every listing before anyone looked. So a
@@ -14,7 +15,12 @@
 //! (`engine/settings.rs`) was pushing before this file existed and goes on pushing; any
 //! other starts as its `first_sync` key says (`observe` by default). `first_sync = "push"`
 //! set on a channel that is observing approves it at the next start (automated set-ups).
-//! Once pushing, a channel stays so: the first sync is over.
+//! Once pushing, a channel never observes again: the first sync is over.
+//!
+//! An operator may pause a pushing channel (`lockstep pause`, `POST
+//! /v1/channels/{name}/pause`): its pusher and reconciliation stop, its changes wait in
+//! its outbox as an observing channel's do, its orders are taken; `resume` lets the
+//! waiting changes go. A pause lasts across restarts until resumed.
 //!
 //! The file is written durably (`store::small_file`) before a state takes effect, so an
 //! approval survives a crash the moment it is answered. An unreadable file stops the
@@ -42,6 +48,8 @@ pub enum SyncState {
     Observing,
     /// Pushed to, reconciled.
     Pushing,
+    /// Paused by an operator: written nothing until resumed.
+    Paused,
 }
 
 impl SyncState {
@@ -49,6 +57,7 @@ impl SyncState {
         match self {
             SyncState::Observing => "observing",
             SyncState::Pushing => "pushing",
+            SyncState::Paused => "paused",
         }
     }
 }
@@ -86,13 +95,50 @@ impl Stored {
     }
 }
 
-/// What `approve` did.
+/// What an operator's action did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Approved {
-    /// It was observing; it pushes from now on.
+pub enum Changed {
+    /// The channel is in the state asked for from now on.
     Now,
-    /// It was pushing already: nothing changed.
+    /// It was in that state already: nothing changed.
     Already,
+    /// The action does not apply to the channel's state (why, in words).
+    Refused(String),
+}
+
+/// An operator's action on a channel's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Observing → pushing: the first sync approved.
+    Approve,
+    /// Pushing → paused.
+    Pause,
+    /// Paused → pushing.
+    Resume,
+}
+
+impl Action {
+    /// (the state it leaves, the state it makes, the word the audit records).
+    fn transition(self) -> (SyncState, SyncState, &'static str) {
+        match self {
+            Action::Approve => (SyncState::Observing, SyncState::Pushing, "approved"),
+            Action::Pause => (SyncState::Pushing, SyncState::Paused, "paused"),
+            Action::Resume => (SyncState::Paused, SyncState::Pushing, "resumed"),
+        }
+    }
+
+    /// Why the action does not apply to a channel in `state`.
+    fn refusal(self, channel: &str, state: SyncState) -> String {
+        match (self, state) {
+            (Action::Approve, SyncState::Paused) => {
+                format!("channel {channel:?} was approved and is paused: resume it")
+            }
+            (_, SyncState::Observing) => format!(
+                "channel {channel:?} is observing (nothing is written to it): approve it first"
+            ),
+            (_, state) => format!("channel {channel:?} is {}", state.as_str()),
+        }
+    }
 }
 
 /// Every configured channel's state, and the file that keeps them.
@@ -188,38 +234,43 @@ impl SyncBook {
         self.stored().changes.iter().map(SyncChange::json).collect()
     }
 
-    /// Lets lockstep write to an observing channel, durably first; `None` for a name no
-    /// channel has.
-    pub fn approve(&self, channel: &str, by: &str) -> Result<Option<Approved>, std::io::Error> {
+    /// Carries out an operator's action on a channel, durably before it takes effect;
+    /// `None` for a name no channel has.
+    pub fn act(
+        &self,
+        channel: &str,
+        action: Action,
+        by: &str,
+    ) -> Result<Option<Changed>, std::io::Error> {
         let Some(link) = self.links.values().find(|l| l.adapter.name() == channel) else {
             return Ok(None);
         };
+        let (from, to, why) = action.transition();
         let mut stored = self.stored();
-        if stored
+        let state = stored
             .current(channel)
-            .is_none_or(|c| c.state == SyncState::Pushing)
-        {
-            return Ok(Some(Approved::Already));
+            .map_or(SyncState::Pushing, |c| c.state);
+        if state == to {
+            return Ok(Some(Changed::Already));
+        }
+        if state != from {
+            return Ok(Some(Changed::Refused(action.refusal(channel, state))));
         }
         stored.changes.push(SyncChange {
             channel: channel.to_string(),
-            state: SyncState::Pushing,
+            state: to,
             at: now_micros(),
             by: by.to_string(),
-            why: "approved".to_string(),
+            why: why.to_string(),
         });
         if let Err(e) = write_stored(&self.path, &stored) {
             stored.changes.pop();
             return Err(e);
         }
         drop(stored);
-        link.sync.send_replace(SyncState::Pushing);
-        tracing::info!(
-            channel,
-            by,
-            "first sync approved: the channel is pushed to from now on"
-        );
-        Ok(Some(Approved::Now))
+        link.sync.send_replace(to);
+        tracing::info!(channel, by, state = to.as_str(), "{why}");
+        Ok(Some(Changed::Now))
     }
 }
 
