@@ -158,6 +158,29 @@ pub fn problem(event: &Event) -> Option<String> {
 pub const TS_MAX: Micros = 253_402_300_799_000_000;
 
 impl EventKind {
+    /// Every kind, for those who name one (an audit filter).
+    pub const ALL: [EventKind; 19] = [
+        EventKind::OrderPlaced,
+        EventKind::OrderCancelled,
+        EventKind::OrderShipped,
+        EventKind::Returned,
+        EventKind::Adjusted,
+        EventKind::Counted,
+        EventKind::CountedAvailable,
+        EventKind::Pushed,
+        EventKind::Level,
+        EventKind::LevelSettled,
+        EventKind::Reconciled,
+        EventKind::Unmapped,
+        EventKind::StaleRead,
+        EventKind::Withheld,
+        EventKind::OfferingDisabled,
+        EventKind::ListingDeactivated,
+        EventKind::ListingActivated,
+        EventKind::OrderReleasedTotal,
+        EventKind::OrderShippedTotal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::OrderPlaced => "order_placed",
@@ -288,6 +311,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for those who name one (an audit filter).
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Applied,
+        Outcome::Duplicate,
+        Outcome::Stale,
+        Outcome::Held,
+        Outcome::Pushed,
+        Outcome::Echo,
+        Outcome::Drift,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
@@ -368,4 +402,55 @@ pub struct EventResult {
     pub committed: i64,
     pub available: i64,
     pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_holds_every_kind_and_outcome_once() {
+        // Exhaustive matches: a new kind or outcome does not compile here until `ALL`
+        // names it.
+        let kind_at = |k: EventKind| match k {
+            EventKind::OrderPlaced => 0,
+            EventKind::OrderCancelled => 1,
+            EventKind::OrderShipped => 2,
+            EventKind::Returned => 3,
+            EventKind::Adjusted => 4,
+            EventKind::Counted => 5,
+            EventKind::CountedAvailable => 6,
+            EventKind::Pushed => 7,
+            EventKind::Level => 8,
+            EventKind::LevelSettled => 9,
+            EventKind::Reconciled => 10,
+            EventKind::Unmapped => 11,
+            EventKind::StaleRead => 12,
+            EventKind::Withheld => 13,
+            EventKind::OfferingDisabled => 14,
+            EventKind::ListingDeactivated => 15,
+            EventKind::ListingActivated => 16,
+            EventKind::OrderReleasedTotal => 17,
+            EventKind::OrderShippedTotal => 18,
+        };
+        let mut seen = [false; EventKind::ALL.len()];
+        for k in EventKind::ALL {
+            seen[kind_at(k)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        let outcome_at = |o: Outcome| match o {
+            Outcome::Applied => 0,
+            Outcome::Duplicate => 1,
+            Outcome::Stale => 2,
+            Outcome::Held => 3,
+            Outcome::Pushed => 4,
+            Outcome::Echo => 5,
+            Outcome::Drift => 6,
+        };
+        let mut seen = [false; Outcome::ALL.len()];
+        for o in Outcome::ALL {
+            seen[outcome_at(o)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
 }

@@ -102,6 +102,12 @@ impl EngineConfig {
     }
 }
 
+/// Where shards publish their committed records for live audit readers.
+pub type AuditFeed = tokio::sync::broadcast::Sender<Arc<Vec<LogRecord>>>;
+
+/// Batches the audit feed keeps for a slow reader before it lags.
+const AUDIT_FEED_BATCHES: usize = 4_096;
+
 /// A running engine.
 pub struct Engine {
     router: Router,
@@ -116,6 +122,8 @@ pub struct Engine {
     failures: Vec<Arc<Mutex<Option<String>>>>,
     /// The settings of every era of this data directory, the current one last.
     history: settings::History,
+    /// Every committed batch's records, for live audit readers (`subscribe_audit`).
+    audit_feed: AuditFeed,
     /// Held for the engine's lifetime: no other process writes this data directory.
     _lock: DirLock,
 }
@@ -422,6 +430,7 @@ impl Engine {
         let mut threads = Vec::new();
         let mut failures = Vec::new();
         let mut queued = Vec::new();
+        let (audit_feed, _) = tokio::sync::broadcast::channel(AUDIT_FEED_BATCHES);
         for (i, (state, store, newest, durable_seq, dir)) in shards.into_iter().enumerate() {
             let store: StoreSlot = Arc::new(RwLock::new(Some(store)));
             let waiting = Arc::new(Queued::default());
@@ -442,6 +451,7 @@ impl Engine {
                 key_retention_us: config.key_retention_us,
                 seq: seq.clone(),
                 pushes: pushes.clone(),
+                audit_feed: audit_feed.clone(),
                 settling: Default::default(),
                 failure,
                 // A shard with an empty log has no keys to expire early.
@@ -467,8 +477,15 @@ impl Engine {
             threads: Mutex::new(threads),
             failures,
             history,
+            audit_feed,
             _lock: lock,
         })
+    }
+
+    /// Every batch of records committed from now on, as the shards commit them (a
+    /// reader that falls `AUDIT_FEED_BATCHES` behind is told how many it missed).
+    pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<LogRecord>>> {
+        self.audit_feed.subscribe()
     }
 
     /// Each shard's state: whether it can accept and durably apply events now.

@@ -144,6 +144,8 @@ pub struct Shard {
     pub seq: Arc<AtomicU64>,
     /// Where pushes go once their batch is durable (the channels' outboxes).
     pub pushes: Arc<dyn PushSink>,
+    /// Where committed records go for live audit readers; copied only when one listens.
+    pub audit_feed: crate::engine::AuditFeed,
     /// Pending `delta`-mode levels by when they settle.
     pub settling: BTreeSet<(Micros, String)>,
     /// Why this shard refuses work, when it does: read by `/healthz`.
@@ -437,6 +439,9 @@ impl Shard {
         }
         // Only durable state leaves the engine: pushes are offered after the commit.
         self.pushes.offer(&effects.pushes);
+        if self.audit_feed.receiver_count() > 0 && !effects.records.is_empty() {
+            let _ = self.audit_feed.send(Arc::new(effects.records.clone()));
+        }
         for (due, sku) in &effects.settlements {
             self.settling.insert((*due, sku.clone()));
         }

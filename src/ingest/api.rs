@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -26,6 +27,7 @@ use crate::core::event::{Event, EventResult};
 use crate::core::records::LogRecord;
 use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
+use crate::ingest::audit_stream;
 use crate::ingest::error::ApiError;
 use crate::ingest::sync_api::{channel_unreachable, not_pushing, unknown_channel};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
@@ -99,7 +101,8 @@ impl EventCounters {
 /// Audit reads at once; more wait their turn.
 const AUDIT_READS_MAX: usize = 2;
 
-pub type HttpResponse = Response<Full<Bytes>>;
+/// An answer: a whole body, or a stream (the live audit).
+pub type HttpResponse = Response<BoxBody<Bytes, std::convert::Infallible>>;
 
 impl App {
     pub fn new(
@@ -190,6 +193,10 @@ impl App {
                 self.put_sku(&sku, req).await
             }
             (Method::GET, ["audit"]) => self.get_audit(req.uri().query().unwrap_or("")).await,
+            (Method::GET, ["audit", "stream"]) => {
+                let filter = audit_stream::Filter::parse(req.uri().query().unwrap_or(""))?;
+                Ok(audit_stream::stream(&self.engine, filter))
+            }
             (Method::GET, ["propagation"]) => Ok(self.get_propagation()),
             (Method::POST, ["reconcile"]) => {
                 self.post_reconcile(req.uri().query().unwrap_or("")).await
@@ -556,7 +563,7 @@ impl App {
     }
 
     pub fn render_metrics(&self) -> HttpResponse {
-        let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+        let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())).boxed());
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -666,7 +673,7 @@ pub(crate) fn decode_segment(segment: &str, field: &str) -> Result<String, ApiEr
 }
 
 /// `a=1&b=x%20y` → pairs, with `+` as space.
-fn form_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -756,9 +763,12 @@ pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 
 /// A JSON answer of anything serializable.
 fn body_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(body).expect("json serializes"),
-    )));
+    let mut response = Response::new(
+        Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json serializes"),
+        ))
+        .boxed(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -767,7 +777,7 @@ fn body_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
 }
 
 pub fn error_response(error: &ApiError) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(error.body())));
+    let mut response = Response::new(Full::new(Bytes::from(error.body())).boxed());
     *response.status_mut() = error.status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -5,6 +5,7 @@
 //! - `error.rs`: the engine's errors as refusals (`crate::refusal`).
 
 pub mod api;
+pub mod audit_stream;
 pub mod error;
 pub mod server;
 pub mod sync_api;
