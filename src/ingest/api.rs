@@ -65,6 +65,8 @@ pub struct App {
     /// Audit reads decode log chunks: they run on the blocking pool, a few at a time,
     /// never on the workers that answer webhooks.
     audit_slots: tokio::sync::Semaphore,
+    /// The operator console's templates and sessions (`console.rs`).
+    pub(crate) console: crate::ingest::console::Console,
     /// `lockstep_events_total` and `lockstep_ingest_seconds`, looked up once.
     event_counters: EventCounters,
     ingest_seconds: Histogram,
@@ -150,6 +152,7 @@ impl App {
             key_prefixes,
             audit_slots: tokio::sync::Semaphore::new(AUDIT_READS_MAX),
             event_counters: EventCounters::default(),
+            console: Default::default(),
             ingest_seconds: metrics::histogram!("lockstep_ingest_seconds"),
         })
     }
@@ -171,6 +174,7 @@ impl App {
                 Err(e) => Err(e),
             },
             (Method::POST, ["webhooks", channel]) => self.webhook(channel, req).await,
+            (_, ["console", ..]) => Ok(self.console(req, &segments).await),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -144,6 +144,11 @@ pub fn stream(engine: &Engine, filter: Filter) -> HttpResponse {
             }
         }
     });
+    event_stream(rx)
+}
+
+/// A `text/event-stream` answer of what `rx` receives, as it comes (a task writes it).
+pub fn event_stream(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
     let mut response = Response::new(Events(rx).boxed());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

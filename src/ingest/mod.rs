@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod audit_stream;
+pub mod console;
 pub mod error;
 pub mod server;
 pub mod sync_api;

@@ -1,0 +1,361 @@
+//! The operator console at `/console`, served by the engine's own listener: pages
+//! rendered on the server (minijinja templates compiled into the binary, `console/`),
+//! a little JavaScript for the live parts (server-sent events), no CDN, nothing fetched
+//! from elsewhere.
+//!
+//! Why server-rendered: a small team keeps one language and one build, the pages are
+//! fast at any catalog size because the server pages the data, and the only moving
+//! parts in the browser are rows a stream updates in place.
+//!
+//! Access: with an `admin_token` configured, a login form takes the token and sets a
+//! session cookie (`HttpOnly`, `SameSite=Strict`, a random id, 12 h); the token never
+//! travels in a URL and never reaches the page. Without a token the console is served
+//! only when the listener is on loopback. Every form that acts carries the session's
+//! CSRF token, and every answer carries a content security policy that lets the page
+//! load nothing but its own assets.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use hyper::{Method, Request, Response, StatusCode};
+use minijinja::{context, Environment};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::ingest::api::{form_pairs, read_body, App, HttpResponse};
+use crate::propagate::ChannelLink;
+
+const COOKIE: &str = "lockstep_session";
+/// How long a session lasts from sign-in.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3_600);
+/// Sessions kept at once; signing in past it forgets the oldest.
+const SESSIONS_MAX: usize = 1_000;
+/// How often the overview's stream sends the channels.
+const OVERVIEW_EVERY: Duration = Duration::from_secs(1);
+/// What a console page may load: its own assets, its own streams, nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A signed-in browser.
+#[derive(Clone)]
+struct Session {
+    expires: Instant,
+    /// Sent back by every form that acts, so another site cannot act in its name.
+    csrf: String,
+}
+
+/// The console's templates and sessions.
+pub struct Console {
+    templates: Environment<'static>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        let mut templates = Environment::new();
+        for (name, text) in [
+            ("layout.html", include_str!("console/layout.html")),
+            ("login.html", include_str!("console/login.html")),
+            ("overview.html", include_str!("console/overview.html")),
+        ] {
+            templates
+                .add_template(name, text)
+                .expect("the console's templates parse");
+        }
+        Console {
+            templates,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// 32 random bytes, hex: a session id or a CSRF token.
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Console {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_session(&self) -> (String, Session) {
+        let mut sessions = self.sessions();
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= SESSIONS_MAX {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(id, _)| id.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        let session = Session {
+            expires: now + SESSION_LIFETIME,
+            csrf: random_token(),
+        };
+        let id = random_token();
+        sessions.insert(id.clone(), session.clone());
+        (id, session)
+    }
+
+    fn session_of(&self, req: &Request<Incoming>) -> Option<(String, Session)> {
+        let id = cookie(req, COOKIE)?;
+        let sessions = self.sessions();
+        let session = sessions.get(id).filter(|s| s.expires > Instant::now())?;
+        Some((id.to_string(), session.clone()))
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> String {
+        self.templates
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .unwrap_or_else(|e| format!("the console could not render {name}: {e}"))
+    }
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A console answer with its security headers.
+fn page(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert("content-security-policy", HeaderValue::from_static(CSP));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn redirect(to: &'static str) -> HttpResponse {
+    let mut response = page(StatusCode::SEE_OTHER, "text/plain", "");
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(to));
+    response
+}
+
+/// A channel's row on the overview: its state, outbox and propagation.
+fn channel_row(link: &ChannelLink, kinds: &HashMap<String, String>) -> Value {
+    let timing = link.timing.summary();
+    json!({
+        "name": link.adapter.name(),
+        "kind": kinds.get(link.adapter.name()),
+        "sync": link.sync.borrow().as_str(),
+        "outbox_skus": link.outbox.len(),
+        "count": timing["count"],
+        "p50_ms": timing["p50_ms"],
+        "p99_ms": timing["p99_ms"],
+    })
+}
+
+/// Who may see the console: a session, or anyone on a loopback-only listener without a
+/// token; otherwise the answer to give instead.
+enum Access {
+    Session(Session),
+    Loopback,
+}
+
+impl App {
+    fn console_access(&self, req: &Request<Incoming>) -> Result<Access, Box<HttpResponse>> {
+        if self.config.server.admin_token.is_none() {
+            return if self.config.server.listen.ip().is_loopback() {
+                Ok(Access::Loopback)
+            } else {
+                Err(Box::new(page(
+                    StatusCode::FORBIDDEN,
+                    "text/plain; charset=utf-8",
+                    "the console is served off loopback only with an admin_token configured",
+                )))
+            };
+        }
+        match self.console.session_of(req) {
+            Some((_, session)) => Ok(Access::Session(session)),
+            None => Err(Box::new(redirect("/console/login"))),
+        }
+    }
+
+    /// Every `/console` request.
+    pub(crate) async fn console(&self, req: Request<Incoming>, segments: &[&str]) -> HttpResponse {
+        match (req.method().clone(), &segments[1..]) {
+            (Method::GET, ["assets", "console.css"]) => page(
+                StatusCode::OK,
+                "text/css; charset=utf-8",
+                include_str!("console/console.css"),
+            ),
+            (Method::GET, ["assets", "console.js"]) => page(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                include_str!("console/console.js"),
+            ),
+            (Method::GET, ["login"]) => self.login_page(None, StatusCode::OK),
+            (Method::POST, ["login"]) => self.sign_in(req).await,
+            (Method::POST, ["logout"]) => self.sign_out(req).await,
+            (Method::GET, [] | [""]) => match self.console_access(&req) {
+                Ok(access) => self.overview(&access),
+                Err(answer) => *answer,
+            },
+            (Method::GET, ["stream", "overview"]) => match self.console_access(&req) {
+                Ok(_) => self.overview_stream(),
+                Err(answer) => *answer,
+            },
+            _ => page(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "no such page",
+            ),
+        }
+    }
+
+    fn login_page(&self, error: Option<&str>, status: StatusCode) -> HttpResponse {
+        if self.config.server.admin_token.is_none() {
+            return redirect("/console");
+        }
+        let html = self.console.render(
+            "login.html",
+            context! { title => "Sign in", signed_in => false, error => error },
+        );
+        page(status, "text/html; charset=utf-8", html)
+    }
+
+    /// The token from the form, compared in constant time; a session cookie on success.
+    async fn sign_in(&self, req: Request<Incoming>) -> HttpResponse {
+        let Some(token) = &self.config.server.admin_token else {
+            return redirect("/console");
+        };
+        let body = match read_body(req).await {
+            Ok(body) => body,
+            Err(e) => return self.login_page(Some(&e.message), e.status),
+        };
+        let given = form_pairs(&String::from_utf8_lossy(&body))
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return self.login_page(
+                Some("That is not the admin token."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        let (id, _) = self.console.start_session();
+        let mut response = redirect("/console");
+        let cookie = format!(
+            "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}",
+            SESSION_LIFETIME.as_secs()
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(SET_COOKIE, value);
+        }
+        response
+    }
+
+    async fn sign_out(&self, req: Request<Incoming>) -> HttpResponse {
+        let Some((id, session)) = self.console.session_of(&req) else {
+            return redirect("/console/login");
+        };
+        let body = read_body(req).await.unwrap_or_default();
+        let csrf = form_pairs(&String::from_utf8_lossy(&body))
+            .into_iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        if !bool::from(csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "text/plain; charset=utf-8",
+                "the form's CSRF token does not match the session",
+            );
+        }
+        self.console.sessions().remove(&id);
+        let mut response = redirect("/console/login");
+        response.headers_mut().insert(
+            SET_COOKIE,
+            HeaderValue::from_static(
+                "lockstep_session=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
+            ),
+        );
+        response
+    }
+
+    /// Each channel's kind by name, for its row.
+    fn kinds(&self) -> HashMap<String, String> {
+        self.config
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), format!("{:?}", c.kind).to_lowercase()))
+            .collect()
+    }
+
+    fn overview(&self, access: &Access) -> HttpResponse {
+        let csrf = match access {
+            Access::Session(s) => s.csrf.clone(),
+            Access::Loopback => String::new(),
+        };
+        let kinds = self.kinds();
+        let rows: Vec<Value> = self
+            .links
+            .values()
+            .map(|l| channel_row(l, &kinds))
+            .collect();
+        let html = self.console.render(
+            "overview.html",
+            context! {
+                title => "Overview",
+                signed_in => matches!(access, Access::Session(_)),
+                csrf => csrf,
+                channels => minijinja::Value::from_serialize(&rows),
+            },
+        );
+        page(StatusCode::OK, "text/html; charset=utf-8", html)
+    }
+
+    /// `event: channels` every second, for as long as the page is open.
+    fn overview_stream(&self) -> HttpResponse {
+        let links = self.links.clone();
+        let kinds = self.kinds();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(OVERVIEW_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tx.closed() => return,
+                }
+                let channels: Vec<Value> = links.values().map(|l| channel_row(l, &kinds)).collect();
+                let event = format!("event: channels\ndata: {}\n\n", Value::Array(channels));
+                if tx.send(Bytes::from(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = crate::ingest::audit_stream::event_stream(rx);
+        response
+            .headers_mut()
+            .insert("content-security-policy", HeaderValue::from_static(CSP));
+        response
+    }
+}
