@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator};
 use loadgen::woo_sim::WooSim;
 use serde_json::json;
 
@@ -65,6 +65,7 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         &format!("admin_token = \"{TOKEN}\"\n{extra}"),
         Some(TOKEN),
     );
+    woo.set_webhook_url(&server.url("/webhooks/woo"));
     // Every console answer carries the policy that lets it load only its own assets.
     let login = Server::client()
         .get(server.url("/console/login"))
@@ -96,64 +97,24 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
             .expect("a WebDriver session")
     });
     let base = server.base.clone();
+    let url = |path: &str| -> reqwest::Url { format!("{base}{path}").parse().unwrap() };
     runtime.block_on(async {
         // Not signed in: the console sends the browser to the login form.
-        browser.goto(&format!("{base}/console")).await.unwrap();
-        assert!(browser
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .ends_with("/console/login"));
+        browser.goto(url("/console").as_str()).await.unwrap();
+        browser.wait().for_url(url("/console/login")).await.unwrap();
         // A wrong token is refused on the page.
-        browser
-            .find(Locator::Id("token"))
-            .await
-            .unwrap()
-            .send_keys("not-it")
-            .await
-            .unwrap();
-        browser
-            .find(Locator::Id("sign-in"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let error = browser
-            .find(Locator::Id("login-error"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        type_into(&browser, "#token", "not-it").await;
+        click(&browser, "#sign-in").await;
+        let error = text(&browser, "#login-error").await;
         assert!(error.contains("not the admin token"), "{error}");
-        browser
-            .find(Locator::Id("token"))
-            .await
-            .unwrap()
-            .send_keys(TOKEN)
-            .await
-            .unwrap();
-        browser
-            .find(Locator::Id("sign-in"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        assert_eq!(browser.current_url().await.unwrap().path(), "/console");
+        type_into(&browser, "#token", TOKEN).await;
+        click(&browser, "#sign-in").await;
+        browser.wait().for_url(url("/console")).await.unwrap();
         // The session cookie is out of the page's reach and never sent cross-site.
         let cookie = browser.get_named_cookie("lockstep_session").await.unwrap();
         assert_eq!(cookie.http_only(), Some(true));
         assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
-        let row = browser
-            .find(Locator::Css("tr[data-channel=\"woo\"]"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let row = text(&browser, "tr[data-channel=\"woo\"]").await;
         assert!(
             row.contains("woo") && row.contains("woocommerce") && row.contains("pushing"),
             "{row}"
@@ -165,28 +126,89 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         .wait_for(Duration::from_secs(10), |l| l["C0"] == 7)
         .is_some());
     runtime.block_on(async {
-        let mut pushes = String::new();
-        for _ in 0..50 {
-            pushes = browser
-                .find(Locator::Css(
-                    "tr[data-channel=\"woo\"] [data-field=\"count\"]",
-                ))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if pushes != "0" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_ne!(pushes, "0", "the row never showed the push");
-        // The README's screenshot: `LOCKSTEP_SCREENSHOTS=docs cargo test --test console`.
-        let shot = browser.screenshot().await.unwrap();
-        let to = std::env::var("LOCKSTEP_SCREENSHOTS")
-            .map_or_else(|_| dir.path().to_path_buf(), std::path::PathBuf::from);
-        std::fs::write(to.join("console-overview.png"), shot).unwrap();
+        let pushes = "tr[data-channel=\"woo\"] [data-field=\"count\"]";
+        let shown = until(&browser, pushes, Duration::from_secs(5), |t| t != "0").await;
+        assert_ne!(shown, "0", "the row never showed the push");
+        screenshot(&browser, &dir, "console-overview.png").await;
+        // Find the SKU, open its page.
+        click(&browser, "#nav-skus").await;
+        type_into(&browser, "#q", "C").await;
+        click(&browser, "#find").await;
+        browser
+            .wait()
+            .for_url(url("/console/skus?q=C"))
+            .await
+            .unwrap();
+        click(&browser, "a[data-sku=\"C0\"]").await;
+        browser
+            .wait()
+            .for_url(url("/console/skus/C0"))
+            .await
+            .unwrap();
+        assert_eq!(text(&browser, "#sku-name").await, "C0");
+        assert_eq!(text(&browser, "#available").await, "7");
+    });
+    // An order on the store: its record is on the SKU's page within a second, no reload.
+    woo.place_order(&[("C0", 2)]);
+    let placed = std::time::Instant::now();
+    runtime.block_on(async {
+        let rows = until(&browser, "#audit tbody", Duration::from_secs(1), |t| {
+            t.contains("order_placed")
+        })
+        .await;
+        assert!(
+            rows.contains("order_placed"),
+            "the order is not on the page {:?} after it was placed:\n{rows}",
+            placed.elapsed()
+        );
+        assert_eq!(text(&browser, "#available").await, "5");
+        screenshot(&browser, &dir, "console-sku.png").await;
         browser.close().await.unwrap();
     });
+}
+
+/// The README's screenshots: `LOCKSTEP_SCREENSHOTS=docs cargo test --test console`
+/// writes them there; otherwise into the test's temporary directory.
+async fn screenshot(browser: &Client, dir: &tempfile::TempDir, name: &str) {
+    let shot = browser.screenshot().await.unwrap();
+    let to = std::env::var("LOCKSTEP_SCREENSHOTS")
+        .map_or_else(|_| dir.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::write(to.join(name), shot).unwrap();
+}
+
+async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    browser
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    element(browser, css).await.text().await.unwrap()
+}
+
+async fn click(browser: &Client, css: &str) {
+    element(browser, css).await.click().await.unwrap();
+}
+
+async fn type_into(browser: &Client, css: &str, keys: &str) {
+    element(browser, css).await.send_keys(keys).await.unwrap();
+}
+
+/// The text of `css` once `done` holds of it, or as it is after `within`.
+async fn until(
+    browser: &Client,
+    css: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let now = text(browser, css).await;
+        if done(&now) || started.elapsed() >= within {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

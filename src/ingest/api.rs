@@ -425,6 +425,12 @@ impl App {
     }
 
     fn get_sku(&self, sku: &str) -> Result<HttpResponse, ApiError> {
+        Ok(json_response(StatusCode::OK, &self.sku_json(sku)?))
+    }
+
+    /// A SKU's stock and, per channel, what it should show and what it was told:
+    /// `GET /v1/skus/{sku}` and the console's SKU page.
+    pub(crate) fn sku_json(&self, sku: &str) -> Result<Value, ApiError> {
         check_sku(sku, Field::named("sku"))?;
         let head = self.engine.head(sku)?.ok_or_else(|| {
             ApiError::new(
@@ -449,19 +455,16 @@ impl App {
                 (rule.name.clone(), value)
             })
             .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "sku": sku,
-                "on_hand": head.on_hand,
-                "committed": head.committed,
-                "available": available,
-                "channels": channels,
-                "shard": self.engine.shard_of(sku),
-                "last_seq": head.last_seq,
-                "updated_at": format_rfc3339(head.updated_at),
-            }),
-        ))
+        Ok(json!({
+            "sku": sku,
+            "on_hand": head.on_hand,
+            "committed": head.committed,
+            "available": available,
+            "channels": channels,
+            "shard": self.engine.shard_of(sku),
+            "last_seq": head.last_seq,
+            "updated_at": format_rfc3339(head.updated_at),
+        }))
     }
 
     async fn put_sku(&self, sku: &str, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {

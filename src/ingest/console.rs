@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::ingest::api::{form_pairs, read_body, App, HttpResponse};
+use crate::ingest::audit_stream;
 use crate::propagate::ChannelLink;
 
 const COOKIE: &str = "lockstep_session";
@@ -62,6 +63,8 @@ impl Default for Console {
             ("layout.html", include_str!("console/layout.html")),
             ("login.html", include_str!("console/login.html")),
             ("overview.html", include_str!("console/overview.html")),
+            ("skus.html", include_str!("console/skus.html")),
+            ("sku.html", include_str!("console/sku.html")),
         ] {
             templates
                 .add_template(name, text)
@@ -222,6 +225,21 @@ impl App {
                 Ok(_) => self.overview_stream(),
                 Err(answer) => *answer,
             },
+            (Method::GET, ["skus"]) => match self.console_access(&req) {
+                Ok(access) => self.skus_page(&access, req.uri().query().unwrap_or("")),
+                Err(answer) => *answer,
+            },
+            (Method::GET, ["skus", sku]) => match self.console_access(&req) {
+                Ok(access) => self.sku_page(&access, sku),
+                Err(answer) => *answer,
+            },
+            (Method::GET, ["stream", "audit"]) => match self.console_access(&req) {
+                Ok(_) => match audit_stream::Filter::parse(req.uri().query().unwrap_or("")) {
+                    Ok(filter) => with_csp(audit_stream::stream(&self.engine, filter)),
+                    Err(e) => page(e.status, "text/plain; charset=utf-8", e.message),
+                },
+                Err(answer) => *answer,
+            },
             _ => page(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
@@ -311,10 +329,7 @@ impl App {
     }
 
     fn overview(&self, access: &Access) -> HttpResponse {
-        let csrf = match access {
-            Access::Session(s) => s.csrf.clone(),
-            Access::Loopback => String::new(),
-        };
+        let (csrf, _) = App::who(access);
         let kinds = self.kinds();
         let rows: Vec<Value> = self
             .links
@@ -352,10 +367,134 @@ impl App {
                 }
             }
         });
-        let mut response = crate::ingest::audit_stream::event_stream(rx);
-        response
-            .headers_mut()
-            .insert("content-security-policy", HeaderValue::from_static(CSP));
-        response
+        with_csp(audit_stream::event_stream(rx))
     }
+
+    /// The session's CSRF token and whether someone is signed in, for every page.
+    fn who(access: &Access) -> (String, bool) {
+        match access {
+            Access::Session(s) => (s.csrf.clone(), true),
+            Access::Loopback => (String::new(), false),
+        }
+    }
+
+    /// SKUs starting with `q`, `SKUS_PAGE` a page in SKU order, after `after`.
+    fn skus_page(&self, access: &Access, query: &str) -> HttpResponse {
+        let pairs = form_pairs(query);
+        let param = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (q, after) = (param("q"), param("after"));
+        let found = match self.skus_starting(&q, &after) {
+            Ok(found) => found,
+            Err(e) => {
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    e,
+                )
+            }
+        };
+        let next = (found.len() == SKUS_PAGE)
+            .then(|| {
+                found
+                    .last()
+                    .and_then(|s| s["sku"].as_str().map(str::to_string))
+            })
+            .flatten();
+        let (csrf, signed_in) = App::who(access);
+        let html = self.console.render(
+            "skus.html",
+            context! {
+                title => "SKUs", signed_in, csrf, q, next,
+                skus => minijinja::Value::from_serialize(&found),
+            },
+        );
+        page(StatusCode::OK, "text/html; charset=utf-8", html)
+    }
+
+    /// Up to `SKUS_PAGE` SKUs starting with `prefix`, after `after` (the page before's
+    /// last), with their stock: a walk of the shards' stored heads in SKU order from the
+    /// prefix, which ends at the first SKU past it.
+    fn skus_starting(&self, prefix: &str, after: &str) -> Result<Vec<Value>, String> {
+        let row = |sku: &str, head: &crate::core::records::HeadRecord| {
+            json!({"sku": sku, "on_hand": head.on_hand, "committed": head.committed,
+                   "available": head.on_hand - head.committed})
+        };
+        let mut found = Vec::new();
+        let mut from = if after.is_empty() {
+            prefix.to_string()
+        } else {
+            after.to_string()
+        };
+        // `heads_after` is exclusive: the prefix itself, when it is a SKU, comes first.
+        if after.is_empty() && !prefix.is_empty() {
+            if let Some(head) = self.engine.head(prefix).map_err(|e| e.to_string())? {
+                found.push(row(prefix, &head));
+            }
+        }
+        while found.len() < SKUS_PAGE {
+            let heads = self
+                .engine
+                .heads_after((!from.is_empty()).then_some(from.as_str()), SKUS_PAGE)
+                .map_err(|e| e.to_string())?;
+            let Some((last, _)) = heads.last() else {
+                break;
+            };
+            let last = last.clone();
+            for (sku, head) in &heads {
+                if !sku.starts_with(prefix) || found.len() == SKUS_PAGE {
+                    return Ok(found);
+                }
+                found.push(row(sku, head));
+            }
+            from = last;
+        }
+        Ok(found)
+    }
+
+    fn sku_page(&self, access: &Access, sku: &str) -> HttpResponse {
+        let text = |status: StatusCode, message: String| {
+            page(status, "text/plain; charset=utf-8", message)
+        };
+        let sku = match crate::ingest::api::decode_segment(sku, "sku") {
+            Ok(sku) => sku,
+            Err(e) => return text(e.status, e.message),
+        };
+        let value = match self.sku_json(&sku) {
+            Ok(value) => value,
+            Err(e) => return text(e.status, e.message),
+        };
+        let records: Vec<Value> = match self.engine.audit(Some(&sku), 0, SKU_AUDIT_ROWS) {
+            Ok(records) => records.iter().map(crate::ingest::api::audit_json).collect(),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let (csrf, signed_in) = App::who(access);
+        let html = self.console.render(
+            "sku.html",
+            context! {
+                title => sku.clone(), signed_in, csrf,
+                sku => minijinja::Value::from_serialize(&value),
+                records => minijinja::Value::from_serialize(&records),
+            },
+        );
+        page(StatusCode::OK, "text/html; charset=utf-8", html)
+    }
+}
+
+/// SKUs a search page shows.
+const SKUS_PAGE: usize = 50;
+/// Audit records a SKU's page starts with (newer ones arrive live).
+const SKU_AUDIT_ROWS: usize = 100;
+
+/// A stream answer with the console's policy.
+fn with_csp(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert("content-security-policy", HeaderValue::from_static(CSP));
+    response
 }

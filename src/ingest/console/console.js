@@ -18,3 +18,27 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("updated").textContent = `Live: updated ${new Date().toLocaleTimeString()}`;
   });
 });
+
+// A SKU's audit: each record the stream sends goes on top, as it is committed.
+document.addEventListener("DOMContentLoaded", () => {
+  const body = document.querySelector("[data-audit-stream]");
+  if (!body) return;
+  const stream = new EventSource(body.dataset.auditStream);
+  stream.addEventListener("record", (e) => {
+    const r = JSON.parse(e.data);
+    const row = document.createElement("tr");
+    const outcome = r.oversell ? `${r.outcome} · oversell` : r.outcome;
+    for (const text of [r.seq, r.applied_at, r.kind, r.qty, r.source, outcome,
+                        `${r.available_before} → ${r.available_after}`]) {
+      const cell = document.createElement("td");
+      cell.textContent = String(text);
+      row.appendChild(cell);
+    }
+    row.className = "fresh";
+    body.prepend(row);
+    for (const [id, field] of [["on-hand", "on_hand_after"], ["committed", "committed_after"], ["available", "available_after"]]) {
+      const cell = document.getElementById(id);
+      if (cell) cell.textContent = String(r[field]);
+    }
+  });
+});
