@@ -58,8 +58,11 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let woo = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &[("C0", 500, None)]);
+    // A second site, new to the data directory: it observes until approved.
+    let woo2 = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &[("C0", 600, None)]);
     let extra = woo_channel("woo", &woo.url(), SECRET, "first_sync = \"push\"")
-        + &catalog(&data, &[("C0", "woo", "500")]);
+        + &woo_channel("woo2", &woo2.url(), SECRET, "# first_sync: its default")
+        + &catalog(&data, &[("C0", "woo", "500"), ("C0", "woo2", "600")]);
     let server = Server::start_with(
         &data,
         &format!("admin_token = \"{TOKEN}\"\n{extra}"),
@@ -107,6 +110,7 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         click(&browser, "#sign-in").await;
         let error = text(&browser, "#login-error").await;
         assert!(error.contains("not the admin token"), "{error}");
+        type_into(&browser, "#name", "pat").await;
         type_into(&browser, "#token", TOKEN).await;
         click(&browser, "#sign-in").await;
         browser.wait().for_url(url("/console")).await.unwrap();
@@ -163,8 +167,48 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         );
         assert_eq!(text(&browser, "#available").await, "5");
         screenshot(&browser, &dir, "console-sku.png").await;
+        // Approve the observing site from the overview (the page asks first).
+        browser.goto(url("/console").as_str()).await.unwrap();
+        click(
+            &browser,
+            "button[data-action=\"approve\"][data-channel=\"woo2\"]",
+        )
+        .await;
+        browser.accept_alert().await.unwrap();
+        let done = text(&browser, "#done").await;
+        assert_eq!(done, "woo2: approved by pat");
+        let state = "tr[data-channel=\"woo2\"] [data-field=\"sync\"]";
+        assert_eq!(text(&browser, state).await, "pushing");
+        // Pause the first; then a count from the SKU's page reaches only the second.
+        click(
+            &browser,
+            "button[data-action=\"pause\"][data-channel=\"woo\"]",
+        )
+        .await;
+        browser.accept_alert().await.unwrap();
+        assert_eq!(text(&browser, "#done").await, "woo: paused by pat");
+        browser
+            .goto(url("/console/skus/C0").as_str())
+            .await
+            .unwrap();
+        type_into(&browser, "#on-hand-input", "9").await;
+        click(&browser, "#set-count").await;
+        browser.accept_alert().await.unwrap();
+        let done = text(&browser, "#done").await;
+        assert_eq!(done, "C0: counted 9 on hand, by pat");
+        let rows = text(&browser, "#audit tbody").await;
+        assert!(
+            rows.contains("counted") && rows.contains("console"),
+            "{rows}"
+        );
         browser.close().await.unwrap();
     });
+    // 9 on hand, 2 committed: the approved site shows 7; the paused one keeps its 5.
+    assert!(woo2
+        .wait_for(Duration::from_secs(10), |l| l["C0"] == 7)
+        .is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(woo.level("C0"), Some(5));
 }
 
 /// The README's screenshots: `LOCKSTEP_SCREENSHOTS=docs cargo test --test console`

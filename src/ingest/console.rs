@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::ingest::api::{form_pairs, read_body, App, HttpResponse};
 use crate::ingest::audit_stream;
+use crate::propagate::sync_state::{Action, Changed};
 use crate::propagate::ChannelLink;
 
 const COOKIE: &str = "lockstep_session";
@@ -36,6 +37,8 @@ const COOKIE: &str = "lockstep_session";
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3_600);
 /// Sessions kept at once; signing in past it forgets the oldest.
 const SESSIONS_MAX: usize = 1_000;
+/// Longest name an operator signs in with.
+const NAME_BYTES_MAX: usize = 64;
 /// How often the overview's stream sends the channels.
 const OVERVIEW_EVERY: Duration = Duration::from_secs(1);
 /// What a console page may load: its own assets, its own streams, nothing else.
@@ -46,12 +49,16 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 #[derive(Clone)]
 struct Session {
     expires: Instant,
+    /// Who signed in (the name they gave), for the audit of what they do.
+    name: String,
     /// Sent back by every form that acts, so another site cannot act in its name.
     csrf: String,
 }
 
 /// The console's templates and sessions.
 pub struct Console {
+    /// The CSRF token of a console served without sign-in (loopback, no token).
+    loopback_csrf: String,
     templates: Environment<'static>,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -71,6 +78,7 @@ impl Default for Console {
                 .expect("the console's templates parse");
         }
         Console {
+            loopback_csrf: random_token(),
             templates,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -88,7 +96,7 @@ impl Console {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start_session(&self) -> (String, Session) {
+    fn start_session(&self, name: String) -> (String, Session) {
         let mut sessions = self.sessions();
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
@@ -103,6 +111,7 @@ impl Console {
         }
         let session = Session {
             expires: now + SESSION_LIFETIME,
+            name,
             csrf: random_token(),
         };
         let id = random_token();
@@ -218,7 +227,7 @@ impl App {
             (Method::POST, ["login"]) => self.sign_in(req).await,
             (Method::POST, ["logout"]) => self.sign_out(req).await,
             (Method::GET, [] | [""]) => match self.console_access(&req) {
-                Ok(access) => self.overview(&access),
+                Ok(access) => self.overview(&access, &done_of(req.uri().query())),
                 Err(answer) => *answer,
             },
             (Method::GET, ["stream", "overview"]) => match self.console_access(&req) {
@@ -230,7 +239,18 @@ impl App {
                 Err(answer) => *answer,
             },
             (Method::GET, ["skus", sku]) => match self.console_access(&req) {
-                Ok(access) => self.sku_page(&access, sku),
+                Ok(access) => self.sku_page(&access, sku, &done_of(req.uri().query())),
+                Err(answer) => *answer,
+            },
+            (
+                Method::POST,
+                ["channels", name, verb @ ("approve" | "pause" | "resume" | "reconcile")],
+            ) => match self.console_access(&req) {
+                Ok(access) => self.channel_action(&access, req, name, verb).await,
+                Err(answer) => *answer,
+            },
+            (Method::POST, ["skus", sku, "count"]) => match self.console_access(&req) {
+                Ok(access) => self.count_action(&access, req, sku).await,
                 Err(answer) => *answer,
             },
             (Method::GET, ["stream", "audit"]) => match self.console_access(&req) {
@@ -268,18 +288,37 @@ impl App {
             Ok(body) => body,
             Err(e) => return self.login_page(Some(&e.message), e.status),
         };
-        let given = form_pairs(&String::from_utf8_lossy(&body))
-            .into_iter()
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
+        let form = form_pairs(&String::from_utf8_lossy(&body));
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let given = field("token");
+        let name = field("name");
+        let name = if name.is_empty() {
+            "admin".to_string()
+        } else {
+            name
+        };
+        if name.len() > NAME_BYTES_MAX
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "._-@".contains(c))
+        {
+            return self.login_page(
+                Some("A name is up to 64 letters, digits, '.', '_', '-' or '@'."),
+                StatusCode::BAD_REQUEST,
+            );
+        }
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             return self.login_page(
                 Some("That is not the admin token."),
                 StatusCode::UNAUTHORIZED,
             );
         }
-        let (id, _) = self.console.start_session();
+        let (id, _) = self.console.start_session(name);
         let mut response = redirect("/console");
         let cookie = format!(
             "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -328,8 +367,8 @@ impl App {
             .collect()
     }
 
-    fn overview(&self, access: &Access) -> HttpResponse {
-        let (csrf, _) = App::who(access);
+    fn overview(&self, access: &Access, done: &str) -> HttpResponse {
+        let (csrf, _) = self.who(access);
         let kinds = self.kinds();
         let rows: Vec<Value> = self
             .links
@@ -340,6 +379,7 @@ impl App {
             "overview.html",
             context! {
                 title => "Overview",
+                done => done,
                 signed_in => matches!(access, Access::Session(_)),
                 csrf => csrf,
                 channels => minijinja::Value::from_serialize(&rows),
@@ -371,11 +411,149 @@ impl App {
     }
 
     /// The session's CSRF token and whether someone is signed in, for every page.
-    fn who(access: &Access) -> (String, bool) {
+    fn who(&self, access: &Access) -> (String, bool) {
         match access {
             Access::Session(s) => (s.csrf.clone(), true),
-            Access::Loopback => (String::new(), false),
+            Access::Loopback => (self.console.loopback_csrf.clone(), false),
         }
+    }
+
+    /// Who acts, for the audit.
+    fn actor(access: &Access) -> String {
+        match access {
+            Access::Session(s) => s.name.clone(),
+            Access::Loopback => "loopback".to_string(),
+        }
+    }
+
+    /// The form of an action, once its CSRF token matches the session's; else the
+    /// answer to give.
+    async fn action_form(
+        &self,
+        access: &Access,
+        req: Request<Incoming>,
+    ) -> Result<Vec<(String, String)>, Box<HttpResponse>> {
+        let body = read_body(req)
+            .await
+            .map_err(|e| Box::new(page(e.status, "text/plain; charset=utf-8", e.message)))?;
+        let form = form_pairs(&String::from_utf8_lossy(&body));
+        let csrf = form
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let (expected, _) = self.who(access);
+        if !bool::from(csrf.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(Box::new(page(
+                StatusCode::FORBIDDEN,
+                "text/plain; charset=utf-8",
+                "the form's CSRF token does not match the session: reload the page",
+            )));
+        }
+        Ok(form)
+    }
+
+    /// Approve, pause, resume or reconcile a channel from the overview; back to the
+    /// overview with what was done.
+    async fn channel_action(
+        &self,
+        access: &Access,
+        req: Request<Incoming>,
+        name: &str,
+        verb: &str,
+    ) -> HttpResponse {
+        if let Err(answer) = self.action_form(access, req).await {
+            return *answer;
+        }
+        let by = App::actor(access);
+        let done = match verb {
+            "reconcile" => match self
+                .reconcilers
+                .values()
+                .find(|r| r.link.adapter.name() == name)
+            {
+                Some(r) if !r.link.pushing() => format!(
+                    "{name} is {}: not reconciled",
+                    r.link.sync.borrow().as_str()
+                ),
+                Some(r) => match r.pass(&self.engine, &self.client).await {
+                    Ok(report) => format!(
+                        "{name} reconciled: {} checked, {} lowered, {} raised, {} waiting",
+                        report.checked, report.lowered, report.raised, report.waiting
+                    ),
+                    Err(e) => format!("reconciling {name} failed: {e}"),
+                },
+                None => format!("no channel named {name}"),
+            },
+            _ => {
+                let (action, done) = match verb {
+                    "approve" => (Action::Approve, "approved"),
+                    "pause" => (Action::Pause, "paused"),
+                    _ => (Action::Resume, "resumed"),
+                };
+                match self.sync.act(name, action, &by) {
+                    Ok(Some(Changed::Now)) => format!("{name}: {done} by {by}"),
+                    Ok(Some(Changed::Already)) => {
+                        format!("{name} was {} already", self.sync.state(name).as_str())
+                    }
+                    Ok(Some(Changed::Refused(why))) => why,
+                    Ok(None) => format!("no channel named {name}"),
+                    Err(e) => format!("not done: the change could not be stored: {e}"),
+                }
+            }
+        };
+        done_redirect("/console", &done)
+    }
+
+    /// Sets a SKU's on hand from its page: a count like any other, its key naming who.
+    async fn count_action(
+        &self,
+        access: &Access,
+        req: Request<Incoming>,
+        sku: &str,
+    ) -> HttpResponse {
+        let form = match self.action_form(access, req).await {
+            Ok(form) => form,
+            Err(answer) => return *answer,
+        };
+        let sku = match crate::ingest::api::decode_segment(sku, "sku") {
+            Ok(sku) => sku,
+            Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
+        };
+        let path = format!(
+            "/console/skus/{}",
+            percent_encoding::utf8_percent_encode(&sku, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let on_hand = form
+            .iter()
+            .find(|(k, _)| k == "on_hand")
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+            .filter(|n| (0..=crate::core::event::QTY_MAX).contains(n));
+        let Some(on_hand) = on_hand else {
+            return done_redirect(
+                &path,
+                "not counted: on hand must be a whole number, 0 or more",
+            );
+        };
+        let now = crate::clock::now_micros();
+        let event = crate::core::event::Event {
+            sku: sku.clone(),
+            kind: crate::core::event::EventKind::Counted,
+            qty: on_hand,
+            source: "console".to_string(),
+            source_ts: now,
+            received_at: now,
+            key: format!("console/{}/{now}-{}", App::actor(access), random_token()),
+            line: None,
+        };
+        let done = match self.engine.submit(vec![event]).await {
+            Ok(_) => format!(
+                "{sku}: counted {on_hand} on hand, by {}",
+                App::actor(access)
+            ),
+            Err(e) => format!("not counted: {e}"),
+        };
+        done_redirect(&path, &done)
     }
 
     /// SKUs starting with `q`, `SKUS_PAGE` a page in SKU order, after `after`.
@@ -406,7 +584,7 @@ impl App {
                     .and_then(|s| s["sku"].as_str().map(str::to_string))
             })
             .flatten();
-        let (csrf, signed_in) = App::who(access);
+        let (csrf, signed_in) = self.who(access);
         let html = self.console.render(
             "skus.html",
             context! {
@@ -457,7 +635,7 @@ impl App {
         Ok(found)
     }
 
-    fn sku_page(&self, access: &Access, sku: &str) -> HttpResponse {
+    fn sku_page(&self, access: &Access, sku: &str, done: &str) -> HttpResponse {
         let text = |status: StatusCode, message: String| {
             page(status, "text/plain; charset=utf-8", message)
         };
@@ -473,17 +651,39 @@ impl App {
             Ok(records) => records.iter().map(crate::ingest::api::audit_json).collect(),
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
-        let (csrf, signed_in) = App::who(access);
+        let (csrf, signed_in) = self.who(access);
         let html = self.console.render(
             "sku.html",
             context! {
-                title => sku.clone(), signed_in, csrf,
+                title => sku.clone(), signed_in, csrf, done,
                 sku => minijinja::Value::from_serialize(&value),
                 records => minijinja::Value::from_serialize(&records),
             },
         );
         page(StatusCode::OK, "text/html; charset=utf-8", html)
     }
+}
+
+/// Back to `to`, saying what was done (`?done=`, shown once on the page).
+fn done_redirect(to: &str, done: &str) -> HttpResponse {
+    let mut response = page(StatusCode::SEE_OTHER, "text/plain", "");
+    let location = format!(
+        "{to}?done={}",
+        percent_encoding::utf8_percent_encode(done, percent_encoding::NON_ALPHANUMERIC)
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+/// What a redirect said was done.
+fn done_of(query: Option<&str>) -> String {
+    form_pairs(query.unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == "done")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 /// SKUs a search page shows.

@@ -42,3 +42,9 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 });
+
+// Every form that acts asks first (its data-confirm); the page has no inline script.
+document.addEventListener("submit", (e) => {
+  const question = e.target.dataset.confirm;
+  if (question && !window.confirm(question)) e.preventDefault();
+});
