@@ -99,6 +99,17 @@ fn command_fails(rig: &Rig, args: &[&str]) -> String {
     stderr
 }
 
+/// `POST /v1/reconcile?channel=woo`, which must be refused with 409: its error code.
+fn reconcile_refusal(rig: &Rig) -> String {
+    let response = Server::client()
+        .post(rig.server.url("/v1/reconcile?channel=woo"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().unwrap();
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
 fn channel_state(server: &Server) -> Value {
     let (status, body) = server.get("/v1/channels");
     assert_eq!(status, 200, "{body}");
@@ -124,13 +135,7 @@ fn a_new_channel_writes_nothing_until_approved_then_converges() {
     );
     assert_eq!(rig.woo.level("W1"), Some(5));
     // Reconciling it now would write: refused, with what to do instead.
-    let response = Server::client()
-        .post(rig.server.url("/v1/reconcile?channel=woo"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert_eq!(body["error"], "channel_observing", "{body}");
+    assert_eq!(reconcile_refusal(&rig), "channel_observing");
 
     // The plan: three listings would change, W1 would go to 0.
     let (status, plan) = rig.server.get("/v1/channels/woo/plan");
@@ -622,13 +627,7 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
     assert_eq!(rig.woo.calls().len(), writes, "{:?}", rig.woo.calls());
     assert_eq!(rig.woo.level("W0"), Some(10));
     // A reconciliation would write: refused, naming the pause.
-    let response = Server::client()
-        .post(rig.server.url("/v1/reconcile?channel=woo"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 409);
-    let body: Value = response.json().unwrap();
-    assert_eq!(body["error"], "channel_paused", "{body}");
+    assert_eq!(reconcile_refusal(&rig), "channel_paused");
     // Approving it is no way round the pause.
     let refused = command_fails(&rig, &["approve", "woo"]);
     assert!(
