@@ -201,11 +201,43 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
             rows.contains("counted") && rows.contains("console"),
             "{rows}"
         );
+        // The live audit, filtered to adjustments.
+        click(&browser, "#nav-audit").await;
+        browser.wait().for_url(url("/console/audit")).await.unwrap();
+        element(&browser, "#f-kind")
+            .await
+            .select_by_value("adjusted")
+            .await
+            .unwrap();
+        click(&browser, "#filter").await;
+        browser
+            .wait()
+            .for_url(url("/console/audit?channel=&kind=adjusted&outcome="))
+            .await
+            .unwrap();
+        element(&browser, "#audit tbody").await;
+    });
+    let (status, _) = server.post_events(&json!({"events": [
+        {"sku": "C0", "kind": "counted", "qty": 20, "idempotency_key": "c-20"},
+        {"sku": "C0", "kind": "adjusted", "qty": -1, "idempotency_key": "a-1"},
+    ]}));
+    assert_eq!(status, 200);
+    runtime.block_on(async {
+        let rows = until(&browser, "#audit tbody", Duration::from_secs(2), |t| {
+            t.contains("adjusted")
+        })
+        .await;
+        assert!(rows.contains("adjusted") && rows.contains("C0"), "{rows}");
+        assert!(
+            !rows.contains("counted"),
+            "the filter let a count through: {rows}"
+        );
         browser.close().await.unwrap();
     });
-    // 9 on hand, 2 committed: the approved site shows 7; the paused one keeps its 5.
+    // 20 on hand less 1, 2 committed: the approved site shows 17; the paused one keeps
+    // its 5.
     assert!(woo2
-        .wait_for(Duration::from_secs(10), |l| l["C0"] == 7)
+        .wait_for(Duration::from_secs(10), |l| l["C0"] == 17)
         .is_some());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(woo.level("C0"), Some(5));

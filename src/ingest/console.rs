@@ -72,6 +72,7 @@ impl Default for Console {
             ("overview.html", include_str!("console/overview.html")),
             ("skus.html", include_str!("console/skus.html")),
             ("sku.html", include_str!("console/sku.html")),
+            ("audit.html", include_str!("console/audit.html")),
         ] {
             templates
                 .add_template(name, text)
@@ -236,6 +237,10 @@ impl App {
             },
             (Method::GET, ["skus"]) => match self.console_access(&req) {
                 Ok(access) => self.skus_page(&access, req.uri().query().unwrap_or("")),
+                Err(answer) => *answer,
+            },
+            (Method::GET, ["audit"]) => match self.console_access(&req) {
+                Ok(access) => self.audit_page(&access, req.uri().query().unwrap_or("")),
                 Err(answer) => *answer,
             },
             (Method::GET, ["skus", sku]) => match self.console_access(&req) {
@@ -633,6 +638,54 @@ impl App {
             from = last;
         }
         Ok(found)
+    }
+
+    /// Every record as it is committed, filtered by channel, kind and outcome (the
+    /// filters checked as the stream checks them).
+    fn audit_page(&self, access: &Access, query: &str) -> HttpResponse {
+        if let Err(e) = audit_stream::Filter::parse(query) {
+            return page(e.status, "text/plain; charset=utf-8", e.message);
+        }
+        let pairs = form_pairs(query);
+        let param = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        // The stream's query, rebuilt from the checked filters only.
+        let stream_query: Vec<String> = ["channel", "kind", "outcome"]
+            .iter()
+            .filter(|name| !param(name).is_empty())
+            .map(|name| {
+                format!(
+                    "{name}={}",
+                    percent_encoding::utf8_percent_encode(
+                        &param(name),
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                )
+            })
+            .collect();
+        let mut outcomes: Vec<&str> = crate::core::event::Outcome::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        outcomes.push("oversell");
+        let (csrf, signed_in) = self.who(access);
+        let html = self.console.render(
+            "audit.html",
+            context! {
+                title => "Audit", signed_in, csrf,
+                query => stream_query.join("&"),
+                channel => param("channel"), kind => param("kind"), outcome => param("outcome"),
+                channels => self.config.channels.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                kinds => crate::core::event::EventKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                outcomes => outcomes,
+            },
+        );
+        page(StatusCode::OK, "text/html; charset=utf-8", html)
     }
 
     fn sku_page(&self, access: &Access, sku: &str, done: &str) -> HttpResponse {

@@ -4,6 +4,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const table = document.querySelector("[data-stream]");
   if (!table) return;
   const stream = new EventSource(table.dataset.stream);
+  // A page left for another closes its stream: a browser holds few connections to one
+  // host, and a page kept for "back" would hold this one.
+  window.addEventListener("pagehide", () => stream.close());
   stream.addEventListener("channels", (e) => {
     for (const c of JSON.parse(e.data)) {
       const row = table.querySelector(`tr[data-channel="${CSS.escape(c.name)}"]`);
@@ -24,12 +27,15 @@ document.addEventListener("DOMContentLoaded", () => {
   const body = document.querySelector("[data-audit-stream]");
   if (!body) return;
   const stream = new EventSource(body.dataset.auditStream);
+  window.addEventListener("pagehide", () => stream.close());
   stream.addEventListener("record", (e) => {
     const r = JSON.parse(e.data);
     const row = document.createElement("tr");
     const outcome = r.oversell ? `${r.outcome} · oversell` : r.outcome;
-    for (const text of [r.seq, r.applied_at, r.kind, r.qty, r.source, outcome,
-                        `${r.available_before} → ${r.available_after}`]) {
+    const cells = [r.seq, r.applied_at, r.kind, r.qty, r.source, outcome,
+                   `${r.available_before} → ${r.available_after}`];
+    if (body.dataset.withSku) cells.splice(2, 0, r.sku);
+    for (const text of cells) {
       const cell = document.createElement("td");
       cell.textContent = String(text);
       row.appendChild(cell);
