@@ -1,6 +1,7 @@
 //! A channel's listings as its own API lists them, a page at a time, for
 //! `lockstep catalog discover`: which of the channel's items carries which of the
-//! seller's SKUs (its SKU field), and what it shows.
+//! seller's SKUs (its SKU field), and what it shows. Each kind's listing call, its
+//! paging and its limits are cited in its own file beside its `listings`.
 
 use std::time::Duration;
 
@@ -56,7 +57,12 @@ impl From<String> for ListingError {
     }
 }
 
-/// A channel SKU field as a catalog SKU: trimmed, `None` when empty.
+/// A channel SKU field as a catalog SKU: trimmed, `None` when empty. Channels allow an
+/// empty SKU: Shopify's `ProductVariant.sku` is a nullable string
+/// (https://shopify.dev/docs/api/admin-graphql/latest/objects/ProductVariant),
+/// WooCommerce's `sku` may be "" (https://woocommerce.github.io/woocommerce-rest-api-docs/#product-properties),
+/// TikTok's `seller_sku` is optional
+/// (https://partner.tiktokshop.com/docv2/page/6502fc8da57708028b42b18a).
 pub fn sku_field(text: Option<&str>) -> Option<String> {
     text.map(str::trim)
         .filter(|s| !s.is_empty())

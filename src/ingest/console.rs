@@ -135,6 +135,15 @@ impl Console {
     }
 }
 
+/// A form's (or query's) value of `name`, empty when it has none.
+fn value_of(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 /// A cookie's value from the request's `Cookie` headers.
 fn cookie<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers()
@@ -294,12 +303,7 @@ impl App {
             Err(e) => return self.login_page(Some(&e.message), e.status),
         };
         let form = form_pairs(&String::from_utf8_lossy(&body));
-        let field = |name: &str| {
-            form.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| value_of(&form, name).trim().to_string();
         let given = field("token");
         let name = field("name");
         let name = if name.is_empty() {
@@ -340,11 +344,7 @@ impl App {
             return redirect("/console/login");
         };
         let body = read_body(req).await.unwrap_or_default();
-        let csrf = form_pairs(&String::from_utf8_lossy(&body))
-            .into_iter()
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
+        let csrf = value_of(&form_pairs(&String::from_utf8_lossy(&body)), "csrf");
         if !bool::from(csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
             return page(
                 StatusCode::FORBIDDEN,
@@ -442,11 +442,7 @@ impl App {
             .await
             .map_err(|e| Box::new(page(e.status, "text/plain; charset=utf-8", e.message)))?;
         let form = form_pairs(&String::from_utf8_lossy(&body));
-        let csrf = form
-            .iter()
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let csrf = value_of(&form, "csrf");
         let (expected, _) = self.who(access);
         if !bool::from(csrf.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(Box::new(page(
@@ -529,10 +525,10 @@ impl App {
             "/console/skus/{}",
             percent_encoding::utf8_percent_encode(&sku, percent_encoding::NON_ALPHANUMERIC)
         );
-        let on_hand = form
-            .iter()
-            .find(|(k, _)| k == "on_hand")
-            .and_then(|(_, v)| v.trim().parse::<i64>().ok())
+        let on_hand = value_of(&form, "on_hand")
+            .trim()
+            .parse::<i64>()
+            .ok()
             .filter(|n| (0..=crate::core::event::QTY_MAX).contains(n));
         let Some(on_hand) = on_hand else {
             return done_redirect(
@@ -564,13 +560,7 @@ impl App {
     /// SKUs starting with `q`, `SKUS_PAGE` a page in SKU order, after `after`.
     fn skus_page(&self, access: &Access, query: &str) -> HttpResponse {
         let pairs = form_pairs(query);
-        let param = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let param = |name: &str| value_of(&pairs, name);
         let (q, after) = (param("q"), param("after"));
         let found = match self.skus_starting(&q, &after) {
             Ok(found) => found,
@@ -647,13 +637,7 @@ impl App {
             return page(e.status, "text/plain; charset=utf-8", e.message);
         }
         let pairs = form_pairs(query);
-        let param = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let param = |name: &str| value_of(&pairs, name);
         // The stream's query, rebuilt from the checked filters only.
         let stream_query: Vec<String> = ["channel", "kind", "outcome"]
             .iter()
@@ -732,11 +716,7 @@ fn done_redirect(to: &str, done: &str) -> HttpResponse {
 
 /// What a redirect said was done.
 fn done_of(query: Option<&str>) -> String {
-    form_pairs(query.unwrap_or(""))
-        .into_iter()
-        .find(|(k, _)| k == "done")
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    value_of(&form_pairs(query.unwrap_or("")), "done")
 }
 
 /// SKUs a search page shows.
