@@ -102,17 +102,23 @@ impl Caller {
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
         let mut backoff = Duration::from_millis(250);
+        let mut request = Some(request);
         for retry in 0..=self.throttled_retries {
-            let copy = (retry < self.throttled_retries).then(|| duplicate(&request));
+            let last = retry == self.throttled_retries;
+            // A copy while a retry may follow; the request itself on the last try, which
+            // is the only one for a caller that retries nothing (pushes): no copy there.
+            let this = if last {
+                request.take().expect("the last try takes the request")
+            } else {
+                duplicate(request.as_ref().expect("kept until the last try"))
+            };
             // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`).
             let started = tokio::time::Instant::now();
-            let answer = self
-                .call_now(copy.unwrap_or_else(|| duplicate(&request)))
-                .await;
+            let answer = self.call_now(this).await;
             let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
             pace.lock().await.answered(started.elapsed(), status);
             match &answer {
-                Ok((429, headers, _)) if retry < self.throttled_retries => {
+                Ok((429, headers, _)) if !last => {
                     let wait = super::retry_after(headers).unwrap_or(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
