@@ -122,6 +122,11 @@ channel_kinds!(
 );
 
 impl ChannelKind {
+    /// The kind as the config names it (`kind = "woocommerce"`).
+    pub fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+
     /// Whether the kind names items by its own ids, so that only catalog-mapped SKUs are
     /// pushed to it (the `webhook` kind uses our SKUs).
     pub fn names_items_by_own_ids(self) -> bool {

@@ -112,7 +112,7 @@ fn settings<K: Kind>(channel: &ChannelConfig) -> Result<K::Settings, Problem> {
                 let takers: Vec<String> = ChannelKind::ALL
                     .iter()
                     .filter(|k| (entry(**k).takes)(&key))
-                    .map(|k| format!("{k:?}").to_lowercase())
+                    .map(|k| k.name())
                     .collect();
                 if takers.is_empty() {
                     // The shared keys are `ChannelConfig`'s fields: README "Configuration".

@@ -368,7 +368,7 @@ impl App {
         self.config
             .channels
             .iter()
-            .map(|c| (c.name.clone(), format!("{:?}", c.kind).to_lowercase()))
+            .map(|c| (c.name.clone(), c.kind.name()))
             .collect()
     }
 

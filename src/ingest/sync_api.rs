@@ -75,7 +75,7 @@ impl App {
                 .channels
                 .iter()
                 .find(|c| c.name == name)
-                .map(|c| format!("{:?}", c.kind).to_lowercase()),
+                .map(|c| c.kind.name()),
             "sync": link.sync.borrow().as_str(),
             "since": change.as_ref().map(|c| crate::clock::format_rfc3339(c.at)),
             "by": change.as_ref().map(|c| c.by.clone()),
