@@ -89,10 +89,10 @@ pub async fn run(
                 });
             }
             if link.adapter.order_poll().is_some() {
-                let (a, e, c) = (link.adapter.clone(), engine.clone(), client.clone());
+                let (l, e, c) = (link.clone(), engine.clone(), client.clone());
                 let dir = config.server.data_dir.clone();
                 supervise(format!("poll/{name}"), move || {
-                    crate::propagate::poll::run(a.clone(), e.clone(), c.clone(), dir.clone())
+                    crate::propagate::poll::run(l.clone(), e.clone(), c.clone(), dir.clone())
                 });
             }
         }

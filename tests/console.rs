@@ -62,6 +62,8 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
     let woo2 = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &[("C0", 600, None)]);
     let extra = woo_channel("woo", &woo.url(), SECRET, "first_sync = \"push\"")
         + &woo_channel("woo2", &woo2.url(), SECRET, "# first_sync: its default")
+        // An ERP that is down: nothing listens on the discard port.
+        + &webhook_channel("erp", "http://127.0.0.1:9", WEBHOOK_SECRET, "")
         + &catalog(&data, &[("C0", "woo", "500"), ("C0", "woo2", "600")]);
     let server = Server::start_with(
         &data,
@@ -133,14 +135,47 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         let pushes = "tr[data-channel=\"woo\"] [data-field=\"count\"]";
         let shown = until(&browser, pushes, Duration::from_secs(5), |t| t != "0").await;
         assert_ne!(shown, "0", "the row never showed the push");
+        // Propagation over the last five minutes, in the row and on its plot.
+        let p99 = until(
+            &browser,
+            "tr[data-channel=\"woo\"] [data-field=\"p99\"]",
+            Duration::from_secs(3),
+            |t| t.ends_with(" ms"),
+        )
+        .await;
+        assert!(p99.ends_with(" ms"), "{p99}");
+        let plot = element(&browser, "svg[data-plot=\"woo\"]").await;
+        let points = plot.attr("data-points").await.unwrap().unwrap_or_default();
+        assert!(
+            points.parse::<u32>().unwrap_or(0) >= 1,
+            "the plot has no point: {points:?}"
+        );
+        // The ERP that is down says so, and why.
+        let erp = "tr[data-channel=\"erp\"] [data-field=\"state\"]";
+        let state = until(&browser, erp, Duration::from_secs(5), |t| t == "failing").await;
+        assert_eq!(state, "failing");
+        let detail = text(&browser, "tr[data-channel=\"erp\"] [data-field=\"detail\"]").await;
+        assert!(
+            detail.contains("failed in a row since") && detail.contains("onnection refused"),
+            "{detail}"
+        );
+        // The engine's row: the count just taken, no oversell.
+        let rate = text(&browser, "[data-engine] [data-field=\"events_per_second\"]").await;
+        assert!(rate.ends_with("/s)"), "{rate}");
+        assert_eq!(text(&browser, "#oversells-today").await, "0");
         screenshot(&browser, &dir, "console-overview.png").await;
-        // Find the SKU, open its page.
+        // Find the SKU by a part of its name, in either case, and open its page.
         click(&browser, "#nav-skus").await;
-        type_into(&browser, "#q", "C").await;
+        element(&browser, "#match")
+            .await
+            .select_by_value("contains")
+            .await
+            .unwrap();
+        type_into(&browser, "#q", "c0").await;
         click(&browser, "#find").await;
         browser
             .wait()
-            .for_url(url("/console/skus?q=C"))
+            .for_url(url("/console/skus?match=contains&q=c0"))
             .await
             .unwrap();
         click(&browser, "a[data-sku=\"C0\"]").await;
@@ -166,6 +201,10 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
             placed.elapsed()
         );
         assert_eq!(text(&browser, "#available").await, "5");
+        // The channel table follows without a reload: the store's target is now 5.
+        let target = "#sku-channels tr[data-channel=\"woo\"] [data-field=\"target\"]";
+        let shown = until(&browser, target, Duration::from_secs(3), |t| t == "5").await;
+        assert_eq!(shown, "5", "the channel table did not follow the order");
         screenshot(&browser, &dir, "console-sku.png").await;
         // Approve the observing site from the overview (the page asks first).
         browser.goto(url("/console").as_str()).await.unwrap();
@@ -177,7 +216,7 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         browser.accept_alert().await.unwrap();
         let done = text(&browser, "#done").await;
         assert_eq!(done, "woo2: approved by pat");
-        let state = "tr[data-channel=\"woo2\"] [data-field=\"sync\"]";
+        let state = "tr[data-channel=\"woo2\"] [data-field=\"state\"]";
         assert_eq!(text(&browser, state).await, "pushing");
         // Pause the first; then a count from the SKU's page reaches only the second.
         click(

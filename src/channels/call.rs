@@ -151,7 +151,7 @@ impl Caller {
             .client
             .execute(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| with_causes(&e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         // The channel's body is read up to `REPLY_BYTES_MAX`, never trusted to be small.
@@ -164,7 +164,7 @@ impl Caller {
             ));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| with_causes(&e))? {
             if body.len() + chunk.len() > REPLY_BYTES_MAX {
                 return Err(format!(
                     "reply of HTTP {status} is larger than {REPLY_BYTES_MAX} bytes"
@@ -308,6 +308,22 @@ impl Seen {
     }
 }
 
+/// An error with its causes: reqwest's own message names the URL only ("error sending
+/// request for url (…)"); what an operator needs ("Connection refused", a TLS failure, a
+/// timeout) is in its sources.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +352,32 @@ mod tests {
             "the lock is free while the call waits"
         );
         waiting.abort();
+    }
+
+    #[test]
+    fn an_error_names_its_causes_once() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let outer = std::io::Error::other(inner);
+        // io::Error::other displays its inner error: no repeat.
+        assert_eq!(with_causes(&outer), "Connection refused");
+        #[derive(Debug)]
+        struct Sending(std::io::Error);
+        impl std::fmt::Display for Sending {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Sending {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(
+            with_causes(&Sending(refused)),
+            "error sending request: Connection refused"
+        );
     }
 }

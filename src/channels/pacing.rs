@@ -234,6 +234,14 @@ impl TokenBucket {
     pub fn rate(&self) -> f64 {
         self.rate
     }
+
+    /// How long the channel's last "slow down" still holds every call, if it does.
+    pub fn throttled_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.paused_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
 }
 
 /// Exponential backoff with jitter.

@@ -13,6 +13,7 @@
 //! bounded mailbox without waiting; a full mailbox is `EngineError::Busy` at once (the
 //! HTTP edge turns it into 503 + Retry-After), never a blocked tokio worker.
 
+pub mod activity;
 pub mod movements;
 pub mod recovery;
 pub mod router;
@@ -28,7 +29,7 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use self::router::Router;
-use self::shard::{PushSink, Queued, Shard, ShardMsg, StoreSlot};
+use self::shard::{FindSkus, Mail, PushSink, Queued, Shard, ShardMsg, StoreSlot};
 use crate::clock::{now_micros, Micros};
 use crate::config::Config;
 use crate::core::event::{self, Event, EventResult};
@@ -112,7 +113,7 @@ const AUDIT_FEED_BATCHES: usize = 4_096;
 pub struct Engine {
     router: Router,
     /// Cleared by `shutdown`; read-locked only around `try_send`, never across an await.
-    senders: RwLock<Vec<Sender<ShardMsg>>>,
+    senders: RwLock<Vec<Sender<Mail>>>,
     /// Per shard, what its mailbox holds (`MAILBOX_MSGS_MAX`, `MAILBOX_EVENTS_MAX`).
     queued: Vec<Arc<Queued>>,
     /// Per shard, its store (empty while the shard reopens it after a storage failure).
@@ -124,6 +125,8 @@ pub struct Engine {
     history: settings::History,
     /// Every committed batch's records, for live audit readers (`subscribe_audit`).
     audit_feed: AuditFeed,
+    /// Stock events per second and oversells today, for the console.
+    activity: Arc<activity::Activity>,
     /// Held for the engine's lifetime: no other process writes this data directory.
     _lock: DirLock,
 }
@@ -431,6 +434,7 @@ impl Engine {
         let mut failures = Vec::new();
         let mut queued = Vec::new();
         let (audit_feed, _) = tokio::sync::broadcast::channel(AUDIT_FEED_BATCHES);
+        let activity = Arc::new(activity::Activity::default());
         for (i, (state, store, newest, durable_seq, dir)) in shards.into_iter().enumerate() {
             let store: StoreSlot = Arc::new(RwLock::new(Some(store)));
             let waiting = Arc::new(Queued::default());
@@ -452,6 +456,7 @@ impl Engine {
                 seq: seq.clone(),
                 pushes: pushes.clone(),
                 audit_feed: audit_feed.clone(),
+                activity: activity.clone(),
                 settling: Default::default(),
                 failure,
                 // A shard with an empty log has no keys to expire early.
@@ -478,6 +483,7 @@ impl Engine {
             failures,
             history,
             audit_feed,
+            activity,
             _lock: lock,
         })
     }
@@ -486,6 +492,11 @@ impl Engine {
     /// reader that falls `AUDIT_FEED_BATCHES` behind is told how many it missed).
     pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<LogRecord>>> {
         self.audit_feed.subscribe()
+    }
+
+    /// Stock events per second and oversells today (`activity.rs`), as JSON.
+    pub fn activity(&self) -> serde_json::Value {
+        self.activity.json(now_micros())
     }
 
     /// Each shard's state: whether it can accept and durably apply events now.
@@ -592,7 +603,7 @@ impl Engine {
             while let Some((shard, indices, events)) = parts.next() {
                 let (reply, answer) = oneshot::channel();
                 let n = events.len();
-                if let Err(e) = senders[shard].try_send(ShardMsg { events, reply }) {
+                if let Err(e) = senders[shard].try_send(Mail::Apply(ShardMsg { events, reply })) {
                     // Only when the engine is stopping: the reservations bound the
                     // mailbox below its capacity. Parts already sent are applied.
                     self.queued[shard].release(1, n);
@@ -618,6 +629,52 @@ impl Engine {
             .into_iter()
             .map(|r| r.expect("every event answered"))
             .collect())
+    }
+
+    /// Up to `limit` SKUs whose name contains `needle` (ASCII letters in either case),
+    /// those after `after`, in SKU order: each shard's first `limit`, merged. Every
+    /// shard walks its names in memory, between batches.
+    pub async fn find_skus(
+        &self,
+        needle: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut answers = Vec::new();
+        {
+            let senders = self.senders.read().unwrap_or_else(|e| e.into_inner());
+            if senders.is_empty() {
+                return Err(EngineError::Stopped);
+            }
+            for (shard, sender) in senders.iter().enumerate() {
+                // A question takes a place in the mailbox like any request.
+                if !self.queued[shard].reserve(0) {
+                    return Err(EngineError::Busy { shard });
+                }
+                let (reply, answer) = oneshot::channel();
+                let find = FindSkus {
+                    needle: needle.to_string(),
+                    after: after.to_string(),
+                    limit,
+                    reply,
+                };
+                if let Err(e) = sender.try_send(Mail::Find(find)) {
+                    self.queued[shard].release(1, 0);
+                    return Err(match e {
+                        TrySendError::Full(_) => EngineError::Busy { shard },
+                        TrySendError::Disconnected(_) => EngineError::Stopped,
+                    });
+                }
+                answers.push(answer);
+            }
+        }
+        let mut found = Vec::new();
+        for answer in answers {
+            found.extend(answer.await.map_err(|_| EngineError::Stopped)?);
+        }
+        found.sort_unstable();
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// Shard `i`'s store, unless the shard is reopening it.

@@ -124,6 +124,57 @@ pub struct ShardMsg {
     pub reply: oneshot::Sender<Result<Vec<EventResult>, EngineError>>,
 }
 
+/// What a shard's mailbox carries: events to apply, or a question about its SKUs.
+pub enum Mail {
+    Apply(ShardMsg),
+    Find(FindSkus),
+}
+
+/// The SKUs of this shard whose name contains `needle` (ASCII letters in either case),
+/// after `after` in SKU order, at most `limit`, in SKU order. Asked of the shard because
+/// only the shard holds every name: a question costs it one walk over its names, and no
+/// second copy of a million names is kept for the console's search.
+pub struct FindSkus {
+    pub needle: String,
+    pub after: String,
+    pub limit: usize,
+    pub reply: oneshot::Sender<Vec<String>>,
+}
+
+impl FindSkus {
+    fn answer(self, state: &ShardState) {
+        let needle = self.needle.as_bytes();
+        let contains = |name: &str| {
+            needle.is_empty()
+                || name
+                    .as_bytes()
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+        };
+        // The `limit` smallest matches, the largest on top to be pushed out.
+        let mut found: std::collections::BinaryHeap<&str> =
+            std::collections::BinaryHeap::with_capacity(self.limit + 1);
+        for (name, _) in state.iter() {
+            if name <= self.after.as_str()
+                || found.len() == self.limit && found.peek().is_some_and(|top| name >= *top)
+                || !contains(name)
+            {
+                continue;
+            }
+            found.push(name);
+            if found.len() > self.limit {
+                found.pop();
+            }
+        }
+        let found: Vec<String> = found
+            .into_sorted_vec()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let _ = self.reply.send(found);
+    }
+}
+
 /// Everything a shard thread owns.
 pub struct Shard {
     pub id: usize,
@@ -134,7 +185,7 @@ pub struct Shard {
     /// The last sequence number the shard's log holds durably (what was acknowledged):
     /// a reopen removes anything above it, a batch whose commit failed.
     pub durable_seq: u64,
-    pub mailbox: Receiver<ShardMsg>,
+    pub mailbox: Receiver<Mail>,
     /// What the mailbox holds, reserved by senders: the shard subtracts what it takes.
     pub queued: Arc<Queued>,
     pub core: CoreConfig,
@@ -146,6 +197,8 @@ pub struct Shard {
     pub pushes: Arc<dyn PushSink>,
     /// Where committed records go for live audit readers; copied only when one listens.
     pub audit_feed: crate::engine::AuditFeed,
+    /// Stock events and oversells per second, for the console.
+    pub activity: Arc<crate::engine::activity::Activity>,
     /// Pending `delta`-mode levels by when they settle.
     pub settling: BTreeSet<(Micros, String)>,
     /// Why this shard refuses work, when it does: read by `/healthz`.
@@ -318,19 +371,28 @@ impl Shard {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut msgs = vec![first];
-            let mut events = msgs[0].events.len();
-            while events < BATCH_EVENTS_MAX {
-                match self.mailbox.try_recv() {
-                    Ok(msg) => {
+            let mut msgs = Vec::new();
+            let (mut taken, mut events) = (0, 0);
+            let mut next = Some(first);
+            while let Some(mail) = next.take() {
+                taken += 1;
+                match mail {
+                    Mail::Apply(msg) => {
                         events += msg.events.len();
                         msgs.push(msg);
                     }
-                    Err(_) => break,
+                    // Answered from memory at once, between batches.
+                    Mail::Find(find) => find.answer(&self.state),
+                }
+                if events < BATCH_EVENTS_MAX {
+                    next = self.mailbox.try_recv().ok();
                 }
             }
-            self.queued.release(msgs.len(), events);
+            self.queued.release(taken, events);
             depth.set(self.mailbox.len() as f64);
+            if msgs.is_empty() {
+                continue;
+            }
             if let Some(f) = &failed {
                 let reason = f.describe(None);
                 for msg in msgs {
@@ -423,6 +485,10 @@ impl Shard {
             unload_after_batch(&mut self.state, &inputs, &[], false);
             return Err((e.to_string(), false));
         }
+        let stock_events = inputs
+            .iter()
+            .filter(|i| i.event.kind.changes_stock())
+            .count() as u64;
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
         unload_after_batch(&mut self.state, &inputs, &effects.writes, true);
@@ -448,6 +514,8 @@ impl Shard {
         if effects.oversells > 0 {
             metrics::counter!("lockstep_oversells_total").increment(effects.oversells);
         }
+        self.activity
+            .committed(now, stock_events, effects.oversells);
         Ok(effects.results)
     }
 

@@ -49,7 +49,7 @@ pub struct App {
     /// Each configured channel's outbound side.
     pub links: ByChannel<Arc<ChannelLink>>,
     /// What each channel is shown (buffer and cap): the registry of their ids.
-    engine_rules: ChannelRules,
+    pub(crate) engine_rules: ChannelRules,
     /// Each channel's reconciler.
     pub reconcilers: ByChannel<Arc<Reconciler>>,
     /// The client pushes and reads go out with.
@@ -431,40 +431,7 @@ impl App {
     /// A SKU's stock and, per channel, what it should show and what it was told:
     /// `GET /v1/skus/{sku}` and the console's SKU page.
     pub(crate) fn sku_json(&self, sku: &str) -> Result<Value, ApiError> {
-        check_sku(sku, Field::named("sku"))?;
-        let head = self.engine.head(sku)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_sku",
-                format!("no events for SKU {sku:?}"),
-            )
-        })?;
-        let available = head.on_hand - head.committed;
-        let rules = &self.engine_rules;
-        let channels: serde_json::Map<String, Value> = rules
-            .iter()
-            .map(|(_, rule)| {
-                let view = head.channels.iter().find(|m| m.channel == rule.name).map(|m| &m.view);
-                let value = json!({
-                    "target": rule.target(available),
-                    "pushed": view.and_then(|v| v.acked),
-                    "pushed_at": view.filter(|v| v.acked.is_some()).map(|v| format_rfc3339(v.acked_at)),
-                    "expected": view.and_then(|v| v.expected),
-                    "unexplained": view.filter(|v| now_micros() < v.unexplained_until).map_or(0, |v| v.unexplained),
-                });
-                (rule.name.clone(), value)
-            })
-            .collect();
-        Ok(json!({
-            "sku": sku,
-            "on_hand": head.on_hand,
-            "committed": head.committed,
-            "available": available,
-            "channels": channels,
-            "shard": self.engine.shard_of(sku),
-            "last_seq": head.last_seq,
-            "updated_at": format_rfc3339(head.updated_at),
-        }))
+        sku_state(&self.engine, &self.engine_rules, sku)
     }
 
     async fn put_sku(&self, sku: &str, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -795,4 +762,48 @@ pub fn error_response(error: &ApiError) -> HttpResponse {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
+}
+
+/// A SKU's stock and what each channel is shown, as `GET /v1/skus/{sku}` answers it.
+pub(crate) fn sku_state(
+    engine: &Engine,
+    rules: &ChannelRules,
+    sku: &str,
+) -> Result<Value, ApiError> {
+    check_sku(sku, Field::named("sku"))?;
+    let head = engine.head(sku)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_sku",
+            format!("no events for SKU {sku:?}"),
+        )
+    })?;
+    let available = head.on_hand - head.committed;
+    let channels: serde_json::Map<String, Value> = rules
+        .iter()
+        .map(|(_, rule)| {
+            let view = head.channels.iter().find(|m| m.channel == rule.name).map(|m| &m.view);
+            let value = json!({
+                "target": rule.target(available),
+                "pushed": view.and_then(|v| v.acked),
+                "pushed_at": view.filter(|v| v.acked.is_some()).map(|v| format_rfc3339(v.acked_at)),
+                "expected": view.and_then(|v| v.expected),
+                "unexplained": view.filter(|v| now_micros() < v.unexplained_until).map_or(0, |v| v.unexplained),
+                "reported": view.and_then(|v| v.pending.as_ref()).map(|p| p.level),
+                "buffer": rule.buffer,
+                "max": rule.max,
+            });
+            (rule.name.clone(), value)
+        })
+        .collect();
+    Ok(json!({
+        "sku": sku,
+        "on_hand": head.on_hand,
+        "committed": head.committed,
+        "available": available,
+        "channels": channels,
+        "shard": engine.shard_of(sku),
+        "last_seq": head.last_seq,
+        "updated_at": format_rfc3339(head.updated_at),
+    }))
 }

@@ -15,7 +15,7 @@
 //! load nothing but its own assets.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,13 +24,17 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, Response, StatusCode};
 use minijinja::{context, Environment};
-use serde_json::{json, Value};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::ingest::api::{form_pairs, read_body, App, HttpResponse};
 use crate::ingest::audit_stream;
 use crate::propagate::sync_state::{Action, Changed};
 use crate::propagate::ChannelLink;
+
+mod overview;
+mod search;
+mod sku;
 
 const COOKIE: &str = "lockstep_session";
 /// How long a session lasts from sign-in.
@@ -180,20 +184,6 @@ fn redirect(to: &'static str) -> HttpResponse {
     response
 }
 
-/// A channel's row on the overview: its state, outbox and propagation.
-fn channel_row(link: &ChannelLink, kinds: &HashMap<String, String>) -> Value {
-    let timing = link.timing.summary();
-    json!({
-        "name": link.adapter.name(),
-        "kind": kinds.get(link.adapter.name()),
-        "sync": link.sync.borrow().as_str(),
-        "outbox_skus": link.outbox.len(),
-        "count": timing["count"],
-        "p50_ms": timing["p50_ms"],
-        "p99_ms": timing["p99_ms"],
-    })
-}
-
 /// Who may see the console: a session, or anyone on a loopback-only listener without a
 /// token; otherwise the answer to give instead.
 enum Access {
@@ -237,7 +227,7 @@ impl App {
             (Method::POST, ["login"]) => self.sign_in(req).await,
             (Method::POST, ["logout"]) => self.sign_out(req).await,
             (Method::GET, [] | [""]) => match self.console_access(&req) {
-                Ok(access) => self.overview(&access, &done_of(req.uri().query())),
+                Ok(access) => self.overview(&access, &done_of(req.uri().query())).await,
                 Err(answer) => *answer,
             },
             (Method::GET, ["stream", "overview"]) => match self.console_access(&req) {
@@ -245,7 +235,10 @@ impl App {
                 Err(answer) => *answer,
             },
             (Method::GET, ["skus"]) => match self.console_access(&req) {
-                Ok(access) => self.skus_page(&access, req.uri().query().unwrap_or("")),
+                Ok(access) => {
+                    self.skus_page(&access, req.uri().query().unwrap_or(""))
+                        .await
+                }
                 Err(answer) => *answer,
             },
             (Method::GET, ["audit"]) => match self.console_access(&req) {
@@ -265,6 +258,10 @@ impl App {
             },
             (Method::POST, ["skus", sku, "count"]) => match self.console_access(&req) {
                 Ok(access) => self.count_action(&access, req, sku).await,
+                Err(answer) => *answer,
+            },
+            (Method::GET, ["stream", "sku", sku]) => match self.console_access(&req) {
+                Ok(_) => self.sku_stream(sku),
                 Err(answer) => *answer,
             },
             (Method::GET, ["stream", "audit"]) => match self.console_access(&req) {
@@ -372,14 +369,14 @@ impl App {
             .collect()
     }
 
-    fn overview(&self, access: &Access, done: &str) -> HttpResponse {
+    /// The channels, in the order the configuration names them.
+    fn channel_links(&self) -> Vec<Arc<ChannelLink>> {
+        self.links.values().cloned().collect()
+    }
+
+    async fn overview(&self, access: &Access, done: &str) -> HttpResponse {
         let (csrf, _) = self.who(access);
-        let kinds = self.kinds();
-        let rows: Vec<Value> = self
-            .links
-            .values()
-            .map(|l| channel_row(l, &kinds))
-            .collect();
+        let rows = overview::channel_rows(&self.channel_links(), &self.kinds()).await;
         let html = self.console.render(
             "overview.html",
             context! {
@@ -388,15 +385,18 @@ impl App {
                 signed_in => matches!(access, Access::Session(_)),
                 csrf => csrf,
                 channels => minijinja::Value::from_serialize(&rows),
+                engine => minijinja::Value::from_serialize(overview::engine_row(&self.engine)),
             },
         );
         page(StatusCode::OK, "text/html; charset=utf-8", html)
     }
 
-    /// `event: channels` every second, for as long as the page is open.
+    /// `event: channels` and `event: engine` every second, for as long as the page is
+    /// open.
     fn overview_stream(&self) -> HttpResponse {
-        let links = self.links.clone();
+        let links = self.channel_links();
         let kinds = self.kinds();
+        let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(OVERVIEW_EVERY);
@@ -405,8 +405,12 @@ impl App {
                     _ = tick.tick() => {}
                     () = tx.closed() => return,
                 }
-                let channels: Vec<Value> = links.values().map(|l| channel_row(l, &kinds)).collect();
-                let event = format!("event: channels\ndata: {}\n\n", Value::Array(channels));
+                let channels = overview::channel_rows(&links, &kinds).await;
+                let event = format!(
+                    "event: channels\ndata: {}\n\nevent: engine\ndata: {}\n\n",
+                    Value::Array(channels),
+                    overview::engine_row(&engine)
+                );
                 if tx.send(Bytes::from(event)).await.is_err() {
                     return;
                 }
@@ -506,130 +510,6 @@ impl App {
         done_redirect("/console", &done)
     }
 
-    /// Sets a SKU's on hand from its page: a count like any other, its key naming who.
-    async fn count_action(
-        &self,
-        access: &Access,
-        req: Request<Incoming>,
-        sku: &str,
-    ) -> HttpResponse {
-        let form = match self.action_form(access, req).await {
-            Ok(form) => form,
-            Err(answer) => return *answer,
-        };
-        let sku = match crate::ingest::api::decode_segment(sku, "sku") {
-            Ok(sku) => sku,
-            Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
-        };
-        let path = format!(
-            "/console/skus/{}",
-            percent_encoding::utf8_percent_encode(&sku, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let on_hand = value_of(&form, "on_hand")
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=crate::core::event::QTY_MAX).contains(n));
-        let Some(on_hand) = on_hand else {
-            return done_redirect(
-                &path,
-                "not counted: on hand must be a whole number, 0 or more",
-            );
-        };
-        let now = crate::clock::now_micros();
-        let event = crate::core::event::Event {
-            sku: sku.clone(),
-            kind: crate::core::event::EventKind::Counted,
-            qty: on_hand,
-            source: "console".to_string(),
-            source_ts: now,
-            received_at: now,
-            key: format!("console/{}/{now}-{}", App::actor(access), random_token()),
-            line: None,
-        };
-        let done = match self.engine.submit(vec![event]).await {
-            Ok(_) => format!(
-                "{sku}: counted {on_hand} on hand, by {}",
-                App::actor(access)
-            ),
-            Err(e) => format!("not counted: {e}"),
-        };
-        done_redirect(&path, &done)
-    }
-
-    /// SKUs starting with `q`, `SKUS_PAGE` a page in SKU order, after `after`.
-    fn skus_page(&self, access: &Access, query: &str) -> HttpResponse {
-        let pairs = form_pairs(query);
-        let param = |name: &str| value_of(&pairs, name);
-        let (q, after) = (param("q"), param("after"));
-        let found = match self.skus_starting(&q, &after) {
-            Ok(found) => found,
-            Err(e) => {
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    e,
-                )
-            }
-        };
-        let next = (found.len() == SKUS_PAGE)
-            .then(|| {
-                found
-                    .last()
-                    .and_then(|s| s["sku"].as_str().map(str::to_string))
-            })
-            .flatten();
-        let (csrf, signed_in) = self.who(access);
-        let html = self.console.render(
-            "skus.html",
-            context! {
-                title => "SKUs", signed_in, csrf, q, next,
-                skus => minijinja::Value::from_serialize(&found),
-            },
-        );
-        page(StatusCode::OK, "text/html; charset=utf-8", html)
-    }
-
-    /// Up to `SKUS_PAGE` SKUs starting with `prefix`, after `after` (the page before's
-    /// last), with their stock: a walk of the shards' stored heads in SKU order from the
-    /// prefix, which ends at the first SKU past it.
-    fn skus_starting(&self, prefix: &str, after: &str) -> Result<Vec<Value>, String> {
-        let row = |sku: &str, head: &crate::core::records::HeadRecord| {
-            json!({"sku": sku, "on_hand": head.on_hand, "committed": head.committed,
-                   "available": head.on_hand - head.committed})
-        };
-        let mut found = Vec::new();
-        let mut from = if after.is_empty() {
-            prefix.to_string()
-        } else {
-            after.to_string()
-        };
-        // `heads_after` is exclusive: the prefix itself, when it is a SKU, comes first.
-        if after.is_empty() && !prefix.is_empty() {
-            if let Some(head) = self.engine.head(prefix).map_err(|e| e.to_string())? {
-                found.push(row(prefix, &head));
-            }
-        }
-        while found.len() < SKUS_PAGE {
-            let heads = self
-                .engine
-                .heads_after((!from.is_empty()).then_some(from.as_str()), SKUS_PAGE)
-                .map_err(|e| e.to_string())?;
-            let Some((last, _)) = heads.last() else {
-                break;
-            };
-            let last = last.clone();
-            for (sku, head) in &heads {
-                if !sku.starts_with(prefix) || found.len() == SKUS_PAGE {
-                    return Ok(found);
-                }
-                found.push(row(sku, head));
-            }
-            from = last;
-        }
-        Ok(found)
-    }
-
     /// Every record as it is committed, filtered by channel, kind and outcome (the
     /// filters checked as the stream checks them).
     fn audit_page(&self, access: &Access, query: &str) -> HttpResponse {
@@ -671,34 +551,6 @@ impl App {
         );
         page(StatusCode::OK, "text/html; charset=utf-8", html)
     }
-
-    fn sku_page(&self, access: &Access, sku: &str, done: &str) -> HttpResponse {
-        let text = |status: StatusCode, message: String| {
-            page(status, "text/plain; charset=utf-8", message)
-        };
-        let sku = match crate::ingest::api::decode_segment(sku, "sku") {
-            Ok(sku) => sku,
-            Err(e) => return text(e.status, e.message),
-        };
-        let value = match self.sku_json(&sku) {
-            Ok(value) => value,
-            Err(e) => return text(e.status, e.message),
-        };
-        let records: Vec<Value> = match self.engine.audit(Some(&sku), 0, SKU_AUDIT_ROWS) {
-            Ok(records) => records.iter().map(crate::ingest::api::audit_json).collect(),
-            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        };
-        let (csrf, signed_in) = self.who(access);
-        let html = self.console.render(
-            "sku.html",
-            context! {
-                title => sku.clone(), signed_in, csrf, done,
-                sku => minijinja::Value::from_serialize(&value),
-                records => minijinja::Value::from_serialize(&records),
-            },
-        );
-        page(StatusCode::OK, "text/html; charset=utf-8", html)
-    }
 }
 
 /// Back to `to`, saying what was done (`?done=`, shown once on the page).
@@ -718,11 +570,6 @@ fn done_redirect(to: &str, done: &str) -> HttpResponse {
 fn done_of(query: Option<&str>) -> String {
     value_of(&form_pairs(query.unwrap_or("")), "done")
 }
-
-/// SKUs a search page shows.
-const SKUS_PAGE: usize = 50;
-/// Audit records a SKU's page starts with (newer ones arrive live).
-const SKU_AUDIT_ROWS: usize = 100;
 
 /// A stream answer with the console's policy.
 fn with_csp(mut response: HttpResponse) -> HttpResponse {

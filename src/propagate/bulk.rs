@@ -106,6 +106,8 @@ pub async fn submit(
             // The direct path keeps going meanwhile: the items wait, the pusher does not.
             let delay = state.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "bulk submission failed");
+            link.health
+                .push_failed(&format!("bulk submission: {reason}"));
             hold(link, &items, delay);
         }
     }
@@ -194,6 +196,8 @@ async fn settle(
         PushReply::Accepted { acked, .. } => acked,
         other => {
             tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
+            link.health
+                .push_failed(&format!("bulk submission {id}: {other:?}"));
             Vec::new()
         }
     };

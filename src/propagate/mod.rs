@@ -7,7 +7,9 @@
 //! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
 //! - `reconcile.rs`: reads each channel's levels and hands drift to the shards as
 //!   `Reconciled` events (the shards offer the repairs: the outbox has one writer).
-//! - here: the pusher task of each channel, and propagation timing.
+//! - `timing.rs`: propagation times per channel, since start and over the last minutes;
+//!   `health.rs`: what the console says of each channel (failing, reconciled, polled).
+//! - here: the pusher task of each channel.
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.
 //! The channel's pusher waits for a token, takes a batch (the riskiest first), sends one
@@ -16,19 +18,20 @@
 //! channel shows (and whether it needs another push).
 
 pub mod bulk;
+pub mod health;
 pub mod level_import;
 pub mod outbox;
 pub mod poll;
 pub mod queue;
 pub mod reconcile;
 pub mod sync_state;
+pub mod timing;
+
+pub use timing::Timing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use hdrhistogram::Histogram;
-use serde_json::{json, Value};
 
 use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
@@ -44,45 +47,6 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most tries to hand an acknowledgement to a busy shard before giving up on it (a lost
 /// acknowledgement only means the next change, or a restart, pushes that SKU again).
 const ACK_TRIES_MAX: u32 = 50;
-
-/// Propagation times of one channel: event received → channel acknowledged.
-pub struct Timing {
-    pub channel: String,
-    histogram: Mutex<Histogram<u64>>,
-}
-
-impl Timing {
-    fn new(channel: &str) -> Timing {
-        Timing {
-            channel: channel.to_string(),
-            // Microseconds, 3 significant digits, up to an hour; longer ones saturate.
-            histogram: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-            ),
-        }
-    }
-
-    fn record(&self, caused_at: Micros, acked_at: Micros) {
-        let micros = (acked_at - caused_at).max(1) as u64;
-        self.histogram
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .saturating_record(micros);
-        metrics::histogram!("lockstep_propagation_seconds", "channel" => self.channel.clone())
-            .record(micros as f64 / 1e6);
-    }
-
-    /// Percentiles in milliseconds, for `GET /v1/propagation`.
-    pub fn summary(&self) -> Value {
-        let h = self.histogram.lock().unwrap_or_else(|e| e.into_inner());
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        json!({
-            "count": h.len(),
-            "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
-            "max_ms": h.max() as f64 / 1000.0,
-        })
-    }
-}
 
 /// One channel's outbound side.
 pub struct ChannelLink {
@@ -100,6 +64,8 @@ pub struct ChannelLink {
     /// Whether lockstep writes to the channel yet (`sync_state.rs`): the pusher and the
     /// reconciler wait while it is observing.
     pub sync: tokio::sync::watch::Sender<sync_state::SyncState>,
+    /// Failing pushes, reconciliation and poll results, for the console.
+    pub health: health::Health,
 }
 
 /// How long an item whose compare went stale twice in a row waits before its next try.
@@ -184,6 +150,7 @@ pub fn links(
             // Pushing until the sync book says otherwise: it is opened before any channel
             // task starts.
             sync: tokio::sync::watch::Sender::new(sync_state::SyncState::Pushing),
+            health: health::Health::default(),
             adapter,
         })
     })
@@ -462,6 +429,7 @@ async fn settle(
         }
         PushReply::Failed { reason, retryable } => {
             count("error");
+            link.health.push_failed(&reason);
             link.outbox.finish(items, &vec![false; items.len()]);
             let delay = pacer.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
@@ -484,6 +452,8 @@ async fn accept(
 ) -> bool {
     let mask = acknowledge(link, engine, items, acked).await;
     let all = mask.iter().all(|ok| *ok);
+    // An answer that took the call, even in part: the channel is reachable and writing.
+    link.health.push_taken();
     link.outbox.finish(items, &mask);
     pacer.bucket.lock().await.succeeded();
     if all || contended {

@@ -107,6 +107,9 @@ struct Dirty {
     /// shard threads after every commit).
     by_sku: AHashMap<Arc<str>, Wanted>,
     order: BTreeSet<(Rank, Arc<str>)>,
+    /// The same SKUs by the time of the oldest change each waits with, so the console
+    /// reads the oldest pending change without a scan under the shards' lock.
+    by_age: BTreeSet<(Micros, Arc<str>)>,
 }
 
 impl Dirty {
@@ -126,16 +129,21 @@ impl Dirty {
     fn insert(&mut self, sku: &str, wanted: Wanted) {
         match self.by_sku.get_key_value(sku) {
             Some((name, old)) => {
-                let (name, before) = (name.clone(), old.rank);
+                let (name, before, since) = (name.clone(), old.rank, old.caused_at);
                 if before != wanted.rank {
                     self.order.remove(&(before, name.clone()));
                     self.order.insert((wanted.rank, name.clone()));
+                }
+                if since != wanted.caused_at {
+                    self.by_age.remove(&(since, name.clone()));
+                    self.by_age.insert((wanted.caused_at, name.clone()));
                 }
                 self.by_sku.insert(name, wanted);
             }
             None => {
                 let name: Arc<str> = Arc::from(sku);
                 self.order.insert((wanted.rank, name.clone()));
+                self.by_age.insert((wanted.caused_at, name.clone()));
                 self.by_sku.insert(name, wanted);
             }
         }
@@ -143,7 +151,8 @@ impl Dirty {
 
     fn remove(&mut self, sku: &str) -> Option<Wanted> {
         let (name, wanted) = self.by_sku.remove_entry(sku)?;
-        self.order.remove(&(wanted.rank, name));
+        self.order.remove(&(wanted.rank, name.clone()));
+        self.by_age.remove(&(wanted.caused_at, name));
         Some(wanted)
     }
 }
@@ -450,6 +459,11 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// When the oldest change still waiting here happened.
+    pub fn oldest_waiting(&self) -> Option<Micros> {
+        self.lock().dirty.by_age.first().map(|(at, _)| *at)
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +494,23 @@ mod tests {
             "{dirty} slots kept for an empty queue"
         );
         assert!(in_flight < SHRINK_FROM_SLOTS, "{in_flight}");
+    }
+
+    #[test]
+    fn the_oldest_waiting_change_is_known_as_entries_come_and_go() {
+        let outbox = Outbox::new("c");
+        assert_eq!(outbox.oldest_waiting(), None);
+        outbox.offer("A", 5, None, 300);
+        outbox.offer("B", 0, None, 200);
+        // A later change of B keeps its first time: B still waits since 200.
+        outbox.offer("B", 1, None, 400);
+        assert_eq!(outbox.oldest_waiting(), Some(200));
+        // B (a stock-out... now 1) and A go: taken, nothing is waiting.
+        let batch = outbox.take(1);
+        let left = if batch[0].sku == "B" { 300 } else { 200 };
+        assert_eq!(outbox.oldest_waiting(), Some(left));
+        outbox.take(10);
+        assert_eq!(outbox.oldest_waiting(), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ChannelLink;
 use crate::channels::ChannelAdapter;
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::engine::{Engine, EngineError};
@@ -64,21 +65,27 @@ fn store_watermark(path: &Path, watermark: Micros) -> std::io::Result<()> {
 
 /// Polls `adapter`'s orders every interval for as long as the engine runs.
 pub async fn run(
-    adapter: Arc<dyn ChannelAdapter>,
+    link: Arc<ChannelLink>,
     engine: Arc<Engine>,
     client: reqwest::Client,
     data_dir: PathBuf,
 ) {
+    let adapter = link.adapter.as_ref();
     let Some(poll) = adapter.order_poll() else {
         return;
     };
+    if let Ok(Some(watermark)) = load_watermark(&watermark_path(&data_dir, adapter.name())) {
+        link.health.poll_watermark(watermark);
+    }
     let interval = poll.interval();
     loop {
         tokio::time::sleep(interval).await;
         if engine.is_stopped() {
             return;
         }
-        if let Err(reason) = pass(adapter.as_ref(), &engine, &client, &data_dir).await {
+        let result = pass(adapter, &engine, &client, &data_dir).await;
+        link.health.polled(&result);
+        if let Err(reason) = result {
             tracing::warn!(channel = %adapter.name(), %reason, "order poll failed");
         }
     }

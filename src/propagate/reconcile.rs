@@ -193,6 +193,16 @@ impl Reconciler {
     /// for the whole catalog (held once per channel, for as long as the channel's reads
     /// take, that was most of a pass's heap: 26 MB at 10,000 SKUs and three channels).
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
+        let result = self.pass_pages(engine, client).await;
+        self.link.health.reconciled(&result);
+        result
+    }
+
+    async fn pass_pages(
+        &self,
+        engine: &Engine,
+        client: &reqwest::Client,
+    ) -> Result<Report, String> {
         let mut report = Report::default();
         let mut after: Option<String> = None;
         loop {

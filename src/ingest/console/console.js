@@ -1,24 +1,66 @@
-// The console's live parts: a table whose rows a server-sent stream updates in place.
+// The console's live parts: rows a server-sent stream updates in place, and the plots
+// it redraws. Values come formatted from the server; the script only places text.
 "use strict";
+const SVG = "http://www.w3.org/2000/svg";
+
+// Propagation per 10-second slot, oldest left: p50 and p99, linear from 0 to the window's
+// highest p99. A slot without acknowledgements breaks the line.
+function plot(svg, series) {
+  const [width, height, pad] = [300, 100, 4];
+  const max = Math.max(1, ...series.map((p) => p.p99_ms ?? 0));
+  const step = (width - 2 * pad) / Math.max(1, series.length - 1);
+  svg.replaceChildren();
+  for (const [field, name] of [["p50_ms", "p50"], ["p99_ms", "p99"]]) {
+    let d = "";
+    let pen = "M";
+    series.forEach((point, i) => {
+      const value = point[field];
+      if (value == null) {
+        pen = "M";
+        return;
+      }
+      const x = pad + i * step;
+      const y = height - pad - (value / max) * (height - 2 * pad);
+      // "h0" draws a lone point as a dot (round caps).
+      d += `${pen}${x.toFixed(1)},${y.toFixed(1)} h0 `;
+      pen = "L";
+    });
+    const line = document.createElementNS(SVG, "path");
+    line.setAttribute("d", d.trim());
+    line.setAttribute("class", `line ${name}`);
+    svg.appendChild(line);
+  }
+  const caption = svg.closest("figure")?.querySelector("[data-plot-max]");
+  if (caption) caption.textContent = `(top: ${max < 10 ? max.toFixed(1) : max.toFixed(0)} ms)`;
+  svg.dataset.points = String(series.filter((p) => p.p99_ms != null).length);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  const table = document.querySelector("[data-stream]");
-  if (!table) return;
-  const stream = new EventSource(table.dataset.stream);
+  const root = document.querySelector("[data-stream]");
+  if (!root) return;
+  const stream = new EventSource(root.dataset.stream);
   // A page left for another closes its stream: a browser holds few connections to one
   // host, and a page kept for "back" would hold this one.
   window.addEventListener("pagehide", () => stream.close());
   stream.addEventListener("channels", (e) => {
     for (const c of JSON.parse(e.data)) {
-      const row = table.querySelector(`tr[data-channel="${CSS.escape(c.name)}"]`);
-      if (!row) continue;
-      for (const cell of row.querySelectorAll("[data-field]")) {
-        const field = cell.dataset.field;
-        const unit = field.endsWith("_ms") ? " ms" : "";
-        cell.textContent = `${c[field]}${unit}`;
-        if (field === "sync") cell.className = `state ${c.sync}`;
+      for (const row of root.querySelectorAll(`tr[data-channel="${CSS.escape(c.name)}"]`)) {
+        for (const cell of row.querySelectorAll("[data-field]")) {
+          const field = cell.dataset.field;
+          cell.textContent = c[field];
+          if (field === "state") cell.className = `state ${c.state}`;
+        }
       }
+      const svg = root.querySelector(`svg[data-plot="${CSS.escape(c.name)}"]`);
+      if (svg) plot(svg, c.series);
     }
     document.getElementById("updated").textContent = `Live: updated ${new Date().toLocaleTimeString()}`;
+  });
+  stream.addEventListener("engine", (e) => {
+    const engine = JSON.parse(e.data);
+    for (const cell of root.querySelectorAll("[data-engine] [data-field]")) {
+      cell.textContent = engine[cell.dataset.field];
+    }
   });
 });
 
@@ -42,9 +84,34 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     row.className = "fresh";
     body.prepend(row);
+    // A channel's report of what it shows goes in its row of the SKU's channel table.
+    if (["level", "reconciled", "stale_read"].includes(r.kind)) {
+      const cell = document.querySelector(
+        `#sku-channels tr[data-channel="${CSS.escape(r.source)}"] [data-field="reported"]`);
+      const qty = r.qty === -1 ? "not listed" : String(r.qty);
+      if (cell) cell.textContent = `${qty} (${r.kind}, ${r.applied_at.slice(11, 19)} UTC)`;
+    }
     for (const [id, field] of [["on-hand", "on_hand_after"], ["committed", "committed_after"], ["available", "available_after"]]) {
       const cell = document.getElementById(id);
       if (cell) cell.textContent = String(r[field]);
+    }
+  });
+});
+
+// A SKU's channel table: the stream sends it whenever it changed.
+document.addEventListener("DOMContentLoaded", () => {
+  const table = document.querySelector("[data-sku-stream]");
+  if (!table) return;
+  const stream = new EventSource(table.dataset.skuStream);
+  window.addEventListener("pagehide", () => stream.close());
+  stream.addEventListener("channels", (e) => {
+    for (const c of JSON.parse(e.data)) {
+      const row = table.querySelector(`tr[data-channel="${CSS.escape(c.name)}"]`);
+      if (!row) continue;
+      for (const cell of row.querySelectorAll("[data-field]")) {
+        const value = c[cell.dataset.field];
+        if (value !== undefined) cell.textContent = value;
+      }
     }
   });
 });

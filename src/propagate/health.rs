@@ -1,0 +1,191 @@
+//! What the console says of one channel beyond its queue and its times: whether its pushes
+//! are failing and with what, what its last reconciliation found, where its order poll
+//! stands. Written by the channel's tasks as they go (a lock per push answer, no I/O),
+//! read by the overview once a second.
+
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::poll::PollReport;
+use super::reconcile::Report;
+use crate::clock::{now_micros, Micros};
+
+/// Longest reason kept: a channel's error body is not the console's to show in full.
+const REASON_CHARS_MAX: usize = 300;
+
+#[derive(Default)]
+pub struct Health {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Pushes failing since, the latest reason, and how many in a row; cleared by the
+    /// next push the channel takes.
+    failing: Option<Failing>,
+    last_ok: Option<Micros>,
+    last_reconcile: Option<(Micros, Result<Report, String>)>,
+    /// Every pass since start, added up: the drift reconciliation repaired.
+    repaired: Report,
+    poll: Option<Polled>,
+}
+
+struct Failing {
+    since: Micros,
+    reason: String,
+    count: u64,
+}
+
+/// Where the order poll stands: its watermark, and its last pass.
+struct Polled {
+    watermark: Option<Micros>,
+    at: Option<Micros>,
+    error: Option<String>,
+}
+
+fn clipped(reason: &str) -> String {
+    match reason.char_indices().nth(REASON_CHARS_MAX) {
+        Some((end, _)) => format!("{}…", &reason[..end]),
+        None => reason.to_string(),
+    }
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A push failed (an error answer or none at all).
+    pub fn push_failed(&self, reason: &str) {
+        let mut inner = self.lock();
+        let failing = inner.failing.get_or_insert(Failing {
+            since: now_micros(),
+            reason: String::new(),
+            count: 0,
+        });
+        failing.reason = clipped(reason);
+        failing.count += 1;
+    }
+
+    /// The channel took a push.
+    pub fn push_taken(&self) {
+        let mut inner = self.lock();
+        inner.failing = None;
+        inner.last_ok = Some(now_micros());
+    }
+
+    pub fn reconciled(&self, result: &Result<Report, String>) {
+        let mut inner = self.lock();
+        if let Ok(report) = result {
+            inner.repaired += Report {
+                checked: report.checked,
+                lowered: report.lowered,
+                raised: report.raised,
+                waiting: 0,
+            };
+        }
+        let result = result.clone().map_err(|e| clipped(&e));
+        inner.last_reconcile = Some((now_micros(), result));
+    }
+
+    /// The watermark the poll starts from (before its first pass of this run).
+    pub fn poll_watermark(&self, watermark: Micros) {
+        let mut inner = self.lock();
+        let polled = inner.poll.get_or_insert(Polled {
+            watermark: None,
+            at: None,
+            error: None,
+        });
+        polled.watermark = Some(watermark);
+    }
+
+    pub fn polled(&self, result: &Result<PollReport, String>) {
+        let mut inner = self.lock();
+        let polled = inner.poll.get_or_insert(Polled {
+            watermark: None,
+            at: None,
+            error: None,
+        });
+        polled.at = Some(now_micros());
+        match result {
+            Ok(report) => {
+                polled.watermark = Some(report.watermark);
+                polled.error = None;
+            }
+            Err(e) => polled.error = Some(clipped(e)),
+        }
+    }
+
+    /// Whether pushes are failing now.
+    pub fn failing(&self) -> bool {
+        self.lock().failing.is_some()
+    }
+
+    /// For the console: times in Unix microseconds, `null` where nothing happened yet.
+    pub fn json(&self) -> Value {
+        let inner = self.lock();
+        let reconcile = inner
+            .last_reconcile
+            .as_ref()
+            .map(|(at, result)| match result {
+                Ok(r) => json!({"at": at, "checked": r.checked, "lowered": r.lowered,
+                             "raised": r.raised, "waiting": r.waiting}),
+                Err(e) => json!({"at": at, "error": e}),
+            });
+        json!({
+            "failing": inner.failing.as_ref().map(|f| json!({
+                "since": f.since, "reason": f.reason, "count": f.count,
+            })),
+            "last_ok": inner.last_ok,
+            "reconcile": reconcile,
+            "repaired": {"lowered": inner.repaired.lowered, "raised": inner.repaired.raised},
+            "poll": inner.poll.as_ref().map(|p| json!({
+                "watermark": p.watermark, "at": p.at, "error": p.error,
+            })),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_push_ends_the_failing_and_a_long_reason_is_clipped() {
+        let health = Health::default();
+        health.push_failed(&"x".repeat(1_000));
+        health.push_failed("connection refused");
+        let json = health.json();
+        assert_eq!(json["failing"]["count"], 2);
+        assert_eq!(json["failing"]["reason"], "connection refused");
+        health.push_failed(&"é".repeat(1_000));
+        let reason = health.json()["failing"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(reason.chars().count(), REASON_CHARS_MAX + 1);
+        health.push_taken();
+        assert!(!health.failing());
+        assert!(health.json()["last_ok"].is_i64());
+    }
+
+    #[test]
+    fn reconciliations_add_up_and_a_failed_one_says_why() {
+        let health = Health::default();
+        let pass = |lowered| Report {
+            checked: 10,
+            lowered,
+            raised: 1,
+            waiting: 2,
+        };
+        health.reconciled(&Ok(pass(3)));
+        health.reconciled(&Ok(pass(4)));
+        let json = health.json();
+        assert_eq!(json["repaired"]["lowered"], 7);
+        assert_eq!(json["reconcile"]["waiting"], 2);
+        health.reconciled(&Err("HTTP 500".into()));
+        assert_eq!(health.json()["reconcile"]["error"], "HTTP 500");
+        assert_eq!(health.json()["repaired"]["raised"], 2);
+    }
+}
