@@ -2,7 +2,8 @@
 # The operator console at 1,000,000 SKUs: lockstep (release) on a temp data directory,
 # loopback (no token: the console is served without sign-in there), SKUs counted through
 # the native API, then each page timed with curl, five times each, the median printed:
-# the overview (first load), the first page of all SKUs, a prefix search, a SKU's page.
+# the overview (first load), the first page of all SKUs, prefix and substring searches,
+# a SKU's page.
 #
 #   bash benches/console.sh            # SKUS=1000000 by default
 set -euo pipefail
@@ -58,3 +59,7 @@ time_page "SKUs, first page (50)" "/console/skus"
 time_page "SKUs starting with SKU-05 (first 50)" "/console/skus?q=SKU-05"
 time_page "SKUs starting with SKU-0999999 (one)" "/console/skus?q=SKU-0999999"
 time_page "a SKU's page (stock, channels, audit)" "/console/skus/SKU-0500000"
+time_page "SKUs containing 0500 (first 50 of 1,299)" "/console/skus?match=contains&q=0500"
+time_page "SKUs containing sku-09999 (in either case)" "/console/skus?match=contains&q=sku-09999"
+time_page "SKUs containing 9999999 (one)" "/console/skus?match=contains&q=9999999"
+time_page "SKUs containing zzz (none)" "/console/skus?match=contains&q=zzz"

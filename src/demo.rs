@@ -117,6 +117,8 @@ fn run_in(dir: &std::path::Path, options: &DemoOptions) -> anyhow::Result<bool> 
         options.burst,
         options.duration.as_secs()
     );
+    // Loopback and no admin token: the console is served without sign-in.
+    println!("watch it in the operator console: {}/console", engine.base);
     seed(&api, &names, &stores)?;
     sims.set_habits(Habits {
         duplicate: 0.05,

@@ -89,18 +89,7 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         .enable_all()
         .build()
         .unwrap();
-    let browser = runtime.block_on(async {
-        let caps = json!({"goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"],
-        }});
-        // Plain HTTP to chromedriver on loopback: no TLS stack to choose.
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.as_object().unwrap().clone())
-            .connect(&format!("http://127.0.0.1:{}", driver.1))
-            .await
-            .expect("a WebDriver session")
-    });
+    let browser = runtime.block_on(session(&driver, 800));
     let base = server.base.clone();
     let url = |path: &str| -> reqwest::Url { format!("{base}{path}").parse().unwrap() };
     runtime.block_on(async {
@@ -280,6 +269,145 @@ fn an_operator_signs_in_and_sees_the_channels_live() {
         .is_some());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(woo.level("C0"), Some(5));
+}
+
+/// The SKU search over HTTP (no browser needed): a substring in either case, paged in
+/// SKU order across the shards, other SKUs left out; a prefix; an unknown match refused.
+#[test]
+fn a_search_by_substring_pages_in_sku_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // No admin token, on loopback: the console is served without sign-in.
+    let server = Server::start_with(&dir.path().join("data"), "", None);
+    let mut events: Vec<serde_json::Value> = (0..130)
+        .map(|i| event(&format!("i{i}"), &format!("Item-{i:03}"), "counted", 5))
+        .collect();
+    for other in ["Alpha-tem", "Item_000", "Zulu-1"] {
+        events.push(event(other, other, "counted", 1));
+    }
+    post_ok(&server, events);
+    let skus_of = |query: &str| -> (Vec<String>, Option<String>) {
+        let html = Server::client()
+            .get(server.url(&format!("/console/skus?{query}")))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let found = html
+            .split("data-sku=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().to_string())
+            .collect();
+        let next = html
+            .split("id=\"next\"")
+            .next()
+            .filter(|_| html.contains("id=\"next\""))
+            .and_then(|before| before.rsplit("after=").next())
+            .map(|after| after.split('"').next().unwrap().to_string());
+        (found, next)
+    };
+    let names = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("Item-{i:03}")).collect()
+    };
+    // "TEM-" in any case: every Item- SKU and none of the others, 50 a page.
+    let (first, next) = skus_of("match=contains&q=TEM-");
+    assert_eq!(first, names(0..50));
+    assert_eq!(next.as_deref(), Some("Item-049"));
+    let (second, next) = skus_of("match=contains&q=TEM-&after=Item-049");
+    assert_eq!(second, names(50..100));
+    assert_eq!(next.as_deref(), Some("Item-099"));
+    let (third, next) = skus_of("match=contains&q=TEM-&after=Item-099");
+    assert_eq!(third, names(100..130));
+    assert_eq!(next, None);
+    // A prefix is case-sensitive, as SKUs are.
+    assert_eq!(skus_of("match=prefix&q=Item-12").0, names(120..130));
+    assert!(skus_of("q=item-12").0.is_empty());
+    // Nothing matches: an empty page.
+    assert!(skus_of("match=contains&q=nothing").0.is_empty());
+    let refused = Server::client()
+        .get(server.url("/console/skus?match=regex&q=x"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().unwrap().contains("`prefix` or `contains`"));
+}
+
+/// A headless Chromium session, `height` pixels tall.
+async fn session(driver: &Driver, height: u32) -> Client {
+    let caps = json!({"goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", format!("--window-size=1280,{height}")],
+    }});
+    // Plain HTTP to chromedriver on loopback: no TLS stack to choose.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps.as_object().unwrap().clone())
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a WebDriver session")
+}
+
+/// The README's screenshots of a busy engine: `lockstep demo` (a Shopify store, a
+/// WooCommerce site, Amazon and eBay, 40 orders a second with bursts) after 40 s of
+/// trading. Not in the suite (it takes a minute and a release build is fairer to it):
+/// `LOCKSTEP_SCREENSHOTS=docs cargo test --release --test console -- --ignored`.
+#[test]
+#[ignore = "a minute of the demo, for the README's screenshots"]
+fn screenshots_of_the_demo() {
+    use std::io::BufRead;
+    let Some(driver) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--duration", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = demo.stdout.take().unwrap();
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let console = loop {
+        let line = said
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the demo names its console");
+        if let Some(url) = line.split("operator console: ").nth(1) {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::sleep(Duration::from_secs(40));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let browser = session(&driver, 1000).await;
+        browser.goto(&console).await.unwrap();
+        // The plots and rows fill from the stream's first event.
+        until(&browser, "#updated", Duration::from_secs(5), |t| {
+            t.contains("updated")
+        })
+        .await;
+        screenshot(&browser, &dir, "console-overview.png").await;
+        browser
+            .goto(&format!("{console}/skus/DEMO-007"))
+            .await
+            .unwrap();
+        until(&browser, "#audit tbody", Duration::from_secs(5), |t| {
+            t.contains("order_placed")
+        })
+        .await;
+        screenshot(&browser, &dir, "console-sku.png").await;
+        browser.close().await.unwrap();
+    });
+    let _ = demo.kill();
+    let _ = demo.wait();
 }
 
 /// The README's screenshots: `LOCKSTEP_SCREENSHOTS=docs cargo test --test console`

@@ -296,14 +296,18 @@ mod tests {
         let elapsed = start.elapsed().as_secs_f64();
         assert!((2.1..2.4).contains(&elapsed), "{elapsed}");
 
+        assert_eq!(bucket.throttled_for(), None);
         bucket.throttled(Duration::from_secs(3));
         assert_eq!(bucket.rate(), 2.25);
+        // What the console shows: how long the channel's "slow down" still holds.
+        assert_eq!(bucket.throttled_for(), Some(Duration::from_secs(3)));
         let before = Instant::now();
         acquire(&mut bucket).await;
         assert!(
             before.elapsed() >= Duration::from_secs(3),
             "Retry-After is honoured"
         );
+        assert_eq!(bucket.throttled_for(), None);
     }
 
     #[tokio::test(start_paused = true)]
