@@ -130,6 +130,32 @@ fn an_absurd_retry_after_pauses_one_channel_and_panics_nothing() {
         .load(Ordering::SeqCst)
         >= 1));
     assert!(eventually(Duration::from_secs(20), || healthy.level("H0") == Some(5)));
+    // The console says which channel holds back, and until when.
+    let row_of = |html: &str, channel: &str| -> String {
+        let from = format!("<tr data-channel=\"{channel}\">");
+        let row = html.split(&from).nth(1).unwrap_or("");
+        row.split("</tr>").next().unwrap_or("").to_string()
+    };
+    let overview = || {
+        Server::client()
+            .get(server.url("/console"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || row_of(&overview(), "hostile")
+            .contains("state throttled")),
+        "{}",
+        row_of(&overview(), "hostile")
+    );
+    let html = overview();
+    assert!(
+        row_of(&html, "hostile").contains("until ")
+            && row_of(&html, "healthy").contains("state pushing"),
+        "{html}"
+    );
     // The engine and the other channel go on.
     count(&server, "H1", 7);
     assert!(eventually(Duration::from_secs(20), || healthy.level("H1") == Some(7)));
