@@ -417,32 +417,13 @@ fn native_events_cannot_borrow_a_channels_keys_or_name() {
 
 #[test]
 fn the_audit_stream_sends_each_record_it_admits_as_it_is_committed() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     let (status, body) = server.get("/v1/audit/stream?kind=teleported");
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "kind", "{body}");
 
-    let response = reqwest::blocking::Client::new()
-        .get(server.url("/v1/audit/stream?sku=S-A&outcome=applied"))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(response).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // The stream is open once its first comment arrives.
-    assert_eq!(
-        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
-        ": lockstep audit"
-    );
+    let records = server.audit_stream("sku=S-A&outcome=applied");
     let (status, _) = server.post_events(&json!({"events": [
         event("b-1", "S-B", "counted", 5),
         event("a-1", "S-A", "counted", 7),
@@ -451,15 +432,13 @@ fn the_audit_stream_sends_each_record_it_admits_as_it_is_committed() {
     // A duplicate is committed too, with outcome `duplicate`: not admitted.
     server.post_events(&json!({"events": [event("a-1", "S-A", "counted", 7)]}));
     server.post_events(&json!({"events": [event("a-2", "S-A", "adjusted", -2)]}));
-    let mut records = Vec::new();
-    while records.len() < 2 {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("a record");
-        if let Some(data) = line.strip_prefix("data: ") {
-            records.push(serde_json::from_str::<serde_json::Value>(data).unwrap());
-        }
-    }
+    let records: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            records
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("a record")
+        })
+        .collect();
     let seen: Vec<(&str, &str, i64)> = records
         .iter()
         .map(|r| {

@@ -261,6 +261,9 @@ fn unknown_inventory_items_are_recorded_and_answered_200() {
     let rig = rig(2, "2026-04", "");
     stock_all(&rig, 2, 5);
     let before: Vec<_> = (0..2).map(|i| rig.server.stock(&sku(i))).collect();
+    // What the console's live audit lists as refused: what a channel sent that lockstep
+    // recorded and applied to nothing.
+    let refused = rig.server.audit_stream("outcome=refused");
     let level = json!({"inventory_item_id": 999, "location_id": 1, "available": 3,
         "updated_at": minutes_ago(5)});
     let body = serde_json::to_vec(&level).unwrap();
@@ -305,6 +308,15 @@ fn unknown_inventory_items_are_recorded_and_answered_200() {
     // A redelivery (same event id) is a duplicate.
     let (_, again) = post_raw(&rig.server, "shop", &headers, &body);
     assert_eq!(again["results"][0]["outcome"], "duplicate", "{again}");
+    // The refused stream had the two, and neither the duplicate nor anything else.
+    let streamed: Vec<String> =
+        std::iter::from_fn(|| refused.recv_timeout(Duration::from_secs(1)).ok())
+            .map(|r| r["sku"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(streamed.len(), 2, "{streamed:?}");
+    assert!(streamed
+        .iter()
+        .all(|s| s.contains("item 999") || s.contains("location 77")));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `GET /v1/audit/stream`: every record as the shards commit it, as server-sent events
 //! (`text/event-stream`: `id` the record's sequence number, `event: record`, `data` the
 //! record as `GET /v1/audit` gives it), filtered by `sku`, `channel` (the record's
-//! source), `kind` and `outcome` (or `oversell`). A reader too slow for the feed is
+//! source), `kind` and `outcome` (or `oversell`, or `refused`: what a channel sent that
+//! lockstep recorded and applied to nothing, an item no catalog row maps). A reader too slow for the feed is
 //! told how many batches it missed (`event: lagged`) and goes on; a comment every
 //! `HEARTBEAT` keeps proxies and the idle timeout from closing a quiet stream.
 
@@ -36,9 +37,23 @@ pub struct Filter {
     sku: Option<String>,
     channel: Option<String>,
     kind: Option<EventKind>,
-    /// An outcome, or (`oversell`) the oversell flag.
-    outcome: Option<Result<Outcome, ()>>,
+    outcome: Option<OutcomeFilter>,
 }
+
+/// The `outcome` a reader asked for.
+#[derive(Debug, Clone, Copy)]
+enum OutcomeFilter {
+    Is(Outcome),
+    /// Records that sold what was not there.
+    Oversell,
+    /// Records applied to nothing because lockstep could not place them (`unmapped`).
+    /// Events refused at the door (bad input) were answered with an error and are not in
+    /// the audit: they changed nothing.
+    Refused,
+}
+
+/// The outcomes a filter names beside `Outcome::ALL`.
+pub const OUTCOMES_BESIDE: [&str; 2] = ["oversell", "refused"];
 
 impl Filter {
     /// From the query; an unknown kind or outcome is a 400 naming the field.
@@ -64,14 +79,15 @@ impl Filter {
                         )
                     })?);
                 }
-                "outcome" if value == "oversell" => filter.outcome = Some(Err(())),
+                "outcome" if value == "oversell" => filter.outcome = Some(OutcomeFilter::Oversell),
+                "outcome" if value == "refused" => filter.outcome = Some(OutcomeFilter::Refused),
                 "outcome" => {
                     let outcome = Outcome::ALL.into_iter().find(|o| o.as_str() == value);
-                    filter.outcome = Some(Ok(outcome.ok_or_else(|| {
+                    filter.outcome = Some(OutcomeFilter::Is(outcome.ok_or_else(|| {
                         ApiError::field(
                             "invalid_outcome",
                             "outcome",
-                            format!("{value:?} is not an outcome (or oversell)"),
+                            format!("{value:?} is not an outcome (or oversell, or refused)"),
                         )
                     })?));
                 }
@@ -86,8 +102,12 @@ impl Filter {
             && self.channel.as_ref().is_none_or(|c| *c == r.source)
             && self.kind.is_none_or(|k| k == r.kind)
             && self.outcome.is_none_or(|o| match o {
-                Ok(outcome) => outcome == r.outcome,
-                Err(()) => r.oversell,
+                OutcomeFilter::Is(outcome) => outcome == r.outcome,
+                OutcomeFilter::Oversell => r.oversell,
+                // A redelivery of one is a duplicate, not another refusal.
+                OutcomeFilter::Refused => {
+                    r.kind == EventKind::Unmapped && r.outcome != Outcome::Duplicate
+                }
             })
     }
 }

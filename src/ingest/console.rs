@@ -536,7 +536,7 @@ impl App {
             .iter()
             .map(|o| o.as_str())
             .collect();
-        outcomes.push("oversell");
+        outcomes.extend(audit_stream::OUTCOMES_BESIDE);
         let (csrf, signed_in) = self.who(access);
         let html = self.console.render(
             "audit.html",

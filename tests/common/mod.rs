@@ -143,6 +143,39 @@ impl Server {
         }
     }
 
+    /// Opens `GET /v1/audit/stream?{query}` and hands on each record it sends, from the
+    /// moment it returns (the stream is open: its first comment has arrived).
+    pub fn audit_stream(&self, query: &str) -> std::sync::mpsc::Receiver<Value> {
+        use std::io::{BufRead, BufReader};
+        let response = self
+            .auth(
+                reqwest::blocking::Client::new()
+                    .get(self.url(&format!("/v1/audit/stream?{query}"))),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let (opened, open) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(response).lines().map_while(Result::ok) {
+                if line == ": lockstep audit" {
+                    let _ = opened.send(());
+                }
+                if let Some(data) = line.strip_prefix("data: ") {
+                    let record = serde_json::from_str::<Value>(data).unwrap();
+                    if tx.send(record).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        open.recv_timeout(Duration::from_secs(5))
+            .expect("the stream opens with its comment");
+        rx
+    }
+
     /// POST /v1/events; returns (status, body).
     pub fn post_events(&self, body: &Value) -> (u16, Value) {
         let response = self
