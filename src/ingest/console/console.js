@@ -35,21 +35,33 @@ function plot(svg, series) {
   svg.dataset.points = String(series.filter((p) => p.p99_ms != null).length);
 }
 
+// A stream the page closes when it is left: a browser holds few connections to one
+// host, and a page kept for "back" would hold this one.
+function openStream(url) {
+  const stream = new EventSource(url);
+  window.addEventListener("pagehide", () => stream.close());
+  return stream;
+}
+
+// Each `data-field` cell under `element` takes its value from `values`, where it has one
+// (a value left out keeps what the page shows).
+function fill(element, values) {
+  for (const cell of element.querySelectorAll("[data-field]")) {
+    const value = values[cell.dataset.field];
+    if (value !== undefined) cell.textContent = value;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const root = document.querySelector("[data-stream]");
   if (!root) return;
-  const stream = new EventSource(root.dataset.stream);
-  // A page left for another closes its stream: a browser holds few connections to one
-  // host, and a page kept for "back" would hold this one.
-  window.addEventListener("pagehide", () => stream.close());
+  const stream = openStream(root.dataset.stream);
   stream.addEventListener("channels", (e) => {
     for (const c of JSON.parse(e.data)) {
       for (const row of root.querySelectorAll(`tr[data-channel="${CSS.escape(c.name)}"]`)) {
-        for (const cell of row.querySelectorAll("[data-field]")) {
-          const field = cell.dataset.field;
-          cell.textContent = c[field];
-          if (field === "state") cell.className = `state ${c.state}`;
-        }
+        fill(row, c);
+        const state = row.querySelector('[data-field="state"]');
+        if (state) state.className = `state ${c.state}`;
       }
       const svg = root.querySelector(`svg[data-plot="${CSS.escape(c.name)}"]`);
       if (svg) plot(svg, c.series);
@@ -57,10 +69,7 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("updated").textContent = `Live: updated ${new Date().toLocaleTimeString()}`;
   });
   stream.addEventListener("engine", (e) => {
-    const engine = JSON.parse(e.data);
-    for (const cell of root.querySelectorAll("[data-engine] [data-field]")) {
-      cell.textContent = engine[cell.dataset.field];
-    }
+    fill(root.querySelector("[data-engine]"), JSON.parse(e.data));
   });
 });
 
@@ -68,8 +77,7 @@ document.addEventListener("DOMContentLoaded", () => {
 document.addEventListener("DOMContentLoaded", () => {
   const body = document.querySelector("[data-audit-stream]");
   if (!body) return;
-  const stream = new EventSource(body.dataset.auditStream);
-  window.addEventListener("pagehide", () => stream.close());
+  const stream = openStream(body.dataset.auditStream);
   stream.addEventListener("record", (e) => {
     const r = JSON.parse(e.data);
     const row = document.createElement("tr");
@@ -102,16 +110,11 @@ document.addEventListener("DOMContentLoaded", () => {
 document.addEventListener("DOMContentLoaded", () => {
   const table = document.querySelector("[data-sku-stream]");
   if (!table) return;
-  const stream = new EventSource(table.dataset.skuStream);
-  window.addEventListener("pagehide", () => stream.close());
+  const stream = openStream(table.dataset.skuStream);
   stream.addEventListener("channels", (e) => {
     for (const c of JSON.parse(e.data)) {
       const row = table.querySelector(`tr[data-channel="${CSS.escape(c.name)}"]`);
-      if (!row) continue;
-      for (const cell of row.querySelectorAll("[data-field]")) {
-        const value = c[cell.dataset.field];
-        if (value !== undefined) cell.textContent = value;
-      }
+      if (row) fill(row, c);
     }
   });
 });
