@@ -329,6 +329,15 @@ fn a_search_by_substring_pages_in_sku_order() {
         .unwrap();
     assert_eq!(refused.status(), 400);
     assert!(refused.text().unwrap().contains("`prefix` or `contains`"));
+    let long = Server::client()
+        .get(server.url(&format!(
+            "/console/skus?match=contains&q={}",
+            "x".repeat(5_000)
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(long.status(), 400);
+    assert!(long.text().unwrap().contains("q is 5000 bytes"));
 }
 
 /// A headless Chromium session, `height` pixels tall.

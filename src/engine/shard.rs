@@ -485,9 +485,10 @@ impl Shard {
             unload_after_batch(&mut self.state, &inputs, &[], false);
             return Err((e.to_string(), false));
         }
+        // Taken from outside and new (a redelivery seen in an earlier batch is not).
         let stock_events = inputs
             .iter()
-            .filter(|i| i.event.kind.changes_stock())
+            .filter(|i| i.event.kind.changes_stock() && i.prior.is_none())
             .count() as u64;
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);

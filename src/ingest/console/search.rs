@@ -8,6 +8,7 @@ use minijinja::context;
 use serde_json::{json, Value};
 
 use super::{form_pairs, page, value_of, Access};
+use crate::core::event::SKU_BYTES_MAX;
 use crate::ingest::api::{App, HttpResponse};
 
 /// SKUs a search page shows.
@@ -26,6 +27,20 @@ impl App {
         let pairs = form_pairs(query);
         let param = |name: &str| value_of(&pairs, name);
         let (q, after) = (param("q"), param("after"));
+        // Nothing longer than a SKU can match; a longer text is a mistake, said so.
+        if let Some((name, text)) = [("q", &q), ("after", &after)]
+            .into_iter()
+            .find(|(_, text)| text.len() > SKU_BYTES_MAX)
+        {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!(
+                    "{name} is {} bytes; a SKU is at most {SKU_BYTES_MAX}",
+                    text.len()
+                ),
+            );
+        }
         let contains = match param("match").as_str() {
             "" | "prefix" => false,
             "contains" => true,
