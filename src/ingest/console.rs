@@ -3,6 +3,12 @@
 //! a little JavaScript for the live parts (server-sent events), no CDN, nothing fetched
 //! from elsewhere.
 //!
+//! Here: access (sign-in, sessions, CSRF, the security headers), routing, the audit page
+//! and the channel actions. Beside it: `overview.rs` (what the overview and its stream
+//! show), `search.rs` (SKU search by prefix or substring), `sku.rs` (a SKU's page, its
+//! stream and the count set from it); the templates, stylesheet and script are the other
+//! files of `console/`.
+//!
 //! Why server-rendered: a small team keeps one language and one build, the pages are
 //! fast at any catalog size because the server pages the data, and the only moving
 //! parts in the browser are rows a stream updates in place.

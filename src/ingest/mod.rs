@@ -1,7 +1,11 @@
-//! The HTTP edge: one listener for webhooks, the native API, /healthz and /metrics.
+//! The HTTP edge: one listener for webhooks, the native API, the console, /healthz and
+//! /metrics.
 //!
 //! - `server.rs`: the accept loop (hyper 1 on tokio) and shutdown.
 //! - `api.rs`: routing, auth, and the handlers.
+//! - `sync_api.rs`: a channel's first sync (plan, approve, pause, resume, import).
+//! - `audit_stream.rs`: the live audit (server-sent events).
+//! - `console.rs`: the operator console at `/console`.
 //! - `error.rs`: the engine's errors as refusals (`crate::refusal`).
 
 pub mod api;

@@ -25,8 +25,9 @@ pub struct Timing {
     recent: Mutex<Vec<Slot>>,
 }
 
-/// Ten seconds of acknowledgements, at 2 significant digits (1 % is plenty for a plot,
-/// and a slot is 7 KB instead of 100).
+/// Ten seconds of acknowledgements, at 2 significant digits and 32-bit counts (1 % is
+/// plenty for a plot, and a slot is 13 KB where the since-start histogram is 184 KB:
+/// 390 KB a channel that pushes, none for one that never has).
 struct Slot {
     /// Which ten seconds (Unix seconds / `SLOT_SECONDS`); stale slots are reset on use.
     index: i64,
