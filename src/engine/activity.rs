@@ -1,6 +1,8 @@
-//! What the engine took lately, for the console: stock events applied per second over the
-//! last minute, and oversells today (UTC). The shards add to it after each commit (one
-//! lock per batch, not per event); the overview reads it once a second.
+//! What the engine took lately, for the console: stock events per second over the last
+//! minute (events that change stock, less redeliveries of keys an earlier batch took;
+//! the settlements the shards make of `delta`-mode levels count too), and oversells
+//! today (UTC). The shards add to it after each commit (one lock per batch, not per
+//! event); the overview reads it once a second.
 //!
 //! Oversells are counted from when this process started: the audit holds every one for
 //! good, but counting a day's from it at start would read the whole day's log. The
@@ -12,7 +14,10 @@ use serde_json::{json, Value};
 
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 
-const SECONDS_KEPT: usize = 60;
+/// The minute's 60 whole seconds and the one filling now, which must not share a slot
+/// with the oldest of them.
+const SECONDS_KEPT: usize = 61;
+const MINUTE: i64 = 60;
 const MICROS_PER_DAY: Micros = 86_400 * MICROS_PER_SECOND;
 
 pub struct Activity {
@@ -56,12 +61,16 @@ impl Activity {
             *slot = (second, 0);
         }
         slot.1 += events;
+        // Shards commit in parallel: a batch stamped just before midnight may come after
+        // one stamped just after. Its oversells were yesterday's.
         let day = now.div_euclid(MICROS_PER_DAY);
-        if day != inner.day {
+        if day > inner.day {
             inner.day = day;
             inner.oversells = 0;
         }
-        inner.oversells += oversells;
+        if day == inner.day {
+            inner.oversells += oversells;
+        }
     }
 
     /// Events per second over the last 10 s and the last minute; oversells today, and
@@ -84,7 +93,7 @@ impl Activity {
         let midnight = day * MICROS_PER_DAY;
         json!({
             "events_per_second": over(10),
-            "events_per_second_minute": over(SECONDS_KEPT as i64),
+            "events_per_second_minute": over(MINUTE),
             "oversells_today": if inner.day == day { inner.oversells } else { 0 },
             "oversells_since": self.started.max(midnight),
         })
@@ -101,6 +110,8 @@ mod tests {
     fn rates_cover_whole_seconds_and_oversells_restart_at_midnight() {
         let day = 20_000 * MICROS_PER_DAY;
         let activity = Activity::starting_at(day - 100 * S);
+        // The oldest second of the minute that ends at midnight + 1 s.
+        activity.committed(day - 59 * S, 10, 0);
         // 10 events a second for the 20 seconds before midnight, one oversell in them.
         for i in 1..=20 {
             activity.committed(day - i * S, 10, u64::from(i == 5));
@@ -110,10 +121,17 @@ mod tests {
         assert_eq!(before["events_per_second"], 10.0, "{before}");
         // After midnight the day's count starts again; the rate does not.
         activity.committed(day + S / 2, 10, 2);
-        let after = activity.json(day + S);
+        // The second filling now does not push the minute's oldest out.
+        activity.committed(day + S + S / 2, 10, 0);
+        let after = activity.json(day + S + S / 2);
         assert_eq!(after["oversells_today"], 2);
         assert_eq!(after["oversells_since"], day);
         assert_eq!(after["events_per_second"], 10.0, "{after}");
-        assert_eq!(after["events_per_second_minute"], 210.0 / 60.0, "{after}");
+        // Seconds day - 59 ... day: 10 + 200 + 10, the oldest kept beside the second
+        // filling now.
+        assert_eq!(after["events_per_second_minute"], 220.0 / 60.0, "{after}");
+        // A batch stamped before midnight that comes late is not today's oversell.
+        activity.committed(day - S, 0, 5);
+        assert_eq!(activity.json(day + 2 * S)["oversells_today"], 2);
     }
 }

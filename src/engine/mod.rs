@@ -8,6 +8,10 @@
 //! - `movements.rs`: which SKUs' stored movements a batch loads (counts, folds).
 //! - `recovery.rs`: loading state on start, and `replay`.
 //! - `settings.rs`: the settings that decide stock, stored with the data by era.
+//! - `activity.rs`: stock events per second and oversells today, for the console.
+//!
+//! A shard's mailbox also takes questions about its SKUs (`Engine::find_skus`: names
+//! containing a text), answered from memory between two batches.
 //!
 //! `Engine::submit` splits a request's events by shard and puts each part in its shard's
 //! bounded mailbox without waiting; a full mailbox is `EngineError::Busy` at once (the

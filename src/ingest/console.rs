@@ -88,6 +88,12 @@ impl Default for Console {
                 .add_template(name, text)
                 .expect("the console's templates parse");
         }
+        // A path segment: everything but letters and digits percent-encoded, so a SKU
+        // with `/` or `?` in it stays one segment (`urlencode` leaves `/` as it is).
+        templates.add_filter("segment", |value: String| {
+            percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        });
         Console {
             loopback_csrf: random_token(),
             templates,

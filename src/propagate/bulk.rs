@@ -81,6 +81,7 @@ pub async fn submit(
     match bulk.submit(caller, &items).await {
         Ok(id) => {
             state.backoff.reset();
+            link.health.push_taken();
             count(name, "submitted");
             tracing::info!(channel = %name, submission = %id, items = items.len(), "bulk submission taken");
             link.outbox.submitted(&items);
@@ -95,6 +96,7 @@ pub async fn submit(
         Err(PushReply::Throttled { retry_after }) => {
             count(name, "throttled");
             state.bucket.throttled(retry_after);
+            link.health.bulk_throttled(retry_after);
             hold(link, &items, retry_after);
         }
         Err(other) => {
@@ -193,7 +195,10 @@ async fn settle(
 ) {
     let name = link.adapter.name();
     let acked = match outcome {
-        PushReply::Accepted { acked, .. } => acked,
+        PushReply::Accepted { acked, .. } => {
+            link.health.push_taken();
+            acked
+        }
         other => {
             tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
             link.health

@@ -29,6 +29,9 @@ struct Inner {
     /// Every pass since start, added up: the drift reconciliation repaired.
     repaired: Report,
     poll: Option<Polled>,
+    /// Until when the channel's bulk submissions wait, after it answered one "slow
+    /// down" (its direct pushes have a budget of their own, in the pusher's bucket).
+    bulk_until: Option<Micros>,
 }
 
 struct Failing {
@@ -73,6 +76,13 @@ impl Health {
         let mut inner = self.lock();
         inner.failing = None;
         inner.last_ok = Some(now_micros());
+    }
+
+    /// The channel answered a bulk submission "slow down, for `retry_after`".
+    pub fn bulk_throttled(&self, retry_after: std::time::Duration) {
+        let until =
+            now_micros().saturating_add(retry_after.as_micros().min(i64::MAX as u128) as Micros);
+        self.lock().bulk_until = Some(until);
     }
 
     pub fn reconciled(&self, result: &Result<Report, String>) {
@@ -140,6 +150,7 @@ impl Health {
             "last_ok": inner.last_ok,
             "reconcile": reconcile,
             "repaired": {"lowered": inner.repaired.lowered, "raised": inner.repaired.raised},
+            "bulk_throttled_until": inner.bulk_until.filter(|until| *until > now_micros()),
             "poll": inner.poll.as_ref().map(|p| json!({
                 "watermark": p.watermark, "at": p.at, "error": p.error,
             })),
@@ -168,6 +179,11 @@ mod tests {
         health.push_taken();
         assert!(!health.failing());
         assert!(health.json()["last_ok"].is_i64());
+        // A bulk submission's "slow down" holds for its time, then is gone.
+        health.bulk_throttled(std::time::Duration::from_secs(60));
+        assert!(health.json()["bulk_throttled_until"].as_i64().unwrap() > now_micros());
+        health.bulk_throttled(std::time::Duration::ZERO);
+        assert!(health.json()["bulk_throttled_until"].is_null());
     }
 
     #[test]

@@ -505,10 +505,11 @@ mod tests {
         // A later change of B keeps its first time: B still waits since 200.
         outbox.offer("B", 1, None, 400);
         assert_eq!(outbox.oldest_waiting(), Some(200));
-        // B (a stock-out... now 1) and A go: taken, nothing is waiting.
+        // One is taken (whichever the push order puts first); the other still waits.
         let batch = outbox.take(1);
         let left = if batch[0].sku == "B" { 300 } else { 200 };
         assert_eq!(outbox.oldest_waiting(), Some(left));
+        // The other taken too: nothing waits.
         outbox.take(10);
         assert_eq!(outbox.oldest_waiting(), None);
     }

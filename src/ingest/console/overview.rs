@@ -106,7 +106,16 @@ pub(super) async fn channel_row(
             "paused",
             "nothing is written to it until it is resumed".to_string(),
         ),
-        _ => ("pushing", String::new()),
+        _ => match health["bulk_throttled_until"].as_i64() {
+            Some(until) => (
+                "pushing",
+                format!(
+                    "bulk submissions wait until {}: the channel asked lockstep to slow down",
+                    when(until, now)
+                ),
+            ),
+            None => ("pushing", String::new()),
+        },
     };
     let oldest = link
         .outbox

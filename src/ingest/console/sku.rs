@@ -107,11 +107,15 @@ impl App {
             Ok(sku) => sku,
             Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
         };
+        // A SKU that is not there is said so now, not streamed nothing for ever.
+        if let Err(e) = self.sku_json(&sku) {
+            return page(e.status, "text/plain; charset=utf-8", e.message);
+        }
         let (engine, rules) = (self.engine.clone(), self.engine_rules.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SKU_EVERY);
-            let mut sent = Value::Null;
+            let mut sent = Vec::new();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -120,11 +124,34 @@ impl App {
                 let Ok(state) = crate::ingest::api::sku_state(&engine, &rules, &sku) else {
                     continue;
                 };
-                let rows = Value::Array(channel_rows(&state, &[]));
+                let mut rows = channel_rows(&state, &[]);
+                // A level that has settled leaves its "(settling)" on the page: the row
+                // says again what the channel last reported, from the audit.
+                let settled = rows.iter().any(|row| {
+                    row.get("reported").is_none()
+                        && sent.iter().any(|old: &Value| {
+                            old["name"] == row["name"]
+                                && old["reported"]
+                                    .as_str()
+                                    .is_some_and(|r| r.ends_with("(settling)"))
+                        })
+                });
+                if settled {
+                    let (engine, sku) = (engine.clone(), sku.clone());
+                    let records = tokio::task::spawn_blocking(move || {
+                        engine.audit(Some(&sku), 0, SKU_AUDIT_ROWS)
+                    })
+                    .await;
+                    if let Ok(Ok(records)) = records {
+                        let records: Vec<Value> =
+                            records.iter().map(crate::ingest::api::audit_json).collect();
+                        rows = channel_rows(&state, &records);
+                    }
+                }
                 if rows == sent {
                     continue;
                 }
-                let event = format!("event: channels\ndata: {rows}\n\n");
+                let event = format!("event: channels\ndata: {}\n\n", Value::from(rows.clone()));
                 if tx.send(Bytes::from(event)).await.is_err() {
                     return;
                 }
