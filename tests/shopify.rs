@@ -369,12 +369,16 @@ fn the_stores_own_sales_between_pushes_cause_no_stale_compare() {
     );
 }
 
-/// An edit on the store behind lockstep's back makes the next compare stale: lockstep
-/// reads the item, records the difference, and pushes once more, first taking the
-/// shortfall for sales whose webhooks are on their way (never showing units that may be
-/// gone); when no order has explained it within the window, the SKU is checked again and
-/// raised to its target (lockstep is the master). No loop.
-fn stale_compare_is_resolved_by_one_read_and_one_push(version: &str) {
+/// An edit on the store behind lockstep's back makes the next compare stale. From
+/// 2026-01 lockstep sends the change as one adjustment (`target - expected`, which lands
+/// on whatever the store shows and cannot go stale), whose reply gives the level before
+/// it; before 2026-01 it reads the item and pushes once more. Either way the difference is
+/// recorded, the shortfall is taken for sales whose webhooks are on their way (never
+/// showing units that may be gone), and when no order has explained it within the
+/// window, the SKU is checked again and raised to its target (lockstep is the master).
+/// No loop.
+fn stale_compare_is_resolved_by_one_more_write(version: &str) {
+    let adjusts = version >= "2026-01";
     let rig = rig(1, version, "");
     stock_all(&rig, 1, 10);
     rig.shop.set_level("S0", 7);
@@ -398,17 +402,28 @@ fn stale_compare_is_resolved_by_one_read_and_one_push(version: &str) {
     std::thread::sleep(Duration::from_millis(300));
     let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
     let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["stale", "applied", "applied"], "{calls:?}");
+    let second = if adjusts { "adjusted" } else { "applied" };
+    assert_eq!(outcomes, ["stale", second, "applied"], "{calls:?}");
     assert_eq!(
         calls[0].items[0],
         ("S0".into(), 11, Some(10)),
         "what we expected"
     );
-    assert_eq!(
-        calls[1].items[0],
-        ("S0".into(), 8, Some(7)),
-        "then against what the store showed, less the shortfall"
-    );
+    if adjusts {
+        // 11 - 10 added to the 7 the store showed: 8, the target less the shortfall.
+        assert_eq!(
+            calls[1].items[0],
+            ("S0".into(), 1, None),
+            "a delta, uncompared"
+        );
+    } else {
+        // (A read between them.)
+        assert_eq!(
+            calls[1].items[0],
+            ("S0".into(), 8, Some(7)),
+            "then against what the store showed, less the shortfall"
+        );
+    }
     assert_eq!(calls[2].items[0], ("S0".into(), 11, Some(8)));
     assert!(
         calls[2].at.duration_since(calls[1].at) >= Duration::from_secs(14),
@@ -418,14 +433,21 @@ fn stale_compare_is_resolved_by_one_read_and_one_push(version: &str) {
 
 #[test]
 fn a_stale_change_from_quantity_is_resolved_without_a_loop() {
-    stale_compare_is_resolved_by_one_read_and_one_push("2026-04");
+    stale_compare_is_resolved_by_one_more_write("2026-04");
 }
 
 #[test]
 fn before_2026_04_compare_quantity_and_ignore_compare_quantity_are_used() {
     // The simulated store refuses a first push without `ignoreCompareQuantity: true`
     // and a later one without `compareQuantity` at this version.
-    stale_compare_is_resolved_by_one_read_and_one_push("2026-01");
+    stale_compare_is_resolved_by_one_more_write("2026-01");
+}
+
+#[test]
+fn before_2026_01_a_stale_compare_is_read_and_set_again() {
+    // No `@idempotent` before 2026-01: a retried adjustment could apply twice, so the
+    // stale item is read and set once more.
+    stale_compare_is_resolved_by_one_more_write("2025-10");
 }
 
 #[test]
@@ -487,9 +509,10 @@ fn reconciliation_reads_the_store_and_lowers_an_excess_at_once() {
     assert_eq!(drift[0]["qty"], 12, "{drift:?}");
 }
 
-/// A sale whose webhook is still on its way makes our next compare stale; the read
-/// already shows it, so the resend leaves those units out, and when the order's webhook
-/// lands it is netted: the store shows the right quantity at once and is not pushed again.
+/// A sale whose webhook is still on its way makes our next compare stale; the change goes
+/// as a delta, which lands on what the sale left (the reply's level after shows it), and
+/// when the order's webhook lands it is netted: the store shows the right quantity at
+/// once and is not pushed again.
 #[test]
 fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
     let rig = rig(1, "2026-04", "");
@@ -510,8 +533,9 @@ fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
     std::thread::sleep(Duration::from_millis(500));
     let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
     let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["stale", "applied"], "{calls:?}");
-    assert_eq!(calls[1].items[0], ("S0".into(), 8, Some(9)));
+    // The delta, 9 - 10, lands on the 9 the sale left: 8.
+    assert_eq!(outcomes, ["stale", "adjusted"], "{calls:?}");
+    assert_eq!(calls[1].items[0], ("S0".into(), -1, None));
     assert_eq!(rig.shop.level("S0"), Some(8));
     let (_, sku) = rig.server.get("/v1/skus/S0");
     assert_eq!(sku["channels"]["shop"]["expected"], 8, "{sku}");
@@ -519,6 +543,70 @@ fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
         sku["channels"]["shop"]["unexplained"], 0,
         "the order explained it: {sku}"
     );
+}
+
+/// A store showing more than expected (a restock on the store lockstep has not heard
+/// of): the adjustment after the stale compare lands above the target, so the item is set
+/// down at once, compared with what the adjustment left; an excess is never shown.
+#[test]
+fn an_excess_the_adjustment_finds_is_set_down_at_once() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    rig.shop.set_level("S0", 13);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 9).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["stale", "adjusted", "applied"], "{calls:?}");
+    assert_eq!(calls[1].items[0], ("S0".into(), -1, None));
+    assert_eq!(calls[2].items[0], ("S0".into(), 9, Some(12)), "{calls:?}");
+    let drift = records(&rig.server, "S0", "stale_read");
+    assert_eq!(
+        drift[0]["qty"], 13,
+        "the level before, in the audit: {drift:?}"
+    );
+    assert_eq!(rig.shop.level("S0"), Some(9));
+}
+
+/// An adjustment applied whose answer was lost: whether it landed is unknown, so no
+/// second delta follows it (it could land twice); the item is read and set, compared,
+/// and reaches its target.
+#[test]
+fn a_lost_adjustment_answer_is_read_never_sent_again() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    rig.shop.set_level("S0", 7);
+    rig.shop.lose_adjust_replies(1);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("receipt", "S0", "adjusted", 1)]}));
+    assert_eq!(status, 200, "{body}");
+    // Read after the lost answer (8: our +1 landed), set against it less the 2 units it
+    // cannot explain yet; raised to 11 once the window closes on them.
+    assert!(rig
+        .shop
+        .wait_for(Duration::from_secs(30), |l| l["S0"] == 11)
+        .is_some());
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let adjusted = calls.iter().filter(|c| c.outcome == "adjusted").count();
+    assert_eq!(adjusted, 1, "one delta, never a second: {calls:?}");
+    let shown: Vec<i64> = rig
+        .shop
+        .arrivals("S0")
+        .iter()
+        .map(|a| a.available)
+        .collect();
+    assert!(
+        shown.iter().all(|n| *n <= 11),
+        "never above the target: {shown:?}"
+    );
+    assert_eq!(calls[2].items[0], ("S0".into(), 9, Some(8)), "{calls:?}");
 }
 
 /// A call applied whose answer was lost is sent again with the same `@idempotent` key,

@@ -6,8 +6,11 @@
 //!   required from 2026-04, or `compareQuantity` / `ignoreCompareQuantity` before; a
 //!   mismatch is a `*_STALE` userError and nothing in the call is applied; a retried
 //!   `@idempotent` key answers the first result; from 2026-04 the directive is required
-//!   and `compareQuantity` / `ignoreCompareQuantity` are refused) and the `nodes(ids:)`
-//!   level query.
+//!   and `compareQuantity` / `ignoreCompareQuantity` are refused);
+//!   `inventoryAdjustQuantities` (a `delta` per change, each with `changeFromQuantity`:
+//!   a value compares, `null` opts out, and from 2026-04 the field and the `@idempotent`
+//!   directive are required; all or nothing; the reply's `changes` carry each item's
+//!   `quantityAfterChange`); and the `nodes(ids:)` level query.
 //! - `productVariants(first:, after:)` (catalog discovery): the listings and the variants
 //!   added beside them (`add_variant`: no SKU, a duplicate SKU, untracked), by id, a
 //!   cursor per page, `first` at most 250.
@@ -50,13 +53,15 @@ pub const LOCATION: u64 = 1;
 pub const STANDARD_PLAN: (f64, f64) = (1_000.0, 100.0);
 const MUTATION_COST: f64 = 10.0;
 
-/// One `inventorySetQuantities` call as it arrived.
+/// One `inventorySetQuantities` (or `inventoryAdjustQuantities`) call as it arrived.
 #[derive(Clone, Debug)]
 pub struct SetCall {
     pub at: Instant,
-    /// (SKU, quantity, the compare value sent: `None` when omitted or null).
+    /// (SKU, quantity, the compare value sent: `None` when omitted or null); for an
+    /// adjustment, the delta in place of the quantity.
     pub items: Vec<(String, i64, Option<i64>)>,
-    /// `applied`, `stale`, `throttled`, `unauthorized`, `invalid`, or a fault status.
+    /// `applied`, `adjusted`, `stale`, `throttled`, `unauthorized`, `invalid`, or a fault
+    /// status.
     pub outcome: String,
 }
 
@@ -110,6 +115,7 @@ struct Extra {
     keys: Vec<String>,
     /// Replies to lose after applying the call (the client sees a 502 and retries).
     lose_replies: u32,
+    lose_adjust_replies: u32,
     orders: HashMap<u64, Order>,
     /// Each order as its latest `orders/*` webhook showed it, with when (Unix µs): what
     /// the REST orders list answers.
@@ -189,6 +195,7 @@ impl ShopifySim {
             order_states: Default::default(),
             keys: Vec::new(),
             lose_replies: 0,
+            lose_adjust_replies: 0,
             orders: HashMap::new(),
             more: Vec::new(),
         }));
@@ -284,6 +291,11 @@ impl ShopifySim {
     /// The next `n` set calls are applied but their answers lost (a 502 instead).
     pub fn lose_replies(&self, n: u32) {
         self.lock().lose_replies = n;
+    }
+
+    /// The next `n` adjustments are applied but their answers lost (a 502 instead).
+    pub fn lose_adjust_replies(&self, n: u32) {
+        self.lock().lose_adjust_replies = n;
     }
 
     /// The SKU's inventory item is no longer stocked at the location: a set naming it
@@ -748,7 +760,9 @@ async fn handle(
     let request: Value = req.json().unwrap_or(Value::Null);
     let query = request["query"].as_str().unwrap_or("").to_string();
     let variables = &request["variables"];
-    let is_set = query.contains("inventorySetQuantities");
+    let is_adjust = query.contains("inventoryAdjustQuantities");
+    // A write: a set, or an adjustment (logged, charged and keyed alike).
+    let is_set = is_adjust || query.contains("inventorySetQuantities");
     let items = set_items(&lock(&shop), variables);
     let log = |outcome: &str| {
         if is_set {
@@ -824,6 +838,12 @@ async fn handle(
                     })
                 });
             old_field.map(|f| format!("Variable $input of type InventorySetQuantitiesInput! was provided invalid value for {f} (Field is not defined on InventorySetQuantitiesInput)"))
+                .or_else(|| {
+                    // An adjustment's change must say `changeFromQuantity`, if only `null`.
+                    let changes = input["changes"].as_array().filter(|_| is_adjust)?;
+                    let i = changes.iter().position(|c| c.get("changeFromQuantity").is_none())?;
+                    Some(format!("Variable $input of type InventoryAdjustQuantitiesInput! was provided invalid value for changes.{i}.changeFromQuantity (Expected value to not be null)"))
+                })
         };
         if let Some(message) = refused {
             log("invalid");
@@ -856,7 +876,11 @@ async fn handle(
         }
     }
     let data = if is_set {
-        let (data, outcome, changed) = set_quantities(&mut lock(&shop), &version, variables);
+        let (data, outcome, changed) = if is_adjust {
+            adjust_quantities(&mut lock(&shop), variables)
+        } else {
+            set_quantities(&mut lock(&shop), &version, variables)
+        };
         log(outcome);
         if sender.habits().echo {
             for item in changed {
@@ -901,6 +925,10 @@ async fn handle(
     if let Some(key) = key {
         s.idempotent.insert(key, answer.clone());
     }
+    if is_adjust && s.lose_adjust_replies > 0 {
+        s.lose_adjust_replies -= 1;
+        return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
+    }
     if is_set && s.lose_replies > 0 {
         s.lose_replies -= 1;
         return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
@@ -908,10 +936,15 @@ async fn handle(
     reply(200, &answer, &[])
 }
 
-/// The items of an `inventorySetQuantities` call, for the call log.
+/// The items of an `inventorySetQuantities` call (or an adjustment's changes, with
+/// their deltas), for the call log.
 fn set_items(s: &Shop, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
-    variables["input"]["quantities"]
-        .as_array()
+    let input = &variables["input"];
+    let (list, amount) = match input.get("changes") {
+        Some(changes) => (changes, "delta"),
+        None => (&input["quantities"], "quantity"),
+    };
+    list.as_array()
         .map(|a| a.as_slice())
         .unwrap_or_default()
         .iter()
@@ -921,13 +954,72 @@ fn set_items(s: &Shop, variables: &Value) -> Vec<(String, i64, Option<i64>)> {
                 .get("changeFromQuantity")
                 .or_else(|| q.get("compareQuantity"))
                 .and_then(Value::as_i64);
-            (
-                sku_of(s, item),
-                q["quantity"].as_i64().unwrap_or(0),
-                compare,
-            )
+            (sku_of(s, item), q[amount].as_i64().unwrap_or(0), compare)
         })
         .collect()
+}
+
+/// Applies an `inventoryAdjustQuantities` call: each change's `delta` added to the
+/// level, all or nothing, a `changeFromQuantity` value compared first
+/// (https://shopify.dev/docs/api/admin-graphql/2026-04/mutations/inventoryAdjustQuantities).
+/// Returns the data with each change's `quantityAfterChange`, the outcome for the log,
+/// and the items that changed.
+fn adjust_quantities(
+    s: &mut Shop,
+    variables: &Value,
+) -> (Result<Value, String>, &'static str, Vec<u64>) {
+    let input = &variables["input"];
+    let (Some(changes), Some(_)) = (input["changes"].as_array(), input["reason"].as_str()) else {
+        return (
+            Err("input.changes and input.reason are required".into()),
+            "invalid",
+            Vec::new(),
+        );
+    };
+    let mut errors = Vec::new();
+    let mut writes = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let item = gid_number(&c["inventoryItemId"]);
+        let Some(delta) = c["delta"].as_i64() else {
+            return (
+                Err(format!("changes.{i}.delta is required")),
+                "invalid",
+                Vec::new(),
+            );
+        };
+        let current = match (item, gid_number(&c["locationId"])) {
+            (Some(item), Some(LOCATION)) => level_of(s, item),
+            _ => None,
+        };
+        let Some(current) = current else {
+            errors.push(json!({"field": ["input", "changes", i.to_string(), "locationId"], "message": "The specified inventory item is not stocked at the location.", "code": "ITEM_NOT_STOCKED_AT_LOCATION"}));
+            continue;
+        };
+        if c["changeFromQuantity"]
+            .as_i64()
+            .is_some_and(|from| from != current)
+        {
+            errors.push(json!({"field": ["input", "changes", i.to_string(), "changeFromQuantity"], "message": "The specified compare quantity does not match the current quantity.", "code": "CHANGE_FROM_QUANTITY_STALE"}));
+            continue;
+        }
+        writes.push((item.expect("checked"), current + delta));
+    }
+    if !errors.is_empty() {
+        let data = json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": null, "userErrors": errors}});
+        return (Ok(data), "invalid", Vec::new());
+    }
+    let now = Instant::now();
+    let mut changed = Vec::new();
+    let mut done = Vec::new();
+    for (item, after) in writes {
+        if s.write_at(&sku_of(s, item), after, now) != Some(after) {
+            changed.push(item);
+        }
+        done.push(json!({"name": "available", "quantityAfterChange": after,
+            "item": {"id": format!("gid://shopify/InventoryItem/{item}")}}));
+    }
+    let data = json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": {"changes": done}, "userErrors": []}});
+    (Ok(data), "adjusted", changed)
 }
 
 /// Applies a compare-and-set call: all or nothing. Returns the data (or a top-level

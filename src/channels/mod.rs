@@ -269,6 +269,20 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         Box::pin(async { Ok(HeaderMap::new()) })
     }
 
+    /// Adds `quantity - expected` to what the channel shows of each item (every item has
+    /// `expected`), without a compare: a write that commutes with the channel's own
+    /// sales made meanwhile, so it cannot go stale. Answers what each item shows after
+    /// it, in order, or (`Err`) the reply; a `Failed` reply leaves it unknown whether the
+    /// write was applied. `None`: the channel has no such write that a retry cannot apply
+    /// twice (Shopify's `inventoryAdjustQuantities`, idempotent from 2026-01).
+    fn adjust<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        _items: &'a [PushItem],
+    ) -> Option<BoxFuture<'a, Result<Vec<i64>, PushReply>>> {
+        None
+    }
+
     /// Pushes one group: by default one `push_request`, read by `push_reply`. Channels
     /// whose write takes more than one call override it.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {

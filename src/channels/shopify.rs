@@ -25,7 +25,9 @@
 //! `compareQuantity` before it; an item never acknowledged opts out explicitly
 //! (`changeFromQuantity: null`, or `ignoreCompareQuantity: true` in a request of its
 //! own). From 2026-01 each call carries `@idempotent(key:)`. A stale compare comes back
-//! as a `userErrors` code: the pusher reads those items and pushes once more. Replies
+//! as a `userErrors` code: from 2026-01 the pusher sends the call's changes as one
+//! `inventoryAdjustQuantities` of deltas (`adjust`), which commute with the store's own
+//! sales; before it, it reads those items and pushes once more. Replies
 //! carry `extensions.cost.throttleStatus`; a `THROTTLED` error (HTTP 200) is a throttle,
 //! and a nearly empty cost bucket pauses the next call until it refills.
 //!
@@ -182,6 +184,56 @@ impl Shopify {
         let key = format!("lockstep-{}-{:x}-{n}", self.name, self.boot);
         *unanswered = Some((fingerprint, key.clone()));
         key
+    }
+
+    /// What each item (by inventory item number) shows after an adjustment.
+    fn adjust_reply(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        ids: &[String],
+    ) -> Result<Vec<i64>, PushReply> {
+        if let Some(failed) = super::http_failure(status, headers, body) {
+            return Err(failed);
+        }
+        let reply: Value = serde_json::from_slice(body).map_err(|_| PushReply::Failed {
+            reason: format!("reply is not JSON: {}", excerpt(body)),
+            retryable: true,
+        })?;
+        if let Some(refused) = graphql_errors(&reply) {
+            return Err(refused);
+        }
+        // A definitive answer: the next request, even the same one, is a new intent.
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let adjusted = &reply["data"]["inventoryAdjustQuantities"];
+        let errors = payload::list(&adjusted["userErrors"]);
+        if !errors.is_empty() {
+            return Err(PushReply::Failed {
+                reason: format!("userErrors: {}", Value::Array(errors.to_vec())),
+                retryable: false,
+            });
+        }
+        let changes = payload::list(&adjusted["inventoryAdjustmentGroup"]["changes"]);
+        ids.iter()
+            .map(|id| {
+                changes
+                    .iter()
+                    .filter(|c| c["name"].as_str().is_none_or(|n| n == "available"))
+                    .find(|c| c["item"]["id"].as_str().map(numeric_id).as_deref() == Some(id))
+                    .and_then(|c| c["quantityAfterChange"].as_i64())
+                    .ok_or_else(|| PushReply::Failed {
+                        // Applied, but what it left is not known: read before the next.
+                        reason: format!(
+                            "the adjustment's reply has no quantity after it for item {id}"
+                        ),
+                        retryable: true,
+                    })
+            })
+            .collect()
     }
 
     /// The items (indices) that a set answer's non-stale `userErrors` name.
@@ -785,6 +837,67 @@ impl ChannelAdapter for Shopify {
         }
     }
 
+    /// `inventoryAdjustQuantities` of `quantity - expected` for each item, with
+    /// `changeFromQuantity: null` (no compare: the delta is meant to land on whatever
+    /// the store's own sales left) and `@idempotent(key:)`, required on it from 2026-04
+    /// (https://shopify.dev/docs/api/admin-graphql/2026-04/mutations/inventoryAdjustQuantities;
+    /// `changeFromQuantity` required with an explicit `null` opt-out from 2026-04:
+    /// https://shopify.dev/changelog/making-changefromquantity-field-required). The reply's
+    /// `changes` give each item's `quantityAfterChange`. Offered from 2026-01, where both
+    /// the directive and the field exist: before it a retried adjustment could apply twice.
+    fn adjust<'a>(
+        &'a self,
+        caller: &'a Caller,
+        items: &'a [PushItem],
+    ) -> Option<BoxFuture<'a, Result<Vec<i64>, PushReply>>> {
+        if !self.idempotent {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let ids: Vec<String> = items
+                .iter()
+                .map(|item| {
+                    self.catalog
+                        .item(&item.sku)
+                        .map_or("0", |i| i.id.as_str())
+                        .to_string()
+                })
+                .collect();
+            let changes: Vec<Value> = items
+                .iter()
+                .zip(&ids)
+                .map(|(item, id)| {
+                    json!({
+                        "inventoryItemId": format!("gid://shopify/InventoryItem/{id}"),
+                        "locationId": format!("gid://shopify/Location/{}", self.location_of(&item.sku)),
+                        "delta": item.quantity - item.expected.unwrap_or(item.quantity),
+                        "changeFromQuantity": null,
+                    })
+                })
+                .collect();
+            let input = json!({
+                "name": "available",
+                "reason": "correction",
+                "referenceDocumentUri": format!("lockstep://{}/push", self.name),
+                "changes": changes,
+            });
+            let key = self.key_for(&input);
+            let body = json!({
+                "query": "mutation LockstepAdjust($input: InventoryAdjustQuantitiesInput!, $key: String!) { inventoryAdjustQuantities(input: $input) @idempotent(key: $key) { inventoryAdjustmentGroup { changes { name quantityAfterChange item { id } } } userErrors { field message code } } }",
+                "variables": {"input": input, "key": key},
+            });
+            let (status, headers, body) =
+                caller
+                    .call(self.graphql(&body))
+                    .await
+                    .map_err(|reason| PushReply::Failed {
+                        reason,
+                        retryable: true,
+                    })?;
+            self.adjust_reply(status, &headers, &body, &ids)
+        }))
+    }
+
     /// A read answered `THROTTLED` (the cost bucket spent, by a discovery or by pushes)
     /// is asked again once the bucket holds its cost, a few times, instead of failing
     /// the reconciliation, plan or import that asked.
@@ -1184,6 +1297,45 @@ location_id = "gid://shopify/Location/1"
             .unwrap()
             .is_empty());
         assert!(shop.carries("A") && !shop.carries("B"));
+    }
+
+    #[test]
+    fn an_adjustment_reply_gives_each_items_level_after_or_fails() {
+        let shop = adapter();
+        let ids = vec!["55".to_string()];
+        let answer = |body: Value| {
+            shop.adjust_reply(200, &HeaderMap::new(), body.to_string().as_bytes(), &ids)
+        };
+        let done = json!({"data": {"inventoryAdjustQuantities": {"userErrors": [],
+            "inventoryAdjustmentGroup": {"changes": [
+                {"name": "available", "quantityAfterChange": 8, "item": {"id": "gid://shopify/InventoryItem/55"}}]}}}});
+        assert_eq!(answer(done), Ok(vec![8]));
+        // Applied, but without its level after: unknown, so the pusher reads.
+        let silent = json!({"data": {"inventoryAdjustQuantities": {"userErrors": [],
+            "inventoryAdjustmentGroup": {"changes": []}}}});
+        assert!(matches!(
+            answer(silent),
+            Err(PushReply::Failed {
+                retryable: true,
+                ..
+            })
+        ));
+        // Refused: nothing was applied.
+        let refused = json!({"data": {"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": null,
+            "userErrors": [{"field": ["input", "changes", "0", "locationId"], "code": "ITEM_NOT_STOCKED_AT_LOCATION", "message": "x"}]}}});
+        assert!(matches!(
+            answer(refused),
+            Err(PushReply::Failed {
+                retryable: false,
+                ..
+            })
+        ));
+        let throttled =
+            json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]});
+        assert!(matches!(
+            answer(throttled),
+            Err(PushReply::Throttled { .. })
+        ));
     }
 
     #[test]

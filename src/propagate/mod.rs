@@ -9,6 +9,7 @@
 //!   `Reconciled` events (the shards offer the repairs: the outbox has one writer).
 //! - `timing.rs`: propagation times per channel, since start and over the last minutes;
 //!   `health.rs`: what the console says of each channel (failing, reconciled, polled).
+//! - `stale.rs`: what a push does when a compare-and-set finds the channel changed.
 //! - here: the pusher task of each channel.
 //!
 //! After a shard commits a batch it offers each changed target to the channel's outbox.
@@ -24,6 +25,7 @@ pub mod outbox;
 pub mod poll;
 pub mod queue;
 pub mod reconcile;
+mod stale;
 pub mod sync_state;
 pub mod timing;
 
@@ -38,7 +40,7 @@ use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
 use crate::clock::{now_micros, Micros};
 use crate::config::{Config, RateLimit};
 use crate::core::event::{Event, EventKind};
-use crate::core::{target_after_read, ByChannel};
+use crate::core::ByChannel;
 use crate::engine::{Engine, EngineError};
 use outbox::Outbox;
 
@@ -246,7 +248,8 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         }
         for group in groups {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
-            let (reply, contended) = push_compared(&link, &engine, &mut pacer, &mut items).await;
+            let (reply, contended) =
+                stale::push_compared(&link, &engine, &mut pacer, &mut items).await;
             settle(&link, &engine, &mut pacer, &items, reply, contended).await;
         }
         if let (false, Some(state)) = (later.is_empty(), submissions.as_mut()) {
@@ -271,79 +274,6 @@ async fn exchange(link: &ChannelLink, pacer: &Pacer, items: &[PushItem]) -> Push
     link.adapter.push(&pacer.caller, items).await
 }
 
-/// Pushes `items`; when a compare-and-set finds the channel changed behind us, reads
-/// those items, records the difference in the audit, and pushes once more comparing
-/// with what was read. Items stale a second time go back to the outbox and the rest is
-/// pushed without them: never a loop of reads and pushes. The flag says the reply is
-/// partial because of that contention (no backoff: nothing is wrong with the channel).
-async fn push_compared(
-    link: &ChannelLink,
-    engine: &Engine,
-    pacer: &mut Pacer,
-    items: &mut [PushItem],
-) -> (PushReply, bool) {
-    let stale = match exchange(link, pacer, items).await {
-        PushReply::Stale { stale } => stale,
-        other => return (other, false),
-    };
-    let name = link.adapter.name().to_string();
-    metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
-    let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
-    let shown = match read_levels(link, &pacer.caller, &skus, Duration::ZERO).await {
-        Ok(shown) => shown,
-        Err(reason) => {
-            let failed = PushReply::Failed {
-                reason: format!("compare stale, and reading the items failed: {reason}"),
-                retryable: true,
-            };
-            return (failed, false);
-        }
-    };
-    let mut drifts = Vec::new();
-    for i in stale {
-        let item = &mut items[i];
-        let level = shown.get(&item.sku).copied().flatten();
-        drifts.push((item.sku.clone(), level.unwrap_or(-1)));
-        if let (Some(level), Some(expected)) = (level, item.expected) {
-            item.quantity = target_after_read(item.quantity, expected, level);
-            link.outbox.retarget(&item.sku, item.quantity);
-        }
-        item.expected = level;
-    }
-    record_drift(engine, &name, EventKind::StaleRead, &drifts).await;
-    link.check_later(skus);
-    let again = match exchange(link, pacer, items).await {
-        PushReply::Stale { stale } => stale,
-        other => return (other, false),
-    };
-    // Still changing (a hot SKU selling on the channel right now): those items go back to
-    // the outbox for the next round, with no backoff, and the rest of the call, whose
-    // compares held, goes out without them. Never more than three calls.
-    for i in &again {
-        link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
-    }
-    let rest: Vec<usize> = (0..items.len()).filter(|i| !again.contains(i)).collect();
-    let none = PushReply::Accepted {
-        acked: Vec::new(),
-        wait: None,
-    };
-    if rest.is_empty() {
-        return (none, true);
-    }
-    let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
-    let reply = match exchange(link, pacer, &subset).await {
-        PushReply::Accepted { acked, wait } => PushReply::Accepted {
-            acked: acked
-                .into_iter()
-                .filter_map(|i| rest.get(i).copied())
-                .collect(),
-            wait,
-        },
-        PushReply::Stale { .. } => none,
-        other => other,
-    };
-    (reply, true)
-}
 /// Acts on a push's outcome: acknowledgements to the shards, failures back to the
 /// outbox, pacing adjusted.
 async fn settle(

@@ -1,0 +1,190 @@
+//! A push whose compare-and-set finds the channel changed behind lockstep (a stale
+//! compare: most often a hot SKU the channel sold while our write was on its way): the
+//! changes go again as deltas where the channel has a write that commutes with its own
+//! sales (Shopify's adjustment), else the items are read and set once more, compared
+//! with what was read. Either way the difference is in the audit, the shortfall the
+//! channel's own sales explain stays off what it shows, and there is never a loop.
+
+use std::time::Duration;
+
+use super::{exchange, read_levels, record_drift, ChannelLink, Pacer, DEFER_STALE};
+use crate::channels::{PushItem, PushReply};
+use crate::core::event::EventKind;
+use crate::core::target_after_read;
+use crate::engine::Engine;
+
+/// Pushes `items`; when a compare-and-set finds the channel changed behind us, sends the
+/// changes as deltas where the channel has such a write (`adjust_stale`), else reads
+/// those items, records the difference in the audit, and pushes once more comparing
+/// with what was read (`read_and_push_again`). Items stale a second time go back to the
+/// outbox and the rest is pushed without them: never a loop of reads and pushes. The
+/// flag says the reply is partial because of that contention (no backoff: nothing is
+/// wrong with the channel).
+pub(super) async fn push_compared(
+    link: &ChannelLink,
+    engine: &Engine,
+    pacer: &mut Pacer,
+    items: &mut [PushItem],
+) -> (PushReply, bool) {
+    let stale = match exchange(link, pacer, items).await {
+        PushReply::Stale { stale } => stale,
+        other => return (other, false),
+    };
+    let name = link.adapter.name().to_string();
+    metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
+    if let Some(answer) = adjust_stale(link, engine, pacer, items, &stale).await {
+        return answer;
+    }
+    read_and_push_again(link, engine, pacer, items, stale).await
+}
+
+/// After a stale compare, on a channel that has a write that commutes with its own
+/// sales (`ChannelAdapter::adjust`): the call's items go as deltas (`target - expected`)
+/// in one call, which cannot go stale, instead of a read and another compare that a hot
+/// SKU selling on the channel meanwhile makes stale again. It lands where the read and
+/// set would have: the channel's own sales still on their way stay off what it shows
+/// (`target_after_read` of the level before, which the reply's level after gives), and
+/// the audit records the stale read as before. Items the delta cannot carry (never
+/// acknowledged, nothing to change) and items the level before shows more than expected
+/// (an excess is never shown before its event arrives) go in one compare-and-set after.
+/// `None` when the channel has no such write, or when the adjustment failed without a
+/// definitive answer (applied or not: a read must tell before any next delta).
+async fn adjust_stale(
+    link: &ChannelLink,
+    engine: &Engine,
+    pacer: &mut Pacer,
+    items: &mut [PushItem],
+    stale: &[usize],
+) -> Option<(PushReply, bool)> {
+    let (deltas, mut rest): (Vec<usize>, Vec<usize>) =
+        (0..items.len()).partition(|i| items[*i].expected.is_some_and(|e| e != items[*i].quantity));
+    let sent: Vec<PushItem> = deltas.iter().map(|i| items[*i].clone()).collect();
+    let afters = match link.adapter.adjust(&pacer.caller, &sent)?.await {
+        Ok(afters) => afters,
+        // Definitive: nothing was applied. The call waits for the channel as any push.
+        Err(throttled @ PushReply::Throttled { .. }) => return Some((throttled, false)),
+        Err(PushReply::Failed {
+            reason,
+            retryable: false,
+        }) => {
+            let failed = PushReply::Failed {
+                reason: format!("after a stale compare, the adjustment was refused: {reason}"),
+                retryable: false,
+            };
+            return Some((failed, false));
+        }
+        Err(_) => return None,
+    };
+    let name = link.adapter.name();
+    metrics::counter!("lockstep_push_requests_total", "channel" => name.to_string(), "outcome" => "adjusted").increment(1);
+    let mut acked = Vec::new();
+    let mut drifts = Vec::new();
+    for (i, after) in deltas.into_iter().zip(afters) {
+        let item = &mut items[i];
+        let expected = item.expected.unwrap_or(item.quantity);
+        let before = after - (item.quantity - expected);
+        if before != expected {
+            drifts.push((item.sku.clone(), before));
+        }
+        let wanted = target_after_read(item.quantity, expected, before);
+        if after > wanted {
+            // Shows more than it should (an excess before our delta): set it down,
+            // compared with what it shows now.
+            item.expected = Some(after);
+            item.quantity = wanted;
+            rest.push(i);
+            continue;
+        }
+        if after != item.quantity {
+            link.outbox.retarget(&item.sku, after);
+        }
+        item.quantity = after;
+        acked.push(i);
+    }
+    record_drift(engine, name, EventKind::StaleRead, &drifts).await;
+    link.check_later(stale.iter().map(|i| items[*i].sku.clone()));
+    if !rest.is_empty() {
+        let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
+        match exchange(link, pacer, &subset).await {
+            PushReply::Accepted { acked: more, .. } => {
+                acked.extend(more.into_iter().filter_map(|i| rest.get(i).copied()));
+            }
+            // Stale again, or failed: they wait for the next round, without a backoff
+            // (what was adjusted is taken).
+            PushReply::Stale { .. } => {
+                for i in &rest {
+                    link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((PushReply::Accepted { acked, wait: None }, true))
+}
+
+/// After a stale compare, on a channel without `adjust`: reads the stale items, records
+/// the difference in the audit, and pushes once more comparing with what was read.
+async fn read_and_push_again(
+    link: &ChannelLink,
+    engine: &Engine,
+    pacer: &mut Pacer,
+    items: &mut [PushItem],
+    stale: Vec<usize>,
+) -> (PushReply, bool) {
+    let name = link.adapter.name().to_string();
+    let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
+    let shown = match read_levels(link, &pacer.caller, &skus, Duration::ZERO).await {
+        Ok(shown) => shown,
+        Err(reason) => {
+            let failed = PushReply::Failed {
+                reason: format!("compare stale, and reading the items failed: {reason}"),
+                retryable: true,
+            };
+            return (failed, false);
+        }
+    };
+    let mut drifts = Vec::new();
+    for i in stale {
+        let item = &mut items[i];
+        let level = shown.get(&item.sku).copied().flatten();
+        drifts.push((item.sku.clone(), level.unwrap_or(-1)));
+        if let (Some(level), Some(expected)) = (level, item.expected) {
+            item.quantity = target_after_read(item.quantity, expected, level);
+            link.outbox.retarget(&item.sku, item.quantity);
+        }
+        item.expected = level;
+    }
+    record_drift(engine, &name, EventKind::StaleRead, &drifts).await;
+    link.check_later(skus);
+    let again = match exchange(link, pacer, items).await {
+        PushReply::Stale { stale } => stale,
+        other => return (other, false),
+    };
+    // Still changing (a hot SKU selling on the channel right now): those items go back to
+    // the outbox for the next round, with no backoff, and the rest of the call, whose
+    // compares held, goes out without them. Never more than three calls.
+    for i in &again {
+        link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
+    }
+    let rest: Vec<usize> = (0..items.len()).filter(|i| !again.contains(i)).collect();
+    let none = PushReply::Accepted {
+        acked: Vec::new(),
+        wait: None,
+    };
+    if rest.is_empty() {
+        return (none, true);
+    }
+    let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
+    let reply = match exchange(link, pacer, &subset).await {
+        PushReply::Accepted { acked, wait } => PushReply::Accepted {
+            acked: acked
+                .into_iter()
+                .filter_map(|i| rest.get(i).copied())
+                .collect(),
+            wait,
+        },
+        PushReply::Stale { .. } => none,
+        other => other,
+    };
+    (reply, true)
+}
