@@ -217,7 +217,7 @@ impl Sims {
                     for call in shop.calls() {
                         *outcomes.entry(call.outcome).or_default() += 1;
                     }
-                    format!("write calls by outcome {outcomes:?} (`adjusted`: an inventoryAdjustQuantities after a stale inventorySetQuantities)")
+                    format!("inventorySetQuantities calls by outcome {outcomes:?}")
                 }),
             },
             Store {

@@ -369,16 +369,14 @@ fn the_stores_own_sales_between_pushes_cause_no_stale_compare() {
     );
 }
 
-/// An edit on the store behind lockstep's back makes the next compare stale. From
-/// 2026-01 lockstep sends the change as one adjustment (`target - expected`, which lands
-/// on whatever the store shows and cannot go stale), whose reply gives the level before
-/// it; before 2026-01 it reads the item and pushes once more. Either way the difference is
-/// recorded, the shortfall is taken for sales whose webhooks are on their way (never
-/// showing units that may be gone), and when no order has explained it within the
-/// window, the SKU is checked again and raised to its target (lockstep is the master).
-/// No loop.
+/// An edit on the store behind lockstep's back makes the next compare stale, on a push
+/// that raises the level: lockstep reads the item and pushes once more, at every version
+/// (a delta that raises could add to an excess the store shows, so raises are never
+/// adjusted). The difference is recorded, the shortfall is taken for sales whose webhooks
+/// are on their way (never showing units that may be gone), and when no order has
+/// explained it within the window, the SKU is checked again and raised to its target
+/// (lockstep is the master). No loop.
 fn stale_compare_is_resolved_by_one_more_write(version: &str) {
-    let adjusts = version >= "2026-01";
     let rig = rig(1, version, "");
     stock_all(&rig, 1, 10);
     rig.shop.set_level("S0", 7);
@@ -402,28 +400,18 @@ fn stale_compare_is_resolved_by_one_more_write(version: &str) {
     std::thread::sleep(Duration::from_millis(300));
     let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
     let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
-    let second = if adjusts { "adjusted" } else { "applied" };
-    assert_eq!(outcomes, ["stale", second, "applied"], "{calls:?}");
+    assert_eq!(outcomes, ["stale", "applied", "applied"], "{calls:?}");
     assert_eq!(
         calls[0].items[0],
         ("S0".into(), 11, Some(10)),
         "what we expected"
     );
-    if adjusts {
-        // 11 - 10 added to the 7 the store showed: 8, the target less the shortfall.
-        assert_eq!(
-            calls[1].items[0],
-            ("S0".into(), 1, None),
-            "a delta, uncompared"
-        );
-    } else {
-        // (A read between them.)
-        assert_eq!(
-            calls[1].items[0],
-            ("S0".into(), 8, Some(7)),
-            "then against what the store showed, less the shortfall"
-        );
-    }
+    // (A read between them.)
+    assert_eq!(
+        calls[1].items[0],
+        ("S0".into(), 8, Some(7)),
+        "then against what the store showed, less the shortfall"
+    );
     assert_eq!(calls[2].items[0], ("S0".into(), 11, Some(8)));
     assert!(
         calls[2].at.duration_since(calls[1].at) >= Duration::from_secs(14),
@@ -445,8 +433,8 @@ fn before_2026_04_compare_quantity_and_ignore_compare_quantity_are_used() {
 
 #[test]
 fn before_2026_01_a_stale_compare_is_read_and_set_again() {
-    // No `@idempotent` before 2026-01: a retried adjustment could apply twice, so the
-    // stale item is read and set once more.
+    // No `@idempotent` before 2026-01 (a retried adjustment could apply twice): read and
+    // set, as for a raise at any version.
     stale_compare_is_resolved_by_one_more_write("2025-10");
 }
 
@@ -573,40 +561,39 @@ fn an_excess_the_adjustment_finds_is_set_down_at_once() {
     assert_eq!(rig.shop.level("S0"), Some(9));
 }
 
-/// An adjustment applied whose answer was lost: whether it landed is unknown, so no
-/// second delta follows it (it could land twice); the item is read and set, compared,
-/// and reaches its target.
+/// An adjustment applied whose answer was lost: whether each delta landed is unknown,
+/// so every item of the call is read and set, compared, in the same round, and no second
+/// delta follows (it could land twice). Reading a level that includes our own delta as
+/// the store's sales under-shows for the window (never over-shows); the check when it
+/// closes raises each to its target.
 #[test]
 fn a_lost_adjustment_answer_is_read_never_sent_again() {
-    let rig = rig(1, "2026-04", "");
-    stock_all(&rig, 1, 10);
+    let rig = rig(2, "2026-04", "");
+    stock_all(&rig, 2, 10);
+    // An edit on the store makes S0's compare stale; S1's is right.
     rig.shop.set_level("S0", 7);
     rig.shop.lose_adjust_replies(1);
     let before = rig.shop.calls().len();
-    let (status, body) = rig
-        .server
-        .post_events(&json!({"events": [event("receipt", "S0", "adjusted", 1)]}));
+    let (status, body) = rig.server.post_events(&json!({"events": [
+        event("damaged-0", "S0", "adjusted", -1),
+        event("damaged-1", "S1", "adjusted", -1),
+    ]}));
     assert_eq!(status, 200, "{body}");
-    // Read after the lost answer (8: our +1 landed), set against it less the 2 units it
-    // cannot explain yet; raised to 11 once the window closes on them.
     assert!(rig
         .shop
-        .wait_for(Duration::from_secs(30), |l| l["S0"] == 11)
+        .wait_for(Duration::from_secs(30), |l| l["S0"] == 9 && l["S1"] == 9)
         .is_some());
     let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
     let adjusted = calls.iter().filter(|c| c.outcome == "adjusted").count();
     assert_eq!(adjusted, 1, "one delta, never a second: {calls:?}");
-    let shown: Vec<i64> = rig
-        .shop
-        .arrivals("S0")
-        .iter()
-        .map(|a| a.available)
-        .collect();
-    assert!(
-        shown.iter().all(|n| *n <= 11),
-        "never above the target: {shown:?}"
-    );
-    assert_eq!(calls[2].items[0], ("S0".into(), 9, Some(8)), "{calls:?}");
+    for sku in ["S0", "S1"] {
+        let shown: Vec<i64> = rig.shop.arrivals(sku).iter().map(|a| a.available).collect();
+        assert!(
+            shown.iter().all(|n| *n <= 10),
+            "{sku} never above what it had: {shown:?}"
+        );
+        assert_eq!(shown.last(), Some(&9), "{sku}: {shown:?}");
+    }
 }
 
 /// A call applied whose answer was lost is sent again with the same `@idempotent` key,

@@ -272,7 +272,8 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     /// Adds `quantity - expected` to what the channel shows of each item (every item has
     /// `expected`), without a compare: a write that commutes with the channel's own
     /// sales made meanwhile, so it cannot go stale. Answers what each item shows after
-    /// it, in order, or (`Err`) the reply; a `Failed` reply leaves it unknown whether the
+    /// it, in order, or (`Err`) the reply: `Throttled` and a `Failed` that is not
+    /// retryable were not applied; a retryable `Failed` leaves it unknown whether the
     /// write was applied. `None`: the channel has no such write that a retry cannot apply
     /// twice (Shopify's `inventoryAdjustQuantities`, idempotent from 2026-01).
     fn adjust<'a>(

@@ -31,38 +31,64 @@ pub(super) async fn push_compared(
         other => return (other, false),
     };
     let name = link.adapter.name().to_string();
-    metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => "stale").increment(1);
-    if let Some(answer) = adjust_stale(link, engine, pacer, items, &stale).await {
-        return answer;
+    metrics::counter!("lockstep_push_requests_total", "channel" => name, "outcome" => "stale")
+        .increment(1);
+    match adjust_stale(link, engine, pacer, items).await {
+        Adjusted::Done(answer) => answer,
+        Adjusted::NotOffered => read_and_push_again(link, engine, pacer, items, stale).await,
+        // Each item may or may not show its delta: every one is read and set, compared
+        // with what it shows, in this round (none keeps a compare value that the delta
+        // may have made stale, which would bring another delta).
+        Adjusted::Unknown => {
+            let all = (0..items.len()).collect();
+            read_and_push_again(link, engine, pacer, items, all).await
+        }
     }
-    read_and_push_again(link, engine, pacer, items, stale).await
+}
+
+/// What became of an adjustment after a stale compare.
+enum Adjusted {
+    /// Answered: the reply for the call's items, and whether it is partial by contention.
+    Done((PushReply, bool)),
+    /// The channel has no such write, or the call is not one for it.
+    NotOffered,
+    /// Sent without a definitive answer: applied or not, no one knows.
+    Unknown,
 }
 
 /// After a stale compare, on a channel that has a write that commutes with its own
-/// sales (`ChannelAdapter::adjust`): the call's items go as deltas (`target - expected`)
-/// in one call, which cannot go stale, instead of a read and another compare that a hot
-/// SKU selling on the channel meanwhile makes stale again. It lands where the read and
-/// set would have: the channel's own sales still on their way stay off what it shows
+/// sales (`ChannelAdapter::adjust`), when every item of the call lowers what the channel
+/// shows (`target < expected`): the items go as deltas (`target - expected`) in one call,
+/// which cannot go stale, instead of a read and another compare that a hot SKU selling
+/// on the channel meanwhile makes stale again. It lands where the read and set would
+/// have: the channel's own sales still on their way stay off what it shows
 /// (`target_after_read` of the level before, which the reply's level after gives), and
-/// the audit records the stale read as before. Items the delta cannot carry (never
-/// acknowledged, nothing to change) and items the level before shows more than expected
-/// (an excess is never shown before its event arrives) go in one compare-and-set after.
-/// `None` when the channel has no such write, or when the adjustment failed without a
-/// definitive answer (applied or not: a read must tell before any next delta).
+/// the audit records the stale read as before. Only decreases: a delta that raises could
+/// add to an excess the channel shows (a return lockstep has not heard of) and show
+/// units before their event arrives; a call with a raise, an item never acknowledged or
+/// nothing to change is read and set, as on a channel without the write. An item that a
+/// decrease leaves above what it should show (the channel showed more than expected) is
+/// set down at once, compared with what the adjustment left.
 async fn adjust_stale(
     link: &ChannelLink,
     engine: &Engine,
     pacer: &mut Pacer,
     items: &mut [PushItem],
-    stale: &[usize],
-) -> Option<(PushReply, bool)> {
-    let (deltas, mut rest): (Vec<usize>, Vec<usize>) =
-        (0..items.len()).partition(|i| items[*i].expected.is_some_and(|e| e != items[*i].quantity));
-    let sent: Vec<PushItem> = deltas.iter().map(|i| items[*i].clone()).collect();
-    let afters = match link.adapter.adjust(&pacer.caller, &sent)?.await {
+) -> Adjusted {
+    if items.is_empty()
+        || !items
+            .iter()
+            .all(|i| i.expected.is_some_and(|e| i.quantity < e))
+    {
+        return Adjusted::NotOffered;
+    }
+    let Some(adjustment) = link.adapter.adjust(&pacer.caller, items) else {
+        return Adjusted::NotOffered;
+    };
+    let afters = match adjustment.await {
         Ok(afters) => afters,
         // Definitive: nothing was applied. The call waits for the channel as any push.
-        Err(throttled @ PushReply::Throttled { .. }) => return Some((throttled, false)),
+        Err(throttled @ PushReply::Throttled { .. }) => return Adjusted::Done((throttled, false)),
         Err(PushReply::Failed {
             reason,
             retryable: false,
@@ -71,15 +97,16 @@ async fn adjust_stale(
                 reason: format!("after a stale compare, the adjustment was refused: {reason}"),
                 retryable: false,
             };
-            return Some((failed, false));
+            return Adjusted::Done((failed, false));
         }
-        Err(_) => return None,
+        Err(_) => return Adjusted::Unknown,
     };
     let name = link.adapter.name();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.to_string(), "outcome" => "adjusted").increment(1);
     let mut acked = Vec::new();
+    let mut rest = Vec::new();
     let mut drifts = Vec::new();
-    for (i, after) in deltas.into_iter().zip(afters) {
+    for (i, after) in afters.into_iter().enumerate() {
         let item = &mut items[i];
         let expected = item.expected.unwrap_or(item.quantity);
         let before = after - (item.quantity - expected);
@@ -88,8 +115,8 @@ async fn adjust_stale(
         }
         let wanted = target_after_read(item.quantity, expected, before);
         if after > wanted {
-            // Shows more than it should (an excess before our delta): set it down,
-            // compared with what it shows now.
+            // Shows more than it should (it showed more than expected before our
+            // decrease): set it down, compared with what it shows now.
             item.expected = Some(after);
             item.quantity = wanted;
             rest.push(i);
@@ -102,24 +129,36 @@ async fn adjust_stale(
         acked.push(i);
     }
     record_drift(engine, name, EventKind::StaleRead, &drifts).await;
-    link.check_later(stale.iter().map(|i| items[*i].sku.clone()));
+    // Every item found showing other than expected is looked at again once its window
+    // has closed (what no order explained was an edit on the channel).
+    link.check_later(drifts.into_iter().map(|(sku, _)| sku));
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
         match exchange(link, pacer, &subset).await {
             PushReply::Accepted { acked: more, .. } => {
                 acked.extend(more.into_iter().filter_map(|i| rest.get(i).copied()));
             }
-            // Stale again, or failed: they wait for the next round, without a backoff
-            // (what was adjusted is taken).
+            // Stale again: they wait a moment for the next round (the outbox still
+            // holds their targets), without a backoff.
             PushReply::Stale { .. } => {
                 for i in &rest {
                     link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
                 }
             }
-            _ => {}
+            PushReply::Throttled { retry_after } => {
+                pacer.bucket.lock().await.throttled(retry_after);
+            }
+            PushReply::Failed { reason, .. } => {
+                link.health.push_failed(&reason);
+                tracing::warn!(channel = %name, %reason, "setting down what an adjustment left failed");
+            }
+            // Not from a compare-and-set; the items go back to the outbox unacknowledged.
+            other => {
+                tracing::warn!(channel = %name, reply = ?other, "unexpected reply to a set after an adjustment")
+            }
         }
     }
-    Some((PushReply::Accepted { acked, wait: None }, true))
+    Adjusted::Done((PushReply::Accepted { acked, wait: None }, true))
 }
 
 /// After a stale compare, on a channel without `adjust`: reads the stale items, records
