@@ -533,6 +533,43 @@ fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
     );
 }
 
+/// A stale call with a decrease and a raise: the decrease goes as a delta, the raise
+/// (a delta could add to an excess) is set, compared, right after.
+#[test]
+fn a_stale_call_adjusts_its_decreases_and_sets_its_raises() {
+    let rig = rig(2, "2026-04", "");
+    stock_all(&rig, 2, 10);
+    rig.shop.set_level("S0", 7);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig.server.post_events(&json!({"events": [
+        event("damaged-0", "S0", "adjusted", -1),
+        event("receipt-1", "S1", "adjusted", 1),
+    ]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig
+        .shop
+        .wait_for(WAIT, |l| l["S0"] == 6 && l["S1"] == 11)
+        .is_some());
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    // A raise is never a delta: every adjustment lowers, and S1 is never in one.
+    let adjusted: Vec<_> = calls.iter().filter(|c| c.outcome == "adjusted").collect();
+    assert!(!adjusted.is_empty(), "{calls:?}");
+    assert!(
+        adjusted
+            .iter()
+            .flat_map(|c| &c.items)
+            .all(|(sku, delta, _)| sku == "S0" && *delta < 0),
+        "{calls:?}"
+    );
+    // (The two SKUs live on two shards: when the pusher took them in one call, the raise
+    // is set, compared, right after the adjustment.)
+    if calls[0].items.len() == 2 {
+        let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+        assert_eq!(outcomes[..3], ["stale", "adjusted", "applied"], "{calls:?}");
+        assert_eq!(calls[2].items, [("S1".into(), 11, Some(10))], "{calls:?}");
+    }
+}
+
 /// A store showing more than expected (a restock on the store lockstep has not heard
 /// of): the adjustment after the stale compare lands above the target, so the item is set
 /// down at once, compared with what the adjustment left; an excess is never shown.

@@ -1,8 +1,8 @@
 //! A push whose compare-and-set finds the channel changed behind lockstep (a stale
 //! compare: most often a hot SKU the channel sold while our write was on its way): the
-//! changes go again as deltas where the channel has a write that commutes with its own
-//! sales (Shopify's adjustment), else the items are read and set once more, compared
-//! with what was read. Either way the difference is in the audit, the shortfall the
+//! decreases go again as deltas where the channel has a write that commutes with its own
+//! sales (Shopify's adjustment), and the other items are read and set once more,
+//! compared with what was read. Either way the difference is in the audit, the shortfall the
 //! channel's own sales explain stays off what it shows, and there is never a loop.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::core::target_after_read;
 use crate::engine::Engine;
 
 /// Pushes `items`; when a compare-and-set finds the channel changed behind us, sends the
-/// changes as deltas where the channel has such a write (`adjust_stale`), else reads
+/// decreases as deltas where the channel has such a write (`adjust_stale`), else reads
 /// those items, records the difference in the audit, and pushes once more comparing
 /// with what was read (`read_and_push_again`). Items stale a second time go back to the
 /// outbox and the rest is pushed without them: never a loop of reads and pushes. The
@@ -33,7 +33,7 @@ pub(super) async fn push_compared(
     let name = link.adapter.name().to_string();
     metrics::counter!("lockstep_push_requests_total", "channel" => name, "outcome" => "stale")
         .increment(1);
-    match adjust_stale(link, engine, pacer, items).await {
+    match adjust_stale(link, engine, pacer, items, &stale).await {
         Adjusted::Done(answer) => answer,
         Adjusted::NotOffered => read_and_push_again(link, engine, pacer, items, stale).await,
         // Each item may or may not show its delta: every one is read and set, compared
@@ -57,32 +57,32 @@ enum Adjusted {
 }
 
 /// After a stale compare, on a channel that has a write that commutes with its own
-/// sales (`ChannelAdapter::adjust`), when every item of the call lowers what the channel
-/// shows (`target < expected`): the items go as deltas (`target - expected`) in one call,
-/// which cannot go stale, instead of a read and another compare that a hot SKU selling
-/// on the channel meanwhile makes stale again. It lands where the read and set would
-/// have: the channel's own sales still on their way stay off what it shows
-/// (`target_after_read` of the level before, which the reply's level after gives), and
-/// the audit records the stale read as before. Only decreases: a delta that raises could
-/// add to an excess the channel shows (a return lockstep has not heard of) and show
-/// units before their event arrives; a call with a raise, an item never acknowledged or
-/// nothing to change is read and set, as on a channel without the write. An item that a
-/// decrease leaves above what it should show (the channel showed more than expected) is
-/// set down at once, compared with what the adjustment left.
+/// sales (`ChannelAdapter::adjust`): the call's decreases (`target < expected`) go as
+/// deltas (`target - expected`) in one call, which cannot go stale, instead of a read and
+/// another compare that a hot SKU selling on the channel meanwhile makes stale again. It
+/// lands where the read and set would have: the channel's own sales still on their way
+/// stay off what it shows (`target_after_read` of the level before, which the reply's
+/// level after gives), and the audit records the stale read as before. Only decreases: a
+/// delta that raises could add to an excess the channel shows (a return lockstep has not
+/// heard of) and show units before their event arrives. The call's other items (raises,
+/// never acknowledged, nothing to change) are read where stale and set, compared, as on a
+/// channel without the write. An item a decrease leaves above what it should show (the
+/// channel showed more than expected) is set down at once, compared with what the
+/// adjustment left.
 async fn adjust_stale(
     link: &ChannelLink,
     engine: &Engine,
     pacer: &mut Pacer,
     items: &mut [PushItem],
+    stale: &[usize],
 ) -> Adjusted {
-    if items.is_empty()
-        || !items
-            .iter()
-            .all(|i| i.expected.is_some_and(|e| i.quantity < e))
-    {
+    let (decreases, others): (Vec<usize>, Vec<usize>) =
+        (0..items.len()).partition(|i| items[*i].expected.is_some_and(|e| items[*i].quantity < e));
+    if decreases.is_empty() {
         return Adjusted::NotOffered;
     }
-    let Some(adjustment) = link.adapter.adjust(&pacer.caller, items) else {
+    let sent: Vec<PushItem> = decreases.iter().map(|i| items[*i].clone()).collect();
+    let Some(adjustment) = link.adapter.adjust(&pacer.caller, &sent) else {
         return Adjusted::NotOffered;
     };
     let afters = match adjustment.await {
@@ -106,7 +106,7 @@ async fn adjust_stale(
     let mut acked = Vec::new();
     let mut rest = Vec::new();
     let mut drifts = Vec::new();
-    for (i, after) in afters.into_iter().enumerate() {
+    for (i, after) in decreases.into_iter().zip(afters) {
         let item = &mut items[i];
         let expected = item.expected.unwrap_or(item.quantity);
         let before = after - (item.quantity - expected);
@@ -155,6 +155,36 @@ async fn adjust_stale(
             // Not from a compare-and-set; the items go back to the outbox unacknowledged.
             other => {
                 tracing::warn!(channel = %name, reply = ?other, "unexpected reply to a set after an adjustment")
+            }
+        }
+    }
+    // The call's other items were refused with it: read where stale, set, compared.
+    if !others.is_empty() {
+        let mut subset: Vec<PushItem> = others.iter().map(|i| items[*i].clone()).collect();
+        let stale_of_others: Vec<usize> = others
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| stale.contains(i))
+            .map(|(k, _)| k)
+            .collect();
+        let (reply, _) =
+            read_and_push_again(link, engine, pacer, &mut subset, stale_of_others).await;
+        for (k, i) in others.iter().enumerate() {
+            items[*i] = subset[k].clone();
+        }
+        match reply {
+            PushReply::Accepted { acked: more, .. } => {
+                acked.extend(more.into_iter().filter_map(|k| others.get(k).copied()));
+            }
+            PushReply::Throttled { retry_after } => {
+                pacer.bucket.lock().await.throttled(retry_after);
+            }
+            PushReply::Failed { reason, .. } => {
+                link.health.push_failed(&reason);
+                tracing::warn!(channel = %name, %reason, "the rest of an adjusted call failed");
+            }
+            other => {
+                tracing::warn!(channel = %name, reply = ?other, "unexpected reply to the rest of an adjusted call")
             }
         }
     }
