@@ -134,29 +134,8 @@ async fn adjust_stale(
     link.check_later(drifts.into_iter().map(|(sku, _)| sku));
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
-        match exchange(link, pacer, &subset).await {
-            PushReply::Accepted { acked: more, .. } => {
-                acked.extend(more.into_iter().filter_map(|i| rest.get(i).copied()));
-            }
-            // Stale again: they wait a moment for the next round (the outbox still
-            // holds their targets), without a backoff.
-            PushReply::Stale { .. } => {
-                for i in &rest {
-                    link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
-                }
-            }
-            PushReply::Throttled { retry_after } => {
-                pacer.bucket.lock().await.throttled(retry_after);
-            }
-            PushReply::Failed { reason, .. } => {
-                link.health.push_failed(&reason);
-                tracing::warn!(channel = %name, %reason, "setting down what an adjustment left failed");
-            }
-            // Not from a compare-and-set; the items go back to the outbox unacknowledged.
-            other => {
-                tracing::warn!(channel = %name, reply = ?other, "unexpected reply to a set after an adjustment")
-            }
-        }
+        let reply = exchange(link, pacer, &subset).await;
+        follow_up(link, pacer, reply, &rest, items, &mut acked).await;
     }
     // The call's other items were refused with it: read where stale, set, compared.
     if !others.is_empty() {
@@ -172,23 +151,45 @@ async fn adjust_stale(
         for (k, i) in others.iter().enumerate() {
             items[*i] = subset[k].clone();
         }
-        match reply {
-            PushReply::Accepted { acked: more, .. } => {
-                acked.extend(more.into_iter().filter_map(|k| others.get(k).copied()));
-            }
-            PushReply::Throttled { retry_after } => {
-                pacer.bucket.lock().await.throttled(retry_after);
-            }
-            PushReply::Failed { reason, .. } => {
-                link.health.push_failed(&reason);
-                tracing::warn!(channel = %name, %reason, "the rest of an adjusted call failed");
-            }
-            other => {
-                tracing::warn!(channel = %name, reply = ?other, "unexpected reply to the rest of an adjusted call")
-            }
-        }
+        follow_up(link, pacer, reply, &others, items, &mut acked).await;
     }
     Adjusted::Done((PushReply::Accepted { acked, wait: None }, true))
+}
+
+/// Takes the reply to a call that followed an adjustment, of the items `sent` (indices
+/// into `items`): what it took joins `acked`; stale ones wait a moment for the next round
+/// (the outbox still holds their targets), without a backoff; a throttle paces the
+/// channel and a failure is recorded. Whatever was not taken goes back to the outbox
+/// unacknowledged when the call is settled.
+async fn follow_up(
+    link: &ChannelLink,
+    pacer: &mut Pacer,
+    reply: PushReply,
+    sent: &[usize],
+    items: &[PushItem],
+    acked: &mut Vec<usize>,
+) {
+    let name = link.adapter.name();
+    match reply {
+        PushReply::Accepted { acked: took, .. } => {
+            acked.extend(took.into_iter().filter_map(|k| sent.get(k).copied()));
+        }
+        PushReply::Stale { .. } => {
+            for i in sent {
+                link.outbox.defer(&items[*i].sku, DEFER_STALE, None);
+            }
+        }
+        PushReply::Throttled { retry_after } => {
+            pacer.bucket.lock().await.throttled(retry_after);
+        }
+        PushReply::Failed { reason, .. } => {
+            link.health.push_failed(&reason);
+            tracing::warn!(channel = %name, %reason, "a call after an adjustment failed");
+        }
+        other => {
+            tracing::warn!(channel = %name, reply = ?other, "unexpected reply to a call after an adjustment")
+        }
+    }
 }
 
 /// After a stale compare, on a channel without `adjust`: reads the stale items, records
