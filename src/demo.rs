@@ -342,16 +342,29 @@ struct Settled {
     converged: Option<Duration>,
     /// When each store last differed from the engine, to say which took longest.
     last_off: Vec<String>,
+    /// How many SKUs each store showed other than the engine at the first look after the
+    /// last order: the backlog its budget has to work off.
+    behind: Vec<String>,
 }
 
 /// Waits (45 s at most) for every store to show the engine's quantity for every SKU.
 fn settle(api: &Api, names: &[String], stores: &[Store]) -> Settled {
     let settling = Instant::now();
     let last_off = std::cell::RefCell::new(vec![Duration::ZERO; stores.len()]);
+    let behind = std::cell::RefCell::new(None);
     let converged = loadgen::sim::wait_until(Duration::from_secs(45), || {
         let Ok(left) = differences(api, names, stores) else {
             return false;
         };
+        behind.borrow_mut().get_or_insert_with(|| {
+            stores
+                .iter()
+                .map(|store| {
+                    let n = left.iter().filter(|d| d.0 == store.name).count();
+                    format!("{} {n}", store.label)
+                })
+                .collect::<Vec<_>>()
+        });
         for (i, store) in stores.iter().enumerate() {
             if left.iter().any(|d| d.0 == store.name) {
                 last_off.borrow_mut()[i] = settling.elapsed();
@@ -367,6 +380,7 @@ fn settle(api: &Api, names: &[String], stores: &[Store]) -> Settled {
     Settled {
         converged,
         last_off,
+        behind: behind.into_inner().unwrap_or_default(),
     }
 }
 
@@ -415,6 +429,10 @@ fn summary(
         ),
         _ => println!("  NOT converged: {} difference(s): {:?}", left.len(), &left[..left.len().min(5)]),
     }
+    println!(
+        "  SKUs shown otherwise than the engine at the first look after the last order: {}",
+        settled.behind.join(", ")
+    );
     Ok(())
 }
 

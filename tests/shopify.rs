@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use loadgen::shopify_sim::ShopifySim;
-use loadgen::sim::Habits;
+use loadgen::sim::{Fault, Habits};
 use serde_json::{json, Value};
 
 const SECRET: &str = "shpss_app_secret";
@@ -568,6 +568,59 @@ fn a_stale_call_adjusts_its_decreases_and_sets_its_raises() {
         assert_eq!(outcomes[..3], ["stale", "adjusted", "applied"], "{calls:?}");
         assert_eq!(calls[2].items, [("S1".into(), 11, Some(10))], "{calls:?}");
     }
+}
+
+/// A sale the store makes just after an adjustment lands, whose order lockstep takes
+/// while the rest of the call (a raise, set right after) is still on its way: the
+/// adjustment was acknowledged when its answer came, so the order lowers what the store
+/// is expected to show, and nothing is pushed again. (Acknowledged only with the rest of
+/// the call, the acknowledgement would put the sale back into the expectation; the next
+/// compare would go stale and a second delta take the unit again: the store short by one
+/// until the window's check.)
+#[test]
+fn a_sale_right_after_an_adjustment_is_not_forgotten_by_its_acknowledgement() {
+    let rig = rig(3, "2026-04", "");
+    stock_all(&rig, 3, 10);
+    // Every answer takes 800 ms: the calls below are far apart in time.
+    rig.shop.set_fault(Fault::Slow(Duration::from_millis(800)));
+    let before = rig.shop.calls().len();
+    // A first call keeps the pusher busy while S0's and S1's changes queue up, so the
+    // two go in the next call together.
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("damaged-2", "S2", "adjusted", -1)]}));
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = rig.server.post_events(&json!({"events": [
+        event("damaged-0", "S0", "adjusted", -1),
+        event("receipt-1", "S1", "adjusted", 1),
+    ]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig.shop.wait_for(WAIT, |l| l["S2"] == 9).is_some());
+    // S0 and S1 are on their way (S0: 9 compared with 10); the store sells one of S0
+    // first, so the compare goes stale and S0's decrease goes as a delta (-1: 8).
+    std::thread::sleep(Duration::from_millis(300));
+    rig.shop.place_order(&[("S0", 1)]);
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
+    // The store sells another just after the delta landed, while S1's set is on its way.
+    std::thread::sleep(Duration::from_millis(250));
+    rig.shop.place_order(&[("S0", 1)]);
+    assert!(rig.shop.wait_for(WAIT, |l| l["S1"] == 11).is_some());
+    rig.shop.set_fault(Fault::None);
+    assert!(rig.shop.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || rig.server.stock("S0") == Some((9, 2, 7))));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["applied", "stale", "adjusted", "applied"],
+        "S2's call, then S0 and S1 in one: {calls:?}"
+    );
+    assert_eq!(calls[1].items.len(), 2, "{calls:?}");
+    assert_eq!(rig.shop.level("S0"), Some(7), "{calls:?}");
+    let (_, sku) = rig.server.get("/v1/skus/S0");
+    assert_eq!(sku["channels"]["shop"]["expected"], 7, "{sku}");
 }
 
 /// A store showing more than expected (a restock on the store lockstep has not heard

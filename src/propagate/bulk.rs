@@ -206,7 +206,7 @@ async fn settle(
             Vec::new()
         }
     };
-    let mask = acknowledge(link, engine, items, &acked).await;
+    let mask = acknowledge(link, engine, items, &acked, &[]).await;
     count(
         name,
         if mask.iter().all(|ok| *ok) {

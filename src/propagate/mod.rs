@@ -248,9 +248,8 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         }
         for group in groups {
             let mut items: Vec<PushItem> = group.iter().map(|i| batch[*i].clone()).collect();
-            let (reply, contended) =
-                stale::push_compared(&link, &engine, &mut pacer, &mut items).await;
-            settle(&link, &engine, &mut pacer, &items, reply, contended).await;
+            let answer = stale::push_compared(&link, &engine, &mut pacer, &mut items).await;
+            settle(&link, &engine, &mut pacer, &items, answer).await;
         }
         if let (false, Some(state)) = (later.is_empty(), submissions.as_mut()) {
             bulk::submit(&link, &engine, &pacer.caller, state, later).await;
@@ -274,6 +273,28 @@ async fn exchange(link: &ChannelLink, pacer: &Pacer, items: &[PushItem]) -> Push
     link.adapter.push(&pacer.caller, items).await
 }
 
+/// A push's answer, as `stale::push_compared` resolved it.
+struct Answer {
+    reply: PushReply,
+    /// The reply is partial because of contention (nothing is wrong with the channel:
+    /// no backoff).
+    contended: bool,
+    /// Items (indices) whose acknowledgements already reached the shards, at once after
+    /// the write that took them (`stale::adjust_stale`): settled with the rest, never
+    /// acknowledged twice.
+    delivered: Vec<usize>,
+}
+
+impl Answer {
+    fn of(reply: PushReply, contended: bool) -> Answer {
+        Answer {
+            reply,
+            contended,
+            delivered: Vec::new(),
+        }
+    }
+}
+
 /// Acts on a push's outcome: acknowledgements to the shards, failures back to the
 /// outbox, pacing adjusted.
 async fn settle(
@@ -281,16 +302,23 @@ async fn settle(
     engine: &Engine,
     pacer: &mut Pacer,
     items: &[PushItem],
-    reply: PushReply,
-    contended: bool,
+    answer: Answer,
 ) {
+    let Answer {
+        reply,
+        contended,
+        delivered,
+    } = answer;
     let name = link.adapter.name().to_string();
     let count = |outcome: &'static str| {
         metrics::counter!("lockstep_push_requests_total", "channel" => name.clone(), "outcome" => outcome).increment(1);
     };
     match reply {
         PushReply::Accepted { acked, wait } => {
-            let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
+            let all = accept(
+                link, engine, pacer, items, &acked, &delivered, wait, contended,
+            )
+            .await;
             count(if all { "ok" } else { "partial" });
         }
         PushReply::Replaced {
@@ -299,7 +327,10 @@ async fn settle(
             written,
             shown_as,
         } => {
-            let all = accept(link, engine, pacer, items, &acked, wait, contended).await;
+            let all = accept(
+                link, engine, pacer, items, &acked, &delivered, wait, contended,
+            )
+            .await;
             count(if all { "ok" } else { "partial" });
             for (kind, which) in [
                 (EventKind::OfferingDisabled, ShownAs::OfferingDisabled),
@@ -350,7 +381,7 @@ async fn settle(
             for (sku, quantity) in &withheld {
                 link.outbox.defer(sku, retry_in, Some(*quantity));
             }
-            accept(link, engine, pacer, items, &acked, None, true).await;
+            accept(link, engine, pacer, items, &acked, &delivered, None, true).await;
         }
         PushReply::Throttled { retry_after } => {
             count("throttled");
@@ -371,16 +402,18 @@ async fn settle(
 
 /// Takes the acknowledged items (indices into `items`): their acks to the shards, the
 /// rest back to the outbox, pacing adjusted. Returns whether every item was taken.
+#[allow(clippy::too_many_arguments)]
 async fn accept(
     link: &ChannelLink,
     engine: &Engine,
     pacer: &mut Pacer,
     items: &[PushItem],
     acked: &[usize],
+    delivered: &[usize],
     wait: Option<Duration>,
     contended: bool,
 ) -> bool {
-    let mask = acknowledge(link, engine, items, acked).await;
+    let mask = acknowledge(link, engine, items, acked, delivered).await;
     let all = mask.iter().all(|ok| *ok);
     // An answer that took the call, even in part: the channel is reachable and writing.
     link.health.push_taken();
@@ -400,12 +433,13 @@ async fn accept(
 }
 
 /// What the channel took (`acked`: indices into `items`) is timed and acknowledged to
-/// the shards; returns which items it took.
+/// the shards, except what was already (`delivered`); returns which items it took.
 async fn acknowledge(
     link: &ChannelLink,
     engine: &Engine,
     items: &[PushItem],
     acked: &[usize],
+    delivered: &[usize],
 ) -> Vec<bool> {
     let mut mask = vec![false; items.len()];
     for i in acked.iter().copied().filter(|i| *i < items.len()) {
@@ -414,9 +448,9 @@ async fn acknowledge(
     let acked_at = now_micros();
     let taken: Vec<&PushItem> = items
         .iter()
-        .zip(&mask)
-        .filter(|(_, ok)| **ok)
-        .map(|(i, _)| i)
+        .enumerate()
+        .filter(|(i, _)| mask[*i] && !delivered.contains(i))
+        .map(|(_, item)| item)
         .collect();
     for item in &taken {
         link.timing.record(item.caused_at, acked_at);

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use super::{exchange, read_levels, record_drift, ChannelLink, Pacer, DEFER_STALE};
+use super::{
+    acknowledge, exchange, read_levels, record_drift, Answer, ChannelLink, Pacer, DEFER_STALE,
+};
 use crate::channels::{PushItem, PushReply};
 use crate::core::event::EventKind;
 use crate::core::target_after_read;
@@ -25,31 +27,36 @@ pub(super) async fn push_compared(
     engine: &Engine,
     pacer: &mut Pacer,
     items: &mut [PushItem],
-) -> (PushReply, bool) {
+) -> Answer {
     let stale = match exchange(link, pacer, items).await {
         PushReply::Stale { stale } => stale,
-        other => return (other, false),
+        other => return Answer::of(other, false),
     };
     let name = link.adapter.name().to_string();
     metrics::counter!("lockstep_push_requests_total", "channel" => name, "outcome" => "stale")
         .increment(1);
     match adjust_stale(link, engine, pacer, items, &stale).await {
         Adjusted::Done(answer) => answer,
-        Adjusted::NotOffered => read_and_push_again(link, engine, pacer, items, stale).await,
+        Adjusted::NotOffered => {
+            let (reply, contended) = read_and_push_again(link, engine, pacer, items, stale).await;
+            Answer::of(reply, contended)
+        }
         // Each item may or may not show its delta: every one is read and set, compared
         // with what it shows, in this round (none keeps a compare value that the delta
         // may have made stale, which would bring another delta).
         Adjusted::Unknown => {
             let all = (0..items.len()).collect();
-            read_and_push_again(link, engine, pacer, items, all).await
+            let (reply, contended) = read_and_push_again(link, engine, pacer, items, all).await;
+            Answer::of(reply, contended)
         }
     }
 }
 
 /// What became of an adjustment after a stale compare.
 enum Adjusted {
-    /// Answered: the reply for the call's items, and whether it is partial by contention.
-    Done((PushReply, bool)),
+    /// Answered: the reply for the call's items, whether it is partial by contention, and
+    /// which acknowledgements went to the shards already.
+    Done(Answer),
     /// The channel has no such write, or the call is not one for it.
     NotOffered,
     /// Sent without a definitive answer: applied or not, no one knows.
@@ -88,7 +95,9 @@ async fn adjust_stale(
     let afters = match adjustment.await {
         Ok(afters) => afters,
         // Definitive: nothing was applied. The call waits for the channel as any push.
-        Err(throttled @ PushReply::Throttled { .. }) => return Adjusted::Done((throttled, false)),
+        Err(throttled @ PushReply::Throttled { .. }) => {
+            return Adjusted::Done(Answer::of(throttled, false))
+        }
         Err(PushReply::Failed {
             reason,
             retryable: false,
@@ -97,7 +106,7 @@ async fn adjust_stale(
                 reason: format!("after a stale compare, the adjustment was refused: {reason}"),
                 retryable: false,
             };
-            return Adjusted::Done((failed, false));
+            return Adjusted::Done(Answer::of(failed, false));
         }
         Err(_) => return Adjusted::Unknown,
     };
@@ -132,11 +141,21 @@ async fn adjust_stale(
     // Every item found showing other than expected is looked at again once its window
     // has closed (what no order explained was an edit on the channel).
     link.check_later(drifts.into_iter().map(|(sku, _)| sku));
+    // What the adjustment left is acknowledged now, not after the calls that may follow
+    // (each waits for a token): an acknowledgement sets what the store is expected to
+    // show, so a sale the store makes after the delta, whose order lockstep applies
+    // before the acknowledgement, would be forgotten, and its units shown short until the
+    // window's check. The later the acknowledgement, the more such sales of a hot SKU.
+    acknowledge(link, engine, items, &acked, &[]).await;
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
         let reply = exchange(link, pacer, &subset).await;
+        let set_down = acked.len();
         follow_up(link, pacer, reply, &rest, items, &mut acked).await;
+        // (The same for what the set-down took, before the call's other items go.)
+        acknowledge(link, engine, items, &acked[set_down..], &[]).await;
     }
+    let delivered = acked.clone();
     // The call's other items were refused with it: read where stale, set, compared.
     if !others.is_empty() {
         let mut subset: Vec<PushItem> = others.iter().map(|i| items[*i].clone()).collect();
@@ -153,7 +172,11 @@ async fn adjust_stale(
         }
         follow_up(link, pacer, reply, &others, items, &mut acked).await;
     }
-    Adjusted::Done((PushReply::Accepted { acked, wait: None }, true))
+    Adjusted::Done(Answer {
+        reply: PushReply::Accepted { acked, wait: None },
+        contended: true,
+        delivered,
+    })
 }
 
 /// Takes the reply to a call that followed an adjustment, of the items `sent` (indices
