@@ -420,6 +420,22 @@ fn ebay_replies_are_documented_shapes() {
         &status_json(bulk).1,
         &fixture("ebay/bulk_update_price_quantity.json"),
     );
+    let read = Server::client()
+        .post(format!(
+            "{}/sell/inventory/v1/bulk_get_inventory_item",
+            sim.market.url()
+        ))
+        .header("authorization", &bearer)
+        .json(&json!({"requests": [{"sku": "E0"}, {"sku": "E9"}]}))
+        .send()
+        .unwrap();
+    let (status, read) = status_json(read);
+    assert_eq!(status, 207, "{read}");
+    conforms(
+        "bulkGetInventoryItem",
+        &read,
+        &fixture("ebay/bulk_get_inventory_item.json"),
+    );
 }
 
 #[test]

@@ -134,6 +134,39 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
     );
 }
 
+/// Reconciliation reads 25 SKUs a call (`bulkGetInventoryItem`), not one: a read spends
+/// the pushes' call budget, and one SKU per call spent half of it on a small catalog.
+#[test]
+fn reconciliation_reads_25_skus_a_call_and_repairs_what_it_finds() {
+    let skus = 30;
+    let rig = rig(skus, "");
+    post(
+        &rig,
+        (0..skus)
+            .map(|i| event(&format!("c{i}"), &format!("E{i}"), "counted", 10))
+            .collect(),
+    );
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| (0..skus).all(|i| l[&format!("E{i}")] == 10))
+        .is_some());
+    // An edit on eBay: E27 shows 13 where lockstep pushed 10.
+    rig.sim.market.set_level("E27", 13);
+    let before = rig.sim.reads().len();
+    let answer = status_json(
+        Server::client()
+            .post(rig.server.url("/v1/reconcile?channel=ebay"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["report"]["checked"], skus, "{}", answer.1);
+    assert_eq!(answer.1["report"]["lowered"], 1, "{}", answer.1);
+    assert_eq!(rig.sim.reads()[before..], [25, 5]);
+    assert!(shows(&rig, "E27", 10));
+}
+
 #[test]
 fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
     // Limit 14, 10 kept for decreases: 4 revisions for anything.

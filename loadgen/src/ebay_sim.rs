@@ -8,7 +8,10 @@
 //!   when some responses failed, with one response for the inventory item (no `offerId`)
 //!   and one for each offer (`PriceQuantityResponse`), each with its own `statusCode`. Every call revises each listing it touches once; past
 //!   the listing's daily revision limit (250, settable) that listing's items fail.
-//! - `GET /sell/inventory/v1/inventory_item/{sku}`.
+//! - `GET /sell/inventory/v1/inventory_item/{sku}`, and
+//!   `POST /sell/inventory/v1/bulk_get_inventory_item`: 1 to 25 `requests` of `{"sku"}`
+//!   (more is a 400, error 25709 here), answered with one `GetInventoryItemResponse` per
+//!   SKU (`statusCode` 200 with the `inventoryItem`, or 404 with `errors`).
 //! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`, `from`
 //!   in ISO 8601 with milliseconds (`2026-11-30T10:15:43.511Z`); any other form is a 400
 //!   (error 30800).
@@ -23,6 +26,8 @@
 //! (https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/methods/getOrders),
 //! bulkUpdatePriceQuantity and its per-item and per-offer responses
 //! (https://developer.ebay.com/api-docs/sell/inventory/resources/offer/methods/bulkUpdatePriceQuantity),
+//! bulkGetInventoryItem and its `GetInventoryItemResponse`
+//! (https://developer.ebay.com/api-docs/sell/inventory/resources/inventory_item/methods/bulkGetInventoryItem),
 //! the 429 error codes (https://developer.ebay.com/develop/api/sell/error_codes) and
 //! getRateLimits for user tokens
 //! (https://developer.ebay.com/api-docs/developer/analytics/resources/user_rate_limit/methods/getUserRateLimits).
@@ -51,6 +56,8 @@ struct Extra {
     daily: Option<(u32, u32, std::time::Instant)>,
     /// Offers beside the listings' (`EbaySim::add_offer`): (SKU, listing id or none, offer id).
     more: Vec<(String, Option<String>, String)>,
+    /// The SKUs each inventory read asked for, one entry per call (either form).
+    reads: Vec<usize>,
 }
 
 /// A running simulated eBay seller.
@@ -99,6 +106,7 @@ impl EbaySim {
             failing_offers: Default::default(),
             daily: None,
             more: Vec::new(),
+            reads: Vec::new(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -130,6 +138,15 @@ impl EbaySim {
     pub fn set_daily_limit(&self, limit: u32, reset_in: std::time::Duration) {
         let mut e = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         e.daily = Some((limit, 0, std::time::Instant::now() + reset_in));
+    }
+
+    /// How many SKUs each inventory read asked for, one entry per call.
+    pub fn reads(&self) -> Vec<usize> {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reads
+            .clone()
     }
 
     pub fn set_revision_limit(&self, limit: u32) {
@@ -327,7 +344,14 @@ fn handle(
                 &[],
             )
         }
+        (hyper::Method::POST, "/sell/inventory/v1/bulk_get_inventory_item") => {
+            if let Some(r) = gate(shop, &req.path, throttled, failed) {
+                return r;
+            }
+            bulk_get(shop, extra, &req)
+        }
         (hyper::Method::GET, path) if path.starts_with("/sell/inventory/v1/inventory_item/") => {
+            x().reads.push(1);
             let sku = market::decode(path.trim_start_matches("/sell/inventory/v1/inventory_item/"));
             match lock(shop).listings.get(&sku) {
                 Some(l) => reply(
@@ -348,6 +372,46 @@ fn handle(
         }
         _ => errors(404, 2002, "Resource not found"),
     }
+}
+
+/// `bulkGetInventoryItem`: each SKU's inventory item, or its 404, in the order asked.
+fn bulk_get(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) -> Reply {
+    let body = req.json().unwrap_or(Value::Null);
+    let requests = body["requests"].as_array().cloned().unwrap_or_default();
+    if requests.is_empty() || requests.len() > BATCH_LIMIT {
+        return errors(
+            400,
+            25709,
+            &format!("Invalid value for requests. A call takes 1 to {BATCH_LIMIT} requests."),
+        );
+    }
+    let s = lock(shop);
+    let responses: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let sku = r["sku"].as_str().unwrap_or_default();
+            match s.listings.get(sku) {
+                Some(l) => json!({"statusCode": 200, "sku": sku,
+                    "inventoryItem": {"sku": sku, "availability": {"shipToLocationAvailability": {"quantity": l.level}}}}),
+                None => json!({"statusCode": 404, "sku": sku,
+                    "errors": [{"errorId": 25702, "domain": "API_INVENTORY", "category": "REQUEST",
+                                "message": format!("SKU {sku} is not available in the system")}]}),
+            }
+        })
+        .collect();
+    drop(s);
+    // (The shop's lock first, then the rest, as every handler takes them.)
+    extra
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reads
+        .push(requests.len());
+    let status = if responses.iter().all(|r| r["statusCode"] == 200) {
+        200
+    } else {
+        207
+    };
+    reply(status, &json!({ "responses": responses }), &[])
 }
 
 fn bulk_update(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) -> Reply {

@@ -22,7 +22,10 @@
 //! go out (a channel showing too many units oversells; too few only sells less), and at
 //! the limit nothing does: held items wait in the outbox and each hold is written to the
 //! audit as `withheld`. The counts live in memory: a restart forgets the day's count.
-//! Reads: `GET /sell/inventory/v1/inventory_item/{sku}`. Calls carry a user access token
+//! Reads: `POST /sell/inventory/v1/bulk_get_inventory_item`, at most 25 SKUs per call
+//! (https://developer.ebay.com/api-docs/sell/inventory/resources/inventory_item/methods/bulkGetInventoryItem):
+//! reconciliation shares the call budget with the pushes, and one SKU per read spent about
+//! half of it on a 200-SKU catalog read every 20 s. Calls carry a user access token
 //! from the refresh token (`POST /identity/v1/oauth2/token`).
 
 use std::collections::HashMap;
@@ -47,6 +50,9 @@ use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
 
+/// `bulk_get_inventory_item` reads at most 25 inventory items ("Up to 25 inventory item
+/// records can be retrieved at one time", BulkGetInventoryItem).
+const READ_MAX: usize = 25;
 /// `bulk_update_price_quantity` takes at most 25 requests.
 pub const BATCH_MAX: usize = 25;
 /// Revisions eBay allows per listing per day (`revision_limit` overrides it).
@@ -640,27 +646,45 @@ impl ChannelAdapter for Ebay {
     }
 
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
-        (0..skus.len()).map(|i| vec![i]).collect()
+        let all: Vec<usize> = (0..skus.len()).collect();
+        all.chunks(READ_MAX).map(<[usize]>::to_vec).collect()
     }
 
     fn read_request(&self, skus: &[String]) -> OutboundRequest {
-        http::Request::get(format!(
-            "{}/sell/inventory/v1/inventory_item/{}",
-            self.base_url,
-            utf8_percent_encode(&skus[0], NON_ALPHANUMERIC)
+        let requests: Vec<Value> = skus.iter().map(|sku| json!({ "sku": sku })).collect();
+        http::Request::post(format!(
+            "{}/sell/inventory/v1/bulk_get_inventory_item",
+            self.base_url
         ))
-        .body(Vec::new())
+        .header("content-type", "application/json")
+        .body(json!({ "requests": requests }).to_string().into_bytes())
         .expect("a validated base_url makes a valid request")
     }
 
+    /// One `GetInventoryItemResponse` per SKU, each with its own `statusCode`: 200 with
+    /// the `inventoryItem`, 404 for a SKU eBay does not know (not listed). Any other
+    /// status fails the read: a SKU that could not be read must not pass for unlisted.
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
-        if status == 404 {
-            return Ok(Vec::new());
-        }
         let reply = super::call::json_reply(status, body)?;
-        let sku = reply["sku"].as_str().ok_or("the reply names no sku")?;
-        let quantity = reply["availability"]["shipToLocationAvailability"]["quantity"].as_i64();
-        Ok(vec![(sku.to_string(), quantity)])
+        let mut levels = Vec::new();
+        for r in payload::list(&reply["responses"]) {
+            let sku = r["sku"].as_str().ok_or("a response names no sku")?;
+            match r["statusCode"].as_u64() {
+                Some(200) => {
+                    let availability = &r["inventoryItem"]["availability"];
+                    let quantity = availability["shipToLocationAvailability"]["quantity"].as_i64();
+                    levels.push((sku.to_string(), quantity));
+                }
+                Some(404) => {}
+                other => {
+                    return Err(format!(
+                        "eBay could not read {sku}: status {other:?}, {}",
+                        excerpt(r["errors"].to_string().as_bytes())
+                    ))
+                }
+            }
+        }
+        Ok(levels)
     }
 
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
