@@ -602,8 +602,9 @@ fn a_sale_right_after_an_adjustment_is_not_forgotten_by_its_acknowledgement() {
     std::thread::sleep(Duration::from_millis(300));
     rig.shop.place_order(&[("S0", 1)]);
     assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
-    // The store sells another just after the delta landed, while S1's set is on its way.
-    std::thread::sleep(Duration::from_millis(250));
+    // The store sells another just after the delta landed, while S1's set is on its way
+    // (its answer, and the old acknowledgement with it, comes 800 ms after the delta's).
+    std::thread::sleep(Duration::from_millis(400));
     rig.shop.place_order(&[("S0", 1)]);
     assert!(rig.shop.wait_for(WAIT, |l| l["S1"] == 11).is_some());
     rig.shop.set_fault(Fault::None);

@@ -400,7 +400,6 @@ fn bulk_get(shop: &Arc<Mutex<Shop>>, extra: &Arc<Mutex<Extra>>, req: &Req) -> Re
         })
         .collect();
     drop(s);
-    // (The shop's lock first, then the rest, as every handler takes them.)
     extra
         .lock()
         .unwrap_or_else(|e| e.into_inner())

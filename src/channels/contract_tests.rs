@@ -241,11 +241,14 @@ fn ebay_orders_and_the_per_item_and_per_offer_answers() {
             wait: None
         }
     );
-    // A bulk read: E0 read, E9 unknown to eBay (not listed, so not in the levels).
+    // A bulk read: E0 read, E9 unknown to eBay (not listed).
     let levels = ebay
         .read_reply(207, &fixture("ebay/bulk_get_inventory_item.json"))
         .unwrap();
-    assert_eq!(levels, vec![("E0".to_string(), Some(4))]);
+    assert_eq!(
+        levels,
+        vec![("E0".to_string(), Some(4)), ("E9".to_string(), None)]
+    );
 }
 
 #[test]

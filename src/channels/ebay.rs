@@ -661,9 +661,27 @@ impl ChannelAdapter for Ebay {
         .expect("a validated base_url makes a valid request")
     }
 
+    /// Reads one group, and fails unless the answer speaks of every SKU asked: a SKU it
+    /// leaves out was not read, and must not pass for unlisted.
+    fn read<'a>(
+        &'a self,
+        caller: &'a Caller,
+        skus: &'a [String],
+    ) -> BoxFuture<'a, Result<Levels, String>> {
+        Box::pin(async move {
+            let auth = self.authorize(caller).await?;
+            let request = with_headers(self.read_request(skus), auth);
+            let (status, _, body) = caller.call(request).await?;
+            let levels = self.read_reply(status, &body)?;
+            every_sku_answered(skus, &levels)?;
+            Ok(levels)
+        })
+    }
+
     /// One `GetInventoryItemResponse` per SKU, each with its own `statusCode`: 200 with
-    /// the `inventoryItem`, 404 for a SKU eBay does not know (not listed). Any other
-    /// status fails the read: a SKU that could not be read must not pass for unlisted.
+    /// the `inventoryItem`, 404 for a SKU eBay does not know (not listed: `None`). Any
+    /// other status fails the read: a SKU that could not be read must not pass for
+    /// unlisted.
     fn read_reply(&self, status: u16, body: &[u8]) -> Result<Levels, String> {
         let reply = super::call::json_reply(status, body)?;
         let mut levels = Vec::new();
@@ -675,7 +693,7 @@ impl ChannelAdapter for Ebay {
                     let quantity = availability["shipToLocationAvailability"]["quantity"].as_i64();
                     levels.push((sku.to_string(), quantity));
                 }
-                Some(404) => {}
+                Some(404) => levels.push((sku.to_string(), None)),
                 other => {
                     return Err(format!(
                         "eBay could not read {sku}: status {other:?}, {}",
@@ -747,9 +765,32 @@ impl OrderPoll for Ebay {
     }
 }
 
+/// Whether a read's answer speaks of every SKU asked (`Err` names the first it left out).
+fn every_sku_answered(skus: &[String], levels: &Levels) -> Result<(), String> {
+    match skus
+        .iter()
+        .find(|s| !levels.iter().any(|(read, _)| read == *s))
+    {
+        Some(missing) => Err(format!("eBay's answer to a read left out {missing}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_leaves_a_sku_out_fails() {
+        let skus = vec!["E0".to_string(), "E1".to_string()];
+        let both = vec![("E0".to_string(), Some(3)), ("E1".to_string(), None)];
+        assert_eq!(every_sku_answered(&skus, &both), Ok(()));
+        let one = vec![("E0".to_string(), Some(3))];
+        assert_eq!(
+            every_sku_answered(&skus, &one),
+            Err("eBay's answer to a read left out E1".to_string())
+        );
+    }
 
     #[test]
     fn the_ebay_day_turns_at_midnight_pacific() {

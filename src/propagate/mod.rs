@@ -279,9 +279,9 @@ struct Answer {
     /// The reply is partial because of contention (nothing is wrong with the channel:
     /// no backoff).
     contended: bool,
-    /// Items (indices) whose acknowledgements already reached the shards, at once after
-    /// the write that took them (`stale::adjust_stale`): settled with the rest, never
-    /// acknowledged twice.
+    /// Items (indices) whose acknowledgements were already sent to the shards, at once
+    /// after the write that took them (`stale::adjust_stale`): settled with the rest,
+    /// never acknowledged twice.
     delivered: Vec<usize>,
 }
 
