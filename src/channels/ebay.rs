@@ -661,21 +661,10 @@ impl ChannelAdapter for Ebay {
         .expect("a validated base_url makes a valid request")
     }
 
-    /// Reads one group, and fails unless the answer speaks of every SKU asked: a SKU it
-    /// leaves out was not read, and must not pass for unlisted.
-    fn read<'a>(
-        &'a self,
-        caller: &'a Caller,
-        skus: &'a [String],
-    ) -> BoxFuture<'a, Result<Levels, String>> {
-        Box::pin(async move {
-            let auth = self.authorize(caller).await?;
-            let request = with_headers(self.read_request(skus), auth);
-            let (status, _, body) = caller.call(request).await?;
-            let levels = self.read_reply(status, &body)?;
-            every_sku_answered(skus, &levels)?;
-            Ok(levels)
-        })
+    /// The answer speaks of every SKU asked (404: not listed): a SKU it leaves out was not
+    /// read, and must not pass for unlisted.
+    fn check_read(&self, skus: &[String], levels: &Levels) -> Result<(), String> {
+        every_sku_answered(skus, levels)
     }
 
     /// One `GetInventoryItemResponse` per SKU, each with its own `statusCode`: 200 with

@@ -304,7 +304,8 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         Box::pin(async move { Err(listing::ListingError::Failed(reason)) })
     }
 
-    /// Reads one read group: by default one `read_request`, read by `read_reply`.
+    /// Reads one read group: by default one `read_request`, read by `read_reply` and
+    /// checked by `check_read`.
     fn read<'a>(
         &'a self,
         caller: &'a Caller,
@@ -314,8 +315,16 @@ pub trait ChannelAdapter: Send + Sync + 'static {
             let auth = self.authorize(caller).await?;
             let request = call::with_headers(self.read_request(skus), auth);
             let (status, _, body) = caller.call(request).await?;
-            self.read_reply(status, &body)
+            let levels = self.read_reply(status, &body)?;
+            self.check_read(skus, &levels)?;
+            Ok(levels)
         })
+    }
+    /// Whether a read's `levels` answer the group `skus` asked (`Err`: the read failed).
+    /// By default a SKU left out is not listed; a kind whose answer names every SKU
+    /// asked, listed or not, fails a read that leaves one out.
+    fn check_read(&self, _skus: &[String], _levels: &Levels) -> Result<(), String> {
+        Ok(())
     }
 }
 
