@@ -864,6 +864,9 @@ fn a_signed_delivery_older_than_the_key_horizon_is_refused() {
                             "fulfillable_quantity": 2, "fulfillment_status": null}]}))
         .unwrap()
     };
+    // The push of the count is recorded after the store shows it: wait for its record,
+    // or it lands between the two audit reads below.
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
     let before = rig.server.audit_all().len();
     let (status, answer) = signed_hook(&rig, "orders/create", &order(minutes_ago(8 * 24 * 60)));
     assert_eq!(
