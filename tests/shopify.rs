@@ -624,6 +624,90 @@ fn a_sale_right_after_an_adjustment_is_not_forgotten_by_its_acknowledgement() {
     assert_eq!(sku["channels"]["shop"]["expected"], 7, "{sku}");
 }
 
+/// A sale the store makes just after an adjustment lands, while the adjustment's answer is
+/// still on its way back, whose order lockstep takes before that answer: the
+/// acknowledgement moves what the store is expected to show by the delta that landed,
+/// instead of setting it to the level the answer gives (which is from before the sale),
+/// so the sale stays counted. Here a first sale's webhook is late too (the stale compare),
+/// and comes after the second's. Set to the answer's level, the expectation would forget
+/// the second sale: the next compare stale, a second delta taking the unit again, the
+/// store short by one until the window's check.
+#[test]
+fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
+    // Every call is taken at once and answered 800 ms later.
+    rig.shop
+        .set_fault(Fault::SlowAnswer(Duration::from_millis(800)));
+    rig.shop.set_habits(Habits {
+        delay: Duration::from_millis(1_000),
+        ..Habits::default()
+    });
+    rig.shop.place_order(&[("S0", 1)]);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
+    assert_eq!(status, 200, "{body}");
+    // The compare (10) goes stale on the 9 the first sale left; the delta lands: 8.
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
+    // The store sells again at once, and this webhook is quick: lockstep takes the order
+    // before the adjustment's answer.
+    rig.shop.set_habits(Habits::default());
+    rig.shop.place_order(&[("S0", 1)]);
+    assert!(rig.shop.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || rig.server.stock("S0") == Some((9, 2, 7))));
+    rig.shop.set_fault(Fault::None);
+    std::thread::sleep(Duration::from_millis(2_000));
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["stale", "adjusted"], "{calls:?}");
+    assert_eq!(rig.shop.level("S0"), Some(7), "{calls:?}");
+    let (_, sku) = rig.server.get("/v1/skus/S0");
+    assert_eq!(sku["channels"]["shop"]["expected"], 7, "{sku}");
+}
+
+/// The same for a compare-and-set that succeeded: the store sells right after our set
+/// lands, and lockstep takes that order before the set's answer. A set that took its
+/// compare had every sale of the store during its flight come after it, so it is
+/// acknowledged as the change from the compare value, and the sale stays counted: no
+/// second call. (Set to what was sent, the expectation would forget the sale: a stale
+/// compare and a delta taking the unit again.)
+#[test]
+fn a_sale_while_a_sets_answer_is_on_its_way_stays_counted() {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
+    rig.shop
+        .set_fault(Fault::SlowAnswer(Duration::from_millis(800)));
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 9).is_some());
+    rig.shop.place_order(&[("S0", 1)]);
+    assert!(rig.shop.sender.wait_idle(WAIT));
+    assert!(eventually(WAIT, || rig.server.stock("S0") == Some((9, 1, 8))));
+    assert!(eventually(WAIT, || !records(
+        &rig.server,
+        "S0",
+        "pushed_change"
+    )
+    .is_empty()));
+    rig.shop.set_fault(Fault::None);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
+    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["applied"], "{calls:?}");
+    assert_eq!(rig.shop.level("S0"), Some(8), "{calls:?}");
+    let (_, sku) = rig.server.get("/v1/skus/S0");
+    assert_eq!(sku["channels"]["shop"]["expected"], 8, "{sku}");
+    let change = records(&rig.server, "S0", "pushed_change");
+    assert_eq!(change[0]["qty"], -1, "the change from 10 to 9: {change:?}");
+}
+
 /// A store showing more than expected (a restock on the store lockstep has not heard
 /// of): the adjustment after the stale compare lands above the target, so the item is set
 /// down at once, compared with what the adjustment left; an excess is never shown.

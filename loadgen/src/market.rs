@@ -392,7 +392,7 @@ impl Shop {
             Fault::Status(code) => Some(Gate::Fault(code)),
             Fault::Hang(d) => Some(Gate::Hang(d)),
             Fault::Throttle { retry_after_s } => Some(Gate::Limited(retry_after_s)),
-            Fault::None | Fault::Slow(_) => None,
+            Fault::None | Fault::Slow(_) | Fault::SlowAnswer(_) => None,
         }
     }
 
@@ -629,7 +629,15 @@ impl Market {
                 if let Some(d) = hang {
                     tokio::time::sleep(d).await;
                 }
-                handle(&shop, &sender, req)
+                let slow_answer = match lock(&shop).fault {
+                    Fault::SlowAnswer(d) => Some(d),
+                    _ => None,
+                };
+                let answer = handle(&shop, &sender, req);
+                if let Some(d) = slow_answer {
+                    tokio::time::sleep(d).await;
+                }
+                answer
             })
         };
         Market::serve(Shop::new(items), retries, 0, Arc::new(serve))

@@ -801,7 +801,7 @@ async fn handle(
             return reply(504, &json!({"errors": "timeout"}), &[]);
         }
         Fault::Slow(delay) => tokio::time::sleep(delay).await,
-        Fault::None => {}
+        Fault::None | Fault::SlowAnswer(_) => {}
     }
     let is_variants = query.contains("productVariants(");
     let cost = if is_set {
@@ -921,17 +921,22 @@ async fn handle(
         Ok(data) => json!({"data": data, "extensions": extensions}),
         Err(message) => json!({"errors": [{"message": message}], "extensions": extensions}),
     };
-    let mut s = x();
-    if let Some(key) = key {
-        s.idempotent.insert(key, answer.clone());
+    {
+        let mut s = x();
+        if let Some(key) = key {
+            s.idempotent.insert(key, answer.clone());
+        }
+        if is_adjust && s.lose_adjust_replies > 0 {
+            s.lose_adjust_replies -= 1;
+            return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
+        }
+        if is_set && s.lose_replies > 0 {
+            s.lose_replies -= 1;
+            return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
+        }
     }
-    if is_adjust && s.lose_adjust_replies > 0 {
-        s.lose_adjust_replies -= 1;
-        return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
-    }
-    if is_set && s.lose_replies > 0 {
-        s.lose_replies -= 1;
-        return reply(502, &json!({"errors": "Bad Gateway"}), &[]);
+    if let Fault::SlowAnswer(delay) = fault {
+        tokio::time::sleep(delay).await;
     }
     reply(200, &answer, &[])
 }

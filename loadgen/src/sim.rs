@@ -42,6 +42,10 @@ pub enum Fault {
     Throttle { retry_after_s: u64 },
     /// Works, but every answer takes this long (a slow channel).
     Slow(Duration),
+    /// Takes every call at once and answers this long after: the change is on the
+    /// channel (its own sales land after it) while its answer is on its way back.
+    /// Honoured by the Shopify and webhook simulators and those built on `Market`.
+    SlowAnswer(Duration),
 }
 
 /// What cancels an order a simulator placed.

@@ -247,6 +247,9 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
         tokio::time::sleep(delay).await;
         return reply(504, &json!({"error": "hung"}), &[]);
     }
+    if let Fault::SlowAnswer(delay) = fault {
+        tokio::time::sleep(delay).await;
+    }
     let headers: Vec<(&str, String)> = retry_after
         .map(|secs| ("retry-after", secs.to_string()))
         .into_iter()

@@ -269,6 +269,16 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         Box::pin(async { Ok(HeaderMap::new()) })
     }
 
+    /// Whether a push's item with a compare value (`PushItem::expected`) is written only
+    /// if the channel shows that value (compare-and-set: Shopify's `changeFromQuantity`).
+    /// A write that took it then changed what the channel showed by `quantity -
+    /// expected`, and every sale the channel made while it was on its way came after it
+    /// (one before would have made the compare stale): it is acknowledged as that change
+    /// (`EventKind::PushedChange`), so those sales stay counted.
+    fn compares(&self) -> bool {
+        false
+    }
+
     /// Adds `quantity - expected` to what the channel shows of each item (every item has
     /// `expected`), without a compare: a write that commutes with the channel's own
     /// sales made meanwhile, so it cannot go stale. Answers what each item shows after

@@ -80,6 +80,12 @@ pub enum EventKind {
     /// An order line has had `qty` units shipped in all (the channel's running total): the
     /// units above what the line had shipped leave on_hand and committed.
     OrderShippedTotal,
+    /// A channel (the source) acknowledged a change of `qty` units that it applied to what
+    /// it showed (a delta: Shopify's adjustment after a stale compare): no stock change;
+    /// what it is expected to show moves by `qty` from what it was expected to show when
+    /// the acknowledgement is applied, so the channel's own sales after the change landed,
+    /// taken before the acknowledgement, stay counted (`core::acknowledged_change`).
+    PushedChange,
 }
 
 /// Unicode's format characters that hide or reorder text: zero-width spaces and joiners,
@@ -118,7 +124,10 @@ pub fn problem(event: &Event) -> Option<String> {
         ),
         // A channel may show less than nothing (Shopify's and WooCommerce's oversold
         // items); what we read of it is recorded as it is, within range.
-        EventKind::Level | EventKind::Reconciled | EventKind::StaleRead => (
+        EventKind::Level
+        | EventKind::Reconciled
+        | EventKind::StaleRead
+        | EventKind::PushedChange => (
             (-QTY_MAX..=QTY_MAX).contains(&qty),
             format!("within ±{QTY_MAX}"),
         ),
@@ -159,7 +168,7 @@ pub const TS_MAX: Micros = 253_402_300_799_000_000;
 
 impl EventKind {
     /// Every kind, for those who name one (an audit filter).
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::OrderPlaced,
         EventKind::OrderCancelled,
         EventKind::OrderShipped,
@@ -179,6 +188,7 @@ impl EventKind {
         EventKind::ListingActivated,
         EventKind::OrderReleasedTotal,
         EventKind::OrderShippedTotal,
+        EventKind::PushedChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -202,6 +212,7 @@ impl EventKind {
             EventKind::ListingActivated => "listing_activated",
             EventKind::OrderReleasedTotal => "order_released_total",
             EventKind::OrderShippedTotal => "order_shipped_total",
+            EventKind::PushedChange => "pushed_change",
         }
     }
 
@@ -230,7 +241,7 @@ impl EventKind {
             EventKind::Returned => "returned",
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
-            EventKind::Pushed => "pushed",
+            EventKind::Pushed | EventKind::PushedChange => "pushed",
             EventKind::Level
             | EventKind::LevelSettled
             | EventKind::Reconciled
@@ -243,12 +254,19 @@ impl EventKind {
         }
     }
 
+    /// Whether the kind is a channel's acknowledgement of our push: internal, written by
+    /// the pushers only, with no idempotency key worth keeping or looking up.
+    pub fn is_acknowledgement(self) -> bool {
+        matches!(self, EventKind::Pushed | EventKind::PushedChange)
+    }
+
     /// Whether the kind can change on_hand or committed (not acknowledgements, echoes
     /// or reconciliation records).
     pub fn changes_stock(self) -> bool {
         !matches!(
             self,
             EventKind::Pushed
+                | EventKind::PushedChange
                 | EventKind::Reconciled
                 | EventKind::StaleRead
                 | EventKind::Unmapped
@@ -432,6 +450,7 @@ mod tests {
             EventKind::ListingActivated => 16,
             EventKind::OrderReleasedTotal => 17,
             EventKind::OrderShippedTotal => 18,
+            EventKind::PushedChange => 19,
         };
         let mut seen = [false; EventKind::ALL.len()];
         for k in EventKind::ALL {

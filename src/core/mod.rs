@@ -610,6 +610,10 @@ pub struct Effects {
     pub oversells: u64,
     /// Quantities channels should now be shown; handed to the outboxes after the commit.
     pub pushes: Vec<PushWanted>,
+    /// (channel, SKU): an acknowledgement left the channel expected to show its target.
+    /// A push still queued for it from before is out of date (its target and compare
+    /// value both): the outbox drops it.
+    pub caught_up: Vec<(ChannelId, String)>,
     /// SKUs with a pending level, and when it settles.
     pub settlements: Vec<(Micros, String)>,
 }
@@ -629,6 +633,8 @@ pub fn apply(
     // SKU → line ids touched in this batch; their final rows (and the SKU's head) are
     // written once at the end.
     let mut touched: AHashMap<&str, Vec<String>> = AHashMap::new();
+    // SKU → channels that acknowledged a push in this batch.
+    let mut acknowledged: AHashMap<&str, Vec<ChannelId>> = AHashMap::new();
     let horizon_cut = now - config.horizon_us;
 
     for (i, input) in batch.iter().enumerate() {
@@ -647,6 +653,14 @@ pub fn apply(
         let before = sku.available();
         let prev_seq = sku.last_seq;
         let lines_touched = touched.entry(event.sku.as_str()).or_default();
+        if event.kind.is_acknowledgement() && prior.is_none() {
+            if let Some(channel) = config.channels.id_of(&event.source) {
+                acknowledged
+                    .entry(event.sku.as_str())
+                    .or_default()
+                    .push(channel);
+            }
+        }
 
         let (outcome, first_outcome, oversell, reported) = match prior {
             Some(first) => (
@@ -685,7 +699,7 @@ pub fn apply(
                     seq,
                 };
                 // Acknowledgements are internal: they need no idempotency key.
-                if event.kind != EventKind::Pushed {
+                if !event.kind.is_acknowledgement() {
                     seen.insert((event.sku.as_str(), event.key.as_str()), first);
                     effects
                         .first_results
@@ -781,9 +795,16 @@ pub fn apply(
             sku: sku_name.to_string(),
             head: sku.head(&config.channels),
         });
-        effects
-            .pushes
-            .extend(pushes_for(sku_name, sku, &config.channels));
+        let pushes = pushes_for(sku_name, sku, &config.channels);
+        let mut acked_by = acknowledged.remove(sku_name).unwrap_or_default();
+        acked_by.sort_unstable();
+        acked_by.dedup();
+        for channel in acked_by {
+            if !pushes.iter().any(|p| p.channel == channel) {
+                effects.caught_up.push((channel, sku_name.to_string()));
+            }
+        }
+        effects.pushes.extend(pushes);
         if let Some(rest) = sku.rest.as_mut() {
             rest.recheck.clear();
             rest.repaired.clear();
@@ -944,6 +965,7 @@ fn apply_event(
     };
     match event.kind {
         EventKind::Pushed => acknowledged(sku, at),
+        EventKind::PushedChange => acknowledged_change(sku, at),
         EventKind::Reconciled => reconciled(sku, at),
         EventKind::Withheld => (Outcome::Drift, false),
         // How a channel shows a SKU sold out: what it was told, for the audit.
@@ -993,6 +1015,45 @@ fn acknowledged(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
     if let Some(i) = own_channel {
         sku.channel_mut(i).acknowledge(event.qty, event.source_ts);
     }
+    (Outcome::Pushed, false)
+}
+
+/// A channel acknowledged a change of `qty` it applied to what it showed (a delta that
+/// landed): what it is expected to show moves by `qty`. Set instead to the level the
+/// answer gave, the expectation would forget the channel's own sales made after the delta
+/// landed whose orders came before its answer (their units would be taken again by the
+/// next write); moved, it keeps every order taken so far, before the delta landed or after.
+/// One correction: units a read since our last write found missing (`unexplained` > 0, the
+/// stale compare's, most likely sales before the delta landed whose orders are still on
+/// their way) were not on the channel when the delta landed, and their orders are netted
+/// when they come: they come off now. A read that found more than expected (< 0) is
+/// forgotten: it counted sales after the delta landed that `expected` already has, or a
+/// return still on its way, whose event raises `expected` itself when it comes.
+fn acknowledged_change(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
+    let At {
+        event, own_channel, ..
+    } = at;
+    let Some(i) = own_channel else {
+        return (Outcome::Pushed, false);
+    };
+    let view = sku.channel_mut(i);
+    // A delta is only ever sent from an expectation; without one there is nothing to move
+    // (the channel's next read or push finds what it shows).
+    let Some(expected) = view.expected() else {
+        return (Outcome::Drift, false);
+    };
+    let read_at = view.unexplained_until() - UNEXPLAINED_WINDOW_US;
+    let read_since_write =
+        event.received_at < view.unexplained_until() && view.acked_at() <= read_at;
+    let missing = if read_since_write {
+        view.unexplained().max(0)
+    } else {
+        0
+    };
+    if read_since_write && view.unexplained() < 0 {
+        view.set_unexplained(0, view.unexplained_until());
+    }
+    view.acknowledge(expected + event.qty - missing, event.source_ts);
     (Outcome::Pushed, false)
 }
 

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
-use crate::core::event::{Event, EventKind, EventResult};
+use crate::core::event::{Event, EventResult};
 use crate::core::{
     apply, next_settlement, pushes_for, settlements_due, CoreConfig, Input, ShardState,
 };
@@ -51,6 +51,9 @@ const SWEEP_RUNS_MAX: usize = 64;
 /// never reaches up; only durable state is ever offered.
 pub trait PushSink: Send + Sync {
     fn offer(&self, pushes: &[crate::core::PushWanted]);
+    /// Channels an acknowledgement left showing their target (`Effects::caught_up`):
+    /// whatever is still queued for those SKUs is out of date.
+    fn caught_up(&self, shown: &[(crate::core::ChannelId, String)]);
 }
 
 /// Where a shard's store is found, by the shard for each batch and by HTTP readers;
@@ -461,9 +464,10 @@ impl Shard {
         let mut inputs = Vec::with_capacity(events.len());
         for event in events {
             // Acknowledgements carry no idempotency key worth a read: skip the lookup.
-            let lookup = match event.kind {
-                EventKind::Pushed => Ok(None),
-                _ => store.lookup(&event.sku, &event.key),
+            let lookup = if event.kind.is_acknowledgement() {
+                Ok(None)
+            } else {
+                store.lookup(&event.sku, &event.key)
             };
             let prior = match lookup {
                 Ok(prior) => prior,
@@ -506,6 +510,7 @@ impl Shard {
         }
         // Only durable state leaves the engine: pushes are offered after the commit.
         self.pushes.offer(&effects.pushes);
+        self.pushes.caught_up(&effects.caught_up);
         if self.audit_feed.receiver_count() > 0 && !effects.records.is_empty() {
             let _ = self.audit_feed.send(Arc::new(effects.records.clone()));
         }

@@ -363,7 +363,8 @@ async fn settle(
                     caused_at: at,
                 })
                 .collect();
-            let rewritten: Vec<&PushItem> = rewritten.iter().collect();
+            let rewritten: Vec<(&PushItem, Shows)> =
+                rewritten.iter().map(|item| (item, Shows::Sent)).collect();
             deliver_acks(engine, &name, &rewritten, at).await;
         }
         PushReply::Held {
@@ -445,18 +446,48 @@ async fn acknowledge(
     for i in acked.iter().copied().filter(|i| *i < items.len()) {
         mask[i] = true;
     }
-    let acked_at = now_micros();
-    let taken: Vec<&PushItem> = items
+    let taken: Vec<(&PushItem, Shows)> = items
         .iter()
         .enumerate()
         .filter(|(i, _)| mask[*i] && !delivered.contains(i))
-        .map(|(_, item)| item)
+        .map(|(_, item)| (item, Shows::Sent))
         .collect();
-    for item in &taken {
+    timed_acks(link, engine, &taken).await;
+    mask
+}
+
+/// Times acknowledged pushes and hands them to the shards.
+async fn timed_acks(link: &ChannelLink, engine: &Engine, taken: &[(&PushItem, Shows)]) {
+    let acked_at = now_micros();
+    for (item, _) in taken {
         link.timing.record(item.caused_at, acked_at);
     }
-    deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
-    mask
+    deliver_acks(engine, link.adapter.name(), taken, acked_at).await;
+}
+
+/// What an acknowledgement says the channel shows.
+#[derive(Clone, Copy, Debug)]
+enum Shows {
+    /// The item's quantity: an absolute write (`EventKind::Pushed`).
+    Sent,
+    /// What it was expected to show, moved by this change: a delta that landed
+    /// (`EventKind::PushedChange`).
+    Moved(i64),
+}
+
+/// Deltas the channel applied (`(index into items, change)`), timed and acknowledged to
+/// the shards as changes.
+async fn acknowledge_changes(
+    link: &ChannelLink,
+    engine: &Engine,
+    items: &[PushItem],
+    changes: &[(usize, i64)],
+) {
+    let taken: Vec<(&PushItem, Shows)> = changes
+        .iter()
+        .filter_map(|(i, change)| Some((items.get(*i)?, Shows::Moved(*change))))
+        .collect();
+    timed_acks(link, engine, &taken).await;
 }
 
 /// Reads what the channel shows for `skus` (`None`: not listed), one read per read
@@ -512,18 +543,29 @@ pub async fn record_drift(
     }
 }
 
-/// Hands acknowledgements to their shards as `pushed` events.
-async fn deliver_acks(engine: &Engine, channel: &str, items: &[&PushItem], acked_at: Micros) {
+/// Hands acknowledgements to their shards as `pushed` (or `pushed_change`) events.
+async fn deliver_acks(
+    engine: &Engine,
+    channel: &str,
+    items: &[(&PushItem, Shows)],
+    acked_at: Micros,
+) {
     if items.is_empty() {
         return;
     }
     let events: Vec<Event> = items
         .iter()
         .enumerate()
-        .map(|(i, item)| Event {
+        .map(|(i, (item, shows))| Event {
             sku: item.sku.clone(),
-            kind: EventKind::Pushed,
-            qty: item.quantity,
+            kind: match shows {
+                Shows::Sent => EventKind::Pushed,
+                Shows::Moved(_) => EventKind::PushedChange,
+            },
+            qty: match shows {
+                Shows::Sent => item.quantity,
+                Shows::Moved(change) => *change,
+            },
             source: channel.to_string(),
             source_ts: acked_at,
             received_at: acked_at,

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::channels::PushItem;
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::config::PushOrder;
-use crate::core::{ByChannel, PushWanted};
+use crate::core::{ByChannel, ChannelId, PushWanted};
 use crate::engine::shard::PushSink;
 
 /// A target waiting to be pushed.
@@ -226,6 +226,12 @@ impl PushSink for Outboxes {
             self.0[push.channel].offer(&push.sku, push.target, push.expected, push.caused_at);
         }
     }
+
+    fn caught_up(&self, shown: &[(ChannelId, String)]) {
+        for (channel, sku) in shown {
+            self.0[*channel].caught_up(sku);
+        }
+    }
 }
 
 /// One channel's pending pushes.
@@ -310,6 +316,18 @@ impl Outbox {
         metrics::gauge!("lockstep_outbox_skus", "channel" => self.channel.clone())
             .set(depth as f64);
         self.notify.notify_one();
+    }
+
+    /// The channel was acknowledged showing `sku`'s target (the shard's state after the
+    /// acknowledgement): a push still queued for it was offered before and is out of date,
+    /// its target and its compare value both (pushed, it would write a stale target, or
+    /// go stale on its compare and take the channel's sales twice). In flight and
+    /// submitted items are the pusher's; only the queue is touched.
+    pub fn caught_up(&self, sku: &str) {
+        let mut inner = self.lock();
+        if inner.dirty.remove(sku).is_some() {
+            self.depth_gauge(inner);
+        }
     }
 
     /// Takes up to `max` SKUs to push, first in the channel's push order (`Rank`).

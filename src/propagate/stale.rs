@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use super::{
-    acknowledge, exchange, read_levels, record_drift, Answer, ChannelLink, Pacer, DEFER_STALE,
+    acknowledge, acknowledge_changes, exchange, read_levels, record_drift, Answer, ChannelLink,
+    Pacer, DEFER_STALE,
 };
 use crate::channels::{PushItem, PushReply};
 use crate::core::event::EventKind;
@@ -30,6 +31,9 @@ pub(super) async fn push_compared(
 ) -> Answer {
     let stale = match exchange(link, pacer, items).await {
         PushReply::Stale { stale } => stale,
+        PushReply::Accepted { acked, wait } if link.adapter.compares() => {
+            return acknowledge_compared(link, engine, items, acked, wait).await
+        }
         other => return Answer::of(other, false),
     };
     let name = link.adapter.name().to_string();
@@ -49,6 +53,33 @@ pub(super) async fn push_compared(
             let (reply, contended) = read_and_push_again(link, engine, pacer, items, all).await;
             Answer::of(reply, contended)
         }
+    }
+}
+
+/// A compare-and-set write that took `acked`: the items sent with a compare value are
+/// acknowledged at once as the change from it (`ChannelAdapter::compares`), so the
+/// channel's sales after the write landed whose orders came before its answer stay
+/// counted; the others (never acknowledged, written blind) as what they were sent, with
+/// the rest of the call.
+async fn acknowledge_compared(
+    link: &ChannelLink,
+    engine: &Engine,
+    items: &[PushItem],
+    acked: Vec<usize>,
+    wait: Option<Duration>,
+) -> Answer {
+    let changes: Vec<(usize, i64)> = acked
+        .iter()
+        .filter_map(|i| {
+            let item = items.get(*i)?;
+            Some((*i, item.quantity - item.expected?))
+        })
+        .collect();
+    acknowledge_changes(link, engine, items, &changes).await;
+    Answer {
+        reply: PushReply::Accepted { acked, wait },
+        contended: false,
+        delivered: changes.iter().map(|(i, _)| *i).collect(),
     }
 }
 
@@ -113,12 +144,15 @@ async fn adjust_stale(
     let name = link.adapter.name();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.to_string(), "outcome" => "adjusted").increment(1);
     let mut acked = Vec::new();
+    // (index, the delta that landed) of the items acknowledged as changes.
+    let mut changes = Vec::new();
     let mut rest = Vec::new();
     let mut drifts = Vec::new();
     for (i, after) in decreases.into_iter().zip(afters) {
         let item = &mut items[i];
         let expected = item.expected.unwrap_or(item.quantity);
-        let before = after - (item.quantity - expected);
+        let change = item.quantity - expected;
+        let before = after - change;
         if before != expected {
             drifts.push((item.sku.clone(), before));
         }
@@ -136,17 +170,20 @@ async fn adjust_stale(
         }
         item.quantity = after;
         acked.push(i);
+        changes.push((i, change));
     }
     record_drift(engine, name, EventKind::StaleRead, &drifts).await;
     // Every item found showing other than expected is looked at again once its window
     // has closed (what no order explained was an edit on the channel).
     link.check_later(drifts.into_iter().map(|(sku, _)| sku));
     // What the adjustment left is acknowledged now, not after the calls that may follow
-    // (each waits for a token): an acknowledgement sets what the store is expected to
-    // show, so a sale the store makes after the delta, whose order lockstep applies
-    // before the acknowledgement, would be forgotten, and its units shown short until the
-    // window's check. The later the acknowledgement, the more such sales of a hot SKU.
-    acknowledge(link, engine, items, &acked, &[]).await;
+    // (each waits for a token), and as the change that landed, not the level its answer
+    // gave: a sale the store makes after the delta landed, whose order lockstep applies
+    // before the acknowledgement, is already in what the store is expected to show, and
+    // setting that to the answer's level (from before the sale) would forget it: its
+    // units taken again by the next write, shown short until the window's check
+    // (`core::acknowledged_change`).
+    acknowledge_changes(link, engine, items, &changes).await;
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
         let reply = exchange(link, pacer, &subset).await;
