@@ -79,7 +79,8 @@ pub struct HeadRecord {
     Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct ChannelView {
-    /// The last quantity the channel acknowledged from us.
+    /// The last quantity the channel acknowledged from us (for an acknowledged change,
+    /// `EventKind::PushedChange`, what the change left it showing as far as we knew then).
     pub acked: Option<i64>,
     pub acked_at: Micros,
     /// What the channel should show now: the acked quantity minus the channel's own
