@@ -948,3 +948,24 @@ fn an_acknowledged_change_after_a_read_takes_off_what_the_read_found_missing() {
     assert_eq!((view.expected(), view.unexplained()), (Some(6), 0));
     assert_eq!(state["A"].available(), 6);
 }
+
+/// Only an acknowledged change says what is queued is out of date: a level (`Pushed`)
+/// forgets the channel's own events after the write landed that came before it, which
+/// the queued push is there to repair.
+#[test]
+fn only_an_acknowledged_change_drops_the_queued_push() {
+    let mut state = ShardState::default();
+    let mut step = stepper(shop_config(0, true));
+    step(&mut state, EventKind::Counted, 10, "c", "api");
+    let fx = step(&mut state, EventKind::Pushed, 10, "p1", "shop");
+    assert!(fx.pushes.is_empty() && fx.caught_up.is_empty(), "{fx:?}");
+    step(&mut state, EventKind::Counted, 9, "c2", "api");
+    let fx = step(&mut state, EventKind::PushedChange, -1, "p2", "shop");
+    assert!(fx.pushes.is_empty(), "{:?}", fx.pushes);
+    assert_eq!(fx.caught_up.len(), 1);
+    // A change that leaves the channel short of its target: a push, not a drop.
+    step(&mut state, EventKind::Counted, 12, "c3", "api");
+    let fx = step(&mut state, EventKind::PushedChange, 1, "p3", "shop");
+    assert_eq!(fx.pushes[0].target, 12);
+    assert!(fx.caught_up.is_empty());
+}

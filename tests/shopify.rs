@@ -495,6 +495,17 @@ fn reconciliation_reads_the_store_and_lowers_an_excess_at_once() {
     );
     let drift = records(&rig.server, "S1", "reconciled");
     assert_eq!(drift[0]["qty"], 12, "{drift:?}");
+    // The repair compared with the 12 read, not with what the store was expected to show
+    // (8): its acknowledgement is the level it left, never a change from the expectation
+    // (which would leave 8 + (8 - 12) = 4 expected, and the store written again).
+    let acked = records(&rig.server, "S1", "pushed");
+    assert_eq!(acked.last().unwrap()["qty"], 8, "{acked:?}");
+    assert!(records(&rig.server, "S1", "pushed_change").is_empty());
+    let (_, sku) = rig.server.get("/v1/skus/S1");
+    assert_eq!(sku["channels"]["shop"]["expected"], 8, "{sku}");
+    let calls = rig.shop.calls().len();
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(rig.shop.calls().len(), calls, "{:?}", rig.shop.calls());
 }
 
 /// A sale whose webhook is still on its way makes our next compare stale; the change goes

@@ -71,6 +71,7 @@ fn item(sku: &str, quantity: i64) -> PushItem {
         quantity,
         expected: None,
         caused_at: 0,
+        repair: false,
     }
 }
 

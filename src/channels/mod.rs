@@ -68,6 +68,20 @@ pub struct PushItem {
     pub expected: Option<i64>,
     /// When the change that caused it was received (for the `at` field and for timing).
     pub caused_at: Micros,
+    /// A reconciliation repair (`core::PushWanted::repair`): `expected` is the level read.
+    pub repair: bool,
+}
+
+impl PushItem {
+    /// The change a compared write of the item makes to what the channel is expected to
+    /// show (`quantity - expected`); `None` for a blind write (no expectation) and for a
+    /// repair (compared with a level reconciliation read, not with the expectation).
+    pub fn change(&self) -> Option<i64> {
+        if self.repair {
+            return None;
+        }
+        Some(self.quantity - self.expected?)
+    }
 }
 
 /// What a push response says.
@@ -271,10 +285,12 @@ pub trait ChannelAdapter: Send + Sync + 'static {
 
     /// Whether a push's item with a compare value (`PushItem::expected`) is written only
     /// if the channel shows that value (compare-and-set: Shopify's `changeFromQuantity`).
-    /// A write that took it then changed what the channel showed by `quantity -
-    /// expected`, and every sale the channel made while it was on its way came after it
-    /// (one before would have made the compare stale): it is acknowledged as that change
-    /// (`EventKind::PushedChange`), so those sales stay counted.
+    /// A write that took it changed what the channel showed by `quantity - expected`,
+    /// and every sale the channel made while it was on its way came after it (one before
+    /// would have made the compare stale). The first write of a round, compared with the
+    /// expectation, is acknowledged as that change (`EventKind::PushedChange`,
+    /// `stale::push_compared`), so those sales stay counted; a write compared with a
+    /// level read (after a stale compare, a repair) is acknowledged as its level.
     fn compares(&self) -> bool {
         false
     }

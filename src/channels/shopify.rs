@@ -1355,12 +1355,14 @@ location_id = "gid://shopify/Location/1"
                 quantity: 3,
                 expected: Some(5),
                 caused_at: 0,
+                repair: false,
             },
             PushItem {
                 sku: "A".into(),
                 quantity: 1,
                 expected: None,
                 caused_at: 0,
+                repair: false,
             },
         ];
         let request = shop.push_request(&items, 0);

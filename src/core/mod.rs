@@ -176,6 +176,10 @@ pub struct PushWanted {
     pub expected: Option<i64>,
     /// When the change behind it was received.
     pub caused_at: Micros,
+    /// A repair: `expected` is the level reconciliation read, not what the channel is
+    /// expected to show, so its acknowledgement is that level, never a change from the
+    /// expectation, and no acknowledgement drops it from the queue.
+    pub repair: bool,
 }
 
 /// The pushes a SKU needs: every channel whose expected quantity differs from its target.
@@ -195,6 +199,7 @@ pub fn pushes_for(sku_name: &str, sku: &SkuState, rules: &ChannelRules) -> Vec<P
                 target,
                 expected,
                 caused_at: repair.map_or(sku.changed_at, |r| r.found_at),
+                repair: repair.is_some(),
             })
         })
         .collect()
@@ -610,9 +615,9 @@ pub struct Effects {
     pub oversells: u64,
     /// Quantities channels should now be shown; handed to the outboxes after the commit.
     pub pushes: Vec<PushWanted>,
-    /// (channel, SKU): an acknowledgement left the channel expected to show its target.
-    /// A push still queued for it from before is out of date (its target and compare
-    /// value both): the outbox drops it.
+    /// (channel, SKU): an acknowledged change (`PushedChange`) left the channel expected
+    /// to show its target. A push still queued for it from before is out of date (its
+    /// target and compare value both): the outbox drops it, unless it is a repair.
     pub caught_up: Vec<(ChannelId, String)>,
     /// SKUs with a pending level, and when it settles.
     pub settlements: Vec<(Micros, String)>,
@@ -633,7 +638,7 @@ pub fn apply(
     // SKU → line ids touched in this batch; their final rows (and the SKU's head) are
     // written once at the end.
     let mut touched: AHashMap<&str, Vec<String>> = AHashMap::new();
-    // SKU → channels that acknowledged a push in this batch.
+    // SKU → channels that acknowledged a change in this batch.
     let mut acknowledged: AHashMap<&str, Vec<ChannelId>> = AHashMap::new();
     let horizon_cut = now - config.horizon_us;
 
@@ -653,7 +658,9 @@ pub fn apply(
         let before = sku.available();
         let prev_seq = sku.last_seq;
         let lines_touched = touched.entry(event.sku.as_str()).or_default();
-        if event.kind.is_acknowledgement() && prior.is_none() {
+        // Only an acknowledged change: a level (`Pushed`) forgets the channel's own events
+        // after the write landed that were taken before it, which the queued push repairs.
+        if event.kind == EventKind::PushedChange && prior.is_none() {
             if let Some(channel) = config.channels.id_of(&event.source) {
                 acknowledged
                     .entry(event.sku.as_str())
@@ -834,13 +841,19 @@ fn net_unexplained(view: &mut View, change: i64, received_at: Micros) -> i64 {
     } else {
         change.max(view.unexplained().min(0))
     };
-    let written_since_read = view.acked_at() > view.unexplained_until() - UNEXPLAINED_WINDOW_US;
+    let written_since_read = written_since_read(view);
     view.net(netted);
     if written_since_read {
         netted
     } else {
         0
     }
+}
+
+/// Whether a write of ours was acknowledged after the channel's last read that found an
+/// unexplained difference (the read's time is its window's start).
+fn written_since_read(view: &View) -> bool {
+    view.acked_at() > view.unexplained_until() - UNEXPLAINED_WINDOW_US
 }
 
 /// Whether a channel's own sale (or return) at `ts` may have been overwritten by our last
@@ -1042,9 +1055,8 @@ fn acknowledged_change(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
     let Some(expected) = view.expected() else {
         return (Outcome::Drift, false);
     };
-    let read_at = view.unexplained_until() - UNEXPLAINED_WINDOW_US;
     let read_since_write =
-        event.received_at < view.unexplained_until() && view.acked_at() <= read_at;
+        event.received_at < view.unexplained_until() && !written_since_read(view);
     let missing = if read_since_write {
         view.unexplained().max(0)
     } else {
@@ -1070,9 +1082,8 @@ fn stale_read(sku: &mut SkuState, at: At<'_>) -> (Outcome, bool) {
         // Units an earlier read found, that our write since then already left
         // out, are still to be netted when their orders come; without a write
         // in between, this read's difference includes them.
-        let last_read = view.unexplained_until() - UNEXPLAINED_WINDOW_US;
         let active = event.received_at < view.unexplained_until();
-        let kept = if active && view.acked_at() > last_read {
+        let kept = if active && written_since_read(view) {
             view.unexplained()
         } else {
             0

@@ -361,6 +361,7 @@ async fn settle(
                     quantity,
                     expected: None,
                     caused_at: at,
+                    repair: false,
                 })
                 .collect();
             let rewritten: Vec<(&PushItem, Shows)> =
@@ -556,23 +557,25 @@ async fn deliver_acks(
     let events: Vec<Event> = items
         .iter()
         .enumerate()
-        .map(|(i, (item, shows))| Event {
-            sku: item.sku.clone(),
-            kind: match shows {
-                Shows::Sent => EventKind::Pushed,
-                Shows::Moved(_) => EventKind::PushedChange,
-            },
-            qty: match shows {
-                Shows::Sent => item.quantity,
-                Shows::Moved(change) => *change,
-            },
-            source: channel.to_string(),
-            source_ts: acked_at,
-            received_at: acked_at,
-            key: format!("pushed/{channel}/{acked_at}/{i}"),
-            line: None,
+        .map(|(i, (item, shows))| {
+            let (kind, qty) = match shows {
+                Shows::Sent => (EventKind::Pushed, item.quantity),
+                Shows::Moved(change) => (EventKind::PushedChange, *change),
+            };
+            Event {
+                sku: item.sku.clone(),
+                kind,
+                qty,
+                source: channel.to_string(),
+                source_ts: acked_at,
+                received_at: acked_at,
+                key: format!("pushed/{channel}/{acked_at}/{i}"),
+                line: None,
+            }
         })
         .collect();
+    // Sent again only when no shard took the batch (`Busy` refuses it whole): a change
+    // carries no idempotency key that would catch it applied twice.
     for _ in 0..ACK_TRIES_MAX {
         match engine.submit(events.clone()).await {
             Ok(_) => return,

@@ -27,6 +27,8 @@ struct Wanted {
     caused_at: Micros,
     /// Its place in the push order, as of its latest offer.
     rank: Rank,
+    /// A repair: compared with what reconciliation read (`PushWanted::repair`).
+    repair: bool,
 }
 
 /// The longest a change that shows too many units is given before it is due, however
@@ -195,18 +197,25 @@ fn shrink<K: Eq + Hash, V>(map: &mut AHashMap<K, V>) {
 
 impl Inner {
     /// What `sku` should be shown, ranked in this channel's push order as of now.
-    fn wanted(&self, target: i64, expected: Option<i64>, caused_at: Micros) -> Wanted {
+    fn wanted(
+        &self,
+        target: i64,
+        expected: Option<i64>,
+        caused_at: Micros,
+        repair: bool,
+    ) -> Wanted {
         Wanted {
             target,
             expected,
             caused_at,
             rank: Rank::of(self.order, target, expected, caused_at, now_micros),
+            repair,
         }
     }
 
     /// An item the channel did not take waits again with the value it carried.
     fn offer_again(&mut self, item: &PushItem) {
-        let wanted = self.wanted(item.quantity, item.expected, item.caused_at);
+        let wanted = self.wanted(item.quantity, item.expected, item.caused_at, item.repair);
         self.dirty.insert(&item.sku, wanted);
     }
 }
@@ -223,7 +232,7 @@ pub struct Outboxes(pub ByChannel<Arc<Outbox>>);
 impl PushSink for Outboxes {
     fn offer(&self, pushes: &[PushWanted]) {
         for push in pushes {
-            self.0[push.channel].offer(&push.sku, push.target, push.expected, push.caused_at);
+            self.0[push.channel].offer_wanted(push);
         }
     }
 
@@ -288,8 +297,31 @@ impl Outbox {
     }
 
     /// Asks for `sku` to be shown `target` (the channel should be showing `expected`).
-    /// Called by shard threads after a commit, and by reconciliation.
     pub fn offer(&self, sku: &str, target: i64, expected: Option<i64>, caused_at: Micros) {
+        self.offer_as(sku, target, expected, caused_at, false);
+    }
+
+    /// What a shard's commit asks of this channel (a repair compares with what was read).
+    pub fn offer_wanted(&self, push: &PushWanted) {
+        let PushWanted {
+            sku,
+            target,
+            expected,
+            caused_at,
+            repair,
+            ..
+        } = push;
+        self.offer_as(sku, *target, *expected, *caused_at, *repair);
+    }
+
+    fn offer_as(
+        &self,
+        sku: &str,
+        target: i64,
+        expected: Option<i64>,
+        caused_at: Micros,
+        repair: bool,
+    ) {
         if !self.carries(sku) {
             return;
         }
@@ -309,7 +341,7 @@ impl Outbox {
             None if inner.submitted.get(sku) == Some(&(target, false)) => return,
             None => caused_at,
         };
-        let wanted = inner.wanted(target, expected, caused_at);
+        let wanted = inner.wanted(target, expected, caused_at, repair);
         inner.dirty.insert(sku, wanted);
         let depth = inner.dirty.len();
         drop(guard);
@@ -318,14 +350,16 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// The channel was acknowledged showing `sku`'s target (the shard's state after the
-    /// acknowledgement): a push still queued for it was offered before and is out of date,
-    /// its target and its compare value both (pushed, it would write a stale target, or
-    /// go stale on its compare and take the channel's sales twice). In flight and
-    /// submitted items are the pusher's; only the queue is touched.
+    /// The channel acknowledged a change that left it showing `sku`'s target (the shard's
+    /// state after the acknowledgement): a push still queued for it was offered before
+    /// and is out of date, its target and its compare value both (pushed, it would go
+    /// stale on its compare and take the channel's sales twice). A repair stays: it
+    /// compares with what reconciliation read, which the acknowledgement says nothing
+    /// of. In flight and submitted items are the pusher's; only the queue is touched.
     pub fn caught_up(&self, sku: &str) {
         let mut inner = self.lock();
-        if inner.dirty.remove(sku).is_some() {
+        if inner.dirty.get(sku).is_some_and(|w| !w.repair) {
+            inner.dirty.remove(sku);
             self.depth_gauge(inner);
         }
     }
@@ -376,6 +410,7 @@ impl Outbox {
                 quantity: wanted.target,
                 expected: wanted.expected,
                 caused_at: wanted.caused_at,
+                repair: wanted.repair,
             });
         }
         shrink(&mut dirty.by_sku);
@@ -512,6 +547,36 @@ mod tests {
             "{dirty} slots kept for an empty queue"
         );
         assert!(in_flight < SHRINK_FROM_SLOTS, "{in_flight}");
+    }
+
+    #[test]
+    fn an_acknowledged_change_drops_what_is_queued_but_never_a_repair() {
+        let outbox = Outbox::new("c");
+        outbox.offer("A", 7, Some(8), 1);
+        let rules = crate::core::ChannelRules::new(vec![crate::core::ChannelRule {
+            name: "c".into(),
+            buffer: 0,
+            max: None,
+            inventory_updates: Default::default(),
+            compare_and_set: true,
+        }]);
+        let repair = PushWanted {
+            channel: rules.id_of("c").expect("configured"),
+            sku: "B".into(),
+            target: 8,
+            expected: Some(12),
+            caused_at: 1,
+            repair: true,
+        };
+        outbox.offer_wanted(&repair);
+        outbox.caught_up("A");
+        outbox.caught_up("B");
+        outbox.caught_up("C");
+        let batch = outbox.take(10);
+        let skus: Vec<&str> = batch.iter().map(|i| i.sku.as_str()).collect();
+        assert_eq!(skus, ["B"]);
+        assert!(batch[0].repair);
+        assert_eq!(batch[0].change(), None, "compared with a level read");
     }
 
     #[test]
@@ -668,6 +733,7 @@ mod tests {
             quantity,
             expected: None,
             caused_at: 0,
+            repair: false,
         }
     }
 }

@@ -56,11 +56,12 @@ pub(super) async fn push_compared(
     }
 }
 
-/// A compare-and-set write that took `acked`: the items sent with a compare value are
-/// acknowledged at once as the change from it (`ChannelAdapter::compares`), so the
-/// channel's sales after the write landed whose orders came before its answer stay
-/// counted; the others (never acknowledged, written blind) as what they were sent, with
-/// the rest of the call.
+/// A compare-and-set write that took `acked`: the items compared with what the channel
+/// was expected to show are acknowledged at once as the change from it
+/// (`ChannelAdapter::compares`, `PushItem::change`), so the channel's sales after the
+/// write landed whose orders came before its answer stay counted; the others (never
+/// acknowledged and written blind, or repairs compared with a level read) as what they
+/// were sent, with the rest of the call.
 async fn acknowledge_compared(
     link: &ChannelLink,
     engine: &Engine,
@@ -70,10 +71,7 @@ async fn acknowledge_compared(
 ) -> Answer {
     let changes: Vec<(usize, i64)> = acked
         .iter()
-        .filter_map(|i| {
-            let item = items.get(*i)?;
-            Some((*i, item.quantity - item.expected?))
-        })
+        .filter_map(|i| Some((*i, items.get(*i)?.change()?)))
         .collect();
     acknowledge_changes(link, engine, items, &changes).await;
     Answer {
@@ -144,15 +142,17 @@ async fn adjust_stale(
     let name = link.adapter.name();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.to_string(), "outcome" => "adjusted").increment(1);
     let mut acked = Vec::new();
-    // (index, the delta that landed) of the items acknowledged as changes.
+    // (index, the delta that landed) of the items acknowledged as changes; a repair's
+    // (compared with a level read) is acknowledged as the level it left.
     let mut changes = Vec::new();
+    let mut levels = Vec::new();
     let mut rest = Vec::new();
     let mut drifts = Vec::new();
     for (i, after) in decreases.into_iter().zip(afters) {
         let item = &mut items[i];
         let expected = item.expected.unwrap_or(item.quantity);
-        let change = item.quantity - expected;
-        let before = after - change;
+        let landed = item.change();
+        let before = after - (item.quantity - expected);
         if before != expected {
             drifts.push((item.sku.clone(), before));
         }
@@ -170,7 +170,10 @@ async fn adjust_stale(
         }
         item.quantity = after;
         acked.push(i);
-        changes.push((i, change));
+        match landed {
+            Some(change) => changes.push((i, change)),
+            None => levels.push(i),
+        }
     }
     record_drift(engine, name, EventKind::StaleRead, &drifts).await;
     // Every item found showing other than expected is looked at again once its window
@@ -184,6 +187,7 @@ async fn adjust_stale(
     // units taken again by the next write, shown short until the window's check
     // (`core::acknowledged_change`).
     acknowledge_changes(link, engine, items, &changes).await;
+    acknowledge(link, engine, items, &levels, &[]).await;
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
         let reply = exchange(link, pacer, &subset).await;
