@@ -645,12 +645,7 @@ fn a_sale_right_after_an_adjustment_is_not_forgotten_by_its_acknowledgement() {
 /// store short by one until the window's check.
 #[test]
 fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
-    let rig = rig(1, "2026-04", "");
-    stock_all(&rig, 1, 10);
-    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
-    // Every call is taken at once and answered 800 ms later.
-    rig.shop
-        .set_fault(Fault::SlowAnswer(Duration::from_millis(800)));
+    let rig = answering_late();
     rig.shop.set_habits(Habits {
         delay: Duration::from_millis(1_000),
         ..Habits::default()
@@ -669,14 +664,7 @@ fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
     rig.shop.place_order(&[("S0", 1)]);
     assert!(rig.shop.sender.wait_idle(WAIT));
     assert!(eventually(WAIT, || rig.server.stock("S0") == Some((9, 2, 7))));
-    rig.shop.set_fault(Fault::None);
-    std::thread::sleep(Duration::from_millis(2_000));
-    let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
-    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["stale", "adjusted"], "{calls:?}");
-    assert_eq!(rig.shop.level("S0"), Some(7), "{calls:?}");
-    let (_, sku) = rig.server.get("/v1/skus/S0");
-    assert_eq!(sku["channels"]["shop"]["expected"], 7, "{sku}");
+    assert_eq!(settled_calls(&rig, before, 7), ["stale", "adjusted"]);
 }
 
 /// The same for a compare-and-set that succeeded: the store sells right after our set
@@ -687,11 +675,7 @@ fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
 /// compare and a delta taking the unit again.)
 #[test]
 fn a_sale_while_a_sets_answer_is_on_its_way_stays_counted() {
-    let rig = rig(1, "2026-04", "");
-    stock_all(&rig, 1, 10);
-    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
-    rig.shop
-        .set_fault(Fault::SlowAnswer(Duration::from_millis(800)));
+    let rig = answering_late();
     let before = rig.shop.calls().len();
     let (status, body) = rig
         .server
@@ -707,16 +691,32 @@ fn a_sale_while_a_sets_answer_is_on_its_way_stays_counted() {
         "pushed_change"
     )
     .is_empty()));
+    assert_eq!(settled_calls(&rig, before, 8), ["applied"]);
+    let change = records(&rig.server, "S0", "pushed_change");
+    assert_eq!(change[0]["qty"], -1, "the change from 10 to 9: {change:?}");
+}
+
+/// One SKU, `S0`, at 10 and acknowledged, on a store that takes every call at once and
+/// answers it 800 ms later (its change on the store while the answer is on its way).
+fn answering_late() -> Rig {
+    let rig = rig(1, "2026-04", "");
+    stock_all(&rig, 1, 10);
+    assert!(eventually(WAIT, || !records(&rig.server, "S0", "pushed").is_empty()));
+    rig.shop
+        .set_fault(Fault::SlowAnswer(Duration::from_millis(800)));
+    rig
+}
+
+/// With the store answering at once again and a moment later: the outcomes of its calls
+/// since the `before`th, once the store shows `S0` at `shows` and lockstep expects it to.
+fn settled_calls(rig: &Rig, before: usize, shows: i64) -> Vec<String> {
     rig.shop.set_fault(Fault::None);
     std::thread::sleep(Duration::from_millis(1_500));
     let calls: Vec<_> = rig.shop.calls().into_iter().skip(before).collect();
-    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["applied"], "{calls:?}");
-    assert_eq!(rig.shop.level("S0"), Some(8), "{calls:?}");
+    assert_eq!(rig.shop.level("S0"), Some(shows), "{calls:?}");
     let (_, sku) = rig.server.get("/v1/skus/S0");
-    assert_eq!(sku["channels"]["shop"]["expected"], 8, "{sku}");
-    let change = records(&rig.server, "S0", "pushed_change");
-    assert_eq!(change[0]["qty"], -1, "the change from 10 to 9: {change:?}");
+    assert_eq!(sku["channels"]["shop"]["expected"], shows, "{sku}");
+    calls.into_iter().map(|c| c.outcome).collect()
 }
 
 /// A store showing more than expected (a restock on the store lockstep has not heard
