@@ -192,6 +192,20 @@ pub struct ChannelConfig {
     pub settings: toml::Table,
 }
 
+impl ChannelConfig {
+    /// Whether the channel refuses a write whose compare value it does not show
+    /// (compare-and-set): Shopify, whose `inventorySetQuantities` sends every item with an
+    /// expectation with it (`changeFromQuantity`, `compareQuantity` before 2026-04) and
+    /// refuses the call if the store shows another (`CHANGE_FROM_QUANTITY_STALE`,
+    /// https://shopify.dev/docs/api/admin-graphql/2026-04/mutations/inventorySetQuantities).
+    /// A sale the channel made before such a write cannot have been overwritten by it
+    /// (`core::ChannelRule::compare_and_set`), and a write that took its compare changed
+    /// what the channel showed by `quantity - expected` (`propagate::stale`).
+    pub fn compares(&self) -> bool {
+        self.kind == ChannelKind::Shopify
+    }
+}
+
 /// `push_order`: how a channel's outbox orders the SKUs waiting for its budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -409,7 +423,7 @@ impl Config {
                     buffer: c.buffer,
                     max: c.max,
                     inventory_updates: c.inventory_updates,
-                    compare_and_set: c.kind == ChannelKind::Shopify,
+                    compare_and_set: c.compares(),
                 })
                 .collect(),
         }

@@ -283,18 +283,6 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         Box::pin(async { Ok(HeaderMap::new()) })
     }
 
-    /// Whether a push's item with a compare value (`PushItem::expected`) is written only
-    /// if the channel shows that value (compare-and-set: Shopify's `changeFromQuantity`).
-    /// A write that took it changed what the channel showed by `quantity - expected`,
-    /// and every sale the channel made while it was on its way came after it (one before
-    /// would have made the compare stale). The first write of a round, compared with the
-    /// expectation, is acknowledged as that change (`EventKind::PushedChange`,
-    /// `stale::push_compared`), so those sales stay counted; a write compared with a
-    /// level read (after a stale compare, a repair) is acknowledged as its level.
-    fn compares(&self) -> bool {
-        false
-    }
-
     /// Adds `quantity - expected` to what the channel shows of each item (every item has
     /// `expected`), without a compare: a write that commutes with the channel's own
     /// sales made meanwhile, so it cannot go stale. Answers what each item shows after

@@ -837,14 +837,6 @@ impl ChannelAdapter for Shopify {
         }
     }
 
-    /// Every item with an expectation is sent with it as its compare value
-    /// (`changeFromQuantity`, `compareQuantity` before 2026-04), and the store refuses
-    /// the call if it shows another (`CHANGE_FROM_QUANTITY_STALE`,
-    /// https://shopify.dev/docs/api/admin-graphql/2026-04/mutations/inventorySetQuantities).
-    fn compares(&self) -> bool {
-        true
-    }
-
     /// `inventoryAdjustQuantities` of `quantity - expected` for each item, with
     /// `changeFromQuantity: null` (no compare: the delta is meant to land on whatever
     /// the store's own sales left) and `@idempotent(key:)`, required on it from 2026-04

@@ -81,7 +81,8 @@ pub enum EventKind {
     /// units above what the line had shipped leave on_hand and committed.
     OrderShippedTotal,
     /// A channel (the source) acknowledged a change of `qty` units that it applied to what
-    /// it showed (a delta: Shopify's adjustment after a stale compare): no stock change;
+    /// it showed (Shopify's set that took its compare value, or its adjustment after a
+    /// stale compare): no stock change;
     /// what it is expected to show moves by `qty` from what it was expected to show when
     /// the acknowledgement is applied, so the channel's own sales after the change landed,
     /// taken before the acknowledgement, stay counted (`core::acknowledged_change`).

@@ -51,8 +51,8 @@ const SWEEP_RUNS_MAX: usize = 64;
 /// never reaches up; only durable state is ever offered.
 pub trait PushSink: Send + Sync {
     fn offer(&self, pushes: &[crate::core::PushWanted]);
-    /// Channels an acknowledgement left showing their target (`Effects::caught_up`):
-    /// whatever is still queued for those SKUs is out of date.
+    /// Channels an acknowledged change left showing their target (`Effects::caught_up`):
+    /// whatever is still queued for those SKUs is out of date, unless it is a repair.
     fn caught_up(&self, shown: &[(crate::core::ChannelId, String)]);
 }
 

@@ -68,6 +68,9 @@ pub struct ChannelLink {
     pub sync: tokio::sync::watch::Sender<sync_state::SyncState>,
     /// Failing pushes, reconciliation and poll results, for the console.
     pub health: health::Health,
+    /// The channel's writes compare (`ChannelConfig::compares`): one that took its
+    /// compare value is acknowledged as the change from it (`stale::push_compared`).
+    pub compares: bool,
 }
 
 /// How long an item whose compare went stale twice in a row waits before its next try.
@@ -153,6 +156,7 @@ pub fn links(
             // task starts.
             sync: tokio::sync::watch::Sender::new(sync_state::SyncState::Pushing),
             health: health::Health::default(),
+            compares: config.compares(),
             adapter,
         })
     })
@@ -471,8 +475,8 @@ async fn timed_acks(link: &ChannelLink, engine: &Engine, taken: &[(&PushItem, Sh
 enum Shows {
     /// The item's quantity: an absolute write (`EventKind::Pushed`).
     Sent,
-    /// What it was expected to show, moved by this change: a delta that landed
-    /// (`EventKind::PushedChange`).
+    /// What it was expected to show, moved by this change: a compared set or a delta
+    /// that landed (`EventKind::PushedChange`).
     Moved(i64),
 }
 

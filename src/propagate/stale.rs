@@ -31,7 +31,7 @@ pub(super) async fn push_compared(
 ) -> Answer {
     let stale = match exchange(link, pacer, items).await {
         PushReply::Stale { stale } => stale,
-        PushReply::Accepted { acked, wait } if link.adapter.compares() => {
+        PushReply::Accepted { acked, wait } if link.compares => {
             return acknowledge_compared(link, engine, items, acked, wait).await
         }
         other => return Answer::of(other, false),
@@ -58,7 +58,7 @@ pub(super) async fn push_compared(
 
 /// A compare-and-set write that took `acked`: the items compared with what the channel
 /// was expected to show are acknowledged at once as the change from it
-/// (`ChannelAdapter::compares`, `PushItem::change`), so the channel's sales after the
+/// (`ChannelLink::compares`, `PushItem::change`), so the channel's sales after the
 /// write landed whose orders came before its answer stay counted; the others (never
 /// acknowledged and written blind, or repairs compared with a level read) as what they
 /// were sent, with the rest of the call.
