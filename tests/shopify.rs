@@ -516,17 +516,7 @@ fn reconciliation_reads_the_store_and_lowers_an_excess_at_once() {
 fn a_sale_still_in_flight_during_a_stale_compare_is_not_shown_again() {
     let rig = rig(1, "2026-04", "");
     stock_all(&rig, 1, 10);
-    rig.shop.set_habits(Habits {
-        delay: Duration::from_millis(1_000),
-        ..Habits::default()
-    });
-    rig.shop.place_order(&[("S0", 1)]);
-    let before = rig.shop.calls().len();
-    let (status, body) = rig
-        .server
-        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
-    assert_eq!(status, 200, "{body}");
-    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
+    let before = sale_in_flight_then_a_decrease(&rig);
     assert!(rig.shop.sender.wait_idle(WAIT));
     assert!(eventually(WAIT, || rig.server.stock("S0") == Some((9, 1, 8))));
     std::thread::sleep(Duration::from_millis(500));
@@ -646,18 +636,7 @@ fn a_sale_right_after_an_adjustment_is_not_forgotten_by_its_acknowledgement() {
 #[test]
 fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
     let rig = answering_late();
-    rig.shop.set_habits(Habits {
-        delay: Duration::from_millis(1_000),
-        ..Habits::default()
-    });
-    rig.shop.place_order(&[("S0", 1)]);
-    let before = rig.shop.calls().len();
-    let (status, body) = rig
-        .server
-        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
-    assert_eq!(status, 200, "{body}");
-    // The compare (10) goes stale on the 9 the first sale left; the delta lands: 8.
-    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
+    let before = sale_in_flight_then_a_decrease(&rig);
     // The store sells again at once, and this webhook is quick: lockstep takes the order
     // before the adjustment's answer.
     rig.shop.set_habits(Habits::default());
@@ -694,6 +673,24 @@ fn a_sale_while_a_sets_answer_is_on_its_way_stays_counted() {
     assert_eq!(settled_calls(&rig, before, 8), ["applied"]);
     let change = records(&rig.server, "S0", "pushed_change");
     assert_eq!(change[0]["qty"], -1, "the change from 10 to 9: {change:?}");
+}
+
+/// With `S0` at 10 on the store: the store sells one, whose webhook takes a second, and
+/// lockstep lowers `S0` by one meanwhile, so its compare (10) goes stale on the 9 the sale
+/// left and the delta lands: 8. Returns the store's call count before.
+fn sale_in_flight_then_a_decrease(rig: &Rig) -> usize {
+    rig.shop.set_habits(Habits {
+        delay: Duration::from_millis(1_000),
+        ..Habits::default()
+    });
+    rig.shop.place_order(&[("S0", 1)]);
+    let before = rig.shop.calls().len();
+    let (status, body) = rig
+        .server
+        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
+    assert_eq!(status, 200, "{body}");
+    assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
+    before
 }
 
 /// One SKU, `S0`, at 10 and acknowledged, on a store that takes every call at once and
