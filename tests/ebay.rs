@@ -101,17 +101,7 @@ fn a_line_shipped_in_parts_counts_the_units_its_fulfillments_carry() {
 fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
     let skus = 60;
     let rig = rig(skus, "");
-    post(
-        &rig,
-        (0..skus)
-            .map(|i| event(&format!("c{i}"), &format!("E{i}"), "counted", 4))
-            .collect(),
-    );
-    assert!(rig
-        .sim
-        .market
-        .wait_for(WAIT, |l| (0..skus).all(|i| l[&format!("E{i}")] == 4))
-        .is_some());
+    count_shown(&rig.server, &rig.sim.market, "E", 0..skus, 4);
     let calls = rig.sim.market.calls();
     assert!(
         calls
@@ -140,17 +130,7 @@ fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
 fn reconciliation_reads_25_skus_a_call_and_repairs_what_it_finds() {
     let skus = 30;
     let rig = rig(skus, "");
-    post(
-        &rig,
-        (0..skus)
-            .map(|i| event(&format!("c{i}"), &format!("E{i}"), "counted", 10))
-            .collect(),
-    );
-    assert!(rig
-        .sim
-        .market
-        .wait_for(WAIT, |l| (0..skus).all(|i| l[&format!("E{i}")] == 10))
-        .is_some());
+    count_shown(&rig.server, &rig.sim.market, "E", 0..skus, 10);
     // An edit on eBay: E27 shows 13 where lockstep pushed 10.
     rig.sim.market.set_level("E27", 13);
     let before = rig.sim.reads().len();

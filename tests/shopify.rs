@@ -656,10 +656,7 @@ fn a_sale_while_the_adjustments_answer_is_on_its_way_stays_counted() {
 fn a_sale_while_a_sets_answer_is_on_its_way_stays_counted() {
     let rig = answering_late();
     let before = rig.shop.calls().len();
-    let (status, body) = rig
-        .server
-        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
-    assert_eq!(status, 200, "{body}");
+    post_ok(&rig.server, vec![event("damaged", "S0", "adjusted", -1)]);
     assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 9).is_some());
     rig.shop.place_order(&[("S0", 1)]);
     assert!(rig.shop.sender.wait_idle(WAIT));
@@ -685,10 +682,7 @@ fn sale_in_flight_then_a_decrease(rig: &Rig) -> usize {
     });
     rig.shop.place_order(&[("S0", 1)]);
     let before = rig.shop.calls().len();
-    let (status, body) = rig
-        .server
-        .post_events(&json!({"events": [event("damaged", "S0", "adjusted", -1)]}));
-    assert_eq!(status, 200, "{body}");
+    post_ok(&rig.server, vec![event("damaged", "S0", "adjusted", -1)]);
     assert!(rig.shop.wait_for(WAIT, |l| l["S0"] == 8).is_some());
     before
 }

@@ -803,12 +803,17 @@ pub fn apply(
             head: sku.head(&config.channels),
         });
         let pushes = pushes_for(sku_name, sku, &config.channels);
-        let mut acked_by = acknowledged.remove(sku_name).unwrap_or_default();
-        acked_by.sort_unstable();
-        acked_by.dedup();
-        for channel in acked_by {
-            if !pushes.iter().any(|p| p.channel == channel) {
-                effects.caught_up.push((channel, sku_name.to_string()));
+        // Most batches acknowledge no change: no lookup per SKU then.
+        if let Some(mut acked_by) = (!acknowledged.is_empty())
+            .then(|| acknowledged.remove(sku_name))
+            .flatten()
+        {
+            acked_by.sort_unstable();
+            acked_by.dedup();
+            for channel in acked_by {
+                if !pushes.iter().any(|p| p.channel == channel) {
+                    effects.caught_up.push((channel, sku_name.to_string()));
+                }
             }
         }
         effects.pushes.extend(pushes);

@@ -451,23 +451,31 @@ async fn acknowledge(
     for i in acked.iter().copied().filter(|i| *i < items.len()) {
         mask[i] = true;
     }
-    let taken: Vec<(&PushItem, Shows)> = items
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| mask[*i] && !delivered.contains(i))
-        .map(|(_, item)| (item, Shows::Sent))
+    let taken: Vec<(usize, Shows)> = (0..items.len())
+        .filter(|i| mask[*i] && !delivered.contains(i))
+        .map(|i| (i, Shows::Sent))
         .collect();
-    timed_acks(link, engine, &taken).await;
+    acknowledge_as(link, engine, items, &taken).await;
     mask
 }
 
-/// Times acknowledged pushes and hands them to the shards.
-async fn timed_acks(link: &ChannelLink, engine: &Engine, taken: &[(&PushItem, Shows)]) {
+/// Times the items (indices into `items`) the channel took and hands their
+/// acknowledgements, each as it says, to the shards in one submission.
+async fn acknowledge_as(
+    link: &ChannelLink,
+    engine: &Engine,
+    items: &[PushItem],
+    taken: &[(usize, Shows)],
+) {
+    let taken: Vec<(&PushItem, Shows)> = taken
+        .iter()
+        .filter_map(|(i, shows)| Some((items.get(*i)?, *shows)))
+        .collect();
     let acked_at = now_micros();
-    for (item, _) in taken {
+    for (item, _) in &taken {
         link.timing.record(item.caused_at, acked_at);
     }
-    deliver_acks(engine, link.adapter.name(), taken, acked_at).await;
+    deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
 }
 
 /// What an acknowledgement says the channel shows.
@@ -478,21 +486,6 @@ enum Shows {
     /// What it was expected to show, moved by this change: a compared set or a delta
     /// that landed (`EventKind::PushedChange`).
     Moved(i64),
-}
-
-/// Deltas the channel applied (`(index into items, change)`), timed and acknowledged to
-/// the shards as changes.
-async fn acknowledge_changes(
-    link: &ChannelLink,
-    engine: &Engine,
-    items: &[PushItem],
-    changes: &[(usize, i64)],
-) {
-    let taken: Vec<(&PushItem, Shows)> = changes
-        .iter()
-        .filter_map(|(i, change)| Some((items.get(*i)?, Shows::Moved(*change))))
-        .collect();
-    timed_acks(link, engine, &taken).await;
 }
 
 /// Reads what the channel shows for `skus` (`None`: not listed), one read per read

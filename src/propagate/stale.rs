@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::{
-    acknowledge, acknowledge_changes, exchange, read_levels, record_drift, Answer, ChannelLink,
-    Pacer, DEFER_STALE,
+    acknowledge, acknowledge_as, exchange, read_levels, record_drift, Answer, ChannelLink, Pacer,
+    Shows, DEFER_STALE,
 };
 use crate::channels::{PushItem, PushReply};
 use crate::core::event::EventKind;
@@ -69,11 +69,11 @@ async fn acknowledge_compared(
     acked: Vec<usize>,
     wait: Option<Duration>,
 ) -> Answer {
-    let changes: Vec<(usize, i64)> = acked
+    let changes: Vec<(usize, Shows)> = acked
         .iter()
-        .filter_map(|i| Some((*i, items.get(*i)?.change()?)))
+        .filter_map(|i| Some((*i, Shows::Moved(items.get(*i)?.change()?))))
         .collect();
-    acknowledge_changes(link, engine, items, &changes).await;
+    acknowledge_as(link, engine, items, &changes).await;
     Answer {
         reply: PushReply::Accepted { acked, wait },
         contended: false,
@@ -142,10 +142,9 @@ async fn adjust_stale(
     let name = link.adapter.name();
     metrics::counter!("lockstep_push_requests_total", "channel" => name.to_string(), "outcome" => "adjusted").increment(1);
     let mut acked = Vec::new();
-    // (index, the delta that landed) of the items acknowledged as changes; a repair's
-    // (compared with a level read) is acknowledged as the level it left.
-    let mut changes = Vec::new();
-    let mut levels = Vec::new();
+    // How each item the adjustment took is acknowledged: as the delta that landed, or a
+    // repair's (compared with a level read) as the level it left.
+    let mut shown = Vec::new();
     let mut rest = Vec::new();
     let mut drifts = Vec::new();
     for (i, after) in decreases.into_iter().zip(afters) {
@@ -170,10 +169,7 @@ async fn adjust_stale(
         }
         item.quantity = after;
         acked.push(i);
-        match landed {
-            Some(change) => changes.push((i, change)),
-            None => levels.push(i),
-        }
+        shown.push((i, landed.map_or(Shows::Sent, Shows::Moved)));
     }
     record_drift(engine, name, EventKind::StaleRead, &drifts).await;
     // Every item found showing other than expected is looked at again once its window
@@ -186,8 +182,7 @@ async fn adjust_stale(
     // setting that to the answer's level (from before the sale) would forget it: its
     // units taken again by the next write, shown short until the window's check
     // (`core::acknowledged_change`).
-    acknowledge_changes(link, engine, items, &changes).await;
-    acknowledge(link, engine, items, &levels, &[]).await;
+    acknowledge_as(link, engine, items, &shown).await;
     if !rest.is_empty() {
         let subset: Vec<PushItem> = rest.iter().map(|i| items[*i].clone()).collect();
         let reply = exchange(link, pacer, &subset).await;
