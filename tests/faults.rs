@@ -1,6 +1,7 @@
-//! Real faults under the real binary, injected with `strace -e inject=`: an `fdatasync`
-//! that fails (EIO), a full disk under the journal (its writes fail with ENOSPC), and
-//! journal writes that fail with EIO.
+//! Real faults under the real binary, injected with `strace -e inject=`: a write of the
+//! log's tail that fails (EIO: with `O_DSYNC` it is the batch's sync, so this is what a
+//! failed `fdatasync` was), and a full disk under the log (the tail's and fjall's journal
+//! writes fail with ENOSPC).
 //! The shard that met the fault refuses work with `503 storage_failed`, `/healthz`
 //! answers 503 naming it, and after a restart every acknowledged event is there; a fault
 //! that passes is outlived without a restart (the shard reopens its storage). (The
@@ -13,55 +14,48 @@ use std::process::Command;
 
 use common::*;
 use lockstep::engine::shard_dir;
+use lockstep::store::wal::Wal;
 use serde_json::{json, Value};
 
+/// The tail's synchronous writes fail with EIO from the 10th on (a failing device):
+/// the batch whose write failed is refused, and the shard with it.
 #[test]
-fn a_failed_fdatasync_fails_its_shard_healthz_says_so_and_nothing_acknowledged_is_lost() {
-    // The start syncs a few times; from the 30th fdatasync on, every one fails with EIO.
-    fault_matrix_run(|_| fdatasyncs_fail("30+"));
+fn a_failed_log_write_fails_its_shard_healthz_says_so_and_nothing_acknowledged_is_lost() {
+    fault_matrix_run(|data| log_writes_fail(data, "EIO", "10+", false));
 }
 
-/// A full disk, as the journal meets it: its writes fail with ENOSPC (only the journals'
-/// writes, selected by path: the sockets keep working).
+/// A full disk, as the log meets it: the tail's and the journals' writes fail with ENOSPC
+/// (selected by path: the sockets keep working).
 #[test]
-fn a_full_disk_under_the_journal_fails_its_shard_and_nothing_acknowledged_is_lost() {
-    fault_matrix_run(|data| journal_writes_fail(data, "ENOSPC", "10+"));
+fn a_full_disk_under_the_log_fails_its_shard_and_nothing_acknowledged_is_lost() {
+    fault_matrix_run(|data| log_writes_fail(data, "ENOSPC", "10+", true));
 }
 
-/// A few failed `fdatasync`s, then the disk works again: the shard reopens its storage on
-/// its own, serves again without a restart, and holds exactly what was acknowledged.
+/// A few failed writes of the tail (EIO), then the device works again: the shard
+/// reopens its storage on its own, serves again without a restart, and holds exactly
+/// what was acknowledged.
 #[test]
-fn after_a_few_failed_fdatasyncs_the_shard_reopens_its_storage_and_serves_again() {
-    fault_recovery_run(|_| fdatasyncs_fail("30..33"));
+fn after_a_few_failed_log_writes_the_shard_reopens_its_storage_and_serves_again() {
+    fault_recovery_run(|data| log_writes_fail(data, "EIO", "10..13", false));
 }
 
-/// The disk full for a few journal writes, then space again: the same.
+/// The disk full for a few writes of the log, then space again: the same.
 #[test]
 fn after_the_disk_was_full_for_a_while_the_shard_reopens_its_storage_and_serves_again() {
-    fault_recovery_run(|data| journal_writes_fail(data, "ENOSPC", "10..13"));
+    fault_recovery_run(|data| log_writes_fail(data, "ENOSPC", "10..13", true));
 }
 
-/// A few journal writes that fail with EIO (a failing device), then writes that work.
-#[test]
-fn after_a_few_failed_journal_writes_the_shard_reopens_its_storage_and_serves_again() {
-    fault_recovery_run(|data| journal_writes_fail(data, "EIO", "10..13"));
-}
-
-/// strace arguments that fail the `fdatasync`s `when` names with EIO.
-fn fdatasyncs_fail(when: &str) -> Vec<String> {
-    ["-f", "-qq", "-e", "trace=fdatasync", "-e"]
-        .map(String::from)
-        .into_iter()
-        .chain([format!("inject=fdatasync:error=EIO:when={when}")])
-        .collect()
-}
-
-/// strace arguments that fail the journals' writes with `errno` at the calls `when` names.
-fn journal_writes_fail(data: &std::path::Path, errno: &str, when: &str) -> Vec<String> {
+/// strace arguments that fail the writes of the log's tails (`wal`), and with
+/// `journals` fjall's journals too, with `errno` at the calls `when` names.
+fn log_writes_fail(data: &std::path::Path, errno: &str, when: &str, journals: bool) -> Vec<String> {
     let mut args: Vec<String> = ["-f", "-qq"].map(String::from).to_vec();
+    for i in 0..2 {
+        args.push("-P".into());
+        args.push(Wal::path_in(&shard_dir(data, i)).display().to_string());
+    }
     // fjall 3's journals are `lsm/N.jnl`: the ones there, and the next few a rotation
     // would create.
-    for i in 0..2 {
+    for i in (0..2).filter(|_| journals) {
         let lsm = shard_dir(data, i).join("lsm");
         let newest = std::fs::read_dir(&lsm)
             .unwrap()
@@ -234,7 +228,8 @@ fn fault_matrix_run(args: impl Fn(&std::path::Path) -> Vec<String>) {
     assert_eq!(server.get("/healthz").0, 200);
 }
 
-/// A slow disk (every `fdatasync` takes a second, injected by strace) and requests of
+/// A slow disk (every write of the log's tail and every `fdatasync` takes a second,
+/// injected by strace) and requests of
 /// 1,000 events at once: the mailbox refuses by the events it holds, not by requests
 /// (sixty requests were far below the 1,024-request bound, 60,000 events far past the
 /// 32,768-event one), and every event acknowledged is applied. Each request puts one
@@ -262,9 +257,9 @@ fn a_mailbox_is_bounded_by_the_events_it_holds_not_by_requests() {
             "-f",
             "-qq",
             "-e",
-            "trace=fdatasync",
+            "trace=fdatasync,pwrite64",
             "-e",
-            "inject=fdatasync:delay_enter=1000000",
+            "inject=fdatasync,pwrite64:delay_enter=1000000",
             "-o",
             "/dev/null",
         ],

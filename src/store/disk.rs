@@ -1,5 +1,5 @@
-//! A shard's storage: one fjall database (`lsm/` of the shard's directory: LSM trees
-//! sharing one journal) with three keyspaces.
+//! A shard's storage: the log's durable tail (`wal`, `wal.rs`) and one fjall database
+//! (`lsm/` of the shard's directory: LSM trees sharing one journal) with three keyspaces.
 //!
 //! | keyspace  | key                                  | value        |
 //! |-----------|--------------------------------------|--------------|
@@ -11,15 +11,19 @@
 //! | `state`   | `K`, last seq of the checkpoint (u64 BE) | KeyRun: that checkpoint's new keys, for expiry |
 //! | `state`   | `Mcheckpoint`                        | u64 LE: last seq the state rows include |
 //!
-//! **Per batch, one write: the log.** A batch's records go in as one value and the
-//! journal is `fdatasync`ed before any of them is acknowledged; that is the durable fact.
-//! The state rows (`H`, `N`, `D`) and the new keys are the log's consequences: the rows
-//! stay in memory (`Pending`, which readers see) and go to the `state` partition together
-//! at a checkpoint, every `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE`, in one atomic
-//! batch with `Mcheckpoint`, then the journal is synced (which also covers the keys
-//! written before it: one journal, written in order). On start, recovery loads the rows
-//! and replays the log past `Mcheckpoint`. At a checkpoint a SKU's head is written once
-//! however many events changed it, and a line opened and closed in between not at all.
+//! **Per batch, one write: the log's tail.** A batch's records go in as one chunk,
+//! written to the tail with one synchronous direct write before any of them is
+//! acknowledged; that is the durable fact. The chunk stays in memory (`Pending`, which
+//! log readers see after the `log` partition). The state rows (`H`, `N`, `D`) and the new
+//! keys are the log's consequences: the rows stay in memory too and go to the `state`
+//! partition together at a checkpoint, every `CHECKPOINT_RECORDS` records or
+//! `CHECKPOINT_AGE` (or when the tail is full), in one atomic batch with the pending
+//! chunks and `Mcheckpoint`, then the journal is synced (which also covers the keys
+//! written before it: one journal, written in order) and the tail starts over. On start,
+//! the tail's chunks past the partition's come back into memory, and recovery loads the
+//! rows and replays the log past `Mcheckpoint`. At a checkpoint a SKU's head is written
+//! once however many events changed it, and a line opened and closed in between not at
+//! all.
 //!
 //! **Movements stay on disk.** Each on_hand movement newer than the SKU's count is a `D`
 //! row for the horizon (72 h by default): every shipment is one, so a busy seller has
@@ -53,6 +57,7 @@ use super::envelope::{self, decode, encode, read_archived};
 use super::keys::{
     key_check, key_hash, open_database, partition_options, KeyEntry, KeyRun, KeyStore, ANSWER_BYTES,
 };
+use super::wal::Wal;
 use super::Movements;
 use super::{LoadedState, ShardStore, StoreError};
 use crate::clock::Micros;
@@ -84,11 +89,18 @@ pub struct DiskStore {
     pending: Mutex<Pending>,
     /// Every idempotency key within retention (`keys.rs`), in the same keyspace.
     keys: KeyStore,
+    /// The log's durable tail (`wal.rs`): what each commit waits for. `None` when only
+    /// read. Locked after `pending`, never before.
+    wal: Option<Mutex<Wal>>,
 }
 
 /// State rows and keys of the batches since the last checkpoint, newest value per row.
 #[derive(Default)]
 struct Pending {
+    /// The log chunks since the last checkpoint, by their last sequence number: durable
+    /// in the tail (`wal.rs`), stored in the `log` partition at the next checkpoint. All
+    /// are newer than any chunk in the partition.
+    log: BTreeMap<u64, Vec<u8>>,
     heads: AHashMap<String, HeadRecord>,
     lines: AHashMap<Vec<u8>, Option<LineRecord>>,
     /// Ordered, so that one SKU's movements are a range.
@@ -214,13 +226,23 @@ impl DiskStore {
         let keys = KeyStore::open(&database)?;
         // The directory entries must be durable too; they exist from here on.
         File::open(dir)?.sync_all()?;
+        let stored = match log.last_key_value() {
+            Some(item) => seq_of_log_key(&item.key()?),
+            None => 0,
+        };
+        // The chunks after the partition's are in the tail (`wal.rs`), durable.
+        let (wal, tail) = if read_only {
+            (None, Wal::read_only(dir, stored)?)
+        } else {
+            let (wal, tail) = Wal::open(dir, stored)?;
+            (Some(Mutex::new(wal)), tail)
+        };
         // What was acknowledged must still be there: fjall's journal reader stops at a
-        // damaged batch and serves what came before, silently.
+        // damaged batch and serves what came before, silently. The mark is written after
+        // a checkpoint stored every chunk up to it in the partition, so the partition
+        // alone must reach it (the tail's chunks are past it, and cannot fill a gap).
         if let Some(acknowledged) = read_acknowledged(dir)? {
-            let have = match log.last_key_value() {
-                Some(item) => seq_of_log_key(&item.key()?),
-                None => 0,
-            };
+            let have = stored;
             if have < acknowledged {
                 return Err(StoreError::Lost { have, acknowledged });
             }
@@ -239,8 +261,12 @@ impl DiskStore {
             log,
             state,
             path: dir.to_path_buf(),
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                log: tail.into_iter().collect(),
+                ..Pending::default()
+            }),
             keys,
+            wal,
         })
     }
 
@@ -303,8 +329,13 @@ impl DiskStore {
     /// wait on the lock meanwhile, so they never miss a row between memory and storage.
     fn write_checkpoint(&self, pending: &mut Pending) -> Result<(), StoreError> {
         // Read-only: the rows stay pending, in memory, where readers see them.
-        if pending.last_seq == 0 || self.read_only {
+        if self.read_only {
             return Ok(());
+        }
+        // Chunks read back from the tail whose rows are not replayed yet: no checkpoint
+        // can say they are included, but they can be stored.
+        if pending.last_seq == 0 {
+            return self.store_log(pending, u64::MAX).map(|_| ());
         }
         let state = &self.state;
         let mut batch = self.database.batch();
@@ -328,6 +359,9 @@ impl DiskStore {
         if !pending.keys.entries.is_empty() {
             batch.insert(state, run_key(pending.last_seq), encode(&pending.keys));
         }
+        for (last_seq, chunk) in &pending.log {
+            batch.insert(&self.log, log_key(*last_seq), chunk.as_slice());
+        }
         batch.insert(state, CHECKPOINT_KEY, pending.last_seq.to_le_bytes());
         // On an error everything stays pending: a later checkpoint then writes these rows
         // too (rewriting a row is harmless), never a checkpoint past rows it skipped.
@@ -335,6 +369,8 @@ impl DiskStore {
         // One journal, written in order: this sync also covers the keys inserted since
         // the last checkpoint, so the checkpoint never says stored what could be lost.
         self.database.persist(PersistMode::SyncData)?;
+        // The tail's chunks are all in the partition now, synced.
+        self.reset_wal()?;
         // The high-water mark of what was acknowledged, outside fjall: checked at open.
         crate::store::small_file::write_durably(
             &self.path.join(ACKNOWLEDGED_FILE),
@@ -393,6 +429,39 @@ impl DiskStore {
         Ok(written)
     }
 
+    /// Moves the pending log chunks to the `log` partition and syncs it, leaving the rows
+    /// pending and the checkpoint where it is, and removes every chunk, stored or
+    /// pending, whose last record is `from` or later; returns how many were removed.
+    /// The tail is then redundant and starts again: a removed chunk never comes back.
+    fn store_log(&self, pending: &mut Pending, from: u64) -> Result<usize, StoreError> {
+        self.writable()?;
+        let mut batch = self.database.batch();
+        let mut removed = 0;
+        for item in self.log.range(log_key(from)..) {
+            batch.remove(&self.log, item.key()?);
+            removed += 1;
+        }
+        let dropped = pending.log.split_off(&from);
+        removed += dropped.len();
+        for (last_seq, chunk) in &pending.log {
+            batch.insert(&self.log, log_key(*last_seq), chunk.as_slice());
+        }
+        batch.commit()?;
+        self.database.persist(PersistMode::SyncData)?;
+        pending.log.clear();
+        self.reset_wal()?;
+        Ok(removed)
+    }
+
+    /// The tail's chunks are stored in the partition (synced), or removed: writing
+    /// starts over.
+    fn reset_wal(&self) -> Result<(), StoreError> {
+        match &self.wal {
+            Some(wal) => wal.lock().unwrap_or_else(|e| e.into_inner()).reset(),
+            None => Ok(()),
+        }
+    }
+
     /// Writes raw bytes as the log chunk ending at `last_seq`, bypassing the envelope.
     /// Only for tests that damage the log on purpose to exercise recovery.
     pub fn put_raw_log_chunk(&self, last_seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
@@ -423,16 +492,32 @@ impl DiskStore {
     /// The record with sequence number `seq`, read out of its chunk without decoding the
     /// rest of the chunk. `None` if no chunk holds it.
     fn record_at(&self, seq: u64) -> Result<Option<LogRecord>, StoreError> {
+        {
+            // Pending chunks are newer than stored ones: one of them holds `seq`, or
+            // none does.
+            let pending = self.pending();
+            if let Some((last_seq, chunk)) = pending.log.range(seq..).next() {
+                let found = Self::record_in(&log_key(*last_seq), chunk, seq)?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+        }
         let Some(item) = self.log.range(log_key(seq)..).next() else {
             return Ok(None);
         };
         let (key, value) = item.into_inner()?;
-        let found = read_archived::<LogChunk, _>(&value, |chunk| {
+        Self::record_in(&key, &value, seq)
+    }
+
+    /// The record `seq` out of the chunk stored under `key`, if the chunk holds it.
+    fn record_in(key: &[u8], chunk: &[u8], seq: u64) -> Result<Option<LogRecord>, StoreError> {
+        let found = read_archived::<LogChunk, _>(chunk, |chunk| {
             let first = chunk.first()?.seq.to_native();
             let record = chunk.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
             rkyv::deserialize::<LogRecord, rkyv::rancor::Error>(record).ok()
         })
-        .map_err(|source| Self::corrupt(&key, source))?;
+        .map_err(|source| Self::corrupt(key, source))?;
         Ok(found.filter(|record| record.seq == seq))
     }
 
@@ -631,16 +716,35 @@ impl ShardStore for DiskStore {
         &self,
         after: u64,
     ) -> Box<dyn Iterator<Item = Result<Vec<LogRecord>, StoreError>> + '_> {
-        let chunks = self.log.range(log_key(after.saturating_add(1))..);
+        let from = after.saturating_add(1);
+        // Both read under the lock, so a checkpoint moving chunks from memory to the
+        // partition cannot make one appear twice or not at all.
+        let (stored, pending) = {
+            let pending = self.pending();
+            let stored = self.log.range(log_key(from)..);
+            let newer: Vec<(u64, Vec<u8>)> = pending
+                .log
+                .range(from..)
+                .map(|(seq, chunk)| (*seq, chunk.clone()))
+                .collect();
+            (stored, newer)
+        };
+        let stored = stored.map(|item| item.into_inner().map_err(StoreError::from));
+        let pending = pending
+            .into_iter()
+            .map(|(seq, chunk)| Ok((log_key(seq).into(), chunk.into())));
         let mut failed = false;
         Box::new(
-            chunks
-                .map(move |item| {
-                    let (key, value) = item.into_inner()?;
-                    let mut chunk = Self::decode_at::<LogChunk>(&key, &value)?;
-                    chunk.retain(|r| r.seq > after);
-                    Ok(chunk)
-                })
+            stored
+                .chain(pending)
+                .map(
+                    move |item: Result<(fjall::Slice, fjall::Slice), StoreError>| {
+                        let (key, value) = item?;
+                        let mut chunk = Self::decode_at::<LogChunk>(&key, &value)?;
+                        chunk.retain(|r| r.seq > after);
+                        Ok(chunk)
+                    },
+                )
                 .take_while(move |item| {
                     let go_on = !failed;
                     failed |= item.is_err();
@@ -650,20 +754,14 @@ impl ShardStore for DiskStore {
     }
 
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError> {
-        self.writable()?;
-        let mut batch = self.database.batch();
-        let mut removed = 0;
-        for item in self.log.range(log_key(from)..) {
-            let key = item.key()?;
-            batch.remove(&self.log, key);
-            removed += 1;
-        }
-        batch.commit()?;
-        self.database.persist(PersistMode::SyncData)?;
-        Ok(removed)
+        let mut pending = self.pending();
+        self.store_log(&mut pending, from)
     }
 
     fn last_seq(&self) -> Result<u64, StoreError> {
+        if let Some(seq) = self.pending().log.keys().next_back() {
+            return Ok(*seq);
+        }
         match self.log.last_key_value() {
             Some(item) => Ok(seq_of_log_key(&item.key()?)),
             None => Ok(0),
@@ -694,12 +792,27 @@ impl ShardStore for DiskStore {
             return Ok(());
         };
         self.writable()?;
-        self.log
-            .insert(log_key(last.seq), encode::<LogChunk>(&effects.records))?;
-        let started = Instant::now();
-        // Writes the journal's buffer and `fdatasync`s it.
-        self.database.persist(PersistMode::SyncData)?;
-        metrics::histogram!("lockstep_log_flush_seconds").record(started.elapsed().as_secs_f64());
+        let chunk = encode::<LogChunk>(&effects.records);
+        {
+            let mut pending = self.pending();
+            let wal = self.wal.as_ref().ok_or(StoreError::ReadOnly)?;
+            // A full tail: the checkpoint stores what it holds, and it starts over.
+            if !wal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fits(chunk.len())
+            {
+                self.write_checkpoint(&mut pending)?;
+            }
+            let started = Instant::now();
+            // One `O_DIRECT | O_DSYNC` write: durable when it returns.
+            wal.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(last.seq, &chunk)?;
+            metrics::histogram!("lockstep_log_flush_seconds")
+                .record(started.elapsed().as_secs_f64());
+            pending.log.insert(last.seq, chunk);
+        }
         // The batch is in the log from here on: a failure after it is not one that
         // leaves it out.
         self.absorb(effects)
@@ -836,8 +949,20 @@ impl ShardStore for DiskStore {
                 }
             }
             None => {
-                'chunks: for item in self.log.range(log_key(since.saturating_add(1))..).rev() {
-                    let (key, value) = item.into_inner()?;
+                let from = since.saturating_add(1);
+                // Newest first: the pending chunks, then the stored ones (as `log_after`,
+                // both read under the lock).
+                let pending = self.pending();
+                let stored = self
+                    .log
+                    .range(log_key(from)..)
+                    .rev()
+                    .map(|item| item.into_inner().map_err(StoreError::from));
+                let newer = pending.log.range(from..).rev().map(|(seq, chunk)| {
+                    Ok((log_key(*seq).as_slice().into(), chunk.as_slice().into()))
+                });
+                'chunks: for item in newer.chain(stored) {
+                    let (key, value): (fjall::Slice, fjall::Slice) = item?;
                     let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
                     for record in chunk.into_iter().rev() {
                         if record.seq <= since || out.len() >= limit {
@@ -998,6 +1123,79 @@ pub(crate) mod tests {
             store.lookup("B", "t-0").unwrap().unwrap().seq,
             2,
             "keys are per SKU"
+        );
+    }
+
+    /// A batch's chunk lives in the tail until a checkpoint: read back from it after a
+    /// crash (the store dropped without one), by every log reader; then stored in the
+    /// partition, and the tail started over, so no chunk is read twice or lost; and a
+    /// chunk removed by `truncate_log_from` never comes back.
+    #[test]
+    fn a_chunk_is_read_back_from_the_tail_until_a_checkpoint_stores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let config = CoreConfig::default();
+        let at = 1_800_000_000_000_000;
+        let seqs = |store: &DiskStore| -> Vec<u64> {
+            store
+                .log_after(0)
+                .flat_map(|chunk| chunk.unwrap())
+                .map(|r| r.seq)
+                .collect()
+        };
+        let mut state = ShardState::default();
+        let mut next = 1;
+        let mut commit = |store: &DiskStore, tag: &str| {
+            let inputs = mixed(tag, at);
+            let effects = apply(&mut state, &inputs, at, next, &config);
+            next += inputs.len() as u64;
+            store.commit(&effects).unwrap();
+            next - 1
+        };
+        let store = DiskStore::open(&path).unwrap();
+        let first = commit(&store, "a");
+        let second = commit(&store, "b");
+        let all: Vec<u64> = (1..=second).collect();
+        drop(store); // a crash: no checkpoint
+        assert!(Wal::read_only(&path, 0).unwrap().len() == 2);
+
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(seqs(&store), all, "read back from the tail");
+        assert_eq!(store.last_seq().unwrap(), second);
+        assert_eq!(store.record_at(first).unwrap().unwrap().seq, first);
+        let newest: Vec<u64> = store
+            .audit(None, 0, 3)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(newest, vec![second, second - 1, second - 2]);
+        assert!(
+            store.log.is_empty().unwrap(),
+            "nothing in the partition yet"
+        );
+        // No rows replayed: the checkpoint stores the chunks alone.
+        store.checkpoint().unwrap();
+        assert_eq!(seqs(&store), all, "the same once stored");
+        assert!(!store.log.is_empty().unwrap());
+        drop(store);
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(seqs(&store), all, "each chunk once: the tail started over");
+        // A checkpoint with rows stores its chunk with them.
+        let third = commit(&store, "c");
+        store.checkpoint().unwrap();
+        drop(store);
+        let store = DiskStore::open(&path).unwrap();
+        let all: Vec<u64> = (1..=third).collect();
+        assert_eq!(seqs(&store), all);
+        let fourth = commit(&store, "d");
+        assert_eq!(store.truncate_log_from(third + 1).unwrap(), 1);
+        drop(store);
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(
+            seqs(&store),
+            all,
+            "the removed chunk (to {fourth}) stays removed"
         );
     }
 

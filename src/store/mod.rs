@@ -7,8 +7,9 @@
 //!
 //! - `envelope.rs`: magic, schema version, length and CRC32C around every record.
 //! - `keys.rs`: the idempotency keys, by hash, in an fjall LSM tree.
-//! - `disk.rs`: a shard's storage in fjall: the log (one journal, `fdatasync`ed per
-//!   batch), the keys, and the state rows written at checkpoints (see
+//! - `wal.rs`: the log's durable tail, one synchronous direct write per batch.
+//! - `disk.rs`: a shard's storage: the tail, and in fjall the log up to the last
+//!   checkpoint, the keys, and the state rows written at checkpoints (see
 //!   `docs/durability.md`).
 //! - `small_file.rs`: state kept beside the log (watermarks, rotated tokens), synced.
 
@@ -16,6 +17,7 @@ pub mod disk;
 pub mod envelope;
 pub mod keys;
 pub mod small_file;
+pub mod wal;
 
 use crate::clock::Micros;
 use crate::core::event::FirstResult;
