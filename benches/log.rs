@@ -1,4 +1,4 @@
-//! Log append + journal fdatasync (one durable commit, with the checkpoints it triggers) at
+//! One durable commit (the chunk's synchronous write to the log's tail, with the checkpoints it triggers) at
 //! batch sizes 1, 64 and 1,024: the cost the shard pays per batch, and how group commit amortizes it.
 //! As in the shard, each batch's keys are looked up before its commit (not timed).
 //! `key_lookup`: what a duplicate costs against a fresh key, side by side: a key seen

@@ -77,7 +77,7 @@ pub fn register(channels: &[String], shards: usize) {
     describe_histogram!(
         "lockstep_log_flush_seconds",
         Unit::Seconds,
-        "Making a batch's log durable: the journal write plus its fdatasync, per batch."
+        "Making a batch's log durable: its one synchronous write to the log's tail, per batch."
     );
     metrics::counter!("lockstep_oversells_total").absolute(0);
     // Histograms appear with their first sample; the upkeep renders empty ones as absent.
