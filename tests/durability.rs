@@ -223,31 +223,36 @@ fn a_synchronous_log_write_precedes_the_ack() {
 /// into an end marker) makes fjall's reader stop there and serve what came before,
 /// silently. The acknowledged high-water mark written at each checkpoint catches it: the
 /// start refuses, naming the shard and the missing range, instead of serving less.
+/// Checkpoints are what write the journal (a batch's chunk goes to the log's tail): five
+/// starts and clean stops make five of them, and the second is damaged.
 #[test]
 fn a_journal_cut_short_below_what_was_acknowledged_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data);
-    for i in 0..50 {
-        let one = json!({"events": [event(&format!("j{i}"), "JRNL", "adjusted", 2)]});
-        assert_eq!(server.post_events(&one).0, 200);
+    for round in 0..5 {
+        let server = Server::start(&data);
+        for i in 0..10 {
+            let key = format!("j{round}-{i}");
+            let one = json!({"events": [event(&key, "JRNL", "adjusted", 2)]});
+            assert_eq!(server.post_events(&one).0, 200);
+        }
+        server.stop();
     }
-    server.stop();
     let shard = shard_dir(&data, open_data_dir(&data, 0).unwrap().shard_of("JRNL"));
     // fjall 3's journal: `lsm/N.jnl`, the oldest first.
     let journal = shard.join("lsm/0.jnl");
     let mut bytes = std::fs::read(&journal).unwrap();
-    // Each batch ends with fjall 3's trailer `FJL\x03`; the byte after the tenth is the
-    // next batch's start marker (tag 1). Tag 3 is an end marker without a start.
+    // Each batch ends with fjall 3's trailer `FJL\x03`; the byte after the first is the
+    // second batch's start marker (tag 1). Tag 3 is an end marker without a start.
     let trailers: Vec<usize> = bytes
         .windows(4)
         .enumerate()
         .filter(|(_, w)| *w == b"FJL\x03")
         .map(|(i, _)| i + 4)
         .collect();
-    assert!(trailers.len() > 20, "{} batches", trailers.len());
-    assert_eq!(bytes[trailers[10]], 1, "a start marker");
-    bytes[trailers[10]] = 3;
+    assert!(trailers.len() >= 4, "{} batches", trailers.len());
+    assert_eq!(bytes[trailers[0]], 1, "a start marker");
+    bytes[trailers[0]] = 3;
     std::fs::write(&journal, bytes).unwrap();
 
     let log = serve_refused(&data);

@@ -15,11 +15,11 @@
 //! written to the tail with one synchronous direct write before any of them is
 //! acknowledged; that is the durable fact. The chunk stays in memory (`Pending`, which
 //! log readers see after the `log` partition). The state rows (`H`, `N`, `D`) and the new
-//! keys are the log's consequences: the rows stay in memory too and go to the `state`
-//! partition together at a checkpoint, every `CHECKPOINT_RECORDS` records or
-//! `CHECKPOINT_AGE` (or when the tail is full), in one atomic batch with the pending
-//! chunks and `Mcheckpoint`, then the journal is synced (which also covers the keys
-//! written before it: one journal, written in order) and the tail starts over. On start,
+//! keys are the log's consequences: they stay in memory too (lookups see the keys there
+//! first) and go to the `state` and `keys` partitions together at a checkpoint, every
+//! `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE` (or when the tail is full), in one
+//! atomic batch with the pending chunks and `Mcheckpoint`; then the journal is synced
+//! and the tail starts over. On start,
 //! the tail's chunks past the partition's come back into memory, and recovery loads the
 //! rows and replays the log past `Mcheckpoint`. At a checkpoint a SKU's head is written
 //! once however many events changed it, and a line opened and closed in between not at
@@ -107,6 +107,9 @@ struct Pending {
     deltas: BTreeMap<Vec<u8>, Option<DeltaRecord>>,
     /// The new keys, stored as this checkpoint's run.
     keys: KeyRun,
+    /// The new keys' entries by hash, written to the `keys` partition at the checkpoint;
+    /// lookups look here first.
+    new_keys: AHashMap<u64, Vec<KeyEntry>>,
     /// The last sequence number whose effects are here (0: nothing pending).
     last_seq: u64,
     records: usize,
@@ -284,13 +287,14 @@ impl DiskStore {
         let mut pending = self.pending();
         for (sku, key, first) in &effects.first_results {
             let hash = key_hash(sku, key);
-            if !self.read_only {
-                let entry = KeyEntry {
-                    seq: first.seq,
-                    check: key_check(sku, key),
-                    answer: answer_of(first),
-                };
-                self.keys.insert(hash, entry)?;
+            let entry = KeyEntry {
+                seq: first.seq,
+                check: key_check(sku, key),
+                answer: answer_of(first),
+            };
+            let entries = pending.new_keys.entry(hash).or_default();
+            if !entries.iter().any(|e| e.seq == entry.seq) {
+                entries.push(entry);
             }
             pending.keys.entries.push((hash, first.seq));
         }
@@ -358,6 +362,9 @@ impl DiskStore {
         }
         if !pending.keys.entries.is_empty() {
             batch.insert(state, run_key(pending.last_seq), encode(&pending.keys));
+        }
+        for (hash, entries) in &pending.new_keys {
+            self.keys.stage(&mut batch, *hash, entries)?;
         }
         for (last_seq, chunk) in &pending.log {
             batch.insert(&self.log, log_key(*last_seq), chunk.as_slice());
@@ -770,8 +777,18 @@ impl ShardStore for DiskStore {
 
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
         let check = key_check(sku, key);
-        // Another key with the same hash has another check: look at the next candidate.
-        for entry in self.keys.candidates(key_hash(sku, key))? {
+        let hash = key_hash(sku, key);
+        // Since the last checkpoint, then stored. Another key with the same hash has
+        // another check: look at the next candidate.
+        let new = self.pending().new_keys.get(&hash).cloned();
+        let stored = match new
+            .as_ref()
+            .and_then(|n| n.iter().find(|e| e.check == check))
+        {
+            Some(_) => Vec::new(),
+            None => self.keys.candidates(hash)?,
+        };
+        for entry in new.into_iter().flatten().chain(stored) {
             if entry.check == check {
                 return first_result_from(&entry).map(Some).ok_or_else(|| {
                     StoreError::Inconsistent {
@@ -1124,6 +1141,20 @@ pub(crate) mod tests {
             2,
             "keys are per SKU"
         );
+        // In memory until the checkpoint writes them, then read from the partition.
+        let (sku, key, _) = &effects.first_results[0];
+        assert!(store
+            .keys
+            .candidates(key_hash(sku, key))
+            .unwrap()
+            .is_empty());
+        store.checkpoint().unwrap();
+        drop(store);
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
+        assert_eq!(store.keys.candidates(key_hash(sku, key)).unwrap().len(), 1);
+        for (sku, key, first) in &effects.first_results {
+            assert_eq!(store.lookup(sku, key).unwrap().as_ref(), Some(first));
+        }
     }
 
     /// A batch's chunk lives in the tail until a checkpoint: read back from it after a

@@ -20,9 +20,11 @@
 //! taken for one only if both hashes agree: 128 bits, odds about n² / 2¹²⁹ (for a
 //! hundred million keys kept, 10⁻²³).
 //!
-//! Durability: writes reach fjall's journal without a sync of their own; the checkpoint
-//! that records them as stored syncs that same journal after them (`disk.rs`).
-//! Keys after the checkpoint come back from the log on start. The hash is XXH3-64, fixed
+//! Durability: a batch's new keys stay in memory with its other pending rows (`disk.rs`,
+//! where lookups see them first) and are written by the checkpoint, in its atomic batch
+//! (`stage`), which then syncs the journal. Keys after the checkpoint come back from the
+//! log on start. (Until 2026-12-05 each batch wrote its keys to the journal at once,
+//! unsynced: a journal entry and a memtable insert per key on the ingest path.) The hash is XXH3-64, fixed
 //! by its specification, because keys written by one build are read by the next.
 //!
 //! `KeyRun`: each checkpoint also stores its new (hash, seq) pairs as one run (a `state`
@@ -191,18 +193,42 @@ impl KeyStore {
 
     /// Records the entry of a key with this hash (again, for the same record: no-op).
     pub fn insert(&self, hash: u64, entry: KeyEntry) -> Result<(), StoreError> {
+        if let Some(value) = self.merged(hash, std::slice::from_ref(&entry))? {
+            self.keys.insert(hash.to_be_bytes(), value)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the entries of keys with this hash to `batch` (a checkpoint's), beside those
+    /// stored; entries of records already there are not added twice.
+    pub fn stage(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        hash: u64,
+        entries: &[KeyEntry],
+    ) -> Result<(), StoreError> {
+        if let Some(value) = self.merged(hash, entries)? {
+            batch.insert(&self.keys, hash.to_be_bytes(), value);
+        }
+        Ok(())
+    }
+
+    /// The stored entries of `hash` with `new` added, as a value to write; `None` when
+    /// every one of `new` is there already (a replay).
+    fn merged(&self, hash: u64, new: &[KeyEntry]) -> Result<Option<Vec<u8>>, StoreError> {
         // Taken out of the set, so a second key with the same hash reads this one's entry.
         let mut all = if self.absent().remove(&hash) {
             Vec::new()
         } else {
             self.read(hash)?
         };
-        if all.iter().any(|e| e.seq == entry.seq) {
-            return Ok(());
+        let before = all.len();
+        for entry in new {
+            if !all.iter().any(|e| e.seq == entry.seq) {
+                all.push(entry.clone());
+            }
         }
-        all.push(entry);
-        self.keys.insert(hash.to_be_bytes(), value_of(&all))?;
-        Ok(())
+        Ok((all.len() != before).then(|| value_of(&all)))
     }
 
     /// Forgets one entry (a run's, when the run expires).
