@@ -71,22 +71,32 @@ fn a_missing_or_foreign_meta_file_is_refused_not_resharded() {
     );
     assert!(!meta.exists(), "nothing written in its place");
 
-    let foreign = kept.replace("\"format\": 2", "\"format\": 3");
+    let foreign = kept.replace("\"format\": 3", "\"format\": 4");
     assert_ne!(foreign, kept, "{kept}");
     std::fs::write(&meta, foreign).unwrap();
     let log = serve_refused(&data);
-    assert!(log.contains("data format 3"), "{log}");
+    assert!(log.contains("data format 4"), "{log}");
 
     // Format 1 is fjall 2's storage, which fjall 3 cannot read: refused, saying so.
-    std::fs::write(&meta, kept.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    std::fs::write(&meta, kept.replace("\"format\": 3", "\"format\": 1")).unwrap();
     let log = serve_refused(&data);
     assert!(log.contains("data format 1 (fjall 2"), "{log}");
 
-    std::fs::write(&meta, kept).unwrap();
+    // Format 2 (before the log's tail) is read as it is by `replay`, which writes
+    // nothing, and marked 3 by the first start, before any tail is written: a build of
+    // format 2 then refuses the directory instead of starting without the tail.
+    let older = kept.replace("\"format\": 3", "\"format\": 2");
+    std::fs::write(&meta, &older).unwrap();
+    let (ok, out) = replay(&data);
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&meta).unwrap(), older);
     let server = Server::start(&data);
     for i in 0..20 {
         assert_eq!(server.stock(&format!("MS{i}")), Some((3, 0, 3)), "MS{i}");
     }
+    assert!(std::fs::read_to_string(&meta)
+        .unwrap()
+        .contains("\"format\": 3"));
 }
 
 #[test]

@@ -203,8 +203,13 @@ struct DataMeta {
 const META_FILE: &str = "lockstep.meta";
 /// The layout `lockstep.meta` describes; another one is refused, never guessed at.
 /// Format 2: fjall 3's files (format 1 was fjall 2's, which this build cannot read) and
-/// the settings history (`lockstep.settings`).
-const META_FORMAT: u32 = 2;
+/// the settings history (`lockstep.settings`). Format 3: each shard's log tail (`wal`)
+/// holds the batches since its last checkpoint, which a build of format 2 would not
+/// read: after a crash it would start without them. A directory of format 2 (no tail
+/// yet) is read as it is, and `serve` marks it 3 before any shard writes a tail.
+const META_FORMAT: u32 = 3;
+/// Formats this build reads.
+const META_FORMATS_READ: [u32; 2] = [2, META_FORMAT];
 
 /// Whether `data_dir` holds any shard directory.
 fn has_shard_dirs(data_dir: &Path) -> bool {
@@ -241,7 +246,7 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
                 data_dir.display()
             )))
         }
-        Some(meta) if meta.format != META_FORMAT => {
+        Some(meta) if !META_FORMATS_READ.contains(&meta.format) => {
             return Err(EngineError::DataDir(format!(
                 "{} has data format {}, this build reads format {META_FORMAT}: run the lockstep that wrote it",
                 data_dir.display(),
@@ -282,19 +287,44 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
             )))
         }
         Some(_) => {}
-        None => {
-            let meta = DataMeta {
-                format: META_FORMAT,
-                shards,
-                router_fingerprint: router.fingerprint(),
-            };
-            let text = serde_json::to_string_pretty(&meta).expect("meta serializes");
-            std::fs::write(&meta_path, text)
-                .and_then(|_| std::fs::File::open(&meta_path)?.sync_all())
-                .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))?;
-        }
+        None => write_meta(data_dir, shards, &router)?,
     }
     Ok(router)
+}
+
+/// Writes `lockstep.meta` of this build's format, durably (a temp file renamed over the
+/// old one, the directory synced).
+fn write_meta(data_dir: &Path, shards: usize, router: &Router) -> Result<(), EngineError> {
+    let meta_path = data_dir.join(META_FILE);
+    let meta = DataMeta {
+        format: META_FORMAT,
+        shards,
+        router_fingerprint: router.fingerprint(),
+    };
+    let text = serde_json::to_string_pretty(&meta).expect("meta serializes");
+    crate::store::small_file::write_durably(&meta_path, text.as_bytes(), false)
+        .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))
+}
+
+/// Marks a directory of an older format this build reads as this build's, before
+/// anything of the new format is written (`serve` only: the commands that only read
+/// leave it as it is).
+fn claim_format(data_dir: &Path, router: &Router) -> Result<(), EngineError> {
+    let meta_path = data_dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path)
+        .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))?;
+    let meta: DataMeta = serde_json::from_str(&text)
+        .map_err(|e| EngineError::DataDir(format!("{} is unreadable: {e}", meta_path.display())))?;
+    if meta.format != META_FORMAT {
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            from = meta.format,
+            to = META_FORMAT,
+            "data format marked as this build's (each shard's log tail, `wal`)"
+        );
+        write_meta(data_dir, meta.shards, router)?;
+    }
+    Ok(())
 }
 
 /// The newest `applied_at` in a shard's log (0 when it is empty): its last chunk's.
@@ -338,6 +368,7 @@ impl Engine {
     pub fn start(config: &EngineConfig, pushes: Arc<dyn PushSink>) -> Result<Engine, EngineError> {
         let lock = lock_data_dir(&config.data_dir)?;
         let router = open_data_dir(&config.data_dir, config.shards)?;
+        claim_format(&config.data_dir, &router)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
         // later call would report).
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
