@@ -19,11 +19,10 @@
 //! first) and go to the `state` and `keys` partitions together at a checkpoint, every
 //! `CHECKPOINT_RECORDS` records or `CHECKPOINT_AGE` (or when the tail is full), in one
 //! atomic batch with the pending chunks and `Mcheckpoint`; then the journal is synced
-//! and the tail starts over. On start,
-//! the tail's chunks past the partition's come back into memory, and recovery loads the
-//! rows and replays the log past `Mcheckpoint`. At a checkpoint a SKU's head is written
-//! once however many events changed it, and a line opened and closed in between not at
-//! all.
+//! and the tail starts over. On start, the tail's chunks past the partition's come back
+//! into memory, and recovery loads the rows and replays the log past `Mcheckpoint`. At a
+//! checkpoint a SKU's head is written once however many events changed it, and a line
+//! opened and closed in between not at all.
 //!
 //! **Movements stay on disk.** Each on_hand movement newer than the SKU's count is a `D`
 //! row for the horizon (72 h by default): every shipment is one, so a busy seller has
@@ -373,8 +372,6 @@ impl DiskStore {
         // On an error everything stays pending: a later checkpoint then writes these rows
         // too (rewriting a row is harmless), never a checkpoint past rows it skipped.
         batch.commit()?;
-        // One journal, written in order: this sync also covers the keys inserted since
-        // the last checkpoint, so the checkpoint never says stored what could be lost.
         self.database.persist(PersistMode::SyncData)?;
         // The tail's chunks are all in the partition now, synced.
         self.reset_wal()?;
@@ -967,25 +964,33 @@ impl ShardStore for DiskStore {
             }
             None => {
                 let from = since.saturating_add(1);
-                // Newest first: the pending chunks, then the stored ones (as `log_after`,
-                // both read under the lock).
-                let pending = self.pending();
-                let stored = self
-                    .log
-                    .range(log_key(from)..)
-                    .rev()
-                    .map(|item| item.into_inner().map_err(StoreError::from));
-                let newer = pending.log.range(from..).rev().map(|(seq, chunk)| {
-                    Ok((log_key(*seq).as_slice().into(), chunk.as_slice().into()))
-                });
-                'chunks: for item in newer.chain(stored) {
-                    let (key, value): (fjall::Slice, fjall::Slice) = item?;
-                    let chunk = Self::decode_at::<LogChunk>(&key, &value)?;
+                // Newest first: the pending chunks, then the stored ones. The stored ones'
+                // iterator is opened under the lock, so a checkpoint moving chunks from
+                // memory to the partition cannot make one appear twice or not at all;
+                // the lock is let go before they are read (the shard commits under it).
+                let take = |key: &[u8], chunk: &[u8], out: &mut Vec<LogRecord>| {
+                    let chunk = Self::decode_at::<LogChunk>(key, chunk)?;
                     for record in chunk.into_iter().rev() {
                         if record.seq <= since || out.len() >= limit {
-                            break 'chunks;
+                            return Ok::<bool, StoreError>(false);
                         }
                         out.push(record);
+                    }
+                    Ok(true)
+                };
+                let stored = {
+                    let pending = self.pending();
+                    for (seq, chunk) in pending.log.range(from..).rev() {
+                        if !take(&log_key(*seq), chunk, &mut out)? {
+                            return Ok(out);
+                        }
+                    }
+                    self.log.range(log_key(from)..).rev()
+                };
+                for item in stored {
+                    let (key, value) = item.into_inner()?;
+                    if !take(&key, &value, &mut out)? {
+                        break;
                     }
                 }
             }
@@ -1220,6 +1225,16 @@ pub(crate) mod tests {
         let all: Vec<u64> = (1..=third).collect();
         assert_eq!(seqs(&store), all);
         let fourth = commit(&store, "d");
+        // Newest first across memory and the partition.
+        let limit = (fourth - third) as usize + 2;
+        let newest: Vec<u64> = store
+            .audit(None, 0, limit)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(newest, (third - 1..=fourth).rev().collect::<Vec<u64>>());
+        assert_eq!(store.audit(None, fourth - 1, 10).unwrap().len(), 1);
         assert_eq!(store.truncate_log_from(third + 1).unwrap(), 1);
         drop(store);
         let store = DiskStore::open(&path).unwrap();
