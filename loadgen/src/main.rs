@@ -10,6 +10,11 @@ use loadgen::run::{
     audit, burst, ceiling, contention, duplicates, latency, outage, soak, table, Plan,
 };
 
+/// jemalloc: see loadgen/Cargo.toml (the generator's own CPU per order).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "loadgen",
