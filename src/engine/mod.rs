@@ -220,8 +220,16 @@ fn has_shard_dirs(data_dir: &Path) -> bool {
     })
 }
 
-/// Reads or creates the data directory's meta file and settles the shard count.
+/// Reads or creates the data directory's meta file and settles the shard count, for a
+/// command that only reads: a directory of an older format this build reads is left as
+/// it is.
 pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, EngineError> {
+    open_meta(data_dir, shards_wanted, false)
+}
+
+/// `open_data_dir`, and with `claim` a directory of an older format this build reads is
+/// marked as this build's before anything of the new format is written (`serve`).
+fn open_meta(data_dir: &Path, shards_wanted: usize, claim: bool) -> Result<Router, EngineError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| EngineError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
     let meta_path = data_dir.join(META_FILE);
@@ -286,6 +294,15 @@ pub fn open_data_dir(data_dir: &Path, shards_wanted: usize) -> Result<Router, En
                 data_dir.display()
             )))
         }
+        Some(meta) if claim && meta.format != META_FORMAT => {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                from = meta.format,
+                to = META_FORMAT,
+                "data format marked as this build's (each shard's log tail, `wal`)"
+            );
+            write_meta(data_dir, shards, &router)?;
+        }
         Some(_) => {}
         None => write_meta(data_dir, shards, &router)?,
     }
@@ -304,27 +321,6 @@ fn write_meta(data_dir: &Path, shards: usize, router: &Router) -> Result<(), Eng
     let text = serde_json::to_string_pretty(&meta).expect("meta serializes");
     crate::store::small_file::write_durably(&meta_path, text.as_bytes(), false)
         .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))
-}
-
-/// Marks a directory of an older format this build reads as this build's, before
-/// anything of the new format is written (`serve` only: the commands that only read
-/// leave it as it is).
-fn claim_format(data_dir: &Path, router: &Router) -> Result<(), EngineError> {
-    let meta_path = data_dir.join(META_FILE);
-    let text = std::fs::read_to_string(&meta_path)
-        .map_err(|e| EngineError::DataDir(format!("{}: {e}", meta_path.display())))?;
-    let meta: DataMeta = serde_json::from_str(&text)
-        .map_err(|e| EngineError::DataDir(format!("{} is unreadable: {e}", meta_path.display())))?;
-    if meta.format != META_FORMAT {
-        tracing::info!(
-            data_dir = %data_dir.display(),
-            from = meta.format,
-            to = META_FORMAT,
-            "data format marked as this build's (each shard's log tail, `wal`)"
-        );
-        write_meta(data_dir, meta.shards, router)?;
-    }
-    Ok(())
 }
 
 /// The newest `applied_at` in a shard's log (0 when it is empty): its last chunk's.
@@ -367,8 +363,7 @@ impl Engine {
     /// channels do not show their target, and starts the shard threads.
     pub fn start(config: &EngineConfig, pushes: Arc<dyn PushSink>) -> Result<Engine, EngineError> {
         let lock = lock_data_dir(&config.data_dir)?;
-        let router = open_data_dir(&config.data_dir, config.shards)?;
-        claim_format(&config.data_dir, &router)?;
+        let router = open_meta(&config.data_dir, config.shards, true)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
         // later call would report).
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();

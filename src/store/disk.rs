@@ -775,41 +775,44 @@ impl ShardStore for DiskStore {
     fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
         let check = key_check(sku, key);
         let hash = key_hash(sku, key);
-        // Since the last checkpoint, then stored. Another key with the same hash has
+        // Since the last checkpoint, else stored. Another key with the same hash has
         // another check: look at the next candidate.
-        let new = self.pending().new_keys.get(&hash).cloned();
-        let stored = match new
-            .as_ref()
-            .and_then(|n| n.iter().find(|e| e.check == check))
-        {
-            Some(_) => Vec::new(),
-            None => self.keys.candidates(hash)?,
+        let new = self
+            .pending()
+            .new_keys
+            .get(&hash)
+            .and_then(|entries| entries.iter().find(|e| e.check == check).cloned());
+        let found = match new {
+            Some(entry) => Some(entry),
+            None => self
+                .keys
+                .candidates(hash)?
+                .into_iter()
+                .find(|e| e.check == check),
         };
-        for entry in new.into_iter().flatten().chain(stored) {
-            if entry.check == check {
-                return first_result_from(&entry).map(Some).ok_or_else(|| {
-                    StoreError::Inconsistent {
-                        sku: sku.to_string(),
-                        detail: format!(
-                            "idempotency key {key:?}: its entry has an unknown outcome code {}",
-                            entry.answer[0] & 0x7f
-                        ),
-                    }
-                });
-            }
-        }
-        Ok(None)
+        let Some(entry) = found else {
+            return Ok(None);
+        };
+        first_result_from(&entry)
+            .map(Some)
+            .ok_or_else(|| StoreError::Inconsistent {
+                sku: sku.to_string(),
+                detail: format!(
+                    "idempotency key {key:?}: its entry has an unknown outcome code {}",
+                    entry.answer[0] & 0x7f
+                ),
+            })
     }
 
     fn commit(&self, effects: &Effects) -> Result<(), StoreError> {
         let Some(last) = effects.records.last() else {
             return Ok(());
         };
-        self.writable()?;
+        // Only a store opened read-only has no tail.
+        let wal = self.wal.as_ref().ok_or(StoreError::ReadOnly)?;
         let chunk = encode::<LogChunk>(&effects.records);
         {
             let mut pending = self.pending();
-            let wal = self.wal.as_ref().ok_or(StoreError::ReadOnly)?;
             // A full tail: the checkpoint stores what it holds, and it starts over.
             if !wal
                 .lock()

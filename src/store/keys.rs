@@ -24,8 +24,10 @@
 //! where lookups see them first) and are written by the checkpoint, in its atomic batch
 //! (`stage`), which then syncs the journal. Keys after the checkpoint come back from the
 //! log on start. (Until 2026-12-05 each batch wrote its keys to the journal at once,
-//! unsynced: a journal entry and a memtable insert per key on the ingest path.) The hash is XXH3-64, fixed
-//! by its specification, because keys written by one build are read by the next.
+//! unsynced: a journal entry and a memtable insert per key on the ingest path.)
+//!
+//! The hash is XXH3-64, fixed by its specification, because keys written by one build
+//! are read by the next.
 //!
 //! `KeyRun`: each checkpoint also stores its new (hash, seq) pairs as one run (a `state`
 //! row), so that expiry removes a run's keys without scanning the tree.
@@ -191,7 +193,9 @@ impl KeyStore {
         Ok(found)
     }
 
-    /// Records the entry of a key with this hash (again, for the same record: no-op).
+    /// Records the entry of a key with this hash (again, for the same record: no-op), at
+    /// once: the tests' shorthand for what a checkpoint `stage`s.
+    #[cfg(test)]
     pub fn insert(&self, hash: u64, entry: KeyEntry) -> Result<(), StoreError> {
         if let Some(value) = self.merged(hash, std::slice::from_ref(&entry))? {
             self.keys.insert(hash.to_be_bytes(), value)?;
