@@ -451,3 +451,52 @@ fn the_audit_stream_sends_each_record_it_admits_as_it_is_committed() {
         .collect();
     assert_eq!(seen, [("S-A", "counted", 7), ("S-A", "adjusted", 5)]);
 }
+
+/// The CPUs a thread of `pid` named `name` may run on (`Cpus_allowed_list`), one per thread.
+fn allowed_cpus(pid: u32, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("every task states its CPUs");
+        found.push(list.trim().to_string());
+    }
+    found
+}
+
+#[test]
+fn shard_threads_are_pinned_only_when_the_config_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    // By default a shard runs wherever the scheduler finds room, as every other thread.
+    let server = Server::start(&dir.path().join("free"));
+    let pid = server.child.id();
+    let process = allowed_cpus(pid, "lockstep")[0].clone();
+    let shards = allowed_cpus(pid, "shard-0");
+    assert_eq!(
+        shards,
+        vec![process.clone()],
+        "an unpinned shard may use every CPU"
+    );
+    server.stop();
+
+    // `pin_shards = true`: each shard thread on one CPU of its own.
+    let server = Server::start_with(&dir.path().join("pinned"), "pin_shards = true", None);
+    let pid = server.child.id();
+    for shard in ["shard-0", "shard-1"] {
+        let cpus = allowed_cpus(pid, shard);
+        assert_eq!(cpus.len(), 1, "{shard} runs");
+        assert!(
+            cpus[0].parse::<usize>().is_ok(),
+            "{shard} is pinned to one CPU, not {:?} (the process: {process:?})",
+            cpus[0]
+        );
+    }
+    server.stop();
+}

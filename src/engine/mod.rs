@@ -89,6 +89,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// 0: one per core, or what the data directory already has.
     pub shards: usize,
+    /// Each shard thread pinned to a core (`ServerConfig::pin_shards`).
+    pub pin_shards: bool,
     pub core: CoreConfig,
     pub key_retention_us: Micros,
 }
@@ -101,6 +103,7 @@ impl EngineConfig {
         EngineConfig {
             data_dir: config.server.data_dir.clone(),
             shards: config.server.shards,
+            pin_shards: config.server.pin_shards,
             core: config.core_config(),
             key_retention_us: config.key_retention_us(),
         }
@@ -365,8 +368,12 @@ impl Engine {
         let lock = lock_data_dir(&config.data_dir)?;
         let router = open_meta(&config.data_dir, config.shards, true)?;
         // Read the core ids once, before any thread pins itself (pinning narrows what a
-        // later call would report).
-        let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+        // later call would report); none when shards are not pinned.
+        let core_ids = if config.pin_shards {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         // The log's tail was written under the stored settings: it is re-applied under
         // them, and the config's take effect after it (`settings.rs`).
         let mut history = settings::History::read(&config.data_dir)?;
