@@ -10,15 +10,19 @@
 #   2. one hot SKU: lockstep taking orders for one SKU against PostgreSQL's row-locked
 #      `UPDATE stock SET qty = qty - 1 WHERE sku = ? AND qty > 0` (pgbench, durable
 #      commits), on random SKUs and on one hot SKU.
-# Prints each figure, the peer's, and the ratio. Installs wrk and PostgreSQL from the
-# system's packages when missing; PostgreSQL runs on loopback from a temp data directory
-# and is stopped afterwards.
+# Prints each figure, the peer's, and the ratio. The two one-event ratios are taken in
+# ROUNDS rounds (3 by default), bare hyper then lockstep in each, both servers up all
+# along: the machine's speed drifts by a quarter between runs a minute apart, so a ratio
+# is formed within a round and the median round's is printed, beside every round's.
+# Installs wrk and PostgreSQL from the system's packages when missing; PostgreSQL runs on
+# loopback from a temp data directory and is stopped afterwards.
 #
-#   bash benches/peers.sh            # DURATION=10 CONNECTIONS=64 by default
+#   bash benches/peers.sh            # DURATION=10 CONNECTIONS=64 ROUNDS=3 by default
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
 BATCH=${BATCH:-50}          # events per request in the batched ingest run
 SKUS=${SKUS:-10000}
 cd "$(dirname "$0")/.."
@@ -74,19 +78,9 @@ wrk_run() {  # wrk_run OUT URL SCRIPT [ENV=...]
 }
 
 # 1. Ingest ------------------------------------------------------------------------------
+SHOPIFY_SECRET=peers-shopify-app-secret
 start "$work/hyper.log" "$root/target/release/bare_hyper" 127.0.0.1:0
 hyper_url=$url
-wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
-# The one-event run's requests (see the header): wrk's Lua per request costs CPU here too.
-wrk_run "$work/hyper-events.wrk" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
-hooks_run() {  # hooks_run OUT URL
-    "$root/target/release/signed_hooks" "$2" --secret "$SHOPIFY_SECRET" \
-        --connections "$CONNECTIONS" --duration "$DURATION" --skus "$SKUS" --threads 2 >"$1"
-}
-SHOPIFY_SECRET=peers-shopify-app-secret
-hooks_run "$work/hyper-hooks.out" "$hyper_url/webhooks/shop"
-kill "${pids[-1]}"; unset 'pids[-1]'
-
 cat >"$work/lockstep.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
@@ -105,21 +99,44 @@ location_id = "1"
 EOF
 start "$work/lockstep.log" "$root/target/release/lockstep" serve --config "$work/lockstep.toml"
 lockstep_url=$url
-wrk_run "$work/single.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS"
+
+hooks_run() {  # hooks_run OUT URL FIRST_ID
+    "$root/target/release/signed_hooks" "$2" --secret "$SHOPIFY_SECRET" \
+        --connections "$CONNECTIONS" --duration "$DURATION" --skus "$SKUS" --threads 2 \
+        --first-id "$3" >"$1"
+}
+wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
+# The one-event rounds: the same requests to each (wrk's Lua per request costs CPU here
+# too), each round's keys and ids new to lockstep.
+for r in $(seq 1 "$ROUNDS"); do
+    wrk_run "$work/hyper-events.$r" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
+    wrk_run "$work/single.$r" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
+    hooks_run "$work/hyper-hooks.$r" "$hyper_url/webhooks/shop" $((r * 100000000))
+    hooks_run "$work/hooks.$r" "$lockstep_url/webhooks/shop" $((r * 100000000))
+done
 wrk_run "$work/batched.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS="$BATCH" SKUS="$SKUS"
 wrk_run "$work/hot.wrk" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 HOT=1
-hooks_run "$work/hooks.out" "$lockstep_url/webhooks/shop"
 
+# The median round of `$1` (lockstep's outputs "$work/$1.N") against `$2` (bare
+# hyper's): "LOCKSTEP PEER RATIO" of it, then every round's ratio, lowest first.
+median_round() {
+    local r ours peer rounds=()
+    for r in $(seq 1 "$ROUNDS"); do
+        ours=$(rps "$work/$1.$r"); peer=$(rps "$work/$2.$r")
+        rounds+=("$(ratio "$ours" "$peer") $ours $peer")
+    done
+    printf '%s\n' "${rounds[@]}" | sort -n | awk -v n="$ROUNDS" '
+        { line[NR] = $0; all = all (NR > 1 ? ", " : "") $1 }
+        END { split(line[int((n + 1) / 2)], m, " "); print m[2], m[3], m[1], all }'
+}
+read -r single hyper_events single_ratio single_rounds < <(median_round single hyper-events)
+read -r hooks hyper_hooks hooks_ratio hooks_rounds < <(median_round hooks hyper-hooks)
 hyper=$(rps "$work/hyper.wrk")
-hyper_events=$(rps "$work/hyper-events.wrk")
-single=$(rps "$work/single.wrk")
 batched=$(times "$(rps "$work/batched.wrk")" "$BATCH")
 hot=$(rps "$work/hot.wrk")
-hyper_hooks=$(rps "$work/hyper-hooks.out")
-hooks=$(rps "$work/hooks.out")
-for f in single.wrk batched.wrk hot.wrk hooks.out; do
-    if grep -q "Non-2" "$work/$f"; then
-        echo "note: lockstep answered otherwise than 200 in the $f run: $(grep Non-2 "$work/$f")"
+for f in "$work"/single.* "$work"/batched.wrk "$work"/hot.wrk "$work"/hooks.*; do
+    if grep -q "Non-2" "$f"; then
+        echo "note: lockstep answered otherwise than 200 in $(basename "$f"): $(grep Non-2 "$f")"
     fi
 done
 
@@ -142,9 +159,9 @@ echo
 echo "lockstep and its peers on this machine ($cores cores), ${DURATION}s each, $CONNECTIONS connections"
 printf '%-58s %12s\n' "bare hyper server answering 200, 1 KiB POSTs" "$hyper req/s"
 printf '%-58s %12s\n' "bare hyper server answering 200, one-event requests" "$hyper_events req/s"
-printf '%-58s %12s   %s of bare hyper given the same requests\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$(ratio "$single" "$hyper_events")"
+printf '%-58s %12s   %s of bare hyper given the same requests (rounds: %s)\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$single_ratio" "$single_rounds"
 printf '%-58s %12s\n' "bare hyper server answering 200, signed Shopify webhooks" "$hyper_hooks req/s"
-printf '%-58s %12s   %s of bare hyper given the same requests\n' "lockstep, signed Shopify webhooks, 1 event per request" "$hooks req/s" "$(ratio "$hooks" "$hyper_hooks")"
+printf '%-58s %12s   %s of bare hyper given the same requests (rounds: %s)\n' "lockstep, signed Shopify webhooks, 1 event per request" "$hooks req/s" "$hooks_ratio" "$hooks_rounds"
 printf '%-58s %12s   %s of bare hyper (events/s over its req/s)\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s" "$(ratio "$batched" "$hyper")"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, random SKUs (pgbench)" "$pg_random tps"
 printf '%-58s %12s\n' "PostgreSQL row-locked UPDATE, one hot SKU (pgbench)" "$pg_hot tps"

@@ -40,6 +40,10 @@ struct Args {
     /// Client threads (wrk's `-t`).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Ids start after this one: a second run against the same lockstep gives
+    /// `--first-id` past the first run's, so its webhooks are new events, not duplicates.
+    #[arg(long, default_value_t = 0)]
+    first_id: u64,
 }
 
 /// Counts of a run, shared by the connections.
@@ -58,7 +62,7 @@ fn request(
     path: &str,
     counts: &Counts,
 ) -> hyper::Request<Full<Bytes>> {
-    let id = counts.ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = args.first_id + counts.ids.fetch_add(1, Ordering::Relaxed) + 1;
     let sku = rand::rng().random_range(1..=args.skus);
     let now = loadgen::market::rfc3339(loadgen::market::now_us());
     let body = serde_json::json!({
