@@ -118,6 +118,21 @@ fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
     assert_eq!(steps.len(), 2, "{report}");
     assert_eq!(steps[1]["orders_per_minute"], 9_000, "1.5 times the last");
     assert_eq!(report["held_orders_per_minute"], 9_000, "{report}");
+    // Each step says what it took of the machine, read from the spawned lockstep's
+    // process and the generator's own, so a step that fails can name what ran out.
+    for step in steps {
+        let usage = &step["usage"];
+        let busy = usage["machine_busy_percent"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&busy), "{usage}");
+        assert!(usage["lockstep_cores"].as_f64().unwrap() > 0.0, "{usage}");
+        assert!(usage["generator_cores"].as_f64().unwrap() > 0.0, "{usage}");
+        assert_eq!(usage["connections_refused"], 0.0, "{usage}");
+    }
+    assert_eq!(
+        report["limited_by"],
+        serde_json::json!([]),
+        "no step failed"
+    );
 }
 
 #[test]

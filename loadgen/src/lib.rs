@@ -25,6 +25,8 @@
 //!
 //! Load generation:
 //! - `traffic`: arrivals, SKU skew, lines, channels, delivery habits, fault windows.
+//! - `usage`: the CPU a run took (the machine's, lockstep's, the generator's) and the
+//!   connections lockstep refused: what a failed `ceiling` step ran out of.
 //! - `run`: the scenarios on Standard Webhooks channels (`latency`, and `soak`,
 //!   `ceiling` and `burst` built on it; `outage`, `duplicates`, `contention`, `audit`),
 //!   the lockstep they start, and the table of a report.
@@ -53,6 +55,7 @@ pub mod sim;
 pub mod sqs_sim;
 pub mod tiktok_sim;
 pub mod traffic;
+pub mod usage;
 pub mod walmart_feed_sim;
 pub mod walmart_sim;
 pub mod webhook_sim;

@@ -480,6 +480,8 @@ pub const CEILING_P99: Duration = Duration::from_secs(5);
 pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
     let mut steps = Vec::new();
     let mut held: Option<(u64, f64)> = None;
+    // What the first step that failed ran out of (`usage::Usage::limits`).
+    let mut limited_by = json!([]);
     let mut rate = plan.orders_per_minute as f64;
     for _ in 0..steps_max {
         let step_plan = Plan {
@@ -493,9 +495,11 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
             "orders_per_second_achieved": report["orders_per_second_achieved"],
             "p99_ms": report["propagation"]["p99_ms"],
             "lost": report["lost"],
+            "usage": report["usage"],
             "passed": passed,
         }));
         if !passed {
+            limited_by = report["limits"].clone();
             break;
         }
         held = Some((
@@ -510,6 +514,7 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
         "steps": steps,
         "held_orders_per_minute": held.map(|h| h.0),
         "held_orders_per_second_achieved": held.map(|h| h.1),
+        "limited_by": limited_by,
         "passed": held.is_some(),
     });
     Ok((report.clone(), held.is_some()))
@@ -582,7 +587,11 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
     seed(&engine, &sims, plan.skus)?;
     let sampler = rss_every.map(|every| RssSampler::start(&engine, every));
     let sims = Arc::new(sims);
+    let pid = engine.child.as_ref().map(Child::id);
+    let before = crate::usage::Snapshot::take(pid, &engine.base);
     let run = open_loop(plan, &runtime, client, &engine.base, &sims);
+    let used =
+        crate::usage::Usage::between(&before, &crate::usage::Snapshot::take(pid, &engine.base));
     let rss = sampler.map(RssSampler::stop).unwrap_or_default();
     // Let the last changes arrive.
     std::thread::sleep(Duration::from_secs(2));
@@ -605,7 +614,7 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         .iter()
         .map(|sim| sim.pushes().iter().filter(|p| p.status != 200).count())
         .collect();
-    let verdict = latency_report(plan, &run, &measured, miscounted, refused, &rss);
+    let verdict = latency_report(plan, &run, &measured, miscounted, refused, &rss, &used);
     drop(engine);
     Ok(verdict)
 }
@@ -978,6 +987,7 @@ fn latency_report(
     miscounted: usize,
     refused: Vec<usize>,
     rss: &[(f64, f64)],
+    used: &crate::usage::Usage,
 ) -> (Value, bool) {
     let traffic = &plan.traffic;
     let sent = &run.sent;
@@ -1014,6 +1024,8 @@ fn latency_report(
         "timeline": m.timeline.iter().enumerate().map(|(s, h)| json!({"second": s, "count": h.len(), "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0})).collect::<Vec<_>>(),
         "distribution": crate::report::distribution(&m.propagation),
         "rss_mib": rss.iter().map(|(s, mib)| json!({"second": s, "mib": mib})).collect::<Vec<_>>(),
+        "usage": used.to_json(),
+        "limits": used.limits(),
         "passed": passed,
     });
     (report, passed)
@@ -1095,6 +1107,18 @@ pub fn table(report: &Value) -> String {
             } else {
                 "GROWING"
             }
+        );
+    }
+    let usage = &report["usage"];
+    if let Some(busy) = usage["machine_busy_percent"].as_f64() {
+        let cores = |v: &Value| v.as_f64().map_or("?".to_string(), |c| format!("{c:.2}"));
+        out += &format!(
+            "machine {busy:.0}% busy over {} cores: lockstep {} cores, the generator {}; \
+             connections refused {}\n",
+            usage["cores"],
+            cores(&usage["lockstep_cores"]),
+            cores(&usage["generator_cores"]),
+            usage["connections_refused"],
         );
     }
     out += &format!(
