@@ -72,6 +72,7 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
             mix: vec![3.0, 1.0],
             faults: vec!["outage:1:0.5+1".parse().unwrap()],
             ship_after: None,
+            ..Default::default()
         },
         ..plan()
     };
@@ -107,6 +108,28 @@ fn latency_with_poisson_arrivals_hot_skus_multi_line_orders_and_duplicates() {
 }
 
 #[test]
+fn deliveries_in_flight_stay_within_the_connections_given() {
+    // Every order delivered twice at once: two deliveries in flight unless bounded.
+    let traffic = |connections| loadgen::traffic::Traffic {
+        duplicate_rate: 1.0,
+        connections,
+        ..Default::default()
+    };
+    let most = |connections| {
+        let plan = Plan {
+            duration: Duration::from_secs(1),
+            traffic: traffic(connections),
+            ..plan()
+        };
+        let (report, _) = loadgen::run::latency(&plan).unwrap();
+        assert_eq!(report["lost"], 0, "{report}");
+        report["deliveries_in_flight_most"].as_u64().unwrap()
+    };
+    assert!(most(loadgen::traffic::CONNECTIONS) >= 2, "copies overlap");
+    assert_eq!(most(1), 1, "one connection: one delivery at a time");
+}
+
+#[test]
 fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
     let plan = Plan {
         duration: Duration::from_secs(1),
@@ -132,6 +155,30 @@ fn ceiling_steps_up_until_a_step_fails_and_reports_the_rate_held() {
         report["limited_by"],
         serde_json::json!([]),
         "no step failed"
+    );
+}
+
+#[test]
+fn a_ceiling_step_whose_orders_wait_fails_on_its_pace_and_says_so() {
+    // One connection for 5,000 orders due in a second: they wait their turn, answered
+    // at a fraction of the rate due, whatever the step's p99 says.
+    let plan = Plan {
+        orders_per_minute: 300_000,
+        duration: Duration::from_secs(1),
+        traffic: loadgen::traffic::Traffic {
+            connections: 1,
+            ..Default::default()
+        },
+        ..plan()
+    };
+    let (report, passed) = loadgen::run::ceiling(&plan, 1).unwrap();
+    assert!(!passed, "{report}");
+    let limits = report["limited_by"].as_array().unwrap();
+    assert!(
+        limits
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("the pace: ")),
+        "{report}"
     );
 }
 

@@ -26,7 +26,8 @@ struct Args {
     /// 10 s), `audit` (each order in the audit when acknowledged), `duplicates` (every
     /// order delivered three times) or `ceiling` (`latency` steps from
     /// `--orders-per-minute`, each 1.5 times the last and `--duration` long, until p99
-    /// propagation passes 5 s or an order is lost; reports the rate held) or `soak`
+    /// propagation passes 5 s, an order is lost or the orders fall behind their schedule;
+    /// reports the rate held and what the failed step ran out of) or `soak`
     /// (`latency` for `--duration`, an hour for the real thing, with lockstep's memory
     /// sampled every 10 s: it must stay flat) or `mixed` (every channel kind at once,
     /// each order placed on one channel its own way; try `--skus 100`) or `memory`
@@ -100,6 +101,10 @@ struct Args {
     /// open order lines stay bounded (default: orders stay open).
     #[arg(long)]
     ship_after: Option<f64>,
+    /// Most deliveries in flight at once (order webhooks and shipments, all channels):
+    /// one due while all are busy waits, and the wait counts in its latency.
+    #[arg(long, default_value_t = loadgen::traffic::CONNECTIONS)]
+    connections: usize,
     /// Fail (exit 1) when p99 propagation exceeds this many seconds.
     #[arg(long)]
     slo_p99: Option<f64>,
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
                 .ship_after
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(Duration::from_secs_f64),
+            connections: args.connections.max(1),
         },
     };
     let outcome = match args.scenario.as_str() {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -472,11 +473,18 @@ pub fn burst(plan: &Plan, orders: u64) -> anyhow::Result<(Value, bool)> {
 
 /// The bar `ceiling` holds each step to: p99 propagation (DESIGN §5: "well under 5 s").
 pub const CEILING_P99: Duration = Duration::from_secs(5);
+/// A `ceiling` step holds only if its orders were answered at this share of the rate due
+/// at least (orders over the seconds from the first due to the last answered): one that
+/// falls behind builds a backlog that a 10 s step can hide under the 5 s bar (each wait
+/// is in its latency, measured from when the order was due), and a longer step would
+/// grow it without end.
+pub const CEILING_KEPT: f64 = 0.95;
 
 /// `ceiling`: `latency` runs of `plan.duration` each at rising rates, from
 /// `plan.orders_per_minute`, each 1.5 times the last, until one loses an order, leaves one
-/// unconverged or miscounted, or has p99 propagation over 5 s. Reports every step and the
-/// highest rate held. Passes when at least the first rate held.
+/// unconverged or miscounted, has p99 propagation over 5 s, or has its orders answered at
+/// less than `CEILING_KEPT` of the rate due. Reports every step, the highest rate held and
+/// what the first failed step ran out of (`limited_by`). Passes when the first rate held.
 pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
     let mut steps = Vec::new();
     let mut held: Option<(u64, f64)> = None;
@@ -489,7 +497,17 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
             slo_p99: Some(CEILING_P99),
             ..plan.clone()
         };
-        let (report, passed) = latency(&step_plan)?;
+        let (report, mut passed) = latency(&step_plan)?;
+        let due_per_s = rate / 60.0;
+        let achieved = report["orders_per_second_achieved"].as_f64().unwrap_or(0.0);
+        let mut limits = report["limits"].as_array().cloned().unwrap_or_default();
+        if achieved < CEILING_KEPT * due_per_s {
+            passed = false;
+            limits.push(json!(format!(
+                "the pace: {achieved:.0} orders/s answered of the {due_per_s:.0}/s due \
+                 (the rest waited, a backlog a longer step would grow)"
+            )));
+        }
         steps.push(json!({
             "orders_per_minute": rate as u64,
             "orders_per_second_achieved": report["orders_per_second_achieved"],
@@ -499,7 +517,7 @@ pub fn ceiling(plan: &Plan, steps_max: usize) -> anyhow::Result<(Value, bool)> {
             "passed": passed,
         }));
         if !passed {
-            limited_by = report["limits"].clone();
+            limited_by = json!(limits);
             break;
         }
         held = Some((
@@ -582,7 +600,7 @@ fn latency_sampled(plan: &Plan, rss_every: Option<Duration>) -> anyhow::Result<(
         .build()?;
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(plan.traffic.connections)
         .build()?;
     seed(&engine, &sims, plan.skus)?;
     let sampler = rss_every.map(|every| RssSampler::start(&engine, every));
@@ -668,7 +686,52 @@ struct Run {
     reordered_sent: usize,
     /// Seconds from the first order due to the last delivery answered.
     offered_s: f64,
+    /// The most deliveries that were in flight at once.
+    in_flight_most: usize,
     started: Instant,
+}
+
+/// The deliveries in flight: at most `Traffic::connections` at once (a permit each), and
+/// the most there ever were, counted apart from the permits, so a report shows what the
+/// bound did.
+#[derive(Clone)]
+struct InFlight {
+    permits: Arc<tokio::sync::Semaphore>,
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+/// One delivery in flight, until dropped.
+struct Delivering {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    now: Arc<AtomicUsize>,
+}
+
+impl InFlight {
+    fn new(connections: usize) -> InFlight {
+        InFlight {
+            permits: Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
+            now: Arc::default(),
+            most: Arc::default(),
+        }
+    }
+
+    /// Waits for room, then counts one more delivery in flight while the guard lives.
+    async fn enter(&self) -> Option<Delivering> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most.fetch_max(now, Ordering::Relaxed);
+        Some(Delivering {
+            _permit: permit,
+            now: self.now.clone(),
+        })
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The open loop: every order is sent when it is due, whatever the replies do, while
@@ -698,6 +761,7 @@ fn open_loop(
         base: base.to_string(),
         started,
         sent: Arc::new(Mutex::new(Vec::with_capacity(due.len()))),
+        in_flight: InFlight::new(traffic.connections),
         duplicates_sent: 0,
         reordered_sent: 0,
         tasks: Vec::with_capacity(due.len()),
@@ -718,6 +782,7 @@ fn open_loop(
     let sent = std::mem::take(&mut *orders.sent.lock().expect("not poisoned"));
     Run {
         sent,
+        in_flight_most: orders.in_flight.most.load(Ordering::Relaxed),
         duplicates_sent: orders.duplicates_sent,
         reordered_sent: orders.reordered_sent,
         offered_s,
@@ -733,6 +798,7 @@ struct Orders<'a> {
     base: String,
     started: Instant,
     sent: Arc<Mutex<Vec<Sent>>>,
+    in_flight: InFlight,
     duplicates_sent: usize,
     reordered_sent: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -767,10 +833,12 @@ impl Orders<'_> {
         self.duplicates_sent += copies - 1;
         let index = {
             let mut sent = self.sent.lock().expect("not poisoned");
+            // When it was due, not when the loop got to it: a generator that falls
+            // behind its schedule does not hide the wait from the latency.
             sent.push(Sent {
                 skus,
                 channel,
-                at: Instant::now(),
+                at: self.started + offset,
                 answered: None,
             });
             sent.len() - 1
@@ -807,9 +875,11 @@ impl Orders<'_> {
             request = request.header(*name, value);
         }
         let sent = self.sent.clone();
+        let in_flight = self.in_flight.clone();
         self.tasks.push(tokio::spawn(async move {
             tokio::time::sleep(hold).await;
             let answer = async {
+                let _delivering = in_flight.enter().await?;
                 let response = request.body(bytes).send().await.ok()?;
                 if !response.status().is_success() {
                     return None;
@@ -841,6 +911,7 @@ impl Orders<'_> {
             .collect();
         let bytes = serde_json::to_vec(&json!({ "events": shipped })).expect("json serializes");
         let request = self.client.post(self.webhook(channel));
+        let in_flight = self.in_flight.clone();
         self.ships.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let id = format!("{}-ship-{n}", tag());
@@ -848,6 +919,9 @@ impl Orders<'_> {
             for (name, value) in crate::signing::signed_headers(SECRET, &id, &bytes) {
                 request = request.header(name, value);
             }
+            let Some(_delivering) = in_flight.enter().await else {
+                return;
+            };
             let _ = request.body(bytes).send().await;
         }));
     }
@@ -1010,6 +1084,8 @@ fn latency_report(
         "lines_max": traffic.lines,
         "order_lines": sent.iter().map(|o| o.skus.len()).sum::<usize>(),
         "duplicates_sent": run.duplicates_sent,
+        "deliveries_in_flight_most": run.in_flight_most,
+        "connections": traffic.connections,
         "reordered_sent": run.reordered_sent,
         "orders_by_channel": (0..plan.channels).map(|c| (format!("ch{c}"), json!(sent.iter().filter(|o| o.channel == c).count()))).collect::<serde_json::Map<_, _>>(),
         "faults": traffic.faults.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>(),

@@ -49,7 +49,18 @@ pub struct Traffic {
     /// Each order ships this long after it was placed (from the same channel), so the
     /// open lines stay bounded; `None`: orders stay open.
     pub ship_after: Option<Duration>,
+    /// Most deliveries (order webhooks and shipments) in flight at once, all channels
+    /// together, as a channel's sender holds a bounded number of connections: a delivery
+    /// due while all are busy waits for one, and the wait counts in its latency (measured
+    /// from when it was due). Unbounded, a lockstep that fell behind would be sent a new
+    /// connection per waiting order, and their setup would take the CPU it needs to
+    /// catch up (the generator's CPU per order rose by half in a failing ceiling step).
+    pub connections: usize,
 }
+
+/// `Traffic::connections` by default: what the generator's HTTP client keeps open to
+/// lockstep between requests.
+pub const CONNECTIONS: usize = 256;
 
 /// Most a reordered delivery is held back.
 pub const REORDER_MAX: Duration = Duration::from_millis(500);
@@ -141,6 +152,7 @@ impl Default for Traffic {
             mix: Vec::new(),
             faults: Vec::new(),
             ship_after: None,
+            connections: CONNECTIONS,
         }
     }
 }
