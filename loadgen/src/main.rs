@@ -26,8 +26,9 @@ struct Args {
     /// 10 s), `audit` (each order in the audit when acknowledged), `duplicates` (every
     /// order delivered three times) or `ceiling` (`latency` steps from
     /// `--orders-per-minute`, each 1.5 times the last and `--duration` long, until p99
-    /// propagation passes 5 s, an order is lost or the orders fall behind their schedule;
-    /// reports the rate held and what the failed step ran out of) or `soak`
+    /// propagation passes 5 s, an order is lost or the orders are answered at less than
+    /// 95% of the rate due; reports the rate held and what the failed step ran out of) or
+    /// `soak`
     /// (`latency` for `--duration`, an hour for the real thing, with lockstep's memory
     /// sampled every 10 s: it must stay flat) or `mixed` (every channel kind at once,
     /// each order placed on one channel its own way; try `--skus 100`) or `memory`

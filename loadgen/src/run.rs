@@ -1194,7 +1194,9 @@ pub fn table(report: &Value) -> String {
             usage["cores"],
             cores(&usage["lockstep_cores"]),
             cores(&usage["generator_cores"]),
-            usage["connections_refused"],
+            usage["connections_refused"]
+                .as_f64()
+                .map_or("?".to_string(), |n| format!("{n:.0}")),
         );
     }
     out += &format!(

@@ -83,9 +83,12 @@ fn connections_refused(base: &str) -> Option<f64> {
         .timeout(Duration::from_secs(5))
         .build()
         .ok()?;
+    // A refusal (an admin token the generator does not hold) says nothing either.
     let text = client
         .get(format!("{base}/metrics"))
         .send()
+        .ok()?
+        .error_for_status()
         .ok()?
         .text()
         .ok()?;
