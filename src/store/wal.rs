@@ -190,9 +190,15 @@ fn header(chunk: &[u8], last_seq: u64) -> Result<[u8; HEADER], StoreError> {
     out[0..4].copy_from_slice(&MAGIC);
     out[4..8].copy_from_slice(&len.to_le_bytes());
     out[8..16].copy_from_slice(&last_seq.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..16]), chunk);
+    let crc = checksum(&out, chunk);
     out[16..20].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// A record's CRC32C: of its header's first 16 bytes (magic, length, last sequence
+/// number), then of its chunk.
+fn checksum(header: &[u8; HEADER], chunk: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[..16]), chunk)
 }
 
 /// The file opened for records: `O_DIRECT | O_DSYNC`, or `O_DSYNC` where the file
@@ -234,7 +240,7 @@ fn read_chunks(path: &Path, after: u64) -> Result<Vec<(WalChunk, u64)>, StoreErr
         let mut chunk = vec![0u8; len];
         file.read_exact_at(&mut chunk, at + HEADER as u64)?;
         let stored = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
-        if crc32c::crc32c_append(crc32c::crc32c(&header[..16]), &chunk) != stored {
+        if checksum(&header, &chunk) != stored {
             break;
         }
         if last_seq > after {
