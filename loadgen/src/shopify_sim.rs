@@ -876,12 +876,18 @@ async fn handle(
         }
     }
     let data = if is_set {
-        let (data, outcome, changed) = if is_adjust {
-            adjust_quantities(&mut lock(&shop), variables)
-        } else {
-            set_quantities(&mut lock(&shop), &version, variables)
+        let (data, changed) = {
+            let mut s = lock(&shop);
+            let (data, outcome, changed) = if is_adjust {
+                adjust_quantities(&mut s, variables)
+            } else {
+                set_quantities(&mut s, &version, variables)
+            };
+            // Logged before the store's lock is let go: whoever reads the new level
+            // (a test's `wait_for`) finds the call that wrote it among `calls()`.
+            log(outcome);
+            (data, changed)
         };
-        log(outcome);
         if sender.habits().echo {
             for item in changed {
                 send_level_webhook(

@@ -542,13 +542,15 @@ async fn handle(
     };
     let segments: Vec<&str> = route.split('/').collect();
     let is_batch = segments.last() == Some(&"batch");
-    let log_call = |status: u16, items: usize| {
+    // Takes the store's lock from its caller, so that a batch is logged under the lock
+    // that writes its levels: whoever sees a new level finds the call among `calls()`.
+    let log_call = |s: &mut Shop, status: u16, items: usize| {
         if is_batch {
-            lock(&shop).log_call(path, items, status);
+            s.log_call(path, items, status);
         }
     };
     if !authorized {
-        log_call(401, 0);
+        log_call(&mut lock(&shop), 401, 0);
         return woo_error(
             401,
             "woocommerce_rest_cannot_view",
@@ -557,7 +559,7 @@ async fn handle(
     }
     let fault = lock(&shop).fault.clone();
     if let Fault::Status(code) = fault {
-        log_call(code, 0);
+        log_call(&mut lock(&shop), code, 0);
         return woo_error(
             code,
             "internal_server_error",
@@ -566,7 +568,7 @@ async fn handle(
     }
     let limited = !lock(&shop).spend(1.0);
     if limited {
-        log_call(429, 0);
+        log_call(&mut lock(&shop), 429, 0);
         return reply(
             429,
             &json!({"code": "too_many_requests", "message": "Too Many Requests"}),
@@ -754,10 +756,10 @@ fn batch(
     secret: &str,
     parent: Option<u64>,
     body: &[u8],
-    log_call: &dyn Fn(u16, usize),
+    log_call: &dyn Fn(&mut Shop, u16, usize),
 ) -> Reply {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        log_call(400, 0);
+        log_call(&mut lock(shop), 400, 0);
         return woo_error(400, "rest_invalid_json", "Invalid JSON body passed.");
     };
     let count = ["create", "update", "delete"]
@@ -765,7 +767,7 @@ fn batch(
         .map(|k| request[k].as_array().map_or(0, Vec::len))
         .sum::<usize>();
     if count > BATCH_LIMIT {
-        log_call(413, count);
+        log_call(&mut lock(shop), 413, count);
         return woo_error(
             413,
             "woocommerce_rest_request_entity_too_large",
@@ -777,7 +779,7 @@ fn batch(
     let updates: Vec<Value> = {
         let mut s = lock(shop);
         let modified = now_us();
-        request["update"]
+        let updates = request["update"]
             .as_array()
             .map(|a| a.as_slice())
             .unwrap_or_default()
@@ -795,9 +797,10 @@ fn batch(
                 changed.push(id);
                 product_json(p)
             })
-            .collect()
+            .collect();
+        log_call(&mut s, 200, count);
+        updates
     };
-    log_call(200, count);
     if sender.habits().echo {
         for id in changed {
             send_product_webhook(shop, sender, secret, &tokio::runtime::Handle::current(), id);
