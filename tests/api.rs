@@ -452,6 +452,17 @@ fn the_audit_stream_sends_each_record_it_admits_as_it_is_committed() {
     assert_eq!(seen, [("S-A", "counted", 7), ("S-A", "adjusted", 5)]);
 }
 
+/// Returns once each shard thread has answered a batch: named and, when asked, pinned
+/// (a thread names and pins itself when it starts, which a loaded machine can delay past
+/// the server's first answer). 32 SKUs all land on one shard with odds of 2 in 2^32.
+fn every_shard_has_run(server: &Server) {
+    let events: Vec<_> = (0..32)
+        .map(|i| event(&format!("pin-{i}"), &format!("PIN-{i}"), "counted", 1))
+        .collect();
+    let (status, body) = server.post_events(&json!({ "events": events }));
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The CPUs a thread of `pid` named `name` may run on (`Cpus_allowed_list`), one per thread.
 fn allowed_cpus(pid: u32, name: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -476,6 +487,7 @@ fn shard_threads_are_pinned_only_when_the_config_asks() {
     let dir = tempfile::tempdir().unwrap();
     // By default a shard runs wherever the scheduler finds room, as every other thread.
     let server = Server::start(&dir.path().join("free"));
+    every_shard_has_run(&server);
     let pid = server.child.id();
     let process = allowed_cpus(pid, "lockstep")[0].clone();
     let shards = allowed_cpus(pid, "shard-0");
@@ -488,6 +500,7 @@ fn shard_threads_are_pinned_only_when_the_config_asks() {
 
     // `pin_shards = true`: each shard thread on one CPU of its own.
     let server = Server::start_with(&dir.path().join("pinned"), "pin_shards = true", None);
+    every_shard_has_run(&server);
     let pid = server.child.id();
     for shard in ["shard-0", "shard-1"] {
         let cpus = allowed_cpus(pid, shard);
