@@ -10,7 +10,10 @@
 #   2. one hot SKU: lockstep taking orders for one SKU against PostgreSQL's row-locked
 #      `UPDATE stock SET qty = qty - 1 WHERE sku = ? AND qty > 0` (pgbench, durable
 #      commits), on random SKUs and on one hot SKU.
-# Prints each figure, the peer's, and the ratio. The two one-event ratios are taken in
+# Prints each figure, the peer's, and the ratio, and for the one-event rounds where the
+# CPU went: each server's and wrk's per request, and the machine's idle share (on 2
+# cores wrk takes as much as bare hyper does, so a ratio is theirs together). The two
+# one-event ratios are taken in
 # ROUNDS rounds (3 by default), bare hyper then lockstep in each, both servers up all
 # along: the machine's speed drifts by a quarter between runs a minute apart, so a ratio
 # is formed within a round and the median round's is printed, beside every round's.
@@ -70,17 +73,40 @@ start() {
 # Requests/s from wrk's output.
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-times() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a * b }'; }
+product() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a * b }'; }
 
 wrk_run() {  # wrk_run OUT URL SCRIPT [ENV=...]
     local out=$1 url=$2 script=$3; shift 3
     env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$script" "$url" >"$out"
 }
 
+# A process's CPU in clock ticks; the machine's ticks and idle ticks (/proc/stat).
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+machine() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5}' /proc/stat; }
+# cpu_run PID OUT URL SCRIPT [ENV=...]: wrk_run, and in OUT.cpu the µs of CPU per
+# request of the server (PID) and of wrk, and the machine's idle percent meanwhile.
+cpu_run() {
+    local pid=$1 out=$2 before t1 i1 t2 i2 wrk_s
+    shift
+    before=$(ticks "$pid")
+    read -r t1 i1 < <(machine)
+    # `times` reports the group's children: wrk, in seconds as "XmY.YYYs".
+    wrk_s=$({ wrk_run "$@"; times; } | awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] } print t }')
+    read -r t2 i2 < <(machine)
+    awk -v s=$(( $(ticks "$pid") - before )) -v w="$wrk_s" -v hz="$hz" -v idle=$(( i2 - i1 )) \
+        -v all=$(( t2 - t1 )) '/requests in/ { printf "%.1f %.1f %.0f\n", s / hz * 1e6 / $1, w * 1e6 / $1, 100 * idle / all }' "$out" >"$out.cpu"
+}
+# "SERVER_US WRK_US IDLE%" averaged over the rounds' OUT.N.cpu files.
+cpu_mean() {
+    cat "$work/$1".*.cpu | awk '{ s += $1; w += $2; i += $3 } END { printf "%.1f µs + wrk %.1f µs, the machine %.0f%% idle", s / NR, w / NR, i / NR }'
+}
+
 # 1. Ingest ------------------------------------------------------------------------------
 SHOPIFY_SECRET=peers-shopify-app-secret
 start "$work/hyper.log" "$root/target/release/bare_hyper" 127.0.0.1:0
 hyper_url=$url
+hyper_pid=${pids[-1]}
 cat >"$work/lockstep.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
@@ -99,6 +125,7 @@ location_id = "1"
 EOF
 start "$work/lockstep.log" "$root/target/release/lockstep" serve --config "$work/lockstep.toml"
 lockstep_url=$url
+lockstep_pid=${pids[-1]}
 
 hooks_run() {  # hooks_run OUT URL FIRST_ID
     "$root/target/release/signed_hooks" "$2" --secret "$SHOPIFY_SECRET" \
@@ -109,8 +136,8 @@ wrk_run "$work/hyper.wrk" "$hyper_url/" benches/peers/post.lua
 # The one-event rounds: the same requests to each (wrk's Lua per request costs CPU here
 # too), each round's keys and ids new to lockstep.
 for r in $(seq 1 "$ROUNDS"); do
-    wrk_run "$work/hyper-events.$r" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
-    wrk_run "$work/single.$r" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
+    cpu_run "$hyper_pid" "$work/hyper-events.$r" "$hyper_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
+    cpu_run "$lockstep_pid" "$work/single.$r" "$lockstep_url/v1/events" benches/peers/events.lua EVENTS=1 SKUS="$SKUS" ROUND="$r"
     hooks_run "$work/hyper-hooks.$r" "$hyper_url/webhooks/shop" $((r * 100000000))
     hooks_run "$work/hooks.$r" "$lockstep_url/webhooks/shop" $((r * 100000000))
 done
@@ -132,7 +159,7 @@ median_round() {
 read -r single hyper_events single_ratio single_rounds < <(median_round single hyper-events)
 read -r hooks hyper_hooks hooks_ratio hooks_rounds < <(median_round hooks hyper-hooks)
 hyper=$(rps "$work/hyper.wrk")
-batched=$(times "$(rps "$work/batched.wrk")" "$BATCH")
+batched=$(product "$(rps "$work/batched.wrk")" "$BATCH")
 hot=$(rps "$work/hot.wrk")
 for f in "$work"/single.* "$work"/batched.wrk "$work"/hot.wrk "$work"/hooks.*; do
     if grep -q "Non-2" "$f"; then
@@ -160,6 +187,8 @@ echo "lockstep and its peers on this machine ($cores cores), ${DURATION}s each, 
 printf '%-58s %12s\n' "bare hyper server answering 200, 1 KiB POSTs" "$hyper req/s"
 printf '%-58s %12s\n' "bare hyper server answering 200, one-event requests" "$hyper_events req/s"
 printf '%-58s %12s   %s of bare hyper given the same requests (rounds: %s)\n' "lockstep durable ingest, 1 event per request" "$single req/s" "$single_ratio" "$single_rounds"
+printf '%-58s %s\n' "  CPU per one-event request, bare hyper" "$(cpu_mean hyper-events)"
+printf '%-58s %s\n' "  CPU per one-event request, lockstep" "$(cpu_mean single)"
 printf '%-58s %12s\n' "bare hyper server answering 200, signed Shopify webhooks" "$hyper_hooks req/s"
 printf '%-58s %12s   %s of bare hyper given the same requests (rounds: %s)\n' "lockstep, signed Shopify webhooks, 1 event per request" "$hooks req/s" "$hooks_ratio" "$hooks_rounds"
 printf '%-58s %12s   %s of bare hyper (events/s over its req/s)\n' "lockstep durable ingest, $BATCH events per request" "$batched events/s" "$(ratio "$batched" "$hyper")"
