@@ -47,10 +47,11 @@ fn order_changes_come_from_the_sqs_queue_at_least_once_and_count_once() {
     rig.sim.queue.set_duplicate(0.5);
     let order = rig.sim.place_order(&[("A0", 3), ("A1", 1)]);
     assert!(eventually(WAIT, || rig.server.stock("A0") == Some((20, 3, 17))));
-    assert_eq!(
-        rig.server.stock("A1"),
-        Some((20, 1, 19)),
-        "every item of the order"
+    // Every item of the order (on another shard, maybe a commit behind).
+    assert!(
+        eventually(WAIT, || rig.server.stock("A1") == Some((20, 1, 19))),
+        "{:?}",
+        rig.server.stock("A1")
     );
     assert!(
         eventually(WAIT, || rig.sim.queue.depth() == 0),

@@ -78,15 +78,16 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
         && audit_of(&rig.server, "B1")
             .iter()
             .any(|r| r["kind"] == "order_released_total")));
-    // The echoes of our writes (`method: absolute`) changed nothing.
-    assert!(rig.sim.market.sender.wait_idle(WAIT));
-    assert!(rig
+    // The echoes of our writes (`method: absolute`) changed nothing. (An echo is queued
+    // after the write it answers: waited for, not assumed.)
+    assert!(eventually(WAIT, || rig
         .sim
         .market
         .sender
         .sent()
         .iter()
-        .any(|s| s.topic == "store/product/inventory/updated"));
+        .any(|s| s.topic == "store/product/inventory/updated")));
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
     assert!(rig
         .sim
         .market

@@ -49,8 +49,9 @@ fn answering(reply: String) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    counted.fetch_add(1, Ordering::SeqCst);
+                    // Logged before counted: whoever sees the count finds the headers.
                     logged.lock().unwrap().push(head);
+                    counted.fetch_add(1, Ordering::SeqCst);
                     if reader.get_mut().write_all(reply.as_bytes()).is_err() {
                         return;
                     }

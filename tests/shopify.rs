@@ -498,8 +498,12 @@ fn reconciliation_reads_the_store_and_lowers_an_excess_at_once() {
     // The repair compared with the 12 read, not with what the store was expected to show
     // (8): its acknowledgement is the level it left, never a change from the expectation
     // (which would leave 8 + (8 - 12) = 4 expected, and the store written again).
+    // Newest first: the stock-up's push, then the repair's, recorded once answered.
+    assert!(eventually(WAIT, || records(&rig.server, "S1", "pushed")
+        .len()
+        == 2));
     let acked = records(&rig.server, "S1", "pushed");
-    assert_eq!(acked.last().unwrap()["qty"], 8, "{acked:?}");
+    assert_eq!(acked[0]["qty"], 8, "{acked:?}");
     assert!(records(&rig.server, "S1", "pushed_change").is_empty());
     let (_, sku) = rig.server.get("/v1/skus/S1");
     assert_eq!(sku["channels"]["shop"]["expected"], 8, "{sku}");

@@ -412,9 +412,13 @@ impl ShopifySim {
         change: impl FnOnce(&Self, &mut Order, &mut Shop) -> Option<Value>,
     ) {
         let (body, refund, items) = {
+            // The store's lock first, then the simulator's own: the order the API's
+            // handler takes them in (it logs a write under the store's lock), so neither
+            // waits on the other for ever.
+            let mut shop = self.market.shop();
             let mut s = self.lock();
             let order = s.orders.get_mut(&order_id).expect("a placed order");
-            let refund = change(self, order, &mut self.market.shop());
+            let refund = change(self, order, &mut shop);
             if let Some(refund) = &refund {
                 order.refunds.push(refund.clone());
             }
