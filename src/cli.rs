@@ -26,7 +26,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(config, shutdown_signal(), |addr| {
+    let shutdown = {
+        let _runtime = runtime.enter();
+        shutdown_signal()?
+    };
+    runtime.block_on(run(config, shutdown, |addr| {
         println!("lockstep listening on http://{addr}");
     }))
 }
@@ -127,19 +131,21 @@ pub async fn run(
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+/// Ctrl-C or SIGTERM, listened for from this call on, not from the future's first poll.
+/// That poll came after the "listening" line (in the accept loop): a SIGTERM sent on
+/// reading the line found either no handler (the process killed, not shut down) or, with
+/// tokio's handler just installed and its listener not yet there, was lost, and the
+/// server ran on after being told to stop (seen under a loaded CPU).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
+    })
 }
 
 /// A shard's store, opened by a command while no server runs, and its recovered state.

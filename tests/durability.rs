@@ -263,3 +263,33 @@ fn a_journal_cut_short_below_what_was_acknowledged_stops_the_start() {
     let (ok, out) = replay(&data);
     assert!(!ok && out.contains("were acknowledged"), "{out}");
 }
+
+/// A SIGTERM sent the moment the server prints that it listens shuts it down as asked:
+/// exit code 0 after a clean stop, never killed by the signal nor left running. (Its
+/// handlers used to be set only after that line, in the accept loop: a loaded machine
+/// left the server running on after the signal.)
+#[test]
+fn a_sigterm_on_the_listening_line_stops_the_server_cleanly() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(&dir.path().join("data"));
+        // SAFETY: kill only sends a signal to the child the test started.
+        unsafe {
+            libc::kill(server.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 30 s after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let said = server.stderr_lines();
+        assert_eq!(status.code(), Some(0), "{status:?}: {said:?}");
+        assert!(said.iter().any(|l| l.contains("shutting down")), "{said:?}");
+    }
+}
