@@ -288,7 +288,14 @@ fn a_sigterm_on_the_listening_line_stops_the_server_cleanly() {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let said = server.stderr_lines();
+        // Its last lines may still be on their way through the pipe's reader.
+        let mut said = server.stderr_lines();
+        while !said.iter().any(|l| l.contains("shutting down"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            said.extend(server.stderr_lines());
+        }
         assert_eq!(status.code(), Some(0), "{status:?}: {said:?}");
         assert!(said.iter().any(|l| l.contains("shutting down")), "{said:?}");
     }
