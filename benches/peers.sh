@@ -13,10 +13,10 @@
 # Prints each figure, the peer's, and the ratio, and for the one-event rounds where the
 # CPU went: each server's and wrk's per request, and the machine's idle share (on 2
 # cores wrk takes as much as bare hyper does, so a ratio is theirs together). The two
-# one-event ratios are taken in
-# ROUNDS rounds (3 by default), bare hyper then lockstep in each, both servers up all
-# along: the machine's speed drifts by a quarter between runs a minute apart, so a ratio
-# is formed within a round and the median round's is printed, beside every round's.
+# one-event ratios are taken in ROUNDS rounds (3 by default), bare hyper then lockstep in
+# each, both servers up all along: the machine's speed drifts by a quarter between runs
+# a minute apart, so a ratio is formed within a round and the median round's is
+# printed, beside every round's.
 # Installs wrk and PostgreSQL from the system's packages when missing; PostgreSQL runs on
 # loopback from a temp data directory and is stopped afterwards.
 #
