@@ -57,8 +57,9 @@ struct Extra {
     feed_delay: Duration,
     /// Feeds created (messages each).
     feed_sizes: Vec<usize>,
-    /// Each feed's processing: when it is done, and its report.
-    feed_results: HashMap<String, (Instant, Value)>,
+    /// Each feed's processing: whether it is done (its levels all written, so a client
+    /// told DONE reads them), and its report.
+    feed_results: HashMap<String, (bool, Value)>,
     /// Seller SKUs whose writes Amazon refuses (a listing it will not take).
     refused: std::collections::HashSet<String>,
     /// Seller SKU → its `fulfillment_availability` entry beyond the quantity (the
@@ -621,7 +622,7 @@ fn handle(
             let id = path.trim_start_matches("/feeds/2021-06-30/feeds/");
             let e = x();
             match e.feed_results.get(id) {
-                Some((done, _)) if Instant::now() >= *done => reply(
+                Some((true, _)) => reply(
                     200,
                     &json!({"feedId": id, "feedType": "JSON_LISTINGS_FEED", "marketplaceIds": [MARKETPLACE_ID],
                             "processingStatus": "DONE", "resultFeedDocumentId": format!("result-{id}")}),
@@ -750,11 +751,11 @@ fn create_feed(
     {
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
         e.feed_sizes.push(all.len());
-        e.feed_results
-            .insert(feed_id.clone(), (Instant::now() + delay, report));
+        e.feed_results.insert(feed_id.clone(), (false, report));
     }
     lock(shop).log_call(&req.path, all.len(), 202);
-    let (shop, sender) = (shop.clone(), sender.clone());
+    let (shop, sender, extra) = (shop.clone(), sender.clone(), extra.clone());
+    let processed = feed_id.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         for (seller_sku, quantity) in messages {
@@ -763,6 +764,12 @@ fn create_feed(
                 lock(&shop).write(&sku, quantity);
                 echo(&sender, &auth, &seller_sku, quantity);
             }
+        }
+        // DONE only now: a feed reported done before its last level was written let a
+        // client read an old level after DONE.
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((done, _)) = e.feed_results.get_mut(&processed) {
+            *done = true;
         }
     });
     reply(202, &json!({"feedId": feed_id}), &[])
@@ -824,5 +831,69 @@ impl crate::sim::Simulator for AmazonSim {
 
     fn set_habits(&self, habits: &crate::sim::Habits) {
         self.market.set_habits(habits.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::blocking::Client;
+
+    #[test]
+    fn a_feed_is_done_only_once_its_levels_are_written() {
+        // A feed reported DONE at a time fixed when it was created let a client polling
+        // getFeed read the old levels: the timer that starts writing them fires a little
+        // after that time (1 ms resolution), and DONE was said meanwhile.
+        const N: usize = 3_000;
+        let names: Vec<(String, String)> = (0..N)
+            .map(|i| (format!("A{i}"), format!("AMZ-{i}")))
+            .collect();
+        let items: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(s, id)| (s.as_str(), id.as_str()))
+            .collect();
+        let sim = AmazonSim::start(&items, ("id", "secret", "refresh"), ("x-auth", "v"));
+        sim.set_feed_delay(Duration::from_millis(100));
+        let url = sim.market.url();
+        let client = Client::new();
+        let api = |req: reqwest::blocking::RequestBuilder| {
+            req.header("x-amz-access-token", "Atza|sim-token-1")
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        };
+        let document = api(client.post(format!("{url}/feeds/2021-06-30/documents")));
+        let messages: Vec<Value> = (0..N)
+            .map(|i| {
+                json!({"messageId": i + 1, "sku": format!("AMZ-{i}"), "operationType": "PATCH",
+                "patches": [{"op": "replace", "path": "/attributes/fulfillment_availability",
+                    "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": 7}]}]})
+            })
+            .collect();
+        let upload = document["url"].as_str().unwrap().to_string();
+        client
+            .put(upload)
+            .body(json!({"messages": messages}).to_string())
+            .send()
+            .unwrap();
+        let id = document["feedDocumentId"].as_str().unwrap();
+        let feed = api(client
+            .post(format!("{url}/feeds/2021-06-30/feeds"))
+            .json(&json!({"feedType": "JSON_LISTINGS_FEED", "inputFeedDocumentId": id})));
+        let feed = feed["feedId"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = api(client.get(format!("{url}/feeds/2021-06-30/feeds/{feed}")));
+            if status["processingStatus"] == "DONE" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never done: {status}");
+        }
+        let levels = sim.market.levels();
+        let behind = (0..N)
+            .filter(|i| levels.get(&format!("A{i}")) != Some(&7))
+            .count();
+        assert_eq!(behind, 0, "levels not written when the feed said DONE");
     }
 }

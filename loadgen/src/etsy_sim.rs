@@ -286,8 +286,11 @@ impl EtsySim {
     /// Orders change the shop's levels; the inventories follow. A listing whose every
     /// offering an order brought to 0 is `sold_out`, as Etsy marks it.
     fn sync_levels(&self) {
-        let levels = self.market.levels();
+        // The inventories' lock before the levels are read, as the API's handlers take
+        // them: a write between the two would otherwise be undone with the level read
+        // before it.
         let mut extra = self.extra();
+        let levels = self.market.levels();
         let x = &mut *extra;
         for (listing, products) in x.inventories.iter_mut() {
             let mut touched = false;

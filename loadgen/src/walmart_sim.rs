@@ -511,18 +511,20 @@ fn handle(
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;
             }
-            let submitted = extra
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .feeds
-                .submit(&req);
+            // Logged before the feeds' lock is let go: the worker that processes the
+            // feed takes it first, so no level it writes is seen before the call that
+            // asked for it is (the worker's lock order: feeds, then the shop).
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let submitted = x.feeds.submit(&req);
             match submitted {
                 Ok(id) => {
                     lock(shop).log_call(&req.path, 0, 200);
+                    drop(x);
                     reply(200, &json!({"feedId": id}), &[])
                 }
                 Err((status, why, headers)) => {
                     lock(shop).log_call(&req.path, 0, status);
+                    drop(x);
                     let code = if status == 429 {
                         "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API"
                     } else {
