@@ -272,9 +272,12 @@ impl EtsySim {
     /// Refunds a receipt in full before it ships (Etsy sends nothing): the units go back
     /// to stock and the receipt's status becomes "Fully Refunded".
     pub fn refund(&self, receipt: u64) {
-        self.extra().refunded.insert(receipt);
+        // Marked and restocked under the one lock the receipts' reads hold: none sees
+        // "Fully Refunded" with the units not yet back.
+        let mut extra = self.extra();
+        extra.refunded.insert(receipt);
         self.market.shop().advance(receipt, Stage::Cancelled);
-        self.sync_levels();
+        sync_inventories(&mut extra, &self.market.levels());
     }
 
     /// Ships or cancels a receipt (Etsy sends nothing for either).
@@ -291,28 +294,32 @@ impl EtsySim {
         // before it.
         let mut extra = self.extra();
         let levels = self.market.levels();
-        let x = &mut *extra;
-        for (listing, products) in x.inventories.iter_mut() {
-            let mut touched = false;
-            for p in products.iter_mut() {
-                let o = &mut p.offerings[0];
-                if let Some(level) = levels.get(&p.sku) {
-                    // Only what buyers could see moves with an order.
-                    if o.enabled
-                        && *level != o.quantity
-                        && x.states.get(listing).is_none_or(|s| s == "active")
-                    {
-                        o.quantity = *level;
-                        touched = true;
-                    }
+        sync_inventories(&mut extra, &levels);
+    }
+}
+
+/// The inventories follow the shop's `levels` (see `EtsySim::sync_levels`).
+fn sync_inventories(x: &mut Extra, levels: &std::collections::HashMap<String, i64>) {
+    for (listing, products) in x.inventories.iter_mut() {
+        let mut touched = false;
+        for p in products.iter_mut() {
+            let o = &mut p.offerings[0];
+            if let Some(level) = levels.get(&p.sku) {
+                // Only what buyers could see moves with an order.
+                if o.enabled
+                    && *level != o.quantity
+                    && x.states.get(listing).is_none_or(|s| s == "active")
+                {
+                    o.quantity = *level;
+                    touched = true;
                 }
             }
-            let empty = products
-                .iter()
-                .all(|p| p.offerings.iter().all(|o| o.quantity == 0));
-            if touched && empty {
-                x.states.insert(listing.clone(), "sold_out".into());
-            }
+        }
+        let empty = products
+            .iter()
+            .all(|p| p.offerings.iter().all(|o| o.quantity == 0));
+        if touched && empty {
+            x.states.insert(listing.clone(), "sold_out".into());
         }
     }
 }
@@ -680,18 +687,16 @@ fn handle(
             reply(200, &listing_json(&x, listing), &quota)
         }
         (hyper::Method::GET, ["shops", shop_id, "receipts", receipt]) if *shop_id == SHOP_ID => {
-            // The extra state before the shop's, in the order every handler takes them.
-            let refunded = extra
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .refunded
-                .clone();
+            // The extra state before the shop's, in the order every handler takes them,
+            // and held while the shop is read: a refund (`EtsySim::refund`) changes both.
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let refunded = &x.refunded;
             let s = lock(shop);
             let listing_of = |sku: &str| split_id(&s, sku);
             match receipt
                 .parse()
                 .ok()
-                .and_then(|id| receipt_json(&s, id, &listing_of, &refunded))
+                .and_then(|id| receipt_json(&s, id, &listing_of, refunded))
             {
                 Some(r) => reply(200, &r, &quota),
                 None => etsy_error(404, "Receipt not found", &quota),
@@ -701,11 +706,8 @@ fn handle(
             let since_s = req.number("min_last_modified", 0) as i64;
             let limit: usize = req.number("limit", 25).clamp(1, 100);
             let offset: usize = req.number("offset", 0);
-            let refunded = extra
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .refunded
-                .clone();
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let refunded = &x.refunded;
             let mut s = lock(shop);
             // `min_last_modified` is inclusive, in whole seconds.
             let orders = s.modified_after(since_s * 1_000_000 - 1);
@@ -714,7 +716,7 @@ fn handle(
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter_map(|o| receipt_json(&s, o.id, &listing_of, &refunded))
+                .filter_map(|o| receipt_json(&s, o.id, &listing_of, refunded))
                 .collect();
             reply(
                 200,

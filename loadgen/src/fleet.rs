@@ -440,8 +440,7 @@ impl Simulator for ErpShop {
         let order = format!("erp-{}", self.orders.fetch_add(1, Ordering::Relaxed) + 1);
         let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
         for (sku, qty) in &lines {
-            self.sim
-                .set_level(sku, self.sim.level(sku).unwrap_or(0) - qty);
+            self.sim.sell(sku, *qty);
         }
         self.events(&order, &lines, "order_placed");
         Box::new(move || self.events(&order, &lines, "order_cancelled"))

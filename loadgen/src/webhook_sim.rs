@@ -144,6 +144,15 @@ impl WebhookSim {
         shop.set_level(sku, available);
     }
 
+    /// A sale on the seller's own system: `units` fewer shown, read and written under one
+    /// lock (a push landing between a separate read and write would be undone).
+    pub fn sell(&self, sku: &str, units: i64) {
+        let mut shop = self.market.shop();
+        let level = shop.level(sku).unwrap_or(0);
+        shop.list(sku, sku);
+        shop.set_level(sku, level - units);
+    }
+
     /// The level the channel shows now.
     pub fn level(&self, sku: &str) -> Option<i64> {
         self.market.level(sku)
