@@ -39,8 +39,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// The engine with a simulated Shopify store and WooCommerce site and shoppers on both,
-    /// in one process on a temporary data directory; a status line per second.
+    /// The engine with four simulated stores (Shopify, WooCommerce, Amazon, eBay) and
+    /// shoppers on each, in one process on a temporary data directory; a status line per
+    /// second.
     Demo {
         /// How long the shoppers shop, in seconds.
         #[arg(long, default_value_t = 60)]

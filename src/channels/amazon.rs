@@ -172,7 +172,11 @@ impl Settings {
 impl Kind for Amazon {
     type Settings = Settings;
 
-    fn check(_channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        kind::no_batch_max(
+            channel,
+            "one SKU per patchListingsItem call, a backlog in feeds of up to 10,000 messages",
+        )?;
         let amazon = ChannelKind::Amazon;
         for (key, value) in [
             ("client_id", &settings.client_id),

@@ -94,6 +94,8 @@ pub struct BigCommerce {
     keys: Vec<Key>,
     auth_header: Option<String>,
     catalog: Catalog,
+    /// Items per push: `batch_max`, at most `BATCH_MAX`.
+    batch_max: usize,
     seen: Seen,
     /// Variants whose product is tracked by product, with that product's id: their
     /// adjustments name `product_id` (learned from a 422, see the module doc).
@@ -160,6 +162,7 @@ impl BigCommerce {
             keys: kind::secrets(config).map(Key::raw).collect(),
             auth_header: settings.auth_header,
             catalog,
+            batch_max: kind::batch_max(config, BATCH_MAX, BATCH_MAX),
             seen: Seen::default(),
             by_product: Default::default(),
             poll_interval: Duration::from_secs(
@@ -424,7 +427,7 @@ impl ChannelAdapter for BigCommerce {
     }
 
     fn batch_max(&self) -> usize {
-        BATCH_MAX
+        self.batch_max
     }
 
     fn pace(&self) -> Pace {

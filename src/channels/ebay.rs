@@ -77,6 +77,8 @@ pub struct Ebay {
     name: String,
     base_url: String,
     catalog: Catalog,
+    /// Items per push: `batch_max`, at most `BATCH_MAX`.
+    batch_max: usize,
     poll_interval: Duration,
     token: TokenCache,
     /// When the spent daily call limit of the Inventory API resets (`None`: not spent).
@@ -252,6 +254,7 @@ impl Ebay {
             name: config.name.clone(),
             base_url,
             catalog,
+            batch_max: kind::batch_max(config, BATCH_MAX, BATCH_MAX),
             poll_interval: Duration::from_secs(
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
@@ -417,7 +420,7 @@ impl ChannelAdapter for Ebay {
     }
 
     fn batch_max(&self) -> usize {
-        BATCH_MAX
+        self.batch_max
     }
 
     fn pace(&self) -> Pace {

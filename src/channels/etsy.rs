@@ -90,6 +90,7 @@ impl Kind for Etsy {
     type Settings = Settings;
 
     fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        kind::no_batch_max(channel, "one listing's products per inventory update")?;
         let etsy = ChannelKind::Etsy;
         kind::required(&channel.webhook_secret, "webhook_secret", etsy)?;
         for (key, value) in [

@@ -202,6 +202,24 @@ pub fn build(
 
 // Helpers for the kinds' `check`.
 
+/// Items one push may carry: the channel's `batch_max` (`default` when unset), at most
+/// the kind's own limit `max`.
+pub fn batch_max(channel: &ChannelConfig, default: usize, max: usize) -> usize {
+    channel.batch_max.unwrap_or(default).clamp(1, max)
+}
+
+/// Refuses `batch_max` for a kind whose calls carry what its API fixes (`why`): a value
+/// nothing reads would look like it was honoured.
+pub fn no_batch_max(channel: &ChannelConfig, why: &str) -> Result<(), Problem> {
+    match channel.batch_max {
+        Some(_) => Err(Problem::new(
+            "batch_max",
+            format!("not used by this kind: {why}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A key the kind cannot work without (blank counts as missing).
 pub fn required<'a>(
     value: &'a Option<String>,
@@ -377,6 +395,51 @@ mod tests {
         let err = checked(&typo).unwrap_err();
         assert_eq!(err.field, "channels[0].acess_token", "{err}");
         assert!(err.reason.contains("nor of any kind"), "{err}");
+    }
+
+    #[test]
+    fn batch_max_is_honoured_up_to_the_kind_s_limit_or_refused_where_the_api_fixes_it() {
+        let bigcommerce = "[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"https://api.bigcommerce.example\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nwebhook_secret = \"s\"\n";
+        let ebay = "[[channels]]\nname = \"ebay\"\nkind = \"ebay\"\nbase_url = \"https://api.ebay.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n";
+        let shown = |block: &str, batch_max: Option<usize>| {
+            let text = match batch_max {
+                Some(n) => format!("{block}batch_max = {n}\n"),
+                None => block.to_string(),
+            };
+            let config = checked(&text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            build(&config, &[], dir.path()).unwrap()
+                [config.registry().id_of(&config.channels[0].name).unwrap()]
+            .batch_max()
+        };
+        // Unset: the kind's own; set: honoured, never past the kind's limit.
+        assert_eq!(shown(bigcommerce, None), bigcommerce::BATCH_MAX);
+        assert_eq!(shown(bigcommerce, Some(7)), 7);
+        assert_eq!(shown(bigcommerce, Some(1_000_000)), bigcommerce::BATCH_MAX);
+        assert_eq!(shown(ebay, None), ebay::BATCH_MAX);
+        assert_eq!(shown(ebay, Some(3)), 3);
+        assert_eq!(shown(ebay, Some(26)), ebay::BATCH_MAX);
+        let shopify = EXAMPLE.replace("buffer = 2", "buffer = 2\nbatch_max = 9");
+        let config = checked(&shopify).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            build(&config, &[], dir.path()).unwrap()[config.registry().id_of("shop").unwrap()]
+                .batch_max(),
+            9
+        );
+
+        // Where the API fixes what a call carries, a batch_max nothing would read is
+        // refused by name rather than ignored.
+        let amazon = "\n[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"k: v\"\nsqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n";
+        let walmart = "\n[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://wm.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nwebhook_secret = \"w\"\n";
+        let etsy = "\n[[channels]]\nname = \"et\"\nkind = \"etsy\"\nbase_url = \"https://e.example\"\nwebhook_secret = \"w\"\nclient_id = \"key\"\nrefresh_token = \"r\"\nshop_id = \"1\"\nshared_secret = \"s3cret\"\n";
+        let tiktok = "\n[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\nbase_url = \"https://tt.example\"\napp_key = \"k\"\napp_secret = \"s\"\nrefresh_token = \"r\"\nshop_cipher = \"c\"\n";
+        for block in [amazon, walmart, etsy, tiktok] {
+            checked(&format!("{EXAMPLE}{block}")).unwrap_or_else(|e| panic!("{block}: {e}"));
+            let err = checked(&format!("{EXAMPLE}{block}batch_max = 10\n")).unwrap_err();
+            assert_eq!(err.field, "channels[3].batch_max", "{err}");
+            assert!(err.reason.contains("not used by this kind"), "{err}");
+        }
     }
 
     #[test]

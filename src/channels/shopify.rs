@@ -267,10 +267,7 @@ impl Shopify {
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
             catalog: catalog.normalized(numeric_id),
-            batch_max: config
-                .batch_max
-                .unwrap_or(BATCH_DEFAULT)
-                .clamp(1, BATCH_MAX),
+            batch_max: kind::batch_max(config, BATCH_DEFAULT, BATCH_MAX),
             boot: crate::clock::now_micros(),
             calls: AtomicU64::new(0),
             unanswered: std::sync::Mutex::new(None),

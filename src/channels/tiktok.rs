@@ -125,7 +125,8 @@ pub struct Settings {
 impl Kind for TikTok {
     type Settings = Settings;
 
-    fn check(_channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+    fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        kind::no_batch_max(channel, "one product's SKUs per inventory update")?;
         let tiktok = ChannelKind::Tiktok;
         kind::required(&settings.app_key, "app_key", tiktok)?;
         kind::required(&settings.app_secret, "app_secret", tiktok)?;

@@ -106,6 +106,10 @@ impl Kind for Walmart {
     type Settings = Settings;
 
     fn check(channel: &ChannelConfig, settings: &Settings) -> Result<(), Problem> {
+        kind::no_batch_max(
+            channel,
+            "one SKU per PUT /v3/inventory, the rest in inventory feeds (feeds_per_hour)",
+        )?;
         let walmart = ChannelKind::Walmart;
         kind::required(&settings.client_id, "client_id", walmart)?;
         kind::required(&settings.client_secret, "client_secret", walmart)?;

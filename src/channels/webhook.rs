@@ -85,7 +85,7 @@ impl Kind for Webhook {
             name: config.name.clone(),
             base_url: config.base_url.clone(),
             keys: kind::secrets(config).filter_map(Key::from_secret).collect(),
-            batch_max: config.batch_max.unwrap_or(BATCH_MAX).min(BATCH_MAX),
+            batch_max: kind::batch_max(config, BATCH_MAX, BATCH_MAX),
             next_id: std::sync::atomic::AtomicU64::new(0),
             boot: crate::clock::now_micros(),
         }

@@ -140,7 +140,7 @@ impl WooCommerce {
                 base64::engine::general_purpose::STANDARD.encode(credentials)
             ),
             catalog,
-            batch_max: config.batch_max.unwrap_or(BATCH_MAX).clamp(1, BATCH_MAX),
+            batch_max: kind::batch_max(config, BATCH_MAX, BATCH_MAX),
             poll_interval: Duration::from_secs(
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
