@@ -58,7 +58,7 @@ struct Extra {
     /// Feeds created (messages each).
     feed_sizes: Vec<usize>,
     /// Each feed's processing: whether it is done (its levels all written, so a client
-    /// told DONE reads them), and its report.
+    /// told DONE reads them), and then its report (`process_feed`).
     feed_results: HashMap<String, (bool, Value)>,
     /// Seller SKUs whose writes Amazon refuses (a listing it will not take).
     refused: std::collections::HashSet<String>,
@@ -513,9 +513,10 @@ fn handle(
     }
     if let Some(["report", feed]) = req.route("/").as_deref() {
         // The result document's pre-signed URL: no access token.
+        // Its result document exists once the feed is processed.
         return match x().feed_results.get(*feed) {
-            Some((_, report)) => reply(200, report, &[]),
-            None => reply(404, &json!({}), &[]),
+            Some((true, report)) => reply(200, report, &[]),
+            _ => reply(404, &json!({}), &[]),
         };
     }
     if req.header("x-amz-access-token") != Some(x().token.as_str()) {
@@ -714,65 +715,72 @@ fn create_feed(
     };
     let feed: Value = serde_json::from_slice(&document).unwrap_or(Value::Null);
     let feed_id = format!("{}", rand::random::<u32>());
-    // Each message is taken or named in the report with an ERROR issue
-    // (listings-feed-processing-report-schema-v2.json: `issues[]` with `messageId`, `sku`,
-    // `code`, `severity`, `message`).
-    let mut messages: Vec<(String, i64)> = Vec::new();
-    let mut issues = Vec::new();
-    let all = feed["messages"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for m in all {
-        let seller_sku = m["sku"].as_str().unwrap_or_default().to_string();
+    let messages: Vec<Value> = feed["messages"].as_array().cloned().unwrap_or_default();
+    {
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-        let known = lock(shop).by_id(&seller_sku).is_some();
-        let applied = if e.refused.contains(&seller_sku) {
-            Err("The listing is not available for this operation.".to_string())
-        } else if !known {
-            Err(format!("SKU {seller_sku} does not exist."))
-        } else {
-            apply_patch(&mut e.availability, &seller_sku, &m["patches"][0])
+        e.feed_sizes.push(messages.len());
+        e.feed_results.insert(feed_id.clone(), (false, Value::Null));
+    }
+    lock(shop).log_call(&req.path, messages.len(), 202);
+    let (shop, sender, extra) = (shop.clone(), sender.clone(), extra.clone());
+    let processed = feed_id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        process_feed(&shop, &sender, &extra, &auth, &processed, &messages);
+    });
+    reply(202, &json!({"feedId": feed_id}), &[])
+}
+
+/// A feed's processing, when its time comes: each message taken (its availability and
+/// level written together) or named in the report with an ERROR issue
+/// (listings-feed-processing-report-schema-v2.json: `issues[]` with `messageId`, `sku`,
+/// `code`, `severity`, `message`); then the report, and DONE. Nothing of a feed shows
+/// before it is processed, and DONE only once all of it does: a feed reported done before
+/// its last level was written let a client read an old level after DONE.
+fn process_feed(
+    shop: &Arc<Mutex<Shop>>,
+    sender: &Arc<Sender>,
+    extra: &Arc<Mutex<Extra>>,
+    auth: &(String, String),
+    feed_id: &str,
+    messages: &[Value],
+) {
+    let mut accepted = 0;
+    let mut issues = Vec::new();
+    for m in messages {
+        let seller_sku = m["sku"].as_str().unwrap_or_default().to_string();
+        // Amazon's lock order: its own state, then the shop's.
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(shop);
+        let sku = s.by_id(&seller_sku).map(|l| l.sku.clone());
+        let applied = match &sku {
+            _ if e.refused.contains(&seller_sku) => {
+                Err("The listing is not available for this operation.".to_string())
+            }
+            None => Err(format!("SKU {seller_sku} does not exist.")),
+            Some(sku) => apply_patch(&mut e.availability, &seller_sku, &m["patches"][0])
+                .inspect(|quantity| s.write(sku, *quantity)),
         };
+        drop((s, e));
         match applied {
-            Ok(quantity) => messages.push((seller_sku, quantity)),
+            Ok(quantity) => {
+                accepted += 1;
+                echo(sender, auth, &seller_sku, quantity);
+            }
             Err(message) => issues.push(
                 json!({"messageId": m["messageId"], "sku": seller_sku, "code": "4000001",
-                                               "severity": "ERROR", "message": message}),
+                       "severity": "ERROR", "message": message}),
             ),
         }
     }
     let report = json!({
         "header": {"sellerId": SELLER_ID, "version": "2.0", "feedId": feed_id},
         "issues": issues,
-        "summary": {"errors": issues.len(), "warnings": 0, "messagesProcessed": all.len(),
-                    "messagesAccepted": messages.len(), "messagesInvalid": issues.len()},
+        "summary": {"errors": issues.len(), "warnings": 0, "messagesProcessed": messages.len(),
+                    "messagesAccepted": accepted, "messagesInvalid": issues.len()},
     });
-    {
-        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-        e.feed_sizes.push(all.len());
-        e.feed_results.insert(feed_id.clone(), (false, report));
-    }
-    lock(shop).log_call(&req.path, all.len(), 202);
-    let (shop, sender, extra) = (shop.clone(), sender.clone(), extra.clone());
-    let processed = feed_id.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        for (seller_sku, quantity) in messages {
-            let sku = lock(&shop).by_id(&seller_sku).map(|l| l.sku.clone());
-            if let Some(sku) = sku {
-                lock(&shop).write(&sku, quantity);
-                echo(&sender, &auth, &seller_sku, quantity);
-            }
-        }
-        // DONE only now: a feed reported done before its last level was written let a
-        // client read an old level after DONE.
-        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((done, _)) = e.feed_results.get_mut(&processed) {
-            *done = true;
-        }
-    });
-    reply(202, &json!({"feedId": feed_id}), &[])
+    let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+    e.feed_results.insert(feed_id.to_string(), (true, report));
 }
 
 fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
@@ -882,6 +890,11 @@ mod tests {
             .post(format!("{url}/feeds/2021-06-30/feeds"))
             .json(&json!({"feedType": "JSON_LISTINGS_FEED", "inputFeedDocumentId": id})));
         let feed = feed["feedId"].as_str().unwrap();
+        // Nothing of it shows before it is processed: neither a listing's availability
+        // (it once changed at once, ahead of the level), nor its report.
+        assert_eq!(sim.availability("AMZ-0")["quantity"], 0);
+        let report = client.get(format!("{url}/report/{feed}")).send().unwrap();
+        assert_eq!(report.status(), 404);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = api(client.get(format!("{url}/feeds/2021-06-30/feeds/{feed}")));
@@ -895,5 +908,8 @@ mod tests {
             .filter(|i| levels.get(&format!("A{i}")) != Some(&7))
             .count();
         assert_eq!(behind, 0, "levels not written when the feed said DONE");
+        assert_eq!(sim.availability("AMZ-0")["quantity"], 7);
+        let report = api(client.get(format!("{url}/report/{feed}")));
+        assert_eq!(report["summary"]["messagesAccepted"], N);
     }
 }
