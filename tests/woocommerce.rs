@@ -284,6 +284,37 @@ fn a_lost_delivery_is_recovered_by_the_order_poll() {
     assert!(watermark.trim().parse::<i64>().unwrap() > 0, "{watermark}");
 }
 
+/// One order dated far ahead (a shop's clock, or a hostile listing) does not carry the
+/// poll's watermark past the orders that come after it.
+#[test]
+fn an_order_dated_in_the_future_does_not_move_the_poll_past_later_orders() {
+    let rig = rig_with(2, 0, "poll_interval_s = 1");
+    stock_all(&rig, 2, 10);
+    rig.woo.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    let first = rig.woo.place_order(&[("W0", 1)]);
+    let year_2100 = 4_102_444_800_000_000;
+    rig.woo.set_order_modified(first, year_2100);
+    assert!(eventually(WAIT, || stock(&rig.server, "W0") == (10, 1, 9)));
+    // Two more passes: the future date has been listed and a watermark stored after it.
+    let polls = rig.woo.order_polls();
+    assert!(eventually(WAIT, || rig.woo.order_polls() >= polls + 2));
+    rig.woo.place_order(&[("W1", 2)]);
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W1") == (10, 2, 8)),
+        "a later order was found: {:?}",
+        stock(&rig.server, "W1")
+    );
+    let watermark: i64 = std::fs::read_to_string(rig.server.data_dir.join("poll-woo.watermark"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(watermark < year_2100, "{watermark}");
+}
+
 #[test]
 fn batches_are_split_at_100_and_variations_go_to_their_parent() {
     let skus = 230;

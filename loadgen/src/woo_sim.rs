@@ -316,6 +316,15 @@ impl WooSim {
 
     /// A customer orders `lines` (SKU, quantity), paid: status `processing`, stock
     /// reduced, `order.created` sent. Returns the order id.
+    /// Dates an order's last change at `micros` (Unix microseconds): a shop whose clock
+    /// is far off, or a hostile listing.
+    pub fn set_order_modified(&self, id: u64, micros: i64) {
+        if let Some(o) = self.lock().orders.get_mut(&id) {
+            o.modified = gmt_text(micros);
+            o.modified_us = micros;
+        }
+    }
+
     pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (created, micros) = now_gmt();

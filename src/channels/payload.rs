@@ -59,11 +59,13 @@ pub fn time_end(value: &Value) -> Option<Micros> {
     time(value).map(|t| if whole_seconds { t + 999_999 } else { t })
 }
 
-/// Unix seconds, placed at the second's end (see `time_end`).
+/// Unix seconds, placed at the second's end (see `time_end`); `None` for a number no
+/// time can be (it would overflow microseconds: a channel's number is never trusted).
 pub fn unix_end(value: &Value) -> Option<Micros> {
     value
-        .as_i64()
-        .map(|s| s * crate::clock::MICROS_PER_SECOND + 999_999)
+        .as_i64()?
+        .checked_mul(crate::clock::MICROS_PER_SECOND)?
+        .checked_add(999_999)
 }
 
 /// A source time, never more than an hour ahead of our clock (as the native API allows).
@@ -223,6 +225,14 @@ pub fn invalid(field: &str, problem: &str) -> ApiError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_unix_time_no_time_can_be_is_none_not_an_overflow() {
+        assert_eq!(unix_end(&json!(1)), Some(1_999_999));
+        assert_eq!(unix_end(&json!(9_300_000_000_000_i64)), None);
+        assert_eq!(unix_end(&json!(i64::MIN)), None);
+        assert_eq!(unix_end(&json!("1")), None);
+    }
 
     #[test]
     fn a_slash_in_an_id_cannot_make_two_lines_share_a_key() {

@@ -354,7 +354,10 @@ impl Shopify {
             } else {
                 let current = line["current_quantity"].as_i64().unwrap_or(qty);
                 let not_released = kept.get(&line_id).copied().unwrap_or(0);
-                (qty - current - not_released).clamp(0, qty - shipped)
+                // Saturating: `current_quantity` is the payload's, any i64.
+                qty.saturating_sub(current)
+                    .saturating_sub(not_released)
+                    .clamp(0, qty - shipped)
             };
             events.push(self.line_event(
                 &sku,
@@ -1227,6 +1230,19 @@ location_id = "gid://shopify/Location/1"
         assert!(shop
             .order_events(&json!({"line_items": []}), None, 0)
             .is_err());
+    }
+
+    #[test]
+    fn an_extreme_current_quantity_is_taken_within_the_line_not_overflowed() {
+        // The payload's number, any i64: once a panic (overflow checks are on in release).
+        let shop = adapter();
+        for current in [i64::MIN, i64::MAX] {
+            let order = json!({"id": 9, "created_at": "2026-11-27T10:00:00Z", "cancelled_at": null,
+                "line_items": [{"id": 1, "sku": "A", "quantity": 2, "current_quantity": current}]});
+            let events = shop.order_events(&order, None, 0).unwrap();
+            assert_eq!(events[0].qty, 2, "{current}");
+            assert!(events.iter().all(|e| (0..=2).contains(&e.qty)), "{current}");
+        }
     }
 
     #[test]

@@ -498,10 +498,11 @@ fn quantity_text(value: &Value) -> Option<i64> {
 /// Epoch milliseconds (the orders API's dates; placed at the millisecond's end), or
 /// RFC 3339.
 fn millis(value: &Value) -> Option<Micros> {
-    value
-        .as_i64()
-        .map(|ms| ms * 1_000 + 999)
-        .or_else(|| payload::time_end(value))
+    match value.as_i64() {
+        // A number no time can be (it would overflow microseconds) is none.
+        Some(ms) => ms.checked_mul(1_000)?.checked_add(999),
+        None => payload::time_end(value),
+    }
 }
 
 impl ChannelAdapter for Walmart {
@@ -718,5 +719,18 @@ impl OrderPoll for Walmart {
             }
             Ok(page)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_milliseconds_no_time_can_be_are_none_not_an_overflow() {
+        assert_eq!(millis(&json!(1)), Some(1_999));
+        assert_eq!(millis(&json!(9_300_000_000_000_000_i64)), None);
+        assert_eq!(millis(&json!(i64::MIN)), None);
+        assert!(millis(&json!("2026-11-27T10:00:00Z")).is_some());
     }
 }

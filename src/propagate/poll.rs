@@ -119,7 +119,11 @@ pub async fn pass(
         report.orders_pages = page;
         report.events += result.events.len();
         submit_waiting(engine, result.events).await?;
-        report.watermark = report.watermark.max(result.newest.unwrap_or(watermark));
+        // Never past this pass's start: one order dated in the far future (a channel's
+        // clock, or a hostile reply) would otherwise move every later pass past all
+        // real orders.
+        let newest = result.newest.unwrap_or(watermark).min(now);
+        report.watermark = report.watermark.max(newest);
         match result.next {
             Some(next) => cursor = Some(next),
             None => break,
