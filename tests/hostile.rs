@@ -243,3 +243,56 @@ fn idle_and_half_sent_connections_are_capped_and_timed_out() {
         .lines()
         .any(|l| l.starts_with("lockstep_connections_refused_total") && !l.ends_with(" 0")));
 }
+
+/// Token endpoints whose lifetimes no token has: eBay's `expires_in` of `u64::MAX`
+/// seconds and TikTok Shop's expiry times of `i64::MIN`. Each is held to what a token
+/// can mean, never added to the clock as it comes (that overflowed: a panic in the
+/// pusher, and for TikTok after the refresh token had already rotated).
+#[test]
+fn absurd_token_lifetimes_are_held_to_sense_not_a_panic() {
+    let (ebay_tokens, ebay_asked, _) = answering(response(
+        "200 OK",
+        "content-type: application/json\r\n",
+        r#"{"access_token": "t", "token_type": "User Access Token", "expires_in": 18446744073709551615}"#,
+    ));
+    let (tiktok_tokens, tiktok_asked, _) = answering(response(
+        "200 OK",
+        "content-type: application/json\r\n",
+        r#"{"code": 0, "message": "success", "data": {"access_token": "t", "access_token_expire_in": -9223372036854775808, "refresh_token": "r2", "refresh_token_expire_in": -9223372036854775808}}"#,
+    ));
+    let ebay = loadgen::ebay_sim::EbaySim::start(&[("E0", "1100/5000")], EBAY_CLIENT, EBAY_REFRESH);
+    let tiktok = loadgen::tiktok_sim::TikTokSim::start(
+        &[("T0", "1700/800")],
+        TIKTOK_APP.0,
+        TIKTOK_APP.1,
+        TIKTOK_REFRESH,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tiktok_url = tiktok.market.url();
+    let config = ebay_channel(
+        "ebay",
+        &ebay.market.url(),
+        &format!("token_url = \"{ebay_tokens}/identity/v1/oauth2/token\""),
+    ) + &tiktok_channel("tiktok", &tiktok_url, "").replace(
+        &format!("{tiktok_url}/api/v2/token/refresh"),
+        &format!("{tiktok_tokens}/api/v2/token/refresh"),
+    ) + &catalog(
+        &data,
+        &[("E0", "ebay", "1100/5000"), ("T0", "tiktok", "1700/800")],
+    );
+    let server = Server::start_with(&data, &config, None);
+    count(&server, "E0", 5);
+    count(&server, "T0", 6);
+    assert!(eventually(Duration::from_secs(20), || ebay_asked
+        .load(Ordering::SeqCst)
+        >= 1
+        && tiktok_asked.load(Ordering::SeqCst) >= 1));
+    // Their pushes go on being tried (the tokens are refused by the stores), and the
+    // engine serves.
+    std::thread::sleep(Duration::from_secs(2));
+    count(&server, "E0", 7);
+    assert_eq!(server.stock("E0"), Some((7, 0, 7)));
+    let log = server.stop().join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+}

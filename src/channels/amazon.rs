@@ -44,7 +44,7 @@ use http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use super::call::{form, json_answer, with_headers, Answer, TokenCache};
+use super::call::{form, json_answer, with_headers, Answer, TokenCache, REPLY_BYTES_MAX};
 use super::kind::{self, Kind, Problem};
 use super::Pace;
 
@@ -689,10 +689,8 @@ impl Amazon {
             return Err(failed(format!("feed report download: HTTP {status}")));
         }
         if located["compressionAlgorithm"] == "GZIP" {
-            let mut plain = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
-                .map_err(|e| failed(format!("feed report: not GZIP: {e}")))?;
-            body = plain;
+            body = gunzip_at_most(&body, REPLY_BYTES_MAX)
+                .map_err(|e| failed(format!("feed report: {e}")))?;
         }
         let report: Value = serde_json::from_slice(&body)
             .map_err(|e| failed(format!("feed report: not JSON: {e}")))?;
@@ -1158,5 +1156,46 @@ impl OrderPoll for Amazon {
             }
             Ok(page)
         })
+    }
+}
+
+/// A GZIP body inflated, up to `max` bytes: the compressed size is bounded where it is
+/// read (`REPLY_BYTES_MAX`), but a few MiB of GZIP can inflate to many GiB.
+fn gunzip_at_most(body: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("not GZIP: {e}"))?;
+    if plain.len() > max {
+        return Err(format!("inflates to more than {max} bytes"));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        out.write_all(bytes).unwrap();
+        out.finish().unwrap()
+    }
+
+    #[test]
+    fn a_report_that_inflates_past_the_limit_is_refused_not_inflated() {
+        // 64 MiB of zeros: about 64 KiB of GZIP, well under what a reply may be.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let err = gunzip_at_most(&bomb, REPLY_BYTES_MAX).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+        assert_eq!(
+            gunzip_at_most(&gzip(b"{}"), REPLY_BYTES_MAX).unwrap(),
+            b"{}"
+        );
+        assert!(gunzip_at_most(b"plain", REPLY_BYTES_MAX).is_err());
     }
 }

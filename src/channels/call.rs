@@ -215,6 +215,10 @@ pub fn json_reply(status: u16, body: &[u8]) -> Result<Value, String> {
 /// How long before its expiry a token is replaced: a call made with it must not land
 /// after it expired.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// The longest a token's `expires_in` is believed: every kind's tokens live an hour or a
+/// few (Amazon 1 h, eBay 2 h, Walmart 15 min, Etsy 1 h), and the channel's number is
+/// never added to the clock unchecked (`u64::MAX` seconds overflowed it).
+const TOKEN_LIFETIME_MAX: Duration = Duration::from_secs(24 * 3_600);
 
 /// An OAuth access token (Amazon's Login with Amazon, eBay, Walmart, Etsy), fetched with
 /// the channel's long-lived credentials when missing or about to expire, and kept.
@@ -258,11 +262,9 @@ impl TokenCache {
                     .as_str()
                     .ok_or("the token reply has no access_token")?
                     .to_string();
-                let lifetime = reply["expires_in"].as_u64().unwrap_or(3_600);
-                *cached = Some((
-                    token.clone(),
-                    Instant::now() + Duration::from_secs(lifetime),
-                ));
+                let lifetime = Duration::from_secs(reply["expires_in"].as_u64().unwrap_or(3_600))
+                    .min(TOKEN_LIFETIME_MAX);
+                *cached = Some((token.clone(), Instant::now() + lifetime));
                 token
             }
         };

@@ -32,6 +32,10 @@ use crate::clock::{now_micros, MICROS_PER_SECOND};
 const AHEAD_MAX: Duration = Duration::from_secs(3_600);
 /// A refresh token this close to its expiry is warned about at every refresh.
 const WARN_BEFORE: Duration = Duration::from_secs(7 * 24 * 3_600);
+/// The longest an access token (a week for TikTok Shop) or a refresh token (a year) is
+/// believed to live, in seconds.
+const ACCESS_LIFETIME_MAX_S: i64 = 30 * 24 * 3_600;
+const REFRESH_LIFETIME_MAX_S: i64 = 2 * 365 * 24 * 3_600;
 
 /// What the channel granted, as kept on disk. Times are Unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,9 +109,10 @@ impl RotatingToken {
         let due = match grant.as_ref() {
             None => true,
             Some(g) => {
-                let lifetime = (g.access_expires_at - g.obtained_at).max(0);
+                // Saturating: a stored grant's times are the channel's numbers.
+                let lifetime = g.access_expires_at.saturating_sub(g.obtained_at).max(0);
                 let ahead = (lifetime / 2).min(AHEAD_MAX.as_secs() as i64);
-                stale || now >= g.access_expires_at - ahead
+                stale || now >= g.access_expires_at.saturating_sub(ahead)
             }
         };
         if !due {
@@ -153,10 +158,19 @@ impl RotatingToken {
         })?;
         grant.obtained_at = now_s();
         grant.seed = self.seed.clone();
+        // The channel's expiry times, held to what a grant can mean before anything is
+        // kept: refused here, after the channel has already rotated its refresh token,
+        // the new one would be lost.
+        grant.access_expires_at = grant
+            .access_expires_at
+            .clamp(grant.obtained_at, grant.obtained_at + ACCESS_LIFETIME_MAX_S);
+        grant.refresh_expires_at = grant
+            .refresh_expires_at
+            .clamp(0, grant.obtained_at + REFRESH_LIFETIME_MAX_S);
         if grant.access_token.is_empty() || grant.refresh_token.is_empty() {
             return Err("the token refresh answered no access_token or refresh_token".into());
         }
-        let left = grant.refresh_expires_at - grant.obtained_at;
+        let left = grant.refresh_expires_at.saturating_sub(grant.obtained_at);
         if grant.refresh_expires_at > 0 && left < WARN_BEFORE.as_secs() as i64 {
             tracing::warn!(
                 path = %self.path.display(),
