@@ -44,7 +44,7 @@ use http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use super::call::{form, json_answer, with_headers, Answer, TokenCache, REPLY_BYTES_MAX};
+use super::call::{form, json_answer, segment, with_headers, Answer, TokenCache, REPLY_BYTES_MAX};
 use super::kind::{self, Kind, Problem};
 use super::Pace;
 
@@ -640,7 +640,7 @@ impl Amazon {
         let document = loop {
             let answer = caller
                 .call_now(get(
-                    self.url(&format!("/feeds/2021-06-30/feeds/{feed_id}")),
+                    self.url(&format!("/feeds/2021-06-30/feeds/{}", segment(feed_id))),
                     true,
                 ))
                 .await
@@ -671,15 +671,20 @@ impl Amazon {
         };
         let answer = caller
             .call_now(get(
-                self.url(&format!("/feeds/2021-06-30/documents/{document}")),
+                self.url(&format!(
+                    "/feeds/2021-06-30/documents/{}",
+                    segment(&document)
+                )),
                 true,
             ))
             .await
             .map_err(failed)?;
         let located = reply_json(&answer)?;
+        // The pre-signed URL is the channel's: checked as a URI, never trusted to be one.
         let url = located["url"]
             .as_str()
-            .ok_or_else(|| failed(format!("getFeedDocument {document}: no url")))?;
+            .filter(|u| u.starts_with("http") && http::Uri::try_from(*u).is_ok())
+            .ok_or_else(|| failed(format!("getFeedDocument {document}: no valid url")))?;
         // A pre-signed URL: no access token on it.
         let (status, _, mut body) = caller
             .call_now(get(url.to_string(), false))
@@ -1047,7 +1052,7 @@ impl Amazon {
         order_id: &str,
     ) -> Result<Vec<OrderItem>, String> {
         const TRIES: u32 = 3;
-        let path = format!("/orders/v0/orders/{order_id}/orderItems");
+        let path = format!("/orders/v0/orders/{}/orderItems", segment(order_id));
         for _ in 0..TRIES {
             let answer = caller.call(get(path.clone())).await?;
             if answer.0 == 429 {

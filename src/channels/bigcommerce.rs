@@ -334,7 +334,7 @@ impl OrderPoll for BigCommerce {
                     .and_then(parse_rfc2822)
                     .map(|t| t + 999_999);
                 result.newest = result.newest.max(modified);
-                let path = format!("/v2/orders/{id}/products");
+                let path = format!("/v2/orders/{}/products", super::call::segment(&id));
                 let lines = json_answer(
                     &caller
                         .call_now(self.request(http::Method::GET, &path, None))

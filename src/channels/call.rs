@@ -182,18 +182,26 @@ pub fn with_headers(mut request: OutboundRequest, headers: HeaderMap) -> Outboun
     request
 }
 
+/// What form encoding and a URL path segment leave as they are: letters, digits and
+/// `-._~` (RFC 3986's unreserved characters).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A value from outside (an id a channel answered) as one URL path segment: encoded, so
+/// that no byte of it can break the request's URI or reach another path.
+pub fn segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
+}
+
 /// An `application/x-www-form-urlencoded` body (token requests).
 pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    // What form encoding leaves as is: letters, digits and `-._~`.
-    const FORM: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
+    use percent_encoding::utf8_percent_encode;
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, FORM)))
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, UNRESERVED)))
         .collect::<Vec<_>>()
         .join("&")
         .into_bytes()
@@ -329,6 +337,17 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_from_outside_cannot_break_the_uri_or_leave_its_place() {
+        assert_eq!(segment("123-4567.x_~"), "123-4567.x_~");
+        assert_eq!(segment("a b/../c?d#e"), "a%20b%2F..%2Fc%3Fd%23e");
+        let uri = format!(
+            "https://sp.example/orders/v0/orders/{}/orderItems",
+            segment("x y\n")
+        );
+        assert!(http::Uri::try_from(uri).is_ok());
+    }
     use crate::config::RateLimit;
 
     /// A channel that paused us must not hang every other user of its budget on the

@@ -485,8 +485,20 @@ pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
     let at_ms = header_number(headers, "x-next-replenishment-time")?;
     let now_ms = crate::clock::now_micros() / 1_000;
     Some(Duration::from_millis(
-        (at_ms - now_ms).clamp(0, 60_000) as u64
+        at_ms.saturating_sub(now_ms).clamp(0, 60_000) as u64,
     ))
+}
+
+/// The orders' `nextCursor` is the next request's query string as Walmart gives it:
+/// checked to be one, so a hostile cursor fails this pass with a reason instead of a
+/// panic building the request.
+fn check_cursor(cursor: &str) -> Result<(), String> {
+    let query = format!("/v3/orders{cursor}");
+    if cursor.starts_with('?') && http::uri::PathAndQuery::try_from(query).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("nextCursor {cursor:?} is not a query string"))
+    }
 }
 
 /// Walmart gives quantities as text (`"amount": "2"`) or numbers.
@@ -712,6 +724,9 @@ impl OrderPoll for Walmart {
                     .map(str::to_string),
                 ..PollPage::default()
             };
+            if let Some(cursor) = &page.next {
+                check_cursor(cursor)?;
+            }
             for order in payload::list(&list["elements"]["order"]) {
                 let (events, newest) = self.order_events(order, now);
                 page.events.extend(events);
@@ -725,6 +740,25 @@ impl OrderPoll for Walmart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_that_is_not_a_query_string_is_refused() {
+        assert!(check_cursor("?limit=100&nextCursor=abc%3D").is_ok());
+        assert!(check_cursor("?nextCursor=a b").is_err());
+        assert!(check_cursor("/../v3/items").is_err());
+        assert!(check_cursor("?a=\u{0}").is_err());
+    }
+
+    #[test]
+    fn a_replenishment_time_of_any_i64_waits_at_most_a_minute() {
+        let wait = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-next-replenishment-time", value.parse().unwrap());
+            replenished_in(&headers)
+        };
+        assert_eq!(wait("-9223372036854775808"), Some(Duration::ZERO));
+        assert_eq!(wait("9223372036854775807"), Some(Duration::from_secs(60)));
+    }
 
     #[test]
     fn epoch_milliseconds_no_time_can_be_are_none_not_an_overflow() {

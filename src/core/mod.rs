@@ -160,7 +160,10 @@ impl ChannelRule {
 /// `StaleRead` makes the shard net those orders when they come, see `stale_read`). An
 /// excess is never shown before its event arrives.
 pub fn target_after_read(target: i64, expected: i64, level: i64) -> i64 {
-    (target - (expected - level).max(0)).max(0)
+    // Saturating: `level` is the channel's number, any i64.
+    target
+        .saturating_sub(expected.saturating_sub(level).max(0))
+        .max(0)
 }
 
 /// A quantity a channel should be shown, for the outbox of channel `channel`.
@@ -1422,6 +1425,14 @@ fn fold_before(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_level_read_back_of_any_i64_gives_a_target_in_range() {
+        // The channel's number: once an overflow (a panic in the pusher).
+        assert_eq!(target_after_read(5, 5, i64::MIN), 0);
+        assert_eq!(target_after_read(5, 5, i64::MAX), 5);
+        assert_eq!(target_after_read(5, 7, 6), 4);
+    }
 
     /// What every SKU pays, a million times over at a million SKUs (issue #18; the
     /// README's "Performance"): its state (with its name, 136 bytes in the shard's

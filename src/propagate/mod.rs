@@ -206,6 +206,12 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         // was there before its wait.
         pacer.caller.ready().await;
         let mut batch = link.outbox.take(batch_max);
+        // However this round ends (a panic while a reply is read), what it took and did
+        // not settle goes back to the outbox instead of staying in flight for good.
+        let _unsettled = Unsettled {
+            outbox: &link.outbox,
+            items: batch.clone(),
+        };
         if batch.is_empty() {
             if link.outbox.has_deferred() {
                 let _ = tokio::time::timeout(DEFER_STALE, link.outbox.notify.notified()).await;
@@ -261,6 +267,18 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         if engine.is_stopped() {
             return;
         }
+    }
+}
+
+/// A round's items, released when the round ends (`Outbox::release_unsettled`).
+struct Unsettled<'a> {
+    outbox: &'a outbox::Outbox,
+    items: Vec<PushItem>,
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        self.outbox.release_unsettled(&self.items);
     }
 }
 

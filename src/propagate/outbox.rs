@@ -438,6 +438,32 @@ impl Outbox {
             .set(depth as f64);
     }
 
+    /// Offers again whatever of `items` is still in flight, at the quantity in flight: a
+    /// pusher's round that ended without settling them (a panic while answering) would
+    /// otherwise hold their SKUs out of every later batch. What the round settled is no
+    /// longer in flight and is left as it is.
+    pub fn release_unsettled(&self, items: &[PushItem]) {
+        let mut inner = self.lock();
+        let mut released = false;
+        for item in items {
+            let Some(quantity) = inner.in_flight.remove(&item.sku) else {
+                continue;
+            };
+            released = true;
+            if !inner.dirty.contains_key(&item.sku) {
+                let again = PushItem {
+                    quantity,
+                    ..item.clone()
+                };
+                inner.offer_again(&again);
+            }
+        }
+        if released {
+            self.depth_gauge(inner);
+            self.notify.notify_one();
+        }
+    }
+
     /// These items (taken, in flight) went into a bulk submission the channel processes
     /// later: they stay out of `take` until `settle_submission`, except for an urgent
     /// target.
@@ -547,6 +573,31 @@ mod tests {
             "{dirty} slots kept for an empty queue"
         );
         assert!(in_flight < SHRINK_FROM_SLOTS, "{in_flight}");
+    }
+
+    #[test]
+    fn what_a_round_took_and_did_not_settle_is_offered_again_at_its_quantity_in_flight() {
+        let outbox = Outbox::new("c");
+        for (sku, target) in [("A", 1), ("B", 2), ("C", 3)] {
+            outbox.offer(sku, target, None, 1);
+        }
+        let batch = outbox.take(10);
+        assert_eq!(batch.len(), 3);
+        // A was settled; B's resend was retargeted; then the round ended (a panic).
+        outbox.finish(&batch[..1], &[true]);
+        outbox.retarget("B", 5);
+        outbox.release_unsettled(&batch);
+        let retaken = outbox.take(10);
+        let mut again: Vec<(String, i64)> = retaken
+            .iter()
+            .map(|i| (i.sku.clone(), i.quantity))
+            .collect();
+        again.sort();
+        assert_eq!(again, [("B".to_string(), 5), ("C".to_string(), 3)]);
+        // Once settled, a release of the same items offers nothing.
+        outbox.finish(&retaken, &vec![true; retaken.len()]);
+        outbox.release_unsettled(&batch);
+        assert!(outbox.take(10).is_empty());
     }
 
     #[test]

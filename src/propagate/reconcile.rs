@@ -111,10 +111,11 @@ impl Plan {
             self.to_zero.push(line.clone());
         }
         // Kept sorted by size, largest first, at most PLAN_LARGEST.
+        // Saturating: `level` is the channel's number, any i64.
         let (list, size) = if target < level {
-            (&mut self.decreases, level - target)
+            (&mut self.decreases, level.saturating_sub(target))
         } else {
-            (&mut self.increases, target - level)
+            (&mut self.increases, target.saturating_sub(level))
         };
         let at = list
             .partition_point(|l| l.shown.unwrap_or(0).abs_diff(l.target) >= size.unsigned_abs());

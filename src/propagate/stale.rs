@@ -151,7 +151,8 @@ async fn adjust_stale(
         let item = &mut items[i];
         let expected = item.expected.unwrap_or(item.quantity);
         let landed = item.change();
-        let before = after - (item.quantity - expected);
+        // Saturating: `after` is the channel's number.
+        let before = after.saturating_sub(item.quantity - expected);
         if before != expected {
             drifts.push((item.sku.clone(), before));
         }
