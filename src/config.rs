@@ -546,6 +546,19 @@ fn validate_channel<'a>(
         ));
     }
     check_base_url(&channel.base_url).map_err(|reason| invalid(at("base_url"), reason))?;
+    // TOML has no null: `""` is how a key gets "cleared", and an empty HMAC key is one
+    // anyone can sign with.
+    for (key, secret) in [
+        ("webhook_secret", &channel.webhook_secret),
+        ("previous_webhook_secret", &channel.previous_webhook_secret),
+    ] {
+        if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(invalid(
+                at(key),
+                "is empty: anyone can sign with an empty key; remove the line to have none",
+            ));
+        }
+    }
     if !(0..=crate::core::event::QTY_MAX).contains(&channel.buffer) {
         return Err(invalid(at("buffer"), "0 or more units"));
     }
@@ -647,6 +660,27 @@ mod tests {
         assert_eq!(config.channels.len(), 3);
         assert_eq!(config.channels[0].buffer, 2);
         assert_eq!(config.server.idempotency_days, 7);
+    }
+
+    #[test]
+    fn an_empty_webhook_secret_is_refused_by_name() {
+        for (text, field) in [
+            (
+                EXAMPLE.replace(
+                    "webhook_secret = \"s\"\naccess_token",
+                    "webhook_secret = \" \"\naccess_token",
+                ),
+                "channels[0].webhook_secret",
+            ),
+            (
+                EXAMPLE.replace("buffer = 2", "buffer = 2\nprevious_webhook_secret = \"\""),
+                "channels[0].previous_webhook_secret",
+            ),
+        ] {
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.reason.contains("empty"), "{err}");
+        }
     }
 
     #[test]

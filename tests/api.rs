@@ -94,6 +94,36 @@ fn every_endpoint_over_http() {
         {"idempotency_key": "hdr-2#0", "sku": "MUG", "kind": "adjusted", "qty": 1, "source": "test"}]}));
     assert_eq!(own["results"][0]["outcome"], "applied", "{own}");
     assert_eq!(server.stock("MUG"), Some((7, 0, 7)));
+    // A count's Idempotency-Key is checked and kept as POST's are: too long is refused,
+    // naming the header, and `pb#0` is not the key of batch `pb`'s first event.
+    let put_with_key = |key: &str, body: serde_json::Value| {
+        let response = Server::client()
+            .put(server.url("/v1/skus/MUG"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .unwrap();
+        common::status_json(response)
+    };
+    let (status, refused) = put_with_key(&"k".repeat(257), json!({"on_hand": 1}));
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"], "invalid_idempotency_key", "{refused}");
+    assert_eq!(refused["field"], "Idempotency-Key", "{refused}");
+    assert_eq!(
+        server.stock("MUG"),
+        Some((7, 0, 7)),
+        "a refused count changes nothing"
+    );
+    send_with_key(
+        "pb",
+        json!([{"sku": "MUG", "kind": "adjusted", "qty": 1}, {"sku": "MUG", "kind": "adjusted", "qty": -1}]),
+    );
+    let (_, counted) = put_with_key("pb#0", json!({"on_hand": 9}));
+    assert_eq!(counted["outcome"], "applied", "{counted}");
+    assert_eq!(counted["idempotency_key"], "pb%230", "{counted}");
+    let (_, counted_again) = put_with_key("pb#0", json!({"on_hand": 9}));
+    assert_eq!(counted_again["outcome"], "duplicate", "{counted_again}");
+    put_with_key("mug-back", json!({"on_hand": 7}));
 
     // PUT a count as available (on_hand = available + committed) and as on_hand with `at`.
     let (status, body) = server.put_sku("TSHIRT-RED-M", &json!({"available": 20}));
@@ -152,7 +182,7 @@ fn every_endpoint_over_http() {
     let all = server.audit_all();
     assert_eq!(
         all.len(),
-        18,
+        23,
         "every event, duplicates and stale ones included"
     );
     assert!(all.iter().any(|r| r["outcome"] == "duplicate"));
@@ -182,7 +212,7 @@ fn every_endpoint_over_http() {
         body["results"][0]["outcome"], "duplicate",
         "keys survive a restart"
     );
-    assert_eq!(server.audit_all().len(), 19);
+    assert_eq!(server.audit_all().len(), 24);
 }
 
 #[test]

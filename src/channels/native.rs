@@ -277,12 +277,7 @@ pub fn parse_events_from(
         ));
     }
     if let Some(key) = header_key {
-        check_text(
-            key,
-            "invalid_idempotency_key",
-            Field::named("Idempotency-Key"),
-            ID_BYTES_MAX,
-        )?;
+        request_key(key)?;
     }
     let single = items.len() == 1;
     items
@@ -301,6 +296,18 @@ pub fn parse_events_from(
             parse_event(item, i, fallback, received_at, channel)
         })
         .collect()
+}
+
+/// A request's `Idempotency-Key` as the key of its one event: checked (1 to
+/// `ID_BYTES_MAX` bytes, no control characters) and encoded as a given key.
+pub fn request_key(key: &str) -> Result<String, ApiError> {
+    check_text(
+        key,
+        "invalid_idempotency_key",
+        Field::named("Idempotency-Key"),
+        ID_BYTES_MAX,
+    )?;
+    Ok(given_key(key))
 }
 
 /// A key as a sender gave it, with `%` and `#` percent-encoded: `#` is left for the keys

@@ -440,8 +440,10 @@ impl App {
         let header_key = header_str(&req, "idempotency-key")?.map(str::to_string);
         let body = read_body(req).await?;
         let received_at = now_micros();
+        // Checked and encoded as `POST /v1/events` does: a raw `abc#0` was the key that
+        // request gives its first event.
         let key = match header_key {
-            Some(key) => key,
+            Some(key) => crate::channels::native::request_key(&key)?,
             None => format!(
                 "put/{received_at}-{}",
                 self.put_counter.fetch_add(1, Ordering::Relaxed)
