@@ -296,3 +296,50 @@ fn absurd_token_lifetimes_are_held_to_sense_not_a_panic() {
     let log = server.stop().join("\n");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Without an admin token, the API serves this machine's programs, not a web page acting
+/// through the operator's browser: a change from another origin, or any call under a
+/// host name that is not loopback (DNS rebinding), is refused and changes nothing.
+#[test]
+fn a_web_page_elsewhere_cannot_use_the_open_local_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let events =
+        json!({"events": [{"sku": "CSRF", "kind": "counted", "qty": 5, "idempotency_key": "k1"}]});
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = Server::client()
+            .post(server.url("/v1/events"))
+            .header("content-type", "text/plain")
+            .body(events.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        status_json(request.send().unwrap())
+    };
+    let (status, body) = post(&[("origin", "https://evil.example")]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("cross_origin")),
+        "{body}"
+    );
+    let (status, body) = post(&[("host", "rebound.evil.example:7700")]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("host_not_local")),
+        "{body}"
+    );
+    let (status, body) = Server::client()
+        .get(server.url("/console"))
+        .header("host", "rebound.evil.example:7700")
+        .send()
+        .map(status_json)
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(server.stock("CSRF"), None, "nothing was applied");
+    // A program (no Origin) and this server's own pages are served.
+    let own = server.url("");
+    let own = own.trim_end_matches('/');
+    let (status, body) = post(&[("origin", own)]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.stock("CSRF"), Some((5, 0, 5)));
+}

@@ -27,9 +27,9 @@ use crate::core::event::{Event, EventResult};
 use crate::core::records::LogRecord;
 use crate::core::{ByChannel, ChannelRules};
 use crate::engine::Engine;
-use crate::ingest::audit_stream;
 use crate::ingest::error::ApiError;
 use crate::ingest::sync_api::{channel_unreachable, not_pushing, unknown_channel};
+use crate::ingest::{audit_stream, same_machine};
 use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
 use crate::propagate::reconcile::Reconciler;
 use crate::propagate::sync_state::{Action, SyncBook};
@@ -161,6 +161,13 @@ impl App {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // Without a token, the API and the console serve this machine's programs, not a
+        // web page acting through the operator's browser (`same_machine.rs`).
+        if self.config.server.admin_token.is_none() && matches!(segments[0], "v1" | "console") {
+            if let Err(e) = same_machine::check(req.method(), req.headers()) {
+                return error_response(&e);
+            }
+        }
         let result = match (req.method().clone(), segments.as_slice()) {
             (Method::GET, ["healthz"]) => Ok(self.healthz()),
             // On a listener open to the network, the metrics are the admin's: they name

@@ -6,12 +6,14 @@
 //! - `sync_api.rs`: a channel's first sync (plan, approve, pause, resume, import).
 //! - `audit_stream.rs`: the live audit (server-sent events).
 //! - `console.rs`: the operator console at `/console`.
+//! - `same_machine.rs`: without an admin token, only local callers and our own pages.
 //! - `error.rs`: the engine's errors as refusals (`crate::refusal`).
 
 pub mod api;
 pub mod audit_stream;
 pub mod console;
 pub mod error;
+pub mod same_machine;
 pub mod server;
 pub mod sync_api;
 
