@@ -415,6 +415,40 @@ fn shopify_order_and_set_answer() {
 }
 
 #[test]
+fn woocommerce_an_order_dated_far_ahead_does_not_make_its_later_updates_stale() {
+    let woo = adapter(
+        "[[channels]]\nname = \"woo\"\nkind = \"woocommerce\"\nbase_url = \"https://w.example\"\nwebhook_secret = \"secret\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n",
+        &[("W0", "93")],
+    );
+    let send = |order: &Value, now: i64| {
+        let body = serde_json::to_vec(order).unwrap();
+        let hook = headers(&[
+            (
+                "x-wc-webhook-signature",
+                super::body_hmac::sign(b"secret", &body),
+            ),
+            ("x-wc-webhook-topic", "order.updated".into()),
+            ("x-wc-webhook-source", "https://w.example/".into()),
+        ]);
+        woo.inbound(&hook, &body, now).unwrap().carried()
+    };
+    let now = now_micros();
+    let mut order: Value =
+        serde_json::from_slice(&fixture("woocommerce/order_created.json")).unwrap();
+    order["date_modified_gmt"] = serde_json::json!("2100-01-01T00:00:00");
+    assert_eq!(placed(&send(&order, now)), vec![("W0".to_string(), 2)]);
+    // Two hours on, the order is cancelled: its update is not older than year 2100's.
+    let later = now + 2 * 3_600 * 1_000_000;
+    order["status"] = serde_json::json!("cancelled");
+    order["date_modified_gmt"] = serde_json::json!(crate::clock::format_rfc3339(later));
+    let events = send(&order, later);
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::OrderCancelled),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn woocommerce_order_created() {
     let woo = adapter(
         "[[channels]]\nname = \"woo\"\nkind = \"woocommerce\"\nbase_url = \"https://w.example\"\nwebhook_secret = \"secret\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n",
