@@ -343,3 +343,67 @@ fn a_web_page_elsewhere_cannot_use_the_open_local_api() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.stock("CSRF"), Some((5, 0, 5)));
 }
+
+/// Request bodies are read before anything can be checked, so the bytes of all those
+/// being read are bounded together (256 MiB): connections that each send most of a MiB
+/// and stall hold at most that, the ones past it are answered 503 `busy` at once, and
+/// once the stalled ones go, requests are served again.
+#[test]
+fn stalled_bodies_are_bounded_together_and_past_that_refused_as_busy() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let addr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let length = 1024 * 1024;
+    let most = vec![b' '; length - 1];
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        );
+        // A refused body's connection may be closed under the rest of it.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&most));
+        streams.push(stream);
+    }
+    // A stalled body's connection has no answer; a refused one has its 503, soon.
+    let mut answered = vec![false; streams.len()];
+    for _ in 0..50 {
+        for (stream, seen) in streams.iter_mut().zip(answered.iter_mut()) {
+            stream.set_nonblocking(true).unwrap();
+            let mut answer = vec![0; 4096];
+            if let (false, Ok(n)) = (*seen, stream.read(&mut answer)) {
+                let answer = String::from_utf8_lossy(&answer[..n]);
+                assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+                assert!(
+                    answer.contains("\"busy\"") && answer.to_lowercase().contains("retry-after"),
+                    "{answer}"
+                );
+                *seen = true;
+            }
+        }
+        if answered.iter().filter(|a| **a).count() >= 44 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 256 MiB hold 256 of them (a MiB less a byte each); the other 44 were refused.
+    let busy = answered.iter().filter(|a| **a).count();
+    assert_eq!(busy, 44, "refused as busy");
+    drop(streams);
+    assert!(eventually(Duration::from_secs(10), || {
+        server
+            .post_events(&json!({"events": [{"sku": "B", "kind": "counted", "qty": 1, "idempotency_key": "b"}]}))
+            .0
+            == 200
+    }));
+}

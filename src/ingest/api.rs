@@ -1,7 +1,7 @@
 //! Routing and handlers. Each handler validates everything before it touches the engine,
 //! so a refused request changes nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use crate::engine::Engine;
 use crate::ingest::error::ApiError;
 use crate::ingest::sync_api::{channel_unreachable, not_pushing, unknown_channel};
 use crate::ingest::{audit_stream, same_machine};
-use crate::ingest::{BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
+use crate::ingest::{BODIES_IN_FLIGHT_BYTES_MAX, BODY_BYTES_MAX, BODY_DRAIN_BYTES_MAX};
 use crate::propagate::reconcile::Reconciler;
 use crate::propagate::sync_state::{Action, SyncBook};
 use crate::propagate::ChannelLink;
@@ -603,10 +603,36 @@ pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError>
 /// How long a request body may take to arrive.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bytes of the bodies being read now, against `BODIES_IN_FLIGHT_BYTES_MAX`.
+static BODIES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One body's share of `BODIES_IN_FLIGHT`, given back however its read ends.
+struct InFlight(usize);
+
+impl InFlight {
+    /// Takes `bytes` more for this body; `false` (nothing taken) past the budget.
+    fn take(&mut self, bytes: usize) -> bool {
+        let before = BODIES_IN_FLIGHT.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > BODIES_IN_FLIGHT_BYTES_MAX {
+            BODIES_IN_FLIGHT.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        self.0 += bytes;
+        true
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        BODIES_IN_FLIGHT.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
 async fn read_body_frames(
     req: Request<Incoming>,
     declared: Option<u64>,
 ) -> Result<Bytes, ApiError> {
+    let mut share = InFlight(0);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -615,8 +641,9 @@ async fn read_body_frames(
         )
     };
     let mut body = req.into_body();
-    let mut kept =
-        Vec::with_capacity(declared.map_or(0, |len| len.min(BODY_BYTES_MAX as u64) as usize));
+    // Room for what the request says it sends, up to 64 KiB: a declared length is the
+    // sender's word, not memory to set aside before a byte has come.
+    let mut kept = Vec::with_capacity(declared.map_or(0, |len| len.min(64 * 1024) as usize));
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -632,6 +659,19 @@ async fn read_body_frames(
                 return Err(too_large());
             }
             if total <= BODY_BYTES_MAX {
+                if !share.take(data.len()) {
+                    return Err(ApiError {
+                        retry_after: Some(crate::engine::RETRY_AFTER_SECS),
+                        ..ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy",
+                            format!(
+                                "the request bodies being read hold {BODIES_IN_FLIGHT_BYTES_MAX} \
+                                 bytes already; retry shortly"
+                            ),
+                        )
+                    });
+                }
                 kept.extend_from_slice(&data);
             }
         }

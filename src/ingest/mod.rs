@@ -22,3 +22,9 @@ pub mod sync_api;
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Largest oversized body read to its end before the 413 is sent (see `api::read_body`).
 pub const BODY_DRAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The bytes of all request bodies being read at once (each up to `BODY_BYTES_MAX`, for
+/// up to `BODY_READ_TIMEOUT`). Bodies are read before any signature can be checked, so
+/// without this, as many connections as `connections_max` allows (16,384) sending a
+/// MiB each and stalling would hold 16 GiB. Past it a request is 503 `busy` with
+/// Retry-After; a webhook is a few KiB, so this is many thousands of them at once.
+pub const BODIES_IN_FLIGHT_BYTES_MAX: usize = 256 * 1024 * 1024;
