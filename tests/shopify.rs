@@ -512,6 +512,32 @@ fn reconciliation_reads_the_store_and_lowers_an_excess_at_once() {
     assert_eq!(rig.shop.calls().len(), calls, "{:?}", rig.shop.calls());
 }
 
+/// A store showing a level beyond any the engine records (a seller's typo of five
+/// billion) is lowered like any excess, and does not keep the other SKUs of its pass
+/// from their repairs (its drift record once failed the pass's whole batch, every pass).
+#[test]
+fn a_level_beyond_range_is_lowered_and_keeps_no_other_repair_waiting() {
+    let rig = rig(2, "2026-04", "");
+    stock_all(&rig, 2, 8);
+    rig.shop.set_level("S0", 5_000_000_000);
+    rig.shop.set_level("S1", 12);
+    let (status, report) = reconcile(&rig.server, "shop");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["report"]["lowered"], 2, "{report}");
+    assert!(
+        rig.shop
+            .wait_for(WAIT, |l| l["S0"] == 8 && l["S1"] == 8)
+            .is_some(),
+        "{:?}",
+        rig.shop.levels()
+    );
+    let drift = records(&rig.server, "S0", "reconciled");
+    assert_eq!(
+        drift[0]["qty"], 1_000_000_000,
+        "recorded at the bound: {drift:?}"
+    );
+}
+
 /// A sale whose webhook is still on its way makes our next compare stale; the change goes
 /// as a delta, which lands on what the sale left (the reply's level after shows it), and
 /// when the order's webhook lands it is netted: the store shows the right quantity at

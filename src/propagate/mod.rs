@@ -39,7 +39,7 @@ use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{Caller, ChannelAdapter, PushItem, PushReply, ShownAs};
 use crate::clock::{now_micros, Micros};
 use crate::config::{Config, RateLimit};
-use crate::core::event::{Event, EventKind};
+use crate::core::event::{Event, EventKind, QTY_MAX};
 use crate::core::ByChannel;
 use crate::engine::{Engine, EngineError};
 use outbox::Outbox;
@@ -546,7 +546,11 @@ pub async fn record_drift(
         .map(|(i, (sku, level))| Event {
             sku: sku.clone(),
             kind,
-            qty: *level,
+            // A level read beyond what an event may record (a seller's typo of billions)
+            // is recorded at the bound: out of range, it failed the whole batch, and
+            // every other SKU's repair with it. Its push compares, reads the real level
+            // again on a mismatch and lowers it all the same.
+            qty: (*level).clamp(-QTY_MAX, QTY_MAX),
             source: channel.to_string(),
             source_ts: now,
             received_at: now,
