@@ -269,6 +269,16 @@ fn stock_comes_from_a_file_or_from_the_store_and_a_second_import_changes_nothing
     let (_, plan) = rig.server.get("/v1/channels/woo/plan");
     assert_eq!(plan["plan"]["changes"], 0, "{plan}");
     assert!(rig.woo.calls().is_empty(), "{:?}", rig.woo.calls());
+
+    // A level beyond any count (a typo of billions) is named and left as it is; the rest
+    // of its page is taken (it once failed the whole page, and the import).
+    rig.woo.set_level("W3", 5_000_000_000);
+    rig.woo.set_level("W2", 9);
+    let odd = command(&rig, &["stock", "import", "--from", "woo"]);
+    assert!(odd.contains("1 counts taken, 2 already"), "{odd}");
+    assert!(odd.contains("beyond any count") && odd.contains("W3"), "{odd}");
+    assert_eq!(rig.server.stock("W2").unwrap().2, 9);
+    assert_eq!(rig.server.stock("W3").unwrap().2, 3);
 }
 
 /// One unit of `sku` ordered through the API.

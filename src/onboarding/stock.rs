@@ -110,10 +110,13 @@ pub fn import_from(config: &Config, channel: &str) -> anyhow::Result<()> {
     let path = format!("/v1/channels/{}/import-levels", encode_segment(channel));
     let answer = call_running(config, hyper::Method::POST, &path, None)?;
     let report = &answer["report"];
-    let unlisted: Vec<&str> = report["unlisted"]
-        .as_array()
-        .map(|u| u.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let names = |field: &str| -> Vec<&str> {
+        report[field]
+            .as_array()
+            .map(|u| u.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    };
+    let (unlisted, out_of_range) = (names("unlisted"), names("out_of_range"));
     println!(
         "{channel}: {} listings read: {} counts taken, {} already taken by an earlier import of the same levels, {} not listed{}",
         report["read"],
@@ -126,5 +129,12 @@ pub fn import_from(config: &Config, channel: &str) -> anyhow::Result<()> {
             format!(" (left as they are: {})", unlisted.join(", "))
         }
     );
+    if !out_of_range.is_empty() {
+        println!(
+            "  {} shown beyond any count lockstep takes, left as they are (correct them on the channel): {}",
+            out_of_range.len(),
+            out_of_range.join(", ")
+        );
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{read_levels, ChannelLink};
 use crate::clock::now_micros;
-use crate::core::event::{Event, EventKind, Outcome};
+use crate::core::event::{Event, EventKind, Outcome, QTY_MAX};
 use crate::engine::Engine;
 
 /// SKUs read and submitted at a time: memory for one page of the catalog.
@@ -32,6 +32,9 @@ pub struct ImportReport {
     pub duplicates: usize,
     /// SKUs the channel does not list: left as they are.
     pub unlisted: Vec<String>,
+    /// SKUs whose level is beyond any count the engine takes (a typo of billions): left
+    /// as they are, named, rather than failing the page they are on.
+    pub out_of_range: Vec<String>,
 }
 
 impl ImportReport {
@@ -41,6 +44,7 @@ impl ImportReport {
             "counted": self.counted,
             "duplicates": self.duplicates,
             "unlisted": self.unlisted,
+            "out_of_range": self.out_of_range,
         })
     }
 }
@@ -62,6 +66,7 @@ pub async fn import_levels(
         for sku in page {
             report.read += 1;
             match levels.get(sku).copied().flatten() {
+                Some(level) if level > QTY_MAX => report.out_of_range.push(sku.clone()),
                 Some(level) if level >= 0 => events.push(Event {
                     sku: sku.clone(),
                     kind: EventKind::CountedAvailable,
