@@ -276,7 +276,10 @@ fn stock_comes_from_a_file_or_from_the_store_and_a_second_import_changes_nothing
     rig.woo.set_level("W2", 9);
     let odd = command(&rig, &["stock", "import", "--from", "woo"]);
     assert!(odd.contains("1 counts taken, 2 already"), "{odd}");
-    assert!(odd.contains("beyond any count") && odd.contains("W3"), "{odd}");
+    assert!(
+        odd.contains("beyond any count") && odd.contains("W3"),
+        "{odd}"
+    );
     assert_eq!(rig.server.stock("W2").unwrap().2, 9);
     assert_eq!(rig.server.stock("W3").unwrap().2, 3);
 }

@@ -273,6 +273,14 @@ fn unknown_inventory_items_are_recorded_and_answered_200() {
         ("x-shopify-hmac-sha256", signature.as_str()),
         ("x-shopify-event-id", "evt-unknown-1"),
     ];
+    // The event id is not signed and becomes a key: a header's worth of it is refused,
+    // naming it, and nothing is recorded.
+    let long = "e".repeat(129);
+    let mut forged = headers;
+    forged[2] = ("x-shopify-event-id", long.as_str());
+    let (status, answer) = post_raw(&rig.server, "shop", &forged, &body);
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["field"], "X-Shopify-Event-Id", "{answer}");
     let (status, answer) = post_raw(&rig.server, "shop", &headers, &body);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["results"][0]["outcome"], "drift", "{answer}");

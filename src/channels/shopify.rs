@@ -591,7 +591,18 @@ impl Shopify {
             ApiError::field("missing_topic", "X-Shopify-Topic", "the header is missing")
         })?;
         let triggered = header("x-shopify-triggered-at").and_then(crate::clock::parse_rfc3339);
+        // Not signed (the HMAC covers the body), and it becomes a key: held to what
+        // Shopify sends (a UUID), never a header's worth of bytes.
         let event_id = header("x-shopify-event-id");
+        if event_id.is_some_and(|id| {
+            id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic())
+        }) {
+            return Err(ApiError::field(
+                "invalid_event_id",
+                "X-Shopify-Event-Id",
+                "must be 1 to 128 visible ASCII characters",
+            ));
+        }
         let value = payload::json(body)?;
         let mut changed_at = None;
         let events = match topic {

@@ -31,7 +31,12 @@ impl App {
             Ok(form) => form,
             Err(answer) => return *answer,
         };
-        let sku = match crate::ingest::api::decode_segment(sku, "sku") {
+        // The same SKU rules as the API's (no control or invisible characters, a bounded
+        // length): a count here must not make a SKU the API would refuse.
+        let sku = match crate::ingest::api::decode_segment(sku, "sku").and_then(|sku| {
+            crate::channels::native::check_sku(&sku, crate::channels::native::Field::named("sku"))
+                .map(|()| sku)
+        }) {
             Ok(sku) => sku,
             Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
         };
