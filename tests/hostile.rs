@@ -443,3 +443,122 @@ fn the_console_counts_no_sku_the_api_would_refuse() {
     assert!(matches!(post("GOOD"), 200 | 303), "counted");
     assert_eq!(server.stock("GOOD"), Some((5, 0, 5)));
 }
+
+/// A channel server that answers each request with the reply of the first route whose
+/// prefix its request line (`METHOD /path?query`) starts with, else 404; returns its URL
+/// and how many requests each route got.
+fn routed(routes: Vec<(&'static str, String)>) -> (String, Arc<Vec<AtomicUsize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counts: Arc<Vec<AtomicUsize>> =
+        Arc::new(routes.iter().map(|_| AtomicUsize::new(0)).collect());
+    let (routes, counted) = (Arc::new(routes), counts.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (routes, counted) = (routes.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let (mut first, mut length) = (String::new(), 0usize);
+                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = match routes.iter().position(|(p, _)| first.starts_with(p)) {
+                        Some(i) => {
+                            counted[i].fetch_add(1, Ordering::SeqCst);
+                            routes[i].1.clone()
+                        }
+                        None => {
+                            response("404 Not Found", "content-type: application/json\r\n", "{}")
+                        }
+                    };
+                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, counts)
+}
+
+/// A feed whose status names a billion items received, one on every page: the status
+/// is read for no more pages than the feed carried items (it was read page after page,
+/// for good, holding the feed's SKUs as submitted).
+#[test]
+fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
+    let json = "content-type: application/json\r\n";
+    let (url, counts) = routed(vec![
+        (
+            "POST /v3/token",
+            response(
+                "200 OK",
+                json,
+                r#"{"access_token": "t", "token_type": "Bearer", "expires_in": 900}"#,
+            ),
+        ),
+        (
+            "POST /v3/feeds",
+            response("200 OK", json, r#"{"feedId": "F1"}"#),
+        ),
+        (
+            "GET /v3/feeds/F1",
+            response(
+                "200 OK",
+                json,
+                r#"{"feedId": "F1", "feedStatus": "PROCESSED", "itemsReceived": 1000000000, "itemsSucceeded": 1000000000, "itemsFailed": 0, "itemsProcessing": 0, "itemDetails": {"itemIngestionStatus": [{"sku": "WM-0", "ingestionStatus": "SUCCESS"}]}}"#,
+            ),
+        ),
+        (
+            "GET /v3/orders",
+            response(
+                "200 OK",
+                json,
+                r#"{"list": {"meta": {"totalCount": 0}, "elements": {"order": []}}}"#,
+            ),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = walmart_channel(
+        "walmart",
+        &url,
+        "auth_header = \"wm-signature\"\nwebhook_secret = \"walmart-subscription-secret-sim\"",
+        "feeds_per_hour = 3600\nurgent_at_or_below = 0",
+    ) + &catalog(
+        &data,
+        &[("M0", "walmart", "WM-0"), ("M1", "walmart", "WM-1")],
+    );
+    let server = Server::start_with(&data, &config, None);
+    count(&server, "M0", 5);
+    count(&server, "M1", 6);
+    assert!(
+        eventually(Duration::from_secs(30), || counts[2].load(Ordering::SeqCst)
+            >= 1),
+        "the feed's status was read"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let read = counts[2].load(Ordering::SeqCst);
+    assert!(
+        read <= 4,
+        "{read} status pages read for a feed of at most two items"
+    );
+    let log = server.stop().join("\n");
+    assert!(!log.contains("panicked"), "{log}");
+}

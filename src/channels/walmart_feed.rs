@@ -241,6 +241,9 @@ impl BulkWrite for Walmart {
             let mut acked = Vec::new();
             let mut refused = Vec::new();
             let mut offset = 0usize;
+            // A feed has no more items than it carried: `itemsReceived` is the channel's
+            // number, and with a page that never ends it once kept this loop asking.
+            let carried = items.len();
             loop {
                 let auth = self.authorize(caller).await?;
                 let path = format!(
@@ -270,7 +273,7 @@ impl BulkWrite for Walmart {
                     }
                 }
                 offset += items.len();
-                if items.is_empty() || offset >= received {
+                if items.is_empty() || offset >= received.min(carried) {
                     break;
                 }
             }
