@@ -562,3 +562,71 @@ fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
     let log = server.stop().join("\n");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A WooCommerce store whose product's variations come as empty pages while
+/// `X-WP-TotalPages` says a million: discovery reads one empty page and goes on (it read
+/// page after page, for good).
+#[test]
+fn discovery_stops_at_an_empty_page_whatever_the_page_count_says() {
+    let json = "content-type: application/json\r\n";
+    let (url, counts) = routed(vec![
+        (
+            "GET /wp-json/wc/v3/products/7/variations",
+            response(
+                "200 OK",
+                &format!("{json}x-wp-totalpages: 1000000\r\n"),
+                "[]",
+            ),
+        ),
+        (
+            "GET /wp-json/wc/v3/products",
+            response(
+                "200 OK",
+                &format!("{json}x-wp-totalpages: 1\r\n"),
+                r#"[{"id": 7, "type": "variable", "sku": "", "manage_stock": false}]"#,
+            ),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lockstep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n{}",
+            dir.path().join("data").display().to_string(),
+            woo_channel("woo", &url, WOO_HOOK_SECRET, "")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("catalog.csv");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "catalog",
+            "discover",
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let done = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(done, "discovery ended");
+    assert_eq!(
+        counts[0].load(Ordering::SeqCst),
+        1,
+        "one page of variations read"
+    );
+}

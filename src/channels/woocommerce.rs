@@ -547,7 +547,9 @@ impl ChannelAdapter for WooCommerce {
                             let (items, last) = self.list_page(caller, &variations, at).await?;
                             listings
                                 .extend(items.iter().filter_map(|v| woo_listing(v, Some(&parent))));
-                            if at >= last {
+                            // `X-WP-TotalPages` is the store's number: an empty page ends
+                            // the list, and no product is read past VARIATION_PAGES_MAX.
+                            if items.is_empty() || at >= last.min(VARIATION_PAGES_MAX) {
                                 break;
                             }
                             at += 1;
@@ -559,7 +561,8 @@ impl ChannelAdapter for WooCommerce {
             }
             Ok(ListingPage {
                 listings,
-                next: (page < pages).then(|| (page + 1).to_string()),
+                // An empty page ends the list whatever `X-WP-TotalPages` says.
+                next: (page < pages && !products.is_empty()).then(|| (page + 1).to_string()),
                 pause: Duration::ZERO,
             })
         })
@@ -594,6 +597,10 @@ impl WooCommerce {
         Ok((items, pages))
     }
 }
+
+/// Most pages of one product's variations read (10,000 variations at `LIST_PAGE` a page,
+/// far past what a store's product carries).
+const VARIATION_PAGES_MAX: usize = 100;
 
 /// A product or variation as a listing: `id`, or `parent/id` for a variation.
 fn woo_listing(item: &Value, parent: Option<&str>) -> Option<super::listing::Listing> {
