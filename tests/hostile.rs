@@ -1,7 +1,9 @@
-//! Hostile peers, against the real binary: a channel that redirects our pushes to another
-//! host, one that answers with an absurd `Retry-After`, and a webhook sender whose
-//! timestamp is `i64::MIN`. Nothing panics, no credential leaves for another host, and
-//! the rest of the engine keeps serving.
+//! Hostile peers, against the real binary. Channels that redirect our pushes to another
+//! host, answer with an absurd `Retry-After` or token lifetime, or send a feed status or
+//! listing pages that never end; webhook senders with an `i64::MIN` timestamp; web pages
+//! elsewhere reaching the open local API; connections that stall on their bodies; a
+//! console form with a SKU the API refuses. Nothing panics, no credential leaves for
+//! another host, nothing unchecked is taken, and the rest of the engine keeps serving.
 
 mod common;
 
@@ -14,19 +16,29 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// Every request's header block, its request line first, in arrival order.
+type Heads = Arc<Mutex<Vec<String>>>;
+
 /// A channel server that answers every request with `reply` (whole HTTP response
 /// bytes); returns its URL, how many requests it got, and their header blocks.
-fn answering(reply: String) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+fn answering(reply: String) -> (String, Arc<AtomicUsize>, Heads) {
+    let (url, counts, seen) = routed(vec![("", reply)]);
+    (url, counts[0].clone(), seen)
+}
+
+/// A channel server that answers each request with the reply of the first route whose
+/// prefix its request line (`METHOD /path?query`) starts with, else 404; returns its URL,
+/// how many requests each route got, and every request's header block (its request
+/// line first).
+fn routed(routes: Vec<(&'static str, String)>) -> (String, Vec<Arc<AtomicUsize>>, Heads) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (count, seen) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    let (counted, logged) = (count.clone(), seen.clone());
+    let counts: Vec<Arc<AtomicUsize>> = routes.iter().map(|_| Arc::default()).collect();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (routes, counted, logged) = (Arc::new(routes), counts.clone(), seen.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (counted, logged, reply) = (counted.clone(), logged.clone(), reply.clone());
+            let (routes, counted, logged) = (routes.clone(), counted.clone(), logged.clone());
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream);
                 loop {
@@ -49,9 +61,16 @@ fn answering(reply: String) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
+                    let route = routes.iter().position(|(p, _)| head.starts_with(p));
                     // Logged before counted: whoever sees the count finds the headers.
                     logged.lock().unwrap().push(head);
-                    counted.fetch_add(1, Ordering::SeqCst);
+                    let reply = match route {
+                        Some(i) => {
+                            counted[i].fetch_add(1, Ordering::SeqCst);
+                            routes[i].1.clone()
+                        }
+                        None => response("404 Not Found", "", "{}"),
+                    };
                     if reader.get_mut().write_all(reply.as_bytes()).is_err() {
                         return;
                     }
@@ -59,7 +78,13 @@ fn answering(reply: String) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>
             });
         }
     });
-    (url, count, seen)
+    (url, counts, seen)
+}
+
+/// Stops the server; nothing in its log panicked.
+fn stopped_without_a_panic(server: Server) {
+    let log = server.stop().join("\n");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 fn response(status: &str, headers: &str, body: &str) -> String {
@@ -161,8 +186,7 @@ fn an_absurd_retry_after_pauses_one_channel_and_panics_nothing() {
     count(&server, "H1", 7);
     assert!(eventually(Duration::from_secs(20), || healthy.level("H1") == Some(7)));
     assert_eq!(server.stock("H1"), Some((7, 0, 7)));
-    let log = server.stop().join("\n");
-    assert!(!log.contains("panicked"), "{log}");
+    stopped_without_a_panic(server);
 }
 
 /// A Standard Webhooks delivery stamped `i64::MIN` is refused as a bad signature before
@@ -293,8 +317,7 @@ fn absurd_token_lifetimes_are_held_to_sense_not_a_panic() {
     std::thread::sleep(Duration::from_secs(2));
     count(&server, "E0", 7);
     assert_eq!(server.stock("E0"), Some((7, 0, 7)));
-    let log = server.stop().join("\n");
-    assert!(!log.contains("panicked"), "{log}");
+    stopped_without_a_panic(server);
 }
 
 /// Without an admin token, the API serves this machine's programs, not a web page acting
@@ -444,84 +467,29 @@ fn the_console_counts_no_sku_the_api_would_refuse() {
     assert_eq!(server.stock("GOOD"), Some((5, 0, 5)));
 }
 
-/// A channel server that answers each request with the reply of the first route whose
-/// prefix its request line (`METHOD /path?query`) starts with, else 404; returns its URL
-/// and how many requests each route got.
-fn routed(routes: Vec<(&'static str, String)>) -> (String, Arc<Vec<AtomicUsize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let counts: Arc<Vec<AtomicUsize>> =
-        Arc::new(routes.iter().map(|_| AtomicUsize::new(0)).collect());
-    let (routes, counted) = (Arc::new(routes), counts.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (routes, counted) = (routes.clone(), counted.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let (mut first, mut length) = (String::new(), 0usize);
-                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let reply = match routes.iter().position(|(p, _)| first.starts_with(p)) {
-                        Some(i) => {
-                            counted[i].fetch_add(1, Ordering::SeqCst);
-                            routes[i].1.clone()
-                        }
-                        None => {
-                            response("404 Not Found", "content-type: application/json\r\n", "{}")
-                        }
-                    };
-                    if reader.get_mut().write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, counts)
-}
-
 /// A feed whose status names a billion items received, one on every page: the status
 /// is read for no more pages than the feed carried items (it was read page after page,
 /// for good, holding the feed's SKUs as submitted).
 #[test]
 fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
-    let json = "content-type: application/json\r\n";
-    let (url, counts) = routed(vec![
+    let (url, counts, _) = routed(vec![
         (
             "POST /v3/token",
             response(
                 "200 OK",
-                json,
+                "",
                 r#"{"access_token": "t", "token_type": "Bearer", "expires_in": 900}"#,
             ),
         ),
         (
             "POST /v3/feeds",
-            response("200 OK", json, r#"{"feedId": "F1"}"#),
+            response("200 OK", "", r#"{"feedId": "F1"}"#),
         ),
         (
             "GET /v3/feeds/F1",
             response(
                 "200 OK",
-                json,
+                "",
                 r#"{"feedId": "F1", "feedStatus": "PROCESSED", "itemsReceived": 1000000000, "itemsSucceeded": 1000000000, "itemsFailed": 0, "itemsProcessing": 0, "itemDetails": {"itemIngestionStatus": [{"sku": "WM-0", "ingestionStatus": "SUCCESS"}]}}"#,
             ),
         ),
@@ -529,7 +497,7 @@ fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
             "GET /v3/orders",
             response(
                 "200 OK",
-                json,
+                "",
                 r#"{"list": {"meta": {"totalCount": 0}, "elements": {"order": []}}}"#,
             ),
         ),
@@ -559,8 +527,7 @@ fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
         read <= 4,
         "{read} status pages read for a feed of at most two items"
     );
-    let log = server.stop().join("\n");
-    assert!(!log.contains("panicked"), "{log}");
+    stopped_without_a_panic(server);
 }
 
 /// A WooCommerce store whose product's variations come as empty pages while
@@ -568,21 +535,16 @@ fn a_feed_status_that_never_ends_is_read_no_further_than_the_feed() {
 /// page after page, for good).
 #[test]
 fn discovery_stops_at_an_empty_page_whatever_the_page_count_says() {
-    let json = "content-type: application/json\r\n";
-    let (url, counts) = routed(vec![
+    let (url, counts, _) = routed(vec![
         (
             "GET /wp-json/wc/v3/products/7/variations",
-            response(
-                "200 OK",
-                &format!("{json}x-wp-totalpages: 1000000\r\n"),
-                "[]",
-            ),
+            response("200 OK", "x-wp-totalpages: 1000000\r\n", "[]"),
         ),
         (
             "GET /wp-json/wc/v3/products",
             response(
                 "200 OK",
-                &format!("{json}x-wp-totalpages: 1\r\n"),
+                "x-wp-totalpages: 1\r\n",
                 r#"[{"id": 7, "type": "variable", "sku": "", "manage_stock": false}]"#,
             ),
         ),
