@@ -337,6 +337,7 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RateLimit;
 
     #[test]
     fn a_segment_from_outside_cannot_break_the_uri_or_leave_its_place() {
@@ -348,7 +349,6 @@ mod tests {
         );
         assert!(http::Uri::try_from(uri).is_ok());
     }
-    use crate::config::RateLimit;
 
     /// A channel that paused us must not hang every other user of its budget on the
     /// bucket's lock: the waiting call holds it only to learn the wait.
