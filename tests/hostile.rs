@@ -1,7 +1,7 @@
 //! Hostile peers, against the real binary. Channels that redirect our pushes to another
 //! host, answer with an absurd `Retry-After` or token lifetime, or send a feed status or
 //! listing pages that never end; webhook senders with an `i64::MIN` timestamp; web pages
-//! elsewhere reaching the open local API; connections that stall on their bodies; a
+//! elsewhere reaching the open local API; rate-limit windows of 31 years; connections that stall on their bodies; a
 //! console form with a SKU the API refuses. Nothing panics, no credential leaves for
 //! another host, nothing unchecked is taken, and the rest of the engine keeps serving.
 
@@ -549,17 +549,23 @@ fn discovery_stops_at_an_empty_page_whatever_the_page_count_says() {
             ),
         ),
     ]);
+    assert!(
+        discovered(&woo_channel("woo", &url, WOO_HOOK_SECRET, "")),
+        "discovery ended"
+    );
+    assert_eq!(
+        counts[0].load(Ordering::SeqCst),
+        1,
+        "one page of variations read"
+    );
+}
+
+/// `lockstep catalog discover` with this channel block: whether it ended within 30 s.
+fn discovered(channel: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lockstep.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ndata_dir = {:?}\n{}",
-            dir.path().join("data").display().to_string(),
-            woo_channel("woo", &url, WOO_HOOK_SECRET, "")
-        ),
-    )
-    .unwrap();
+    let data = dir.path().join("data").display().to_string();
+    std::fs::write(&config, format!("[server]\ndata_dir = {data:?}\n{channel}")).unwrap();
     let out = dir.path().join("catalog.csv");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args([
@@ -575,20 +581,34 @@ fn discovery_stops_at_an_empty_page_whatever_the_page_count_says() {
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    let done = loop {
+    loop {
         if child.try_wait().unwrap().is_some() {
-            break true;
+            return true;
         }
         if started.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
-            break false;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(done, "discovery ended");
-    assert_eq!(
-        counts[0].load(Ordering::SeqCst),
-        1,
-        "one page of variations read"
+    }
+}
+
+/// A BigCommerce store whose rate-limit headers say its window resets in a trillion
+/// milliseconds: discovery waits no longer than the window the store names (it slept
+/// the 31 years).
+#[test]
+fn discovery_waits_no_longer_than_the_rate_limit_window() {
+    let (url, counts, _) = routed(vec![(
+        "GET /stores/",
+        response(
+            "200 OK",
+            "x-rate-limit-requests-left: 0\r\nx-rate-limit-time-reset-ms: 1000000000000\r\nx-rate-limit-time-window-ms: 1000\r\n",
+            r#"{"data": [{"id": 1, "product_id": 7, "sku": "B1", "inventory_level": 3}], "meta": {"pagination": {"total_pages": 2}}}"#,
+        ),
+    )]);
+    assert!(
+        discovered(&bigcommerce_channel("bc", &url, "")),
+        "discovery ended"
     );
+    assert_eq!(counts[0].load(Ordering::SeqCst), 2, "both pages read");
 }

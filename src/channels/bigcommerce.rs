@@ -390,11 +390,18 @@ impl ChannelAdapter for BigCommerce {
                 None,
             );
             let (status, headers, body) = caller.call(request).await?;
-            let reset = headers
-                .get("x-rate-limit-time-reset-ms")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis);
+            let millis = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map(|ms| super::pacing::wait_secs(ms / 1_000.0))
+            };
+            // The wait until the window resets is within the window (30 s unless the
+            // store says otherwise), and never more than `WAIT_MAX`: the store's numbers
+            // are not slept on as they come (a reset of a trillion ms is 31 years).
+            let window = millis("x-rate-limit-time-window-ms").unwrap_or(Duration::from_secs(30));
+            let reset = millis("x-rate-limit-time-reset-ms").map(|r| r.min(window));
             let reply = super::call::json_reply(status, &body)?;
             let variants = reply["data"].as_array().ok_or("no data")?;
             let mut listings = Vec::with_capacity(variants.len());

@@ -251,7 +251,8 @@ async fn read_channel(
                     show.finish(total, pages, started.elapsed());
                     return Ok(());
                 }
-                tokio::time::sleep(page.pause).await;
+                // An adapter's pause is the channel's word: never longer than any wait.
+                tokio::time::sleep(page.pause.min(crate::channels::pacing::WAIT_MAX)).await;
             }
             Err(ListingError::Throttled { wait }) if throttled < THROTTLED_MAX => {
                 throttled += 1;
