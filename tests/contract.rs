@@ -294,10 +294,17 @@ fn amazon_notifications_are_documented_shapes() {
     );
     let id = created["feedId"].as_str().unwrap();
     let auth = [("x-amz-access-token", token.as_str())];
-    let status = get(
-        &format!("{}/feeds/2021-06-30/feeds/{id}", sim.market.url()),
-        &auth,
-    );
+    // Processed on Amazon's time, however short: asked until DONE, as a client does.
+    let status_of = || {
+        get(
+            &format!("{}/feeds/2021-06-30/feeds/{id}", sim.market.url()),
+            &auth,
+        )
+    };
+    assert!(eventually(Duration::from_secs(10), || status_of()
+        ["processingStatus"]
+        == "DONE"));
+    let status = status_of();
     assert_eq!(status["processingStatus"], "DONE", "{status}");
     let located = get(
         &format!(
