@@ -1,5 +1,6 @@
 //! Hostile peers, against the real binary. Channels that redirect our pushes to another
-//! host, answer with an absurd `Retry-After` or token lifetime, or send a feed status or
+//! host, answer with an absurd `Retry-After` or token lifetime, refuse the token
+//! they issued, or send a feed status or
 //! listing pages that never end; webhook senders with an `i64::MIN` timestamp; web pages
 //! elsewhere reaching the open local API; rate-limit windows of 31 years; connections that stall on their bodies; a
 //! console form with a SKU the API refuses. Nothing panics, no credential leaves for
@@ -611,4 +612,47 @@ fn discovery_waits_no_longer_than_the_rate_limit_window() {
         "discovery ended"
     );
     assert_eq!(counts[0].load(Ordering::SeqCst), 2, "both pages read");
+}
+
+/// A store that refuses the token it was given (401: revoked, or rotated early) gets a
+/// new one on the next call, not the refused one again until it would have expired.
+#[test]
+fn a_refused_token_is_fetched_again_not_sent_until_it_expires() {
+    let (url, counts, _) = routed(vec![
+        (
+            "POST /identity/v1/oauth2/token",
+            response(
+                "200 OK",
+                "",
+                r#"{"access_token": "t", "token_type": "User Access Token", "expires_in": 7200}"#,
+            ),
+        ),
+        (
+            "POST /sell/inventory/v1/bulk_update_price_quantity",
+            response(
+                "401 Unauthorized",
+                "",
+                r#"{"errors": [{"errorId": 1001, "message": "Invalid access token"}]}"#,
+            ),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = ebay_channel("ebay", &url, "") + &catalog(&data, &[("E0", "ebay", "1100/5000")]);
+    let server = Server::start_with(&data, &config, None);
+    count(&server, "E0", 5);
+    assert!(eventually(Duration::from_secs(20), || counts[1]
+        .load(Ordering::SeqCst)
+        >= 1));
+    count(&server, "E0", 6);
+    assert!(
+        eventually(Duration::from_secs(20), || counts[1].load(Ordering::SeqCst)
+            >= 2),
+        "pushed again"
+    );
+    assert!(
+        counts[0].load(Ordering::SeqCst) >= 2,
+        "a token fetched for each push the store refused its token on"
+    );
+    stopped_without_a_panic(server);
 }

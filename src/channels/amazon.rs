@@ -875,6 +875,9 @@ impl ChannelAdapter for Amazon {
         body: &[u8],
         _items: &[PushItem],
     ) -> PushReply {
+        if status == 401 {
+            self.token.forget();
+        }
         // The rate Amazon applies to this seller and operation (`x-amzn-RateLimit-Limit`,
         // SP-API "Usage plans and rate limits"): when it is below the pace configured,
         // each accepted call is followed by one interval of it, and a 429 (which has no

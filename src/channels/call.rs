@@ -240,6 +240,15 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// The channel refused the token it was given (401): the next call fetches a new one
+    /// instead of sending this one until it expires (a token revoked or rotated early).
+    /// A refresh under way (the lock held) replaces it anyway.
+    pub fn forget(&self) {
+        if let Ok(mut cached) = self.cached.try_lock() {
+            *cached = None;
+        }
+    }
+
     pub fn new(
         header: &'static str,
         prefix: &'static str,

@@ -619,6 +619,9 @@ impl ChannelAdapter for Ebay {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
+        if status == 401 {
+            self.token.forget();
+        }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
         }

@@ -622,6 +622,9 @@ impl ChannelAdapter for Walmart {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
+        if status == 401 {
+            self.token.forget();
+        }
         if status == 429 {
             // Often without Retry-After: the bucket's own replenishment time says when.
             let wait = super::retry_after(headers)
