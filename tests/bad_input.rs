@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{event, Server};
+use common::{event, webhook_channel, Server, WEBHOOK_SECRET};
 use serde_json::{json, Value};
 
 /// Sends a raw body to POST /v1/events; returns (status, JSON body).
@@ -189,4 +189,46 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
         (404, Some("unknown_channel"))
     );
     assert_eq!(server.audit_all(), audit_before);
+}
+
+/// A channel action's body is an object or nothing, and a channel's name that is not
+/// UTF-8 is named as a channel's: each refused with its field, the channel as it was.
+#[test]
+fn a_channel_action_takes_an_object_or_nothing_and_names_a_bad_channel_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = webhook_channel(
+        "erp",
+        "http://127.0.0.1:9",
+        WEBHOOK_SECRET,
+        "first_sync = \"observe\"",
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config, None);
+    let channels_before = server.get("/v1/channels").1;
+    for body in ["42", "[]", "\"me\""] {
+        let response = Server::client()
+            .post(server.url("/v1/channels/erp/approve"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let (status, answer) = common::status_json(response);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(
+            (answer["error"].as_str(), answer["field"].as_str()),
+            (Some("invalid_body"), Some("body")),
+            "{answer}"
+        );
+    }
+    let (status, answer) = server.get("/v1/channels/%FF/plan");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        (answer["error"].as_str(), answer["field"].as_str()),
+        (Some("invalid_channel"), Some("channel")),
+        "{answer}"
+    );
+    assert_eq!(
+        server.get("/v1/channels").1,
+        channels_before,
+        "nothing changed"
+    );
 }

@@ -687,11 +687,12 @@ pub(crate) fn decode_segment(segment: &str, field: &str) -> Result<String, ApiEr
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| {
-            ApiError::field(
-                "invalid_sku",
-                field,
-                "is not valid UTF-8 after percent-decoding",
-            )
+            // Named for what the segment is: a channel's name is not a SKU.
+            let code = match field {
+                "channel" => "invalid_channel",
+                _ => "invalid_sku",
+            };
+            ApiError::field(code, field, "is not valid UTF-8 after percent-decoding")
         })
 }
 

@@ -195,6 +195,13 @@ fn approver(body: &[u8]) -> Result<String, ApiError> {
             format!("body is not valid JSON: {e}"),
         )
     })?;
+    if !value.is_object() {
+        return Err(ApiError::field(
+            "invalid_body",
+            "body",
+            "must be a JSON object, as {\"by\": \"who\"}, or empty",
+        ));
+    }
     match value.get("by") {
         None | Some(Value::Null) => Ok("api".to_string()),
         Some(Value::String(by))
