@@ -1,6 +1,6 @@
 //! Hostile peers, against the real binary. Channels that redirect our pushes to another
 //! host, answer with an absurd `Retry-After`, token lifetime or rate-limit window, refuse
-//! the token they issued, or send a feed status or listing pages that never end; webhook
+//! the token they issued, or send a feed status or listing pages that never end or loop; webhook
 //! senders with an `i64::MIN` timestamp; web pages elsewhere reaching the open local API;
 //! connections that stall on their bodies; a console form with a SKU the API refuses.
 //! Nothing panics, no credential leaves for another host, nothing unchecked is taken, and
@@ -655,4 +655,27 @@ fn a_refused_token_is_fetched_again_not_sent_until_it_expires() {
         "a token fetched for each push the store refused its token on"
     );
     stopped_without_a_panic(server);
+}
+
+/// A Shopify store whose every page of variants names the same next page: discovery
+/// stops at the second, saying so (it read that page for good).
+#[test]
+fn discovery_stops_when_the_next_page_comes_back() {
+    let (url, counts, _) = routed(vec![(
+        "POST /admin/api/",
+        response(
+            "200 OK",
+            "",
+            r#"{"data": {"productVariants": {"nodes": [{"id": "gid://shopify/ProductVariant/1", "sku": "S1", "inventoryItem": {"id": "gid://shopify/InventoryItem/11", "tracked": true}}], "pageInfo": {"hasNextPage": true, "endCursor": "again"}}}, "extensions": {"cost": {"requestedQueryCost": 1, "actualQueryCost": 1, "throttleStatus": {"maximumAvailable": 2000, "currentlyAvailable": 1999, "restoreRate": 100}}}}"#,
+        ),
+    )]);
+    assert!(
+        discovered(&shopify_channel("shop", &url, "shpss_x", "2026-04", "")),
+        "discovery ended"
+    );
+    assert_eq!(
+        counts[0].load(Ordering::SeqCst),
+        2,
+        "the looping page read once more"
+    );
 }

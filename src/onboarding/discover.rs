@@ -231,12 +231,22 @@ async fn read_channel(
     let started = Instant::now();
     let mut read_now = 0usize;
     let mut throttled = 0;
+    // Every next-page cursor of this run: paging never names a page twice, so one that
+    // comes back is a channel whose paging loops (it was read for good).
+    let mut cursors = std::collections::HashSet::new();
     loop {
         let progress = saved.channels.get_mut(name).expect("entry made");
         let cursor = progress.cursor.clone();
         match adapter.listings(&caller, cursor.as_deref()).await {
             Ok(page) => {
                 throttled = 0;
+                if let Some(next) = page
+                    .next
+                    .as_ref()
+                    .filter(|n| !cursors.insert(n.to_string()))
+                {
+                    bail!("{name}: the next page, {next:?}, is one already read: the channel's paging loops, so discovery stops here");
+                }
                 read_now += page.listings.len();
                 progress
                     .found
