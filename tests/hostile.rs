@@ -1,10 +1,10 @@
 //! Hostile peers, against the real binary. Channels that redirect our pushes to another
 //! host, answer with an absurd `Retry-After`, token lifetime or rate-limit window, refuse
-//! the token they issued, or send a feed status or listing pages that never end or loop; webhook
-//! senders with an `i64::MIN` timestamp; web pages elsewhere reaching the open local API;
-//! connections that stall on their bodies; a console form with a SKU the API refuses.
-//! Nothing panics, no credential leaves for another host, nothing unchecked is taken, and
-//! the rest of the engine keeps serving.
+//! the token they issued, or send a feed status or listing pages that never end or loop;
+//! webhook senders with an `i64::MIN` timestamp; web pages elsewhere reaching the open
+//! local API; connections that stall on their bodies; a console form with a SKU the API
+//! refuses. Nothing panics, no credential leaves for another host, nothing unchecked is
+//! taken, and the rest of the engine keeps serving.
 
 mod common;
 
