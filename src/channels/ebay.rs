@@ -389,7 +389,7 @@ impl Ebay {
         let url = format!(
             "{}/sell/fulfillment/v1/order/{}/shipping_fulfillment",
             self.base_url,
-            utf8_percent_encode(order_id, ORDER_ID_ENCODE)
+            super::call::segment(order_id)
         );
         let request = http::Request::get(url)
             .body(Vec::new())
@@ -409,10 +409,6 @@ impl Ebay {
         Ok(units)
     }
 }
-
-/// Order ids look like `27-12345-67890`: the unreserved marks stay as they are in a path.
-const ORDER_ID_ENCODE: &percent_encoding::AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
 impl ChannelAdapter for Ebay {
     fn name(&self) -> &str {
