@@ -6,10 +6,10 @@ mod common;
 use common::{event, webhook_channel, Server, WEBHOOK_SECRET};
 use serde_json::{json, Value};
 
-/// Sends a raw body to POST /v1/events; returns (status, JSON body).
-fn post_raw(server: &Server, body: Vec<u8>) -> (u16, Value) {
+/// Sends a raw JSON body to POST `path`; returns (status, JSON body).
+fn post_raw(server: &Server, path: &str, body: Vec<u8>) -> (u16, Value) {
     let response = Server::client()
-        .post(server.url("/v1/events"))
+        .post(server.url(path))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -84,7 +84,7 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
         }, 413, "payload_too_large", None),
     ];
     for (what, body, want_status, want_code, want_field) in cases {
-        let (status, answer) = post_raw(&server, body);
+        let (status, answer) = post_raw(&server, "/v1/events", body);
         assert_eq!(status, want_status, "{what}: {answer}");
         assert_eq!(answer["error"], want_code, "{what}: {answer}");
         assert!(
@@ -205,13 +205,7 @@ fn a_channel_action_takes_an_object_or_nothing_and_names_a_bad_channel_as_one() 
     let server = Server::start_with(&dir.path().join("data"), &config, None);
     let channels_before = server.get("/v1/channels").1;
     for body in ["42", "[]", "\"me\""] {
-        let response = Server::client()
-            .post(server.url("/v1/channels/erp/approve"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .unwrap();
-        let (status, answer) = common::status_json(response);
+        let (status, answer) = post_raw(&server, "/v1/channels/erp/approve", body.into());
         assert_eq!(status, 400, "{body}: {answer}");
         assert_eq!(
             (answer["error"].as_str(), answer["field"].as_str()),
