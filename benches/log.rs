@@ -58,8 +58,11 @@ fn log(c: &mut Criterion) {
                 || {
                     let fx = effects(&mut state, size, &mut round);
                     // The shard looks every key up before it commits (untimed here).
-                    for (sku, key, _) in &fx.first_results {
-                        assert!(store.lookup(sku, key).unwrap().is_none());
+                    for new in &fx.first_results {
+                        assert!(store
+                            .lookup(&new.sku, &new.source, &new.key)
+                            .unwrap()
+                            .is_none());
                     }
                     fx
                 },
@@ -82,7 +85,7 @@ fn key_lookup(c: &mut Criterion) {
         keys.extend(
             fx.first_results
                 .iter()
-                .map(|(sku, key, _)| (sku.clone(), key.clone())),
+                .map(|new| (new.sku.clone(), new.source.clone(), new.key.clone())),
         );
         store.commit(&fx).unwrap();
     }
@@ -93,23 +96,23 @@ fn key_lookup(c: &mut Criterion) {
     group.bench_function("duplicate", |b| {
         b.iter(|| {
             i = (i + 7_919) % keys.len();
-            let (sku, key) = &keys[i];
+            let (sku, source, key) = &keys[i];
             assert!(store
-                .lookup(black_box(sku), black_box(key))
+                .lookup(black_box(sku), black_box(source), black_box(key))
                 .unwrap()
                 .is_some());
         })
     });
-    let fresh: Vec<(String, String)> = keys
+    let fresh: Vec<(String, String, String)> = keys
         .iter()
-        .map(|(sku, key)| (sku.clone(), format!("never-{key}")))
+        .map(|(sku, source, key)| (sku.clone(), source.clone(), format!("never-{key}")))
         .collect();
     group.bench_function("fresh", |b| {
         b.iter(|| {
             i = (i + 7_919) % fresh.len();
-            let (sku, key) = &fresh[i];
+            let (sku, source, key) = &fresh[i];
             assert!(store
-                .lookup(black_box(sku), black_box(key))
+                .lookup(black_box(sku), black_box(source), black_box(key))
                 .unwrap()
                 .is_none());
         })

@@ -206,8 +206,10 @@ fn every_endpoint_over_http() {
     assert!(out.contains("replay equals the live state"), "{out}");
     let server = Server::start(&data);
     assert_eq!(server.stock("TSHIRT-RED-M"), Some((5, 0, 5)));
-    let (_, body) =
-        server.post_events(&json!({"events": [event("rcpt-7", "TSHIRT-RED-M", "adjusted", 5)]}));
+    // The same sender's key: `erp`'s, as at first.
+    let mut again = event("rcpt-7", "TSHIRT-RED-M", "adjusted", 5);
+    again["source"] = json!("erp");
+    let (_, body) = server.post_events(&json!({ "events": [again] }));
     assert_eq!(
         body["results"][0]["outcome"], "duplicate",
         "keys survive a restart"

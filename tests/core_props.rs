@@ -159,7 +159,8 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
     let config = CoreConfig::default();
     let now = T0 + 2 * 3_600 * MICROS_PER_SECOND;
     let mut state = ShardState::default();
-    let mut keys: HashMap<(String, String), FirstResult> = HashMap::new();
+    // Keyed as the store keys them: whose key (SKU, source) and the key.
+    let mut keys: HashMap<(String, String, String), FirstResult> = HashMap::new();
     let mut seq = 1;
     let mut rest = events;
     let mut sizes = batch_sizes.iter().cycle();
@@ -171,7 +172,9 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
             .iter()
             .map(|e| Input {
                 event: e.clone(),
-                prior: keys.get(&(e.sku.clone(), e.key.clone())).copied(),
+                prior: keys
+                    .get(&(e.sku.clone(), e.source.clone(), e.key.clone()))
+                    .copied(),
             })
             .collect();
         let effects = apply(&mut state, &inputs, now, seq, &config);
@@ -205,8 +208,8 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
                 assert!(record.available_after <= record.available_before);
             }
         }
-        for (sku, key, first) in effects.first_results {
-            keys.insert((sku, key), first);
+        for new in effects.first_results {
+            keys.insert((new.sku, new.source, new.key), new.first);
         }
         for sku in state.values() {
             sku.check_invariants().unwrap();

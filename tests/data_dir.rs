@@ -2,7 +2,7 @@
 //! directory (a second `serve`, or `replay` and `audit` beside a live server, refuse
 //! clearly); a data directory whose `lockstep.meta` is missing or of another format is
 //! refused, not re-sharded; the admin API and the metrics are not open to the network
-//! without the admin token.
+//! without the admin token; a directory an earlier build wrote keeps answering its keys.
 
 mod common;
 
@@ -248,4 +248,48 @@ fn a_log_without_its_settings_file_is_refused() {
         log.contains("lockstep.settings") && log.contains("restore it"),
         "{log}"
     );
+}
+
+/// `tests/fixtures/upgrade/keys-without-source.tar.gz` is a data directory (two shards)
+/// written by the build before keys were hashed with their source (320b0a0): four
+/// `adjusted +5` events on UP-1..UP-4, each keyed `before-upgrade` by the API, then a
+/// clean stop, so the keys are in the `keys` partition under their old hash. Sent again
+/// to this build they must still be duplicates: otherwise every redelivery within the
+/// retention of an upgrade would count twice.
+#[test]
+fn keys_acknowledged_by_the_build_before_are_still_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = Command::new("tar")
+        .arg("-xzf")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/upgrade/keys-without-source.tar.gz"
+        ))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(unpacked.success());
+    // Kept for ten years: the fixture's keys are from 2026-12-05, and must not expire
+    // before this test reads them.
+    let server = Server::start_with(&dir.path().join("data"), "idempotency_days = 3653", None);
+    let adjust = |sku: &str, key: &str| {
+        let (status, body) = server.post_events(&json!({"events": [
+            {"sku": sku, "kind": "adjusted", "qty": 5, "idempotency_key": key}
+        ]}));
+        assert_eq!(status, 200, "{body}");
+        body["results"][0]["outcome"].as_str().unwrap().to_string()
+    };
+    for sku in ["UP-1", "UP-2", "UP-3", "UP-4"] {
+        assert_eq!(
+            server.stock(sku),
+            Some((5, 0, 5)),
+            "{sku} as the fixture left it"
+        );
+        assert_eq!(adjust(sku, "before-upgrade"), "duplicate", "{sku}");
+        assert_eq!(server.stock(sku), Some((5, 0, 5)), "{sku} counted once");
+    }
+    assert_eq!(adjust("UP-1", "after-upgrade"), "applied");
+    assert_eq!(adjust("UP-1", "after-upgrade"), "duplicate");
+    assert_eq!(server.stock("UP-1"), Some((10, 0, 10)));
 }

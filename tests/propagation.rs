@@ -209,6 +209,48 @@ fn inbound_deliveries_three_times_some_concurrent_are_applied_once() {
     assert_eq!(applied, 30);
 }
 
+/// Keys belong to their sender: two ERPs that each number their deliveries from 1 (the
+/// Standard Webhooks `webhook-id`, the events' key when they carry none), and an API
+/// caller using the same key, are three events. A redelivery from the same sender is still
+/// one.
+#[test]
+fn the_same_key_from_two_senders_is_two_events() {
+    let (a, b) = (WebhookSim::start(SECRET_A), WebhookSim::start(SECRET_B));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), &two_channels(&a, &b, ""), None);
+    let one_more = json!({"events": [{"sku": "TWIN", "kind": "adjusted", "qty": 1}]});
+    let outcome = |(status, answer): (u16, serde_json::Value)| {
+        assert_eq!(status, 200, "{answer}");
+        answer["results"][0]["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        outcome(deliver(&server, &a, "a", "1", &one_more)),
+        "applied"
+    );
+    assert_eq!(
+        outcome(deliver(&server, &b, "b", "1", &one_more)),
+        "applied",
+        "channel b's delivery 1 is not channel a's"
+    );
+    assert_eq!(
+        outcome(server.post_events(&json!({"events": [event("1", "TWIN", "adjusted", 1)]}))),
+        "applied",
+        "an API caller's key 1 is neither"
+    );
+    assert_eq!(
+        outcome(deliver(&server, &a, "a", "1", &one_more)),
+        "duplicate"
+    );
+    assert_eq!(
+        outcome(deliver(&server, &b, "b", "1", &one_more)),
+        "duplicate"
+    );
+    assert_eq!(server.stock("TWIN"), Some((3, 0, 3)));
+}
+
 #[test]
 fn forged_stale_and_replayed_deliveries_change_nothing() {
     let a = WebhookSim::start(SECRET_A);

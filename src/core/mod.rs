@@ -603,6 +603,36 @@ pub enum StateWrite {
     },
 }
 
+/// An idempotency key's first use: whose key it is (the SKU and the event's source, see
+/// `store::keys::key_hash`), the key, and what its event answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstUse {
+    pub sku: String,
+    pub source: String,
+    pub key: String,
+    pub first: FirstResult,
+}
+
+impl FirstUse {
+    fn of(event: &Event, first: FirstResult) -> FirstUse {
+        FirstUse {
+            sku: event.sku.clone(),
+            source: event.source.clone(),
+            key: event.key.clone(),
+            first,
+        }
+    }
+}
+
+/// Keys first seen in a batch, by (SKU, source, key), so that duplicates inside one batch
+/// are caught too.
+type SeenKeys<'a> = AHashMap<(&'a str, &'a str, &'a str), FirstResult>;
+
+/// The identity of an event's key within a batch (`SeenKeys`).
+fn seen_key(event: &Event) -> (&str, &str, &str) {
+    (&event.sku, &event.source, &event.key)
+}
+
 /// What the shard thread must do after `apply`, in this order: write `records`,
 /// `first_results` and `writes` in one atomic batch, make it durable, then answer with
 /// `results` (one per input, in input order).
@@ -611,8 +641,8 @@ pub struct Effects {
     /// One per input, in input order, with consecutive sequence numbers.
     pub records: Vec<LogRecord>,
     pub results: Vec<EventResult>,
-    /// New idempotency entries: (sku, key, first result).
-    pub first_results: Vec<(String, String, FirstResult)>,
+    /// New idempotency entries, one per key first seen in the batch.
+    pub first_results: Vec<FirstUse>,
     pub writes: Vec<StateWrite>,
     /// How many placements found less available than they asked for.
     pub oversells: u64,
@@ -636,8 +666,7 @@ pub fn apply(
     config: &CoreConfig,
 ) -> Effects {
     let mut effects = Effects::default();
-    // Keys first seen in this batch, so duplicates inside one batch are caught too.
-    let mut seen: AHashMap<(&str, &str), FirstResult> = AHashMap::new();
+    let mut seen = SeenKeys::new();
     // SKU → line ids touched in this batch; their final rows (and the SKU's head) are
     // written once at the end.
     let mut touched: AHashMap<&str, Vec<String>> = AHashMap::new();
@@ -648,9 +677,7 @@ pub fn apply(
     for (i, input) in batch.iter().enumerate() {
         let event = &input.event;
         let seq = first_seq + i as u64;
-        let prior = input
-            .prior
-            .or_else(|| seen.get(&(event.sku.as_str(), event.key.as_str())).copied());
+        let prior = input.prior.or_else(|| seen.get(&seen_key(event)).copied());
         if event.kind == EventKind::Unmapped {
             // Names no SKU of ours: a record, and no state (it must not become a SKU that
             // channels are pushed).
@@ -710,10 +737,8 @@ pub fn apply(
                 };
                 // Acknowledgements are internal: they need no idempotency key.
                 if !event.kind.is_acknowledgement() {
-                    seen.insert((event.sku.as_str(), event.key.as_str()), first);
-                    effects
-                        .first_results
-                        .push((event.sku.clone(), event.key.clone(), first));
+                    seen.insert(seen_key(event), first);
+                    effects.first_results.push(FirstUse::of(event, first));
                 }
                 (
                     outcome,
@@ -910,7 +935,7 @@ fn record_unmapped<'a>(
     seq: u64,
     prior: Option<FirstResult>,
     now: Micros,
-    seen: &mut AHashMap<(&'a str, &'a str), FirstResult>,
+    seen: &mut SeenKeys<'a>,
     effects: &mut Effects,
 ) {
     let outcome = if prior.is_some() {
@@ -927,10 +952,8 @@ fn record_unmapped<'a>(
             available: 0,
             seq,
         };
-        seen.insert((event.sku.as_str(), event.key.as_str()), first);
-        effects
-            .first_results
-            .push((event.sku.clone(), event.key.clone(), first));
+        seen.insert(seen_key(event), first);
+        effects.first_results.push(FirstUse::of(event, first));
     }
     let taken = Taken {
         outcome,

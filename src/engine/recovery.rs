@@ -182,11 +182,14 @@ mod tests {
         let (recovered, report) = recover(&store, &config).unwrap();
         assert_eq!(report.replayed, 13);
         assert_eq!(with_movements(&store, recovered), state);
-        for (sku, key, first) in &firsts {
+        for new in &firsts {
             assert_eq!(
-                store.lookup(sku, key).unwrap().as_ref(),
-                Some(first),
-                "{sku} {key}"
+                store
+                    .lookup(&new.sku, &new.source, &new.key)
+                    .unwrap()
+                    .as_ref(),
+                Some(&new.first),
+                "{new:?}"
             );
         }
         // Recovery stored what it replayed: the next start replays nothing.
@@ -195,6 +198,6 @@ mod tests {
         let (again, report) = recover(&store, &config).unwrap();
         assert_eq!((report.checkpoint, report.replayed), (26, 0));
         assert_eq!(with_movements(&store, again), state);
-        assert_eq!(store.lookup("A", "b-0").unwrap().unwrap().seq, 14);
+        assert_eq!(store.lookup("A", "test", "b-0").unwrap().unwrap().seq, 14);
     }
 }

@@ -467,7 +467,7 @@ impl Shard {
             let lookup = if event.kind.is_acknowledgement() {
                 Ok(None)
             } else {
-                store.lookup(&event.sku, &event.key)
+                store.lookup(&event.sku, &event.source, &event.key)
             };
             let prior = match lookup {
                 Ok(prior) => prior,

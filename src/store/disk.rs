@@ -10,6 +10,15 @@
 //! | `state`   | `D`, sku, 0, ts (sortable), seq      | DeltaRecord: one on_hand movement |
 //! | `state`   | `K`, last seq of the checkpoint (u64 BE) | KeyRun: that checkpoint's new keys, for expiry |
 //! | `state`   | `Mcheckpoint`                        | u64 LE: last seq the state rows include |
+//! | `state`   | `Mlegacy_keys_through`               | u64 LE: last seq whose keys may be legacy |
+//!
+//! **Legacy keys.** Builds before 2026-12-05 hashed a key with its SKU alone; since then
+//! the event's source is part of the hash (`keys.rs`), so two senders' equal keys are
+//! two keys. Keys stored the old way are still answered: the first open by a newer build
+//! records the checkpoint as `Mlegacy_keys_through`, and while a key run at or below it
+//! is kept, a lookup that misses tries the old hash too. The expiry sweep forgets those
+//! runs within the key retention, and the second read stops with them. (Until then, an
+//! old key still stands for every source, as it did when it was stored.)
 //!
 //! **Per batch, one write: the log's tail.** A batch's records go in as one chunk,
 //! written to the tail with one synchronous direct write before any of them is
@@ -45,6 +54,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,7 +64,8 @@ use fjall::PersistMode;
 
 use super::envelope::{self, decode, encode, read_archived};
 use super::keys::{
-    key_check, key_hash, open_database, partition_options, KeyEntry, KeyRun, KeyStore, ANSWER_BYTES,
+    key_check, key_hash, legacy_key_check, legacy_key_hash, open_database, partition_options,
+    KeyEntry, KeyRun, KeyStore, ANSWER_BYTES,
 };
 use super::wal::Wal;
 use super::Movements;
@@ -65,6 +76,10 @@ use crate::core::records::{DeltaRecord, HeadRecord, LineRecord, LogChunk, LogRec
 use crate::core::{ChannelRules, Effects, ShardState, SkuState, StateWrite};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
+/// The last sequence number whose keys may be stored under their legacy hash (SKU and
+/// key, without the source): the checkpoint's when a build that hashes the source first
+/// opened the directory, 0 when it held no keys. Written once, at that open.
+const LEGACY_KEYS_KEY: &[u8] = b"Mlegacy_keys_through";
 
 /// A checkpoint is written once this many records are past the last one. Bounds the
 /// replay on start (well under a second) and the memory `Pending` holds.
@@ -91,6 +106,12 @@ pub struct DiskStore {
     /// The log's durable tail (`wal.rs`): what each commit waits for. `None` when only
     /// read. Locked after `pending`, never before.
     wal: Option<Mutex<Wal>>,
+    /// `LEGACY_KEYS_KEY`'s value.
+    legacy_through: u64,
+    /// Whether a key run at or below `legacy_through` is still kept: a lookup that finds
+    /// nothing under a key's hash then tries its legacy hash. Cleared once the sweep has
+    /// forgotten them all, within the key retention of the upgrade.
+    legacy_keys: AtomicBool,
 }
 
 /// State rows and keys of the batches since the last checkpoint, newest value per row.
@@ -257,7 +278,8 @@ impl DiskStore {
                 "state rows from an earlier version (sled) are rebuilt from the log; its files can be deleted"
             );
         }
-        Ok(DiskStore {
+        let legacy_through = legacy_keys_through(&database, &state, read_only)?;
+        let store = DiskStore {
             database,
             read_only,
             log,
@@ -269,7 +291,27 @@ impl DiskStore {
             }),
             keys,
             wal,
-        })
+            legacy_through,
+            legacy_keys: AtomicBool::new(false),
+        };
+        store.note_legacy_keys()?;
+        Ok(store)
+    }
+
+    /// Whether key runs stored under the legacy hash are still kept (`legacy_keys`).
+    fn note_legacy_keys(&self) -> Result<(), StoreError> {
+        let kept = match self.state.prefix(b"K").next() {
+            Some(oldest) => {
+                let key = oldest.key()?;
+                if key.len() != 9 {
+                    return Err(bad_key(&key));
+                }
+                seq_of_log_key(&key) <= self.legacy_through
+            }
+            None => false,
+        };
+        self.legacy_keys.store(kept, Ordering::Relaxed);
+        Ok(())
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -284,18 +326,18 @@ impl DiskStore {
             return Ok(());
         };
         let mut pending = self.pending();
-        for (sku, key, first) in &effects.first_results {
-            let hash = key_hash(sku, key);
+        for new in &effects.first_results {
+            let hash = key_hash(&new.sku, &new.source, &new.key);
             let entry = KeyEntry {
-                seq: first.seq,
-                check: key_check(sku, key),
-                answer: answer_of(first),
+                seq: new.first.seq,
+                check: key_check(&new.sku, &new.source, &new.key),
+                answer: answer_of(&new.first),
             };
             let entries = pending.new_keys.entry(hash).or_default();
             if !entries.iter().any(|e| e.seq == entry.seq) {
                 entries.push(entry);
             }
-            pending.keys.entries.push((hash, first.seq));
+            pending.keys.entries.push((hash, new.first.seq));
         }
         for write in &effects.writes {
             match write {
@@ -547,13 +589,41 @@ impl DiskStore {
     }
 
     fn read_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
-        match self.state.get(key)? {
-            Some(bytes) if bytes.len() == 8 => {
-                Ok(u64::from_le_bytes(bytes[..].try_into().expect("8 bytes")))
-            }
-            Some(_) => Err(bad_key(key)),
-            None => Ok(0),
-        }
+        Ok(stored_u64(&self.state, key)?.unwrap_or(0))
+    }
+}
+
+/// `Mlegacy_keys_through`, written (and synced) by the first open of a directory that
+/// lacks it: the checkpoint when it holds key runs, stored by a build that hashed keys
+/// without their source; 0 for a new directory or one whose keys have all expired.
+fn legacy_keys_through(
+    database: &fjall::Database,
+    state: &fjall::Keyspace,
+    read_only: bool,
+) -> Result<u64, StoreError> {
+    if let Some(through) = stored_u64(state, LEGACY_KEYS_KEY)? {
+        return Ok(through);
+    }
+    let through = if state.prefix(b"K").next().is_some() {
+        stored_u64(state, CHECKPOINT_KEY)?.unwrap_or(0)
+    } else {
+        0
+    };
+    if !read_only {
+        state.insert(LEGACY_KEYS_KEY, through.to_le_bytes())?;
+        database.persist(PersistMode::SyncData)?;
+    }
+    Ok(through)
+}
+
+/// A `state` row holding a u64 (little-endian), if it is there.
+fn stored_u64(state: &fjall::Keyspace, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    match state.get(key)? {
+        Some(bytes) if bytes.len() == 8 => Ok(Some(u64::from_le_bytes(
+            bytes[..].try_into().expect("8 bytes"),
+        ))),
+        Some(_) => Err(bad_key(key)),
+        None => Ok(None),
     }
 }
 
@@ -772,9 +842,14 @@ impl ShardStore for DiskStore {
         }
     }
 
-    fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError> {
-        let check = key_check(sku, key);
-        let hash = key_hash(sku, key);
+    fn lookup(
+        &self,
+        sku: &str,
+        source: &str,
+        key: &str,
+    ) -> Result<Option<FirstResult>, StoreError> {
+        let check = key_check(sku, source, key);
+        let hash = key_hash(sku, source, key);
         // Since the last checkpoint, else stored. Another key with the same hash has
         // another check: look at the next candidate.
         let new = self
@@ -782,7 +857,7 @@ impl ShardStore for DiskStore {
             .new_keys
             .get(&hash)
             .and_then(|entries| entries.iter().find(|e| e.check == check).cloned());
-        let found = match new {
+        let mut found = match new {
             Some(entry) => Some(entry),
             None => self
                 .keys
@@ -790,6 +865,14 @@ impl ShardStore for DiskStore {
                 .into_iter()
                 .find(|e| e.check == check),
         };
+        if found.is_none() && self.legacy_keys.load(Ordering::Relaxed) {
+            let check = legacy_key_check(sku, key);
+            found = self
+                .keys
+                .stored(legacy_key_hash(sku, key))?
+                .into_iter()
+                .find(|e| e.check == check);
+        }
         let Some(entry) = found else {
             return Ok(None);
         };
@@ -885,6 +968,9 @@ impl ShardStore for DiskStore {
             }
         }
         batch.commit()?;
+        if self.legacy_keys.load(Ordering::Relaxed) {
+            self.note_legacy_keys()?;
+        }
         Ok(forgotten)
     }
 
@@ -1070,10 +1156,10 @@ pub(crate) mod tests {
             .sweep_expired_keys(new - 168 * MICROS_PER_HOUR, 64)
             .unwrap();
         assert_eq!(forgotten, 2);
-        assert_eq!(store.lookup("SKU", "old-1").unwrap(), None);
-        assert_eq!(store.lookup("SKU", "old-2").unwrap(), None);
+        assert_eq!(store.lookup("SKU", "test", "old-1").unwrap(), None);
+        assert_eq!(store.lookup("SKU", "test", "old-2").unwrap(), None);
         assert!(
-            store.lookup("SKU", "new-1").unwrap().is_some(),
+            store.lookup("SKU", "test", "new-1").unwrap().is_some(),
             "a key within retention is kept"
         );
         assert_eq!(
@@ -1085,6 +1171,64 @@ pub(crate) mod tests {
         );
         // The log itself stays: the audit and replay still have every event.
         assert_eq!(store.audit(Some("SKU"), 0, 10).unwrap().len(), 3);
+    }
+
+    /// A directory an older build left (keys hashed without their source, no
+    /// `Mlegacy_keys_through`): its keys still answer, for any source, until the sweep
+    /// forgets their run; a new directory never reads the legacy hash.
+    #[test]
+    fn keys_stored_before_the_source_was_hashed_answer_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let at = 1_800_000_000_000_000;
+        let first = FirstResult {
+            outcome: Outcome::Applied,
+            oversell: false,
+            on_hand: 4,
+            committed: 0,
+            available: 4,
+            seq: 5,
+        };
+        {
+            let store = DiskStore::open(&path).unwrap();
+            assert!(
+                !store.legacy_keys.load(Ordering::Relaxed),
+                "a new directory"
+            );
+            let hash = legacy_key_hash("SKU", "delivery-1");
+            let entry = KeyEntry {
+                seq: 5,
+                check: legacy_key_check("SKU", "delivery-1"),
+                answer: answer_of(&first),
+            };
+            store.keys.insert(hash, entry).unwrap();
+            let run = KeyRun {
+                newest_applied_at: at,
+                entries: vec![(hash, 5)],
+            };
+            store.state.insert(run_key(5), encode(&run)).unwrap();
+            store
+                .state
+                .insert(CHECKPOINT_KEY, 5u64.to_le_bytes())
+                .unwrap();
+            store.state.remove(LEGACY_KEYS_KEY).unwrap();
+            store.database.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(store.read_u64(LEGACY_KEYS_KEY).unwrap(), 5);
+        assert_eq!(
+            store.lookup("SKU", "erp", "delivery-1").unwrap(),
+            Some(first),
+            "a redelivery of an event acknowledged before the upgrade is a duplicate"
+        );
+        assert_eq!(store.lookup("SKU", "erp", "delivery-2").unwrap(), None);
+        assert_eq!(store.sweep_expired_keys(at + 1, 64).unwrap(), 1);
+        assert!(!store.legacy_keys.load(Ordering::Relaxed));
+        assert_eq!(store.lookup("SKU", "erp", "delivery-1").unwrap(), None);
+        drop(store);
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(store.read_u64(LEGACY_KEYS_KEY).unwrap(), 5, "written once");
+        assert!(!store.legacy_keys.load(Ordering::Relaxed));
     }
 
     /// A mixed batch on a few SKUs: counts, placements (some overselling), shipments,
@@ -1134,34 +1278,30 @@ pub(crate) mod tests {
             1,
             &CoreConfig::default(),
         );
-        assert!(effects.first_results.iter().any(|(_, _, f)| f.oversell));
+        assert!(effects.first_results.iter().any(|new| new.first.oversell));
         store.commit(&effects).unwrap();
-        for (sku, key, first) in &effects.first_results {
-            assert_eq!(
-                store.lookup(sku, key).unwrap().as_ref(),
-                Some(first),
-                "{sku} {key}"
-            );
+        let found = |store: &DiskStore, new: &crate::core::FirstUse| {
+            store.lookup(&new.sku, &new.source, &new.key).unwrap()
+        };
+        for new in &effects.first_results {
+            assert_eq!(found(&store, new), Some(new.first), "{new:?}");
         }
-        assert_eq!(store.lookup("A", "never-seen").unwrap(), None);
+        assert_eq!(store.lookup("A", "test", "never-seen").unwrap(), None);
         assert_eq!(
-            store.lookup("B", "t-0").unwrap().unwrap().seq,
+            store.lookup("B", "test", "t-0").unwrap().unwrap().seq,
             2,
             "keys are per SKU"
         );
         // In memory until the checkpoint writes them, then read from the partition.
-        let (sku, key, _) = &effects.first_results[0];
-        assert!(store
-            .keys
-            .candidates(key_hash(sku, key))
-            .unwrap()
-            .is_empty());
+        let first = &effects.first_results[0];
+        let hash = key_hash(&first.sku, &first.source, &first.key);
+        assert!(store.keys.candidates(hash).unwrap().is_empty());
         store.checkpoint().unwrap();
         drop(store);
         let store = DiskStore::open(&dir.path().join("shard")).unwrap();
-        assert_eq!(store.keys.candidates(key_hash(sku, key)).unwrap().len(), 1);
-        for (sku, key, first) in &effects.first_results {
-            assert_eq!(store.lookup(sku, key).unwrap().as_ref(), Some(first));
+        assert_eq!(store.keys.candidates(hash).unwrap().len(), 1);
+        for new in &effects.first_results {
+            assert_eq!(found(&store, new), Some(new.first), "{new:?}");
         }
     }
 

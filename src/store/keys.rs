@@ -1,6 +1,6 @@
 //! The idempotency keys: which log record first carried each key and what it answered,
-//! as a 64-bit hash of (SKU, key) → entries, in the `keys` partition (a fjall keyspace)
-//! of the shard's database.
+//! as a 64-bit hash of (SKU, source, key) → entries, in the `keys` partition (a fjall
+//! keyspace) of the shard's database.
 //!
 //! Why not sled (the design's first store), and why not memory: keys are kept at least 7
 //! days, one or more per event. sled 0.34 keeps in-memory structures for every key it
@@ -12,7 +12,7 @@
 //! seen" without a read, which is what almost every lookup is.
 //!
 //! The value holds, per key with that hash, an entry: the first record's sequence
-//! number, a second, independent 64-bit hash of (SKU, key) that tells keys sharing the
+//! number, a second, independent 64-bit hash of (SKU, source, key) that tells keys sharing the
 //! first apart, and the first result's answer (outcome, oversell, on_hand, committed,
 //! available). A duplicate is answered from the entry alone: reading the answer back
 //! from its log record decoded (and checked) that record's whole chunk, which made a
@@ -40,24 +40,46 @@ use ahash::AHashSet;
 use super::StoreError;
 use crate::clock::Micros;
 
-/// The stable 64-bit hash of a SKU's idempotency key.
-pub fn key_hash(sku: &str, key: &str) -> u64 {
-    seeded_hash(sku, key, 0)
+/// The stable 64-bit hash of an idempotency key: whose key it is (the SKU and the event's
+/// source) and the key. The source is part of it because keys come from senders that do
+/// not know of each other: two ERPs each numbering their deliveries from 1, or a caller's
+/// `Idempotency-Key` that happens to spell a channel's key, must never make one
+/// sender's event a duplicate of another's. (Keys that name a business fact carry their
+/// channel already, `{channel}/{order}/...`, and every such event's source is that
+/// channel, so they deduplicate as before.)
+pub fn key_hash(sku: &str, source: &str, key: &str) -> u64 {
+    seeded_hash(&[sku, source, key], 0)
 }
 
 /// The second hash of a key, kept in its entry (XXH3-64 with another seed).
-pub fn key_check(sku: &str, key: &str) -> u64 {
-    seeded_hash(sku, key, CHECK_SEED)
+pub fn key_check(sku: &str, source: &str, key: &str) -> u64 {
+    seeded_hash(&[sku, source, key], CHECK_SEED)
+}
+
+/// The hash of a key as builds before 2026-12-05 stored it: (SKU, key), without the
+/// source. Read only while keys stored that way are kept (`disk.rs`, "legacy keys").
+pub fn legacy_key_hash(sku: &str, key: &str) -> u64 {
+    seeded_hash(&[sku, key], 0)
+}
+
+/// The second hash of a key stored by builds before 2026-12-05.
+pub fn legacy_key_check(sku: &str, key: &str) -> u64 {
+    seeded_hash(&[sku, key], CHECK_SEED)
 }
 
 const CHECK_SEED: u64 = 0x6c6f_636b_7374_6570; // "lockstep"
 
-fn seeded_hash(sku: &str, key: &str, seed: u64) -> u64 {
+/// XXH3-64 of the parts joined by NUL: an exact separator, since neither SKUs nor sources
+/// contain NUL (ingest refuses control characters in SKUs; sources hold only letters,
+/// digits, `.`, `_` and `-`).
+fn seeded_hash(parts: &[&str], seed: u64) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(seed);
-    hasher.update(sku.as_bytes());
-    // SKUs never contain NUL (ingest refuses control characters): an exact separator.
-    hasher.update(&[0]);
-    hasher.update(key.as_bytes());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update(&[0]);
+        }
+        hasher.update(part.as_bytes());
+    }
     hasher.digest()
 }
 
@@ -193,6 +215,12 @@ impl KeyStore {
         Ok(found)
     }
 
+    /// The stored entries of keys with this hash, for a lookup that inserts nothing after
+    /// it (keys stored before the source was part of a key's hash: `disk.rs`).
+    pub fn stored(&self, hash: u64) -> Result<Vec<KeyEntry>, StoreError> {
+        self.read(hash)
+    }
+
     /// Records the entry of a key with this hash (again, for the same record: no-op), at
     /// once: the tests' shorthand for what a checkpoint `stage`s.
     #[cfg(test)]
@@ -300,18 +328,26 @@ mod tests {
         keys.insert(7, entry(10)).unwrap();
         keys.insert(7, entry(20)).unwrap();
         assert_eq!(keys.candidates(7).unwrap(), vec![entry(10), entry(20)]);
-        assert_ne!(key_check("A", "k"), key_hash("A", "k"));
+        assert_ne!(key_check("A", "api", "k"), key_hash("A", "api", "k"));
     }
 
     #[test]
     fn the_hash_is_fixed_across_builds() {
-        // Keys on disk are read by later builds: this value must never change. It is the
-        // reference implementation's XXH3-64 of b"SKU-1\0shopify/1001/1/placed".
+        // Keys on disk are read by later builds: these values must never change. The
+        // legacy one is the reference implementation's XXH3-64 of
+        // b"SKU-1\0shopify/1001/1/placed", as builds before 2026-12-05 stored it.
         assert_eq!(
-            key_hash("SKU-1", "shopify/1001/1/placed"),
+            legacy_key_hash("SKU-1", "shopify/1001/1/placed"),
             0xe03e_1d85_d358_6017
         );
-        assert_ne!(key_hash("AB", "C"), key_hash("A", "BC"));
+        assert_eq!(
+            key_hash("SKU-1", "shopify", "shopify/1001/1/placed"),
+            xxhash_rust::xxh3::xxh3_64(b"SKU-1\0shopify\0shopify/1001/1/placed")
+        );
+        assert_ne!(key_hash("AB", "s", "C"), key_hash("A", "s", "BC"));
+        assert_ne!(key_hash("A", "s1", "k"), key_hash("A", "s", "1k"));
+        // The same key from two senders is two keys.
+        assert_ne!(key_hash("A", "erp-a", "1"), key_hash("A", "erp-b", "1"));
     }
 
     #[test]

@@ -97,8 +97,9 @@ pub trait ShardStore: Send + Sync + 'static {
     fn truncate_log_from(&self, from: u64) -> Result<usize, StoreError>;
     /// The highest sequence number in the log (0 when it is empty).
     fn last_seq(&self) -> Result<u64, StoreError>;
-    /// The first result of an idempotency key for a SKU, while it is kept.
-    fn lookup(&self, sku: &str, key: &str) -> Result<Option<FirstResult>, StoreError>;
+    /// The first result of an idempotency key a source gave for a SKU, while it is kept.
+    fn lookup(&self, sku: &str, source: &str, key: &str)
+        -> Result<Option<FirstResult>, StoreError>;
     /// Makes a batch's log records durable before returning; its state rows and new keys
     /// are then visible to readers and lookups, and reach storage at a checkpoint. An
     /// error after the records are durable is `StoreError::AfterDurable`.
