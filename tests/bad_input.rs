@@ -35,6 +35,11 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
     let cases: Vec<Case> = vec![
         ("malformed JSON", b"{\"events\": [".to_vec(), 400, "malformed_json", None),
         ("not an object", b"[1,2]".to_vec(), 400, "invalid_body", Some("body")),
+        // Another reader could take the first `qty`: one body, two events.
+        ("a name twice in one event", br#"{"events": [{"idempotency_key": "dup", "sku": "SKU-1", "kind": "adjusted", "qty": 1, "qty": 100}]}"#.to_vec(),
+            400, "duplicate_key", None),
+        ("a name twice at the top", br#"{"events": [], "events": [{"idempotency_key": "dup2", "sku": "SKU-1", "kind": "adjusted", "qty": 1}]}"#.to_vec(),
+            400, "duplicate_key", None),
         ("no events array", br#"{"evts": []}"#.to_vec(), 400, "invalid_events", Some("events")),
         ("empty batch", br#"{"events": []}"#.to_vec(), 400, "invalid_events", Some("events")),
         ("unknown kind", json!({"events": [ok("a"), event("b", "SKU-1", "teleported", 1)]}).to_string().into_bytes(),
@@ -204,6 +209,16 @@ fn a_channel_action_takes_an_object_or_nothing_and_names_a_bad_channel_as_one() 
     );
     let server = Server::start_with(&dir.path().join("data"), &config, None);
     let channels_before = server.get("/v1/channels").1;
+    let (status, answer) = post_raw(
+        &server,
+        "/v1/channels/erp/approve",
+        br#"{"by": "ann", "by": "bob"}"#.to_vec(),
+    );
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("duplicate_key")),
+        "{answer}"
+    );
     for body in ["42", "[]", "\"me\""] {
         let (status, answer) = post_raw(&server, "/v1/channels/erp/approve", body.into());
         assert_eq!(status, 400, "{body}: {answer}");

@@ -16,7 +16,8 @@
 //!
 //! Beside the adapters: `kind.rs` (the registry of kinds: their keys, checks, adapters),
 //! `native.rs` (the native event format the API and the `webhook` kind speak),
-//! `payload.rs` (reading channel JSON), `body_hmac.rs` and `standard_webhooks.rs`
+//! `payload.rs` (reading channel JSON), `strict_json.rs` (request bodies, each name once
+//! per object), `body_hmac.rs` and `standard_webhooks.rs`
 //! (signatures), `call.rs` and `pacing.rs` (a channel's calls and their budget),
 //! `catalog.rs`, `rotating_token.rs`, `walmart_feed.rs` (Walmart's bulk feed). A delivery
 //! a channel cannot take is refused with `crate::refusal::ApiError`. Channels sit above
@@ -40,6 +41,7 @@ pub mod payload;
 pub mod rotating_token;
 pub mod shopify;
 pub mod standard_webhooks;
+pub mod strict_json;
 pub mod tiktok;
 pub mod walmart;
 pub mod walmart_feed;

@@ -122,17 +122,12 @@ fn check_text(
 }
 
 fn parse_json(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::field(
+    match super::strict_json::body(body)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::field(
             "invalid_body",
             "body",
             "must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            hyper::StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not valid JSON: {e}"),
         )),
     }
 }

@@ -188,13 +188,7 @@ fn approver(body: &[u8]) -> Result<String, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok("api".to_string());
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
+    let value = crate::channels::strict_json::body(body)?;
     if !value.is_object() {
         return Err(ApiError::field(
             "invalid_body",
