@@ -251,9 +251,10 @@ fn a_log_without_its_settings_file_is_refused() {
 }
 
 /// `tests/fixtures/upgrade/keys-without-source.tar.gz` is a data directory (two shards)
-/// written by the build before keys were hashed with their source (320b0a0): four
-/// `adjusted +5` events on UP-1..UP-4, each keyed `before-upgrade` by the API, then a
-/// clean stop, so the keys are in the `keys` partition under their old hash. Sent again
+/// written by the build before keys were hashed with their source (320b0a0): eight
+/// `adjusted +5` events on UP-1..UP-8 (one of them on shard 0, seven on shard 1), each
+/// keyed `before-upgrade` by the API, then a clean stop, so the keys are in the `keys`
+/// partitions under their old hash. Sent again
 /// to this build they must still be duplicates: otherwise every redelivery within the
 /// retention of an upgrade would count twice.
 #[test]
@@ -280,7 +281,8 @@ fn keys_acknowledged_by_the_build_before_are_still_duplicates() {
         assert_eq!(status, 200, "{body}");
         body["results"][0]["outcome"].as_str().unwrap().to_string()
     };
-    for sku in ["UP-1", "UP-2", "UP-3", "UP-4"] {
+    for sku in (1..=8).map(|i| format!("UP-{i}")) {
+        let sku = sku.as_str();
         assert_eq!(
             server.stock(sku),
             Some((5, 0, 5)),
@@ -292,4 +294,11 @@ fn keys_acknowledged_by_the_build_before_are_still_duplicates() {
     assert_eq!(adjust("UP-1", "after-upgrade"), "applied");
     assert_eq!(adjust("UP-1", "after-upgrade"), "duplicate");
     assert_eq!(server.stock("UP-1"), Some((10, 0, 10)));
+    // The operator is told why lookups read twice for a while.
+    let said = server
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("also looked up by their old hash"))
+        .count();
+    assert_eq!(said, 2, "one line per shard");
 }

@@ -310,7 +310,19 @@ impl DiskStore {
             }
             None => false,
         };
-        self.legacy_keys.store(kept, Ordering::Relaxed);
+        let was = self.legacy_keys.swap(kept, Ordering::Relaxed);
+        if kept && !was {
+            tracing::info!(
+                dir = %self.path.display(),
+                through_seq = self.legacy_through,
+                "idempotency keys stored before 2026-12-05 are also looked up by their old hash until they expire"
+            );
+        } else if was && !kept {
+            tracing::info!(
+                dir = %self.path.display(),
+                "the idempotency keys stored before 2026-12-05 have expired: lookups use one hash again"
+            );
+        }
         Ok(())
     }
 
