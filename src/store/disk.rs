@@ -11,12 +11,14 @@
 //! | `state`   | `K`, last seq of the checkpoint (u64 BE) | KeyRun: that checkpoint's new keys, for expiry |
 //! | `state`   | `Mcheckpoint`                        | u64 LE: last seq the state rows include |
 //! | `state`   | `Mlegacy_keys_through`               | u64 LE: last seq whose keys may be legacy |
+//! | `state`   | `Mkeys_with_source_through`          | u64 LE: the last checkpoint this build wrote |
 //!
 //! **Legacy keys.** Builds before 2026-12-05 hashed a key with its SKU alone; since then
 //! the event's source is part of the hash (`keys.rs`), so two senders' equal keys are
-//! two keys. Keys stored the old way are still answered: the first open by a newer build
-//! records the checkpoint as `Mlegacy_keys_through`, and while a key run at or below it
-//! is kept, a lookup that misses tries the old hash too. The expiry sweep forgets those
+//! two keys. Keys stored the old way are still answered: an open that finds the last
+//! checkpoint written by an older build (after an upgrade, or a rollback and back)
+//! records it as `Mlegacy_keys_through`, and while a key run at or below it is kept, a
+//! lookup that misses tries the old hash too. The expiry sweep forgets those
 //! runs within the key retention, and the second read stops with them. (Until then, an
 //! old key still stands for every source, as it did when it was stored.)
 //!
@@ -77,9 +79,13 @@ use crate::core::{ChannelRules, Effects, ShardState, SkuState, StateWrite};
 
 const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
 /// The last sequence number whose keys may be stored under their legacy hash (SKU and
-/// key, without the source): the checkpoint's when a build that hashes the source first
-/// opened the directory, 0 when it held no keys. Written once, at that open.
+/// key, without the source): the checkpoint's when a build that hashes the source opened
+/// a directory whose last checkpoint an older build wrote, 0 when it never held such keys.
 const LEGACY_KEYS_KEY: &[u8] = b"Mlegacy_keys_through";
+/// The checkpoint as a build that hashes keys with their source last wrote it, in the
+/// same atomic batch as `Mcheckpoint`: when the two differ at open, an older build
+/// checkpointed since (a rollback and back), and its keys are legacy too.
+const SOURCED_CHECKPOINT_KEY: &[u8] = b"Mkeys_with_source_through";
 
 /// A checkpoint is written once this many records are past the last one. Bounds the
 /// replay on start (well under a second) and the memory `Pending` holds.
@@ -423,6 +429,11 @@ impl DiskStore {
             batch.insert(&self.log, log_key(*last_seq), chunk.as_slice());
         }
         batch.insert(state, CHECKPOINT_KEY, pending.last_seq.to_le_bytes());
+        batch.insert(
+            state,
+            SOURCED_CHECKPOINT_KEY,
+            pending.last_seq.to_le_bytes(),
+        );
         // On an error everything stays pending: a later checkpoint then writes these rows
         // too (rewriting a row is harmless), never a checkpoint past rows it skipped.
         batch.commit()?;
@@ -605,23 +616,23 @@ impl DiskStore {
     }
 }
 
-/// `Mlegacy_keys_through`, written (and synced) by the first open of a directory that
-/// lacks it: the checkpoint when it holds key runs, stored by a build that hashed keys
-/// without their source; 0 for a new directory or one whose keys have all expired.
+/// `Mlegacy_keys_through` at open, written (and synced) when it changes: raised to the
+/// checkpoint when the directory holds key runs and an older build wrote its last
+/// checkpoint (`Mkeys_with_source_through` is not it: the first open after an upgrade,
+/// or after a rollback and back); 0 for a new directory.
 fn legacy_keys_through(
     database: &fjall::Database,
     state: &fjall::Keyspace,
     read_only: bool,
 ) -> Result<u64, StoreError> {
-    if let Some(through) = stored_u64(state, LEGACY_KEYS_KEY)? {
-        return Ok(through);
+    let recorded = stored_u64(state, LEGACY_KEYS_KEY)?;
+    let checkpoint = stored_u64(state, CHECKPOINT_KEY)?.unwrap_or(0);
+    let older_build_last = stored_u64(state, SOURCED_CHECKPOINT_KEY)? != Some(checkpoint);
+    let mut through = recorded.unwrap_or(0);
+    if older_build_last && state.prefix(b"K").next().is_some() {
+        through = through.max(checkpoint);
     }
-    let through = if state.prefix(b"K").next().is_some() {
-        stored_u64(state, CHECKPOINT_KEY)?.unwrap_or(0)
-    } else {
-        0
-    };
-    if !read_only {
+    if !read_only && recorded != Some(through) {
         state.insert(LEGACY_KEYS_KEY, through.to_le_bytes())?;
         database.persist(PersistMode::SyncData)?;
     }
@@ -1241,6 +1252,63 @@ pub(crate) mod tests {
         let store = DiskStore::open(&path).unwrap();
         assert_eq!(store.read_u64(LEGACY_KEYS_KEY).unwrap(), 5, "written once");
         assert!(!store.legacy_keys.load(Ordering::Relaxed));
+    }
+
+    /// A rollback to an older build and back: keys the older build checkpointed in
+    /// between are legacy too, though this build had opened the directory before.
+    #[test]
+    fn keys_an_older_build_stored_after_a_rollback_still_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        let at = 1_800_000_000_000_000;
+        let first = FirstResult {
+            outcome: Outcome::Applied,
+            oversell: false,
+            on_hand: 2,
+            committed: 0,
+            available: 2,
+            seq: 2,
+        };
+        {
+            let store = DiskStore::open(&path).unwrap();
+            let mut state = ShardState::default();
+            let effects = apply(
+                &mut state,
+                &[adjust("new-1", at)],
+                at,
+                1,
+                &CoreConfig::default(),
+            );
+            store.commit(&effects).unwrap();
+            store.checkpoint().unwrap();
+            assert_eq!(store.read_u64(SOURCED_CHECKPOINT_KEY).unwrap(), 1);
+            // What the older build then writes: a key under its hash, its run, its
+            // checkpoint; it knows nothing of the rows this build keeps.
+            let hash = legacy_key_hash("SKU", "rolled-back");
+            let entry = KeyEntry {
+                seq: 2,
+                check: legacy_key_check("SKU", "rolled-back"),
+                answer: answer_of(&first),
+            };
+            store.keys.insert(hash, entry).unwrap();
+            let run = KeyRun {
+                newest_applied_at: at,
+                entries: vec![(hash, 2)],
+            };
+            store.state.insert(run_key(2), encode(&run)).unwrap();
+            store
+                .state
+                .insert(CHECKPOINT_KEY, 2u64.to_le_bytes())
+                .unwrap();
+            store.database.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = DiskStore::open(&path).unwrap();
+        assert_eq!(store.read_u64(LEGACY_KEYS_KEY).unwrap(), 2);
+        assert_eq!(
+            store.lookup("SKU", "erp", "rolled-back").unwrap(),
+            Some(first)
+        );
+        assert!(store.lookup("SKU", "test", "new-1").unwrap().is_some());
     }
 
     /// A mixed batch on a few SKUs: counts, placements (some overselling), shipments,
