@@ -169,6 +169,41 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
         );
     }
 
+    // Two Idempotency-Keys: whichever a reader takes would be the key. Refused on both
+    // endpoints that honour it, naming the header.
+    let twice = |request: reqwest::blocking::RequestBuilder| {
+        common::status_json(
+            request
+                .header("Idempotency-Key", "first")
+                .header("Idempotency-Key", "second")
+                .send()
+                .unwrap(),
+        )
+    };
+    let one = json!({"events": [{"sku": "SKU-1", "kind": "adjusted", "qty": 1}]});
+    for (what, (status, answer)) in [
+        (
+            "POST",
+            twice(Server::client().post(server.url("/v1/events")).json(&one)),
+        ),
+        (
+            "PUT",
+            twice(
+                Server::client()
+                    .put(server.url("/v1/skus/SKU-1"))
+                    .json(&json!({"on_hand": 3})),
+            ),
+        ),
+    ] {
+        assert_eq!(
+            (status, answer["error"].as_str(), answer["field"].as_str()),
+            (400, Some("invalid_header"), Some("idempotency-key")),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(server.stock("SKU-1"), stock_before);
+    assert_eq!(server.audit_all(), audit_before);
+
     // Query parameters of the audit.
     for (query, code) in [
         ("since=-1", "invalid_since"),

@@ -483,3 +483,21 @@ fn woocommerce_order_created() {
         ]
     );
 }
+
+/// The `webhook` kind's stock read is our own format: an item naming `available` twice
+/// is refused, not read as whichever came last.
+#[test]
+fn a_webhook_read_reply_naming_a_level_twice_is_refused() {
+    let webhook = adapter(
+        "[[channels]]\nname = \"erp\"\nkind = \"webhook\"\nbase_url = \"http://127.0.0.1:9/stock\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        &[],
+    );
+    let once = br#"{"items": [{"sku": "A", "available": 1}]}"#;
+    assert_eq!(
+        webhook.read_reply(200, once).unwrap(),
+        vec![("A".to_string(), Some(1))]
+    );
+    let twice = br#"{"items": [{"sku": "A", "available": 1, "available": 100}]}"#;
+    let error = webhook.read_reply(200, twice).unwrap_err();
+    assert!(error.contains("appears twice"), "{error}");
+}

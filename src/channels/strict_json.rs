@@ -42,7 +42,10 @@ pub fn from_slice(body: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// Whether a `from_slice` error is a duplicate key (the only data error it makes: any
-/// JSON text is otherwise a `Value`).
+/// JSON text is otherwise a `Value`; syntax, end of input, depth and number errors are
+/// other categories). Holds while serde_json's `arbitrary_precision` feature is off: with
+/// it, numbers would reach `visit_map` as a private one-entry map
+/// (`reads_what_serde_json_reads` would fail).
 pub fn is_duplicate(error: &serde_json::Error) -> bool {
     error.classify() == serde_json::error::Category::Data
 }

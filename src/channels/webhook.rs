@@ -203,8 +203,8 @@ impl ChannelAdapter for Webhook {
         if !(200..300).contains(&status) {
             return Err(format!("HTTP {status}"));
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        // Our own format: a level named twice for one item is refused, not guessed.
+        let value = super::strict_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
         let items = value["items"].as_array().ok_or("no \"items\" array")?;
         Ok(items
             .iter()

@@ -555,14 +555,24 @@ impl App {
     }
 }
 
+/// A request header lockstep acts on: at most once (two `Idempotency-Key`s would make the
+/// key whichever one a reader takes), visible ASCII.
 fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match req.headers().get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::field("invalid_header", name, "must be visible ASCII")),
+    let mut values = req.headers().get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::field(
+            "invalid_header",
+            name,
+            "is given more than once; send it once",
+        ));
     }
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| ApiError::field("invalid_header", name, "must be visible ASCII"))
 }
 
 /// Reads a body of at most `BODY_BYTES_MAX` bytes; a larger one is 413. A moderately
