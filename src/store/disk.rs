@@ -1196,6 +1196,44 @@ pub(crate) mod tests {
         assert_eq!(store.audit(Some("SKU"), 0, 10).unwrap().len(), 3);
     }
 
+    /// What a build before 2026-12-05 writes when it checkpoints one key of SKU `SKU`:
+    /// the key under its legacy hash, answering `first`, its run (applied at `at`) and the
+    /// checkpoint at `first.seq`; it knows nothing of the rows this build keeps.
+    fn checkpoint_as_an_older_build(store: &DiskStore, key: &str, first: FirstResult, at: Micros) {
+        let hash = legacy_key_hash("SKU", key);
+        let entry = KeyEntry {
+            seq: first.seq,
+            check: legacy_key_check("SKU", key),
+            answer: answer_of(&first),
+        };
+        store.keys.insert(hash, entry).unwrap();
+        let run = KeyRun {
+            newest_applied_at: at,
+            entries: vec![(hash, first.seq)],
+        };
+        store
+            .state
+            .insert(run_key(first.seq), encode(&run))
+            .unwrap();
+        store
+            .state
+            .insert(CHECKPOINT_KEY, first.seq.to_le_bytes())
+            .unwrap();
+        store.database.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    /// The first result of an adjustment to `on_hand`, logged at `seq`.
+    fn first_at(seq: u64, on_hand: i64) -> FirstResult {
+        FirstResult {
+            outcome: Outcome::Applied,
+            oversell: false,
+            on_hand,
+            committed: 0,
+            available: on_hand,
+            seq,
+        }
+    }
+
     /// A directory an older build left (keys hashed without their source, no
     /// `Mlegacy_keys_through`): its keys still answer, for any source, until the sweep
     /// forgets their run; a new directory never reads the legacy hash.
@@ -1204,36 +1242,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard");
         let at = 1_800_000_000_000_000;
-        let first = FirstResult {
-            outcome: Outcome::Applied,
-            oversell: false,
-            on_hand: 4,
-            committed: 0,
-            available: 4,
-            seq: 5,
-        };
+        let first = first_at(5, 4);
         {
             let store = DiskStore::open(&path).unwrap();
             assert!(
                 !store.legacy_keys.load(Ordering::Relaxed),
                 "a new directory"
             );
-            let hash = legacy_key_hash("SKU", "delivery-1");
-            let entry = KeyEntry {
-                seq: 5,
-                check: legacy_key_check("SKU", "delivery-1"),
-                answer: answer_of(&first),
-            };
-            store.keys.insert(hash, entry).unwrap();
-            let run = KeyRun {
-                newest_applied_at: at,
-                entries: vec![(hash, 5)],
-            };
-            store.state.insert(run_key(5), encode(&run)).unwrap();
-            store
-                .state
-                .insert(CHECKPOINT_KEY, 5u64.to_le_bytes())
-                .unwrap();
+            checkpoint_as_an_older_build(&store, "delivery-1", first, at);
+            // An older build never wrote it.
             store.state.remove(LEGACY_KEYS_KEY).unwrap();
             store.database.persist(PersistMode::SyncAll).unwrap();
         }
@@ -1261,14 +1278,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard");
         let at = 1_800_000_000_000_000;
-        let first = FirstResult {
-            outcome: Outcome::Applied,
-            oversell: false,
-            on_hand: 2,
-            committed: 0,
-            available: 2,
-            seq: 2,
-        };
+        let first = first_at(2, 2);
         {
             let store = DiskStore::open(&path).unwrap();
             let mut state = ShardState::default();
@@ -1282,25 +1292,7 @@ pub(crate) mod tests {
             store.commit(&effects).unwrap();
             store.checkpoint().unwrap();
             assert_eq!(store.read_u64(SOURCED_CHECKPOINT_KEY).unwrap(), 1);
-            // What the older build then writes: a key under its hash, its run, its
-            // checkpoint; it knows nothing of the rows this build keeps.
-            let hash = legacy_key_hash("SKU", "rolled-back");
-            let entry = KeyEntry {
-                seq: 2,
-                check: legacy_key_check("SKU", "rolled-back"),
-                answer: answer_of(&first),
-            };
-            store.keys.insert(hash, entry).unwrap();
-            let run = KeyRun {
-                newest_applied_at: at,
-                entries: vec![(hash, 2)],
-            };
-            store.state.insert(run_key(2), encode(&run)).unwrap();
-            store
-                .state
-                .insert(CHECKPOINT_KEY, 2u64.to_le_bytes())
-                .unwrap();
-            store.database.persist(PersistMode::SyncAll).unwrap();
+            checkpoint_as_an_older_build(&store, "rolled-back", first, at);
         }
         let store = DiskStore::open(&path).unwrap();
         assert_eq!(store.read_u64(LEGACY_KEYS_KEY).unwrap(), 2);
