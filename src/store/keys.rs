@@ -12,9 +12,9 @@
 //! seen" without a read, which is what almost every lookup is.
 //!
 //! The value holds, per key with that hash, an entry: the first record's sequence
-//! number, a second, independent 64-bit hash of (SKU, source, key) that tells keys sharing the
-//! first apart, and the first result's answer (outcome, oversell, on_hand, committed,
-//! available). A duplicate is answered from the entry alone: reading the answer back
+//! number, a second, independent 64-bit hash of (SKU, source, key) that tells keys
+//! sharing the first apart, and the first result's answer (outcome, oversell, on_hand,
+//! committed, available). A duplicate is answered from the entry alone: reading the answer back
 //! from its log record decoded (and checked) that record's whole chunk, which made a
 //! duplicate cost several fresh events, in a retry storm of all things. Two keys are
 //! taken for one only if both hashes agree: 128 bits, odds about n² / 2¹²⁹ (for a
