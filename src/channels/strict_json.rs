@@ -1,7 +1,9 @@
 //! JSON bodies read as written, or refused: a name that appears twice in one object.
 //!
-//! RFC 8259 (section 4) says names within an object SHOULD be unique and leaves what a
-//! reader does with `{"qty": 1, "qty": 100}` to the reader. serde_json keeps the last;
+//! RFC 8259, section 4 (https://www.rfc-editor.org/rfc/rfc8259#section-4): "The names
+//! within an object SHOULD be unique", and when they are not, "the behavior of software
+//! that receives such an object is unpredictable": what `{"qty": 1, "qty": 100}` means is
+//! left to the reader. serde_json keeps the last;
 //! another reader on the way (a proxy, the sender's own log, a validator) may keep the
 //! first. For a stock movement that is two different events behind one body, so lockstep
 //! refuses it (`duplicate_key`, naming the name) instead of choosing. Channels' own
