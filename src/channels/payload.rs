@@ -74,8 +74,13 @@ pub fn source_time(candidates: &[Option<Micros>], now: Micros) -> Micros {
         .iter()
         .flatten()
         .next()
-        .copied()
-        .map_or(now, |t| t.min(now + MICROS_PER_HOUR))
+        .map_or(now, |t| held_ahead(*t, now))
+}
+
+/// A channel's time held to an hour ahead of our clock: a date in year 9999 (a shop's
+/// clock, or a hostile payload) is taken as an hour from now.
+pub fn held_ahead(t: Micros, now: Micros) -> Micros {
+    t.min(now + MICROS_PER_HOUR)
 }
 
 /// A positive quantity within the engine's bounds.

@@ -43,7 +43,7 @@ use super::{
     body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OrderPoll, OutboundRequest,
 };
 use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
-use crate::clock::{format_rfc3339, Micros, MICROS_PER_HOUR};
+use crate::clock::{format_rfc3339, Micros};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
@@ -187,10 +187,9 @@ impl WooCommerce {
     /// The events of one order resource (from a webhook or the poll).
     fn order_events(&self, order: &Value, now: Micros) -> Result<Vec<Event>, ApiError> {
         let order_id = payload::required_id(&order["id"], "id")?;
-        // Held to an hour ahead, as every source time is: a date in year 9999 (a shop's
-        // clock, or a hostile payload) kept as the order's newest would make every later
-        // update of it look stale.
-        let modified = woo_time(&order["date_modified_gmt"]).map(|m| m.min(now + MICROS_PER_HOUR));
+        // Held to an hour ahead, as every source time is: a date in year 9999 kept as the
+        // order's newest would make every later update of it look stale.
+        let modified = woo_time(&order["date_modified_gmt"]).map(|m| payload::held_ahead(m, now));
         if self.is_stale(&order_id, modified) {
             return Ok(Vec::new());
         }
