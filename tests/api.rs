@@ -244,6 +244,74 @@ fn percent_encoded_skus_and_the_audit_cli() {
     assert_eq!(body["records"][0]["available_after"], 4);
 }
 
+/// A warehouse that ships one order line in parts says how many units it has shipped so
+/// far (`order_shipped_total`): each total reached counts once, a total seen again or late
+/// adds nothing, and the line's hold ends with its last unit. A second `order_shipped` for
+/// the same line is, as documented, the same fact as the first.
+#[test]
+fn a_line_shipped_in_parts_counts_each_part_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let line = |kind: &str, qty: i64, order: &str| {
+        json!({"sku": "PART-1", "kind": kind, "qty": qty, "source": "wms",
+               "order_id": order, "line_id": "1"})
+    };
+    let send = |events: Vec<serde_json::Value>| {
+        let (status, body) = server.post_events(&json!({ "events": events }));
+        assert_eq!(status, 200, "{body}");
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    send(vec![
+        json!({"idempotency_key": "c1", "sku": "PART-1", "kind": "counted", "qty": 10,
+               "source_ts": ago(60)}),
+        line("order_placed", 5, "SO/2026/7"),
+        line("order_placed", 3, "SO/2026/8"),
+    ]);
+    assert_eq!(server.stock("PART-1"), Some((10, 8, 2)));
+
+    // Two units of the first line leave; the same total again is a duplicate.
+    let (_, body) =
+        server.post_events(&json!({"events": [line("order_shipped_total", 2, "SO/2026/7")]}));
+    assert_eq!(body["results"][0]["outcome"], "applied", "{body}");
+    assert_eq!(
+        body["results"][0]["idempotency_key"], "wms/SO%2F2026%2F7/1/shipped_to/2",
+        "one key per total reached, the order id escaped: {body}"
+    );
+    assert_eq!(
+        send(vec![line("order_shipped_total", 2, "SO/2026/7")]),
+        ["duplicate"]
+    );
+    assert_eq!(server.stock("PART-1"), Some((8, 6, 2)));
+    // A late, older total adds nothing; the line's last three units do.
+    send(vec![line("order_shipped_total", 1, "SO/2026/7")]);
+    assert_eq!(server.stock("PART-1"), Some((8, 6, 2)));
+    send(vec![line("order_shipped_total", 5, "SO/2026/7")]);
+    assert_eq!(server.stock("PART-1"), Some((5, 3, 2)));
+
+    // The second line: one unit will never ship, then all three are released.
+    send(vec![line("order_released_total", 1, "SO/2026/8")]);
+    assert_eq!(server.stock("PART-1"), Some((5, 2, 3)));
+    send(vec![line("order_released_total", 3, "SO/2026/8")]);
+    assert_eq!(server.stock("PART-1"), Some((5, 0, 5)));
+
+    // Units, not totals: a line's second `order_shipped` is the first one again.
+    send(vec![line("order_placed", 4, "SO/2026/9")]);
+    assert_eq!(
+        send(vec![line("order_shipped", 1, "SO/2026/9")]),
+        ["applied"]
+    );
+    assert_eq!(
+        send(vec![line("order_shipped", 2, "SO/2026/9")]),
+        ["duplicate"]
+    );
+    assert_eq!(server.stock("PART-1"), Some((4, 3, 1)));
+}
+
 #[test]
 fn admin_token_guards_the_api() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,10 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
             400, "invalid_source_ts", Some("events[0].source_ts")),
         ("cancel without an order id", json!({"events": [event("q", "SKU-1", "order_cancelled", 1)]}).to_string().into_bytes(),
             400, "invalid_order_id", Some("events[0].order_id")),
+        ("a shipped total without an order id", json!({"events": [event("q2", "SKU-1", "order_shipped_total", 1)]}).to_string().into_bytes(),
+            400, "invalid_order_id", Some("events[0].order_id")),
+        ("a released total of 0", json!({"events": [{"sku": "SKU-1", "kind": "order_released_total", "qty": 0, "order_id": "9"}]}).to_string().into_bytes(),
+            400, "invalid_qty", Some("events[0].qty")),
         ("batch over the limit", json!({"events": (0..1001).map(|i| ok(&format!("r{i}"))).collect::<Vec<_>>()}).to_string().into_bytes(),
             400, "batch_too_large", Some("events")),
         ("body over 1 MiB", {

@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value};
 
+use super::payload;
 use crate::clock::{parse_rfc3339, Micros, MICROS_PER_HOUR};
 use crate::core::event::{Event, EventKind, LineRef, QTY_MAX, SKU_BYTES_MAX};
 use crate::refusal::ApiError;
@@ -340,7 +341,7 @@ fn parse_event(
         ApiError::field(
             "invalid_kind",
             f("kind"),
-            format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, returned, adjusted, counted"),
+            format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, order_shipped_total, order_released_total, returned, adjusted, counted"),
         )
     })?;
     let qty = opt_int(map, "qty", "invalid_qty", f("qty"))?
@@ -383,7 +384,7 @@ fn parse_event(
             ));
         }
     }
-    if matches!(kind, EventKind::OrderCancelled | EventKind::OrderShipped) && order_id.is_none() {
+    if kind.is_order_line() && kind != EventKind::OrderPlaced && order_id.is_none() {
         return Err(ApiError::field(
             "invalid_order_id",
             f("order_id"),
@@ -400,6 +401,13 @@ fn parse_event(
     // The key: the business fact when the event names its order line, else the event's
     // own key, else the request's Idempotency-Key.
     let key = match (&line, kind.is_order_line() || kind == EventKind::Returned) {
+        // A running total is one fact per total the line reaches (`…/shipped_to/3`), so
+        // a line shipped in parts sends each total it reaches and none is a duplicate.
+        // Its ids are escaped as the channels' are; the other kinds keep the raw ids
+        // they have always been stored under.
+        (Some(line), true) if kind.is_running_total() => {
+            payload::line_key(source, &line.order_id, &line.line_id, kind, qty)
+        }
         (Some(line), true) => format!(
             "{source}/{}/{}/{}",
             line.order_id,

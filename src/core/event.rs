@@ -222,6 +222,8 @@ impl EventKind {
             "order_placed" => EventKind::OrderPlaced,
             "order_cancelled" => EventKind::OrderCancelled,
             "order_shipped" => EventKind::OrderShipped,
+            "order_shipped_total" => EventKind::OrderShippedTotal,
+            "order_released_total" => EventKind::OrderReleasedTotal,
             "returned" => EventKind::Returned,
             "adjusted" => EventKind::Adjusted,
             "counted" => EventKind::Counted,
