@@ -117,6 +117,91 @@ fn the_whole_listing_write_never_drops_an_offering() {
     assert!(calls.len() <= 4, "{calls:?}");
 }
 
+/// A burst of `order.paid` notifications: each receipt is fetched within the budget the
+/// pushes spend (Etsy's 10 calls a second per app), so Etsy answers none of lockstep's
+/// calls 429, and every order counts. (The fetches used to skip the budget: twenty at
+/// once met Etsy's throttle.)
+#[test]
+fn a_burst_of_notifications_fetches_its_receipts_within_the_budget() {
+    let rig = rig(4, "");
+    count_all(&rig, 0..4, 100);
+    let throttled = rig.sim.throttled();
+    for i in 0..20 {
+        rig.sim.place_order(&[(&format!("Y{}", i % 4), 1)]);
+    }
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    assert!(
+        eventually(WAIT, || (0..4)
+            .all(|i| rig.server.stock(&format!("Y{i}")) == Some((100, 5, 95)))),
+        "every order counted: {:?}",
+        (0..4)
+            .map(|i| rig.server.stock(&format!("Y{i}")))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        rig.sim.throttled(),
+        throttled,
+        "a call past Etsy's limit (sent: {:?})",
+        rig.sim.market.sender.sent()
+    );
+}
+
+/// A notification that comes while Etsy has paused lockstep's calls (a 429 whose
+/// `Retry-After` is two minutes) is answered 503 at once, naming the budget, without a
+/// call to Etsy: not held open past the sender's timeout waiting for a token. Nothing of
+/// it is counted; Etsy delivers it again (and the receipts poll finds it).
+#[test]
+fn a_notification_during_a_long_pause_is_answered_at_once() {
+    use loadgen::webhook_sim::Fault;
+    let rig = rig(2, "");
+    count_all(&rig, 0..2, 10);
+    rig.sim
+        .market
+        .set_fault(Fault::Throttle { retry_after_s: 120 });
+    post_ok(&rig.server, vec![event("p", "Y0", "counted", 9)]);
+    let throttled = || {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.status == 429)
+            .count()
+    };
+    assert!(eventually(WAIT, || throttled() > 0), "the pause was set");
+    rig.sim.market.set_fault(Fault::None);
+    let calls = rig.sim.market.calls().len();
+
+    rig.sim.place_order(&[("Y1", 1)]);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    let answers: Vec<u16> = rig
+        .sim
+        .market
+        .sender
+        .sent()
+        .iter()
+        .filter(|s| s.topic == "order.paid")
+        .map(|s| s.status)
+        .collect();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|s| *s == 503),
+        "each attempt answered 503, none timed out: {answers:?}"
+    );
+    let (status, reply) = redeliver(&rig.server, "etsy", &rig.sim.market, None);
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (503, Some("channel_unreachable")),
+        "{reply}"
+    );
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("budget")),
+        "{reply}"
+    );
+    assert_eq!(rig.server.stock("Y1"), Some((10, 0, 10)), "nothing counted");
+    assert_eq!(rig.sim.market.calls().len(), calls, "and nothing written");
+}
+
 #[test]
 fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
     let rig = rig(2, "");

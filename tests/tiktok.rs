@@ -21,11 +21,16 @@ type Rig = MarketRig<TikTokSim>;
 
 /// SKU `T{i}` is SKU `8{i}` of product `17{i / 2}` (two per product).
 fn rig(n: usize) -> Rig {
+    rig_with(n, "")
+}
+
+/// The same, with `extra` lines in the channel's config.
+fn rig_with(n: usize, extra: &str) -> Rig {
     market_rig(
         "tiktok",
         &skus("T", 0..n, |i| format!("17{}/8{i}", i / 2)),
         |items| TikTokSim::start(items, TIKTOK_APP.0, TIKTOK_APP.1, TIKTOK_REFRESH),
-        |sim| tiktok_channel("tiktok", &sim.market.url(), ""),
+        |sim| tiktok_channel("tiktok", &sim.market.url(), extra),
         |sim| &sim.market,
     )
 }
@@ -85,6 +90,37 @@ fn notifications_are_checked_deduplicated_and_their_orders_fetched() {
         .sent()
         .iter()
         .any(|s| s.topic == "type 11"));
+}
+
+/// A notification's order fetch spends the channel's budget like every other call: with
+/// a budget of one call per 5 s just spent on a push, the notification is answered 503
+/// at once (its token is further off than a sender waits), and counted once delivered
+/// again after the budget came back. (The fetch used to skip the budget.)
+#[test]
+fn the_order_fetch_spends_the_channel_s_budget() {
+    let rig = rig_with(1, "rate_limit = { requests_per_second = 0.2, burst = 1 }");
+    count(&rig.server, "T0", 10);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["T0"] == 10).is_some());
+
+    rig.sim.place_order(&[("T0", 2)]);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    let answers: Vec<u16> = rig
+        .sim
+        .market
+        .sender
+        .sent()
+        .iter()
+        .map(|s| s.status)
+        .collect();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|s| *s == 503),
+        "the fetch waited for the budget: {answers:?}"
+    );
+    assert_eq!(rig.server.stock("T0"), Some((10, 0, 10)), "nothing counted");
+
+    let delivered = || redeliver(&rig.server, "tiktok", &rig.sim.market, None).0 == 200;
+    assert!(eventually(WAIT, delivered), "taken once the budget is back");
+    assert_eq!(rig.server.stock("T0"), Some((10, 2, 8)));
 }
 
 /// Items of one order shipped and cancelled a few at a time (each line item one unit with

@@ -64,6 +64,8 @@ struct Extra {
     secret: String,
     per_second: Bucket,
     remaining_today: i64,
+    /// Calls answered 429 (past the per-second or daily quota), reads and writes alike.
+    throttled: usize,
     /// Listing id → its products.
     inventories: BTreeMap<String, Vec<Product>>,
     /// Listing id → its state (`active`, `inactive`, `sold_out`; active unless set).
@@ -145,6 +147,7 @@ impl EtsySim {
             secret: secret.into(),
             per_second: Bucket::new(10.0, 10.0),
             remaining_today: DAILY_QUOTA,
+            throttled: 0,
             inventories,
             states: BTreeMap::new(),
             refunded: Default::default(),
@@ -162,6 +165,11 @@ impl EtsySim {
 
     fn extra(&self) -> std::sync::MutexGuard<'_, Extra> {
         self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many calls were answered 429 so far, reads and writes alike.
+    pub fn throttled(&self) -> usize {
+        self.extra().throttled
     }
 
     /// Adds a product to `listing` that lockstep's catalog does not map (`sku` empty, or
@@ -534,6 +542,7 @@ fn handle(
     ];
     let is_write = matches!(req.method, hyper::Method::PUT | hyper::Method::PATCH);
     if limited {
+        x.throttled += 1;
         if is_write {
             lock(shop).log_call(&req.path, 0, 429);
         }

@@ -46,6 +46,9 @@ pub struct Caller {
     /// 429s a call waits out (its `Retry-After`, else a doubling wait) before it answers
     /// with one: 0 for pushes, which handle the throttle themselves.
     throttled_retries: u32,
+    /// The longest a call waits for its token (`waiting_at_most`); `None`: as long as
+    /// the budget needs.
+    token_wait_max: Option<Duration>,
 }
 
 /// Most 429s a reader's call waits out (`Caller::waiting_out_throttles`).
@@ -58,6 +61,7 @@ impl Caller {
             client,
             pace: None,
             throttled_retries: 0,
+            token_wait_max: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl Caller {
             client,
             pace: Some(bucket),
             throttled_retries: 0,
+            token_wait_max: None,
         }
     }
 
@@ -76,6 +81,15 @@ impl Caller {
     /// the store) spend the same quota, so a paced reader still meets them.
     pub fn waiting_out_throttles(mut self) -> Caller {
         self.throttled_retries = READER_THROTTLED_RETRIES;
+        self
+    }
+
+    /// The same caller, for a call someone holds a request open for (a webhook's
+    /// follow-up fetch): a call whose token is further off than `max` fails at once,
+    /// without calling, rather than keep the sender waiting past its timeout (or for a
+    /// pause a 429 set, which can be minutes).
+    pub fn waiting_at_most(mut self, max: Duration) -> Caller {
+        self.token_wait_max = Some(max);
         self
     }
 
@@ -94,12 +108,20 @@ impl Caller {
         let Some(pace) = &self.pace else {
             return self.call_now(request).await;
         };
+        let mut waited = Duration::ZERO;
         loop {
             let wait = match pace.lock().await.try_acquire() {
                 Ok(()) => break,
-                Err(wait) => wait,
+                Err(wait) => wait.max(Duration::from_millis(1)),
             };
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            if let Some(max) = self.token_wait_max.filter(|max| waited + wait > *max) {
+                return Err(format!(
+                    "the channel's budget has no call free within {} ms",
+                    max.as_millis()
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            waited += wait;
         }
         let mut backoff = Duration::from_millis(250);
         let mut request = Some(request);

@@ -508,8 +508,9 @@ impl ChannelAdapter for Etsy {
                 "/v3/application/shops/{}/receipts/{receipt_id}",
                 self.shop_id
             );
+            // Paced: a burst of notifications must not spend more than the budget.
             let answer = self
-                .call(caller, self.get(&path), false)
+                .call(caller, self.get(&path), true)
                 .await
                 .and_then(|a| json_answer(&a))?;
             self.receipt_events(&answer, now)

@@ -342,7 +342,8 @@ impl TikTok {
             None,
         );
         let request = with_headers(request, self.authorize(caller).await?);
-        let answer = caller.call_now(request).await?;
+        // Paced (the webhook's caller spends the budget; the poll's does not).
+        let answer = caller.call(request).await?;
         self.note_expiry(&answer.2);
         let reply = json_answer(&answer)?;
         self.check_code(&reply)?;

@@ -37,6 +37,14 @@ use crate::propagate::ChannelLink;
 
 /// Longest a delivery from a channel that never retries waits for room in a busy engine.
 const NEVER_REFUSE_WAIT: Duration = Duration::from_secs(30);
+/// The longest a webhook's follow-up fetch (a thin notification's order: BigCommerce,
+/// Etsy, TikTok Shop) waits for a token of the channel's budget. Senders hold their
+/// request open only briefly: Shopify 5 s in all (HTTPS webhook delivery,
+/// https://shopify.dev/docs/apps/webhooks/configuration/https), TikTok asks for a 200
+/// "immediately" (https://developers.tiktok.com/doc/webhooks-overview/). So 3 s, with
+/// room for the fetch itself; past it the delivery is answered 503 without calling, and
+/// the sender delivers it again (and the order poll finds it anyway).
+const FOLLOW_UP_TOKEN_WAIT_MAX: Duration = Duration::from_secs(3);
 /// Default and largest page of `GET /v1/audit`.
 const AUDIT_LIMIT_DEFAULT: usize = 100;
 const AUDIT_LIMIT_MAX: usize = 1_000;
@@ -272,8 +280,11 @@ impl App {
         let link = &self.links[id];
         let headers = req.headers().clone();
         let body = read_body(req).await?;
-        // Follow-up calls (a thin notification's order) spend the channel's budget.
-        let caller = link.caller(self.client.clone());
+        // Follow-up calls (a thin notification's order) spend the channel's budget, and
+        // wait for it no longer than the sender waits for our answer.
+        let caller = link
+            .caller(self.client.clone())
+            .waiting_at_most(FOLLOW_UP_TOKEN_WAIT_MAX);
         let now = now_micros();
         let inbound =
             crate::channels::receive(link.adapter.as_ref(), &caller, &headers, &body, now).await?;
