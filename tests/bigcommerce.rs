@@ -261,6 +261,33 @@ fn items_tracked_by_product_are_adjusted_by_product_id() {
     );
 }
 
+/// A busy store's poll: every order's hook lost and more orders modified within the
+/// poll's window than the store's rate window holds. The pass reads each order's lines
+/// within the channel's budget, waiting out a 429, so it completes and counts every
+/// order. (Sent at once, the pass met the limit, failed on its 429 and, its watermark
+/// unmoved, failed the same way at every interval: no order was ever counted.)
+#[test]
+fn a_poll_larger_than_the_rate_window_still_counts_every_order() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count_all(&rig, 0..2, 100);
+    rig.sim.set_window(20, Duration::from_secs(2));
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    for i in 0..30 {
+        rig.sim.place_order(&[(&format!("B{}", i % 2), 1)]);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || rig.server.stock("B0")
+            == Some((100, 15, 85))
+            && rig.server.stock("B1") == Some((100, 15, 85))),
+        "every order counted by the poll: {:?} {:?}",
+        rig.server.stock("B0"),
+        rig.server.stock("B1")
+    );
+}
+
 /// Hooks BigCommerce gives up on (deactivated after about 48 h of failures) are backed
 /// by the orders poll: none missed and none counted twice, across a kill -9 and a restart.
 #[test]

@@ -316,8 +316,9 @@ impl OrderPoll for BigCommerce {
                     percent_encoding::NON_ALPHANUMERIC
                 )
             );
+            // Paced: every call of a store spends one window (api-rate-limits, above).
             let answer = caller
-                .call_now(self.request(http::Method::GET, &path, None))
+                .call(self.request(http::Method::GET, &path, None))
                 .await?;
             // No order modified since: 204 without a body.
             let orders = if answer.0 == 204 {
@@ -337,7 +338,7 @@ impl OrderPoll for BigCommerce {
                 let path = format!("/v2/orders/{}/products", super::call::segment(&id));
                 let lines = json_answer(
                     &caller
-                        .call_now(self.request(http::Method::GET, &path, None))
+                        .call(self.request(http::Method::GET, &path, None))
                         .await?,
                 )?;
                 result

@@ -205,19 +205,11 @@ impl Etsy {
         }
     }
 
-    /// Calls with credentials, noting the quota.
-    async fn call(
-        &self,
-        caller: &Caller,
-        request: OutboundRequest,
-        paced: bool,
-    ) -> Result<Answer, String> {
+    /// Calls with credentials, noting the quota. Every call spends the caller's budget:
+    /// Etsy counts each app's calls together (10 a second).
+    async fn call(&self, caller: &Caller, request: OutboundRequest) -> Result<Answer, String> {
         let request = with_headers(request, self.token.headers(caller).await?);
-        let answer = if paced {
-            caller.call(request).await?
-        } else {
-            caller.call_now(request).await?
-        };
+        let answer = caller.call(request).await?;
         self.note_quota(&answer.1);
         Ok(answer)
     }
@@ -398,7 +390,7 @@ impl Etsy {
             }
         }
         let path = format!("/v3/application/listings/{listing}");
-        let answer = self.call(caller, self.get(&path), true).await?;
+        let answer = self.call(caller, self.get(&path)).await?;
         let state = json_answer(&answer)?["state"]
             .as_str()
             .ok_or("getListing answered no state")?
@@ -426,7 +418,7 @@ impl Etsy {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form(&[("state", state)]))
         .expect("a validated base_url makes a valid request");
-        let answer = self.call(caller, request, true).await?;
+        let answer = self.call(caller, request).await?;
         let reply =
             json_answer(&answer).map_err(|e| format!("updateListing state={state}: {e}"))?;
         self.note_state(listing, reply["state"].as_str().unwrap_or(state));
@@ -508,9 +500,8 @@ impl ChannelAdapter for Etsy {
                 "/v3/application/shops/{}/receipts/{receipt_id}",
                 self.shop_id
             );
-            // Paced: a burst of notifications must not spend more than the budget.
             let answer = self
-                .call(caller, self.get(&path), true)
+                .call(caller, self.get(&path))
                 .await
                 .and_then(|a| json_answer(&a))?;
             self.receipt_events(&answer, now)
@@ -540,7 +531,7 @@ impl ChannelAdapter for Etsy {
                 return failed("no catalog listing for the SKU".into());
             };
             let path = Self::inventory_path(listing);
-            let read = match self.call(caller, self.get(&path), true).await {
+            let read = match self.call(caller, self.get(&path)).await {
                 Ok(answer) => answer,
                 Err(reason) => return failed(reason),
             };
@@ -597,7 +588,7 @@ impl ChannelAdapter for Etsy {
                 .header("content-type", "application/json")
                 .body(body.to_string().into_bytes())
                 .expect("a validated base_url makes a valid request");
-            let mut reply = match self.call(caller, request, true).await {
+            let mut reply = match self.call(caller, request).await {
                 Ok((status, headers, body)) => self.push_reply(status, &headers, &body, items),
                 Err(reason) => failed(reason),
             };
@@ -693,7 +684,7 @@ impl ChannelAdapter for Etsy {
         skus: &'a [String],
     ) -> BoxFuture<'a, Result<Levels, String>> {
         Box::pin(async move {
-            let (status, _, body) = self.call(caller, self.read_request(skus), true).await?;
+            let (status, _, body) = self.call(caller, self.read_request(skus)).await?;
             let inventory = super::call::json_reply(status, &body)?;
             let listing = skus
                 .first()
@@ -749,7 +740,7 @@ impl ChannelAdapter for Etsy {
                 "/v3/application/shops/{}/listings?state={state}&limit={LISTING_PAGE}&offset={offset}&includes=Inventory",
                 self.shop_id
             ));
-            let (status, _, body) = self.call(caller, request, true).await?;
+            let (status, _, body) = self.call(caller, request).await?;
             let reply = super::call::json_reply(status, &body)?;
             let results = reply["results"].as_array().ok_or("no results")?;
             let mut listings = Vec::new();
@@ -839,7 +830,7 @@ impl OrderPoll for Etsy {
                 self.shop_id,
                 since.div_euclid(MICROS_PER_SECOND)
             );
-            let reply = json_answer(&self.call(caller, self.get(&path), false).await?)?;
+            let reply = json_answer(&self.call(caller, self.get(&path)).await?)?;
             let receipts = payload::list(&reply["results"]);
             let mut page = PollPage::default();
             for receipt in receipts {

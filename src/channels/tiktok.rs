@@ -342,7 +342,7 @@ impl TikTok {
             None,
         );
         let request = with_headers(request, self.authorize(caller).await?);
-        // Paced (the webhook's caller spends the budget; the poll's does not).
+        // Through the channel's budget, like every other call of the app.
         let answer = caller.call(request).await?;
         self.note_expiry(&answer.2);
         let reply = json_answer(&answer)?;
@@ -659,7 +659,7 @@ impl OrderPoll for TikTok {
                 Some(body),
             );
             let request = with_headers(request, self.authorize(caller).await?);
-            let answer = caller.call_now(request).await?;
+            let answer = caller.call(request).await?;
             self.note_expiry(&answer.2);
             let reply = json_answer(&answer)?;
             self.check_code(&reply)?;

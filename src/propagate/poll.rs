@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ChannelLink;
-use crate::channels::ChannelAdapter;
+use crate::channels::{Caller, ChannelAdapter};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::engine::{Engine, EngineError};
 
@@ -78,12 +78,19 @@ pub async fn run(
         link.health.poll_watermark(watermark);
     }
     let interval = poll.interval();
+    // The poll spends the channel's budget, as a reader beside the pushes: a busy store's
+    // pass (BigCommerce fetches every listed order's lines) sent at once would meet the
+    // channel's limit, fail on the 429 and, its watermark unmoved, fail the same way at
+    // every interval. An adapter whose order API has a limit of its own (Shopify's REST,
+    // eBay's Fulfillment API, Walmart's and Amazon's Orders APIs) calls it with `call_now`
+    // or its own bucket.
+    let caller = link.reader(client);
     loop {
         tokio::time::sleep(interval).await;
         if engine.is_stopped() {
             return;
         }
-        let result = pass(adapter, &engine, &client, &data_dir).await;
+        let result = pass(adapter, &caller, &engine, &data_dir).await;
         link.health.polled(&result);
         if let Err(reason) = result {
             tracing::warn!(channel = %adapter.name(), %reason, "order poll failed");
@@ -91,11 +98,11 @@ pub async fn run(
     }
 }
 
-/// One poll pass.
+/// One poll pass, its calls through `caller`.
 pub async fn pass(
     adapter: &dyn ChannelAdapter,
+    caller: &Caller,
     engine: &Engine,
-    client: &reqwest::Client,
     data_dir: &Path,
 ) -> Result<PollReport, String> {
     let poll = adapter
@@ -110,11 +117,10 @@ pub async fn pass(
         watermark,
         ..PollReport::default()
     };
-    let caller = crate::channels::Caller::new(client.clone());
     let mut cursor = None;
     for page in 1..=PAGES_MAX {
         let result = poll
-            .page(&caller, since, cursor.take(), now_micros())
+            .page(caller, since, cursor.take(), now_micros())
             .await?;
         report.orders_pages = page;
         report.events += result.events.len();
