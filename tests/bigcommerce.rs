@@ -265,7 +265,9 @@ fn items_tracked_by_product_are_adjusted_by_product_id() {
 /// poll's window than the store's rate window holds. The pass reads each order's lines
 /// within the channel's budget, waiting out a 429, so it completes and counts every
 /// order. (Sent at once, the pass met the limit, failed on its 429 and, its watermark
-/// unmoved, failed the same way at every interval: no order was ever counted.)
+/// unmoved, failed the same way at every interval: no order was ever counted.) The
+/// passes after it list the same orders (each starts 5 minutes back) and fetch none of
+/// their lines again: an unchanged order's lines are kept.
 #[test]
 fn a_poll_larger_than_the_rate_window_still_counts_every_order() {
     let rig = rig(2, "poll_interval_s = 1");
@@ -275,7 +277,8 @@ fn a_poll_larger_than_the_rate_window_still_counts_every_order() {
         lose: 1.0,
         ..Habits::default()
     });
-    for i in 0..30 {
+    let first = rig.sim.place_order(&[("B0", 1)]);
+    for i in 1..30 {
         rig.sim.place_order(&[(&format!("B{}", i % 2), 1)]);
     }
     assert!(
@@ -285,6 +288,21 @@ fn a_poll_larger_than_the_rate_window_still_counts_every_order() {
         "every order counted by the poll: {:?} {:?}",
         rig.server.stock("B0"),
         rig.server.stock("B1")
+    );
+    let (lists, line_reads) = (rig.sim.market.order_polls(), rig.sim.line_reads());
+    assert!(
+        eventually(WAIT, || rig.sim.market.order_polls() >= lists + 2),
+        "two more passes"
+    );
+    assert_eq!(
+        rig.sim.line_reads(),
+        line_reads,
+        "no order's lines read again"
+    );
+    rig.sim.advance(first, Stage::Shipped);
+    assert!(
+        eventually(WAIT, || rig.sim.line_reads() == line_reads + 1),
+        "a changed order's lines are read again"
     );
 }
 

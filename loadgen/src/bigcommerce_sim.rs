@@ -45,6 +45,8 @@ struct Window {
 struct Extra {
     /// Reads answered 429 for want of room in the window.
     throttled_reads: u32,
+    /// `GET /v2/orders/{id}/products` calls answered (an order's lines fetched).
+    line_reads: u32,
     token: String,
     secret: String,
     header: (String, String),
@@ -151,6 +153,7 @@ impl BigCommerceSim {
             by_product: Default::default(),
             more: Vec::new(),
             throttled_reads: 0,
+            line_reads: 0,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -185,6 +188,11 @@ impl BigCommerceSim {
     /// every call of the store (api-rate-limits: "per store").
     pub fn throttled_reads(&self) -> u32 {
         self.extra().throttled_reads
+    }
+
+    /// How many times an order's lines were fetched (`GET /v2/orders/{id}/products`).
+    pub fn line_reads(&self) -> u32 {
+        self.extra().line_reads
     }
 
     pub fn place_order(&self, lines: &[(&str, i64)]) -> u64 {
@@ -336,6 +344,7 @@ fn handle(
             )
         }
         (hyper::Method::GET, ["v2", "orders", id, "products"]) => {
+            extra.lock().unwrap_or_else(|e| e.into_inner()).line_reads += 1;
             let s = lock(shop);
             let Some(o) = id.parse().ok().and_then(|id: u64| s.orders.get(&id)) else {
                 return reply(

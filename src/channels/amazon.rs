@@ -127,7 +127,7 @@ pub struct Amazon {
     order_items_bucket: std::sync::Arc<tokio::sync::Mutex<super::pacing::TokenBucket>>,
     /// Items fetched per (AmazonOrderId, LastUpdateDate): an order unchanged since is not
     /// fetched again when a pass reads its page once more.
-    order_items: Mutex<ahash::AHashMap<(String, String), Vec<OrderItem>>>,
+    order_items: super::fetched::Fetched<Vec<OrderItem>>,
 }
 
 /// The `[[channels]]` keys of kind `amazon`: SP-API's Login with Amazon grant
@@ -253,7 +253,7 @@ impl Amazon {
             order_items_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
                 super::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
             )),
-            order_items: Mutex::new(ahash::AHashMap::new()),
+            order_items: super::fetched::Fetched::new(ORDER_ITEMS_KEPT_MAX),
             sqs: settings.sqs_queue_url.as_ref().map(|queue_url| {
                 let origin_end = queue_url
                     .find("://")
@@ -1127,30 +1127,14 @@ impl OrderPoll for Amazon {
                 let updated = payload::time_end(&order["LastUpdateDate"]);
                 page.newest = page.newest.max(updated);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
-                let version = (
-                    order_id.clone(),
-                    order["LastUpdateDate"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-                let kept = self
-                    .order_items
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&version)
-                    .cloned();
-                let items = match kept {
+                let version = order["LastUpdateDate"].as_str().unwrap_or_default();
+                let items = match self.order_items.get(&order_id, version) {
                     Some(items) => items,
                     None => {
                         let items = self
                             .fetch_order_items(&items_caller, &get, &order_id)
                             .await?;
-                        let mut kept = self.order_items.lock().unwrap_or_else(|e| e.into_inner());
-                        if kept.len() >= ORDER_ITEMS_KEPT_MAX {
-                            kept.clear();
-                        }
-                        kept.insert(version, items.clone());
+                        self.order_items.keep(&order_id, version, items.clone());
                         items
                     }
                 };

@@ -46,6 +46,7 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::call::json_answer;
+use super::fetched::Fetched;
 use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
 use super::Pace;
@@ -72,6 +73,8 @@ const READ_PAGE_LIMIT: usize = 250;
 const POLL_PAGE_SIZE: usize = 50;
 /// Seconds between order polls unless configured.
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
+/// Orders whose lines the poll keeps (`fetched.rs`).
+const POLLED_ORDERS_KEPT_MAX: usize = 10_000;
 /// Variants a listing page asks for: BigCommerce's most
 /// (https://developer.bigcommerce.com/docs/start/about/common-query-params).
 const LISTING_PAGE: usize = 250;
@@ -101,6 +104,8 @@ pub struct BigCommerce {
     /// adjustments name `product_id` (learned from a 422, see the module doc).
     by_product: std::sync::Mutex<ahash::AHashMap<u64, u64>>,
     poll_interval: Duration,
+    /// Each polled order's lines by its `date_modified`: fetched once per version.
+    polled_lines: Fetched<Value>,
 }
 
 /// The `[[channels]]` keys of kind `bigcommerce` (an API account's token:
@@ -165,6 +170,7 @@ impl BigCommerce {
             batch_max: kind::batch_max(config, BATCH_MAX, BATCH_MAX),
             seen: Seen::default(),
             by_product: Default::default(),
+            polled_lines: Fetched::new(POLLED_ORDERS_KEPT_MAX),
             poll_interval: Duration::from_secs(
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
@@ -335,12 +341,20 @@ impl OrderPoll for BigCommerce {
                     .and_then(parse_rfc2822)
                     .map(|t| t + 999_999);
                 result.newest = result.newest.max(modified);
-                let path = format!("/v2/orders/{}/products", super::call::segment(&id));
-                let lines = json_answer(
-                    &caller
-                        .call(self.request(http::Method::GET, &path, None))
-                        .await?,
-                )?;
+                let version = order["date_modified"].as_str().unwrap_or_default();
+                let lines = match self.polled_lines.get(&id, version) {
+                    Some(lines) => lines,
+                    None => {
+                        let path = format!("/v2/orders/{}/products", super::call::segment(&id));
+                        let lines = json_answer(
+                            &caller
+                                .call(self.request(http::Method::GET, &path, None))
+                                .await?,
+                        )?;
+                        self.polled_lines.keep(&id, version, lines.clone());
+                        lines
+                    }
+                };
                 result
                     .events
                     .extend(self.order_events(order, payload::list(&lines), now)?);

@@ -33,6 +33,7 @@ pub mod catalog;
 mod contract_tests;
 pub mod ebay;
 pub mod etsy;
+pub mod fetched;
 pub mod kind;
 pub mod listing;
 pub mod native;
