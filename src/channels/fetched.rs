@@ -4,6 +4,10 @@
 //! (`propagate::poll::OVERLAP_S`), so a busy store's recent orders are listed at every
 //! pass; without this each of them would cost its follow-up calls again, out of the
 //! budget the pushes share. An order changed since has another version and is fetched.
+//! The versions: Amazon's `LastUpdateDate` for getOrderItems
+//! (https://developer-docs.amazon.com/sp-api/docs/orders-api-v0-reference), BigCommerce's
+//! `date_modified` for an order's products
+//! (https://developer.bigcommerce.com/docs/rest-management/orders).
 //!
 //! Bounded: when full it forgets everything and starts over, which costs one pass its
 //! fetches again and nothing else (the events built from a fetch are duplicates by their
