@@ -240,14 +240,7 @@ fn a_spent_daily_limit_waits_for_its_reset() {
     assert!(shows(&rig, "E0", 3), "the one call the limit allows");
     post(&rig, vec![event("e1", "E1", "counted", 4)]);
     std::thread::sleep(Duration::from_millis(2_500));
-    let refused = || {
-        rig.sim
-            .market
-            .calls()
-            .iter()
-            .filter(|c| c.status == 429)
-            .count()
-    };
+    let refused = || rig.sim.market.throttled_calls();
     assert_eq!(refused(), 1, "one refusal, then a wait for the reset");
     assert!(shows(&rig, "E1", 4), "pushed once the limit reset");
     assert_eq!(refused(), 1);

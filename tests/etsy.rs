@@ -159,29 +159,14 @@ fn a_notification_during_a_long_pause_is_answered_at_once() {
         .market
         .set_fault(Fault::Throttle { retry_after_s: 120 });
     post_ok(&rig.server, vec![event("p", "Y0", "counted", 9)]);
-    let throttled = || {
-        rig.sim
-            .market
-            .calls()
-            .iter()
-            .filter(|c| c.status == 429)
-            .count()
-    };
+    let throttled = || rig.sim.market.throttled_calls();
     assert!(eventually(WAIT, || throttled() > 0), "the pause was set");
     rig.sim.market.set_fault(Fault::None);
     let calls = rig.sim.market.calls().len();
 
     rig.sim.place_order(&[("Y1", 1)]);
     assert!(rig.sim.market.sender.wait_idle(WAIT));
-    let answers: Vec<u16> = rig
-        .sim
-        .market
-        .sender
-        .sent()
-        .iter()
-        .filter(|s| s.topic == "order.paid")
-        .map(|s| s.status)
-        .collect();
+    let answers = rig.sim.market.sender.answers(Some("order.paid"));
     assert!(
         !answers.is_empty() && answers.iter().all(|s| *s == 503),
         "each attempt answered 503, none timed out: {answers:?}"

@@ -104,14 +104,7 @@ fn the_order_fetch_spends_the_channel_s_budget() {
 
     rig.sim.place_order(&[("T0", 2)]);
     assert!(rig.sim.market.sender.wait_idle(WAIT));
-    let answers: Vec<u16> = rig
-        .sim
-        .market
-        .sender
-        .sent()
-        .iter()
-        .map(|s| s.status)
-        .collect();
+    let answers = rig.sim.market.sender.answers(None);
     assert!(
         !answers.is_empty() && answers.iter().all(|s| *s == 503),
         "the fetch waited for the budget: {answers:?}"

@@ -749,6 +749,11 @@ impl Market {
         self.shop().calls.clone()
     }
 
+    /// How many write calls were answered 429.
+    pub fn throttled_calls(&self) -> usize {
+        self.shop().calls.iter().filter(|c| c.status == 429).count()
+    }
+
     pub fn order_polls(&self) -> usize {
         self.shop().order_polls
     }

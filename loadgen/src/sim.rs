@@ -281,6 +281,16 @@ impl Sender {
     pub fn sent(&self) -> Vec<Sent> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// The status each delivery attempt of `topic` (of any, for `None`) was answered,
+    /// in order (0: no answer).
+    pub fn answers(&self, topic: Option<&str>) -> Vec<u16> {
+        self.sent()
+            .iter()
+            .filter(|s| topic.is_none_or(|t| s.topic == t))
+            .map(|s| s.status)
+            .collect()
+    }
 }
 
 /// A channel's own throttle: a bucket of `capacity` that refills at `rate` per second.

@@ -645,7 +645,7 @@ pub fn throttle_storm_passes(
     let wait = Duration::from_secs(30);
     market.set_fault(loadgen::webhook_sim::Fault::Throttle { retry_after_s: 1 });
     post_ok(server, vec![event]);
-    let throttled = || market.calls().iter().filter(|c| c.status == 429).count();
+    let throttled = || market.throttled_calls();
     assert!(eventually(wait, || throttled() > 0), "the storm was met");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
