@@ -1,7 +1,8 @@
 //! The `etsy` kind against the simulated shop: `order.paid` checked, deduplicated and
 //! followed by a receipt fetch; cancellations (which Etsy never sends) found by the
 //! receipts poll, across restarts; the whole-listing write that keeps every product,
-//! offering, price and property; one listing per call; 429s and the daily quota.
+//! offering, price and property; one listing per call; 429s and the daily quota (kept
+//! for bringing orders in when it runs low); receipt fetches within the budget.
 
 mod common;
 
@@ -185,6 +186,30 @@ fn a_notification_during_a_long_pause_is_answered_at_once() {
     );
     assert_eq!(rig.server.stock("Y1"), Some((10, 0, 10)), "nothing counted");
     assert_eq!(rig.sim.market.calls().len(), calls, "and nothing written");
+}
+
+/// Under 100 calls left of Etsy's day (here learnt from a receipt fetch's answer), pushes
+/// wait, and what is left goes to bringing orders in: the next receipt is still fetched
+/// and counted. (A push begun with the quota spent used to pause the channel's whole
+/// budget for a minute, and the receipt fetches with it.)
+#[test]
+fn a_low_daily_quota_holds_pushes_but_not_the_receipt_fetches() {
+    let rig = rig(2, "");
+    rig.sim.set_remaining_today(60);
+    rig.sim.place_order(&[("Y0", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((0, 1, -1))));
+    post_ok(&rig.server, vec![event("b", "Y1", "counted", 5)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rig.sim.market.calls().is_empty(), "no write: pushes wait");
+
+    rig.sim.place_order(&[("Y0", 1)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("Y0") == Some((0, 2, -2))),
+        "the order counted while pushes wait: {:?} (answers {:?})",
+        rig.server.stock("Y0"),
+        rig.sim.market.sender.answers(Some("order.paid"))
+    );
+    assert_eq!(rig.sim.market.level("Y1"), Some(0), "and still no write");
 }
 
 #[test]

@@ -45,8 +45,8 @@ const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 10.0,
     burst: 10,
 };
-/// Below this many requests left today, pushes slow to one a minute (polls and webhook
-/// fetches still need some).
+/// Below this many requests left today, pushes wait a minute at a time (`pushes_held`):
+/// the receipt fetches and polls that bring orders in still need some.
 const QUOTA_FLOOR: i64 = 100;
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
 const PAGE_SIZE: u64 = 100;
@@ -512,6 +512,12 @@ impl ChannelAdapter for Etsy {
         Some(&self.seen)
     }
 
+    /// Under `QUOTA_FLOOR` calls left today, pushes wait a minute at a time: what is left
+    /// goes to the receipt fetches and the poll, which bring the orders in.
+    fn pushes_held(&self) -> Option<Duration> {
+        self.quota_spent().then_some(Duration::from_secs(60))
+    }
+
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
         Box::pin(self.token.headers(caller))
     }
@@ -521,11 +527,6 @@ impl ChannelAdapter for Etsy {
     /// all-zero write), and one whose stock returns is set active again.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
         Box::pin(async move {
-            if self.quota_spent() {
-                return PushReply::Throttled {
-                    retry_after: Duration::from_secs(60),
-                };
-            }
             let Some((listing, _)) = items.first().and_then(|i| self.listing_product(&i.sku))
             else {
                 return failed("no catalog listing for the SKU".into());
@@ -661,10 +662,10 @@ impl ChannelAdapter for Etsy {
             .filter(|(sku, _)| !items.iter().any(|i| i.sku == *sku))
             .filter_map(|(sku, quantity)| Some((sku, quantity?)))
             .collect();
-        let wait = self.quota_spent().then_some(Duration::from_secs(60));
+        // A quota this answer found low holds the next round (`pushes_held`).
         PushReply::Replaced {
             acked,
-            wait,
+            wait: None,
             written,
             shown_as: Vec::new(),
         }

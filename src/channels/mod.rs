@@ -241,6 +241,13 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn read_groups(&self, skus: &[&str]) -> Vec<Vec<usize>> {
         vec![(0..skus.len()).collect()]
     }
+    /// How long pushes wait before their next round, while the adapter keeps what is left
+    /// of a budget for other calls (Etsy's daily quota near its end, kept for the receipt
+    /// fetches and polls that bring orders in); `None`: push. The wait is the pusher's
+    /// alone: the channel's budget is not paused for the other calls, as a 429 pauses it.
+    fn pushes_held(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// A channel that never retries a failed delivery (and disables the webhook after a
     /// few): its deliveries wait for room in a busy engine instead of getting 503.
     fn never_refuse(&self) -> bool {

@@ -204,6 +204,10 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         // its channel's budget goes in this call, so propagation under a rate limit is
         // bounded by about one token interval, not a queue of calls each carrying what
         // was there before its wait.
+        if let Some(wait) = link.adapter.pushes_held() {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         pacer.caller.ready().await;
         let mut batch = link.outbox.take(batch_max);
         // However this round ends (a panic while a reply is read), what it took and did
