@@ -200,14 +200,16 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         {
             return;
         }
-        // The token first, then the batch: whatever changed while the pusher waited for
-        // its channel's budget goes in this call, so propagation under a rate limit is
-        // bounded by about one token interval, not a queue of calls each carrying what
-        // was there before its wait.
+        // The adapter keeps what is left of its budget for other calls: this pusher waits
+        // (the budget itself is not paused).
         if let Some(wait) = link.adapter.pushes_held() {
             tokio::time::sleep(wait).await;
             continue;
         }
+        // The token first, then the batch: whatever changed while the pusher waited for
+        // its channel's budget goes in this call, so propagation under a rate limit is
+        // bounded by about one token interval, not a queue of calls each carrying what
+        // was there before its wait.
         pacer.caller.ready().await;
         let mut batch = link.outbox.take(batch_max);
         // However this round ends (a panic while a reply is read), what it took and did
