@@ -579,7 +579,6 @@ impl ChannelAdapter for Etsy {
                     .collect();
                 return PushReply::Replaced {
                     acked: (0..items.len()).collect(),
-                    wait: self.quota_spent().then_some(Duration::from_secs(60)),
                     written,
                     shown_as,
                 };
@@ -662,10 +661,8 @@ impl ChannelAdapter for Etsy {
             .filter(|(sku, _)| !items.iter().any(|i| i.sku == *sku))
             .filter_map(|(sku, quantity)| Some((sku, quantity?)))
             .collect();
-        // A quota this answer found low holds the next round (`pushes_held`).
         PushReply::Replaced {
             acked,
-            wait: None,
             written,
             shown_as: Vec::new(),
         }

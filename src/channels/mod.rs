@@ -102,10 +102,10 @@ pub enum PushReply {
     Stale { stale: Vec<usize> },
     /// Like `Accepted`, for a write that replaced a whole group (Etsy's listing): the
     /// group's other SKUs were written back with the quantities read just before
-    /// (`written`), so that is what the channel shows for them now.
+    /// (`written`), so that is what the channel shows for them now. (A quota the answer
+    /// found low holds the next round: `ChannelAdapter::pushes_held`.)
     Replaced {
         acked: Vec<usize>,
-        wait: Option<Duration>,
         written: Vec<(String, i64)>,
         /// How SKUs of the group were shown sold out or back in stock (Etsy's disabled
         /// offering, inactive listing): each becomes an audit record of that kind.

@@ -351,12 +351,11 @@ async fn settle(
         }
         PushReply::Replaced {
             acked,
-            wait,
             written,
             shown_as,
         } => {
             let all = accept(
-                link, engine, pacer, items, &acked, &delivered, wait, contended,
+                link, engine, pacer, items, &acked, &delivered, None, contended,
             )
             .await;
             count(if all { "ok" } else { "partial" });
