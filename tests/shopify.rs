@@ -925,6 +925,38 @@ fn the_orders_poll_finds_what_lost_webhooks_did_not_bring() {
     assert_eq!(placed_records(&rig.server, "S0"), 1);
 }
 
+/// A pass longer than the REST bucket (here 2 requests, leaking 1 a second; 1,100 orders
+/// are five pages of 250): the poll waits out the 429s and reads every page. Before, the
+/// third page's 429 failed the pass; its watermark unmoved, every later pass failed on
+/// the same page and the orders past it were never counted.
+#[test]
+fn a_poll_longer_than_the_rest_bucket_still_counts_every_order() {
+    const SKUS: usize = 10;
+    const ORDERS: usize = 1_100;
+    let rig = rig(SKUS, "2026-04", "poll_interval_s = 1");
+    stock_all(&rig, SKUS, 1_000);
+    rig.shop.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.shop.set_rest_plan(2.0, 1.0);
+    for i in 0..ORDERS {
+        rig.shop.place_order(&[(sku(i % SKUS).as_str(), 1)]);
+    }
+    let counted = || -> i64 { (0..SKUS).map(|i| committed(&rig.server, &sku(i))).sum() };
+    assert!(
+        eventually(Duration::from_secs(60), || counted() == ORDERS as i64),
+        "{} of {ORDERS} orders counted; the store answered {} REST requests 429",
+        counted(),
+        rig.shop.rest_throttled()
+    );
+    assert!(rig.shop.rest_throttled() > 0, "the bucket was never full");
+    let placed: usize = (0..SKUS)
+        .map(|i| placed_records(&rig.server, &sku(i)))
+        .sum();
+    assert_eq!(placed, ORDERS, "every order counted once");
+}
+
 /// A level beyond any real quantity (`available: i64::MIN`) is refused with 400 like a
 /// native event, before a shard sees it: with `inventory_updates = "count"` it would
 /// become on_hand, and the next order would overflow the shard's arithmetic.

@@ -19,6 +19,10 @@
 //!   to what was returned; over 1,000 refused with `MAX_COST_EXCEEDED`); an
 //!   empty bucket answers HTTP 200 with a `THROTTLED` error; every reply carries
 //!   `extensions.cost.throttleStatus`.
+//! - `GET /admin/api/{version}/orders.json` (the REST orders list), on the REST Admin
+//!   API's own request bucket (40, leaking 2 a second on a Standard plan): a full bucket
+//!   answers 429 with `Retry-After`, and every answer carries
+//!   `X-Shopify-Shop-Api-Call-Limit: used/size`.
 //! - Orders placed on the store lower its levels and send signed webhooks
 //!   (`orders/create`; `orders/cancelled` plus a `cancel` refund; `orders/fulfilled` and
 //!   `orders/partially_fulfilled` with the order's `fulfillments`; `orders/edited` plus
@@ -51,6 +55,10 @@ use crate::sim::{reply, Arrival, Bucket, Delivery, Fault, Habits, Reply, Sender}
 pub const LOCATION: u64 = 1;
 /// A Standard plan: 100 points/s restored; the bucket holds 1,000.
 pub const STANDARD_PLAN: (f64, f64) = (1_000.0, 100.0);
+/// The REST Admin API's bucket on a Standard plan: 40 requests, leaking 2 a second
+/// (https://shopify.dev/docs/api/admin-rest/usage/rate-limits: "Standard limit: 2
+/// requests/second", a bucket of 40; Advanced 4, Plus 20 a second).
+pub const STANDARD_REST: (f64, f64) = (40.0, 2.0);
 const MUTATION_COST: f64 = 10.0;
 
 /// One `inventorySetQuantities` (or `inventoryAdjustQuantities`) call as it arrived.
@@ -122,6 +130,10 @@ struct Extra {
     order_states: BTreeMap<u64, (i64, Value)>,
     /// Variants beyond the listings: no SKU, a SKU another variant has, untracked.
     more: Vec<MoreVariant>,
+    /// The REST Admin API's request bucket (`orders.json`), apart from GraphQL's cost.
+    rest: Bucket,
+    /// REST requests answered 429 because the bucket was full.
+    rest_throttled: u64,
 }
 
 /// A variant the store has beside its listings (`ShopifySim::add_variant`).
@@ -198,6 +210,8 @@ impl ShopifySim {
             lose_adjust_replies: 0,
             orders: HashMap::new(),
             more: Vec::new(),
+            rest: Bucket::new(STANDARD_REST.0, STANDARD_REST.1),
+            rest_throttled: 0,
         }));
         let (state, hook_secret) = (extra.clone(), secret.to_string());
         let handle = move |shop, sender, req| -> Pending {
@@ -241,6 +255,16 @@ impl ShopifySim {
     /// The plan's cost bucket: capacity and restore rate in points per second.
     pub fn set_plan(&self, capacity: f64, restore_per_s: f64) {
         self.market.shop().rate = Some(Bucket::new(capacity, restore_per_s));
+    }
+
+    /// The REST Admin API's bucket: its size in requests and its leak per second.
+    pub fn set_rest_plan(&self, size: f64, leak_per_s: f64) {
+        self.lock().rest = Bucket::new(size, leak_per_s);
+    }
+
+    /// REST requests answered 429 so far (the bucket was full).
+    pub fn rest_throttled(&self) -> u64 {
+        self.lock().rest_throttled
     }
 
     /// Empties the cost bucket (as a burst of the app's other calls would).
@@ -751,7 +775,29 @@ async fn handle(
                 &[],
             );
         }
-        return list_orders(&x(), &req);
+        let mut extra = x();
+        // One request fills the bucket by one; a full bucket answers 429 with the
+        // seconds until one has leaked, and every answer says how full it is
+        // (`X-Shopify-Shop-Api-Call-Limit: used/size`; shopify.dev, REST Admin API rate
+        // limits).
+        if !extra.rest.take(1.0) {
+            extra.rest_throttled += 1;
+            let wait = ((1.0 - extra.rest.available) / extra.rest.rate).max(0.0);
+            return reply(
+                429,
+                &json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}),
+                &[("retry-after", format!("{wait:.1}"))],
+            );
+        }
+        let used = (extra.rest.capacity - extra.rest.available).ceil();
+        let mut answer = list_orders(&extra, &req);
+        answer.headers_mut().insert(
+            "x-shopify-shop-api-call-limit",
+            format!("{used}/{}", extra.rest.capacity)
+                .parse()
+                .expect("a valid header value"),
+        );
+        return answer;
     }
     let version = path
         .strip_prefix("/admin/api/")

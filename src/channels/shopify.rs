@@ -34,7 +34,8 @@
 //! Reads for reconciliation: the GraphQL `nodes(ids:)` query of CHANNELS.md.
 //!
 //! Orders are also polled (`orders.json?updated_at_min=`, every `poll_interval_s`,
-//! default 60): Shopify deletes a subscription after 8 failed deliveries.
+//! default 60): Shopify deletes a subscription after 8 failed deliveries. The poll is
+//! REST, whose requests have a bucket of their own apart from GraphQL's cost (`REST_RATE`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,6 +65,18 @@ const BATCH_DEFAULT: usize = 100;
 const DEFAULT_RATE: RateLimit = RateLimit {
     requests_per_second: 10.0,
     burst: 50,
+};
+/// The REST Admin API's limit, which the order poll's requests spend: a bucket of 40
+/// leaking 2 requests a second on the Standard plan (4 on Advanced, 20 on Plus), a full
+/// bucket answering 429 with `Retry-After`
+/// (https://shopify.dev/docs/api/admin-rest/usage/rate-limits). Apart from GraphQL's
+/// cost bucket, so a poll neither waits behind pushes nor starves them. Paced at the
+/// Standard plan's, which every plan allows: a busy store's pass of many pages (250
+/// orders each) sent at once would meet the 429 and, its watermark unmoved, meet it again
+/// on every pass.
+const REST_RATE: RateLimit = RateLimit {
+    requests_per_second: 2.0,
+    burst: 40,
 };
 /// The userErrors codes of a failed compare.
 /// Variants a listing page asks for: Shopify's most per connection. At one point per
@@ -101,6 +114,8 @@ pub struct Shopify {
     /// being applied twice (Shopify: "a retried key returns the original result").
     unanswered: std::sync::Mutex<Option<(u64, String)>>,
     poll_interval: Duration,
+    /// The REST Admin API's budget (`REST_RATE`): the order poll's.
+    rest_bucket: std::sync::Arc<tokio::sync::Mutex<super::pacing::TokenBucket>>,
 }
 
 /// The `[[channels]]` keys of kind `shopify` (CHANNELS.md §1; the Admin API's
@@ -272,6 +287,9 @@ impl Shopify {
             calls: AtomicU64::new(0),
             unanswered: std::sync::Mutex::new(None),
             poll_interval: Duration::from_secs(config.poll_interval_s.unwrap_or(60)),
+            rest_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
+                super::pacing::TokenBucket::new(REST_RATE),
+            )),
         }
     }
 
@@ -1060,7 +1078,8 @@ const POLL_PAGE_SIZE: usize = 250;
 /// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order; "Make
 /// paginated requests to the REST Admin API": a request with `page_info` carries only
 /// `limit`). Each order is read as `orders/updated` is: placed, with its lines' shipped
-/// and released totals.
+/// and released totals. Its requests spend the REST budget (`REST_RATE`) and wait out a
+/// 429 (its `Retry-After`), so a pass of more pages than the bucket holds is read whole.
 impl OrderPoll for Shopify {
     fn interval(&self) -> Duration {
         self.poll_interval
@@ -1094,7 +1113,10 @@ impl OrderPoll for Shopify {
             .header("x-shopify-access-token", &self.access_token)
             .body(Vec::new())
             .expect("a validated base_url makes a valid request");
-            let answer = caller.call_now(request).await?;
+            let rest = caller
+                .paced_by(self.rest_bucket.clone())
+                .waiting_out_throttles();
+            let answer = rest.call(request).await?;
             let reply = super::call::json_answer(&answer)?;
             let mut page = PollPage::default();
             for order in payload::list(&reply["orders"]) {

@@ -81,9 +81,9 @@ pub async fn run(
     // The poll spends the channel's budget, as a reader beside the pushes: a busy store's
     // pass (BigCommerce fetches every listed order's lines) sent at once would meet the
     // channel's limit, fail on the 429 and, its watermark unmoved, fail the same way at
-    // every interval. An adapter whose order API has a limit of its own (Shopify's REST,
-    // eBay's Fulfillment API, Walmart's and Amazon's Orders APIs) calls it with `call_now`
-    // or its own bucket.
+    // every interval. An adapter whose order API has a limit of its own spends its own
+    // bucket (Shopify's REST requests, Amazon's getOrderItems) or calls with `call_now`
+    // (eBay's Fulfillment API, Walmart's Orders API).
     let caller = link.reader(client);
     loop {
         tokio::time::sleep(interval).await;
