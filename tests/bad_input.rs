@@ -213,6 +213,11 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
         ("since=-1", "invalid_since"),
         ("limit=0", "invalid_limit"),
         ("limit=5000", "invalid_limit"),
+        // A name given twice is not settled by taking one of them.
+        ("sku=SKU-1&sku=SKU-2", "invalid_query"),
+        ("limit=10&since=0&limit=20", "invalid_query"),
+        // Not UTF-8 once decoded: refused, not read as replacement characters.
+        ("sku=%FF", "invalid_query"),
     ] {
         let (status, answer) = server.get(&format!("/v1/audit?{query}"));
         assert_eq!(
@@ -221,6 +226,20 @@ fn every_refusal_names_the_problem_and_changes_nothing() {
             "{query}"
         );
     }
+    let (status, answer) = server.get("/v1/audit?limit=1&limit=2");
+    assert_eq!(
+        (answer["field"].as_str(), answer["message"].as_str()),
+        (
+            Some("limit"),
+            Some("limit: is given more than once; give it once")
+        ),
+        "{status} {answer}"
+    );
+    let (status, answer) = server.get("/v1/audit/stream?kind=counted&kind=adjusted");
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["field"].as_str()),
+        (400, Some("invalid_query"), Some("kind"))
+    );
     // Webhooks for a channel that is not configured.
     let response = Server::client()
         .post(server.url("/webhooks/nope"))

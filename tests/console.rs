@@ -384,6 +384,67 @@ fn a_search_by_substring_pages_in_sku_order() {
     assert!(long.text().unwrap().contains("q is 5000 bytes"));
 }
 
+/// A form or query that gives a field twice (`on_hand=5&on_hand=900`) is refused with
+/// 400 naming it, and changes nothing: taking either value would act on something the
+/// page never showed the operator as one value.
+#[test]
+fn a_field_given_twice_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // No admin token, on loopback: the console is served without sign-in.
+    let server = Server::start_with(&dir.path().join("data"), "", None);
+    post_ok(&server, vec![event("c1", "Twice", "counted", 7)]);
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = client
+        .get(server.url("/console/skus/Twice"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the count form carries its CSRF token")
+        .to_string();
+    let count = |body: String| {
+        client
+            .post(server.url("/console/skus/Twice/count"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let twice = count(format!("csrf={csrf}&on_hand=5&on_hand=900"));
+    assert_eq!(twice.status(), 400);
+    assert!(
+        twice
+            .text()
+            .unwrap()
+            .contains("on_hand: is given more than once"),
+        "the answer names the field"
+    );
+    let not_utf8 = count(format!("csrf={csrf}&on_hand=%FF"));
+    assert_eq!(not_utf8.status(), 400);
+    assert_eq!(server.stock("Twice"), Some((7, 0, 7)), "nothing counted");
+    // The same form with each field once is taken.
+    let once = count(format!("csrf={csrf}&on_hand=5"));
+    assert_eq!(once.status(), 303);
+    assert_eq!(server.stock("Twice"), Some((5, 0, 5)));
+    // A query too.
+    let search = client
+        .get(server.url("/console/skus?q=T&q=U"))
+        .send()
+        .unwrap();
+    assert_eq!(search.status(), 400);
+    assert!(search
+        .text()
+        .unwrap()
+        .contains("q: is given more than once"));
+}
+
 /// A headless Chromium session, `height` pixels tall.
 async fn session(driver: &Driver, height: u32) -> Client {
     let caps = json!({"goog:chromeOptions": {

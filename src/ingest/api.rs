@@ -397,7 +397,7 @@ impl App {
 
     /// `POST /v1/reconcile?channel=NAME`: one reconciliation pass now; answers its report.
     async fn post_reconcile(&self, query: &str) -> Result<HttpResponse, ApiError> {
-        let name = form_pairs(query)
+        let name = form_pairs(query)?
             .into_iter()
             .find(|(k, _)| k == "channel")
             .map(|(_, v)| v)
@@ -480,7 +480,7 @@ impl App {
         let mut sku = None;
         let mut since = 0u64;
         let mut limit = AUDIT_LIMIT_DEFAULT;
-        for (name, value) in form_pairs(query) {
+        for (name, value) in form_pairs(query)? {
             match name.as_str() {
                 "sku" if !value.is_empty() => {
                     check_sku(&value, Field::named("sku"))?;
@@ -717,21 +717,39 @@ pub(crate) fn decode_segment(segment: &str, field: &str) -> Result<String, ApiEr
         })
 }
 
-/// `a=1&b=x%20y` → pairs, with `+` as space.
-pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(name), decode(value))
-        })
-        .collect()
+/// `a=1&b=x%20y` → pairs, with `+` as space. A name given twice (`?channel=a&channel=b`)
+/// is refused, never settled by taking the first or the last: the two readers of one
+/// request (a proxy's filter and lockstep, a form's check and its action) could each take
+/// another. So is a name or value that is not UTF-8 once decoded, rather than changed
+/// into replacement characters. 400 `invalid_query`, naming the field.
+pub(crate) fn form_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str, field: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::field(
+                        "invalid_query",
+                        field,
+                        "is not valid UTF-8 after percent-decoding",
+                    )
+                })
+        };
+        let name = decode(name, "query")?;
+        let value = decode(value, &name)?;
+        if pairs.iter().any(|(seen, _)| *seen == name) {
+            return Err(ApiError::field(
+                "invalid_query",
+                &name,
+                "is given more than once; give it once",
+            ));
+        }
+        pairs.push((name, value));
+    }
+    Ok(pairs)
 }
 
 /// One event's answer, serialized straight from the result (no `Value` tree on the

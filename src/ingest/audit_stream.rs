@@ -59,7 +59,7 @@ impl Filter {
     /// From the query; an unknown kind or outcome is a 400 naming the field.
     pub fn parse(query: &str) -> Result<Filter, ApiError> {
         let mut filter = Filter::default();
-        for (name, value) in form_pairs(query) {
+        for (name, value) in form_pairs(query)? {
             if value.is_empty() {
                 continue;
             }

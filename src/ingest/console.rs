@@ -152,6 +152,14 @@ impl Console {
 }
 
 /// A form's (or query's) value of `name`, empty when it has none.
+/// A form's body as its fields (`form_pairs`: a field given twice, or not UTF-8, is
+/// refused).
+fn form_of(body: &[u8]) -> Result<Vec<(String, String)>, crate::refusal::ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| crate::refusal::ApiError::field("invalid_query", "form", "is not UTF-8"))?;
+    form_pairs(text)
+}
+
 fn value_of(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
@@ -311,7 +319,10 @@ impl App {
             Ok(body) => body,
             Err(e) => return self.login_page(Some(&e.message), e.status),
         };
-        let form = form_pairs(&String::from_utf8_lossy(&body));
+        let form = match form_of(&body) {
+            Ok(form) => form,
+            Err(e) => return self.login_page(Some(&e.message), e.status),
+        };
         let field = |name: &str| value_of(&form, name).trim().to_string();
         let given = field("token");
         let name = field("name");
@@ -353,7 +364,10 @@ impl App {
             return redirect("/console/login");
         };
         let body = read_body(req).await.unwrap_or_default();
-        let csrf = value_of(&form_pairs(&String::from_utf8_lossy(&body)), "csrf");
+        // A form that cannot be read has no token that matches.
+        let csrf = form_of(&body)
+            .map(|form| value_of(&form, "csrf"))
+            .unwrap_or_default();
         if !bool::from(csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
             return page(
                 StatusCode::FORBIDDEN,
@@ -457,7 +471,8 @@ impl App {
         let body = read_body(req)
             .await
             .map_err(|e| Box::new(page(e.status, "text/plain; charset=utf-8", e.message)))?;
-        let form = form_pairs(&String::from_utf8_lossy(&body));
+        let form = form_of(&body)
+            .map_err(|e| Box::new(page(e.status, "text/plain; charset=utf-8", e.message)))?;
         let csrf = value_of(&form, "csrf");
         let (expected, _) = self.who(access);
         if !bool::from(csrf.as_bytes().ct_eq(expected.as_bytes())) {
@@ -525,10 +540,10 @@ impl App {
     /// Every record as it is committed, filtered by channel, kind and outcome (the
     /// filters checked as the stream checks them).
     fn audit_page(&self, access: &Access, query: &str) -> HttpResponse {
-        if let Err(e) = audit_stream::Filter::parse(query) {
-            return page(e.status, "text/plain; charset=utf-8", e.message);
-        }
-        let pairs = form_pairs(query);
+        let pairs = match audit_stream::Filter::parse(query).and_then(|_| form_pairs(query)) {
+            Ok(pairs) => pairs,
+            Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
+        };
         let param = |name: &str| value_of(&pairs, name);
         // The stream's query, rebuilt from the checked filters only.
         let stream_query: Vec<String> = ["channel", "kind", "outcome"]
@@ -580,7 +595,10 @@ fn done_redirect(to: &str, done: &str) -> HttpResponse {
 
 /// What a redirect said was done.
 fn done_of(query: Option<&str>) -> String {
-    value_of(&form_pairs(query.unwrap_or("")), "done")
+    // Only shown, never acted on: a query it cannot read shows nothing.
+    form_pairs(query.unwrap_or(""))
+        .map(|pairs| value_of(&pairs, "done"))
+        .unwrap_or_default()
 }
 
 /// A stream answer with the console's policy.

@@ -24,7 +24,10 @@ impl App {
     /// SKUs starting with, or containing, `q`, `SKUS_PAGE` a page in SKU order, after
     /// `after`.
     pub(super) async fn skus_page(&self, access: &Access, query: &str) -> HttpResponse {
-        let pairs = form_pairs(query);
+        let pairs = match form_pairs(query) {
+            Ok(pairs) => pairs,
+            Err(e) => return page(e.status, "text/plain; charset=utf-8", e.message),
+        };
         let param = |name: &str| value_of(&pairs, name);
         let (q, after) = (param("q"), param("after"));
         // Nothing longer than a SKU can match; a longer text is a mistake, said so.
