@@ -78,7 +78,6 @@ const REST_RATE: RateLimit = RateLimit {
     requests_per_second: 2.0,
     burst: 40,
 };
-/// The userErrors codes of a failed compare.
 /// Variants a listing page asks for: Shopify's most per connection. At one point per
 /// object a node selects (the variant and its inventory item), a page's requested cost
 /// is about 500, under the 1,000 a single query may cost on every plan
@@ -88,6 +87,7 @@ const LISTING_PAGE: usize = 250;
 /// Throttled answers a read waits out before it fails.
 const READ_THROTTLED_MAX: usize = 10;
 
+/// The userErrors codes of a failed compare.
 const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];
 
 /// A Shopify store.
@@ -1068,8 +1068,6 @@ fn throttled(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<Duration> 
         .then(|| refill_wait(&reply).max(Duration::from_millis(100)))
 }
 
-/// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
-/// else fails the call.
 /// Most orders a page of the order poll holds (Shopify's REST maximum).
 const POLL_PAGE_SIZE: usize = 250;
 
@@ -1130,7 +1128,6 @@ impl OrderPoll for Shopify {
     }
 }
 
-/// The `page_info` of a `Link` header's `rel="next"` URL.
 /// Units of each line in the order's `success` fulfillments (shopify.dev REST
 /// Fulfillment: `status` pending, open, success, cancelled, error, failure; `line_items[]`
 /// with the order line's `id` and the `quantity` fulfilled:
@@ -1153,6 +1150,7 @@ fn shipped_units(order: &Value) -> ahash::AHashMap<String, i64> {
     units
 }
 
+/// The `page_info` of a `Link` header's `rel="next"` URL.
 fn next_page_info(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
@@ -1173,6 +1171,8 @@ fn next_page_info(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
+/// else fails the call.
 fn graphql_errors(reply: &Value) -> Option<PushReply> {
     let errors = reply["errors"].as_array()?;
     let throttled = errors

@@ -342,7 +342,6 @@ impl WooCommerce {
     }
 }
 
-/// A WooCommerce `..._gmt` time: whole seconds, placed at the second's end.
 /// Units of an order line a refund put back in stock: its `_restock_refunded_items` meta
 /// (a number, or a numeric string as WooCommerce stores meta).
 fn restocked_units(line: &Value) -> i64 {
@@ -357,6 +356,7 @@ fn restocked_units(line: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// A WooCommerce `..._gmt` time: whole seconds, placed at the second's end.
 fn woo_time(value: &Value) -> Option<Micros> {
     payload::time_end(value)
 }

@@ -151,7 +151,6 @@ impl Console {
     }
 }
 
-/// A form's (or query's) value of `name`, empty when it has none.
 /// A form's body as its fields (`form_pairs`: a field given twice, or not UTF-8, is
 /// refused).
 fn form_of(body: &[u8]) -> Result<Vec<(String, String)>, crate::refusal::ApiError> {
@@ -160,6 +159,7 @@ fn form_of(body: &[u8]) -> Result<Vec<(String, String)>, crate::refusal::ApiErro
     form_pairs(text)
 }
 
+/// A form's (or query's) value of `name`, empty when it has none.
 fn value_of(pairs: &[(String, String)], name: &str) -> String {
     pairs
         .iter()
