@@ -149,7 +149,6 @@ impl Pending {
     }
 }
 
-/// The first result an idempotency key's first record stands for.
 /// A first result's answer as a key entry keeps it: a byte of outcome and oversell, then
 /// on_hand, committed and available (i64, little-endian).
 fn answer_of(first: &FirstResult) -> [u8; ANSWER_BYTES] {
