@@ -193,6 +193,43 @@ fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     });
 }
 
+/// The orders list throttled by a token bucket (here 2 tokens, back every 2 s) and a pass
+/// of four pages (350 orders, 100 a page): the poll waits for the replenishment the 429's
+/// `x-next-replenishment-time` names and reads every page. Before, the third page's 429
+/// failed the pass; its watermark unmoved, every later pass failed on the same page and
+/// the orders past it were never counted.
+#[test]
+fn a_poll_longer_than_the_orders_bucket_still_counts_every_order() {
+    const ORDERS: i64 = 350;
+    let rig = rig(1, false, "poll_interval_s = 1");
+    count(&rig.server, "M0", 1_000);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.set_orders_token_bucket(2, Duration::from_secs(2));
+    for _ in 0..ORDERS {
+        rig.sim.place_order(&[("M0", 1)]);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || rig
+            .server
+            .stock("M0")
+            .is_some_and(|(_, committed, _)| committed == ORDERS)),
+        "{:?} of {ORDERS} committed",
+        rig.server.stock("M0")
+    );
+    let throttled = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v3/orders" && c.status == 429)
+        .count();
+    assert!(throttled > 0, "the bucket never ran out");
+    assert_eq!(placed_records(&rig.server, "M0"), ORDERS as usize);
+}
+
 /// A multi-quantity line shipped and cancelled some units at a time (the orders API's
 /// status quantities), then the rest shipped: each unit once, read by the poll again and
 /// again without counting anything twice.

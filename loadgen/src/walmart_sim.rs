@@ -11,7 +11,8 @@
 //! - The bulk inventory feed: `POST /v3/feeds?feedType=inventory` and
 //!   `GET /v3/feeds/{feedId}` (`walmart_feed_sim.rs`), processed after a while.
 //! - `GET /v3/orders?lastModifiedStartDate=` with the orders API's nested shape, paged by
-//!   `nextCursor`.
+//!   `nextCursor`; with a token bucket when a test sets one (429 without `Retry-After`,
+//!   the same two headers).
 //! - Webhooks as developer.walmart.com documents them: `ORDER_UPDATES` (the only order
 //!   event after 2026-12-15, "Order management event"): the order in `payload.order`,
 //!   what happened in `payload.subEventType` (`PO_CREATED`, `PO_LINE_AUTOCANCELLED`); or,
@@ -52,13 +53,74 @@ pub enum EventStyle {
     Legacy,
 }
 
-/// The single-item inventory call's token bucket: `capacity` tokens, all back at each
-/// replenishment (every `period`).
+/// The headers a throttled call's answer carries.
+type TokenHeaders = Vec<(&'static str, String)>;
+
+/// Spends a token of a call's bucket, when it has one: the headers to answer with, or the
+/// 429 to answer (without `Retry-After`, as Walmart's often is), logged as a call of
+/// `items` items.
+fn spend(
+    tokens: Option<&mut Tokens>,
+    shop: &Arc<Mutex<Shop>>,
+    path: &str,
+    items: usize,
+) -> Result<TokenHeaders, Box<Reply>> {
+    match tokens.map(Tokens::take) {
+        None => Ok(Vec::new()),
+        Some(Ok(headers)) => Ok(headers),
+        Some(Err(headers)) => {
+            lock(shop).log_call(path, items, 429);
+            Err(Box::new(wm_error(
+                429,
+                "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
+                "Too many requests",
+                &headers,
+            )))
+        }
+    }
+}
+
+/// A call's token bucket (the single-item inventory call's, the orders list's):
+/// `capacity` tokens, all back at each replenishment (every `period`).
 struct Tokens {
     capacity: u32,
     left: u32,
     period: std::time::Duration,
     next: std::time::Instant,
+}
+
+impl Tokens {
+    fn new(capacity: u32, period: std::time::Duration) -> Tokens {
+        Tokens {
+            capacity,
+            left: capacity,
+            period,
+            next: std::time::Instant::now() + period,
+        }
+    }
+
+    /// Takes a token: `Ok` with the headers that say what is left
+    /// (`x-current-token-count`) and when tokens come back (`x-next-replenishment-time`,
+    /// epoch ms); `Err` with those headers when none is left.
+    fn take(&mut self) -> Result<TokenHeaders, TokenHeaders> {
+        let now = std::time::Instant::now();
+        while now >= self.next {
+            self.left = self.capacity;
+            self.next += self.period;
+        }
+        let next_ms = now_us() / 1_000 + self.next.duration_since(now).as_millis() as i64;
+        let headers = |left: u32| {
+            vec![
+                ("x-current-token-count", left.to_string()),
+                ("x-next-replenishment-time", next_ms.to_string()),
+            ]
+        };
+        if self.left == 0 {
+            return Err(headers(0));
+        }
+        self.left -= 1;
+        Ok(headers(self.left))
+    }
 }
 
 struct Extra {
@@ -67,6 +129,8 @@ struct Extra {
     style: EventStyle,
     /// `PUT /v3/inventory`'s budget, when set (`set_token_bucket`).
     put_tokens: Option<Tokens>,
+    /// `GET /v3/orders`' budget, when set (`set_orders_token_bucket`).
+    order_tokens: Option<Tokens>,
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
     feeds: Feeds,
@@ -110,6 +174,7 @@ impl WalmartSim {
             token: "eyJraWQiOiJzaW0ifQ.sim-access-token".into(),
             style: EventStyle::OrderUpdates,
             put_tokens: None,
+            order_tokens: None,
             hook_auth,
             correlation_ids: Vec::new(),
             feeds: Feeds::default(),
@@ -171,12 +236,14 @@ impl WalmartSim {
     /// (`x-next-replenishment-time`, epoch ms), and an empty bucket is a 429 without
     /// `Retry-After`, as Walmart's throttling documents.
     pub fn set_token_bucket(&self, capacity: u32, period: std::time::Duration) {
-        self.extra().put_tokens = Some(Tokens {
-            capacity,
-            left: capacity,
-            period,
-            next: std::time::Instant::now() + period,
-        });
+        self.extra().put_tokens = Some(Tokens::new(capacity, period));
+    }
+
+    /// `GET /v3/orders` gets a token bucket too, answered as `set_token_bucket`'s is
+    /// (Walmart's throttling page: "Rate limits vary by API", each with these headers;
+    /// it gives no figure for the orders list, so none is set unless a test sets one).
+    pub fn set_orders_token_bucket(&self, capacity: u32, period: std::time::Duration) {
+        self.extra().order_tokens = Some(Tokens::new(capacity, period));
     }
 
     /// Which order events are sent from now on.
@@ -440,38 +507,12 @@ fn handle(
             if let Some(r) = gate(shop, &req.path, throttled, failed) {
                 return r;
             }
-            let token_headers = {
-                let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
-                match x.put_tokens.as_mut() {
-                    None => Vec::new(),
-                    Some(t) => {
-                        let now = std::time::Instant::now();
-                        while now >= t.next {
-                            t.left = t.capacity;
-                            t.next += t.period;
-                        }
-                        let next_ms =
-                            now_us() / 1_000 + t.next.duration_since(now).as_millis() as i64;
-                        let headers = |left: u32| {
-                            vec![
-                                ("x-current-token-count", left.to_string()),
-                                ("x-next-replenishment-time", next_ms.to_string()),
-                            ]
-                        };
-                        if t.left == 0 {
-                            lock(shop).log_call(&req.path, 1, 429);
-                            return wm_error(
-                                429,
-                                "REQUEST_THRESHOLD_VIOLATED.GMP_GATEWAY_API",
-                                "Too many requests",
-                                &headers(0),
-                            );
-                        }
-                        t.left -= 1;
-                        headers(t.left)
-                    }
-                }
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let token_headers = match spend(x.put_tokens.as_mut(), shop, &req.path, 1) {
+                Ok(headers) => headers,
+                Err(throttled) => return *throttled,
             };
+            drop(x);
             let body = req.json().unwrap_or(Value::Null);
             let seller_sku = req
                 .param("sku")
@@ -559,6 +600,12 @@ fn handle(
             }
         }
         (hyper::Method::GET, "/v3/orders") => {
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let token_headers = match spend(x.order_tokens.as_mut(), shop, &req.path, 0) {
+                Ok(headers) => headers,
+                Err(throttled) => return *throttled,
+            };
+            drop(x);
             let since = req
                 .param("lastModifiedStartDate")
                 .and_then(|t| crate::market::parse_rfc3339(&t));
@@ -592,7 +639,7 @@ fn handle(
                 200,
                 &json!({"list": {"meta": {"totalCount": orders.len(), "limit": limit, "nextCursor": next},
                                  "elements": {"order": page}}}),
-                &[],
+                &token_headers,
             )
         }
         _ => wm_error(

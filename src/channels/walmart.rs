@@ -11,7 +11,8 @@
 //! `FRAUD_CANCEL` release them (`INTENT_TO_CANCEL` is a request, not yet a cancellation).
 //! Walmart calls its events lightweight and says to keep polling, so `GET /v3/orders`
 //! by `lastModifiedStartDate` (paged by `nextCursor`) runs too, with line statuses
-//! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released.
+//! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released;
+//! its 429s are waited out until the orders bucket's tokens come back.
 //! Keys `{channel}/{purchaseOrderId}/{lineNumber}/{transition}`.
 //!
 //! Outbound: the bulk inventory feed (`walmart_feed.rs`) for most changes, and for the
@@ -489,6 +490,18 @@ pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
     ))
 }
 
+/// How long a 429 asks to wait: often without `Retry-After`, so the bucket's own
+/// replenishment time (`x-next-replenishment-time`) says when, else a second
+/// (https://developer.walmart.com/us-marketplace/docs/throttling).
+fn throttle_wait(headers: &HeaderMap) -> Duration {
+    super::retry_after(headers)
+        .or_else(|| replenished_in(headers))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// Most 429s one page of the order poll waits out before its pass fails.
+const POLL_THROTTLED_MAX: u32 = 8;
+
 /// The orders' `nextCursor` is the next request's query string as Walmart gives it:
 /// checked to be one, so a hostile cursor fails this pass with a reason instead of a
 /// panic building the request.
@@ -626,11 +639,9 @@ impl ChannelAdapter for Walmart {
             self.token.forget();
         }
         if status == 429 {
-            // Often without Retry-After: the bucket's own replenishment time says when.
-            let wait = super::retry_after(headers)
-                .or_else(|| replenished_in(headers))
-                .unwrap_or(Duration::from_secs(1));
-            return PushReply::Throttled { retry_after: wait };
+            return PushReply::Throttled {
+                retry_after: throttle_wait(headers),
+            };
         }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
@@ -713,12 +724,26 @@ impl OrderPoll for Walmart {
                     utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
                 )
             });
-            let auth = self.authorize(caller).await?;
-            let request = with_headers(
-                self.request(http::Method::GET, &format!("/v3/orders{query}"), None),
-                auth,
-            );
-            let reply = json_answer(&caller.call_now(request).await?)?;
+            // The orders API has a token bucket of its own (Walmart's throttling page:
+            // "Rate limits vary by API"), apart from the inventory calls'. A 429 is waited
+            // out until its tokens come back: a pass of more pages than the bucket holds
+            // that failed on it would, its watermark unmoved, fail on the same page at
+            // every interval, and the orders past it would never be read.
+            let mut throttled = 0;
+            let answer = loop {
+                let auth = self.authorize(caller).await?;
+                let request = with_headers(
+                    self.request(http::Method::GET, &format!("/v3/orders{query}"), None),
+                    auth,
+                );
+                let answer = caller.call_now(request).await?;
+                if answer.0 != 429 || throttled == POLL_THROTTLED_MAX {
+                    break answer;
+                }
+                throttled += 1;
+                tokio::time::sleep(throttle_wait(&answer.1).max(Duration::from_millis(100))).await;
+            };
+            let reply = json_answer(&answer)?;
             let list = &reply["list"];
             let mut page = PollPage {
                 next: list["meta"]["nextCursor"]

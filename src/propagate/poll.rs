@@ -82,8 +82,8 @@ pub async fn run(
     // pass (BigCommerce fetches every listed order's lines) sent at once would meet the
     // channel's limit, fail on the 429 and, its watermark unmoved, fail the same way at
     // every interval. An adapter whose order API has a limit of its own spends its own
-    // bucket (Shopify's REST requests, Amazon's getOrderItems) or calls with `call_now`
-    // (eBay's Fulfillment API, Walmart's Orders API).
+    // bucket (Shopify's REST requests, Amazon's getOrderItems), waits out that API's 429
+    // (Walmart's orders list) or calls with `call_now` (eBay's Fulfillment API).
     let caller = link.reader(client);
     loop {
         tokio::time::sleep(interval).await;
