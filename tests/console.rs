@@ -397,18 +397,7 @@ fn a_field_given_twice_is_refused_and_changes_nothing() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let html = client
-        .get(server.url("/console/skus/Twice"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the count form carries its CSRF token")
-        .to_string();
+    let csrf = console_csrf(&server, "Twice");
     let count = |body: String| {
         client
             .post(server.url("/console/skus/Twice/count"))

@@ -439,18 +439,7 @@ fn the_console_counts_no_sku_the_api_would_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     count(&server, "GOOD", 3);
-    let page = Server::client()
-        .get(server.url("/console/skus/GOOD"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page's form token")
-        .to_string();
+    let csrf = console_csrf(&server, "GOOD");
     let post = |sku: &str| {
         Server::client()
             .post(server.url(&format!("/console/skus/{sku}/count")))

@@ -676,3 +676,19 @@ pub fn minutes_ago(minutes: i64) -> String {
 pub fn woo_minutes_ago(minutes: i64) -> String {
     minutes_ago(minutes).trim_end_matches('Z').to_string()
 }
+
+/// The CSRF token of the console's page for `sku` (served without sign-in on loopback
+/// when no admin token is set), as its count form carries it.
+pub fn console_csrf(server: &Server, sku: &str) -> String {
+    let page = Server::client()
+        .get(server.url(&format!("/console/skus/{sku}")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's count form carries its CSRF token")
+        .to_string()
+}
