@@ -321,3 +321,34 @@ fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
         bc.place_order(&[(sku, qty)]);
     });
 }
+
+/// An order of more lines than one page of its products (BigCommerce answers 50 unless
+/// asked for more, at most 250): every line counts, whether the order comes by its hook
+/// or by the poll.
+#[test]
+fn an_order_of_more_lines_than_a_page_counts_every_line() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count_all(&rig, 0..2, 1_000);
+    let lines: Vec<(String, i64)> = (0..300).map(|i| (format!("B{}", i % 2), 1)).collect();
+    let lines: Vec<(&str, i64)> = lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    rig.sim.place_order(&lines);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((1_000, 150, 850))
+            && rig.server.stock("B1") == Some((1_000, 150, 850))),
+        "by the hook: {:?} {:?}",
+        rig.server.stock("B0"),
+        rig.server.stock("B1")
+    );
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.place_order(&lines);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((1_000, 300, 700))
+            && rig.server.stock("B1") == Some((1_000, 300, 700))),
+        "by the poll: {:?} {:?}",
+        rig.server.stock("B0"),
+        rig.server.stock("B1")
+    );
+}

@@ -1,7 +1,8 @@
 //! A simulated BigCommerce store, as lockstep's `bigcommerce` kind meets it (CHANNELS.md §3).
 //!
 //! - REST under `/stores/{hash}` with `X-Auth-Token` (401 otherwise):
-//!   `GET /v2/orders/{id}` (RFC 2822 dates, `status_id`), `GET /v2/orders/{id}/products`,
+//!   `GET /v2/orders/{id}` (RFC 2822 dates, `status_id`), `GET /v2/orders/{id}/products`
+//!   (`limit`: 50 when not given, at most 250; `page`; 204 past the last page),
 //!   `PUT /v3/inventory/adjustments/absolute` (at most 2,000 items, else 422; answered with
 //!   a `transaction_id`; exactly one of `variant_id`, `product_id`, `sku` per item, and an
 //!   item tracked by product (`track_by_product`) must be named by `product_id`, else the
@@ -120,6 +121,14 @@ fn bc_error(status: u16, title: &str, headers: &[(&str, String)]) -> Reply {
         &json!({"status": status, "title": title, "type": "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"}),
         headers,
     )
+}
+
+/// v2's answer to an empty collection: 204, no body.
+fn no_content(headers: &[(&str, String)]) -> Reply {
+    let mut answer = reply(204, &Value::Null, headers);
+    *answer.body_mut() = http_body_util::Full::new(hyper::body::Bytes::new());
+    answer.headers_mut().remove("content-type");
+    answer
 }
 
 impl BigCommerceSim {
@@ -343,6 +352,9 @@ fn handle(
                 &rate,
             )
         }
+        // An order's lines (orders.v2.oas2.yml, "Lists 50 order products on an order"):
+        // `limit` (default 50, at most 250) and `page`; a page past the last is v2's
+        // empty collection, 204 without a body.
         (hyper::Method::GET, ["v2", "orders", id, "products"]) => {
             extra.lock().unwrap_or_else(|e| e.into_inner()).line_reads += 1;
             let s = lock(shop);
@@ -353,9 +365,13 @@ fn handle(
                     &rate,
                 );
             };
+            let limit = req.number("limit", 50).clamp(1, 250);
+            let page = req.number("page", 1).max(1);
             let lines: Vec<Value> = o
                 .lines
                 .iter()
+                .skip((page - 1) * limit)
+                .take(limit)
                 .map(|l| {
                     let variant: u64 = s.listings[&l.sku].id.parse().unwrap_or(0);
                     json!({"id": l.id, "order_id": o.id, "product_id": variant / 10, "variant_id": variant,
@@ -363,6 +379,9 @@ fn handle(
                            "quantity_shipped": l.shipped})
                 })
                 .collect();
+            if lines.is_empty() {
+                return no_content(&rate);
+            }
             reply(200, &Value::Array(lines), &rate)
         }
         (hyper::Method::PUT, ["v3", "inventory", "adjustments", "absolute"]) => {
