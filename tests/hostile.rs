@@ -88,6 +88,18 @@ fn stopped_without_a_panic(server: Server) {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// The route of an eBay store's token endpoint, granting a token for two hours.
+fn ebay_token() -> (&'static str, String) {
+    (
+        "POST /identity/v1/oauth2/token",
+        response(
+            "200 OK",
+            "",
+            r#"{"access_token": "t", "token_type": "User Access Token", "expires_in": 7200}"#,
+        ),
+    )
+}
+
 fn response(status: &str, headers: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -552,6 +564,12 @@ fn discovery_stops_at_an_empty_page_whatever_the_page_count_says() {
 
 /// `lockstep catalog discover` with this channel block: whether it ended within 30 s.
 fn discovered(channel: &str) -> bool {
+    discovery(channel).is_some()
+}
+
+/// `lockstep catalog discover` with this channel block: what it wrote to stdout and
+/// stderr, if it ended within 30 s.
+fn discovery(channel: &str) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lockstep.toml");
     let data = dir.path().join("data").display().to_string();
@@ -566,18 +584,22 @@ fn discovered(channel: &str) -> bool {
             "--config",
         ])
         .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
-            return true;
+            let out = child.wait_with_output().unwrap();
+            return Some(
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            );
         }
         if started.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
-            return false;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -608,14 +630,7 @@ fn discovery_waits_no_longer_than_the_rate_limit_window() {
 #[test]
 fn a_refused_token_is_fetched_again_not_sent_until_it_expires() {
     let (url, counts, _) = routed(vec![
-        (
-            "POST /identity/v1/oauth2/token",
-            response(
-                "200 OK",
-                "",
-                r#"{"access_token": "t", "token_type": "User Access Token", "expires_in": 7200}"#,
-            ),
-        ),
+        ebay_token(),
         (
             "POST /sell/inventory/v1/bulk_update_price_quantity",
             response(
@@ -667,4 +682,35 @@ fn discovery_stops_when_the_next_page_comes_back() {
         2,
         "the looping page read once more"
     );
+}
+
+/// An eBay store whose page of inventory items names as its next page `@host/...` on
+/// another server: appended to the base URL as it came, that sent the seller's token to
+/// the other host; and a `next` with a space in it panicked the command. Both now end
+/// discovery of the channel with a clear error, the token sent nowhere else.
+#[test]
+fn a_next_page_elsewhere_gets_no_token_and_panics_nothing() {
+    let (elsewhere, asked_elsewhere, _) = answering(response("200 OK", "", "{}"));
+    let elsewhere = elsewhere.trim_start_matches("http://");
+    for next in [
+        format!("@{elsewhere}/sell/x"),
+        "/sell/inventory/v1/inventory_item?offset=100 &limit=100".to_string(),
+    ] {
+        let page = json!({"inventoryItems": [], "next": next}).to_string();
+        let (url, counts, _) = routed(vec![
+            ebay_token(),
+            (
+                "GET /sell/inventory/v1/inventory_item?",
+                response("200 OK", "", &page),
+            ),
+        ]);
+        let said = discovery(&ebay_channel("ebay", &url, "")).expect("discovery ended");
+        assert_eq!(asked_elsewhere.load(Ordering::SeqCst), 0, "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+        assert!(
+            said.contains("is not a page of inventory items"),
+            "next {next:?}: {said}"
+        );
+        assert_eq!(counts[1].load(Ordering::SeqCst), 1, "one page read");
+    }
 }

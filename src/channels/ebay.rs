@@ -96,6 +96,20 @@ fn day_of(at: Micros, offset: Micros) -> i64 {
 }
 
 /// How long until the next day (starting at UTC+`offset`) begins.
+/// The page a listing page's `next` names, as a path and query on our base URL. eBay
+/// gives a full URI (getInventoryItems, "next": "the URI for the next page"); only its
+/// path from `/sell/inventory/v1/inventory_item?` on is taken, and it must be a valid
+/// one. Anything else is refused: appended as it came, `@host/...` or `.host/...` would
+/// send the seller's token to another host, and a space would not make a request.
+fn listing_page_path(next: &str) -> Result<String, String> {
+    const PAGE: &str = "/sell/inventory/v1/inventory_item?";
+    next.find(PAGE)
+        .map(|at| &next[at..])
+        .filter(|path| http::uri::PathAndQuery::try_from(*path).is_ok())
+        .map(str::to_string)
+        .ok_or_else(|| format!("next page {next:?} is not a page of inventory items"))
+}
+
 fn until_next_day(now: Micros, offset: Micros) -> Duration {
     let next = (day_of(now, offset) + 1) * 24 * MICROS_PER_HOUR - offset;
     Duration::from_micros((next - now).max(1) as u64)
@@ -463,10 +477,10 @@ impl ChannelAdapter for Ebay {
     ) -> super::listing::Listings<'a> {
         use super::listing::{sku_field, Listing, ListingError, ListingPage};
         Box::pin(async move {
-            let path = cursor.map_or_else(
-                || format!("/sell/inventory/v1/inventory_item?limit={LISTING_PAGE}&offset=0"),
-                str::to_string,
-            );
+            let path = match cursor {
+                Some(cursor) => listing_page_path(cursor)?,
+                None => format!("/sell/inventory/v1/inventory_item?limit={LISTING_PAGE}&offset=0"),
+            };
             let get = |path: &str| {
                 http::Request::get(format!("{}{path}", self.base_url))
                     .body(Vec::new())
@@ -507,12 +521,10 @@ impl ChannelAdapter for Ebay {
                     });
                 }
             }
-            // `next` is a full URL or a path: the path and query, on our base URL.
-            let next = page["next"].as_str().filter(|n| !n.is_empty()).map(|n| {
-                n.find("/sell/inventory/")
-                    .map_or(n, |at| &n[at..])
-                    .to_string()
-            });
+            let next = match page["next"].as_str().filter(|n| !n.is_empty()) {
+                Some(next) => Some(listing_page_path(next)?),
+                None => None,
+            };
             Ok(ListingPage {
                 listings,
                 next,
