@@ -246,6 +246,18 @@ fn stock_comes_from_a_file_or_from_the_store_and_a_second_import_changes_nothing
     let error = command_fails(&rig, &["stock", "import", file.to_str().unwrap()]);
     assert!(error.contains("counted twice (first on line 2)"), "{error}");
     assert_eq!(rig.server.stock("W0"), None);
+    // A SKU the server refuses (200 bytes, past 128) after a full request's worth of
+    // good rows: refused before any is sent (the first 1,000 were taken, then the rest
+    // refused, the file half imported).
+    let rows: String = (0..1_000).map(|i| format!("X{i},1\n")).collect();
+    let long = "L".repeat(200);
+    std::fs::write(&file, format!("sku,on_hand\n{rows}{long},1\n")).unwrap();
+    let error = command_fails(&rig, &["stock", "import", file.to_str().unwrap()]);
+    assert!(
+        error.contains("line 1002: sku") && error.contains("at most 128"),
+        "{error}"
+    );
+    assert_eq!(rig.server.stock("X0"), None, "nothing imported");
 
     std::fs::write(&file, "sku,on_hand\nW0,4\nW1,2\n").unwrap();
     let first = command(&rig, &["stock", "import", file.to_str().unwrap()]);

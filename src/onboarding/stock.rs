@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::encode_segment;
+use crate::channels::native::{check_sku, Field};
 use crate::config::Config;
 use crate::remote::call_running;
 
@@ -36,8 +37,14 @@ fn read_counts(file: &Path) -> anyhow::Result<Vec<(String, i64)>> {
         let line = i + 2;
         let row = row.with_context(|| format!("{} line {line}", file.display()))?;
         let sku = row.get(sku_at).unwrap_or("").to_string();
-        if sku.is_empty() {
-            bail!("{} line {line}: sku is empty", file.display());
+        // The server's own check, here: a row it would refuse, sent in a later request,
+        // would leave the requests before it taken and the file half imported.
+        if let Err(refused) = check_sku(&sku, Field::named("sku")) {
+            bail!(
+                "{} line {line}: sku {sku:?} {}; nothing was imported",
+                file.display(),
+                refused.message
+            );
         }
         let text = row.get(on_hand_at).unwrap_or("");
         let on_hand: i64 = text
