@@ -236,6 +236,8 @@ fn eventbridge_deliveries_are_checked_by_the_shared_header() {
 #[test]
 fn the_order_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
     let rig = rig(1, "poll_interval_s = 1");
+    // A pass a second: more than getOrders' default plan (one a minute, burst 20) gives.
+    rig.sim.set_orders_rate(20.0, 5.0);
     // No notifications at all: the poll alone, with orders listed 1.5 s late.
     rig.sim.market.set_habits(Habits {
         lose: 1.0,
@@ -460,6 +462,7 @@ fn a_push_keeps_the_seller_s_handling_time_and_restock_date() {
 #[test]
 fn the_order_poll_paces_its_item_calls_through_a_sale_peak() {
     let rig = rig(1, "poll_interval_s = 1");
+    rig.sim.set_orders_rate(20.0, 5.0);
     rig.sim.market.set_habits(Habits {
         lose: 1.0,
         ..Habits::default()
@@ -495,4 +498,65 @@ fn pushes_pace_by_the_applied_rate_amazon_names() {
         .collect();
     let refused = patches.iter().filter(|c| c.status == 429).count();
     assert!(refused <= 1, "paced after the first answer: {patches:?}");
+}
+
+/// A backlog of more pages than getOrders' bucket holds (here 2, refilling one every 5 s;
+/// 350 orders at 100 a page), every notification lost: the poll waits for its tokens,
+/// and waits out the 429 Amazon answers anyway, at the rate Amazon names. Its pages went
+/// out unpaced and the third one's 429 failed the pass; the next pass started again from
+/// the first page, met the 429 again on the second, and the orders past it were never
+/// counted.
+#[test]
+fn a_poll_of_more_pages_than_the_orders_bucket_still_counts_every_order() {
+    const ORDERS: i64 = 350;
+    // Passes 5 s apart: the orders come between two, and the next finds four pages.
+    let rig = rig(2, "poll_interval_s = 5");
+    rig.sim.set_orders_rate(2.0, 0.2);
+    rig.sim.set_order_items_rate(400.0, 200.0);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    count_all(&rig, 0..2, 1_000);
+    for i in 0..ORDERS {
+        rig.sim.place_order(&[(&format!("A{}", i % 2), 1)]);
+    }
+    let committed = || {
+        (0..2)
+            .map(|i| rig.server.stock(&format!("A{i}")).map_or(0, |s| s.1))
+            .sum::<i64>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || committed() == ORDERS),
+        "{} of {ORDERS} orders counted",
+        committed()
+    );
+    assert!(
+        rig.sim.orders_throttled() > 0,
+        "the backlog was more pages than the bucket held"
+    );
+}
+
+/// An order of more items than getOrderItems answers on a page (Amazon then gives a
+/// `NextToken`): every item counts. Only the first page was read, and the order was
+/// kept as fetched, its other items never counted.
+#[test]
+fn an_order_of_more_items_than_a_page_counts_every_item() {
+    let rig = rig(2, "poll_interval_s = 1");
+    rig.sim.set_orders_rate(20.0, 5.0);
+    rig.sim.set_order_items_page(2);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    count_all(&rig, 0..2, 100);
+    rig.sim
+        .place_order(&[("A0", 1), ("A1", 2), ("A0", 3), ("A1", 4), ("A0", 5)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("A0") == Some((100, 9, 91))
+            && rig.server.stock("A1") == Some((100, 6, 94))),
+        "{:?} {:?}",
+        rig.server.stock("A0"),
+        rig.server.stock("A1")
+    );
 }

@@ -12,8 +12,12 @@
 //!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`, when
 //!   `getFeed` says `DONE` and names a result document whose processing report lists an
 //!   `ERROR` issue for each message not taken (an unknown SKU, a refused listing).
-//! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`) and
-//!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30; 429 beyond).
+//! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`;
+//!   0.0167 requests/s, burst 20, unless `set_orders_rate`) and
+//!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30, unless
+//!   `set_order_items_rate`; every item on one page unless `set_order_items_page`, then
+//!   `NextToken`). Past a bucket, 429 `QuotaExceeded` without `Retry-After`; every answer
+//!   of the two names its bucket's rate in `x-amzn-RateLimit-Limit`.
 //! - Notifications: `ORDER_CHANGE` goes to the seller's SQS queue only (`queue`, an
 //!   `SqsSim`), as SP-API sends it: EventBridge carries the listing notifications alone
 //!   (developer-docs.amazon.com/sp-api, "Set up notifications with Amazon EventBridge").
@@ -52,6 +56,12 @@ struct Extra {
     patch_rate: f64,
     /// getOrderItems' bucket.
     items_bucket: Bucket,
+    /// getOrders' bucket.
+    orders_bucket: Bucket,
+    /// Items per page of getOrderItems (`None`: all of them).
+    items_page: Option<usize>,
+    /// getOrders calls answered 429.
+    orders_throttled: usize,
     feeds: VecDeque<Instant>,
     documents: HashMap<String, Vec<u8>>,
     feed_delay: Duration,
@@ -192,6 +202,9 @@ impl AmazonSim {
             patch_bucket: Bucket::new(5.0, 5.0),
             patch_rate: 5.0,
             items_bucket: Bucket::new(30.0, 0.5),
+            orders_bucket: Bucket::new(20.0, 0.0167),
+            items_page: None,
+            orders_throttled: 0,
             feeds: VecDeque::new(),
             documents: HashMap::new(),
             feed_delay: Duration::ZERO,
@@ -242,6 +255,27 @@ impl AmazonSim {
         let mut e = self.extra();
         e.patch_rate = per_second;
         e.patch_bucket = Bucket::new(per_second.clamp(1.0, 5.0), per_second);
+    }
+
+    /// getOrders' bucket for this seller from now on (Amazon may apply another rate than
+    /// its default plan, and names it in `x-amzn-RateLimit-Limit`).
+    pub fn set_orders_rate(&self, burst: f64, per_second: f64) {
+        self.extra().orders_bucket = Bucket::new(burst, per_second);
+    }
+
+    /// getOrderItems' bucket for this seller from now on, as `set_orders_rate`.
+    pub fn set_order_items_rate(&self, burst: f64, per_second: f64) {
+        self.extra().items_bucket = Bucket::new(burst, per_second);
+    }
+
+    /// How many getOrders calls were answered 429.
+    pub fn orders_throttled(&self) -> usize {
+        self.extra().orders_throttled
+    }
+
+    /// getOrderItems answers at most `items` items a page, with a `NextToken` for the rest.
+    pub fn set_order_items_page(&self, items: usize) {
+        self.extra().items_page = Some(items.max(1));
     }
 
     /// The listing's `fulfillment_availability` entry as Amazon keeps it.
@@ -469,6 +503,22 @@ fn quota_exceeded(_: u64) -> Reply {
     )
 }
 
+/// One call of an operation with a bucket of its own: the `x-amzn-RateLimit-Limit` its
+/// answer carries, or past the bucket the 429 Amazon answers (`QuotaExceeded`, no
+/// `Retry-After`, the same header).
+fn spend(bucket: &mut Bucket) -> Result<(&'static str, String), Box<Reply>> {
+    let applied = ("x-amzn-ratelimit-limit", bucket.rate.to_string());
+    if bucket.take(1.0) {
+        return Ok(applied);
+    }
+    Err(Box::new(errors(
+        429,
+        "QuotaExceeded",
+        "You exceeded your quota for the requested resource.",
+        &[applied],
+    )))
+}
+
 fn internal(code: u16) -> Reply {
     errors(
         code,
@@ -648,20 +698,31 @@ fn handle(
                 &[],
             )
         }
-        (hyper::Method::GET, "/orders/v0/orders") => list_orders(shop, &req),
+        (hyper::Method::GET, "/orders/v0/orders") => {
+            let spent = {
+                let mut e = x();
+                let spent = spend(&mut e.orders_bucket);
+                e.orders_throttled += usize::from(spent.is_err());
+                spent
+            };
+            match spent {
+                Ok(applied) => list_orders(shop, &req, &[applied]),
+                Err(throttled) => *throttled,
+            }
+        }
         (hyper::Method::GET, path)
             if path.starts_with("/orders/v0/orders/") && path.ends_with("/orderItems") =>
         {
             // getOrderItems: 0.5 requests/s, burst 30 (Orders API v0 usage plan); past it
             // 429 QuotaExceeded, no Retry-After, the applied rate in x-amzn-RateLimit-Limit.
-            if !x().items_bucket.take(1.0) {
-                return errors(
-                    429,
-                    "QuotaExceeded",
-                    "You exceeded your quota for the requested resource.",
-                    &[("x-amzn-ratelimit-limit", "0.5".to_string())],
-                );
-            }
+            let (spent, per_page) = {
+                let mut e = x();
+                (spend(&mut e.items_bucket), e.items_page)
+            };
+            let applied = match spent {
+                Ok(applied) => [applied],
+                Err(throttled) => return *throttled,
+            };
             let id = path
                 .trim_start_matches("/orders/v0/orders/")
                 .trim_end_matches("/orderItems");
@@ -669,14 +730,16 @@ fn handle(
             let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
                 return errors(404, "NotFound", "Order not found", &[]);
             };
-            let items: Vec<Value> = o.lines.iter().map(|l| {
+            let offset: usize = req.number("NextToken", 0);
+            let per_page = per_page.unwrap_or(usize::MAX);
+            let items: Vec<Value> = o.lines.iter().skip(offset).take(per_page).map(|l| {
                 json!({"OrderItemId": l.id.to_string(), "SellerSKU": s.listings[&l.sku].id, "QuantityOrdered": l.quantity, "QuantityShipped": l.shipped})
             }).collect();
-            reply(
-                200,
-                &json!({"payload": {"AmazonOrderId": id, "OrderItems": items}}),
-                &[],
-            )
+            let mut payload = json!({"AmazonOrderId": id, "OrderItems": items});
+            if offset.saturating_add(per_page) < o.lines.len() {
+                payload["NextToken"] = json!((offset + per_page).to_string());
+            }
+            reply(200, &json!({ "payload": payload }), &applied)
         }
         _ => errors(404, "NotFound", "Resource not found", &[]),
     }
@@ -783,7 +846,7 @@ fn process_feed(
     e.feed_results.insert(feed_id.to_string(), (true, report));
 }
 
-fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
+fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -> Reply {
     if req.param("MarketplaceIds").as_deref() != Some(MARKETPLACE_ID) {
         return errors(400, "InvalidInput", "MarketplaceIds is required", &[]);
     }
@@ -816,7 +879,7 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
     if offset + per_page < orders.len() {
         payload["NextToken"] = json!((offset + per_page).to_string());
     }
-    reply(200, &json!({ "payload": payload }), &[])
+    reply(200, &json!({ "payload": payload }), headers)
 }
 
 impl crate::sim::Simulator for AmazonSim {

@@ -84,6 +84,17 @@ const ORDER_ITEMS_RATE: RateLimit = RateLimit {
     requests_per_second: 0.5,
     burst: 30,
 };
+/// getOrders: 0.0167 requests/s (one a minute), burst 20 (Orders API v0 usage plan,
+/// https://developer-docs.amazon.com/sp-api/docs/orders-api-v0-reference): the poll's
+/// pages wait for it, and a page that meets a 429 anyway waits it out, rather than fail
+/// the pass and start over from its first page into the same 429.
+const ORDERS_RATE: RateLimit = RateLimit {
+    requests_per_second: 0.0167,
+    burst: 20,
+};
+/// Most pages of one order's items followed (getOrderItems answers a `NextToken` while
+/// there are more): a channel that pages for ever is an error, not a loop.
+const ORDER_ITEM_PAGES_MAX: usize = 100;
 /// Orders whose items the poll keeps, so a pass that starts a page again fetches only
 /// what it has not (bounded: when full it starts over).
 const ORDER_ITEMS_KEPT_MAX: usize = 10_000;
@@ -123,6 +134,8 @@ pub struct Amazon {
     /// When each feed of the current window was created.
     feeds: Mutex<VecDeque<Instant>>,
     sqs: Option<Sqs>,
+    /// getOrders' own budget.
+    orders_bucket: std::sync::Arc<tokio::sync::Mutex<super::pacing::TokenBucket>>,
     /// getOrderItems' own budget.
     order_items_bucket: std::sync::Arc<tokio::sync::Mutex<super::pacing::TokenBucket>>,
     /// Items fetched per (AmazonOrderId, LastUpdateDate): an order unchanged since is not
@@ -250,6 +263,9 @@ impl Amazon {
             token,
             seen: Seen::default(),
             feeds: Mutex::new(VecDeque::new()),
+            orders_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
+                super::pacing::TokenBucket::new(ORDERS_RATE),
+            )),
             order_items_bucket: std::sync::Arc::new(tokio::sync::Mutex::new(
                 super::pacing::TokenBucket::new(ORDER_ITEMS_RATE),
             )),
@@ -882,11 +898,7 @@ impl ChannelAdapter for Amazon {
         // SP-API "Usage plans and rate limits"): when it is below the pace configured,
         // each accepted call is followed by one interval of it, and a 429 (which has no
         // Retry-After) waits one interval too.
-        let applied = headers
-            .get("x-amzn-ratelimit-limit")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|r| r.is_finite() && *r > 0.0);
+        let applied = applied_rate(headers);
         let interval = |rate: f64| super::pacing::wait_secs(1.0 / rate);
         if status == 429 {
             return PushReply::Throttled {
@@ -1037,6 +1049,17 @@ impl OrderQueue for Amazon {
 }
 
 /// Hex MD5 of a message body, as SQS gives `MD5OfBody`.
+/// The rate Amazon says it applies to this seller, application and operation
+/// (`x-amzn-RateLimit-Limit`, requests a second; "returned on a best-effort basis":
+/// https://developer-docs.amazon.com/sp-api/docs/response-format), when it is one.
+fn applied_rate(headers: &HeaderMap) -> Option<f64> {
+    headers
+        .get("x-amzn-ratelimit-limit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0)
+}
+
 fn md5_hex(body: &[u8]) -> String {
     use md5::Digest as _;
     md5::Md5::digest(body)
@@ -1047,36 +1070,75 @@ fn md5_hex(body: &[u8]) -> String {
 
 impl Amazon {
     /// One order's items (OrderItemId, SellerSKU, QuantityOrdered, QuantityShipped), paced on
-    /// getOrderItems' own budget; a 429 waits and tries again (a few times).
+    /// getOrderItems' own budget, every page of them (`NextToken`, getOrderItems:
+    /// "If NextToken is provided, it's used to retrieve the next page of order items").
     async fn fetch_order_items(
         &self,
         caller: &Caller,
         get: &(dyn Fn(String) -> OutboundRequest + Sync),
         order_id: &str,
     ) -> Result<Vec<OrderItem>, String> {
-        const TRIES: u32 = 3;
         let path = format!("/orders/v0/orders/{}/orderItems", segment(order_id));
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..ORDER_ITEM_PAGES_MAX {
+            let page_path = match &next {
+                Some(token) => format!(
+                    "{path}?NextToken={}",
+                    utf8_percent_encode(token, NON_ALPHANUMERIC)
+                ),
+                None => path.clone(),
+            };
+            let page = self
+                .order_items_page(caller, get, order_id, page_path)
+                .await?;
+            items.extend(
+                payload::list(&page["payload"]["OrderItems"])
+                    .iter()
+                    .filter_map(|item| {
+                        Some((
+                            payload::id(&item["OrderItemId"])?,
+                            item["SellerSKU"].as_str()?.to_string(),
+                            payload::quantity(&item["QuantityOrdered"])?,
+                            item["QuantityShipped"].as_i64().unwrap_or(0),
+                        ))
+                    }),
+            );
+            match page["payload"]["NextToken"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+            {
+                Some(token) => next = Some(token.to_string()),
+                None => return Ok(items),
+            }
+        }
+        Err(format!(
+            "getOrderItems for {order_id}: still paging after {ORDER_ITEM_PAGES_MAX} pages"
+        ))
+    }
+
+    /// One page of an order's items; a 429 waits and tries again (a few times). The rate
+    /// Amazon names on its answers paces the calls after it.
+    async fn order_items_page(
+        &self,
+        caller: &Caller,
+        get: &(dyn Fn(String) -> OutboundRequest + Sync),
+        order_id: &str,
+        path: String,
+    ) -> Result<Value, String> {
+        const TRIES: u32 = 3;
         for _ in 0..TRIES {
             let answer = caller.call(get(path.clone())).await?;
+            let mut bucket = self.order_items_bucket.lock().await;
+            if let Some(rate) = applied_rate(&answer.1) {
+                bucket.named_rate(rate);
+            }
             if answer.0 == 429 {
-                self.order_items_bucket
-                    .lock()
-                    .await
-                    .throttled(Duration::from_secs(2));
+                bucket.throttled(Duration::from_secs(2));
                 continue;
             }
-            let answer = json_answer(&answer)?;
-            return Ok(payload::list(&answer["payload"]["OrderItems"])
-                .iter()
-                .filter_map(|item| {
-                    Some((
-                        payload::id(&item["OrderItemId"])?,
-                        item["SellerSKU"].as_str()?.to_string(),
-                        payload::quantity(&item["QuantityOrdered"])?,
-                        item["QuantityShipped"].as_i64().unwrap_or(0),
-                    ))
-                })
-                .collect());
+            drop(bucket);
+            return json_answer(&answer);
         }
         Err(format!(
             "getOrderItems for {order_id}: still throttled after {TRIES} tries"
@@ -1115,7 +1177,15 @@ impl OrderPoll for Amazon {
                     utf8_percent_encode(token, NON_ALPHANUMERIC)
                 ));
             }
-            let listing = json_answer(&caller.call_now(get(path)).await?)?;
+            // Paced on getOrders' own budget, at the rate Amazon names once it names one.
+            let orders_caller = caller
+                .paced_by(self.orders_bucket.clone())
+                .waiting_out_throttles();
+            let answer = orders_caller.call(get(path)).await?;
+            if let Some(rate) = applied_rate(&answer.1) {
+                self.orders_bucket.lock().await.named_rate(rate);
+            }
+            let listing = json_answer(&answer)?;
             let items_caller = caller.paced_by(self.order_items_bucket.clone());
             let mut page = PollPage {
                 next: listing["payload"]["NextToken"].as_str().map(str::to_string),

@@ -44,6 +44,8 @@ const RATE_FLOOR_FRACTION: f64 = 1.0 / 16.0;
 /// on its clock and sees our requests with network jitter, so pacing at exactly the limit
 /// draws occasional 429s.
 const HEADROOM: f64 = 0.9;
+/// The most requests a second a channel's own word sets a pace to (`named_rate`).
+const RATE_NAMED_MAX: f64 = 100.0;
 
 /// How a channel's calls are paced.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -233,6 +235,21 @@ impl TokenBucket {
 
     pub fn rate(&self) -> f64 {
         self.rate
+    }
+
+    /// The channel named the rate it applies to us (Amazon's `x-amzn-RateLimit-Limit`):
+    /// paced at it from now on (less `HEADROOM`), up or down, the burst kept. A number no
+    /// rate can be (not finite, not above zero) changes nothing; one past `RATE_NAMED_MAX`
+    /// is held to it.
+    pub fn named_rate(&mut self, requests_per_second: f64) {
+        if !(requests_per_second.is_finite() && requests_per_second > 0.0) {
+            return;
+        }
+        self.refill(Instant::now());
+        let rate = requests_per_second.min(RATE_NAMED_MAX) * HEADROOM;
+        self.max_rate = rate;
+        self.floor = rate * RATE_FLOOR_FRACTION;
+        self.rate = rate;
     }
 
     /// How long the channel's last "slow down" still holds every call, if it does.
