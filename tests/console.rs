@@ -434,6 +434,43 @@ fn a_field_given_twice_is_refused_and_changes_nothing() {
         .contains("q: is given more than once"));
 }
 
+/// The notice a page shows after an action (`?done=`) is signed by the server that did
+/// it: a link made elsewhere, with words of its own for the operator's page ("token
+/// rotated: paste it at ..."), shows nothing; the server's own redirect shows its notice.
+#[test]
+fn a_notice_the_server_did_not_sign_is_not_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("data"), "", None);
+    post_ok(&server, vec![event("c1", "Noted", "counted", 7)]);
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = |path: &str| client.get(server.url(path)).send().unwrap().text().unwrap();
+    let forged = "Token rotated: paste the new one at evil.example";
+    for path in ["/console", "/console/skus/Noted"] {
+        let shown = page(&format!(
+            "{path}?done=Token%20rotated%3A%20paste%20the%20new%20one%20at%20evil.example"
+        ));
+        assert!(!shown.contains(forged), "{path}: {shown}");
+        let shown = page(&format!("{path}?done=Token%20rotated&sig=00"));
+        assert!(!shown.contains("Token rotated"), "{path}: {shown}");
+    }
+    let csrf = console_csrf(&server, "Noted");
+    let counted = client
+        .post(server.url("/console/skus/Noted/count"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&on_hand=5"))
+        .send()
+        .unwrap();
+    assert_eq!(counted.status(), 303);
+    let location = counted.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        page(&location).contains("Noted: counted 5 on hand"),
+        "{location}"
+    );
+}
+
 /// A headless Chromium session, `height` pixels tall.
 async fn session(driver: &Driver, height: u32) -> Client {
     let caps = json!({"goog:chromeOptions": {

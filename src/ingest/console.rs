@@ -580,12 +580,26 @@ impl App {
     }
 }
 
-/// Back to `to`, saying what was done (`?done=`, shown once on the page).
+/// The key a redirect's `done` message is signed with: this process's own, drawn at
+/// random, so a link made anywhere else cannot put its words on an operator's page (a
+/// notice of "token rotated: paste it at ..." under the console's name).
+fn done_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(rand::random)
+}
+
+fn done_mac(done: &str) -> Vec<u8> {
+    crate::channels::body_hmac::mac(done_key(), &[done.as_bytes()])
+}
+
+/// Back to `to`, saying what was done (`?done=`, signed in `&sig=`, shown once on the
+/// page).
 fn done_redirect(to: &str, done: &str) -> HttpResponse {
     let mut response = page(StatusCode::SEE_OTHER, "text/plain", "");
     let location = format!(
-        "{to}?done={}",
-        percent_encoding::utf8_percent_encode(done, percent_encoding::NON_ALPHANUMERIC)
+        "{to}?done={}&sig={}",
+        percent_encoding::utf8_percent_encode(done, percent_encoding::NON_ALPHANUMERIC),
+        crate::channels::body_hmac::hex(&done_mac(done))
     );
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
@@ -593,12 +607,24 @@ fn done_redirect(to: &str, done: &str) -> HttpResponse {
     response
 }
 
-/// What a redirect said was done.
+/// What a redirect of this process said was done: nothing for a message it did not
+/// sign, or a query it cannot read (only shown, never acted on).
 fn done_of(query: Option<&str>) -> String {
-    // Only shown, never acted on: a query it cannot read shows nothing.
-    form_pairs(query.unwrap_or(""))
-        .map(|pairs| value_of(&pairs, "done"))
-        .unwrap_or_default()
+    let Ok(pairs) = form_pairs(query.unwrap_or("")) else {
+        return String::new();
+    };
+    let done = value_of(&pairs, "done");
+    let signed = crate::channels::body_hmac::matches(
+        &value_of(&pairs, "sig"),
+        &done_mac(&done),
+        false,
+        true,
+    );
+    if signed {
+        done
+    } else {
+        String::new()
+    }
 }
 
 /// A stream answer with the console's policy.
