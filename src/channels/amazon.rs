@@ -1048,7 +1048,6 @@ impl OrderQueue for Amazon {
     }
 }
 
-/// Hex MD5 of a message body, as SQS gives `MD5OfBody`.
 /// The rate Amazon says it applies to this seller, application and operation
 /// (`x-amzn-RateLimit-Limit`, requests a second; "returned on a best-effort basis":
 /// https://developer-docs.amazon.com/sp-api/docs/response-format), when it is one.
@@ -1060,6 +1059,7 @@ fn applied_rate(headers: &HeaderMap) -> Option<f64> {
         .filter(|r| r.is_finite() && *r > 0.0)
 }
 
+/// Hex MD5 of a message body, as SQS gives `MD5OfBody`.
 fn md5_hex(body: &[u8]) -> String {
     use md5::Digest as _;
     md5::Md5::digest(body)

@@ -95,7 +95,6 @@ fn day_of(at: Micros, offset: Micros) -> i64 {
     (at + offset).div_euclid(24 * MICROS_PER_HOUR)
 }
 
-/// How long until the next day (starting at UTC+`offset`) begins.
 /// The page a listing page's `next` names, as a path and query on our base URL. eBay
 /// gives a full URI (getInventoryItems, "next": "the URI for the next page"); only its
 /// path from `/sell/inventory/v1/inventory_item?` on is taken, and it must be a valid
@@ -110,6 +109,7 @@ fn listing_page_path(next: &str) -> Result<String, String> {
         .ok_or_else(|| format!("next page {next:?} is not a page of inventory items"))
 }
 
+/// How long until the next day (starting at UTC+`offset`) begins.
 fn until_next_day(now: Micros, offset: Micros) -> Duration {
     let next = (day_of(now, offset) + 1) * 24 * MICROS_PER_HOUR - offset;
     Duration::from_micros((next - now).max(1) as u64)
