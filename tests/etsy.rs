@@ -212,6 +212,50 @@ fn a_low_daily_quota_holds_pushes_but_not_the_receipt_fetches() {
     assert_eq!(rig.sim.market.level("Y1"), Some(0), "and still no write");
 }
 
+/// Reconciliation reads two calls a listing a pass: left to itself, a shop of a few
+/// hundred listings spent Etsy's 10,000 calls a day on it. Its reads stop once less than
+/// half the day's quota is left, naming why, and the rest stays for pushes and orders.
+#[test]
+fn reconciliation_leaves_half_the_daily_quota_to_pushes_and_orders() {
+    let rig = rig(40, "");
+    count_all(&rig, 0..40, 5);
+    rig.sim.set_remaining_today(5_010);
+    let (status, answer) = reconcile(&rig.server, "etsy");
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("leave the rest to pushes and orders")),
+        "{answer}"
+    );
+    let left = rig.sim.remaining_today();
+    assert!(
+        (4_990..5_000).contains(&left),
+        "reads stopped at the reserve, not 40 calls later: {left} left"
+    );
+    // Asked again, it says so before reading anything.
+    let (status, answer) = reconcile(&rig.server, "etsy");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("quota_reserved")),
+        "{answer}"
+    );
+    assert_eq!(rig.sim.remaining_today(), left, "nothing read");
+    // Pushes and orders still go on below it.
+    rig.sim.place_order(&[("Y0", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("Y0") == Some((5, 1, 4))));
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y1"] == 5).is_some());
+    post_ok(&rig.server, vec![event("c", "Y1", "counted", 7)]);
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["Y1"] == 7).is_some());
+    // With the quota back (a new day's window), the pass reads every listing.
+    rig.sim.set_remaining_today(9_000);
+    rig.sim.place_order(&[("Y2", 1)]);
+    assert!(eventually(WAIT, || rig.server.stock("Y2") == Some((5, 1, 4))));
+    let (status, answer) = reconcile(&rig.server, "etsy");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["report"]["checked"], 40, "{answer}");
+}
+
 #[test]
 fn a_429_is_honoured_and_a_spent_daily_quota_pauses_pushes() {
     let rig = rig(2, "");

@@ -714,3 +714,60 @@ fn a_next_page_elsewhere_gets_no_token_and_panics_nothing() {
         assert_eq!(counts[1].load(Ordering::SeqCst), 1, "one page read");
     }
 }
+
+/// A store that answers the first 1,000 SKUs of an import (the first page) and fails on
+/// the rest: the answer says the first page was counted, and that importing again is
+/// safe. It said only that the channel could not be read, as if nothing had been taken.
+#[test]
+fn an_import_that_stops_midway_says_what_it_counted() {
+    let products: String = (0..1_000)
+        .map(|i| {
+            format!(
+                r#"{{"id": {}, "sku": "M{i:04}", "manage_stock": true, "stock_quantity": 3}}"#,
+                5_000 + i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let (url, counts, _) = routed(vec![
+        (
+            "GET /wp-json/wc/v3/products?include=6000&",
+            response("500 Internal Server Error", "", "{}"),
+        ),
+        (
+            "GET /wp-json/wc/v3/products?include=",
+            response("200 OK", "", &format!("[{products}]")),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ids: Vec<(String, String)> = (0..1_001)
+        .map(|i| (format!("M{i:04}"), (5_000 + i).to_string()))
+        .collect();
+    let rows: Vec<(&str, &str, &str)> = ids
+        .iter()
+        .map(|(sku, id)| (sku.as_str(), "woo", id.as_str()))
+        .collect();
+    let config = woo_channel("woo", &url, WOO_HOOK_SECRET, "") + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &config, None);
+    let (status, answer) = status_json(
+        Server::client()
+            .post(server.url("/v1/channels/woo/import-levels"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 502, "{answer}");
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("1000 of 1000 SKUs read before it stopped were counted")
+            && message.contains("importing again takes the rest"),
+        "{answer}"
+    );
+    assert_eq!(server.stock("M0999"), Some((3, 0, 3)));
+    assert_eq!(server.stock("M1000"), None);
+    assert!(
+        counts[0].load(Ordering::SeqCst) >= 1,
+        "the last page failed"
+    );
+    stopped_without_a_panic(server);
+}

@@ -210,6 +210,11 @@ impl EtsySim {
         self.extra().remaining_today = remaining;
     }
 
+    /// What is left of today's quota.
+    pub fn remaining_today(&self) -> i64 {
+        self.extra().remaining_today
+    }
+
     /// Sets the quantity of the listing's own product (the one lockstep does not map).
     pub fn set_seller_own(&self, listing: &str, quantity: i64) {
         let mut x = self.extra();

@@ -20,7 +20,8 @@
 //! keystring and shared secret, `keystring:shared_secret`) and a bearer
 //! token from the refresh token; pacing is 10 requests/s, and the daily quota is read
 //! from `x-remaining-today` (exported as `lockstep_channel_quota_remaining`): when it is
-//! spent, pushes wait instead of drawing 429s.
+//! spent, pushes wait instead of drawing 429s, and below half of `x-limit-per-day`
+//! reconciliation stops reading (`reads_held`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -48,6 +49,12 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 /// Below this many requests left today, pushes wait a minute at a time (`pushes_held`):
 /// the receipt fetches and polls that bring orders in still need some.
 const QUOTA_FLOOR: i64 = 100;
+/// Reconciliation reads two calls a listing each pass (its inventory and its state), so
+/// a shop of a few hundred listings read every 5 minutes would spend Etsy's 10,000 a
+/// day by itself (https://developers.etsy.com/documentation/essentials/rate-limits):
+/// its reads stop once less than the day's quota (`x-limit-per-day`) divided by this
+/// (a half) is left, which stays for pushes and orders (`reads_held`).
+const READ_RESERVE_SHARE: i64 = 2;
 const POLL_INTERVAL_DEFAULT_S: u64 = 60;
 const PAGE_SIZE: u64 = 100;
 
@@ -63,6 +70,8 @@ pub struct Etsy {
     poll_interval: Duration,
     token: TokenCache,
     seen: Seen,
+    /// `x-limit-per-day` of the latest answer (-1: not seen yet).
+    limit_per_day: AtomicI64,
     /// `x-remaining-today` of the latest answer (-1: not seen yet).
     remaining_today: AtomicI64,
     /// Each listing's state as last read or set (`active`, `inactive`, `sold_out`...).
@@ -172,6 +181,7 @@ impl Etsy {
             token,
             seen: Seen::default(),
             remaining_today: AtomicI64::new(-1),
+            limit_per_day: AtomicI64::new(-1),
             states: Default::default(),
         }
     }
@@ -194,11 +204,16 @@ impl Etsy {
 
     /// Notes the daily quota an answer reports.
     fn note_quota(&self, headers: &HeaderMap) {
-        let remaining = headers
-            .get("x-remaining-today")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if let Some(remaining) = remaining {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        if let Some(limit) = number("x-limit-per-day").filter(|l| *l > 0) {
+            self.limit_per_day.store(limit, Ordering::Relaxed);
+        }
+        if let Some(remaining) = number("x-remaining-today") {
             self.remaining_today.store(remaining, Ordering::Relaxed);
             metrics::gauge!("lockstep_channel_quota_remaining", "channel" => self.name.clone())
                 .set(remaining as f64);
@@ -516,6 +531,24 @@ impl ChannelAdapter for Etsy {
     /// goes to the receipt fetches and the poll, which bring the orders in.
     fn pushes_held(&self) -> Option<Duration> {
         self.quota_spent().then_some(Duration::from_secs(60))
+    }
+
+    fn reads_held(&self) -> Option<String> {
+        let left = self.remaining_today.load(Ordering::Relaxed);
+        let limit = self.limit_per_day.load(Ordering::Relaxed);
+        let reserve = (limit / READ_RESERVE_SHARE).max(QUOTA_FLOOR);
+        (0..reserve).contains(&left).then(|| {
+            format!(
+                "Etsy's daily quota has {left} requests left (of {}): reconciliation's reads \
+                 stop below {reserve} and leave the rest to pushes and orders; they go on as \
+                 the quota's 24 hours move on",
+                if limit > 0 {
+                    limit.to_string()
+                } else {
+                    "an unknown number".to_string()
+                }
+            )
+        })
     }
 
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {

@@ -248,6 +248,13 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn pushes_held(&self) -> Option<std::time::Duration> {
         None
     }
+    /// Why reconciliation's reads stop for now (`None`: read): a daily quota down to the
+    /// share kept for pushes and for bringing orders in (Etsy's). The pass fails with
+    /// this reason and the next one tries again; reads a push or an operator waits on
+    /// are not held.
+    fn reads_held(&self) -> Option<String> {
+        None
+    }
     /// A channel that never retries a failed delivery (and disables the webhook after a
     /// few): its deliveries wait for room in a busy engine instead of getting 503.
     fn never_refuse(&self) -> bool {

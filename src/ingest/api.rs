@@ -412,6 +412,15 @@ impl App {
         if !reconciler.link.pushing() {
             return Err(not_pushing(&name, *reconciler.link.sync.borrow()));
         }
+        // A quota kept for pushes and orders is known before any read: said as such, not
+        // as a channel that could not be read (which a pass that reaches it midway says).
+        if let Some(reason) = reconciler.link.adapter.reads_held() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "quota_reserved",
+                reason,
+            ));
+        }
         let report = reconciler
             .pass(&self.engine, &self.client)
             .await

@@ -175,7 +175,19 @@ impl App {
         let report =
             level_import::import_levels(&reconciler.link, &self.engine, &self.client, &skus)
                 .await
-                .map_err(|e| channel_unreachable(name, e))?;
+                .map_err(|stopped| {
+                    // The pages before the one that stopped it were counted: said, so
+                    // the caller knows importing again is safe and what it will add.
+                    let so_far = stopped.taken_so_far();
+                    let mut error = match stopped.cause {
+                        level_import::ImportFailure::Read(reason) => {
+                            channel_unreachable(name, reason)
+                        }
+                        level_import::ImportFailure::Engine(e) => ApiError::from(e),
+                    };
+                    error.message = format!("{}; {so_far}", error.message);
+                    error
+                })?;
         Ok(json_response(
             StatusCode::OK,
             &json!({ "channel": name, "report": report.json() }),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{read_levels, ChannelLink};
+use super::{read_levels, ChannelLink, Reads};
 use crate::clock::now_micros;
 use crate::core::event::{Event, EventKind, Outcome, QTY_MAX};
 use crate::engine::Engine;
@@ -49,18 +49,54 @@ impl ImportReport {
     }
 }
 
+/// Why an import stopped, and what it had taken by then: the pages before the one that
+/// failed are counted (their keys make importing again repeat none of them).
+#[derive(Debug)]
+pub struct ImportStopped {
+    pub cause: ImportFailure,
+    pub taken: ImportReport,
+}
+
+/// What stopped an import.
+#[derive(Debug)]
+pub enum ImportFailure {
+    /// The channel could not be read.
+    Read(String),
+    /// The engine did not take a page (busy past the import's wait, storage failed).
+    Engine(crate::engine::EngineError),
+}
+
+impl ImportStopped {
+    /// What was taken before it stopped, in words.
+    pub fn taken_so_far(&self) -> String {
+        format!(
+            "{} of {} SKUs read before it stopped were counted ({} already were); importing \
+             again takes the rest and counts none of them twice",
+            self.taken.counted, self.taken.read, self.taken.duplicates
+        )
+    }
+}
+
 /// Reads `skus` (the catalog's for this channel) and submits their levels as counts.
 pub async fn import_levels(
     link: &ChannelLink,
     engine: &Engine,
     client: &reqwest::Client,
     skus: &[String],
-) -> Result<ImportReport, String> {
+) -> Result<ImportReport, ImportStopped> {
     let mut report = ImportReport::default();
     let caller = link.reader(client.clone());
     let channel = link.adapter.name();
     for page in skus.chunks(IMPORT_PAGE) {
-        let levels = read_levels(link, &caller, page, link.read_pause()).await?;
+        let levels = match read_levels(link, &caller, page, link.read_pause(), Reads::Asked).await {
+            Ok(levels) => levels,
+            Err(reason) => {
+                return Err(ImportStopped {
+                    cause: ImportFailure::Read(reason),
+                    taken: report,
+                })
+            }
+        };
         let now = now_micros();
         let mut events = Vec::new();
         for sku in page {
@@ -83,7 +119,17 @@ pub async fn import_levels(
         if events.is_empty() {
             continue;
         }
-        let results = submit_waiting(engine, events).await?;
+        let results = match submit_waiting(engine, events).await {
+            Ok(results) => results,
+            Err(e) => {
+                // This page's SKUs were read but not counted.
+                report.read -= page.len();
+                return Err(ImportStopped {
+                    cause: ImportFailure::Engine(e),
+                    taken: report,
+                });
+            }
+        };
         for result in results {
             match result.outcome {
                 Outcome::Duplicate => report.duplicates += 1,
@@ -98,7 +144,7 @@ pub async fn import_levels(
 async fn submit_waiting(
     engine: &Engine,
     events: Vec<Event>,
-) -> Result<Vec<crate::core::event::EventResult>, String> {
+) -> Result<Vec<crate::core::event::EventResult>, crate::engine::EngineError> {
     let mut wait = Duration::from_millis(20);
     loop {
         match engine.submit(events.clone()).await {
@@ -106,7 +152,7 @@ async fn submit_waiting(
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            other => return other.map_err(|e| e.to_string()),
+            other => return other,
         }
     }
 }

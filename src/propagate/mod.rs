@@ -501,6 +501,16 @@ async fn acknowledge_as(
     deliver_acks(engine, link.adapter.name(), &taken, acked_at).await;
 }
 
+/// Why levels are read: whether the read may wait for another day's quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Reconciliation's passes, which come again: held while a daily quota is kept for
+    /// pushes and orders.
+    Routine,
+    /// A read a push or an operator waits on (a stale compare, an import, a plan).
+    Asked,
+}
+
 /// What an acknowledgement says the channel shows.
 #[derive(Clone, Copy, Debug)]
 enum Shows {
@@ -513,15 +523,21 @@ enum Shows {
 
 /// Reads what the channel shows for `skus` (`None`: not listed), one read per read
 /// group, with `pause` after each (a reader that leaves pushes part of the budget).
+/// `Reads::Routine` (reconciliation) stops, failing, once the adapter keeps what is left
+/// of a daily quota for pushes and orders (`ChannelAdapter::reads_held`).
 pub async fn read_levels(
     link: &ChannelLink,
     caller: &Caller,
     skus: &[String],
     pause: Duration,
+    reads: Reads,
 ) -> Result<HashMap<String, Option<i64>>, String> {
     let names: Vec<&str> = skus.iter().map(String::as_str).collect();
     let mut levels = HashMap::new();
     for group in link.adapter.read_groups(&names) {
+        if let (Reads::Routine, Some(reason)) = (reads, link.adapter.reads_held()) {
+            return Err(reason);
+        }
         let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
         levels.extend(link.adapter.read(caller, &group).await?);
         if !pause.is_zero() {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::ChannelLink;
+use super::{ChannelLink, Reads};
 use crate::clock::now_micros;
 use crate::core::event::EventKind;
 use crate::core::records::HeadRecord;
@@ -214,7 +214,9 @@ impl Reconciler {
                 break;
             };
             after = Some(last.clone());
-            report += self.compare(engine, client, heads, self.grace).await?;
+            report += self
+                .compare(engine, client, heads, self.grace, Reads::Routine)
+                .await?;
         }
         Ok(report)
     }
@@ -233,7 +235,8 @@ impl Reconciler {
                 heads.push((sku.clone(), head));
             }
         }
-        self.compare(engine, client, heads, Duration::ZERO).await
+        self.compare(engine, client, heads, Duration::ZERO, Reads::Asked)
+            .await
     }
 
     /// What the channel shows for these SKUs (`None`: not listed), read through its
@@ -242,10 +245,11 @@ impl Reconciler {
         &self,
         client: &reqwest::Client,
         chunk: &[(String, HeadRecord)],
+        reads: Reads,
     ) -> Result<HashMap<String, Option<i64>>, String> {
         let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
         let caller = self.link.reader(client.clone());
-        super::read_levels(&self.link, &caller, &skus, self.link.read_pause()).await
+        super::read_levels(&self.link, &caller, &skus, self.link.read_pause(), reads).await
     }
 
     /// What the channel should show for a SKU now.
@@ -274,7 +278,7 @@ impl Reconciler {
             after = Some(last.clone());
             heads.retain(|(sku, _)| self.link.adapter.carries(sku));
             for chunk in heads.chunks(self.link.adapter.batch_max()) {
-                let levels = self.read_chunk(client, chunk).await?;
+                let levels = self.read_chunk(client, chunk, Reads::Asked).await?;
                 for (sku, head) in chunk {
                     let shown = levels.get(sku).copied().flatten();
                     plan.add(sku, shown, self.target(head));
@@ -292,13 +296,14 @@ impl Reconciler {
         client: &reqwest::Client,
         mut heads: Vec<(String, HeadRecord)>,
         grace: Duration,
+        reads: Reads,
     ) -> Result<Report, String> {
         // One comparison at a time: the shortfall memory belongs to it.
         let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let mut report = Report::default();
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let levels = self.read_chunk(client, chunk).await?;
+            let levels = self.read_chunk(client, chunk, reads).await?;
             let mut drifts = Vec::new();
             for (sku, head) in chunk {
                 report.checked += 1;
