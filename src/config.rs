@@ -27,6 +27,8 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The shortest admin token taken on a listener open to the network.
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
 /// The longest idempotency window: ten years.
 pub const IDEMPOTENCY_DAYS_MAX: u32 = 3_653;
 /// The longest reordering horizon: a year.
@@ -477,6 +479,24 @@ fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
         return Err(invalid(
             "server.admin_token",
             "must not be empty; leave it out to disable",
+        ));
+    }
+    // Open to the network, the token is all that stands between anyone who can reach
+    // the listener and the stock, and nothing limits how many a caller may try: a short
+    // one ("change-me", a word) is guessed. On loopback, only this machine can try.
+    if let Some(token) = server
+        .admin_token
+        .as_deref()
+        .filter(|t| !server.listen.ip().is_loopback() && t.chars().count() < ADMIN_TOKEN_CHARS_MIN)
+    {
+        return Err(invalid(
+            "server.admin_token",
+            format!(
+                "is {} characters; at least {ADMIN_TOKEN_CHARS_MIN} when listen ({}) is not a \
+                 loopback address (a random one: openssl rand -hex 24)",
+                token.chars().count(),
+                server.listen
+            ),
         ));
     }
     if server.admin_token.is_none() && !server.listen.ip().is_loopback() {

@@ -117,11 +117,27 @@ fn the_admin_api_is_not_open_to_the_network_without_a_token() {
         "{text}"
     );
 
+    // A short token on 0.0.0.0 is refused: nothing limits how many a caller may try.
+    let config = write_config(&data, "listen = \"0.0.0.0:0\"\nadmin_token = \"change-me\"");
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("server.admin_token") && text.contains("at least 16"),
+        "{text}"
+    );
+
     // With a token on 0.0.0.0, the metrics need it too.
+    const TOKEN: &str = "3f9c1e7a5b2d8c4f6a0e";
     let server = Server::start_with(
         &data,
-        "listen = \"0.0.0.0:0\"\nadmin_token = \"s3cret\"",
-        Some("s3cret"),
+        &format!("listen = \"0.0.0.0:0\"\nadmin_token = \"{TOKEN}\""),
+        Some(TOKEN),
     );
     let port = server.base.rsplit(':').next().unwrap().to_string();
     let metrics = format!("http://127.0.0.1:{port}/metrics");
@@ -129,7 +145,7 @@ fn the_admin_api_is_not_open_to_the_network_without_a_token() {
     assert_eq!(bare.status().as_u16(), 401);
     let with = Server::client()
         .get(&metrics)
-        .bearer_auth("s3cret")
+        .bearer_auth(TOKEN)
         .send()
         .unwrap();
     assert_eq!(with.status().as_u16(), 200);
