@@ -103,33 +103,27 @@ fn a_missing_or_foreign_meta_file_is_refused_not_resharded() {
 fn the_admin_api_is_not_open_to_the_network_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(&data, "listen = \"0.0.0.0:0\"");
-    let out = Command::new(BIN)
-        .args(["check-config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("server.admin_token") && text.contains("not a loopback address"),
-        "{text}"
-    );
-
-    // A short token on 0.0.0.0 is refused: nothing limits how many a caller may try.
-    let config = write_config(&data, "listen = \"0.0.0.0:0\"\nadmin_token = \"change-me\"");
-    let out = Command::new(BIN)
-        .args(["check-config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("server.admin_token") && text.contains("at least 16"),
-        "{text}"
+    // `lockstep check-config` with these server lines: refused, naming the token and why.
+    let refused = |server_lines: &str, why: &str| {
+        let config = write_config(&data, server_lines);
+        let out = Command::new(BIN)
+            .args(["check-config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains("server.admin_token") && text.contains(why),
+            "{text}"
+        );
+    };
+    refused("listen = \"0.0.0.0:0\"", "not a loopback address");
+    // A short token on 0.0.0.0 is refused too: nothing limits how many a caller may try.
+    refused(
+        "listen = \"0.0.0.0:0\"\nadmin_token = \"change-me\"",
+        "at least 16",
     );
 
     // With a token on 0.0.0.0, the metrics need it too.
