@@ -291,12 +291,7 @@ fn a_search_by_substring_pages_in_sku_order() {
     }
     post_ok(&server, events);
     let skus_of = |query: &str| -> (Vec<String>, Option<String>) {
-        let html = Server::client()
-            .get(server.url(&format!("/console/skus?{query}")))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let html = server.text(&format!("/console/skus?{query}"));
         let found = html
             .split("data-sku=\"")
             .skip(1)
@@ -393,10 +388,7 @@ fn a_field_given_twice_is_refused_and_changes_nothing() {
     // No admin token, on loopback: the console is served without sign-in.
     let server = Server::start_with(&dir.path().join("data"), "", None);
     post_ok(&server, vec![event("c1", "Twice", "counted", 7)]);
-    let client = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = Server::no_redirects();
     let csrf = console_csrf(&server, "Twice");
     let count = |body: String| {
         client
@@ -442,18 +434,14 @@ fn a_notice_the_server_did_not_sign_is_not_shown() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(&dir.path().join("data"), "", None);
     post_ok(&server, vec![event("c1", "Noted", "counted", 7)]);
-    let client = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = |path: &str| client.get(server.url(path)).send().unwrap().text().unwrap();
+    let client = Server::no_redirects();
     let forged = "Token rotated: paste the new one at evil.example";
     for path in ["/console", "/console/skus/Noted"] {
-        let shown = page(&format!(
+        let shown = server.text(&format!(
             "{path}?done=Token%20rotated%3A%20paste%20the%20new%20one%20at%20evil.example"
         ));
         assert!(!shown.contains(forged), "{path}: {shown}");
-        let shown = page(&format!("{path}?done=Token%20rotated&sig=00"));
+        let shown = server.text(&format!("{path}?done=Token%20rotated&sig=00"));
         assert!(!shown.contains("Token rotated"), "{path}: {shown}");
     }
     let csrf = console_csrf(&server, "Noted");
@@ -466,7 +454,7 @@ fn a_notice_the_server_did_not_sign_is_not_shown() {
     assert_eq!(counted.status(), 303);
     let location = counted.headers()["location"].to_str().unwrap().to_string();
     assert!(
-        page(&location).contains("Noted: counted 5 on hand"),
+        server.text(&location).contains("Noted: counted 5 on hand"),
         "{location}"
     );
 }

@@ -133,6 +133,26 @@ impl Server {
             .unwrap()
     }
 
+    /// A client that hands back a redirect instead of following it (the console's
+    /// forms answer 303 to the page that says what was done).
+    pub fn no_redirects() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// The body of `GET path` as text, whatever its status (a console page).
+    pub fn text(&self, path: &str) -> String {
+        Server::client()
+            .get(self.url(path))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     fn auth(
         &self,
         request: reqwest::blocking::RequestBuilder,
@@ -680,12 +700,7 @@ pub fn woo_minutes_ago(minutes: i64) -> String {
 /// The CSRF token of the console's page for `sku` (served without sign-in on loopback
 /// when no admin token is set), as its count form carries it.
 pub fn console_csrf(server: &Server, sku: &str) -> String {
-    let page = Server::client()
-        .get(server.url(&format!("/console/skus/{sku}")))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = server.text(&format!("/console/skus/{sku}"));
     page.split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
