@@ -547,16 +547,41 @@ async fn screenshot(browser: &Client, dir: &tempfile::TempDir, name: &str) {
     std::fs::write(to.join(name), shot).unwrap();
 }
 
+/// The element `css` names, once the page has it.
 async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
-    browser
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    let mut tries = 0;
+    loop {
+        match browser.wait().for_element(Locator::Css(css)).await {
+            Ok(found) => return found,
+            Err(e) if tries < 5 && page_moved(&e) => tries += 1,
+            Err(e) => panic!("no {css}: {e}"),
+        }
+    }
 }
 
+/// Whether a command failed only because the page changed under it, so asking
+/// again is the answer: a search sent while a form's answer loads is cut short
+/// by Chromium ("aborted by navigation") rather than answered "no such
+/// element", and an element the page's live refresh has just replaced is stale.
+fn page_moved(e: &fantoccini::error::CmdError) -> bool {
+    use fantoccini::error::{CmdError, ErrorStatus};
+    match e {
+        CmdError::Standard(w) => w.error == ErrorStatus::StaleElementReference,
+        CmdError::NotW3C(answer) => answer.as_str() == Some("aborted by navigation"),
+        _ => false,
+    }
+}
+
+/// The text of `css` as the page shows it now.
 async fn text(browser: &Client, css: &str) -> String {
-    element(browser, css).await.text().await.unwrap()
+    let mut tries = 0;
+    loop {
+        match element(browser, css).await.text().await {
+            Ok(text) => return text,
+            Err(e) if tries < 5 && page_moved(&e) => tries += 1,
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
 }
 
 async fn click(browser: &Client, css: &str) {
