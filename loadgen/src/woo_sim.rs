@@ -363,14 +363,16 @@ impl WooSim {
     }
 
     /// Moves an order to `status` as the site does: `completed` stamps the completion,
-    /// `cancelled` and `refunded` restore the stock. Sends `order.updated`.
+    /// `cancelled` restores the stock, and `refunded` does not (WooCommerce restocks on
+    /// `cancelled` and `pending` alone: `wc_maybe_increase_stock_levels` in
+    /// wc-stock-functions.php; `wc_order_fully_refunded` records a refund of no lines).
+    /// Sends `order.updated`.
     pub fn set_status(&self, id: u64, status: &str) {
         {
             let mut s = self.lock();
             let (modified, micros) = now_gmt();
             let order = s.orders.get_mut(&id).expect("an order of this site");
-            let restore = matches!(status, "cancelled" | "refunded")
-                && !matches!(order.status.as_str(), "cancelled" | "refunded");
+            let restore = status == "cancelled" && order.status != "cancelled";
             order.status = status.to_string();
             order.modified = modified.clone();
             order.modified_us = micros;

@@ -9,9 +9,10 @@
 //!   never ship); a partial refund that restocked units of an order not yet shipped
 //!   releases them (the line's `_restock_refunded_items` meta, a running total); one
 //!   after shipping is a return, which the product's level report brings;
-//!   `cancelled`, `failed` released; `refunded` placed,
-//!   shipped and returned when the order had been completed (`date_completed_gmt`), else
-//!   released; `pending` and anything else nothing yet. Keys are
+//!   `cancelled`, `failed` released; `refunded` placed and shipped when the order had
+//!   been completed (`date_completed_gmt`: the status restocks nothing, so the units stay
+//!   sold unless a refund restocked them, which the level report brings), else released;
+//!   `pending` and anything else nothing yet. Keys are
 //!   `{channel}/{site}/{order}/{line}/{transition}` (the Delivery-ID is new on every
 //!   delivery, so it cannot be one). A payload whose `date_modified_gmt` is older than one
 //!   already taken for that order is stale (WooCommerce builds payloads at send time and
@@ -197,13 +198,18 @@ impl WooCommerce {
         let placed = (EventKind::OrderPlaced, at("date_created_gmt"));
         let shipped = (EventKind::OrderShipped, at("date_completed_gmt"));
         let released = (EventKind::OrderCancelled, at("date_modified_gmt"));
-        let returned = (EventKind::Returned, at("date_modified_gmt"));
         let status = order["status"].as_str().unwrap_or("");
         let transitions = match status {
             "processing" | "on-hold" => vec![placed],
             "completed" => vec![placed, shipped],
             "cancelled" | "failed" => vec![released],
-            "refunded" if !order["date_completed_gmt"].is_null() => vec![placed, shipped, returned],
+            // The status puts nothing back in stock: WooCommerce restocks on `cancelled`
+            // and `pending` alone (`wc_maybe_increase_stock_levels`), and setting
+            // `refunded` only records a refund of no lines (`wc_order_fully_refunded`,
+            // https://github.com/woocommerce/woocommerce/blob/trunk/plugins/woocommerce/includes/wc-stock-functions.php
+            // and wc-order-functions.php). Shipped units come back only through a refund
+            // that restocks them, which raises the product's stock: its level report.
+            "refunded" if !order["date_completed_gmt"].is_null() => vec![placed, shipped],
             "refunded" => vec![released],
             // `pending` (unpaid), drafts, trash: no stock is held yet.
             _ => Vec::new(),
@@ -243,9 +249,11 @@ impl WooCommerce {
             // the product's stock, which its level report brings (`inventory_updates`).
             let restocked = restocked_units(line).min(qty);
             let mut transitions = transitions.clone();
-            let shipping = status == "completed";
+            // `refunded` after `completed` maps as `completed` does, to the same keys:
+            // the refund changes nothing the order's lines did.
+            let shipping = transitions.iter().any(|t| t.0 == EventKind::OrderShipped);
             let open = transitions.iter().any(|t| t.0 == EventKind::OrderPlaced);
-            if restocked > 0 && open && !transitions.iter().any(|t| t.0 == EventKind::Returned) {
+            if restocked > 0 && open {
                 transitions.push((EventKind::OrderReleasedTotal, at("date_modified_gmt")));
             }
             for (kind, source_ts) in &transitions {
