@@ -59,6 +59,38 @@ fn order_paid_is_checked_deduplicated_and_its_receipt_fetched() {
     assert_eq!(rig.server.stock("Y0"), Some((10, 2, 8)));
 }
 
+/// Etsy answers every refresh with a new refresh token, and the one spent may be
+/// refused after: lockstep keeps the newest in the data directory and carries on past
+/// the access token's lifetime and after a kill -9 and a restart (it once refreshed
+/// from the config's refresh token every time, and Etsy stopped answering).
+#[test]
+fn the_rotated_refresh_token_is_kept_and_used_after_a_restart() {
+    let rig = rig(2, "");
+    rig.sim.set_token_lifetime(4);
+    count_all(&rig, 0..1, 5);
+    let grant = rig.server.data_dir.join("token-etsy.json");
+    assert!(grant.exists(), "the grant is kept in the data directory");
+    // Past the first token's lifetime: refreshed again with the rotated refresh token.
+    std::thread::sleep(Duration::from_secs(5));
+    count_all(&rig, 1..2, 6);
+    assert!(
+        rig.sim.refreshes() >= 2,
+        "refreshed: {}",
+        rig.sim.refreshes()
+    );
+    // The config still holds the first refresh token, which the shop now refuses.
+    let rig = rig.restart();
+    let before = rig.sim.refreshes();
+    std::thread::sleep(Duration::from_secs(5));
+    count(&rig.server, "Y0", 7);
+    assert!(
+        rig.sim.market.wait_for(WAIT, |l| l["Y0"] == 7).is_some(),
+        "pushes go on after the restart: {:?}",
+        rig.server.stderr_lines()
+    );
+    assert!(rig.sim.refreshes() > before);
+}
+
 #[test]
 fn cancellations_are_found_by_the_receipts_poll() {
     let rig = rig(1, "poll_interval_s = 1");

@@ -1,7 +1,11 @@
 //! A simulated Etsy shop, as lockstep's `etsy` kind meets it (CHANNELS.md §7).
 //!
 //! - OAuth: `POST /v3/public/oauth/token` (refresh-token grant, `client_id` = the
-//!   keystring) issues the bearer token; every `/v3/application` call also needs
+//!   keystring) issues a bearer token of an hour (`expires_in`: 3600) and a new refresh
+//!   token; the one spent is refused after ("Requesting a Refresh OAuth Token" answers
+//!   `{access_token, token_type, expires_in, refresh_token}`: developers.etsy.com
+//!   "Authentication"; the spent one refused: etsy/open-api #353 and integrators' reports,
+//!   which lockstep must survive either way). Every `/v3/application` call also needs
 //!   `x-api-key: keystring:shared_secret`. The keystring alone is refused with 403
 //!   "Shared secret is required in x-api-key header.", as Etsy has since 2026-02-09
 //!   (etsy/open-api discussions #1529, #1531; developers.etsy.com "Authentication").
@@ -59,8 +63,13 @@ struct Extra {
     api_key: String,
     /// The app's shared secret, which `x-api-key` carries after the keystring.
     shared_secret: String,
+    /// The one refresh token that works now (each refresh rotates it).
     refresh_token: String,
-    token: String,
+    /// Access tokens issued, with when each expires (Unix seconds).
+    tokens: BTreeMap<String, i64>,
+    /// The lifetime of the access tokens issued from now on.
+    token_lifetime_s: i64,
+    refreshes: u32,
     secret: String,
     per_second: Bucket,
     remaining_today: i64,
@@ -143,7 +152,9 @@ impl EtsySim {
             api_key: api_key.into(),
             shared_secret: shared_secret.into(),
             refresh_token: refresh_token.into(),
-            token: "12345678.sim-access-token".into(),
+            tokens: BTreeMap::new(),
+            token_lifetime_s: 3_600,
+            refreshes: 0,
             secret: secret.into(),
             per_second: Bucket::new(10.0, 10.0),
             remaining_today: DAILY_QUOTA,
@@ -193,6 +204,16 @@ impl EtsySim {
                     readiness_state_id: Some(READINESS_STATE_ID),
                 }],
             });
+    }
+
+    /// Access tokens issued from now on live `seconds`.
+    pub fn set_token_lifetime(&self, seconds: i64) {
+        self.extra().token_lifetime_s = seconds;
+    }
+
+    /// Refreshes answered so far.
+    pub fn refreshes(&self) -> u32 {
+        self.extra().refreshes
     }
 
     pub fn token_url(&self) -> String {
@@ -508,9 +529,15 @@ fn handle(
             && req.form("client_id").as_deref() == Some(&x.api_key)
             && req.form("refresh_token").as_deref() == Some(&x.refresh_token);
         return if ok {
+            // Tokens are prefixed by the user's numeric id, as Etsy's are.
+            let access = format!("12345678.{:032x}", rand::random::<u128>());
+            x.refresh_token = format!("12345678.{:032x}", rand::random::<u128>());
+            let expires = now_us() / 1_000_000 + x.token_lifetime_s;
+            x.tokens.insert(access.clone(), expires);
+            x.refreshes += 1;
             reply(
                 200,
-                &json!({"access_token": x.token, "token_type": "Bearer", "expires_in": 3600, "refresh_token": x.refresh_token}),
+                &json!({"access_token": access, "token_type": "Bearer", "expires_in": x.token_lifetime_s, "refresh_token": x.refresh_token}),
                 &[],
             )
         } else {
@@ -528,7 +555,13 @@ fn handle(
         }
         _ => return etsy_error(403, "Invalid API key", &[]),
     }
-    if req.header("authorization") != Some(format!("Bearer {}", x.token).as_str()) {
+    let now_s = now_us() / 1_000_000;
+    let live = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|t| x.tokens.get(t))
+        .is_some_and(|expires| now_s < *expires);
+    if !live {
         return etsy_error(401, "invalid_token", &[]);
     }
     // Every call spends the quotas; the answer reports them.

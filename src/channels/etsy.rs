@@ -18,7 +18,8 @@
 //! (`updateListing`) and active again when stock returns (one listing per call; the
 //! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` (the app's
 //! keystring and shared secret, `keystring:shared_secret`) and a bearer
-//! token from the refresh token; pacing is 10 requests/s, and the daily quota is read
+//! token from the refresh token, which Etsy rotates on every refresh: the newest is kept
+//! in the data directory (`rotating_token.rs`), as TikTok's is; pacing is 10 requests/s, and the daily quota is read
 //! from `x-remaining-today` (exported as `lockstep_channel_quota_remaining`): when it is
 //! spent, pushes wait instead of drawing 429s, and below half of `x-limit-per-day`
 //! reconciliation stops reading (`reads_held`).
@@ -29,8 +30,9 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
-use super::call::{form, json_answer, with_headers, Answer, TokenCache};
+use super::call::{form, json_answer, with_headers, Answer};
 use super::kind::{self, Kind, Problem};
+use super::rotating_token::{self, Grant, RotatingToken};
 use super::standard_webhooks::{self, Key};
 use super::Pace;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog};
@@ -68,7 +70,7 @@ pub struct Etsy {
     keys: Vec<Key>,
     catalog: Catalog,
     poll_interval: Duration,
-    token: TokenCache,
+    token: RotatingToken,
     seen: Seen,
     /// `x-limit-per-day` of the latest answer (-1: not seen yet).
     limit_per_day: AtomicI64,
@@ -134,33 +136,43 @@ impl Kind for Etsy {
         channel: &ChannelConfig,
         settings: Settings,
         catalog: Catalog,
-        _data_dir: &std::path::Path,
+        data_dir: &std::path::Path,
     ) -> Etsy {
-        Etsy::from_settings(channel, settings, catalog)
+        Etsy::from_settings(channel, settings, catalog, data_dir)
     }
 }
 
 impl Etsy {
-    fn from_settings(config: &ChannelConfig, settings: Settings, catalog: Catalog) -> Etsy {
+    fn from_settings(
+        config: &ChannelConfig,
+        settings: Settings,
+        catalog: Catalog,
+        data_dir: &std::path::Path,
+    ) -> Etsy {
         let base_url = config.base_url.trim_end_matches('/').to_string();
         let token_url = settings
             .token_url
             .clone()
             .unwrap_or_else(|| format!("{base_url}/v3/public/oauth/token"));
         let client_id = settings.client_id.clone().unwrap_or_default();
-        let refresh = settings.refresh_token.clone().unwrap_or_default();
         let id = client_id.clone();
-        let token = TokenCache::new("authorization", "Bearer ", move || {
+        let request = move |refresh: &str| {
             let body = form(&[
                 ("grant_type", "refresh_token"),
                 ("client_id", &id),
-                ("refresh_token", &refresh),
+                ("refresh_token", refresh),
             ]);
             http::Request::post(&token_url)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body)
                 .expect("a validated token_url makes a valid request")
-        });
+        };
+        let token = RotatingToken::new(
+            rotating_token::grant_path(data_dir, &config.name),
+            settings.refresh_token.as_deref().unwrap_or_default(),
+            request,
+            read_grant,
+        );
         Etsy {
             name: config.name.clone(),
             base_url,
@@ -220,12 +232,25 @@ impl Etsy {
         }
     }
 
+    /// The `authorization` header of a call: a bearer token, refreshed when due.
+    async fn bearer(&self, caller: &Caller) -> Result<HeaderMap, String> {
+        let token = self.token.access(caller).await?;
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the access token is not a valid header value".to_string())?;
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        Ok(headers)
+    }
+
     /// Calls with credentials, noting the quota. Every call spends the caller's budget:
     /// Etsy counts each app's calls together (10 a second).
     async fn call(&self, caller: &Caller, request: OutboundRequest) -> Result<Answer, String> {
-        let request = with_headers(request, self.token.headers(caller).await?);
+        let request = with_headers(request, self.bearer(caller).await?);
         let answer = caller.call(request).await?;
         self.note_quota(&answer.1);
+        if answer.0 == 401 {
+            self.token.expire();
+        }
         Ok(answer)
     }
 
@@ -552,7 +577,7 @@ impl ChannelAdapter for Etsy {
     }
 
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
-        Box::pin(self.token.headers(caller))
+        Box::pin(self.bearer(caller))
     }
 
     /// Read the listing's inventory, then put it back whole with the new quantities; a
@@ -668,7 +693,7 @@ impl ChannelAdapter for Etsy {
         items: &[PushItem],
     ) -> PushReply {
         if status == 401 {
-            self.token.forget();
+            self.token.expire();
         }
         if let Some(outcome) = super::http_failure(status, headers, body) {
             return outcome;
@@ -875,4 +900,29 @@ impl OrderPoll for Etsy {
             Ok(page)
         })
     }
+}
+
+/// A refresh answer: `{access_token, token_type, expires_in, refresh_token}`, with
+/// `expires_in` in seconds from now (an hour) and a new refresh token each time
+/// (https://developers.etsy.com/documentation/essentials/authentication, "Requesting a
+/// Refresh OAuth Token"; etsy/open-api #353: "a new AT, a new RT"). Etsy does not say
+/// when the refresh token expires (90 days after it was issued), so it is left unsaid.
+fn read_grant(reply: &Value) -> Result<Grant, String> {
+    let text = |f: &str| reply[f].as_str().unwrap_or_default().to_string();
+    if reply["access_token"].is_null() {
+        return Err(format!("{}: {}", text("error"), text("error_description")));
+    }
+    let expires_in = reply["expires_in"]
+        .as_i64()
+        .ok_or("the grant has no expires_in")?;
+    Ok(Grant {
+        access_token: text("access_token"),
+        // Held to a lifetime a grant can mean by `RotatingToken` before it is kept.
+        access_expires_at: (crate::clock::now_micros() / crate::clock::MICROS_PER_SECOND)
+            .saturating_add(expires_in),
+        refresh_token: text("refresh_token"),
+        refresh_expires_at: 0,
+        obtained_at: 0,
+        seed: String::new(),
+    })
 }
