@@ -89,6 +89,21 @@ const READ_THROTTLED_MAX: usize = 10;
 
 /// The userErrors codes of a failed compare.
 const STALE_CODES: [&str; 2] = ["CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"];
+/// "This request is currently in progress, please try again": an earlier send of this
+/// very request, under this key, is still being applied. Sent again with the same key
+/// it is answered once; under a new key the write would land twice, or be found stale
+/// against itself (InventorySetQuantitiesUserErrorCode and
+/// InventoryAdjustQuantitiesUserErrorCode,
+/// https://shopify.dev/docs/api/admin-graphql/2026-01/enums/InventorySetQuantitiesUserErrorCode).
+const IN_PROGRESS: &str = "IDEMPOTENCY_CONCURRENT_REQUEST";
+/// userErrors that say "try again" rather than "this write is wrong": a previous attempt
+/// under the key failed ("Retry with a new idempotency key"), or the store could not
+/// apply it now ("The quantities couldn't be adjusted. Try again.", SERVICE_UNAVAILABLE).
+const TRY_AGAIN_CODES: [&str; 3] = [
+    "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED",
+    "ADJUST_QUANTITIES_FAILED",
+    "SERVICE_UNAVAILABLE",
+];
 
 /// A Shopify store.
 pub struct Shopify {
@@ -219,18 +234,18 @@ impl Shopify {
         if let Some(refused) = graphql_errors(&reply) {
             return Err(refused);
         }
+        let adjusted = &reply["data"]["inventoryAdjustQuantities"];
+        let errors = payload::list(&adjusted["userErrors"]);
+        if still_in_progress(errors) {
+            return Err(in_progress());
+        }
         // A definitive answer: the next request, even the same one, is a new intent.
         self.unanswered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let adjusted = &reply["data"]["inventoryAdjustQuantities"];
-        let errors = payload::list(&adjusted["userErrors"]);
         if !errors.is_empty() {
-            return Err(PushReply::Failed {
-                reason: format!("userErrors: {}", Value::Array(errors.to_vec())),
-                retryable: false,
-            });
+            return Err(user_errors_failed(errors));
         }
         let changes = payload::list(&adjusted["inventoryAdjustmentGroup"]["changes"]);
         ids.iter()
@@ -836,15 +851,18 @@ impl ChannelAdapter for Shopify {
         if let Some(throttled) = graphql_errors(&reply) {
             return throttled;
         }
+        let errors = reply["data"]["inventorySetQuantities"]["userErrors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if still_in_progress(&errors) {
+            return in_progress();
+        }
         // A definitive answer: the next request, even the same one, is a new intent.
         self.unanswered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let errors = reply["data"]["inventorySetQuantities"]["userErrors"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
         if errors.is_empty() {
             return PushReply::Accepted {
                 acked: (0..items.len()).collect(),
@@ -860,10 +878,7 @@ impl ChannelAdapter for Shopify {
         if stale.len() == errors.len() {
             return PushReply::Stale { stale };
         }
-        PushReply::Failed {
-            reason: format!("userErrors: {}", Value::Array(errors)),
-            retryable: false,
-        }
+        user_errors_failed(&errors)
     }
 
     /// `inventoryAdjustQuantities` of `quantity - expected` for each item, with
@@ -1171,6 +1186,34 @@ fn next_page_info(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// An earlier send of the same request is still being applied: tried again soon, and
+/// its key kept for it.
+fn in_progress() -> PushReply {
+    PushReply::Failed {
+        reason: format!(
+            "{IN_PROGRESS}: the store is still applying this write; sent again under the same key"
+        ),
+        retryable: true,
+    }
+}
+
+/// Whether every userError of a reply is `IDEMPOTENCY_CONCURRENT_REQUEST`: the request
+/// is still being applied, and is to be sent again under the same key.
+fn still_in_progress(errors: &[Value]) -> bool {
+    !errors.is_empty() && errors.iter().all(|e| e["code"] == IN_PROGRESS)
+}
+
+/// A reply's userErrors as a failure: retried when each of them says to try again.
+fn user_errors_failed(errors: &[Value]) -> PushReply {
+    let code = |e: &Value| e["code"].as_str().unwrap_or_default().to_string();
+    PushReply::Failed {
+        reason: format!("userErrors: {}", Value::Array(errors.to_vec())),
+        retryable: errors
+            .iter()
+            .all(|e| TRY_AGAIN_CODES.contains(&code(e).as_str())),
+    }
+}
+
 /// Top-level GraphQL `errors`: `THROTTLED` is a throttle (it comes as HTTP 200), anything
 /// else fails the call.
 fn graphql_errors(reply: &Value) -> Option<PushReply> {
@@ -1221,6 +1264,69 @@ location_id = "gid://shopify/Location/1"
             &std::env::temp_dir(),
         )
         .expect("a valid channel")
+    }
+
+    /// A request still in progress at Shopify keeps its key for the next send of it;
+    /// any other answer ends it, and only a "try again" one is retried.
+    #[test]
+    fn a_write_still_in_progress_is_sent_again_under_its_key() {
+        let shop = adapter();
+        let item = PushItem {
+            sku: "A".into(),
+            quantity: 7,
+            expected: Some(10),
+            caused_at: 0,
+            repair: false,
+        };
+        let input = json!({"sku": "A", "to": 7});
+        let answer = |code: &str| {
+            let errors = json!([{"field": ["input"], "message": "m", "code": code}]);
+            let body = json!({"data": {"inventorySetQuantities": {"userErrors": errors}}});
+            shop.push_reply(
+                200,
+                &HeaderMap::new(),
+                body.to_string().as_bytes(),
+                std::slice::from_ref(&item),
+            )
+        };
+        let first = shop.key_for(&input);
+        let reply = answer(IN_PROGRESS);
+        assert!(
+            matches!(
+                reply,
+                PushReply::Failed {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        assert_eq!(shop.key_for(&input), first, "the same key again");
+        let reply = answer("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED");
+        assert!(
+            matches!(
+                reply,
+                PushReply::Failed {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        let second = shop.key_for(&input);
+        assert_ne!(second, first, "a new key after the key's attempt failed");
+        let reply = answer("INVALID_LOCATION");
+        assert!(
+            matches!(
+                reply,
+                PushReply::Failed {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+        assert_ne!(shop.key_for(&input), second);
     }
 
     fn kinds(events: &[Event]) -> Vec<(&str, &str, i64)> {
