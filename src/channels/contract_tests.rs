@@ -5,7 +5,7 @@
 //! to the same fixtures (and to the few only a simulator answers with).
 
 use http::{HeaderMap, HeaderValue};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{build, ChannelAdapter, PushItem, PushReply};
 use crate::clock::now_micros;
@@ -306,6 +306,27 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
         ]
     );
     assert!(events.iter().all(|e| e.sku == "TOTE"), "{events:?}");
+
+    // A line status not known here (`TO_SHIP`, in the page's own sample; or any new one)
+    // is read as the order's, or held as placed: it once dropped the unit unseen.
+    let mut odd = detail["data"]["orders"][0].clone();
+    odd["line_items"][1]["display_status"] = json!("TO_SHIP");
+    odd["line_items"][2]["display_status"] = json!("SOMETHING_NEW");
+    odd["status"] = json!("SOMETHING_ELSE");
+    let kinds: Vec<EventKind> = tiktok
+        .order_events(&odd, now_micros())
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::OrderPlaced)
+            .count(),
+        3,
+        "{kinds:?}"
+    );
 }
 
 #[test]

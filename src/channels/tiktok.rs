@@ -284,15 +284,21 @@ impl TikTok {
         let updated = payload::source_time(&[unix("update_time"), Some(created)], now);
         let placed = (EventKind::OrderPlaced, created);
         // A status (the order's, or a line item's own `display_status`) as transitions.
+        // `None`: a status this adapter does not know. `TO_SHIP` is in Get Order Detail's
+        // own sample answer beside the documented values
+        // (https://partner.tiktokshop.com/docv2/page/6894134ba28e5204961601a5).
         let transitions_of = |status: &str| match status {
-            "ON_HOLD" | "AWAITING_SHIPMENT" | "PARTIALLY_SHIPPING" | "AWAITING_COLLECTION" => {
-                vec![placed]
-            }
+            "UNPAID" => Some(Vec::new()),
+            "ON_HOLD"
+            | "AWAITING_SHIPMENT"
+            | "PARTIALLY_SHIPPING"
+            | "AWAITING_COLLECTION"
+            | "TO_SHIP" => Some(vec![placed]),
             "IN_TRANSIT" | "DELIVERED" | "COMPLETED" => {
-                vec![placed, (EventKind::OrderShipped, updated)]
+                Some(vec![placed, (EventKind::OrderShipped, updated)])
             }
-            "CANCELLED" => vec![(EventKind::OrderCancelled, updated)],
-            _ => Vec::new(),
+            "CANCELLED" => Some(vec![(EventKind::OrderCancelled, updated)]),
+            _ => None,
         };
         let order_status = order["status"].as_str().unwrap_or_default();
         let mut events = Vec::new();
@@ -303,8 +309,18 @@ impl TikTok {
             // as the copy of its spec in lazykern/ecommerce-api-docs
             // `data/raw/tiktok/api-reference/orders/get-order-detail.spec.json` has it;
             // item-level cancellation: https://partner.tiktokshop.com/docv2/page/660d8ff9a2d6d902c70a043f).
+            // A line status not known here is read as the order's; an order status not
+            // known either holds the unit (placed) and says so: dropping the line once
+            // let a paid order reserve nothing, unseen. Holding is the safe side, and a
+            // known status later (shipped, cancelled) settles it.
             let status = line["display_status"].as_str().unwrap_or(order_status);
-            let transitions = transitions_of(status);
+            let transitions = transitions_of(status)
+                .or_else(|| transitions_of(order_status))
+                .unwrap_or_else(|| {
+                    tracing::warn!(channel = %self.name, order = %order_id, line_status = %status, %order_status,
+                        "an order status lockstep does not know: its unit is held as placed");
+                    vec![placed]
+                });
             if transitions.is_empty() {
                 continue;
             }
