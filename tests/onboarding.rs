@@ -294,6 +294,16 @@ fn stock_comes_from_a_file_or_from_the_store_and_a_second_import_changes_nothing
     );
     assert_eq!(rig.server.stock("W2").unwrap().2, 9);
     assert_eq!(rig.server.stock("W3").unwrap().2, 3);
+    // A level below zero (the store sold past its stock) is named as such and left as
+    // it is: it once passed for a SKU the store does not list.
+    rig.woo.set_level("W1", -2);
+    let short = command(&rig, &["stock", "import", "--from", "woo"]);
+    assert!(short.contains("0 not listed"), "{short}");
+    assert!(
+        short.contains("1 shown below zero") && short.contains(": W1"),
+        "{short}"
+    );
+    assert_eq!(rig.server.stock("W1").unwrap().2, 5);
 }
 
 /// One unit of `sku` ordered through the API.

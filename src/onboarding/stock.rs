@@ -124,6 +124,7 @@ pub fn import_from(config: &Config, channel: &str) -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     let (unlisted, out_of_range) = (names("unlisted"), names("out_of_range"));
+    let below_zero = names("below_zero");
     println!(
         "{channel}: {} listings read: {} counts taken, {} already taken by an earlier import of the same levels, {} not listed{}",
         report["read"],
@@ -141,6 +142,13 @@ pub fn import_from(config: &Config, channel: &str) -> anyhow::Result<()> {
             "  {} shown beyond any count lockstep takes, left as they are (correct them on the channel): {}",
             out_of_range.len(),
             out_of_range.join(", ")
+        );
+    }
+    if !below_zero.is_empty() {
+        println!(
+            "  {} shown below zero (sold past their stock, or on backorder), left as they are (count them with `lockstep stock import FILE`): {}",
+            below_zero.len(),
+            below_zero.join(", ")
         );
     }
     Ok(())

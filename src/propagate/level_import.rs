@@ -35,6 +35,10 @@ pub struct ImportReport {
     /// SKUs whose level is beyond any count the engine takes (a typo of billions): left
     /// as they are, named, rather than failing the page they are on.
     pub out_of_range: Vec<String>,
+    /// SKUs the channel shows below zero (sold past its stock, or taking backorders):
+    /// left as they are and named. Nothing says how many are on the shelf, and a count
+    /// of zero would drop the orders the channel still owes.
+    pub below_zero: Vec<String>,
 }
 
 impl ImportReport {
@@ -45,6 +49,7 @@ impl ImportReport {
             "duplicates": self.duplicates,
             "unlisted": self.unlisted,
             "out_of_range": self.out_of_range,
+            "below_zero": self.below_zero,
         })
     }
 }
@@ -113,7 +118,8 @@ pub async fn import_levels(
                     key: format!("stock-import/{channel}/{sku}/{level}"),
                     line: None,
                 }),
-                _ => report.unlisted.push(sku.clone()),
+                Some(_) => report.below_zero.push(sku.clone()),
+                None => report.unlisted.push(sku.clone()),
             }
         }
         if events.is_empty() {
