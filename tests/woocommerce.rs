@@ -293,6 +293,40 @@ fn a_lost_delivery_is_recovered_by_the_order_poll() {
     assert!(watermark.trim().parse::<i64>().unwrap() > 0, "{watermark}");
 }
 
+/// The poll pages by modification time: an order the shop modifies while a pass reads
+/// (staff complete it between two pages) goes to the end of the list, and paging by
+/// number then skipped the order that slid up in its place, for good once the
+/// watermark had passed it.
+#[test]
+fn an_order_modified_between_two_pages_of_a_pass_skips_no_other() {
+    let rig = rig_with(1, 0, "poll_interval_s = 2");
+    stock_all(&rig, 1, 1_000);
+    rig.woo.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    // An outage: 150 one-unit orders over the last hour, none delivered, and the poll's
+    // watermark from before it.
+    let data = rig.server.data_dir.clone();
+    let woo = &rig.woo;
+    let server = kill9_and_restart_after(rig.server, || {
+        for _ in 0..150 {
+            woo.place_order(&[("W0", 1)]);
+        }
+        woo.spread_orders_back(3_600, 20);
+        woo.touch_after_first_page();
+        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
+        std::fs::write(data.join("poll-woo.watermark"), before.to_string()).unwrap();
+    });
+    assert!(
+        eventually(WAIT, || stock(&server, "W0") == (1_000, 150, 850)),
+        "every order counted: {:?}",
+        stock(&server, "W0")
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(stock(&server, "W0"), (1_000, 150, 850), "none twice");
+}
+
 /// One order dated far ahead (a shop's clock, or a hostile listing) does not carry the
 /// poll's watermark past the orders that come after it.
 #[test]

@@ -70,6 +70,9 @@ struct Extra {
     orders: BTreeMap<u64, Order>,
     /// Products beyond the listings (`WooSim::add_product`).
     more: Vec<MoreProduct>,
+    /// Set by `touch_after_first_page`: the next order listing of more than one page
+    /// modifies its first order once page 1 is answered.
+    touch_after_first_page: bool,
 }
 
 /// A product or variation the site has beside its listings: without a SKU, with a SKU
@@ -201,6 +204,7 @@ impl WooSim {
             ),
             orders: BTreeMap::new(),
             more: Vec::new(),
+            touch_after_first_page: false,
         }));
         let (state, hook_secret) = (extra.clone(), secret.to_string());
         let handle = move |shop, sender, req| -> Pending {
@@ -233,6 +237,25 @@ impl WooSim {
             sku: sku.to_string(),
             manage_stock,
         });
+    }
+
+    /// Dates every order back, as if placed during an outage: the first (by id)
+    /// `oldest_s` seconds ago, each next `step_s` seconds later.
+    pub fn spread_orders_back(&self, oldest_s: i64, step_s: i64) {
+        let start = now_us() - oldest_s * 1_000_000;
+        for (k, order) in self.lock().orders.values_mut().enumerate() {
+            let micros = start + k as i64 * step_s * 1_000_000;
+            order.modified_us = micros;
+            order.modified = gmt_text(micros);
+            order.created = gmt_text(micros);
+        }
+    }
+
+    /// The next listing of orders that has more than one page modifies the first order
+    /// of its page 1 once that page is answered, as staff completing an order while a
+    /// poll reads would: the order goes to the end of the list.
+    pub fn touch_after_first_page(&self) {
+        self.lock().touch_after_first_page = true;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Extra> {
@@ -622,7 +645,7 @@ async fn handle(
             }
             Err(_) => woo_error(404, "woocommerce_rest_product_invalid_id", "Invalid ID."),
         },
-        (hyper::Method::GET, ["orders"]) => orders(&x(), &mut lock(&shop), query),
+        (hyper::Method::GET, ["orders"]) => orders(&mut x(), &mut lock(&shop), query),
         _ => woo_error(
             404,
             "rest_no_route",
@@ -730,7 +753,7 @@ fn listing(s: &Shop, more: &[MoreProduct], parent: Option<u64>, req: &Req) -> Re
 }
 
 /// `orders?modified_after=&per_page=&page=`, oldest modification first.
-fn orders(x: &Extra, s: &mut Shop, query: &str) -> Reply {
+fn orders(x: &mut Extra, s: &mut Shop, query: &str) -> Reply {
     s.order_polls += 1;
     let after = query_value(query, "modified_after")
         .and_then(parse_gmt)
@@ -758,6 +781,15 @@ fn orders(x: &Extra, s: &mut Shop, query: &str) -> Reply {
         .take(per_page)
         .map(|o| order_json(o, s))
         .collect();
+    let first = body.first().and_then(|o| o["id"].as_u64());
+    if x.touch_after_first_page && page == 1 && pages > 1 {
+        x.touch_after_first_page = false;
+        if let Some(order) = first.and_then(|id| x.orders.get_mut(&id)) {
+            let (modified, micros) = now_gmt();
+            order.modified = modified;
+            order.modified_us = micros;
+        }
+    }
     reply(
         200,
         &Value::Array(body),

@@ -49,6 +49,7 @@ use super::call::json_answer;
 use super::fetched::Fetched;
 use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
+use super::time_cursor::TimeCursor;
 use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
@@ -351,13 +352,17 @@ impl OrderPoll for BigCommerce {
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
-            let page: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
+            // The next page's bound is the newest modification this one showed
+            // (`time_cursor.rs`): an order modified during the pass goes to the end of a
+            // list sorted by it, and page numbers would then skip the one that slid up.
+            let at = TimeCursor::read(cursor.as_deref(), since)?;
             let path = format!(
-                "/v2/orders?min_date_modified={}&sort=date_modified:asc&limit={POLL_PAGE_SIZE}&page={page}",
+                "/v2/orders?min_date_modified={}&sort=date_modified:asc&limit={POLL_PAGE_SIZE}&page={}",
                 percent_encoding::utf8_percent_encode(
-                    &crate::clock::format_iso8601_millis(since),
+                    &crate::clock::format_iso8601_millis(at.after),
                     percent_encoding::NON_ALPHANUMERIC
-                )
+                ),
+                at.page
             );
             // Paced: every call of a store spends one window (api-rate-limits, above).
             let answer = caller
@@ -391,7 +396,12 @@ impl OrderPoll for BigCommerce {
                     .events
                     .extend(self.order_events(order, payload::list(&lines), now)?);
             }
-            result.next = (orders.len() == POLL_PAGE_SIZE).then(|| (page + 1).to_string());
+            // BigCommerce keeps modification times to the second (RFC 2822).
+            result.next = at.next(
+                result.newest,
+                orders.len() == POLL_PAGE_SIZE,
+                crate::clock::MICROS_PER_SECOND,
+            );
             Ok(result)
         })
     }

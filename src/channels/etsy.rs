@@ -34,6 +34,7 @@ use super::call::{form, json_answer, with_headers, Answer};
 use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
 use super::standard_webhooks::{self, Key};
+use super::time_cursor::TimeCursor;
 use super::Pace;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Delivery, Levels, OrderPoll, OutboundRequest, PollPage};
@@ -880,11 +881,15 @@ impl OrderPoll for Etsy {
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
-            let offset: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            // The next page's bound is the newest update this one showed
+            // (`time_cursor.rs`): a receipt updated during the pass goes to the end of a
+            // list sorted by it, and offsets would then skip the one that slid up.
+            let at = TimeCursor::read(cursor.as_deref(), since)?;
+            let offset = u64::from(at.page - 1) * PAGE_SIZE;
             let path = format!(
                 "/v3/application/shops/{}/receipts?min_last_modified={}&limit={PAGE_SIZE}&offset={offset}&sort_on=updated&sort_order=asc",
                 self.shop_id,
-                since.div_euclid(MICROS_PER_SECOND)
+                at.after.div_euclid(MICROS_PER_SECOND)
             );
             let reply = json_answer(&self.call(caller, self.get(&path)).await?)?;
             let receipts = payload::list(&reply["results"]);
@@ -896,7 +901,9 @@ impl OrderPoll for Etsy {
             }
             let next = offset + receipts.len() as u64;
             let count = reply["count"].as_u64().unwrap_or(0);
-            page.next = (!receipts.is_empty() && next < count).then(|| next.to_string());
+            // Etsy keeps update times to the second.
+            let more = !receipts.is_empty() && next < count;
+            page.next = at.next(page.newest, more, MICROS_PER_SECOND);
             Ok(page)
         })
     }

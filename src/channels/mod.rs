@@ -44,6 +44,7 @@ pub mod shopify;
 pub mod standard_webhooks;
 pub mod strict_json;
 pub mod tiktok;
+pub mod time_cursor;
 pub mod walmart;
 pub mod walmart_feed;
 pub mod webhook;

@@ -40,11 +40,12 @@ use serde_json::{json, Value};
 use super::kind::{self, Kind, Problem};
 use super::pacing::{Pace, ADAPTIVE_CEILING};
 use super::payload;
+use super::time_cursor::TimeCursor;
 use super::{
     body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OrderPoll, OutboundRequest,
 };
 use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
-use crate::clock::{format_rfc3339, Micros};
+use crate::clock::{format_rfc3339, Micros, MICROS_PER_SECOND};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
@@ -648,20 +649,24 @@ impl OrderPoll for WooCommerce {
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
-            let page = cursor.and_then(|c| c.parse().ok()).unwrap_or(1);
-            let (status, headers, body) = caller.call(self.poll_request(since, page)).await?;
-            self.poll_reply(status, &headers, &body, page, now)
+            let at = TimeCursor::read(cursor.as_deref(), since)?;
+            let (status, headers, body) = caller.call(self.poll_request(at)).await?;
+            self.poll_reply(status, &headers, &body, at, now)
         })
     }
 }
 
 impl WooCommerce {
-    fn poll_request(&self, since: Micros, page: u32) -> OutboundRequest {
+    /// Orders modified after the cursor's bound, oldest first: the next page's bound is
+    /// the newest modification this one showed (`time_cursor.rs`), so an order the shop
+    /// modifies during a pass cannot slide another past it.
+    fn poll_request(&self, at: TimeCursor) -> OutboundRequest {
         // WooCommerce takes ISO 8601 without an offset; `dates_are_gmt` says it is UTC.
-        let since = format_rfc3339(since);
+        let since = format_rfc3339(at.after);
         let since = since.trim_end_matches('Z');
         self.get(&format!(
-            "/wp-json/wc/v3/orders?modified_after={since}&dates_are_gmt=true&orderby=modified&order=asc&per_page={BATCH_MAX}&page={page}"
+            "/wp-json/wc/v3/orders?modified_after={since}&dates_are_gmt=true&orderby=modified&order=asc&per_page={BATCH_MAX}&page={}",
+            at.page
         ))
     }
 
@@ -670,7 +675,7 @@ impl WooCommerce {
         status: u16,
         headers: &HeaderMap,
         body: &[u8],
-        page: u32,
+        at: TimeCursor,
         now: Micros,
     ) -> Result<PollPage, String> {
         let reply = super::call::json_reply(status, body)?;
@@ -691,8 +696,10 @@ impl WooCommerce {
             .get("x-wp-totalpages")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(page);
-        result.next = (page < pages && !orders.is_empty()).then(|| (page + 1).to_string());
+            .unwrap_or(at.page);
+        // WooCommerce keeps modification times to the second.
+        let more = at.page < pages && !orders.is_empty();
+        result.next = at.next(result.newest, more, MICROS_PER_SECOND);
         Ok(result)
     }
 }
