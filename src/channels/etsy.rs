@@ -6,7 +6,8 @@
 //! form is unverified). Its flat payload names a receipt; the receipt is fetched for its
 //! transactions (only the receipt id is taken from `resource_url`: the fetch always goes
 //! to the configured API). `webhook-id` deduplicates redeliveries. Etsy sends nothing on
-//! cancellations, so receipts are also polled (`min_last_modified`, paged by `offset`).
+//! cancellations, so receipts are also polled (`min_last_modified`, each page after the newest update
+//! the one before showed: `time_cursor.rs`).
 //! A receipt's transactions are placed when it is paid, shipped when it is shipped, and
 //! released when it is canceled or fully refunded before shipping; keys `{channel}/{receipt_id}/{transaction_id}/{transition}`.
 //!
@@ -235,12 +236,9 @@ impl Etsy {
 
     /// The `authorization` header of a call: a bearer token, refreshed when due.
     async fn bearer(&self, caller: &Caller) -> Result<HeaderMap, String> {
-        let token = self.token.access(caller).await?;
-        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the access token is not a valid header value".to_string())?;
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, value);
-        Ok(headers)
+        self.token
+            .header(caller, http::header::AUTHORIZATION, "Bearer ")
+            .await
     }
 
     /// Calls with credentials, noting the quota. Every call spends the caller's budget:
@@ -919,9 +917,9 @@ fn read_grant(reply: &Value) -> Result<Grant, String> {
     if reply["access_token"].is_null() {
         return Err(format!("{}: {}", text("error"), text("error_description")));
     }
-    let expires_in = reply["expires_in"]
-        .as_i64()
-        .ok_or("the grant has no expires_in")?;
+    // An hour when unsaid: refusing the answer would drop the new refresh token in it,
+    // after Etsy has rotated the one spent.
+    let expires_in = reply["expires_in"].as_i64().unwrap_or(3_600);
     Ok(Grant {
         access_token: text("access_token"),
         // Held to a lifetime a grant can mean by `RotatingToken` before it is kept.

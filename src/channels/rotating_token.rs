@@ -1,4 +1,4 @@
-//! An OAuth grant whose refresh token rotates (TikTok Shop's): each refresh answers a new
+//! An OAuth grant whose refresh token rotates (TikTok Shop's, Etsy's): each refresh answers a new
 //! access token and a new refresh token, and only the newest refresh token is sure to
 //! work next time. So the grant lives in the data directory (`token-{channel}.json`,
 //! written to a temp file, synced, renamed, the directory synced: never half written,
@@ -13,9 +13,12 @@
 //! channel refuses is an error naming what the operator must do.
 
 //!
-//! Page followed: TikTok Shop's token refresh, whose `access_token_expire_in` and
+//! Pages followed: TikTok Shop's token refresh, whose `access_token_expire_in` and
 //! `refresh_token_expire_in` are Unix times and which answers a new refresh token
-//! (https://partner.tiktokshop.com/docv2/page/authorization-overview-202407).
+//! (https://partner.tiktokshop.com/docv2/page/authorization-overview-202407); Etsy's,
+//! which answers `expires_in` seconds and a new refresh token
+//! (https://developers.etsy.com/documentation/essentials/authentication). Each kind
+//! reads its answer into a `Grant` (`ReadGrant`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +35,8 @@ use crate::clock::{now_micros, MICROS_PER_SECOND};
 const AHEAD_MAX: Duration = Duration::from_secs(3_600);
 /// A refresh token this close to its expiry is warned about at every refresh.
 const WARN_BEFORE: Duration = Duration::from_secs(7 * 24 * 3_600);
-/// The longest an access token (a week for TikTok Shop) or a refresh token (a year) is
-/// believed to live, in seconds.
+/// The longest an access token (a week for TikTok Shop, an hour for Etsy) or a refresh
+/// token (a year for TikTok Shop; Etsy does not say) is believed to live, in seconds.
 const ACCESS_LIFETIME_MAX_S: i64 = 30 * 24 * 3_600;
 const REFRESH_LIFETIME_MAX_S: i64 = 2 * 365 * 24 * 3_600;
 
@@ -65,6 +68,8 @@ pub struct RotatingToken {
     grant: tokio::sync::Mutex<Option<Grant>>,
     /// Set when the channel answered that the access token expired: refresh next time.
     stale: AtomicBool,
+    /// Set when the grant in memory could not be written: written at the next call.
+    unsaved: AtomicBool,
 }
 
 /// The file that keeps a channel's grant.
@@ -90,6 +95,7 @@ impl RotatingToken {
             read,
             grant: tokio::sync::Mutex::new(None),
             stale: AtomicBool::new(false),
+            unsaved: AtomicBool::new(false),
         }
     }
 
@@ -98,11 +104,34 @@ impl RotatingToken {
         self.stale.store(true, Ordering::Relaxed);
     }
 
+    /// The access token as the header `name`, after `prefix` (`Bearer `, or nothing).
+    pub async fn header(
+        &self,
+        caller: &Caller,
+        name: http::header::HeaderName,
+        prefix: &str,
+    ) -> Result<http::HeaderMap, String> {
+        let token = self.access(caller).await?;
+        let value = http::HeaderValue::from_str(&format!("{prefix}{token}"))
+            .map_err(|_| "the access token is not a valid header value".to_string())?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(name, value);
+        Ok(headers)
+    }
+
     /// A valid access token, refreshed when due.
     pub async fn access(&self, caller: &Caller) -> Result<String, String> {
         let mut grant = self.grant.lock().await;
         if grant.is_none() {
             *grant = self.load()?;
+        }
+        if let Some(kept) = grant
+            .as_ref()
+            .filter(|_| self.unsaved.load(Ordering::Relaxed))
+        {
+            if self.store(kept).is_ok() {
+                self.unsaved.store(false, Ordering::Relaxed);
+            }
         }
         let now = now_s();
         let stale = self.stale.swap(false, Ordering::Relaxed);
@@ -126,7 +155,13 @@ impl RotatingToken {
             .map_or(self.seed.clone(), |g| g.refresh_token.clone());
         match self.refresh(caller, &spend).await {
             Ok(fresh) => {
-                self.store(&fresh)?;
+                // The channel has rotated the refresh token: the new one is kept in memory
+                // whatever the disk says, or the channel would be lost until the shop is
+                // authorized again. A grant not written is tried again at every call.
+                if let Err(e) = self.store(&fresh) {
+                    tracing::error!(error = %e, "the rotated grant is not yet on disk: kept in memory and written at the next call; a restart before then needs the shop authorized again");
+                    self.unsaved.store(true, Ordering::Relaxed);
+                }
                 let token = fresh.access_token.clone();
                 *grant = Some(fresh);
                 Ok(token)
@@ -149,6 +184,15 @@ impl RotatingToken {
 
     async fn refresh(&self, caller: &Caller, refresh_token: &str) -> Result<Grant, String> {
         let answer = caller.call_now((self.request)(refresh_token)).await?;
+        // 400 `invalid_grant` (Etsy) or 401: the refresh token itself is refused.
+        if matches!(answer.0, 400 | 401) {
+            return Err(format!(
+                "the channel refused the refresh token (HTTP {}: {}); if it has expired, \
+                 authorize the shop again and set the new refresh_token in the config",
+                answer.0,
+                super::excerpt(&answer.2)
+            ));
+        }
         let reply = json_answer(&answer).map_err(|e| format!("token refresh: {e}"))?;
         let mut grant = (self.read)(&reply).map_err(|e| {
             format!(

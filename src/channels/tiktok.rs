@@ -438,14 +438,11 @@ impl ChannelAdapter for TikTok {
     }
 
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
-        Box::pin(async move {
-            let token = self.token.access(caller).await?;
-            let mut headers = HeaderMap::new();
-            let value = http::HeaderValue::from_str(&token)
-                .map_err(|_| "the access token is not a valid header value".to_string())?;
-            headers.insert("x-tts-access-token", value);
-            Ok(headers)
-        })
+        Box::pin(self.token.header(
+            caller,
+            http::header::HeaderName::from_static("x-tts-access-token"),
+            "",
+        ))
     }
 
     fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
