@@ -566,7 +566,10 @@ async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
 fn page_moved(e: &fantoccini::error::CmdError) -> bool {
     use fantoccini::error::{CmdError, ErrorStatus};
     match e {
-        CmdError::Standard(w) => w.error == ErrorStatus::StaleElementReference,
+        CmdError::Standard(w) => {
+            w.error == ErrorStatus::StaleElementReference
+                || w.to_string().contains("aborted by navigation")
+        }
         CmdError::NotW3C(answer) => answer.as_str() == Some("aborted by navigation"),
         _ => false,
     }

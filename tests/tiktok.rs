@@ -220,38 +220,7 @@ fn a_throttle_code_on_an_http_200_is_honoured() {
 fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_kept() {
     let rig = rig(2);
     rig.sim.set_token_lifetime(4);
-    count(&rig.server, "T0", 5);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["T0"] == 5).is_some());
-    let grant = rig.server.data_dir.join("token-tiktok.json");
-    assert!(grant.exists(), "the grant is kept in the data directory");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&grant).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "readable by the owner alone: {mode:o}");
-    }
-    // Past the first token's lifetime: refreshed before it ran out, so nothing fails.
-    std::thread::sleep(Duration::from_secs(5));
-    count(&rig.server, "T1", 6);
-    assert!(rig.sim.market.wait_for(WAIT, |l| l["T1"] == 6).is_some());
-    assert!(
-        rig.sim.refreshes() >= 2,
-        "refreshed: {}",
-        rig.sim.refreshes()
-    );
-
-    // The config still holds the first refresh token, which TikTok now refuses: after a
-    // kill -9 the stored one is used.
-    let rig = rig.restart();
-    let before = rig.sim.refreshes();
-    std::thread::sleep(Duration::from_secs(5));
-    count(&rig.server, "T0", 7);
-    assert!(
-        rig.sim.market.wait_for(WAIT, |l| l["T0"] == 7).is_some(),
-        "pushes go on after the restart: {:?}",
-        rig.server.stderr_lines()
-    );
-    assert!(rig.sim.refreshes() > before);
+    rotated_refresh_token_is_kept(rig, "tiktok", "T", |s| &s.market, |s| s.refreshes());
 }
 
 /// Lost notifications: the order search by `update_time_ge` finds the orders, across a

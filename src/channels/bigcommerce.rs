@@ -338,7 +338,8 @@ impl BigCommerce {
 
 /// The safety net under hooks BigCommerce deactivates after about 48 hours of failed
 /// deliveries: `GET /v2/orders?min_date_modified=&sort=date_modified:asc` (orders.v2.oas2
-/// .yml; ISO 8601 accepted beside RFC 2822), paged by `page`, each order's lines fetched.
+/// .yml; ISO 8601 accepted beside RFC 2822), each page after the newest modification the
+/// one before showed (`time_cursor.rs`), each order's lines fetched.
 impl OrderPoll for BigCommerce {
     fn interval(&self) -> Duration {
         self.poll_interval

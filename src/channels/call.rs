@@ -246,11 +246,11 @@ pub fn json_reply(status: u16, body: &[u8]) -> Result<Value, String> {
 /// after it expired.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// The longest a token's `expires_in` is believed: every kind's tokens live an hour or a
-/// few (Amazon 1 h, eBay 2 h, Walmart 15 min, Etsy 1 h), and the channel's number is
+/// few (Amazon 1 h, eBay 2 h, Walmart 15 min), and the channel's number is
 /// never added to the clock unchecked (`u64::MAX` seconds overflowed it).
 const TOKEN_LIFETIME_MAX: Duration = Duration::from_secs(24 * 3_600);
 
-/// An OAuth access token (Amazon's Login with Amazon, eBay, Walmart, Etsy), fetched with
+/// An OAuth access token (Amazon's Login with Amazon, eBay, Walmart), fetched with
 /// the channel's long-lived credentials when missing or about to expire, and kept.
 pub struct TokenCache {
     /// Builds the token request (refresh-token or client-credentials grant).

@@ -327,6 +327,14 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
         3,
         "{kinds:?}"
     );
+    // A line status not known, on an order whose status is: the order's is taken.
+    odd["status"] = json!("IN_TRANSIT");
+    let shipped = tiktok.order_events(&odd, now_micros()).unwrap();
+    let shipped = shipped
+        .iter()
+        .filter(|e| e.kind == EventKind::OrderShipped)
+        .count();
+    assert_eq!(shipped, 2, "the first line's and the third's");
 }
 
 #[test]

@@ -439,7 +439,8 @@ pub struct PollPage {
     pub events: Vec<Event>,
     /// The newest modification time on the page: the next watermark.
     pub newest: Option<Micros>,
-    /// Where the next page starts (a page number or the channel's token); `None`: last.
+    /// Where the next page starts (a page number, the channel's token, or a
+    /// modification time and page: `time_cursor.rs`); `None`: last.
     pub next: Option<String>,
 }
 

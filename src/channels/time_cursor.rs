@@ -93,6 +93,13 @@ mod tests {
             format!("{}/2", 159 * S)
         );
         assert_eq!(at.next(Some(170 * S), false, S), None);
+        // A newest at the end of its second (BigCommerce's and Etsy's times are read
+        // so): the bound falls just before the second, which is listed again.
+        let end = 160 * S + 999_999;
+        assert_eq!(
+            first.next(Some(end), true, S).unwrap(),
+            format!("{}/1", 160 * S - 1)
+        );
         assert!(TimeCursor::read(Some("3"), 0).is_err());
         assert!(TimeCursor::read(Some("3/0"), 0).is_err());
     }

@@ -246,13 +246,14 @@ impl WooCommerce {
             // https://github.com/woocommerce/woocommerce/blob/trunk/plugins/woocommerce/includes/wc-order-functions.php;
             // REST line items carry the item's meta, `_reduced_stock` among it:
             // https://github.com/woocommerce/woocommerce/issues/51024).
-            // Once shipped (`completed`), restocked units are returns: WooCommerce raises
-            // the product's stock, which its level report brings (`inventory_updates`).
+            // On a shipped order (`completed`, or `refunded` after it) the restocked units
+            // are taken as put back before it shipped: released, and not shipped. A
+            // restock after shipping raises the product's stock, which its level report
+            // brings (`inventory_updates`); its release then finds the line closed.
             let restocked = restocked_units(line).min(qty);
             let mut transitions = transitions.clone();
             // `refunded` after `completed` maps as `completed` does, to the same keys:
             // the refund changes nothing the order's lines did.
-            let shipping = transitions.iter().any(|t| t.0 == EventKind::OrderShipped);
             let open = transitions.iter().any(|t| t.0 == EventKind::OrderPlaced);
             if restocked > 0 && open {
                 transitions.push((EventKind::OrderReleasedTotal, at("date_modified_gmt")));
@@ -261,7 +262,7 @@ impl WooCommerce {
                 let qty = match kind {
                     EventKind::OrderReleasedTotal => restocked,
                     // Units put back before the order completed never shipped.
-                    EventKind::OrderShipped if shipping => qty - restocked,
+                    EventKind::OrderShipped => qty - restocked,
                     _ => qty,
                 };
                 if qty <= 0 {

@@ -586,6 +586,59 @@ impl<S> MarketRig<S> {
     }
 }
 
+/// A channel whose refresh token rotates (TikTok, Etsy), its sim issuing access tokens of
+/// a few seconds: the grant is kept in the data directory, readable by the owner alone;
+/// pushes go on past the first access token's lifetime (refreshed with the rotated
+/// refresh token) and after a kill -9 and a restart, when the config's refresh token no
+/// longer works. `{prefix}0` and `{prefix}1` are SKUs of the channel.
+pub fn rotated_refresh_token_is_kept<S>(
+    rig: MarketRig<S>,
+    channel: &str,
+    prefix: &str,
+    market: impl Fn(&S) -> &loadgen::market::Market,
+    refreshes: impl Fn(&S) -> u32,
+) {
+    let wait = Duration::from_secs(30);
+    let (first, second) = (format!("{prefix}0"), format!("{prefix}1"));
+    count(&rig.server, &first, 5);
+    assert!(market(&rig.sim)
+        .wait_for(wait, |l| l[&first] == 5)
+        .is_some());
+    let grant = rig.server.data_dir.join(format!("token-{channel}.json"));
+    assert!(grant.exists(), "the grant is kept in the data directory");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&grant).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by the owner alone: {mode:o}");
+    }
+    // Past the first token's lifetime: refreshed before it ran out, so nothing fails.
+    std::thread::sleep(Duration::from_secs(5));
+    count(&rig.server, &second, 6);
+    assert!(market(&rig.sim)
+        .wait_for(wait, |l| l[&second] == 6)
+        .is_some());
+    assert!(
+        refreshes(&rig.sim) >= 2,
+        "refreshed: {}",
+        refreshes(&rig.sim)
+    );
+    // The config still holds the first refresh token, which the channel now refuses:
+    // after a kill -9 the stored one is used.
+    let rig = rig.restart();
+    let before = refreshes(&rig.sim);
+    std::thread::sleep(Duration::from_secs(5));
+    count(&rig.server, &first, 7);
+    assert!(
+        market(&rig.sim)
+            .wait_for(wait, |l| l[&first] == 7)
+            .is_some(),
+        "pushes go on after the restart: {:?}",
+        rig.server.stderr_lines()
+    );
+    assert!(refreshes(&rig.sim) > before);
+}
+
 /// SKUs `{prefix}{i}` for `i` in `range`, each with the channel's id `id(i)`.
 pub fn skus(
     prefix: &str,
