@@ -11,7 +11,19 @@
 //! the one place the bound cannot move.
 //!
 //! The cursor is `after/page`: list orders modified after `after` (microseconds), the
-//! `page`th page of them.
+//! `page`th page of them. The channels' filters and sorts it rests on, each at a second's
+//! resolution (inclusive or not, a bound one second back lists that second again):
+//! - WooCommerce: `GET /wp-json/wc/v3/orders` with `modified_after`,
+//!   `orderby=modified`, `order=asc`, `page`, `per_page` at most 100
+//!   (https://woocommerce.github.io/woocommerce-rest-api-docs/#list-all-orders);
+//!   `date_modified_gmt` is stored to the second.
+//! - BigCommerce: `GET /v2/orders` with `min_date_modified`,
+//!   `sort=date_modified:asc`, `page`, `limit` (orders.v2.oas2.yml, "Get All Orders",
+//!   https://developer.bigcommerce.com/docs/rest-management/orders#get-all-orders);
+//!   `date_modified` is RFC 2822, to the second.
+//! - Etsy: `getShopReceipts` with `min_last_modified` (Unix seconds), `sort_on=updated`,
+//!   `sort_order=asc`, `limit`, `offset`
+//!   (https://developers.etsy.com/documentation/reference#operation/getShopReceipts).
 
 use crate::clock::Micros;
 
