@@ -6,8 +6,8 @@
 //! form is unverified). Its flat payload names a receipt; the receipt is fetched for its
 //! transactions (only the receipt id is taken from `resource_url`: the fetch always goes
 //! to the configured API). `webhook-id` deduplicates redeliveries. Etsy sends nothing on
-//! cancellations, so receipts are also polled (`min_last_modified`, each page after the newest update
-//! the one before showed: `time_cursor.rs`).
+//! cancellations, so receipts are also polled (`min_last_modified`, each page after the
+//! newest update the one before showed: `time_cursor.rs`).
 //! A receipt's transactions are placed when it is paid, shipped when it is shipped, and
 //! released when it is canceled or fully refunded before shipping; keys `{channel}/{receipt_id}/{transaction_id}/{transition}`.
 //!
@@ -20,10 +20,10 @@
 //! catalog maps a SKU to `listing_id/product_id`). Calls carry `x-api-key` (the app's
 //! keystring and shared secret, `keystring:shared_secret`) and a bearer
 //! token from the refresh token, which Etsy rotates on every refresh: the newest is kept
-//! in the data directory (`rotating_token.rs`), as TikTok's is; pacing is 10 requests/s, and the daily quota is read
-//! from `x-remaining-today` (exported as `lockstep_channel_quota_remaining`): when it is
-//! spent, pushes wait instead of drawing 429s, and below half of `x-limit-per-day`
-//! reconciliation stops reading (`reads_held`).
+//! in the data directory (`rotating_token.rs`), as TikTok's is; pacing is 10
+//! requests/s, and the daily quota is read from `x-remaining-today` (exported as
+//! `lockstep_channel_quota_remaining`): when it is spent, pushes wait instead of drawing
+//! 429s, and below half of `x-limit-per-day` reconciliation stops reading (`reads_held`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! An OAuth grant whose refresh token rotates (TikTok Shop's, Etsy's): each refresh answers a new
-//! access token and a new refresh token, and only the newest refresh token is sure to
+//! An OAuth grant whose refresh token rotates (TikTok Shop's, Etsy's): each refresh
+//! answers a new access token and a new refresh token, and only the newest is sure to
 //! work next time. So the grant lives in the data directory (`token-{channel}.json`,
 //! written to a temp file, synced, renamed, the directory synced: never half written,
 //! never lost by a crash after the channel rotated it), not in the config file, which
