@@ -465,21 +465,7 @@ fn a_rotated_grant_the_disk_refuses_once_is_kept_and_written_at_the_next_call() 
     rig.server.kill9();
     let grant = data.join("token-etsy.json");
     let temp = data.join("token-etsy.json.tmp");
-    let (mut child, base) = serve_traced(
-        &[
-            "-f",
-            "-qq",
-            "-P",
-            &temp.display().to_string(),
-            "-e",
-            "trace=write",
-            "-e",
-            "inject=write:error=ENOSPC:when=1",
-            "-o",
-            "/dev/null",
-        ],
-        &data.with_extension("toml"),
-    );
+    let (mut child, base) = serve_traced(&writes_to_fail(&temp, "1"), &data.with_extension("toml"));
     let put = |sku: &str, on_hand: i64| {
         let response = Server::client()
             .put(format!("{base}/v1/skus/{sku}"))

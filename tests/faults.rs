@@ -337,21 +337,7 @@ fn a_checkpoint_that_fails_after_its_batch_is_durable_keeps_the_batch() {
     )
     .unwrap();
     let mark = shard_dir(&data, 0).join("acknowledged.tmp");
-    let (mut child, base) = serve_traced(
-        &[
-            "-f",
-            "-qq",
-            "-P",
-            &mark.display().to_string(),
-            "-e",
-            "trace=write",
-            "-e",
-            "inject=write:error=ENOSPC:when=1..2",
-            "-o",
-            "/dev/null",
-        ],
-        &config,
-    );
+    let (mut child, base) = serve_traced(&writes_to_fail(&mark, "1..2"), &config);
     let client = Server::client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let (mut refused, mut duplicates) = (0, 0);

@@ -397,12 +397,7 @@ impl OrderPoll for BigCommerce {
                     .events
                     .extend(self.order_events(order, payload::list(&lines), now)?);
             }
-            // BigCommerce keeps modification times to the second (RFC 2822).
-            result.next = at.next(
-                result.newest,
-                orders.len() == POLL_PAGE_SIZE,
-                crate::clock::MICROS_PER_SECOND,
-            );
+            result.next = at.next(result.newest, orders.len() == POLL_PAGE_SIZE);
             Ok(result)
         })
     }

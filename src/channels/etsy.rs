@@ -899,9 +899,7 @@ impl OrderPoll for Etsy {
             }
             let next = offset + receipts.len() as u64;
             let count = reply["count"].as_u64().unwrap_or(0);
-            // Etsy keeps update times to the second.
-            let more = !receipts.is_empty() && next < count;
-            page.next = at.next(page.newest, more, MICROS_PER_SECOND);
+            page.next = at.next(page.newest, !receipts.is_empty() && next < count);
             Ok(page)
         })
     }
@@ -923,7 +921,7 @@ fn read_grant(reply: &Value) -> Result<Grant, String> {
     Ok(Grant {
         access_token: text("access_token"),
         // Held to a lifetime a grant can mean by `RotatingToken` before it is kept.
-        access_expires_at: (crate::clock::now_micros() / crate::clock::MICROS_PER_SECOND)
+        access_expires_at: (crate::clock::now_micros() / MICROS_PER_SECOND)
             .saturating_add(expires_in),
         refresh_token: text("refresh_token"),
         refresh_expires_at: 0,

@@ -1205,12 +1205,13 @@ fn still_in_progress(errors: &[Value]) -> bool {
 
 /// A reply's userErrors as a failure: retried when each of them says to try again.
 fn user_errors_failed(errors: &[Value]) -> PushReply {
-    let code = |e: &Value| e["code"].as_str().unwrap_or_default().to_string();
     PushReply::Failed {
         reason: format!("userErrors: {}", Value::Array(errors.to_vec())),
-        retryable: errors
-            .iter()
-            .all(|e| TRY_AGAIN_CODES.contains(&code(e).as_str())),
+        retryable: errors.iter().all(|e| {
+            e["code"]
+                .as_str()
+                .is_some_and(|c| TRY_AGAIN_CODES.contains(&c))
+        }),
     }
 }
 

@@ -25,7 +25,10 @@
 //!   `sort_order=asc`, `limit`, `offset`
 //!   (https://developers.etsy.com/documentation/reference#operation/getShopReceipts).
 
-use crate::clock::Micros;
+use crate::clock::{Micros, MICROS_PER_SECOND};
+
+/// The resolution every channel paged this way keeps modification times at: a second.
+const RESOLUTION: Micros = MICROS_PER_SECOND;
 
 /// A poll page's place: orders modified after `after`, its `page`th page (from 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +58,15 @@ impl TimeCursor {
     }
 
     /// The cursor of the page after this one, which showed orders up to `newest`: `None`
-    /// when the channel said there are no more. The bound moves to one `resolution`
+    /// when the channel said there are no more. The bound moves to one `RESOLUTION`
     /// before `newest`, so the orders of that instant are listed again (taken once: an
     /// order's events have keys) rather than skipped; where that does not move it (more
     /// than a page within one instant), the page number does.
-    pub fn next(&self, newest: Option<Micros>, more: bool, resolution: Micros) -> Option<String> {
+    pub fn next(&self, newest: Option<Micros>, more: bool) -> Option<String> {
         if !more {
             return None;
         }
-        let bound = newest.map_or(self.after, |n| n.saturating_sub(resolution));
+        let bound = newest.map_or(self.after, |n| n.saturating_sub(RESOLUTION));
         let next = if bound > self.after {
             TimeCursor {
                 after: bound,
@@ -96,20 +99,20 @@ mod tests {
             }
         );
         // A page up to 160 s: the next lists from the instant before, page 1.
-        let next = first.next(Some(160 * S), true, S).unwrap();
+        let next = first.next(Some(160 * S), true).unwrap();
         assert_eq!(next, format!("{}/1", 159 * S));
         let at = TimeCursor::read(Some(&next), 0).unwrap();
         // A page all within that instant: the bound cannot move, the page does.
         assert_eq!(
-            at.next(Some(160 * S), true, S).unwrap(),
+            at.next(Some(160 * S), true).unwrap(),
             format!("{}/2", 159 * S)
         );
-        assert_eq!(at.next(Some(170 * S), false, S), None);
+        assert_eq!(at.next(Some(170 * S), false), None);
         // A newest at the end of its second (BigCommerce's and Etsy's times are read
         // so): the bound falls just before the second, which is listed again.
         let end = 160 * S + 999_999;
         assert_eq!(
-            first.next(Some(end), true, S).unwrap(),
+            first.next(Some(end), true).unwrap(),
             format!("{}/1", 160 * S - 1)
         );
         assert!(TimeCursor::read(Some("3"), 0).is_err());

@@ -45,7 +45,7 @@ use super::{
     body_hmac, excerpt, unmapped, Catalog, ChannelAdapter, Delivery, OrderPoll, OutboundRequest,
 };
 use super::{BoxFuture, Caller, PollPage, PushItem, PushReply, RateLimit};
-use crate::clock::{format_rfc3339, Micros, MICROS_PER_SECOND};
+use crate::clock::{format_rfc3339, Micros};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
@@ -698,9 +698,7 @@ impl WooCommerce {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(at.page);
-        // WooCommerce keeps modification times to the second.
-        let more = at.page < pages && !orders.is_empty();
-        result.next = at.next(result.newest, more, MICROS_PER_SECOND);
+        result.next = at.next(result.newest, at.page < pages && !orders.is_empty());
         Ok(result)
     }
 }

@@ -105,7 +105,6 @@ pub async fn import_levels(
         let now = now_micros();
         let mut events = Vec::new();
         for sku in page {
-            report.read += 1;
             match levels.get(sku).copied().flatten() {
                 Some(level) if level > QTY_MAX => report.out_of_range.push(sku.clone()),
                 Some(level) if level >= 0 => events.push(Event {
@@ -122,26 +121,25 @@ pub async fn import_levels(
                 None => report.unlisted.push(sku.clone()),
             }
         }
-        if events.is_empty() {
-            continue;
-        }
-        let results = match submit_waiting(engine, events).await {
-            Ok(results) => results,
-            Err(e) => {
-                // This page's SKUs were read but not counted.
-                report.read -= page.len();
-                return Err(ImportStopped {
-                    cause: ImportFailure::Engine(e),
-                    taken: report,
-                });
-            }
-        };
-        for result in results {
-            match result.outcome {
-                Outcome::Duplicate => report.duplicates += 1,
-                _ => report.counted += 1,
+        if !events.is_empty() {
+            let results = match submit_waiting(engine, events).await {
+                Ok(results) => results,
+                Err(e) => {
+                    return Err(ImportStopped {
+                        cause: ImportFailure::Engine(e),
+                        taken: report,
+                    })
+                }
+            };
+            for result in results {
+                match result.outcome {
+                    Outcome::Duplicate => report.duplicates += 1,
+                    _ => report.counted += 1,
+                }
             }
         }
+        // Read once the engine took the page: a page it refused is not counted as read.
+        report.read += page.len();
     }
     Ok(report)
 }

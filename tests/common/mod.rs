@@ -327,7 +327,10 @@ pub fn serve_refused(data_dir: &Path) -> String {
 
 /// Starts `serve --config CONFIG` under `strace` with `strace_args` (its stdout piped,
 /// stderr dropped) and returns the child (strace) and the server's base URL.
-pub fn serve_traced(strace_args: &[&str], config: &Path) -> (Child, String) {
+pub fn serve_traced<A: AsRef<std::ffi::OsStr>>(
+    strace_args: &[A],
+    config: &Path,
+) -> (Child, String) {
     let mut child = Command::new("strace")
         .args(strace_args)
         .arg(BIN)
@@ -347,6 +350,24 @@ pub fn serve_traced(strace_args: &[&str], config: &Path) -> (Child, String) {
         .expect("listening line")
         .to_string();
     (child, base)
+}
+
+/// strace arguments that fail the writes to `path` at the calls `when` names (strace's
+/// syntax: `1`, `1..2`) with ENOSPC, as a full disk would; nothing else is traced.
+pub fn writes_to_fail(path: &Path, when: &str) -> Vec<String> {
+    [
+        "-f".to_string(),
+        "-qq".into(),
+        "-P".into(),
+        path.display().to_string(),
+        "-e".into(),
+        "trace=write".into(),
+        "-e".into(),
+        format!("inject=write:error=ENOSPC:when={when}"),
+        "-o".into(),
+        "/dev/null".into(),
+    ]
+    .to_vec()
 }
 
 /// Sends `signal` to the server strace runs (its child), and waits for strace to end.
