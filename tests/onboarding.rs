@@ -512,6 +512,7 @@ fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_h
     let ebay = fleet.get::<loadgen::ebay_sim::EbaySim>();
     ebay.add_offer("D4", Some("119999"), "599999");
     ebay.add_offer("D5", None, "599998");
+    ebay.add_item("D-UNOFFERED");
     fleet
         .get::<loadgen::walmart_sim::WalmartSim>()
         .add_item("WM-EXTRA");
@@ -544,13 +545,14 @@ fn discovery_reads_every_kind_of_channel_into_the_catalog_it_would_be_given_by_h
         "woo: 30 listings: 30 linked,",
         "bc: 282 listings: 279 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
         "amazon: 31 listings: 30 linked, 0 already in the catalog, 0 without a SKU, 0 SKUs on two or more listings, 1 that cannot",
-        "ebay: 32 listings: 29 linked, 0 already in the catalog, 0 without a SKU, 1 SKUs on two or more listings, 1 that cannot",
+        "ebay: 33 listings: 29 linked, 0 already in the catalog, 0 without a SKU, 1 SKUs on two or more listings, 2 that cannot",
         "walmart: 71 listings: 71 linked,",
         "etsy: 134 listings: 131 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
         "tiktok: 132 listings: 129 linked, 0 already in the catalog, 1 without a SKU, 1 SKUs on two or more listings, 0 that cannot",
         "erp: takes lockstep's SKUs as they are: nothing to discover",
         "item FBA-1 (FBA-1) not linked: fulfilled by Amazon",
         "item unpublished/599998 (D5) not linked: offer 599998 is not published",
+        "item D-UNOFFERED (D-UNOFFERED) not linked: the inventory item has no offer",
         "SKU \"D4\" is on 2 listings (1104/5004, 119999/599999)",
         // Pages: 250 variants, 20 listings, 50 items, 100 listings and 100 products a page
         // (Etsy's third call is the next state's).

@@ -15,6 +15,10 @@
 //! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`, `from`
 //!   in ISO 8601 with milliseconds (`2026-11-30T10:15:43.511Z`); any other form is a 400
 //!   (error 30800).
+//! - `GET /sell/inventory/v1/inventory_item` (getInventoryItems, paged by `next`) and
+//!   `GET /sell/inventory/v1/offer?sku=` (getOffers); for an inventory item with no offer
+//!   getOffers answers 404 with error 25713, as integrators meet it (its page lists no
+//!   404: `nepalez/ebay_api` `offers/list.rb`, `rjdavis3/ebay-sdk` `OfferClientImpl.java`).
 //! - No order webhooks: orders are found by polling, and they can be listed late.
 //! - A rate limit, when set, answers 429 (eBay's throttle, error 2001, without
 //!   `Retry-After`); a daily call limit (`set_daily_limit`) answers the same once spent,
@@ -56,6 +60,8 @@ struct Extra {
     daily: Option<(u32, u32, std::time::Instant)>,
     /// Offers beside the listings' (`EbaySim::add_offer`): (SKU, listing id or none, offer id).
     more: Vec<(String, Option<String>, String)>,
+    /// Inventory items never offered (`EbaySim::add_item`): getOffers answers 404 for them.
+    unoffered: Vec<String>,
     /// The SKUs each inventory read asked for, one entry per call (either form).
     reads: Vec<usize>,
 }
@@ -89,6 +95,16 @@ impl EbaySim {
             .push((sku.into(), listing.map(str::to_string), offer.into()));
     }
 
+    /// Adds an inventory item of `sku` with no offer at all (created, never offered):
+    /// getInventoryItems lists it, getOffers answers 404 error 25713 for it.
+    pub fn add_item(&self, sku: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unoffered
+            .push(sku.into());
+    }
+
     /// A seller listing `items` (our SKU, `listing_id/offer_id`), with app credentials
     /// `(client_id, client_secret)` and the user's `refresh_token`.
     pub fn start(items: &[(&str, &str)], client: (&str, &str), refresh_token: &str) -> EbaySim {
@@ -106,6 +122,7 @@ impl EbaySim {
             failing_offers: Default::default(),
             daily: None,
             more: Vec::new(),
+            unoffered: Vec::new(),
             reads: Vec::new(),
         }));
         let state = extra.clone();
@@ -278,7 +295,11 @@ fn handle(
                 );
             }
             let page = req.number("offset", 0);
-            let more: Vec<String> = x().more.iter().map(|(sku, _, _)| sku.clone()).collect();
+            let more: Vec<String> = {
+                let x = x();
+                let offered = x.more.iter().map(|(sku, _, _)| sku.clone());
+                offered.chain(x.unoffered.iter().cloned()).collect()
+            };
             let s = lock(shop);
             let mut skus: Vec<(String, i64)> = s
                 .listings

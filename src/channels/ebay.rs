@@ -95,6 +95,20 @@ fn day_of(at: Micros, offset: Micros) -> i64 {
     (at + offset).div_euclid(24 * MICROS_PER_HOUR)
 }
 
+/// Whether getOffers answered that the SKU has no offer at all: HTTP 404 whose every error
+/// is 25713 ("This Offer is not available"). eBay's getOffers page lists no 404 error,
+/// but that is what it answers for an inventory item never offered (integrators handle it
+/// so: `nepalez/ebay_api` `offers/list.rb`, `rjdavis3/ebay-sdk` `OfferClientImpl.java`);
+/// any other 404 is a failure like every other error.
+fn no_offer(status: u16, body: &[u8]) -> bool {
+    let errors = serde_json::from_slice::<Value>(body).map(|b| b["errors"].clone());
+    status == 404
+        && errors.is_ok_and(|errors| {
+            let errors = payload::list(&errors);
+            !errors.is_empty() && errors.iter().all(|e| e["errorId"].as_i64() == Some(25713))
+        })
+}
+
 /// The page a listing page's `next` names, as a path and query on our base URL. eBay
 /// gives a full URI (getInventoryItems, "next": "the URI for the next page"); only its
 /// path from `/sell/inventory/v1/inventory_item?` on is taken, and it must be a valid
@@ -486,22 +500,42 @@ impl ChannelAdapter for Ebay {
                     .body(Vec::new())
                     .expect("a validated base_url makes a valid request")
             };
+            // `None`: the SKU has no offer (only getOffers answers so).
             let call = |path: String| async move {
                 let request = with_headers(get(&path), self.authorize(caller).await?);
                 let (status, _, body) = caller.call(request).await?;
-                Ok::<_, ListingError>(super::call::json_reply(status, &body)?)
+                if no_offer(status, &body) {
+                    return Ok(None);
+                }
+                Ok::<_, ListingError>(Some(super::call::json_reply(status, &body)?))
             };
-            let page = call(path).await?;
+            let page = call(path)
+                .await?
+                .ok_or("getInventoryItems answered 404 25713 (no such offer)")?;
             let mut listings = Vec::new();
             for item in payload::list(&page["inventoryItems"]) {
                 let Some(sku) = sku_field(item["sku"].as_str()) else {
                     continue;
                 };
-                let offers = call(format!(
+                let Some(offers) = call(format!(
                     "/sell/inventory/v1/offer?sku={}",
                     utf8_percent_encode(&sku, NON_ALPHANUMERIC)
                 ))
-                .await?;
+                .await?
+                else {
+                    listings.push(Listing {
+                        sku: Some(sku.clone()),
+                        item_id: sku,
+                        location_id: None,
+                        level: item["availability"]["shipToLocationAvailability"]["quantity"]
+                            .as_i64(),
+                        problem: Some(
+                            "the inventory item has no offer: nothing of it is for sale to write"
+                                .into(),
+                        ),
+                    });
+                    continue;
+                };
                 for offer in payload::list(&offers["offers"]) {
                     let offer_id =
                         payload::id(&offer["offerId"]).ok_or("an offer without offerId")?;
