@@ -230,6 +230,75 @@ fn a_poll_longer_than_the_orders_bucket_still_counts_every_order() {
     assert_eq!(placed_records(&rig.server, "M0"), ORDERS as usize);
 }
 
+/// An outage longer than one query of the orders list answers: 350 orders over the last
+/// hour, none delivered, a watermark from before it, and (here) at most 100 orders to one
+/// query. The poll halves its window of modification time until Walmart answers it and
+/// reads the windows one after another: every order counted once. Before, the one query
+/// from the watermark was refused at every pass and nothing was ever counted.
+#[test]
+fn an_outage_past_what_one_query_answers_is_read_in_windows() {
+    const ORDERS: i64 = 350;
+    let rig = rig(1, false, "poll_interval_s = 1");
+    count(&rig.server, "M0", 1_000);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.set_orders_cap(100);
+    let data = rig.server.data_dir.clone();
+    let sim = &rig.sim;
+    let server = kill9_and_restart_after(rig.server, || {
+        for _ in 0..ORDERS {
+            sim.place_order(&[("M0", 1)]);
+        }
+        sim.market.shop().spread_orders_back(3_600, 10);
+        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
+        std::fs::write(data.join("poll-walmart.watermark"), before.to_string()).unwrap();
+    });
+    assert!(
+        eventually(Duration::from_secs(60), || server
+            .stock("M0")
+            .is_some_and(|(_, committed, _)| committed == ORDERS)),
+        "{:?} of {ORDERS} committed",
+        server.stock("M0")
+    );
+    let refused = sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v3/orders" && c.status == 400)
+        .count();
+    assert!(refused > 0, "no query was ever over the cap");
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(placed_records(&server, "M0"), ORDERS as usize, "none twice");
+}
+
+/// An order placed over a week ago and cancelled today, the cancellation's event lost:
+/// the poll asks for orders created in the last 179 days, since Walmart's list otherwise
+/// takes only the last 7 ("Default is current date - 7 days"), and the units come back.
+#[test]
+fn an_order_created_over_a_week_ago_and_cancelled_today_is_released() {
+    let rig = rig(1, false, "poll_interval_s = 1");
+    count(&rig.server, "M0", 10);
+    let order = rig.sim.place_order(&[("M0", 2)]);
+    assert!(eventually(WAIT, || rig.server.stock("M0") == Some((10, 2, 8))));
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    let eight_days_ago = loadgen::market::now_us() - 8 * 86_400 * 1_000_000;
+    rig.sim
+        .market
+        .shop()
+        .set_order_created(order.parse().unwrap(), eight_days_ago);
+    rig.sim.advance(&order, Stage::Cancelled);
+    assert!(
+        eventually(WAIT, || rig.server.stock("M0") == Some((10, 0, 10))),
+        "{:?}",
+        rig.server.stock("M0")
+    );
+}
+
 /// A multi-quantity line shipped and cancelled some units at a time (the orders API's
 /// status quantities), then the rest shipped: each unit once, read by the poll again and
 /// again without counting anything twice.

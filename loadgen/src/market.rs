@@ -532,6 +532,24 @@ impl Shop {
     }
 
     /// Orders modified after `since_us` that the listing shows by now, oldest first.
+    /// Dates every order back, as if placed during an outage: the first (by id) created
+    /// and last modified `oldest_s` seconds ago, each next `step_s` seconds later.
+    pub fn spread_orders_back(&mut self, oldest_s: i64, step_s: i64) {
+        let start = now_us() - oldest_s * 1_000_000;
+        for (k, order) in self.orders.values_mut().enumerate() {
+            order.created_us = start + k as i64 * step_s * 1_000_000;
+            order.modified_us = order.created_us;
+            order.listed_us = order.created_us;
+        }
+    }
+
+    /// Order `id` was created at `created_us` (its modification time stays).
+    pub fn set_order_created(&mut self, id: u64, created_us: i64) {
+        if let Some(order) = self.orders.get_mut(&id) {
+            order.created_us = created_us;
+        }
+    }
+
     pub fn modified_after(&mut self, since_us: i64) -> Vec<Order> {
         self.order_polls += 1;
         let now = now_us();

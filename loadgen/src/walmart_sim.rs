@@ -10,9 +10,14 @@
 //!   `x-current-token-count` and `x-next-replenishment-time`.
 //! - The bulk inventory feed: `POST /v3/feeds?feedType=inventory` and
 //!   `GET /v3/feeds/{feedId}` (`walmart_feed_sim.rs`), processed after a while.
-//! - `GET /v3/orders?lastModifiedStartDate=` with the orders API's nested shape, paged by
-//!   `nextCursor`; with a token bucket when a test sets one (429 without `Retry-After`,
-//!   the same two headers).
+//! - `GET /v3/orders?lastModifiedStartDate=` (and `lastModifiedEndDate`,
+//!   `createdStartDate`, whose default is "current date - 7 days") with the orders API's
+//!   nested shape, paged by `nextCursor`, which carries the query's filters; a query
+//!   matching more than 10,000 orders ("a maximum of 10000 orders can be fetched at a
+//!   time. Attempting to download more than 10000 orders will return an error",
+//!   https://developer.walmart.com/us-marketplace/reference/getallorders) is a 400, whose
+//!   shape Walmart does not document; with a token bucket when a test sets one (429
+//!   without `Retry-After`, the same two headers).
 //! - Webhooks as developer.walmart.com documents them: `ORDER_UPDATES` (the only order
 //!   event after 2026-12-15, "Order management event"): the order in `payload.order`,
 //!   what happened in `payload.subEventType` (`PO_CREATED`, `PO_LINE_AUTOCANCELLED`); or,
@@ -136,7 +141,12 @@ struct Extra {
     feeds: Feeds,
     /// Seller SKUs beyond the listings (`WalmartSim::add_item`).
     more: Vec<String>,
+    /// Most orders one query of `GET /v3/orders` answers (`set_orders_cap`).
+    orders_cap: usize,
 }
+
+/// Most orders one query answers (the reference's "maximum of 10000 orders").
+const ORDERS_CAP: usize = 10_000;
 
 /// A running simulated Walmart seller.
 pub struct WalmartSim {
@@ -178,6 +188,7 @@ impl WalmartSim {
             hook_auth,
             correlation_ids: Vec::new(),
             feeds: Feeds::default(),
+            orders_cap: ORDERS_CAP,
             more: Vec::new(),
         }));
         let state = extra.clone();
@@ -244,6 +255,12 @@ impl WalmartSim {
     /// it gives no figure for the orders list, so none is set unless a test sets one).
     pub fn set_orders_token_bucket(&self, capacity: u32, period: std::time::Duration) {
         self.extra().order_tokens = Some(Tokens::new(capacity, period));
+    }
+
+    /// From now on one query of `GET /v3/orders` answers at most `cap` orders (Walmart's
+    /// is 10,000): a query matching more is refused.
+    pub fn set_orders_cap(&self, cap: usize) {
+        self.extra().orders_cap = cap;
     }
 
     /// Which order events are sent from now on.
@@ -605,35 +622,58 @@ fn handle(
                 Ok(headers) => headers,
                 Err(throttled) => return *throttled,
             };
+            let cap = x.orders_cap;
             drop(x);
-            let since = req
-                .param("lastModifiedStartDate")
-                .and_then(|t| crate::market::parse_rfc3339(&t));
-            let Some(since) = since else {
-                return wm_error(
-                    400,
-                    "INVALID_REQUEST_CONTENT.GMP_ORDER_API",
-                    "lastModifiedStartDate is required",
-                    &[],
-                );
+            let date = |name: &str| req.param(name).map(|t| crate::market::parse_rfc3339(&t));
+            let invalid =
+                |what: &str| wm_error(400, "INVALID_REQUEST_CONTENT.GMP_ORDER_API", what, &[]);
+            let Some(Some(since)) = date("lastModifiedStartDate") else {
+                return invalid("lastModifiedStartDate is required");
+            };
+            let (Some(until), Some(created_from)) = (
+                date("lastModifiedEndDate").unwrap_or(Some(i64::MAX)),
+                // "Default is current date - 7 days" (the reference's createdStartDate).
+                date("createdStartDate").unwrap_or(Some(now_us() - 7 * 86_400_000_000)),
+            ) else {
+                return invalid("a date is not ISO 8601");
             };
             let limit: usize = req.number("limit", 100).clamp(1, 200);
             let cursor: usize = req.number("cursor", 0);
             let mut s = lock(shop);
-            // Walmart keeps status dates in milliseconds; the filter is inclusive.
-            let orders = s.modified_after(since - 1_000);
+            // Walmart keeps status dates in milliseconds; the filters are inclusive.
+            let orders: Vec<_> = s
+                .modified_after(since - 1_000)
+                .into_iter()
+                .filter(|o| {
+                    o.modified_us <= until.saturating_add(999) && o.created_us >= created_from
+                })
+                .collect();
+            if orders.len() > cap {
+                s.log_call(&req.path, 0, 400);
+                return wm_error(
+                    400,
+                    "INVALID_REQUEST_CONTENT.GMP_ORDER_API",
+                    &format!("a maximum of {cap} orders can be fetched at a time"),
+                    &[],
+                );
+            }
             let page: Vec<Value> = orders
                 .iter()
                 .skip(cursor)
                 .take(limit)
                 .map(|o| order_json(&s, o.id))
                 .collect();
+            // The cursor carries the first query's filters, as Walmart's does.
             let next = (cursor + limit < orders.len()).then(|| {
-                format!(
-                    "?lastModifiedStartDate={}&limit={limit}&cursor={}",
-                    rfc3339(since),
-                    cursor + limit
-                )
+                let mut next = format!(
+                    "?createdStartDate={}&lastModifiedStartDate={}",
+                    rfc3339(created_from),
+                    rfc3339(since)
+                );
+                if until != i64::MAX {
+                    next.push_str(&format!("&lastModifiedEndDate={}", rfc3339(until)));
+                }
+                next + &format!("&limit={limit}&cursor={}", cursor + limit)
             });
             reply(
                 200,

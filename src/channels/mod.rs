@@ -19,7 +19,9 @@
 //! `payload.rs` (reading channel JSON), `strict_json.rs` (request bodies, each name once
 //! per object), `body_hmac.rs` and `standard_webhooks.rs`
 //! (signatures), `call.rs` and `pacing.rs` (a channel's calls and their budget),
-//! `catalog.rs`, `rotating_token.rs`, `walmart_feed.rs` (Walmart's bulk feed). A delivery
+//! `catalog.rs`, `rotating_token.rs`, `walmart_feed.rs` (Walmart's bulk feed),
+//! `walmart_orders.rs` (Walmart's orders poll, in windows), `time_cursor.rs` (paging
+//! order lists by modification time). A delivery
 //! a channel cannot take is refused with `crate::refusal::ApiError`. Channels sit above
 //! the engine (they make its events) and below `propagate`, which drives their pushes,
 //! reads, polls and queues.
@@ -47,6 +49,7 @@ pub mod tiktok;
 pub mod time_cursor;
 pub mod walmart;
 pub mod walmart_feed;
+mod walmart_orders;
 pub mod webhook;
 pub mod woocommerce;
 
@@ -442,6 +445,11 @@ pub struct PollPage {
     /// Where the next page starts (a page number, the channel's token, or a
     /// modification time and page: `time_cursor.rs`); `None`: last.
     pub next: Option<String>,
+    /// Every order modified before this time has been read by this pass (a window of
+    /// Walmart's poll done): the watermark may be stored here at once, and a pass cut
+    /// short keeps it rather than the newest time seen, which a list not sorted by
+    /// modification time puts ahead of orders still unread.
+    pub settled: Option<Micros>,
 }
 
 /// One message of a channel's queue.

@@ -10,7 +10,7 @@
 //! deduplicates redeliveries. `PO_CREATED` places the lines; `PO_LINE_AUTOCANCELLED` and
 //! `FRAUD_CANCEL` release them (`INTENT_TO_CANCEL` is a request, not yet a cancellation).
 //! Walmart calls its events lightweight and says to keep polling, so `GET /v3/orders`
-//! by `lastModifiedStartDate` (paged by `nextCursor`) runs too, with line statuses
+//! runs too, in windows of modification time (`walmart_orders.rs`), with line statuses
 //! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released;
 //! its 429s are waited out until the orders bucket's tokens come back.
 //! Keys `{channel}/{purchaseOrderId}/{lineNumber}/{transition}`.
@@ -30,7 +30,7 @@ use http::{HeaderMap, HeaderValue};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use super::call::{form, json_answer, with_headers, TokenCache};
+use super::call::{form, with_headers, TokenCache};
 use super::kind::{self, Kind, Problem};
 use super::walmart_feed::{FeedSettings, FEEDS_PER_HOUR_DEFAULT, URGENT_AT_OR_BELOW_DEFAULT};
 use super::Pace;
@@ -39,8 +39,8 @@ use super::Pace;
 const LISTING_PAGE: usize = 50;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery};
 use super::{BulkWrite, RateLimit, Seen};
-use super::{Inbound, Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply};
-use crate::clock::{format_rfc3339, Micros};
+use super::{Inbound, Levels, OrderPoll, OutboundRequest, PushItem, PushReply};
+use crate::clock::Micros;
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
 use crate::refusal::ApiError;
@@ -67,7 +67,7 @@ pub struct Walmart {
     basic: String,
     hook_auth: HookAuth,
     catalog: Catalog,
-    poll_interval: Duration,
+    pub(super) poll_interval: Duration,
     token: TokenCache,
     seen: Seen,
     pub(super) feed: FeedSettings,
@@ -493,25 +493,10 @@ pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
 /// How long a 429 asks to wait: often without `Retry-After`, so the bucket's own
 /// replenishment time (`x-next-replenishment-time`) says when, else a second
 /// (https://developer.walmart.com/us-marketplace/docs/throttling).
-fn throttle_wait(headers: &HeaderMap) -> Duration {
+pub(super) fn throttle_wait(headers: &HeaderMap) -> Duration {
     super::retry_after(headers)
         .or_else(|| replenished_in(headers))
         .unwrap_or(Duration::from_secs(1))
-}
-
-/// Most 429s one page of the order poll waits out before its pass fails.
-const POLL_THROTTLED_MAX: u32 = 8;
-
-/// The orders' `nextCursor` is the next request's query string as Walmart gives it:
-/// checked to be one, so a hostile cursor fails this pass with a reason instead of a
-/// panic building the request.
-fn check_cursor(cursor: &str) -> Result<(), String> {
-    let query = format!("/v3/orders{cursor}");
-    if cursor.starts_with('?') && http::uri::PathAndQuery::try_from(query).is_ok() {
-        Ok(())
-    } else {
-        Err(format!("nextCursor {cursor:?} is not a query string"))
-    }
 }
 
 /// Walmart gives quantities as text (`"amount": "2"`) or numbers.
@@ -704,78 +689,9 @@ impl ChannelAdapter for Walmart {
     }
 }
 
-impl OrderPoll for Walmart {
-    fn interval(&self) -> Duration {
-        self.poll_interval
-    }
-
-    fn page<'a>(
-        &'a self,
-        caller: &'a Caller,
-        since: Micros,
-        cursor: Option<String>,
-        now: Micros,
-    ) -> BoxFuture<'a, Result<PollPage, String>> {
-        Box::pin(async move {
-            // `nextCursor` is the query string of the next page, as Walmart gives it.
-            let query = cursor.unwrap_or_else(|| {
-                format!(
-                    "?lastModifiedStartDate={}&limit=100",
-                    utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
-                )
-            });
-            // The orders API has a token bucket of its own (Walmart's throttling page:
-            // "Rate limits vary by API"), apart from the inventory calls'. A 429 is waited
-            // out until its tokens come back: a pass of more pages than the bucket holds
-            // that failed on it would, its watermark unmoved, fail on the same page at
-            // every interval, and the orders past it would never be read.
-            let mut throttled = 0;
-            let answer = loop {
-                let auth = self.authorize(caller).await?;
-                let request = with_headers(
-                    self.request(http::Method::GET, &format!("/v3/orders{query}"), None),
-                    auth,
-                );
-                let answer = caller.call_now(request).await?;
-                if answer.0 != 429 || throttled == POLL_THROTTLED_MAX {
-                    break answer;
-                }
-                throttled += 1;
-                tokio::time::sleep(throttle_wait(&answer.1).max(Duration::from_millis(100))).await;
-            };
-            let reply = json_answer(&answer)?;
-            let list = &reply["list"];
-            let mut page = PollPage {
-                next: list["meta"]["nextCursor"]
-                    .as_str()
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string),
-                ..PollPage::default()
-            };
-            if let Some(cursor) = &page.next {
-                check_cursor(cursor)?;
-            }
-            for order in payload::list(&list["elements"]["order"]) {
-                let (events, newest) = self.order_events(order, now);
-                page.events.extend(events);
-                page.newest = page.newest.max(newest);
-            }
-            Ok(page)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cursor_that_is_not_a_query_string_is_refused() {
-        assert!(check_cursor("?limit=100&nextCursor=abc%3D").is_ok());
-        assert!(check_cursor("?nextCursor=a b").is_err());
-        assert!(check_cursor("/../v3/items").is_err());
-        assert!(check_cursor("?a=\u{0}").is_err());
-    }
 
     #[test]
     fn a_replenishment_time_of_any_i64_waits_at_most_a_minute() {

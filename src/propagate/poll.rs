@@ -117,7 +117,13 @@ pub async fn pass(
         watermark,
         ..PollReport::default()
     };
+    let store = |watermark| {
+        store_watermark(&path, watermark).map_err(|e| format!("{}: {e}", path.display()))
+    };
     let mut cursor = None;
+    // The newest `settled` time a page gave, stored at once.
+    let mut settled: Option<Micros> = None;
+    let mut finished = false;
     for page in 1..=PAGES_MAX {
         let result = poll
             .page(caller, since, cursor.take(), now_micros())
@@ -130,13 +136,30 @@ pub async fn pass(
         // real orders.
         let newest = result.newest.unwrap_or(watermark).min(now);
         report.watermark = report.watermark.max(newest);
+        if let Some(done) = result.settled.map(|t| t.min(now)) {
+            if done > settled.unwrap_or(watermark) {
+                store(done)?;
+                settled = Some(done);
+            }
+            report.watermark = report.watermark.max(done);
+        }
         match result.next {
             Some(next) => cursor = Some(next),
-            None => break,
+            None => {
+                finished = true;
+                break;
+            }
         }
     }
-    // Only once every page is durably taken does the watermark move.
-    store_watermark(&path, report.watermark).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Only once every page is durably taken does the watermark move; a pass cut short
+    // by its page cap keeps what its windows settled, if they did.
+    if !finished {
+        if let Some(done) = settled {
+            report.watermark = done;
+            return Ok(report);
+        }
+    }
+    store(report.watermark)?;
     Ok(report)
 }
 
