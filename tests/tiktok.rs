@@ -188,6 +188,41 @@ fn a_product_s_skus_go_together_in_one_signed_call() {
     }
 }
 
+/// A SKU stocked in two warehouses: TikTok refuses a write that does not name them both.
+/// The first push learns so from the refusal, reads the product and writes again within
+/// the same push; later pushes read first. lockstep's stock goes to the SKU's first
+/// warehouse and the other keeps its own 5 units. Before, every write of such a SKU was
+/// refused and the shop never showed lockstep's count. Its twin on the same product, in
+/// one warehouse, is written as before, in the same calls.
+#[test]
+fn a_sku_in_two_warehouses_is_written_with_both_and_the_other_keeps_its_stock() {
+    let rig = rig(2);
+    rig.sim.add_warehouse("T0", "7001", 5);
+    post(
+        &rig,
+        vec![
+            event("c0", "T0", "counted", 9),
+            event("c1", "T1", "counted", 4),
+        ],
+    );
+    let shows = |sku: &str, level: i64| {
+        let sim = &rig.sim;
+        eventually(WAIT, || sim.market.level(sku) == Some(level))
+    };
+    assert!(shows("T0", 9), "{:?}", rig.sim.market.level("T0"));
+    assert!(shows("T1", 4), "{:?}", rig.sim.market.level("T1"));
+    assert_eq!(rig.sim.warehouse_level("T0", "7001"), Some(5));
+    post(&rig, vec![event("o1", "T0", "order_placed", 2)]);
+    assert!(shows("T0", 7), "{:?}", rig.sim.market.level("T0"));
+    assert_eq!(rig.sim.warehouse_level("T0", "7001"), Some(5));
+    let calls = rig.sim.market.calls();
+    let refused = calls.iter().filter(|c| c.status == 207).count();
+    assert_eq!(
+        refused, 1,
+        "only the first write, before the SKU was known: {calls:?}"
+    );
+}
+
 #[test]
 /// TikTok throttles with its code 36009002 on an HTTP 200: taken as a throttle (waited
 /// for), not as a failed call.

@@ -8,6 +8,13 @@
 //!   `POST /order/202309/orders/search` (`update_time_ge`, paged by `page_token`),
 //!   `POST /product/202309/products/{product_id}/inventory/update` (the product's SKUs;
 //!   an unknown SKU id comes back in `data.errors`), `GET /product/202309/products/{id}`.
+//! - Warehouses: every SKU is in warehouse 7000; one can be in others too
+//!   (`add_warehouse`), and then its update must name them all ("You must include all
+//!   warehouse IDs assigned to this SKU. Do not omit any or add unrelated warehouses",
+//!   https://partner.tiktokshop.com/docv2/page/6503068fc20ad60284b38858): one left out is
+//!   refused in `data.errors` with 12019028, one not the SKU's with 12052533 (the codes
+//!   of Partner Center's error tables; where TikTok puts them is not documented). A SKU
+//!   with one warehouse may leave the id out.
 //! - Webhooks: type 1 (order status change) on every status change and type 11
 //!   (cancellation status change) on a cancellation, signed in `Authorization` as the hex
 //!   HMAC-SHA256 of app key + body; retried 3 times.
@@ -52,6 +59,21 @@ struct Extra {
     refreshes: u32,
     /// SKUs beyond the listings (`TikTokSim::add_sku`): (product id, SKU id, seller SKU).
     more: Vec<(String, String, String)>,
+    /// A listed SKU's warehouses beside the default one (`TikTokSim::add_warehouse`),
+    /// by our SKU: (warehouse id, quantity).
+    warehouses: std::collections::HashMap<String, Vec<(String, i64)>>,
+}
+
+/// Every SKU's default warehouse, which holds the listing's level.
+const WAREHOUSE: &str = "7000";
+
+/// A SKU's `inventory`: the default warehouse at `level`, then its others.
+fn inventory_json(extra: &Extra, sku: &str, level: i64) -> Value {
+    let mut inventory = vec![json!({"warehouse_id": WAREHOUSE, "quantity": level})];
+    for (w, q) in extra.warehouses.get(sku).into_iter().flatten() {
+        inventory.push(json!({"warehouse_id": w, "quantity": q}));
+    }
+    json!(inventory)
 }
 
 /// TikTok's access tokens live about a week (commonly reported; the grant says).
@@ -73,6 +95,10 @@ fn hex_mac(key: &str, parts: &[&[u8]]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+fn payload_list(value: &Value) -> Vec<Value> {
+    value.as_array().cloned().unwrap_or_default()
 }
 
 fn tts(code: i64, message: &str, data: Value) -> Value {
@@ -117,6 +143,7 @@ impl TikTokSim {
             token_lifetime_s: TOKEN_LIFETIME_S,
             refreshes: 0,
             more: Vec::new(),
+            warehouses: Default::default(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -139,6 +166,21 @@ impl TikTokSim {
     /// Access tokens issued from now on live `seconds`.
     pub fn set_token_lifetime(&self, seconds: i64) {
         self.extra().token_lifetime_s = seconds;
+    }
+
+    /// Listed SKU `sku` (ours) is stocked in warehouse `warehouse` too, `quantity` there:
+    /// from now on every inventory update of it must name all its warehouses.
+    pub fn add_warehouse(&self, sku: &str, warehouse: &str, quantity: i64) {
+        let mut extra = self.extra();
+        let list = extra.warehouses.entry(sku.to_string()).or_default();
+        list.push((warehouse.to_string(), quantity));
+    }
+
+    /// What SKU `sku` (ours) has in warehouse `warehouse` beside the default one.
+    pub fn warehouse_level(&self, sku: &str, warehouse: &str) -> Option<i64> {
+        let extra = self.extra();
+        let list = extra.warehouses.get(sku)?;
+        list.iter().find(|(w, _)| w == warehouse).map(|(_, q)| *q)
     }
 
     /// Refreshes answered so far.
@@ -419,25 +461,70 @@ fn handle(
             let body = req.json().unwrap_or(Value::Null);
             let skus = body["skus"].as_array().cloned().unwrap_or_default();
             let mut s = lock(shop);
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
             let mut errors = Vec::new();
             for sku in &skus {
                 let sku_id = sku["id"].as_str().unwrap_or_default();
-                let quantity = sku["inventory"][0]["quantity"]
-                    .as_i64()
-                    .filter(|q| (0..=99_999).contains(q));
+                let refuse = |code: i64, message: &str| json!({"code": code, "message": message, "detail": {"sku_id": sku_id}});
+                // Each entry's warehouse (none named: the default, allowed only for a SKU
+                // with one) and quantity, in [0, 99,999].
+                let given: Option<Vec<(String, i64)>> = payload_list(&sku["inventory"])
+                    .iter()
+                    .map(|i| {
+                        let w = i["warehouse_id"].as_str().unwrap_or(WAREHOUSE).to_string();
+                        Some((
+                            w,
+                            i["quantity"]
+                                .as_i64()
+                                .filter(|q| (0..=99_999).contains(q))?,
+                        ))
+                    })
+                    .collect();
                 let ours = s
                     .by_id(&format!("{product}/{sku_id}"))
                     .map(|l| l.sku.clone());
-                match (ours, quantity) {
-                    (Some(ours), Some(quantity)) => s.write(&ours, quantity),
-                    _ => errors.push(json!({"code": 17019003, "message": "The SKU does not exist or the quantity is invalid.",
-                                            "detail": {"sku_id": sku_id}})),
+                let (Some(ours), Some(given)) = (ours, given.filter(|g| !g.is_empty())) else {
+                    errors.push(refuse(
+                        17019003,
+                        "The SKU does not exist or the quantity is invalid.",
+                    ));
+                    continue;
+                };
+                // "You must include all warehouse IDs assigned to this SKU. Do not omit
+                // any or add unrelated warehouses."
+                let mut assigned: Vec<&str> = vec![WAREHOUSE];
+                let others = x.warehouses.get(&ours).cloned().unwrap_or_default();
+                assigned.extend(others.iter().map(|(w, _)| w.as_str()));
+                if given.iter().any(|(w, _)| !assigned.contains(&w.as_str())) {
+                    errors.push(refuse(
+                        12052533,
+                        "Removal, addition, and change of warehouses are not permitted.",
+                    ));
+                    continue;
+                }
+                if assigned.iter().any(|a| !given.iter().any(|(w, _)| w == a)) {
+                    errors.push(refuse(
+                        12019028,
+                        "Multiple warehouses detected. Include all warehouse IDs and details.",
+                    ));
+                    continue;
+                }
+                for (w, quantity) in given {
+                    if w == WAREHOUSE {
+                        s.write(&ours, quantity);
+                    } else if let Some(other) = x
+                        .warehouses
+                        .get_mut(&ours)
+                        .and_then(|list| list.iter_mut().find(|(o, _)| *o == w))
+                    {
+                        other.1 = quantity;
+                    }
                 }
             }
-            let (code, status) = if errors.is_empty() {
-                (0, 200)
-            } else {
-                (17019003, 207)
+            drop(x);
+            let (code, status) = match errors.first() {
+                None => (0, 200),
+                Some(e) => (e["code"].as_i64().unwrap_or(17019003), 207),
             };
             s.log_call(&req.path, skus.len(), status);
             let message = if code == 0 {
@@ -470,19 +557,21 @@ fn handle(
                 },
             };
             let s = lock(shop);
-            let more = extra.lock().unwrap_or_else(|e| e.into_inner()).more.clone();
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let more = x.more.clone();
             let mut products: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for l in s.listings.values() {
                 if let Some((p, sku_id)) = l.id.split_once('/') {
                     products.entry(p.to_string()).or_default().push(json!({
                         "id": sku_id, "seller_sku": l.sku, "status_info": {"status": "NORMAL"},
-                        "inventory": [{"warehouse_id": "7000", "quantity": l.level}]}));
+                        "inventory": inventory_json(&x, &l.sku, l.level)}));
                 }
             }
+            drop(x);
             for (p, sku_id, seller_sku) in more {
                 products.entry(p).or_default().push(json!({
                     "id": sku_id, "seller_sku": seller_sku, "status_info": {"status": "NORMAL"},
-                    "inventory": [{"warehouse_id": "7000", "quantity": 0}]}));
+                    "inventory": [{"warehouse_id": WAREHOUSE, "quantity": 0}]}));
             }
             let total = products.len();
             let page: Vec<Value> = products
@@ -508,12 +597,13 @@ fn handle(
         }
         (hyper::Method::GET, ["product", "202309", "products", product]) => {
             let s = lock(shop);
+            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
             let skus: Vec<Value> = s
                 .listings
                 .values()
                 .filter_map(|l| {
                     let (p, sku_id) = l.id.split_once('/')?;
-                    (p == *product).then(|| json!({"id": sku_id, "seller_sku": l.sku, "inventory": [{"warehouse_id": "7000", "quantity": l.level}]}))
+                    (p == *product).then(|| json!({"id": sku_id, "seller_sku": l.sku, "inventory": inventory_json(&x, &l.sku, l.level)}))
                 })
                 .collect();
             reply(

@@ -20,7 +20,8 @@
 //! per object), `body_hmac.rs` and `standard_webhooks.rs`
 //! (signatures), `call.rs` and `pacing.rs` (a channel's calls and their budget),
 //! `catalog.rs`, `rotating_token.rs`, `walmart_feed.rs` (Walmart's bulk feed),
-//! `walmart_orders.rs` (Walmart's orders poll, in windows), `time_cursor.rs` (paging
+//! `walmart_orders.rs` (Walmart's orders poll, in windows), `tiktok_warehouses.rs` (a
+//! TikTok SKU in several warehouses), `time_cursor.rs` (paging
 //! order lists by modification time). A delivery
 //! a channel cannot take is refused with `crate::refusal::ApiError`. Channels sit above
 //! the engine (they make its events) and below `propagate`, which drives their pushes,
@@ -46,6 +47,7 @@ pub mod shopify;
 pub mod standard_webhooks;
 pub mod strict_json;
 pub mod tiktok;
+mod tiktok_warehouses;
 pub mod time_cursor;
 pub mod walmart;
 pub mod walmart_feed;

@@ -13,7 +13,8 @@
 //!
 //! Outbound: `POST /product/202309/products/{product_id}/inventory/update` with every
 //! due SKU of that product in one call (the catalog maps a SKU to `product_id/sku_id`),
-//! quantities per warehouse (`location_id`, when set). Every call carries `app_key`,
+//! quantities per warehouse (`location_id`, when set); a SKU in several warehouses is
+//! written with all of them (`tiktok_warehouses.rs`). Every call carries `app_key`,
 //! `timestamp`, `shop_cipher` and `sign` (hex HMAC-SHA256, keyed with the app secret, of
 //! secret + path + the sorted parameters + body + secret) and `x-tts-access-token`.
 //! Access tokens expire (the grant gives `access_token_expire_in` as a Unix time), so the
@@ -27,6 +28,7 @@
 //! `data.errors` names refused SKUs; the rest are taken. The rate limit is unverified
 //! (~50 requests/s per store in third-party code): 20/s by default, configurable.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -35,6 +37,7 @@ use serde_json::{json, Value};
 use super::call::{json_answer, with_headers};
 use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
+use super::tiktok_warehouses::{self, Several, Stock};
 use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
@@ -79,6 +82,8 @@ pub struct TikTok {
     token: RotatingToken,
     shop_cipher: String,
     warehouse_id: Option<String>,
+    /// SKUs stocked in more than one warehouse, whose writes name them all.
+    several: Several,
     catalog: Catalog,
     seen: Seen,
     poll_interval: std::time::Duration,
@@ -200,6 +205,7 @@ impl TikTok {
             app_secret,
             shop_cipher: text(&settings.shop_cipher),
             warehouse_id: settings.location_id.clone(),
+            several: Several::default(),
             catalog,
             seen: Seen::default(),
             poll_interval: std::time::Duration::from_secs(
@@ -446,27 +452,67 @@ impl ChannelAdapter for TikTok {
     }
 
     fn push_request(&self, items: &[PushItem], _now: Micros) -> OutboundRequest {
-        let product = items
-            .first()
-            .and_then(|i| self.product_sku(&i.sku))
-            .map_or("0", |(p, _)| p);
-        let skus: Vec<Value> = items
-            .iter()
-            .map(|i| {
-                let sku_id = self.product_sku(&i.sku).map_or("0", |(_, s)| s);
-                let mut stock = json!({"quantity": i.quantity});
-                if let Some(warehouse) = &self.warehouse_id {
-                    stock["warehouse_id"] = json!(warehouse);
+        self.inventory_update(items, &HashMap::new())
+    }
+
+    /// A SKU stocked in more than one warehouse is written with all of them, read just
+    /// before (`tiktok_warehouses.rs`): known ones at once, others when TikTok refuses
+    /// a write for its warehouses, once within the push.
+    fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
+        Box::pin(async move {
+            let several = items.iter().any(|i| {
+                self.product_sku(&i.sku)
+                    .is_some_and(|(_, s)| self.several.has(s))
+            });
+            let stock = if several {
+                match self.product_stock(caller, items).await {
+                    Ok(stock) => stock,
+                    Err(reason) => {
+                        return PushReply::Failed {
+                            reason: format!("reading the product's warehouses: {reason}"),
+                            retryable: true,
+                        }
+                    }
                 }
-                json!({"id": sku_id, "inventory": [stock]})
-            })
-            .collect();
-        self.signed(
-            http::Method::POST,
-            &format!("/product/202309/products/{product}/inventory/update"),
-            &[],
-            Some(json!({ "skus": skus })),
-        )
+            } else {
+                HashMap::new()
+            };
+            let (reply, refused) = self.write(caller, items, &stock).await;
+            if several || refused.is_empty() {
+                return reply;
+            }
+            for sku_id in &refused {
+                self.several.refused(sku_id);
+            }
+            let again: Vec<usize> = (0..items.len())
+                .filter(|n| {
+                    self.product_sku(&items[*n].sku)
+                        .is_some_and(|(_, s)| refused.iter().any(|r| r == s))
+                })
+                .collect();
+            let subset: Vec<PushItem> = again.iter().map(|n| items[*n].clone()).collect();
+            let Ok(stock) = self.product_stock(caller, &subset).await else {
+                return reply;
+            };
+            let (second, _) = self.write(caller, &subset, &stock).await;
+            match (reply, second) {
+                (
+                    PushReply::Accepted { mut acked, wait },
+                    PushReply::Accepted { acked: more, .. },
+                ) => {
+                    acked.extend(more.into_iter().map(|n| again[n]));
+                    acked.sort_unstable();
+                    acked.dedup();
+                    PushReply::Accepted { acked, wait }
+                }
+                (first @ PushReply::Accepted { .. }, _) => first,
+                (_, PushReply::Accepted { acked, wait }) => PushReply::Accepted {
+                    acked: acked.into_iter().map(|n| again[n]).collect(),
+                    wait,
+                },
+                (_, second) => second,
+            }
+        })
     }
 
     fn push_reply(
@@ -546,10 +592,11 @@ impl ChannelAdapter for TikTok {
             .iter()
             .filter_map(|s| {
                 let sku_id = payload::id(&s["id"])?;
+                let stock = payload::list(&s["inventory"]);
+                self.several.learn(&sku_id, stock);
                 let sku = self
                     .catalog
                     .sku_of(&format!("{product}/{sku_id}"), None, None)?;
-                let stock = payload::list(&s["inventory"]);
                 let quantity = match &self.warehouse_id {
                     Some(w) => stock
                         .iter()
@@ -567,6 +614,94 @@ impl ChannelAdapter for TikTok {
 const LISTING_PAGE: usize = 100;
 
 impl TikTok {
+    /// Update Inventory for `items`, all of one product: each SKU's quantity at our
+    /// warehouse, and its other warehouses as `stock` read them (none read: only ours).
+    fn inventory_update(
+        &self,
+        items: &[PushItem],
+        stock: &HashMap<String, Stock>,
+    ) -> OutboundRequest {
+        let product = items
+            .first()
+            .and_then(|i| self.product_sku(&i.sku))
+            .map_or("0", |(p, _)| p);
+        let skus: Vec<Value> = items
+            .iter()
+            .map(|i| {
+                let sku_id = self.product_sku(&i.sku).map_or("0", |(_, s)| s);
+                let inventory = tiktok_warehouses::inventory(
+                    i.quantity,
+                    self.warehouse_id.as_deref(),
+                    stock.get(sku_id),
+                );
+                json!({"id": sku_id, "inventory": inventory})
+            })
+            .collect();
+        self.signed(
+            http::Method::POST,
+            &format!("/product/202309/products/{product}/inventory/update"),
+            &[],
+            Some(json!({ "skus": skus })),
+        )
+    }
+
+    /// Writes `items` with `stock`: the reply, and the SKU ids TikTok refused for their
+    /// warehouses.
+    async fn write(
+        &self,
+        caller: &Caller,
+        items: &[PushItem],
+        stock: &HashMap<String, Stock>,
+    ) -> (PushReply, Vec<String>) {
+        let sent = match self.authorize(caller).await {
+            Ok(auth) => {
+                caller
+                    .call(with_headers(self.inventory_update(items, stock), auth))
+                    .await
+            }
+            Err(reason) => Err(reason),
+        };
+        let (status, headers, body) = match sent {
+            Ok(answer) => answer,
+            Err(reason) => {
+                let reply = PushReply::Failed {
+                    reason,
+                    retryable: true,
+                };
+                return (reply, Vec::new());
+            }
+        };
+        let asked: Vec<&str> = items
+            .iter()
+            .filter_map(|i| self.product_sku(&i.sku).map(|(_, s)| s))
+            .collect();
+        let refused = serde_json::from_slice::<Value>(&body)
+            .map(|reply| tiktok_warehouses::refused_for_warehouses(&reply, &asked))
+            .unwrap_or_default();
+        (self.push_reply(status, &headers, &body, items), refused)
+    }
+
+    /// Each SKU's stock per warehouse of `items`' product (Get Product).
+    async fn product_stock(
+        &self,
+        caller: &Caller,
+        items: &[PushItem],
+    ) -> Result<HashMap<String, Stock>, String> {
+        let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
+        let request = with_headers(self.read_request(&skus), self.authorize(caller).await?);
+        let (status, _, body) = caller.call(request).await?;
+        self.note_expiry(&body);
+        let reply = super::call::json_reply(status, &body)?;
+        self.check_code(&reply)?;
+        let stock = tiktok_warehouses::stock_of(&reply["data"]);
+        for s in payload::list(&reply["data"]["skus"]) {
+            if let Some(sku_id) = payload::id(&s["id"]) {
+                self.several.learn(&sku_id, payload::list(&s["inventory"]));
+            }
+        }
+        Ok(stock)
+    }
+
     /// Search Products (`POST /product/202309/products/search`, `page_size` 100, by
     /// `page_token`; https://partner.tiktokshop.com/docv2/page/search-products-202502
     /// documents the same fields at its newest version), live products only
@@ -615,6 +750,7 @@ impl TikTok {
             for sku in payload::list(&product["skus"]) {
                 let sku_id = payload::id(&sku["id"]).ok_or("a SKU without id")?;
                 let stock = payload::list(&sku["inventory"]);
+                self.several.learn(&sku_id, stock);
                 let level = match &self.warehouse_id {
                     Some(w) => stock
                         .iter()
