@@ -42,6 +42,38 @@ fn rig(n: usize, basic: bool, extra: &str) -> Rig {
     )
 }
 
+/// One SKU, `M0` at `on_hand`, every webhook lost: orders come in by the poll alone,
+/// every second.
+fn polled_only_rig(on_hand: i64) -> Rig {
+    let rig = rig(1, false, "poll_interval_s = 1");
+    count(&rig.server, "M0", on_hand);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig
+}
+
+/// Calls of the orders list answered `status`.
+fn orders_calls(sim: &WalmartSim, status: u16) -> usize {
+    let calls = sim.market.calls();
+    calls
+        .iter()
+        .filter(|c| c.path == "/v3/orders" && c.status == status)
+        .count()
+}
+
+/// Waits until `orders` units of `sku` are committed.
+fn all_committed(server: &Server, sku: &str, orders: i64) {
+    assert!(
+        eventually(Duration::from_secs(60), || server
+            .stock(sku)
+            .is_some_and(|(_, committed, _)| committed == orders)),
+        "{:?} of {orders} committed",
+        server.stock(sku)
+    );
+}
+
 fn post(rig: &Rig, events: Vec<Value>) {
     post_ok(&rig.server, events);
 }
@@ -201,32 +233,13 @@ fn the_orders_poll_misses_nothing_and_counts_nothing_twice_across_restarts() {
 #[test]
 fn a_poll_longer_than_the_orders_bucket_still_counts_every_order() {
     const ORDERS: i64 = 350;
-    let rig = rig(1, false, "poll_interval_s = 1");
-    count(&rig.server, "M0", 1_000);
-    rig.sim.market.set_habits(Habits {
-        lose: 1.0,
-        ..Habits::default()
-    });
+    let rig = polled_only_rig(1_000);
     rig.sim.set_orders_token_bucket(2, Duration::from_secs(2));
     for _ in 0..ORDERS {
         rig.sim.place_order(&[("M0", 1)]);
     }
-    assert!(
-        eventually(Duration::from_secs(60), || rig
-            .server
-            .stock("M0")
-            .is_some_and(|(_, committed, _)| committed == ORDERS)),
-        "{:?} of {ORDERS} committed",
-        rig.server.stock("M0")
-    );
-    let throttled = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.path == "/v3/orders" && c.status == 429)
-        .count();
-    assert!(throttled > 0, "the bucket never ran out");
+    all_committed(&rig.server, "M0", ORDERS);
+    assert!(orders_calls(&rig.sim, 429) > 0, "the bucket never ran out");
     assert_eq!(placed_records(&rig.server, "M0"), ORDERS as usize);
 }
 
@@ -238,12 +251,7 @@ fn a_poll_longer_than_the_orders_bucket_still_counts_every_order() {
 #[test]
 fn an_outage_past_what_one_query_answers_is_read_in_windows() {
     const ORDERS: i64 = 350;
-    let rig = rig(1, false, "poll_interval_s = 1");
-    count(&rig.server, "M0", 1_000);
-    rig.sim.market.set_habits(Habits {
-        lose: 1.0,
-        ..Habits::default()
-    });
+    let rig = polled_only_rig(1_000);
     rig.sim.set_orders_cap(100);
     let data = rig.server.data_dir.clone();
     let sim = &rig.sim;
@@ -255,22 +263,37 @@ fn an_outage_past_what_one_query_answers_is_read_in_windows() {
         let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
         std::fs::write(data.join("poll-walmart.watermark"), before.to_string()).unwrap();
     });
-    assert!(
-        eventually(Duration::from_secs(60), || server
-            .stock("M0")
-            .is_some_and(|(_, committed, _)| committed == ORDERS)),
-        "{:?} of {ORDERS} committed",
-        server.stock("M0")
-    );
-    let refused = sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.path == "/v3/orders" && c.status == 400)
-        .count();
-    assert!(refused > 0, "no query was ever over the cap");
+    all_committed(&server, "M0", ORDERS);
+    assert!(orders_calls(sim, 400) > 0, "no query was ever over the cap");
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(placed_records(&server, "M0"), ORDERS as usize, "none twice");
+}
+
+/// A store with no order modified lately: Walmart answers the orders list 404
+/// `CONTENT_NOT_FOUND` when nothing matches. That is an empty window read whole, so quiet
+/// passes succeed and move the watermark; before, each failed and it never moved.
+#[test]
+fn quiet_passes_move_the_watermark() {
+    let rig = rig(1, false, "poll_interval_s = 1");
+    let path = rig.server.data_dir.join("poll-walmart.watermark");
+    let watermark = || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+    };
+    assert!(
+        eventually(WAIT, || watermark().is_some()),
+        "no pass stored a watermark"
+    );
+    let first = watermark().unwrap();
+    assert!(
+        eventually(WAIT, || watermark().is_some_and(|w| w > first)),
+        "the watermark stayed at {first}"
+    );
+    assert!(
+        orders_calls(&rig.sim, 404) > 0,
+        "no pass met an empty answer"
+    );
 }
 
 /// An order placed over a week ago and cancelled today, the cancellation's event lost:

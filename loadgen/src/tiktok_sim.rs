@@ -12,9 +12,11 @@
 //!   (`add_warehouse`), and then its update must name them all ("You must include all
 //!   warehouse IDs assigned to this SKU. Do not omit any or add unrelated warehouses",
 //!   https://partner.tiktokshop.com/docv2/page/6503068fc20ad60284b38858): one left out is
-//!   refused in `data.errors` with 12019028, one not the SKU's with 12052533 (the codes
-//!   of Partner Center's error tables; where TikTok puts them is not documented). A SKU
-//!   with one warehouse may leave the id out.
+//!   refused in `data.errors` as the page's example refuses a warehouse: the answer's code
+//!   0, the entry's the wrapper 12052990 "Batch update inventory error.", and under it in
+//!   `detail.extra_errors` 12019028 for one left out, 12052533 for one not the SKU's
+//!   (the codes of Partner Center's error tables). Only a SKU with one warehouse may leave
+//!   the id out.
 //! - Webhooks: type 1 (order status change) on every status change and type 11
 //!   (cancellation status change) on a cancellation, signed in `Authorization` as the hex
 //!   HMAC-SHA256 of app key + body; retried 3 times.
@@ -466,12 +468,12 @@ fn handle(
             for sku in &skus {
                 let sku_id = sku["id"].as_str().unwrap_or_default();
                 let refuse = |code: i64, message: &str| json!({"code": code, "message": message, "detail": {"sku_id": sku_id}});
-                // Each entry's warehouse (none named: the default, allowed only for a SKU
-                // with one) and quantity, in [0, 99,999].
-                let given: Option<Vec<(String, i64)>> = payload_list(&sku["inventory"])
+                // Each entry's warehouse (none named: allowed only for a SKU with one) and
+                // quantity, in [0, 99,999].
+                let given: Option<Vec<(Option<String>, i64)>> = payload_list(&sku["inventory"])
                     .iter()
                     .map(|i| {
-                        let w = i["warehouse_id"].as_str().unwrap_or(WAREHOUSE).to_string();
+                        let w = i["warehouse_id"].as_str().map(str::to_string);
                         Some((
                             w,
                             i["quantity"]
@@ -491,22 +493,39 @@ fn handle(
                     continue;
                 };
                 // "You must include all warehouse IDs assigned to this SKU. Do not omit
-                // any or add unrelated warehouses."
+                // any or add unrelated warehouses." A refusal is reported as the page's
+                // example reports one: the wrapper 12052990 with the warehouse's code in
+                // `extra_errors`.
                 let mut assigned: Vec<&str> = vec![WAREHOUSE];
                 let others = x.warehouses.get(&ours).cloned().unwrap_or_default();
                 assigned.extend(others.iter().map(|(w, _)| w.as_str()));
-                if given.iter().any(|(w, _)| !assigned.contains(&w.as_str())) {
-                    errors.push(refuse(
+                let given: Vec<(String, i64)> = match given {
+                    g if g.len() == 1 && g[0].0.is_none() && others.is_empty() => {
+                        vec![(WAREHOUSE.to_string(), g[0].1)]
+                    }
+                    g => g
+                        .into_iter()
+                        .map(|(w, q)| (w.unwrap_or_default(), q))
+                        .collect(),
+                };
+                let refusal = if given.iter().any(|(w, _)| !assigned.contains(&w.as_str())) {
+                    Some((
                         12052533,
                         "Removal, addition, and change of warehouses are not permitted.",
-                    ));
-                    continue;
-                }
-                if assigned.iter().any(|a| !given.iter().any(|(w, _)| w == a)) {
-                    errors.push(refuse(
+                    ))
+                } else if assigned.iter().any(|a| !given.iter().any(|(w, _)| w == a)) {
+                    Some((
                         12019028,
                         "Multiple warehouses detected. Include all warehouse IDs and details.",
-                    ));
+                    ))
+                } else {
+                    None
+                };
+                if let Some((code, message)) = refusal {
+                    let mut error = refuse(12052990, "Batch update inventory error.");
+                    error["detail"]["extra_errors"] =
+                        json!([{"warehouse_id": "", "code": code, "message": message}]);
+                    errors.push(error);
                     continue;
                 }
                 for (w, quantity) in given {
@@ -522,17 +541,15 @@ fn handle(
                 }
             }
             drop(x);
-            let (code, status) = match errors.first() {
-                None => (0, 200),
-                Some(e) => (e["code"].as_i64().unwrap_or(17019003), 207),
-            };
-            s.log_call(&req.path, skus.len(), status);
-            let message = if code == 0 {
-                "Success"
-            } else {
-                "Partial failure."
-            };
-            reply(200, &tts(code, message, json!({ "errors": errors })), &[])
+            // "A successful top-level response can still include this list when
+            // individual updates fail": code 0, the SKUs refused in `data.errors`. (The
+            // call log says 207 for a partial refusal.)
+            s.log_call(
+                &req.path,
+                skus.len(),
+                if errors.is_empty() { 200 } else { 207 },
+            );
+            reply(200, &tts(0, "Success", json!({ "errors": errors })), &[])
         }
         // Search Products: `page_size` 1 to 100 in the query (else 12019109), `page_token`
         // from the last answer's `next_page_token` (empty on the last page), `status` in

@@ -12,7 +12,9 @@
 //!   `GET /v3/feeds/{feedId}` (`walmart_feed_sim.rs`), processed after a while.
 //! - `GET /v3/orders?lastModifiedStartDate=` (and `lastModifiedEndDate`,
 //!   `createdStartDate`, whose default is "current date - 7 days") with the orders API's
-//!   nested shape, paged by `nextCursor`, which carries the query's filters; a query
+//!   nested shape, newest order date first (the reference's example), paged by
+//!   `nextCursor`, which carries the query's filters; nothing matching is a 404
+//!   `CONTENT_NOT_FOUND.GMP_ORDER_API`, as integrators meet it; a query
 //!   matching more than 10,000 orders ("a maximum of 10000 orders can be fetched at a
 //!   time. Attempting to download more than 10000 orders will return an error",
 //!   https://developer.walmart.com/us-marketplace/reference/getallorders) is a 400, whose
@@ -641,13 +643,27 @@ fn handle(
             let cursor: usize = req.number("cursor", 0);
             let mut s = lock(shop);
             // Walmart keeps status dates in milliseconds; the filters are inclusive.
-            let orders: Vec<_> = s
+            let mut orders: Vec<_> = s
                 .modified_after(since - 1_000)
                 .into_iter()
                 .filter(|o| {
                     o.modified_us <= until.saturating_add(999) && o.created_us >= created_from
                 })
                 .collect();
+            // Newest order date first, as the reference's example lists them: not by
+            // modification time.
+            orders.sort_by_key(|o| std::cmp::Reverse((o.created_us, o.id)));
+            if orders.is_empty() {
+                // What integrators meet when nothing matches (the kmcconnell Walmart
+                // SDK's CHANGELOG, 1.3.4; fulfilio/python-walmart PR #14).
+                s.log_call(&req.path, 0, 404);
+                return wm_error(
+                    404,
+                    "CONTENT_NOT_FOUND.GMP_ORDER_API",
+                    "Failed when called getAllOrders. Orders not found for given search parameters",
+                    &[],
+                );
+            }
             if orders.len() > cap {
                 s.log_call(&req.path, 0, 400);
                 return wm_error(
@@ -663,7 +679,8 @@ fn handle(
                 .take(limit)
                 .map(|o| order_json(&s, o.id))
                 .collect();
-            // The cursor carries the first query's filters, as Walmart's does.
+            // The cursor carries the first query's filters, as Walmart's do in integrators'
+            // samples (the status and created dates; the modification dates are not shown).
             let next = (cursor + limit < orders.len()).then(|| {
                 let mut next = format!(
                     "?createdStartDate={}&lastModifiedStartDate={}",

@@ -101,12 +101,12 @@ fn day_of(at: Micros, offset: Micros) -> i64 {
 /// so: `nepalez/ebay_api` `offers/list.rb`, `rjdavis3/ebay-sdk` `OfferClientImpl.java`);
 /// any other 404 is a failure like every other error.
 fn no_offer(status: u16, body: &[u8]) -> bool {
-    let errors = serde_json::from_slice::<Value>(body).map(|b| b["errors"].clone());
-    status == 404
-        && errors.is_ok_and(|errors| {
-            let errors = payload::list(&errors);
-            !errors.is_empty() && errors.iter().all(|e| e["errorId"].as_i64() == Some(25713))
-        })
+    if status != 404 {
+        return false;
+    }
+    let reply = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let errors = payload::list(&reply["errors"]);
+    !errors.is_empty() && errors.iter().all(|e| e["errorId"].as_i64() == Some(25713))
 }
 
 /// The page a listing page's `next` names, as a path and query on our base URL. eBay
@@ -481,7 +481,8 @@ impl ChannelAdapter for Ebay {
     /// (https://developer.ebay.com/api-docs/sell/inventory/resources/inventory_item/methods/getInventoryItems,
     /// https://developer.ebay.com/api-docs/sell/inventory/resources/offer/methods/getOffers).
     /// A SKU offered twice (an auction beside a fixed price) is two items, reported as a
-    /// duplicate; an unpublished offer is listed as one lockstep cannot write. Listings
+    /// duplicate; an unpublished offer, and an inventory item with no offer at all (404,
+    /// `no_offer`), are listed as ones lockstep cannot write. Listings
     /// made outside the Inventory API are not there until migrated
     /// (`bulkMigrateListing`), and lockstep could not write them anyway.
     fn listings<'a>(
@@ -500,29 +501,23 @@ impl ChannelAdapter for Ebay {
                     .body(Vec::new())
                     .expect("a validated base_url makes a valid request")
             };
-            // `None`: the SKU has no offer (only getOffers answers so).
             let call = |path: String| async move {
                 let request = with_headers(get(&path), self.authorize(caller).await?);
-                let (status, _, body) = caller.call(request).await?;
-                if no_offer(status, &body) {
-                    return Ok(None);
-                }
-                Ok::<_, ListingError>(Some(super::call::json_reply(status, &body)?))
+                Ok::<_, ListingError>(caller.call(request).await?)
             };
-            let page = call(path)
-                .await?
-                .ok_or("getInventoryItems answered 404 25713 (no such offer)")?;
+            let (status, _, body) = call(path).await?;
+            let page = super::call::json_reply(status, &body)?;
             let mut listings = Vec::new();
             for item in payload::list(&page["inventoryItems"]) {
                 let Some(sku) = sku_field(item["sku"].as_str()) else {
                     continue;
                 };
-                let Some(offers) = call(format!(
+                let (status, _, body) = call(format!(
                     "/sell/inventory/v1/offer?sku={}",
                     utf8_percent_encode(&sku, NON_ALPHANUMERIC)
                 ))
-                .await?
-                else {
+                .await?;
+                if no_offer(status, &body) {
                     listings.push(Listing {
                         sku: Some(sku.clone()),
                         item_id: sku,
@@ -535,7 +530,8 @@ impl ChannelAdapter for Ebay {
                         ),
                     });
                     continue;
-                };
+                }
+                let offers = super::call::json_reply(status, &body)?;
                 for offer in payload::list(&offers["offers"]) {
                     let offer_id =
                         payload::id(&offer["offerId"]).ok_or("an offer without offerId")?;

@@ -372,20 +372,23 @@ pub async fn push_once<A: ChannelAdapter + ?Sized>(
     caller: &Caller,
     items: &[PushItem],
 ) -> PushReply {
-    let sent = match adapter.authorize(caller).await {
-        Ok(auth) => {
-            let request = call::with_headers(adapter.push_request(items, now()), auth);
-            caller.call(request).await
-        }
-        Err(reason) => Err(reason),
-    };
-    match sent {
+    match send_authorized(adapter, caller, adapter.push_request(items, now())).await {
         Ok((status, headers, body)) => adapter.push_reply(status, &headers, &body, items),
         Err(reason) => PushReply::Failed {
             reason,
             retryable: true,
         },
     }
+}
+
+/// Sends `request` with the adapter's credentials (`ChannelAdapter::authorize`).
+pub async fn send_authorized<A: ChannelAdapter + ?Sized>(
+    adapter: &A,
+    caller: &Caller,
+    request: OutboundRequest,
+) -> Result<call::Answer, String> {
+    let auth = adapter.authorize(caller).await?;
+    caller.call(call::with_headers(request, auth)).await
 }
 
 /// Takes one inbound delivery: `inbound` reads it; a thin notification's order is
@@ -448,9 +451,9 @@ pub struct PollPage {
     /// modification time and page: `time_cursor.rs`); `None`: last.
     pub next: Option<String>,
     /// Every order modified before this time has been read by this pass (a window of
-    /// Walmart's poll done): the watermark may be stored here at once, and a pass cut
-    /// short keeps it rather than the newest time seen, which a list not sorted by
-    /// modification time puts ahead of orders still unread.
+    /// Walmart's poll done): the watermark is stored here at once. For a poll that
+    /// `settles`, nothing else is: the newest time seen on a list not sorted by
+    /// modification time is ahead of orders still unread.
     pub settled: Option<Micros>,
 }
 
@@ -533,6 +536,13 @@ pub trait BulkWrite: Send + Sync {
 pub trait OrderPoll: Send + Sync {
     /// Seconds between polls.
     fn interval(&self) -> Duration;
+    /// Whether its pages settle the watermark (`PollPage::settled`, Walmart's windows):
+    /// then only a settled time is stored, never the newest time seen. Otherwise the
+    /// newest time seen is the watermark, which is right for a list sorted oldest
+    /// modification first (the `time_cursor.rs` polls).
+    fn settles(&self) -> bool {
+        false
+    }
     /// Reads one page of the orders modified after `since`, from `cursor` (`None`: the
     /// first page).
     fn page<'a>(

@@ -457,7 +457,7 @@ impl ChannelAdapter for TikTok {
 
     /// A SKU stocked in more than one warehouse is written with all of them, read just
     /// before (`tiktok_warehouses.rs`): known ones at once, others when TikTok refuses
-    /// a write for its warehouses, once within the push.
+    /// a write for its warehouses and the read shows several, once within the push.
     fn push<'a>(&'a self, caller: &'a Caller, items: &'a [PushItem]) -> BoxFuture<'a, PushReply> {
         Box::pin(async move {
             let several = items.iter().any(|i| {
@@ -484,34 +484,38 @@ impl ChannelAdapter for TikTok {
             for sku_id in &refused {
                 self.several.refused(sku_id);
             }
-            let again: Vec<usize> = (0..items.len())
+            let asked = |n: &usize| {
+                self.product_sku(&items[*n].sku)
+                    .is_some_and(|(_, s)| refused.iter().any(|r| r == s))
+            };
+            let refused_items: Vec<usize> = (0..items.len()).filter(asked).collect();
+            if refused_items.is_empty() {
+                return reply;
+            }
+            let subset: Vec<PushItem> = refused_items.iter().map(|n| items[*n].clone()).collect();
+            let stock = match self.product_stock(caller, &subset).await {
+                Ok(stock) => stock,
+                Err(reason) => {
+                    tracing::warn!(channel = %self.name, %reason, "reading the warehouses of SKUs refused for them");
+                    return reply;
+                }
+            };
+            // Only SKUs the read shows in several warehouses are written again: a refusal
+            // of a SKU in one (a `location_id` not its own) would be refused again.
+            let again: Vec<usize> = refused_items
+                .into_iter()
                 .filter(|n| {
                     self.product_sku(&items[*n].sku)
-                        .is_some_and(|(_, s)| refused.iter().any(|r| r == s))
+                        .and_then(|(_, s)| stock.get(s))
+                        .is_some_and(|w| w.len() > 1)
                 })
                 .collect();
-            let subset: Vec<PushItem> = again.iter().map(|n| items[*n].clone()).collect();
-            let Ok(stock) = self.product_stock(caller, &subset).await else {
+            if again.is_empty() {
                 return reply;
-            };
-            let (second, _) = self.write(caller, &subset, &stock).await;
-            match (reply, second) {
-                (
-                    PushReply::Accepted { mut acked, wait },
-                    PushReply::Accepted { acked: more, .. },
-                ) => {
-                    acked.extend(more.into_iter().map(|n| again[n]));
-                    acked.sort_unstable();
-                    acked.dedup();
-                    PushReply::Accepted { acked, wait }
-                }
-                (first @ PushReply::Accepted { .. }, _) => first,
-                (_, PushReply::Accepted { acked, wait }) => PushReply::Accepted {
-                    acked: acked.into_iter().map(|n| again[n]).collect(),
-                    wait,
-                },
-                (_, second) => second,
             }
+            let subset: Vec<PushItem> = again.iter().map(|n| items[*n].clone()).collect();
+            let (second, _) = self.write(caller, &subset, &stock).await;
+            merged(reply, second, &again)
         })
     }
 
@@ -593,7 +597,7 @@ impl ChannelAdapter for TikTok {
             .filter_map(|s| {
                 let sku_id = payload::id(&s["id"])?;
                 let stock = payload::list(&s["inventory"]);
-                self.several.learn(&sku_id, stock);
+                self.several.learn(&sku_id, stock.len());
                 let sku = self
                     .catalog
                     .sku_of(&format!("{product}/{sku_id}"), None, None)?;
@@ -607,6 +611,33 @@ impl ChannelAdapter for TikTok {
                 Some((sku.to_string(), quantity))
             })
             .collect())
+    }
+}
+
+/// The reply to a push written in two calls: `first` for all its items, `second` for
+/// those of them at `again` written once more. An item either took counts as taken; a
+/// throttle of the second pauses the channel as a wait.
+fn merged(first: PushReply, second: PushReply, again: &[usize]) -> PushReply {
+    match (first, second) {
+        (PushReply::Accepted { mut acked, wait }, second) => {
+            let (more, pause) = match second {
+                PushReply::Accepted { acked, wait } => (acked, wait),
+                PushReply::Throttled { retry_after } => (Vec::new(), Some(retry_after)),
+                _ => (Vec::new(), None),
+            };
+            acked.extend(more.into_iter().map(|n| again[n]));
+            acked.sort_unstable();
+            acked.dedup();
+            PushReply::Accepted {
+                acked,
+                wait: wait.max(pause),
+            }
+        }
+        (_, PushReply::Accepted { acked, wait }) => PushReply::Accepted {
+            acked: acked.into_iter().map(|n| again[n]).collect(),
+            wait,
+        },
+        (first, _) => first,
     }
 }
 
@@ -653,15 +684,8 @@ impl TikTok {
         items: &[PushItem],
         stock: &HashMap<String, Stock>,
     ) -> (PushReply, Vec<String>) {
-        let sent = match self.authorize(caller).await {
-            Ok(auth) => {
-                caller
-                    .call(with_headers(self.inventory_update(items, stock), auth))
-                    .await
-            }
-            Err(reason) => Err(reason),
-        };
-        let (status, headers, body) = match sent {
+        let request = self.inventory_update(items, stock);
+        let (status, headers, body) = match super::send_authorized(self, caller, request).await {
             Ok(answer) => answer,
             Err(reason) => {
                 let reply = PushReply::Failed {
@@ -688,16 +712,14 @@ impl TikTok {
         items: &[PushItem],
     ) -> Result<HashMap<String, Stock>, String> {
         let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
-        let request = with_headers(self.read_request(&skus), self.authorize(caller).await?);
-        let (status, _, body) = caller.call(request).await?;
+        let (status, _, body) =
+            super::send_authorized(self, caller, self.read_request(&skus)).await?;
         self.note_expiry(&body);
         let reply = super::call::json_reply(status, &body)?;
         self.check_code(&reply)?;
         let stock = tiktok_warehouses::stock_of(&reply["data"]);
-        for s in payload::list(&reply["data"]["skus"]) {
-            if let Some(sku_id) = payload::id(&s["id"]) {
-                self.several.learn(&sku_id, payload::list(&s["inventory"]));
-            }
+        for (sku_id, warehouses) in &stock {
+            self.several.learn(sku_id, warehouses.len());
         }
         Ok(stock)
     }
@@ -750,7 +772,6 @@ impl TikTok {
             for sku in payload::list(&product["skus"]) {
                 let sku_id = payload::id(&sku["id"]).ok_or("a SKU without id")?;
                 let stock = payload::list(&sku["inventory"]);
-                self.several.learn(&sku_id, stock);
                 let level = match &self.warehouse_id {
                     Some(w) => stock
                         .iter()
@@ -851,6 +872,37 @@ pub(crate) fn read_grant(reply: &Value) -> Result<Grant, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_written_twice_takes_what_either_call_took() {
+        let accepted = |acked: Vec<usize>, wait: Option<u64>| PushReply::Accepted {
+            acked,
+            wait: wait.map(Duration::from_secs),
+        };
+        let acked = |reply: PushReply| match reply {
+            PushReply::Accepted { acked, wait } => (acked, wait.map(|w| w.as_secs())),
+            other => panic!("{other:?}"),
+        };
+        // Items 0 and 2 refused at first, written again as 0 and 1 of the second call.
+        let again = [0, 2];
+        let both = merged(accepted(vec![1], None), accepted(vec![0, 1], None), &again);
+        assert_eq!(acked(both), (vec![0, 1, 2], None));
+        let throttled = PushReply::Throttled {
+            retry_after: Duration::from_secs(3),
+        };
+        assert_eq!(
+            acked(merged(accepted(vec![1], Some(1)), throttled, &again)),
+            (vec![1], Some(3))
+        );
+        let failed = PushReply::Failed {
+            reason: "refused".into(),
+            retryable: true,
+        };
+        assert_eq!(
+            acked(merged(failed, accepted(vec![1], None), &again)),
+            (vec![2], None)
+        );
+    }
 
     #[test]
     fn the_signature_sorts_parameters_and_wraps_in_the_secret() {

@@ -6,9 +6,11 @@
 //! leaves one out is refused: 12019028 "Multiple warehouses detected. Include all
 //! warehouse IDs and details.", 12052037 "Cannot update inventory" (missing or incorrect
 //! warehouse IDs), 12052533 "Removal, addition, and change of warehouses are not
-//! permitted" (Partner Center's error tables; which one comes, and where in the answer, is
-//! not documented, so any of them in `data.errors` or as the answer's `code` counts). For a
-//! SKU with one warehouse the id is optional, and the write stays as it was.
+//! permitted" (Partner Center's error tables; which one comes is not documented, so any
+//! counts: as the answer's `code`, an entry's of `data.errors`, or, as the page's own
+//! example of a refusal puts a warehouse's, under the wrapper 12052990 "Batch update
+//! inventory error." in the entry's `detail.extra_errors`). For a SKU with one warehouse
+//! the id is optional, and the write stays as it was.
 //!
 //! lockstep sets one warehouse's stock per SKU: the channel's `location_id`, else the
 //! SKU's first (the one reads take). The SKU's other warehouses are written with what Get
@@ -17,9 +19,10 @@
 //! over (the unit comes back there), the window of one call; a seller who wants lockstep to
 //! own a SKU's whole stock keeps it in one warehouse.
 //!
-//! Which SKUs have several is learned from every answer that lists a SKU's warehouses
-//! (reads, discovery, the read before a write) and from a write refused for them; only
-//! those SKUs' pushes read first.
+//! Which SKUs have several is learned from every answer of the server's that lists a
+//! SKU's warehouses (reconciliation's reads, the read before a write) and from a write
+//! refused for them; only those SKUs' pushes read first. A refused SKU the read shows in
+//! one warehouse (a `location_id` not its own) is not written again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -39,10 +42,10 @@ pub type Stock = Vec<(String, i64)>;
 pub struct Several(Mutex<HashSet<String>>);
 
 impl Several {
-    /// What an answer listed of SKU `sku_id`'s warehouses (its `inventory`).
-    pub fn learn(&self, sku_id: &str, inventory: &[Value]) {
+    /// An answer listed SKU `sku_id` in `warehouses` warehouses.
+    pub fn learn(&self, sku_id: &str, warehouses: usize) {
         let mut several = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if inventory.len() > 1 {
+        if warehouses > 1 {
             several.insert(sku_id.to_string());
         } else {
             several.remove(sku_id);
@@ -98,20 +101,22 @@ pub fn inventory(quantity: i64, ours: Option<&str>, stock: Option<&Stock>) -> Ve
 /// `data.errors` name with one of the codes, or all of them when the answer's own code is
 /// one and it names none.
 pub fn refused_for_warehouses(reply: &Value, asked: &[&str]) -> Vec<String> {
+    let warehouses = |e: &Value| {
+        e["code"]
+            .as_i64()
+            .is_some_and(|c| WAREHOUSE_CODES.contains(&c))
+    };
     let named: Vec<String> = payload::list(&reply["data"]["errors"])
         .iter()
         .filter(|e| {
-            e["code"]
-                .as_i64()
-                .is_some_and(|c| WAREHOUSE_CODES.contains(&c))
+            warehouses(e)
+                || payload::list(&e["detail"]["extra_errors"])
+                    .iter()
+                    .any(warehouses)
         })
         .filter_map(|e| payload::id(&e["detail"]["sku_id"]))
         .collect();
-    if named.is_empty()
-        && reply["code"]
-            .as_i64()
-            .is_some_and(|c| WAREHOUSE_CODES.contains(&c))
-    {
+    if named.is_empty() && warehouses(reply) {
         return asked.iter().map(|s| s.to_string()).collect();
     }
     named
@@ -152,6 +157,12 @@ mod tests {
             {"code": 12019028, "detail": {"sku_id": "81"}},
             {"code": 17019003, "detail": {"sku_id": "82"}}]}});
         assert_eq!(refused_for_warehouses(&named, &["81", "82"]), vec!["81"]);
+        // The page's own example: the answer's code 0, the entry's the wrapper 12052990,
+        // the warehouse's code under it.
+        let wrapped = json!({"code": 0, "data": {"errors": [{"code": 12052990,
+            "message": "Batch update inventory error.",
+            "detail": {"sku_id": "82", "extra_errors": [{"warehouse_id": "7001", "code": 12019028}]}}]}});
+        assert_eq!(refused_for_warehouses(&wrapped, &["81", "82"]), vec!["82"]);
         let whole = json!({"code": 12052037, "data": {}});
         assert_eq!(
             refused_for_warehouses(&whole, &["81", "82"]),

@@ -8,18 +8,26 @@
 //! the same; its earlier versions said 20,000). A pass that asked for everything modified
 //! since its watermark after a long outage of a busy seller would fail at that point on
 //! every pass, its watermark never moving. So a pass asks for `[start, end]` by
-//! `lastModifiedStartDate` and `lastModifiedEndDate`, first up to the pass's start; a
-//! window whose first page says it holds more than the cap (`meta.totalCount`, "Total no
-//! of purchase orders"), or that Walmart refuses with a 4xx, is halved, down to a second.
-//! The error's shape is not documented, so any refusal of a wider window is taken as that
-//! one; a second still refused fails the pass with Walmart's words.
+//! `lastModifiedStartDate` and `lastModifiedEndDate` (in milliseconds, the resolution of
+//! Walmart's dates), first up to the pass's start. A window whose first page says it holds
+//! more than the cap (`meta.totalCount`, "Total no of purchase orders"), or that Walmart
+//! refuses with a 4xx on any page, is halved and read again from its start, down to a
+//! second. The error's shape is not documented, so any refusal of a wider window is taken
+//! as that one; a second still refused fails the pass with Walmart's words. The window
+//! after one read whole is twice as wide, up to the pass's start.
 //!
-//! Each window read to its end settles the watermark at its end (`PollPage::settled`),
-//! stored at once: the list is not sorted by modification time (the reference's example
-//! runs newest `orderDate` first), so the newest time seen says nothing of the orders not
-//! yet read, and a pass cut short must not store it. The next window starts a second
-//! before the last one ended, whether Walmart's bounds ("modified after", "modified
-//! before") include their instant or not; orders read twice are duplicates by their keys.
+//! Walmart answers a query that matches nothing with a 404, `CONTENT_NOT_FOUND.GMP_ORDER_API`
+//! "Orders not found for given search parameters" (not in its pages; integrators catch it:
+//! the kmcconnell Walmart SDK's CHANGELOG, 1.3.4; fulfilio/python-walmart PR #14): an
+//! empty window, read whole.
+//!
+//! Each window read whole settles the watermark at its end (`PollPage::settled`), stored
+//! at once. The list is not sorted by modification time (the reference's example runs
+//! newest `orderDate` first), so the newest time seen says nothing of the orders not yet
+//! read and is never stored (`OrderPoll::settles`). The next window starts a millisecond
+//! before the last one ended, so an order modified at that instant is in one of them
+//! whether Walmart's bounds ("modified after", "modified before") include it or not;
+//! orders read twice are duplicates by their keys.
 //!
 //! `createdStartDate` is sent too, 179 days back: the reference gives it a default of
 //! "current date - 7 days", so without it an order created a week ago and cancelled today
@@ -34,17 +42,20 @@ use serde_json::Value;
 use super::call::{json_answer, with_headers};
 use super::walmart::{throttle_wait, Walmart};
 use super::{excerpt, payload, BoxFuture, Caller, ChannelAdapter, OrderPoll, PollPage};
-use crate::clock::{format_rfc3339, Micros, MICROS_PER_HOUR, MICROS_PER_SECOND};
+use crate::clock::{format_iso8601_millis, Micros, MICROS_PER_HOUR, MICROS_PER_SECOND};
 
 /// Most orders Walmart answers to one query.
 const QUERY_CAP: i64 = 10_000;
-/// The narrowest window: one second, the resolution of the dates sent.
+/// The narrowest window: more than 10,000 orders modified within a second is past what a
+/// poll can read.
 const WINDOW_MIN: Micros = MICROS_PER_SECOND;
+/// How far a window starts before the last one's end: a millisecond, Walmart's resolution.
+const OVERLAP: Micros = 1_000;
 /// How far back the orders asked for may have been created (Walmart keeps 180 days).
 const CREATED_BACK: Micros = 179 * 24 * MICROS_PER_HOUR;
 /// Orders a page asks for (Walmart's default; at most 200).
 const PAGE_SIZE: usize = 100;
-/// Most 429s one page of the order poll waits out before its pass fails.
+/// Most 429s one call of the orders list waits out before its pass fails.
 const THROTTLED_MAX: u32 = 8;
 
 /// Where a pass is: the window being read, the pass's end, and Walmart's cursor within
@@ -98,8 +109,9 @@ impl Window {
 
     /// The first page's query: the window, and orders created in the last 179 days.
     fn first_query(&self, now: Micros) -> String {
-        let date =
-            |t: Micros| utf8_percent_encode(&format_rfc3339(t), NON_ALPHANUMERIC).to_string();
+        let date = |t: Micros| {
+            utf8_percent_encode(&format_iso8601_millis(t), NON_ALPHANUMERIC).to_string()
+        };
         format!(
             "?createdStartDate={}&lastModifiedStartDate={}&lastModifiedEndDate={}&limit={PAGE_SIZE}",
             date(now - CREATED_BACK),
@@ -108,7 +120,8 @@ impl Window {
         )
     }
 
-    /// The window's first half, or `None` when it is a second already.
+    /// The window's first half, read from its start, or `None` when it is a second
+    /// already.
     fn halved(&self) -> Option<Window> {
         (self.end - self.start > WINDOW_MIN).then(|| Window {
             end: self.start + ((self.end - self.start) / 2).max(WINDOW_MIN),
@@ -117,14 +130,18 @@ impl Window {
         })
     }
 
-    /// The window after this one, read to its end: up to the pass's end, from a second
-    /// before this one's end; `None` when this one reached the pass's end.
+    /// The window after this one, read whole: from a millisecond before this one's end,
+    /// twice as wide, up to the pass's end; `None` when this one reached it.
     fn after(&self) -> Option<Window> {
-        (self.end < self.until).then(|| Window {
-            start: self.end - WINDOW_MIN,
-            end: self.until,
-            until: self.until,
-            cursor: None,
+        (self.end < self.until).then(|| {
+            let start = self.end - OVERLAP;
+            let width = (2 * (self.end - self.start)).max(WINDOW_MIN);
+            Window {
+                start,
+                end: start.saturating_add(width).min(self.until),
+                until: self.until,
+                cursor: None,
+            }
         })
     }
 }
@@ -141,23 +158,49 @@ fn check_cursor(cursor: &str) -> Result<(), String> {
     }
 }
 
-/// Whether a first page's answer says its window holds more than Walmart answers to one
-/// query: a refusal (a 4xx other than the credentials' and the throttle's), or a
-/// `totalCount` over the cap.
-fn over_cap(status: u16, body: &[u8]) -> bool {
-    if (400..500).contains(&status) {
-        return ![401, 403, 429].contains(&status);
+/// What an answer says of its window.
+#[derive(Debug, PartialEq, Eq)]
+enum Answered {
+    /// Nothing matches: 404 with a `CONTENT_NOT_FOUND` code (in `errors`, or in `error`
+    /// as integrators quote it).
+    Empty,
+    /// Refused: a 4xx other than the credentials', the throttle's and an empty answer's.
+    Refused,
+    /// A page of a window holding more than the cap (`meta.totalCount`).
+    OverCap,
+    /// Anything else: a page, or a failure `json_answer` names.
+    Page,
+}
+
+fn answered(status: u16, body: &[u8]) -> Answered {
+    let reply = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let not_found = || {
+        payload::list(&reply["errors"])
+            .iter()
+            .chain(payload::list(&reply["error"]))
+            .filter_map(|e| e["code"].as_str())
+            .any(|c| c.starts_with("CONTENT_NOT_FOUND"))
+    };
+    if status == 404 && not_found() {
+        return Answered::Empty;
     }
-    serde_json::from_slice::<Value>(body).is_ok_and(|r| {
-        r["list"]["meta"]["totalCount"]
-            .as_i64()
-            .is_some_and(|n| n > QUERY_CAP)
-    })
+    if (400..500).contains(&status) && ![401, 403, 404, 429].contains(&status) {
+        return Answered::Refused;
+    }
+    let total = reply["list"]["meta"]["totalCount"].as_i64();
+    if (200..300).contains(&status) && total.is_some_and(|n| n > QUERY_CAP) {
+        return Answered::OverCap;
+    }
+    Answered::Page
 }
 
 impl OrderPoll for Walmart {
     fn interval(&self) -> Duration {
         self.poll_interval
+    }
+
+    fn settles(&self) -> bool {
+        true
     }
 
     fn page<'a>(
@@ -170,39 +213,50 @@ impl OrderPoll for Walmart {
         Box::pin(async move {
             let mut window = match cursor {
                 Some(cursor) => Window::decode(&cursor)?,
-                None => Window {
-                    start: since,
-                    end: now.max(since + WINDOW_MIN),
-                    until: now.max(since + WINDOW_MIN),
-                    cursor: None,
-                },
+                None => {
+                    // A watermark written by hand may be near 0: no window starts before it.
+                    let start = since.max(0);
+                    let end = now.max(start + WINDOW_MIN);
+                    Window {
+                        start,
+                        end,
+                        until: end,
+                        cursor: None,
+                    }
+                }
             };
+            let mut page = PollPage::default();
             let answer = loop {
                 let query = match &window.cursor {
                     Some(cursor) => cursor.clone(),
                     None => window.first_query(now),
                 };
                 let answer = self.orders_call(caller, &query).await?;
-                if window.cursor.is_none() && over_cap(answer.0, &answer.2) {
-                    if let Some(half) = window.halved() {
-                        window = half;
-                        continue;
+                let what = answered(answer.0, &answer.2);
+                match (what, window.halved()) {
+                    (Answered::Empty, _) => {
+                        page.settled = Some(window.end);
+                        page.next = window.after().map(|w| w.encode());
+                        return Ok(page);
                     }
-                    if answer.0 >= 400 {
+                    // Read again from its start, half as wide (a refusal past the first
+                    // page reads what was read again: duplicates by their keys).
+                    (Answered::Refused | Answered::OverCap, Some(half)) => window = half,
+                    (Answered::Refused, None) => {
                         return Err(format!(
                             "Walmart refused the orders modified from {} to {}, a window of a second (more than {QUERY_CAP} orders in it, or another refusal): HTTP {}: {}",
-                            format_rfc3339(window.start),
-                            format_rfc3339(window.end),
+                            format_iso8601_millis(window.start),
+                            format_iso8601_millis(window.end),
                             answer.0,
                             excerpt(&answer.2)
                         ));
                     }
+                    // A second over the cap: read what Walmart gives.
+                    (Answered::OverCap | Answered::Page, _) => break answer,
                 }
-                break answer;
             };
             let reply = json_answer(&answer)?;
             let list = &reply["list"];
-            let mut page = PollPage::default();
             for order in payload::list(&list["elements"]["order"]) {
                 let (events, newest) = self.order_events(order, now);
                 page.events.extend(events);
@@ -271,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_halves_to_a_second_and_the_next_overlaps_its_end_by_one() {
+    fn windows_halve_to_a_second_widen_after_and_always_move_on() {
         let s = MICROS_PER_SECOND;
         let whole = Window {
             start: 100 * s,
@@ -284,36 +338,59 @@ mod tests {
             (half.start, half.end, half.until),
             (100 * s, 150 * s, 200 * s)
         );
+        // The next window overlaps the last by a millisecond and is twice as wide, up
+        // to the pass's end.
+        let next = half.after().unwrap();
+        assert_eq!((next.start, next.end), (150 * s - OVERLAP, 200 * s));
+        assert_eq!(next.after(), None);
+        // Halved down to a second, a window still moves the pass on.
         let mut narrow = half.clone();
         while let Some(h) = narrow.halved() {
             narrow = h;
         }
         assert_eq!(narrow.end - narrow.start, s);
-        let next = half.after().unwrap();
-        assert_eq!((next.start, next.end), (149 * s, 200 * s));
-        assert_eq!(next.after(), None);
+        let after = narrow.after().unwrap();
+        assert!(
+            after.start > narrow.start && after.end > narrow.end,
+            "{after:?}"
+        );
+        assert_eq!(after.end - after.start, 2 * s);
         // A window and its cursor come back as they were written.
         let paged = Window {
             cursor: Some("?limit=100&soIndex=2&poIndex=2".into()),
             ..half
         };
         assert_eq!(Window::decode(&paged.encode()), Ok(paged));
-        for bad in ["", "1-2", "3-2-4", "1-2-3?a b", "a-b-c", "1-2-3-4"] {
+        for bad in [
+            "",
+            "1-2",
+            "3-2-4",
+            "1-2-3?a b",
+            "a-b-c",
+            "1-2-3-4",
+            "-5-2-3",
+        ] {
             assert!(Window::decode(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn a_count_over_the_cap_or_a_refusal_halves_but_credentials_and_throttles_do_not() {
+    fn an_answer_is_empty_refused_over_the_cap_or_a_page() {
         let page = |total: i64| {
             serde_json::to_vec(&serde_json::json!({"list": {"meta": {"totalCount": total}}}))
                 .unwrap()
         };
-        assert!(over_cap(200, &page(QUERY_CAP + 1)));
-        assert!(!over_cap(200, &page(QUERY_CAP)));
-        assert!(over_cap(400, b"{}"));
-        for status in [401, 403, 429, 500, 503] {
-            assert!(!over_cap(status, b"{}"), "{status}");
+        assert_eq!(answered(200, &page(QUERY_CAP + 1)), Answered::OverCap);
+        assert_eq!(answered(200, &page(QUERY_CAP)), Answered::Page);
+        assert_eq!(answered(400, b"{}"), Answered::Refused);
+        let not_found = br#"{"errors": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API"}]}"#;
+        assert_eq!(answered(404, not_found), Answered::Empty);
+        let quoted = br#"{"error": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API"}]}"#;
+        assert_eq!(answered(404, quoted), Answered::Empty);
+        // Neither halves nor ends a window: the credentials, the throttle, another 404,
+        // a server's failure.
+        for status in [401, 403, 404, 429, 500, 503] {
+            assert_eq!(answered(status, b"{}"), Answered::Page, "{status}");
         }
     }
 }

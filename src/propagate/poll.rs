@@ -2,7 +2,8 @@
 //! never retries a failed delivery), and eBay's only order path. Every interval it lists the orders modified since
 //! the watermark, less an overlap window, and submits them as events: orders already
 //! taken are duplicates by their keys, so only what a lost delivery missed changes
-//! anything. The watermark (the newest modification time seen) is kept in the data
+//! anything. The watermark (the newest modification time seen, or for a poll that reads
+//! windows the end of the last one read whole: `OrderPoll::settles`) is kept in the data
 //! directory, so a restart neither misses nor re-reads a long history.
 
 use std::path::{Path, PathBuf};
@@ -151,13 +152,21 @@ pub async fn pass(
             }
         }
     }
-    // Only once every page is durably taken does the watermark move; a pass cut short
-    // by its page cap keeps what its windows settled, if they did.
+    // A poll whose pages settle the watermark stored it as they did; a pass cut short by
+    // its page cap keeps the last window it read whole. (Stored once more at the end: a
+    // first pass starts from now, which its windows do not pass.)
+    if poll.settles() {
+        report.watermark = settled.unwrap_or(watermark).max(watermark);
+        store(report.watermark)?;
+        return Ok(report);
+    }
+    // Otherwise the watermark moves once every page is durably taken, to the newest time
+    // seen. A pass cut short by its page cap moves it too: right for a list sorted by
+    // modification time; for a list that may not be (Shopify's, Amazon's, eBay's and
+    // TikTok's polls ask no such order) it skips what the pass did not reach, where
+    // keeping the watermark would read the same pages at every pass for good.
     if !finished {
-        if let Some(done) = settled {
-            report.watermark = done;
-            return Ok(report);
-        }
+        tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, "order poll pass cut short at its page cap");
     }
     store(report.watermark)?;
     Ok(report)
