@@ -508,23 +508,27 @@ fn handle(
                         .map(|(w, q)| (w.unwrap_or_default(), q))
                         .collect(),
                 };
-                let refusal = if given.iter().any(|(w, _)| !assigned.contains(&w.as_str())) {
-                    Some((
+                let unrelated = given.iter().find(|(w, _)| !assigned.contains(&w.as_str()));
+                let missing = assigned
+                    .iter()
+                    .find(|a| !given.iter().any(|(w, _)| w == *a));
+                let refusal = match (unrelated, missing) {
+                    (Some((w, _)), _) => Some((
+                        w.as_str(),
                         12052533,
                         "Removal, addition, and change of warehouses are not permitted.",
-                    ))
-                } else if assigned.iter().any(|a| !given.iter().any(|(w, _)| w == a)) {
-                    Some((
+                    )),
+                    (None, Some(w)) => Some((
+                        *w,
                         12019028,
                         "Multiple warehouses detected. Include all warehouse IDs and details.",
-                    ))
-                } else {
-                    None
+                    )),
+                    (None, None) => None,
                 };
-                if let Some((code, message)) = refusal {
+                if let Some((warehouse, code, message)) = refusal {
                     let mut error = refuse(12052990, "Batch update inventory error.");
                     error["detail"]["extra_errors"] =
-                        json!([{"warehouse_id": "", "code": code, "message": message}]);
+                        json!([{"warehouse_id": warehouse, "code": code, "message": message}]);
                     errors.push(error);
                     continue;
                 }

@@ -13,7 +13,8 @@
 //! - `GET /v3/orders?lastModifiedStartDate=` (and `lastModifiedEndDate`,
 //!   `createdStartDate`, whose default is "current date - 7 days") with the orders API's
 //!   nested shape, newest order date first (the reference's example), paged by
-//!   `nextCursor`, which carries the query's filters; nothing matching is a 404
+//!   `nextCursor`, which here carries the query's filters (Walmart's do carry the status
+//!   and created dates in integrators' samples); nothing matching is a 404
 //!   `CONTENT_NOT_FOUND.GMP_ORDER_API`, as integrators meet it; a query
 //!   matching more than 10,000 orders ("a maximum of 10000 orders can be fetched at a
 //!   time. Attempting to download more than 10000 orders will return an error",
@@ -656,11 +657,13 @@ fn handle(
             if orders.is_empty() {
                 // What integrators meet when nothing matches (the kmcconnell Walmart
                 // SDK's CHANGELOG, 1.3.4; fulfilio/python-walmart PR #14).
+                // The body in the shape that SDK parses it from.
                 s.log_call(&req.path, 0, 404);
-                return wm_error(
+                return reply(
                     404,
-                    "CONTENT_NOT_FOUND.GMP_ORDER_API",
-                    "Failed when called getAllOrders. Orders not found for given search parameters",
+                    &json!({"errors": {"error": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API",
+                        "description": "Failed when called getAllOrders. Orders not found for given search parameters",
+                        "info": "Requested content could not be found.", "severity": "INFO", "category": "APPLICATION"}]}}),
                     &[],
                 );
             }

@@ -98,8 +98,9 @@ pub fn inventory(quantity: i64, ours: Option<&str>, stock: Option<&Stock>) -> Ve
 }
 
 /// The SKU ids of `asked` that a write's answer refused for their warehouses: those its
-/// `data.errors` name with one of the codes, or all of them when the answer's own code is
-/// one and it names none.
+/// `data.errors` name with one of the codes (the entry's, or one in its
+/// `detail.extra_errors`), or all of them when the answer's own code is one and it names
+/// none.
 pub fn refused_for_warehouses(reply: &Value, asked: &[&str]) -> Vec<String> {
     let warehouses = |e: &Value| {
         e["code"]

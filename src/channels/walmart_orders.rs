@@ -46,8 +46,8 @@ use crate::clock::{format_iso8601_millis, Micros, MICROS_PER_HOUR, MICROS_PER_SE
 
 /// Most orders Walmart answers to one query.
 const QUERY_CAP: i64 = 10_000;
-/// The narrowest window: more than 10,000 orders modified within a second is past what a
-/// poll can read.
+/// The narrowest window: more than 10,000 orders modified within one second is past what
+/// this poll reads (the pass fails there, naming the window).
 const WINDOW_MIN: Micros = MICROS_PER_SECOND;
 /// How far a window starts before the last one's end: a millisecond, Walmart's resolution.
 const OVERLAP: Micros = 1_000;
@@ -161,8 +161,10 @@ fn check_cursor(cursor: &str) -> Result<(), String> {
 /// What an answer says of its window.
 #[derive(Debug, PartialEq, Eq)]
 enum Answered {
-    /// Nothing matches: 404 with a `CONTENT_NOT_FOUND` code (in `errors`, or in `error`
-    /// as integrators quote it).
+    /// Nothing matches: 404 with the orders API's `CONTENT_NOT_FOUND.GMP_ORDER_API` (the
+    /// gateway's `CONTENT_NOT_FOUND.GMP_GATEWAY_API` for a wrong path is a failure), in
+    /// `errors` as a list, or as `{"errors": {"error": [...]}}`, the shape the kmcconnell
+    /// SDK parses it from.
     Empty,
     /// Refused: a 4xx other than the credentials', the throttle's and an empty answer's.
     Refused,
@@ -177,9 +179,8 @@ fn answered(status: u16, body: &[u8]) -> Answered {
     let not_found = || {
         payload::list(&reply["errors"])
             .iter()
-            .chain(payload::list(&reply["error"]))
-            .filter_map(|e| e["code"].as_str())
-            .any(|c| c.starts_with("CONTENT_NOT_FOUND"))
+            .chain(payload::list(&reply["errors"]["error"]))
+            .any(|e| e["code"] == "CONTENT_NOT_FOUND.GMP_ORDER_API")
     };
     if status == 404 && not_found() {
         return Answered::Empty;
@@ -234,7 +235,9 @@ impl OrderPoll for Walmart {
                 let answer = self.orders_call(caller, &query).await?;
                 let what = answered(answer.0, &answer.2);
                 match (what, window.halved()) {
-                    (Answered::Empty, _) => {
+                    // A window's first page only: a 404 past it (a cursor gone stale) is
+                    // a failure, not the rest of the window read.
+                    (Answered::Empty, _) if window.cursor.is_none() => {
                         page.settled = Some(window.end);
                         page.next = window.after().map(|w| w.encode());
                         return Ok(page);
@@ -244,7 +247,7 @@ impl OrderPoll for Walmart {
                     (Answered::Refused | Answered::OverCap, Some(half)) => window = half,
                     (Answered::Refused, None) => {
                         return Err(format!(
-                            "Walmart refused the orders modified from {} to {}, a window of a second (more than {QUERY_CAP} orders in it, or another refusal): HTTP {}: {}",
+                            "Walmart refused the orders modified from {} to {}, a window as narrow as this poll reads (more than {QUERY_CAP} orders in it, or another refusal): HTTP {}: {}",
                             format_iso8601_millis(window.start),
                             format_iso8601_millis(window.end),
                             answer.0,
@@ -252,7 +255,7 @@ impl OrderPoll for Walmart {
                         ));
                     }
                     // A second over the cap: read what Walmart gives.
-                    (Answered::OverCap | Answered::Page, _) => break answer,
+                    (Answered::Empty | Answered::OverCap | Answered::Page, _) => break answer,
                 }
             };
             let reply = json_answer(&answer)?;
@@ -385,8 +388,10 @@ mod tests {
         assert_eq!(answered(400, b"{}"), Answered::Refused);
         let not_found = br#"{"errors": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API"}]}"#;
         assert_eq!(answered(404, not_found), Answered::Empty);
-        let quoted = br#"{"error": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API"}]}"#;
-        assert_eq!(answered(404, quoted), Answered::Empty);
+        let nested = br#"{"errors": {"error": [{"code": "CONTENT_NOT_FOUND.GMP_ORDER_API"}]}}"#;
+        assert_eq!(answered(404, nested), Answered::Empty);
+        let gateway = br#"{"errors": [{"code": "CONTENT_NOT_FOUND.GMP_GATEWAY_API"}]}"#;
+        assert_eq!(answered(404, gateway), Answered::Page);
         // Neither halves nor ends a window: the credentials, the throttle, another 404,
         // a server's failure.
         for status in [401, 403, 404, 429, 500, 503] {

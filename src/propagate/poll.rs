@@ -152,6 +152,9 @@ pub async fn pass(
             }
         }
     }
+    if !finished {
+        tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, "order poll pass cut short at its page cap");
+    }
     // A poll whose pages settle the watermark stored it as they did; a pass cut short by
     // its page cap keeps the last window it read whole. (Stored once more at the end: a
     // first pass starts from now, which its windows do not pass.)
@@ -165,9 +168,6 @@ pub async fn pass(
     // modification time; for a list that may not be (Shopify's, Amazon's, eBay's and
     // TikTok's polls ask no such order) it skips what the pass did not reach, where
     // keeping the watermark would read the same pages at every pass for good.
-    if !finished {
-        tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, "order poll pass cut short at its page cap");
-    }
     store(report.watermark)?;
     Ok(report)
 }
