@@ -142,7 +142,6 @@ pub async fn pass(
                 store(done)?;
                 settled = Some(done);
             }
-            report.watermark = report.watermark.max(done);
         }
         match result.next {
             Some(next) => cursor = Some(next),
