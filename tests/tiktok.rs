@@ -286,3 +286,47 @@ fn the_order_search_misses_nothing_and_counts_nothing_twice_across_restarts() {
         6,
     );
 }
+
+/// An outage of more orders than one pass of the poll reads (1,000 pages; a page of one
+/// order here), none notified, a watermark from before it. TikTok's list runs newest
+/// `create_time` first, not by update time, so the pass reads it in windows of update time
+/// and stores each one's end once it is read whole: every order is counted once. Before,
+/// the pass cut short at its page cap moved the watermark to the newest update it had
+/// seen, past the oldest orders, which were never read.
+#[test]
+fn an_outage_longer_than_a_pass_reads_is_read_whole_in_windows() {
+    const ORDERS: i64 = 1_050;
+    let rig = rig_with(
+        1,
+        "poll_interval_s = 1\nrate_limit = { requests_per_second = 5000.0, burst = 500 }",
+    );
+    count(&rig.server, "T0", 2_000);
+    // Pushed: the rotated refresh token is in the data directory before the kill.
+    assert!(eventually(WAIT, || rig.sim.market.level("T0") == Some(2_000)));
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.market.set_page_cap(1);
+    let data = rig.server.data_dir.clone();
+    let sim = &rig.sim;
+    let server = kill9_and_restart_after(rig.server, || {
+        for _ in 0..ORDERS {
+            sim.place_order(&[("T0", 1)]);
+        }
+        sim.market.shop().spread_orders_back(3_600, 3);
+        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
+        std::fs::write(data.join("poll-tiktok.watermark"), before.to_string()).unwrap();
+    });
+    assert!(
+        eventually(Duration::from_secs(120), || server
+            .stock("T0")
+            .is_some_and(|(_, committed, _)| committed == ORDERS)),
+        "{:?} of {ORDERS} committed\n{}",
+        server.stock("T0"),
+        server.stderr_lines().join("\n")
+    );
+    // Read again by later windows and passes, none is counted twice.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(server.stock("T0"), Some((2_000, ORDERS, 2_000 - ORDERS)));
+}

@@ -12,7 +12,8 @@
 //!   per 5 minutes, else 429); the feed's messages are applied after `feed_delay`, when
 //!   `getFeed` says `DONE` and names a result document whose processing report lists an
 //!   `ERROR` issue for each message not taken (an unknown SKU, a refused listing).
-//! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=` (100 per page, `NextToken`;
+//! - Orders: `GET /orders/v0/orders?LastUpdatedAfter=&LastUpdatedBefore=` (inclusive; the
+//!   end at least two minutes past, else 400; newest first; 100 per page, `NextToken`;
 //!   0.0167 requests/s, burst 20, unless `set_orders_rate`) and
 //!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30, unless
 //!   `set_order_items_rate`; every item on one page unless `set_order_items_page`, then
@@ -861,10 +862,22 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
             &[],
         );
     };
+    // `LastUpdatedBefore`: at or after `LastUpdatedAfter` and "no later than two minutes
+    // before the time that the request was submitted", or a 400 InvalidInput whose
+    // message names no rule (getOrders reference; selling-partner-api-models issue 974).
+    let before = match req.param("LastUpdatedBefore") {
+        None => i64::MAX,
+        Some(text) => match market::parse_rfc3339(&text) {
+            Some(before) if before >= after && before <= now_us() - 120_000_000 => before,
+            _ => return errors(400, "InvalidInput", "This is an invalid input", &[]),
+        },
+    };
     let offset: usize = req.number("NextToken", 0);
     let per_page: usize = req.number("MaxResultsPerPage", 100).clamp(1, 100);
     let mut s = lock(shop);
-    let orders = s.modified_after(after);
+    // Both bounds are inclusive ("after (or at)", "before (or at)"); the order is not
+    // documented.
+    let orders = s.modified_within(after - 1, before);
     let page: Vec<Value> = orders
         .iter()
         .skip(offset)

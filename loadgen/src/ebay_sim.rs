@@ -12,7 +12,7 @@
 //!   `POST /sell/inventory/v1/bulk_get_inventory_item`: 1 to 25 `requests` of `{"sku"}`
 //!   (more is a 400, error 25709 here), answered with one `GetInventoryItemResponse` per
 //!   SKU (`statusCode` 200 with the `inventoryItem`, or 404 with `errors`).
-//! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..]&limit&offset`, `from`
+//! - `GET /sell/fulfillment/v1/order?filter=lastmodifieddate:[from..until]&limit&offset`, `from`
 //!   in ISO 8601 with milliseconds (`2026-11-30T10:15:43.511Z`); any other form is a 400
 //!   (error 30800).
 //! - `GET /sell/inventory/v1/inventory_item` (getInventoryItems, paged by `next`) and
@@ -525,33 +525,58 @@ fn millis_of(text: &str) -> i64 {
 }
 
 fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
-    // filter=lastmodifieddate:[2026-11-27T10:00:00.000Z..]
-    // eBay documents the bound in ISO 8601 with milliseconds and a `Z`
+    // filter=lastmodifieddate:[2026-11-27T10:00:00.000Z..2026-11-27T11:00:00.000Z]
+    // eBay documents the bounds in ISO 8601 with milliseconds and a `Z`
     // (`lastmodifieddate:[2016-05-15T08:25:43.511Z..]`, getOrders' `filter` in eBay's
     // Fulfillment API spec; a bad value is error 30800 "Invalid filter value {fieldvalue}
-    // for filter {fieldname}"): any other precision is refused here.
-    let Some(bound) = req
+    // for filter {fieldname}"): any other precision is refused here. The end is optional
+    // and inclusive; one in the future is error 30850.
+    let Some((bound, end)) = req
         .param("filter")
         .and_then(|f| f.strip_prefix("lastmodifieddate:[").map(str::to_string))
-        .and_then(|f| f.split("..").next().map(str::to_string))
+        .and_then(|f| {
+            let (from, end) = f.strip_suffix(']')?.split_once("..")?;
+            Some((from.to_string(), end.to_string()))
+        })
     else {
         return errors(400, 30820, "Start date is missing");
     };
-    let from = Some(&bound)
-        .filter(|t| is_millis_utc(t))
-        .and_then(|t| market::parse_rfc3339(t).map(|us| us + millis_of(t) * 1_000));
-    let Some(from) = from else {
+    let time = |t: &String| {
+        Some(t)
+            .filter(|t| is_millis_utc(t))
+            .and_then(|t| market::parse_rfc3339(t).map(|us| us + millis_of(t) * 1_000))
+    };
+    let Some(from) = time(&bound) else {
         return errors(
             400,
             30800,
             &format!("Invalid filter value {bound} for filter lastmodifieddate"),
         );
     };
+    let until = match end.as_str() {
+        "" => i64::MAX,
+        _ => match time(&end) {
+            Some(until) if until > now_us() => {
+                return errors(400, 30850, "Start and end dates can't be in the future.")
+            }
+            Some(until) if until < from => {
+                return errors(400, 30840, "Start date should be before end date.")
+            }
+            Some(until) => until,
+            None => {
+                return errors(
+                    400,
+                    30800,
+                    &format!("Invalid filter value {end} for filter lastmodifieddate"),
+                )
+            }
+        },
+    };
     let limit: usize = req.number("limit", 50).clamp(1, 200);
     let offset: usize = req.number("offset", 0);
     let mut s = lock(shop);
-    // eBay's filter is inclusive of `from`.
-    let orders = s.modified_after(from - 1);
+    // eBay's filter is inclusive of both ends; the order is not documented.
+    let orders = s.modified_within(from - 1, until);
     let page: Vec<Value> = orders
         .iter()
         .skip(offset)

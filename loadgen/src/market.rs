@@ -283,6 +283,8 @@ pub struct Shop {
     pub listing_lag: Duration,
     /// Order listings read (the poll).
     pub order_polls: usize,
+    /// Most orders a page of an order list answers, whatever was asked (`set_page_cap`).
+    pub page_cap: usize,
     next_id: u64,
     /// The channel's id → our SKU, for `by_id`.
     ids: HashMap<String, String>,
@@ -309,6 +311,7 @@ impl Shop {
             rate: None,
             listing_lag: Duration::ZERO,
             order_polls: 0,
+            page_cap: usize::MAX,
             next_id: 100_000,
             ids: HashMap::new(),
         };
@@ -563,6 +566,17 @@ impl Shop {
         list
     }
 
+    /// Orders modified after `after_us` and at or before `until_us`, newest created
+    /// first: how a list that is not sorted by modification time answers (TikTok's
+    /// default sort, `create_time` descending; Walmart's example; Shopify, Amazon and eBay
+    /// document no order, and a simulator must not give one a poll could lean on).
+    pub fn modified_within(&mut self, after_us: i64, until_us: i64) -> Vec<Order> {
+        let mut list = self.modified_after(after_us);
+        list.retain(|o| o.modified_us <= until_us);
+        list.sort_by_key(|o| std::cmp::Reverse((o.created_us, o.id)));
+        list
+    }
+
     /// What every stocked listing shows.
     pub fn levels(&self) -> HashMap<String, i64> {
         self.listings
@@ -732,6 +746,12 @@ impl Market {
     /// The channel's own rate limit: past it, its throttle answer.
     pub fn set_rate_limit(&self, per_second: f64, burst: u32) {
         self.shop().rate = Some(Bucket::new(f64::from(burst), per_second));
+    }
+
+    /// A page of an order list answers at most `cap` orders, whatever was asked (an API
+    /// may answer fewer than asked; tests use it for lists of many pages).
+    pub fn set_page_cap(&self, cap: usize) {
+        self.shop().page_cap = cap.max(1);
     }
 
     /// New orders appear in order listings this long after their modification time.

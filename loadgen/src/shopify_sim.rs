@@ -676,28 +676,30 @@ fn send_level_webhook(
     send_webhook(sender, secret, runtime, "inventory_levels/update", body);
 }
 
-/// `GET /admin/api/{version}/orders.json`: `updated_at_min` (ISO 8601), `status=any`,
-/// `limit` (at most 250), paged by the `Link` header's `page_info` (a request with
-/// `page_info` may carry only `limit`) (shopify.dev, REST Order resource; "Make paginated
-/// requests to the REST Admin API").
+/// `GET /admin/api/{version}/orders.json`: `updated_at_min` and `updated_at_max` (ISO 8601,
+/// "at or after", "at or before"), `status=any`, `limit` (at most 250), paged by the
+/// `Link` header's `page_info` (a request with `page_info` may carry only `limit`; the
+/// first request's filters ride in it) (shopify.dev, REST Order resource; "Make paginated
+/// requests to the REST Admin API"). The list's order is not documented: newest first here.
 fn list_orders(s: &Extra, req: &Req) -> Reply {
     let param = |name: &str| req.param(name);
     let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
     if !(1..=250).contains(&limit) {
         return reply(400, &json!({"errors": {"limit": "must be 1 to 250"}}), &[]);
     }
-    let (since, start) = match param("page_info") {
+    let (since, until, start) = match param("page_info") {
         Some(info) => {
-            if param("updated_at_min").is_some() || param("status").is_some() {
+            let filters = ["updated_at_min", "updated_at_max", "status"];
+            if filters.iter().any(|f| param(f).is_some()) {
                 return reply(
                     400,
                     &json!({"errors": {"page_info": "page_info cannot be used with other filters"}}),
                     &[],
                 );
             }
-            let Some((since, start)) = info
-                .split_once('.')
-                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            let parsed: Option<Vec<i64>> = info.split('.').map(|p| p.parse().ok()).collect();
+            let Some([since, until, start]) =
+                parsed.as_deref().and_then(|p| <[i64; 3]>::try_from(p).ok())
             else {
                 return reply(
                     400,
@@ -705,21 +707,21 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
                     &[],
                 );
             };
-            (since, start)
+            (since, until, start.max(0) as usize)
         }
         None => {
-            let since = param("updated_at_min")
-                .and_then(|t| crate::market::parse_rfc3339(&t))
-                .unwrap_or(0);
-            (since, 0usize)
+            let time = |name: &str| param(name).and_then(|t| crate::market::parse_rfc3339(&t));
+            let since = time("updated_at_min").unwrap_or(0);
+            let until = time("updated_at_max").unwrap_or(i64::MAX);
+            (since, until, 0usize)
         }
     };
     let mut listed: Vec<&(i64, Value)> = s
         .order_states
         .values()
-        .filter(|(at, _)| *at >= since)
+        .filter(|(at, _)| (since..=until).contains(at))
         .collect();
-    listed.sort_by_key(|(at, v)| (*at, v["id"].as_u64()));
+    listed.sort_by_key(|(_, v)| std::cmp::Reverse(v["id"].as_u64()));
     let page: Vec<Value> = listed
         .iter()
         .skip(start)
@@ -733,7 +735,7 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
         headers.push((
             "link",
             format!(
-                "<http://{host}{}?limit={limit}&page_info={since}.{next}>; rel=\"next\"",
+                "<http://{host}{}?limit={limit}&page_info={since}.{until}.{next}>; rel=\"next\"",
                 req.path
             ),
         ));

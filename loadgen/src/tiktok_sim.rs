@@ -5,7 +5,8 @@
 //!   parameters + body + secret) in the query, `x-tts-access-token` in a header; a bad
 //!   signature or token is refused with TikTok's `code`/`message` body.
 //! - `GET /order/202309/orders?ids=` (line items one per unit) and
-//!   `POST /order/202309/orders/search` (`update_time_ge`, paged by `page_token`),
+//!   `POST /order/202309/orders/search` (`update_time_ge`, `update_time_lt`, newest
+//!   `create_time` first, paged by `page_token`),
 //!   `POST /product/202309/products/{product_id}/inventory/update` (the product's SKUs;
 //!   an unknown SKU id comes back in `data.errors`), `GET /product/202309/products/{id}`.
 //! - Warehouses: every SKU is in warehouse 7000; one can be in others too
@@ -395,7 +396,8 @@ fn handle(
                 .collect();
             reply(200, &tts(0, "Success", json!({ "orders": orders })), &[])
         }
-        // Get order list: `update_time_ge` (Unix seconds, inclusive) in the JSON body,
+        // Get order list: `update_time_ge` (Unix seconds, inclusive) and `update_time_lt`
+        // (exclusive) in the JSON body,
         // `page_size` (at most 100) and `page_token` in the query; `next_page_token` is
         // empty on the last page (Partner Center, "Get order list" 202309).
         (hyper::Method::POST, ["order", "202309", "orders", "search"]) => {
@@ -419,12 +421,17 @@ fn handle(
                 .param("page_token")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0);
+            // `update_time_lt` is exclusive; the list runs newest `create_time` first,
+            // the default `sort_field` and `sort_order` (DESC).
+            let until = body["update_time_lt"]
+                .as_i64()
+                .map_or(i64::MAX, |t| t.saturating_mul(1_000_000) - 1);
             let mut s = lock(shop);
-            let listed = s.modified_after(since * 1_000_000 - 1);
+            let listed = s.modified_within(since * 1_000_000 - 1, until);
             let page: Vec<Value> = listed
                 .iter()
                 .skip(start)
-                .take(size)
+                .take(size.min(s.page_cap))
                 .map(|o| order_json(&s, o))
                 .collect();
             let next = start + page.len();

@@ -644,16 +644,10 @@ fn handle(
             let cursor: usize = req.number("cursor", 0);
             let mut s = lock(shop);
             // Walmart keeps status dates in milliseconds; the filters are inclusive.
-            let mut orders: Vec<_> = s
-                .modified_after(since - 1_000)
-                .into_iter()
-                .filter(|o| {
-                    o.modified_us <= until.saturating_add(999) && o.created_us >= created_from
-                })
-                .collect();
             // Newest order date first, as the reference's example lists them: not by
             // modification time.
-            orders.sort_by_key(|o| std::cmp::Reverse((o.created_us, o.id)));
+            let mut orders = s.modified_within(since - 1_000, until.saturating_add(999));
+            orders.retain(|o| o.created_us >= created_from);
             if orders.is_empty() {
                 // What integrators meet when nothing matches (the kmcconnell Walmart
                 // SDK's CHANGELOG, 1.3.4; fulfilio/python-walmart PR #14).

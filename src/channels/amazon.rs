@@ -23,8 +23,8 @@
 //! - `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: the quantity Amazon shows, as a `level` (an
 //!   echo of our write matches and changes nothing; anything else is an external change,
 //!   handled by the channel's `inventory_updates` mode).
-//! - The safety net is the Orders API poll: `getOrders` by `LastUpdatedAfter` (paged by
-//!   `NextToken`), then `getOrderItems` per order.
+//! - The safety net is the Orders API poll: `getOrders` by `LastUpdatedAfter` and
+//!   `LastUpdatedBefore`, in windows (paged by `NextToken`), then `getOrderItems` per order.
 //!
 //! Outbound: `patchListingsItem` merging into `/attributes/fulfillment_availability`, one SKU
 //! per call, at 5 requests/s (burst 5). When the backlog is larger than that path clears
@@ -92,6 +92,11 @@ const ORDERS_RATE: RateLimit = RateLimit {
     requests_per_second: 0.0167,
     burst: 20,
 };
+/// How far in the past a window's end must be for getOrders to be sent it as
+/// `LastUpdatedBefore`, which "must be no later than two minutes before the time that the
+/// request was submitted" (https://developer-docs.amazon.com/sp-api/reference/getorders;
+/// the Orders API v0 model, `ordersV0.json`): three minutes, a minute for the two clocks.
+const BEFORE_MARGIN: Micros = 3 * 60 * crate::clock::MICROS_PER_SECOND;
 /// Most pages of one order's items followed (getOrderItems answers a `NextToken` while
 /// there are more): a channel that pages for ever is an error, not a loop.
 const ORDER_ITEM_PAGES_MAX: usize = 100;
@@ -1146,15 +1151,25 @@ impl Amazon {
     }
 }
 
+/// `getOrders` by `LastUpdatedAfter` and `LastUpdatedBefore` (both inclusive: "after (or
+/// at)", "before (or at)"), 100 a page, paged by `NextToken` sent with the same query
+/// (https://developer-docs.amazon.com/sp-api/reference/getorders). The list's order is
+/// not documented, so it is read in windows (`OrderPoll::windowed`); a window ending less
+/// than `BEFORE_MARGIN` ago is sent without its end.
 impl OrderPoll for Amazon {
     fn interval(&self) -> Duration {
         self.poll_interval
+    }
+
+    fn windowed(&self) -> bool {
+        true
     }
 
     fn page<'a>(
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
@@ -1171,6 +1186,12 @@ impl OrderPoll for Amazon {
                 self.marketplace_id,
                 utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
             );
+            if let Some(until) = super::end_bound(until, now, BEFORE_MARGIN) {
+                path.push_str(&format!(
+                    "&LastUpdatedBefore={}",
+                    utf8_percent_encode(&format_rfc3339(until), NON_ALPHANUMERIC)
+                ));
+            }
             if let Some(token) = &cursor {
                 path.push_str(&format!(
                     "&NextToken={}",

@@ -349,6 +349,7 @@ impl OrderPoll for BigCommerce {
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        _until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {

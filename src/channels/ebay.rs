@@ -1,7 +1,7 @@
 //! The `ebay` kind: an eBay seller over the Sell APIs (CHANNELS.md §5 and "Our choices").
 //!
 //! Orders come by polling the Fulfillment API: `GET /sell/fulfillment/v1/order` filtered
-//! by `lastmodifieddate:[since..]`, paged by `offset`, every few seconds (`poll_interval_s`,
+//! by `lastmodifieddate:[since..until]` in windows, paged by `offset`, every few seconds (`poll_interval_s`,
 //! default 5: 17,280 listing calls a day, inside getOrders' daily quota, plus one
 //! `getShippingFulfillments` per order with shipping started). eBay's Platform
 //! Notifications are SOAP with a per-line `FixedPriceTransaction`, and the order coverage
@@ -67,6 +67,11 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 const POLL_INTERVAL_DEFAULT_S: u64 = 5;
 /// Orders per page of the poll (getOrders allows up to 200).
 const PAGE_SIZE: u32 = 200;
+/// How far in the past a poll window's end must be to be sent as the filter's end: eBay
+/// refuses an end in the future by its clock, and advises reading to "the current time
+/// minus 2 minutes" (https://developer.ebay.com/support/knowledge-base/1788): three
+/// minutes, a minute for the two clocks.
+const END_MARGIN: Micros = 3 * 60 * crate::clock::MICROS_PER_SECOND;
 /// eBay's day ends at midnight Pacific (unverified, so `revision_day_utc_offset_h` can
 /// change it); standard time is taken all year, so a day may reset an hour late in
 /// summer (never early).
@@ -748,10 +753,15 @@ impl OrderPoll for Ebay {
         self.poll_interval
     }
 
+    fn windowed(&self) -> bool {
+        true
+    }
+
     fn page<'a>(
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
@@ -759,9 +769,16 @@ impl OrderPoll for Ebay {
             let auth = self.authorize(caller).await?;
             let offset: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
             // eBay documents the filter's times with milliseconds, as in
-            // `lastmodifieddate:[2016-03-21T08:25:43.511Z..]` (developer.ebay.com, Sell
-            // Fulfillment API, getOrders, "filter"); it is not told to take more digits.
-            let filter = format!("lastmodifieddate:[{}..]", format_iso8601_millis(since));
+            // `lastmodifieddate:[2016-03-21T08:25:43.511Z..]`, "with or without an ending
+            // timestamp", inclusive (developer.ebay.com, Sell Fulfillment API, getOrders,
+            // "filter"); it is not told to take more digits. An end in the future is
+            // refused (error 30850, "Start and end dates can't be in the future"), so a
+            // window ending less than `END_MARGIN` ago is sent without one. The list's
+            // order is not documented: it is read in windows (`OrderPoll::windowed`).
+            let end = super::end_bound(until, now, END_MARGIN)
+                .map(format_iso8601_millis)
+                .unwrap_or_default();
+            let filter = format!("lastmodifieddate:[{}..{end}]", format_iso8601_millis(since));
             let url = format!(
                 "{}/sell/fulfillment/v1/order?filter={}&limit={PAGE_SIZE}&offset={offset}",
                 self.base_url,

@@ -875,6 +875,7 @@ impl OrderPoll for Etsy {
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        _until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {

@@ -445,16 +445,26 @@ pub fn fetch_failed(what: &str, reason: &str) -> ApiError {
 #[derive(Debug, Default)]
 pub struct PollPage {
     pub events: Vec<Event>,
-    /// The newest modification time on the page: the next watermark.
+    /// The newest modification time on the page: the next watermark of a poll that does
+    /// not read windows (`OrderPoll::windowed`).
     pub newest: Option<Micros>,
     /// Where the next page starts (a page number, the channel's token, or a
     /// modification time and page: `time_cursor.rs`); `None`: last.
     pub next: Option<String>,
-    /// Every order modified before this time has been read by this pass (a window of
-    /// Walmart's poll done): the watermark is stored here at once. For a poll that
-    /// `settles`, nothing else is: the newest time seen on a list not sorted by
-    /// modification time is ahead of orders still unread.
-    pub settled: Option<Micros>,
+    /// The channel says the window asked for holds more than one query answers: the
+    /// poll halves it (`propagate::poll_window`).
+    pub too_wide: Option<TooWide>,
+}
+
+/// How a channel says a window of its order list is too wide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TooWide {
+    /// The page holds orders but the window more than the channel's cap: read on once
+    /// the window cannot be halved.
+    OverCap,
+    /// Refused, the reason given: the pass fails with it once the window cannot be
+    /// halved.
+    Refused(String),
 }
 
 /// One message of a channel's queue.
@@ -536,22 +546,34 @@ pub trait BulkWrite: Send + Sync {
 pub trait OrderPoll: Send + Sync {
     /// Seconds between polls.
     fn interval(&self) -> Duration;
-    /// Whether its pages settle the watermark (`PollPage::settled`, Walmart's windows):
-    /// then only a settled time is stored, never the newest time seen. Otherwise the
-    /// newest time seen is the watermark, which is right for a list sorted oldest
-    /// modification first (the `time_cursor.rs` polls).
-    fn settles(&self) -> bool {
+    /// Whether the list takes an end bound and is read in windows of modification time
+    /// (`propagate::poll_window`): a list not sorted by modification time, whose newest
+    /// time seen says nothing of the orders not yet read. Otherwise the newest time seen
+    /// is the watermark, which is right for a list sorted oldest modification first (the
+    /// `time_cursor.rs` polls).
+    fn windowed(&self) -> bool {
         false
     }
-    /// Reads one page of the orders modified after `since`, from `cursor` (`None`: the
-    /// first page).
+    /// Reads one page of the orders modified after `since` (and, for a `windowed` poll,
+    /// up to `until`), from `cursor` (`None`: the first page).
     fn page<'a>(
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>>;
+}
+
+/// The end bound a windowed poll's page sends to a channel that refuses one too close to
+/// its own now (Amazon's `LastUpdatedBefore` "must be no later than two minutes before
+/// the time that the request was submitted"; eBay's filter refuses an end in the future,
+/// error 30850): `until` when it is more than `margin` in the past, else none. The list
+/// then runs on to the channel's now, which only adds orders the window would have left
+/// to the next one.
+pub fn end_bound(until: Option<Micros>, now: Micros, margin: Micros) -> Option<Micros> {
+    until.filter(|until| *until < now - margin)
 }
 
 pub use kind::{build, check};

@@ -1087,10 +1087,12 @@ fn throttled(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<Duration> 
 const POLL_PAGE_SIZE: usize = 250;
 
 /// The safety net under webhooks Shopify gives up on (a subscription is deleted after 8
-/// failed deliveries): `GET /admin/api/{version}/orders.json?updated_at_min=&status=any`,
-/// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order; "Make
-/// paginated requests to the REST Admin API": a request with `page_info` carries only
-/// `limit`). Each order is read as `orders/updated` is: placed, with its lines' shipped
+/// failed deliveries): `GET /admin/api/{version}/orders.json?updated_at_min=&updated_at_max=&status=any`,
+/// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order:
+/// `updated_at_min` "at or after", `updated_at_max` "at or before"; "Make paginated
+/// requests to the REST Admin API": a request with `page_info` carries only `limit`, the
+/// first request's filters ride in it). The list's order is not documented, so it is read
+/// in windows of `updated_at` (`OrderPoll::windowed`). Each order is read as `orders/updated` is: placed, with its lines' shipped
 /// and released totals. Its requests spend the REST budget (`REST_RATE`) and wait out a
 /// 429 (its `Retry-After`), so a pass of more pages than the bucket holds is read whole.
 impl OrderPoll for Shopify {
@@ -1098,10 +1100,15 @@ impl OrderPoll for Shopify {
         self.poll_interval
     }
 
+    fn windowed(&self) -> bool {
+        true
+    }
+
     fn page<'a>(
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
@@ -1111,13 +1118,23 @@ impl OrderPoll for Shopify {
                     "limit={POLL_PAGE_SIZE}&page_info={}",
                     percent_encoding::utf8_percent_encode(info, percent_encoding::NON_ALPHANUMERIC)
                 ),
-                None => format!(
-                    "updated_at_min={}&status=any&limit={POLL_PAGE_SIZE}",
-                    percent_encoding::utf8_percent_encode(
-                        &crate::clock::format_rfc3339(since),
-                        percent_encoding::NON_ALPHANUMERIC
-                    )
-                ),
+                None => {
+                    let time = |t: Micros| {
+                        percent_encoding::utf8_percent_encode(
+                            &crate::clock::format_rfc3339(t),
+                            percent_encoding::NON_ALPHANUMERIC,
+                        )
+                        .to_string()
+                    };
+                    let mut query = format!(
+                        "updated_at_min={}&status=any&limit={POLL_PAGE_SIZE}",
+                        time(since)
+                    );
+                    if let Some(until) = until {
+                        query.push_str(&format!("&updated_at_max={}", time(until)));
+                    }
+                    query
+                }
             };
             let request = http::Request::get(format!(
                 "{}/admin/api/{}/orders.json?{query}",

@@ -801,18 +801,26 @@ impl TikTok {
     }
 }
 
-/// The safety net for lost notifications: the order search by `update_time_ge` (Unix
-/// seconds), paged by `page_token` (Partner Center, "Get order list" 202309); the
-/// orders come with their line items, so a page is one call.
+/// The safety net for lost notifications: the order search by `update_time_ge` and
+/// `update_time_lt` (Unix seconds, "≥" and "<"), paged by `page_token` (Partner Center,
+/// "Get order list" 202309, https://partner.tiktokshop.com/docv2/page/get-order-list-202309);
+/// the orders come with their line items, so a page is one call. The list runs newest
+/// `create_time` first (its default `sort_field` and `sort_order`), not by update time,
+/// so it is read in windows (`OrderPoll::windowed`).
 impl OrderPoll for TikTok {
     fn interval(&self) -> std::time::Duration {
         self.poll_interval
+    }
+
+    fn windowed(&self) -> bool {
+        true
     }
 
     fn page<'a>(
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
@@ -821,7 +829,13 @@ impl OrderPoll for TikTok {
             if let Some(token) = cursor {
                 query.push(("page_token", token));
             }
-            let body = json!({"update_time_ge": since.div_euclid(MICROS_PER_SECOND)});
+            let mut body = json!({"update_time_ge": since.div_euclid(MICROS_PER_SECOND)});
+            if let Some(until) = until {
+                // `update_time_lt` is exclusive: rounded up, the window's last second is
+                // in it.
+                body["update_time_lt"] =
+                    json!((until + MICROS_PER_SECOND - 1).div_euclid(MICROS_PER_SECOND));
+            }
             let request = self.signed(
                 http::Method::POST,
                 "/order/202309/orders/search",

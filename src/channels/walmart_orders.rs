@@ -7,27 +7,22 @@
 //! the reference, https://developer.walmart.com/us-marketplace/reference/getallorders, says
 //! the same; its earlier versions said 20,000). A pass that asked for everything modified
 //! since its watermark after a long outage of a busy seller would fail at that point on
-//! every pass, its watermark never moving. So a pass asks for `[start, end]` by
-//! `lastModifiedStartDate` and `lastModifiedEndDate` (in milliseconds, the resolution of
-//! Walmart's dates), first up to the pass's start. A window whose first page says it holds
-//! more than the cap (`meta.totalCount`, "Total no of purchase orders"), or that Walmart
-//! refuses with a 4xx on any page, is halved and read again from its start, down to a
-//! second. The error's shape is not documented, so any refusal of a wider window is taken
-//! as that one; a second still refused fails the pass with Walmart's words. The window
-//! after one read whole is twice as wide, up to the pass's start.
+//! every pass, its watermark never moving. So the poll reads windows of modification time
+//! (`propagate::poll_window`), asked for by `lastModifiedStartDate` and
+//! `lastModifiedEndDate` (in milliseconds, the resolution of Walmart's dates). A window
+//! whose first page says it holds more than the cap (`meta.totalCount`, "Total no of
+//! purchase orders") is too wide, as is one Walmart refuses with a 4xx on any page: the
+//! poll halves it, down to a second. The error's shape is not documented, so any refusal
+//! of a wider window is taken as that one; a second still refused fails the pass with
+//! Walmart's words.
 //!
 //! Walmart answers a query that matches nothing with a 404, `CONTENT_NOT_FOUND.GMP_ORDER_API`
 //! "Orders not found for given search parameters" (not in its pages; integrators catch it:
 //! the kmcconnell Walmart SDK's CHANGELOG, 1.3.4; fulfilio/python-walmart PR #14): an
 //! empty window, read whole.
 //!
-//! Each window read whole settles the watermark at its end (`PollPage::settled`), stored
-//! at once. The list is not sorted by modification time (the reference's example runs
-//! newest `orderDate` first), so the newest time seen says nothing of the orders not yet
-//! read and is never stored (`OrderPoll::settles`). The next window starts a millisecond
-//! before the last one ended, so an order modified at that instant is in one of them
-//! whether Walmart's bounds ("modified after", "modified before") include it or not;
-//! orders read twice are duplicates by their keys.
+//! The list is not sorted by modification time (the reference's example runs newest
+//! `orderDate` first), which is why it is read in windows (`OrderPoll::windowed`).
 //!
 //! `createdStartDate` is sent too, 179 days back: the reference gives it a default of
 //! "current date - 7 days", so without it an order created a week ago and cancelled today
@@ -41,16 +36,11 @@ use serde_json::Value;
 
 use super::call::{json_answer, with_headers};
 use super::walmart::{throttle_wait, Walmart};
-use super::{excerpt, payload, BoxFuture, Caller, ChannelAdapter, OrderPoll, PollPage};
-use crate::clock::{format_iso8601_millis, Micros, MICROS_PER_HOUR, MICROS_PER_SECOND};
+use super::{excerpt, payload, BoxFuture, Caller, ChannelAdapter, OrderPoll, PollPage, TooWide};
+use crate::clock::{format_iso8601_millis, Micros, MICROS_PER_HOUR};
 
 /// Most orders Walmart answers to one query.
 const QUERY_CAP: i64 = 10_000;
-/// The narrowest window: more than 10,000 orders modified within one second is past what
-/// this poll reads (the pass fails there, naming the window).
-const WINDOW_MIN: Micros = MICROS_PER_SECOND;
-/// How far a window starts before the last one's end: a millisecond, Walmart's resolution.
-const OVERLAP: Micros = 1_000;
 /// How far back the orders asked for may have been created (Walmart keeps 180 days).
 const CREATED_BACK: Micros = 179 * 24 * MICROS_PER_HOUR;
 /// Orders a page asks for (Walmart's default; at most 200).
@@ -58,92 +48,16 @@ const PAGE_SIZE: usize = 100;
 /// Most 429s one call of the orders list waits out before its pass fails.
 const THROTTLED_MAX: u32 = 8;
 
-/// Where a pass is: the window being read, the pass's end, and Walmart's cursor within
-/// the window once its first page is read. As a `PollPage::next`: `start-end-until`
-/// (Unix microseconds), then the cursor, which starts with `?`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Window {
-    start: Micros,
-    end: Micros,
-    until: Micros,
-    cursor: Option<String>,
-}
-
-impl Window {
-    fn encode(&self) -> String {
-        let cursor = self.cursor.as_deref().unwrap_or("");
-        format!("{}-{}-{}{cursor}", self.start, self.end, self.until)
-    }
-
-    fn decode(text: &str) -> Result<Window, String> {
-        let (times, cursor) = match text.find('?') {
-            Some(at) => (&text[..at], Some(&text[at..])),
-            None => (text, None),
-        };
-        let bad = || {
-            format!(
-                "the poll's cursor {:?} is not one it wrote",
-                excerpt(text.as_bytes())
-            )
-        };
-        let times: Vec<Micros> = times
-            .split('-')
-            .map(|t| t.parse().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
-        let [start, end, until] = times[..] else {
-            return Err(bad());
-        };
-        if !(start < end && end <= until) {
-            return Err(bad());
-        }
-        if let Some(cursor) = cursor {
-            check_cursor(cursor)?;
-        }
-        Ok(Window {
-            start,
-            end,
-            until,
-            cursor: cursor.map(str::to_string),
-        })
-    }
-
-    /// The first page's query: the window, and orders created in the last 179 days.
-    fn first_query(&self, now: Micros) -> String {
-        let date = |t: Micros| {
-            utf8_percent_encode(&format_iso8601_millis(t), NON_ALPHANUMERIC).to_string()
-        };
-        format!(
-            "?createdStartDate={}&lastModifiedStartDate={}&lastModifiedEndDate={}&limit={PAGE_SIZE}",
-            date(now - CREATED_BACK),
-            date(self.start),
-            date(self.end),
-        )
-    }
-
-    /// The window's first half, read from its start, or `None` when it is a second
-    /// already.
-    fn halved(&self) -> Option<Window> {
-        (self.end - self.start > WINDOW_MIN).then(|| Window {
-            end: self.start + ((self.end - self.start) / 2).max(WINDOW_MIN),
-            cursor: None,
-            ..self.clone()
-        })
-    }
-
-    /// The window after this one, read whole: from a millisecond before this one's end,
-    /// twice as wide, up to the pass's end; `None` when this one reached it.
-    fn after(&self) -> Option<Window> {
-        (self.end < self.until).then(|| {
-            let start = self.end - OVERLAP;
-            let width = (2 * (self.end - self.start)).max(WINDOW_MIN);
-            Window {
-                start,
-                end: start.saturating_add(width).min(self.until),
-                until: self.until,
-                cursor: None,
-            }
-        })
-    }
+/// A window's first page's query: the window, and orders created in the last 179 days.
+fn first_query(start: Micros, end: Micros, now: Micros) -> String {
+    let date =
+        |t: Micros| utf8_percent_encode(&format_iso8601_millis(t), NON_ALPHANUMERIC).to_string();
+    format!(
+        "?createdStartDate={}&lastModifiedStartDate={}&lastModifiedEndDate={}&limit={PAGE_SIZE}",
+        date(now - CREATED_BACK),
+        date(start),
+        date(end),
+    )
 }
 
 /// The orders' `nextCursor` is the next request's query string as Walmart gives it:
@@ -200,7 +114,7 @@ impl OrderPoll for Walmart {
         self.poll_interval
     }
 
-    fn settles(&self) -> bool {
+    fn windowed(&self) -> bool {
         true
     }
 
@@ -208,56 +122,38 @@ impl OrderPoll for Walmart {
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
-            let mut window = match cursor {
-                Some(cursor) => Window::decode(&cursor)?,
-                None => {
-                    // A watermark written by hand may be near 0: no window starts before it.
-                    let start = since.max(0);
-                    let end = now.max(start + WINDOW_MIN);
-                    Window {
-                        start,
-                        end,
-                        until: end,
-                        cursor: None,
-                    }
+            let first = cursor.is_none();
+            let query = match cursor {
+                Some(cursor) => {
+                    check_cursor(&cursor)?;
+                    cursor
                 }
+                None => first_query(since, until.unwrap_or(now), now),
             };
+            let answer = self.orders_call(caller, &query).await?;
             let mut page = PollPage::default();
-            let answer = loop {
-                let query = match &window.cursor {
-                    Some(cursor) => cursor.clone(),
-                    None => window.first_query(now),
-                };
-                let answer = self.orders_call(caller, &query).await?;
-                let what = answered(answer.0, &answer.2);
-                match (what, window.halved()) {
-                    // A window's first page only: a 404 past it (a cursor gone stale) is
-                    // a failure, not the rest of the window read.
-                    (Answered::Empty, _) if window.cursor.is_none() => {
-                        page.settled = Some(window.end);
-                        page.next = window.after().map(|w| w.encode());
-                        return Ok(page);
-                    }
-                    // Read again from its start, half as wide (a refusal past the first
-                    // page reads what was read again: duplicates by their keys).
-                    (Answered::Refused | Answered::OverCap, Some(half)) => window = half,
-                    (Answered::Refused, None) => {
-                        return Err(format!(
-                            "Walmart refused the orders modified from {} to {}, a window as narrow as this poll reads (more than {QUERY_CAP} orders in it, or another refusal): HTTP {}: {}",
-                            format_iso8601_millis(window.start),
-                            format_iso8601_millis(window.end),
-                            answer.0,
-                            excerpt(&answer.2)
-                        ));
-                    }
-                    // A second over the cap: read what Walmart gives.
-                    (Answered::Empty | Answered::OverCap | Answered::Page, _) => break answer,
+            match answered(answer.0, &answer.2) {
+                // A window's first page only: a 404 past it (a cursor gone stale) is a
+                // failure, not the rest of the window read.
+                Answered::Empty if first => return Ok(page),
+                Answered::Refused => {
+                    page.too_wide = Some(TooWide::Refused(format!(
+                        "Walmart refused the orders modified from {} to {}, a window as narrow as this poll reads (more than {QUERY_CAP} orders in it, or another refusal): HTTP {}: {}",
+                        format_iso8601_millis(since),
+                        format_iso8601_millis(until.unwrap_or(now)),
+                        answer.0,
+                        excerpt(&answer.2)
+                    )));
+                    return Ok(page);
                 }
-            };
+                Answered::OverCap => page.too_wide = Some(TooWide::OverCap),
+                Answered::Empty | Answered::Page => {}
+            }
             let reply = json_answer(&answer)?;
             let list = &reply["list"];
             for order in payload::list(&list["elements"]["order"]) {
@@ -265,23 +161,13 @@ impl OrderPoll for Walmart {
                 page.events.extend(events);
                 page.newest = page.newest.max(newest);
             }
-            let next_cursor = list["meta"]["nextCursor"]
+            let next = list["meta"]["nextCursor"]
                 .as_str()
                 .filter(|c| !c.is_empty());
-            let next = match next_cursor {
-                Some(cursor) => {
-                    check_cursor(cursor)?;
-                    Some(Window {
-                        cursor: Some(cursor.to_string()),
-                        ..window
-                    })
-                }
-                None => {
-                    page.settled = Some(window.end);
-                    window.after()
-                }
-            };
-            page.next = next.map(|w| w.encode());
+            if let Some(cursor) = next {
+                check_cursor(cursor)?;
+            }
+            page.next = next.map(str::to_string);
             Ok(page)
         })
     }
@@ -325,56 +211,6 @@ mod tests {
         assert!(check_cursor("?nextCursor=a b").is_err());
         assert!(check_cursor("/../v3/items").is_err());
         assert!(check_cursor("?a=\u{0}").is_err());
-    }
-
-    #[test]
-    fn windows_halve_to_a_second_widen_after_and_always_move_on() {
-        let s = MICROS_PER_SECOND;
-        let whole = Window {
-            start: 100 * s,
-            end: 200 * s,
-            until: 200 * s,
-            cursor: None,
-        };
-        let half = whole.halved().unwrap();
-        assert_eq!(
-            (half.start, half.end, half.until),
-            (100 * s, 150 * s, 200 * s)
-        );
-        // The next window overlaps the last by a millisecond and is twice as wide, up
-        // to the pass's end.
-        let next = half.after().unwrap();
-        assert_eq!((next.start, next.end), (150 * s - OVERLAP, 200 * s));
-        assert_eq!(next.after(), None);
-        // Halved down to a second, a window still moves the pass on.
-        let mut narrow = half.clone();
-        while let Some(h) = narrow.halved() {
-            narrow = h;
-        }
-        assert_eq!(narrow.end - narrow.start, s);
-        let after = narrow.after().unwrap();
-        assert!(
-            after.start > narrow.start && after.end > narrow.end,
-            "{after:?}"
-        );
-        assert_eq!(after.end - after.start, 2 * s);
-        // A window and its cursor come back as they were written.
-        let paged = Window {
-            cursor: Some("?limit=100&soIndex=2&poIndex=2".into()),
-            ..half
-        };
-        assert_eq!(Window::decode(&paged.encode()), Ok(paged));
-        for bad in [
-            "",
-            "1-2",
-            "3-2-4",
-            "1-2-3?a b",
-            "a-b-c",
-            "1-2-3-4",
-            "-5-2-3",
-        ] {
-            assert!(Window::decode(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -646,6 +646,7 @@ impl OrderPoll for WooCommerce {
         &'a self,
         caller: &'a Caller,
         since: Micros,
+        _until: Option<Micros>,
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {

@@ -4,7 +4,8 @@
 //! - `channels::pacing`: the token bucket (adaptive to throttles) and the retry backoff,
 //!   below the adapters, which pace their own conversations with it.
 //! - `bulk.rs`: submissions a channel processes later (Walmart's feed), and their watchers.
-//! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue.
+//! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue;
+//!   `poll_window.rs`: the windows a poll reads an unsorted order list in.
 //! - `reconcile.rs`: reads each channel's levels and hands drift to the shards as
 //!   `Reconciled` events (the shards offer the repairs: the outbox has one writer).
 //! - `timing.rs`: propagation times per channel, since start and over the last minutes;
@@ -23,6 +24,7 @@ pub mod health;
 pub mod level_import;
 pub mod outbox;
 pub mod poll;
+mod poll_window;
 pub mod queue;
 pub mod reconcile;
 mod stale;

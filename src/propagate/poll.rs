@@ -2,16 +2,18 @@
 //! never retries a failed delivery), and eBay's only order path. Every interval it lists the orders modified since
 //! the watermark, less an overlap window, and submits them as events: orders already
 //! taken are duplicates by their keys, so only what a lost delivery missed changes
-//! anything. The watermark (the newest modification time seen, or for a poll that reads
-//! windows the end of the last one read whole: `OrderPoll::settles`) is kept in the data
-//! directory, so a restart neither misses nor re-reads a long history.
+//! anything. The watermark (the newest modification time seen on a list sorted by it, or
+//! for a poll that reads windows the end of the last one read whole: `OrderPoll::windowed`,
+//! `poll_window.rs`) is kept in the data directory, so a restart neither misses nor
+//! re-reads a long history.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::poll_window::Window;
 use super::ChannelLink;
-use crate::channels::{Caller, ChannelAdapter};
+use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage, TooWide};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::engine::{Engine, EngineError};
 
@@ -19,8 +21,11 @@ use crate::engine::{Engine, EngineError};
 /// modification time just before the newest one seen, but listed only later (clocks,
 /// slow transactions), is still inside the window.
 pub const OVERLAP_S: Micros = 300;
-/// Most pages read in one pass (100 orders each).
+/// Most pages read in one pass (100 to 250 orders each): the next pass reads on from the
+/// watermark, so a channel that pages without end cannot hold a poll for good.
 const PAGES_MAX: u32 = 1_000;
+/// Most pages one window of a windowed poll reads before it is halved (`poll_window.rs`).
+const WINDOW_PAGES: u32 = 100;
 
 /// What one pass read.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +33,11 @@ pub struct PollReport {
     pub orders_pages: u32,
     pub events: usize,
     pub watermark: Micros,
+    /// Stopped at `PAGES_MAX` with pages left: the next pass reads on from the watermark.
+    pub cut_short: bool,
+    /// A windowed pass cut short: the width of the window it was reading, where the next
+    /// pass starts rather than halving its way down again from the whole span.
+    pub width: Option<Micros>,
 }
 
 /// The file that keeps a channel's watermark.
@@ -86,12 +96,16 @@ pub async fn run(
     // bucket (Shopify's REST requests, Amazon's getOrderItems), waits out that API's 429
     // (Walmart's orders list) or calls with `call_now` (eBay's Fulfillment API).
     let caller = link.reader(client);
+    let mut width = None;
     loop {
         tokio::time::sleep(interval).await;
         if engine.is_stopped() {
             return;
         }
-        let result = pass(adapter, &caller, &engine, &data_dir).await;
+        let result = pass(adapter, &caller, &engine, &data_dir, width).await;
+        if let Ok(report) = &result {
+            width = report.width;
+        }
         link.health.polled(&result);
         if let Err(reason) = result {
             tracing::warn!(channel = %adapter.name(), %reason, "order poll failed");
@@ -99,12 +113,14 @@ pub async fn run(
     }
 }
 
-/// One poll pass, its calls through `caller`.
+/// One poll pass, its calls through `caller`; a windowed poll's first window at most
+/// `width` wide (`PollReport::width` of the pass before).
 pub async fn pass(
     adapter: &dyn ChannelAdapter,
     caller: &Caller,
     engine: &Engine,
     data_dir: &Path,
+    width: Option<Micros>,
 ) -> Result<PollReport, String> {
     let poll = adapter
         .order_poll()
@@ -113,62 +129,150 @@ pub async fn pass(
     let now = now_micros();
     // The first pass starts one overlap back: there is no history to catch up on.
     let watermark = load_watermark(&path)?.unwrap_or(now);
-    let since = watermark - OVERLAP_S * MICROS_PER_SECOND;
-    let mut report = PollReport {
-        watermark,
-        ..PollReport::default()
+    let pass = Pass {
+        poll,
+        caller,
+        engine,
+        path: &path,
+        since: watermark - OVERLAP_S * MICROS_PER_SECOND,
+        now,
+        width,
+        report: PollReport {
+            watermark,
+            ..PollReport::default()
+        },
     };
-    let store = |watermark| {
-        store_watermark(&path, watermark).map_err(|e| format!("{}: {e}", path.display()))
+    let report = if poll.windowed() {
+        pass.windows().await?
+    } else {
+        pass.newest_seen().await?
     };
-    let mut cursor = None;
-    // The newest `settled` time a page gave, stored at once.
-    let mut settled: Option<Micros> = None;
-    let mut finished = false;
-    for page in 1..=PAGES_MAX {
-        let result = poll
-            .page(caller, since, cursor.take(), now_micros())
+    if report.cut_short {
+        tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, watermark = report.watermark, "order poll pass cut short at its page cap: the next pass reads on from the watermark");
+    }
+    Ok(report)
+}
+
+/// One pass under way.
+struct Pass<'a> {
+    poll: &'a dyn OrderPoll,
+    caller: &'a Caller,
+    engine: &'a Engine,
+    path: &'a Path,
+    /// The watermark less the overlap.
+    since: Micros,
+    /// When the pass started.
+    now: Micros,
+    /// How wide its first window may be.
+    width: Option<Micros>,
+    report: PollReport,
+}
+
+impl Pass<'_> {
+    /// Reads one page and submits its events.
+    async fn page(
+        &mut self,
+        since: Micros,
+        until: Option<Micros>,
+        cursor: Option<String>,
+    ) -> Result<PollPage, String> {
+        let mut page = self
+            .poll
+            .page(self.caller, since, until, cursor, now_micros())
             .await?;
-        report.orders_pages = page;
-        report.events += result.events.len();
-        submit_waiting(engine, result.events).await?;
-        // Never past this pass's start: one order dated in the far future (a channel's
-        // clock, or a hostile reply) would otherwise move every later pass past all
-        // real orders.
-        let newest = result.newest.unwrap_or(watermark).min(now);
-        report.watermark = report.watermark.max(newest);
-        if let Some(done) = result.settled.map(|t| t.min(now)) {
-            if done > settled.unwrap_or(watermark) {
-                store(done)?;
-                settled = Some(done);
+        self.report.orders_pages += 1;
+        self.report.events += page.events.len();
+        submit_waiting(self.engine, std::mem::take(&mut page.events)).await?;
+        Ok(page)
+    }
+
+    /// Whether the pass has read its `PAGES_MAX` (with more to read: the caller asks).
+    fn cut_short(&mut self) -> bool {
+        self.report.cut_short = self.report.orders_pages >= PAGES_MAX;
+        self.report.cut_short
+    }
+
+    fn store(&mut self, watermark: Micros) -> Result<(), String> {
+        store_watermark(self.path, watermark)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.report.watermark = watermark;
+        Ok(())
+    }
+
+    /// A list sorted oldest modification first: every order up to the newest time seen
+    /// has been read, so the watermark moves there once every page is durably taken, a
+    /// pass cut short by its page cap included (the next one reads on from it).
+    async fn newest_seen(mut self) -> Result<PollReport, String> {
+        let mut newest = self.report.watermark;
+        let mut cursor = None;
+        loop {
+            let page = self.page(self.since, None, cursor.take()).await?;
+            // Never past this pass's start: one order dated in the far future (a
+            // channel's clock, or a hostile reply) would otherwise move every later pass
+            // past all real orders.
+            newest = newest.max(page.newest.unwrap_or(newest).min(self.now));
+            match page.next {
+                Some(_) if self.cut_short() => break,
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
-        match result.next {
-            Some(next) => cursor = Some(next),
-            None => {
-                finished = true;
+        self.store(newest)?;
+        Ok(self.report)
+    }
+
+    /// A list in no such order, read in windows (`poll_window.rs`): each one's end is
+    /// stored once it is read whole, and nothing else is.
+    async fn windows(mut self) -> Result<PollReport, String> {
+        let mut window = Window::first(self.since, self.now, self.width);
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            if self.cut_short() {
+                self.report.width = Some(window.end - window.start);
                 break;
             }
+            let page = self
+                .page(window.start, Some(window.end), cursor.take())
+                .await?;
+            pages += 1;
+            let too_wide = page.too_wide.or_else(|| {
+                (pages >= WINDOW_PAGES && page.next.is_some()).then_some(TooWide::OverCap)
+            });
+            if let Some(too_wide) = too_wide {
+                match (window.halved(), too_wide) {
+                    // Read again from its start, half as wide (what was read of it comes
+                    // again: duplicates by their keys).
+                    (Some(half), _) => {
+                        window = half;
+                        pages = 0;
+                        continue;
+                    }
+                    (None, TooWide::Refused(reason)) => return Err(reason),
+                    // A window as narrow as windows go: read on.
+                    (None, TooWide::OverCap) => {}
+                }
+            }
+            if let Some(next) = page.next {
+                cursor = Some(next);
+                continue;
+            }
+            // Read whole. Stored even when no later than the watermark: a first pass
+            // starts from now, which it must store for the next to start there.
+            let done = window.end.min(self.now);
+            if done >= self.report.watermark {
+                self.store(done)?;
+            }
+            match window.after() {
+                Some(next) => {
+                    window = next;
+                    pages = 0;
+                }
+                None => break,
+            }
         }
+        Ok(self.report)
     }
-    if !finished {
-        tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, "order poll pass cut short at its page cap");
-    }
-    // A poll whose pages settle the watermark stored it as they did; a pass cut short by
-    // its page cap keeps the last window it read whole. (Stored once more at the end: a
-    // first pass starts from now, which its windows do not pass.)
-    if poll.settles() {
-        report.watermark = settled.unwrap_or(watermark).max(watermark);
-        store(report.watermark)?;
-        return Ok(report);
-    }
-    // Otherwise the watermark moves once every page is durably taken, to the newest time
-    // seen. A pass cut short by its page cap moves it too: right for a list sorted by
-    // modification time; for a list that may not be (Shopify's, Amazon's, eBay's and
-    // TikTok's polls ask no such order) it skips what the pass did not reach, where
-    // keeping the watermark would read the same pages at every pass for good.
-    store(report.watermark)?;
-    Ok(report)
 }
 
 /// Submits, waiting while the engine is busy (a poll is never in a hurry).
