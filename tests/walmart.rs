@@ -555,3 +555,59 @@ fn a_throttled_feed_waits_and_urgent_changes_do_not() {
     );
     assert_eq!(rig.sim.market.level("M1"), Some(0));
 }
+
+/// A first pass that fails (here the channel is unreachable) still leaves its start as
+/// the watermark, so the pass that next succeeds reads from there; before, nothing was
+/// stored and that pass started from its own start, past the orders modified between.
+#[test]
+fn a_first_pass_that_fails_leaves_its_start_as_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let block = walmart_channel(
+        "walmart",
+        "http://127.0.0.1:9",
+        "auth_header = \"wm-signature\"\nwebhook_secret = \"walmart-subscription-secret-sim\"",
+        "poll_interval_s = 1",
+    );
+    let config = block + &catalog(&data, &[("M0", "walmart", "WM-0")]);
+    let started = loadgen::market::now_us();
+    let server = Server::start_with(&data, &config, None);
+    let path = data.join("poll-walmart.watermark");
+    assert!(
+        eventually(WAIT, || path.exists()),
+        "no watermark after a failed first pass\n{}",
+        server.stderr_lines().join("\n")
+    );
+    let watermark: i64 = std::fs::read_to_string(&path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (started..=loadgen::market::now_us()).contains(&watermark),
+        "{watermark} is not the first pass's start (the server started at {started})"
+    );
+    assert!(
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("order poll failed")),
+        "the pass did not fail"
+    );
+}
+
+/// A watermark later than now (the clock stepped back, or written by hand) is read as
+/// now: an order whose event was lost is still found. Before, the pass read only from
+/// that future time and found nothing.
+#[test]
+fn a_watermark_in_the_future_is_read_as_now() {
+    let rig = polled_only_rig(10);
+    let data = rig.server.data_dir.clone();
+    let sim = &rig.sim;
+    let server = kill9_and_restart_after(rig.server, || {
+        let tomorrow = loadgen::market::now_us() + 86_400 * 1_000_000;
+        std::fs::write(data.join("poll-walmart.watermark"), tomorrow.to_string()).unwrap();
+    });
+    sim.place_order(&[("M0", 2)]);
+    all_committed(&server, "M0", 2);
+}

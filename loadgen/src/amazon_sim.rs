@@ -872,7 +872,18 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
             _ => return errors(400, "InvalidInput", "This is an invalid input", &[]),
         },
     };
-    let offset: usize = req.number("NextToken", 0);
+    // The token pages one query: "NextToken doesn't affect any filters that you include
+    // in your request" (the getOrders model since 2024-09), so a page sent with other
+    // filters than the token's is refused here.
+    let offset: usize = match req.param("NextToken") {
+        None => 0,
+        Some(token) => match token.split('.').collect::<Vec<_>>()[..] {
+            [offset, a, b] if a == after.to_string() && b == before.to_string() => {
+                offset.parse().unwrap_or(0)
+            }
+            _ => return errors(400, "InvalidInput", "Invalid NextToken for this query", &[]),
+        },
+    };
     let per_page: usize = req.number("MaxResultsPerPage", 100).clamp(1, 100);
     let mut s = lock(shop);
     // Both bounds are inclusive ("after (or at)", "before (or at)"); the order is not
@@ -890,7 +901,7 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
         .collect();
     let mut payload = json!({"Orders": page});
     if offset + per_page < orders.len() {
-        payload["NextToken"] = json!((offset + per_page).to_string());
+        payload["NextToken"] = json!(format!("{}.{after}.{before}", offset + per_page));
     }
     reply(200, &json!({ "payload": payload }), headers)
 }

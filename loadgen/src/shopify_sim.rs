@@ -687,7 +687,10 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
     if !(1..=250).contains(&limit) {
         return reply(400, &json!({"errors": {"limit": "must be 1 to 250"}}), &[]);
     }
-    let (since, until, start) = match param("page_info") {
+    // `page_info` is a cursor, not an offset: the next page starts after the last order
+    // given (ids descending), so an order that leaves the window meanwhile moves no other
+    // past it.
+    let (since, until, after) = match param("page_info") {
         Some(info) => {
             let filters = ["updated_at_min", "updated_at_max", "status"];
             if filters.iter().any(|f| param(f).is_some()) {
@@ -698,7 +701,7 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
                 );
             }
             let parsed: Option<Vec<i64>> = info.split('.').map(|p| p.parse().ok()).collect();
-            let Some([since, until, start]) =
+            let Some([since, until, after]) =
                 parsed.as_deref().and_then(|p| <[i64; 3]>::try_from(p).ok())
             else {
                 return reply(
@@ -707,35 +710,36 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
                     &[],
                 );
             };
-            (since, until, start.max(0) as usize)
+            (since, until, after.max(0) as u64)
         }
         None => {
             let time = |name: &str| param(name).and_then(|t| crate::market::parse_rfc3339(&t));
             let since = time("updated_at_min").unwrap_or(0);
             let until = time("updated_at_max").unwrap_or(i64::MAX);
-            (since, until, 0usize)
+            (since, until, u64::MAX)
         }
     };
-    let mut listed: Vec<&(i64, Value)> = s
+    let mut listed: Vec<(u64, &Value)> = s
         .order_states
         .values()
         .filter(|(at, _)| (since..=until).contains(at))
+        .filter_map(|(_, v)| Some((v["id"].as_u64()?, v)))
+        .filter(|(id, _)| *id < after)
         .collect();
-    listed.sort_by_key(|(_, v)| std::cmp::Reverse(v["id"].as_u64()));
+    listed.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
     let page: Vec<Value> = listed
         .iter()
-        .skip(start)
         .take(limit)
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| (*v).clone())
         .collect();
-    let next = start + page.len();
     let mut headers = Vec::new();
-    if next < listed.len() {
+    if listed.len() > limit {
+        let last = listed[limit - 1].0;
         let host = req.header("host").unwrap_or("127.0.0.1");
         headers.push((
             "link",
             format!(
-                "<http://{host}{}?limit={limit}&page_info={since}.{until}.{next}>; rel=\"next\"",
+                "<http://{host}{}?limit={limit}&page_info={since}.{until}.{last}>; rel=\"next\"",
                 req.path
             ),
         ));

@@ -93,10 +93,10 @@ const ORDERS_RATE: RateLimit = RateLimit {
     burst: 20,
 };
 /// How far in the past a window's end must be for getOrders to be sent it as
-/// `LastUpdatedBefore`, which "must be no later than two minutes before the time that the
-/// request was submitted" (https://developer-docs.amazon.com/sp-api/reference/getorders;
-/// the Orders API v0 model, `ordersV0.json`): three minutes, a minute for the two clocks.
-const BEFORE_MARGIN: Micros = 3 * 60 * crate::clock::MICROS_PER_SECOND;
+/// `LastUpdatedBefore`, which must be "at least two minutes before current time"
+/// (https://developer-docs.amazon.com/sp-api/reference/getorders; the Orders API v0
+/// model, `ordersV0.json`): five minutes, three for the two clocks.
+const BEFORE_MARGIN: Micros = 5 * 60 * crate::clock::MICROS_PER_SECOND;
 /// Most pages of one order's items followed (getOrderItems answers a `NextToken` while
 /// there are more): a channel that pages for ever is an error, not a loop.
 const ORDER_ITEM_PAGES_MAX: usize = 100;
@@ -1155,7 +1155,7 @@ impl Amazon {
 /// at)", "before (or at)"), 100 a page, paged by `NextToken` sent with the same query
 /// (https://developer-docs.amazon.com/sp-api/reference/getorders). The list's order is
 /// not documented, so it is read in windows (`OrderPoll::windowed`); a window ending less
-/// than `BEFORE_MARGIN` ago is sent without its end.
+/// than `BEFORE_MARGIN` ago is sent without its end, on every page of it.
 impl OrderPoll for Amazon {
     fn interval(&self) -> Duration {
         self.poll_interval
@@ -1186,16 +1186,19 @@ impl OrderPoll for Amazon {
                 self.marketplace_id,
                 utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
             );
-            if let Some(until) = super::end_bound(until, now, BEFORE_MARGIN) {
+            // The same query on every page of a window, `NextToken` added
+            // (`WindowCursor`): integrators meet a refusal otherwise.
+            let window = super::WindowCursor::read(cursor, until, now, BEFORE_MARGIN)?;
+            if let Some(end) = window.end {
                 path.push_str(&format!(
                     "&LastUpdatedBefore={}",
-                    utf8_percent_encode(&format_rfc3339(until), NON_ALPHANUMERIC)
+                    utf8_percent_encode(&format_rfc3339(end), NON_ALPHANUMERIC)
                 ));
             }
-            if let Some(token) = &cursor {
+            if !window.position.is_empty() {
                 path.push_str(&format!(
                     "&NextToken={}",
-                    utf8_percent_encode(token, NON_ALPHANUMERIC)
+                    utf8_percent_encode(&window.position, NON_ALPHANUMERIC)
                 ));
             }
             // Paced on getOrders' own budget, at the rate Amazon names once it names one.
@@ -1209,7 +1212,10 @@ impl OrderPoll for Amazon {
             let listing = json_answer(&answer)?;
             let items_caller = caller.paced_by(self.order_items_bucket.clone());
             let mut page = PollPage {
-                next: listing["payload"]["NextToken"].as_str().map(str::to_string),
+                next: listing["payload"]["NextToken"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| window.at(t.to_string())),
                 ..PollPage::default()
             };
             for order in payload::list(&listing["payload"]["Orders"]) {

@@ -44,7 +44,7 @@ use super::Pace;
 /// Inventory items a getInventoryItems page asks for: its most.
 const LISTING_PAGE: usize = 200;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
-use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit};
+use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, WindowCursor};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
@@ -69,9 +69,9 @@ const POLL_INTERVAL_DEFAULT_S: u64 = 5;
 const PAGE_SIZE: u32 = 200;
 /// How far in the past a poll window's end must be to be sent as the filter's end: eBay
 /// refuses an end in the future by its clock, and advises reading to "the current time
-/// minus 2 minutes" (https://developer.ebay.com/support/knowledge-base/1788): three
-/// minutes, a minute for the two clocks.
-const END_MARGIN: Micros = 3 * 60 * crate::clock::MICROS_PER_SECOND;
+/// minus 2 minutes" (https://developer.ebay.com/support/knowledge-base/1788): five
+/// minutes, three for the two clocks.
+const END_MARGIN: Micros = 5 * 60 * crate::clock::MICROS_PER_SECOND;
 /// eBay's day ends at midnight Pacific (unverified, so `revision_day_utc_offset_h` can
 /// change it); standard time is taken all year, so a day may reset an hour late in
 /// summer (never early).
@@ -767,17 +767,17 @@ impl OrderPoll for Ebay {
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
             let auth = self.authorize(caller).await?;
-            let offset: u32 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
             // eBay documents the filter's times with milliseconds, as in
             // `lastmodifieddate:[2016-03-21T08:25:43.511Z..]`, "with or without an ending
             // timestamp", inclusive (developer.ebay.com, Sell Fulfillment API, getOrders,
             // "filter"); it is not told to take more digits. An end in the future is
             // refused (error 30850, "Start and end dates can't be in the future"), so a
-            // window ending less than `END_MARGIN` ago is sent without one. The list's
-            // order is not documented: it is read in windows (`OrderPoll::windowed`).
-            let end = super::end_bound(until, now, END_MARGIN)
-                .map(format_iso8601_millis)
-                .unwrap_or_default();
+            // window ending less than `END_MARGIN` ago is sent without one, on every page
+            // of it (`WindowCursor`). The list's order is not documented: it is read in
+            // windows (`OrderPoll::windowed`).
+            let window = WindowCursor::read(cursor, until, now, END_MARGIN)?;
+            let (offset, total_before) = offset_and_total(&window.position)?;
+            let end = window.end.map(format_iso8601_millis).unwrap_or_default();
             let filter = format!("lastmodifieddate:[{}..{end}]", format_iso8601_millis(since));
             let url = format!(
                 "{}/sell/fulfillment/v1/order?filter={}&limit={PAGE_SIZE}&offset={offset}",
@@ -808,11 +808,40 @@ impl OrderPoll for Ebay {
                     .extend(self.order_events(order, shipped.as_ref(), now)?);
             }
             let total = reply["total"].as_u64().unwrap_or(0);
-            let next = u64::from(offset) + orders.len() as u64;
-            page.next = (!orders.is_empty() && next < total).then(|| next.to_string());
+            let next = next_offset(offset, orders.len() as u64, total_before, total);
+            page.next =
+                (!orders.is_empty() && next < total).then(|| window.at(format!("{next}.{total}")));
+            if offset == 0 {
+                page.pages = Some(total.div_ceil(u64::from(PAGE_SIZE)));
+            }
             Ok(page)
         })
     }
+}
+
+/// Where the page after one at `offset` of `len` orders starts. Orders modified while a
+/// window is read leave it, and the orders after them move up the list, past the offset:
+/// when the window's total has dropped by `d` since the page before (`total_before`), the
+/// next page starts `d` before this one, which it reads again (duplicates by their keys).
+fn next_offset(offset: u64, len: u64, total_before: Option<u64>, total: u64) -> u64 {
+    match total_before.filter(|before| *before > total) {
+        Some(before) => offset.saturating_sub(before - total),
+        None => offset + len,
+    }
+}
+
+/// A poll cursor's position: the offset, and the window's total when the page before was
+/// read (`None` at a window's first page).
+fn offset_and_total(position: &str) -> Result<(u64, Option<u64>), String> {
+    if position.is_empty() {
+        return Ok((0, None));
+    }
+    let bad = || format!("the poll's position {position:?} is not one it wrote");
+    let (offset, total) = position.split_once('.').ok_or_else(bad)?;
+    Ok((
+        offset.parse().map_err(|_| bad())?,
+        Some(total.parse().map_err(|_| bad())?),
+    ))
 }
 
 /// Whether a read's answer speaks of every SKU asked (`Err` names the first it left out).
@@ -829,6 +858,22 @@ fn every_sku_answered(skus: &[String], levels: &Levels) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_whose_total_drops_is_paged_again_from_before() {
+        // [A B C D E], two a page: A leaves the window after the first page, so C moves
+        // to offset 1 and the page at 2 reads D E: the next starts at 1, C included.
+        assert_eq!(next_offset(0, 2, None, 5), 2);
+        assert_eq!(next_offset(2, 2, Some(5), 4), 1);
+        assert_eq!(next_offset(1, 2, Some(4), 4), 3);
+        // A total that grows (an order listed late) only reads some twice.
+        assert_eq!(next_offset(2, 2, Some(4), 6), 4);
+        assert_eq!(next_offset(1, 2, Some(9), 2), 0);
+        assert_eq!(offset_and_total(""), Ok((0, None)));
+        assert_eq!(offset_and_total("400.812"), Ok((400, Some(812))));
+        assert!(offset_and_total("400").is_err());
+        assert!(offset_and_total("a.1").is_err());
+    }
 
     #[test]
     fn a_read_that_leaves_a_sku_out_fails() {

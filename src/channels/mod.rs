@@ -454,6 +454,11 @@ pub struct PollPage {
     /// The channel says the window asked for holds more than one query answers: the
     /// poll halves it (`propagate::poll_window`).
     pub too_wide: Option<TooWide>,
+    /// How many pages the window holds, where the channel counts its orders on a
+    /// window's first page (eBay's `total`, TikTok's `total_count`, Walmart's
+    /// `totalCount`): a window of more pages than the poll reads at once is narrowed
+    /// there rather than after reading them.
+    pub pages: Option<u64>,
 }
 
 /// How a channel says a window of its order list is too wide.
@@ -566,14 +571,65 @@ pub trait OrderPoll: Send + Sync {
     ) -> BoxFuture<'a, Result<PollPage, String>>;
 }
 
-/// The end bound a windowed poll's page sends to a channel that refuses one too close to
-/// its own now (Amazon's `LastUpdatedBefore` "must be no later than two minutes before
-/// the time that the request was submitted"; eBay's filter refuses an end in the future,
-/// error 30850): `until` when it is more than `margin` in the past, else none. The list
-/// then runs on to the channel's now, which only adds orders the window would have left
-/// to the next one.
-pub fn end_bound(until: Option<Micros>, now: Micros, margin: Micros) -> Option<Micros> {
-    until.filter(|until| *until < now - margin)
+/// Where a windowed poll is within a window, for a channel that refuses an end bound too
+/// close to its own now (Amazon's `LastUpdatedBefore` must be "at least two minutes
+/// before current time"; eBay's filter refuses an end in the future, error 30850): the end
+/// is decided once, at the window's first page (`WindowCursor::first`), and every page of
+/// the window sends the same query, since a query that changed under a page token or an
+/// offset would move orders past it. As a `PollPage::next`: the end (`-` for none), `|`,
+/// then the channel's own position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowCursor {
+    /// The end bound sent: `None` for a window ending less than the margin ago, whose
+    /// list then runs on to the channel's now (more orders than the window, never fewer).
+    pub end: Option<Micros>,
+    /// The channel's position in the window's list.
+    pub position: String,
+}
+
+impl WindowCursor {
+    /// A window's first page: its end when that is more than `margin` in the past.
+    pub fn first(until: Option<Micros>, now: Micros, margin: Micros) -> WindowCursor {
+        WindowCursor {
+            end: until.filter(|until| *until < now - margin),
+            position: String::new(),
+        }
+    }
+
+    /// The cursor a page was given, or the first page's when none.
+    pub fn read(
+        cursor: Option<String>,
+        until: Option<Micros>,
+        now: Micros,
+        margin: Micros,
+    ) -> Result<WindowCursor, String> {
+        let Some(text) = cursor else {
+            return Ok(WindowCursor::first(until, now, margin));
+        };
+        let bad = || {
+            format!(
+                "the poll's cursor {:?} is not one it wrote",
+                excerpt(text.as_bytes())
+            )
+        };
+        let (end, position) = text.split_once('|').ok_or_else(bad)?;
+        let end = match end {
+            "-" => None,
+            end => Some(end.parse().map_err(|_| bad())?),
+        };
+        Ok(WindowCursor {
+            end,
+            position: position.to_string(),
+        })
+    }
+
+    /// The next page's cursor, at `position`.
+    pub fn at(&self, position: String) -> String {
+        match self.end {
+            Some(end) => format!("{end}|{position}"),
+            None => format!("-|{position}"),
+        }
+    }
 }
 
 pub use kind::{build, check};
@@ -625,4 +681,31 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .ok()
         .filter(|s| *s >= 0.0)
         .map(pacing::wait_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_cursor_keeps_the_end_its_first_page_chose() {
+        let m = 300;
+        let first = WindowCursor::read(None, Some(1_000), 2_000, m).unwrap();
+        assert_eq!(first.end, Some(1_000));
+        // Less than the margin ago: no end, on every page of the window, even once the
+        // end is past the margin.
+        let open = WindowCursor::read(None, Some(1_000), 1_200, m).unwrap();
+        assert_eq!(open.end, None);
+        let next = open.at("tok.en|1".into());
+        let again = WindowCursor::read(Some(next), Some(1_000), 9_000, m).unwrap();
+        assert_eq!((again.end, again.position.as_str()), (None, "tok.en|1"));
+        let bounded = WindowCursor::read(Some(first.at("7".into())), Some(1), 1, m).unwrap();
+        assert_eq!((bounded.end, bounded.position.as_str()), (Some(1_000), "7"));
+        for bad in ["", "7", "x|7", "1.5|7"] {
+            assert!(
+                WindowCursor::read(Some(bad.into()), None, 0, m).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -33,7 +33,7 @@
 //!
 //! Reads for reconciliation: the GraphQL `nodes(ids:)` query of CHANNELS.md.
 //!
-//! Orders are also polled (`orders.json?updated_at_min=`, every `poll_interval_s`,
+//! Orders are also polled (`orders.json?updated_at_min=&updated_at_max=`, in windows, every `poll_interval_s`,
 //! default 60): Shopify deletes a subscription after 8 failed deliveries. The poll is
 //! REST, whose requests have a bucket of their own apart from GraphQL's cost (`REST_RATE`).
 
@@ -1119,6 +1119,8 @@ impl OrderPoll for Shopify {
                     percent_encoding::utf8_percent_encode(info, percent_encoding::NON_ALPHANUMERIC)
                 ),
                 None => {
+                    // Whole seconds, as Shopify's examples give the times: the start
+                    // rounded down and the end up, so the window holds what it names.
                     let time = |t: Micros| {
                         percent_encoding::utf8_percent_encode(
                             &crate::clock::format_rfc3339(t),
@@ -1126,12 +1128,14 @@ impl OrderPoll for Shopify {
                         )
                         .to_string()
                     };
+                    let second = crate::clock::MICROS_PER_SECOND;
                     let mut query = format!(
                         "updated_at_min={}&status=any&limit={POLL_PAGE_SIZE}",
-                        time(since)
+                        time(since.div_euclid(second) * second)
                     );
                     if let Some(until) = until {
-                        query.push_str(&format!("&updated_at_max={}", time(until)));
+                        let end = (until + second - 1).div_euclid(second) * second;
+                        query.push_str(&format!("&updated_at_max={}", time(end)));
                     }
                     query
                 }

@@ -825,6 +825,7 @@ impl OrderPoll for TikTok {
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
+            let first = cursor.is_none();
             let mut query = vec![("page_size", POLL_PAGE_SIZE.to_string())];
             if let Some(token) = cursor {
                 query.push(("page_token", token));
@@ -856,6 +857,11 @@ impl OrderPoll for TikTok {
                 .as_str()
                 .filter(|t| !t.is_empty())
                 .map(str::to_string);
+            if first {
+                page.pages = reply["data"]["total_count"]
+                    .as_u64()
+                    .map(|n| n.div_ceil(POLL_PAGE_SIZE as u64));
+            }
             Ok(page)
         })
     }

@@ -12,7 +12,7 @@
 //! `lastModifiedEndDate` (in milliseconds, the resolution of Walmart's dates). A window
 //! whose first page says it holds more than the cap (`meta.totalCount`, "Total no of
 //! purchase orders") is too wide, as is one Walmart refuses with a 4xx on any page: the
-//! poll halves it, down to a second. The error's shape is not documented, so any refusal
+//! poll narrows it, down to two seconds. The error's shape is not documented, so any refusal
 //! of a wider window is taken as that one; a second still refused fails the pass with
 //! Walmart's words.
 //!
@@ -156,6 +156,11 @@ impl OrderPoll for Walmart {
             }
             let reply = json_answer(&answer)?;
             let list = &reply["list"];
+            if first {
+                page.pages = list["meta"]["totalCount"]
+                    .as_u64()
+                    .map(|n| n.div_ceil(PAGE_SIZE as u64));
+            }
             for order in payload::list(&list["elements"]["order"]) {
                 let (events, newest) = self.order_events(order, now);
                 page.events.extend(events);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::poll_window::Window;
+use super::poll_window::{after_page, Step, Window};
 use super::ChannelLink;
-use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage, TooWide};
+use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
 use crate::engine::{Engine, EngineError};
 
@@ -24,8 +24,6 @@ pub const OVERLAP_S: Micros = 300;
 /// Most pages read in one pass (100 to 250 orders each): the next pass reads on from the
 /// watermark, so a channel that pages without end cannot hold a poll for good.
 const PAGES_MAX: u32 = 1_000;
-/// Most pages one window of a windowed poll reads before it is halved (`poll_window.rs`).
-const WINDOW_PAGES: u32 = 100;
 
 /// What one pass read.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -127,8 +125,17 @@ pub async fn pass(
         .ok_or("the channel has no order poll")?;
     let path = watermark_path(data_dir, adapter.name());
     let now = now_micros();
-    // The first pass starts one overlap back: there is no history to catch up on.
-    let watermark = load_watermark(&path)?.unwrap_or(now);
+    let watermark = match load_watermark(&path)? {
+        // Never later than now: a clock stepped back reads more again, never less.
+        Some(watermark) => watermark.min(now),
+        // The first pass starts one overlap back (there is no history to catch up on),
+        // from a watermark stored at once: one that failed or was cut short leaves the
+        // next to start there, not at its own start.
+        None => {
+            store_watermark(&path, now).map_err(|e| format!("{}: {e}", path.display()))?;
+            now
+        }
+    };
     let pass = Pass {
         poll,
         caller,
@@ -236,39 +243,27 @@ impl Pass<'_> {
                 .page(window.start, Some(window.end), cursor.take())
                 .await?;
             pages += 1;
-            let too_wide = page.too_wide.or_else(|| {
-                (pages >= WINDOW_PAGES && page.next.is_some()).then_some(TooWide::OverCap)
-            });
-            if let Some(too_wide) = too_wide {
-                match (window.halved(), too_wide) {
-                    // Read again from its start, half as wide (what was read of it comes
-                    // again: duplicates by their keys).
-                    (Some(half), _) => {
-                        window = half;
-                        pages = 0;
-                        continue;
-                    }
-                    (None, TooWide::Refused(reason)) => return Err(reason),
-                    // A window as narrow as windows go: read on.
-                    (None, TooWide::OverCap) => {}
-                }
-            }
-            if let Some(next) = page.next {
-                cursor = Some(next);
-                continue;
-            }
-            // Read whole. Stored even when no later than the watermark: a first pass
-            // starts from now, which it must store for the next to start there.
-            let done = window.end.min(self.now);
-            if done >= self.report.watermark {
-                self.store(done)?;
-            }
-            match window.after() {
-                Some(next) => {
-                    window = next;
+            let more = page.next.is_some();
+            match after_page(&window, pages, page.pages, page.too_wide, more) {
+                Step::Page => cursor = page.next,
+                Step::Narrower(narrower) => {
+                    window = narrower;
                     pages = 0;
                 }
-                None => break,
+                Step::Fail(reason) => return Err(reason),
+                Step::Done => {
+                    let done = window.end.min(self.now);
+                    if done > self.report.watermark {
+                        self.store(done)?;
+                    }
+                    match window.after(pages) {
+                        Some(next) => {
+                            window = next;
+                            pages = 0;
+                        }
+                        None => break,
+                    }
+                }
             }
         }
         Ok(self.report)
