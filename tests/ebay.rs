@@ -97,6 +97,33 @@ fn a_line_shipped_in_parts_counts_the_units_its_fulfillments_carry() {
     );
 }
 
+/// Every pass lists the last five minutes' orders again (the poll's overlap); a shipped
+/// order's fulfillments are read once per version of the order, not at every pass: at
+/// eBay's default 5 s that was 60 getShippingFulfillments calls an order, out of the
+/// Fulfillment API's daily call limit.
+#[test]
+fn a_shipped_order_s_fulfillments_are_read_once_per_change_not_at_every_pass() {
+    let rig = rig(1, "poll_interval_s = 1");
+    count(&rig.server, "E0", 10);
+    let order = rig.sim.place_order(&[("E0", 2)]);
+    rig.sim.advance(&order, Stage::Shipped);
+    assert!(eventually(WAIT, || rig.server.stock("E0") == Some((8, 0, 8))));
+    let polls = || rig.sim.market.shop().order_polls;
+    let listed = polls();
+    assert!(
+        eventually(WAIT, || polls() >= listed + 4),
+        "the poll stopped"
+    );
+    let reads = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with(&format!("/{order}/shipping_fulfillment")))
+        .count();
+    assert_eq!(reads, 1, "read at every pass");
+}
+
 #[test]
 fn pushes_carry_at_most_25_skus_and_a_429_is_honoured() {
     let skus = 60;

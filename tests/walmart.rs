@@ -587,18 +587,21 @@ fn a_first_pass_that_fails_leaves_its_start_as_the_watermark() {
         (started..=loadgen::market::now_us()).contains(&watermark),
         "{watermark} is not the first pass's start (the server started at {started})"
     );
+    let log = std::cell::RefCell::new(Vec::new());
+    let failed = eventually(WAIT, || {
+        log.borrow_mut().extend(server.stderr_lines());
+        log.borrow().iter().any(|l| l.contains("order poll failed"))
+    });
     assert!(
-        server
-            .stderr_lines()
-            .iter()
-            .any(|l| l.contains("order poll failed")),
-        "the pass did not fail"
+        failed,
+        "the pass did not fail:\n{}",
+        log.borrow().join("\n")
     );
 }
 
-/// A watermark later than now (the clock stepped back, or written by hand) is read as
-/// now: an order whose event was lost is still found. Before, the pass read only from
-/// that future time and found nothing.
+/// A watermark later than now (the clock stepped back, or written by hand) is read, and
+/// stored, as now: an order whose event was lost is still found. Before, the pass read
+/// only from that future time and found nothing.
 #[test]
 fn a_watermark_in_the_future_is_read_as_now() {
     let rig = polled_only_rig(10);
@@ -610,4 +613,11 @@ fn a_watermark_in_the_future_is_read_as_now() {
     });
     sim.place_order(&[("M0", 2)]);
     all_committed(&server, "M0", 2);
+    // And stored as now: a later pass that failed, or a restart, starts from there.
+    let stored: i64 = std::fs::read_to_string(data.join("poll-walmart.watermark"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(stored <= loadgen::market::now_us(), "still {stored}");
 }

@@ -626,7 +626,8 @@ fn shipping_fulfillments(shop: &Arc<Mutex<Shop>>, path: &str) -> Reply {
     let id = path
         .trim_start_matches("/sell/fulfillment/v1/order/")
         .trim_end_matches("/shipping_fulfillment");
-    let s = lock(shop);
+    let mut s = lock(shop);
+    s.log_call(path, 0, 200);
     let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
         return errors(404, 32100, &format!("Order {id} not found"));
     };

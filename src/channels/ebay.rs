@@ -67,6 +67,8 @@ const DEFAULT_RATE: RateLimit = RateLimit {
 const POLL_INTERVAL_DEFAULT_S: u64 = 5;
 /// Orders per page of the poll (getOrders allows up to 200).
 const PAGE_SIZE: u32 = 200;
+/// Orders whose shipped units the poll keeps (`Ebay::shipped`; when full it starts over).
+const SHIPPED_KEPT_MAX: usize = 10_000;
 /// How far in the past a poll window's end must be to be sent as the filter's end: eBay
 /// refuses an end in the future by its clock, and advises reading to "the current time
 /// minus 2 minutes" (https://developer.ebay.com/support/knowledge-base/1788): five
@@ -85,6 +87,11 @@ pub struct Ebay {
     /// Items per push: `batch_max`, at most `BATCH_MAX`.
     batch_max: usize,
     poll_interval: Duration,
+    /// Each order's shipped units per line, per version (`lastModifiedDate`): every pass
+    /// lists the last five minutes' orders again, and without this each shipped one
+    /// would cost a getShippingFulfillments call at every pass (at the default 5 s, 60
+    /// calls an order), out of the Fulfillment API's daily call limit.
+    shipped: super::fetched::Fetched<ahash::AHashMap<String, i64>>,
     token: TokenCache,
     /// When the spent daily call limit of the Inventory API resets (`None`: not spent).
     quota_reset: std::sync::Mutex<Option<std::time::Instant>>,
@@ -291,6 +298,7 @@ impl Ebay {
             poll_interval: Duration::from_secs(
                 config.poll_interval_s.unwrap_or(POLL_INTERVAL_DEFAULT_S),
             ),
+            shipped: super::fetched::Fetched::new(SHIPPED_KEPT_MAX),
             token,
             quota_reset: std::sync::Mutex::new(None),
             revision_limit: settings.revision_limit.unwrap_or(REVISIONS_PER_DAY),
@@ -800,18 +808,30 @@ impl OrderPoll for Ebay {
                     || payload::list(&order["lineItems"])
                         .iter()
                         .any(|l| started(&l["lineItemFulfillmentStatus"]));
+                let version = order["lastModifiedDate"].as_str().unwrap_or_default();
                 let shipped = match (shipping, payload::id(&order["orderId"])) {
-                    (true, Some(id)) => Some(self.shipped_units(caller, &auth, &id).await?),
+                    (true, Some(id)) => match self.shipped.get(&id, version) {
+                        Some(units) => Some(units),
+                        None => {
+                            let units = self.shipped_units(caller, &auth, &id).await?;
+                            self.shipped.keep(&id, version, units.clone());
+                            Some(units)
+                        }
+                    },
                     _ => None,
                 };
                 page.events
                     .extend(self.order_events(order, shipped.as_ref(), now)?);
             }
-            let total = reply["total"].as_u64().unwrap_or(0);
-            let next = next_offset(offset, orders.len() as u64, total_before, total);
-            page.next =
-                (!orders.is_empty() && next < total).then(|| window.at(format!("{next}.{total}")));
-            if offset == 0 {
+            // Without its total a page cannot say whether the window has more.
+            let total = reply["total"]
+                .as_u64()
+                .ok_or("eBay's orders page has no total")?;
+            page.next = next_page(offset, orders.len() as u64, total_before, total)
+                .map(|next| window.at(format!("{next}.{total}")));
+            // The count of a window sent with its end: one sent without counts every
+            // order up to eBay's now, which narrowing it would not change.
+            if offset == 0 && window.end.is_some() {
                 page.pages = Some(total.div_ceil(u64::from(PAGE_SIZE)));
             }
             Ok(page)
@@ -819,15 +839,18 @@ impl OrderPoll for Ebay {
     }
 }
 
-/// Where the page after one at `offset` of `len` orders starts. Orders modified while a
-/// window is read leave it, and the orders after them move up the list, past the offset:
-/// when the window's total has dropped by `d` since the page before (`total_before`), the
-/// next page starts `d` before this one, which it reads again (duplicates by their keys).
-fn next_offset(offset: u64, len: u64, total_before: Option<u64>, total: u64) -> u64 {
-    match total_before.filter(|before| *before > total) {
+/// Where the page after one at `offset` of `len` orders starts, if there is one. Orders
+/// modified while a window is read leave it, and the orders after them move up the list,
+/// past the offset: when the window's total has dropped by `d` since the page before
+/// (`total_before`), the next page starts `d` before this one, which it reads again
+/// (duplicates by their keys), even after an empty page.
+fn next_page(offset: u64, len: u64, total_before: Option<u64>, total: u64) -> Option<u64> {
+    let next = match total_before.filter(|before| *before > total) {
         Some(before) => offset.saturating_sub(before - total),
+        None if len == 0 => return None,
         None => offset + len,
-    }
+    };
+    (next < total).then_some(next)
 }
 
 /// A poll cursor's position: the offset, and the window's total when the page before was
@@ -863,12 +886,18 @@ mod tests {
     fn a_window_whose_total_drops_is_paged_again_from_before() {
         // [A B C D E], two a page: A leaves the window after the first page, so C moves
         // to offset 1 and the page at 2 reads D E: the next starts at 1, C included.
-        assert_eq!(next_offset(0, 2, None, 5), 2);
-        assert_eq!(next_offset(2, 2, Some(5), 4), 1);
-        assert_eq!(next_offset(1, 2, Some(4), 4), 3);
+        assert_eq!(next_page(0, 2, None, 5), Some(2));
+        assert_eq!(next_page(2, 2, Some(5), 4), Some(1));
+        assert_eq!(next_page(1, 2, Some(4), 4), Some(3));
+        assert_eq!(next_page(3, 1, Some(4), 4), None);
         // A total that grows (an order listed late) only reads some twice.
-        assert_eq!(next_offset(2, 2, Some(4), 6), 4);
-        assert_eq!(next_offset(1, 2, Some(9), 2), 0);
+        assert_eq!(next_page(2, 2, Some(4), 6), Some(4));
+        assert_eq!(next_page(1, 2, Some(9), 2), Some(0));
+        // An empty page after a drop steps back too: 201 orders, one left after the
+        // first page of 200, the page at 200 is empty, the one at 199 is not.
+        assert_eq!(next_page(200, 0, Some(201), 200), Some(199));
+        assert_eq!(next_page(0, 0, None, 0), None);
+        assert_eq!(next_page(200, 0, Some(200), 200), None);
         assert_eq!(offset_and_total(""), Ok((0, None)));
         assert_eq!(offset_and_total("400.812"), Ok((400, Some(812))));
         assert!(offset_and_total("400").is_err());

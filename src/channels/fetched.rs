@@ -7,7 +7,9 @@
 //! The versions: Amazon's `LastUpdateDate` for getOrderItems
 //! (https://developer-docs.amazon.com/sp-api/docs/orders-api-v0-reference), BigCommerce's
 //! `date_modified` for an order's products
-//! (https://developer.bigcommerce.com/docs/rest-management/orders).
+//! (https://developer.bigcommerce.com/docs/rest-management/orders), eBay's
+//! `lastModifiedDate` for getShippingFulfillments
+//! (https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/methods/getOrders).
 //!
 //! Bounded: when full it forgets everything and starts over, which costs one pass its
 //! fetches again and nothing else (the events built from a fetch are duplicates by their

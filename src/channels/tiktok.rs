@@ -24,7 +24,8 @@
 //! rotates the refresh token, which is kept in the data directory (`rotating_token.rs`).
 //! An answer with code 105002 ("Expired credentials") refreshes at the next call.
 //! Notifications can be lost, so orders are also polled (`POST /order/202309/orders/search`
-//! by `update_time_ge`, every `poll_interval_s`, default 60).
+//! by `update_time_ge` and `update_time_lt`, in windows, every `poll_interval_s`, default
+//! 60).
 //! `data.errors` names refused SKUs; the rest are taken. The rate limit is unverified
 //! (~50 requests/s per store in third-party code): 20/s by default, configurable.
 

@@ -13,7 +13,7 @@
 //! whose first page says it holds more than the cap (`meta.totalCount`, "Total no of
 //! purchase orders") is too wide, as is one Walmart refuses with a 4xx on any page: the
 //! poll narrows it, down to two seconds. The error's shape is not documented, so any refusal
-//! of a wider window is taken as that one; a second still refused fails the pass with
+//! of a wider window is taken as that one; a window that narrow still refused fails the pass with
 //! Walmart's words.
 //!
 //! Walmart answers a query that matches nothing with a 404, `CONTENT_NOT_FOUND.GMP_ORDER_API`

@@ -24,7 +24,7 @@ pub mod health;
 pub mod level_import;
 pub mod outbox;
 pub mod poll;
-mod poll_window;
+pub mod poll_window;
 pub mod queue;
 pub mod reconcile;
 mod stale;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::poll_window::{after_page, Step, Window};
+use super::poll_window::{Reader, Turn, Window};
 use super::ChannelLink;
 use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
@@ -33,9 +33,11 @@ pub struct PollReport {
     pub watermark: Micros,
     /// Stopped at `PAGES_MAX` with pages left: the next pass reads on from the watermark.
     pub cut_short: bool,
-    /// A windowed pass cut short: the width of the window it was reading, where the next
-    /// pass starts rather than halving its way down again from the whole span.
-    pub width: Option<Micros>,
+    /// A windowed pass cut short: the window it was reading. Until the next pass is past
+    /// it, its windows are no wider, rather than halving their way down again to it.
+    pub resume: Option<Window>,
+    /// Whether the pass stored a later watermark than it started from.
+    pub moved: bool,
 }
 
 /// The file that keeps a channel's watermark.
@@ -94,15 +96,23 @@ pub async fn run(
     // bucket (Shopify's REST requests, Amazon's getOrderItems), waits out that API's 429
     // (Walmart's orders list) or calls with `call_now` (eBay's Fulfillment API).
     let caller = link.reader(client);
-    let mut width = None;
+    let mut resume = None;
     loop {
         tokio::time::sleep(interval).await;
         if engine.is_stopped() {
             return;
         }
-        let result = pass(adapter, &caller, &engine, &data_dir, width).await;
+        let mut result = pass(adapter, &caller, &engine, &data_dir, resume).await;
         if let Ok(report) = &result {
-            width = report.width;
+            resume = report.resume;
+            // Cut short with nothing read whole: said on the console, not only in the log
+            // (the next pass narrows further from where this one stopped).
+            if report.cut_short && !report.moved {
+                result = Err(format!(
+                    "a pass read {PAGES_MAX} pages and moved the watermark nowhere (it stays at {}): more orders modified at one time than a pass reads",
+                    crate::clock::format_rfc3339(report.watermark)
+                ));
+            }
         }
         link.health.polled(&result);
         if let Err(reason) = result {
@@ -111,28 +121,36 @@ pub async fn run(
     }
 }
 
-/// One poll pass, its calls through `caller`; a windowed poll's first window at most
-/// `width` wide (`PollReport::width` of the pass before).
+/// One poll pass, its calls through `caller`; a windowed poll's windows no wider than
+/// `resume` until they are past it (`PollReport::resume` of the pass before).
 pub async fn pass(
     adapter: &dyn ChannelAdapter,
     caller: &Caller,
     engine: &Engine,
     data_dir: &Path,
-    width: Option<Micros>,
+    resume: Option<Window>,
 ) -> Result<PollReport, String> {
     let poll = adapter
         .order_poll()
         .ok_or("the channel has no order poll")?;
     let path = watermark_path(data_dir, adapter.name());
     let now = now_micros();
+    let store_now = || store_watermark(&path, now).map_err(|e| format!("{}: {e}", path.display()));
     let watermark = match load_watermark(&path)? {
-        // Never later than now: a clock stepped back reads more again, never less.
-        Some(watermark) => watermark.min(now),
+        // Never later than now, and stored so: a clock stepped back (or a time written by
+        // hand) would otherwise have the poll read from a time still to come, and store
+        // nothing until the clock got there.
+        Some(watermark) if watermark > now => {
+            tracing::warn!(channel = %adapter.name(), watermark, now, "order poll watermark later than now: read from now");
+            store_now()?;
+            now
+        }
+        Some(watermark) => watermark,
         // The first pass starts one overlap back (there is no history to catch up on),
         // from a watermark stored at once: one that failed or was cut short leaves the
         // next to start there, not at its own start.
         None => {
-            store_watermark(&path, now).map_err(|e| format!("{}: {e}", path.display()))?;
+            store_now()?;
             now
         }
     };
@@ -143,7 +161,7 @@ pub async fn pass(
         path: &path,
         since: watermark - OVERLAP_S * MICROS_PER_SECOND,
         now,
-        width,
+        resume,
         report: PollReport {
             watermark,
             ..PollReport::default()
@@ -170,8 +188,8 @@ struct Pass<'a> {
     since: Micros,
     /// When the pass started.
     now: Micros,
-    /// How wide its first window may be.
-    width: Option<Micros>,
+    /// The window the pass before was cut short in (`PollReport::resume`).
+    resume: Option<Window>,
     report: PollReport,
 }
 
@@ -202,6 +220,7 @@ impl Pass<'_> {
     fn store(&mut self, watermark: Micros) -> Result<(), String> {
         store_watermark(self.path, watermark)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.report.moved |= watermark > self.report.watermark;
         self.report.watermark = watermark;
         Ok(())
     }
@@ -231,37 +250,27 @@ impl Pass<'_> {
     /// A list in no such order, read in windows (`poll_window.rs`): each one's end is
     /// stored once it is read whole, and nothing else is.
     async fn windows(mut self) -> Result<PollReport, String> {
-        let mut window = Window::first(self.since, self.now, self.width);
+        let mut reader = Reader::new(self.since, self.now, self.resume);
         let mut cursor = None;
-        let mut pages = 0;
         loop {
             if self.cut_short() {
-                self.report.width = Some(window.end - window.start);
+                self.report.resume = Some(reader.window());
                 break;
             }
+            let window = reader.window();
             let page = self
                 .page(window.start, Some(window.end), cursor.take())
                 .await?;
-            pages += 1;
-            let more = page.next.is_some();
-            match after_page(&window, pages, page.pages, page.too_wide, more) {
-                Step::Page => cursor = page.next,
-                Step::Narrower(narrower) => {
-                    window = narrower;
-                    pages = 0;
-                }
-                Step::Fail(reason) => return Err(reason),
-                Step::Done => {
-                    let done = window.end.min(self.now);
+            match reader.turn(page.pages, page.too_wide, page.next.is_some())? {
+                Turn::NextPage => cursor = page.next,
+                Turn::Narrower => {}
+                Turn::ReadWhole { end, finished } => {
+                    let done = end.min(self.now);
                     if done > self.report.watermark {
                         self.store(done)?;
                     }
-                    match window.after(pages) {
-                        Some(next) => {
-                            window = next;
-                            pages = 0;
-                        }
-                        None => break,
+                    if finished {
+                        break;
                     }
                 }
             }

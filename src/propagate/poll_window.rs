@@ -31,8 +31,10 @@ pub const WINDOW_PAGES: u32 = 100;
 pub const OVERLAP: Micros = MICROS_PER_SECOND;
 /// The narrowest window: twice the overlap, so that the window after one read whole, even
 /// halved, starts later than it did. More than a window's pages of orders modified within
-/// it is read on past the window's cap, up to the pass's cap (past that, each pass reads
-/// the same pages again: over 100,000 orders modified within two seconds).
+/// it is read on past the window's cap. An instant is in two windows (the overlap), and in
+/// every pass's first five minutes until the watermark is past them, so more than about
+/// 450 pages (45,000 orders and more) modified within one second is more than a pass
+/// reads: every pass reads it again and none passes it (the console says so).
 pub const WINDOW_MIN: Micros = 2 * OVERLAP;
 
 /// A window of modification time being read, and the pass's end.
@@ -45,18 +47,32 @@ pub struct Window {
 }
 
 impl Window {
-    /// A pass's first window: everything from `since` to `now`, or `width` of it (where
-    /// the pass before was cut short). A watermark written by hand may be near 0: no
-    /// window starts before it.
-    pub fn first(since: Micros, now: Micros, width: Option<Micros>) -> Window {
+    /// A pass's first window: everything from `since` to `now`. A watermark written by
+    /// hand may be near 0: no window starts before it.
+    pub fn first(since: Micros, now: Micros) -> Window {
         let start = since.max(0);
         let until = now.max(start + WINDOW_MIN);
-        let width = width.unwrap_or(Micros::MAX).max(WINDOW_MIN);
         Window {
             start,
-            end: start.saturating_add(width).min(until),
+            end: until,
             until,
         }
+    }
+
+    /// This window fitted to `cut`, the window a pass before was cut short in: one that
+    /// starts well before it ends where it starts (the next then starts there, not
+    /// halving its way down to it again), one that starts within it is no wider than it.
+    pub fn capped(self, cut: Option<Window>) -> Window {
+        let Some(cut) = cut else {
+            return self;
+        };
+        if self.start < cut.start - OVERLAP && self.end > cut.start {
+            return self.narrowed(cut.start - self.start).unwrap_or(self);
+        }
+        if self.start < cut.end {
+            return self.narrowed(cut.end - cut.start).unwrap_or(self);
+        }
+        self
     }
 
     /// The window's first half, read from its start, or `None` when it is `WINDOW_MIN`
@@ -146,6 +162,89 @@ pub fn after_page(
     }
 }
 
+/// A pass's reading of windows, apart from its calls: which window to ask for, and what
+/// each page's answer makes of it.
+#[derive(Debug)]
+pub struct Reader {
+    window: Window,
+    /// Pages read of the window.
+    pages: u32,
+    /// Whether the window came from narrowing a wider one: the next is then no wider, as
+    /// growing at once would take in again what was too dense.
+    narrowed: bool,
+    /// The window the pass before was cut short in: windows are no wider until past it,
+    /// rather than halving their way down to it again.
+    resume: Option<Window>,
+}
+
+/// What a page makes of the window.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Read the window's next page (the cursor the page gave).
+    NextPage,
+    /// Read the window `Reader::window` now gives from its start.
+    Narrower,
+    /// The window is read whole: the watermark may move to `end`; `finished` when it
+    /// reached the pass's end.
+    ReadWhole { end: Micros, finished: bool },
+}
+
+impl Reader {
+    /// A pass from `since` to `now`, the pass before cut short in `resume`.
+    pub fn new(since: Micros, now: Micros, resume: Option<Window>) -> Reader {
+        Reader {
+            window: Window::first(since, now).capped(resume),
+            pages: 0,
+            narrowed: false,
+            resume,
+        }
+    }
+
+    /// The window being read.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// A page of the window was read: `counted`, `too_wide` and `more` as `after_page`
+    /// takes them; `Err` fails the pass.
+    pub fn turn(
+        &mut self,
+        counted: Option<u64>,
+        too_wide: Option<TooWide>,
+        more: bool,
+    ) -> Result<Turn, String> {
+        self.pages += 1;
+        match after_page(&self.window, self.pages, counted, too_wide, more) {
+            Step::Page => Ok(Turn::NextPage),
+            Step::Narrower(narrower) => {
+                self.window = narrower;
+                self.pages = 0;
+                self.narrowed = true;
+                Ok(Turn::Narrower)
+            }
+            Step::Fail(reason) => Err(reason),
+            Step::Done => {
+                let end = self.window.end;
+                let held = if self.narrowed {
+                    WINDOW_PAGES
+                } else {
+                    self.pages
+                };
+                let next = self.window.after(held);
+                if let Some(next) = next {
+                    self.window = next.capped(self.resume);
+                    self.pages = 0;
+                    self.narrowed = false;
+                }
+                Ok(Turn::ReadWhole {
+                    end,
+                    finished: next.is_none(),
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +252,7 @@ mod tests {
     #[test]
     fn windows_halve_to_their_narrowest_widen_after_and_always_move_on() {
         let s = MICROS_PER_SECOND;
-        let whole = Window::first(100 * s, 200 * s, None);
+        let whole = Window::first(100 * s, 200 * s);
         assert_eq!(whole.until, 200 * s);
         let half = whole.halved().unwrap();
         assert_eq!(
@@ -197,7 +296,7 @@ mod tests {
     #[test]
     fn a_dense_stretch_is_read_in_windows_that_always_move_on() {
         let s = MICROS_PER_SECOND;
-        let mut window = Window::first(0, 60 * s, None);
+        let mut window = Window::first(0, 60 * s);
         let mut read_whole = Vec::new();
         for _ in 0..10_000 {
             match after_page(&window, 1, None, Some(TooWide::OverCap), false) {
@@ -225,28 +324,38 @@ mod tests {
 
     #[test]
     fn a_first_window_never_starts_before_zero_nor_is_narrower_than_the_narrowest() {
-        let w = Window::first(-5 * MICROS_PER_SECOND, 10, None);
+        let w = Window::first(-5 * MICROS_PER_SECOND, 10);
         assert_eq!((w.start, w.end, w.until), (0, WINDOW_MIN, WINDOW_MIN));
         assert_eq!(w.halved(), None);
         assert_eq!(w.after(0), None);
-        let w = Window::first(0, 100 * MICROS_PER_SECOND, Some(0));
-        assert_eq!(w.end, WINDOW_MIN);
     }
 
     #[test]
-    fn a_first_window_takes_the_width_the_pass_before_was_cut_at() {
+    fn windows_are_fitted_to_the_one_a_pass_was_cut_short_in_until_past_it() {
         let s = MICROS_PER_SECOND;
-        let w = Window::first(100 * s, 200 * s, Some(30 * s));
-        assert_eq!((w.start, w.end, w.until), (100 * s, 130 * s, 200 * s));
-        // Never past the pass's start.
-        let w = Window::first(100 * s, 200 * s, Some(300 * s));
-        assert_eq!(w.end, 200 * s);
+        let cut = Window::first(100 * s, 130 * s);
+        // Well before it: ends where it starts, and the one after starts within it.
+        let w = Window::first(50 * s, 200 * s).capped(Some(cut));
+        assert_eq!((w.start, w.end, w.until), (50 * s, 100 * s, 200 * s));
+        let next = w.after(0).unwrap().capped(Some(cut));
+        assert_eq!(
+            (next.start, next.end),
+            (100 * s - OVERLAP, 130 * s - OVERLAP)
+        );
+        // Within it: no wider than it; past it, or narrower already: as it was.
+        let within = Window::first(110 * s, 200 * s).capped(Some(cut));
+        assert_eq!((within.start, within.end), (110 * s, 140 * s));
+        let past = Window::first(130 * s, 200 * s);
+        assert_eq!(past.capped(Some(cut)), past);
+        let narrow = Window::first(100 * s, 110 * s);
+        assert_eq!(narrow.capped(Some(cut)), narrow);
+        assert_eq!(past.capped(None), past);
     }
 
     #[test]
     fn a_page_narrows_its_window_when_counted_or_past_the_cap_and_reads_on_at_the_narrowest() {
         let s = MICROS_PER_SECOND;
-        let w = Window::first(0, 1_000 * s, None);
+        let w = Window::first(0, 1_000 * s);
         let over = Some(TooWide::OverCap);
         let refused = || Some(TooWide::Refused("no".into()));
         // Within the cap: the next page, or done.
@@ -266,7 +375,7 @@ mod tests {
         assert_eq!(after_page(&w, 1, None, over.clone(), true), half);
         assert_eq!(after_page(&w, 3, None, refused(), false), half);
         // `WINDOW_MIN` cannot be narrowed: over the cap it reads on, refused it fails.
-        let second = Window::first(0, 1, None);
+        let second = Window::first(0, 1);
         assert_eq!(after_page(&second, 1, Some(500), None, true), Step::Page);
         assert_eq!(
             after_page(&second, WINDOW_PAGES, None, None, true),
@@ -277,5 +386,83 @@ mod tests {
             after_page(&second, 1, None, refused(), false),
             Step::Fail("no".into())
         );
+    }
+
+    /// Passes of at most `PASS_PAGES` pages over a list of 100 orders a page (`orders`,
+    /// their modification times, sorted), a watermark moving as windows are read whole:
+    /// what `poll.rs` does, without the calls.
+    fn passes(orders: &[Micros], now: Micros, counted: bool) -> (usize, Micros, Vec<Window>) {
+        const PASS_PAGES: u32 = 1_000;
+        let overlap = 300 * MICROS_PER_SECOND;
+        let mut watermark = overlap;
+        let mut resume = None;
+        let mut read_whole = Vec::new();
+        for pass in 1..=20 {
+            let mut reader = Reader::new(watermark - overlap, now, resume);
+            let (mut pages, mut of_window) = (0, 0);
+            resume = loop {
+                if pages == PASS_PAGES {
+                    break Some(reader.window());
+                }
+                let w = reader.window();
+                let held = orders.partition_point(|t| *t <= w.end)
+                    - orders.partition_point(|t| *t < w.start);
+                let held = held.div_ceil(100).max(1) as u64;
+                pages += 1;
+                of_window += 1;
+                let more = of_window < held;
+                match reader.turn(counted.then_some(held), None, more).unwrap() {
+                    Turn::NextPage => {}
+                    Turn::Narrower => of_window = 0,
+                    Turn::ReadWhole { end, finished } => {
+                        of_window = 0;
+                        read_whole.push(w);
+                        watermark = watermark.max(end.min(now));
+                        if finished {
+                            break None;
+                        }
+                    }
+                }
+            };
+            if resume.is_none() && watermark == now {
+                return (pass, watermark, read_whole);
+            }
+        }
+        (usize::MAX, watermark, read_whole)
+    }
+
+    /// Ten orders a second for an hour, and at one instant from 101 to 900 pages more (a
+    /// bulk change): with or without the channel's count, a few passes read it all, and
+    /// the windows read whole cover every time up to the watermark. Before, a list with no
+    /// count spent every pass halving its way back down to the instant and never passed
+    /// it.
+    #[test]
+    fn a_dense_instant_is_passed_in_a_few_passes_and_nothing_before_the_watermark_is_left() {
+        let s = MICROS_PER_SECOND;
+        let now = 3_600 * s;
+        for dense in [101, 300, 450] {
+            let mut orders: Vec<Micros> = (0..36_000).map(|i| i * s / 10).collect();
+            orders.extend(std::iter::repeat_n(1_800 * s + 1, dense * 100));
+            orders.sort_unstable();
+            for counted in [false, true] {
+                let (passes, watermark, read) = passes(&orders, now, counted);
+                assert!(
+                    passes <= 4,
+                    "{dense} at one instant, counted {counted}: {passes} passes, watermark at {watermark}"
+                );
+                // The windows read whole cover every time up to the watermark: no gap.
+                let mut read = read;
+                read.sort_by_key(|w| w.start);
+                let mut covered = 0;
+                for w in read {
+                    assert!(
+                        w.start <= covered,
+                        "{dense}, counted {counted}: a gap before {w:?}"
+                    );
+                    covered = covered.max(w.end);
+                }
+                assert!(covered >= watermark);
+            }
+        }
     }
 }
