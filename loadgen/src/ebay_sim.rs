@@ -597,6 +597,10 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
                     _ => "NOT_STARTED",
                 },
                 "orderPaymentStatus": "PAID",
+                // One getShippingFulfillment URI per package (`Order.fulfillmentHrefs`).
+                "fulfillmentHrefs": o.lines.iter().filter(|l| l.shipped > 0).map(|l| format!(
+                    "https://api.ebay.com/sell/fulfillment/v1/order/{}/shipping_fulfillment/FUL-{}", order_id(o.id), l.id
+                )).collect::<Vec<_>>(),
                 "cancelStatus": {"cancelState": if o.stage == Stage::Cancelled { "CANCELED" } else { "NONE_REQUESTED" }},
                 "lineItems": lines,
             })

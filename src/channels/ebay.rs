@@ -420,13 +420,14 @@ impl Ebay {
 
     /// Units per line item in the order's shipping fulfillments
     /// (`getShippingFulfillments`: `fulfillments[].lineItems[]` with `lineItemId` and
-    /// `quantity`: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemReference).
+    /// `quantity`: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemReference),
+    /// and how many fulfillments the answer held.
     async fn shipped_units(
         &self,
         caller: &Caller,
         auth: &HeaderMap,
         order_id: &str,
-    ) -> Result<ahash::AHashMap<String, i64>, String> {
+    ) -> Result<(ahash::AHashMap<String, i64>, usize), String> {
         let url = format!(
             "{}/sell/fulfillment/v1/order/{}/shipping_fulfillment",
             self.base_url,
@@ -437,7 +438,8 @@ impl Ebay {
             .expect("a validated base_url makes a valid request");
         let reply = json_answer(&caller.call_now(with_headers(request, auth.clone())).await?)?;
         let mut units = ahash::AHashMap::new();
-        for fulfillment in payload::list(&reply["fulfillments"]) {
+        let fulfillments = payload::list(&reply["fulfillments"]);
+        for fulfillment in fulfillments {
             for item in payload::list(&fulfillment["lineItems"]) {
                 if let (Some(id), Some(n)) = (
                     payload::id(&item["lineItemId"]),
@@ -447,7 +449,7 @@ impl Ebay {
                 }
             }
         }
-        Ok(units)
+        Ok((units, fulfillments.len()))
     }
 }
 
@@ -808,13 +810,22 @@ impl OrderPoll for Ebay {
                     || payload::list(&order["lineItems"])
                         .iter()
                         .any(|l| started(&l["lineItemFulfillmentStatus"]));
-                let version = order["lastModifiedDate"].as_str().unwrap_or_default();
+                // The version: `lastModifiedDate` and how many fulfillments the order
+                // names (`fulfillmentHrefs`), so a new package is read even if eBay does
+                // not move the date for it (its docs do not say what moves it).
+                let modified = order["lastModifiedDate"].as_str().unwrap_or_default();
+                let packages = payload::list(&order["fulfillmentHrefs"]).len();
+                let version = format!("{modified}|{packages}");
                 let shipped = match (shipping, payload::id(&order["orderId"])) {
-                    (true, Some(id)) => match self.shipped.get(&id, version) {
+                    (true, Some(id)) => match self.shipped.get(&id, &version) {
                         Some(units) => Some(units),
                         None => {
-                            let units = self.shipped_units(caller, &auth, &id).await?;
-                            self.shipped.keep(&id, version, units.clone());
+                            let (units, read) = self.shipped_units(caller, &auth, &id).await?;
+                            // Not kept when it may be read before eBay shows it all: no
+                            // date, no units, or fewer fulfillments than the order names.
+                            if !modified.is_empty() && !units.is_empty() && read >= packages {
+                                self.shipped.keep(&id, &version, units.clone());
+                            }
                             Some(units)
                         }
                     },
@@ -829,6 +840,14 @@ impl OrderPoll for Ebay {
                 .ok_or("eBay's orders page has no total")?;
             page.next = next_page(offset, orders.len() as u64, total_before, total)
                 .map(|next| window.at(format!("{next}.{total}")));
+            if orders.is_empty() && offset < total && page.next.is_none() {
+                // Counted but not listed: nothing to read, and nothing to fail on.
+                tracing::warn!(
+                    offset,
+                    total,
+                    "eBay's orders page is empty short of its total"
+                );
+            }
             // The count of a window sent with its end: one sent without counts every
             // order up to eBay's now, which narrowing it would not change.
             if offset == 0 && window.end.is_some() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::poll_window::{Reader, Turn, Window};
+use super::poll_window::{self, Reader, Turn, Window};
 use super::ChannelLink;
 use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
@@ -33,11 +33,24 @@ pub struct PollReport {
     pub watermark: Micros,
     /// Stopped at `PAGES_MAX` with pages left: the next pass reads on from the watermark.
     pub cut_short: bool,
-    /// A windowed pass cut short: the window it was reading. Until the next pass is past
-    /// it, its windows are no wider, rather than halving their way down again to it.
+    /// What a windowed poll carries to its next pass.
+    pub carried: Carried,
+}
+
+/// What a windowed poll carries from one pass to the next, in memory: after a restart a
+/// pass starts as a first one would, only slower.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    /// The window a pass was cut short in: the next pass's windows fit to it
+    /// (`Window::capped`), rather than halving their way down to it again.
     pub resume: Option<Window>,
-    /// Whether the pass stored a later watermark than it started from.
-    pub moved: bool,
+    /// The latest watermark stored for a window whose end was at least the overlap
+    /// (`OVERLAP_S`) old when it was read: the orders listed late that the overlap is for
+    /// had that long to be listed, so the next pass starts no further back than this
+    /// (less a window's overlap). Otherwise every pass cut short would read the five
+    /// minutes before its watermark again, and a dense stretch in them would take each
+    /// pass's pages for good.
+    pub settled: Option<Micros>,
 }
 
 /// The file that keeps a channel's watermark.
@@ -96,21 +109,27 @@ pub async fn run(
     // bucket (Shopify's REST requests, Amazon's getOrderItems), waits out that API's 429
     // (Walmart's orders list) or calls with `call_now` (eBay's Fulfillment API).
     let caller = link.reader(client);
-    let mut resume = None;
+    let mut carried = Carried::default();
+    // How far behind the last pass cut short left the watermark.
+    let mut lag_before: Option<Micros> = None;
     loop {
         tokio::time::sleep(interval).await;
         if engine.is_stopped() {
             return;
         }
-        let mut result = pass(adapter, &caller, &engine, &data_dir, resume).await;
+        let mut result = pass(adapter, &caller, &engine, &data_dir, carried).await;
         if let Ok(report) = &result {
-            resume = report.resume;
-            // Cut short with nothing read whole: said on the console, not only in the log
-            // (the next pass narrows further from where this one stopped).
-            if report.cut_short && !report.moved {
+            carried = report.carried;
+            // Passes cut short one after another and the watermark no nearer now: said on
+            // the console, not only in the log. A pass cut short that gains on now is
+            // catching up, and says nothing.
+            let lag = now_micros() - report.watermark;
+            let stuck = not_catching_up(report.cut_short, lag, lag_before);
+            lag_before = report.cut_short.then_some(lag);
+            if stuck {
                 result = Err(format!(
-                    "a pass read {PAGES_MAX} pages and moved the watermark nowhere (it stays at {}): more orders modified at one time than a pass reads",
-                    crate::clock::format_rfc3339(report.watermark)
+                    "the order poll is {} s behind and not catching up: each pass reads its {PAGES_MAX} pages and stops (more orders modified in a short time than a pass reads, or more than the channel's pace lets it read)",
+                    lag / MICROS_PER_SECOND
                 ));
             }
         }
@@ -121,14 +140,21 @@ pub async fn run(
     }
 }
 
-/// One poll pass, its calls through `caller`; a windowed poll's windows no wider than
-/// `resume` until they are past it (`PollReport::resume` of the pass before).
+/// Whether a pass cut short leaves the poll `lag` behind now, no nearer than the pass
+/// before it left it (`before`, when that one was cut short too): falling behind, or
+/// stuck. A first pass cut short (a long outage) is not.
+fn not_catching_up(cut_short: bool, lag: Micros, before: Option<Micros>) -> bool {
+    cut_short && before.is_some_and(|before| lag >= before)
+}
+
+/// One poll pass, its calls through `caller`; a windowed poll's with what the pass
+/// before carried (`PollReport::carried`).
 pub async fn pass(
     adapter: &dyn ChannelAdapter,
     caller: &Caller,
     engine: &Engine,
     data_dir: &Path,
-    resume: Option<Window>,
+    carried: Carried,
 ) -> Result<PollReport, String> {
     let poll = adapter
         .order_poll()
@@ -154,18 +180,27 @@ pub async fn pass(
             now
         }
     };
+    let overlap = OVERLAP_S * MICROS_PER_SECOND;
+    let since = match poll.windowed() {
+        true => poll_window::pass_start(watermark, overlap, carried.settled),
+        false => watermark - overlap,
+    };
     let pass = Pass {
         poll,
         caller,
         engine,
         path: &path,
-        since: watermark - OVERLAP_S * MICROS_PER_SECOND,
+        since,
         now,
-        resume,
         report: PollReport {
             watermark,
+            carried: Carried {
+                resume: None,
+                ..carried
+            },
             ..PollReport::default()
         },
+        resume: carried.resume,
     };
     let report = if poll.windowed() {
         pass.windows().await?
@@ -188,7 +223,7 @@ struct Pass<'a> {
     since: Micros,
     /// When the pass started.
     now: Micros,
-    /// The window the pass before was cut short in (`PollReport::resume`).
+    /// The window the pass before was cut short in (`Carried::resume`).
     resume: Option<Window>,
     report: PollReport,
 }
@@ -220,7 +255,6 @@ impl Pass<'_> {
     fn store(&mut self, watermark: Micros) -> Result<(), String> {
         store_watermark(self.path, watermark)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.report.moved |= watermark > self.report.watermark;
         self.report.watermark = watermark;
         Ok(())
     }
@@ -254,7 +288,7 @@ impl Pass<'_> {
         let mut cursor = None;
         loop {
             if self.cut_short() {
-                self.report.resume = Some(reader.window());
+                self.report.carried.resume = Some(reader.window());
                 break;
             }
             let window = reader.window();
@@ -268,6 +302,9 @@ impl Pass<'_> {
                     let done = end.min(self.now);
                     if done > self.report.watermark {
                         self.store(done)?;
+                        if done <= self.now - OVERLAP_S * MICROS_PER_SECOND {
+                            self.report.carried.settled = Some(done);
+                        }
                     }
                     if finished {
                         break;
@@ -306,5 +343,22 @@ pub(crate) async fn submit_waiting(
             Err(EngineError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_cut_short_that_do_not_gain_on_now_are_not_catching_up() {
+        let s = MICROS_PER_SECOND;
+        // The first pass cut short, one that read everything, one that gained: fine.
+        assert!(!not_catching_up(true, 900 * s, None));
+        assert!(!not_catching_up(false, 900 * s, Some(100 * s)));
+        assert!(!not_catching_up(true, 800 * s, Some(900 * s)));
+        // Stuck, or falling behind.
+        assert!(not_catching_up(true, 900 * s, Some(900 * s)));
+        assert!(not_catching_up(true, 950 * s, Some(900 * s)));
     }
 }

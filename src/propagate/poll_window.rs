@@ -3,17 +3,20 @@
 //!
 //! Why windows. The newest modification time seen on such a list says nothing of the
 //! orders not yet read, so a pass cut short (its page cap, a failed call) may store no
-//! more than the end of what it read whole. A pass therefore reads `[start, end]` windows,
-//! first from the watermark (less the poll's overlap) to the pass's start, and stores each
-//! one's end once it is read whole. A window that holds more than one window may read
+//! more than the end of what it read whole. A pass therefore reads `[start, end]` windows
+//! (`Reader`), from where it starts (`pass_start`) to its own start, and stores each one's
+//! end once it is read whole. A window that holds more than one window may read
 //! (`WINDOW_PAGES`, or a channel that says so: Walmart's cap of 10,000 orders a query) is
-//! halved and read again from its start, down to `WINDOW_MIN`, or at its first page cut to
-//! about half a window's pages where the channel counts the orders it holds; the window
+//! halved and read again from its start, down to `WINDOW_MIN`, or at its first page cut
+//! to about half a window's pages where the channel counts the orders it holds. The window
 //! after one read whole is as wide, or twice as wide when it held less than half a
-//! window's pages. So after a long outage the windows shrink to what a pass reads and the
-//! watermark moves as windows finish, where one query of the whole outage would be cut
-//! short at the same point on every pass, and a pass that moved the watermark to the
-//! newest time it had seen skipped the orders it had not reached.
+//! window's pages and did not have to be narrowed. A pass that follows one cut short fits
+//! its windows to the window that one was cut in (`Window::capped`), and starts no further
+//! back than the end of a window read when it was already the poll's overlap old. So after
+//! a long outage the windows shrink to what a pass reads and the watermark moves as
+//! windows finish, where one query of the whole outage would be cut short at the same
+//! point on every pass, and a pass that moved the watermark to the newest time it had
+//! seen skipped the orders it had not reached.
 //!
 //! The next window starts `OVERLAP` before the last one ended: the channels' bounds are
 //! seconds or milliseconds and inclusive or exclusive, so an order modified at that
@@ -31,10 +34,9 @@ pub const WINDOW_PAGES: u32 = 100;
 pub const OVERLAP: Micros = MICROS_PER_SECOND;
 /// The narrowest window: twice the overlap, so that the window after one read whole, even
 /// halved, starts later than it did. More than a window's pages of orders modified within
-/// it is read on past the window's cap. An instant is in two windows (the overlap), and in
-/// every pass's first five minutes until the watermark is past them, so more than about
-/// 450 pages (45,000 orders and more) modified within one second is more than a pass
-/// reads: every pass reads it again and none passes it (the console says so).
+/// it is read on past the window's cap. An instant is in two windows (the overlap), so
+/// about 1,000 pages modified at one instant is more than a pass reads: every pass reads
+/// it again and none passes it (the console says the poll is not catching up).
 pub const WINDOW_MIN: Micros = 2 * OVERLAP;
 
 /// A window of modification time being read, and the pass's end.
@@ -159,6 +161,18 @@ pub fn after_page(
         Step::Page
     } else {
         Step::Done
+    }
+}
+
+/// Where a pass starts reading: `overlap` before the watermark, but no further back than
+/// `settled` (less a window's `OVERLAP`), the end of a window read when it was already
+/// `overlap` old (`poll::Carried::settled`). A settled time later than the watermark is
+/// not this watermark's (one written back by hand), and is not used.
+pub fn pass_start(watermark: Micros, overlap: Micros, settled: Option<Micros>) -> Micros {
+    let since = watermark - overlap;
+    match settled.filter(|s| *s <= watermark) {
+        Some(settled) => since.max(settled - OVERLAP),
+        None => since,
     }
 }
 
@@ -396,9 +410,10 @@ mod tests {
         let overlap = 300 * MICROS_PER_SECOND;
         let mut watermark = overlap;
         let mut resume = None;
+        let mut settled = None;
         let mut read_whole = Vec::new();
         for pass in 1..=20 {
-            let mut reader = Reader::new(watermark - overlap, now, resume);
+            let mut reader = Reader::new(pass_start(watermark, overlap, settled), now, resume);
             let (mut pages, mut of_window) = (0, 0);
             resume = loop {
                 if pages == PASS_PAGES {
@@ -417,7 +432,12 @@ mod tests {
                     Turn::ReadWhole { end, finished } => {
                         of_window = 0;
                         read_whole.push(w);
-                        watermark = watermark.max(end.min(now));
+                        if end.min(now) > watermark {
+                            watermark = end.min(now);
+                            if watermark <= now - overlap {
+                                settled = Some(watermark);
+                            }
+                        }
                         if finished {
                             break None;
                         }
@@ -431,24 +451,27 @@ mod tests {
         (usize::MAX, watermark, read_whole)
     }
 
-    /// Ten orders a second for an hour, and at one instant from 101 to 900 pages more (a
-    /// bulk change): with or without the channel's count, a few passes read it all, and
-    /// the windows read whole cover every time up to the watermark. Before, a list with no
-    /// count spent every pass halving its way back down to the instant and never passed
-    /// it.
+    /// Ten orders a second for an hour, and a bulk change: from 101 to 900 pages more at
+    /// one instant, or 2,000 pages over ten seconds or five minutes. With or without the
+    /// channel's count, a few passes read it all, and the windows read whole cover every
+    /// time up to the watermark. Before, a list with no count spent every pass halving its
+    /// way back down to the instant and never passed it, and a dense stretch within the
+    /// five minutes every pass reads again took each pass's pages for good.
     #[test]
-    fn a_dense_instant_is_passed_in_a_few_passes_and_nothing_before_the_watermark_is_left() {
+    fn a_dense_stretch_is_passed_in_a_few_passes_and_nothing_before_the_watermark_is_left() {
         let s = MICROS_PER_SECOND;
         let now = 3_600 * s;
-        for dense in [101, 300, 450] {
+        // (pages, over how many seconds)
+        for (dense, over) in [(101, 0), (300, 0), (900, 0), (2_000, 10), (2_000, 300)] {
             let mut orders: Vec<Micros> = (0..36_000).map(|i| i * s / 10).collect();
-            orders.extend(std::iter::repeat_n(1_800 * s + 1, dense * 100));
+            let step = over * s / (dense * 100);
+            orders.extend((0..dense * 100).map(|i| 1_800 * s + 1 + i * step));
             orders.sort_unstable();
             for counted in [false, true] {
                 let (passes, watermark, read) = passes(&orders, now, counted);
                 assert!(
-                    passes <= 4,
-                    "{dense} at one instant, counted {counted}: {passes} passes, watermark at {watermark}"
+                    passes <= 8,
+                    "{dense} pages over {over} s, counted {counted}: {passes} passes, watermark at {watermark}"
                 );
                 // The windows read whole cover every time up to the watermark: no gap.
                 let mut read = read;
