@@ -87,7 +87,8 @@ pub struct Ebay {
     /// Items per push: `batch_max`, at most `BATCH_MAX`.
     batch_max: usize,
     poll_interval: Duration,
-    /// Each order's shipped units per line, per version (`lastModifiedDate`): every pass
+    /// Each order's shipped units per line, per version (`lastModifiedDate` and the count
+    /// of `fulfillmentHrefs`): every pass
     /// lists the last five minutes' orders again, and without this each shipped one
     /// would cost a getShippingFulfillments call at every pass (at the default 5 s, 60
     /// calls an order), out of the Fulfillment API's daily call limit.
@@ -779,8 +780,9 @@ impl OrderPoll for Ebay {
             let auth = self.authorize(caller).await?;
             // eBay documents the filter's times with milliseconds, as in
             // `lastmodifieddate:[2016-03-21T08:25:43.511Z..]`, "with or without an ending
-            // timestamp", inclusive (developer.ebay.com, Sell Fulfillment API, getOrders,
-            // "filter"); it is not told to take more digits. An end in the future is
+            // timestamp", inclusive (getOrders, "filter":
+            // https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/methods/getOrders);
+            // it is not told to take more digits. An end in the future is
             // refused (error 30850, "Start and end dates can't be in the future"), so a
             // window ending less than `END_MARGIN` ago is sent without one, on every page
             // of it (`WindowCursor`). The list's order is not documented: it is read in
@@ -811,8 +813,10 @@ impl OrderPoll for Ebay {
                         .iter()
                         .any(|l| started(&l["lineItemFulfillmentStatus"]));
                 // The version: `lastModifiedDate` and how many fulfillments the order
-                // names (`fulfillmentHrefs`), so a new package is read even if eBay does
-                // not move the date for it (its docs do not say what moves it).
+                // names (`fulfillmentHrefs`, "getShippingFulfillment call URIs" for the
+                // order's fulfillments: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:Order),
+                // so a new package is read even if eBay does not move the date for it
+                // (its docs do not say what moves it).
                 let modified = order["lastModifiedDate"].as_str().unwrap_or_default();
                 let packages = payload::list(&order["fulfillmentHrefs"]).len();
                 let version = format!("{modified}|{packages}");

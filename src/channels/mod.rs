@@ -452,7 +452,7 @@ pub struct PollPage {
     /// modification time and page: `time_cursor.rs`); `None`: last.
     pub next: Option<String>,
     /// The channel says the window asked for holds more than one query answers: the
-    /// poll halves it (`propagate::poll_window`).
+    /// poll narrows it (`propagate::poll_window`).
     pub too_wide: Option<TooWide>,
     /// How many pages the window holds, where the channel counts its orders on a
     /// window's first page (eBay's `total`, TikTok's `total_count`, Walmart's
@@ -465,10 +465,10 @@ pub struct PollPage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TooWide {
     /// The page holds orders but the window more than the channel's cap: read on once
-    /// the window cannot be halved.
+    /// the window cannot be narrowed.
     OverCap,
     /// Refused, the reason given: the pass fails with it once the window cannot be
-    /// halved.
+    /// narrowed.
     Refused(String),
 }
 

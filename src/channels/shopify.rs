@@ -1088,8 +1088,9 @@ const POLL_PAGE_SIZE: usize = 250;
 
 /// The safety net under webhooks Shopify gives up on (a subscription is deleted after 8
 /// failed deliveries): `GET /admin/api/{version}/orders.json?updated_at_min=&updated_at_max=&status=any`,
-/// 250 a page, paged by the `Link` header's `page_info` (shopify.dev, REST Order:
-/// `updated_at_min` "at or after", `updated_at_max` "at or before"; "Make paginated
+/// 250 a page, paged by the `Link` header's `page_info` (REST Order,
+/// https://shopify.dev/docs/api/admin-rest/2024-10/resources/order: `updated_at_min` "at
+/// or after", `updated_at_max` "at or before"; "Make paginated
 /// requests to the REST Admin API": a request with `page_info` carries only `limit`, the
 /// first request's filters ride in it). The list's order is not documented, so it is read
 /// in windows of `updated_at` (`OrderPoll::windowed`). Each order is read as `orders/updated` is: placed, with its lines' shipped

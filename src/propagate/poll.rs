@@ -219,7 +219,8 @@ struct Pass<'a> {
     caller: &'a Caller,
     engine: &'a Engine,
     path: &'a Path,
-    /// The watermark less the overlap.
+    /// Where it starts: the watermark less the overlap, or for a windowed poll later
+    /// (`poll_window::pass_start`).
     since: Micros,
     /// When the pass started.
     now: Micros,
