@@ -862,9 +862,9 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
             &[],
         );
     };
-    // `LastUpdatedBefore`: at or after `LastUpdatedAfter` and "no later than two minutes
-    // before the time that the request was submitted", or a 400 InvalidInput whose
-    // message names no rule (getOrders reference; selling-partner-api-models issue 974).
+    // `LastUpdatedBefore`: "equal to or after the `LastUpdatedAfter` date and at least two
+    // minutes before current time", or a 400 InvalidInput whose message names no rule
+    // (getOrders reference; selling-partner-api-models issue 974).
     let before = match req.param("LastUpdatedBefore") {
         None => i64::MAX,
         Some(text) => match market::parse_rfc3339(&text) {
