@@ -1222,7 +1222,6 @@ impl OrderPoll for Amazon {
                 let order_id =
                     payload::id(&order["AmazonOrderId"]).ok_or("an order without AmazonOrderId")?;
                 let updated = payload::time_end(&order["LastUpdateDate"]);
-                page.newest = page.newest.max(updated);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
                 let version = order["LastUpdateDate"].as_str().unwrap_or_default();
                 let items = match self.order_items.get(&order_id, version) {

@@ -803,9 +803,6 @@ impl OrderPoll for Ebay {
             let orders = payload::list(&reply["orders"]);
             let mut page = PollPage::default();
             for order in orders {
-                page.newest = page
-                    .newest
-                    .max(payload::time_end(&order["lastModifiedDate"]));
                 // An order with anything shipped: its fulfillments count the units.
                 let started = |v: &Value| v.as_str().is_some_and(|s| s != "NOT_STARTED");
                 let shipping = started(&order["orderFulfillmentStatus"])

@@ -446,7 +446,7 @@ pub fn fetch_failed(what: &str, reason: &str) -> ApiError {
 pub struct PollPage {
     pub events: Vec<Event>,
     /// The newest modification time on the page: the next watermark of a poll that does
-    /// not read windows (`OrderPoll::windowed`).
+    /// not read windows (`OrderPoll::windowed`); a windowed poll's is not used.
     pub newest: Option<Micros>,
     /// Where the next page starts (a page number, the channel's token, or a
     /// modification time and page: `time_cursor.rs`); `None`: last.

@@ -1155,7 +1155,6 @@ impl OrderPoll for Shopify {
             let reply = super::call::json_answer(&answer)?;
             let mut page = PollPage::default();
             for order in payload::list(&reply["orders"]) {
-                page.newest = page.newest.max(payload::time(&order["updated_at"]));
                 let events = self.order_events(order, None, now).map_err(|e| e.message)?;
                 page.events.extend(events);
             }

@@ -851,7 +851,6 @@ impl OrderPoll for TikTok {
             self.check_code(&reply)?;
             let mut page = PollPage::default();
             for order in payload::list(&reply["data"]["orders"]) {
-                page.newest = page.newest.max(payload::unix_end(&order["update_time"]));
                 page.events.extend(self.order_events(order, now)?);
             }
             page.next = reply["data"]["next_page_token"]
