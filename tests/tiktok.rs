@@ -308,15 +308,9 @@ fn an_outage_longer_than_a_pass_reads_is_read_whole_in_windows() {
         ..Habits::default()
     });
     rig.sim.market.set_page_cap(1);
-    let data = rig.server.data_dir.clone();
     let sim = &rig.sim;
-    let server = kill9_and_restart_after(rig.server, || {
-        for _ in 0..ORDERS {
-            sim.place_order(&[("T0", 1)]);
-        }
-        sim.market.shop().spread_orders_back(3_600, 3);
-        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
-        std::fs::write(data.join("poll-tiktok.watermark"), before.to_string()).unwrap();
+    let server = outage_of_orders(rig.server, "tiktok", &sim.market, (ORDERS, 3), || {
+        sim.place_order(&[("T0", 1)]);
     });
     assert!(
         eventually(Duration::from_secs(120), || server

@@ -253,15 +253,9 @@ fn an_outage_past_what_one_query_answers_is_read_in_windows() {
     const ORDERS: i64 = 350;
     let rig = polled_only_rig(1_000);
     rig.sim.set_orders_cap(100);
-    let data = rig.server.data_dir.clone();
     let sim = &rig.sim;
-    let server = kill9_and_restart_after(rig.server, || {
-        for _ in 0..ORDERS {
-            sim.place_order(&[("M0", 1)]);
-        }
-        sim.market.shop().spread_orders_back(3_600, 10);
-        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
-        std::fs::write(data.join("poll-walmart.watermark"), before.to_string()).unwrap();
+    let server = outage_of_orders(rig.server, "walmart", &sim.market, (ORDERS, 10), || {
+        sim.place_order(&[("M0", 1)]);
     });
     all_committed(&server, "M0", ORDERS);
     assert!(orders_calls(sim, 400) > 0, "no query was ever over the cap");

@@ -749,7 +749,8 @@ impl Market {
     }
 
     /// A page of an order list answers at most `cap` orders, whatever was asked (an API
-    /// may answer fewer than asked; tests use it for lists of many pages).
+    /// may answer fewer than asked; tests use it for lists of many pages). Honoured by the
+    /// TikTok simulator's order search only.
     pub fn set_page_cap(&self, cap: usize) {
         self.shop().page_cap = cap.max(1);
     }

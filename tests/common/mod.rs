@@ -501,6 +501,32 @@ pub fn kill9_and_restart(server: Server) -> Server {
     kill9_and_restart_after(server, || {})
 }
 
+/// An outage of a polled channel: the server killed, `orders` orders placed by `place`
+/// meanwhile (their events lost by the caller's habits), their modification times spread
+/// over the last hour `step_s` apart, and the channel's poll watermark set two hours back;
+/// then the server started again.
+pub fn outage_of_orders(
+    server: Server,
+    channel: &str,
+    market: &loadgen::market::Market,
+    (orders, step_s): (i64, i64),
+    place: impl Fn(),
+) -> Server {
+    let data = server.data_dir.clone();
+    kill9_and_restart_after(server, || {
+        for _ in 0..orders {
+            place();
+        }
+        market.shop().spread_orders_back(3_600, step_s);
+        let before = loadgen::market::now_us() - 2 * 3_600 * 1_000_000;
+        std::fs::write(
+            data.join(format!("poll-{channel}.watermark")),
+            before.to_string(),
+        )
+        .unwrap();
+    })
+}
+
 /// Like `kill9_and_restart`, doing `meanwhile` while the server is down.
 pub fn kill9_and_restart_after(server: Server, meanwhile: impl FnOnce()) -> Server {
     let data = server.data_dir.clone();
