@@ -602,6 +602,107 @@ fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adju
 }
 
 #[test]
+fn a_reconciliation_pass_that_fails_part_way_is_resumed_where_it_stopped() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    // Two SKUs a read, a pass every second.
+    let config = webhook_channel(
+        "a",
+        &a.url(),
+        SECRET_A,
+        "batch_max = 2\nreconcile_interval_s = 1",
+    );
+    let server = Server::start_with(&dir.path().join("data"), &config, None);
+    let skus = ["A", "B", "C", "D", "E", "F"];
+    for sku in skus {
+        assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
+    }
+    assert!(a
+        .wait_for(Duration::from_secs(5), |l| l.len() == 6
+            && l.values().all(|v| *v == 10))
+        .is_some());
+    // An excess behind lockstep's back, past where the passes will fail.
+    a.set_level("F", 15);
+    let mark = a.reads().len();
+    a.fail_reads_naming("D", u32::MAX);
+    // The passes' reads (two SKUs each) since the fault.
+    let pass_reads = || -> Vec<(Vec<String>, u16)> {
+        a.reads()[mark..]
+            .iter()
+            .filter(|r| r.skus.len() == 2)
+            .map(|r| (r.skus.clone(), r.status))
+            .collect()
+    };
+    let pair = |x: &str, y: &str| vec![x.to_string(), y.to_string()];
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pass_reads()
+                .iter()
+                .filter(|(_, status)| *status == 503)
+                .count()
+                >= 3
+        }),
+        "{:?}",
+        pass_reads()
+    );
+    let overview = server.text("/console");
+    assert!(
+        overview.contains("the next pass resumes after"),
+        "the console says where the next pass starts: {overview}"
+    );
+    let reads = pass_reads();
+    let first_failure = reads.iter().position(|(_, status)| *status == 503).unwrap();
+    assert!(
+        reads[first_failure..]
+            .iter()
+            .all(|read| *read == (pair("C", "D"), 503)),
+        "each pass after the failure starts where it stopped, not at A again: {reads:?}"
+    );
+
+    // The channel recovers: the next pass takes up at C, reaches F, and only the pass
+    // after it starts at A.
+    a.fail_reads_naming("D", 0);
+    assert!(
+        a.wait_for(Duration::from_secs(10), |l| l.get("F") == Some(&10))
+            .is_some(),
+        "F lowered by the resumed pass: {:?}",
+        pass_reads()
+    );
+    let after_faults = || -> Vec<Vec<String>> {
+        let reads = pass_reads();
+        let last_failure = reads
+            .iter()
+            .rposition(|(_, status)| *status == 503)
+            .unwrap();
+        reads[last_failure + 1..]
+            .iter()
+            .map(|(skus, _)| skus.clone())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || after_faults().len() >= 4),
+        "{:?}",
+        pass_reads()
+    );
+    assert_eq!(
+        after_faults()[..4],
+        [
+            pair("C", "D"),
+            pair("E", "F"),
+            pair("A", "B"),
+            pair("C", "D")
+        ],
+        "resumed at C to the end, then a whole pass from A"
+    );
+    let (_, body) = common::reconcile(&server, "a");
+    assert_eq!(
+        body["report"],
+        json!({"checked": 6, "lowered": 0, "raised": 0, "waiting": 0, "resumed_after": null}),
+        "a pass the operator asks for reads every SKU"
+    );
+}
+
+#[test]
 fn reconciliation_lowers_at_once_and_raises_after_the_grace_period() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
@@ -628,7 +729,7 @@ fn reconciliation_lowers_at_once_and_raises_after_the_grace_period() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["report"],
-        json!({"checked": 3, "lowered": 1, "raised": 0, "waiting": 1})
+        json!({"checked": 3, "lowered": 1, "raised": 0, "waiting": 1, "resumed_after": null})
     );
     assert!(
         a.wait_for(Duration::from_secs(2), |l| l.get("HIGH") == Some(&10))

@@ -13,6 +13,9 @@
 //!   then takes `{"type": "stock.updated", "data": {"items": [{"sku", "available", "at"}]}}`
 //!   and records every value with its arrival time. It lists any SKU it is sent.
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
+//!   Every read is logged with the SKUs it asked; reads naming a chosen SKU can be told
+//!   to fail with 503 a number of times (a channel failing part-way through a
+//!   reconciliation pass).
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
 //!   429 + `Retry-After`, or enforce a rate limit with 429s. Its order is its own: the
 //!   signature first, then the rate limit (which a push spends even under a fault), then
@@ -42,11 +45,22 @@ pub struct PushLog {
     pub status: u16,
 }
 
-/// What the channel keeps beside its market: the signing key and the push log.
+/// One read request as it arrived: the SKUs it asked, in order, and the status answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadLog {
+    pub skus: Vec<String>,
+    pub status: u16,
+}
+
+/// What the channel keeps beside its market: the signing key, the push and read logs,
+/// and the reads still to fail.
 struct Extra {
     key: Vec<u8>,
     pushes: Vec<PushLog>,
     bad_signatures: usize,
+    reads: Vec<ReadLog>,
+    /// Reads naming this SKU answer 503, this many more times.
+    failing_reads: Option<(String, u32)>,
 }
 
 /// A running simulator.
@@ -69,6 +83,8 @@ impl WebhookSim {
             key: signing::key_of(secret),
             pushes: Vec::new(),
             bad_signatures: 0,
+            reads: Vec::new(),
+            failing_reads: None,
         }));
         let state = extra.clone();
         // It sends no webhooks of its own (`send_events` posts directly): no retries.
@@ -176,6 +192,16 @@ impl WebhookSim {
         self.extra().bad_signatures
     }
 
+    /// Every read request, in arrival order.
+    pub fn reads(&self) -> Vec<ReadLog> {
+        self.extra().reads.clone()
+    }
+
+    /// The next `times` reads that name `sku` answer 503 and read nothing.
+    pub fn fail_reads_naming(&self, sku: &str, times: u32) {
+        self.extra().failing_reads = Some((sku.to_string(), times));
+    }
+
     /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
     pub fn wait_for(
         &self,
@@ -189,11 +215,34 @@ impl WebhookSim {
 async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> Reply {
     let extra_lock = || extra.lock().unwrap_or_else(|e| e.into_inner());
     if req.method == hyper::Method::GET {
-        let levels = lock(&shop).levels();
-        let items: Vec<Value> = req
+        let skus: Vec<String> = req
             .query
             .split('&')
             .filter_map(|p| p.strip_prefix("sku="))
+            .map(str::to_string)
+            .collect();
+        let failed = {
+            let mut x = extra_lock();
+            let failed = match &mut x.failing_reads {
+                Some((sku, times)) if *times > 0 && skus.contains(sku) => {
+                    *times -= 1;
+                    true
+                }
+                _ => false,
+            };
+            let status = if failed { 503 } else { 200 };
+            x.reads.push(ReadLog {
+                skus: skus.clone(),
+                status,
+            });
+            failed
+        };
+        if failed {
+            return reply(503, &json!({"error": "unavailable"}), &[]);
+        }
+        let levels = lock(&shop).levels();
+        let items: Vec<Value> = skus
+            .iter()
             .map(|sku| json!({"sku": sku, "available": levels.get(sku)}))
             .collect();
         return reply(200, &json!({ "items": items }), &[]);

@@ -25,8 +25,10 @@ struct Inner {
     /// next push the channel takes.
     failing: Option<Failing>,
     last_ok: Option<Micros>,
-    last_reconcile: Option<(Micros, Result<Report, String>)>,
-    /// Every pass since start, added up: the drift reconciliation repaired.
+    /// The last pass: when it ended, what it found, and why it stopped if it failed.
+    last_reconcile: Option<(Micros, Report, Option<String>)>,
+    /// Every pass since start, added up (a failed one's repairs too: they are recorded):
+    /// the drift reconciliation repaired.
     repaired: Report,
     poll: Option<Polled>,
     /// Until when the channel's bulk submissions wait, after it answered one "slow
@@ -85,18 +87,12 @@ impl Health {
         self.lock().bulk_until = Some(until);
     }
 
-    pub fn reconciled(&self, result: &Result<Report, String>) {
+    /// A reconciliation pass ended: what it found, and `failed` why it stopped early.
+    pub fn reconciled(&self, report: &Report, failed: Option<&String>) {
         let mut inner = self.lock();
-        if let Ok(report) = result {
-            inner.repaired += Report {
-                checked: report.checked,
-                lowered: report.lowered,
-                raised: report.raised,
-                waiting: 0,
-            };
-        }
-        let result = result.clone().map_err(|e| clipped(&e));
-        inner.last_reconcile = Some((now_micros(), result));
+        inner.repaired.lowered += report.lowered;
+        inner.repaired.raised += report.raised;
+        inner.last_reconcile = Some((now_micros(), report.clone(), failed.map(|e| clipped(e))));
     }
 
     /// The watermark the poll starts from (before its first pass of this run).
@@ -135,14 +131,10 @@ impl Health {
     /// For the console: times in Unix microseconds, `null` where nothing happened yet.
     pub fn json(&self) -> Value {
         let inner = self.lock();
-        let reconcile = inner
-            .last_reconcile
-            .as_ref()
-            .map(|(at, result)| match result {
-                Ok(r) => json!({"at": at, "checked": r.checked, "lowered": r.lowered,
-                             "raised": r.raised, "waiting": r.waiting}),
-                Err(e) => json!({"at": at, "error": e}),
-            });
+        let reconcile = inner.last_reconcile.as_ref().map(|(at, r, failed)| {
+            json!({"at": at, "checked": r.checked, "lowered": r.lowered, "raised": r.raised,
+                       "waiting": r.waiting, "resumed_after": r.resumed_after, "error": failed})
+        });
         json!({
             "failing": inner.failing.as_ref().map(|f| json!({
                 "since": f.since, "reason": f.reason, "count": f.count,
@@ -194,14 +186,18 @@ mod tests {
             lowered,
             raised: 1,
             waiting: 2,
+            resumed_after: None,
         };
-        health.reconciled(&Ok(pass(3)));
-        health.reconciled(&Ok(pass(4)));
+        health.reconciled(&pass(3), None);
+        health.reconciled(&pass(4), None);
         let json = health.json();
         assert_eq!(json["repaired"]["lowered"], 7);
         assert_eq!(json["reconcile"]["waiting"], 2);
-        health.reconciled(&Err("HTTP 500".into()));
+        assert!(json["reconcile"]["error"].is_null());
+        // A pass that failed part-way repaired what it reached: counted too.
+        health.reconciled(&pass(1), Some(&"HTTP 500".to_string()));
         assert_eq!(health.json()["reconcile"]["error"], "HTTP 500");
-        assert_eq!(health.json()["repaired"]["raised"], 2);
+        assert_eq!(health.json()["repaired"]["raised"], 3);
+        assert_eq!(health.json()["repaired"]["lowered"], 8);
     }
 }

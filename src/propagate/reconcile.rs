@@ -36,6 +36,12 @@ pub struct Reconciler {
     interval: Duration,
     /// SKUs seen short, with when they were first seen short.
     shortfalls: Mutex<HashMap<String, Instant>>,
+    /// Where the next pass of the schedule starts: after this SKU, the furthest one a
+    /// failed pass compared (`None`: at the first SKU). A pass through a big catalog on
+    /// a slow budget takes hours (Walmart reads one SKU a call); starting each over at
+    /// the first SKU after any failure, a 5xx an hour would leave the SKUs late in the
+    /// order never compared.
+    resume: std::sync::Mutex<Option<String>>,
 }
 
 /// What one pass found.
@@ -46,21 +52,33 @@ pub struct Report {
     pub raised: usize,
     /// Short SKUs still inside their grace period.
     pub waiting: usize,
-}
-
-impl std::ops::AddAssign for Report {
-    fn add_assign(&mut self, page: Report) {
-        self.checked += page.checked;
-        self.lowered += page.lowered;
-        self.raised += page.raised;
-        self.waiting += page.waiting;
-    }
+    /// The SKU a pass resumed after, where a failed pass had stopped (`None`: it started
+    /// at the first SKU).
+    pub resumed_after: Option<String>,
 }
 
 impl Report {
     pub fn json(&self) -> Value {
-        json!({"checked": self.checked, "lowered": self.lowered, "raised": self.raised, "waiting": self.waiting})
+        json!({"checked": self.checked, "lowered": self.lowered, "raised": self.raised,
+               "waiting": self.waiting, "resumed_after": self.resumed_after})
     }
+}
+
+/// How far a comparison got: what it found, and the last SKU whose read group it
+/// compared (its repairs recorded).
+#[derive(Debug, Default)]
+struct Progress {
+    report: Report,
+    compared: Option<String>,
+}
+
+/// Where a pass starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// At the first SKU: a pass an operator asks for reads the whole catalog.
+    First,
+    /// Where the last failed pass stopped: the schedule's passes.
+    Resume,
 }
 
 /// What approving a channel would write (`Reconciler::plan`).
@@ -157,6 +175,7 @@ impl Reconciler {
             grace,
             interval,
             shortfalls: Mutex::new(HashMap::new()),
+            resume: std::sync::Mutex::new(None),
         }
     }
 
@@ -183,29 +202,79 @@ impl Reconciler {
             }
             if Instant::now() >= next_pass {
                 next_pass = Instant::now() + self.interval;
-                if let Err(reason) = self.pass(&engine, &client).await {
+                if let Err(reason) = self.pass_from(Start::Resume, &engine, &client).await {
                     tracing::warn!(channel = %self.rule.name, %reason, "reconciliation failed");
                 }
             }
         }
     }
 
-    /// One pass over every SKU, `PASS_PAGE` SKUs at a time: memory for one page, not
-    /// for the whole catalog (held once per channel, for as long as the channel's reads
-    /// take, that was most of a pass's heap: 26 MB at 10,000 SKUs and three channels).
+    /// One pass over every SKU from the first, `PASS_PAGE` SKUs at a time: memory for
+    /// one page, not for the whole catalog (held once per channel, for as long as the
+    /// channel's reads take, that was most of a pass's heap: 26 MB at 10,000 SKUs and
+    /// three channels).
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
-        let result = self.pass_pages(engine, client).await;
-        self.link.health.reconciled(&result);
+        self.pass_from(Start::First, engine, client).await
+    }
+
+    /// A pass from `start`. A failed one says how far it got and leaves the next
+    /// scheduled pass to resume there; one that reaches the last SKU clears that.
+    async fn pass_from(
+        &self,
+        start: Start,
+        engine: &Engine,
+        client: &reqwest::Client,
+    ) -> Result<Report, String> {
+        let from = match start {
+            Start::First => None,
+            Start::Resume => self.resume_point().clone(),
+        };
+        let mut progress = Progress::default();
+        progress.report.resumed_after.clone_from(&from);
+        let result = self
+            .pass_pages(engine, client, from.clone(), &mut progress)
+            .await;
+        let Progress { report, compared } = progress;
+        let result = match result {
+            Ok(()) => {
+                *self.resume_point() = None;
+                Ok(report.clone())
+            }
+            Err(reason) => {
+                let stopped = compared.or(from);
+                let mut resume = self.resume_point();
+                // A pass from the first SKU that stops before where the schedule's
+                // stopped leaves the SKUs after it as unread as they were.
+                if stopped > *resume {
+                    resume.clone_from(&stopped);
+                }
+                // Said first: the console clips a long reason (a channel's error body).
+                Err(match &*resume {
+                    Some(sku) => format!(
+                        "the next pass resumes after {sku:?} ({} SKUs checked): {reason}",
+                        report.checked
+                    ),
+                    None => reason,
+                })
+            }
+        };
+        self.link.health.reconciled(&report, result.as_ref().err());
         result
     }
 
+    fn resume_point(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.resume.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Compares every page after `from`, adding to `progress`.
     async fn pass_pages(
         &self,
         engine: &Engine,
         client: &reqwest::Client,
-    ) -> Result<Report, String> {
-        let mut report = Report::default();
-        let mut after: Option<String> = None;
+        from: Option<String>,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let mut after = from;
         loop {
             let heads = engine
                 .heads_after(after.as_deref(), PASS_PAGE)
@@ -214,11 +283,10 @@ impl Reconciler {
                 break;
             };
             after = Some(last.clone());
-            report += self
-                .compare(engine, client, heads, self.grace, Reads::Routine)
+            self.compare(engine, client, heads, self.grace, Reads::Routine, progress)
                 .await?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// The same comparison for a few SKUs, after a stale compare's window has passed:
@@ -235,8 +303,17 @@ impl Reconciler {
                 heads.push((sku.clone(), head));
             }
         }
-        self.compare(engine, client, heads, Duration::ZERO, Reads::Asked)
-            .await
+        let mut progress = Progress::default();
+        self.compare(
+            engine,
+            client,
+            heads,
+            Duration::ZERO,
+            Reads::Asked,
+            &mut progress,
+        )
+        .await?;
+        Ok(progress.report)
     }
 
     /// What the channel shows for these SKUs (`None`: not listed), read through its
@@ -288,8 +365,9 @@ impl Reconciler {
         Ok(plan)
     }
 
-    /// Reads what the channel shows for these SKUs and repairs what differs; a shortfall
-    /// is raised once it has lasted `grace`.
+    /// Reads what the channel shows for these SKUs (in SKU order) and repairs what
+    /// differs, adding to `progress` read group by read group; a shortfall is raised
+    /// once it has lasted `grace`.
     async fn compare(
         &self,
         engine: &Engine,
@@ -297,11 +375,12 @@ impl Reconciler {
         mut heads: Vec<(String, HeadRecord)>,
         grace: Duration,
         reads: Reads,
-    ) -> Result<Report, String> {
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let report = &mut progress.report;
         // One comparison at a time: the shortfall memory belongs to it.
         let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
-        let mut report = Report::default();
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
             let levels = self.read_chunk(client, chunk, reads).await?;
             let mut drifts = Vec::new();
@@ -343,7 +422,8 @@ impl Reconciler {
             // was read) once they are durable, as it offers every push. The outbox has
             // that one writer.
             super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
+            progress.compared = chunk.last().map(|(sku, _)| sku.clone());
         }
-        Ok(report)
+        Ok(())
     }
 }

@@ -129,8 +129,11 @@ pub(super) async fn channel_row(
             r["error"].as_str().unwrap_or("")
         ),
         r => format!(
-            "{}: {} checked, {} lowered, {} raised, {} waiting",
+            "{}: {}{} checked, {} lowered, {} raised, {} waiting",
             when(r["at"].as_i64().unwrap_or(now), now),
+            r["resumed_after"]
+                .as_str()
+                .map_or_else(String::new, |sku| format!("resumed after {sku:?}, ")),
             r["checked"],
             r["lowered"],
             r["raised"],
