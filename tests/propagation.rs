@@ -601,75 +601,85 @@ fn echoes_and_own_sales_change_nothing_and_a_real_edit_in_delta_mode_is_one_adju
     assert!(ok, "{out}");
 }
 
-#[test]
-fn a_reconciliation_pass_that_fails_part_way_is_resumed_where_it_stopped() {
-    let a = WebhookSim::start(SECRET_A);
-    let dir = tempfile::tempdir().unwrap();
-    // Two SKUs a read, a pass every second.
+/// A webhook channel reading two SKUs a call, reconciled every second, holding `skus` at
+/// 10 each.
+fn reconciled_pairs(a: &WebhookSim, dir: &std::path::Path, skus: &[&str]) -> Server {
     let config = webhook_channel(
         "a",
         &a.url(),
         SECRET_A,
         "batch_max = 2\nreconcile_interval_s = 1",
     );
-    let server = Server::start_with(&dir.path().join("data"), &config, None);
-    let skus = ["A", "B", "C", "D", "E", "F"];
+    let server = Server::start_with(&dir.join("data"), &config, None);
     for sku in skus {
         assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
     }
     assert!(a
-        .wait_for(Duration::from_secs(5), |l| l.len() == 6
+        .wait_for(Duration::from_secs(5), |l| l.len() == skus.len()
             && l.values().all(|v| *v == 10))
         .is_some());
-    // An excess behind lockstep's back, past where the passes will fail.
-    a.set_level("F", 15);
+    server
+}
+
+/// The reconciliation reads (two SKUs each) `a` answered since `mark`, and their status.
+fn pair_reads(a: &WebhookSim, mark: usize) -> Vec<(Vec<String>, u16)> {
+    a.reads()[mark..]
+        .iter()
+        .filter(|r| r.skus.len() == 2)
+        .map(|r| (r.skus.clone(), r.status))
+        .collect()
+}
+
+fn pair(x: &str, y: &str) -> Vec<String> {
+    vec![x.to_string(), y.to_string()]
+}
+
+#[test]
+fn a_reconciliation_pass_stopped_by_failing_reads_is_resumed_where_it_stopped() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D", "E", "F", "G", "H"]);
+    // An excess behind lockstep's back, past where the passes will stop.
+    a.set_level("H", 15);
     let mark = a.reads().len();
-    a.fail_reads_naming("D", u32::MAX);
-    // The passes' reads (two SKUs each) since the fault.
-    let pass_reads = || -> Vec<(Vec<String>, u16)> {
-        a.reads()[mark..]
-            .iter()
-            .filter(|r| r.skus.len() == 2)
-            .map(|r| (r.skus.clone(), r.status))
-            .collect()
-    };
-    let pair = |x: &str, y: &str| vec![x.to_string(), y.to_string()];
+    // Every read from C on fails: three in a row stop a pass.
+    a.fail_reads_naming(&["C", "D", "E", "F", "G", "H"], u32::MAX);
     assert!(
         eventually(Duration::from_secs(10), || {
-            pass_reads()
+            pair_reads(&a, mark)
                 .iter()
                 .filter(|(_, status)| *status == 503)
                 .count()
-                >= 3
+                >= 6
         }),
         "{:?}",
-        pass_reads()
+        pair_reads(&a, mark)
     );
     let overview = server.text("/console");
     assert!(
         overview.contains("the next pass resumes after"),
         "the console says where the next pass starts: {overview}"
     );
-    let reads = pass_reads();
+    let reads = pair_reads(&a, mark);
     let first_failure = reads.iter().position(|(_, status)| *status == 503).unwrap();
     assert!(
         reads[first_failure..]
             .iter()
-            .all(|read| *read == (pair("C", "D"), 503)),
-        "each pass after the failure starts where it stopped, not at A again: {reads:?}"
+            .all(|(_, status)| *status == 503),
+        "each pass after the first failure starts where it stopped, not at A again: {reads:?}"
     );
 
-    // The channel recovers: the next pass takes up at C, reaches F, and only the pass
+    // The channel recovers: the next pass takes up at C, reaches H, and only the pass
     // after it starts at A.
-    a.fail_reads_naming("D", 0);
+    a.fail_reads_naming(&[], 0);
     assert!(
-        a.wait_for(Duration::from_secs(10), |l| l.get("F") == Some(&10))
+        a.wait_for(Duration::from_secs(10), |l| l.get("H") == Some(&10))
             .is_some(),
-        "F lowered by the resumed pass: {:?}",
-        pass_reads()
+        "H lowered by the resumed pass: {:?}",
+        pair_reads(&a, mark)
     );
     let after_faults = || -> Vec<Vec<String>> {
-        let reads = pass_reads();
+        let reads = pair_reads(&a, mark);
         let last_failure = reads
             .iter()
             .rposition(|(_, status)| *status == 503)
@@ -680,15 +690,16 @@ fn a_reconciliation_pass_that_fails_part_way_is_resumed_where_it_stopped() {
             .collect()
     };
     assert!(
-        eventually(Duration::from_secs(10), || after_faults().len() >= 4),
+        eventually(Duration::from_secs(10), || after_faults().len() >= 5),
         "{:?}",
-        pass_reads()
+        pair_reads(&a, mark)
     );
     assert_eq!(
-        after_faults()[..4],
+        after_faults()[..5],
         [
             pair("C", "D"),
             pair("E", "F"),
+            pair("G", "H"),
             pair("A", "B"),
             pair("C", "D")
         ],
@@ -696,9 +707,44 @@ fn a_reconciliation_pass_that_fails_part_way_is_resumed_where_it_stopped() {
     );
     let (_, body) = common::reconcile(&server, "a");
     assert_eq!(
-        body["report"],
-        json!({"checked": 6, "lowered": 0, "raised": 0, "waiting": 0, "resumed_after": null}),
-        "a pass the operator asks for reads every SKU"
+        (&body["report"]["checked"], &body["report"]["resumed_after"]),
+        (&json!(8), &json!(null)),
+        "a pass the operator asks for reads every SKU: {body}"
+    );
+}
+
+#[test]
+fn a_listing_the_channel_never_reads_is_skipped_and_the_pass_goes_on() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D", "E", "F"]);
+    a.set_level("F", 15);
+    a.fail_reads_naming(&["C"], u32::MAX);
+    assert!(
+        a.wait_for(Duration::from_secs(10), |l| l.get("F") == Some(&10))
+            .is_some(),
+        "F, after the read that always fails, lowered all the same: {:?}",
+        pair_reads(&a, 0)
+    );
+    let (status, body) = common::reconcile(&server, "a");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["report"]["checked"], &body["report"]["unread"]),
+        (&json!(4), &json!(2)),
+        "{body}"
+    );
+    assert!(
+        body["report"]["unread_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("503")),
+        "{body}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .text("/console")
+            .contains("2 could not be read and were skipped")),
+        "the console names the unread SKUs: {}",
+        server.text("/console")
     );
 }
 
@@ -729,7 +775,8 @@ fn reconciliation_lowers_at_once_and_raises_after_the_grace_period() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["report"],
-        json!({"checked": 3, "lowered": 1, "raised": 0, "waiting": 1, "resumed_after": null})
+        json!({"checked": 3, "lowered": 1, "raised": 0, "waiting": 1, "resumed_after": null,
+               "unread": 0, "unread_reason": null})
     );
     assert!(
         a.wait_for(Duration::from_secs(2), |l| l.get("HIGH") == Some(&10))

@@ -13,9 +13,9 @@
 //!   then takes `{"type": "stock.updated", "data": {"items": [{"sku", "available", "at"}]}}`
 //!   and records every value with its arrival time. It lists any SKU it is sent.
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
-//!   Every read is logged with the SKUs it asked; reads naming a chosen SKU can be told
-//!   to fail with 503 a number of times (a channel failing part-way through a
-//!   reconciliation pass).
+//!   Every read is logged with the SKUs it asked; reads naming any of chosen SKUs can
+//!   be told to fail with 503 a number of times (a channel failing part-way through a
+//!   reconciliation pass, or one listing it always refuses to read).
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
 //!   429 + `Retry-After`, or enforce a rate limit with 429s. Its order is its own: the
 //!   signature first, then the rate limit (which a push spends even under a fault), then
@@ -59,8 +59,8 @@ struct Extra {
     pushes: Vec<PushLog>,
     bad_signatures: usize,
     reads: Vec<ReadLog>,
-    /// Reads naming this SKU answer 503, this many more times.
-    failing_reads: Option<(String, u32)>,
+    /// Reads naming any of these SKUs answer 503, this many more times.
+    failing_reads: Option<(Vec<String>, u32)>,
 }
 
 /// A running simulator.
@@ -197,9 +197,10 @@ impl WebhookSim {
         self.extra().reads.clone()
     }
 
-    /// The next `times` reads that name `sku` answer 503 and read nothing.
-    pub fn fail_reads_naming(&self, sku: &str, times: u32) {
-        self.extra().failing_reads = Some((sku.to_string(), times));
+    /// The next `times` reads that name any of `skus` answer 503 and read nothing.
+    pub fn fail_reads_naming(&self, skus: &[&str], times: u32) {
+        let skus = skus.iter().map(|sku| sku.to_string()).collect();
+        self.extra().failing_reads = Some((skus, times));
     }
 
     /// Waits until `check` holds of the levels, up to `timeout`; returns how long it took.
@@ -224,7 +225,9 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
         let failed = {
             let mut x = extra_lock();
             let failed = match &mut x.failing_reads {
-                Some((sku, times)) if *times > 0 && skus.contains(sku) => {
+                Some((failing, times))
+                    if *times > 0 && skus.iter().any(|s| failing.contains(s)) =>
+                {
                     *times -= 1;
                     true
                 }

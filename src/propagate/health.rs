@@ -92,7 +92,9 @@ impl Health {
         let mut inner = self.lock();
         inner.repaired.lowered += report.lowered;
         inner.repaired.raised += report.raised;
-        inner.last_reconcile = Some((now_micros(), report.clone(), failed.map(|e| clipped(e))));
+        let mut report = report.clone();
+        report.unread_reason = report.unread_reason.as_deref().map(clipped);
+        inner.last_reconcile = Some((now_micros(), report, failed.map(|e| clipped(e))));
     }
 
     /// The watermark the poll starts from (before its first pass of this run).
@@ -131,9 +133,11 @@ impl Health {
     /// For the console: times in Unix microseconds, `null` where nothing happened yet.
     pub fn json(&self) -> Value {
         let inner = self.lock();
-        let reconcile = inner.last_reconcile.as_ref().map(|(at, r, failed)| {
-            json!({"at": at, "checked": r.checked, "lowered": r.lowered, "raised": r.raised,
-                       "waiting": r.waiting, "resumed_after": r.resumed_after, "error": failed})
+        let reconcile = inner.last_reconcile.as_ref().map(|(at, report, failed)| {
+            let mut reconcile = report.json();
+            reconcile["at"] = json!(at);
+            reconcile["error"] = json!(failed);
+            reconcile
         });
         json!({
             "failing": inner.failing.as_ref().map(|f| json!({
@@ -186,7 +190,7 @@ mod tests {
             lowered,
             raised: 1,
             waiting: 2,
-            resumed_after: None,
+            ..Report::default()
         };
         health.reconciled(&pass(3), None);
         health.reconciled(&pass(4), None);

@@ -7,6 +7,10 @@
 //! in `lockstep_reconcile_drift_total`: the shard offers the push that repairs it
 //! (compared with what was read), as it offers every push. The reconciler never writes
 //! the outbox itself.
+//!
+//! A pass goes on past a read that fails alone (its SKUs counted unread) and stops at
+//! `FAILED_READS_MAX` in a row; the next scheduled pass resumes after the last SKU the
+//! stopped one compared.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +31,10 @@ use crate::engine::Engine;
 const CHECK_TICK: Duration = Duration::from_millis(500);
 /// SKUs a pass holds at a time.
 const PASS_PAGE: usize = 1_000;
+/// Reads failing one after another that stop a pass: a channel down, not one listing it
+/// cannot read. A read that fails alone is skipped (its SKUs counted unread), so one
+/// listing the channel always refuses cannot keep every SKU after it from being compared.
+const FAILED_READS_MAX: usize = 3;
 
 /// The reconciler of one channel.
 pub struct Reconciler {
@@ -55,21 +63,27 @@ pub struct Report {
     /// The SKU a pass resumed after, where a failed pass had stopped (`None`: it started
     /// at the first SKU).
     pub resumed_after: Option<String>,
+    /// SKUs whose read failed and that the pass went on past, and the last such
+    /// failure's reason.
+    pub unread: usize,
+    pub unread_reason: Option<String>,
 }
 
 impl Report {
     pub fn json(&self) -> Value {
         json!({"checked": self.checked, "lowered": self.lowered, "raised": self.raised,
-               "waiting": self.waiting, "resumed_after": self.resumed_after})
+               "waiting": self.waiting, "resumed_after": self.resumed_after,
+               "unread": self.unread, "unread_reason": self.unread_reason})
     }
 }
 
-/// How far a comparison got: what it found, and the last SKU whose read group it
-/// compared (its repairs recorded).
+/// How far a comparison got: what it found, the last SKU whose read it compared (its
+/// repairs recorded), and how many reads in a row have failed since.
 #[derive(Debug, Default)]
 struct Progress {
     report: Report,
     compared: Option<String>,
+    failed_in_a_row: usize,
 }
 
 /// Where a pass starts.
@@ -234,7 +248,9 @@ impl Reconciler {
         let result = self
             .pass_pages(engine, client, from.clone(), &mut progress)
             .await;
-        let Progress { report, compared } = progress;
+        let Progress {
+            report, compared, ..
+        } = progress;
         let result = match result {
             Ok(()) => {
                 *self.resume_point() = None;
@@ -382,7 +398,21 @@ impl Reconciler {
         let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let levels = self.read_chunk(client, chunk, reads).await?;
+            let levels = match self.read_chunk(client, chunk, reads).await {
+                Ok(levels) => {
+                    progress.failed_in_a_row = 0;
+                    levels
+                }
+                Err(reason) => {
+                    progress.failed_in_a_row += 1;
+                    if progress.failed_in_a_row >= FAILED_READS_MAX {
+                        return Err(reason);
+                    }
+                    report.unread += chunk.len();
+                    report.unread_reason = Some(reason);
+                    continue;
+                }
+            };
             let mut drifts = Vec::new();
             for (sku, head) in chunk {
                 report.checked += 1;

@@ -129,7 +129,7 @@ pub(super) async fn channel_row(
             r["error"].as_str().unwrap_or("")
         ),
         r => format!(
-            "{}: {}{} checked, {} lowered, {} raised, {} waiting",
+            "{}: {}{} checked, {} lowered, {} raised, {} waiting{}",
             when(r["at"].as_i64().unwrap_or(now), now),
             r["resumed_after"]
                 .as_str()
@@ -137,7 +137,13 @@ pub(super) async fn channel_row(
             r["checked"],
             r["lowered"],
             r["raised"],
-            r["waiting"]
+            r["waiting"],
+            r["unread_reason"]
+                .as_str()
+                .map_or_else(String::new, |reason| format!(
+                    "; {} could not be read and were skipped: {reason}",
+                    r["unread"]
+                )),
         ),
     };
     let repaired = format!(
