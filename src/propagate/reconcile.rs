@@ -34,6 +34,7 @@ const PASS_PAGE: usize = 1_000;
 /// Reads failing one after another that stop a pass: a channel down, not one listing it
 /// cannot read. A read that fails alone is skipped (its SKUs counted unread), so one
 /// listing the channel always refuses cannot keep every SKU after it from being compared.
+/// (A daily quota kept for pushes and orders stops a pass at once.)
 const FAILED_READS_MAX: usize = 3;
 
 /// The reconciler of one channel.
@@ -405,7 +406,10 @@ impl Reconciler {
                 }
                 Err(reason) => {
                     progress.failed_in_a_row += 1;
-                    if progress.failed_in_a_row >= FAILED_READS_MAX {
+                    // A daily quota kept for pushes and orders holds every read after
+                    // this one too: the pass stops, to resume once the quota allows.
+                    let held = reads == Reads::Routine && self.link.adapter.reads_held().is_some();
+                    if held || progress.failed_in_a_row >= FAILED_READS_MAX {
                         return Err(reason);
                     }
                     report.unread += chunk.len();
