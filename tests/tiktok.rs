@@ -251,6 +251,29 @@ fn a_throttle_code_on_an_http_200_is_honoured() {
 /// Access tokens expire: lockstep refreshes ahead of expiry with the refresh token, keeps
 /// the rotated refresh token in the data directory (the one in the config no longer
 /// works after the first refresh), and carries on after a kill -9 and a restart.
+/// TikTok may throttle with code 36009002 on an HTTP 200: a read waits it out as it
+/// would a 429, rather than fail.
+#[test]
+fn a_read_throttled_by_code_on_a_200_is_waited_out() {
+    let rig = rig(4);
+    for i in 0..4 {
+        count(&rig.server, &format!("T{i}"), 5);
+    }
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l.len() == 4 && l.values().all(|v| *v == 5))
+        .is_some());
+    rig.sim.throttle_reads(3);
+    let (status, body) = reconcile(&rig.server, "tiktok");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["report"]["checked"], &body["report"]["unread"]),
+        (&serde_json::json!(4), &serde_json::json!(0)),
+        "{body}"
+    );
+}
+
 #[test]
 fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_kept() {
     let rig = rig(2);

@@ -421,6 +421,47 @@ fn pushes_pace_by_the_token_count_and_the_replenishment_time() {
     assert!(calls.iter().all(|c| c.status == 200), "no 429: {calls:?}");
 }
 
+/// A read throttled with a 429 that names no `Retry-After` waits for the bucket's
+/// replenishment time, once, instead of guessing by doubling waits.
+#[test]
+fn a_throttled_read_waits_for_the_replenishment_time() {
+    let rig = rig(3, false, "");
+    for i in 0..3 {
+        count(&rig.server, &format!("M{i}"), 5);
+    }
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l.len() == 3 && l.values().all(|v| *v == 5))
+        .is_some());
+    // One read every 3 s.
+    rig.sim.set_read_token_bucket(1, Duration::from_secs(3));
+    let (status, body) = reconcile(&rig.server, "walmart");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["report"]["checked"], &body["report"]["unread"]),
+        (&serde_json::json!(3), &serde_json::json!(0)),
+        "{body}"
+    );
+    let reads = |status: u16| {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.path == "GET /v3/inventory" && c.status == status)
+            .count()
+    };
+    assert_eq!(reads(200), 3);
+    // Two reads found the bucket empty; each waits for its replenishment (a second 429
+    // only if the wait ends a hair before Walmart's clock), where doubling waits from
+    // 250 ms drew four each.
+    assert!(
+        (2..=4).contains(&reads(429)),
+        "{} reads answered 429",
+        reads(429)
+    );
+}
+
 /// What lockstep records as the `walmart` channel's acknowledged value of `sku`.
 fn pushed(rig: &Rig, sku: &str) -> Option<i64> {
     let (status, body) = rig.server.get(&format!("/v1/skus/{sku}"));

@@ -28,7 +28,9 @@
 //!   overview"). Each refresh rotates the refresh token: the old one is refused after.
 //!   An expired or unknown access token is code 105002 ("Expired credentials").
 //! - A throttle (the rate limit is unverified for TikTok) is answered HTTP 200 with code
-//!   36009002 ("Too many requests", Partner Center "Common errors").
+//!   36009002 ("Too many requests", Partner Center "Common errors"): on writes under the
+//!   market's rate limit or fault, on product reads as many times as a test asks
+//!   (`throttle_reads`).
 
 //!
 //! Pages followed (Partner Center): the token grant and refresh
@@ -65,6 +67,8 @@ struct Extra {
     /// A listed SKU's warehouses beside the default one (`TikTokSim::add_warehouse`),
     /// by our SKU: (warehouse id, quantity).
     warehouses: std::collections::HashMap<String, Vec<(String, i64)>>,
+    /// Product reads still to answer with the throttle code (`throttle_reads`).
+    reads_throttled: u32,
 }
 
 /// Every SKU's default warehouse, which holds the listing's level.
@@ -147,6 +151,7 @@ impl TikTokSim {
             refreshes: 0,
             more: Vec::new(),
             warehouses: Default::default(),
+            reads_throttled: 0,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -184,6 +189,12 @@ impl TikTokSim {
         let extra = self.extra();
         let list = extra.warehouses.get(sku)?;
         list.iter().find(|(w, _)| w == warehouse).map(|(_, q)| *q)
+    }
+
+    /// The next `times` product reads (Get Product) answer HTTP 200 with code 36009002,
+    /// "Too many requests".
+    pub fn throttle_reads(&self, times: u32) {
+        self.extra().reads_throttled = times;
     }
 
     /// Refreshes answered so far.
@@ -625,7 +636,11 @@ fn handle(
         }
         (hyper::Method::GET, ["product", "202309", "products", product]) => {
             let s = lock(shop);
-            let x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if x.reads_throttled > 0 {
+                x.reads_throttled -= 1;
+                return reply(200, &tts(36009002, "Too many requests. You've made too many requests in a short period of time.", json!({})), &[]);
+            }
             let skus: Vec<Value> = s
                 .listings
                 .values()

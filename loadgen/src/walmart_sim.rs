@@ -6,7 +6,8 @@
 //! - Every call needs Basic auth, the token, `WM_SVC.NAME` and `WM_QOS.CORRELATION_ID`
 //!   (400 naming the header otherwise); correlation ids are recorded.
 //! - `PUT /v3/inventory?sku=` (`{sku, quantity: {unit: "EACH", amount}}`) one SKU per
-//!   call, `GET /v3/inventory?sku=`; a token bucket answers 429 with `Retry-After`,
+//!   call, `GET /v3/inventory?sku=`; a token bucket (each call its own, when a test sets
+//!   one) answers 429 with `Retry-After`,
 //!   `x-current-token-count` and `x-next-replenishment-time`.
 //! - The bulk inventory feed: `POST /v3/feeds?feedType=inventory` and
 //!   `GET /v3/feeds/{feedId}` (`walmart_feed_sim.rs`), processed after a while.
@@ -139,6 +140,8 @@ struct Extra {
     put_tokens: Option<Tokens>,
     /// `GET /v3/orders`' budget, when set (`set_orders_token_bucket`).
     order_tokens: Option<Tokens>,
+    /// `GET /v3/inventory`'s budget, when set (`set_read_token_bucket`).
+    read_tokens: Option<Tokens>,
     hook_auth: HookAuth,
     correlation_ids: Vec<String>,
     feeds: Feeds,
@@ -188,6 +191,7 @@ impl WalmartSim {
             style: EventStyle::OrderUpdates,
             put_tokens: None,
             order_tokens: None,
+            read_tokens: None,
             hook_auth,
             correlation_ids: Vec::new(),
             feeds: Feeds::default(),
@@ -258,6 +262,13 @@ impl WalmartSim {
     /// it gives no figure for the orders list, so none is set unless a test sets one).
     pub fn set_orders_token_bucket(&self, capacity: u32, period: std::time::Duration) {
         self.extra().order_tokens = Some(Tokens::new(capacity, period));
+    }
+
+    /// `GET /v3/inventory` gets a token bucket too, answered as `set_token_bucket`'s is
+    /// (a 429 without `Retry-After`, the replenishment time in its headers). Its calls
+    /// are logged as `GET /v3/inventory`, apart from the writes.
+    pub fn set_read_token_bucket(&self, capacity: u32, period: std::time::Duration) {
+        self.extra().read_tokens = Some(Tokens::new(capacity, period));
     }
 
     /// From now on one query of `GET /v3/orders` answers at most `cap` orders (Walmart's
@@ -604,6 +615,15 @@ fn handle(
             }
         }
         (hyper::Method::GET, "/v3/inventory") => {
+            const READS: &str = "GET /v3/inventory";
+            let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tokens) = x.read_tokens.as_mut() {
+                if let Err(throttled) = spend(Some(tokens), shop, READS, 1) {
+                    return *throttled;
+                }
+                lock(shop).log_call(READS, 1, 200);
+            }
+            drop(x);
             let seller_sku = req.param("sku").unwrap_or_default();
             match lock(shop).by_id(&seller_sku) {
                 Some(l) => reply(

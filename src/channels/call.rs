@@ -37,15 +37,29 @@ pub const REPLY_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// A channel's answer: status, headers, body.
 pub type Answer = (u16, HeaderMap, Vec<u8>);
 
+/// How a channel says "slow down" in an answer (status, headers, body): `Some` when the
+/// answer is a throttle, holding the wait it names (`None`: it names none). By default
+/// (`http_429`) an HTTP 429 and its `Retry-After`; a channel that throttles another way
+/// (TikTok Shop's code on an HTTP 200, Walmart's replenishment time) says so through its
+/// adapter (`ChannelAdapter::throttle`).
+pub type Throttles = Arc<dyn Fn(u16, &HeaderMap, &[u8]) -> Option<Option<Duration>> + Send + Sync>;
+
+/// An HTTP 429, and the wait its `Retry-After` names.
+pub fn http_429(status: u16, headers: &HeaderMap) -> Option<Option<Duration>> {
+    (status == 429).then(|| super::retry_after(headers))
+}
+
 /// Sends requests to one channel.
 #[derive(Clone)]
 pub struct Caller {
     client: reqwest::Client,
     /// The channel's push budget: every call through this caller spends a token.
     pace: Option<Arc<tokio::sync::Mutex<TokenBucket>>>,
-    /// 429s a call waits out (its `Retry-After`, else a doubling wait) before it answers
-    /// with one: 0 for pushes, which handle the throttle themselves.
+    /// Throttles a call waits out (the wait the answer names, else a doubling wait)
+    /// before it answers with one: 0 for pushes, which handle the throttle themselves.
     throttled_retries: u32,
+    /// What a throttle looks like on this channel (`None`: `http_429`).
+    throttles: Option<Throttles>,
     /// The longest a call waits for its token (`waiting_at_most`); `None`: as long as
     /// the budget needs.
     token_wait_max: Option<Duration>,
@@ -61,6 +75,7 @@ impl Caller {
             client,
             pace: None,
             throttled_retries: 0,
+            throttles: None,
             token_wait_max: None,
         }
     }
@@ -71,6 +86,7 @@ impl Caller {
             client,
             pace: Some(bucket),
             throttled_retries: 0,
+            throttles: None,
             token_wait_max: None,
         }
     }
@@ -82,6 +98,14 @@ impl Caller {
     pub fn waiting_out_throttles(mut self) -> Caller {
         self.throttled_retries = READER_THROTTLED_RETRIES;
         self
+    }
+
+    /// `waiting_out_throttles`, for a channel whose throttles `throttles` recognises.
+    pub fn waiting_out(self, throttles: Throttles) -> Caller {
+        Caller {
+            throttles: Some(throttles),
+            ..self.waiting_out_throttles()
+        }
     }
 
     /// The same caller, for a call someone holds a request open for (a webhook's
@@ -134,14 +158,27 @@ impl Caller {
             } else {
                 duplicate(request.as_ref().expect("kept until the last try"))
             };
-            // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`).
+            // How fast the channel answered steers an adaptive pace (`TokenBucket::answered`),
+            // a throttle in whatever form the channel sends it counting as a 429.
             let started = tokio::time::Instant::now();
             let answer = self.call_now(this).await;
-            let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
+            let throttle = match &answer {
+                Ok((status, headers, body)) => match &self.throttles {
+                    Some(throttles) => throttles(*status, headers, body),
+                    None => http_429(*status, headers),
+                },
+                Err(_) => None,
+            };
+            let status = match (&answer, throttle) {
+                (_, Some(_)) => 429,
+                (Ok((status, _, _)), None) => *status,
+                (Err(_), None) => 0,
+            };
             pace.lock().await.answered(started.elapsed(), status);
-            match &answer {
-                Ok((429, headers, _)) if !last => {
-                    let wait = super::retry_after(headers).unwrap_or(backoff);
+            match throttle {
+                Some(named) if !last => {
+                    // The channel's number is not trusted unbounded: a minute at most.
+                    let wait = named.unwrap_or(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 }

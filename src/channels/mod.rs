@@ -261,6 +261,12 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn reads_held(&self) -> Option<String> {
         None
     }
+    /// Whether an answer (status, headers, body) is the channel saying "slow down", and
+    /// the wait it names: what a reader's call waits out (`Caller::waiting_out`). By
+    /// default an HTTP 429 and its `Retry-After`.
+    fn throttle(&self, status: u16, headers: &HeaderMap, _body: &[u8]) -> Option<Option<Duration>> {
+        call::http_429(status, headers)
+    }
     /// A channel that never retries a failed delivery (and disables the webhook after a
     /// few): its deliveries wait for room in a busy engine instead of getting 503.
     fn never_refuse(&self) -> bool {
@@ -363,6 +369,12 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn check_read(&self, _skus: &[String], _levels: &Levels) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// What `adapter`'s channel's throttles look like, for a caller that waits them out
+/// (`Caller::waiting_out`).
+pub fn throttles_of(adapter: std::sync::Arc<dyn ChannelAdapter>) -> call::Throttles {
+    std::sync::Arc::new(move |status, headers, body| adapter.throttle(status, headers, body))
 }
 
 /// One push in one call: credentials, `push_request`, `push_reply` (the default `push`,

@@ -69,6 +69,23 @@ const EXPIRED_CREDENTIALS: i64 = 105002;
 /// TikTok's code for a throttle, "Too many requests" (Partner Center, "Common errors"),
 /// whatever the HTTP status it comes with (a 200 included).
 const TOO_MANY_REQUESTS: i64 = 36009002;
+
+/// A throttle, which TikTok sends as HTTP 429 or as code 36009002 on any status ("HTTP
+/// 429 and 36009002 both indicate rate limiting",
+/// https://partner.tiktokshop.com/docv2/page/common-errors), with the `Retry-After` it
+/// may carry.
+fn throttle(status: u16, headers: &HeaderMap, body: &[u8]) -> Option<Option<Duration>> {
+    /// The answer's code alone: no tree of the whole body for it.
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: Option<i64>,
+    }
+    let code = serde_json::from_slice::<Code>(body)
+        .ok()
+        .and_then(|c| c.code);
+    (status == 429 || code == Some(TOO_MANY_REQUESTS)).then(|| super::retry_after(headers))
+}
+
 /// How long a throttle waits: TikTok's answer names no time.
 const THROTTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -444,6 +461,10 @@ impl ChannelAdapter for TikTok {
         Some(self)
     }
 
+    fn throttle(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Option<Option<Duration>> {
+        throttle(status, headers, body)
+    }
+
     fn authorize<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<HeaderMap, String>> {
         Box::pin(self.token.header(
             caller,
@@ -752,10 +773,7 @@ impl TikTok {
         let request = with_headers(request, self.authorize(caller).await?);
         let answer = caller.call(request).await?;
         self.note_expiry(&answer.2);
-        let throttled = answer.0 == 429
-            || serde_json::from_slice::<Value>(&answer.2)
-                .is_ok_and(|r| r["code"].as_i64() == Some(TOO_MANY_REQUESTS));
-        if throttled {
+        if throttle(answer.0, &answer.1, &answer.2).is_some() {
             return Err(ListingError::Throttled {
                 wait: Duration::from_secs(1),
             });

@@ -687,6 +687,12 @@ impl ChannelAdapter for Walmart {
     fn order_poll(&self) -> Option<&dyn OrderPoll> {
         Some(self)
     }
+
+    /// A 429, often without `Retry-After`: the bucket's replenishment time says when
+    /// (`throttle_wait`), so a read waits that long once rather than guess by doubling.
+    fn throttle(&self, status: u16, headers: &HeaderMap, _body: &[u8]) -> Option<Option<Duration>> {
+        (status == 429).then(|| Some(throttle_wait(headers)))
+    }
 }
 
 #[cfg(test)]

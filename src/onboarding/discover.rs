@@ -224,9 +224,12 @@ async fn read_channel(
     let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::for_pace(
         adapter.pace(),
     )));
-    // A 429 is waited out by the call itself (`waiting_out_throttles`); a throttle a
-    // channel answers otherwise (Shopify's `THROTTLED`) comes back as `Throttled`.
-    let caller = Caller::paced(client.clone(), bucket).waiting_out_throttles();
+    // A throttle the channel's adapter recognises in an answer (a 429; TikTok Shop's
+    // code on a 200) is waited out by the call itself (`waiting_out`); one it answers
+    // otherwise (Shopify's `THROTTLED`, found in the query's reply) comes back as
+    // `Throttled`.
+    let caller = Caller::paced(client.clone(), bucket)
+        .waiting_out(crate::channels::throttles_of(adapter.clone()));
     let show = Show::new(name);
     let started = Instant::now();
     let mut read_now = 0usize;

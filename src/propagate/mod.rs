@@ -105,7 +105,8 @@ impl ChannelLink {
     /// A caller for a reader beside the pushes (reconciliation, a plan, an import): it
     /// spends the same budget and waits out a 429 instead of failing the read.
     pub fn reader(&self, client: reqwest::Client) -> Caller {
-        self.caller(client).waiting_out_throttles()
+        self.caller(client)
+            .waiting_out(crate::channels::throttles_of(self.adapter.clone()))
     }
 
     /// Asks the reconciler to compare these SKUs after `CHECK_AFTER_STALE`.
