@@ -248,9 +248,6 @@ fn a_throttle_code_on_an_http_200_is_honoured() {
     assert!(throttled > 0.0, "counted as throttled:\n{metrics}");
 }
 
-/// Access tokens expire: lockstep refreshes ahead of expiry with the refresh token, keeps
-/// the rotated refresh token in the data directory (the one in the config no longer
-/// works after the first refresh), and carries on after a kill -9 and a restart.
 /// TikTok may throttle with code 36009002 on an HTTP 200: a read waits it out as it
 /// would a 429, rather than fail.
 #[test]
@@ -272,8 +269,50 @@ fn a_read_throttled_by_code_on_a_200_is_waited_out() {
         (&serde_json::json!(4), &serde_json::json!(0)),
         "{body}"
     );
+    assert_eq!(
+        rig.sim.reads_throttled_left(),
+        0,
+        "the throttles were answered"
+    );
 }
 
+/// A product the channel cannot read leaves its own SKUs unread, not those read with it
+/// in the same pass's batch (TikTok reads one product a call).
+#[test]
+fn a_product_that_cannot_be_read_leaves_only_its_own_skus_unread() {
+    let rig = rig(4);
+    for i in 0..4 {
+        count(&rig.server, &format!("T{i}"), 5);
+    }
+    assert!(rig
+        .sim
+        .market
+        .wait_for(WAIT, |l| l.len() == 4 && l.values().all(|v| *v == 5))
+        .is_some());
+    // T0 and T1 are product 170's SKUs; T2 and T3, 171's.
+    rig.sim.fail_product_reads("170");
+    rig.sim.market.set_level("T3", 9);
+    let (status, body) = reconcile(&rig.server, "tiktok");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["report"]["checked"],
+            &body["report"]["lowered"],
+            &body["report"]["unread"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(2)
+        ),
+        "{body}"
+    );
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["T3"] == 5).is_some());
+}
+
+/// Access tokens expire: lockstep refreshes ahead of expiry with the refresh token, keeps
+/// the rotated refresh token in the data directory (the one in the config no longer
+/// works after the first refresh), and carries on after a kill -9 and a restart.
 #[test]
 fn the_access_token_is_refreshed_ahead_of_expiry_and_the_rotated_refresh_token_kept() {
     let rig = rig(2);

@@ -30,7 +30,8 @@
 //! - A throttle (the rate limit is unverified for TikTok) is answered HTTP 200 with code
 //!   36009002 ("Too many requests", Partner Center "Common errors"): on writes under the
 //!   market's rate limit or fault, on product reads as many times as a test asks
-//!   (`throttle_reads`).
+//!   (`throttle_reads`). A test can make a product's reads fail for good
+//!   (`fail_product_reads`).
 
 //!
 //! Pages followed (Partner Center): the token grant and refresh
@@ -69,6 +70,8 @@ struct Extra {
     warehouses: std::collections::HashMap<String, Vec<(String, i64)>>,
     /// Product reads still to answer with the throttle code (`throttle_reads`).
     reads_throttled: u32,
+    /// Products whose reads fail with HTTP 500 (`fail_product_reads`).
+    unreadable: Vec<String>,
 }
 
 /// Every SKU's default warehouse, which holds the listing's level.
@@ -152,6 +155,7 @@ impl TikTokSim {
             more: Vec::new(),
             warehouses: Default::default(),
             reads_throttled: 0,
+            unreadable: Vec::new(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -195,6 +199,17 @@ impl TikTokSim {
     /// "Too many requests".
     pub fn throttle_reads(&self, times: u32) {
         self.extra().reads_throttled = times;
+    }
+
+    /// From now on every read of product `product` fails with HTTP 500 (a product the
+    /// channel cannot read).
+    pub fn fail_product_reads(&self, product: &str) {
+        self.extra().unreadable.push(product.to_string());
+    }
+
+    /// The product reads still to be answered with the throttle code.
+    pub fn reads_throttled_left(&self) -> u32 {
+        self.extra().reads_throttled
     }
 
     /// Refreshes answered so far.
@@ -637,6 +652,9 @@ fn handle(
         (hyper::Method::GET, ["product", "202309", "products", product]) => {
             let s = lock(shop);
             let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if x.unreadable.iter().any(|p| p == product) {
+                return reply(500, &tts(36009001, "Internal error.", json!({})), &[]);
+            }
             if x.reads_throttled > 0 {
                 x.reads_throttled -= 1;
                 return reply(200, &tts(36009002, "Too many requests. You've made too many requests in a short period of time.", json!({})), &[]);

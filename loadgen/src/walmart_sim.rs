@@ -617,25 +617,33 @@ fn handle(
         (hyper::Method::GET, "/v3/inventory") => {
             const READS: &str = "GET /v3/inventory";
             let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(tokens) = x.read_tokens.as_mut() {
-                if let Err(throttled) = spend(Some(tokens), shop, READS, 1) {
-                    return *throttled;
-                }
-                lock(shop).log_call(READS, 1, 200);
-            }
+            let token_headers = match x.read_tokens.as_mut() {
+                None => None,
+                Some(tokens) => match spend(Some(tokens), shop, READS, 1) {
+                    Ok(headers) => Some(headers),
+                    Err(throttled) => return *throttled,
+                },
+            };
             drop(x);
             let seller_sku = req.param("sku").unwrap_or_default();
-            match lock(shop).by_id(&seller_sku) {
-                Some(l) => reply(
+            let mut s = lock(shop);
+            let level = s.by_id(&seller_sku).map(|l| l.level);
+            if token_headers.is_some() {
+                s.log_call(READS, 1, if level.is_some() { 200 } else { 404 });
+            }
+            drop(s);
+            let headers = token_headers.unwrap_or_default();
+            match level {
+                Some(level) => reply(
                     200,
-                    &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": l.level}}),
-                    &[],
+                    &json!({"sku": seller_sku, "quantity": {"unit": "EACH", "amount": level}}),
+                    &headers,
                 ),
                 None => wm_error(
                     404,
                     "CONTENT_NOT_FOUND.GMP_ITEM_INVENTORY_API",
                     "sku not found",
-                    &[],
+                    &headers,
                 ),
             }
         }

@@ -65,7 +65,7 @@ pub struct Caller {
     token_wait_max: Option<Duration>,
 }
 
-/// Most 429s a reader's call waits out (`Caller::waiting_out_throttles`).
+/// Most throttles a reader's call waits out (`Caller::waiting_out_throttles`).
 const READER_THROTTLED_RETRIES: u32 = 8;
 
 impl Caller {

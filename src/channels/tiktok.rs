@@ -549,12 +549,9 @@ impl ChannelAdapter for TikTok {
         items: &[PushItem],
     ) -> PushReply {
         self.note_expiry(body);
-        let code = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|r| r["code"].as_i64());
-        if code == Some(TOO_MANY_REQUESTS) {
+        if let Some(named) = throttle(status, headers, body) {
             return PushReply::Throttled {
-                retry_after: super::retry_after(headers).unwrap_or(THROTTLE_WAIT),
+                retry_after: named.unwrap_or(THROTTLE_WAIT),
             };
         }
         if let Some(outcome) = super::http_failure(status, headers, body) {

@@ -480,6 +480,9 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// The shortest wait a read takes from a replenishment time (`Walmart::throttle`).
+const THROTTLE_WAIT_MIN: Duration = Duration::from_millis(100);
+
 /// How long until the token bucket is replenished (at most a minute: a later time is
 /// not trusted as is).
 pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
@@ -497,6 +500,15 @@ pub(super) fn throttle_wait(headers: &HeaderMap) -> Duration {
     super::retry_after(headers)
         .or_else(|| replenished_in(headers))
         .unwrap_or(Duration::from_secs(1))
+}
+
+/// A 429, often without `Retry-After`: the bucket's replenishment time says when
+/// (`throttle_wait`), so a read waits until then rather than guess by doubling. A time
+/// already past by our clock (skew, milliseconds cut) names no wait: the caller's doubling
+/// waits then (as the orders poll floors its wait), so that its retries are not all spent
+/// within milliseconds.
+fn read_throttle(status: u16, headers: &HeaderMap) -> Option<Option<Duration>> {
+    (status == 429).then(|| Some(throttle_wait(headers)).filter(|wait| *wait >= THROTTLE_WAIT_MIN))
 }
 
 /// Walmart gives quantities as text (`"amount": "2"`) or numbers.
@@ -688,16 +700,32 @@ impl ChannelAdapter for Walmart {
         Some(self)
     }
 
-    /// A 429, often without `Retry-After`: the bucket's replenishment time says when
-    /// (`throttle_wait`), so a read waits that long once rather than guess by doubling.
     fn throttle(&self, status: u16, headers: &HeaderMap, _body: &[u8]) -> Option<Option<Duration>> {
-        (status == 429).then(|| Some(throttle_wait(headers)))
+        read_throttle(status, headers)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_waits_for_the_replenishment_unless_it_is_already_past() {
+        let at = |ms_from_now: i64| {
+            let mut headers = HeaderMap::new();
+            let ms = crate::clock::now_micros() / 1_000 + ms_from_now;
+            headers.insert("x-next-replenishment-time", ms.to_string().parse().unwrap());
+            headers
+        };
+        let named = read_throttle(429, &at(2_000)).flatten().unwrap();
+        assert!(named > Duration::from_millis(1_900), "{named:?}");
+        assert_eq!(
+            read_throttle(429, &at(-1_000)),
+            Some(None),
+            "the caller's doubling"
+        );
+        assert_eq!(read_throttle(200, &at(2_000)), None);
+    }
 
     #[test]
     fn a_replenishment_time_of_any_i64_waits_at_most_a_minute() {

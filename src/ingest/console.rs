@@ -510,8 +510,18 @@ impl App {
                 ),
                 Some(r) => match r.pass(&self.engine, &self.client).await {
                     Ok(report) => format!(
-                        "{name} reconciled: {} checked, {} lowered, {} raised, {} waiting",
-                        report.checked, report.lowered, report.raised, report.waiting
+                        "{name} reconciled: {} checked, {} lowered, {} raised, {} waiting{}",
+                        report.checked,
+                        report.lowered,
+                        report.raised,
+                        report.waiting,
+                        report
+                            .unread_reason
+                            .as_ref()
+                            .map_or_else(String::new, |reason| format!(
+                                ", {} could not be read and were skipped: {reason}",
+                                report.unread
+                            )),
                     ),
                     Err(e) => format!("reconciling {name} failed: {e}"),
                 },

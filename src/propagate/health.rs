@@ -27,8 +27,8 @@ struct Inner {
     last_ok: Option<Micros>,
     /// The last pass: when it ended, what it found, and why it stopped if it failed.
     last_reconcile: Option<(Micros, Report, Option<String>)>,
-    /// Every pass since start, added up (a failed one's repairs too: they are recorded):
-    /// the drift reconciliation repaired.
+    /// Every pass since start, added up (a stopped one's repairs too: they were
+    /// submitted): the drift reconciliation repaired.
     repaired: Report,
     poll: Option<Polled>,
     /// Until when the channel's bulk submissions wait, after it answered one "slow

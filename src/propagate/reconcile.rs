@@ -8,9 +8,11 @@
 //! (compared with what was read), as it offers every push. The reconciler never writes
 //! the outbox itself.
 //!
-//! A pass goes on past a read that fails alone (its SKUs counted unread) and stops at
-//! `FAILED_READS_MAX` in a row; the next scheduled pass resumes after the last SKU the
-//! stopped one compared.
+//! A read that fails is skipped, its SKUs counted unread, and the pass goes on, so that one
+//! listing a channel always refuses cannot keep the SKUs after it from being compared
+//! (`OnFailure`). A pass that stops (a daily quota kept for pushes and orders, or a pass
+//! the operator asked for meeting a channel that is down) leaves the next scheduled pass
+//! to resume after the last SKU it passed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::{ChannelLink, Reads};
+use crate::channels::Levels;
 use crate::clock::now_micros;
 use crate::core::event::EventKind;
 use crate::core::records::HeadRecord;
@@ -31,11 +34,14 @@ use crate::engine::Engine;
 const CHECK_TICK: Duration = Duration::from_millis(500);
 /// SKUs a pass holds at a time.
 const PASS_PAGE: usize = 1_000;
-/// Reads failing one after another that stop a pass: a channel down, not one listing it
-/// cannot read. A read that fails alone is skipped (its SKUs counted unread), so one
-/// listing the channel always refuses cannot keep every SKU after it from being compared.
-/// (A daily quota kept for pushes and orders stops a pass at once.)
+/// Reads failing one after another that stop a pass the operator waits on
+/// (`OnFailure::Stop`): a channel down, not one listing it cannot read.
 const FAILED_READS_MAX: usize = 3;
+/// A scheduled pass's wait after a failed read, doubled for each failure in a row up to
+/// `FAILED_WAIT_MAX` (`OnFailure::Wait`): a channel down for an hour costs it about twenty
+/// calls, and it takes up at once when the channel answers again.
+const FAILED_WAIT_FIRST: Duration = Duration::from_secs(1);
+const FAILED_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// The reconciler of one channel.
 pub struct Reconciler {
@@ -46,10 +52,10 @@ pub struct Reconciler {
     /// SKUs seen short, with when they were first seen short.
     shortfalls: Mutex<HashMap<String, Instant>>,
     /// Where the next pass of the schedule starts: after this SKU, the furthest one a
-    /// failed pass compared (`None`: at the first SKU). A pass through a big catalog on
-    /// a slow budget takes hours (Walmart reads one SKU a call); starting each over at
-    /// the first SKU after any failure, a 5xx an hour would leave the SKUs late in the
-    /// order never compared.
+    /// stopped pass passed (`None`: at the first SKU). A pass through a big catalog on a
+    /// slow budget takes hours or days (Walmart reads one SKU a call; Etsy's reads stop
+    /// at half its daily quota): starting each over at the first SKU, the SKUs late in
+    /// the order would never be compared.
     resume: std::sync::Mutex<Option<String>>,
 }
 
@@ -78,22 +84,50 @@ impl Report {
     }
 }
 
-/// How far a comparison got: what it found, the last SKU whose read it compared (its
-/// repairs recorded), and how many reads in a row have failed since.
+/// How far a comparison got: what it found, how many reads in a row have failed, and
+/// the furthest SKU up to which every SKU it holds was read, well or not (`passed`), and
+/// passed for good (`confirmed`): compared (its repairs submitted), or skipped as unread
+/// for good (`OnFailure`). A stopped pass's next one resumes after `confirmed`.
 #[derive(Debug, Default)]
 struct Progress {
     report: Report,
-    compared: Option<String>,
     failed_in_a_row: usize,
+    passed: Option<String>,
+    confirmed: Option<String>,
 }
 
-/// Where a pass starts.
+/// Where a pass starts, and what it does when a read fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Start {
-    /// At the first SKU: a pass an operator asks for reads the whole catalog.
+    /// At the first SKU, stopping at `FAILED_READS_MAX` failed reads in a row: a pass the
+    /// operator asks for, who waits for its answer.
     First,
-    /// Where the last failed pass stopped: the schedule's passes.
+    /// Where the last stopped pass stopped, waiting longer after each failed read rather
+    /// than stopping: the schedule's passes.
     Resume,
+}
+
+/// What a comparison does when a read fails. Every mode but `Fail` counts the read's
+/// SKUs unread and goes on to the next read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnFailure {
+    /// Fails at once: a check of a few SKUs, whose caller says why.
+    Fail,
+    /// Stops at `FAILED_READS_MAX` in a row. A skipped read counts as passed only once a
+    /// later read works, so a stopped pass's next one reads it again.
+    Stop,
+    /// Waits `FAILED_WAIT_FIRST`, doubling for each failure in a row, before the next
+    /// read. A skipped read is passed for good (the next pass reads it).
+    Wait,
+}
+
+/// How a comparison reads: the grace of a shortfall, whose budget the reads are, and
+/// what a failed read does.
+#[derive(Clone, Copy, Debug)]
+struct Read {
+    grace: Duration,
+    reads: Reads,
+    on_failure: OnFailure,
 }
 
 /// What approving a channel would write (`Reconciler::plan`).
@@ -217,8 +251,18 @@ impl Reconciler {
             }
             if Instant::now() >= next_pass {
                 next_pass = Instant::now() + self.interval;
-                if let Err(reason) = self.pass_from(Start::Resume, &engine, &client).await {
-                    tracing::warn!(channel = %self.rule.name, %reason, "reconciliation failed");
+                match self.pass_from(Start::Resume, &engine, &client).await {
+                    Err(reason) => {
+                        tracing::warn!(channel = %self.rule.name, %reason, "reconciliation stopped");
+                    }
+                    Ok(Report {
+                        unread,
+                        unread_reason: Some(reason),
+                        ..
+                    }) => {
+                        tracing::warn!(channel = %self.rule.name, unread, %reason, "reconciliation left SKUs unread");
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -232,7 +276,7 @@ impl Reconciler {
         self.pass_from(Start::First, engine, client).await
     }
 
-    /// A pass from `start`. A failed one says how far it got and leaves the next
+    /// A pass from `start`. A stopped one says how far it got and leaves the next
     /// scheduled pass to resume there; one that reaches the last SKU clears that.
     async fn pass_from(
         &self,
@@ -240,17 +284,21 @@ impl Reconciler {
         engine: &Engine,
         client: &reqwest::Client,
     ) -> Result<Report, String> {
-        let from = match start {
-            Start::First => None,
-            Start::Resume => self.resume_point().clone(),
+        let (from, on_failure) = match start {
+            Start::First => (None, OnFailure::Stop),
+            Start::Resume => (self.resume_point().clone(), OnFailure::Wait),
         };
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            passed: from.clone(),
+            confirmed: from.clone(),
+            ..Progress::default()
+        };
         progress.report.resumed_after.clone_from(&from);
         let result = self
-            .pass_pages(engine, client, from.clone(), &mut progress)
+            .pass_pages(engine, client, from, on_failure, &mut progress)
             .await;
         let Progress {
-            report, compared, ..
+            report, confirmed, ..
         } = progress;
         let result = match result {
             Ok(()) => {
@@ -258,21 +306,21 @@ impl Reconciler {
                 Ok(report.clone())
             }
             Err(reason) => {
-                let stopped = compared.or(from);
                 let mut resume = self.resume_point();
                 // A pass from the first SKU that stops before where the schedule's
                 // stopped leaves the SKUs after it as unread as they were.
-                if stopped > *resume {
-                    resume.clone_from(&stopped);
+                if confirmed > *resume {
+                    resume.clone_from(&confirmed);
                 }
                 // Said first: the console clips a long reason (a channel's error body).
-                Err(match &*resume {
-                    Some(sku) => format!(
-                        "the next pass resumes after {sku:?} ({} SKUs checked): {reason}",
-                        report.checked
-                    ),
-                    None => reason,
-                })
+                let next = match &*resume {
+                    Some(sku) => format!("; the next scheduled pass resumes after {sku:?}"),
+                    None => String::new(),
+                };
+                Err(format!(
+                    "stopped after {} SKUs checked{next}: {reason}",
+                    report.checked
+                ))
             }
         };
         self.link.health.reconciled(&report, result.as_ref().err());
@@ -289,6 +337,7 @@ impl Reconciler {
         engine: &Engine,
         client: &reqwest::Client,
         from: Option<String>,
+        on_failure: OnFailure,
         progress: &mut Progress,
     ) -> Result<(), String> {
         let mut after = from;
@@ -300,8 +349,12 @@ impl Reconciler {
                 break;
             };
             after = Some(last.clone());
-            self.compare(engine, client, heads, self.grace, Reads::Routine, progress)
-                .await?;
+            let read = Read {
+                grace: self.grace,
+                reads: Reads::Routine,
+                on_failure,
+            };
+            self.compare(engine, client, heads, read, progress).await?;
         }
         Ok(())
     }
@@ -320,16 +373,14 @@ impl Reconciler {
                 heads.push((sku.clone(), head));
             }
         }
+        let read = Read {
+            grace: Duration::ZERO,
+            reads: Reads::Asked,
+            on_failure: OnFailure::Fail,
+        };
         let mut progress = Progress::default();
-        self.compare(
-            engine,
-            client,
-            heads,
-            Duration::ZERO,
-            Reads::Asked,
-            &mut progress,
-        )
-        .await?;
+        self.compare(engine, client, heads, read, &mut progress)
+            .await?;
         Ok(progress.report)
     }
 
@@ -383,81 +434,141 @@ impl Reconciler {
     }
 
     /// Reads what the channel shows for these SKUs (in SKU order) and repairs what
-    /// differs, adding to `progress` read group by read group; a shortfall is raised
-    /// once it has lasted `grace`.
+    /// differs, read by read, adding to `progress`; a shortfall is raised once it has
+    /// lasted `read.grace`.
     async fn compare(
         &self,
         engine: &Engine,
         client: &reqwest::Client,
         mut heads: Vec<(String, HeadRecord)>,
-        grace: Duration,
-        reads: Reads,
+        read: Read,
         progress: &mut Progress,
     ) -> Result<(), String> {
-        let report = &mut progress.report;
         // One comparison at a time: the shortfall memory belongs to it.
         let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
+        let caller = self.link.reader(client.clone());
+        let pause = self.link.read_pause();
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let levels = match self.read_chunk(client, chunk, reads).await {
-                Ok(levels) => {
-                    progress.failed_in_a_row = 0;
-                    levels
+            let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
+            let mut passed = vec![false; chunk.len()];
+            for group in self.link.adapter.read_groups(&names) {
+                if let (Reads::Routine, Some(reason)) = (read.reads, self.link.adapter.reads_held())
+                {
+                    return Err(reason);
                 }
-                Err(reason) => {
-                    progress.failed_in_a_row += 1;
-                    // A daily quota kept for pushes and orders holds every read after
-                    // this one too: the pass stops, to resume once the quota allows.
-                    let held = reads == Reads::Routine && self.link.adapter.reads_held().is_some();
-                    if held || progress.failed_in_a_row >= FAILED_READS_MAX {
-                        return Err(reason);
-                    }
-                    report.unread += chunk.len();
-                    report.unread_reason = Some(reason);
-                    continue;
+                let skus: Vec<String> = group.iter().map(|i| chunk[*i].0.clone()).collect();
+                let levels = self.link.adapter.read(&caller, &skus).await;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
                 }
-            };
-            let mut drifts = Vec::new();
-            for (sku, head) in chunk {
-                report.checked += 1;
-                let target = self.target(head);
-                let shown = levels.get(sku).copied().flatten();
-                let now = Instant::now();
-                let repair = match shown {
-                    Some(level) if level == target => {
-                        shortfalls.remove(sku);
-                        false
+                let report = &mut progress.report;
+                match levels {
+                    Ok(levels) => {
+                        progress.failed_in_a_row = 0;
+                        let drifts =
+                            self.judge(&group, chunk, &levels, read.grace, &mut shortfalls, report);
+                        metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
+                            .increment(drifts.len() as u64);
+                        // The repairs are events: the shard offers their pushes (compared
+                        // with what was read) once they are durable, as it offers every
+                        // push. The outbox has that one writer.
+                        super::record_drift(
+                            engine,
+                            &self.rule.name,
+                            EventKind::Reconciled,
+                            &drifts,
+                        )
+                        .await;
                     }
-                    Some(level) if level < target => {
-                        let since = *shortfalls.entry(sku.clone()).or_insert(now);
-                        let persisted = now.duration_since(since) >= grace;
-                        if persisted {
-                            shortfalls.remove(sku);
-                            report.raised += 1;
-                        } else {
-                            report.waiting += 1;
+                    Err(reason) => {
+                        progress.failed_in_a_row += 1;
+                        report.unread += group.len();
+                        report.unread_reason = Some(reason.clone());
+                        match read.on_failure {
+                            OnFailure::Fail => return Err(reason),
+                            OnFailure::Stop if progress.failed_in_a_row >= FAILED_READS_MAX => {
+                                return Err(reason);
+                            }
+                            OnFailure::Stop => {}
+                            OnFailure::Wait => {
+                                let doublings = (progress.failed_in_a_row - 1).min(16) as u32;
+                                let wait = FAILED_WAIT_FIRST.saturating_mul(1 << doublings);
+                                tokio::time::sleep(wait.min(FAILED_WAIT_MAX)).await;
+                            }
                         }
-                        persisted
                     }
-                    // More than the target, or not listed at all: repair now.
-                    _ => {
-                        shortfalls.remove(sku);
-                        report.lowered += 1;
-                        true
-                    }
-                };
-                if repair {
-                    drifts.push((sku.clone(), shown.unwrap_or(-1)));
+                }
+                for i in &group {
+                    passed[*i] = true;
+                }
+                // Read groups need not follow SKU order: passed up to the first SKU of
+                // the chunk not yet read.
+                let upto = passed.iter().position(|p| !p).unwrap_or(chunk.len());
+                if let Some(i) = upto.checked_sub(1) {
+                    progress.passed = Some(chunk[i].0.clone());
+                }
+                // A read skipped by a pass that stops at failures is passed for good only
+                // once a later read works: a stopped pass's next one reads it again.
+                if progress.failed_in_a_row == 0 || read.on_failure == OnFailure::Wait {
+                    progress.confirmed.clone_from(&progress.passed);
                 }
             }
-            metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
-                .increment(drifts.len() as u64);
-            // The repairs are events: the shard offers their pushes (compared with what
-            // was read) once they are durable, as it offers every push. The outbox has
-            // that one writer.
-            super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
-            progress.compared = chunk.last().map(|(sku, _)| sku.clone());
         }
         Ok(())
+    }
+
+    /// Compares what one read found (`levels`) for the SKUs `group` of `chunk` with their
+    /// targets, counting in `report`: the repairs to record, each SKU with the level it
+    /// showed (-1: not listed).
+    fn judge(
+        &self,
+        group: &[usize],
+        chunk: &[(String, HeadRecord)],
+        levels: &Levels,
+        grace: Duration,
+        shortfalls: &mut HashMap<String, Instant>,
+        report: &mut Report,
+    ) -> Vec<(String, i64)> {
+        // The last a read names a SKU is what it shows, as `read_levels` takes it.
+        let levels: HashMap<&str, Option<i64>> = levels
+            .iter()
+            .map(|(sku, level)| (sku.as_str(), *level))
+            .collect();
+        let mut drifts = Vec::new();
+        for i in group {
+            let (sku, head) = &chunk[*i];
+            report.checked += 1;
+            let target = self.target(head);
+            let shown = levels.get(sku.as_str()).copied().flatten();
+            let now = Instant::now();
+            let repair = match shown {
+                Some(level) if level == target => {
+                    shortfalls.remove(sku);
+                    false
+                }
+                Some(level) if level < target => {
+                    let since = *shortfalls.entry(sku.clone()).or_insert(now);
+                    let persisted = now.duration_since(since) >= grace;
+                    if persisted {
+                        shortfalls.remove(sku);
+                        report.raised += 1;
+                    } else {
+                        report.waiting += 1;
+                    }
+                    persisted
+                }
+                // More than the target, or not listed at all: repair now.
+                _ => {
+                    shortfalls.remove(sku);
+                    report.lowered += 1;
+                    true
+                }
+            };
+            if repair {
+                drifts.push((sku.clone(), shown.unwrap_or(-1)));
+            }
+        }
+        drifts
     }
 }

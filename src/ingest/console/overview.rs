@@ -123,8 +123,9 @@ pub(super) async fn channel_row(
         .map_or_else(|| "–".to_string(), |at| seconds(now - at));
     let reconcile = match &health["reconcile"] {
         Value::Null => "not yet".to_string(),
+        // "stopped after N SKUs checked; the next scheduled pass resumes after …: why".
         r if r["error"].is_string() => format!(
-            "{} failed: {}",
+            "{}: {}",
             when(r["at"].as_i64().unwrap_or(now), now),
             r["error"].as_str().unwrap_or("")
         ),
