@@ -639,24 +639,28 @@ fn pair(x: &str, y: &str) -> Vec<String> {
     vec![x.to_string(), y.to_string()]
 }
 
-/// A pass the operator asks for stops at three failed reads in a row (the channel is
-/// down: they wait for its answer), and the next scheduled pass takes up where it
-/// stopped rather than at the first SKU.
+/// A pass the operator asks for stops when the channel goes down (the read that worked
+/// before fails too: they wait for its answer), and the next scheduled pass takes up
+/// where it stopped rather than at the first SKU.
 #[test]
 fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
-    // The first scheduled pass comes 5 s after the start, after the operator's.
-    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D", "E", "F", "G", "H"], 5);
+    // The first scheduled pass comes 10 s after the start, after the operator's.
+    let server = reconciled_pairs(
+        &a,
+        dir.path(),
+        &["A", "B", "C", "D", "E", "F", "G", "H"],
+        10,
+    );
     // An excess behind lockstep's back, past where the pass will stop.
     a.set_level("H", 15);
-    a.fail_reads_naming(&["C", "D", "E", "F", "G", "H"], u32::MAX);
+    a.go_down_after_reading("B");
     let (status, body) = common::reconcile(&server, "a");
     assert_eq!(status, 502, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(
-        message
-            .contains("stopped after 2 SKUs checked; the next scheduled pass resumes after \"B\""),
+        message.contains("stopped after 2 SKUs checked; the next scheduled pass resumes after \"B\": the channel is down"),
         "{body}"
     );
     assert!(
@@ -666,9 +670,9 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
         "the console says where"
     );
     let mark = a.reads().len();
-    a.fail_reads_naming(&[], 0);
+    a.come_up();
     assert!(
-        a.wait_for(Duration::from_secs(15), |l| l.get("H") == Some(&10))
+        a.wait_for(Duration::from_secs(20), |l| l.get("H") == Some(&10))
             .is_some(),
         "H lowered by the scheduled pass: {:?}",
         pair_reads(&a, mark)
@@ -684,6 +688,73 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
     );
 }
 
+/// A scheduled pass that finds the channel down waits for it, reading again the read that
+/// worked before it, and then goes on where it was: nothing is left unread.
+#[test]
+fn a_scheduled_pass_waits_for_a_channel_that_is_down_and_leaves_nothing_unread() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D", "E", "F", "G", "H"], 2);
+    a.set_level("H", 15);
+    let mark = a.reads().len();
+    a.go_down_after_reading("B");
+    // Down for the failed read of C and D, then the reads again of A and B after 1 s and
+    // 2 s.
+    let failed = || {
+        pair_reads(&a, mark)
+            .iter()
+            .filter(|(_, status)| *status == 503)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || failed() >= 3),
+        "{:?}",
+        pair_reads(&a, mark)
+    );
+    a.come_up();
+    assert!(
+        a.wait_for(Duration::from_secs(15), |l| l.get("H") == Some(&10))
+            .is_some(),
+        "{:?}",
+        pair_reads(&a, mark)
+    );
+    let reads = pair_reads(&a, mark);
+    let first_failure = reads.iter().position(|(_, status)| *status == 503).unwrap();
+    assert_eq!(reads[first_failure].0, pair("C", "D"), "{reads:?}");
+    let answered: Vec<Vec<String>> = reads[first_failure..]
+        .iter()
+        .filter(|(_, status)| *status == 200)
+        .map(|(skus, _)| skus.clone())
+        .take(4)
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            pair("A", "B"),
+            pair("C", "D"),
+            pair("E", "F"),
+            pair("G", "H")
+        ],
+        "A and B read again until they answer, then C and D again, then on: {reads:?}"
+    );
+    assert!(
+        reads[first_failure..]
+            .iter()
+            .all(|(skus, status)| *status == 200
+                || *skus == pair("A", "B")
+                || *skus == pair("C", "D")),
+        "only A and B were read while the channel was down: {reads:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let overview = server.text("/console");
+            overview.contains("8 checked") && !overview.contains("could not be read")
+        }),
+        "the pass checked every SKU, none left unread: {}",
+        server.text("/console")
+    );
+}
+
 #[test]
 fn a_listing_the_channel_never_reads_is_skipped_and_the_pass_goes_on() {
     let a = WebhookSim::start(SECRET_A);
@@ -696,6 +767,15 @@ fn a_listing_the_channel_never_reads_is_skipped_and_the_pass_goes_on() {
             .is_some(),
         "F, after the read that always fails, lowered all the same: {:?}",
         pair_reads(&a, 0)
+    );
+    // After the refused read, the one that worked before it is read again (it answers:
+    // the channel is up), and the pass goes on at once.
+    let reads = pair_reads(&a, 0);
+    let refused = reads.iter().position(|(_, status)| *status == 503).unwrap();
+    assert_eq!(
+        reads.get(refused + 1..refused + 3),
+        Some(&[(pair("A", "B"), 200), (pair("E", "F"), 200)][..]),
+        "{reads:?}"
     );
     let (status, body) = common::reconcile(&server, "a");
     assert_eq!(status, 200, "{body}");

@@ -14,8 +14,9 @@
 //!   and records every value with its arrival time. It lists any SKU it is sent.
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
 //!   Every read is logged with the SKUs it asked; reads naming any of chosen SKUs can
-//!   be told to fail with 503 a number of times (a channel failing part-way through a
-//!   reconciliation pass, or one listing it always refuses to read).
+//!   be told to fail with 503 a number of times (listings it refuses to read), and the
+//!   whole read side can go down after answering a read that names a chosen SKU, every
+//!   read failing with 503 until it comes up (a channel down part-way through a pass).
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
 //!   429 + `Retry-After`, or enforce a rate limit with 429s. Its order is its own: the
 //!   signature first, then the rate limit (which a push spends even under a fault), then
@@ -61,6 +62,10 @@ struct Extra {
     reads: Vec<ReadLog>,
     /// Reads naming any of these SKUs answer 503, this many more times.
     failing_reads: Option<(Vec<String>, u32)>,
+    /// Every read answers 503 (`go_down_after_reading`, `come_up`).
+    down: bool,
+    /// Once a read naming this SKU is answered, `down`.
+    down_after: Option<String>,
 }
 
 /// A running simulator.
@@ -85,6 +90,8 @@ impl WebhookSim {
             bad_signatures: 0,
             reads: Vec::new(),
             failing_reads: None,
+            down: false,
+            down_after: None,
         }));
         let state = extra.clone();
         // It sends no webhooks of its own (`send_events` posts directly): no retries.
@@ -197,6 +204,18 @@ impl WebhookSim {
         self.extra().reads.clone()
     }
 
+    /// Once a read naming `sku` is answered, every read answers 503 until `come_up`.
+    pub fn go_down_after_reading(&self, sku: &str) {
+        self.extra().down_after = Some(sku.to_string());
+    }
+
+    /// Reads are answered again (`go_down_after_reading`).
+    pub fn come_up(&self) {
+        let mut x = self.extra();
+        x.down = false;
+        x.down_after = None;
+    }
+
     /// The next `times` reads that name any of `skus` answer 503 and read nothing.
     pub fn fail_reads_naming(&self, skus: &[&str], times: u32) {
         let skus = skus.iter().map(|sku| sku.to_string()).collect();
@@ -224,15 +243,20 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
             .collect();
         let failed = {
             let mut x = extra_lock();
-            let failed = match &mut x.failing_reads {
-                Some((failing, times))
-                    if *times > 0 && skus.iter().any(|s| failing.contains(s)) =>
-                {
-                    *times -= 1;
-                    true
-                }
-                _ => false,
-            };
+            let failed = x.down
+                || match &mut x.failing_reads {
+                    Some((failing, times))
+                        if *times > 0 && skus.iter().any(|s| failing.contains(s)) =>
+                    {
+                        *times -= 1;
+                        true
+                    }
+                    _ => false,
+                };
+            if !failed && x.down_after.as_ref().is_some_and(|sku| skus.contains(sku)) {
+                x.down = true;
+                x.down_after = None;
+            }
             let status = if failed { 503 } else { 200 };
             x.reads.push(ReadLog {
                 skus: skus.clone(),

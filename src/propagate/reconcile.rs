@@ -8,11 +8,11 @@
 //! (compared with what was read), as it offers every push. The reconciler never writes
 //! the outbox itself.
 //!
-//! A read that fails is skipped, its SKUs counted unread, and the pass goes on, so that one
-//! listing a channel always refuses cannot keep the SKUs after it from being compared
-//! (`OnFailure`). A pass that stops (a daily quota kept for pushes and orders, or a pass
-//! the operator asked for meeting a channel that is down) leaves the next scheduled pass
-//! to resume after the last SKU it passed.
+//! A read that fails is told apart by reading again the pass's last read that worked (the
+//! canary): if the channel answers that, the listing is what it refuses, and the pass
+//! skips it (its SKUs counted unread) and goes on at once; if not, the channel is down,
+//! and a scheduled pass waits for it while an operator's stops (`OnFailure`). A pass that
+//! stops leaves the next scheduled pass to resume after the last SKU it passed for good.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,14 +34,15 @@ use crate::engine::Engine;
 const CHECK_TICK: Duration = Duration::from_millis(500);
 /// SKUs a pass holds at a time.
 const PASS_PAGE: usize = 1_000;
-/// Reads failing one after another that stop a pass the operator waits on
-/// (`OnFailure::Stop`): a channel down, not one listing it cannot read.
+/// Failed reads in a row that stop a pass before any read of it worked (no canary to tell
+/// a channel down from listings it refuses).
 const FAILED_READS_MAX: usize = 3;
-/// A scheduled pass's wait after a failed read, doubled for each failure in a row up to
-/// `FAILED_WAIT_MAX` (`OnFailure::Wait`): a channel down for an hour costs it about twenty
-/// calls, and it takes up at once when the channel answers again.
-const FAILED_WAIT_FIRST: Duration = Duration::from_secs(1);
-const FAILED_WAIT_MAX: Duration = Duration::from_secs(300);
+/// A scheduled pass's wait for a channel that is down (`OnFailure::Wait`): the canary read
+/// again after 1 s, doubling up to 5 min (a channel down for an hour costs about twenty
+/// calls), for at most an hour, after which the pass stops.
+const DOWN_WAIT_FIRST: Duration = Duration::from_secs(1);
+const DOWN_WAIT_MAX: Duration = Duration::from_secs(300);
+const DOWN_WAIT_TOTAL_MAX: Duration = Duration::from_secs(3_600);
 
 /// The reconciler of one channel.
 pub struct Reconciler {
@@ -84,13 +85,15 @@ impl Report {
     }
 }
 
-/// How far a comparison got: what it found, how many reads in a row have failed, and
-/// the furthest SKU up to which every SKU it holds was read, well or not (`passed`), and
-/// passed for good (`confirmed`): compared (its repairs submitted), or skipped as unread
-/// for good (`OnFailure`). A stopped pass's next one resumes after `confirmed`.
+/// How far a comparison got: what it found; the last read group that worked (`canary`);
+/// how many reads in a row failed with no canary to tell why; and the furthest SKU up to
+/// which every SKU it holds was read, well or not (`passed`), and passed for good
+/// (`confirmed`): compared (its repairs submitted), or skipped as unread for good
+/// (`OnFailure`). A stopped pass's next one resumes after `confirmed`.
 #[derive(Debug, Default)]
 struct Progress {
     report: Report,
+    canary: Option<Vec<String>>,
     failed_in_a_row: usize,
     passed: Option<String>,
     confirmed: Option<String>,
@@ -99,26 +102,39 @@ struct Progress {
 /// Where a pass starts, and what it does when a read fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Start {
-    /// At the first SKU, stopping at `FAILED_READS_MAX` failed reads in a row: a pass the
-    /// operator asks for, who waits for its answer.
+    /// At the first SKU, stopping for a channel that is down: a pass the operator asks
+    /// for, who waits for its answer.
     First,
-    /// Where the last stopped pass stopped, waiting longer after each failed read rather
-    /// than stopping: the schedule's passes.
+    /// Where the last stopped pass stopped, waiting for a channel that is down: the
+    /// schedule's passes.
     Resume,
 }
 
-/// What a comparison does when a read fails. Every mode but `Fail` counts the read's
-/// SKUs unread and goes on to the next read.
+/// What a comparison does when a read fails. Every mode but `Fail` reads the canary: a
+/// channel that answers it refuses the listing, which is skipped (counted unread) at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OnFailure {
     /// Fails at once: a check of a few SKUs, whose caller says why.
     Fail,
-    /// Stops at `FAILED_READS_MAX` in a row. A skipped read counts as passed only once a
-    /// later read works, so a stopped pass's next one reads it again.
+    /// Stops when the channel is down (the canary fails too), or at `FAILED_READS_MAX`
+    /// failed reads in a row with no canary yet; those reads are not passed for good, so
+    /// the next pass reads them again.
     Stop,
-    /// Waits `FAILED_WAIT_FIRST`, doubling for each failure in a row, before the next
-    /// read. A skipped read is passed for good (the next pass reads it).
+    /// Waits while the channel is down (`DOWN_WAIT_FIRST` to `DOWN_WAIT_MAX`, the canary
+    /// read again each time, `DOWN_WAIT_TOTAL_MAX` at most), then reads the failed group
+    /// again; with no canary yet, stops at `FAILED_READS_MAX` in a row, passing them for
+    /// good, so that the next pass starts past them.
     Wait,
+}
+
+/// What the canary says of a failed read.
+enum Verdict {
+    /// The channel answered the canary: it refuses this listing.
+    Refused,
+    /// The channel is down; the pass stops with this reason.
+    Stop(String),
+    /// The channel answers again after a wait: read the failed group once more.
+    Again,
 }
 
 /// How a comparison reads: the grace of a shortfall, whose budget the reads are, and
@@ -444,57 +460,38 @@ impl Reconciler {
         read: Read,
         progress: &mut Progress,
     ) -> Result<(), String> {
-        // One comparison at a time: the shortfall memory belongs to it.
-        let mut shortfalls = self.shortfalls.lock().await;
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let caller = self.link.reader(client.clone());
-        let pause = self.link.read_pause();
         for chunk in heads.chunks(self.link.adapter.batch_max()) {
             let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
             let mut passed = vec![false; chunk.len()];
             for group in self.link.adapter.read_groups(&names) {
-                if let (Reads::Routine, Some(reason)) = (read.reads, self.link.adapter.reads_held())
-                {
-                    return Err(reason);
-                }
                 let skus: Vec<String> = group.iter().map(|i| chunk[*i].0.clone()).collect();
-                let levels = self.link.adapter.read(&caller, &skus).await;
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
-                let report = &mut progress.report;
-                match levels {
-                    Ok(levels) => {
-                        progress.failed_in_a_row = 0;
-                        let drifts =
-                            self.judge(&group, chunk, &levels, read.grace, &mut shortfalls, report);
-                        metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
-                            .increment(drifts.len() as u64);
-                        // The repairs are events: the shard offers their pushes (compared
-                        // with what was read) once they are durable, as it offers every
-                        // push. The outbox has that one writer.
-                        super::record_drift(
-                            engine,
-                            &self.rule.name,
-                            EventKind::Reconciled,
-                            &drifts,
-                        )
-                        .await;
-                    }
-                    Err(reason) => {
-                        progress.failed_in_a_row += 1;
-                        report.unread += group.len();
-                        report.unread_reason = Some(reason.clone());
-                        match read.on_failure {
-                            OnFailure::Fail => return Err(reason),
-                            OnFailure::Stop if progress.failed_in_a_row >= FAILED_READS_MAX => {
-                                return Err(reason);
-                            }
-                            OnFailure::Stop => {}
-                            OnFailure::Wait => {
-                                let doublings = (progress.failed_in_a_row - 1).min(16) as u32;
-                                let wait = FAILED_WAIT_FIRST.saturating_mul(1 << doublings);
-                                tokio::time::sleep(wait.min(FAILED_WAIT_MAX)).await;
+                let mut levels = self.read_group(&caller, &skus, read.reads).await?;
+                let mut waited = Duration::ZERO;
+                loop {
+                    match levels {
+                        Ok(found) => {
+                            progress.failed_in_a_row = 0;
+                            self.judge(engine, &skus, &found, read.grace, &mut progress.report)
+                                .await?;
+                            progress.canary = Some(skus.clone());
+                            break;
+                        }
+                        Err(reason) => {
+                            let verdict = self
+                                .verdict(engine, &caller, read, progress, &mut waited, &reason)
+                                .await?;
+                            match verdict {
+                                Verdict::Refused => {
+                                    progress.report.unread += skus.len();
+                                    progress.report.unread_reason = Some(reason);
+                                    break;
+                                }
+                                Verdict::Stop(why) => return Err(why),
+                                Verdict::Again => {
+                                    levels = self.read_group(&caller, &skus, read.reads).await?;
+                                }
                             }
                         }
                     }
@@ -508,8 +505,9 @@ impl Reconciler {
                 if let Some(i) = upto.checked_sub(1) {
                     progress.passed = Some(chunk[i].0.clone());
                 }
-                // A read skipped by a pass that stops at failures is passed for good only
-                // once a later read works: a stopped pass's next one reads it again.
+                // A read skipped with no canary to say why is passed for good, when the
+                // pass stops at failures, only once a later read works: the stopped
+                // pass's next one reads it again.
                 if progress.failed_in_a_row == 0 || read.on_failure == OnFailure::Wait {
                     progress.confirmed.clone_from(&progress.passed);
                 }
@@ -518,57 +516,141 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Compares what one read found (`levels`) for the SKUs `group` of `chunk` with their
-    /// targets, counting in `report`: the repairs to record, each SKU with the level it
-    /// showed (-1: not listed).
-    fn judge(
+    /// One read of `skus` through the channel's budget, then the pause that leaves pushes
+    /// their share (`Err` outside: a daily quota kept for pushes and orders stops a
+    /// routine read before it is made).
+    async fn read_group(
         &self,
-        group: &[usize],
-        chunk: &[(String, HeadRecord)],
+        caller: &crate::channels::Caller,
+        skus: &[String],
+        reads: Reads,
+    ) -> Result<Result<Levels, String>, String> {
+        if let (Reads::Routine, Some(reason)) = (reads, self.link.adapter.reads_held()) {
+            return Err(reason);
+        }
+        let levels = self.link.adapter.read(caller, skus).await;
+        let pause = self.link.read_pause();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        Ok(levels)
+    }
+
+    /// What to do about a read that failed with `reason`: the canary (the pass's last read
+    /// that worked) read again tells a refused listing from a channel that is down.
+    async fn verdict(
+        &self,
+        engine: &Engine,
+        caller: &crate::channels::Caller,
+        read: Read,
+        progress: &mut Progress,
+        waited: &mut Duration,
+        reason: &str,
+    ) -> Result<Verdict, String> {
+        if read.on_failure == OnFailure::Fail {
+            return Ok(Verdict::Stop(reason.to_string()));
+        }
+        let Some(canary) = progress.canary.clone() else {
+            progress.failed_in_a_row += 1;
+            return Ok(if progress.failed_in_a_row >= FAILED_READS_MAX {
+                Verdict::Stop(reason.to_string())
+            } else {
+                Verdict::Refused
+            });
+        };
+        if self.read_group(caller, &canary, read.reads).await?.is_ok() {
+            return Ok(Verdict::Refused);
+        }
+        if read.on_failure == OnFailure::Stop {
+            return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
+        }
+        // Down: wait until the canary answers again, for as long as the channel is
+        // pushed to and the engine runs.
+        let mut wait = DOWN_WAIT_FIRST;
+        loop {
+            if *waited >= DOWN_WAIT_TOTAL_MAX {
+                return Ok(Verdict::Stop(format!(
+                    "the channel has been down for {} minutes: {reason}",
+                    waited.as_secs() / 60
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            *waited += wait;
+            wait = (wait * 2).min(DOWN_WAIT_MAX);
+            if engine.is_stopped() || !self.link.pushing() {
+                return Ok(Verdict::Stop(format!(
+                    "stopped while the channel was down: {reason}"
+                )));
+            }
+            if self.read_group(caller, &canary, read.reads).await?.is_ok() {
+                return Ok(Verdict::Again);
+            }
+        }
+    }
+
+    /// Compares what one read found (`levels`) for `skus` with their targets as they
+    /// stand now (a read may come long after its page was listed), counting in `report`,
+    /// and records the repairs: each SKU with the level it showed (-1: not listed).
+    async fn judge(
+        &self,
+        engine: &Engine,
+        skus: &[String],
         levels: &Levels,
         grace: Duration,
-        shortfalls: &mut HashMap<String, Instant>,
         report: &mut Report,
-    ) -> Vec<(String, i64)> {
+    ) -> Result<(), String> {
         // The last a read names a SKU is what it shows, as `read_levels` takes it.
         let levels: HashMap<&str, Option<i64>> = levels
             .iter()
             .map(|(sku, level)| (sku.as_str(), *level))
             .collect();
         let mut drifts = Vec::new();
-        for i in group {
-            let (sku, head) = &chunk[*i];
-            report.checked += 1;
-            let target = self.target(head);
-            let shown = levels.get(sku.as_str()).copied().flatten();
-            let now = Instant::now();
-            let repair = match shown {
-                Some(level) if level == target => {
-                    shortfalls.remove(sku);
-                    false
-                }
-                Some(level) if level < target => {
-                    let since = *shortfalls.entry(sku.clone()).or_insert(now);
-                    let persisted = now.duration_since(since) >= grace;
-                    if persisted {
+        {
+            // Held for one read's SKUs: passes the operator asks for and the schedule's
+            // take turns, read by read.
+            let mut shortfalls = self.shortfalls.lock().await;
+            for sku in skus {
+                let Some(head) = engine.head(sku).map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                report.checked += 1;
+                let target = self.target(&head);
+                let shown = levels.get(sku.as_str()).copied().flatten();
+                let now = Instant::now();
+                let repair = match shown {
+                    Some(level) if level == target => {
                         shortfalls.remove(sku);
-                        report.raised += 1;
-                    } else {
-                        report.waiting += 1;
+                        false
                     }
-                    persisted
+                    Some(level) if level < target => {
+                        let since = *shortfalls.entry(sku.clone()).or_insert(now);
+                        let persisted = now.duration_since(since) >= grace;
+                        if persisted {
+                            shortfalls.remove(sku);
+                            report.raised += 1;
+                        } else {
+                            report.waiting += 1;
+                        }
+                        persisted
+                    }
+                    // More than the target, or not listed at all: repair now.
+                    _ => {
+                        shortfalls.remove(sku);
+                        report.lowered += 1;
+                        true
+                    }
+                };
+                if repair {
+                    drifts.push((sku.clone(), shown.unwrap_or(-1)));
                 }
-                // More than the target, or not listed at all: repair now.
-                _ => {
-                    shortfalls.remove(sku);
-                    report.lowered += 1;
-                    true
-                }
-            };
-            if repair {
-                drifts.push((sku.clone(), shown.unwrap_or(-1)));
             }
         }
-        drifts
+        metrics::counter!("lockstep_reconcile_drift_total", "channel" => self.rule.name.clone())
+            .increment(drifts.len() as u64);
+        // The repairs are events: the shard offers their pushes (compared with what was
+        // read) once they are durable, as it offers every push. The outbox has that one
+        // writer.
+        super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
+        Ok(())
     }
 }
