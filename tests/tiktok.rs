@@ -253,14 +253,7 @@ fn a_throttle_code_on_an_http_200_is_honoured() {
 #[test]
 fn a_read_throttled_by_code_on_a_200_is_waited_out() {
     let rig = rig(4);
-    for i in 0..4 {
-        count(&rig.server, &format!("T{i}"), 5);
-    }
-    assert!(rig
-        .sim
-        .market
-        .wait_for(WAIT, |l| l.len() == 4 && l.values().all(|v| *v == 5))
-        .is_some());
+    count_shown(&rig.server, &rig.sim.market, "T", 0..4, 5);
     rig.sim.throttle_reads(3);
     let (status, body) = reconcile(&rig.server, "tiktok");
     assert_eq!(status, 200, "{body}");
@@ -281,14 +274,7 @@ fn a_read_throttled_by_code_on_a_200_is_waited_out() {
 #[test]
 fn a_product_that_cannot_be_read_leaves_only_its_own_skus_unread() {
     let rig = rig(4);
-    for i in 0..4 {
-        count(&rig.server, &format!("T{i}"), 5);
-    }
-    assert!(rig
-        .sim
-        .market
-        .wait_for(WAIT, |l| l.len() == 4 && l.values().all(|v| *v == 5))
-        .is_some());
+    count_shown(&rig.server, &rig.sim.market, "T", 0..4, 5);
     // T0 and T1 are product 170's SKUs; T2 and T3, 171's.
     rig.sim.fail_product_reads("170");
     rig.sim.market.set_level("T3", 9);
