@@ -467,14 +467,18 @@ impl Reconciler {
             let mut passed = vec![false; chunk.len()];
             for group in self.link.adapter.read_groups(&names) {
                 let skus: Vec<String> = group.iter().map(|i| chunk[*i].0.clone()).collect();
+                // The targets as the page listed them, before its reads, as passes always
+                // took them: a change since may still be on its way to the channel.
+                let mut targets: Vec<(String, HeadRecord)> =
+                    group.iter().map(|i| chunk[*i].clone()).collect();
                 let mut levels = self.read_group(&caller, &skus, read.reads).await?;
                 let mut waited = Duration::ZERO;
                 loop {
                     match levels {
                         Ok(found) => {
                             progress.failed_in_a_row = 0;
-                            self.judge(engine, &skus, &found, read.grace, &mut progress.report)
-                                .await?;
+                            self.judge(engine, &targets, &found, read.grace, &mut progress.report)
+                                .await;
                             progress.canary = Some(skus.clone());
                             break;
                         }
@@ -490,6 +494,8 @@ impl Reconciler {
                                 }
                                 Verdict::Stop(why) => return Err(why),
                                 Verdict::Again => {
+                                    // After a wait for the channel, the targets of then.
+                                    targets = self.heads_of(engine, &skus)?;
                                     levels = self.read_group(&caller, &skus, read.reads).await?;
                                 }
                             }
@@ -588,17 +594,32 @@ impl Reconciler {
         }
     }
 
-    /// Compares what one read found (`levels`) for `skus` with their targets as they
-    /// stand now (a read may come long after its page was listed), counting in `report`,
-    /// and records the repairs: each SKU with the level it showed (-1: not listed).
-    async fn judge(
+    /// The heads of `skus` now, those the engine still holds.
+    fn heads_of(
         &self,
         engine: &Engine,
         skus: &[String],
+    ) -> Result<Vec<(String, HeadRecord)>, String> {
+        let mut heads = Vec::with_capacity(skus.len());
+        for sku in skus {
+            if let Some(head) = engine.head(sku).map_err(|e| e.to_string())? {
+                heads.push((sku.clone(), head));
+            }
+        }
+        Ok(heads)
+    }
+
+    /// Compares what one read found (`levels`) with the targets of `heads` (taken before
+    /// the read), counting in `report`, and records the repairs: each SKU with the level
+    /// it showed (-1: not listed).
+    async fn judge(
+        &self,
+        engine: &Engine,
+        heads: &[(String, HeadRecord)],
         levels: &Levels,
         grace: Duration,
         report: &mut Report,
-    ) -> Result<(), String> {
+    ) {
         // The last a read names a SKU is what it shows, as `read_levels` takes it.
         let levels: HashMap<&str, Option<i64>> = levels
             .iter()
@@ -609,12 +630,9 @@ impl Reconciler {
             // Held for one read's SKUs: passes the operator asks for and the schedule's
             // take turns, read by read.
             let mut shortfalls = self.shortfalls.lock().await;
-            for sku in skus {
-                let Some(head) = engine.head(sku).map_err(|e| e.to_string())? else {
-                    continue;
-                };
+            for (sku, head) in heads {
                 report.checked += 1;
-                let target = self.target(&head);
+                let target = self.target(head);
                 let shown = levels.get(sku.as_str()).copied().flatten();
                 let now = Instant::now();
                 let repair = match shown {
@@ -651,6 +669,5 @@ impl Reconciler {
         // read) once they are durable, as it offers every push. The outbox has that one
         // writer.
         super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
-        Ok(())
     }
 }
