@@ -525,9 +525,7 @@ enum Shows {
 }
 
 /// Reads what the channel shows for `skus` (`None`: not listed), one read per read
-/// group, with `pause` after each (a reader that leaves pushes part of the budget).
-/// `Reads::Routine` (reconciliation) stops, failing, once the adapter keeps what is left
-/// of a daily quota for pushes and orders (`ChannelAdapter::reads_held`).
+/// group (`read_group`).
 pub async fn read_levels(
     link: &ChannelLink,
     caller: &Caller,
@@ -538,14 +536,29 @@ pub async fn read_levels(
     let names: Vec<&str> = skus.iter().map(String::as_str).collect();
     let mut levels = HashMap::new();
     for group in link.adapter.read_groups(&names) {
-        if let (Reads::Routine, Some(reason)) = (reads, link.adapter.reads_held()) {
-            return Err(reason);
-        }
         let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
-        levels.extend(link.adapter.read(caller, &group).await?);
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
+        levels.extend(read_group(link, caller, &group, pause, reads).await??);
+    }
+    Ok(levels)
+}
+
+/// One read of a read group `skus`, with `pause` after it (a reader that leaves pushes
+/// part of the budget): the read's own result inside. Outside, `Err` when
+/// `Reads::Routine` (reconciliation) is held, before any call, because the adapter keeps
+/// what is left of a daily quota for pushes and orders (`ChannelAdapter::reads_held`).
+pub async fn read_group(
+    link: &ChannelLink,
+    caller: &Caller,
+    skus: &[String],
+    pause: Duration,
+    reads: Reads,
+) -> Result<Result<crate::channels::Levels, String>, String> {
+    if let (Reads::Routine, Some(reason)) = (reads, link.adapter.reads_held()) {
+        return Err(reason);
+    }
+    let levels = link.adapter.read(caller, skus).await;
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
     }
     Ok(levels)
 }

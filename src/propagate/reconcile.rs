@@ -99,19 +99,10 @@ struct Progress {
     confirmed: Option<String>,
 }
 
-/// Where a pass starts, and what it does when a read fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Start {
-    /// At the first SKU, stopping for a channel that is down: a pass the operator asks
-    /// for, who waits for its answer.
-    First,
-    /// Where the last stopped pass stopped, waiting for a channel that is down: the
-    /// schedule's passes.
-    Resume,
-}
-
 /// What a comparison does when a read fails. Every mode but `Fail` reads the canary: a
 /// channel that answers it refuses the listing, which is skipped (counted unread) at once.
+/// A pass's mode also says where it starts: `Stop` (the operator's) at the first SKU,
+/// `Wait` (the schedule's) where the last stopped pass stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OnFailure {
     /// Fails at once: a check of a few SKUs, whose caller says why.
@@ -267,7 +258,7 @@ impl Reconciler {
             }
             if Instant::now() >= next_pass {
                 next_pass = Instant::now() + self.interval;
-                match self.pass_from(Start::Resume, &engine, &client).await {
+                match self.pass_from(OnFailure::Wait, &engine, &client).await {
                     Err(reason) => {
                         tracing::warn!(channel = %self.rule.name, %reason, "reconciliation stopped");
                     }
@@ -289,20 +280,21 @@ impl Reconciler {
     /// channel's reads take, that was most of a pass's heap: 26 MB at 10,000 SKUs and
     /// three channels).
     pub async fn pass(&self, engine: &Engine, client: &reqwest::Client) -> Result<Report, String> {
-        self.pass_from(Start::First, engine, client).await
+        self.pass_from(OnFailure::Stop, engine, client).await
     }
 
-    /// A pass from `start`. A stopped one says how far it got and leaves the next
-    /// scheduled pass to resume there; one that reaches the last SKU clears that.
+    /// A pass in mode `on_failure` (`Stop`: from the first SKU; `Wait`: from the resume
+    /// point). A stopped one says how far it got and leaves the next scheduled pass to
+    /// resume there; one that reaches the last SKU clears that.
     async fn pass_from(
         &self,
-        start: Start,
+        on_failure: OnFailure,
         engine: &Engine,
         client: &reqwest::Client,
     ) -> Result<Report, String> {
-        let (from, on_failure) = match start {
-            Start::First => (None, OnFailure::Stop),
-            Start::Resume => (self.resume_point().clone(), OnFailure::Wait),
+        let from = match on_failure {
+            OnFailure::Wait => self.resume_point().clone(),
+            OnFailure::Stop | OnFailure::Fail => None,
         };
         let mut progress = Progress {
             passed: from.clone(),
@@ -383,12 +375,7 @@ impl Reconciler {
         client: &reqwest::Client,
         skus: &[String],
     ) -> Result<Report, String> {
-        let mut heads = Vec::new();
-        for sku in skus {
-            if let Some(head) = engine.head(sku).map_err(|e| e.to_string())? {
-                heads.push((sku.clone(), head));
-            }
-        }
+        let heads = self.heads_of(engine, skus)?;
         let read = Read {
             grace: Duration::ZERO,
             reads: Reads::Asked,
@@ -522,24 +509,15 @@ impl Reconciler {
         Ok(())
     }
 
-    /// One read of `skus` through the channel's budget, then the pause that leaves pushes
-    /// their share (`Err` outside: a daily quota kept for pushes and orders stops a
-    /// routine read before it is made).
+    /// One read of `skus` through the channel's budget, with the pause that leaves
+    /// pushes their share (`super::read_group`).
     async fn read_group(
         &self,
         caller: &crate::channels::Caller,
         skus: &[String],
         reads: Reads,
     ) -> Result<Result<Levels, String>, String> {
-        if let (Reads::Routine, Some(reason)) = (reads, self.link.adapter.reads_held()) {
-            return Err(reason);
-        }
-        let levels = self.link.adapter.read(caller, skus).await;
-        let pause = self.link.read_pause();
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
-        Ok(levels)
+        super::read_group(&self.link, caller, skus, self.link.read_pause(), reads).await
     }
 
     /// What to do about a read that failed with `reason`: the canary (the pass's last read
