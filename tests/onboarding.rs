@@ -47,12 +47,7 @@ fn rig(channel_extra: &str) -> Rig {
         .zip(&ids)
         .map(|(s, id)| (*s, "woo", id.as_str()))
         .collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let extra = format!("listen = \"127.0.0.1:{port}\"\n")
+    let extra = fixed_listen()
         + &woo_channel("woo", &woo.url(), SECRET, channel_extra)
         + &catalog(&data, &rows);
     let server = Server::start_with(&data, &extra, None);
@@ -63,6 +58,16 @@ fn rig(channel_extra: &str) -> Rig {
         woo,
         dir,
     }
+}
+
+/// A `listen` line on a free loopback port: the commands find the server by it.
+fn fixed_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("listen = \"127.0.0.1:{port}\"\n")
 }
 
 /// Runs `lockstep ARGS --config CONFIG`: (success, stdout, stderr).
@@ -600,12 +605,7 @@ fn every_step_of_the_first_day_works_on_every_kind_of_channel() {
     assert!(ok, "{stdout}{stderr}");
     // With the catalog just written: all of them observing, each store's levels taken
     // as counts, a plan of each, each approved.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let extra = format!("listen = \"127.0.0.1:{port}\"\n")
+    let extra = fixed_listen()
         + &fleet.channels_config(|_| "# first_sync: its default".into())
         + &format!("\n[catalog]\npath = {:?}\n", out.display().to_string());
     let server = Server::start_with(&data, &extra, None);
@@ -693,5 +693,70 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
         said,
         [("pushing", "config"), ("paused", "ops"), ("pushing", "ops")],
         "{audit}"
+    );
+}
+
+/// A listing the store refuses to read while it answers the others (deleted, unmapped)
+/// is left out of the plan and named, and the rest is planned whole; a store that is
+/// down fails the plan.
+#[test]
+fn a_plan_names_the_listings_the_channel_refuses_and_plans_the_rest() {
+    const ERP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let erp = loadgen::webhook_sim::WebhookSim::start(ERP_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let extra = fixed_listen()
+        + &webhook_channel(
+            "erp",
+            &erp.url(),
+            ERP_SECRET,
+            "batch_max = 2\nfirst_sync = \"observe\"",
+        );
+    let server = Server::start_with(&data, &extra, None);
+    for sku in ["A", "B", "C", "D", "E", "F"] {
+        assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
+        erp.set_level(sku, 10);
+    }
+    erp.set_level("F", 15);
+    // Every read naming C fails; the store answers the others (C and D are one read).
+    erp.fail_reads_naming(&["C"], u32::MAX);
+    let (status, answer) = server.get("/v1/channels/erp/plan");
+    assert_eq!(status, 200, "{answer}");
+    let plan = &answer["plan"];
+    assert_eq!(
+        (
+            &plan["checked"],
+            &plan["changes"],
+            &plan["unread"],
+            &plan["unread_skus"]
+        ),
+        (&json!(4), &json!(1), &json!(2), &json!(["C", "D"])),
+        "{answer}"
+    );
+    assert_eq!(
+        plan["largest_decreases"],
+        json!([{"sku": "F", "shown": 15, "target": 10}]),
+        "{answer}"
+    );
+    assert!(
+        plan["unread_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("503")),
+        "{answer}"
+    );
+    let printed = command_at(&data.with_extension("toml"), &["plan"]);
+    assert!(
+        printed.contains("2 listings could not be read and are not in this plan (C, D): "),
+        "{printed}"
+    );
+    // Down after A and B: the read of them is tried again and fails too.
+    erp.go_down_after_reading("B");
+    let (status, answer) = server.get("/v1/channels/erp/plan");
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the channel is down")),
+        "{answer}"
     );
 }

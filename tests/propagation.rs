@@ -641,7 +641,7 @@ fn pair(x: &str, y: &str) -> Vec<String> {
 
 /// A pass the operator asks for stops when the channel goes down (the read that worked
 /// before fails too: they wait for its answer), and the next scheduled pass takes up
-/// where it stopped rather than at the first SKU.
+/// where it stopped rather than at the first SKU, after a restart too.
 #[test]
 fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
     let a = WebhookSim::start(SECRET_A);
@@ -669,6 +669,9 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
             .contains("the next scheduled pass resumes after"),
         "the console says where"
     );
+    // Killed and started again: the first scheduled pass still takes up at C.
+    let server = common::kill9_and_restart(server);
+    let resume_file = server.data_dir.join("reconcile-a.resume");
     let mark = a.reads().len();
     a.come_up();
     assert!(
@@ -685,6 +688,12 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
             (pair("G", "H"), 200)
         ],
         "the scheduled pass took up at C"
+    );
+    // Having reached the last SKU, it leaves the next pass to start at the first.
+    assert!(
+        eventually(Duration::from_secs(5), || !resume_file.exists()),
+        "{} still there",
+        resume_file.display()
     );
 }
 

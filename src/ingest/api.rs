@@ -139,6 +139,7 @@ impl App {
                 rule.clone(),
                 Duration::from_secs(channel.reconcile_interval_s),
                 Duration::from_secs(channel.reconcile_grace_s),
+                &config.server.data_dir,
             ))
         });
         let key_prefixes = config

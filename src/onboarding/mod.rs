@@ -104,6 +104,24 @@ fn print_plan(answer: &serde_json::Value) {
             println!("    {l}");
         }
     }
+    if n("unread") > 0 {
+        let named: Vec<&str> = plan["unread_skus"]
+            .as_array()
+            .map(|skus| skus.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        let more = n("unread").saturating_sub(named.len() as u64);
+        println!(
+            "  {} listings could not be read and are not in this plan ({}{}): {}",
+            n("unread"),
+            named.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            plan["unread_reason"].as_str().unwrap_or("")
+        );
+    }
     if answer["sync"] == "observing" {
         println!("  nothing is written to {name} until: lockstep approve {name}");
     }

@@ -15,6 +15,7 @@
 //! stops leaves the next scheduled pass to resume after the last SKU it passed for good.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,8 +57,56 @@ pub struct Reconciler {
     /// stopped pass passed (`None`: at the first SKU). A pass through a big catalog on a
     /// slow budget takes hours or days (Walmart reads one SKU a call; Etsy's reads stop
     /// at half its daily quota): starting each over at the first SKU, the SKUs late in
-    /// the order would never be compared.
+    /// the order would never be compared. Kept in `resume_file` too, so that a restart
+    /// does not start it over either.
     resume: std::sync::Mutex<Option<String>>,
+    resume_file: PathBuf,
+}
+
+/// The file in the data directory that keeps where a channel's next scheduled pass
+/// resumes: the SKU as a JSON string, absent when the next pass starts at the first SKU.
+pub fn resume_path(data_dir: &Path, channel: &str) -> PathBuf {
+    data_dir.join(format!("reconcile-{channel}.resume"))
+}
+
+/// The stored resume point. A file that cannot be read is logged and the pass starts at
+/// the first SKU: that only compares some SKUs sooner than they would have been, where a
+/// poll's unreadable watermark would skip orders.
+fn load_resume(path: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "reconciliation's resume point unreadable; the next pass starts at the first SKU");
+            return None;
+        }
+    };
+    match serde_json::from_str::<String>(&text) {
+        Ok(sku) => Some(sku),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "reconciliation's resume point is not a SKU; the next pass starts at the first SKU");
+            None
+        }
+    }
+}
+
+/// Stores the resume point (`None`: removes the file). A failure is logged and the point
+/// kept in memory: losing it costs a pass that starts at the first SKU, no data.
+fn store_resume(path: &Path, resume: Option<&str>) {
+    let stored = match resume {
+        Some(sku) => crate::store::small_file::write_durably(
+            path,
+            serde_json::Value::from(sku).to_string().as_bytes(),
+            false,
+        ),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = stored {
+        tracing::warn!(file = %path.display(), error = %e, "reconciliation's resume point not stored; kept in memory");
+    }
 }
 
 /// What one pass found.
@@ -151,6 +200,12 @@ pub struct Plan {
     pub increases: Vec<PlanLine>,
     /// Every listing showing more than 0 that would go to 0, in SKU order.
     pub to_zero: Vec<PlanLine>,
+    /// Listings whose read the channel refused (it answered others): not in the plan,
+    /// the first `PLAN_LARGEST` of them named (in the order read), with the last refusal's
+    /// reason.
+    pub unread: usize,
+    pub unread_skus: Vec<String>,
+    pub unread_reason: Option<String>,
 }
 
 /// One listing's change in a plan: what the channel shows (`None`: not listed) and
@@ -162,10 +217,16 @@ pub struct PlanLine {
     pub target: i64,
 }
 
-/// Decreases and increases a plan lists, each.
+/// Decreases and increases a plan lists, each, and unread listings it names.
 pub const PLAN_LARGEST: usize = 10;
 
 impl Plan {
+    fn unread(&mut self, skus: &[String]) {
+        self.unread += skus.len();
+        let room = PLAN_LARGEST.saturating_sub(self.unread_skus.len());
+        self.unread_skus.extend(skus.iter().take(room).cloned());
+    }
+
     fn add(&mut self, sku: &str, shown: Option<i64>, target: i64) {
         self.checked += 1;
         if shown == Some(target) {
@@ -214,24 +275,32 @@ impl Plan {
             "largest_decreases": lines(&self.decreases),
             "largest_increases": lines(&self.increases),
             "to_zero": lines(&self.to_zero),
+            "unread": self.unread,
+            "unread_skus": self.unread_skus,
+            "unread_reason": self.unread_reason,
         })
     }
 }
 
 impl Reconciler {
+    /// A channel's reconciler, resuming where the last stopped pass stopped, before a
+    /// restart too (`resume_path` in `data_dir`).
     pub fn new(
         link: Arc<ChannelLink>,
         rule: ChannelRule,
         interval: Duration,
         grace: Duration,
+        data_dir: &Path,
     ) -> Reconciler {
+        let resume_file = resume_path(data_dir, &rule.name);
         Reconciler {
             link,
             rule,
             grace,
             interval,
             shortfalls: Mutex::new(HashMap::new()),
-            resume: std::sync::Mutex::new(None),
+            resume: std::sync::Mutex::new(load_resume(&resume_file)),
+            resume_file,
         }
     }
 
@@ -310,7 +379,10 @@ impl Reconciler {
         } = progress;
         let result = match result {
             Ok(()) => {
-                *self.resume_point() = None;
+                let mut resume = self.resume_point();
+                if resume.take().is_some() {
+                    store_resume(&self.resume_file, None);
+                }
                 Ok(report.clone())
             }
             Err(reason) => {
@@ -319,6 +391,7 @@ impl Reconciler {
                 // stopped leaves the SKUs after it as unread as they were.
                 if confirmed > *resume {
                     resume.clone_from(&confirmed);
+                    store_resume(&self.resume_file, resume.as_deref());
                 }
                 // Said first: the console clips a long reason (a channel's error body).
                 let next = match &*resume {
@@ -387,19 +460,6 @@ impl Reconciler {
         Ok(progress.report)
     }
 
-    /// What the channel shows for these SKUs (`None`: not listed), read through its
-    /// budget with a pause between reads, so that pushes keep at least half of it.
-    async fn read_chunk(
-        &self,
-        client: &reqwest::Client,
-        chunk: &[(String, HeadRecord)],
-        reads: Reads,
-    ) -> Result<HashMap<String, Option<i64>>, String> {
-        let skus: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
-        let caller = self.link.reader(client.clone());
-        super::read_levels(&self.link, &caller, &skus, self.link.read_pause(), reads).await
-    }
-
     /// What the channel should show for a SKU now.
     fn target(&self, head: &HeadRecord) -> i64 {
         let view = head
@@ -412,9 +472,19 @@ impl Reconciler {
     }
 
     /// What approving the channel would write: every SKU it carries read as a pass reads
-    /// it, compared with its target, and nothing recorded or pushed.
+    /// it, compared with its target, and nothing recorded or pushed. A listing the channel
+    /// refuses (told by the canary, as an operator's pass tells it) is left out and named,
+    /// so that one deleted or unmapped listing does not hide the plan of the rest; a
+    /// channel that is down fails the plan.
     pub async fn plan(&self, engine: &Engine, client: &reqwest::Client) -> Result<Plan, String> {
         let mut plan = Plan::default();
+        let mut progress = Progress::default();
+        let read = Read {
+            grace: Duration::ZERO,
+            reads: Reads::Asked,
+            on_failure: OnFailure::Stop,
+        };
+        let caller = self.link.reader(client.clone());
         let mut after: Option<String> = None;
         loop {
             let mut heads = engine
@@ -426,13 +496,31 @@ impl Reconciler {
             after = Some(last.clone());
             heads.retain(|(sku, _)| self.link.adapter.carries(sku));
             for chunk in heads.chunks(self.link.adapter.batch_max()) {
-                let levels = self.read_chunk(client, chunk, Reads::Asked).await?;
-                for (sku, head) in chunk {
-                    let shown = levels.get(sku).copied().flatten();
-                    plan.add(sku, shown, self.target(head));
+                let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
+                for group in self.link.adapter.read_groups(&names) {
+                    let targets: Vec<(String, HeadRecord)> =
+                        group.iter().map(|i| chunk[*i].clone()).collect();
+                    let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
+                    let Some((targets, found)) = self
+                        .read_told(engine, &caller, targets, read, &mut progress)
+                        .await?
+                    else {
+                        plan.unread(&skus);
+                        continue;
+                    };
+                    // The last a read names a SKU is what it shows, as `judge` takes it.
+                    let found: HashMap<&str, Option<i64>> = found
+                        .iter()
+                        .map(|(sku, level)| (sku.as_str(), *level))
+                        .collect();
+                    for (sku, head) in &targets {
+                        let shown = found.get(sku.as_str()).copied().flatten();
+                        plan.add(sku, shown, self.target(head));
+                    }
                 }
             }
         }
+        plan.unread_reason = progress.report.unread_reason;
         Ok(plan)
     }
 
@@ -453,41 +541,16 @@ impl Reconciler {
             let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
             let mut passed = vec![false; chunk.len()];
             for group in self.link.adapter.read_groups(&names) {
-                let skus: Vec<String> = group.iter().map(|i| chunk[*i].0.clone()).collect();
                 // The targets as the page listed them, before its reads, as passes always
                 // took them: a change since may still be on its way to the channel.
-                let mut targets: Vec<(String, HeadRecord)> =
+                let targets: Vec<(String, HeadRecord)> =
                     group.iter().map(|i| chunk[*i].clone()).collect();
-                let mut levels = self.read_group(&caller, &skus, read.reads).await?;
-                let mut waited = Duration::ZERO;
-                loop {
-                    match levels {
-                        Ok(found) => {
-                            progress.failed_in_a_row = 0;
-                            self.judge(engine, &targets, &found, read.grace, &mut progress.report)
-                                .await;
-                            progress.canary = Some(skus.clone());
-                            break;
-                        }
-                        Err(reason) => {
-                            let verdict = self
-                                .verdict(engine, &caller, read, progress, &mut waited, &reason)
-                                .await?;
-                            match verdict {
-                                Verdict::Refused => {
-                                    progress.report.unread += skus.len();
-                                    progress.report.unread_reason = Some(reason);
-                                    break;
-                                }
-                                Verdict::Stop(why) => return Err(why),
-                                Verdict::Again => {
-                                    // After a wait for the channel, the targets of then.
-                                    targets = self.heads_of(engine, &skus)?;
-                                    levels = self.read_group(&caller, &skus, read.reads).await?;
-                                }
-                            }
-                        }
-                    }
+                if let Some((targets, found)) = self
+                    .read_told(engine, &caller, targets, read, progress)
+                    .await?
+                {
+                    self.judge(engine, &targets, &found, read.grace, &mut progress.report)
+                        .await;
                 }
                 for i in &group {
                     passed[*i] = true;
@@ -507,6 +570,45 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// One read of the SKUs of `targets` (one read group), a failure told apart by the
+    /// canary (`verdict`): what it found and the heads to judge it by (those given; after
+    /// a wait for a channel that was down, the heads then), or `None` for a listing the
+    /// channel refuses, its SKUs counted unread in `progress` and the comparison going on.
+    async fn read_told(
+        &self,
+        engine: &Engine,
+        caller: &crate::channels::Caller,
+        mut targets: Vec<(String, HeadRecord)>,
+        read: Read,
+        progress: &mut Progress,
+    ) -> Result<Option<(Vec<(String, HeadRecord)>, Levels)>, String> {
+        let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
+        let mut waited = Duration::ZERO;
+        loop {
+            let reason = match self.read_group(caller, &skus, read.reads).await? {
+                Ok(found) => {
+                    progress.failed_in_a_row = 0;
+                    progress.canary = Some(skus);
+                    return Ok(Some((targets, found)));
+                }
+                Err(reason) => reason,
+            };
+            match self
+                .verdict(engine, caller, read, progress, &mut waited, &reason)
+                .await?
+            {
+                Verdict::Refused => {
+                    progress.report.unread += skus.len();
+                    progress.report.unread_reason = Some(reason);
+                    return Ok(None);
+                }
+                Verdict::Stop(why) => return Err(why),
+                // After a wait for the channel, the targets of then.
+                Verdict::Again => targets = self.heads_of(engine, &skus)?,
+            }
+        }
     }
 
     /// One read of `skus` through the channel's budget, with the pause that leaves
@@ -647,5 +749,35 @@ impl Reconciler {
         // read) once they are durable, as it offers every push. The outbox has that one
         // writer.
         super::record_drift(engine, &self.rule.name, EventKind::Reconciled, &drifts).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_point_is_stored_read_back_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = resume_path(dir.path(), "shop");
+        assert_eq!(load_resume(&path), None);
+        // Any SKU the engine takes comes back as it was.
+        let sku = "SKU \"7\" / größe 42";
+        store_resume(&path, Some(sku));
+        assert_eq!(load_resume(&path).as_deref(), Some(sku));
+        store_resume(&path, None);
+        assert!(!path.exists());
+        // Removing what is not there is no error.
+        store_resume(&path, None);
+    }
+
+    #[test]
+    fn a_resume_file_that_is_not_a_sku_starts_the_pass_at_the_first_sku() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = resume_path(dir.path(), "shop");
+        for text in ["", "SKU-1", "42", "[\"a\"]"] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(load_resume(&path), None, "{text:?}");
+        }
     }
 }
