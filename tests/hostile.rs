@@ -32,6 +32,19 @@ fn answering(reply: String) -> (String, Arc<AtomicUsize>, Heads) {
 /// how many requests each route got, and every request's header block (its request
 /// line first).
 fn routed(routes: Vec<(&'static str, String)>) -> (String, Vec<Arc<AtomicUsize>>, Heads) {
+    routed_at_most(
+        routes
+            .into_iter()
+            .map(|(prefix, reply)| (prefix, reply, usize::MAX))
+            .collect(),
+    )
+}
+
+/// `routed`, each route answering at most so many requests: a request past that goes to
+/// the next route that matches it.
+fn routed_at_most(
+    routes: Vec<(&'static str, String, usize)>,
+) -> (String, Vec<Arc<AtomicUsize>>, Heads) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let counts: Vec<Arc<AtomicUsize>> = routes.iter().map(|_| Arc::default()).collect();
@@ -62,7 +75,9 @@ fn routed(routes: Vec<(&'static str, String)>) -> (String, Vec<Arc<AtomicUsize>>
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let route = routes.iter().position(|(p, _)| head.starts_with(p));
+                    let route = routes.iter().enumerate().position(|(i, (p, _, most))| {
+                        head.starts_with(p) && counted[i].load(Ordering::SeqCst) < *most
+                    });
                     // Logged before counted: whoever sees the count finds the headers.
                     logged.lock().unwrap().push(head);
                     let reply = match route {
@@ -715,9 +730,10 @@ fn a_next_page_elsewhere_gets_no_token_and_panics_nothing() {
     }
 }
 
-/// A store that answers the first 1,000 SKUs of an import (the first page) and fails on
-/// the rest: the answer says the first page was counted, and that importing again is
-/// safe. It said only that the channel could not be read, as if nothing had been taken.
+/// A store that answers the first 1,000 SKUs of an import (the first page, ten reads of a
+/// hundred) and then fails every read: the answer says the first page was counted, and
+/// that importing again is safe. It said only that the channel could not be read, as if
+/// nothing had been taken.
 #[test]
 fn an_import_that_stops_midway_says_what_it_counted() {
     let products: String = (0..1_000)
@@ -729,14 +745,18 @@ fn an_import_that_stops_midway_says_what_it_counted() {
         })
         .collect::<Vec<_>>()
         .join(",");
-    let (url, counts, _) = routed(vec![
-        (
-            "GET /wp-json/wc/v3/products?include=6000&",
-            response("500 Internal Server Error", "", "{}"),
-        ),
+    // Down after the first page: the read after it fails, and so does the read again of
+    // the last that worked (the import tells a channel down from a refused listing so).
+    let (url, counts, _) = routed_at_most(vec![
         (
             "GET /wp-json/wc/v3/products?include=",
             response("200 OK", "", &format!("[{products}]")),
+            10,
+        ),
+        (
+            "GET /wp-json/wc/v3/products?include=",
+            response("500 Internal Server Error", "", "{}"),
+            usize::MAX,
         ),
     ]);
     let dir = tempfile::tempdir().unwrap();
@@ -759,15 +779,17 @@ fn an_import_that_stops_midway_says_what_it_counted() {
     assert_eq!(status, 502, "{answer}");
     let message = answer["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("1000 of 1000 SKUs read before it stopped were counted")
+        message.contains("the channel is down: HTTP 500")
+            && message.contains("1000 of 1000 SKUs read before it stopped were counted")
             && message.contains("importing again takes the rest"),
         "{answer}"
     );
     assert_eq!(server.stock("M0999"), Some((3, 0, 3)));
     assert_eq!(server.stock("M1000"), None);
-    assert!(
-        counts[0].load(Ordering::SeqCst) >= 1,
-        "the last page failed"
+    assert_eq!(
+        counts[1].load(Ordering::SeqCst),
+        2,
+        "the last page's read and the read again of the one before failed"
     );
     stopped_without_a_panic(server);
 }

@@ -697,10 +697,10 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
 }
 
 /// A listing the store refuses to read while it answers the others (deleted, unmapped)
-/// is left out of the plan and named, and the rest is planned whole; a store that is
-/// down fails the plan.
+/// is left out of the plan and out of a stock import, and named; the rest is planned and
+/// imported whole. A store that is down fails both.
 #[test]
-fn a_plan_names_the_listings_the_channel_refuses_and_plans_the_rest() {
+fn a_plan_and_an_import_name_the_listings_the_channel_refuses_and_take_the_rest() {
     const ERP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let erp = loadgen::webhook_sim::WebhookSim::start(ERP_SECRET);
     let dir = tempfile::tempdir().unwrap();
@@ -711,6 +711,10 @@ fn a_plan_names_the_listings_the_channel_refuses_and_plans_the_rest() {
             &erp.url(),
             ERP_SECRET,
             "batch_max = 2\nfirst_sync = \"observe\"",
+        )
+        + &catalog(
+            &data,
+            &["A", "B", "C", "D", "E", "F"].map(|sku| (sku, "erp", sku)),
         );
     let server = Server::start_with(&data, &extra, None);
     for sku in ["A", "B", "C", "D", "E", "F"] {
@@ -749,14 +753,39 @@ fn a_plan_names_the_listings_the_channel_refuses_and_plans_the_rest() {
         printed.contains("2 listings could not be read and are not in this plan (C, D): "),
         "{printed}"
     );
-    // Down after A and B: the read of them is tried again and fails too.
-    erp.go_down_after_reading("B");
-    let (status, answer) = server.get("/v1/channels/erp/plan");
-    assert_eq!(status, 502, "{answer}");
-    assert!(
-        answer["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("the channel is down")),
-        "{answer}"
+    let imported = command_at(
+        &data.with_extension("toml"),
+        &["stock", "import", "--from", "erp"],
     );
+    assert!(
+        imported.contains("erp: 4 listings read: 4 counts taken")
+            && imported.contains(
+                "2 could not be read (the channel answered the others), left as they are: C, D (HTTP 503"
+            ),
+        "{imported}"
+    );
+    assert_eq!(server.stock("F"), Some((15, 0, 15)));
+    // Down after A and B: the plan's read of them is tried again and fails too; the
+    // import after it has no read that worked to try again, and stops at three failures.
+    erp.go_down_after_reading("B");
+    for (verb, path, why) in [
+        (
+            "GET",
+            "/v1/channels/erp/plan",
+            "the channel is down: HTTP 503",
+        ),
+        (
+            "POST",
+            "/v1/channels/erp/import-levels",
+            "3 reads failed in a row, none having worked: HTTP 503",
+        ),
+    ] {
+        let request = Server::client().request(verb.parse().unwrap(), server.url(path));
+        let (status, answer) = status_json(request.send().unwrap());
+        assert_eq!(status, 502, "{path}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{path}: {answer}"
+        );
+    }
 }

@@ -151,5 +151,14 @@ pub fn import_from(config: &Config, channel: &str) -> anyhow::Result<()> {
             below_zero.join(", ")
         );
     }
+    let unread = names("unread");
+    if !unread.is_empty() {
+        println!(
+            "  {} could not be read (the channel answered the others), left as they are: {} ({})",
+            unread.len(),
+            unread.join(", "),
+            report["unread_reason"].as_str().unwrap_or("")
+        );
+    }
     Ok(())
 }

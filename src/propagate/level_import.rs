@@ -8,12 +8,19 @@
 //! `{"available": n}` does), through the engine like every event. Its key is
 //! `stock-import/{channel}/{sku}/{level}`, so importing the same levels again is answered
 //! as duplicates and changes nothing; a level that changed since is a new count.
+//!
+//! A listing the channel refuses to read while it answers the others (a deleted product,
+//! an unmapped SKU; told by the canary, `told`) is left as it is and named, so that one
+//! bad listing does not stop every import at the same place; a channel that is down
+//! stops the import.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{read_levels, ChannelLink, Reads};
+use super::told::{read_told, Canary, OnFailure, Told};
+use super::{ChannelLink, Reads};
 use crate::clock::now_micros;
 use crate::core::event::{Event, EventKind, Outcome, QTY_MAX};
 use crate::engine::Engine;
@@ -24,7 +31,7 @@ const IMPORT_PAGE: usize = 1_000;
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportReport {
-    /// Catalog SKUs of the channel.
+    /// Catalog SKUs of the channel read (unread ones apart).
     pub read: usize,
     /// Counts taken (new).
     pub counted: usize,
@@ -39,6 +46,10 @@ pub struct ImportReport {
     /// left as they are and named. Nothing says how many are on the shelf, and a count
     /// of zero would drop the orders the channel still owes.
     pub below_zero: Vec<String>,
+    /// SKUs whose read the channel refused while it answered others: left as they are,
+    /// named, with the last refusal's reason.
+    pub unread: Vec<String>,
+    pub unread_reason: Option<String>,
 }
 
 impl ImportReport {
@@ -50,6 +61,8 @@ impl ImportReport {
             "unlisted": self.unlisted,
             "out_of_range": self.out_of_range,
             "below_zero": self.below_zero,
+            "unread": self.unread,
+            "unread_reason": self.unread_reason,
         })
     }
 }
@@ -92,19 +105,52 @@ pub async fn import_levels(
     let mut report = ImportReport::default();
     let caller = link.reader(client.clone());
     let channel = link.adapter.name();
+    let mut canary = Canary::default();
     for page in skus.chunks(IMPORT_PAGE) {
-        let levels = match read_levels(link, &caller, page, link.read_pause(), Reads::Asked).await {
-            Ok(levels) => levels,
-            Err(reason) => {
-                return Err(ImportStopped {
-                    cause: ImportFailure::Read(reason),
-                    taken: report,
-                })
+        let mut levels = HashMap::new();
+        let mut refused = HashSet::new();
+        // Read as a reconciliation pass reads: a batch at a time, in the adapter's groups,
+        // so that a refused listing costs the SKUs of its own read alone.
+        let groups = page.chunks(link.adapter.batch_max()).flat_map(|chunk| {
+            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let groups = link.adapter.read_groups(&names);
+            groups
+                .into_iter()
+                .map(|group| group.iter().map(|i| chunk[*i].clone()).collect::<Vec<_>>())
+        });
+        for group in groups.collect::<Vec<_>>() {
+            let told = read_told(
+                link,
+                &caller,
+                engine,
+                &group,
+                Reads::Asked,
+                OnFailure::Stop,
+                &mut canary,
+            )
+            .await;
+            match told {
+                // The last a read names a SKU is what it shows.
+                Ok(Told::Found { levels: found, .. }) => levels.extend(found),
+                Ok(Told::Refused(reason)) => {
+                    refused.extend(group);
+                    report.unread_reason = Some(reason);
+                }
+                Err(reason) => {
+                    return Err(ImportStopped {
+                        cause: ImportFailure::Read(reason),
+                        taken: report,
+                    })
+                }
             }
-        };
+        }
         let now = now_micros();
         let mut events = Vec::new();
         for sku in page {
+            if refused.contains(sku) {
+                report.unread.push(sku.clone());
+                continue;
+            }
             match levels.get(sku).copied().flatten() {
                 Some(level) if level > QTY_MAX => report.out_of_range.push(sku.clone()),
                 Some(level) if level >= 0 => events.push(Event {
@@ -139,7 +185,7 @@ pub async fn import_levels(
             }
         }
         // Read once the engine took the page: a page it refused is not counted as read.
-        report.read += page.len();
+        report.read += page.len() - refused.len();
     }
     Ok(report)
 }

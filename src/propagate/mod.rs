@@ -30,6 +30,7 @@ pub mod reconcile;
 mod stale;
 pub mod sync_state;
 pub mod timing;
+pub mod told;
 
 pub use timing::Timing;
 

@@ -9,10 +9,11 @@
 //! the outbox itself.
 //!
 //! A read that fails is told apart by reading again the pass's last read that worked (the
-//! canary): if the channel answers that, the listing is what it refuses, and the pass
-//! skips it (its SKUs counted unread) and goes on at once; if not, the channel is down,
-//! and a scheduled pass waits for it while an operator's stops (`OnFailure`). A pass that
-//! stops leaves the next scheduled pass to resume after the last SKU it passed for good.
+//! canary, `told`): if the channel answers that, the listing is what it refuses, and the
+//! pass skips it (its SKUs counted unread) and goes on at once; if not, the channel is
+//! down, and a scheduled pass waits for it while an operator's stops (`OnFailure`). A
+//! pass that stops leaves the next scheduled pass to resume after the last SKU it passed
+//! for good, before a restart too (`resume_path`). A plan reads as an operator's pass.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::told::{read_told, Canary, OnFailure, Told};
 use super::{ChannelLink, Reads};
 use crate::channels::Levels;
 use crate::clock::now_micros;
@@ -35,16 +37,6 @@ use crate::engine::Engine;
 const CHECK_TICK: Duration = Duration::from_millis(500);
 /// SKUs a pass holds at a time.
 const PASS_PAGE: usize = 1_000;
-/// Failed reads in a row that stop a pass before any read of it worked (no canary to tell
-/// a channel down from listings it refuses).
-const FAILED_READS_MAX: usize = 3;
-/// A scheduled pass's wait for a channel that is down (`OnFailure::Wait`): the canary read
-/// again after 1 s, doubling up to 5 min (a channel down for an hour costs about twenty
-/// calls), for at most an hour, after which the pass stops.
-const DOWN_WAIT_FIRST: Duration = Duration::from_secs(1);
-const DOWN_WAIT_MAX: Duration = Duration::from_secs(300);
-const DOWN_WAIT_TOTAL_MAX: Duration = Duration::from_secs(3_600);
-
 /// The reconciler of one channel.
 pub struct Reconciler {
     pub link: Arc<ChannelLink>,
@@ -134,47 +126,18 @@ impl Report {
     }
 }
 
-/// How far a comparison got: what it found; the last read group that worked (`canary`);
-/// how many reads in a row failed with no canary to tell why; and the furthest SKU up to
-/// which every SKU it holds was read, well or not (`passed`), and passed for good
-/// (`confirmed`): compared (its repairs submitted), or skipped as unread for good
-/// (`OnFailure`). A stopped pass's next one resumes after `confirmed`.
+/// How far a comparison got: what it found; what its reads know (`canary`:
+/// `told::Canary`); and the furthest SKU up to which every SKU it holds was read, well or
+/// not (`passed`), and passed for good (`confirmed`): compared (its repairs submitted),
+/// or skipped as unread for good. A stopped pass's next one resumes after `confirmed`.
+/// A pass's `OnFailure` also says where it starts: `Stop` (the operator's) at the first
+/// SKU, `Wait` (the schedule's) where the last stopped pass stopped.
 #[derive(Debug, Default)]
 struct Progress {
     report: Report,
-    canary: Option<Vec<String>>,
-    failed_in_a_row: usize,
+    canary: Canary,
     passed: Option<String>,
     confirmed: Option<String>,
-}
-
-/// What a comparison does when a read fails. Every mode but `Fail` reads the canary: a
-/// channel that answers it refuses the listing, which is skipped (counted unread) at once.
-/// A pass's mode also says where it starts: `Stop` (the operator's) at the first SKU,
-/// `Wait` (the schedule's) where the last stopped pass stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OnFailure {
-    /// Fails at once: a check of a few SKUs, whose caller says why.
-    Fail,
-    /// Stops when the channel is down (the canary fails too), or at `FAILED_READS_MAX`
-    /// failed reads in a row with no canary yet; those reads are not passed for good, so
-    /// the next pass reads them again.
-    Stop,
-    /// Waits while the channel is down (`DOWN_WAIT_FIRST` to `DOWN_WAIT_MAX`, the canary
-    /// read again each time, `DOWN_WAIT_TOTAL_MAX` at most), then reads the failed group
-    /// again; with no canary yet, stops at `FAILED_READS_MAX` in a row, passing them for
-    /// good, so that the next pass starts past them.
-    Wait,
-}
-
-/// What the canary says of a failed read.
-enum Verdict {
-    /// The channel answered the canary: it refuses this listing.
-    Refused,
-    /// The channel is down; the pass stops with this reason.
-    Stop(String),
-    /// The channel answers again after a wait: read the failed group once more.
-    Again,
 }
 
 /// How a comparison reads: the grace of a shortfall, whose budget the reads are, and
@@ -564,7 +527,7 @@ impl Reconciler {
                 // A read skipped with no canary to say why is passed for good, when the
                 // pass stops at failures, only once a later read works: the stopped
                 // pass's next one reads it again.
-                if progress.failed_in_a_row == 0 || read.on_failure == OnFailure::Wait {
+                if !progress.canary.unsure() || read.on_failure == OnFailure::Wait {
                     progress.confirmed.clone_from(&progress.passed);
                 }
             }
@@ -573,105 +536,44 @@ impl Reconciler {
     }
 
     /// One read of the SKUs of `targets` (one read group), a failure told apart by the
-    /// canary (`verdict`): what it found and the heads to judge it by (those given; after
-    /// a wait for a channel that was down, the heads then), or `None` for a listing the
+    /// canary (`told`): what it found and the heads to judge it by (those given; after a
+    /// wait for a channel that was down, the heads then), or `None` for a listing the
     /// channel refuses, its SKUs counted unread in `progress` and the comparison going on.
     async fn read_told(
         &self,
         engine: &Engine,
         caller: &crate::channels::Caller,
-        mut targets: Vec<(String, HeadRecord)>,
+        targets: Vec<(String, HeadRecord)>,
         read: Read,
         progress: &mut Progress,
     ) -> Result<Option<(Vec<(String, HeadRecord)>, Levels)>, String> {
         let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
-        let mut waited = Duration::ZERO;
-        loop {
-            let reason = match self.read_group(caller, &skus, read.reads).await? {
-                Ok(found) => {
-                    progress.failed_in_a_row = 0;
-                    progress.canary = Some(skus);
-                    return Ok(Some((targets, found)));
-                }
-                Err(reason) => reason,
-            };
-            match self
-                .verdict(engine, caller, read, progress, &mut waited, &reason)
-                .await?
-            {
-                Verdict::Refused => {
-                    progress.report.unread += skus.len();
-                    progress.report.unread_reason = Some(reason);
-                    return Ok(None);
-                }
-                Verdict::Stop(why) => return Err(why),
-                // After a wait for the channel, the targets of then.
-                Verdict::Again => targets = self.heads_of(engine, &skus)?,
+        let told = read_told(
+            &self.link,
+            caller,
+            engine,
+            &skus,
+            read.reads,
+            read.on_failure,
+            &mut progress.canary,
+        )
+        .await?;
+        Ok(match told {
+            Told::Found {
+                levels,
+                waited: false,
+            } => Some((targets, levels)),
+            // After a wait for the channel, the targets of then.
+            Told::Found {
+                levels,
+                waited: true,
+            } => Some((self.heads_of(engine, &skus)?, levels)),
+            Told::Refused(reason) => {
+                progress.report.unread += skus.len();
+                progress.report.unread_reason = Some(reason);
+                None
             }
-        }
-    }
-
-    /// One read of `skus` through the channel's budget, with the pause that leaves
-    /// pushes their share (`super::read_group`).
-    async fn read_group(
-        &self,
-        caller: &crate::channels::Caller,
-        skus: &[String],
-        reads: Reads,
-    ) -> Result<Result<Levels, String>, String> {
-        super::read_group(&self.link, caller, skus, self.link.read_pause(), reads).await
-    }
-
-    /// What to do about a read that failed with `reason`: the canary (the pass's last read
-    /// that worked) read again tells a refused listing from a channel that is down.
-    async fn verdict(
-        &self,
-        engine: &Engine,
-        caller: &crate::channels::Caller,
-        read: Read,
-        progress: &mut Progress,
-        waited: &mut Duration,
-        reason: &str,
-    ) -> Result<Verdict, String> {
-        if read.on_failure == OnFailure::Fail {
-            return Ok(Verdict::Stop(reason.to_string()));
-        }
-        let Some(canary) = progress.canary.clone() else {
-            progress.failed_in_a_row += 1;
-            return Ok(if progress.failed_in_a_row >= FAILED_READS_MAX {
-                Verdict::Stop(reason.to_string())
-            } else {
-                Verdict::Refused
-            });
-        };
-        if self.read_group(caller, &canary, read.reads).await?.is_ok() {
-            return Ok(Verdict::Refused);
-        }
-        if read.on_failure == OnFailure::Stop {
-            return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
-        }
-        // Down: wait until the canary answers again, for as long as the channel is
-        // pushed to and the engine runs.
-        let mut wait = DOWN_WAIT_FIRST;
-        loop {
-            if *waited >= DOWN_WAIT_TOTAL_MAX {
-                return Ok(Verdict::Stop(format!(
-                    "the channel has been down for {} minutes: {reason}",
-                    waited.as_secs() / 60
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            *waited += wait;
-            wait = (wait * 2).min(DOWN_WAIT_MAX);
-            if engine.is_stopped() || !self.link.pushing() {
-                return Ok(Verdict::Stop(format!(
-                    "stopped while the channel was down: {reason}"
-                )));
-            }
-            if self.read_group(caller, &canary, read.reads).await?.is_ok() {
-                return Ok(Verdict::Again);
-            }
-        }
+        })
     }
 
     /// The heads of `skus` now, those the engine still holds.
