@@ -745,8 +745,8 @@ fn an_import_that_stops_midway_says_what_it_counted() {
         })
         .collect::<Vec<_>>()
         .join(",");
-    // Down after the first page: the read after it fails, and so does the read again of
-    // the last that worked (the import tells a channel down from a refused listing so).
+    // Down after the first page: the read after it fails, and so do the reads again of the
+    // last two that worked (the import tells a channel down from a refused listing so).
     let (url, counts, _) = routed_at_most(vec![
         (
             "GET /wp-json/wc/v3/products?include=",
@@ -788,8 +788,8 @@ fn an_import_that_stops_midway_says_what_it_counted() {
     assert_eq!(server.stock("M1000"), None);
     assert_eq!(
         counts[1].load(Ordering::SeqCst),
-        2,
-        "the last page's read and the read again of the one before failed"
+        3,
+        "the last page's read and the reads again of the two before it failed"
     );
     stopped_without_a_panic(server);
 }

@@ -697,6 +697,46 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
     );
 }
 
+/// The read that worked before a failed one (the canary) can be refused itself by then,
+/// its listing deleted meanwhile: the read before it answers, so the channel is up, and
+/// the pass goes on rather than stop as if the channel were down.
+#[test]
+fn a_canary_the_channel_starts_refusing_is_not_taken_for_the_channel_down() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = reconciled_pairs(
+        &a,
+        dir.path(),
+        &["A", "B", "C", "D", "E", "F", "G", "H"],
+        3_600,
+    );
+    a.set_level("H", 15);
+    let mark = a.reads().len();
+    a.refuse_after_reading("D", &["C", "E"]);
+    let (status, body) = common::reconcile(&server, "a");
+    assert_eq!(status, 200, "{body}");
+    let report = &body["report"];
+    assert_eq!(
+        (&report["checked"], &report["lowered"], &report["unread"]),
+        (&json!(6), &json!(1), &json!(2)),
+        "{body}"
+    );
+    assert_eq!(
+        pair_reads(&a, mark),
+        [
+            (pair("A", "B"), 200),
+            (pair("C", "D"), 200),
+            (pair("E", "F"), 503),
+            (pair("C", "D"), 503),
+            (pair("A", "B"), 200),
+            (pair("G", "H"), 200)
+        ]
+    );
+    assert!(a
+        .wait_for(Duration::from_secs(5), |l| l.get("H") == Some(&10))
+        .is_some());
+}
+
 /// A scheduled pass that finds the channel down waits for it, reading again the read that
 /// worked before it, and then goes on where it was: nothing is left unread.
 #[test]

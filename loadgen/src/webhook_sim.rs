@@ -16,7 +16,9 @@
 //!   Every read is logged with the SKUs it asked; reads naming any of chosen SKUs can
 //!   be told to fail with 503 a number of times (listings it refuses to read), and the
 //!   whole read side can go down after answering a read that names a chosen SKU, every
-//!   read failing with 503 until it comes up (a channel down part-way through a pass).
+//!   read failing with 503 until it comes up (a channel down part-way through a pass),
+//!   or start refusing reads naming chosen SKUs after such a read (listings deleted
+//!   part-way through a pass).
 //! - It can be told to fail: answer a status (500, 503), hang (a timeout), throttle with
 //!   429 + `Retry-After`, or enforce a rate limit with 429s. Its order is its own: the
 //!   signature first, then the rate limit (which a push spends even under a fault), then
@@ -66,6 +68,9 @@ struct Extra {
     down: bool,
     /// Once a read naming this SKU is answered, `down`.
     down_after: Option<String>,
+    /// Once a read naming the first is answered, reads naming any of the others fail for
+    /// good (`refuse_after_reading`).
+    refuse_after: Option<(String, Vec<String>)>,
 }
 
 /// A running simulator.
@@ -92,6 +97,7 @@ impl WebhookSim {
             failing_reads: None,
             down: false,
             down_after: None,
+            refuse_after: None,
         }));
         let state = extra.clone();
         // It sends no webhooks of its own (`send_events` posts directly): no retries.
@@ -216,6 +222,13 @@ impl WebhookSim {
         x.down_after = None;
     }
 
+    /// Once a read naming `sku` is answered, every read naming any of `refused` answers
+    /// 503 for good (listings deleted part-way through a pass), the others as before.
+    pub fn refuse_after_reading(&self, sku: &str, refused: &[&str]) {
+        let refused = refused.iter().map(|sku| sku.to_string()).collect();
+        self.extra().refuse_after = Some((sku.to_string(), refused));
+    }
+
     /// The next `times` reads that name any of `skus` answer 503 and read nothing.
     pub fn fail_reads_naming(&self, skus: &[&str], times: u32) {
         let skus = skus.iter().map(|sku| sku.to_string()).collect();
@@ -256,6 +269,14 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
             if !failed && x.down_after.as_ref().is_some_and(|sku| skus.contains(sku)) {
                 x.down = true;
                 x.down_after = None;
+            }
+            if !failed
+                && x.refuse_after
+                    .as_ref()
+                    .is_some_and(|(sku, _)| skus.contains(sku))
+            {
+                let (_, refused) = x.refuse_after.take().expect("checked above");
+                x.failing_reads = Some((refused, u32::MAX));
             }
             let status = if failed { 503 } else { 200 };
             x.reads.push(ReadLog {

@@ -5,7 +5,10 @@
 //! why. So the reader's last read that worked (the canary) is read again: if the channel
 //! answers it, the failed read is a listing it refuses (deleted, unmapped), which is
 //! skipped so that one bad listing does not keep the rest of the catalog from being read;
-//! if not, the channel is down, and the reader stops or waits for it (`OnFailure`).
+//! if not, the channel is down, and the reader stops or waits for it (`OnFailure`). The
+//! read that worked before the canary is kept too, and read when the canary fails: a
+//! canary whose own listing was deleted since would otherwise look like a channel down,
+//! and stop a pass, or hold a scheduled one for an hour.
 //! Before any read has worked there is no canary: `FAILED_READS_MAX` failures in a row
 //! stop the reader, the ones before counted refused.
 
@@ -18,7 +21,7 @@ use crate::engine::Engine;
 /// Failed reads in a row that stop a reader before any read of it worked (no canary to
 /// tell a channel down from listings it refuses).
 pub const FAILED_READS_MAX: usize = 3;
-/// A waiting reader's wait for a channel that is down (`OnFailure::Wait`): the canary read
+/// A waiting reader's wait for a channel that is down (`OnFailure::Wait`): a canary read
 /// again after 1 s, doubling up to 5 min (a channel down for an hour costs about twenty
 /// calls), for at most an hour, after which the reader stops.
 const DOWN_WAIT_FIRST: Duration = Duration::from_secs(1);
@@ -31,25 +34,35 @@ const DOWN_WAIT_TOTAL_MAX: Duration = Duration::from_secs(3_600);
 pub enum OnFailure {
     /// Fails at once: a check of a few SKUs, whose caller says why.
     Fail,
-    /// Stops when the channel is down (the canary fails too), or at `FAILED_READS_MAX`
+    /// Stops when the channel is down (the canaries fail too), or at `FAILED_READS_MAX`
     /// failed reads in a row with no canary yet.
     Stop,
-    /// Waits while the channel is down (`DOWN_WAIT_FIRST` to `DOWN_WAIT_MAX`, the canary
+    /// Waits while the channel is down (`DOWN_WAIT_FIRST` to `DOWN_WAIT_MAX`, a canary
     /// read again each time, `DOWN_WAIT_TOTAL_MAX` at most, for as long as the channel is
     /// pushed to and the engine runs), then reads the failed group again; with no canary
     /// yet, stops at `FAILED_READS_MAX` in a row.
     Wait,
 }
 
-/// What a reader knows from its reads so far: the last that worked, and how many failed
-/// in a row while it had none.
+/// Reads that worked a reader keeps to read again (`Canary`).
+const CANARIES: usize = 2;
+
+/// What a reader knows from its reads so far: the last ones that worked (the latest
+/// first, at most `CANARIES`), and how many failed in a row while it had none.
 #[derive(Debug, Default)]
 pub struct Canary {
-    skus: Option<Vec<String>>,
+    known: Vec<Vec<String>>,
     failed_in_a_row: usize,
 }
 
 impl Canary {
+    fn worked(&mut self, skus: &[String]) {
+        self.failed_in_a_row = 0;
+        self.known.retain(|known| known != skus);
+        self.known.insert(0, skus.to_vec());
+        self.known.truncate(CANARIES);
+    }
+
     /// Whether the reads are failing with no canary to tell why: a refusal counted now
     /// may be the channel down.
     pub fn unsure(&self) -> bool {
@@ -62,7 +75,7 @@ pub enum Told {
     /// What the channel showed; `waited`: only after a wait for the channel, which was
     /// down (anything taken before the read may be out of date).
     Found { levels: Levels, waited: bool },
-    /// The channel refuses this listing (it answered the canary), with the failure's
+    /// The channel refuses this listing (it answered a canary), with the failure's
     /// reason.
     Refused(String),
 }
@@ -91,8 +104,7 @@ pub async fn read_told(
     loop {
         let reason = match read_group(link, caller, skus, link.read_pause(), reads).await? {
             Ok(levels) => {
-                canary.failed_in_a_row = 0;
-                canary.skus = Some(skus.to_vec());
+                canary.worked(skus);
                 let waited = !waited.is_zero();
                 return Ok(Told::Found { levels, waited });
             }
@@ -116,7 +128,7 @@ pub async fn read_told(
     }
 }
 
-/// What to do about a read that failed with `reason`: the canary read again tells a
+/// What to do about a read that failed with `reason`: the canaries read again tell a
 /// refused listing from a channel that is down.
 async fn verdict(
     link: &ChannelLink,
@@ -130,7 +142,7 @@ async fn verdict(
     if on_failure == OnFailure::Fail {
         return Ok(Verdict::Stop(reason.to_string()));
     }
-    let Some(known) = canary.skus.clone() else {
+    if canary.known.is_empty() {
         canary.failed_in_a_row += 1;
         return Ok(if canary.failed_in_a_row >= FAILED_READS_MAX {
             Verdict::Stop(format!(
@@ -139,25 +151,23 @@ async fn verdict(
         } else {
             Verdict::Refused
         });
-    };
-    let answers = || async {
-        read_group(link, caller, &known, link.read_pause(), reads)
-            .await
-            .map(|read| read.is_ok())
-    };
-    if answers().await? {
-        return Ok(Verdict::Refused);
+    }
+    // Each canary in turn, the latest first: one that fails while an older one answers is
+    // refused itself now, and forgotten.
+    for tried in 0..canary.known.len() {
+        if answers(link, caller, &canary.known[tried], reads).await? {
+            canary.known.drain(..tried);
+            return Ok(Verdict::Refused);
+        }
     }
     if on_failure == OnFailure::Stop {
         return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
     }
+    // Down: each wait ends with one read, of each canary in turn.
     let mut wait = DOWN_WAIT_FIRST;
-    loop {
+    for probe in 0.. {
         if *waited >= DOWN_WAIT_TOTAL_MAX {
-            return Ok(Verdict::Stop(format!(
-                "the channel has been down for {} minutes: {reason}",
-                waited.as_secs() / 60
-            )));
+            break;
         }
         tokio::time::sleep(wait).await;
         *waited += wait;
@@ -167,8 +177,25 @@ async fn verdict(
                 "stopped while the channel was down: {reason}"
             )));
         }
-        if answers().await? {
+        let known = &canary.known[probe % canary.known.len()];
+        if answers(link, caller, known, reads).await? {
             return Ok(Verdict::Again);
         }
     }
+    Ok(Verdict::Stop(format!(
+        "the channel has been down for {} minutes: {reason}",
+        waited.as_secs() / 60
+    )))
+}
+
+/// Whether the channel answers a read of `skus` (one through its budget, paused after).
+async fn answers(
+    link: &ChannelLink,
+    caller: &Caller,
+    skus: &[String],
+    reads: Reads,
+) -> Result<bool, String> {
+    Ok(read_group(link, caller, skus, link.read_pause(), reads)
+        .await?
+        .is_ok())
 }
