@@ -626,6 +626,15 @@ fn reconciled_pairs(
     server
 }
 
+/// `reconciled_pairs` of A to H, and then H shown at 15 behind lockstep's back: an excess
+/// the last read of a pass finds.
+fn eight_with_h_over(a: &WebhookSim, dir: &std::path::Path, interval_s: u64) -> Server {
+    let skus = ["A", "B", "C", "D", "E", "F", "G", "H"];
+    let server = reconciled_pairs(a, dir, &skus, interval_s);
+    a.set_level("H", 15);
+    server
+}
+
 /// The reconciliation reads (two SKUs each) `a` answered since `mark`, and their status.
 fn pair_reads(a: &WebhookSim, mark: usize) -> Vec<(Vec<String>, u16)> {
     a.reads()[mark..]
@@ -647,14 +656,8 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
     // The first scheduled pass comes 10 s after the start, after the operator's.
-    let server = reconciled_pairs(
-        &a,
-        dir.path(),
-        &["A", "B", "C", "D", "E", "F", "G", "H"],
-        10,
-    );
-    // An excess behind lockstep's back, past where the pass will stop.
-    a.set_level("H", 15);
+    // H's excess is past where the pass will stop.
+    let server = eight_with_h_over(&a, dir.path(), 10);
     a.go_down_after_reading("B");
     let (status, body) = common::reconcile(&server, "a");
     assert_eq!(status, 502, "{body}");
@@ -704,13 +707,7 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
 fn a_canary_the_channel_starts_refusing_is_not_taken_for_the_channel_down() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
-    let server = reconciled_pairs(
-        &a,
-        dir.path(),
-        &["A", "B", "C", "D", "E", "F", "G", "H"],
-        3_600,
-    );
-    a.set_level("H", 15);
+    let server = eight_with_h_over(&a, dir.path(), 3_600);
     let mark = a.reads().len();
     a.refuse_after_reading("D", &["C", "E"]);
     let (status, body) = common::reconcile(&server, "a");
@@ -743,8 +740,7 @@ fn a_canary_the_channel_starts_refusing_is_not_taken_for_the_channel_down() {
 fn a_scheduled_pass_waits_for_a_channel_that_is_down_and_leaves_nothing_unread() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
-    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D", "E", "F", "G", "H"], 2);
-    a.set_level("H", 15);
+    let server = eight_with_h_over(&a, dir.path(), 2);
     let mark = a.reads().len();
     a.go_down_after_reading("B");
     // Down for the failed read of C and D, then the reads again of A and B after 1 s and
