@@ -696,15 +696,15 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
     );
 }
 
-/// A listing the store refuses to read while it answers the others (deleted, unmapped)
-/// is left out of the plan and out of a stock import, and named; the rest is planned and
-/// imported whole. A store that is down fails both.
-#[test]
-fn a_plan_and_an_import_name_the_listings_the_channel_refuses_and_take_the_rest() {
+/// An ERP (the `webhook` kind) observed, its SKUs mapped to it in the catalog, reading two
+/// SKUs a call, lockstep and the ERP each holding 10 of every SKU; lockstep on a fixed
+/// port, for the commands.
+fn observed_erp(skus: &[&str]) -> (loadgen::webhook_sim::WebhookSim, Server, tempfile::TempDir) {
     const ERP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let erp = loadgen::webhook_sim::WebhookSim::start(ERP_SECRET);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let rows: Vec<(&str, &str, &str)> = skus.iter().map(|sku| (*sku, "erp", *sku)).collect();
     let extra = fixed_listen()
         + &webhook_channel(
             "erp",
@@ -712,15 +712,45 @@ fn a_plan_and_an_import_name_the_listings_the_channel_refuses_and_take_the_rest(
             ERP_SECRET,
             "batch_max = 2\nfirst_sync = \"observe\"",
         )
-        + &catalog(
-            &data,
-            &["A", "B", "C", "D", "E", "F"].map(|sku| (sku, "erp", sku)),
-        );
+        + &catalog(&data, &rows);
     let server = Server::start_with(&data, &extra, None);
-    for sku in ["A", "B", "C", "D", "E", "F"] {
+    for sku in skus {
         assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
         erp.set_level(sku, 10);
     }
+    (erp, server, dir)
+}
+
+/// A store that answers none of a plan's or an import's reads, one or two of them (fewer
+/// than the three failures that stop a reader none of whose reads worked; a wrong token
+/// looks like this): both fail, rather than pass for a store with nothing to say.
+#[test]
+fn a_plan_and_an_import_that_no_read_answered_fail() {
+    let (erp, server, _dir) = observed_erp(&["A", "B", "C", "D"]);
+    erp.fail_reads_naming(&["A", "C"], u32::MAX);
+    for (verb, path) in [
+        ("GET", "/v1/channels/erp/plan"),
+        ("POST", "/v1/channels/erp/import-levels"),
+    ] {
+        let request = Server::client().request(verb.parse().unwrap(), server.url(path));
+        let (status, answer) = status_json(request.send().unwrap());
+        assert_eq!(status, 502, "{path}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("2 reads failed, none having worked: HTTP 503")),
+            "{path}: {answer}"
+        );
+    }
+}
+
+/// A listing the store refuses to read while it answers the others (deleted, unmapped)
+/// is left out of the plan and out of a stock import, and named; the rest is planned and
+/// imported whole. A store that is down fails both.
+#[test]
+fn a_plan_and_an_import_name_the_listings_the_channel_refuses_and_take_the_rest() {
+    let (erp, server, _dir) = observed_erp(&["A", "B", "C", "D", "E", "F"]);
+    let data = server.data_dir.clone();
     erp.set_level("F", 15);
     // Every read naming C fails; the store answers the others (C and D are one read).
     erp.fail_reads_naming(&["C"], u32::MAX);

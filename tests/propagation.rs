@@ -356,13 +356,11 @@ fn changes_that_come_while_a_pusher_waits_for_its_token_go_in_one_call() {
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
     // One call every 2.2 s (0.5/s less the 10% headroom), no burst beyond one.
-    let config = webhook_channel(
-        "a",
-        &a.url(),
-        SECRET_A,
+    let server = start_with_a(
+        &a,
+        dir.path(),
         "batch_max = 100\nrate_limit = { requests_per_second = 0.5, burst = 1 }",
     );
-    let server = Server::start_with(&dir.path().join("data"), &config, None);
     // The first change spends the token.
     post_ok(&server, vec![event("t0", "T-00", "counted", 5)]);
     assert!(a
@@ -609,13 +607,11 @@ fn reconciled_pairs(
     skus: &[&str],
     interval_s: u64,
 ) -> Server {
-    let config = webhook_channel(
-        "a",
-        &a.url(),
-        SECRET_A,
+    let server = start_with_a(
+        a,
+        dir,
         &format!("batch_max = 2\nreconcile_interval_s = {interval_s}"),
     );
-    let server = Server::start_with(&dir.join("data"), &config, None);
     for sku in skus {
         assert_eq!(server.put_sku(sku, &json!({"on_hand": 10})).0, 200);
     }
@@ -633,6 +629,13 @@ fn eight_with_h_over(a: &WebhookSim, dir: &std::path::Path, interval_s: u64) -> 
     let server = reconciled_pairs(a, dir, &skus, interval_s);
     a.set_level("H", 15);
     server
+}
+
+/// lockstep on a data directory in `dir`, pushing to `a` (channel "a") with `extra` in its
+/// channel block.
+fn start_with_a(a: &WebhookSim, dir: &std::path::Path, extra: &str) -> Server {
+    let config = webhook_channel("a", &a.url(), SECRET_A, extra);
+    Server::start_with(&dir.join("data"), &config, None)
 }
 
 /// The reconciliation reads (two SKUs each) `a` answered since `mark`, and their status.
@@ -697,6 +700,70 @@ fn a_stopped_reconciliation_pass_is_resumed_where_it_stopped() {
         eventually(Duration::from_secs(5), || !resume_file.exists()),
         "{} still there",
         resume_file.display()
+    );
+}
+
+/// A scheduled pass keeps where it got to page by page (1,000 SKUs), so a restart in the
+/// middle of a long pass does not start it over: here it waits for the channel, down
+/// after the first page, when the server is killed.
+#[test]
+fn a_restart_in_the_middle_of_a_scheduled_pass_resumes_it_after_its_last_page() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_a(&a, dir.path(), "batch_max = 100\nreconcile_interval_s = 8");
+    let skus: Vec<String> = (0..1_100).map(|i| format!("S{i:04}")).collect();
+    post_ok(
+        &server,
+        skus.iter()
+            .map(|sku| event(&format!("c-{sku}"), sku, "counted", 10))
+            .collect(),
+    );
+    assert!(a
+        .wait_for(Duration::from_secs(10), |l| l.len() == skus.len())
+        .is_some());
+    a.go_down_after_reading("S0999");
+    let resume_file = server.data_dir.join("reconcile-a.resume");
+    assert!(
+        eventually(Duration::from_secs(20), || std::fs::read_to_string(
+            &resume_file
+        )
+        .is_ok_and(|text| text == "\"S0999\"")),
+        "the first page's last SKU kept: {:?}",
+        std::fs::read_to_string(&resume_file)
+    );
+    let server = common::kill9_and_restart(server);
+    let mark = a.reads().len();
+    a.come_up();
+    let first_answered = || {
+        a.reads()[mark..]
+            .iter()
+            .find(|r| r.status == 200)
+            .map(|r| r.skus[0].clone())
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || first_answered().is_some()),
+        "no pass after the restart"
+    );
+    assert_eq!(first_answered().as_deref(), Some("S1000"));
+    drop(server);
+}
+
+/// A channel that answers none of a pass's reads, one or two of them (fewer than the
+/// three failures that stop a pass none of whose reads worked): the pass fails, rather
+/// than report a catalog checked with nothing to say.
+#[test]
+fn a_pass_that_no_read_answered_fails() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = reconciled_pairs(&a, dir.path(), &["A", "B", "C", "D"], 3_600);
+    a.fail_reads_naming(&["A", "C"], u32::MAX);
+    let (status, body) = common::reconcile(&server, "a");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 reads failed, none having worked: HTTP 503")),
+        "{body}"
     );
 }
 

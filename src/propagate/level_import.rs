@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::told::{read_told, Canary, OnFailure, Told};
+use super::told::{Canary, OnFailure, Reader};
 use super::{ChannelLink, Reads};
 use crate::clock::now_micros;
 use crate::core::event::{Event, EventKind, Outcome, QTY_MAX};
@@ -87,9 +87,13 @@ pub enum ImportFailure {
 impl ImportStopped {
     /// What was taken before it stopped, in words.
     pub fn taken_so_far(&self) -> String {
+        let unread = match self.taken.unread.len() {
+            0 => String::new(),
+            n => format!(", {n} could not be read"),
+        };
         format!(
-            "{} of {} SKUs read before it stopped were counted ({} already were); importing \
-             again takes the rest and counts none of them twice",
+            "{} of {} SKUs read before it stopped were counted ({} already were{unread}); \
+             importing again takes the rest and counts none of them twice",
             self.taken.counted, self.taken.read, self.taken.duplicates
         )
     }
@@ -106,6 +110,13 @@ pub async fn import_levels(
     let caller = link.reader(client.clone());
     let channel = link.adapter.name();
     let mut canary = Canary::default();
+    let reader = Reader {
+        link,
+        caller: &caller,
+        engine,
+        reads: Reads::Asked,
+        on_failure: OnFailure::Stop,
+    };
     for page in skus.chunks(IMPORT_PAGE) {
         let mut levels = HashMap::new();
         let mut refused = HashSet::new();
@@ -119,20 +130,11 @@ pub async fn import_levels(
                 .map(|group| group.iter().map(|i| chunk[*i].clone()).collect::<Vec<_>>())
         });
         for group in groups.collect::<Vec<_>>() {
-            let told = read_told(
-                link,
-                &caller,
-                engine,
-                &group,
-                Reads::Asked,
-                OnFailure::Stop,
-                &mut canary,
-            )
-            .await;
+            let told = reader.read_or_refused(&group, &mut canary).await;
             match told {
                 // The last a read names a SKU is what it shows.
-                Ok(Told::Found { levels: found, .. }) => levels.extend(found),
-                Ok(Told::Refused(reason)) => {
+                Ok(Ok(found)) => levels.extend(found),
+                Ok(Err(reason)) => {
                     refused.extend(group);
                     report.unread_reason = Some(reason);
                 }
@@ -186,6 +188,12 @@ pub async fn import_levels(
         }
         // Read once the engine took the page: a page it refused is not counted as read.
         report.read += page.len() - refused.len();
+    }
+    if let Err(reason) = canary.end() {
+        return Err(ImportStopped {
+            cause: ImportFailure::Read(reason),
+            taken: report,
+        });
     }
     Ok(report)
 }

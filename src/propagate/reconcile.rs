@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::told::{read_told, Canary, OnFailure, Told};
+use super::told::{Canary, OnFailure, Reader, Told};
 use super::{ChannelLink, Reads};
 use crate::channels::Levels;
 use crate::clock::now_micros;
@@ -349,15 +349,8 @@ impl Reconciler {
                 Ok(report.clone())
             }
             Err(reason) => {
-                let mut resume = self.resume_point();
-                // A pass from the first SKU that stops before where the schedule's
-                // stopped leaves the SKUs after it as unread as they were.
-                if confirmed > *resume {
-                    resume.clone_from(&confirmed);
-                    store_resume(&self.resume_file, resume.as_deref());
-                }
                 // Said first: the console clips a long reason (a channel's error body).
-                let next = match &*resume {
+                let next = match self.advance_resume(&confirmed) {
                     Some(sku) => format!("; the next scheduled pass resumes after {sku:?}"),
                     None => String::new(),
                 };
@@ -373,6 +366,19 @@ impl Reconciler {
 
     fn resume_point(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.resume.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves where the next scheduled pass resumes up to `confirmed`, in memory and in its
+    /// file, and answers where that is now. Never back: a pass from the first SKU that
+    /// stops before where the schedule's stopped leaves the SKUs after it as unread as
+    /// they were.
+    fn advance_resume(&self, confirmed: &Option<String>) -> Option<String> {
+        let mut resume = self.resume_point();
+        if *confirmed > *resume {
+            resume.clone_from(confirmed);
+            store_resume(&self.resume_file, resume.as_deref());
+        }
+        resume.clone()
     }
 
     /// Compares every page after `from`, adding to `progress`.
@@ -399,8 +405,13 @@ impl Reconciler {
                 on_failure,
             };
             self.compare(engine, client, heads, read, progress).await?;
+            // A scheduled pass keeps where it got to, page by page: a restart in the
+            // middle of a pass of hours does not start it over.
+            if on_failure == OnFailure::Wait {
+                self.advance_resume(&progress.confirmed);
+            }
         }
-        Ok(())
+        progress.canary.end()
     }
 
     /// The same comparison for a few SKUs, after a stale compare's window has passed:
@@ -483,6 +494,7 @@ impl Reconciler {
                 }
             }
         }
+        progress.canary.end()?;
         plan.unread_reason = progress.report.unread_reason;
         Ok(plan)
     }
@@ -548,32 +560,28 @@ impl Reconciler {
         progress: &mut Progress,
     ) -> Result<Option<(Vec<(String, HeadRecord)>, Levels)>, String> {
         let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
-        let told = read_told(
-            &self.link,
+        let mut targets = targets;
+        let reader = Reader {
+            link: &self.link,
             caller,
             engine,
-            &skus,
-            read.reads,
-            read.on_failure,
-            &mut progress.canary,
-        )
-        .await?;
-        Ok(match told {
-            Told::Found {
-                levels,
-                waited: false,
-            } => Some((targets, levels)),
-            // After a wait for the channel, the targets of then.
-            Told::Found {
-                levels,
-                waited: true,
-            } => Some((self.heads_of(engine, &skus)?, levels)),
-            Told::Refused(reason) => {
-                progress.report.unread += skus.len();
-                progress.report.unread_reason = Some(reason);
-                None
+            reads: read.reads,
+            on_failure: read.on_failure,
+        };
+        loop {
+            let told = reader.read(&skus, &mut progress.canary).await?;
+            match told {
+                Told::Found(levels) => return Ok(Some((targets, levels))),
+                Told::Refused(reason) => {
+                    progress.report.unread += skus.len();
+                    progress.report.unread_reason = Some(reason);
+                    return Ok(None);
+                }
+                // After a wait for the channel, the targets of then, taken before the
+                // read again, as the page's were before its reads.
+                Told::Again => targets = self.heads_of(engine, &skus)?,
             }
-        })
+        }
     }
 
     /// The heads of `skus` now, those the engine still holds.

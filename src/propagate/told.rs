@@ -53,11 +53,16 @@ const CANARIES: usize = 2;
 pub struct Canary {
     known: Vec<Vec<String>>,
     failed_in_a_row: usize,
+    /// The last failure while no read had worked.
+    unsure_reason: Option<String>,
+    /// How long the reader has waited for the channel over the read that is failing.
+    waited: Duration,
 }
 
 impl Canary {
     fn worked(&mut self, skus: &[String]) {
         self.failed_in_a_row = 0;
+        self.waited = Duration::ZERO;
         self.known.retain(|known| known != skus);
         self.known.insert(0, skus.to_vec());
         self.known.truncate(CANARIES);
@@ -68,16 +73,33 @@ impl Canary {
     pub fn unsure(&self) -> bool {
         self.failed_in_a_row > 0
     }
+
+    /// A reader's end: an error when no read of it worked and some failed, fewer than
+    /// `FAILED_READS_MAX` (a catalog of one or two reads): nothing told a refused listing
+    /// from a channel that is down or refuses every read (a wrong token), so a plan or an
+    /// import must not pass for one that read a store with nothing to say.
+    pub fn end(&self) -> Result<(), String> {
+        match (&self.unsure_reason, self.known.is_empty()) {
+            (Some(reason), true) => Err(format!(
+                "{} reads failed, none having worked: {reason}",
+                self.failed_in_a_row
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What one read came to.
 pub enum Told {
-    /// What the channel showed; `waited`: only after a wait for the channel, which was
-    /// down (anything taken before the read may be out of date).
-    Found { levels: Levels, waited: bool },
+    /// What the channel showed.
+    Found(Levels),
     /// The channel refuses this listing (it answered a canary), with the failure's
     /// reason.
     Refused(String),
+    /// The channel was down and answers again after a wait (`OnFailure::Wait` only):
+    /// whatever the reader took before the read may be out of date. Take it again, and
+    /// read again.
+    Again,
 }
 
 /// What the canary says of a failed read.
@@ -88,114 +110,114 @@ enum Verdict {
     Again,
 }
 
-/// One read of the read group `skus` through the channel's budget (with the pause that
-/// leaves pushes their share), a failure told apart by `canary`. `Err`: the reader stops
-/// (the channel down, or a daily quota kept for pushes and orders), with why.
-pub async fn read_told(
-    link: &ChannelLink,
-    caller: &Caller,
-    engine: &Engine,
-    skus: &[String],
-    reads: Reads,
-    on_failure: OnFailure,
-    canary: &mut Canary,
-) -> Result<Told, String> {
-    let mut waited = Duration::ZERO;
-    loop {
-        let reason = match read_group(link, caller, skus, link.read_pause(), reads).await? {
+/// A reader through a whole catalog: its channel and caller, the engine it works for,
+/// whose budget its reads are, and what a failed read does.
+pub struct Reader<'a> {
+    pub link: &'a ChannelLink,
+    pub caller: &'a Caller,
+    pub engine: &'a Engine,
+    pub reads: Reads,
+    pub on_failure: OnFailure,
+}
+
+impl Reader<'_> {
+    /// One read of the read group `skus` through the channel's budget (with the pause
+    /// that leaves pushes their share), a failure told apart by `canary`. `Err`: the
+    /// reader stops (the channel down, or a daily quota kept for pushes and orders), with
+    /// why.
+    pub async fn read(&self, skus: &[String], canary: &mut Canary) -> Result<Told, String> {
+        let reason = match self.read_group(skus).await? {
             Ok(levels) => {
                 canary.worked(skus);
-                let waited = !waited.is_zero();
-                return Ok(Told::Found { levels, waited });
+                return Ok(Told::Found(levels));
             }
             Err(reason) => reason,
         };
-        let verdict = verdict(
-            link,
-            caller,
-            engine,
-            (reads, on_failure),
-            canary,
-            &mut waited,
-            &reason,
-        )
-        .await?;
-        match verdict {
-            Verdict::Refused => return Ok(Told::Refused(reason)),
+        Ok(match self.verdict(canary, &reason).await? {
+            Verdict::Refused => Told::Refused(reason),
             Verdict::Stop(why) => return Err(why),
-            Verdict::Again => {}
-        }
+            Verdict::Again => Told::Again,
+        })
     }
-}
 
-/// What to do about a read that failed with `reason`: the canaries read again tell a
-/// refused listing from a channel that is down.
-async fn verdict(
-    link: &ChannelLink,
-    caller: &Caller,
-    engine: &Engine,
-    (reads, on_failure): (Reads, OnFailure),
-    canary: &mut Canary,
-    waited: &mut Duration,
-    reason: &str,
-) -> Result<Verdict, String> {
-    if on_failure == OnFailure::Fail {
-        return Ok(Verdict::Stop(reason.to_string()));
-    }
-    if canary.known.is_empty() {
-        canary.failed_in_a_row += 1;
-        return Ok(if canary.failed_in_a_row >= FAILED_READS_MAX {
-            Verdict::Stop(format!(
-                "{FAILED_READS_MAX} reads failed in a row, none having worked: {reason}"
-            ))
-        } else {
-            Verdict::Refused
-        });
-    }
-    // Each canary in turn, the latest first: one that fails while an older one answers is
-    // refused itself now, and forgotten.
-    for tried in 0..canary.known.len() {
-        if answers(link, caller, &canary.known[tried], reads).await? {
-            canary.known.drain(..tried);
-            return Ok(Verdict::Refused);
+    /// `read` for a reader that takes nothing before its reads: what the channel showed,
+    /// or (inside) a listing it refuses, with why.
+    pub async fn read_or_refused(
+        &self,
+        skus: &[String],
+        canary: &mut Canary,
+    ) -> Result<Result<Levels, String>, String> {
+        loop {
+            match self.read(skus, canary).await? {
+                Told::Found(levels) => return Ok(Ok(levels)),
+                Told::Refused(reason) => return Ok(Err(reason)),
+                Told::Again => {}
+            }
         }
     }
-    if on_failure == OnFailure::Stop {
-        return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
-    }
-    // Down: each wait ends with one read, of each canary in turn.
-    let mut wait = DOWN_WAIT_FIRST;
-    for probe in 0.. {
-        if *waited >= DOWN_WAIT_TOTAL_MAX {
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        *waited += wait;
-        wait = (wait * 2).min(DOWN_WAIT_MAX);
-        if engine.is_stopped() || !link.pushing() {
-            return Ok(Verdict::Stop(format!(
-                "stopped while the channel was down: {reason}"
-            )));
-        }
-        let known = &canary.known[probe % canary.known.len()];
-        if answers(link, caller, known, reads).await? {
-            return Ok(Verdict::Again);
-        }
-    }
-    Ok(Verdict::Stop(format!(
-        "the channel has been down for {} minutes: {reason}",
-        waited.as_secs() / 60
-    )))
-}
 
-/// Whether the channel answers a read of `skus` (one through its budget, paused after).
-async fn answers(
-    link: &ChannelLink,
-    caller: &Caller,
-    skus: &[String],
-    reads: Reads,
-) -> Result<bool, String> {
-    Ok(read_group(link, caller, skus, link.read_pause(), reads)
-        .await?
-        .is_ok())
+    /// What to do about a read that failed with `reason`: the canaries read again tell a
+    /// refused listing from a channel that is down.
+    async fn verdict(&self, canary: &mut Canary, reason: &str) -> Result<Verdict, String> {
+        if self.on_failure == OnFailure::Fail {
+            return Ok(Verdict::Stop(reason.to_string()));
+        }
+        if canary.known.is_empty() {
+            canary.failed_in_a_row += 1;
+            canary.unsure_reason = Some(reason.to_string());
+            return Ok(if canary.failed_in_a_row >= FAILED_READS_MAX {
+                Verdict::Stop(format!(
+                    "{FAILED_READS_MAX} reads failed in a row, none having worked: {reason}"
+                ))
+            } else {
+                Verdict::Refused
+            });
+        }
+        // Each canary in turn, the latest first: one that fails while an older one answers
+        // is refused itself now, and forgotten.
+        for tried in 0..canary.known.len() {
+            if self.read_group(&canary.known[tried]).await?.is_ok() {
+                canary.known.drain(..tried);
+                canary.waited = Duration::ZERO;
+                return Ok(Verdict::Refused);
+            }
+        }
+        if self.on_failure == OnFailure::Stop {
+            return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
+        }
+        // Down: each wait ends with one read, of each canary in turn.
+        let mut wait = DOWN_WAIT_FIRST;
+        for probe in 0.. {
+            if canary.waited >= DOWN_WAIT_TOTAL_MAX {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            canary.waited += wait;
+            wait = (wait * 2).min(DOWN_WAIT_MAX);
+            if self.engine.is_stopped() || !self.link.pushing() {
+                return Ok(Verdict::Stop(format!(
+                    "stopped while the channel was down: {reason}"
+                )));
+            }
+            let known = &canary.known[probe % canary.known.len()];
+            if self.read_group(known).await?.is_ok() {
+                return Ok(Verdict::Again);
+            }
+        }
+        Ok(Verdict::Stop(format!(
+            "the channel has been down for {} minutes: {reason}",
+            canary.waited.as_secs() / 60
+        )))
+    }
+
+    async fn read_group(&self, skus: &[String]) -> Result<Result<Levels, String>, String> {
+        read_group(
+            self.link,
+            self.caller,
+            skus,
+            self.link.read_pause(),
+            self.reads,
+        )
+        .await
+    }
 }
