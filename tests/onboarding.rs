@@ -616,8 +616,14 @@ fn every_step_of_the_first_day_works_on_every_kind_of_channel() {
     ];
     for channel in native {
         let taken = lockstep(&["stock", "import", "--from", channel]);
+        // Every one of the ten SKUs read (Etsy's store has one listing more).
+        let read: usize = taken
+            .strip_prefix(&format!("{channel}: "))
+            .and_then(|rest| rest.split_once(" listings read"))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(0);
         assert!(
-            taken.contains(&format!("{channel}: ")) && taken.contains("listings read"),
+            read >= 10 && !taken.contains("could not be read"),
             "{taken}"
         );
     }
@@ -818,4 +824,41 @@ fn a_plan_and_an_import_name_the_listings_the_channel_refuses_and_take_the_rest(
             "{path}: {answer}"
         );
     }
+}
+
+/// A WooCommerce store of more simple products than one read answers (`per_page` is at
+/// most 100): the import reads every one. It once sent the ids of a whole page of 1,000
+/// SKUs in one read, and the products past the first 100 came back "not listed".
+#[test]
+fn an_import_from_a_store_of_more_products_than_one_read_answers_takes_them_all() {
+    let names: Vec<String> = (0..150).map(|i| format!("P{i:03}")).collect();
+    let ids: Vec<String> = (0..150).map(|i| (1_000 + i).to_string()).collect();
+    let products: Vec<(&str, u64, Option<u64>)> = names
+        .iter()
+        .zip(&ids)
+        .map(|(sku, id)| (sku.as_str(), id.parse().unwrap(), None))
+        .collect();
+    let woo = WooSim::start(SECRET, WOO_KEY, WOO_SECRET, &products);
+    for sku in &names {
+        woo.set_level(sku, 7);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rows: Vec<(&str, &str, &str)> = names
+        .iter()
+        .zip(&ids)
+        .map(|(sku, id)| (sku.as_str(), "woo", id.as_str()))
+        .collect();
+    let extra =
+        fixed_listen() + &woo_channel("woo", &woo.url(), SECRET, "") + &catalog(&data, &rows);
+    let server = Server::start_with(&data, &extra, None);
+    let taken = command_at(
+        &data.with_extension("toml"),
+        &["stock", "import", "--from", "woo"],
+    );
+    assert!(
+        taken.contains("woo: 150 listings read: 150 counts taken, 0 already taken by an earlier import of the same levels, 0 not listed"),
+        "{taken}"
+    );
+    assert_eq!(server.stock("P149"), Some((7, 0, 7)));
 }

@@ -342,10 +342,11 @@ impl Reconciler {
         } = progress;
         let result = match result {
             Ok(()) => {
+                // Removed even when memory held no point: a file that could not be read
+                // would warn at every start.
                 let mut resume = self.resume_point();
-                if resume.take().is_some() {
-                    store_resume(&self.resume_file, None);
-                }
+                *resume = None;
+                store_resume(&self.resume_file, None);
                 Ok(report.clone())
             }
             Err(reason) => {
@@ -404,10 +405,13 @@ impl Reconciler {
                 reads: Reads::Routine,
                 on_failure,
             };
+            let full = heads.len() == PASS_PAGE;
             self.compare(engine, client, heads, read, progress).await?;
             // A scheduled pass keeps where it got to, page by page: a restart in the
-            // middle of a pass of hours does not start it over.
-            if on_failure == OnFailure::Wait {
+            // middle of a pass of hours does not start it over. (A page short of full
+            // is the last: the pass ends with it, and its end says where the next
+            // starts.)
+            if on_failure == OnFailure::Wait && full {
                 self.advance_resume(&progress.confirmed);
             }
         }
