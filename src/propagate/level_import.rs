@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::told::{Canary, OnFailure, Reader};
+use super::told::{read_batches, Canary, OnFailure, Reader};
 use super::{ChannelLink, Reads};
 use crate::clock::now_micros;
 use crate::core::event::{Event, EventKind, Outcome, QTY_MAX};
@@ -120,16 +120,11 @@ pub async fn import_levels(
     for page in skus.chunks(IMPORT_PAGE) {
         let mut levels = HashMap::new();
         let mut refused = HashSet::new();
-        // Read as a reconciliation pass reads: a batch at a time, in the adapter's groups,
-        // so that a refused listing costs the SKUs of its own read alone.
-        let groups = page.chunks(link.adapter.batch_max()).flat_map(|chunk| {
-            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let groups = link.adapter.read_groups(&names);
-            groups
-                .into_iter()
-                .map(|group| group.iter().map(|i| chunk[*i].clone()).collect::<Vec<_>>())
-        });
-        for group in groups.collect::<Vec<_>>() {
+        // Read as a reconciliation pass reads (`read_batches`), so that a refused listing
+        // costs the SKUs of its own read alone.
+        let names: Vec<&str> = page.iter().map(String::as_str).collect();
+        for group in read_batches(link.adapter.as_ref(), &names) {
+            let group: Vec<String> = group.iter().map(|i| page[*i].clone()).collect();
             let told = reader.read_or_refused(&group, &mut canary).await;
             match told {
                 // The last a read names a SKU is what it shows.

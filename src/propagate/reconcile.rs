@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::told::{Canary, OnFailure, Reader, Told};
+use super::told::{read_batches, shown_by, Canary, OnFailure, Reader, Told};
 use super::{ChannelLink, Reads};
 use crate::channels::Levels;
 use crate::clock::now_micros;
@@ -473,28 +473,22 @@ impl Reconciler {
             };
             after = Some(last.clone());
             heads.retain(|(sku, _)| self.link.adapter.carries(sku));
-            for chunk in heads.chunks(self.link.adapter.batch_max()) {
-                let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
-                for group in self.link.adapter.read_groups(&names) {
-                    let targets: Vec<(String, HeadRecord)> =
-                        group.iter().map(|i| chunk[*i].clone()).collect();
-                    let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
-                    let Some((targets, found)) = self
-                        .read_told(engine, &caller, targets, read, &mut progress)
-                        .await?
-                    else {
-                        plan.unread(&skus);
-                        continue;
-                    };
-                    // The last a read names a SKU is what it shows, as `judge` takes it.
-                    let found: HashMap<&str, Option<i64>> = found
-                        .iter()
-                        .map(|(sku, level)| (sku.as_str(), *level))
-                        .collect();
-                    for (sku, head) in &targets {
-                        let shown = found.get(sku.as_str()).copied().flatten();
-                        plan.add(sku, shown, self.target(head));
-                    }
+            let names: Vec<&str> = heads.iter().map(|(sku, _)| sku.as_str()).collect();
+            for group in read_batches(self.link.adapter.as_ref(), &names) {
+                let targets: Vec<(String, HeadRecord)> =
+                    group.iter().map(|i| heads[*i].clone()).collect();
+                let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
+                let Some((targets, found)) = self
+                    .read_told(engine, &caller, targets, read, &mut progress)
+                    .await?
+                else {
+                    plan.unread(&skus);
+                    continue;
+                };
+                let shown = shown_by(&found);
+                for (sku, head) in &targets {
+                    let level = shown.get(sku.as_str()).copied().flatten();
+                    plan.add(sku, level, self.target(head));
                 }
             }
         }
@@ -516,36 +510,34 @@ impl Reconciler {
     ) -> Result<(), String> {
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let caller = self.link.reader(client.clone());
-        for chunk in heads.chunks(self.link.adapter.batch_max()) {
-            let names: Vec<&str> = chunk.iter().map(|(sku, _)| sku.as_str()).collect();
-            let mut passed = vec![false; chunk.len()];
-            for group in self.link.adapter.read_groups(&names) {
-                // The targets as the page listed them, before its reads, as passes always
-                // took them: a change since may still be on its way to the channel.
-                let targets: Vec<(String, HeadRecord)> =
-                    group.iter().map(|i| chunk[*i].clone()).collect();
-                if let Some((targets, found)) = self
-                    .read_told(engine, &caller, targets, read, progress)
-                    .await?
-                {
-                    self.judge(engine, &targets, &found, read.grace, &mut progress.report)
-                        .await;
-                }
-                for i in &group {
-                    passed[*i] = true;
-                }
-                // Read groups need not follow SKU order: passed up to the first SKU of
-                // the chunk not yet read.
-                let upto = passed.iter().position(|p| !p).unwrap_or(chunk.len());
-                if let Some(i) = upto.checked_sub(1) {
-                    progress.passed = Some(chunk[i].0.clone());
-                }
-                // A read skipped with no canary to say why is passed for good, when the
-                // pass stops at failures, only once a later read works: the stopped
-                // pass's next one reads it again.
-                if !progress.canary.unsure() || read.on_failure == OnFailure::Wait {
-                    progress.confirmed.clone_from(&progress.passed);
-                }
+        let names: Vec<&str> = heads.iter().map(|(sku, _)| sku.as_str()).collect();
+        let mut passed = vec![false; heads.len()];
+        for group in read_batches(self.link.adapter.as_ref(), &names) {
+            // The targets as the page listed them, before its reads, as passes always took
+            // them: a change since may still be on its way to the channel.
+            let targets: Vec<(String, HeadRecord)> =
+                group.iter().map(|i| heads[*i].clone()).collect();
+            if let Some((targets, found)) = self
+                .read_told(engine, &caller, targets, read, progress)
+                .await?
+            {
+                self.judge(engine, &targets, &found, read.grace, &mut progress.report)
+                    .await;
+            }
+            for i in &group {
+                passed[*i] = true;
+            }
+            // Read groups need not follow SKU order: passed up to the first SKU not yet
+            // read.
+            let upto = passed.iter().position(|p| !p).unwrap_or(heads.len());
+            if let Some(i) = upto.checked_sub(1) {
+                progress.passed = Some(heads[i].0.clone());
+            }
+            // A read skipped with no canary to say why is passed for good, when the pass
+            // stops at failures, only once a later read works: the stopped pass's next
+            // one reads it again.
+            if !progress.canary.unsure() || read.on_failure == OnFailure::Wait {
+                progress.confirmed.clone_from(&progress.passed);
             }
         }
         Ok(())
@@ -614,11 +606,7 @@ impl Reconciler {
         grace: Duration,
         report: &mut Report,
     ) {
-        // The last a read names a SKU is what it shows, as `read_levels` takes it.
-        let levels: HashMap<&str, Option<i64>> = levels
-            .iter()
-            .map(|(sku, level)| (sku.as_str(), *level))
-            .collect();
+        let levels = shown_by(levels);
         let mut drifts = Vec::new();
         {
             // Held for one read's SKUs: passes the operator asks for and the schedule's

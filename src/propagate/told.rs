@@ -12,10 +12,11 @@
 //! Before any read has worked there is no canary: `FAILED_READS_MAX` failures in a row
 //! stop the reader, the ones before counted refused.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{read_group, ChannelLink, Reads};
-use crate::channels::{Caller, Levels};
+use crate::channels::{Caller, ChannelAdapter, Levels};
 use crate::engine::Engine;
 
 /// Failed reads in a row that stop a reader before any read of it worked (no canary to
@@ -220,4 +221,31 @@ impl Reader<'_> {
         )
         .await
     }
+}
+
+/// The reads a whole-catalog reader makes of `skus`: a batch (`batch_max`) at a time, each
+/// in the adapter's read groups, as indices into `skus`. Never more than a batch in one
+/// read: an adapter's read is one call, which a channel answers for so many listings at
+/// most (a WooCommerce page holds 100).
+pub fn read_batches(adapter: &dyn ChannelAdapter, skus: &[&str]) -> Vec<Vec<usize>> {
+    let batch = adapter.batch_max().max(1);
+    let mut reads = Vec::new();
+    for (n, chunk) in skus.chunks(batch).enumerate() {
+        let start = n * batch;
+        reads.extend(
+            adapter
+                .read_groups(chunk)
+                .into_iter()
+                .map(|group| group.into_iter().map(|i| start + i).collect::<Vec<_>>()),
+        );
+    }
+    reads
+}
+
+/// What a read shows, by SKU: the last it names a SKU is what it shows.
+pub fn shown_by(levels: &Levels) -> HashMap<&str, Option<i64>> {
+    levels
+        .iter()
+        .map(|(sku, level)| (sku.as_str(), *level))
+        .collect()
 }
