@@ -1051,3 +1051,27 @@ fn signed_hook(rig: &Rig, topic: &str, body: &[u8]) -> (u16, Value) {
     ];
     post_raw(&rig.server, "shop", &headers, body)
 }
+
+/// A store of more listings than one `nodes(ids:)` query may name (250, as every input
+/// array, https://shopify.dev/docs/api/usage/limits): a stock import reads them all. It
+/// once named a whole page of 1,000 in one query, which Shopify refuses.
+#[test]
+fn an_import_of_more_listings_than_one_query_may_name_reads_them_all() {
+    let rig = rig(300, "2026-04", "");
+    for i in 0..300 {
+        rig.shop.set_level(&sku(i), 4);
+    }
+    let (status, body) = status_json(
+        Server::client()
+            .post(rig.server.url("/v1/channels/shop/import-levels"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["report"]["read"], &body["report"]["counted"]),
+        (&json!(300), &json!(300)),
+        "{body}"
+    );
+    assert_eq!(rig.server.stock(&sku(299)), Some((4, 0, 4)));
+}

@@ -10,7 +10,8 @@
 //!   `inventoryAdjustQuantities` (a `delta` per change, each with `changeFromQuantity`:
 //!   a value compares, `null` opts out, and from 2026-04 the field and the `@idempotent`
 //!   directive are required; all or nothing; the reply's `changes` carry each item's
-//!   `quantityAfterChange`); and the `nodes(ids:)` level query.
+//!   `quantityAfterChange`); and the `nodes(ids:)` level query (at most 250 ids, as every
+//!   input array).
 //! - `productVariants(first:, after:)` (catalog discovery): the listings and the variants
 //!   added beside them (`add_variant`: no SKU, a duplicate SKU, untracked), by id, a
 //!   cursor per page, `first` at most 250.
@@ -1255,9 +1256,21 @@ fn product_variants(s: &Shop, more: &[MoreVariant], variables: &Value) -> Result
 }
 
 /// The `nodes(ids:)` level query.
+/// Most items of an input array (`nodes(ids:)`'s ids).
+const NODES_IDS_MAX: usize = 250;
+
 fn read_nodes(s: &Shop, variables: &Value) -> Result<Value, String> {
     let location = gid_number(&variables["locationId"]);
     let ids = variables["ids"].as_array().ok_or("ids is required")?;
+    // "Input arguments that accept an array have a maximum size of 250 for all APIs.
+    // Requests return an error if an input array exceeds 250 items."
+    // (https://shopify.dev/docs/api/usage/limits)
+    if ids.len() > NODES_IDS_MAX {
+        return Err(format!(
+            "The input array size of {} is greater than the maximum allowed of {NODES_IDS_MAX}.",
+            ids.len()
+        ));
+    }
     let nodes: Vec<Value> = ids
         .iter()
         .map(|id| {

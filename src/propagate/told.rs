@@ -226,7 +226,8 @@ impl Reader<'_> {
 /// The reads a whole-catalog reader makes of `skus`: a batch (`batch_max`) at a time, each
 /// in the adapter's read groups, as indices into `skus`. Never more than a batch in one
 /// read: an adapter's read is one call, which a channel answers for so many listings at
-/// most (a WooCommerce page holds 100).
+/// most (a WooCommerce page holds 100; Shopify refuses an input array of more than 250,
+/// https://shopify.dev/docs/api/usage/limits).
 pub fn read_batches(adapter: &dyn ChannelAdapter, skus: &[&str]) -> Vec<Vec<usize>> {
     let batch = adapter.batch_max().max(1);
     let mut reads = Vec::new();
