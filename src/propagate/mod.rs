@@ -526,19 +526,18 @@ enum Shows {
 }
 
 /// Reads what the channel shows for `skus` (`None`: not listed), one read per read
-/// group (`read_group`).
+/// group, at once (`Reads::Asked`, no pause): a pusher's items after a stale compare,
+/// a push batch's worth.
 pub async fn read_levels(
     link: &ChannelLink,
     caller: &Caller,
     skus: &[String],
-    pause: Duration,
-    reads: Reads,
 ) -> Result<HashMap<String, Option<i64>>, String> {
     let names: Vec<&str> = skus.iter().map(String::as_str).collect();
     let mut levels = HashMap::new();
     for group in link.adapter.read_groups(&names) {
         let group: Vec<String> = group.iter().map(|i| skus[*i].clone()).collect();
-        levels.extend(read_group(link, caller, &group, pause, reads).await??);
+        levels.extend(read_group(link, caller, &group, Duration::ZERO, Reads::Asked).await??);
     }
     Ok(levels)
 }

@@ -149,6 +149,13 @@ struct Read {
     on_failure: OnFailure,
 }
 
+/// What a comparison does with each read: repair what differs (`judge`: repairs
+/// recorded), or add it to a plan (nothing recorded or pushed).
+enum Use<'a> {
+    Repair,
+    Plan(&'a mut Plan),
+}
+
 /// What approving a channel would write (`Reconciler::plan`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -184,10 +191,10 @@ pub struct PlanLine {
 pub const PLAN_LARGEST: usize = 10;
 
 impl Plan {
-    fn unread(&mut self, skus: &[String]) {
+    fn unread<'a>(&mut self, skus: impl ExactSizeIterator<Item = &'a String>) {
         self.unread += skus.len();
         let room = PLAN_LARGEST.saturating_sub(self.unread_skus.len());
-        self.unread_skus.extend(skus.iter().take(room).cloned());
+        self.unread_skus.extend(skus.take(room).cloned());
     }
 
     fn add(&mut self, sku: &str, shown: Option<i64>, target: i64) {
@@ -334,8 +341,13 @@ impl Reconciler {
             ..Progress::default()
         };
         progress.report.resumed_after.clone_from(&from);
+        let read = Read {
+            grace: self.grace,
+            reads: Reads::Routine,
+            on_failure,
+        };
         let result = self
-            .pass_pages(engine, client, from, on_failure, &mut progress)
+            .pass_pages(engine, client, from, read, &mut progress, &mut Use::Repair)
             .await;
         let Progress {
             report, confirmed, ..
@@ -382,14 +394,15 @@ impl Reconciler {
         resume.clone()
     }
 
-    /// Compares every page after `from`, adding to `progress`.
+    /// Compares every page after `from`, adding to `progress`, each read put to `used`.
     async fn pass_pages(
         &self,
         engine: &Engine,
         client: &reqwest::Client,
         from: Option<String>,
-        on_failure: OnFailure,
+        read: Read,
         progress: &mut Progress,
+        used: &mut Use<'_>,
     ) -> Result<(), String> {
         let mut after = from;
         loop {
@@ -400,18 +413,14 @@ impl Reconciler {
                 break;
             };
             after = Some(last.clone());
-            let read = Read {
-                grace: self.grace,
-                reads: Reads::Routine,
-                on_failure,
-            };
             let full = heads.len() == PASS_PAGE;
-            self.compare(engine, client, heads, read, progress).await?;
+            self.compare(engine, client, heads, read, progress, used)
+                .await?;
             // A scheduled pass keeps where it got to, page by page: a restart in the
             // middle of a pass of hours does not start it over. (A page short of full
             // is the last: the pass ends with it, and its end says where the next
             // starts.)
-            if on_failure == OnFailure::Wait && full {
+            if read.on_failure == OnFailure::Wait && full {
                 self.advance_resume(&progress.confirmed);
             }
         }
@@ -433,7 +442,7 @@ impl Reconciler {
             on_failure: OnFailure::Fail,
         };
         let mut progress = Progress::default();
-        self.compare(engine, client, heads, read, &mut progress)
+        self.compare(engine, client, heads, read, &mut progress, &mut Use::Repair)
             .await?;
         Ok(progress.report)
     }
@@ -462,44 +471,16 @@ impl Reconciler {
             reads: Reads::Asked,
             on_failure: OnFailure::Stop,
         };
-        let caller = self.link.reader(client.clone());
-        let mut after: Option<String> = None;
-        loop {
-            let mut heads = engine
-                .heads_after(after.as_deref(), PASS_PAGE)
-                .map_err(|e| e.to_string())?;
-            let Some((last, _)) = heads.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            heads.retain(|(sku, _)| self.link.adapter.carries(sku));
-            let names: Vec<&str> = heads.iter().map(|(sku, _)| sku.as_str()).collect();
-            for group in read_batches(self.link.adapter.as_ref(), &names) {
-                let targets: Vec<(String, HeadRecord)> =
-                    group.iter().map(|i| heads[*i].clone()).collect();
-                let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
-                let Some((targets, found)) = self
-                    .read_told(engine, &caller, targets, read, &mut progress)
-                    .await?
-                else {
-                    plan.unread(&skus);
-                    continue;
-                };
-                let shown = shown_by(&found);
-                for (sku, head) in &targets {
-                    let level = shown.get(sku.as_str()).copied().flatten();
-                    plan.add(sku, level, self.target(head));
-                }
-            }
-        }
-        progress.canary.end()?;
+        let mut used = Use::Plan(&mut plan);
+        self.pass_pages(engine, client, None, read, &mut progress, &mut used)
+            .await?;
         plan.unread_reason = progress.report.unread_reason;
         Ok(plan)
     }
 
     /// Reads what the channel shows for these SKUs (in SKU order) and repairs what
-    /// differs, read by read, adding to `progress`; a shortfall is raised once it has
-    /// lasted `read.grace`.
+    /// differs, or plans it (`used`), read by read, adding to `progress`; a shortfall is
+    /// raised once it has lasted `read.grace`.
     async fn compare(
         &self,
         engine: &Engine,
@@ -507,6 +488,7 @@ impl Reconciler {
         mut heads: Vec<(String, HeadRecord)>,
         read: Read,
         progress: &mut Progress,
+        used: &mut Use<'_>,
     ) -> Result<(), String> {
         heads.retain(|(sku, _)| self.link.adapter.carries(sku));
         let caller = self.link.reader(client.clone());
@@ -517,12 +499,23 @@ impl Reconciler {
             // them: a change since may still be on its way to the channel.
             let targets: Vec<(String, HeadRecord)> =
                 group.iter().map(|i| heads[*i].clone()).collect();
-            if let Some((targets, found)) = self
+            let told = self
                 .read_told(engine, &caller, targets, read, progress)
-                .await?
-            {
-                self.judge(engine, &targets, &found, read.grace, &mut progress.report)
-                    .await;
+                .await?;
+            match (told, &mut *used) {
+                (Some((targets, found)), Use::Repair) => {
+                    self.judge(engine, &targets, &found, read.grace, &mut progress.report)
+                        .await;
+                }
+                (Some((targets, found)), Use::Plan(plan)) => {
+                    let shown = shown_by(&found);
+                    for (sku, head) in &targets {
+                        let level = shown.get(sku.as_str()).copied().flatten();
+                        plan.add(sku, level, self.target(head));
+                    }
+                }
+                (None, Use::Plan(plan)) => plan.unread(group.iter().map(|i| &heads[*i].0)),
+                (None, Use::Repair) => {}
             }
             for i in &group {
                 passed[*i] = true;
@@ -551,12 +544,11 @@ impl Reconciler {
         &self,
         engine: &Engine,
         caller: &crate::channels::Caller,
-        targets: Vec<(String, HeadRecord)>,
+        mut targets: Vec<(String, HeadRecord)>,
         read: Read,
         progress: &mut Progress,
     ) -> Result<Option<(Vec<(String, HeadRecord)>, Levels)>, String> {
         let skus: Vec<String> = targets.iter().map(|(sku, _)| sku.clone()).collect();
-        let mut targets = targets;
         let reader = Reader {
             link: &self.link,
             caller,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{
     acknowledge, acknowledge_as, exchange, read_levels, record_drift, Answer, ChannelLink, Pacer,
-    Reads, Shows, DEFER_STALE,
+    Shows, DEFER_STALE,
 };
 use crate::channels::{PushItem, PushReply};
 use crate::core::event::EventKind;
@@ -263,7 +263,7 @@ async fn read_and_push_again(
 ) -> (PushReply, bool) {
     let name = link.adapter.name().to_string();
     let skus: Vec<String> = stale.iter().map(|i| items[*i].sku.clone()).collect();
-    let shown = match read_levels(link, &pacer.caller, &skus, Duration::ZERO, Reads::Asked).await {
+    let shown = match read_levels(link, &pacer.caller, &skus).await {
         Ok(shown) => shown,
         Err(reason) => {
             let failed = PushReply::Failed {

@@ -21,7 +21,7 @@ use crate::engine::Engine;
 
 /// Failed reads in a row that stop a reader before any read of it worked (no canary to
 /// tell a channel down from listings it refuses).
-pub const FAILED_READS_MAX: usize = 3;
+const FAILED_READS_MAX: usize = 3;
 /// A waiting reader's wait for a channel that is down (`OnFailure::Wait`): a canary read
 /// again after 1 s, doubling up to 5 min (a channel down for an hour costs about twenty
 /// calls), for at most an hour, after which the reader stops.
@@ -103,14 +103,6 @@ pub enum Told {
     Again,
 }
 
-/// What the canary says of a failed read.
-enum Verdict {
-    Refused,
-    Stop(String),
-    /// The channel answers again after a wait: read the failed group once more.
-    Again,
-}
-
 /// A reader through a whole catalog: its channel and caller, the engine it works for,
 /// whose budget its reads are, and what a failed read does.
 pub struct Reader<'a> {
@@ -127,18 +119,13 @@ impl Reader<'_> {
     /// reader stops (the channel down, or a daily quota kept for pushes and orders), with
     /// why.
     pub async fn read(&self, skus: &[String], canary: &mut Canary) -> Result<Told, String> {
-        let reason = match self.read_group(skus).await? {
+        match self.read_group(skus).await? {
             Ok(levels) => {
                 canary.worked(skus);
-                return Ok(Told::Found(levels));
+                Ok(Told::Found(levels))
             }
-            Err(reason) => reason,
-        };
-        Ok(match self.verdict(canary, &reason).await? {
-            Verdict::Refused => Told::Refused(reason),
-            Verdict::Stop(why) => return Err(why),
-            Verdict::Again => Told::Again,
-        })
+            Err(reason) => self.verdict(canary, reason).await,
+        }
     }
 
     /// `read` for a reader that takes nothing before its reads: what the channel showed,
@@ -157,22 +144,22 @@ impl Reader<'_> {
         }
     }
 
-    /// What to do about a read that failed with `reason`: the canaries read again tell a
-    /// refused listing from a channel that is down.
-    async fn verdict(&self, canary: &mut Canary, reason: &str) -> Result<Verdict, String> {
+    /// What a read that failed with `reason` comes to: the canaries read again tell a
+    /// refused listing from a channel that is down (`Err`: the reader stops, with why).
+    async fn verdict(&self, canary: &mut Canary, reason: String) -> Result<Told, String> {
         if self.on_failure == OnFailure::Fail {
-            return Ok(Verdict::Stop(reason.to_string()));
+            return Err(reason);
         }
         if canary.known.is_empty() {
             canary.failed_in_a_row += 1;
-            canary.unsure_reason = Some(reason.to_string());
-            return Ok(if canary.failed_in_a_row >= FAILED_READS_MAX {
-                Verdict::Stop(format!(
+            canary.unsure_reason = Some(reason.clone());
+            return if canary.failed_in_a_row >= FAILED_READS_MAX {
+                Err(format!(
                     "{FAILED_READS_MAX} reads failed in a row, none having worked: {reason}"
                 ))
             } else {
-                Verdict::Refused
-            });
+                Ok(Told::Refused(reason))
+            };
         }
         // Each canary in turn, the latest first: one that fails while an older one answers
         // is refused itself now, and forgotten.
@@ -180,11 +167,11 @@ impl Reader<'_> {
             if self.read_group(&canary.known[tried]).await?.is_ok() {
                 canary.known.drain(..tried);
                 canary.waited = Duration::ZERO;
-                return Ok(Verdict::Refused);
+                return Ok(Told::Refused(reason));
             }
         }
         if self.on_failure == OnFailure::Stop {
-            return Ok(Verdict::Stop(format!("the channel is down: {reason}")));
+            return Err(format!("the channel is down: {reason}"));
         }
         // Down: each wait ends with one read, of each canary in turn.
         let mut wait = DOWN_WAIT_FIRST;
@@ -196,19 +183,17 @@ impl Reader<'_> {
             canary.waited += wait;
             wait = (wait * 2).min(DOWN_WAIT_MAX);
             if self.engine.is_stopped() || !self.link.pushing() {
-                return Ok(Verdict::Stop(format!(
-                    "stopped while the channel was down: {reason}"
-                )));
+                return Err(format!("stopped while the channel was down: {reason}"));
             }
             let known = &canary.known[probe % canary.known.len()];
             if self.read_group(known).await?.is_ok() {
-                return Ok(Verdict::Again);
+                return Ok(Told::Again);
             }
         }
-        Ok(Verdict::Stop(format!(
+        Err(format!(
             "the channel has been down for {} minutes: {reason}",
             canary.waited.as_secs() / 60
-        )))
+        ))
     }
 
     async fn read_group(&self, skus: &[String]) -> Result<Result<Levels, String>, String> {
