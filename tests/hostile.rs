@@ -426,11 +426,16 @@ fn stalled_bodies_are_bounded_together_and_past_that_refused_as_busy() {
             .and_then(|()| stream.write_all(&most));
         streams.push(stream);
     }
-    // A stalled body's connection has no answer; a refused one has its 503, soon.
+    // A stalled body's connection has no answer; a refused one has its 503. Read until
+    // the 44 refusals are in (300 MiB through loopback may take a while on a loaded
+    // machine: a fixed 5 s once ended the wait early), then a second more, in which no
+    // held body may be answered.
     let mut answered = vec![false; streams.len()];
-    for _ in 0..50 {
+    for stream in &streams {
+        stream.set_nonblocking(true).unwrap();
+    }
+    let mut read_answers = || {
         for (stream, seen) in streams.iter_mut().zip(answered.iter_mut()) {
-            stream.set_nonblocking(true).unwrap();
             let mut answer = vec![0; 4096];
             if let (false, Ok(n)) = (*seen, stream.read(&mut answer)) {
                 let answer = String::from_utf8_lossy(&answer[..n]);
@@ -442,13 +447,20 @@ fn stalled_bodies_are_bounded_together_and_past_that_refused_as_busy() {
                 *seen = true;
             }
         }
-        if answered.iter().filter(|a| **a).count() >= 44 {
-            break;
-        }
+        answered.iter().filter(|a| **a).count()
+    };
+    let started = std::time::Instant::now();
+    let mut busy = read_answers();
+    while busy < 44 && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
+        busy = read_answers();
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        busy = read_answers();
     }
     // 256 MiB hold 256 of them (a MiB less a byte each); the other 44 were refused.
-    let busy = answered.iter().filter(|a| **a).count();
     assert_eq!(busy, 44, "refused as busy");
     drop(streams);
     assert!(eventually(Duration::from_secs(10), || {
