@@ -750,6 +750,42 @@ fn a_plan_and_an_import_that_no_read_answered_fail() {
     }
 }
 
+/// A store whose first answer to a plan and to an import is a blip (one 503, then
+/// answers as it should): the first read is tried again and both take every listing.
+/// With no read yet that worked, that first read's listings were counted refused, out of
+/// the plan and out of the import, until each was run again.
+#[test]
+fn a_plan_and_an_import_read_again_a_first_read_the_store_failed_once() {
+    let (erp, server, _dir) = observed_erp(&["A", "B", "C", "D"]);
+    erp.set_level("D", 15);
+    erp.fail_reads_naming(&["A"], 1);
+    let (status, answer) = server.get("/v1/channels/erp/plan");
+    assert_eq!(status, 200, "{answer}");
+    let plan = &answer["plan"];
+    assert_eq!(
+        (&plan["checked"], &plan["changes"], &plan["unread"]),
+        (&json!(4), &json!(1), &json!(0)),
+        "{answer}"
+    );
+    erp.fail_reads_naming(&["A"], 1);
+    let (status, answer) = status_json(
+        Server::client()
+            .post(server.url("/v1/channels/erp/import-levels"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["report"]["read"], &answer["report"]["unread"]),
+        (&json!(4), &json!([])),
+        "{answer}"
+    );
+    assert_eq!(server.stock("D"), Some((15, 0, 15)));
+    // Each blip cost one read more, no more: A and B read twice per reader.
+    let reads_of_a = erp.reads().iter().filter(|r| r.skus.contains(&"A".to_string())).count();
+    assert_eq!(reads_of_a, 4, "{:?}", erp.reads());
+}
+
 /// A listing the store refuses to read while it answers the others (deleted, unmapped)
 /// is left out of the plan and out of a stock import, and named; the rest is planned and
 /// imported whole. A store that is down fails both.

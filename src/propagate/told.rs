@@ -9,8 +9,10 @@
 //! read that worked before the canary is kept too, and read when the canary fails: a
 //! canary whose own listing was deleted since would otherwise look like a channel down,
 //! and stop a pass, or hold a scheduled one for an hour.
-//! Before any read has worked there is no canary: `FAILED_READS_MAX` failures in a row
-//! stop the reader, the ones before counted refused.
+//! Before any read has worked there is no canary: a failed read is read once more after
+//! `UNSURE_RETRY_WAIT` (a channel's blip at a plan's first call left that call's listings
+//! out of the plan, and out of an import, until it was run again), and only then counted
+//! refused; `FAILED_READS_MAX` such failures in a row stop the reader.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use crate::engine::Engine;
 /// Failed reads in a row that stop a reader before any read of it worked (no canary to
 /// tell a channel down from listings it refuses).
 const FAILED_READS_MAX: usize = 3;
+/// The wait before a read that failed with no canary to tell why is read again.
+const UNSURE_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// A waiting reader's wait for a channel that is down (`OnFailure::Wait`): a canary read
 /// again after 1 s, doubling up to 5 min (a channel down for an hour costs about twenty
 /// calls), for at most an hour, after which the reader stops.
@@ -124,7 +128,7 @@ impl Reader<'_> {
                 canary.worked(skus);
                 Ok(Told::Found(levels))
             }
-            Err(reason) => self.verdict(canary, reason).await,
+            Err(reason) => self.verdict(skus, canary, reason).await,
         }
     }
 
@@ -144,13 +148,27 @@ impl Reader<'_> {
         }
     }
 
-    /// What a read that failed with `reason` comes to: the canaries read again tell a
-    /// refused listing from a channel that is down (`Err`: the reader stops, with why).
-    async fn verdict(&self, canary: &mut Canary, reason: String) -> Result<Told, String> {
+    /// What a read of `skus` that failed with `reason` comes to: the canaries read again
+    /// tell a refused listing from a channel that is down (`Err`: the reader stops, with
+    /// why). With no canary yet, the read itself is tried once more first.
+    async fn verdict(
+        &self,
+        skus: &[String],
+        canary: &mut Canary,
+        reason: String,
+    ) -> Result<Told, String> {
         if self.on_failure == OnFailure::Fail {
             return Err(reason);
         }
         if canary.known.is_empty() {
+            tokio::time::sleep(UNSURE_RETRY_WAIT).await;
+            let reason = match self.read_group(skus).await? {
+                Ok(levels) => {
+                    canary.worked(skus);
+                    return Ok(Told::Found(levels));
+                }
+                Err(again) => again,
+            };
             canary.failed_in_a_row += 1;
             canary.unsure_reason = Some(reason.clone());
             return if canary.failed_in_a_row >= FAILED_READS_MAX {
