@@ -782,7 +782,11 @@ fn a_plan_and_an_import_read_again_a_first_read_the_store_failed_once() {
     );
     assert_eq!(server.stock("D"), Some((15, 0, 15)));
     // Each blip cost one read more, no more: A and B read twice per reader.
-    let reads_of_a = erp.reads().iter().filter(|r| r.skus.contains(&"A".to_string())).count();
+    let reads_of_a = erp
+        .reads()
+        .iter()
+        .filter(|r| r.skus.contains(&"A".to_string()))
+        .count();
     assert_eq!(reads_of_a, 4, "{:?}", erp.reads());
 }
 
