@@ -141,6 +141,28 @@ impl ChannelKind {
     pub fn names_items_by_own_ids(self) -> bool {
         self != ChannelKind::Webhook
     }
+
+    /// The most one listing's stock write accepts, where the channel documents a bound:
+    /// a target above it would be refused, write after write, and the listing never
+    /// updated, so the kind's bound caps what it is shown (`core_config`), as `max` does.
+    /// The others document none (Amazon's `fulfillment_availability` has `minimum: 0` and
+    /// no maximum; eBay's quantity is an int32; Walmart and WooCommerce say nothing).
+    pub fn shown_max(self) -> Option<i64> {
+        match self {
+            // Update Inventory: "non-negative numbers (include number 0) And less then
+            // 99999" (Partner Center's text, as lywzx/tiktok-partner-api copied it:
+            // packages/tk-origin-api/src/products/UpdateInventory.ts); our simulator takes
+            // [0, 99,999].
+            ChannelKind::Tiktok => Some(99_999),
+            // INVALID_QUANTITY_TOO_HIGH: "The total quantity can't be higher than
+            // 1,000,000,000." (https://shopify.dev/docs/api/admin-graphql/latest/enums/InventorySetQuantitiesUserErrorCode)
+            ChannelKind::Shopify => Some(1_000_000_000),
+            // `inventory_level` "maximum: 2147483647"; past it "the store does not save
+            // the product or variant" (bigcommerce/docs, reference/inventory.v3.yml).
+            ChannelKind::Bigcommerce => Some(i64::from(i32::MAX)),
+            _ => None,
+        }
+    }
 }
 
 pub use crate::core::InventoryUpdates;
@@ -430,7 +452,10 @@ impl Config {
                 .map(|c| ChannelRule {
                     name: c.name.clone(),
                     buffer: c.buffer,
-                    max: c.max,
+                    max: match (c.max, c.kind.shown_max()) {
+                        (Some(max), Some(bound)) => Some(max.min(bound)),
+                        (max, bound) => max.or(bound),
+                    },
                     inventory_updates: c.inventory_updates,
                     compare_and_set: c.compares(),
                 })
@@ -585,6 +610,18 @@ fn validate_channel<'a>(
     if channel.max.is_some_and(|m| m < 0) {
         return Err(invalid(at("max"), "0 or more units"));
     }
+    if let (Some(max), Some(bound)) = (channel.max, channel.kind.shown_max()) {
+        if max > bound {
+            return Err(invalid(
+                at("max"),
+                format!(
+                    "at most {bound}: {} accepts no more for one listing (without `max`, it is \
+                     shown up to that)",
+                    channel.kind.name()
+                ),
+            ));
+        }
+    }
     if let Some(limit) = channel.rate_limit {
         if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
             return Err(invalid(
@@ -680,6 +717,40 @@ mod tests {
         assert_eq!(config.channels.len(), 3);
         assert_eq!(config.channels[0].buffer, 2);
         assert_eq!(config.server.idempotency_days, 7);
+    }
+
+    /// A kind's documented bound caps what its channels are shown, below a larger `max`
+    /// or without one; a `max` above the bound is refused by name (Shopify's is
+    /// 1,000,000,000).
+    #[test]
+    fn a_kind_s_bound_caps_what_it_is_shown_and_a_larger_max_is_refused() {
+        let config =
+            Config::parse(&EXAMPLE.replace("buffer = 2", "buffer = 2\nmax = 500")).unwrap();
+        config.validate().unwrap();
+        let maxes: Vec<Option<i64>> = config
+            .core_config()
+            .channels
+            .iter()
+            .map(|(_, rule)| rule.max)
+            .collect();
+        assert_eq!(maxes, [Some(500), None, None]);
+        let config = Config::parse(EXAMPLE).unwrap();
+        let rules = config.core_config().channels;
+        assert_eq!(
+            rules.iter().next().map(|(_, rule)| rule.max),
+            Some(Some(1_000_000_000))
+        );
+        let error = Config::parse(&EXAMPLE.replace("buffer = 2", "buffer = 2\nmax = 1000000001"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.field, "channels[0].max");
+        assert!(
+            error
+                .reason
+                .starts_with("at most 1000000000: shopify accepts no more"),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -372,3 +372,42 @@ fn an_outage_longer_than_a_pass_reads_is_read_whole_in_windows() {
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(server.stock("T0"), Some((2_000, ORDERS, 2_000 - ORDERS)));
 }
+
+/// A SKU with more stock than TikTok takes for one listing ("less then 99999", our
+/// simulator taking [0, 99,999]) is shown the most it takes, and the listing follows a
+/// later sale like any other. Before, its every write was refused and the shop kept
+/// whatever it showed.
+#[test]
+fn a_sku_with_more_stock_than_tiktok_takes_is_shown_the_most_it_takes() {
+    let rig = rig(2);
+    post(
+        &rig,
+        vec![
+            event("big", "T0", "counted", 150_000),
+            event("small", "T1", "counted", 3),
+        ],
+    );
+    assert!(
+        rig.sim
+            .market
+            .wait_for(WAIT, |l| l.get("T0") == Some(&99_999)
+                && l.get("T1") == Some(&3))
+            .is_some(),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+    let (_, sku) = rig.server.get("/v1/skus/T0");
+    assert_eq!(
+        (
+            &sku["channels"]["tiktok"]["target"],
+            &sku["channels"]["tiktok"]["max"]
+        ),
+        (&serde_json::json!(99_999), &serde_json::json!(99_999)),
+        "{sku}"
+    );
+    assert!(
+        rig.sim.market.calls().iter().all(|c| c.status == 200),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+}
