@@ -560,3 +560,27 @@ fn an_order_of_more_items_than_a_page_counts_every_item() {
         rig.server.stock("A1")
     );
 }
+
+/// A feed Amazon refuses whole (its report's one ERROR names no message, and accepts
+/// none of them): none of its items is acknowledged, and they are pushed again. The
+/// adapter acknowledged every message no ERROR named, so the whole backlog passed for
+/// pushed while Amazon kept the old levels, until a reconciliation found them.
+#[test]
+fn a_feed_refused_whole_is_pushed_again() {
+    let skus = 30;
+    let rig = rig(skus, "");
+    rig.sim.refuse_feeds(1);
+    for i in 0..skus {
+        count(&rig.server, &format!("A{i}"), 4);
+    }
+    assert!(
+        eventually(WAIT, || (0..skus).all(|i| rig
+            .sim
+            .market
+            .level(&format!("A{i}"))
+            == Some(4))),
+        "{:?}",
+        rig.sim.market.levels()
+    );
+    assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
+}

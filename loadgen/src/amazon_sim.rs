@@ -73,6 +73,8 @@ struct Extra {
     feed_results: HashMap<String, (bool, Value)>,
     /// Seller SKUs whose writes Amazon refuses (a listing it will not take).
     refused: std::collections::HashSet<String>,
+    /// Feeds still to be refused whole (`refuse_feeds`).
+    feeds_to_refuse: usize,
     /// Seller SKU → its `fulfillment_availability` entry beyond the quantity (the
     /// seller's handling time and restock date), which a `replace` patch drops and a
     /// `merge` keeps.
@@ -212,6 +214,7 @@ impl AmazonSim {
             feed_sizes: Vec::new(),
             feed_results: HashMap::new(),
             refused: Default::default(),
+            feeds_to_refuse: 0,
             availability: items
                 .iter()
                 .map(|(_, seller_sku)| {
@@ -293,6 +296,14 @@ impl AmazonSim {
     /// nothing of either is applied.
     pub fn refuse_listing(&self, seller_sku: &str) {
         self.extra().refused.insert(seller_sku.to_string());
+    }
+
+    /// The next `n` feeds are refused whole, as a feed Amazon cannot read is: the report's
+    /// one ERROR issue names no message ("Not provided if the error is not related to a
+    /// message (e.g. feed formatting issue)", listings-feed-processing-report-schema-v2)
+    /// and none of the feed is applied.
+    pub fn refuse_feeds(&self, n: usize) {
+        self.extra().feeds_to_refuse = n;
     }
 
     /// The number of messages of each feed created so far.
@@ -811,7 +822,17 @@ fn process_feed(
 ) {
     let mut accepted = 0;
     let mut issues = Vec::new();
-    for m in messages {
+    let refused_whole = {
+        let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+        let refuse = e.feeds_to_refuse > 0;
+        e.feeds_to_refuse = e.feeds_to_refuse.saturating_sub(1);
+        refuse
+    };
+    if refused_whole {
+        issues.push(json!({"code": "4000002", "severity": "ERROR",
+                           "message": "The feed could not be read: it does not conform to the feed schema."}));
+    }
+    for m in messages.iter().filter(|_| !refused_whole) {
         let seller_sku = m["sku"].as_str().unwrap_or_default().to_string();
         // Amazon's lock order: its own state, then the shop's.
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
@@ -840,8 +861,10 @@ fn process_feed(
     let report = json!({
         "header": {"sellerId": SELLER_ID, "version": "2.0", "feedId": feed_id},
         "issues": issues,
-        "summary": {"errors": issues.len(), "warnings": 0, "messagesProcessed": messages.len(),
-                    "messagesAccepted": accepted, "messagesInvalid": issues.len()},
+        "summary": {"errors": issues.len(), "warnings": 0,
+                    "messagesProcessed": if refused_whole { 0 } else { messages.len() },
+                    "messagesAccepted": accepted,
+                    "messagesInvalid": if refused_whole { 0 } else { issues.len() }},
     });
     let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
     e.feed_results.insert(feed_id.to_string(), (true, report));

@@ -623,7 +623,9 @@ impl Amazon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(Instant::now());
-        let refused = self.feed_errors(caller, &auth, &feed_id).await?;
+        let refused = self
+            .feed_errors(caller, &auth, &feed_id, items.len())
+            .await?;
         for (message, why) in &refused {
             tracing::warn!(channel = %self.name, feed = %feed_id, message, why = %why, "feed message refused");
         }
@@ -640,11 +642,16 @@ impl Amazon {
     /// amzn/selling-partner-api-models `schemas/feeds/listings-feed-processing-report-schema-v2.json`).
     /// `CANCELLED` or `FATAL` fails the whole feed: "some, none, or all" of it may have
     /// been applied, so every item is pushed again (merge patches of absolute values).
+    /// So does a report whose ERROR names no message (the schema: `messageId` "Not
+    /// provided if the error is not related to a message (e.g. feed formatting issue)"),
+    /// or whose `summary.messagesAccepted` is fewer than the `messages` no issue names:
+    /// some were not applied, and the report does not say which.
     async fn feed_errors(
         &self,
         caller: &Caller,
         auth: &HeaderMap,
         feed_id: &str,
+        messages: usize,
     ) -> Result<Vec<(u64, String)>, PushReply> {
         let get = |url: String, signed: bool| {
             let request = http::Request::get(url)
@@ -720,17 +727,33 @@ impl Amazon {
         }
         let report: Value = serde_json::from_slice(&body)
             .map_err(|e| failed(format!("feed report: not JSON: {e}")))?;
-        Ok(payload::list(&report["issues"])
-            .iter()
-            .filter(|issue| issue["severity"] == "ERROR")
-            .filter_map(|issue| {
-                let why = issue["message"]
-                    .as_str()
-                    .unwrap_or("no message")
-                    .to_string();
-                Some((issue["messageId"].as_u64()?, why))
-            })
-            .collect())
+        let mut refused = Vec::new();
+        for issue in payload::list(&report["issues"]) {
+            if issue["severity"] != "ERROR" {
+                continue;
+            }
+            let why = issue["message"].as_str().unwrap_or("no message");
+            match issue["messageId"].as_u64() {
+                Some(message) => refused.push((message, why.to_string())),
+                None => {
+                    return Err(failed(format!(
+                        "feed {feed_id} refused whole (its report names no message): {why}"
+                    )))
+                }
+            }
+        }
+        let named = (1..=messages as u64)
+            .filter(|m| refused.iter().any(|(r, _)| r == m))
+            .count();
+        let accepted = report["summary"]["messagesAccepted"].as_u64();
+        if accepted.is_none_or(|accepted| accepted < (messages - named) as u64) {
+            return Err(failed(format!(
+                "feed {feed_id}: its report accepts {} of {messages} messages and refuses \
+                 {named} by name; the rest are pushed again",
+                accepted.map_or("an unknown number".to_string(), |a| a.to_string())
+            )));
+        }
+        Ok(refused)
     }
 }
 
