@@ -411,3 +411,36 @@ fn a_sku_with_more_stock_than_tiktok_takes_is_shown_the_most_it_takes() {
         rig.sim.market.calls()
     );
 }
+
+/// An update TikTok answers code 0 with an error that names no SKU (no `detail.sku_id`),
+/// having applied nothing: no SKU of it is acknowledged, and the next push writes them.
+/// Every SKU the errors did not name was taken as written, so the shop kept its old
+/// levels while lockstep counted them shown.
+#[test]
+fn an_update_refused_by_an_error_naming_no_sku_is_pushed_again() {
+    let rig = rig(2);
+    rig.sim.refuse_updates_unnamed(1);
+    post(
+        &rig,
+        vec![
+            event("c0", "T0", "counted", 6),
+            event("c1", "T1", "counted", 6),
+        ],
+    );
+    assert!(
+        rig.sim
+            .market
+            .wait_for(WAIT, |l| l.get("T0") == Some(&6) && l.get("T1") == Some(&6))
+            .is_some(),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+    let refused = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.status == 207)
+        .count();
+    assert_eq!(refused, 1, "{:?}", rig.sim.market.calls());
+}

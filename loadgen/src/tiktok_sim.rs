@@ -72,6 +72,9 @@ struct Extra {
     reads_throttled: u32,
     /// Products whose reads fail with HTTP 500 (`fail_product_reads`).
     unreadable: Vec<String>,
+    /// Inventory updates still to refuse whole with an error naming no SKU
+    /// (`refuse_updates_unnamed`).
+    updates_refused_unnamed: u32,
 }
 
 /// Every SKU's default warehouse, which holds the listing's level.
@@ -156,6 +159,7 @@ impl TikTokSim {
             warehouses: Default::default(),
             reads_throttled: 0,
             unreadable: Vec::new(),
+            updates_refused_unnamed: 0,
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -186,6 +190,13 @@ impl TikTokSim {
         let mut extra = self.extra();
         let list = extra.warehouses.entry(sku.to_string()).or_default();
         list.push((warehouse.to_string(), quantity));
+    }
+
+    /// The next `n` inventory updates are refused whole, nothing applied, with code 0 and
+    /// one entry in `data.errors` that names no SKU (no `detail.sku_id`): a refusal of
+    /// the product as a whole.
+    pub fn refuse_updates_unnamed(&self, n: u32) {
+        self.extra().updates_refused_unnamed = n;
     }
 
     /// What SKU `sku` (ours) has in warehouse `warehouse` beside the default one.
@@ -497,6 +508,12 @@ fn handle(
             let skus = body["skus"].as_array().cloned().unwrap_or_default();
             let mut s = lock(shop);
             let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+            if x.updates_refused_unnamed > 0 {
+                x.updates_refused_unnamed -= 1;
+                s.log_call(&req.path, skus.len(), 207);
+                let errors = json!([{"code": 12052990, "message": "Batch update inventory error.", "detail": {}}]);
+                return reply(200, &tts(0, "Success", json!({ "errors": errors })), &[]);
+            }
             let mut errors = Vec::new();
             for sku in &skus {
                 let sku_id = sku["id"].as_str().unwrap_or_default();

@@ -563,10 +563,26 @@ impl ChannelAdapter for TikTok {
                 retryable: true,
             };
         };
-        let refused: Vec<String> = payload::list(&reply["data"]["errors"])
+        let errors = payload::list(&reply["data"]["errors"]);
+        let refused: Vec<String> = errors
             .iter()
             .filter_map(|e| payload::id(&e["detail"]["sku_id"]))
             .collect();
+        // An error that names no SKU (`detail.sku_id`) may be about any of them: none is
+        // acknowledged, and all are pushed again. Taking the others as written let a
+        // refusal of the whole product pass for a write TikTok never made.
+        if let Some(unnamed) = errors
+            .iter()
+            .find(|e| payload::id(&e["detail"]["sku_id"]).is_none())
+        {
+            return PushReply::Failed {
+                reason: format!(
+                    "an error naming no SKU: code {}: {}",
+                    unnamed["code"], unnamed["message"]
+                ),
+                retryable: true,
+            };
+        }
         if reply["code"].as_i64() != Some(0) && refused.is_empty() {
             return PushReply::Failed {
                 reason: format!("code {}: {}", reply["code"], reply["message"]),
