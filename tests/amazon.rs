@@ -584,3 +584,35 @@ fn a_feed_refused_whole_is_pushed_again() {
     );
     assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
 }
+
+/// A listing Amazon refuses, written one SKU a call, waits longer after each refusal, and
+/// the other SKUs are written meanwhile. The refused SKU kept its place at the head of the
+/// queue, so each round pushed it alone and the others waited for good.
+#[test]
+fn a_refused_listing_does_not_hold_back_the_others() {
+    let skus = 5;
+    let rig = rig(skus, "");
+    rig.sim.refuse_listing("AMZ-0");
+    for i in 0..skus {
+        count(&rig.server, &format!("A{i}"), 4);
+    }
+    assert!(
+        eventually(WAIT, || (1..skus).all(|i| rig
+            .sim
+            .market
+            .level(&format!("A{i}"))
+            == Some(4))),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+    // Refused, then held back: a few calls for it, not one a round.
+    std::thread::sleep(Duration::from_secs(3));
+    let refused = rig
+        .sim
+        .market
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/AMZ%2D0"))
+        .count();
+    assert!((1..=3).contains(&refused), "{:?}", rig.sim.market.calls());
+}

@@ -424,12 +424,31 @@ async fn settle(
         PushReply::Failed { reason, retryable } => {
             count("error");
             link.health.push_failed(&reason);
-            link.outbox.finish(items, &vec![false; items.len()]);
+            let none = vec![false; items.len()];
+            link.outbox.finish(items, &none);
+            // A refusal a retry cannot fix (a listing written alone, refused) holds its
+            // SKUs back on their own, so the next round writes others.
+            if !retryable {
+                hold_refused(link, items, &none);
+            }
             let delay = pacer.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
             tokio::time::sleep(delay).await;
         }
         PushReply::Stale { .. } => unreachable!("push_compared resolves stale compares"),
+    }
+}
+
+/// Holds back each of `items` the channel refused (`acked` false) on its own
+/// (`Outbox::refused`), counted and logged by SKU: a listing the channel will not take
+/// is named, and the rest of the queue is written meanwhile.
+fn hold_refused(link: &ChannelLink, items: &[PushItem], acked: &[bool]) {
+    let channel = link.adapter.name();
+    for (sku, times, wait) in link.outbox.refused(items, acked) {
+        metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
+            .increment(1);
+        tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
+            "the channel refused this SKU's push; it waits before it is pushed again");
     }
 }
 
@@ -451,6 +470,10 @@ async fn accept(
     // An answer that took the call, even in part: the channel is reachable and writing.
     link.health.push_taken();
     link.outbox.finish(items, &mask);
+    // What a contended answer left out is stale, and `stale` holds it back already.
+    if !contended {
+        hold_refused(link, items, &mask);
+    }
     pacer.bucket.lock().await.succeeded();
     if all || contended {
         pacer.backoff.reset();

@@ -176,7 +176,16 @@ struct Inner {
     /// feed), with the quantity sent and whether a direct push wrote the SKU since (the
     /// submission, processed later, may overwrite that write).
     submitted: AHashMap<String, (i64, bool)>,
+    /// SKUs the channel refused in an answer that took others, with how many times in a
+    /// row (`refused`); forgotten when the channel takes the SKU.
+    refusals: AHashMap<String, u32>,
 }
+
+/// The wait after a SKU's first refusal in a row, doubled after each refusal after it,
+/// up to `REFUSED_WAIT_MAX`: a listing the channel will not take costs a call every five
+/// minutes, not one of every round.
+const REFUSED_WAIT_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+const REFUSED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A map of the outbox whose table has at least this many slots is shrunk once fewer
 /// than a quarter of them hold an entry (`shrink`).
@@ -373,6 +382,7 @@ impl Outbox {
             in_flight,
             deferred,
             submitted,
+            refusals: _,
         } = &mut *inner;
         if !deferred.is_empty() {
             let now = tokio::time::Instant::now();
@@ -515,6 +525,41 @@ impl Outbox {
         if inner.dirty.get(sku).is_some_and(|w| w.target == quantity) {
             inner.dirty.remove(sku);
         }
+    }
+
+    /// The items of an answer that took some of them: each one it did not take (`acked`
+    /// false: a listing the channel refuses) is held back from `take`, twice as long as
+    /// after its refusal before (`REFUSED_WAIT_FIRST` to `REFUSED_WAIT_MAX`), or until
+    /// its target falls below the refused quantity; each one it took is forgotten. A
+    /// refused SKU kept its place at the head of the queue, so on a channel written one
+    /// listing per call it was the only one pushed, round after round. Returns the SKUs
+    /// held back, with their refusals in a row and the wait.
+    pub fn refused(
+        &self,
+        items: &[PushItem],
+        acked: &[bool],
+    ) -> Vec<(String, u32, std::time::Duration)> {
+        let mut inner = self.lock();
+        let now = tokio::time::Instant::now();
+        let mut held = Vec::new();
+        for (item, ok) in items.iter().zip(acked) {
+            if *ok {
+                inner.refusals.remove(&item.sku);
+                continue;
+            }
+            let times = inner.refusals.entry(item.sku.clone()).or_insert(0);
+            *times = times.saturating_add(1);
+            let times = *times;
+            let wait = REFUSED_WAIT_FIRST
+                .saturating_mul(1 << (times - 1).min(16))
+                .min(REFUSED_WAIT_MAX);
+            inner
+                .deferred
+                .insert(item.sku.clone(), (now + wait, Some(item.quantity)));
+            held.push((item.sku.clone(), times, wait));
+        }
+        shrink(&mut inner.refusals);
+        held
     }
 
     /// Holds `sku` back from `take` for `delay` (it stays queued); with `held` (the value
