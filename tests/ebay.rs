@@ -272,3 +272,47 @@ fn a_spent_daily_limit_waits_for_its_reset() {
     assert!(shows(&rig, "E1", 4), "pushed once the limit reset");
     assert_eq!(refused(), 1);
 }
+
+/// An order whose shipping fulfillments eBay will not read (a 404 that no retry changes)
+/// is taken without them, its FULFILLED lines shipped in full, and the orders after it
+/// are taken too. The poll is eBay's only way in for orders: the pass failed at that
+/// order, every pass after it too, and no later order was ever counted.
+#[test]
+fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count(&rig.server, "E0", 10);
+    count(&rig.server, "E1", 10);
+    let first = rig.sim.place_order(&[("E0", 2)]);
+    rig.sim.fail_fulfillments(&first, 404);
+    rig.sim.advance(&first, Stage::Shipped);
+    rig.sim.place_order(&[("E1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
+        "{:?}",
+        rig.server.stock("E1")
+    );
+    assert!(
+        eventually(WAIT, || rig.server.stock("E0") == Some((8, 0, 8))),
+        "{:?}",
+        rig.server.stock("E0")
+    );
+}
+
+/// An order eBay lists that cannot be keyed (a line without `lineItemId`) is left out and
+/// said, and the orders after it are taken: it failed every pass, and with it every later
+/// order.
+#[test]
+fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count(&rig.server, "E0", 10);
+    count(&rig.server, "E1", 10);
+    let first = rig.sim.place_order(&[("E0", 2)]);
+    rig.sim.garble_order(&first);
+    rig.sim.place_order(&[("E1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
+        "{:?}",
+        rig.server.stock("E1")
+    );
+    assert_eq!(rig.server.stock("E0"), Some((10, 0, 10)));
+}

@@ -64,6 +64,10 @@ struct Extra {
     unoffered: Vec<String>,
     /// The SKUs each inventory read asked for, one entry per call (either form).
     reads: Vec<usize>,
+    /// Orders whose shipping fulfillments answer this status (`fail_fulfillments`).
+    unreadable_fulfillments: HashMap<String, u16>,
+    /// Orders listed with lines that have no `lineItemId` (`garble_order`).
+    garbled: std::collections::HashSet<String>,
 }
 
 /// A running simulated eBay seller.
@@ -124,6 +128,8 @@ impl EbaySim {
             more: Vec::new(),
             unoffered: Vec::new(),
             reads: Vec::new(),
+            unreadable_fulfillments: HashMap::new(),
+            garbled: Default::default(),
         }));
         let state = extra.clone();
         let market = Market::start(
@@ -181,6 +187,25 @@ impl EbaySim {
     }
 
     /// `units` of the order's line `line` ship (a shipping fulfillment of their own).
+    /// `order`'s shipping fulfillments answer `status` from now on (eBay's error body).
+    pub fn fail_fulfillments(&self, order: &str, status: u16) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unreadable_fulfillments
+            .insert(order.to_string(), status);
+    }
+
+    /// `order` is listed with lines that have no `lineItemId` from now on: an order no
+    /// reader can key.
+    pub fn garble_order(&self, order: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .garbled
+            .insert(order.to_string());
+    }
+
     pub fn ship_units(&self, order: &str, line: usize, units: i64) {
         let mut shop = self.market.shop();
         let id = internal_id(&shop, order);
@@ -387,9 +412,22 @@ fn handle(
                 ),
             }
         }
-        (hyper::Method::GET, "/sell/fulfillment/v1/order") => list_orders(shop, &req),
+        (hyper::Method::GET, "/sell/fulfillment/v1/order") => {
+            let garbled = x().garbled.clone();
+            list_orders(shop, &req, &garbled)
+        }
         (hyper::Method::GET, path) if path.ends_with("/shipping_fulfillment") => {
-            shipping_fulfillments(shop, path)
+            let order = path
+                .trim_start_matches("/sell/fulfillment/v1/order/")
+                .trim_end_matches("/shipping_fulfillment");
+            let failing = x().unreadable_fulfillments.get(order).copied();
+            match failing {
+                Some(status) => {
+                    lock(shop).log_call(path, 0, status);
+                    errors(status, 32100, &format!("Order {order} not found"))
+                }
+                None => shipping_fulfillments(shop, path),
+            }
         }
         _ => errors(404, 2002, "Resource not found"),
     }
@@ -519,7 +557,11 @@ fn is_millis_utc(text: &str) -> bool {
         && b[23] == b'Z'
 }
 
-fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
+fn list_orders(
+    shop: &Arc<Mutex<Shop>>,
+    req: &Req,
+    garbled: &std::collections::HashSet<String>,
+) -> Reply {
     // filter=lastmodifieddate:[2026-11-27T10:00:00.000Z..2026-11-27T11:00:00.000Z]
     // eBay documents the bounds in ISO 8601 with milliseconds and a `Z`
     // (`lastmodifieddate:[2016-05-15T08:25:43.511Z..]`, getOrders' `filter` in eBay's
@@ -585,8 +627,12 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req) -> Reply {
                     // eBay calls a line FULFILLED once any of its quantity is in a shipping
                     // fulfillment, shipped in full or not (LineItemFulfillmentStatusEnum):
                     // only the fulfillments count the units.
-                    json!({"lineItemId": l.id.to_string(), "legacyItemId": listing, "sku": l.sku, "quantity": l.quantity,
-                           "lineItemFulfillmentStatus": if l.shipped > 0 { "FULFILLED" } else { "NOT_STARTED" }})
+                    let mut line = json!({"lineItemId": l.id.to_string(), "legacyItemId": listing, "sku": l.sku, "quantity": l.quantity,
+                           "lineItemFulfillmentStatus": if l.shipped > 0 { "FULFILLED" } else { "NOT_STARTED" }});
+                    if garbled.contains(&order_id(o.id)) {
+                        line.as_object_mut().map(|l| l.remove("lineItemId"));
+                    }
+                    line
                 })
                 .collect();
             json!({

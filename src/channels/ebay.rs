@@ -423,12 +423,15 @@ impl Ebay {
     /// (`getShippingFulfillments`: `fulfillments[].lineItems[]` with `lineItemId` and
     /// `quantity`: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemReference),
     /// and how many fulfillments the answer held.
+    /// `Ok(None)`: eBay refuses to read this order's fulfillments (a 4xx that no retry
+    /// changes: not 401, 403, 408 or 429), so the order is read without them; any other
+    /// failure fails the pass, which is tried again.
     async fn shipped_units(
         &self,
         caller: &Caller,
         auth: &HeaderMap,
         order_id: &str,
-    ) -> Result<(ahash::AHashMap<String, i64>, usize), String> {
+    ) -> Result<Option<(ahash::AHashMap<String, i64>, usize)>, String> {
         let url = format!(
             "{}/sell/fulfillment/v1/order/{}/shipping_fulfillment",
             self.base_url,
@@ -437,7 +440,13 @@ impl Ebay {
         let request = http::Request::get(url)
             .body(Vec::new())
             .expect("a validated base_url makes a valid request");
-        let reply = json_answer(&caller.call_now(with_headers(request, auth.clone())).await?)?;
+        let answer = caller.call_now(with_headers(request, auth.clone())).await?;
+        if (400..500).contains(&answer.0) && ![401, 403, 408, 429].contains(&answer.0) {
+            tracing::warn!(channel = %self.name, order = %order_id, status = answer.0,
+                "eBay refuses to read the order's shipping fulfillments: its FULFILLED lines count as shipped in full");
+            return Ok(None);
+        }
+        let reply = json_answer(&answer)?;
         let mut units = ahash::AHashMap::new();
         let fulfillments = payload::list(&reply["fulfillments"]);
         for fulfillment in fulfillments {
@@ -450,7 +459,7 @@ impl Ebay {
                 }
             }
         }
-        Ok((units, fulfillments.len()))
+        Ok(Some((units, fulfillments.len())))
     }
 }
 
@@ -820,20 +829,34 @@ impl OrderPoll for Ebay {
                 let shipped = match (shipping, payload::id(&order["orderId"])) {
                     (true, Some(id)) => match self.shipped.get(&id, &version) {
                         Some(units) => Some(units),
-                        None => {
-                            let (units, read) = self.shipped_units(caller, &auth, &id).await?;
-                            // Not kept when it may be read before eBay shows it all: no
-                            // date, no units, or fewer fulfillments than the order names.
-                            if !modified.is_empty() && !units.is_empty() && read >= packages {
-                                self.shipped.keep(&id, &version, units.clone());
+                        None => match self.shipped_units(caller, &auth, &id).await? {
+                            Some((units, read)) => {
+                                // Not kept when it may be read before eBay shows it all:
+                                // no date, no units, or fewer fulfillments than the order
+                                // names.
+                                if !modified.is_empty() && !units.is_empty() && read >= packages {
+                                    self.shipped.keep(&id, &version, units.clone());
+                                }
+                                Some(units)
                             }
-                            Some(units)
-                        }
+                            None => None,
+                        },
                     },
                     _ => None,
                 };
-                page.events
-                    .extend(self.order_events(order, shipped.as_ref(), now)?);
+                // An order that cannot be read (no id, a line without one) is left out and
+                // said, not allowed to fail the pass: the poll is eBay's only way in for
+                // orders, and every pass would stop at it for good, every order after it
+                // unread.
+                match self.order_events(order, shipped.as_ref(), now) {
+                    Ok(events) => page.events.extend(events),
+                    Err(why) => {
+                        metrics::counter!("lockstep_channel_events_refused_total", "channel" => self.name.clone())
+                            .increment(1);
+                        tracing::warn!(channel = %self.name, order = %order["orderId"], %why,
+                            "an order eBay listed cannot be read; left out");
+                    }
+                }
             }
             // Without its total a page cannot say whether the window has more.
             let total = reply["total"]
