@@ -352,3 +352,29 @@ fn an_order_of_more_lines_than_a_page_counts_every_line() {
         rig.server.stock("B1")
     );
 }
+
+/// A variant deleted in the store: BigCommerce refuses the whole adjustment (one
+/// transaction, 422) for the one item it does not know. The request is halved until that
+/// SKU goes alone, and every other SKU is written; held together, all six came back
+/// together and were refused together, for good.
+#[test]
+fn a_deleted_variant_does_not_hold_back_the_skus_adjusted_with_it() {
+    let rig = rig(6, "");
+    rig.sim.market.shop().unlist("B2");
+    post_ok(
+        &rig.server,
+        (0..6)
+            .map(|i| event(&format!("c{i}"), &format!("B{i}"), "counted", 4))
+            .collect(),
+    );
+    assert!(
+        rig.sim
+            .market
+            .wait_for(WAIT, |l| [0, 1, 3, 4, 5]
+                .iter()
+                .all(|i| l.get(&format!("B{i}")) == Some(&4)))
+            .is_some(),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+}

@@ -344,6 +344,14 @@ impl Shop {
         self.next_id
     }
 
+    /// Deletes `sku`'s listing, as a seller deleting the product in the channel's admin:
+    /// its id is unknown to the channel from now on.
+    pub fn unlist(&mut self, sku: &str) {
+        if let Some(listing) = self.listings.remove(sku) {
+            self.ids.remove(&listing.id);
+        }
+    }
+
     /// The listing with channel id `id`.
     pub fn by_id(&self, id: &str) -> Option<&Listing> {
         self.listings.get(self.ids.get(id)?)

@@ -426,10 +426,26 @@ async fn settle(
             link.health.push_failed(&reason);
             let none = vec![false; items.len()];
             link.outbox.finish(items, &none);
-            // A refusal a retry cannot fix (a listing written alone, refused) holds its
-            // SKUs back on their own, so the next round writes others.
+            // A refusal a retry cannot fix, of a listing written alone, holds its SKU back
+            // on its own, so the next round writes others. One of several (a channel that
+            // refuses a whole request for one item it will not take: BigCommerce's
+            // adjustments are one transaction) does not say which: the second half of the
+            // request waits a moment, so the next round sends the first half without it,
+            // and halves again, until the refused SKU goes alone. Held together, the
+            // request's SKUs came back together and were refused together, for good.
             if !retryable {
-                hold_refused(link, items, &none);
+                match items.len() {
+                    1 => hold_refused(link, items, &none),
+                    n => {
+                        for item in &items[n / 2..] {
+                            link.outbox.defer(
+                                &item.sku,
+                                outbox::REFUSED_WAIT_FIRST,
+                                Some(item.quantity),
+                            );
+                        }
+                    }
+                }
             }
             let delay = pacer.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");

@@ -184,7 +184,7 @@ struct Inner {
 /// The wait after a SKU's first refusal in a row, doubled after each refusal after it,
 /// up to `REFUSED_WAIT_MAX`: a listing the channel will not take costs a call every five
 /// minutes, not one of every round.
-const REFUSED_WAIT_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+pub const REFUSED_WAIT_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
 const REFUSED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A map of the outbox whose table has at least this many slots is shrunk once fewer
