@@ -142,24 +142,20 @@ impl ChannelKind {
         self != ChannelKind::Webhook
     }
 
-    /// The most one listing's stock write accepts, where the channel documents a bound:
-    /// a target above it would be refused, write after write, and the listing never
-    /// updated, so the kind's bound caps what it is shown (`core_config`), as `max` does.
-    /// The others document none (Amazon's `fulfillment_availability` has `minimum: 0` and
-    /// no maximum; eBay's quantity is an int32; Walmart and WooCommerce say nothing).
+    /// The most one listing's stock write accepts, where the channel documents a bound
+    /// that a seller's stock can reach: a target above it would be refused, write after
+    /// write, and the listing never updated, so the kind's bound caps what it is shown
+    /// (`core_config`), as `max` does. Shopify's bound (1,000,000,000) and BigCommerce's
+    /// (2,147,483,647) are at or above what one event may count (`QTY_MAX`); Amazon's
+    /// `fulfillment_availability` has `minimum: 0` and no maximum, eBay's quantity is an
+    /// int32, and Walmart, WooCommerce and Etsy's spec say nothing.
     pub fn shown_max(self) -> Option<i64> {
         match self {
             // Update Inventory: "non-negative numbers (include number 0) And less then
             // 99999" (Partner Center's text, as lywzx/tiktok-partner-api copied it:
-            // packages/tk-origin-api/src/products/UpdateInventory.ts); our simulator takes
-            // [0, 99,999].
-            ChannelKind::Tiktok => Some(99_999),
-            // INVALID_QUANTITY_TOO_HIGH: "The total quantity can't be higher than
-            // 1,000,000,000." (https://shopify.dev/docs/api/admin-graphql/latest/enums/InventorySetQuantitiesUserErrorCode)
-            ChannelKind::Shopify => Some(1_000_000_000),
-            // `inventory_level` "maximum: 2147483647"; past it "the store does not save
-            // the product or variant" (bigcommerce/docs, reference/inventory.v3.yml).
-            ChannelKind::Bigcommerce => Some(i64::from(i32::MAX)),
+            // packages/tk-origin-api/src/products/UpdateInventory.ts). Read literally:
+            // at most 99,998, which is also safe if TikTok meant 99,999.
+            ChannelKind::Tiktok => Some(99_998),
             _ => None,
         }
     }
@@ -720,35 +716,36 @@ mod tests {
     }
 
     /// A kind's documented bound caps what its channels are shown, below a larger `max`
-    /// or without one; a `max` above the bound is refused by name (Shopify's is
-    /// 1,000,000,000).
+    /// or without one; a `max` above the bound is refused by name.
     #[test]
     fn a_kind_s_bound_caps_what_it_is_shown_and_a_larger_max_is_refused() {
-        let config =
-            Config::parse(&EXAMPLE.replace("buffer = 2", "buffer = 2\nmax = 500")).unwrap();
-        config.validate().unwrap();
-        let maxes: Vec<Option<i64>> = config
-            .core_config()
-            .channels
-            .iter()
-            .map(|(_, rule)| rule.max)
-            .collect();
-        assert_eq!(maxes, [Some(500), None, None]);
-        let config = Config::parse(EXAMPLE).unwrap();
-        let rules = config.core_config().channels;
-        assert_eq!(
-            rules.iter().next().map(|(_, rule)| rule.max),
-            Some(Some(1_000_000_000))
-        );
-        let error = Config::parse(&EXAMPLE.replace("buffer = 2", "buffer = 2\nmax = 1000000001"))
+        let tiktok = |max: &str| {
+            format!(
+                "{EXAMPLE}\n[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\n\
+                 base_url = \"https://open-api.tiktokglobalshop.com\"\n{max}"
+            )
+        };
+        let maxes = |text: &str| -> Vec<Option<i64>> {
+            let config = Config::parse(text).unwrap();
+            config.validate().unwrap();
+            config
+                .core_config()
+                .channels
+                .iter()
+                .map(|(_, rule)| rule.max)
+                .collect()
+        };
+        assert_eq!(maxes(&tiktok("")), [None, None, None, Some(99_998)]);
+        assert_eq!(maxes(&tiktok("max = 500")), [None, None, None, Some(500)]);
+        let error = Config::parse(&tiktok("max = 99999"))
             .unwrap()
             .validate()
             .unwrap_err();
-        assert_eq!(error.field, "channels[0].max");
+        assert_eq!(error.field, "channels[3].max");
         assert!(
             error
                 .reason
-                .starts_with("at most 1000000000: shopify accepts no more"),
+                .starts_with("at most 99998: tiktok accepts no more"),
             "{error:?}"
         );
     }

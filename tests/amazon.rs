@@ -616,3 +616,71 @@ fn a_refused_listing_does_not_hold_back_the_others() {
         .count();
     assert!((1..=3).contains(&refused), "{:?}", rig.sim.market.calls());
 }
+
+/// While Amazon refuses every write (each 403, as for a wrong token), the channel is at
+/// fault, not its listings: no SKU is counted refused or left a growing wait of its own,
+/// and once Amazon takes writes again every level arrives.
+#[test]
+fn while_every_write_is_refused_no_listing_is_held_as_refused() {
+    let skus = 3;
+    let rig = rig(skus, "");
+    rig.sim
+        .market
+        .set_fault(loadgen::webhook_sim::Fault::Status(403));
+    post_ok(
+        &rig.server,
+        (0..skus)
+            .map(|i| event(&format!("c{i}"), &format!("A{i}"), "counted", 4))
+            .collect(),
+    );
+    let refused = || {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.status == 403)
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || refused() >= 4),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+    let metrics = rig.server.metrics();
+    assert!(
+        !metrics.contains("lockstep_push_items_refused_total"),
+        "{metrics}"
+    );
+    rig.sim.market.set_fault(loadgen::webhook_sim::Fault::None);
+    assert!(
+        eventually(WAIT, || (0..skus).all(|i| rig
+            .sim
+            .market
+            .level(&format!("A{i}"))
+            == Some(4))),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+}
+
+/// A feed whose report names no issue but accepts none of its messages
+/// (`summary.messagesAccepted` 0): nothing of it is acknowledged, and it is pushed again.
+#[test]
+fn a_feed_that_accepts_fewer_messages_than_it_names_is_pushed_again() {
+    let skus = 30;
+    let rig = rig(skus, "");
+    rig.sim.drop_feeds_unsaid(1);
+    for i in 0..skus {
+        count(&rig.server, &format!("A{i}"), 4);
+    }
+    assert!(
+        eventually(WAIT, || (0..skus).all(|i| rig
+            .sim
+            .market
+            .level(&format!("A{i}"))
+            == Some(4))),
+        "{:?}",
+        rig.sim.market.levels()
+    );
+    assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
+}

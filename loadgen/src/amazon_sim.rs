@@ -75,6 +75,8 @@ struct Extra {
     refused: std::collections::HashSet<String>,
     /// Feeds still to be refused whole (`refuse_feeds`).
     feeds_to_refuse: usize,
+    /// Feeds still to be dropped unsaid (`drop_feeds_unsaid`).
+    feeds_to_drop: usize,
     /// Seller SKU → its `fulfillment_availability` entry beyond the quantity (the
     /// seller's handling time and restock date), which a `replace` patch drops and a
     /// `merge` keeps.
@@ -215,6 +217,7 @@ impl AmazonSim {
             feed_results: HashMap::new(),
             refused: Default::default(),
             feeds_to_refuse: 0,
+            feeds_to_drop: 0,
             availability: items
                 .iter()
                 .map(|(_, seller_sku)| {
@@ -304,6 +307,12 @@ impl AmazonSim {
     /// and none of the feed is applied.
     pub fn refuse_feeds(&self, n: usize) {
         self.extra().feeds_to_refuse = n;
+    }
+
+    /// The next `n` feeds apply none of their messages and their reports name no issue:
+    /// only `summary.messagesAccepted` (0) says so.
+    pub fn drop_feeds_unsaid(&self, n: usize) {
+        self.extra().feeds_to_drop = n;
     }
 
     /// The number of messages of each feed created so far.
@@ -822,17 +831,21 @@ fn process_feed(
 ) {
     let mut accepted = 0;
     let mut issues = Vec::new();
-    let refused_whole = {
+    let (refused_whole, dropped) = {
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
         let refuse = e.feeds_to_refuse > 0;
         e.feeds_to_refuse = e.feeds_to_refuse.saturating_sub(1);
-        refuse
+        let drop = !refuse && e.feeds_to_drop > 0;
+        if drop {
+            e.feeds_to_drop -= 1;
+        }
+        (refuse, drop)
     };
     if refused_whole {
         issues.push(json!({"code": "4000002", "severity": "ERROR",
                            "message": "The feed could not be read: it does not conform to the feed schema."}));
     }
-    for m in messages.iter().filter(|_| !refused_whole) {
+    for m in messages.iter().filter(|_| !refused_whole && !dropped) {
         let seller_sku = m["sku"].as_str().unwrap_or_default().to_string();
         // Amazon's lock order: its own state, then the shop's.
         let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());

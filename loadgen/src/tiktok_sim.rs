@@ -519,7 +519,7 @@ fn handle(
                 let sku_id = sku["id"].as_str().unwrap_or_default();
                 let refuse = |code: i64, message: &str| json!({"code": code, "message": message, "detail": {"sku_id": sku_id}});
                 // Each entry's warehouse (none named: allowed only for a SKU with one) and
-                // quantity, in [0, 99,999].
+                // quantity, "non-negative ... And less then 99999": [0, 99,998].
                 let given: Option<Vec<(Option<String>, i64)>> = payload_list(&sku["inventory"])
                     .iter()
                     .map(|i| {
@@ -528,7 +528,7 @@ fn handle(
                             w,
                             i["quantity"]
                                 .as_i64()
-                                .filter(|q| (0..=99_999).contains(q))?,
+                                .filter(|q| (0..=99_998).contains(q))?,
                         ))
                     })
                     .collect();

@@ -580,7 +580,9 @@ impl ChannelAdapter for TikTok {
                     "an error naming no SKU: code {}: {}",
                     unnamed["code"], unnamed["message"]
                 ),
-                retryable: true,
+                // A refusal: retried slowly, and a product's SKUs are then sent in
+                // smaller requests until the one refused goes alone (`settle`).
+                retryable: false,
             };
         }
         if reply["code"].as_i64() != Some(0) && refused.is_empty() {

@@ -186,6 +186,8 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         caller: link.caller(client),
         bucket: link.bucket.clone(),
         backoff: Backoff::default(),
+        cap: usize::MAX,
+        last_taken: None,
     };
     let mut submissions = link.adapter.bulk().map(bulk::Submissions::new);
     let batch_max = link
@@ -215,7 +217,7 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         // bounded by about one token interval, not a queue of calls each carrying what
         // was there before its wait.
         pacer.caller.ready().await;
-        let mut batch = link.outbox.take(batch_max);
+        let mut batch = link.outbox.take(batch_max.min(pacer.cap));
         // However this round ends (a panic while a reply is read), what it took and did
         // not settle goes back to the outbox instead of staying in flight for good.
         let _unsettled = Unsettled {
@@ -298,7 +300,17 @@ struct Pacer {
     caller: Caller,
     bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     backoff: Backoff,
+    /// The most items the next batch takes: halved by each request of several SKUs the
+    /// channel refused whole (`settle`), doubled back by each answer that took all.
+    cap: usize,
+    /// When the channel last took an item: a refusal of one SKU counts against that SKU
+    /// only while the channel takes others (not while a wrong token refuses everything).
+    last_taken: Option<tokio::time::Instant>,
 }
+
+/// How recently the channel must have taken an item for a refusal of one SKU written
+/// alone to count against the SKU (`Outbox::refused`) rather than the channel.
+const TAKING_RECENTLY: Duration = Duration::from_secs(60);
 
 /// One push of a group, as the adapter makes it (one call for most channels).
 async fn exchange(link: &ChannelLink, pacer: &Pacer, items: &[PushItem]) -> PushReply {
@@ -427,24 +439,18 @@ async fn settle(
             let none = vec![false; items.len()];
             link.outbox.finish(items, &none);
             // A refusal a retry cannot fix, of a listing written alone, holds its SKU back
-            // on its own, so the next round writes others. One of several (a channel that
-            // refuses a whole request for one item it will not take: BigCommerce's
-            // adjustments are one transaction) does not say which: the second half of the
-            // request waits a moment, so the next round sends the first half without it,
-            // and halves again, until the refused SKU goes alone. Held together, the
-            // request's SKUs came back together and were refused together, for good.
+            // on its own, so the next round writes others: counted against the SKU while
+            // the channel takes others, else (a wrong token refuses every SKU) only for a
+            // moment, so that each SKU is tried in turn and none builds up a long wait. A
+            // refusal of several (a channel that refuses a whole request for one item it
+            // will not take: BigCommerce's adjustments are one transaction) does not say
+            // which: the next batches are halved until the refused SKU, at the head of the
+            // queue, goes alone. Held together, the request's SKUs came back together and
+            // were refused together, for good.
             if !retryable {
                 match items.len() {
-                    1 => hold_refused(link, items, &none),
-                    n => {
-                        for item in &items[n / 2..] {
-                            link.outbox.defer(
-                                &item.sku,
-                                outbox::REFUSED_WAIT_FIRST,
-                                Some(item.quantity),
-                            );
-                        }
-                    }
+                    1 => hold_refused(link, pacer, items, &none),
+                    n => pacer.cap = (n / 2).max(1),
                 }
             }
             let delay = pacer.backoff.next_delay(retryable);
@@ -455,10 +461,24 @@ async fn settle(
     }
 }
 
-/// Holds back each of `items` the channel refused (`acked` false) on its own
-/// (`Outbox::refused`), counted and logged by SKU: a listing the channel will not take
-/// is named, and the rest of the queue is written meanwhile.
-fn hold_refused(link: &ChannelLink, items: &[PushItem], acked: &[bool]) {
+/// Holds back each of `items` the channel refused (`acked` false) on its own, so the
+/// rest of the queue is written meanwhile. While the channel takes others
+/// (`TAKING_RECENTLY`), the refusal counts against the SKU (`Outbox::refused`: a growing
+/// wait), logged and counted by SKU: a listing the channel will not take is named. While
+/// it takes nothing, the SKU waits a moment only (`REFUSED_WAIT_FIRST`), uncounted: a
+/// channel refusing everything (a wrong token) must not leave its SKUs minutes of wait
+/// each once it is mended.
+fn hold_refused(link: &ChannelLink, pacer: &Pacer, items: &[PushItem], acked: &[bool]) {
+    let taking = pacer
+        .last_taken
+        .is_some_and(|at| at.elapsed() < TAKING_RECENTLY);
+    if !taking {
+        for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {
+            link.outbox
+                .defer(&item.sku, outbox::REFUSED_WAIT_FIRST, Some(item.quantity));
+        }
+        return;
+    }
     let channel = link.adapter.name();
     for (sku, times, wait) in link.outbox.refused(items, acked) {
         metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
@@ -486,9 +506,15 @@ async fn accept(
     // An answer that took the call, even in part: the channel is reachable and writing.
     link.health.push_taken();
     link.outbox.finish(items, &mask);
+    if mask.iter().any(|ok| *ok) {
+        pacer.last_taken = Some(tokio::time::Instant::now());
+    }
+    if all {
+        pacer.cap = pacer.cap.saturating_mul(2);
+    }
     // What a contended answer left out is stale, and `stale` holds it back already.
     if !contended {
-        hold_refused(link, items, &mask);
+        hold_refused(link, pacer, items, &mask);
     }
     pacer.bucket.lock().await.succeeded();
     if all || contended {

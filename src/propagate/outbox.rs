@@ -553,9 +553,17 @@ impl Outbox {
             let wait = REFUSED_WAIT_FIRST
                 .saturating_mul(1 << (times - 1).min(16))
                 .min(REFUSED_WAIT_MAX);
-            inner
-                .deferred
-                .insert(item.sku.clone(), (now + wait, Some(item.quantity)));
+            // A lower target offered while the refused push was in flight (fewer units
+            // shown: what prevents overselling) is not held back: it goes at once.
+            let lower_since = inner
+                .dirty
+                .get(&item.sku)
+                .is_some_and(|wanted| wanted.target < item.quantity);
+            if !lower_since {
+                inner
+                    .deferred
+                    .insert(item.sku.clone(), (now + wait, Some(item.quantity)));
+            }
             held.push((item.sku.clone(), times, wait));
         }
         shrink(&mut inner.refusals);
@@ -593,6 +601,45 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused SKU waits twice as long after each refusal in a row, from the first
+    /// wait again once the channel took it; a lower target offered while the refused
+    /// push was in flight goes at once.
+    #[test]
+    fn a_refused_sku_waits_longer_each_time_but_not_over_a_lower_target() {
+        let outbox = Outbox::new("c");
+        outbox.offer("A", 5, None, 1);
+        let batch = outbox.take(10);
+        outbox.finish(&batch, &[false]);
+        let waits = |acked: bool| -> Vec<(String, u32, u64)> {
+            outbox
+                .refused(&batch, &[acked])
+                .into_iter()
+                .map(|(sku, times, wait)| (sku, times, wait.as_secs()))
+                .collect()
+        };
+        assert_eq!(waits(false), [("A".to_string(), 1, 2)]);
+        assert!(outbox.take(10).is_empty(), "held back");
+        assert_eq!(waits(false), [("A".to_string(), 2, 4)]);
+        assert_eq!(waits(true), []);
+        assert_eq!(waits(false), [("A".to_string(), 1, 2)]);
+
+        outbox.offer("B", 5, None, 1);
+        let batch = outbox.take(10);
+        assert_eq!(batch[0].sku, "B");
+        outbox.offer("B", 0, None, 2);
+        outbox.finish(&batch, &[false]);
+        assert_eq!(outbox.refused(&batch, &[false]).len(), 1, "counted");
+        let again = outbox.take(10);
+        assert_eq!(
+            again
+                .iter()
+                .map(|i| (i.sku.as_str(), i.quantity))
+                .collect::<Vec<_>>(),
+            [("B", 0)],
+            "the lower target is not held back"
+        );
+    }
 
     #[test]
     fn a_burst_drained_gives_its_tables_back() {
