@@ -561,28 +561,43 @@ fn an_order_of_more_items_than_a_page_counts_every_item() {
     );
 }
 
-/// A feed Amazon refuses whole (its report's one ERROR names no message, and accepts
-/// none of them): none of its items is acknowledged, and they are pushed again. The
-/// adapter acknowledged every message no ERROR named, so the whole backlog passed for
-/// pushed while Amazon kept the old levels, until a reconciliation found them.
+/// Feeds whose processing applied none of their messages, each with a report that says
+/// so otherwise than by naming them: none of their items is acknowledged, and they are
+/// pushed again. The adapter acknowledged every message no ERROR named, so the whole
+/// backlog passed for pushed while Amazon kept the old levels, until a reconciliation
+/// found them.
+/// - refused whole: the report's one ERROR names no message ("Not provided if the error
+///   is not related to a message (e.g. feed formatting issue)");
+/// - dropped unsaid: no issue, but `summary.messagesAccepted` is 0.
 #[test]
-fn a_feed_refused_whole_is_pushed_again() {
+fn a_feed_that_applied_nothing_is_pushed_again() {
     let skus = 30;
-    let rig = rig(skus, "");
-    rig.sim.refuse_feeds(1);
-    for i in 0..skus {
-        count(&rig.server, &format!("A{i}"), 4);
+    for (how, fault) in [
+        (
+            "refused whole",
+            AmazonSim::refuse_feeds as fn(&AmazonSim, usize),
+        ),
+        ("dropped unsaid", AmazonSim::drop_feeds_unsaid),
+    ] {
+        let rig = rig(skus, "");
+        fault(&rig.sim, 1);
+        for i in 0..skus {
+            count(&rig.server, &format!("A{i}"), 4);
+        }
+        assert!(
+            eventually(WAIT, || (0..skus).all(|i| rig
+                .sim
+                .market
+                .level(&format!("A{i}"))
+                == Some(4))),
+            "{how}: {:?}",
+            rig.sim.market.levels()
+        );
+        assert!(
+            !rig.sim.feeds().is_empty(),
+            "{how}: the backlog went as a feed"
+        );
     }
-    assert!(
-        eventually(WAIT, || (0..skus).all(|i| rig
-            .sim
-            .market
-            .level(&format!("A{i}"))
-            == Some(4))),
-        "{:?}",
-        rig.sim.market.levels()
-    );
-    assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
 }
 
 /// A listing Amazon refuses, written one SKU a call, waits longer after each refusal, and
@@ -661,26 +676,4 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
         "{:?}",
         rig.sim.market.calls()
     );
-}
-
-/// A feed whose report names no issue but accepts none of its messages
-/// (`summary.messagesAccepted` 0): nothing of it is acknowledged, and it is pushed again.
-#[test]
-fn a_feed_that_accepts_fewer_messages_than_it_names_is_pushed_again() {
-    let skus = 30;
-    let rig = rig(skus, "");
-    rig.sim.drop_feeds_unsaid(1);
-    for i in 0..skus {
-        count(&rig.server, &format!("A{i}"), 4);
-    }
-    assert!(
-        eventually(WAIT, || (0..skus).all(|i| rig
-            .sim
-            .market
-            .level(&format!("A{i}"))
-            == Some(4))),
-        "{:?}",
-        rig.sim.market.levels()
-    );
-    assert!(!rig.sim.feeds().is_empty(), "the backlog went as a feed");
 }
