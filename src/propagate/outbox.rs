@@ -176,8 +176,8 @@ struct Inner {
     /// feed), with the quantity sent and whether a direct push wrote the SKU since (the
     /// submission, processed later, may overwrite that write).
     submitted: AHashMap<String, (i64, bool)>,
-    /// SKUs the channel refused in an answer that took others, with how many times in a
-    /// row (`refused`); forgotten when the channel takes the SKU.
+    /// SKUs the channel refused while it took others, with how many times in a row
+    /// (`refused`); forgotten when the channel takes the SKU.
     refusals: AHashMap<String, u32>,
 }
 
@@ -527,13 +527,14 @@ impl Outbox {
         }
     }
 
-    /// The items of an answer that took some of them: each one it did not take (`acked`
-    /// false: a listing the channel refuses) is held back from `take`, twice as long as
-    /// after its refusal before (`REFUSED_WAIT_FIRST` to `REFUSED_WAIT_MAX`), or until
-    /// its target falls below the refused quantity; each one it took is forgotten. A
-    /// refused SKU kept its place at the head of the queue, so on a channel written one
-    /// listing per call it was the only one pushed, round after round. Returns the SKUs
-    /// held back, with their refusals in a row and the wait.
+    /// The items of an answer while the channel takes others (the pusher's
+    /// `hold_refused` says when): each one it did not take (`acked` false: a listing the
+    /// channel refuses) is held back from `take`, twice as long as after its refusal
+    /// before (`REFUSED_WAIT_FIRST` to `REFUSED_WAIT_MAX`), or until its target falls
+    /// below the refused quantity; each one it took is forgotten. A refused SKU kept its
+    /// place at the head of the queue, so on a channel written one listing per call it
+    /// was the only one pushed, round after round. Returns the SKUs refused, with their
+    /// refusals in a row and the wait.
     pub fn refused(
         &self,
         items: &[PushItem],
