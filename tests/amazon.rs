@@ -33,6 +33,14 @@ fn count_all(rig: &Rig, range: std::ops::Range<usize>, on_hand: i64) {
     count_shown(&rig.server, &rig.sim.market, "A", range, on_hand);
 }
 
+/// Whether Amazon comes to show `level` for every SKU `A{i}` of `skus` within `WAIT`.
+fn all_come_to(rig: &Rig, skus: impl Iterator<Item = usize> + Clone, level: i64) -> bool {
+    eventually(WAIT, || {
+        skus.clone()
+            .all(|i| rig.sim.market.level(&format!("A{i}")) == Some(level))
+    })
+}
+
 /// `ORDER_CHANGE` comes from the seller's SQS queue (SP-API sends it nowhere else), at
 /// least once: Amazon sends each notification twice here and the queue hands messages out
 /// twice, and every line is counted once; each message is deleted once taken.
@@ -585,11 +593,7 @@ fn a_feed_that_applied_nothing_is_pushed_again() {
             count(&rig.server, &format!("A{i}"), 4);
         }
         assert!(
-            eventually(WAIT, || (0..skus).all(|i| rig
-                .sim
-                .market
-                .level(&format!("A{i}"))
-                == Some(4))),
+            all_come_to(&rig, 0..skus, 4),
             "{how}: {:?}",
             rig.sim.market.levels()
         );
@@ -612,11 +616,7 @@ fn a_refused_listing_does_not_hold_back_the_others() {
         count(&rig.server, &format!("A{i}"), 4);
     }
     assert!(
-        eventually(WAIT, || (1..skus).all(|i| rig
-            .sim
-            .market
-            .level(&format!("A{i}"))
-            == Some(4))),
+        all_come_to(&rig, 1..skus, 4),
         "{:?}",
         rig.sim.market.calls()
     );
@@ -668,11 +668,7 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
     );
     rig.sim.market.set_fault(loadgen::webhook_sim::Fault::None);
     assert!(
-        eventually(WAIT, || (0..skus).all(|i| rig
-            .sim
-            .market
-            .level(&format!("A{i}"))
-            == Some(4))),
+        all_come_to(&rig, 0..skus, 4),
         "{:?}",
         rig.sim.market.calls()
     );
