@@ -148,7 +148,7 @@ impl ChannelKind {
     /// (`core_config`), as `max` does. Shopify's bound (1,000,000,000) and BigCommerce's
     /// (2,147,483,647) are at or above what one event may count (`QTY_MAX`); Amazon's
     /// `fulfillment_availability` has `minimum: 0` and no maximum, eBay's quantity is an
-    /// int32, and Walmart, WooCommerce and Etsy's spec say nothing.
+    /// int32, and Walmart and WooCommerce say nothing.
     pub fn shown_max(self) -> Option<i64> {
         match self {
             // Update Inventory: "non-negative numbers (include number 0) And less then
@@ -156,6 +156,10 @@ impl ChannelKind {
             // packages/tk-origin-api/src/products/UpdateInventory.ts). Read literally:
             // at most 99,998, which is also safe if TikTok meant 99,999.
             ChannelKind::Tiktok => Some(99_998),
+            // Etsy's API answers "There was a problem with /quantity : cannot be greater
+            // than 999" (quoted in https://github.com/etsy/open-api/issues/214); its
+            // published spec states no maximum. Our simulator takes 0 to 999 an offering.
+            ChannelKind::Etsy => Some(999),
             _ => None,
         }
     }

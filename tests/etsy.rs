@@ -492,3 +492,28 @@ fn a_rotated_grant_the_disk_refuses_once_is_kept_and_written_at_the_next_call() 
     );
     signal_traced(&mut child, 9);
 }
+
+/// A SKU with more stock than Etsy takes for one offering ("cannot be greater than 999";
+/// our simulator takes 0 to 999) is shown 999, and its listing's other product is
+/// written in the same call. Before, every write of that listing was refused, the other
+/// product's with it.
+#[test]
+fn a_sku_with_more_stock_than_etsy_takes_is_shown_the_most_it_takes() {
+    let rig = rig(2, "");
+    post_ok(
+        &rig.server,
+        vec![
+            event("big", "Y0", "counted", 1_500),
+            event("small", "Y1", "counted", 3),
+        ],
+    );
+    assert!(
+        rig.sim
+            .market
+            .wait_for(WAIT, |l| l.get("Y0") == Some(&999)
+                && l.get("Y1") == Some(&3))
+            .is_some(),
+        "{:?}",
+        rig.sim.market.calls()
+    );
+}
