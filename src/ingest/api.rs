@@ -641,15 +641,21 @@ static BODIES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 struct InFlight(usize);
 
 impl InFlight {
-    /// Takes `bytes` more for this body; `false` (nothing taken) past the budget.
+    /// Takes `bytes` more for this body; `false` (nothing taken) past the budget. Added
+    /// only if it fits (compare and swap): an add taken back after the fact let a body
+    /// read at the same moment on another worker see the budget full for an instant, and
+    /// two bodies at its edge were both refused where one fitted.
     fn take(&mut self, bytes: usize) -> bool {
-        let before = BODIES_IN_FLIGHT.fetch_add(bytes, Ordering::AcqRel);
-        if before + bytes > BODIES_IN_FLIGHT_BYTES_MAX {
-            BODIES_IN_FLIGHT.fetch_sub(bytes, Ordering::AcqRel);
-            return false;
+        let fits = BODIES_IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes)
+                    .filter(|total| *total <= BODIES_IN_FLIGHT_BYTES_MAX)
+            })
+            .is_ok();
+        if fits {
+            self.0 += bytes;
         }
-        self.0 += bytes;
-        true
+        fits
     }
 }
 
