@@ -648,14 +648,7 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
             .map(|i| event(&format!("c{i}"), &format!("A{i}"), "counted", 4))
             .collect(),
     );
-    let refused = || {
-        rig.sim
-            .market
-            .calls()
-            .iter()
-            .filter(|c| c.status == 403)
-            .count()
-    };
+    let refused = || rig.sim.market.calls_answered(403);
     assert!(
         eventually(WAIT, || refused() >= 4),
         "{:?}",

@@ -379,13 +379,7 @@ fn a_deleted_variant_does_not_hold_back_the_skus_adjusted_with_it() {
         "{:?}",
         rig.sim.market.calls()
     );
-    let refused = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status == 422)
-        .count();
+    let refused = rig.sim.market.calls_answered(422);
     assert!(
         refused <= 8,
         "{refused} refused calls: {:?}",

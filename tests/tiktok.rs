@@ -434,12 +434,6 @@ fn an_update_refused_by_an_error_naming_no_sku_is_pushed_again() {
         "{:?}",
         rig.sim.market.calls()
     );
-    let refused = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.status == 207)
-        .count();
+    let refused = rig.sim.market.calls_answered(207);
     assert_eq!(refused, 1, "{:?}", rig.sim.market.calls());
 }

@@ -798,7 +798,16 @@ impl Market {
 
     /// How many write calls were answered 429.
     pub fn throttled_calls(&self) -> usize {
-        self.shop().calls.iter().filter(|c| c.status == 429).count()
+        self.calls_answered(429)
+    }
+
+    /// Calls answered `status` so far.
+    pub fn calls_answered(&self, status: u16) -> usize {
+        self.shop()
+            .calls
+            .iter()
+            .filter(|c| c.status == status)
+            .count()
     }
 
     pub fn order_polls(&self) -> usize {
