@@ -38,6 +38,7 @@ fn batch(skus: usize, round: &mut u64) -> Vec<Input> {
                         order_id: format!("o{order}"),
                         line_id: "1".into(),
                     }),
+                    origin: None,
                 },
                 prior: None,
             }

@@ -31,6 +31,7 @@ fn effects(state: &mut ShardState, size: usize, round: &mut u64) -> Effects {
                     received_at: T0 + n as i64,
                     key: format!("key-{n}"),
                     line: None,
+                    origin: None,
                 },
                 prior: None,
             }

@@ -460,6 +460,8 @@ impl Config {
                     compare_and_set: c.compares(),
                 })
                 .collect(),
+            // Set by the engine: from the settings history and the shards' clocks.
+            ..CoreConfig::default()
         }
     }
 

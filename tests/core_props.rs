@@ -67,6 +67,7 @@ fn to_event(fact: &Fact, i: usize) -> Event {
         received_at: at(minute),
         key,
         line: None,
+        origin: None,
     };
     match *fact {
         Fact::Count {
@@ -272,6 +273,7 @@ fn event_at_t0(kind: EventKind, qty: i64, key: &str, source: &str) -> Event {
             order_id: key.into(),
             line_id: "1".into(),
         }),
+        origin: None,
     }
 }
 
@@ -350,6 +352,7 @@ fn a_cancel_before_its_placement_is_held_then_netted() {
         received_at: at,
         key: key.into(),
         line: Some(line.clone()),
+        origin: None,
     };
     let mut state = ShardState::default();
     let count = Event {
@@ -418,6 +421,7 @@ fn counts_older_than_the_horizon_are_stale_and_old_movements_fold() {
         received_at: now,
         key: key.into(),
         line: None,
+        origin: None,
     };
     let mut state = ShardState::default();
     let inputs = [
@@ -460,6 +464,7 @@ fn a_channels_own_sale_near_our_write_is_pushed_once_more_and_a_later_one_is_not
             order_id: key.into(),
             line_id: "1".into(),
         }),
+        origin: None,
     };
     let input = |event| Input { event, prior: None };
     let mut state = ShardState::default();
@@ -530,6 +535,7 @@ fn stepper(
                 order_id: key.into(),
                 line_id: "1".into(),
             }),
+            origin: None,
         };
         let fx = apply(state, &[Input { event, prior: None }], at, seq, &config);
         seq += 1;
@@ -723,6 +729,7 @@ proptest! {
             received_at: at(i),
             key: format!("shop/o1/l1/{}/{qty}", kind.transition()),
             line: Some(line.clone()),
+            origin: None,
         };
         let mut events = vec![mk(EventKind::OrderPlaced, q, 0)];
         for (i, (r, s)) in snapshots.iter().enumerate() {
@@ -816,6 +823,7 @@ fn a_reconciliation_repair_is_pushed_compared_with_the_read_from_its_detection()
         received_at: ts,
         key: key.into(),
         line: None,
+        origin: None,
     };
     let input = |event| Input { event, prior: None };
     let mut state = ShardState::default();
@@ -971,4 +979,251 @@ fn only_an_acknowledged_change_drops_the_queued_push() {
     let fx = step(&mut state, EventKind::PushedChange, 1, "p3", "shop");
     assert_eq!(fx.pushes[0].target, 12);
     assert!(fx.caught_up.is_empty());
+}
+
+#[test]
+fn a_channel_order_sent_again_after_its_keys_expired_is_not_applied_twice() {
+    let day = 24 * 3_600 * MICROS_PER_SECOND;
+    // Keys kept 7 days: at `now`, those first seen before `now - 7 days` may be gone
+    // (the shard sets this before each batch from its key-expiry clock).
+    let at = |now: Micros| CoreConfig {
+        forgotten_before: now - 7 * day,
+        ..CoreConfig::default()
+    };
+    // Order 9 of a channel: 2 units placed and shipped (a marketplace's order, placed and
+    // shipped the same day), then its snapshot sent again days later, when the
+    // marketplace completes it: the same placement and shipment, under the same keys.
+    let ev = |kind, order: &str, ts: Micros, origin: Option<Micros>| Event {
+        sku: "A".into(),
+        kind,
+        qty: 2,
+        source: "market".into(),
+        source_ts: ts,
+        received_at: ts,
+        key: format!("market/{order}/1/{}", kind.as_str()),
+        line: Some(LineRef {
+            order_id: order.into(),
+            line_id: "1".into(),
+        }),
+        origin,
+    };
+    let fresh = |event: Event| Input { event, prior: None };
+    let order = |order: &str, placed: Micros, shipped: Option<Micros>, origin| {
+        let mut events = vec![fresh(ev(EventKind::OrderPlaced, order, placed, origin))];
+        if let Some(ts) = shipped {
+            events.push(fresh(ev(EventKind::OrderShipped, order, ts, origin)));
+        }
+        events
+    };
+    let count = |n| {
+        fresh(Event {
+            sku: "A".into(),
+            kind: EventKind::Counted,
+            qty: n,
+            source: "erp".into(),
+            source_ts: T0 - day,
+            received_at: T0 - day,
+            key: "count".into(),
+            line: None,
+            origin: None,
+        })
+    };
+    let later = T0 + 8 * day;
+    let run = |origin: Option<Micros>, config_later: &CoreConfig| {
+        let mut state = ShardState::default();
+        apply(&mut state, &[count(10)], T0 - day, 1, &at(T0 - day));
+        let first = apply(
+            &mut state,
+            &order("9", T0, Some(T0), origin),
+            T0,
+            2,
+            &at(T0),
+        );
+        assert!(first.records.iter().all(|r| r.outcome == Outcome::Applied));
+        assert_eq!(stock(&state, "A"), (8, 0), "shipped once");
+        // Eight days on, every key of the order forgotten (`prior` none, as the shard
+        // finds after expiry): its snapshot again, the shipment stamped with the day the
+        // marketplace completed it.
+        let again = apply(
+            &mut state,
+            &order("9", T0, Some(later), origin),
+            later,
+            4,
+            config_later,
+        );
+        (state, again)
+    };
+
+    let (state, again) = run(Some(T0), &at(later));
+    assert!(
+        again.records.iter().all(|r| r.outcome == Outcome::Stale),
+        "{:?}",
+        again.records.iter().map(|r| r.outcome).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        stock(&state, "A"),
+        (8, 0),
+        "the shipment did not take its units twice"
+    );
+    state["A"].check_invariants().unwrap();
+    // Without an origin (a native event) the same events are new facts, as before.
+    let (state, _) = run(None, &at(later));
+    assert_eq!(stock(&state, "A"), (6, 0));
+    // Nor is a channel judged whose keys have been kept for less than the retention:
+    // nothing of it can have been forgotten (a store connected two days ago, its older
+    // orders first seen now).
+    let market = CoreConfig {
+        channels: lockstep::core::ChannelRules::new(vec![lockstep::core::ChannelRule {
+            name: "market".into(),
+            buffer: 0,
+            max: None,
+            inventory_updates: lockstep::config::InventoryUpdates::Ignore,
+            compare_and_set: false,
+        }]),
+        channels_since: vec![later - 2 * day],
+        ..at(later)
+    };
+    let (state, again) = run(Some(T0), &market);
+    assert!(again.records.iter().all(|r| r.outcome == Outcome::Applied));
+    assert_eq!(stock(&state, "A"), (6, 0));
+    let (state, _) = run(
+        Some(T0),
+        &CoreConfig {
+            channels_since: vec![later - 8 * day],
+            ..market
+        },
+    );
+    assert_eq!(
+        stock(&state, "A"),
+        (8, 0),
+        "kept longer than the retention: judged"
+    );
+
+    // A line the SKU still holds is judged by the line: an old order shipped today.
+    let mut state = ShardState::default();
+    apply(&mut state, &[count(10)], T0 - day, 1, &at(T0 - day));
+    apply(&mut state, &order("7", T0, None, Some(T0)), T0, 2, &at(T0));
+    assert_eq!(stock(&state, "A"), (10, 2));
+    let shipped = apply(
+        &mut state,
+        &[fresh(ev(EventKind::OrderShipped, "7", later, Some(T0)))],
+        later,
+        3,
+        &at(later),
+    );
+    assert_eq!(shipped.records[0].outcome, Outcome::Applied);
+    assert_eq!(stock(&state, "A"), (8, 0));
+    // An order placed within the keys kept is taken; one from before them is not.
+    let recent = later - 6 * day;
+    let taken = apply(
+        &mut state,
+        &order("8", recent, None, Some(recent)),
+        later,
+        4,
+        &at(later),
+    );
+    assert_eq!(taken.records[0].outcome, Outcome::Applied);
+    let old = apply(
+        &mut state,
+        &order("6", T0, None, Some(T0)),
+        later,
+        5,
+        &at(later),
+    );
+    assert_eq!(old.records[0].outcome, Outcome::Stale);
+    assert_eq!(stock(&state, "A"), (8, 2));
+
+    // A return: one from before the keys kept may have come back already.
+    let returned = |key: &str, origin| {
+        fresh(Event {
+            sku: "A".into(),
+            kind: EventKind::Returned,
+            qty: 1,
+            source: "market".into(),
+            source_ts: origin,
+            received_at: later,
+            key: key.into(),
+            line: None,
+            origin: Some(origin),
+        })
+    };
+    let fx = apply(
+        &mut state,
+        &[returned("r-old", T0), returned("r-new", later - day)],
+        later,
+        6,
+        &at(later),
+    );
+    assert_eq!(fx.records[0].outcome, Outcome::Stale);
+    assert_eq!(fx.records[1].outcome, Outcome::Applied);
+    assert_eq!(stock(&state, "A"), (9, 2));
+    state["A"].check_invariants().unwrap();
+}
+
+#[test]
+fn a_line_closed_by_a_total_is_kept_a_horizon_from_its_close_also_after_a_restart() {
+    let hour = 3_600 * MICROS_PER_SECOND;
+    let config = CoreConfig::default(); // a 72 h horizon
+    let ev = |kind, qty, ts: Micros| Input {
+        event: Event {
+            sku: "A".into(),
+            kind,
+            qty,
+            source: "shop".into(),
+            source_ts: ts,
+            received_at: ts,
+            key: format!("shop/9/1/{}/{qty}/{ts}", kind.as_str()),
+            line: Some(LineRef {
+                order_id: "9".into(),
+                line_id: "1".into(),
+            }),
+            origin: None,
+        },
+        prior: None,
+    };
+    let mut live = ShardState::default();
+    apply(
+        &mut live,
+        &[ev(EventKind::OrderPlaced, 2, T0)],
+        T0,
+        1,
+        &config,
+    );
+    // Shipped in full 100 hours after it was placed: closed by its running total.
+    let closed = T0 + 100 * hour;
+    apply(
+        &mut live,
+        &[ev(EventKind::OrderShippedTotal, 2, closed)],
+        closed,
+        2,
+        &config,
+    );
+    // A start rebuilds the SKU from its stored head and lines.
+    let rules = lockstep::core::ChannelRules::default();
+    let mut restarted = ShardState::default();
+    restarted.insert(
+        "A",
+        lockstep::core::SkuState::from_parts(
+            live["A"].head(&rules),
+            live["A"].lines().clone(),
+            &rules,
+        )
+        .unwrap(),
+    );
+    // An hour on, an older total of the line arrives twice (a delayed webhook, then the
+    // poll): the line, closed an hour ago, is still kept, so neither ships a unit again.
+    for state in [&mut live, &mut restarted] {
+        let now = closed + hour;
+        for seq in [3, 4] {
+            apply(
+                state,
+                &[ev(EventKind::OrderShippedTotal, 1, closed - hour)],
+                now,
+                seq,
+                &config,
+            );
+        }
+        assert_eq!(state["A"].committed, 0);
+        assert_eq!(state["A"].on_hand(), -2, "shipped 2, once");
+    }
 }

@@ -29,6 +29,11 @@ fn sku(i: usize) -> String {
 }
 
 fn rig(skus: usize, version: &str, channel_extra: &str) -> Rig {
+    rig_with(skus, version, channel_extra, "")
+}
+
+/// `rig` with `server_extra` lines in the `[server]` block.
+fn rig_with(skus: usize, version: &str, channel_extra: &str, server_extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let names: Vec<String> = (0..skus).map(sku).collect();
@@ -52,7 +57,8 @@ fn rig(skus: usize, version: &str, channel_extra: &str) -> Rig {
         .zip(&ids)
         .map(|(s, id)| (s.as_str(), "shop", id.as_str()))
         .collect();
-    let config = shopify_channel("shop", &shop.url(), SECRET, version, channel_extra)
+    let config = format!("{server_extra}\n")
+        + &shopify_channel("shop", &shop.url(), SECRET, version, channel_extra)
         + &catalog(&data, &rows);
     let server = Server::start_with(&data, &config, None);
     shop.set_webhook_url(&server.url("/webhooks/shop"));
@@ -1040,6 +1046,120 @@ fn a_signed_delivery_older_than_the_key_horizon_is_refused() {
     let (status, answer) = signed_hook(&rig, "orders/updated", &order(minutes_ago(1)));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(rig.server.stock("S0"), Some((10, 2, 8)));
+}
+
+/// Any change to an order (a tag, archiving it, a late return) sends the whole order
+/// again, its placement, fulfilments and refunds with it. One sent after our keys for it
+/// expired (kept `idempotency_days`, here 1) is not applied a second time: a line from
+/// before the keys kept that the SKU no longer holds is recorded `stale`, and so is a
+/// refund from before them. Shown on a store whose keys have been kept 3 days (its
+/// data directory's settings history says so: it names the channel from 3 days back)
+/// and an order placed and refunded 2 days ago, fresh in `updated_at` (so the delivery
+/// itself is taken): the same judgement as for one seen and forgotten, which
+/// `core_props`'s `a_channel_order_sent_again_after_its_keys_expired_is_not_applied_twice`
+/// shows through the core. It holds after a crash: the log's replay takes a `stale`
+/// record as stale again.
+#[test]
+fn an_order_from_before_the_keys_kept_is_recorded_stale_and_stays_so_after_a_crash() {
+    let rig = rig_with(1, "2026-04", "", "idempotency_days = 1");
+    stock_all(&rig, 1, 10);
+    let Rig { server, shop, _dir } = rig;
+    let data = server.data_dir.clone();
+    let server = kill9_and_restart_after(server, || {
+        let path = data.join("lockstep.settings");
+        let mut history: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for era in history["eras"].as_array_mut().unwrap() {
+            let since = era["since"].as_i64().unwrap();
+            era["since"] = json!(since - 3 * 24 * 3_600 * 1_000_000i64);
+        }
+        std::fs::write(&path, serde_json::to_vec(&history).unwrap()).unwrap();
+    });
+    let rig = Rig { server, shop, _dir };
+    let order = |id: u64, created: String, refunded: String| {
+        // Updated (so shipped) a minute ahead: after the count, which it would otherwise
+        // be absorbed by.
+        serde_json::to_vec(&json!({"id": id, "created_at": created, "updated_at": minutes_ago(-1),
+            "cancelled_at": null, "closed_at": null,
+            "fulfillments": [{"id": id, "status": "success", "line_items": [{"id": 1, "quantity": 2}]}],
+            "refunds": [{"id": id, "created_at": refunded, "refund_line_items": [
+                {"line_item_id": 1, "quantity": 1, "restock_type": "return", "line_item": {"sku": "S0"}}]}],
+            "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 2, "current_quantity": 2,
+                            "fulfillable_quantity": 0, "fulfillment_status": "fulfilled"}]}))
+        .unwrap()
+    };
+    let two_days = 2 * 24 * 60;
+    let (status, answer) = signed_hook(
+        &rig,
+        "orders/updated",
+        &order(7101, minutes_ago(two_days), minutes_ago(two_days - 60)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0"), Some((10, 0, 10)), "nothing applied");
+    // A fresh order of the same shape is applied: shipped 2, returned 1.
+    let (status, answer) = signed_hook(
+        &rig,
+        "orders/updated",
+        &order(7102, minutes_ago(60), minutes_ago(-1)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0"), Some((9, 0, 9)));
+    // An order as old, still open (paid only now, say): the engine never forgets an
+    // open line, so one it does not hold is new to it, and is held.
+    let open = json!({"id": 7103, "created_at": minutes_ago(two_days), "updated_at": minutes_ago(-1),
+        "cancelled_at": null, "closed_at": null, "fulfillments": [], "refunds": [],
+        "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 3, "current_quantity": 3,
+                        "fulfillable_quantity": 3, "fulfillment_status": null}]});
+    let (status, answer) = signed_hook(&rig, "orders/paid", &serde_json::to_vec(&open).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0"), Some((9, 3, 6)));
+    let outcomes = |server: &Server| {
+        let mut seen: Vec<(String, String, String)> = audit_of(server, "S0")
+            .into_iter()
+            .filter(|r| r["order_id"].is_string())
+            .map(|r| {
+                (
+                    r["order_id"].as_str().unwrap().to_string(),
+                    r["kind"].as_str().unwrap().to_string(),
+                    r["outcome"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let expected: Vec<(String, String, String)> = [
+        ("7101", "order_placed", "stale"),
+        ("7101", "order_shipped_total", "stale"),
+        ("7101", "returned", "stale"),
+        ("7102", "order_placed", "applied"),
+        ("7102", "order_shipped_total", "applied"),
+        ("7102", "returned", "applied"),
+        ("7103", "order_placed", "applied"),
+    ]
+    .iter()
+    .map(|(o, k, x)| (o.to_string(), k.to_string(), x.to_string()))
+    .collect();
+    assert_eq!(outcomes(&rig.server), expected);
+    // Killed before any checkpoint: the log's tail is applied again on start.
+    let Rig { server, shop, _dir } = rig;
+    let server = kill9_and_restart(server);
+    assert_eq!(
+        server.stock("S0"),
+        Some((9, 3, 6)),
+        "the replay took stale as stale"
+    );
+    assert_eq!(outcomes(&server), expected);
+    let data = server.data_dir.clone();
+    let log = server.stop();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("shard recovered") && !l.contains("replayed=0")),
+        "the start replayed the log's tail: {log:?}"
+    );
+    // `lockstep replay` rebuilds the state from the whole log the same way.
+    let (agrees, out) = replay(&data);
+    assert!(agrees, "{out}");
+    drop(shop);
 }
 
 /// Posts `body` to the store's webhook endpoint under `topic`, signed as Shopify signs.

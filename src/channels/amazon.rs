@@ -436,6 +436,7 @@ impl Amazon {
                 now,
             ));
         }
+        payload::stamp_origins(&mut events);
         events
     }
 
@@ -506,6 +507,7 @@ impl Amazon {
             received_at: now,
             key,
             line: None,
+            origin: None,
         }]
     }
 

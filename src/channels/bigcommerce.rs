@@ -283,6 +283,7 @@ impl BigCommerce {
                 now,
             ));
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 

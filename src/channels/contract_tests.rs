@@ -65,6 +65,12 @@ fn placed(events: &[Event]) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Whether no event is judged by its origin (`payload::stamp_origins`): those of a
+/// line still open never are.
+fn unjudged(events: &[Event]) -> bool {
+    events.iter().all(|e| e.origin.is_none())
+}
+
 fn item(sku: &str, quantity: i64) -> PushItem {
     PushItem {
         sku: sku.into(),
@@ -92,6 +98,7 @@ fn walmart_order_events_in_both_documented_shapes() {
             .unwrap_or_else(|e| panic!("{file}: {e:?}"))
             .carried();
         assert_eq!(placed(&events), vec![("M0".to_string(), qty)], "{file}");
+        assert!(unjudged(&events), "{file}: an open line");
     }
 }
 
@@ -169,6 +176,7 @@ fn amazon_order_change_from_the_queue_and_quantity_change_from_eventbridge() {
     let body = String::from_utf8(fixture("amazon/order_change.json")).unwrap();
     let taken = queue.events(&body, now_micros()).unwrap();
     assert_eq!(placed(&taken.events), vec![("A0".to_string(), 2)]);
+    assert!(unjudged(&taken.events), "an open line");
     assert!(taken.notification.is_some(), "NotificationId deduplicates");
     // The ReceiveMessage answer's message fields are the ones the reader takes.
     let receive: Value = serde_json::from_slice(&fixture("amazon/receive_message.json")).unwrap();
@@ -229,6 +237,7 @@ fn ebay_orders_and_the_per_item_and_per_offer_answers() {
         .order_events(&orders["orders"][0], None, now_micros())
         .unwrap();
     assert_eq!(placed(&events), vec![("E0".to_string(), 2)]);
+    assert!(unjudged(&events), "an open line");
     let reply = ebay.push_reply(
         200,
         &HeaderMap::new(),
@@ -294,6 +303,21 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
     let events = tiktok
         .order_events(&detail["data"]["orders"][0], now_micros())
         .unwrap();
+    // The unit in transit is the one closed line: its placement and shipment carry the
+    // order's `create_time` (at its second's end) as their origin.
+    let created = 1_701_388_800 * 1_000_000 + 999_999;
+    let judged: Vec<(EventKind, Option<i64>)> = events
+        .iter()
+        .filter(|e| e.origin.is_some())
+        .map(|e| (e.kind, e.origin))
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            (EventKind::OrderPlaced, Some(created)),
+            (EventKind::OrderShipped, Some(created))
+        ]
+    );
     let mut facts: Vec<(EventKind, i64)> = events.iter().map(|e| (e.kind, e.qty)).collect();
     facts.sort_by_key(|(k, _)| k.as_str());
     assert_eq!(
@@ -369,6 +393,7 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
     let events = concrete
         .order_events(&order, super::payload::list(&products), now_micros())
         .unwrap();
+    assert!(unjudged(&events), "an open line: 2 of 5 shipped");
     assert_eq!(
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [
@@ -418,6 +443,7 @@ fn shopify_order_and_set_answer() {
             (EventKind::OrderReleasedTotal, 2)
         ]
     );
+    assert!(unjudged(&events), "an open line: 1 of 5 left");
     let body = fixture("shopify/refunds_create.json");
     let hook = headers(&[
         (
@@ -430,6 +456,12 @@ fn shopify_order_and_set_answer() {
     assert_eq!(
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [(EventKind::Returned, 1)]
+    );
+    // A return's origin is the refund's own time.
+    let refund: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        events[0].origin,
+        crate::clock::parse_rfc3339(refund["created_at"].as_str().unwrap())
     );
     let reply = shop.push_reply(
         200,
@@ -511,6 +543,7 @@ fn woocommerce_order_created() {
             (EventKind::OrderReleasedTotal, 2)
         ]
     );
+    assert!(unjudged(&events), "an open line: 3 of 5 left");
 }
 
 /// The `webhook` kind's stock read is our own format: an item naming `available` twice

@@ -416,6 +416,7 @@ impl Ebay {
                 now,
             ));
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 

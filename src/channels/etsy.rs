@@ -308,6 +308,7 @@ impl Etsy {
                 now,
             ));
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 

@@ -659,6 +659,7 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
         received_at: now,
         key,
         line: None,
+        origin: None,
     }
 }
 

@@ -447,6 +447,7 @@ fn parse_event(
         received_at,
         key,
         line,
+        origin: None,
     })
 }
 
@@ -505,5 +506,6 @@ pub fn parse_count(
         received_at,
         key,
         line: None,
+        origin: None,
     })
 }

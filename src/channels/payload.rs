@@ -134,6 +134,60 @@ fn line_event(
         received_at: now,
         key: line_key(channel, &line.order_id, &line.line_id, kind, qty),
         line: Some(line.clone()),
+        origin: None,
+    }
+}
+
+/// Gives the events of each order line that `events` (one or more order snapshots) show
+/// closed their `origin`: the time of the line's placement among them (the order's
+/// creation time). A closed line is the one the engine forgets (its record goes at its
+/// close, its keys after `idempotency_days`), and vendor channels send it again, whole,
+/// with every later change of its order (`Event::origin`). A line still open is left
+/// unjudged: the engine never forgets an open line, so an open line it does not hold is
+/// new to it, however old its order (paid days after it was made, a line added to an old
+/// order by an edit, an order open when its channel was connected).
+pub fn stamp_origins(events: &mut [Event]) {
+    // Per line: its placement (time, units) and the units it shipped and released, as
+    // additive units or as running totals (the largest total read).
+    #[derive(Default)]
+    struct Seen {
+        placed: Option<(Micros, i64)>,
+        shipped: i64,
+        released: i64,
+        shipped_total: i64,
+        released_total: i64,
+    }
+    let mut lines: ahash::AHashMap<(&str, &str), Seen> = ahash::AHashMap::new();
+    for event in events.iter().filter(|e| e.kind.is_order_line()) {
+        let Some(line) = &event.line else { continue };
+        let seen = lines
+            .entry((line.order_id.as_str(), line.line_id.as_str()))
+            .or_default();
+        match event.kind {
+            EventKind::OrderPlaced => seen.placed = Some((event.source_ts, event.qty)),
+            EventKind::OrderShipped => seen.shipped += event.qty,
+            EventKind::OrderCancelled => seen.released += event.qty,
+            EventKind::OrderShippedTotal => seen.shipped_total = seen.shipped_total.max(event.qty),
+            _ => seen.released_total = seen.released_total.max(event.qty),
+        }
+    }
+    let closed: ahash::AHashMap<(String, String), Micros> = lines
+        .into_iter()
+        .filter_map(|((order, line), seen)| {
+            let (at, units) = seen.placed?;
+            let ended =
+                seen.shipped.max(seen.shipped_total) + seen.released.max(seen.released_total);
+            (ended >= units).then(|| ((order.to_string(), line.to_string()), at))
+        })
+        .collect();
+    if closed.is_empty() {
+        return;
+    }
+    for event in events.iter_mut().filter(|e| e.kind.is_order_line()) {
+        if let Some(line) = &event.line {
+            let id = (line.order_id.clone(), line.line_id.clone());
+            event.origin = closed.get(&id).copied();
+        }
     }
 }
 
@@ -276,5 +330,90 @@ mod tests {
         assert_eq!(source_time(&[None, Some(5)], now), 5);
         assert_eq!(source_time(&[Some(now * 2)], now), now + MICROS_PER_HOUR);
         assert_eq!(source_time(&[None], now), now);
+    }
+
+    #[test]
+    fn only_the_lines_a_snapshot_shows_closed_carry_their_placement_time() {
+        let line = |order: &str, id: &str| LineRef {
+            order_id: order.into(),
+            line_id: id.into(),
+        };
+        let at = |h: i64| h * MICROS_PER_HOUR;
+        let mut events = Vec::new();
+        // Order 1: line a shipped whole (additive), line b half shipped (open), line c
+        // shipped 1 and released 1 of 2 as running totals (closed).
+        events.extend(line_events(
+            "ch",
+            &line("1", "a"),
+            "A",
+            2,
+            &[
+                (EventKind::OrderPlaced, at(1)),
+                (EventKind::OrderShipped, at(5)),
+            ],
+            0,
+        ));
+        events.extend(order_line_units(
+            "ch",
+            line("1", "b"),
+            Some("B"),
+            &[
+                (EventKind::OrderPlaced, at(1), 4),
+                (EventKind::OrderShippedTotal, at(5), 2),
+            ],
+            "",
+            0,
+        ));
+        events.extend(order_line_units(
+            "ch",
+            line("1", "c"),
+            Some("C"),
+            &[
+                (EventKind::OrderPlaced, at(1), 2),
+                (EventKind::OrderShippedTotal, at(5), 1),
+                (EventKind::OrderReleasedTotal, at(6), 1),
+            ],
+            "",
+            0,
+        ));
+        // Order 2: a cancellation alone, its placement not in the snapshot; placed only.
+        events.extend(line_events(
+            "ch",
+            &line("2", "a"),
+            "A",
+            2,
+            &[(EventKind::OrderCancelled, at(7))],
+            0,
+        ));
+        events.extend(line_events(
+            "ch",
+            &line("2", "b"),
+            "B",
+            2,
+            &[(EventKind::OrderPlaced, at(2))],
+            0,
+        ));
+        stamp_origins(&mut events);
+        let origins: Vec<(&str, &str, EventKind, Option<Micros>)> = events
+            .iter()
+            .map(|e| {
+                let l = e.line.as_ref().unwrap();
+                (l.order_id.as_str(), l.line_id.as_str(), e.kind, e.origin)
+            })
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                ("1", "a", EventKind::OrderPlaced, Some(at(1))),
+                ("1", "a", EventKind::OrderShipped, Some(at(1))),
+                ("1", "b", EventKind::OrderPlaced, None),
+                ("1", "b", EventKind::OrderShippedTotal, None),
+                ("1", "c", EventKind::OrderPlaced, Some(at(1))),
+                ("1", "c", EventKind::OrderShippedTotal, Some(at(1))),
+                ("1", "c", EventKind::OrderReleasedTotal, Some(at(1))),
+                ("2", "a", EventKind::OrderCancelled, None),
+                ("2", "b", EventKind::OrderPlaced, None),
+            ]
+        );
     }
 }

@@ -425,6 +425,7 @@ impl Shopify {
                 ));
             }
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 
@@ -485,6 +486,7 @@ impl Shopify {
                 order_id: order_id.to_string(),
                 line_id: line_id.to_string(),
             }),
+            origin: None,
         }
     }
 
@@ -496,8 +498,8 @@ impl Shopify {
     ) -> Result<Vec<Event>, ApiError> {
         let refund_id = payload::required_id(&refund["id"], "id")?;
         let order_id = payload::required_id(&refund["order_id"], "order_id")?;
-        let source_ts =
-            payload::source_time(&[payload::time(&refund["created_at"]), triggered], now);
+        let refunded_at = payload::time(&refund["created_at"]).map(|t| payload::held_ahead(t, now));
+        let source_ts = payload::source_time(&[refunded_at, triggered], now);
         let lines = refund["refund_line_items"].as_array().ok_or_else(|| {
             ApiError::field("invalid_payload", "refund_line_items", "must be an array")
         })?;
@@ -536,6 +538,9 @@ impl Shopify {
             if kind == EventKind::Returned {
                 // Each refund returns its own units: one key per refund and line.
                 event.key = format!("{}/{order_id}/{line_id}/returned/{refund_id}", self.name);
+                // Every later snapshot of the order carries its refunds again: one from
+                // before the keys kept may have come back already (`Event::origin`).
+                event.origin = refunded_at;
             }
             events.push(event);
         }
@@ -591,6 +596,7 @@ impl Shopify {
             received_at: now,
             key,
             line: None,
+            origin: None,
         }])
     }
 }

@@ -366,6 +366,7 @@ impl TikTok {
                 now,
             ));
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 

@@ -345,10 +345,12 @@ impl Walmart {
             &data["purchaseOrderId"],
             &format!("{at_field}.purchaseOrderId"),
         )?;
-        Ok(Self::hook_lines(data, at_field)?
+        let mut events: Vec<Event> = Self::hook_lines(data, at_field)?
             .into_iter()
             .flat_map(|line| self.line(&order_id, line, &transitions, now))
-            .collect())
+            .collect();
+        payload::stamp_origins(&mut events);
+        Ok(events)
     }
 
     /// One line's events: `(line number, seller SKU, quantity)`.
@@ -468,6 +470,7 @@ impl Walmart {
                 ));
             }
         }
+        payload::stamp_origins(&mut events);
         (events, newest)
     }
 }

@@ -286,9 +286,11 @@ impl WooCommerce {
                         order_id: order_id.clone(),
                         line_id: line_id.clone(),
                     }),
+                    origin: None,
                 });
             }
         }
+        payload::stamp_origins(&mut events);
         Ok(events)
     }
 
@@ -348,6 +350,7 @@ impl WooCommerce {
             received_at: now,
             key,
             line: None,
+            origin: None,
         }])
     }
 }

@@ -164,6 +164,11 @@ pub fn problem(event: &Event) -> Option<String> {
     None
 }
 
+/// The `origin` replay gives a record that was logged `stale` by its origin: whatever
+/// made it stale (its origin, the clock, which line the SKU held) is not all in the
+/// log, so it is taken as stale again (`recovery::input_of`).
+pub const ORIGIN_LOGGED_STALE: Micros = Micros::MIN;
+
 /// 9999-12-31T23:59:59Z in microseconds: no real event is later.
 pub const TS_MAX: Micros = 253_402_300_799_000_000;
 
@@ -316,7 +321,9 @@ pub enum Outcome {
     Applied,
     /// Its idempotency key was seen before: answered with the first result, not applied.
     Duplicate,
-    /// A count older than the horizon or older than the latest count: recorded, not applied.
+    /// A count older than the horizon or older than the latest count, or a channel's
+    /// order fact whose keys may have been forgotten (`Event::origin`): recorded, not
+    /// applied.
     Stale,
     /// A release or shipment whose placement has not arrived: its effect on `committed`
     /// waits for the placement, so available never rises for an order we have not seen.
@@ -381,6 +388,18 @@ pub struct Event {
     pub key: String,
     /// The order line, for order-line kinds (and returns that name their order).
     pub line: Option<LineRef>,
+    /// When the fact's history began, for facts a channel sends again with every later
+    /// change of their order (a vendor channel's order snapshot carries each line's
+    /// placement and shipments every time): for the events of a line the snapshot shows
+    /// closed, the order's creation time (`payload::stamp_origins`); for a return, the
+    /// refund's own time. Idempotency keys are kept for `idempotency_days` from when
+    /// they are first seen, which is never before this time (less the hour a channel's
+    /// clock may run ahead), so a fact older than that on a line the SKU no longer holds
+    /// may have been applied and its keys forgotten: it is recorded `stale`, not applied
+    /// a second time (`core::forgotten`). `None`: not judged (native events, acknowledgements, counts,
+    /// and channel facts with no stable time of their own). In memory only: replay takes
+    /// a record's logged `stale` as it was (`ORIGIN_LOGGED_STALE`).
+    pub origin: Option<Micros>,
 }
 
 impl Event {

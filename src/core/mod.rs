@@ -47,6 +47,15 @@ pub struct CoreConfig {
     pub horizon_us: Micros,
     /// The channels, in config order: what each is shown of a SKU.
     pub channels: ChannelRules,
+    /// Idempotency keys first seen before this may have been forgotten: the shard's
+    /// key-expiry clock less the keys' retention, set before each batch (`Shard`). The
+    /// default, `Micros::MIN` (replay, tools): none, so nothing is judged by it.
+    pub forgotten_before: Micros,
+    /// Per channel (by id), when its keys began to be kept: the first settings era that
+    /// named it. Nothing of a channel can have been forgotten before its keys were kept
+    /// for the whole retention, so until then none of its facts is judged. Missing: from
+    /// the beginning.
+    pub channels_since: Vec<Micros>,
 }
 
 impl Default for CoreConfig {
@@ -54,6 +63,8 @@ impl Default for CoreConfig {
         CoreConfig {
             horizon_us: 72 * crate::clock::MICROS_PER_HOUR,
             channels: ChannelRules::default(),
+            forgotten_before: Micros::MIN,
+            channels_since: Vec::new(),
         }
     }
 }
@@ -85,6 +96,7 @@ pub fn settlements_due(
                 received_at: now,
                 key: format!("settle/{}/{}", rule.name, pending.seq),
                 line: None,
+                origin: None,
             })
         })
         .collect()
@@ -712,7 +724,7 @@ pub fn apply(
                     event,
                     seq,
                     horizon_cut,
-                    &config.channels,
+                    config,
                     &mut effects.writes,
                     lines_touched,
                 );
@@ -984,6 +996,8 @@ struct At<'a> {
     event: &'a Event,
     seq: u64,
     horizon_cut: Micros,
+    /// What `forgotten` judges by (`CoreConfig::forgotten_before`, `channels_since`).
+    forgetting: (Micros, &'a [Micros]),
     rules: &'a ChannelRules,
     /// The channel the event came from, when it is one of ours.
     own_channel: Option<ChannelId>,
@@ -996,14 +1010,16 @@ fn apply_event(
     event: &Event,
     seq: u64,
     horizon_cut: Micros,
-    rules: &ChannelRules,
+    config: &CoreConfig,
     writes: &mut Vec<StateWrite>,
     touched_lines: &mut Vec<String>,
 ) -> (Outcome, bool) {
+    let rules = &config.channels;
     let at = At {
         event,
         seq,
         horizon_cut,
+        forgetting: (config.forgotten_before, &config.channels_since),
         rules,
         own_channel: rules.id_of(&event.source),
     };
@@ -1136,6 +1152,7 @@ fn level(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Outco
         horizon_cut,
         rules,
         own_channel,
+        ..
     } = at;
     let ts = event.source_ts;
     let Some(i) = own_channel else {
@@ -1222,7 +1239,12 @@ fn movement(sku: &mut SkuState, at: At<'_>, writes: &mut Vec<StateWrite>) -> (Ou
         horizon_cut,
         rules,
         own_channel,
+        ..
     } = at;
+    if forgotten(at) {
+        // A channel's return from before the keys kept: it may have come back already.
+        return (Outcome::Stale, false);
+    }
     let ts = event.source_ts;
     add_movement(sku, &event.sku, ts, seq, event.qty, horizon_cut, writes);
     if let (Some(i), EventKind::Returned) = (own_channel, event.kind) {
@@ -1276,12 +1298,20 @@ fn order_line(
         horizon_cut,
         rules,
         own_channel,
+        ..
     } = at;
     let ts = event.source_ts;
     let id = event
         .line_identity()
         .expect("order-line kinds always have a line identity");
     let known = sku.lines().get(&id);
+    if known.is_none() && forgotten(at) {
+        // A line from before the keys kept that the SKU does not hold: most likely one
+        // that closed and was forgotten, its order sent again by a later change of it
+        // (a marketplace completing it days after delivery). Applied again, its
+        // shipment would take its units off a second time.
+        return (Outcome::Stale, false);
+    }
     // A running total adds only what the line has not counted yet.
     let units = match event.kind {
         EventKind::OrderReleasedTotal => (event.qty - known.map_or(0, |l| l.released)).max(0),
@@ -1304,6 +1334,7 @@ fn order_line(
             first_ts: ts,
         });
     let committed_before = line.committed();
+    let was_closed = line.is_closed();
     let mut oversell = false;
     match event.kind {
         EventKind::OrderPlaced if line.placed.is_some() => {
@@ -1318,23 +1349,31 @@ fn order_line(
         EventKind::OrderCancelled | EventKind::OrderReleasedTotal => line.released += units,
         _ => line.shipped += units,
     }
-    line.first_ts = line.first_ts.min(ts);
+    if !was_closed {
+        line.first_ts = line.first_ts.min(ts);
+    }
     let held = line.placed.is_none();
     let committed_change = line.committed() - committed_before;
     let closed = line.is_closed();
-    let close_ts = line.first_ts.max(ts);
-    sku.committed += committed_change;
     // A line closed by its own additive units is done. One closed by a running
-    // total, or by a placement arriving after its totals, is kept (`retained`).
+    // total, or by a placement arriving after its totals, is kept (`retained`) for a
+    // horizon from its close (the later of its first time and this event's), not from
+    // its placement. Its record keeps that time as its first from then on: a start
+    // rebuilds `retained` from the stored lines (`SkuState::from_parts`), and must
+    // keep it as long.
     let additive_close = matches!(
         event.kind,
         EventKind::OrderCancelled | EventKind::OrderShipped
     );
+    let newly_retained = closed && !was_closed && !additive_close;
+    if newly_retained {
+        line.first_ts = line.first_ts.max(ts);
+    }
+    let close_ts = line.first_ts;
+    sku.committed += committed_change;
     if closed && additive_close {
         sku.rest_mut().lines.remove(&id);
-    } else if closed {
-        // Kept for a horizon from its close (the later of its first time and this
-        // event's), not from its placement.
+    } else if newly_retained {
         sku.rest_mut().retained.insert((close_ts, id.clone()));
     }
     // A channel's own sale (or release) changes what it shows by itself: its
@@ -1362,6 +1401,28 @@ fn order_line(
         Outcome::Applied
     };
     (outcome, oversell)
+}
+
+/// Whether an event that is not a duplicate states a fact its keys may have been
+/// forgotten for (`Event::origin`), so that it may have been applied already: one whose
+/// origin is before `forgotten_before` (plus an hour, as a channel's times may run up
+/// to an hour ahead of ours, `payload::held_ahead`, and a key is never first seen before
+/// its fact happened), from a channel whose keys have been kept longer than the
+/// retention. A fact of a line the SKU still holds is judged by the line, never by this.
+fn forgotten(at: At<'_>) -> bool {
+    let Some(origin) = at.event.origin else {
+        return false;
+    };
+    if origin == event::ORIGIN_LOGGED_STALE {
+        return true;
+    }
+    let (before, channels_since) = at.forgetting;
+    let since = at
+        .own_channel
+        .and_then(|i| channels_since.get(i.index()))
+        .copied()
+        .unwrap_or(Micros::MIN);
+    since < before && origin < before.saturating_add(crate::clock::MICROS_PER_HOUR)
 }
 
 /// Records an on_hand movement at `ts`.

@@ -129,6 +129,7 @@ pub struct LineRecord {
     pub released: i64,
     pub shipped: i64,
     /// Source time of the first transition seen; held lines older than the horizon go.
+    /// For a line a running total closed, when it closed: it is kept a horizon from then.
     pub first_ts: Micros,
 }
 

@@ -455,6 +455,14 @@ impl Engine {
                 tracing::info!(change = %change, "settings: {change}");
             }
         }
+        // What the shards judge an order sent again after its keys expired by
+        // (`core::forgotten`): when each channel's keys began to be kept.
+        let mut core = config.core.clone();
+        core.channels_since = core
+            .channels
+            .iter()
+            .map(|(_, rule)| history.channel_since(&rule.name).unwrap_or_else(now_micros))
+            .collect();
         for (state, ..) in &shards {
             // Nothing is dropped across a restart: the shard knows what every channel last
             // acknowledged, so whatever differs from its target is pushed again.
@@ -488,7 +496,7 @@ impl Engine {
                 durable_seq,
                 mailbox: rx,
                 queued: waiting,
-                core: config.core.clone(),
+                core: core.clone(),
                 key_retention_us: config.key_retention_us,
                 seq: seq.clone(),
                 pushes: pushes.clone(),

@@ -142,6 +142,7 @@ mod tests {
                 received_at: ts,
                 key: key.into(),
                 line: None,
+                origin: None,
             },
             prior: None,
         }

@@ -14,7 +14,7 @@
 //! own: a store opened read-only (`DiskStore::open_read_only`) keeps what they re-apply
 //! in memory, so an inspecting command leaves the directory as it found it.
 
-use crate::core::event::{Event, FirstResult, LineRef, Outcome};
+use crate::core::event::{Event, FirstResult, LineRef, Outcome, ORIGIN_LOGGED_STALE};
 use crate::core::records::LogRecord;
 use crate::core::{apply, realign_channels, CoreConfig, Input, ShardState};
 use crate::engine::movements::{load_for_batch, unload_after_batch};
@@ -44,6 +44,7 @@ pub fn event_of(record: &LogRecord) -> Event {
             order_id: order_id.clone(),
             line_id: record.line_id.clone().unwrap_or_default(),
         }),
+        origin: None,
     }
 }
 
@@ -58,10 +59,13 @@ fn input_of(record: &LogRecord) -> Input {
         available: record.available_after,
         seq: record.seq,
     });
-    Input {
-        event: event_of(record),
-        prior,
+    let mut event = event_of(record);
+    if record.outcome == Outcome::Stale {
+        // Whatever made it stale is not all in the log (a line's `origin`): the core
+        // takes it as stale again.
+        event.origin = Some(ORIGIN_LOGGED_STALE);
     }
+    Input { event, prior }
 }
 
 /// Loads a shard's state and finishes whatever its log holds beyond the checkpoint.

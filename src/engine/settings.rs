@@ -83,6 +83,9 @@ impl StoredSettings {
                     compare_and_set: r.compare_and_set,
                 })
                 .collect(),
+            // Not stored: replay takes a record's `stale` as it was logged
+            // (`recovery::input_of`), so the keys' retention decides nothing there.
+            ..CoreConfig::default()
         }
     }
 }
@@ -202,6 +205,15 @@ impl History {
             .collect()
     }
 
+    /// When `channel`'s idempotency keys began to be kept: the start of the first era
+    /// that named it; `None` if none has.
+    pub fn channel_since(&self, channel: &str) -> Option<Micros> {
+        self.eras
+            .iter()
+            .find(|era| era.settings.channels.iter().any(|r| r.name == channel))
+            .map(|era| era.since)
+    }
+
     /// The settings the log's tail was written under; `None` before the first server.
     pub fn current(&self) -> Option<&Era> {
         self.eras.last()
@@ -264,6 +276,7 @@ mod tests {
                 compare_and_set: false,
             }]
             .into(),
+            ..CoreConfig::default()
         }
     }
 

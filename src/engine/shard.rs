@@ -495,6 +495,7 @@ impl Shard {
             .filter(|i| i.event.kind.changes_stock() && i.prior.is_none())
             .count() as u64;
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
+        self.core.forgotten_before = self.keys_forgotten_before();
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
         unload_after_batch(&mut self.state, &inputs, &effects.writes, true);
         if let Err(e) = store.commit(&effects) {
@@ -557,10 +558,15 @@ impl Shard {
         }
     }
 
+    /// Keys first seen before this may be gone: the key-expiry clock less the retention.
+    fn keys_forgotten_before(&self) -> Micros {
+        crate::clock::expiry_now(self.expiry_base.0, self.expiry_base.1)
+            .saturating_sub(self.key_retention_us)
+    }
+
     fn sweep(&self, last_sweep: &mut Instant) {
         *last_sweep = Instant::now();
-        let before = crate::clock::expiry_now(self.expiry_base.0, self.expiry_base.1)
-            - self.key_retention_us;
+        let before = self.keys_forgotten_before();
         match self.store().and_then(|s| {
             s.sweep_expired_keys(before, SWEEP_RUNS_MAX)
                 .map_err(|e| e.to_string())

@@ -159,6 +159,7 @@ pub async fn import_levels(
                     received_at: now,
                     key: format!("stock-import/{channel}/{sku}/{level}"),
                     line: None,
+                    origin: None,
                 }),
                 Some(_) => report.below_zero.push(sku.clone()),
                 None => report.unlisted.push(sku.clone()),

@@ -658,6 +658,7 @@ pub async fn record_drift(
             received_at: now,
             key: format!("{}/{channel}/{now}/{i}", kind.as_str()),
             line: None,
+            origin: None,
         })
         .collect();
     if let Err(e) = engine.submit(events).await {
@@ -692,6 +693,7 @@ async fn deliver_acks(
                 received_at: acked_at,
                 key: format!("pushed/{channel}/{acked_at}/{i}"),
                 line: None,
+                origin: None,
             }
         })
         .collect();

@@ -1145,6 +1145,7 @@ pub(crate) mod tests {
                 received_at: at,
                 key: key.into(),
                 line: None,
+                origin: None,
             },
             prior: None,
         }

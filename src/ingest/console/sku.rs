@@ -65,6 +65,7 @@ impl App {
             received_at: now,
             key: format!("console/{}/{now}-{}", App::actor(access), random_token()),
             line: None,
+            origin: None,
         };
         let done = match self.engine.submit(vec![event]).await {
             Ok(_) => format!(
