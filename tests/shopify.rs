@@ -1061,20 +1061,7 @@ fn a_signed_delivery_older_than_the_key_horizon_is_refused() {
 /// record as stale again.
 #[test]
 fn an_order_from_before_the_keys_kept_is_recorded_stale_and_stays_so_after_a_crash() {
-    let rig = rig_with(1, "2026-04", "", "idempotency_days = 1");
-    stock_all(&rig, 1, 10);
-    let Rig { server, shop, _dir } = rig;
-    let data = server.data_dir.clone();
-    let server = kill9_and_restart_after(server, || {
-        let path = data.join("lockstep.settings");
-        let mut history: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        for era in history["eras"].as_array_mut().unwrap() {
-            let since = era["since"].as_i64().unwrap();
-            era["since"] = json!(since - 3 * 24 * 3_600 * 1_000_000i64);
-        }
-        std::fs::write(&path, serde_json::to_vec(&history).unwrap()).unwrap();
-    });
-    let rig = Rig { server, shop, _dir };
+    let rig = store_of_3_days(1, 1);
     let order = |id: u64, created: String, refunded: String| {
         // Updated (so shipped) a minute ahead: after the count, which it would otherwise
         // be absorbed by.
@@ -1160,6 +1147,59 @@ fn an_order_from_before_the_keys_kept_is_recorded_stale_and_stays_so_after_a_cra
     let (agrees, out) = replay(&data);
     assert!(agrees, "{out}");
     drop(shop);
+}
+
+/// A store that has had its keys kept 3 days, `first_days` each then (its data
+/// directory's settings history says so: the server is started, its eras moved 3 days
+/// back), started again now keeping them `now_days`.
+fn store_of_3_days(first_days: u32, now_days: u32) -> Rig {
+    let rig = rig_with(
+        1,
+        "2026-04",
+        "",
+        &format!("idempotency_days = {first_days}"),
+    );
+    stock_all(&rig, 1, 10);
+    let Rig { server, shop, _dir } = rig;
+    let data = server.data_dir.clone();
+    let config = std::fs::read_to_string(data.with_extension("toml")).unwrap();
+    server.kill9();
+    let path = data.join("lockstep.settings");
+    let mut history: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for era in history["eras"].as_array_mut().unwrap() {
+        let since = era["since"].as_i64().unwrap();
+        era["since"] = json!(since - 3 * 24 * 3_600 * 1_000_000i64);
+    }
+    std::fs::write(&path, serde_json::to_vec(&history).unwrap()).unwrap();
+    let (_, extra) = config.split_once("shards = 2\n").unwrap();
+    let extra = extra.replace(
+        &format!("idempotency_days = {first_days}\n"),
+        &format!("idempotency_days = {now_days}\n"),
+    );
+    let server = Server::start_with(&data, &extra, None);
+    Rig { server, shop, _dir }
+}
+
+/// Keys kept 1 day, then 30: what the 1-day era forgot until it ended stays forgotten,
+/// so an order placed 2 days ago is judged by it, not by the 30 days kept now.
+#[test]
+fn what_a_shorter_retention_forgot_is_judged_after_it_is_raised() {
+    let rig = store_of_3_days(1, 30);
+    let (_, settings) = rig.server.get("/v1/audit?limit=1");
+    let changes = settings["settings_changes"].to_string();
+    assert!(changes.contains("idempotency_days 1 -> 30"), "{changes}");
+    let order = json!({"id": 7201, "created_at": minutes_ago(2 * 24 * 60), "updated_at": minutes_ago(-1),
+        "cancelled_at": null, "closed_at": null,
+        "fulfillments": [{"id": 1, "status": "success", "line_items": [{"id": 1, "quantity": 2}]}],
+        "refunds": [],
+        "line_items": [{"id": 1, "sku": "S0", "variant_id": 1, "quantity": 2, "current_quantity": 2,
+                        "fulfillable_quantity": 0, "fulfillment_status": "fulfilled"}]});
+    let (status, answer) =
+        signed_hook(&rig, "orders/updated", &serde_json::to_vec(&order).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rig.server.stock("S0"), Some((10, 0, 10)), "nothing applied");
+    let placed = records(&rig.server, "S0", "order_placed");
+    assert_eq!(placed[0]["outcome"], "stale", "{placed:?}");
 }
 
 /// Posts `body` to the store's webhook endpoint under `topic`, signed as Shopify signs.

@@ -209,6 +209,9 @@ pub struct Shard {
     /// The log's newest time at start and when the shard started: keys expire against
     /// `clock::expiry_now`, so a forward step of the wall clock forgets none early.
     pub expiry_base: (Micros, Instant),
+    /// Keys first seen before this may have been forgotten under an earlier settings
+    /// era that kept them less long (`History::forgotten_floor`).
+    pub forgotten_floor: Micros,
 }
 
 impl Shard {
@@ -558,15 +561,21 @@ impl Shard {
         }
     }
 
-    /// Keys first seen before this may be gone: the key-expiry clock less the retention.
-    fn keys_forgotten_before(&self) -> Micros {
+    /// Keys first seen before this expire now: the key-expiry clock less the retention.
+    fn keys_expire_before(&self) -> Micros {
         crate::clock::expiry_now(self.expiry_base.0, self.expiry_base.1)
             .saturating_sub(self.key_retention_us)
     }
 
+    /// Keys first seen before this may be gone: those expiring now, and those an earlier
+    /// era that kept keys less long forgot.
+    fn keys_forgotten_before(&self) -> Micros {
+        self.keys_expire_before().max(self.forgotten_floor)
+    }
+
     fn sweep(&self, last_sweep: &mut Instant) {
         *last_sweep = Instant::now();
-        let before = self.keys_forgotten_before();
+        let before = self.keys_expire_before();
         match self.store().and_then(|s| {
             s.sweep_expired_keys(before, SWEEP_RUNS_MAX)
                 .map_err(|e| e.to_string())
