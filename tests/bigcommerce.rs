@@ -386,3 +386,15 @@ fn a_deleted_variant_does_not_hold_back_the_skus_adjusted_with_it() {
         rig.sim.market.calls()
     );
 }
+
+#[test]
+fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+    let rig = rig(2, "poll_interval_s = 1");
+    an_unreadable_order_does_not_stop_the_poll(
+        &rig.server,
+        &rig.sim.market,
+        "bc",
+        ("B0", "B1"),
+        &|sku, qty| rig.sim.place_order(&[(sku, qty)]),
+    );
+}

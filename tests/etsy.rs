@@ -517,3 +517,15 @@ fn a_sku_with_more_stock_than_etsy_takes_is_shown_the_most_it_takes() {
         rig.sim.market.calls()
     );
 }
+
+#[test]
+fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+    let rig = rig(2, "poll_interval_s = 1");
+    an_unreadable_order_does_not_stop_the_poll(
+        &rig.server,
+        &rig.sim.market,
+        "etsy",
+        ("Y0", "Y1"),
+        &|sku, qty| rig.sim.place_order(&[(sku, qty)]),
+    );
+}

@@ -437,3 +437,18 @@ fn an_update_refused_by_an_error_naming_no_sku_is_pushed_again() {
     let refused = rig.sim.market.calls_answered(207);
     assert_eq!(refused, 1, "{:?}", rig.sim.market.calls());
 }
+
+#[test]
+fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+    let rig = rig_with(2, "poll_interval_s = 1");
+    an_unreadable_order_does_not_stop_the_poll(
+        &rig.server,
+        &rig.sim.market,
+        "tiktok",
+        ("T0", "T1"),
+        &|sku, qty| {
+            rig.sim.place_order(&[(sku, qty)]);
+            newest_order(&rig.sim.market)
+        },
+    );
+}

@@ -649,3 +649,15 @@ fn a_watermark_in_the_future_is_read_as_now() {
         .unwrap();
     assert!(stored <= loadgen::market::now_us(), "still {stored}");
 }
+
+#[test]
+fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+    let rig = rig(2, false, "poll_interval_s = 1");
+    an_unreadable_order_does_not_stop_the_poll(
+        &rig.server,
+        &rig.sim.market,
+        "walmart",
+        ("M0", "M1"),
+        &|sku, qty| rig.sim.place_order(&[(sku, qty)]).parse().unwrap(),
+    );
+}

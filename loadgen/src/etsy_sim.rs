@@ -763,7 +763,13 @@ fn handle(
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter_map(|o| receipt_json(&s, o.id, &listing_of, refunded))
+                .filter_map(|o| {
+                    let mut receipt = receipt_json(&s, o.id, &listing_of, refunded)?;
+                    if s.unreadable.contains(&o.id) {
+                        receipt["receipt_id"] = Value::Null;
+                    }
+                    Some(receipt)
+                })
                 .collect();
             reply(
                 200,

@@ -285,6 +285,9 @@ pub struct Shop {
     pub order_polls: usize,
     /// Most orders a page of an order list answers, whatever was asked (`set_page_cap`).
     pub page_cap: usize,
+    /// Orders an order list gives without their id: orders no reader can key (the
+    /// channels' simulators that list orders from here honour it).
+    pub unreadable: std::collections::BTreeSet<u64>,
     next_id: u64,
     /// The channel's id → our SKU, for `by_id`.
     ids: HashMap<String, String>,
@@ -312,6 +315,7 @@ impl Shop {
             listing_lag: Duration::ZERO,
             order_polls: 0,
             page_cap: usize::MAX,
+            unreadable: Default::default(),
             next_id: 100_000,
             ids: HashMap::new(),
         };

@@ -682,7 +682,8 @@ fn send_level_webhook(
 /// `Link` header's `page_info` (a request with `page_info` may carry only `limit`; the
 /// first request's filters ride in it) (shopify.dev, REST Order resource; "Make paginated
 /// requests to the REST Admin API"). The list's order is not documented: newest first here.
-fn list_orders(s: &Extra, req: &Req) -> Reply {
+/// `unreadable`: orders listed without their id (`Shop::unreadable`).
+fn list_orders(s: &Extra, req: &Req, unreadable: &std::collections::BTreeSet<u64>) -> Reply {
     let param = |name: &str| req.param(name);
     let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
     if !(1..=250).contains(&limit) {
@@ -731,7 +732,13 @@ fn list_orders(s: &Extra, req: &Req) -> Reply {
     let page: Vec<Value> = listed
         .iter()
         .take(limit)
-        .map(|(_, v)| (*v).clone())
+        .map(|(id, v)| {
+            let mut order = (*v).clone();
+            if unreadable.contains(id) {
+                order["id"] = Value::Null;
+            }
+            order
+        })
         .collect();
     let mut headers = Vec::new();
     if listed.len() > limit {
@@ -782,6 +789,12 @@ async fn handle(
                 &[],
             );
         }
+        // Taken before the store's own lock, never inside it.
+        let unreadable = shop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unreadable
+            .clone();
         let mut extra = x();
         // One request fills the bucket by one; a full bucket answers 429 with the
         // seconds until one has leaked, and every answer says how full it is
@@ -797,7 +810,7 @@ async fn handle(
             );
         }
         let used = (extra.rest.capacity - extra.rest.available).ceil();
-        let mut answer = list_orders(&extra, &req);
+        let mut answer = list_orders(&extra, &req, &unreadable);
         answer.headers_mut().insert(
             "x-shopify-shop-api-call-limit",
             format!("{used}/{}", extra.rest.capacity)

@@ -469,7 +469,13 @@ fn handle(
                 .iter()
                 .skip(start)
                 .take(size.min(s.page_cap))
-                .map(|o| order_json(&s, o))
+                .map(|o| {
+                    let mut order = order_json(&s, o);
+                    if s.unreadable.contains(&o.id) {
+                        order["id"] = Value::Null;
+                    }
+                    order
+                })
                 .collect();
             let next = start + page.len();
             let token = if next < listed.len() {

@@ -702,7 +702,13 @@ fn handle(
                 .iter()
                 .skip(cursor)
                 .take(limit)
-                .map(|o| order_json(&s, o.id))
+                .map(|o| {
+                    let mut order = order_json(&s, o.id);
+                    if s.unreadable.contains(&o.id) {
+                        order["purchaseOrderId"] = Value::Null;
+                    }
+                    order
+                })
                 .collect();
             // The cursor carries the first query's filters, as Walmart's do in integrators'
             // samples (the status and created dates; the modification dates are not shown).

@@ -1244,8 +1244,11 @@ impl OrderPoll for Amazon {
                 ..PollPage::default()
             };
             for order in payload::list(&listing["payload"]["Orders"]) {
-                let order_id =
-                    payload::id(&order["AmazonOrderId"]).ok_or("an order without AmazonOrderId")?;
+                let Some(order_id) = payload::id(&order["AmazonOrderId"]) else {
+                    let why = "an order without AmazonOrderId";
+                    super::order_left_out(&self.name, &order["AmazonOrderId"], &why);
+                    continue;
+                };
                 let updated = payload::time_end(&order["LastUpdateDate"]);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
                 let version = order["LastUpdateDate"].as_str().unwrap_or_default();

@@ -380,7 +380,10 @@ impl OrderPoll for BigCommerce {
             let orders = payload::list(&orders);
             let mut result = PollPage::default();
             for order in orders {
-                let id = payload::id(&order["id"]).ok_or("an order without id")?;
+                let Some(id) = payload::id(&order["id"]) else {
+                    super::order_left_out(&self.name, &order["id"], &"an order without id");
+                    continue;
+                };
                 let modified = order["date_modified"]
                     .as_str()
                     .and_then(parse_rfc2822)
@@ -395,9 +398,10 @@ impl OrderPoll for BigCommerce {
                         lines
                     }
                 };
-                result
-                    .events
-                    .extend(self.order_events(order, payload::list(&lines), now)?);
+                match self.order_events(order, payload::list(&lines), now) {
+                    Ok(events) => result.events.extend(events),
+                    Err(why) => super::order_left_out(&self.name, &order["id"], &why),
+                }
             }
             result.next = at.next(result.newest, orders.len() == POLL_PAGE_SIZE);
             Ok(result)

@@ -851,12 +851,7 @@ impl OrderPoll for Ebay {
                 // unread.
                 match self.order_events(order, shipped.as_ref(), now) {
                     Ok(events) => page.events.extend(events),
-                    Err(why) => {
-                        metrics::counter!("lockstep_channel_events_refused_total", "channel" => self.name.clone())
-                            .increment(1);
-                        tracing::warn!(channel = %self.name, order = %order["orderId"], %why,
-                            "an order eBay listed cannot be read; left out");
-                    }
+                    Err(why) => super::order_left_out(&self.name, &order["orderId"], &why),
                 }
             }
             // Without its total a page cannot say whether the window has more.

@@ -897,7 +897,10 @@ impl OrderPoll for Etsy {
             for receipt in receipts {
                 let updated = payload::unix_end(&receipt["updated_timestamp"]);
                 page.newest = page.newest.max(updated);
-                page.events.extend(self.receipt_events(receipt, now)?);
+                match self.receipt_events(receipt, now) {
+                    Ok(events) => page.events.extend(events),
+                    Err(why) => super::order_left_out(&self.name, &receipt["receipt_id"], &why),
+                }
             }
             let next = offset + receipts.len() as u64;
             let count = reply["count"].as_u64().unwrap_or(0);

@@ -663,6 +663,18 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
     }
 }
 
+/// An order a poll listed that it cannot read (no id, a line without one): left out,
+/// said and counted (`lockstep_channel_events_refused_total`), never allowed to fail the
+/// pass. A pass that failed on it would fail on it again every time, the window or
+/// cursor never moving past it, so every later order of the channel would go unread by
+/// the poll, which is the safety net under lost webhooks (and eBay's only way in).
+/// `order`: the order's id as the channel gave it, for the log.
+pub fn order_left_out(channel: &str, order: &serde_json::Value, why: &dyn std::fmt::Display) {
+    metrics::counter!("lockstep_channel_events_refused_total", "channel" => channel.to_string())
+        .increment(1);
+    tracing::warn!(%channel, %order, %why, "an order the channel listed cannot be read; left out");
+}
+
 /// A non-2xx push reply as an outcome, the same for every channel: 429 throttles (its
 /// `Retry-After`, else 1 s), 5xx and 408 are retried, anything else is retried slowly;
 /// `None` for a 2xx, which the adapter reads.

@@ -1161,8 +1161,10 @@ impl OrderPoll for Shopify {
             let reply = super::call::json_answer(&answer)?;
             let mut page = PollPage::default();
             for order in payload::list(&reply["orders"]) {
-                let events = self.order_events(order, None, now).map_err(|e| e.message)?;
-                page.events.extend(events);
+                match self.order_events(order, None, now) {
+                    Ok(events) => page.events.extend(events),
+                    Err(e) => super::order_left_out(&self.name, &order["id"], &e.message),
+                }
             }
             page.next = next_page_info(&answer.1);
             Ok(page)

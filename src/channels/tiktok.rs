@@ -885,7 +885,10 @@ impl OrderPoll for TikTok {
             self.check_code(&reply)?;
             let mut page = PollPage::default();
             for order in payload::list(&reply["data"]["orders"]) {
-                page.events.extend(self.order_events(order, now)?);
+                match self.order_events(order, now) {
+                    Ok(events) => page.events.extend(events),
+                    Err(why) => super::order_left_out(&self.name, &order["id"], &why),
+                }
             }
             page.next = reply["data"]["next_page_token"]
                 .as_str()

@@ -420,6 +420,7 @@ impl Walmart {
     /// total and the units `Cancelled` its released one. A status without a quantity
     /// counts the whole line.
     pub(super) fn order_events(&self, order: &Value, now: Micros) -> (Vec<Event>, Option<Micros>) {
+        // Always there: the poll leaves out orders without one.
         let order_id = payload::id(&order["purchaseOrderId"]).unwrap_or_default();
         let ordered = payload::source_time(&[millis(&order["orderDate"])], now);
         let mut newest = millis(&order["orderDate"]);

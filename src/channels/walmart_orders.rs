@@ -162,6 +162,12 @@ impl OrderPoll for Walmart {
                     .map(|n| n.div_ceil(PAGE_SIZE as u64));
             }
             for order in payload::list(&list["elements"]["order"]) {
+                // Keyed by it: orders without one would all share one key.
+                if payload::id(&order["purchaseOrderId"]).is_none() {
+                    let why = "an order without purchaseOrderId";
+                    super::order_left_out(self.name(), &order["purchaseOrderId"], &why);
+                    continue;
+                }
                 let (events, newest) = self.order_events(order, now);
                 page.events.extend(events);
                 page.newest = page.newest.max(newest);

@@ -692,9 +692,7 @@ impl WooCommerce {
             result.newest = result.newest.max(woo_time(&order["date_modified_gmt"]));
             match self.order_events(order, now) {
                 Ok(events) => result.events.extend(events),
-                Err(e) => {
-                    tracing::warn!(channel = %self.name, error = %e.message, "order skipped by the poll")
-                }
+                Err(e) => super::order_left_out(&self.name, &order["id"], &e.message),
             }
         }
         let pages: u32 = headers

@@ -807,3 +807,44 @@ pub fn console_csrf(server: &Server, sku: &str) -> String {
         .expect("the page's count form carries its CSRF token")
         .to_string()
 }
+
+/// A polled channel lists an order no reader can key (without its id) before another:
+/// the poll leaves it out, says so and counts it, and takes the one after it. Before, the
+/// pass failed at it, every pass after it too, and no later order was read by the poll.
+/// `place(sku, qty)` places a one-line order on the channel, whose webhooks are lost,
+/// and answers its id in the simulator's lists (`Shop::unreadable`).
+pub fn an_unreadable_order_does_not_stop_the_poll(
+    server: &Server,
+    market: &loadgen::market::Market,
+    channel: &str,
+    (first, second): (&str, &str),
+    place: &dyn Fn(&str, i64) -> u64,
+) {
+    let wait = Duration::from_secs(30);
+    count(server, first, 10);
+    count(server, second, 10);
+    market.set_habits(loadgen::sim::Habits {
+        lose: 1.0,
+        ..loadgen::sim::Habits::default()
+    });
+    let unreadable = place(first, 2);
+    market.shop().unreadable.insert(unreadable);
+    place(second, 3);
+    assert!(
+        eventually(wait, || server.stock(second) == Some((10, 3, 7))),
+        "{:?}\n{}",
+        server.stock(second),
+        server.stderr_lines().join("\n")
+    );
+    assert_eq!(server.stock(first), Some((10, 0, 10)), "left out");
+    let counted = format!("lockstep_channel_events_refused_total{{channel=\"{channel}\"}}");
+    assert!(
+        server.metrics().lines().any(|l| l.starts_with(&counted)),
+        "{counted} is counted"
+    );
+}
+
+/// The id of the newest order of a simulator that keeps its orders in the market.
+pub fn newest_order(market: &loadgen::market::Market) -> u64 {
+    *market.shop().orders.keys().next_back().expect("an order")
+}
