@@ -460,7 +460,6 @@ impl Config {
                     compare_and_set: c.compares(),
                 })
                 .collect(),
-            keys_kept_us: self.key_retention_us(),
             // Set by the engine: from the settings history and the shards' clocks.
             ..CoreConfig::default()
         }

@@ -526,6 +526,8 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         &rig.sim.market,
         "etsy",
         ("Y0", "Y1"),
-        &|sku, qty| rig.sim.place_order(&[(sku, qty)]),
+        &|sku, qty| {
+            rig.sim.place_order(&[(sku, qty)]);
+        },
     );
 }

@@ -1065,7 +1065,7 @@ fn a_signed_delivery_older_than_the_key_horizon_is_refused() {
 /// record as stale again.
 #[test]
 fn an_order_from_before_the_keys_kept_is_recorded_stale_and_stays_so_after_a_crash() {
-    let rig = store_of_3_days(1, 1);
+    let rig = store_of_3_days();
     let order = |id: u64, created: String, refunded: String| {
         // Updated (so shipped) a minute ahead: after the count, which it would otherwise
         // be absorbed by.
@@ -1153,46 +1153,33 @@ fn an_order_from_before_the_keys_kept_is_recorded_stale_and_stays_so_after_a_cra
     drop(shop);
 }
 
-/// A store that has had its keys kept 3 days, `first_days` each then (its data
-/// directory's settings history says so: the server is started, its eras moved 3 days
-/// back), started again now keeping them `now_days`.
-fn store_of_3_days(first_days: u32, now_days: u32) -> Rig {
-    let rig = rig_with(
-        1,
-        "2026-04",
-        "",
-        &format!("idempotency_days = {first_days}"),
-    );
-    stock_all(&rig, 1, 10);
-    let Rig { server, shop, _dir } = rig;
+/// A retention raised after the sweep forgot keys under a shorter one: the shard judges
+/// by where the sweep stands (kept in the store), not by the new retention alone. Here
+/// every key the store holds is swept, as a 1-day retention would have done a day on (the
+/// store's own sweep, run on the stopped data directory), and the server starts again
+/// keeping keys 30 days: an order placed 2 days ago and shipped, whose line the SKU never
+/// held, is recorded stale, as its keys may be among those forgotten.
+#[test]
+fn what_the_sweep_forgot_stays_forgotten_when_the_retention_is_raised() {
+    let Rig { server, shop, _dir } = store_of_3_days();
     let data = server.data_dir.clone();
     let config = std::fs::read_to_string(data.with_extension("toml")).unwrap();
     server.kill9();
-    let path = data.join("lockstep.settings");
-    let mut history: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    for era in history["eras"].as_array_mut().unwrap() {
-        let since = era["since"].as_i64().unwrap();
-        era["since"] = json!(since - 3 * 24 * 3_600 * 1_000_000i64);
+    let now = lockstep::clock::now_micros();
+    for i in 0..2 {
+        use lockstep::store::ShardStore;
+        let store =
+            lockstep::store::disk::DiskStore::open(&lockstep::engine::shard_dir(&data, i)).unwrap();
+        store.sweep_expired_keys(now + 1_000_000, 1_000).unwrap();
     }
-    std::fs::write(&path, serde_json::to_vec(&history).unwrap()).unwrap();
     let (_, extra) = config.split_once("shards = 2\n").unwrap();
-    let extra = extra.replace(
-        &format!("idempotency_days = {first_days}\n"),
-        &format!("idempotency_days = {now_days}\n"),
-    );
-    let server = Server::start_with(&data, &extra, None);
-    Rig { server, shop, _dir }
-}
-
-/// Keys kept 1 day, then 30: what the 1-day era forgot until it ended stays forgotten,
-/// so an order placed 2 days ago is judged by it, not by the 30 days kept now.
-#[test]
-fn what_a_shorter_retention_forgot_is_judged_after_it_is_raised() {
-    let rig = store_of_3_days(1, 30);
-    let (_, settings) = rig.server.get("/v1/audit?limit=1");
-    let changes = settings["settings_changes"].to_string();
-    assert!(changes.contains("idempotency_days 1 -> 30"), "{changes}");
-    let order = json!({"id": 7201, "created_at": minutes_ago(2 * 24 * 60), "updated_at": minutes_ago(-1),
+    let extra = extra.replace("idempotency_days = 1\n", "idempotency_days = 30\n");
+    let rig = Rig {
+        server: Server::start_with(&data, &extra, None),
+        shop,
+        _dir,
+    };
+    let order = json!({"id": 7301, "created_at": minutes_ago(2 * 24 * 60), "updated_at": minutes_ago(-1),
         "cancelled_at": null, "closed_at": null,
         "fulfillments": [{"id": 1, "status": "success", "line_items": [{"id": 1, "quantity": 2}]}],
         "refunds": [],
@@ -1204,6 +1191,26 @@ fn what_a_shorter_retention_forgot_is_judged_after_it_is_raised() {
     assert_eq!(rig.server.stock("S0"), Some((10, 0, 10)), "nothing applied");
     let placed = records(&rig.server, "S0", "order_placed");
     assert_eq!(placed[0]["outcome"], "stale", "{placed:?}");
+}
+
+/// A store keeping its keys 1 day (`idempotency_days = 1`) whose channel has been kept
+/// 3 days: its data directory's settings history says so (the server is started, its
+/// eras moved 3 days back, and started again).
+fn store_of_3_days() -> Rig {
+    let rig = rig_with(1, "2026-04", "", "idempotency_days = 1");
+    stock_all(&rig, 1, 10);
+    let Rig { server, shop, _dir } = rig;
+    let data = server.data_dir.clone();
+    let server = kill9_and_restart_after(server, || {
+        let path = data.join("lockstep.settings");
+        let mut history: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for era in history["eras"].as_array_mut().unwrap() {
+            let since = era["since"].as_i64().unwrap();
+            era["since"] = json!(since - 3 * 24 * 3_600 * 1_000_000i64);
+        }
+        std::fs::write(&path, serde_json::to_vec(&history).unwrap()).unwrap();
+    });
+    Rig { server, shop, _dir }
 }
 
 /// Posts `body` to the store's webhook endpoint under `topic`, signed as Shopify signs.
@@ -1248,6 +1255,8 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         &rig.shop.market,
         "shop",
         ("S0", "S1"),
-        &|sku, qty| rig.shop.place_order(&[(sku, qty)]),
+        &|sku, qty| {
+            rig.shop.place_order(&[(sku, qty)]);
+        },
     );
 }

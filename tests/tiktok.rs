@@ -448,7 +448,6 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         ("T0", "T1"),
         &|sku, qty| {
             rig.sim.place_order(&[(sku, qty)]);
-            newest_order(&rig.sim.market)
         },
     );
 }

@@ -930,7 +930,7 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
         .skip(offset)
         .take(per_page)
         .map(|o| {
-            let id = (!s.unreadable.contains(&o.id)).then(|| order_id(o.id));
+            let id = (!s.is_unreadable(o)).then(|| order_id(o.id));
             json!({"AmazonOrderId": id, "PurchaseDate": rfc3339(o.created_us),
                         "LastUpdateDate": rfc3339(o.modified_us), "OrderStatus": order_status(o),
                         "FulfillmentChannel": "MFN", "MarketplaceId": MARKETPLACE_ID})

@@ -329,7 +329,7 @@ fn handle(
                 .take(limit)
                 .map(|o| {
                     let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
-                    let id = (!s.unreadable.contains(&o.id)).then_some(o.id);
+                    let id = (!s.is_unreadable(o)).then_some(o.id);
                     json!({"id": id, "status_id": status_id(o), "date_created": rfc2822(o.created_us),
                            "date_modified": rfc2822(o.modified_us), "date_shipped": shipped})
                 })

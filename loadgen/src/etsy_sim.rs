@@ -765,7 +765,7 @@ fn handle(
                 .take(limit)
                 .filter_map(|o| {
                     let mut receipt = receipt_json(&s, o.id, &listing_of, refunded)?;
-                    if s.unreadable.contains(&o.id) {
+                    if s.is_unreadable(o) {
                         receipt["receipt_id"] = Value::Null;
                     }
                     Some(receipt)

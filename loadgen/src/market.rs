@@ -285,9 +285,9 @@ pub struct Shop {
     pub order_polls: usize,
     /// Most orders a page of an order list answers, whatever was asked (`set_page_cap`).
     pub page_cap: usize,
-    /// Orders an order list gives without their id: orders no reader can key (the
-    /// channels' simulators that list orders from here honour it).
-    pub unreadable: std::collections::BTreeSet<u64>,
+    /// SKUs whose orders an order list gives without their id: orders no reader can key
+    /// (`is_unreadable`; every simulator that lists orders honours it).
+    pub unreadable_skus: std::collections::BTreeSet<String>,
     next_id: u64,
     /// The channel's id → our SKU, for `by_id`.
     ids: HashMap<String, String>,
@@ -303,6 +303,14 @@ pub enum Gate {
 }
 
 impl Shop {
+    /// Whether order lists give `order` without its id (`unreadable_skus`).
+    pub fn is_unreadable(&self, order: &Order) -> bool {
+        order
+            .lines
+            .iter()
+            .any(|l| self.unreadable_skus.contains(&l.sku))
+    }
+
     /// A shop listing `items`: (our SKU, the channel's id), each showing 0.
     pub fn new(items: &[(&str, &str)]) -> Shop {
         let mut shop = Shop {
@@ -315,7 +323,7 @@ impl Shop {
             listing_lag: Duration::ZERO,
             order_polls: 0,
             page_cap: usize::MAX,
-            unreadable: Default::default(),
+            unreadable_skus: Default::default(),
             next_id: 100_000,
             ids: HashMap::new(),
         };

@@ -682,8 +682,8 @@ fn send_level_webhook(
 /// `Link` header's `page_info` (a request with `page_info` may carry only `limit`; the
 /// first request's filters ride in it) (shopify.dev, REST Order resource; "Make paginated
 /// requests to the REST Admin API"). The list's order is not documented: newest first here.
-/// `unreadable`: orders listed without their id (`Shop::unreadable`).
-fn list_orders(s: &Extra, req: &Req, unreadable: &std::collections::BTreeSet<u64>) -> Reply {
+/// `unreadable`: SKUs whose orders are listed without their id (`Shop::unreadable_skus`).
+fn list_orders(s: &Extra, req: &Req, unreadable: &std::collections::BTreeSet<String>) -> Reply {
     let param = |name: &str| req.param(name);
     let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
     if !(1..=250).contains(&limit) {
@@ -732,9 +732,13 @@ fn list_orders(s: &Extra, req: &Req, unreadable: &std::collections::BTreeSet<u64
     let page: Vec<Value> = listed
         .iter()
         .take(limit)
-        .map(|(id, v)| {
+        .map(|(_, v)| {
             let mut order = (*v).clone();
-            if unreadable.contains(id) {
+            let skus = order["line_items"].as_array().into_iter().flatten();
+            if skus
+                .filter_map(|l| l["sku"].as_str())
+                .any(|sku| unreadable.contains(sku))
+            {
                 order["id"] = Value::Null;
             }
             order
@@ -789,11 +793,11 @@ async fn handle(
                 &[],
             );
         }
-        // Taken before the store's own lock, never inside it.
+        // Taken before the simulator's own lock, never inside it.
         let unreadable = shop
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .unreadable
+            .unreadable_skus
             .clone();
         let mut extra = x();
         // One request fills the bucket by one; a full bucket answers 429 with the

@@ -471,7 +471,7 @@ fn handle(
                 .take(size.min(s.page_cap))
                 .map(|o| {
                     let mut order = order_json(&s, o);
-                    if s.unreadable.contains(&o.id) {
+                    if s.is_unreadable(o) {
                         order["id"] = Value::Null;
                     }
                     order

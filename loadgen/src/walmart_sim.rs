@@ -704,7 +704,7 @@ fn handle(
                 .take(limit)
                 .map(|o| {
                     let mut order = order_json(&s, o.id);
-                    if s.unreadable.contains(&o.id) {
+                    if s.is_unreadable(o) {
                         order["purchaseOrderId"] = Value::Null;
                     }
                     order

@@ -47,13 +47,10 @@ pub struct CoreConfig {
     pub horizon_us: Micros,
     /// The channels, in config order: what each is shown of a SKU.
     pub channels: ChannelRules,
-    /// How long idempotency keys are kept (`idempotency_days`). Stored with the settings,
-    /// as a shorter retention in the past forgot keys sooner (`History::forgotten_floor`).
-    pub keys_kept_us: Micros,
     /// Idempotency keys first seen before this may have been forgotten: the shard's
-    /// key-expiry clock less the keys' retention, or later where an earlier era kept
-    /// them less long, set before each batch (`Shard`). The default, `Micros::MIN`
-    /// (replay, tools): none, so nothing is judged by it.
+    /// key-expiry clock less the keys' retention, or where its sweep has forgotten keys
+    /// to if that is later (a retention raised since), set before each batch (`Shard`).
+    /// The default, `Micros::MIN` (replay, tools): none, so nothing is judged by it.
     pub forgotten_before: Micros,
     /// Per channel (by id), when its keys began to be kept: the first settings era that
     /// named it. Nothing of a channel can have been forgotten before its keys were kept
@@ -67,15 +64,11 @@ impl Default for CoreConfig {
         CoreConfig {
             horizon_us: 72 * crate::clock::MICROS_PER_HOUR,
             channels: ChannelRules::default(),
-            keys_kept_us: KEYS_KEPT_DEFAULT_US,
             forgotten_before: Micros::MIN,
             channels_since: Vec::new(),
         }
     }
 }
-
-/// How long idempotency keys are kept by default: `idempotency_days = 7`.
-pub const KEYS_KEPT_DEFAULT_US: Micros = 7 * 24 * crate::clock::MICROS_PER_HOUR;
 
 /// How long a differing level waits in `delta` mode for late order webhooks (DESIGN §2).
 pub const SETTLE_WINDOW_US: Micros = 10 * crate::clock::MICROS_PER_SECOND;

@@ -509,7 +509,6 @@ impl Engine {
                     if newest > 0 { newest } else { now_micros() },
                     std::time::Instant::now(),
                 ),
-                forgotten_floor: history.forgotten_floor(),
             };
             let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
             let thread = std::thread::Builder::new()

@@ -1,7 +1,5 @@
-//! The settings that decide stock (the horizon, the channels and what each is shown, how
-//! long idempotency keys are kept), stored with the data (`lockstep.settings`), and their
-//! history: also when each channel's keys began to be kept, and what an era that kept
-//! them less long forgot (`channel_since`, `forgotten_floor`).
+//! The settings that decide stock (the horizon, the channels and what each is shown),
+//! stored with the data (`lockstep.settings`), and their history.
 //!
 //! The log records events, not the settings they were applied under, so a log re-applied
 //! under other settings gives other stock: a count acknowledged under a 168 h horizon is
@@ -51,13 +49,6 @@ struct StoredRule {
 struct StoredSettings {
     horizon_us: Micros,
     channels: Vec<StoredRule>,
-    /// Stored since 2026-12-06; eras from before were written with the default.
-    #[serde(default = "keys_kept_default")]
-    keys_kept_us: Micros,
-}
-
-fn keys_kept_default() -> Micros {
-    crate::core::KEYS_KEPT_DEFAULT_US
 }
 
 impl StoredSettings {
@@ -75,7 +66,6 @@ impl StoredSettings {
                     compare_and_set: r.compare_and_set,
                 })
                 .collect(),
-            keys_kept_us: core.keys_kept_us,
         }
     }
 
@@ -93,9 +83,8 @@ impl StoredSettings {
                     compare_and_set: r.compare_and_set,
                 })
                 .collect(),
-            keys_kept_us: self.keys_kept_us,
             // Not stored: replay takes a record's `stale` as it was logged
-            // (`recovery::input_of`), so the clocks and channels' ages decide nothing there.
+            // (`recovery::input_of`), so the keys' retention decides nothing there.
             ..CoreConfig::default()
         }
     }
@@ -136,14 +125,6 @@ impl Era {
                 hours(new.horizon_us)
             ));
         }
-        if old.keys_kept_us != new.keys_kept_us {
-            let days = |us: Micros| us / (24 * crate::clock::MICROS_PER_HOUR);
-            out.push(format!(
-                "idempotency_days {} -> {}",
-                days(old.keys_kept_us),
-                days(new.keys_kept_us)
-            ));
-        }
         for rule in &new.channels {
             match old.channels.iter().find(|r| r.name == rule.name) {
                 None => out.push(format!("channel {} added", rule.name)),
@@ -176,7 +157,6 @@ impl Era {
             "since": crate::clock::format_rfc3339(self.since),
             "from_seq": self.from_seq,
             "horizon_hours": self.settings.horizon_us / crate::clock::MICROS_PER_HOUR,
-            "idempotency_days": self.settings.keys_kept_us / (24 * crate::clock::MICROS_PER_HOUR),
             "channels": self.settings.channels,
             "changes": self.changes_from(before),
         })
@@ -232,18 +212,6 @@ impl History {
             .iter()
             .find(|era| era.settings.channels.iter().any(|r| r.name == channel))
             .map(|era| era.since)
-    }
-
-    /// Keys first seen before this may have been forgotten under an era that has ended:
-    /// one that kept them less long than the current one forgot, until it ended, those
-    /// first seen a retention of its own before (the latest such time; `Micros::MIN` if
-    /// none). The current era's own line moves with its clock (`Shard`).
-    pub fn forgotten_floor(&self) -> Micros {
-        self.eras
-            .windows(2)
-            .map(|pair| pair[1].since.saturating_sub(pair[0].settings.keys_kept_us))
-            .max()
-            .unwrap_or(Micros::MIN)
     }
 
     /// The settings the log's tail was written under; `None` before the first server.
@@ -351,54 +319,18 @@ mod tests {
         assert_eq!(changes.len(), 2, "{changes:?}");
     }
 
-    /// What the shards judge an order sent again after its keys expired by: when each
-    /// channel's keys began to be kept, and how long earlier eras kept them.
+    /// When each channel's keys began to be kept (`core::forgotten` judges no channel
+    /// before it has kept them the whole retention): the first era naming it.
     #[test]
-    fn a_channel_is_kept_since_its_first_era_and_a_shorter_retention_is_remembered() {
-        let day = 24 * crate::clock::MICROS_PER_HOUR;
+    fn a_channel_is_kept_since_the_first_era_that_named_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut history = History::read(dir.path()).unwrap();
-        assert_eq!(history.forgotten_floor(), Micros::MIN);
-        let kept = |days: i64| CoreConfig {
-            keys_kept_us: days * day,
-            ..core(72, 0)
-        };
-        history.begin(dir.path(), &kept(7), &[0], 10 * day).unwrap();
-        // Keys kept 1 day from day 20, then 30 days again from day 25.
-        history.begin(dir.path(), &kept(1), &[0], 20 * day).unwrap();
-        assert_eq!(
-            history.eras[1].changes_from(history.eras.first()),
-            ["idempotency_days 7 -> 1"]
-        );
-        history
-            .begin(dir.path(), &kept(30), &[0], 25 * day)
-            .unwrap();
+        history.begin(dir.path(), &core(72, 0), &[0], 10).unwrap();
+        history.begin(dir.path(), &core(72, 3), &[0], 20).unwrap();
         let history = History::read(dir.path()).unwrap();
-        assert_eq!(history.eras.len(), 3);
-        // The 1-day era forgot, until day 25, every key first seen before day 24.
-        assert_eq!(history.forgotten_floor(), 24 * day);
-        assert_eq!(history.channel_since("shop"), Some(10 * day));
+        assert_eq!(history.eras.len(), 2);
+        assert_eq!(history.channel_since("shop"), Some(10));
         assert_eq!(history.channel_since("other"), None);
-
-        // A file written before the retention was stored reads it as the default, so an
-        // upgrade with the default begins no era.
-        let dir = tempfile::tempdir().unwrap();
-        let mut history = History::read(dir.path()).unwrap();
-        history.begin(dir.path(), &core(72, 0), &[0], 1).unwrap();
-        let path = dir.path().join(SETTINGS_FILE);
-        let mut stored: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        stored["eras"][0]["settings"]
-            .as_object_mut()
-            .unwrap()
-            .remove("keys_kept_us")
-            .expect("stored");
-        std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
-        let mut history = History::read(dir.path()).unwrap();
-        assert!(history
-            .begin(dir.path(), &core(72, 0), &[0], 2)
-            .unwrap()
-            .is_none());
     }
 
     #[test]

@@ -209,9 +209,6 @@ pub struct Shard {
     /// The log's newest time at start and when the shard started: keys expire against
     /// `clock::expiry_now`, so a forward step of the wall clock forgets none early.
     pub expiry_base: (Micros, Instant),
-    /// Keys first seen before this may have been forgotten under an earlier settings
-    /// era that kept them less long (`History::forgotten_floor`).
-    pub forgotten_floor: Micros,
 }
 
 impl Shard {
@@ -498,7 +495,7 @@ impl Shard {
             .filter(|i| i.event.kind.changes_stock() && i.prior.is_none())
             .count() as u64;
         let first_seq = self.seq.fetch_add(inputs.len() as u64, Ordering::SeqCst) + 1;
-        self.core.forgotten_before = self.keys_forgotten_before();
+        self.core.forgotten_before = self.keys_forgotten_before(store.as_ref());
         let effects = apply(&mut self.state, &inputs, now, first_seq, &self.core);
         unload_after_batch(&mut self.state, &inputs, &effects.writes, true);
         if let Err(e) = store.commit(&effects) {
@@ -567,10 +564,10 @@ impl Shard {
             .saturating_sub(self.key_retention_us)
     }
 
-    /// Keys first seen before this may be gone: those expiring now, and those an earlier
-    /// era that kept keys less long forgot.
-    fn keys_forgotten_before(&self) -> Micros {
-        self.keys_expire_before().max(self.forgotten_floor)
+    /// Keys first seen before this may be gone: those expiring now, and those the sweep
+    /// forgot already, which a retention raised since would not have kept so long.
+    fn keys_forgotten_before(&self, store: &dyn ShardStore) -> Micros {
+        self.keys_expire_before().max(store.keys_swept_to())
     }
 
     fn sweep(&self, last_sweep: &mut Instant) {

@@ -86,6 +86,8 @@ const LEGACY_KEYS_KEY: &[u8] = b"Mlegacy_keys_through";
 /// same atomic batch as `Mcheckpoint`: when the two differ at open, an older build
 /// checkpointed since (a rollback and back), and its keys are legacy too.
 const SOURCED_CHECKPOINT_KEY: &[u8] = b"Mkeys_with_source_through";
+/// The newest `applied_at` of the key runs the sweep has forgotten (`keys_swept_to`).
+const KEYS_SWEPT_KEY: &[u8] = b"Mkeys_swept_to";
 
 /// A checkpoint is written once this many records are past the last one. Bounds the
 /// replay on start (well under a second) and the memory `Pending` holds.
@@ -118,6 +120,8 @@ pub struct DiskStore {
     /// nothing under a key's hash then tries its legacy hash. Cleared once the sweep has
     /// forgotten them all, within the key retention of the upgrade.
     legacy_keys: AtomicBool,
+    /// `KEYS_SWEPT_KEY`'s value: keys of events applied up to this time may be gone.
+    keys_swept_to: std::sync::atomic::AtomicI64,
 }
 
 /// State rows and keys of the batches since the last checkpoint, newest value per row.
@@ -284,6 +288,8 @@ impl DiskStore {
             );
         }
         let legacy_through = legacy_keys_through(&database, &state, read_only)?;
+        let keys_swept_to =
+            stored_u64(&state, KEYS_SWEPT_KEY)?.map_or(Micros::MIN, |t| t as Micros);
         let store = DiskStore {
             database,
             read_only,
@@ -298,6 +304,7 @@ impl DiskStore {
             wal,
             legacy_through,
             legacy_keys: AtomicBool::new(false),
+            keys_swept_to: std::sync::atomic::AtomicI64::new(keys_swept_to),
         };
         store.note_legacy_keys()?;
         Ok(store)
@@ -980,8 +987,17 @@ impl ShardStore for DiskStore {
         if expired.is_empty() {
             return Ok(0);
         }
+        // Runs go oldest first, so the newest time among them is where forgetting stands.
+        let swept_to = expired
+            .iter()
+            .map(|r| r.newest_applied_at)
+            .max()
+            .unwrap_or(Micros::MIN)
+            .max(self.keys_swept_to());
+        batch.insert(&self.state, KEYS_SWEPT_KEY, (swept_to as u64).to_le_bytes());
         // Keys first, then the runs: a crash in between leaves runs whose keys are gone,
-        // and forgetting them again is harmless. Not synced on purpose, for that reason.
+        // and forgetting them again is harmless. Not synced on purpose, for that reason
+        // (a lost `KEYS_SWEPT_KEY` is written again when those runs are swept again).
         let mut forgotten = 0;
         for run in &expired {
             forgotten += run.entries.len();
@@ -990,10 +1006,15 @@ impl ShardStore for DiskStore {
             }
         }
         batch.commit()?;
+        self.keys_swept_to.fetch_max(swept_to, Ordering::Relaxed);
         if self.legacy_keys.load(Ordering::Relaxed) {
             self.note_legacy_keys()?;
         }
         Ok(forgotten)
+    }
+
+    fn keys_swept_to(&self) -> Micros {
+        self.keys_swept_to.load(Ordering::Relaxed)
     }
 
     fn heads_after(
@@ -1194,6 +1215,14 @@ pub(crate) mod tests {
         );
         // The log itself stays: the audit and replay still have every event.
         assert_eq!(store.audit(Some("SKU"), 0, 10).unwrap().len(), 3);
+        // Where forgetting stands (the newest time among the runs swept), kept across a
+        // start: a retention raised since would otherwise take those keys for kept.
+        assert_eq!(store.keys_swept_to(), old);
+        drop(store);
+        let store = DiskStore::open(&dir.path().join("shard")).unwrap();
+        assert_eq!(store.keys_swept_to(), old);
+        let fresh = DiskStore::open(&dir.path().join("other")).unwrap();
+        assert_eq!(fresh.keys_swept_to(), Micros::MIN, "nothing swept yet");
     }
 
     /// What a build before 2026-12-05 writes when it checkpoints one key of SKU `SKU`:

@@ -118,6 +118,10 @@ pub trait ShardStore: Send + Sync + 'static {
         applied_before: Micros,
         max_runs: usize,
     ) -> Result<usize, StoreError>;
+    /// The newest `applied_at` of the keys the sweep has forgotten (`Micros::MIN` when
+    /// none): a fact first seen after it still has its keys. Kept across starts, so a
+    /// retention raised since still knows what a shorter one forgot.
+    fn keys_swept_to(&self) -> Micros;
     /// Up to `limit` SKUs' heads in SKU order, those after `after` (from the first when
     /// `None`), as of the last durable batch: reconciliation pages through them.
     fn heads_after(
