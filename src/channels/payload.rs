@@ -171,22 +171,22 @@ pub fn stamp_origins(events: &mut [Event]) {
             _ => seen.released_total = seen.released_total.max(event.qty),
         }
     }
-    let closed: ahash::AHashMap<(String, String), Micros> = lines
-        .into_iter()
-        .filter_map(|((order, line), seen)| {
+    // Each event's origin, read while `lines` borrows the events' ids, then written.
+    let origins: Vec<Option<Micros>> = events
+        .iter()
+        .map(|event| {
+            let line = event.line.as_ref().filter(|_| event.kind.is_order_line())?;
+            let seen = &lines[&(line.order_id.as_str(), line.line_id.as_str())];
             let (at, units) = seen.placed?;
             let ended =
                 seen.shipped.max(seen.shipped_total) + seen.released.max(seen.released_total);
-            (ended >= units).then(|| ((order.to_string(), line.to_string()), at))
+            (ended >= units).then_some(at)
         })
         .collect();
-    if closed.is_empty() {
-        return;
-    }
-    for event in events.iter_mut().filter(|e| e.kind.is_order_line()) {
-        if let Some(line) = &event.line {
-            let id = (line.order_id.clone(), line.line_id.clone());
-            event.origin = closed.get(&id).copied();
+    // Other events (a return, with its refund's own time) keep theirs.
+    for (event, origin) in events.iter_mut().zip(origins) {
+        if event.kind.is_order_line() {
+            event.origin = origin;
         }
     }
 }
