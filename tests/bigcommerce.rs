@@ -136,6 +136,44 @@ fn partial_shipments_and_a_cancellation_of_the_rest_keep_the_hold_exact() {
     assert!(rig.sim.market.wait_for(WAIT, |l| l["B0"] == 17).is_some());
 }
 
+/// A seller raises a line's quantity before it ships (Update an Order): the units added
+/// are held from the edit's `store/order/updated` on, and shipping the line in two parts
+/// ships the raised quantity, once, whatever copies come late.
+#[test]
+fn an_edit_raising_a_line_holds_the_units_it_adds() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 20);
+    rig.sim.market.set_habits(Habits {
+        duplicate: 0.5,
+        reorder: Duration::from_millis(200),
+        ..Habits::default()
+    });
+    let order = rig.sim.place_order(&[("B0", 2)]);
+    assert!(eventually(WAIT, || rig.server.stock("B0") == Some((20, 2, 18))));
+    rig.sim.set_quantity(order, 0, 5);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((20, 5, 15))),
+        "{:?}",
+        rig.server.stock("B0")
+    );
+    rig.sim.ship_units(order, 0, 2);
+    assert!(eventually(WAIT, || rig.server.stock("B0") == Some((18, 3, 15))));
+    rig.sim.advance(order, Stage::Shipped);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((15, 0, 15))),
+        "{:?}",
+        rig.server.stock("B0")
+    );
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        rig.server.stock("B0"),
+        Some((15, 0, 15)),
+        "late copies change nothing"
+    );
+    assert!(rig.sim.market.wait_for(WAIT, |l| l["B0"] == 15).is_some());
+}
+
 /// A burst of thin hooks: each one's fetches (the order, its products) wait for tokens
 /// of the channel's budget, which the pushes share, instead of drawing 429s from the
 /// store's one window.

@@ -203,6 +203,13 @@ fn run(events: &[Event], batch_sizes: &[usize]) -> ShardState {
                         "{record:?}"
                     );
                 }
+                Outcome::Applied if input.event.kind == EventKind::OrderPlacedTotal => {
+                    // A raise holds the units it adds, and oversells when they are more
+                    // than were available.
+                    let added = record.available_before - record.available_after;
+                    assert!(added > 0, "{record:?}");
+                    assert_eq!(record.oversell, record.available_before < added);
+                }
                 _ => assert!(!record.oversell, "only placements oversell: {record:?}"),
             }
             if input.event.kind == EventKind::OrderCancelled && record.outcome != Outcome::Applied {
@@ -809,6 +816,137 @@ fn a_line_a_running_total_closed_is_kept_until_the_horizon() {
     input(&mut state, EventKind::Adjusted, 5, later, 4);
     assert!(state["A"].lines().is_empty(), "pruned past the horizon");
     assert_eq!(state["A"].on_hand(), 3);
+}
+
+/// An order line edited before it ships, as a channel that describes the order whole
+/// sends it: each snapshot is its placement (first seen wins) and its quantity as a
+/// running total (`placed_to/{qty}`), and the shipping snapshot ships the quantity then.
+fn edited_line(quantities: &[i64], ships: bool) -> Vec<Vec<Event>> {
+    let at = |i: usize| T0 + i as Micros * MICROS_PER_SECOND;
+    let mk = |kind: EventKind, qty: i64, i: usize| {
+        let mut event = event_at_t0(kind, qty, "9", "shop");
+        event.source_ts = at(i);
+        event.received_at = at(i);
+        event.key = match kind {
+            EventKind::OrderPlacedTotal => format!("shop/9/1/placed_to/{qty}"),
+            _ => format!("shop/9/1/{}", kind.transition()),
+        };
+        event
+    };
+    let snapshot = |q: i64, i: usize| {
+        vec![
+            mk(EventKind::OrderPlaced, q, i),
+            mk(EventKind::OrderPlacedTotal, q, i),
+        ]
+    };
+    let mut snapshots: Vec<Vec<Event>> = quantities
+        .iter()
+        .enumerate()
+        .map(|(i, q)| snapshot(*q, i))
+        .collect();
+    if ships {
+        let last = *quantities.last().unwrap();
+        let mut shipped = snapshot(last, quantities.len());
+        shipped.push(mk(EventKind::OrderShipped, last, quantities.len()));
+        snapshots.push(shipped);
+    }
+    snapshots
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A raised quantity holds its units whatever order the snapshots arrive in (each
+    /// whole, twice: the webhook's and the poll's), and a line that shipped stays
+    /// shipped: an older snapshot read after it places nothing again.
+    #[test]
+    fn an_edited_quantity_holds_the_largest_and_a_shipped_line_nothing_whatever_the_order(
+        first in 1i64..5,
+        raises in prop::collection::vec(0i64..4, 0..5),
+        ships in any::<bool>(),
+        seed in any::<u64>(),
+        sizes in prop::collection::vec(1usize..4, 1..4),
+    ) {
+        let quantities: Vec<i64> = raises
+            .iter()
+            .scan(first, |q, r| { *q += r; Some(*q) })
+            .collect::<Vec<_>>();
+        let quantities = [vec![first], quantities].concat();
+        let mut snapshots = edited_line(&quantities, ships);
+        snapshots.extend(snapshots.clone());
+        let mut x = seed | 1;
+        for i in (1..snapshots.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            snapshots.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let events: Vec<Event> = snapshots.concat();
+        let largest = *quantities.last().unwrap();
+        let state = run(&events, &sizes);
+        let want = if ships { (-largest, 0) } else { (0, largest) };
+        prop_assert_eq!(stock(&state, "A"), want);
+    }
+}
+
+#[test]
+fn a_raise_never_places_lowers_or_reopens_a_line() {
+    let mut state = ShardState::default();
+    let mut seq = 1;
+    let mut feed = |state: &mut ShardState, kind, qty: i64, order: &str| {
+        let mut event = event_at_t0(kind, qty, order, "shop");
+        event.key = format!("{order}/{}/{qty}", kind.transition());
+        let fx = apply(
+            state,
+            &[Input { event, prior: None }],
+            T0,
+            seq,
+            &CoreConfig::default(),
+        );
+        seq += 1;
+        (fx.records[0].outcome, fx.records[0].oversell)
+    };
+    feed(&mut state, EventKind::Counted, 10, "count");
+    // A line the SKU does not hold is not placed by its quantity alone.
+    assert_eq!(
+        feed(&mut state, EventKind::OrderPlacedTotal, 4, "1"),
+        (Outcome::Stale, false)
+    );
+    assert!(state["A"].lines().is_empty());
+    // Nor one waiting for its placement (its shipment came first).
+    feed(&mut state, EventKind::OrderShippedTotal, 1, "2");
+    assert_eq!(
+        feed(&mut state, EventKind::OrderPlacedTotal, 3, "2"),
+        (Outcome::Stale, false)
+    );
+    assert_eq!(state["A"].committed, 0);
+    feed(&mut state, EventKind::OrderPlaced, 3, "2");
+    assert_eq!(state["A"].committed, 2, "3 placed, 1 shipped");
+    // Raised from 3 to 5: two more held; the same or a lower quantity changes nothing.
+    assert_eq!(
+        feed(&mut state, EventKind::OrderPlacedTotal, 5, "2"),
+        (Outcome::Applied, false)
+    );
+    assert_eq!((state["A"].committed, state["A"].available()), (4, 5));
+    for qty in [5, 4, 1] {
+        assert_eq!(
+            feed(&mut state, EventKind::OrderPlacedTotal, qty, "2").0,
+            Outcome::Duplicate
+        );
+    }
+    assert_eq!(state["A"].committed, 4);
+    // A raise beyond what is available is an oversell, as a placement is.
+    assert_eq!(
+        feed(&mut state, EventKind::OrderPlacedTotal, 12, "2"),
+        (Outcome::Applied, true)
+    );
+    assert_eq!((state["A"].committed, state["A"].available()), (11, -2));
+    // Closed by its totals (kept until the horizon): an edit read after it reopens nothing.
+    feed(&mut state, EventKind::OrderShippedTotal, 12, "2");
+    assert_eq!(state["A"].lines().len(), 1, "kept closed");
+    assert_eq!(
+        feed(&mut state, EventKind::OrderPlacedTotal, 13, "2"),
+        (Outcome::Stale, false)
+    );
+    assert_eq!((state["A"].on_hand(), state["A"].committed), (-2, 0));
 }
 
 #[test]

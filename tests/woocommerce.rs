@@ -182,6 +182,32 @@ fn a_partial_refund_that_restocks_releases_its_units_at_once() {
     assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 18).is_some());
 }
 
+/// A seller raises a line's quantity on an order not yet shipped (the admin's order
+/// items, which take the difference from the product's stock): the units added are held
+/// from the edit's `order.updated` on, and completing the order ships the raised
+/// quantity, once.
+#[test]
+fn an_edit_raising_a_line_holds_the_units_it_adds() {
+    let rig = rig(1);
+    stock_all(&rig, 1, 20);
+    let order = rig.woo.place_order(&[("W0", 2)]);
+    assert!(eventually(WAIT, || stock(&rig.server, "W0") == (20, 2, 18)));
+    rig.woo.set_quantity(order, 0, 5);
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (20, 5, 15)),
+        "{:?} {:#?}",
+        stock(&rig.server, "W0"),
+        audit_of(&rig.server, "W0")
+    );
+    rig.woo.set_status(order, "completed");
+    assert!(
+        eventually(WAIT, || stock(&rig.server, "W0") == (15, 0, 15)),
+        "{:?}",
+        stock(&rig.server, "W0")
+    );
+    assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 15).is_some());
+}
+
 #[test]
 fn the_creation_ping_is_answered_200_and_applies_nothing() {
     let rig = rig(1);

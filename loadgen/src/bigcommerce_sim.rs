@@ -221,6 +221,14 @@ impl BigCommerceSim {
         self.change(id, |shop| shop.ship_units(id, line, units));
     }
 
+    /// A seller's edit of line `line` to `quantity` units ("To update a product in an
+    /// order, include `id`", Update an Order): BigCommerce sends `store/order/updated`
+    /// ("any changes to an existing order").
+    pub fn set_quantity(&self, id: u64, line: usize, quantity: i64) {
+        self.market.shop().set_quantity(id, line, quantity);
+        self.hook("store/order/updated", json!({"type": "order", "id": id}));
+    }
+
     fn change(&self, id: u64, change: impl FnOnce(&mut Shop)) {
         let previous = status_id(&self.market.shop().orders[&id]);
         change(&mut self.market.shop());

@@ -521,6 +521,29 @@ impl Shop {
         self.change_units(id, line, units, false);
     }
 
+    /// A seller's edit of the order's line `line` to `quantity` units before they ship
+    /// (never below what shipped or was cancelled): the listing's level moves by the
+    /// difference, as the store holds the units the edit added or lets go of those it
+    /// took out.
+    pub fn set_quantity(&mut self, id: u64, line: usize, quantity: i64) {
+        let now = now_us();
+        let lag = self.listing_lag.as_micros() as i64;
+        let Some(order) = self.orders.get_mut(&id) else {
+            return;
+        };
+        let Some(l) = order.lines.get_mut(line) else {
+            return;
+        };
+        let quantity = quantity.max(l.shipped + l.cancelled);
+        let (sku, more) = (l.sku.clone(), quantity - l.quantity);
+        l.quantity = quantity;
+        order.modified_us = now;
+        order.listed_us = now + lag;
+        if let Some(listing) = self.listings.get_mut(&sku) {
+            listing.level -= more;
+        }
+    }
+
     fn change_units(&mut self, id: u64, line: usize, units: i64, ship: bool) {
         let now = now_us();
         let lag = self.listing_lag.as_micros() as i64;

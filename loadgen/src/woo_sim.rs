@@ -435,6 +435,28 @@ impl WooSim {
         self.order_webhook("order.updated", id);
     }
 
+    /// A seller's edit of line `line` to `quantity` units, as the admin's order items
+    /// save it (`wc_save_order_items`): the product's stock moves by the difference, as
+    /// `wc_maybe_adjust_line_item_product_stock` moves it for a `processing`,
+    /// `completed` or `on-hold` order (and its `_reduced_stock` with it), and
+    /// `order.updated` is sent.
+    pub fn set_quantity(&self, id: u64, line: usize, quantity: i64) {
+        {
+            let mut s = self.lock();
+            let (modified, micros) = now_gmt();
+            let order = s.orders.get_mut(&id).expect("an order of this site");
+            order.modified = modified;
+            order.modified_us = micros;
+            let holds = ["processing", "completed", "on-hold"].contains(&order.status.as_str());
+            let l = &mut order.lines[line];
+            if holds {
+                self.market.shop().adjust(&l.sku, l.quantity - quantity);
+            }
+            l.quantity = quantity;
+        }
+        self.order_webhook("order.updated", id);
+    }
+
     fn order_webhook(&self, topic: &str, id: u64) {
         let (extra, shop) = (self.extra.clone(), self.market.shop.clone());
         let build = move || {

@@ -259,6 +259,11 @@ impl BigCommerce {
             let mut transitions = Vec::new();
             if !ended || shipped > 0 {
                 transitions.push((EventKind::OrderPlaced, created, qty));
+                // The quantity as a running total: a seller may edit an order's
+                // quantities ("To update a product in an order, include `id`", Update an
+                // Order: https://docs.bigcommerce.com/developer/api-reference/rest/admin/management/orders/update-order),
+                // and a raised one holds the units added.
+                transitions.push((EventKind::OrderPlacedTotal, modified, qty));
             }
             if shipped > 0 {
                 transitions.push((EventKind::OrderShippedTotal, shipped_at, shipped));

@@ -398,6 +398,7 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [
             (EventKind::OrderPlaced, 5),
+            (EventKind::OrderPlacedTotal, 5),
             (EventKind::OrderShippedTotal, 2)
         ]
     );
@@ -540,6 +541,7 @@ fn woocommerce_order_created() {
         events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
         [
             (EventKind::OrderPlaced, 5),
+            (EventKind::OrderPlacedTotal, 5),
             (EventKind::OrderReleasedTotal, 2)
         ]
     );

@@ -164,11 +164,22 @@ pub fn stamp_origins(events: &mut [Event]) {
             .entry((line.order_id.as_str(), line.line_id.as_str()))
             .or_default();
         match event.kind {
-            EventKind::OrderPlaced => seen.placed = Some((event.source_ts, event.qty)),
+            EventKind::OrderPlaced => {
+                let edited = seen.placed.map_or(0, |p| p.1);
+                seen.placed = Some((event.source_ts, event.qty.max(edited)));
+            }
+            // An edit's quantity: the line's units, as of its placement.
+            EventKind::OrderPlacedTotal => match &mut seen.placed {
+                Some((_, units)) => *units = (*units).max(event.qty),
+                None => seen.placed = Some((event.source_ts, event.qty)),
+            },
             EventKind::OrderShipped => seen.shipped += event.qty,
             EventKind::OrderCancelled => seen.released += event.qty,
             EventKind::OrderShippedTotal => seen.shipped_total = seen.shipped_total.max(event.qty),
-            _ => seen.released_total = seen.released_total.max(event.qty),
+            EventKind::OrderReleasedTotal => {
+                seen.released_total = seen.released_total.max(event.qty)
+            }
+            _ => {}
         }
     }
     // Each event's origin, read while `lines` borrows the events' ids, then written.

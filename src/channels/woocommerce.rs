@@ -197,12 +197,21 @@ impl WooCommerce {
         }
         let at = |field: &str| payload::source_time(&[woo_time(&order[field]), modified], now);
         let placed = (EventKind::OrderPlaced, at("date_created_gmt"));
+        // The line's quantity as a running total, stamped when the order last changed: a
+        // seller may edit it on an order not yet shipped, and WooCommerce then takes the
+        // difference from the product's stock (`wc_save_order_items` and
+        // `wc_maybe_adjust_line_item_product_stock`, for `processing`, `on-hold` and
+        // `completed` orders:
+        // https://github.com/woocommerce/woocommerce/blob/trunk/plugins/woocommerce/includes/admin/wc-admin-functions.php).
+        // A raised quantity holds the units added; a placement key alone, read once,
+        // would never see them.
+        let raised = (EventKind::OrderPlacedTotal, at("date_modified_gmt"));
         let shipped = (EventKind::OrderShipped, at("date_completed_gmt"));
         let released = (EventKind::OrderCancelled, at("date_modified_gmt"));
         let status = order["status"].as_str().unwrap_or("");
         let transitions = match status {
-            "processing" | "on-hold" => vec![placed],
-            "completed" => vec![placed, shipped],
+            "processing" | "on-hold" => vec![placed, raised],
+            "completed" => vec![placed, raised, shipped],
             "cancelled" | "failed" => vec![released],
             // The status puts nothing back in stock: WooCommerce restocks on `cancelled`
             // and `pending` alone (`wc_maybe_increase_stock_levels`), and setting
@@ -210,7 +219,7 @@ impl WooCommerce {
             // https://github.com/woocommerce/woocommerce/blob/trunk/plugins/woocommerce/includes/wc-stock-functions.php
             // and wc-order-functions.php). Shipped units come back only through a refund
             // that restocks them, which raises the product's stock: its level report.
-            "refunded" if !order["date_completed_gmt"].is_null() => vec![placed, shipped],
+            "refunded" if !order["date_completed_gmt"].is_null() => vec![placed, raised, shipped],
             "refunded" => vec![released],
             // `pending` (unpaid), drafts, trash: no stock is held yet.
             _ => Vec::new(),

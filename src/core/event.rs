@@ -87,6 +87,13 @@ pub enum EventKind {
     /// the acknowledgement is applied, so the channel's own sales after the change landed,
     /// taken before the acknowledgement, stay counted (`core::acknowledged_change`).
     PushedChange,
+    /// An open order line now orders `qty` units, as the channel reports the line's
+    /// quantity after an edit raised it (WooCommerce and BigCommerce let a seller change
+    /// an order's quantities before it ships): the line's placed units rise to `qty` if
+    /// below, holding the units added. It never lowers a line, and never places one: a
+    /// line the SKU does not hold open (closed, or not seen placed) is left as it is, so
+    /// a snapshot of a finished order read again places nothing.
+    OrderPlacedTotal,
 }
 
 /// Unicode's format characters that hide or reorder text: zero-width spaces and joiners,
@@ -141,6 +148,7 @@ pub fn problem(event: &Event) -> Option<String> {
         | EventKind::Unmapped
         | EventKind::OrderReleasedTotal
         | EventKind::OrderShippedTotal => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
+        EventKind::OrderPlacedTotal => ((1..=QTY_MAX).contains(&qty), format!("1 to {QTY_MAX}")),
         EventKind::Withheld => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
         EventKind::OrderPlaced
         | EventKind::OrderCancelled
@@ -174,7 +182,7 @@ pub const TS_MAX: Micros = 253_402_300_799_000_000;
 
 impl EventKind {
     /// Every kind, for those who name one (an audit filter).
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::OrderPlaced,
         EventKind::OrderCancelled,
         EventKind::OrderShipped,
@@ -195,6 +203,7 @@ impl EventKind {
         EventKind::OrderReleasedTotal,
         EventKind::OrderShippedTotal,
         EventKind::PushedChange,
+        EventKind::OrderPlacedTotal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -219,6 +228,7 @@ impl EventKind {
             EventKind::OrderReleasedTotal => "order_released_total",
             EventKind::OrderShippedTotal => "order_shipped_total",
             EventKind::PushedChange => "pushed_change",
+            EventKind::OrderPlacedTotal => "order_placed_total",
         }
     }
 
@@ -229,6 +239,7 @@ impl EventKind {
             "order_shipped" => EventKind::OrderShipped,
             "order_shipped_total" => EventKind::OrderShippedTotal,
             "order_released_total" => EventKind::OrderReleasedTotal,
+            "order_placed_total" => EventKind::OrderPlacedTotal,
             "returned" => EventKind::Returned,
             "adjusted" => EventKind::Adjusted,
             "counted" => EventKind::Counted,
@@ -246,6 +257,7 @@ impl EventKind {
             // Keyed with the total (`line_key`): each total the line reaches is one fact.
             EventKind::OrderReleasedTotal => "released_to",
             EventKind::OrderShippedTotal => "shipped_to",
+            EventKind::OrderPlacedTotal => "placed_to",
             EventKind::Returned => "returned",
             EventKind::Adjusted => "adjusted",
             EventKind::Counted | EventKind::CountedAvailable => "counted",
@@ -294,6 +306,7 @@ impl EventKind {
                 | EventKind::OrderShipped
                 | EventKind::OrderReleasedTotal
                 | EventKind::OrderShippedTotal
+                | EventKind::OrderPlacedTotal
         )
     }
 
@@ -301,7 +314,9 @@ impl EventKind {
     pub fn is_running_total(self) -> bool {
         matches!(
             self,
-            EventKind::OrderReleasedTotal | EventKind::OrderShippedTotal
+            EventKind::OrderReleasedTotal
+                | EventKind::OrderShippedTotal
+                | EventKind::OrderPlacedTotal
         )
     }
 
@@ -473,6 +488,7 @@ mod tests {
             EventKind::OrderReleasedTotal => 17,
             EventKind::OrderShippedTotal => 18,
             EventKind::PushedChange => 19,
+            EventKind::OrderPlacedTotal => 20,
         };
         let mut seen = [false; EventKind::ALL.len()];
         for k in EventKind::ALL {

@@ -1043,7 +1043,8 @@ fn apply_event(
         | EventKind::OrderCancelled
         | EventKind::OrderShipped
         | EventKind::OrderReleasedTotal
-        | EventKind::OrderShippedTotal => order_line(sku, at, writes, touched_lines),
+        | EventKind::OrderShippedTotal
+        | EventKind::OrderPlacedTotal => order_line(sku, at, writes, touched_lines),
     }
 }
 
@@ -1313,6 +1314,20 @@ fn order_line(
         // shipment would take its units off a second time.
         return (Outcome::Stale, false);
     }
+    if event.kind == EventKind::OrderPlacedTotal {
+        // An edit's new quantity raises only a line the SKU holds open, placed: a line
+        // that closed took its last quantity with it (a finished order's snapshot read
+        // again must not place it anew), and one not seen placed waits for its placement,
+        // which every snapshot carries before this total.
+        match known {
+            Some(line) if line.placed.is_some() && !line.is_closed() => {
+                if line.placed >= Some(event.qty) {
+                    return (Outcome::Duplicate, false);
+                }
+            }
+            _ => return (Outcome::Stale, false),
+        }
+    }
     // A running total adds only what the line has not counted yet.
     let units = match event.kind {
         EventKind::OrderReleasedTotal => (event.qty - known.map_or(0, |l| l.released)).max(0),
@@ -1345,6 +1360,11 @@ fn order_line(
         }
         EventKind::OrderPlaced => {
             oversell = available < event.qty;
+            line.placed = Some(event.qty);
+        }
+        EventKind::OrderPlacedTotal => {
+            // Raises only (checked above): the units the edit added are held.
+            oversell = available < event.qty - line.placed.unwrap_or(0);
             line.placed = Some(event.qty);
         }
         EventKind::OrderCancelled | EventKind::OrderReleasedTotal => line.released += units,

@@ -24,14 +24,15 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"LKSR";
 /// Bump with any change to a type in `records.rs`.
-pub const SCHEMA_VERSION: u16 = 6;
+pub const SCHEMA_VERSION: u16 = 7;
 /// Versions this build reads. 4 added the event kind `Unmapped` and the channel view's
 /// `unexplained` units to 3's layout; 5 added event kinds at the end of `EventKind`
 /// (how a channel shows a sold-out SKU, and an order line's running totals) and nothing
 /// else, so every version-4 record is a valid version-5 record. A version-4 build
 /// refuses what 5 writes, as it must: it could not name the new kinds. 6 added one more
 /// kind at the end (`PushedChange`, an acknowledged delta) and nothing else: versions 4
-/// and 5 are valid version-6 records.
+/// and 5 are valid version-6 records. 7 added one more at the end (`OrderPlacedTotal`,
+/// an edit raising an open line) and nothing else.
 pub const SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u16> = 4..=SCHEMA_VERSION;
 pub const HEADER_BYTES: usize = 16;
 /// No record comes near this; a larger length field means the header is damaged.
