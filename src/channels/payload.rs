@@ -427,4 +427,31 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn an_edited_quantity_is_what_the_line_must_ship_to_close() {
+        // A line placed at 2 and raised to 5 (WooCommerce's placement, then its quantity
+        // as a total): shipping 2 leaves it open, shipping 5 closes it.
+        let origins = |shipped: i64| {
+            let mut events = order_line_units(
+                "ch",
+                LineRef {
+                    order_id: "1".into(),
+                    line_id: "a".into(),
+                },
+                Some("A"),
+                &[
+                    (EventKind::OrderPlaced, MICROS_PER_HOUR, 2),
+                    (EventKind::OrderPlacedTotal, 2 * MICROS_PER_HOUR, 5),
+                    (EventKind::OrderShippedTotal, 3 * MICROS_PER_HOUR, shipped),
+                ],
+                "",
+                0,
+            );
+            stamp_origins(&mut events);
+            events.iter().map(|e| e.origin).collect::<Vec<_>>()
+        };
+        assert_eq!(origins(2), [None, None, None], "open: 3 units to ship");
+        assert_eq!(origins(5), [Some(MICROS_PER_HOUR); 3], "closed at 5");
+    }
 }
