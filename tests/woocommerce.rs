@@ -208,6 +208,62 @@ fn an_edit_raising_a_line_holds_the_units_it_adds() {
     assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 15).is_some());
 }
 
+/// A product deleted on the site is refused inside a 200 answer (an `error` entry of the
+/// batch's `update`): the other SKUs are written, and the refused one is named by
+/// `GET /v1/channels` and the console for the operator to fix. Once the site refuses
+/// every SKU it is sent, the console shows the channel failing: an answer that took
+/// nothing showed it healthy.
+#[test]
+fn refused_skus_are_named_and_a_channel_refusing_every_sku_shows_failing() {
+    let rig = rig(3);
+    stock_all(&rig, 3, 10);
+    rig.woo.market.shop().unlist("W0");
+    let counts = |n: i64, skus: &[&str]| {
+        let events: Vec<Value> = skus
+            .iter()
+            .map(|s| event(&format!("count-{s}-{n}"), s, "counted", n))
+            .collect();
+        let (status, body) = rig.server.post_events(&json!({ "events": events }));
+        assert_eq!(status, 200, "{body}");
+    };
+    counts(7, &["W0", "W1", "W2"]);
+    assert!(rig
+        .woo
+        .wait_for(WAIT, |l| l["W1"] == 7 && l["W2"] == 7)
+        .is_some());
+    let woo = || {
+        let (status, body) = rig.server.get("/v1/channels");
+        assert_eq!(status, 200, "{body}");
+        body["channels"][0].clone()
+    };
+    assert!(
+        eventually(WAIT, || woo()["refused"] == json!(["W0"])),
+        "{}",
+        woo()
+    );
+    assert_eq!(woo()["refused_skus"], 1);
+    let console = rig.server.text("/console/");
+    assert!(
+        console.contains("1 SKU the channel refused waits to be pushed again: W0"),
+        "{console}"
+    );
+    assert!(console.contains("class=\"state pushing\""), "{console}");
+    // Every product gone: every answer is a 200 refusing each SKU it was sent.
+    rig.woo.market.shop().unlist("W1");
+    rig.woo.market.shop().unlist("W2");
+    counts(5, &["W1", "W2"]);
+    assert!(
+        eventually(WAIT, || rig
+            .server
+            .text("/console/")
+            .contains("class=\"state failing\"")),
+        "{}",
+        rig.server.text("/console/")
+    );
+    assert!(rig.server.text("/console/").contains("took none of the"));
+    assert_eq!(woo()["refused_skus"], 3, "{}", woo());
+}
+
 #[test]
 fn the_creation_ping_is_answered_200_and_applies_nothing() {
     let rig = rig(1);

@@ -55,6 +55,9 @@ pub fn not_pushing(name: &str, state: SyncState) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, what)
 }
 
+/// Refused SKUs a channel's answer names, at most (`refused_skus` counts them all).
+pub(crate) const REFUSED_NAMES_MAX: usize = 10;
+
 impl App {
     fn reconciler(&self, name: &str) -> Result<&Arc<Reconciler>, ApiError> {
         self.reconcilers
@@ -68,6 +71,7 @@ impl App {
         let link = &reconciler.link;
         let name = link.adapter.name();
         let change = self.sync.current(name);
+        let (refused, refused_names) = link.outbox.refused_waiting(REFUSED_NAMES_MAX);
         json!({
             "name": name,
             "kind": self
@@ -81,6 +85,8 @@ impl App {
             "by": change.as_ref().map(|c| c.by.clone()),
             "why": change.as_ref().map(|c| c.why.clone()),
             "outbox_skus": link.outbox.len(),
+            "refused_skus": refused,
+            "refused": refused_names,
         })
     }
 

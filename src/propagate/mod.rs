@@ -503,8 +503,18 @@ async fn accept(
 ) -> bool {
     let mask = acknowledge(link, engine, items, acked, delivered).await;
     let all = mask.iter().all(|ok| *ok);
-    // An answer that took the call, even in part: the channel is reachable and writing.
-    link.health.push_taken();
+    if mask.iter().any(|ok| *ok) || contended {
+        // An answer that took the call, even in part (or left out only what it was
+        // shown selling meanwhile): the channel is reachable and writing.
+        link.health.push_taken();
+    } else {
+        // An answer that refused every item (a 200 whose every entry is an error) is no
+        // sign the channel writes: it must not clear a failing channel on the console.
+        link.health.push_failed(&format!(
+            "the channel answered but took none of the {} SKUs sent",
+            items.len()
+        ));
+    }
     link.outbox.finish(items, &mask);
     if mask.iter().any(|ok| *ok) {
         pacer.last_taken = Some(tokio::time::Instant::now());

@@ -571,6 +571,21 @@ impl Outbox {
         held
     }
 
+    /// The queued SKUs the channel refused the last time they were pushed (`refused`), how
+    /// many, and the first `names_max` by name: what an operator must look at on the
+    /// channel (a deleted or unmapped listing), since lockstep only waits and tries again.
+    pub fn refused_waiting(&self, names_max: usize) -> (usize, Vec<String>) {
+        let inner = self.lock();
+        let mut names: Vec<&String> = inner
+            .refusals
+            .keys()
+            .filter(|sku| inner.dirty.get(sku.as_str()).is_some())
+            .collect();
+        names.sort_unstable();
+        let count = names.len();
+        (count, names.into_iter().take(names_max).cloned().collect())
+    }
+
     /// Holds `sku` back from `take` for `delay` (it stays queued); with `held` (the value
     /// a channel's budget held back), a target below it ends the wait.
     pub fn defer(&self, sku: &str, delay: std::time::Duration, held: Option<i64>) {

@@ -117,6 +117,22 @@ pub(super) async fn channel_row(
             None => ("pushing", String::new()),
         },
     };
+    // SKUs the channel refuses wait and are tried again, but only the operator can fix
+    // what makes it refuse them (a deleted or unmapped listing): name them.
+    let (refused, names) = link
+        .outbox
+        .refused_waiting(crate::ingest::sync_api::REFUSED_NAMES_MAX);
+    let detail = match (refused, detail.is_empty()) {
+        (0, _) => detail,
+        (n, empty) => format!(
+            "{detail}{}{n} SKU{} the channel refused wait{} to be pushed again: {}{}",
+            if empty { "" } else { "; " },
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" },
+            names.join(", "),
+            if n > names.len() { ", …" } else { "" },
+        ),
+    };
     let oldest = link
         .outbox
         .oldest_waiting()
