@@ -137,8 +137,9 @@ fn partial_shipments_and_a_cancellation_of_the_rest_keep_the_hold_exact() {
 }
 
 /// A seller raises a line's quantity before it ships (Update an Order): the units added
-/// are held from the edit's `store/order/updated` on, and shipping the line in two parts
-/// ships the raised quantity, once, whatever copies come late.
+/// are held from the edit's `store/order/updated` on, the store is pushed the lower
+/// level, and shipping the line in two parts ships the raised quantity, once, whatever
+/// copies come late.
 #[test]
 fn an_edit_raising_a_line_holds_the_units_it_adds() {
     let rig = rig(1, "");
@@ -150,11 +151,21 @@ fn an_edit_raising_a_line_holds_the_units_it_adds() {
     });
     let order = rig.sim.place_order(&[("B0", 2)]);
     assert!(eventually(WAIT, || rig.server.stock("B0") == Some((20, 2, 18))));
+    // Past the window in which a store's own change near our write is pushed again
+    // anyway (`OVERWRITE_WINDOW_US`), so only the edit's own handling can push it.
+    std::thread::sleep(Duration::from_millis(2_500));
     rig.sim.set_quantity(order, 0, 5);
     assert!(
         eventually(WAIT, || rig.server.stock("B0") == Some((20, 5, 15))),
         "{:?}",
         rig.server.stock("B0")
+    );
+    // The store is not known to take the added units from its own level: it is pushed
+    // them, though the edit came from the store itself.
+    assert!(
+        rig.sim.market.wait_for(WAIT, |l| l["B0"] == 15).is_some(),
+        "{:?}",
+        rig.sim.market.calls()
     );
     rig.sim.ship_units(order, 0, 2);
     assert!(eventually(WAIT, || rig.server.stock("B0") == Some((18, 3, 15))));

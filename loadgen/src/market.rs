@@ -522,9 +522,9 @@ impl Shop {
     }
 
     /// A seller's edit of the order's line `line` to `quantity` units before they ship
-    /// (never below what shipped or was cancelled): the listing's level moves by the
-    /// difference, as the store holds the units the edit added or lets go of those it
-    /// took out.
+    /// (never below what shipped or was cancelled). The listing's level is left as it
+    /// is: BigCommerce's Update an Order says nothing of inventory, so the simulator does
+    /// not invent it (lockstep's push brings the level the edit calls for).
     pub fn set_quantity(&mut self, id: u64, line: usize, quantity: i64) {
         let now = now_us();
         let lag = self.listing_lag.as_micros() as i64;
@@ -534,14 +534,9 @@ impl Shop {
         let Some(l) = order.lines.get_mut(line) else {
             return;
         };
-        let quantity = quantity.max(l.shipped + l.cancelled);
-        let (sku, more) = (l.sku.clone(), quantity - l.quantity);
-        l.quantity = quantity;
+        l.quantity = quantity.max(l.shipped + l.cancelled);
         order.modified_us = now;
         order.listed_us = now + lag;
-        if let Some(listing) = self.listings.get_mut(&sku) {
-            listing.level -= more;
-        }
     }
 
     fn change_units(&mut self, id: u64, line: usize, units: i64, ship: bool) {

@@ -341,7 +341,7 @@ fn parse_event(
         ApiError::field(
             "invalid_kind",
             f("kind"),
-            format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, order_placed_total, order_shipped_total, order_released_total, returned, adjusted, counted"),
+            format!("{kind_text:?} is not one of order_placed, order_cancelled, order_shipped, order_shipped_total, order_released_total, returned, adjusted, counted"),
         )
     })?;
     let qty = opt_int(map, "qty", "invalid_qty", f("qty"))?
@@ -389,7 +389,7 @@ fn parse_event(
             "invalid_order_id",
             f("order_id"),
             format!(
-                "is required for {}: it names the order line being raised, released or shipped",
+                "is required for {}: it names the order line being released or shipped",
                 kind.as_str()
             ),
         ));

@@ -92,7 +92,10 @@ pub enum EventKind {
     /// an order's quantities before it ships): the line's placed units rise to `qty` if
     /// below, holding the units added. It never lowers a line, and never places one: a
     /// line the SKU does not hold open (closed, or not seen placed) is left as it is, so
-    /// a snapshot of a finished order read again places nothing.
+    /// a snapshot of a finished order read again places nothing. Vendor adapters only,
+    /// whose every snapshot carries the line's placement before it: not a kind the API
+    /// takes (sent before its placement, it would be recorded stale under its key, and
+    /// lost).
     OrderPlacedTotal,
 }
 
@@ -239,7 +242,6 @@ impl EventKind {
             "order_shipped" => EventKind::OrderShipped,
             "order_shipped_total" => EventKind::OrderShippedTotal,
             "order_released_total" => EventKind::OrderReleasedTotal,
-            "order_placed_total" => EventKind::OrderPlacedTotal,
             "returned" => EventKind::Returned,
             "adjusted" => EventKind::Adjusted,
             "counted" => EventKind::Counted,

@@ -1404,8 +1404,14 @@ fn order_line(
         let view = sku.channel_mut(i);
         // A sale (or release) the channel was already read showing, and that our
         // write then overwrote there, does not change what it shows a second time.
-        let netted = net_unexplained(view, committed_change, event.received_at);
-        view.shift_expected(-(committed_change - netted));
+        // An edit's raise is not known to have moved what the channel shows
+        // (WooCommerce's admin takes the units from the product's stock, its REST API
+        // and BigCommerce's Update an Order say nothing of it): its expectation stays,
+        // so the lower target is pushed to it, at worst a write of what it shows.
+        if event.kind != EventKind::OrderPlacedTotal {
+            let netted = net_unexplained(view, committed_change, event.received_at);
+            view.shift_expected(-(committed_change - netted));
+        }
         let near_our_write = overwritable(rules.get(i), view, ts);
         // An order from before a pending level explains part of it.
         if let Some(pending) = view.pending_mut().filter(|p| ts <= p.at) {
