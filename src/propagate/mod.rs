@@ -312,6 +312,13 @@ struct Pacer {
 /// alone to count against the SKU (`Outbox::refused`) rather than the channel.
 const TAKING_RECENTLY: Duration = Duration::from_secs(60);
 
+/// Whether the channel took an item within `TAKING_RECENTLY`.
+fn taking_recently(pacer: &Pacer) -> bool {
+    pacer
+        .last_taken
+        .is_some_and(|at| at.elapsed() < TAKING_RECENTLY)
+}
+
 /// One push of a group, as the adapter makes it (one call for most channels).
 async fn exchange(link: &ChannelLink, pacer: &Pacer, items: &[PushItem]) -> PushReply {
     link.adapter.push(&pacer.caller, items).await
@@ -469,10 +476,7 @@ async fn settle(
 /// channel refusing everything (a wrong token) must not leave its SKUs minutes of wait
 /// each once it is mended.
 fn hold_refused(link: &ChannelLink, pacer: &Pacer, items: &[PushItem], acked: &[bool]) {
-    let taking = pacer
-        .last_taken
-        .is_some_and(|at| at.elapsed() < TAKING_RECENTLY);
-    if !taking {
+    if !taking_recently(pacer) {
         for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {
             link.outbox
                 .defer(&item.sku, outbox::REFUSED_WAIT_FIRST, Some(item.quantity));
@@ -507,12 +511,14 @@ async fn accept(
         // An answer that took the call, even in part (or left out only what it was
         // shown selling meanwhile): the channel is reachable and writing.
         link.health.push_taken();
-    } else {
-        // An answer that refused every item (a 200 whose every entry is an error) is no
-        // sign the channel writes: it must not clear a failing channel on the console.
+    } else if !taking_recently(pacer) {
+        // Answers that refuse every item (a 200 whose every entry is an error) while the
+        // channel has taken nothing for a while are no sign it writes: they must not
+        // show it healthy. (One refused SKU pushed again alone, while the channel takes
+        // others, is that SKU's: it is named, `Outbox::refused_waiting`.)
         link.health.push_failed(&format!(
-            "the channel answered but took none of the {} SKUs sent",
-            items.len()
+            "the channel answers, but took none of the SKUs sent to it in the last {} s",
+            TAKING_RECENTLY.as_secs()
         ));
     }
     link.outbox.finish(items, &mask);

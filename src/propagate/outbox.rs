@@ -433,11 +433,15 @@ impl Outbox {
         let mut inner = self.lock();
         for (item, ok) in items.iter().zip(acked) {
             inner.in_flight.remove(&item.sku);
-            if !ok && !inner.dirty.contains_key(&item.sku) {
+            if *ok {
+                // Taken, by whatever answer: no longer refused (`refused_waiting`).
+                inner.refusals.remove(&item.sku);
+            } else if !inner.dirty.contains_key(&item.sku) {
                 inner.offer_again(item);
             }
         }
         shrink(&mut inner.in_flight);
+        shrink(&mut inner.refusals);
         self.depth_gauge(inner);
     }
 
@@ -574,6 +578,8 @@ impl Outbox {
     /// The queued SKUs the channel refused the last time they were pushed (`refused`), how
     /// many, and the first `names_max` by name: what an operator must look at on the
     /// channel (a deleted or unmapped listing), since lockstep only waits and tries again.
+    /// (In flight, a SKU is not counted: its answer decides.) The first names in
+    /// alphabetical order, chosen without sorting them all: the console asks every second.
     pub fn refused_waiting(&self, names_max: usize) -> (usize, Vec<String>) {
         let inner = self.lock();
         let mut names: Vec<&String> = inner
@@ -581,9 +587,13 @@ impl Outbox {
             .keys()
             .filter(|sku| inner.dirty.get(sku.as_str()).is_some())
             .collect();
-        names.sort_unstable();
         let count = names.len();
-        (count, names.into_iter().take(names_max).cloned().collect())
+        if names.len() > names_max && names_max > 0 {
+            names.select_nth_unstable(names_max - 1);
+        }
+        names.truncate(names_max);
+        names.sort_unstable();
+        (count, names.into_iter().cloned().collect())
     }
 
     /// Holds `sku` back from `take` for `delay` (it stays queued); with `held` (the value
@@ -654,6 +664,32 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("B", 0)],
             "the lower target is not held back"
+        );
+    }
+
+    #[test]
+    fn refused_skus_are_the_queued_ones_not_taken_since_first_names_in_order() {
+        let outbox = Outbox::new("c");
+        for i in 0..15 {
+            outbox.offer(&format!("S{i}"), 5, None, 1);
+        }
+        let batch = outbox.take(20);
+        let none = vec![false; batch.len()];
+        outbox.finish(&batch, &none);
+        outbox.refused(&batch, &none);
+        let (count, names) = outbox.refused_waiting(10);
+        assert_eq!(count, 15);
+        assert_eq!(
+            names,
+            ["S0", "S1", "S10", "S11", "S12", "S13", "S14", "S2", "S3", "S4"]
+        );
+        // S0 taken by a later answer (a contended one, say: not through `refused`).
+        let s0 = batch.iter().find(|i| i.sku == "S0").unwrap().clone();
+        outbox.finish(&[s0], &[true]);
+        let (count, names) = outbox.refused_waiting(3);
+        assert_eq!(
+            (count, names),
+            (14, vec!["S1".into(), "S10".into(), "S11".into()])
         );
     }
 
