@@ -757,23 +757,33 @@ proptest! {
     }
 }
 
+/// Applies one event on SKU "A" at T0 (line 1 of `order`, keyed by its transition and
+/// quantity) as a batch of its own, the next sequence number from `seq`: its outcome and
+/// whether it oversold.
+fn feed(
+    state: &mut ShardState,
+    seq: &mut u64,
+    (kind, qty, order): (EventKind, i64, &str),
+) -> (Outcome, bool) {
+    let mut event = event_at_t0(kind, qty, order, "shop");
+    event.key = format!("{order}/{}/{qty}", kind.transition());
+    let fx = apply(
+        state,
+        &[Input { event, prior: None }],
+        T0,
+        *seq,
+        &CoreConfig::default(),
+    );
+    *seq += 1;
+    (fx.records[0].outcome, fx.records[0].oversell)
+}
+
 #[test]
 fn a_running_total_adds_only_what_the_line_has_not_counted() {
     let mut state = ShardState::default();
     let mut seq = 1;
-    let mut feed = |state: &mut ShardState, kind, qty: i64| {
-        let mut event = event_at_t0(kind, qty, "9", "shop");
-        event.key = format!("{}/{qty}", kind.transition());
-        let fx = apply(
-            state,
-            &[Input { event, prior: None }],
-            T0,
-            seq,
-            &CoreConfig::default(),
-        );
-        seq += 1;
-        fx.records[0].outcome
-    };
+    let mut feed =
+        |state: &mut ShardState, kind, qty: i64| feed(state, &mut seq, (kind, qty, "9")).0;
     feed(&mut state, EventKind::Counted, 10);
     feed(&mut state, EventKind::OrderPlaced, 5);
     // One unit shipped, then a second (the total says 2, not 2 more), then an older
@@ -892,17 +902,7 @@ fn a_raise_never_places_lowers_or_reopens_a_line() {
     let mut state = ShardState::default();
     let mut seq = 1;
     let mut feed = |state: &mut ShardState, kind, qty: i64, order: &str| {
-        let mut event = event_at_t0(kind, qty, order, "shop");
-        event.key = format!("{order}/{}/{qty}", kind.transition());
-        let fx = apply(
-            state,
-            &[Input { event, prior: None }],
-            T0,
-            seq,
-            &CoreConfig::default(),
-        );
-        seq += 1;
-        (fx.records[0].outcome, fx.records[0].oversell)
+        feed(state, &mut seq, (kind, qty, order))
     };
     feed(&mut state, EventKind::Counted, 10, "count");
     // A line the SKU does not hold is not placed by its quantity alone.

@@ -526,28 +526,28 @@ impl Shop {
     /// is: BigCommerce's Update an Order says nothing of inventory, so the simulator does
     /// not invent it (lockstep's push brings the level the edit calls for).
     pub fn set_quantity(&mut self, id: u64, line: usize, quantity: i64) {
+        if let Some(order) = self.changing(id, line) {
+            let l = &mut order.lines[line];
+            l.quantity = quantity.max(l.shipped + l.cancelled);
+        }
+    }
+
+    /// The order `id`, if it has a line `line`, modified now (and listed after the lag).
+    fn changing(&mut self, id: u64, line: usize) -> Option<&mut Order> {
         let now = now_us();
         let lag = self.listing_lag.as_micros() as i64;
-        let Some(order) = self.orders.get_mut(&id) else {
-            return;
-        };
-        let Some(l) = order.lines.get_mut(line) else {
-            return;
-        };
-        l.quantity = quantity.max(l.shipped + l.cancelled);
+        let order = self.orders.get_mut(&id).filter(|o| line < o.lines.len())?;
         order.modified_us = now;
         order.listed_us = now + lag;
+        Some(order)
     }
 
     fn change_units(&mut self, id: u64, line: usize, units: i64, ship: bool) {
-        let now = now_us();
-        let lag = self.listing_lag.as_micros() as i64;
-        let Some(order) = self.orders.get_mut(&id) else {
+        let Some(order) = self.changing(id, line) else {
             return;
         };
-        let Some(l) = order.lines.get_mut(line) else {
-            return;
-        };
+        let now = order.modified_us;
+        let l = &mut order.lines[line];
         let units = units.clamp(0, l.open());
         let sku = l.sku.clone();
         if ship {
@@ -555,8 +555,6 @@ impl Shop {
         } else {
             l.cancelled += units;
         }
-        order.modified_us = now;
-        order.listed_us = now + lag;
         if order.lines.iter().all(|l| l.open() == 0) {
             if order.lines.iter().any(|l| l.shipped > 0) {
                 order.stage = Stage::Shipped;
