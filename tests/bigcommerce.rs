@@ -99,15 +99,7 @@ fn order_hooks_are_checked_deduplicated_and_their_lines_fetched() {
 /// cancellation of what is left: each unit shipped or released once, the hold exact.
 #[test]
 fn partial_shipments_and_a_cancellation_of_the_rest_keep_the_hold_exact() {
-    let rig = rig(1, "");
-    count_all(&rig, 0..1, 20);
-    rig.sim.market.set_habits(Habits {
-        duplicate: 0.5,
-        reorder: Duration::from_millis(200),
-        ..Habits::default()
-    });
-    let order = rig.sim.place_order(&[("B0", 6)]);
-    assert!(eventually(WAIT, || rig.server.stock("B0") == Some((20, 6, 14))));
+    let (rig, order) = one_order_with_copies(6);
     rig.sim.ship_units(order, 0, 2);
     assert!(
         eventually(WAIT, || rig.server.stock("B0") == Some((18, 4, 14))),
@@ -122,6 +114,22 @@ fn partial_shipments_and_a_cancellation_of_the_rest_keep_the_hold_exact() {
     );
     rig.sim.advance(order, Stage::Cancelled);
     settles_at(&rig, (17, 0, 17));
+}
+
+/// B0 counted 20, then an order of `units` of it, held, delivered as a store that sends
+/// some webhooks twice and out of order.
+fn one_order_with_copies(units: i64) -> (Rig, u64) {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 20);
+    rig.sim.market.set_habits(Habits {
+        duplicate: 0.5,
+        reorder: Duration::from_millis(200),
+        ..Habits::default()
+    });
+    let order = rig.sim.place_order(&[("B0", units)]);
+    assert!(eventually(WAIT, || rig.server.stock("B0")
+        == Some((20, units, 20 - units))));
+    (rig, order)
 }
 
 /// B0 comes to `stock`, stays there once every webhook copy was delivered, and the store
@@ -152,15 +160,7 @@ fn settles_at(rig: &Rig, stock: (i64, i64, i64)) {
 /// copies come late.
 #[test]
 fn an_edit_raising_a_line_holds_the_units_it_adds() {
-    let rig = rig(1, "");
-    count_all(&rig, 0..1, 20);
-    rig.sim.market.set_habits(Habits {
-        duplicate: 0.5,
-        reorder: Duration::from_millis(200),
-        ..Habits::default()
-    });
-    let order = rig.sim.place_order(&[("B0", 2)]);
-    assert!(eventually(WAIT, || rig.server.stock("B0") == Some((20, 2, 18))));
+    let (rig, order) = one_order_with_copies(2);
     // Past the window in which a store's own change near our write is pushed again
     // anyway (`OVERWRITE_WINDOW_US`), so only the edit's own handling can push it.
     std::thread::sleep(Duration::from_millis(2_500));
