@@ -447,3 +447,42 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         },
     );
 }
+
+/// An order whose lines the store answers unreadably (an object, not a list) is left
+/// out and counted by its hook and by the poll alike. The hook is answered 200: a 503
+/// would have BigCommerce deliver it again for good and deactivate the hook after about
+/// 48 hours of failures, every later order's with it. The poll goes on past it to the
+/// orders after (it failed every pass at it, for good).
+#[test]
+fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count_all(&rig, 0..2, 10);
+    rig.sim.answer_lines_unreadably("B0");
+    rig.sim.place_order(&[("B0", 2)]);
+    let hooks = || rig.sim.market.sender.answers(Some("store/order/created"));
+    assert!(
+        eventually(WAIT, || !hooks().is_empty()
+            && rig.sim.market.sender.wait_idle(WAIT)),
+        "{:?}",
+        hooks()
+    );
+    assert_eq!(hooks(), [200], "taken once, not refused and retried");
+    let counted = "lockstep_channel_events_refused_total{channel=\"bc\"}";
+    assert!(
+        rig.server.metrics().lines().any(|l| l.starts_with(counted)),
+        "{counted} is counted"
+    );
+    // The poll alone: it lists the unreadable order before the next one.
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.place_order(&[("B1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("B1") == Some((10, 3, 7))),
+        "{:?}\n{}",
+        rig.server.stock("B1"),
+        rig.server.stderr_lines().join("\n")
+    );
+    assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)), "left out");
+}

@@ -298,9 +298,9 @@ fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
     );
 }
 
-/// An order eBay lists that cannot be keyed (a line without `lineItemId`) is left out and
-/// said, and the orders after it are taken: it failed every pass, and with it every later
-/// order.
+/// An order eBay lists whose line cannot be keyed (no `lineItemId`): the line is recorded
+/// in the audit, naming it, and the orders after it are taken. It failed every pass once,
+/// and with it every later order; then it left the whole order out.
 #[test]
 fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
     let rig = rig(2, "poll_interval_s = 1");
@@ -315,4 +315,15 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         rig.server.stock("E1")
     );
     assert_eq!(rig.server.stock("E0"), Some((10, 0, 10)));
+    let recorded = format!("?ebay: order {first} line #1 has no `lineItemId`");
+    assert!(
+        eventually(WAIT, || rig
+            .server
+            .audit_all()
+            .iter()
+            .any(|r| r["kind"] == "unmapped"
+                && r["sku"].as_str().is_some_and(|s| s.starts_with(&recorded)))),
+        "{recorded}: {:?}",
+        rig.server.audit_all()
+    );
 }

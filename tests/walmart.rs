@@ -144,21 +144,41 @@ fn both_event_shapes_place_their_lines_from_the_webhook_alone() {
         "ORDER_UPDATES / PO_LINE_AUTOCANCELLED: {:?}",
         rig.server.stock("M1")
     );
-    // A line whose quantity cannot be read is refused by name, not dropped with a 200.
+    // A line whose quantity cannot be read is recorded by name, neither dropped without
+    // a word nor refusing the order's other line (it once refused the whole event).
     let body = serde_json::json!({
         "source": {"eventType": "ORDER_UPDATES", "eventTime": minutes_ago(5), "eventId": "e-bad"},
         "payload": {"subEventType": "PO_CREATED", "order": {"purchaseOrderId": "77",
-            "orderLines": [{"lineNumber": "1", "sku": "WM-0", "quantity": {"unitOfMeasure": "EACH"}}]}},
+            "orderLines": [
+                {"lineNumber": "1", "sku": "WM-0", "quantity": {"unitOfMeasure": "EACH"}},
+                {"lineNumber": "2", "sku": "WM-1", "quantity": {"unitOfMeasure": "EACH", "measurementValue": "1"}}
+            ]}},
     })
     .to_string();
     let (status, reply) = post_signed_walmart(&rig, &body);
-    assert_eq!(status, 400, "{reply}");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(rig.server.stock("M0"), Some((10, 2, 8)), "its line unread");
     assert_eq!(
-        reply["field"].as_str(),
-        Some("payload.order.orderLines[0].quantity"),
-        "{reply}"
+        rig.server.stock("M1"),
+        Some((10, 1, 9)),
+        "the other line held"
     );
-    assert_eq!(rig.server.stock("M0"), Some((10, 2, 8)), "nothing changed");
+    let (_, audit) = rig.server.get("/v1/audit?limit=10");
+    let recorded: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "unmapped")
+        .filter_map(|r| r["sku"].as_str())
+        .collect();
+    assert_eq!(
+        recorded,
+        ["?walmart: order 77 line 1 has quantity (none), not a whole number from 1 to 1000000000"],
+        "{audit}"
+    );
+    // Delivered again: the same record, a duplicate, and nothing else moves.
+    assert_eq!(post_signed_walmart(&rig, &body).0, 200);
+    assert_eq!(rig.server.stock("M1"), Some((10, 1, 9)));
 }
 
 /// Without `webhook_secret`, the HMAC key is the API client secret, as before.

@@ -57,6 +57,9 @@ struct Extra {
     by_product: std::collections::HashSet<String>,
     /// Variants beyond the listings (`BigCommerceSim::add_variant`): (variant id, SKU).
     more: Vec<(u64, String)>,
+    /// SKUs whose orders' lines are answered as an object, not a list
+    /// (`answer_lines_unreadably`): an order no reader can take, however often asked.
+    unreadable_lines: std::collections::HashSet<String>,
 }
 
 /// Items a page of `GET /v3/inventory/items` holds when the call names no `limit` (the
@@ -161,6 +164,7 @@ impl BigCommerceSim {
             },
             by_product: Default::default(),
             more: Vec::new(),
+            unreadable_lines: Default::default(),
             throttled_reads: 0,
             line_reads: 0,
         }));
@@ -181,6 +185,12 @@ impl BigCommerceSim {
     /// / 10): adjustments naming its variant are refused with 422, as BigCommerce does.
     pub fn track_by_product(&self, sku: &str) {
         self.extra().by_product.insert(sku.to_string());
+    }
+
+    /// From now on the lines of every order holding `sku` are answered as an object
+    /// instead of a list, as no BigCommerce answer is: an order that cannot be read.
+    pub fn answer_lines_unreadably(&self, sku: &str) {
+        self.extra().unreadable_lines.insert(sku.to_string());
     }
 
     /// The store's rate limit: `quota` requests per `window`.
@@ -365,7 +375,11 @@ fn handle(
         // `limit` (default 50, at most 250) and `page`; a page past the last is v2's
         // empty collection, 204 without a body.
         (hyper::Method::GET, ["v2", "orders", id, "products"]) => {
-            extra.lock().unwrap_or_else(|e| e.into_inner()).line_reads += 1;
+            let unreadable = {
+                let mut x = extra.lock().unwrap_or_else(|e| e.into_inner());
+                x.line_reads += 1;
+                x.unreadable_lines.clone()
+            };
             let s = lock(shop);
             let Some(o) = id.parse().ok().and_then(|id: u64| s.orders.get(&id)) else {
                 return reply(
@@ -374,6 +388,9 @@ fn handle(
                     &rate,
                 );
             };
+            if o.lines.iter().any(|l| unreadable.contains(&l.sku)) {
+                return reply(200, &json!({"lines": "unreadable"}), &rate);
+            }
             let limit = req.number("limit", 50).clamp(1, 250);
             let page = req.number("page", 1).max(1);
             let lines: Vec<Value> = o

@@ -196,7 +196,7 @@ impl EbaySim {
             .insert(order.to_string(), status);
     }
 
-    /// `order` is listed with lines that have no `lineItemId` from now on: an order no
+    /// `order` is listed with lines that have no `lineItemId` from now on: lines no
     /// reader can key.
     pub fn garble_order(&self, order: &str) {
         self.extra

@@ -110,9 +110,22 @@ const LWA_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
 const SQS_MESSAGES_MAX: usize = 10;
 pub const SQS_WAIT_S: u64 = 20;
 
-/// One order item as the poll reads it: (OrderItemId, SellerSKU, quantity ordered).
-/// (OrderItemId, SellerSKU, units ordered, units shipped so far).
-type OrderItem = (String, String, i64, i64);
+/// One order item as the readers take it: (OrderItemId, SellerSKU, units ordered, units
+/// shipped so far); or where it is in its order and why it cannot be applied
+/// (`payload::OrderLines::unreadable`).
+type OrderItem = Result<(String, String, i64, i64), (String, String)>;
+
+/// An item of a notification's `Summary.OrderItems` or of getOrderItems' answer, its
+/// ordered units in `qty_field` (`Quantity`, `QuantityOrdered`), at `index` of its list.
+fn order_item(item: &Value, qty_field: &str, index: usize) -> OrderItem {
+    let (id, qty) = payload::line_id_and_quantity(item, ("OrderItemId", qty_field), index)?;
+    let Some(seller_sku) = item["SellerSKU"].as_str() else {
+        let why = format!("has no `SellerSKU`: {}", payload::shown(&item["SellerSKU"]));
+        return Err((id, why));
+    };
+    let shipped = item["QuantityShipped"].as_i64().unwrap_or(0);
+    Ok((id, seller_sku.to_string(), qty, shipped))
+}
 
 /// The seller's SQS queue and the credentials that read it.
 struct Sqs {
@@ -405,7 +418,15 @@ impl Amazon {
             _ => return Vec::new(),
         };
         let mut events = Vec::new();
-        for (item_id, seller_sku, qty, reported) in items {
+        let reader = payload::OrderLines::of(&self.name, order_id, purchased, now);
+        for item in items {
+            let (item_id, seller_sku, qty, reported) = match item {
+                Ok(read) => read,
+                Err((place, why)) => {
+                    events.push(reader.unreadable(place, why));
+                    continue;
+                }
+            };
             let line = LineRef {
                 order_id: order_id.to_string(),
                 line_id: item_id.clone(),
@@ -467,19 +488,11 @@ impl Amazon {
             &[payload::time_end(&summary["PurchaseDate"]), Some(changed)],
             now,
         );
-        let mut items = Vec::new();
-        for (i, item) in payload::list(&summary["OrderItems"]).iter().enumerate() {
-            let field = |f: &str| format!("Summary.OrderItems[{i}].{f}");
-            let id = payload::required_id(&item["OrderItemId"], &field("OrderItemId"))?;
-            let seller_sku = item["SellerSKU"]
-                .as_str()
-                .ok_or_else(|| payload::invalid(&field("SellerSKU"), "is missing"))?;
-            let Some(qty) = payload::quantity(&item["Quantity"]) else {
-                continue;
-            };
-            let shipped = item["QuantityShipped"].as_i64().unwrap_or(0);
-            items.push((id, seller_sku.to_string(), qty, shipped));
-        }
+        let items: Vec<OrderItem> = payload::list(&summary["OrderItems"])
+            .iter()
+            .enumerate()
+            .map(|(i, item)| order_item(item, "Quantity", i))
+            .collect();
         Ok(self.order_events(&order_id, status, &items, purchased, changed, now))
     }
 
@@ -1102,6 +1115,8 @@ impl Amazon {
     /// One order's items (OrderItemId, SellerSKU, QuantityOrdered, QuantityShipped), paced on
     /// getOrderItems' own budget, every page of them (`NextToken`, getOrderItems:
     /// "If NextToken is provided, it's used to retrieve the next page of order items").
+    /// An item that cannot be read, and the items past `ORDER_ITEM_PAGES_MAX` pages, are
+    /// `Err` items: recorded, and the order's other items taken.
     async fn fetch_order_items(
         &self,
         caller: &Caller,
@@ -1122,17 +1137,13 @@ impl Amazon {
             let page = self
                 .order_items_page(caller, get, order_id, page_path)
                 .await?;
+            // An item's place counts across pages: each page's items follow the last's.
+            let before = items.len();
             items.extend(
                 payload::list(&page["payload"]["OrderItems"])
                     .iter()
-                    .filter_map(|item| {
-                        Some((
-                            payload::id(&item["OrderItemId"])?,
-                            item["SellerSKU"].as_str()?.to_string(),
-                            payload::quantity(&item["QuantityOrdered"])?,
-                            item["QuantityShipped"].as_i64().unwrap_or(0),
-                        ))
-                    }),
+                    .enumerate()
+                    .map(|(i, item)| order_item(item, "QuantityOrdered", before + i)),
             );
             match page["payload"]["NextToken"]
                 .as_str()
@@ -1142,9 +1153,14 @@ impl Amazon {
                 None => return Ok(items),
             }
         }
-        Err(format!(
-            "getOrderItems for {order_id}: still paging after {ORDER_ITEM_PAGES_MAX} pages"
-        ))
+        // Asking again would page the same way: the items read are taken, and the rest
+        // is named in the audit (one record after them) rather than failing every pass
+        // at this order, which would stop the poll for good.
+        let why = format!(
+            "and those after it are not read: getOrderItems still paging after {ORDER_ITEM_PAGES_MAX} pages"
+        );
+        items.push(Err((payload::line_place(items.len()), why)));
+        Ok(items)
     }
 
     /// One page of an order's items; a 429 waits and tries again (a few times). The rate

@@ -50,6 +50,7 @@ use super::fetched::Fetched;
 use super::kind::{self, Kind, Problem};
 use super::standard_webhooks::{self, Key};
 use super::time_cursor::TimeCursor;
+use super::FetchFailure;
 use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
@@ -237,9 +238,9 @@ impl BigCommerce {
         let ended = matches!(status, 4..=6);
         let finished = matches!(status, 2 | 10);
         let mut events = Vec::new();
-        for line in lines {
-            let line_id = payload::id(&line["id"]).ok_or("an order product without id")?;
-            let Some(qty) = payload::quantity(&line["quantity"]) else {
+        let reader = payload::OrderLines::of(&self.name, &order_id, created, now);
+        for (i, line) in lines.iter().enumerate() {
+            let Some((line_id, qty)) = reader.read(line, ("id", "quantity"), i, &mut events) else {
                 continue;
             };
             let variant = payload::id(&line["variant_id"]).unwrap_or_default();
@@ -298,7 +299,7 @@ impl BigCommerce {
         caller: &Caller,
         id: &str,
         now: Micros,
-    ) -> Result<Vec<Event>, String> {
+    ) -> Result<Vec<Event>, FetchFailure> {
         // Each fetch spends a token of the channel's budget, shared with the pushes:
         // BigCommerce limits every call of a store in one window (api-rate-limits).
         let path = format!("/v2/orders/{}", super::call::segment(id));
@@ -309,12 +310,15 @@ impl BigCommerce {
         )?;
         let lines = self.fetch_lines(caller, id).await?;
         self.order_events(&order, payload::list(&lines), now)
+            .map_err(FetchFailure::Unreadable)
     }
 
     /// Every line of an order (`GET /v2/orders/{id}/products`), page by page: a page
     /// holds at most `LINES_PAGE`, and a shorter page, an empty one or a 204 (v2's empty
     /// collection) is the last. Lines past the first page are units sold like any other.
-    async fn fetch_lines(&self, caller: &Caller, id: &str) -> Result<Value, String> {
+    /// An answer that is no list, or lines still paging after `LINE_PAGES_MAX` pages, are
+    /// `Unreadable`: asking again would read the same.
+    async fn fetch_lines(&self, caller: &Caller, id: &str) -> Result<Value, FetchFailure> {
         let mut lines = Vec::new();
         for page in 1..=LINE_PAGES_MAX {
             let path = format!(
@@ -328,7 +332,8 @@ impl BigCommerce {
                 return Ok(Value::Array(lines));
             }
             let Value::Array(found) = json_answer(&answer)? else {
-                return Err(format!("order {id}'s lines are not a list"));
+                let why = format!("order {id}'s lines are not a list");
+                return Err(FetchFailure::Unreadable(why));
             };
             let last = found.len() < LINES_PAGE;
             lines.extend(found);
@@ -336,9 +341,9 @@ impl BigCommerce {
                 return Ok(Value::Array(lines));
             }
         }
-        Err(format!(
+        Err(FetchFailure::Unreadable(format!(
             "order {id}'s lines still paging after {LINE_PAGES_MAX} pages of {LINES_PAGE}"
-        ))
+        )))
     }
 }
 
@@ -397,11 +402,18 @@ impl OrderPoll for BigCommerce {
                 let version = order["date_modified"].as_str().unwrap_or_default();
                 let lines = match self.polled_lines.get(&id, version) {
                     Some(lines) => lines,
-                    None => {
-                        let lines = self.fetch_lines(caller, &id).await?;
-                        self.polled_lines.keep(&id, version, lines.clone());
-                        lines
-                    }
+                    None => match self.fetch_lines(caller, &id).await {
+                        Ok(lines) => {
+                            self.polled_lines.keep(&id, version, lines.clone());
+                            lines
+                        }
+                        // A transient failure fails the pass, to be read again.
+                        Err(FetchFailure::Call(e)) => return Err(e),
+                        Err(FetchFailure::Unreadable(why)) => {
+                            super::order_left_out(&self.name, &order["id"], &why);
+                            continue;
+                        }
+                    },
                 };
                 match self.order_events(order, payload::list(&lines), now) {
                     Ok(events) => result.events.extend(events),
@@ -539,7 +551,7 @@ impl ChannelAdapter for BigCommerce {
         caller: &'a Caller,
         order_id: &'a str,
         now: Micros,
-    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Event>, FetchFailure>> {
         Box::pin(self.fetch_order(caller, order_id, now))
     }
 

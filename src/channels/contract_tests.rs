@@ -12,6 +12,17 @@ use crate::clock::now_micros;
 use crate::config::{CatalogRow, Config};
 use crate::core::event::{Event, EventKind};
 
+/// The channel blocks the readers are opened with.
+const AMAZON: &str = "[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"x-key: v\"\nsqs_queue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n";
+const BIGCOMMERCE: &str = "[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"https://api.bigcommerce.example\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nwebhook_secret = \"client-secret\"\n";
+const EBAY: &str = "[[channels]]\nname = \"ebay\"\nkind = \"ebay\"\nbase_url = \"https://api.ebay.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n";
+const ETSY: &str = "[[channels]]\nname = \"etsy\"\nkind = \"etsy\"\nbase_url = \"https://e.example\"\nwebhook_secret = \"whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=\"\nclient_id = \"k\"\nshared_secret = \"s\"\nrefresh_token = \"r\"\nshop_id = \"31415926\"\n";
+const SHOPIFY: &str = "[[channels]]\nname = \"shop\"\nkind = \"shopify\"\nbase_url = \"https://s.example\"\napi_version = \"2026-04\"\nwebhook_secret = \"secret\"\naccess_token = \"t\"\nlocation_id = \"gid://shopify/Location/1\"\n";
+const TIKTOK: &str = "[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\nbase_url = \"https://t.example\"\napp_key = \"key\"\napp_secret = \"secret\"\nrefresh_token = \"r\"\nshop_cipher = \"c\"\n";
+const WALMART: &str = "[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"api\"\nwebhook_secret = \"hook\"\nauth_header = \"wm-sig\"\n";
+const WALMART_POLL: &str = "[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"api\"\n";
+const WOOCOMMERCE: &str = "[[channels]]\nname = \"woo\"\nkind = \"woocommerce\"\nbase_url = \"https://w.example\"\nwebhook_secret = \"secret\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n";
+
 fn fixture(path: &str) -> Vec<u8> {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -19,30 +30,39 @@ fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-/// The adapter of one channel block, its catalog rows `(sku, item_id)`.
-fn adapter(block: &str, rows: &[(&str, &str)]) -> std::sync::Arc<dyn ChannelAdapter> {
+/// A checked channel block and its catalog rows `(sku, item_id)`.
+fn channel_and_rows(block: &str, rows: &[(&str, &str)]) -> (Config, Vec<CatalogRow>) {
     let config: Config = toml::from_str(block).expect("a valid block");
     config.validate().expect("a valid config");
-    let channel = &config.channels[0];
-    let rows: Vec<CatalogRow> = rows
+    let name = config.channels[0].name.clone();
+    let rows = rows
         .iter()
         .map(|(sku, id)| CatalogRow {
             sku: sku.to_string(),
-            channel: channel.name.clone(),
+            channel: name.clone(),
             item_id: id.to_string(),
             location_id: None,
         })
         .collect();
-    let dir = std::env::temp_dir();
-    let id = config.registry().id_of(&channel.name).expect("its id");
-    build(&config, &rows, &dir).expect("a valid channel")[id].clone()
+    (config, rows)
 }
 
-/// The adapter of kind `K` of a checked channel block (no data directory needed).
-fn open<K: super::kind::Kind>(
-    channel: &crate::config::ChannelConfig,
-    catalog: super::Catalog,
-) -> K {
+/// The adapter of one channel block, its catalog rows `(sku, item_id)`.
+fn adapter(block: &str, rows: &[(&str, &str)]) -> std::sync::Arc<dyn ChannelAdapter> {
+    let (config, rows) = channel_and_rows(block, rows);
+    let id = config
+        .registry()
+        .id_of(&config.channels[0].name)
+        .expect("its id");
+    build(&config, &rows, &std::env::temp_dir()).expect("a valid channel")[id].clone()
+}
+
+/// The concrete adapter of kind `K` of a channel `block`, its catalog rows `(sku,
+/// item_id)`, for the readers a trait does not reach (each kind's order reader).
+fn concrete<K: super::kind::Kind>(block: &str, rows: &[(&str, &str)]) -> K {
+    let (config, rows) = channel_and_rows(block, rows);
+    let channel = &config.channels[0];
+    let catalog = super::Catalog::of(&channel.name, &rows);
     super::kind::open::<K>(channel, catalog, &std::env::temp_dir()).expect("a valid channel")
 }
 
@@ -83,10 +103,7 @@ fn item(sku: &str, quantity: i64) -> PushItem {
 
 #[test]
 fn walmart_order_events_in_both_documented_shapes() {
-    let walmart = adapter(
-        "[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"api\"\nwebhook_secret = \"hook\"\nauth_header = \"wm-sig\"\n",
-        &[("M0", "WM-0")],
-    );
+    let walmart = adapter(WALMART, &[("M0", "WM-0")]);
     for (file, qty) in [
         ("walmart/order_updates.json", 2),
         ("walmart/po_created.json", 3),
@@ -106,18 +123,7 @@ fn walmart_order_events_in_both_documented_shapes() {
 /// feed's status page, read as the adapter reads them.
 #[test]
 fn walmart_orders_reply_and_feed_status() {
-    let config: Config = toml::from_str(
-        "[[channels]]\nname = \"wm\"\nkind = \"walmart\"\nbase_url = \"https://m.example\"\nclient_id = \"i\"\nclient_secret = \"api\"\n",
-    )
-    .unwrap();
-    let rows = [CatalogRow {
-        sku: "M1".into(),
-        channel: "wm".into(),
-        item_id: "WM-SKU-1".into(),
-        location_id: None,
-    }];
-    let walmart =
-        open::<super::walmart::Walmart>(&config.channels[0], super::Catalog::of("wm", &rows));
+    let walmart: super::walmart::Walmart = concrete(WALMART_POLL, &[("M1", "WM-SKU-1")]);
     let reply: Value = serde_json::from_slice(&fixture("walmart/orders.json")).unwrap();
     let order = &reply["list"]["elements"]["order"][0];
     let (events, newest) = walmart.order_events(order, now_micros());
@@ -168,10 +174,7 @@ fn walmart_orders_reply_and_feed_status() {
 
 #[test]
 fn amazon_order_change_from_the_queue_and_quantity_change_from_eventbridge() {
-    let amazon = adapter(
-        "[[channels]]\nname = \"az\"\nkind = \"amazon\"\nbase_url = \"https://sp.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\nseller_id = \"A\"\nmarketplace_id = \"M\"\nauth_header = \"x-key: v\"\nsqs_queue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\naws_access_key_id = \"AK\"\naws_secret_access_key = \"SK\"\n",
-        &[("A0", "AMZ-0")],
-    );
+    let amazon = adapter(AMAZON, &[("A0", "AMZ-0")]);
     let queue = amazon.order_queue().expect("an SQS queue");
     let body = String::from_utf8(fixture("amazon/order_change.json")).unwrap();
     let taken = queue.events(&body, now_micros()).unwrap();
@@ -196,10 +199,7 @@ fn amazon_order_change_from_the_queue_and_quantity_change_from_eventbridge() {
 
 #[test]
 fn etsy_order_paid_verifies_and_the_listing_inventory_reads() {
-    let etsy = adapter(
-        "[[channels]]\nname = \"etsy\"\nkind = \"etsy\"\nbase_url = \"https://e.example\"\nwebhook_secret = \"whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=\"\nclient_id = \"k\"\nshared_secret = \"s\"\nrefresh_token = \"r\"\nshop_id = \"31415926\"\n",
-        &[("Y0", "4000/700")],
-    );
+    let etsy = adapter(ETSY, &[("Y0", "4000/700")]);
     let body = fixture("etsy/order_paid.json");
     let key = super::standard_webhooks::Key::lenient("whsec_ZXRzeS1zaWduaW5nLXNlY3JldC1zaW0=");
     let ts = now_micros() / 1_000_000;
@@ -220,18 +220,8 @@ fn etsy_order_paid_verifies_and_the_listing_inventory_reads() {
 
 #[test]
 fn ebay_orders_and_the_per_item_and_per_offer_answers() {
-    let ebay = adapter(
-        "[[channels]]\nname = \"ebay\"\nkind = \"ebay\"\nbase_url = \"https://api.ebay.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n",
-        &[("E0", "1100/5000")],
-    );
-    let config: Config = toml::from_str("[[channels]]\nname = \"ebay\"\nkind = \"ebay\"\nbase_url = \"https://api.ebay.example\"\nclient_id = \"i\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n").unwrap();
-    let rows = [CatalogRow {
-        sku: "E0".into(),
-        channel: "ebay".into(),
-        item_id: "1100/5000".into(),
-        location_id: None,
-    }];
-    let poll = open::<super::ebay::Ebay>(&config.channels[0], super::Catalog::of("ebay", &rows));
+    let ebay = adapter(EBAY, &[("E0", "1100/5000")]);
+    let poll: super::ebay::Ebay = concrete(EBAY, &[("E0", "1100/5000")]);
     let orders: Value = serde_json::from_slice(&fixture("ebay/orders.json")).unwrap();
     let events = poll
         .order_events(&orders["orders"][0], None, now_micros())
@@ -263,10 +253,7 @@ fn ebay_orders_and_the_per_item_and_per_offer_answers() {
 
 #[test]
 fn tiktok_notification_verifies_and_the_token_grant_reads() {
-    let tiktok = adapter(
-        "[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\nbase_url = \"https://t.example\"\napp_key = \"key\"\napp_secret = \"secret\"\nrefresh_token = \"r\"\nshop_cipher = \"c\"\n",
-        &[("T0", "170/80")],
-    );
+    let tiktok = adapter(TIKTOK, &[("T0", "170/80")]);
     let body = fixture("tiktok/order_status_change.json");
     let sig = super::body_hmac::hex(&super::body_hmac::mac(b"secret", &[b"key", &body]));
     tiktok
@@ -282,23 +269,10 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
 
     // An order partly shipped and partly cancelled: one unit per line item, each by its
     // own display_status.
-    let config: Config = toml::from_str(
-        "[[channels]]\nname = \"tt\"\nkind = \"tiktok\"\nbase_url = \"https://t.example\"\napp_key = \"key\"\napp_secret = \"secret\"\nrefresh_token = \"r\"\nshop_cipher = \"c\"\n",
-    )
-    .unwrap();
-    let rows = [CatalogRow {
-        sku: "TOTE".into(),
-        channel: "tt".into(),
-        item_id: "1729587769570496786/1729587769570627858".into(),
-        location_id: None,
-    }];
-    let dir = tempfile::tempdir().unwrap();
-    let tiktok = super::kind::open::<super::tiktok::TikTok>(
-        &config.channels[0],
-        super::Catalog::of("tt", &rows),
-        dir.path(),
-    )
-    .expect("a valid channel");
+    let tiktok: super::tiktok::TikTok = concrete(
+        TIKTOK,
+        &[("TOTE", "1729587769570496786/1729587769570627858")],
+    );
     let detail: Value = serde_json::from_slice(&fixture("tiktok/order_detail.json")).unwrap();
     let events = tiktok
         .order_events(&detail["data"]["orders"][0], now_micros())
@@ -363,10 +337,7 @@ fn tiktok_notification_verifies_and_the_token_grant_reads() {
 
 #[test]
 fn bigcommerce_hook_verifies_and_inventory_items_read() {
-    let bc = adapter(
-        "[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"https://api.bigcommerce.example\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nwebhook_secret = \"client-secret\"\n",
-        &[("B0", "30000")],
-    );
+    let bc = adapter(BIGCOMMERCE, &[("B0", "30000")]);
     let body = fixture("bigcommerce/order_created.json");
     let key = super::standard_webhooks::Key::raw("client-secret");
     let ts = now_micros() / 1_000_000;
@@ -376,17 +347,7 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
         ("webhook-signature", key.sign("wh_1", ts, &body)),
     ]);
     bc.inbound(&hook, &body, now_micros()).expect("verified");
-    let config: Config = toml::from_str("[[channels]]\nname = \"bc\"\nkind = \"bigcommerce\"\nbase_url = \"https://api.bigcommerce.example\"\nstore_hash = \"abc123\"\naccess_token = \"t\"\nwebhook_secret = \"client-secret\"\n").unwrap();
-    let rows = [CatalogRow {
-        sku: "B0".into(),
-        channel: "bc".into(),
-        item_id: "30000".into(),
-        location_id: None,
-    }];
-    let concrete = open::<super::bigcommerce::BigCommerce>(
-        &config.channels[0],
-        super::Catalog::of("bc", &rows),
-    );
+    let concrete: super::bigcommerce::BigCommerce = concrete(BIGCOMMERCE, &[("B0", "30000")]);
     let order: Value = serde_json::from_slice(&fixture("bigcommerce/order.json")).unwrap();
     let products: Value =
         serde_json::from_slice(&fixture("bigcommerce/order_products.json")).unwrap();
@@ -410,10 +371,7 @@ fn bigcommerce_hook_verifies_and_inventory_items_read() {
 
 #[test]
 fn shopify_order_and_set_answer() {
-    let shop = adapter(
-        "[[channels]]\nname = \"shop\"\nkind = \"shopify\"\nbase_url = \"https://s.example\"\napi_version = \"2026-04\"\nwebhook_secret = \"secret\"\naccess_token = \"t\"\nlocation_id = \"gid://shopify/Location/1\"\n",
-        &[("S0", "100")],
-    );
+    let shop = adapter(SHOPIFY, &[("S0", "100")]);
     let body = fixture("shopify/orders_create.json");
     let hook = headers(&[
         (
@@ -478,10 +436,7 @@ fn shopify_order_and_set_answer() {
 
 #[test]
 fn woocommerce_an_order_dated_far_ahead_does_not_make_its_later_updates_stale() {
-    let woo = adapter(
-        "[[channels]]\nname = \"woo\"\nkind = \"woocommerce\"\nbase_url = \"https://w.example\"\nwebhook_secret = \"secret\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n",
-        &[("W0", "93")],
-    );
+    let woo = adapter(WOOCOMMERCE, &[("W0", "93")]);
     let send = |order: &Value, now: i64| {
         let body = serde_json::to_vec(order).unwrap();
         let hook = headers(&[
@@ -512,10 +467,7 @@ fn woocommerce_an_order_dated_far_ahead_does_not_make_its_later_updates_stale() 
 
 #[test]
 fn woocommerce_order_created() {
-    let woo = adapter(
-        "[[channels]]\nname = \"woo\"\nkind = \"woocommerce\"\nbase_url = \"https://w.example\"\nwebhook_secret = \"secret\"\nconsumer_key = \"ck\"\nconsumer_secret = \"cs\"\n",
-        &[("W0", "93")],
-    );
+    let woo = adapter(WOOCOMMERCE, &[("W0", "93")]);
     let body = fixture("woocommerce/order_created.json");
     let hook = headers(&[
         (
@@ -564,4 +516,205 @@ fn a_webhook_read_reply_naming_a_level_twice_is_refused() {
     let twice = br#"{"items": [{"sku": "A", "available": 1, "available": 100}]}"#;
     let error = webhook.read_reply(200, twice).unwrap_err();
     assert!(error.contains("appears twice"), "{error}");
+}
+
+/// `lines` (an array) with two copies of its first line before it: one without its id
+/// (`id_field`), one whose quantity (at `qty_path`) is `"2.5"` under another id.
+fn spoiled(lines: &Value, id_field: &str, qty_path: &[&str]) -> Value {
+    let first = lines[0].clone();
+    let mut no_id = first.clone();
+    no_id.as_object_mut().unwrap().remove(id_field);
+    let mut bad_qty = first.clone();
+    bad_qty[id_field] = json!("bad-qty");
+    let mut at = &mut bad_qty;
+    for field in &qty_path[..qty_path.len() - 1] {
+        at = &mut at[*field];
+    }
+    at[qty_path[qty_path.len() - 1]] = json!("2.5");
+    let mut all = vec![no_id, bad_qty];
+    all.extend(lines.as_array().unwrap().iter().cloned());
+    Value::Array(all)
+}
+
+/// Asserts what an order reader made of a `spoiled` order: the readable line's placement
+/// (`sku`, `qty`), and one `unmapped` record for each spoiled line naming what is wrong,
+/// keyed so that a redelivery is a duplicate.
+fn assert_spoiled_lines_recorded(
+    events: &[Event],
+    (sku, qty): (&str, i64),
+    id_field: &str,
+    what: &str,
+) {
+    assert_eq!(
+        placed(events),
+        vec![(sku.to_string(), qty)],
+        "{what}: {events:?}"
+    );
+    let records: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Unmapped)
+        .map(|e| (e.sku.as_str(), e.key.as_str()))
+        .collect();
+    assert_eq!(records.len(), 2, "{what}: {records:?}");
+    let (no_id, no_id_key) = records[0];
+    assert!(
+        no_id.contains(&format!("line #1 has no `{id_field}`")),
+        "{what}: {no_id}"
+    );
+    assert!(no_id_key.ends_with("/#1/unreadable"), "{what}: {no_id_key}");
+    let (bad_qty, bad_qty_key) = records[1];
+    assert!(
+        bad_qty.contains("line bad-qty has") && bad_qty.contains("\"2.5\", not a whole number"),
+        "{what}: {bad_qty}"
+    );
+    assert!(
+        bad_qty_key.ends_with("/bad-qty/unreadable"),
+        "{what}: {bad_qty_key}"
+    );
+    for event in events {
+        assert!(
+            super::super::core::event::problem(event).is_none(),
+            "{what}: {event:?}"
+        );
+    }
+}
+
+/// Every kind's order reader, webhook and poll: a line without its id or with a quantity
+/// that is no whole number is recorded as `unmapped`, naming the order, the line and what
+/// is wrong, and the order's other lines are applied. A line without an id once refused
+/// the whole webhook or left the whole order out of the poll (its other units unheld), and
+/// a bad quantity was dropped without a word.
+#[test]
+fn a_line_that_cannot_be_read_is_recorded_and_the_order_s_other_lines_applied() {
+    let now = now_micros();
+    // Shopify's `orders/create`.
+    let shop = adapter(SHOPIFY, &[("S0", "100")]);
+    let mut order: Value = serde_json::from_slice(&fixture("shopify/orders_create.json")).unwrap();
+    order["line_items"] = spoiled(&order["line_items"], "id", &["quantity"]);
+    let body = order.to_string().into_bytes();
+    let hook = headers(&[
+        (
+            "x-shopify-hmac-sha256",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-shopify-topic", "orders/create".into()),
+    ]);
+    let events = shop.inbound(&hook, &body, now).unwrap().carried();
+    let sku = events
+        .iter()
+        .find(|e| e.kind == EventKind::OrderPlaced)
+        .map(|e| e.sku.clone());
+    assert_spoiled_lines_recorded(&events, (sku.as_deref().unwrap_or("?"), 1), "id", "shopify");
+
+    // WooCommerce's `order.created`.
+    let woo = adapter(WOOCOMMERCE, &[("W0", "93")]);
+    let mut order: Value =
+        serde_json::from_slice(&fixture("woocommerce/order_created.json")).unwrap();
+    order["line_items"] = spoiled(&order["line_items"], "id", &["quantity"]);
+    let body = order.to_string().into_bytes();
+    let hook = headers(&[
+        (
+            "x-wc-webhook-signature",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-wc-webhook-topic", "order.created".into()),
+        ("x-wc-webhook-source", "https://w.example/".into()),
+    ]);
+    let events = woo.inbound(&hook, &body, now).unwrap().carried();
+    assert_spoiled_lines_recorded(&events, ("W0", 2), "id", "woocommerce");
+
+    // BigCommerce: an order and its products, as the fetch and the poll read them.
+    let bc: super::bigcommerce::BigCommerce = concrete(BIGCOMMERCE, &[("B0", "30000")]);
+    let order: Value = serde_json::from_slice(&fixture("bigcommerce/order.json")).unwrap();
+    let products: Value =
+        serde_json::from_slice(&fixture("bigcommerce/order_products.json")).unwrap();
+    let products = spoiled(&products, "id", &["quantity"]);
+    let events = bc
+        .order_events(&order, super::payload::list(&products), now)
+        .unwrap();
+    assert_spoiled_lines_recorded(&events, ("B0", 5), "id", "bigcommerce");
+
+    // eBay's getOrders.
+    let ebay: super::ebay::Ebay = concrete(EBAY, &[("E0", "1100/5000")]);
+    let orders: Value = serde_json::from_slice(&fixture("ebay/orders.json")).unwrap();
+    let mut order = orders["orders"][0].clone();
+    order["lineItems"] = spoiled(&order["lineItems"], "lineItemId", &["quantity"]);
+    let events = ebay.order_events(&order, None, now).unwrap();
+    assert_spoiled_lines_recorded(&events, ("E0", 2), "lineItemId", "ebay");
+
+    // Etsy's receipt, as the notification's fetch and the poll read it.
+    let etsy: super::etsy::Etsy = concrete(ETSY, &[("Y0", "4000/700")]);
+    let receipt = json!({
+        "receipt_id": 9001, "status": "paid", "is_paid": true, "is_shipped": false,
+        "create_timestamp": 1_764_584_140, "updated_timestamp": 1_764_584_143,
+        "transactions": spoiled(
+            &json!([{"transaction_id": 77, "listing_id": 4000, "product_id": 700, "quantity": 3}]),
+            "transaction_id",
+            &["quantity"],
+        ),
+    });
+    let events = etsy.receipt_events(&receipt, now).unwrap();
+    assert_spoiled_lines_recorded(&events, ("Y0", 3), "transaction_id", "etsy");
+
+    // Amazon's ORDER_CHANGE notification (its items; the poll's getOrderItems are read by
+    // the same `order_item`, `QuantityOrdered` for `Quantity`).
+    let amazon = adapter(AMAZON, &[("A0", "AMZ-0")]);
+    let mut change: Value = serde_json::from_slice(&fixture("amazon/order_change.json")).unwrap();
+    let items = &mut change["Payload"]["OrderChangeNotification"]["Summary"]["OrderItems"];
+    *items = spoiled(items, "OrderItemId", &["Quantity"]);
+    let taken = amazon
+        .order_queue()
+        .expect("an SQS queue")
+        .events(&change.to_string(), now)
+        .unwrap();
+    assert_spoiled_lines_recorded(&taken.events, ("A0", 2), "OrderItemId", "amazon");
+
+    // Walmart: the ORDER_UPDATES webhook, and the orders API's order the poll reads.
+    let walmart = adapter(WALMART, &[("M0", "WM-0")]);
+    let mut hook_body: Value =
+        serde_json::from_slice(&fixture("walmart/order_updates.json")).unwrap();
+    let lines = &mut hook_body["payload"]["order"]["orderLines"];
+    *lines = spoiled(lines, "lineNumber", &["quantity", "measurementValue"]);
+    let body = hook_body.to_string().into_bytes();
+    let sig = super::body_hmac::sign(b"hook", &body);
+    let events = walmart
+        .inbound(&headers(&[("wm-sig", sig)]), &body, now)
+        .unwrap()
+        .carried();
+    assert_spoiled_lines_recorded(&events, ("M0", 2), "lineNumber", "walmart webhook");
+    let walmart: super::walmart::Walmart = concrete(WALMART_POLL, &[("M1", "WM-SKU-1")]);
+    let reply: Value = serde_json::from_slice(&fixture("walmart/orders.json")).unwrap();
+    let mut order = reply["list"]["elements"]["order"][0].clone();
+    let lines = &mut order["orderLines"]["orderLine"];
+    *lines = spoiled(lines, "lineNumber", &["orderLineQuantity", "amount"]);
+    let (events, _) = walmart.order_events(&order, now);
+    assert_spoiled_lines_recorded(&events, ("M1", 3), "lineNumber", "walmart poll");
+
+    // TikTok: one unit a line item, so only its id can be missing.
+    let tiktok: super::tiktok::TikTok = concrete(
+        TIKTOK,
+        &[("TOTE", "1729587769570496786/1729587769570627858")],
+    );
+    let detail: Value = serde_json::from_slice(&fixture("tiktok/order_detail.json")).unwrap();
+    let mut order = detail["data"]["orders"][0].clone();
+    // The first item, in transit, loses its id; the second is open, the third cancelled.
+    order["line_items"][0].as_object_mut().unwrap().remove("id");
+    let events = tiktok.order_events(&order, now).unwrap();
+    let records: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Unmapped)
+        .map(|e| e.sku.as_str())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains("line #1 has no `id`"), "{records:?}");
+    let facts: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        facts,
+        [
+            EventKind::Unmapped,
+            EventKind::OrderPlaced,
+            EventKind::OrderCancelled
+        ],
+        "the other line items: {events:?}"
+    );
 }

@@ -380,9 +380,10 @@ impl Ebay {
         let modified = payload::source_time(&[payload::time_end(&order["lastModifiedDate"])], now);
         let cancelled = order["cancelStatus"]["cancelState"] == "CANCELED";
         let mut events = Vec::new();
-        for line in payload::list(&order["lineItems"]) {
-            let line_id = payload::id(&line["lineItemId"]).ok_or("a line without lineItemId")?;
-            let Some(qty) = payload::quantity(&line["quantity"]) else {
+        let reader = payload::OrderLines::of(&self.name, &order_id, created, now);
+        for (i, line) in payload::list(&order["lineItems"]).iter().enumerate() {
+            let fields = ("lineItemId", "quantity");
+            let Some((line_id, qty)) = reader.read(line, fields, i, &mut events) else {
                 continue;
             };
             let fulfilled = line["lineItemFulfillmentStatus"] == "FULFILLED";

@@ -36,6 +36,7 @@ use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
 use super::standard_webhooks::{self, Key};
 use super::time_cursor::TimeCursor;
+use super::FetchFailure;
 use super::Pace;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{ChannelAdapter, Delivery, Levels, OrderPoll, OutboundRequest, PollPage};
@@ -254,7 +255,11 @@ impl Etsy {
     }
 
     /// The events of one receipt (from the webhook's fetch or the poll).
-    fn receipt_events(&self, receipt: &Value, now: Micros) -> Result<Vec<Event>, String> {
+    pub(crate) fn receipt_events(
+        &self,
+        receipt: &Value,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
         let id = payload::id(&receipt["receipt_id"]).ok_or("a receipt without receipt_id")?;
         let unix = |field: &str| payload::unix_end(&receipt[field]);
         let created = payload::source_time(&[unix("create_timestamp")], now);
@@ -285,10 +290,10 @@ impl Etsy {
         if transitions.is_empty() {
             return Ok(events);
         }
-        for tx in payload::list(&receipt["transactions"]) {
-            let tx_id =
-                payload::id(&tx["transaction_id"]).ok_or("a transaction without transaction_id")?;
-            let Some(qty) = payload::quantity(&tx["quantity"]) else {
+        let reader = payload::OrderLines::of(&self.name, &id, created, now);
+        for (i, tx) in payload::list(&receipt["transactions"]).iter().enumerate() {
+            let fields = ("transaction_id", "quantity");
+            let Some((tx_id, qty)) = reader.read(tx, fields, i, &mut events) else {
                 continue;
             };
             let item = payload::pair_id(&tx["listing_id"], &tx["product_id"]);
@@ -534,7 +539,7 @@ impl ChannelAdapter for Etsy {
         caller: &'a Caller,
         receipt_id: &'a str,
         now: Micros,
-    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Event>, FetchFailure>> {
         Box::pin(async move {
             let path = format!(
                 "/v3/application/shops/{}/receipts/{receipt_id}",
@@ -545,6 +550,7 @@ impl ChannelAdapter for Etsy {
                 .await
                 .and_then(|a| json_answer(&a))?;
             self.receipt_events(&answer, now)
+                .map_err(FetchFailure::Unreadable)
         })
     }
 

@@ -293,12 +293,12 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         _caller: &'a Caller,
         order_id: &'a str,
         _now: Micros,
-    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Event>, FetchFailure>> {
         Box::pin(async move {
-            Err(format!(
+            Err(FetchFailure::Call(format!(
                 "{}: this channel's deliveries carry their orders; nothing names order {order_id} to fetch",
                 self.name()
-            ))
+            )))
         })
     }
 
@@ -426,10 +426,16 @@ pub async fn receive(
             if taken(&notification) {
                 return Ok(Inbound::default());
             }
-            let events = adapter
-                .fetch(caller, &order_id, now)
-                .await
-                .map_err(|e| fetch_failed(&format!("order {order_id}"), &e))?;
+            let events = match adapter.fetch(caller, &order_id, now).await {
+                Ok(events) => events,
+                Err(FetchFailure::Call(e)) => {
+                    return Err(fetch_failed(&format!("order {order_id}"), &e))
+                }
+                Err(FetchFailure::Unreadable(why)) => {
+                    order_left_out(adapter.name(), &serde_json::json!(order_id), &why);
+                    Vec::new()
+                }
+            };
             Ok(Inbound {
                 events,
                 notification: Some(notification),
@@ -441,6 +447,27 @@ pub async fn receive(
 
 fn now() -> Micros {
     crate::clock::now_micros()
+}
+
+/// Why the order a thin notification named was not taken (`ChannelAdapter::fetch`).
+#[derive(Debug)]
+pub enum FetchFailure {
+    /// A call failed (the channel down, throttled, a 5xx, an answer that is no JSON): the
+    /// delivery is answered 503, so the channel delivers it again.
+    Call(String),
+    /// The channel answered, and what it gave cannot be read (an order without its id,
+    /// lines that are not a list): every delivery would read the same. The order is left
+    /// out (`order_left_out`) and the delivery answered 200: refused, it would come back
+    /// for good, and BigCommerce deactivates a hook after about 48 hours of failures,
+    /// every later order with it.
+    Unreadable(String),
+}
+
+impl From<String> for FetchFailure {
+    /// A call's error (`?` on a `Caller` result).
+    fn from(reason: String) -> FetchFailure {
+        FetchFailure::Call(reason)
+    }
 }
 
 /// The answer to a delivery whose follow-up call to the channel failed: 503, so the
@@ -663,12 +690,14 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
     }
 }
 
-/// An order a poll listed that it cannot read (no id, a line without one): left out,
-/// said and counted (`lockstep_channel_events_refused_total`), never allowed to fail the
-/// pass. A pass that failed on it would fail on it again every time, the window or
-/// cursor never moving past it, so every later order of the channel would go unread by
-/// the poll, which is the safety net under lost webhooks (and eBay's only way in).
-/// `order`: the order's id as the channel gave it, for the log.
+/// An order a poll listed, or a notification named, that cannot be read (no id, lines
+/// that are not a list; a line alone that cannot be is its own record:
+/// `payload::OrderLines`): left out, said and counted
+/// (`lockstep_channel_events_refused_total`), never allowed to fail the pass. A pass that
+/// failed on it would fail on it again every time, the window or cursor never moving
+/// past it, so every later order of the channel would go unread by the poll, which is
+/// the safety net under lost webhooks (and eBay's only way in). `order`: the order's id
+/// as the channel gave it, for the log.
 pub fn order_left_out(channel: &str, order: &serde_json::Value, why: &dyn std::fmt::Display) {
     metrics::counter!("lockstep_channel_events_refused_total", "channel" => channel.to_string())
         .increment(1);

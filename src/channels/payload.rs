@@ -272,6 +272,127 @@ pub fn order_line_units(
     }
 }
 
+/// Where a line sits in its order, for a line that gives no id: `#` and its place from 1.
+pub fn line_place(index: usize) -> String {
+    format!("#{}", index + 1)
+}
+
+/// A line's quantity (`field`), or what is wrong with it (for `OrderLines::unreadable`).
+pub fn line_quantity(value: &Value, field: &str) -> Result<i64, String> {
+    quantity(value).ok_or_else(|| {
+        format!(
+            "has `{field}` {}, not a whole number from 1 to {QTY_MAX}",
+            shown(value)
+        )
+    })
+}
+
+/// Why a line without an id (`field`) cannot be applied.
+pub fn no_line_id(line: &Value, field: &str) -> String {
+    format!(
+        "has no `{field}` (a number or a string): {}",
+        shown(&line[field])
+    )
+}
+
+/// An order line's id and quantity (`fields`: their names), or where the line is and why
+/// it cannot be applied, for `OrderLines::unreadable`: a line without an id is told by
+/// its place (`line_place`).
+pub fn line_id_and_quantity(
+    line: &Value,
+    (id_field, qty_field): (&str, &str),
+    index: usize,
+) -> Result<(String, i64), (String, String)> {
+    let Some(line_id) = id(&line[id_field]) else {
+        return Err((line_place(index), no_line_id(line, id_field)));
+    };
+    match line_quantity(&line[qty_field], qty_field) {
+        Ok(qty) => Ok((line_id, qty)),
+        Err(why) => Err((line_id, why)),
+    }
+}
+
+/// A value a channel sent, for a message: its JSON (so control characters come escaped),
+/// cut to 40 bytes.
+pub fn shown(value: &Value) -> String {
+    let text = if value.is_null() {
+        "(none)".to_string()
+    } else {
+        value.to_string()
+    };
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The order whose lines are being read, for the records of those that cannot be: a line
+/// lockstep cannot apply (no id of its own, a quantity that is no whole number of units
+/// within bounds) is its `unmapped` record, and the audit (`outcome=refused`) names the
+/// order, the line (its id, else its place: `line_place`) and why, keyed
+/// `{prefix}/{order}/{line}/unreadable` so that a redelivery is a duplicate. The order's
+/// other lines are applied: leaving the whole order out for one line would leave its
+/// other units unheld (an oversell), and leaving the line out without a word would hide
+/// it.
+pub struct OrderLines<'a> {
+    pub channel: &'a str,
+    /// The keys' start: the channel's name (and WooCommerce's site).
+    pub prefix: &'a str,
+    pub order_id: &'a str,
+    /// The records' source time: the order's placement.
+    pub at: Micros,
+    pub now: Micros,
+}
+
+impl<'a> OrderLines<'a> {
+    /// The lines of `order_id` on `channel`, keyed under the channel's name; their
+    /// records at `at`, the order's placement.
+    pub fn of(channel: &'a str, order_id: &'a str, at: Micros, now: Micros) -> OrderLines<'a> {
+        OrderLines {
+            channel,
+            prefix: channel,
+            order_id,
+            at,
+            now,
+        }
+    }
+
+    /// A line's id and quantity (`fields`: their names; `index`: its place); `None` when
+    /// it cannot be read, its record pushed to `events`.
+    pub fn read(
+        &self,
+        line: &Value,
+        fields: (&str, &str),
+        index: usize,
+        events: &mut Vec<Event>,
+    ) -> Option<(String, i64)> {
+        match line_id_and_quantity(line, fields, index) {
+            Ok(read) => Some(read),
+            Err((place, why)) => {
+                events.push(self.unreadable(&place, &why));
+                None
+            }
+        }
+    }
+
+    /// The record of the line at `place` (its id, else `line_place`) and why it cannot be
+    /// applied.
+    pub fn unreadable(&self, place: &str, why: &str) -> Event {
+        super::unmapped(
+            self.channel,
+            &format!("order {} line {place} {why}", self.order_id),
+            format!(
+                "{}/{}/{}/unreadable",
+                self.prefix,
+                key_part(self.order_id),
+                key_part(place)
+            ),
+            self.at,
+            self.now,
+        )
+    }
+}
+
 /// A `first/second` catalog id from two id fields (`listing_id/product_id`).
 pub fn pair_id(first: &Value, second: &Value) -> String {
     format!(

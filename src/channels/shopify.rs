@@ -360,9 +360,9 @@ impl Shopify {
         };
         let fulfilled = shipped_units(order);
         let (kept, mut events) = self.refunded_lines(order, &order_id, now)?;
+        let reader = payload::OrderLines::of(&self.name, &order_id, at("created_at"), now);
         for (i, line) in lines.iter().enumerate() {
-            let line_id = payload::required_id(&line["id"], &format!("line_items[{i}].id"))?;
-            let Some(qty) = payload::quantity(&line["quantity"]) else {
+            let Some((line_id, qty)) = reader.read(line, ("id", "quantity"), i, &mut events) else {
                 continue;
             };
             let Some(sku) = payload::sku(&line["sku"]) else {
@@ -504,14 +504,15 @@ impl Shopify {
             ApiError::field("invalid_payload", "refund_line_items", "must be an array")
         })?;
         let mut events = Vec::new();
+        let prefix = format!("{}/refund/{refund_id}", self.name);
+        let reader = payload::OrderLines {
+            channel: &self.name,
+            prefix: &prefix,
+            order_id: &order_id,
+            at: source_ts,
+            now,
+        };
         for (i, line) in lines.iter().enumerate() {
-            let line_id = payload::required_id(
-                &line["line_item_id"],
-                &format!("refund_line_items[{i}].line_item_id"),
-            )?;
-            let Some(qty) = payload::quantity(&line["quantity"]) else {
-                continue;
-            };
             // Only `return` brings shipped units back. A `cancel` is a release of units
             // not shipped: the order's own payload says it (`current_quantity`, in the
             // `orders/updated` Shopify sends beside this topic, and in the poll) as the
@@ -520,6 +521,10 @@ impl Shopify {
             let kind = match line["restock_type"].as_str() {
                 Some("return") => EventKind::Returned,
                 _ => continue,
+            };
+            let fields = ("line_item_id", "quantity");
+            let Some((line_id, qty)) = reader.read(line, fields, i, &mut events) else {
+                continue;
             };
             let Some(sku) = payload::sku(&line["line_item"]["sku"]) else {
                 events.push(unmapped(

@@ -39,6 +39,7 @@ use super::call::{json_answer, with_headers};
 use super::kind::{self, Kind, Problem};
 use super::rotating_token::{self, Grant, RotatingToken};
 use super::tiktok_warehouses::{self, Several, Stock};
+use super::FetchFailure;
 use super::Pace;
 use super::Seen;
 use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
@@ -326,7 +327,8 @@ impl TikTok {
         };
         let order_status = order["status"].as_str().unwrap_or_default();
         let mut events = Vec::new();
-        for line in payload::list(&order["line_items"]) {
+        let reader = payload::OrderLines::of(&self.name, &order_id, created, now);
+        for (i, line) in payload::list(&order["line_items"]).iter().enumerate() {
             // A line item is one unit with its own `display_status`: an order
             // `PARTIALLY_SHIPPING` has some items in transit, and a cancellation of some
             // units cancels their items (Get Order Detail, `line_items[].display_status`,
@@ -348,7 +350,12 @@ impl TikTok {
             if transitions.is_empty() {
                 continue;
             }
-            let line_id = payload::id(&line["id"]).ok_or("a line item without id")?;
+            let Some(line_id) = payload::id(&line["id"]) else {
+                // One unit a line (`quantity` is not read): only its id can be missing.
+                let why = payload::no_line_id(line, "id");
+                events.push(reader.unreadable(&payload::line_place(i), &why));
+                continue;
+            };
             let item = payload::pair_id(&line["product_id"], &line["sku_id"]);
             let line_ref = LineRef {
                 order_id: order_id.clone(),
@@ -375,7 +382,7 @@ impl TikTok {
         caller: &Caller,
         id: &str,
         now: Micros,
-    ) -> Result<Vec<Event>, String> {
+    ) -> Result<Vec<Event>, FetchFailure> {
         let request = self.signed(
             http::Method::GET,
             "/order/202309/orders",
@@ -390,7 +397,10 @@ impl TikTok {
         self.check_code(&reply)?;
         let mut events = Vec::new();
         for order in payload::list(&reply["data"]["orders"]) {
-            events.extend(self.order_events(order, now)?);
+            events.extend(
+                self.order_events(order, now)
+                    .map_err(FetchFailure::Unreadable)?,
+            );
         }
         Ok(events)
     }
@@ -450,7 +460,7 @@ impl ChannelAdapter for TikTok {
         caller: &'a Caller,
         order_id: &'a str,
         now: Micros,
-    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Event>, FetchFailure>> {
         Box::pin(self.fetch_order(caller, order_id, now))
     }
 

@@ -345,10 +345,14 @@ impl Walmart {
             &data["purchaseOrderId"],
             &format!("{at_field}.purchaseOrderId"),
         )?;
-        let mut events: Vec<Event> = Self::hook_lines(data, at_field)?
-            .into_iter()
-            .flat_map(|line| self.line(&order_id, line, &transitions, now))
-            .collect();
+        let mut events = Vec::new();
+        let reader = payload::OrderLines::of(&self.name, &order_id, transitions[0].1, now);
+        for line in Self::hook_lines(data) {
+            match line {
+                Ok(line) => events.extend(self.line(&order_id, line, &transitions, now)),
+                Err((place, why)) => events.push(reader.unreadable(&place, &why)),
+            }
+        }
         payload::stamp_origins(&mut events);
         Ok(events)
     }
@@ -374,41 +378,12 @@ impl Walmart {
     /// uses: the events' flat `sku` with `quantity: {unitOfMeasure, measurementValue: "2"}`
     /// (developer.walmart.com, "Purchase order (PO) created event": a numeric string), or
     /// the orders API's `item.sku` with `orderLineQuantity: {unitOfMeasurement, amount}`.
-    /// A line that cannot be read is an error naming it, never a line silently dropped.
-    fn hook_lines(order: &Value, at: &str) -> Result<Vec<(String, String, i64)>, ApiError> {
-        let (lines, path) = match &order["orderLines"] {
-            Value::Array(lines) => (lines.as_slice(), format!("{at}.orderLines")),
-            other => (
-                payload::list(&other["orderLine"]),
-                format!("{at}.orderLines.orderLine"),
-            ),
+    fn hook_lines(order: &Value) -> Vec<ReadLine> {
+        let lines = match &order["orderLines"] {
+            Value::Array(lines) => lines.as_slice(),
+            other => payload::list(&other["orderLine"]),
         };
-        let mut read = Vec::with_capacity(lines.len());
-        for (i, l) in lines.iter().enumerate() {
-            let field = |f: &str| format!("{path}[{i}].{f}");
-            let number = payload::required_id(&l["lineNumber"], &field("lineNumber"))?;
-            let sku = l["sku"]
-                .as_str()
-                .or(l["item"]["sku"].as_str())
-                .ok_or_else(|| payload::invalid(&field("sku"), "is missing"))?;
-            let qty = [
-                &l["quantity"]["measurementValue"],
-                &l["quantity"]["amount"],
-                &l["quantity"],
-                &l["orderLineQuantity"]["amount"],
-            ]
-            .into_iter()
-            .find(|v| !v.is_null() && !v.is_object())
-            .and_then(quantity_text)
-            .ok_or_else(|| {
-                payload::invalid(
-                    &field("quantity"),
-                    "is missing or not a quantity of 1 or more (measurementValue)",
-                )
-            })?;
-            read.push((number, sku.to_string(), qty));
-        }
-        Ok(read)
+        lines.iter().enumerate().map(read_line).collect()
     }
 
     /// The events of one order from the orders API, line by line from its statuses. A
@@ -425,16 +400,20 @@ impl Walmart {
         let ordered = payload::source_time(&[millis(&order["orderDate"])], now);
         let mut newest = millis(&order["orderDate"]);
         let mut events = Vec::new();
-        for l in payload::list(&order["orderLines"]["orderLine"]) {
+        let reader = payload::OrderLines::of(&self.name, &order_id, ordered, now);
+        for (i, l) in payload::list(&order["orderLines"]["orderLine"])
+            .iter()
+            .enumerate()
+        {
             let status_at = millis(&l["statusDate"]);
             newest = newest.max(status_at);
             let at = payload::source_time(&[status_at, Some(ordered)], now);
-            let (Some(number), Some(sku), Some(qty)) = (
-                payload::id(&l["lineNumber"]),
-                l["item"]["sku"].as_str(),
-                quantity_text(&l["orderLineQuantity"]["amount"]),
-            ) else {
-                continue;
+            let (number, sku, qty) = match read_line((i, l)) {
+                Ok(read) => read,
+                Err((place, why)) => {
+                    events.push(reader.unreadable(&place, &why));
+                    continue;
+                }
             };
             let (mut shipped, mut cancelled, mut known) = (0, 0, false);
             for status in payload::list(&l["orderLineStatuses"]["orderLineStatus"]) {
@@ -516,6 +495,45 @@ fn read_throttle(status: u16, headers: &HeaderMap) -> Option<Option<Duration>> {
 }
 
 /// Walmart gives quantities as text (`"amount": "2"`) or numbers.
+/// An order line as the readers take it, `(line number, seller SKU, quantity)`; or where
+/// it is in its order and why it cannot be applied (`payload::OrderLines`), never a
+/// line silently dropped, nor one that refuses the order's other lines.
+type ReadLine = Result<(String, String, i64), (String, String)>;
+
+/// The line at `index` in either shape: the events' flat `sku` and `quantity:
+/// {measurementValue}`, or the orders API's `item.sku` and `orderLineQuantity.amount`.
+fn read_line((index, l): (usize, &Value)) -> ReadLine {
+    let Some(number) = payload::id(&l["lineNumber"]) else {
+        return Err((
+            payload::line_place(index),
+            payload::no_line_id(l, "lineNumber"),
+        ));
+    };
+    let Some(sku) = l["sku"].as_str().or(l["item"]["sku"].as_str()) else {
+        return Err((number, "has no `sku`".to_string()));
+    };
+    let given = [
+        &l["quantity"]["measurementValue"],
+        &l["quantity"]["amount"],
+        &l["quantity"],
+        &l["orderLineQuantity"]["amount"],
+    ]
+    .into_iter()
+    .find(|v| !v.is_null() && !v.is_object())
+    .unwrap_or(&Value::Null);
+    match quantity_text(given) {
+        Some(qty) => Ok((number, sku.to_string(), qty)),
+        None => {
+            let why = format!(
+                "has quantity {}, not a whole number from 1 to {}",
+                payload::shown(given),
+                crate::core::event::QTY_MAX
+            );
+            Err((number, why))
+        }
+    }
+}
+
 fn quantity_text(value: &Value) -> Option<i64> {
     payload::quantity(value)
         .or_else(|| payload::quantity(&json!(value.as_str()?.trim().parse::<i64>().ok()?)))

@@ -231,9 +231,16 @@ impl WooCommerce {
             .as_array()
             .ok_or_else(|| ApiError::field("invalid_payload", "line_items", "must be an array"))?;
         let mut events = Vec::new();
+        let prefix = format!("{}/{}", self.name, self.site);
+        let reader = payload::OrderLines {
+            channel: &self.name,
+            prefix: &prefix,
+            order_id: &order_id,
+            at: placed.1,
+            now,
+        };
         for (i, line) in lines.iter().enumerate() {
-            let line_id = payload::required_id(&line["id"], &format!("line_items[{i}].id"))?;
-            let Some(qty) = payload::quantity(&line["quantity"]) else {
+            let Some((line_id, qty)) = reader.read(line, ("id", "quantity"), i, &mut events) else {
                 continue;
             };
             let Some(sku) = self.line_sku(line) else {
