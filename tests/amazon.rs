@@ -680,3 +680,45 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         },
     );
 }
+
+/// An order Amazon fulfills from its own warehouses (FBA: `AFN`) takes nothing from the
+/// seller's stock, by its notification or by the poll, while the seller's own (`MFN`)
+/// orders are held as ever. Every order was taken before, so an FBA sale of a mapped
+/// seller SKU lowered what every channel shows of the seller's own stock.
+#[test]
+fn an_order_fulfilled_by_amazon_takes_nothing_from_the_seller_s_stock() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count_all(&rig, 0..2, 10);
+    // By notification.
+    let fba = rig.sim.place_fba_order(&[("A0", 3)]);
+    rig.sim.place_order(&[("A1", 2)]);
+    assert!(eventually(WAIT, || rig.server.stock("A1") == Some((10, 2, 8))));
+    rig.sim.advance(&fba, Stage::Shipped);
+    // By the poll alone, once it has listed them all.
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim.place_fba_order(&[("A0", 4)]);
+    rig.sim.place_order(&[("A1", 1)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("A1") == Some((10, 3, 7))),
+        "{:?}",
+        rig.server.stock("A1")
+    );
+    let polls = rig.sim.market.order_polls();
+    assert!(eventually(WAIT, || rig.sim.market.order_polls() >= polls + 2));
+    assert_eq!(
+        rig.server.stock("A0"),
+        Some((10, 0, 10)),
+        "{:?}",
+        audit_of(&rig.server, "A0")
+    );
+    assert!(
+        audit_of(&rig.server, "A0")
+            .iter()
+            .all(|r| !r["kind"].as_str().unwrap_or_default().starts_with("order_")),
+        "{:?}",
+        audit_of(&rig.server, "A0")
+    );
+}

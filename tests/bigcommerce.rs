@@ -448,6 +448,19 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
     );
 }
 
+/// Waits for every delivery of `store/order/created` to be answered, and asserts there
+/// was one, answered 200: taken once, not refused and delivered again.
+fn the_order_hook_is_taken_once(rig: &Rig) {
+    let hooks = || rig.sim.market.sender.answers(Some("store/order/created"));
+    assert!(
+        eventually(WAIT, || !hooks().is_empty()
+            && rig.sim.market.sender.wait_idle(WAIT)),
+        "{:?}",
+        hooks()
+    );
+    assert_eq!(hooks(), [200], "taken once, not refused and retried");
+}
+
 /// An order whose lines the store answers unreadably (an object, not a list) is left
 /// out and counted by its hook and by the poll alike. The hook is answered 200: a 503
 /// would have BigCommerce deliver it again for good and deactivate the hook after about
@@ -459,14 +472,7 @@ fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
     count_all(&rig, 0..2, 10);
     rig.sim.answer_lines_unreadably("B0");
     rig.sim.place_order(&[("B0", 2)]);
-    let hooks = || rig.sim.market.sender.answers(Some("store/order/created"));
-    assert!(
-        eventually(WAIT, || !hooks().is_empty()
-            && rig.sim.market.sender.wait_idle(WAIT)),
-        "{:?}",
-        hooks()
-    );
-    assert_eq!(hooks(), [200], "taken once, not refused and retried");
+    the_order_hook_is_taken_once(&rig);
     let counted = "lockstep_channel_events_refused_total{channel=\"bc\"}";
     assert!(
         rig.server.metrics().lines().any(|l| l.starts_with(counted)),
@@ -485,4 +491,20 @@ fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
         rig.server.stderr_lines().join("\n")
     );
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)), "left out");
+}
+
+/// An order deleted between its hook and the fetch (404) is left out, and its hook
+/// answered 200: a 503 would bring it back until BigCommerce deactivated the hook.
+#[test]
+fn an_order_gone_before_its_hook_is_fetched_is_answered_200() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 10);
+    rig.sim.market.set_habits(Habits {
+        delay: Duration::from_millis(300),
+        ..Habits::default()
+    });
+    let id = rig.sim.place_order(&[("B0", 2)]);
+    rig.sim.market.shop().orders.remove(&id);
+    the_order_hook_is_taken_once(&rig);
+    assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
 }

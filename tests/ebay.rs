@@ -302,7 +302,7 @@ fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
 /// in the audit, naming it, and the orders after it are taken. It failed every pass once,
 /// and with it every later order; then it left the whole order out.
 #[test]
-fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
+fn a_line_that_cannot_be_read_is_recorded_and_the_poll_goes_on() {
     let rig = rig(2, "poll_interval_s = 1");
     count(&rig.server, "E0", 10);
     count(&rig.server, "E1", 10);

@@ -163,22 +163,28 @@ fn both_event_shapes_place_their_lines_from_the_webhook_alone() {
         Some((10, 1, 9)),
         "the other line held"
     );
-    let (_, audit) = rig.server.get("/v1/audit?limit=10");
-    let recorded: Vec<&str> = audit["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["kind"] == "unmapped")
-        .filter_map(|r| r["sku"].as_str())
-        .collect();
+    // `field` of each `unmapped` record in the audit, newest first.
+    let unmapped = |field: &str| -> Vec<String> {
+        let (_, audit) = rig.server.get("/v1/audit?limit=10");
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "unmapped")
+            .filter_map(|r| r[field].as_str().map(str::to_string))
+            .collect()
+    };
     assert_eq!(
-        recorded,
-        ["?walmart: order 77 line 1 has quantity (none), not a whole number from 1 to 1000000000"],
-        "{audit}"
+        unmapped("sku"),
+        ["?walmart: order 77 line 1 has quantity (none), not a whole number from 0 to 1000000000"]
     );
-    // Delivered again: the same record, a duplicate, and nothing else moves.
-    assert_eq!(post_signed_walmart(&rig, &body).0, 200);
+    // The same order in another event: the same record, a duplicate, and nothing else
+    // moves.
+    let again = body.replace("\"e-bad\"", "\"e-bad-2\"");
+    assert_ne!(again, body);
+    assert_eq!(post_signed_walmart(&rig, &again).0, 200);
     assert_eq!(rig.server.stock("M1"), Some((10, 1, 9)));
+    assert_eq!(unmapped("outcome"), ["duplicate", "drift"], "newest first");
 }
 
 /// Without `webhook_secret`, the HMAC key is the API client secret, as before.

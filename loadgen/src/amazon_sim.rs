@@ -18,7 +18,10 @@
 //!   `GET /orders/v0/orders/{id}/orderItems` (0.5 requests/s, burst 30, unless
 //!   `set_order_items_rate`; every item on one page unless `set_order_items_page`, then
 //!   `NextToken`). Past a bucket, 429 `QuotaExceeded` without `Retry-After`; every answer
-//!   of the two names its bucket's rate in `x-amzn-RateLimit-Limit`.
+//!   of the two names its bucket's rate in `x-amzn-RateLimit-Limit`. Each order says
+//!   `FulfillmentChannel` (`AFN` for one Amazon fulfills, `place_fba_order`, else `MFN`;
+//!   the notification's `Summary.FulfillmentType` the same), and `FulfillmentChannels=`
+//!   (a comma-separated list) keeps only the orders fulfilled so.
 //! - Notifications: `ORDER_CHANGE` goes to the seller's SQS queue only (`queue`, an
 //!   `SqsSim`), as SP-API sends it: EventBridge carries the listing notifications alone
 //!   (developer-docs.amazon.com/sp-api, "Set up notifications with Amazon EventBridge").
@@ -83,6 +86,9 @@ struct Extra {
     availability: HashMap<String, Value>,
     /// Listings beside the market's, fulfilled by Amazon only (`AmazonSim::add_fba_listing`).
     fba: Vec<String>,
+    /// Orders Amazon fulfills from its own warehouses (`place_fba_order`): `AFN` where
+    /// the others are `MFN` (ordersV0 `Order.FulfillmentChannel`).
+    afn_orders: std::collections::HashSet<u64>,
 }
 
 /// searchListingsItems: `marketplaceIds` required, `pageSize` 1 to 20 (default 10),
@@ -227,7 +233,8 @@ impl AmazonSim {
                 })
                 .collect(),
             fba: Vec::new(),
-            }));
+            afn_orders: Default::default(),
+        }));
         let state = extra.clone();
         let market = Market::start(
             items,
@@ -327,6 +334,25 @@ impl AmazonSim {
         order_id(id)
     }
 
+    /// A buyer's order Amazon fulfills from its own stock (FBA): the seller's own
+    /// quantity does not move, and the order says `AFN` (ordersV0 `FulfillmentChannel`,
+    /// the notification's `Summary.FulfillmentType`). Returns its id.
+    pub fn place_fba_order(&self, lines: &[(&str, i64)]) -> String {
+        let id = {
+            let mut shop = self.market.shop();
+            let id = shop.place(lines);
+            for (sku, quantity) in lines {
+                if let Some(listing) = shop.listings.get_mut(*sku) {
+                    listing.level += quantity;
+                }
+            }
+            id
+        };
+        self.extra().afn_orders.insert(id);
+        self.notify_order(id, "BuyerPurchased");
+        order_id(id)
+    }
+
     /// Ships or cancels an order, with its `ORDER_CHANGE`.
     pub fn advance(&self, order: &str, stage: Stage) {
         let id = self.internal_id(order);
@@ -374,6 +400,7 @@ impl AmazonSim {
     }
 
     fn notify_order(&self, id: u64, reason: &str) {
+        let channel = fulfillment_channel(&self.extra().afn_orders, id);
         let detail = {
             let shop = self.market.shop();
             let o = &shop.orders[&id];
@@ -396,7 +423,7 @@ impl AmazonSim {
                 "AmazonOrderId": order_id(id), "OrderChangeType": "OrderStatusChange",
                 "OrderChangeTrigger": {"TimeOfOrderChange": rfc3339(o.modified_us), "ChangeReason": reason},
                 "Summary": {"MarketplaceId": MARKETPLACE_ID, "OrderStatus": order_status(o),
-                            "PurchaseDate": rfc3339(o.created_us), "FulfillmentType": "MFN",
+                            "PurchaseDate": rfc3339(o.created_us), "FulfillmentType": channel,
                             "OrderItems": items},
             }});
             notification("ORDER_CHANGE", payload)
@@ -727,7 +754,10 @@ fn handle(
                 spent
             };
             match spent {
-                Ok(applied) => list_orders(shop, &req, &[applied]),
+                Ok(applied) => {
+                    let afn = x().afn_orders.clone();
+                    list_orders(shop, &afn, &req, &[applied])
+                }
                 Err(throttled) => *throttled,
             }
         }
@@ -883,7 +913,24 @@ fn process_feed(
     e.feed_results.insert(feed_id.to_string(), (true, report));
 }
 
-fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -> Reply {
+/// `AFN` for an order Amazon fulfills (`place_fba_order`), else `MFN`.
+fn fulfillment_channel(afn_orders: &std::collections::HashSet<u64>, id: u64) -> &'static str {
+    if afn_orders.contains(&id) {
+        "AFN"
+    } else {
+        "MFN"
+    }
+}
+
+/// getOrders: `MarketplaceIds` and `LastUpdatedAfter` required, `LastUpdatedBefore` at
+/// least two minutes ago, `FulfillmentChannels` (a comma-separated list of `AFN`, `MFN`)
+/// keeps only the orders fulfilled so, `NextToken` pages one query.
+fn list_orders(
+    shop: &Arc<Mutex<Shop>>,
+    afn_orders: &std::collections::HashSet<u64>,
+    req: &Req,
+    headers: &[(&str, String)],
+) -> Reply {
     if req.param("MarketplaceIds").as_deref() != Some(MARKETPLACE_ID) {
         return errors(400, "InvalidInput", "MarketplaceIds is required", &[]);
     }
@@ -924,7 +971,17 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
     let mut s = lock(shop);
     // Both bounds are inclusive ("after (or at)", "before (or at)"); the order is not
     // documented.
-    let orders = s.modified_within(after - 1, before);
+    let wanted = req.param("FulfillmentChannels");
+    let orders: Vec<_> = s
+        .modified_within(after - 1, before)
+        .into_iter()
+        .filter(|o| {
+            let channel = fulfillment_channel(afn_orders, o.id);
+            wanted
+                .as_deref()
+                .is_none_or(|w| w.split(',').any(|c| c == channel))
+        })
+        .collect();
     let page: Vec<Value> = orders
         .iter()
         .skip(offset)
@@ -933,7 +990,8 @@ fn list_orders(shop: &Arc<Mutex<Shop>>, req: &Req, headers: &[(&str, String)]) -
             let id = (!s.is_unreadable(o)).then(|| order_id(o.id));
             json!({"AmazonOrderId": id, "PurchaseDate": rfc3339(o.created_us),
                         "LastUpdateDate": rfc3339(o.modified_us), "OrderStatus": order_status(o),
-                        "FulfillmentChannel": "MFN", "MarketplaceId": MARKETPLACE_ID})
+                        "FulfillmentChannel": fulfillment_channel(afn_orders, o.id),
+                        "MarketplaceId": MARKETPLACE_ID})
         })
         .collect();
     let mut payload = json!({"Orders": page});

@@ -25,6 +25,11 @@
 //!   handled by the channel's `inventory_updates` mode).
 //! - The safety net is the Orders API poll: `getOrders` by `LastUpdatedAfter` and
 //!   `LastUpdatedBefore`, in windows (paged by `NextToken`), then `getOrderItems` per order.
+//! - Orders Amazon fulfills from its own warehouses (FBA: `AFN`, the notification's
+//!   `Summary.FulfillmentType`, ordersV0 `Order.FulfillmentChannel`) take nothing from the
+//!   seller's stock and are not read: the poll asks for `FulfillmentChannels=MFN` alone,
+//!   and an `AFN` notification gives no events (the OrderChangeNotification schema of
+//!   amzn/selling-partner-api-models: `FulfillmentType` "MFN or AFN").
 //!
 //! Outbound: `patchListingsItem` merging into `/attributes/fulfillment_availability`, one SKU
 //! per call, at 5 requests/s (burst 5). When the backlog is larger than that path clears
@@ -421,6 +426,8 @@ impl Amazon {
         let reader = payload::OrderLines::of(&self.name, order_id, purchased, now);
         for item in items {
             let (item_id, seller_sku, qty, reported) = match item {
+                // No units ordered: nothing to apply.
+                Ok((_, _, 0, _)) => continue,
                 Ok(read) => read,
                 Err((place, why)) => {
                     events.push(reader.unreadable(place, why));
@@ -474,6 +481,10 @@ impl Amazon {
             "OrderChangeNotification.AmazonOrderId",
         )?;
         let summary = &change["Summary"];
+        // Fulfilled by Amazon from its own stock: nothing of the seller's moves.
+        if summary["FulfillmentType"] == "AFN" {
+            return Ok(Vec::new());
+        }
         let status = summary["OrderStatus"].as_str().ok_or_else(|| {
             payload::invalid("OrderChangeNotification.Summary.OrderStatus", "is missing")
         })?;
@@ -1223,7 +1234,7 @@ impl OrderPoll for Amazon {
                 with_headers(request, auth.clone())
             };
             let mut path = format!(
-                "/orders/v0/orders?MarketplaceIds={}&LastUpdatedAfter={}&MaxResultsPerPage=100",
+                "/orders/v0/orders?MarketplaceIds={}&FulfillmentChannels=MFN&LastUpdatedAfter={}&MaxResultsPerPage=100",
                 self.marketplace_id,
                 utf8_percent_encode(&format_rfc3339(since), NON_ALPHANUMERIC)
             );
@@ -1265,6 +1276,10 @@ impl OrderPoll for Amazon {
                     super::order_left_out(&self.name, &order["AmazonOrderId"], &why);
                     continue;
                 };
+                // Asked for MFN alone; one listed anyway costs no getOrderItems call.
+                if order["FulfillmentChannel"] == "AFN" {
+                    continue;
+                }
                 let updated = payload::time_end(&order["LastUpdateDate"]);
                 let status = order["OrderStatus"].as_str().unwrap_or_default();
                 let version = order["LastUpdateDate"].as_str().unwrap_or_default();

@@ -303,11 +303,11 @@ impl BigCommerce {
         // Each fetch spends a token of the channel's budget, shared with the pushes:
         // BigCommerce limits every call of a store in one window (api-rate-limits).
         let path = format!("/v2/orders/{}", super::call::segment(id));
-        let order = json_answer(
-            &caller
-                .call(self.request(http::Method::GET, &path, None))
-                .await?,
-        )?;
+        let answer = caller
+            .call(self.request(http::Method::GET, &path, None))
+            .await?;
+        FetchFailure::if_gone(&answer, &format!("order {id}"))?;
+        let order = json_answer(&answer)?;
         let lines = self.fetch_lines(caller, id).await?;
         self.order_events(&order, payload::list(&lines), now)
             .map_err(FetchFailure::Unreadable)
@@ -316,8 +316,9 @@ impl BigCommerce {
     /// Every line of an order (`GET /v2/orders/{id}/products`), page by page: a page
     /// holds at most `LINES_PAGE`, and a shorter page, an empty one or a 204 (v2's empty
     /// collection) is the last. Lines past the first page are units sold like any other.
-    /// An answer that is no list, or lines still paging after `LINE_PAGES_MAX` pages, are
-    /// `Unreadable`: asking again would read the same.
+    /// An answer that is no list, lines still paging after `LINE_PAGES_MAX` pages, and a
+    /// 404 (the order deleted since it was listed) are `Unreadable`: asking again would
+    /// read the same.
     async fn fetch_lines(&self, caller: &Caller, id: &str) -> Result<Value, FetchFailure> {
         let mut lines = Vec::new();
         for page in 1..=LINE_PAGES_MAX {
@@ -331,6 +332,7 @@ impl BigCommerce {
             if answer.0 == 204 {
                 return Ok(Value::Array(lines));
             }
+            FetchFailure::if_gone(&answer, &format!("order {id}'s lines"))?;
             let Value::Array(found) = json_answer(&answer)? else {
                 let why = format!("order {id}'s lines are not a list");
                 return Err(FetchFailure::Unreadable(why));

@@ -605,6 +605,32 @@ fn a_line_that_cannot_be_read_is_recorded_and_the_order_s_other_lines_applied() 
         .find(|e| e.kind == EventKind::OrderPlaced)
         .map(|e| e.sku.clone());
     assert_spoiled_lines_recorded(&events, (sku.as_deref().unwrap_or("?"), 1), "id", "shopify");
+    // A refund's line that cannot be read, in the order's own payload (`orders/updated`,
+    // the poll): recorded as `refunds/create` records it, under the same key.
+    let mut order: Value = serde_json::from_slice(&fixture("shopify/orders_updated.json")).unwrap();
+    let mut refund: Value =
+        serde_json::from_slice(&fixture("shopify/refunds_create.json")).unwrap();
+    refund["refund_line_items"][0]["quantity"] = json!("2.5");
+    order["refunds"].as_array_mut().unwrap().push(refund);
+    let body = order.to_string().into_bytes();
+    let hook = headers(&[
+        (
+            "x-shopify-hmac-sha256",
+            super::body_hmac::sign(b"secret", &body),
+        ),
+        ("x-shopify-topic", "orders/updated".into()),
+    ]);
+    let events = shop.inbound(&hook, &body, now).unwrap().carried();
+    let records: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Unmapped)
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(
+        records,
+        ["shop/refund/509562970/820982911946154508/866550311766439020/unreadable"],
+        "{events:?}"
+    );
 
     // WooCommerce's `order.created`.
     let woo = adapter(WOOCOMMERCE, &[("W0", "93")]);
@@ -633,6 +659,15 @@ fn a_line_that_cannot_be_read_is_recorded_and_the_order_s_other_lines_applied() 
         .order_events(&order, super::payload::list(&products), now)
         .unwrap();
     assert_spoiled_lines_recorded(&events, ("B0", 5), "id", "bigcommerce");
+    // A line an edit emptied (BigCommerce keeps it at 0 units) has nothing to apply, and
+    // is no line that cannot be read: no record.
+    let mut emptied: Value =
+        serde_json::from_slice(&fixture("bigcommerce/order_products.json")).unwrap();
+    emptied[0]["quantity"] = json!(0);
+    let events = bc
+        .order_events(&order, super::payload::list(&emptied), now)
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
 
     // eBay's getOrders.
     let ebay: super::ebay::Ebay = concrete(EBAY, &[("E0", "1100/5000")]);

@@ -846,10 +846,10 @@ impl OrderPoll for Ebay {
                     },
                     _ => None,
                 };
-                // An order that cannot be read (no id, a line without one) is left out and
-                // said, not allowed to fail the pass: the poll is eBay's only way in for
-                // orders, and every pass would stop at it for good, every order after it
-                // unread.
+                // An order that cannot be read (no id) is left out and said, not allowed to
+                // fail the pass: the poll is eBay's only way in for orders, and every pass
+                // would stop at it for good, every order after it unread. (A line without
+                // an id is its own record, `payload::OrderLines`.)
                 match self.order_events(order, shipped.as_ref(), now) {
                     Ok(events) => page.events.extend(events),
                     Err(why) => super::order_left_out(&self.name, &order["orderId"], &why),

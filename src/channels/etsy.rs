@@ -545,10 +545,9 @@ impl ChannelAdapter for Etsy {
                 "/v3/application/shops/{}/receipts/{receipt_id}",
                 self.shop_id
             );
-            let answer = self
-                .call(caller, self.get(&path))
-                .await
-                .and_then(|a| json_answer(&a))?;
+            let answer = self.call(caller, self.get(&path)).await?;
+            FetchFailure::if_gone(&answer, &format!("receipt {receipt_id}"))?;
+            let answer = json_answer(&answer)?;
             self.receipt_events(&answer, now)
                 .map_err(FetchFailure::Unreadable)
         })

@@ -463,6 +463,21 @@ pub enum FetchFailure {
     Unreadable(String),
 }
 
+impl FetchFailure {
+    /// `Unreadable` for an answer of 404 or 410: what the notification named is not there
+    /// (deleted since), and asking again reads the same. (Were it a store's replica a
+    /// moment behind its notification, the poll reads the order once it is there.)
+    pub fn if_gone(answer: &call::Answer, what: &str) -> Result<(), FetchFailure> {
+        match answer.0 {
+            404 | 410 => Err(FetchFailure::Unreadable(format!(
+                "{what} is not there (HTTP {})",
+                answer.0
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl From<String> for FetchFailure {
     /// A call's error (`?` on a `Caller` result).
     fn from(reason: String) -> FetchFailure {

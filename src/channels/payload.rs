@@ -277,11 +277,17 @@ pub fn line_place(index: usize) -> String {
     format!("#{}", index + 1)
 }
 
-/// A line's quantity (`field`), or what is wrong with it (for `OrderLines::unreadable`).
-pub fn line_quantity(value: &Value, field: &str) -> Result<i64, String> {
+/// A line's quantity, or what is wrong with it (for `OrderLines::unreadable`; said the
+/// same whichever field a reader took it from, so that a webhook's record and a poll's of
+/// one line are one record). 0 is a line of no units, nothing to apply: an edit that
+/// removed them (BigCommerce keeps such a line at 0), not a line that cannot be read.
+pub fn line_quantity(value: &Value) -> Result<i64, String> {
+    if value.as_i64() == Some(0) {
+        return Ok(0);
+    }
     quantity(value).ok_or_else(|| {
         format!(
-            "has `{field}` {}, not a whole number from 1 to {QTY_MAX}",
+            "has quantity {}, not a whole number from 0 to {QTY_MAX}",
             shown(value)
         )
     })
@@ -295,9 +301,9 @@ pub fn no_line_id(line: &Value, field: &str) -> String {
     )
 }
 
-/// An order line's id and quantity (`fields`: their names), or where the line is and why
-/// it cannot be applied, for `OrderLines::unreadable`: a line without an id is told by
-/// its place (`line_place`).
+/// An order line's id and quantity (`fields`: their names; 0: nothing to apply), or where
+/// the line is and why it cannot be applied, for `OrderLines::unreadable`: a line without
+/// an id is told by its place (`line_place`).
 pub fn line_id_and_quantity(
     line: &Value,
     (id_field, qty_field): (&str, &str),
@@ -306,7 +312,7 @@ pub fn line_id_and_quantity(
     let Some(line_id) = id(&line[id_field]) else {
         return Err((line_place(index), no_line_id(line, id_field)));
     };
-    match line_quantity(&line[qty_field], qty_field) {
+    match line_quantity(&line[qty_field]) {
         Ok(qty) => Ok((line_id, qty)),
         Err(why) => Err((line_id, why)),
     }
@@ -329,8 +335,9 @@ pub fn shown(value: &Value) -> String {
 /// The order whose lines are being read, for the records of those that cannot be: a line
 /// lockstep cannot apply (no id of its own, a quantity that is no whole number of units
 /// within bounds) is its `unmapped` record, and the audit (`outcome=refused`) names the
-/// order, the line (its id, else its place: `line_place`) and why, keyed
-/// `{prefix}/{order}/{line}/unreadable` so that a redelivery is a duplicate. The order's
+/// order, the line (its id, else its place: `line_place`) and why (the audit stream's
+/// `outcome=refused` shows them), keyed `{prefix}/{order}/{line}/unreadable` so that a
+/// redelivery is a duplicate. The order's
 /// other lines are applied: leaving the whole order out for one line would leave its
 /// other units unheld (an oversell), and leaving the line out without a word would hide
 /// it.
@@ -357,8 +364,8 @@ impl<'a> OrderLines<'a> {
         }
     }
 
-    /// A line's id and quantity (`fields`: their names; `index`: its place); `None` when
-    /// it cannot be read, its record pushed to `events`.
+    /// A line's id and quantity (`fields`: their names; `index`: its place); `None` for a
+    /// line of no units, and for one that cannot be read, its record pushed to `events`.
     pub fn read(
         &self,
         line: &Value,
@@ -367,6 +374,7 @@ impl<'a> OrderLines<'a> {
         events: &mut Vec<Event>,
     ) -> Option<(String, i64)> {
         match line_id_and_quantity(line, fields, index) {
+            Ok((_, 0)) => None,
             Ok(read) => Some(read),
             Err((place, why)) => {
                 events.push(self.unreadable(&place, &why));

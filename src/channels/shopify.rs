@@ -457,7 +457,9 @@ impl Shopify {
             events.extend(
                 self.refund_events(&with_order, None, now)?
                     .into_iter()
-                    .filter(|e| e.kind == EventKind::Returned),
+                    // And the records of its lines that cannot be read, as
+                    // `refunds/create` gives them.
+                    .filter(|e| matches!(e.kind, EventKind::Returned | EventKind::Unmapped)),
             );
         }
         Ok((kept, events))

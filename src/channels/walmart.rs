@@ -349,6 +349,8 @@ impl Walmart {
         let reader = payload::OrderLines::of(&self.name, &order_id, transitions[0].1, now);
         for line in Self::hook_lines(data) {
             match line {
+                // No units: nothing to apply.
+                Ok((_, _, 0)) => {}
                 Ok(line) => events.extend(self.line(&order_id, line, &transitions, now)),
                 Err((place, why)) => events.push(reader.unreadable(&place, &why)),
             }
@@ -409,6 +411,8 @@ impl Walmart {
             newest = newest.max(status_at);
             let at = payload::source_time(&[status_at, Some(ordered)], now);
             let (number, sku, qty) = match read_line((i, l)) {
+                // No units: nothing to apply.
+                Ok((_, _, 0)) => continue,
                 Ok(read) => read,
                 Err((place, why)) => {
                     events.push(reader.unreadable(&place, &why));
@@ -494,7 +498,6 @@ fn read_throttle(status: u16, headers: &HeaderMap) -> Option<Option<Duration>> {
     (status == 429).then(|| Some(throttle_wait(headers)).filter(|wait| *wait >= THROTTLE_WAIT_MIN))
 }
 
-/// Walmart gives quantities as text (`"amount": "2"`) or numbers.
 /// An order line as the readers take it, `(line number, seller SKU, quantity)`; or where
 /// it is in its order and why it cannot be applied (`payload::OrderLines`), never a
 /// line silently dropped, nor one that refuses the order's other lines.
@@ -521,19 +524,22 @@ fn read_line((index, l): (usize, &Value)) -> ReadLine {
     .into_iter()
     .find(|v| !v.is_null() && !v.is_object())
     .unwrap_or(&Value::Null);
-    match quantity_text(given) {
-        Some(qty) => Ok((number, sku.to_string(), qty)),
-        None => {
-            let why = format!(
-                "has quantity {}, not a whole number from 1 to {}",
-                payload::shown(given),
-                crate::core::event::QTY_MAX
-            );
-            Err((number, why))
-        }
+    // A numeric string ("2"), as the events give it, or a number; anything else is said
+    // as Walmart gave it.
+    let units = match given.as_str() {
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .map_or_else(|_| given.clone(), Value::from),
+        None => given.clone(),
+    };
+    match payload::line_quantity(&units) {
+        Ok(qty) => Ok((number, sku.to_string(), qty)),
+        Err(why) => Err((number, why)),
     }
 }
 
+/// Walmart gives quantities as text (`"amount": "2"`) or numbers.
 fn quantity_text(value: &Value) -> Option<i64> {
     payload::quantity(value)
         .or_else(|| payload::quantity(&json!(value.as_str()?.trim().parse::<i64>().ok()?)))
