@@ -456,8 +456,11 @@ fn before_2026_01_a_stale_compare_is_read_and_set_again() {
 fn a_throttled_reply_is_retried_after_the_bucket_refills() {
     let rig = rig(1, "2026-04", "");
     stock_all(&rig, 1, 4);
-    // A small plan, and its bucket spent: the next call is THROTTLED (HTTP 200).
-    rig.shop.set_plan(20.0, 20.0);
+    // A small plan, and its bucket spent: the next call is THROTTLED (HTTP 200). It
+    // refills at 5 points/s, so the call's 10 points are there again 2 s after: time
+    // enough for lockstep to make its first call into the empty bucket even on a loaded
+    // machine (at 20 points/s a debug build under CI once took longer than the 0.5 s).
+    rig.shop.set_plan(20.0, 5.0);
     rig.shop.drain_bucket();
     let before = rig.shop.calls().len();
     count(&rig.server, "S0", 9);
@@ -475,7 +478,8 @@ fn a_throttled_reply_is_retried_after_the_bucket_refills() {
         applied <= 2,
         "retried when the bucket had refilled, not hammered: {calls:?}"
     );
-    // 10 points at 20 points/s: the retry waited for the refill (with slack for timers).
+    // 10 points at 5 points/s: the retry waited for the refill (2 s less the time to the
+    // first call; well over this, with slack for timers).
     let waited = calls[applied].at.duration_since(calls[0].at);
     assert!(
         waited >= Duration::from_millis(350),
