@@ -334,10 +334,9 @@ pub fn shown(value: &Value) -> String {
 
 /// The order whose lines are being read, for the records of those that cannot be: a line
 /// lockstep cannot apply (no id of its own, a quantity that is no whole number of units
-/// within bounds) is its `unmapped` record, and the audit (`outcome=refused`) names the
-/// order, the line (its id, else its place: `line_place`) and why (the audit stream's
-/// `outcome=refused` shows them), keyed `{prefix}/{order}/{line}/unreadable` so that a
-/// redelivery is a duplicate. The order's
+/// within bounds) is its `unmapped` record, naming the order, the line (its id, else its
+/// place: `line_place`) and why (the audit stream's `outcome=refused` shows them), keyed
+/// `{prefix}/{order}/{line}/unreadable` so that a redelivery is a duplicate. The order's
 /// other lines are applied: leaving the whole order out for one line would leave its
 /// other units unheld (an oversell), and leaving the line out without a word would hide
 /// it.
