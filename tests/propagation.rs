@@ -998,3 +998,69 @@ fn reconciliation_lowers_at_once_and_raises_after_the_grace_period() {
         (404, Some("unknown_channel"))
     );
 }
+
+/// The `webhook` kind's receiver says which SKUs of a push it did not take
+/// (`{"refused": [{"sku", "reason"}]}` in a 2xx): the others are taken, the refused one is
+/// named on `GET /v1/channels` and sent again until the receiver takes it. A 207 that
+/// does not say which it refused takes none: the batch goes again. (Any 2xx used to take
+/// the whole batch, so a SKU the receiver did not know was never sent again.)
+#[test]
+fn skus_a_receiver_refuses_are_named_and_sent_again_and_an_unlisted_207_takes_nothing() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_a(&a, dir.path(), "batch_max = 100");
+    let channel_a = || {
+        let (status, body) = server.get("/v1/channels");
+        assert_eq!(status, 200, "{body}");
+        body["channels"][0].clone()
+    };
+    let counts = |skus: &[&str], n: i64| {
+        let events = skus
+            .iter()
+            .map(|s| event(&format!("count-{s}-{n}"), s, "counted", n))
+            .collect();
+        post_ok(&server, events);
+    };
+    let wait = Duration::from_secs(15);
+    a.refuse_pushes_of(&["R-1"], 200, true);
+    counts(&["R-0", "R-1", "R-2"], 7);
+    assert!(a
+        .wait_for(wait, |l| l.get("R-0") == Some(&7)
+            && l.get("R-2") == Some(&7))
+        .is_some());
+    assert!(
+        eventually(wait, || channel_a()["refused"] == json!(["R-1"])),
+        "{}",
+        channel_a()
+    );
+    assert_eq!(a.level("R-1"), None);
+    // Once the receiver knows the SKU, the push that follows is taken.
+    a.refuse_pushes_of(&[], 200, true);
+    assert!(
+        a.wait_for(wait, |l| l.get("R-1") == Some(&7)).is_some(),
+        "{:?}",
+        a.pushes()
+    );
+    assert!(eventually(wait, || channel_a()["refused_skus"] == 0));
+
+    // A 207 that names nothing: what it refused cannot be told from what it took.
+    a.refuse_pushes_of(&["R-3"], 207, false);
+    counts(&["R-3"], 5);
+    let unlisted = |a: &WebhookSim| {
+        a.pushes()
+            .iter()
+            .filter(|p| p.status == 207 && p.items.iter().any(|(s, _)| s == "R-3"))
+            .count()
+    };
+    assert!(
+        eventually(wait, || unlisted(&a) >= 2),
+        "R-3 was not sent again after a 207 that named nothing: {:?}",
+        a.pushes()
+    );
+    a.refuse_pushes_of(&[], 200, true);
+    assert!(
+        a.wait_for(wait, |l| l.get("R-3") == Some(&5)).is_some(),
+        "{:?}",
+        a.pushes()
+    );
+}

@@ -11,7 +11,10 @@
 //!
 //! - `POST /stock`: verifies the Standard Webhooks signature (401 when it does not match),
 //!   then takes `{"type": "stock.updated", "data": {"items": [{"sku", "available", "at"}]}}`
-//!   and records every value with its arrival time. It lists any SKU it is sent.
+//!   and records every value with its arrival time. It lists any SKU it is sent, unless
+//!   told to refuse some (`refuse_pushes_of`): it then takes the others and answers 200
+//!   or 207, naming the refused ones as `{"refused": [{"sku", "reason"}]}` or not (the
+//!   README's `webhook` kind: the receiver's word on what it did not take).
 //! - `GET /stock?sku=A&sku=B`: the levels it holds, `{"items": [{"sku", "available"}]}`.
 //!   Every read is logged with the SKUs it asked; reads naming any of chosen SKUs can
 //!   be told to fail with 503 a number of times (listings it refuses to read), and the
@@ -71,6 +74,18 @@ struct Extra {
     /// Once a read naming the first is answered, reads naming any of the others fail for
     /// good (`refuse_after_reading`).
     refuse_after: Option<(String, Vec<String>)>,
+    /// Pushes naming these SKUs take the others only (`refuse_pushes_of`).
+    refusing: Option<Refusing>,
+}
+
+/// SKUs the receiver does not take (unknown to it), and how it answers a push naming
+/// them: with this status, and the SKUs listed as `{"refused": [{"sku", "reason"}]}` or
+/// not listed at all.
+#[derive(Clone)]
+struct Refusing {
+    skus: Vec<String>,
+    status: u16,
+    listed: bool,
 }
 
 /// A running simulator.
@@ -98,6 +113,7 @@ impl WebhookSim {
             down: false,
             down_after: None,
             refuse_after: None,
+            refusing: None,
         }));
         let state = extra.clone();
         // It sends no webhooks of its own (`send_events` posts directly): no retries.
@@ -229,6 +245,17 @@ impl WebhookSim {
         self.extra().refuse_after = Some((sku.to_string(), refused));
     }
 
+    /// From now on a push naming any of `skus` takes the others only, and is answered
+    /// `status` (200 or 207) with the refused SKUs listed in its body (`listed`) or not;
+    /// an empty `skus` takes everything again.
+    pub fn refuse_pushes_of(&self, skus: &[&str], status: u16, listed: bool) {
+        self.extra().refusing = (!skus.is_empty()).then(|| Refusing {
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            status,
+            listed,
+        });
+    }
+
     /// The next `times` reads that name any of `skus` answer 503 and read nothing.
     pub fn fail_reads_naming(&self, skus: &[&str], times: u32) {
         let skus = skus.iter().map(|sku| sku.to_string()).collect();
@@ -332,6 +359,19 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
         Fault::Hang(delay) => Some(delay),
         _ => None,
     };
+    // SKUs it does not take, when it took the push at all.
+    let refusing = extra_lock().refusing.clone().filter(|_| status == 200);
+    let refused: Vec<String> = refusing.as_ref().map_or_else(Vec::new, |r| {
+        items
+            .iter()
+            .filter(|(sku, _)| r.skus.contains(sku))
+            .map(|(sku, _)| sku.clone())
+            .collect()
+    });
+    let status = match &refusing {
+        Some(r) if !refused.is_empty() => r.status,
+        _ => status,
+    };
     {
         // The push log and the levels change together (the log's lock, then the shop's).
         let mut x = extra_lock();
@@ -341,9 +381,9 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
             items: items.clone(),
             status: if hang.is_some() { 504 } else { status },
         });
-        if status == 200 && hang.is_none() {
+        if (status == 200 || status == 207) && hang.is_none() {
             let mut s = lock(&shop);
-            for (sku, available) in &items {
+            for (sku, available) in items.iter().filter(|(sku, _)| !refused.contains(sku)) {
                 s.list(sku, sku);
                 s.write_at(sku, *available, now);
             }
@@ -360,7 +400,17 @@ async fn handle(shop: Arc<Mutex<Shop>>, extra: Arc<Mutex<Extra>>, req: Req) -> R
         .map(|secs| ("retry-after", secs.to_string()))
         .into_iter()
         .collect();
-    reply(status, &json!({"ok": status == 200}), &headers)
+    let listed = refusing.as_ref().is_some_and(|r| r.listed) && !refused.is_empty();
+    let body = if listed {
+        let refused: Vec<Value> = refused
+            .iter()
+            .map(|sku| json!({"sku": sku, "reason": "unknown SKU"}))
+            .collect();
+        json!({"ok": true, "refused": refused})
+    } else {
+        json!({"ok": status == 200})
+    };
+    reply(status, &body, &headers)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!   `idempotency_key`, else the `webhook-id` (so a redelivery is a duplicate).
 //! - Outbound `POST {base_url}`: `{"type": "stock.updated", "timestamp", "data": {"items":
 //!   [{"sku", "available", "at"}]}}`, signed with the same secret. Any 2xx takes the
-//!   whole batch; 429 with `Retry-After` throttles.
+//!   batch but the SKUs its body lists as `{"refused": [...]}` (`refused_in`; a 207
+//!   must list them); 429 with `Retry-After` throttles.
 //! - Reads for reconciliation: `GET {base_url}?sku=A&sku=B` (signed over an empty body),
 //!   answered `{"items": [{"sku", "available"}]}`.
 //! - An inventory report from the channel is an event of kind `level` in the inbound
@@ -219,9 +220,168 @@ impl ChannelAdapter for Webhook {
         body: &[u8],
         items: &[PushItem],
     ) -> PushReply {
-        super::http_failure(status, headers, body).unwrap_or(PushReply::Accepted {
-            acked: (0..items.len()).collect(),
-            wait: None,
+        if let Some(failed) = super::http_failure(status, headers, body) {
+            return failed;
+        }
+        let refused = match refused_in(status, body) {
+            Ok(refused) => refused,
+            Err(reason) => {
+                return PushReply::Failed {
+                    reason,
+                    retryable: true,
+                }
+            }
+        };
+        let named: Vec<&Refused> = refused
+            .iter()
+            .filter(|r| items.iter().any(|i| i.sku == r.sku))
+            .collect();
+        if !named.is_empty() {
+            let first = named[0];
+            tracing::warn!(
+                channel = %self.name,
+                refused = named.len(),
+                sku = %first.sku,
+                reason = %first.reason,
+                "the receiver refused items; the rest taken, the refused sent again later"
+            );
+        }
+        let acked = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !named.iter().any(|r| r.sku == i.sku))
+            .map(|(n, _)| n)
+            .collect();
+        PushReply::Accepted { acked, wait: None }
+    }
+}
+
+/// A SKU the receiver did not take, and why (as it said, cut to `REASON_CHARS_MAX`).
+#[derive(Debug, PartialEq, Eq)]
+struct Refused {
+    sku: String,
+    reason: String,
+}
+
+/// Most characters of a receiver's reason kept for the log.
+const REASON_CHARS_MAX: usize = 200;
+
+/// The SKUs a 2xx answer to a push says were not taken. The receiver's word is in its
+/// body: `{"refused": ["A", {"sku": "B", "reason": "..."}]}`. Any other body (none, not
+/// JSON, JSON without `refused`) takes the whole batch, so a receiver that answers a
+/// bare 200 or 204 keeps working; except a 207 Multi-Status, which says some items
+/// failed: without a readable list the answer cannot say which, so it takes nothing
+/// (the batch goes again: pushes are absolute levels). A `refused` that is not such a
+/// list takes nothing either.
+fn refused_in(status: u16, body: &[u8]) -> Result<Vec<Refused>, String> {
+    let unlisted = || {
+        format!(
+            "HTTP 207 without a \"refused\" list naming the items not taken: {}",
+            super::excerpt(body)
+        )
+    };
+    let value = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => value,
+        Err(_) if status == 207 => return Err(unlisted()),
+        Err(_) => return Ok(Vec::new()),
+    };
+    let Some(listed) = value.get("refused").filter(|r| !r.is_null()) else {
+        return if status == 207 {
+            Err(unlisted())
+        } else {
+            Ok(Vec::new())
+        };
+    };
+    let malformed = || {
+        format!(
+            "the answer's \"refused\" is not a list of SKUs or {{\"sku\", \"reason\"}} objects: {}",
+            super::excerpt(body)
+        )
+    };
+    let entries = listed.as_array().ok_or_else(malformed)?;
+    entries
+        .iter()
+        .map(|entry| {
+            let (sku, reason) = match entry {
+                serde_json::Value::String(sku) => (sku.as_str(), ""),
+                serde_json::Value::Object(fields) => (
+                    fields
+                        .get("sku")
+                        .and_then(|s| s.as_str())
+                        .ok_or_else(malformed)?,
+                    fields.get("reason").and_then(|r| r.as_str()).unwrap_or(""),
+                ),
+                _ => return Err(malformed()),
+            };
+            Ok(Refused {
+                sku: sku.to_string(),
+                reason: reason.chars().take(REASON_CHARS_MAX).collect(),
+            })
         })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sku: &str) -> PushItem {
+        PushItem {
+            sku: sku.to_string(),
+            quantity: 3,
+            expected: None,
+            caused_at: 0,
+            repair: false,
+        }
+    }
+
+    fn acked(status: u16, body: &str) -> Result<Vec<usize>, String> {
+        let channel = Webhook {
+            name: "erp".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            keys: Vec::new(),
+            batch_max: BATCH_MAX,
+            next_id: Default::default(),
+            boot: 0,
+        };
+        let items = [item("A"), item("B"), item("C")];
+        match channel.push_reply(status, &HeaderMap::new(), body.as_bytes(), &items) {
+            PushReply::Accepted { acked, .. } => Ok(acked),
+            PushReply::Failed { reason, .. } => Err(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_2xx_takes_all_but_the_skus_its_body_refuses() {
+        assert_eq!(acked(200, ""), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(204, ""), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, "OK"), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"ok": true}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"refused": []}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"refused": null}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"refused": ["B"]}"#), Ok(vec![0, 2]));
+        assert_eq!(
+            acked(
+                207,
+                r#"{"refused": [{"sku": "A", "reason": "unknown SKU"}, "C", "not-sent"]}"#
+            ),
+            Ok(vec![1])
+        );
+    }
+
+    #[test]
+    fn an_answer_that_cannot_say_what_it_refused_takes_nothing() {
+        for (status, body) in [
+            (207, ""),
+            (207, r#"{"ok": true}"#),
+            (207, "some failed"),
+            (200, r#"{"refused": "B"}"#),
+            (200, r#"{"refused": [{"reason": "no sku"}]}"#),
+            (200, r#"{"refused": [7]}"#),
+        ] {
+            let reason = acked(status, body).expect_err(body);
+            assert!(reason.contains("refused"), "{status} {body}: {reason}");
+        }
     }
 }
