@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use loadgen::ebay_sim::{EbaySim, BATCH_LIMIT};
 use loadgen::market::Stage;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -222,6 +222,58 @@ fn near_the_revision_limit_only_decreases_go_out_and_the_audit_says_so() {
         rig.sim.market.calls().iter().all(|c| c.status == 200),
         "never over eBay's limit"
     );
+}
+
+/// An item eBay refuses in an answer that held another change of its listing (an
+/// increase, while the listing's last revisions are kept for decreases) is a refusal
+/// like any: it waits on its own (2 s, then 4, ...) and is named. Before, it went again
+/// at once, spending another of its listing's daily revisions.
+#[test]
+fn an_item_refused_beside_a_held_one_waits_and_is_named() {
+    // Limit 11, 10 kept for decreases: once the first push spent one revision of the
+    // listing, an increase is held and a decrease goes.
+    let rig = rig(2, "revision_limit = 11");
+    rig.sim.set_revision_limit(11);
+    post(
+        &rig,
+        vec![
+            event("count-0", "E0", "counted", 5),
+            event("count-1", "E1", "counted", 5),
+        ],
+    );
+    assert!(shows(&rig, "E0", 5) && shows(&rig, "E1", 5));
+    rig.sim.fail_offer("E0", true);
+    let tries = || {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.status == 207)
+            .count()
+    };
+    post(
+        &rig,
+        vec![
+            event("down", "E0", "adjusted", -1),
+            event("up", "E1", "adjusted", 1),
+        ],
+    );
+    assert!(eventually(WAIT, || tries() == 1));
+    let channel = || {
+        let (status, body) = rig.server.get("/v1/channels");
+        assert_eq!(status, 200, "{body}");
+        body["channels"][0].clone()
+    };
+    assert!(
+        eventually(WAIT, || channel()["refused"] == json!(["E0"])),
+        "{}",
+        channel()
+    );
+    // Its next try is 2 s after the refusal, not at once.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(tries(), 1, "tried again at once");
+    assert_eq!(rig.sim.market.level("E0"), Some(5));
+    assert_eq!(rig.sim.market.level("E1"), Some(5), "the increase was held");
 }
 
 /// eBay answers once for the inventory item and once per offer: a SKU whose offer update

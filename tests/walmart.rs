@@ -12,7 +12,7 @@ use loadgen::market::Stage;
 use loadgen::sim::Habits;
 use loadgen::walmart_sim::{EventStyle, HookAuth, WalmartSim};
 use loadgen::webhook_sim::Fault;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// A feed budget whose changes gather for 1 s (at 10 an hour they gather 36 s).
@@ -578,6 +578,55 @@ fn a_feed_item_walmart_refuses_is_sent_again() {
     assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(40)));
     assert_eq!(pushed(&rig, "M1"), None, "refused: not acknowledged");
     assert_eq!(rig.sim.market.level("M1"), Some(0));
+    // Named for the operator as a direct push's refusal is, the channel still pushing.
+    assert!(
+        eventually(WAIT, || walmart_channel_state(&rig)["refused"]
+            == json!(["M1"])),
+        "{}",
+        walmart_channel_state(&rig)
+    );
+    assert!(rig
+        .server
+        .text("/console/")
+        .contains("class=\"state pushing\""));
+}
+
+/// A processed feed that took none of its items (Walmart refusing every one) while the
+/// channel took nothing else is no sign the channel writes: the console says failing.
+/// (Such a feed cleared "failing" before.)
+#[test]
+fn a_feed_that_takes_none_of_its_items_shows_the_channel_failing() {
+    let rig = rig(2, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_millis(200));
+    rig.sim.refuse_feed_item("WM-0");
+    rig.sim.refuse_feed_item("WM-1");
+    post(
+        &rig,
+        vec![
+            event("a", "M0", "counted", 40),
+            event("b", "M1", "counted", 60),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || rig
+            .server
+            .text("/console/")
+            .contains("took none of its 2 items")),
+        "{}",
+        rig.server.text("/console/")
+    );
+    assert!(rig
+        .server
+        .text("/console/")
+        .contains("class=\"state failing\""));
+    assert_eq!((pushed(&rig, "M0"), pushed(&rig, "M1")), (None, None));
+}
+
+/// The channel as `GET /v1/channels` gives it.
+fn walmart_channel_state(rig: &Rig) -> Value {
+    let (status, body) = rig.server.get("/v1/channels");
+    assert_eq!(status, 200, "{body}");
+    body["channels"][0].clone()
 }
 
 /// A feed Walmart throttles waits for its budget (here one feed an hour: the 429's

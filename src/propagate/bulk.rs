@@ -10,7 +10,8 @@
 //! directly. A watcher task per submission reads its status until the channel has
 //! processed it, then acknowledges what it applied to the shards (a SKU written
 //! directly meanwhile is thereby pushed again: the submission may have overwritten it)
-//! and offers the rest again. Nothing of this is durable: after a restart the shards
+//! and offers the rest again, each item the channel refused held back and named as a
+//! direct push's refusal is (`hold_refused`). Nothing of this is durable: after a restart the shards
 //! offer every SKU whose acknowledged value differs from its target, as for any push.
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{BulkWrite, Caller, PushItem, PushReply};
 use crate::engine::Engine;
 
-use super::{acknowledge, ChannelLink};
+use super::{acknowledge, hold_refused, ChannelLink, TAKING_RECENTLY};
 
 /// How often a watcher looks whether it should read its submission's status.
 const WATCH_TICK: Duration = Duration::from_secs(1);
@@ -81,7 +82,10 @@ pub async fn submit(
     match bulk.submit(caller, &items).await {
         Ok(id) => {
             state.backoff.reset();
-            link.health.push_taken();
+            // Taken for processing is not taken: the channel's health follows what the
+            // processed submission applies (`settle`). Marked taken here, a submission
+            // whose every item the channel then refused cleared "failing" for a moment
+            // each time, and counted as the channel taking items.
             count(name, "submitted");
             tracing::info!(channel = %name, submission = %id, items = items.len(), "bulk submission taken");
             link.outbox.submitted(&items);
@@ -194,19 +198,30 @@ async fn settle(
     outcome: PushReply,
 ) {
     let name = link.adapter.name();
-    let acked = match outcome {
-        PushReply::Accepted { acked, .. } => {
-            link.health.push_taken();
-            acked
-        }
+    let (acked, processed) = match outcome {
+        PushReply::Accepted { acked, .. } => (acked, true),
         other => {
             tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
             link.health
                 .push_failed(&format!("bulk submission {id}: {other:?}"));
-            Vec::new()
+            (Vec::new(), false)
         }
     };
     let mask = acknowledge(link, engine, items, &acked, &[]).await;
+    if processed && mask.iter().any(|ok| *ok) {
+        link.health.push_taken();
+    } else if processed && !link.health.took_within(TAKING_RECENTLY) {
+        // A processed submission that took none of its items is no sign the channel
+        // writes (every item refused: unknown SKUs); it used to clear "failing" all the
+        // same, while the direct path set it again. One that took nothing while the
+        // channel takes others (a refused SKU submitted alone) is that SKU's.
+        link.health.push_failed(&format!(
+            "bulk submission {id} was processed but took none of its {} items, and the \
+             channel took none in the last {} s",
+            items.len(),
+            TAKING_RECENTLY.as_secs()
+        ));
+    }
     count(
         name,
         if mask.iter().all(|ok| *ok) {
@@ -216,4 +231,10 @@ async fn settle(
         },
     );
     link.outbox.settle_submission(items, &mask);
+    // The items a processed submission did not apply were refused (Walmart's
+    // `DATA_ERROR`): held back and named as the direct path's refusals are, so the SKU
+    // the channel will not take is listed for the operator and waits on its own.
+    if processed {
+        hold_refused(link, link.health.took_within(TAKING_RECENTLY), items, &mask);
+    }
 }

@@ -80,6 +80,14 @@ impl Health {
         inner.last_ok = Some(now_micros());
     }
 
+    /// Whether the channel took items of a push (`push_taken`) within `within`.
+    pub fn took_within(&self, within: std::time::Duration) -> bool {
+        let within = within.as_micros().min(i64::MAX as u128) as Micros;
+        self.lock()
+            .last_ok
+            .is_some_and(|at| now_micros().saturating_sub(at) < within)
+    }
+
     /// The channel answered a bulk submission "slow down, for `retry_after`".
     pub fn bulk_throttled(&self, retry_after: std::time::Duration) {
         let until =

@@ -310,7 +310,7 @@ struct Pacer {
 
 /// How recently the channel must have taken an item for a refusal of one SKU written
 /// alone to count against the SKU (`Outbox::refused`) rather than the channel.
-const TAKING_RECENTLY: Duration = Duration::from_secs(60);
+pub(super) const TAKING_RECENTLY: Duration = Duration::from_secs(60);
 
 /// Whether the channel took an item within `TAKING_RECENTLY`.
 fn taking_recently(pacer: &Pacer) -> bool {
@@ -434,6 +434,20 @@ async fn settle(
                 link.outbox.defer(sku, retry_in, Some(*quantity));
             }
             accept(link, engine, pacer, items, &acked, &delivered, None, true).await;
+            // What was sent and not taken was refused (an eBay item or offer answered
+            // other than 200): held back on its own like any refusal. Left to the
+            // contended answer's rule it went again at once, each time spending one of
+            // its listing's revisions, which its listing's other SKUs need.
+            let sent: Vec<(PushItem, bool)> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !held.contains(i))
+                .map(|(i, item)| (item.clone(), acked.contains(&i)))
+                .collect();
+            if sent.iter().any(|(_, taken)| !taken) {
+                let (sent, taken): (Vec<PushItem>, Vec<bool>) = sent.into_iter().unzip();
+                hold_refused(link, taking_recently(pacer), &sent, &taken);
+            }
         }
         PushReply::Throttled { retry_after } => {
             count("throttled");
@@ -456,7 +470,7 @@ async fn settle(
             // were refused together, for good.
             if !retryable {
                 match items.len() {
-                    1 => hold_refused(link, pacer, items, &none),
+                    1 => hold_refused(link, taking_recently(pacer), items, &none),
                     n => pacer.cap = (n / 2).max(1),
                 }
             }
@@ -469,14 +483,14 @@ async fn settle(
 }
 
 /// Holds back each of `items` the channel refused (`acked` false) on its own, so the
-/// rest of the queue is written meanwhile. While the channel takes others
-/// (`TAKING_RECENTLY`), the refusal counts against the SKU (`Outbox::refused`: a growing
+/// rest of the queue is written meanwhile. While the channel takes others (`taking`:
+/// it took an item within `TAKING_RECENTLY`), the refusal counts against the SKU (`Outbox::refused`: a growing
 /// wait), logged and counted by SKU: a listing the channel will not take is named. While
 /// it takes nothing, the SKU waits a moment only (`REFUSED_WAIT_FIRST`), uncounted: a
 /// channel refusing everything (a wrong token) must not leave its SKUs minutes of wait
 /// each once it is mended.
-fn hold_refused(link: &ChannelLink, pacer: &Pacer, items: &[PushItem], acked: &[bool]) {
-    if !taking_recently(pacer) {
+pub(super) fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[bool]) {
+    if !taking {
         for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {
             link.outbox
                 .defer(&item.sku, outbox::REFUSED_WAIT_FIRST, Some(item.quantity));
@@ -530,7 +544,7 @@ async fn accept(
     }
     // What a contended answer left out is stale, and `stale` holds it back already.
     if !contended {
-        hold_refused(link, pacer, items, &mask);
+        hold_refused(link, taking_recently(pacer), items, &mask);
     }
     pacer.bucket.lock().await.succeeded();
     if all || contended {
