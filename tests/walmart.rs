@@ -611,7 +611,7 @@ fn a_feed_that_takes_none_of_its_items_shows_the_channel_failing() {
         eventually(WAIT, || rig
             .server
             .text("/console/")
-            .contains("took none of its 2 items")),
+            .contains("applied none of the items it carried (2)")),
         "{}",
         rig.server.text("/console/")
     );

@@ -236,6 +236,16 @@ impl ChannelAdapter for Webhook {
             .iter()
             .filter(|r| items.iter().any(|i| i.sku == r.sku))
             .collect();
+        // A 207 says some items failed: a list naming none of those sent cannot say which.
+        if status == 207 && named.is_empty() {
+            return PushReply::Failed {
+                reason: format!(
+                    "HTTP 207 whose \"refused\" names none of the SKUs sent: {}",
+                    super::excerpt(body)
+                ),
+                retryable: true,
+            };
+        }
         if !named.is_empty() {
             let first = named[0];
             tracing::warn!(
@@ -285,7 +295,10 @@ fn refused_in(status: u16, body: &[u8]) -> Result<Vec<Refused>, String> {
         Err(_) if status == 207 => return Err(unlisted()),
         Err(_) => return Ok(Vec::new()),
     };
-    let Some(listed) = value.get("refused").filter(|r| !r.is_null()) else {
+    // `null`, `0` or `false`: nothing refused, however the receiver spells it.
+    let none =
+        |r: &serde_json::Value| r.is_null() || r.as_u64() == Some(0) || r.as_bool() == Some(false);
+    let Some(listed) = value.get("refused").filter(|r| !none(r)) else {
         return if status == 207 {
             Err(unlisted())
         } else {
@@ -360,6 +373,8 @@ mod tests {
         assert_eq!(acked(200, r#"{"ok": true}"#), Ok(vec![0, 1, 2]));
         assert_eq!(acked(200, r#"{"refused": []}"#), Ok(vec![0, 1, 2]));
         assert_eq!(acked(200, r#"{"refused": null}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"refused": 0}"#), Ok(vec![0, 1, 2]));
+        assert_eq!(acked(200, r#"{"refused": false}"#), Ok(vec![0, 1, 2]));
         assert_eq!(acked(200, r#"{"refused": ["B"]}"#), Ok(vec![0, 2]));
         assert_eq!(
             acked(
@@ -379,6 +394,9 @@ mod tests {
             (200, r#"{"refused": "B"}"#),
             (200, r#"{"refused": [{"reason": "no sku"}]}"#),
             (200, r#"{"refused": [7]}"#),
+            (200, r#"{"refused": 2}"#),
+            (207, r#"{"refused": []}"#),
+            (207, r#"{"refused": ["not-sent"]}"#),
         ] {
             let reason = acked(status, body).expect_err(body);
             assert!(reason.contains("refused"), "{status} {body}: {reason}");

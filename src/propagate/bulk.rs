@@ -21,7 +21,7 @@ use crate::channels::pacing::{Backoff, TokenBucket};
 use crate::channels::{BulkWrite, Caller, PushItem, PushReply};
 use crate::engine::Engine;
 
-use super::{acknowledge, hold_refused, ChannelLink, TAKING_RECENTLY};
+use super::{acknowledge, log_refusals, ChannelLink, TAKING_RECENTLY};
 
 /// How often a watcher looks whether it should read its submission's status.
 const WATCH_TICK: Duration = Duration::from_secs(1);
@@ -82,10 +82,12 @@ pub async fn submit(
     match bulk.submit(caller, &items).await {
         Ok(id) => {
             state.backoff.reset();
-            // Taken for processing is not taken: the channel's health follows what the
-            // processed submission applies (`settle`). Marked taken here, a submission
-            // whose every item the channel then refused cleared "failing" for a moment
-            // each time, and counted as the channel taking items.
+            // Taken for processing is not taken: what the processed submission applies
+            // says whether the channel takes items (`settle`). Marked taken here, a
+            // submission whose every item the channel then refused cleared "failing"
+            // for a moment each time, and counted as the channel taking items. It does
+            // end a failure to answer (an upload that failed before).
+            link.health.call_accepted();
             count(name, "submitted");
             tracing::info!(channel = %name, submission = %id, items = items.len(), "bulk submission taken");
             link.outbox.submitted(&items);
@@ -168,7 +170,8 @@ async fn watch(
             }
         }
     };
-    settle(&link, &engine, &id, &items, outcome).await;
+    let every = Duration::from_secs_f64(1.0 / bulk.rate_limit().requests_per_second.max(1e-6));
+    settle(&link, &engine, &id, &items, outcome, every).await;
     unsettled.items = None;
 }
 
@@ -183,19 +186,21 @@ impl Drop for Unsettled {
         if let Some(items) = self.items.take() {
             self.link
                 .outbox
-                .settle_submission(&items, &vec![false; items.len()]);
+                .settle_submission(&items, &vec![false; items.len()], None);
         }
     }
 }
 
 /// Acts on a processed submission: what it applied is acknowledged, the rest offered
-/// again.
+/// again. `every`: the submissions' budget (the time between two), which sets how long
+/// "recently" is when judging whether the channel takes items.
 async fn settle(
     link: &ChannelLink,
     engine: &Engine,
     id: &str,
     items: &[PushItem],
     outcome: PushReply,
+    every: Duration,
 ) {
     let name = link.adapter.name();
     let (acked, processed) = match outcome {
@@ -208,18 +213,21 @@ async fn settle(
         }
     };
     let mask = acknowledge(link, engine, items, &acked, &[]).await;
+    // Submissions go a few an hour: a refused SKU submitted alone comes minutes after
+    // the last one that took anything, so "recently" spans two of them.
+    let recently = TAKING_RECENTLY.max(every.saturating_mul(2));
     if processed && mask.iter().any(|ok| *ok) {
         link.health.push_taken();
-    } else if processed && !link.health.took_within(TAKING_RECENTLY) {
+    } else if processed && !link.health.took_within(recently) {
         // A processed submission that took none of its items is no sign the channel
         // writes (every item refused: unknown SKUs); it used to clear "failing" all the
         // same, while the direct path set it again. One that took nothing while the
         // channel takes others (a refused SKU submitted alone) is that SKU's.
-        link.health.push_failed(&format!(
-            "bulk submission {id} was processed but took none of its {} items, and the \
-             channel took none in the last {} s",
+        link.health.took_none(&format!(
+            "bulk submission {id} was processed but applied none of the items it carried \
+             ({}), and the channel took none in the last {} s",
             items.len(),
-            TAKING_RECENTLY.as_secs()
+            recently.as_secs()
         ));
     }
     count(
@@ -230,11 +238,10 @@ async fn settle(
             "partial"
         },
     );
-    link.outbox.settle_submission(items, &mask);
     // The items a processed submission did not apply were refused (Walmart's
     // `DATA_ERROR`): held back and named as the direct path's refusals are, so the SKU
     // the channel will not take is listed for the operator and waits on its own.
-    if processed {
-        hold_refused(link, link.health.took_within(TAKING_RECENTLY), items, &mask);
-    }
+    let refused = processed.then(|| link.health.took_within(recently));
+    let counted = link.outbox.settle_submission(items, &mask, refused);
+    log_refusals(link, &counted);
 }

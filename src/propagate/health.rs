@@ -40,6 +40,9 @@ struct Failing {
     since: Micros,
     reason: String,
     count: u64,
+    /// The channel answers but takes nothing (`took_none`), rather than failing to
+    /// answer: only a push it takes clears that, not a call it merely accepts.
+    took_none: bool,
 }
 
 /// Where the order poll stands: its watermark, and its last pass.
@@ -63,14 +66,38 @@ impl Health {
 
     /// A push failed (an error answer or none at all).
     pub fn push_failed(&self, reason: &str) {
+        self.failed(reason, false);
+    }
+
+    /// The channel's answers took none of what was sent to it for a while: it answers,
+    /// but nothing lands.
+    pub fn took_none(&self, reason: &str) {
+        self.failed(reason, true);
+    }
+
+    fn failed(&self, reason: &str, took_none: bool) {
         let mut inner = self.lock();
         let failing = inner.failing.get_or_insert(Failing {
             since: now_micros(),
             reason: String::new(),
             count: 0,
+            took_none,
         });
         failing.reason = clipped(reason);
         failing.count += 1;
+        // Sticky until a push is taken: a failure to answer after answers that took
+        // nothing does not make an accepted call the end of both.
+        failing.took_none |= took_none;
+    }
+
+    /// The channel accepted a call whose items it applies later (a bulk submission taken
+    /// for processing): it answers again, which ends a failure to answer, but says
+    /// nothing of what it takes, so it ends no `took_none` and counts as no push taken.
+    pub fn call_accepted(&self) {
+        let mut inner = self.lock();
+        if inner.failing.as_ref().is_some_and(|f| !f.took_none) {
+            inner.failing = None;
+        }
     }
 
     /// The channel took a push.
@@ -188,6 +215,25 @@ mod tests {
         assert!(health.json()["bulk_throttled_until"].as_i64().unwrap() > now_micros());
         health.bulk_throttled(std::time::Duration::ZERO);
         assert!(health.json()["bulk_throttled_until"].is_null());
+    }
+
+    #[test]
+    fn an_accepted_call_ends_a_failure_to_answer_but_not_answers_that_take_nothing() {
+        let health = Health::default();
+        let within = std::time::Duration::from_secs(60);
+        health.push_failed("HTTP 503");
+        health.call_accepted();
+        assert!(!health.failing());
+        assert!(!health.took_within(within), "accepted is not taken");
+        health.took_none("took none of its 2 items");
+        health.call_accepted();
+        assert!(health.failing(), "only a push taken ends it");
+        health.push_failed("HTTP 503");
+        health.call_accepted();
+        assert!(health.failing(), "nor a failure to answer after it");
+        health.push_taken();
+        assert!(!health.failing());
+        assert!(health.took_within(within));
     }
 
     #[test]

@@ -187,7 +187,6 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         bucket: link.bucket.clone(),
         backoff: Backoff::default(),
         cap: usize::MAX,
-        last_taken: None,
     };
     let mut submissions = link.adapter.bulk().map(bulk::Submissions::new);
     let batch_max = link
@@ -303,20 +302,16 @@ struct Pacer {
     /// The most items the next batch takes: halved by each request of several SKUs the
     /// channel refused whole (`settle`), doubled back by each answer that took all.
     cap: usize,
-    /// When the channel last took an item: a refusal of one SKU counts against that SKU
-    /// only while the channel takes others (not while a wrong token refuses everything).
-    last_taken: Option<tokio::time::Instant>,
 }
 
 /// How recently the channel must have taken an item for a refusal of one SKU written
 /// alone to count against the SKU (`Outbox::refused`) rather than the channel.
 pub(super) const TAKING_RECENTLY: Duration = Duration::from_secs(60);
 
-/// Whether the channel took an item within `TAKING_RECENTLY`.
-fn taking_recently(pacer: &Pacer) -> bool {
-    pacer
-        .last_taken
-        .is_some_and(|at| at.elapsed() < TAKING_RECENTLY)
+/// Whether the channel took an item within `TAKING_RECENTLY`, by any path (a direct
+/// push, a processed bulk submission): one clock, `Health::took_within`.
+fn taking_recently(link: &ChannelLink) -> bool {
+    link.health.took_within(TAKING_RECENTLY)
 }
 
 /// One push of a group, as the adapter makes it (one call for most channels).
@@ -446,7 +441,7 @@ async fn settle(
                 .collect();
             if sent.iter().any(|(_, taken)| !taken) {
                 let (sent, taken): (Vec<PushItem>, Vec<bool>) = sent.into_iter().unzip();
-                hold_refused(link, taking_recently(pacer), &sent, &taken);
+                hold_refused(link, taking_recently(link), &sent, &taken);
             }
         }
         PushReply::Throttled { retry_after } => {
@@ -470,7 +465,7 @@ async fn settle(
             // were refused together, for good.
             if !retryable {
                 match items.len() {
-                    1 => hold_refused(link, taking_recently(pacer), items, &none),
+                    1 => hold_refused(link, taking_recently(link), items, &none),
                     n => pacer.cap = (n / 2).max(1),
                 }
             }
@@ -489,7 +484,7 @@ async fn settle(
 /// it takes nothing, the SKU waits a moment only (`REFUSED_WAIT_FIRST`), uncounted: a
 /// channel refusing everything (a wrong token) must not leave its SKUs minutes of wait
 /// each once it is mended.
-pub(super) fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[bool]) {
+fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[bool]) {
     if !taking {
         for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {
             link.outbox
@@ -497,8 +492,13 @@ pub(super) fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem],
         }
         return;
     }
+    log_refusals(link, &link.outbox.refused(items, acked));
+}
+
+/// Logs and counts each refusal counted against its SKU: (SKU, in a row, wait).
+pub(super) fn log_refusals(link: &ChannelLink, counted: &[(String, u32, Duration)]) {
     let channel = link.adapter.name();
-    for (sku, times, wait) in link.outbox.refused(items, acked) {
+    for (sku, times, wait) in counted {
         metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
             .increment(1);
         tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
@@ -521,30 +521,30 @@ async fn accept(
 ) -> bool {
     let mask = acknowledge(link, engine, items, acked, delivered).await;
     let all = mask.iter().all(|ok| *ok);
-    if mask.iter().any(|ok| *ok) || contended {
-        // An answer that took the call, even in part (or left out only what it was
-        // shown selling meanwhile): the channel is reachable and writing.
+    if mask.iter().any(|ok| *ok) {
+        // An answer that took the call, even in part: the channel is writing.
         link.health.push_taken();
-    } else if !taking_recently(pacer) {
+    } else if contended {
+        // It left out only what it was shown selling meanwhile, or what its budget held
+        // back: it answers, but took nothing of this call.
+        link.health.call_accepted();
+    } else if !taking_recently(link) {
         // Answers that refuse every item (a 200 whose every entry is an error) while the
         // channel has taken nothing for a while are no sign it writes: they must not
         // show it healthy. (One refused SKU pushed again alone, while the channel takes
         // others, is that SKU's: it is named, `Outbox::refused_waiting`.)
-        link.health.push_failed(&format!(
+        link.health.took_none(&format!(
             "the channel answers, but took none of the SKUs sent to it in the last {} s",
             TAKING_RECENTLY.as_secs()
         ));
     }
     link.outbox.finish(items, &mask);
-    if mask.iter().any(|ok| *ok) {
-        pacer.last_taken = Some(tokio::time::Instant::now());
-    }
     if all {
         pacer.cap = pacer.cap.saturating_mul(2);
     }
     // What a contended answer left out is stale, and `stale` holds it back already.
     if !contended {
-        hold_refused(link, taking_recently(pacer), items, &mask);
+        hold_refused(link, taking_recently(link), items, &mask);
     }
     pacer.bucket.lock().await.succeeded();
     if all || contended {

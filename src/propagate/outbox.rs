@@ -223,6 +223,33 @@ impl Inner {
     }
 
     /// An item the channel did not take waits again with the value it carried.
+    /// Counts a refusal of `item` against its SKU and holds the SKU back for the wait
+    /// that count earns (`REFUSED_WAIT_FIRST` doubling to `REFUSED_WAIT_MAX`); returns
+    /// (refusals in a row, wait).
+    fn count_refusal(
+        &mut self,
+        item: &PushItem,
+        now: tokio::time::Instant,
+    ) -> (u32, std::time::Duration) {
+        let times = self.refusals.entry(item.sku.clone()).or_insert(0);
+        *times = times.saturating_add(1);
+        let times = *times;
+        let wait = REFUSED_WAIT_FIRST
+            .saturating_mul(1 << (times - 1).min(16))
+            .min(REFUSED_WAIT_MAX);
+        // A lower target offered while the refused push was in flight (fewer units
+        // shown: what prevents overselling) is not held back: it goes at once.
+        let lower_since = self
+            .dirty
+            .get(&item.sku)
+            .is_some_and(|wanted| wanted.target < item.quantity);
+        if !lower_since {
+            self.deferred
+                .insert(item.sku.clone(), (now + wait, Some(item.quantity)));
+        }
+        (times, wait)
+    }
+
     fn offer_again(&mut self, item: &PushItem) {
         let wanted = self.wanted(item.quantity, item.expected, item.caused_at, item.repair);
         self.dirty.insert(&item.sku, wanted);
@@ -385,8 +412,15 @@ impl Outbox {
             refusals: _,
         } = &mut *inner;
         if !deferred.is_empty() {
+            // A hold ends when its time is over, or when what is queued for its SKU is
+            // lower than the value it held back (fewer units shown is what prevents an
+            // oversell), however that lower value came back to the queue (a new target,
+            // or a write of it that failed).
             let now = tokio::time::Instant::now();
-            deferred.retain(|_, (until, _)| *until > now);
+            deferred.retain(|sku, (until, held)| {
+                let lower = held.is_some_and(|h| dirty.get(sku).is_some_and(|w| w.target < h));
+                *until > now && !lower
+            });
             shrink(deferred);
         }
         let urgent = |w: &Wanted| {
@@ -500,9 +534,22 @@ impl Outbox {
     }
 
     /// Settles a bulk submission: `acked[i]` says whether it applied `items[i]`; those
-    /// it did not are offered again, unless a newer target came meanwhile.
-    pub fn settle_submission(&self, items: &[PushItem], acked: &[bool]) {
+    /// it did not are offered again, unless a newer target came meanwhile. `refused`
+    /// (`Some(taking)`, for a submission the channel processed) says those it did not
+    /// apply were refused: each one offered again is held back as `refused` holds a
+    /// direct push's refusal (while the channel takes others, `taking`; else only for
+    /// `REFUSED_WAIT_FIRST`), under the same lock, so the pusher never takes it between
+    /// its offer and its hold. One with a newer target is not held: its refusal said
+    /// nothing of that value. Returns the refusals counted: (SKU, in a row, wait).
+    pub fn settle_submission(
+        &self,
+        items: &[PushItem],
+        acked: &[bool],
+        refused: Option<bool>,
+    ) -> Vec<(String, u32, std::time::Duration)> {
         let mut inner = self.lock();
+        let now = tokio::time::Instant::now();
+        let mut held = Vec::new();
         for (item, ok) in items.iter().zip(acked) {
             // A SKU written directly meanwhile (urgent) was sent a newer value, and one
             // with a newer target waits with it: neither gets the submission's older one.
@@ -510,13 +557,31 @@ impl Outbox {
             let newer = written
                 || inner.in_flight.contains_key(&item.sku)
                 || inner.dirty.contains_key(&item.sku);
+            if *ok && refused.is_some() {
+                inner.refusals.remove(&item.sku);
+            }
             if !ok && !newer {
+                match refused {
+                    Some(true) => {
+                        let (times, wait) = inner.count_refusal(item, now);
+                        held.push((item.sku.clone(), times, wait));
+                    }
+                    Some(false) => {
+                        inner.deferred.insert(
+                            item.sku.clone(),
+                            (now + REFUSED_WAIT_FIRST, Some(item.quantity)),
+                        );
+                    }
+                    None => {}
+                }
                 inner.offer_again(item);
             }
         }
         shrink(&mut inner.submitted);
+        shrink(&mut inner.refusals);
         self.depth_gauge(inner);
         self.notify.notify_one();
+        held
     }
 
     /// The quantity of an item in flight changed before it was sent again (a stale
@@ -552,23 +617,7 @@ impl Outbox {
                 inner.refusals.remove(&item.sku);
                 continue;
             }
-            let times = inner.refusals.entry(item.sku.clone()).or_insert(0);
-            *times = times.saturating_add(1);
-            let times = *times;
-            let wait = REFUSED_WAIT_FIRST
-                .saturating_mul(1 << (times - 1).min(16))
-                .min(REFUSED_WAIT_MAX);
-            // A lower target offered while the refused push was in flight (fewer units
-            // shown: what prevents overselling) is not held back: it goes at once.
-            let lower_since = inner
-                .dirty
-                .get(&item.sku)
-                .is_some_and(|wanted| wanted.target < item.quantity);
-            if !lower_since {
-                inner
-                    .deferred
-                    .insert(item.sku.clone(), (now + wait, Some(item.quantity)));
-            }
+            let (times, wait) = inner.count_refusal(item, now);
             held.push((item.sku.clone(), times, wait));
         }
         shrink(&mut inner.refusals);
@@ -849,7 +898,7 @@ mod tests {
         outbox.finish(&[item_of("B", 0)], &[true]);
         // The submission fails for both: A's newer 45 waits already, B's older 40 must
         // not come back over the 0 written since.
-        outbox.settle_submission(&batch, &[false, false]);
+        outbox.settle_submission(&batch, &[false, false], None);
         assert_eq!(taken(&outbox), vec![("A".to_string(), 45)]);
     }
 
