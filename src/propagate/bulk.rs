@@ -10,9 +10,10 @@
 //! directly. A watcher task per submission reads its status until the channel has
 //! processed it, then acknowledges what it applied to the shards (a SKU written
 //! directly meanwhile is thereby pushed again: the submission may have overwritten it)
-//! and offers the rest again, each item the channel refused held back and named as a
-//! direct push's refusal is (`hold_refused`). Nothing of this is durable: after a restart the shards
-//! offer every SKU whose acknowledged value differs from its target, as for any push.
+//! and offers the rest again: an item the channel refused is held back and named as a
+//! direct push's refusal is (`Outbox::settle_submission`). Nothing of this is durable:
+//! after a restart the shards offer every SKU whose acknowledged value differs from its
+//! target, as for any push.
 
 use std::sync::Arc;
 use std::time::Duration;

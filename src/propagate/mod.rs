@@ -478,12 +478,12 @@ async fn settle(
 }
 
 /// Holds back each of `items` the channel refused (`acked` false) on its own, so the
-/// rest of the queue is written meanwhile. While the channel takes others (`taking`:
-/// it took an item within `TAKING_RECENTLY`), the refusal counts against the SKU (`Outbox::refused`: a growing
-/// wait), logged and counted by SKU: a listing the channel will not take is named. While
-/// it takes nothing, the SKU waits a moment only (`REFUSED_WAIT_FIRST`), uncounted: a
-/// channel refusing everything (a wrong token) must not leave its SKUs minutes of wait
-/// each once it is mended.
+/// rest of the queue is written meanwhile. While the channel takes others (`taking`: it
+/// took an item within `TAKING_RECENTLY`), the refusal counts against the SKU
+/// (`Outbox::refused`: a growing wait), logged and counted by SKU: a listing the channel
+/// will not take is named. While it takes nothing, the SKU waits a moment only
+/// (`REFUSED_WAIT_FIRST`), uncounted: a channel refusing everything (a wrong token) must
+/// not leave its SKUs minutes of wait each once it is mended.
 fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[bool]) {
     if !taking {
         for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {

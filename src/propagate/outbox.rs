@@ -222,7 +222,6 @@ impl Inner {
         }
     }
 
-    /// An item the channel did not take waits again with the value it carried.
     /// Counts a refusal of `item` against its SKU and holds the SKU back for the wait
     /// that count earns (`REFUSED_WAIT_FIRST` doubling to `REFUSED_WAIT_MAX`); returns
     /// (refusals in a row, wait).
@@ -250,6 +249,7 @@ impl Inner {
         (times, wait)
     }
 
+    /// An item the channel did not take waits again with the value it carried.
     fn offer_again(&mut self, item: &PushItem) {
         let wanted = self.wanted(item.quantity, item.expected, item.caused_at, item.repair);
         self.dirty.insert(&item.sku, wanted);
