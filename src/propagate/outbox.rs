@@ -903,6 +903,28 @@ mod tests {
     }
 
     #[test]
+    fn a_processed_submission_holds_what_it_refused_not_a_sku_written_since() {
+        let outbox = Outbox::new("c").with_urgent(Box::new(|target, _| target <= 5));
+        outbox.offer("A", 20, None, 1);
+        outbox.offer("B", 30, None, 1);
+        let batch = outbox.take(10);
+        outbox.submitted(&batch);
+        // A's stock-out goes directly while the submission is processed.
+        outbox.offer("A", 3, Some(20), 2);
+        let direct = outbox.take(10);
+        assert_eq!(direct.len(), 1);
+        // Processed, applying neither: B's refusal is counted and B held; A's said
+        // nothing of the 3 on its way, so A is neither.
+        let counted = outbox.settle_submission(&batch, &[false, false], Some(true));
+        let skus: Vec<&str> = counted.iter().map(|(sku, _, _)| sku.as_str()).collect();
+        assert_eq!(skus, ["B"]);
+        // The direct write fails: A's 3 comes back and goes at once; B waits.
+        outbox.finish(&direct, &[false]);
+        assert_eq!(taken(&outbox), vec![("A".to_string(), 3)]);
+        assert_eq!(outbox.refused_waiting(10), (1, vec!["B".to_string()]));
+    }
+
+    #[test]
     fn under_risk_stock_outs_go_first_then_what_sells_out_soonest() {
         let now = now_micros();
         let ago = |s: i64| now - s * MICROS_PER_SECOND;
