@@ -268,11 +268,7 @@ fn an_item_refused_beside_a_held_one_waits_and_is_named() {
     );
     act("resume");
     assert!(eventually(WAIT, || tries().len() == 1));
-    let channel = || {
-        let (status, body) = rig.server.get("/v1/channels");
-        assert_eq!(status, 200, "{body}");
-        body["channels"][0].clone()
-    };
+    let channel = || rig.server.first_channel();
     assert!(
         eventually(WAIT, || channel()["refused"] == json!(["E0"])),
         "{}",

@@ -116,9 +116,7 @@ fn reconcile_refusal(rig: &Rig) -> String {
 }
 
 fn channel_state(server: &Server) -> Value {
-    let (status, body) = server.get("/v1/channels");
-    assert_eq!(status, 200, "{body}");
-    body["channels"][0].clone()
+    server.first_channel()
 }
 
 #[test]

@@ -1009,11 +1009,7 @@ fn skus_a_receiver_refuses_are_named_and_sent_again_and_an_unlisted_207_takes_no
     let a = WebhookSim::start(SECRET_A);
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_a(&a, dir.path(), "batch_max = 100");
-    let channel_a = || {
-        let (status, body) = server.get("/v1/channels");
-        assert_eq!(status, 200, "{body}");
-        body["channels"][0].clone()
-    };
+    let channel_a = || server.first_channel();
     let counts = |skus: &[&str], n: i64| {
         let events = skus
             .iter()

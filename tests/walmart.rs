@@ -580,10 +580,10 @@ fn a_feed_item_walmart_refuses_is_sent_again() {
     assert_eq!(rig.sim.market.level("M1"), Some(0));
     // Named for the operator as a direct push's refusal is, the channel still pushing.
     assert!(
-        eventually(WAIT, || walmart_channel_state(&rig)["refused"]
+        eventually(WAIT, || rig.server.first_channel()["refused"]
             == json!(["M1"])),
         "{}",
-        walmart_channel_state(&rig)
+        rig.server.first_channel()
     );
     assert!(rig
         .server
@@ -620,13 +620,6 @@ fn a_feed_that_takes_none_of_its_items_shows_the_channel_failing() {
         .text("/console/")
         .contains("class=\"state failing\""));
     assert_eq!((pushed(&rig, "M0"), pushed(&rig, "M1")), (None, None));
-}
-
-/// The channel as `GET /v1/channels` gives it.
-fn walmart_channel_state(rig: &Rig) -> Value {
-    let (status, body) = rig.server.get("/v1/channels");
-    assert_eq!(status, 200, "{body}");
-    body["channels"][0].clone()
 }
 
 /// A feed Walmart throttles waits for its budget (here one feed an hour: the 429's

@@ -213,6 +213,14 @@ impl Server {
         status_json(response)
     }
 
+    /// The first configured channel as `GET /v1/channels` gives it (its sync state, its
+    /// refused SKUs).
+    pub fn first_channel(&self) -> Value {
+        let (status, body) = self.get("/v1/channels");
+        assert_eq!(status, 200, "{body}");
+        body["channels"][0].clone()
+    }
+
     pub fn put_sku(&self, sku: &str, body: &Value) -> (u16, Value) {
         let response = self
             .auth(
