@@ -117,7 +117,10 @@ impl Tokens {
             self.left = self.capacity;
             self.next += self.period;
         }
-        let next_ms = now_us() / 1_000 + self.next.duration_since(now).as_millis() as i64;
+        // The millisecond the refill falls in (the header's unit), cut once: cutting the
+        // clock and the remaining time apart could name the millisecond before it.
+        let next_us = now_us() + self.next.duration_since(now).as_micros() as i64;
+        let next_ms = next_us.div_euclid(1_000);
         let headers = |left: u32| {
             vec![
                 ("x-current-token-count", left.to_string()),

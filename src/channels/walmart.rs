@@ -471,12 +471,16 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
 const THROTTLE_WAIT_MIN: Duration = Duration::from_millis(100);
 
 /// How long until the token bucket is replenished (at most a minute: a later time is
-/// not trusted as is).
+/// not trusted as is). The header names a whole millisecond and the refill may fall
+/// anywhere within it, so the wait runs to that millisecond's end: a call at its start
+/// can still find the bucket empty and draw a 429.
 pub(super) fn replenished_in(headers: &HeaderMap) -> Option<Duration> {
     let at_ms = header_number(headers, "x-next-replenishment-time")?;
-    let now_ms = crate::clock::now_micros() / 1_000;
-    Some(Duration::from_millis(
-        at_ms.saturating_sub(now_ms).clamp(0, 60_000) as u64,
+    let end_us = at_ms.saturating_add(1).saturating_mul(1_000);
+    Some(Duration::from_micros(
+        end_us
+            .saturating_sub(crate::clock::now_micros())
+            .clamp(0, 60_000_000) as u64,
     ))
 }
 
@@ -764,6 +768,22 @@ mod tests {
         };
         assert_eq!(wait("-9223372036854775808"), Some(Duration::ZERO));
         assert_eq!(wait("9223372036854775807"), Some(Duration::from_secs(60)));
+    }
+
+    /// The header names a millisecond, and the refill may come late in it: waking at its
+    /// start could draw a 429 (a `pushes_pace_by_the_token_count…` run once did).
+    #[test]
+    fn a_replenishment_time_is_waited_for_to_the_end_of_its_millisecond() {
+        let mut headers = HeaderMap::new();
+        let at_ms = crate::clock::now_micros() / 1_000 + 50;
+        headers.insert(
+            "x-next-replenishment-time",
+            at_ms.to_string().parse().unwrap(),
+        );
+        let wait = replenished_in(&headers).unwrap();
+        // Waking `wait` after the call is at or past the millisecond's end.
+        let wakes = crate::clock::now_micros() + i64::try_from(wait.as_micros()).unwrap();
+        assert!(wakes >= (at_ms + 1) * 1_000, "{wait:?}");
     }
 
     #[test]
