@@ -312,6 +312,61 @@ fn a_line_shipped_in_parts_counts_each_part_once() {
     assert_eq!(server.stock("PART-1"), Some((4, 3, 1)));
 }
 
+/// A line returned in two parts: each return names its own id and counts once, and the
+/// same return sent again is a duplicate. Without a `return_id` a line's second return is,
+/// as documented, the first one again.
+#[test]
+fn each_return_of_a_line_counts_once_by_its_return_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let returned = |return_id: Option<&str>, line: &str| {
+        let mut event = json!({"sku": "RET-1", "kind": "returned", "qty": 1, "source": "wms",
+                               "order_id": "SO-7", "line_id": line});
+        if let Some(id) = return_id {
+            event["return_id"] = json!(id);
+        }
+        let (status, body) = server.post_events(&json!({ "events": [event] }));
+        assert_eq!(status, 200, "{body}");
+        (
+            body["results"][0]["outcome"].as_str().unwrap().to_string(),
+            body["results"][0]["idempotency_key"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let (status, body) = server.post_events(&json!({"events": [
+        {"idempotency_key": "c1", "sku": "RET-1", "kind": "counted", "qty": 10, "source_ts": ago(60)}]}));
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(
+        returned(Some("RMA/1"), "1"),
+        (
+            "applied".to_string(),
+            "wms/SO-7/1/returned/RMA%2F1".to_string()
+        )
+    );
+    assert_eq!(
+        returned(Some("RMA-2"), "1").0,
+        "applied",
+        "the line's second return"
+    );
+    assert_eq!(
+        returned(Some("RMA-2"), "1").0,
+        "duplicate",
+        "the same return again"
+    );
+    assert_eq!(server.stock("RET-1"), Some((12, 0, 12)));
+
+    // No return id: one return per line, as before.
+    assert_eq!(
+        returned(None, "2"),
+        ("applied".to_string(), "wms/SO-7/2/returned".to_string())
+    );
+    assert_eq!(returned(None, "2").0, "duplicate");
+    assert_eq!(server.stock("RET-1"), Some((13, 0, 13)));
+}
+
 #[test]
 fn admin_token_guards_the_api() {
     let dir = tempfile::tempdir().unwrap();

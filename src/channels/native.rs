@@ -394,21 +394,53 @@ fn parse_event(
             ),
         ));
     }
+    let return_id = opt_str(map, "return_id", "invalid_return_id", f("return_id"))?;
+    if let Some(return_id) = return_id {
+        check_text(return_id, "invalid_return_id", f("return_id"), ID_BYTES_MAX)?;
+        if kind != EventKind::Returned {
+            return Err(ApiError::field(
+                "invalid_return_id",
+                f("return_id"),
+                format!(
+                    "names a return: only a returned event has one, not {}",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if order_id.is_none() {
+            return Err(ApiError::field(
+                "invalid_order_id",
+                f("order_id"),
+                "is required when return_id is given",
+            ));
+        }
+    }
     let line = order_id.map(|order_id| LineRef {
         order_id: order_id.to_string(),
         line_id: line_id.unwrap_or(sku).to_string(),
     });
     // The key: the business fact when the event names its order line, else the event's
     // own key, else the request's Idempotency-Key.
-    let key = match (&line, kind.is_order_line() || kind == EventKind::Returned) {
+    let key = match (
+        &line,
+        kind.is_order_line() || kind == EventKind::Returned,
+        return_id,
+    ) {
         // A running total is one fact per total the line reaches (`…/shipped_to/3`), so
         // a line shipped in parts sends each total it reaches and none is a duplicate.
         // Its ids are escaped as the channels' are; the other kinds keep the raw ids
         // they have always been stored under.
-        (Some(line), true) if kind.is_running_total() => {
+        (Some(line), true, _) if kind.is_running_total() => {
             payload::line_key(source, &line.order_id, &line.line_id, kind, qty)
         }
-        (Some(line), true) => format!(
+        // A line returned more than once: each return is its own fact, named by the
+        // sender's return (refund, RMA) id, as a Shopify refund's id names its own.
+        (Some(line), true, Some(return_id)) => format!(
+            "{}/{}",
+            payload::line_key(source, &line.order_id, &line.line_id, kind, qty),
+            payload::key_part(return_id)
+        ),
+        (Some(line), true, None) => format!(
             "{source}/{}/{}/{}",
             line.order_id,
             line.line_id,

@@ -219,7 +219,7 @@ pub fn line_key(channel: &str, order: &str, line: &str, kind: EventKind, qty: i6
 
 /// An id as one part of a key: `%` and `/` percent-encoded, everything else as is (the
 /// ids channels use, digits and letters, are unchanged).
-fn key_part(id: &str) -> std::borrow::Cow<'_, str> {
+pub fn key_part(id: &str) -> std::borrow::Cow<'_, str> {
     if id.contains(['/', '%']) {
         std::borrow::Cow::Owned(id.replace('%', "%25").replace('/', "%2F"))
     } else {
