@@ -1060,3 +1060,56 @@ fn skus_a_receiver_refuses_are_named_and_sent_again_and_an_unlisted_207_takes_no
         a.pushes()
     );
 }
+
+/// A receiver that refuses some SKUs while it takes others does not slow the channel:
+/// each refused SKU waits on its own, and the pusher goes on without a pause. (It paused
+/// after every answer that refused anything, longer each time while answers stayed
+/// partial, up to 2 s: a store with a few listings it will not take got one call in 2 s.)
+/// Each round's push holds a refused SKU beside one it takes; pauses are counted.
+#[test]
+fn skus_a_receiver_refuses_do_not_pause_the_channel() {
+    let a = WebhookSim::start(SECRET_A);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_a(&a, dir.path(), "batch_max = 100");
+    let refused: Vec<String> = (0..6).map(|k| format!("R-{k}")).collect();
+    a.refuse_pushes_of(
+        &refused.iter().map(String::as_str).collect::<Vec<_>>(),
+        200,
+        true,
+    );
+    let wait = Duration::from_secs(20);
+    // The channel takes SKUs: what it refuses from now on is those SKUs'.
+    post_ok(&server, vec![event("w", "W", "counted", 7)]);
+    assert!(a.wait_for(wait, |l| l.get("W") == Some(&7)).is_some());
+    for (k, refused) in refused.iter().enumerate() {
+        let taken = format!("T-{k}");
+        post_ok(
+            &server,
+            vec![
+                event(&format!("r{k}"), refused, "counted", 7),
+                event(&format!("t{k}"), &taken, "counted", 7),
+            ],
+        );
+        assert!(
+            a.wait_for(wait, |l| l.get(&taken) == Some(&7)).is_some(),
+            "{:?}",
+            a.pushes()
+        );
+    }
+    let refusing = a
+        .pushes()
+        .iter()
+        .filter(|p| p.items.iter().any(|(s, _)| s.starts_with("R-")))
+        .count();
+    assert!(refusing >= 6, "each refused SKU was sent: {:?}", a.pushes());
+    let metrics = server.metrics();
+    assert!(
+        !metrics.contains("lockstep_push_backoffs_total{channel=\"a\"}"),
+        "the pusher paused: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("backoffs"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

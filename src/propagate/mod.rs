@@ -471,7 +471,7 @@ async fn settle(
             }
             let delay = pacer.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
-            tokio::time::sleep(delay).await;
+            pause(link, delay).await;
         }
         PushReply::Stale { .. } => unreachable!("push_compared resolves stale compares"),
     }
@@ -504,6 +504,14 @@ pub(super) fn log_refusals(link: &ChannelLink, counted: &[(String, u32, Duration
         tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
             "the channel refused this SKU's push; it waits before it is pushed again");
     }
+}
+
+/// The pusher's backoff: nothing of the channel is pushed for `delay`. Counted, so that a
+/// channel slowed by its failures shows why (`lockstep_push_backoffs_total`).
+async fn pause(link: &ChannelLink, delay: Duration) {
+    metrics::counter!("lockstep_push_backoffs_total", "channel" => link.adapter.name().to_string())
+        .increment(1);
+    tokio::time::sleep(delay).await;
 }
 
 /// Takes the acknowledged items (indices into `items`): their acks to the shards, the
@@ -542,15 +550,21 @@ async fn accept(
     if all {
         pacer.cap = pacer.cap.saturating_mul(2);
     }
+    let taking = taking_recently(link);
     // What a contended answer left out is stale, and `stale` holds it back already.
     if !contended {
-        hold_refused(link, taking_recently(link), items, &mask);
+        hold_refused(link, taking, items, &mask);
     }
     pacer.bucket.lock().await.succeeded();
-    if all || contended {
+    if taking || contended {
+        // The channel answers and takes SKUs (this call's or others' within the minute):
+        // what it refused is those SKUs', each waiting on its own (`hold_refused`), so the
+        // rest of the queue goes on at once. A pause here, growing while answers stayed
+        // partial, slowed every SKU of a store with a few listings it will not take to
+        // one call in 2 s. Only a channel that takes nothing backs off.
         pacer.backoff.reset();
     } else {
-        tokio::time::sleep(pacer.backoff.next_delay(true)).await;
+        pause(link, pacer.backoff.next_delay(true)).await;
     }
     if let Some(wait) = wait {
         // The channel's own budget is nearly spent: let it refill (never for longer than
