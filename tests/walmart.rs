@@ -591,6 +591,51 @@ fn a_feed_item_walmart_refuses_is_sent_again() {
         .contains("class=\"state pushing\""));
 }
 
+/// A feed item Walmart's own systems failed (`SYSTEM_ERROR`: "wait … and then try
+/// again") is not the SKU's fault: it goes again in a later feed, uncounted and not
+/// named as refused, and lands once Walmart takes it. (It was named and held as a
+/// `DATA_ERROR` is.)
+#[test]
+fn a_feed_item_walmart_s_systems_fail_goes_again_unnamed() {
+    let rig = rig(2, false, FAST_FEEDS);
+    rig.sim.set_feed_processing(Duration::from_millis(300));
+    rig.sim.fail_feed_item("WM-1");
+    post(
+        &rig,
+        vec![
+            event("a", "M0", "counted", 40),
+            event("b", "M1", "counted", 60),
+        ],
+    );
+    assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(40)));
+    // A second feed carries M1 again and is processed: it failed again.
+    assert!(eventually(WAIT, || {
+        let feeds = rig.sim.feeds();
+        feeds.len() >= 2 && feeds[1].2
+    }));
+    let feeds = rig.sim.feeds();
+    assert_eq!((feeds[0].1, feeds[1].1), (2, 1), "{feeds:?}");
+    assert_eq!(pushed(&rig, "M1"), None);
+    assert!(eventually(WAIT, || {
+        let feeds = rig.sim.feeds();
+        feeds.len() >= 3 || feeds.iter().all(|f| f.2)
+    }));
+    let channel = rig.server.first_channel();
+    assert_eq!(
+        (&channel["refused"], &channel["refused_skus"]),
+        (&json!([]), &json!(0)),
+        "{channel}"
+    );
+    let metrics = rig.server.metrics();
+    assert!(
+        !metrics.contains("lockstep_push_items_refused_total"),
+        "{metrics}"
+    );
+    rig.sim.heal_feed_items();
+    assert!(eventually(WAIT, || pushed(&rig, "M1") == Some(60)));
+    assert_eq!(rig.sim.market.level("M1"), Some(60));
+}
+
 /// A processed feed that took none of its items (Walmart refusing every one) while the
 /// channel took nothing else is no sign the channel writes: the console says failing.
 /// (Such a feed cleared "failing" before.)

@@ -10,7 +10,8 @@
 //!   limits: https://developer.walmart.com/cl-marketplace/docs/bulk-inventory-update).
 //! - A feed is `RECEIVED`, then `INPROGRESS`, then, after the processing time (30
 //!   minutes unless a test sets it), `PROCESSED`: only then are its items applied, each
-//!   `SUCCESS` or `DATA_ERROR` (an unknown SKU, a bad quantity); a file that is not a
+//!   `SUCCESS` or `DATA_ERROR` (an unknown SKU, a bad quantity), or `SYSTEM_ERROR` for
+//!   a SKU a test makes Walmart's systems fail (`Feeds::fail`); a file that is not a
 //!   1.4 inventory feed makes the whole feed `ERROR`, nothing applied.
 //! - `GET /v3/feeds/{feedId}?includeDetails=true&offset=&limit=` (limit at most 1000)
 //!   answers `feedStatus`, the item counts and, with details, one page of
@@ -33,7 +34,9 @@ pub const PROCESSING_DEFAULT: Duration = Duration::from_secs(30 * 60);
 #[derive(Clone, Debug)]
 struct ItemResult {
     sku: String,
-    error: Option<String>,
+    /// Why it was not applied: the ingestion status (`DATA_ERROR`, `SYSTEM_ERROR`) and
+    /// the error.
+    error: Option<(&'static str, String)>,
 }
 
 /// One submitted feed.
@@ -68,6 +71,9 @@ pub struct Feeds {
     pub processing: Duration,
     /// Seller SKUs whose feed items Walmart refuses (`DATA_ERROR`), for tests.
     pub refuse: Vec<String>,
+    /// Seller SKUs whose feed items a downstream Walmart system fails (`SYSTEM_ERROR`:
+    /// "wait … and then try again"), for tests.
+    pub fail: Vec<String>,
     capacity: u32,
     left: u32,
     period: Duration,
@@ -81,6 +87,7 @@ impl Default for Feeds {
             list: Vec::new(),
             processing: PROCESSING_DEFAULT,
             refuse: Vec::new(),
+            fail: Vec::new(),
             capacity: 10,
             left: 10,
             period,
@@ -212,7 +219,7 @@ impl Feeds {
     /// Processes the feeds whose time has come: their items written to the shop.
     pub fn process_due(&mut self, shop: &mut Shop) {
         let now = Instant::now();
-        let refuse = self.refuse.clone();
+        let (refuse, fail) = (self.refuse.clone(), self.fail.clone());
         for feed in self
             .list
             .iter_mut()
@@ -225,11 +232,16 @@ impl Feeds {
                         let amount = amount.as_i64().filter(|a| *a >= 0 && unit == "EACH");
                         let listed = shop.by_id(&sku).map(|l| l.sku.clone());
                         let error = match (listed, amount) {
-                            _ if refuse.contains(&sku) => {
-                                Some("ERR_EXT_DATA_0801001: item is not ready for inventory")
-                            }
-                            (None, _) => Some("ERR_EXT_DATA_0101001: SKU not found"),
-                            (_, None) => Some("ERR_EXT_DATA_0801002: quantity.unit EACH and a quantity.amount of 0 or more are required"),
+                            _ if fail.contains(&sku) => Some((
+                                "SYSTEM_ERROR",
+                                "ERR_INT_SYS_0001001: downstream system error",
+                            )),
+                            _ if refuse.contains(&sku) => Some((
+                                "DATA_ERROR",
+                                "ERR_EXT_DATA_0801001: item is not ready for inventory",
+                            )),
+                            (None, _) => Some(("DATA_ERROR", "ERR_EXT_DATA_0101001: SKU not found")),
+                            (_, None) => Some(("DATA_ERROR", "ERR_EXT_DATA_0801002: quantity.unit EACH and a quantity.amount of 0 or more are required")),
                             (Some(ours), Some(amount)) => {
                                 shop.write(&ours, amount);
                                 None
@@ -237,7 +249,7 @@ impl Feeds {
                         };
                         ItemResult {
                             sku,
-                            error: error.map(str::to_string),
+                            error: error.map(|(status, why)| (status, why.to_string())),
                         }
                     })
                     .collect()
@@ -294,12 +306,13 @@ impl Feeds {
                 .skip(offset)
                 .take(limit)
                 .map(|(index, r)| {
+                    let status = r.error.as_ref().map_or("SUCCESS", |(status, _)| *status);
                     let mut item = json!({"martId": 0, "sku": r.sku, "index": index,
-                                          "ingestionStatus": if r.error.is_some() { "DATA_ERROR" } else { "SUCCESS" }});
-                    if let Some(why) = &r.error {
+                                          "ingestionStatus": status});
+                    if let Some((status, why)) = &r.error {
                         let (code, description) = why.split_once(": ").unwrap_or(("", why));
                         item["ingestionErrors"] = json!({"ingestionError": [
-                            {"type": "DATA_ERROR", "code": code, "field": "sku", "description": description}]});
+                            {"type": status, "code": code, "field": "sku", "description": description}]});
                     }
                     item
                 })

@@ -238,6 +238,17 @@ impl WalmartSim {
         self.extra().feeds.refuse.push(seller_sku.to_string());
     }
 
+    /// Feed items for this seller SKU fail in Walmart's own systems from now on
+    /// (`SYSTEM_ERROR`), until `heal_feed_items`.
+    pub fn fail_feed_item(&self, seller_sku: &str) {
+        self.extra().feeds.fail.push(seller_sku.to_string());
+    }
+
+    /// Walmart's systems take every feed item again.
+    pub fn heal_feed_items(&self) {
+        self.extra().feeds.fail.clear();
+    }
+
     /// The feeds submitted so far: (id, items carried, processed).
     pub fn feeds(&self) -> Vec<(String, usize, bool)> {
         self.extra()

@@ -145,11 +145,17 @@ fn walmart_orders_reply_and_feed_status() {
     match super::walmart_feed::read_status(&status) {
         super::walmart_feed::FeedStatus::Processed { items, received } => {
             assert_eq!(received, 2);
-            assert_eq!(items[0], ("WM-SKU-1".to_string(), Ok(())));
+            assert_eq!(
+                items[0],
+                (
+                    "WM-SKU-1".to_string(),
+                    super::walmart_feed::ItemStatus::Applied
+                )
+            );
             let (sku, refused) = &items[1];
             assert_eq!(sku, "WM-SKU-2");
             assert!(
-                refused.as_ref().unwrap_err().contains("SKU not found"),
+                matches!(refused, super::walmart_feed::ItemStatus::Refused(why) if why.contains("SKU not found")),
                 "{refused:?}"
             );
         }

@@ -590,15 +590,31 @@ pub trait BulkWrite: Send + Sync {
         caller: &'a Caller,
         items: &'a [PushItem],
     ) -> BoxFuture<'a, Result<String, PushReply>>;
-    /// Reads a submission's status: `Ok(None)` while it is processed, then its outcome
-    /// for `items` (`Accepted` with the items applied, or `Failed`); `Err` for a read
-    /// that failed (read again later).
+    /// Reads a submission's status: its outcome for `items`; `Err` for a read that failed
+    /// (read again later).
     fn status<'a>(
         &'a self,
         caller: &'a Caller,
         id: &'a str,
         items: &'a [PushItem],
-    ) -> BoxFuture<'a, Result<Option<PushReply>, String>>;
+    ) -> BoxFuture<'a, Result<Submission, String>>;
+}
+
+/// What a submission's status says of its items (indices into them).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submission {
+    /// Not processed yet.
+    Pending,
+    /// Processed: `applied` shows now; `failed` was not applied for a cause of the
+    /// channel's own (Walmart's `SYSTEM_ERROR`, `TIMEOUT_ERROR`: a downstream system,
+    /// "try again"), so it goes again like a failed call, not held or named; the rest
+    /// were refused (Walmart's `DATA_ERROR`, an item missing from the status).
+    Processed {
+        applied: Vec<usize>,
+        failed: Vec<usize>,
+    },
+    /// Nothing of it was applied (Walmart's feed `ERROR`, or given up).
+    Failed(String),
 }
 
 /// A watermarked order poll: orders modified since a time, page by page.

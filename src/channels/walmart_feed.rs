@@ -12,7 +12,8 @@
 //!   percent-encoded, `@` as `%40`); `feedStatus` `RECEIVED`/`INPROGRESS` (still
 //!   processing), `PROCESSED` (every item in an end state), `ERROR` (none processed);
 //!   per item `itemDetails.itemIngestionStatus[]` with `sku` and `ingestionStatus`
-//!   (`SUCCESS`, or `DATA_ERROR`/`SYSTEM_ERROR`/`TIMEOUT_ERROR` with `ingestionErrors`),
+//!   (`SUCCESS`, or `DATA_ERROR`/`SYSTEM_ERROR`/`TIMEOUT_ERROR` with `ingestionErrors`:
+//!   the first refuses the item as sent, the other two are Walmart's systems failing),
 //!   paged by `offset`/`limit` up to `itemsReceived`
 //!   (https://developer.walmart.com/us-marketplace/docs/feed-item-status-api-for-tracking-fitment-files,
 //!   https://developer.walmart.com/mx-marketplace/docs/feed-overview,
@@ -28,7 +29,9 @@ use serde_json::{json, Value};
 
 use super::call::{json_answer, with_headers};
 use super::walmart::{replenished_in, Walmart};
-use super::{BoxFuture, BulkWrite, Caller, ChannelAdapter, PushItem, PushReply, RateLimit};
+use super::{
+    BoxFuture, BulkWrite, Caller, ChannelAdapter, PushItem, PushReply, RateLimit, Submission,
+};
 
 /// Most items one feed carries (a few hundred kilobytes: Walmart takes 5 MB).
 pub const FEED_ITEMS_MAX: usize = 10_000;
@@ -106,12 +109,26 @@ pub enum FeedStatus {
     Processing,
     /// `ERROR`: none of it applied, for these reasons.
     Error(String),
-    /// `PROCESSED`: this page's items (seller SKU, applied or why not) of `received`.
+    /// `PROCESSED`: this page's items (seller SKU, what became of it) of `received`.
     Processed {
-        items: Vec<(String, Result<(), String>)>,
+        items: Vec<(String, ItemStatus)>,
         received: usize,
     },
     Unknown(String),
+}
+
+/// What a processed feed did with one item (its `ingestionStatus`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ItemStatus {
+    /// `SUCCESS`.
+    Applied,
+    /// `SYSTEM_ERROR` or `TIMEOUT_ERROR`: "a downstream Walmart system returned an error"
+    /// or "is not available during ingestion … try again"
+    /// (https://developer.walmart.com/mx-marketplace/docs/feed-overview, "Ingestion
+    /// Statuses"): Walmart's failure, not the item's.
+    Failed(String),
+    /// `DATA_ERROR`, or a status this code does not know: the item as sent is refused.
+    Refused(String),
 }
 
 /// Reads one page of `GET /v3/feeds/{feedId}?includeDetails=true`.
@@ -124,12 +141,12 @@ pub fn read_status(feed: &Value) -> FeedStatus {
                 .iter()
                 .map(|item| {
                     let sku = item["sku"].as_str().unwrap_or_default().to_string();
-                    let outcome = match item["ingestionStatus"].as_str().unwrap_or_default() {
-                        "SUCCESS" => Ok(()),
-                        status => Err(format!(
-                            "{status} {}",
-                            ingestion_errors(&item["ingestionErrors"])
-                        )),
+                    let status = item["ingestionStatus"].as_str().unwrap_or_default();
+                    let why = || format!("{status} {}", ingestion_errors(&item["ingestionErrors"]));
+                    let outcome = match status {
+                        "SUCCESS" => ItemStatus::Applied,
+                        "SYSTEM_ERROR" | "TIMEOUT_ERROR" => ItemStatus::Failed(why()),
+                        _ => ItemStatus::Refused(why()),
                     };
                     (sku, outcome)
                 })
@@ -231,15 +248,15 @@ impl BulkWrite for Walmart {
         caller: &'a Caller,
         id: &'a str,
         items: &'a [PushItem],
-    ) -> BoxFuture<'a, Result<Option<PushReply>, String>> {
+    ) -> BoxFuture<'a, Result<Submission, String>> {
         Box::pin(async move {
             let index: HashMap<&str, usize> = items
                 .iter()
                 .enumerate()
                 .map(|(i, item)| (self.seller_sku(&item.sku).unwrap_or(&item.sku), i))
                 .collect();
-            let mut acked = Vec::new();
-            let mut refused = Vec::new();
+            let (mut applied, mut failed) = (Vec::new(), Vec::new());
+            let mut not_applied = Vec::new();
             let mut offset = 0usize;
             // A feed has no more items than it carried: `itemsReceived` is the channel's
             // number, and with a page that never ends it once kept this loop asking.
@@ -253,12 +270,9 @@ impl BulkWrite for Walmart {
                 let request = with_headers(self.request(http::Method::GET, &path, None), auth);
                 let feed = json_answer(&caller.call(request).await?)?;
                 let (items, received) = match read_status(&feed) {
-                    FeedStatus::Processing => return Ok(None),
+                    FeedStatus::Processing => return Ok(Submission::Pending),
                     FeedStatus::Error(why) => {
-                        return Ok(Some(PushReply::Failed {
-                            reason: format!("feed {id}: ERROR {why}"),
-                            retryable: true,
-                        }))
+                        return Ok(Submission::Failed(format!("feed {id}: ERROR {why}")))
                     }
                     FeedStatus::Unknown(status) => {
                         return Err(format!("feed {id}: unknown feedStatus {status:?}"))
@@ -266,10 +280,16 @@ impl BulkWrite for Walmart {
                     FeedStatus::Processed { items, received } => (items, received),
                 };
                 for (sku, outcome) in &items {
-                    match (index.get(sku.as_str()), outcome) {
-                        (Some(i), Ok(())) => acked.push(*i),
-                        (Some(_), Err(why)) => refused.push(format!("{sku}: {why}")),
-                        (None, _) => {}
+                    let Some(i) = index.get(sku.as_str()) else {
+                        continue;
+                    };
+                    match outcome {
+                        ItemStatus::Applied => applied.push(*i),
+                        ItemStatus::Failed(why) => {
+                            failed.push(*i);
+                            not_applied.push(format!("{sku}: {why}"));
+                        }
+                        ItemStatus::Refused(why) => not_applied.push(format!("{sku}: {why}")),
                     }
                 }
                 offset += items.len();
@@ -277,10 +297,10 @@ impl BulkWrite for Walmart {
                     break;
                 }
             }
-            for why in &refused {
+            for why in &not_applied {
                 tracing::warn!(channel = %self.name(), feed = %id, %why, "feed item not applied");
             }
-            Ok(Some(PushReply::Accepted { acked, wait: None }))
+            Ok(Submission::Processed { applied, failed })
         })
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channels::pacing::{Backoff, TokenBucket};
-use crate::channels::{BulkWrite, Caller, PushItem, PushReply};
+use crate::channels::{BulkWrite, Caller, PushItem, PushReply, Submission};
 use crate::engine::Engine;
 
 use super::{acknowledge, log_refusals, ChannelLink, TAKING_RECENTLY};
@@ -155,20 +155,17 @@ async fn watch(
         last_read = tokio::time::Instant::now();
         let given_up = started.elapsed() >= bulk.wait_max();
         match bulk.status(&caller, &id, &items).await {
-            Ok(Some(reply)) => break reply,
-            Ok(None) if !given_up => {}
+            Ok(Submission::Pending) if !given_up => {}
             Err(reason) if !given_up => {
                 tracing::warn!(channel = %name, submission = %id, %reason, "reading a bulk submission's status failed");
             }
-            _ => {
-                break PushReply::Failed {
-                    reason: format!(
-                        "submission {id} not processed after {} s",
-                        bulk.wait_max().as_secs()
-                    ),
-                    retryable: true,
-                }
+            Ok(Submission::Pending) | Err(_) => {
+                break Submission::Failed(format!(
+                    "submission {id} not processed after {} s",
+                    bulk.wait_max().as_secs()
+                ))
             }
+            Ok(done) => break done,
         }
     };
     let every = Duration::from_secs_f64(1.0 / bulk.rate_limit().requests_per_second.max(1e-6));
@@ -185,9 +182,10 @@ struct Unsettled {
 impl Drop for Unsettled {
     fn drop(&mut self) {
         if let Some(items) = self.items.take() {
+            let none = vec![false; items.len()];
             self.link
                 .outbox
-                .settle_submission(&items, &vec![false; items.len()], None);
+                .settle_submission(&items, &none, &none, false);
         }
     }
 }
@@ -200,17 +198,21 @@ async fn settle(
     engine: &Engine,
     id: &str,
     items: &[PushItem],
-    outcome: PushReply,
+    outcome: Submission,
     every: Duration,
 ) {
     let name = link.adapter.name();
-    let (acked, processed) = match outcome {
-        PushReply::Accepted { acked, .. } => (acked, true),
-        other => {
-            tracing::warn!(channel = %name, submission = %id, outcome = ?other, "bulk submission failed");
+    let (acked, failed, processed) = match outcome {
+        Submission::Processed { applied, failed } => (applied, failed, true),
+        not_processed => {
+            let reason = match not_processed {
+                Submission::Failed(reason) => reason,
+                _ => "not processed".to_string(),
+            };
+            tracing::warn!(channel = %name, submission = %id, %reason, "bulk submission failed");
             link.health
-                .push_failed(&format!("bulk submission {id}: {other:?}"));
-            (Vec::new(), false)
+                .push_failed(&format!("bulk submission {id}: {reason}"));
+            (Vec::new(), Vec::new(), false)
         }
     };
     let mask = acknowledge(link, engine, items, &acked, &[]).await;
@@ -241,8 +243,14 @@ async fn settle(
     );
     // The items a processed submission did not apply were refused (Walmart's
     // `DATA_ERROR`): held back and named as the direct path's refusals are, so the SKU
-    // the channel will not take is listed for the operator and waits on its own.
-    let refused = processed.then(|| link.health.took_within(recently));
-    let counted = link.outbox.settle_submission(items, &mask, refused);
+    // the channel will not take is listed for the operator and waits on its own. Those
+    // its own systems failed (`failed`) go again like a failed call's, unnamed: the SKU
+    // is not at fault, and the next submission is minutes away anyway.
+    let refused: Vec<bool> = (0..items.len())
+        .map(|i| processed && !mask[i] && !failed.contains(&i))
+        .collect();
+    let counted =
+        link.outbox
+            .settle_submission(items, &mask, &refused, link.health.took_within(recently));
     log_refusals(link, &counted);
 }

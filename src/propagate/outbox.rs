@@ -534,45 +534,46 @@ impl Outbox {
     }
 
     /// Settles a bulk submission: `acked[i]` says whether it applied `items[i]`; those
-    /// it did not are offered again, unless a newer target came meanwhile. `refused`
-    /// (`Some(taking)`, for a submission the channel processed) says those it did not
-    /// apply were refused: each one offered again is held back as `refused` holds a
-    /// direct push's refusal (while the channel takes others, `taking`; else only for
-    /// `REFUSED_WAIT_FIRST`), under the same lock, so the pusher never takes it between
-    /// its offer and its hold. One with a newer target is not held: its refusal said
-    /// nothing of that value. Returns the refusals counted: (SKU, in a row, wait).
+    /// it did not are offered again, unless a newer target came meanwhile. `refused[i]`
+    /// says the channel processed `items[i]` and refused it: offered again, it is held
+    /// back as `refused` holds a direct push's refusal (while the channel takes others,
+    /// `taking`; else only for `REFUSED_WAIT_FIRST`), under the same lock, so the pusher
+    /// never takes it between its offer and its hold. One with a newer target is not
+    /// held: its refusal said nothing of that value. Returns the refusals counted: (SKU,
+    /// in a row, wait).
     pub fn settle_submission(
         &self,
         items: &[PushItem],
         acked: &[bool],
-        refused: Option<bool>,
+        refused: &[bool],
+        taking: bool,
     ) -> Vec<(String, u32, std::time::Duration)> {
         let mut inner = self.lock();
         let now = tokio::time::Instant::now();
         let mut held = Vec::new();
-        for (item, ok) in items.iter().zip(acked) {
+        for ((item, ok), refused) in items.iter().zip(acked).zip(refused) {
             // A SKU written directly meanwhile (urgent) was sent a newer value, and one
             // with a newer target waits with it: neither gets the submission's older one.
             let written = inner.submitted.remove(&item.sku).is_some_and(|(_, w)| w);
             let newer = written
                 || inner.in_flight.contains_key(&item.sku)
                 || inner.dirty.contains_key(&item.sku);
-            if *ok && refused.is_some() {
+            if *ok {
                 inner.refusals.remove(&item.sku);
             }
             if !ok && !newer {
-                match refused {
-                    Some(true) => {
+                match (refused, taking) {
+                    (true, true) => {
                         let (times, wait) = inner.count_refusal(item, now);
                         held.push((item.sku.clone(), times, wait));
                     }
-                    Some(false) => {
+                    (true, false) => {
                         inner.deferred.insert(
                             item.sku.clone(),
                             (now + REFUSED_WAIT_FIRST, Some(item.quantity)),
                         );
                     }
-                    None => {}
+                    (false, _) => {}
                 }
                 inner.offer_again(item);
             }
@@ -898,7 +899,7 @@ mod tests {
         outbox.finish(&[item_of("B", 0)], &[true]);
         // The submission fails for both: A's newer 45 waits already, B's older 40 must
         // not come back over the 0 written since.
-        outbox.settle_submission(&batch, &[false, false], None);
+        outbox.settle_submission(&batch, &[false, false], &[false, false], false);
         assert_eq!(taken(&outbox), vec![("A".to_string(), 45)]);
     }
 
@@ -915,7 +916,7 @@ mod tests {
         assert_eq!(direct.len(), 1);
         // Processed, applying neither: B's refusal is counted and B held; A's said
         // nothing of the 3 on its way, so A is neither.
-        let counted = outbox.settle_submission(&batch, &[false, false], Some(true));
+        let counted = outbox.settle_submission(&batch, &[false, false], &[true, true], true);
         let skus: Vec<&str> = counted.iter().map(|(sku, _, _)| sku.as_str()).collect();
         assert_eq!(skus, ["B"]);
         // The direct write fails: A's 3 comes back and goes at once; B waits.
