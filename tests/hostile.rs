@@ -460,8 +460,11 @@ fn stalled_bodies_are_bounded_together_and_past_that_refused_as_busy() {
         std::thread::sleep(Duration::from_millis(100));
         busy = read_answers();
     }
-    // 256 MiB hold 256 of them (a MiB less a byte each); the other 44 were refused.
-    assert_eq!(busy, 44, "refused as busy");
+    // 256 MiB hold 256 of them (a MiB less a byte each); the other 44 were refused. A
+    // body takes its share frame by frame, so one refused late, after part of it was
+    // counted, can have turned another away at the edge meanwhile: a few more may be
+    // refused (45 in one CI run), never fewer.
+    assert!((44..=52).contains(&busy), "refused as busy: {busy}");
     drop(streams);
     assert!(eventually(Duration::from_secs(10), || {
         server
