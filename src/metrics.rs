@@ -58,6 +58,18 @@ pub fn register(channels: &[String], shards: usize) {
         "lockstep_push_requests_total",
         "Push requests by channel and outcome."
     );
+    describe_counter!(
+        "lockstep_push_backoffs_total",
+        "The pusher's pauses after failed calls or answers that took nothing, per channel."
+    );
+    describe_counter!(
+        "lockstep_push_items_refused_total",
+        "SKUs a channel refused while it took others, each then held on its own."
+    );
+    describe_counter!(
+        "lockstep_push_items_failed_total",
+        "Items a processed bulk submission failed in the channel's own systems (Walmart's SYSTEM_ERROR, TIMEOUT_ERROR), sent again."
+    );
     describe_gauge!(
         "lockstep_outbox_skus",
         "SKUs waiting to be pushed, per channel."
@@ -91,6 +103,7 @@ pub fn register(channels: &[String], shards: usize) {
         metrics::gauge!("lockstep_outbox_skus", "channel" => channel.clone()).set(0.0);
         metrics::counter!("lockstep_reconcile_drift_total", "channel" => channel.clone())
             .absolute(0);
+        metrics::counter!("lockstep_push_backoffs_total", "channel" => channel.clone()).absolute(0);
         for outcome in ["ok", "partial", "throttled", "error"] {
             metrics::counter!("lockstep_push_requests_total", "channel" => channel.clone(), "outcome" => outcome).absolute(0);
         }

@@ -347,12 +347,15 @@ fn each_return_of_a_line_counts_once_by_its_return_id() {
         )
     );
     assert_eq!(
-        returned(Some("RMA-2"), "1").0,
-        "applied",
+        returned(Some("RMA#2"), "1"),
+        (
+            "applied".to_string(),
+            "wms/SO-7/1/returned/RMA%232".to_string()
+        ),
         "the line's second return"
     );
     assert_eq!(
-        returned(Some("RMA-2"), "1").0,
+        returned(Some("RMA#2"), "1").0,
         "duplicate",
         "the same return again"
     );

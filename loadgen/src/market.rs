@@ -48,6 +48,14 @@ pub fn now_us() -> i64 {
         .as_micros() as i64
 }
 
+/// The epoch millisecond `at` (now or later) falls in, as a replenishment time names it:
+/// cut once, where cutting the clock and the time left apart could name the millisecond
+/// before it.
+pub fn epoch_ms_at(at: std::time::Instant) -> i64 {
+    let now = std::time::Instant::now();
+    (now_us() + at.saturating_duration_since(now).as_micros() as i64).div_euclid(1_000)
+}
+
 /// RFC 3339 in UTC with microseconds.
 pub fn rfc3339(us: i64) -> String {
     let secs = us.div_euclid(1_000_000);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::market::{now_us, Req, Shop};
+use crate::market::{epoch_ms_at, now_us, Req, Shop};
 
 /// Walmart's upload limit per feed file.
 pub const FILE_MAX: usize = 5 * 1024 * 1024;
@@ -187,7 +187,7 @@ impl Feeds {
             self.left = self.capacity;
             self.next += self.period;
         }
-        let next_ms = now_us() / 1_000 + self.next.duration_since(now).as_millis() as i64;
+        let next_ms = epoch_ms_at(self.next);
         if self.left == 0 {
             return Err((
                 429,

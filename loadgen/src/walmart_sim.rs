@@ -39,7 +39,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::market::{gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
+use crate::market::{epoch_ms_at, gate, lock, now_us, rfc3339, Market, Req, Shop, Stage};
 use crate::sim::{reply, Reply, Sender};
 use crate::walmart_feed_sim::Feeds;
 
@@ -117,10 +117,7 @@ impl Tokens {
             self.left = self.capacity;
             self.next += self.period;
         }
-        // The millisecond the refill falls in (the header's unit), cut once: cutting the
-        // clock and the remaining time apart could name the millisecond before it.
-        let next_us = now_us() + self.next.duration_since(now).as_micros() as i64;
-        let next_ms = next_us.div_euclid(1_000);
+        let next_ms = epoch_ms_at(self.next);
         let headers = |left: u32| {
             vec![
                 ("x-current-token-count", left.to_string()),

@@ -434,11 +434,13 @@ fn parse_event(
             payload::line_key(source, &line.order_id, &line.line_id, kind, qty)
         }
         // A line returned more than once: each return is its own fact, named by the
-        // sender's return (refund, RMA) id, as a Shopify refund's id names its own.
+        // sender's return (refund, RMA) id, as a Shopify refund's id names its own. Its
+        // `#` is encoded too, as a given key's is: `KEY#index` is left to the keys a
+        // request's Idempotency-Key makes.
         (Some(line), true, Some(return_id)) => format!(
             "{}/{}",
             payload::line_key(source, &line.order_id, &line.line_id, kind, qty),
-            payload::key_part(return_id)
+            payload::key_part(return_id).replace('#', "%23")
         ),
         (Some(line), true, None) => format!(
             "{source}/{}/{}/{}",

@@ -205,6 +205,7 @@ async fn settle(
     let (acked, failed, processed) = match outcome {
         Submission::Processed { applied, failed } => (applied, failed, true),
         not_processed => {
+            // (`watch` gives a submission still pending at its last read up as `Failed`.)
             let reason = match not_processed {
                 Submission::Failed(reason) => reason,
                 _ => "not processed".to_string(),
@@ -244,11 +245,16 @@ async fn settle(
     // The items a processed submission did not apply were refused (Walmart's
     // `DATA_ERROR`): held back and named as the direct path's refusals are, so the SKU
     // the channel will not take is listed for the operator and waits on its own. Those
-    // its own systems failed (`failed`) go again like a failed call's, unnamed: the SKU
-    // is not at fault, and the next submission is minutes away anyway.
-    let refused: Vec<bool> = (0..items.len())
-        .map(|i| processed && !mask[i] && !failed.contains(&i))
-        .collect();
+    // its own systems failed (`failed`) are offered again at once, unnamed and counted
+    // apart: the SKU is not at fault, and the next submission is minutes away anyway.
+    let mut refused: Vec<bool> = mask.iter().map(|ok| processed && !ok).collect();
+    for i in failed.iter().copied().filter(|i| *i < items.len()) {
+        refused[i] = false;
+    }
+    if !failed.is_empty() {
+        metrics::counter!("lockstep_push_items_failed_total", "channel" => name.to_string())
+            .increment(failed.len() as u64);
+    }
     let counted =
         link.outbox
             .settle_submission(items, &mask, &refused, link.health.took_within(recently));

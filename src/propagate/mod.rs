@@ -186,6 +186,7 @@ pub async fn run_pusher(link: Arc<ChannelLink>, engine: Arc<Engine>, client: req
         caller: link.caller(client),
         bucket: link.bucket.clone(),
         backoff: Backoff::default(),
+        took_nothing: 0,
         cap: usize::MAX,
     };
     let mut submissions = link.adapter.bulk().map(bulk::Submissions::new);
@@ -299,10 +300,18 @@ struct Pacer {
     caller: Caller,
     bucket: Arc<tokio::sync::Mutex<TokenBucket>>,
     backoff: Backoff,
+    /// Answers in a row that took nothing of their call (`after_refusals`).
+    took_nothing: u32,
     /// The most items the next batch takes: halved by each request of several SKUs the
     /// channel refused whole (`settle`), doubled back by each answer that took all.
     cap: usize,
 }
+
+/// Answers in a row that took nothing the pusher follows at once while the channel takes
+/// other SKUs: the SKUs refused in them are held on their own, and the held SKUs of a
+/// store with a few listings it will not take come back one by one. More in a row (a
+/// channel that has started refusing everything) back off.
+const TOOK_NOTHING_BEFORE_PAUSE: u32 = 3;
 
 /// How recently the channel must have taken an item for a refusal of one SKU written
 /// alone to count against the SKU (`Outbox::refused`) rather than the channel.
@@ -463,11 +472,15 @@ async fn settle(
             // which: the next batches are halved until the refused SKU, at the head of the
             // queue, goes alone. Held together, the request's SKUs came back together and
             // were refused together, for good.
+            if !retryable && items.len() == 1 {
+                let taking = taking_recently(link);
+                hold_refused(link, taking, items, &none);
+                tracing::warn!(channel = %name, %reason, "push refused");
+                after_refusals(link, pacer, taking, false).await;
+                return;
+            }
             if !retryable {
-                match items.len() {
-                    1 => hold_refused(link, taking_recently(link), items, &none),
-                    n => pacer.cap = (n / 2).max(1),
-                }
+                pacer.cap = (items.len() / 2).max(1);
             }
             let delay = pacer.backoff.next_delay(retryable);
             tracing::warn!(channel = %name, %reason, retry_in_ms = delay.as_millis() as u64, "push failed");
@@ -514,6 +527,21 @@ async fn pause(link: &ChannelLink, delay: Duration) {
     tokio::time::sleep(delay).await;
 }
 
+/// After an answer that took nothing of its call, each SKU of it refused and held on its
+/// own (`hold_refused`): while the channel takes other SKUs (`taking`), the refusals are
+/// those SKUs', and the pusher goes on at once, up to `TOOK_NOTHING_BEFORE_PAUSE` such
+/// answers in a row (a pause here, doubling while they followed one another, slowed every
+/// SKU of a store with a few listings it will not take to one call in 2 s, or 30 s after
+/// 4xx answers). Beyond, it backs off, at most 2 s while the channel takes others; while
+/// it takes nothing (a wrong token), as after any failure.
+async fn after_refusals(link: &ChannelLink, pacer: &mut Pacer, taking: bool, retryable: bool) {
+    pacer.took_nothing = pacer.took_nothing.saturating_add(1);
+    if taking && pacer.took_nothing <= TOOK_NOTHING_BEFORE_PAUSE {
+        return;
+    }
+    pause(link, pacer.backoff.next_delay(retryable || taking)).await;
+}
+
 /// Takes the acknowledged items (indices into `items`): their acks to the shards, the
 /// rest back to the outbox, pacing adjusted. Returns whether every item was taken.
 #[allow(clippy::too_many_arguments)]
@@ -529,7 +557,8 @@ async fn accept(
 ) -> bool {
     let mask = acknowledge(link, engine, items, acked, delivered).await;
     let all = mask.iter().all(|ok| *ok);
-    if mask.iter().any(|ok| *ok) {
+    let took = mask.iter().any(|ok| *ok);
+    if took {
         // An answer that took the call, even in part: the channel is writing.
         link.health.push_taken();
     } else if contended {
@@ -555,16 +584,15 @@ async fn accept(
     if !contended {
         hold_refused(link, taking, items, &mask);
     }
-    pacer.bucket.lock().await.succeeded();
-    if taking || contended {
-        // The channel answers and takes SKUs (this call's or others' within the minute):
-        // what it refused is those SKUs', each waiting on its own (`hold_refused`), so the
-        // rest of the queue goes on at once. A pause here, growing while answers stayed
-        // partial, slowed every SKU of a store with a few listings it will not take to
-        // one call in 2 s. Only a channel that takes nothing backs off.
+    if took || contended {
+        // The channel answered and took what it could: what it refused waits on its own
+        // (`hold_refused`), so the rest of the queue goes on at once. (It paused here
+        // after every partial answer, longer while they followed one another.)
+        pacer.bucket.lock().await.succeeded();
         pacer.backoff.reset();
+        pacer.took_nothing = 0;
     } else {
-        pause(link, pacer.backoff.next_delay(true)).await;
+        after_refusals(link, pacer, taking, true).await;
     }
     if let Some(wait) = wait {
         // The channel's own budget is nearly spent: let it refill (never for longer than

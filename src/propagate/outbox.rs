@@ -548,6 +548,14 @@ impl Outbox {
         refused: &[bool],
         taking: bool,
     ) -> Vec<(String, u32, std::time::Duration)> {
+        // One flag of each per item: a short slice would leave items "submitted" for good.
+        assert!(
+            acked.len() == items.len() && refused.len() == items.len(),
+            "settle_submission: {} items, {} acked flags, {} refused flags",
+            items.len(),
+            acked.len(),
+            refused.len()
+        );
         let mut inner = self.lock();
         let now = tokio::time::Instant::now();
         let mut held = Vec::new();

@@ -247,6 +247,14 @@ impl Server {
         }
     }
 
+    /// The value of one series of `/metrics` (`name{labels}` as served), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     /// The `/metrics` page.
     pub fn metrics(&self) -> String {
         Server::client()
