@@ -1088,11 +1088,9 @@ fn refusals_do_not_pause(status: u16, config: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_a(&a, dir.path(), config);
     let refused: Vec<String> = (0..6).map(|k| format!("R-{k}")).collect();
-    a.refuse_pushes_of(
-        &refused.iter().map(String::as_str).collect::<Vec<_>>(),
-        status,
-        true,
-    );
+    let mut refusing: Vec<&str> = refused.iter().map(String::as_str).collect();
+    refusing.push("LAST");
+    a.refuse_pushes_of(&refusing, status, true);
     let wait = Duration::from_secs(20);
     // The channel takes SKUs: what it refuses from now on is those SKUs'.
     post_ok(&server, vec![event("w", "W", "counted", 7)]);
@@ -1127,4 +1125,19 @@ fn refusals_do_not_pause(status: u16, config: &str) {
     );
     let pauses = server.metric("lockstep_push_backoffs_total{channel=\"a\"}");
     assert!(pauses < 3.0, "the pusher paused {pauses} times");
+
+    // A refusal answered last is named, and the channel is not shown failing for it.
+    post_ok(&server, vec![event("last", "LAST", "counted", 7)]);
+    assert!(
+        eventually(wait, || server.first_channel()["refused"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("LAST")))),
+        "{}",
+        server.first_channel()
+    );
+    let console = server.text("/console/");
+    assert!(
+        console.contains("class=\"state pushing\"") && !console.contains("state failing"),
+        "{console}"
+    );
 }

@@ -460,7 +460,6 @@ async fn settle(
         }
         PushReply::Failed { reason, retryable } => {
             count("error");
-            link.health.push_failed(&reason);
             let none = vec![false; items.len()];
             link.outbox.finish(items, &none);
             // A refusal a retry cannot fix, of a listing written alone, holds its SKU back
@@ -472,8 +471,14 @@ async fn settle(
             // which: the next batches are halved until the refused SKU, at the head of the
             // queue, goes alone. Held together, the request's SKUs came back together and
             // were refused together, for good.
-            if !retryable && items.len() == 1 {
-                let taking = taking_recently(link);
+            let one_refused = !retryable && items.len() == 1;
+            let taking = one_refused && taking_recently(link);
+            // While the channel takes others, one SKU's refusal is that SKU's: named under
+            // `refused`, not the channel failing (as an answer refusing some SKUs is not).
+            if !taking {
+                link.health.push_failed(&reason);
+            }
+            if one_refused {
                 hold_refused(link, taking, items, &none);
                 tracing::warn!(channel = %name, %reason, "push refused");
                 after_refusals(link, pacer, taking, false).await;
