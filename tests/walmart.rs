@@ -558,13 +558,13 @@ fn a_stock_out_goes_at_once_during_a_feed_and_again_after_it() {
     assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(0)));
 }
 
-/// An item Walmart refuses in a processed feed is not acknowledged: it goes again in the
-/// next feed, alone.
-#[test]
-fn a_feed_item_walmart_refuses_is_sent_again() {
+/// Two SKUs by fast feeds processed in `processing_ms`, the simulator set up by `sim_setup`
+/// first, then counted: M0 at 40, M1 at 60.
+fn two_counts_by_feed(processing_ms: u64, sim_setup: impl FnOnce(&WalmartSim)) -> Rig {
     let rig = rig(2, false, FAST_FEEDS);
-    rig.sim.set_feed_processing(Duration::from_millis(500));
-    rig.sim.refuse_feed_item("WM-1");
+    rig.sim
+        .set_feed_processing(Duration::from_millis(processing_ms));
+    sim_setup(&rig.sim);
     post(
         &rig,
         vec![
@@ -572,6 +572,14 @@ fn a_feed_item_walmart_refuses_is_sent_again() {
             event("b", "M1", "counted", 60),
         ],
     );
+    rig
+}
+
+/// An item Walmart refuses in a processed feed is not acknowledged: it goes again in the
+/// next feed, alone.
+#[test]
+fn a_feed_item_walmart_refuses_is_sent_again() {
+    let rig = two_counts_by_feed(500, |sim| sim.refuse_feed_item("WM-1"));
     assert!(eventually(WAIT, || rig.sim.feeds().len() >= 2));
     let feeds = rig.sim.feeds();
     assert_eq!((feeds[0].1, feeds[1].1), (2, 1), "{feeds:?}");
@@ -597,16 +605,7 @@ fn a_feed_item_walmart_refuses_is_sent_again() {
 /// `DATA_ERROR` is.)
 #[test]
 fn a_feed_item_walmart_s_systems_fail_goes_again_unnamed() {
-    let rig = rig(2, false, FAST_FEEDS);
-    rig.sim.set_feed_processing(Duration::from_millis(300));
-    rig.sim.fail_feed_item("WM-1");
-    post(
-        &rig,
-        vec![
-            event("a", "M0", "counted", 40),
-            event("b", "M1", "counted", 60),
-        ],
-    );
+    let rig = two_counts_by_feed(300, |sim| sim.fail_feed_item("WM-1"));
     assert!(eventually(WAIT, || pushed(&rig, "M0") == Some(40)));
     // A second feed carries M1 again and is processed: it failed again.
     assert!(eventually(WAIT, || {
@@ -644,17 +643,10 @@ fn a_feed_item_walmart_s_systems_fail_goes_again_unnamed() {
 /// (Such a feed cleared "failing" before.)
 #[test]
 fn a_feed_that_takes_none_of_its_items_shows_the_channel_failing() {
-    let rig = rig(2, false, FAST_FEEDS);
-    rig.sim.set_feed_processing(Duration::from_millis(200));
-    rig.sim.refuse_feed_item("WM-0");
-    rig.sim.refuse_feed_item("WM-1");
-    post(
-        &rig,
-        vec![
-            event("a", "M0", "counted", 40),
-            event("b", "M1", "counted", 60),
-        ],
-    );
+    let rig = two_counts_by_feed(200, |sim| {
+        sim.refuse_feed_item("WM-0");
+        sim.refuse_feed_item("WM-1");
+    });
     assert!(
         eventually(WAIT, || rig
             .server
