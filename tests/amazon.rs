@@ -668,6 +668,20 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
 }
 
 #[test]
+fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
+    let rig = rig(2, "poll_interval_s = 1");
+    a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
+        &rig.server,
+        &rig.sim.market,
+        "amazon",
+        ("A0", "A1"),
+        &|sku, qty| {
+            rig.sim.place_order(&[(sku, qty)]);
+        },
+    );
+}
+
+#[test]
 fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
     let rig = rig(2, "poll_interval_s = 1");
     an_unreadable_order_does_not_stop_the_poll(

@@ -435,6 +435,20 @@ fn a_deleted_variant_does_not_hold_back_the_skus_adjusted_with_it() {
 }
 
 #[test]
+fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
+    let rig = rig(2, "poll_interval_s = 1");
+    a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
+        &rig.server,
+        &rig.sim.market,
+        "bc",
+        ("B0", "B1"),
+        &|sku, qty| {
+            rig.sim.place_order(&[(sku, qty)]);
+        },
+    );
+}
+
+#[test]
 fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
     let rig = rig(2, "poll_interval_s = 1");
     an_unreadable_order_does_not_stop_the_poll(
@@ -491,6 +505,22 @@ fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
         rig.server.stderr_lines().join("\n")
     );
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)), "left out");
+}
+
+/// An order whose lines the store refuses for good (400) is left out by its hook, which
+/// is answered 200 once: a 503 would bring it back until BigCommerce deactivated the hook.
+#[test]
+fn an_order_whose_lines_are_refused_is_answered_200_by_its_hook() {
+    let rig = rig(1, "");
+    count_all(&rig, 0..1, 10);
+    rig.sim
+        .market
+        .shop()
+        .refused_orders
+        .insert("B0".into(), 400);
+    rig.sim.place_order(&[("B0", 2)]);
+    the_order_hook_is_taken_once(&rig);
+    assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
 }
 
 /// An order deleted between its hook and the fetch (404) is left out, and its hook

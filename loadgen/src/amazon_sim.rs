@@ -781,6 +781,10 @@ fn handle(
             let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
                 return errors(404, "NotFound", "Order not found", &[]);
             };
+            if let Some(status) = s.refusal_of(o) {
+                let why = "Request has missing or invalid parameters and cannot be parsed.";
+                return errors(status, "InvalidInput", why, &[]);
+            }
             let offset: usize = req.number("NextToken", 0);
             let per_page = per_page.unwrap_or(usize::MAX);
             let items: Vec<Value> = o.lines.iter().skip(offset).take(per_page).map(|l| {

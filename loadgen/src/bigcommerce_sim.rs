@@ -388,6 +388,14 @@ fn handle(
                     &rate,
                 );
             };
+            if let Some(status) = s.refusal_of(o) {
+                let message = "The request could not be processed.";
+                return reply(
+                    status,
+                    &json!([{"status": status, "message": message}]),
+                    &rate,
+                );
+            }
             if o.lines.iter().any(|l| unreadable.contains(&l.sku)) {
                 return reply(200, &json!({"lines": "unreadable"}), &rate);
             }

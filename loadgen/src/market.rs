@@ -296,6 +296,10 @@ pub struct Shop {
     /// SKUs whose orders an order list gives without their id: orders no reader can key
     /// (`is_unreadable`; every simulator that lists orders honours it).
     pub unreadable_skus: std::collections::BTreeSet<String>,
+    /// SKUs whose orders' follow-up reads (an order's items or lines, the order a thin
+    /// notification named) are answered with this status (`refusal_of`; Amazon's and
+    /// BigCommerce's simulators honour it): an order the channel refuses to give.
+    pub refused_orders: BTreeMap<String, u16>,
     next_id: u64,
     /// The channel's id → our SKU, for `by_id`.
     ids: HashMap<String, String>,
@@ -311,6 +315,15 @@ pub enum Gate {
 }
 
 impl Shop {
+    /// The status that `order`'s follow-up reads are refused with, if any
+    /// (`refused_orders`).
+    pub fn refusal_of(&self, order: &Order) -> Option<u16> {
+        order
+            .lines
+            .iter()
+            .find_map(|l| self.refused_orders.get(&l.sku).copied())
+    }
+
     /// Whether order lists give `order` without its id (`unreadable_skus`).
     pub fn is_unreadable(&self, order: &Order) -> bool {
         order
@@ -332,6 +345,7 @@ impl Shop {
             order_polls: 0,
             page_cap: usize::MAX,
             unreadable_skus: Default::default(),
+            refused_orders: Default::default(),
             next_id: 100_000,
             ids: HashMap::new(),
         };

@@ -60,8 +60,8 @@ const SEARCH_CAP: u64 = 1_000;
 use super::{
     excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Inbound,
 };
+use super::{FetchFailure, OrderQueue, QueueMessage};
 use super::{Levels, OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, Seen};
-use super::{OrderQueue, QueueMessage};
 use crate::clock::{format_rfc3339, Micros};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
@@ -1126,8 +1126,9 @@ impl Amazon {
     /// One order's items (OrderItemId, SellerSKU, QuantityOrdered, QuantityShipped), paced on
     /// getOrderItems' own budget, every page of them (`NextToken`, getOrderItems:
     /// "If NextToken is provided, it's used to retrieve the next page of order items").
-    /// An item that cannot be read, and the items past `ORDER_ITEM_PAGES_MAX` pages, are
-    /// `Err` items: recorded, and the order's other items taken.
+    /// An item that cannot be read, the items past `ORDER_ITEM_PAGES_MAX` pages, and those
+    /// of a page Amazon refuses for good (`FetchFailure::if_refused`) are `Err` items:
+    /// recorded, and the order's other items taken.
     async fn fetch_order_items(
         &self,
         caller: &Caller,
@@ -1145,9 +1146,23 @@ impl Amazon {
                 ),
                 None => path.clone(),
             };
-            let page = self
+            let page = match self
                 .order_items_page(caller, get, order_id, page_path)
-                .await?;
+                .await
+            {
+                Ok(page) => page,
+                // Amazon's final word on these items (400 or 404 among getOrderItems'
+                // answers: https://developer-docs.amazon.com/sp-api/reference/getorderitems):
+                // asking again reads the same, and a pass that failed at it would fail at
+                // it for good, no later order reaching the poll. The items read are taken
+                // and the rest recorded after them, as below.
+                Err(FetchFailure::Unreadable(why)) => {
+                    let why = format!("and those after it are not read: {why}");
+                    items.push(Err((payload::line_place(items.len()), why)));
+                    return Ok(items);
+                }
+                Err(FetchFailure::Call(e)) => return Err(e),
+            };
             // An item's place counts across pages: each page's items follow the last's.
             let before = items.len();
             items.extend(
@@ -1182,7 +1197,7 @@ impl Amazon {
         get: &(dyn Fn(String) -> OutboundRequest + Sync),
         order_id: &str,
         path: String,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, FetchFailure> {
         const TRIES: u32 = 3;
         for _ in 0..TRIES {
             let answer = caller.call(get(path.clone())).await?;
@@ -1195,11 +1210,12 @@ impl Amazon {
                 continue;
             }
             drop(bucket);
-            return json_answer(&answer);
+            FetchFailure::if_refused(&answer, &format!("getOrderItems for {order_id}"))?;
+            return Ok(json_answer(&answer)?);
         }
-        Err(format!(
+        Err(FetchFailure::Call(format!(
             "getOrderItems for {order_id}: still throttled after {TRIES} tries"
-        ))
+        )))
     }
 }
 

@@ -306,7 +306,7 @@ impl BigCommerce {
         let answer = caller
             .call(self.request(http::Method::GET, &path, None))
             .await?;
-        FetchFailure::if_gone(&answer, &format!("order {id}"))?;
+        FetchFailure::if_refused(&answer, &format!("order {id}"))?;
         let order = json_answer(&answer)?;
         let lines = self.fetch_lines(caller, id).await?;
         self.order_events(&order, payload::list(&lines), now)
@@ -332,7 +332,7 @@ impl BigCommerce {
             if answer.0 == 204 {
                 return Ok(Value::Array(lines));
             }
-            FetchFailure::if_gone(&answer, &format!("order {id}'s lines"))?;
+            FetchFailure::if_refused(&answer, &format!("order {id}'s lines"))?;
             let Value::Array(found) = json_answer(&answer)? else {
                 let why = format!("order {id}'s lines are not a list");
                 return Err(FetchFailure::Unreadable(why));

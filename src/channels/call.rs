@@ -266,6 +266,16 @@ pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Whether a 4xx answer to reading something is the channel's final word on it: asking
+/// again sends the same request and reads the same refusal (400 a request it cannot
+/// take for this id, 404 or 410 gone, 422 and the like). Not so for 401 and 403 (the
+/// credentials or their scope: every call fails alike until the seller fixes them, so
+/// a reader that took them as final would pass over every order meanwhile), 408, 409,
+/// 423, 425 and 429 (time, a conflict or a lock, the pace: another try may be taken).
+pub fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && ![401, 403, 408, 409, 423, 425, 429].contains(&status)
+}
+
 /// A JSON body of a 2xx answer, or why not.
 pub fn json_answer(answer: &Answer) -> Result<Value, String> {
     json_reply(answer.0, &answer.2)
@@ -406,6 +416,16 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::config::RateLimit;
+
+    #[test]
+    fn only_a_4xx_no_retry_changes_is_a_refusal_for_good() {
+        for status in [400, 404, 410, 413, 422] {
+            assert!(refused_for_good(status), "{status}");
+        }
+        for status in [200, 204, 401, 403, 408, 409, 423, 425, 429, 500, 503] {
+            assert!(!refused_for_good(status), "{status}");
+        }
+    }
 
     #[test]
     fn a_segment_from_outside_cannot_break_the_uri_or_leave_its_place() {

@@ -426,7 +426,7 @@ impl Ebay {
     /// `quantity`: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:LineItemReference),
     /// and how many fulfillments the answer held.
     /// `Ok(None)`: eBay refuses to read this order's fulfillments (a 4xx that no retry
-    /// changes: not 401, 403, 408 or 429), so the order is read without them; any other
+    /// changes: `call::refused_for_good`), so the order is read without them; any other
     /// failure fails the pass, which is tried again.
     async fn shipped_units(
         &self,
@@ -443,7 +443,7 @@ impl Ebay {
             .body(Vec::new())
             .expect("a validated base_url makes a valid request");
         let answer = caller.call_now(with_headers(request, auth.clone())).await?;
-        if (400..500).contains(&answer.0) && ![401, 403, 408, 429].contains(&answer.0) {
+        if super::call::refused_for_good(answer.0) {
             tracing::warn!(channel = %self.name, order = %order_id, status = answer.0,
                 "eBay refuses to read the order's shipping fulfillments: its FULFILLED lines count as shipped in full");
             return Ok(None);

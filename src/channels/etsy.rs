@@ -546,7 +546,7 @@ impl ChannelAdapter for Etsy {
                 self.shop_id
             );
             let answer = self.call(caller, self.get(&path)).await?;
-            FetchFailure::if_gone(&answer, &format!("receipt {receipt_id}"))?;
+            FetchFailure::if_refused(&answer, &format!("receipt {receipt_id}"))?;
             let answer = json_answer(&answer)?;
             self.receipt_events(&answer, now)
                 .map_err(FetchFailure::Unreadable)

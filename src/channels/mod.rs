@@ -452,11 +452,12 @@ fn now() -> Micros {
 /// Why the order a thin notification named was not taken (`ChannelAdapter::fetch`).
 #[derive(Debug)]
 pub enum FetchFailure {
-    /// A call failed (the channel down, throttled, a 5xx, an answer that is no JSON): the
-    /// delivery is answered 503, so the channel delivers it again.
+    /// A call failed (the channel down, throttled, a 5xx, a 401 or 403, an answer that is
+    /// no JSON): the delivery is answered 503, so the channel delivers it again.
     Call(String),
     /// The channel answered, and what it gave cannot be read (an order without its id,
-    /// lines that are not a list): every delivery would read the same. The order is left
+    /// lines that are not a list, a 4xx refusing it for good: `if_refused`): every
+    /// delivery would read the same. The order is left
     /// out (`order_left_out`) and the delivery answered 200: refused, it would come back
     /// for good, and BigCommerce deactivates a hook after about 48 hours of failures,
     /// every later order with it.
@@ -464,14 +465,20 @@ pub enum FetchFailure {
 }
 
 impl FetchFailure {
-    /// `Unreadable` for an answer of 404 or 410: what the notification named is not there
-    /// (deleted since), and asking again reads the same. (Were it a store's replica a
-    /// moment behind its notification, the poll reads the order once it is there.)
-    pub fn if_gone(answer: &call::Answer, what: &str) -> Result<(), FetchFailure> {
+    /// `Unreadable` for an answer that is the channel's final word on what was named
+    /// (`call::refused_for_good`): 404 or 410, it is not there (deleted since; were it a
+    /// store's replica a moment behind its notification, the poll reads the order once
+    /// it is there), or another such 4xx, it is refused. Asking again reads the same, so
+    /// a pass or a delivery that failed at it would fail at it for good.
+    pub fn if_refused(answer: &call::Answer, what: &str) -> Result<(), FetchFailure> {
         match answer.0 {
             404 | 410 => Err(FetchFailure::Unreadable(format!(
                 "{what} is not there (HTTP {})",
                 answer.0
+            ))),
+            status if call::refused_for_good(status) => Err(FetchFailure::Unreadable(format!(
+                "{what} is refused (HTTP {status}: {})",
+                excerpt(&answer.2)
             ))),
             _ => Ok(()),
         }

@@ -824,6 +824,66 @@ pub fn console_csrf(server: &Server, sku: &str) -> String {
         .to_string()
 }
 
+/// An order whose follow-up read the channel refuses for good (a 400) is left out and
+/// counted, and the poll goes on past it (it failed every pass at it, for good); one
+/// refused with a 403 (the credentials or their scope, which the seller can fix) is
+/// not left out: the pass fails at it until the channel gives it, and then it is held.
+/// `first` and `second`: two SKUs, each alone on the orders `place` makes, with webhooks
+/// lost so that the poll alone reads them.
+pub fn a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
+    server: &Server,
+    market: &loadgen::market::Market,
+    channel: &str,
+    (first, second): (&str, &str),
+    place: &dyn Fn(&str, i64),
+) {
+    let wait = Duration::from_secs(30);
+    count(server, first, 10);
+    count(server, second, 10);
+    market.set_habits(loadgen::sim::Habits {
+        lose: 1.0,
+        ..loadgen::sim::Habits::default()
+    });
+    market.shop().refused_orders.insert(first.to_string(), 400);
+    place(first, 2);
+    place(second, 3);
+    assert!(
+        eventually(wait, || server.stock(second) == Some((10, 3, 7))),
+        "the poll goes on past the refused order: {:?}\n{}",
+        server.stock(second),
+        server.stderr_lines().join("\n")
+    );
+    assert_eq!(server.stock(first), Some((10, 0, 10)), "left out");
+    // Said: logged as an order left out (`order_left_out`, which counts it too), or recorded in the audit as
+    // `unmapped` (Amazon's items, taken item by item).
+    let said = |status: u16| {
+        let refusal = format!("refused (HTTP {status}");
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("left out") && l.contains(&refusal))
+            || server.audit_all().iter().any(|r| {
+                let sku = r["sku"].as_str().unwrap_or_default();
+                sku.starts_with(&format!("?{channel}: order")) && sku.contains(&refusal)
+            })
+    };
+    assert!(said(400), "{:?}", server.audit_all());
+    // Forbidden: passes fail at it, and once the channel gives it, it is held.
+    market.shop().refused_orders.insert(second.to_string(), 403);
+    place(second, 1);
+    let polls = market.order_polls();
+    assert!(eventually(wait, || market.order_polls() >= polls + 3));
+    assert_eq!(server.stock(second), Some((10, 3, 7)), "not read yet");
+    assert!(!said(403), "not left out");
+    market.shop().refused_orders.remove(second);
+    assert!(
+        eventually(wait, || server.stock(second) == Some((10, 4, 6))),
+        "a forbidden order is read once the channel gives it, not left out: {:?}\n{}",
+        server.stock(second),
+        server.stderr_lines().join("\n")
+    );
+}
+
 /// A polled channel lists an order no reader can key (without its id) before another:
 /// the poll leaves it out, says so and counts it, and takes the one after it. Before, the
 /// pass failed at it, every pass after it too, and no later order was read by the poll.
