@@ -670,6 +670,8 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
 #[test]
 fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
     let rig = rig(2, "poll_interval_s = 1");
+    // A pass a second for some ten seconds: more listings than getOrders' default burst.
+    rig.sim.set_orders_rate(20.0, 5.0);
     a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
         &rig.server,
         &rig.sim.market,
@@ -678,6 +680,41 @@ fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
         &|sku, qty| {
             rig.sim.place_order(&[(sku, qty)]);
         },
+    );
+}
+
+/// An order whose items Amazon refused is recorded, and not kept as read: when a later
+/// pass finds Amazon giving them (the order itself unchanged), its units are held. (A
+/// refusal kept for the order's version would have held nothing until the order changed
+/// again, by then perhaps shipped.)
+#[test]
+fn an_order_whose_items_were_refused_is_held_once_amazon_gives_them() {
+    let rig = rig(1, "poll_interval_s = 1");
+    rig.sim.set_orders_rate(20.0, 5.0);
+    count_all(&rig, 0..1, 10);
+    rig.sim.market.set_habits(Habits {
+        lose: 1.0,
+        ..Habits::default()
+    });
+    rig.sim
+        .market
+        .shop()
+        .refused_orders
+        .insert("A0".into(), 400);
+    rig.sim.place_order(&[("A0", 2)]);
+    let recorded = || {
+        rig.server.audit_all().iter().any(|r| {
+            let sku = r["sku"].as_str().unwrap_or_default();
+            sku.starts_with("?amazon: order") && sku.contains("refused (HTTP 400")
+        })
+    };
+    assert!(eventually(WAIT, recorded), "{:?}", rig.server.audit_all());
+    assert_eq!(rig.server.stock("A0"), Some((10, 0, 10)));
+    rig.sim.market.shop().refused_orders.clear();
+    assert!(
+        eventually(WAIT, || rig.server.stock("A0") == Some((10, 2, 8))),
+        "{:?}",
+        rig.server.stock("A0")
     );
 }
 

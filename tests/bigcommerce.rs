@@ -523,6 +523,31 @@ fn an_order_whose_lines_are_refused_is_answered_200_by_its_hook() {
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
 }
 
+/// An order whose lines the store forbids (403: the credentials' scope, which the seller
+/// can fix) is not left out by its hook: the hook is answered 503, to come again, and the
+/// order is held once the store gives it.
+#[test]
+fn an_order_whose_lines_are_forbidden_is_answered_503_by_its_hook_and_held_later() {
+    let rig = rig(1, "poll_interval_s = 1");
+    count_all(&rig, 0..1, 10);
+    rig.sim
+        .market
+        .shop()
+        .refused_orders
+        .insert("B0".into(), 403);
+    rig.sim.place_order(&[("B0", 2)]);
+    let hooks = || rig.sim.market.sender.answers(Some("store/order/created"));
+    assert!(eventually(WAIT, || hooks().contains(&503)), "{:?}", hooks());
+    assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
+    rig.sim.market.shop().refused_orders.remove("B0");
+    assert!(
+        eventually(WAIT, || rig.server.stock("B0") == Some((10, 2, 8))),
+        "{:?} {:?}",
+        rig.server.stock("B0"),
+        hooks()
+    );
+}
+
 /// An order deleted between its hook and the fetch (404) is left out, and its hook
 /// answered 200: a 503 would bring it back until BigCommerce deactivated the hook.
 #[test]

@@ -781,9 +781,17 @@ fn handle(
             let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
                 return errors(404, "NotFound", "Order not found", &[]);
             };
-            if let Some(status) = s.refusal_of(o) {
-                let why = "Request has missing or invalid parameters and cannot be parsed.";
-                return errors(status, "InvalidInput", why, &[]);
+            // The errors getOrderItems documents for its 400 and 403.
+            match s.refusal_of(o) {
+                Some(403) => {
+                    let why = "Access to requested resource is denied.";
+                    return errors(403, "Unauthorized", why, &[]);
+                }
+                Some(status) => {
+                    let why = "Request has missing or invalid parameters and cannot be parsed.";
+                    return errors(status, "InvalidInput", why, &[]);
+                }
+                None => {}
             }
             let offset: usize = req.number("NextToken", 0);
             let per_page = per_page.unwrap_or(usize::MAX);

@@ -126,6 +126,17 @@ fn bc_error(status: u16, title: &str, headers: &[(&str, String)]) -> Reply {
     )
 }
 
+/// v2's refusal of a read (`Shop::refused_orders`): a list of `{"status", "message"}`,
+/// the shape of its 404s.
+fn v2_refused(status: u16, headers: &[(&str, String)]) -> Reply {
+    let message = "The request could not be processed.";
+    reply(
+        status,
+        &json!([{"status": status, "message": message}]),
+        headers,
+    )
+}
+
 /// v2's answer to an empty collection: 204, no body.
 fn no_content(headers: &[(&str, String)]) -> Reply {
     let mut answer = reply(204, &Value::Null, headers);
@@ -363,6 +374,9 @@ fn handle(
                     &rate,
                 );
             };
+            if let Some(status) = s.refusal_of(o) {
+                return v2_refused(status, &rate);
+            }
             let shipped = o.shipped_us.map(rfc2822).unwrap_or_default();
             reply(
                 200,
@@ -389,12 +403,7 @@ fn handle(
                 );
             };
             if let Some(status) = s.refusal_of(o) {
-                let message = "The request could not be processed.";
-                return reply(
-                    status,
-                    &json!([{"status": status, "message": message}]),
-                    &rate,
-                );
+                return v2_refused(status, &rate);
             }
             if o.lines.iter().any(|l| unreadable.contains(&l.sku)) {
                 return reply(200, &json!({"lines": "unreadable"}), &rate);

@@ -1128,13 +1128,15 @@ impl Amazon {
     /// "If NextToken is provided, it's used to retrieve the next page of order items").
     /// An item that cannot be read, the items past `ORDER_ITEM_PAGES_MAX` pages, and those
     /// of a page Amazon refuses for good (`FetchFailure::if_refused`) are `Err` items:
-    /// recorded, and the order's other items taken.
+    /// recorded, and the order's other items taken. With them, whether the read may be
+    /// kept for this version of the order (`order_items`): not after a refusal, so that
+    /// the next pass listing the order asks again.
     async fn fetch_order_items(
         &self,
         caller: &Caller,
         get: &(dyn Fn(String) -> OutboundRequest + Sync),
         order_id: &str,
-    ) -> Result<Vec<OrderItem>, String> {
+    ) -> Result<(Vec<OrderItem>, bool), String> {
         let path = format!("/orders/v0/orders/{}/orderItems", segment(order_id));
         let mut items = Vec::new();
         let mut next: Option<String> = None;
@@ -1153,13 +1155,15 @@ impl Amazon {
                 Ok(page) => page,
                 // Amazon's final word on these items (400 or 404 among getOrderItems'
                 // answers: https://developer-docs.amazon.com/sp-api/reference/getorderitems):
-                // asking again reads the same, and a pass that failed at it would fail at
-                // it for good, no later order reaching the poll. The items read are taken
-                // and the rest recorded after them, as below.
+                // a pass that failed at it would fail at it for good, no later order
+                // reaching the poll. The items read are taken and the rest recorded after
+                // them, as below. Not kept: integrators meet passing 400s too (a
+                // `NextToken` Amazon could not decode), and the next pass that lists the
+                // order asks again, taking the items if Amazon gives them then.
                 Err(FetchFailure::Unreadable(why)) => {
                     let why = format!("and those after it are not read: {why}");
                     items.push(Err((payload::line_place(items.len()), why)));
-                    return Ok(items);
+                    return Ok((items, false));
                 }
                 Err(FetchFailure::Call(e)) => return Err(e),
             };
@@ -1176,7 +1180,7 @@ impl Amazon {
                 .filter(|t| !t.is_empty())
             {
                 Some(token) => next = Some(token.to_string()),
-                None => return Ok(items),
+                None => return Ok((items, true)),
             }
         }
         // Asking again would page the same way: the items read are taken, and the rest
@@ -1186,7 +1190,7 @@ impl Amazon {
             "and those after it are not read: getOrderItems still paging after {ORDER_ITEM_PAGES_MAX} pages"
         );
         items.push(Err((payload::line_place(items.len()), why)));
-        Ok(items)
+        Ok((items, true))
     }
 
     /// One page of an order's items; a 429 waits and tries again (a few times). The rate
@@ -1302,10 +1306,12 @@ impl OrderPoll for Amazon {
                 let items = match self.order_items.get(&order_id, version) {
                     Some(items) => items,
                     None => {
-                        let items = self
+                        let (items, keep) = self
                             .fetch_order_items(&items_caller, &get, &order_id)
                             .await?;
-                        self.order_items.keep(&order_id, version, items.clone());
+                        if keep {
+                            self.order_items.keep(&order_id, version, items.clone());
+                        }
                         items
                     }
                 };

@@ -317,8 +317,9 @@ impl BigCommerce {
     /// holds at most `LINES_PAGE`, and a shorter page, an empty one or a 204 (v2's empty
     /// collection) is the last. Lines past the first page are units sold like any other.
     /// An answer that is no list, lines still paging after `LINE_PAGES_MAX` pages, and a
-    /// 404 (the order deleted since it was listed) are `Unreadable`: asking again would
-    /// read the same.
+    /// 4xx no retry changes (a 404: the order deleted since it was listed; a 400 or 422
+    /// refusing it: `FetchFailure::if_refused`) are `Unreadable`: asking again would read
+    /// the same.
     async fn fetch_lines(&self, caller: &Caller, id: &str) -> Result<Value, FetchFailure> {
         let mut lines = Vec::new();
         for page in 1..=LINE_PAGES_MAX {

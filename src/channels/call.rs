@@ -268,12 +268,13 @@ pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 /// Whether a 4xx answer to reading something is the channel's final word on it: asking
 /// again sends the same request and reads the same refusal (400 a request it cannot
-/// take for this id, 404 or 410 gone, 422 and the like). Not so for 401 and 403 (the
-/// credentials or their scope: every call fails alike until the seller fixes them, so
-/// a reader that took them as final would pass over every order meanwhile), 408, 409,
-/// 423, 425 and 429 (time, a conflict or a lock, the pace: another try may be taken).
+/// take for this id, 404 or 410 gone, 422 and the like). Not so for 401, 403 and 407
+/// (the credentials, their scope, a proxy's: every call fails alike until someone fixes
+/// them, so a reader that took them as final would pass over every order meanwhile),
+/// 408, 409, 421, 423, 425 and 429 (time, a conflict, a connection to the wrong server,
+/// a lock, the pace: another try may be taken).
 pub fn refused_for_good(status: u16) -> bool {
-    (400..500).contains(&status) && ![401, 403, 408, 409, 423, 425, 429].contains(&status)
+    (400..500).contains(&status) && ![401, 403, 407, 408, 409, 421, 423, 425, 429].contains(&status)
 }
 
 /// A JSON body of a 2xx answer, or why not.
@@ -422,7 +423,9 @@ mod tests {
         for status in [400, 404, 410, 413, 422] {
             assert!(refused_for_good(status), "{status}");
         }
-        for status in [200, 204, 401, 403, 408, 409, 423, 425, 429, 500, 503] {
+        for status in [
+            200, 204, 401, 403, 407, 408, 409, 421, 423, 425, 429, 500, 503,
+        ] {
             assert!(!refused_for_good(status), "{status}");
         }
     }

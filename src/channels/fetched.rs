@@ -11,6 +11,9 @@
 //! `lastModifiedDate` for getShippingFulfillments
 //! (https://developer.ebay.com/api-docs/sell/fulfillment/resources/order/methods/getOrders).
 //!
+//! What the channel refused to give is not kept: the next pass that lists the order asks
+//! again (an Amazon refusal of an order's items may pass).
+//!
 //! Bounded: when full it forgets everything and starts over, which costs one pass its
 //! fetches again and nothing else (the events built from a fetch are duplicates by their
 //! keys when they were taken before).

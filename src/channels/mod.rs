@@ -729,7 +729,8 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
 }
 
 /// An order a poll listed, or a notification named, that cannot be read (no id, lines
-/// that are not a list; a line alone that cannot be is its own record:
+/// that are not a list, a follow-up read refused for good: `FetchFailure::if_refused`; a
+/// line alone that cannot be is its own record:
 /// `payload::OrderLines`): left out, said and counted
 /// (`lockstep_channel_events_refused_total`), never allowed to fail the pass. A pass that
 /// failed on it would fail on it again every time, the window or cursor never moving

@@ -99,7 +99,9 @@ fn answered(status: u16, body: &[u8]) -> Answered {
     if status == 404 && not_found() {
         return Answered::Empty;
     }
-    if (400..500).contains(&status) && ![401, 403, 404, 429].contains(&status) {
+    // Another 404 is no answer about the window (a gateway's), and a 4xx that another
+    // try may change fails the pass to be read again (`call::refused_for_good`).
+    if status != 404 && super::call::refused_for_good(status) {
         return Answered::Refused;
     }
     let total = reply["list"]["meta"]["totalCount"].as_i64();
@@ -240,8 +242,8 @@ mod tests {
         let gateway = br#"{"errors": [{"code": "CONTENT_NOT_FOUND.GMP_GATEWAY_API"}]}"#;
         assert_eq!(answered(404, gateway), Answered::Page);
         // Neither halves nor ends a window: the credentials, the throttle, another 404,
-        // a server's failure.
-        for status in [401, 403, 404, 429, 500, 503] {
+        // a 4xx another try may change, a server's failure.
+        for status in [401, 403, 404, 408, 409, 429, 500, 503] {
             assert_eq!(answered(status, b"{}"), Answered::Page, "{status}");
         }
     }

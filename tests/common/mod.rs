@@ -854,39 +854,37 @@ pub fn a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
         server.stderr_lines().join("\n")
     );
     assert_eq!(server.stock(first), Some((10, 0, 10)), "left out");
-    // Said: logged as an order left out (`order_left_out`, which counts it too), or recorded in the audit as
-    // `unmapped` (Amazon's items, taken item by item).
-    // (`stderr_lines` takes the lines it gives: each check reads what came since.)
-    let said = |lines: &[String], status: u16| {
-        let refusal = format!("refused (HTTP {status}");
-        lines
+    // Said: logged as an order left out (`order_left_out`, which counts it too), or
+    // recorded in the audit as `unmapped` (Amazon's items, taken item by item). The log
+    // is gathered as it comes (`stderr_lines` takes the lines it gives).
+    let log = std::cell::RefCell::new(Vec::<String>::new());
+    let logged = |what: &[&str]| {
+        log.borrow_mut().extend(server.stderr_lines());
+        log.borrow()
             .iter()
-            .any(|l| l.contains("left out") && l.contains(&refusal))
+            .any(|l| what.iter().all(|w| l.contains(w)))
+    };
+    let said = |status: u16| {
+        let refusal = format!("refused (HTTP {status}");
+        logged(&["left out", &refusal])
             || server.audit_all().iter().any(|r| {
                 let sku = r["sku"].as_str().unwrap_or_default();
                 sku.starts_with(&format!("?{channel}: order")) && sku.contains(&refusal)
             })
     };
-    assert!(
-        said(&server.stderr_lines(), 400),
-        "{:?}",
-        server.audit_all()
-    );
+    assert!(eventually(wait, || said(400)), "{:?}", server.audit_all());
     // Forbidden: passes fail at it, and once the channel gives it, it is held.
     market.shop().refused_orders.insert(second.to_string(), 403);
     place(second, 1);
     let polls = market.order_polls();
     assert!(eventually(wait, || market.order_polls() >= polls + 3));
-    assert_eq!(server.stock(second), Some((10, 3, 7)), "not read yet");
-    let lines = server.stderr_lines();
-    assert!(!said(&lines, 403), "not left out");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("order poll failed") && l.contains("HTTP 403")),
+        eventually(wait, || logged(&["order poll failed", "HTTP 403"])),
         "the failed passes are said, naming the 403: {}",
-        lines.join("\n")
+        log.borrow().join("\n")
     );
+    assert_eq!(server.stock(second), Some((10, 3, 7)), "not read yet");
+    assert!(!said(403), "not left out");
     market.shop().refused_orders.remove(second);
     assert!(
         eventually(wait, || server.stock(second) == Some((10, 4, 6))),
