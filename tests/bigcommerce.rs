@@ -507,10 +507,11 @@ fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)), "left out");
 }
 
-/// An order whose lines the store refuses for good (400) is left out by its hook, which
+/// An order the store refuses to give (400, its order and lines read alike) is left out
+/// by its hook, which
 /// is answered 200 once: a 503 would bring it back until BigCommerce deactivated the hook.
 #[test]
-fn an_order_whose_lines_are_refused_is_answered_200_by_its_hook() {
+fn an_order_the_store_refuses_is_answered_200_by_its_hook() {
     let rig = rig(1, "");
     count_all(&rig, 0..1, 10);
     rig.sim
@@ -523,11 +524,11 @@ fn an_order_whose_lines_are_refused_is_answered_200_by_its_hook() {
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
 }
 
-/// An order whose lines the store forbids (403: the credentials' scope, which the seller
-/// can fix) is not left out by its hook: the hook is answered 503, to come again, and the
+/// An order the store forbids reading (403: the credentials' scope, which the seller can
+/// fix) is not left out by its hook: the hook is answered 503, to come again, and the
 /// order is held once the store gives it.
 #[test]
-fn an_order_whose_lines_are_forbidden_is_answered_503_by_its_hook_and_held_later() {
+fn an_order_the_store_forbids_is_answered_503_by_its_hook_and_held_later() {
     let rig = rig(1, "poll_interval_s = 1");
     count_all(&rig, 0..1, 10);
     rig.sim

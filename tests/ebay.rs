@@ -358,6 +358,8 @@ fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
         "{:?}",
         rig.server.stock("E0")
     );
+    let counted = "lockstep_channel_events_refused_total{channel=\"ebay\"}";
+    assert!(rig.server.metric(counted) >= 1.0, "{counted} is counted");
 }
 
 /// An order eBay lists whose line cannot be keyed (no `lineItemId`): the line is recorded

@@ -787,6 +787,7 @@ fn handle(
                     let why = "Access to requested resource is denied.";
                     return errors(403, "Unauthorized", why, &[]);
                 }
+                Some(404) => return errors(404, "NotFound", "Order not found", &[]),
                 Some(status) => {
                     let why = "Request has missing or invalid parameters and cannot be parsed.";
                     return errors(status, "InvalidInput", why, &[]);

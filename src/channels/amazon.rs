@@ -1161,6 +1161,8 @@ impl Amazon {
                 // `NextToken` Amazon could not decode), and the next pass that lists the
                 // order asks again, taking the items if Amazon gives them then.
                 Err(FetchFailure::Unreadable(why)) => {
+                    super::count_refused(&self.name);
+                    tracing::warn!(channel = %self.name, order = %order_id, %why, "Amazon refuses to give the order's items; recorded");
                     let why = format!("and those after it are not read: {why}");
                     items.push(Err((payload::line_place(items.len()), why)));
                     return Ok((items, false));

@@ -444,6 +444,7 @@ impl Ebay {
             .expect("a validated base_url makes a valid request");
         let answer = caller.call_now(with_headers(request, auth.clone())).await?;
         if super::call::refused_for_good(answer.0) {
+            super::count_refused(&self.name);
             tracing::warn!(channel = %self.name, order = %order_id, status = answer.0,
                 "eBay refuses to read the order's shipping fulfillments: its FULFILLED lines count as shipped in full");
             return Ok(None);

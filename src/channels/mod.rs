@@ -452,8 +452,8 @@ fn now() -> Micros {
 /// Why the order a thin notification named was not taken (`ChannelAdapter::fetch`).
 #[derive(Debug)]
 pub enum FetchFailure {
-    /// A call failed (the channel down, throttled, a 5xx, a 401 or 403, an answer that is
-    /// no JSON): the delivery is answered 503, so the channel delivers it again.
+    /// A call failed (the channel down, throttled, a 5xx, a 401, 403 or 407, another 4xx
+    /// that another try may change, an answer that is no JSON): the delivery is answered 503, so the channel delivers it again.
     Call(String),
     /// The channel answered, and what it gave cannot be read (an order without its id,
     /// lines that are not a list, a 4xx refusing it for good: `if_refused`): every
@@ -738,9 +738,17 @@ pub fn unmapped(channel: &str, what: &str, key: String, source_ts: Micros, now: 
 /// the safety net under lost webhooks (and eBay's only way in). `order`: the order's id
 /// as the channel gave it, for the log.
 pub fn order_left_out(channel: &str, order: &serde_json::Value, why: &dyn std::fmt::Display) {
+    count_refused(channel);
+    tracing::warn!(%channel, %order, %why, "an order the channel listed cannot be read; left out");
+}
+
+/// Counts one thing a channel gave, or refused to give, that lockstep could not take
+/// (`lockstep_channel_events_refused_total`): an order left out, a follow-up read the
+/// channel refused for good. An alert on it rising is what tells an operator that a
+/// refusal meets every order while the poll itself reads as healthy.
+pub fn count_refused(channel: &str) {
     metrics::counter!("lockstep_channel_events_refused_total", "channel" => channel.to_string())
         .increment(1);
-    tracing::warn!(%channel, %order, %why, "an order the channel listed cannot be read; left out");
 }
 
 /// A non-2xx push reply as an outcome, the same for every channel: 429 throttles (its

@@ -11,7 +11,8 @@
 //! (`propagate::poll_window`), asked for by `lastModifiedStartDate` and
 //! `lastModifiedEndDate` (in milliseconds, the resolution of Walmart's dates). A window
 //! whose first page says it holds more than the cap (`meta.totalCount`, "Total no of
-//! purchase orders") is too wide, as is one Walmart refuses with a 4xx on any page: the
+//! purchase orders") is too wide, as is one Walmart refuses with a 4xx no retry changes on
+//! any page (`call::refused_for_good`; not a 404, below): the
 //! poll narrows it, down to two seconds. The error's shape is not documented, so any refusal
 //! of a wider window is taken as that one; a window that narrow still refused fails the pass with
 //! Walmart's words.
@@ -80,7 +81,7 @@ enum Answered {
     /// `errors` as a list, or as `{"errors": {"error": [...]}}`, the shape the kmcconnell
     /// SDK parses it from.
     Empty,
-    /// Refused: a 4xx other than the credentials', the throttle's and an empty answer's.
+    /// Refused: a 4xx no retry changes (`call::refused_for_good`) other than a 404.
     Refused,
     /// A page of a window holding more than the cap (`meta.totalCount`).
     OverCap,
@@ -243,7 +244,7 @@ mod tests {
         assert_eq!(answered(404, gateway), Answered::Page);
         // Neither halves nor ends a window: the credentials, the throttle, another 404,
         // a 4xx another try may change, a server's failure.
-        for status in [401, 403, 404, 408, 409, 429, 500, 503] {
+        for status in [401, 403, 404, 407, 408, 409, 421, 423, 425, 429, 500, 503] {
             assert_eq!(answered(status, b"{}"), Answered::Page, "{status}");
         }
     }

@@ -873,6 +873,8 @@ pub fn a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
             })
     };
     assert!(eventually(wait, || said(400)), "{:?}", server.audit_all());
+    let counted = format!("lockstep_channel_events_refused_total{{channel=\"{channel}\"}}");
+    assert!(server.metric(&counted) >= 1.0, "{counted} is counted");
     // Forbidden: passes fail at it, and once the channel gives it, it is held.
     market.shop().refused_orders.insert(second.to_string(), 403);
     place(second, 1);
