@@ -691,24 +691,18 @@ fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
 fn an_order_whose_items_were_refused_is_held_once_amazon_gives_them() {
     let rig = rig(1, "poll_interval_s = 1");
     rig.sim.set_orders_rate(20.0, 5.0);
-    count_all(&rig, 0..1, 10);
-    rig.sim.market.set_habits(Habits {
-        lose: 1.0,
-        ..Habits::default()
-    });
+    counted_and_left_to_the_poll(&rig.server, &rig.sim.market, &["A0"]);
     rig.sim
         .market
         .shop()
         .refused_orders
         .insert("A0".into(), 400);
     rig.sim.place_order(&[("A0", 2)]);
-    let recorded = || {
-        rig.server.audit_all().iter().any(|r| {
-            let sku = r["sku"].as_str().unwrap_or_default();
-            sku.starts_with("?amazon: order") && sku.contains("refused (HTTP 400")
-        })
-    };
-    assert!(eventually(WAIT, recorded), "{:?}", rig.server.audit_all());
+    assert!(
+        eventually(WAIT, || refusal_recorded(&rig.server, "amazon", 400)),
+        "{:?}",
+        rig.server.audit_all()
+    );
     assert_eq!(rig.server.stock("A0"), Some((10, 0, 10)));
     rig.sim.market.shop().refused_orders.clear();
     assert!(

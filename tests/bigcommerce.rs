@@ -507,19 +507,25 @@ fn an_order_whose_lines_cannot_be_read_stops_neither_its_hook_nor_the_poll() {
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)), "left out");
 }
 
-/// An order the store refuses to give (400, its order and lines read alike) is left out
-/// by its hook, which
-/// is answered 200 once: a 503 would bring it back until BigCommerce deactivated the hook.
-#[test]
-fn an_order_the_store_refuses_is_answered_200_by_its_hook() {
-    let rig = rig(1, "");
+/// A store whose reads of B0's orders are answered `status`, one such order placed.
+fn an_order_refused_with(status: u16, extra: &str) -> Rig {
+    let rig = rig(1, extra);
     count_all(&rig, 0..1, 10);
     rig.sim
         .market
         .shop()
         .refused_orders
-        .insert("B0".into(), 400);
+        .insert("B0".into(), status);
     rig.sim.place_order(&[("B0", 2)]);
+    rig
+}
+
+/// An order the store refuses to give (400, its order and lines read alike) is left out
+/// by its hook, which is answered 200 once: a 503 would bring it back until BigCommerce
+/// deactivated the hook.
+#[test]
+fn an_order_the_store_refuses_is_answered_200_by_its_hook() {
+    let rig = an_order_refused_with(400, "");
     the_order_hook_is_taken_once(&rig);
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));
 }
@@ -529,14 +535,7 @@ fn an_order_the_store_refuses_is_answered_200_by_its_hook() {
 /// order is held once the store gives it.
 #[test]
 fn an_order_the_store_forbids_is_answered_503_by_its_hook_and_held_later() {
-    let rig = rig(1, "poll_interval_s = 1");
-    count_all(&rig, 0..1, 10);
-    rig.sim
-        .market
-        .shop()
-        .refused_orders
-        .insert("B0".into(), 403);
-    rig.sim.place_order(&[("B0", 2)]);
+    let rig = an_order_refused_with(403, "poll_interval_s = 1");
     let hooks = || rig.sim.market.sender.answers(Some("store/order/created"));
     assert!(eventually(WAIT, || hooks().contains(&503)), "{:?}", hooks());
     assert_eq!(rig.server.stock("B0"), Some((10, 0, 10)));

@@ -453,14 +453,14 @@ fn now() -> Micros {
 #[derive(Debug)]
 pub enum FetchFailure {
     /// A call failed (the channel down, throttled, a 5xx, a 401, 403 or 407, another 4xx
-    /// that another try may change, an answer that is no JSON): the delivery is answered 503, so the channel delivers it again.
+    /// that another try may change, an answer that is no JSON): the delivery is answered
+    /// 503, so the channel delivers it again.
     Call(String),
     /// The channel answered, and what it gave cannot be read (an order without its id,
     /// lines that are not a list, a 4xx refusing it for good: `if_refused`): every
-    /// delivery would read the same. The order is left
-    /// out (`order_left_out`) and the delivery answered 200: refused, it would come back
-    /// for good, and BigCommerce deactivates a hook after about 48 hours of failures,
-    /// every later order with it.
+    /// delivery would read the same. The order is left out (`order_left_out`) and the
+    /// delivery answered 200: refused, it would come back for good, and BigCommerce
+    /// deactivates a hook after about 48 hours of failures, every later order with it.
     Unreadable(String),
 }
 

@@ -824,6 +824,35 @@ pub fn console_csrf(server: &Server, sku: &str) -> String {
         .to_string()
 }
 
+/// Counts each of `skus` at 10 and loses the channel's webhooks from then on, so that
+/// the poll alone reads the orders placed after.
+pub fn counted_and_left_to_the_poll(
+    server: &Server,
+    market: &loadgen::market::Market,
+    skus: &[&str],
+) {
+    for sku in skus {
+        count(server, sku, 10);
+    }
+    market.set_habits(loadgen::sim::Habits {
+        lose: 1.0,
+        ..loadgen::sim::Habits::default()
+    });
+}
+
+/// Whether the audit holds `channel`'s `unmapped` record of an order read the channel
+/// refused with `status` (Amazon's items: `?amazon: order … refused (HTTP 400: …)`).
+pub fn refusal_recorded(server: &Server, channel: &str, status: u16) -> bool {
+    let (order, refusal) = (
+        format!("?{channel}: order"),
+        format!("refused (HTTP {status}"),
+    );
+    server.audit_all().iter().any(|r| {
+        let sku = r["sku"].as_str().unwrap_or_default();
+        sku.starts_with(&order) && sku.contains(&refusal)
+    })
+}
+
 /// An order whose follow-up read the channel refuses for good (a 400) is left out and
 /// counted, and the poll goes on past it (it failed every pass at it, for good); one
 /// refused with a 403 (the credentials or their scope, which the seller can fix) is
@@ -838,12 +867,7 @@ pub fn a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
     place: &dyn Fn(&str, i64),
 ) {
     let wait = Duration::from_secs(30);
-    count(server, first, 10);
-    count(server, second, 10);
-    market.set_habits(loadgen::sim::Habits {
-        lose: 1.0,
-        ..loadgen::sim::Habits::default()
-    });
+    counted_and_left_to_the_poll(server, market, &[first, second]);
     market.shop().refused_orders.insert(first.to_string(), 400);
     place(first, 2);
     place(second, 3);
@@ -866,11 +890,7 @@ pub fn a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
     };
     let said = |status: u16| {
         let refusal = format!("refused (HTTP {status}");
-        logged(&["left out", &refusal])
-            || server.audit_all().iter().any(|r| {
-                let sku = r["sku"].as_str().unwrap_or_default();
-                sku.starts_with(&format!("?{channel}: order")) && sku.contains(&refusal)
-            })
+        logged(&["left out", &refusal]) || refusal_recorded(server, channel, status)
     };
     assert!(eventually(wait, || said(400)), "{:?}", server.audit_all());
     let counted = format!("lockstep_channel_events_refused_total{{channel=\"{channel}\"}}");
@@ -910,12 +930,7 @@ pub fn an_unreadable_order_does_not_stop_the_poll(
     place: &dyn Fn(&str, i64),
 ) {
     let wait = Duration::from_secs(30);
-    count(server, first, 10);
-    count(server, second, 10);
-    market.set_habits(loadgen::sim::Habits {
-        lose: 1.0,
-        ..loadgen::sim::Habits::default()
-    });
+    counted_and_left_to_the_poll(server, market, &[first, second]);
     market.shop().unreadable_skus.insert(first.to_string());
     place(first, 2);
     place(second, 3);
