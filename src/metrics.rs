@@ -75,6 +75,10 @@ pub fn register(channels: &[String], shards: usize) {
         "SKUs waiting to be pushed, per channel."
     );
     describe_gauge!(
+        "lockstep_poll_orders_set_aside",
+        "Orders a channel's order poll read on past, their follow-up read failing, read again at every pass."
+    );
+    describe_gauge!(
         "lockstep_shard_mailbox_depth",
         "Requests waiting in a shard's mailbox."
     );
@@ -101,6 +105,7 @@ pub fn register(channels: &[String], shards: usize) {
     for channel in channels {
         let _ = metrics::histogram!("lockstep_propagation_seconds", "channel" => channel.clone());
         metrics::gauge!("lockstep_outbox_skus", "channel" => channel.clone()).set(0.0);
+        metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => channel.clone()).set(0.0);
         metrics::counter!("lockstep_reconcile_drift_total", "channel" => channel.clone())
             .absolute(0);
         metrics::counter!("lockstep_push_backoffs_total", "channel" => channel.clone()).absolute(0);

@@ -668,11 +668,11 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
 }
 
 #[test]
-fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
+fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_set_aside() {
     let rig = rig(2, "poll_interval_s = 1");
     // A pass a second for some ten seconds: more listings than getOrders' default burst.
     rig.sim.set_orders_rate(20.0, 5.0);
-    a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
+    a_refused_order_is_left_out_and_a_forbidden_one_set_aside(
         &rig.server,
         &rig.sim.market,
         "amazon",
@@ -680,6 +680,24 @@ fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
         &|sku, qty| {
             rig.sim.place_order(&[(sku, qty)]);
         },
+    );
+}
+
+/// An order whose items Amazon keeps failing to give (a 500 for it alone) is set aside;
+/// the poll reads on past it, keeps it across a kill -9 and holds it once Amazon gives it.
+#[test]
+fn an_order_whose_items_keep_failing_is_set_aside_and_held_once_amazon_gives_them() {
+    let rig = rig(2, "poll_interval_s = 1");
+    rig.sim.set_orders_rate(20.0, 5.0);
+    a_failing_order_is_set_aside_and_held_once_it_mends(
+        rig,
+        "amazon",
+        |sim| &sim.market,
+        ("A0", "A1"),
+        |sim, sku, qty| {
+            sim.place_order(&[(sku, qty)]);
+        },
+        500,
     );
 }
 

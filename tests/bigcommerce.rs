@@ -435,9 +435,9 @@ fn a_deleted_variant_does_not_hold_back_the_skus_adjusted_with_it() {
 }
 
 #[test]
-fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
+fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_set_aside() {
     let rig = rig(2, "poll_interval_s = 1");
-    a_refused_order_is_left_out_and_a_forbidden_one_waited_for(
+    a_refused_order_is_left_out_and_a_forbidden_one_set_aside(
         &rig.server,
         &rig.sim.market,
         "bc",
@@ -445,6 +445,24 @@ fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_waited_for() {
         &|sku, qty| {
             rig.sim.place_order(&[(sku, qty)]);
         },
+    );
+}
+
+/// An order whose lines the store keeps failing to give (a 503 for it alone) is set
+/// aside; the poll reads on past it, keeps it across a kill -9 and holds it once the
+/// store gives them.
+#[test]
+fn an_order_whose_lines_keep_failing_is_set_aside_and_held_once_the_store_gives_them() {
+    let rig = rig(2, "poll_interval_s = 1");
+    a_failing_order_is_set_aside_and_held_once_it_mends(
+        rig,
+        "bc",
+        |sim| &sim.market,
+        ("B0", "B1"),
+        |sim, sku, qty| {
+            sim.place_order(&[(sku, qty)]);
+        },
+        503,
     );
 }
 

@@ -362,6 +362,36 @@ fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
     assert!(rig.server.metric(counted) >= 1.0, "{counted} is counted");
 }
 
+/// An order whose shipping fulfillments eBay keeps failing to give (a 500 for it alone)
+/// is set aside, and the orders after it are taken; once eBay gives them, its shipment
+/// is counted. Before, every pass failed at it, and eBay's only way in for orders took
+/// no later order.
+#[test]
+fn an_order_whose_fulfillments_keep_failing_is_set_aside_and_the_poll_goes_on() {
+    let rig = rig(2, "poll_interval_s = 1");
+    count(&rig.server, "E0", 10);
+    count(&rig.server, "E1", 10);
+    let first = rig.sim.place_order(&[("E0", 2)]);
+    rig.sim.fail_fulfillments(&first, 500);
+    rig.sim.advance(&first, Stage::Shipped);
+    rig.sim.place_order(&[("E1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
+        "{:?}",
+        rig.server.stock("E1")
+    );
+    let aside = set_aside_gauge("ebay");
+    assert!(eventually(WAIT, || rig.server.metric(&aside) == 1.0));
+    assert_eq!(rig.server.stock("E0"), Some((10, 0, 10)), "not read yet");
+    rig.sim.mend_fulfillments(&first);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E0") == Some((8, 0, 8))),
+        "{:?}",
+        rig.server.stock("E0")
+    );
+    assert!(eventually(WAIT, || rig.server.metric(&aside) == 0.0));
+}
+
 /// An order eBay lists whose line cannot be keyed (no `lineItemId`): the line is recorded
 /// in the audit, naming it, and the orders after it are taken. It failed every pass once,
 /// and with it every later order; then it left the whole order out.

@@ -781,13 +781,22 @@ fn handle(
             let Some(o) = s.orders.values().find(|o| order_id(o.id) == id) else {
                 return errors(404, "NotFound", "Order not found", &[]);
             };
-            // The errors getOrderItems documents for its 400 and 403.
+            // The errors getOrderItems documents for its 400 and 403, and its 5xx.
             match s.refusal_of(o) {
                 Some(403) => {
                     let why = "Access to requested resource is denied.";
                     return errors(403, "Unauthorized", why, &[]);
                 }
                 Some(404) => return errors(404, "NotFound", "Order not found", &[]),
+                // The 500 and 503 SP-API answers with (its error codes' table, e.g.
+                // https://developer-docs.amazon.com/sp-api/docs/external-fulfillment-errors).
+                Some(500) => {
+                    return errors(500, "InternalFailure", "Internal failure occurred.", &[]);
+                }
+                Some(503) => {
+                    let why = "Temporary failure occurred, retry operation.";
+                    return errors(503, "ServiceUnavailable", why, &[]);
+                }
                 Some(status) => {
                     let why = "Request has missing or invalid parameters and cannot be parsed.";
                     return errors(status, "InvalidInput", why, &[]);

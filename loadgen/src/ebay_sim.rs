@@ -196,6 +196,15 @@ impl EbaySim {
             .insert(order.to_string(), status);
     }
 
+    /// `order`'s shipping fulfillments answer again (`fail_fulfillments`).
+    pub fn mend_fulfillments(&self, order: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unreadable_fulfillments
+            .remove(order);
+    }
+
     /// `order` is listed with lines that have no `lineItemId` from now on: lines no
     /// reader can key.
     pub fn garble_order(&self, order: &str) {

@@ -298,7 +298,8 @@ pub struct Shop {
     pub unreadable_skus: std::collections::BTreeSet<String>,
     /// SKUs whose orders' follow-up reads (an order's items or lines, the order a thin
     /// notification named) are answered with this status (`refusal_of`; Amazon's and
-    /// BigCommerce's simulators honour it): an order the channel refuses to give.
+    /// BigCommerce's simulators honour it): an order the channel refuses to give (a 4xx),
+    /// or keeps failing to (a 5xx).
     pub refused_orders: BTreeMap<String, u16>,
     next_id: u64,
     /// The channel's id → our SKU, for `by_id`.

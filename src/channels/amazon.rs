@@ -57,6 +57,7 @@ use super::Pace;
 const LISTING_PAGE: usize = 20;
 /// The most listings searchListingsItems pages through (its model, `ItemSearchResults`).
 const SEARCH_CAP: u64 = 1_000;
+use super::SetAside;
 use super::{
     excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Inbound,
 };
@@ -1249,12 +1250,7 @@ impl OrderPoll for Amazon {
     ) -> BoxFuture<'a, Result<PollPage, String>> {
         Box::pin(async move {
             let auth = self.authorize(caller).await?;
-            let get = |path: String| {
-                let request = http::Request::get(self.url(&path))
-                    .body(Vec::new())
-                    .expect("a validated base_url makes a valid request");
-                with_headers(request, auth.clone())
-            };
+            let get = self.getter(auth);
             let mut path = format!(
                 "/orders/v0/orders?MarketplaceIds={}&FulfillmentChannels=MFN&LastUpdatedAfter={}&MaxResultsPerPage=100",
                 self.marketplace_id,
@@ -1293,40 +1289,82 @@ impl OrderPoll for Amazon {
                 ..PollPage::default()
             };
             for order in payload::list(&listing["payload"]["Orders"]) {
-                let Some(order_id) = payload::id(&order["AmazonOrderId"]) else {
-                    let why = "an order without AmazonOrderId";
-                    super::order_left_out(&self.name, &order["AmazonOrderId"], &why);
-                    continue;
-                };
-                // Asked for MFN alone; one listed anyway costs no getOrderItems call.
-                if order["FulfillmentChannel"] == "AFN" {
-                    continue;
+                match self.polled_order(&items_caller, &get, order, now).await {
+                    Ok(events) => page.events.extend(events),
+                    // The items call failed for this order: set aside, read again at
+                    // every pass (`propagate::set_aside`), while the pass reads on.
+                    Err(why) => page.set_aside.push(SetAside {
+                        id: payload::id(&order["AmazonOrderId"]).unwrap_or_default(),
+                        listed: order.clone(),
+                        why,
+                    }),
                 }
-                let updated = payload::time_end(&order["LastUpdateDate"]);
-                let status = order["OrderStatus"].as_str().unwrap_or_default();
-                let version = order["LastUpdateDate"].as_str().unwrap_or_default();
-                let items = match self.order_items.get(&order_id, version) {
-                    Some(items) => items,
-                    None => {
-                        let (items, keep) = self
-                            .fetch_order_items(&items_caller, &get, &order_id)
-                            .await?;
-                        if keep {
-                            self.order_items.keep(&order_id, version, items.clone());
-                        }
-                        items
-                    }
-                };
-                let purchased = payload::source_time(
-                    &[payload::time_end(&order["PurchaseDate"]), updated],
-                    now,
-                );
-                let changed = payload::source_time(&[updated], now);
-                page.events
-                    .extend(self.order_events(&order_id, status, &items, purchased, changed, now));
             }
             Ok(page)
         })
+    }
+
+    fn read_again<'a>(
+        &'a self,
+        caller: &'a Caller,
+        listed: &'a Value,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(async move {
+            let get = self.getter(self.authorize(caller).await?);
+            let items_caller = caller.paced_by(self.order_items_bucket.clone());
+            self.polled_order(&items_caller, &get, listed, now).await
+        })
+    }
+}
+
+impl Amazon {
+    /// Builds a GET of a path under the Selling Partner API, with `auth`'s headers.
+    fn getter(&self, auth: HeaderMap) -> impl Fn(String) -> OutboundRequest + Sync + '_ {
+        move |path: String| {
+            let request = http::Request::get(self.url(&path))
+                .body(Vec::new())
+                .expect("a validated base_url makes a valid request");
+            with_headers(request, auth.clone())
+        }
+    }
+
+    /// The events of one order as getOrders listed it, its items read (or remembered for
+    /// this version of it: `order_items`). `Err`: the items call failed in a way another
+    /// try may mend (a refusal for good is recorded, and the rest taken).
+    async fn polled_order(
+        &self,
+        items_caller: &Caller,
+        get: &(dyn Fn(String) -> OutboundRequest + Sync),
+        order: &Value,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
+        let Some(order_id) = payload::id(&order["AmazonOrderId"]) else {
+            let why = "an order without AmazonOrderId";
+            super::order_left_out(&self.name, &order["AmazonOrderId"], &why);
+            return Ok(Vec::new());
+        };
+        // Asked for MFN alone; one listed anyway costs no getOrderItems call.
+        if order["FulfillmentChannel"] == "AFN" {
+            return Ok(Vec::new());
+        }
+        let updated = payload::time_end(&order["LastUpdateDate"]);
+        let status = order["OrderStatus"].as_str().unwrap_or_default();
+        let version = order["LastUpdateDate"].as_str().unwrap_or_default();
+        let items = match self.order_items.get(&order_id, version) {
+            Some(items) => items,
+            None => {
+                let (items, keep) = self.fetch_order_items(items_caller, get, &order_id).await?;
+                if keep {
+                    self.order_items.keep(&order_id, version, items.clone());
+                }
+                items
+            }
+        };
+        let purchased =
+            payload::source_time(&[payload::time_end(&order["PurchaseDate"]), updated], now);
+        let changed = payload::source_time(&[updated], now);
+        Ok(self.order_events(&order_id, status, &items, purchased, changed, now))
     }
 }
 

@@ -57,7 +57,7 @@ use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{
     ChannelAdapter, Delivery, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit,
 };
-use super::{OrderPoll, PollPage};
+use super::{OrderPoll, PollPage, SetAside};
 use crate::clock::{parse_rfc2822, Micros};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
@@ -402,30 +402,70 @@ impl OrderPoll for BigCommerce {
                     .and_then(parse_rfc2822)
                     .map(|t| t + 999_999);
                 result.newest = result.newest.max(modified);
-                let version = order["date_modified"].as_str().unwrap_or_default();
-                let lines = match self.polled_lines.get(&id, version) {
-                    Some(lines) => lines,
-                    None => match self.fetch_lines(caller, &id).await {
-                        Ok(lines) => {
-                            self.polled_lines.keep(&id, version, lines.clone());
-                            lines
-                        }
-                        // A transient failure fails the pass, to be read again.
-                        Err(FetchFailure::Call(e)) => return Err(e),
-                        Err(FetchFailure::Unreadable(why)) => {
-                            super::order_left_out(&self.name, &order["id"], &why);
-                            continue;
-                        }
-                    },
-                };
-                match self.order_events(order, payload::list(&lines), now) {
+                match self.polled_order(caller, &id, order, now).await {
                     Ok(events) => result.events.extend(events),
-                    Err(why) => super::order_left_out(&self.name, &order["id"], &why),
+                    // The lines call failed for this order: set aside, read again at
+                    // every pass (`propagate::set_aside`), while the pass reads on.
+                    Err(why) => result.set_aside.push(SetAside {
+                        id,
+                        listed: order.clone(),
+                        why,
+                    }),
                 }
             }
             result.next = at.next(result.newest, orders.len() == POLL_PAGE_SIZE);
             Ok(result)
         })
+    }
+
+    fn read_again<'a>(
+        &'a self,
+        caller: &'a Caller,
+        listed: &'a Value,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(async move {
+            // Set aside with its id (`page`).
+            let id = payload::id(&listed["id"]).unwrap_or_default();
+            self.polled_order(caller, &id, listed, now).await
+        })
+    }
+}
+
+impl BigCommerce {
+    /// The events of the order `id` as the orders list gave it, its lines read (or
+    /// remembered for this version of it: `polled_lines`). An order whose lines the store
+    /// refuses for good, or that cannot be read, is left out and said. `Err`: the lines
+    /// call failed in a way another try may mend.
+    async fn polled_order(
+        &self,
+        caller: &Caller,
+        id: &str,
+        order: &Value,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
+        let version = order["date_modified"].as_str().unwrap_or_default();
+        let lines = match self.polled_lines.get(id, version) {
+            Some(lines) => lines,
+            None => match self.fetch_lines(caller, id).await {
+                Ok(lines) => {
+                    self.polled_lines.keep(id, version, lines.clone());
+                    lines
+                }
+                Err(FetchFailure::Call(e)) => return Err(e),
+                Err(FetchFailure::Unreadable(why)) => {
+                    super::order_left_out(&self.name, &order["id"], &why);
+                    return Ok(Vec::new());
+                }
+            },
+        };
+        match self.order_events(order, payload::list(&lines), now) {
+            Ok(events) => Ok(events),
+            Err(why) => {
+                super::order_left_out(&self.name, &order["id"], &why);
+                Ok(Vec::new())
+            }
+        }
     }
 }
 

@@ -140,6 +140,17 @@ fn walmart_orders_reply_and_feed_status() {
     );
     assert_eq!(newest, Some(1_730_505_600_000 * 1_000 + 999));
     assert!(reply["list"]["meta"]["nextCursor"].is_string());
+    // Walmart's US overview spells the status "Canceled": read as the spec's "Cancelled".
+    let text = serde_json::to_string(order).unwrap();
+    assert!(text.contains("\"Cancelled\""));
+    let spelled: Value =
+        serde_json::from_str(&text.replace("\"Cancelled\"", "\"Canceled\"")).unwrap();
+    let (again, _) = walmart.order_events(&spelled, now_micros());
+    assert_eq!(
+        again.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
+        events.iter().map(|e| (e.kind, e.qty)).collect::<Vec<_>>(),
+        "released alike"
+    );
 
     let status: Value = serde_json::from_slice(&fixture("walmart/feed_status.json")).unwrap();
     match super::walmart_feed::read_status(&status) {

@@ -43,6 +43,7 @@ use super::Pace;
 
 /// Inventory items a getInventoryItems page asks for: its most.
 const LISTING_PAGE: usize = 200;
+use super::SetAside;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, WindowCursor};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
@@ -815,45 +816,15 @@ impl OrderPoll for Ebay {
             let orders = payload::list(&reply["orders"]);
             let mut page = PollPage::default();
             for order in orders {
-                // An order with anything shipped: its fulfillments count the units.
-                let started = |v: &Value| v.as_str().is_some_and(|s| s != "NOT_STARTED");
-                let shipping = started(&order["orderFulfillmentStatus"])
-                    || payload::list(&order["lineItems"])
-                        .iter()
-                        .any(|l| started(&l["lineItemFulfillmentStatus"]));
-                // The version: `lastModifiedDate` and how many fulfillments the order
-                // names (`fulfillmentHrefs`, "getShippingFulfillment call URIs" for the
-                // order's fulfillments: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:Order),
-                // so a new package is read even if eBay does not move the date for it
-                // (its docs do not say what moves it).
-                let modified = order["lastModifiedDate"].as_str().unwrap_or_default();
-                let packages = payload::list(&order["fulfillmentHrefs"]).len();
-                let version = format!("{modified}|{packages}");
-                let shipped = match (shipping, payload::id(&order["orderId"])) {
-                    (true, Some(id)) => match self.shipped.get(&id, &version) {
-                        Some(units) => Some(units),
-                        None => match self.shipped_units(caller, &auth, &id).await? {
-                            Some((units, read)) => {
-                                // Not kept when it may be read before eBay shows it all:
-                                // no date, no units, or fewer fulfillments than the order
-                                // names.
-                                if !modified.is_empty() && !units.is_empty() && read >= packages {
-                                    self.shipped.keep(&id, &version, units.clone());
-                                }
-                                Some(units)
-                            }
-                            None => None,
-                        },
-                    },
-                    _ => None,
-                };
-                // An order that cannot be read (no id) is left out and said, not allowed to
-                // fail the pass: the poll is eBay's only way in for orders, and every pass
-                // would stop at it for good, every order after it unread. (A line without
-                // an id is its own record, `payload::OrderLines`.)
-                match self.order_events(order, shipped.as_ref(), now) {
+                match self.polled_order(caller, &auth, order, now).await {
                     Ok(events) => page.events.extend(events),
-                    Err(why) => super::order_left_out(&self.name, &order["orderId"], &why),
+                    // The fulfillments call failed for this order: set aside, read again
+                    // at every pass (`propagate::set_aside`), while the pass reads on.
+                    Err(why) => page.set_aside.push(SetAside {
+                        id: payload::id(&order["orderId"]).unwrap_or_default(),
+                        listed: order.clone(),
+                        why,
+                    }),
                 }
             }
             // Without its total a page cannot say whether the window has more.
@@ -877,6 +848,75 @@ impl OrderPoll for Ebay {
             }
             Ok(page)
         })
+    }
+
+    fn read_again<'a>(
+        &'a self,
+        caller: &'a Caller,
+        listed: &'a Value,
+        now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(async move {
+            let auth = self.authorize(caller).await?;
+            self.polled_order(caller, &auth, listed, now).await
+        })
+    }
+}
+
+impl Ebay {
+    /// The events of one order as getOrders listed it, its shipped units read from its
+    /// shipping fulfillments when it has any (or remembered for this version of it:
+    /// `shipped`). `Err`: the fulfillments call failed in a way another try may mend.
+    async fn polled_order(
+        &self,
+        caller: &Caller,
+        auth: &HeaderMap,
+        order: &Value,
+        now: Micros,
+    ) -> Result<Vec<Event>, String> {
+        // An order with anything shipped: its fulfillments count the units.
+        let started = |v: &Value| v.as_str().is_some_and(|s| s != "NOT_STARTED");
+        let shipping = started(&order["orderFulfillmentStatus"])
+            || payload::list(&order["lineItems"])
+                .iter()
+                .any(|l| started(&l["lineItemFulfillmentStatus"]));
+        // The version: `lastModifiedDate` and how many fulfillments the order
+        // names (`fulfillmentHrefs`, "getShippingFulfillment call URIs" for the
+        // order's fulfillments: https://developer.ebay.com/api-docs/sell/fulfillment/types/sel:Order),
+        // so a new package is read even if eBay does not move the date for it
+        // (its docs do not say what moves it).
+        let modified = order["lastModifiedDate"].as_str().unwrap_or_default();
+        let packages = payload::list(&order["fulfillmentHrefs"]).len();
+        let version = format!("{modified}|{packages}");
+        let shipped = match (shipping, payload::id(&order["orderId"])) {
+            (true, Some(id)) => match self.shipped.get(&id, &version) {
+                Some(units) => Some(units),
+                None => match self.shipped_units(caller, auth, &id).await? {
+                    Some((units, read)) => {
+                        // Not kept when it may be read before eBay shows it all:
+                        // no date, no units, or fewer fulfillments than the order
+                        // names.
+                        if !modified.is_empty() && !units.is_empty() && read >= packages {
+                            self.shipped.keep(&id, &version, units.clone());
+                        }
+                        Some(units)
+                    }
+                    None => None,
+                },
+            },
+            _ => None,
+        };
+        // An order that cannot be read (no id) is left out and said, not allowed to
+        // fail the pass: the poll is eBay's only way in for orders, and every pass
+        // would stop at it for good, every order after it unread. (A line without
+        // an id is its own record, `payload::OrderLines`.)
+        match self.order_events(order, shipped.as_ref(), now) {
+            Ok(events) => Ok(events),
+            Err(why) => {
+                super::order_left_out(&self.name, &order["orderId"], &why);
+                Ok(Vec::new())
+            }
+        }
     }
 }
 

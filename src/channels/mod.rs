@@ -58,6 +58,7 @@ pub mod woocommerce;
 use std::time::Duration;
 
 use http::HeaderMap;
+use serde_json::Value;
 
 use crate::clock::Micros;
 use crate::config::RateLimit;
@@ -520,6 +521,19 @@ pub struct PollPage {
     /// `totalCount`): a window of more pages than the poll reads at once is narrowed
     /// there rather than after reading them.
     pub pages: Option<u64>,
+    /// Orders listed whose follow-up read failed in a way another try may mend
+    /// (`propagate::set_aside`): read again at every pass (`OrderPoll::read_again`),
+    /// while the poll reads on past them.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// An order a poll's page set aside: its id, the order as the list gave it (what
+/// `OrderPoll::read_again` reads it from), and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SetAside {
+    pub id: String,
+    pub listed: Value,
+    pub why: String,
 }
 
 /// How a channel says a window of its order list is too wide.
@@ -646,6 +660,17 @@ pub trait OrderPoll: Send + Sync {
         cursor: Option<String>,
         now: Micros,
     ) -> BoxFuture<'a, Result<PollPage, String>>;
+    /// Reads again an order a page set aside (`PollPage::set_aside`), from the order as
+    /// it was listed: its events, or why it stays aside. A poll whose pages set nothing
+    /// aside is never asked.
+    fn read_again<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        _listed: &'a Value,
+        _now: Micros,
+    ) -> BoxFuture<'a, Result<Vec<Event>, String>> {
+        Box::pin(async { Err("this channel's poll sets no order aside".to_string()) })
+    }
 }
 
 /// Where a windowed poll is within a window, for a channel that refuses an end bound too

@@ -424,7 +424,14 @@ impl Walmart {
                 let units = quantity_text(&status["statusQuantity"]["amount"]).unwrap_or(qty);
                 match status["status"].as_str().unwrap_or("") {
                     "Shipped" | "Delivered" => shipped += units,
-                    "Cancelled" => cancelled += units,
+                    // "Cancelled" in Walmart's OpenAPI spec of the US Orders API
+                    // (getAllOrders' `status`: "Valid statuses are: Created, Acknowledged,
+                    // Shipped, Delivered and Cancelled", and the cancel request's example;
+                    // as generated in https://github.com/highsidelabs/walmart-api-php/blob/main/docs/Apis/MP/US/OrdersApi.md),
+                    // but "Canceled" in the US overview's list of statuses
+                    // (https://developer.walmart.com/us-marketplace/docs/order-management-api-overview):
+                    // both are read, since a cancellation passed over would hold its units for good.
+                    "Cancelled" | "Canceled" => cancelled += units,
                     "Created" | "Acknowledged" => {}
                     _ => continue,
                 }

@@ -46,10 +46,14 @@ struct Failing {
 }
 
 /// Where the order poll stands: its watermark, and its last pass.
+#[derive(Default)]
 struct Polled {
     watermark: Option<Micros>,
     at: Option<Micros>,
     error: Option<String>,
+    /// Orders set aside after the last pass that ended, and the oldest's id and reason.
+    set_aside: usize,
+    oldest_aside: Option<(String, String)>,
 }
 
 fn clipped(reason: &str) -> String {
@@ -135,26 +139,23 @@ impl Health {
     /// The watermark the poll starts from (before its first pass of this run).
     pub fn poll_watermark(&self, watermark: Micros) {
         let mut inner = self.lock();
-        let polled = inner.poll.get_or_insert(Polled {
-            watermark: None,
-            at: None,
-            error: None,
-        });
+        let polled = inner.poll.get_or_insert_with(Polled::default);
         polled.watermark = Some(watermark);
     }
 
     pub fn polled(&self, result: &Result<PollReport, String>) {
         let mut inner = self.lock();
-        let polled = inner.poll.get_or_insert(Polled {
-            watermark: None,
-            at: None,
-            error: None,
-        });
+        let polled = inner.poll.get_or_insert_with(Polled::default);
         polled.at = Some(now_micros());
         match result {
             Ok(report) => {
                 polled.watermark = Some(report.watermark);
                 polled.error = None;
+                polled.set_aside = report.set_aside;
+                polled.oldest_aside = report
+                    .oldest_aside
+                    .as_ref()
+                    .map(|(id, why)| (id.clone(), clipped(why)));
             }
             Err(e) => polled.error = Some(clipped(e)),
         }
@@ -184,6 +185,8 @@ impl Health {
             "bulk_throttled_until": inner.bulk_until.filter(|until| *until > now_micros()),
             "poll": inner.poll.as_ref().map(|p| json!({
                 "watermark": p.watermark, "at": p.at, "error": p.error,
+                "set_aside": p.set_aside,
+                "oldest_aside": p.oldest_aside.as_ref().map(|(id, why)| json!({"order": id, "why": why})),
             })),
         })
     }

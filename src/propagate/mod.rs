@@ -5,7 +5,8 @@
 //!   below the adapters, which pace their own conversations with it.
 //! - `bulk.rs`: submissions a channel processes later (Walmart's feed), and their watchers.
 //! - `poll.rs`, `queue.rs`: orders that come by polling a channel or reading its queue;
-//!   `poll_window.rs`: the windows a poll reads an unsorted order list in.
+//!   `poll_window.rs`: the windows a poll reads an unsorted order list in;
+//!   `set_aside.rs`: the orders a poll read on past, their follow-up read failing.
 //! - `reconcile.rs`: reads each channel's levels and hands drift to the shards as
 //!   `Reconciled` events (the shards offer the repairs: the outbox has one writer).
 //! - `timing.rs`: propagation times per channel, since start and over the last minutes;
@@ -27,6 +28,7 @@ pub mod poll;
 pub mod poll_window;
 pub mod queue;
 pub mod reconcile;
+pub mod set_aside;
 mod stale;
 pub mod sync_state;
 pub mod timing;

@@ -5,13 +5,16 @@
 //! anything. The watermark (the newest modification time seen on a list sorted by it, or
 //! for a poll that reads windows the end of the last one read whole: `OrderPoll::windowed`,
 //! `poll_window.rs`) is kept in the data directory, so a restart neither misses nor
-//! re-reads a long history.
+//! re-reads a long history. An order whose follow-up read fails in a way another try may
+//! mend is set aside (`set_aside.rs`) and read again at every pass, so the poll reads on
+//! past it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::poll_window::{self, Reader, Turn, Window};
+use super::set_aside::{self, AsideFile};
 use super::ChannelLink;
 use crate::channels::{Caller, ChannelAdapter, OrderPoll, PollPage};
 use crate::clock::{now_micros, Micros, MICROS_PER_SECOND};
@@ -35,6 +38,10 @@ pub struct PollReport {
     pub cut_short: bool,
     /// What a windowed poll carries to its next pass.
     pub carried: Carried,
+    /// How many orders are set aside after the pass (`set_aside.rs`), and the oldest of
+    /// them: its id and why it is still aside.
+    pub set_aside: usize,
+    pub oldest_aside: Option<(String, String)>,
 }
 
 /// What a windowed poll carries from one pass to the next, in memory: after a restart a
@@ -185,11 +192,14 @@ pub async fn pass(
         true => poll_window::pass_start(watermark, overlap, carried.settled),
         false => watermark - overlap,
     };
+    let mut aside = AsideFile::load(set_aside::path(data_dir, adapter.name()))?;
+    read_again(poll, caller, engine, &mut aside).await?;
     let pass = Pass {
         poll,
         caller,
         engine,
         path: &path,
+        aside: &mut aside,
         since,
         now,
         report: PollReport {
@@ -202,15 +212,46 @@ pub async fn pass(
         },
         resume: carried.resume,
     };
-    let report = if poll.windowed() {
+    let mut report = if poll.windowed() {
         pass.windows().await?
     } else {
         pass.newest_seen().await?
     };
+    report.set_aside = aside.kept().len();
+    report.oldest_aside = aside
+        .kept()
+        .first()
+        .map(|k| (k.order.id.clone(), k.order.why.clone()));
+    metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => adapter.name().to_string())
+        .set(report.set_aside as f64);
     if report.cut_short {
         tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, watermark = report.watermark, "order poll pass cut short at its page cap: the next pass reads on from the watermark");
     }
     Ok(report)
+}
+
+/// Reads again the orders set aside, oldest first, until one still cannot be read: the
+/// follow-up call failing for every order (an outage of it alone) costs one call a pass.
+async fn read_again(
+    poll: &dyn OrderPoll,
+    caller: &Caller,
+    engine: &Engine,
+    aside: &mut AsideFile,
+) -> Result<(), String> {
+    let kept: Vec<_> = aside.kept().iter().map(|k| k.order.clone()).collect();
+    for order in kept {
+        match poll.read_again(caller, &order.listed, now_micros()).await {
+            Ok(events) => {
+                submit_waiting(engine, events).await?;
+                aside.remove(&order.id)?;
+            }
+            Err(why) => {
+                aside.still(&order.id, why);
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One pass under way.
@@ -219,6 +260,9 @@ struct Pass<'a> {
     caller: &'a Caller,
     engine: &'a Engine,
     path: &'a Path,
+    /// The orders set aside: a page's are kept durably before the watermark moves past
+    /// them.
+    aside: &'a mut AsideFile,
     /// Where it starts: the watermark less the overlap, or for a windowed poll later
     /// (`poll_window::pass_start`).
     since: Micros,
@@ -244,6 +288,8 @@ impl Pass<'_> {
         self.report.orders_pages += 1;
         self.report.events += page.events.len();
         submit_waiting(self.engine, std::mem::take(&mut page.events)).await?;
+        self.aside
+            .add(std::mem::take(&mut page.set_aside), now_micros())?;
         Ok(page)
     }
 

@@ -174,12 +174,22 @@ pub(super) async fn channel_row(
             let watermark = p["watermark"]
                 .as_i64()
                 .map_or_else(|| "none yet".to_string(), |w| when(w, now));
-            match (p["at"].as_i64(), p["error"].as_str()) {
+            let read = match (p["at"].as_i64(), p["error"].as_str()) {
                 (Some(at), Some(e)) => {
                     format!("watermark {watermark}; {} failed: {e}", when(at, now))
                 }
                 (Some(at), None) => format!("watermark {watermark}, read {}", when(at, now)),
                 (None, _) => format!("watermark {watermark}"),
+            };
+            // Orders the poll read on past, their follow-up read failing (`set_aside.rs`).
+            match (p["set_aside"].as_u64(), &p["oldest_aside"]) {
+                (Some(n @ 1..), oldest) => format!(
+                    "{read}; {n} order{} set aside, read again at every pass (order {}: {})",
+                    if n == 1 { "" } else { "s" },
+                    oldest["order"].as_str().unwrap_or("?"),
+                    oldest["why"].as_str().unwrap_or("?")
+                ),
+                _ => read,
             }
         }
     };
