@@ -57,7 +57,6 @@ use super::Pace;
 const LISTING_PAGE: usize = 20;
 /// The most listings searchListingsItems pages through (its model, `ItemSearchResults`).
 const SEARCH_CAP: u64 = 1_000;
-use super::SetAside;
 use super::{
     excerpt, payload, unmapped, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Inbound,
 };
@@ -1293,11 +1292,10 @@ impl OrderPoll for Amazon {
                     Ok(events) => page.events.extend(events),
                     // The items call failed for this order: set aside, read again at
                     // every pass (`propagate::set_aside`), while the pass reads on.
-                    Err(why) => page.set_aside.push(SetAside {
-                        id: payload::id(&order["AmazonOrderId"]).unwrap_or_default(),
-                        listed: order.clone(),
-                        why,
-                    }),
+                    Err(why) => {
+                        let id = payload::id(&order["AmazonOrderId"]).unwrap_or_default();
+                        page.set_aside(id, order, why)?;
+                    }
                 }
             }
             Ok(page)

@@ -57,7 +57,7 @@ use super::{body_hmac, excerpt, payload, BoxFuture, Caller, Catalog};
 use super::{
     ChannelAdapter, Delivery, Inbound, Levels, OutboundRequest, PushItem, PushReply, RateLimit,
 };
-use super::{OrderPoll, PollPage, SetAside};
+use super::{OrderPoll, PollPage};
 use crate::clock::{parse_rfc2822, Micros};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::core::event::{Event, EventKind, LineRef};
@@ -406,11 +406,7 @@ impl OrderPoll for BigCommerce {
                     Ok(events) => result.events.extend(events),
                     // The lines call failed for this order: set aside, read again at
                     // every pass (`propagate::set_aside`), while the pass reads on.
-                    Err(why) => result.set_aside.push(SetAside {
-                        id,
-                        listed: order.clone(),
-                        why,
-                    }),
+                    Err(why) => result.set_aside(id, order, why)?,
                 }
             }
             result.next = at.next(result.newest, orders.len() == POLL_PAGE_SIZE);

@@ -43,7 +43,6 @@ use super::Pace;
 
 /// Inventory items a getInventoryItems page asks for: its most.
 const LISTING_PAGE: usize = 200;
-use super::SetAside;
 use super::{excerpt, payload, BoxFuture, Caller, Catalog, ChannelAdapter, Delivery, Levels};
 use super::{OrderPoll, OutboundRequest, PollPage, PushItem, PushReply, RateLimit, WindowCursor};
 use crate::clock::{format_iso8601_millis, now_micros, Micros, MICROS_PER_HOUR};
@@ -820,11 +819,10 @@ impl OrderPoll for Ebay {
                     Ok(events) => page.events.extend(events),
                     // The fulfillments call failed for this order: set aside, read again
                     // at every pass (`propagate::set_aside`), while the pass reads on.
-                    Err(why) => page.set_aside.push(SetAside {
-                        id: payload::id(&order["orderId"]).unwrap_or_default(),
-                        listed: order.clone(),
-                        why,
-                    }),
+                    Err(why) => {
+                        let id = payload::id(&order["orderId"]).unwrap_or_default();
+                        page.set_aside(id, order, why)?;
+                    }
                 }
             }
             // Without its total a page cannot say whether the window has more.

@@ -536,6 +536,50 @@ pub struct SetAside {
     pub why: String,
 }
 
+/// Most orders one page sets aside (`PollPage::set_aside`): a follow-up read failing for
+/// more is failing for every order (the call down, throttled past its retries, the
+/// credentials or their scope wrong), not for one order's own sake, and the page fails
+/// as a pass did before orders were set aside: logged, shown on the console, read again
+/// from the watermark. It also bounds the calls such an outage costs a pass.
+pub const SET_ASIDE_PER_PAGE_MAX: usize = 3;
+
+/// Fields of a listed order that hold the buyer's personal data (Amazon's `BuyerInfo`
+/// and `ShippingAddress`, BigCommerce's `billing_address`, eBay's `buyer` and
+/// `fulfillmentStartInstructions`' ship-to, notes and addresses): left out of what is
+/// kept for `OrderPoll::read_again`, which reads none of them, so that the data
+/// directory holds no customer's name or address.
+const PERSONAL: &[&str] = &[
+    "BuyerInfo",
+    "ShippingAddress",
+    "BuyerTaxInformation",
+    "billing_address",
+    "customer_message",
+    "staff_notes",
+    "ip_address",
+    "ip_address_v6",
+    "buyer",
+    "fulfillmentStartInstructions",
+    "buyerCheckoutNotes",
+];
+
+impl PollPage {
+    /// Sets the order `id` aside (`propagate::set_aside`), its follow-up read failed with
+    /// `why`; with `SET_ASIDE_PER_PAGE_MAX` already aside, the page fails with `why`.
+    pub fn set_aside(&mut self, id: String, order: &Value, why: String) -> Result<(), String> {
+        if self.set_aside.len() >= SET_ASIDE_PER_PAGE_MAX {
+            return Err(format!(
+                "the follow-up read failed for more than {SET_ASIDE_PER_PAGE_MAX} orders of a page, so for every order, not one (order {id}: {why})"
+            ));
+        }
+        let mut listed = order.clone();
+        if let Value::Object(fields) = &mut listed {
+            fields.retain(|key, _| !PERSONAL.contains(&key.as_str()));
+        }
+        self.set_aside.push(SetAside { id, listed, why });
+        Ok(())
+    }
+}
+
 /// How a channel says a window of its order list is too wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TooWide {

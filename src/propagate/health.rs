@@ -51,7 +51,8 @@ struct Polled {
     watermark: Option<Micros>,
     at: Option<Micros>,
     error: Option<String>,
-    /// Orders set aside after the last pass that ended, and the oldest's id and reason.
+    /// Orders set aside, as the file held them after the last pass, and the first in
+    /// turn's id and reason.
     set_aside: usize,
     oldest_aside: Option<(String, String)>,
 }
@@ -143,6 +144,15 @@ impl Health {
         polled.watermark = Some(watermark);
     }
 
+    /// The orders the poll keeps set aside (`propagate::set_aside`): how many, and the
+    /// first in turn's id and reason.
+    pub fn poll_set_aside(&self, count: usize, first: Option<(String, String)>) {
+        let mut inner = self.lock();
+        let polled = inner.poll.get_or_insert_with(Polled::default);
+        polled.set_aside = count;
+        polled.oldest_aside = first.map(|(id, why)| (id, clipped(&why)));
+    }
+
     pub fn polled(&self, result: &Result<PollReport, String>) {
         let mut inner = self.lock();
         let polled = inner.poll.get_or_insert_with(Polled::default);
@@ -151,11 +161,6 @@ impl Health {
             Ok(report) => {
                 polled.watermark = Some(report.watermark);
                 polled.error = None;
-                polled.set_aside = report.set_aside;
-                polled.oldest_aside = report
-                    .oldest_aside
-                    .as_ref()
-                    .map(|(id, why)| (id.clone(), clipped(why)));
             }
             Err(e) => polled.error = Some(clipped(e)),
         }

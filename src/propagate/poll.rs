@@ -38,10 +38,6 @@ pub struct PollReport {
     pub cut_short: bool,
     /// What a windowed poll carries to its next pass.
     pub carried: Carried,
-    /// How many orders are set aside after the pass (`set_aside.rs`), and the oldest of
-    /// them: its id and why it is still aside.
-    pub set_aside: usize,
-    pub oldest_aside: Option<(String, String)>,
 }
 
 /// What a windowed poll carries from one pass to the next, in memory: after a restart a
@@ -116,6 +112,8 @@ pub async fn run(
     // bucket (Shopify's REST requests, Amazon's getOrderItems), waits out that API's 429
     // (Walmart's orders list) or calls with `call_now` (eBay's Fulfillment API).
     let caller = link.reader(client);
+    let aside_path = set_aside::path(&data_dir, adapter.name());
+    show_aside(&link, adapter.name(), &aside_path);
     let mut carried = Carried::default();
     // How far behind the last pass cut short left the watermark.
     let mut lag_before: Option<Micros> = None;
@@ -141,10 +139,28 @@ pub async fn run(
             }
         }
         link.health.polled(&result);
+        show_aside(&link, adapter.name(), &aside_path);
         if let Err(reason) = result {
             tracing::warn!(channel = %adapter.name(), %reason, "order poll failed");
         }
     }
+}
+
+/// Shows the orders set aside, as the file holds them, on the console and in
+/// `lockstep_poll_orders_set_aside`: after every pass, failed ones too (a poll failing
+/// every pass with orders aside is the state they most need showing in), and at start.
+fn show_aside(link: &ChannelLink, channel: &str, path: &Path) {
+    let Ok(aside) = AsideFile::load(path.to_path_buf()) else {
+        // A file that cannot be read fails every pass, which says why.
+        return;
+    };
+    let oldest = aside
+        .kept()
+        .first()
+        .map(|k| (k.order.id.clone(), k.order.why.clone()));
+    link.health.poll_set_aside(aside.kept().len(), oldest);
+    metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => channel.to_string())
+        .set(aside.kept().len() as f64);
 }
 
 /// Whether a pass cut short leaves the poll `lag` behind now, no nearer than the pass
@@ -196,6 +212,7 @@ pub async fn pass(
     read_again(poll, caller, engine, &mut aside).await?;
     let pass = Pass {
         poll,
+        channel: adapter.name(),
         caller,
         engine,
         path: &path,
@@ -212,26 +229,20 @@ pub async fn pass(
         },
         resume: carried.resume,
     };
-    let mut report = if poll.windowed() {
+    let report = if poll.windowed() {
         pass.windows().await?
     } else {
         pass.newest_seen().await?
     };
-    report.set_aside = aside.kept().len();
-    report.oldest_aside = aside
-        .kept()
-        .first()
-        .map(|k| (k.order.id.clone(), k.order.why.clone()));
-    metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => adapter.name().to_string())
-        .set(report.set_aside as f64);
     if report.cut_short {
         tracing::warn!(channel = %adapter.name(), pages = PAGES_MAX, watermark = report.watermark, "order poll pass cut short at its page cap: the next pass reads on from the watermark");
     }
     Ok(report)
 }
 
-/// Reads again the orders set aside, oldest first, until one still cannot be read: the
-/// follow-up call failing for every order (an outage of it alone) costs one call a pass.
+/// Reads again the orders set aside, in turn, until one still cannot be read, which goes
+/// to the back (`AsideFile::still`): an order that never mends does not keep the others
+/// from their tries, and the follow-up call failing for every order costs one call here.
 async fn read_again(
     poll: &dyn OrderPoll,
     caller: &Caller,
@@ -246,7 +257,7 @@ async fn read_again(
                 aside.remove(&order.id)?;
             }
             Err(why) => {
-                aside.still(&order.id, why);
+                aside.still(&order.id, why)?;
                 break;
             }
         }
@@ -257,6 +268,7 @@ async fn read_again(
 /// One pass under way.
 struct Pass<'a> {
     poll: &'a dyn OrderPoll,
+    channel: &'a str,
     caller: &'a Caller,
     engine: &'a Engine,
     path: &'a Path,
@@ -288,6 +300,10 @@ impl Pass<'_> {
         self.report.orders_pages += 1;
         self.report.events += page.events.len();
         submit_waiting(self.engine, std::mem::take(&mut page.events)).await?;
+        for order in &page.set_aside {
+            tracing::warn!(channel = %self.channel, order = %order.id, why = %order.why,
+                "order set aside, its follow-up read failing: read again at every pass while the poll reads on");
+        }
         self.aside
             .add(std::mem::take(&mut page.set_aside), now_micros())?;
         Ok(page)

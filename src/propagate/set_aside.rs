@@ -1,22 +1,26 @@
 //! The orders a channel's order poll set aside, kept in the data directory: listed, but a
 //! follow-up read of theirs (Amazon's getOrderItems, BigCommerce's lines, eBay's shipping
-//! fulfillments) failed in a way another try may mend (a 5xx, a timeout, a 401 or 403).
+//! fulfillments) failed in a way another try may mend (a 5xx, a timeout, a throttle past
+//! its retries, a 401 or 403: anything but a refusal for good, which leaves the order out).
 //! Before, such a failure failed the pass, and since the next pass started from the same
 //! watermark and met the same order, one order the channel kept failing to give (a
 //! corrupted order answering 500, a 403 for one order alone) stopped every later order of
 //! that channel from reaching the poll for good. Set aside, the pass reads on past it and
 //! the watermark moves; the order is read again at the start of every pass
-//! (`OrderPoll::read_again`), oldest first, until it is read or the channel refuses it
-//! for good (left out and said, as any refused order). The first read that fails ends
-//! that pass's tries: when the follow-up call fails for every order (an outage of it
-//! alone), one call a pass finds that out.
+//! (`OrderPoll::read_again`), in turn, until it is read or the channel refuses it for
+//! good (left out and said, as any refused order). The first read that fails ends that
+//! pass's tries and goes to the back (`still`), so an order that never mends does not
+//! keep the others from theirs.
 //!
-//! At most `SET_ASIDE_MAX` orders: a pass that would set more aside fails as it did
-//! before (its watermark unmoved, nothing lost), so an outage of the follow-up call alone
-//! stops the poll, shown on the console, rather than growing the list and the tries
-//! without end. The file is written durably before the watermark moves past what it
-//! holds, and one that is there but cannot be read fails the pass (never a silent start
-//! from nothing, which would forget orders).
+//! What fails for every order is not set aside order by order: a page that would set
+//! aside more than `channels::SET_ASIDE_PER_PAGE_MAX` fails, as every pass did before (an
+//! outage of the follow-up call, credentials that stopped working: logged as `order poll
+//! failed`, on the console, no watermark stored past its orders), which also bounds what
+//! such an outage costs a pass. And at most `SET_ASIDE_MAX` orders are kept: a pass that
+//! would keep more fails the same way, nothing lost. The file is written durably before
+//! the watermark moves past what it holds, readable by the owner alone and without the
+//! buyer's personal fields (`channels::PollPage::set_aside`); one that is there but cannot
+//! be read fails the pass (never a silent start from nothing, which would forget orders).
 
 use std::path::{Path, PathBuf};
 
@@ -112,17 +116,24 @@ impl AsideFile {
         Ok(())
     }
 
-    /// Why the order `id` is still aside (the latest try's reason), in memory: the file
-    /// keeps the reason it was set aside with until it changes otherwise.
-    pub fn still(&mut self, id: &str, why: String) {
-        if let Some(k) = self.kept.iter_mut().find(|k| k.order.id == id) {
+    /// The order `id` is still aside, the latest try failing with `why`: it goes to the
+    /// back, so that the next pass tries the others first (one that never mends would
+    /// otherwise end every pass's tries before them), durably with its reason.
+    pub fn still(&mut self, id: &str, why: String) -> Result<(), String> {
+        let mut kept = self.kept.clone();
+        if let Some(at) = kept.iter().position(|k| k.order.id == id) {
+            let mut k = kept.remove(at);
             k.order.why = why;
+            kept.push(k);
+            self.store(&kept)?;
+            self.kept = kept;
         }
+        Ok(())
     }
 
     fn store(&self, kept: &[Kept]) -> Result<(), String> {
         let bytes = serde_json::to_vec(kept).expect("set-aside orders serialize");
-        crate::store::small_file::write_durably(&self.path, &bytes, false)
+        crate::store::small_file::write_durably(&self.path, &bytes, true)
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
@@ -161,6 +172,21 @@ mod tests {
             [("1", "HTTP 502", 10), ("2", "HTTP 503", 10)],
             "set aside again: its new reason, its first time"
         );
+        aside.still("1", "HTTP 504".into()).unwrap();
+        let turn: Vec<_> = AsideFile::load(file.clone())
+            .unwrap()
+            .kept()
+            .iter()
+            .map(|k| (k.order.id.clone(), k.order.why.clone()))
+            .collect();
+        assert_eq!(
+            turn,
+            [
+                ("2".into(), "HTTP 503".into()),
+                ("1".into(), "HTTP 504".into())
+            ],
+            "still failing: to the back, with its reason, durably"
+        );
         aside.remove("1").unwrap();
         let ids: Vec<_> = AsideFile::load(file)
             .unwrap()
@@ -169,6 +195,26 @@ mod tests {
             .map(|k| k.order.id.clone())
             .collect();
         assert_eq!(ids, ["2"]);
+    }
+
+    #[test]
+    fn a_page_sets_aside_a_few_orders_without_personal_fields_and_fails_past_them() {
+        use crate::channels::{PollPage, SET_ASIDE_PER_PAGE_MAX};
+        let mut page = PollPage::default();
+        let listed = json!({"id": 7, "status_id": 11, "billing_address": {"email": "a@b.c"}, "buyer": {"username": "x"}});
+        for i in 0..SET_ASIDE_PER_PAGE_MAX {
+            page.set_aside(i.to_string(), &listed, "HTTP 500".into())
+                .unwrap();
+        }
+        assert_eq!(page.set_aside[0].listed, json!({"id": 7, "status_id": 11}));
+        let err = page
+            .set_aside("9".into(), &listed, "HTTP 401".into())
+            .unwrap_err();
+        assert!(
+            err.contains("for every order") && err.contains("order 9: HTTP 401"),
+            "{err}"
+        );
+        assert_eq!(page.set_aside.len(), SET_ASIDE_PER_PAGE_MAX);
     }
 
     #[test]

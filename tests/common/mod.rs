@@ -904,6 +904,11 @@ pub fn a_refused_order_is_left_out_and_a_forbidden_one_set_aside(
         "set aside: {}",
         server.metric(&aside)
     );
+    assert!(
+        eventually(wait, || logged(&["order set aside", "HTTP 403"])),
+        "said, naming the 403: {}",
+        log.borrow().join("\n")
+    );
     let polls = market.order_polls();
     assert!(eventually(wait, || market.order_polls() >= polls + 3));
     assert_eq!(server.stock(second), Some((10, 3, 7)), "not read yet");
@@ -927,8 +932,8 @@ pub fn set_aside_gauge(channel: &str) -> String {
 /// order alone) is set aside and the poll reads on past it: an order placed after it is
 /// held. Before, every pass failed at it, and no later order of the channel reached the
 /// poll for good. The order set aside is counted (`lockstep_poll_orders_set_aside`) and
-/// named on the console, kept in the data directory across a kill -9, and held once the
-/// channel gives it. `first` and `second`: two SKUs, each alone on the orders `place`
+/// named on the console, kept in the data directory across a kill -9, does not keep an
+/// order set aside after it from being read, and is held once the channel gives it. `first` and `second`: two SKUs, each alone on the orders `place`
 /// makes, with webhooks lost so that the poll alone reads them.
 pub fn a_failing_order_is_set_aside_and_held_once_it_mends<S>(
     rig: MarketRig<S>,
@@ -973,15 +978,7 @@ pub fn a_failing_order_is_set_aside_and_held_once_it_mends<S>(
     // Kept across a kill -9. The order is made an hour old, so that no list after the
     // restart (5 minutes back from the watermark) names it again: only the file brings
     // it back.
-    {
-        let mut shop = market(&rig.sim).shop();
-        let order = shop
-            .orders
-            .values_mut()
-            .find(|o| o.lines.iter().any(|l| l.sku == first))
-            .expect("the failing order");
-        order.modified_us -= 3_600_000_000;
-    }
+    made_an_hour_old(market(&rig.sim), first);
     let rig = rig.restart();
     let polls = market(&rig.sim).order_polls();
     assert!(eventually(wait, || market(&rig.sim).order_polls() >= polls + 2));
@@ -991,7 +988,22 @@ pub fn a_failing_order_is_set_aside_and_held_once_it_mends<S>(
         rig.server.metric(&aside)
     );
     assert_eq!(rig.server.stock(first), Some((10, 0, 10)), "not read yet");
-    market(&rig.sim).shop().refused_orders.remove(first);
+    // Another order set aside behind it, made an hour old too: once the channel gives
+    // it, it is held, though the first still fails before it at every pass.
+    let shop = || market(&rig.sim).shop();
+    shop().refused_orders.insert(second.to_string(), status);
+    place(&rig.sim, second, 1);
+    assert!(eventually(wait, || rig.server.metric(&aside) == 2.0));
+    made_an_hour_old(market(&rig.sim), second);
+    shop().refused_orders.remove(second);
+    assert!(
+        eventually(wait, || rig.server.stock(second) == Some((10, 4, 6))),
+        "an order behind one that never mends is read: {:?}",
+        rig.server.stock(second)
+    );
+    assert!(eventually(wait, || rig.server.metric(&aside) == 1.0));
+    assert_eq!(rig.server.stock(first), Some((10, 0, 10)), "not read yet");
+    shop().refused_orders.remove(first);
     assert!(
         eventually(wait, || rig.server.stock(first) == Some((10, 2, 8))),
         "held once the channel gives it: {:?}\n{}",
@@ -999,7 +1011,20 @@ pub fn a_failing_order_is_set_aside_and_held_once_it_mends<S>(
         rig.server.stderr_lines().join("\n")
     );
     assert!(eventually(wait, || rig.server.metric(&aside) == 0.0));
-    assert_eq!(rig.server.stock(second), Some((10, 3, 7)), "counted once");
+    assert_eq!(rig.server.stock(second), Some((10, 4, 6)), "counted once");
+}
+
+/// Makes the newest order of `sku` an hour old, so that no later list of orders modified
+/// since the watermark (less 5 minutes) names it.
+fn made_an_hour_old(market: &loadgen::market::Market, sku: &str) {
+    let mut shop = market.shop();
+    let order = shop
+        .orders
+        .values_mut()
+        .rev()
+        .find(|o| o.lines.iter().any(|l| l.sku == sku))
+        .expect("an order of the SKU");
+    order.modified_us -= 3_600_000_000;
 }
 
 /// A polled channel lists an order no reader can key (without its id) before another:
