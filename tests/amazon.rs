@@ -689,6 +689,9 @@ fn an_order_refused_for_good_is_left_out_and_a_forbidden_one_set_aside() {
 fn an_order_whose_items_keep_failing_is_set_aside_and_held_once_amazon_gives_them() {
     let rig = rig(2, "poll_interval_s = 1");
     rig.sim.set_orders_rate(20.0, 5.0);
+    // Two or three getOrderItems calls a pass for half a minute: more than the default
+    // burst, and a throttled read would be set aside for its 429, not the 500.
+    rig.sim.set_order_items_rate(50.0, 10.0);
     a_failing_order_is_set_aside_and_held_once_it_mends(
         rig,
         "amazon",

@@ -1289,7 +1289,7 @@ impl OrderPoll for Amazon {
             };
             for order in payload::list(&listing["payload"]["Orders"]) {
                 match self.polled_order(&items_caller, &get, order, now).await {
-                    Ok(events) => page.events.extend(events),
+                    Ok(events) => page.took(events),
                     // The items call failed for this order: set aside, read again at
                     // every pass (`propagate::set_aside`), while the pass reads on.
                     Err(why) => {

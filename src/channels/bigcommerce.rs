@@ -403,7 +403,7 @@ impl OrderPoll for BigCommerce {
                     .map(|t| t + 999_999);
                 result.newest = result.newest.max(modified);
                 match self.polled_order(caller, &id, order, now).await {
-                    Ok(events) => result.events.extend(events),
+                    Ok(events) => result.took(events),
                     // The lines call failed for this order: set aside, read again at
                     // every pass (`propagate::set_aside`), while the pass reads on.
                     Err(why) => result.set_aside(id, order, why)?,

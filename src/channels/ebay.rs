@@ -816,7 +816,7 @@ impl OrderPoll for Ebay {
             let mut page = PollPage::default();
             for order in orders {
                 match self.polled_order(caller, &auth, order, now).await {
-                    Ok(events) => page.events.extend(events),
+                    Ok(events) => page.took(events),
                     // The fulfillments call failed for this order: set aside, read again
                     // at every pass (`propagate::set_aside`), while the pass reads on.
                     Err(why) => {

@@ -525,6 +525,8 @@ pub struct PollPage {
     /// (`propagate::set_aside`): read again at every pass (`OrderPoll::read_again`),
     /// while the poll reads on past them.
     pub set_aside: Vec<SetAside>,
+    /// How many orders' follow-up reads have failed one after another, none read since.
+    failing_in_a_row: usize,
 }
 
 /// An order a poll's page set aside: its id, the order as the list gave it (what
@@ -536,12 +538,14 @@ pub struct SetAside {
     pub why: String,
 }
 
-/// Most orders one page sets aside (`PollPage::set_aside`): a follow-up read failing for
-/// more is failing for every order (the call down, throttled past its retries, the
-/// credentials or their scope wrong), not for one order's own sake, and the page fails
-/// as a pass did before orders were set aside: logged, shown on the console, read again
-/// from the watermark. It also bounds the calls such an outage costs a pass.
-pub const SET_ASIDE_PER_PAGE_MAX: usize = 3;
+/// Most orders a page sets aside one after another, none read between them
+/// (`PollPage::set_aside`): a follow-up read failing for more in a row is failing for
+/// every order (the call down, throttled past its retries, the credentials or their
+/// scope wrong), not for each order's own sake, and the page fails as a pass did before
+/// orders were set aside: logged, shown on the console, read again from the watermark.
+/// It also bounds the calls such an outage costs a pass. Orders failing for their own
+/// sake with others read between them are set aside however many.
+pub const SET_ASIDE_IN_A_ROW_MAX: usize = 3;
 
 /// Fields of a listed order that hold the buyer's personal data (Amazon's `BuyerInfo`
 /// and `ShippingAddress`, BigCommerce's `billing_address`, eBay's `buyer` and
@@ -563,14 +567,21 @@ const PERSONAL: &[&str] = &[
 ];
 
 impl PollPage {
+    /// Takes the events of an order read.
+    pub fn took(&mut self, events: Vec<Event>) {
+        self.events.extend(events);
+        self.failing_in_a_row = 0;
+    }
+
     /// Sets the order `id` aside (`propagate::set_aside`), its follow-up read failed with
-    /// `why`; with `SET_ASIDE_PER_PAGE_MAX` already aside, the page fails with `why`.
+    /// `why`; after `SET_ASIDE_IN_A_ROW_MAX` set aside in a row, the page fails with `why`.
     pub fn set_aside(&mut self, id: String, order: &Value, why: String) -> Result<(), String> {
-        if self.set_aside.len() >= SET_ASIDE_PER_PAGE_MAX {
+        if self.failing_in_a_row >= SET_ASIDE_IN_A_ROW_MAX {
             return Err(format!(
-                "the follow-up read failed for more than {SET_ASIDE_PER_PAGE_MAX} orders of a page, so for every order, not one (order {id}: {why})"
+                "the follow-up read failed for more than {SET_ASIDE_IN_A_ROW_MAX} orders in a row, so for every order, not one (order {id}: {why})"
             ));
         }
+        self.failing_in_a_row += 1;
         let mut listed = order.clone();
         if let Value::Object(fields) = &mut listed {
             fields.retain(|key, _| !PERSONAL.contains(&key.as_str()));

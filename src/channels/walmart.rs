@@ -11,7 +11,8 @@
 //! `FRAUD_CANCEL` release them (`INTENT_TO_CANCEL` is a request, not yet a cancellation).
 //! Walmart calls its events lightweight and says to keep polling, so `GET /v3/orders`
 //! runs too, in windows of modification time (`walmart_orders.rs`), with line statuses
-//! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` released;
+//! `Created`/`Acknowledged` placed, `Shipped`/`Delivered` shipped, `Cancelled` (or
+//! `Canceled`, as one of Walmart's pages spells it) released;
 //! its 429s are waited out until the orders bucket's tokens come back.
 //! Keys `{channel}/{purchaseOrderId}/{lineNumber}/{transition}`.
 //!

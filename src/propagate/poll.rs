@@ -240,6 +240,12 @@ pub async fn pass(
     Ok(report)
 }
 
+/// Most orders set aside that one pass reads again, before it lists: after an outage of
+/// the follow-up call left many aside, their reads would otherwise spend the budget the
+/// new orders' reads wait for (100 of Amazon's getOrderItems at 0.5/s after its burst of
+/// 30 is over two minutes); the rest are read at the passes after.
+const READ_AGAIN_PER_PASS: usize = 10;
+
 /// Reads again the orders set aside, in turn, until one still cannot be read, which goes
 /// to the back (`AsideFile::still`): an order that never mends does not keep the others
 /// from their tries, and the follow-up call failing for every order costs one call here.
@@ -249,7 +255,12 @@ async fn read_again(
     engine: &Engine,
     aside: &mut AsideFile,
 ) -> Result<(), String> {
-    let kept: Vec<_> = aside.kept().iter().map(|k| k.order.clone()).collect();
+    let kept: Vec<_> = aside
+        .kept()
+        .iter()
+        .take(READ_AGAIN_PER_PASS)
+        .map(|k| k.order.clone())
+        .collect();
     for order in kept {
         match poll.read_again(caller, &order.listed, now_micros()).await {
             Ok(events) => {
@@ -300,12 +311,16 @@ impl Pass<'_> {
         self.report.orders_pages += 1;
         self.report.events += page.events.len();
         submit_waiting(self.engine, std::mem::take(&mut page.events)).await?;
-        for order in &page.set_aside {
-            tracing::warn!(channel = %self.channel, order = %order.id, why = %order.why,
+        let found = std::mem::take(&mut page.set_aside);
+        let said: Vec<_> = found
+            .iter()
+            .map(|o| (o.id.clone(), o.why.clone()))
+            .collect();
+        self.aside.add(found, now_micros())?;
+        for (order, why) in said {
+            tracing::warn!(channel = %self.channel, %order, %why,
                 "order set aside, its follow-up read failing: read again at every pass while the poll reads on");
         }
-        self.aside
-            .add(std::mem::take(&mut page.set_aside), now_micros())?;
         Ok(page)
     }
 

@@ -7,13 +7,15 @@
 //! corrupted order answering 500, a 403 for one order alone) stopped every later order of
 //! that channel from reaching the poll for good. Set aside, the pass reads on past it and
 //! the watermark moves; the order is read again at the start of every pass
-//! (`OrderPoll::read_again`), in turn, until it is read or the channel refuses it for
+//! (`OrderPoll::read_again`, at most ten a pass: `propagate::poll`), in turn, until it is
+//! read or the channel refuses it for
 //! good (left out and said, as any refused order). The first read that fails ends that
 //! pass's tries and goes to the back (`still`), so an order that never mends does not
 //! keep the others from theirs.
 //!
 //! What fails for every order is not set aside order by order: a page that would set
-//! aside more than `channels::SET_ASIDE_PER_PAGE_MAX` fails, as every pass did before (an
+//! aside more than `channels::SET_ASIDE_IN_A_ROW_MAX` one after another, none read
+//! between them, fails, as every pass did before (an
 //! outage of the follow-up call, credentials that stopped working: logged as `order poll
 //! failed`, on the console, no watermark stored past its orders), which also bounds what
 //! such an outage costs a pass. And at most `SET_ASIDE_MAX` orders are kept: a pass that
@@ -198,23 +200,28 @@ mod tests {
     }
 
     #[test]
-    fn a_page_sets_aside_a_few_orders_without_personal_fields_and_fails_past_them() {
-        use crate::channels::{PollPage, SET_ASIDE_PER_PAGE_MAX};
+    fn a_page_sets_aside_orders_without_personal_fields_and_fails_past_a_few_in_a_row() {
+        use crate::channels::{PollPage, SET_ASIDE_IN_A_ROW_MAX};
         let mut page = PollPage::default();
         let listed = json!({"id": 7, "status_id": 11, "billing_address": {"email": "a@b.c"}, "buyer": {"username": "x"}});
-        for i in 0..SET_ASIDE_PER_PAGE_MAX {
-            page.set_aside(i.to_string(), &listed, "HTTP 500".into())
-                .unwrap();
+        let aside = |page: &mut PollPage, id: usize| {
+            page.set_aside(id.to_string(), &listed, "HTTP 500".into())
+        };
+        // Failing for their own sake, orders read between them: any number aside.
+        for i in 0..2 * SET_ASIDE_IN_A_ROW_MAX {
+            aside(&mut page, i).unwrap();
+            page.took(Vec::new());
         }
         assert_eq!(page.set_aside[0].listed, json!({"id": 7, "status_id": 11}));
-        let err = page
-            .set_aside("9".into(), &listed, "HTTP 401".into())
-            .unwrap_err();
+        for i in 0..SET_ASIDE_IN_A_ROW_MAX {
+            aside(&mut page, 100 + i).unwrap();
+        }
+        let err = aside(&mut page, 9).unwrap_err();
         assert!(
-            err.contains("for every order") && err.contains("order 9: HTTP 401"),
+            err.contains("for every order") && err.contains("order 9: HTTP 500"),
             "{err}"
         );
-        assert_eq!(page.set_aside.len(), SET_ASIDE_PER_PAGE_MAX);
+        assert_eq!(page.set_aside.len(), 3 * SET_ASIDE_IN_A_ROW_MAX);
     }
 
     #[test]
