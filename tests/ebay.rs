@@ -335,24 +335,31 @@ fn a_spent_daily_limit_waits_for_its_reset() {
     assert_eq!(refused(), 1);
 }
 
+/// E0's order shipped, its shipping fulfillments answering `status`, then an order of
+/// E1, which the poll takes (asserted): the rig, and the first order's id.
+fn a_shipped_order_whose_fulfillments_fail_then_another(status: u16) -> (Rig, String) {
+    let rig = rig(2, "poll_interval_s = 1");
+    count(&rig.server, "E0", 10);
+    count(&rig.server, "E1", 10);
+    let first = rig.sim.place_order(&[("E0", 2)]);
+    rig.sim.fail_fulfillments(&first, status);
+    rig.sim.advance(&first, Stage::Shipped);
+    rig.sim.place_order(&[("E1", 3)]);
+    assert!(
+        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
+        "the poll goes on past the first order: {:?}",
+        rig.server.stock("E1")
+    );
+    (rig, first)
+}
+
 /// An order whose shipping fulfillments eBay will not read (a 404 that no retry changes)
 /// is taken without them, its FULFILLED lines shipped in full, and the orders after it
 /// are taken too. The poll is eBay's only way in for orders: the pass failed at that
 /// order, every pass after it too, and no later order was ever counted.
 #[test]
 fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
-    let rig = rig(2, "poll_interval_s = 1");
-    count(&rig.server, "E0", 10);
-    count(&rig.server, "E1", 10);
-    let first = rig.sim.place_order(&[("E0", 2)]);
-    rig.sim.fail_fulfillments(&first, 404);
-    rig.sim.advance(&first, Stage::Shipped);
-    rig.sim.place_order(&[("E1", 3)]);
-    assert!(
-        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
-        "{:?}",
-        rig.server.stock("E1")
-    );
+    let (rig, _) = a_shipped_order_whose_fulfillments_fail_then_another(404);
     assert!(
         eventually(WAIT, || rig.server.stock("E0") == Some((8, 0, 8))),
         "{:?}",
@@ -368,18 +375,7 @@ fn an_order_whose_fulfillments_cannot_be_read_does_not_stop_the_poll() {
 /// no later order.
 #[test]
 fn an_order_whose_fulfillments_keep_failing_is_set_aside_and_the_poll_goes_on() {
-    let rig = rig(2, "poll_interval_s = 1");
-    count(&rig.server, "E0", 10);
-    count(&rig.server, "E1", 10);
-    let first = rig.sim.place_order(&[("E0", 2)]);
-    rig.sim.fail_fulfillments(&first, 500);
-    rig.sim.advance(&first, Stage::Shipped);
-    rig.sim.place_order(&[("E1", 3)]);
-    assert!(
-        eventually(WAIT, || rig.server.stock("E1") == Some((10, 3, 7))),
-        "{:?}",
-        rig.server.stock("E1")
-    );
+    let (rig, first) = a_shipped_order_whose_fulfillments_fail_then_another(500);
     let aside = set_aside_gauge("ebay");
     assert!(eventually(WAIT, || rig.server.metric(&aside) == 1.0));
     assert_eq!(rig.server.stock("E0"), Some((10, 0, 10)), "not read yet");
