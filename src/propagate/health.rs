@@ -54,7 +54,7 @@ struct Polled {
     /// Orders set aside, as the file held them after the last pass, and the first in
     /// turn's id and reason.
     set_aside: usize,
-    oldest_aside: Option<(String, String)>,
+    first_aside: Option<(String, String)>,
 }
 
 fn clipped(reason: &str) -> String {
@@ -146,11 +146,15 @@ impl Health {
 
     /// The orders the poll keeps set aside (`propagate::set_aside`): how many, and the
     /// first in turn's id and reason.
+    /// None aside before a first pass leaves the poll as it was ("not yet" on the console).
     pub fn poll_set_aside(&self, count: usize, first: Option<(String, String)>) {
         let mut inner = self.lock();
+        if count == 0 && inner.poll.is_none() {
+            return;
+        }
         let polled = inner.poll.get_or_insert_with(Polled::default);
         polled.set_aside = count;
-        polled.oldest_aside = first.map(|(id, why)| (id, clipped(&why)));
+        polled.first_aside = first.map(|(id, why)| (id, clipped(&why)));
     }
 
     pub fn polled(&self, result: &Result<PollReport, String>) {
@@ -191,7 +195,7 @@ impl Health {
             "poll": inner.poll.as_ref().map(|p| json!({
                 "watermark": p.watermark, "at": p.at, "error": p.error,
                 "set_aside": p.set_aside,
-                "oldest_aside": p.oldest_aside.as_ref().map(|(id, why)| json!({"order": id, "why": why})),
+                "first_aside": p.first_aside.as_ref().map(|(id, why)| json!({"order": id, "why": why})),
             })),
         })
     }

@@ -154,11 +154,11 @@ fn show_aside(link: &ChannelLink, channel: &str, path: &Path) {
         // A file that cannot be read fails every pass, which says why.
         return;
     };
-    let oldest = aside
+    let first = aside
         .kept()
         .first()
         .map(|k| (k.order.id.clone(), k.order.why.clone()));
-    link.health.poll_set_aside(aside.kept().len(), oldest);
+    link.health.poll_set_aside(aside.kept().len(), first);
     metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => channel.to_string())
         .set(aside.kept().len() as f64);
 }

@@ -182,12 +182,12 @@ pub(super) async fn channel_row(
                 (None, _) => format!("watermark {watermark}"),
             };
             // Orders the poll read on past, their follow-up read failing (`set_aside.rs`).
-            match (p["set_aside"].as_u64(), &p["oldest_aside"]) {
-                (Some(n @ 1..), oldest) => format!(
+            match (p["set_aside"].as_u64(), &p["first_aside"]) {
+                (Some(n @ 1..), first) => format!(
                     "{read}; {n} order{} set aside, read again at every pass (order {}: {})",
                     if n == 1 { "" } else { "s" },
-                    oldest["order"].as_str().unwrap_or("?"),
-                    oldest["why"].as_str().unwrap_or("?")
+                    first["order"].as_str().unwrap_or("?"),
+                    first["why"].as_str().unwrap_or("?")
                 ),
                 _ => read,
             }
