@@ -178,8 +178,13 @@ fn channel_action(action: ChannelAction, verb: &str) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // Colours for a terminal only: a log piped to a file or a journal is read by tools
+    // and searched for `key=value`, which escape codes split.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             // The storage engine's own INFO lines (a dozen per shard at every start) only
             // when RUST_LOG asks for them.

@@ -70,6 +70,10 @@ pub fn register(channels: &[String], shards: usize) {
         "lockstep_push_items_failed_total",
         "Items a processed bulk submission failed in the channel's own systems (Walmart's SYSTEM_ERROR, TIMEOUT_ERROR), sent again."
     );
+    describe_counter!(
+        "lockstep_channel_events_refused_total",
+        "Things a channel gave that could not be taken, or follow-up reads it refused for good, left out and logged, per channel."
+    );
     describe_gauge!(
         "lockstep_outbox_skus",
         "SKUs waiting to be pushed, per channel."
@@ -95,12 +99,42 @@ pub fn register(channels: &[String], shards: usize) {
         Unit::Seconds,
         "Making a batch's log durable: its one synchronous write to the log's tail, per batch."
     );
+    describe_gauge!(
+        "lockstep_shard_up",
+        "1 while a shard serves; 0 once its storage failed, until it has reopened it."
+    );
+    describe_counter!(
+        "lockstep_storage_reopened_total",
+        "A shard's storage reopened after a failure."
+    );
+    describe_counter!(
+        "lockstep_task_restarts_total",
+        "A background task (a pusher, a poll, a queue, a reconciliation) that panicked and was started again."
+    );
+    describe_counter!(
+        "lockstep_connections_refused_total",
+        "Connections closed at once because connections_max were open."
+    );
+    describe_counter!(
+        "lockstep_queue_messages_total",
+        "Amazon: SQS messages received, per channel."
+    );
+    describe_counter!(
+        "lockstep_queue_refused_total",
+        "Amazon: SQS messages that could not be taken, left in the queue, per channel."
+    );
+    describe_gauge!(
+        "lockstep_channel_quota_remaining",
+        "Etsy: the calls left today (x-remaining-today), per channel."
+    );
     metrics::counter!("lockstep_oversells_total").absolute(0);
     // Histograms appear with their first sample; the upkeep renders empty ones as absent.
     let _ = metrics::histogram!("lockstep_ingest_seconds");
     let _ = metrics::histogram!("lockstep_log_flush_seconds");
     for shard in 0..shards {
         metrics::gauge!("lockstep_shard_mailbox_depth", "shard" => shard.to_string()).set(0.0);
+        metrics::counter!("lockstep_storage_reopened_total", "shard" => shard.to_string())
+            .absolute(0);
     }
     for channel in channels {
         let _ = metrics::histogram!("lockstep_propagation_seconds", "channel" => channel.clone());
@@ -108,7 +142,16 @@ pub fn register(channels: &[String], shards: usize) {
         metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => channel.clone()).set(0.0);
         metrics::counter!("lockstep_reconcile_drift_total", "channel" => channel.clone())
             .absolute(0);
-        metrics::counter!("lockstep_push_backoffs_total", "channel" => channel.clone()).absolute(0);
+        // Counters an alert watches for a rise: a series that first appears at 1 shows
+        // no increase to Prometheus, so the first refusal would pass unseen.
+        for counter in [
+            "lockstep_push_backoffs_total",
+            "lockstep_push_items_refused_total",
+            "lockstep_push_items_failed_total",
+            "lockstep_channel_events_refused_total",
+        ] {
+            metrics::counter!(counter, "channel" => channel.clone()).absolute(0);
+        }
         for outcome in ["ok", "partial", "throttled", "error"] {
             metrics::counter!("lockstep_push_requests_total", "channel" => channel.clone(), "outcome" => outcome).absolute(0);
         }

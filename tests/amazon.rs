@@ -622,14 +622,38 @@ fn a_refused_listing_does_not_hold_back_the_others() {
     );
     // Refused, then held back: a few calls for it, not one a round.
     std::thread::sleep(Duration::from_secs(3));
-    let refused = rig
-        .sim
-        .market
-        .calls()
-        .iter()
-        .filter(|c| c.path.ends_with("/AMZ%2D0"))
-        .count();
-    assert!((1..=3).contains(&refused), "{:?}", rig.sim.market.calls());
+    let refused = || {
+        rig.sim
+            .market
+            .calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/AMZ%2D0"))
+            .count()
+    };
+    assert!((1..=3).contains(&refused()), "{:?}", rig.sim.market.calls());
+    // Each refusal is one line of the log, with Amazon's answer: counted against the
+    // SKU, it is named with its reason; before the channel took others, it is the
+    // channel's "push refused". (A call's line follows its answer: read until they meet.)
+    let lines = std::sync::Mutex::new(Vec::new());
+    let one_each = eventually(Duration::from_secs(5), || {
+        let mut lines = lines.lock().unwrap();
+        lines.extend(
+            rig.server
+                .stderr_lines()
+                .into_iter()
+                .filter(|l| l.contains("push refused") || l.contains("refused this SKU's push")),
+        );
+        lines.len() == refused()
+    });
+    let lines = lines.into_inner().unwrap();
+    assert!(one_each, "{} calls: {lines:#?}", refused());
+    // Plain text, `key=value`, in a log that is not a terminal's.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("reason=") && !l.contains('\u{1b}')),
+        "{lines:#?}"
+    );
 }
 
 /// While Amazon refuses every write (each 403, as for a wrong token), the channel is at
@@ -654,10 +678,10 @@ fn while_every_write_is_refused_no_listing_is_held_as_refused() {
         "{:?}",
         rig.sim.market.calls()
     );
-    let metrics = rig.server.metrics();
-    assert!(
-        !metrics.contains("lockstep_push_items_refused_total"),
-        "{metrics}"
+    assert_eq!(
+        rig.server
+            .metric("lockstep_push_items_refused_total{channel=\"amazon\"}"),
+        0.0
     );
     rig.sim.market.set_fault(loadgen::webhook_sim::Fault::None);
     assert!(

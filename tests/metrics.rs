@@ -110,3 +110,53 @@ fn every_metric_on_the_dashboard_is_served() {
     }
     assert!(types.values().all(|k| k != "summary"), "no summaries");
 }
+
+/// The counters an alert watches for a rise are served at 0 for every channel from the
+/// start: a series that first appears at 1 shows Prometheus no increase, so an alert on
+/// `increase(...) > 0` would miss the first refusal.
+#[test]
+fn every_channel_counter_an_alert_watches_is_served_at_zero_from_the_start() {
+    let sim = WebhookSim::start(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &webhook_channel("shop", &sim.url(), SECRET, ""),
+        None,
+    );
+    let text = server.metrics();
+    for counter in [
+        "lockstep_push_backoffs_total",
+        "lockstep_push_items_refused_total",
+        "lockstep_push_items_failed_total",
+        "lockstep_channel_events_refused_total",
+        "lockstep_reconcile_drift_total",
+    ] {
+        assert!(
+            text.contains(&format!("{counter}{{channel=\"shop\"}} 0\n")),
+            "{counter} is not served at 0:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {counter} ")),
+            "{counter} is not described:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("lockstep_storage_reopened_total{shard=\"0\"} 0\n"),
+        "{text}"
+    );
+    // And every metric served says what it counts.
+    for line in text.lines().filter(|l| l.starts_with("lockstep_")) {
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} is served without a description:\n{text}"
+        );
+    }
+}

@@ -549,9 +549,10 @@ pub const SET_ASIDE_IN_A_ROW_MAX: usize = 3;
 
 /// Fields of a listed order that hold the buyer's personal data (Amazon's `BuyerInfo`
 /// and `ShippingAddress`, BigCommerce's `billing_address`, eBay's `buyer` and
-/// `fulfillmentStartInstructions`' ship-to, notes and addresses): left out of what is
-/// kept for `OrderPoll::read_again`, which reads none of them, so that the data
-/// directory holds no customer's name or address.
+/// `fulfillmentStartInstructions`' ship-to, notes and addresses, and its line items'
+/// `giftDetails`: the recipient's email and the sender's name): left out, at any depth,
+/// of what is kept for `OrderPoll::read_again`, which reads none of them, so that the
+/// data directory holds no customer's name or address.
 const PERSONAL: &[&str] = &[
     "BuyerInfo",
     "ShippingAddress",
@@ -564,7 +565,21 @@ const PERSONAL: &[&str] = &[
     "buyer",
     "fulfillmentStartInstructions",
     "buyerCheckoutNotes",
+    "giftDetails",
 ];
+
+/// Removes the `PERSONAL` fields from `value`, in its objects at every depth: eBay keeps
+/// a gift's recipient inside each line item, not beside the order's own fields.
+fn strip_personal(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.retain(|key, _| !PERSONAL.contains(&key.as_str()));
+            fields.values_mut().for_each(strip_personal);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_personal),
+        _ => {}
+    }
+}
 
 impl PollPage {
     /// Takes the events of an order read.
@@ -583,9 +598,7 @@ impl PollPage {
         }
         self.failing_in_a_row += 1;
         let mut listed = order.clone();
-        if let Value::Object(fields) = &mut listed {
-            fields.retain(|key, _| !PERSONAL.contains(&key.as_str()));
-        }
+        strip_personal(&mut listed);
         self.set_aside.push(SetAside { id, listed, why });
         Ok(())
     }

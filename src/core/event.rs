@@ -128,20 +128,22 @@ pub fn problem(event: &Event) -> Option<String> {
         return Some(format!("sku must be 1 to {sku_max} bytes"));
     }
     let qty = event.qty;
-    let (ok, want) = match event.kind {
-        EventKind::Adjusted | EventKind::LevelSettled => (
-            qty != 0 && (-QTY_MAX..=QTY_MAX).contains(&qty),
-            format!("non-zero and within ±{QTY_MAX}"),
-        ),
+    // What a quantity must be, made into text only for an event that is not: every event
+    // of every request is checked here.
+    let (ok, want): (bool, fn() -> String) = match event.kind {
+        EventKind::Adjusted | EventKind::LevelSettled => {
+            (qty != 0 && (-QTY_MAX..=QTY_MAX).contains(&qty), || {
+                format!("non-zero and within ±{QTY_MAX}")
+            })
+        }
         // A channel may show less than nothing (Shopify's and WooCommerce's oversold
         // items); what we read of it is recorded as it is, within range.
         EventKind::Level
         | EventKind::Reconciled
         | EventKind::StaleRead
-        | EventKind::PushedChange => (
-            (-QTY_MAX..=QTY_MAX).contains(&qty),
-            format!("within ±{QTY_MAX}"),
-        ),
+        | EventKind::PushedChange => ((-QTY_MAX..=QTY_MAX).contains(&qty), || {
+            format!("within ±{QTY_MAX}")
+        }),
         EventKind::Counted
         | EventKind::CountedAvailable
         | EventKind::Pushed
@@ -150,18 +152,21 @@ pub fn problem(event: &Event) -> Option<String> {
         | EventKind::ListingActivated
         | EventKind::Unmapped
         | EventKind::OrderReleasedTotal
-        | EventKind::OrderShippedTotal => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
-        EventKind::OrderPlacedTotal => ((1..=QTY_MAX).contains(&qty), format!("1 to {QTY_MAX}")),
-        EventKind::Withheld => ((0..=QTY_MAX).contains(&qty), format!("0 to {QTY_MAX}")),
+        | EventKind::OrderShippedTotal => {
+            ((0..=QTY_MAX).contains(&qty), || format!("0 to {QTY_MAX}"))
+        }
+        EventKind::OrderPlacedTotal => ((1..=QTY_MAX).contains(&qty), || format!("1 to {QTY_MAX}")),
+        EventKind::Withheld => ((0..=QTY_MAX).contains(&qty), || format!("0 to {QTY_MAX}")),
         EventKind::OrderPlaced
         | EventKind::OrderCancelled
         | EventKind::OrderShipped
-        | EventKind::Returned => ((1..=QTY_MAX).contains(&qty), format!("1 to {QTY_MAX}")),
+        | EventKind::Returned => ((1..=QTY_MAX).contains(&qty), || format!("1 to {QTY_MAX}")),
     };
     if !ok {
         return Some(format!(
-            "qty {qty} of a {} event must be {want}",
-            event.kind.as_str()
+            "qty {qty} of a {} event must be {}",
+            event.kind.as_str(),
+            want()
         ));
     }
     // Times far outside any calendar would overflow the horizon's arithmetic.

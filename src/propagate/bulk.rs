@@ -258,5 +258,5 @@ async fn settle(
     let counted =
         link.outbox
             .settle_submission(items, &mask, &refused, link.health.took_within(recently));
-    log_refusals(link, &counted);
+    log_refusals(link, &counted, None);
 }

@@ -452,7 +452,7 @@ async fn settle(
                 .collect();
             if sent.iter().any(|(_, taken)| !taken) {
                 let (sent, taken): (Vec<PushItem>, Vec<bool>) = sent.into_iter().unzip();
-                hold_refused(link, taking_recently(link), &sent, &taken);
+                hold_refused(link, taking_recently(link), &sent, &taken, None);
             }
         }
         PushReply::Throttled { retry_after } => {
@@ -481,8 +481,12 @@ async fn settle(
                 link.health.push_failed(&reason);
             }
             if one_refused {
-                hold_refused(link, taking, items, &none);
-                tracing::warn!(channel = %name, %reason, "push refused");
+                hold_refused(link, taking, items, &none, Some(&reason));
+                // Counted against its SKU, the refusal was logged with its reason by
+                // name (`log_refusals`): one line for one refusal.
+                if !taking {
+                    tracing::warn!(channel = %name, %reason, "push refused");
+                }
                 after_refusals(link, pacer, taking, false).await;
                 return;
             }
@@ -503,8 +507,15 @@ async fn settle(
 /// (`Outbox::refused`: a growing wait), logged and counted by SKU: a listing the channel
 /// will not take is named. While it takes nothing, the SKU waits a moment only
 /// (`REFUSED_WAIT_FIRST`), uncounted: a channel refusing everything (a wrong token) must
-/// not leave its SKUs minutes of wait each once it is mended.
-fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[bool]) {
+/// not leave its SKUs minutes of wait each once it is mended. `why`: the channel's
+/// answer, when it refused a call that wrote the SKU alone.
+fn hold_refused(
+    link: &ChannelLink,
+    taking: bool,
+    items: &[PushItem],
+    acked: &[bool],
+    why: Option<&str>,
+) {
     if !taking {
         for (item, _) in items.iter().zip(acked).filter(|(_, ok)| !**ok) {
             link.outbox
@@ -512,16 +523,22 @@ fn hold_refused(link: &ChannelLink, taking: bool, items: &[PushItem], acked: &[b
         }
         return;
     }
-    log_refusals(link, &link.outbox.refused(items, acked));
+    log_refusals(link, &link.outbox.refused(items, acked), why);
 }
 
-/// Logs and counts each refusal counted against its SKU: (SKU, in a row, wait).
-pub(super) fn log_refusals(link: &ChannelLink, counted: &[(String, u32, Duration)]) {
+/// Logs and counts each refusal counted against its SKU: (SKU, in a row, wait), with
+/// the channel's answer (`why`) when there is one for it alone.
+pub(super) fn log_refusals(
+    link: &ChannelLink,
+    counted: &[(String, u32, Duration)],
+    why: Option<&str>,
+) {
     let channel = link.adapter.name();
     for (sku, times, wait) in counted {
         metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
             .increment(1);
         tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
+            reason = why.unwrap_or("the answer did not take it"),
             "the channel refused this SKU's push; it waits before it is pushed again");
     }
 }
@@ -589,7 +606,7 @@ async fn accept(
     let taking = taking_recently(link);
     // What a contended answer left out is stale, and `stale` holds it back already.
     if !contended {
-        hold_refused(link, taking, items, &mask);
+        hold_refused(link, taking, items, &mask, None);
     }
     if took || contended {
         // The channel answered and took what it could: what it refused waits on its own

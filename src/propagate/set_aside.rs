@@ -203,7 +203,8 @@ mod tests {
     fn a_page_sets_aside_orders_without_personal_fields_and_fails_past_a_few_in_a_row() {
         use crate::channels::{PollPage, SET_ASIDE_IN_A_ROW_MAX};
         let mut page = PollPage::default();
-        let listed = json!({"id": 7, "status_id": 11, "billing_address": {"email": "a@b.c"}, "buyer": {"username": "x"}});
+        let listed = json!({"id": 7, "status_id": 11, "billing_address": {"email": "a@b.c"}, "buyer": {"username": "x"},
+            "lineItems": [{"sku": "A", "giftDetails": {"recipientEmail": "r@b.c", "senderName": "S"}}]});
         let aside = |page: &mut PollPage, id: usize| {
             page.set_aside(id.to_string(), &listed, "HTTP 500".into())
         };
@@ -212,7 +213,10 @@ mod tests {
             aside(&mut page, i).unwrap();
             page.took(Vec::new());
         }
-        assert_eq!(page.set_aside[0].listed, json!({"id": 7, "status_id": 11}));
+        assert_eq!(
+            page.set_aside[0].listed,
+            json!({"id": 7, "status_id": 11, "lineItems": [{"sku": "A"}]})
+        );
         for i in 0..SET_ASIDE_IN_A_ROW_MAX {
             aside(&mut page, 100 + i).unwrap();
         }
