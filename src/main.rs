@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     // Colours for a terminal only: a log piped to a file or a journal is read by tools
     // and searched for `key=value`, which escape codes split.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)

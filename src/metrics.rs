@@ -128,6 +128,7 @@ pub fn register(channels: &[String], shards: usize) {
         "Etsy: the calls left today (x-remaining-today), per channel."
     );
     metrics::counter!("lockstep_oversells_total").absolute(0);
+    metrics::counter!("lockstep_connections_refused_total").absolute(0);
     // Histograms appear with their first sample; the upkeep renders empty ones as absent.
     let _ = metrics::histogram!("lockstep_ingest_seconds");
     let _ = metrics::histogram!("lockstep_log_flush_seconds");

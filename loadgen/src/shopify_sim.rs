@@ -806,7 +806,10 @@ async fn handle(
         // limits).
         if !extra.rest.take(1.0) {
             extra.rest_throttled += 1;
+            // Rounded up to the tenth: "0.0" while the bucket is still full would send a
+            // client back into the same 429.
             let wait = ((1.0 - extra.rest.available) / extra.rest.rate).max(0.0);
+            let wait = (wait * 10.0).ceil() / 10.0;
             return reply(
                 429,
                 &json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}),

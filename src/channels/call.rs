@@ -67,6 +67,11 @@ pub struct Caller {
 
 /// Most throttles a reader's call waits out (`Caller::waiting_out_throttles`).
 const READER_THROTTLED_RETRIES: u32 = 8;
+/// The least a reader waits after a throttle, whatever wait the answer names: a
+/// `Retry-After` rounded down to 0 while the bucket is still full (a tenth of a second
+/// short of a leaked request) sent every retry back at once, into the same 429, until
+/// the retries were spent within milliseconds and the pass failed.
+const THROTTLED_WAIT_MIN: Duration = Duration::from_millis(250);
 
 impl Caller {
     /// Calls that do not spend the channel's budget (order polls, the queue reader).
@@ -177,8 +182,9 @@ impl Caller {
             pace.lock().await.answered(started.elapsed(), status);
             match throttle {
                 Some(named) if !last => {
-                    // The channel's number is not trusted unbounded: a minute at most.
-                    let wait = named.unwrap_or(backoff);
+                    // The channel's number is not trusted unbounded: a minute at most,
+                    // and never less than `THROTTLED_WAIT_MIN`.
+                    let wait = named.unwrap_or(backoff).max(THROTTLED_WAIT_MIN);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 }
@@ -464,6 +470,50 @@ mod tests {
             "the lock is free while the call waits"
         );
         waiting.abort();
+    }
+
+    /// A channel whose 429 names no wait while its bucket is still full (`Retry-After:
+    /// 0.0`, the time to the next leaked request rounded down): a reader waits a moment
+    /// between its tries, so a later one finds the request leaked. It sent every retry at
+    /// once, all nine tries within the 200 ms the bucket needs, and answered the 429.
+    #[tokio::test]
+    async fn a_throttle_that_names_no_wait_is_still_waited_out() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut last: Option<std::time::Instant> = None;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                // A bucket of one request, leaking one every 200 ms.
+                let now = std::time::Instant::now();
+                let full = last.is_some_and(|at| now - at < Duration::from_millis(200));
+                let answer = if full {
+                    "HTTP/1.1 429 Too Many Requests\r\nretry-after: 0.0\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    last = Some(now);
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        let bucket = Arc::new(tokio::sync::Mutex::new(TokenBucket::new(RateLimit {
+            requests_per_second: 100.0,
+            burst: 10,
+        })));
+        let caller = Caller::paced(reqwest::Client::new(), bucket).waiting_out_throttles();
+        let get = || http::Request::get(&url).body(Vec::new()).unwrap();
+        assert_eq!(caller.call(get()).await.unwrap().0, 200);
+        assert_eq!(caller.call(get()).await.unwrap().0, 200, "waited out");
     }
 
     #[test]

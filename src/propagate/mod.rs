@@ -538,7 +538,7 @@ pub(super) fn log_refusals(
         metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
             .increment(1);
         tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
-            reason = why.unwrap_or("the answer did not take it"),
+            reason = %why.unwrap_or("the answer did not take it"),
             "the channel refused this SKU's push; it waits before it is pushed again");
     }
 }

@@ -31,6 +31,13 @@ pub async fn run(adapter: Arc<dyn ChannelAdapter>, engine: Arc<Engine>) {
         .expect("the HTTP client builds");
     let caller = Caller::new(client);
     let name = adapter.name().to_string();
+    // Served at 0 from the start, so the first refusal shows as an increase.
+    for counter in [
+        "lockstep_queue_messages_total",
+        "lockstep_queue_refused_total",
+    ] {
+        metrics::counter!(counter, "channel" => name.clone()).absolute(0);
+    }
     let mut retry = RETRY_MIN;
     while !engine.is_stopped() {
         let messages = match queue.receive(&caller).await {
