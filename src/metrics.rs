@@ -139,7 +139,6 @@ pub fn register(channels: &[String], shards: usize) {
     }
     for channel in channels {
         let _ = metrics::histogram!("lockstep_propagation_seconds", "channel" => channel.clone());
-        metrics::gauge!("lockstep_outbox_skus", "channel" => channel.clone()).set(0.0);
         metrics::gauge!("lockstep_poll_orders_set_aside", "channel" => channel.clone()).set(0.0);
         metrics::counter!("lockstep_reconcile_drift_total", "channel" => channel.clone())
             .absolute(0);

@@ -667,6 +667,8 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rig.woo.calls().len(), writes, "{:?}", rig.woo.calls());
     assert_eq!(rig.woo.level("W0"), Some(10));
+    let waiting = "lockstep_outbox_skus{channel=\"woo\"}";
+    assert_eq!(rig.server.metric(waiting), 1.0, "W0 waits");
     // A reconciliation would write: refused, naming the pause.
     assert_eq!(reconcile_refusal(&rig), "channel_paused");
     // Approving it is no way round the pause.
@@ -683,6 +685,8 @@ fn a_paused_channel_is_written_nothing_across_a_restart_and_catches_up_when_resu
     assert_eq!(channel_state(&rig.server)["sync"], "paused");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(rig.woo.level("W0"), Some(10));
+    // The backlog the restart found is shown, not a 0 until the outbox next changes.
+    assert_eq!(rig.server.metric(waiting), 1.0, "W0 still waits");
     let resumed = command(&rig, &["resume", "woo", "--by", "ops"]);
     assert!(resumed.contains("woo: resumed by ops"), "{resumed}");
     assert!(rig.woo.wait_for(WAIT, |l| l["W0"] == 3).is_some());

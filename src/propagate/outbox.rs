@@ -293,6 +293,10 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(channel: &str) -> Outbox {
+        // Served from the start: 0 here, then the depth at every change, the backlog
+        // a start offers included (`metrics::register` runs after it, and must not
+        // hide that backlog behind a 0 until the outbox next changes).
+        metrics::gauge!("lockstep_outbox_skus", "channel" => channel.to_string()).set(0.0);
         Outbox {
             channel: channel.to_string(),
             inner: Mutex::new(Inner::default()),
