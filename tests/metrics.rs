@@ -11,6 +11,19 @@ use serde_json::json;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The metric name `text` starts with, without a histogram's `_bucket`, `_sum`, `_count`.
+fn metric_at(text: &str) -> String {
+    let name: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(&name)
+        .to_string()
+}
+
 /// Metric names (without `_bucket`, `_sum`, `_count`) in the dashboard's queries.
 fn dashboard_metrics() -> BTreeSet<String> {
     let text = std::fs::read_to_string(concat!(
@@ -24,15 +37,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for (i, _) in expr.match_indices("lockstep_") {
-                let name: String = expr[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s))
-                    .unwrap_or(&name);
-                names.insert(base.to_string());
+                names.insert(metric_at(&expr[i..]));
             }
         }
     }
@@ -146,14 +151,7 @@ fn every_channel_counter_an_alert_watches_is_served_at_zero_from_the_start() {
     );
     // And every metric served says what it counts.
     for line in text.lines().filter(|l| l.starts_with("lockstep_")) {
-        let name: String = line
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let name = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(&name);
+        let name = metric_at(line);
         assert!(
             text.contains(&format!("# HELP {name} ")),
             "{name} is served without a description:\n{text}"
