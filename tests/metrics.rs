@@ -44,10 +44,9 @@ fn dashboard_metrics() -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn every_metric_on_the_dashboard_is_served() {
-    let wanted = dashboard_metrics();
-    assert!(wanted.len() >= 9, "{wanted:?}");
+/// A running engine with one `webhook` channel named `shop`, its receiver, and the
+/// directory its data lives in (kept as long as the engine).
+fn engine_with_a_channel() -> (WebhookSim, Server, tempfile::TempDir) {
     let sim = WebhookSim::start(SECRET);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
@@ -55,6 +54,14 @@ fn every_metric_on_the_dashboard_is_served() {
         &webhook_channel("shop", &sim.url(), SECRET, ""),
         None,
     );
+    (sim, server, dir)
+}
+
+#[test]
+fn every_metric_on_the_dashboard_is_served() {
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() >= 9, "{wanted:?}");
+    let (sim, server, _dir) = engine_with_a_channel();
     // One change that reaches the channel, so every histogram has a sample.
     assert_eq!(
         server
@@ -121,13 +128,7 @@ fn every_metric_on_the_dashboard_is_served() {
 /// `increase(...) > 0` would miss the first refusal.
 #[test]
 fn every_channel_counter_an_alert_watches_is_served_at_zero_from_the_start() {
-    let sim = WebhookSim::start(SECRET);
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &webhook_channel("shop", &sim.url(), SECRET, ""),
-        None,
-    );
+    let (_sim, server, _dir) = engine_with_a_channel();
     let text = server.metrics();
     for counter in [
         "lockstep_push_backoffs_total",
