@@ -4,6 +4,7 @@
 //! # Floors (each imports only from those above it in this list; `tests/floors.rs`)
 //! - [`clock`]: time as microseconds. [`refusal`]: the JSON refusal every answer shares.
 //!   [`metrics`]: the Prometheus recorder. [`tasks`]: supervised background tasks.
+//!   [`logging`]: the log's format (every field escaped).
 //! - [`core`]: the pure stock machine: events, SKU state, channel views, records,
 //!   `apply(state, batch, now) -> effects`. No I/O, no clock reads.
 //! - [`config`]: the TOML configuration (the server, the keys every channel shares, the
@@ -34,6 +35,7 @@ pub mod core;
 pub mod demo;
 pub mod engine;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod onboarding;
 pub mod propagate;

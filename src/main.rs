@@ -1,5 +1,5 @@
-//! The `lockstep` binary: argument parsing, logging set-up and the allocator; the commands
-//! live in `lockstep::cli` and `lockstep::demo`.
+//! The `lockstep` binary: argument parsing and the allocator. The log is set up by
+//! `lockstep::logging`; the commands live in `lockstep::cli` and `lockstep::demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -178,20 +178,7 @@ fn channel_action(action: ChannelAction, verb: &str) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
-    // Colours for a terminal only: a log piped to a file or a journal is read by tools
-    // and searched for `key=value`, which escape codes split.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(
-            // The storage engine's own INFO lines (a dozen per shard at every start) only
-            // when RUST_LOG asks for them.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
-        )
-        .init();
+    lockstep::logging::init();
     let cli = Cli::parse();
     let outcome: anyhow::Result<bool> = (|| match cli.command {
         Command::Serve { config } => {

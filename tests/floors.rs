@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 /// The parts of `src/`, bottom first. A part may import from the parts before it.
 const FLOORS: &[&str] = &[
-    // Leaves: time, the refusal every answer shares, the metrics recorder, supervision.
+    // Leaves: time, the refusal every answer shares, the metrics recorder, supervision,
+    // the log's format.
     "clock",
     "refusal",
     "metrics",
     "tasks",
+    "logging",
     // The pure stock machine, then what configures it, stores it, and runs it.
     "core",
     "config",

@@ -807,3 +807,48 @@ fn an_import_that_stops_midway_says_what_it_counted() {
     );
     stopped_without_a_panic(server);
 }
+
+/// A channel whose error answer holds a line break and a line of its own making: the
+/// push's failure is logged on one line, the channel's words escaped, and the forged
+/// line appears nowhere as a line of the log.
+#[test]
+fn a_channel_answer_cannot_write_a_line_of_the_log() {
+    let forged = "2026-12-07T10:00:00.000000Z  INFO lockstep: channel caught up";
+    let (hostile, asked, _) = answering(response(
+        "500 Internal Server Error",
+        "",
+        &format!("oops\n{forged}\r\n\u{1b}[2Jdone"),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &data,
+        &webhook_channel("hostile", &hostile, WEBHOOK_SECRET, ""),
+        None,
+    );
+    count(&server, "F0", 5);
+    assert!(eventually(Duration::from_secs(20), || asked
+        .load(Ordering::SeqCst)
+        >= 1));
+    let log = Mutex::new(Vec::new());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut log = log.lock().unwrap();
+            log.extend(server.stderr_lines());
+            log.iter().any(|l| l.contains("push failed"))
+        }),
+        "no failed push logged: {log:#?}"
+    );
+    let mut log = log.into_inner().unwrap();
+    let failed = log.iter().find(|l| l.contains("push failed")).unwrap();
+    assert!(
+        failed.contains(&format!("oops\\n{forged}\\r\\n\\u{{1b}}[2Jdone")),
+        "the channel's words, escaped on the one line: {failed}"
+    );
+    log.extend(server.stop());
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with(forged) || l.contains('\u{1b}')),
+        "a line of the channel's making: {log:#?}"
+    );
+}
