@@ -277,7 +277,10 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                lockstep::logging::for_terminal(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

