@@ -4,7 +4,8 @@
 //! # Floors (each imports only from those above it in this list; `tests/floors.rs`)
 //! - [`clock`]: time as microseconds. [`refusal`]: the JSON refusal every answer shares.
 //!   [`metrics`]: the Prometheus recorder. [`tasks`]: supervised background tasks.
-//!   [`logging`]: the log's format (every field escaped).
+//!   [`logging`]: the log's format (every field quoted and escaped as it needs), and a
+//!   command's closing error made safe for a terminal.
 //! - [`core`]: the pure stock machine: events, SKU state, channel views, records,
 //!   `apply(state, batch, now) -> effects`. No I/O, no clock reads.
 //! - [`config`]: the TOML configuration (the server, the keys every channel shares, the

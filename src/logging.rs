@@ -9,12 +9,14 @@
 //! a forged field. tracing-subscriber's own field formatter escapes ESC and a few other
 //! terminal codes since 0.3.20 (RUSTSEC-2025-0055), in the message and errors only, and
 //! no line breaks. So the fields are written here, in the `key=value` layout of
-//! tracing-subscriber's, with logfmt's quoting: a value that holds a space, `=`, `"`, a
-//! backslash or a control character is written in double quotes, with `"` and `\`
-//! escaped and every control character (a line break, a carriage return, a tab, ESC, C1
-//! codes) and Unicode's line and paragraph separators written as an escape. The message
-//! is ours and is not quoted; its control characters are escaped all the same. One place
-//! for every field of every line, rather than each call site remembering to quote.
+//! tracing-subscriber's, with logfmt's quoting: a value that is empty or holds whitespace,
+//! `=`, `"`, a backslash or a control character is written in double quotes, with `"`
+//! and `\` escaped and every control character (a line break, a carriage return, a tab,
+//! ESC, C1 codes) and Unicode's line and paragraph separators written as an escape
+//! (`\n`, `\r`, `\t`, else `\u001b`: the forms logfmt readers decode, as JSON's). The
+//! message is ours and is not quoted; its control characters but the tab are escaped all
+//! the same. One place for every field of every line, rather than each call site
+//! remembering to quote. (`for_terminal` does the same for a command's closing error.)
 //!
 //! What tracing-subscriber's formatter did that this one does not: italic field names and
 //! a dimmed `=` on a terminal (the level's colour and the line's prefix keep theirs).
@@ -100,8 +102,8 @@ impl Visit for Line<'_> {
         self.put(field, &format!("{value:?}"));
     }
 
-    /// The error and the errors that caused it, as tracing-subscriber's own writes them
-    /// (`name.sources=[...]`).
+    /// The error, then the errors that caused it as tracing-subscriber's own writes them
+    /// (`name.sources=[first, second]`), the list quoted as any value is.
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put(field, &value.to_string());
         let mut sources = Vec::new();
@@ -112,7 +114,7 @@ impl Visit for Line<'_> {
         }
         if !sources.is_empty() && self.result.is_ok() {
             let name = format!("{}.sources", field.name());
-            self.result = self.write(&name, &format!("{sources:?}"));
+            self.result = self.write(&name, &format!("[{}]", sources.join(", ")));
         }
     }
 }
@@ -146,7 +148,8 @@ fn escaped(out: &mut impl Write, text: &str, inside_quotes: bool) -> fmt::Result
             '\t' => out.write_str("\\t")?,
             '"' => out.write_str("\\\"")?,
             '\\' => out.write_str("\\\\")?,
-            c => write!(out, "\\u{{{:x}}}", c as u32)?,
+            // Every such character is below U+10000: four digits, as JSON and logfmt write.
+            c => write!(out, "\\u{:04x}", c as u32)?,
         }
         rest = &rest[at + c.len_utf8()..];
     }
@@ -218,7 +221,7 @@ mod tests {
         assert!(
             lines[0].ends_with(
                 "push failed channel=shop reason=\"HTTP 500: oops\\n2026-12-07T10:00:00Z  INFO \
-                 lockstep: all good\\r\\u{1b}[2J\\u{85}\\u{2028} channel=other \\\\n \\\"x\\\"\" \
+                 lockstep: all good\\r\\u001b[2J\\u0085\\u2028 channel=other \\\\n \\\"x\\\"\" \
                  retry_in_ms=5"
             ),
             "{}",
@@ -230,8 +233,24 @@ mod tests {
     fn a_commands_error_keeps_its_lines_and_loses_its_escape_codes() {
         assert_eq!(
             for_terminal("HTTP 500: \x1b]0;owned\x07oops\r\nthe listings are kept"),
-            "HTTP 500: \\u{1b}]0;owned\\u{7}oops\\r\nthe listings are kept"
+            "HTTP 500: \\u001b]0;owned\\u0007oops\\r\nthe listings are kept"
         );
+    }
+
+    /// An error caused by another.
+    #[derive(Debug)]
+    struct Failed(std::io::Error);
+
+    impl fmt::Display for Failed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("commit failed")
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]
@@ -243,8 +262,11 @@ mod tests {
                 log.module_path = "fjall::x",
                 "from the log crate"
             );
-            let io = std::io::Error::other("disk gone");
-            tracing::error!(error = &io as &(dyn std::error::Error + 'static), "failed");
+            let error = Failed(std::io::Error::other("disk\ngone"));
+            tracing::error!(
+                error = &error as &(dyn std::error::Error + 'static),
+                "failed"
+            );
         });
         assert_eq!(
             lines,
@@ -252,7 +274,8 @@ mod tests {
                 " INFO lockstep::logging::tests: plain line sku=A-1 shard=3 spaced=\"a b\" \
                  tab=\"a\\tb\" empty=\"\"",
                 " INFO lockstep::logging::tests: from the log crate",
-                "ERROR lockstep::logging::tests: failed error=\"disk gone\"",
+                "ERROR lockstep::logging::tests: failed error=\"commit failed\" \
+                 error.sources=\"[disk\\ngone]\"",
             ]
         );
     }

@@ -1,5 +1,6 @@
-//! The `lockstep` binary: argument parsing and the allocator. The log is set up by
-//! `lockstep::logging`; the commands live in `lockstep::cli` and `lockstep::demo`.
+//! The `lockstep` binary: argument parsing and the allocator. The log is set up, and a
+//! command's closing error escaped, by `lockstep::logging`; the commands live in
+//! `lockstep::cli` and `lockstep::demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

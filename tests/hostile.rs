@@ -4,8 +4,8 @@
 //! webhook senders with an `i64::MIN` timestamp; web pages elsewhere reaching the open
 //! local API; connections that stall on their bodies; a console form with a SKU the API
 //! refuses; a channel's answer written to forge a line of the log. Nothing panics, no
-//! credential leaves for another host, nothing unchecked is taken, and the rest of the
-//! engine keeps serving.
+//! credential leaves for another host, nothing unchecked is taken, no line of the log is
+//! a peer's making, and the rest of the engine keeps serving.
 
 mod common;
 
@@ -845,7 +845,7 @@ fn a_channel_answer_cannot_write_a_line_of_the_log() {
     // Quoted and escaped, and the line goes on with our own fields after them.
     assert!(
         failed.contains(&format!(
-            "reason=\"HTTP 500: oops\\n{forged}\\r\\n\\u{{1b}}[2Jdone\" retry_in_ms="
+            "reason=\"HTTP 500: oops\\n{forged}\\r\\n\\u001b[2Jdone\" retry_in_ms="
         )),
         "the channel's words, escaped on the one line: {failed}"
     );
