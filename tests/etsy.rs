@@ -531,3 +531,38 @@ fn an_order_that_cannot_be_read_is_left_out_and_the_poll_goes_on() {
         },
     );
 }
+
+/// A receipt Etsy refuses to give (400) at the notification's fetch is left out and
+/// counted, and the notification answered 200 once: a 503 would have Etsy deliver it
+/// again to no end but the same refusal. One Etsy forbids (403: the grant's scope, which
+/// the seller can fix) is answered 503, to come again, and held once Etsy gives it.
+#[test]
+fn a_refused_receipt_is_answered_200_and_a_forbidden_one_503() {
+    let rig = rig(2, "");
+    count_all(&rig, 0..2, 10);
+    let hooks = || rig.sim.market.sender.answers(Some("order.paid"));
+    let refuse = |sku: &str, status: u16| {
+        rig.sim
+            .market
+            .shop()
+            .refused_orders
+            .insert(sku.into(), status);
+    };
+    refuse("Y0", 400);
+    rig.sim.place_order(&[("Y0", 2)]);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    assert_eq!(hooks(), [200], "taken once, not refused and retried");
+    assert_eq!(rig.server.stock("Y0"), Some((10, 0, 10)), "left out");
+    let counted = "lockstep_channel_events_refused_total{channel=\"etsy\"}";
+    assert!(rig.server.metric(counted) >= 1.0, "{counted} is counted");
+
+    refuse("Y1", 403);
+    rig.sim.place_order(&[("Y1", 1)]);
+    assert!(rig.sim.market.sender.wait_idle(WAIT));
+    assert!(hooks()[1..].iter().all(|s| *s == 503), "{:?}", hooks());
+    assert_eq!(rig.server.stock("Y1"), Some((10, 0, 10)));
+    rig.sim.market.shop().refused_orders.clear();
+    let (status, _) = redeliver(&rig.server, "etsy", &rig.sim.market, None);
+    assert_eq!(status, 200, "delivered again once Etsy gives it");
+    assert_eq!(rig.server.stock("Y1"), Some((10, 1, 9)));
+}

@@ -15,8 +15,9 @@
 //!   write refuses read-only fields (`product_id`, `offering_id`, `is_deleted`). Each
 //!   listing also has a product lockstep does not map (the seller's own variation), so a
 //!   write that drops it shows.
-//! - Receipts: `GET /v3/application/shops/{shop_id}/receipts/{receipt_id}` and the listing
-//!   by `min_last_modified` (Unix seconds, `limit`/`offset`).
+//! - Receipts: `GET /v3/application/shops/{shop_id}/receipts/{receipt_id}` (refused with
+//!   `refused_orders`' status, as a test asks) and the listing by `min_last_modified` (Unix
+//!   seconds, `limit`/`offset`).
 //! - Webhooks: `order.paid` only (flat `{event_type, resource_url, shop_id}`), signed
 //!   Standard-Webhooks style with the endpoint's secret, retried 3 times. Cancellations
 //!   send nothing.
@@ -740,11 +741,16 @@ fn handle(
             let refunded = &x.refunded;
             let s = lock(shop);
             let listing_of = |sku: &str| split_id(&s, sku);
-            match receipt
-                .parse()
-                .ok()
-                .and_then(|id| receipt_json(&s, id, &listing_of, refunded))
+            let id: Option<u64> = receipt.parse().ok();
+            // A receipt the shop refuses to give (`Shop::refused_orders`), with Etsy's
+            // error body; its listing in the receipts' list is not refused.
+            if let Some(status) = id
+                .and_then(|id| s.orders.get(&id))
+                .and_then(|o| s.refusal_of(o))
             {
+                return etsy_error(status, "The receipt cannot be read", &quota);
+            }
+            match id.and_then(|id| receipt_json(&s, id, &listing_of, refunded)) {
                 Some(r) => reply(200, &r, &quota),
                 None => etsy_error(404, "Receipt not found", &quota),
             }

@@ -297,8 +297,8 @@ pub struct Shop {
     /// (`is_unreadable`; every simulator that lists orders honours it).
     pub unreadable_skus: std::collections::BTreeSet<String>,
     /// SKUs whose orders' follow-up reads (an order's items or lines, the order a thin
-    /// notification named) are answered with this status (`refusal_of`; Amazon's and
-    /// BigCommerce's simulators honour it): an order the channel refuses to give (a 4xx),
+    /// notification named) are answered with this status (`refusal_of`; Amazon's,
+    /// BigCommerce's and Etsy's simulators honour it): an order the channel refuses to give (a 4xx),
     /// or keeps failing to (a 5xx).
     pub refused_orders: BTreeMap<String, u16>,
     next_id: u64,
