@@ -125,7 +125,7 @@ fn quoted(out: &mut impl Write, text: &str) -> fmt::Result {
     let plain = !text.is_empty()
         && !text
             .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '=' | '"' | '\\') || needs_escape(c));
+            .any(|c| c.is_whitespace() || c == '=' || escaped_in_quotes(c));
     if plain {
         return out.write_str(text);
     }
@@ -137,7 +137,13 @@ fn quoted(out: &mut impl Write, text: &str) -> fmt::Result {
 /// Writes `text` with its control characters escaped (and the tab, `"` and `\` too when
 /// it goes `inside_quotes`).
 fn escaped(out: &mut impl Write, text: &str, inside_quotes: bool) -> fmt::Result {
-    let escape = |c: char| needs_escape(c) || inside_quotes && matches!(c, '\t' | '"' | '\\');
+    let escape = |c: char| {
+        if inside_quotes {
+            escaped_in_quotes(c)
+        } else {
+            needs_escape(c)
+        }
+    };
     let mut rest = text;
     while let Some(at) = rest.find(escape) {
         out.write_str(&rest[..at])?;
@@ -169,6 +175,11 @@ pub fn for_terminal(text: &str) -> String {
         escaped(&mut out, line, false).expect("a String takes every write");
     }
     out
+}
+
+/// What a quoted value escapes: what any text does, and the tab, `"` and `\`.
+fn escaped_in_quotes(c: char) -> bool {
+    needs_escape(c) || matches!(c, '\t' | '"' | '\\')
 }
 
 /// C0 controls but the tab, DEL, C1 controls, and U+2028 and U+2029, which some readers
